@@ -1,0 +1,1 @@
+"""The database is a shared contract: typed models and the engine factory."""

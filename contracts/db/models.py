@@ -1,0 +1,245 @@
+"""SQLAlchemy 2 typed models. Money is DECIMAL(18,2); times are UTC DATETIME(6)."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+Money = Numeric(18, 2, asdecimal=True)
+Timestamp = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql")
+Uuid = String(36)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_secret: Mapped[str] = mapped_column(String(100))
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Balance(Base):
+    """The merchant's two ledger accounts, kept equal to the sum of their ledger lines."""
+
+    __tablename__ = "balances"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), default="PKR")
+    available: Mapped[Decimal] = mapped_column(Money)
+    held: Mapped[Decimal] = mapped_column(Money)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class Payout(Base):
+    __tablename__ = "payouts"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "merchant_reference", name="uq_payouts_merchant_reference"),
+        Index("ix_payouts_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_payouts_merchant_status_created", "merchant_id", "status", "created_at"),
+        Index("ix_payouts_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    merchant_reference: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    currency: Mapped[str] = mapped_column(String(3))
+    dest_type: Mapped[str] = mapped_column(String(10))
+    bank_code: Mapped[str | None] = mapped_column(String(20))
+    wallet_code: Mapped[str | None] = mapped_column(String(20))
+    account_number: Mapped[str] = mapped_column(String(34))
+    account_title: Mapped[str] = mapped_column(String(100))
+    purpose: Mapped[str | None] = mapped_column(String(140))
+    status: Mapped[str] = mapped_column(String(20))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    failure_code: Mapped[str | None] = mapped_column(String(50))
+    psp_reference: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Incremented by every hold (create, reinitiate): a hold is posted or released once per cycle.
+    hold_cycle: Mapped[int] = mapped_column(Integer, default=1)
+    processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LedgerJournal(Base):
+    """One money movement; its lines sum to zero."""
+
+    __tablename__ = "ledger_journals"
+    __table_args__ = (
+        # Each hold of a payout is posted out or released at most once.
+        UniqueConstraint("payout_id", "hold_cycle", "kind", name="uq_journal_payout_cycle_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    payout_id: Mapped[str | None] = mapped_column(ForeignKey("payouts.id"))
+    hold_cycle: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class LedgerLine(Base):
+    __tablename__ = "ledger_lines"
+    __table_args__ = (Index("ix_ledger_lines_merchant_id", "merchant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    journal_id: Mapped[int] = mapped_column(ForeignKey("ledger_journals.id"))
+    # NULL for the shared psp_settlement account.
+    merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"))
+    account: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column(Money)
+    balance_after: Mapped[Decimal | None] = mapped_column(Money)
+    available_after: Mapped[Decimal | None] = mapped_column(Money)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class OutboxMessage(Base):
+    """A message written in the same transaction as the change it announces."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(100))
+    routing_key: Mapped[str] = mapped_column(String(200))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    correlation_id: Mapped[str | None] = mapped_column(String(100))
+    delay_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    publish_attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class ProcessedMessage(Base):
+    """Consumer inbox: a message id recorded in the transaction that applied it."""
+
+    __tablename__ = "processed_messages"
+
+    consumer: Mapped[str] = mapped_column(String(50), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    processed_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_expires", "expires_at"),)
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(36), primary_key=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    locked_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PspCallback(Base):
+    """An IPN or sandbox simulation, recorded once per event id."""
+
+    __tablename__ = "psp_callbacks"
+
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    outcome: Mapped[str] = mapped_column(String(20))
+    psp_reference: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class PayoutEvent(Base):
+    """The merchant's event log (`GET /events`): the payout as it was at each change."""
+
+    __tablename__ = "payout_events"
+    __table_args__ = (Index("ix_events_merchant_created", "merchant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_webhook_delivery_event"),
+        Index("ix_deliveries_merchant_created", "merchant_id", "created_at"),
+        Index("ix_deliveries_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(Uuid, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("payout_events.id"))
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_attempts_delivery", "delivery_id", "attempt_number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    attempt_number: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class DirectoryInstitution(Base):
+    __tablename__ = "directory_institutions"
+
+    code: Mapped[str] = mapped_column(String(20), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))  # BANK or WALLET
+    name: Mapped[str] = mapped_column(String(200))
+    iban_code: Mapped[str | None] = mapped_column(String(4))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)

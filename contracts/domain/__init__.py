@@ -1,0 +1,1 @@
+"""Pure domain rules shared by every service (no I/O)."""

@@ -1,0 +1,55 @@
+"""Destination account rules: Pakistani IBANs (ISO 13616 mod-97), wallet mobiles, plain numbers."""
+
+import re
+
+_PLAIN_ACCOUNT = re.compile(r"^\d{10,16}$")
+_PK_IBAN = re.compile(r"^PK\d{2}[A-Z]{4}\d{16}$")
+_PK_MOBILE = re.compile(r"^03\d{9}$")
+
+
+def iban_checksum_ok(iban: str) -> bool:
+    """ISO 13616: move the first 4 characters to the end, letters to numbers, mod 97 == 1."""
+    rearranged = iban[4:] + iban[:4]
+    digits = "".join(str(int(ch, 36)) for ch in rearranged)
+    return int(digits) % 97 == 1
+
+
+def iban_check_digits(country: str, bban: str) -> str:
+    """The two check digits that make `country + ?? + bban` a valid IBAN."""
+    digits = "".join(str(int(ch, 36)) for ch in bban + country + "00")
+    return f"{98 - int(digits) % 97:02d}"
+
+
+def is_pakistani_iban(value: str) -> bool:
+    return bool(_PK_IBAN.fullmatch(value)) and iban_checksum_ok(value)
+
+
+def is_wallet_mobile(value: str) -> bool:
+    return bool(_PK_MOBILE.fullmatch(value))
+
+
+def normalize_account_number(value: str) -> str:
+    """Spaces and dashes are formatting, not part of the number; IBAN letters upper-case."""
+    return re.sub(r"[\s-]", "", value).upper()
+
+
+def account_number_problem(dest_type: str, account_number: str) -> str | None:
+    """None when the number is acceptable for the destination type, else why not."""
+    if _PLAIN_ACCOUNT.fullmatch(account_number):
+        return None
+    if dest_type == "BANK":
+        if account_number.startswith("PK"):
+            return None if is_pakistani_iban(account_number) else "is not a valid Pakistani IBAN"
+        return "must be 10-16 digits or a Pakistani IBAN (PK + 22 characters)"
+    if is_wallet_mobile(account_number):
+        return None
+    return "must be 10-16 digits or a mobile number 03XXXXXXXXX"
+
+
+def iban_bank_code(iban: str) -> str:
+    return iban[4:8]
+
+
+def mask_account(account_number: str) -> str:
+    """All but the last 4 characters hidden, for logs."""
+    return "*" * max(len(account_number) - 4, 0) + account_number[-4:]

@@ -1,0 +1,35 @@
+"""PKR amounts: parsed from requests, formatted for responses. Never a float."""
+
+from decimal import ROUND_DOWN, ROUND_UNNECESSARY, Decimal, InvalidOperation
+
+MAX_PAYOUT_AMOUNT = Decimal("10000000.00")
+CENT = Decimal("0.01")
+
+
+class InvalidAmount(ValueError):
+    """An amount that is not a positive PKR value with at most 2 decimals."""
+
+
+def parse_amount(raw: object, *, maximum: Decimal = MAX_PAYOUT_AMOUNT) -> Decimal:
+    """Accept a JSON number or numeric string with at most 2 decimals, 0 < amount <= maximum."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
+        raise InvalidAmount("must be a number or a numeric string")
+    text = raw.strip() if isinstance(raw, str) else str(raw)
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise InvalidAmount("must be a number or a numeric string") from exc
+    if not value.is_finite():
+        raise InvalidAmount("must be a finite number")
+    if value <= 0:
+        raise InvalidAmount("must be greater than 0")
+    if value > maximum:
+        raise InvalidAmount(f"must be at most {format_amount(maximum)}")
+    if value != value.quantize(CENT, rounding=ROUND_DOWN):
+        raise InvalidAmount("must have at most 2 decimal places")
+    return value.quantize(CENT, rounding=ROUND_UNNECESSARY)
+
+
+def format_amount(value: Decimal) -> str:
+    """Exactly two decimals: Decimal('1500') -> '1500.00'."""
+    return f"{value.quantize(CENT, rounding=ROUND_UNNECESSARY):f}"

@@ -1,0 +1,162 @@
+"""Double-entry postings. Each function is one journal whose lines sum to zero, written in the
+caller's transaction together with the balance row it keeps equal to the ledger.
+
+Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the outside world).
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.db.engine import utcnow
+from contracts.db.models import Balance, LedgerJournal, LedgerLine
+
+
+class Account(StrEnum):
+    AVAILABLE = "AVAILABLE"
+    HELD = "HELD"
+    PSP_SETTLEMENT = "PSP_SETTLEMENT"
+
+
+class JournalKind(StrEnum):
+    HOLD = "HOLD"
+    RELEASE = "RELEASE"
+    PAYOUT = "PAYOUT"
+    REVERSAL = "REVERSAL"
+    TOPUP = "TOPUP"
+
+
+class InsufficientBalance(Exception):
+    """The merchant's available balance does not cover the amount."""
+
+
+class UnknownMerchantBalance(Exception):
+    """No balance row: the merchant does not exist."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    kind: JournalKind
+    debit: Account  # money leaves this account
+    credit: Account  # money enters this account
+    description: str
+
+
+HOLD = Posting(JournalKind.HOLD, Account.AVAILABLE, Account.HELD, "Funds held for payout")
+RELEASE = Posting(JournalKind.RELEASE, Account.HELD, Account.AVAILABLE, "Hold released")
+PAYOUT = Posting(JournalKind.PAYOUT, Account.HELD, Account.PSP_SETTLEMENT, "Payout sent")
+REVERSAL = Posting(
+    JournalKind.REVERSAL, Account.PSP_SETTLEMENT, Account.AVAILABLE, "Payout reversed by bank"
+)
+TOPUP = Posting(JournalKind.TOPUP, Account.PSP_SETTLEMENT, Account.AVAILABLE, "Balance top-up")
+
+_COLUMN = {Account.AVAILABLE: Balance.available, Account.HELD: Balance.held}
+
+
+async def _post(
+    session: AsyncSession,
+    posting: Posting,
+    *,
+    merchant_id: str,
+    amount: Decimal,
+    payout_id: str | None = None,
+    hold_cycle: int | None = None,
+) -> int:
+    """Move `amount` from debit to credit; the debited merchant account may not go negative."""
+    now = utcnow()
+    changes: dict[Account, Decimal] = {posting.debit: -amount, posting.credit: amount}
+    values = {
+        _COLUMN[account].key: _COLUMN[account] + delta
+        for account, delta in changes.items()
+        if account in _COLUMN
+    }
+    statement = (
+        update(Balance)
+        .where(Balance.merchant_id == merchant_id)
+        .values(**values, version=Balance.version + 1, updated_at=now)
+    )
+    if posting.debit in _COLUMN:
+        statement = statement.where(_COLUMN[posting.debit] >= amount)
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        exists = await session.scalar(select(Balance.merchant_id).where(Balance.merchant_id == merchant_id))
+        if exists is None:
+            raise UnknownMerchantBalance(merchant_id)
+        raise InsufficientBalance(merchant_id)
+
+    available, held = (
+        await session.execute(
+            select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
+        )
+    ).one()
+    journal = await session.execute(
+        insert(LedgerJournal).values(
+            merchant_id=merchant_id,
+            payout_id=payout_id,
+            hold_cycle=hold_cycle,
+            kind=posting.kind.value,
+            description=posting.description,
+            created_at=now,
+        )
+    )
+    journal_id = int(journal.inserted_primary_key[0])  # type: ignore[index]
+    lines = []
+    for account, delta in changes.items():
+        is_merchant_account = account in _COLUMN
+        lines.append(
+            {
+                "journal_id": journal_id,
+                "merchant_id": merchant_id if is_merchant_account else None,
+                "account": account.value,
+                "amount": delta,
+                "balance_after": available + held if is_merchant_account else None,
+                "available_after": available if is_merchant_account else None,
+                "created_at": now,
+            }
+        )
+    await session.execute(insert(LedgerLine), lines)
+    return journal_id
+
+
+async def hold_funds(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
+) -> None:
+    """available -> held; raises InsufficientBalance without writing anything."""
+    await _post(
+        session, HOLD, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+    )
+
+
+async def post_hold(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
+) -> None:
+    """held -> psp_settlement: the payout left us."""
+    await _post(
+        session, PAYOUT, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+    )
+
+
+async def release_hold(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
+) -> None:
+    """held -> available: the payout failed."""
+    await _post(
+        session, RELEASE, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+    )
+
+
+async def reverse_payout(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
+) -> None:
+    """psp_settlement -> available: the bank returned the money."""
+    await _post(
+        session, REVERSAL, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+    )
+
+
+async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:
+    """psp_settlement -> available."""
+    await _post(session, TOPUP, merchant_id=merchant_id, amount=amount)

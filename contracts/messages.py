@@ -1,0 +1,49 @@
+"""Message bodies that cross RabbitMQ, versioned by `schemaVersion`.
+
+Commands are named in the imperative, events in the past tense.
+"""
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from contracts.domain.statuses import EventType, PspOutcome
+from contracts.payout_view import PayoutView
+from contracts.wire import Timestamp, WireModel
+
+
+class ProcessPayout(WireModel):
+    """Run the scenario rules on a PENDING or RETRY payout."""
+
+    schema_version: Literal[1] = 1
+    payout_id: str = Field(min_length=36, max_length=36)
+    merchant_id: str
+
+
+class ApplyPspOutcome(WireModel):
+    """Settle a payout as an IPN or a sandbox simulation said."""
+
+    schema_version: Literal[1] = 1
+    callback_event_id: str = Field(min_length=1, max_length=100)
+    payout_id: str = Field(min_length=36, max_length=36)
+    merchant_id: str
+    outcome: PspOutcome
+    psp_reference: str | None = None
+    failure_reason: str | None = None
+
+
+class PayoutStatusChanged(WireModel):
+    """One event per status change, carrying the payout as it was at that change."""
+
+    schema_version: Literal[1] = 1
+    id: str  # evt_...
+    type: EventType
+    event: str  # the original mock's PAYOUT_CREATED | PAYOUT_UPDATED | PAYOUT_REINITIATED
+    created_at: Timestamp
+    merchant_id: str
+    payout: PayoutView
+
+    def webhook_body(self) -> dict[str, Any]:
+        """The JSON merchants receive: `{id, type, createdAt, event, payout}`."""
+        data = self.model_dump(mode="json", by_alias=True)
+        return {key: data[key] for key in ("id", "type", "createdAt", "event", "payout")}

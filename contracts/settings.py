@@ -1,0 +1,80 @@
+"""One settings class for every service; environment variables prefixed `PAYOUTS_`."""
+
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
+
+    env: Environment = Environment.TEST
+    database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/payouts"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 1
+    psp_secret: str = "psp_test_secret_change_me"
+    db_pool_size: int = 20
+
+    max_body_bytes: int = 64 * 1024
+    max_page_size: int = 100
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_keys_per_merchant_per_day: int = 100_000
+    idempotency_stale_seconds: int = 60
+
+    processor_retry_delay_seconds: float = 2.0
+    processor_prefetch: int = 16
+    processor_max_handler_retries: int = 5
+
+    relay_batch_size: int = 200
+    relay_poll_interval_seconds: float = 0.05
+    relay_idle_poll_interval_seconds: float = 0.25
+    outbox_retention_hours: int = 24
+
+    webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_seconds: float = 10.0
+    webhook_allow_private_urls: bool = False
+    webhook_secret_grace_hours: int = 24
+    webhook_prefetch: int = 32
+
+    log_format: str = Field(default="json", pattern="^(json|text)$")
+    log_level: str = "INFO"
+
+    demo_balance: Decimal = Decimal("1000000.00")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_mysql_driver(cls, value: str) -> str:
+        if not value.startswith("mysql+asyncmy://"):
+            raise ValueError("PAYOUTS_DATABASE_URL must use the mysql+asyncmy:// driver")
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _delays_are_positive_numbers(cls, value: str) -> str:
+        delays = [float(part) for part in value.split(",") if part.strip()]
+        if not delays or any(delay <= 0 for delay in delays):
+            raise ValueError("PAYOUTS_WEBHOOK_RETRY_DELAYS must be positive comma-separated seconds")
+        return value
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        return self.env is Environment.TEST
+
+    @property
+    def webhook_retry_ladder(self) -> list[float]:
+        return [float(part) for part in self.webhook_retry_delays.split(",") if part.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

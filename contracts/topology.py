@@ -1,0 +1,142 @@
+"""Every exchange, queue, binding and routing key of the system, declared in one place.
+
+Work queues are quorum queues with a delivery limit and at-least-once dead-lettering into
+`<queue>.dead`. Delayed retries go to `<queue>.retry...` queues: messages carry a per-message
+expiration and dead-letter back to their work queue through `payouts.retry-return`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, ExchangeType
+
+COMMANDS_EXCHANGE = "payouts.commands"  # direct: commands to the processor
+EVENTS_EXCHANGE = "payouts.events"  # topic: payout status events, routing key = event type
+RETRY_RETURN_EXCHANGE = "payouts.retry-return"  # direct: retry queues dead-letter back here
+DEAD_LETTER_EXCHANGE = "payouts.dead-letter"  # direct: dead-letter and parking-lot queues
+DEFAULT_EXCHANGE = ""  # routes by queue name; used for retry queues
+
+PROCESS_PAYOUT_KEY = "payout.process"
+APPLY_PSP_OUTCOME_KEY = "payout.apply-psp-outcome"
+
+DELIVERY_LIMIT = 10
+
+# Our own headers (RabbitMQ >= 3.13 ignores a client-sent x-death).
+RETRY_COUNT_HEADER = "x-payouts-retry-count"
+LAST_ERROR_HEADER = "x-payouts-last-error"
+PAYOUT_ID_HEADER = "x-payout-id"
+MERCHANT_ID_HEADER = "x-merchant-id"
+SCHEMA_HEADER = "x-schema"
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    name: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+    retry_tiers: int = 1
+    parking_lot: str | None = None
+    extra_arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}.dead"
+
+    def retry_queue(self, tier: int) -> str:
+        """Tier 1..retry_tiers; a single-tier queue has no number in its name."""
+        return f"{self.name}.retry" if self.retry_tiers == 1 else f"{self.name}.retry.{tier}"
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+            "x-dead-letter-routing-key": self.dead_letter_queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            **self.extra_arguments,
+        }
+
+    def retry_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": RETRY_RETURN_EXCHANGE,
+            "x-dead-letter-routing-key": self.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+PAYOUT_COMMANDS = WorkQueue(
+    name="processor.payout-commands",
+    exchange=COMMANDS_EXCHANGE,
+    routing_keys=(PROCESS_PAYOUT_KEY,),
+)
+PSP_OUTCOMES = WorkQueue(
+    name="processor.psp-outcomes",
+    exchange=COMMANDS_EXCHANGE,
+    routing_keys=(APPLY_PSP_OUTCOME_KEY,),
+)
+WEBHOOK_PARKING_LOT = "webhooks.parking-lot"
+
+
+def webhook_events_queue(retry_tiers: int) -> WorkQueue:
+    """The webhook service's queue; one retry queue per tier of the configured ladder."""
+    return WorkQueue(
+        name="webhooks.payout-events",
+        exchange=EVENTS_EXCHANGE,
+        routing_keys=("payout.*",),
+        retry_tiers=retry_tiers,
+        parking_lot=WEBHOOK_PARKING_LOT,
+    )
+
+
+EXCHANGES: dict[str, ExchangeType] = {
+    COMMANDS_EXCHANGE: ExchangeType.DIRECT,
+    EVENTS_EXCHANGE: ExchangeType.TOPIC,
+    RETRY_RETURN_EXCHANGE: ExchangeType.DIRECT,
+    DEAD_LETTER_EXCHANGE: ExchangeType.DIRECT,
+}
+
+
+def all_work_queues(webhook_retry_tiers: int) -> tuple[WorkQueue, ...]:
+    return (PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue(webhook_retry_tiers))
+
+
+async def declare_work_queue(channel: AbstractChannel, queue: WorkQueue) -> None:
+    exchanges = {name: await channel.get_exchange(name) for name in EXCHANGES}
+    main = await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+    for key in queue.routing_keys:
+        await main.bind(exchanges[queue.exchange], routing_key=key)
+    await main.bind(exchanges[RETRY_RETURN_EXCHANGE], routing_key=queue.name)
+
+    dead = await channel.declare_queue(
+        queue.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(exchanges[DEAD_LETTER_EXCHANGE], routing_key=queue.dead_letter_queue)
+
+    for tier in range(1, queue.retry_tiers + 1):
+        await channel.declare_queue(
+            queue.retry_queue(tier), durable=True, arguments=queue.retry_arguments()
+        )
+    if queue.parking_lot:
+        parked = await channel.declare_queue(
+            queue.parking_lot, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await parked.bind(exchanges[DEAD_LETTER_EXCHANGE], routing_key=queue.parking_lot)
+
+
+async def declare_topology(channel: AbstractChannel, *, webhook_retry_tiers: int) -> None:
+    """Idempotent: every service declares the whole topology at start-up."""
+    for name, kind in EXCHANGES.items():
+        await channel.declare_exchange(name, kind, durable=True)
+    for queue in all_work_queues(webhook_retry_tiers):
+        await declare_work_queue(channel, queue)
+
+
+async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        await declare_topology(await connection.channel(), webhook_retry_tiers=webhook_retry_tiers)

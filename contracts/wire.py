@@ -1,0 +1,32 @@
+"""JSON on the wire: camelCase models, money as 2-decimal strings, times as ISO-8601 UTC with Z."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+from contracts.domain.money import format_amount
+
+
+def format_timestamp(value: datetime) -> str:
+    """Stored times are naive UTC; the wire shows millisecond precision and a Z."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", by_alias=True))
+
+
+def dumps(data: Any) -> bytes:
+    return orjson.dumps(data)
