@@ -82,7 +82,9 @@ async def _post(
         statement = statement.where(_COLUMN[posting.debit] >= amount)
     result = await session.execute(statement.execution_options(synchronize_session=False))
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        exists = await session.scalar(select(Balance.merchant_id).where(Balance.merchant_id == merchant_id))
+        exists = await session.scalar(
+            select(Balance.merchant_id).where(Balance.merchant_id == merchant_id)
+        )
         if exists is None:
             raise UnknownMerchantBalance(merchant_id)
         raise InsufficientBalance(merchant_id)
@@ -126,7 +128,12 @@ async def hold_funds(
 ) -> None:
     """available -> held; raises InsufficientBalance without writing anything."""
     await _post(
-        session, HOLD, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+        session,
+        HOLD,
+        merchant_id=merchant_id,
+        amount=amount,
+        payout_id=payout_id,
+        hold_cycle=hold_cycle,
     )
 
 
@@ -135,7 +142,12 @@ async def post_hold(
 ) -> None:
     """held -> psp_settlement: the payout left us."""
     await _post(
-        session, PAYOUT, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+        session,
+        PAYOUT,
+        merchant_id=merchant_id,
+        amount=amount,
+        payout_id=payout_id,
+        hold_cycle=hold_cycle,
     )
 
 
@@ -144,7 +156,12 @@ async def release_hold(
 ) -> None:
     """held -> available: the payout failed."""
     await _post(
-        session, RELEASE, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+        session,
+        RELEASE,
+        merchant_id=merchant_id,
+        amount=amount,
+        payout_id=payout_id,
+        hold_cycle=hold_cycle,
     )
 
 
@@ -153,7 +170,12 @@ async def reverse_payout(
 ) -> None:
     """psp_settlement -> available: the bank returned the money."""
     await _post(
-        session, REVERSAL, merchant_id=merchant_id, amount=amount, payout_id=payout_id, hold_cycle=hold_cycle
+        session,
+        REVERSAL,
+        merchant_id=merchant_id,
+        amount=amount,
+        payout_id=payout_id,
+        hold_cycle=hold_cycle,
     )
 
 

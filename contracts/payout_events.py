@@ -60,7 +60,11 @@ async def record_payout_event(
 
 
 async def request_processing(
-    session: AsyncSession, payout: Payout, *, correlation_id: str | None, delay_ms: int | None = None
+    session: AsyncSession,
+    payout: Payout,
+    *,
+    correlation_id: str | None,
+    delay_ms: int | None = None,
 ) -> None:
     """Queue a ProcessPayout command; with a delay it goes through the retry queue."""
     delayed = delay_ms is not None

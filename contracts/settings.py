@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     def _delays_are_positive_numbers(cls, value: str) -> str:
         delays = [float(part) for part in value.split(",") if part.strip()]
         if not delays or any(delay <= 0 for delay in delays):
-            raise ValueError("PAYOUTS_WEBHOOK_RETRY_DELAYS must be positive comma-separated seconds")
+            raise ValueError(
+                "PAYOUTS_WEBHOOK_RETRY_DELAYS must be positive comma-separated seconds"
+            )
         return value
 
     @property

@@ -1,6 +1,6 @@
 """PKR amounts: parsed from requests, formatted for responses. Never a float."""
 
-from decimal import ROUND_DOWN, ROUND_UNNECESSARY, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MAX_PAYOUT_AMOUNT = Decimal("10000000.00")
 CENT = Decimal("0.01")
@@ -27,9 +27,9 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_PAYOUT_AMOUNT) -> Decima
         raise InvalidAmount(f"must be at most {format_amount(maximum)}")
     if value != value.quantize(CENT, rounding=ROUND_DOWN):
         raise InvalidAmount("must have at most 2 decimal places")
-    return value.quantize(CENT, rounding=ROUND_UNNECESSARY)
+    return value.quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
 def format_amount(value: Decimal) -> str:
     """Exactly two decimals: Decimal('1500') -> '1500.00'."""
-    return f"{value.quantize(CENT, rounding=ROUND_UNNECESSARY):f}"
+    return f"{value.quantize(CENT, rounding=ROUND_HALF_EVEN):f}"

@@ -1,0 +1,54 @@
+"""The FastAPI application: routers under /api/v1, one error handler, request ids, body limit."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from api_service import health
+from api_service.balance.endpoints import router as balance_router
+from api_service.directory.endpoints import router as directory_router
+from api_service.exception_handlers import install_exception_handlers
+from api_service.middleware import RequestContextMiddleware
+from api_service.payouts.endpoints import router as payouts_router
+from api_service.psp.endpoints import router as psp_router
+from contracts.db.engine import create_engine, create_session_factory
+from contracts.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        app.state.settings = settings
+        app.state.sessions = create_session_factory(engine)
+        app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
+        app.state.draining = False
+        yield
+        app.state.draining = True
+        await app.state.broker_probe.close()
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Payout Sandbox API",
+        version="1.0.0",
+        description=(
+            "A mock payout PSP for Pakistani merchants (PKR). Authenticate with `X-API-KEY`; "
+            "send `X-IDEMPOTENCY-KEY` (a UUID) on every POST."
+        ),
+        lifespan=lifespan,
+    )
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health.router)
+    api.include_router(payouts_router)
+    api.include_router(balance_router)
+    api.include_router(directory_router)
+    api.include_router(psp_router)
+    app.include_router(api)
+    install_exception_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

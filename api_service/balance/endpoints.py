@@ -1,0 +1,84 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+from starlette.responses import Response
+
+from api_service.deps import CurrentMerchant, SessionDep
+from api_service.envelope import json_response, success_body
+from api_service.errors import InvalidApiKey, MissingApiKey, error_responses
+from contracts.db.models import Balance, LedgerJournal, LedgerLine
+from contracts.domain.money import format_amount
+from contracts.wire import format_timestamp
+
+router = APIRouter(prefix="/balance", tags=["balance"])
+
+
+@router.get("", responses=error_responses(MissingApiKey, InvalidApiKey), summary="Current balance")
+async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Response:
+    balance = await session.get(Balance, merchant.id)
+    assert balance is not None, "every merchant is created with a balance row"
+    data = {
+        "currency": balance.currency,
+        "balance": format_amount(balance.available + balance.held),
+        "lockedBalance": format_amount(balance.held),
+        "availableBalance": format_amount(balance.available),
+        "version": balance.version,
+    }
+    return json_response(success_body(data))
+
+
+@router.get(
+    "/history",
+    responses=error_responses(MissingApiKey, InvalidApiKey),
+    summary="The merchant's ledger lines, newest first",
+)
+async def get_balance_history(
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    total = (
+        await session.scalar(
+            select(func.count())
+            .select_from(LedgerLine)
+            .where(LedgerLine.merchant_id == merchant.id)
+        )
+        or 0
+    )
+    rows = await session.execute(
+        select(LedgerLine, LedgerJournal)
+        .join(LedgerJournal, LedgerJournal.id == LedgerLine.journal_id)
+        .where(LedgerLine.merchant_id == merchant.id)
+        .order_by(LedgerLine.id.desc())
+        .offset((page - 1) * limit)
+        .limit(limit)
+    )
+    entries: list[dict[str, Any]] = [
+        {
+            "id": line.id,
+            "journalId": journal.id,
+            "type": journal.kind,
+            "account": line.account.lower(),
+            "amount": format_amount(line.amount),
+            "balanceAfter": format_amount(line.balance_after)
+            if line.balance_after is not None
+            else None,
+            "availableAfter": format_amount(line.available_after)
+            if line.available_after is not None
+            else None,
+            "payoutId": journal.payout_id,
+            "description": journal.description,
+            "createdAt": format_timestamp(line.created_at),
+        }
+        for line, journal in rows.tuples()
+    ]
+    pagination = {
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "totalPages": (total + limit - 1) // limit,
+        "hasMore": page * limit < total,
+    }
+    return json_response(success_body({"entries": entries, "pagination": pagination}))

@@ -1,0 +1,102 @@
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from api_service.deps import CurrentMerchant, SessionDep
+from api_service.envelope import json_response, success_body
+from api_service.errors import InvalidApiKey, MissingApiKey, ValidationFailed, error_responses
+from api_service.idempotency import IdempotencyDep
+from api_service.payouts.service import validate_destination
+from api_service.routing import DecimalJsonRoute
+from api_service.schemas import AccountNumberIn, DestType, InstitutionCode, RequestModel
+from contracts.db.models import DirectoryInstitution
+
+router = APIRouter(tags=["directory"], route_class=DecimalJsonRoute)
+
+_SANDBOX_TITLES = (
+    "Ayesha Khan",
+    "Muhammad Ali",
+    "Fatima Siddiqui",
+    "Usman Tariq",
+    "Zainab Ahmed",
+    "Bilal Hussain",
+    "Hira Malik",
+    "Imran Qureshi",
+)
+
+
+@router.get(
+    "/directory",
+    responses=error_responses(MissingApiKey, InvalidApiKey),
+    summary="Banks and wallets",
+)
+async def get_directory(merchant: CurrentMerchant, session: SessionDep) -> Response:
+    institutions = await session.scalars(
+        select(DirectoryInstitution).order_by(DirectoryInstitution.code)
+    )
+    listing: dict[str, list[dict[str, Any]]] = {"banks": [], "wallets": []}
+    for institution in institutions:
+        entry = {
+            "code": institution.code,
+            "name": institution.name,
+            "isActive": institution.is_active,
+        }
+        if institution.kind == "BANK":
+            listing["banks"].append({**entry, "ibanCode": institution.iban_code})
+        else:
+            listing["wallets"].append(entry)
+    return json_response(success_body(listing))
+
+
+class VerifyAccountRequest(RequestModel):
+    dest_type: DestType
+    bank_code: InstitutionCode | None = None
+    wallet_code: InstitutionCode | None = None
+    account_number: Annotated[AccountNumberIn, Field()]
+
+
+def sandbox_account_title(account_number: str) -> str:
+    digest = hashlib.sha256(account_number.encode()).digest()
+    return _SANDBOX_TITLES[digest[0] % len(_SANDBOX_TITLES)]
+
+
+@router.post(
+    "/verify-account",
+    responses=error_responses(MissingApiKey, InvalidApiKey),
+    summary="Check a destination account (sandbox title lookup; suffix 0003 is invalid)",
+)
+async def verify_account(
+    body: VerifyAccountRequest,
+    request: Request,
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        return 200, success_body(await _verify(session, body))
+
+    return await idempotency.run(request, session, operation)
+
+
+async def _verify(session: AsyncSession, body: VerifyAccountRequest) -> dict[str, Any]:
+    try:
+        _bank, _wallet, number = await validate_destination(
+            session, body.dest_type, body.bank_code, body.wallet_code, body.account_number
+        )
+    except ValidationFailed as failure:
+        if failure.details and failure.details[0]["field"] == "accountNumber":
+            return {"isValid": False, "message": failure.message}
+        raise
+    if number.endswith("0003"):
+        return {"isValid": False, "message": "Account validation failed"}
+    blocked = number.endswith("0005")
+    return {
+        "isValid": True,
+        "accountTitle": sandbox_account_title(number),
+        "message": "Account is blocked or restricted" if blocked else "Account verified",
+    }

@@ -1,0 +1,146 @@
+"""Domain errors of the REST API, each mapped to the contract's code and HTTP status."""
+
+from typing import Any, ClassVar
+
+from api_service.envelope import ErrorEnvelopeSchema
+
+
+class ApiError(Exception):
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "BAD_REQUEST"
+    default_message: ClassVar[str] = "Bad request"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        self.headers = headers
+        super().__init__(self.message)
+
+
+class ValidationFailed(ApiError):
+    code = "VALIDATION_ERROR"
+    default_message = "Request validation failed"
+
+    @classmethod
+    def on(cls, field: str, message: str) -> "ValidationFailed":
+        return cls(f"{field} {message}", details=[{"field": field, "message": message}])
+
+
+class MissingApiKey(ApiError):
+    status_code = 401
+    code = "MISSING_API_KEY"
+    default_message = "X-API-KEY header is required"
+
+
+class InvalidApiKey(ApiError):
+    status_code = 401
+    code = "INVALID_API_KEY"
+    default_message = "API key is invalid or inactive"
+
+
+class InvalidSignature(ApiError):
+    status_code = 401
+    code = "INVALID_SIGNATURE"
+    default_message = "X-PSP-Signature is missing or does not match the body"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "Resource not found"
+
+
+class MissingIdempotencyKey(ApiError):
+    code = "MISSING_IDEMPOTENCY_KEY"
+    default_message = "X-IDEMPOTENCY-KEY header is required on POST requests"
+
+
+class InvalidIdempotencyKey(ApiError):
+    code = "INVALID_IDEMPOTENCY_KEY"
+    default_message = "X-IDEMPOTENCY-KEY must be a UUID"
+
+
+class IdempotencyKeyInUse(ApiError):
+    status_code = 409
+    code = "IDEMPOTENCY_KEY_IN_USE"
+    default_message = "A request with this idempotency key is still being processed"
+
+
+class IdempotencyKeyReused(ApiError):
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "This idempotency key was used with a different request"
+
+
+class IdempotencyQuotaExceeded(ApiError):
+    status_code = 429
+    code = "IDEMPOTENCY_QUOTA_EXCEEDED"
+    default_message = "Too many idempotency keys stored today for this merchant"
+
+
+class DuplicateReference(ApiError):
+    status_code = 409
+    code = "DUPLICATE_REFERENCE"
+    default_message = "A payout with this merchantReference already exists"
+
+
+class InvalidStatus(ApiError):
+    status_code = 409
+    code = "INVALID_STATUS"
+    default_message = "The payout is not in a status that allows this operation"
+
+
+class InvalidTransition(ApiError):
+    status_code = 409
+    code = "INVALID_TRANSITION"
+    default_message = "This status transition is not allowed"
+
+
+class InsufficientBalance(ApiError):
+    status_code = 422
+    code = "INSUFFICIENT_BALANCE"
+    default_message = "Available balance is lower than the payout amount"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "Request body exceeds 64 KiB"
+
+
+class SandboxDisabled(ApiError):
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "Sandbox controls are disabled in production mode"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "RATE_LIMITED"
+    default_message = "Too many requests for this API key"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "A dependency is unavailable; retry later"
+
+
+def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for an endpoint: one entry per status, listing the codes."""
+    by_status: dict[int, list[str]] = {}
+    for error in (*errors, ValidationFailed, ServiceUnavailable):
+        by_status.setdefault(error.status_code, []).append(error.code)
+    return {
+        status: {
+            "model": ErrorEnvelopeSchema,
+            "description": " | ".join(sorted(set(codes))),
+        }
+        for status, codes in sorted(by_status.items())
+    }

@@ -1,0 +1,197 @@
+"""Idempotent POSTs: scope (merchant, key); method + path + body hash; the response stored in
+the same transaction as the work it describes; 4xx stored, 5xx not (the client may retry)."""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from api_service.deps import CurrentMerchant, SettingsDep, get_session_factory
+from api_service.envelope import error_body, json_response
+from api_service.errors import (
+    ApiError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    MissingIdempotencyKey,
+)
+from contracts.db.engine import SessionFactory, utcnow
+from contracts.db.models import IdempotencyKey
+
+Operation = Callable[[], Awaitable[tuple[int, bytes]]]
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def request_fingerprint(body: bytes) -> str:
+    """SHA-256 of the canonical JSON body (key order and spacing do not matter)."""
+    try:
+        canonical = json.dumps(
+            json.loads(body, parse_float=Decimal),
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+    except ValueError:
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
+
+
+@dataclass
+class Idempotency:
+    key: str
+    merchant_id: str
+    method: str
+    path: str
+    request_id: str
+    sessions: SessionFactory
+    ttl: timedelta
+    stale_after: timedelta
+
+    async def run(self, request: Request, session: AsyncSession, operation: Operation) -> Response:
+        """Claim the key, run `operation` (which must not commit), store its response, commit."""
+        fingerprint = request_fingerprint(await request.body())
+        replay = await self._claim(fingerprint)
+        if replay is not None:
+            return replay
+        try:
+            status_code, body = await operation()
+        except ApiError as error:
+            await session.rollback()
+            if error.status_code >= 500:
+                await self._release()
+                raise
+            body = error_body(error.code, error.message, self.request_id, error.details)
+            await self._store(self.sessions, error.status_code, body)
+            return json_response(body, error.status_code, error.headers)
+        except BaseException:
+            await session.rollback()
+            await self._release()
+            raise
+        await self._store_in(session, status_code, body)
+        await session.commit()
+        return json_response(body, status_code)
+
+    def _row(self) -> tuple[bool, ...]:
+        return (IdempotencyKey.merchant_id == self.merchant_id, IdempotencyKey.key == self.key)
+
+    async def _claim(self, fingerprint: str) -> Response | None:
+        """None when this request owns the key now; a replayed response when it already ran."""
+        async with self.sessions() as session:
+            for _ in range(2):
+                now = utcnow()
+                try:
+                    await session.execute(
+                        insert(IdempotencyKey).values(
+                            merchant_id=self.merchant_id,
+                            key=self.key,
+                            method=self.method,
+                            path=self.path,
+                            request_hash=fingerprint,
+                            locked_at=now,
+                            created_at=now,
+                            expires_at=now + self.ttl,
+                        )
+                    )
+                    await session.commit()
+                    return None
+                except IntegrityError:
+                    await session.rollback()
+                existing = await session.scalar(select(IdempotencyKey).where(*self._row()))
+                if existing is None:
+                    continue  # deleted in between: claim again
+                if existing.expires_at <= now:
+                    await session.execute(delete(IdempotencyKey).where(*self._row()))
+                    await session.commit()
+                    continue
+                return await self._resolve_existing(session, existing, fingerprint, now)
+        raise IdempotencyKeyInUse
+
+    async def _resolve_existing(
+        self, session: AsyncSession, existing: IdempotencyKey, fingerprint: str, now: datetime
+    ) -> Response | None:
+        if (existing.method, existing.path, existing.request_hash) != (
+            self.method,
+            self.path,
+            fingerprint,
+        ):
+            raise IdempotencyKeyReused
+        if existing.status_code is not None and existing.response_body is not None:
+            return json_response(
+                existing.response_body, existing.status_code, {REPLAYED_HEADER: "true"}
+            )
+        if existing.locked_at > now - self.stale_after:
+            raise IdempotencyKeyInUse
+        # The first request died without answering: take the key over, once.
+        taken = await session.execute(
+            update(IdempotencyKey)
+            .where(*self._row(), IdempotencyKey.locked_at == existing.locked_at)
+            .values(locked_at=now)
+        )
+        await session.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            raise IdempotencyKeyInUse
+        return None
+
+    async def _store_in(self, session: AsyncSession, status_code: int, body: bytes) -> None:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(*self._row())
+            .values(status_code=status_code, response_body=body)
+        )
+
+    async def _store(self, sessions: SessionFactory, status_code: int, body: bytes) -> None:
+        async with sessions() as session:
+            await self._store_in(session, status_code, body)
+            await session.commit()
+
+    async def _release(self) -> None:
+        """Forget the claim so the client can retry; best effort when the database is down."""
+        try:
+            async with self.sessions() as session:
+                await session.execute(
+                    delete(IdempotencyKey).where(*self._row(), IdempotencyKey.status_code.is_(None))
+                )
+                await session.commit()
+        except Exception:
+            pass
+
+
+async def get_idempotency(
+    request: Request,
+    merchant: CurrentMerchant,
+    settings: SettingsDep,
+    sessions: Annotated[SessionFactory, Depends(get_session_factory)],
+    key: Annotated[
+        str | None,
+        Header(alias="X-IDEMPOTENCY-KEY", description="A UUID; replays return the first response"),
+    ] = None,
+) -> Idempotency:
+    if not key:
+        raise MissingIdempotencyKey
+    try:
+        normalized = str(uuid.UUID(key))
+    except ValueError as exc:
+        raise InvalidIdempotencyKey from exc
+    return Idempotency(
+        key=normalized,
+        merchant_id=merchant.id,
+        method=request.method,
+        path=request.url.path,
+        request_id=str(request.state.request_id),
+        sessions=sessions,
+        ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
+        stale_after=timedelta(seconds=settings.idempotency_stale_seconds),
+    )
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -1,0 +1,161 @@
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
+from api_service.envelope import json_response, success_body
+from api_service.errors import (
+    DuplicateReference,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    InvalidApiKey,
+    InvalidIdempotencyKey,
+    InvalidStatus,
+    MissingApiKey,
+    MissingIdempotencyKey,
+    NotFound,
+    PayloadTooLarge,
+    error_responses,
+)
+from api_service.idempotency import IdempotencyDep
+from api_service.payouts import service
+from api_service.payouts.schemas import (
+    CreatePayoutRequest,
+    PayoutEnvelope,
+    PayoutListEnvelope,
+    PayoutListFilters,
+)
+from api_service.routing import DecimalJsonRoute
+from contracts.db.models import Payout
+from contracts.domain.statuses import PayoutStatus
+from contracts.payout_view import PayoutView
+
+router = APIRouter(prefix="/payouts", tags=["payouts"], route_class=DecimalJsonRoute)
+
+AUTH_ERRORS = (MissingApiKey, InvalidApiKey)
+IDEMPOTENCY_ERRORS = (
+    MissingIdempotencyKey,
+    InvalidIdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+)
+
+
+def payout_json(payout: Payout) -> dict[str, Any]:
+    return PayoutView.of(payout).model_dump(mode="json", by_alias=True)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PayoutEnvelope,
+    responses=error_responses(
+        *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, DuplicateReference, InsufficientBalance
+    ),
+    summary="Create a payout (funds are held at once)",
+)
+async def create_payout(
+    body: CreatePayoutRequest,
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    request_id: RequestId,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        payout = await service.create_payout(session, merchant, body, request_id=request_id)
+        return 201, success_body(payout_json(payout), "Payout created")
+
+    return await idempotency.run(request, session, operation)
+
+
+@router.get(
+    "",
+    response_model=PayoutListEnvelope,
+    responses=error_responses(*AUTH_ERRORS),
+    summary="List payouts, newest first (page/limit or startingAfter cursor)",
+)
+async def list_payouts(
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    settings: SettingsDep,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    starting_after: Annotated[str | None, Query(alias="startingAfter", max_length=36)] = None,
+    status: PayoutStatus | None = None,
+    created_from: Annotated[datetime | None, Query(alias="createdFrom")] = None,
+    created_to: Annotated[datetime | None, Query(alias="createdTo")] = None,
+    merchant_reference: Annotated[
+        str | None, Query(alias="merchantReference", max_length=64)
+    ] = None,
+) -> Response:
+    filters = PayoutListFilters(
+        status=status,
+        created_from=created_from,
+        created_to=created_to,
+        merchant_reference=merchant_reference,
+    )
+    limit = min(limit, settings.max_page_size)
+    pagination: dict[str, Any]
+    if starting_after:
+        result = await service.list_payouts_after(
+            session, merchant, filters, starting_after=starting_after, limit=limit
+        )
+        pagination = {
+            "limit": limit,
+            "hasMore": result.has_more,
+            "nextCursor": result.payouts[-1].id if result.has_more and result.payouts else None,
+        }
+    else:
+        result = await service.list_payouts_page(session, merchant, filters, page=page, limit=limit)
+        total = result.total or 0
+        pagination = {
+            "page": page,
+            "limit": limit,
+            "total": total,
+            "totalPages": (total + limit - 1) // limit,
+            "hasMore": result.has_more,
+            "nextCursor": result.payouts[-1].id if result.has_more and result.payouts else None,
+        }
+    data = {"payouts": [payout_json(p) for p in result.payouts], "pagination": pagination}
+    return json_response(success_body(data))
+
+
+@router.get(
+    "/{payout_id}",
+    response_model=PayoutEnvelope,
+    responses=error_responses(*AUTH_ERRORS, NotFound),
+    summary="Get a payout",
+)
+async def get_payout(payout_id: str, merchant: CurrentMerchant, session: SessionDep) -> Response:
+    payout = await service.get_payout(session, merchant, payout_id)
+    return json_response(success_body(payout_json(payout)))
+
+
+@router.post(
+    "/{payout_id}/reinitiate",
+    response_model=PayoutEnvelope,
+    responses=error_responses(
+        *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, InvalidStatus, InsufficientBalance
+    ),
+    summary="Retry a FAILED payout: funds are held again and it goes back to PENDING",
+)
+async def reinitiate_payout(
+    payout_id: str,
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    request_id: RequestId,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        payout = await service.reinitiate_payout(
+            session, merchant, payout_id, request_id=request_id
+        )
+        return 200, success_body(payout_json(payout), "Payout reinitiated")
+
+    return await idempotency.run(request, session, operation)

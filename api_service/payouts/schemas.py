@@ -1,0 +1,53 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from api_service.schemas import AccountNumberIn, AmountIn, DestType, InstitutionCode, RequestModel
+from contracts.domain.statuses import PayoutStatus
+from contracts.payout_view import PayoutView
+
+MERCHANT_REFERENCE_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class CreatePayoutRequest(RequestModel):
+    merchant_reference: Annotated[str, Field(pattern=MERCHANT_REFERENCE_PATTERN)]
+    amount: AmountIn
+    currency: Annotated[str, Field(pattern="^PKR$")] = "PKR"
+    dest_type: DestType
+    bank_code: InstitutionCode | None = None
+    wallet_code: InstitutionCode | None = None
+    account_number: AccountNumberIn
+    account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
+    purpose: Annotated[str, Field(max_length=140)] | None = None
+
+
+class PayoutListFilters(BaseModel):
+    status: PayoutStatus | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    merchant_reference: str | None = None
+
+
+class PayoutEnvelope(BaseModel):
+    success: bool = True
+    data: PayoutView
+
+
+class Pagination(BaseModel):
+    limit: int
+    hasMore: bool
+    page: int | None = None
+    total: int | None = None
+    totalPages: int | None = None
+    nextCursor: str | None = None
+
+
+class PayoutList(BaseModel):
+    payouts: list[PayoutView]
+    pagination: Pagination
+
+
+class PayoutListEnvelope(BaseModel):
+    success: bool = True
+    data: PayoutList

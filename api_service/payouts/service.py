@@ -1,0 +1,230 @@
+"""Merchant operations on payouts. Functions take the request's session and never commit:
+the endpoint's idempotency boundary commits."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_service.errors import (
+    DuplicateReference,
+    InsufficientBalance,
+    InvalidStatus,
+    NotFound,
+    ValidationFailed,
+)
+from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
+from contracts import ledger
+from contracts.db.engine import utcnow
+from contracts.db.models import DirectoryInstitution, Merchant, Payout
+from contracts.domain.accounts import (
+    account_number_problem,
+    iban_bank_code,
+    normalize_account_number,
+)
+from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.payout_events import record_payout_event, request_processing
+
+
+async def _active_institution(
+    session: AsyncSession, kind: str, code: str
+) -> DirectoryInstitution | None:
+    institution = await session.get(DirectoryInstitution, code.upper())
+    if institution is None or institution.kind != kind or not institution.is_active:
+        return None
+    return institution
+
+
+async def validate_destination(
+    session: AsyncSession,
+    dest_type: str,
+    bank_code: str | None,
+    wallet_code: str | None,
+    account_number: str,
+) -> tuple[str | None, str | None, str]:
+    """(bank code, wallet code, account number) normalized, or ValidationFailed naming the field."""
+    field, code = ("bankCode", bank_code) if dest_type == "BANK" else ("walletCode", wallet_code)
+    if not code:
+        raise ValidationFailed.on(field, f"is required when destType is {dest_type}")
+    institution = await _active_institution(session, dest_type, code)
+    if institution is None:
+        raise ValidationFailed.on(
+            field, f"'{code}' is not an active {dest_type.lower()} in the directory"
+        )
+    number = normalize_account_number(account_number)
+    problem = account_number_problem(dest_type, number)
+    if problem:
+        raise ValidationFailed.on("accountNumber", problem)
+    if (
+        number.startswith("PK")
+        and institution.iban_code
+        and iban_bank_code(number) != institution.iban_code
+    ):
+        raise ValidationFailed.on(
+            "accountNumber",
+            f"IBAN bank code {iban_bank_code(number)} does not match {institution.code}",
+        )
+    if dest_type == "BANK":
+        return institution.code, None, number
+    return None, institution.code, number
+
+
+async def create_payout(
+    session: AsyncSession, merchant: Merchant, request: CreatePayoutRequest, *, request_id: str
+) -> Payout:
+    bank_code, wallet_code, account_number = await validate_destination(
+        session, request.dest_type, request.bank_code, request.wallet_code, request.account_number
+    )
+    if await session.scalar(
+        select(Payout.id).where(
+            Payout.merchant_id == merchant.id,
+            Payout.merchant_reference == request.merchant_reference,
+        )
+    ):
+        raise DuplicateReference
+    now = utcnow()
+    payout = Payout(
+        id=str(uuid.uuid4()),
+        merchant_id=merchant.id,
+        merchant_reference=request.merchant_reference,
+        amount=request.amount,
+        currency="PKR",
+        dest_type=request.dest_type,
+        bank_code=bank_code,
+        wallet_code=wallet_code,
+        account_number=account_number,
+        account_title=request.account_title,
+        purpose=request.purpose,
+        status=PayoutStatus.PENDING.value,
+        attempts=0,
+        hold_cycle=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(payout)
+    try:
+        await session.flush()  # the unique reference is enforced here, even under a race
+    except IntegrityError as exc:
+        raise DuplicateReference from exc
+    await _hold(session, payout)
+    await record_payout_event(session, payout, EventType.CREATED, correlation_id=request_id)
+    await request_processing(session, payout, correlation_id=request_id)
+    return payout
+
+
+async def _hold(session: AsyncSession, payout: Payout) -> None:
+    try:
+        await ledger.hold_funds(
+            session,
+            merchant_id=payout.merchant_id,
+            payout_id=payout.id,
+            hold_cycle=payout.hold_cycle,
+            amount=payout.amount,
+        )
+    except ledger.InsufficientBalance as exc:
+        raise InsufficientBalance from exc
+
+
+async def get_payout(
+    session: AsyncSession, merchant: Merchant, payout_id: str, *, lock: bool = False
+) -> Payout:
+    statement = select(Payout).where(Payout.id == payout_id, Payout.merchant_id == merchant.id)
+    if lock:
+        statement = statement.with_for_update()
+    payout = await session.scalar(statement)
+    if payout is None:
+        raise NotFound("Payout not found")
+    return payout
+
+
+async def reinitiate_payout(
+    session: AsyncSession, merchant: Merchant, payout_id: str, *, request_id: str
+) -> Payout:
+    """FAILED -> PENDING with the funds held again, in one transaction."""
+    payout = await get_payout(session, merchant, payout_id, lock=True)
+    if payout.status != PayoutStatus.FAILED:
+        raise InvalidStatus(f"Only FAILED payouts can be reinitiated; this one is {payout.status}")
+    payout.status = PayoutStatus.PENDING.value
+    payout.hold_cycle += 1
+    payout.failure_code = None
+    payout.failure_reason = None
+    payout.processed_at = None
+    payout.updated_at = utcnow()
+    await session.flush()
+    await _hold(session, payout)
+    await record_payout_event(session, payout, EventType.REINITIATED, correlation_id=request_id)
+    await request_processing(session, payout, correlation_id=request_id)
+    return payout
+
+
+@dataclass(frozen=True)
+class PayoutPage:
+    payouts: list[Payout]
+    has_more: bool
+    total: int | None = None
+
+
+def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [Payout.merchant_id == merchant.id]
+    if filters.status:
+        conditions.append(Payout.status == filters.status.value)
+    if filters.created_from:
+        conditions.append(Payout.created_at >= _naive_utc(filters.created_from))
+    if filters.created_to:
+        conditions.append(Payout.created_at <= _naive_utc(filters.created_to))
+    if filters.merchant_reference:
+        conditions.append(Payout.merchant_reference == filters.merchant_reference)
+    return conditions
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+_NEWEST_FIRST = (Payout.created_at.desc(), Payout.id.desc())
+
+
+async def list_payouts_page(
+    session: AsyncSession, merchant: Merchant, filters: PayoutListFilters, *, page: int, limit: int
+) -> PayoutPage:
+    conditions = _filter_conditions(merchant, filters)
+    total = await session.scalar(select(func.count()).select_from(Payout).where(*conditions)) or 0
+    rows = await session.scalars(
+        select(Payout)
+        .where(*conditions)
+        .order_by(*_NEWEST_FIRST)
+        .offset((page - 1) * limit)
+        .limit(limit)
+    )
+    payouts = list(rows)
+    return PayoutPage(payouts=payouts, has_more=page * limit < total, total=total)
+
+
+async def list_payouts_after(
+    session: AsyncSession,
+    merchant: Merchant,
+    filters: PayoutListFilters,
+    *,
+    starting_after: str,
+    limit: int,
+) -> PayoutPage:
+    cursor = await session.scalar(
+        select(Payout).where(Payout.id == starting_after, Payout.merchant_id == merchant.id)
+    )
+    if cursor is None:
+        raise ValidationFailed.on("startingAfter", "is not the id of one of your payouts")
+    conditions = _filter_conditions(merchant, filters)
+    conditions.append(
+        or_(
+            Payout.created_at < cursor.created_at,
+            and_(Payout.created_at == cursor.created_at, Payout.id < cursor.id),
+        )
+    )
+    rows = await session.scalars(
+        select(Payout).where(*conditions).order_by(*_NEWEST_FIRST).limit(limit + 1)
+    )
+    payouts = list(rows)
+    return PayoutPage(payouts=payouts[:limit], has_more=len(payouts) > limit)

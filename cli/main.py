@@ -1,0 +1,143 @@
+"""`payouts`: the operator CLI. Every service of the system starts from here."""
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Annotated, TypeVar
+
+import typer
+
+from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.domain.money import InvalidAmount, parse_amount
+from contracts.settings import get_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Payout sandbox: operator commands and services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+merchant_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
+app.add_typer(merchant_app, name="merchant")
+
+
+def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
+    """Run `work(session, ...)` in one committed transaction."""
+
+    async def _run() -> T:
+        engine = create_engine(get_settings().database_url, pool_size=1)
+        try:
+            async with transaction(create_session_factory(engine)) as session:
+                return await work(session, *args, **kwargs)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(_run())
+
+
+def _amount(raw: str) -> Decimal:
+    try:
+        return parse_amount(raw, maximum=Decimal("1000000000000"))
+    except InvalidAmount as exc:
+        raise typer.BadParameter(f"amount {exc}") from exc
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
+    from migrations.runner import upgrade_to_head
+
+    upgrade_to_head(get_settings().database_url)
+    typer.echo("database migrated")
+
+
+@app.command()
+def seed(
+    webhook_url: Annotated[str | None, typer.Option(help="Demo merchant's webhook URL")] = None,
+) -> None:
+    """Load the bank/wallet directory and create one demo merchant (its key is printed once)."""
+    from cli.merchants import create_merchant, seed_directory
+
+    async def work(session: object) -> object:
+        await seed_directory(session)  # type: ignore[arg-type]
+        return await create_merchant(
+            session,  # type: ignore[arg-type]
+            name="Demo Merchant",
+            balance=get_settings().demo_balance,
+            webhook_url=webhook_url,
+        )
+
+    created = run_in_transaction(work)
+    typer.echo(json.dumps(created.__dict__))  # type: ignore[attr-defined]
+
+
+@merchant_app.command("create")
+def merchant_create(
+    name: Annotated[str, typer.Option(help="Merchant name")],
+    balance: Annotated[str, typer.Option(help="Opening balance in PKR")] = "0",
+    webhook_url: Annotated[str | None, typer.Option(help="Webhook endpoint URL")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Create a merchant; prints its API key and webhook secret once."""
+    from cli.merchants import create_merchant
+
+    opening = Decimal("0") if balance.strip() in ("0", "0.00") else _amount(balance)
+    created = run_in_transaction(
+        create_merchant, name=name, balance=opening, webhook_url=webhook_url
+    )
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "merchantId": created.merchant_id,
+                    "apiKey": created.api_key,
+                    "webhookSecret": created.webhook_secret,
+                }
+            )
+        )
+    else:
+        typer.echo(f"merchant id:    {created.merchant_id}")
+        typer.echo(f"API key:        {created.api_key}   (shown once)")
+        typer.echo(f"webhook secret: {created.webhook_secret}")
+
+
+@merchant_app.command("topup")
+def merchant_topup(merchant_id: str, amount: str) -> None:
+    """Add funds: a TOPUP journal psp_settlement -> available."""
+    from cli.merchants import merchant_exists
+    from contracts import ledger
+
+    value = _amount(amount)
+
+    async def work(session: object) -> bool:
+        if not await merchant_exists(session, merchant_id):  # type: ignore[arg-type]
+            return False
+        await ledger.top_up(session, merchant_id=merchant_id, amount=value)  # type: ignore[arg-type]
+        return True
+
+    if not run_in_transaction(work):
+        typer.echo(f"no merchant {merchant_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"topped up {value} PKR")
+
+
+@app.command()
+def api(
+    workers: Annotated[int | None, typer.Option(help="Uvicorn worker processes")] = None,
+) -> None:
+    """Serve the REST API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api_service.main:app",
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers or settings.api_workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )

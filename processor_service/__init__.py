@@ -1,0 +1,1 @@
+"""Processor service: outbox relay and the payout command consumer."""

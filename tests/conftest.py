@@ -1,0 +1,90 @@
+"""Shared fixtures: the real MariaDB/MySQL and RabbitMQ (own database, own vhost), the API app."""
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api_service.app import create_app
+from cli.merchants import NewMerchant, create_merchant, seed_directory
+from contracts.db.engine import SessionFactory, create_engine, create_session_factory, transaction
+from contracts.settings import Settings
+from migrations.runner import upgrade_to_head
+from tests.support.infrastructure import Infrastructure, provide_infrastructure
+
+MerchantFactory = Callable[..., Awaitable[NewMerchant]]
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Infrastructure]:
+    with provide_infrastructure() as infra:
+        upgrade_to_head(infra.database_url)
+        yield infra
+
+
+@pytest.fixture(scope="session")
+def settings(infrastructure: Infrastructure) -> Settings:
+    return Settings(
+        database_url=infrastructure.database_url,
+        amqp_url=infrastructure.amqp_url,
+        psp_secret="psp_test_secret",
+        processor_retry_delay_seconds=1.0,
+        webhook_retry_delays="1,2,4",
+        webhook_allow_private_urls=True,
+        log_format="text",
+    )
+
+
+@pytest.fixture(scope="session")
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment for service processes started by end-to-end tests."""
+    return {
+        **os.environ,
+        "PAYOUTS_DATABASE_URL": settings.database_url,
+        "PAYOUTS_AMQP_URL": settings.amqp_url,
+        "PAYOUTS_PSP_SECRET": settings.psp_secret,
+        "PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS": str(settings.processor_retry_delay_seconds),
+        "PAYOUTS_WEBHOOK_RETRY_DELAYS": settings.webhook_retry_delays,
+        "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
+        "PAYOUTS_LOG_FORMAT": "text",
+    }
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database_url, pool_size=60)
+    async with transaction(create_session_factory(engine)) as session:
+        await seed_directory(session)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> SessionFactory:
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+def make_merchant(sessions: SessionFactory) -> MerchantFactory:
+    async def factory(
+        balance: Decimal | str = "1000000.00", webhook_url: str | None = None, name: str = "Test"
+    ) -> NewMerchant:
+        async with transaction(sessions) as session:
+            return await create_merchant(
+                session, name=name, balance=Decimal(balance), webhook_url=webhook_url
+            )
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in-process (ASGI), against the real database."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client

@@ -1,0 +1,115 @@
+"""Where the tests' MariaDB/MySQL and RabbitMQ come from.
+
+`PAYOUTS_DATABASE_URL` / `PAYOUTS_AMQP_URL` set: use those servers, with a database and a vhost
+of the tests' own (so a running `make run` is never touched). Not set: start MySQL 8 and
+RabbitMQ (with management) containers through testcontainers.
+"""
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+TEST_DATABASE = "payouts_test"
+TEST_VHOST = "payouts_test"
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    database_url: str  # mysql+asyncmy://... pointing at the tests' own database
+    amqp_url: str  # amqp://... pointing at the tests' own vhost
+    management_url: str  # http://user:pass@host:15672
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _with_vhost(url: str, vhost: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{quote(vhost, safe='')}"))
+
+
+def _management_url_for(amqp_url: str) -> str:
+    parts = urlsplit(amqp_url)
+    user = parts.username or "guest"
+    password = parts.password or "guest"
+    return os.environ.get(
+        "PAYOUTS_RABBITMQ_MANAGEMENT_URL", f"http://{user}:{password}@{parts.hostname}:15672"
+    )
+
+
+def recreate_database(database_url: str) -> None:
+    """Drop and create the database the URL names (runs before any event loop exists)."""
+    parts = urlsplit(database_url)
+    database = parts.path.lstrip("/")
+
+    async def _recreate() -> None:
+        engine = create_async_engine(urlunsplit(parts._replace(path="/")))
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP DATABASE IF EXISTS `{database}`"))
+            await connection.execute(text(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4"))
+        await engine.dispose()
+
+    asyncio.run(_recreate())
+
+
+def recreate_vhost(management_url: str, vhost: str) -> None:
+    parts = urlsplit(management_url)
+    base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}"))
+    auth = (parts.username or "guest", parts.password or "guest")
+    name = quote(vhost, safe="")
+    with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
+        client.delete(f"/api/vhosts/{name}")
+        client.put(f"/api/vhosts/{name}").raise_for_status()
+        client.put(
+            f"/api/permissions/{name}/{auth[0]}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        ).raise_for_status()
+
+
+@contextmanager
+def provide_infrastructure() -> Iterator[Infrastructure]:
+    database_url = os.environ.get("PAYOUTS_DATABASE_URL")
+    amqp_url = os.environ.get("PAYOUTS_AMQP_URL")
+    with ExitStack() as stack:
+        if not database_url:
+            database_url = stack.enter_context(_mysql_container())
+        if not amqp_url:
+            amqp_url = stack.enter_context(_rabbitmq_container())
+        infra = Infrastructure(
+            database_url=_with_database(database_url, TEST_DATABASE),
+            amqp_url=_with_vhost(amqp_url, TEST_VHOST),
+            management_url=_management_url_for(amqp_url),
+        )
+        recreate_database(infra.database_url)
+        recreate_vhost(infra.management_url, TEST_VHOST)
+        yield infra
+
+
+@contextmanager
+def _mysql_container() -> Iterator[str]:
+    from testcontainers.mysql import MySqlContainer
+
+    with MySqlContainer("mysql:8.0", username="root", password="test", dbname="payouts") as mysql:
+        host, port = mysql.get_container_host_ip(), mysql.get_exposed_port(3306)
+        yield f"mysql+asyncmy://root:test@{host}:{port}/payouts"
+
+
+@contextmanager
+def _rabbitmq_container() -> Iterator[str]:
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    with RabbitMqContainer("rabbitmq:3.13-management").with_exposed_ports(5672, 15672) as rabbit:
+        host = rabbit.get_container_host_ip()
+        port = rabbit.get_exposed_port(5672)
+        management = rabbit.get_exposed_port(15672)
+        os.environ["PAYOUTS_RABBITMQ_MANAGEMENT_URL"] = f"http://guest:guest@{host}:{management}"
+        yield f"amqp://guest:guest@{host}:{port}/"

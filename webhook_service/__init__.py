@@ -1,0 +1,1 @@
+"""Webhook service: signed delivery of payout status events."""
