@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from cli import services
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import get_settings
@@ -21,6 +22,8 @@ app = typer.Typer(
 )
 merchant_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
 app.add_typer(merchant_app, name="merchant")
+app.command("outbox-relay")(services.run_outbox_relay)
+app.command("processor")(services.run_processor)
 
 
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:

@@ -1,5 +1,8 @@
 """Writing to the transactional outbox: the only way any service emits a message."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +22,7 @@ async def add_to_outbox(
     merchant_id: str,
     correlation_id: str | None,
     delay_ms: int | None = None,
+    extra_headers: Mapping[str, Any] | None = None,
 ) -> None:
     await session.execute(
         insert(OutboxMessage).values(
@@ -29,6 +33,7 @@ async def add_to_outbox(
                 PAYOUT_ID_HEADER: payout_id,
                 MERCHANT_ID_HEADER: merchant_id,
                 SCHEMA_HEADER: type(message).__name__,
+                **(extra_headers or {}),
             },
             correlation_id=correlation_id,
             delay_ms=delay_ms,

@@ -16,8 +16,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-TEST_DATABASE = "payouts_test"
-TEST_VHOST = "payouts_test"
+# Overridable so that several test runs on one machine never share a database or a vhost.
+TEST_DATABASE = os.environ.get("PAYOUTS_TEST_DATABASE", "payouts_test")
+TEST_VHOST = os.environ.get("PAYOUTS_TEST_VHOST", "payouts_test")
 
 
 @dataclass(frozen=True)

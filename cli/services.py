@@ -1,0 +1,41 @@
+"""Long-running services: each runs until SIGTERM/SIGINT and then drains its work."""
+
+import asyncio
+import logging
+import signal
+
+import uvloop
+
+from contracts.settings import Settings, get_settings
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+def run_outbox_relay() -> None:
+    """Publish committed outbox rows to RabbitMQ (several may run at once)."""
+    from processor_service.relay_service import run_outbox_relay as relay
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await relay(settings, stop)
+
+    uvloop.run(main())
+
+
+def run_processor() -> None:
+    """Consume payout commands and PSP outcomes (several may run at once)."""
+    from processor_service.app import create_processor
+
+    settings = get_settings()
+    configure_logging(settings)
+    uvloop.run(create_processor(settings).run())

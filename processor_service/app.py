@@ -1,0 +1,60 @@
+"""The processor: a FastStream app consuming payout commands and PSP outcomes."""
+
+from faststream import AckPolicy, FastStream
+from faststream.rabbit.annotations import RabbitMessage
+
+from contracts.broker import consumed_queue, create_broker
+from contracts.db.engine import create_engine, create_session_factory
+from contracts.messages import ApplyPspOutcome, ProcessPayout
+from contracts.settings import Settings
+from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
+from processor_service import handlers
+from processor_service.consumer import Consumer
+
+
+def create_processor(settings: Settings) -> FastStream:
+    broker = create_broker(settings.amqp_url, prefetch=settings.processor_prefetch)
+    engine = create_engine(settings.database_url, pool_size=settings.processor_prefetch)
+    consumer = Consumer(
+        broker=broker,
+        sessions=create_session_factory(engine),
+        retry_delay_seconds=settings.processor_retry_delay_seconds,
+        max_retries=settings.processor_max_handler_retries,
+    )
+
+    @broker.subscriber(
+        consumed_queue(PAYOUT_COMMANDS),
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        title="processor.payout-commands",
+        description="Run the scenario rules on a payout (PENDING or RETRY).",
+    )
+    async def on_process_payout(command: ProcessPayout, message: RabbitMessage) -> None:
+        await consumer.run(
+            message,
+            PAYOUT_COMMANDS,
+            lambda session, context: handlers.process_payout(session, command, context),
+        )
+
+    @broker.subscriber(
+        consumed_queue(PSP_OUTCOMES),
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        title="processor.psp-outcomes",
+        description="Settle a payout as an IPN or a sandbox simulation said.",
+    )
+    async def on_psp_outcome(command: ApplyPspOutcome, message: RabbitMessage) -> None:
+        await consumer.run(
+            message,
+            PSP_OUTCOMES,
+            lambda session, context: handlers.apply_psp_outcome(session, command, context),
+        )
+
+    async def declare_topology() -> None:
+        await declare_topology_at(
+            settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+        )
+
+    return FastStream(
+        broker,
+        on_startup=[declare_topology],
+        after_shutdown=[engine.dispose],
+    )

@@ -1,0 +1,100 @@
+"""Running one consumed message: its inbox row and its effects in one transaction, and what to
+do when that fails.
+
+- a malformed body never reaches us: FastStream rejects it and it dead-letters to `<queue>.dead`;
+- UnknownPayout can never succeed: rejected, dead-lettered;
+- an outage (database or connection down, deadlock, pool timeout) is not the message's fault:
+  retried after the delay for as long as it lasts;
+- any other error is retried `max_retries` times, then dead-lettered with its last error.
+"""
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.message import RabbitMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.db.engine import SessionFactory, transaction
+from contracts.redelivery import republish, retry_count
+from contracts.topology import WorkQueue
+from processor_service.handlers import Context, UnknownPayout
+from processor_service.inbox import first_delivery
+
+log = logging.getLogger("processor")
+
+Work = Callable[[AsyncSession, Context], Awaitable[bool]]
+
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    PoolTimeout,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OUTAGE_ERRORS)
+
+
+def message_key(message: RabbitMessage) -> str:
+    """The outbox id the relay set; a hand-published message falls back to its body's digest."""
+    return message.message_id or "sha256:" + hashlib.sha256(message.body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Consumer:
+    broker: RabbitBroker
+    sessions: SessionFactory
+    retry_delay_seconds: float
+    max_retries: int
+
+    @property
+    def context_retry_delay_ms(self) -> int:
+        return int(self.retry_delay_seconds * 1000)
+
+    async def run(self, message: RabbitMessage, queue: WorkQueue, work: Work) -> None:
+        context = Context(
+            correlation_id=message.correlation_id or None,
+            retry_delay_ms=self.context_retry_delay_ms,
+        )
+        try:
+            async with transaction(self.sessions) as session:
+                if not await first_delivery(
+                    session, consumer=queue.name, message_id=message_key(message)
+                ):
+                    log.info("duplicate message %s ignored", message.message_id)
+                    return
+                changed = await work(session, context)
+        except UnknownPayout:
+            log.error("unknown payout in message %s: dead-lettered", message.message_id)
+            raise
+        except Exception as error:  # noqa: BLE001 - classified below, never swallowed
+            await self._retry_or_dead_letter(message, queue, error)
+            return
+        if not changed:
+            log.info("message %s: nothing to change", message.message_id)
+
+    async def _retry_or_dead_letter(
+        self, message: RabbitMessage, queue: WorkQueue, error: Exception
+    ) -> None:
+        attempts = retry_count(message.headers)
+        description = f"{type(error).__name__}: {error}"
+        if not is_outage(error) and attempts >= self.max_retries:
+            log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
+            raise error
+        log.warning("message %s failed (%s); retrying", message.message_id, description[:200])
+        await republish(
+            self.broker,
+            message,
+            queue=queue.retry_queue(1),
+            error=description,
+            delay_seconds=self.retry_delay_seconds,
+        )

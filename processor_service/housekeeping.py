@@ -1,0 +1,38 @@
+"""Deleting what has served its purpose: sent outbox rows, old inbox rows, expired idempotency
+keys. Small batches, so no long lock is ever held on a hot table."""
+
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, Delete, delete
+
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Base, IdempotencyKey, OutboxMessage, ProcessedMessage
+
+BATCH = 5000
+# Redeliveries older than this are still harmless: every transition is guarded by status.
+INBOX_RETENTION = timedelta(days=7)
+
+
+def _batch_delete(table: type[Base], condition: ColumnElement[bool]) -> Delete:
+    return delete(table).where(condition).with_dialect_options(mysql_limit=BATCH)
+
+
+async def _delete_in_batches(sessions: SessionFactory, statement: Delete) -> int:
+    deleted = 0
+    while True:
+        async with transaction(sessions) as session:
+            count = int((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+        deleted += count
+        if count < BATCH:
+            return deleted
+
+
+async def clean_up(sessions: SessionFactory, *, outbox_retention: timedelta) -> int:
+    """Rows deleted in all tables."""
+    now = utcnow()
+    statements = (
+        _batch_delete(OutboxMessage, OutboxMessage.sent_at < now - outbox_retention),
+        _batch_delete(ProcessedMessage, ProcessedMessage.processed_at < now - INBOX_RETENTION),
+        _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < now),
+    )
+    return sum([await _delete_in_batches(sessions, statement) for statement in statements])

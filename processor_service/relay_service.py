@@ -1,0 +1,78 @@
+"""The `payouts outbox-relay` process: poll, publish, back off while a dependency is down,
+clean up now and then, stop cleanly on SIGTERM (the round in flight finishes)."""
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from aio_pika.abc import AbstractRobustConnection
+
+from contracts.db.engine import create_engine, create_session_factory
+from contracts.settings import Settings
+from processor_service.housekeeping import clean_up
+from processor_service.outbox_relay import OutboxRelay, Publisher, open_publisher
+
+log = logging.getLogger("outbox-relay")
+
+CLEANUP_EVERY_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 5.0
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep unless asked to stop first (a wait on the stop event, not a blind sleep)."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _connect(
+    amqp_url: str, stop: asyncio.Event
+) -> tuple[AbstractRobustConnection, Publisher] | None:
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            return await open_publisher(amqp_url)
+        except Exception as error:  # noqa: BLE001 - the broker may simply not be up yet
+            log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", error, backoff)
+            await _pause(stop, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+    return None
+
+
+async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
+    engine = create_engine(settings.database_url, pool_size=2)
+    sessions = create_session_factory(engine)
+    connected = await _connect(settings.amqp_url, stop)
+    if connected is None:
+        await engine.dispose()
+        return
+    connection, publisher = connected
+    relay = OutboxRelay(sessions, publisher, batch_size=settings.relay_batch_size)
+    retention = timedelta(hours=settings.outbox_retention_hours)
+    backoff = settings.relay_poll_interval_seconds
+    next_cleanup = time.monotonic()
+    log.info("outbox relay started")
+    try:
+        while not stop.is_set():
+            try:
+                result = await relay.relay_once()
+                if time.monotonic() >= next_cleanup:
+                    await clean_up(sessions, outbox_retention=retention)
+                    next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
+            except Exception as error:  # noqa: BLE001 - a dependency is down: back off, retry
+                log.warning("relay round failed (%s); retrying in %.2fs", error, backoff)
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            if result.claimed and not result.sent:  # the broker takes nothing: back off
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            elif result.claimed < relay.batch_size:
+                backoff = settings.relay_poll_interval_seconds
+                await _pause(stop, settings.relay_poll_interval_seconds)
+    finally:
+        await connection.close()
+        await engine.dispose()
+        log.info("outbox relay stopped")
