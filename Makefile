@@ -9,7 +9,7 @@ PYTHON ?= python3
 export PAYOUTS_DATABASE_URL ?= mysql+asyncmy://root@127.0.0.1:3306/payouts
 export PAYOUTS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: install services migrate seed run test test-containers lint bench fuzz docs clean
+.PHONY: install services migrate seed run test test-containers lint clean
 
 $(BIN)/payouts: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .run
+
+run: migrate
+	$(BIN)/payouts up

@@ -7,8 +7,10 @@ from decimal import Decimal
 from typing import Annotated, TypeVar
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
+from cli.up import up
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import get_settings
@@ -24,6 +26,7 @@ merchant_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
 app.add_typer(merchant_app, name="merchant")
 app.command("outbox-relay")(services.run_outbox_relay)
 app.command("processor")(services.run_processor)
+app.command("up")(up)
 
 
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
@@ -61,19 +64,18 @@ def seed(
     webhook_url: Annotated[str | None, typer.Option(help="Demo merchant's webhook URL")] = None,
 ) -> None:
     """Load the bank/wallet directory and create one demo merchant (its key is printed once)."""
-    from cli.merchants import create_merchant, seed_directory
+    from cli.merchants import NewMerchant, create_merchant, seed_directory
 
-    async def work(session: object) -> object:
-        await seed_directory(session)  # type: ignore[arg-type]
+    async def work(session: AsyncSession) -> NewMerchant:
+        await seed_directory(session)
         return await create_merchant(
-            session,  # type: ignore[arg-type]
+            session,
             name="Demo Merchant",
             balance=get_settings().demo_balance,
             webhook_url=webhook_url,
         )
 
-    created = run_in_transaction(work)
-    typer.echo(json.dumps(created.__dict__))  # type: ignore[attr-defined]
+    typer.echo(json.dumps(run_in_transaction(work).as_json()))
 
 
 @merchant_app.command("create")
@@ -91,15 +93,7 @@ def merchant_create(
         create_merchant, name=name, balance=opening, webhook_url=webhook_url
     )
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "merchantId": created.merchant_id,
-                    "apiKey": created.api_key,
-                    "webhookSecret": created.webhook_secret,
-                }
-            )
-        )
+        typer.echo(json.dumps(created.as_json()))
     else:
         typer.echo(f"merchant id:    {created.merchant_id}")
         typer.echo(f"API key:        {created.api_key}   (shown once)")
@@ -114,10 +108,10 @@ def merchant_topup(merchant_id: str, amount: str) -> None:
 
     value = _amount(amount)
 
-    async def work(session: object) -> bool:
-        if not await merchant_exists(session, merchant_id):  # type: ignore[arg-type]
+    async def work(session: AsyncSession) -> bool:
+        if not await merchant_exists(session, merchant_id):
             return False
-        await ledger.top_up(session, merchant_id=merchant_id, amount=value)  # type: ignore[arg-type]
+        await ledger.top_up(session, merchant_id=merchant_id, amount=value)
         return True
 
     if not run_in_transaction(work):
@@ -144,3 +138,7 @@ def api(
         access_log=False,
         timeout_graceful_shutdown=15,
     )
+
+
+if __name__ == "__main__":
+    app()

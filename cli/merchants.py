@@ -21,6 +21,13 @@ class NewMerchant:
     api_key: str
     webhook_secret: str
 
+    def as_json(self) -> dict[str, str]:
+        return {
+            "merchantId": self.merchant_id,
+            "apiKey": self.api_key,
+            "webhookSecret": self.webhook_secret,
+        }
+
 
 async def seed_directory(session: AsyncSession) -> None:
     rows = [

@@ -76,7 +76,7 @@ class Consumer:
         except UnknownPayout:
             log.error("unknown payout in message %s: dead-lettered", message.message_id)
             raise
-        except Exception as error:  # noqa: BLE001 - classified below, never swallowed
+        except Exception as error:
             await self._retry_or_dead_letter(message, queue, error)
             return
         if not changed:

@@ -116,7 +116,8 @@ class OutboxRelay:
             if not isinstance(outcome, BaseException):
                 continue
             error = f"{type(outcome).__name__}: {outcome}"[:MAX_ERROR_LENGTH]
-            if row.publish_attempts & (row.publish_attempts + 1) == 0:  # 0, 1, 3, 7, ...: quiet logs
+            # log attempts 1, 2, 4, 8, ...: a stuck row must not flood the log
+            if row.publish_attempts & (row.publish_attempts + 1) == 0:
                 log.warning("outbox row %s not published: %s", row.id, error)
             await session.execute(
                 update(OutboxMessage)

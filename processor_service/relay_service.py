@@ -2,6 +2,7 @@
 clean up now and then, stop cleanly on SIGTERM (the round in flight finishes)."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -21,10 +22,8 @@ MAX_BACKOFF_SECONDS = 5.0
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep unless asked to stop first (a wait on the stop event, not a blind sleep)."""
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 async def _connect(
@@ -34,7 +33,7 @@ async def _connect(
     while not stop.is_set():
         try:
             return await open_publisher(amqp_url)
-        except Exception as error:  # noqa: BLE001 - the broker may simply not be up yet
+        except Exception as error:
             log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", error, backoff)
             await _pause(stop, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -61,7 +60,7 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 if time.monotonic() >= next_cleanup:
                     await clean_up(sessions, outbox_retention=retention)
                     next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
-            except Exception as error:  # noqa: BLE001 - a dependency is down: back off, retry
+            except Exception as error:
                 log.warning("relay round failed (%s); retrying in %.2fs", error, backoff)
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

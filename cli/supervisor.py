@@ -1,0 +1,82 @@
+"""Runs several service processes together (`payouts up`, end-to-end tests): start them, watch
+them, and stop them all with SIGTERM (then SIGKILL after a grace period)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+STOP_GRACE_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    args: Sequence[str]  # arguments of the `payouts` command
+
+
+def payouts_command(*args: str) -> list[str]:
+    """`payouts ...` run by this interpreter, so it works without the venv on PATH."""
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+@dataclass
+class ServiceGroup:
+    env: Mapping[str, str]
+    log_dir: Path | None = None  # None: the services write to this terminal
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, service: Service) -> subprocess.Popen[bytes]:
+        output: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.log_dir / f"{service.name}.log").open("ab")
+            self.logs.append(output)
+        process = subprocess.Popen(
+            payouts_command(*service.args),
+            env=dict(self.env),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=self.log_dir is not None,  # tests: our Ctrl-C is not theirs
+        )
+        self.processes[service.name] = process
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the crash a test wants to survive."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait()
+
+    def exited(self) -> dict[str, int]:
+        return {
+            name: code
+            for name, process in self.processes.items()
+            if (code := process.poll()) is not None
+        }
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
+
+
+def environment(**overrides: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **overrides}

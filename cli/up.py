@@ -1,0 +1,125 @@
+"""`payouts up` (what `make run` runs): seed, start every service in the foreground, print a
+working API key and a curl to try; Ctrl-C stops them all cleanly."""
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import typer
+from sqlalchemy import update
+
+from cli.merchants import NewMerchant, create_merchant, merchant_exists, seed_directory
+from cli.supervisor import Service, ServiceGroup, environment
+from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.db.models import Merchant
+from contracts.settings import Settings, get_settings
+
+DEMO_MERCHANT_FILE = Path(".run/demo-merchant.json")
+SINK_PORT = 9000
+SERVICES = (
+    Service("api", ("api",)),
+    Service("outbox-relay", ("outbox-relay",)),
+    Service("processor", ("processor",)),
+)
+READY_TIMEOUT_SECONDS = 60.0
+
+
+async def _demo_merchant(
+    settings: Settings, saved: NewMerchant | None, webhook_url: str
+) -> NewMerchant:
+    """The demo merchant of earlier runs when it still exists, else a new one."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with transaction(create_session_factory(engine)) as session:
+            await seed_directory(session)
+            if saved is not None and await merchant_exists(session, saved.merchant_id):
+                await session.execute(
+                    update(Merchant)
+                    .where(Merchant.id == saved.merchant_id)
+                    .values(webhook_url=webhook_url)
+                )
+                return saved
+            return await create_merchant(
+                session,
+                name="Demo Merchant",
+                balance=settings.demo_balance,
+                webhook_url=webhook_url,
+            )
+    finally:
+        await engine.dispose()
+
+
+def _load_saved_merchant() -> NewMerchant | None:
+    if not DEMO_MERCHANT_FILE.exists():
+        return None
+    return NewMerchant(**json.loads(DEMO_MERCHANT_FILE.read_text()))
+
+
+def _save_merchant(merchant: NewMerchant) -> None:
+    """Local development only: the plain key stays on this machine, readable by its owner."""
+    DEMO_MERCHANT_FILE.parent.mkdir(exist_ok=True)
+    DEMO_MERCHANT_FILE.write_text(json.dumps(merchant.__dict__))
+    DEMO_MERCHANT_FILE.chmod(0o600)
+
+
+def _wait_until_ready(base_url: str, group: ServiceGroup) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if group.exited():
+            raise SystemExit(f"a service exited during start-up: {group.exited()}")
+        try:
+            if httpx.get(f"{base_url}/api/v1/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("the API did not become ready in time")
+
+
+def _banner(base_url: str, merchant: NewMerchant) -> str:
+    body = (
+        '{"merchantReference":"demo-\'$(date +%s)\'","amount":"1500.00","destType":"WALLET",'
+        '"walletCode":"JAZZCASH","accountNumber":"03001230001"}'
+    )
+    return f"""
+Payout sandbox is running.
+  API:            {base_url}/api/v1   (docs: {base_url}/docs)
+  RabbitMQ UI:    http://127.0.0.1:15672  (guest/guest)
+  Demo API key:   {merchant.api_key}
+  Webhook secret: {merchant.webhook_secret}
+
+Try:
+  curl -s -X POST {base_url}/api/v1/payouts \\
+    -H 'X-API-KEY: {merchant.api_key}' \\
+    -H "X-IDEMPOTENCY-KEY: $(cat /proc/sys/kernel/random/uuid)" \\
+    -H 'Content-Type: application/json' \\
+    -d '{body}'
+
+Ctrl-C stops every service.
+"""
+
+
+def up() -> None:
+    """Start the whole system in the foreground (API, outbox relay, processor)."""
+    settings = get_settings()
+    base_url = f"http://{settings.api_host}:{settings.api_port}"
+    webhook_url = f"http://127.0.0.1:{SINK_PORT}/webhooks"
+    merchant = asyncio.run(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
+    _save_merchant(merchant)
+    group = ServiceGroup(env=environment(PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true"))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops all, like Ctrl-C
+    try:
+        for service in SERVICES:
+            group.start(service)
+        _wait_until_ready(base_url, group)
+        typer.echo(_banner(base_url, merchant))
+        while not group.exited():
+            time.sleep(0.5)
+        typer.echo(f"a service exited: {group.exited()}; stopping the others", err=True)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping...")
+    finally:
+        group.stop()
