@@ -4,11 +4,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 
-from api_service import health
+from api_service import health, webhooks
 from api_service.balance.endpoints import router as balance_router
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
+from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
 from api_service.middleware import RequestContextMiddleware
 from api_service.payouts.endpoints import router as payouts_router
 from api_service.psp.endpoints import router as psp_router
@@ -33,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.broker_probe.close()
         await engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc assets come from the fastapi-offline package: no CDN needed.
+    app = FastAPIOffline(
         title="Payout Sandbox API",
         version="1.0.0",
         description=(
@@ -48,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(balance_router)
     api.include_router(directory_router)
     api.include_router(psp_router)
+    api.include_router(webhooks.router)
     app.include_router(api)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     install_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app

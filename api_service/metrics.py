@@ -1,0 +1,76 @@
+"""Prometheus metrics of the API: requests by route template and status, latency histograms,
+failed authentications. Served at /metrics (per process: with several uvicorn workers each
+scrape sees one worker; run one worker per container to scrape them all)."""
+
+import time
+
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUESTS = Counter(
+    "payouts_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "payouts_api_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+FAILED_AUTHENTICATIONS = Counter(
+    "payouts_api_failed_authentications_total",
+    "Requests with a missing or unknown API key",
+    ["reason"],
+)
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+class RouteTemplates:
+    """Route object -> its full path template (`/api/v1/payouts/{payout_id}`), so metrics are
+    labelled by template, never by a concrete id."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._templates: dict[int, str] | None = None
+
+    def of(self, route: object) -> str:
+        if self._templates is None:
+            self._templates = {
+                id(context.original_route): context.path_format or UNMATCHED_ROUTE
+                for context in iter_route_contexts(self.app.routes)
+            }
+        return self._templates.get(id(route), UNMATCHED_ROUTE)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, *, templates: RouteTemplates) -> None:
+        self.app = app
+        self.templates = templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            route = self.templates.of(scope.get("route"))
+            method = str(scope["method"])
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

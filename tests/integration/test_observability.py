@@ -1,0 +1,40 @@
+"""What operators and newcomers see besides the API itself: metrics and offline docs."""
+
+import re
+
+import httpx
+
+from tests.conftest import MerchantFactory
+
+CDN = re.compile(r"https?://(?!127\.0\.0\.1|localhost)[^\s\"']+\.(js|css)")
+
+
+async def test_metrics_count_requests_by_route_template_and_status(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    missing = "00000000-0000-4000-8000-000000000000"
+    await api_client.get(f"/api/v1/payouts/{missing}", headers={"X-API-KEY": merchant.api_key})
+
+    metrics = (await api_client.get("/metrics")).text
+
+    assert (
+        'payouts_api_requests_total{method="GET",route="/api/v1/payouts/{payout_id}",status="404"}'
+        in metrics
+    )
+    assert "payouts_api_request_duration_seconds_bucket" in metrics
+    assert missing not in metrics  # label by template, not by id: bounded cardinality
+
+
+async def test_swagger_and_redoc_pages_load_their_assets_from_this_server(
+    api_client: httpx.AsyncClient,
+) -> None:
+    for page in ("/docs", "/redoc"):
+        html = (await api_client.get(page)).text
+        assert CDN.search(html) is None, f"{page} loads assets from a CDN"
+        assets = re.findall(r"(/static-offline-docs/[\w.-]+\.(?:js|css))", html)
+        assert assets, html
+        for asset in assets:
+            response = await api_client.get(asset)
+            assert response.status_code == 200
+            assert len(response.content) > 10_000
