@@ -18,6 +18,7 @@ STOP_GRACE_SECONDS = 20.0
 class Service:
     name: str
     args: Sequence[str]  # arguments of the `payouts` command
+    env: Mapping[str, str] = field(default_factory=dict)  # on top of the group's
 
 
 def payouts_command(*args: str) -> list[str]:
@@ -40,7 +41,7 @@ class ServiceGroup:
             self.logs.append(output)
         process = subprocess.Popen(
             payouts_command(*service.args),
-            env=dict(self.env),
+            env={**self.env, **service.env},
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             start_new_session=self.log_dir is not None,  # tests: our Ctrl-C is not theirs

@@ -20,9 +20,9 @@ from contracts.settings import Settings, get_settings
 DEMO_MERCHANT_FILE = Path(".run/demo-merchant.json")
 SINK_PORT = 9000
 SERVICES = (
-    Service("api", ("api",)),
-    Service("outbox-relay", ("outbox-relay",)),
-    Service("processor", ("processor",)),
+    Service("api", ("api",)),  # metrics at the API's own /metrics
+    Service("outbox-relay", ("outbox-relay",), {"PAYOUTS_METRICS_PORT": "9102"}),
+    Service("processor", ("processor",), {"PAYOUTS_METRICS_PORT": "9101"}),
 )
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -88,6 +88,7 @@ def _banner(base_url: str, merchant: NewMerchant) -> str:
 Payout sandbox is running.
   API:            {base_url}/api/v1   (docs: {base_url}/docs)
   RabbitMQ UI:    http://127.0.0.1:15672  (guest/guest)
+  Metrics:        {base_url}/metrics, :9101/metrics (processor), :9102/metrics (relay)
   Demo API key:   {merchant.api_key}
   Webhook secret: {merchant.webhook_secret}
 

@@ -2,14 +2,19 @@
 prefetch, the whole topology declared before any subscriber starts."""
 
 from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
+from prometheus_client import REGISTRY
 
 from contracts.topology import WorkQueue
 
 
-def create_broker(amqp_url: str, *, prefetch: int) -> RabbitBroker:
+def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") -> RabbitBroker:
     channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
-    return RabbitBroker(amqp_url, default_channel=channel, graceful_timeout=15.0)
+    metrics = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)
+    return RabbitBroker(
+        amqp_url, default_channel=channel, graceful_timeout=15.0, middlewares=[metrics]
+    )
 
 
 def consumed_queue(queue: WorkQueue) -> RabbitQueue:

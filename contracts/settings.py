@@ -37,7 +37,6 @@ class Settings(BaseSettings):
 
     relay_batch_size: int = 200
     relay_poll_interval_seconds: float = 0.05
-    relay_idle_poll_interval_seconds: float = 0.25
     outbox_retention_hours: int = 24
 
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
@@ -48,6 +47,8 @@ class Settings(BaseSettings):
 
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"
+    # Prometheus /metrics of the relay, processor and webhook processes; 0 = not served.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
 
     demo_balance: Decimal = Decimal("1000000.00")
 

@@ -6,6 +6,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from contracts.broker import consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.messages import ApplyPspOutcome, ProcessPayout
+from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
 from processor_service import handlers
@@ -13,7 +14,9 @@ from processor_service.consumer import Consumer
 
 
 def create_processor(settings: Settings) -> FastStream:
-    broker = create_broker(settings.amqp_url, prefetch=settings.processor_prefetch)
+    broker = create_broker(
+        settings.amqp_url, prefetch=settings.processor_prefetch, app_name="processor"
+    )
     engine = create_engine(settings.database_url, pool_size=settings.processor_prefetch)
     consumer = Consumer(
         broker=broker,
@@ -48,13 +51,14 @@ def create_processor(settings: Settings) -> FastStream:
             lambda session, context: handlers.apply_psp_outcome(session, command, context),
         )
 
-    async def declare_topology() -> None:
+    async def start_up() -> None:
+        serve_metrics(settings.metrics_port)
         await declare_topology_at(
             settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
         )
 
     return FastStream(
         broker,
-        on_startup=[declare_topology],
+        on_startup=[start_up],
         after_shutdown=[engine.dispose],
     )

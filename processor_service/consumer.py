@@ -20,14 +20,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction
+from contracts.domain.statuses import PayoutStatus
 from contracts.redelivery import republish, retry_count
 from contracts.topology import WorkQueue
 from processor_service.handlers import Context, UnknownPayout
 from processor_service.inbox import first_delivery
+from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
 
 log = logging.getLogger("processor")
 
-Work = Callable[[AsyncSession, Context], Awaitable[bool]]
+Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -71,16 +73,22 @@ class Consumer:
                     session, consumer=queue.name, message_id=message_key(message)
                 ):
                     log.info("duplicate message %s ignored", message.message_id)
+                    MESSAGES.labels(queue.name, "duplicate").inc()
                     return
-                changed = await work(session, context)
+                status = await work(session, context)
         except UnknownPayout:
             log.error("unknown payout in message %s: dead-lettered", message.message_id)
+            MESSAGES.labels(queue.name, "dead_lettered").inc()
             raise
         except Exception as error:
             await self._retry_or_dead_letter(message, queue, error)
             return
-        if not changed:
+        if status is None:
             log.info("message %s: nothing to change", message.message_id)
+            MESSAGES.labels(queue.name, "no_change").inc()
+            return
+        MESSAGES.labels(queue.name, "applied").inc()
+        PAYOUT_STATUSES.labels(status.value).inc()
 
     async def _retry_or_dead_letter(
         self, message: RabbitMessage, queue: WorkQueue, error: Exception
@@ -89,7 +97,9 @@ class Consumer:
         description = f"{type(error).__name__}: {error}"
         if not is_outage(error) and attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
+            MESSAGES.labels(queue.name, "dead_lettered").inc()
             raise error
+        MESSAGES.labels(queue.name, "retried").inc()
         log.warning("message %s failed (%s); retrying", message.message_id, description[:200])
         await republish(
             self.broker,

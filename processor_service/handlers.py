@@ -44,15 +44,17 @@ def _awaits_processing(payout: Payout) -> bool:
     return status is PayoutStatus.RETRY
 
 
-async def process_payout(session: AsyncSession, command: ProcessPayout, context: Context) -> bool:
-    """Run the scenario rules on the payout; False when there was nothing to do."""
+async def process_payout(
+    session: AsyncSession, command: ProcessPayout, context: Context
+) -> PayoutStatus | None:
+    """Run the scenario rules on the payout: the status it ends in, None if nothing to do."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
     if not _awaits_processing(payout):
-        return False
+        return None
     await transitions.start_processing(session, payout, correlation_id=context.correlation_id)
     decision = decide(payout.amount, payout.account_number, payout.attempts)
     await _apply_decision(session, payout, decision, context)
-    return True
+    return PayoutStatus(payout.status)
 
 
 async def _apply_decision(
@@ -92,11 +94,11 @@ async def _apply_decision(
 
 async def apply_psp_outcome(
     session: AsyncSession, command: ApplyPspOutcome, context: Context
-) -> bool:
-    """Settle the payout as the PSP said; False when the transition is no longer legal."""
+) -> PayoutStatus | None:
+    """Settle the payout as the PSP said: its new status, None when no longer legal."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
     if not psp_outcome_allowed(PayoutStatus(payout.status), command.outcome):
-        return False
+        return None
     correlation_id = context.correlation_id
     match command.outcome:
         case PspOutcome.SUCCESS:
@@ -116,4 +118,4 @@ async def apply_psp_outcome(
             )
         case PspOutcome.REVERSED:
             await transitions.reverse(session, payout, correlation_id=correlation_id)
-    return True
+    return PayoutStatus(payout.status)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage
 from contracts.topology import DEFAULT_EXCHANGE
+from processor_service.metrics import OUTBOX_FAILURES, OUTBOX_LAG, OUTBOX_PUBLISHED
 
 log = logging.getLogger("outbox-relay")
 
@@ -97,7 +98,9 @@ class OutboxRelay:
                 )
             )
             if not rows:
+                OUTBOX_LAG.set(0)
                 return RoundResult(claimed=0, sent=0)
+            OUTBOX_LAG.set((utcnow() - min(row.created_at for row in rows)).total_seconds())
             outcomes = await asyncio.gather(
                 *(self.publisher.publish(row) for row in rows), return_exceptions=True
             )
@@ -107,6 +110,8 @@ class OutboxRelay:
                     update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(sent_at=utcnow())
                 )
             await self._record_failures(session, rows, outcomes)
+        OUTBOX_PUBLISHED.inc(len(sent))
+        OUTBOX_FAILURES.inc(len(rows) - len(sent))
         return RoundResult(claimed=len(rows), sent=len(sent))
 
     async def _record_failures(

@@ -10,6 +10,7 @@ from datetime import timedelta
 from aio_pika.abc import AbstractRobustConnection
 
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up
 from processor_service.outbox_relay import OutboxRelay, Publisher, open_publisher
@@ -41,6 +42,7 @@ async def _connect(
 
 
 async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
+    serve_metrics(settings.metrics_port)
     engine = create_engine(settings.database_url, pool_size=2)
     sessions = create_session_factory(engine)
     connected = await _connect(settings.amqp_url, stop)

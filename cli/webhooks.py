@@ -1,0 +1,113 @@
+"""`payouts webhooks` (the delivery service, `replay-parked`) and `payouts webhook-sink` (a
+local receiver that verifies and prints what the service sends)."""
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+import typer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from contracts.db.engine import create_engine, create_session_factory
+from contracts.logging import configure_logging
+from contracts.settings import get_settings
+from contracts.webhooks import RESEND_ROUTING_KEY
+
+webhooks_app = typer.Typer(
+    help="Webhook delivery: run the service (no subcommand) or replay parked messages.",
+    invoke_without_command=True,
+)
+
+
+@webhooks_app.callback()
+def run_webhook_service(ctx: typer.Context) -> None:
+    """Without a subcommand: run the webhook service until SIGINT/SIGTERM (graceful)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from webhook_service.app import create_webhook_app
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(create_webhook_app(settings).run())
+
+
+@webhooks_app.command("replay-parked")
+def replay_parked_command(
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", help="Only this merchant's parked messages")
+    ] = None,
+) -> None:
+    """Move parked webhook messages back to the delivery queue; their deliveries go PENDING."""
+    from webhook_service.parking_lot import ReplayResult, replay_parked
+
+    settings = get_settings()
+
+    async def replay() -> ReplayResult:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            sessions = create_session_factory(engine)
+            return await replay_parked(settings.amqp_url, sessions, merchant_id=merchant)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(replay())
+    typer.echo(f"moved {result.moved} parked webhook message(s) back to {RESEND_ROUTING_KEY}")
+    if result.kept:
+        typer.echo(f"{result.kept} message(s) of other merchants left parked")
+
+
+def sink_line(body: bytes, webhook_id: str | None, verdict: str) -> str:
+    """One line per event: when, which event, which payout, its status at the event."""
+    try:
+        event: dict[str, Any] = orjson.loads(body)
+        payout = event.get("payout") or {}
+        return (
+            f"{event.get('createdAt')} {event.get('id')} {event.get('type')} "
+            f"payout={payout.get('id')} status={payout.get('status')} "
+            f"amount={payout.get('amount')} [{verdict}]"
+        )
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"{webhook_id} non-JSON body of {len(body)} bytes [{verdict}]"
+
+
+def build_sink(secret: str | None) -> Starlette:
+    """Answers 204 to a verified (or, without a secret, any) POST; 401 to a bad signature."""
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    verifier = Webhook(secret) if secret else None
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        webhook_id = request.headers.get("webhook-id")
+        verdict = "unverified: no --secret"
+        if verifier is not None:
+            try:
+                verifier.verify(body, dict(request.headers), json_parse=False)
+            except WebhookVerificationError as exc:
+                typer.echo(f"REJECTED {webhook_id}: {exc}", err=True)
+                return PlainTextResponse("invalid signature", status_code=401)
+            verdict = "signature ok"
+        typer.echo(sink_line(body, webhook_id, verdict))
+        return Response(status_code=204)
+
+    return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+
+
+def webhook_sink_command(
+    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1)")] = 9000,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            help="The merchant's whsec_ secret: verify every signature with standardwebhooks",
+            envvar="PAYOUTS_WEBHOOK_SINK_SECRET",
+        ),
+    ] = None,
+) -> None:
+    """A local webhook receiver: verifies each request and prints each event on one line."""
+    import uvicorn
+
+    typer.echo(f"listening on http://127.0.0.1:{port}/ (any path)")
+    uvicorn.run(build_sink(secret), host="127.0.0.1", port=port, access_log=False)

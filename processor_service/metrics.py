@@ -1,0 +1,18 @@
+"""Business metrics of the processor and the outbox relay (FastStream's middleware adds the
+per-queue message metrics)."""
+
+from prometheus_client import Counter, Gauge
+
+PAYOUT_STATUSES = Counter(
+    "payouts_status_changes_total", "Payouts that reached a status (committed)", ["status"]
+)
+MESSAGES = Counter(
+    "payouts_processor_messages_total",
+    "Consumed messages by result: applied, duplicate, no_change, retried, dead_lettered",
+    ["queue", "result"],
+)
+OUTBOX_PUBLISHED = Counter("payouts_outbox_published_total", "Outbox rows published and confirmed")
+OUTBOX_FAILURES = Counter("payouts_outbox_publish_failures_total", "Outbox publish attempts failed")
+OUTBOX_LAG = Gauge(
+    "payouts_outbox_lag_seconds", "Age of the oldest outbox row in the last claimed batch"
+)
