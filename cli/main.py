@@ -10,6 +10,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
+from cli.topology import topology_export_command
 from cli.up import up
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.domain.money import InvalidAmount, parse_amount
@@ -27,6 +28,9 @@ app.add_typer(merchant_app, name="merchant")
 app.command("outbox-relay")(services.run_outbox_relay)
 app.command("processor")(services.run_processor)
 app.command("up")(up)
+topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+topology_app.command("export")(topology_export_command)
 
 
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
@@ -128,6 +132,7 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    services.configure_logging(settings)
     uvicorn.run(
         "api_service.main:app",
         host=settings.api_host,
@@ -137,6 +142,7 @@ def api(
         http="httptools",
         access_log=False,
         timeout_graceful_shutdown=15,
+        log_config=None,  # our JSON/text logging, not uvicorn's
     )
 
 

@@ -1,18 +1,16 @@
 """Long-running services: each runs until SIGTERM/SIGINT and then drains its work."""
 
 import asyncio
-import logging
 import signal
 
 import uvloop
 
+from contracts.logging import configure_logging as configure_log_format
 from contracts.settings import Settings, get_settings
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_log_format(settings.log_format, settings.log_level)
 
 
 def run_outbox_relay() -> None:

@@ -1,6 +1,8 @@
 """The FastStream broker every consuming service uses: confirms on, returns raise, bounded
 prefetch, the whole topology declared before any subscriber starts."""
 
+import logging
+
 from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
@@ -13,7 +15,11 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
     channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
     metrics = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)
     return RabbitBroker(
-        amqp_url, default_channel=channel, graceful_timeout=15.0, middlewares=[metrics]
+        amqp_url,
+        default_channel=channel,
+        graceful_timeout=15.0,
+        middlewares=[metrics],
+        logger=logging.getLogger(f"faststream.{app_name}"),  # our log format, not FastStream's
     )
 
 

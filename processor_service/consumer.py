@@ -21,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction
 from contracts.domain.statuses import PayoutStatus
+from contracts.logging import bind_log_context
 from contracts.redelivery import republish, retry_count
-from contracts.topology import WorkQueue
+from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WorkQueue
 from processor_service.handlers import Context, UnknownPayout
 from processor_service.inbox import first_delivery
 from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
@@ -67,6 +68,17 @@ class Consumer:
             correlation_id=message.correlation_id or None,
             retry_delay_ms=self.context_retry_delay_ms,
         )
+        headers = message.headers or {}
+        with bind_log_context(
+            correlation_id=message.correlation_id or None,
+            payout_id=headers.get(PAYOUT_ID_HEADER),
+            merchant_id=headers.get(MERCHANT_ID_HEADER),
+        ):
+            await self._run(message, queue, work, context)
+
+    async def _run(
+        self, message: RabbitMessage, queue: WorkQueue, work: Work, context: Context
+    ) -> None:
         try:
             async with transaction(self.sessions) as session:
                 if not await first_delivery(

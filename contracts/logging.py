@@ -1,0 +1,236 @@
+"""Logging for every service: one JSON object per line (or readable text on a terminal), the
+request / payout / merchant / correlation ids of the work in hand on every line, and no account
+number or secret in any line.
+
+    configure_logging(settings.log_format, settings.log_level)
+    with bind_log_context(request_id=..., payout_id=...):
+        log.info("payout accepted")
+
+The ids live in a contextvar, so they follow a request or a consumed message through every await
+without being passed around. Masking runs on the handler, so library records (uvicorn,
+SQLAlchemy errors quoting parameters) are masked too.
+"""
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final, TextIO
+
+import orjson
+
+CONTEXT_FIELDS: Final = ("request_id", "correlation_id", "payout_id", "merchant_id")
+LOG_FORMATS: Final = ("json", "text")
+
+# Libraries that install their own handler and stop propagation; configure_logging routes their
+# records through ours. (Loggers created later, such as FastStream's per-broker access logger,
+# need `logger=` passed to the broker instead.)
+ADOPTED_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream")
+
+_log_context: ContextVar[Mapping[str, str]] = ContextVar(
+    "payouts_log_context", default=MappingProxyType({})
+)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`. uvicorn's
+# `color_message` repeats the message with terminal colour codes.
+_RECORD_ATTRIBUTES: Final = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+
+@contextmanager
+def bind_log_context(**fields: str | None) -> Iterator[None]:
+    """Add ids to every log line written inside the block (None values are left out)."""
+    bound = {name: str(value) for name, value in fields.items() if value is not None}
+    token = _log_context.set({**_log_context.get(), **bound})
+    try:
+        yield
+    finally:
+        _log_context.reset(token)
+
+
+def current_log_context() -> Mapping[str, str]:
+    return _log_context.get()
+
+
+# --- masking ------------------------------------------------------------------------------------
+
+_REDACTED: Final = "[REDACTED]"
+# A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; printed with or without
+# spaces), or a run of 10+ digits: account numbers, wallet mobile numbers. A run inside a hex id
+# or UUID (a letter, digit or hyphen right next to it) is an id, not an account: ids stay
+# readable so a payout can be traced by them.
+_ACCOUNT = re.compile(
+    r"\bPK\d{2} ?[A-Z]{4}(?: ?\d{4}){4}\b|(?<![A-Za-z0-9-])\d{10,}(?![A-Za-z0-9-])",
+    re.IGNORECASE,
+)
+# Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was).
+_SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_-]+")
+# The value after a secret-bearing name: `X-API-KEY: v`, `'x-api-key': 'v'`, `psp_secret=v`, ...
+_SECRET_FIELD = re.compile(
+    r"((?:x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization)"
+    r"""(?:['"]?\s*[:=]|['"]\s*,)\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?)[^\s'",;}\])]+""",
+    re.IGNORECASE,
+)
+# Credentials in URLs: amqp://user:password@host, mysql+asyncmy://user:password@host.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s]+(@)", re.IGNORECASE)
+
+
+def _mask_account(match: re.Match[str]) -> str:
+    """Every letter and digit but the last four becomes `*`; spaces stay."""
+    text = match.group()
+    keep_from = len(text) - 4
+    return "".join(
+        "*" if index < keep_from and char.isalnum() else char for index, char in enumerate(text)
+    )
+
+
+def redact(text: str) -> str:
+    """The text with secrets replaced and account numbers masked to their last four characters."""
+    text = _URL_PASSWORD.sub(rf"\g<1>{_REDACTED}\g<2>", text)
+    text = _SECRET_TOKEN.sub(rf"\g<1>{_REDACTED}", text)
+    text = _SECRET_FIELD.sub(rf"\g<1>{_REDACTED}", text)
+    return _ACCOUNT.sub(_mask_account, text)
+
+
+def _redact_value(value: Any) -> Any:
+    """Strings masked, containers walked, numbers kept; anything else becomes masked text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {str(key): _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return redact(str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Masks the message, the formatted exception and every `extra=` value of a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format must still be logged, masked
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = redact(message), None
+        if exception := _exception_text(record):
+            record.exc_text = redact(exception)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for name in _extra_names(record):
+            setattr(record, name, _redact_value(getattr(record, name)))
+        return True
+
+
+class ContextFilter(logging.Filter):
+    """Stamps the bound ids on the record; an explicit `extra=` id wins."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _log_context.get().items():
+            if getattr(record, name, None) is None:
+                setattr(record, name, value)
+        return True
+
+
+def _extra_names(record: logging.LogRecord) -> list[str]:
+    return [name for name in vars(record) if name not in _RECORD_ATTRIBUTES]
+
+
+def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ids and `extra=` values worth printing (libraries stamp empty defaults)."""
+    fields = {name: getattr(record, name) for name in _extra_names(record)}
+    return {name: value for name, value in fields.items() if value is not None and value != ""}
+
+
+def _exception_text(record: logging.LogRecord) -> str | None:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    return record.exc_text or None
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, the ids, any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in _extra_fields(record).items():
+            entry.setdefault(name, value)  # an extra named `level` cannot hide the real one
+        if exception := _exception_text(record):
+            entry["exception"] = exception
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-01-31T10:00:00.123Z INFO  processor  payout succeeded  payout_id=... request_id=...`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = [f"{name}={value}" for name, value in _extra_fields(record).items()]
+        line = (
+            f"{_timestamp(record)} {record.levelname:<7} {record.name}  {record.getMessage()}"
+            + (f"  {' '.join(fields)}" if fields else "")
+        )
+        if exception := _exception_text(record):
+            line = f"{line}\n{exception}"
+        if record.stack_info:
+            line = f"{line}\n{record.stack_info}"
+        return line
+
+
+_FORMATTERS: Final[Mapping[str, type[logging.Formatter]]] = {
+    "json": JsonFormatter,
+    "text": TextFormatter,
+}
+
+
+class _PayoutsHandler(logging.StreamHandler[TextIO]):
+    """Marks the handler configure_logging installed, so a second call replaces it."""
+
+
+def configure_logging(format: str, level: str, *, stream: TextIO | None = None) -> None:
+    """Send every record (ours and the libraries') to `stream`, default stderr, in `format`.
+
+    stderr, not stdout: commands such as `payouts seed` print their result on stdout.
+    """
+    if format not in _FORMATTERS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {format!r}")
+    numeric_level = logging.getLevelNamesMapping().get(level.upper())
+    if numeric_level is None:
+        raise ValueError(f"unknown log level {level!r}")
+
+    handler = _PayoutsHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(_FORMATTERS[format]())
+
+    root = logging.getLogger()
+    for existing in [h for h in root.handlers if isinstance(h, _PayoutsHandler)]:
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    for name in ADOPTED_LOGGERS:
+        adopted = logging.getLogger(name)
+        adopted.handlers.clear()
+        adopted.propagate = True

@@ -1,0 +1,306 @@
+"""Dockerfile, .dockerignore and docker-compose.yml: what a `docker compose up` relies on, checked
+without a Docker engine (the files are parsed, nothing is built)."""
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import typer.main
+import yaml
+
+from cli.topology import BrokerUser, password_hash
+from contracts.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = ROOT / "pyproject.toml"
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+
+# The `payouts` subcommands; keep in sync with cli/main.py (a test below compares them).
+PAYOUTS_COMMANDS = frozenset(
+    {
+        "migrate",
+        "seed",
+        "merchant",
+        "api",
+        "outbox-relay",
+        "processor",
+        "webhooks",
+        "webhook-sink",
+        "topology",
+        "up",
+    }
+)
+SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")
+APP_SERVICES = ("migrate", "seed", "api", *SCALABLE_SERVICES, "webhook-sink")
+_DEFAULTED_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        return dict(entry.split("=", 1) if "=" in entry else (entry, "") for entry in raw)
+    return {str(name): str(value) for name, value in raw.items()}
+
+
+def with_defaults(value: str) -> str:
+    """`${VAR:-default}` as compose resolves it when VAR is unset."""
+    return _DEFAULTED_VARIABLE.sub(lambda match: match.group(2), value)
+
+
+def test_compose_runs_the_expected_services() -> None:
+    assert set(services()) == {"mysql", "rabbitmq", *APP_SERVICES}
+    assert services()["mysql"]["image"] == "mysql:8.0"
+    assert services()["rabbitmq"]["image"] == "rabbitmq:3.13-management"
+
+
+@pytest.mark.parametrize("name", sorted(services()))
+def test_every_service_has_an_image_or_a_build(name: str) -> None:
+    assert {"image", "build"} & services()[name].keys()
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_build_this_repository(name: str) -> None:
+    assert services()[name]["build"] == "."
+
+
+@pytest.mark.parametrize("name", ["mysql", "rabbitmq", "api"])
+def test_stateful_and_serving_services_have_a_healthcheck(name: str) -> None:
+    check = services()[name]["healthcheck"]
+    assert check["test"][0] in ("CMD", "CMD-SHELL")
+    assert len(check["test"]) > 1
+
+
+def test_api_healthcheck_asks_readiness_on_the_served_port() -> None:
+    api = services()["api"]
+    probe = " ".join(api["healthcheck"]["test"])
+    assert "http://127.0.0.1:8000/api/v1/ready" in probe
+    env = environment(api)
+    assert env["PAYOUTS_API_HOST"] == "0.0.0.0"  # 127.0.0.1 is unreachable from other containers
+    assert env["PAYOUTS_API_PORT"] == "8000"
+
+
+def test_every_payouts_variable_is_a_settings_field() -> None:
+    used = set(re.findall(r"\bPAYOUTS_[A-Z0-9_]+", COMPOSE.read_text()))
+    for service in services().values():
+        used |= {name for name in environment(service) if name.startswith("PAYOUTS_")}
+    unknown = {
+        name for name in used if name.removeprefix("PAYOUTS_").lower() not in Settings.model_fields
+    }
+    assert used
+    assert not unknown, f"not fields of contracts.settings.Settings: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_configuration_builds_valid_settings(name: str) -> None:
+    env = {
+        key.removeprefix("PAYOUTS_").lower(): with_defaults(value)
+        for key, value in environment(services()[name]).items()
+        if key.startswith("PAYOUTS_")
+    }
+    settings = Settings.model_validate(env)
+    assert settings.database_url.startswith("mysql+asyncmy://")
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_commands_are_payouts_subcommands(name: str) -> None:
+    command = services()[name]["command"]
+    assert isinstance(command, list), "exec form: no shell between compose and payouts"
+    assert command[0] in PAYOUTS_COMMANDS
+
+
+def test_the_command_list_matches_cli_main() -> None:
+    from cli.main import app
+
+    registered = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert registered == PAYOUTS_COMMANDS
+
+
+def test_each_service_command_runs_once() -> None:
+    commands = [services()[name]["command"][0] for name in APP_SERVICES]
+    assert sorted(commands) == sorted(set(commands))
+
+
+def test_depends_on_waits_for_health_and_for_the_migration() -> None:
+    all_services = services()
+    for name in APP_SERVICES:
+        depends = all_services[name].get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: long form, with conditions"
+        for dependency, condition in depends.items():
+            expected = (
+                "service_completed_successfully"
+                if dependency in ("migrate", "seed")
+                else "service_healthy"
+            )
+            assert condition == {"condition": expected}, f"{name} -> {dependency}"
+    assert set(all_services["migrate"]["depends_on"]) == {"mysql"}
+    for name in ("api", *SCALABLE_SERVICES):
+        assert {"mysql", "rabbitmq", "migrate"} <= set(all_services[name]["depends_on"]), name
+
+
+def test_consumers_are_scalable_and_only_api_and_ui_publish_ports() -> None:
+    all_services = services()
+    assert not [name for name, service in all_services.items() if "container_name" in service]
+    published = {
+        name: service["ports"] for name, service in all_services.items() if "ports" in service
+    }
+    assert published == {"api": ["8000:8000"], "rabbitmq": ["15672:15672"]}
+
+
+def test_webhook_sink_is_optional() -> None:
+    assert services()["webhook-sink"]["profiles"]
+    assert "webhook-sink" not in str([s.get("depends_on") for s in services().values()])
+
+
+def test_rabbitmq_keeps_its_node_name_and_mounts_its_configuration() -> None:
+    rabbitmq = services()["rabbitmq"]
+    assert rabbitmq["hostname"]  # quorum queue data is tied to rabbit@<hostname>
+    mounts = {
+        target: source
+        for source, target, *_ in (volume.split(":") for volume in rabbitmq["volumes"])
+    }
+    for target in ("rabbitmq.conf", "definitions.json", "enabled_plugins"):
+        source = mounts[f"/etc/rabbitmq/{target}"]
+        assert (ROOT / source).is_file(), source
+
+
+def test_services_connect_as_the_broker_user_the_definitions_create() -> None:
+    amqp = urlsplit(with_defaults(environment(services()["processor"])["PAYOUTS_AMQP_URL"]))
+    definitions = json.loads(DEFINITIONS.read_text())
+    users = {user["name"]: user for user in definitions["users"]}
+    assert amqp.hostname == "rabbitmq"
+    assert amqp.path.lstrip("/") in {vhost["name"] for vhost in definitions["vhosts"]}
+    assert amqp.username in users
+    expected = password_hash(BrokerUser(amqp.username or "", amqp.password or ""))
+    assert users[amqp.username]["password_hash"] == expected
+
+
+def test_services_connect_as_the_database_user_mysql_creates() -> None:
+    database = urlsplit(with_defaults(environment(services()["api"])["PAYOUTS_DATABASE_URL"]))
+    mysql = {key: with_defaults(value) for key, value in environment(services()["mysql"]).items()}
+    assert database.hostname == "mysql"
+    assert database.username == mysql["MYSQL_USER"]
+    assert database.password == mysql["MYSQL_PASSWORD"]
+    assert database.path.lstrip("/") == mysql["MYSQL_DATABASE"]
+
+
+def test_webhook_ladder_matches_the_retry_queues_rabbitmq_loads() -> None:
+    delays = with_defaults(environment(services()["webhooks"])["PAYOUTS_WEBHOOK_RETRY_DELAYS"])
+    definitions = json.loads(DEFINITIONS.read_text())
+    retry_queues = [
+        queue["name"]
+        for queue in definitions["queues"]
+        if queue["name"].startswith("webhooks.payout-events.retry")
+    ]
+    assert len(Settings(webhook_retry_delays=delays).webhook_retry_ladder) == len(retry_queues)
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [rest for found, rest in self.instructions if found == keyword]
+
+
+def dockerfile_stages() -> list[Stage]:
+    """FROM stages with their instructions; global ARG defaults expanded in FROM lines."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())  # join continued lines
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in (raw.strip() for raw in text.splitlines()):
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, rest = line.partition(" ")
+        keyword, rest = keyword.upper(), rest.strip()
+        if keyword == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            global_args[name] = default
+        elif keyword == "FROM":
+            image, *alias = rest.split()
+            base = re.sub(r"\$\{(\w+)\}", lambda match: global_args[match.group(1)], image)
+            stages.append(Stage(base, alias[-1] if alias else None))
+        else:
+            stages[-1].instructions.append((keyword, rest))
+    return stages
+
+
+def final_stage() -> Stage:
+    return dockerfile_stages()[-1]
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    assert final_stage().base == "python:3.11-slim"
+
+
+def test_final_stage_runs_as_a_non_root_user() -> None:
+    users = final_stage().all("USER")
+    assert users, "no USER: the services would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+
+
+def test_final_stage_has_no_build_tools_and_takes_the_venv_from_the_builder() -> None:
+    stage = final_stage()
+    runs = " ".join(stage.all("RUN"))
+    for tool in ("apt-get install", "build-essential", "gcc", "pip install"):
+        assert tool not in runs
+    builder = dockerfile_stages()[0].name
+    assert any(f"--from={builder} /opt/venv" in copy for copy in stage.all("COPY"))
+    assert "PATH=/opt/venv/bin" in " ".join(stage.all("ENV"))
+
+
+def test_entrypoint_is_the_payouts_console_script() -> None:
+    [entrypoint] = final_stage().all("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["payouts"]
+    scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    assert scripts["payouts"] == "cli.main:app"
+
+
+def test_dockerignore_lets_every_package_into_the_build_context() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "an allow-list keeps .env files and the venv out of the image"
+    pyproject = tomllib.loads(PYPROJECT.read_text())
+    for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
+        assert f"!{pattern.rstrip('*')}" in lines, pattern
+    assert "!pyproject.toml" in lines
+    readme = pyproject["project"].get("readme")  # the wheel build reads it when declared
+    assert readme is None or f"!{readme}" in lines
+
+
+def test_runtime_dependencies_can_log_in_to_mysql_8() -> None:
+    """MySQL 8 users authenticate with caching_sha2_password; over plain TCP asyncmy needs
+    `cryptography` for the RSA exchange after every server restart."""
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    assert any(re.match(r"cryptography\b", dependency) for dependency in dependencies)
