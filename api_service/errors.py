@@ -1,6 +1,9 @@
 """Domain errors of the REST API, each mapped to the contract's code and HTTP status."""
 
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
+
+from pydantic_core import ErrorDetails
 
 from api_service.envelope import ErrorEnvelopeSchema
 
@@ -30,6 +33,29 @@ class ValidationFailed(ApiError):
     @classmethod
     def on(cls, field: str, message: str) -> "ValidationFailed":
         return cls(f"{field} {message}", details=[{"field": field, "message": message}])
+
+    @classmethod
+    def from_pydantic(cls, errors: Iterable[ErrorDetails]) -> "ValidationFailed":
+        """One detail per pydantic error, naming the field as the client spelled it."""
+        details = [_detail(error) for error in errors]
+        fields = ", ".join(sorted({detail["field"] for detail in details}))
+        return cls(f"Invalid request: {fields}", details=details)
+
+
+def _detail(error: ErrorDetails) -> dict[str, str]:
+    if error["type"] == "json_invalid":
+        return {"field": "body", "message": "Malformed JSON"}
+    if error["type"] in ("model_attributes_type", "model_type"):
+        return {"field": _field_path(error["loc"]), "message": "must be a JSON object"}
+    return {
+        "field": _field_path(error["loc"]),
+        "message": error["msg"].removeprefix("Value error, "),
+    }
+
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
 
 
 class MissingApiKey(ApiError):
@@ -132,10 +158,21 @@ class ServiceUnavailable(ApiError):
     default_message = "A dependency is unavailable; retry later"
 
 
+AUTH_ERRORS: tuple[type[ApiError], ...] = (MissingApiKey, InvalidApiKey)
+IDEMPOTENCY_ERRORS: tuple[type[ApiError], ...] = (
+    MissingIdempotencyKey,
+    InvalidIdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+)
+
+
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for an endpoint: one entry per status, listing the codes."""
+    documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, ServiceUnavailable)
     by_status: dict[int, list[str]] = {}
-    for error in (*errors, ValidationFailed, ServiceUnavailable):
+    for error in documented:
         by_status.setdefault(error.status_code, []).append(error.code)
     return {
         status: {

@@ -1,7 +1,6 @@
 """One place renders every error: domain errors, validation errors, outages, the unexpected."""
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,7 +10,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from api_service.envelope import error_body, json_response
-from api_service.errors import ApiError, ServiceUnavailable
+from api_service.errors import ApiError, ServiceUnavailable, ValidationFailed
+from api_service.middleware import REQUEST_ID_HEADER
 
 log = logging.getLogger("api")
 
@@ -27,44 +27,23 @@ def render_api_error(request: Request, error: ApiError) -> Response:
     return json_response(body, error.status_code, error.headers)
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    details = []
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            details.append({"field": "body", "message": "Malformed JSON"})
-            continue
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "model_attributes_type":
-            message = "must be a JSON object (send Content-Type: application/json)"
-        details.append({"field": _field_path(tuple(error.get("loc", ()))), "message": message})
-    return details
-
-
 async def _on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return render_api_error(request, exc)
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    """Query and path parameters; JSON bodies are parsed by the endpoints (request_body.py)."""
     assert isinstance(exc, RequestValidationError)
-    details = validation_details(exc)
-    fields = ", ".join(sorted({d["field"] for d in details}))
-    body = error_body(
-        "VALIDATION_ERROR", f"Invalid request: {fields}", request_id_of(request), details
-    )
-    return json_response(body, 400)
+    return render_api_error(request, ValidationFailed.from_pydantic(exc.errors()))
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    headers = dict(exc.headers) if exc.headers else None
     return json_response(
-        error_body(code, str(exc.detail), request_id_of(request)), exc.status_code, exc.headers
+        error_body(code, str(exc.detail), request_id_of(request)), exc.status_code, headers
     )
 
 
@@ -74,9 +53,11 @@ async def _on_database_outage(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"request_id": request_id_of(request)})
-    body = error_body("INTERNAL_ERROR", "Internal server error", request_id_of(request))
-    return json_response(body, 500)
+    # Starlette runs this outside every middleware, so the request id header is set here.
+    request_id = request_id_of(request)
+    log.exception("unhandled error", extra={"request_id": request_id})
+    body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
+    return json_response(body, 500, {REQUEST_ID_HEADER: request_id})
 
 
 def install_exception_handlers(app: FastAPI) -> None:

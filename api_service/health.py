@@ -22,17 +22,20 @@ class BrokerProbe:
     def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
         self.connection: AbstractConnection | None = None
+        # Concurrent probes share one reconnect instead of each opening (and leaking) its own.
+        self._connecting = asyncio.Lock()
 
     async def ok(self) -> bool:
-        if self.connection is not None and not self.connection.is_closed:
+        async with self._connecting:
+            if self.connection is not None and not self.connection.is_closed:
+                return True
+            try:
+                self.connection = await asyncio.wait_for(
+                    aio_pika.connect(self.amqp_url), CHECK_TIMEOUT_SECONDS
+                )
+            except Exception:
+                return False
             return True
-        try:
-            self.connection = await asyncio.wait_for(
-                aio_pika.connect(self.amqp_url), CHECK_TIMEOUT_SECONDS
-            )
-        except Exception:
-            return False
-        return True
 
     async def close(self) -> None:
         if self.connection is not None:
@@ -52,12 +55,10 @@ async def ready(request: Request) -> Response:
     }
     draining = bool(getattr(request.app.state, "draining", False))
     healthy = all(checks.values()) and not draining
-    body = {
-        "status": "ready" if healthy else "not_ready",
-        "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()},
-    }
+    report = {name: "ok" if ok else "unavailable" for name, ok in checks.items()}
     if draining:
-        body["checks"]["shutdown"] = "draining"
+        report["shutdown"] = "draining"
+    body = {"status": "ready" if healthy else "not_ready", "checks": report}
     return json_response(dumps(body), 200 if healthy else 503)
 
 

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -41,7 +41,7 @@ def request_fingerprint(body: bytes) -> str:
             separators=(",", ":"),
             default=str,
         ).encode()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON: the endpoint answers 400, stored as sent
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
 
@@ -65,6 +65,8 @@ class Idempotency:
             return replay
         try:
             status_code, body = await operation()
+            await self._store_in(session, status_code, body)
+            await session.commit()
         except ApiError as error:
             await session.rollback()
             if error.status_code >= 500:
@@ -74,14 +76,13 @@ class Idempotency:
             await self._store(self.sessions, error.status_code, body)
             return json_response(body, error.status_code, error.headers)
         except BaseException:
+            # Also a failed commit: nothing was stored, so the key must not stay claimed.
             await session.rollback()
             await self._release()
             raise
-        await self._store_in(session, status_code, body)
-        await session.commit()
         return json_response(body, status_code)
 
-    def _row(self) -> tuple[bool, ...]:
+    def _row(self) -> tuple[ColumnElement[bool], ...]:
         return (IdempotencyKey.merchant_id == self.merchant_id, IdempotencyKey.key == self.key)
 
     async def _claim(self, fingerprint: str) -> Response | None:
@@ -138,7 +139,7 @@ class Idempotency:
             .values(locked_at=now)
         )
         await session.commit()
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
+        if cast(CursorResult[Any], taken).rowcount != 1:
             raise IdempotencyKeyInUse
         return None
 

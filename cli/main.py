@@ -10,8 +10,10 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
+from cli.reconcile import reconcile_command
 from cli.topology import topology_export_command
 from cli.up import up
+from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import get_settings
@@ -28,6 +30,9 @@ app.add_typer(merchant_app, name="merchant")
 app.command("outbox-relay")(services.run_outbox_relay)
 app.command("processor")(services.run_processor)
 app.command("up")(up)
+app.command("reconcile")(reconcile_command)
+app.add_typer(webhooks_app, name="webhooks")
+app.command("webhook-sink")(webhook_sink_command)
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 topology_app.command("export")(topology_export_command)

@@ -3,6 +3,7 @@ working API key and a curl to try; Ctrl-C stops them all cleanly."""
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ SERVICES = (
     Service("api", ("api",)),  # metrics at the API's own /metrics
     Service("outbox-relay", ("outbox-relay",), {"PAYOUTS_METRICS_PORT": "9102"}),
     Service("processor", ("processor",), {"PAYOUTS_METRICS_PORT": "9101"}),
+    Service("webhooks", ("webhooks",), {"PAYOUTS_METRICS_PORT": "9103"}),
 )
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -91,6 +93,8 @@ Payout sandbox is running.
   Metrics:        {base_url}/metrics, :9101/metrics (processor), :9102/metrics (relay)
   Demo API key:   {merchant.api_key}
   Webhook secret: {merchant.webhook_secret}
+  Webhooks:       delivered to the local sink at http://127.0.0.1:{SINK_PORT}/webhooks, which
+                  verifies each signature and prints the event in this terminal
 
 Try:
   curl -s -X POST {base_url}/api/v1/payouts \\
@@ -104,16 +108,26 @@ Ctrl-C stops every service.
 
 
 def up() -> None:
-    """Start the whole system in the foreground (API, outbox relay, processor)."""
+    """Start the whole system in the foreground: API, relay, processor, webhooks, a sink."""
     settings = get_settings()
     base_url = f"http://{settings.api_host}:{settings.api_port}"
     webhook_url = f"http://127.0.0.1:{SINK_PORT}/webhooks"
     merchant = asyncio.run(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
     _save_merchant(merchant)
-    group = ServiceGroup(env=environment(PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true"))
+    group = ServiceGroup(
+        env=environment(
+            PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true",  # the sink listens on localhost
+            PAYOUTS_LOG_FORMAT=os.environ.get("PAYOUTS_LOG_FORMAT", "text"),  # a terminal
+        )
+    )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops all, like Ctrl-C
+    sink = Service(
+        "webhook-sink",
+        ("webhook-sink", "--port", str(SINK_PORT)),
+        {"PAYOUTS_WEBHOOK_SINK_SECRET": merchant.webhook_secret},
+    )
     try:
-        for service in SERVICES:
+        for service in (*SERVICES, sink):
             group.start(service)
         _wait_until_ready(base_url, group)
         typer.echo(_banner(base_url, merchant))

@@ -75,15 +75,20 @@ def sink_line(body: bytes, webhook_id: str | None, verdict: str) -> str:
 
 def build_sink(secret: str | None) -> Starlette:
     """Answers 204 to a verified (or, without a secret, any) POST; 401 to a bad signature."""
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+    verifier = None
+    if secret:
+        # A dev dependency: only needed (and imported) when the sink verifies signatures.
+        from standardwebhooks.webhooks import Webhook
 
-    verifier = Webhook(secret) if secret else None
+        verifier = Webhook(secret)
 
     async def receive(request: Request) -> Response:
         body = await request.body()
         webhook_id = request.headers.get("webhook-id")
         verdict = "unverified: no --secret"
         if verifier is not None:
+            from standardwebhooks.webhooks import WebhookVerificationError
+
             try:
                 verifier.verify(body, dict(request.headers), json_parse=False)
             except WebhookVerificationError as exc:
@@ -97,7 +102,7 @@ def build_sink(secret: str | None) -> Starlette:
 
 
 def webhook_sink_command(
-    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1)")] = 9000,
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 9000,
     secret: Annotated[
         str | None,
         typer.Option(
@@ -105,9 +110,12 @@ def webhook_sink_command(
             envvar="PAYOUTS_WEBHOOK_SINK_SECRET",
         ),
     ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a container)")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
     """A local webhook receiver: verifies each request and prints each event on one line."""
     import uvicorn
 
-    typer.echo(f"listening on http://127.0.0.1:{port}/ (any path)")
-    uvicorn.run(build_sink(secret), host="127.0.0.1", port=port, access_log=False)
+    typer.echo(f"listening on http://{host}:{port}/ (any path)")
+    uvicorn.run(build_sink(secret), host=host, port=port, access_log=False)

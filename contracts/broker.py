@@ -20,6 +20,7 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
         graceful_timeout=15.0,
         middlewares=[metrics],
         logger=logging.getLogger(f"faststream.{app_name}"),  # our log format, not FastStream's
+        log_level=logging.DEBUG,  # "Received"/"Processed" per message: debug, not info
     )
 
 

@@ -7,8 +7,9 @@ Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the 
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
@@ -80,8 +81,11 @@ async def _post(
     )
     if posting.debit in _COLUMN:
         statement = statement.where(_COLUMN[posting.debit] >= amount)
-    result = await session.execute(statement.execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    result = cast(
+        CursorResult[Any],
+        await session.execute(statement.execution_options(synchronize_session=False)),
+    )
+    if result.rowcount != 1:
         exists = await session.scalar(
             select(Balance.merchant_id).where(Balance.merchant_id == merchant_id)
         )
@@ -94,17 +98,20 @@ async def _post(
             select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
         )
     ).one()
-    journal = await session.execute(
-        insert(LedgerJournal).values(
-            merchant_id=merchant_id,
-            payout_id=payout_id,
-            hold_cycle=hold_cycle,
-            kind=posting.kind.value,
-            description=posting.description,
-            created_at=now,
-        )
+    journal = cast(
+        CursorResult[Any],
+        await session.execute(
+            insert(LedgerJournal).values(
+                merchant_id=merchant_id,
+                payout_id=payout_id,
+                hold_cycle=hold_cycle,
+                kind=posting.kind.value,
+                description=posting.description,
+                created_at=now,
+            )
+        ),
     )
-    journal_id = int(journal.inserted_primary_key[0])  # type: ignore[index]
+    journal_id = journal.lastrowid  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
     lines = []
     for account, delta in changes.items():
         is_merchant_account = account in _COLUMN
@@ -121,6 +128,17 @@ async def _post(
         )
     await session.execute(insert(LedgerLine), lines)
     return journal_id
+
+
+async def lock_balance(session: AsyncSession, merchant_id: str) -> None:
+    """Take the merchant's balance row lock now rather than at the posting.
+
+    Every hold updates this row, so a merchant's creates are serialized on it anyway; taking it
+    first means they never wait on each other anywhere else (e.g. two inserts of one reference
+    whose first attempt rolls back deadlock on the unique index)."""
+    await session.execute(
+        select(Balance.merchant_id).where(Balance.merchant_id == merchant_id).with_for_update()
+    )
 
 
 async def hold_funds(

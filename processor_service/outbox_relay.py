@@ -32,6 +32,14 @@ MAX_ERROR_LENGTH = 500
 class RoundResult:
     claimed: int
     sent: int
+    unroutable: int = 0  # returned by the broker: those rows' problem, not an outage
+
+
+def is_unroutable(outcome: object) -> bool:
+    """Returned (no queue bound for its routing key): the row's problem, not the broker's."""
+    return isinstance(outcome, aiormq.exceptions.DeliveryError) and isinstance(
+        outcome.frame, aiormq.spec.Basic.Return
+    )
 
 
 def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
@@ -112,7 +120,8 @@ class OutboxRelay:
             await self._record_failures(session, rows, outcomes)
         OUTBOX_PUBLISHED.inc(len(sent))
         OUTBOX_FAILURES.inc(len(rows) - len(sent))
-        return RoundResult(claimed=len(rows), sent=len(sent))
+        unroutable = sum(1 for outcome in outcomes if is_unroutable(outcome))
+        return RoundResult(claimed=len(rows), sent=len(sent), unroutable=unroutable)
 
     async def _record_failures(
         self, session: AsyncSession, rows: Sequence[OutboxMessage], outcomes: Sequence[object]

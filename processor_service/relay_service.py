@@ -67,10 +67,11 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            if result.claimed and not result.sent:  # the broker takes nothing: back off
+            refused = result.claimed - result.sent - result.unroutable
+            if refused and not result.sent:  # the broker takes nothing: back off
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            elif result.claimed < relay.batch_size:
+            elif result.claimed < relay.batch_size or not result.sent:
                 backoff = settings.relay_poll_interval_seconds
                 await _pause(stop, settings.relay_poll_interval_seconds)
     finally:

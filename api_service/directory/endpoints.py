@@ -1,22 +1,21 @@
 import hashlib
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, SessionDep
 from api_service.envelope import json_response, success_body
-from api_service.errors import InvalidApiKey, MissingApiKey, ValidationFailed, error_responses
+from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, ValidationFailed, error_responses
 from api_service.idempotency import IdempotencyDep
 from api_service.payouts.service import validate_destination
-from api_service.routing import DecimalJsonRoute
+from api_service.request_body import documented_body, read_body
 from api_service.schemas import AccountNumberIn, DestType, InstitutionCode, RequestModel
 from contracts.db.models import DirectoryInstitution
 
-router = APIRouter(tags=["directory"], route_class=DecimalJsonRoute)
+router = APIRouter(tags=["directory"])
 
 _SANDBOX_TITLES = (
     "Ayesha Khan",
@@ -32,7 +31,7 @@ _SANDBOX_TITLES = (
 
 @router.get(
     "/directory",
-    responses=error_responses(MissingApiKey, InvalidApiKey),
+    responses=error_responses(*AUTH_ERRORS),
     summary="Banks and wallets",
 )
 async def get_directory(merchant: CurrentMerchant, session: SessionDep) -> Response:
@@ -57,7 +56,7 @@ class VerifyAccountRequest(RequestModel):
     dest_type: DestType
     bank_code: InstitutionCode | None = None
     wallet_code: InstitutionCode | None = None
-    account_number: Annotated[AccountNumberIn, Field()]
+    account_number: AccountNumberIn
 
 
 def sandbox_account_title(account_number: str) -> str:
@@ -67,17 +66,18 @@ def sandbox_account_title(account_number: str) -> str:
 
 @router.post(
     "/verify-account",
-    responses=error_responses(MissingApiKey, InvalidApiKey),
+    responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
     summary="Check a destination account (sandbox title lookup; suffix 0003 is invalid)",
+    openapi_extra=documented_body(VerifyAccountRequest),
 )
 async def verify_account(
-    body: VerifyAccountRequest,
     request: Request,
     merchant: CurrentMerchant,
     session: SessionDep,
     idempotency: IdempotencyDep,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, VerifyAccountRequest)
         return 200, success_body(await _verify(session, body))
 
     return await idempotency.run(request, session, operation)

@@ -7,17 +7,12 @@ from starlette.responses import Response
 from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import (
+    AUTH_ERRORS,
+    IDEMPOTENCY_ERRORS,
     DuplicateReference,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
     InsufficientBalance,
-    InvalidApiKey,
-    InvalidIdempotencyKey,
     InvalidStatus,
-    MissingApiKey,
-    MissingIdempotencyKey,
     NotFound,
-    PayloadTooLarge,
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
@@ -28,21 +23,12 @@ from api_service.payouts.schemas import (
     PayoutListEnvelope,
     PayoutListFilters,
 )
-from api_service.routing import DecimalJsonRoute
+from api_service.request_body import documented_body, read_body
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
 
-router = APIRouter(prefix="/payouts", tags=["payouts"], route_class=DecimalJsonRoute)
-
-AUTH_ERRORS = (MissingApiKey, InvalidApiKey)
-IDEMPOTENCY_ERRORS = (
-    MissingIdempotencyKey,
-    InvalidIdempotencyKey,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    PayloadTooLarge,
-)
+router = APIRouter(prefix="/payouts", tags=["payouts"])
 
 
 def payout_json(payout: Payout) -> dict[str, Any]:
@@ -57,9 +43,9 @@ def payout_json(payout: Payout) -> dict[str, Any]:
         *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, DuplicateReference, InsufficientBalance
     ),
     summary="Create a payout (funds are held at once)",
+    openapi_extra=documented_body(CreatePayoutRequest),
 )
 async def create_payout(
-    body: CreatePayoutRequest,
     request: Request,
     merchant: CurrentMerchant,
     idempotency: IdempotencyDep,
@@ -67,6 +53,7 @@ async def create_payout(
     request_id: RequestId,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, CreatePayoutRequest)
         payout = await service.create_payout(session, merchant, body, request_id=request_id)
         return 201, success_body(payout_json(payout), "Payout created")
 

@@ -78,6 +78,7 @@ async def create_payout(
     bank_code, wallet_code, account_number = await validate_destination(
         session, request.dest_type, request.bank_code, request.wallet_code, request.account_number
     )
+    await ledger.lock_balance(session, merchant.id)
     if await session.scalar(
         select(Payout.id).where(
             Payout.merchant_id == merchant.id,
@@ -106,7 +107,7 @@ async def create_payout(
     )
     session.add(payout)
     try:
-        await session.flush()  # the unique reference is enforced here, even under a race
+        await session.flush()  # the unique key is the last word on references, whatever happens
     except IntegrityError as exc:
         raise DuplicateReference from exc
     await _hold(session, payout)
@@ -151,6 +152,7 @@ async def reinitiate_payout(
     payout.hold_cycle += 1
     payout.failure_code = None
     payout.failure_reason = None
+    payout.psp_reference = None  # a new hold cycle is submitted to the PSP afresh
     payout.processed_at = None
     payout.updated_at = utcnow()
     await session.flush()

@@ -2,32 +2,28 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import (
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    InvalidApiKey,
-    InvalidIdempotencyKey,
+    AUTH_ERRORS,
+    IDEMPOTENCY_ERRORS,
     InvalidSignature,
     InvalidTransition,
-    MissingApiKey,
-    MissingIdempotencyKey,
     NotFound,
+    PayloadTooLarge,
     SandboxDisabled,
-    ValidationFailed,
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
 from api_service.psp import service
-from api_service.routing import DecimalJsonRoute
+from api_service.request_body import documented_body, read_body, validate_body
 from api_service.schemas import RequestModel
 from contracts.domain.statuses import PspOutcome
 
-router = APIRouter(tags=["psp"], route_class=DecimalJsonRoute)
+router = APIRouter(tags=["psp"])
 
 
 class PspCallbackRequest(RequestModel):
@@ -45,16 +41,9 @@ class SimulateRequest(RequestModel):
 
 @router.post(
     "/ipn/psp",
-    responses=error_responses(InvalidSignature, NotFound, InvalidTransition),
+    responses=error_responses(InvalidSignature, NotFound, InvalidTransition, PayloadTooLarge),
     summary="PSP callback (HMAC-SHA256 of the raw body in X-PSP-Signature)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": PspCallbackRequest.model_json_schema(by_alias=True)}
-            },
-        }
-    },
+    openapi_extra=documented_body(PspCallbackRequest),
 )
 async def psp_callback(
     request: Request,
@@ -66,51 +55,34 @@ async def psp_callback(
     raw = await request.body()
     if not service.signature_matches(settings.psp_secret, raw, signature):
         raise InvalidSignature
-    try:
-        callback = PspCallbackRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            "Invalid PSP callback",
-            details=[
-                {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                for e in exc.errors()
-            ],
-        ) from exc
-    if await service.callback_already_recorded(session, callback.event_id):
-        return json_response(success_body({"eventId": callback.event_id, "duplicate": True}))
-    payout = await service.find_payout(session, callback.payout_id)
-    recorded = await service.record_psp_outcome(
-        session,
-        payout,
-        event_id=callback.event_id,
-        outcome=callback.status,
-        psp_reference=callback.psp_reference,
-        failure_reason=callback.failure_reason,
-        source="IPN",
-        request_id=request_id,
-    )
-    await session.commit()
-    data = {"eventId": callback.event_id, "payoutId": payout.id, "duplicate": not recorded}
+    callback = validate_body(PspCallbackRequest, raw)
+    recorded = False
+    if not await service.callback_already_recorded(session, callback.event_id):
+        payout = await service.find_payout(session, callback.payout_id)
+        recorded = await service.record_psp_outcome(
+            session,
+            payout,
+            event_id=callback.event_id,
+            outcome=callback.status,
+            psp_reference=callback.psp_reference,
+            failure_reason=callback.failure_reason,
+            source="IPN",
+            request_id=request_id,
+        )
+        await session.commit()
+    # A repeated event id is acknowledged the same way, so the PSP stops resending it.
+    data = {"eventId": callback.event_id, "payoutId": callback.payout_id, "duplicate": not recorded}
     return json_response(success_body(data, "Callback accepted"))
 
 
 @router.post(
     "/sandbox/payouts/{payout_id}/simulate",
-    responses=error_responses(
-        MissingApiKey,
-        InvalidApiKey,
-        MissingIdempotencyKey,
-        InvalidIdempotencyKey,
-        IdempotencyKeyInUse,
-        IdempotencyKeyReused,
-        NotFound,
-        InvalidTransition,
-    ),
+    responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, InvalidTransition),
     summary="Sandbox: settle a payout as the PSP would (test mode only)",
+    openapi_extra=documented_body(SimulateRequest),
 )
 async def simulate_outcome(
     payout_id: str,
-    body: SimulateRequest,
     request: Request,
     merchant: CurrentMerchant,
     idempotency: IdempotencyDep,
@@ -122,6 +94,7 @@ async def simulate_outcome(
         raise SandboxDisabled
 
     async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, SimulateRequest)
         payout = await service.find_payout(session, payout_id, merchant.id)
         event_id = f"sim_{uuid.uuid4().hex}"
         await service.record_psp_outcome(

@@ -127,7 +127,7 @@ class OutboxMessage(Base):
     """A message written in the same transaction as the change it announces."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "id"),)
+    __table_args__ = (Index("ix_outbox_claim", "sent_at", "publish_attempts", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     exchange: Mapped[str] = mapped_column(String(100))

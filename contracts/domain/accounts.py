@@ -2,9 +2,10 @@
 
 import re
 
-_PLAIN_ACCOUNT = re.compile(r"^\d{10,16}$")
-_PK_IBAN = re.compile(r"^PK\d{2}[A-Z]{4}\d{16}$")
-_PK_MOBILE = re.compile(r"^03\d{9}$")
+# ASCII only: `\d` alone also matches Arabic-Indic and other Unicode digits.
+_PLAIN_ACCOUNT = re.compile(r"\d{10,16}", re.ASCII)
+_PK_IBAN = re.compile(r"PK\d{2}[A-Z]{4}\d{16}", re.ASCII)
+_PK_MOBILE = re.compile(r"03\d{9}", re.ASCII)
 
 
 def iban_checksum_ok(iban: str) -> bool:

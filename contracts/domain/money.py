@@ -1,9 +1,14 @@
 """PKR amounts: parsed from requests, formatted for responses. Never a float."""
 
+import re
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MAX_PAYOUT_AMOUNT = Decimal("10000000.00")
 CENT = Decimal("0.01")
+
+# The string form the OpenAPI schema publishes; Decimal() alone would also take "1e3", "1_000",
+# "+5" and non-ASCII digits.
+_NUMERIC_STRING = re.compile(r"\d+(\.\d{1,2})?", re.ASCII)
 
 
 class InvalidAmount(ValueError):
@@ -15,6 +20,8 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_PAYOUT_AMOUNT) -> Decima
     if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
         raise InvalidAmount("must be a number or a numeric string")
     text = raw.strip() if isinstance(raw, str) else str(raw)
+    if isinstance(raw, str) and not _NUMERIC_STRING.fullmatch(text):
+        raise InvalidAmount('must be a number or a numeric string such as "1500.00"')
     try:
         value = Decimal(text)
     except InvalidOperation as exc:

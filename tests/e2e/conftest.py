@@ -15,6 +15,7 @@ from cli.supervisor import Service, ServiceGroup
 API = Service("api", ("api",))
 RELAY = Service("outbox-relay", ("outbox-relay",))
 PROCESSOR = Service("processor", ("processor",))
+WEBHOOKS = Service("webhooks", ("webhooks",))
 START_TIMEOUT_SECONDS = 30.0
 
 
@@ -64,7 +65,7 @@ def system(
     group = ServiceGroup(env=env, log_dir=log_dir)
     running = RunningSystem(base_url=f"http://127.0.0.1:{port}", group=group, log_dir=log_dir)
     try:
-        for service in (API, RELAY, PROCESSOR):
+        for service in (API, RELAY, PROCESSOR, WEBHOOKS):
             group.start(service)
         wait_until_ready(running.base_url, group)
         yield running

@@ -36,6 +36,7 @@ PAYOUTS_COMMANDS = frozenset(
         "webhook-sink",
         "topology",
         "up",
+        "reconcile",
     }
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")

@@ -1,0 +1,241 @@
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
+from api_service.envelope import json_response, success_body
+from api_service.errors import (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidApiKey,
+    InvalidIdempotencyKey,
+    MissingApiKey,
+    MissingIdempotencyKey,
+    NotFound,
+    PayloadTooLarge,
+    error_responses,
+)
+from api_service.idempotency import IdempotencyDep
+from api_service.webhooks import service
+from api_service.webhooks.schemas import (
+    PayoutEventListEnvelope,
+    UpdateWebhookEndpoint,
+    WebhookDeliveryEnvelope,
+    WebhookDeliveryListEnvelope,
+    WebhookEndpointEnvelope,
+    WebhookSecretEnvelope,
+)
+from contracts.db.engine import utcnow
+from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.domain.statuses import EventType
+from contracts.messages import PayoutStatusChanged
+from contracts.webhooks import DeliveryStatus
+from contracts.wire import format_timestamp
+
+router = APIRouter()
+
+AUTH_ERRORS = (MissingApiKey, InvalidApiKey)
+IDEMPOTENCY_ERRORS = (
+    MissingIdempotencyKey,
+    InvalidIdempotencyKey,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+)
+PageNumber = Annotated[int, Query(ge=1, le=100_000)]
+PageSize = Annotated[int, Query(ge=1, le=100)]
+
+
+def _pagination(page: int, limit: int, total: int) -> dict[str, Any]:
+    return {
+        "page": page,
+        "limit": limit,
+        "total": total,
+        "totalPages": (total + limit - 1) // limit,
+        "hasMore": page * limit < total,
+    }
+
+
+def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
+    return {
+        "attemptNumber": attempt.attempt_number,
+        "url": attempt.url,
+        "statusCode": attempt.status_code,
+        "latencyMs": attempt.latency_ms,
+        "error": attempt.error,
+        "responseExcerpt": attempt.response_excerpt,
+        "createdAt": format_timestamp(attempt.created_at),
+    }
+
+
+def delivery_json(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "eventId": delivery.event_id,
+        "eventType": delivery.event_type,
+        "payoutId": delivery.payout_id,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attemptCount": delivery.attempts,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error,
+        "nextAttemptAt": format_timestamp(delivery.next_attempt_at)
+        if delivery.next_attempt_at
+        else None,
+        "deliveredAt": format_timestamp(delivery.delivered_at) if delivery.delivered_at else None,
+        "createdAt": format_timestamp(delivery.created_at),
+        "updatedAt": format_timestamp(delivery.updated_at),
+        "attempts": [attempt_json(attempt) for attempt in attempts],
+    }
+
+
+def event_json(recorded: PayoutEvent) -> dict[str, Any]:
+    return PayoutStatusChanged.model_validate_json(recorded.body).webhook_body()
+
+
+def endpoint_json(merchant: Merchant) -> dict[str, Any]:
+    """The endpoint without its secrets; the rotation's end while the previous one still signs."""
+    expires = merchant.previous_secret_expires_at
+    in_grace = merchant.previous_webhook_secret and expires is not None and expires > utcnow()
+    return {
+        "url": merchant.webhook_url,
+        "previousSecretExpiresAt": format_timestamp(expires) if in_grace and expires else None,
+    }
+
+
+@router.get(
+    "/webhooks/deliveries",
+    tags=["webhooks"],
+    response_model=WebhookDeliveryListEnvelope,
+    responses=error_responses(*AUTH_ERRORS),
+    summary="Webhook deliveries with every attempt, newest first",
+)
+async def list_deliveries(
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    page: PageNumber = 1,
+    limit: PageSize = 20,
+    event_id: Annotated[str | None, Query(alias="eventId", max_length=40)] = None,
+    payout_id: Annotated[str | None, Query(alias="payoutId", max_length=36)] = None,
+    status: DeliveryStatus | None = None,
+) -> Response:
+    filters = service.DeliveryFilters(event_id=event_id, payout_id=payout_id, status=status)
+    result = await service.list_deliveries(session, merchant, filters, page=page, limit=limit)
+    data = {
+        "deliveries": [
+            delivery_json(delivery, result.attempts[delivery.id]) for delivery in result.deliveries
+        ],
+        "pagination": _pagination(page, limit, result.total),
+    }
+    return json_response(success_body(data))
+
+
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/resend",
+    status_code=202,
+    tags=["webhooks"],
+    response_model=WebhookDeliveryEnvelope,
+    responses=error_responses(
+        *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, service.WebhookEndpointMissing
+    ),
+    summary="Send the delivery's event again (same webhook-id, fresh timestamp and signature)",
+)
+async def resend_delivery(
+    delivery_id: str,
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    request_id: RequestId,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        delivery = await service.resend_delivery(
+            session, merchant, delivery_id, request_id=request_id
+        )
+        attempts = await service.attempts_of(session, [delivery])
+        body = delivery_json(delivery, attempts[delivery.id])
+        return 202, success_body(body, "Webhook resend queued")
+
+    return await idempotency.run(request, session, operation)
+
+
+@router.get(
+    "/events",
+    tags=["events"],
+    response_model=PayoutEventListEnvelope,
+    responses=error_responses(*AUTH_ERRORS),
+    summary="The merchant's payout events (the webhook bodies), newest first",
+)
+async def list_events(
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    page: PageNumber = 1,
+    limit: PageSize = 20,
+    payout_id: Annotated[str | None, Query(alias="payoutId", max_length=36)] = None,
+    event_type: Annotated[EventType | None, Query(alias="type")] = None,
+) -> Response:
+    result = await service.list_events(
+        session, merchant, payout_id=payout_id, event_type=event_type, page=page, limit=limit
+    )
+    data = {
+        "events": [event_json(recorded) for recorded in result.events],
+        "pagination": _pagination(page, limit, result.total),
+    }
+    return json_response(success_body(data))
+
+
+@router.get(
+    "/webhook-endpoint",
+    tags=["webhooks"],
+    response_model=WebhookEndpointEnvelope,
+    responses=error_responses(*AUTH_ERRORS),
+    summary="The webhook endpoint (secrets are never shown here)",
+)
+async def get_endpoint(merchant: CurrentMerchant) -> Response:
+    return json_response(success_body(endpoint_json(merchant)))
+
+
+@router.put(
+    "/webhook-endpoint",
+    tags=["webhooks"],
+    response_model=WebhookEndpointEnvelope,
+    responses=error_responses(*AUTH_ERRORS, PayloadTooLarge),
+    summary="Set (or, with null, remove) the webhook URL; it must resolve to a public address",
+)
+async def put_endpoint(
+    body: UpdateWebhookEndpoint,
+    merchant: CurrentMerchant,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    updated = await service.update_endpoint(
+        session, merchant, body.url, allow_private=settings.webhook_allow_private_urls
+    )
+    await session.commit()
+    return json_response(success_body(endpoint_json(updated), "Webhook endpoint updated"))
+
+
+@router.post(
+    "/webhook-endpoint/rotate-secret",
+    tags=["webhooks"],
+    response_model=WebhookSecretEnvelope,
+    responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
+    summary="New signing secret, shown once; the old one keeps signing during the grace period",
+)
+async def rotate_secret(
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        rotated, secret = await service.rotate_secret(
+            session, merchant, grace=timedelta(hours=settings.webhook_secret_grace_hours)
+        )
+        data = {**endpoint_json(rotated), "secret": secret}
+        return 200, success_body(data, "Store this secret now: it is not shown again")
+
+    return await idempotency.run(request, session, operation)

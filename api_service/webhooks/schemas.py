@@ -1,0 +1,102 @@
+"""Request bodies and (for the OpenAPI document) response shapes of the webhook endpoints."""
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+from api_service.schemas import Page, RequestModel
+from contracts.payout_view import PayoutView
+from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
+
+
+class UpdateWebhookEndpoint(RequestModel):
+    url: Annotated[
+        Annotated[str, Field(min_length=1, max_length=MAX_URL_LENGTH)] | None,
+        Field(
+            description="http(s) URL that receives the webhooks; null removes the endpoint",
+            examples=["https://merchant.example/webhooks/mypay"],
+        ),
+    ]
+
+
+class WebhookAttemptView(BaseModel):
+    attemptNumber: int
+    url: str
+    statusCode: int | None
+    latencyMs: int
+    error: str | None
+    responseExcerpt: str | None
+    createdAt: str
+
+
+class WebhookDeliveryView(BaseModel):
+    id: str
+    eventId: str
+    eventType: str
+    payoutId: str
+    url: str | None
+    status: DeliveryStatus
+    attemptCount: int
+    lastStatusCode: int | None
+    lastError: str | None
+    nextAttemptAt: str | None
+    deliveredAt: str | None
+    createdAt: str
+    updatedAt: str
+    attempts: list[WebhookAttemptView]
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDeliveryView]
+    pagination: Page
+
+
+class WebhookDeliveryListEnvelope(BaseModel):
+    success: bool = True
+    data: WebhookDeliveryList
+
+
+class WebhookDeliveryEnvelope(BaseModel):
+    success: bool = True
+    data: WebhookDeliveryView
+
+
+class PayoutEventView(BaseModel):
+    """Exactly the body the webhook carries."""
+
+    id: str
+    type: str
+    createdAt: str
+    event: str
+    payout: PayoutView
+
+
+class PayoutEventList(BaseModel):
+    events: list[PayoutEventView]
+    pagination: Page
+
+
+class PayoutEventListEnvelope(BaseModel):
+    success: bool = True
+    data: PayoutEventList
+
+
+class WebhookEndpointView(BaseModel):
+    url: str | None
+    previousSecretExpiresAt: str | None = Field(
+        description="While set, webhooks are signed with the previous secret too"
+    )
+
+
+class WebhookEndpointEnvelope(BaseModel):
+    success: bool = True
+    data: WebhookEndpointView
+
+
+class WebhookSecretView(WebhookEndpointView):
+    secret: str = Field(description="The new signing secret, shown only in this response")
+
+
+class WebhookSecretEnvelope(BaseModel):
+    success: bool = True
+    data: WebhookSecretView

@@ -1,0 +1,192 @@
+"""Merchant operations on webhooks: the delivery log, resends, the event log, the endpoint and
+its secret. Functions take the request's session and never commit: the endpoint commits."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import ClassVar
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_service.errors import ApiError, NotFound, ValidationFailed
+from contracts.api_keys import new_webhook_secret
+from contracts.db.engine import utcnow
+from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.domain.statuses import EventType
+from contracts.messages import PayoutStatusChanged
+from contracts.outbox import add_to_outbox
+from contracts.topology import DEFAULT_EXCHANGE
+from contracts.webhooks import (
+    RESEND_REQUESTED_AT_HEADER,
+    RESEND_ROUTING_KEY,
+    DeliveryStatus,
+    endpoint_destination_problem,
+)
+
+
+class WebhookEndpointMissing(ApiError):
+    status_code: ClassVar[int] = 409
+    code: ClassVar[str] = "WEBHOOK_ENDPOINT_NOT_CONFIGURED"
+    default_message: ClassVar[str] = "Set a webhook URL (PUT /webhook-endpoint) before resending"
+
+
+@dataclass(frozen=True)
+class DeliveryFilters:
+    event_id: str | None = None
+    payout_id: str | None = None
+    status: DeliveryStatus | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryPage:
+    deliveries: list[WebhookDelivery]
+    attempts: dict[str, list[WebhookAttempt]]
+    total: int
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[PayoutEvent]
+    total: int
+
+
+async def attempts_of(
+    session: AsyncSession, deliveries: Sequence[WebhookDelivery]
+) -> dict[str, list[WebhookAttempt]]:
+    """Every attempt of the given deliveries, in order, with one query."""
+    by_delivery: dict[str, list[WebhookAttempt]] = {delivery.id: [] for delivery in deliveries}
+    if not by_delivery:
+        return by_delivery
+    rows = await session.scalars(
+        select(WebhookAttempt)
+        .where(WebhookAttempt.delivery_id.in_(list(by_delivery)))
+        .order_by(WebhookAttempt.delivery_id, WebhookAttempt.attempt_number)
+    )
+    for attempt in rows:
+        by_delivery[attempt.delivery_id].append(attempt)
+    return by_delivery
+
+
+async def list_deliveries(
+    session: AsyncSession, merchant: Merchant, filters: DeliveryFilters, *, page: int, limit: int
+) -> DeliveryPage:
+    conditions: list[ColumnElement[bool]] = [WebhookDelivery.merchant_id == merchant.id]
+    if filters.event_id:
+        conditions.append(WebhookDelivery.event_id == filters.event_id)
+    if filters.payout_id:
+        conditions.append(WebhookDelivery.payout_id == filters.payout_id)
+    if filters.status:
+        conditions.append(WebhookDelivery.status == filters.status.value)
+    total = (
+        await session.scalar(select(func.count()).select_from(WebhookDelivery).where(*conditions))
+        or 0
+    )
+    deliveries = list(
+        await session.scalars(
+            select(WebhookDelivery)
+            .where(*conditions)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+            .offset((page - 1) * limit)
+            .limit(limit)
+        )
+    )
+    return DeliveryPage(deliveries, await attempts_of(session, deliveries), total)
+
+
+async def resend_delivery(
+    session: AsyncSession, merchant: Merchant, delivery_id: str, *, request_id: str
+) -> WebhookDelivery:
+    """Queue the stored event again (same webhook-id; the service signs it afresh)."""
+    delivery = await session.scalar(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.merchant_id == merchant.id)
+        .with_for_update()
+    )
+    if delivery is None:
+        raise NotFound("Webhook delivery not found")
+    if not merchant.webhook_url:
+        raise WebhookEndpointMissing
+    recorded = await session.get(PayoutEvent, delivery.event_id)
+    assert recorded is not None, "deliveries reference their event"
+    now = utcnow()
+    await add_to_outbox(
+        session,
+        PayoutStatusChanged.model_validate_json(recorded.body),
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=RESEND_ROUTING_KEY,
+        payout_id=delivery.payout_id,
+        merchant_id=merchant.id,
+        correlation_id=request_id,
+        extra_headers={RESEND_REQUESTED_AT_HEADER: now.isoformat()},
+    )
+    delivery.status = DeliveryStatus.PENDING.value
+    delivery.next_attempt_at = None
+    delivery.updated_at = now
+    await session.flush()
+    return delivery
+
+
+async def list_events(
+    session: AsyncSession,
+    merchant: Merchant,
+    *,
+    payout_id: str | None,
+    event_type: EventType | None,
+    page: int,
+    limit: int,
+) -> EventPage:
+    conditions: list[ColumnElement[bool]] = [PayoutEvent.merchant_id == merchant.id]
+    if payout_id:
+        conditions.append(PayoutEvent.payout_id == payout_id)
+    if event_type:
+        conditions.append(PayoutEvent.type == event_type.value)
+    total = (
+        await session.scalar(select(func.count()).select_from(PayoutEvent).where(*conditions)) or 0
+    )
+    events = await session.scalars(
+        select(PayoutEvent)
+        .where(*conditions)
+        .order_by(PayoutEvent.created_at.desc(), PayoutEvent.id.desc())
+        .offset((page - 1) * limit)
+        .limit(limit)
+    )
+    return EventPage(list(events), total)
+
+
+async def _locked(session: AsyncSession, merchant: Merchant) -> Merchant:
+    locked = await session.scalar(
+        select(Merchant)
+        .where(Merchant.id == merchant.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert locked is not None, "the authenticated merchant exists"
+    return locked
+
+
+async def update_endpoint(
+    session: AsyncSession, merchant: Merchant, url: str | None, *, allow_private: bool
+) -> Merchant:
+    if url is not None:
+        problem = await endpoint_destination_problem(url, allow_private=allow_private)
+        if problem:
+            raise ValidationFailed.on("url", problem)
+    locked = await _locked(session, merchant)
+    locked.webhook_url = url
+    await session.flush()
+    return locked
+
+
+async def rotate_secret(
+    session: AsyncSession, merchant: Merchant, *, grace: timedelta
+) -> tuple[Merchant, str]:
+    """A new secret; the current one keeps signing (alongside) until the grace period ends.
+    Rotating again within the grace period retires the oldest secret at once."""
+    locked = await _locked(session, merchant)
+    secret = new_webhook_secret()
+    locked.previous_webhook_secret = locked.webhook_secret
+    locked.previous_secret_expires_at = utcnow() + grace
+    locked.webhook_secret = secret
+    await session.flush()
+    return locked, secret

@@ -1,0 +1,127 @@
+"""What the API and the webhook service share about webhooks: delivery statuses, the resend
+message's header and routing, and the rule for which endpoint URLs may receive webhooks.
+
+An endpoint must not make the webhook service call into our own network (SSRF): a URL whose host
+resolves to a private, loopback, link-local or otherwise non-public address is refused unless
+`webhook_allow_private_urls` is set (local development and tests).
+"""
+
+import asyncio
+import ipaddress
+import socket
+from datetime import datetime
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+from contracts.topology import webhook_events_queue
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+MAX_URL_LENGTH = 2048
+RESOLVE_TIMEOUT_SECONDS = 5.0
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"  # recorded, not attempted yet (or a resend / replay is queued)
+    RETRYING = "RETRYING"  # an attempt failed; the next one waits in a retry queue
+    DELIVERED = "DELIVERED"  # the endpoint answered 2xx
+    PARKED = "PARKED"  # retries exhausted (or no endpoint configured): waits for a resend
+
+
+# A resend is the stored event sent again straight to the webhook queue (default exchange,
+# routing key = queue name; the name does not depend on the number of retry tiers).
+RESEND_ROUTING_KEY = webhook_events_queue(retry_tiers=1).name
+# When the resend was asked for (naive UTC ISO-8601): a delivery that succeeded after this
+# instant already honoured it, so a duplicate of the resend message is not delivered again.
+RESEND_REQUESTED_AT_HEADER = "x-webhook-resend-requested-at"
+
+
+def resend_requested_at(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+class UnsafeDestination(ValueError):
+    """The endpoint's host resolves to an address webhooks must not be sent to."""
+
+
+def endpoint_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a webhook endpoint (syntax only), or None."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"must be at most {MAX_URL_LENGTH} characters"
+    if any(char.isspace() or ord(char) < 32 for char in url):
+        return "must not contain whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (user:password@)"
+    if port == 0:
+        return "must not use port 0"
+    return None
+
+
+def is_public_address(address: IPAddress) -> bool:
+    """True for globally routable unicast addresses only."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal resolves to itself)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 zone
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+async def public_addresses(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
+    """The addresses to connect to; UnsafeDestination when any of them is not public.
+
+    Every address is checked, not only the first: a host with one public and one private
+    record could otherwise be steered to the private one.
+    """
+    try:
+        addresses = await resolve_host(host, port)
+    except (OSError, TimeoutError) as exc:
+        raise UnsafeDestination(f"host {host} does not resolve") from exc
+    if not addresses:
+        raise UnsafeDestination(f"host {host} does not resolve")
+    if not allow_private:
+        refused = [str(address) for address in addresses if not is_public_address(address)]
+        if refused:
+            raise UnsafeDestination(
+                f"host {host} resolves to a non-public address ({', '.join(refused)})"
+            )
+    return addresses
+
+
+async def endpoint_destination_problem(url: str, *, allow_private: bool) -> str | None:
+    """Why webhooks cannot be sent to `url` (syntax, then where it resolves), or None."""
+    problem = endpoint_url_problem(url)
+    if problem or allow_private:
+        return problem
+    parts = urlsplit(url)
+    assert parts.hostname is not None  # checked by endpoint_url_problem
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        await public_addresses(parts.hostname, port, allow_private=False)
+    except UnsafeDestination as exc:
+        return str(exc)
+    return None

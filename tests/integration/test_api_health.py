@@ -1,0 +1,139 @@
+"""Liveness, readiness naming the failing dependency, and the OpenAPI document."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api_service.app import create_app
+from contracts.settings import Settings
+from tests.support.api_helpers import API
+
+
+async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.get(f"{API}/health")
+    assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+
+
+async def test_ready_when_mysql_and_rabbitmq_answer(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.get(f"{API}/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "rabbitmq": "ok"},
+    }
+
+
+async def _ready_with(settings: Settings, **broken: str) -> httpx.Response:
+    app: FastAPI = create_app(settings.model_copy(update=broken))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            return await client.get(f"{API}/ready")
+
+
+@pytest.mark.parametrize(
+    ("broken", "failing", "healthy"),
+    [
+        ({"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}, "rabbitmq", "database"),
+        ({"amqp_url": "amqp://guest:wrong-password@127.0.0.1:5672/"}, "rabbitmq", "database"),
+        ({"database_url": "mysql+asyncmy://root@127.0.0.1:1/payouts"}, "database", "rabbitmq"),
+    ],
+    ids=["rabbitmq unreachable", "rabbitmq refuses login", "mysql unreachable"],
+)
+async def test_not_ready_is_503_naming_the_failing_dependency(
+    settings: Settings, broken: dict[str, str], failing: str, healthy: str
+) -> None:
+    response = await _ready_with(settings, **broken)
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"] == {failing: "unavailable", healthy: "ok"}
+    assert response.headers["x-request-id"]
+
+
+async def test_docs_are_served_without_a_key(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.get("/docs")
+    assert response.status_code == 200
+    assert "swagger" in response.text.lower()
+
+
+@pytest.fixture(scope="module")
+async def openapi(api_client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
+    response = await api_client.get("/openapi.json")
+    assert response.status_code == 200
+    yield response.json()
+
+
+def _error_codes(operation: dict[str, Any], status: str) -> set[str]:
+    return set(operation["responses"][status]["description"].split(" | "))
+
+
+ERRORS = [
+    ("post", "/payouts", "401", {"MISSING_API_KEY", "INVALID_API_KEY"}),
+    ("post", "/payouts", "400", {"VALIDATION_ERROR", "MISSING_IDEMPOTENCY_KEY"}),
+    ("post", "/payouts", "409", {"DUPLICATE_REFERENCE", "IDEMPOTENCY_KEY_IN_USE"}),
+    ("post", "/payouts", "413", {"PAYLOAD_TOO_LARGE"}),
+    ("post", "/payouts", "422", {"INSUFFICIENT_BALANCE", "IDEMPOTENCY_KEY_REUSED"}),
+    ("post", "/payouts", "503", {"SERVICE_UNAVAILABLE"}),
+    ("get", "/payouts/{payout_id}", "404", {"NOT_FOUND"}),
+    ("post", "/payouts/{payout_id}/reinitiate", "409", {"INVALID_STATUS"}),
+    ("post", "/payouts/{payout_id}/reinitiate", "422", {"INSUFFICIENT_BALANCE"}),
+    ("get", "/payouts", "400", {"VALIDATION_ERROR"}),
+    ("get", "/balance", "401", {"MISSING_API_KEY"}),
+    ("get", "/balance/history", "401", {"INVALID_API_KEY"}),
+    ("get", "/directory", "401", {"MISSING_API_KEY"}),
+    ("post", "/verify-account", "400", {"MISSING_IDEMPOTENCY_KEY"}),
+    ("post", "/ipn/psp", "401", {"INVALID_SIGNATURE"}),
+    ("post", "/ipn/psp", "409", {"INVALID_TRANSITION"}),
+    ("post", "/sandbox/payouts/{payout_id}/simulate", "409", {"INVALID_TRANSITION"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "codes"), ERRORS)
+async def test_error_responses_are_documented(
+    openapi: dict[str, Any], method: str, path: str, status: str, codes: set[str]
+) -> None:
+    operation = openapi["paths"][f"{API}{path}"][method]
+    assert codes <= _error_codes(operation, status)
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
+
+
+@pytest.mark.parametrize(
+    ("path", "required"),
+    [
+        ("/payouts", {"merchantReference", "amount", "destType", "accountNumber"}),
+        ("/verify-account", {"destType", "accountNumber"}),
+        ("/ipn/psp", {"eventId", "payoutId", "status"}),
+        ("/sandbox/payouts/{payout_id}/simulate", {"outcome"}),
+    ],
+)
+async def test_request_bodies_are_documented(
+    openapi: dict[str, Any], path: str, required: set[str]
+) -> None:
+    body = openapi["paths"][f"{API}{path}"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    assert required <= set(schema["required"])
+    assert body["required"] is True
+
+
+async def test_success_responses_are_documented(openapi: dict[str, Any]) -> None:
+    created = openapi["paths"][f"{API}/payouts"]["post"]["responses"]
+    assert "201" in created
+    assert "200" not in created
+
+
+async def test_every_merchant_route_documents_the_api_key(openapi: dict[str, Any]) -> None:
+    public = {f"{API}/health", f"{API}/ready", f"{API}/ipn/psp"}
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            if path in public:
+                assert "security" not in operation, (method, path)
+            else:
+                assert "401" in operation["responses"], (method, path)
+                assert operation.get("security"), (method, path)

@@ -1,0 +1,329 @@
+"""X-IDEMPOTENCY-KEY: replays byte-for-byte, reuse with another request, missing/invalid keys,
+4xx stored and 5xx not, and concurrent requests with one key."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text, update
+
+from api_service.idempotency import request_fingerprint
+from contracts import ledger
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import IdempotencyKey
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    fail_payout,
+    footprint,
+    get_balance,
+    new_key,
+    payout_body,
+)
+
+REPLAYED = "idempotent-replayed"
+PAYOUT_ID = "00000000-0000-4000-8000-000000000000"
+POST_ROUTES = [
+    "/payouts",
+    f"/payouts/{PAYOUT_ID}/reinitiate",
+    "/verify-account",
+    f"/sandbox/payouts/{PAYOUT_ID}/simulate",
+]
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+async def test_missing_idempotency_key_is_400(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(f"{API}{path}", json={}, headers=auth(merchant, ""))
+    assert_error(response, 400, "MISSING_IDEMPOTENCY_KEY")
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+@pytest.mark.parametrize("key", ["not-a-uuid", "12345", "0" * 36])
+async def test_invalid_idempotency_key_is_400(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str, key: str
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(f"{API}{path}", json={}, headers=auth(merchant, key))
+    assert_error(response, 400, "INVALID_IDEMPOTENCY_KEY")
+
+
+async def test_replay_returns_the_first_response_byte_for_byte(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="1000.00")
+    headers, body = auth(merchant), payout_body()
+    first = await api_client.post(f"{API}/payouts", json=body, headers=headers)
+    assert first.status_code == 201
+    assert REPLAYED not in first.headers
+    after_first = await footprint(sessions, merchant.merchant_id)
+
+    # The same JSON with other key order and spacing is the same request.
+    reordered = orjson.dumps(dict(reversed(list(body.items()))), option=orjson.OPT_INDENT_2)
+    for content in (orjson.dumps(body), reordered):
+        replay = await api_client.post(
+            f"{API}/payouts",
+            content=content,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert replay.status_code == 201
+        assert replay.content == first.content
+        assert replay.headers[REPLAYED] == "true"
+    assert await footprint(sessions, merchant.merchant_id) == after_first
+    assert (await get_balance(api_client, merchant))["availableBalance"] == "900.00"
+
+
+async def test_key_is_normalized_so_case_does_not_matter(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, key, body = await make_merchant(), new_key(), payout_body()
+    first = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    replay = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key.upper()))
+    assert (first.status_code, replay.status_code) == (201, 201)
+    assert replay.headers[REPLAYED] == "true"
+
+
+async def test_same_key_with_another_body_is_422_reused(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    body = payout_body()
+    assert (
+        await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    ).status_code == 201
+    before = await footprint(sessions, merchant.merchant_id)
+    changed = await api_client.post(
+        f"{API}/payouts", json={**body, "amount": "100.01"}, headers=auth(merchant, key)
+    )
+    assert_error(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_same_key_on_another_path_is_422_reused(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    payout = await create_payout(api_client, merchant)
+    await fail_payout(sessions, payout["id"])
+    first = await api_client.post(
+        f"{API}/payouts/{payout['id']}/reinitiate", headers=auth(merchant, key)
+    )
+    assert first.status_code == 200, first.text
+    other = await create_payout(api_client, merchant)
+    elsewhere = await api_client.post(
+        f"{API}/payouts/{other['id']}/reinitiate", headers=auth(merchant, key)
+    )
+    assert_error(elsewhere, 422, "IDEMPOTENCY_KEY_REUSED")
+    verify = await api_client.post(
+        f"{API}/verify-account",
+        json={"destType": "WALLET", "walletCode": "EASYPAISA", "accountNumber": "03001234567"},
+        headers=auth(merchant, key),
+    )
+    assert_error(verify, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_keys_are_scoped_per_merchant(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    first, second, key = await make_merchant(), await make_merchant(), new_key()
+    body = payout_body()
+    mine = await api_client.post(f"{API}/payouts", json=body, headers=auth(first, key))
+    theirs = await api_client.post(f"{API}/payouts", json=body, headers=auth(second, key))
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert REPLAYED not in theirs.headers
+    assert mine.json()["data"]["id"] != theirs.json()["data"]["id"]
+
+
+async def test_business_4xx_is_stored_and_replayed(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(balance="50.00"), new_key()
+    body = payout_body(amount="100.00")
+    refused = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert_error(refused, 422, "INSUFFICIENT_BALANCE")
+    async with transaction(sessions) as session:
+        await ledger.top_up(session, merchant_id=merchant.merchant_id, amount=Decimal("100.00"))
+    replay = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert replay.status_code == 422
+    assert replay.content == refused.content
+    assert replay.headers[REPLAYED] == "true"
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
+
+
+async def test_validation_400_is_stored_and_replayed(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    body = payout_body(amount="1.001")
+    refused = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert_error(refused, 400, "VALIDATION_ERROR", "amount")
+    replay = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert (replay.status_code, replay.content) == (400, refused.content)
+    assert replay.headers[REPLAYED] == "true"
+    fixed = await api_client.post(
+        f"{API}/payouts", json={**body, "amount": "1.00"}, headers=auth(merchant, key)
+    )
+    assert_error(fixed, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def _age_key(sessions: SessionFactory, merchant_id: str, key: str, **ages: timedelta) -> None:
+    """Move a stored key's timestamps into the past (`locked_at=`, `expires_at=` how long ago)."""
+    now = utcnow()
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
+            .values(**{column: now - age for column, age in ages.items()})
+        )
+
+
+async def _claim_without_answer(sessions: SessionFactory, merchant_id: str, key: str) -> None:
+    """What a request that claimed `key` and is still running (or died) leaves behind."""
+    now = utcnow()
+    async with transaction(sessions) as session:
+        session.add(
+            IdempotencyKey(
+                merchant_id=merchant_id,
+                key=key,
+                method="POST",
+                path=f"{API}/payouts",
+                request_hash=request_fingerprint(orjson.dumps({"unused": True})),
+                locked_at=now,
+                created_at=now,
+                expires_at=now + timedelta(hours=24),
+            )
+        )
+
+
+async def test_expired_key_is_forgotten(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    first = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant, key))
+    assert first.status_code == 201
+    await _age_key(sessions, merchant.merchant_id, key, expires_at=timedelta(seconds=1))
+    later = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant, key))
+    assert later.status_code == 201, later.text
+    assert REPLAYED not in later.headers
+    assert later.json()["data"]["id"] != first.json()["data"]["id"]
+
+
+async def test_key_claimed_by_a_running_request_is_409_in_use(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    await _claim_without_answer(sessions, merchant.merchant_id, key)
+    before = await footprint(sessions, merchant.merchant_id)
+    response = await api_client.post(
+        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+    )
+    assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_key_of_a_request_that_died_is_taken_over(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    await _claim_without_answer(sessions, merchant.merchant_id, key)
+    stale = timedelta(seconds=settings.idempotency_stale_seconds + 1)
+    await _age_key(sessions, merchant.merchant_id, key, locked_at=stale)
+    response = await api_client.post(
+        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+    )
+    # The body is not a payout: what matters is that it ran (and its 400 is now stored).
+    assert_error(response, 400, "VALIDATION_ERROR", "merchantReference")
+    replay = await api_client.post(
+        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+    )
+    assert replay.headers[REPLAYED] == "true"
+
+
+class OutboxOutage:
+    """A real database failure in the middle of a create: the outbox table renamed away."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self.sessions = sessions
+        self.active = False
+
+    async def _rename(self, old: str, new: str) -> None:
+        async with self.sessions() as session:
+            await session.execute(text(f"RENAME TABLE {old} TO {new}"))
+
+    async def begin(self) -> None:
+        await self._rename("outbox", "outbox_away")
+        self.active = True
+
+    async def end(self) -> None:
+        if self.active:
+            await self._rename("outbox_away", "outbox")
+            self.active = False
+
+
+@pytest.fixture
+async def outbox_outage(sessions: SessionFactory) -> AsyncIterator[OutboxOutage]:
+    outage = OutboxOutage(sessions)
+    try:
+        yield outage
+    finally:
+        await outage.end()
+
+
+async def test_5xx_is_not_stored_so_the_client_can_retry(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    outbox_outage: OutboxOutage,
+) -> None:
+    """Also shows create is one transaction: the outbox write is its last step, and its failure
+    takes the payout row and the HOLD journal with it."""
+    merchant, key, body = await make_merchant(balance="1000.00"), new_key(), payout_body()
+    before = await footprint(sessions, merchant.merchant_id)
+    await outbox_outage.begin()
+    failed = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    await outbox_outage.end()
+    assert_error(failed, 503, "SERVICE_UNAVAILABLE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+    retried = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert retried.status_code == 201, retried.text
+    assert REPLAYED not in retried.headers
+
+
+async def test_concurrent_requests_with_one_key_make_one_payout_and_never_a_5xx(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="10000.00")
+    headers, body = auth(merchant), payout_body()
+    responses = await asyncio.gather(
+        *(api_client.post(f"{API}/payouts", json=body, headers=headers) for _ in range(10))
+    )
+    created = [r for r in responses if r.status_code == 201]
+    assert created, [r.text for r in responses]
+    assert all(r.status_code in (201, 409) for r in responses), [r.text for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
+    originals = [r for r in created if REPLAYED not in r.headers]
+    assert len(originals) == 1
+    assert all(r.content == originals[0].content for r in created)
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 1
+    assert (await get_balance(api_client, merchant))["availableBalance"] == "9900.00"
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+    settled = await api_client.post(f"{API}/payouts", json=body, headers=headers)
+    assert (settled.status_code, settled.content) == (201, originals[0].content)

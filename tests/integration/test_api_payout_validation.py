@@ -1,0 +1,251 @@
+"""POST /payouts validation: 400 VALIDATION_ERROR with `details` naming the field, nothing
+written; accepted input normalized as the contract says."""
+
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import DirectoryInstitution
+from contracts.domain.accounts import iban_check_digits
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, assert_error, auth, footprint, payout_body
+
+
+def pk_iban(bank: str, account: str = "0000001123456702") -> str:
+    return f"PK{iban_check_digits('PK', bank + account)}{bank}{account}"
+
+
+VALID_HBL_IBAN = pk_iban("HABB")
+BAD_CHECKSUM_IBAN = f"PK{(int(VALID_HBL_IBAN[2:4]) + 1) % 100:02d}{VALID_HBL_IBAN[4:]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def inactive_institutions(sessions: SessionFactory) -> None:
+    """A bank and a wallet that are in the directory but switched off."""
+    rows: list[dict[str, Any]] = [
+        {"code": "OLDBANK", "kind": "BANK", "name": "Closed Bank", "iban_code": "OLDB"},
+        {"code": "OLDWALLET", "kind": "WALLET", "name": "Closed Wallet", "iban_code": None},
+    ]
+    async with transaction(sessions) as session:
+        statement = mysql_insert(DirectoryInstitution).values(
+            [{**row, "is_active": False} for row in rows]
+        )
+        await session.execute(statement.on_duplicate_key_update(is_active=False))
+
+
+BANK = {"destType": "BANK", "walletCode": None, "bankCode": "HBL", "accountNumber": "1234567890"}
+
+INVALID: dict[str, tuple[dict[str, Any], str]] = {
+    "destType lower-case": ({"destType": "wallet"}, "destType"),
+    "destType unknown": ({"destType": "CARD"}, "destType"),
+    "destType missing": ({"destType": None}, "destType"),
+    "destType number": ({"destType": 1}, "destType"),
+    "bankCode missing for BANK": ({**BANK, "bankCode": None}, "bankCode"),
+    "bankCode unknown": ({**BANK, "bankCode": "NOPE"}, "bankCode"),
+    "bankCode is a wallet": ({**BANK, "bankCode": "JAZZCASH"}, "bankCode"),
+    "bankCode inactive": ({**BANK, "bankCode": "OLDBANK"}, "bankCode"),
+    "bankCode empty": ({**BANK, "bankCode": ""}, "bankCode"),
+    "walletCode missing for WALLET": ({"walletCode": None}, "walletCode"),
+    "walletCode is a bank": ({"walletCode": "HBL"}, "walletCode"),
+    "walletCode inactive": ({"walletCode": "oldwallet"}, "walletCode"),
+    "accountNumber missing": ({"accountNumber": None}, "accountNumber"),
+    "accountNumber 9 digits": ({**BANK, "accountNumber": "123456789"}, "accountNumber"),
+    "accountNumber 17 digits": ({**BANK, "accountNumber": "1" * 17}, "accountNumber"),
+    "accountNumber letters": ({**BANK, "accountNumber": "12345ABCDE"}, "accountNumber"),
+    "accountNumber non-ASCII digits": (
+        {**BANK, "accountNumber": "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660"},
+        "accountNumber",
+    ),
+    "accountNumber number type": ({**BANK, "accountNumber": 1234567890}, "accountNumber"),
+    "IBAN bad checksum": ({**BANK, "accountNumber": BAD_CHECKSUM_IBAN}, "accountNumber"),
+    "IBAN too short": ({**BANK, "accountNumber": VALID_HBL_IBAN[:-1]}, "accountNumber"),
+    "IBAN of another bank": ({**BANK, "accountNumber": pk_iban("SCBL")}, "accountNumber"),
+    "IBAN of another country": (
+        {**BANK, "accountNumber": "GB82WEST12345698765432"},
+        "accountNumber",
+    ),
+    "IBAN for a wallet": ({"accountNumber": VALID_HBL_IBAN}, "accountNumber"),
+    "wallet mobile too short": ({"accountNumber": "030012345"}, "accountNumber"),
+    "wallet mobile with letters": ({"accountNumber": "0300123456X"}, "accountNumber"),
+    "merchantReference empty": ({"merchantReference": ""}, "merchantReference"),
+    "merchantReference 65 chars": ({"merchantReference": "r" * 65}, "merchantReference"),
+    "merchantReference space": ({"merchantReference": "order 1"}, "merchantReference"),
+    "merchantReference slash": ({"merchantReference": "order/1"}, "merchantReference"),
+    "merchantReference accent": ({"merchantReference": "r\u00e9f-1"}, "merchantReference"),
+    "merchantReference missing": ({"merchantReference": None}, "merchantReference"),
+    "merchantReference number": ({"merchantReference": 12345}, "merchantReference"),
+    "accountTitle 101 chars": ({"accountTitle": "t" * 101}, "accountTitle"),
+    "accountTitle number": ({"accountTitle": 7}, "accountTitle"),
+    "currency USD": ({"currency": "USD"}, "currency"),
+    "purpose 141 chars": ({"purpose": "p" * 141}, "purpose"),
+    "amount missing": ({"amount": None}, "amount"),
+}
+
+
+@pytest.mark.parametrize(("overrides", "field"), INVALID.values(), ids=INVALID.keys())
+async def test_invalid_field_is_400_naming_it_and_writes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    overrides: dict[str, Any],
+    field: str,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body(**overrides), headers=auth(merchant)
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", field)
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+# JSON literals, sent as written: a float parser would turn 0.1 + 0.2 into 0.30000000000000004.
+INVALID_AMOUNTS = {
+    "zero": "0",
+    "zero string": '"0.00"',
+    "negative": "-1",
+    "negative string": '"-100.00"',
+    "over the maximum": "10000000.01",
+    "over the maximum string": '"10000000.01"',
+    "three decimals": "1.005",
+    "three decimals string": '"1.005"',
+    "three decimals string with trailing zero": '"12.500"',
+    "plus sign string": '"+5"',
+    "tiny": "0.001",
+    "true": "true",
+    "false": "false",
+    "null": "null",
+    "word": '"abc"',
+    "empty string": '""',
+    "NaN string": '"NaN"',
+    "Infinity string": '"Infinity"',
+    "NaN literal": "NaN",
+    "exponent string": '"1e3"',
+    "underscore string": '"1_000"',
+    "non-ASCII digits string": '"\u0661\u0665\u0660\u0660"',
+    "array": "[100]",
+    "object": '{"value": 100}',
+    "huge integer": "1" + "0" * 5000,
+    "huge exponent": "1e999999",
+}
+
+
+def _body_with_amount(literal: str) -> bytes:
+    body = payout_body(amount=None)
+    return orjson.dumps(body)[:-1] + b', "amount": ' + literal.encode() + b"}"
+
+
+@pytest.mark.parametrize("literal", INVALID_AMOUNTS.values(), ids=INVALID_AMOUNTS.keys())
+async def test_invalid_amount_is_400_naming_amount(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    literal: str,
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=_body_with_amount(literal),
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "amount")
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
+
+
+VALID_AMOUNTS = {
+    "integer": ("1500", "1500.00"),
+    "one decimal": ("1500.5", "1500.50"),
+    "two decimals": ("0.01", "0.01"),
+    "trailing zero beyond cents": ("12.500", "12.50"),
+    "exponent number": ("1.5e3", "1500.00"),
+    "string": ('"1500.00"', "1500.00"),
+    "string integer": ('"1500"', "1500.00"),
+    "string one decimal": ('"0.5"', "0.50"),
+    "maximum": ("10000000", "10000000.00"),
+    "maximum string": ('"10000000.00"', "10000000.00"),
+}
+
+
+@pytest.mark.parametrize(("literal", "stored"), VALID_AMOUNTS.values(), ids=VALID_AMOUNTS.keys())
+async def test_amount_number_or_string_is_stored_with_two_decimals(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, literal: str, stored: str
+) -> None:
+    merchant = await make_merchant(balance="20000000.00")
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=_body_with_amount(literal),
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["amount"] == stored
+
+
+VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "bankCode lower-case": ({**BANK, "bankCode": "hbl"}, {"bankCode": "HBL", "walletCode": None}),
+    "walletCode mixed case": ({"walletCode": "JazzCash"}, {"walletCode": "JAZZCASH"}),
+    "10 digits": ({**BANK, "accountNumber": "1234567890"}, {"accountNumber": "1234567890"}),
+    "16 digits": ({**BANK, "accountNumber": "1" * 16}, {"accountNumber": "1" * 16}),
+    "IBAN matching the bank": (
+        {**BANK, "accountNumber": VALID_HBL_IBAN},
+        {"accountNumber": VALID_HBL_IBAN},
+    ),
+    "IBAN lower-case with spaces": (
+        {
+            **BANK,
+            "bankCode": "SCB",
+            "accountNumber": "pk36 scbl 0000 0011 2345 6702",
+        },
+        {"accountNumber": "PK36SCBL0000001123456702", "bankCode": "SCB"},
+    ),
+    "wallet mobile with a dash": (
+        {"accountNumber": "0300-1234567"},
+        {"accountNumber": "03001234567"},
+    ),
+    "merchantReference every allowed character": (
+        {"merchantReference": "Az09._:-" + "x" * 56},
+        {"merchantReference": "Az09._:-" + "x" * 56},
+    ),
+    "accountTitle default": ({}, {"accountTitle": "Account Holder"}),
+    "accountTitle 100 chars": ({"accountTitle": "t" * 100}, {"accountTitle": "t" * 100}),
+    "accountTitle in Urdu": (
+        {"accountTitle": "\u0645\u062d\u0645\u062f \u0639\u0644\u06cc"},
+        {"accountTitle": "\u0645\u062d\u0645\u062f \u0639\u0644\u06cc"},
+    ),
+    "currency PKR": ({"currency": "PKR"}, {"currency": "PKR"}),
+}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), VALID.values(), ids=VALID.keys())
+async def test_valid_input_is_accepted_and_normalized(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    overrides: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body(**overrides), headers=auth(merchant)
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()["data"]
+    assert {name: created[name] for name in expected} == expected
+    fetched = await api_client.get(
+        f"{API}/payouts/{created['id']}", headers={"X-API-KEY": merchant.api_key}
+    )
+    assert {name: fetched.json()["data"][name] for name in expected} == expected
+
+
+async def test_several_invalid_fields_are_all_named(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    response = await api_client.post(
+        f"{API}/payouts",
+        json=payout_body(amount=True, destType="X", merchantReference=""),
+        headers=auth(await make_merchant()),
+    )
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert {"amount", "destType", "merchantReference"} <= {d["field"] for d in error["details"]}

@@ -1,0 +1,285 @@
+"""POST /ipn/psp (HMAC-signed PSP callbacks) and the sandbox simulate endpoint: recorded once
+per event id, checked against the legal transitions, handed to the processor via the outbox."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from api_service.app import create_app
+from contracts.db.engine import SessionFactory
+from contracts.db.models import PspCallback
+from contracts.domain.statuses import PayoutStatus
+from contracts.settings import Environment, Settings
+from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    fail_payout,
+    footprint,
+    move_payout,
+    outbox_for_payout,
+    psp_headers,
+)
+
+
+def _callback(payout_id: str, status: str, **extra: Any) -> bytes:
+    body = {"eventId": f"evt-{uuid.uuid4().hex}", "payoutId": payout_id, "status": status}
+    return orjson.dumps({**body, **extra})
+
+
+async def _send_ipn(client: httpx.AsyncClient, settings: Settings, body: bytes) -> httpx.Response:
+    return await client.post(
+        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
+    )
+
+
+async def _callbacks(sessions: SessionFactory, payout_id: str) -> list[PspCallback]:
+    async with sessions() as session:
+        rows = await session.scalars(select(PspCallback).where(PspCallback.payout_id == payout_id))
+        return list(rows)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-PSP-Signature": ""},
+        {"X-PSP-Signature": "0" * 64},
+        {"X-PSP-Signature": "not hex"},
+    ],
+    ids=["missing", "empty", "wrong", "garbage"],
+)
+async def test_ipn_without_a_valid_signature_is_401(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    headers: dict[str, str],
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    before = await footprint(sessions, merchant.merchant_id)
+    body = _callback(payout["id"], "SUCCESS")
+    response = await api_client.post(f"{API}/ipn/psp", content=body, headers=headers)
+    assert_error(response, 401, "INVALID_SIGNATURE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_ipn_signed_over_another_body_is_401(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    payout = await create_payout(api_client, await make_merchant())
+    signed = _callback(payout["id"], "FAILED")
+    sent = signed.replace(b"FAILED", b"SUCCESS")
+    response = await api_client.post(
+        f"{API}/ipn/psp", content=sent, headers=psp_headers(settings.psp_secret, signed)
+    )
+    assert_error(response, 401, "INVALID_SIGNATURE")
+    wrong_secret = await api_client.post(
+        f"{API}/ipn/psp", content=signed, headers=psp_headers("another secret", signed)
+    )
+    assert_error(wrong_secret, 401, "INVALID_SIGNATURE")
+
+
+async def test_ipn_is_recorded_and_sent_to_the_processor(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    payout = await create_payout(api_client, await make_merchant())
+    body = _callback(payout["id"], "SUCCESS", pspReference="PSP-1")
+    response = await _send_ipn(api_client, settings, body)
+    assert response.status_code == 200, response.text
+    event_id = orjson.loads(body)["eventId"]
+    assert response.json()["data"] == {
+        "eventId": event_id,
+        "payoutId": payout["id"],
+        "duplicate": False,
+    }
+    [callback] = await _callbacks(sessions, payout["id"])
+    assert (callback.event_id, callback.outcome, callback.psp_reference, callback.source) == (
+        event_id,
+        "SUCCESS",
+        "PSP-1",
+        "IPN",
+    )
+    commands = [
+        m
+        for m in await outbox_for_payout(sessions, payout["id"])
+        if m.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    assert [(m.exchange, orjson.loads(m.body)["callbackEventId"]) for m in commands] == [
+        (COMMANDS_EXCHANGE, event_id)
+    ]
+
+
+async def test_the_same_event_twice_is_applied_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    body = _callback(payout["id"], "FAILED", failureReason="Closed account")
+    first = await _send_ipn(api_client, settings, body)
+    after_first = await footprint(sessions, merchant.merchant_id)
+    second = await _send_ipn(api_client, settings, body)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json()["data"]["duplicate"] is True
+    assert second.json()["data"]["payoutId"] == payout["id"]
+    assert await footprint(sessions, merchant.merchant_id) == after_first
+    assert after_first.callbacks == 1
+
+
+async def test_the_same_event_at_once_is_applied_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    before = await footprint(sessions, merchant.merchant_id)
+    body = _callback(payout["id"], "SUCCESS")
+    responses = await asyncio.gather(*(_send_ipn(api_client, settings, body) for _ in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    assert [r.json()["data"]["duplicate"] for r in responses].count(False) == 1
+    after = await footprint(sessions, merchant.merchant_id)
+    assert (after.callbacks, after.outbox) == (before.callbacks + 1, before.outbox + 1)
+
+
+TRANSITIONS = [
+    ("PENDING", "SUCCESS", 200),
+    ("PROCESSING", "FAILED", 200),
+    ("RETRY", "SUCCESS", 200),
+    ("ON_HOLD", "FAILED", 200),
+    ("IN_REVIEW", "SUCCESS", 200),
+    ("SUCCESS", "REVERSED", 200),
+    ("PENDING", "REVERSED", 409),
+    ("IN_REVIEW", "REVERSED", 409),
+    ("SUCCESS", "FAILED", 409),
+    ("SUCCESS", "SUCCESS", 409),
+    ("FAILED", "SUCCESS", 409),
+    ("REVERSED", "REVERSED", 409),
+    ("REVERSED", "SUCCESS", 409),
+]
+
+
+@pytest.mark.parametrize(("current", "outcome", "status"), TRANSITIONS)
+async def test_ipn_follows_the_transition_table(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+    current: str,
+    outcome: str,
+    status: int,
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    await move_payout(sessions, payout["id"], PayoutStatus(current))
+    before = await footprint(sessions, merchant.merchant_id)
+    response = await _send_ipn(api_client, settings, _callback(payout["id"], outcome))
+    if status == 409:
+        assert_error(response, 409, "INVALID_TRANSITION")
+        assert await footprint(sessions, merchant.merchant_id) == before
+    else:
+        assert response.status_code == 200, response.text
+        assert (await footprint(sessions, merchant.merchant_id)).callbacks == 1
+
+
+async def test_ipn_for_an_unknown_payout_is_404(
+    api_client: httpx.AsyncClient, settings: Settings
+) -> None:
+    body = _callback(str(uuid.uuid4()), "SUCCESS")
+    assert_error(await _send_ipn(api_client, settings, body), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"eventId": "e1", "payoutId": "p", "status": "DONE"}, "status"),
+        ({"eventId": "e1", "payoutId": "p"}, "status"),
+        ({"payoutId": "p", "status": "SUCCESS"}, "eventId"),
+        ({"eventId": "e1", "status": "SUCCESS"}, "payoutId"),
+        ({"eventId": "", "payoutId": "p", "status": "SUCCESS"}, "eventId"),
+    ],
+)
+async def test_signed_ipn_with_invalid_fields_is_400_naming_them(
+    api_client: httpx.AsyncClient, settings: Settings, body: dict[str, Any], field: str
+) -> None:
+    response = await _send_ipn(api_client, settings, orjson.dumps(body))
+    assert_error(response, 400, "VALIDATION_ERROR", field)
+
+
+async def test_sandbox_simulate_records_an_outcome_for_the_processor(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    response = await api_client.post(
+        f"{API}/sandbox/payouts/{payout['id']}/simulate",
+        json={"outcome": "FAILED", "failureReason": "Simulated"},
+        headers=auth(merchant),
+    )
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    assert (data["payoutId"], data["outcome"]) == (payout["id"], "FAILED")
+    [callback] = await _callbacks(sessions, payout["id"])
+    assert (callback.event_id, callback.source, callback.failure_reason) == (
+        data["eventId"],
+        "SANDBOX",
+        "Simulated",
+    )
+    outbox = await outbox_for_payout(sessions, payout["id"])
+    assert APPLY_PSP_OUTCOME_KEY in [m.routing_key for m in outbox]
+
+
+async def test_sandbox_simulate_checks_the_transition_and_the_body(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    await fail_payout(sessions, payout["id"])
+    before = await footprint(sessions, merchant.merchant_id)
+    path = f"{API}/sandbox/payouts/{payout['id']}/simulate"
+    illegal = await api_client.post(path, json={"outcome": "SUCCESS"}, headers=auth(merchant))
+    assert_error(illegal, 409, "INVALID_TRANSITION")
+    invalid = await api_client.post(path, json={"outcome": "MAYBE"}, headers=auth(merchant))
+    assert_error(invalid, 400, "VALIDATION_ERROR", "outcome")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.fixture(scope="module")
+async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(settings.model_copy(update={"env": Environment.PRODUCTION}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+async def test_sandbox_simulate_is_404_in_production(
+    api_client: httpx.AsyncClient,
+    production_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    response = await production_client.post(
+        f"{API}/sandbox/payouts/{payout['id']}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(merchant),
+    )
+    assert_error(response, 404, "NOT_FOUND")

@@ -1,0 +1,191 @@
+"""contracts.reconcile against a clean ledger and deliberately corrupted ones, and the
+`payouts reconcile` command. Corruptions happen in a transaction that is rolled back (or undone),
+so the rest of the session's database stays clean."""
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, cast
+
+import httpx
+import pytest
+from sqlalchemy import CursorResult, insert, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout
+from contracts.domain.statuses import PayoutStatus
+from contracts.reconcile import ledger_size, reconcile
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import create_payout, move_payout
+
+Corruption = Callable[[AsyncSession, str, str], Awaitable[None]]
+
+
+async def _journal(
+    session: AsyncSession,
+    merchant_id: str,
+    *,
+    kind: str,
+    lines: list[tuple[str, Decimal]],
+    payout_id: str | None = None,
+    hold_cycle: int | None = None,
+) -> None:
+    """A journal written behind the ledger module's back."""
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            insert(LedgerJournal).values(
+                merchant_id=merchant_id,
+                payout_id=payout_id,
+                hold_cycle=hold_cycle,
+                kind=kind,
+                description="corruption",
+                created_at=utcnow(),
+            )
+        ),
+    )
+    journal_id = result.lastrowid
+    for account, amount in lines:
+        session.add(
+            LedgerLine(
+                journal_id=journal_id,
+                merchant_id=None if account == "PSP_SETTLEMENT" else merchant_id,
+                account=account,
+                amount=amount,
+                created_at=utcnow(),
+            )
+        )
+    await session.flush()
+
+
+async def _unbalanced_journal(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await _journal(session, merchant_id, kind="TOPUP", lines=[("PSP_SETTLEMENT", Decimal("-5.00"))])
+
+
+async def _one_sided_journal(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await _journal(session, merchant_id, kind="TOPUP", lines=[])
+
+
+async def _balance_drift(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await session.execute(
+        update(Balance)
+        .where(Balance.merchant_id == merchant_id)
+        .values(available=Balance.available + Decimal("0.01"))
+    )
+
+
+async def _negative_available(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await session.execute(
+        update(Balance).where(Balance.merchant_id == merchant_id).values(available=-5)
+    )
+
+
+async def _posted_and_released(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    # The payout was paid out in cycle 1; a RELEASE of the same hold is a second settlement
+    # (the unique key only stops the same kind twice). Zero lines keep the balances equal.
+    zero = Decimal("0.00")
+    await _journal(
+        session,
+        merchant_id,
+        kind="RELEASE",
+        lines=[("HELD", zero), ("AVAILABLE", zero)],
+        payout_id=payout_id,
+        hold_cycle=1,
+    )
+
+
+async def _status_without_ledger(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await session.execute(update(Payout).where(Payout.id == payout_id).values(status="PROCESSING"))
+
+
+CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
+    "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
+    "journal with no lines": (_one_sided_journal, "0 lines"),
+    "balance row differs from its lines": (_balance_drift, "differs from its ledger lines"),
+    "negative available": (_negative_available, "is negative"),
+    "hold settled twice": (_posted_and_released, "postings/releases"),
+    "held differs from payouts in flight": (_status_without_ledger, "payouts in flight"),
+}
+
+
+@pytest.mark.parametrize(("corrupt", "symptom"), CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
+async def test_reconcile_reports_each_broken_invariant(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    corrupt: Corruption,
+    symptom: str,
+) -> None:
+    merchant = await make_merchant(balance="1000.00")
+    payout = await create_payout(api_client, merchant, amount="100.00")
+    await move_payout(sessions, payout["id"], PayoutStatus.SUCCESS)
+    async with sessions() as session:
+        assert await reconcile(session) == []
+    async with sessions() as session:
+        await corrupt(session, merchant.merchant_id, payout["id"])
+        problems = await reconcile(session)
+        await session.rollback()
+    assert any(symptom in problem for problem in problems), problems
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+async def test_reconcile_is_clean_through_a_payout_lifecycle(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="1000.00")
+    paid = await create_payout(api_client, merchant, amount="100.00")
+    failed = await create_payout(api_client, merchant, amount="200.00")
+    reversed_ = await create_payout(api_client, merchant, amount="300.00")
+    await move_payout(sessions, paid["id"], PayoutStatus.SUCCESS)
+    await move_payout(sessions, failed["id"], PayoutStatus.FAILED)
+    await move_payout(sessions, reversed_["id"], PayoutStatus.REVERSED)
+    async with sessions() as session:
+        assert await reconcile(session) == []
+        size = await ledger_size(session)
+    assert size.merchants >= 1
+    assert size.journals >= 7
+
+
+async def _run_cli(settings: Settings) -> tuple[int, str]:
+    script = (
+        "import typer; from cli.reconcile import reconcile_command; typer.run(reconcile_command)"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        env={"PAYOUTS_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode or 0, output.decode()
+
+
+async def test_reconcile_command_prints_clean_or_each_problem(
+    make_merchant: MerchantFactory, sessions: SessionFactory, settings: Settings
+) -> None:
+    merchant = await make_merchant(balance="10.00")
+    code, output = await _run_cli(settings)
+    assert code == 0, output
+    async with sessions() as session:
+        size = await ledger_size(session)
+    assert output.strip().endswith(
+        f"ledger reconciled: {size.merchants} merchants, {size.journals} journals, clean"
+    )
+
+    drift = Balance.merchant_id == merchant.merchant_id
+    async with transaction(sessions) as session:
+        await session.execute(update(Balance).where(drift).values(held=Balance.held + 1))
+    try:
+        code, output = await _run_cli(settings)
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(update(Balance).where(drift).values(held=Balance.held - 1))
+    assert code == 1, output
+    assert f"merchant {merchant.merchant_id}" in output
+    assert "clean" not in output

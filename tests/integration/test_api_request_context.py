@@ -1,0 +1,240 @@
+"""Request ids on every response, the 64 KiB body limit, malformed JSON as 400 never 500."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from api_service.app import create_app
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    GENERATED_REQUEST_ID,
+    assert_error,
+    auth,
+    footprint,
+    payout_body,
+    psp_headers,
+)
+
+LIMIT = 64 * 1024
+
+Call = Callable[[httpx.AsyncClient, NewMerchant], Awaitable[httpx.Response]]
+
+
+async def _create(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
+
+
+async def _invalid(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.post(
+        f"{API}/payouts", json=payout_body(amount="-1"), headers=auth(merchant)
+    )
+
+
+async def _unauthenticated(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.get(f"{API}/balance")
+
+
+async def _unknown_route(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.get(f"{API}/nowhere", headers=auth(merchant, ""))
+
+
+async def _wrong_method(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.delete(f"{API}/balance", headers=auth(merchant, ""))
+
+
+async def _too_large(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.post(f"{API}/payouts", content=b" " * (LIMIT + 1), headers=auth(merchant))
+
+
+async def _health(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.get(f"{API}/health")
+
+
+async def _bad_ipn(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.post(f"{API}/ipn/psp", content=b"{}")
+
+
+async def _replay(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    headers, body = auth(merchant), payout_body()
+    await client.post(f"{API}/payouts", json=body, headers=headers)
+    return await client.post(f"{API}/payouts", json=body, headers=headers)
+
+
+CALLS: dict[str, Call] = {
+    "created": _create,
+    "validation error": _invalid,
+    "unauthenticated": _unauthenticated,
+    "unknown route": _unknown_route,
+    "wrong method": _wrong_method,
+    "too large": _too_large,
+    "health": _health,
+    "ipn without signature": _bad_ipn,
+    "idempotent replay": _replay,
+}
+
+
+@contextmanager
+def _sending_request_id(client: httpx.AsyncClient, request_id: str) -> Iterator[None]:
+    client.headers["X-Request-ID"] = request_id
+    try:
+        yield
+    finally:
+        del client.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_request_id_is_generated_on_every_response(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, call: Call
+) -> None:
+    response = await call(api_client, await make_merchant())
+    request_id = response.headers["x-request-id"]
+    assert GENERATED_REQUEST_ID.fullmatch(request_id)
+    if response.status_code >= 400:
+        assert response.json()["error"]["requestId"] == request_id
+
+
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_request_id_is_echoed_on_every_response(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, call: Call
+) -> None:
+    merchant = await make_merchant()
+    with _sending_request_id(api_client, "client-req-42"):
+        response = await call(api_client, merchant)
+    assert response.headers["x-request-id"] == "client-req-42"
+    if response.status_code >= 400:
+        assert response.json()["error"]["requestId"] == "client-req-42"
+
+
+@pytest.fixture(scope="module")
+async def failing_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app plus one route that crashes, to see what an unexpected error looks like."""
+    app: FastAPI = create_app(settings)
+
+    async def crash() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route(f"{API}/crash", crash)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+async def test_unexpected_error_is_a_500_envelope_with_the_request_id(
+    failing_client: httpx.AsyncClient,
+) -> None:
+    generated = await failing_client.get(f"{API}/crash")
+    assert_error(generated, 500, "INTERNAL_ERROR")
+    assert "boom" not in generated.text
+    echoed = await failing_client.get(f"{API}/crash", headers={"X-Request-ID": "crash-1"})
+    assert echoed.headers["x-request-id"] == "crash-1"
+    assert_error(echoed, 500, "INTERNAL_ERROR")
+
+
+async def test_body_over_64_kib_is_413_and_writes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    padded = payout_body(purpose="x" * LIMIT)
+    response = await api_client.post(f"{API}/payouts", json=padded, headers=auth(merchant))
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_chunked_body_over_64_kib_is_413(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b" " * (16 * 1024)
+
+    response = await api_client.post(
+        f"{API}/payouts", content=chunks(), headers=auth(await make_merchant())
+    )
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+async def test_body_of_exactly_64_kib_is_read(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    response = await api_client.post(
+        f"{API}/payouts", content=b" " * LIMIT, headers=auth(await make_merchant())
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "body")
+
+
+MALFORMED = {
+    "truncated": b'{"amount": ',
+    "not json": b"amount=100",
+    "empty": b"",
+    "array": b"[]",
+    "string": b'"payout"',
+    "null": b"null",
+    "invalid utf-8": b'{"merchantReference": "\xff\xfe"}',
+    "deeply nested": b"[" * 60_000,
+    "trailing garbage": b'{"amount": "1.00"} x',
+}
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_json_is_400_validation_error_naming_the_body(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    body: bytes,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    for path in ("/payouts", "/verify-account"):
+        response = await api_client.post(
+            f"{API}{path}",
+            content=body,
+            headers={**auth(merchant), "Content-Type": "application/json"},
+        )
+        assert_error(response, 400, "VALIDATION_ERROR", "body")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize("body", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_signed_ipn_is_400_validation_error(
+    api_client: httpx.AsyncClient, settings: Settings, body: bytes
+) -> None:
+    response = await api_client.post(
+        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+
+
+async def test_json_without_content_type_is_still_parsed(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=orjson.dumps(payout_body()),
+        headers={**auth(await make_merchant()), "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_idempotency_key_is_checked_before_the_body(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    missing = await api_client.post(
+        f"{API}/payouts", content=b"{", headers=auth(merchant, idempotency_key="")
+    )
+    assert_error(missing, 400, "MISSING_IDEMPOTENCY_KEY")
+    invalid = await api_client.post(
+        f"{API}/payouts", content=b"{", headers=auth(merchant, idempotency_key="nope")
+    )
+    assert_error(invalid, 400, "INVALID_IDEMPOTENCY_KEY")

@@ -1,0 +1,683 @@
+"""The processor in-process against the real MariaDB and RabbitMQ, fed by a real relay loop:
+every scenario of the contract's table, the retry through the broker, idempotent consumption,
+dead-lettering, and PSP callbacks (IPN and sandbox)."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aio_pika.abc import AbstractIncomingMessage
+from sqlalchemy import delete, func, select
+
+from cli.merchants import NewMerchant, create_merchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import (
+    Balance,
+    LedgerJournal,
+    LedgerLine,
+    OutboxMessage,
+    Payout,
+    PayoutEvent,
+    ProcessedMessage,
+)
+from contracts.messages import ProcessPayout
+from contracts.settings import Settings
+from contracts.topology import (
+    APPLY_PSP_OUTCOME_KEY,
+    COMMANDS_EXCHANGE,
+    LAST_ERROR_HEADER,
+    PAYOUT_COMMANDS,
+    PROCESS_PAYOUT_KEY,
+    PSP_OUTCOMES,
+    RETRY_COUNT_HEADER,
+    WorkQueue,
+    declare_topology_at,
+)
+from processor_service.app import create_processor
+from processor_service.relay_service import run_outbox_relay
+from tests.support.amqp import RabbitClient, consistently, eventually, open_rabbit
+from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, psp_headers
+
+OPENING_BALANCE = Decimal("1000000.00")
+HOLD, PAYOUT, RELEASE, REVERSAL = "HOLD", "PAYOUT", "RELEASE", "REVERSAL"
+# Long enough for a wrongly re-queued command to come back twice (the test retry delay is 1 s).
+QUIET_PERIOD_SECONDS = 2.5
+HANDLER_RETRIES = 2
+
+
+@pytest.fixture(scope="module")
+async def processor(settings: Settings) -> AsyncIterator[None]:
+    """The processor app and an outbox relay loop, both in this process."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    # Fewer handler retries than in production, so that a failing message dead-letters fast.
+    quick = settings.model_copy(update={"processor_max_handler_retries": HANDLER_RETRIES})
+    stop = asyncio.Event()
+    relay = asyncio.create_task(run_outbox_relay(settings, stop))
+    try:
+        async with create_processor(quick):
+            yield
+    finally:
+        stop.set()
+        await relay
+
+
+@pytest.fixture
+async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
+    async with open_rabbit(settings.amqp_url) as client:
+        yield client
+
+
+async def new_merchant(sessions: SessionFactory) -> NewMerchant:
+    async with transaction(sessions) as session:
+        return await create_merchant(
+            session, name="Processor test", balance=OPENING_BALANCE, webhook_url=None
+        )
+
+
+async def create(
+    client: httpx.AsyncClient, merchant: NewMerchant, amount: str, account_number: str
+) -> str:
+    """A BANK payout to HBL: the scenario rules look only at the amount and the account."""
+    body = payout_body(
+        amount=amount,
+        destType="BANK",
+        bankCode="HBL",
+        walletCode=None,
+        accountNumber=account_number,
+    )
+    response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.status_code == 201, response.text
+    payout_id: str = response.json()["data"]["id"]
+    return payout_id
+
+
+@dataclass(frozen=True)
+class PayoutState:
+    payout: Payout
+    events: list[str]  # event types without the "payout." prefix, in created_at order
+    event_times: list[datetime]
+    event_statuses: list[str]  # the payout status each event's snapshot carries
+    journals: list[str]  # journal kinds in id order
+
+    def seconds_between(self, first: str, then: str) -> float:
+        """From the first `first` event to the last `then` event."""
+        start = self.event_times[self.events.index(first)]
+        end = self.event_times[len(self.events) - 1 - self.events[::-1].index(then)]
+        return (end - start).total_seconds()
+
+
+async def state_of(sessions: SessionFactory, payout_id: str) -> PayoutState:
+    async with sessions() as session:
+        payout = await session.get_one(Payout, payout_id)
+        events = list(
+            await session.scalars(
+                select(PayoutEvent)
+                .where(PayoutEvent.payout_id == payout_id)
+                .order_by(PayoutEvent.created_at)
+            )
+        )
+        journals = await session.scalars(
+            select(LedgerJournal.kind)
+            .where(LedgerJournal.payout_id == payout_id)
+            .order_by(LedgerJournal.id)
+        )
+        return PayoutState(
+            payout=payout,
+            events=[event.type.removeprefix("payout.") for event in events],
+            event_times=[event.created_at for event in events],
+            event_statuses=[orjson.loads(event.body)["payout"]["status"] for event in events],
+            journals=list(journals),
+        )
+
+
+async def reaches(
+    sessions: SessionFactory, payout_id: str, status: str, events: int
+) -> PayoutState:
+    """The payout's state once it is in `status` with `events` events recorded."""
+
+    async def check() -> PayoutState:
+        state = await state_of(sessions, payout_id)
+        assert (state.payout.status, len(state.events)) == (status, events), state.events
+        return state
+
+    return await eventually(check)
+
+
+async def assert_ledger_consistent(
+    sessions: SessionFactory, merchant_id: str, *, available: Decimal, held: Decimal
+) -> None:
+    """Balance row = the given amounts = the sum of the merchant's lines; every journal balances."""
+    async with sessions() as session:
+        balance = await session.get_one(Balance, merchant_id)
+        totals = await session.execute(
+            select(LedgerLine.account, func.sum(LedgerLine.amount))
+            .where(LedgerLine.merchant_id == merchant_id)
+            .group_by(LedgerLine.account)
+        )
+        sums = {account: total for account, total in totals.tuples()}
+        unbalanced = (
+            await session.execute(
+                select(LedgerLine.journal_id)
+                .join(LedgerJournal, LedgerJournal.id == LedgerLine.journal_id)
+                .where(LedgerJournal.merchant_id == merchant_id)
+                .group_by(LedgerLine.journal_id)
+                .having(func.sum(LedgerLine.amount) != 0)
+            )
+        ).all()
+    assert (balance.available, balance.held) == (available, held)
+    assert (sums.get("AVAILABLE"), sums.get("HELD", Decimal("0.00"))) == (available, held)
+    assert unbalanced == []
+
+
+@dataclass(frozen=True)
+class Scenario:
+    amount: str
+    account_number: str
+    status: str
+    events: list[str]
+    journals: list[str]
+    attempts: int = 1
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return PAYOUT in self.journals or RELEASE in self.journals
+
+
+# The contract's scenario table, one row each (first match wins).
+SCENARIOS: dict[str, Scenario] = {
+    "review": Scenario(
+        "100000.00", "1234567890000001", "IN_REVIEW", ["created", "processing", "in_review"], [HOLD]
+    ),
+    "below-review": Scenario(
+        "99999.99",
+        "1234567890000001",
+        "SUCCESS",
+        ["created", "processing", "succeeded"],
+        [HOLD, PAYOUT],
+    ),
+    "0001": Scenario(
+        "1500.00",
+        "1234567890000001",
+        "SUCCESS",
+        ["created", "processing", "succeeded"],
+        [HOLD, PAYOUT],
+    ),
+    "0002": Scenario(
+        "1500.00",
+        "1234567890000002",
+        "SUCCESS",
+        ["created", "processing", "retrying", "processing", "succeeded"],
+        [HOLD, PAYOUT],
+        attempts=2,
+    ),
+    "0003": Scenario(
+        "1500.00",
+        "1234567890000003",
+        "FAILED",
+        ["created", "processing", "failed"],
+        [HOLD, RELEASE],
+        failure_code="ACCOUNT_INVALID",
+        failure_reason="Account validation failed",
+    ),
+    "0004": Scenario(
+        "1500.00", "1234567890000004", "PENDING", ["created", "processing", "pending"], [HOLD]
+    ),
+    "0005": Scenario(
+        "1500.00",
+        "1234567890000005",
+        "ON_HOLD",
+        ["created", "processing", "on_hold"],
+        [HOLD],
+        failure_reason="Account is blocked or restricted",
+    ),
+    "other": Scenario(
+        "1500.00",
+        "1234567890004321",
+        "SUCCESS",
+        ["created", "processing", "succeeded"],
+        [HOLD, PAYOUT],
+    ),
+}
+PARKED = ("review", "0004", "0005")
+# Each event carries the payout as it was at that change.
+EVENT_SNAPSHOT_STATUS = {
+    "created": "PENDING",
+    "processing": "PROCESSING",
+    "retrying": "RETRY",
+    "succeeded": "SUCCESS",
+    "failed": "FAILED",
+    "pending": "PENDING",
+    "on_hold": "ON_HOLD",
+    "in_review": "IN_REVIEW",
+    "reversed": "REVERSED",
+}
+
+
+@dataclass(frozen=True)
+class Created:
+    merchant: NewMerchant
+    payout_id: str
+
+
+@pytest.fixture(scope="module")
+async def scenario_payouts(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory
+) -> dict[str, Created]:
+    """One payout per scenario, each for a merchant of its own, all created at once."""
+
+    async def one(scenario: Scenario) -> Created:
+        merchant = await new_merchant(sessions)
+        payout_id = await create(api_client, merchant, scenario.amount, scenario.account_number)
+        return Created(merchant, payout_id)
+
+    created = await asyncio.gather(*(one(scenario) for scenario in SCENARIOS.values()))
+    return dict(zip(SCENARIOS, created, strict=True))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+async def test_scenario_reaches_its_outcome(
+    name: str, scenario_payouts: dict[str, Created], sessions: SessionFactory
+) -> None:
+    scenario, created = SCENARIOS[name], scenario_payouts[name]
+
+    state = await reaches(sessions, created.payout_id, scenario.status, len(scenario.events))
+
+    assert state.events == scenario.events
+    assert state.event_statuses == [EVENT_SNAPSHOT_STATUS[event] for event in state.events]
+    assert state.journals == scenario.journals
+    payout = state.payout
+    assert payout.attempts == scenario.attempts
+    assert (payout.failure_code, payout.failure_reason) == (
+        scenario.failure_code,
+        scenario.failure_reason,
+    )
+    if scenario.status in ("SUCCESS", "PENDING"):
+        assert payout.psp_reference and payout.psp_reference.startswith("PSP-")
+    assert (payout.processed_at is not None) == scenario.settled
+    amount = Decimal(scenario.amount)
+    held = Decimal("0.00") if scenario.settled else amount
+    available = OPENING_BALANCE - (Decimal("0.00") if RELEASE in scenario.journals else amount)
+    await assert_ledger_consistent(
+        sessions, created.merchant.merchant_id, available=available, held=held
+    )
+
+
+async def test_parked_payouts_emit_nothing_more_while_they_wait(
+    scenario_payouts: dict[str, Created], sessions: SessionFactory
+) -> None:
+    """0004, 0005 and IN_REVIEW wait for an IPN: no re-processing, no repeated events."""
+    parked = {name: scenario_payouts[name].payout_id for name in PARKED}
+    for name, payout_id in parked.items():
+        await reaches(sessions, payout_id, SCENARIOS[name].status, len(SCENARIOS[name].events))
+    before = {payout_id: await footprint(sessions, payout_id) for payout_id in parked.values()}
+
+    async def unchanged() -> None:
+        for payout_id, seen in before.items():
+            assert await footprint(sessions, payout_id) == seen
+
+    await consistently(unchanged, QUIET_PERIOD_SECONDS)
+
+
+async def footprint(sessions: SessionFactory, payout_id: str) -> tuple[Any, ...]:
+    """Everything processing a payout again would change."""
+    state = await state_of(sessions, payout_id)
+    outbox = await outbox_for_payout(sessions, payout_id)
+    return (state.payout.updated_at, state.payout.attempts, len(state.events), len(outbox))
+
+
+async def test_transient_failure_is_retried_through_the_broker_delay(
+    scenario_payouts: dict[str, Created], sessions: SessionFactory, settings: Settings
+) -> None:
+    payout_id = scenario_payouts["0002"].payout_id
+    state = await reaches(sessions, payout_id, "SUCCESS", len(SCENARIOS["0002"].events))
+
+    rows = await outbox_for_payout(sessions, payout_id)
+    [retry] = [row for row in rows if row.delay_ms]
+    [first] = [row for row in rows if row.routing_key == PROCESS_PAYOUT_KEY]
+    assert (retry.exchange, retry.routing_key) == ("", PAYOUT_COMMANDS.retry_queue(1))
+    assert retry.correlation_id == first.correlation_id  # still traceable to the create request
+    assert retry.delay_ms == int(settings.processor_retry_delay_seconds * 1000)
+    assert retry.sent_at is not None
+    assert state.seconds_between("retrying", "succeeded") >= 0.9
+
+
+async def new_payout(
+    client: httpx.AsyncClient, sessions: SessionFactory, name: str, status: str, events: int
+) -> Created:
+    """A payout of scenario `name` (own merchant) once it is in `status` with `events` events."""
+    scenario = SCENARIOS[name]
+    merchant = await new_merchant(sessions)
+    payout_id = await create(client, merchant, scenario.amount, scenario.account_number)
+    await reaches(sessions, payout_id, status, events)
+    return Created(merchant, payout_id)
+
+
+async def test_redelivered_command_is_applied_once(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    """A 0002 payout in RETRY would be processed again by its first command; the inbox stops
+    the copies, so success still waits for the delayed command."""
+    created = await new_payout(api_client, sessions, "0002", "RETRY", events=3)
+    [command] = [
+        row
+        for row in await outbox_for_payout(sessions, created.payout_id)
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+    for _ in range(2):
+        await rabbit.publish(
+            command.body,
+            exchange=COMMANDS_EXCHANGE,
+            routing_key=PROCESS_PAYOUT_KEY,
+            message_id=str(command.id),
+            headers=command.headers,
+        )
+
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=5)
+
+    assert state.events == SCENARIOS["0002"].events
+    assert state.journals == [HOLD, PAYOUT]
+    assert state.payout.attempts == 2
+    assert state.seconds_between("retrying", "succeeded") >= 0.9
+
+
+async def dead_letters(
+    rabbit: RabbitClient, message_ids: set[str], queue: WorkQueue = PAYOUT_COMMANDS
+) -> dict[str, AbstractIncomingMessage]:
+    """Wait until every message in `message_ids` is in `queue`'s dead-letter queue."""
+    found: dict[str, AbstractIncomingMessage] = {}
+
+    async def all_there() -> dict[str, AbstractIncomingMessage]:
+        for message in await rabbit.take(queue.dead_letter_queue):
+            found[str(message.message_id)] = message
+        assert message_ids <= set(found), f"missing {message_ids - set(found)}"
+        return found
+
+    return await eventually(all_there)
+
+
+async def publish_command(rabbit: RabbitClient, body: bytes) -> str:
+    message_id = f"test-{uuid.uuid4().hex}"
+    await rabbit.publish(
+        body, exchange=COMMANDS_EXCHANGE, routing_key=PROCESS_PAYOUT_KEY, message_id=message_id
+    )
+    return message_id
+
+
+async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    bad_json = await publish_command(rabbit, b'{"payoutId": ')
+    wrong_schema = await publish_command(
+        rabbit,
+        orjson.dumps({"schemaVersion": 2, "payoutId": str(uuid.uuid4()), "merchantId": "m"}),
+    )
+    missing_field = await publish_command(rabbit, orjson.dumps({"schemaVersion": 1}))
+
+    dead = await dead_letters(rabbit, {bad_json, wrong_schema, missing_field})
+
+    assert dead[bad_json].body == b'{"payoutId": '
+    await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+
+async def test_command_for_an_unknown_payout_is_dead_lettered(
+    processor: None, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    unknown = ProcessPayout(payout_id=str(uuid.uuid4()), merchant_id=str(uuid.uuid4()))
+    message_id = await publish_command(rabbit, unknown.to_json())
+
+    dead = await dead_letters(rabbit, {message_id})
+
+    assert ProcessPayout.model_validate_json(dead[message_id].body) == unknown
+    async with sessions() as session:
+        assert await session.get(Payout, unknown.payout_id) is None
+
+
+async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
+    processor: None,
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+    rabbit: RabbitClient,
+) -> None:
+    """A PAYOUT journal planted for the payout's hold cycle makes posting it fail every time."""
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+    planted = LedgerJournal(
+        merchant_id=created.merchant.merchant_id,
+        payout_id=created.payout_id,
+        hold_cycle=1,
+        kind=PAYOUT,
+        description="planted by the test",
+        created_at=utcnow(),
+    )
+    async with transaction(sessions) as session:
+        session.add(planted)
+    try:
+        await accepted(send_ipn(api_client, settings, created.payout_id, "SUCCESS"))
+        [command] = [
+            row
+            for row in await outbox_for_payout(sessions, created.payout_id)
+            if row.routing_key == APPLY_PSP_OUTCOME_KEY
+        ]
+        dead = await dead_letters(rabbit, {str(command.id)}, PSP_OUTCOMES)
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(delete(LedgerJournal).where(LedgerJournal.id == planted.id))
+
+    headers = dead[str(command.id)].headers
+    assert headers[RETRY_COUNT_HEADER] == HANDLER_RETRIES
+    assert "IntegrityError" in str(headers[LAST_ERROR_HEADER])
+    state = await state_of(sessions, created.payout_id)
+    assert (state.payout.status, len(state.events)) == ("PENDING", 3)
+    await assert_ledger_consistent(
+        sessions,
+        created.merchant.merchant_id,
+        available=OPENING_BALANCE - Decimal("1500.00"),
+        held=Decimal("1500.00"),
+    )
+    async with sessions() as session:
+        key = (PSP_OUTCOMES.name, str(command.id))
+        assert await session.get(ProcessedMessage, key) is None
+
+
+async def send_ipn(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    payout_id: str,
+    status: str,
+    event_id: str | None = None,
+    **fields: str,
+) -> httpx.Response:
+    """A PSP callback signed as the PSP signs it: hex HMAC-SHA256 of the raw body."""
+    body = orjson.dumps(
+        {
+            "eventId": event_id or f"evt-{uuid.uuid4().hex}",
+            "payoutId": payout_id,
+            "status": status,
+            **fields,
+        }
+    )
+    return await client.post(
+        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
+    )
+
+
+async def accepted(response: Awaitable[httpx.Response]) -> dict[str, Any]:
+    answer = await response
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()["data"]
+    return data
+
+
+async def test_ipn_success_settles_a_payout_pending_at_the_psp(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+
+    await accepted(
+        send_ipn(api_client, settings, created.payout_id, "SUCCESS", pspReference="BANK-REF-1")
+    )
+
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
+    assert state.events[-2:] == ["pending", "succeeded"]
+    assert state.journals == [HOLD, PAYOUT]
+    assert state.payout.psp_reference == "BANK-REF-1"
+    await assert_ledger_consistent(
+        sessions,
+        created.merchant.merchant_id,
+        available=OPENING_BALANCE - Decimal("1500.00"),
+        held=Decimal("0.00"),
+    )
+
+
+async def test_replayed_ipn_event_is_applied_once(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+    event_id = f"evt-{uuid.uuid4().hex}"
+
+    def replay() -> Awaitable[httpx.Response]:
+        return send_ipn(api_client, settings, created.payout_id, "SUCCESS", event_id=event_id)
+
+    first, early_copy = await accepted(replay()), await accepted(replay())
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
+    late_copy = await accepted(replay())
+
+    assert [answer["duplicate"] for answer in (first, early_copy, late_copy)] == [
+        False,
+        True,
+        True,
+    ]
+    assert state.journals == [HOLD, PAYOUT]
+    outcomes = [
+        row
+        for row in await outbox_for_payout(sessions, created.payout_id)
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    assert len(outcomes) == 1
+
+
+async def test_reversal_returns_the_money_to_available(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+    await accepted(send_ipn(api_client, settings, created.payout_id, "REVERSED"))
+
+    state = await reaches(sessions, created.payout_id, "REVERSED", events=4)
+    assert state.events[-1] == "reversed"
+    assert state.journals == [HOLD, PAYOUT, REVERSAL]
+    await assert_ledger_consistent(
+        sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")
+    )
+
+
+async def test_ipn_failure_releases_the_hold_of_an_on_hold_payout(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0005", "ON_HOLD", events=3)
+
+    await accepted(
+        send_ipn(
+            api_client, settings, created.payout_id, "FAILED", failureReason="Beneficiary blocked"
+        )
+    )
+
+    state = await reaches(sessions, created.payout_id, "FAILED", events=4)
+    assert state.events[-2:] == ["on_hold", "failed"]
+    assert state.journals == [HOLD, RELEASE]
+    assert (state.payout.failure_code, state.payout.failure_reason) == (
+        "PSP_REJECTED",
+        "Beneficiary blocked",
+    )
+    await assert_ledger_consistent(
+        sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")
+    )
+
+
+async def test_sandbox_simulation_settles_a_payout_in_review(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    created = await new_payout(api_client, sessions, "review", "IN_REVIEW", events=3)
+
+    response = await api_client.post(
+        f"{API}/sandbox/payouts/{created.payout_id}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(created.merchant),
+    )
+
+    assert response.status_code == 202, response.text
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
+    assert state.journals == [HOLD, PAYOUT]
+    await assert_ledger_consistent(
+        sessions,
+        created.merchant.merchant_id,
+        available=OPENING_BALANCE - Decimal(SCENARIOS["review"].amount),
+        held=Decimal("0.00"),
+    )
+
+
+async def test_ipn_success_during_a_retry_wins_and_the_delayed_retry_changes_nothing(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0002", "RETRY", events=3)
+
+    await accepted(send_ipn(api_client, settings, created.payout_id, "SUCCESS"))
+
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
+    assert state.events == ["created", "processing", "retrying", "succeeded"]
+    seen = await footprint(sessions, created.payout_id)
+    [delayed] = [
+        row for row in await outbox_for_payout(sessions, created.payout_id) if row.delay_ms
+    ]
+
+    await consumed(sessions, delayed)
+
+    assert await footprint(sessions, created.payout_id) == seen
+    assert (await state_of(sessions, created.payout_id)).journals == [HOLD, PAYOUT]
+
+
+async def test_payout_failed_at_the_psp_and_reinitiated_is_submitted_again(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+    await accepted(send_ipn(api_client, settings, created.payout_id, "FAILED"))
+    await reaches(sessions, created.payout_id, "FAILED", events=4)
+
+    response = await api_client.post(
+        f"{API}/payouts/{created.payout_id}/reinitiate", headers=auth(created.merchant)
+    )
+    assert response.status_code == 200, response.text
+    [*_, command] = [
+        row
+        for row in await outbox_for_payout(sessions, created.payout_id)
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+    await consumed(sessions, command)
+
+    state = await state_of(sessions, created.payout_id)
+    assert state.events[-3:] == ["reinitiated", "processing", "pending"]
+    assert state.payout.status == "PENDING"
+    assert state.journals == [HOLD, RELEASE, HOLD]
+    assert state.payout.psp_reference and state.payout.psp_reference.endswith("-2")
+
+
+async def consumed(sessions: SessionFactory, command: OutboxMessage) -> None:
+    """Wait until the processor has applied `command`: its inbox row commits with the effects."""
+
+    async def recorded() -> None:
+        async with sessions() as session:
+            key = (PAYOUT_COMMANDS.name, str(command.id))
+            assert await session.get(ProcessedMessage, key) is not None
+
+    await eventually(recorded)

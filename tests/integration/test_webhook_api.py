@@ -1,0 +1,464 @@
+"""The webhook endpoints of the REST API: delivery log, resend, event log, endpoint and secret."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api_service.app import create_app
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.messages import PayoutStatusChanged
+from contracts.settings import Settings
+from contracts.topology import DEFAULT_EXCHANGE
+from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, RESEND_ROUTING_KEY, DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, assert_error, auth, create_payout, outbox_for_payout
+
+PUBLIC_URL = "https://93.184.215.14/webhooks/mypay"  # an IP literal: no DNS needed
+
+
+@pytest.fixture(scope="module")
+async def strict_api_client(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as in production: webhook URLs must resolve to public addresses."""
+    app = create_app(settings.model_copy(update={"webhook_allow_private_urls": False}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+async def events_of(sessions: SessionFactory, payout_id: str) -> list[PayoutEvent]:
+    async with sessions() as session:
+        rows = await session.scalars(select(PayoutEvent).where(PayoutEvent.payout_id == payout_id))
+        return list(rows)
+
+
+async def seed_delivery(
+    sessions: SessionFactory,
+    event: PayoutEvent,
+    status: DeliveryStatus,
+    attempts: list[tuple[int | None, str | None]],
+    created_at: datetime,
+) -> str:
+    """A delivery as the webhook service leaves it, with its attempts."""
+    delivery_id = str(uuid.uuid4())
+    async with transaction(sessions) as session:
+        session.add(
+            WebhookDelivery(
+                id=delivery_id,
+                event_id=event.id,
+                merchant_id=event.merchant_id,
+                payout_id=event.payout_id,
+                event_type=event.type,
+                url=PUBLIC_URL,
+                status=status.value,
+                attempts=len(attempts),
+                last_status_code=attempts[-1][0] if attempts else None,
+                last_error=attempts[-1][1] if attempts else None,
+                delivered_at=created_at if status is DeliveryStatus.DELIVERED else None,
+                created_at=created_at,
+                updated_at=created_at,
+            )
+        )
+        await session.flush()
+        for number, (status_code, error) in enumerate(attempts, start=1):
+            session.add(
+                WebhookAttempt(
+                    delivery_id=delivery_id,
+                    attempt_number=number,
+                    url=PUBLIC_URL,
+                    status_code=status_code,
+                    latency_ms=40 + number,
+                    error=error,
+                    response_excerpt="ok" if status_code == 200 else None,
+                    created_at=created_at + timedelta(seconds=number),
+                )
+            )
+    return delivery_id
+
+
+async def merchant_with_deliveries(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> tuple[NewMerchant, list[str], list[PayoutEvent]]:
+    """Two payouts: the first event delivered at the second attempt, the second parked."""
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    events = []
+    for _ in range(2):
+        payout = await create_payout(api_client, merchant)
+        (event,) = await events_of(sessions, payout["id"])
+        events.append(event)
+    now = utcnow()
+    delivered = await seed_delivery(
+        sessions, events[0], DeliveryStatus.DELIVERED, [(500, "HTTP 500"), (200, None)], now
+    )
+    parked = await seed_delivery(
+        sessions,
+        events[1],
+        DeliveryStatus.PARKED,
+        [(None, "timed out after 10 s")] * 2,
+        now + timedelta(seconds=5),
+    )
+    return merchant, [delivered, parked], events
+
+
+async def list_deliveries(
+    client: httpx.AsyncClient, merchant: NewMerchant, **query: Any
+) -> dict[str, Any]:
+    response = await client.get(
+        f"{API}/webhooks/deliveries", params=query, headers=auth(merchant, "")
+    )
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def test_deliveries_come_with_their_attempts_newest_first(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, (delivered, parked), events = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+
+    data = await list_deliveries(api_client, merchant)
+
+    assert [d["id"] for d in data["deliveries"]] == [parked, delivered]
+    first = data["deliveries"][1]
+    assert first["eventId"] == events[0].id and first["payoutId"] == events[0].payout_id
+    assert first["eventType"] == "payout.created" and first["url"] == PUBLIC_URL
+    assert (first["status"], first["attemptCount"], first["lastStatusCode"]) == (
+        "DELIVERED",
+        2,
+        200,
+    )
+    assert first["deliveredAt"].endswith("Z")
+    assert [(a["attemptNumber"], a["statusCode"], a["error"]) for a in first["attempts"]] == [
+        (1, 500, "HTTP 500"),
+        (2, 200, None),
+    ]
+    assert set(first["attempts"][0]) == {
+        "attemptNumber",
+        "url",
+        "statusCode",
+        "latencyMs",
+        "error",
+        "responseExcerpt",
+        "createdAt",
+    }
+    assert data["pagination"] == {
+        "page": 1,
+        "limit": 20,
+        "total": 2,
+        "totalPages": 1,
+        "hasMore": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"status": "PARKED"}, ["parked"]),
+        ({"status": "DELIVERED"}, ["delivered"]),
+        ({"status": "RETRYING"}, []),
+        ({"payoutId": "first"}, ["delivered"]),
+        ({"eventId": "second"}, ["parked"]),
+        ({"limit": 1, "page": 2}, ["delivered"]),
+    ],
+)
+async def test_deliveries_filter_and_paginate(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    query: dict[str, Any],
+    expected: list[str],
+) -> None:
+    merchant, (delivered, parked), events = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+    named = {"delivered": delivered, "parked": parked}
+    references = {"first": events[0].payout_id, "second": events[1].id}
+    query = {key: references.get(value, value) for key, value in query.items()}
+
+    data = await list_deliveries(api_client, merchant, **query)
+
+    assert [d["id"] for d in data["deliveries"]] == [named[name] for name in expected]
+
+
+async def test_an_unknown_delivery_status_is_a_validation_error(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+
+    response = await api_client.get(
+        f"{API}/webhooks/deliveries", params={"status": "LOST"}, headers=auth(merchant, "")
+    )
+
+    assert_error(response, 400, "VALIDATION_ERROR", "status")
+
+
+async def test_another_merchants_deliveries_are_invisible(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    _, (delivered, _), events = await merchant_with_deliveries(api_client, make_merchant, sessions)
+    intruder = await make_merchant(webhook_url=PUBLIC_URL)
+
+    listed = await list_deliveries(api_client, intruder, eventId=events[0].id)
+    resend = await api_client.post(
+        f"{API}/webhooks/deliveries/{delivered}/resend", headers=auth(intruder)
+    )
+
+    assert listed["deliveries"] == []
+    assert_error(resend, 404, "NOT_FOUND")
+
+
+async def test_resend_queues_the_stored_event_through_the_outbox(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, (delivered, _), events = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+    headers = auth(merchant)
+    before = utcnow()
+
+    response = await api_client.post(
+        f"{API}/webhooks/deliveries/{delivered}/resend", headers=headers
+    )
+    replay = await api_client.post(f"{API}/webhooks/deliveries/{delivered}/resend", headers=headers)
+
+    assert response.status_code == 202, response.text
+    data = response.json()["data"]
+    assert (data["id"], data["status"], data["attemptCount"]) == (delivered, "PENDING", 2)
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.content == response.content
+    (row,) = [
+        r
+        for r in await outbox_for_payout(sessions, events[0].payout_id)
+        if r.routing_key == RESEND_ROUTING_KEY
+    ]
+    assert row.exchange == DEFAULT_EXCHANGE and row.sent_at is None
+    assert row.correlation_id == response.headers["x-request-id"]
+    assert datetime.fromisoformat(row.headers[RESEND_REQUESTED_AT_HEADER]) >= before
+    resent = PayoutStatusChanged.model_validate_json(row.body)
+    assert resent == PayoutStatusChanged.model_validate_json(events[0].body)
+
+
+async def test_resend_needs_an_idempotency_key_and_an_endpoint(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, (delivered, _), _ = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+    path = f"{API}/webhooks/deliveries/{delivered}/resend"
+
+    without_key = await api_client.post(path, headers=auth(merchant, ""))
+    removed = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": None}, headers=auth(merchant, "")
+    )
+    without_endpoint = await api_client.post(path, headers=auth(merchant))
+
+    assert_error(without_key, 400, "MISSING_IDEMPOTENCY_KEY")
+    assert removed.status_code == 200 and removed.json()["data"]["url"] is None
+    assert_error(without_endpoint, 409, "WEBHOOK_ENDPOINT_NOT_CONFIGURED")
+
+
+async def test_event_log_is_the_webhook_bodies_newest_first(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    other = await make_merchant()
+    first = await create_payout(api_client, merchant)
+    second = await create_payout(api_client, merchant)
+    await create_payout(api_client, other)
+
+    response = await api_client.get(f"{API}/events", headers=auth(merchant, ""))
+
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [e["payout"]["id"] for e in data["events"]] == [second["id"], first["id"]]
+    (recorded,) = await events_of(sessions, first["id"])
+    assert (
+        data["events"][1] == PayoutStatusChanged.model_validate_json(recorded.body).webhook_body()
+    )
+    assert data["events"][1]["payout"]["status"] == "PENDING"
+    assert data["pagination"]["total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("query", "count"),
+    [
+        ({"type": "payout.created"}, 2),
+        ({"type": "payout.succeeded"}, 0),
+        ({"payoutId": "first"}, 1),
+        ({"payoutId": "first", "type": "payout.created"}, 1),
+        ({"limit": 1}, 1),
+    ],
+)
+async def test_event_log_filters(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    query: dict[str, Any],
+    count: int,
+) -> None:
+    merchant = await make_merchant()
+    first = await create_payout(api_client, merchant)
+    await create_payout(api_client, merchant)
+    query = {key: first["id"] if value == "first" else value for key, value in query.items()}
+
+    response = await api_client.get(f"{API}/events", params=query, headers=auth(merchant, ""))
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]["events"]) == count
+
+
+async def test_event_log_rejects_an_unknown_type(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+
+    response = await api_client.get(
+        f"{API}/events", params={"type": "payout.exploded"}, headers=auth(merchant, "")
+    )
+
+    assert_error(response, 400, "VALIDATION_ERROR", "type")
+
+
+async def test_webhook_routes_need_an_api_key(api_client: httpx.AsyncClient) -> None:
+    for path in ("/webhooks/deliveries", "/events", "/webhook-endpoint"):
+        assert_error(await api_client.get(f"{API}{path}"), 401, "MISSING_API_KEY")
+
+
+async def test_endpoint_is_shown_and_updated_without_secrets(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant(webhook_url="https://old.example/hook")
+    headers = auth(merchant, "")
+
+    shown = await api_client.get(f"{API}/webhook-endpoint", headers=headers)
+    updated = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": PUBLIC_URL}, headers=headers
+    )
+    after = await api_client.get(f"{API}/webhook-endpoint", headers=headers)
+
+    assert shown.json()["data"] == {
+        "url": "https://old.example/hook",
+        "previousSecretExpiresAt": None,
+    }
+    assert updated.status_code == 200, updated.text
+    assert after.json()["data"]["url"] == PUBLIC_URL
+    for response in (shown, updated, after):
+        assert merchant.webhook_secret not in response.text
+        assert "whsec_" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"url": "ftp://merchant.example/hook"}, "http:// or https://"),
+        ({"url": "https://user:pw@merchant.example/hook"}, "credentials"),
+        ({"url": "https://merchant.example/" + "a" * 2100}, "2048"),
+        ({"url": ""}, "at least 1"),
+        ({"url": 42}, "string"),
+        ({}, "required"),
+    ],
+)
+async def test_endpoint_url_is_validated(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    body: dict[str, Any],
+    message: str,
+) -> None:
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+
+    response = await api_client.put(
+        f"{API}/webhook-endpoint", json=body, headers=auth(merchant, "")
+    )
+
+    error = assert_error(response, 400, "VALIDATION_ERROR", "url")
+    assert message in str(error["details"])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:9000/hook", "non-public address (127.0.0.1)"),
+        ("http://localhost/hook", "non-public address"),
+        ("http://[::1]/hook", "non-public address (::1)"),
+        ("http://10.0.0.5/hook", "non-public address (10.0.0.5)"),
+        ("http://192.168.1.10/hook", "non-public address"),
+        ("http://169.254.169.254/latest/meta-data", "non-public address (169.254.169.254)"),
+        ("http://0.0.0.0/hook", "non-public address"),
+        ("https://no-such-host.invalid/hook", "does not resolve"),
+    ],
+)
+async def test_endpoint_must_resolve_to_a_public_address(
+    strict_api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    url: str,
+    message: str,
+) -> None:
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+
+    response = await strict_api_client.put(
+        f"{API}/webhook-endpoint", json={"url": url}, headers=auth(merchant, "")
+    )
+
+    error = assert_error(response, 400, "VALIDATION_ERROR", "url")
+    assert message in error["message"]
+    async with sessions() as session:
+        stored = await session.get(Merchant, merchant.merchant_id)
+    assert stored is not None and stored.webhook_url == PUBLIC_URL  # unchanged
+
+
+async def test_a_public_endpoint_is_accepted_when_private_ones_are_refused(
+    strict_api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+
+    response = await strict_api_client.put(
+        f"{API}/webhook-endpoint", json={"url": PUBLIC_URL}, headers=auth(merchant, "")
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["url"] == PUBLIC_URL
+
+
+async def test_rotating_the_secret_shows_it_once_and_keeps_the_old_one_signing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    headers = auth(merchant)
+
+    rotated = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=headers)
+    replay = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=headers)
+    shown = await api_client.get(f"{API}/webhook-endpoint", headers=auth(merchant, ""))
+
+    assert rotated.status_code == 200, rotated.text
+    data = rotated.json()["data"]
+    assert data["secret"].startswith("whsec_") and data["secret"] != merchant.webhook_secret
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == rotated.content
+    async with sessions() as session:
+        stored = await session.get(Merchant, merchant.merchant_id)
+    assert stored is not None
+    assert (stored.webhook_secret, stored.previous_webhook_secret) == (
+        data["secret"],
+        merchant.webhook_secret,
+    )
+    assert stored.previous_secret_expires_at is not None
+    grace = stored.previous_secret_expires_at - utcnow()
+    assert timedelta(hours=settings.webhook_secret_grace_hours) - grace < timedelta(minutes=1)
+    assert shown.json()["data"]["previousSecretExpiresAt"] == data["previousSecretExpiresAt"]
+    assert "whsec_" not in shown.text
+    assert orjson.loads(rotated.content)["message"]

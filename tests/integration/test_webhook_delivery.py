@@ -1,0 +1,554 @@
+"""The webhook service against the real RabbitMQ, MariaDB/MySQL and a real HTTP receiver.
+
+Events are created through the API (which records them in payout_events and the outbox); the
+tests then publish the outbox rows to RabbitMQ as the relay would (message id = outbox id).
+"""
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import pairwise
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select
+from standardwebhooks.webhooks import Webhook
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.messages import PayoutStatusChanged
+from contracts.redelivery import retry_count
+from contracts.settings import Settings
+from contracts.topology import (
+    EVENTS_EXCHANGE,
+    LAST_ERROR_HEADER,
+    WEBHOOK_PARKING_LOT,
+    webhook_events_queue,
+)
+from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient, eventually, open_rabbit
+from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
+from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
+from webhook_service.app import create_webhook_app
+from webhook_service.parking_lot import replay_parked
+
+LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
+QUEUE = webhook_events_queue(len(LADDER))
+
+
+@pytest.fixture
+def webhook_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "webhook_retry_delays": ",".join(str(delay) for delay in LADDER),
+            "webhook_timeout_seconds": 1.0,
+            "webhook_allow_private_urls": True,  # the receiver listens on 127.0.0.1
+        }
+    )
+
+
+@asynccontextmanager
+async def running_webhook_service(settings: Settings) -> AsyncIterator[None]:
+    app = create_webhook_app(settings)
+    await app.start()
+    try:
+        yield
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+async def webhook_service(webhook_settings: Settings) -> AsyncIterator[None]:
+    async with running_webhook_service(webhook_settings):
+        yield
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver() as started:
+        yield started
+
+
+@pytest.fixture
+async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
+    async with open_rabbit(settings.amqp_url) as client:
+        yield client
+
+
+async def relay(rabbit: RabbitClient, row: OutboxMessage) -> None:
+    """Publish an outbox row as the outbox relay does."""
+    await rabbit.publish(
+        row.body,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        message_id=str(row.id),
+        headers=row.headers,
+    )
+
+
+async def created_event(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    webhook_url: str | None,
+) -> tuple[NewMerchant, OutboxMessage]:
+    """A merchant, one payout, and the outbox row of its `payout.created` event."""
+    merchant = await make_merchant(webhook_url=webhook_url)
+    payout = await create_payout(api_client, merchant)
+    return merchant, await event_row(sessions, payout["id"])
+
+
+async def event_row(sessions: SessionFactory, payout_id: str) -> OutboxMessage:
+    """The outbox row of the payout's (single) status event."""
+    (row,) = [
+        r for r in await outbox_for_payout(sessions, payout_id) if r.exchange == EVENTS_EXCHANGE
+    ]
+    return row
+
+
+def event_id_of(row: OutboxMessage) -> str:
+    return str(orjson.loads(row.body)["id"])
+
+
+async def recorded_event(sessions: SessionFactory, event_id: str) -> PayoutEvent:
+    async with sessions() as session:
+        event = await session.get(PayoutEvent, event_id)
+    assert event is not None
+    return event
+
+
+async def delivery_of(sessions: SessionFactory, event_id: str) -> WebhookDelivery | None:
+    async with sessions() as session:
+        return await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.event_id == event_id)
+        )
+
+
+async def attempts_of(sessions: SessionFactory, event_id: str) -> list[WebhookAttempt]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(WebhookAttempt)
+            .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+            .where(WebhookDelivery.event_id == event_id)
+            .order_by(WebhookAttempt.attempt_number)
+        )
+        return list(rows)
+
+
+async def reaches(
+    sessions: SessionFactory, event_id: str, status: DeliveryStatus, *, attempts: int
+) -> WebhookDelivery:
+    async def check() -> WebhookDelivery:
+        delivery = await delivery_of(sessions, event_id)
+        assert delivery is not None, "no delivery recorded yet"
+        assert (delivery.status, delivery.attempts) == (status.value, attempts)
+        return delivery
+
+    return await eventually(check, timeout=15)
+
+
+async def parked_messages(rabbit: RabbitClient, event_id: str) -> list[dict[str, Any]]:
+    """Take the parking lot's messages of this event (their headers)."""
+    parked = await rabbit.take(WEBHOOK_PARKING_LOT)
+    return [dict(m.headers or {}) for m in parked if event_id_of_body(m.body) == event_id]
+
+
+def event_id_of_body(body: bytes) -> str | None:
+    try:
+        value = orjson.loads(body).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_delivery_is_signed_for_standard_webhooks_and_the_original_clients(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+
+    await relay(rabbit, row)
+
+    (request,) = await receiver.wait_for_requests(1)
+    recorded = await recorded_event(sessions, event_id_of(row))
+    expected_body = PayoutStatusChanged.model_validate_json(recorded.body).webhook_body()
+    assert Webhook(merchant.webhook_secret).verify(request.body, request.headers) == expected_body
+    assert set(expected_body) == {"id", "type", "createdAt", "event", "payout"}
+    assert request.method == "POST" and request.path == WEBHOOK_PATH
+    assert request.webhook_id == recorded.id
+    assert request.headers["x-mypay-signature"] == (
+        hmac.new(merchant.webhook_secret.encode(), request.body, hashlib.sha256).hexdigest()
+    )
+    assert request.headers["x-mypay-event"] == "PAYOUT_CREATED"
+    assert request.headers["content-type"] == "application/json"
+    delivery = await reaches(sessions, recorded.id, DeliveryStatus.DELIVERED, attempts=1)
+    assert delivery.url == receiver.url and delivery.delivered_at is not None
+    (attempt,) = await attempts_of(sessions, recorded.id)
+    assert (attempt.attempt_number, attempt.status_code, attempt.error) == (1, 200, None)
+    assert attempt.response_excerpt == '{"received": true}'
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_endpoint_failing_twice_gets_a_third_attempt_with_the_same_webhook_id(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(500), Reply(502))
+
+    await relay(rabbit, row)
+
+    requests = await receiver.wait_for_requests(3)
+    event_id = event_id_of(row)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=3)
+    assert {request.webhook_id for request in requests} == {event_id}
+    for request in requests:  # each attempt signed afresh, each verifiable
+        Webhook(merchant.webhook_secret).verify(request.body, request.headers)
+    attempts = await attempts_of(sessions, event_id)
+    assert [(a.attempt_number, a.status_code) for a in attempts] == [(1, 500), (2, 502), (3, 200)]
+    assert [a.error for a in attempts] == ["HTTP 500", "HTTP 502", None]
+    # the waits come from the ladder (jitter at most 10 %)
+    gaps = [later.received_at - earlier.received_at for earlier, later in pairwise(requests)]
+    assert gaps[0] >= LADDER[0] * 0.9 and gaps[1] >= LADDER[1] * 0.9
+
+
+async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempts(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    event_id = event_id_of(row)
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        delivery = await reaches(
+            sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1
+        )
+
+    assert len(receiver.requests) == len(LADDER) + 1
+    assert delivery.last_status_code == 500 and delivery.next_attempt_at is None
+    (parked,) = await parked_messages(rabbit, event_id)
+    assert retry_count(parked) == len(LADDER) + 1
+    assert parked[LAST_ERROR_HEADER] == "HTTP 500"
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(302, headers={"Location": receiver.url + "/moved"}))
+
+    await relay(rabbit, row)
+
+    event_id = event_id_of(row)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+    assert [request.path for request in receiver.requests] == [WEBHOOK_PATH, WEBHOOK_PATH]
+    first, second = await attempts_of(sessions, event_id)
+    assert first.status_code == 302 and first.error == "HTTP 302: redirects are not followed"
+    assert second.status_code == 200
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_timeout_is_a_failed_attempt(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(hang=True))
+
+    await relay(rabbit, row)
+
+    event_id = event_id_of(row)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+    first, second = await attempts_of(sessions, event_id)
+    assert first.status_code is None and first.error == "timed out after 1 s"
+    assert 900 <= first.latency_ms < 3000
+    assert second.status_code == 200
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_retry_after_on_429_is_honoured(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(429, headers={"Retry-After": "1"}))
+
+    await relay(rabbit, row)
+
+    first, second = await receiver.wait_for_requests(2)
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
+    # without Retry-After the ladder would have waited 0.3 s (± 10 %)
+    assert second.received_at - first.received_at >= 0.95
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    malformed = [
+        b"{not json",
+        orjson.dumps({"schemaVersion": 1, "id": f"evt_{uuid.uuid4().hex}"}),
+        orjson.dumps({**orjson.loads(row.body), "schemaVersion": 2}),
+    ]
+    for body in malformed:
+        await rabbit.publish(body, exchange=EVENTS_EXCHANGE, routing_key="payout.created")
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+
+    async def dead_lettered() -> list[bytes]:
+        bodies = [m.body for m in await rabbit.take(QUEUE.dead_letter_queue)]
+        assert sorted(bodies) == sorted(malformed)
+        return bodies
+
+    await eventually(dead_lettered)
+    assert len(receiver.requests) == 1
+
+
+async def test_a_recorded_event_unknown_to_the_database_is_dead_lettered(
+    rabbit: RabbitClient, webhook_settings: Settings, sessions: SessionFactory
+) -> None:
+    """A well-formed message naming no recorded event cannot be delivered: dead-letter it."""
+    phantom_id = f"evt_{uuid.uuid4().hex[:24]}"
+    phantom = {
+        "schemaVersion": 1,
+        "id": phantom_id,
+        "type": "payout.created",
+        "event": "PAYOUT_CREATED",
+        "createdAt": "2025-01-01T00:00:00.000Z",
+        "merchantId": str(uuid.uuid4()),
+        "payout": {
+            "id": str(uuid.uuid4()),
+            "merchantReference": "ref-1",
+            "amount": "10.00",
+            "currency": "PKR",
+            "destType": "WALLET",
+            "bankCode": None,
+            "walletCode": "JAZZCASH",
+            "accountNumber": "03001234567",
+            "accountTitle": "Account Holder",
+            "purpose": None,
+            "status": "PENDING",
+            "failureReason": None,
+            "failureCode": None,
+            "pspReference": None,
+            "attempts": 0,
+            "processedAt": None,
+            "createdAt": "2025-01-01T00:00:00.000Z",
+            "updatedAt": "2025-01-01T00:00:00.000Z",
+        },
+    }
+    body = orjson.dumps(phantom)
+    PayoutStatusChanged.model_validate_json(body)  # well-formed indeed
+
+    async with running_webhook_service(webhook_settings):
+        await rabbit.publish(body, exchange=EVENTS_EXCHANGE, routing_key="payout.created")
+
+        async def dead_lettered() -> None:
+            bodies = [m.body for m in await rabbit.take(QUEUE.dead_letter_queue)]
+            assert bodies == [body]
+
+        await eventually(dead_lettered)
+    assert await delivery_of(sessions, phantom_id) is None
+
+
+async def test_duplicate_messages_of_one_event_deliver_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(delay_seconds=0.3))  # the copies arrive while the first is in flight
+
+    async with running_webhook_service(webhook_settings):
+        for _ in range(4):  # at-least-once: the relay may publish a row more than once
+            await relay(rabbit, row)
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    # the service stopped gracefully: every copy was handled, none is left or requeued
+
+    assert await rabbit.count(QUEUE.name) == 0
+    assert len(receiver.requests) == 1
+    assert len(await attempts_of(sessions, event_id_of(row))) == 1
+
+
+async def test_resend_delivers_the_stored_event_again_with_the_same_webhook_id(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+
+        response = await api_client.post(
+            f"{API}/webhooks/deliveries/{delivery.id}/resend", headers=auth(merchant)
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["data"]["status"] == "PENDING"
+        (resend,) = [
+            r
+            for r in await outbox_for_payout(sessions, delivery.payout_id)
+            if r.routing_key == RESEND_ROUTING_KEY
+        ]
+        await relay(rabbit, resend)
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+
+        await relay(rabbit, resend)  # a duplicate of the resend message is not sent again
+
+        async def drained() -> None:
+            assert await rabbit.count(QUEUE.name) == 0
+
+        await eventually(drained)
+    # stopped gracefully: the duplicate was handled
+
+    first, second = receiver.requests
+    assert first.webhook_id == second.webhook_id == event_id
+    assert first.body == second.body  # the event as recorded, not the payout as it is now
+    Webhook(merchant.webhook_secret).verify(second.body, second.headers)
+    assert len(await attempts_of(sessions, event_id)) == 2
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_after_rotation_both_secrets_sign(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant = await make_merchant(webhook_url=receiver.url)
+    rotated = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant))
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["data"]["secret"]
+    payout = await create_payout(api_client, merchant)
+    row = await event_row(sessions, payout["id"])
+
+    await relay(rabbit, row)
+
+    (request,) = await receiver.wait_for_requests(1)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    Webhook(new_secret).verify(request.body, request.headers)
+    Webhook(merchant.webhook_secret).verify(request.body, request.headers)
+    assert request.headers["x-mypay-signature"] == (
+        hmac.new(new_secret.encode(), request.body, hashlib.sha256).hexdigest()
+    )
+
+
+async def test_private_destination_is_refused_at_delivery_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The URL was stored earlier (or its DNS changed since): the check runs at connect time."""
+    strict = webhook_settings.model_copy(update={"webhook_allow_private_urls": False})
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+
+    async with running_webhook_service(strict):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
+
+    assert receiver.requests == []
+    for attempt in await attempts_of(sessions, event_id):
+        assert attempt.status_code is None
+        assert attempt.error is not None and "non-public address (127.0.0.1)" in attempt.error
+    assert len(await parked_messages(rabbit, event_id)) == 1
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_merchant_without_webhook_url_gets_no_call_and_a_parked_delivery(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, webhook_url=None)
+
+    await relay(rabbit, row)
+
+    delivery = await reaches(sessions, event_id_of(row), DeliveryStatus.PARKED, attempts=0)
+    assert delivery.last_error == "merchant has no webhook URL configured"
+    assert await attempts_of(sessions, event_id_of(row)) == []
+    assert await parked_messages(rabbit, event_id_of(row)) == []  # nothing for an operator
+
+
+async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delivered(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    _, other_row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id, other_event_id = event_id_of(row), event_id_of(other_row)
+    receiver.always(Reply(503))
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await relay(rabbit, other_row)
+        parked = len(LADDER) + 1
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=parked)
+        await reaches(sessions, other_event_id, DeliveryStatus.PARKED, attempts=parked)
+        receiver.always(Reply(200))
+
+        result = await replay_parked(
+            webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+        )
+
+        assert result.moved == 1 and result.kept >= 1
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=parked + 1)
+
+    other = await delivery_of(sessions, other_event_id)
+    assert other is not None and other.status == DeliveryStatus.PARKED
+    assert len(await parked_messages(rabbit, other_event_id)) == 1
+    assert await parked_messages(rabbit, event_id) == []

@@ -1,0 +1,209 @@
+"""Helpers for the REST API tests: headers, payout bodies, error assertions, and what a merchant's
+requests left in the database (to prove that a rejected request wrote nothing)."""
+
+import hashlib
+import hmac
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, update
+
+from cli.merchants import NewMerchant, create_merchant
+from contracts import ledger
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import (
+    LedgerJournal,
+    LedgerLine,
+    OutboxMessage,
+    Payout,
+    PayoutEvent,
+    PspCallback,
+)
+from contracts.domain.statuses import PayoutStatus
+from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER
+
+API = "/api/v1"
+MONEY = re.compile(r"^\d+\.\d{2}$")
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+GENERATED_REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")
+
+
+async def new_merchant(sessions: SessionFactory, balance: str = "1000000.00") -> NewMerchant:
+    """For module-scoped fixtures, where the function-scoped `make_merchant` is not available."""
+    async with transaction(sessions) as session:
+        return await create_merchant(
+            session, name="API test", balance=Decimal(balance), webhook_url=None
+        )
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+def auth(merchant: NewMerchant, idempotency_key: str | None = None) -> dict[str, str]:
+    """X-API-KEY, plus a fresh X-IDEMPOTENCY-KEY unless one is given ("" sends none)."""
+    headers = {"X-API-KEY": merchant.api_key}
+    key = new_key() if idempotency_key is None else idempotency_key
+    if key:
+        headers["X-IDEMPOTENCY-KEY"] = key
+    return headers
+
+
+def payout_body(**overrides: Any) -> dict[str, Any]:
+    """A valid wallet payout of 100.00 with a unique reference; `None` drops a field."""
+    body: dict[str, Any] = {
+        "merchantReference": f"ref-{uuid.uuid4().hex[:12]}",
+        "amount": "100.00",
+        "destType": "WALLET",
+        "walletCode": "JAZZCASH",
+        "accountNumber": "03001234567",
+    }
+    body.update(overrides)
+    return {name: value for name, value in body.items() if value is not None}
+
+
+async def create_payout(
+    client: httpx.AsyncClient, merchant: NewMerchant, **overrides: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        f"{API}/payouts", json=payout_body(**overrides), headers=auth(merchant)
+    )
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def get_balance(client: httpx.AsyncClient, merchant: NewMerchant) -> dict[str, Any]:
+    response = await client.get(f"{API}/balance", headers=auth(merchant, ""))
+    assert response.status_code == 200, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    """The contract's error envelope with this status and code (and `details` naming `field`)."""
+    assert response.status_code == status, response.text
+    envelope = response.json()
+    assert envelope["success"] is False
+    error: dict[str, Any] = envelope["error"]
+    assert error["code"] == code, error
+    assert error["requestId"] == response.headers["x-request-id"]
+    assert TIMESTAMP.fullmatch(error["timestamp"]), error["timestamp"]
+    if field is not None:
+        assert field in [detail["field"] for detail in error["details"]], error
+    return error
+
+
+def psp_headers(secret: str, body: bytes) -> dict[str, str]:
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-PSP-Signature": signature, "Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Row counts a merchant's requests produced, table by table."""
+
+    payouts: int
+    journals: int
+    lines: int
+    outbox: int
+    events: int
+    callbacks: int
+
+
+async def footprint(sessions: SessionFactory, merchant_id: str) -> Footprint:
+    async with sessions() as session:
+
+        async def count(statement: Any) -> int:
+            return int(await session.scalar(statement) or 0)
+
+        outbox_merchant = OutboxMessage.headers[MERCHANT_ID_HEADER].as_string()
+        return Footprint(
+            payouts=await count(
+                select(func.count()).select_from(Payout).where(Payout.merchant_id == merchant_id)
+            ),
+            journals=await count(
+                select(func.count())
+                .select_from(LedgerJournal)
+                .where(LedgerJournal.merchant_id == merchant_id)
+            ),
+            lines=await count(
+                select(func.count())
+                .select_from(LedgerLine)
+                .where(LedgerLine.merchant_id == merchant_id)
+            ),
+            outbox=await count(
+                select(func.count())
+                .select_from(OutboxMessage)
+                .where(outbox_merchant == merchant_id)
+            ),
+            events=await count(
+                select(func.count())
+                .select_from(PayoutEvent)
+                .where(PayoutEvent.merchant_id == merchant_id)
+            ),
+            callbacks=await count(
+                select(func.count())
+                .select_from(PspCallback)
+                .join(Payout, Payout.id == PspCallback.payout_id)
+                .where(Payout.merchant_id == merchant_id)
+            ),
+        )
+
+
+async def outbox_for_payout(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id)
+            .order_by(OutboxMessage.id)
+        )
+        return list(rows)
+
+
+# What the processor's ledger does on the way to each status, from a held (non-terminal) payout.
+_POSTINGS_TO = {
+    PayoutStatus.SUCCESS: (ledger.post_hold,),
+    PayoutStatus.FAILED: (ledger.release_hold,),
+    PayoutStatus.REVERSED: (ledger.post_hold, ledger.reverse_payout),
+}
+
+
+async def move_payout(sessions: SessionFactory, payout_id: str, status: PayoutStatus) -> None:
+    """Put a held payout into `status` as the processor would: the ledger postings of that
+    status and the status update in one transaction, so the ledger stays reconciled."""
+    async with transaction(sessions) as session:
+        payout = await session.scalar(
+            select(Payout).where(Payout.id == payout_id).with_for_update()
+        )
+        assert payout is not None
+        for post in _POSTINGS_TO.get(status, ()):
+            await post(
+                session,
+                merchant_id=payout.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                amount=payout.amount,
+            )
+        failed = status is PayoutStatus.FAILED
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == payout_id)
+            .values(
+                status=status.value,
+                failure_code="ACCOUNT_INVALID" if failed else None,
+                failure_reason="Account validation failed" if failed else None,
+                updated_at=utcnow(),
+            )
+        )
+
+
+async def fail_payout(sessions: SessionFactory, payout_id: str) -> None:
+    """FAILED with the hold released (the processor that normally does it is not running)."""
+    await move_payout(sessions, payout_id, PayoutStatus.FAILED)

@@ -1,0 +1,110 @@
+"""The retry ladder: tiers, jitter, Retry-After, parking."""
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from contracts.settings import Settings
+from webhook_service.retry_ladder import (
+    RetryLadder,
+    RetryStep,
+    parse_retry_after,
+    retry_after_seconds,
+)
+
+LADDER = RetryLadder.of([5, 300, 1800])
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "step"),
+    [(1, RetryStep(1, 5.0)), (2, RetryStep(2, 300.0)), (3, RetryStep(3, 1800.0))],
+)
+def test_each_failed_attempt_waits_its_tier(attempt: int, step: RetryStep) -> None:
+    assert LADDER.after_failure(attempt, draw=0.5) == step
+
+
+def test_a_failure_after_the_last_tier_parks() -> None:
+    assert LADDER.after_failure(4, draw=0.5) is None
+    assert LADDER.max_attempts == 4
+
+
+@pytest.mark.parametrize(("draw", "delay"), [(0.0, 270.0), (0.5, 300.0), (0.999999, 330.0)])
+def test_jitter_stays_within_ten_percent(draw: float, delay: float) -> None:
+    step = LADDER.after_failure(2, draw=draw)
+
+    assert step is not None
+    assert step.delay_seconds == pytest.approx(delay, abs=0.01)
+    assert step.tier == 2
+
+
+def test_random_jitter_spreads_delays_inside_the_band() -> None:
+    steps = [LADDER.after_failure(1) for _ in range(200)]
+    delays = {step.delay_seconds for step in steps if step is not None}
+
+    assert all(step is not None and step.tier == 1 for step in steps)
+    assert all(4.5 <= delay <= 5.5 for delay in delays)
+    assert len(delays) > 1
+
+
+def test_a_longer_retry_after_is_honoured_in_a_tier_at_least_that_long() -> None:
+    step = LADDER.after_failure(1, retry_after=120, draw=0.5)
+
+    assert step == RetryStep(tier=2, delay_seconds=120.0)
+
+
+def test_a_shorter_retry_after_does_not_shorten_the_ladder() -> None:
+    assert LADDER.after_failure(2, retry_after=1, draw=0.5) == RetryStep(2, 300.0)
+
+
+def test_retry_after_is_capped_at_the_longest_delay() -> None:
+    assert LADDER.after_failure(1, retry_after=86_400, draw=0.5) == RetryStep(3, 1800.0)
+
+
+def test_retry_after_cannot_extend_the_number_of_attempts() -> None:
+    assert LADDER.after_failure(4, retry_after=1) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
+        (format_datetime(NOW - timedelta(seconds=90), usegmt=True), 0.0),
+        ("soon", None),
+        ("-5", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    ("status", "honoured"), [(429, True), (503, True), (500, False), (None, False)]
+)
+def test_retry_after_only_on_429_and_503(status: int | None, honoured: bool) -> None:
+    assert (retry_after_seconds(status, "30", now=NOW) == 30.0) is honoured
+
+
+def test_ladder_comes_from_settings() -> None:
+    settings = Settings(webhook_retry_delays="1, 2,4")
+
+    ladder = RetryLadder.of(settings.webhook_retry_ladder)
+
+    assert ladder.delays == (1.0, 2.0, 4.0)
+    assert ladder.tiers == 3
+
+
+@pytest.mark.parametrize("delays", [[], [0], [5, -1]])
+def test_a_ladder_needs_positive_delays(delays: list[float]) -> None:
+    with pytest.raises(ValueError):
+        RetryLadder.of(delays)
+
+
+def test_attempts_are_numbered_from_one() -> None:
+    with pytest.raises(ValueError):
+        LADDER.after_failure(0)

@@ -1,0 +1,62 @@
+"""Which webhook endpoint URLs are acceptable: syntax, and public addresses only (SSRF)."""
+
+import ipaddress
+
+import pytest
+
+from contracts.webhooks import endpoint_url_problem, is_public_address
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://merchant.example/webhooks",
+        "http://merchant.example:8080/hooks?source=mypay",
+        "https://93.184.215.14/hook",
+        "https://[2606:4700:4700::1111]/hook",
+    ],
+)
+def test_acceptable_urls(url: str) -> None:
+    assert endpoint_url_problem(url) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://merchant.example/hook", "http:// or https://"),
+        ("merchant.example/hook", "http:// or https://"),
+        ("https:///hook", "must name a host"),
+        ("https://user:pass@merchant.example/hook", "credentials"),
+        ("https://merchant.example:99999/hook", "not a valid URL"),
+        ("https://merchant.example/a b", "whitespace"),
+        ("https://merchant.example/" + "a" * 2048, "at most 2048"),
+    ],
+)
+def test_unacceptable_urls(url: str, problem: str) -> None:
+    found = endpoint_url_problem(url)
+
+    assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),  # loopback
+        ("::1", False),
+        ("10.1.2.3", False),  # private
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("fd00::1", False),
+        ("169.254.169.254", False),  # link-local: cloud metadata
+        ("fe80::1", False),
+        ("100.64.0.1", False),  # carrier-grade NAT
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),  # multicast
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
+        ("::ffff:93.184.215.14", True),
+    ],
+)
+def test_only_public_addresses_receive_webhooks(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public

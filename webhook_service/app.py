@@ -1,0 +1,131 @@
+"""The webhook service: consumes `webhooks.payout-events`, one HTTP attempt per message.
+
+After the attempt the message is acked (delivered, already delivered, nothing to send), sent to
+the next retry tier with its delay, parked in `webhooks.parking-lot` after the last tier, or, if
+it is not a PayoutStatusChanged at all, rejected into `webhooks.payout-events.dead` so that it
+never blocks the queue. Retries count in our own header (contracts.redelivery).
+
+Prefetch is bounded (`webhook_prefetch`); each in-flight message holds one database connection
+for its attempt, so keep it below the pool size. On shutdown the broker stops consuming and waits
+for the in-flight attempts (graceful timeout above the HTTP timeout) before the pool closes.
+"""
+
+import logging
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.message import StreamMessage
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts.broker import consumed_queue, create_broker
+from contracts.db.engine import create_engine, create_session_factory
+from contracts.logging import bind_log_context
+from contracts.messages import PayoutStatusChanged
+from contracts.redelivery import republish, retry_count
+from contracts.settings import Settings, get_settings
+from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
+from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, resend_requested_at
+from webhook_service.delivery import Decision, Disposition, EventDelivery
+from webhook_service.retry_ladder import RetryLadder
+from webhook_service.sender import WebhookSender
+
+log = logging.getLogger("webhooks")
+
+
+async def raw_body(message: StreamMessage[Any]) -> bytes:
+    """Hand the handler the bytes as they came: a body that is not even JSON must reach our
+    validation (and the dead-letter queue) rather than fail inside the framework's decoder."""
+    return message.body
+
+
+class PayoutEventConsumer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ladder = RetryLadder.of(settings.webhook_retry_ladder)
+        self.queue = webhook_events_queue(self.ladder.tiers)
+        self.broker = create_broker(
+            settings.amqp_url, prefetch=settings.webhook_prefetch, app_name="webhooks"
+        )
+        self.broker.subscriber(
+            consumed_queue(self.queue),
+            decoder=raw_body,
+            # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title="deliver-payout-event",
+        )(self.deliver_payout_event)
+        self._engine: AsyncEngine | None = None
+        self._sender: WebhookSender | None = None
+        self._delivery: EventDelivery | None = None
+
+    async def open(self) -> None:
+        """Declare the topology, then open the pool and the HTTP client, before consuming."""
+        await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
+        # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        self._engine = create_engine(
+            self.settings.database_url, pool_size=self.settings.db_pool_size
+        )
+        self._sender = WebhookSender(
+            timeout_seconds=self.settings.webhook_timeout_seconds,
+            allow_private_urls=self.settings.webhook_allow_private_urls,
+        )
+        self._delivery = EventDelivery(
+            sessions=create_session_factory(self._engine), sender=self._sender, ladder=self.ladder
+        )
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            await self._sender.aclose()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def deliver_payout_event(self, body: bytes, message: RabbitMessage) -> None:
+        assert self._delivery is not None, "open() runs before the broker starts"
+        try:
+            event = PayoutStatusChanged.model_validate_json(body)
+        except ValidationError as exc:
+            log.warning(
+                "dead-lettering malformed message %s: %s",
+                message.message_id,
+                # never the input: a body can carry account numbers
+                exc.errors(include_url=False, include_input=False, include_context=False)[:3],
+            )
+            await message.reject(requeue=False)
+            return
+        headers = message.headers or {}
+        with bind_log_context(
+            payout_id=event.payout.id,
+            merchant_id=event.merchant_id,
+            correlation_id=message.correlation_id,
+        ):
+            decision = await self._delivery.deliver(
+                event.id,
+                ladder_attempt=retry_count(headers) + 1,
+                resend_requested_at=resend_requested_at(headers.get(RESEND_REQUESTED_AT_HEADER)),
+            )
+            await self._settle(message, decision)
+
+    async def _settle(self, message: RabbitMessage, decision: Decision) -> None:
+        if decision.disposition is Disposition.DONE:
+            await message.ack()
+        elif decision.disposition is Disposition.DEAD_LETTER:
+            log.warning("dead-lettering message %s: %s", message.message_id, decision.reason)
+            await message.reject(requeue=False)
+        elif decision.disposition is Disposition.RETRY:
+            assert decision.step is not None
+            await republish(
+                self.broker,
+                message,
+                queue=self.queue.retry_queue(decision.step.tier),
+                error=decision.reason,
+                delay_seconds=decision.step.delay_seconds,
+            )
+        else:
+            await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
+
+
+def create_webhook_app(settings: Settings | None = None) -> FastStream:
+    consumer = PayoutEventConsumer(settings or get_settings())
+    return FastStream(consumer.broker, on_startup=[consumer.open], after_shutdown=[consumer.close])

@@ -1,0 +1,111 @@
+"""Moving parked webhook messages back to the delivery queue (`payouts webhooks replay-parked`).
+
+Each moved message starts the retry ladder afresh (our retry headers are dropped) and keeps its
+message id and event; its delivery goes PARKED -> PENDING. Messages of other merchants (with
+`--merchant`) stay parked. Publish (confirmed) first, then reopen the delivery, then ack: a crash
+in between leaves a duplicate, which the consumer absorbs (it skips DELIVERED events).
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.topology import (
+    LAST_ERROR_HEADER,
+    MERCHANT_ID_HEADER,
+    RETRY_COUNT_HEADER,
+    WEBHOOK_PARKING_LOT,
+)
+from contracts.webhooks import RESEND_ROUTING_KEY
+from webhook_service.delivery_records import reopen_parked
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    moved: int
+    kept: int
+
+
+def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
+    try:
+        value = orjson.loads(message.body).get(name)
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def merchant_of(message: AbstractIncomingMessage) -> str | None:
+    header = (message.headers or {}).get(MERCHANT_ID_HEADER)
+    return _body_field(message, "merchantId") or (header if isinstance(header, str) else None)
+
+
+def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The headers without retry bookkeeping (ours and the broker's dead-lettering)."""
+    return {
+        key: value
+        for key, value in (headers or {}).items()
+        if key not in (RETRY_COUNT_HEADER, LAST_ERROR_HEADER)
+        and not key.startswith(("x-death", "x-first-death", "x-last-death"))
+    }
+
+
+async def _move(
+    channel: AbstractChannel,
+    sessions: SessionFactory,
+    message: AbstractIncomingMessage,
+    now: datetime,
+) -> None:
+    await channel.default_exchange.publish(
+        aio_pika.Message(
+            body=message.body,
+            headers=fresh_headers(message.headers),
+            content_type=message.content_type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        ),
+        routing_key=RESEND_ROUTING_KEY,
+        mandatory=True,
+    )
+    event_id = _body_field(message, "id")
+    if event_id:
+        async with transaction(sessions) as session:
+            await reopen_parked(session, event_id, now)
+    await message.ack()
+
+
+async def replay_parked(
+    amqp_url: str,
+    sessions: SessionFactory,
+    *,
+    merchant_id: str | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> ReplayResult:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        parked = await channel.declare_queue(WEBHOOK_PARKING_LOT, passive=True)
+        # Only what is parked now: messages parked while we work wait for the next replay.
+        waiting = parked.declaration_result.message_count or 0
+        kept: list[AbstractIncomingMessage] = []
+        moved = 0
+        try:
+            for _ in range(waiting):
+                message = await parked.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                if merchant_id is not None and merchant_of(message) != merchant_id:
+                    kept.append(message)  # unacked until the end, so get() moves past it
+                    continue
+                await _move(channel, sessions, message, clock())
+                moved += 1
+        finally:
+            for message in kept:
+                await message.nack(requeue=True)
+    return ReplayResult(moved=moved, kept=len(kept))

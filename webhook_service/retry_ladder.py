@@ -1,0 +1,106 @@
+"""The retry ladder (pure): after which failed attempt to wait how long, in which retry queue,
+and when to park.
+
+A message makes at most `tiers + 1` attempts: attempt n (1-based) that fails waits
+`delays[n-1]` (± jitter, so endpoints that failed together are not retried together) in retry
+tier n; a failure after the last tier parks it. On 429/503 a `Retry-After` longer than the
+ladder's step is honoured, capped at the ladder's longest delay so an endpoint cannot stall its
+own retries indefinitely.
+"""
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+DEFAULT_JITTER = 0.1
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class RetryStep:
+    tier: int  # the retry queue (1-based) that holds the message for the wait
+    delay_seconds: float
+
+
+@dataclass(frozen=True)
+class RetryLadder:
+    delays: tuple[float, ...]
+    jitter: float = DEFAULT_JITTER
+
+    def __post_init__(self) -> None:
+        if not self.delays or any(delay <= 0 for delay in self.delays):
+            raise ValueError("a retry ladder needs at least one positive delay")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be a fraction in [0, 1)")
+
+    @classmethod
+    def of(cls, delays: Sequence[float], jitter: float = DEFAULT_JITTER) -> "RetryLadder":
+        return cls(tuple(float(delay) for delay in delays), jitter)
+
+    @property
+    def tiers(self) -> int:
+        return len(self.delays)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.tiers + 1
+
+    @property
+    def longest_delay(self) -> float:
+        return max(self.delays)
+
+    def after_failure(
+        self, attempt: int, *, retry_after: float | None = None, draw: float | None = None
+    ) -> RetryStep | None:
+        """The wait after failed attempt `attempt` (1-based), or None: park the message.
+
+        `draw` in [0, 1) picks the jitter (random when omitted; 0.5 means none).
+        """
+        if attempt < 1:
+            raise ValueError("attempts are numbered from 1")
+        if attempt > self.tiers:
+            return None
+        step_delay = self.delays[attempt - 1]
+        fraction = random.random() if draw is None else draw
+        delay = step_delay * (1 + self.jitter * (2 * fraction - 1))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.longest_delay))
+        return RetryStep(tier=self._tier_holding(attempt, delay), delay_seconds=delay)
+
+    def _tier_holding(self, attempt: int, delay: float) -> int:
+        """A TTL queue expires only the message at its head, so a wait much longer than the
+        step's own (a Retry-After) goes to the first tier at least that long instead of holding
+        up the shorter waits queued behind it."""
+        if delay <= self.delays[attempt - 1] * (1 + self.jitter):
+            return attempt
+        return next(
+            (tier for tier, base in enumerate(self.delays, start=1) if base >= delay), attempt
+        )
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    aware_now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    return max((when - aware_now).total_seconds(), 0.0)
+
+
+def retry_after_seconds(
+    status_code: int | None, header: str | None, *, now: datetime
+) -> float | None:
+    """The endpoint's requested wait, honoured only on 429 Too Many Requests and 503."""
+    if status_code not in RETRY_AFTER_STATUSES:
+        return None
+    return parse_retry_after(header, now=now)
