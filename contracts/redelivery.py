@@ -5,24 +5,40 @@ RabbitMQ >= 3.13 ignores a client-sent `x-death`, so the count lives in our head
 then ack is at-least-once: a crash in between delivers twice, which idempotent consumers absorb.
 """
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from faststream.exceptions import AckMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
+from pydantic import BaseModel, ValidationError
 
-from contracts.topology import LAST_ERROR_HEADER, RETRY_COUNT_HEADER
+from contracts.topology import LAST_ERROR_HEADER, RETRY_COUNT_HEADER, WorkQueue
+
+log = logging.getLogger("redelivery")
 
 MAX_ERROR_LENGTH = 500
 
 
 def retry_count(headers: Mapping[str, Any] | None) -> int:
-    """How many times this message was already sent back for a retry (0 on first delivery)."""
+    """How many attempts at this message failed so far (0 on first delivery)."""
     raw = (headers or {}).get(RETRY_COUNT_HEADER, 0)
     try:
         return max(int(raw), 0)
     except (TypeError, ValueError):
         return 0
+
+
+def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The headers without retry bookkeeping (ours and the broker's dead-lettering): a message
+    moved back by an operator starts its retries afresh."""
+    return {
+        key: value
+        for key, value in (headers or {}).items()
+        if key not in (RETRY_COUNT_HEADER, LAST_ERROR_HEADER)
+        and not key.startswith(("x-death", "x-first-death", "x-last-death"))
+    }
 
 
 def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str, Any]:
@@ -61,3 +77,41 @@ async def republish(
         expiration=max(delay_seconds, 0.001) if delay_seconds is not None else None,
     )
     await message.ack()
+
+
+async def dead_letter(
+    broker: RabbitBroker, message: RabbitMessage, *, queue: WorkQueue, error: str
+) -> None:
+    """Straight into `<queue>.dead` with the reason in our last-error header (a plain reject
+    would dead-letter it too, but an operator could not tell why)."""
+    await republish(broker, message, queue=queue.dead_letter_queue, error=error)
+
+
+def validation_summary(model: type[BaseModel], error: ValidationError) -> str:
+    """Which fields are wrong and how, never the input (a body can carry account numbers)."""
+    problems = [
+        f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+        for problem in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    return f"not a valid {model.__name__}: " + "; ".join(problems[:5])
+
+
+def dead_lettering_decoder(
+    broker: RabbitBroker, model: type[BaseModel], queue: WorkQueue
+) -> Callable[[RabbitMessage, Callable[[RabbitMessage], Awaitable[Any]]], Awaitable[Any]]:
+    """A subscriber decoder that sends a body which is not a valid `model` to the dead-letter
+    queue at once, with the validation error in a header, so it never blocks the queue."""
+
+    async def decode(
+        message: RabbitMessage, decode_json: Callable[[RabbitMessage], Awaitable[Any]]
+    ) -> Any:
+        try:
+            model.model_validate_json(message.body)
+        except ValidationError as error:
+            summary = validation_summary(model, error)
+            log.warning("dead-lettering message %s: %s", message.message_id, summary)
+            await dead_letter(broker, message, queue=queue, error=summary)
+            raise AckMessage from None  # dead_letter acked it: the handler never runs
+        return await decode_json(message)
+
+    return decode

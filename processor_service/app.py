@@ -7,6 +7,7 @@ from contracts.broker import consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
+from contracts.redelivery import dead_lettering_decoder
 from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
 from processor_service import handlers
@@ -27,6 +28,7 @@ def create_processor(settings: Settings) -> FastStream:
 
     @broker.subscriber(
         consumed_queue(PAYOUT_COMMANDS),
+        decoder=dead_lettering_decoder(broker, ProcessPayout, PAYOUT_COMMANDS),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         title="processor.payout-commands",
         description="Run the scenario rules on a payout (PENDING or RETRY).",
@@ -40,6 +42,7 @@ def create_processor(settings: Settings) -> FastStream:
 
     @broker.subscriber(
         consumed_queue(PSP_OUTCOMES),
+        decoder=dead_lettering_decoder(broker, ApplyPspOutcome, PSP_OUTCOMES),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         title="processor.psp-outcomes",
         description="Settle a payout as an IPN or a sandbox simulation said.",

@@ -1,8 +1,9 @@
 """Running one consumed message: its inbox row and its effects in one transaction, and what to
 do when that fails.
 
-- a malformed body never reaches us: FastStream rejects it and it dead-letters to `<queue>.dead`;
-- UnknownPayout can never succeed: rejected, dead-lettered;
+- a malformed body never reaches us: the subscriber's decoder dead-letters it to `<queue>.dead`
+  with the validation error in a header (contracts.redelivery.dead_lettering_decoder);
+- UnknownPayout can never succeed: dead-lettered at once, with the reason;
 - an outage (database or connection down, deadlock, pool timeout) is not the message's fault:
   retried after the delay for as long as it lasts;
 - any other error is retried `max_retries` times, then dead-lettered with its last error.
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import SessionFactory, transaction
 from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
-from contracts.redelivery import republish, retry_count
+from contracts.redelivery import dead_letter, republish, retry_count
 from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WorkQueue
 from processor_service.handlers import Context, UnknownPayout
 from processor_service.inbox import first_delivery
@@ -88,10 +89,11 @@ class Consumer:
                     MESSAGES.labels(queue.name, "duplicate").inc()
                     return
                 status = await work(session, context)
-        except UnknownPayout:
+        except UnknownPayout as unknown:
             log.error("unknown payout in message %s: dead-lettered", message.message_id)
             MESSAGES.labels(queue.name, "dead_lettered").inc()
-            raise
+            await dead_letter(self.broker, message, queue=queue, error=f"unknown payout {unknown}")
+            return
         except Exception as error:
             await self._retry_or_dead_letter(message, queue, error)
             return
@@ -110,7 +112,8 @@ class Consumer:
         if not is_outage(error) and attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
             MESSAGES.labels(queue.name, "dead_lettered").inc()
-            raise error
+            await dead_letter(self.broker, message, queue=queue, error=description)
+            return
         MESSAGES.labels(queue.name, "retried").inc()
         log.warning("message %s failed (%s); retrying", message.message_id, description[:200])
         await republish(

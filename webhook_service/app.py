@@ -2,8 +2,8 @@
 
 After the attempt the message is acked (delivered, already delivered, nothing to send), sent to
 the next retry tier with its delay, parked in `webhooks.parking-lot` after the last tier, or, if
-it is not a PayoutStatusChanged at all, rejected into `webhooks.payout-events.dead` so that it
-never blocks the queue. Retries count in our own header (contracts.redelivery).
+it is not a PayoutStatusChanged at all, dead-lettered into `webhooks.payout-events.dead` (with the
+validation error in a header) so that it never blocks the queue. Retries count in our own header.
 
 Prefetch is bounded (`webhook_prefetch`); each in-flight message holds one database connection
 for its attempt, so keep it below the pool size. On shutdown the broker stops consuming and waits
@@ -11,19 +11,16 @@ for the in-flight attempts (graceful timeout above the HTTP timeout) before the 
 """
 
 import logging
-from typing import Any
 
 from faststream import AckPolicy, FastStream
-from faststream.message import StreamMessage
 from faststream.rabbit.annotations import RabbitMessage
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.broker import consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
-from contracts.redelivery import republish, retry_count
+from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
 from contracts.settings import Settings, get_settings
 from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
 from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, resend_requested_at
@@ -32,12 +29,6 @@ from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
 log = logging.getLogger("webhooks")
-
-
-async def raw_body(message: StreamMessage[Any]) -> bytes:
-    """Hand the handler the bytes as they came: a body that is not even JSON must reach our
-    validation (and the dead-letter queue) rather than fail inside the framework's decoder."""
-    return message.body
 
 
 class PayoutEventConsumer:
@@ -50,7 +41,7 @@ class PayoutEventConsumer:
         )
         self.broker.subscriber(
             consumed_queue(self.queue),
-            decoder=raw_body,
+            decoder=dead_lettering_decoder(self.broker, PayoutStatusChanged, self.queue),
             # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title="deliver-payout-event",
@@ -81,19 +72,10 @@ class PayoutEventConsumer:
         if self._engine is not None:
             await self._engine.dispose()
 
-    async def deliver_payout_event(self, body: bytes, message: RabbitMessage) -> None:
+    async def deliver_payout_event(
+        self, event: PayoutStatusChanged, message: RabbitMessage
+    ) -> None:
         assert self._delivery is not None, "open() runs before the broker starts"
-        try:
-            event = PayoutStatusChanged.model_validate_json(body)
-        except ValidationError as exc:
-            log.warning(
-                "dead-lettering malformed message %s: %s",
-                message.message_id,
-                # never the input: a body can carry account numbers
-                exc.errors(include_url=False, include_input=False, include_context=False)[:3],
-            )
-            await message.reject(requeue=False)
-            return
         headers = message.headers or {}
         with bind_log_context(
             payout_id=event.payout.id,
@@ -112,7 +94,7 @@ class PayoutEventConsumer:
             await message.ack()
         elif decision.disposition is Disposition.DEAD_LETTER:
             log.warning("dead-lettering message %s: %s", message.message_id, decision.reason)
-            await message.reject(requeue=False)
+            await dead_letter(self.broker, message, queue=self.queue, error=decision.reason)
         elif decision.disposition is Disposition.RETRY:
             assert decision.step is not None
             await republish(

@@ -6,22 +6,17 @@ message id and event; its delivery goes PARKED -> PENDING. Messages of other mer
 in between leaves a duplicate, which the consumer absorbs (it skips DELIVERED events).
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.topology import (
-    LAST_ERROR_HEADER,
-    MERCHANT_ID_HEADER,
-    RETRY_COUNT_HEADER,
-    WEBHOOK_PARKING_LOT,
-)
+from contracts.redelivery import fresh_headers
+from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
 from contracts.webhooks import RESEND_ROUTING_KEY
 from webhook_service.delivery_records import reopen_parked
 
@@ -43,16 +38,6 @@ def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
 def merchant_of(message: AbstractIncomingMessage) -> str | None:
     header = (message.headers or {}).get(MERCHANT_ID_HEADER)
     return _body_field(message, "merchantId") or (header if isinstance(header, str) else None)
-
-
-def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The headers without retry bookkeeping (ours and the broker's dead-lettering)."""
-    return {
-        key: value
-        for key, value in (headers or {}).items()
-        if key not in (RETRY_COUNT_HEADER, LAST_ERROR_HEADER)
-        and not key.startswith(("x-death", "x-first-death", "x-last-death"))
-    }
 
 
 async def _move(

@@ -427,6 +427,10 @@ async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(
     dead = await dead_letters(rabbit, {bad_json, wrong_schema, missing_field})
 
     assert dead[bad_json].body == b'{"payoutId": '
+    reasons = {key: str((dead[key].headers or {})[LAST_ERROR_HEADER]) for key in dead}
+    assert reasons[bad_json].startswith("not a valid ProcessPayout: body: Invalid JSON")
+    assert "schemaVersion: Input should be 1" in reasons[wrong_schema]
+    assert "payoutId: Field required" in reasons[missing_field]
     await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
 
@@ -439,6 +443,7 @@ async def test_command_for_an_unknown_payout_is_dead_lettered(
     dead = await dead_letters(rabbit, {message_id})
 
     assert ProcessPayout.model_validate_json(dead[message_id].body) == unknown
+    assert str((dead[message_id].headers or {})[LAST_ERROR_HEADER]).startswith("unknown payout")
     async with sessions() as session:
         assert await session.get(Payout, unknown.payout_id) is None
 
@@ -475,7 +480,7 @@ async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
             await session.execute(delete(LedgerJournal).where(LedgerJournal.id == planted.id))
 
     headers = dead[str(command.id)].headers
-    assert headers[RETRY_COUNT_HEADER] == HANDLER_RETRIES
+    assert headers[RETRY_COUNT_HEADER] == HANDLER_RETRIES + 1  # failed attempts, incl. the last
     assert "IntegrityError" in str(headers[LAST_ERROR_HEADER])
     state = await state_of(sessions, created.payout_id)
     assert (state.payout.status, len(state.events)) == ("PENDING", 3)

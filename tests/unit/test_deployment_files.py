@@ -37,6 +37,7 @@ PAYOUTS_COMMANDS = frozenset(
         "topology",
         "up",
         "reconcile",
+        "dlq",
     }
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")

@@ -1,0 +1,86 @@
+"""`payouts dlq list|redrive`: an operator sees why messages were dead-lettered and moves them
+back, through the real CLI against the real broker."""
+
+import json
+import subprocess
+import uuid
+
+import aio_pika
+import pytest
+
+from cli.supervisor import payouts_command
+from contracts.messages import ProcessPayout
+from contracts.redelivery import retry_count
+from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
+from tests.support.polling import eventually
+
+
+def payouts(service_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        payouts_command(*args), env=service_env, capture_output=True, text=True, timeout=60
+    )
+
+
+async def queue_depth(amqp_url: str, name: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(name, passive=True)
+        return queue.declaration_result.message_count or 0
+
+
+async def test_dead_letters_are_listed_with_their_reason_and_redriven(
+    service_env: dict[str, str],
+) -> None:
+    amqp_url = service_env["PAYOUTS_AMQP_URL"]
+    await declare_topology_at(amqp_url, webhook_retry_tiers=3)
+    command = ProcessPayout(payout_id=str(uuid.uuid4()), merchant_id="m-1")
+    message_id = f"dlq-test-{uuid.uuid4()}"
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                command.to_json(),
+                message_id=message_id,
+                headers={LAST_ERROR_HEADER: "unknown payout", "x-payouts-retry-count": 3},
+            ),
+            routing_key=PAYOUT_COMMANDS.dead_letter_queue,
+        )
+    dead_before = await queue_depth(amqp_url, PAYOUT_COMMANDS.dead_letter_queue)
+    work_before = await queue_depth(amqp_url, PAYOUT_COMMANDS.name)
+
+    listed = payouts(service_env, "dlq", "list", PAYOUT_COMMANDS.name, "--json", "--limit", "500")
+    assert listed.returncode == 0, listed.stderr
+    letters = [json.loads(line) for line in listed.stdout.splitlines()]
+    [ours] = [letter for letter in letters if letter["message_id"] == message_id]
+    assert ours["last_error"] == "unknown payout" and ours["failed_attempts"] == 3
+    assert await queue_depth(amqp_url, PAYOUT_COMMANDS.dead_letter_queue) == dead_before
+
+    redriven = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
+    assert redriven.returncode == 0, redriven.stderr
+    assert f"{dead_before} message(s) moved back" in redriven.stdout
+    await eventually(
+        lambda: _moved(amqp_url, work_before + dead_before), what="messages back in the work queue"
+    )
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(PAYOUT_COMMANDS.name, passive=True)
+        while (message := await queue.get(fail=False)) is not None:
+            if message.message_id == message_id:
+                assert retry_count(message.headers) == 0  # its retries start afresh
+                assert LAST_ERROR_HEADER not in (message.headers or {})
+                break
+        else:
+            pytest.fail("the redriven message is not in the work queue")
+
+
+async def _moved(amqp_url: str, expected: int) -> bool:
+    return await queue_depth(amqp_url, PAYOUT_COMMANDS.name) >= expected
+
+
+def test_an_unknown_queue_is_refused_with_the_known_ones_named(
+    service_env: dict[str, str],
+) -> None:
+    result = payouts(service_env, "dlq", "list", "no-such-queue")
+    assert result.returncode != 0
+    assert "processor.payout-commands" in result.stderr
