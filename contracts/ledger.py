@@ -67,6 +67,8 @@ async def _post(
     hold_cycle: int | None = None,
 ) -> int:
     """Move `amount` from debit to credit; the debited merchant account may not go negative."""
+    if amount <= 0:
+        raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
     changes: dict[Account, Decimal] = {posting.debit: -amount, posting.credit: amount}
     values = {
