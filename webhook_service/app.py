@@ -20,11 +20,13 @@ from contracts.broker import consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
+from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
 from contracts.settings import Settings, get_settings
 from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
 from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, resend_requested_at
 from webhook_service.delivery import Decision, Disposition, EventDelivery
+from webhook_service.metrics import count_outcome
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
@@ -52,6 +54,7 @@ class PayoutEventConsumer:
 
     async def open(self) -> None:
         """Declare the topology, then open the pool and the HTTP client, before consuming."""
+        serve_metrics(self.settings.metrics_port)
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -90,6 +93,7 @@ class PayoutEventConsumer:
             await self._settle(message, decision)
 
     async def _settle(self, message: RabbitMessage, decision: Decision) -> None:
+        count_outcome(decision)
         if decision.disposition is Disposition.DONE:
             await message.ack()
         elif decision.disposition is Disposition.DEAD_LETTER:

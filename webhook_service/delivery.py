@@ -39,6 +39,8 @@ from webhook_service.signing import active_secrets, webhook_headers
 log = logging.getLogger("webhooks")
 
 NO_ENDPOINT = "merchant has no webhook URL configured"
+DELIVERED = "delivered"
+ALREADY_DELIVERED = "already delivered"
 
 
 class Disposition(StrEnum):
@@ -101,7 +103,7 @@ class EventDelivery:
         async with transaction(self.sessions) as session:
             delivery = await lock_delivery(session, event_id)
             if already_delivered(delivery, resend_requested_at):
-                return Decision(Disposition.DONE, "already delivered")
+                return Decision(Disposition.DONE, ALREADY_DELIVERED)
             merchant = await session.get(Merchant, delivery.merchant_id)
             assert merchant is not None, "deliveries reference their merchant"
             if not merchant.webhook_url:
@@ -124,7 +126,7 @@ class EventDelivery:
             )
             if result.delivered:
                 mark_delivered(delivery, finished)
-                return Decision(Disposition.DONE, "delivered")
+                return Decision(Disposition.DONE, DELIVERED)
             retry_after = retry_after_seconds(result.status_code, result.retry_after, now=finished)
             decision = self._failed(ladder_attempt, result.error or "failed", retry_after)
             if decision.step is None:

@@ -30,11 +30,18 @@ class RunningSystem:
     base_url: str
     group: ServiceGroup
     log_dir: Path
+    metrics_ports: dict[str, int]  # the non-HTTP services' /metrics
 
     def restart(self, service: Service) -> None:
         """SIGKILL it (a crash, at whatever point it was) and start it again."""
         self.group.kill(service.name)
-        self.group.start(service)
+        self.group.start(self.with_metrics(service))
+
+    def with_metrics(self, service: Service) -> Service:
+        port = self.metrics_ports.get(service.name)
+        if port is None:
+            return service
+        return Service(service.name, service.args, {"PAYOUTS_METRICS_PORT": str(port)})
 
     def logs(self) -> str:
         return "\n".join(
@@ -63,10 +70,15 @@ def system(
     log_dir = tmp_path_factory.mktemp("service-logs")
     env = {**service_env, "PAYOUTS_API_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     group = ServiceGroup(env=env, log_dir=log_dir)
-    running = RunningSystem(base_url=f"http://127.0.0.1:{port}", group=group, log_dir=log_dir)
+    running = RunningSystem(
+        base_url=f"http://127.0.0.1:{port}",
+        group=group,
+        log_dir=log_dir,
+        metrics_ports={service.name: free_port() for service in (RELAY, PROCESSOR, WEBHOOKS)},
+    )
     try:
         for service in (API, RELAY, PROCESSOR, WEBHOOKS):
-            group.start(service)
+            group.start(running.with_metrics(service))
         wait_until_ready(running.base_url, group)
         yield running
     finally:
