@@ -1,29 +1,45 @@
 """`payouts reconcile`: check every ledger invariant against PAYOUTS_DATABASE_URL."""
 
 import asyncio
+from datetime import timedelta
+from typing import Annotated
 
 import typer
 
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile
 from contracts.settings import get_settings
 
 
-async def _check(database_url: str) -> tuple[list[str], LedgerSize]:
+async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
     engine = create_engine(database_url, pool_size=1)
     try:
         async with create_session_factory(engine)() as session:
             # Both in the one snapshot reconcile opens, so the counts match what was checked.
             problems = await reconcile(session)
-            return problems, await ledger_size(session)
+            size = await ledger_size(session)
+            return problems + await pipeline_problems(session, thresholds), size
     finally:
         await engine.dispose()
 
 
-def reconcile_command() -> None:
+def reconcile_command(
+    stuck_minutes: Annotated[
+        float, typer.Option(min=0, help="A payout PROCESSING/RETRY/unsubmitted this long is stuck")
+    ] = 5,
+    max_outbox_lag_seconds: Annotated[
+        float, typer.Option(min=0, help="An unsent outbox row this old is a problem")
+    ] = 60,
+) -> None:
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
-    hold settled at most once, held funds equal the payouts in flight. Exit 1 on any problem."""
-    problems, size = asyncio.run(_check(get_settings().database_url))
+    hold settled at most once, held funds equal the payouts in flight; and the pipeline: no
+    payout stuck, no outbox lag. Exit 1 on any problem."""
+    thresholds = Thresholds(
+        stuck_after=timedelta(minutes=stuck_minutes),
+        max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
+    )
+    problems, size = asyncio.run(_check(get_settings().database_url, thresholds))
     for problem in problems:
         typer.echo(problem)
     if problems:

@@ -5,16 +5,17 @@ so the rest of the session's database stays clean."""
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
 import httpx
 import pytest
-from sqlalchemy import CursorResult, insert, update
+from sqlalchemy import CursorResult, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, OutboxMessage, Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.reconcile import ledger_size, reconcile
 from contracts.settings import Settings
@@ -150,14 +151,18 @@ async def test_reconcile_is_clean_through_a_payout_lifecycle(
     assert size.journals >= 7
 
 
-async def _run_cli(settings: Settings) -> tuple[int, str]:
+async def _run_cli(settings: Settings, *pipeline_limits: str) -> tuple[int, str]:
+    """The real command; by default the pipeline checks are relaxed, since other tests leave
+    payouts unprocessed on purpose (no processor runs for them)."""
     script = (
         "import typer; from cli.reconcile import reconcile_command; typer.run(reconcile_command)"
     )
+    limits = pipeline_limits or ("--stuck-minutes", "100000", "--max-outbox-lag-seconds", "1e9")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         script,
+        *limits,
         env={"PAYOUTS_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -189,3 +194,32 @@ async def test_reconcile_command_prints_clean_or_each_problem(
     assert code == 1, output
     assert f"merchant {merchant.merchant_id}" in output
     assert "clean" not in output
+
+
+async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """No relay or processor runs here: the payout stays PENDING and its outbox rows unsent."""
+    merchant = await make_merchant(balance="100.00")
+    async with sessions() as session:
+        before = await session.scalar(select(func.coalesce(func.max(OutboxMessage.id), 0)))
+    payout_id = (await create_payout(api_client, merchant))["id"]
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout).where(Payout.id == payout_id).values(updated_at=an_hour_ago)
+        )
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id > before).values(created_at=an_hour_ago)
+        )
+
+    code, output = await _run_cli(
+        settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "1800"
+    )
+
+    assert code == 1, output
+    assert f"payout {payout_id} stuck in PENDING" in output
+    assert "outbox lag" in output
