@@ -9,7 +9,7 @@ PYTHON ?= python3
 export PAYOUTS_DATABASE_URL ?= mysql+asyncmy://root@127.0.0.1:3306/payouts
 export PAYOUTS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: install services migrate seed run test test-containers lint clean
+.PHONY: install services migrate seed run test test-containers docs lint clean
 
 $(BIN)/payouts: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: install
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q
+
+docs: install
+	$(BIN)/payouts docs asyncapi --output docs/asyncapi.yaml
 
 lint: install
 	$(BIN)/ruff check .

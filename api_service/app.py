@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api_service import health, webhooks
+from api_service.asyncapi import asyncapi_endpoint
 from api_service.balance.endpoints import router as balance_router
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(webhooks.router)
     app.include_router(api)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_exception_handlers(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))

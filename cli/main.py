@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
 from cli.dlq import dlq_app
+from cli.docs import docs_app
 from cli.reconcile import reconcile_command
 from cli.topology import topology_export_command
 from cli.up import up
@@ -33,6 +34,7 @@ app.command("processor")(services.run_processor)
 app.command("up")(up)
 app.command("reconcile")(reconcile_command)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(docs_app, name="docs")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("webhook-sink")(webhook_sink_command)
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)

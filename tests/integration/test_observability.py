@@ -38,3 +38,19 @@ async def test_swagger_and_redoc_pages_load_their_assets_from_this_server(
             response = await api_client.get(asset)
             assert response.status_code == 200
             assert len(response.content) > 10_000
+
+
+async def test_the_asyncapi_document_of_every_message_is_served(
+    api_client: httpx.AsyncClient,
+) -> None:
+    response = await api_client.get("/asyncapi")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/yaml")
+    for name in (
+        "ProcessPayout",
+        "ApplyPspOutcome",
+        "PayoutStatusChanged",
+        "webhooks.payout-events",
+    ):
+        assert name in response.text

@@ -38,6 +38,7 @@ PAYOUTS_COMMANDS = frozenset(
         "up",
         "reconcile",
         "dlq",
+        "docs",
     }
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")
