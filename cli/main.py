@@ -4,7 +4,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -142,17 +142,23 @@ def api(
 
     settings = get_settings()
     services.configure_logging(settings)
-    uvicorn.run(
-        "api_service.main:app",
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=workers or settings.api_workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        timeout_graceful_shutdown=15,
-        log_config=None,  # our JSON/text logging, not uvicorn's
-    )
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "workers": workers or settings.api_workers,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "timeout_graceful_shutdown": 15,
+        "log_config": None,  # our JSON/text logging, not uvicorn's
+    }
+    if options["workers"] > 1:  # uvicorn's supervisor runs plain servers in its workers
+        uvicorn.run("api_service.main:app", **options)
+        return
+    from api_service.server import DrainingServer
+
+    config = uvicorn.Config("api_service.main:app", **options)
+    DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds).run()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+PRODUCTION_RATE_LIMIT_PER_SECOND = 100
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
 
@@ -22,6 +25,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_workers: int = 1
+    # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
+    shutdown_drain_seconds: float = Field(default=1.0, ge=0)
     psp_secret: str = "psp_test_secret_change_me"
     db_pool_size: int = 20
 
@@ -30,6 +35,9 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_keys_per_merchant_per_day: int = 100_000
     idempotency_stale_seconds: int = 60
+    # Requests per second per API key, counted in MySQL so that every API worker shares the
+    # limit. Unset: 100 in production, off in test mode; 0: off.
+    rate_limit_per_second: int | None = Field(default=None, ge=0)
 
     processor_retry_delay_seconds: float = 2.0
     processor_prefetch: int = 16
@@ -68,6 +76,13 @@ class Settings(BaseSettings):
                 "PAYOUTS_WEBHOOK_RETRY_DELAYS must be positive comma-separated seconds"
             )
         return value
+
+    @property
+    def effective_rate_limit_per_second(self) -> int | None:
+        """The limit in force, or None when requests are not limited."""
+        if self.rate_limit_per_second is None:
+            return PRODUCTION_RATE_LIMIT_PER_SECOND if self.env is Environment.PRODUCTION else None
+        return self.rate_limit_per_second or None
 
     @property
     def sandbox_enabled(self) -> bool:

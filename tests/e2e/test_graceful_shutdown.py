@@ -1,0 +1,40 @@
+"""SIGTERM: readiness goes false first, then the API stops cleanly."""
+
+import signal
+import time
+
+import httpx
+
+from cli.supervisor import Service, ServiceGroup
+from tests.e2e.conftest import free_port, wait_until_ready
+
+DRAIN_SECONDS = 3.0
+
+
+def test_api_reports_not_ready_while_draining_then_exits(
+    service_env: dict[str, str],
+) -> None:
+    port = free_port()
+    env = {
+        **service_env,
+        "PAYOUTS_API_PORT": str(port),
+        "PAYOUTS_SHUTDOWN_DRAIN_SECONDS": str(DRAIN_SECONDS),
+    }
+    group = ServiceGroup(env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    process = group.start(Service("api", ("api",)))
+    try:
+        wait_until_ready(base_url, group)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+
+        ready = httpx.get(f"{base_url}/api/v1/ready", timeout=2)
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["shutdown"] == "draining"
+        assert httpx.get(f"{base_url}/api/v1/health", timeout=2).status_code == 200
+
+        # uvicorn re-raises the signal once it has shut down cleanly: "killed" by SIGTERM
+        assert process.wait(timeout=DRAIN_SECONDS + 20) in (0, -signal.SIGTERM)
+        assert time.monotonic() - signalled >= DRAIN_SECONDS * 0.9
+    finally:
+        group.stop()
