@@ -13,11 +13,11 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Payout
 from tests.conftest import MerchantFactory
-from tests.e2e.conftest import PROCESSOR, RELAY, RunningSystem
 from tests.support.api_helpers import auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.scenarios import SCENARIOS, Scenario
+from tests.support.system import PROCESSOR, RELAY, RunningSystem
 
 PAYOUTS = 200
 CONCURRENCY = 16

@@ -6,7 +6,7 @@ import time
 import httpx
 
 from cli.supervisor import Service, ServiceGroup
-from tests.e2e.conftest import free_port, wait_until_ready
+from tests.support.system import free_port, wait_until_ready
 
 DRAIN_SECONDS = 3.0
 

@@ -3,9 +3,9 @@
 import httpx
 
 from tests.conftest import MerchantFactory
-from tests.e2e.conftest import PROCESSOR, RELAY, WEBHOOKS, RunningSystem
 from tests.support.api_helpers import auth, payout_body
 from tests.support.polling import eventually
+from tests.support.system import PROCESSOR, RELAY, WEBHOOKS, RunningSystem
 from tests.support.webhook_receiver import WebhookReceiver
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import RunningSystem
+from tests.support.system import RunningSystem
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OFFLINE_FLAGS = (

@@ -17,9 +17,9 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import PayoutEvent
 from tests.conftest import MerchantFactory
-from tests.e2e.conftest import WEBHOOKS, RunningSystem
 from tests.support.api_helpers import auth, payout_body
 from tests.support.scenarios import SCENARIOS, Scenario
+from tests.support.system import WEBHOOKS, RunningSystem
 from tests.support.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 STATUS_OF_EVENT = {
