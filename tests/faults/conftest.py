@@ -1,0 +1,38 @@
+"""Fault tests: the whole system as processes, with a webhook ladder long enough to ride out
+each outage, while the tests stop and start the real MariaDB and RabbitMQ."""
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from tests.support.system import RunningSystem, running_system
+
+FAULT_ENV = {
+    "PAYOUTS_WEBHOOK_RETRY_DELAYS": "1,2,4,8,16,30",
+    "PAYOUTS_WEBHOOK_TIMEOUT_SECONDS": "2",
+    "PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS": "1",
+}
+
+
+def local_servers_missing() -> bool:
+    """These tests stop and start the servers themselves: they need the local ones."""
+    return not (shutil.which("rabbitmqctl") and shutil.which("mysqladmin"))
+
+
+@pytest.fixture(scope="module")
+def system(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSystem]:
+    if local_servers_missing():
+        pytest.skip("fault tests drive the local MariaDB and RabbitMQ (not containers)")
+    env = {**service_env, **FAULT_ENV}
+    with running_system(env, tmp_path_factory.mktemp("fault-logs")) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(system: RunningSystem) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"{system.base_url}/api/v1", timeout=30) as client:
+        yield client

@@ -1,0 +1,158 @@
+"""Background load for fault tests, and the Jepsen-style accounting of what it left behind."""
+
+import asyncio
+import itertools
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.db.models import LedgerJournal, Payout, PayoutEvent
+from tests.support.api_helpers import auth, payout_body
+from tests.support.scenarios import SCENARIOS, Scenario
+from tests.support.webhook_receiver import WebhookReceiver
+
+REQUEST_TIMEOUT_SECONDS = 15.0  # the API must answer (503 at worst) well within this
+REPORTS = Path(".run/fault-reports")
+
+
+@dataclass
+class Load:
+    """Creates payouts across the scenario table until stopped; remembers every answer."""
+
+    http: httpx.AsyncClient
+    merchant: NewMerchant
+    accepted: dict[str, Scenario] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)  # "201", "503", "timeout", ...
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, *, workers: int = 4, pause: float = 0.05) -> None:
+        scenarios = itertools.cycle(SCENARIOS)
+        await asyncio.gather(*(self._worker(scenarios, pause) for _ in range(workers)))
+
+    async def _worker(self, scenarios: "itertools.cycle[Scenario]", pause: float) -> None:
+        while not self.stop.is_set():
+            scenario = next(scenarios)
+            body = payout_body(
+                amount=scenario.amount,
+                destType="BANK",
+                bankCode="HBL",
+                walletCode=None,
+                accountNumber=scenario.account_number,
+            )
+            try:
+                response = await self.http.post(
+                    "/payouts",
+                    json=body,
+                    headers=auth(self.merchant),
+                    timeout=REQUEST_TIMEOUT_SECONDS,
+                )
+            except httpx.TimeoutException:
+                self.statuses["timeout"] += 1
+            except httpx.TransportError:
+                self.statuses["connection error"] += 1
+            else:
+                self.statuses[str(response.status_code)] += 1
+                if response.status_code == 201:
+                    self.accepted[response.json()["data"]["id"]] = scenario
+            await asyncio.sleep(pause)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    fault: str
+    accepted: int
+    finished: int
+    lost: int
+    duplicated_effects: int
+    webhook_deliveries: int
+    duplicate_webhook_deliveries: int
+    undelivered_events: int
+    answers: dict[str, int]
+
+    def table(self) -> str:
+        rows = [(name, str(value)) for name, value in self.__dict__.items()]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"| {name.ljust(width)} | {value} |" for name, value in rows)
+
+    def save(self) -> None:
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        (REPORTS / f"{self.fault}.json").write_text(json.dumps(self.__dict__, indent=2))
+
+
+async def settled(sessions: SessionFactory, accepted: dict[str, Scenario]) -> int:
+    """How many accepted payouts are at their scenario's resting status."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Payout.id, Payout.status, Payout.psp_reference).where(
+                Payout.id.in_(list(accepted))
+            )
+        )
+        return sum(
+            accepted[payout_id].is_final({"status": status, "pspReference": reference})
+            for payout_id, status, reference in rows.tuples()
+        )
+
+
+async def duplicated_effects(sessions: SessionFactory, accepted: dict[str, Scenario]) -> int:
+    """Journals or status events beyond what each payout's scenario produces exactly once."""
+    async with sessions() as session:
+        journals = Counter(
+            dict(
+                (
+                    await session.execute(
+                        select(LedgerJournal.payout_id, func.count())
+                        .where(LedgerJournal.payout_id.in_(list(accepted)))
+                        .group_by(LedgerJournal.payout_id)
+                    )
+                ).tuples()
+            )
+        )
+        events = Counter(
+            dict(
+                (
+                    await session.execute(
+                        select(PayoutEvent.payout_id, func.count())
+                        .where(PayoutEvent.payout_id.in_(list(accepted)))
+                        .group_by(PayoutEvent.payout_id)
+                    )
+                ).tuples()
+            )
+        )
+    return sum(
+        max(journals[pid] - len(s.journals), 0) + max(events[pid] - len(s.events), 0)
+        for pid, s in accepted.items()
+    )
+
+
+async def event_ids(sessions: SessionFactory, merchant_id: str) -> set[str]:
+    async with sessions() as session:
+        return set(
+            await session.scalars(
+                select(PayoutEvent.id).where(PayoutEvent.merchant_id == merchant_id)
+            )
+        )
+
+
+async def verdict(
+    fault: str, load: Load, sessions: SessionFactory, receiver: WebhookReceiver
+) -> Verdict:
+    finished = await settled(sessions, load.accepted)
+    delivered = [request.headers["webhook-id"] for request in receiver.requests]
+    expected = await event_ids(sessions, load.merchant.merchant_id)
+    return Verdict(
+        fault=fault,
+        accepted=len(load.accepted),
+        finished=finished,
+        lost=len(load.accepted) - finished,
+        duplicated_effects=await duplicated_effects(sessions, load.accepted),
+        webhook_deliveries=len(delivered),
+        duplicate_webhook_deliveries=len(delivered) - len(set(delivered)),
+        undelivered_events=len(expected - set(delivered)),
+        answers=dict(load.statuses),
+    )
