@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -31,7 +32,7 @@ def run_webhook_service(ctx: typer.Context) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(create_webhook_app(settings).run())
+    uvloop.run(create_webhook_app(settings).run())
 
 
 @webhooks_app.command("replay-parked")

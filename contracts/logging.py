@@ -29,7 +29,8 @@ LOG_FORMATS: Final = ("json", "text")
 # Libraries that install their own handler and stop propagation; configure_logging routes their
 # records through ours. (Loggers created later, such as FastStream's per-broker access logger,
 # need `logger=` passed to the broker instead.)
-ADOPTED_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "faststream")
+# Not uvicorn.access: one line per request is what the API's metrics are for.
+ADOPTED_LOGGERS: Final = ("uvicorn", "uvicorn.error", "faststream")
 
 _log_context: ContextVar[Mapping[str, str]] = ContextVar(
     "payouts_log_context", default=MappingProxyType({})

@@ -1,0 +1,141 @@
+"""The system under test as processes: which services, how many of each, started on the bench's
+database and vhost; ready once the API answers /ready and every consumer is attached."""
+
+import asyncio
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from bench.infrastructure import BenchInfrastructure
+from bench.processes import free_port
+from cli.supervisor import Service, ServiceGroup, environment, payouts_command
+from contracts.topology import PAYOUT_COMMANDS, webhook_events_queue
+
+READY_TIMEOUT_SECONDS = 60.0
+
+
+def webhook_service_available() -> bool:
+    """`payouts webhooks --help` works: the webhook delivery service exists in this checkout."""
+    try:
+        probe = subprocess.run(
+            payouts_command("webhooks", "--help"), capture_output=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return probe.returncode == 0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """How many of each service run (the scaling axis)."""
+
+    api_workers: int = 1
+    processors: int = 1
+    relays: int = 1
+    webhooks: int = 0
+
+    @classmethod
+    def parse(cls, spec: str, webhooks: int) -> "Topology":
+        """`API_WORKERS:PROCESSORS:RELAYS`, e.g. `2:1:1`."""
+        api_workers, processors, relays = (int(part) for part in spec.split(":"))
+        return cls(api_workers, processors, relays, webhooks)
+
+    @property
+    def label(self) -> str:
+        label = f"api x{self.api_workers}, processor x{self.processors}, relay x{self.relays}"
+        return label + (f", webhooks x{self.webhooks}" if self.webhooks else "")
+
+    def services(self) -> list[Service]:
+        services = [Service("api", ("api", "--workers", str(self.api_workers)))]
+        for kind, count in (
+            ("processor", self.processors),
+            ("outbox-relay", self.relays),
+            ("webhooks", self.webhooks),
+        ):
+            services.extend(Service(f"{kind}-{number}", (kind,)) for number in range(1, count + 1))
+        return services
+
+
+@dataclass
+class RunningSystem:
+    base_url: str
+    group: ServiceGroup | None  # None: a system someone else started (`--base-url`)
+
+    def service_pids(self) -> dict[str, int]:
+        if self.group is None:
+            return {}
+        return {name: process.pid for name, process in self.group.processes.items()}
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+
+
+def start_system(
+    infra: BenchInfrastructure, topology: Topology, log_dir: Path, extra_env: dict[str, str]
+) -> RunningSystem:
+    port = free_port()
+    env = environment(
+        **infra.service_environment(),
+        PAYOUTS_API_PORT=str(port),
+        PAYOUTS_API_WORKERS=str(topology.api_workers),
+        PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true",
+        **extra_env,
+    )
+    group = ServiceGroup(env=env, log_dir=log_dir)
+    system = RunningSystem(f"http://127.0.0.1:{port}", group)
+    try:
+        for service in topology.services():
+            group.start(service)
+    except BaseException:
+        system.stop()
+        raise
+    return system
+
+
+async def wait_until_ready(
+    system: RunningSystem, infra: BenchInfrastructure, topology: Topology
+) -> None:
+    """The API is ready and every processor and webhook service consumes its queue."""
+    expected = {PAYOUT_COMMANDS.name: topology.processors} if system.group is not None else {}
+    if topology.webhooks and system.group is not None:
+        expected[webhook_events_queue(retry_tiers=1).name] = topology.webhooks
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            if system.group is not None and system.group.exited():
+                raise RuntimeError(f"a service exited during start-up: {system.group.exited()}")
+            if await _api_ready(client, system.base_url) and await _consumers_attached(
+                client, infra, expected
+            ):
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the system did not become ready in time")
+
+
+async def _api_ready(client: httpx.AsyncClient, base_url: str) -> bool:
+    try:
+        return (await client.get(f"{base_url}/api/v1/ready")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _consumers_attached(
+    client: httpx.AsyncClient, infra: BenchInfrastructure, expected: dict[str, int]
+) -> bool:
+    parts = urlsplit(infra.management_url)
+    base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}"))
+    auth = (parts.username or "guest", parts.password or "guest")
+    for queue, consumers in expected.items():
+        url = f"{base}/api/queues/{quote(infra.vhost, safe='')}/{quote(queue, safe='')}"
+        try:
+            response = await client.get(url, auth=auth)
+        except httpx.HTTPError:
+            return False
+        if response.status_code != 200 or response.json().get("consumers", 0) < consumers:
+            return False
+    return True
