@@ -13,7 +13,7 @@ import aio_pika
 import typer
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
-from contracts.redelivery import fresh_headers, retry_count
+from contracts.redelivery import fresh_copy, retry_count
 from contracts.settings import get_settings
 from contracts.topology import LAST_ERROR_HEADER, PAYOUT_ID_HEADER, all_work_queues
 
@@ -89,16 +89,7 @@ async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
             if message is None:
                 break
             await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=message.body,
-                    headers=fresh_headers(message.headers),
-                    content_type=message.content_type,
-                    message_id=message.message_id,
-                    correlation_id=message.correlation_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=work_queue,
-                mandatory=True,
+                fresh_copy(message), routing_key=work_queue, mandatory=True
             )
             await message.ack()
             moved += 1

@@ -9,6 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
 from faststream.exceptions import AckMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -39,6 +41,18 @@ def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
         if key not in (RETRY_COUNT_HEADER, LAST_ERROR_HEADER)
         and not key.startswith(("x-death", "x-first-death", "x-last-death"))
     }
+
+
+def fresh_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    """The message as first published, retry bookkeeping dropped: what an operator moves back."""
+    return aio_pika.Message(
+        body=message.body,
+        headers=fresh_headers(message.headers),
+        content_type=message.content_type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str, Any]:

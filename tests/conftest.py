@@ -14,6 +14,7 @@ from contracts.db.engine import SessionFactory, create_engine, create_session_fa
 from contracts.settings import Settings
 from migrations.runner import upgrade_to_head
 from tests.support.infrastructure import Infrastructure, provide_infrastructure
+from tests.support.system import RunningSystem
 
 MerchantFactory = Callable[..., Awaitable[NewMerchant]]
 
@@ -88,3 +89,10 @@ async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[h
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
+
+
+@pytest.fixture
+async def http(system: RunningSystem) -> AsyncIterator[httpx.AsyncClient]:
+    """A merchant's HTTP client for the `system` of the test's folder (e2e/, faults/)."""
+    async with httpx.AsyncClient(base_url=f"{system.base_url}/api/v1", timeout=30) as client:
+        yield client

@@ -15,7 +15,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.redelivery import fresh_headers
+from contracts.redelivery import fresh_copy
 from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
 from contracts.webhooks import RESEND_ROUTING_KEY
 from webhook_service.delivery_records import reopen_parked
@@ -47,16 +47,7 @@ async def _move(
     now: datetime,
 ) -> None:
     await channel.default_exchange.publish(
-        aio_pika.Message(
-            body=message.body,
-            headers=fresh_headers(message.headers),
-            content_type=message.content_type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        ),
-        routing_key=RESEND_ROUTING_KEY,
-        mandatory=True,
+        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
     )
     event_id = _body_field(message, "id")
     if event_id:

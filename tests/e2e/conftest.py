@@ -1,8 +1,7 @@
 """End-to-end: the real system as processes, one per test module."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.support.system import RunningSystem, running_system
@@ -14,9 +13,3 @@ def system(
 ) -> Iterator[RunningSystem]:
     with running_system(service_env, tmp_path_factory.mktemp("service-logs")) as running:
         yield running
-
-
-@pytest.fixture
-async def http(system: RunningSystem) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{system.base_url}/api/v1", timeout=30) as client:
-        yield client

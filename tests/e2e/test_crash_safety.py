@@ -7,13 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
-from contracts.db.models import Payout
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import auth
+from tests.support.fault_load import settled
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.scenarios import SCENARIOS, Scenario
@@ -40,32 +39,14 @@ async def create_all(
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def create(scenario: Scenario) -> str:
-        body = payout_body(
-            amount=scenario.amount,
-            destType="BANK",
-            bankCode="UBL",
-            walletCode=None,
-            accountNumber=scenario.account_number,
-        )
         async with gate:
-            response = await http.post("/payouts", json=body, headers=auth(merchant))
+            response = await http.post(
+                "/payouts", json=scenario.request_body(), headers=auth(merchant)
+            )
         assert response.status_code == 201, response.text
         return str(response.json()["data"]["id"])
 
     return list(await asyncio.gather(*(create(scenario) for scenario in scenarios)))
-
-
-async def settled(sessions: SessionFactory, expected: dict[str, Scenario]) -> bool:
-    async with sessions() as session:
-        rows = await session.execute(
-            select(Payout.id, Payout.status, Payout.psp_reference).where(
-                Payout.id.in_(list(expected))
-            )
-        )
-        return all(
-            expected[pid].is_final({"status": status, "pspReference": reference})
-            for pid, status, reference in rows.tuples()
-        )
 
 
 async def test_every_payout_settles_exactly_once_despite_crashes(
@@ -87,7 +68,10 @@ async def test_every_payout_settles_exactly_once_despite_crashes(
     expected = dict(zip(ids, scenarios, strict=True))
 
     await eventually(
-        lambda: settled(sessions, expected), within=90, interval=0.5, what="all payouts settled"
+        lambda: _all_settled(sessions, expected),
+        within=90,
+        interval=0.5,
+        what="all payouts settled",
     )
 
     assert kills >= 5
@@ -105,3 +89,7 @@ async def test_every_payout_settles_exactly_once_despite_crashes(
     )
     held = sum((Decimal(s.amount) for s in scenarios if s.journals == ("HOLD",)), Decimal("0.00"))
     assert row == lines == (OPENING_BALANCE - spent - held, held)
+
+
+async def _all_settled(sessions: SessionFactory, expected: dict[str, Scenario]) -> bool:
+    return await settled(sessions, expected) == len(expected)

@@ -17,7 +17,7 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import PayoutEvent
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import auth
 from tests.support.scenarios import SCENARIOS, Scenario
 from tests.support.system import WEBHOOKS, RunningSystem
 from tests.support.webhook_receiver import ReceivedRequest, WebhookReceiver
@@ -35,14 +35,7 @@ STATUS_OF_EVENT = {
 
 
 async def create(http: httpx.AsyncClient, merchant: NewMerchant, scenario: Scenario) -> str:
-    body = payout_body(
-        amount=scenario.amount,
-        destType="BANK",
-        bankCode="MCB",
-        walletCode=None,
-        accountNumber=scenario.account_number,
-    )
-    response = await http.post("/payouts", json=body, headers=auth(merchant))
+    response = await http.post("/payouts", json=scenario.request_body(), headers=auth(merchant))
     assert response.status_code == 201, response.text
     return str(response.json()["data"]["id"])
 

@@ -2,9 +2,8 @@
 each outage, while the tests stop and start the real MariaDB and RabbitMQ."""
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.support.system import RunningSystem, running_system
@@ -30,9 +29,3 @@ def system(
     env = {**service_env, **FAULT_ENV}
     with running_system(env, tmp_path_factory.mktemp("fault-logs")) as running:
         yield running
-
-
-@pytest.fixture
-async def http(system: RunningSystem) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{system.base_url}/api/v1", timeout=30) as client:
-        yield client

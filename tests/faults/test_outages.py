@@ -94,7 +94,7 @@ async def test_rabbitmq_down_for_20_seconds(
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
 ) -> None:
-    async def fault(http: httpx.AsyncClient, _: WebhookReceiver) -> None:
+    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
         await asyncio.to_thread(outages.stop_rabbitmq)
         try:
             _, checks = await eventually(
@@ -123,7 +123,7 @@ async def test_mariadb_down_for_10_seconds(
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
 ) -> None:
-    async def fault(http: httpx.AsyncClient, _: WebhookReceiver) -> None:
+    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
         await asyncio.to_thread(outages.stop_mariadb)
         try:
             _, checks = await eventually(
@@ -178,7 +178,7 @@ async def test_broker_connections_cut_by_an_operator(
 ) -> None:
     vhost = infrastructure.amqp_url.rsplit("/", 1)[-1]
 
-    async def fault(http: httpx.AsyncClient, _: WebhookReceiver) -> None:
+    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
         for _round in range(2):
             closed = await asyncio.to_thread(
                 outages.close_connections, infrastructure.management_url, vhost

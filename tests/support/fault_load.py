@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import LedgerJournal, Payout, PayoutEvent
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import auth
 from tests.support.scenarios import SCENARIOS, Scenario
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -38,17 +39,10 @@ class Load:
     async def _worker(self, scenarios: "itertools.cycle[Scenario]", pause: float) -> None:
         while not self.stop.is_set():
             scenario = next(scenarios)
-            body = payout_body(
-                amount=scenario.amount,
-                destType="BANK",
-                bankCode="HBL",
-                walletCode=None,
-                accountNumber=scenario.account_number,
-            )
             try:
                 response = await self.http.post(
                     "/payouts",
-                    json=body,
+                    json=scenario.request_body(),
                     headers=auth(self.merchant),
                     timeout=REQUEST_TIMEOUT_SECONDS,
                 )
@@ -99,31 +93,22 @@ async def settled(sessions: SessionFactory, accepted: dict[str, Scenario]) -> in
         )
 
 
+async def _count_per_payout(
+    sessions: SessionFactory, payout_column: Any, payout_ids: list[str]
+) -> Counter[str]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(payout_column, func.count())
+            .where(payout_column.in_(payout_ids))
+            .group_by(payout_column)
+        )
+        return Counter({payout_id: count for payout_id, count in rows.tuples()})
+
+
 async def duplicated_effects(sessions: SessionFactory, accepted: dict[str, Scenario]) -> int:
     """Journals or status events beyond what each payout's scenario produces exactly once."""
-    async with sessions() as session:
-        journals = Counter(
-            dict(
-                (
-                    await session.execute(
-                        select(LedgerJournal.payout_id, func.count())
-                        .where(LedgerJournal.payout_id.in_(list(accepted)))
-                        .group_by(LedgerJournal.payout_id)
-                    )
-                ).tuples()
-            )
-        )
-        events = Counter(
-            dict(
-                (
-                    await session.execute(
-                        select(PayoutEvent.payout_id, func.count())
-                        .where(PayoutEvent.payout_id.in_(list(accepted)))
-                        .group_by(PayoutEvent.payout_id)
-                    )
-                ).tuples()
-            )
-        )
+    journals = await _count_per_payout(sessions, LedgerJournal.payout_id, list(accepted))
+    events = await _count_per_payout(sessions, PayoutEvent.payout_id, list(accepted))
     return sum(
         max(journals[pid] - len(s.journals), 0) + max(events[pid] - len(s.events), 0)
         for pid, s in accepted.items()

@@ -1,8 +1,10 @@
 """The contract's scenario table as test data: what each kind of payout must end as."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from contracts.domain.statuses import EventType, PayoutStatus
+from tests.support.api_helpers import payout_body
 
 CREATED, PROCESSING, RETRYING = EventType.CREATED, EventType.PROCESSING, EventType.RETRYING
 
@@ -18,6 +20,16 @@ class Scenario:
     events: tuple[EventType, ...]  # status events, in order of createdAt
     psp_reference: bool
     failure_code: str | None = None
+
+    def request_body(self) -> dict[str, Any]:
+        """A create-payout body that takes this scenario (a bank account, a fresh reference)."""
+        return payout_body(
+            amount=self.amount,
+            destType="BANK",
+            bankCode="HBL",
+            walletCode=None,
+            accountNumber=self.account_number,
+        )
 
     def is_final(self, payout: dict[str, object]) -> bool:
         """The payout reached this scenario's resting status (PENDING waits at the PSP)."""
