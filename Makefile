@@ -9,7 +9,7 @@ PYTHON ?= python3
 export PAYOUTS_DATABASE_URL ?= mysql+asyncmy://root@127.0.0.1:3306/payouts
 export PAYOUTS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: install services migrate seed run test test-containers docs bench lint clean
+.PHONY: install services migrate seed run test test-containers docs bench fuzz lint clean
 
 $(BIN)/payouts: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ docs: install
 bench: install services  # BENCH_ARGS="--long-soak --profile" for the 5-minute soak and profiles
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+fuzz: install  # a longer schemathesis run than the one in `make test`
+	FUZZ_EXAMPLES=1000 $(BIN)/pytest -q tests/fuzz
 
 lint: install
 	$(BIN)/ruff check .

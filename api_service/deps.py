@@ -1,18 +1,24 @@
 """Shorthand dependency types: the session, the authenticated merchant, settings."""
 
+import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import InvalidApiKey, MissingApiKey
+from api_service.errors import ApiError, InvalidApiKey, MissingApiKey
+from api_service.metrics import FAILED_AUTHENTICATIONS
+from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Merchant
+from contracts.logging import bind_log_context
 from contracts.settings import Settings
+
+log = logging.getLogger("api.auth")
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -40,19 +46,36 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 api_key_header = APIKeyHeader(name="X-API-KEY", auto_error=False)
 
 
+def _reject(reason: str, error: type[ApiError]) -> NoReturn:
+    # The request id comes from the log context; the key itself is never logged.
+    FAILED_AUTHENTICATIONS.labels(reason).inc()
+    log.warning("authentication failed: %s API key", reason)
+    raise error
+
+
 async def get_current_merchant(
-    session: SessionDep, api_key: Annotated[str | None, Depends(api_key_header)]
-) -> Merchant:
+    session: SessionDep,
+    settings: SettingsDep,
+    api_key: Annotated[str | None, Depends(api_key_header)],
+) -> AsyncIterator[Merchant]:
+    """The merchant of the API key, within its request rate; its id is on every log line of the
+    rest of the request."""
     if not api_key:
-        raise MissingApiKey
-    # Known and unknown keys cost the same: one indexed lookup of a digest.
+        _reject("missing", MissingApiKey)
+    # Unknown, inactive and malformed keys take the same path (one indexed lookup of the digest,
+    # no shortcut on the key's shape, one rollback): the answer time tells nothing about a key.
     merchant = await session.scalar(
         select(Merchant).where(Merchant.api_key_hash == hash_api_key(api_key))
     )
     if merchant is None or not merchant.is_active:
-        raise InvalidApiKey
-    await session.commit()  # end the read transaction; the endpoint starts its own
-    return merchant
+        await session.rollback()
+        _reject("invalid", InvalidApiKey)
+    with bind_log_context(merchant_id=merchant.id):
+        per_second = settings.effective_rate_limit_per_second
+        if per_second is not None:
+            await limit_request_rate(session, merchant.id, per_second)
+        await session.commit()  # end the read transaction; the endpoint starts its own
+        yield merchant
 
 
 CurrentMerchant = Annotated[Merchant, Depends(get_current_merchant)]

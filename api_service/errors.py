@@ -158,14 +158,27 @@ class ServiceUnavailable(ApiError):
     default_message = "A dependency is unavailable; retry later"
 
 
-AUTH_ERRORS: tuple[type[ApiError], ...] = (MissingApiKey, InvalidApiKey)
+# What the auth dependency can answer: every authenticated operation documents all three.
+AUTH_ERRORS: tuple[type[ApiError], ...] = (MissingApiKey, InvalidApiKey, RateLimited)
 IDEMPOTENCY_ERRORS: tuple[type[ApiError], ...] = (
     MissingIdempotencyKey,
     InvalidIdempotencyKey,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
     PayloadTooLarge,
 )
+
+# Every 429 says when to come back.
+_HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+}
 
 
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
@@ -174,10 +187,13 @@ def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     by_status: dict[int, list[str]] = {}
     for error in documented:
         by_status.setdefault(error.status_code, []).append(error.code)
-    return {
-        status: {
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        response: dict[str, Any] = {
             "model": ErrorEnvelopeSchema,
             "description": " | ".join(sorted(set(codes))),
         }
-        for status, codes in sorted(by_status.items())
-    }
+        if status in _HEADERS_BY_STATUS:
+            response["headers"] = _HEADERS_BY_STATUS[status]
+        responses[status] = response
+    return responses

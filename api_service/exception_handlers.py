@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from api_service.envelope import error_body, json_response
 from api_service.errors import ApiError, ServiceUnavailable, ValidationFailed
@@ -38,10 +39,24 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return render_api_error(request, ValidationFailed.from_pydantic(exc.errors()))
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path. Starlette's 405 names only the first route's
+    (`Allow: POST` on /payouts, which also answers GET)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is Match.PARTIAL:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return json_response(
         error_body(code, str(exc.detail), request_id_of(request)), exc.status_code, headers
     )

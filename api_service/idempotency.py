@@ -25,6 +25,7 @@ from api_service.errors import (
     InvalidIdempotencyKey,
     MissingIdempotencyKey,
 )
+from api_service.usage_limits import limit_idempotency_keys
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import IdempotencyKey
 
@@ -56,6 +57,7 @@ class Idempotency:
     sessions: SessionFactory
     ttl: timedelta
     stale_after: timedelta
+    keys_per_day: int
 
     async def run(self, request: Request, session: AsyncSession, operation: Operation) -> Response:
         """Claim the key, run `operation` (which must not commit), store its response, commit."""
@@ -103,6 +105,9 @@ class Idempotency:
                             expires_at=now + self.ttl,
                         )
                     )
+                    # Counted only when a key is stored; over the quota, leaving the block
+                    # rolls the key back (the 429 is not stored: the key works tomorrow).
+                    await limit_idempotency_keys(session, self.merchant_id, self.keys_per_day)
                     await session.commit()
                     return None
                 except IntegrityError:
@@ -192,6 +197,7 @@ async def get_idempotency(
         sessions=sessions,
         ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
         stale_after=timedelta(seconds=settings.idempotency_stale_seconds),
+        keys_per_day=settings.idempotency_keys_per_merchant_per_day,
     )
 
 

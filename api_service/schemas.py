@@ -1,5 +1,7 @@
 """Request field types shared by several endpoints."""
 
+import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -29,6 +31,18 @@ AmountIn = Annotated[
         }
     ),
 ]
+
+_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def _iso_8601_only(value: object) -> object:
+    """Pydantic would also read `0.5` as seconds since 1970; the contract's times are ISO-8601."""
+    if isinstance(value, str) and not _ISO_DATE_START.match(value):
+        raise ValueError("must be an ISO-8601 date-time such as 2026-01-31T10:00:00Z")
+    return value
+
+
+TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only)]
 
 InstitutionCode = Annotated[str, Field(min_length=1, max_length=20)]
 AccountNumberIn = Annotated[str, Field(min_length=1, max_length=40, examples=["03001234567"])]

@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, SessionDep
 from api_service.envelope import json_response, success_body
-from api_service.errors import InvalidApiKey, MissingApiKey, error_responses
+from api_service.errors import AUTH_ERRORS, error_responses
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.wire import format_timestamp
@@ -14,7 +14,7 @@ from contracts.wire import format_timestamp
 router = APIRouter(prefix="/balance", tags=["balance"])
 
 
-@router.get("", responses=error_responses(MissingApiKey, InvalidApiKey), summary="Current balance")
+@router.get("", responses=error_responses(*AUTH_ERRORS), summary="Current balance")
 async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Response:
     balance = await session.get(Balance, merchant.id)
     assert balance is not None, "every merchant is created with a balance row"
@@ -30,7 +30,7 @@ async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Respons
 
 @router.get(
     "/history",
-    responses=error_responses(MissingApiKey, InvalidApiKey),
+    responses=error_responses(*AUTH_ERRORS),
     summary="The merchant's ledger lines, newest first",
 )
 async def get_balance_history(

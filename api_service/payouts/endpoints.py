@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -24,6 +23,7 @@ from api_service.payouts.schemas import (
     PayoutListFilters,
 )
 from api_service.request_body import documented_body, read_body
+from api_service.schemas import TimestampIn
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -74,8 +74,8 @@ async def list_payouts(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[str | None, Query(alias="startingAfter", max_length=36)] = None,
     status: PayoutStatus | None = None,
-    created_from: Annotated[datetime | None, Query(alias="createdFrom")] = None,
-    created_to: Annotated[datetime | None, Query(alias="createdTo")] = None,
+    created_from: Annotated[TimestampIn | None, Query(alias="createdFrom")] = None,
+    created_to: Annotated[TimestampIn | None, Query(alias="createdTo")] = None,
     merchant_reference: Annotated[
         str | None, Query(alias="merchantReference", max_length=64)
     ] = None,

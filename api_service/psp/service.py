@@ -47,19 +47,21 @@ async def record_psp_outcome(
     if not psp_outcome_allowed(current, outcome):
         raise InvalidTransition(f"{current} -> {outcome} is not allowed")
     try:
-        await session.execute(
-            insert(PspCallback).values(
-                event_id=event_id,
-                payout_id=payout.id,
-                outcome=outcome.value,
-                psp_reference=psp_reference,
-                failure_reason=failure_reason,
-                source=source,
-                received_at=utcnow(),
+        # A savepoint: a concurrent copy of the event loses the race here without rolling back
+        # (and expiring the objects of) the caller's transaction, which it does not own.
+        async with session.begin_nested():
+            await session.execute(
+                insert(PspCallback).values(
+                    event_id=event_id,
+                    payout_id=payout.id,
+                    outcome=outcome.value,
+                    psp_reference=psp_reference,
+                    failure_reason=failure_reason,
+                    source=source,
+                    received_at=utcnow(),
+                )
             )
-        )
     except IntegrityError:
-        await session.rollback()
         return False
     await add_to_outbox(
         session,

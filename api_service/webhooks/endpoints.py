@@ -7,17 +7,14 @@ from starlette.responses import Response
 from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import (
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    InvalidApiKey,
-    InvalidIdempotencyKey,
-    MissingApiKey,
-    MissingIdempotencyKey,
+    AUTH_ERRORS,
+    IDEMPOTENCY_ERRORS,
     NotFound,
     PayloadTooLarge,
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
+from api_service.request_body import documented_body, read_body
 from api_service.webhooks import service
 from api_service.webhooks.schemas import (
     PayoutEventListEnvelope,
@@ -36,14 +33,6 @@ from contracts.wire import format_timestamp
 
 router = APIRouter()
 
-AUTH_ERRORS = (MissingApiKey, InvalidApiKey)
-IDEMPOTENCY_ERRORS = (
-    MissingIdempotencyKey,
-    InvalidIdempotencyKey,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    PayloadTooLarge,
-)
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
 
@@ -203,13 +192,16 @@ async def get_endpoint(merchant: CurrentMerchant) -> Response:
     response_model=WebhookEndpointEnvelope,
     responses=error_responses(*AUTH_ERRORS, PayloadTooLarge),
     summary="Set (or, with null, remove) the webhook URL; it must resolve to a public address",
+    openapi_extra=documented_body(UpdateWebhookEndpoint),
 )
 async def put_endpoint(
-    body: UpdateWebhookEndpoint,
+    request: Request,
     merchant: CurrentMerchant,
     session: SessionDep,
     settings: SettingsDep,
 ) -> Response:
+    # Read here, not as a typed parameter: the API key is checked before the body is parsed.
+    body = await read_body(request, UpdateWebhookEndpoint)
     updated = await service.update_endpoint(
         session, merchant, body.url, allow_private=settings.webhook_allow_private_urls
     )

@@ -168,6 +168,18 @@ class IdempotencyKey(Base):
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class UsageCounter(Base):
+    """A merchant's hits in the current fixed window of one meter (requests per second,
+    idempotency keys per day). One row per merchant and meter, reset when a new window starts."""
+
+    __tablename__ = "usage_counters"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    meter: Mapped[str] = mapped_column(String(32), primary_key=True)
+    window_index: Mapped[int] = mapped_column(BigInteger)
+    hits: Mapped[int] = mapped_column(BigInteger)
+
+
 class PspCallback(Base):
     """An IPN or sandbox simulation, recorded once per event id."""
 
@@ -206,8 +218,10 @@ class WebhookDelivery(Base):
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("payout_events.id"))
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
-    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    # Copied from the event, without foreign keys: checking one locked the hot payout row
+    # (migration 0004).
+    merchant_id: Mapped[str] = mapped_column(Uuid)
+    payout_id: Mapped[str] = mapped_column(Uuid)
     event_type: Mapped[str] = mapped_column(String(40))
     url: Mapped[str | None] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(20))

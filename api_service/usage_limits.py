@@ -1,0 +1,84 @@
+"""Per-merchant limits counted in MySQL, so every API worker and process shares them: requests
+per second per API key, idempotency keys stored per day.
+
+Each meter is a fixed-window counter: one row per (merchant, meter), reset in place when a new
+window starts, so the table holds merchants x meters rows and needs no clean-up. One statement
+counts a hit and reads the count back: `LAST_INSERT_ID(expr)` puts the new count in the OK
+packet's insert id (the cursor's lastrowid), so there is no second round trip, on MySQL 8 and
+MariaDB alike. The window is taken from the database clock, so workers whose clocks drift still
+agree on it.
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, case, func
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_service.errors import ApiError, IdempotencyQuotaExceeded, RateLimited
+from contracts.db.models import UsageCounter
+
+
+@dataclass(frozen=True)
+class Meter:
+    name: str
+    window_seconds: int
+
+    def seconds_until_next_window(self) -> int:
+        """Whole seconds (at least 1) a client should wait: the value of `Retry-After`."""
+        return max(1, math.ceil(self.window_seconds - time.time() % self.window_seconds))
+
+
+REQUESTS_PER_SECOND = Meter("requests", 1)
+IDEMPOTENCY_KEYS_PER_DAY = Meter("idempotency_keys", 86_400)  # UTC days
+
+
+async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter) -> int:
+    """Count one hit in the current window; the window's hits so far, this one included.
+
+    The counter row stays locked until the caller's transaction ends: commit soon."""
+    window = func.unix_timestamp().op("DIV")(meter.window_seconds)
+    same_window = UsageCounter.window_index == window
+    statement = (
+        insert(UsageCounter)
+        .values(
+            merchant_id=merchant_id,
+            meter=meter.name,
+            window_index=window,
+            hits=func.last_insert_id(1),
+        )
+        # Assignments run left to right: `hits` must see the old window before it is replaced.
+        .on_duplicate_key_update(
+            [
+                ("hits", func.last_insert_id(case((same_window, UsageCounter.hits + 1), else_=1))),
+                ("window_index", window),
+            ]
+        )
+    )
+    result = cast(CursorResult[Any], await session.execute(statement))
+    return int(result.lastrowid)
+
+
+async def enforce_limit(
+    session: AsyncSession,
+    merchant_id: str,
+    meter: Meter,
+    limit: int,
+    error: type[ApiError],
+) -> None:
+    """Count a hit; `error` (a 429) with `Retry-After` when the window's hits exceed `limit`."""
+    if await count_hit(session, merchant_id, meter) > limit:
+        raise error(headers={"Retry-After": str(meter.seconds_until_next_window())})
+
+
+async def limit_request_rate(session: AsyncSession, merchant_id: str, per_second: int) -> None:
+    await enforce_limit(session, merchant_id, REQUESTS_PER_SECOND, per_second, RateLimited)
+
+
+async def limit_idempotency_keys(session: AsyncSession, merchant_id: str, per_day: int) -> None:
+    await enforce_limit(
+        session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, per_day, IdempotencyQuotaExceeded
+    )

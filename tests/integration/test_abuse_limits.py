@@ -1,0 +1,463 @@
+"""Abuse limits and their edges: the per-API-key request rate (shared by every API process through
+MySQL), the daily idempotency-key quota, failed authentications (counted, logged without the key,
+answered alike whatever the key), request ids on log lines, concurrent IPN copies, webhook
+endpoint bodies read after auth."""
+
+import asyncio
+import io
+import logging
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from prometheus_client import REGISTRY
+from sqlalchemy import event, func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api_service.app import create_app
+from api_service.deps import CurrentMerchant
+from api_service.idempotency import REPLAYED_HEADER
+from api_service.psp.service import find_payout, record_psp_outcome
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import IdempotencyKey, Merchant
+from contracts.domain.statuses import PspOutcome
+from contracts.logging import ContextFilter, JsonFormatter
+from contracts.settings import Environment, Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    footprint,
+    payout_body,
+    psp_headers,
+)
+
+PER_SECOND = 5
+KEYS_PER_DAY = 3
+VERIFY_BODY = {"destType": "WALLET", "walletCode": "JAZZCASH", "accountNumber": "03001234567"}
+
+AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@asynccontextmanager
+async def _serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+def app_client(settings: Settings) -> AppClient:
+    """A fresh API app (its own engine and pool: one more API process) with settings changed."""
+
+    def serve(**changes: Any) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+        return _serving(create_app(settings.model_copy(update=changes)))
+
+    return serve
+
+
+async def _balance(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.get(f"{API}/balance", headers={"X-API-KEY": merchant.api_key})
+
+
+def _assert_rate_limited(response: httpx.Response) -> None:
+    assert_error(response, 429, "RATE_LIMITED")
+    assert response.headers["Retry-After"] == "1"
+
+
+# --- request rate per API key --------------------------------------------------------------------
+
+
+async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_passes(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+        burst = await asyncio.gather(*(_balance(client, merchant) for _ in range(3 * PER_SECOND)))
+        passed = [response for response in burst if response.status_code == 200]
+        limited = [response for response in burst if response.status_code != 200]
+        # A burst can straddle two one-second windows: the limit holds in each of them.
+        assert PER_SECOND <= len(passed) <= 2 * PER_SECOND, [r.status_code for r in burst]
+        for response in limited:
+            _assert_rate_limited(response)
+        # A client that honours Retry-After gets through (the limit is the behaviour under test).
+        await asyncio.sleep(int(limited[-1].headers["Retry-After"]))
+        assert (await _balance(client, merchant)).status_code == 200
+
+
+async def test_two_api_processes_share_one_limit(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    async with (
+        app_client(rate_limit_per_second=PER_SECOND) as first,
+        app_client(rate_limit_per_second=PER_SECOND) as second,
+    ):
+        passed, last = 0, None
+        for turn in range(4 * PER_SECOND):
+            last = await _balance((first, second)[turn % 2], merchant)
+            if last.status_code != 200:
+                break
+            passed += 1
+        assert last is not None
+        _assert_rate_limited(last)
+        # Limits per process would let 2 x PER_SECOND through before the first 429; one shared
+        # limit lets PER_SECOND through, or up to 2 x PER_SECOND - 1 across a window boundary.
+        assert PER_SECOND <= passed < 2 * PER_SECOND
+
+
+async def test_rate_limit_is_per_api_key(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    busy, quiet = await make_merchant(), await make_merchant()
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+        burst = await asyncio.gather(*(_balance(client, busy) for _ in range(3 * PER_SECOND)))
+        assert any(response.status_code == 429 for response in burst)
+        assert (await _balance(client, quiet)).status_code == 200
+
+
+async def test_rate_limited_post_is_not_stored_under_its_idempotency_key(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, body, key = await make_merchant(), payout_body(), str(uuid.uuid4())
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+        burst = await asyncio.gather(*(_balance(client, merchant) for _ in range(3 * PER_SECOND)))
+        assert any(response.status_code == 429 for response in burst)
+        limited = await client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        _assert_rate_limited(limited)
+        await asyncio.sleep(int(limited.headers["Retry-After"]))
+        retried = await client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        assert retried.status_code == 201, retried.text
+        assert REPLAYED_HEADER not in retried.headers
+
+
+@pytest.mark.parametrize(
+    ("env", "configured", "effective"),
+    [
+        (Environment.PRODUCTION, None, 100),
+        (Environment.TEST, None, None),
+        (Environment.TEST, 7, 7),
+        (Environment.PRODUCTION, 250, 250),
+        (Environment.PRODUCTION, 0, None),
+    ],
+)
+def test_rate_limit_defaults_to_100_in_production_and_off_in_test_mode(
+    env: Environment, configured: int | None, effective: int | None
+) -> None:
+    settings = Settings(env=env, rate_limit_per_second=configured)
+    assert settings.effective_rate_limit_per_second == effective
+
+
+def test_every_authenticated_operation_documents_429_with_retry_after() -> None:
+    document = create_app(Settings()).openapi()
+    authenticated = [
+        (path, operation)
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        if operation.get("security")
+    ]
+    assert len(authenticated) >= 10
+    for path, operation in authenticated:
+        too_many = operation["responses"].get("429")
+        assert too_many is not None, path
+        assert "RATE_LIMITED" in too_many["description"], path
+        assert too_many["headers"]["Retry-After"]["schema"]["type"] == "integer", path
+
+
+# --- idempotency keys per merchant per day -------------------------------------------------------
+
+
+async def _verify(
+    client: httpx.AsyncClient, merchant: NewMerchant, key: str | None = None
+) -> httpx.Response:
+    return await client.post(f"{API}/verify-account", json=VERIFY_BODY, headers=auth(merchant, key))
+
+
+async def _stored_keys(sessions: SessionFactory, merchant: NewMerchant) -> int:
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(IdempotencyKey)
+            .where(IdempotencyKey.merchant_id == merchant.merchant_id)
+        )
+        return int(count or 0)
+
+
+async def test_idempotency_keys_over_the_daily_quota_are_429_and_not_stored(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, other = await make_merchant(), await make_merchant()
+    async with app_client(idempotency_keys_per_merchant_per_day=KEYS_PER_DAY) as client:
+        first_key = str(uuid.uuid4())
+        accepted = [await _verify(client, merchant, first_key)]
+        accepted += [await _verify(client, merchant) for _ in range(KEYS_PER_DAY - 1)]
+        assert [response.status_code for response in accepted] == [200] * KEYS_PER_DAY
+
+        over = await _verify(client, merchant)
+        assert_error(over, 429, "IDEMPOTENCY_QUOTA_EXCEEDED")
+        assert 1 <= int(over.headers["Retry-After"]) <= 86_400
+        assert await _stored_keys(sessions, merchant) == KEYS_PER_DAY
+
+        replay = await _verify(client, merchant, first_key)  # a stored key still replays
+        assert (replay.status_code, replay.headers[REPLAYED_HEADER]) == (200, "true")
+        assert (await _verify(client, other)).status_code == 200  # per merchant
+
+
+async def test_concurrent_new_keys_never_exceed_the_quota(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    async with app_client(idempotency_keys_per_merchant_per_day=KEYS_PER_DAY) as client:
+        responses = await asyncio.gather(*(_verify(client, merchant) for _ in range(12)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] * KEYS_PER_DAY + [429] * (12 - KEYS_PER_DAY)
+    assert await _stored_keys(sessions, merchant) == KEYS_PER_DAY
+
+
+# --- failed authentications ----------------------------------------------------------------------
+
+
+def _failures(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("payouts_api_failed_authentications_total", {"reason": reason})
+        or 0.0
+    )
+
+
+@contextmanager
+def _log_lines() -> Iterator[io.StringIO]:
+    """JSON log lines of everything logged in the block, with the bound ids."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+def _entries(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def _deactivated(sessions: SessionFactory, make_merchant: MerchantFactory) -> NewMerchant:
+    merchant = await make_merchant()
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.id == merchant.merchant_id).values(is_active=False)
+        )
+    return merchant
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason", "code"),
+    [
+        ({}, "missing", "MISSING_API_KEY"),
+        ({"X-API-KEY": ""}, "missing", "MISSING_API_KEY"),
+        ({"X-API-KEY": "mpk_test_" + "u" * 43}, "invalid", "INVALID_API_KEY"),
+        ({"X-API-KEY": "not-even-a-key"}, "invalid", "INVALID_API_KEY"),
+    ],
+    ids=["absent", "empty", "unknown", "malformed"],
+)
+async def test_failed_authentication_is_counted_and_logged_without_the_key(
+    api_client: httpx.AsyncClient, headers: dict[str, str], reason: str, code: str
+) -> None:
+    before = _failures(reason)
+    with _log_lines() as stream:
+        response = await api_client.get(f"{API}/balance", headers=headers)
+    assert_error(response, 401, code)
+    assert _failures(reason) == before + 1
+    [warning] = [entry for entry in _entries(stream) if entry["logger"] == "api.auth"]
+    assert warning["level"] == "WARNING"
+    assert warning["request_id"] == response.headers["x-request-id"]
+    assert "merchant_id" not in warning
+    key = headers.get("X-API-KEY")
+    assert not key or key not in stream.getvalue()
+
+
+async def test_inactive_key_is_counted_as_invalid(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await _deactivated(sessions, make_merchant)
+    before = _failures("invalid")
+    assert_error(await _balance(api_client, merchant), 401, "INVALID_API_KEY")
+    assert _failures("invalid") == before + 1
+
+
+@contextmanager
+def _database_calls(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The statements, commits and rollbacks the engine runs inside the block."""
+    calls: list[str] = []
+
+    def on_statement(_conn: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        calls.append(statement.split()[0].upper())
+
+    def on_rollback(_conn: Connection) -> None:
+        calls.append("ROLLBACK")
+
+    def on_commit(_conn: Connection) -> None:
+        calls.append("COMMIT")
+
+    hooks: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", on_statement),
+        ("rollback", on_rollback),
+        ("commit", on_commit),
+    ]
+    for name, hook in hooks:
+        event.listen(engine.sync_engine, name, hook)
+    try:
+        yield calls
+    finally:
+        for name, hook in hooks:
+            event.remove(engine.sync_engine, name, hook)
+
+
+async def test_unknown_inactive_and_malformed_keys_take_the_same_path(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    inactive = await _deactivated(sessions, make_merchant)
+    keys = {"inactive": inactive.api_key, "unknown": "mpk_test_" + "u" * 43, "malformed": "x"}
+    app = create_app(settings)
+    async with _serving(app) as client:
+        engine: AsyncEngine = app.state.sessions.kw["bind"]
+        paths = {}
+        for name, key in keys.items():
+            with _database_calls(engine) as calls:
+                response = await client.get(f"{API}/balance", headers={"X-API-KEY": key})
+            assert_error(response, 401, "INVALID_API_KEY")
+            paths[name] = calls
+    assert paths["unknown"] == paths["inactive"] == paths["malformed"]
+    assert paths["unknown"][0] == "SELECT"  # the lookup happens even for a malformed key
+
+
+async def test_answer_time_does_not_tell_unknown_inactive_and_malformed_keys_apart(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    inactive = await _deactivated(sessions, make_merchant)
+    keys = {"inactive": inactive.api_key, "unknown": "mpk_test_" + "u" * 43, "malformed": "x"}
+    samples: dict[str, list[float]] = {name: [] for name in keys}
+    for _ in range(150):  # interleaved, so drift in the machine's load hits every kind alike
+        for name, key in keys.items():
+            started = time.perf_counter()
+            await api_client.get(f"{API}/balance", headers={"X-API-KEY": key})
+            samples[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    # A shortcut (no database round trip) would answer several times faster.
+    assert max(medians.values()) / min(medians.values()) < 1.5, medians
+
+
+# --- request ids and merchant ids on log lines ---------------------------------------------------
+
+
+async def test_log_lines_of_a_request_carry_its_request_and_merchant_ids(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    app = create_app(settings)
+
+    async def note(merchant: CurrentMerchant) -> dict[str, str]:
+        logging.getLogger("api.probe").warning("handling")
+        return {"merchantId": merchant.id}
+
+    app.add_api_route(f"{API}/probe", note)
+    merchant = await make_merchant()
+    async with _serving(app) as client:
+        with _log_lines() as stream:
+            response = await client.get(
+                f"{API}/probe", headers={"X-API-KEY": merchant.api_key, "X-Request-ID": "req-7"}
+            )
+            logging.getLogger("api.probe").warning("outside any request")
+    assert response.status_code == 200, response.text
+    inside, outside = _entries(stream)
+    assert inside["request_id"] == inside["correlation_id"] == "req-7"
+    assert inside["merchant_id"] == merchant.merchant_id
+    assert {"request_id", "correlation_id", "merchant_id"}.isdisjoint(outside)
+
+
+# --- concurrent copies of one IPN ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("round_number", range(5))
+async def test_concurrent_copies_of_one_ipn_are_all_200_and_applied_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+    round_number: int,
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    before = await footprint(sessions, merchant.merchant_id)
+    body = orjson.dumps(
+        {"eventId": f"evt-{uuid.uuid4().hex}", "payoutId": payout["id"], "status": "SUCCESS"}
+    )
+    headers = psp_headers(settings.psp_secret, body)
+    copies = await asyncio.gather(
+        *(api_client.post(f"{API}/ipn/psp", content=body, headers=headers) for _ in range(10))
+    )
+    assert [copy.status_code for copy in copies] == [200] * 10, [copy.text for copy in copies]
+    assert [copy.json()["data"]["duplicate"] for copy in copies].count(False) == 1
+    after = await footprint(sessions, merchant.merchant_id)
+    assert (after.callbacks, after.outbox) == (before.callbacks + 1, before.outbox + 1)
+
+
+async def test_a_duplicate_event_leaves_the_callers_transaction_and_objects_alone(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    created = await create_payout(api_client, merchant)
+    async with sessions() as session:
+        payout = await find_payout(session, created["id"])
+        outcome: dict[str, Any] = {
+            "event_id": f"evt-{uuid.uuid4().hex}",
+            "outcome": PspOutcome.SUCCESS,
+            "psp_reference": None,
+            "failure_reason": None,
+            "source": "IPN",
+            "request_id": "req-dup",
+        }
+        assert await record_psp_outcome(session, payout, **outcome) is True
+        assert await record_psp_outcome(session, payout, **outcome) is False
+        assert payout.id == created["id"]  # still loaded: nothing was rolled back under it
+        await session.commit()
+    after = await footprint(sessions, merchant.merchant_id)
+    assert after.callbacks == 1  # the first recording survived the duplicate
+
+
+# --- webhook endpoint bodies ---------------------------------------------------------------------
+
+
+async def test_webhook_endpoint_body_is_read_after_the_api_key_is_checked(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    anonymous = await api_client.put(
+        f"{API}/webhook-endpoint",
+        content=b"{not json",
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(anonymous, 401, "MISSING_API_KEY")
+    merchant = await make_merchant()
+    signed_in = await api_client.put(
+        f"{API}/webhook-endpoint",
+        content=b"{not json",
+        headers={"X-API-KEY": merchant.api_key, "Content-Type": "application/json"},
+    )
+    assert_error(signed_in, 400, "VALIDATION_ERROR", "body")
+    wrong_type = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": 5}, headers={"X-API-KEY": merchant.api_key}
+    )
+    assert_error(wrong_type, 400, "VALIDATION_ERROR", "url")
