@@ -1,9 +1,10 @@
 """Liveness and readiness. Readiness says which dependency is down."""
 
 import asyncio
+import contextlib
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import Response
@@ -14,32 +15,41 @@ from contracts.wire import dumps
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS = 2.0
+ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
 
 
 class BrokerProbe:
-    """Keeps one connection to tell whether RabbitMQ answers; reconnects when it dropped."""
+    """One connection kept open; each probe makes a real round trip on it (a passive declare of
+    an exchange every vhost has), so a broker that stopped answering is seen at once, not when
+    the TCP connection finally notices."""
 
     def __init__(self, amqp_url: str) -> None:
         self.amqp_url = amqp_url
         self.connection: AbstractConnection | None = None
+        self.channel: AbstractChannel | None = None
         # Concurrent probes share one reconnect instead of each opening (and leaking) its own.
-        self._connecting = asyncio.Lock()
+        self._probing = asyncio.Lock()
 
     async def ok(self) -> bool:
-        async with self._connecting:
-            if self.connection is not None and not self.connection.is_closed:
-                return True
+        async with self._probing:
             try:
-                self.connection = await asyncio.wait_for(
-                    aio_pika.connect(self.amqp_url), CHECK_TIMEOUT_SECONDS
-                )
+                await asyncio.wait_for(self._round_trip(), CHECK_TIMEOUT_SECONDS)
             except Exception:
+                await self.close()
                 return False
             return True
 
+    async def _round_trip(self) -> None:
+        if self.connection is None or self.connection.is_closed or self.channel is None:
+            self.connection = await aio_pika.connect(self.amqp_url)
+            self.channel = await self.connection.channel()
+        await self.channel.declare_exchange(ALWAYS_THERE, passive=True)
+
     async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
+        connection, self.connection, self.channel = self.connection, None, None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
 
 @router.get("/health", summary="Liveness")
