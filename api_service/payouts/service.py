@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api_service.directory.active import ACTIVE_DIRECTORY
 from api_service.errors import (
     DuplicateReference,
     InsufficientBalance,
@@ -19,7 +20,7 @@ from api_service.errors import (
 from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
 from contracts import ledger
 from contracts.db.engine import utcnow
-from contracts.db.models import DirectoryInstitution, Merchant, Payout
+from contracts.db.models import Merchant, Payout
 from contracts.domain.accounts import (
     account_number_problem,
     iban_bank_code,
@@ -27,15 +28,6 @@ from contracts.domain.accounts import (
 )
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_events import record_payout_event, request_processing
-
-
-async def _active_institution(
-    session: AsyncSession, kind: str, code: str
-) -> DirectoryInstitution | None:
-    institution = await session.get(DirectoryInstitution, code.upper())
-    if institution is None or institution.kind != kind or not institution.is_active:
-        return None
-    return institution
 
 
 async def validate_destination(
@@ -49,7 +41,7 @@ async def validate_destination(
     field, code = ("bankCode", bank_code) if dest_type == "BANK" else ("walletCode", wallet_code)
     if not code:
         raise ValidationFailed.on(field, f"is required when destType is {dest_type}")
-    institution = await _active_institution(session, dest_type, code)
+    institution = await ACTIVE_DIRECTORY.find(session, dest_type, code)
     if institution is None:
         raise ValidationFailed.on(
             field, f"'{code}' is not an active {dest_type.lower()} in the directory"
@@ -78,14 +70,8 @@ async def create_payout(
     bank_code, wallet_code, account_number = await validate_destination(
         session, request.dest_type, request.bank_code, request.wallet_code, request.account_number
     )
+    # Creates of one merchant queue here, so a reference race never deadlocks on the unique key.
     await ledger.lock_balance(session, merchant.id)
-    if await session.scalar(
-        select(Payout.id).where(
-            Payout.merchant_id == merchant.id,
-            Payout.merchant_reference == request.merchant_reference,
-        )
-    ):
-        raise DuplicateReference
     now = utcnow()
     payout = Payout(
         id=str(uuid.uuid4()),

@@ -186,10 +186,10 @@ async def test_broker_connections_cut_by_an_operator(
 
     async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
         for _round in range(2):
-            closed = await asyncio.to_thread(
-                outages.close_connections, infrastructure.management_url, vhost
-            )
-            assert closed >= 3  # relay, processor, webhooks (and the API's probe)
+            # relay, processor and webhooks reconnect by themselves (the API's readiness probe
+            # only when /ready is next asked): wait until the three are back, then cut again
+            await eventually(lambda: _listed(vhost, 3), within=60, what="services reconnected")
+            assert await asyncio.to_thread(outages.close_connections, vhost) >= 3
             await asyncio.sleep(2)
         await eventually(lambda: _ready(http), within=60, what="ready again")
 
@@ -201,6 +201,10 @@ async def test_broker_connections_cut_by_an_operator(
         make_merchant=make_merchant,
         sessions=sessions,
     )
+
+
+async def _listed(vhost: str, count: int) -> bool:
+    return len(await asyncio.to_thread(outages.connections_of, vhost)) >= count
 
 
 async def _not_ready(http: httpx.AsyncClient) -> tuple[int, dict[str, str]] | None:

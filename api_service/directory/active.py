@@ -1,0 +1,42 @@
+"""The active banks and wallets, read once every few seconds instead of once per payout: the
+directory changes only when an operator seeds it, and every create validates against it."""
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.db.models import DirectoryInstitution
+
+REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Institution:
+    code: str
+    kind: str  # BANK or WALLET
+    iban_code: str | None
+
+
+class ActiveDirectory:
+    def __init__(self, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._institutions: dict[str, Institution] = {}
+        self._loaded_at = float("-inf")
+
+    async def find(self, session: AsyncSession, kind: str, code: str) -> Institution | None:
+        """The active institution of that kind with that code (any case), else None."""
+        if time.monotonic() - self._loaded_at > self.refresh_seconds:
+            rows = await session.scalars(
+                select(DirectoryInstitution).where(DirectoryInstitution.is_active.is_(True))
+            )
+            self._institutions = {
+                row.code: Institution(row.code, row.kind, row.iban_code) for row in rows
+            }
+            self._loaded_at = time.monotonic()
+        institution = self._institutions.get(code.upper())
+        return institution if institution is not None and institution.kind == kind else None
+
+
+ACTIVE_DIRECTORY = ActiveDirectory()
