@@ -26,10 +26,11 @@ import orjson
 from sqlalchemy.engine import make_url
 
 from bench.load import PayoutRequests, Target, closed_loop
-from bench.processes import BackgroundProcess, free_port
+from bench.processes import BackgroundProcess
 from bench.stats import LatencySummary
 from cli.merchants import NewMerchant
 from contracts.api_keys import hash_api_key
+from tests.support.system import free_port
 
 AMOUNT = Decimal("100.00")
 FLOOR_QUEUE = "bench.floor-round-trip"

@@ -38,7 +38,7 @@ from bench.observe import (
     recorded_event_ids,
 )
 from bench.phase import LoadKind, PhaseData, PhaseSpec, summarize, timeline
-from bench.processes import BackgroundProcess, free_port
+from bench.processes import BackgroundProcess
 from bench.reconciliation import reconcile_database
 from bench.report import write_report
 from bench.sampler import ResourceSampler
@@ -51,6 +51,7 @@ from bench.system import (
 )
 from bench.targets import as_json, judge
 from contracts.db.engine import create_engine
+from tests.support.system import free_port
 
 LONG_SOAK_SECONDS = 300.0
 

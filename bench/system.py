@@ -11,9 +11,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from bench.infrastructure import BenchInfrastructure
-from bench.processes import free_port
 from cli.supervisor import Service, ServiceGroup, environment, payouts_command
 from contracts.topology import PAYOUT_COMMANDS, webhook_events_queue
+from tests.support.system import free_port
 
 READY_TIMEOUT_SECONDS = 60.0
 

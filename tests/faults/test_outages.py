@@ -94,27 +94,35 @@ async def _all_delivered(sessions: SessionFactory, load: Load, receiver: Webhook
     return False
 
 
+def server_down(
+    stop: Callable[[], None], start: Callable[[], None], dependency: str, *, seconds: float
+) -> Fault:
+    """Stop a server for `seconds`: /ready must name it as unavailable meanwhile."""
+
+    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
+        await asyncio.to_thread(stop)
+        try:
+            _, checks = await eventually(
+                lambda: _not_ready(http), what=f"readiness reports {dependency} down"
+            )
+            assert checks[dependency] == "unavailable"
+            await asyncio.sleep(seconds)  # the outage itself
+        finally:
+            await asyncio.to_thread(start)
+        await eventually(lambda: _ready(http), within=60, what="ready again")
+
+    return fault
+
+
 async def test_rabbitmq_down_for_20_seconds(
     system: RunningSystem,
     http: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
 ) -> None:
-    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
-        await asyncio.to_thread(outages.stop_rabbitmq)
-        try:
-            _, checks = await eventually(
-                lambda: _not_ready(http), what="readiness reports the broker down"
-            )
-            assert checks["rabbitmq"] == "unavailable" and checks["database"] == "ok"
-            await asyncio.sleep(20)  # the outage itself
-        finally:
-            await asyncio.to_thread(outages.start_rabbitmq)
-        await eventually(lambda: _ready(http), within=60, what="ready again")
-
     result = await under_load(
         "rabbitmq-down-20s",
-        fault,
+        server_down(outages.stop_rabbitmq, outages.start_rabbitmq, "rabbitmq", seconds=20),
         system=system,
         http=http,
         make_merchant=make_merchant,
@@ -129,21 +137,9 @@ async def test_mariadb_down_for_10_seconds(
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
 ) -> None:
-    async def fault(http: httpx.AsyncClient, _receiver: WebhookReceiver) -> None:
-        await asyncio.to_thread(outages.stop_mariadb)
-        try:
-            _, checks = await eventually(
-                lambda: _not_ready(http), what="readiness reports the database down"
-            )
-            assert checks["database"] == "unavailable"
-            await asyncio.sleep(10)  # the outage itself
-        finally:
-            await asyncio.to_thread(outages.start_mariadb)
-        await eventually(lambda: _ready(http), within=60, what="ready again")
-
     result = await under_load(
         "mariadb-down-10s",
-        fault,
+        server_down(outages.stop_mariadb, outages.start_mariadb, "database", seconds=10),
         system=system,
         http=http,
         make_merchant=make_merchant,
