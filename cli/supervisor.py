@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 STOP_GRACE_SECONDS = 20.0
 
 
@@ -24,6 +26,10 @@ class Service:
 def payouts_command(*args: str) -> list[str]:
     """`payouts ...` run by this interpreter, so it works without the venv on PATH."""
     return [sys.executable, "-m", "cli.main", *args]
+
+
+class StartupFailed(Exception):
+    """A service died while the group was starting, or the API never became ready."""
 
 
 @dataclass
@@ -54,6 +60,20 @@ class ServiceGroup:
         process = self.processes.pop(name)
         process.kill()
         process.wait()
+
+    def wait_until_ready(self, base_url: str, *, within: float) -> None:
+        """Until the API's /ready answers 200; StartupFailed if a service dies or time runs out."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.exited():
+                raise StartupFailed(f"a service exited during start-up: {self.exited()}")
+            try:
+                if httpx.get(f"{base_url}/api/v1/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise StartupFailed(f"the API at {base_url} did not become ready within {within:.0f}s")
 
     def exited(self) -> dict[str, int]:
         return {

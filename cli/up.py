@@ -8,12 +8,11 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import typer
 from sqlalchemy import update
 
 from cli.merchants import NewMerchant, create_merchant, merchant_exists, seed_directory
-from cli.supervisor import Service, ServiceGroup, environment
+from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Merchant
 from contracts.settings import Settings, get_settings
@@ -67,20 +66,6 @@ def _save_merchant(merchant: NewMerchant) -> None:
     DEMO_MERCHANT_FILE.chmod(0o600)
 
 
-def _wait_until_ready(base_url: str, group: ServiceGroup) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if group.exited():
-            raise SystemExit(f"a service exited during start-up: {group.exited()}")
-        try:
-            if httpx.get(f"{base_url}/api/v1/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("the API did not become ready in time")
-
-
 def _banner(base_url: str, merchant: NewMerchant) -> str:
     body = (
         '{"merchantReference":"demo-\'$(date +%s)\'","amount":"1500.00","destType":"WALLET",'
@@ -129,7 +114,10 @@ def up() -> None:
     try:
         for service in (*SERVICES, sink):
             group.start(service)
-        _wait_until_ready(base_url, group)
+        try:
+            group.wait_until_ready(base_url, within=READY_TIMEOUT_SECONDS)
+        except StartupFailed as failure:
+            raise SystemExit(str(failure)) from failure
         typer.echo(_banner(base_url, merchant))
         while not group.exited():
             time.sleep(0.5)

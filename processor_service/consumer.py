@@ -60,14 +60,10 @@ class Consumer:
     retry_delay_seconds: float
     max_retries: int
 
-    @property
-    def context_retry_delay_ms(self) -> int:
-        return int(self.retry_delay_seconds * 1000)
-
     async def run(self, message: RabbitMessage, queue: WorkQueue, work: Work) -> None:
         context = Context(
             correlation_id=message.correlation_id or None,
-            retry_delay_ms=self.context_retry_delay_ms,
+            retry_delay_ms=int(self.retry_delay_seconds * 1000),
         )
         headers = message.headers or {}
         with bind_log_context(

@@ -6,7 +6,7 @@ import time
 import httpx
 
 from cli.supervisor import Service, ServiceGroup
-from tests.support.system import free_port, wait_until_ready
+from tests.support.system import START_TIMEOUT_SECONDS, free_port
 
 DRAIN_SECONDS = 3.0
 
@@ -24,7 +24,7 @@ def test_api_reports_not_ready_while_draining_then_exits(
     base_url = f"http://127.0.0.1:{port}"
     process = group.start(Service("api", ("api",)))
     try:
-        wait_until_ready(base_url, group)
+        group.wait_until_ready(base_url, within=START_TIMEOUT_SECONDS)
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
 

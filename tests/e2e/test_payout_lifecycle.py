@@ -1,8 +1,6 @@
 """Each row of the scenario table, through the real processes, as a merchant sees it; then the
 PSP's word (IPN) and the sandbox controls on the parked ones."""
 
-import hashlib
-import hmac
 import json
 import uuid
 from decimal import Decimal
@@ -14,7 +12,7 @@ import pytest
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import auth, payout_body, psp_headers
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.scenarios import SCENARIOS, Scenario
@@ -78,8 +76,7 @@ async def test_scenario_reaches_its_status_with_its_ledger_and_events(
 
 def signed(settings: Settings, body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
-    signature = hmac.new(settings.psp_secret.encode(), raw, hashlib.sha256).hexdigest()
-    return raw, {"X-PSP-Signature": signature, "Content-Type": "application/json"}
+    return raw, psp_headers(settings.psp_secret, raw)
 
 
 async def test_ipn_settles_a_payout_pending_at_the_psp_and_a_reversal_returns_the_money(

@@ -2,13 +2,10 @@
 tests' own database and vhost; tests talk to it over HTTP like a merchant would."""
 
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from cli.supervisor import Service, ServiceGroup
 
@@ -49,19 +46,6 @@ class RunningSystem:
         )
 
 
-def wait_until_ready(base_url: str, group: ServiceGroup) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        assert not group.exited(), f"a service died at start-up: {group.exited()}"
-        try:
-            if httpx.get(f"{base_url}/api/v1/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the API did not become ready")
-
-
 @contextmanager
 def running_system(env: Mapping[str, str], log_dir: Path) -> Iterator[RunningSystem]:
     """Every service started (logs in `log_dir`), ready to serve; all stopped afterwards."""
@@ -78,7 +62,7 @@ def running_system(env: Mapping[str, str], log_dir: Path) -> Iterator[RunningSys
     try:
         for service in (API, RELAY, PROCESSOR, WEBHOOKS):
             group.start(running.with_metrics(service))
-        wait_until_ready(running.base_url, group)
+        group.wait_until_ready(running.base_url, within=START_TIMEOUT_SECONDS)
         yield running
     finally:
         group.stop()
