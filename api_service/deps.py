@@ -34,7 +34,8 @@ def get_session_factory(request: Request) -> SessionFactory:
 async def get_session(
     sessions: Annotated[SessionFactory, Depends(get_session_factory)],
 ) -> AsyncIterator[AsyncSession]:
-    """One session per request; endpoints commit explicitly before answering."""
+    """One session per request. Writes commit before the answer: in `Idempotency.run` for
+    idempotent POSTs, in the endpoint for the other writes (IPN, PUT)."""
     async with sessions() as session:
         yield session
 

@@ -128,6 +128,14 @@ class InvalidTransition(ApiError):
     default_message = "This status transition is not allowed"
 
 
+class StalePspReference(ApiError):
+    status_code = 409
+    code = "STALE_PSP_REFERENCE"
+    default_message = (
+        "pspReference names an earlier attempt of this payout (before it was reinitiated)"
+    )
+
+
 class InsufficientBalance(ApiError):
     status_code = 422
     code = "INSUFFICIENT_BALANCE"
@@ -138,6 +146,12 @@ class PayloadTooLarge(ApiError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"
     default_message = "Request body exceeds 64 KiB"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    default_message = "Send the body as JSON, with Content-Type: application/json"
 
 
 class SandboxDisabled(ApiError):
@@ -167,6 +181,7 @@ IDEMPOTENCY_ERRORS: tuple[type[ApiError], ...] = (
     IdempotencyKeyReused,
     IdempotencyQuotaExceeded,
     PayloadTooLarge,
+    UnsupportedMediaType,
 )
 
 # Every 429 says when to come back.

@@ -13,6 +13,7 @@ from starlette.routing import Match, Route
 from api_service.envelope import error_body, json_response
 from api_service.errors import ApiError, ServiceUnavailable, ValidationFailed
 from api_service.middleware import REQUEST_ID_HEADER
+from contracts.db.outages import is_outage
 
 log = logging.getLogger("api")
 
@@ -62,7 +63,10 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _on_database_outage(request: Request, exc: Exception) -> Response:
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    """503 only for a real outage; any other database error is a bug, answered with a 500."""
+    if not is_outage(exc):
+        return await _on_unexpected(request, exc)
     log.warning("database unavailable: %s", type(exc).__name__)
     return render_api_error(request, ServiceUnavailable("Database unavailable; retry later"))
 
@@ -79,7 +83,7 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(DBAPIError, _on_database_outage)
-    app.add_exception_handler(PoolTimeout, _on_database_outage)
-    app.add_exception_handler(ConnectionError, _on_database_outage)
+    app.add_exception_handler(DBAPIError, _on_database_error)
+    app.add_exception_handler(PoolTimeout, _on_database_error)
+    app.add_exception_handler(ConnectionError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -1,6 +1,7 @@
 """Pure ASGI middleware: request ids on every response and every log line, and the request body
 size limit."""
 
+import re
 import uuid
 
 from starlette.datastructures import MutableHeaders
@@ -8,9 +9,13 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body
+from api_service.errors import ApiError, PayloadTooLarge, ValidationFailed
 from contracts.logging import bind_log_context
 
 REQUEST_ID_HEADER = "x-request-id"
+# Printable ASCII, at most the width of the columns that carry it on (outbox correlation id).
+_CLIENT_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,100}")
+_REQUEST_ID_RULE = "must be 1-100 printable ASCII characters"
 
 
 class RequestContextMiddleware:
@@ -26,10 +31,16 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        sent_id = headers.get(b"x-request-id", b"").decode("latin-1")[:100]
-        request_id = sent_id or f"req_{uuid.uuid4().hex}"
+        sent_id = headers.get(b"x-request-id")
+        valid = sent_id is None or _CLIENT_REQUEST_ID.fullmatch(sent_id) is not None
+        request_id = sent_id.decode() if sent_id and valid else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         with bind_log_context(request_id=request_id, correlation_id=request_id):
+            if not valid:
+                await _reject(
+                    send, request_id, ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE)
+                )
+                return
             await self._limited(scope, receive, send, request_id, headers.get(b"content-length"))
 
     async def _limited(
@@ -43,7 +54,7 @@ class RequestContextMiddleware:
             await send(message)
 
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject_too_large(send_with_request_id, request_id)
+            await _reject(send, request_id, PayloadTooLarge())
             return
 
         received = 0
@@ -67,15 +78,17 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail="Request body exceeds 64 KiB")
 
 
-async def _reject_too_large(send: Send, request_id: str) -> None:
-    body = error_body("PAYLOAD_TOO_LARGE", "Request body exceeds 64 KiB", request_id)
+async def _reject(send: Send, request_id: str, error: ApiError) -> None:
+    """Answer before the application runs (the body was never read)."""
+    body = error_body(error.code, error.message, request_id, error.details)
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.status_code,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (REQUEST_ID_HEADER.encode(), request_id.encode()),
             ],
         }
     )

@@ -1,4 +1,5 @@
-"""JSON request bodies, parsed by the endpoint itself rather than by FastAPI.
+"""JSON request bodies, parsed by the endpoint itself rather than by FastAPI: `application/json`
+(or `+json`) only, no key twice.
 
 FastAPI would parse a declared body before running any dependency, so a malformed body got a
 400 before the API key was even checked, and outside the idempotency boundary (not stored).
@@ -13,18 +14,46 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from api_service.errors import ValidationFailed
+from api_service.errors import UnsupportedMediaType, ValidationFailed
 
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Two values for one key: which one is meant? Refused rather than guessed."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValidationFailed.on(key, "appears more than once in the body")
+        document[key] = value
+    return document
+
+
 def parse_json(raw: bytes) -> Any:
-    """The decoded JSON document, or ValidationFailed naming the body (whatever the content type,
-    the body is read as JSON)."""
+    """The decoded JSON document, or ValidationFailed naming the body (or the repeated key)."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+        return json.loads(
+            raw,
+            parse_float=Decimal,
+            parse_int=Decimal,
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise ValidationFailed.on("body", "is not valid JSON") from exc
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """application/json or any application/<something>+json, parameters ignored."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def require_json(request: Request, raw: bytes) -> None:
+    """A body that says it is something else is not read as JSON (an empty body says nothing)."""
+    if raw and not is_json_media_type(request.headers.get("content-type")):
+        raise UnsupportedMediaType
 
 
 def validate_body(model: type[Model], raw: bytes) -> Model:
@@ -35,7 +64,9 @@ def validate_body(model: type[Model], raw: bytes) -> Model:
 
 
 async def read_body(request: Request, model: type[Model]) -> Model:
-    return validate_body(model, await request.body())
+    raw = await request.body()
+    require_json(request, raw)
+    return validate_body(model, raw)
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:

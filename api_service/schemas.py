@@ -1,13 +1,23 @@
 """Request field types shared by several endpoints."""
 
 import re
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from fastapi import Depends, Path
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from api_service.errors import NotFound
 from contracts.domain.money import parse_amount
 
 DestType = Literal["BANK", "WALLET"]
@@ -44,14 +54,51 @@ def _iso_8601_only(value: object) -> object:
 
 TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only)]
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+
+
+def _existing_id(value: str, what: str) -> str:
+    """Our ids are lower-case UUIDs: any other shape names nothing, so it is a 404 before the
+    database is asked (a 600-character id must never reach a column)."""
+    if not _UUID.fullmatch(value):
+        raise NotFound(f"{what} not found")
+    return value
+
+
+def _payout_id(payout_id: Annotated[str, Path(description="The payout's id (a UUID)")]) -> str:
+    return _existing_id(payout_id, "Payout")
+
+
+def _delivery_id(
+    delivery_id: Annotated[str, Path(description="The delivery's id (a UUID)")],
+) -> str:
+    return _existing_id(delivery_id, "Webhook delivery")
+
+
+PayoutIdPath = Annotated[str, Depends(_payout_id)]
+DeliveryIdPath = Annotated[str, Depends(_delivery_id)]
+
 InstitutionCode = Annotated[str, Field(min_length=1, max_length=20)]
 AccountNumberIn = Annotated[str, Field(min_length=1, max_length=40, examples=["03001234567"])]
+
+
+def has_control_characters(text: str) -> bool:
+    """C0/C1 controls (a NUL, an escape sequence) and lone surrogates: never part of a name or a
+    reference, and a surrogate cannot even be stored."""
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
 
 
 class RequestModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        if isinstance(value, str) and has_control_characters(value):
+            raise ValueError("must not contain control characters")
+        return value
 
 
 class Page(BaseModel):

@@ -12,13 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cli import services
 from cli.dlq import dlq_app
 from cli.docs import docs_app
+from cli.outbox import outbox_app
 from cli.reconcile import reconcile_command
 from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.domain.money import InvalidAmount, parse_amount
-from contracts.settings import get_settings
+from contracts.settings import InsecureConfiguration, get_settings
 
 T = TypeVar("T")
 
@@ -35,6 +36,7 @@ app.command("up")(up)
 app.command("reconcile")(reconcile_command)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(docs_app, name="docs")
+app.add_typer(outbox_app, name="outbox")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("webhook-sink")(webhook_sink_command)
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
@@ -76,11 +78,10 @@ def migrate() -> None:
 def seed(
     webhook_url: Annotated[str | None, typer.Option(help="Demo merchant's webhook URL")] = None,
 ) -> None:
-    """Load the bank/wallet directory and create one demo merchant (its key is printed once)."""
-    from cli.merchants import NewMerchant, create_merchant, seed_directory
+    """Create one demo merchant (its key is printed once); `migrate` loads the directory."""
+    from cli.merchants import NewMerchant, create_merchant
 
     async def work(session: AsyncSession) -> NewMerchant:
-        await seed_directory(session)
         return await create_merchant(
             session,
             name="Demo Merchant",
@@ -141,6 +142,11 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    try:
+        settings.require_safe_for_production()
+    except InsecureConfiguration as refused:
+        typer.echo(f"payouts api: {refused}", err=True)
+        raise typer.Exit(2) from refused
     services.configure_logging(settings)
     options: dict[str, Any] = {
         "host": settings.api_host,

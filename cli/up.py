@@ -1,5 +1,6 @@
-"""`payouts up` (what `make run` runs): seed, start every service in the foreground, print a
-working API key and a curl to try; Ctrl-C stops them all cleanly."""
+"""`payouts up` (what `make run` runs, after migrating): create or reuse the demo merchant, start
+every service in the foreground, print a working API key and a curl to try; Ctrl-C stops them all
+cleanly."""
 
 import asyncio
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 import typer
 from sqlalchemy import update
 
-from cli.merchants import NewMerchant, create_merchant, merchant_exists, seed_directory
+from cli.merchants import NewMerchant, create_merchant, merchant_exists
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Merchant
@@ -35,7 +36,6 @@ async def _demo_merchant(
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(create_session_factory(engine)) as session:
-            await seed_directory(session)
             if saved is not None and await merchant_exists(session, saved.merchant_id):
                 await session.execute(
                     update(Merchant)

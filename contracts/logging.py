@@ -56,10 +56,6 @@ def bind_log_context(**fields: str | None) -> Iterator[None]:
         _log_context.reset(token)
 
 
-def current_log_context() -> Mapping[str, str]:
-    return _log_context.get()
-
-
 # --- masking ------------------------------------------------------------------------------------
 
 _REDACTED: Final = "[REDACTED]"

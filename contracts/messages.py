@@ -21,12 +21,14 @@ class ProcessPayout(WireModel):
 
 
 class ApplyPspOutcome(WireModel):
-    """Settle a payout as an IPN or a sandbox simulation said."""
+    """Settle a payout as an IPN or a sandbox simulation said: apply the outcomes accepted for
+    attempt `hold_cycle`, in the order they were accepted (version 2 added `holdCycle`)."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     callback_event_id: str = Field(min_length=1, max_length=100)
     payout_id: str = Field(min_length=36, max_length=36)
     merchant_id: str
+    hold_cycle: int = Field(ge=1)
     outcome: PspOutcome
     psp_reference: str | None = None
     failure_reason: str | None = None

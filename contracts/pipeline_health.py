@@ -1,5 +1,6 @@
-"""Is work flowing? Payouts stuck between statuses and outbox rows waiting too long to be
-published. Part of `payouts reconcile`, next to the ledger invariants (contracts.reconcile)."""
+"""Is work flowing? Payouts stuck between statuses, outbox rows waiting too long to be
+published, and outbox rows the relay parked. Part of `payouts reconcile`, next to the ledger
+invariants (contracts.reconcile)."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,7 +45,9 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         for payout_id, status, updated_at in stuck.tuples()
     ]
     oldest_unsent = await session.scalar(
-        select(func.min(OutboxMessage.created_at)).where(OutboxMessage.sent_at.is_(None))
+        select(func.min(OutboxMessage.created_at)).where(
+            OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
+        )
     )
     if oldest_unsent is not None:
         lag = utcnow() - oldest_unsent
@@ -53,4 +56,20 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
                 f"outbox lag {lag.total_seconds():.0f}s: an unsent message is older than "
                 f"{thresholds.max_outbox_lag.total_seconds():.0f}s (is the outbox relay running?)"
             )
+    problems += [
+        f"outbox row {row.id} parked after {row.publish_attempts} refused publishes "
+        f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
+        for row in await parked_outbox_rows(session, MAX_REPORTED)
+    ]
     return problems
+
+
+async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:
+    """Rows the relay gave up on, oldest first; they wait for `payouts outbox retry`."""
+    rows = await session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_not(None))
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    return list(rows)

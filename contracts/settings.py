@@ -14,6 +14,12 @@ class Environment(StrEnum):
 
 
 PRODUCTION_RATE_LIMIT_PER_SECOND = 100
+# Public (it is in this file): anyone could sign IPNs with it. Fine in test mode only.
+DEFAULT_PSP_SECRET = "psp_test_secret_change_me"
+
+
+class InsecureConfiguration(ValueError):
+    """A setting that must never reach production as it is."""
 
 
 class Settings(BaseSettings):
@@ -27,7 +33,7 @@ class Settings(BaseSettings):
     api_workers: int = 1
     # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
     shutdown_drain_seconds: float = Field(default=1.0, ge=0)
-    psp_secret: str = "psp_test_secret_change_me"
+    psp_secret: str = DEFAULT_PSP_SECRET
     db_pool_size: int = 20
 
     max_body_bytes: int = 64 * 1024
@@ -45,6 +51,8 @@ class Settings(BaseSettings):
 
     relay_batch_size: int = 200
     relay_poll_interval_seconds: float = 0.05
+    # A row the broker refused this many times (about an hour of backoff at 20) is parked.
+    relay_max_publish_attempts: int = Field(default=20, ge=1, le=1000)
     outbox_retention_hours: int = 24
 
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
@@ -83,6 +91,14 @@ class Settings(BaseSettings):
         if self.rate_limit_per_second is None:
             return PRODUCTION_RATE_LIMIT_PER_SECOND if self.env is Environment.PRODUCTION else None
         return self.rate_limit_per_second or None
+
+    def require_safe_for_production(self) -> None:
+        """The API refuses to start in production with the public default PSP secret."""
+        if self.env is Environment.PRODUCTION and self.psp_secret == DEFAULT_PSP_SECRET:
+            raise InsecureConfiguration(
+                "PAYOUTS_PSP_SECRET is the public default: with PAYOUTS_ENV=production, set a "
+                "secret of your own (the PSP signs its callbacks with it)"
+            )
 
     @property
     def sandbox_enabled(self) -> bool:

@@ -9,7 +9,6 @@ resolves to a private, loopback, link-local or otherwise non-public address is r
 import asyncio
 import ipaddress
 import socket
-from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
@@ -31,18 +30,16 @@ class DeliveryStatus(StrEnum):
 # A resend is the stored event sent again straight to the webhook queue (default exchange,
 # routing key = queue name; the name does not depend on the number of retry tiers).
 RESEND_ROUTING_KEY = webhook_events_queue(retry_tiers=1).name
-# When the resend was asked for (naive UTC ISO-8601): a delivery that succeeded after this
-# instant already honoured it, so a duplicate of the resend message is not delivered again.
-RESEND_REQUESTED_AT_HEADER = "x-webhook-resend-requested-at"
+# Which resend a message carries out: the delivery's generation after the resend incremented
+# it. A delivery that succeeded at this generation or later already honoured the resend, so a
+# duplicate of its message is not sent again. A counter, not a time: the API and the webhook
+# service run on different hosts, whose clocks disagree.
+RESEND_GENERATION_HEADER = "x-webhook-resend-generation"
 
 
-def resend_requested_at(raw: object) -> datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        return datetime.fromisoformat(raw)
-    except ValueError:
-        return None
+def resend_generation(raw: object) -> int:
+    """The generation a message asks to deliver: 0 without the header (first deliveries)."""
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
 
 
 class UnsafeDestination(ValueError):

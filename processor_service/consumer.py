@@ -4,8 +4,8 @@ do when that fails.
 - a malformed body never reaches us: the subscriber's decoder dead-letters it to `<queue>.dead`
   with the validation error in a header (contracts.redelivery.dead_lettering_decoder);
 - UnknownPayout can never succeed: dead-lettered at once, with the reason;
-- an outage (database or connection down, deadlock, pool timeout) is not the message's fault:
-  retried after the delay for as long as it lasts;
+- an outage (contracts.db.outages: database or connection down, deadlock, lock-wait timeout,
+  pool timeout) is not the message's fault: retried after the delay for as long as it lasts;
 - any other error is retried `max_retries` times, then dead-lettered with its last error.
 """
 
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction
+from contracts.db.outages import is_outage
 from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
 from contracts.redelivery import dead_letter, republish, retry_count
@@ -32,20 +31,6 @@ from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
 log = logging.getLogger("processor")
 
 Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
-
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OperationalError,
-    PoolTimeout,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
-
-
-def is_outage(error: BaseException) -> bool:
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, OUTAGE_ERRORS)
 
 
 def message_key(message: RabbitMessage) -> str:

@@ -1,16 +1,22 @@
 """What the processor does with each command: load the payout, decide, transition. The caller
 owns the transaction (one per consumed message, with its inbox row)."""
 
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
-from contracts.db.models import Payout
+from contracts.db.engine import utcnow
+from contracts.db.models import Payout, PspCallback
+from contracts.db.payouts import load_payout
+from contracts.domain.scenarios import Decision, Outcome, decide
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from processor_service import transitions
-from processor_service.scenarios import Decision, Outcome, decide
+
+log = logging.getLogger("processor")
 
 PSP_REJECTED = "PSP_REJECTED"
 
@@ -26,11 +32,7 @@ class Context:
 
 
 async def _lock_payout(session: AsyncSession, payout_id: str, merchant_id: str) -> Payout:
-    payout = await session.scalar(
-        select(Payout)
-        .where(Payout.id == payout_id, Payout.merchant_id == merchant_id)
-        .with_for_update()
-    )
+    payout = await load_payout(session, payout_id, merchant_id=merchant_id, lock=True)
     if payout is None:
         raise UnknownPayout(payout_id)
     return payout
@@ -47,10 +49,12 @@ def _awaits_processing(payout: Payout) -> bool:
 async def process_payout(
     session: AsyncSession, command: ProcessPayout, context: Context
 ) -> PayoutStatus | None:
-    """Run the scenario rules on the payout: the status it ends in, None if nothing to do."""
+    """Run the scenario rules on the payout: the status it ends in, None if nothing to do.
+    Outcomes the PSP already sent come first: the scenario never overrides the PSP."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
+    settled = await _apply_accepted_outcomes(session, payout, context)
     if not _awaits_processing(payout):
-        return None
+        return settled
     await transitions.start_processing(session, payout, correlation_id=context.correlation_id)
     decision = decide(payout.amount, payout.account_number, payout.attempts)
     await _apply_decision(session, payout, decision, context)
@@ -95,27 +99,65 @@ async def _apply_decision(
 async def apply_psp_outcome(
     session: AsyncSession, command: ApplyPspOutcome, context: Context
 ) -> PayoutStatus | None:
-    """Settle the payout as the PSP said: its new status, None when no longer legal."""
+    """Apply the outcomes accepted for the payout, in order: its new status, None when there is
+    nothing (left) to apply, e.g. this command's outcome was applied with an earlier one."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
-    if not psp_outcome_allowed(PayoutStatus(payout.status), command.outcome):
+    if command.hold_cycle != payout.hold_cycle:
+        return None  # an outcome of an earlier attempt: never applied to the current one
+    return await _apply_accepted_outcomes(session, payout, context)
+
+
+async def _apply_accepted_outcomes(
+    session: AsyncSession, payout: Payout, context: Context
+) -> PayoutStatus | None:
+    """Every outcome accepted and not yet applied, in accepted order; the status they lead to,
+    or None when there was none. The payout row is locked by the caller."""
+    if payout.accepted_outcome is None:
         return None
+    callbacks = list(
+        await session.scalars(
+            select(PspCallback)
+            .where(PspCallback.payout_id == payout.id, PspCallback.applied_at.is_(None))
+            .order_by(PspCallback.accept_seq)
+        )
+    )
+    for callback in callbacks:
+        await _apply_outcome(session, payout, callback, context)
+    await session.execute(
+        update(PspCallback)
+        .where(PspCallback.event_id.in_([callback.event_id for callback in callbacks]))
+        .values(applied_at=utcnow())
+    )
+    await session.execute(
+        update(Payout).where(Payout.id == payout.id).values(accepted_outcome=None)
+    )
+    set_committed_value(payout, "accepted_outcome", None)
+    return PayoutStatus(payout.status)
+
+
+async def _apply_outcome(
+    session: AsyncSession, payout: Payout, callback: PspCallback, context: Context
+) -> None:
+    outcome = PspOutcome(callback.outcome)
+    # The API accepted it against the same chain; only a bug could make it illegal here.
+    if callback.hold_cycle != payout.hold_cycle or not psp_outcome_allowed(
+        PayoutStatus(payout.status), outcome
+    ):
+        log.error("PSP outcome %s of %s does not apply; skipped", callback.event_id, payout.id)
+        return
     correlation_id = context.correlation_id
-    match command.outcome:
+    match outcome:
         case PspOutcome.SUCCESS:
             await transitions.succeed(
-                session,
-                payout,
-                psp_reference=command.psp_reference,
-                correlation_id=correlation_id,
+                session, payout, psp_reference=callback.psp_reference, correlation_id=correlation_id
             )
         case PspOutcome.FAILED:
             await transitions.fail(
                 session,
                 payout,
                 failure_code=PSP_REJECTED,
-                reason=command.failure_reason or "Rejected by the PSP",
+                reason=callback.failure_reason or "Rejected by the PSP",
                 correlation_id=correlation_id,
             )
         case PspOutcome.REVERSED:
             await transitions.reverse(session, payout, correlation_id=correlation_id)
-    return PayoutStatus(payout.status)

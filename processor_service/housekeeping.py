@@ -1,7 +1,7 @@
 """Deleting what has served its purpose: sent outbox rows, old inbox rows, expired idempotency
 keys. Small batches, so no long lock is ever held on a hot table."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Delete, delete
 
@@ -27,12 +27,17 @@ async def _delete_in_batches(sessions: SessionFactory, statement: Delete) -> int
             return deleted
 
 
-async def clean_up(sessions: SessionFactory, *, outbox_retention: timedelta) -> int:
-    """Rows deleted in all tables."""
-    now = utcnow()
-    statements = (
+def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Delete, ...]:
+    """One batch delete per table, each a range on an index (`ix_outbox_claim` leads with
+    sent_at, `ix_processed_messages_processed_at`, `ix_idempotency_expires`)."""
+    return (
         _batch_delete(OutboxMessage, OutboxMessage.sent_at < now - outbox_retention),
         _batch_delete(ProcessedMessage, ProcessedMessage.processed_at < now - INBOX_RETENTION),
         _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < now),
     )
+
+
+async def clean_up(sessions: SessionFactory, *, outbox_retention: timedelta) -> int:
+    """Rows deleted in all tables."""
+    statements = cleanup_deletes(utcnow(), outbox_retention=outbox_retention)
     return sum([await _delete_in_batches(sessions, statement) for statement in statements])

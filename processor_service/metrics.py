@@ -13,6 +13,9 @@ MESSAGES = Counter(
 )
 OUTBOX_PUBLISHED = Counter("payouts_outbox_published_total", "Outbox rows published and confirmed")
 OUTBOX_FAILURES = Counter("payouts_outbox_publish_failures_total", "Outbox publish attempts failed")
+OUTBOX_PARKED = Counter(
+    "payouts_outbox_parked_total", "Outbox rows parked after their last refused publish"
+)
 OUTBOX_LAG = Gauge(
     "payouts_outbox_lag_seconds", "Age of the oldest outbox row in the last claimed batch"
 )

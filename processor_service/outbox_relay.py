@@ -4,41 +4,90 @@ Rows are claimed in batches with `FOR UPDATE SKIP LOCKED`, so several relays sha
 without publishing a row twice in one round. Each row goes out persistent, `mandatory`, with
 publisher confirms and `message_id` = the row id; the row is marked sent only after the broker
 acked it with no return. The batch's publishes are pipelined (all in flight, then all confirms).
+
+A row the broker refuses (returns it as unroutable, or nacks it) is that row's problem: it backs
+off on its own (`next_attempt_at`, doubling up to a cap) and after `max_attempts` refusals it is
+parked for an operator (`payouts outbox list-parked`, `payouts outbox retry`). A publish the
+broker never answered (timeout, lost connection) is the broker's problem: the row keeps its turn
+and the relay loop backs off as a whole.
+
+The row locks are the lease: a relay that dies mid-round loses its connection, the locks go with
+it, and the next relay republishes those rows at once.
 """
 
 import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage
 from contracts.topology import DEFAULT_EXCHANGE
-from processor_service.metrics import OUTBOX_FAILURES, OUTBOX_LAG, OUTBOX_PUBLISHED
+from processor_service.metrics import (
+    OUTBOX_FAILURES,
+    OUTBOX_LAG,
+    OUTBOX_PARKED,
+    OUTBOX_PUBLISHED,
+)
 
 log = logging.getLogger("outbox-relay")
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_LENGTH = 500
+FIRST_BACKOFF = timedelta(seconds=1)
+MAX_BACKOFF = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
 class RoundResult:
     claimed: int
     sent: int
-    unroutable: int = 0  # returned by the broker: those rows' problem, not an outage
+    unanswered: int = 0  # publishes the broker never answered: an outage, not those rows' fault
 
 
-def is_unroutable(outcome: object) -> bool:
-    """Returned (no queue bound for its routing key): the row's problem, not the broker's."""
-    return isinstance(outcome, aiormq.exceptions.DeliveryError) and isinstance(
-        outcome.frame, aiormq.spec.Basic.Return
+class NotConfirmed(Exception):
+    """The broker answered the publish with something other than an ack."""
+
+
+def refused_by_broker(outcome: object) -> bool:
+    """The broker answered about this very message: returned it (no queue bound for its routing
+    key) or nacked it (e.g. a full queue). Either is the row's problem."""
+    return isinstance(outcome, aiormq.exceptions.DeliveryError | NotConfirmed)
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the `attempts`-th refusal: 1 s, 2 s, 4 s, ... up to MAX_BACKOFF (the
+    exponent is capped too, so no count can overflow the arithmetic)."""
+    doublings = min(attempts - 1, 20)
+    return min(FIRST_BACKOFF * (1 << doublings), MAX_BACKOFF)
+
+
+def error_text(error: BaseException) -> str:
+    """Fits `last_error` whatever the exception says: its write must never fail the batch."""
+    text = f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+    return text.encode("utf-8", "replace").decode()
+
+
+def claim(now: datetime, batch_size: int) -> Select[OutboxMessage]:
+    """Due rows in `ix_outbox_claim` order: never-tried rows first (due since the epoch), then
+    rows whose backoff is over, so a failing row never starves the others."""
+    return (
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.sent_at.is_(None),
+            OutboxMessage.parked_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
     )
 
 
@@ -53,10 +102,6 @@ def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
         timestamp=row.created_at,
         expiration=row.delay_ms / 1000 if row.delay_ms is not None else None,
     )
-
-
-class NotConfirmed(Exception):
-    """The broker did not ack the message (a nack or no answer)."""
 
 
 class Publisher:
@@ -87,24 +132,24 @@ class Publisher:
 
 
 class OutboxRelay:
-    def __init__(self, sessions: SessionFactory, publisher: Publisher, *, batch_size: int) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        publisher: Publisher,
+        *,
+        batch_size: int,
+        max_attempts: int,
+    ) -> None:
         self.sessions = sessions
         self.publisher = publisher
         self.batch_size = batch_size
+        self.max_attempts = max_attempts
 
     async def relay_once(self) -> RoundResult:
-        """Claim up to a batch of unsent rows, publish them, mark what the broker took."""
+        """Claim up to a batch of due rows, publish them, then mark what the broker took and back
+        off what it refused, in the claim's transaction."""
         async with transaction(self.sessions) as session:
-            rows = list(
-                await session.scalars(
-                    select(OutboxMessage)
-                    .where(OutboxMessage.sent_at.is_(None))
-                    # rows that failed before go last, so they never starve the others
-                    .order_by(OutboxMessage.publish_attempts, OutboxMessage.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            rows = list(await session.scalars(claim(utcnow(), self.batch_size)))
             if not rows:
                 OUTBOX_LAG.set(0)
                 return RoundResult(claimed=0, sent=0)
@@ -112,32 +157,76 @@ class OutboxRelay:
             outcomes = await asyncio.gather(
                 *(self.publisher.publish(row) for row in rows), return_exceptions=True
             )
-            sent = [row.id for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
-            if sent:
-                await session.execute(
-                    update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(sent_at=utcnow())
-                )
-            await self._record_failures(session, rows, outcomes)
-        OUTBOX_PUBLISHED.inc(len(sent))
-        OUTBOX_FAILURES.inc(len(rows) - len(sent))
-        unroutable = sum(1 for outcome in outcomes if is_unroutable(outcome))
-        return RoundResult(claimed=len(rows), sent=len(sent), unroutable=unroutable)
-
-    async def _record_failures(
-        self, session: AsyncSession, rows: Sequence[OutboxMessage], outcomes: Sequence[object]
-    ) -> None:
-        for row, outcome in zip(rows, outcomes, strict=True):
-            if not isinstance(outcome, BaseException):
-                continue
-            error = f"{type(outcome).__name__}: {outcome}"[:MAX_ERROR_LENGTH]
-            # log attempts 1, 2, 4, 8, ...: a stuck row must not flood the log
-            if row.publish_attempts & (row.publish_attempts + 1) == 0:
-                log.warning("outbox row %s not published: %s", row.id, error)
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(publish_attempts=OutboxMessage.publish_attempts + 1, last_error=error)
+            results = list(zip(rows, outcomes, strict=True))
+            sent = [row.id for row, outcome in results if outcome is None]
+            failed = [(row, error) for row, error in results if error is not None]
+            await self._record(session, sent, failed)
+        unanswered = [error for _, error in failed if not refused_by_broker(error)]
+        if unanswered:
+            log.warning(
+                "%d outbox row(s) not published, the broker did not answer: %s",
+                len(unanswered),
+                error_text(unanswered[0]),
             )
+        OUTBOX_PUBLISHED.inc(len(sent))
+        OUTBOX_FAILURES.inc(len(failed))
+        return RoundResult(claimed=len(rows), sent=len(sent), unanswered=len(unanswered))
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        sent: Sequence[int],
+        failed: Sequence[tuple[OutboxMessage, BaseException]],
+    ) -> None:
+        """Every value written here is bounded (capped count, truncated error, capped wait), so
+        no row can fail this transaction and take the batch's sent marks with it."""
+        now = utcnow()
+        if sent:
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(sent_at=now)
+            )
+        for row, error in failed:
+            if refused_by_broker(error):
+                await self._back_off(session, row, error_text(error), now)
+
+    async def _back_off(
+        self, session: AsyncSession, row: OutboxMessage, error: str, now: datetime
+    ) -> None:
+        """Counts the refusal, schedules the next attempt, parks the row after its last one."""
+        attempts = min(row.publish_attempts + 1, self.max_attempts)
+        parked = attempts >= self.max_attempts
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(
+                publish_attempts=attempts,
+                last_error=error,
+                next_attempt_at=now + backoff(attempts),
+                parked_at=now if parked else None,
+            )
+        )
+        if parked:
+            OUTBOX_PARKED.inc()
+            log.error("outbox row %s parked after %d refusals: %s", row.id, attempts, error)
+        else:
+            wait = backoff(attempts).total_seconds()
+            log.warning(
+                "outbox row %s refused (%d), next try in %.0fs: %s", row.id, attempts, wait, error
+            )
+
+
+async def retry_parked(session: AsyncSession, row_id: int | None) -> int:
+    """Hands parked rows back to the relay (one, or all for None): due at once, with a fresh
+    count of attempts. The number of rows unparked."""
+    condition = OutboxMessage.parked_at.is_not(None) & OutboxMessage.sent_at.is_(None)
+    if row_id is not None:
+        condition &= OutboxMessage.id == row_id
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(condition)
+        .values(parked_at=None, publish_attempts=0, next_attempt_at=utcnow())
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def open_publisher(amqp_url: str) -> tuple[AbstractRobustConnection, Publisher]:

@@ -50,7 +50,12 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         await engine.dispose()
         return
     connection, publisher = connected
-    relay = OutboxRelay(sessions, publisher, batch_size=settings.relay_batch_size)
+    relay = OutboxRelay(
+        sessions,
+        publisher,
+        batch_size=settings.relay_batch_size,
+        max_attempts=settings.relay_max_publish_attempts,
+    )
     retention = timedelta(hours=settings.outbox_retention_hours)
     backoff = settings.relay_poll_interval_seconds
     next_cleanup = time.monotonic()
@@ -67,8 +72,7 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            refused = result.claimed - result.sent - result.unroutable
-            if refused and not result.sent:  # the broker takes nothing: back off
+            if result.unanswered and not result.sent:  # the broker takes nothing: back off
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             elif result.claimed < relay.batch_size or not result.sent:

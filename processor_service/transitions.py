@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from contracts import ledger
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout
+from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
 from contracts.payout_events import record_payout_event, request_processing
 
@@ -23,11 +24,6 @@ AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
 
 class StaleTransition(Exception):
     """The payout is no longer in a status this transition starts from."""
-
-
-def psp_reference_for(payout: Payout) -> str:
-    """Deterministic, so a replayed scenario gives the same reference."""
-    return f"PSP-{payout.id.replace('-', '')[:12].upper()}-{payout.hold_cycle}"
 
 
 async def _move(
@@ -90,7 +86,9 @@ async def succeed(
         allowed_from=AWAITING_PSP_DECISION,
         to=PayoutStatus.SUCCESS,
         correlation_id=correlation_id,
-        psp_reference=psp_reference or payout.psp_reference or psp_reference_for(payout),
+        psp_reference=psp_reference
+        or payout.psp_reference
+        or psp_reference_for(payout.id, payout.hold_cycle),
         failure_code=None,
         failure_reason=None,
         processed_at=utcnow(),
@@ -141,7 +139,7 @@ async def await_psp(session: AsyncSession, payout: Payout, *, correlation_id: st
         allowed_from={PayoutStatus.PROCESSING},
         to=PayoutStatus.PENDING,
         correlation_id=correlation_id,
-        psp_reference=psp_reference_for(payout),
+        psp_reference=psp_reference_for(payout.id, payout.hold_cycle),
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
-from cli.merchants import NewMerchant, create_merchant, seed_directory
+from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory, transaction
 from contracts.settings import Settings
 from migrations.runner import upgrade_to_head
@@ -57,8 +57,6 @@ def service_env(settings: Settings) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url, pool_size=60)
-    async with transaction(create_session_factory(engine)) as session:
-        await seed_directory(session)
     yield engine
     await engine.dispose()
 

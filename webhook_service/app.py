@@ -5,8 +5,9 @@ the next retry tier with its delay, parked in `webhooks.parking-lot` after the l
 it is not a PayoutStatusChanged at all, dead-lettered into `webhooks.payout-events.dead` (with the
 validation error in a header) so that it never blocks the queue. Retries count in our own header.
 
-Prefetch is bounded (`webhook_prefetch`); each in-flight message holds one database connection
-for its attempt, so keep it below the pool size. On shutdown the broker stops consuming and waits
+Prefetch is bounded (`webhook_prefetch`, 32); each in-flight message holds one database connection
+for its attempt, so the pool (`db_pool_size`, 20, plus as many again in overflow) must cover it:
+raise both together. On shutdown the broker stops consuming and waits
 for the in-flight attempts (graceful timeout above the HTTP timeout) before the pool closes.
 """
 
@@ -24,7 +25,7 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
 from contracts.settings import Settings, get_settings
 from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
-from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, resend_requested_at
+from contracts.webhooks import RESEND_GENERATION_HEADER, resend_generation
 from webhook_service.delivery import Decision, Disposition, EventDelivery
 from webhook_service.metrics import count_outcome
 from webhook_service.retry_ladder import RetryLadder
@@ -88,7 +89,7 @@ class PayoutEventConsumer:
             decision = await self._delivery.deliver(
                 event.id,
                 ladder_attempt=retry_count(headers) + 1,
-                resend_requested_at=resend_requested_at(headers.get(RESEND_REQUESTED_AT_HEADER)),
+                generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
             )
             await self._settle(message, decision)
 

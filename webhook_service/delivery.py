@@ -62,13 +62,11 @@ def webhook_body(recorded: PayoutEvent) -> tuple[PayoutStatusChanged, bytes]:
     return event, dumps(event.webhook_body())
 
 
-def already_delivered(delivery: WebhookDelivery, resend_requested_at: datetime | None) -> bool:
-    """Delivered, and (for a resend) delivered after the resend was asked for."""
-    if delivery.status != DeliveryStatus.DELIVERED:
-        return False
-    if resend_requested_at is None:
-        return True
-    return delivery.delivered_at is not None and delivery.delivered_at >= resend_requested_at
+def already_delivered(delivery: WebhookDelivery, generation: int) -> bool:
+    """Delivered, and (for a resend) by an attempt that honoured the message's generation."""
+    return (
+        delivery.status == DeliveryStatus.DELIVERED and delivery.delivered_generation >= generation
+    )
 
 
 @dataclass
@@ -78,21 +76,18 @@ class EventDelivery:
     ladder: RetryLadder
     clock: Callable[[], datetime] = field(default=utcnow)
 
-    async def deliver(
-        self, event_id: str, *, ladder_attempt: int, resend_requested_at: datetime | None
-    ) -> Decision:
-        """`ladder_attempt`: this message's attempt number on the retry ladder (1-based)."""
+    async def deliver(self, event_id: str, *, ladder_attempt: int, generation: int) -> Decision:
+        """`ladder_attempt`: this message's attempt number on the retry ladder (1-based);
+        `generation`: the resend it carries out (0 for the first delivery)."""
         try:
-            return await self._deliver(event_id, ladder_attempt, resend_requested_at)
+            return await self._deliver(event_id, ladder_attempt, generation)
         except SQLAlchemyError as exc:
             # The database failed (not the endpoint): the attempt takes the ladder like any
             # other failure, so an outage never spins a message in a tight redelivery loop.
             log.warning("webhook %s: database error, retrying later: %r", event_id, exc)
             return self._failed(ladder_attempt, f"database unavailable: {type(exc).__name__}")
 
-    async def _deliver(
-        self, event_id: str, ladder_attempt: int, resend_requested_at: datetime | None
-    ) -> Decision:
+    async def _deliver(self, event_id: str, ladder_attempt: int, generation: int) -> Decision:
         async with transaction(self.sessions) as session:
             recorded = await session.get(PayoutEvent, event_id)
             if recorded is None:
@@ -102,7 +97,7 @@ class EventDelivery:
 
         async with transaction(self.sessions) as session:
             delivery = await lock_delivery(session, event_id)
-            if already_delivered(delivery, resend_requested_at):
+            if already_delivered(delivery, generation):
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
             merchant = await session.get(Merchant, delivery.merchant_id)
             assert merchant is not None, "deliveries reference their merchant"

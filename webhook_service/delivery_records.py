@@ -68,7 +68,10 @@ async def record_attempt(
 
 
 def mark_delivered(delivery: WebhookDelivery, now: datetime) -> None:
+    """The row is locked from before the attempt: every resend up to its current generation was
+    asked for before this send, so the send honoured them all."""
     delivery.status = DeliveryStatus.DELIVERED.value
+    delivery.delivered_generation = delivery.generation
     delivery.delivered_at = now
     delivery.next_attempt_at = None
     delivery.updated_at = now

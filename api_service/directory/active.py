@@ -1,5 +1,6 @@
 """The active banks and wallets, read once every few seconds instead of once per payout: the
-directory changes only when an operator seeds it, and every create validates against it."""
+directory changes only through a migration or an operator's edit, and every create validates
+against it."""
 
 import time
 from dataclasses import dataclass

@@ -14,6 +14,7 @@ from api_service.payouts.service import validate_destination
 from api_service.request_body import documented_body, read_body
 from api_service.schemas import AccountNumberIn, DestType, InstitutionCode, RequestModel
 from contracts.db.models import DirectoryInstitution
+from contracts.domain.scenarios import Outcome, account_rule
 
 router = APIRouter(tags=["directory"])
 
@@ -92,11 +93,11 @@ async def _verify(session: AsyncSession, body: VerifyAccountRequest) -> dict[str
         if failure.details and failure.details[0]["field"] == "accountNumber":
             return {"isValid": False, "message": failure.message}
         raise
-    if number.endswith("0003"):
-        return {"isValid": False, "message": "Account validation failed"}
-    blocked = number.endswith("0005")
+    rule = account_rule(number)
+    if rule.outcome is Outcome.FAILED:
+        return {"isValid": False, "message": rule.reason}
     return {
         "isValid": True,
         "accountTitle": sandbox_account_title(number),
-        "message": "Account is blocked or restricted" if blocked else "Account verified",
+        "message": rule.reason if rule.outcome is Outcome.ON_HOLD else "Account verified",
     }

@@ -23,7 +23,7 @@ from api_service.payouts.schemas import (
     PayoutListFilters,
 )
 from api_service.request_body import documented_body, read_body
-from api_service.schemas import TimestampIn
+from api_service.schemas import PayoutIdPath, TimestampIn
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -118,8 +118,10 @@ async def list_payouts(
     responses=error_responses(*AUTH_ERRORS, NotFound),
     summary="Get a payout",
 )
-async def get_payout(payout_id: str, merchant: CurrentMerchant, session: SessionDep) -> Response:
-    payout = await service.get_payout(session, merchant, payout_id)
+async def get_payout(
+    merchant: CurrentMerchant, payout_id: PayoutIdPath, session: SessionDep
+) -> Response:
+    payout = await service.find_payout(session, payout_id, merchant_id=merchant.id)
     return json_response(success_body(payout_json(payout)))
 
 
@@ -132,9 +134,9 @@ async def get_payout(payout_id: str, merchant: CurrentMerchant, session: Session
     summary="Retry a FAILED payout: funds are held again and it goes back to PENDING",
 )
 async def reinitiate_payout(
-    payout_id: str,
     request: Request,
     merchant: CurrentMerchant,
+    payout_id: PayoutIdPath,
     idempotency: IdempotencyDep,
     session: SessionDep,
     request_id: RequestId,

@@ -21,6 +21,7 @@ from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
 from contracts import ledger
 from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, Payout
+from contracts.db.payouts import load_payout
 from contracts.domain.accounts import (
     account_number_problem,
     iban_bank_code,
@@ -115,13 +116,11 @@ async def _hold(session: AsyncSession, payout: Payout) -> None:
         raise InsufficientBalance from exc
 
 
-async def get_payout(
-    session: AsyncSession, merchant: Merchant, payout_id: str, *, lock: bool = False
+async def find_payout(
+    session: AsyncSession, payout_id: str, *, merchant_id: str | None, lock: bool = False
 ) -> Payout:
-    statement = select(Payout).where(Payout.id == payout_id, Payout.merchant_id == merchant.id)
-    if lock:
-        statement = statement.with_for_update()
-    payout = await session.scalar(statement)
+    """The payout (of that merchant, when one asks), or NotFound."""
+    payout = await load_payout(session, payout_id, merchant_id=merchant_id, lock=lock)
     if payout is None:
         raise NotFound("Payout not found")
     return payout
@@ -131,11 +130,12 @@ async def reinitiate_payout(
     session: AsyncSession, merchant: Merchant, payout_id: str, *, request_id: str
 ) -> Payout:
     """FAILED -> PENDING with the funds held again, in one transaction."""
-    payout = await get_payout(session, merchant, payout_id, lock=True)
+    payout = await find_payout(session, payout_id, merchant_id=merchant.id, lock=True)
     if payout.status != PayoutStatus.FAILED:
         raise InvalidStatus(f"Only FAILED payouts can be reinitiated; this one is {payout.status}")
     payout.status = PayoutStatus.PENDING.value
     payout.hold_cycle += 1
+    payout.attempts = 0  # a new attempt cycle runs the scenario table from its start
     payout.failure_code = None
     payout.failure_reason = None
     payout.psp_reference = None  # a new hold cycle is submitted to the PSP afresh

@@ -15,15 +15,31 @@ from api_service.errors import (
     NotFound,
     PayloadTooLarge,
     SandboxDisabled,
+    StalePspReference,
+    UnsupportedMediaType,
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
+from api_service.payouts.service import find_payout
 from api_service.psp import service
-from api_service.request_body import documented_body, read_body, validate_body
-from api_service.schemas import RequestModel
+from api_service.request_body import documented_body, read_body, require_json, validate_body
+from api_service.schemas import PayoutIdPath, RequestModel
+from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PspOutcome
 
 router = APIRouter(tags=["psp"])
+
+IPN_RULES = """
+Each callback is judged against the newest outcome already accepted for the payout, so callbacks
+sent back to back get the same answers as callbacks sent a minute apart:
+PENDING / ON_HOLD / IN_REVIEW / RETRY / PROCESSING -> SUCCESS or FAILED, and SUCCESS -> REVERSED
+are accepted (200) and applied in the order they were accepted; any other transition is 409
+`INVALID_TRANSITION` and changes nothing.
+
+Outcomes belong to an attempt: a callback whose `pspReference` names an attempt from before the
+payout was reinitiated is 409 `STALE_PSP_REFERENCE` and changes nothing; a callback without
+`pspReference` applies to the current attempt. The same `eventId` twice is 200, applied once.
+"""
 
 
 class PspCallbackRequest(RequestModel):
@@ -41,8 +57,16 @@ class SimulateRequest(RequestModel):
 
 @router.post(
     "/ipn/psp",
-    responses=error_responses(InvalidSignature, NotFound, InvalidTransition, PayloadTooLarge),
+    responses=error_responses(
+        InvalidSignature,
+        NotFound,
+        InvalidTransition,
+        StalePspReference,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+    ),
     summary="PSP callback (HMAC-SHA256 of the raw body in X-PSP-Signature)",
+    description=IPN_RULES,
     openapi_extra=documented_body(PspCallbackRequest),
 )
 async def psp_callback(
@@ -55,21 +79,20 @@ async def psp_callback(
     raw = await request.body()
     if not service.signature_matches(settings.psp_secret, raw, signature):
         raise InvalidSignature
+    require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)
-    recorded = False
-    if not await service.callback_already_recorded(session, callback.event_id):
-        payout = await service.find_payout(session, callback.payout_id)
-        recorded = await service.record_psp_outcome(
-            session,
-            payout,
-            event_id=callback.event_id,
-            outcome=callback.status,
-            psp_reference=callback.psp_reference,
-            failure_reason=callback.failure_reason,
-            source="IPN",
-            request_id=request_id,
-        )
-        await session.commit()
+    payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
+    recorded = await service.accept_psp_outcome(
+        session,
+        payout,
+        event_id=callback.event_id,
+        outcome=callback.status,
+        psp_reference=callback.psp_reference,
+        failure_reason=callback.failure_reason,
+        source="IPN",
+        request_id=request_id,
+    )
+    await session.commit()
     # A repeated event id is acknowledged the same way, so the PSP stops resending it.
     data = {"eventId": callback.event_id, "payoutId": callback.payout_id, "duplicate": not recorded}
     return json_response(success_body(data, "Callback accepted"))
@@ -77,14 +100,16 @@ async def psp_callback(
 
 @router.post(
     "/sandbox/payouts/{payout_id}/simulate",
+    status_code=202,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, InvalidTransition),
     summary="Sandbox: settle a payout as the PSP would (test mode only)",
+    description="Judged like an IPN for the payout's current attempt (see `POST /ipn/psp`).",
     openapi_extra=documented_body(SimulateRequest),
 )
 async def simulate_outcome(
-    payout_id: str,
     request: Request,
     merchant: CurrentMerchant,
+    payout_id: PayoutIdPath,
     idempotency: IdempotencyDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -95,14 +120,14 @@ async def simulate_outcome(
 
     async def operation() -> tuple[int, bytes]:
         body = await read_body(request, SimulateRequest)
-        payout = await service.find_payout(session, payout_id, merchant.id)
+        payout = await find_payout(session, payout_id, merchant_id=merchant.id, lock=True)
         event_id = f"sim_{uuid.uuid4().hex}"
-        await service.record_psp_outcome(
+        await service.accept_psp_outcome(
             session,
             payout,
             event_id=event_id,
             outcome=body.outcome,
-            psp_reference=payout.psp_reference or f"SIM-{payout.id[:8].upper()}",
+            psp_reference=payout.psp_reference or simulated_reference(payout.id, payout.hold_cycle),
             failure_reason=body.failure_reason,
             source="SANDBOX",
             request_id=request_id,

@@ -1,16 +1,24 @@
-"""PSP callbacks (IPN) and sandbox simulations: checked against the payout's status now,
-recorded once per event id, and handed to the processor through the outbox."""
+"""PSP callbacks (IPN) and sandbox simulations.
+
+Each is judged, under the payout's row lock, against the newest outcome already *accepted* for
+the payout (not the last one the processor has applied), so two callbacks sent back to back get
+the answers they would get a minute apart. An accepted outcome is recorded once per event id,
+bound to the payout's current attempt (hold cycle), and handed to the processor through the
+outbox; the processor applies accepted outcomes in the order they were accepted.
+"""
 
 import hashlib
 import hmac
+import re
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import InvalidTransition, NotFound
+from api_service.errors import InvalidTransition, StalePspReference
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback
+from contracts.domain.psp_references import generated_references_before
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome
 from contracts.outbox import add_to_outbox
@@ -21,17 +29,39 @@ def psp_signature(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+# A header arrives as latin-1 text: anything but 64 ASCII hex digits cannot be a signature.
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}", re.ASCII)
+
+
 def signature_matches(secret: str, body: bytes, signature: str | None) -> bool:
-    return bool(signature) and hmac.compare_digest(
-        psp_signature(secret, body), str(signature).lower()
+    """Constant-time comparison of bytes, once the header has the shape of a signature."""
+    if signature is None or not _HEX_SHA256.fullmatch(signature):
+        return False
+    expected = psp_signature(secret, body).encode()
+    return hmac.compare_digest(expected, signature.lower().encode())
+
+
+async def _names_an_earlier_attempt(
+    session: AsyncSession, payout: Payout, psp_reference: str
+) -> bool:
+    """The reference was given to an attempt before the payout's current one."""
+    if psp_reference == payout.psp_reference or payout.hold_cycle == 1:
+        return False
+    if psp_reference in generated_references_before(payout.id, payout.hold_cycle):
+        return True
+    earlier = await session.scalar(
+        select(PspCallback.event_id)
+        .where(
+            PspCallback.payout_id == payout.id,
+            PspCallback.psp_reference == psp_reference,
+            PspCallback.hold_cycle < payout.hold_cycle,
+        )
+        .limit(1)
     )
+    return earlier is not None
 
 
-async def callback_already_recorded(session: AsyncSession, event_id: str) -> bool:
-    return await session.get(PspCallback, event_id) is not None
-
-
-async def record_psp_outcome(
+async def accept_psp_outcome(
     session: AsyncSession,
     payout: Payout,
     *,
@@ -42,18 +72,27 @@ async def record_psp_outcome(
     source: str,
     request_id: str,
 ) -> bool:
-    """False when this event id was already recorded; InvalidTransition when illegal."""
-    current = PayoutStatus(payout.status)
-    if not psp_outcome_allowed(current, outcome):
-        raise InvalidTransition(f"{current} -> {outcome} is not allowed")
+    """Record the outcome for the processor. `payout` must be locked by the caller's transaction.
+
+    False when this event id was already recorded (acknowledged again, changes nothing);
+    StalePspReference when the reference names an earlier attempt; InvalidTransition when the
+    outcome does not follow the newest accepted one."""
+    if await session.get(PspCallback, event_id) is not None:
+        return False
+    if psp_reference and await _names_an_earlier_attempt(session, payout, psp_reference):
+        raise StalePspReference
+    latest = PayoutStatus(payout.accepted_outcome or payout.status)
+    if not psp_outcome_allowed(latest, outcome):
+        raise InvalidTransition(f"{latest} -> {outcome} is not allowed")
     try:
-        # A savepoint: a concurrent copy of the event loses the race here without rolling back
-        # (and expiring the objects of) the caller's transaction, which it does not own.
+        # A savepoint: the same event id sent for another payout loses here without rolling
+        # back (and expiring the objects of) the caller's transaction, which it does not own.
         async with session.begin_nested():
             await session.execute(
                 insert(PspCallback).values(
                     event_id=event_id,
                     payout_id=payout.id,
+                    hold_cycle=payout.hold_cycle,
                     outcome=outcome.value,
                     psp_reference=psp_reference,
                     failure_reason=failure_reason,
@@ -63,12 +102,16 @@ async def record_psp_outcome(
             )
     except IntegrityError:
         return False
+    await session.execute(
+        update(Payout).where(Payout.id == payout.id).values(accepted_outcome=outcome.value)
+    )
     await add_to_outbox(
         session,
         ApplyPspOutcome(
             callback_event_id=event_id,
             payout_id=payout.id,
             merchant_id=payout.merchant_id,
+            hold_cycle=payout.hold_cycle,
             outcome=outcome,
             psp_reference=psp_reference,
             failure_reason=failure_reason,
@@ -80,15 +123,3 @@ async def record_psp_outcome(
         correlation_id=request_id,
     )
     return True
-
-
-async def find_payout(
-    session: AsyncSession, payout_id: str, merchant_id: str | None = None
-) -> Payout:
-    statement = select(Payout).where(Payout.id == payout_id)
-    if merchant_id is not None:
-        statement = statement.where(Payout.merchant_id == merchant_id)
-    payout = await session.scalar(statement)
-    if payout is None:
-        raise NotFound("Payout not found")
-    return payout

@@ -15,6 +15,7 @@ from api_service.errors import (
 )
 from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
+from api_service.schemas import DeliveryIdPath
 from api_service.webhooks import service
 from api_service.webhooks.schemas import (
     PayoutEventListEnvelope,
@@ -132,9 +133,9 @@ async def list_deliveries(
     summary="Send the delivery's event again (same webhook-id, fresh timestamp and signature)",
 )
 async def resend_delivery(
-    delivery_id: str,
     request: Request,
     merchant: CurrentMerchant,
+    delivery_id: DeliveryIdPath,
     idempotency: IdempotencyDep,
     session: SessionDep,
     request_id: RequestId,
@@ -230,4 +231,6 @@ async def rotate_secret(
         data = {**endpoint_json(rotated), "secret": secret}
         return 200, success_body(data, "Store this secret now: it is not shown again")
 
-    return await idempotency.run(request, session, operation)
+    # A retry with the same key gets the same secret back, stored only encrypted (see
+    # api_service/sealed_responses.py).
+    return await idempotency.run(request, session, operation, sealed=True)

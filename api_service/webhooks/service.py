@@ -18,7 +18,7 @@ from contracts.messages import PayoutStatusChanged
 from contracts.outbox import add_to_outbox
 from contracts.topology import DEFAULT_EXCHANGE
 from contracts.webhooks import (
-    RESEND_REQUESTED_AT_HEADER,
+    RESEND_GENERATION_HEADER,
     RESEND_ROUTING_KEY,
     DeliveryStatus,
     endpoint_destination_problem,
@@ -109,7 +109,8 @@ async def resend_delivery(
         raise WebhookEndpointMissing
     recorded = await session.get(PayoutEvent, delivery.event_id)
     assert recorded is not None, "deliveries reference their event"
-    now = utcnow()
+    # Under the row lock: concurrent resends get distinct generations.
+    delivery.generation += 1
     await add_to_outbox(
         session,
         PayoutStatusChanged.model_validate_json(recorded.body),
@@ -118,11 +119,11 @@ async def resend_delivery(
         payout_id=delivery.payout_id,
         merchant_id=merchant.id,
         correlation_id=request_id,
-        extra_headers={RESEND_REQUESTED_AT_HEADER: now.isoformat()},
+        extra_headers={RESEND_GENERATION_HEADER: delivery.generation},
     )
     delivery.status = DeliveryStatus.PENDING.value
     delivery.next_attempt_at = None
-    delivery.updated_at = now
+    delivery.updated_at = utcnow()
     await session.flush()
     return delivery
 

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+from sqlalchemy import ColumnElement, func, literal_column
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,3 +43,11 @@ async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
 def utcnow() -> datetime:
     """Naive UTC, as stored in DATETIME(6) columns."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+# The database's clock (UTC, microseconds), for times several hosts compare: one clock for all.
+DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
+
+
+def database_now_plus(seconds: int) -> ColumnElement[datetime]:
+    return func.timestampadd(literal_column("SECOND"), seconds, DATABASE_NOW)

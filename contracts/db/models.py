@@ -85,6 +85,9 @@ class Payout(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Incremented by every hold (create, reinitiate): a hold is posted or released once per cycle.
     hold_cycle: Mapped[int] = mapped_column(Integer, default=1)
+    # The newest PSP outcome accepted (IPN, simulation) but not yet applied by the processor:
+    # the next callback is judged against it rather than against `status`.
+    accepted_outcome: Mapped[str | None] = mapped_column(String(20))
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -127,7 +130,8 @@ class OutboxMessage(Base):
     """A message written in the same transaction as the change it announces."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_claim", "sent_at", "publish_attempts", "id"),)
+    # The relay's claim in index order: unsent, unparked, due, earliest due first.
+    __table_args__ = (Index("ix_outbox_claim", "sent_at", "parked_at", "next_attempt_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     exchange: Mapped[str] = mapped_column(String(100))
@@ -138,14 +142,23 @@ class OutboxMessage(Base):
     delay_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    publish_attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    # Publishes the broker refused (returned or nacked), capped at the relay's limit.
+    publish_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
+    # A row never tried is due since the epoch, so it goes before rows backing off.
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default="1970-01-01 00:00:00"
+    )
+    # Set after the last attempt: the relay skips the row until an operator retries it.
+    parked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ProcessedMessage(Base):
     """Consumer inbox: a message id recorded in the transaction that applied it."""
 
     __tablename__ = "processed_messages"
+    # Housekeeping deletes by age.
+    __table_args__ = (Index("ix_processed_messages_processed_at", "processed_at"),)
 
     consumer: Mapped[str] = mapped_column(String(50), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -161,6 +174,8 @@ class IdempotencyKey(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     request_hash: Mapped[str] = mapped_column(String(64))
+    # Held by the request that owns the claim; storing and releasing are conditioned on it.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     locked_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -181,12 +196,17 @@ class UsageCounter(Base):
 
 
 class PspCallback(Base):
-    """An IPN or sandbox simulation, recorded once per event id."""
+    """An IPN or sandbox simulation, recorded once per event id, applied in `accept_seq` order."""
 
     __tablename__ = "psp_callbacks"
+    __table_args__ = (Index("ix_psp_callbacks_payout_seq", "payout_id", "accept_seq"),)
 
     event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
+    hold_cycle: Mapped[int] = mapped_column(Integer)
+    # The database's counter: the order outcomes were accepted in, whatever the hosts' clocks.
+    accept_seq: Mapped[int] = mapped_column(BigInteger, autoincrement=True, unique=True)
+    applied_at: Mapped[datetime | None] = mapped_column(Timestamp)
     outcome: Mapped[str] = mapped_column(String(20))
     psp_reference: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(String(255))
@@ -230,6 +250,11 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Counters, not times, decide whether a resend was honoured: the API and the webhook
+    # service run on different clocks (migration 0008). Each resend increments `generation`;
+    # a successful attempt records the generation it honoured.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delivered_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

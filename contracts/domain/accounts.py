@@ -15,12 +15,6 @@ def iban_checksum_ok(iban: str) -> bool:
     return int(digits) % 97 == 1
 
 
-def iban_check_digits(country: str, bban: str) -> str:
-    """The two check digits that make `country + ?? + bban` a valid IBAN."""
-    digits = "".join(str(int(ch, 36)) for ch in bban + country + "00")
-    return f"{98 - int(digits) % 97:02d}"
-
-
 def is_pakistani_iban(value: str) -> bool:
     return bool(_PK_IBAN.fullmatch(value)) and iban_checksum_ok(value)
 
@@ -49,8 +43,3 @@ def account_number_problem(dest_type: str, account_number: str) -> str | None:
 
 def iban_bank_code(iban: str) -> str:
     return iban[4:8]
-
-
-def mask_account(account_number: str) -> str:
-    """All but the last 4 characters hidden, for logs."""
-    return "*" * max(len(account_number) - 4, 0) + account_number[-4:]

@@ -1,4 +1,8 @@
-"""The bank and wallet directory the seed loads (see shared/REFERENCE.md)."""
+"""The bank and wallet directory (see shared/REFERENCE.md), the application's one copy of it.
+
+Migration 0005 loads the same rows from a copy of its own, as a migration must; tests check the
+migrated database against this list.
+"""
 
 from typing import NamedTuple
 

@@ -1,10 +1,22 @@
-"""idempotency claim tokens; PSP callbacks bound to the hold cycle
+"""idempotency claim tokens; PSP callbacks bound to the hold cycle and applied in order
+
+- idempotency_keys.claim_token: whoever holds the token owns the claim; storing a response or
+  releasing the claim is conditioned on it, so a slow request whose claim was taken over can
+  neither overwrite the new owner's response nor delete its claim.
+- psp_callbacks.hold_cycle: the attempt an outcome belongs to; accept_seq: the order the API
+  accepted outcomes in (the database's counter, not a host's clock); applied_at: NULL until the
+  processor has applied it. Existing rows were handled under the old rules: marked applied.
+- payouts.accepted_outcome: the newest PSP outcome accepted but not yet applied, against which
+  the next callback is judged (NULL when there is none).
 
 Revision ID: 0007
 Revises: 0006
 """
 
 from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -13,8 +25,33 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.add_column("idempotency_keys", sa.Column("claim_token", sa.String(32), nullable=True))
+    op.add_column("payouts", sa.Column("accepted_outcome", sa.String(20), nullable=True))
+    # An AUTO_INCREMENT column must be a key in the statement that adds it.
+    op.execute(
+        "ALTER TABLE psp_callbacks"
+        " ADD COLUMN hold_cycle INT NOT NULL DEFAULT 1,"
+        " ADD COLUMN accept_seq BIGINT NOT NULL AUTO_INCREMENT,"
+        " ADD COLUMN applied_at DATETIME(6) NULL,"
+        " ADD UNIQUE KEY uq_psp_callbacks_accept_seq (accept_seq),"
+        " ADD INDEX ix_psp_callbacks_payout_seq (payout_id, accept_seq)"
+    )
+    op.execute(
+        "UPDATE psp_callbacks c JOIN payouts p ON p.id = c.payout_id"
+        " SET c.hold_cycle = p.hold_cycle, c.applied_at = c.received_at"
+    )
 
 
 def downgrade() -> None:
-    pass
+    # The payout_id foreign key leans on the new index since its own was dropped for it.
+    op.create_index("ix_psp_callbacks_payout", "psp_callbacks", ["payout_id"])
+    op.execute(
+        "ALTER TABLE psp_callbacks"
+        " DROP INDEX ix_psp_callbacks_payout_seq,"
+        " DROP INDEX uq_psp_callbacks_accept_seq,"
+        " DROP COLUMN applied_at,"
+        " DROP COLUMN accept_seq,"
+        " DROP COLUMN hold_cycle"
+    )
+    op.drop_column("payouts", "accepted_outcome")
+    op.drop_column("idempotency_keys", "claim_token")

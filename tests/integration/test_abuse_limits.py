@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api_service.app import create_app
 from api_service.deps import CurrentMerchant
 from api_service.idempotency import REPLAYED_HEADER
-from api_service.psp.service import find_payout, record_psp_outcome
+from api_service.payouts.service import find_payout
+from api_service.psp.service import accept_psp_outcome
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import IdempotencyKey, Merchant
@@ -421,7 +422,7 @@ async def test_a_duplicate_event_leaves_the_callers_transaction_and_objects_alon
     merchant = await make_merchant()
     created = await create_payout(api_client, merchant)
     async with sessions() as session:
-        payout = await find_payout(session, created["id"])
+        payout = await find_payout(session, created["id"], merchant_id=None, lock=True)
         outcome: dict[str, Any] = {
             "event_id": f"evt-{uuid.uuid4().hex}",
             "outcome": PspOutcome.SUCCESS,
@@ -430,8 +431,8 @@ async def test_a_duplicate_event_leaves_the_callers_transaction_and_objects_alon
             "source": "IPN",
             "request_id": "req-dup",
         }
-        assert await record_psp_outcome(session, payout, **outcome) is True
-        assert await record_psp_outcome(session, payout, **outcome) is False
+        assert await accept_psp_outcome(session, payout, **outcome) is True
+        assert await accept_psp_outcome(session, payout, **outcome) is False
         assert payout.id == created["id"]  # still loaded: nothing was rolled back under it
         await session.commit()
     after = await footprint(sessions, merchant.merchant_id)

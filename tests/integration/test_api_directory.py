@@ -1,13 +1,28 @@
-"""GET /directory and POST /verify-account."""
+"""GET /directory and POST /verify-account; the directory comes with the migrations."""
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from alembic import command
+from sqlalchemy import make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api_service.app import create_app
+from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.db.models import DirectoryInstitution
 from contracts.domain.directory import BANKS, WALLETS
+from contracts.settings import Settings
+from migrations.runner import alembic_config, upgrade_to_head
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, assert_error, auth
+from tests.support.api_helpers import API, assert_error, auth, new_merchant
+
+DIRECTORY = {
+    *((bank.code, "BANK", bank.name, bank.iban_code) for bank in BANKS),
+    *((wallet.code, "WALLET", wallet.name, None) for wallet in WALLETS),
+}
 
 
 async def test_directory_lists_banks_and_wallets(
@@ -30,6 +45,93 @@ async def test_directory_lists_banks_and_wallets(
     assert wallets["JAZZCASH"]["isActive"] is True
     assert wallets["JAZZCASH"]["name"].startswith("JazzCash")
     assert list(banks) == sorted(banks)
+
+
+@pytest.fixture
+async def empty_database(engine: AsyncEngine, settings: Settings) -> AsyncIterator[str]:
+    """The URL of a brand-new database of this test's own (not the session's), dropped after."""
+    url = make_url(settings.database_url)
+    name = f"{url.database}_fresh"
+    async with engine.begin() as connection:
+        await connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        await connection.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"DROP DATABASE `{name}`"))
+
+
+async def migrate(database_url: str, revision: str = "head") -> None:
+    # Alembic's env.py runs an event loop of its own: not on this one.
+    if revision == "head":
+        await asyncio.to_thread(upgrade_to_head, database_url)
+    else:
+        await asyncio.to_thread(command.upgrade, alembic_config(database_url), revision)
+
+
+async def directory_rows(database_url: str) -> list[DirectoryInstitution]:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            return list(await session.scalars(select(DirectoryInstitution)))
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_alone_loads_the_directory_the_api_lists(
+    empty_database: str, settings: Settings
+) -> None:
+    """`payouts migrate` on an empty database is enough to take payouts: no seed step."""
+    await migrate(empty_database)
+
+    rows = await directory_rows(empty_database)
+    assert {(row.code, row.kind, row.name, row.iban_code) for row in rows} == DIRECTORY
+    assert all(row.is_active for row in rows)
+
+    app = create_app(settings.model_copy(update={"database_url": empty_database}))
+    async with app.router.lifespan_context(app):
+        merchant = await new_merchant(app.state.sessions)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get(f"{API}/directory", headers=auth(merchant, ""))
+    assert response.status_code == 200, response.text
+    listed = response.json()["data"]
+    active = {
+        entry["code"]
+        for kind in ("banks", "wallets")
+        for entry in listed[kind]
+        if entry["isActive"]
+    }
+    assert {"HBL", "UBL", "EASYPAISA", "JAZZCASH"} <= active
+    assert active == {code for code, *_ in DIRECTORY}
+
+
+async def test_migrate_keeps_a_directory_seeded_before_it_loaded_one(empty_database: str) -> None:
+    """Databases from before revision 0005 were loaded by `payouts seed`, and an operator may
+    have deactivated a bank since: the upgrade adds only what is missing."""
+    await migrate(empty_database, "0004")
+    engine = create_engine(empty_database, pool_size=1)
+    try:
+        async with transaction(create_session_factory(engine)) as session:
+            session.add(
+                DirectoryInstitution(
+                    code="HBL",
+                    kind="BANK",
+                    name="Habib Bank Limited",
+                    iban_code="HABB",
+                    is_active=False,
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    await migrate(empty_database)
+
+    rows = {row.code: row for row in await directory_rows(empty_database)}
+    assert {(row.code, row.kind, row.name, row.iban_code) for row in rows.values()} == DIRECTORY
+    assert not rows["HBL"].is_active
+    assert rows["UBL"].is_active
 
 
 def _verify_body(**overrides: Any) -> dict[str, Any]:

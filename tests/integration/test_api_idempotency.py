@@ -10,8 +10,12 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import text, update
+from starlette.requests import Request
 
-from api_service.idempotency import request_fingerprint
+from api_service.errors import IdempotencyKeyInUse, ServiceUnavailable
+from api_service.idempotency import Idempotency, request_fingerprint
+from api_service.sealed_responses import ResponseSeal
+from cli.merchants import NewMerchant
 from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import IdempotencyKey
@@ -226,7 +230,7 @@ async def test_key_claimed_by_a_running_request_is_409_in_use(
     await _claim_without_answer(sessions, merchant.merchant_id, key)
     before = await footprint(sessions, merchant.merchant_id)
     response = await api_client.post(
-        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
     )
     assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
     assert await footprint(sessions, merchant.merchant_id) == before
@@ -243,12 +247,12 @@ async def test_key_of_a_request_that_died_is_taken_over(
     stale = timedelta(seconds=settings.idempotency_stale_seconds + 1)
     await _age_key(sessions, merchant.merchant_id, key, locked_at=stale)
     response = await api_client.post(
-        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
     )
     # The body is not a payout: what matters is that it ran (and its 400 is now stored).
     assert_error(response, 400, "VALIDATION_ERROR", "merchantReference")
     replay = await api_client.post(
-        f"{API}/payouts", content=orjson.dumps({"unused": True}), headers=auth(merchant, key)
+        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
     )
     assert replay.headers[REPLAYED] == "true"
 
@@ -296,7 +300,8 @@ async def test_5xx_is_not_stored_so_the_client_can_retry(
     await outbox_outage.begin()
     failed = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
     await outbox_outage.end()
-    assert_error(failed, 503, "SERVICE_UNAVAILABLE")
+    # A missing table is a bug, not an outage: 500, not 503 (contracts/db/outages.py).
+    assert_error(failed, 500, "INTERNAL_ERROR")
     assert await footprint(sessions, merchant.merchant_id) == before
     retried = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
     assert retried.status_code == 201, retried.text
@@ -327,3 +332,95 @@ async def test_concurrent_requests_with_one_key_make_one_payout_and_never_a_5xx(
 
     settled = await api_client.post(f"{API}/payouts", json=body, headers=headers)
     assert (settled.status_code, settled.content) == (201, originals[0].content)
+
+
+def _slow_request(body: bytes) -> Request:
+    """The request a slow client sent: `Idempotency.run` reads only its body."""
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+
+def _idempotency(
+    merchant: NewMerchant, key: str, sessions: SessionFactory, settings: Settings
+) -> Idempotency:
+    return Idempotency(
+        key=key,
+        merchant_id=merchant.merchant_id,
+        method="POST",
+        path=f"{API}/payouts",
+        request_id="req-slow",
+        sessions=sessions,
+        ttl_seconds=settings.idempotency_ttl_seconds,
+        stale_after_seconds=settings.idempotency_stale_seconds,
+        keys_per_day=settings.idempotency_keys_per_merchant_per_day,
+        seal=ResponseSeal.for_api_key(merchant.api_key),
+    )
+
+
+async def test_a_slow_request_whose_key_was_taken_over_cannot_overwrite_the_new_answer(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    slow = _idempotency(merchant, key, sessions, settings)
+    stale = timedelta(seconds=settings.idempotency_stale_seconds + 1)
+    taken_over: list[httpx.Response] = []
+
+    async def operation() -> tuple[int, bytes]:
+        # While it runs, its claim goes stale and the client's retry takes the key over.
+        await _age_key(sessions, merchant.merchant_id, key, locked_at=stale)
+        taken_over.append(
+            await api_client.post(
+                f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
+            )
+        )
+        return 201, b'{"slow": "answer"}'
+
+    async with sessions() as session:
+        with pytest.raises(IdempotencyKeyInUse):
+            await slow.run(_slow_request(b'{"unused": true}'), session, operation)
+
+    [retry] = taken_over
+    assert_error(retry, 400, "VALIDATION_ERROR")
+    replay = await api_client.post(
+        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
+    )
+    assert (replay.status_code, replay.content) == (400, retry.content)
+
+
+async def test_a_late_release_leaves_the_new_owners_claim_alone(
+    make_merchant: MerchantFactory, sessions: SessionFactory, settings: Settings
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    slow = _idempotency(merchant, key, sessions, settings)
+    new_owner = "b" * 32
+
+    async def operation() -> tuple[int, bytes]:
+        # Another request takes the stale claim over and is still running...
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(IdempotencyKey)
+                .where(
+                    IdempotencyKey.merchant_id == merchant.merchant_id, IdempotencyKey.key == key
+                )
+                .values(claim_token=new_owner)
+            )
+        raise ServiceUnavailable  # ...when this one fails and releases its claim
+
+    async with sessions() as session:
+        with pytest.raises(ServiceUnavailable):
+            await slow.run(_slow_request(b"{}"), session, operation)
+
+    async with sessions() as session:
+        claim = await session.get_one(IdempotencyKey, (merchant.merchant_id, key))
+    assert claim.claim_token == new_owner

@@ -10,13 +10,13 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import DirectoryInstitution
-from contracts.domain.accounts import iban_check_digits
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, footprint, payout_body
+from tests.support.strategies import oracle_check_digits
 
 
 def pk_iban(bank: str, account: str = "0000001123456702") -> str:
-    return f"PK{iban_check_digits('PK', bank + account)}{bank}{account}"
+    return f"PK{oracle_check_digits('PK', bank + account)}{bank}{account}"
 
 
 VALID_HBL_IBAN = pk_iban("HABB")

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -19,6 +19,7 @@ from contracts.db.models import Balance, LedgerJournal, LedgerLine, OutboxMessag
 from contracts.domain.statuses import PayoutStatus
 from contracts.reconcile import ledger_size, reconcile
 from contracts.settings import Settings
+from contracts.topology import COMMANDS_EXCHANGE
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import create_payout, move_payout
 
@@ -223,3 +224,37 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
     assert code == 1, output
     assert f"payout {payout_id} stuck in PENDING" in output
     assert "outbox lag" in output
+
+
+async def test_reconcile_command_reports_a_parked_outbox_row(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    """A row the relay gave up on is a problem until an operator retries it."""
+    async with transaction(sessions) as session:
+        inserted = cast(
+            CursorResult[Any],
+            await session.execute(
+                insert(OutboxMessage).values(
+                    exchange=COMMANDS_EXCHANGE,
+                    routing_key="test.parked",
+                    body=b"{}",
+                    headers={},
+                    created_at=utcnow(),
+                    publish_attempts=20,
+                    last_error="PublishError: ('NO_ROUTE', 'test.parked')",
+                    parked_at=utcnow(),
+                )
+            ),
+        )
+    row_id = inserted.lastrowid
+    try:
+        code, output = await _run_cli(settings)
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(delete(OutboxMessage).where(OutboxMessage.id == row_id))
+
+    assert code == 1, output
+    assert (
+        f"outbox row {row_id} parked after 20 refused publishes (exchange 'payouts.commands', "
+        "routing key 'test.parked'): PublishError: ('NO_ROUTE', 'test.parked')"
+    ) in output

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from sqlalchemy import delete, insert, select
+from sqlalchemy import ClauseElement, delete, insert, select, update
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -22,6 +22,7 @@ from contracts.db.models import OutboxMessage, Payout, ProcessedMessage
 from contracts.messages import PayoutStatusChanged, ProcessPayout
 from contracts.outbox import add_to_outbox
 from contracts.payout_events import request_processing
+from contracts.pipeline_health import Thresholds, parked_outbox_rows, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import (
     COMMANDS_EXCHANGE,
@@ -33,14 +34,22 @@ from contracts.topology import (
     SCHEMA_HEADER,
     declare_topology_at,
 )
-from processor_service.housekeeping import clean_up
-from processor_service.outbox_relay import OutboxRelay, Publisher, RoundResult, open_publisher
+from processor_service.housekeeping import clean_up, cleanup_deletes
+from processor_service.outbox_relay import (
+    OutboxRelay,
+    Publisher,
+    RoundResult,
+    claim,
+    open_publisher,
+    retry_parked,
+)
 from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
+UNANSWERED_KEY = "test.unanswered"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -52,7 +61,13 @@ async def clean_slate(settings: Settings, sessions: SessionFactory) -> None:
     )
     connection, publisher = await open_publisher(settings.amqp_url)
     async with connection:
-        await relay_until_idle(OutboxRelay(sessions, publisher, batch_size=500))
+        relay = OutboxRelay(
+            sessions,
+            publisher,
+            batch_size=500,
+            max_attempts=settings.relay_max_publish_attempts,
+        )
+        await relay_until_idle(relay)
 
 
 @pytest.fixture
@@ -79,6 +94,16 @@ class HeldPublisher(Publisher):
         await super().publish(row)
 
 
+class UnansweredPublisher(Publisher):
+    """Publishes to the real broker, except rows routed to UNANSWERED_KEY: those time out, as
+    when the broker is overloaded or the connection drops before the confirm."""
+
+    async def publish(self, row: OutboxMessage) -> None:
+        if row.routing_key == UNANSWERED_KEY:
+            raise TimeoutError("no confirm within the publish timeout")
+        await super().publish(row)
+
+
 RelayFactory = Callable[..., Awaitable[OutboxRelay]]
 
 
@@ -87,12 +112,20 @@ async def make_relay(settings: Settings, sessions: SessionFactory) -> AsyncItera
     """Relays with a publisher (and a connection) each, as separate relay processes have."""
     connections: list[AbstractRobustConnection] = []
 
-    async def factory(batch_size: int = 200, *, held: bool = False) -> OutboxRelay:
+    async def factory(
+        batch_size: int = 200,
+        *,
+        max_attempts: int = settings.relay_max_publish_attempts,
+        publisher_type: type[Publisher] = Publisher,
+    ) -> OutboxRelay:
         connection, publisher = await open_publisher(settings.amqp_url)
         connections.append(connection)
-        if held:
-            publisher = HeldPublisher(publisher.channel)
-        return OutboxRelay(sessions, publisher, batch_size=batch_size)
+        return OutboxRelay(
+            sessions,
+            publisher_type(publisher.channel),
+            batch_size=batch_size,
+            max_attempts=max_attempts,
+        )
 
     yield factory
     for connection in connections:
@@ -115,6 +148,21 @@ async def delete_rows(sessions: SessionFactory, payout_id: str) -> None:
                 OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id
             )
         )
+
+
+async def make_due(sessions: SessionFactory, payout_id: str) -> None:
+    """Ends the backoff of the payout's rows, as if their wait were over."""
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id)
+            .values(next_attempt_at=utcnow())
+        )
+
+
+def unbound_key() -> str:
+    """A routing key no queue is bound to (yet) on the commands exchange."""
+    return f"test.unbound.{uuid.uuid4().hex[:12]}"
 
 
 async def relay_until_idle(relay: OutboxRelay, max_rounds: int = 50) -> list[RoundResult]:
@@ -222,13 +270,15 @@ async def test_unroutable_row_stays_unsent_and_does_not_block_the_others(
     merchant = await make_merchant()
     payout = await create_payout_as(api_client, merchant)
     relay = await make_relay()
+    relaying_from = utcnow()
 
     await relay.relay_once()
     await relay.relay_once()
 
     [after] = await outbox_for_payout(sessions, scratch_payout_id)
     assert after.sent_at is None
-    assert after.publish_attempts == 2  # once per round
+    assert after.publish_attempts == 1  # the second round found it backing off
+    assert after.next_attempt_at > relaying_from
     assert after.last_error and "NO_ROUTE" in after.last_error.upper()
     good = await outbox_for_payout(sessions, payout["id"])
     assert all(row.sent_at is not None for row in good)
@@ -247,11 +297,12 @@ async def test_an_unroutable_row_does_not_slow_the_relay_loop(
     relay_loop = asyncio.create_task(run_outbox_relay(settings, stop))
     try:
 
-        async def failed_six_rounds() -> None:
+        async def refused() -> None:
             [row] = await outbox_for_payout(sessions, scratch_payout_id)
-            assert row.publish_attempts >= 6
+            assert row.publish_attempts >= 1
 
-        await eventually(failed_six_rounds)
+        await eventually(refused)
+        await make_due(sessions, scratch_payout_id)  # refused again alongside the fresh row
         probe = await rabbit.probe_queue()
         fresh_payout_id = str(uuid.uuid4())
         await write_rows(sessions, fresh_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe)
@@ -282,6 +333,155 @@ async def test_row_the_broker_refuses_is_not_marked_sent(
     [after] = await outbox_for_payout(sessions, scratch_payout_id)
     assert (after.id, after.sent_at, after.publish_attempts) == (row.id, None, 1)
     assert after.last_error and "Nack" in after.last_error
+
+
+async def test_a_row_at_the_old_attempt_limit_is_parked_and_its_batch_still_sent(
+    settings: Settings,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    make_relay: RelayFactory,
+    scratch_payout_id: str,
+) -> None:
+    """Defect 6: the SMALLINT count overflowed past 32767 and the error rolled back the whole
+    batch, sent marks included, so the batch was published again every round."""
+    probe = await rabbit.probe_queue()
+    good = await write_rows(
+        sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe, count=3
+    )
+    key = unbound_key()
+    *_, stuck = await write_rows(
+        sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=key
+    )
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == stuck.id).values(publish_attempts=32767)
+        )
+
+    await (await make_relay()).relay_once()
+
+    after = {row.id: row for row in await outbox_for_payout(sessions, scratch_payout_id)}
+    assert all(after[row.id].sent_at is not None for row in good)
+    published = Counter(str(message.message_id) for message in await rabbit.take(probe))
+    assert published == Counter({str(row.id): 1 for row in good})
+    parked = after[stuck.id]
+    assert parked.sent_at is None and parked.parked_at is not None
+    assert parked.publish_attempts == settings.relay_max_publish_attempts
+    async with sessions() as session:
+        problems = await pipeline_problems(session, Thresholds())
+    [problem] = [problem for problem in problems if f"outbox row {stuck.id} " in problem]
+    assert key in problem and "NO_ROUTE" in problem
+
+
+async def refused_round(
+    relay: OutboxRelay, sessions: SessionFactory, payout_id: str
+) -> tuple[OutboxMessage, timedelta, timedelta]:
+    """The payout's one row made due and relayed once: the row, and the shortest and longest
+    wait its next_attempt_at can mean (the round took some time)."""
+    await make_due(sessions, payout_id)
+    started = utcnow()
+    await relay.relay_once()
+    finished = utcnow()
+    [row] = await outbox_for_payout(sessions, payout_id)
+    return row, row.next_attempt_at - finished, row.next_attempt_at - started
+
+
+async def test_a_refused_row_waits_twice_as_long_after_each_refusal_up_to_five_minutes(
+    sessions: SessionFactory, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    await write_rows(
+        sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=unbound_key()
+    )
+    relay = await make_relay()
+    for attempts, wait in ((1, 1), (2, 2), (3, 4)):
+        row, shortest, longest = await refused_round(relay, sessions, scratch_payout_id)
+        assert row.publish_attempts == attempts
+        assert shortest <= timedelta(seconds=wait) <= longest
+
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(OutboxMessage).where(OutboxMessage.id == row.id).values(publish_attempts=15)
+        )
+    row, shortest, longest = await refused_round(relay, sessions, scratch_payout_id)
+    assert (row.publish_attempts, row.parked_at) == (16, None)
+    assert shortest <= timedelta(minutes=5) <= longest
+
+
+async def test_a_publish_the_broker_never_answered_costs_the_row_nothing(
+    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    """A timeout or a lost connection is an outage, not the row's fault: the relay loop backs
+    off as a whole, and the row keeps its turn and its attempts."""
+    probe = await rabbit.probe_queue()
+    good = await write_rows(
+        sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe, count=2
+    )
+    *_, unanswered = await write_rows(
+        sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=UNANSWERED_KEY
+    )
+
+    result = await (await make_relay(publisher_type=UnansweredPublisher)).relay_once()
+
+    assert result.unanswered == 1
+    after = {row.id: row for row in await outbox_for_payout(sessions, scratch_payout_id)}
+    assert all(after[row.id].sent_at is not None for row in good)
+    kept = after[unanswered.id]
+    assert (kept.sent_at, kept.publish_attempts, kept.last_error) == (None, 0, None)
+    assert kept.next_attempt_at <= utcnow()  # still due: no backoff
+
+
+async def test_a_row_is_parked_after_its_last_attempt_and_never_claimed_again(
+    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    key = unbound_key()
+    [row] = await write_rows(
+        sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=key
+    )
+    relay = await make_relay(max_attempts=3)
+    for _ in range(3):
+        await refused_round(relay, sessions, scratch_payout_id)
+    [parked] = await outbox_for_payout(sessions, scratch_payout_id)
+    assert (parked.sent_at, parked.publish_attempts) == (None, 3)
+    assert parked.parked_at is not None
+
+    probe = await rabbit.bind_probe(COMMANDS_EXCHANGE, key)  # it would be routable now
+    after, _, _ = await refused_round(relay, sessions, scratch_payout_id)
+    assert (after.sent_at, after.parked_at, after.publish_attempts) == (None, parked.parked_at, 3)
+    assert await rabbit.count(probe) == 0
+    async with sessions() as session:
+        assert row.id in {listed.id for listed in await parked_outbox_rows(session, 1000)}
+        problems = await pipeline_problems(session, Thresholds())
+    [problem] = [problem for problem in problems if f"outbox row {row.id} " in problem]
+    assert key in problem and "NO_ROUTE" in problem
+
+
+async def test_operator_retry_hands_parked_rows_back_to_the_relay(
+    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    """`payouts outbox retry ID` unparks one row, `--all` every parked row; the relay then
+    publishes them like new ones."""
+    key = unbound_key()
+    first, second = await write_rows(
+        sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=key, count=2
+    )
+    relay = await make_relay(max_attempts=1)
+    await relay.relay_once()  # refused once: parked at once
+    assert all(row.parked_at for row in await outbox_for_payout(sessions, scratch_payout_id))
+    probe = await rabbit.bind_probe(COMMANDS_EXCHANGE, key)  # the operator fixed the cause
+
+    async with transaction(sessions) as session:
+        assert await retry_parked(session, first.id) == 1
+        assert await retry_parked(session, first.id) == 0  # no longer parked
+    retried = {row.id: row for row in await outbox_for_payout(sessions, scratch_payout_id)}
+    assert (retried[first.id].parked_at, retried[first.id].publish_attempts) == (None, 0)
+    await relay.relay_once()
+    assert [str(message.message_id) for message in await rabbit.take(probe)] == [str(first.id)]
+    assert retried[second.id].parked_at is not None
+
+    async with transaction(sessions) as session:
+        assert await retry_parked(session, None) == 1
+    await relay.relay_once()
+    assert [str(message.message_id) for message in await rabbit.take(probe)] == [str(second.id)]
+    assert all(row.sent_at for row in await outbox_for_payout(sessions, scratch_payout_id))
 
 
 async def test_two_relays_publish_every_row_exactly_once(
@@ -322,7 +522,7 @@ async def test_a_second_relay_claims_other_rows_while_the_first_is_publishing(
     rows = await write_rows(
         sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe, count=20
     )
-    first = await make_relay(batch_size=10, held=True)
+    first = await make_relay(batch_size=10, publisher_type=HeldPublisher)
     second = await make_relay(batch_size=10)
     assert isinstance(first.publisher, HeldPublisher)
     first_round = asyncio.create_task(first.relay_once())
@@ -420,3 +620,31 @@ async def test_housekeeping_deletes_sent_rows_past_retention_and_keeps_unsent(
         )
     assert inbox_kept == {f"{payout_id}-new"}
     assert deleted >= 2
+
+
+async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[dict[str, Any]]:
+    """The server's plan for `statement`, one dict per table read."""
+    async with sessions() as session:
+        connection = await session.connection()
+        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        result = await connection.exec_driver_sql(f"EXPLAIN {sql}")
+        return [dict(row._mapping) for row in result]
+
+
+CLEANUP_INDEXES = {
+    "outbox": "ix_outbox_claim",
+    "processed_messages": "ix_processed_messages_processed_at",
+    "idempotency_keys": "ix_idempotency_expires",
+}
+
+
+async def test_the_claim_and_every_cleanup_delete_read_an_index(sessions: SessionFactory) -> None:
+    """The claim reads ix_outbox_claim in order (no filesort: FOR UPDATE then locks only the
+    batch); each housekeeping batch is a range on an index, not a scan of a hot table."""
+    now = utcnow()
+    [plan] = await explain(sessions, claim(now, 200))
+    assert (plan["type"], plan["key"]) == ("range", "ix_outbox_claim"), plan
+    assert "filesort" not in (plan["Extra"] or ""), plan
+    for statement in cleanup_deletes(now, outbox_retention=timedelta(hours=24)):
+        [plan] = await explain(sessions, statement)
+        assert (plan["type"], plan["key"]) == ("range", CLEANUP_INDEXES[plan["table"]]), plan

@@ -43,7 +43,7 @@ from contracts.topology import (
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.support.amqp import RabbitClient, consistently, eventually, open_rabbit
-from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, psp_headers
+from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
 
 OPENING_BALANCE = Decimal("1000000.00")
 HOLD, PAYOUT, RELEASE, REVERSAL = "HOLD", "PAYOUT", "RELEASE", "REVERSAL"
@@ -468,7 +468,7 @@ async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
     async with transaction(sessions) as session:
         session.add(planted)
     try:
-        await accepted(send_ipn(api_client, settings, created.payout_id, "SUCCESS"))
+        await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS"))
         [command] = [
             row
             for row in await outbox_for_payout(sessions, created.payout_id)
@@ -495,28 +495,6 @@ async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
         assert await session.get(ProcessedMessage, key) is None
 
 
-async def send_ipn(
-    client: httpx.AsyncClient,
-    settings: Settings,
-    payout_id: str,
-    status: str,
-    event_id: str | None = None,
-    **fields: str,
-) -> httpx.Response:
-    """A PSP callback signed as the PSP signs it: hex HMAC-SHA256 of the raw body."""
-    body = orjson.dumps(
-        {
-            "eventId": event_id or f"evt-{uuid.uuid4().hex}",
-            "payoutId": payout_id,
-            "status": status,
-            **fields,
-        }
-    )
-    return await client.post(
-        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
-    )
-
-
 async def accepted(response: Awaitable[httpx.Response]) -> dict[str, Any]:
     answer = await response
     assert answer.status_code == 200, answer.text
@@ -530,7 +508,9 @@ async def test_ipn_success_settles_a_payout_pending_at_the_psp(
     created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
 
     await accepted(
-        send_ipn(api_client, settings, created.payout_id, "SUCCESS", pspReference="BANK-REF-1")
+        send_ipn(
+            api_client, settings.psp_secret, created.payout_id, "SUCCESS", pspReference="BANK-REF-1"
+        )
     )
 
     state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
@@ -552,7 +532,9 @@ async def test_replayed_ipn_event_is_applied_once(
     event_id = f"evt-{uuid.uuid4().hex}"
 
     def replay() -> Awaitable[httpx.Response]:
-        return send_ipn(api_client, settings, created.payout_id, "SUCCESS", event_id=event_id)
+        return send_ipn(
+            api_client, settings.psp_secret, created.payout_id, "SUCCESS", event_id=event_id
+        )
 
     first, early_copy = await accepted(replay()), await accepted(replay())
     state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
@@ -577,7 +559,7 @@ async def test_reversal_returns_the_money_to_available(
 ) -> None:
     created = await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
-    await accepted(send_ipn(api_client, settings, created.payout_id, "REVERSED"))
+    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "REVERSED"))
 
     state = await reaches(sessions, created.payout_id, "REVERSED", events=4)
     assert state.events[-1] == "reversed"
@@ -594,7 +576,11 @@ async def test_ipn_failure_releases_the_hold_of_an_on_hold_payout(
 
     await accepted(
         send_ipn(
-            api_client, settings, created.payout_id, "FAILED", failureReason="Beneficiary blocked"
+            api_client,
+            settings.psp_secret,
+            created.payout_id,
+            "FAILED",
+            failureReason="Beneficiary blocked",
         )
     )
 
@@ -637,7 +623,7 @@ async def test_ipn_success_during_a_retry_wins_and_the_delayed_retry_changes_not
 ) -> None:
     created = await new_payout(api_client, sessions, "0002", "RETRY", events=3)
 
-    await accepted(send_ipn(api_client, settings, created.payout_id, "SUCCESS"))
+    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS"))
 
     state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
     assert state.events == ["created", "processing", "retrying", "succeeded"]
@@ -656,7 +642,7 @@ async def test_payout_failed_at_the_psp_and_reinitiated_is_submitted_again(
     processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
 ) -> None:
     created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
-    await accepted(send_ipn(api_client, settings, created.payout_id, "FAILED"))
+    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "FAILED"))
     await reaches(sessions, created.payout_id, "FAILED", events=4)
 
     response = await api_client.post(
@@ -686,3 +672,99 @@ async def consumed(sessions: SessionFactory, command: OutboxMessage) -> None:
             assert await session.get(ProcessedMessage, key) is not None
 
     await eventually(recorded)
+
+
+# IPN ordering and attempts: each callback is judged against the newest accepted outcome, and
+# outcomes belong to the attempt (hold cycle) they were sent for.
+
+
+async def answers(responses: list[httpx.Response]) -> list[tuple[int, str | None]]:
+    return [
+        (response.status_code, response.json().get("error", {}).get("code"))
+        for response in responses
+    ]
+
+
+async def test_success_then_failed_back_to_back_is_200_then_409(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+
+    first = await send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS")
+    second = await send_ipn(api_client, settings.psp_secret, created.payout_id, "FAILED")
+
+    assert await answers([first, second]) == [(200, None), (409, "INVALID_TRANSITION")]
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=4)
+    await consistently(lambda: reaches(sessions, created.payout_id, "SUCCESS", events=4), 1.0)
+    assert state.journals == [HOLD, PAYOUT]
+
+
+async def test_success_then_reversed_back_to_back_are_both_applied_in_order(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+
+    first = await send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS")
+    second = await send_ipn(api_client, settings.psp_secret, created.payout_id, "REVERSED")
+
+    assert await answers([first, second]) == [(200, None), (200, None)]
+    state = await reaches(sessions, created.payout_id, "REVERSED", events=5)
+    assert state.events[-2:] == ["succeeded", "reversed"]
+    assert state.journals == [HOLD, PAYOUT, REVERSAL]
+    await assert_ledger_consistent(
+        sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")
+    )
+
+
+async def test_a_late_callback_of_an_earlier_attempt_is_stale_and_changes_nothing(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+    first_reference = (await state_of(sessions, created.payout_id)).payout.psp_reference
+    assert first_reference
+    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "FAILED"))
+    await reaches(sessions, created.payout_id, "FAILED", events=4)
+    reinitiated = await api_client.post(
+        f"{API}/payouts/{created.payout_id}/reinitiate", headers=auth(created.merchant)
+    )
+    assert reinitiated.status_code == 200, reinitiated.text
+    await reaches(sessions, created.payout_id, "PENDING", events=7)
+
+    late = await send_ipn(
+        api_client, settings.psp_secret, created.payout_id, "SUCCESS", pspReference=first_reference
+    )
+
+    assert await answers([late]) == [(409, "STALE_PSP_REFERENCE")]
+    await consistently(lambda: reaches(sessions, created.payout_id, "PENDING", events=7), 1.0)
+    # Without a reference, a callback is for the current attempt.
+    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS"))
+    state = await reaches(sessions, created.payout_id, "SUCCESS", events=8)
+    assert state.journals == [HOLD, RELEASE, HOLD, PAYOUT]
+    assert state.payout.psp_reference and state.payout.psp_reference.endswith("-2")
+
+
+async def test_a_reinitiated_0002_payout_retries_again_before_succeeding(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    """The scenario table behaves the same on every attempt cycle."""
+    merchant = await new_merchant(sessions)
+    payout_id = await create(api_client, merchant, "1500.00", "1234567890000002")
+    await accepted(send_ipn(api_client, settings.psp_secret, payout_id, "FAILED"))
+    await eventually(lambda: _status_is(sessions, payout_id, "FAILED"))
+
+    response = await api_client.post(
+        f"{API}/payouts/{payout_id}/reinitiate", headers=auth(merchant)
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["attempts"] == 0
+
+    state = await eventually(lambda: _status_is(sessions, payout_id, "SUCCESS"))
+    after_reinitiate = state.events[state.events.index("reinitiated") :]
+    assert after_reinitiate == ["reinitiated", "processing", "retrying", "processing", "succeeded"]
+    assert state.payout.attempts == 2
+
+
+async def _status_is(sessions: SessionFactory, payout_id: str, status: str) -> PayoutState:
+    state = await state_of(sessions, payout_id)
+    assert state.payout.status == status, state.events
+    return state

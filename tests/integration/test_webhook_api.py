@@ -14,13 +14,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api_service.app import create_app
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import (
+    IdempotencyKey,
+    Merchant,
+    PayoutEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
 from contracts.topology import DEFAULT_EXCHANGE
-from contracts.webhooks import RESEND_REQUESTED_AT_HEADER, RESEND_ROUTING_KEY, DeliveryStatus
+from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, DeliveryStatus
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, assert_error, auth, create_payout, outbox_for_payout
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    new_key,
+    outbox_for_payout,
+)
 
 PUBLIC_URL = "https://93.184.215.14/webhooks/mypay"  # an IP literal: no DNS needed
 
@@ -227,7 +240,6 @@ async def test_resend_queues_the_stored_event_through_the_outbox(
         api_client, make_merchant, sessions
     )
     headers = auth(merchant)
-    before = utcnow()
 
     response = await api_client.post(
         f"{API}/webhooks/deliveries/{delivered}/resend", headers=headers
@@ -246,9 +258,35 @@ async def test_resend_queues_the_stored_event_through_the_outbox(
     ]
     assert row.exchange == DEFAULT_EXCHANGE and row.sent_at is None
     assert row.correlation_id == response.headers["x-request-id"]
-    assert datetime.fromisoformat(row.headers[RESEND_REQUESTED_AT_HEADER]) >= before
+    assert row.headers[RESEND_GENERATION_HEADER] == 1
     resent = PayoutStatusChanged.model_validate_json(row.body)
     assert resent == PayoutStatusChanged.model_validate_json(events[0].body)
+
+
+async def test_each_resend_names_the_next_generation_of_the_delivery(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The webhook service sends a resend unless an attempt at its generation already succeeded:
+    a counter, never a comparison of the API's clock with the webhook service's."""
+    merchant, (delivered, _), events = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+
+    for _ in range(2):
+        response = await api_client.post(
+            f"{API}/webhooks/deliveries/{delivered}/resend", headers=auth(merchant)
+        )
+        assert response.status_code == 202, response.text
+
+    generations = [
+        r.headers[RESEND_GENERATION_HEADER]
+        for r in await outbox_for_payout(sessions, events[0].payout_id)
+        if r.routing_key == RESEND_ROUTING_KEY
+    ]
+    assert generations == [1, 2]
+    async with sessions() as session:
+        delivery = await session.get(WebhookDelivery, delivered)
+    assert delivery is not None and delivery.generation == 2
 
 
 async def test_resend_needs_an_idempotency_key_and_an_endpoint(
@@ -462,3 +500,23 @@ async def test_rotating_the_secret_shows_it_once_and_keeps_the_old_one_signing(
     assert shown.json()["data"]["previousSecretExpiresAt"] == data["previousSecretExpiresAt"]
     assert "whsec_" not in shown.text
     assert orjson.loads(rotated.content)["message"]
+
+
+async def test_the_rotated_secret_is_never_stored_in_plaintext_for_replays(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key = await make_merchant(webhook_url=PUBLIC_URL), new_key()
+    rotated = await api_client.post(
+        f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant, key)
+    )
+    secret = rotated.json()["data"]["secret"]
+
+    async with sessions() as session:
+        stored = await session.get_one(IdempotencyKey, (merchant.merchant_id, key))
+    assert stored.response_body is not None
+    assert secret.encode() not in stored.response_body
+    assert secret.removeprefix("whsec_").encode() not in stored.response_body
+    replay = await api_client.post(
+        f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant, key)
+    )
+    assert (replay.status_code, replay.content) == (200, rotated.content)

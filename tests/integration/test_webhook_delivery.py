@@ -9,6 +9,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory
+from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
@@ -410,6 +411,35 @@ async def test_duplicate_messages_of_one_event_deliver_once(
     assert len(await attempts_of(sessions, event_id_of(row))) == 1
 
 
+async def resend(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    merchant: NewMerchant,
+    delivery: WebhookDelivery,
+) -> OutboxMessage:
+    """Ask the API to resend the delivery; the outbox row of the (single) resend message."""
+    response = await api_client.post(
+        f"{API}/webhooks/deliveries/{delivery.id}/resend", headers=auth(merchant)
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["status"] == "PENDING"
+    (row,) = [
+        r
+        for r in await outbox_for_payout(sessions, delivery.payout_id)
+        if r.routing_key == RESEND_ROUTING_KEY
+    ]
+    return row
+
+
+async def drained(rabbit: RabbitClient) -> None:
+    """The queue has no message waiting (one in flight ends when the service stops)."""
+
+    async def empty() -> None:
+        assert await rabbit.count(QUEUE.name) == 0
+
+    await eventually(empty)
+
+
 async def test_resend_delivers_the_stored_event_again_with_the_same_webhook_id(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -425,31 +455,65 @@ async def test_resend_delivers_the_stored_event_again_with_the_same_webhook_id(
         await relay(rabbit, row)
         delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
 
-        response = await api_client.post(
-            f"{API}/webhooks/deliveries/{delivery.id}/resend", headers=auth(merchant)
-        )
-        assert response.status_code == 202, response.text
-        assert response.json()["data"]["status"] == "PENDING"
-        (resend,) = [
-            r
-            for r in await outbox_for_payout(sessions, delivery.payout_id)
-            if r.routing_key == RESEND_ROUTING_KEY
-        ]
-        await relay(rabbit, resend)
+        resent = await resend(api_client, sessions, merchant, delivery)
+        await relay(rabbit, resent)
         await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
 
-        await relay(rabbit, resend)  # a duplicate of the resend message is not sent again
-
-        async def drained() -> None:
-            assert await rabbit.count(QUEUE.name) == 0
-
-        await eventually(drained)
+        await relay(rabbit, resent)  # a duplicate of the resend message is not sent again
+        await drained(rabbit)
     # stopped gracefully: the duplicate was handled
 
     first, second = receiver.requests
     assert first.webhook_id == second.webhook_id == event_id
     assert first.body == second.body  # the event as recorded, not the payout as it is now
     Webhook(merchant.webhook_secret).verify(second.body, second.headers)
+    assert len(await attempts_of(sessions, event_id)) == 2
+
+
+async def skew_delivered_at(sessions: SessionFactory, event_id: str, skew: timedelta) -> None:
+    """Rewrite `delivered_at` as a webhook host whose clock is `skew` off the API's writes it."""
+    async with transaction(sessions) as session:
+        delivery = await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.event_id == event_id)
+        )
+        assert delivery is not None and delivery.delivered_at is not None
+        delivery.delivered_at += skew
+
+
+@pytest.mark.parametrize(
+    "skew",
+    [timedelta(hours=1), -timedelta(hours=1)],
+    ids=["webhook host ahead", "webhook host behind"],
+)
+async def test_a_resend_is_sent_once_whatever_the_webhook_hosts_clock_says(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    skew: timedelta,
+) -> None:
+    """`delivered_at` comes from the webhook host's clock, a resend's request from the API's.
+    Compared, a host behind sent a duplicate of the resend message again (delivered "before" it
+    was asked for); a host ahead must not drop the resend either. Generations compare no clocks."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+        await skew_delivered_at(sessions, event_id, skew)
+
+        resent = await resend(api_client, sessions, merchant, delivery)
+        await relay(rabbit, resent)
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+        await skew_delivered_at(sessions, event_id, skew)
+
+        await relay(rabbit, resent)  # a duplicate of the resend message
+        await drained(rabbit)
+
+    assert len(receiver.requests) == 2
     assert len(await attempts_of(sessions, event_id)) == 2
 
 

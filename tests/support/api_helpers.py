@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import func, select, update
 
 from cli.merchants import NewMerchant, create_merchant
@@ -103,6 +104,26 @@ def assert_error(
 def psp_headers(secret: str, body: bytes) -> dict[str, str]:
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return {"X-PSP-Signature": signature, "Content-Type": "application/json"}
+
+
+async def send_ipn(
+    client: httpx.AsyncClient,
+    psp_secret: str,
+    payout_id: str,
+    status: str,
+    event_id: str | None = None,
+    **fields: str,
+) -> httpx.Response:
+    """A PSP callback signed as the PSP signs it: hex HMAC-SHA256 of the raw body."""
+    body = orjson.dumps(
+        {
+            "eventId": event_id or f"evt-{uuid.uuid4().hex}",
+            "payoutId": payout_id,
+            "status": status,
+            **fields,
+        }
+    )
+    return await client.post(f"{API}/ipn/psp", content=body, headers=psp_headers(psp_secret, body))
 
 
 @dataclass(frozen=True)

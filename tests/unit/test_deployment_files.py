@@ -31,6 +31,7 @@ PAYOUTS_COMMANDS = frozenset(
         "merchant",
         "api",
         "outbox-relay",
+        "outbox",
         "processor",
         "webhooks",
         "webhook-sink",

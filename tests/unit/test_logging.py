@@ -13,9 +13,9 @@ import pytest
 
 from contracts.logging import (
     ADOPTED_LOGGERS,
+    CONTEXT_FIELDS,
     bind_log_context,
     configure_logging,
-    current_log_context,
     redact,
 )
 
@@ -127,11 +127,25 @@ def test_bound_ids_appear_on_every_line_inside_the_block_only() -> None:
 
 
 def test_nested_blocks_add_ids_and_restore_the_outer_ones() -> None:
+    stream = capture("json")
+    log = logging.getLogger("processor")
     with bind_log_context(request_id="req_1"):
         with bind_log_context(payout_id=PAYOUT_ID, merchant_id=None):
-            assert current_log_context() == {"request_id": "req_1", "payout_id": PAYOUT_ID}
-        assert current_log_context() == {"request_id": "req_1"}
-    assert current_log_context() == {}
+            log.info("inner")
+        log.info("outer")
+    log.info("none")
+
+    ids = [{key: line.get(key) for key in CONTEXT_FIELDS} for line in json_lines(stream)]
+    assert ids == [
+        {
+            "request_id": "req_1",
+            "correlation_id": None,
+            "payout_id": PAYOUT_ID,
+            "merchant_id": None,
+        },
+        {"request_id": "req_1", "correlation_id": None, "payout_id": None, "merchant_id": None},
+        dict.fromkeys(CONTEXT_FIELDS),
+    ]
 
 
 def test_an_explicit_extra_id_wins_over_the_bound_one() -> None:

@@ -1,4 +1,4 @@
-"""Properties of the scenario rules (processor_service.scenarios.decide) over every valid amount,
+"""Properties of the scenario rules (contracts.domain.scenarios.decide) over every valid amount,
 any account string and any attempt number: total, deterministic, and driven only by the amount
 threshold, the last four characters of the account and the attempt."""
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processor_service.scenarios import REVIEW_THRESHOLD, Outcome, decide
+from contracts.domain.scenarios import REVIEW_THRESHOLD, Outcome, decide
 from tests.support.strategies import amounts, digit_strings
 
 THRESHOLD_CENTS = int(REVIEW_THRESHOLD * 100)

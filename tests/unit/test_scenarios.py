@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from processor_service.scenarios import Decision, Outcome, decide
+from contracts.domain.scenarios import Decision, Outcome, decide
 
 ORDINARY = Decimal("1500.00")
 

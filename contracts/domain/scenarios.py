@@ -1,4 +1,5 @@
 """The sandbox's test scenarios: which outcome the mock PSP gives a payout. Pure; first match wins.
+The processor applies them; verify-account reads the account rules from the same table.
 
 | rule                      | outcome                                              |
 | amount >= 100,000.00      | IN_REVIEW, waits for an IPN decision                 |
@@ -43,19 +44,27 @@ PENDING_AT_PSP = Decision(Outcome.PENDING_AT_PSP)
 ACCOUNT_BLOCKED = Decision(Outcome.ON_HOLD, reason="Account is blocked or restricted")
 
 
+# What the account number's last four digits choose; any other suffix succeeds.
+SUFFIX_RULES: dict[str, Decision] = {
+    "0001": SUCCESS,
+    "0002": TRANSIENT_FAILURE,  # on the first attempt of a cycle only
+    "0003": ACCOUNT_INVALID,
+    "0004": PENDING_AT_PSP,
+    "0005": ACCOUNT_BLOCKED,
+}
+
+
+def account_rule(account_number: str) -> Decision:
+    """The rule the account number alone chooses (the amount and the attempt aside)."""
+    return SUFFIX_RULES.get(account_number[-4:], SUCCESS)
+
+
 def decide(amount: Decimal, account_number: str, attempt: int) -> Decision:
-    """The outcome of processing attempt number `attempt` (1-based) of a payout."""
+    """The outcome of processing attempt number `attempt` (1-based, counted from the payout's
+    creation or its latest reinitiation) of a payout."""
     if amount >= REVIEW_THRESHOLD:
         return IN_REVIEW
-    suffix = account_number[-4:]
-    if suffix == "0001":
+    rule = account_rule(account_number)
+    if rule is TRANSIENT_FAILURE and attempt != 1:
         return SUCCESS
-    if suffix == "0002":
-        return TRANSIENT_FAILURE if attempt == 1 else SUCCESS
-    if suffix == "0003":
-        return ACCOUNT_INVALID
-    if suffix == "0004":
-        return PENDING_AT_PSP
-    if suffix == "0005":
-        return ACCOUNT_BLOCKED
-    return SUCCESS
+    return rule

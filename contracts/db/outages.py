@@ -1,0 +1,44 @@
+"""One rule, for every service, for telling a database outage from a bug or bad input.
+
+An outage (the server is down or restarting, the connection was lost, a lock wait timed out, a
+deadlock) is nobody's fault and passes: the API answers 503, consumers retry for as long as it
+lasts. Anything else from the database (DataError, IntegrityError, ProgrammingError, an unknown
+column...) is a bug or input we failed to validate: the API answers a logged 500, consumers
+retry a few times and then dead-letter.
+"""
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# MySQL / MariaDB error numbers that mean "not now", not "never".
+OUTAGE_ERROR_CODES = frozenset(
+    {
+        1040,  # too many connections
+        1053,  # server shutdown in progress
+        1203,  # user has too many connections
+        1205,  # lock wait timeout
+        1213,  # deadlock; the transaction was rolled back and may be retried
+        1317,  # query interrupted (KILL QUERY, shutdown)
+        1927,  # connection killed (MariaDB)
+        2002,  # cannot connect through the socket
+        2003,  # cannot connect to the server
+        2005,  # unknown server host
+        2006,  # server has gone away
+        2013,  # lost connection during a query
+        2014,  # commands out of sync (a half-read connection)
+        2055,  # lost connection at handshake
+        4031,  # disconnected by the server (MySQL 8 inactivity)
+    }
+)
+
+
+def database_error_code(error: DBAPIError) -> int | None:
+    args = getattr(error.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def is_outage(error: BaseException) -> bool:
+    """True when the error says a dependency is unavailable, not that the work is wrong."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or database_error_code(error) in OUTAGE_ERROR_CODES
+    return isinstance(error, PoolTimeout | OSError)

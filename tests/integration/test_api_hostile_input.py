@@ -1,0 +1,221 @@
+"""Hostile input never gets a 5xx and never writes: latin-1 header bytes, over-long path ids,
+database errors that are not outages."""
+
+import json
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DataError, OperationalError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api_service.app import create_app
+from contracts.db.engine import SessionFactory
+from contracts.db.outages import is_outage
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    footprint,
+    payout_body,
+    psp_headers,
+)
+
+LATIN_1 = "caf\u00e9 \u00ff\u00e0".encode("latin-1")
+
+
+async def test_a_non_ascii_psp_signature_is_401(
+    api_client: httpx.AsyncClient,
+) -> None:
+    body = b'{"eventId":"e1","payoutId":"p","status":"SUCCESS"}'
+    for signature in (LATIN_1, b"\xe9" * 64, "\u00e9".encode("latin-1") * 32):
+        response = await api_client.post(
+            f"{API}/ipn/psp", content=body, headers={b"X-PSP-Signature": signature}
+        )
+        assert_error(response, 401, "INVALID_SIGNATURE")
+
+
+@pytest.mark.parametrize("header", ["X-API-KEY", "X-IDEMPOTENCY-KEY", "X-Request-ID"])
+async def test_latin_1_bytes_in_any_header_are_a_4xx_and_write_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    header: str,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    headers = {name.encode(): value.encode() for name, value in auth(merchant).items()}
+    headers[header.encode()] = LATIN_1
+    response = await api_client.post(f"{API}/payouts", json=payout_body(), headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/payouts/{id}/reinitiate",
+        "/sandbox/payouts/{id}/simulate",
+        "/webhooks/deliveries/{id}/resend",
+    ],
+)
+async def test_an_over_long_path_id_is_404_before_the_database(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    path: str,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    response = await api_client.post(
+        API + path.format(id="x" * 600), json={"outcome": "SUCCESS"}, headers=auth(merchant)
+    )
+    assert_error(response, 404, "NOT_FOUND")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_a_non_uuid_payout_id_is_404(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    upper = payout["id"].upper()
+    for payout_id in (upper, payout["id"] + "0", "\u00e9" * 36):
+        response = await api_client.get(f"{API}/payouts/{payout_id}", headers=auth(merchant, ""))
+        assert_error(response, 404, "NOT_FOUND")
+
+
+def test_only_real_outages_count_as_outages() -> None:
+    lost = OperationalError("SELECT 1", {}, Exception(2013, "Lost connection"))
+    lock_wait = OperationalError("UPDATE", {}, Exception(1205, "Lock wait timeout"))
+    too_long = DataError("INSERT", {}, Exception(1406, "Data too long for column 'path'"))
+    unknown_column = OperationalError("SELECT", {}, Exception(1054, "Unknown column"))
+    assert is_outage(lost) and is_outage(lock_wait) and is_outage(ConnectionRefusedError())
+    assert not is_outage(too_long)
+    assert not is_outage(unknown_column)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["SELECT missing_column FROM payouts", "INSERT INTO directory_institutions (code) VALUES"],
+)
+async def test_a_database_error_that_is_not_an_outage_is_a_logged_500(
+    settings: Settings, caplog: pytest.LogCaptureFixture, statement: str
+) -> None:
+    """A bug is a 500 an alert can see, never a 503 that sends the client to wait for a
+    dependency that is fine."""
+    app = create_app(settings)
+
+    async def broken(request: Request) -> Response:
+        async with request.app.state.sessions() as session:
+            await session.execute(text(statement))
+        return Response()
+
+    app.add_route("/broken", broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.get("/broken")
+    assert_error(response, 500, "INTERNAL_ERROR")
+    assert any(record.levelname == "ERROR" for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("accountTitle", "Ali\u0000Khan"),
+        ("accountTitle", "Ali \u001b[31mKhan"),
+        ("purpose", "sal\u0085ary"),
+        ("accountTitle", "\ud800"),  # a lone surrogate: JSON allows the escape, MySQL no text
+    ],
+)
+async def test_control_characters_in_a_text_field_are_400_naming_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    field: str,
+    value: str,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    body = orjson.dumps(payout_body()).replace(
+        b"}", b',"' + field.encode() + b'":' + _json_string(value) + b"}"
+    )
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=body,
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", field)
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+def _json_string(value: str) -> bytes:
+    """A JSON string with every non-ASCII character escaped (a lone surrogate included)."""
+    return json.dumps(value, ensure_ascii=True).encode()
+
+
+async def test_a_key_given_twice_is_400_naming_it(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    body = orjson.dumps(payout_body(amount="1.00")).replace(b"}", b',"amount":"9000.00"}')
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=body,
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "amount")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_that_is_not_labelled_json_is_415(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    content_type: str | None,
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    headers = auth(merchant)
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = await api_client.post(
+        f"{API}/payouts", content=orjson.dumps(payout_body()), headers=headers
+    )
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.mypay+json"],
+)
+async def test_json_media_types_are_accepted(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, content_type: str
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=orjson.dumps(payout_body()),
+        headers={**auth(merchant), "Content-Type": content_type},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_a_signed_ipn_labelled_text_is_415(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    body = orjson.dumps({"eventId": "e-415", "payoutId": payout["id"], "status": "SUCCESS"})
+    headers = {**psp_headers(settings.psp_secret, body), "Content-Type": "text/plain"}
+    response = await api_client.post(f"{API}/ipn/psp", content=body, headers=headers)
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")

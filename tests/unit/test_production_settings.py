@@ -1,0 +1,37 @@
+"""Production never starts with a secret that is printed in the source."""
+
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from api_service.app import create_app
+from cli.main import app as payouts
+from contracts.settings import Environment, InsecureConfiguration, Settings, get_settings
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_api_refuses_production_with_the_default_psp_secret() -> None:
+    with pytest.raises(InsecureConfiguration, match="PAYOUTS_PSP_SECRET"):
+        create_app(Settings(env=Environment.PRODUCTION))
+
+
+def test_the_api_starts_in_production_with_a_secret_of_its_own() -> None:
+    create_app(Settings(env=Environment.PRODUCTION, psp_secret="a-real-secret-from-the-vault"))
+    create_app(Settings(env=Environment.TEST))  # test mode keeps the documented default
+
+
+def test_payouts_api_says_why_it_will_not_start(
+    fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.delenv("PAYOUTS_PSP_SECRET", raising=False)
+    result = CliRunner().invoke(payouts, ["api"])
+    assert result.exit_code == 2
+    assert "PAYOUTS_PSP_SECRET is the public default" in result.output
