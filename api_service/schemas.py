@@ -54,15 +54,17 @@ def _iso_8601_only(value: object) -> object:
 
 TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only)]
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII)
+_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE
+)
 
 
 def _existing_id(value: str, what: str) -> str:
-    """Our ids are lower-case UUIDs: any other shape names nothing, so it is a 404 before the
-    database is asked (a 600-character id must never reach a column)."""
+    """Our ids are UUIDs (stored lower-case): any other shape names nothing, so it is a 404
+    before the database is asked (a 600-character id must never reach a column)."""
     if not _UUID.fullmatch(value):
         raise NotFound(f"{what} not found")
-    return value
+    return value.lower()
 
 
 def _payout_id(payout_id: Annotated[str, Path(description="The payout's id (a UUID)")]) -> str:

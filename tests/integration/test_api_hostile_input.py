@@ -79,13 +79,16 @@ async def test_an_over_long_path_id_is_404_before_the_database(
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
-async def test_a_non_uuid_payout_id_is_404(
+async def test_a_payout_id_is_a_uuid_in_either_case_and_anything_else_is_404(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     merchant = await make_merchant()
     payout = await create_payout(api_client, merchant)
-    upper = payout["id"].upper()
-    for payout_id in (upper, payout["id"] + "0", "\u00e9" * 36):
+    upper = await api_client.get(
+        f"{API}/payouts/{payout['id'].upper()}", headers=auth(merchant, "")
+    )
+    assert upper.json()["data"]["id"] == payout["id"]
+    for payout_id in (payout["id"] + "0", payout["id"][:-1] + "g", "\u00e9" * 36):
         response = await api_client.get(f"{API}/payouts/{payout_id}", headers=auth(merchant, ""))
         assert_error(response, 404, "NOT_FOUND")
 
