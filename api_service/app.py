@@ -15,6 +15,7 @@ from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpo
 from api_service.middleware import RequestContextMiddleware
 from api_service.payouts.endpoints import router as payouts_router
 from api_service.psp.endpoints import router as psp_router
+from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings, get_settings
 
@@ -27,8 +28,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            lock_wait_seconds=settings.api_lock_wait_seconds,
+        )
         app.state.settings = settings
+        app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
         app.state.sessions = create_session_factory(engine)
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
         app.state.draining = False

@@ -71,11 +71,15 @@ async def get_current_merchant(
     if merchant is None or not merchant.is_active:
         await session.rollback()
         _reject("invalid", InvalidApiKey)
+    # Detached: a rollback later in the request (a replayed key, a retried deadlock) must not
+    # expire it into a lazy load.
+    session.expunge(merchant)
     with bind_log_context(merchant_id=merchant.id):
         per_second = settings.effective_rate_limit_per_second
         if per_second is not None:
             await limit_request_rate(session, merchant.id, per_second)
-        await session.commit()  # end the read transaction; the endpoint starts its own
+            await session.commit()  # the counter row is hot: release it at once
+        # Otherwise the request's transaction goes on from this read (a create: one transaction).
         yield merchant
 
 

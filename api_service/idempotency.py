@@ -1,18 +1,24 @@
-"""Idempotent POSTs: scope (merchant, key); method + path + body hash; the response stored in
-the same transaction as the work it describes; 4xx stored, 5xx not (the client may retry)."""
+"""Idempotent POSTs: scope (merchant, key); method + path + body hash; 4xx stored, 5xx not (the
+client may retry).
+
+One transaction per request: the key's row is its first write, the work follows, the answer is
+stored with it and all of it commits together. A concurrent request with the same key waits on
+that row's lock (at most the API's lock-wait limit, then 409 IDEMPOTENCY_KEY_IN_USE) and replays
+the answer once the first commits, or runs if the first rolled back. A request that dies takes
+its claim with it: there is never a claim to take over, nor one to release.
+"""
 
 import hashlib
 import json
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, cast
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import ColumnElement, CursorResult, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -22,15 +28,19 @@ from api_service.errors import (
     ApiError,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
     InvalidIdempotencyKey,
     MissingIdempotencyKey,
 )
 from api_service.sealed_responses import ResponseSeal
-from api_service.usage_limits import limit_idempotency_keys
+from api_service.usage_limits import KeyQuota
 from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus
 from contracts.db.models import IdempotencyKey
+from contracts.db.outages import DEADLOCK, LOCK_WAIT_TIMEOUT, database_error_code
 
 Operation = Callable[[], Awaitable[tuple[int, bytes]]]
+# The answer (status, body) and the work that makes it true.
+Prepare = Callable[[], Awaitable[tuple[int, bytes, Callable[[], Awaitable[None]]]]]
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -48,8 +58,34 @@ def request_fingerprint(body: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-class ClaimLost(Exception):
-    """Another request took this key over (ours was stale): ours must not store or commit."""
+DEADLOCK_RETRIES = 3
+
+
+async def _retrying_deadlocks(session: AsyncSession, attempt: Operation) -> tuple[int, bytes]:
+    """Run and commit `attempt`; again from scratch when InnoDB picked it as a deadlock's victim
+    (e.g. two creates that waited on one reference whose first insert rolled back)."""
+    for retry in range(DEADLOCK_RETRIES + 1):
+        try:
+            answer = await attempt()
+            await session.commit()
+            return answer
+        except OperationalError as error:
+            if database_error_code(error) != DEADLOCK or retry == DEADLOCK_RETRIES:
+                raise
+            await session.rollback()
+    raise AssertionError("unreachable")
+
+
+class Replay(Exception):
+    """The key has an answer already: this request replays it instead of running."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("replay")
+        self.response = response
+
+
+# Refusals that belong to the key's other use (or to the quota), never stored under this key.
+NOT_STORED = (IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyQuotaExceeded)
 
 
 @dataclass
@@ -61,160 +97,154 @@ class Idempotency:
     request_id: str
     sessions: SessionFactory
     ttl_seconds: int
-    stale_after_seconds: int
-    keys_per_day: int
+    quota: KeyQuota
     seal: ResponseSeal
-    # Whoever holds the token owns the claim: storing and releasing are conditioned on it.
-    token: str = field(default_factory=lambda: secrets.token_hex(16))
 
     async def run(
         self, request: Request, session: AsyncSession, operation: Operation, *, sealed: bool = False
     ) -> Response:
-        """Claim the key, run `operation` (which must not commit), store its response, commit.
-        `sealed`: the response carries a secret, stored encrypted under the caller's API key."""
+        """Claim the key, run `operation` (which must not commit), store its answer: one
+        transaction. `sealed`: the answer carries a secret, stored encrypted under the API key."""
         fingerprint = request_fingerprint(await request.body())
-        replay = await self._claim(fingerprint)
-        if replay is not None:
-            return replay
-        try:
+
+        async def attempt() -> tuple[int, bytes]:
+            await self._claim(session, fingerprint, answer=None)
             status_code, body = await operation()
-            stored = self.seal.seal(body) if sealed else body
-            await self._store_in(session, status_code, stored)
-            await session.commit()
+            await self._store(session, status_code, self.seal.seal(body) if sealed else body)
+            return status_code, body
+
+        return await self._one_transaction(session, fingerprint, attempt)
+
+    async def run_prepared(
+        self, request: Request, session: AsyncSession, prepare: Prepare
+    ) -> Response:
+        """For an answer known before the work (a create): the key's row is written with the
+        answer in it, so storing it costs no statement of its own."""
+        fingerprint = request_fingerprint(await request.body())
+
+        async def attempt() -> tuple[int, bytes]:
+            status_code, body, work = await prepare()
+            await self._claim(session, fingerprint, answer=(status_code, body))
+            await work()
+            return status_code, body
+
+        return await self._one_transaction(session, fingerprint, attempt)
+
+    async def _one_transaction(
+        self, session: AsyncSession, fingerprint: str, attempt: Operation
+    ) -> Response:
+        try:
+            status_code, body = await _retrying_deadlocks(session, attempt)
+        except Replay as replay:
+            await session.rollback()
+            return replay.response
+        except NOT_STORED:
+            await session.rollback()
+            raise
         except ApiError as error:
             await session.rollback()
             if error.status_code >= 500:
-                await self._release()
                 raise
-            body = error_body(error.code, error.message, self.request_id, error.details)
-            await self._store_error(error.status_code, body)
-            return json_response(body, error.status_code, error.headers)
-        except ClaimLost as lost:
-            await session.rollback()
-            raise IdempotencyKeyInUse from lost
+            refusal = error_body(error.code, error.message, self.request_id, error.details)
+            return await self._store_refusal(fingerprint, error, refusal)
         except BaseException:
-            # Also a failed commit: nothing was stored, so the key must not stay claimed.
+            # Also a failed commit: the claim goes with the work, so the client may retry.
             await session.rollback()
-            await self._release()
             raise
         return json_response(body, status_code)
 
     def _row(self) -> tuple[ColumnElement[bool], ...]:
         return (IdempotencyKey.merchant_id == self.merchant_id, IdempotencyKey.key == self.key)
 
-    def _owned(self) -> tuple[ColumnElement[bool], ...]:
-        return (*self._row(), IdempotencyKey.claim_token == self.token)
+    async def _claim(
+        self, session: AsyncSession, fingerprint: str, *, answer: tuple[int, bytes] | None
+    ) -> None:
+        """The key's row as the transaction's first write; Replay when the key has an answer.
 
-    async def _claim(self, fingerprint: str) -> Response | None:
-        """None when this request owns the key now; a replayed response when it already ran.
-        Every time is the database's clock, so API hosts whose clocks drift agree."""
-        async with self.sessions() as session:
-            for _ in range(2):
-                try:
-                    await session.execute(
-                        insert(IdempotencyKey).values(
-                            merchant_id=self.merchant_id,
-                            key=self.key,
-                            method=self.method,
-                            path=self.path,
-                            request_hash=fingerprint,
-                            claim_token=self.token,
-                            locked_at=DATABASE_NOW,
-                            created_at=DATABASE_NOW,
-                            expires_at=database_now_plus(self.ttl_seconds),
-                        )
+        A request still running with this key holds the row's lock: the INSERT waits for it to
+        finish (then replays its answer) for at most the API's lock-wait limit (then 409)."""
+        for _ in range(2):
+            try:
+                await session.execute(
+                    insert(IdempotencyKey).values(
+                        merchant_id=self.merchant_id,
+                        key=self.key,
+                        method=self.method,
+                        path=self.path,
+                        request_hash=fingerprint,
+                        status_code=answer[0] if answer else None,
+                        response_body=answer[1] if answer else None,
+                        locked_at=DATABASE_NOW,
+                        created_at=DATABASE_NOW,
+                        expires_at=database_now_plus(self.ttl_seconds),
                     )
-                    # Counted only when a key is stored; over the quota, leaving the block
-                    # rolls the key back (the 429 is not stored: the key works tomorrow).
-                    await limit_idempotency_keys(session, self.merchant_id, self.keys_per_day)
-                    await session.commit()
-                    return None
-                except IntegrityError:
-                    await session.rollback()
-                found = (
-                    await session.execute(
-                        select(
-                            IdempotencyKey,
-                            (IdempotencyKey.expires_at <= DATABASE_NOW).label("expired"),
-                        ).where(*self._row())
-                    )
-                ).one_or_none()
-                if found is None:
-                    continue  # deleted in between: claim again
-                existing, expired = found
-                if expired:
-                    await session.execute(
-                        delete(IdempotencyKey).where(
-                            *self._row(), IdempotencyKey.expires_at <= DATABASE_NOW
-                        )
-                    )
-                    await session.commit()
-                    continue
-                return await self._resolve_existing(session, existing, fingerprint)
+                )
+            except IntegrityError:
+                await session.rollback()
+            except OperationalError as error:
+                if database_error_code(error) != LOCK_WAIT_TIMEOUT:
+                    raise
+                raise IdempotencyKeyInUse from error
+            else:
+                await self.quota.count(session, self.merchant_id)
+                return
+            if await self._replay_or_forget(session, fingerprint):
+                continue
         raise IdempotencyKeyInUse
 
-    async def _resolve_existing(
-        self, session: AsyncSession, existing: IdempotencyKey, fingerprint: str
-    ) -> Response | None:
+    async def _replay_or_forget(self, session: AsyncSession, fingerprint: str) -> bool:
+        """Replay (raised) the key's answer; True when the key was gone or expired (forgotten
+        now), so the caller may claim it again."""
+        found = (
+            await session.execute(
+                select(
+                    IdempotencyKey, (IdempotencyKey.expires_at <= DATABASE_NOW).label("expired")
+                ).where(*self._row())
+            )
+        ).one_or_none()
+        if found is None:
+            return True
+        existing, expired = found
+        if expired:
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    *self._row(), IdempotencyKey.expires_at <= DATABASE_NOW
+                )
+            )
+            await session.commit()
+            return True
         if (existing.method, existing.path, existing.request_hash) != (
             self.method,
             self.path,
             fingerprint,
         ):
             raise IdempotencyKeyReused
-        if existing.status_code is not None and existing.response_body is not None:
-            return json_response(
+        if existing.status_code is None or existing.response_body is None:
+            raise IdempotencyKeyInUse  # a claim stored without its answer by an older version
+        raise Replay(
+            json_response(
                 self.seal.unseal(existing.response_body),
                 existing.status_code,
                 {REPLAYED_HEADER: "true"},
             )
-        # The first request died (or is very slow): take the key over, once, if it is stale.
-        taken = await session.execute(
-            update(IdempotencyKey)
-            .where(
-                *self._row(),
-                IdempotencyKey.claim_token == existing.claim_token,
-                IdempotencyKey.status_code.is_(None),
-                IdempotencyKey.locked_at <= database_now_plus(-self.stale_after_seconds),
-            )
-            .values(claim_token=self.token, locked_at=DATABASE_NOW)
         )
-        await session.commit()
-        if cast(CursorResult[Any], taken).rowcount != 1:
-            raise IdempotencyKeyInUse
-        return None
 
-    async def _store_in(self, session: AsyncSession, status_code: int, body: bytes) -> None:
-        """In the transaction of the work: if the claim was taken over, neither is kept."""
-        stored = await session.execute(
+    async def _store(self, session: AsyncSession, status_code: int, body: bytes) -> None:
+        await session.execute(
             update(IdempotencyKey)
-            .where(*self._owned())
+            .where(*self._row())
             .values(status_code=status_code, response_body=body)
         )
-        if cast(CursorResult[Any], stored).rowcount != 1:
-            raise ClaimLost(self.key)
 
-    async def _store_error(self, status_code: int, body: bytes) -> None:
-        """A 4xx is stored on its own: the work's transaction was rolled back."""
-        try:
-            async with self.sessions() as session:
-                await self._store_in(session, status_code, body)
+    async def _store_refusal(self, fingerprint: str, error: ApiError, body: bytes) -> Response:
+        """A 4xx is stored on its own, the work's transaction having been rolled back."""
+        async with self.sessions() as session:
+            try:
+                await self._claim(session, fingerprint, answer=(error.status_code, body))
                 await session.commit()
-        except ClaimLost as lost:
-            raise IdempotencyKeyInUse from lost
-
-    async def _release(self) -> None:
-        """Forget our claim so the client can retry; best effort when the database is down."""
-        try:
-            async with self.sessions() as session:
-                await session.execute(
-                    delete(IdempotencyKey).where(
-                        *self._owned(), IdempotencyKey.status_code.is_(None)
-                    )
-                )
-                await session.commit()
-        except Exception:
-            pass
+            except Replay as replay:  # another request with this key answered meanwhile
+                return replay.response
+        return json_response(body, error.status_code, error.headers)
 
 
 async def get_idempotency(
@@ -242,8 +272,7 @@ async def get_idempotency(
         request_id=str(request.state.request_id),
         sessions=sessions,
         ttl_seconds=settings.idempotency_ttl_seconds,
-        stale_after_seconds=settings.idempotency_stale_seconds,
-        keys_per_day=settings.idempotency_keys_per_merchant_per_day,
+        quota=request.app.state.key_quota,
         seal=ResponseSeal.for_api_key(api_key or ""),
     )
 

@@ -11,7 +11,7 @@ agree on it.
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, case, func
@@ -36,8 +36,8 @@ REQUESTS_PER_SECOND = Meter("requests", 1)
 IDEMPOTENCY_KEYS_PER_DAY = Meter("idempotency_keys", 86_400)  # UTC days
 
 
-async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter) -> int:
-    """Count one hit in the current window; the window's hits so far, this one included.
+async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter, hits: int = 1) -> int:
+    """Count `hits` in the current window; the window's hits so far, these included.
 
     The counter row stays locked until the caller's transaction ends: commit soon."""
     window = func.unix_timestamp().op("DIV")(meter.window_seconds)
@@ -48,12 +48,15 @@ async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter) -> in
             merchant_id=merchant_id,
             meter=meter.name,
             window_index=window,
-            hits=func.last_insert_id(1),
+            hits=func.last_insert_id(hits),
         )
         # Assignments run left to right: `hits` must see the old window before it is replaced.
         .on_duplicate_key_update(
             [
-                ("hits", func.last_insert_id(case((same_window, UsageCounter.hits + 1), else_=1))),
+                (
+                    "hits",
+                    func.last_insert_id(case((same_window, UsageCounter.hits + hits), else_=hits)),
+                ),
                 ("window_index", window),
             ]
         )
@@ -78,7 +81,39 @@ async def limit_request_rate(session: AsyncSession, merchant_id: str, per_second
     await enforce_limit(session, merchant_id, REQUESTS_PER_SECOND, per_second, RateLimited)
 
 
-async def limit_idempotency_keys(session: AsyncSession, merchant_id: str, per_day: int) -> None:
-    await enforce_limit(
-        session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, per_day, IdempotencyQuotaExceeded
-    )
+@dataclass
+class KeyQuota:
+    """Idempotency keys stored per merchant per UTC day, counted in MySQL in batches.
+
+    The counter row of a merchant is a hot row: counting every key would lock it in every create
+    of that merchant. Each API process counts `batch` keys (a thousandth of the quota) before it
+    adds them to the shared counter, so a merchant can exceed the quota by less than `batch` keys
+    per API process; a quota under 1,000 is counted exactly. Once over, this process refuses the
+    merchant until the day ends."""
+
+    per_day: int
+    _pending: dict[str, int] = field(default_factory=dict)
+    _refused_on: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return max(1, self.per_day // 1000)
+
+    async def count(self, session: AsyncSession, merchant_id: str) -> None:
+        """Count one key stored in the caller's transaction; IdempotencyQuotaExceeded when over."""
+        today = int(time.time()) // IDEMPOTENCY_KEYS_PER_DAY.window_seconds
+        if self._refused_on.get(merchant_id) == today:
+            raise _over_quota()
+        pending = self._pending.get(merchant_id, 0) + 1
+        if pending < self.batch:
+            self._pending[merchant_id] = pending
+            return
+        self._pending[merchant_id] = 0
+        if await count_hit(session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, pending) > self.per_day:
+            self._refused_on[merchant_id] = today
+            raise _over_quota()
+
+
+def _over_quota() -> IdempotencyQuotaExceeded:
+    retry_after = IDEMPOTENCY_KEYS_PER_DAY.seconds_until_next_window()
+    return IdempotencyQuotaExceeded(headers={"Retry-After": str(retry_after)})

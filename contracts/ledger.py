@@ -5,6 +5,7 @@ Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the 
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, cast
@@ -65,12 +66,45 @@ async def _post(
     amount: Decimal,
     payout_id: str | None = None,
     hold_cycle: int | None = None,
-) -> int:
-    """Move `amount` from debit to credit; the debited merchant account may not go negative."""
+) -> None:
+    """Move `amount` from debit to credit; the debited merchant account may not go negative.
+
+    Three statements: the journal, then the balance row's one conditional UPDATE (it takes the
+    row lock: from here to the caller's COMMIT other postings of this merchant wait), then the
+    lines, which read the balance they leave behind from the row this transaction holds."""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
+    journal = cast(
+        CursorResult[Any],
+        await session.execute(
+            insert(LedgerJournal).values(
+                merchant_id=merchant_id,
+                payout_id=payout_id,
+                hold_cycle=hold_cycle,
+                kind=posting.kind.value,
+                description=posting.description,
+                created_at=now,
+            )
+        ),
+    )
+    journal_id = journal.lastrowid  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
     changes: dict[Account, Decimal] = {posting.debit: -amount, posting.credit: amount}
+    await _move_balance(session, posting, merchant_id, amount, changes, now)
+    lines = [
+        _line(journal_id, merchant_id, account, delta, now) for account, delta in changes.items()
+    ]
+    await session.execute(insert(LedgerLine).values(lines))
+
+
+async def _move_balance(
+    session: AsyncSession,
+    posting: Posting,
+    merchant_id: str,
+    amount: Decimal,
+    changes: dict[Account, Decimal],
+    now: datetime,
+) -> None:
     values = {
         _COLUMN[account].key: _COLUMN[account] + delta
         for account, delta in changes.items()
@@ -95,52 +129,34 @@ async def _post(
             raise UnknownMerchantBalance(merchant_id)
         raise InsufficientBalance(merchant_id)
 
-    available, held = (
-        await session.execute(
-            select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
-        )
-    ).one()
-    journal = cast(
-        CursorResult[Any],
-        await session.execute(
-            insert(LedgerJournal).values(
-                merchant_id=merchant_id,
-                payout_id=payout_id,
-                hold_cycle=hold_cycle,
-                kind=posting.kind.value,
-                description=posting.description,
-                created_at=now,
-            )
-        ),
-    )
-    journal_id = journal.lastrowid  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
-    lines = []
-    for account, delta in changes.items():
-        is_merchant_account = account in _COLUMN
-        lines.append(
-            {
-                "journal_id": journal_id,
-                "merchant_id": merchant_id if is_merchant_account else None,
-                "account": account.value,
-                "amount": delta,
-                "balance_after": available + held if is_merchant_account else None,
-                "available_after": available if is_merchant_account else None,
-                "created_at": now,
-            }
-        )
-    await session.execute(insert(LedgerLine), lines)
-    return journal_id
 
-
-async def lock_balance(session: AsyncSession, merchant_id: str) -> None:
-    """Take the merchant's balance row lock now rather than at the posting.
-
-    Every hold updates this row, so a merchant's creates are serialized on it anyway; taking it
-    first means they never wait on each other anywhere else (e.g. two inserts of one reference
-    whose first attempt rolls back deadlock on the unique index)."""
-    await session.execute(
-        select(Balance.merchant_id).where(Balance.merchant_id == merchant_id).with_for_update()
-    )
+def _line(
+    journal_id: int, merchant_id: str, account: Account, delta: Decimal, now: datetime
+) -> dict[str, Any]:
+    """One line. A merchant account's line carries the balance it leaves, read in the same
+    statement from the balance row this transaction has just updated (and holds)."""
+    if account not in _COLUMN:
+        after: dict[str, Any] = {
+            "merchant_id": None,
+            "balance_after": None,
+            "available_after": None,
+        }
+    else:
+        row = select(Balance).where(Balance.merchant_id == merchant_id)
+        after = {
+            "merchant_id": merchant_id,
+            "balance_after": row.with_only_columns(
+                Balance.available + Balance.held
+            ).scalar_subquery(),
+            "available_after": row.with_only_columns(Balance.available).scalar_subquery(),
+        }
+    return {
+        "journal_id": journal_id,
+        "account": account.value,
+        "amount": delta,
+        "created_at": now,
+        **after,
+    }
 
 
 async def hold_funds(

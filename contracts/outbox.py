@@ -12,8 +12,7 @@ from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, SCHEMA_HEAD
 from contracts.wire import WireModel
 
 
-async def add_to_outbox(
-    session: AsyncSession,
+def outbox_row(
     message: WireModel,
     *,
     exchange: str,
@@ -23,21 +22,51 @@ async def add_to_outbox(
     correlation_id: str | None,
     delay_ms: int | None = None,
     extra_headers: Mapping[str, Any] | None = None,
+    body: bytes | None = None,
+) -> dict[str, Any]:
+    """The row that publishes `message` (`body`: its JSON when the caller has it already)."""
+    return {
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "body": body if body is not None else message.to_json(),
+        "headers": {
+            PAYOUT_ID_HEADER: payout_id,
+            MERCHANT_ID_HEADER: merchant_id,
+            SCHEMA_HEADER: type(message).__name__,
+            **(extra_headers or {}),
+        },
+        "correlation_id": correlation_id,
+        "delay_ms": delay_ms,
+        "created_at": utcnow(),
+        "publish_attempts": 0,
+    }
+
+
+async def write_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Every row in one multi-row INSERT."""
+    if rows:
+        await session.execute(insert(OutboxMessage).values(rows))
+
+
+async def add_to_outbox(
+    session: AsyncSession,
+    message: WireModel,
+    *,
+    exchange: str,
+    routing_key: str,
+    payout_id: str,
+    merchant_id: str,
+    correlation_id: str | None,
+    extra_headers: Mapping[str, Any] | None = None,
 ) -> None:
-    await session.execute(
-        insert(OutboxMessage).values(
-            exchange=exchange,
-            routing_key=routing_key,
-            body=message.to_json(),
-            headers={
-                PAYOUT_ID_HEADER: payout_id,
-                MERCHANT_ID_HEADER: merchant_id,
-                SCHEMA_HEADER: type(message).__name__,
-                **(extra_headers or {}),
-            },
-            correlation_id=correlation_id,
-            delay_ms=delay_ms,
-            created_at=utcnow(),
-            publish_attempts=0,
-        )
+    """One message, for the few writers that emit a single one."""
+    row = outbox_row(
+        message,
+        exchange=exchange,
+        routing_key=routing_key,
+        payout_id=payout_id,
+        merchant_id=merchant_id,
+        correlation_id=correlation_id,
+        extra_headers=extra_headers,
     )
+    await write_outbox(session, [row])

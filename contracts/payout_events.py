@@ -1,6 +1,10 @@
-"""Recording a payout status event: the event log row and its outbox message, one transaction."""
+"""What a payout's transaction announces: its status events (the event log row and the message
+for the webhook service) and its processing commands, collected while the transaction decides and
+written with two multi-row INSERTs (`payout_events`, `outbox`), each event serialized once."""
 
 import secrets
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,7 +13,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PayoutEvent
 from contracts.domain.statuses import EventType, legacy_event_name
 from contracts.messages import PayoutStatusChanged, ProcessPayout
-from contracts.outbox import add_to_outbox
+from contracts.outbox import outbox_row, write_outbox
 from contracts.payout_view import PayoutView
 from contracts.topology import (
     COMMANDS_EXCHANGE,
@@ -24,57 +28,64 @@ def new_event_id() -> str:
     return f"evt_{secrets.token_hex(12)}"
 
 
-async def record_payout_event(
-    session: AsyncSession, payout: Payout, event_type: EventType, *, correlation_id: str | None
-) -> PayoutStatusChanged:
-    """Snapshot the payout as it is now into an event, stored and queued for the webhook service."""
-    event = PayoutStatusChanged(
-        id=new_event_id(),
-        type=event_type,
-        event=legacy_event_name(event_type),
-        created_at=utcnow(),
-        merchant_id=payout.merchant_id,
-        payout=PayoutView.of(payout),
-    )
-    body = event.to_json()
-    await session.execute(
-        insert(PayoutEvent).values(
-            id=event.id,
+@dataclass
+class Announcements:
+    correlation_id: str | None
+    _events: list[dict[str, Any]] = field(default_factory=list)
+    _messages: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(self, payout: Payout, event_type: EventType) -> PayoutStatusChanged:
+        """Snapshot the payout as it is now into an event, for the log and the webhook service."""
+        event = PayoutStatusChanged(
+            id=new_event_id(),
+            type=event_type,
+            event=legacy_event_name(event_type),
+            created_at=utcnow(),
             merchant_id=payout.merchant_id,
-            payout_id=payout.id,
-            type=event_type.value,
-            body=body,
-            created_at=event.created_at,
+            payout=PayoutView.of(payout),
         )
-    )
-    await add_to_outbox(
-        session,
-        event,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=event_type.value,
-        payout_id=payout.id,
-        merchant_id=payout.merchant_id,
-        correlation_id=correlation_id,
-    )
-    return event
+        body = event.to_json()
+        self._events.append(
+            {
+                "id": event.id,
+                "merchant_id": payout.merchant_id,
+                "payout_id": payout.id,
+                "type": event_type.value,
+                "body": body,
+                "created_at": event.created_at,
+            }
+        )
+        self._messages.append(
+            outbox_row(
+                event,
+                body=body,
+                exchange=EVENTS_EXCHANGE,
+                routing_key=event_type.value,
+                payout_id=payout.id,
+                merchant_id=payout.merchant_id,
+                correlation_id=self.correlation_id,
+            )
+        )
+        return event
 
+    def process(self, payout: Payout, *, delay_ms: int | None = None) -> None:
+        """A ProcessPayout command; with a delay it goes through the retry queue."""
+        delayed = delay_ms is not None
+        self._messages.append(
+            outbox_row(
+                ProcessPayout(payout_id=payout.id, merchant_id=payout.merchant_id),
+                exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
+                routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
+                payout_id=payout.id,
+                merchant_id=payout.merchant_id,
+                correlation_id=self.correlation_id,
+                delay_ms=delay_ms,
+            )
+        )
 
-async def request_processing(
-    session: AsyncSession,
-    payout: Payout,
-    *,
-    correlation_id: str | None,
-    delay_ms: int | None = None,
-) -> None:
-    """Queue a ProcessPayout command; with a delay it goes through the retry queue."""
-    delayed = delay_ms is not None
-    await add_to_outbox(
-        session,
-        ProcessPayout(payout_id=payout.id, merchant_id=payout.merchant_id),
-        exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
-        routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
-        payout_id=payout.id,
-        merchant_id=payout.merchant_id,
-        correlation_id=correlation_id,
-        delay_ms=delay_ms,
-    )
+    async def write(self, session: AsyncSession) -> None:
+        """Everything collected so far, in at most two statements; then start afresh."""
+        if self._events:
+            await session.execute(insert(PayoutEvent).values(self._events))
+        await write_outbox(session, self._messages)
+        self._events, self._messages = [], []

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     max_page_size: int = 100
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_keys_per_merchant_per_day: int = 100_000
-    idempotency_stale_seconds: int = 60
+    # A request waits this long for another one holding its idempotency key (then 409), or for
+    # a row another request holds (then 503).
+    api_lock_wait_seconds: int = Field(default=5, ge=1, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.
     rate_limit_per_second: int | None = Field(default=None, ge=0)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback
@@ -15,6 +14,7 @@ from contracts.domain.scenarios import Decision, Outcome, decide
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from processor_service import transitions
+from processor_service.transitions import PayoutChange
 
 log = logging.getLogger("processor")
 
@@ -52,48 +52,37 @@ async def process_payout(
     """Run the scenario rules on the payout: the status it ends in, None if nothing to do.
     Outcomes the PSP already sent come first: the scenario never overrides the PSP."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
-    settled = await _apply_accepted_outcomes(session, payout, context)
-    if not _awaits_processing(payout):
-        return settled
-    await transitions.start_processing(session, payout, correlation_id=context.correlation_id)
-    decision = decide(payout.amount, payout.account_number, payout.attempts)
-    await _apply_decision(session, payout, decision, context)
-    return PayoutStatus(payout.status)
+    change = PayoutChange(payout, correlation_id=context.correlation_id)
+    await _take_accepted_outcomes(session, change)
+    if _awaits_processing(payout):
+        transitions.start_processing(change)
+        _apply_decision(
+            change, decide(payout.amount, payout.account_number, payout.attempts), context
+        )
+    await change.write(session)
+    return PayoutStatus(payout.status) if change.changed else None
 
 
-async def _apply_decision(
-    session: AsyncSession, payout: Payout, decision: Decision, context: Context
-) -> None:
-    correlation_id = context.correlation_id
+def _apply_decision(change: PayoutChange, decision: Decision, context: Context) -> None:
     match decision.outcome:
         case Outcome.SUCCESS:
-            await transitions.succeed(
-                session, payout, psp_reference=None, correlation_id=correlation_id
-            )
+            transitions.succeed(change, psp_reference=None)
         case Outcome.FAILED:
-            await transitions.fail(
-                session,
-                payout,
+            transitions.fail(
+                change,
                 failure_code=decision.failure_code or PSP_REJECTED,
                 reason=decision.reason or "Rejected by the PSP",
-                correlation_id=correlation_id,
             )
         case Outcome.RETRY:
-            await transitions.schedule_retry(
-                session,
-                payout,
-                reason=decision.reason or "Retrying",
-                delay_ms=context.retry_delay_ms,
-                correlation_id=correlation_id,
+            transitions.schedule_retry(
+                change, reason=decision.reason or "Retrying", delay_ms=context.retry_delay_ms
             )
         case Outcome.PENDING_AT_PSP:
-            await transitions.await_psp(session, payout, correlation_id=correlation_id)
+            transitions.await_psp(change)
         case Outcome.ON_HOLD:
-            await transitions.put_on_hold(
-                session, payout, reason=decision.reason or "On hold", correlation_id=correlation_id
-            )
+            transitions.put_on_hold(change, reason=decision.reason or "On hold")
         case Outcome.IN_REVIEW:
-            await transitions.send_to_review(session, payout, correlation_id=correlation_id)
+            transitions.send_to_review(change)
 
 
 async def apply_psp_outcome(
@@ -104,16 +93,18 @@ async def apply_psp_outcome(
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
     if command.hold_cycle != payout.hold_cycle:
         return None  # an outcome of an earlier attempt: never applied to the current one
-    return await _apply_accepted_outcomes(session, payout, context)
+    change = PayoutChange(payout, correlation_id=context.correlation_id)
+    await _take_accepted_outcomes(session, change)
+    await change.write(session)
+    return PayoutStatus(payout.status) if change.changed else None
 
 
-async def _apply_accepted_outcomes(
-    session: AsyncSession, payout: Payout, context: Context
-) -> PayoutStatus | None:
-    """Every outcome accepted and not yet applied, in accepted order; the status they lead to,
-    or None when there was none. The payout row is locked by the caller."""
+async def _take_accepted_outcomes(session: AsyncSession, change: PayoutChange) -> None:
+    """Every outcome accepted and not yet applied, in accepted order, onto the change; the
+    callbacks are marked applied. Nothing to read when the payout has none waiting."""
+    payout = change.payout
     if payout.accepted_outcome is None:
-        return None
+        return
     callbacks = list(
         await session.scalars(
             select(PspCallback)
@@ -122,42 +113,31 @@ async def _apply_accepted_outcomes(
         )
     )
     for callback in callbacks:
-        await _apply_outcome(session, payout, callback, context)
+        _apply_outcome(change, callback)
     await session.execute(
         update(PspCallback)
         .where(PspCallback.event_id.in_([callback.event_id for callback in callbacks]))
         .values(applied_at=utcnow())
     )
-    await session.execute(
-        update(Payout).where(Payout.id == payout.id).values(accepted_outcome=None)
-    )
-    set_committed_value(payout, "accepted_outcome", None)
-    return PayoutStatus(payout.status)
+    change.set(accepted_outcome=None)
 
 
-async def _apply_outcome(
-    session: AsyncSession, payout: Payout, callback: PspCallback, context: Context
-) -> None:
-    outcome = PspOutcome(callback.outcome)
+def _apply_outcome(change: PayoutChange, callback: PspCallback) -> None:
+    payout, outcome = change.payout, PspOutcome(callback.outcome)
     # The API accepted it against the same chain; only a bug could make it illegal here.
     if callback.hold_cycle != payout.hold_cycle or not psp_outcome_allowed(
         PayoutStatus(payout.status), outcome
     ):
         log.error("PSP outcome %s of %s does not apply; skipped", callback.event_id, payout.id)
         return
-    correlation_id = context.correlation_id
     match outcome:
         case PspOutcome.SUCCESS:
-            await transitions.succeed(
-                session, payout, psp_reference=callback.psp_reference, correlation_id=correlation_id
-            )
+            transitions.succeed(change, psp_reference=callback.psp_reference)
         case PspOutcome.FAILED:
-            await transitions.fail(
-                session,
-                payout,
+            transitions.fail(
+                change,
                 failure_code=PSP_REJECTED,
                 reason=callback.failure_reason or "Rejected by the PSP",
-                correlation_id=correlation_id,
             )
         case PspOutcome.REVERSED:
-            await transitions.reverse(session, payout, correlation_id=correlation_id)
+            transitions.reverse(change)

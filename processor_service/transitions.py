@@ -1,14 +1,17 @@
 """Every payout status transition after creation, one function each.
 
-Each is a compare-and-set on the expected status plus its ledger journal and its status event,
-written in the caller's transaction (the consumer commits it together with its inbox row). A
-transition whose expected status is gone raises StaleTransition and changes nothing.
+A consumed message's transitions are collected on a PayoutChange: each is checked against the
+status it starts from and applied to the locked payout in memory, with its status event (the
+payout as it was at that change). `PayoutChange.write` then stores them all in the caller's
+transaction: one guarded UPDATE of the payout row, the events and commands in two multi-row
+INSERTs, and the ledger postings last, so the merchant's balance row is locked only from its
+UPDATE to the commit. A transition whose expected status is gone raises StaleTransition.
 """
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -17,75 +20,89 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
-from contracts.payout_events import record_payout_event, request_processing
+from contracts.payout_events import Announcements
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
+
+Posting = Callable[..., Awaitable[None]]
 
 
 class StaleTransition(Exception):
     """The payout is no longer in a status this transition starts from."""
 
 
-async def _move(
-    session: AsyncSession,
-    payout: Payout,
-    *,
-    allowed_from: Collection[PayoutStatus],
-    to: PayoutStatus,
-    correlation_id: str | None,
-    **changes: Any,
-) -> None:
-    """Guarded status update + the status event; the in-memory payout mirrors the row."""
-    if PayoutStatus(payout.status) not in allowed_from:
-        raise StaleTransition(f"{payout.id}: {payout.status} -> {to}")
-    values = {"status": to.value, "updated_at": utcnow(), **changes}
-    result = await session.execute(
-        update(Payout)
-        .where(Payout.id == payout.id, Payout.status == payout.status)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise StaleTransition(f"{payout.id}: changed concurrently")
-    for name, value in values.items():
-        set_committed_value(payout, name, value)
-    await record_payout_event(session, payout, EVENT_FOR_STATUS[to], correlation_id=correlation_id)
+class PayoutChange:
+    """What one transaction does to one payout, whose row the caller has locked."""
+
+    def __init__(self, payout: Payout, *, correlation_id: str | None) -> None:
+        self.payout = payout
+        self.announcements = Announcements(correlation_id)
+        self._loaded_status = payout.status
+        self._values: dict[str, Any] = {}
+        self._postings: list[Posting] = []
+
+    def move(
+        self, *, allowed_from: Collection[PayoutStatus], to: PayoutStatus, **changes: Any
+    ) -> None:
+        """A guarded status change and its event; the in-memory payout mirrors it at once."""
+        if PayoutStatus(self.payout.status) not in allowed_from:
+            raise StaleTransition(f"{self.payout.id}: {self.payout.status} -> {to}")
+        self.set(status=to.value, updated_at=utcnow(), **changes)
+        self.announcements.event(self.payout, EVENT_FOR_STATUS[to])
+
+    def set(self, **values: Any) -> None:
+        for name, value in values.items():
+            set_committed_value(self.payout, name, value)
+        self._values.update(values)
+
+    def post(self, posting: Posting) -> None:
+        """A ledger posting of the payout's current hold, written last."""
+        self._postings.append(posting)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._values)
+
+    async def write(self, session: AsyncSession) -> None:
+        if self._values:
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Payout)
+                    .where(Payout.id == self.payout.id, Payout.status == self._loaded_status)
+                    .values(**self._values)
+                    .execution_options(synchronize_session=False)
+                ),
+            )
+            if result.rowcount != 1:
+                raise StaleTransition(f"{self.payout.id}: changed concurrently")
+        await self.announcements.write(session)
+        for posting in self._postings:
+            await posting(
+                session,
+                merchant_id=self.payout.merchant_id,
+                payout_id=self.payout.id,
+                hold_cycle=self.payout.hold_cycle,
+                amount=self.payout.amount,
+            )
 
 
-def _money(payout: Payout) -> dict[str, Any]:
-    return {
-        "merchant_id": payout.merchant_id,
-        "payout_id": payout.id,
-        "hold_cycle": payout.hold_cycle,
-        "amount": payout.amount,
-    }
-
-
-async def start_processing(
-    session: AsyncSession, payout: Payout, *, correlation_id: str | None
-) -> None:
+def start_processing(change: PayoutChange) -> None:
     """PENDING | RETRY -> PROCESSING: one more attempt at the PSP."""
-    await _move(
-        session,
-        payout,
+    change.move(
         allowed_from=AWAITING_PROCESSING,
         to=PayoutStatus.PROCESSING,
-        correlation_id=correlation_id,
-        attempts=payout.attempts + 1,
+        attempts=change.payout.attempts + 1,
         failure_reason=None,
     )
 
 
-async def succeed(
-    session: AsyncSession, payout: Payout, *, psp_reference: str | None, correlation_id: str | None
-) -> None:
+def succeed(change: PayoutChange, *, psp_reference: str | None) -> None:
     """-> SUCCESS: the held funds leave to the PSP."""
-    await _move(
-        session,
-        payout,
+    payout = change.payout
+    change.move(
         allowed_from=AWAITING_PSP_DECISION,
         to=PayoutStatus.SUCCESS,
-        correlation_id=correlation_id,
         psp_reference=psp_reference
         or payout.psp_reference
         or psp_reference_for(payout.id, payout.hold_cycle),
@@ -93,98 +110,56 @@ async def succeed(
         failure_reason=None,
         processed_at=utcnow(),
     )
-    await ledger.post_hold(session, **_money(payout))
+    change.post(ledger.post_hold)
 
 
-async def fail(
-    session: AsyncSession,
-    payout: Payout,
-    *,
-    failure_code: str,
-    reason: str,
-    correlation_id: str | None,
-) -> None:
+def fail(change: PayoutChange, *, failure_code: str, reason: str) -> None:
     """-> FAILED: the hold goes back to available."""
-    await _move(
-        session,
-        payout,
+    change.move(
         allowed_from=AWAITING_PSP_DECISION,
         to=PayoutStatus.FAILED,
-        correlation_id=correlation_id,
         failure_code=failure_code,
         failure_reason=reason,
         processed_at=utcnow(),
     )
-    await ledger.release_hold(session, **_money(payout))
+    change.post(ledger.release_hold)
 
 
-async def reverse(session: AsyncSession, payout: Payout, *, correlation_id: str | None) -> None:
+def reverse(change: PayoutChange) -> None:
     """SUCCESS -> REVERSED: the bank returned the money to the merchant's available balance."""
-    await _move(
-        session,
-        payout,
+    change.move(
         allowed_from={PayoutStatus.SUCCESS},
         to=PayoutStatus.REVERSED,
-        correlation_id=correlation_id,
         failure_reason="Returned by the beneficiary bank",
     )
-    await ledger.reverse_payout(session, **_money(payout))
+    change.post(ledger.reverse_payout)
 
 
-async def await_psp(session: AsyncSession, payout: Payout, *, correlation_id: str | None) -> None:
+def await_psp(change: PayoutChange) -> None:
     """PROCESSING -> PENDING at the PSP: submitted, waiting for its IPN. Funds stay held."""
-    await _move(
-        session,
-        payout,
+    payout = change.payout
+    change.move(
         allowed_from={PayoutStatus.PROCESSING},
         to=PayoutStatus.PENDING,
-        correlation_id=correlation_id,
         psp_reference=psp_reference_for(payout.id, payout.hold_cycle),
     )
 
 
-async def put_on_hold(
-    session: AsyncSession, payout: Payout, *, reason: str, correlation_id: str | None
-) -> None:
+def put_on_hold(change: PayoutChange, *, reason: str) -> None:
     """PROCESSING -> ON_HOLD: the PSP holds it, waiting for an IPN. Funds stay held."""
-    await _move(
-        session,
-        payout,
-        allowed_from={PayoutStatus.PROCESSING},
-        to=PayoutStatus.ON_HOLD,
-        correlation_id=correlation_id,
-        failure_reason=reason,
+    change.move(
+        allowed_from={PayoutStatus.PROCESSING}, to=PayoutStatus.ON_HOLD, failure_reason=reason
     )
 
 
-async def send_to_review(
-    session: AsyncSession, payout: Payout, *, correlation_id: str | None
-) -> None:
+def send_to_review(change: PayoutChange) -> None:
     """PROCESSING -> IN_REVIEW: a large amount waits for a decision. Funds stay held."""
-    await _move(
-        session,
-        payout,
-        allowed_from={PayoutStatus.PROCESSING},
-        to=PayoutStatus.IN_REVIEW,
-        correlation_id=correlation_id,
-    )
+    change.move(allowed_from={PayoutStatus.PROCESSING}, to=PayoutStatus.IN_REVIEW)
 
 
-async def schedule_retry(
-    session: AsyncSession,
-    payout: Payout,
-    *,
-    reason: str,
-    delay_ms: int,
-    correlation_id: str | None,
-) -> None:
+def schedule_retry(change: PayoutChange, *, reason: str, delay_ms: int) -> None:
     """PROCESSING -> RETRY, and a ProcessPayout command delayed by the broker (never a sleep)."""
-    await _move(
-        session,
-        payout,
-        allowed_from={PayoutStatus.PROCESSING},
-        to=PayoutStatus.RETRY,
-        correlation_id=correlation_id,
-        failure_reason=reason,
+    change.move(
+        allowed_from={PayoutStatus.PROCESSING}, to=PayoutStatus.RETRY, failure_reason=reason
     )
-    await request_processing(session, payout, correlation_id=correlation_id, delay_ms=delay_ms)
+    change.announcements.process(change.payout, delay_ms=delay_ms)

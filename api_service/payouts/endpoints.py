@@ -1,3 +1,4 @@
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -52,12 +53,16 @@ async def create_payout(
     session: SessionDep,
     request_id: RequestId,
 ) -> Response:
-    async def operation() -> tuple[int, bytes]:
+    async def prepare() -> tuple[int, bytes, Callable[[], Awaitable[None]]]:
         body = await read_body(request, CreatePayoutRequest)
-        payout = await service.create_payout(session, merchant, body, request_id=request_id)
-        return 201, success_body(payout_json(payout), "Payout created")
+        payout = await service.new_payout(session, merchant, body)
 
-    return await idempotency.run(request, session, operation)
+        async def store() -> None:
+            await service.store_new_payouts(session, [payout], request_id=request_id)
+
+        return 201, success_body(payout_json(payout), "Payout created"), store
+
+    return await idempotency.run_prepared(request, session, prepare)
 
 
 @router.get(

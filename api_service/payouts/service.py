@@ -2,10 +2,12 @@
 the endpoint's idempotency boundary commits."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +30,7 @@ from contracts.domain.accounts import (
     normalize_account_number,
 )
 from contracts.domain.statuses import EventType, PayoutStatus
-from contracts.payout_events import record_payout_event, request_processing
+from contracts.payout_events import Announcements
 
 
 async def validate_destination(
@@ -65,16 +67,15 @@ async def validate_destination(
     return None, institution.code, number
 
 
-async def create_payout(
-    session: AsyncSession, merchant: Merchant, request: CreatePayoutRequest, *, request_id: str
+async def new_payout(
+    session: AsyncSession, merchant: Merchant, request: CreatePayoutRequest
 ) -> Payout:
+    """The payout a valid request makes, not stored yet (ValidationFailed naming the field)."""
     bank_code, wallet_code, account_number = await validate_destination(
         session, request.dest_type, request.bank_code, request.wallet_code, request.account_number
     )
-    # Creates of one merchant queue here, so a reference race never deadlocks on the unique key.
-    await ledger.lock_balance(session, merchant.id)
     now = utcnow()
-    payout = Payout(
+    return Payout(
         id=str(uuid.uuid4()),
         merchant_id=merchant.id,
         merchant_reference=request.merchant_reference,
@@ -87,20 +88,39 @@ async def create_payout(
         account_title=request.account_title,
         purpose=request.purpose,
         status=PayoutStatus.PENDING.value,
+        failure_reason=None,
+        failure_code=None,
+        psp_reference=None,
         attempts=0,
         hold_cycle=1,
+        accepted_outcome=None,
+        processed_at=None,
         created_at=now,
         updated_at=now,
     )
-    session.add(payout)
+
+
+async def store_new_payouts(
+    session: AsyncSession, payouts: Sequence[Payout], *, request_id: str
+) -> None:
+    """The payout rows, their `payout.created` events and processing commands, and their holds,
+    in the caller's transaction: multi-row INSERTs first, the merchant's balance last (so its
+    row is locked from its UPDATE to the commit only)."""
     try:
-        await session.flush()  # the unique key is the last word on references, whatever happens
-    except IntegrityError as exc:
+        await session.execute(insert(Payout).values([_columns(payout) for payout in payouts]))
+    except IntegrityError as exc:  # the unique key is the last word on references
         raise DuplicateReference from exc
-    await _hold(session, payout)
-    await record_payout_event(session, payout, EventType.CREATED, correlation_id=request_id)
-    await request_processing(session, payout, correlation_id=request_id)
-    return payout
+    announcements = Announcements(request_id)
+    for payout in payouts:
+        announcements.event(payout, EventType.CREATED)
+        announcements.process(payout)
+    await announcements.write(session)
+    for payout in payouts:
+        await _hold(session, payout)
+
+
+def _columns(payout: Payout) -> dict[str, Any]:
+    return {column.key: getattr(payout, column.key) for column in Payout.__table__.columns}
 
 
 async def _hold(session: AsyncSession, payout: Payout) -> None:
@@ -142,9 +162,11 @@ async def reinitiate_payout(
     payout.processed_at = None
     payout.updated_at = utcnow()
     await session.flush()
+    announcements = Announcements(request_id)
+    announcements.event(payout, EventType.REINITIATED)
+    announcements.process(payout)
+    await announcements.write(session)
     await _hold(session, payout)
-    await record_payout_event(session, payout, EventType.REINITIATED, correlation_id=request_id)
-    await request_processing(session, payout, correlation_id=request_id)
     return payout
 
 

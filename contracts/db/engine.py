@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import (
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 20, lock_wait_seconds: int | None = None
+) -> AsyncEngine:
+    """`lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
+    server's default, 50 s, when None), set once per connection."""
+    connect_args = (
+        {"init_command": f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"}
+        if lock_wait_seconds is not None
+        else {}
+    )
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -25,7 +34,12 @@ def create_engine(database_url: str, *, pool_size: int = 20) -> AsyncEngine:
         # then invalidates the whole pool, so an outage costs one error, not one per connection.
         pool_pre_ping=False,
         pool_recycle=1800,
+        # Sessions and connections end their own transactions (commit, or rollback on close):
+        # a second ROLLBACK as each connection returns to the pool would be a statement per
+        # request for nothing.
+        pool_reset_on_return=None,
         isolation_level="READ COMMITTED",
+        connect_args=connect_args,
     )
 
 

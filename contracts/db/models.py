@@ -174,8 +174,6 @@ class IdempotencyKey(Base):
     method: Mapped[str] = mapped_column(String(10))
     path: Mapped[str] = mapped_column(String(500))
     request_hash: Mapped[str] = mapped_column(String(64))
-    # Held by the request that owns the claim; storing and releasing are conditioned on it.
-    claim_token: Mapped[str | None] = mapped_column(String(32))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     locked_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -10,16 +10,28 @@ retry a few times and then dead-letter.
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+LOCK_WAIT_TIMEOUT = 1205
+DEADLOCK = 1213
+
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
     {
         1040,  # too many connections
         1053,  # server shutdown in progress
         1203,  # user has too many connections
-        1205,  # lock wait timeout
-        1213,  # deadlock; the transaction was rolled back and may be retried
+        LOCK_WAIT_TIMEOUT,
+        DEADLOCK,  # the transaction was rolled back and may be retried
         1317,  # query interrupted (KILL QUERY, shutdown)
         1927,  # connection killed (MariaDB)
+        1158,  # network read error
+        1159,  # network read timeout
+        1160,  # network write error
+        1161,  # network write timeout
+        1290,  # read-only (--read-only during a failover)
+        1792,  # read-only transaction
+        1836,  # read-only mode
+        1969,  # statement timeout (MariaDB max_statement_time)
+        3024,  # statement timeout (MySQL max_execution_time)
         2002,  # cannot connect through the socket
         2003,  # cannot connect to the server
         2005,  # unknown server host

@@ -2,20 +2,21 @@
 4xx stored and 5xx not, and concurrent requests with one key."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import orjson
 import pytest
-from sqlalchemy import text, update
-from starlette.requests import Request
+from sqlalchemy import insert, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import IdempotencyKeyInUse, ServiceUnavailable
-from api_service.idempotency import Idempotency, request_fingerprint
-from api_service.sealed_responses import ResponseSeal
-from cli.merchants import NewMerchant
+from api_service.app import create_app
+from api_service.idempotency import request_fingerprint
 from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import IdempotencyKey
@@ -33,6 +34,7 @@ from tests.support.api_helpers import (
     new_key,
     payout_body,
 )
+from tests.support.polling import eventually
 
 REPLAYED = "idempotent-replayed"
 PAYOUT_ID = "00000000-0000-4000-8000-000000000000"
@@ -223,9 +225,10 @@ async def test_expired_key_is_forgotten(
     assert later.json()["data"]["id"] != first.json()["data"]["id"]
 
 
-async def test_key_claimed_by_a_running_request_is_409_in_use(
+async def test_a_claim_stored_without_an_answer_is_409_in_use(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
+    """Left by a version that committed claims before their answers."""
     merchant, key = await make_merchant(), new_key()
     await _claim_without_answer(sessions, merchant.merchant_id, key)
     before = await footprint(sessions, merchant.merchant_id)
@@ -236,25 +239,88 @@ async def test_key_claimed_by_a_running_request_is_409_in_use(
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
-async def test_key_of_a_request_that_died_is_taken_over(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    settings: Settings,
+@asynccontextmanager
+async def _running_request(
+    sessions: SessionFactory, merchant_id: str, key: str, body: dict[str, Any]
+) -> AsyncIterator[AsyncSession]:
+    """A request with `key` still running: its claim written, its transaction open."""
+    async with sessions() as session:
+        await session.execute(
+            insert(IdempotencyKey).values(
+                merchant_id=merchant_id,
+                key=key,
+                method="POST",
+                path=f"{API}/payouts",
+                request_hash=request_fingerprint(orjson.dumps(body)),
+                status_code=201,
+                response_body=b'{"first": "answer"}',
+                locked_at=utcnow(),
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
+        yield session
+
+
+async def _a_request_waits_on_a_lock(sessions: SessionFactory) -> None:
+    async def waiting() -> int:
+        async with sessions() as session:
+            query = (
+                "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            )
+            return int(await session.scalar(text(query)) or 0)
+
+    await eventually(waiting, what="a transaction waiting on the key's row lock")
+
+
+async def test_a_retry_while_the_first_request_runs_waits_and_replays_its_answer(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
-    merchant, key = await make_merchant(), new_key()
-    await _claim_without_answer(sessions, merchant.merchant_id, key)
-    stale = timedelta(seconds=settings.idempotency_stale_seconds + 1)
-    await _age_key(sessions, merchant.merchant_id, key, locked_at=stale)
-    response = await api_client.post(
-        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
-    )
-    # The body is not a payout: what matters is that it ran (and its 400 is now stored).
-    assert_error(response, 400, "VALIDATION_ERROR", "merchantReference")
-    replay = await api_client.post(
-        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
-    )
+    merchant, key, body = await make_merchant(), new_key(), payout_body()
+    async with _running_request(sessions, merchant.merchant_id, key, body) as first:
+        retry = asyncio.create_task(
+            api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        )
+        await _a_request_waits_on_a_lock(sessions)
+        assert not retry.done()
+        await first.commit()
+    replay = await retry
+    assert (replay.status_code, replay.content) == (201, b'{"first": "answer"}')
     assert replay.headers[REPLAYED] == "true"
+
+
+async def test_a_retry_after_the_first_request_died_runs(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A request that dies takes its claim with it: nothing to take over, nothing stale."""
+    merchant, key, body = await make_merchant(), new_key(), payout_body()
+    async with _running_request(sessions, merchant.merchant_id, key, body) as first:
+        retry = asyncio.create_task(
+            api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        )
+        await _a_request_waits_on_a_lock(sessions)
+        await first.rollback()
+    created = await retry
+    assert created.status_code == 201, created.text
+    assert REPLAYED not in created.headers
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 1
+
+
+async def test_a_retry_waits_at_most_the_lock_wait_limit_then_409(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key, body = await make_merchant(), new_key(), payout_body()
+    app = create_app(settings.model_copy(update={"api_lock_wait_seconds": 1}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+        _running_request(sessions, merchant.merchant_id, key, body),
+    ):
+        started = time.monotonic()
+        response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        waited = time.monotonic() - started
+    assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert 0.9 <= waited < 5
 
 
 class OutboxOutage:
@@ -332,95 +398,3 @@ async def test_concurrent_requests_with_one_key_make_one_payout_and_never_a_5xx(
 
     settled = await api_client.post(f"{API}/payouts", json=body, headers=headers)
     assert (settled.status_code, settled.content) == (201, originals[0].content)
-
-
-def _slow_request(body: bytes) -> Request:
-    """The request a slow client sent: `Idempotency.run` reads only its body."""
-    sent = False
-
-    async def receive() -> dict[str, object]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return Request({"type": "http", "method": "POST", "headers": []}, receive)
-
-
-def _idempotency(
-    merchant: NewMerchant, key: str, sessions: SessionFactory, settings: Settings
-) -> Idempotency:
-    return Idempotency(
-        key=key,
-        merchant_id=merchant.merchant_id,
-        method="POST",
-        path=f"{API}/payouts",
-        request_id="req-slow",
-        sessions=sessions,
-        ttl_seconds=settings.idempotency_ttl_seconds,
-        stale_after_seconds=settings.idempotency_stale_seconds,
-        keys_per_day=settings.idempotency_keys_per_merchant_per_day,
-        seal=ResponseSeal.for_api_key(merchant.api_key),
-    )
-
-
-async def test_a_slow_request_whose_key_was_taken_over_cannot_overwrite_the_new_answer(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    settings: Settings,
-) -> None:
-    merchant, key = await make_merchant(), new_key()
-    slow = _idempotency(merchant, key, sessions, settings)
-    stale = timedelta(seconds=settings.idempotency_stale_seconds + 1)
-    taken_over: list[httpx.Response] = []
-
-    async def operation() -> tuple[int, bytes]:
-        # While it runs, its claim goes stale and the client's retry takes the key over.
-        await _age_key(sessions, merchant.merchant_id, key, locked_at=stale)
-        taken_over.append(
-            await api_client.post(
-                f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
-            )
-        )
-        return 201, b'{"slow": "answer"}'
-
-    async with sessions() as session:
-        with pytest.raises(IdempotencyKeyInUse):
-            await slow.run(_slow_request(b'{"unused": true}'), session, operation)
-
-    [retry] = taken_over
-    assert_error(retry, 400, "VALIDATION_ERROR")
-    replay = await api_client.post(
-        f"{API}/payouts", json={"unused": True}, headers=auth(merchant, key)
-    )
-    assert (replay.status_code, replay.content) == (400, retry.content)
-
-
-async def test_a_late_release_leaves_the_new_owners_claim_alone(
-    make_merchant: MerchantFactory, sessions: SessionFactory, settings: Settings
-) -> None:
-    merchant, key = await make_merchant(), new_key()
-    slow = _idempotency(merchant, key, sessions, settings)
-    new_owner = "b" * 32
-
-    async def operation() -> tuple[int, bytes]:
-        # Another request takes the stale claim over and is still running...
-        async with transaction(sessions) as session:
-            await session.execute(
-                update(IdempotencyKey)
-                .where(
-                    IdempotencyKey.merchant_id == merchant.merchant_id, IdempotencyKey.key == key
-                )
-                .values(claim_token=new_owner)
-            )
-        raise ServiceUnavailable  # ...when this one fails and releases its claim
-
-    async with sessions() as session:
-        with pytest.raises(ServiceUnavailable):
-            await slow.run(_slow_request(b"{}"), session, operation)
-
-    async with sessions() as session:
-        claim = await session.get_one(IdempotencyKey, (merchant.merchant_id, key))
-    assert claim.claim_token == new_owner

@@ -1,6 +1,6 @@
 """The ledger under random sequences of every money operation, against the real MariaDB.
 
-A hypothesis state machine creates payouts (the API's create_payout), processes them (the
+A hypothesis state machine creates payouts (the API's create path), processes them (the
 processor's transitions), settles them by IPN, reinitiates, reverses and tops up, each step in its
 own transaction, and keeps a model of the merchant's available and held balances and of every
 payout's status. After each step every ledger invariant of the contract is checked, and an
@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service import errors as api_errors
 from api_service.payouts.schemas import CreatePayoutRequest
-from api_service.payouts.service import create_payout, reinitiate_payout
+from api_service.payouts.service import new_payout, reinitiate_payout, store_new_payouts
 from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import (
@@ -51,7 +51,7 @@ from contracts.domain.money import format_amount
 from contracts.domain.statuses import AWAITING_PSP_DECISION, TERMINAL_STATUSES, PayoutStatus
 from contracts.reconcile import reconcile
 from processor_service import transitions
-from processor_service.transitions import AWAITING_PROCESSING, StaleTransition
+from processor_service.transitions import AWAITING_PROCESSING, PayoutChange, StaleTransition
 from tests.conftest import MerchantFactory
 from tests.support.strategies import amounts
 
@@ -80,36 +80,33 @@ class Step(Enum):
     SCHEDULE_RETRY = PayoutStatus.RETRY
 
 
-async def apply_step(session: AsyncSession, payout: Payout, step: Step) -> None:
+def apply_step(change: PayoutChange, step: Step) -> None:
     """The processor's transition for the step (SUCCEED and FAIL also serve the IPN)."""
     match step:
         case Step.SUCCEED:
-            await transitions.succeed(session, payout, psp_reference=None, correlation_id=None)
+            transitions.succeed(change, psp_reference=None)
         case Step.FAIL:
-            await transitions.fail(
-                session,
-                payout,
-                failure_code="ACCOUNT_INVALID",
-                reason="rejected",
-                correlation_id=None,
-            )
+            transitions.fail(change, failure_code="ACCOUNT_INVALID", reason="rejected")
         case Step.AWAIT_PSP:
-            await transitions.await_psp(session, payout, correlation_id=None)
+            transitions.await_psp(change)
         case Step.PUT_ON_HOLD:
-            await transitions.put_on_hold(session, payout, reason="blocked", correlation_id=None)
+            transitions.put_on_hold(change, reason="blocked")
         case Step.SEND_TO_REVIEW:
-            await transitions.send_to_review(session, payout, correlation_id=None)
+            transitions.send_to_review(change)
         case Step.SCHEDULE_RETRY:
-            await transitions.schedule_retry(
-                session, payout, reason="transient", delay_ms=RETRY_DELAY_MS, correlation_id=None
-            )
+            transitions.schedule_retry(change, reason="transient", delay_ms=RETRY_DELAY_MS)
 
 
-async def locked_payout(session: AsyncSession, payout_id: str) -> Payout:
-    """The payout row locked, as the processor loads it."""
+async def changing(
+    session: AsyncSession, payout_id: str, *steps: Callable[[PayoutChange], None]
+) -> None:
+    """The payout locked as the processor loads it, the steps applied and written."""
     payout = await session.scalar(select(Payout).where(Payout.id == payout_id).with_for_update())
     assert payout is not None
-    return payout
+    change = PayoutChange(payout, correlation_id=None)
+    for step in steps:
+        step(change)
+    await change.write(session)
 
 
 @dataclass(frozen=True)
@@ -291,7 +288,8 @@ class LedgerMachine(RuleBasedStateMachine):
         async def work(session: AsyncSession) -> str:
             merchant = await session.get(Merchant, merchant_id)
             assert merchant is not None
-            payout = await create_payout(session, merchant, request, request_id="prop-create")
+            payout = await new_payout(session, merchant, request)
+            await store_new_payouts(session, [payout], request_id="prop-create")
             return payout.id
 
         if amount > self.available:
@@ -308,8 +306,7 @@ class LedgerMachine(RuleBasedStateMachine):
         payout_id, payout = self.pick(data, AWAITING_PROCESSING)
 
         async def work(session: AsyncSession) -> None:
-            row = await locked_payout(session, payout_id)
-            await transitions.start_processing(session, row, correlation_id=None)
+            await changing(session, payout_id, transitions.start_processing)
 
         if self.perform(payout.status in AWAITING_PROCESSING, StaleTransition, work):
             payout.status = PayoutStatus.PROCESSING
@@ -321,9 +318,12 @@ class LedgerMachine(RuleBasedStateMachine):
         payout_id, payout = self.pick(data, AWAITING_PROCESSING)
 
         async def work(session: AsyncSession) -> None:
-            row = await locked_payout(session, payout_id)
-            await transitions.start_processing(session, row, correlation_id=None)
-            await apply_step(session, row, step)
+            await changing(
+                session,
+                payout_id,
+                transitions.start_processing,
+                lambda change: apply_step(change, step),
+            )
 
         if self.perform(payout.status in AWAITING_PROCESSING, StaleTransition, work):
             self.settle_in_model(payout, step.value)
@@ -338,7 +338,7 @@ class LedgerMachine(RuleBasedStateMachine):
         payout_id, payout = self.pick(data, legal)
 
         async def work(session: AsyncSession) -> None:
-            await apply_step(session, await locked_payout(session, payout_id), step)
+            await changing(session, payout_id, lambda change: apply_step(change, step))
 
         if self.perform(payout.status in legal, StaleTransition, work):
             self.settle_in_model(payout, step.value)
@@ -351,7 +351,7 @@ class LedgerMachine(RuleBasedStateMachine):
         step = Step.SUCCEED if succeeded else Step.FAIL
 
         async def work(session: AsyncSession) -> None:
-            await apply_step(session, await locked_payout(session, payout_id), step)
+            await changing(session, payout_id, lambda change: apply_step(change, step))
 
         if self.perform(payout.status in AWAITING_PSP_DECISION, StaleTransition, work):
             self.settle_in_model(payout, step.value)
@@ -363,8 +363,7 @@ class LedgerMachine(RuleBasedStateMachine):
         payout_id, payout = self.pick(data, {PayoutStatus.SUCCESS})
 
         async def work(session: AsyncSession) -> None:
-            row = await locked_payout(session, payout_id)
-            await transitions.reverse(session, row, correlation_id=None)
+            await changing(session, payout_id, transitions.reverse)
 
         if self.perform(payout.status is PayoutStatus.SUCCESS, StaleTransition, work):
             self.settle_in_model(payout, PayoutStatus.REVERSED)

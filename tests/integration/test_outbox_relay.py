@@ -20,8 +20,8 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, ProcessedMessage
 from contracts.messages import PayoutStatusChanged, ProcessPayout
-from contracts.outbox import add_to_outbox
-from contracts.payout_events import request_processing
+from contracts.outbox import outbox_row, write_outbox
+from contracts.payout_events import Announcements
 from contracts.pipeline_health import Thresholds, parked_outbox_rows, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import (
@@ -200,18 +200,17 @@ async def write_rows(
     delay_ms: int | None = None,
 ) -> list[OutboxMessage]:
     """`count` outbox rows under `payout_id`, written the way every service writes them."""
+    row = outbox_row(
+        ProcessPayout(payout_id=payout_id, merchant_id="scratch"),
+        exchange=exchange,
+        routing_key=routing_key,
+        payout_id=payout_id,
+        merchant_id="scratch",
+        correlation_id=None,
+        delay_ms=delay_ms,
+    )
     async with transaction(sessions) as session:
-        for _ in range(count):
-            await add_to_outbox(
-                session,
-                ProcessPayout(payout_id=payout_id, merchant_id="scratch"),
-                exchange=exchange,
-                routing_key=routing_key,
-                payout_id=payout_id,
-                merchant_id="scratch",
-                correlation_id=None,
-                delay_ms=delay_ms,
-            )
+        await write_outbox(session, [dict(row) for _ in range(count)])
     return await outbox_for_payout(sessions, payout_id)
 
 
@@ -551,7 +550,9 @@ async def test_delayed_row_waits_in_the_retry_queue_then_reaches_the_work_queue(
     await rabbit.purge(PAYOUT_COMMANDS.name)
     async with transaction(sessions) as session:
         payout = await session.get_one(Payout, created["id"])
-        await request_processing(session, payout, correlation_id="req-delayed", delay_ms=1000)
+        announcements = Announcements("req-delayed")
+        announcements.process(payout, delay_ms=1000)
+        await announcements.write(session)
     [delayed] = [row for row in await outbox_for_payout(sessions, created["id"]) if row.delay_ms]
 
     await relay_until_idle(relay)

@@ -1,8 +1,5 @@
-"""idempotency claim tokens; PSP callbacks bound to the hold cycle and applied in order
+"""PSP callbacks bound to the hold cycle and applied in order
 
-- idempotency_keys.claim_token: whoever holds the token owns the claim; storing a response or
-  releasing the claim is conditioned on it, so a slow request whose claim was taken over can
-  neither overwrite the new owner's response nor delete its claim.
 - psp_callbacks.hold_cycle: the attempt an outcome belongs to; accept_seq: the order the API
   accepted outcomes in (the database's counter, not a host's clock); applied_at: NULL until the
   processor has applied it. Existing rows were handled under the old rules: marked applied.
@@ -25,7 +22,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("idempotency_keys", sa.Column("claim_token", sa.String(32), nullable=True))
     op.add_column("payouts", sa.Column("accepted_outcome", sa.String(20), nullable=True))
     # An AUTO_INCREMENT column must be a key in the statement that adds it.
     op.execute(
@@ -54,4 +50,3 @@ def downgrade() -> None:
         " DROP COLUMN hold_cycle"
     )
     op.drop_column("payouts", "accepted_outcome")
-    op.drop_column("idempotency_keys", "claim_token")
