@@ -11,6 +11,7 @@ from api_service.asyncapi import asyncapi_endpoint
 from api_service.balance.endpoints import router as balance_router
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
+from api_service.merchant_cache import MerchantCache
 from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
 from api_service.middleware import RequestContextMiddleware
 from api_service.payouts.endpoints import router as payouts_router
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings = settings
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
+        app.state.merchants = MerchantCache(settings.api_key_cache_seconds)
         app.state.sessions = create_session_factory(engine)
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
         app.state.draining = False
@@ -64,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_exception_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        larger_bodies={f"{API_PREFIX}/payouts/batch": settings.max_batch_body_bytes},
+    )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app

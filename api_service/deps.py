@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, InvalidApiKey, MissingApiKey
+from api_service.merchant_cache import MerchantCache
 from api_service.metrics import FAILED_AUTHENTICATIONS
 from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
@@ -55,6 +56,7 @@ def _reject(reason: str, error: type[ApiError]) -> NoReturn:
 
 
 async def get_current_merchant(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     api_key: Annotated[str | None, Depends(api_key_header)],
@@ -63,24 +65,32 @@ async def get_current_merchant(
     rest of the request."""
     if not api_key:
         _reject("missing", MissingApiKey)
-    # Unknown, inactive and malformed keys take the same path (one indexed lookup of the digest,
-    # no shortcut on the key's shape, one rollback): the answer time tells nothing about a key.
-    merchant = await session.scalar(
-        select(Merchant).where(Merchant.api_key_hash == hash_api_key(api_key))
-    )
-    if merchant is None or not merchant.is_active:
-        await session.rollback()
-        _reject("invalid", InvalidApiKey)
-    # Detached: a rollback later in the request (a replayed key, a retried deadlock) must not
-    # expire it into a lazy load.
-    session.expunge(merchant)
+    merchants: MerchantCache = request.app.state.merchants
+    digest = hash_api_key(api_key)
+    merchant = merchants.get(digest)
+    if merchant is None:
+        merchant = await _merchant_of(session, digest)
+        merchants.remember(digest, merchant)
     with bind_log_context(merchant_id=merchant.id):
         per_second = settings.effective_rate_limit_per_second
         if per_second is not None:
             await limit_request_rate(session, merchant.id, per_second)
             await session.commit()  # the counter row is hot: release it at once
-        # Otherwise the request's transaction goes on from this read (a create: one transaction).
+        # Otherwise the request's transaction goes on from here (a create: one transaction).
         yield merchant
+
+
+async def _merchant_of(session: AsyncSession, key_digest: str) -> Merchant:
+    # Unknown, inactive and malformed keys take the same path (one indexed lookup of the digest,
+    # no shortcut on the key's shape, one rollback): the answer time tells nothing about a key.
+    merchant = await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_digest))
+    if merchant is None or not merchant.is_active:
+        await session.rollback()
+        _reject("invalid", InvalidApiKey)
+    # Detached: it is remembered beyond this session, and a rollback later in the request (a
+    # replayed key, a retried deadlock) must not expire it into a lazy load.
+    session.expunge(merchant)
+    return merchant
 
 
 CurrentMerchant = Annotated[Merchant, Depends(get_current_merchant)]

@@ -3,6 +3,7 @@ size limit."""
 
 import re
 import uuid
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -22,9 +23,13 @@ class RequestContextMiddleware:
     """Echoes or assigns X-Request-ID, binds it to the request's log lines (as the correlation id
     too: the outbox messages of the request carry it on), and rejects bodies over the limit."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, larger_bodies: Mapping[str, int]
+    ) -> None:
+        """`larger_bodies`: the limit of the paths that take more (a payroll batch)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = larger_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,8 +58,9 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject(send, request_id, PayloadTooLarge())
+        limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _reject(send, request_id, PayloadTooLarge(_too_large(limit)))
             return
 
         received = 0
@@ -64,8 +70,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, receive_limited, send_with_request_id)
@@ -74,8 +80,12 @@ class RequestContextMiddleware:
 class BodyTooLarge(HTTPException):
     """Raised while streaming a chunked body; FastAPI re-raises HTTPExceptions as they are."""
 
-    def __init__(self) -> None:
-        super().__init__(status_code=413, detail="Request body exceeds 64 KiB")
+    def __init__(self, limit: int) -> None:
+        super().__init__(status_code=413, detail=_too_large(limit))
+
+
+def _too_large(limit: int) -> str:
+    return f"Request body exceeds {limit // 1024} KiB"
 
 
 async def _reject(send: Send, request_id: str, error: ApiError) -> None:

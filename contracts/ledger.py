@@ -4,6 +4,7 @@ caller's transaction together with the balance row it keeps equal to the ledger.
 Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the outside world).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -218,3 +219,61 @@ async def reverse_payout(
 async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:
     """psp_settlement -> available."""
     await _post(session, TOPUP, merchant_id=merchant_id, amount=amount)
+
+
+async def hold_many(
+    session: AsyncSession, *, merchant_id: str, holds: Sequence[tuple[str, Decimal]]
+) -> None:
+    """available -> held for many new payouts (hold cycle 1) at once, for a payroll: their HOLD
+    journals, one move of the balance by the total (InsufficientBalance, writing nothing, when
+    it is not available), and every line with the balance as if posted one by one, in order."""
+    if any(amount <= 0 for _, amount in holds):
+        raise ValueError("ledger amounts are positive")
+    now, total = utcnow(), sum((amount for _, amount in holds), Decimal(0))
+    payout_ids = [payout_id for payout_id, _ in holds]
+    journal = {"merchant_id": merchant_id, "hold_cycle": 1, "kind": HOLD.kind.value}
+    await session.execute(
+        insert(LedgerJournal).values(
+            [
+                {
+                    **journal,
+                    "payout_id": payout_id,
+                    "description": HOLD.description,
+                    "created_at": now,
+                }
+                for payout_id in payout_ids
+            ]
+        )
+    )
+    rows = await session.execute(
+        select(LedgerJournal.payout_id, LedgerJournal.id).where(
+            LedgerJournal.payout_id.in_(payout_ids),
+            LedgerJournal.kind == HOLD.kind.value,
+            LedgerJournal.hold_cycle == 1,
+        )
+    )
+    journal_ids = {payout_id: journal_id for payout_id, journal_id in rows.tuples()}
+    await _move_balance(
+        session, HOLD, merchant_id, total, {HOLD.debit: -total, HOLD.credit: total}, now
+    )
+    available, held = (
+        await session.execute(
+            select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
+        )
+    ).one()
+    lines, still_to_hold = [], total
+    for payout_id, amount in holds:
+        still_to_hold -= amount
+        for account, delta in ((HOLD.debit, -amount), (HOLD.credit, amount)):
+            lines.append(
+                {
+                    "journal_id": journal_ids[payout_id],
+                    "merchant_id": merchant_id,
+                    "account": account.value,
+                    "amount": delta,
+                    "balance_after": available + held,
+                    "available_after": available + still_to_hold,
+                    "created_at": now,
+                }
+            )
+    await session.execute(insert(LedgerLine).values(lines))

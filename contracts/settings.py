@@ -37,11 +37,15 @@ class Settings(BaseSettings):
     db_pool_size: int = 20
 
     max_body_bytes: int = 64 * 1024
+    max_batch_body_bytes: int = 1024 * 1024  # POST /payouts/batch: up to 1,000 payouts
     max_page_size: int = 100
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_keys_per_merchant_per_day: int = 100_000
     # A request waits this long for another one holding its idempotency key (then 409), or for
     # a row another request holds (then 503).
+    # How long an API process remembers the merchant of an API key (0: never): a deactivated key
+    # or an endpoint changed through another API process takes effect within this time.
+    api_key_cache_seconds: float = Field(default=2.0, ge=0)
     api_lock_wait_seconds: int = Field(default=5, ge=1, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.

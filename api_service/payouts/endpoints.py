@@ -16,9 +16,11 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
-from api_service.payouts import service
+from api_service.payouts import batch, service
 from api_service.payouts.schemas import (
+    CreatePayoutBatchRequest,
     CreatePayoutRequest,
+    PayoutBatchEnvelope,
     PayoutEnvelope,
     PayoutListEnvelope,
     PayoutListFilters,
@@ -63,6 +65,38 @@ async def create_payout(
         return 201, success_body(payout_json(payout), "Payout created"), store
 
     return await idempotency.run_prepared(request, session, prepare)
+
+
+@router.post(
+    "/batch",
+    response_model=PayoutBatchEnvelope,
+    responses=error_responses(
+        *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, DuplicateReference, InsufficientBalance
+    ),
+    summary="Create up to 1,000 payouts at once (a payroll): one result per item",
+    description=(
+        "Each item is the body of `POST /payouts`. Its result is `created` (with the payout), "
+        "`duplicate` (its merchantReference already names a payout: `payoutId`; a payroll sent "
+        "twice creates nothing twice) or `invalid` (`errors` name the fields; an item the "
+        "available balance no longer covers, in the order sent, is invalid on `amount`). The "
+        "created payouts are written in one transaction; the request as a whole is idempotent "
+        "under its X-IDEMPOTENCY-KEY. Bodies up to 1 MiB."
+    ),
+    openapi_extra=documented_body(CreatePayoutBatchRequest),
+)
+async def create_payout_batch(
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    request_id: RequestId,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, CreatePayoutBatchRequest)
+        results = await batch.create_batch(session, merchant, body.payouts, request_id=request_id)
+        return 200, success_body(results)
+
+    return await idempotency.run(request, session, operation)
 
 
 @router.get(

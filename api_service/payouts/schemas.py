@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,11 @@ class CreatePayoutRequest(RequestModel):
     account_number: AccountNumberIn
     account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
     purpose: Annotated[str, Field(max_length=140)] | None = None
+
+
+class CreatePayoutBatchRequest(RequestModel):
+    # Items are validated one by one (an invalid item is a result, not a 400 for the batch).
+    payouts: Annotated[list[Any], Field(max_length=1000)]
 
 
 class PayoutListFilters(BaseModel):
@@ -46,6 +51,31 @@ class Pagination(BaseModel):
 class PayoutList(BaseModel):
     payouts: list[PayoutView]
     pagination: Pagination
+
+
+class PayoutBatchItem(BaseModel):
+    index: int
+    merchantReference: Any
+    status: Literal["created", "duplicate", "invalid"]
+    payout: PayoutView | None = None
+    payoutId: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class PayoutBatchSummary(BaseModel):
+    created: int
+    duplicate: int
+    invalid: int
+
+
+class PayoutBatch(BaseModel):
+    results: list[PayoutBatchItem]
+    summary: PayoutBatchSummary
+
+
+class PayoutBatchEnvelope(BaseModel):
+    success: bool = True
+    data: PayoutBatch
 
 
 class PayoutListEnvelope(BaseModel):

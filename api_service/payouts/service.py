@@ -115,8 +115,17 @@ async def store_new_payouts(
         announcements.event(payout, EventType.CREATED)
         announcements.process(payout)
     await announcements.write(session)
-    for payout in payouts:
-        await _hold(session, payout)
+    if len(payouts) == 1:
+        await _hold(session, payouts[0])  # three statements, where hold_many needs five
+        return
+    try:
+        await ledger.hold_many(
+            session,
+            merchant_id=payouts[0].merchant_id,
+            holds=[(payout.id, payout.amount) for payout in payouts],
+        )
+    except ledger.InsufficientBalance as exc:
+        raise InsufficientBalance from exc
 
 
 def _columns(payout: Payout) -> dict[str, Any]:

@@ -207,6 +207,7 @@ async def put_endpoint(
         session, merchant, body.url, allow_private=settings.webhook_allow_private_urls
     )
     await session.commit()
+    request.app.state.merchants.forget(merchant.id)
     return json_response(success_body(endpoint_json(updated), "Webhook endpoint updated"))
 
 
@@ -233,4 +234,6 @@ async def rotate_secret(
 
     # A retry with the same key gets the same secret back, stored only encrypted (see
     # api_service/sealed_responses.py).
-    return await idempotency.run(request, session, operation, sealed=True)
+    response = await idempotency.run(request, session, operation, sealed=True)
+    request.app.state.merchants.forget(merchant.id)
+    return response

@@ -175,7 +175,8 @@ class IdempotencyKey(Base):
     path: Mapped[str] = mapped_column(String(500))
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
-    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # MEDIUMBLOB: a payroll batch's answer is about half a megabyte (migration 0010).
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary(16 * 1024 * 1024 - 1))
     locked_at: Mapped[datetime] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     expires_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -253,6 +254,11 @@ class WebhookDelivery(Base):
     # a successful attempt records the generation it honoured.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     delivered_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The attempt under way (migration 0009): the consumer that will send holds the lease until
+    # it records the attempt; `leased_until` is on the database's clock, and once it has passed
+    # (the consumer died) another consumer may take the delivery over.
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    leased_until: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 

@@ -1,0 +1,128 @@
+"""Bulk payouts (a payroll): up to 1,000 payouts in one request and one transaction.
+
+Each item is judged on its own: created, duplicate (its merchantReference already names a payout
+of this merchant: the answer names it, so a payroll sent twice creates nothing twice), or invalid
+(the field named, like a single create's 400; an item the available balance no longer covers,
+in the order sent, is invalid on `amount`). The valid items are written together: multi-row
+INSERTs and one move of the balance for all of them.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_service.errors import ValidationFailed
+from api_service.payouts.schemas import CreatePayoutRequest
+from api_service.payouts.service import new_payout, store_new_payouts
+from contracts.db.models import Balance, Merchant, Payout
+from contracts.payout_view import PayoutView
+
+MAX_BATCH_ITEMS = 1000
+
+
+@dataclass
+class BatchResult:
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, index: int, reference: Any, status: str, **details: Any) -> None:
+        self.items.append(
+            {"index": index, "merchantReference": reference, "status": status, **details}
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        ordered = sorted(self.items, key=lambda item: int(item["index"]))
+        statuses = [item["status"] for item in ordered]
+        summary = {status: statuses.count(status) for status in ("created", "duplicate", "invalid")}
+        return {"results": ordered, "summary": summary}
+
+
+def _reference(raw: Any) -> Any:
+    return raw.get("merchantReference") if isinstance(raw, dict) else None
+
+
+async def create_batch(
+    session: AsyncSession, merchant: Merchant, items: list[Any], *, request_id: str
+) -> dict[str, Any]:
+    """Every item's result; the created payouts written in the caller's transaction."""
+    result = BatchResult()
+    candidates = await _valid_items(session, merchant, items, result)
+    existing = await _existing_references(
+        session, merchant, [p.merchant_reference for _, p in candidates]
+    )
+    fresh = []
+    for index, payout in candidates:
+        if payout.merchant_reference in existing:
+            payout_id = existing[payout.merchant_reference]
+            result.add(index, payout.merchant_reference, "duplicate", payoutId=payout_id)
+        else:
+            fresh.append((index, payout))
+    covered = await _covered_by_balance(session, merchant, fresh, result)
+    if covered:
+        await store_new_payouts(session, [payout for _, payout in covered], request_id=request_id)
+    for index, payout in covered:
+        view = PayoutView.of(payout).model_dump(mode="json", by_alias=True)
+        result.add(index, payout.merchant_reference, "created", payout=view)
+    return result.as_json()
+
+
+async def _valid_items(
+    session: AsyncSession, merchant: Merchant, items: list[Any], result: BatchResult
+) -> list[tuple[int, Payout]]:
+    """The items that make a payout, in order; the others recorded as invalid."""
+    valid: list[tuple[int, Payout]] = []
+    first_of_reference: dict[str, int] = {}
+    for index, raw in enumerate(items):
+        try:
+            request = CreatePayoutRequest.model_validate(raw)
+            if request.merchant_reference in first_of_reference:
+                earlier = first_of_reference[request.merchant_reference]
+                raise ValidationFailed.on("merchantReference", f"repeats item {earlier}")
+            first_of_reference[request.merchant_reference] = index
+            valid.append((index, await new_payout(session, merchant, request)))
+        except ValidationError as error:
+            failure = ValidationFailed.from_pydantic(error.errors())
+            result.add(index, _reference(raw), "invalid", errors=failure.details)
+        except ValidationFailed as failure:
+            result.add(index, _reference(raw), "invalid", errors=failure.details)
+    return valid
+
+
+async def _existing_references(
+    session: AsyncSession, merchant: Merchant, references: list[str]
+) -> dict[str, str]:
+    if not references:
+        return {}
+    rows = await session.execute(
+        select(Payout.merchant_reference, Payout.id).where(
+            Payout.merchant_id == merchant.id, Payout.merchant_reference.in_(references)
+        )
+    )
+    return {reference: payout_id for reference, payout_id in rows.tuples()}
+
+
+async def _covered_by_balance(
+    session: AsyncSession,
+    merchant: Merchant,
+    payouts: list[tuple[int, Payout]],
+    result: BatchResult,
+) -> list[tuple[int, Payout]]:
+    """The payouts the available balance covers, taken in order; the rest invalid on amount.
+    Read without a lock: the one conditional UPDATE of the total has the last word."""
+    if not payouts:
+        return []
+    available = await session.scalar(
+        select(Balance.available).where(Balance.merchant_id == merchant.id)
+    ) or Decimal(0)
+    covered = []
+    for index, payout in payouts:
+        if payout.amount <= available:
+            available -= payout.amount
+            covered.append((index, payout))
+        else:
+            detail = {"field": "amount", "message": "exceeds the available balance"}
+            result.add(index, payout.merchant_reference, "invalid", errors=[detail])
+    return covered

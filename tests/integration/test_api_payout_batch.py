@@ -1,0 +1,149 @@
+"""POST /payouts/batch: a payroll of up to 1,000 payouts, one result per item, one transaction,
+idempotent as a whole under its key and per item by merchantReference."""
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+
+from contracts.db.engine import SessionFactory
+from contracts.reconcile import reconcile
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    footprint,
+    get_balance,
+    new_key,
+    payout_body,
+)
+from tests.support.statements import counting_statements
+
+
+def _payroll(count: int, amount: str = "10.00") -> list[dict[str, Any]]:
+    return [payout_body(amount=amount) for _ in range(count)]
+
+
+async def _send(
+    client: httpx.AsyncClient, merchant: Any, items: list[Any], key: str | None = None
+) -> httpx.Response:
+    return await client.post(
+        f"{API}/payouts/batch", json={"payouts": items}, headers=auth(merchant, key)
+    )
+
+
+async def test_a_payroll_is_created_in_one_transaction_with_its_ledger_in_order(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="1000.00")
+    items = [payout_body(amount=amount) for amount in ("100.00", "250.50", "49.50")]
+
+    with counting_statements() as counted:
+        response = await _send(api_client, merchant, items)
+
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["summary"] == {"created": 3, "duplicate": 0, "invalid": 0}
+    assert [result["status"] for result in data["results"]] == ["created"] * 3
+    assert [result["payout"]["amount"] for result in data["results"]] == [
+        "100.00",
+        "250.50",
+        "49.50",
+    ]
+    assert counted.commits == 1
+    after = await footprint(sessions, merchant.merchant_id)
+    assert (after.payouts, after.events, after.outbox) == (3, 3, 6)
+    assert (await get_balance(api_client, merchant))["availableBalance"] == "600.00"
+    history = await api_client.get(f"{API}/balance/history", headers=auth(merchant, ""))
+    holds = [e for e in history.json()["data"]["entries"] if e["type"] == "HOLD"]
+    # Newest first, as if posted one by one in the order sent.
+    assert [e["availableAfter"] for e in holds if Decimal(e["amount"]) < 0] == [
+        "600.00",
+        "649.50",
+        "900.00",
+    ]
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+async def test_each_item_is_judged_on_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="300.00")
+    existing = await create_payout(api_client, merchant, amount="50.00")
+    repeated = payout_body(amount="10.00")
+    items = [
+        payout_body(amount="100.00"),  # created
+        payout_body(accountNumber="12"),  # invalid: the account number
+        {**payout_body(), "merchantReference": existing["merchantReference"]},  # duplicate
+        repeated,  # created
+        {**repeated, "amount": "20.00"},  # invalid: repeats item 3
+        payout_body(amount="500.00"),  # invalid: more than what is left
+        "not an object",  # invalid
+        payout_body(amount="100.00"),  # created: still covered
+    ]
+
+    response = await _send(api_client, merchant, items)
+
+    results = response.json()["data"]["results"]
+    assert [(r["index"], r["status"]) for r in results] == [
+        (0, "created"),
+        (1, "invalid"),
+        (2, "duplicate"),
+        (3, "created"),
+        (4, "invalid"),
+        (5, "invalid"),
+        (6, "invalid"),
+        (7, "created"),
+    ]
+    assert results[1]["errors"][0]["field"] == "accountNumber"
+    assert results[2]["payoutId"] == existing["id"]
+    assert results[4]["errors"] == [{"field": "merchantReference", "message": "repeats item 3"}]
+    assert results[5]["errors"][0]["field"] == "amount"
+    assert response.json()["data"]["summary"] == {"created": 3, "duplicate": 1, "invalid": 4}
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 4
+    assert (await get_balance(api_client, merchant))["availableBalance"] == "40.00"
+
+
+async def test_a_payroll_sent_twice_creates_nothing_twice(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant, key, items = await make_merchant(), new_key(), _payroll(5)
+    first = await _send(api_client, merchant, items, key)
+    replay = await _send(api_client, merchant, items, key)
+    again = await _send(api_client, merchant, items)  # a new key: judged item by item
+
+    assert (replay.status_code, replay.content) == (200, first.content)
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    created = {
+        r["payout"]["merchantReference"]: r["payout"]["id"] for r in first.json()["data"]["results"]
+    }
+    assert {
+        r["merchantReference"]: r["payoutId"] for r in again.json()["data"]["results"]
+    } == created
+    assert again.json()["data"]["summary"] == {"created": 0, "duplicate": 5, "invalid": 0}
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 5
+
+
+async def test_a_batch_costs_the_same_few_statements_whatever_its_size(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    await _send(api_client, merchant, _payroll(2))  # warm the directory cache
+    with counting_statements() as small:
+        await _send(api_client, merchant, _payroll(2))
+    with counting_statements() as large:
+        response = await _send(api_client, merchant, _payroll(200))
+    assert response.json()["data"]["summary"]["created"] == 200
+    assert len(large.statements) == len(small.statements) <= 14, large.statements
+
+
+async def test_over_1000_items_is_400_naming_payouts(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    response = await _send(api_client, merchant, _payroll(1001, amount="1.00"))
+    assert_error(response, 400, "VALIDATION_ERROR", "payouts")
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
