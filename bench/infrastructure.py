@@ -8,7 +8,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from sqlalchemy import text, update
 
-from cli.merchants import NewMerchant, create_merchant, seed_directory
+from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Base, DirectoryInstitution, Merchant
 from migrations.runner import upgrade_to_head
@@ -62,8 +62,6 @@ async def create_merchants(
     engine = create_engine(database_url, pool_size=1)
     try:
         async with transaction(create_session_factory(engine)) as session:
-            if await session.get(DirectoryInstitution, "JAZZCASH") is None:
-                await seed_directory(session)
             merchants = []
             for number in range(count):
                 merchant = await create_merchant(

@@ -62,21 +62,29 @@ class PayoutRequests:
 
     def next(self) -> tuple[list[Header], bytes]:
         number = next(self._sequence)
-        body = orjson.dumps(
-            {
-                "merchantReference": f"bench-{self.run_tag}-{number}",
-                "amount": PAYOUT_AMOUNT,
-                "destType": "WALLET",
-                "walletCode": "JAZZCASH",
-                "accountNumber": SUCCESS_ACCOUNT,
-            }
-        )
-        headers = [
+        return self._headers(number), orjson.dumps(self._payout(number))
+
+    def next_batch(self, size: int) -> tuple[list[Header], bytes]:
+        """One `POST /payouts/batch` of `size` payouts, all of the merchant whose turn it is."""
+        numbers = [next(self._sequence) for _ in range(size)]
+        body = {"payouts": [self._payout(number) for number in numbers]}
+        return self._headers(numbers[0] if numbers else 0), orjson.dumps(body)
+
+    def _payout(self, number: int) -> dict[str, str]:
+        return {
+            "merchantReference": f"bench-{self.run_tag}-{number}",
+            "amount": PAYOUT_AMOUNT,
+            "destType": "WALLET",
+            "walletCode": "JAZZCASH",
+            "accountNumber": SUCCESS_ACCOUNT,
+        }
+
+    def _headers(self, number: int) -> list[Header]:
+        return [
             ("Content-Type", "application/json"),
             ("X-API-KEY", self.api_keys[number % len(self.api_keys)]),
             ("X-IDEMPOTENCY-KEY", str(uuid.uuid4())),
         ]
-        return headers, body
 
 
 def _payout_id(status: int, body: bytes) -> str | None:

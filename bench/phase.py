@@ -10,29 +10,47 @@ from typing import Any
 from bench.load import CreateResult
 from bench.observe import PayoutOutcome, Receipt
 from bench.sampler import Sample, cpu_share, rss_drift
+from bench.stages import StatementCounts, counts_per_payout
 from bench.stats import LatencySummary, per_second, percentile_per_second, rate
 
 
 class LoadKind(StrEnum):
     CLOSED = "closed"  # a fixed number of clients
     OPEN = "open"  # a fixed offered rate
+    BATCH = "batch"  # a payroll through the batch endpoint
 
 
 @dataclass(frozen=True)
 class PhaseSpec:
     name: str
-    role: str  # peak (max throughput), half (latency at half of it), soak (memory)
+    # peak (max throughput), hot (peak's clients on one merchant), half (latency at half of the
+    # peak), soak (memory), batch (a payroll through the batch endpoint)
+    role: str
     kind: LoadKind
-    duration: float
+    duration: float  # batch: 0, it lasts as long as its requests
     warmup: float  # seconds at the start left out of the figures
     concurrency: int = 0
     rate: float = 0.0
     watch_memory: bool = False
+    merchants: int = 0  # how many of the merchants the clients take in turn (0: all)
+    payouts: int = 0  # batch: the payroll's size
+    chunk: int = 0  # batch: items per request
+
+    @property
+    def requests(self) -> int:
+        """batch: how many requests carry the payroll."""
+        return math.ceil(self.payouts / self.chunk) if self.chunk else 0
 
     @property
     def load(self) -> str:
+        if self.kind is LoadKind.BATCH:
+            return (
+                f"{self.payouts:,} payouts in {self.requests} requests of ≤ {self.chunk:,}, "
+                "one after another, 1 merchant"
+            )
         if self.kind is LoadKind.CLOSED:
-            return f"{self.concurrency} clients"
+            merchants = f", {self.merchants} merchant{'s' * (self.merchants > 1)}"
+            return f"{self.concurrency} clients{merchants if self.merchants else ''}"
         return f"{self.rate:.1f} creates/s offered"
 
 
@@ -51,6 +69,8 @@ class PhaseData:
     webhooks: bool
     resources: dict[str, list[Sample]]
     database: dict[str, int]  # server counters' change over the phase
+    statements: dict[str, StatementCounts]  # per stage (service user); empty: not counted
+    steal: float  # share of the machine's CPU time stolen from start to end of the drain
     exited: dict[str, int]  # services that died (name: exit code)
     lock_waits: list[dict[str, Any]]  # sampled row-lock waits (profiled phases only)
 
@@ -74,6 +94,13 @@ class PhaseData:
             if receipt.type == "payout.succeeded":
                 first.setdefault(receipt.payout_id, receipt)
         return first
+
+    def end_to_end_at(self) -> dict[str, float]:
+        """When each payout was done for its merchant: its payout.succeeded webhook arrived, or
+        (no webhook service) its SUCCESS was recorded."""
+        if self.webhooks:
+            return {pid: r.received_at for pid, r in self.succeeded_receipts().items()}
+        return {pid: o.final_at for pid, o in self.outcomes.items() if o.final_at is not None}
 
 
 def _ms(summary: LatencySummary) -> dict[str, float]:
@@ -125,7 +152,6 @@ def summarize(data: PhaseData) -> dict[str, Any]:
         for outcome in created_in_window.values()
         if outcome.final_at is not None
     ]
-    finals = [outcome.final_at for outcome in data.outcomes.values() if outcome.final_at]
     summary: dict[str, Any] = {
         "name": data.spec.name,
         "role": data.spec.role,
@@ -150,6 +176,8 @@ def summarize(data: PhaseData) -> dict[str, Any]:
             name: round(value / len(ok), 2) if ok else math.nan
             for name, value in data.database.items()
         },
+        "statementsPerPayout": counts_per_payout(data.statements, len(ok)),
+        "stealShare": round(data.steal, 4),
         "webhooks": data.webhooks,
         "problems": problems(data),
         "cpuPercentOfOneCore": {
@@ -168,7 +196,6 @@ def summarize(data: PhaseData) -> dict[str, Any]:
         summary["createdToWebhookMs"] = _ms(
             LatencySummary.of_seconds(r.received_at - r.payout_created_at for r in succeeded)
         )
-        arrivals = [r.received_at for r in data.succeeded_receipts().values()]
         summary["webhookTraffic"] = {
             "received": len(data.receipts),
             "duplicates": len(data.receipts) - len({r.webhook_id for r in data.receipts}),
@@ -176,11 +203,13 @@ def summarize(data: PhaseData) -> dict[str, Any]:
         }
         summary["endToEndBasis"] = "payout.succeeded webhook received"
     else:
-        arrivals = finals
         summary["endToEndBasis"] = "SUCCESS recorded (no webhook service)"
+    arrivals = data.end_to_end_at()
     summary["endToEndPerSecond"] = round(
-        rate(sum(data.in_window(moment) for moment in arrivals), window), 1
+        rate(sum(data.in_window(moment) for moment in arrivals.values()), window), 1
     )
+    if data.spec.kind is LoadKind.BATCH:
+        summary["batch"] = batch_figures(data, arrivals)
     if data.lock_waits:
         summary["lockWaits"] = data.lock_waits
     if data.spec.watch_memory:
@@ -190,6 +219,25 @@ def summarize(data: PhaseData) -> dict[str, Any]:
             if (drift := rss_drift(series)) is not None
         }
     return summary
+
+
+def batch_figures(data: PhaseData, arrivals: dict[str, float]) -> dict[str, Any]:
+    """Wall time (first request sent to last answer) and time to the last payout done (first
+    request sent to its last payout.succeeded webhook; None while one is missing)."""
+    first_sent = min((result.sent_at for result in data.creates), default=math.nan)
+    last_answer = max((result.answered_at for result in data.creates), default=math.nan)
+    payout_ids = {result.payout_id for result in data.creates if result.payout_id}
+    done = [arrivals[pid] for pid in payout_ids if pid in arrivals]
+    return {
+        "payouts": data.spec.payouts,
+        "requests": data.spec.requests,
+        "chunk": data.spec.chunk,
+        "created": len(payout_ids),
+        "wallS": round(last_answer - first_sent, 2),
+        "toLastEndToEndS": round(max(done) - first_sent, 2)
+        if done and len(done) == len(payout_ids) == data.spec.payouts
+        else None,
+    }
 
 
 def timeline(data: PhaseData) -> dict[str, Any]:

@@ -7,11 +7,28 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import ratio
+from bench.targets import STEAL_LIMIT
 
 CORES_NOTE = (
     "The floor, the system (API, relay, processor, webhooks, MariaDB, RabbitMQ) and the load "
     "generator all share this machine's {cores} cores: every figure here is a share of the same "
     "CPU, so the floor is the ceiling for this box, not for the design."
+)
+STAGE_COLUMNS = {
+    "statements": "statements",
+    "selects": "SELECT",
+    "writes": "INSERT/UPDATE/DELETE",
+    "other": "other (COMMIT, ROLLBACK, SET…)",
+    "commits": "commits",
+    "rollbacks": "rollbacks",
+}
+STAGE_NOTE = (
+    "Counted by the server per MySQL user (each service logs in as its own), from before the "
+    "phase to the end of its drain, divided by the payouts created in it; the bench's own "
+    "queries are not in them. Statements are every statement the server ran, COMMIT and "
+    "ROLLBACK included. On MariaDB commits are derived (USER_STATISTICS' COMMIT_TRANSACTIONS "
+    "also counts each InnoDB statement; see bench/stages.py) and rollbacks include a failed "
+    "statement's own."
 )
 
 
@@ -31,8 +48,8 @@ def _number(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _percent(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.0%}"
+def _percent(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -66,6 +83,20 @@ def _floor(report: dict[str, Any]) -> list[str]:
     return _table(["floor (same concurrency)", "throughput", "p50 ms", "p99 ms", "errors"], rows)
 
 
+def _steal(report: dict[str, Any]) -> list[str]:
+    share = report["stealShare"]
+    line = (
+        f"CPU steal (/proc/stat): {_percent(share)} of all CPU time over the run; per phase in "
+        "the baseline's table."
+    )
+    if isinstance(share, float) and share > STEAL_LIMIT:
+        line += (
+            f" **More than {STEAL_LIMIT:.0%}: this run's absolute times are not comparable with "
+            "another run's; the ratios, measured in the same run, are.**"
+        )
+    return [line]
+
+
 def _phases(run: dict[str, Any], webhooks: bool) -> list[str]:
     header = ["phase", "load", "creates/s", "create p50/p95/p99/max ms", "created→final p50/p99 ms"]
     if webhooks:
@@ -74,7 +105,7 @@ def _phases(run: dict[str, Any], webhooks: bool) -> list[str]:
             "created→webhook p50/p99 ms",
             "webhooks received / duplicates / TCP connections",
         ]
-    header += ["end-to-end/s", "broker msgs/s", "drain s", "errors"]
+    header += ["end-to-end/s", "broker msgs/s", "drain s", "CPU steal", "errors"]
     rows = []
     for phase in run["phases"]:
         create, final = phase["createLatencyMs"], phase["createdToFinalMs"]
@@ -96,10 +127,59 @@ def _phases(run: dict[str, Any], webhooks: bool) -> list[str]:
             _number(phase["endToEndPerSecond"]),
             _number(phase["brokerMessagesPerSecond"]),
             _number(phase["drainS"]),
+            _percent(phase["stealShare"]),
             str(len(phase["problems"])),
         ]
         rows.append(row)
     return _table(header, rows)
+
+
+def _statement_budget(run: dict[str, Any]) -> list[str]:
+    phases = [phase for phase in run["phases"] if phase["statementsPerPayout"]]
+    if not phases:
+        return ["(not counted: the bench did not start the services with their own users)"]
+    peak = phases[0]["statementsPerPayout"]
+    lines = [f"Per payout, {phases[0]['name']}:", ""]
+    lines += _table(
+        ["stage", *STAGE_COLUMNS.values()],
+        [
+            [name, *(_number(counts[key], 2) for key in STAGE_COLUMNS)]
+            for name, counts in peak.items()
+        ],
+    )
+    lines += ["", "Statements / commits per payout in every phase:", ""]
+    lines += _table(
+        ["phase", *peak],
+        [
+            [phase["name"]]
+            + [
+                f"{_number(counts['statements'])} / {_number(counts['commits'])}"
+                for counts in phase["statementsPerPayout"].values()
+            ]
+            for phase in phases
+        ],
+    )
+    return [*lines, "", STAGE_NOTE]
+
+
+def _payroll(run: dict[str, Any]) -> list[str]:
+    absent = [item for item in run["unmeasured"] if item["role"] == "batch"]
+    if absent:
+        return [f"{absent[0]['name']}: {absent[0]['reason']}."]
+    batch = next((phase for phase in run["phases"] if phase["role"] == "batch"), None)
+    if batch is None:
+        return ["(no batch phase: --batch-payouts 0)"]
+    figures, latency = batch["batch"], batch["createLatencyMs"]
+    last = figures["toLastEndToEndS"]
+    done = "payout.succeeded webhook received" if batch["webhooks"] else "SUCCESS recorded"
+    return [
+        f"{batch['load']}: {figures['created']:,} created, {len(batch['problems'])} problems.",
+        "",
+        f"- wall time (first request sent → last response): {_number(figures['wallS'], 2)} s; "
+        f"per request p50 {_number(latency['p50'], 0)} ms, max {_number(latency['max'], 0)} ms",
+        f"- time to the last payout done (first request sent → its last {done}): "
+        + ("never, within --batch-timeout" if last is None else f"{_number(last, 2)} s"),
+    ]
 
 
 def _ratios(report: dict[str, Any]) -> list[str]:
@@ -114,6 +194,11 @@ def _ratios(report: dict[str, Any]) -> list[str]:
             "creates/s vs create-request SQL on asyncmy",
             f"{_number(peak['createsPerSecond'])} / {_number(transaction['perSecond'])}",
             _percent(ratio(peak["createsPerSecond"], transaction["perSecond"])),
+        ],
+        [
+            "end-to-end/s vs create-request SQL on asyncmy",
+            f"{_number(peak['endToEndPerSecond'])} / {_number(transaction['perSecond'])}",
+            _percent(ratio(peak["endToEndPerSecond"], transaction["perSecond"])),
         ],
         [
             "creates/s vs trivial FastAPI endpoint",
@@ -270,6 +355,8 @@ def markdown(report: dict[str, Any], chart_name: str) -> str:
         f"{'running' if report['webhooks'] else 'absent, so end-to-end stops at SUCCESS in MySQL'}."
         f" Service logs and profiles: `{report['workDir']}`.",
         "",
+        *_steal(report),
+        "",
         "## Targets",
         "",
         *_verdicts(report),
@@ -297,6 +384,14 @@ def markdown(report: dict[str, Any], chart_name: str) -> str:
         "Latency columns count payouts created after the warm-up; created→final is the payout "
         "row's createdAt to its payout.succeeded event (both stamped by the services); "
         "webhook legs use the receiver's clock on the same machine.",
+        "",
+        "## Statements and commits per payout, by stage",
+        "",
+        *_statement_budget(report["runs"][0]),
+        "",
+        "## Bulk payouts",
+        "",
+        *_payroll(report["runs"][0]),
         "",
         "## Scaling (max-throughput phase of each topology)",
         "",

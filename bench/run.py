@@ -3,15 +3,19 @@
 1. Recreate the bench database and vhost (never `payouts` or a test's).
 2. The floor: the create request's SQL on plain asyncmy, RabbitMQ round trips with confirms, a
    trivial FastAPI endpoint, each at the same concurrency as the system's run.
-3. For each topology (API workers : processors : relays), start the system, drive payout creates
-   through the HTTP API with a real webhook receiver, wait for every payout and webhook, and run
-   `reconcile`. The first topology (the baseline) also runs at half its max sustained throughput
-   (latency) and then soaks at that rate (memory).
+3. For each topology (API workers : processors : relays), start the system (each service as
+   its own MySQL user, so the server counts statements per stage), drive payout creates through
+   the HTTP API with a real webhook receiver, wait for every payout and webhook, and run
+   `reconcile`. The first topology (the baseline) also runs the peak's clients on one merchant
+   (hot merchant), at half its max sustained throughput (latency), a soak at that rate (memory)
+   and a payroll through the batch endpoint.
 4. Write bench/results/bench-<time>.{md,json,png}. Exit 1 on any error (non-2xx, lost payout,
-   missing webhook); with --strict also when a target is missed.
+   missing webhook); with --strict also when a target is missed (the quiet-machine latency
+   target only counts when CPU steal stayed at or under 10 %).
 """
 
 import argparse
+import asyncio
 import math
 import os
 import subprocess
@@ -26,8 +30,9 @@ import uvloop
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import floor, profiling
+from bench.batch import BATCH_PATH, BatchNotAvailable, send_payroll
 from bench.infrastructure import BenchInfrastructure, create_merchants, forget_all_data
-from bench.load import PayoutRequests, Target, closed_loop, open_loop
+from bench.load import CreateResult, PayoutRequests, Target, closed_loop, open_loop
 from bench.locks import LockWaitSampler
 from bench.observe import (
     Receiver,
@@ -42,6 +47,13 @@ from bench.processes import BackgroundProcess
 from bench.reconciliation import reconcile_database
 from bench.report import write_report
 from bench.sampler import ResourceSampler
+from bench.stages import (
+    StatementCounts,
+    create_stage_users,
+    read_stage_counts,
+    stage_database_urls,
+)
+from bench.steal import CpuTimes, steal_share
 from bench.system import (
     RunningSystem,
     Topology,
@@ -54,6 +66,9 @@ from contracts.db.engine import create_engine
 from tests.support.system import free_port
 
 LONG_SOAK_SECONDS = 300.0
+# After the drain, for the webhook service's last delivery records (written once the receiver
+# answered) to reach the per-stage counters.
+COUNTER_SETTLE_SECONDS = 0.5
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,6 +94,19 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     add("--long-soak", action="store_true", help=f"soak {LONG_SOAK_SECONDS:.0f} s")
     add("--floor-duration", type=float, default=4, help="seconds per floor measurement (0: none)")
     add("--drain-timeout", type=float, default=60, help="max seconds to wait for stragglers")
+    add(
+        "--batch-payouts",
+        type=int,
+        default=5000,
+        help="payouts of the payroll sent through POST /payouts/batch (0: no batch phase)",
+    )
+    add("--batch-chunk", type=int, default=1000, help="payouts per batch request")
+    add(
+        "--batch-timeout",
+        type=float,
+        default=120,
+        help="max seconds to wait for the payroll's payouts and webhooks after the last answer",
+    )
     add(
         "--topologies",
         default="1:1:1,2:1:1,1:2:2",
@@ -123,6 +151,30 @@ class Bench:
     webhooks: bool
     work_dir: Path
     stamp: str
+    database_urls: dict[str, str]  # per `payouts` command, its stage's user; empty: not ours
+
+
+async def stage_counts(bench: Bench) -> dict[str, StatementCounts]:
+    """Per stage; nothing for a system the bench did not start with its own users."""
+    if not bench.database_urls:
+        return {}
+    return await read_stage_counts(bench.engine, bench.args.database)
+
+
+async def offer_load(
+    spec: PhaseSpec, base_url: str, requests: PayoutRequests
+) -> list[CreateResult]:
+    if spec.kind is LoadKind.CLOSED:
+        return await closed_loop(
+            Target.of(base_url), requests, concurrency=spec.concurrency, duration=spec.duration
+        )
+    if spec.kind is LoadKind.OPEN:
+        return await open_loop(
+            Target.of(base_url), requests, rate=spec.rate, duration=spec.duration
+        )
+    return await send_payroll(
+        Target.of(base_url, BATCH_PATH), requests, payouts=spec.payouts, chunk=spec.chunk
+    )
 
 
 async def run_phase(
@@ -134,8 +186,7 @@ async def run_phase(
     tag: str,
     profile: bool,
 ) -> PhaseData:
-    requests = PayoutRequests(bench.api_keys, run_tag=tag)
-    target = Target.of(system.base_url)
+    requests = PayoutRequests(bench.api_keys[: spec.merchants or None], run_tag=tag)
     recordings = []
     if profile:
         pids = system.service_pids()
@@ -147,19 +198,18 @@ async def run_phase(
     lock_waits = LockWaitSampler(bench.engine, bench.args.database) if profile else None
     if lock_waits is not None:
         lock_waits.start()
-    counters = await database_counters(bench.engine)
+    counters, stages = await database_counters(bench.engine), await stage_counts(bench)
+    cpu = CpuTimes.now()
     started = time.time()
-    if spec.kind is LoadKind.CLOSED:
-        creates = await closed_loop(
-            target, requests, concurrency=spec.concurrency, duration=spec.duration
-        )
-    else:
-        creates = await open_loop(target, requests, rate=spec.rate, duration=spec.duration)
+    creates = await offer_load(spec, system.base_url, requests)
     ended = time.time()
     waits = await lock_waits.stop() if lock_waits is not None else []
     webhook_receiver = bench.receiver if bench.webhooks else None
-    drained = await drain(bench.engine, webhook_receiver, started, bench.args.drain_timeout)
-    counted = await database_counters(bench.engine)
+    limit = bench.args.batch_timeout if spec.kind is LoadKind.BATCH else bench.args.drain_timeout
+    drained = await drain(bench.engine, webhook_receiver, started, limit)
+    await asyncio.sleep(COUNTER_SETTLE_SECONDS)
+    counted, staged = await database_counters(bench.engine), await stage_counts(bench)
+    steal = steal_share(cpu, CpuTimes.now())
     for recording in recordings:
         recording.wait()
     receipts, malformed = await bench.receiver.take()
@@ -179,19 +229,40 @@ async def run_phase(
         webhooks=bench.webhooks,
         resources=sampler.between(started + spec.warmup, ended),
         database={name: counted[name] - counters.get(name, 0) for name in counted},
+        statements={name: staged[name] - stages[name] for name in staged},
+        steal=steal,
         exited=system.group.exited() if system.group is not None else {},
         lock_waits=waits,
     )
 
 
-def peak_phase(args: argparse.Namespace) -> PhaseSpec:
+def peak_phase(args: argparse.Namespace, merchants: int = 0) -> PhaseSpec:
+    """The max-throughput phase; with `merchants` (1), the hot-merchant one."""
+    if merchants:
+        name, role = f"one hot merchant, {args.concurrency} clients", "hot"
+    else:
+        name, role = f"max throughput, {args.concurrency} clients", "peak"
     return PhaseSpec(
-        f"max throughput, {args.concurrency} clients",
-        "peak",
+        name,
+        role,
         LoadKind.CLOSED,
         args.duration,
         args.warmup,
         concurrency=args.concurrency,
+        merchants=merchants,
+    )
+
+
+def batch_phase(args: argparse.Namespace) -> PhaseSpec:
+    return PhaseSpec(
+        f"payroll of {args.batch_payouts:,} through the batch endpoint",
+        "batch",
+        LoadKind.BATCH,
+        0.0,
+        0.0,
+        merchants=1,
+        payouts=args.batch_payouts,
+        chunk=args.batch_chunk,
     )
 
 
@@ -211,31 +282,37 @@ async def run_topology(bench: Bench, index: int, topology: Topology) -> dict[str
     if args.base_url:
         system = RunningSystem(args.base_url, None)
     else:
-        system = start_system(bench.infra, topology, log_dir, {})
+        system = start_system(bench.infra, topology, log_dir, bench.database_urls)
     sampler = ResourceSampler(
         lambda: {**system.service_pids(), "webhook receiver": bench.receiver_pid}
     )
     phases: list[PhaseData] = []
     summaries: list[dict[str, Any]] = []
+    unmeasured: list[dict[str, str]] = []
     try:
         await wait_until_ready(system, bench.infra, topology)
         sampler.start()
         specs = [peak_phase(args)]
         while specs:
             spec = specs.pop(0)
-            data = await run_phase(
-                bench,
-                system,
-                sampler,
-                spec,
-                tag=f"{index}-{len(phases)}-{bench.stamp}",
-                profile=args.profile and index == 0 and spec.role == "peak",
-            )
+            try:
+                data = await run_phase(
+                    bench,
+                    system,
+                    sampler,
+                    spec,
+                    tag=f"{index}-{len(phases) + len(unmeasured)}-{bench.stamp}",
+                    profile=args.profile and index == 0 and spec.role == "peak",
+                )
+            except BatchNotAvailable as absent:
+                unmeasured.append({"role": spec.role, "name": spec.name, "reason": str(absent)})
+                print(f"   {spec.name}: {absent}", flush=True)
+                continue
             phases.append(data)
             summaries.append(summarize(data))
             _print_phase(summaries[-1])
             if index == 0 and spec.role == "peak":
-                specs.extend(latency_and_soak_phases(args, summaries[-1]))
+                specs.extend(baseline_phases(args, summaries[-1]))
     finally:
         await sampler.stop()
         system.stop()
@@ -245,15 +322,18 @@ async def run_topology(bench: Bench, index: int, topology: Topology) -> dict[str
         "topology": topology.__dict__,
         "label": f"running system at {args.base_url}" if args.base_url else topology.label,
         "phases": summaries,
+        "unmeasured": unmeasured,
         "timelines": [timeline(data) for data in phases] if index == 0 else [],
         "reconcile": reconcile,
         "logs": str(log_dir),
     }
 
 
-def latency_and_soak_phases(args: argparse.Namespace, peak: dict[str, Any]) -> list[PhaseSpec]:
+def baseline_phases(args: argparse.Namespace, peak: dict[str, Any]) -> list[PhaseSpec]:
+    """After the baseline's peak: the hot merchant (same load, one merchant), latency and memory
+    at half the peak, and last the payroll (its backlog must not reach the other phases)."""
     rate = half_rate(args, peak)
-    phases = []
+    phases = [peak_phase(args, merchants=1)]
     if args.half_duration > 0:
         phases.append(
             PhaseSpec(
@@ -278,6 +358,8 @@ def latency_and_soak_phases(args: argparse.Namespace, peak: dict[str, Any]) -> l
                 watch_memory=True,
             )
         )
+    if args.batch_payouts > 0:
+        phases.append(batch_phase(args))
     return phases
 
 
@@ -290,7 +372,13 @@ def _print_phase(summary: dict[str, Any]) -> None:
     )
     if summary["webhooks"]:
         line += f", created→webhook p99 {summary['createdToWebhookMs']['p99']} ms"
-    print(line, flush=True)
+    total = summary["statementsPerPayout"].get("total")
+    if total:
+        line += f", {total['statements']} statements and {total['commits']} commits per payout"
+    if "batch" in summary:
+        batch = summary["batch"]
+        line += f", batch wall {batch['wallS']} s, last done at {batch['toLastEndToEndS']} s"
+    print(f"{line}, CPU steal {summary['stealShare']:.0%}", flush=True)
     for problem in summary["problems"]:
         print(f"   PROBLEM: {problem}", flush=True)
 
@@ -338,7 +426,9 @@ def git_revision() -> str:
         return "unknown"
 
 
-async def main(args: argparse.Namespace, infra: BenchInfrastructure, began: float) -> int:
+async def main(
+    args: argparse.Namespace, infra: BenchInfrastructure, began: float, cpu_at_start: CpuTimes
+) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     work_dir = Path(".run/bench") / stamp
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -354,6 +444,8 @@ async def main(args: argparse.Namespace, infra: BenchInfrastructure, began: floa
         [sys.executable, "-m", "bench.receiver", "--port", str(port)], work_dir / "receiver.log"
     )
     system_database = os.environ["PAYOUTS_DATABASE_URL"] if args.base_url else infra.database_url
+    if not args.base_url:
+        await create_stage_users(infra.database_url)
     engine = create_engine(system_database, pool_size=2)
     receiver = Receiver(f"http://127.0.0.1:{port}")
     try:
@@ -373,6 +465,7 @@ async def main(args: argparse.Namespace, infra: BenchInfrastructure, began: floa
             webhooks,
             work_dir,
             stamp,
+            {} if args.base_url else stage_database_urls(infra.database_url),
         )
         specs = args.topologies.split(",")[:1] if args.base_url else args.topologies.split(",")
         runs = [
@@ -395,6 +488,7 @@ async def main(args: argparse.Namespace, infra: BenchInfrastructure, began: floa
         "runs": runs,
         "workDir": str(work_dir),
         "elapsedS": time.monotonic() - began,
+        "stealShare": steal_share(cpu_at_start, CpuTimes.now()),
     }
     if args.profile:
         report["profiles"] = {
@@ -419,7 +513,7 @@ async def main(args: argparse.Namespace, infra: BenchInfrastructure, began: floa
 
 
 def cli() -> None:
-    began = time.monotonic()
+    began, cpu_at_start = time.monotonic(), CpuTimes.now()
     args = parse_arguments()
     infra = BenchInfrastructure.from_environment(args.database, args.vhost)
     if args.base_url and "PAYOUTS_DATABASE_URL" not in os.environ:
@@ -430,7 +524,7 @@ def cli() -> None:
     else:
         print(f"bench database {args.database}, vhost {args.vhost}: recreating", flush=True)
         infra.recreate()  # before the event loop: the migration runs one of its own
-    sys.exit(uvloop.run(main(args, infra, began)))
+    sys.exit(uvloop.run(main(args, infra, began, cpu_at_start)))
 
 
 if __name__ == "__main__":

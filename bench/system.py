@@ -4,6 +4,7 @@ database and vhost; ready once the API answers /ready and every consumer is atta
 import asyncio
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -49,14 +50,22 @@ class Topology:
         label = f"api x{self.api_workers}, processor x{self.processors}, relay x{self.relays}"
         return label + (f", webhooks x{self.webhooks}" if self.webhooks else "")
 
-    def services(self) -> list[Service]:
-        services = [Service("api", ("api", "--workers", str(self.api_workers)))]
+    def services(self, database_urls: Mapping[str, str]) -> list[Service]:
+        """Each service logs in with `database_urls[<its command>]` (its stage's own user)."""
+
+        def env(command: str) -> dict[str, str]:
+            url = database_urls.get(command)
+            return {"PAYOUTS_DATABASE_URL": url} if url else {}
+
+        services = [Service("api", ("api", "--workers", str(self.api_workers)), env("api"))]
         for kind, count in (
             ("processor", self.processors),
             ("outbox-relay", self.relays),
             ("webhooks", self.webhooks),
         ):
-            services.extend(Service(f"{kind}-{number}", (kind,)) for number in range(1, count + 1))
+            services.extend(
+                Service(f"{kind}-{number}", (kind,), env(kind)) for number in range(1, count + 1)
+            )
         return services
 
 
@@ -76,20 +85,21 @@ class RunningSystem:
 
 
 def start_system(
-    infra: BenchInfrastructure, topology: Topology, log_dir: Path, extra_env: dict[str, str]
+    infra: BenchInfrastructure, topology: Topology, log_dir: Path, database_urls: Mapping[str, str]
 ) -> RunningSystem:
+    """`database_urls`: per `payouts` command, the database URL it runs with (default: the
+    bench database's, as the bench's own user)."""
     port = free_port()
     env = environment(
         **infra.service_environment(),
         PAYOUTS_API_PORT=str(port),
         PAYOUTS_API_WORKERS=str(topology.api_workers),
         PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true",
-        **extra_env,
     )
     group = ServiceGroup(env=env, log_dir=log_dir)
     system = RunningSystem(f"http://127.0.0.1:{port}", group)
     try:
-        for service in topology.services():
+        for service in topology.services(database_urls):
             group.start(service)
     except BaseException:
         system.stop()

@@ -1,119 +1,238 @@
-"""The targets of issue 6, judged from a finished report (pure)."""
+"""The performance issue's targets, judged from a finished report (pure).
+
+Where machine speed matters the targets are ratios of figures from the same run: this host's
+cores are shared and its CPU steal swings widely. [n] is the target's number in the issue.
+"""
 
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-CREATE_P99_LIMIT_MS = 50.0
-FLOOR_SHARE_LIMIT = 0.5
-WEBHOOK_P99_LIMIT_MS = 250.0
-RSS_DRIFT_LIMIT = 0.10
-SERVICE_PREFIXES = ("api", "processor", "outbox-relay", "webhooks")
+STATEMENTS_PER_PAYOUT_LIMIT = 20.0
+COMMITS_PER_PAYOUT_LIMIT = 5.0
+HOT_MERCHANT_SHARE_LIMIT = 0.8  # of the peak's creates/s
+CREATES_FLOOR_SHARE_LIMIT = 0.4  # of the create-SQL floor
+END_TO_END_FLOOR_SHARE_LIMIT = 0.25  # of the create-SQL floor
+KEEPING_UP_SHARE_LIMIT = 0.9  # end-to-end/s of creates/s at the peak
+PEAK_WEBHOOK_P99_LIMIT_MS = 1000.0
+QUIET_CREATE_P99_LIMIT_MS = 25.0
+QUIET_WEBHOOK_P99_LIMIT_MS = 100.0
+STEAL_LIMIT = 0.10  # above it absolute times are not comparable across runs
+RUN_SECONDS_LIMIT = 360.0
 
 
 @dataclass(frozen=True)
 class Verdict:
     target: str
     measured: str
-    met: bool | None  # None: not measurable in this run
+    met: bool | None  # None: not measured (or not judged) in this run
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not math.isnan(value)
 
 
-def judge(report: dict[str, Any]) -> list[Verdict]:
-    baseline = report["runs"][0]
-    phases = {phase["role"]: phase for phase in baseline["phases"]}
-    peak, half, soak = phases.get("peak"), phases.get("half"), phases.get("soak")
+def _at_most(value: Any, limit: float) -> bool | None:
+    return value <= limit if _finite(value) else None
+
+
+def _share(part: Any, whole: Any) -> float:
+    return (
+        float(part) / float(whole) if _finite(part) and _finite(whole) and whole > 0 else math.nan
+    )
+
+
+def _share_verdict(target: str, part: Any, whole: Any, limit: float) -> Verdict:
+    share = _share(part, whole)
+    shown = "-" if math.isnan(share) else f"{share:.0%}"
+    return Verdict(
+        target,
+        f"{_number(part)} / {_number(whole)} = {shown}",
+        share >= limit if _finite(share) else None,
+    )
+
+
+def _number(value: Any) -> str:
+    return f"{value:,.1f}" if _finite(value) else "-"
+
+
+def steal_of(report: dict[str, Any], phase: dict[str, Any] | None) -> float:
+    """The worse of the run's steal and the phase's own: either makes its times incomparable."""
+    shares: list[Any] = [report.get("stealShare"), (phase or {}).get("stealShare")]
+    return max((float(share) for share in shares if _finite(share)), default=math.nan)
+
+
+def _statement_budget(report: dict[str, Any], peak: dict[str, Any]) -> list[Verdict]:
+    per_payout = peak.get("statementsPerPayout") or {}
+    stages = [name for name in per_payout if name != "total"]
+
+    def verdict(kind: str, limit: float) -> Verdict:
+        target = f"[1] {kind} per payout ≤ {limit:.0f} (create → SUCCESS → 3 webhooks, at peak)"
+        if not per_payout:
+            return Verdict(target, "not counted (no per-service database users)", None)
+        measured = " + ".join(f"{name} {per_payout[name][kind]:.1f}" for name in stages)
+        measured += f" = {per_payout['total'][kind]:.1f}"
+        if not report["webhooks"]:
+            return Verdict(target, measured + " (webhook service not running)", None)
+        return Verdict(target, measured, _at_most(per_payout["total"][kind], limit))
+
+    return [
+        verdict("statements", STATEMENTS_PER_PAYOUT_LIMIT),
+        verdict("commits", COMMITS_PER_PAYOUT_LIMIT),
+    ]
+
+
+def _throughput(
+    report: dict[str, Any], peak: dict[str, Any], hot: dict[str, Any] | None
+) -> list[Verdict]:
+    clients = peak["concurrency"]
     verdicts = []
-    every_service = " (webhook service not running)" if not report["webhooks"] else ""
-    if peak:
-        p99 = peak["createLatencyMs"]["p99"]
+    if hot:
         verdicts.append(
-            Verdict(
-                f"create p99 ≤ {CREATE_P99_LIMIT_MS:.0f} ms at {peak['concurrency']} clients"
-                + every_service,
-                f"{p99:.1f} ms",
-                p99 <= CREATE_P99_LIMIT_MS if _finite(p99) else None,
+            _share_verdict(
+                f"[2] one hot merchant's creates/s ≥ {HOT_MERCHANT_SHARE_LIMIT:.0%} of "
+                f"{clients} merchants' (both {clients} clients)",
+                hot["createsPerSecond"],
+                peak["createsPerSecond"],
+                HOT_MERCHANT_SHARE_LIMIT,
             )
         )
-        floor = report.get("floor", {}).get("createTransaction")
-        if floor:
-            share = peak["createsPerSecond"] / floor["perSecond"]
-            verdicts.append(
-                Verdict(
-                    f"creates/s ≥ {FLOOR_SHARE_LIMIT:.0%} of the create-txn floor",
-                    f"{peak['createsPerSecond']:.0f} / {floor['perSecond']:.0f} = {share:.0%}",
-                    share >= FLOOR_SHARE_LIMIT,
-                )
-            )
-    if half:
-        if report["webhooks"]:
-            p99 = half["createdToWebhookMs"]["p99"]
-            verdicts.append(
-                Verdict(
-                    f"created → signed webhook received p99 ≤ {WEBHOOK_P99_LIMIT_MS:.0f} ms "
-                    f"at half max throughput ({half['load']})",
-                    f"{p99:.1f} ms",
-                    p99 <= WEBHOOK_P99_LIMIT_MS if _finite(p99) else None,
-                )
-            )
-        else:
-            p99 = half["createdToFinalMs"]["p99"]
-            verdicts.append(
-                Verdict(
-                    f"created → signed webhook received p99 ≤ {WEBHOOK_P99_LIMIT_MS:.0f} ms "
-                    "(webhook service not running: created → SUCCESS shown instead)",
-                    f"{p99:.1f} ms to SUCCESS",
-                    None,
-                )
-            )
-    if soak and soak.get("rss"):
-        drifts = {
-            name: drift["change"]
-            for name, drift in soak["rss"].items()
-            if name.startswith(SERVICE_PREFIXES)
-        }
-        worst = max(drifts.items(), key=lambda item: abs(item[1]), default=None)
+    floor = report.get("floor", {}).get("createTransaction")
+    if floor:
         verdicts.append(
-            Verdict(
-                f"each service's RSS flat (±{RSS_DRIFT_LIMIT:.0%}) over a {soak['durationS']:.0f} s"
-                " soak at half max throughput",
-                f"worst {worst[0]} {worst[1]:+.1%}" if worst else "no samples",
-                all(abs(change) <= RSS_DRIFT_LIMIT for change in drifts.values())
-                if drifts
-                else None,
+            _share_verdict(
+                f"[3] peak creates/s ≥ {CREATES_FLOOR_SHARE_LIMIT:.0%} of the create-SQL floor",
+                peak["createsPerSecond"],
+                floor["perSecond"],
+                CREATES_FLOOR_SHARE_LIMIT,
             )
         )
-    reconciles = [run["reconcile"] for run in report["runs"]]
+        verdicts.append(
+            _webhooks_only(
+                report,
+                _share_verdict(
+                    f"[3] peak end-to-end/s ≥ {END_TO_END_FLOOR_SHARE_LIMIT:.0%} of the "
+                    "create-SQL floor",
+                    peak["endToEndPerSecond"],
+                    floor["perSecond"],
+                    END_TO_END_FLOOR_SHARE_LIMIT,
+                ),
+            )
+        )
     verdicts.append(
+        _webhooks_only(
+            report,
+            _share_verdict(
+                f"[4] peak end-to-end/s ≥ {KEEPING_UP_SHARE_LIMIT:.0%} of its creates/s",
+                peak["endToEndPerSecond"],
+                peak["createsPerSecond"],
+                KEEPING_UP_SHARE_LIMIT,
+            ),
+        )
+    )
+    verdicts.append(_webhook_p99(report, "[4]", peak, PEAK_WEBHOOK_P99_LIMIT_MS, "at peak"))
+    return verdicts
+
+
+def _webhooks_only(report: dict[str, Any], verdict: Verdict) -> Verdict:
+    """End to end means the signed webhook received; without the webhook service it is not."""
+    if report["webhooks"]:
+        return verdict
+    return Verdict(
+        verdict.target, verdict.measured + " (to SUCCESS: webhook service not running)", None
+    )
+
+
+def _webhook_p99(
+    report: dict[str, Any], number: str, phase: dict[str, Any], limit: float, where: str
+) -> Verdict:
+    target = f"{number} created → signed webhook received p99 ≤ {limit:,.0f} ms {where}"
+    if not report["webhooks"]:
+        p99 = phase["createdToFinalMs"]["p99"]
+        return Verdict(target, f"{_number(p99)} ms to SUCCESS (webhook service not running)", None)
+    p99 = phase["createdToWebhookMs"]["p99"]
+    return Verdict(target, f"{_number(p99)} ms", _at_most(p99, limit))
+
+
+def _quiet_latency(report: dict[str, Any], half: dict[str, Any]) -> list[Verdict]:
+    where = f"at half of peak ({half['load']})"
+    p99 = half["createLatencyMs"]["p99"]
+    verdicts = [
+        Verdict(
+            f"[5] create p99 ≤ {QUIET_CREATE_P99_LIMIT_MS:.0f} ms {where}",
+            f"{_number(p99)} ms",
+            _at_most(p99, QUIET_CREATE_P99_LIMIT_MS),
+        ),
+        _webhook_p99(report, "[5]", half, QUIET_WEBHOOK_P99_LIMIT_MS, where),
+    ]
+    steal = steal_of(report, half)
+    if _finite(steal) and steal > STEAL_LIMIT:
+        return [
+            Verdict(v.target, f"{v.measured}: not judged (steal {steal:.0%})", None)
+            for v in verdicts
+        ]
+    return verdicts
+
+
+def _payroll(report: dict[str, Any], batch: dict[str, Any] | None) -> list[Verdict]:
+    target = (
+        f"[6] a {report['arguments']['batch_payouts']:,}-payout payroll through "
+        "POST /payouts/batch: all SUCCESS, every webhook in"
+    )
+    unmeasured = report["runs"][0].get("unmeasured", [])
+    absent = [item for item in unmeasured if item["role"] == "batch"]
+    if absent:
+        return [Verdict(target, absent[0]["reason"], None)]
+    if batch is None:
+        return []
+    figures = batch["batch"]
+    last = figures["toLastEndToEndS"]
+    measured = (
+        f"{figures['created']:,} of {figures['payouts']:,} created; wall {figures['wallS']:.1f} s,"
+        f" last done at {'-' if last is None else f'{last:.1f}'} s; "
+        f"{len(batch['problems'])} problems"
+    )
+    complete = figures["created"] == figures["payouts"] and last is not None
+    return [Verdict(target, measured, complete and not batch["problems"])]
+
+
+def _housekeeping(report: dict[str, Any]) -> list[Verdict]:
+    reconciles = [run["reconcile"] for run in report["runs"]]
+    absent = any(result is None for result in reconciles)
+    problems = sum(len(phase["problems"]) for run in report["runs"] for phase in run["phases"])
+    return [
         Verdict(
             "`payouts reconcile` clean after every run",
             "contracts/reconcile.py not present"
-            if any(result is None for result in reconciles)
+            if absent
             else f"{sum(len(result) for result in reconciles)} discrepancies",
-            None
-            if any(result is None for result in reconciles)
-            else all(not result for result in reconciles),
-        )
-    )
-    problems = sum(len(phase["problems"]) for run in report["runs"] for phase in run["phases"])
-    verdicts.append(
+            None if absent else all(not result for result in reconciles),
+        ),
         Verdict(
             "no non-2xx, no lost payout, no missing webhook",
             f"{problems} problems",
             problems == 0,
-        )
-    )
-    verdicts.append(
+        ),
         Verdict(
-            "`make bench` under 5 minutes",
+            f"`make bench` under {RUN_SECONDS_LIMIT / 60:.0f} minutes",
             f"{report['elapsedS']:.0f} s",
-            report["elapsedS"] < 300,
-        )
-    )
-    return verdicts
+            report["elapsedS"] < RUN_SECONDS_LIMIT,
+        ),
+    ]
+
+
+def judge(report: dict[str, Any]) -> list[Verdict]:
+    baseline = report["runs"][0]
+    phases = {phase["role"]: phase for phase in baseline["phases"]}
+    peak, half = phases.get("peak"), phases.get("half")
+    verdicts = []
+    if peak:
+        verdicts += _statement_budget(report, peak)
+        verdicts += _throughput(report, peak, phases.get("hot"))
+    if half:
+        verdicts += _quiet_latency(report, half)
+    verdicts += _payroll(report, phases.get("batch"))
+    return verdicts + _housekeeping(report)
 
 
 def as_json(verdicts: list[Verdict]) -> list[dict[str, Any]]:

@@ -1,18 +1,16 @@
-"""Operator tasks on merchants and the directory (seed, create, top up)."""
+"""Operator tasks on merchants (the demo merchant, create, top up)."""
 
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import ledger
 from contracts.api_keys import hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, DirectoryInstitution, Merchant
-from contracts.domain.directory import BANKS, WALLETS
+from contracts.db.models import Balance, Merchant
 
 
 @dataclass(frozen=True)
@@ -27,20 +25,6 @@ class NewMerchant:
             "apiKey": self.api_key,
             "webhookSecret": self.webhook_secret,
         }
-
-
-async def seed_directory(session: AsyncSession) -> None:
-    rows = [
-        {"code": e.code, "kind": kind, "name": e.name, "iban_code": e.iban_code, "is_active": True}
-        for kind, entries in (("BANK", BANKS), ("WALLET", WALLETS))
-        for e in entries
-    ]
-    statement = mysql_insert(DirectoryInstitution).values(rows)
-    await session.execute(
-        statement.on_duplicate_key_update(
-            name=statement.inserted.name, iban_code=statement.inserted.iban_code
-        )
-    )
 
 
 async def create_merchant(

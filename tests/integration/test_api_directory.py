@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api_service.app import create_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import DirectoryInstitution
-from contracts.domain.directory import BANKS, WALLETS
 from contracts.settings import Settings
 from migrations.runner import alembic_config, upgrade_to_head
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, new_merchant
+from tests.support.directory import BANKS, WALLETS
 
 DIRECTORY = {
     *((bank.code, "BANK", bank.name, bank.iban_code) for bank in BANKS),

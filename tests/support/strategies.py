@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
-from contracts.domain.directory import BANKS
+from tests.support.directory import BANKS
 
 MAX_AMOUNT_CENTS = 1_000_000_000  # 10,000,000.00 PKR
 ASCII_DIGITS = string.digits

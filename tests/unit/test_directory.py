@@ -1,8 +1,8 @@
-"""contracts.domain.directory: the seed data matches shared/REFERENCE.md's shape."""
+"""The directory the tests expect (tests/support/directory.py) has shared/REFERENCE.md's shape."""
 
 import re
 
-from contracts.domain.directory import BANKS, WALLETS
+from tests.support.directory import BANKS, WALLETS
 
 
 def test_codes_are_unique_upper_case_and_not_shared_by_banks_and_wallets() -> None:

@@ -1,8 +1,5 @@
-"""The bank and wallet directory (see shared/REFERENCE.md), the application's one copy of it.
-
-Migration 0005 loads the same rows from a copy of its own, as a migration must; tests check the
-migrated database against this list.
-"""
+"""The bank and wallet directory as shared/REFERENCE.md lists it: what the tests expect to find
+after migration 0005 (which carries its own copy of the rows, as a migration must)."""
 
 from typing import NamedTuple
 
