@@ -7,7 +7,13 @@ from typer.testing import CliRunner
 
 from api_service.app import create_app
 from cli.main import app as payouts
-from contracts.settings import Environment, InsecureConfiguration, Settings, get_settings
+from contracts.settings import (
+    DEFAULT_PSP_SECRET,
+    Environment,
+    InsecureConfiguration,
+    Settings,
+    get_settings,
+)
 
 
 @pytest.fixture
@@ -17,9 +23,12 @@ def fresh_settings() -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def test_the_api_refuses_production_with_the_default_psp_secret() -> None:
+@pytest.mark.parametrize(
+    "secret", [DEFAULT_PSP_SECRET, "psp_compose_secret_change_me"], ids=["settings", "compose"]
+)
+def test_the_api_refuses_production_with_a_default_psp_secret(secret: str) -> None:
     with pytest.raises(InsecureConfiguration, match="PAYOUTS_PSP_SECRET"):
-        create_app(Settings(env=Environment.PRODUCTION))
+        create_app(Settings(env=Environment.PRODUCTION, psp_secret=secret))
 
 
 def test_the_api_starts_in_production_with_a_secret_of_its_own() -> None:
@@ -34,4 +43,4 @@ def test_payouts_api_says_why_it_will_not_start(
     monkeypatch.delenv("PAYOUTS_PSP_SECRET", raising=False)
     result = CliRunner().invoke(payouts, ["api"])
     assert result.exit_code == 2
-    assert "PAYOUTS_PSP_SECRET is the public default" in result.output
+    assert "PAYOUTS_PSP_SECRET is a public default" in result.output
