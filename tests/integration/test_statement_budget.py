@@ -3,8 +3,12 @@ someone adds a round trip to the hot path (`make bench` measures the whole pipel
 
 import httpx
 
+from contracts.db.engine import SessionFactory, transaction
+from contracts.messages import ProcessPayout
+from contracts.topology import PROCESS_PAYOUT_KEY
+from processor_service.handlers import Context, process_payout
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import create_payout
+from tests.support.api_helpers import create_payout, outbox_for_payout
 from tests.support.statements import counting_statements
 
 # The idempotency key (carrying the answer); payout; its event; its two outbox messages; the HOLD
@@ -29,3 +33,31 @@ async def test_a_create_is_one_transaction_of_at_most_seven_statements(
     assert counted.statements[counted.statements.index(balance_update) + 1 :] == [
         sql for sql in counted.statements if sql.startswith("INSERT INTO ledger_lines")
     ]
+
+
+# The payout locked; its one guarded UPDATE (PENDING -> SUCCESS, through PROCESSING in memory);
+# the two events; their two messages; the PAYOUT journal; the balance's UPDATE; the two lines.
+PROCESS_STATEMENTS = 7
+
+
+async def test_processing_to_success_is_one_update_of_the_payout_and_seven_statements(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """No relay runs in this module: the test hands the create's command to the handler."""
+    merchant = await make_merchant()
+    created = await create_payout(api_client, merchant)
+    [command] = [
+        ProcessPayout.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, created["id"])
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+
+    with counting_statements() as counted:
+        async with transaction(sessions) as session:
+            status = await process_payout(session, command, Context(None, retry_delay_ms=1000))
+
+    assert status == "SUCCESS"
+    assert len(counted.statements) <= PROCESS_STATEMENTS, "\n".join(counted.statements)
+    assert counted.commits == 1
+    assert sum(sql.startswith("UPDATE payouts") for sql in counted.statements) == 1
+    assert counted.statements[-3].startswith("INSERT INTO ledger_journals")
