@@ -1,14 +1,16 @@
-"""The webhook service: consumes `webhooks.payout-events`, one HTTP attempt per message.
+"""The webhook service: consumes `webhooks.payout-events`, one HTTP attempt per message, the
+database work of the messages in flight done in batches (webhook_service.delivery).
 
 After the attempt the message is acked (delivered, already delivered, nothing to send), sent to
 the next retry tier with its delay, parked in `webhooks.parking-lot` after the last tier, or, if
 it is not a PayoutStatusChanged at all, dead-lettered into `webhooks.payout-events.dead` (with the
 validation error in a header) so that it never blocks the queue. Retries count in our own header.
 
-Prefetch is bounded (`webhook_prefetch`, 32); each in-flight message holds one database connection
-for its attempt, so the pool (`db_pool_size`, 20, plus as many again in overflow) must cover it:
-raise both together. On shutdown the broker stops consuming and waits
-for the in-flight attempts (graceful timeout above the HTTP timeout) before the pool closes.
+Prefetch is bounded (`webhook_prefetch`, 32) and is also the largest batch. The messages in flight
+share two database connections whatever the prefetch: one batch leases while another records,
+each one batch at a time, and no connection is held during an HTTP call. On shutdown the broker
+stops consuming and waits for the in-flight attempts (graceful timeout above the HTTP timeout)
+before the batches stop and the pool closes.
 """
 
 import logging
@@ -26,12 +28,16 @@ from contracts.redelivery import dead_letter, dead_lettering_decoder, republish,
 from contracts.settings import Settings, get_settings
 from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
 from contracts.webhooks import RESEND_GENERATION_HEADER, resend_generation
-from webhook_service.delivery import Decision, Disposition, EventDelivery
+from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
+from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.metrics import count_outcome
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
 log = logging.getLogger("webhooks")
+
+# One connection for the batch being leased, one for the batch being recorded.
+DATABASE_CONNECTIONS = 2
 
 
 class PayoutEventConsumer:
@@ -59,18 +65,22 @@ class PayoutEventConsumer:
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        self._engine = create_engine(
-            self.settings.database_url, pool_size=self.settings.db_pool_size
-        )
+        self._engine = create_engine(self.settings.database_url, pool_size=DATABASE_CONNECTIONS)
         self._sender = WebhookSender(
             timeout_seconds=self.settings.webhook_timeout_seconds,
             allow_private_urls=self.settings.webhook_allow_private_urls,
         )
         self._delivery = EventDelivery(
-            sessions=create_session_factory(self._engine), sender=self._sender, ladder=self.ladder
+            sessions=create_session_factory(self._engine),
+            sender=self._sender,
+            ladder=self.ladder,
+            lease_seconds=lease_seconds_for(self.settings.webhook_timeout_seconds),
+            max_batch=self.settings.webhook_prefetch,
         )
 
     async def close(self) -> None:
+        if self._delivery is not None:
+            await self._delivery.aclose()
         if self._sender is not None:
             await self._sender.aclose()
         if self._engine is not None:
@@ -87,9 +97,11 @@ class PayoutEventConsumer:
             correlation_id=message.correlation_id,
         ):
             decision = await self._delivery.deliver(
-                event.id,
-                ladder_attempt=retry_count(headers) + 1,
-                generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
+                DeliveryRequest(
+                    event,
+                    ladder_attempt=retry_count(headers) + 1,
+                    generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
+                )
             )
             await self._settle(message, decision)
 

@@ -1,94 +1,299 @@
-"""The webhook service's SQL: one delivery row per event, one attempt row per HTTP attempt."""
+"""The webhook service's SQL: one delivery row per event, leased for each attempt, and one attempt
+row per HTTP attempt. A batch of messages costs one statement that creates-or-leases their
+deliveries and one read of them; the attempts of a batch cost one update of the deliveries and
+one insert of the attempts.
+
+A lease is a token and an expiry on the database's clock (the consumers' clocks disagree). It is
+taken only where the delivery is not delivered at the message's generation and not leased by a
+live attempt elsewhere; an attempt is recorded on the delivery only where its lease is still held.
+"""
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    and_,
+    func,
+    insert,
+    literal,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.engine import DATABASE_NOW, database_now_plus
+from contracts.db.models import WebhookAttempt, WebhookDelivery
+from contracts.messages import PayoutStatusChanged
 from contracts.webhooks import DeliveryStatus
 from webhook_service.sender import MAX_ERROR_LENGTH, AttemptResult
 
 
-async def ensure_delivery(session: AsyncSession, event: PayoutEvent, now: datetime) -> None:
-    """Create the event's delivery row unless it exists (the event id is unique)."""
-    statement = mysql_insert(WebhookDelivery).values(
-        id=str(uuid.uuid4()),
-        event_id=event.id,
-        merchant_id=event.merchant_id,
-        payout_id=event.payout_id,
-        event_type=event.type,
-        status=DeliveryStatus.PENDING.value,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
-    )
-    await session.execute(statement.on_duplicate_key_update(event_id=statement.inserted.event_id))
+@dataclass(frozen=True)
+class DeliveryRequest:
+    """What one message asks: deliver `event`, unless it was delivered at `generation` or later.
+
+    `ladder_attempt`: the message's attempt number on the retry ladder (1-based); `generation`:
+    the resend it carries out (0 for the first delivery)."""
+
+    event: PayoutStatusChanged
+    ladder_attempt: int
+    generation: int
 
 
-async def lock_delivery(session: AsyncSession, event_id: str) -> WebhookDelivery:
-    """The delivery row, locked until the transaction ends: one attempt per event at a time,
-    across every replica (a duplicate message waits here, then sees DELIVERED)."""
-    delivery = await session.scalar(
-        select(WebhookDelivery)
-        .where(WebhookDelivery.event_id == event_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    assert delivery is not None, "ensure_delivery ran first"
-    return delivery
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery row as read after leasing; an attempt writes back a new version of it."""
+
+    id: str
+    event_id: str
+    generation: int
+    lease_token: str | None
+    # Written back by an attempt (RECORDED_COLUMNS):
+    status: str
+    attempts: int
+    url: str | None
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    delivered_generation: int
+    updated_at: datetime
+    # Read only: how long the lease still runs (database clock); None when not leased.
+    lease_seconds_left: float | None = None
 
 
-async def record_attempt(
+RECORDED_COLUMNS = (
+    "status",
+    "attempts",
+    "url",
+    "last_status_code",
+    "last_error",
+    "next_attempt_at",
+    "delivered_at",
+    "delivered_generation",
+    "updated_at",
+)
+_READ_COLUMNS = [f.name for f in fields(Delivery) if f.name != "lease_seconds_left"]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt, as its webhook_attempts row."""
+
+    delivery_id: str
+    attempt_number: int
+    url: str
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    response_excerpt: str | None
+    created_at: datetime
+
+
+def new_lease_token() -> str:
+    return uuid.uuid4().hex
+
+
+async def lease_deliveries(
     session: AsyncSession,
-    delivery: WebhookDelivery,
+    requests: Sequence[DeliveryRequest],
     *,
-    url: str,
-    result: AttemptResult,
-    attempted_at: datetime,
+    token: str,
+    lease_seconds: int,
+    now: datetime,
 ) -> None:
-    delivery.attempts += 1
-    delivery.url = url
-    delivery.last_status_code = result.status_code
-    delivery.last_error = result.error
+    """Create the missing delivery rows, leased, and lease the existing ones that are free.
+
+    One statement. IGNORE turns a row whose event is not recorded (foreign key) into a warning:
+    that row is simply not created, and the read that follows finds no delivery for it."""
+    statement = mysql_insert(WebhookDelivery).prefix_with("IGNORE")
+    statement = statement.values(
+        [
+            _new_row(request, token=token, lease_seconds=lease_seconds, now=now)
+            # One lock order for every consumer, so two leasing batches do not deadlock.
+            for request in sorted(requests, key=lambda request: request.event.id)
+        ]
+    )
+    asked = statement.inserted
+    free = or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
+    undelivered = or_(
+        WebhookDelivery.status != DeliveryStatus.DELIVERED.value,
+        WebhookDelivery.delivered_generation < asked.generation,
+    )
     await session.execute(
-        insert(WebhookAttempt).values(
-            delivery_id=delivery.id,
-            attempt_number=delivery.attempts,
-            url=url,
-            status_code=result.status_code,
-            latency_ms=result.latency_ms,
-            error=result.error,
-            response_excerpt=result.response_excerpt,
-            created_at=attempted_at,
+        statement.on_duplicate_key_update(
+            # In this order: both MySQL and MariaDB assign left to right, so the second
+            # assignment sees the token the first one may have set.
+            [
+                (
+                    "lease_token",
+                    func.if_(
+                        and_(free, undelivered), asked.lease_token, WebhookDelivery.lease_token
+                    ),
+                ),
+                (
+                    "leased_until",
+                    func.if_(
+                        WebhookDelivery.lease_token == asked.lease_token,
+                        asked.leased_until,
+                        WebhookDelivery.leased_until,
+                    ),
+                ),
+            ]
         )
     )
 
 
-def mark_delivered(delivery: WebhookDelivery, now: datetime) -> None:
-    """The row is locked from before the attempt: every resend up to its current generation was
-    asked for before this send, so the send honoured them all."""
-    delivery.status = DeliveryStatus.DELIVERED.value
-    delivery.delivered_generation = delivery.generation
-    delivery.delivered_at = now
-    delivery.next_attempt_at = None
-    delivery.updated_at = now
+def _new_row(
+    request: DeliveryRequest, *, token: str, lease_seconds: int, now: datetime
+) -> dict[str, Any]:
+    event = request.event
+    return {
+        "id": str(uuid.uuid4()),
+        "event_id": event.id,
+        "merchant_id": event.merchant_id,
+        "payout_id": event.payout.id,
+        "event_type": event.type.value,
+        "status": DeliveryStatus.PENDING.value,
+        "attempts": 0,
+        # The generation the message asks for: what a new row starts at (only a resend asks for
+        # more than 0, and its row exists), and what VALUES(generation) means on a duplicate.
+        "generation": request.generation,
+        "lease_token": token,
+        "leased_until": database_now_plus(lease_seconds),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
-def mark_retrying(delivery: WebhookDelivery, now: datetime, delay_seconds: float) -> None:
-    delivery.status = DeliveryStatus.RETRYING.value
-    delivery.next_attempt_at = now + timedelta(seconds=delay_seconds)
-    delivery.updated_at = now
+_LEASE_MICROSECONDS_LEFT = func.timestampdiff(
+    literal_column("MICROSECOND"), DATABASE_NOW, WebhookDelivery.leased_until
+)
 
 
-def mark_parked(delivery: WebhookDelivery, now: datetime, *, reason: str | None = None) -> None:
-    delivery.status = DeliveryStatus.PARKED.value
-    delivery.next_attempt_at = None
-    delivery.updated_at = now
-    if reason is not None:
-        delivery.last_error = reason[:MAX_ERROR_LENGTH]
+async def deliveries_of(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, Delivery]:
+    """The delivery of each event that has one, by event id."""
+    rows = await session.execute(
+        select(
+            *(getattr(WebhookDelivery, name) for name in _READ_COLUMNS),
+            _LEASE_MICROSECONDS_LEFT.label("lease_microseconds_left"),
+        ).where(WebhookDelivery.event_id.in_(event_ids))
+    )
+    deliveries = {}
+    for row in rows:
+        columns = dict(row._mapping)
+        left = columns.pop("lease_microseconds_left")
+        deliveries[row.event_id] = Delivery(
+            **columns, lease_seconds_left=None if left is None else left / 1_000_000
+        )
+    return deliveries
+
+
+async def record_attempts(
+    session: AsyncSession, deliveries: Sequence[Delivery], attempts: Sequence[Attempt]
+) -> int:
+    """Write each delivery's new state where its lease is still held (and release the lease),
+    then every attempt: two statements. Returns how many deliveries were still held."""
+    recorded = _as_rows(deliveries).subquery("recorded")
+    updated = await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == recorded.c.id,
+            WebhookDelivery.lease_token == recorded.c.lease_token,
+        )
+        .values(
+            {name: recorded.c[name] for name in RECORDED_COLUMNS}
+            | {"lease_token": None, "leased_until": None}
+        )
+        # No ORM objects to bring up to date: without this the session reads the rows first.
+        .execution_options(synchronize_session=False)
+    )
+    if attempts:  # after the update: its row lock covers the attempts' foreign-key checks
+        await session.execute(insert(WebhookAttempt).values([asdict(a) for a in attempts]))
+    return int(updated.rowcount)  # type: ignore[attr-defined]
+
+
+def _as_rows(deliveries: Sequence[Delivery]) -> Select[Any] | CompoundSelect[Any]:
+    """The new states as a derived table (SELECT ... UNION ALL SELECT ...: both MySQL and
+    MariaDB accept it, unlike a VALUES table)."""
+    columns = ("id", "lease_token", *RECORDED_COLUMNS)
+    selects = [
+        select(
+            *(
+                literal(getattr(delivery, name), WebhookDelivery.__table__.c[name].type).label(name)
+                for name in columns
+            )
+        )
+        # In event order, the order a lease locks rows in: no deadlock with a concurrent lease.
+        for delivery in sorted(deliveries, key=lambda delivery: delivery.event_id)
+    ]
+    return selects[0] if len(selects) == 1 else union_all(*selects)
+
+
+def after_attempt(delivery: Delivery, url: str, result: AttemptResult) -> Delivery:
+    return replace(
+        delivery,
+        attempts=delivery.attempts + 1,
+        url=url,
+        last_status_code=result.status_code,
+        last_error=result.error,
+    )
+
+
+def attempt_of(
+    delivery: Delivery, url: str, result: AttemptResult, *, attempted_at: datetime
+) -> Attempt:
+    """The attempt row of `delivery` (as after_attempt left it)."""
+    return Attempt(
+        delivery_id=delivery.id,
+        attempt_number=delivery.attempts,
+        url=url,
+        status_code=result.status_code,
+        latency_ms=result.latency_ms,
+        error=result.error,
+        response_excerpt=result.response_excerpt,
+        created_at=attempted_at,
+    )
+
+
+def delivered(delivery: Delivery, now: datetime) -> Delivery:
+    """The attempt honoured every resend asked before it was leased: the generation read then."""
+    return replace(
+        delivery,
+        status=DeliveryStatus.DELIVERED.value,
+        delivered_generation=delivery.generation,
+        delivered_at=now,
+        next_attempt_at=None,
+        updated_at=now,
+    )
+
+
+def retrying(delivery: Delivery, now: datetime, delay_seconds: float) -> Delivery:
+    return replace(
+        delivery,
+        status=DeliveryStatus.RETRYING.value,
+        next_attempt_at=now + timedelta(seconds=delay_seconds),
+        updated_at=now,
+    )
+
+
+def parked(delivery: Delivery, now: datetime, *, reason: str | None = None) -> Delivery:
+    return replace(
+        delivery,
+        status=DeliveryStatus.PARKED.value,
+        next_attempt_at=None,
+        updated_at=now,
+        last_error=delivery.last_error if reason is None else reason[:MAX_ERROR_LENGTH],
+    )
 
 
 async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> bool:

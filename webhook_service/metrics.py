@@ -5,6 +5,8 @@ from prometheus_client import Counter
 from webhook_service.delivery import (
     ALREADY_DELIVERED,
     DELIVERED,
+    DUPLICATE,
+    LEASED_ELSEWHERE,
     NO_ENDPOINT,
     Decision,
     Disposition,
@@ -12,16 +14,19 @@ from webhook_service.delivery import (
 
 WEBHOOK_OUTCOMES = Counter(
     "payouts_webhook_outcomes_total",
-    "Webhook messages handled, by outcome: delivered, already_delivered, no_endpoint, retry, "
-    "parked, dead_lettered",
+    "Webhook messages handled, by outcome: delivered, already_delivered, no_endpoint, duplicate, "
+    "leased_elsewhere, retry, parked, dead_lettered",
     ["outcome"],
 )
-_DONE_OUTCOMES = {
+_OUTCOME_OF_REASON = {
     DELIVERED: "delivered",
     ALREADY_DELIVERED: "already_delivered",
     NO_ENDPOINT: "no_endpoint",
+    DUPLICATE: "duplicate",
+    LEASED_ELSEWHERE: "leased_elsewhere",
 }
-_OTHER_OUTCOMES = {
+_OUTCOME_OF_DISPOSITION = {
+    Disposition.DONE: "done",
     Disposition.RETRY: "retry",
     Disposition.PARK: "parked",
     Disposition.DEAD_LETTER: "dead_lettered",
@@ -29,8 +34,7 @@ _OTHER_OUTCOMES = {
 
 
 def count_outcome(decision: Decision) -> None:
-    if decision.disposition is Disposition.DONE:
-        outcome = _DONE_OUTCOMES.get(decision.reason, "done")
-    else:
-        outcome = _OTHER_OUTCOMES[decision.disposition]
+    outcome = (
+        _OUTCOME_OF_REASON.get(decision.reason) or _OUTCOME_OF_DISPOSITION[decision.disposition]
+    )
     WEBHOOK_OUTCOMES.labels(outcome).inc()

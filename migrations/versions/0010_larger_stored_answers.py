@@ -23,6 +23,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.alter_column(
-        "idempotency_keys", "response_body", type_=mysql.BLOB(), existing_nullable=True
-    )
+    op.alter_column("idempotency_keys", "response_body", type_=mysql.BLOB(), existing_nullable=True)

@@ -4,11 +4,13 @@ Events are created through the API (which records them in payout_events and the 
 tests then publish the outbox rows to RabbitMQ as the relay would (message id = outbox id).
 """
 
+import asyncio
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
@@ -16,12 +18,25 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from prometheus_client import REGISTRY
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.engine import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    transaction,
+)
+from contracts.db.models import (
+    Merchant,
+    OutboxMessage,
+    PayoutEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
 from contracts.settings import Settings
@@ -37,7 +52,12 @@ from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
 from webhook_service.app import create_webhook_app
+from webhook_service.delivery import DELIVERED, Disposition, EventDelivery
+from webhook_service.delivery_records import DeliveryRequest
+from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
+from webhook_service.retry_ladder import RetryLadder
+from webhook_service.sender import WebhookSender
 
 LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
 QUEUE = webhook_events_queue(len(LADDER))
@@ -399,14 +419,67 @@ async def test_duplicate_messages_of_one_event_deliver_once(
 ) -> None:
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     receiver.always(Reply(delay_seconds=0.3))  # the copies arrive while the first is in flight
+    settled_before = settled_for_good()
 
     async with running_webhook_service(webhook_settings):
         for _ in range(4):  # at-least-once: the relay may publish a row more than once
             await relay(rabbit, row)
         await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+        await copies_settled(settled_before, 4)  # a copy that met the lease looked again later
     # the service stopped gracefully: every copy was handled, none is left or requeued
 
-    assert await rabbit.count(QUEUE.name) == 0
+    assert await waiting_copies(rabbit) == 0
+    assert len(receiver.requests) == 1
+    assert len(await attempts_of(sessions, event_id_of(row))) == 1
+
+
+async def waiting_copies(rabbit: RabbitClient) -> int:
+    """Messages ready in the delivery queue and its retry queues."""
+    queues = [QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1))]
+    return sum([await rabbit.count(queue) for queue in queues])
+
+
+def settled_for_good() -> float:
+    """Messages the webhook services of this process acked as done (sent or not needed)."""
+    return sum(
+        REGISTRY.get_sample_value("payouts_webhook_outcomes_total", {"outcome": outcome}) or 0.0
+        for outcome in ("delivered", "already_delivered", "duplicate")
+    )
+
+
+async def copies_settled(since: float, copies: int) -> None:
+    """Every copy was acked as done, including those that met the lease and looked again."""
+
+    async def all_done() -> None:
+        assert settled_for_good() - since == copies
+
+    await eventually(all_done)
+
+
+async def test_copies_of_a_message_on_two_consumers_send_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """Two replicas get copies of one message: the one that leases the delivery sends it, the
+    other finds it leased, looks again after a wait, and finds it delivered."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(delay_seconds=0.3))
+    settled_before = settled_for_good()
+
+    async with (
+        running_webhook_service(webhook_settings),
+        running_webhook_service(webhook_settings),
+    ):
+        for _ in range(6):
+            await relay(rabbit, row)
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+        await copies_settled(settled_before, 6)
+
+    assert await waiting_copies(rabbit) == 0
     assert len(receiver.requests) == 1
     assert len(await attempts_of(sessions, event_id_of(row))) == 1
 
@@ -616,3 +689,259 @@ async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delive
     assert other is not None and other.status == DeliveryStatus.PARKED
     assert len(await parked_messages(rabbit, other_event_id)) == 1
     assert await parked_messages(rabbit, event_id) == []
+
+
+# --- Lease, call, record: the database side of a delivery ---------------------------------------
+
+
+@dataclass
+class StatementLog:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+
+@contextmanager
+def counting(engine: AsyncEngine) -> Iterator[StatementLog]:
+    """Every statement and commit the engine sends while the block runs."""
+    seen = StatementLog()
+
+    def on_statement(*args: Any) -> None:
+        seen.statements.append(args[2])  # (connection, cursor, statement, ...)
+
+    def on_commit(_connection: Any) -> None:
+        seen.commits += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    event.listen(engine.sync_engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+        event.remove(engine.sync_engine, "commit", on_commit)
+
+
+@asynccontextmanager
+async def event_delivery(
+    sessions: SessionFactory,
+    settings: Settings,
+    *,
+    lease_seconds: int,
+    max_batch: int,
+    window_seconds: float = 0.005,
+) -> AsyncIterator[EventDelivery]:
+    """The webhook service's delivery, without the broker: the test submits the messages."""
+    sender = WebhookSender(
+        timeout_seconds=settings.webhook_timeout_seconds,
+        allow_private_urls=settings.webhook_allow_private_urls,
+    )
+    delivery = EventDelivery(
+        sessions=sessions,
+        sender=sender,
+        ladder=RetryLadder.of(LADDER),
+        lease_seconds=lease_seconds,
+        max_batch=max_batch,
+        window_seconds=window_seconds,
+    )
+    try:
+        yield delivery
+    finally:
+        await delivery.aclose()
+        await sender.aclose()
+
+
+def first_request(row: OutboxMessage) -> DeliveryRequest:
+    return DeliveryRequest(
+        PayoutStatusChanged.model_validate_json(row.body), ladder_attempt=1, generation=0
+    )
+
+
+# A batch: the endpoints not cached, the lease, the read of the leased rows, commit; after the
+# calls: the deliveries' new states, the attempts, commit. None of it grows with the batch.
+STATEMENTS_PER_BATCH = 5
+COMMITS_PER_BATCH = 2
+
+
+@pytest.mark.parametrize("size", [1, 20])
+async def test_a_batch_of_deliveries_costs_a_fixed_number_of_statements(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    size: int,
+) -> None:
+    merchant = await make_merchant(webhook_url=receiver.url)
+    rows = [
+        await event_row(sessions, (await create_payout(api_client, merchant))["id"])
+        for _ in range(size)
+    ]
+    engine = create_engine(webhook_settings.database_url, pool_size=2)
+    try:
+        async with engine.connect() as connection:  # connect before counting
+            await connection.execute(text("SELECT 1"))
+        # A long window: the whole batch is leased together and recorded together.
+        async with event_delivery(
+            create_session_factory(engine),
+            webhook_settings,
+            lease_seconds=10,
+            max_batch=size,
+            window_seconds=5.0,
+        ) as delivery:
+            with counting(engine) as seen:
+                decisions = await asyncio.gather(
+                    *(delivery.deliver(first_request(row)) for row in rows)
+                )
+    finally:
+        await engine.dispose()
+
+    assert {(d.disposition, d.reason) for d in decisions} == {(Disposition.DONE, DELIVERED)}
+    assert len(receiver.requests) == size
+    for row in rows:
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    assert len(seen.statements) <= STATEMENTS_PER_BATCH, seen.statements
+    assert seen.commits <= COMMITS_PER_BATCH
+
+
+async def open_transactions_elsewhere(connection: AsyncConnection) -> list[Any]:
+    """Transactions open on the test database, other than this connection's."""
+    rows = await connection.execute(
+        text(
+            "SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_rows_locked"
+            " FROM information_schema.innodb_trx t"
+            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+            " WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()"
+        )
+    )
+    return list(rows)
+
+
+async def test_no_transaction_or_row_lock_is_held_while_the_endpoint_is_called(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    engine: AsyncEngine,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(held_until=answer))
+    patient = webhook_settings.model_copy(update={"webhook_timeout_seconds": 5.0})
+
+    async with running_webhook_service(patient):
+        await relay(rabbit, row)
+        await receiver.wait_for_requests(1)
+        try:  # the request is in flight, unanswered
+            async with engine.connect() as connection:
+                assert await open_transactions_elsewhere(connection) == []
+                leased = (
+                    await connection.execute(
+                        select(WebhookDelivery.lease_token, WebhookDelivery.leased_until)
+                        .where(WebhookDelivery.event_id == event_id)
+                        .with_for_update(nowait=True)  # raises if anyone holds the row
+                    )
+                ).one()
+                await connection.rollback()
+        finally:
+            answer.set()
+        delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+
+    assert leased.lease_token is not None and leased.leased_until is not None
+    assert delivery.lease_token is None and delivery.leased_until is None
+
+
+async def test_a_resend_asked_while_an_attempt_is_in_flight_is_sent_again(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The resend does not wait for the attempt (no lock is held across the call), and the
+    attempt under way cannot honour it: it was leased before the resend was asked."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(held_until=answer))
+    patient = webhook_settings.model_copy(update={"webhook_timeout_seconds": 5.0})
+    settled_before = settled_for_good()
+
+    async with running_webhook_service(patient):
+        await relay(rabbit, row)
+        await receiver.wait_for_requests(1)
+        try:
+            leased = await delivery_of(sessions, event_id)
+            assert leased is not None
+            resent = await resend(api_client, sessions, merchant, leased)
+        finally:
+            answer.set()
+        first = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+        assert (first.generation, first.delivered_generation) == (1, 0)
+
+        await relay(rabbit, resent)
+        second = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+        await relay(rabbit, resent)  # a duplicate of the resend message is not sent again
+        await copies_settled(settled_before, 3)
+
+    assert (second.generation, second.delivered_generation) == (1, 1)
+    assert len(receiver.requests) == 2
+    assert len(await attempts_of(sessions, event_id)) == 2
+
+
+async def test_a_lease_left_by_a_consumer_killed_mid_attempt_is_taken_over_when_it_expires(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.reply_with(Reply(hang=True))  # the first attempt never gets its answer
+    lease_seconds = 2
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=lease_seconds, max_batch=1
+    ) as doomed:
+        attempt = asyncio.create_task(doomed.deliver(first_request(row)))
+        await receiver.wait_for_requests(1)
+        attempt.cancel()  # killed mid-attempt: nothing recorded, the lease stays behind
+        with suppress(asyncio.CancelledError):
+            await attempt
+    orphaned = await delivery_of(sessions, event_id)
+    assert orphaned is not None and orphaned.lease_token is not None and orphaned.attempts == 0
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)  # as RabbitMQ redelivers the dead consumer's unacked message
+        delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+
+    killed, taken_over = receiver.requests
+    assert killed.webhook_id == taken_over.webhook_id == event_id
+    assert taken_over.received_at - killed.received_at >= lease_seconds * 0.75  # not before
+    assert delivery.lease_token is None
+
+
+async def test_an_endpoint_change_reaches_deliveries_within_the_cache_time(
+    make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(webhook_url="https://old.example/hook")
+    loaded_at = now = 100.0
+    cache = EndpointCache(clock=lambda: now)
+
+    async def url_seen() -> str | None:
+        async with sessions() as session:
+            endpoints = await cache.endpoints(session, [merchant.merchant_id])
+        return endpoints[merchant.merchant_id].url
+
+    assert await url_seen() == "https://old.example/hook"
+    async with transaction(sessions) as session:
+        stored = await session.get_one(Merchant, merchant.merchant_id)
+        stored.webhook_url = "https://new.example/hook"
+
+    now = loaded_at + ENDPOINT_CACHE_SECONDS - 0.1
+    assert await url_seen() == "https://old.example/hook"
+    now = loaded_at + ENDPOINT_CACHE_SECONDS
+    assert await url_seen() == "https://new.example/hook"

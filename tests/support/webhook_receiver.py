@@ -1,6 +1,7 @@
 """A real HTTP endpoint for webhook tests: a small asyncio server on 127.0.0.1 that records every
-request and answers as scripted (a status, headers such as Retry-After or Location, a delay, or
-never). Waiting for requests is event-driven with a deadline, never a blind sleep."""
+request and answers as scripted (a status, headers such as Retry-After or Location, a delay, only
+once the test says so, or never). Waiting for requests is event-driven with a deadline, never a
+blind sleep."""
 
 import asyncio
 from collections import deque
@@ -19,6 +20,8 @@ class Reply:
     body: bytes = b'{"received": true}'
     delay_seconds: float = 0.0  # answer late (still within the client's timeout)
     hang: bool = False  # never answer: the client's timeout must fire
+    # Answer once this is set: the test looks at the system while the request is in flight.
+    held_until: asyncio.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class WebhookReceiver:
             if reply.hang:
                 await self._stopping.wait()
                 return
+            if reply.held_until is not None:
+                await reply.held_until.wait()
             if reply.delay_seconds:
                 await asyncio.sleep(reply.delay_seconds)
             writer.write(_response(reply))
