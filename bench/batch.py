@@ -30,7 +30,11 @@ class BatchNotAvailable(Exception):
 def _item_result(item: Any, sent_at: float, latency: float) -> CreateResult:
     status = ITEM_STATUSES.get(item.get("status"), UNKNOWN_ITEM_STATUS)
     payout = item.get("payout") or {}
-    error = None if status == ITEM_STATUSES["created"] else orjson.dumps(item)[:300].decode()
+    error = (
+        None
+        if status == ITEM_STATUSES["created"]
+        else orjson.dumps(item)[:300].decode("utf-8", "replace")
+    )
     return CreateResult(sent_at, latency, status, payout.get("id"), error)
 
 

@@ -9,13 +9,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Insert,
+    Select,
+    Update,
+    bindparam,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, LedgerJournal, LedgerLine
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, table_of
 
 
 class Account(StrEnum):
@@ -72,40 +86,38 @@ async def _post(
 
     Three statements: the journal, then the balance row's one conditional UPDATE (it takes the
     row lock: from here to the caller's COMMIT other postings of this merchant wait), then the
-    lines, which read the balance they leave behind from the row this transaction holds."""
+    lines, which read the balance they leave behind from the row this transaction holds. The
+    statements are built once per posting and compiled once (bind parameters `b_*` only)."""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
     journal = cast(
         CursorResult[Any],
         await session.execute(
-            insert(LedgerJournal).values(
-                merchant_id=merchant_id,
-                payout_id=payout_id,
-                hold_cycle=hold_cycle,
-                kind=posting.kind.value,
-                description=posting.description,
-                created_at=now,
-            )
+            insert(table_of(LedgerJournal)),
+            {
+                "merchant_id": merchant_id,
+                "payout_id": payout_id,
+                "hold_cycle": hold_cycle,
+                "kind": posting.kind.value,
+                "description": posting.description,
+                "created_at": now,
+            },
         ),
     )
     journal_id = journal.lastrowid  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
-    changes: dict[Account, Decimal] = {posting.debit: -amount, posting.credit: amount}
-    await _move_balance(session, posting, merchant_id, amount, changes, now)
-    lines = [
-        _line(journal_id, merchant_id, account, delta, now) for account, delta in changes.items()
-    ]
-    await session.execute(insert(LedgerLine).values(lines))
+    await _move_balance(session, posting, merchant_id, amount, now)
+    await session.execute(
+        _lines_statement(posting),
+        {"b_journal": journal_id, "b_merchant": merchant_id, "b_amount": amount, "b_now": now},
+    )
 
 
-async def _move_balance(
-    session: AsyncSession,
-    posting: Posting,
-    merchant_id: str,
-    amount: Decimal,
-    changes: dict[Account, Decimal],
-    now: datetime,
-) -> None:
+@cache
+def _balance_statement(posting: Posting) -> Update:
+    """UPDATE balances: debit and credit by :b_amount, only where the debited account covers it."""
+    amount = bindparam("b_amount", type_=Balance.available.type)
+    changes = {posting.debit: -amount, posting.credit: amount}
     values = {
         _COLUMN[account].key: _COLUMN[account] + delta
         for account, delta in changes.items()
@@ -113,14 +125,57 @@ async def _move_balance(
     }
     statement = (
         update(Balance)
-        .where(Balance.merchant_id == merchant_id)
-        .values(**values, version=Balance.version + 1, updated_at=now)
+        .where(Balance.merchant_id == bindparam("b_merchant"))
+        .values(**values, version=Balance.version + 1, updated_at=bindparam("b_now"))
+        .execution_options(synchronize_session=False)
     )
     if posting.debit in _COLUMN:
         statement = statement.where(_COLUMN[posting.debit] >= amount)
+    return statement
+
+
+@cache
+def _lines_statement(posting: Posting) -> Insert:
+    """INSERT ledger_lines ... SELECT: the debit and the credit line of a journal, each reading the
+    balance it leaves from the balance row this transaction has just updated (and holds); the
+    shared PSP settlement account's line has no merchant and no balance."""
+    amount = bindparam("b_amount", type_=LedgerLine.amount.type)
+    merchant = bindparam("b_merchant", type_=LedgerLine.merchant_id.type)
+
+    def line(account: Account, delta: ColumnElement[Decimal]) -> Select[Any]:
+        mine = account in _COLUMN
+        return select(
+            bindparam("b_journal", type_=LedgerLine.journal_id.type),
+            merchant if mine else null(),
+            literal(account.value, type_=LedgerLine.account.type),
+            delta,
+            (Balance.available + Balance.held) if mine else null(),
+            Balance.available if mine else null(),
+            bindparam("b_now", type_=LedgerLine.created_at.type),
+        ).where(Balance.merchant_id == merchant)
+
+    columns = [
+        "journal_id",
+        "merchant_id",
+        "account",
+        "amount",
+        "balance_after",
+        "available_after",
+        "created_at",
+    ]
+    both = union_all(line(posting.debit, -amount), line(posting.credit, amount))
+    return insert(table_of(LedgerLine)).from_select(columns, both)
+
+
+async def _move_balance(
+    session: AsyncSession, posting: Posting, merchant_id: str, amount: Decimal, now: datetime
+) -> None:
     result = cast(
         CursorResult[Any],
-        await session.execute(statement.execution_options(synchronize_session=False)),
+        await session.execute(
+            _balance_statement(posting),
+            {"b_merchant": merchant_id, "b_amount": amount, "b_now": now},
+        ),
     )
     if result.rowcount != 1:
         exists = await session.scalar(
@@ -129,35 +184,6 @@ async def _move_balance(
         if exists is None:
             raise UnknownMerchantBalance(merchant_id)
         raise InsufficientBalance(merchant_id)
-
-
-def _line(
-    journal_id: int, merchant_id: str, account: Account, delta: Decimal, now: datetime
-) -> dict[str, Any]:
-    """One line. A merchant account's line carries the balance it leaves, read in the same
-    statement from the balance row this transaction has just updated (and holds)."""
-    if account not in _COLUMN:
-        after: dict[str, Any] = {
-            "merchant_id": None,
-            "balance_after": None,
-            "available_after": None,
-        }
-    else:
-        row = select(Balance).where(Balance.merchant_id == merchant_id)
-        after = {
-            "merchant_id": merchant_id,
-            "balance_after": row.with_only_columns(
-                Balance.available + Balance.held
-            ).scalar_subquery(),
-            "available_after": row.with_only_columns(Balance.available).scalar_subquery(),
-        }
-    return {
-        "journal_id": journal_id,
-        "account": account.value,
-        "amount": delta,
-        "created_at": now,
-        **after,
-    }
 
 
 async def hold_funds(
@@ -233,17 +259,11 @@ async def hold_many(
     payout_ids = [payout_id for payout_id, _ in holds]
     journal = {"merchant_id": merchant_id, "hold_cycle": 1, "kind": HOLD.kind.value}
     await session.execute(
-        insert(LedgerJournal).values(
-            [
-                {
-                    **journal,
-                    "payout_id": payout_id,
-                    "description": HOLD.description,
-                    "created_at": now,
-                }
-                for payout_id in payout_ids
-            ]
-        )
+        insert(table_of(LedgerJournal)),
+        [
+            {**journal, "payout_id": payout_id, "description": HOLD.description, "created_at": now}
+            for payout_id in payout_ids
+        ],
     )
     rows = await session.execute(
         select(LedgerJournal.payout_id, LedgerJournal.id).where(
@@ -253,9 +273,7 @@ async def hold_many(
         )
     )
     journal_ids = {payout_id: journal_id for payout_id, journal_id in rows.tuples()}
-    await _move_balance(
-        session, HOLD, merchant_id, total, {HOLD.debit: -total, HOLD.credit: total}, now
-    )
+    await _move_balance(session, HOLD, merchant_id, total, now)
     available, held = (
         await session.execute(
             select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
@@ -276,4 +294,4 @@ async def hold_many(
                     "created_at": now,
                 }
             )
-    await session.execute(insert(LedgerLine).values(lines))
+    await session.execute(insert(table_of(LedgerLine)), lines)

@@ -7,7 +7,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import OutboxMessage
+from contracts.db.models import OutboxMessage, table_of
 from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, SCHEMA_HEADER
 from contracts.wire import WireModel
 
@@ -43,9 +43,10 @@ def outbox_row(
 
 
 async def write_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Every row in one multi-row INSERT."""
+    """Every row in one multi-row INSERT (an executemany: the driver sends one statement, and
+    the compiled INSERT is the same every time)."""
     if rows:
-        await session.execute(insert(OutboxMessage).values(rows))
+        await session.execute(insert(table_of(OutboxMessage)), rows)
 
 
 async def add_to_outbox(

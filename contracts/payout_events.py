@@ -10,7 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import Payout, PayoutEvent
+from contracts.db.models import Payout, PayoutEvent, table_of
 from contracts.domain.statuses import EventType, legacy_event_name
 from contracts.messages import PayoutStatusChanged, ProcessPayout
 from contracts.outbox import outbox_row, write_outbox
@@ -86,6 +86,6 @@ class Announcements:
     async def write(self, session: AsyncSession) -> None:
         """Everything collected so far, in at most two statements; then start afresh."""
         if self._events:
-            await session.execute(insert(PayoutEvent).values(self._events))
+            await session.execute(insert(table_of(PayoutEvent)), self._events)
         await write_outbox(session, self._messages)
         self._events, self._messages = [], []

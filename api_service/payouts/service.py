@@ -22,7 +22,7 @@ from api_service.errors import (
 from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
 from contracts import ledger
 from contracts.db.engine import utcnow
-from contracts.db.models import Merchant, Payout
+from contracts.db.models import Merchant, Payout, table_of
 from contracts.db.payouts import load_payout
 from contracts.domain.accounts import (
     account_number_problem,
@@ -107,7 +107,7 @@ async def store_new_payouts(
     in the caller's transaction: multi-row INSERTs first, the merchant's balance last (so its
     row is locked from its UPDATE to the commit only)."""
     try:
-        await session.execute(insert(Payout).values([_columns(payout) for payout in payouts]))
+        await session.execute(insert(table_of(Payout)), [_columns(payout) for payout in payouts])
     except IntegrityError as exc:  # the unique key is the last word on references
         raise DuplicateReference from exc
     announcements = Announcements(request_id)
