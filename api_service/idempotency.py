@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import ColumnElement, delete, insert, select, update
@@ -45,17 +45,26 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 def request_fingerprint(body: bytes) -> str:
-    """SHA-256 of the canonical JSON body (key order and spacing do not matter)."""
+    """SHA-256 of the canonical JSON body (key order and spacing do not matter). A body that is
+    not JSON, or gives a key twice, counts as sent: its 400 must not be replayed for the
+    corrected body under the same key."""
     try:
         canonical = json.dumps(
-            json.loads(body, parse_float=Decimal),
+            json.loads(body, parse_float=Decimal, object_pairs_hook=_each_key_once),
             sort_keys=True,
             separators=(",", ":"),
             default=str,
         ).encode()
-    except (ValueError, RecursionError):  # not JSON: the endpoint answers 400, stored as sent
+    except (ValueError, RecursionError):
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a key given twice")
+    return document
 
 
 DEADLOCK_RETRIES = 3

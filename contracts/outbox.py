@@ -47,27 +47,3 @@ async def write_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
     the compiled INSERT is the same every time)."""
     if rows:
         await session.execute(insert(table_of(OutboxMessage)), rows)
-
-
-async def add_to_outbox(
-    session: AsyncSession,
-    message: WireModel,
-    *,
-    exchange: str,
-    routing_key: str,
-    payout_id: str,
-    merchant_id: str,
-    correlation_id: str | None,
-    extra_headers: Mapping[str, Any] | None = None,
-) -> None:
-    """One message, for the few writers that emit a single one."""
-    row = outbox_row(
-        message,
-        exchange=exchange,
-        routing_key=routing_key,
-        payout_id=payout_id,
-        merchant_id=merchant_id,
-        correlation_id=correlation_id,
-        extra_headers=extra_headers,
-    )
-    await write_outbox(session, [row])

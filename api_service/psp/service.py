@@ -21,7 +21,7 @@ from contracts.db.models import Payout, PspCallback
 from contracts.domain.psp_references import generated_references_before
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome
-from contracts.outbox import add_to_outbox
+from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
 
 
@@ -105,8 +105,7 @@ async def accept_psp_outcome(
     await session.execute(
         update(Payout).where(Payout.id == payout.id).values(accepted_outcome=outcome.value)
     )
-    await add_to_outbox(
-        session,
+    row = outbox_row(
         ApplyPspOutcome(
             callback_event_id=event_id,
             payout_id=payout.id,
@@ -122,4 +121,5 @@ async def accept_psp_outcome(
         merchant_id=payout.merchant_id,
         correlation_id=request_id,
     )
+    await write_outbox(session, [row])
     return True

@@ -15,7 +15,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
-from contracts.outbox import add_to_outbox
+from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE
 from contracts.webhooks import (
     RESEND_GENERATION_HEADER,
@@ -111,8 +111,7 @@ async def resend_delivery(
     assert recorded is not None, "deliveries reference their event"
     # Under the row lock: concurrent resends get distinct generations.
     delivery.generation += 1
-    await add_to_outbox(
-        session,
+    row = outbox_row(
         PayoutStatusChanged.model_validate_json(recorded.body),
         exchange=DEFAULT_EXCHANGE,
         routing_key=RESEND_ROUTING_KEY,
@@ -121,6 +120,7 @@ async def resend_delivery(
         correlation_id=request_id,
         extra_headers={RESEND_GENERATION_HEADER: delivery.generation},
     )
+    await write_outbox(session, [row])
     delivery.status = DeliveryStatus.PENDING.value
     delivery.next_attempt_at = None
     delivery.updated_at = utcnow()

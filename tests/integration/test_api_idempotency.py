@@ -398,3 +398,16 @@ async def test_concurrent_requests_with_one_key_make_one_payout_and_never_a_5xx(
 
     settled = await api_client.post(f"{API}/payouts", json=body, headers=headers)
     assert (settled.status_code, settled.content) == (201, originals[0].content)
+
+
+async def test_a_body_with_a_key_twice_and_its_correction_are_two_requests(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, key = await make_merchant(), new_key()
+    body = payout_body(amount="1.00")
+    twice = orjson.dumps(body)[:-1] + b',"amount":"2.00"}'
+    headers = {**auth(merchant, key), "Content-Type": "application/json"}
+    refused = await api_client.post(f"{API}/payouts", content=twice, headers=headers)
+    assert_error(refused, 400, "VALIDATION_ERROR", "amount")
+    corrected = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert_error(corrected, 422, "IDEMPOTENCY_KEY_REUSED")
