@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import ColumnElement, delete, insert, select, update
@@ -32,6 +32,7 @@ from api_service.errors import (
     InvalidIdempotencyKey,
     MissingIdempotencyKey,
 )
+from api_service.request_body import each_key_once
 from api_service.sealed_responses import ResponseSeal
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus
@@ -50,7 +51,7 @@ def request_fingerprint(body: bytes) -> str:
     corrected body under the same key."""
     try:
         canonical = json.dumps(
-            json.loads(body, parse_float=Decimal, object_pairs_hook=_each_key_once),
+            json.loads(body, parse_float=Decimal, object_pairs_hook=each_key_once),
             sort_keys=True,
             separators=(",", ":"),
             default=str,
@@ -58,13 +59,6 @@ def request_fingerprint(body: bytes) -> str:
     except (ValueError, RecursionError):
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
-
-
-def _each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        raise ValueError("a key given twice")
-    return document
 
 
 DEADLOCK_RETRIES = 3

@@ -19,12 +19,19 @@ from api_service.errors import UnsupportedMediaType, ValidationFailed
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Two values for one key: which one is meant? Refused rather than guessed."""
+class RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} given twice")
+        self.key = key
+
+
+def each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` for json.loads: two values for one key (which one is meant?) are
+    refused rather than guessed."""
     document: dict[str, Any] = {}
     for key, value in pairs:
         if key in document:
-            raise ValidationFailed.on(key, "appears more than once in the body")
+            raise RepeatedKey(key)
         document[key] = value
     return document
 
@@ -33,11 +40,10 @@ def parse_json(raw: bytes) -> Any:
     """The decoded JSON document, or ValidationFailed naming the body (or the repeated key)."""
     try:
         return json.loads(
-            raw,
-            parse_float=Decimal,
-            parse_int=Decimal,
-            object_pairs_hook=_object_without_duplicate_keys,
+            raw, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=each_key_once
         )
+    except RepeatedKey as repeated:
+        raise ValidationFailed.on(repeated.key, "appears more than once in the body") from repeated
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
         raise ValidationFailed.on("body", "is not valid JSON") from exc
 
