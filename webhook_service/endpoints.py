@@ -5,7 +5,6 @@ instead of one per delivery. An endpoint or secret change reaches deliveries wit
 """
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.models import Merchant
+from contracts.expiring_map import ExpiringMap
 from webhook_service.signing import active_secrets
 
 ENDPOINT_CACHE_SECONDS = 2.0
@@ -32,44 +32,27 @@ class Endpoint:
         )
 
 
-@dataclass(frozen=True)
-class _Cached:
-    endpoint: Endpoint
-    loaded_at: float
-
-
 class EndpointCache:
     def __init__(
         self,
         ttl_seconds: float = ENDPOINT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ttl_seconds = ttl_seconds
-        self.clock = clock
-        # Oldest load first: every entry lives equally long, so the expired ones are at the front.
-        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        self._by_merchant: ExpiringMap[str, Endpoint] = ExpiringMap(ttl_seconds, clock)
 
     async def endpoints(
         self, session: AsyncSession, merchant_ids: Iterable[str]
     ) -> dict[str, Endpoint]:
         """The endpoints of these merchants (a merchant that does not exist has none)."""
-        self._forget_expired()
-        wanted = set(merchant_ids)
-        missing = wanted - self._entries.keys()
-        if missing:
-            await self._load(session, missing)
-        return {
-            merchant_id: self._entries[merchant_id].endpoint
-            for merchant_id in wanted
-            if merchant_id in self._entries
+        known = {
+            merchant_id: self._by_merchant.get(merchant_id) for merchant_id in set(merchant_ids)
         }
+        missing = {merchant_id for merchant_id, endpoint in known.items() if endpoint is None}
+        if missing:
+            known.update(await self._load(session, missing))
+        return {merchant_id: e for merchant_id, e in known.items() if e is not None}
 
-    def _forget_expired(self) -> None:
-        oldest_kept = self.clock() - self.ttl_seconds
-        while self._entries and next(iter(self._entries.values())).loaded_at <= oldest_kept:
-            self._entries.popitem(last=False)
-
-    async def _load(self, session: AsyncSession, merchant_ids: set[str]) -> None:
+    async def _load(self, session: AsyncSession, merchant_ids: set[str]) -> dict[str, Endpoint]:
         rows = await session.execute(
             select(
                 Merchant.id,
@@ -79,8 +62,8 @@ class EndpointCache:
                 Merchant.previous_secret_expires_at,
             ).where(Merchant.id.in_(sorted(merchant_ids)))
         )
-        loaded_at = self.clock()
+        loaded = {}
         for merchant_id, url, secret, previous, previous_expires_at in rows:
-            self._entries[merchant_id] = _Cached(
-                Endpoint(url, secret, previous, previous_expires_at), loaded_at
-            )
+            loaded[merchant_id] = Endpoint(url, secret, previous, previous_expires_at)
+            self._by_merchant.put(merchant_id, loaded[merchant_id])
+        return loaded
