@@ -16,6 +16,15 @@ from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpo
 from api_service.middleware import RequestContextMiddleware
 from api_service.payouts.endpoints import router as payouts_router
 from api_service.psp.endpoints import router as psp_router
+from api_service.request_log.endpoints import REQUESTS_PATH
+from api_service.request_log.endpoints import router as request_log_router
+from api_service.request_log.recorder import RequestRecorderMiddleware
+from api_service.request_log.writer import RequestLogWriter
+from api_service.sandbox.endpoints import SANDBOX_PREFIX
+from api_service.sandbox.endpoints import router as sandbox_router
+from api_service.sandbox.fault_middleware import FaultInjectionMiddleware
+from api_service.sandbox.fault_settings import FaultShares
+from api_service.sandbox.openapi import document_fault_header
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings, get_settings
@@ -38,10 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
         app.state.merchants = MerchantCache(settings.api_key_cache_seconds)
         app.state.sessions = create_session_factory(engine)
+        app.state.fault_shares = FaultShares(app.state.sessions, settings.api_key_cache_seconds)
+        app.state.request_log = RequestLogWriter(app.state.sessions)
+        app.state.request_log.start()
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
         app.state.draining = False
         yield
         app.state.draining = True
+        await app.state.request_log.close()
         await app.state.broker_probe.close()
         await engine.dispose()
 
@@ -62,10 +75,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(directory_router)
     api.include_router(psp_router)
     api.include_router(webhooks.router)
+    api.include_router(sandbox_router)
+    api.include_router(request_log_router)
     app.include_router(api)
+    document_fault_header(app, api_prefix=API_PREFIX)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_exception_handlers(app)
+    # Innermost first: faults, then the request log (which records them), then request ids.
+    app.add_middleware(
+        FaultInjectionMiddleware,
+        enabled=settings.sandbox_enabled,
+        api_prefix=API_PREFIX,
+        exempt_prefix=f"{API_PREFIX}{SANDBOX_PREFIX}",
+    )
+    if settings.sandbox_enabled:
+        app.add_middleware(
+            RequestRecorderMiddleware,
+            api_prefix=API_PREFIX,
+            unrecorded=frozenset({f"{API_PREFIX}{REQUESTS_PATH}"}),
+        )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import State
 
 from api_service.errors import ApiError, InvalidApiKey, MissingApiKey
 from api_service.merchant_cache import MerchantCache
@@ -71,6 +72,7 @@ async def get_current_merchant(
     if merchant is None:
         merchant = await _merchant_of(session, digest)
         merchants.remember(digest, merchant)
+    request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
         per_second = settings.effective_rate_limit_per_second
         if per_second is not None:
@@ -83,13 +85,37 @@ async def get_current_merchant(
 async def _merchant_of(session: AsyncSession, key_digest: str) -> Merchant:
     # Unknown, inactive and malformed keys take the same path (one indexed lookup of the digest,
     # no shortcut on the key's shape, one rollback): the answer time tells nothing about a key.
-    merchant = await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_digest))
-    if merchant is None or not merchant.is_active:
+    merchant = await active_merchant(session, key_digest)
+    if merchant is None:
         await session.rollback()
         _reject("invalid", InvalidApiKey)
-    # Detached: it is remembered beyond this session, and a rollback later in the request (a
-    # replayed key, a retried deadlock) must not expire it into a lazy load.
+    return merchant
+
+
+async def active_merchant(session: AsyncSession, key_digest: str) -> Merchant | None:
+    """The active merchant of the key digest, detached: it is remembered beyond this session,
+    and a rollback later in the request (a replayed key, a retried deadlock) must not expire it
+    into a lazy load."""
+    merchant = await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_digest))
+    if merchant is None or not merchant.is_active:
+        return None
     session.expunge(merchant)
+    return merchant
+
+
+async def merchant_of_key(state: State, api_key: str) -> Merchant | None:
+    """For a middleware, before the request's own session exists: the merchant of the key (from
+    the cache, or one lookup), None when the key is unknown; the endpoint's dependency decides
+    what to answer."""
+    merchants: MerchantCache = state.merchants
+    digest = hash_api_key(api_key)
+    merchant = merchants.get(digest)
+    if merchant is None:
+        sessions: SessionFactory = state.sessions
+        async with sessions() as session:
+            merchant = await active_merchant(session, digest)
+        if merchant is not None:
+            merchants.remember(digest, merchant)
     return merchant
 
 

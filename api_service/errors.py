@@ -212,3 +212,19 @@ def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
             response["headers"] = _HEADERS_BY_STATUS[status]
         responses[status] = response
     return responses
+
+
+class InjectedServerError(ApiError):
+    """Sandbox: `X-Sandbox-Fault: status=500`."""
+
+    status_code = 500
+    code = "INTERNAL_ERROR"
+    default_message = "Injected fault: status=500"
+
+
+class GatewayTimeout(ApiError):
+    """Sandbox: `X-Sandbox-Fault: timeout-after-commit` (the work was done and committed)."""
+
+    status_code = 504
+    code = "GATEWAY_TIMEOUT"
+    default_message = "Injected fault: timeout-after-commit"

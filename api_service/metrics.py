@@ -25,6 +25,11 @@ FAILED_AUTHENTICATIONS = Counter(
     "Requests with a missing or unknown API key",
     ["reason"],
 )
+INJECTED_FAULTS = Counter(
+    "payouts_api_injected_faults_total",
+    "Sandbox faults injected into merchant API calls (X-Sandbox-Fault or PUT /sandbox/faults)",
+    ["fault", "source"],
+)
 UNMATCHED_ROUTE = "<unmatched>"
 
 

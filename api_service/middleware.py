@@ -42,7 +42,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         with bind_log_context(request_id=request_id, correlation_id=request_id):
             if not valid:
-                await _reject(
+                await reject(
                     send, request_id, ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE)
                 )
                 return
@@ -60,7 +60,7 @@ class RequestContextMiddleware:
 
         limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _reject(send, request_id, PayloadTooLarge(_too_large(limit)))
+            await reject(send, request_id, PayloadTooLarge(_too_large(limit)))
             return
 
         received = 0
@@ -88,9 +88,12 @@ def _too_large(limit: int) -> str:
     return f"Request body exceeds {limit // 1024} KiB"
 
 
-async def _reject(send: Send, request_id: str, error: ApiError) -> None:
+async def reject(send: Send, request_id: str, error: ApiError) -> None:
     """Answer before the application runs (the body was never read)."""
     body = error_body(error.code, error.message, request_id, error.details)
+    extra_headers = [
+        (name.lower().encode(), value.encode()) for name, value in (error.headers or {}).items()
+    ]
     await send(
         {
             "type": "http.response.start",
@@ -99,6 +102,7 @@ async def _reject(send: Send, request_id: str, error: ApiError) -> None:
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                *extra_headers,
             ],
         }
     )

@@ -29,6 +29,9 @@ class ExpiringMap(Generic[K, V]):
             self._entries.pop(key, None)
             self._entries[key] = (self.clock(), value)
 
+    def remove(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def discard(self, matches: Callable[[V], bool]) -> None:
         for key in [key for key, (_, value) in self._entries.items() if matches(value)]:
             del self._entries[key]

@@ -6,11 +6,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, Delete, delete
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Base, IdempotencyKey, OutboxMessage, ProcessedMessage
+from contracts.db.models import (
+    ApiRequestRecord,
+    Base,
+    IdempotencyKey,
+    OutboxMessage,
+    ProcessedMessage,
+)
 
 BATCH = 5000
 # Redeliveries older than this are still harmless: every transition is guarded by status.
 INBOX_RETENTION = timedelta(days=7)
+REQUEST_LOG_RETENTION = timedelta(days=7)  # GET /api/v1/requests keeps a week
 
 
 def _batch_delete(table: type[Base], condition: ColumnElement[bool]) -> Delete:
@@ -34,6 +41,7 @@ def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Dele
         _batch_delete(OutboxMessage, OutboxMessage.sent_at < now - outbox_retention),
         _batch_delete(ProcessedMessage, ProcessedMessage.processed_at < now - INBOX_RETENTION),
         _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < now),
+        _batch_delete(ApiRequestRecord, ApiRequestRecord.started_at < now - REQUEST_LOG_RETENTION),
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api_service.app import create_app
 from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory, transaction
-from contracts.settings import Settings
+from contracts.settings import Environment, Settings
 from migrations.runner import upgrade_to_head
 from tests.support.infrastructure import Infrastructure, provide_infrastructure
 from tests.support.system import RunningSystem
@@ -83,6 +83,16 @@ def make_merchant(sessions: SessionFactory) -> MerchantFactory:
 async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     """The API app in-process (ASGI), against the real database."""
     app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in production mode (sandbox controls off), in-process."""
+    app = create_app(settings.model_copy(update={"env": Environment.PRODUCTION}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

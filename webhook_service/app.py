@@ -8,9 +8,11 @@ validation error in a header) so that it never blocks the queue. Retries count i
 
 Prefetch is bounded (`webhook_prefetch`, 32) and is also the largest batch. The messages in flight
 share two database connections whatever the prefetch: one batch leases while another records,
-each one batch at a time, and no connection is held during an HTTP call. On shutdown the broker
-stops consuming and waits for the in-flight attempts (graceful timeout above the HTTP timeout)
-before the batches stop and the pool closes.
+each one batch at a time, and no connection is held during an HTTP call. (In test mode, a
+payout.processing event that sandbox chaos holds out of order reads the database once a second
+on its own, for a moment each time.) On shutdown the broker stops consuming and waits for the
+in-flight attempts (graceful timeout above the HTTP timeout) before the batches stop and the pool
+closes.
 """
 
 import logging
@@ -30,6 +32,7 @@ from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook
 from contracts.webhooks import RESEND_GENERATION_HEADER, resend_generation
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
 from webhook_service.delivery_records import DeliveryRequest
+from webhook_service.endpoints import EndpointCache
 from webhook_service.metrics import count_outcome
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
@@ -76,6 +79,8 @@ class PayoutEventConsumer:
             ladder=self.ladder,
             lease_seconds=lease_seconds_for(self.settings.webhook_timeout_seconds),
             max_batch=self.settings.webhook_prefetch,
+            # Sandbox webhook chaos: test mode only; production never reads the settings.
+            endpoints=EndpointCache(with_chaos=self.settings.sandbox_enabled),
         )
 
     async def close(self) -> None:

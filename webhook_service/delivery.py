@@ -22,12 +22,20 @@ redelivers its unacked message.
 A merchant without a webhook URL gets no HTTP call: the delivery is PARKED at once with the
 reason, and no message goes to the parking lot (it needs the merchant, not an operator). After
 setting a URL the merchant can resend it.
+
+In test mode a merchant's sandbox webhook chaos changes some attempts (webhook_service.chaos
+decides which and how): an injected failure makes no call and takes the retry ladder like any
+failure; a stale timestamp or the previous secret signs an attempt; a hold (delay, out of order)
+waits before the call, between the lease and the call, so no transaction or connection is held
+meanwhile, under a lease taken longer by the hold's limit; a duplicate follows a 2xx attempt
+under the same lease. Every attempt chaos changed is recorded with its kind.
 """
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -35,17 +43,29 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
+from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind
 from contracts.webhooks import DeliveryStatus
 from contracts.wire import dumps
 from webhook_service.batching import MicroBatcher
+from webhook_service.chaos import (
+    HOLDS,
+    INJECTED_FAILURE_ERROR,
+    attempt_chaos,
+    delay_seconds,
+    extra_lease_seconds,
+    sends_duplicate,
+    signing_for,
+)
 from webhook_service.delivery_records import (
     Attempt,
     Delivery,
     DeliveryRequest,
     after_attempt,
+    after_duplicate,
     attempt_of,
     delivered,
     deliveries_of,
+    final_event_delivered,
     lease_deliveries,
     new_lease_token,
     parked,
@@ -69,6 +89,9 @@ LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
 BATCH_WINDOW_SECONDS = 0.005
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
+# How often a payout.processing event held out of order asks whether the final event went out.
+FINAL_EVENT_POLL_SECONDS = 1.0
+INJECTED_FAILURE = AttemptResult(status_code=None, latency_ms=0, error=INJECTED_FAILURE_ERROR)
 
 
 def lease_seconds_for(timeout_seconds: float) -> int:
@@ -87,6 +110,7 @@ class Decision:
     disposition: Disposition
     reason: str = ""
     step: RetryStep | None = None
+    chaos: tuple[ChaosKind, ...] = ()  # what sandbox chaos did to the message's attempts
 
 
 @dataclass(frozen=True)
@@ -104,8 +128,12 @@ class Outcome:
 
     request: DeliveryRequest
     delivery: Delivery  # the new state, still carrying the lease token it is recorded under
-    attempt: Attempt | None  # None: no HTTP call was made
+    attempts: tuple[Attempt, ...]  # none: no attempt was made; two: a chaos duplicate followed
     decision: Decision
+
+    @property
+    def chaos(self) -> tuple[ChaosKind, ...]:
+        return tuple(ChaosKind(attempt.chaos) for attempt in self.attempts if attempt.chaos)
 
 
 def already_delivered(delivery: Delivery, generation: int) -> bool:
@@ -127,15 +155,21 @@ def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:
 
 
 def signed_request(
-    event: PayoutStatusChanged, endpoint: Endpoint, now: datetime
+    event: PayoutStatusChanged, endpoint: Endpoint, now: datetime, chaos: ChaosKind | None = None
 ) -> tuple[bytes, dict[str, str]]:
     body = dumps(event.webhook_body())
+    timestamp, secrets = signing_for(
+        chaos,
+        timestamp=int(now.replace(tzinfo=UTC).timestamp()),
+        secrets=endpoint.secrets_at(now),
+        previous_secret=endpoint.previous_secret,
+    )
     headers = webhook_headers(
         event_id=event.id,
         legacy_event=event.event,
-        timestamp=int(now.replace(tzinfo=UTC).timestamp()),
+        timestamp=timestamp,
         body=body,
-        secrets=endpoint.secrets_at(now),
+        secrets=secrets,
     )
     return body, headers
 
@@ -152,6 +186,7 @@ class EventDelivery:
         window_seconds: float = BATCH_WINDOW_SECONDS,
         endpoints: EndpointCache | None = None,
         clock: Callable[[], datetime] = utcnow,
+        out_of_order_limit_seconds: float = MAX_CHAOS_DELAY_SECONDS,
     ) -> None:
         self.sessions = sessions
         self.sender = sender
@@ -159,6 +194,12 @@ class EventDelivery:
         self.lease_seconds = lease_seconds
         self.endpoints = endpoints or EndpointCache()
         self.clock = clock
+        self.out_of_order_limit_seconds = out_of_order_limit_seconds
+        # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
+        # chaos never stalls the other merchants' webhooks (nor the final events that
+        # out-of-order holds wait for). Beyond that, an attempt is sent without its hold.
+        self.max_holds = max(1, max_batch // 2)
+        self._holds = 0
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
         self._recording = MicroBatcher(
             self._record, window_seconds=window_seconds, max_size=max_batch
@@ -181,11 +222,15 @@ class EventDelivery:
             async with transaction(self.sessions) as session:
                 merchant_ids = {request.event.merchant_id for request in carried.values()}
                 endpoints = await self.endpoints.endpoints(session, merchant_ids)
+                chaos_seconds = max(
+                    self._chaos_lease_seconds(request, endpoints.get(request.event.merchant_id))
+                    for request in carried.values()
+                )  # a hold's limit, or a duplicate's second call: 0 without chaos
                 await lease_deliveries(
                     session,
                     list(carried.values()),
                     token=token,
-                    lease_seconds=self.lease_seconds,
+                    lease_seconds=self.lease_seconds + chaos_seconds,
                     now=self.clock(),
                 )
                 found = await deliveries_of(session, list(carried))
@@ -210,26 +255,139 @@ class EventDelivery:
 
         return [lease_or_decision(request) for request in requests]
 
+    def _chaos_lease_seconds(self, request: DeliveryRequest, endpoint: Endpoint | None) -> int:
+        if endpoint is None or not endpoint.chaos.active:
+            return 0
+        return extra_lease_seconds(
+            endpoint.chaos,
+            request.event.id,
+            request.event.type,
+            timeout_seconds=self.sender.timeout_seconds,
+            out_of_order_limit_seconds=self.out_of_order_limit_seconds,
+        )
+
     async def _attempt(self, lease: Lease) -> Outcome:
         request, endpoint = lease.request, lease.endpoint
         if endpoint is None or not endpoint.url:
             log.info("webhook %s parked: %s", request.event.id, NO_ENDPOINT)
             state = parked(lease.delivery, self.clock(), reason=NO_ENDPOINT)
-            return Outcome(request, state, None, Decision(Disposition.DONE, NO_ENDPOINT))
+            return Outcome(request, state, (), Decision(Disposition.DONE, NO_ENDPOINT))
 
-        started = self.clock()
-        body, headers = signed_request(request.event, endpoint, started)
-        result = await self.sender.post(endpoint.url, body, headers)
+        chaos = self._chaos_of(lease, endpoint)
+        if chaos is ChaosKind.INJECTED_FAILURE:
+            started, result = self.clock(), INJECTED_FAILURE
+        else:
+            await self._hold(chaos, request.event, endpoint)
+            started = self.clock()
+            result = await self._send(request.event, endpoint, started, chaos)
         attempted = after_attempt(lease.delivery, endpoint.url, result)
         log.info(
-            "webhook %s attempt %d: %s in %d ms",
+            "webhook %s attempt %d: %s in %d ms%s",
             request.event.id,
             attempted.attempts,
             result.status_code or result.error,
             result.latency_ms,
+            f" (sandbox chaos: {chaos})" if chaos else "",
         )
-        attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started)
-        return self._judged(request, attempted, attempt, result)
+        attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started, chaos=chaos)
+        outcome = self._judged(request, attempted, attempt, result)
+        if result.delivered and sends_duplicate(
+            endpoint.chaos, request.event.id, generation=lease.delivery.generation
+        ):
+            outcome = await self._duplicate(outcome, endpoint)
+        return outcome
+
+    async def _send(
+        self,
+        event: PayoutStatusChanged,
+        endpoint: Endpoint,
+        now: datetime,
+        chaos: ChaosKind | None = None,
+    ) -> AttemptResult:
+        assert endpoint.url, "an endpoint without a URL gets no call"
+        body, headers = signed_request(event, endpoint, now, chaos)
+        return await self.sender.post(endpoint.url, body, headers)
+
+    def _chaos_of(self, lease: Lease, endpoint: Endpoint) -> ChaosKind | None:
+        """What sandbox chaos does to this attempt (nothing when the merchant set none)."""
+        if not endpoint.chaos.active:
+            return None
+        event = lease.request.event
+        chaos = attempt_chaos(
+            endpoint.chaos,
+            event.id,
+            event.type,
+            attempts_made=lease.delivery.attempts,
+            generation=lease.delivery.generation,
+            has_previous_secret=bool(endpoint.previous_secret),
+        )
+        if chaos in HOLDS and self._holds >= self.max_holds:
+            log.warning("webhook %s sent without its %s hold: too many held", event.id, chaos)
+            return None
+        return chaos
+
+    async def _hold(
+        self, chaos: ChaosKind | None, event: PayoutStatusChanged, endpoint: Endpoint
+    ) -> None:
+        """Wait before a held attempt. The lease was taken long enough for the longest hold,
+        and no transaction, lock or connection is held while waiting."""
+        if chaos not in HOLDS:
+            return
+        self._holds += 1
+        try:
+            if chaos is ChaosKind.DELAYED:
+                await asyncio.sleep(delay_seconds(endpoint.chaos))
+            else:
+                await self._until_final_event_delivered(event.id)
+        finally:
+            self._holds -= 1
+
+    async def _until_final_event_delivered(self, event_id: str) -> None:
+        """Hold a payout.processing event until its payout's final event was delivered, or
+        `out_of_order_limit_seconds` have passed (a payout may never end, or end much later).
+
+        The message waits here, in the consumer, rather than in a retry queue: a retry would
+        climb the ladder (with injected failures it could park the delivery), and the retry
+        tiers' delays are the ladder's, not "until the final event". Whether the final event
+        went out only the database knows (another replica may have sent it), so the hold asks
+        it once a second: one indexed read, in a transaction of its own, nothing held between
+        two reads. Bounded by the limit and by the number of holds (max_holds)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.out_of_order_limit_seconds
+        while not await self._final_event_delivered(event_id):
+            left = deadline - loop.time()
+            if left <= 0:
+                log.info("webhook %s: no final event after the out-of-order hold", event_id)
+                return
+            await asyncio.sleep(min(FINAL_EVENT_POLL_SECONDS, left))
+
+    async def _final_event_delivered(self, event_id: str) -> bool:
+        try:
+            async with self.sessions() as session:
+                return await final_event_delivered(session, event_id)
+        except SQLAlchemyError as exc:  # the hold goes on, bounded as ever
+            log.warning("webhook %s: reading the final event failed: %r", event_id, exc)
+            return False
+
+    async def _duplicate(self, outcome: Outcome, endpoint: Endpoint) -> Outcome:
+        """Send the delivered event once more (same webhook-id, fresh signature), as sandbox
+        chaos asks: recorded as one more attempt, whose answer changes nothing."""
+        assert endpoint.url
+        event = outcome.request.event
+        started = self.clock()
+        result = await self._send(event, endpoint, started)
+        duplicated = after_duplicate(outcome.delivery)
+        log.info(
+            "webhook %s attempt %d: %s in %d ms (sandbox chaos: duplicate)",
+            event.id,
+            duplicated.attempts,
+            result.status_code or result.error,
+            result.latency_ms,
+        )
+        attempt = attempt_of(
+            duplicated, endpoint.url, result, attempted_at=started, chaos=ChaosKind.DUPLICATE
+        )
+        return replace(outcome, delivery=duplicated, attempts=(*outcome.attempts, attempt))
 
     def _judged(
         self, request: DeliveryRequest, attempted: Delivery, attempt: Attempt, result: AttemptResult
@@ -238,13 +396,13 @@ class EventDelivery:
         now = self.clock()
         if result.delivered:
             decision = Decision(Disposition.DONE, DELIVERED)
-            return Outcome(request, delivered(attempted, now), attempt, decision)
+            return Outcome(request, delivered(attempted, now), (attempt,), decision)
         retry_after = retry_after_seconds(result.status_code, result.retry_after, now=now)
         decision = self._failed(request.ladder_attempt, result.error or "failed", retry_after)
         if decision.step is None:
-            return Outcome(request, parked(attempted, now), attempt, decision)
+            return Outcome(request, parked(attempted, now), (attempt,), decision)
         return Outcome(
-            request, retrying(attempted, now, decision.step.delay_seconds), attempt, decision
+            request, retrying(attempted, now, decision.step.delay_seconds), (attempt,), decision
         )
 
     async def _record(self, outcomes: Sequence[Outcome]) -> list[Decision]:
@@ -253,16 +411,23 @@ class EventDelivery:
                 held = await record_attempts(
                     session,
                     [outcome.delivery for outcome in outcomes],
-                    [outcome.attempt for outcome in outcomes if outcome.attempt is not None],
+                    [attempt for outcome in outcomes for attempt in outcome.attempts],
                 )
         except SQLAlchemyError as exc:
             log.warning("recording %d webhook attempts failed: %r", len(outcomes), exc)
-            return [self._database_failed(outcome.request, exc) for outcome in outcomes]
-        if held < len(outcomes):
-            # A lease ran out before its attempt was recorded (the database was that slow): the
-            # attempt row is kept, the delivery's state is left to the attempt that took over.
-            log.warning("%d webhook lease(s) expired before recording", len(outcomes) - held)
-        return [outcome.decision for outcome in outcomes]
+            decisions = [self._database_failed(outcome.request, exc) for outcome in outcomes]
+        else:
+            if held < len(outcomes):
+                # A lease ran out before its attempt was recorded (the database was that slow):
+                # the attempt row is kept, the delivery's state is left to the attempt that
+                # took over.
+                log.warning("%d webhook lease(s) expired before recording", len(outcomes) - held)
+            decisions = [outcome.decision for outcome in outcomes]
+        # The chaos was done on the wire, recorded or not.
+        return [
+            replace(decision, chaos=outcome.chaos)
+            for decision, outcome in zip(decisions, outcomes, strict=True)
+        ]
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
         """Look again once the other attempt's lease runs out (waiting at most the ladder's

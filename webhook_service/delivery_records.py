@@ -1,7 +1,8 @@
 """The webhook service's SQL: one delivery row per event, leased for each attempt, and one attempt
 row per HTTP attempt. A batch of messages costs one statement that creates-or-leases their
 deliveries and one read of them; the attempts of a batch cost one update of the deliveries and
-one insert of the attempts.
+one insert of the attempts. A payout.processing event held out of order (sandbox chaos) asks once
+a second whether the payout's final event was delivered (final_event_delivered).
 
 A lease is a token and an expiry on the database's clock (the consumers' clocks disagree). It is
 taken only where the delivery is not delivered at the message's generation and not leased by a
@@ -31,9 +32,11 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import DATABASE_NOW, database_now_plus
-from contracts.db.models import WebhookAttempt, WebhookDelivery
+from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.messages import PayoutStatusChanged
+from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
+from webhook_service.chaos import FINAL_EVENT_TYPES
 from webhook_service.sender import MAX_ERROR_LENGTH, AttemptResult
 
 
@@ -87,7 +90,8 @@ _READ_COLUMNS = [f.name for f in fields(Delivery) if f.name != "lease_seconds_le
 
 @dataclass(frozen=True)
 class Attempt:
-    """One HTTP attempt, as its webhook_attempts row."""
+    """One attempt (an HTTP call, or a failure sandbox chaos injected), as its webhook_attempts
+    row."""
 
     delivery_id: str
     attempt_number: int
@@ -97,6 +101,7 @@ class Attempt:
     error: str | None
     response_excerpt: str | None
     created_at: datetime
+    chaos: str | None = None  # the ChaosKind that changed the attempt, if any
 
 
 def new_lease_token() -> str:
@@ -249,10 +254,21 @@ def after_attempt(delivery: Delivery, url: str, result: AttemptResult) -> Delive
     )
 
 
+def after_duplicate(delivery: Delivery) -> Delivery:
+    """A duplicate sent after the delivering attempt is counted, and changes nothing else: the
+    delivery stays DELIVERED, with the delivering attempt's status code."""
+    return replace(delivery, attempts=delivery.attempts + 1)
+
+
 def attempt_of(
-    delivery: Delivery, url: str, result: AttemptResult, *, attempted_at: datetime
+    delivery: Delivery,
+    url: str,
+    result: AttemptResult,
+    *,
+    attempted_at: datetime,
+    chaos: ChaosKind | None = None,
 ) -> Attempt:
-    """The attempt row of `delivery` (as after_attempt left it)."""
+    """The attempt row of `delivery` (as after_attempt or after_duplicate left it)."""
     return Attempt(
         delivery_id=delivery.id,
         attempt_number=delivery.attempts,
@@ -262,6 +278,7 @@ def attempt_of(
         error=result.error,
         response_excerpt=result.response_excerpt,
         created_at=attempted_at,
+        chaos=None if chaos is None else chaos.value,
     )
 
 
@@ -307,3 +324,29 @@ async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> 
         .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None, updated_at=now)
     )
     return bool(reopened.rowcount)  # type: ignore[attr-defined]
+
+
+async def final_event_delivered(session: AsyncSession, event_id: str) -> bool:
+    """Whether a final event of the event's payout (succeeded, failed, reversed), recorded no
+    earlier than this event, was delivered: one indexed read (deliveries by payout), no lock.
+
+    No earlier: after a reinitiate, the failure that ended the previous attempt does not count
+    (an outcome written in the processing event's own transaction is recorded after it)."""
+    held = (
+        select(PayoutEvent.payout_id, PayoutEvent.created_at)
+        .where(PayoutEvent.id == event_id)
+        .subquery("held")
+    )
+    final = (
+        select(literal(1))
+        .select_from(WebhookDelivery)
+        .join(held, held.c.payout_id == WebhookDelivery.payout_id)
+        .join(PayoutEvent, PayoutEvent.id == WebhookDelivery.event_id)
+        .where(
+            WebhookDelivery.event_type.in_(sorted(FINAL_EVENT_TYPES)),
+            WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
+            PayoutEvent.created_at >= held.c.created_at,
+        )
+        .limit(1)
+    )
+    return await session.scalar(final) is not None

@@ -1,22 +1,44 @@
-"""Merchants' webhook endpoints (URL and signing secrets), cached in the process for a short
-time: a batch of deliveries costs at most one SELECT, for the merchants it does not find here,
-instead of one per delivery. An endpoint or secret change reaches deliveries within
-`ENDPOINT_CACHE_SECONDS`.
+"""Merchants' webhook endpoints (URL, signing secrets and, in test mode, the sandbox webhook
+chaos), cached in the process for a short time: a batch of deliveries costs at most one SELECT,
+for the merchants it does not find here, instead of one per delivery. An endpoint, secret or
+chaos change reaches deliveries within `ENDPOINT_CACHE_SECONDS`.
+
+The chaos setting is read with the endpoint (LEFT OUTER JOIN, one row per merchant at most): it
+costs no statement of its own. In production (`with_chaos` off) it is not read at all.
 """
 
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.models import Merchant
+from contracts.db.models import Merchant, WebhookChaosSetting
 from contracts.expiring_map import ExpiringMap
+from contracts.webhook_chaos import WebhookChaos
 from webhook_service.signing import active_secrets
 
 ENDPOINT_CACHE_SECONDS = 2.0
+NO_CHAOS = WebhookChaos()
+
+_ENDPOINT_COLUMNS = (
+    Merchant.id,
+    Merchant.webhook_url,
+    Merchant.webhook_secret,
+    Merchant.previous_webhook_secret,
+    Merchant.previous_secret_expires_at,
+)
+_CHAOS_COLUMNS = (
+    WebhookChaosSetting.duplicate_percent,
+    WebhookChaosSetting.out_of_order,
+    WebhookChaosSetting.delay_seconds,
+    WebhookChaosSetting.stale_timestamp_percent,
+    WebhookChaosSetting.old_secret_only,
+    WebhookChaosSetting.fail_first_attempts,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,7 @@ class Endpoint:
     secret: str
     previous_secret: str | None
     previous_secret_expires_at: datetime | None
+    chaos: WebhookChaos = NO_CHAOS
 
     def secrets_at(self, now: datetime) -> list[str]:
         return active_secrets(
@@ -37,8 +60,11 @@ class EndpointCache:
         self,
         ttl_seconds: float = ENDPOINT_CACHE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        with_chaos: bool = False,
     ) -> None:
         self._by_merchant: ExpiringMap[str, Endpoint] = ExpiringMap(ttl_seconds, clock)
+        self.with_chaos = with_chaos
 
     async def endpoints(
         self, session: AsyncSession, merchant_ids: Iterable[str]
@@ -53,17 +79,33 @@ class EndpointCache:
         return {merchant_id: e for merchant_id, e in known.items() if e is not None}
 
     async def _load(self, session: AsyncSession, merchant_ids: set[str]) -> dict[str, Endpoint]:
-        rows = await session.execute(
-            select(
-                Merchant.id,
-                Merchant.webhook_url,
-                Merchant.webhook_secret,
-                Merchant.previous_webhook_secret,
-                Merchant.previous_secret_expires_at,
-            ).where(Merchant.id.in_(sorted(merchant_ids)))
-        )
+        columns = [*_ENDPOINT_COLUMNS, *(_CHAOS_COLUMNS if self.with_chaos else ())]
+        query = select(*columns).where(Merchant.id.in_(sorted(merchant_ids)))
+        if self.with_chaos:
+            query = query.outerjoin(
+                WebhookChaosSetting, WebhookChaosSetting.merchant_id == Merchant.id
+            )
         loaded = {}
-        for merchant_id, url, secret, previous, previous_expires_at in rows:
-            loaded[merchant_id] = Endpoint(url, secret, previous, previous_expires_at)
+        for row in await session.execute(query):
+            merchant_id, url, secret, previous, previous_expires_at, *chaos = row
+            loaded[merchant_id] = Endpoint(
+                url, secret, previous, previous_expires_at, _chaos_of(chaos)
+            )
             self._by_merchant.put(merchant_id, loaded[merchant_id])
         return loaded
+
+
+def _chaos_of(columns: list[Any]) -> WebhookChaos:
+    """The chaos columns of a row, in `_CHAOS_COLUMNS` order: none (no setting, or not read)
+    means no chaos."""
+    if not columns or columns[0] is None:
+        return WebhookChaos()
+    duplicate, out_of_order, delay, stale, old_secret, fail_first = columns
+    return WebhookChaos(
+        duplicate_percent=duplicate,
+        out_of_order=bool(out_of_order),
+        delay_seconds=delay,
+        stale_timestamp_percent=stale,
+        old_secret_only=bool(old_secret),
+        fail_first_attempts=fail_first,
+    )

@@ -2,6 +2,7 @@
 
 from prometheus_client import Counter
 
+from contracts.webhook_chaos import ChaosKind
 from webhook_service.delivery import (
     ALREADY_DELIVERED,
     DELIVERED,
@@ -33,8 +34,18 @@ _OUTCOME_OF_DISPOSITION = {
 }
 
 
+WEBHOOK_CHAOS_ATTEMPTS = Counter(
+    "payouts_webhook_chaos_attempts_total",
+    "Webhook attempts that sandbox webhook chaos changed, by kind: "
+    + ", ".join(kind.value for kind in ChaosKind),
+    ["kind"],
+)
+
+
 def count_outcome(decision: Decision) -> None:
     outcome = (
         _OUTCOME_OF_REASON.get(decision.reason) or _OUTCOME_OF_DISPOSITION[decision.disposition]
     )
     WEBHOOK_OUTCOMES.labels(outcome).inc()
+    for kind in decision.chaos:
+        WEBHOOK_CHAOS_ATTEMPTS.labels(kind.value).inc()

@@ -56,6 +56,7 @@ def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
         "latencyMs": attempt.latency_ms,
         "error": attempt.error,
         "responseExcerpt": attempt.response_excerpt,
+        "chaos": attempt.chaos,
         "createdAt": format_timestamp(attempt.created_at),
     }
 

@@ -26,6 +26,9 @@ class WebhookAttemptView(BaseModel):
     latencyMs: int
     error: str | None
     responseExcerpt: str | None
+    chaos: str | None = Field(
+        description="What sandbox webhook chaos did to this attempt (PUT /sandbox/webhook-chaos)"
+    )
     createdAt: str
 
 

@@ -282,6 +282,8 @@ class WebhookAttempt(Base):
     latency_ms: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(String(500))
     response_excerpt: Mapped[str | None] = mapped_column(Text)
+    # What sandbox webhook chaos did to this attempt (contracts.webhook_chaos.ChaosKind), if any.
+    chaos: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
@@ -293,3 +295,57 @@ class DirectoryInstitution(Base):
     name: Mapped[str] = mapped_column(String(200))
     iban_code: Mapped[str | None] = mapped_column(String(4))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class SandboxFaultSetting(Base):
+    """A merchant-wide injected fault (PUT /sandbox/faults): `fault` on `percent` % of the
+    merchant's API calls (migration 0011)."""
+
+    __tablename__ = "sandbox_fault_settings"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    fault: Mapped[str] = mapped_column(String(40))
+    percent: Mapped[int] = mapped_column(SmallInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WebhookChaosSetting(Base):
+    """How the webhook service misbehaves towards this merchant's endpoint (PUT
+    /sandbox/webhook-chaos; migration 0011). Zero / false: behave."""
+
+    __tablename__ = "webhook_chaos_settings"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    duplicate_percent: Mapped[int] = mapped_column(SmallInteger, default=0)
+    out_of_order: Mapped[bool] = mapped_column(Boolean, default=False)
+    delay_seconds: Mapped[int] = mapped_column(SmallInteger, default=0)
+    stale_timestamp_percent: Mapped[int] = mapped_column(SmallInteger, default=0)
+    old_secret_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    fail_first_attempts: Mapped[int] = mapped_column(SmallInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ApiRequestRecord(Base):
+    """The request log (GET /requests): one row per authenticated merchant API call, bodies
+    with account numbers and secrets masked, kept `REQUEST_LOG_RETENTION` (migration 0011)."""
+
+    __tablename__ = "api_requests"
+    __table_args__ = (
+        Index("ix_api_requests_merchant", "merchant_id", "id"),
+        Index("ix_api_requests_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(Uuid)
+    request_id: Mapped[str] = mapped_column(String(100))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int | None] = mapped_column(SmallInteger)  # None: the connection was dropped
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False)
+    fault: Mapped[str | None] = mapped_column(String(40))
+    retry_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    request_body: Mapped[str | None] = mapped_column(Text)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -3,20 +3,17 @@ per event id, checked against the legal transitions, handed to the processor via
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select
 
-from api_service.app import create_app
 from contracts.db.engine import SessionFactory
 from contracts.db.models import PspCallback
 from contracts.domain.statuses import PayoutStatus
-from contracts.settings import Environment, Settings
+from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -259,15 +256,6 @@ async def test_sandbox_simulate_checks_the_transition_and_the_body(
     invalid = await api_client.post(path, json={"outcome": "MAYBE"}, headers=auth(merchant))
     assert_error(invalid, 400, "VALIDATION_ERROR", "outcome")
     assert await footprint(sessions, merchant.merchant_id) == before
-
-
-@pytest.fixture(scope="module")
-async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(settings.model_copy(update={"env": Environment.PRODUCTION}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
 
 
 async def test_sandbox_simulate_is_404_in_production(

@@ -636,6 +636,7 @@ CLEANUP_INDEXES = {
     "outbox": "ix_outbox_claim",
     "processed_messages": "ix_processed_messages_processed_at",
     "idempotency_keys": "ix_idempotency_expires",
+    "api_requests": "ix_api_requests_started_at",
 }
 
 

@@ -165,8 +165,10 @@ async def test_deliveries_come_with_their_attempts_newest_first(
         "latencyMs",
         "error",
         "responseExcerpt",
+        "chaos",
         "createdAt",
     }
+    assert first["attempts"][0]["chaos"] is None
     assert data["pagination"] == {
         "page": 1,
         "limit": 20,

@@ -1,5 +1,6 @@
 """Counting what the database is sent: every statement and every commit of every engine in this
-process while the block runs, with the SQL kept for the failure message."""
+process while the block runs (but the request log's background writes), with the SQL kept for
+the failure message."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -8,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+from api_service.request_log.writer import REQUEST_LOG_OPTION
 
 
 @dataclass
@@ -22,18 +25,24 @@ class Counted:
         return len(self.statements) + self.commits + self.rollbacks
 
 
+def _background(conn: Connection) -> bool:
+    """The request log's writer, which flushes beside the requests being counted."""
+    return bool(conn.get_execution_options().get(REQUEST_LOG_OPTION))
+
+
 @contextmanager
 def counting_statements() -> Iterator[Counted]:
     counted = Counted()
 
-    def statement(_conn: Connection, _cursor: Any, sql: str, *_args: Any) -> None:
-        counted.statements.append(" ".join(sql.split())[:200])
+    def statement(conn: Connection, _cursor: Any, sql: str, *_args: Any) -> None:
+        if not _background(conn):
+            counted.statements.append(" ".join(sql.split())[:200])
 
-    def commit(_conn: Connection) -> None:
-        counted.commits += 1
+    def commit(conn: Connection) -> None:
+        counted.commits += not _background(conn)
 
-    def rollback(_conn: Connection) -> None:
-        counted.rollbacks += 1
+    def rollback(conn: Connection) -> None:
+        counted.rollbacks += not _background(conn)
 
     listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
     for name, listener in listeners:

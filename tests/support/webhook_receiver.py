@@ -1,7 +1,7 @@
 """A real HTTP endpoint for webhook tests: a small asyncio server on 127.0.0.1 that records every
 request and answers as scripted (a status, headers such as Retry-After or Location, a delay, only
-once the test says so, or never). Waiting for requests is event-driven with a deadline, never a
-blind sleep."""
+once the test says so, or never), or, told to verify, refuses what a correct Standard Webhooks
+receiver refuses. Waiting for requests is event-driven with a deadline, never a blind sleep."""
 
 import asyncio
 from collections import deque
@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
 
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
 WEBHOOK_PATH = "/hooks/mypay"
+REFUSED = 400  # what a verifying receiver answers to a request that fails verification
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.requests: list[ReceivedRequest] = []
         self.default = Reply()
+        self.verifying_secret: str | None = None
         self._script: deque[Reply] = deque()
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
@@ -59,6 +63,11 @@ class WebhookReceiver:
     def always(self, reply: Reply) -> None:
         self._script.clear()
         self.default = reply
+
+    def verify_with(self, secret: str) -> None:
+        """Answer 400 to requests whose signature or timestamp a Standard Webhooks receiver with
+        this secret refuses (the script and the default answer the others)."""
+        self.verifying_secret = secret
 
     async def wait_for_requests(self, count: int, within: float = 15.0) -> list[ReceivedRequest]:
         async with asyncio.timeout(within), self._changed:
@@ -85,6 +94,15 @@ class WebhookReceiver:
             for task in stuck:
                 task.cancel()
 
+    def _refusal(self, request: ReceivedRequest) -> Reply | None:
+        if self.verifying_secret is None:
+            return None
+        try:
+            Webhook(self.verifying_secret).verify(request.body, request.headers)
+        except WebhookVerificationError:
+            return Reply(REFUSED, body=b'{"error": "signature or timestamp refused"}')
+        return None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -93,7 +111,9 @@ class WebhookReceiver:
             request = await _read_request(reader)
             if request is None:
                 return
-            reply = self._script.popleft() if self._script else self.default
+            reply = self._refusal(request) or (
+                self._script.popleft() if self._script else self.default
+            )
             async with self._changed:
                 self.requests.append(request)
                 self._changed.notify_all()

@@ -1,0 +1,92 @@
+"""Recording each merchant API call for the request log: what was asked and answered, how long
+it took, whether its idempotency key replayed an earlier answer, and what fault (if any) was
+injected. A call is recorded once its merchant is known (set on the scope by the fault middleware
+or the authentication dependency): calls with no valid key belong to no one and are not kept."""
+
+import time
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api_service.idempotency import REPLAYED_HEADER
+from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
+from api_service.request_log.writer import RequestLogWriter
+from api_service.sandbox.faults import FaultKind
+from contracts.db.engine import utcnow
+
+
+class RequestRecorderMiddleware:
+    def __init__(self, app: ASGIApp, *, api_prefix: str, unrecorded: frozenset[str]) -> None:
+        """`unrecorded`: paths never recorded (the request log's own, whose answers hold it)."""
+        self.app = app
+        self.api_prefix = api_prefix
+        self.unrecorded = unrecorded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"  # a lifespan scope has no path
+            or not scope["path"].startswith(self.api_prefix)
+            or scope["path"] in self.unrecorded
+        ):
+            await self.app(scope, receive, send)
+            return
+        started_at, started = utcnow(), time.perf_counter()
+        asked, answered = bytearray(), bytearray()
+        answer: dict[str, Any] = {}
+
+        async def receive_kept() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(asked) <= MAX_KEPT_CHARS * 4:
+                asked.extend(message.get("body", b""))
+            return message
+
+        async def send_kept(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = Headers(raw=message.get("headers", []))
+            elif message["type"] == "http.response.body" and len(answered) <= MAX_KEPT_CHARS * 4:
+                answered.extend(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive_kept, send_kept)
+        finally:
+            merchant_id = scope["state"].get("merchant_id")
+            if merchant_id is not None:
+                writer: RequestLogWriter = scope["app"].state.request_log
+                writer.add(
+                    _row(scope, merchant_id, started_at, started, bytes(asked), answer, answered)
+                )
+
+
+def _row(
+    scope: Scope,
+    merchant_id: str,
+    started_at: Any,
+    started: float,
+    asked: bytes,
+    answer: dict[str, Any],
+    answered: bytearray,
+) -> dict[str, Any]:
+    request_headers = Headers(scope=scope)
+    response_headers: Headers = answer.get("headers", Headers())
+    fault: str | None = scope["state"].get("fault")
+    dropped = fault == FaultKind.DROP_CONNECTION
+    retry_after = response_headers.get("retry-after")
+    query = scope.get("query_string", b"").decode("latin-1")
+    return {
+        "merchant_id": merchant_id,
+        "request_id": scope["state"]["request_id"],
+        "method": scope["method"],
+        "path": (scope["path"] + (f"?{query}" if query else ""))[:500],
+        "status": None if dropped else answer.get("status"),
+        "latency_ms": round((time.perf_counter() - started) * 1000),
+        "idempotency_key": (request_headers.get("x-idempotency-key") or "")[:100] or None,
+        "replayed": response_headers.get(REPLAYED_HEADER) == "true",
+        "fault": fault,
+        "retry_after_seconds": int(retry_after) if retry_after and retry_after.isdigit() else None,
+        "request_body": kept_body(asked),
+        "response_body": None if dropped else kept_body(bytes(answered)),
+        "started_at": started_at,
+    }

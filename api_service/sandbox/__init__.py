@@ -1,0 +1,1 @@
+"""Sandbox controls (test mode only): injected faults, webhook chaos, the readiness report."""

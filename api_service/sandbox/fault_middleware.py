@@ -1,0 +1,117 @@
+"""Injecting the faults a merchant asked for (api_service.sandbox.faults) into their API calls.
+
+The fault comes from the call's `X-Sandbox-Fault` header, or else from the merchant's
+merchant-wide setting (on a share of calls; never on the sandbox controls themselves, so a
+merchant can always switch it off). The merchant of the call's key is looked up here, before
+the endpoint runs, because an injected status must leave nothing written; the endpoint's own
+authentication then answers unknown keys as usual. In production (`PAYOUTS_ENV=production`) a
+call carrying the header is refused with 404 and nothing else happens here.
+"""
+
+import asyncio
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api_service.deps import merchant_of_key
+from api_service.errors import (
+    ApiError,
+    GatewayTimeout,
+    InjectedServerError,
+    RateLimited,
+    SandboxDisabled,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from api_service.metrics import INJECTED_FAULTS
+from api_service.middleware import reject
+from api_service.sandbox.fault_settings import FaultShares
+from api_service.sandbox.faults import FAULT_HEADER, Fault, FaultKind, parse_fault
+
+_FAULT_HEADER = FAULT_HEADER.lower().encode()
+_STATUS_ERRORS: dict[int, type[ApiError]] = {
+    429: RateLimited,
+    500: InjectedServerError,
+    503: ServiceUnavailable,
+}
+
+
+class FaultInjectionMiddleware:
+    def __init__(self, app: ASGIApp, *, enabled: bool, api_prefix: str, exempt_prefix: str) -> None:
+        """`exempt_prefix`: the paths a merchant-wide fault never touches (/api/v1/sandbox)."""
+        self.app = app
+        self.enabled = enabled
+        self.api_prefix = api_prefix
+        self.exempt_prefix = exempt_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.api_prefix):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id: str = scope["state"]["request_id"]
+        spec = headers.get(_FAULT_HEADER)
+        if spec is not None and not self.enabled:
+            await reject(send, request_id, SandboxDisabled())
+            return
+        try:
+            fault = await self._fault_of(scope, headers, spec)
+        except ValueError as invalid:
+            await reject(send, request_id, ValidationFailed.on(FAULT_HEADER, str(invalid)))
+            return
+        if fault is None:
+            await self.app(scope, receive, send)
+            return
+        scope["state"]["fault"] = fault.label
+        INJECTED_FAULTS.labels(fault.label, "header" if spec is not None else "setting").inc()
+        await self._inject(fault, scope, receive, send, request_id)
+
+    async def _fault_of(
+        self, scope: Scope, headers: dict[bytes, bytes], spec: bytes | None
+    ) -> Fault | None:
+        """The call's fault; the merchant of its key is noted for the request log."""
+        if not self.enabled:
+            return None
+        api_key = headers.get(b"x-api-key")
+        state = scope["app"].state
+        merchant = await merchant_of_key(state, api_key.decode("latin-1")) if api_key else None
+        if merchant is not None:
+            scope["state"]["merchant_id"] = merchant.id
+        if spec is not None:
+            return parse_fault(spec.decode("latin-1"))
+        if merchant is None or scope["path"].startswith(self.exempt_prefix):
+            return None
+        fault_shares: FaultShares = state.fault_shares
+        share = await fault_shares.of(merchant.id)
+        return share.fault if share is not None and share.strikes() else None
+
+    async def _inject(
+        self, fault: Fault, scope: Scope, receive: Receive, send: Send, request_id: str
+    ) -> None:
+        match fault.kind:
+            case FaultKind.LATENCY:
+                await asyncio.sleep((fault.value or 0) / 1000)
+                await self.app(scope, receive, send)
+            case FaultKind.STATUS:
+                error = _STATUS_ERRORS[fault.value or 500]
+                retry_after = fault.retry_after_seconds
+                headers = {"Retry-After": str(retry_after)} if retry_after else None
+                await reject(
+                    send, request_id, error(f"Injected fault: {fault.label}", headers=headers)
+                )
+            case FaultKind.DROP_CONNECTION:
+                # Headers promising a body that never comes: the server closes the connection
+                # (uvicorn logs "returned without completing response"), the client sees it drop.
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-length", b"1")],
+                    }
+                )
+            case FaultKind.TIMEOUT_AFTER_COMMIT:
+                await self.app(scope, receive, _swallowed)
+                await reject(send, request_id, GatewayTimeout())
+
+
+async def _swallowed(message: Message) -> None:
+    """The answer of a call whose answer is lost on the way back."""

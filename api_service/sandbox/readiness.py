@@ -1,0 +1,344 @@
+"""The go-live readiness report (GET /sandbox/readiness): a checklist computed from what the
+merchant actually did in the sandbox. Each item is passed, failed or not yet tried, with the
+evidence. The facts are read here (a handful of indexed queries); judging them is pure.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api_service.sandbox.faults import FaultKind
+from contracts.db.models import (
+    ApiRequestRecord,
+    Payout,
+    PayoutEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from contracts.domain.scenarios import REVIEW_THRESHOLD, SUFFIX_RULES
+from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.webhook_chaos import ChaosKind
+from contracts.webhooks import DeliveryStatus
+
+FINAL_STATUSES = (PayoutStatus.SUCCESS, PayoutStatus.FAILED, PayoutStatus.REVERSED)
+WEBHOOK_DEADLINE_MS = 10_000
+MIN_WEBHOOK_ATTEMPTS = 5
+# A retry this much early still counts as waiting (clocks and rounding).
+RETRY_AFTER_TOLERANCE = timedelta(milliseconds=100)
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_TRIED = "not_tried"
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    title: str
+    verdict: Verdict
+    evidence: str
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "status": self.verdict.value,
+            "evidence": self.evidence,
+        }
+
+
+# ---- scenarios -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioCount:
+    scenario: str  # "in_review" or a suffix of SUFFIX_RULES
+    created: int
+    final: int
+
+
+def scenario_items(counts: Sequence[ScenarioCount]) -> list[Item]:
+    by_scenario = {count.scenario: count for count in counts}
+    items = []
+    for scenario in ("in_review", *SUFFIX_RULES):
+        count = by_scenario.get(scenario, ScenarioCount(scenario, 0, 0))
+        title = (
+            f"A payout of {REVIEW_THRESHOLD:,} or more seen through review to its final status"
+            if scenario == "in_review"
+            else f"A payout to an account ending {scenario} seen to its final status"
+        )
+        if count.final:
+            verdict, evidence = Verdict.PASSED, f"{count.final} of {count.created} final"
+        else:
+            verdict = Verdict.NOT_TRIED
+            evidence = f"{count.created} created, none final yet" if count.created else "none yet"
+        items.append(Item(f"scenario_{scenario}", title, verdict, evidence))
+    return items
+
+
+# ---- the merchant's calls ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    id: int
+    method: str
+    path: str
+    status: int | None
+    idempotency_key: str | None
+    fault: str | None
+    retry_after_seconds: int | None
+    started_at: datetime
+    latency_ms: int
+
+    @property
+    def ended_at(self) -> datetime:
+        return self.started_at + timedelta(milliseconds=self.latency_ms)
+
+    def next_to_same(self, calls: Sequence["Call"]) -> "Call | None":
+        """The merchant's next call to the same method and path (its retry, if it retried)."""
+        return next(
+            (c for c in calls if c.id > self.id and (c.method, c.path) == (self.method, self.path)),
+            None,
+        )
+
+
+def timeout_retry_item(calls: Sequence[Call]) -> Item:
+    """After `timeout-after-commit`, the retry must reuse the idempotency key."""
+    same = different = 0
+    for call in calls:
+        if call.fault != FaultKind.TIMEOUT_AFTER_COMMIT or call.method != "POST":
+            continue
+        retry = call.next_to_same(calls)
+        if retry is None:
+            continue
+        if retry.idempotency_key == call.idempotency_key:
+            same += 1
+        else:
+            different += 1
+    title = "A request retried after timeout-after-commit reused its idempotency key"
+    if different:
+        evidence = f"{different} retr{'y' if different == 1 else 'ies'} sent a new key"
+        return Item("timeout_retry_same_key", title, Verdict.FAILED, evidence)
+    if same:
+        return Item("timeout_retry_same_key", title, Verdict.PASSED, f"{same} retried alike")
+    evidence = "no retry after an X-Sandbox-Fault: timeout-after-commit yet"
+    return Item("timeout_retry_same_key", title, Verdict.NOT_TRIED, evidence)
+
+
+def retry_after_item(calls: Sequence[Call]) -> Item:
+    """After a 429, no retry before its Retry-After."""
+    honoured = early = 0
+    for call in calls:
+        if call.status != 429 or call.retry_after_seconds is None:
+            continue
+        retry = call.next_to_same(calls)
+        if retry is None:
+            continue
+        waited = retry.started_at - call.ended_at
+        if waited + RETRY_AFTER_TOLERANCE >= timedelta(seconds=call.retry_after_seconds):
+            honoured += 1
+        else:
+            early += 1
+    title = "429 answers honoured: no retry before Retry-After"
+    if early:
+        return Item("retry_after_honoured", title, Verdict.FAILED, f"{early} retried too early")
+    if honoured:
+        evidence = f"{honoured} retr{'y' if honoured == 1 else 'ies'} waited"
+        return Item("retry_after_honoured", title, Verdict.PASSED, evidence)
+    evidence = "no retry after a 429 yet (try X-Sandbox-Fault: status=429)"
+    return Item("retry_after_honoured", title, Verdict.NOT_TRIED, evidence)
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One webhook attempt as the merchant's endpoint answered it."""
+
+    status_code: int | None
+    latency_ms: int
+    chaos: str | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def endpoint_speed_item(answers: Sequence[Answer]) -> Item:
+    plain = [a for a in answers if a.chaos is None]
+    title = "The webhook endpoint answers 2xx within 10 s, at p95"
+    if len(plain) < MIN_WEBHOOK_ATTEMPTS:
+        evidence = f"{len(plain)} attempts so far; {MIN_WEBHOOK_ATTEMPTS} needed"
+        return Item("webhook_endpoint_fast", title, Verdict.NOT_TRIED, evidence)
+    good = sum(a.accepted and a.latency_ms <= WEBHOOK_DEADLINE_MS for a in plain)
+    share = good / len(plain)
+    verdict = Verdict.PASSED if share >= 0.95 else Verdict.FAILED
+    evidence = f"{good} of {len(plain)} attempts ({share:.0%}) answered 2xx within 10 s"
+    return Item("webhook_endpoint_fast", title, verdict, evidence)
+
+
+def chaos_item(
+    answers: Sequence[Answer], kind: ChaosKind, *, item_id: str, title: str, must_accept: bool
+) -> Item:
+    mine = [a for a in answers if a.chaos == kind]
+    if not mine:
+        evidence = f"no {kind.value} delivery yet (PUT /sandbox/webhook-chaos)"
+        return Item(item_id, title, Verdict.NOT_TRIED, evidence)
+    wrong = [a for a in mine if a.accepted != must_accept]
+    verdict = Verdict.FAILED if wrong else Verdict.PASSED
+    answered = "refused" if must_accept else "accepted (2xx)"
+    evidence = (
+        f"{len(wrong)} of {len(mine)} {kind.value} deliveries {answered}"
+        if wrong
+        else f"all {len(mine)} {kind.value} deliveries answered right"
+    )
+    return Item(item_id, title, verdict, evidence)
+
+
+def webhook_items(answers: Sequence[Answer]) -> list[Item]:
+    return [
+        endpoint_speed_item(answers),
+        chaos_item(
+            answers,
+            ChaosKind.DUPLICATE,
+            item_id="duplicates_accepted",
+            title="Duplicate deliveries (same webhook-id) answered 2xx",
+            must_accept=True,
+        ),
+        chaos_item(
+            answers,
+            ChaosKind.STALE_TIMESTAMP,
+            item_id="stale_timestamp_refused",
+            title="Deliveries with a stale webhook-timestamp refused (non-2xx)",
+            must_accept=False,
+        ),
+        chaos_item(
+            answers,
+            ChaosKind.OLD_SECRET,
+            item_id="wrong_signature_refused",
+            title="Deliveries signed with a wrong (rotated-out) secret refused (non-2xx)",
+            must_accept=False,
+        ),
+    ]
+
+
+def flow_item(item_id: str, title: str, seen: int, what: str, hint: str) -> Item:
+    if seen:
+        return Item(item_id, title, Verdict.PASSED, f"{seen} {what}")
+    return Item(item_id, title, Verdict.NOT_TRIED, hint)
+
+
+def summary(items: Sequence[Item]) -> dict[str, Any]:
+    counts = {verdict: sum(item.verdict is verdict for item in items) for verdict in Verdict}
+    return {
+        "ready": counts[Verdict.PASSED] == len(items),
+        "passed": counts[Verdict.PASSED],
+        "failed": counts[Verdict.FAILED],
+        "notTried": counts[Verdict.NOT_TRIED],
+    }
+
+
+# ---- reading the facts ---------------------------------------------------------------------
+
+
+async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str, Any]:
+    items = [
+        *scenario_items(await _scenario_counts(session, merchant_id)),
+        flow_item(
+            "reversal_received",
+            "A reversal received (payout.reversed delivered to your endpoint)",
+            await _delivered_count(session, merchant_id, EventType.REVERSED),
+            "payout.reversed webhooks delivered",
+            "none yet: reverse a SUCCESS payout with POST /sandbox/payouts/{id}/simulate",
+        ),
+        flow_item(
+            "reinitiate_done",
+            "A FAILED payout reinitiated",
+            await _event_count(session, merchant_id, EventType.REINITIATED),
+            "reinitiations",
+            "none yet: POST /payouts/{id}/reinitiate on a FAILED payout",
+        ),
+    ]
+    calls = await _calls(session, merchant_id)
+    items += [timeout_retry_item(calls), retry_after_item(calls)]
+    items += webhook_items(await _answers(session, merchant_id))
+    return {"items": [item.json() for item in items], "summary": summary(items)}
+
+
+async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[ScenarioCount]:
+    in_review = Payout.amount >= REVIEW_THRESHOLD
+    suffix = func.right(Payout.account_number, 4)
+    final = func.sum(Payout.status.in_([status.value for status in FINAL_STATUSES]))
+    rows = await session.execute(
+        select(in_review, suffix, func.count(), final)
+        .where(Payout.merchant_id == merchant_id)
+        .group_by(in_review, suffix)
+    )
+    totals: dict[str, tuple[int, int]] = {}
+    for review, account_suffix, created, finished in rows:
+        scenario = "in_review" if review else account_suffix
+        before = totals.get(scenario, (0, 0))
+        totals[scenario] = (before[0] + int(created), before[1] + int(finished or 0))
+    return [ScenarioCount(name, *counts) for name, counts in totals.items()]
+
+
+async def _event_count(session: AsyncSession, merchant_id: str, event_type: EventType) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).where(
+                PayoutEvent.merchant_id == merchant_id, PayoutEvent.type == event_type.value
+            )
+        )
+        or 0
+    )
+
+
+async def _delivered_count(session: AsyncSession, merchant_id: str, event_type: EventType) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).where(
+                WebhookDelivery.merchant_id == merchant_id,
+                WebhookDelivery.event_type == event_type.value,
+                WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
+            )
+        )
+        or 0
+    )
+
+
+async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
+    """The calls that can carry evidence: injected faults, 429s, and what followed them."""
+    rows = await session.execute(
+        select(
+            ApiRequestRecord.id,
+            ApiRequestRecord.method,
+            ApiRequestRecord.path,
+            ApiRequestRecord.status,
+            ApiRequestRecord.idempotency_key,
+            ApiRequestRecord.fault,
+            ApiRequestRecord.retry_after_seconds,
+            ApiRequestRecord.started_at,
+            ApiRequestRecord.latency_ms,
+        )
+        .where(ApiRequestRecord.merchant_id == merchant_id)
+        .order_by(ApiRequestRecord.id)
+    )
+    return [Call(*row) for row in rows]
+
+
+async def _answers(session: AsyncSession, merchant_id: str) -> list[Answer]:
+    rows = await session.execute(
+        select(WebhookAttempt.status_code, WebhookAttempt.latency_ms, WebhookAttempt.chaos)
+        .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+        .where(WebhookDelivery.merchant_id == merchant_id)
+    )
+    return [Answer(*row) for row in rows]

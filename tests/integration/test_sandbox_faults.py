@@ -1,0 +1,242 @@
+"""Faults on request (X-Sandbox-Fault and PUT /sandbox/faults) and the request log that records
+them, against the real database, with the API in-process."""
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from contracts.db.engine import SessionFactory
+from contracts.db.models import IdempotencyKey, Payout
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    footprint,
+    new_key,
+    payout_body,
+)
+from tests.support.polling import eventually
+
+FAULT = "X-Sandbox-Fault"
+
+
+async def post_payout(
+    client: httpx.AsyncClient, merchant: Any, body: dict[str, Any], key: str, fault: str | None
+) -> httpx.Response:
+    headers = {**auth(merchant, key), **({FAULT: fault} if fault else {})}
+    return await client.post(f"{API}/payouts", json=body, headers=headers)
+
+
+async def test_an_injected_status_answers_at_once_with_retry_after_and_writes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    key = new_key()
+    for status, code in ((503, "SERVICE_UNAVAILABLE"), (429, "RATE_LIMITED")):
+        response = await post_payout(api_client, merchant, payout_body(), key, f"status={status}")
+        assert_error(response, status, code)
+        assert response.headers["retry-after"] == "2"
+    failed = await post_payout(api_client, merchant, payout_body(), key, "status=500")
+    assert_error(failed, 500, "INTERNAL_ERROR")
+    assert "retry-after" not in failed.headers
+
+    assert await footprint(sessions, merchant.merchant_id) == before
+    async with sessions() as session:
+        assert await session.get(IdempotencyKey, (merchant.merchant_id, key)) is None
+    # The key was never used: the same request without a fault goes through with it.
+    assert (await post_payout(api_client, merchant, payout_body(), key, None)).status_code == 201
+
+
+async def test_a_fault_header_that_names_no_fault_is_a_400_naming_it(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    for spec in ("status=404", "latency=999999", "explode", "latency=-1"):
+        response = await post_payout(api_client, merchant, payout_body(), new_key(), spec)
+        assert_error(response, 400, "VALIDATION_ERROR", FAULT)
+
+
+async def test_latency_delays_the_call_which_then_runs(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    started = time.monotonic()
+    response = await post_payout(api_client, merchant, payout_body(), new_key(), "latency=300")
+    assert response.status_code == 201, response.text
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_timeout_after_commit_then_a_same_key_retry_replays_the_one_payout(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    body, key = payout_body(), new_key()
+
+    lost = await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+    assert_error(lost, 504, "GATEWAY_TIMEOUT")
+    retried = await post_payout(api_client, merchant, body, key, None)
+
+    assert retried.status_code == 201, retried.text
+    assert retried.headers["idempotent-replayed"] == "true"
+    async with sessions() as session:
+        payouts = await session.scalar(
+            select(func.count()).where(
+                Payout.merchant_id == merchant.merchant_id,
+                Payout.merchant_reference == body["merchantReference"],
+            )
+        )
+    assert payouts == 1
+
+
+async def test_a_merchant_wide_fault_hits_its_share_and_spares_the_sandbox_controls(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, other = await make_merchant(), await make_merchant()
+    headers = {"X-API-KEY": merchant.api_key}
+    saved = await api_client.put(
+        f"{API}/sandbox/faults", json={"fault": "status=503", "percent": 100}, headers=headers
+    )
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["data"] == {"fault": "status=503", "percent": 100}
+
+    hit = await api_client.get(f"{API}/balance", headers=headers)
+    assert_error(hit, 503, "SERVICE_UNAVAILABLE")
+    assert (await api_client.get(f"{API}/balance", headers=auth(other, ""))).status_code == 200
+    setting = await api_client.get(f"{API}/sandbox/faults", headers=headers)
+    assert setting.json()["data"] == {"fault": "status=503", "percent": 100}
+
+    assert (await api_client.delete(f"{API}/sandbox/faults", headers=headers)).status_code == 200
+    assert (await api_client.get(f"{API}/balance", headers=headers)).status_code == 200
+
+
+async def test_a_merchant_wide_fault_setting_is_validated_field_by_field(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    headers = {"X-API-KEY": merchant.api_key}
+    for body, field in (
+        ({"fault": "status=418", "percent": 10}, "fault"),
+        ({"fault": "status=503", "percent": 0}, "percent"),
+        ({"fault": "status=503", "percent": 101}, "percent"),
+        ({"percent": 10}, "fault"),
+    ):
+        response = await api_client.put(f"{API}/sandbox/faults", json=body, headers=headers)
+        assert_error(response, 400, "VALIDATION_ERROR", field)
+
+
+async def test_production_refuses_faults_and_the_sandbox_controls_with_404(
+    production_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    refused = await post_payout(production_client, merchant, payout_body(), new_key(), "status=503")
+    assert_error(refused, 404, "NOT_FOUND")
+    headers = {"X-API-KEY": merchant.api_key}
+    for path in ("/sandbox/faults", "/sandbox/webhook-chaos", "/sandbox/readiness", "/requests"):
+        assert_error(await production_client.get(f"{API}{path}", headers=headers), 404, "NOT_FOUND")
+
+
+async def logged_requests(
+    client: httpx.AsyncClient, merchant: Any, count: int, **params: Any
+) -> list[dict[str, Any]]:
+    """The merchant's request log once it holds `count` calls (it is written just after)."""
+
+    async def probe() -> list[dict[str, Any]] | None:
+        response = await client.get(
+            f"{API}/requests", params={"limit": 100, **params}, headers=auth(merchant, "")
+        )
+        assert response.status_code == 200, response.text
+        requests: list[dict[str, Any]] = response.json()["data"]["requests"]
+        return requests if len(requests) >= count else None
+
+    return await eventually(probe, what=f"{count} logged requests")
+
+
+async def test_the_request_log_shows_each_call_with_its_fault_replay_and_masked_bodies(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant, other = await make_merchant(), await make_merchant()
+    body, key = payout_body(accountNumber="03001234567"), new_key()
+    await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+    await post_payout(api_client, merchant, body, key, None)
+    await api_client.get(f"{API}/payouts", params={"limit": 1}, headers=auth(merchant, ""))
+
+    retried_list, retry, lost = await logged_requests(api_client, merchant, 3)
+
+    assert (lost["method"], lost["path"], lost["status"]) == ("POST", f"{API}/payouts", 504)
+    assert (lost["fault"], lost["idempotencyKey"], lost["replayed"]) == (
+        "timeout-after-commit",
+        key,
+        False,
+    )
+    assert (retry["status"], retry["replayed"], retry["fault"]) == (201, True, None)
+    assert retried_list["path"] == f"{API}/payouts?limit=1"
+    for logged in (lost, retry):
+        assert "03001234567" not in logged["requestBody"]
+        assert "*******4567" in logged["requestBody"]
+        assert body["merchantReference"] in logged["requestBody"]
+    assert "03001234567" not in retry["responseBody"]
+    assert lost["latencyMs"] >= 0 and lost["requestId"].startswith("req_")
+    others = await api_client.get(f"{API}/requests", headers=auth(other, ""))
+    assert others.json()["data"]["requests"] == []
+
+
+async def test_the_request_log_pages_newest_first(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    for _ in range(5):
+        await api_client.get(f"{API}/balance", headers=auth(merchant, ""))
+    everything = await logged_requests(api_client, merchant, 5)
+    first = (
+        await api_client.get(f"{API}/requests", params={"limit": 2}, headers=auth(merchant, ""))
+    ).json()["data"]
+    second = (
+        await api_client.get(
+            f"{API}/requests",
+            params={"limit": 2, "startingAfter": first["pagination"]["nextCursor"]},
+            headers=auth(merchant, ""),
+        )
+    ).json()["data"]
+
+    assert [r["id"] for r in everything] == sorted((r["id"] for r in everything), reverse=True)
+    assert [r["id"] for r in first["requests"] + second["requests"]] == [
+        r["id"] for r in everything[:4]
+    ]
+    assert first["pagination"]["hasMore"] is True
+
+
+async def readiness(client: httpx.AsyncClient, merchant: Any) -> dict[str, dict[str, Any]]:
+    response = await client.get(f"{API}/sandbox/readiness", headers=auth(merchant, ""))
+    assert response.status_code == 200, response.text
+    return {item["id"]: item for item in response.json()["data"]["items"]}
+
+
+async def test_readiness_tells_a_careful_retry_from_a_careless_one(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    careful, careless = await make_merchant(), await make_merchant()
+    for merchant in (careful, careless):
+        body, key = payout_body(), new_key()
+        await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+        retry_key = key if merchant is careful else new_key()
+        await post_payout(api_client, merchant, body, retry_key, None)
+        limited = await post_payout(api_client, merchant, payout_body(), new_key(), "status=429")
+        if merchant is careful:  # a client honouring Retry-After waits, by design
+            await asyncio.sleep(float(limited.headers["retry-after"]))
+        await post_payout(api_client, merchant, payout_body(), new_key(), None)
+        await logged_requests(api_client, merchant, 4)
+
+    good, bad = await readiness(api_client, careful), await readiness(api_client, careless)
+
+    assert good["timeout_retry_same_key"]["status"] == "passed"
+    assert good["retry_after_honoured"]["status"] == "passed"
+    assert bad["timeout_retry_same_key"]["status"] == "failed"
+    assert bad["timeout_retry_same_key"]["evidence"] == "1 retry sent a new key"
+    assert bad["retry_after_honoured"]["status"] == "failed"
+    assert good["scenario_0001"]["status"] == "not_tried"
+    assert good["reinitiate_done"]["status"] == "not_tried"

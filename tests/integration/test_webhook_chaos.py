@@ -1,0 +1,519 @@
+"""Sandbox webhook chaos against the real RabbitMQ, MariaDB/MySQL and a real HTTP receiver.
+
+The chaos setting is written to `webhook_chaos_settings` directly (the API's PUT writes the same
+row). Events are created through the API, or announced as the processor announces them, and
+relayed to RabbitMQ by the test, as in test_webhook_delivery.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from standardwebhooks.webhooks import Webhook
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    transaction,
+    utcnow,
+)
+from contracts.db.models import OutboxMessage, Payout, WebhookAttempt, WebhookChaosSetting
+from contracts.domain.statuses import EventType
+from contracts.payout_events import Announcements
+from contracts.settings import Environment, Settings
+from contracts.topology import EVENTS_EXCHANGE
+from contracts.webhook_chaos import (
+    MAX_CHAOS_DELAY_SECONDS,
+    STALE_TIMESTAMP_SECONDS,
+    ChaosKind,
+    WebhookChaos,
+)
+from contracts.webhooks import DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.integration.test_webhook_delivery import (
+    LADDER,
+    STATEMENTS_PER_BATCH,
+    attempts_of,
+    counting,
+    created_event,
+    delivery_of,
+    event_id_of,
+    event_row,
+    first_request,
+    open_transactions_elsewhere,
+    reaches,
+    relay,
+    resend,
+    running_webhook_service,
+    waiting_copies,
+)
+from tests.support.amqp import RabbitClient, eventually, open_rabbit
+from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
+from tests.support.webhook_receiver import REFUSED, Reply, WebhookReceiver
+from webhook_service.chaos import INJECTED_FAILURE_ERROR
+from webhook_service.delivery import DELIVERED, Disposition, EventDelivery, lease_seconds_for
+from webhook_service.endpoints import EndpointCache
+from webhook_service.retry_ladder import RetryLadder
+from webhook_service.sender import WebhookSender
+from webhook_service.signing import standard_signature
+
+TIMEOUT_SECONDS = 1.0
+
+
+@pytest.fixture
+def webhook_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={
+            "webhook_retry_delays": ",".join(str(delay) for delay in LADDER),
+            "webhook_timeout_seconds": TIMEOUT_SECONDS,
+            "webhook_allow_private_urls": True,  # the receiver listens on 127.0.0.1
+        }
+    )
+
+
+@pytest.fixture
+async def webhook_service(webhook_settings: Settings) -> AsyncIterator[None]:
+    async with running_webhook_service(webhook_settings):
+        yield
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with WebhookReceiver() as started:
+        yield started
+
+
+@pytest.fixture
+async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
+    async with open_rabbit(settings.amqp_url) as client:
+        yield client
+
+
+async def set_chaos(sessions: SessionFactory, merchant: NewMerchant, chaos: WebhookChaos) -> None:
+    """As PUT /sandbox/webhook-chaos stores it."""
+    values = {**asdict(chaos), "updated_at": utcnow()}
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(WebhookChaosSetting)
+            .values(merchant_id=merchant.merchant_id, **values)
+            .on_duplicate_key_update(**values)
+        )
+
+
+async def chaos_event(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    chaos: WebhookChaos,
+) -> tuple[NewMerchant, OutboxMessage]:
+    """A merchant with this chaos, and the outbox row of its first payout's created event."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await set_chaos(sessions, merchant, chaos)
+    return merchant, row
+
+
+def attempt_log(attempts: list[WebhookAttempt]) -> list[tuple[int, int | None, str | None]]:
+    """(number, status code, chaos) of each attempt."""
+    return [(a.attempt_number, a.status_code, a.chaos) for a in attempts]
+
+
+def chaos_count(kind: ChaosKind) -> float:
+    return (
+        REGISTRY.get_sample_value("payouts_webhook_chaos_attempts_total", {"kind": kind.value})
+        or 0.0
+    )
+
+
+async def announced(
+    sessions: SessionFactory, payout_id: str, *event_types: EventType
+) -> list[OutboxMessage]:
+    """Status events of the payout, recorded and put in the outbox as the processor does it; the
+    outbox rows in the order given."""
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, payout_id)
+        announcements = Announcements(correlation_id=None)
+        events = [announcements.event(payout, event_type) for event_type in event_types]
+        await announcements.write(session)
+    rows = {
+        event_id_of(row): row
+        for row in await outbox_for_payout(sessions, payout_id)
+        if row.exchange == EVENTS_EXCHANGE
+    }
+    return [rows[event.id] for event in events]
+
+
+@asynccontextmanager
+async def chaotic_delivery(
+    settings: Settings, *, out_of_order_limit_seconds: float = MAX_CHAOS_DELAY_SECONDS
+) -> AsyncIterator[tuple[EventDelivery, AsyncEngine]]:
+    """The webhook service's delivery in test mode, without the broker (the test submits the
+    messages), on an engine of its own (to count its statements)."""
+    engine = create_engine(settings.database_url, pool_size=2)
+    sender = WebhookSender(timeout_seconds=TIMEOUT_SECONDS, allow_private_urls=True)
+    delivery = EventDelivery(
+        sessions=create_session_factory(engine),
+        sender=sender,
+        ladder=RetryLadder.of(LADDER),
+        lease_seconds=lease_seconds_for(TIMEOUT_SECONDS),
+        max_batch=4,
+        endpoints=EndpointCache(with_chaos=True),
+        out_of_order_limit_seconds=out_of_order_limit_seconds,
+    )
+    try:
+        yield delivery, engine
+    finally:
+        await delivery.aclose()
+        await sender.aclose()
+        await engine.dispose()
+
+
+# ---- injected failures -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_injected_failures_make_no_call_and_take_the_retry_ladder(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    _, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(fail_first_attempts=2)
+    )
+    counted_before = chaos_count(ChaosKind.INJECTED_FAILURE)
+
+    await relay(rabbit, row)
+
+    event_id = event_id_of(row)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=3)
+    assert len(receiver.requests) == 1
+    attempts = await attempts_of(sessions, event_id)
+    assert attempt_log(attempts) == [
+        (1, None, "injected_failure"),
+        (2, None, "injected_failure"),
+        (3, 200, None),
+    ]
+    for injected in attempts[:2]:
+        assert (injected.error, injected.latency_ms) == (INJECTED_FAILURE_ERROR, 0)
+    # the merchant sees our retry ladder (jitter at most 10 %)
+    first, second, third = (attempt.created_at for attempt in attempts)
+    assert (second - first).total_seconds() >= LADDER[0] * 0.9
+    assert (third - second).total_seconds() >= LADDER[1] * 0.9
+    assert chaos_count(ChaosKind.INJECTED_FAILURE) - counted_before == 2
+
+
+# ---- delay -------------------------------------------------------------------------------------
+
+
+async def lease_seconds_left(engine: AsyncEngine, event_id: str) -> float | None:
+    async with engine.connect() as connection:
+        left = await connection.scalar(
+            text(
+                "SELECT TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), leased_until)"
+                " FROM webhook_deliveries WHERE event_id = :event_id"
+            ),
+            {"event_id": event_id},
+        )
+        await connection.rollback()
+    return None if left is None else left / 1_000_000
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_delay_holds_the_first_attempt_under_a_longer_lease_and_no_transaction(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    engine: AsyncEngine,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    delay = 2
+    _, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=delay)
+    )
+    event_id = event_id_of(row)
+    relayed_at = asyncio.get_running_loop().time()
+
+    await relay(rabbit, row)
+
+    async def leased() -> float:
+        left = await lease_seconds_left(engine, event_id)
+        assert left is not None, "not leased yet"
+        return left
+
+    left = await eventually(leased)
+    async with engine.connect() as connection:
+        assert await open_transactions_elsewhere(connection) == []
+    assert receiver.requests == []  # all of this happened during the hold
+    # an ordinary attempt's lease, plus the hold
+    assert left > lease_seconds_for(TIMEOUT_SECONDS)
+
+    (request,) = await receiver.wait_for_requests(1)
+    assert request.received_at - relayed_at >= delay
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+    (attempt,) = await attempts_of(sessions, event_id)
+    assert (attempt.status_code, attempt.chaos) == (200, "delayed")
+    assert attempt.latency_ms < delay * 1000  # the hold is not the endpoint's latency
+
+
+# ---- out of order ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_out_of_order_sends_processing_after_the_final_event_was_delivered(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant = await make_merchant(webhook_url=receiver.url)
+    await set_chaos(sessions, merchant, WebhookChaos(out_of_order=True))
+    payout = await create_payout(api_client, merchant)
+    processing, succeeded = await announced(
+        sessions, payout["id"], EventType.PROCESSING, EventType.SUCCEEDED
+    )
+    processing_id, succeeded_id = event_id_of(processing), event_id_of(succeeded)
+
+    await relay(rabbit, processing)
+
+    async def held() -> None:
+        delivery = await delivery_of(sessions, processing_id)
+        assert delivery is not None and delivery.lease_token is not None
+
+    await eventually(held)
+    assert receiver.requests == []
+    await relay(rabbit, succeeded)
+
+    first, second = await receiver.wait_for_requests(2)
+    assert (first.webhook_id, second.webhook_id) == (succeeded_id, processing_id)
+    final = await reaches(sessions, succeeded_id, DeliveryStatus.DELIVERED, attempts=1)
+    await reaches(sessions, processing_id, DeliveryStatus.DELIVERED, attempts=1)
+    (attempt,) = await attempts_of(sessions, processing_id)
+    assert (attempt.status_code, attempt.chaos) == (200, "out_of_order")
+    assert final.delivered_at is not None and attempt.created_at >= final.delivered_at
+    assert attempt_log(await attempts_of(sessions, succeeded_id)) == [(1, 200, None)]
+
+
+async def test_out_of_order_holds_at_most_its_limit_and_polls_once_a_second(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """A payout that does not end (here: its final event is one of an earlier attempt, before
+    a reinitiate) does not hold its processing event for ever, nor spend a retry, nor park it."""
+    merchant = await make_merchant(webhook_url=receiver.url)
+    await set_chaos(sessions, merchant, WebhookChaos(out_of_order=True))
+    payout = await create_payout(api_client, merchant)
+    (earlier_failure,) = await announced(sessions, payout["id"], EventType.FAILED)
+    (processing,) = await announced(sessions, payout["id"], EventType.PROCESSING)
+    limit = 1.5
+    loop = asyncio.get_running_loop()
+    async with chaotic_delivery(webhook_settings, out_of_order_limit_seconds=limit) as (
+        delivery,
+        engine,
+    ):
+        delivered = await delivery.deliver(first_request(earlier_failure))
+        assert delivered.reason == DELIVERED
+        with counting(engine) as seen:
+            started = loop.time()
+            decision = await delivery.deliver(first_request(processing))
+            held = loop.time() - started
+
+    assert (decision.disposition, decision.reason) == (Disposition.DONE, DELIVERED)
+    assert decision.chaos == (ChaosKind.OUT_OF_ORDER,)
+    assert limit <= held < limit + 1
+    polls = [statement for statement in seen.statements if "payout_events" in statement]
+    assert 2 <= len(polls) <= 3  # at 0, 1 and 1.5 s: no spinning
+    event_id = event_id_of(processing)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+    assert attempt_log(await attempts_of(sessions, event_id)) == [(1, 200, "out_of_order")]
+
+
+# ---- stale timestamp ---------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_stale_timestamp_is_refused_by_a_correct_receiver_then_sent_clean(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(stale_timestamp_percent=100)
+    )
+    receiver.verify_with(merchant.webhook_secret)
+    event_id = event_id_of(row)
+
+    await relay(rabbit, row)
+
+    stale, clean = await receiver.wait_for_requests(2)
+    delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+    assert attempt_log(await attempts_of(sessions, event_id)) == [
+        (1, REFUSED, "stale_timestamp"),
+        (2, 200, None),
+    ]
+    # a valid signature, over a timestamp older than any receiver's tolerance
+    timestamp = int(stale.headers["webhook-timestamp"])
+    assert int(clean.headers["webhook-timestamp"]) - timestamp >= STALE_TIMESTAMP_SECONDS
+    assert stale.headers["webhook-signature"] == standard_signature(
+        merchant.webhook_secret, message_id=event_id, timestamp=timestamp, body=stale.body
+    )
+
+    # a resend (generation 1) is sent clean
+    await relay(rabbit, await resend(api_client, sessions, merchant, delivery))
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=3)
+    assert attempt_log(await attempts_of(sessions, event_id))[2] == (3, 200, None)
+
+
+# ---- old secret --------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_after_a_rotation_the_first_attempt_is_signed_with_the_old_secret_only(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant = await make_merchant(webhook_url=receiver.url)
+    rotated = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant))
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["data"]["secret"]
+    await set_chaos(sessions, merchant, WebhookChaos(old_secret_only=True))
+    receiver.verify_with(new_secret)
+    row = await event_row(sessions, (await create_payout(api_client, merchant))["id"])
+    event_id = event_id_of(row)
+
+    await relay(rabbit, row)
+
+    old, clean = await receiver.wait_for_requests(2)
+    await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+    assert attempt_log(await attempts_of(sessions, event_id)) == [
+        (1, REFUSED, "old_secret"),
+        (2, 200, None),
+    ]
+    assert len(old.headers["webhook-signature"].split(" ")) == 1
+    Webhook(merchant.webhook_secret).verify(old.body, old.headers)  # the old secret signed it
+    Webhook(new_secret).verify(clean.body, clean.headers)
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_without_a_previous_secret_old_secret_only_changes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(old_secret_only=True)
+    )
+    receiver.verify_with(merchant.webhook_secret)
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    assert attempt_log(await attempts_of(sessions, event_id_of(row))) == [(1, 200, None)]
+
+
+# ---- duplicates --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("duplicate_answer", [200, 500])
+async def test_a_delivered_event_is_sent_once_more_and_stays_delivered_whatever_the_answer(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    duplicate_answer: int,
+) -> None:
+    merchant, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(duplicate_percent=100)
+    )
+    receiver.reply_with(Reply(200), Reply(duplicate_answer))
+    event_id = event_id_of(row)
+    counted_before = chaos_count(ChaosKind.DUPLICATE)
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+    # stopped gracefully: a message retried would be back in the queue by now
+
+    assert await waiting_copies(rabbit) == 0
+    original, duplicate = receiver.requests
+    assert original.webhook_id == duplicate.webhook_id == event_id
+    assert original.body == duplicate.body
+    Webhook(merchant.webhook_secret).verify(duplicate.body, duplicate.headers)
+    assert attempt_log(await attempts_of(sessions, event_id)) == [
+        (1, 200, None),
+        (2, duplicate_answer, "duplicate"),
+    ]
+    assert (delivery.last_status_code, delivery.last_error) == (200, None)
+    assert chaos_count(ChaosKind.DUPLICATE) - counted_before == 1
+
+
+# ---- production, and the cost -------------------------------------------------------------------
+
+
+async def test_production_ignores_the_chaos_settings(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    chaos = WebhookChaos(fail_first_attempts=2, duplicate_percent=100, delay_seconds=5)
+    _, row = await chaos_event(api_client, make_merchant, sessions, receiver, chaos)
+    production = webhook_settings.model_copy(update={"env": Environment.PRODUCTION})
+
+    async with running_webhook_service(production):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+
+    assert len(receiver.requests) == 1
+    assert attempt_log(await attempts_of(sessions, event_id_of(row))) == [(1, 200, None)]
+
+
+async def test_the_chaos_setting_costs_no_statement_of_its_own(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """Read with the endpoint: a batch costs what it costs without chaos (a kind that does not
+    hold, so only the batch's own statements run)."""
+    _, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(stale_timestamp_percent=100)
+    )
+    async with chaotic_delivery(webhook_settings) as (delivery, engine):
+        async with engine.connect() as connection:  # connect before counting
+            await connection.execute(text("SELECT 1"))
+        with counting(engine) as seen:
+            decision = await delivery.deliver(first_request(row))
+
+    assert decision.chaos == (ChaosKind.STALE_TIMESTAMP,)
+    assert len(seen.statements) <= STATEMENTS_PER_BATCH, seen.statements
+    assert any("webhook_chaos_settings" in statement for statement in seen.statements)
+    (attempt,) = await attempts_of(sessions, event_id_of(row))
+    assert attempt.chaos == "stale_timestamp"

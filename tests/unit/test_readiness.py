@@ -1,0 +1,102 @@
+"""Judging the go-live readiness items from the facts (api_service.sandbox.readiness)."""
+
+from datetime import UTC, datetime, timedelta
+
+from api_service.sandbox.readiness import (
+    Answer,
+    Call,
+    ScenarioCount,
+    Verdict,
+    endpoint_speed_item,
+    retry_after_item,
+    scenario_items,
+    summary,
+    timeout_retry_item,
+    webhook_items,
+)
+from contracts.webhook_chaos import ChaosKind
+
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def call(
+    id: int,
+    *,
+    at: float,
+    key: str | None = None,
+    fault: str | None = None,
+    status: int | None = 201,
+    retry_after: int | None = None,
+    path: str = "/api/v1/payouts",
+) -> Call:
+    return Call(id, "POST", path, status, key, fault, retry_after, T0 + timedelta(seconds=at), 10)
+
+
+def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
+    items = {
+        item.id: item
+        for item in scenario_items([ScenarioCount("0001", 2, 1), ScenarioCount("0004", 1, 0)])
+    }
+    assert set(items) == {
+        f"scenario_{s}" for s in ("in_review", "0001", "0002", "0003", "0004", "0005")
+    }
+    assert items["scenario_0001"].verdict is Verdict.PASSED
+    assert items["scenario_0004"].verdict is Verdict.NOT_TRIED
+    assert "1 created, none final" in items["scenario_0004"].evidence
+    assert items["scenario_0002"].evidence == "none yet"
+
+
+def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> None:
+    lost = call(1, at=0, key="k1", fault="timeout-after-commit", status=504)
+    assert timeout_retry_item([lost]).verdict is Verdict.NOT_TRIED
+    assert timeout_retry_item([lost, call(2, at=1, key="k1")]).verdict is Verdict.PASSED
+    careless = timeout_retry_item([lost, call(2, at=1, key="k2")])
+    assert careless.verdict is Verdict.FAILED
+    assert careless.evidence == "1 retry sent a new key"
+    # A call elsewhere in between is not the retry.
+    other = call(2, at=0.5, key="x", path="/api/v1/balance")
+    assert timeout_retry_item([lost, other, call(3, at=1, key="k1")]).verdict is Verdict.PASSED
+
+
+def test_a_retry_before_retry_after_fails_the_429_item() -> None:
+    limited = call(1, at=0, status=429, retry_after=2)
+    assert retry_after_item([limited]).verdict is Verdict.NOT_TRIED
+    assert retry_after_item([limited, call(2, at=2.05)]).verdict is Verdict.PASSED
+    assert retry_after_item([limited, call(2, at=0.5)]).verdict is Verdict.FAILED
+
+
+def test_the_endpoint_must_answer_2xx_within_10_s_at_p95() -> None:
+    fast = [Answer(200, 50, None)] * 19
+    assert endpoint_speed_item(fast[:4]).verdict is Verdict.NOT_TRIED
+    assert endpoint_speed_item([*fast, Answer(500, 50, None)]).verdict is Verdict.PASSED
+    slow = [*fast[:18], Answer(200, 10_001, None), Answer(None, 10_000, None)]
+    assert endpoint_speed_item(slow).verdict is Verdict.FAILED
+    # Chaos attempts are not the endpoint's speed.
+    refused = [Answer(401, 5, ChaosKind.STALE_TIMESTAMP)] * 10
+    assert endpoint_speed_item([*fast, *refused]).verdict is Verdict.PASSED
+
+
+def test_chaos_deliveries_must_be_answered_as_a_careful_receiver_answers() -> None:
+    careful = [
+        Answer(200, 5, ChaosKind.DUPLICATE),
+        Answer(401, 5, ChaosKind.STALE_TIMESTAMP),
+        Answer(401, 5, ChaosKind.OLD_SECRET),
+    ]
+    careless = [
+        Answer(500, 5, ChaosKind.DUPLICATE),
+        Answer(200, 5, ChaosKind.STALE_TIMESTAMP),
+        Answer(200, 5, ChaosKind.OLD_SECRET),
+    ]
+    verdicts = {item.id: item.verdict for item in webhook_items(careful)}
+    assert verdicts == {
+        "webhook_endpoint_fast": Verdict.NOT_TRIED,
+        "duplicates_accepted": Verdict.PASSED,
+        "stale_timestamp_refused": Verdict.PASSED,
+        "wrong_signature_refused": Verdict.PASSED,
+    }
+    assert [item.verdict for item in webhook_items(careless)][1:] == [Verdict.FAILED] * 3
+
+
+def test_ready_only_when_every_item_passed() -> None:
+    items = webhook_items([Answer(200, 5, ChaosKind.DUPLICATE)])
+    assert summary(items) == {"ready": False, "passed": 1, "failed": 0, "notTried": 3}

@@ -1,0 +1,71 @@
+"""The fault spec of X-Sandbox-Fault and PUT /sandbox/faults, and what the request log keeps of a
+body."""
+
+import orjson
+import pytest
+
+from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
+from api_service.sandbox.faults import Fault, FaultKind, FaultShare, parse_fault
+
+
+@pytest.mark.parametrize(
+    ("spec", "fault"),
+    [
+        ("latency=0", Fault(FaultKind.LATENCY, 0)),
+        ("latency=30000", Fault(FaultKind.LATENCY, 30_000)),
+        (" Status=503 ", Fault(FaultKind.STATUS, 503)),
+        ("status=429", Fault(FaultKind.STATUS, 429)),
+        ("status=500", Fault(FaultKind.STATUS, 500)),
+        ("drop-connection", Fault(FaultKind.DROP_CONNECTION)),
+        ("timeout-after-commit", Fault(FaultKind.TIMEOUT_AFTER_COMMIT)),
+    ],
+)
+def test_each_fault_is_read_and_labelled_as_written(spec: str, fault: Fault) -> None:
+    assert parse_fault(spec) == fault
+    assert parse_fault(fault.label) == fault
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "latency", "latency=30001", "latency=1.5", "status=404", "status=5030", "drop", "x=1"],
+)
+def test_anything_else_is_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="must be latency"):
+        parse_fault(spec)
+
+
+def test_retry_after_comes_with_429_and_503_only() -> None:
+    assert parse_fault("status=429").retry_after_seconds == 2
+    assert parse_fault("status=503").retry_after_seconds == 2
+    assert parse_fault("status=500").retry_after_seconds is None
+    assert parse_fault("latency=10").retry_after_seconds is None
+
+
+def test_a_share_strikes_below_its_percent() -> None:
+    share = FaultShare(parse_fault("status=503"), 10)
+    assert share.strikes(0.0) and share.strikes(0.099)
+    assert not share.strikes(0.1) and not share.strikes(0.99)
+
+
+def test_the_log_masks_account_fields_of_any_length_and_secrets_anywhere() -> None:
+    body = orjson.dumps(
+        {
+            "accountNumber": "12345678",
+            "nested": [{"iban": "PK36SCBL0000001123456702"}],
+            "note": "key mpk_test_abcdef and 03001234567",
+            "amount": "10.00",
+        }
+    )
+    kept = kept_body(body)
+    assert kept is not None
+    assert "12345678" not in kept and "****5678" in kept
+    assert "PK36SCBL0000001123456702" not in kept and "6702" in kept
+    assert "abcdef" not in kept and "03001234567" not in kept
+    assert '"amount":"10.00"' in kept
+
+
+def test_the_log_keeps_no_empty_body_and_cuts_long_ones() -> None:
+    assert kept_body(b"") is None
+    assert kept_body(b"not json 03001234567") == "not json *******4567"
+    long = kept_body(b"x" * (MAX_KEPT_CHARS + 10))
+    assert long is not None and long.endswith("(10 more characters)")
