@@ -1,9 +1,13 @@
-# syntax=docker/dockerfile:1
 # One image for every service; the command picks it: `docker run IMAGE api|processor|...`.
-ARG PYTHON_IMAGE=python:3.11-slim
+# (No `# syntax=` line: BuildKit would pull its frontend image, and CI here has no registry.)
+#
+# BASE_IMAGE: any Debian-based image with `python` 3.11 and its venv module. Without a registry,
+# scripts/container-engine.sh builds one from Debian's python3 (deploy/images/python) and
+# docker-compose.yml passes it in PAYOUTS_BASE_IMAGE.
+ARG BASE_IMAGE=python:3.11-slim
 
 # ---- builder: compilers and pip live here only ---------------------------------------------
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${BASE_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # A fallback for dependencies without a wheel for this platform (asyncmy, uvloop, httptools).
@@ -26,7 +30,7 @@ RUN pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && pip install --no-deps /tmp/wheels/*.whl
 
 # ---- runtime: the venv (which holds the code) on a slim Python, no compilers ---------------
-FROM ${PYTHON_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

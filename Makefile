@@ -9,7 +9,18 @@ PYTHON ?= python3
 export PAYOUTS_DATABASE_URL ?= mysql+asyncmy://root@127.0.0.1:3306/payouts
 export PAYOUTS_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 
-.PHONY: install services migrate seed run test test-containers docs bench fuzz lint clean
+# The container targets use the official images (mysql:8.4, rabbitmq:3.13-management,
+# python:3.11-slim) unless PAYOUTS_MYSQL_IMAGE, PAYOUTS_RABBITMQ_IMAGE, PAYOUTS_BASE_IMAGE name
+# others. Without a registry, first: eval "$$(scripts/container-engine.sh env)" (.ci/run does).
+# The integration tests that cover the database, the broker's dead-letter and TTL-retry topology,
+# the relay and the processor; CONTAINER_TESTS=tests/integration runs the whole tier (~5 min).
+CONTAINER_TESTS ?= tests/containers tests/integration/test_smoke.py \
+	tests/integration/test_api_payouts.py tests/integration/test_rabbitmq_definitions.py \
+	tests/integration/test_outbox_relay.py tests/integration/test_processor.py \
+	tests/integration/test_dlq_commands.py tests/integration/test_psp_outcome_order.py
+
+.PHONY: install services migrate seed run test test-containers compose-smoke docs bench fuzz lint \
+	clean
 
 $(BIN)/payouts: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +43,10 @@ test: install
 	$(BIN)/pytest -q
 
 test-containers: install
-	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q
+	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)
+
+compose-smoke: install  # docker-compose.yml end to end on free ports; always `down -v` after
+	$(BIN)/python -m tests.containers.compose_smoke
 
 docs: install
 	$(BIN)/payouts docs asyncapi --output docs/asyncapi.yaml

@@ -9,6 +9,9 @@ from fastapi_offline import FastAPIOffline
 from api_service import health, webhooks
 from api_service.asyncapi import asyncapi_endpoint
 from api_service.balance.endpoints import router as balance_router
+from api_service.balance.top_up import router as top_up_router
+from api_service.dashboard import install_dashboard
+from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
 from api_service.merchant_cache import MerchantCache
@@ -20,6 +23,7 @@ from api_service.request_log.endpoints import REQUESTS_PATH
 from api_service.request_log.endpoints import router as request_log_router
 from api_service.request_log.recorder import RequestRecorderMiddleware
 from api_service.request_log.writer import RequestLogWriter
+from api_service.sandbox.clock import router as sandbox_clock_router
 from api_service.sandbox.endpoints import SANDBOX_PREFIX
 from api_service.sandbox.endpoints import router as sandbox_router
 from api_service.sandbox.fault_middleware import FaultInjectionMiddleware
@@ -76,11 +80,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(psp_router)
     api.include_router(webhooks.router)
     api.include_router(sandbox_router)
+    api.include_router(top_up_router)
+    api.include_router(sandbox_clock_router)
     api.include_router(request_log_router)
     app.include_router(api)
     document_fault_header(app, api_prefix=API_PREFIX)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
+    install_dashboard(app, settings)
     install_exception_handlers(app)
     # Innermost first: faults, then the request log (which records them), then request ids.
     app.add_middleware(
@@ -98,7 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        larger_bodies={f"{API_PREFIX}/payouts/batch": settings.max_batch_body_bytes},
+        larger_bodies={
+            f"{API_PREFIX}/payouts/batch": settings.max_batch_body_bytes,
+            **dashboard_larger_bodies(settings),
+        },
     )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
-from api_service.errors import ApiError, InvalidApiKey, MissingApiKey
+from api_service.errors import ApiError, InvalidApiKey, MissingApiKey, SandboxDisabled
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import FAILED_AUTHENTICATIONS
 from api_service.usage_limits import limit_request_rate
@@ -46,6 +46,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+def require_sandbox(settings: SettingsDep) -> None:
+    """The sandbox controls answer 404 in production, before anything else is judged."""
+    if not settings.sandbox_enabled:
+        raise SandboxDisabled
+
+
+# For the routers of the sandbox controls: `APIRouter(..., dependencies=SANDBOX_ONLY)`.
+SANDBOX_ONLY = [Depends(require_sandbox)]
+
+
 api_key_header = APIKeyHeader(name="X-API-KEY", auto_error=False)
 
 
@@ -70,7 +80,7 @@ async def get_current_merchant(
     digest = hash_api_key(api_key)
     merchant = merchants.get(digest)
     if merchant is None:
-        merchant = await _merchant_of(session, digest)
+        merchant = await merchant_of_digest(session, digest)
         merchants.remember(digest, merchant)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
@@ -82,7 +92,7 @@ async def get_current_merchant(
         yield merchant
 
 
-async def _merchant_of(session: AsyncSession, key_digest: str) -> Merchant:
+async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant:
     # Unknown, inactive and malformed keys take the same path (one indexed lookup of the digest,
     # no shortcut on the key's shape, one rollback): the answer time tells nothing about a key.
     merchant = await active_merchant(session, key_digest)

@@ -172,6 +172,9 @@ class ServiceUnavailable(ApiError):
     default_message = "A dependency is unavailable; retry later"
 
 
+DATABASE_UNAVAILABLE = "Database unavailable; retry later"
+
+
 # What the auth dependency can answer: every authenticated operation documents all three.
 AUTH_ERRORS: tuple[type[ApiError], ...] = (MissingApiKey, InvalidApiKey, RateLimited)
 IDEMPOTENCY_ERRORS: tuple[type[ApiError], ...] = (

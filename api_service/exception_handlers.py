@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 
 from api_service.envelope import error_body, json_response
-from api_service.errors import ApiError, ServiceUnavailable, ValidationFailed
+from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
 from api_service.middleware import REQUEST_ID_HEADER
 from contracts.db.outages import is_outage
 
@@ -68,7 +68,7 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     if not is_outage(exc):
         return await _on_unexpected(request, exc)
     log.warning("database unavailable: %s", type(exc).__name__)
-    return render_api_error(request, ServiceUnavailable("Database unavailable; retry later"))
+    return render_api_error(request, ServiceUnavailable(DATABASE_UNAVAILABLE))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -77,19 +77,52 @@ def migrate() -> None:
 @app.command()
 def seed(
     webhook_url: Annotated[str | None, typer.Option(help="Demo merchant's webhook URL")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PAYOUTS_DEMO_API_KEY",
+            help="The demo merchant's API key (mpk_test_...); default: a new one, printed once",
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PAYOUTS_DEMO_WEBHOOK_SECRET",
+            help="The demo merchant's webhook secret (whsec_...); default: a new one",
+        ),
+    ] = None,
 ) -> None:
-    """Create one demo merchant (its key is printed once); `migrate` loads the directory."""
-    from cli.merchants import NewMerchant, create_merchant
+    """Create the demo merchant, or reuse it when it exists (safe to run on every start);
+    `migrate` loads the directory. Prints {merchantId, created, apiKey}: apiKey is the key this
+    run made, once (only its digest is stored), or null."""
+    from cli.merchants import DemoMerchant, check_demo_credentials, ensure_demo_merchant
 
-    async def work(session: AsyncSession) -> NewMerchant:
-        return await create_merchant(
+    # An empty variable (compose's `${PAYOUTS_DEMO_API_KEY:-}`) means "not given".
+    api_key, webhook_secret = api_key or None, webhook_secret or None
+    try:
+        check_demo_credentials(api_key, webhook_secret)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+    async def work(session: AsyncSession) -> DemoMerchant:
+        return await ensure_demo_merchant(
             session,
-            name="Demo Merchant",
             balance=get_settings().demo_balance,
             webhook_url=webhook_url,
+            api_key=api_key,
+            webhook_secret=webhook_secret,
         )
 
-    typer.echo(json.dumps(run_in_transaction(work).as_json()))
+    demo = run_in_transaction(work)
+    typer.echo(json.dumps(demo.as_json()))
+    if api_key is not None:
+        typer.echo("the demo merchant's API key is the one given (--api-key)", err=True)
+    elif not demo.created:
+        typer.echo(
+            "the demo merchant exists and keeps its API key, printed when it was created (only "
+            "its digest is stored); set PAYOUTS_DEMO_API_KEY to choose one",
+            err=True,
+        )
 
 
 @merchant_app.command("create")
@@ -116,22 +149,25 @@ def merchant_create(
 
 @merchant_app.command("topup")
 def merchant_topup(merchant_id: str, amount: str) -> None:
-    """Add funds: a TOPUP journal psp_settlement -> available."""
+    """Add funds: a TOPUP journal psp_settlement -> available; then the merchant's QUEUED
+    payouts the available balance covers start, oldest first."""
     from cli.merchants import merchant_exists
-    from contracts import ledger
+    from contracts.funding import TopUp, top_up_and_start_queued
 
     value = _amount(amount)
 
-    async def work(session: AsyncSession) -> bool:
+    async def work(session: AsyncSession) -> TopUp | None:
         if not await merchant_exists(session, merchant_id):
-            return False
-        await ledger.top_up(session, merchant_id=merchant_id, amount=value)
-        return True
+            return None
+        return await top_up_and_start_queued(session, merchant_id, value)
 
-    if not run_in_transaction(work):
+    done = run_in_transaction(work)
+    if done is None:
         typer.echo(f"no merchant {merchant_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"topped up {value} PKR")
+    if done.started:
+        typer.echo(f"started {len(done.started)} queued payouts")
 
 
 @app.command()

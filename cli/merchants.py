@@ -1,5 +1,8 @@
 """Operator tasks on merchants (the demo merchant, create, top up)."""
 
+import base64
+import binascii
+import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -8,9 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import ledger
-from contracts.api_keys import hash_api_key, new_api_key, new_webhook_secret
+from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Merchant
+
+DEMO_MERCHANT_NAME = "Demo Merchant"
+_API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}[A-Za-z0-9_-]{{43,}}")
+_WEBHOOK_SECRET_PREFIX = "whsec_"
 
 
 @dataclass(frozen=True)
@@ -28,17 +35,24 @@ class NewMerchant:
 
 
 async def create_merchant(
-    session: AsyncSession, *, name: str, balance: Decimal, webhook_url: str | None
+    session: AsyncSession,
+    *,
+    name: str,
+    balance: Decimal,
+    webhook_url: str | None,
+    api_key: str | None = None,
+    webhook_secret: str | None = None,
 ) -> NewMerchant:
-    """A merchant, its balance row, and an opening top-up journal when balance > 0."""
-    api_key = new_api_key()
+    """A merchant, its balance row, and an opening top-up journal when balance > 0. The API key
+    and webhook secret are new ones unless given (see `ensure_demo_merchant`)."""
+    api_key = api_key or new_api_key()
     merchant = Merchant(
         id=str(uuid.uuid4()),
         name=name,
         api_key_hash=hash_api_key(api_key),
         is_active=True,
         webhook_url=webhook_url,
-        webhook_secret=new_webhook_secret(),
+        webhook_secret=webhook_secret or new_webhook_secret(),
         created_at=utcnow(),
     )
     session.add(merchant)
@@ -61,3 +75,74 @@ async def create_merchant(
 
 async def merchant_exists(session: AsyncSession, merchant_id: str) -> bool:
     return await session.scalar(select(Merchant.id).where(Merchant.id == merchant_id)) is not None
+
+
+@dataclass(frozen=True)
+class DemoMerchant:
+    merchant_id: str
+    created: bool
+    # A key this run made (a new merchant, no key given): shown once, as only its digest is
+    # stored. None when the key was given, or the merchant existed and keeps its own.
+    new_api_key: str | None
+
+    def as_json(self) -> dict[str, str | bool | None]:
+        return {"merchantId": self.merchant_id, "created": self.created, "apiKey": self.new_api_key}
+
+
+def check_demo_credentials(api_key: str | None, webhook_secret: str | None) -> None:
+    """Raise ValueError unless a given key looks like one the API hands out and a given secret
+    is `whsec_<base64>`: anything else would be stored, then never match or sign."""
+    if api_key is not None and not _API_KEY_SHAPE.fullmatch(api_key):
+        raise ValueError(f"an API key is {API_KEY_PREFIX} and at least 43 url-safe characters")
+    if webhook_secret is not None:
+        encoded = webhook_secret.removeprefix(_WEBHOOK_SECRET_PREFIX)
+        try:
+            decoded = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            decoded = b""
+        if not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
+            raise ValueError("a webhook secret is whsec_ and the base64 of at least 24 bytes")
+
+
+async def ensure_demo_merchant(
+    session: AsyncSession,
+    *,
+    balance: Decimal,
+    webhook_url: str | None,
+    api_key: str | None = None,
+    webhook_secret: str | None = None,
+    name: str = DEMO_MERCHANT_NAME,
+) -> DemoMerchant:
+    """The demo merchant, created on the first run and reused on every later one (compose runs
+    the seed on every `up`): the oldest merchant of that name.
+
+    A reused merchant keeps its balance. What the caller gives wins over what is stored: the
+    webhook URL, and an API key or webhook secret given by the deployment (so that compose, which
+    knows them, always has working credentials). Without them the stored ones stay."""
+    check_demo_credentials(api_key, webhook_secret)
+    existing = await session.scalar(
+        select(Merchant)
+        .where(Merchant.name == name)
+        .order_by(Merchant.created_at, Merchant.id)
+        .limit(1)
+    )
+    if existing is None:
+        created = await create_merchant(
+            session,
+            name=name,
+            balance=balance,
+            webhook_url=webhook_url,
+            api_key=api_key,
+            webhook_secret=webhook_secret,
+        )
+        made = None if api_key else created.api_key
+        return DemoMerchant(created.merchant_id, created=True, new_api_key=made)
+    if webhook_url is not None:
+        existing.webhook_url = webhook_url
+    if api_key is not None:
+        existing.api_key_hash = hash_api_key(api_key)
+    if webhook_secret is not None and webhook_secret != existing.webhook_secret:
+        existing.webhook_secret = webhook_secret
+        existing.previous_webhook_secret = None  # the deployment set it: no grace period
+        existing.previous_secret_expires_at = None
+    return DemoMerchant(existing.id, created=False, new_api_key=None)

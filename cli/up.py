@@ -1,14 +1,18 @@
 """`payouts up` (what `make run` runs, after migrating): create or reuse the demo merchant, start
-every service in the foreground, print a working API key and a curl to try; Ctrl-C stops them all
-cleanly."""
+every service in the foreground, give the demo merchant one payout per test scenario, print a
+working API key, the dashboard's address and a curl to try; Ctrl-C stops them all cleanly."""
 
 import asyncio
 import json
 import os
+import secrets
 import signal
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import typer
 from sqlalchemy import update
 
@@ -16,6 +20,8 @@ from cli.merchants import NewMerchant, create_merchant, merchant_exists
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Merchant
+from contracts.domain.money import format_amount
+from contracts.domain.scenarios import REVIEW_THRESHOLD, SUFFIX_RULES
 from contracts.settings import Settings, get_settings
 
 DEMO_MERCHANT_FILE = Path(".run/demo-merchant.json")
@@ -66,13 +72,63 @@ def _save_merchant(merchant: NewMerchant) -> None:
     DEMO_MERCHANT_FILE.chmod(0o600)
 
 
-def _banner(base_url: str, merchant: NewMerchant) -> str:
+def demo_payouts() -> list[dict[str, Any]]:
+    """One payout per test scenario (and one for review), with fixed references: a later
+    `make run` sends them again and the batch answers `duplicate`, creating nothing."""
+    payouts: list[dict[str, Any]] = [
+        {
+            "merchantReference": f"demo-account-{suffix}",
+            "amount": "1500.00",
+            "destType": "WALLET",
+            "walletCode": "JAZZCASH",
+            "accountNumber": f"0300123{suffix}",
+            "accountTitle": "Ayesha Khan",
+            "purpose": f"Demo: an account ending {suffix}",
+        }
+        for suffix in SUFFIX_RULES
+    ]
+    payouts.append(
+        {
+            "merchantReference": "demo-in-review",
+            "amount": format_amount(REVIEW_THRESHOLD * 2),
+            "destType": "BANK",
+            "bankCode": "HBL",
+            "accountNumber": "123456781234",
+            "accountTitle": "Muhammad Ali",
+            "purpose": "Demo: an amount that waits for review",
+        }
+    )
+    return payouts
+
+
+def _create_demo_payouts(base_url: str, merchant: NewMerchant) -> str:
+    """Through the API, like any merchant (POST /payouts/batch): what became of them."""
+    try:
+        response = httpx.post(
+            f"{base_url}/api/v1/payouts/batch",
+            json={"payouts": demo_payouts()},
+            headers={"X-API-KEY": merchant.api_key, "X-IDEMPOTENCY-KEY": str(uuid.uuid4())},
+            timeout=30,
+        )
+        response.raise_for_status()
+        summary = response.json()["data"]["summary"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return f"not created ({type(exc).__name__}: {exc})"
+    return (
+        f"one per test scenario, references demo-... ({summary['created']} created now, "
+        f"{summary['duplicate']} from an earlier run)"
+    )
+
+
+def _banner(base_url: str, merchant: NewMerchant, operator_token: str, demo: str) -> str:
     body = (
         '{"merchantReference":"demo-\'$(date +%s)\'","amount":"1500.00","destType":"WALLET",'
         '"walletCode":"JAZZCASH","accountNumber":"03001230001"}'
     )
     return f"""
 Payout sandbox is running.
+  Dashboard:      {base_url}/dashboard   (sign in with the demo API key below)
+  Operations:     {base_url}/dashboard/operations   (operator token: {operator_token})
   API:            {base_url}/api/v1   (docs: {base_url}/docs)
   RabbitMQ UI:    http://127.0.0.1:15672  (guest/guest)
   Metrics:        {base_url}/metrics, :9101/metrics (processor), :9102/metrics (relay)
@@ -80,6 +136,7 @@ Payout sandbox is running.
   Webhook secret: {merchant.webhook_secret}
   Webhooks:       delivered to the local sink at http://127.0.0.1:{SINK_PORT}/webhooks, which
                   verifies each signature and prints the event in this terminal
+  Demo payouts:   {demo}
 
 Try:
   curl -s -X POST {base_url}/api/v1/payouts \\
@@ -99,10 +156,13 @@ def up() -> None:
     webhook_url = f"http://127.0.0.1:{SINK_PORT}/webhooks"
     merchant = asyncio.run(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
     _save_merchant(merchant)
+    # The dashboard's operations pages need a token: a fresh one per run unless one is set.
+    operator_token = settings.operator_token or secrets.token_urlsafe(16)
     group = ServiceGroup(
         env=environment(
             PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS="true",  # the sink listens on localhost
             PAYOUTS_LOG_FORMAT=os.environ.get("PAYOUTS_LOG_FORMAT", "text"),  # a terminal
+            PAYOUTS_OPERATOR_TOKEN=operator_token,
         )
     )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops all, like Ctrl-C
@@ -118,7 +178,8 @@ def up() -> None:
             group.wait_until_ready(base_url, within=READY_TIMEOUT_SECONDS)
         except StartupFailed as failure:
             raise SystemExit(str(failure)) from failure
-        typer.echo(_banner(base_url, merchant))
+        demo = _create_demo_payouts(base_url, merchant)
+        typer.echo(_banner(base_url, merchant, operator_token, demo))
         while not group.exited():
             time.sleep(0.5)
         typer.echo(f"a service exited: {group.exited()}; stopping the others", err=True)

@@ -48,7 +48,11 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
         consumed_queue(webhook_events_queue(webhook_retry_tiers)),
         title="webhooks.payout-events",
         description="One event per payout status change (payouts.events, routing key = the "
-        "event type, e.g. payout.succeeded), delivered to the merchant's webhook URL.",
+        "event type, e.g. payout.succeeded), delivered to the merchant's webhook URL. A payout "
+        "created with queueIfLowBalance while the available balance is short emits "
+        "payout.queued (status QUEUED, nothing held) instead of payout.created, then "
+        "payout.dequeued when funds arrive (status PENDING, held) or payout.failed "
+        "(failureCode QUEUE_EXPIRED) when it waited too long.",
     )
     async def payout_status_changed(event: PayoutStatusChanged) -> None: ...
 

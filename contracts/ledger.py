@@ -91,6 +91,19 @@ async def _post(
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
+    journal_id = await _journal(session, posting, merchant_id, payout_id, hold_cycle, now)
+    await _move_balance(session, posting, merchant_id, amount, now)
+    await _lines(session, posting, journal_id, merchant_id, amount, now)
+
+
+async def _journal(
+    session: AsyncSession,
+    posting: Posting,
+    merchant_id: str,
+    payout_id: str | None,
+    hold_cycle: int | None,
+    now: datetime,
+) -> int:
     journal = cast(
         CursorResult[Any],
         await session.execute(
@@ -105,8 +118,17 @@ async def _post(
             },
         ),
     )
-    journal_id = journal.lastrowid  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
-    await _move_balance(session, posting, merchant_id, amount, now)
+    return int(journal.lastrowid)  # AUTO_INCREMENT id; INSERT ... RETURNING is not in MySQL 8
+
+
+async def _lines(
+    session: AsyncSession,
+    posting: Posting,
+    journal_id: int,
+    merchant_id: str,
+    amount: Decimal,
+    now: datetime,
+) -> None:
     await session.execute(
         _lines_statement(posting),
         {"b_journal": journal_id, "b_merchant": merchant_id, "b_amount": amount, "b_now": now},
@@ -198,6 +220,43 @@ async def hold_funds(
         payout_id=payout_id,
         hold_cycle=hold_cycle,
     )
+
+
+async def try_hold_funds(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
+) -> bool:
+    """available -> held if the available balance covers it (True), else nothing written
+    (False). The balance's conditional UPDATE comes first, the journal and its lines after it:
+    a create that may be queued learns whether it is short before it writes anything it would
+    have to take back. (The row is locked from that UPDATE to the commit, as in `_post`; a
+    failed UPDATE keeps no lock under READ COMMITTED.)"""
+    if amount <= 0:
+        raise ValueError(f"ledger amounts are positive, got {amount}")
+    now = utcnow()
+    moved = cast(
+        CursorResult[Any],
+        await session.execute(
+            _balance_statement(HOLD),
+            {"b_merchant": merchant_id, "b_amount": amount, "b_now": now},
+        ),
+    )
+    if moved.rowcount != 1:
+        return False
+    journal_id = await _journal(session, HOLD, merchant_id, payout_id, hold_cycle, now)
+    await _lines(session, HOLD, journal_id, merchant_id, amount, now)
+    return True
+
+
+async def lock_balance(session: AsyncSession, *, merchant_id: str) -> Decimal:
+    """The merchant's available balance, its balance row locked until the transaction ends
+    (UnknownMerchantBalance without one). The row is also the lock of the merchant's queue of
+    QUEUED payouts (contracts/payout_queue.py)."""
+    available = await session.scalar(
+        select(Balance.available).where(Balance.merchant_id == merchant_id).with_for_update()
+    )
+    if available is None:
+        raise UnknownMerchantBalance(merchant_id)
+    return Decimal(available)
 
 
 async def post_hold(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from contracts.clock import event_sandbox_time
 from contracts.domain.statuses import EventType, PspOutcome
 from contracts.payout_view import PayoutView
 from contracts.wire import Timestamp, WireModel
@@ -44,8 +45,19 @@ class PayoutStatusChanged(WireModel):
     created_at: Timestamp
     merchant_id: str
     payout: PayoutView
+    # Added compatibly to version 1: absent/null on every change but those the sandbox clock
+    # caused (contracts.clock), which carry the sandbox time they were due at.
+    sandbox_time: Timestamp | None = Field(
+        default_factory=event_sandbox_time,
+        description="The merchant's sandbox time of a change its sandbox clock caused (a "
+        "scheduled step that came due); `createdAt` stays the real time",
+    )
 
     def webhook_body(self) -> dict[str, Any]:
-        """The JSON merchants receive: `{id, type, createdAt, event, payout}`."""
+        """The JSON merchants receive: `{id, type, createdAt, event, payout}`, and `sandboxTime`
+        when the sandbox clock caused the change."""
         data = self.model_dump(mode="json", by_alias=True)
-        return {key: data[key] for key in ("id", "type", "createdAt", "event", "payout")}
+        body = {key: data[key] for key in ("id", "type", "createdAt", "event", "payout")}
+        if self.sandbox_time is not None:
+            body["sandboxTime"] = data["sandboxTime"]
+        return body

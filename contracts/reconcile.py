@@ -14,10 +14,10 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.domain.money import format_amount
-from contracts.domain.statuses import TERMINAL_STATUSES, PayoutStatus
+from contracts.domain.statuses import FUNDS_HELD_STATUSES
 from contracts.ledger import Account, JournalKind
 
-IN_FLIGHT = tuple(sorted(status.value for status in set(PayoutStatus) - TERMINAL_STATUSES))
+IN_FLIGHT = tuple(sorted(status.value for status in FUNDS_HELD_STATUSES))
 
 # A journal moves money between two accounts: fewer than two lines is as wrong as a non-zero sum.
 _UNBALANCED_JOURNALS = text(

@@ -18,6 +18,9 @@ PRODUCTION_RATE_LIMIT_PER_SECOND = 100
 # default secret this repository ships (here, docker-compose.yml) ends in PUBLIC_SECRET_MARK.
 DEFAULT_PSP_SECRET = "psp_test_secret_change_me"
 PUBLIC_SECRET_MARK = "change_me"
+# Signs the dashboard's session cookies. Public: with PAYOUTS_ENV=production the dashboard stays
+# off until PAYOUTS_DASHBOARD_SESSION_SECRET is set (the API itself still starts).
+DEFAULT_DASHBOARD_SESSION_SECRET = "dashboard_session_secret_change_me"
 
 
 class InsecureConfiguration(ValueError):
@@ -57,6 +60,18 @@ class Settings(BaseSettings):
     processor_prefetch: int = 16
     processor_max_handler_retries: int = 5
 
+    # ON_HOLD / IN_REVIEW payouts with no decision fail (DECISION_EXPIRED) after this much of
+    # the merchant's sandbox time. The processor claims due scheduled actions (scripted steps,
+    # these expiries) this often; POST /sandbox/clock/advance waits up to
+    # sandbox_clock_wait_seconds for the window's actions to be applied.
+    decision_sla_hours: float = Field(default=72.0, gt=0)
+    scheduler_poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    sandbox_clock_wait_seconds: float = Field(default=10.0, ge=0, le=60)
+
+    # A QUEUED payout (queueIfLowBalance) not started within this many hours fails with
+    # QUEUE_EXPIRED; the outbox relay's housekeeping expires them (PAYOUTS_QUEUED_EXPIRY_HOURS).
+    queued_expiry_hours: float = Field(default=72.0, gt=0)
+
     relay_batch_size: int = 200
     relay_poll_interval_seconds: float = 0.05
     # A row the broker refused this many times (about an hour of backoff at 20) is parked.
@@ -76,12 +91,25 @@ class Settings(BaseSettings):
 
     demo_balance: Decimal = Decimal("1000000.00")
 
+    # The browser dashboard (/dashboard): session cookies signed with this secret, valid this
+    # long; the operations pages sign in with the operator token (no token: they are off); and
+    # where its links to the RabbitMQ management UI point.
+    dashboard_session_secret: str = DEFAULT_DASHBOARD_SESSION_SECRET
+    dashboard_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    operator_token: str | None = None
+    dashboard_rabbitmq_ui_url: str = "http://127.0.0.1:15672"
+
     @field_validator("database_url")
     @classmethod
     def _async_mysql_driver(cls, value: str) -> str:
         if not value.startswith("mysql+asyncmy://"):
             raise ValueError("PAYOUTS_DATABASE_URL must use the mysql+asyncmy:// driver")
         return value
+
+    @field_validator("operator_token")
+    @classmethod
+    def _empty_token_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("webhook_retry_delays")
     @classmethod
@@ -107,6 +135,13 @@ class Settings(BaseSettings):
                 "PAYOUTS_PSP_SECRET is a public default: with PAYOUTS_ENV=production, set a "
                 "secret of your own (the PSP signs its callbacks with it)"
             )
+
+    @property
+    def dashboard_enabled(self) -> bool:
+        """Off in production while the cookie-signing secret is the public default."""
+        return self.env is Environment.TEST or not self.dashboard_session_secret.endswith(
+            PUBLIC_SECRET_MARK
+        )
 
     @property
     def sandbox_enabled(self) -> bool:

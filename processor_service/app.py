@@ -1,4 +1,8 @@
-"""The processor: a FastStream app consuming payout commands and PSP outcomes."""
+"""The processor: a FastStream app consuming payout commands and PSP outcomes, and the
+scheduler loop applying scheduled actions as they come due in sandbox time."""
+
+import asyncio
+from datetime import timedelta
 
 from faststream import AckPolicy, FastStream
 from faststream.rabbit.annotations import RabbitMessage
@@ -12,6 +16,8 @@ from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
 from processor_service import handlers
 from processor_service.consumer import Consumer
+from processor_service.schedule import Timetable
+from processor_service.scheduler import Scheduler
 
 
 def create_processor(settings: Settings) -> FastStream:
@@ -19,9 +25,14 @@ def create_processor(settings: Settings) -> FastStream:
         settings.amqp_url, prefetch=settings.processor_prefetch, app_name="processor"
     )
     engine = create_engine(settings.database_url, pool_size=settings.processor_prefetch)
+    sessions = create_session_factory(engine)
+    timetable = Timetable(decision_sla=timedelta(hours=settings.decision_sla_hours))
+    scheduler = Scheduler(
+        sessions, timetable, poll_interval_seconds=settings.scheduler_poll_interval_seconds
+    )
     consumer = Consumer(
         broker=broker,
-        sessions=create_session_factory(engine),
+        sessions=sessions,
         retry_delay_seconds=settings.processor_retry_delay_seconds,
         max_retries=settings.processor_max_handler_retries,
     )
@@ -37,7 +48,7 @@ def create_processor(settings: Settings) -> FastStream:
         await consumer.run(
             message,
             PAYOUT_COMMANDS,
-            lambda session, context: handlers.process_payout(session, command, context),
+            lambda session, context: handlers.process_payout(session, command, context, timetable),
         )
 
     @broker.subscriber(
@@ -60,8 +71,22 @@ def create_processor(settings: Settings) -> FastStream:
             settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
         )
 
+    stop_scheduler = asyncio.Event()
+    scheduler_task: list[asyncio.Task[None]] = []
+
+    async def start_scheduler() -> None:
+        stop_scheduler.clear()
+        scheduler_task.append(asyncio.create_task(scheduler.run(stop_scheduler)))
+
+    async def stop_scheduling() -> None:
+        stop_scheduler.set()
+        while scheduler_task:
+            await scheduler_task.pop()
+
     return FastStream(
         broker,
         on_startup=[start_up],
+        after_startup=[start_scheduler],
+        on_shutdown=[stop_scheduling],
         after_shutdown=[engine.dispose],
     )

@@ -1,24 +1,37 @@
-"""What the processor does with each command: load the payout, decide, transition. The caller
-owns the transaction (one per consumed message, with its inbox row)."""
+"""What the processor does with each command, and with each scheduled action that came due:
+load the payout, decide, transition. The caller owns the transaction (one per consumed message,
+with its inbox row; one per scheduled action, with the action's row)."""
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clock import sandbox_now, stamping_sandbox_time
 from contracts.db.engine import utcnow
-from contracts.db.models import Payout, PspCallback
+from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout
-from contracts.domain.scenarios import Decision, Outcome, decide
+from contracts.domain.scenarios import Decision, Outcome, decide, script_of
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from processor_service import transitions
+from processor_service.schedule import (
+    AWAITING_DECISION,
+    DECISION_EXPIRED,
+    Action,
+    Result,
+    Timetable,
+    follow_ups,
+    write_actions,
+)
 from processor_service.transitions import PayoutChange
 
 log = logging.getLogger("processor")
 
 PSP_REJECTED = "PSP_REJECTED"
+DEFAULT_TIMETABLE = Timetable()
 
 
 class UnknownPayout(Exception):
@@ -39,31 +52,57 @@ async def _lock_payout(session: AsyncSession, payout_id: str, merchant_id: str) 
 
 
 def _awaits_processing(payout: Payout) -> bool:
-    """PENDING before submission or RETRY; a PENDING payout with a PSP reference awaits an IPN."""
+    """PENDING before submission or RETRY; a PENDING payout with a PSP reference awaits an IPN,
+    a scripted payout's RETRY waits for its next step in sandbox time (a scheduled action)."""
     status = PayoutStatus(payout.status)
     if status is PayoutStatus.PENDING:
         return payout.psp_reference is None
-    return status is PayoutStatus.RETRY
+    return status is PayoutStatus.RETRY and not script_of(payout.amount, payout.account_number)
 
 
 async def process_payout(
-    session: AsyncSession, command: ProcessPayout, context: Context
+    session: AsyncSession,
+    command: ProcessPayout,
+    context: Context,
+    timetable: Timetable = DEFAULT_TIMETABLE,
 ) -> PayoutStatus | None:
     """Run the scenario rules on the payout: the status it ends in, None if nothing to do.
-    Outcomes the PSP already sent come first: the scenario never overrides the PSP."""
+    Outcomes the PSP already sent come first: the scenario never overrides the PSP. A scripted
+    payout takes its script's first step and schedules the next; a payout left waiting for a
+    decision schedules the decision window's expiry."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
+    later: list[dict[str, Any]] = []
     if _awaits_processing(payout):
+        script = script_of(payout.amount, payout.account_number)
         transitions.start_processing(change)
         _apply_decision(
-            change, decide(payout.amount, payout.account_number, payout.attempts), context
+            change,
+            decide(payout.amount, payout.account_number, payout.attempts),
+            retry_delay_ms=None if script else context.retry_delay_ms,
         )
+        if len(script) > 1 or PayoutStatus(payout.status) in AWAITING_DECISION:
+            now = await sandbox_now(session, payout.merchant_id)
+            later = follow_ups(payout, script=script, step=0, at=now, timetable=timetable)
     await change.write(session)
+    await write_actions(session, later)
     return PayoutStatus(payout.status) if change.changed else None
 
 
-def _apply_decision(change: PayoutChange, decision: Decision, context: Context) -> None:
+def wait_for_scripted_retry(change: PayoutChange, *, reason: str) -> None:
+    """PROCESSING -> RETRY of a scripted payout: its next attempt is the script's next step, a
+    scheduled action in sandbox time (not a broker-delayed command)."""
+    change.move(
+        allowed_from={PayoutStatus.PROCESSING}, to=PayoutStatus.RETRY, failure_reason=reason
+    )
+
+
+def _apply_decision(
+    change: PayoutChange, decision: Decision, *, retry_delay_ms: int | None
+) -> None:
+    """`retry_delay_ms`: a RETRY's broker delay; None: the retry is a scripted step's."""
+    reason = decision.reason
     match decision.outcome:
         case Outcome.SUCCESS:
             transitions.succeed(change, psp_reference=None)
@@ -73,16 +112,84 @@ def _apply_decision(change: PayoutChange, decision: Decision, context: Context) 
                 failure_code=decision.failure_code or PSP_REJECTED,
                 reason=decision.reason or "Rejected by the PSP",
             )
+        case Outcome.RETRY if retry_delay_ms is None:
+            wait_for_scripted_retry(change, reason=reason or "Retrying")
         case Outcome.RETRY:
             transitions.schedule_retry(
-                change, reason=decision.reason or "Retrying", delay_ms=context.retry_delay_ms
+                change, reason=reason or "Retrying", delay_ms=retry_delay_ms or 0
             )
         case Outcome.PENDING_AT_PSP:
             transitions.await_psp(change)
         case Outcome.ON_HOLD:
-            transitions.put_on_hold(change, reason=decision.reason or "On hold")
+            transitions.put_on_hold(change, reason=reason or "On hold")
         case Outcome.IN_REVIEW:
             transitions.send_to_review(change)
+        case Outcome.SLOW_PSP:
+            pass  # stays PROCESSING: the script's next step is the PSP's answer
+        case Outcome.REVERSED:
+            transitions.reverse(change)
+
+
+async def apply_scheduled_action(
+    session: AsyncSession, action: ScheduledAction, timetable: Timetable
+) -> PayoutStatus | None:
+    """Apply an action that came due (its row locked by the caller), judged under the payout's
+    lock: only if the payout is still in the status of the attempt the action was scheduled for
+    (after any PSP outcome already accepted), else it is skipped. Its events carry the sandbox
+    time it was due at. The action's row is marked in the same transaction."""
+    payout = await load_payout(session, action.payout_id, merchant_id=action.merchant_id, lock=True)
+    if payout is None:
+        await _mark(session, action, Result.SKIPPED, status_after=None)
+        return None
+    change = PayoutChange(payout, correlation_id=f"scheduled-action-{action.id}")
+    await _take_accepted_outcomes(session, change)
+    later: list[dict[str, Any]] = []
+    applies = (payout.hold_cycle, payout.status) == (action.hold_cycle, action.expected_status)
+    if applies:
+        with stamping_sandbox_time(action.due_at):
+            later = _run_action(change, action, timetable)
+    await change.write(session)
+    await write_actions(session, later)
+    await _mark(
+        session, action, Result.APPLIED if applies else Result.SKIPPED, status_after=payout.status
+    )
+    return PayoutStatus(payout.status) if change.changed else None
+
+
+def _run_action(
+    change: PayoutChange, action: ScheduledAction, timetable: Timetable
+) -> list[dict[str, Any]]:
+    """The action's transitions onto the change; the actions it schedules in turn."""
+    payout = change.payout
+    match Action(action.action):
+        case Action.EXPIRE_DECISION:
+            hours = f"{timetable.decision_sla.total_seconds() / 3600:g}"
+            transitions.fail(
+                change, failure_code=DECISION_EXPIRED, reason=f"No decision within {hours} h"
+            )
+            return []
+        case Action.SCRIPT_STEP:
+            script = script_of(payout.amount, payout.account_number)
+            step = action.step if action.step is not None else len(script)
+            if step >= len(script):
+                log.error("scheduled action %s names no step of its script", action.id)
+                return []
+            if PayoutStatus(payout.status) is PayoutStatus.RETRY:
+                transitions.start_processing(change)  # a retry is a new attempt at the PSP
+            _apply_decision(change, script[step].decision, retry_delay_ms=None)
+            return follow_ups(
+                payout, script=script, step=step, at=action.due_at, timetable=timetable
+            )
+
+
+async def _mark(
+    session: AsyncSession, action: ScheduledAction, result: Result, *, status_after: str | None
+) -> None:
+    await session.execute(
+        update(ScheduledAction)
+        .where(ScheduledAction.id == action.id)
+        .values(applied_at=utcnow(), result=result.value, status_after=status_after)
+    )
 
 
 async def apply_psp_outcome(

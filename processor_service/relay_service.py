@@ -1,5 +1,6 @@
 """The `payouts outbox-relay` process: poll, publish, back off while a dependency is down,
-clean up now and then, stop cleanly on SIGTERM (the round in flight finishes)."""
+clean up and expire QUEUED payouts now and then, stop cleanly on SIGTERM (the round in flight
+finishes)."""
 
 import asyncio
 import contextlib
@@ -12,12 +13,14 @@ from aio_pika.abc import AbstractRobustConnection
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
-from processor_service.housekeeping import clean_up
+from processor_service.housekeeping import clean_up, expire_queued
 from processor_service.outbox_relay import OutboxRelay, Publisher, open_publisher
 
 log = logging.getLogger("outbox-relay")
 
 CLEANUP_EVERY_SECONDS = 300.0
+# QUEUED payouts expire within this long after their expiry time (72 h by default).
+EXPIRE_QUEUED_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -58,7 +61,8 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
     )
     retention = timedelta(hours=settings.outbox_retention_hours)
     backoff = settings.relay_poll_interval_seconds
-    next_cleanup = time.monotonic()
+    queued_expiry = timedelta(hours=settings.queued_expiry_hours)
+    next_cleanup = next_expiry = time.monotonic()
     log.info("outbox relay started")
     try:
         while not stop.is_set():
@@ -67,6 +71,9 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 if time.monotonic() >= next_cleanup:
                     await clean_up(sessions, outbox_retention=retention)
                     next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
+                if time.monotonic() >= next_expiry:
+                    await expire_queued(sessions, expiry=queued_expiry)
+                    next_expiry = time.monotonic() + EXPIRE_QUEUED_EVERY_SECONDS
             except Exception as error:
                 log.warning("relay round failed (%s); retrying in %.2fs", error, backoff)
                 await _pause(stop, backoff)

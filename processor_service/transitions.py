@@ -6,6 +6,13 @@ payout as it was at that change). `PayoutChange.write` then stores them all in t
 transaction: one guarded UPDATE of the payout row, the events and commands in two multi-row
 INSERTs, and the ledger postings last, so the merchant's balance row is locked only from its
 UPDATE to the commit. A transition whose expected status is gone raises StaleTransition.
+A transition that returns money to available (FAILED, REVERSED) then starts the merchant's
+QUEUED payouts it covers (contracts/payout_queue.py), in the same transaction.
+
+The queue's own transitions are not here: created -> QUEUED is the create's
+(api_service/payouts/service.py); QUEUED -> PENDING and QUEUED -> FAILED (expiry) are in
+contracts/payout_queue.py, shared by the API (top-up), the processor (here) and the relay's
+housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 from collections.abc import Awaitable, Callable, Collection
@@ -21,10 +28,15 @@ from contracts.db.models import Payout
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
 from contracts.payout_events import Announcements
+from contracts.payout_queue import start_queued_payouts
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
 
 Posting = Callable[..., Awaitable[None]]
+
+# Postings that put money back into the merchant's available balance: a released hold (FAILED)
+# and a reversal. After them, the merchant's queued payouts may start.
+FUNDS_RETURNING: frozenset[Posting] = frozenset({ledger.release_hold, ledger.reverse_payout})
 
 
 class StaleTransition(Exception):
@@ -84,6 +96,15 @@ class PayoutChange:
                 payout_id=self.payout.id,
                 hold_cycle=self.payout.hold_cycle,
                 amount=self.payout.amount,
+            )
+        if any(posting in FUNDS_RETURNING for posting in self._postings):
+            # Money is back in available and this transaction holds the balance row (the
+            # queue's lock, contracts/payout_queue.py): the merchant's queued payouts it covers
+            # start now, in the same transaction.
+            await start_queued_payouts(
+                session,
+                merchant_id=self.payout.merchant_id,
+                correlation_id=self.announcements.correlation_id,
             )
 
 

@@ -44,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind
+from contracts.webhook_signing import webhook_headers
 from contracts.webhooks import DeliveryStatus
 from contracts.wire import dumps
 from webhook_service.batching import MicroBatcher
@@ -75,7 +76,6 @@ from webhook_service.delivery_records import (
 from webhook_service.endpoints import Endpoint, EndpointCache
 from webhook_service.retry_ladder import RetryLadder, RetryStep, retry_after_seconds
 from webhook_service.sender import AttemptResult, WebhookSender
-from webhook_service.signing import webhook_headers
 
 log = logging.getLogger("webhooks")
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.models import Merchant, WebhookChaosSetting
 from contracts.expiring_map import ExpiringMap
 from contracts.webhook_chaos import WebhookChaos
-from webhook_service.signing import active_secrets
+from contracts.webhook_signing import active_secrets
 
 ENDPOINT_CACHE_SECONDS = 2.0
 NO_CHAOS = WebhookChaos()

@@ -14,6 +14,26 @@ from contracts.wire import format_timestamp
 router = APIRouter(prefix="/balance", tags=["balance"])
 
 
+def ledger_entry_json(line: LedgerLine, journal: LedgerJournal) -> dict[str, Any]:
+    """One entry of the history: a ledger line of the merchant, with its journal."""
+    return {
+        "id": line.id,
+        "journalId": journal.id,
+        "type": journal.kind,
+        "account": line.account.lower(),
+        "amount": format_amount(line.amount),
+        "balanceAfter": format_amount(line.balance_after)
+        if line.balance_after is not None
+        else None,
+        "availableAfter": format_amount(line.available_after)
+        if line.available_after is not None
+        else None,
+        "payoutId": journal.payout_id,
+        "description": journal.description,
+        "createdAt": format_timestamp(line.created_at),
+    }
+
+
 @router.get("", responses=error_responses(*AUTH_ERRORS), summary="Current balance")
 async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Response:
     balance = await session.get(Balance, merchant.id)
@@ -55,25 +75,7 @@ async def get_balance_history(
         .offset((page - 1) * limit)
         .limit(limit)
     )
-    entries: list[dict[str, Any]] = [
-        {
-            "id": line.id,
-            "journalId": journal.id,
-            "type": journal.kind,
-            "account": line.account.lower(),
-            "amount": format_amount(line.amount),
-            "balanceAfter": format_amount(line.balance_after)
-            if line.balance_after is not None
-            else None,
-            "availableAfter": format_amount(line.available_after)
-            if line.available_after is not None
-            else None,
-            "payoutId": journal.payout_id,
-            "description": journal.description,
-            "createdAt": format_timestamp(line.created_at),
-        }
-        for line, journal in rows.tuples()
-    ]
+    entries = [ledger_entry_json(line, journal) for line, journal in rows.tuples()]
     pagination = {
         "page": page,
         "limit": limit,

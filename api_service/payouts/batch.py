@@ -3,8 +3,8 @@
 Each item is judged on its own: created, duplicate (its merchantReference already names a payout
 of this merchant: the answer names it, so a payroll sent twice creates nothing twice), or invalid
 (the field named, like a single create's 400; an item the available balance no longer covers,
-in the order sent, is invalid on `amount`). The valid items are written together: multi-row
-INSERTs and one move of the balance for all of them.
+in the order sent, is invalid on `amount`, or, with `queueIfLowBalance`, created QUEUED). The
+valid items are written together: multi-row INSERTs and one move of the balance for all of them.
 """
 
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ValidationFailed
 from api_service.payouts.schemas import CreatePayoutRequest
-from api_service.payouts.service import new_payout, store_new_payouts
+from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
 from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
 
@@ -44,12 +44,20 @@ def _reference(raw: Any) -> Any:
     return raw.get("merchantReference") if isinstance(raw, dict) else None
 
 
-async def create_batch(
-    session: AsyncSession, merchant: Merchant, items: list[Any], *, request_id: str
-) -> dict[str, Any]:
-    """Every item's result; the created payouts written in the caller's transaction."""
+@dataclass(frozen=True)
+class JudgedBatch:
+    result: BatchResult  # the invalid and the duplicate items
+    to_create: list[tuple[int, Payout]]  # the others, in the order sent (not stored)
+    # Items with queueIfLowBalance the available balance does not cover: created QUEUED.
+    to_queue: list[tuple[int, Payout]] = field(default_factory=list)
+
+
+async def judge_batch(session: AsyncSession, merchant: Merchant, items: list[Any]) -> JudgedBatch:
+    """Every item judged, nothing written: invalid, duplicate, or to be created. The dashboard
+    shows this as the preview of a payroll file; `create_batch` then stores the last kind."""
     result = BatchResult()
-    candidates = await _valid_items(session, merchant, items, result)
+    queue_if_short: set[int] = set()
+    candidates = await _valid_items(session, merchant, items, result, queue_if_short)
     existing = await _existing_references(
         session, merchant, [p.merchant_reference for _, p in candidates]
     )
@@ -60,19 +68,40 @@ async def create_batch(
             result.add(index, payout.merchant_reference, "duplicate", payoutId=payout_id)
         else:
             fresh.append((index, payout))
-    covered = await _covered_by_balance(session, merchant, fresh, result)
+    covered, queued = await _covered_by_balance(session, merchant, fresh, result, queue_if_short)
+    return JudgedBatch(result, covered, queued)
+
+
+async def create_batch(
+    session: AsyncSession, merchant: Merchant, items: list[Any], *, request_id: str
+) -> dict[str, Any]:
+    """Every item's result; the created payouts written in the caller's transaction."""
+    judged = await judge_batch(session, merchant, items)
+    covered, queued, result = judged.to_create, judged.to_queue, judged.result
     if covered:
         await store_new_payouts(session, [payout for _, payout in covered], request_id=request_id)
-    for index, payout in covered:
+    if queued:
+        await store_queued_payouts(
+            session,
+            [payout for _, payout in queued],
+            request_id=request_id,
+            balance_locked=bool(covered),
+        )
+    for index, payout in covered + queued:
         view = PayoutView.of(payout).model_dump(mode="json", by_alias=True)
         result.add(index, payout.merchant_reference, "created", payout=view)
     return result.as_json()
 
 
 async def _valid_items(
-    session: AsyncSession, merchant: Merchant, items: list[Any], result: BatchResult
+    session: AsyncSession,
+    merchant: Merchant,
+    items: list[Any],
+    result: BatchResult,
+    queue_if_short: set[int],
 ) -> list[tuple[int, Payout]]:
-    """The items that make a payout, in order; the others recorded as invalid."""
+    """The items that make a payout, in order; the others recorded as invalid. The indexes of
+    valid items with queueIfLowBalance are added to `queue_if_short`."""
     valid: list[tuple[int, Payout]] = []
     first_of_reference: dict[str, int] = {}
     for index, raw in enumerate(items):
@@ -83,6 +112,8 @@ async def _valid_items(
                 raise ValidationFailed.on("merchantReference", f"repeats item {earlier}")
             first_of_reference[request.merchant_reference] = index
             valid.append((index, await new_payout(session, merchant, request)))
+            if request.queue_if_low_balance:
+                queue_if_short.add(index)
         except ValidationError as error:
             failure = ValidationFailed.from_pydantic(error.errors())
             result.add(index, _reference(raw), "invalid", errors=failure.details)
@@ -109,20 +140,24 @@ async def _covered_by_balance(
     merchant: Merchant,
     payouts: list[tuple[int, Payout]],
     result: BatchResult,
-) -> list[tuple[int, Payout]]:
-    """The payouts the available balance covers, taken in order; the rest invalid on amount.
-    Read without a lock: the one conditional UPDATE of the total has the last word."""
+    queue_if_short: set[int],
+) -> tuple[list[tuple[int, Payout]], list[tuple[int, Payout]]]:
+    """(covered, queued): the payouts the available balance covers, taken in order, and those it
+    does not that asked to be queued; the rest invalid on amount. Read without a lock: the one
+    conditional UPDATE of the total has the last word."""
     if not payouts:
-        return []
+        return [], []
     available = await session.scalar(
         select(Balance.available).where(Balance.merchant_id == merchant.id)
     ) or Decimal(0)
-    covered = []
+    covered, queued = [], []
     for index, payout in payouts:
         if payout.amount <= available:
             available -= payout.amount
             covered.append((index, payout))
+        elif index in queue_if_short:
+            queued.append((index, payout))
         else:
             detail = {"field": "amount", "message": "exceeds the available balance"}
             result.add(index, payout.merchant_reference, "invalid", errors=[detail])
-    return covered
+    return covered, queued

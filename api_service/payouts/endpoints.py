@@ -32,6 +32,8 @@ from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
 
 router = APIRouter(prefix="/payouts", tags=["payouts"])
+# A create naming this field may end QUEUED: its answer is stored after the work, not before.
+QUEUE_FLAG = b"queueIfLowBalance"
 
 
 def payout_json(payout: Payout) -> dict[str, Any]:
@@ -45,7 +47,14 @@ def payout_json(payout: Payout) -> dict[str, Any]:
     responses=error_responses(
         *AUTH_ERRORS, *IDEMPOTENCY_ERRORS, DuplicateReference, InsufficientBalance
     ),
-    summary="Create a payout (funds are held at once)",
+    summary="Create a payout (funds are held at once, or it is QUEUED with queueIfLowBalance)",
+    description=(
+        "The payout is PENDING with its amount held. When the available balance is short: 422 "
+        "INSUFFICIENT_BALANCE, or with `queueIfLowBalance: true` the payout is created QUEUED "
+        "(nothing held, event `payout.queued`); a top-up or a released hold starts queued "
+        "payouts oldest first (PENDING, held, event `payout.dequeued`); one not started within "
+        "72 hours fails with QUEUE_EXPIRED."
+    ),
     openapi_extra=documented_body(CreatePayoutRequest),
 )
 async def create_payout(
@@ -55,6 +64,22 @@ async def create_payout(
     session: SessionDep,
     request_id: RequestId,
 ) -> Response:
+    if QUEUE_FLAG in await request.body():
+        # The answer (PENDING or QUEUED) is known only after the balance has answered.
+        async def create_or_queue() -> tuple[int, bytes]:
+            body = await read_body(request, CreatePayoutRequest)
+            payout = await service.new_payout(session, merchant, body)
+            if not body.queue_if_low_balance:
+                await service.store_new_payouts(session, [payout], request_id=request_id)
+                return 201, success_body(payout_json(payout), "Payout created")
+            await service.store_new_payout_or_queue(session, payout, request_id=request_id)
+            if payout.status == PayoutStatus.QUEUED:
+                message = "Payout queued: the available balance is short"
+                return 201, success_body(payout_json(payout), message)
+            return 201, success_body(payout_json(payout), "Payout created")
+
+        return await idempotency.run(request, session, create_or_queue)
+
     async def prepare() -> tuple[int, bytes, Callable[[], Awaitable[None]]]:
         body = await read_body(request, CreatePayoutRequest)
         payout = await service.new_payout(session, merchant, body)
@@ -78,7 +103,8 @@ async def create_payout(
         "Each item is the body of `POST /payouts`. Its result is `created` (with the payout), "
         "`duplicate` (its merchantReference already names a payout: `payoutId`; a payroll sent "
         "twice creates nothing twice) or `invalid` (`errors` name the fields; an item the "
-        "available balance no longer covers, in the order sent, is invalid on `amount`). The "
+        "available balance no longer covers, in the order sent, is invalid on `amount`, or "
+        "created QUEUED when it has `queueIfLowBalance: true`). The "
         "created payouts are written in one transaction; the request as a whole is idempotent "
         "under its X-IDEMPOTENCY-KEY. Bodies up to 1 MiB."
     ),

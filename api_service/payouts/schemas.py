@@ -20,6 +20,19 @@ class CreatePayoutRequest(RequestModel):
     account_number: AccountNumberIn
     account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
     purpose: Annotated[str, Field(max_length=140)] | None = None
+    queue_if_low_balance: Annotated[
+        bool,
+        Field(
+            strict=True,  # true or false, not "true" or 1
+            description=(
+                "When the available balance is short: accept the payout as QUEUED (nothing "
+                "held; `payout.queued`) instead of answering 422 INSUFFICIENT_BALANCE. It starts "
+                "(PENDING, funds held; `payout.dequeued`) when a top-up or a released hold covers "
+                "it, queued payouts oldest first; it fails with QUEUE_EXPIRED if not started "
+                "within 72 hours."
+            ),
+        ),
+    ] = False
 
 
 class CreatePayoutBatchRequest(RequestModel):
@@ -56,7 +69,7 @@ class PayoutList(BaseModel):
 class PayoutBatchItem(BaseModel):
     index: int
     merchantReference: Any
-    status: Literal["created", "duplicate", "invalid"]
+    status: Literal["created", "duplicate", "invalid"]  # created: the payout's status may be QUEUED
     payout: PayoutView | None = None
     payoutId: str | None = None
     errors: list[dict[str, str]] | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from contracts.domain.accounts import (
 )
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_events import Announcements
+from contracts.payout_queue import start_queued_payouts
 
 
 async def validate_destination(
@@ -106,10 +107,7 @@ async def store_new_payouts(
     """The payout rows, their `payout.created` events and processing commands, and their holds,
     in the caller's transaction: multi-row INSERTs first, the merchant's balance last (so its
     row is locked from its UPDATE to the commit only)."""
-    try:
-        await session.execute(insert(table_of(Payout)), [_columns(payout) for payout in payouts])
-    except IntegrityError as exc:  # the unique key is the last word on references
-        raise DuplicateReference from exc
+    await _insert(session, payouts)
     announcements = Announcements(request_id)
     for payout in payouts:
         announcements.event(payout, EventType.CREATED)
@@ -126,6 +124,88 @@ async def store_new_payouts(
         )
     except ledger.InsufficientBalance as exc:
         raise InsufficientBalance from exc
+
+
+async def store_new_payout_or_queue(
+    session: AsyncSession, payout: Payout, *, request_id: str
+) -> Payout:
+    """A create with `queueIfLowBalance`: the payout held and PENDING like any create when the
+    available balance covers it (`payout.created`), else QUEUED with nothing held
+    (`payout.queued`; contracts/payout_queue.py starts it when funds arrive). In the caller's
+    transaction; the payout's status is set to the one stored.
+
+    The balance's conditional UPDATE comes before the announcements (they depend on its answer).
+    When it is short, the balance row is locked (`lock_balance`, the lock of the merchant's
+    queue) before the payout turns QUEUED: a top-up either committed before (its funds are seen
+    here, and the payout is held after all) or waits and then finds the payout in the queue, so
+    no QUEUED payout is ever left with its funds available. A payout the available balance covers
+    is held at once even when older ones are queued (they wait for more than is available)."""
+    await _insert(session, [payout])
+    held = await ledger.try_hold_funds(
+        session,
+        merchant_id=payout.merchant_id,
+        payout_id=payout.id,
+        hold_cycle=payout.hold_cycle,
+        amount=payout.amount,
+    )
+    announcements = Announcements(request_id)
+    if not held:
+        available = await ledger.lock_balance(session, merchant_id=payout.merchant_id)
+        if available < payout.amount:
+            await _queue(session, payout, announcements)
+            return payout
+        await _hold(session, payout)  # funds arrived between the UPDATE and the lock
+    announcements.event(payout, EventType.CREATED)
+    announcements.process(payout)
+    await announcements.write(session)
+    return payout
+
+
+async def store_queued_payouts(
+    session: AsyncSession, payouts: Sequence[Payout], *, request_id: str, balance_locked: bool
+) -> None:
+    """Payouts of one merchant the available balance did not cover, stored QUEUED with their
+    `payout.queued` events (a payroll's items with `queueIfLowBalance`); then the queue starts
+    what the balance covers by now (a top-up may have come in since it was read), whose
+    in-memory status turns PENDING. `balance_locked`: this transaction holds the merchant's
+    balance row already (it has just held the payroll's other items)."""
+    for payout in payouts:
+        payout.status = PayoutStatus.QUEUED.value
+    await _insert(session, payouts)
+    if not balance_locked:
+        await ledger.lock_balance(session, merchant_id=payouts[0].merchant_id)
+    announcements = Announcements(request_id)
+    for payout in payouts:
+        announcements.event(payout, EventType.QUEUED)
+    await announcements.write(session)
+    started = await start_queued_payouts(
+        session, merchant_id=payouts[0].merchant_id, correlation_id=request_id
+    )
+    now_pending = {payout.id: payout for payout in started}
+    for payout in payouts:
+        if payout.id in now_pending:
+            payout.status = now_pending[payout.id].status
+            payout.updated_at = now_pending[payout.id].updated_at
+
+
+async def _queue(session: AsyncSession, payout: Payout, announcements: Announcements) -> None:
+    """Created -> QUEUED; the caller holds the merchant's balance row (the queue's lock)."""
+    payout.status = PayoutStatus.QUEUED.value  # not attached to the session: no flush follows
+    await session.execute(
+        update(Payout)
+        .where(Payout.id == payout.id)
+        .values(status=payout.status)
+        .execution_options(synchronize_session=False)
+    )
+    announcements.event(payout, EventType.QUEUED)
+    await announcements.write(session)
+
+
+async def _insert(session: AsyncSession, payouts: Sequence[Payout]) -> None:
+    try:
+        await session.execute(insert(table_of(Payout)), [_columns(payout) for payout in payouts])
+    except IntegrityError as exc:  # the unique key is the last word on references
+        raise DuplicateReference from exc
 
 
 def _columns(payout: Payout) -> dict[str, Any]:

@@ -7,13 +7,13 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.responses import Response
 
-from api_service.deps import CurrentMerchant, SessionDep, SettingsDep
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import AUTH_ERRORS, SandboxDisabled, error_responses
 from contracts.db.models import ApiRequestRecord
 from contracts.wire import format_timestamp
 
-router = APIRouter(tags=["sandbox"])
+router = APIRouter(tags=["sandbox"], dependencies=SANDBOX_ONLY)
 REQUESTS_PATH = "/requests"
 
 
@@ -81,12 +81,9 @@ def request_json(record: ApiRequestRecord) -> dict[str, Any]:
 async def list_requests(
     merchant: CurrentMerchant,
     session: SessionDep,
-    settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[int | None, Query(alias="startingAfter", ge=1)] = None,
 ) -> Response:
-    if not settings.sandbox_enabled:
-        raise SandboxDisabled
     query = select(ApiRequestRecord).where(ApiRequestRecord.merchant_id == merchant.id)
     if starting_after is not None:
         query = query.where(ApiRequestRecord.id < starting_after)

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.mysql import insert
 from starlette.responses import Response
 
-from api_service.deps import CurrentMerchant, SessionDep, SettingsDep
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import AUTH_ERRORS, PayloadTooLarge, SandboxDisabled, error_responses
 from api_service.request_body import documented_body, read_body
@@ -25,17 +25,11 @@ from api_service.sandbox.readiness import readiness_report
 from api_service.schemas import RequestModel
 from contracts.db.engine import utcnow
 from contracts.db.models import WebhookChaosSetting
-from contracts.settings import Settings
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, MAX_INJECTED_FAILURES, WebhookChaos
 
 SANDBOX_PREFIX = "/sandbox"
-router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"])
+router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX_ONLY)
 SANDBOX_ERRORS = (*AUTH_ERRORS, SandboxDisabled)
-
-
-def _require_sandbox(settings: Settings) -> None:
-    if not settings.sandbox_enabled:
-        raise SandboxDisabled
 
 
 def _json_whole_number(value: object) -> object:
@@ -85,10 +79,7 @@ def _fault_json(share: FaultShare | None) -> dict[str, Any]:
     responses=error_responses(*SANDBOX_ERRORS),
     summary="Sandbox: the fault injected into a share of your API calls, if any",
 )
-async def get_faults(
-    merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
-) -> Response:
-    _require_sandbox(settings)
+async def get_faults(merchant: CurrentMerchant, session: SessionDep) -> Response:
     return json_response(success_body(_fault_json(await load_fault_share(session, merchant.id))))
 
 
@@ -103,10 +94,7 @@ async def get_faults(
     ),
     openapi_extra=documented_body(FaultSettingRequest),
 )
-async def put_faults(
-    request: Request, merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
-) -> Response:
-    _require_sandbox(settings)
+async def put_faults(request: Request, merchant: CurrentMerchant, session: SessionDep) -> Response:
     body = await read_body(request, FaultSettingRequest)
     share = FaultShare(parse_fault(body.fault), body.percent)
     await save_fault_share(session, merchant.id, share)
@@ -122,9 +110,8 @@ async def put_faults(
     summary="Sandbox: stop injecting faults into your API calls",
 )
 async def delete_faults(
-    request: Request, merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
+    request: Request, merchant: CurrentMerchant, session: SessionDep
 ) -> Response:
-    _require_sandbox(settings)
     await clear_fault_share(session, merchant.id)
     await session.commit()
     _fault_shares(request).forget(merchant.id)
@@ -212,10 +199,7 @@ CHAOS_DESCRIPTION = (
     responses=error_responses(*SANDBOX_ERRORS),
     summary="Sandbox: how webhooks misbehave towards your endpoint",
 )
-async def get_webhook_chaos(
-    merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
-) -> Response:
-    _require_sandbox(settings)
+async def get_webhook_chaos(merchant: CurrentMerchant, session: SessionDep) -> Response:
     row = await session.get(WebhookChaosSetting, merchant.id)
     return json_response(success_body(_chaos_json(_chaos_of(row))))
 
@@ -229,9 +213,8 @@ async def get_webhook_chaos(
     openapi_extra=documented_body(WebhookChaosRequest),
 )
 async def put_webhook_chaos(
-    request: Request, merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
+    request: Request, merchant: CurrentMerchant, session: SessionDep
 ) -> Response:
-    _require_sandbox(settings)
     body = await read_body(request, WebhookChaosRequest)
     values = {**body.model_dump(), "updated_at": utcnow()}
     await session.execute(
@@ -250,10 +233,7 @@ async def put_webhook_chaos(
     responses=error_responses(*SANDBOX_ERRORS),
     summary="Sandbox: webhooks behave again",
 )
-async def delete_webhook_chaos(
-    merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
-) -> Response:
-    _require_sandbox(settings)
+async def delete_webhook_chaos(merchant: CurrentMerchant, session: SessionDep) -> Response:
     await session.execute(
         delete(WebhookChaosSetting).where(WebhookChaosSetting.merchant_id == merchant.id)
     )
@@ -298,8 +278,5 @@ class ReadinessEnvelope(BaseModel):
         "refused."
     ),
 )
-async def get_readiness(
-    merchant: CurrentMerchant, session: SessionDep, settings: SettingsDep
-) -> Response:
-    _require_sandbox(settings)
+async def get_readiness(merchant: CurrentMerchant, session: SessionDep) -> Response:
     return json_response(success_body(await readiness_report(session, merchant.id)))

@@ -10,10 +10,12 @@ call carrying the header is refused with 404 and nothing else happens here.
 
 import asyncio
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.deps import merchant_of_key
 from api_service.errors import (
+    DATABASE_UNAVAILABLE,
     ApiError,
     GatewayTimeout,
     InjectedServerError,
@@ -26,6 +28,7 @@ from api_service.metrics import INJECTED_FAULTS
 from api_service.middleware import reject
 from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, Fault, FaultKind, parse_fault
+from contracts.db.outages import is_outage
 
 _FAULT_HEADER = FAULT_HEADER.lower().encode()
 _STATUS_ERRORS: dict[int, type[ApiError]] = {
@@ -57,6 +60,12 @@ class FaultInjectionMiddleware:
             fault = await self._fault_of(scope, headers, spec)
         except ValueError as invalid:
             await reject(send, request_id, ValidationFailed.on(FAULT_HEADER, str(invalid)))
+            return
+        except SQLAlchemyError as error:
+            # Out here the API's error handlers do not run: answer as they would.
+            if not is_outage(error):
+                raise
+            await reject(send, request_id, ServiceUnavailable(DATABASE_UNAVAILABLE))
             return
         if fault is None:
             await self.app(scope, receive, send)

@@ -20,12 +20,12 @@ from contracts.db.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from contracts.domain.scenarios import REVIEW_THRESHOLD, SUFFIX_RULES
-from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
+from contracts.domain.statuses import TERMINAL_STATUSES, EventType, PayoutStatus
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
 
-FINAL_STATUSES = (PayoutStatus.SUCCESS, PayoutStatus.FAILED, PayoutStatus.REVERSED)
+FINAL_STATUSES = TERMINAL_STATUSES
 WEBHOOK_DEADLINE_MS = 10_000
 MIN_WEBHOOK_ATTEMPTS = 5
 # A retry this much early still counts as waiting (clocks and rounding).
@@ -59,26 +59,42 @@ class Item:
 
 @dataclass(frozen=True)
 class ScenarioCount:
-    scenario: str  # "in_review" or a suffix of SUFFIX_RULES
-    created: int
-    final: int
+    scenario: str  # "in_review" or an account suffix
+    status: str
+    count: int
+
+
+# Where a scripted scenario ends: the status its last step leaves (0006 SUCCESS is not the end).
+_SCRIPT_END = {
+    Outcome.SUCCESS: PayoutStatus.SUCCESS,
+    Outcome.FAILED: PayoutStatus.FAILED,
+    Outcome.REVERSED: PayoutStatus.REVERSED,
+}
+
+
+def final_statuses(scenario: str) -> frozenset[PayoutStatus]:
+    script = SCRIPTS.get(scenario)
+    if script is None:
+        return FINAL_STATUSES
+    return frozenset({_SCRIPT_END[script[-1].decision.outcome]})
 
 
 def scenario_items(counts: Sequence[ScenarioCount]) -> list[Item]:
-    by_scenario = {count.scenario: count for count in counts}
     items = []
-    for scenario in ("in_review", *SUFFIX_RULES):
-        count = by_scenario.get(scenario, ScenarioCount(scenario, 0, 0))
+    for scenario in ("in_review", *SUFFIX_RULES, *SCRIPTS):
+        mine = [count for count in counts if count.scenario == scenario]
+        created = sum(count.count for count in mine)
+        final = sum(count.count for count in mine if count.status in final_statuses(scenario))
         title = (
             f"A payout of {REVIEW_THRESHOLD:,} or more seen through review to its final status"
             if scenario == "in_review"
             else f"A payout to an account ending {scenario} seen to its final status"
         )
-        if count.final:
-            verdict, evidence = Verdict.PASSED, f"{count.final} of {count.created} final"
+        if final:
+            verdict, evidence = Verdict.PASSED, f"{final} of {created} final"
         else:
             verdict = Verdict.NOT_TRIED
-            evidence = f"{count.created} created, none final yet" if count.created else "none yet"
+            evidence = f"{created} created, none final yet" if created else "none yet"
         items.append(Item(f"scenario_{scenario}", title, verdict, evidence))
     return items
 
@@ -277,18 +293,15 @@ async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str,
 async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[ScenarioCount]:
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
-    final = func.sum(Payout.status.in_([status.value for status in FINAL_STATUSES]))
     rows = await session.execute(
-        select(in_review, suffix, func.count(), final)
+        select(in_review, suffix, Payout.status, func.count())
         .where(Payout.merchant_id == merchant_id)
-        .group_by(in_review, suffix)
+        .group_by(in_review, suffix, Payout.status)
     )
-    totals: dict[str, tuple[int, int]] = {}
-    for review, account_suffix, created, finished in rows:
-        scenario = "in_review" if review else account_suffix
-        before = totals.get(scenario, (0, 0))
-        totals[scenario] = (before[0] + int(created), before[1] + int(finished or 0))
-    return [ScenarioCount(name, *counts) for name, counts in totals.items()]
+    return [
+        ScenarioCount("in_review" if review else account_suffix, status, int(count))
+        for review, account_suffix, status, count in rows
+    ]
 
 
 async def _event_count(session: AsyncSession, merchant_id: str, event_type: EventType) -> int:

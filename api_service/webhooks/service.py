@@ -3,7 +3,7 @@ its secret. Functions take the request's session and never commit: the endpoint 
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from sqlalchemy import ColumnElement, func, select
@@ -126,6 +126,33 @@ async def resend_delivery(
     delivery.updated_at = utcnow()
     await session.flush()
     return delivery
+
+
+# Deliveries whose last attempt failed: retrying on the ladder, or parked after it.
+RECOVERABLE_STATUSES = (DeliveryStatus.RETRYING.value, DeliveryStatus.PARKED.value)
+MAX_RECOVERED = 1000
+
+
+async def recover_deliveries(
+    session: AsyncSession, merchant: Merchant, *, since: datetime, request_id: str
+) -> list[WebhookDelivery]:
+    """Resend every delivery of an event since `since` (naive UTC) that is retrying or parked,
+    oldest first, at most MAX_RECOVERED: the merchant's endpoint was down and is back (as
+    Svix's "recover"). Each is a `resend_delivery`."""
+    delivery_ids = await session.scalars(
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.merchant_id == merchant.id,
+            WebhookDelivery.created_at >= since,
+            WebhookDelivery.status.in_(RECOVERABLE_STATUSES),
+        )
+        .order_by(WebhookDelivery.created_at, WebhookDelivery.id)
+        .limit(MAX_RECOVERED)
+    )
+    return [
+        await resend_delivery(session, merchant, delivery_id, request_id=request_id)
+        for delivery_id in list(delivery_ids)
+    ]
 
 
 async def list_events(

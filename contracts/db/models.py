@@ -72,6 +72,8 @@ class Payout(Base):
         Index("ix_payouts_merchant_created", "merchant_id", "created_at", "id"),
         Index("ix_payouts_merchant_status_created", "merchant_id", "status", "created_at"),
         Index("ix_payouts_status_updated", "status", "updated_at"),
+        # The expiry of QUEUED payouts reads the oldest ones across merchants (migration 0013).
+        Index("ix_payouts_status_created", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
@@ -349,3 +351,43 @@ class ApiRequestRecord(Base):
     request_body: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class SandboxClock(Base):
+    """A merchant's sandbox clock (POST /sandbox/clock/advance; migration 0014): its sandbox
+    time is the database's clock plus `offset_seconds`, which only grows."""
+
+    __tablename__ = "sandbox_clocks"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    offset_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ScheduledAction(Base):
+    """Something due to happen to a payout at a sandbox time (migration 0014): a scripted
+    scenario's next step, or the expiry of an ON_HOLD / IN_REVIEW payout's decision window.
+    The processor claims it once due (`due_at` <= the merchant's sandbox time) with SKIP LOCKED
+    and applies it in one transaction with its effects, recording `applied_at` and `result`.
+    It applies only if the payout is still in `expected_status` of attempt `hold_cycle`; else it
+    is skipped. No foreign keys: the row is written while the payout's row is locked."""
+
+    __tablename__ = "scheduled_actions"
+    __table_args__ = (
+        # The claim: not applied, earliest due first.
+        Index("ix_scheduled_actions_claim", "applied_at", "due_at"),
+        Index("ix_scheduled_actions_merchant", "merchant_id", "applied_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(Uuid)
+    payout_id: Mapped[str] = mapped_column(Uuid)
+    hold_cycle: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(30))  # processor_service.schedule.Action
+    step: Mapped[int | None] = mapped_column(SmallInteger)  # a script's step number
+    expected_status: Mapped[str] = mapped_column(String(20))
+    due_at: Mapped[datetime] = mapped_column(Timestamp)  # sandbox time
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    applied_at: Mapped[datetime | None] = mapped_column(Timestamp)  # real time
+    result: Mapped[str | None] = mapped_column(String(20))  # APPLIED | SKIPPED
+    status_after: Mapped[str | None] = mapped_column(String(20))

@@ -4,6 +4,9 @@ from enum import StrEnum
 
 
 class PayoutStatus(StrEnum):
+    # Queue when short (`queueIfLowBalance`): accepted, nothing held yet. It leaves only for
+    # PENDING (the funds held: `payout.dequeued`) or FAILED (QUEUE_EXPIRED, nothing to release).
+    QUEUED = "QUEUED"
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     RETRY = "RETRY"
@@ -15,6 +18,24 @@ class PayoutStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({PayoutStatus.SUCCESS, PayoutStatus.FAILED, PayoutStatus.REVERSED})
+
+# Statuses whose payout has its amount held: every status but the terminal ones and QUEUED.
+FUNDS_HELD_STATUSES = frozenset(set(PayoutStatus) - TERMINAL_STATUSES - {PayoutStatus.QUEUED})
+
+# The queue's own transitions (the processor's and the PSP's are below and in
+# processor_service/transitions.py), with the event each emits:
+#   (created) -> QUEUED   payout.queued    create with queueIfLowBalance, available balance short
+#   QUEUED -> PENDING     payout.dequeued  funds arrived (top-up, released hold, reversal, or the
+#                                          queue's head expired): held, then processed as usual
+#   QUEUED -> FAILED      payout.failed    not started within PAYOUTS_QUEUED_EXPIRY_HOURS
+#                                          (failureCode QUEUE_EXPIRED); nothing was held
+QUEUE_TRANSITIONS: frozenset[tuple[PayoutStatus, PayoutStatus]] = frozenset(
+    {
+        (PayoutStatus.QUEUED, PayoutStatus.PENDING),
+        (PayoutStatus.QUEUED, PayoutStatus.FAILED),
+    }
+)
+QUEUE_EXPIRED = "QUEUE_EXPIRED"
 
 # Statuses a PSP callback (IPN) or a sandbox simulation may settle.
 AWAITING_PSP_DECISION = frozenset(
@@ -45,6 +66,8 @@ def psp_outcome_allowed(current: PayoutStatus, outcome: PspOutcome) -> bool:
 
 class EventType(StrEnum):
     CREATED = "payout.created"
+    QUEUED = "payout.queued"  # created QUEUED: the available balance was short
+    DEQUEUED = "payout.dequeued"  # QUEUED -> PENDING: its funds are held now
     PROCESSING = "payout.processing"
     RETRYING = "payout.retrying"
     SUCCEEDED = "payout.succeeded"
@@ -57,6 +80,7 @@ class EventType(StrEnum):
 
 
 EVENT_FOR_STATUS: dict[PayoutStatus, EventType] = {
+    PayoutStatus.QUEUED: EventType.QUEUED,
     PayoutStatus.PROCESSING: EventType.PROCESSING,
     PayoutStatus.RETRY: EventType.RETRYING,
     PayoutStatus.SUCCESS: EventType.SUCCEEDED,

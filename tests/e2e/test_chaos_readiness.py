@@ -30,6 +30,12 @@ pytestmark = pytest.mark.slow
 FAULT = "X-Sandbox-Fault"
 CHAOS = {"duplicatePercent": 100, "staleTimestampPercent": 100, "oldSecretOnly": True}
 REPORTS = Path(".run/readiness-reports")
+SCRIPTED_FIRST_STATUS = {
+    "0006": "SUCCESS",
+    "0007": "PROCESSING",
+    "0008": "PENDING",
+    "0009": "RETRY",
+}
 
 
 @pytest.fixture
@@ -139,6 +145,12 @@ async def test_a_client_that_follows_the_rules_passes_every_readiness_item(
     await client.post(f"/sandbox/payouts/{succeeded['id']}/simulate", {"outcome": "REVERSED"})
     failed = await client.reaches(created["0003 fails"]["id"], "FAILED")
     await client.post(f"/payouts/{failed['id']}/reinitiate", None)
+    # The scripted ones end days later by the sandbox clock: once each has taken its first
+    # step (its later steps are scheduled from there), 49 h go by in one call.
+    for suffix, first_status in SCRIPTED_FIRST_STATUS.items():
+        body = {**SCENARIOS[0].request_body(), "accountNumber": f"123456{suffix}"}
+        await client.reaches((await client.post("/payouts", body))["id"], first_status)
+    await client.post("/sandbox/clock/advance", {"seconds": 49 * 3600})
 
     async def ready() -> dict[str, Any] | None:
         report = await client.readiness()

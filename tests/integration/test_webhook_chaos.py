@@ -37,6 +37,7 @@ from contracts.webhook_chaos import (
     ChaosKind,
     WebhookChaos,
 )
+from contracts.webhook_signing import standard_signature
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.integration.test_webhook_delivery import (
@@ -64,7 +65,6 @@ from webhook_service.delivery import DELIVERED, Disposition, EventDelivery, leas
 from webhook_service.endpoints import EndpointCache
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
-from webhook_service.signing import standard_signature
 
 TIMEOUT_SECONDS = 1.0
 

@@ -2,11 +2,14 @@
 
 `PAYOUTS_DATABASE_URL` / `PAYOUTS_AMQP_URL` set: use those servers, with a database and a vhost
 of the tests' own (so a running `make run` is never touched). Not set: start MySQL 8 and
-RabbitMQ (with management) containers through testcontainers.
+RabbitMQ (with management) containers through testcontainers, from the images named by
+`PAYOUTS_MYSQL_IMAGE` and `PAYOUTS_RABBITMQ_IMAGE` (the official ones by default; without a
+registry, `scripts/container-engine.sh env` names local builds: MariaDB 10.11 and RabbitMQ 3.10).
 """
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 # Overridable so that several test runs on one machine never share a database or a vhost.
 TEST_DATABASE = os.environ.get("PAYOUTS_TEST_DATABASE", "payouts_test")
 TEST_VHOST = os.environ.get("PAYOUTS_TEST_VHOST", "payouts_test")
+MYSQL_IMAGE = os.environ.get("PAYOUTS_MYSQL_IMAGE", "mysql:8.4")
+RABBITMQ_IMAGE = os.environ.get("PAYOUTS_RABBITMQ_IMAGE", "rabbitmq:3.13-management")
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,9 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
 def _mysql_container() -> Iterator[str]:
     from testcontainers.mysql import MySqlContainer
 
-    with MySqlContainer("mysql:8.0", username="root", password="test", dbname="payouts") as mysql:
+    # Waits for the second "ready for connections" in the log: the official images (and the
+    # local MariaDB build) first run a socket-only server that creates the users.
+    with MySqlContainer(MYSQL_IMAGE, username="root", password="test", dbname="payouts") as mysql:
         host, port = mysql.get_container_host_ip(), mysql.get_exposed_port(3306)
         yield f"mysql+asyncmy://root:test@{host}:{port}/payouts"
 
@@ -108,9 +115,29 @@ def _mysql_container() -> Iterator[str]:
 def _rabbitmq_container() -> Iterator[str]:
     from testcontainers.rabbitmq import RabbitMqContainer
 
-    with RabbitMqContainer("rabbitmq:3.13-management").with_exposed_ports(5672, 15672) as rabbit:
+    with RabbitMqContainer(RABBITMQ_IMAGE).with_exposed_ports(5672, 15672) as rabbit:
         host = rabbit.get_container_host_ip()
         port = rabbit.get_exposed_port(5672)
         management = rabbit.get_exposed_port(15672)
-        os.environ["PAYOUTS_RABBITMQ_MANAGEMENT_URL"] = f"http://guest:guest@{host}:{management}"
+        management_url = f"http://guest:guest@{host}:{management}"
+        # The container counts as started once AMQP answers; the management listener (which
+        # creates the tests' vhost) can come up a moment later.
+        _wait_for_management(management_url, timeout=60)
+        os.environ["PAYOUTS_RABBITMQ_MANAGEMENT_URL"] = management_url
         yield f"amqp://guest:guest@{host}:{port}/"
+
+
+def _wait_for_management(management_url: str, timeout: float) -> None:
+    parts = urlsplit(management_url)
+    base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port}"))
+    auth = (parts.username or "guest", parts.password or "guest")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/api/overview", auth=auth, timeout=5).is_success:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"RabbitMQ management API at {base} did not answer in {timeout} s")
+        time.sleep(0.5)

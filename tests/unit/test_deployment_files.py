@@ -1,7 +1,9 @@
-"""Dockerfile, .dockerignore and docker-compose.yml: what a `docker compose up` relies on, checked
-without a Docker engine (the files are parsed, nothing is built)."""
+"""Dockerfile, .dockerignore, docker-compose.yml and the local images of deploy/images: what a
+`docker compose up` relies on, checked without a Docker engine (the files are parsed, nothing is
+built; `make compose-smoke` and `make test-containers` run them for real)."""
 
 import json
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+LOCAL_IMAGES = ROOT / "deploy" / "images"
+CONTAINER_ENGINE = ROOT / "scripts" / "container-engine.sh"
 
 # The `payouts` subcommands; keep in sync with cli/main.py (a test below compares them).
 PAYOUTS_COMMANDS = frozenset(
@@ -44,6 +48,17 @@ PAYOUTS_COMMANDS = frozenset(
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")
 APP_SERVICES = ("migrate", "seed", "api", *SCALABLE_SERVICES, "webhook-sink")
+# Read by docker-compose.yml itself (interpolation), never passed to a service: which images run,
+# and on which host ports (`make compose-smoke` moves them off the local servers' ports).
+COMPOSE_VARIABLES = frozenset(
+    {
+        "PAYOUTS_MYSQL_IMAGE",
+        "PAYOUTS_RABBITMQ_IMAGE",
+        "PAYOUTS_BASE_IMAGE",
+        "PAYOUTS_API_PORT_PUBLISHED",
+        "PAYOUTS_RABBITMQ_UI_PORT_PUBLISHED",
+    }
+)
 _DEFAULTED_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
 
 
@@ -74,8 +89,21 @@ def with_defaults(value: str) -> str:
 
 def test_compose_runs_the_expected_services() -> None:
     assert set(services()) == {"mysql", "rabbitmq", *APP_SERVICES}
-    assert services()["mysql"]["image"] == "mysql:8.0"
-    assert services()["rabbitmq"]["image"] == "rabbitmq:3.13-management"
+
+
+@pytest.mark.parametrize(
+    ("name", "variable", "official"),
+    [
+        ("mysql", "PAYOUTS_MYSQL_IMAGE", "mysql:8.4"),
+        ("rabbitmq", "PAYOUTS_RABBITMQ_IMAGE", "rabbitmq:3.13-management"),
+    ],
+)
+def test_images_are_variables_defaulting_to_the_official_ones(
+    name: str, variable: str, official: str
+) -> None:
+    """A user with a registry gets the official image; CI here names a local build."""
+    image = services()[name]["image"]
+    assert image == f"${{{variable}:-{official}}}"
 
 
 @pytest.mark.parametrize("name", sorted(services()))
@@ -85,7 +113,11 @@ def test_every_service_has_an_image_or_a_build(name: str) -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_services_build_this_repository(name: str) -> None:
-    assert services()[name]["build"] == "."
+    build = services()[name]["build"]
+    assert build["context"] == "."
+    base = build["args"]["BASE_IMAGE"]
+    assert base.startswith("${PAYOUTS_BASE_IMAGE:-")
+    assert with_defaults(base) == dockerfile_base_image_default()
 
 
 @pytest.mark.parametrize("name", ["mysql", "rabbitmq", "api"])
@@ -104,15 +136,48 @@ def test_api_healthcheck_asks_readiness_on_the_served_port() -> None:
     assert env["PAYOUTS_API_PORT"] == "8000"
 
 
-def test_every_payouts_variable_is_a_settings_field() -> None:
+def cli_option_variables() -> set[str]:
+    """The environment variables that options of `payouts` commands read (`envvar=`)."""
+    from cli.main import app
+
+    found: set[str] = set()
+
+    def walk(command: Any) -> None:
+        for param in command.params:
+            if param.envvar:
+                found.update([param.envvar] if isinstance(param.envvar, str) else param.envvar)
+        for subcommand in getattr(command, "commands", {}).values():
+            walk(subcommand)
+
+    walk(typer.main.get_command(app))
+    return found
+
+
+def test_every_payouts_variable_is_a_setting_an_option_or_the_compose_files() -> None:
+    """A PAYOUTS_ name nothing reads is a typo that silently changes nothing."""
     used = set(re.findall(r"\bPAYOUTS_[A-Z0-9_]+", COMPOSE.read_text()))
     for service in services().values():
         used |= {name for name in environment(service) if name.startswith("PAYOUTS_")}
-    unknown = {
-        name for name in used if name.removeprefix("PAYOUTS_").lower() not in Settings.model_fields
-    }
+    settings = {f"PAYOUTS_{field.upper()}" for field in Settings.model_fields}
+    unknown = used - settings - cli_option_variables() - COMPOSE_VARIABLES
     assert used
-    assert not unknown, f"not fields of contracts.settings.Settings: {sorted(unknown)}"
+    assert not unknown, f"neither Settings fields nor option or compose variables: {unknown}"
+
+
+def test_compose_variables_stay_in_the_compose_file() -> None:
+    for name, service in services().items():
+        assert not COMPOSE_VARIABLES & set(environment(service)), name
+
+
+def test_the_seed_and_the_sink_share_the_demo_merchants_chosen_credentials() -> None:
+    """`make compose-smoke` chooses the demo key and secret: the seed stores them and the sink
+    verifies every signature with that secret."""
+    assert {"PAYOUTS_DEMO_API_KEY", "PAYOUTS_DEMO_WEBHOOK_SECRET"} <= cli_option_variables()
+    seed = environment(services()["seed"])
+    assert seed["PAYOUTS_DEMO_API_KEY"] == "${PAYOUTS_DEMO_API_KEY:-}"
+    sink = environment(services()["webhook-sink"])
+    assert sink["PAYOUTS_WEBHOOK_SINK_SECRET"] == seed["PAYOUTS_DEMO_WEBHOOK_SECRET"]
+    assert "PAYOUTS_WEBHOOK_SINK_SECRET" in cli_option_variables()
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -168,7 +233,10 @@ def test_consumers_are_scalable_and_only_api_and_ui_publish_ports() -> None:
     published = {
         name: service["ports"] for name, service in all_services.items() if "ports" in service
     }
-    assert published == {"api": ["8000:8000"], "rabbitmq": ["15672:15672"]}
+    assert published == {
+        "api": ["${PAYOUTS_API_PORT_PUBLISHED:-8000}:8000"],
+        "rabbitmq": ["${PAYOUTS_RABBITMQ_UI_PORT_PUBLISHED:-15672}:15672"],
+    }
 
 
 def test_webhook_sink_is_optional() -> None:
@@ -258,10 +326,22 @@ def final_stage() -> Stage:
     return dockerfile_stages()[-1]
 
 
+def dockerfile_base_image_default() -> str:
+    [default] = re.findall(r"^ARG BASE_IMAGE=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    return str(default)
+
+
 def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
     stages = dockerfile_stages()
     assert len(stages) >= 2
     assert final_stage().base == "python:3.11-slim"
+    assert {stage.base for stage in stages} == {"python:3.11-slim"}  # both from BASE_IMAGE
+
+
+def test_dockerfile_needs_no_registry_beyond_its_base_image() -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image; with no registry (CI here) the
+    build would fail before its first step."""
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.MULTILINE | re.IGNORECASE)
 
 
 def test_final_stage_runs_as_a_non_root_user() -> None:
@@ -308,3 +388,55 @@ def test_runtime_dependencies_can_log_in_to_mysql_8() -> None:
     `cryptography` for the RSA exchange after every server restart."""
     dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
     assert any(re.match(r"cryptography\b", dependency) for dependency in dependencies)
+
+
+# --- deploy/images: the local builds for a machine without a registry ----------------------------
+
+
+def local_dockerfiles() -> list[Path]:
+    return sorted(LOCAL_IMAGES.glob("*/Dockerfile"))
+
+
+def test_local_images_are_the_three_stand_ins() -> None:
+    assert {path.parent.name for path in local_dockerfiles()} == {"mariadb", "rabbitmq", "python"}
+
+
+@pytest.mark.parametrize("path", local_dockerfiles(), ids=lambda path: path.parent.name)
+def test_local_images_build_from_the_local_base_only(path: Path) -> None:
+    """FROM ${BASE_IMAGE}, which has no default: a forgotten build argument fails at once
+    instead of pulling some image from a registry."""
+    text = path.read_text()
+    assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == ["${BASE_IMAGE}"]
+    assert re.search(r"^ARG BASE_IMAGE$", text, re.MULTILINE)
+
+
+def test_local_builds_are_never_tagged_as_the_official_images() -> None:
+    """A MariaDB build tagged mysql:... would pass for MySQL in every log and report."""
+    script = CONTAINER_ENGINE.read_text()
+    [namespace] = re.findall(r"^REPOSITORY=(\S+)", script, re.MULTILINE)
+    assert namespace not in {"mysql", "mariadb", "rabbitmq", "python", "debian", "library"}
+    tags = re.findall(r'\btag="([^"]+)"', script)
+    assert tags
+    assert all(tag.startswith("$REPOSITORY/") for tag in tags), tags
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        CONTAINER_ENGINE,
+        LOCAL_IMAGES / "debian-base" / "build.sh",
+        LOCAL_IMAGES / "mariadb" / "entrypoint.sh",
+        LOCAL_IMAGES / "rabbitmq" / "entrypoint.sh",
+    ],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_scripts_and_entrypoints_are_executable(path: Path) -> None:
+    """COPY keeps the file's mode: an entrypoint without its x bit fails the container."""
+    assert os.access(path, os.X_OK)
+
+
+def test_the_mariadb_stand_in_takes_the_variables_compose_gives_mysql() -> None:
+    entrypoint = (LOCAL_IMAGES / "mariadb" / "entrypoint.sh").read_text()
+    for variable in environment(services()["mysql"]):
+        assert variable.startswith("MYSQL_")
+        assert f"setting {variable.removeprefix('MYSQL_')}" in entrypoint, variable

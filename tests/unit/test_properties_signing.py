@@ -1,4 +1,4 @@
-"""Properties of webhook signing (webhook_service.signing) against the reference verifier, the
+"""Properties of webhook signing (contracts.webhook_signing) against the reference verifier, the
 `standardwebhooks` package: whatever we sign verifies, any changed byte does not, and the legacy
 X-MyPay-Signature is the hex HMAC-SHA256 of the body a hand-written receiver would compute."""
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from contracts.webhook_signing import LEGACY_SIGNATURE_HEADER, webhook_headers
 from tests.support.strategies import webhook_secrets
-from webhook_service.signing import LEGACY_SIGNATURE_HEADER, webhook_headers
 
 # standardwebhooks rejects timestamps more than 5 minutes from its own clock.
 TOLERANCE_SECONDS = 4 * 60

@@ -33,16 +33,22 @@ def call(
 
 
 def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
-    items = {
-        item.id: item
-        for item in scenario_items([ScenarioCount("0001", 2, 1), ScenarioCount("0004", 1, 0)])
-    }
-    assert set(items) == {
-        f"scenario_{s}" for s in ("in_review", "0001", "0002", "0003", "0004", "0005")
-    }
+    counts = [
+        ScenarioCount("0001", "SUCCESS", 1),
+        ScenarioCount("0001", "PENDING", 1),
+        ScenarioCount("0004", "PENDING", 1),
+        ScenarioCount("0006", "SUCCESS", 2),  # its script ends REVERSED, 48 h later
+        ScenarioCount("0009", "FAILED", 1),
+    ]
+    items = {item.id: item for item in scenario_items(counts)}
+    suffixes = ("in_review", "0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009")
+    assert list(items) == [f"scenario_{suffix}" for suffix in suffixes]
     assert items["scenario_0001"].verdict is Verdict.PASSED
+    assert items["scenario_0001"].evidence == "1 of 2 final"
     assert items["scenario_0004"].verdict is Verdict.NOT_TRIED
     assert "1 created, none final" in items["scenario_0004"].evidence
+    assert items["scenario_0006"].verdict is Verdict.NOT_TRIED
+    assert items["scenario_0009"].verdict is Verdict.PASSED
     assert items["scenario_0002"].evidence == "none yet"
 
 

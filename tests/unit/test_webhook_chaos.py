@@ -14,6 +14,7 @@ from contracts.webhook_chaos import (
     ChaosKind,
     WebhookChaos,
 )
+from contracts.webhook_signing import legacy_signature, standard_signature, webhook_headers
 from webhook_service.chaos import (
     FINAL_EVENT_TYPES,
     attempt_chaos,
@@ -23,7 +24,6 @@ from webhook_service.chaos import (
     sends_duplicate,
     signing_for,
 )
-from webhook_service.signing import legacy_signature, standard_signature, webhook_headers
 
 EVENT_ID = "evt_0123456789abcdef01234567"
 EVENT_IDS = [f"evt_{n:024x}" for n in range(2000)]

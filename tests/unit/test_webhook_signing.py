@@ -11,7 +11,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from contracts.api_keys import new_webhook_secret
-from webhook_service.signing import (
+from contracts.webhook_signing import (
     active_secrets,
     signing_key,
     standard_signature,

@@ -8,7 +8,7 @@ import pytest
 
 from cli.webhooks import build_sink
 from contracts.api_keys import new_webhook_secret
-from webhook_service.signing import webhook_headers
+from contracts.webhook_signing import webhook_headers
 
 EVENT = {
     "id": "evt_abc",

@@ -1,0 +1,77 @@
+"""The sandbox top-up (test mode only; production answers 404): add funds to your own balance,
+which starts your QUEUED payouts the new available balance covers, oldest first."""
+
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from starlette.responses import Response
+
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep
+from api_service.envelope import success_body
+from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, SandboxDisabled, error_responses
+from api_service.idempotency import IdempotencyDep
+from api_service.payouts.endpoints import payout_json
+from api_service.request_body import documented_body, read_body
+from api_service.schemas import AmountIn, RequestModel
+from contracts.db.models import Balance
+from contracts.domain.money import format_amount
+from contracts.funding import top_up_and_start_queued
+from contracts.payout_view import PayoutView
+
+router = APIRouter(prefix="/sandbox", tags=["sandbox"], dependencies=SANDBOX_ONLY)
+
+
+class TopUpRequest(RequestModel):
+    amount: AmountIn
+
+
+class TopUpView(BaseModel):
+    amount: str
+    availableBalance: str
+    startedPayouts: list[PayoutView]
+
+
+class TopUpEnvelope(BaseModel):
+    success: bool = True
+    data: TopUpView
+
+
+@router.post(
+    "/top-up",
+    response_model=TopUpEnvelope,
+    responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, SandboxDisabled),
+    summary="Sandbox: add funds to your balance (starts your QUEUED payouts it covers)",
+    description=(
+        "A TOPUP journal (psp_settlement -> available). Then your QUEUED payouts start in the "
+        "order they were created while the available balance covers them; the first it does not "
+        "cover waits, and so do the ones behind it. Each started payout is PENDING with its "
+        "amount held (event `payout.dequeued`) and is processed like any other."
+    ),
+    openapi_extra=documented_body(TopUpRequest),
+)
+async def top_up(
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    request_id: RequestId,
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, TopUpRequest)
+        done = await top_up_and_start_queued(
+            session, merchant.id, body.amount, correlation_id=request_id
+        )
+        available = await session.scalar(
+            select(Balance.available).where(Balance.merchant_id == merchant.id)
+        )
+        data: dict[str, Any] = {
+            "amount": format_amount(done.amount),
+            "availableBalance": format_amount(Decimal(available or 0)),
+            "startedPayouts": [payout_json(payout) for payout in done.started],
+        }
+        return 200, success_body(data, "Balance topped up")
+
+    return await idempotency.run(request, session, operation)

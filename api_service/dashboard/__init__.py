@@ -1,0 +1,47 @@
+"""The sandbox dashboard at /dashboard: what a merchant sees and does in a browser, and the
+operators' pipeline health. Server-rendered HTML (Jinja2, autoescaped), a little plain
+JavaScript, every asset served from here (it works offline, like /docs).
+
+Every page and action goes through the REST API's own endpoint functions (api_bridge.py): the
+API stays the source of truth. Sessions and CSRF: sessions.py.
+"""
+
+import logging
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from api_service.dashboard.pages import (
+    balance,
+    bulk,
+    new_payout,
+    operations,
+    payouts,
+    sign_in,
+    webhooks,
+)
+from api_service.dashboard.rendering import STATIC
+from contracts.settings import Settings
+
+log = logging.getLogger("api.dashboard")
+
+
+def larger_bodies(settings: Settings) -> dict[str, int]:
+    """The dashboard's paths that take more than the API's 64 KiB: a payroll file, uploaded and
+    then confirmed (form-encoded, so up to three bytes per byte of the file)."""
+    return {
+        bulk.UPLOAD_PATH: settings.max_batch_body_bytes,
+        bulk.CONFIRM_PATH: 3 * settings.max_batch_body_bytes,
+    }
+
+
+def install_dashboard(app: FastAPI, settings: Settings) -> None:
+    if not settings.dashboard_enabled:
+        log.warning("dashboard off: set PAYOUTS_DASHBOARD_SESSION_SECRET to serve it in production")
+        return
+    app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
+    # Fixed paths before /dashboard/payouts/{payout_id}.
+    for module in (sign_in, new_payout, bulk, payouts, balance, webhooks):
+        app.include_router(module.router)
+    if settings.operator_token:
+        app.include_router(operations.router)

@@ -1,0 +1,121 @@
+"""What a merchant page's handler gets: the REST API as the signed-in merchant, and the page
+layout (navigation, the merchant's name, the CSRF token its forms carry)."""
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from api_service.dashboard.api_bridge import MerchantApi
+from api_service.dashboard.rendering import page
+from api_service.dashboard.sessions import (
+    CSRF_FIELD,
+    CurrentMerchantSession,
+    MerchantForm,
+    MerchantSession,
+)
+from api_service.deps import SessionDep, SettingsDep
+from contracts.settings import Settings
+
+MAX_PAGE_NUMBER = 100_000  # the API's own bound on `page`
+# Messages a redirect after an action may show, by code (never text from the query string).
+NOTICES = {
+    "created": "Payout created.",
+    "reinitiated": "Payout reinitiated: its funds are held again and it is PENDING.",
+    "simulated": "Outcome accepted: the payout changes in a moment.",
+    "resent": "Webhook resend queued.",
+    "url-saved": "Webhook endpoint saved.",
+    "test-sent": "Test payout created: its webhooks are on their way.",
+    "topped-up": "Balance topped up.",
+    "recovered": "{count} failed or parked deliveries queued again.",
+    "redriven": "{count} dead-lettered messages moved back to their queue.",
+}
+
+
+def notice_of(request: Request) -> str | None:
+    """The notice a redirect asked for: a fixed text, with at most a number in it."""
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    count = request.query_params.get("count", "")
+    return notice.format(count=int(count) if count.isdigit() else 0) if notice else None
+
+
+@dataclass(frozen=True)
+class MerchantPage:
+    request: Request
+    api: MerchantApi
+    signed_in: MerchantSession
+    settings: Settings
+
+    def render(
+        self, template: str, *, active: str, status_code: int = 200, **values: Any
+    ) -> HTMLResponse:
+        context = {
+            "active": active,
+            "merchant_name": self.signed_in.merchant.name,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": self.signed_in.csrf_token,
+            "sandbox": self.settings.sandbox_enabled,
+            "notice": notice_of(self.request),
+            "error": None,
+            **values,
+        }
+        return page(template, context, status_code)
+
+    @property
+    def page_number(self) -> int:
+        """The `page` of a page-numbered list (1 unless a sensible number was asked for)."""
+        text = self.request.query_params.get("page", "1")
+        return min(int(text), MAX_PAGE_NUMBER) if text.isdigit() and int(text) > 0 else 1
+
+    async def text(self, name: str) -> str:
+        """A text field of the posted form ("" when absent)."""
+        value = (await self.request.form()).get(name)
+        return value if isinstance(value, str) else ""
+
+
+def redirect(
+    path: str, *, done: str | None = None, count: int | None = None, anchor: str = ""
+) -> RedirectResponse:
+    """After an action: Post/Redirect/Get, so a reload does not post again."""
+    query = f"?done={done}" if done else ""
+    if done and count is not None:
+        query += f"&count={count}"
+    return RedirectResponse(f"{path}{query}{anchor}", status_code=303)
+
+
+def back_to(candidate: object, default: str) -> str:
+    """A return path a form named, if it is one of ours (never an open redirect)."""
+    if (
+        isinstance(candidate, str)
+        and candidate.startswith("/dashboard/")
+        and "//" not in candidate
+        and "\\" not in candidate
+        and all(32 < ord(char) < 127 for char in candidate)
+    ):
+        return candidate
+    return default
+
+
+def _merchant_page(
+    request: Request, session: SessionDep, settings: Settings, signed_in: MerchantSession
+) -> MerchantPage:
+    api = MerchantApi(request, session, signed_in.merchant, seal_secret=signed_in.token)
+    return MerchantPage(request, api, signed_in, settings)
+
+
+async def merchant_page(
+    request: Request, session: SessionDep, settings: SettingsDep, signed_in: CurrentMerchantSession
+) -> MerchantPage:
+    return _merchant_page(request, session, settings, signed_in)
+
+
+async def merchant_form_page(
+    request: Request, session: SessionDep, settings: SettingsDep, signed_in: MerchantForm
+) -> MerchantPage:
+    """A form post's page: its CSRF token checked first."""
+    return _merchant_page(request, session, settings, signed_in)
+
+
+PageDep = Annotated[MerchantPage, Depends(merchant_page)]
+FormDep = Annotated[MerchantPage, Depends(merchant_form_page)]

@@ -1,0 +1,91 @@
+"""A payroll file (CSV) as the items of POST /api/v1/payouts/batch. Pure.
+
+The header names the API's fields (any case): merchantReference, amount, destType, bankCode,
+walletCode, accountNumber, accountTitle, purpose. Each row is one payout; blank cells are left
+out (the API's defaults apply) and blank lines are skipped. The items are judged by the batch
+service, not here: this only reads the file.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+
+COLUMNS = (
+    "merchantReference",
+    "amount",
+    "destType",
+    "bankCode",
+    "walletCode",
+    "accountNumber",
+    "accountTitle",
+    "purpose",
+)
+REQUIRED_COLUMNS = ("merchantReference", "amount", "destType", "accountNumber")
+_BY_NAME = {column.lower(): column for column in COLUMNS}
+
+
+class PayrollFileError(ValueError):
+    """The file as a whole cannot be read (not its rows: those are judged one by one)."""
+
+
+@dataclass(frozen=True)
+class PayrollRow:
+    line: int  # in the file, the header being line 1
+    item: dict[str, str]  # one body of POST /payouts
+
+
+def decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PayrollFileError("The file must be UTF-8 text (CSV).") from exc
+
+
+def _columns(header: list[str] | None) -> list[str]:
+    if not header:
+        raise PayrollFileError("The file is empty: its first line must name the columns.")
+    columns = [_BY_NAME.get(name.strip().lower(), name.strip()) for name in header]
+    unknown = [name for name in columns if name not in COLUMNS]
+    if unknown:
+        raise PayrollFileError(
+            f"Unknown column(s): {', '.join(unknown)}. The columns are: {', '.join(COLUMNS)}."
+        )
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise PayrollFileError(f"Missing column(s): {', '.join(missing)}.")
+    return columns
+
+
+def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        columns = _columns(next(reader, None))
+        rows: list[PayrollRow] = []
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue
+            if len(cells) > len(columns):
+                raise PayrollFileError(
+                    f"Line {reader.line_num} has {len(cells)} cells; the header has {len(columns)}."
+                )
+            item = {
+                column: cell.strip()
+                for column, cell in zip(columns, cells, strict=False)
+                if cell.strip()
+            }
+            rows.append(PayrollRow(reader.line_num, item))
+            if len(rows) > max_rows:
+                raise PayrollFileError(f"At most {max_rows} payouts per file.")
+    except csv.Error as exc:
+        raise PayrollFileError(f"Line {reader.line_num}: {exc}.") from exc
+    if not rows:
+        raise PayrollFileError("The file has no payouts (only its header).")
+    return rows
+
+
+def sample(rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()

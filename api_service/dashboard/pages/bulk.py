@@ -1,0 +1,137 @@
+"""Bulk payouts from a CSV file: upload, preview (each row judged by the batch service, nothing
+written), confirm (POST /api/v1/payouts/batch), per-row results. A file sent twice creates
+nothing twice: its references name the payouts of the first time (`duplicate`)."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from api_service.dashboard.context import FormDep, MerchantPage, PageDep
+from api_service.dashboard.csv_payroll import (
+    COLUMNS,
+    REQUIRED_COLUMNS,
+    PayrollFileError,
+    PayrollRow,
+    decode,
+    read_payroll,
+    sample,
+)
+from api_service.dashboard.routing import dashboard_router
+from api_service.payouts.batch import MAX_BATCH_ITEMS, judge_batch
+
+router = dashboard_router()
+UPLOAD_PATH = "/dashboard/payouts/bulk"
+CONFIRM_PATH = "/dashboard/payouts/bulk/confirm"
+SAMPLE_ROWS = [
+    {
+        "merchantReference": "salary-2026-01-0001",
+        "amount": "45000.00",
+        "destType": "BANK",
+        "bankCode": "HBL",
+        "accountNumber": "12345678901234",
+        "accountTitle": "Ayesha Khan",
+        "purpose": "Salary January",
+    },
+    {
+        "merchantReference": "salary-2026-01-0002",
+        "amount": "38500.50",
+        "destType": "WALLET",
+        "walletCode": "JAZZCASH",
+        "accountNumber": "03001230002",
+        "accountTitle": "Muhammad Ali",
+        "purpose": "Salary January",
+    },
+]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    line: int
+    item: dict[str, str]
+    status: str  # ready (preview) | created | duplicate | invalid
+    errors: list[dict[str, str]] = field(default_factory=list)
+    payout_id: str | None = None
+
+
+def _results(rows: list[PayrollRow], judged: list[dict[str, Any]]) -> list[RowResult]:
+    """Each row with its result (by index, the order the rows were sent in)."""
+    by_index = {int(result["index"]): result for result in judged}
+    results = []
+    for index, row in enumerate(rows):
+        result = by_index.get(index, {"status": "ready"})
+        payout_id = result.get("payoutId") or (result.get("payout") or {}).get("id")
+        results.append(
+            RowResult(row.line, row.item, result["status"], result.get("errors") or [], payout_id)
+        )
+    return results
+
+
+def _counts(results: list[RowResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts
+
+
+def _upload_page(page: MerchantPage, error: str | None = None, status_code: int = 200) -> Response:
+    return page.render(
+        "bulk.html",
+        active="bulk",
+        status_code=status_code,
+        error=error,
+        columns=COLUMNS,
+        required=REQUIRED_COLUMNS,
+        max_rows=MAX_BATCH_ITEMS,
+    )
+
+
+@router.get(UPLOAD_PATH)
+async def bulk_form(page: PageDep) -> Response:
+    return _upload_page(page)
+
+
+@router.get(f"{UPLOAD_PATH}/sample.csv")
+async def sample_file(page: PageDep) -> Response:
+    return Response(
+        sample(SAMPLE_ROWS),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="payroll-sample.csv"'},
+    )
+
+
+@router.post(UPLOAD_PATH)
+async def preview(form: FormDep) -> Response:
+    upload = (await form.request.form()).get("file")
+    if not isinstance(upload, UploadFile):
+        return _upload_page(form, "Choose a CSV file.", 400)
+    try:
+        text = decode(await upload.read())
+        rows = read_payroll(text, max_rows=MAX_BATCH_ITEMS)
+    except PayrollFileError as error:
+        return _upload_page(form, str(error), 400)
+    judged = await judge_batch(form.api.session, form.api.merchant, [row.item for row in rows])
+    results = _results(rows, judged.result.items)
+    return form.render(
+        "bulk_preview.html",
+        active="bulk",
+        file_name=upload.filename or "payroll.csv",
+        csv_text=text,
+        results=results,
+        counts=_counts(results),
+    )
+
+
+@router.post(CONFIRM_PATH)
+async def confirm(form: FormDep) -> Response:
+    text = await form.text("csv_text")
+    try:
+        rows = read_payroll(text, max_rows=MAX_BATCH_ITEMS)
+    except PayrollFileError as error:
+        return _upload_page(form, str(error), 400)
+    answer = await form.api.create_payout_batch(
+        [row.item for row in rows], await form.text("idempotency_key")
+    )
+    results = _results(rows, answer.data["results"])
+    return form.render("bulk_results.html", active="bulk", results=results, counts=_counts(results))

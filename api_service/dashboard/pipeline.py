@@ -1,0 +1,124 @@
+"""Pipeline health for operators: what `payouts reconcile` checks (ledger invariants, stuck
+payouts, outbox lag, parked outbox rows), parked webhook deliveries, and the dead letters waiting
+in each queue, with links to the RabbitMQ management UI. Read-only, except re-driving a
+dead-letter queue, which is `payouts dlq redrive` itself (contracts/dead_letters.py)."""
+
+import asyncio
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import aio_pika
+from aio_pika.exceptions import AMQPError
+from sqlalchemy import func, select
+
+from contracts.db.engine import SessionFactory
+from contracts.db.models import WebhookDelivery
+from contracts.dead_letters import redrive
+from contracts.pipeline_health import Thresholds, pipeline_problems
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
+from contracts.webhooks import DeliveryStatus
+
+BROKER_TIMEOUT_SECONDS = 5.0
+REDRIVE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class QueueCount:
+    queue: str  # the work queue (or the parking lot)
+    waiting_in: str  # the queue its messages wait in
+    messages: int | None  # None: the broker did not say
+    ui_url: str
+    redrivable: bool
+
+
+@dataclass(frozen=True)
+class PipelineHealth:
+    ledger_problems: list[str]
+    pipeline_problems: list[str]  # stuck payouts, outbox lag, parked outbox rows
+    parked_deliveries: int
+    queues: list[QueueCount]
+    broker_error: str | None
+
+    @property
+    def healthy(self) -> bool:
+        dead = any(queue.messages for queue in self.queues)
+        return not (
+            self.ledger_problems
+            or self.pipeline_problems
+            or self.parked_deliveries
+            or dead
+            or self.broker_error
+        )
+
+
+def work_queue_names(settings: Settings) -> list[str]:
+    return [queue.name for queue in all_work_queues(len(settings.webhook_retry_ladder))]
+
+
+def management_ui_url(settings: Settings, queue: str) -> str:
+    """The queue's page in the RabbitMQ management UI (credentials never part of a link)."""
+    ui = urlsplit(settings.dashboard_rabbitmq_ui_url)
+    host = ui.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{ui.port}" if ui.port else host
+    base = urlunsplit((ui.scheme or "http", netloc, ui.path.rstrip("/"), "", ""))
+    vhost = unquote(urlsplit(settings.amqp_url).path.lstrip("/")) or "/"
+    return f"{base}/#/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
+
+
+async def _database_checks(sessions: SessionFactory) -> tuple[list[str], list[str], int]:
+    """`payouts reconcile`'s checks, and the parked deliveries: one REPEATABLE READ snapshot."""
+    async with sessions() as session:
+        ledger = await reconcile(session)
+        pipeline = await pipeline_problems(session, Thresholds())
+        parked_deliveries = await session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.status == DeliveryStatus.PARKED.value)
+        )
+        return ledger, pipeline, parked_deliveries or 0
+
+
+async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
+    """How many messages wait in each queue (passive declares: nothing is created)."""
+    counts: dict[str, int] = {}
+    connection = await aio_pika.connect(amqp_url, timeout=BROKER_TIMEOUT_SECONDS)
+    async with connection:
+        for name in queues:
+            channel = await connection.channel()  # a missing queue closes its channel
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                counts[name] = queue.declaration_result.message_count or 0
+            except AMQPError:
+                continue
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    return counts
+
+
+async def pipeline_health(sessions: SessionFactory, settings: Settings) -> PipelineHealth:
+    ledger, pipeline, parked_deliveries = await _database_checks(sessions)
+    work_queues = work_queue_names(settings)
+    watched = [f"{name}.dead" for name in work_queues] + [WEBHOOK_PARKING_LOT]
+    broker_error = None
+    try:
+        async with asyncio.timeout(BROKER_TIMEOUT_SECONDS * 2):
+            counts = await _message_counts(settings.amqp_url, watched)
+    except (AMQPError, OSError, TimeoutError) as exc:
+        counts, broker_error = {}, f"RabbitMQ did not answer: {type(exc).__name__}"
+
+    def count(queue: str, waiting_in: str, *, redrivable: bool) -> QueueCount:
+        ui_url = management_ui_url(settings, waiting_in)
+        return QueueCount(queue, waiting_in, counts.get(waiting_in), ui_url, redrivable)
+
+    queues = [count(name, f"{name}.dead", redrivable=True) for name in work_queues]
+    queues.append(count(WEBHOOK_PARKING_LOT, WEBHOOK_PARKING_LOT, redrivable=False))
+    return PipelineHealth(ledger, pipeline, parked_deliveries, queues, broker_error)
+
+
+async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
+    """`payouts dlq redrive QUEUE`: the dead letters back to their work queue (confirmed)."""
+    return await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)

@@ -1,0 +1,57 @@
+"""The dashboard's routes answer in HTML: a page that needs a session sends the browser to sign
+in, a refusal (the API's, a CSRF check's, a bad query) is an error page with the API's status
+and message, and every answer carries the security headers. One route class does all of it, so
+the page handlers only handle pages."""
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from api_service.dashboard.api_bridge import ApiRefusal
+from api_service.dashboard.rendering import SECURITY_HEADERS, page
+from api_service.dashboard.sessions import CsrfRefused, SignInRequired
+from api_service.errors import ApiError, ValidationFailed
+
+CSRF_MESSAGE = (
+    "This form was not sent by this dashboard (its CSRF token is missing or out of date). "
+    "Reload the page and try again."
+)
+
+
+def error_page(status_code: int, message: str, code: str = "") -> Response:
+    context = {"status_code": status_code, "message": message, "code": code}
+    return page("error.html", context, status_code=status_code)
+
+
+class DashboardRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_page(request: Request) -> Response:
+            try:
+                response = await handle(request)
+            except SignInRequired as required:
+                response = RedirectResponse(required.sign_in_path, status_code=303)
+            except CsrfRefused:
+                response = error_page(403, CSRF_MESSAGE, "CSRF_REFUSED")
+            except ApiRefusal as refusal:
+                answer = refusal.answer
+                response = error_page(answer.status_code, answer.error_message, answer.error_code)
+            except ApiError as error:
+                response = error_page(error.status_code, error.message, error.code)
+            except RequestValidationError as invalid:
+                failure = ValidationFailed.from_pydantic(invalid.errors())
+                response = error_page(400, failure.message, failure.code)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return handle_page
+
+
+def dashboard_router() -> APIRouter:
+    return APIRouter(route_class=DashboardRoute, include_in_schema=False)

@@ -1,0 +1,76 @@
+"""The exact request a webhook attempt sent: its body and its signature headers.
+
+The webhook service records each attempt's time (the time it signed at) but not its headers. The
+body is the event's webhook body, serialized as the service serializes it, and the headers follow
+from the event id, that time and the secrets that signed then: the merchant's current secret (and
+the previous one during its grace period) for an attempt since the last rotation. An attempt from
+before the last rotation was signed with a secret no longer kept, so its signatures are not shown.
+
+The signing functions are the webhook service's own (pure, no I/O), so what is shown cannot
+drift from what is sent. They belong in contracts/; until they move there, this is the one place
+the API imports from the webhook service.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from api_service.dashboard.rendering import parse_time
+from contracts.db.models import Merchant
+from contracts.webhook_signing import (
+    ID_HEADER,
+    LEGACY_EVENT_HEADER,
+    TIMESTAMP_HEADER,
+    active_secrets,
+    webhook_headers,
+)
+from contracts.wire import dumps
+
+ROTATED_OUT = (
+    "Signed before the last secret rotation, with a secret no longer kept: its signature "
+    "headers cannot be shown."
+)
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    headers: list[tuple[str, str]]
+    body: str
+    note: str | None = None
+
+
+def secrets_at(merchant: Merchant, sent_at: datetime, grace: timedelta) -> list[str] | None:
+    """The secrets that signed at `sent_at` (naive UTC), or None when they are not kept."""
+    previous, expires = merchant.previous_webhook_secret, merchant.previous_secret_expires_at
+    if previous is None or expires is None:
+        return [merchant.webhook_secret]  # never rotated
+    if sent_at < expires - grace:  # before the last rotation
+        return None
+    return active_secrets(merchant.webhook_secret, previous, expires, sent_at)
+
+
+def signed_request(
+    event: dict[str, Any], attempt: dict[str, Any], merchant: Merchant, grace: timedelta
+) -> SignedRequest:
+    """`event`: the webhook body (GET /events); `attempt`: one of its delivery's attempts."""
+    body = dumps(event)
+    sent_at = parse_time(attempt["createdAt"])
+    timestamp = int(sent_at.timestamp())
+    secrets = secrets_at(merchant, sent_at.replace(tzinfo=None), grace)
+    content_type = ("Content-Type", "application/json")
+    if secrets is None:
+        headers = [
+            content_type,
+            (ID_HEADER, str(event["id"])),
+            (TIMESTAMP_HEADER, str(timestamp)),
+            (LEGACY_EVENT_HEADER, str(event["event"])),
+        ]
+        return SignedRequest(headers, body.decode(), ROTATED_OUT)
+    signed = webhook_headers(
+        event_id=str(event["id"]),
+        legacy_event=str(event["event"]),
+        timestamp=timestamp,
+        body=body,
+        secrets=secrets,
+    )
+    return SignedRequest([content_type, *signed.items()], body.decode())

@@ -1,0 +1,247 @@
+"""The sandbox clock (test mode only; production answers 404): each merchant's sandbox time, and
+moving it forward so that what is scheduled for the merchant's payouts happens now.
+
+Advancing is one UPDATE of the merchant's offset; the processor's scheduler loop (polling every
+`PAYOUTS_SCHEDULER_POLL_INTERVAL_SECONDS`) applies whatever that made due, in due-time order.
+The request then waits (at most `PAYOUTS_SANDBOX_CLOCK_WAIT_SECONDS`) until none of the
+merchant's actions due by its sandbox time is left, and says so in `Sandbox-Clock-Settled`.
+"""
+
+import asyncio
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.dialects.mysql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep, SettingsDep
+from api_service.envelope import json_response, success_body
+from api_service.errors import IDEMPOTENCY_ERRORS, PayloadTooLarge, error_responses
+from api_service.idempotency import IdempotencyDep
+from api_service.request_body import documented_body, read_body
+from api_service.sandbox.endpoints import SANDBOX_ERRORS, Count
+from api_service.schemas import RequestModel
+from contracts.clock import sandbox_now_of
+from contracts.db.engine import DATABASE_NOW, utcnow
+from contracts.db.models import SandboxClock, ScheduledAction
+from contracts.wire import format_timestamp
+
+router = APIRouter(prefix="/sandbox/clock", tags=["sandbox"], dependencies=SANDBOX_ONLY)
+
+MAX_ADVANCE_SECONDS = 366 * 24 * 3600
+LISTED_ACTIONS = 20
+SETTLED_HEADER = "Sandbox-Clock-Settled"
+WAIT_POLL_SECONDS = 0.1
+
+SCRIPTS_DESCRIPTION = """
+What is scheduled in sandbox time (each row a step the processor applies once it is due):
+
+| payout | steps |
+|---|---|
+| account ends `0006` | `SUCCESS`; 48 h later `REVERSED` (the funds return to available) |
+| account ends `0007` | `PROCESSING` (a slow PSP); 30 min later `SUCCESS` |
+| account ends `0008` | `PENDING` at the PSP; 2 h later `FAILED`, `BENEFICIARY_BANK_OFFLINE` |
+| account ends `0009` | `RETRY`; again after 1 min and 5 min (`RETRY`, attempts 2 and 3); 30 min \
+later attempt 4 `FAILED`, `RETRIES_EXHAUSTED` |
+| `ON_HOLD` / `IN_REVIEW` | no decision within 72 h (`PAYOUTS_DECISION_SLA_HOURS`): `FAILED`, \
+`DECISION_EXPIRED`, the hold released |
+
+(`0001` to `0005` and amounts of 100,000.00 or more, `IN_REVIEW`, are as before; the amount rule
+wins over the scripted suffixes.) A step applies only if the payout is still where the step
+before left it, in the same attempt: an IPN, a simulation or a reinitiation first makes it a
+no-op. Events a step causes carry `sandboxTime` (the sandbox time the step was due at) beside
+the real `createdAt`.
+"""
+
+
+class AdvanceClockRequest(RequestModel):
+    seconds: Annotated[
+        Count, Field(ge=1, le=MAX_ADVANCE_SECONDS, description="How far to move your clock")
+    ]
+
+
+class ScheduledActionView(BaseModel):
+    id: int
+    payoutId: str
+    action: str = Field(description="SCRIPT_STEP | EXPIRE_DECISION")
+    step: int | None
+    dueAt: str = Field(description="Sandbox time")
+    appliedAt: str | None = Field(description="Real time")
+    result: str | None = Field(description="APPLIED | SKIPPED | ERROR")
+    statusAfter: str | None
+
+
+class ClockView(BaseModel):
+    offsetSeconds: int
+    realTime: str
+    sandboxTime: str
+    scheduled: list[ScheduledActionView] = Field(description="The next actions not yet applied")
+    recent: list[ScheduledActionView] = Field(description="The latest actions applied")
+
+
+class ClockEnvelope(BaseModel):
+    success: bool = True
+    data: ClockView
+
+
+class AdvancedClockView(BaseModel):
+    offsetSeconds: int
+    advancedSeconds: int
+    realTime: str
+    sandboxTime: str
+    due: list[ScheduledActionView] = Field(
+        description="What the advance made due, in due-time order (steps these schedule within "
+        "the window run too: see GET /sandbox/clock)"
+    )
+
+
+class AdvancedClockEnvelope(BaseModel):
+    success: bool = True
+    data: AdvancedClockView
+
+
+def _action_json(action: ScheduledAction) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "payoutId": action.payout_id,
+        "action": action.action,
+        "step": action.step,
+        "dueAt": format_timestamp(action.due_at),
+        "appliedAt": format_timestamp(action.applied_at) if action.applied_at else None,
+        "result": action.result,
+        "statusAfter": action.status_after,
+    }
+
+
+async def _clock(session: AsyncSession, merchant_id: str) -> tuple[int, datetime, datetime]:
+    """The offset, the real time and the merchant's sandbox time (the database's clock)."""
+    offset = select(SandboxClock.offset_seconds).where(SandboxClock.merchant_id == merchant_id)
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(offset.scalar_subquery(), 0),
+                DATABASE_NOW,
+                sandbox_now_of(merchant_id),
+            )
+        )
+    ).one()
+    return int(row[0]), row[1], row[2]
+
+
+def _clock_json(offset: int, real: datetime, sandbox: datetime) -> dict[str, Any]:
+    return {
+        "offsetSeconds": offset,
+        "realTime": format_timestamp(real),
+        "sandboxTime": format_timestamp(sandbox),
+    }
+
+
+async def _actions(
+    session: AsyncSession, merchant_id: str, *, applied: bool, due_by: datetime | None = None
+) -> list[dict[str, Any]]:
+    statement = select(ScheduledAction).where(ScheduledAction.merchant_id == merchant_id)
+    if applied:
+        statement = statement.where(ScheduledAction.applied_at.is_not(None)).order_by(
+            ScheduledAction.applied_at.desc(), ScheduledAction.id.desc()
+        )
+    else:
+        statement = statement.where(ScheduledAction.applied_at.is_(None)).order_by(
+            ScheduledAction.due_at, ScheduledAction.id
+        )
+    if due_by is not None:
+        statement = statement.where(ScheduledAction.due_at <= due_by)
+    rows = await session.scalars(statement.limit(LISTED_ACTIONS if due_by is None else 1000))
+    return [_action_json(action) for action in rows]
+
+
+@router.get(
+    "",
+    response_model=ClockEnvelope,
+    responses=error_responses(*SANDBOX_ERRORS),
+    summary="Sandbox: your clock, and what is scheduled in sandbox time",
+    description=SCRIPTS_DESCRIPTION,
+)
+async def get_clock(merchant: CurrentMerchant, session: SessionDep) -> Response:
+    offset, real, sandbox = await _clock(session, merchant.id)
+    data = {
+        **_clock_json(offset, real, sandbox),
+        "scheduled": await _actions(session, merchant.id, applied=False),
+        "recent": await _actions(session, merchant.id, applied=True),
+    }
+    return json_response(success_body(data))
+
+
+@router.post(
+    "/advance",
+    response_model=AdvancedClockEnvelope,
+    responses=error_responses(*SANDBOX_ERRORS, *IDEMPOTENCY_ERRORS, PayloadTooLarge),
+    summary="Sandbox: move your clock forward; what falls due in the window happens now",
+    description=(
+        "Adds `seconds` to your sandbox clock (other merchants' clocks do not move). Every "
+        "scheduled action of your payouts due by your new sandbox time is applied at once, "
+        "in due-time order, and the call waits (a few seconds at most) until they are: the "
+        f"`{SETTLED_HEADER}` header says whether they all were. Webhook retries still wait in "
+        "real time.\n" + SCRIPTS_DESCRIPTION
+    ),
+    openapi_extra=documented_body(AdvanceClockRequest),
+)
+async def advance_clock(
+    request: Request,
+    merchant: CurrentMerchant,
+    idempotency: IdempotencyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Response:
+
+    async def operation() -> tuple[int, bytes]:
+        body = await read_body(request, AdvanceClockRequest)
+        await session.execute(
+            insert(SandboxClock)
+            .values(merchant_id=merchant.id, offset_seconds=body.seconds, updated_at=utcnow())
+            .on_duplicate_key_update(
+                offset_seconds=SandboxClock.offset_seconds + body.seconds, updated_at=utcnow()
+            )
+        )
+        offset, real, sandbox = await _clock(session, merchant.id)
+        data = {
+            **_clock_json(offset, real, sandbox),
+            "advancedSeconds": body.seconds,
+            "due": await _actions(session, merchant.id, applied=False, due_by=sandbox),
+        }
+        return 200, success_body(data, "Clock advanced")
+
+    response = await idempotency.run(request, session, operation)
+    if response.status_code == 200:
+        settled = await _wait_until_settled(
+            session, merchant.id, settings.sandbox_clock_wait_seconds
+        )
+        response.headers[SETTLED_HEADER] = "true" if settled else "false"
+    return response
+
+
+async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: float) -> bool:
+    """Whether none of the merchant's actions due by its sandbox time is left unapplied, polled
+    until it is or `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    due = (
+        select(func.count())
+        .select_from(ScheduledAction)
+        .where(
+            ScheduledAction.merchant_id == merchant_id,
+            ScheduledAction.applied_at.is_(None),
+            ScheduledAction.due_at <= sandbox_now_of(merchant_id),
+        )
+    )
+    while True:
+        left = await session.scalar(due)
+        await session.rollback()  # end the read; nothing is held while waiting
+        if not left:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(WAIT_POLL_SECONDS)

@@ -1,0 +1,53 @@
+"""The sandbox clock: each merchant's sandbox time is the database's clock plus the merchant's
+offset (`sandbox_clocks.offset_seconds`, none: zero), which only ever moves forward.
+
+Status events the clock causes (a scheduled action that came due) carry the sandbox time at
+which they happened (`sandboxTime`) beside the real `createdAt`: whoever applies such an action
+stamps the events written meanwhile with `stamping_sandbox_time`.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.db.engine import DATABASE_NOW
+from contracts.db.models import SandboxClock
+
+_event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
+
+
+def event_sandbox_time() -> datetime | None:
+    """The sandbox time of the events being written now, if the sandbox clock caused them."""
+    return _event_sandbox_time.get()
+
+
+@contextmanager
+def stamping_sandbox_time(sandbox_time: datetime) -> Iterator[None]:
+    token = _event_sandbox_time.set(sandbox_time)
+    try:
+        yield
+    finally:
+        _event_sandbox_time.reset(token)
+
+
+def offset_seconds_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[int]:
+    """The merchant's clock offset in seconds (a scalar subquery; zero without a clock row)."""
+    offset = (
+        select(SandboxClock.offset_seconds)
+        .where(SandboxClock.merchant_id == merchant_id)
+        .scalar_subquery()
+    )
+    return func.coalesce(offset, 0)
+
+
+def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[datetime]:
+    """The merchant's sandbox time, on the database's clock."""
+    return func.timestampadd(literal_column("SECOND"), offset_seconds_of(merchant_id), DATABASE_NOW)
+
+
+async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:
+    return (await session.execute(select(sandbox_now_of(merchant_id)))).scalar_one()

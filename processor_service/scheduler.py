@@ -1,0 +1,135 @@
+"""The processor's scheduler loop: applies the scheduled actions that came due, each in the
+merchant's sandbox time (the database's clock plus the merchant's offset).
+
+Each action is claimed with `SELECT ... FOR UPDATE SKIP LOCKED` (earliest due first) and applied
+in the same transaction that marks its row applied: a crash before the commit leaves the row
+to be claimed again, a commit applies it once, and several processors never take the same row.
+Moving a merchant's clock forward is one UPDATE of its offset; the next poll finds whatever
+that made due, and applies it in due-time order (a chained step scheduled by an applied one is
+claimed next if it falls due too).
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Select, delete, func, literal_column, select, update
+
+from contracts.clock import sandbox_now_of
+from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
+from contracts.db.models import SandboxClock, ScheduledAction
+from contracts.db.outages import is_outage
+from processor_service.handlers import apply_scheduled_action
+from processor_service.schedule import Result, Timetable
+
+log = logging.getLogger("processor.scheduler")
+
+MAX_BACKOFF_SECONDS = 5.0
+CLEANUP_EVERY_SECONDS = 300.0
+APPLIED_RETENTION = timedelta(days=7)
+CLEANUP_BATCH = 5000
+
+
+def claim_due_action() -> Select[ScheduledAction]:
+    """The earliest action due in its merchant's sandbox time that nobody else holds. The
+    second bound (the most advanced clock) keeps the scan a range of the claim index."""
+    furthest_offset = select(func.coalesce(func.max(SandboxClock.offset_seconds), 0))
+    latest_sandbox_now = func.timestampadd(
+        literal_column("SECOND"), furthest_offset.scalar_subquery(), DATABASE_NOW
+    )
+    return (
+        select(ScheduledAction)
+        .where(
+            ScheduledAction.applied_at.is_(None),
+            ScheduledAction.due_at <= latest_sandbox_now,
+            ScheduledAction.due_at <= sandbox_now_of(ScheduledAction.merchant_id),
+        )
+        .order_by(ScheduledAction.due_at, ScheduledAction.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+@dataclass
+class Scheduler:
+    sessions: SessionFactory
+    timetable: Timetable
+    poll_interval_seconds: float
+    batch: int = 100
+
+    async def apply_next(self) -> bool:
+        """Claim and apply one due action; False when none is due. An action that fails for
+        a reason other than an outage is marked ERROR (in a transaction of its own) rather
+        than blocking those behind it."""
+        claimed: tuple[int, str] | None = None
+        try:
+            async with transaction(self.sessions) as session:
+                action = await session.scalar(claim_due_action())
+                if action is None:
+                    return False
+                claimed = (action.id, action.payout_id)
+                status = await apply_scheduled_action(session, action, self.timetable)
+            log.info(
+                "scheduled action %s (%s) of payout %s applied: %s",
+                action.id,
+                action.action,
+                action.payout_id,
+                status or "no change",
+            )
+            return True
+        except Exception as error:
+            if claimed is None or is_outage(error):
+                raise
+            log.exception("scheduled action %s of payout %s failed", *claimed)
+            async with transaction(self.sessions) as session:
+                await session.execute(
+                    update(ScheduledAction)
+                    .where(ScheduledAction.id == claimed[0], ScheduledAction.applied_at.is_(None))
+                    .values(applied_at=utcnow(), result=Result.ERROR.value)
+                )
+            return True
+
+    async def apply_due(self) -> int:
+        """Apply due actions until none is left or a batch is done."""
+        applied = 0
+        while applied < self.batch and await self.apply_next():
+            applied += 1
+        return applied
+
+    async def delete_old(self) -> int:
+        async with transaction(self.sessions) as session:
+            result = await session.execute(
+                delete(ScheduledAction)
+                .where(ScheduledAction.applied_at < utcnow() - APPLIED_RETENTION)
+                .with_dialect_options(mysql_limit=CLEANUP_BATCH)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set (the action in flight finishes); back off while the
+        database is down."""
+        backoff = self.poll_interval_seconds
+        next_cleanup = time.monotonic()
+        while not stop.is_set():
+            try:
+                applied = await self.apply_due()
+                if time.monotonic() >= next_cleanup:
+                    await self.delete_old()
+                    next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
+            except Exception as error:
+                log.warning("scheduler round failed (%s); retrying in %.2fs", error, backoff)
+                await _pause(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            backoff = self.poll_interval_seconds
+            if applied < self.batch:
+                await _pause(stop, self.poll_interval_seconds)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep unless asked to stop first (a wait on the stop event, not a blind sleep)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

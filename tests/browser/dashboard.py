@@ -1,0 +1,65 @@
+"""Driving the dashboard in a real browser: Playwright for Python on Debian's Chromium (it cannot
+download browsers here), offline, one fresh context (cookie jar) per user."""
+
+import os
+import re
+import shutil
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from cli.merchants import NewMerchant, create_merchant
+from contracts.db.engine import SessionFactory, transaction
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")  # /usr/bin/chromium
+NO_CHROMIUM = "Debian's chromium is not installed (.ci/run installs it: apt-get install chromium)"
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
+VIEWPORT = {"width": 1360, "height": 900}
+# The screenshots in docs/screenshots are refreshed only when asked (committed files would
+# otherwise change on every test run); without it they go to the test's temporary folder.
+UPDATE_SCREENSHOTS = os.environ.get("PAYOUTS_UPDATE_SCREENSHOTS") == "1"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PAYOUT_PAGE = re.compile(r"/dashboard/payouts/[0-9a-f-]{36}(\?.*)?$")
+OPERATOR_TOKEN = "operator-token-for-the-browser-tests"
+ContextOpener = Callable[[], Awaitable[BrowserContext]]  # a fresh browser profile per call
+
+
+async def new_merchant(
+    sessions: SessionFactory, name: str, webhook_url: str | None, balance: str = "5000000.00"
+) -> NewMerchant:
+    async with transaction(sessions) as session:
+        return await create_merchant(
+            session, name=name, balance=Decimal(balance), webhook_url=webhook_url
+        )
+
+
+async def new_context(browser: Browser, base_url: str) -> BrowserContext:
+    return await browser.new_context(base_url=base_url, viewport=VIEWPORT, locale="en-GB")
+
+
+async def sign_in(context: BrowserContext, api_key: str) -> Page:
+    page = await context.new_page()
+    await page.goto("/dashboard/sign-in")
+    await page.get_by_label("API key").fill(api_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url("**/dashboard/payouts")
+    await expect(page.get_by_role("heading", name="Payouts")).to_be_visible()
+    return page
+
+
+async def screenshot(page: Page, name: str, folder: Path) -> Path:
+    """A full-page PNG of what the reader of the README sees."""
+    target = (DOCS_SCREENSHOTS if UPDATE_SCREENSHOTS else folder) / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    await page.evaluate("window.scrollTo(0, 0)")  # else the sticky top bar lands mid-page
+    await page.screenshot(path=str(target), full_page=True)
+    return target

@@ -1,0 +1,266 @@
+"""What a merchant does in the dashboard, in a real browser against the running system: create a
+0002 payout from the form and watch its timeline reach SUCCESS with every webhook attempt (the
+exact signed request shown matches what the receiver got), resend a delivery, upload a payroll
+CSV, settle an IN_REVIEW payout, top up, manage webhooks. The main pages are photographed."""
+
+import re
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import BrowserContext, Locator, Page, expect
+
+from api_service.dashboard.csv_payroll import COLUMNS
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from tests.browser.dashboard import CHROMIUM, NO_CHROMIUM, PAYOUT_PAGE, new_merchant, screenshot
+from tests.browser.dashboard import sign_in as browser_sign_in
+from tests.support.api_helpers import auth, create_payout
+from tests.support.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+SETTLES_WITHIN_MS = 30_000
+
+
+def status_badge(page: Page) -> Locator:
+    return page.locator("[data-payout-status] [data-status]")
+
+
+def event(page: Page, event_type: str) -> Locator:
+    return page.locator("li.event").filter(has=page.get_by_text(event_type, exact=True))
+
+
+async def test_a_0002_payout_from_the_form_reaches_success_with_its_webhooks(
+    context: BrowserContext,
+    merchant: NewMerchant,
+    receiver: WebhookReceiver,
+    screenshots: Path,
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="New payout").click()
+    await page.get_by_role("button", name=re.compile(r"account ends 0002")).click()
+    await expect(page.get_by_label("Account number")).to_have_value("03001230002")
+    await page.get_by_label("Amount (PKR)").fill("2500.00")
+    await page.get_by_label("Account title").fill("Ayesha Khan")
+    await screenshot(page, "new-payout", screenshots)
+    await page.get_by_role("button", name="Create payout").click()
+    await page.wait_for_url(PAYOUT_PAGE)
+
+    # No reload from here: the page refreshes itself.
+    await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
+    await expect(event(page, "payout.retrying")).to_have_count(1)
+    succeeded = event(page, "payout.succeeded")
+    await expect(succeeded.locator("tr.attempt")).to_have_count(1, timeout=SETTLES_WITHIN_MS)
+    await expect(succeeded.locator("tr.attempt .code")).to_have_text("200")
+    # created, processing, retrying, processing (attempt 2), succeeded: one attempt each.
+    await expect(page.locator("li.event")).to_have_count(5)
+    await expect(page.locator("li.event tr.attempt")).to_have_count(5)
+    await expect(page.locator(".ledger-card")).to_contain_text("PAYOUT")
+    await expect(page.locator("[data-live]")).to_have_attribute("data-live", "off")
+
+    # What the page says was sent is what the receiver got, byte for byte.
+    event_id = (await succeeded.get_attribute("id") or "").removeprefix("event-")
+    [received] = [r for r in receiver.requests if r.headers.get("webhook-id") == event_id]
+    request = succeeded.locator("details.request")
+    await request.locator("summary").click()
+    headers = await request.locator("pre.headers").inner_text()
+    for name in ("webhook-id", "webhook-timestamp", "webhook-signature", "x-mypay-signature"):
+        assert f"{received.headers[name]}" in headers, name
+    assert await request.locator("pre.body").inner_text() == received.body.decode()
+    await screenshot(page, "payout-timeline", screenshots)
+
+    # Resend: a second attempt, same webhook-id, listed once the receiver has answered it.
+    await succeeded.get_by_role("button", name="Resend").click()
+    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await expect(succeeded.locator("tr.attempt")).to_have_count(2, timeout=SETTLES_WITHIN_MS)
+    sent = [r for r in receiver.requests if r.headers.get("webhook-id") == event_id]
+    assert len(sent) == 2
+
+
+async def test_a_payroll_csv_is_previewed_confirmed_and_idempotent(
+    context: BrowserContext, merchant: NewMerchant, screenshots: Path, tmp_path: Path
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    suffixes = ("1234", "0001", "0002", "0003", "0004", "0005")  # every scenario, in turn
+    rows = [
+        f"salary-{run}-{n:02d},{1000 + n}.00,WALLET,,JAZZCASH,0300{n:03d}{suffixes[n % 6]},"
+        f"Employee {n},Salary"
+        for n in range(1, 49)
+    ]
+    rows.insert(10, f"salary-{run}-bad-account,1500.00,WALLET,,EASYPAISA,12,Bad Account,Salary")
+    rows.insert(30, f"salary-{run}-bad-type,1500.00,CASH,HBL,,12345678901,Bad Type,Salary")
+    payroll = tmp_path / "payroll.csv"
+    payroll.write_text("\n".join([",".join(COLUMNS), *rows]) + "\n")
+
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/bulk")
+    await page.get_by_label(re.compile("Payroll file")).set_input_files(payroll)
+    await page.get_by_role("button", name="Upload and preview").click()
+    await expect(page.locator("[data-count=ready] strong")).to_have_text("48")
+    await expect(page.locator("[data-count=invalid] strong")).to_have_text("2")
+    await expect(page.locator("tr.row-invalid")).to_have_count(2)
+    await expect(page.locator("tr[data-line='12']")).to_contain_text("accountNumber")
+    await expect(page.locator("tr[data-line='32']")).to_contain_text("destType")
+    await screenshot(page, "bulk-preview", screenshots)
+
+    await page.get_by_role("button", name="Confirm: create 48 payouts").click()
+    await expect(page.get_by_role("heading", name="Bulk results")).to_be_visible()
+    await expect(page.locator("[data-count=created] strong")).to_have_text("48")
+    await expect(page.locator("[data-count=invalid] strong")).to_have_text("2")
+
+    # The same file again creates nothing: each reference names the payout of the first time.
+    await page.goto("/dashboard/payouts/bulk")
+    await page.get_by_label(re.compile("Payroll file")).set_input_files(payroll)
+    await page.get_by_role("button", name="Upload and preview").click()
+    await expect(page.locator("[data-count=duplicate] strong")).to_have_text("48")
+    await expect(page.locator("[data-count=ready] strong")).to_have_text("0")
+    await expect(page.get_by_text("Nothing to create.")).to_be_visible()
+
+    await page.goto(f"/dashboard/payouts?reference=salary-{run}-07")
+    await expect(page.locator("tbody tr[data-payout-id]")).to_have_count(1)
+
+
+async def test_an_in_review_payout_is_simulated_to_success(
+    context: BrowserContext, merchant: NewMerchant, screenshots: Path
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.get_by_role("button", name=re.compile(r"amount ≥")).click()
+    await expect(page.get_by_label("Amount (PKR)")).to_have_value("100000.00")
+    await page.get_by_label("Account number").fill("03001239999")
+    await page.get_by_role("button", name="Create payout").click()
+    await page.wait_for_url(PAYOUT_PAGE)
+    await expect(status_badge(page)).to_have_text("IN_REVIEW", timeout=SETTLES_WITHIN_MS)
+
+    await page.get_by_role("button", name="Simulate SUCCESS").click()
+    await expect(page.get_by_role("status")).to_contain_text("Outcome accepted")
+    await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
+    await expect(page.get_by_role("button", name="Simulate REVERSED")).to_be_visible()
+
+
+async def test_the_list_shows_status_changes_without_a_reload(
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
+) -> None:
+    waiting = await create_payout(api, merchant, accountNumber="03001230004")  # PENDING at PSP
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto(f"/dashboard/payouts?reference={waiting['merchantReference']}")
+    row = page.locator(f"tr[data-payout-id='{waiting['id']}'] [data-status]")
+    await expect(row).to_have_text("PENDING", timeout=SETTLES_WITHIN_MS)
+    await page.evaluate("window.notReloaded = true")
+
+    settled = await api.post(
+        f"/api/v1/sandbox/payouts/{waiting['id']}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(merchant),
+    )
+    assert settled.status_code == 202, settled.text
+    await expect(row).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
+    assert await page.evaluate("window.notReloaded === true")
+
+
+async def test_a_failed_payout_is_reinitiated(
+    context: BrowserContext, merchant: NewMerchant, screenshots: Path
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.get_by_role("button", name=re.compile(r"account ends 0003")).click()
+    await page.get_by_role("button", name="Create payout").click()
+    await page.wait_for_url(PAYOUT_PAGE)
+    await expect(status_badge(page)).to_have_text("FAILED", timeout=SETTLES_WITHIN_MS)
+    await page.get_by_role("button", name="Reinitiate").click()
+    await expect(page.get_by_role("status")).to_contain_text("Payout reinitiated")
+    await expect(event(page, "payout.reinitiated")).to_have_count(1, timeout=SETTLES_WITHIN_MS)
+
+    await page.goto("/dashboard/payouts")  # by now: every scenario's status, side by side
+    await screenshot(page, "payouts", screenshots)
+
+
+async def test_validation_errors_are_shown_on_the_fields_they_name(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.get_by_label("Amount (PKR)").fill("0")
+    await page.get_by_label("Account number").fill("12")
+    await page.get_by_role("button", name="Create payout").click()
+    await expect(page.locator("#amount-error")).to_have_text("must be greater than 0")
+    await expect(page.get_by_label("Amount (PKR)")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_label("Account number")).to_have_value("12")  # what was typed stays
+
+    await page.get_by_label("Amount (PKR)").fill("1500.00")
+    await page.get_by_role("button", name="Create payout").click()
+    await expect(page.locator("#accountNumber-error")).to_contain_text("must be 10-16 digits")
+    await expect(page.locator("#amount-error")).to_have_count(0)
+
+
+async def test_the_balance_page_charts_and_tops_up(
+    context: BrowserContext, merchant: NewMerchant, screenshots: Path
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/balance")
+    before = await page.locator("[data-balance=available]").inner_text()
+    await page.get_by_label("Amount (PKR)").fill("250000.00")
+    await page.get_by_role("button", name="Top up").click()
+    await expect(page.get_by_role("status")).to_have_text("Balance topped up.")
+    await expect(page.locator("[data-balance=available]")).not_to_have_text(before)
+    await expect(page.locator("table tbody tr").first).to_contain_text("TOPUP")
+    await expect(page.locator("svg.chart polyline.total")).to_have_count(1)
+    await screenshot(page, "balance", screenshots)
+
+    await page.get_by_label("Amount (PKR)").fill("-5")
+    await page.get_by_role("button", name="Top up").click()
+    await expect(page.locator("#amount-error")).to_be_visible()
+
+
+async def test_webhooks_parked_first_then_recovered_once_the_endpoint_is_set(
+    context: BrowserContext,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    api: httpx.AsyncClient,
+    screenshots: Path,
+) -> None:
+    # No endpoint yet: every delivery is parked at once.
+    unreachable = await new_merchant(sessions, "Multan Mart", None)
+    payout = await create_payout(api, unreachable, accountNumber="03001230001")
+    page = await browser_sign_in(context, unreachable.api_key)
+    await page.goto("/dashboard/webhooks")
+    parked = page.locator("section.attention tr[data-delivery-id]")
+    for _ in range(30):  # the three events are parked within a second or two
+        if await parked.count() >= 3:
+            break
+        await page.wait_for_timeout(500)
+        await page.reload()
+    await expect(parked).to_have_count(3)
+
+    await page.get_by_role("button", name="Reveal secret").click()
+    await expect(page.locator("[data-secret]")).to_have_text(unreachable.webhook_secret)
+
+    await page.get_by_label("Endpoint URL").fill("ftp://nowhere.example")
+    await page.get_by_role("button", name="Save endpoint").click()
+    await expect(page.locator("#url-error")).to_contain_text("http")
+    await page.get_by_label("Endpoint URL").fill(receiver.url)
+    await page.get_by_role("button", name="Save endpoint").click()
+    await expect(page.get_by_role("status")).to_have_text("Webhook endpoint saved.")
+    await screenshot(page, "webhooks", screenshots)
+    # The webhook service caches a merchant's endpoint for 2 s (README: "a new URL ... takes
+    # effect within 2 s"): a resend sooner could still find no URL and be parked again.
+    await page.wait_for_timeout(2500)
+
+    await page.get_by_role("button", name="Recover").click()
+    await expect(page.get_by_role("status")).to_have_text(
+        "3 failed or parked deliveries queued again."
+    )
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    await expect(page.locator(".delivery-head .status-delivered")).to_have_count(
+        3, timeout=SETTLES_WITHIN_MS
+    )
+
+    await page.goto("/dashboard/webhooks")
+    await page.get_by_role("button", name="Rotate secret").click()
+    secret = await page.locator("[data-secret]").inner_text()
+    assert secret.startswith("whsec_") and secret != unreachable.webhook_secret
+    await page.get_by_role("button", name="Send a test event").click()
+    await page.wait_for_url(PAYOUT_PAGE)
+    await expect(page.get_by_role("status")).to_contain_text("Test payout created")
+    await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)

@@ -1,0 +1,160 @@
+"""Dashboard sessions and forms without a browser: the API app in-process (ASGI), the real
+database. What a browser test cannot set up cheaply: https, an expired session, a tampered
+cookie, production mode, no operator token, a form posted twice."""
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from api_service.app import create_app
+from api_service.dashboard.csv_payroll import COLUMNS
+from api_service.dashboard.sessions import MERCHANT_COOKIE, dashboard_sessions
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Payout
+from contracts.settings import Environment, Settings
+from tests.browser.dashboard import new_merchant
+
+
+@pytest.fixture
+async def merchant(sessions: SessionFactory) -> NewMerchant:
+    return await new_merchant(sessions, "In-process Traders", None)
+
+
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app of these settings, served over https."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://dash") as client:
+            yield client
+
+
+@pytest.fixture
+async def dashboard(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(settings) as client:
+        yield client
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The hidden fields of the first form on the page that carries them."""
+    return dict(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', html))
+
+
+async def sign_in(client: httpx.AsyncClient, api_key: str) -> httpx.Response:
+    page = await client.get("/dashboard/sign-in")
+    token = form_fields(page.text)["csrf_token"]
+    return await client.post("/dashboard/sign-in", data={"csrf_token": token, "api_key": api_key})
+
+
+async def test_over_https_the_session_cookie_is_secure_httponly_strict_and_expiring(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, settings: Settings
+) -> None:
+    signed_in = await sign_in(dashboard, merchant.api_key)
+    assert signed_in.status_code == 303
+    cookie = next(
+        value
+        for value in signed_in.headers.get_list("set-cookie")
+        if value.startswith(MERCHANT_COOKIE)
+    )
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "samesite=strict", "path=/dashboard"} <= attributes
+    assert f"max-age={int(settings.dashboard_session_hours * 3600)}" in attributes
+    assert merchant.api_key not in cookie
+
+
+async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> None:
+    await sign_in(dashboard, merchant.api_key)
+    assert (await dashboard.get("/dashboard/payouts")).status_code == 200
+
+    token, signature = dashboard.cookies[MERCHANT_COOKIE].rsplit(".", 1)
+    dashboard.cookies.set(MERCHANT_COOKIE, f"{token}.{signature[::-1]}", path="/dashboard")
+    tampered = await dashboard.get("/dashboard/payouts")
+    assert tampered.status_code == 303 and tampered.headers["location"] == "/dashboard/sign-in"
+
+    dashboard.cookies.set(MERCHANT_COOKIE, f"{token}.{signature}", path="/dashboard")
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(dashboard_sessions)
+            .where(dashboard_sessions.c.merchant_id == merchant.merchant_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    expired = await dashboard.get("/dashboard/payouts")
+    assert expired.status_code == 303 and expired.headers["location"] == "/dashboard/sign-in"
+
+
+async def test_a_form_posted_twice_creates_one_payout(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> None:
+    """The form's idempotency key is the API's: a double submit replays the first answer."""
+    await sign_in(dashboard, merchant.api_key)
+    form: dict[str, Any] = form_fields((await dashboard.get("/dashboard/payouts/new")).text)
+    form.update(
+        merchant_reference="double-submit-1",
+        amount="1500.00",
+        dest_type="WALLET",
+        wallet_code="JAZZCASH",
+        account_number="03001230001",
+    )
+    first, second = [await dashboard.post("/dashboard/payouts/new", data=form) for _ in range(2)]
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    async with sessions() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(Payout)
+            .where(Payout.merchant_id == merchant.merchant_id)
+        )
+    assert count == 1
+
+
+async def test_production_serves_no_dashboard_until_its_secret_is_set(
+    settings: Settings, merchant: NewMerchant
+) -> None:
+    production = settings.model_copy(update={"env": Environment.PRODUCTION})
+    async with client_for(production) as client:
+        assert (await client.get("/dashboard/sign-in")).status_code == 404
+    own_secret = production.model_copy(update={"dashboard_session_secret": "a-secret-of-our-own"})
+    async with client_for(own_secret) as client:
+        page = await client.get("/dashboard/sign-in")
+        assert page.status_code == 200 and "Test mode" not in page.text
+        await sign_in(client, merchant.api_key)
+        balance = await client.get("/dashboard/balance")
+        assert balance.status_code == 200 and "Sandbox top-up" not in balance.text
+        form = {**form_fields(balance.text), "amount": "1.00"}
+        assert (await client.post("/dashboard/balance/top-up", data=form)).status_code == 404
+
+
+async def test_the_operations_pages_do_not_exist_without_an_operator_token(
+    dashboard: httpx.AsyncClient,
+) -> None:
+    assert (await dashboard.get("/dashboard/operations")).status_code == 404
+    assert (await dashboard.get("/dashboard/operations/sign-in")).status_code == 404
+
+
+async def test_a_payroll_file_of_1000_rows_over_64_kib_is_previewed(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    await sign_in(dashboard, merchant.api_key)
+    form = form_fields((await dashboard.get("/dashboard/payouts/bulk")).text)
+    rows = [
+        f"big-payroll-{n:04d},{100 + n}.00,WALLET,,JAZZCASH,0300{n:07d},Employee number {n},"
+        "Salary for the month of January 2026"
+        for n in range(1000)
+    ]
+    payroll = "\n".join([",".join(COLUMNS), *rows]).encode()
+    assert len(payroll) > 64 * 1024
+    preview = await dashboard.post(
+        "/dashboard/payouts/bulk", data=form, files={"file": ("payroll.csv", payroll, "text/csv")}
+    )
+    assert preview.status_code == 200, preview.text[:500]
+    assert '<li class="tone-ok" data-count="ready"><strong>1000</strong>' in preview.text

@@ -1,0 +1,111 @@
+"""The payouts list of a merchant with 10,000 payouts renders fast: one indexed count and keyset
+pages of 25, never everything. The page is timed as the running API serves it (the median of
+several loads) and the numbers are printed, e.g. for the README."""
+
+import re
+import statistics
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import insert
+
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Payout, table_of
+from tests.browser.dashboard import new_merchant
+from tests.support.system import RunningSystem
+
+PAYOUTS = 10_000
+LOADS = 7
+# Generous for a shared CI machine; the printed medians are what to look at.
+BUDGET_SECONDS = 1.0
+
+
+async def insert_payouts(sessions: SessionFactory, merchant_id: str, count: int) -> None:
+    """Settled payouts straight into the table (no ledger: a terminal payout holds nothing, so
+    `payouts reconcile` stays clean), spread over 30 days."""
+    now = utcnow()
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "merchant_id": merchant_id,
+            "merchant_reference": f"ten-k-{index:05d}",
+            "amount": Decimal(1000 + index % 5000),
+            "currency": "PKR",
+            "dest_type": "WALLET",
+            "bank_code": None,
+            "wallet_code": "JAZZCASH",
+            "account_number": f"0300{index:07d}",
+            "account_title": f"Employee {index}",
+            "purpose": "Salary",
+            "status": "FAILED" if index % 10 == 0 else "SUCCESS",
+            "failure_reason": None,
+            "failure_code": None,
+            "psp_reference": None,
+            "attempts": 1,
+            "hold_cycle": 1,
+            "accepted_outcome": None,
+            "processed_at": now,
+            "created_at": now - timedelta(seconds=index * 259),
+            "updated_at": now,
+        }
+        for index in range(count)
+    ]
+    for start in range(0, count, 2000):
+        async with transaction(sessions) as session:
+            await session.execute(insert(table_of(Payout)), rows[start : start + 2000])
+
+
+async def signed_in_client(base_url: str, api_key: str) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(base_url=base_url, timeout=30)
+    form = await client.get("/dashboard/sign-in")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert token is not None
+    signed_in = await client.post(
+        "/dashboard/sign-in", data={"csrf_token": token.group(1), "api_key": api_key}
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    return client
+
+
+async def median_seconds(client: httpx.AsyncClient, url: str) -> float:
+    await client.get(url)  # warm: the first load pays for connections and caches
+    timings = []
+    for _ in range(LOADS):
+        started = time.perf_counter()
+        response = await client.get(url)
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.text
+    return statistics.median(timings)
+
+
+async def test_the_payouts_list_renders_fast_at_10000_payouts(
+    system: RunningSystem, sessions: SessionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    merchant = await new_merchant(sessions, "Ten Thousand Payouts Ltd", None)
+    await insert_payouts(sessions, merchant.merchant_id, PAYOUTS)
+    client = await signed_in_client(system.base_url, merchant.api_key)
+    try:
+        first_page = await client.get("/dashboard/payouts")
+        assert f"{PAYOUTS:,} payouts match" in first_page.text
+        assert first_page.text.count("data-payout-id=") == 25
+        older = re.search(r'href="\?after=([0-9a-f-]{36})"', first_page.text)
+        assert older is not None
+        timings = {
+            "first page (count + 25 rows)": await median_seconds(client, "/dashboard/payouts"),
+            "a later page (keyset)": await median_seconds(
+                client, f"/dashboard/payouts?after={older.group(1)}"
+            ),
+            "filtered by status": await median_seconds(client, "/dashboard/payouts?status=FAILED"),
+            "live statuses poll": await median_seconds(client, "/dashboard/payouts/live"),
+        }
+    finally:
+        await client.aclose()
+    with capsys.disabled():
+        print(f"\npayouts list at {PAYOUTS:,} payouts, median of {LOADS} loads:")
+        for what, seconds in timings.items():
+            print(f"  {what}: {seconds * 1000:.1f} ms")
+    assert max(timings.values()) < BUDGET_SECONDS

@@ -1,0 +1,421 @@
+"""Queue when short (`queueIfLowBalance`): a create the available balance does not cover is
+QUEUED with nothing held; a top-up or a released hold starts queued payouts in FIFO order while
+the funds last (PENDING, HOLD, ProcessPayout, `payout.dequeued`); the head that does not fit
+blocks the ones behind it; queued payouts expire (QUEUE_EXPIRED). Real MariaDB and RabbitMQ."""
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent
+from contracts.funding import top_up_and_start_queued
+from contracts.payout_queue import expire_merchant_queue, expire_queued_payouts
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from contracts.topology import PROCESS_PAYOUT_KEY, declare_topology_at
+from processor_service import transitions
+from processor_service.app import create_processor
+from processor_service.relay_service import run_outbox_relay
+from processor_service.transitions import PayoutChange
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
+from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
+from tests.support.polling import eventually
+from tests.support.statements import counting_statements
+
+EXPIRY = timedelta(hours=72)
+
+
+async def create(
+    client: httpx.AsyncClient, merchant: NewMerchant, amount: str, **overrides: Any
+) -> dict[str, Any]:
+    body = payout_body(amount=amount, queueIfLowBalance=True, **overrides)
+    response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()["data"]
+    return data
+
+
+async def top_up(
+    client: httpx.AsyncClient, merchant: NewMerchant, amount: str, key: str | None = None
+) -> httpx.Response:
+    return await client.post(
+        f"{API}/sandbox/top-up", json={"amount": amount}, headers=auth(merchant, key)
+    )
+
+
+async def statuses(sessions: SessionFactory, *payout_ids: str) -> list[str]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Payout.id, Payout.status).where(Payout.id.in_(payout_ids))
+        )
+        found = {payout_id: status for payout_id, status in rows.tuples()}
+    return [found[payout_id] for payout_id in payout_ids]
+
+
+async def commands_for(sessions: SessionFactory, payout_id: str) -> int:
+    rows = await outbox_for_payout(sessions, payout_id)
+    return sum(row.routing_key == PROCESS_PAYOUT_KEY for row in rows)
+
+
+async def assert_reconciled(sessions: SessionFactory) -> None:
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+async def test_a_short_create_with_the_flag_is_queued_and_holds_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    body = payout_body(amount="150.00", queueIfLowBalance=True)
+
+    response = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+
+    assert response.status_code == 201, response.text
+    payout = response.json()["data"]
+    assert payout["status"] == "QUEUED"
+    assert "queued" in response.json()["message"].lower()
+    assert await journal_kinds(sessions, payout["id"]) == ()
+    assert await event_types(sessions, payout["id"]) == ("payout.queued",)
+    assert [row.routing_key for row in await outbox_for_payout(sessions, payout["id"])] == [
+        "payout.queued"
+    ]
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("100.00"),
+        Decimal("0.00"),
+    )
+    await assert_reconciled(sessions)
+
+
+async def test_without_the_flag_a_short_create_is_still_refused(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    for flag in (None, False):
+        body = payout_body(amount="150.00", queueIfLowBalance=flag)
+        response = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "INSUFFICIENT_BALANCE"
+
+
+async def test_the_flag_must_be_a_boolean(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    body = payout_body(amount="150.00", queueIfLowBalance="yes")
+    response = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.status_code == 400, response.text
+    assert "queueIfLowBalance" in response.text
+
+
+async def test_a_covered_create_with_the_flag_is_an_ordinary_create(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    payout = await create(api_client, merchant, "100.00")
+    assert payout["status"] == "PENDING"
+    assert await journal_kinds(sessions, payout["id"]) == ("HOLD",)
+    assert await event_types(sessions, payout["id"]) == ("payout.created",)
+    assert await commands_for(sessions, payout["id"]) == 1
+
+
+async def test_a_top_up_starts_queued_payouts_in_order_while_funds_last(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="0.00")
+    first, large, small = [
+        (await create(api_client, merchant, amount))["id"]
+        for amount in ("100.00", "300.00", "50.00")
+    ]
+
+    response = await top_up(api_client, merchant, "150.00")
+
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [payout["id"] for payout in data["startedPayouts"]] == [first]
+    assert data["availableBalance"] == "50.00"
+    # Strict FIFO: the large one does not fit and blocks the small one behind it.
+    assert await statuses(sessions, first, large, small) == ["PENDING", "QUEUED", "QUEUED"]
+    assert await journal_kinds(sessions, first) == ("HOLD",)
+    assert await event_types(sessions, first) == ("payout.queued", "payout.dequeued")
+    assert await commands_for(sessions, first) == 1
+    assert await commands_for(sessions, small) == 0
+
+    response = await top_up(api_client, merchant, "300.00")
+
+    started = [payout["id"] for payout in response.json()["data"]["startedPayouts"]]
+    assert started == [large, small]
+    assert await statuses(sessions, first, large, small) == ["PENDING"] * 3
+    for payout_id in (large, small):
+        assert await journal_kinds(sessions, payout_id) == ("HOLD",)
+        assert await commands_for(sessions, payout_id) == 1
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("0.00"),
+        Decimal("450.00"),
+    )
+    await assert_reconciled(sessions)
+
+
+async def test_the_sandbox_top_up_is_idempotent_and_test_mode_only(
+    api_client: httpx.AsyncClient,
+    production_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    merchant = await make_merchant(balance="0.00")
+    key = "6f1c5a52-3f0e-4a8e-9d4a-0c6f2f5a7b11"
+    first = await top_up(api_client, merchant, "25.50", key)
+    again = await top_up(api_client, merchant, "25.50", key)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.content == first.content
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0][0] == Decimal("25.50")
+    missing_key = await top_up(api_client, merchant, "1.00", "")
+    assert missing_key.status_code == 400
+
+    refused = await top_up(production_client, merchant, "25.50")
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_a_released_hold_starts_the_next_queued_payout(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    held = await create(api_client, merchant, "100.00")
+    queued = await create(api_client, merchant, "80.00")
+    assert queued["status"] == "QUEUED"
+
+    async with transaction(sessions) as session:  # what the processor does on a failure
+        payout = await session.scalar(
+            select(Payout).where(Payout.id == held["id"]).with_for_update()
+        )
+        assert payout is not None
+        change = PayoutChange(payout, correlation_id=None)
+        transitions.fail(change, failure_code="ACCOUNT_INVALID", reason="Account invalid")
+        await change.write(session)
+
+    assert await statuses(sessions, held["id"], queued["id"]) == ["FAILED", "PENDING"]
+    assert await journal_kinds(sessions, held["id"]) == ("HOLD", "RELEASE")
+    assert await journal_kinds(sessions, queued["id"]) == ("HOLD",)
+    assert await event_types(sessions, queued["id"]) == ("payout.queued", "payout.dequeued")
+    assert await commands_for(sessions, queued["id"]) == 1
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("20.00"),
+        Decimal("80.00"),
+    )
+    await assert_reconciled(sessions)
+
+
+async def test_queued_payouts_expire_and_the_new_head_may_start(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="0.00")
+    old = await create(api_client, merchant, "100.00")
+    behind = await create(api_client, merchant, "40.00")
+    response = await top_up(api_client, merchant, "50.00")
+    assert response.json()["data"]["startedPayouts"] == []  # the old one blocks
+    async with transaction(sessions) as session:  # queued four days ago
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == old["id"])
+            .values(created_at=utcnow() - timedelta(days=4))
+        )
+
+    assert await expire_queued_payouts(sessions, max_age=EXPIRY) >= 1
+
+    assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
+    async with sessions() as session:
+        expired = await session.get_one(Payout, old["id"])
+        assert (expired.failure_code, expired.processed_at is not None) == ("QUEUE_EXPIRED", True)
+    assert await journal_kinds(sessions, old["id"]) == ()  # nothing held, nothing released
+    assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
+    assert await journal_kinds(sessions, behind["id"]) == ("HOLD",)
+    # At-least-once: a second round (another relay, a redelivery) changes nothing.
+    async with transaction(sessions) as session:
+        again = await expire_merchant_queue(
+            session,
+            merchant_id=merchant.merchant_id,
+            queued_before=utcnow() + timedelta(seconds=1),
+            correlation_id=None,
+        )
+    assert again == ([], [])
+    assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
+    await assert_reconciled(sessions)
+
+
+async def test_a_payroll_item_with_the_flag_is_queued(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    items = [
+        payout_body(amount="60.00"),
+        payout_body(amount="60.00", queueIfLowBalance=True),
+        payout_body(amount="60.00"),
+        payout_body(amount="30.00"),
+    ]
+    response = await api_client.post(
+        f"{API}/payouts/batch", json={"payouts": items}, headers=auth(merchant)
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["data"]["results"]
+    assert [item["status"] for item in results] == ["created", "created", "invalid", "created"]
+    assert [results[i]["payout"]["status"] for i in (0, 1, 3)] == ["PENDING", "QUEUED", "PENDING"]
+    queued_id = results[1]["payout"]["id"]
+    assert await event_types(sessions, queued_id) == ("payout.queued",)
+    assert await journal_kinds(sessions, queued_id) == ()
+
+    async with transaction(sessions) as session:  # the dashboard and the CLI call this
+        done = await top_up_and_start_queued(session, merchant.merchant_id, Decimal("50.00"))
+    assert [payout.id for payout in done.started] == [queued_id]
+    await assert_reconciled(sessions)
+
+
+async def test_a_queued_create_costs_at_most_eight_statements_and_a_covered_one_too(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """The flag's answer is stored after the work (its status is known only then): one UPDATE of
+    the idempotency key more than an ordinary create (tests/integration/test_statement_budget.py
+    keeps that one at seven)."""
+    merchant = await make_merchant(balance="100.00")
+    await create(api_client, merchant, "1.00")  # the merchant and the directory are cached now
+
+    for amount, status in (("50.00", "PENDING"), ("500.00", "QUEUED")):
+        with counting_statements() as counted:
+            assert (await create(api_client, merchant, amount))["status"] == status
+        assert len(counted.statements) <= 8, "\n".join(counted.statements)
+        assert (counted.commits, counted.rollbacks) == (1, 0)
+
+
+async def test_concurrent_top_ups_and_creates_start_queued_payouts_in_order_once(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """20 creates of 100.00 with the flag and 20 top-ups of 75.00 at once: 1,500.00 for
+    2,000.00 of payouts. Whatever the interleaving: 15 held, 5 queued, no overdraft, the started
+    queued payouts are the oldest ones, each held and commanded exactly once."""
+    merchant = await make_merchant(balance="0.00")
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: create(api_client, merchant, "100.00") for _ in range(20)
+    ]
+    calls += [lambda: top_up(api_client, merchant, "75.00") for _ in range(20)]
+    random.Random(14).shuffle(calls)
+
+    answers = await asyncio.gather(*(call() for call in calls))
+
+    for answer in answers:
+        if isinstance(answer, httpx.Response):
+            assert answer.status_code == 200, answer.text
+    async with sessions() as session:
+        payouts = list(
+            await session.scalars(
+                select(Payout)
+                .where(Payout.merchant_id == merchant.merchant_id)
+                .order_by(Payout.created_at, Payout.id)
+            )
+        )
+        balance = await session.get_one(Balance, merchant.merchant_id)
+        queue_events = {
+            (payout_id, event_type): created_at
+            for payout_id, event_type, created_at in (
+                await session.execute(
+                    select(PayoutEvent.payout_id, PayoutEvent.type, PayoutEvent.created_at).where(
+                        PayoutEvent.merchant_id == merchant.merchant_id,
+                        PayoutEvent.type.in_(["payout.queued", "payout.dequeued"]),
+                    )
+                )
+            ).tuples()
+        }
+        holds = list(
+            await session.scalars(
+                select(LedgerJournal.payout_id).where(
+                    LedgerJournal.merchant_id == merchant.merchant_id,
+                    LedgerJournal.kind == "HOLD",
+                )
+            )
+        )
+    assert [p.status for p in payouts].count("PENDING") == 15
+    assert [p.status for p in payouts].count("QUEUED") == 5
+    assert (balance.available, balance.held) == (Decimal("0.00"), Decimal("1500.00"))
+    pending = {p.id for p in payouts if p.status == "PENDING"}
+    # Each started once, none of the queued held.
+    assert sorted(str(payout_id) for payout_id in holds) == sorted(pending)
+    for payout_id in pending:
+        assert await commands_for(sessions, payout_id) == 1
+    # Strict FIFO: a payout that left the queue never overtook an older one that was in the
+    # queue at that moment (queued and dequeued events are written under the queue's lock, so
+    # their times are in lock order). An older create that committed later joins the queue later.
+    position = {p.id: index for index, p in enumerate(payouts)}
+    dequeued = [pid for (pid, kind) in queue_events if kind == "payout.dequeued"]
+    still_queued = [p.id for p in payouts if p.status == "QUEUED"]
+    for waiting in still_queued:
+        for left in dequeued:
+            if position[waiting] < position[left]:
+                assert (
+                    queue_events[(waiting, "payout.queued")]
+                    > queue_events[(left, "payout.dequeued")]
+                ), f"{left} started while the older {waiting} waited"
+    await assert_reconciled(sessions)
+
+
+@pytest.fixture
+async def processor(settings: Settings) -> AsyncIterator[None]:
+    """The processor app and an outbox relay loop, both in this process."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    stop = asyncio.Event()
+    relay = asyncio.create_task(run_outbox_relay(settings, stop))
+    try:
+        async with create_processor(settings):
+            yield
+    finally:
+        stop.set()
+        await relay
+
+
+async def test_a_queued_payout_is_paid_out_after_a_top_up(
+    processor: None,
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    merchant = await make_merchant(balance="0.00")
+    payout = await create(
+        api_client,
+        merchant,
+        "250.00",
+        destType="BANK",
+        bankCode="HBL",
+        walletCode=None,
+        accountNumber="1234560001",
+    )
+    assert payout["status"] == "QUEUED"
+
+    response = await top_up(api_client, merchant, "300.00")
+    assert response.status_code == 200, response.text
+
+    async def succeeded() -> bool:
+        [status] = await statuses(sessions, payout["id"])
+        return status == "SUCCESS"
+
+    await eventually(succeeded, within=20, what="the queued 0001 payout's SUCCESS")
+    assert await event_types(sessions, payout["id"]) == (
+        "payout.queued",
+        "payout.dequeued",
+        "payout.processing",
+        "payout.succeeded",
+    )
+    assert await journal_kinds(sessions, payout["id"]) == ("HOLD", "PAYOUT")
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("50.00"),
+        Decimal("0.00"),
+    )

@@ -1,0 +1,320 @@
+"""The sandbox clock against the real MariaDB and RabbitMQ, with the processor (its consumers and
+its scheduler loop) and an outbox relay in this process: the scripted suffixes 0006-0009 reach
+their final states only when a merchant's clock passes their steps, exactly once; clocks are
+per merchant; ON_HOLD / IN_REVIEW payouts expire after the decision window."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import select
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.db.models import PayoutEvent, ScheduledAction
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from contracts.topology import declare_topology_at
+from processor_service.app import create_processor
+from processor_service.relay_service import run_outbox_relay
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, auth, payout_body
+from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
+from tests.support.polling import eventually
+
+OPENING = Decimal("1000000.00")
+AMOUNT = "1500.00"
+HOUR = 3600
+
+
+@pytest.fixture(scope="module")
+async def processor(settings: Settings) -> AsyncIterator[None]:
+    """The processor app (consumers and scheduler loop) and an outbox relay loop."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    quick = settings.model_copy(update={"scheduler_poll_interval_seconds": 0.1})
+    stop = asyncio.Event()
+    relay = asyncio.create_task(run_outbox_relay(settings, stop))
+    try:
+        async with create_processor(quick):
+            yield
+    finally:
+        stop.set()
+        await relay
+
+
+async def create(
+    client: httpx.AsyncClient, merchant: NewMerchant, suffix: str, amount: str = AMOUNT
+) -> str:
+    body = payout_body(
+        amount=amount,
+        destType="BANK",
+        bankCode="HBL",
+        walletCode=None,
+        accountNumber=f"123456{suffix}",
+    )
+    response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
+async def payout(client: httpx.AsyncClient, merchant: NewMerchant, payout_id: str) -> Any:
+    response = await client.get(f"{API}/payouts/{payout_id}", headers=auth(merchant, ""))
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def reaches(
+    client: httpx.AsyncClient, merchant: NewMerchant, payout_id: str, status: str
+) -> Any:
+    async def probe() -> Any:
+        data = await payout(client, merchant, payout_id)
+        # PENDING at the PSP, not PENDING as created: submitted, with a PSP reference.
+        submitted = status != "PENDING" or data["pspReference"] is not None
+        return data if data["status"] == status and submitted else None
+
+    return await eventually(probe, within=15, what=f"{payout_id} {status}")
+
+
+async def advance(client: httpx.AsyncClient, merchant: NewMerchant, seconds: int) -> Any:
+    response = await client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": seconds}, headers=auth(merchant)
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Sandbox-Clock-Settled"] == "true"
+    return response.json()["data"]
+
+
+async def clock(client: httpx.AsyncClient, merchant: NewMerchant) -> Any:
+    response = await client.get(f"{API}/sandbox/clock", headers=auth(merchant, ""))
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def sandbox_times(sessions: SessionFactory, payout_id: str) -> dict[str, str | None]:
+    async with sessions() as session:
+        events = await session.scalars(
+            select(PayoutEvent).where(PayoutEvent.payout_id == payout_id)
+        )
+        return {event.type: orjson.loads(event.body).get("sandboxTime") for event in events}
+
+
+async def ledger_problems(sessions: SessionFactory, *names: str) -> list[str]:
+    async with sessions() as session:
+        return [problem for problem in await reconcile(session) if any(n in problem for n in names)]
+
+
+def parse(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+@pytest.mark.usefixtures("processor")
+async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance=OPENING)
+    payout_id = await create(api_client, merchant, "0006")
+    await reaches(api_client, merchant, payout_id, "SUCCESS")
+    assert (await clock(api_client, merchant))["offsetSeconds"] == 0
+
+    advanced = await advance(api_client, merchant, 49 * HOUR)
+
+    assert [(due["payoutId"], due["action"]) for due in advanced["due"]] == [
+        (payout_id, "SCRIPT_STEP")
+    ]
+    data = await payout(api_client, merchant, payout_id)
+    assert data["status"] == "REVERSED"
+    assert await event_types(sessions, payout_id) == (
+        "payout.created",
+        "payout.processing",
+        "payout.succeeded",
+        "payout.reversed",
+    )
+    assert await journal_kinds(sessions, payout_id) == ("HOLD", "PAYOUT", "REVERSAL")
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == ((OPENING, 0), (OPENING, 0))
+    # The reversal is stamped with the sandbox time it was due at (48 h after the success in
+    # sandbox time); the events before it with none.
+    stamps = await sandbox_times(sessions, payout_id)
+    assert stamps["payout.succeeded"] is None
+    reversed_at = stamps["payout.reversed"]
+    assert reversed_at is not None
+    success_at = parse(data["processedAt"])
+    assert timedelta(hours=48) <= parse(reversed_at) - success_at < timedelta(hours=48, seconds=5)
+    # Once: advancing again changes nothing.
+    assert (await advance(api_client, merchant, 100 * HOUR))["due"] == []
+    assert len(await event_types(sessions, payout_id)) == 4
+    assert await ledger_problems(sessions, merchant.merchant_id, payout_id) == []
+
+
+@pytest.mark.usefixtures("processor")
+async def test_0007_0008_0009_finish_only_when_the_clock_passes_their_steps(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance=OPENING)
+    slow = await create(api_client, merchant, "0007")
+    offline = await create(api_client, merchant, "0008")
+    retried = await create(api_client, merchant, "0009")
+    await reaches(api_client, merchant, slow, "PROCESSING")
+    await reaches(api_client, merchant, offline, "PENDING")
+    assert (await reaches(api_client, merchant, retried, "RETRY"))["attempts"] == 1
+
+    # 29 min: 0009's two next retries (at +1 min, +6 min) ran; nothing else is due yet.
+    advanced = await advance(api_client, merchant, 29 * 60)
+    assert [due["payoutId"] for due in advanced["due"]] == [retried]
+    assert (await payout(api_client, merchant, slow))["status"] == "PROCESSING"
+    assert (await payout(api_client, merchant, offline))["status"] == "PENDING"
+    waiting = await payout(api_client, merchant, retried)
+    assert (waiting["status"], waiting["attempts"]) == ("RETRY", 3)
+
+    # 1 h 59 min: 0007 (at 30 min) and 0009 (at 36 min) finish; 0008 still waits.
+    await advance(api_client, merchant, HOUR + 30 * 60)
+    assert (await payout(api_client, merchant, slow))["status"] == "SUCCESS"
+    assert (await payout(api_client, merchant, offline))["status"] == "PENDING"
+    exhausted = await payout(api_client, merchant, retried)
+    assert (exhausted["status"], exhausted["failureCode"], exhausted["attempts"]) == (
+        "FAILED",
+        "RETRIES_EXHAUSTED",
+        4,
+    )
+
+    # 2 h 1 min: 0008's bank is offline.
+    await advance(api_client, merchant, 2 * 60)
+    failed = await payout(api_client, merchant, offline)
+    assert (failed["status"], failed["failureCode"]) == ("FAILED", "BENEFICIARY_BANK_OFFLINE")
+
+    assert await event_types(sessions, slow) == (
+        "payout.created",
+        "payout.processing",
+        "payout.succeeded",
+    )
+    assert await event_types(sessions, offline) == (
+        "payout.created",
+        "payout.processing",
+        "payout.pending",
+        "payout.failed",
+    )
+    assert await event_types(sessions, retried) == (
+        "payout.created",
+        *("payout.processing", "payout.retrying") * 3,
+        "payout.processing",
+        "payout.failed",
+    )
+    assert await journal_kinds(sessions, slow) == ("HOLD", "PAYOUT")
+    assert await journal_kinds(sessions, offline) == ("HOLD", "RELEASE")
+    assert await journal_kinds(sessions, retried) == ("HOLD", "RELEASE")
+    spent = Decimal(AMOUNT)
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == (
+        (OPENING - spent, 0),
+        (OPENING - spent, 0),
+    )
+    assert await ledger_problems(sessions, merchant.merchant_id) == []
+
+
+@pytest.mark.usefixtures("processor")
+async def test_merchants_clocks_are_independent(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    moved, still = await make_merchant(balance=OPENING), await make_merchant(balance=OPENING)
+    moved_payout = await create(api_client, moved, "0008")
+    still_payout = await create(api_client, still, "0008")
+    await reaches(api_client, moved, moved_payout, "PENDING")
+    await reaches(api_client, still, still_payout, "PENDING")
+
+    await advance(api_client, moved, 3 * HOUR)
+
+    assert (await payout(api_client, moved, moved_payout))["status"] == "FAILED"
+    assert (await payout(api_client, still, still_payout))["status"] == "PENDING"
+    moved_clock, still_clock = await clock(api_client, moved), await clock(api_client, still)
+    assert (moved_clock["offsetSeconds"], still_clock["offsetSeconds"]) == (3 * HOUR, 0)
+    assert parse(moved_clock["sandboxTime"]) - parse(moved_clock["realTime"]) == timedelta(hours=3)
+    assert [action["payoutId"] for action in still_clock["scheduled"]] == [still_payout]
+    assert moved_clock["recent"][0]["result"] == "APPLIED"
+
+
+@pytest.mark.usefixtures("processor")
+async def test_undecided_payouts_expire_after_72_hours_and_release_the_hold(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant(balance=OPENING)
+    on_hold = await create(api_client, merchant, "0005")
+    in_review = await create(api_client, merchant, "0001", amount="150000.00")
+    decided = await create(api_client, merchant, "0005")
+    await reaches(api_client, merchant, on_hold, "ON_HOLD")
+    await reaches(api_client, merchant, in_review, "IN_REVIEW")
+    await reaches(api_client, merchant, decided, "ON_HOLD")
+    response = await api_client.post(
+        f"{API}/sandbox/payouts/{decided}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(merchant),
+    )
+    assert response.status_code == 202, response.text
+    await reaches(api_client, merchant, decided, "SUCCESS")
+
+    await advance(api_client, merchant, 71 * HOUR)
+    assert (await payout(api_client, merchant, on_hold))["status"] == "ON_HOLD"
+    assert (await payout(api_client, merchant, in_review))["status"] == "IN_REVIEW"
+
+    await advance(api_client, merchant, 2 * HOUR)
+    for payout_id in (on_hold, in_review):
+        expired = await payout(api_client, merchant, payout_id)
+        assert (expired["status"], expired["failureCode"]) == ("FAILED", "DECISION_EXPIRED")
+        assert await journal_kinds(sessions, payout_id) == ("HOLD", "RELEASE")
+    assert (await payout(api_client, merchant, decided))["status"] == "SUCCESS"
+    assert await journal_kinds(sessions, decided) == ("HOLD", "PAYOUT")
+    async with sessions() as session:
+        rows = await session.execute(
+            select(ScheduledAction.payout_id, ScheduledAction.result).where(
+                ScheduledAction.merchant_id == merchant.merchant_id
+            )
+        )
+        results = {payout_id: result for payout_id, result in rows.tuples()}
+    assert results == {on_hold: "APPLIED", in_review: "APPLIED", decided: "SKIPPED"}
+    remaining = OPENING - Decimal(AMOUNT)
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == (
+        (remaining, 0),
+        (remaining, 0),
+    )
+    assert await ledger_problems(sessions, merchant.merchant_id) == []
+
+
+async def test_an_advance_replayed_with_its_key_moves_the_clock_once(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    headers = auth(merchant)
+    for _ in range(2):
+        response = await api_client.post(
+            f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+    assert response.headers.get("Idempotent-Replayed") == "true"
+    assert (await clock(api_client, merchant))["offsetSeconds"] == 60
+
+
+@pytest.mark.parametrize("body", [{"seconds": 0}, {"seconds": -5}, {"seconds": 1.5}, {}])
+async def test_an_advance_needs_a_positive_whole_number_of_seconds(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, body: dict[str, Any]
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/sandbox/clock/advance", json=body, headers=auth(merchant)
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_the_clock_is_not_found_in_production(
+    production_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    got = await production_client.get(f"{API}/sandbox/clock", headers=auth(merchant, ""))
+    moved = await production_client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant)
+    )
+    assert (got.status_code, moved.status_code) == (404, 404)
