@@ -17,6 +17,8 @@ from api_service.dashboard.pages import (
     new_payout,
     operations,
     payouts,
+    readiness,
+    sandbox,
     sign_in,
     webhooks,
 )
@@ -41,7 +43,7 @@ def install_dashboard(app: FastAPI, settings: Settings) -> None:
         return
     app.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
     # Fixed paths before /dashboard/payouts/{payout_id}.
-    for module in (sign_in, new_payout, bulk, payouts, balance, webhooks):
+    for module in (sign_in, new_payout, bulk, payouts, balance, webhooks, sandbox, readiness):
         app.include_router(module.router)
     if settings.operator_token:
         app.include_router(operations.router)

@@ -28,6 +28,9 @@ from api_service.errors import ApiError
 from api_service.idempotency import Idempotency, get_idempotency
 from api_service.payouts import endpoints as payouts
 from api_service.psp import endpoints as psp
+from api_service.request_log import endpoints as request_log
+from api_service.sandbox import clock as sandbox_clock
+from api_service.sandbox import endpoints as sandbox
 from api_service.webhooks import endpoints as webhooks
 from contracts.db.models import Merchant
 from contracts.domain.statuses import PayoutStatus
@@ -239,6 +242,28 @@ class MerchantApi:
     async def webhook_endpoint(self) -> ApiAnswer:
         return await self.answer(webhooks.get_endpoint(self.merchant))
 
+    # Reads of the sandbox controls (the callers check that sandbox controls are on, as the
+    # endpoints' routers do)
+
+    async def readiness(self) -> ApiAnswer:
+        return await self.answer(sandbox.get_readiness(self.merchant, self.session))
+
+    async def faults(self) -> ApiAnswer:
+        return await self.answer(sandbox.get_faults(self.merchant, self.session))
+
+    async def webhook_chaos(self) -> ApiAnswer:
+        return await self.answer(sandbox.get_webhook_chaos(self.merchant, self.session))
+
+    async def clock(self) -> ApiAnswer:
+        return await self.answer(sandbox_clock.get_clock(self.merchant, self.session))
+
+    async def requests(self, *, starting_after: int | None, limit: int) -> ApiAnswer:
+        return await self.answer(
+            request_log.list_requests(
+                self.merchant, self.session, limit=limit, starting_after=starting_after
+            )
+        )
+
     # Actions
 
     async def create_payout(self, body: dict[str, Any], idempotency_key: str) -> ApiAnswer:
@@ -318,3 +343,32 @@ class MerchantApi:
 
         path = f"{API}/webhook-endpoint/rotate-secret"
         return await self.idempotent(path, None, idempotency_key, call)
+
+    # Sandbox controls (the callers check that they are on). PUT and DELETE take no
+    # idempotency key in the API either: saving the same setting twice is the same setting.
+
+    async def set_faults(self, body: dict[str, Any]) -> ApiAnswer:
+        request = self.api_request("PUT", f"{API}/sandbox/faults", body)
+        return await self.answer(sandbox.put_faults(request, self.merchant, self.session))
+
+    async def clear_faults(self) -> ApiAnswer:
+        request = self.api_request("DELETE", f"{API}/sandbox/faults")
+        return await self.answer(sandbox.delete_faults(request, self.merchant, self.session))
+
+    async def set_webhook_chaos(self, body: dict[str, Any]) -> ApiAnswer:
+        request = self.api_request("PUT", f"{API}/sandbox/webhook-chaos", body)
+        return await self.answer(sandbox.put_webhook_chaos(request, self.merchant, self.session))
+
+    async def clear_webhook_chaos(self) -> ApiAnswer:
+        return await self.answer(sandbox.delete_webhook_chaos(self.merchant, self.session))
+
+    async def advance_clock(self, body: dict[str, Any], idempotency_key: str) -> ApiAnswer:
+        """POST /sandbox/clock/advance: waits, like the API, until what fell due has run."""
+
+        async def call(request: Request, idempotency: Idempotency) -> Response:
+            return await sandbox_clock.advance_clock(
+                request, self.merchant, idempotency, self.session, self.settings
+            )
+
+        path = f"{API}/sandbox/clock/advance"
+        return await self.idempotent(path, body, idempotency_key, call)

@@ -30,6 +30,11 @@ NOTICES = {
     "topped-up": "Balance topped up.",
     "recovered": "{count} failed or parked deliveries queued again.",
     "redriven": "{count} dead-lettered messages moved back to their queue.",
+    "faults-saved": "Fault setting saved: it hits that share of your API calls from now on.",
+    "faults-stopped": "Fault setting removed: your API calls are answered normally.",
+    "chaos-saved": "Webhook chaos saved: it takes effect within a couple of seconds.",
+    "chaos-off": "Webhook chaos turned off: webhooks behave again.",
+    "clock-advanced": "Clock advanced: {count} scheduled actions fell due.",
 }
 
 

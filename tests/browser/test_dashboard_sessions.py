@@ -3,6 +3,7 @@ database. What a browser test cannot set up cheaply: https, an expired session, 
 cookie, production mode, no operator token, a form posted twice."""
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -17,7 +18,7 @@ from api_service.dashboard.csv_payroll import COLUMNS
 from api_service.dashboard.sessions import MERCHANT_COOKIE, dashboard_sessions
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Payout
+from contracts.db.models import Payout, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.settings import Environment, Settings
 from tests.browser.dashboard import new_merchant
 
@@ -92,19 +93,25 @@ async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
     assert expired.status_code == 303 and expired.headers["location"] == "/dashboard/sign-in"
 
 
+async def new_payout_form(client: httpx.AsyncClient, reference: str, amount: str) -> dict[str, Any]:
+    """The new-payout form filled in for a JazzCash wallet ending 0001."""
+    form: dict[str, Any] = form_fields((await client.get("/dashboard/payouts/new")).text)
+    form.update(
+        merchant_reference=reference,
+        amount=amount,
+        dest_type="WALLET",
+        wallet_code="JAZZCASH",
+        account_number="03001230001",
+    )
+    return form
+
+
 async def test_a_form_posted_twice_creates_one_payout(
     dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
 ) -> None:
     """The form's idempotency key is the API's: a double submit replays the first answer."""
     await sign_in(dashboard, merchant.api_key)
-    form: dict[str, Any] = form_fields((await dashboard.get("/dashboard/payouts/new")).text)
-    form.update(
-        merchant_reference="double-submit-1",
-        amount="1500.00",
-        dest_type="WALLET",
-        wallet_code="JAZZCASH",
-        account_number="03001230001",
-    )
+    form = await new_payout_form(dashboard, "double-submit-1", "1500.00")
     first, second = [await dashboard.post("/dashboard/payouts/new", data=form) for _ in range(2)]
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
@@ -158,3 +165,48 @@ async def test_a_payroll_file_of_1000_rows_over_64_kib_is_previewed(
     )
     assert preview.status_code == 200, preview.text[:500]
     assert '<li class="tone-ok" data-count="ready"><strong>1000</strong>' in preview.text
+
+
+async def test_an_attempt_changed_by_webhook_chaos_is_labelled_on_the_payout_page(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> None:
+    await sign_in(dashboard, merchant.api_key)
+    form = await new_payout_form(dashboard, "chaos-label-1", "10.00")
+    payout_page = (await dashboard.post("/dashboard/payouts/new", data=form)).headers["location"]
+    async with transaction(sessions) as session:
+        event = await session.scalar(
+            select(PayoutEvent).where(PayoutEvent.merchant_id == merchant.merchant_id)
+        )
+        assert event is not None
+        now = utcnow()
+        delivery = WebhookDelivery(
+            id=str(uuid.uuid4()),
+            event_id=event.id,
+            merchant_id=merchant.merchant_id,
+            payout_id=event.payout_id,
+            event_type=event.type,
+            url="https://merchant.example/hooks",
+            status="RETRYING",
+            attempts=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(delivery)
+        await session.flush()
+        session.add(
+            WebhookAttempt(
+                delivery_id=delivery.id,
+                attempt_number=1,
+                url=delivery.url,
+                status_code=400,
+                latency_ms=3,
+                error="HTTP 400",
+                chaos="stale_timestamp",
+                created_at=now,
+            )
+        )
+
+    page = (await dashboard.get(payout_page)).text
+
+    assert "chaos: stale_timestamp" in page
+    assert "a 10-minute-old timestamp" in page
