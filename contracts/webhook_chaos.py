@@ -4,8 +4,10 @@ production webhooks do. Shared by the API (which stores it) and the webhook serv
 applies it, and labels every attempt it changed with a `ChaosKind` in the delivery log).
 """
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
 MAX_CHAOS_DELAY_SECONDS = 60
 MAX_INJECTED_FAILURES = 10
@@ -41,3 +43,12 @@ class WebhookChaos:
     @property
     def active(self) -> bool:
         return self != WebhookChaos()
+
+
+# The setting's fields, in order; the columns of webhook_chaos_settings carry the same names.
+CHAOS_FIELDS = tuple(field.name for field in fields(WebhookChaos))
+
+
+def chaos_of(values: Sequence[Any]) -> WebhookChaos:
+    """The setting from its values in CHAOS_FIELDS order (a stored row, or a row's columns)."""
+    return WebhookChaos(**dict(zip(CHAOS_FIELDS, values, strict=True)))

@@ -13,8 +13,10 @@ from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory, transaction
 from contracts.settings import Environment, Settings
 from migrations.runner import upgrade_to_head
+from tests.support.amqp import RabbitClient, open_rabbit
 from tests.support.infrastructure import Infrastructure, provide_infrastructure
 from tests.support.system import RunningSystem
+from tests.support.webhook_receiver import WebhookReceiver
 
 MerchantFactory = Callable[..., Awaitable[NewMerchant]]
 
@@ -97,6 +99,20 @@ async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClie
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
+
+
+@pytest.fixture
+async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
+    """A client of the tests' RabbitMQ vhost, for publishing and taking messages by hand."""
+    async with open_rabbit(settings.amqp_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP endpoint on 127.0.0.1 that records the webhooks it gets."""
+    async with WebhookReceiver() as running:
+        yield running
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.models import Merchant, WebhookChaosSetting
 from contracts.expiring_map import ExpiringMap
-from contracts.webhook_chaos import WebhookChaos
+from contracts.webhook_chaos import CHAOS_FIELDS, WebhookChaos, chaos_of
 from contracts.webhook_signing import active_secrets
 
 ENDPOINT_CACHE_SECONDS = 2.0
@@ -31,14 +31,7 @@ _ENDPOINT_COLUMNS = (
     Merchant.previous_webhook_secret,
     Merchant.previous_secret_expires_at,
 )
-_CHAOS_COLUMNS = (
-    WebhookChaosSetting.duplicate_percent,
-    WebhookChaosSetting.out_of_order,
-    WebhookChaosSetting.delay_seconds,
-    WebhookChaosSetting.stale_timestamp_percent,
-    WebhookChaosSetting.old_secret_only,
-    WebhookChaosSetting.fail_first_attempts,
-)
+_CHAOS_COLUMNS = tuple(getattr(WebhookChaosSetting, name) for name in CHAOS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -99,13 +92,5 @@ def _chaos_of(columns: list[Any]) -> WebhookChaos:
     """The chaos columns of a row, in `_CHAOS_COLUMNS` order: none (no setting, or not read)
     means no chaos."""
     if not columns or columns[0] is None:
-        return WebhookChaos()
-    duplicate, out_of_order, delay, stale, old_secret, fail_first = columns
-    return WebhookChaos(
-        duplicate_percent=duplicate,
-        out_of_order=bool(out_of_order),
-        delay_seconds=delay,
-        stale_timestamp_percent=stale,
-        old_secret_only=bool(old_secret),
-        fail_first_attempts=fail_first,
-    )
+        return NO_CHAOS
+    return chaos_of(columns)

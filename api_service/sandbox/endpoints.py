@@ -25,7 +25,13 @@ from api_service.sandbox.readiness import readiness_report
 from api_service.schemas import RequestModel
 from contracts.db.engine import utcnow
 from contracts.db.models import WebhookChaosSetting
-from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, MAX_INJECTED_FAILURES, WebhookChaos
+from contracts.webhook_chaos import (
+    CHAOS_FIELDS,
+    MAX_CHAOS_DELAY_SECONDS,
+    MAX_INJECTED_FAILURES,
+    WebhookChaos,
+    chaos_of,
+)
 
 SANDBOX_PREFIX = "/sandbox"
 router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -172,14 +178,7 @@ def _chaos_json(chaos: WebhookChaos) -> dict[str, Any]:
 def _chaos_of(row: WebhookChaosSetting | None) -> WebhookChaos:
     if row is None:
         return WebhookChaos()
-    return WebhookChaos(
-        duplicate_percent=row.duplicate_percent,
-        out_of_order=row.out_of_order,
-        delay_seconds=row.delay_seconds,
-        stale_timestamp_percent=row.stale_timestamp_percent,
-        old_secret_only=row.old_secret_only,
-        fail_first_attempts=row.fail_first_attempts,
-    )
+    return chaos_of([getattr(row, name) for name in CHAOS_FIELDS])
 
 
 CHAOS_DESCRIPTION = (

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,6 @@ SCRIPTED_FIRST_STATUS = {
     "0008": "PENDING",
     "0009": "RETRY",
 }
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as running:
-        yield running
 
 
 class Client:

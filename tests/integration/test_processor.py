@@ -42,7 +42,7 @@ from contracts.topology import (
 )
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
-from tests.support.amqp import RabbitClient, consistently, eventually, open_rabbit
+from tests.support.amqp import RabbitClient, consistently, eventually
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
 
 OPENING_BALANCE = Decimal("1000000.00")
@@ -68,12 +68,6 @@ async def processor(settings: Settings) -> AsyncIterator[None]:
     finally:
         stop.set()
         await relay
-
-
-@pytest.fixture
-async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
-    async with open_rabbit(settings.amqp_url) as client:
-        yield client
 
 
 async def new_merchant(sessions: SessionFactory) -> NewMerchant:

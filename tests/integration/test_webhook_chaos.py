@@ -57,7 +57,7 @@ from tests.integration.test_webhook_delivery import (
     running_webhook_service,
     waiting_copies,
 )
-from tests.support.amqp import RabbitClient, eventually, open_rabbit
+from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from tests.support.webhook_receiver import REFUSED, Reply, WebhookReceiver
 from webhook_service.chaos import INJECTED_FAILURE_ERROR
@@ -84,18 +84,6 @@ def webhook_settings(settings: Settings) -> Settings:
 async def webhook_service(webhook_settings: Settings) -> AsyncIterator[None]:
     async with running_webhook_service(webhook_settings):
         yield
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
-    async with open_rabbit(settings.amqp_url) as client:
-        yield client
 
 
 async def set_chaos(sessions: SessionFactory, merchant: NewMerchant, chaos: WebhookChaos) -> None:

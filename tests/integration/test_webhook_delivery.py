@@ -48,7 +48,7 @@ from contracts.topology import (
 )
 from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
 from tests.conftest import MerchantFactory
-from tests.support.amqp import RabbitClient, eventually, open_rabbit
+from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
 from webhook_service.app import create_webhook_app
@@ -88,18 +88,6 @@ async def running_webhook_service(settings: Settings) -> AsyncIterator[None]:
 async def webhook_service(webhook_settings: Settings) -> AsyncIterator[None]:
     async with running_webhook_service(webhook_settings):
         yield
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as started:
-        yield started
-
-
-@pytest.fixture
-async def rabbit(settings: Settings) -> AsyncIterator[RabbitClient]:
-    async with open_rabbit(settings.amqp_url) as client:
-        yield client
 
 
 async def relay(rabbit: RabbitClient, row: OutboxMessage) -> None:
