@@ -16,7 +16,15 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
-from contracts.topology import LAST_ERROR_HEADER, RETRY_COUNT_HEADER, WorkQueue
+from contracts.topology import (
+    LAST_ERROR_HEADER,
+    RETRY_COUNT_HEADER,
+    RETRY_DUE_HEADER,
+    RETRY_RELEASED_HEADER,
+    WorkQueue,
+)
+
+RETRY_BOOKKEEPING = (LAST_ERROR_HEADER, RETRY_COUNT_HEADER, RETRY_DUE_HEADER, RETRY_RELEASED_HEADER)
 
 log = logging.getLogger("redelivery")
 
@@ -38,7 +46,7 @@ def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     return {
         key: value
         for key, value in (headers or {}).items()
-        if key not in (RETRY_COUNT_HEADER, LAST_ERROR_HEADER)
+        if key not in RETRY_BOOKKEEPING
         and not key.startswith(("x-death", "x-first-death", "x-last-death"))
     }
 
@@ -56,8 +64,13 @@ def fresh_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
 
 
 def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str, Any]:
-    """The message's headers with the retry count incremented and the last error recorded."""
-    kept = {key: value for key, value in (headers or {}).items() if key != "x-death"}
+    """The message's headers with the retry count incremented and the last error recorded (a
+    waiting retry's due time is the republisher's to set again)."""
+    kept = {
+        key: value
+        for key, value in (headers or {}).items()
+        if key not in ("x-death", RETRY_DUE_HEADER, RETRY_RELEASED_HEADER)
+    }
     return {
         **kept,
         RETRY_COUNT_HEADER: retry_count(headers) + 1,
@@ -72,8 +85,10 @@ async def republish(
     queue: str,
     error: str,
     delay_seconds: float | None = None,
+    headers: Mapping[str, Any] | None = None,
 ) -> None:
-    """Send a copy of `message` to `queue` (through the default exchange) and ack the original.
+    """Send a copy of `message` to `queue` (through the default exchange) and ack the original;
+    `headers` are set on the copy besides the retry bookkeeping.
 
     With a delay, the copy expires after `delay_seconds` in a TTL queue that dead-letters it back
     to the work queue; without one it stays (a parking lot). Persistent, mandatory, confirmed.
@@ -84,7 +99,7 @@ async def republish(
         queue=queue,
         persist=True,
         mandatory=True,
-        headers=retry_headers(raw.headers, error=error),
+        headers={**retry_headers(raw.headers, error=error), **(headers or {})},
         content_type=raw.content_type,
         message_id=raw.message_id,
         correlation_id=raw.correlation_id,

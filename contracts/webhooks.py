@@ -9,10 +9,11 @@ resolves to a private, loopback, link-local or otherwise non-public address is r
 import asyncio
 import ipaddress
 import socket
+from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from contracts.topology import webhook_events_queue
+from contracts.topology import RETRY_DUE_HEADER, RETRY_RELEASED_HEADER, webhook_events_queue
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -40,6 +41,30 @@ RESEND_GENERATION_HEADER = "x-webhook-resend-generation"
 def resend_generation(raw: object) -> int:
     """The generation a message asks to deliver: 0 without the header (first deliveries)."""
     return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
+
+
+def retry_due_headers(due_at: datetime, *, released: bool) -> dict[str, str]:
+    """The headers of a waiting retry: when it is due on the merchant's sandbox clock, exactly as
+    the delivery row records it (naive UTC, microseconds), and whether an advance of that clock
+    sent it on before its wait was over. A copy whose due time the delivery no longer records is
+    superseded: an advance of the clock sent it on already, or a resend did."""
+    due = {RETRY_DUE_HEADER: due_at.isoformat(timespec="microseconds")}
+    return due | {RETRY_RELEASED_HEADER: "true"} if released else due
+
+
+def retry_released(raw: object) -> bool:
+    return raw == "true"
+
+
+def retry_due(raw: object) -> datetime | None:
+    """The due time a message's header carries (None: not a waiting retry, or unreadable)."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        due = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return due.astimezone(UTC).replace(tzinfo=None) if due.tzinfo else due
 
 
 class UnsafeDestination(ValueError):

@@ -28,8 +28,20 @@ from contracts.messages import PayoutStatusChanged
 from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
 from contracts.settings import Settings, get_settings
-from contracts.topology import WEBHOOK_PARKING_LOT, declare_topology_at, webhook_events_queue
-from contracts.webhooks import RESEND_GENERATION_HEADER, resend_generation
+from contracts.topology import (
+    RETRY_DUE_HEADER,
+    RETRY_RELEASED_HEADER,
+    WEBHOOK_PARKING_LOT,
+    declare_topology_at,
+    webhook_events_queue,
+)
+from contracts.webhooks import (
+    RESEND_GENERATION_HEADER,
+    resend_generation,
+    retry_due,
+    retry_due_headers,
+    retry_released,
+)
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import EndpointCache
@@ -106,6 +118,8 @@ class PayoutEventConsumer:
                     event,
                     ladder_attempt=retry_count(headers) + 1,
                     generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
+                    due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
+                    released=retry_released(headers.get(RETRY_RELEASED_HEADER)),
                 )
             )
             await self._settle(message, decision)
@@ -119,12 +133,18 @@ class PayoutEventConsumer:
             await dead_letter(self.broker, message, queue=self.queue, error=decision.reason)
         elif decision.disposition is Disposition.RETRY:
             assert decision.step is not None
+            waits = decision.step.delay_seconds > 0  # not a retry the sandbox clock passed
             await republish(
                 self.broker,
                 message,
-                queue=self.queue.retry_queue(decision.step.tier),
+                queue=self.queue.retry_queue(decision.step.tier) if waits else self.queue.name,
                 error=decision.reason,
-                delay_seconds=decision.step.delay_seconds,
+                delay_seconds=decision.step.delay_seconds if waits else None,
+                headers=(
+                    retry_due_headers(decision.due_at, released=decision.released)
+                    if decision.due_at
+                    else None
+                ),
             )
         else:
             await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)

@@ -36,7 +36,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -84,6 +84,7 @@ DELIVERED = "delivered"
 ALREADY_DELIVERED = "already delivered"
 DUPLICATE = "a copy of this message in the same batch carries the event"
 LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
+SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
 
 # How long a batch gathers: a few milliseconds of latency buys one round trip for many messages.
 BATCH_WINDOW_SECONDS = 0.005
@@ -111,6 +112,8 @@ class Decision:
     reason: str = ""
     step: RetryStep | None = None
     chaos: tuple[ChaosKind, ...] = ()  # what sandbox chaos did to the message's attempts
+    due_at: datetime | None = None  # a retry: when it is due on the merchant's sandbox clock
+    released: bool = False  # a retry the clock already passed: it goes to the work queue now
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,13 @@ def already_delivered(delivery: Delivery, generation: int) -> bool:
     )
 
 
+def superseded(request: DeliveryRequest, delivery: Delivery) -> bool:
+    """A waiting retry's copy that the delivery no longer waits for."""
+    return request.due_at is not None and not (
+        delivery.status == DeliveryStatus.RETRYING and delivery.next_attempt_at == request.due_at
+    )
+
+
 def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:
     """Per event of a batch, the message that carries it: the one asking for the highest
     generation, whose attempt honours the others'."""
@@ -172,6 +182,33 @@ def signed_request(
         secrets=secrets,
     )
     return body, headers
+
+
+def on_sandbox_clock(
+    decision: Decision,
+    *,
+    due_at: datetime | None,
+    released: bool,
+    offset_seconds: int,
+    now: datetime,
+) -> Decision:
+    """The retry after a failed attempt, timed on the merchant's sandbox clock.
+
+    The attempt happened, in sandbox time, now; or, for a retry an advance of the clock sent on
+    before its wait was over, when it was due. The next one is due the ladder's wait after that
+    and waits for what is left of it: nothing, when the clock already passed it, so that one
+    advance runs the retries of its whole window one after another. (A retry that is late in
+    real time, say after an outage, still waits its whole step.) Without an advance, this is the
+    ladder."""
+    assert decision.step is not None
+    sandbox_now = now + timedelta(seconds=offset_seconds)
+    attempted_at = sandbox_now
+    if released and due_at is not None:
+        attempted_at = min(due_at, sandbox_now)
+    next_due = attempted_at + timedelta(seconds=decision.step.delay_seconds)
+    wait = max((next_due - sandbox_now).total_seconds(), 0.0)
+    step = replace(decision.step, delay_seconds=wait)
+    return replace(decision, step=step, due_at=next_due, released=wait == 0)
 
 
 class EventDelivery:
@@ -251,6 +288,8 @@ class EventDelivery:
                 return Lease(request, delivery, endpoints.get(request.event.merchant_id))
             if already_delivered(delivery, request.generation):
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
+            if superseded(request, delivery):
+                return Decision(Disposition.DONE, SUPERSEDED)
             return self._leased_elsewhere(request, delivery)
 
         return [lease_or_decision(request) for request in requests]
@@ -401,9 +440,16 @@ class EventDelivery:
         decision = self._failed(request.ladder_attempt, result.error or "failed", retry_after)
         if decision.step is None:
             return Outcome(request, parked(attempted, now), (attempt,), decision)
-        return Outcome(
-            request, retrying(attempted, now, decision.step.delay_seconds), (attempt,), decision
+        decision = on_sandbox_clock(
+            decision,
+            due_at=request.due_at,
+            released=request.released,
+            offset_seconds=attempted.sandbox_offset_seconds,
+            now=now,
         )
+        assert decision.due_at is not None
+        state = retrying(attempted, now, due_at=decision.due_at, retry_count=request.ladder_attempt)
+        return Outcome(request, state, (attempt,), decision)
 
     async def _record(self, outcomes: Sequence[Outcome]) -> list[Decision]:
         try:
@@ -434,12 +480,22 @@ class EventDelivery:
         longest step). Not a failure of this message: it never parks it."""
         attempt = min(request.ladder_attempt, self.ladder.tiers)
         step = self.ladder.after_failure(attempt, retry_after=delivery.lease_seconds_left)
-        return Decision(Disposition.RETRY, LEASED_ELSEWHERE, step)
+        return Decision(
+            Disposition.RETRY,
+            LEASED_ELSEWHERE,
+            step,
+            due_at=request.due_at,
+            released=request.released,
+        )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:
         """The database failed (not the endpoint): the message takes the ladder like any other
         failure, so an outage never spins it in a tight redelivery loop."""
-        return self._failed(request.ladder_attempt, f"database unavailable: {type(exc).__name__}")
+        decision = self._failed(
+            request.ladder_attempt, f"database unavailable: {type(exc).__name__}"
+        )
+        # The delivery still waits for the retry the message is.
+        return replace(decision, due_at=request.due_at, released=request.released)
 
     def _failed(
         self, ladder_attempt: int, reason: str, retry_after: float | None = None

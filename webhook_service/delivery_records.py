@@ -12,7 +12,7 @@ live attempt elsewhere; an attempt is recorded on the delivery only where its le
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.messages import PayoutStatusChanged
@@ -45,11 +46,15 @@ class DeliveryRequest:
     """What one message asks: deliver `event`, unless it was delivered at `generation` or later.
 
     `ladder_attempt`: the message's attempt number on the retry ladder (1-based); `generation`:
-    the resend it carries out (0 for the first delivery)."""
+    the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
+    was due on the merchant's sandbox clock (it is attempted only while the delivery still
+    records that due time); `released`: an advance of that clock sent it on early."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
     generation: int
+    due_at: datetime | None = None
+    released: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,15 @@ class Delivery:
     url: str | None
     last_status_code: int | None
     last_error: str | None
-    next_attempt_at: datetime | None
+    next_attempt_at: datetime | None  # on the merchant's sandbox clock
+    retry_count: int | None
     delivered_at: datetime | None
     delivered_generation: int
     updated_at: datetime
     # Read only: how long the lease still runs (database clock); None when not leased.
     lease_seconds_left: float | None = None
+    # Read only: the merchant's sandbox clock offset (0 unless it advanced its clock).
+    sandbox_offset_seconds: int = 0
 
 
 RECORDED_COLUMNS = (
@@ -81,11 +89,13 @@ RECORDED_COLUMNS = (
     "last_status_code",
     "last_error",
     "next_attempt_at",
+    "retry_count",
     "delivered_at",
     "delivered_generation",
     "updated_at",
 )
-_READ_COLUMNS = [f.name for f in fields(Delivery) if f.name != "lease_seconds_left"]
+_READ_ONLY = ("lease_seconds_left", "sandbox_offset_seconds")
+_READ_COLUMNS = [f.name for f in fields(Delivery) if f.name not in _READ_ONLY]
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,15 @@ async def lease_deliveries(
         WebhookDelivery.status != DeliveryStatus.DELIVERED.value,
         WebhookDelivery.delivered_generation < asked.generation,
     )
+    # A waiting retry's copy (next_attempt_at: its due time) only while the delivery still
+    # waits for that very retry.
+    still_due = or_(
+        asked.next_attempt_at.is_(None),
+        and_(
+            WebhookDelivery.status == DeliveryStatus.RETRYING.value,
+            WebhookDelivery.next_attempt_at == asked.next_attempt_at,
+        ),
+    )
     await session.execute(
         statement.on_duplicate_key_update(
             # In this order: both MySQL and MariaDB assign left to right, so the second
@@ -142,7 +161,9 @@ async def lease_deliveries(
                 (
                     "lease_token",
                     func.if_(
-                        and_(free, undelivered), asked.lease_token, WebhookDelivery.lease_token
+                        and_(free, undelivered, still_due),
+                        asked.lease_token,
+                        WebhookDelivery.lease_token,
                     ),
                 ),
                 (
@@ -170,6 +191,9 @@ def _new_row(
         "event_type": event.type.value,
         "status": DeliveryStatus.PENDING.value,
         "attempts": 0,
+        # What VALUES(next_attempt_at) means on a duplicate: the due time of the retry the
+        # message is (a new row is only ever made by a first delivery, without one).
+        "next_attempt_at": request.due_at,
         # The generation the message asks for: what a new row starts at (only a resend asks for
         # more than 0, and its row exists), and what VALUES(generation) means on a duplicate.
         "generation": request.generation,
@@ -191,12 +215,14 @@ async def deliveries_of(session: AsyncSession, event_ids: Sequence[str]) -> dict
         select(
             *(getattr(WebhookDelivery, name) for name in _READ_COLUMNS),
             _LEASE_MICROSECONDS_LEFT.label("lease_microseconds_left"),
+            offset_seconds_of(WebhookDelivery.merchant_id).label("sandbox_offset_seconds"),
         ).where(WebhookDelivery.event_id.in_(event_ids))
     )
     deliveries = {}
     for row in rows:
         columns = dict(row._mapping)
         left = columns.pop("lease_microseconds_left")
+        columns["sandbox_offset_seconds"] = int(columns["sandbox_offset_seconds"])
         deliveries[row.event_id] = Delivery(
             **columns, lease_seconds_left=None if left is None else left / 1_000_000
         )
@@ -294,11 +320,14 @@ def delivered(delivery: Delivery, now: datetime) -> Delivery:
     )
 
 
-def retrying(delivery: Delivery, now: datetime, delay_seconds: float) -> Delivery:
+def retrying(delivery: Delivery, now: datetime, *, due_at: datetime, retry_count: int) -> Delivery:
+    """Waiting for the retry due at `due_at` (sandbox clock), whose message carries
+    `retry_count`."""
     return replace(
         delivery,
         status=DeliveryStatus.RETRYING.value,
-        next_attempt_at=now + timedelta(seconds=delay_seconds),
+        next_attempt_at=due_at,
+        retry_count=retry_count,
         updated_at=now,
     )
 

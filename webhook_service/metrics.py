@@ -9,6 +9,7 @@ from webhook_service.delivery import (
     DUPLICATE,
     LEASED_ELSEWHERE,
     NO_ENDPOINT,
+    SUPERSEDED,
     Decision,
     Disposition,
 )
@@ -16,7 +17,7 @@ from webhook_service.delivery import (
 WEBHOOK_OUTCOMES = Counter(
     "payouts_webhook_outcomes_total",
     "Webhook messages handled, by outcome: delivered, already_delivered, no_endpoint, duplicate, "
-    "leased_elsewhere, retry, parked, dead_lettered",
+    "leased_elsewhere, superseded, retry, parked, dead_lettered",
     ["outcome"],
 )
 _OUTCOME_OF_REASON = {
@@ -25,6 +26,7 @@ _OUTCOME_OF_REASON = {
     NO_ENDPOINT: "no_endpoint",
     DUPLICATE: "duplicate",
     LEASED_ELSEWHERE: "leased_elsewhere",
+    SUPERSEDED: "superseded",
 }
 _OUTCOME_OF_DISPOSITION = {
     Disposition.DONE: "done",

@@ -367,7 +367,7 @@ class MerchantApi:
 
         async def call(request: Request, idempotency: Idempotency) -> Response:
             return await sandbox_clock.advance_clock(
-                request, self.merchant, idempotency, self.session, self.settings
+                request, self.merchant, idempotency, self.session, self.settings, self.request_id
             )
 
         path = f"{API}/sandbox/clock/advance"

@@ -2,9 +2,11 @@
 moving it forward so that what is scheduled for the merchant's payouts happens now.
 
 Advancing is one UPDATE of the merchant's offset; the processor's scheduler loop (polling every
-`PAYOUTS_SCHEDULER_POLL_INTERVAL_SECONDS`) applies whatever that made due, in due-time order.
-The request then waits (at most `PAYOUTS_SANDBOX_CLOCK_WAIT_SECONDS`) until none of the
-merchant's actions due by its sandbox time is left, and says so in `Sandbox-Clock-Settled`.
+`PAYOUTS_SCHEDULER_POLL_INTERVAL_SECONDS`) applies whatever that made due, in due-time order. In
+the same transaction the merchant's webhook retries that came due leave their wait
+(api_service.sandbox.webhook_retries). The request then waits (at most
+`PAYOUTS_SANDBOX_CLOCK_WAIT_SECONDS`) until none of the merchant's actions or webhook retries due
+by its sandbox time is left, and says so in `Sandbox-Clock-Settled`.
 """
 
 import asyncio
@@ -19,12 +21,13 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep, SettingsDep
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import IDEMPOTENCY_ERRORS, PayloadTooLarge, error_responses
 from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS, Count
+from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
 from api_service.schemas import RequestModel
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
@@ -50,6 +53,9 @@ What is scheduled in sandbox time (each row a step the processor applies once it
 later attempt 4 `FAILED`, `RETRIES_EXHAUSTED` |
 | `ON_HOLD` / `IN_REVIEW` | no decision within 72 h (`PAYOUTS_DECISION_SLA_HOURS`): `FAILED`, \
 `DECISION_EXPIRED`, the hold released |
+| a webhook delivery `RETRYING` | each retry on the ladder (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, \
+10 h) is due on your clock: an advance makes those it passes now, one after another, and the \
+delivery is `DELIVERED` or, after the last, `PARKED`; `nextAttemptAt` is sandbox time |
 
 (`0001` to `0005` and amounts of 100,000.00 or more, `IN_REVIEW`, are as before; the amount rule
 wins over the scripted suffixes.) A step applies only if the payout is still where the step
@@ -97,6 +103,10 @@ class AdvancedClockView(BaseModel):
     due: list[ScheduledActionView] = Field(
         description="What the advance made due, in due-time order (steps these schedule within "
         "the window run too: see GET /sandbox/clock)"
+    )
+    webhookRetriesReleased: int = Field(
+        description="Your webhook retries the advance made due, sent now in due-time order "
+        "(retries these schedule within the window follow)"
     )
 
 
@@ -185,8 +195,8 @@ async def get_clock(merchant: CurrentMerchant, session: SessionDep) -> Response:
         "Adds `seconds` to your sandbox clock (other merchants' clocks do not move). Every "
         "scheduled action of your payouts due by your new sandbox time is applied at once, "
         "in due-time order, and the call waits (a few seconds at most) until they are: the "
-        f"`{SETTLED_HEADER}` header says whether they all were. Webhook retries still wait in "
-        "real time.\n" + SCRIPTS_DESCRIPTION
+        f"`{SETTLED_HEADER}` header says whether they all were (webhook retries included: an "
+        "endpoint that answers slowly can take longer).\n" + SCRIPTS_DESCRIPTION
     ),
     openapi_extra=documented_body(AdvanceClockRequest),
 )
@@ -196,6 +206,7 @@ async def advance_clock(
     idempotency: IdempotencyDep,
     session: SessionDep,
     settings: SettingsDep,
+    request_id: RequestId,
 ) -> Response:
 
     async def operation() -> tuple[int, bytes]:
@@ -212,6 +223,9 @@ async def advance_clock(
             **_clock_json(offset, real, sandbox),
             "advancedSeconds": body.seconds,
             "due": await _actions(session, merchant.id, applied=False, due_by=sandbox),
+            "webhookRetriesReleased": await release_retries_due(
+                session, merchant.id, correlation_id=request_id
+            ),
         }
         return 200, success_body(data, "Clock advanced")
 
@@ -225,8 +239,8 @@ async def advance_clock(
 
 
 async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: float) -> bool:
-    """Whether none of the merchant's actions due by its sandbox time is left unapplied, polled
-    until it is or `within` seconds have passed."""
+    """Whether none of the merchant's actions or webhook retries due by its sandbox time is left,
+    polled until it is or `within` seconds have passed."""
     deadline = time.monotonic() + within
     due = (
         select(func.count())
@@ -238,7 +252,7 @@ async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: f
         )
     )
     while True:
-        left = await session.scalar(due)
+        left = (await session.scalar(due) or 0) + await count_retries_due(session, merchant_id)
         await session.rollback()  # end the read; nothing is held while waiting
         if not left:
             return True

@@ -42,7 +42,10 @@ class WebhookDeliveryView(BaseModel):
     attemptCount: int
     lastStatusCode: int | None
     lastError: str | None
-    nextAttemptAt: str | None
+    nextAttemptAt: str | None = Field(
+        description="RETRYING: when the next attempt is due, on your sandbox clock (real time "
+        "unless you advanced it)"
+    )
     deliveredAt: str | None
     createdAt: str
     updatedAt: str

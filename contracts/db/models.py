@@ -242,6 +242,8 @@ class WebhookDelivery(Base):
         UniqueConstraint("event_id", name="uq_webhook_delivery_event"),
         Index("ix_deliveries_merchant_created", "merchant_id", "created_at"),
         Index("ix_deliveries_status", "status"),
+        # A merchant's retries due by its sandbox time (the clock's advance, migration 0015).
+        Index("ix_deliveries_retry_due", "merchant_id", "status", "next_attempt_at"),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
@@ -256,7 +258,11 @@ class WebhookDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_status_code: Mapped[int | None] = mapped_column(SmallInteger)
     last_error: Mapped[str | None] = mapped_column(String(500))
+    # When a RETRYING delivery's next attempt is due, on the merchant's sandbox clock (the
+    # database's clock when the merchant never advanced it); its waiting message carries it.
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The retry count that waiting message carries (migration 0015).
+    retry_count: Mapped[int | None] = mapped_column(Integer)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Counters, not times, decide whether a resend was honoured: the API and the webhook
     # service run on different clocks (migration 0008). Each resend increments `generation`;

@@ -40,7 +40,9 @@ from contracts.webhook_chaos import (
 from contracts.webhook_signing import standard_signature
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
-from tests.integration.test_webhook_delivery import (
+from tests.support.amqp import RabbitClient, eventually
+from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
+from tests.support.webhook_flow import (
     LADDER,
     STATEMENTS_PER_BATCH,
     attempts_of,
@@ -57,8 +59,6 @@ from tests.integration.test_webhook_delivery import (
     running_webhook_service,
     waiting_copies,
 )
-from tests.support.amqp import RabbitClient, eventually
-from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from tests.support.webhook_receiver import REFUSED, Reply, WebhookReceiver
 from webhook_service.chaos import INJECTED_FAILURE_ERROR
 from webhook_service.delivery import DELIVERED, Disposition, EventDelivery, lease_seconds_for

@@ -1,0 +1,117 @@
+"""Webhook retries on the sandbox clock, with the real processes: a merchant whose endpoint
+always fails advances its clock across the whole retry ladder, and every tier's attempt is made
+at once, once each, before the delivery parks; the copies still waiting in RabbitMQ's TTL queues
+come back later and are dropped."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from contracts.db.engine import SessionFactory
+from contracts.db.models import WebhookAttempt, WebhookDelivery
+from contracts.redelivery import retry_count
+from contracts.topology import WEBHOOK_PARKING_LOT, webhook_events_queue
+from contracts.webhooks import DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient
+from tests.support.api_helpers import auth, payout_body
+from tests.support.polling import eventually
+from tests.support.system import WEBHOOKS, RunningSystem, running_system
+from tests.support.webhook_receiver import Reply, WebhookReceiver
+
+# The first wait is short so that its TTL copy comes back within the test; the rest span hours.
+LADDER = (5, 600, 3600, 7200)
+ATTEMPTS = len(LADDER) + 1
+QUEUE = webhook_events_queue(len(LADDER))
+EVENTS = ("payout.created", "payout.processing", "payout.succeeded")
+SUPERSEDED_METRIC = 'payouts_webhook_outcomes_total{outcome="superseded"}'
+
+
+@pytest.fixture(scope="module")
+def system(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningSystem]:
+    env = {**service_env, "PAYOUTS_WEBHOOK_RETRY_DELAYS": ",".join(map(str, LADDER))}
+    with running_system(env, tmp_path_factory.mktemp("service-logs")) as running:
+        yield running
+
+
+async def deliveries_of(sessions: SessionFactory, payout_id: str) -> list[WebhookDelivery]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(WebhookDelivery).where(WebhookDelivery.payout_id == payout_id)
+        )
+        return list(rows)
+
+
+async def attempt_numbers(sessions: SessionFactory, delivery_id: str) -> list[tuple[int, Any]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(WebhookAttempt.attempt_number, WebhookAttempt.status_code)
+            .where(WebhookAttempt.delivery_id == delivery_id)
+            .order_by(WebhookAttempt.attempt_number)
+        )
+        return [(row.attempt_number, row.status_code) for row in rows]
+
+
+async def test_advancing_across_the_webhook_ladder_parks_each_delivery_after_every_tier(
+    system: RunningSystem,
+    http: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+) -> None:
+    async with WebhookReceiver() as receiver:
+        receiver.always(Reply(500))
+        merchant = await make_merchant(webhook_url=receiver.url)
+        created = await http.post("/payouts", json=payout_body(), headers=auth(merchant))
+        assert created.status_code == 201, created.text
+        payout_id = created.json()["data"]["id"]
+
+        async def first_attempts_failed() -> bool:
+            deliveries = await deliveries_of(sessions, payout_id)
+            return len(deliveries) == len(EVENTS) and all(
+                (d.status, d.attempts) == (DeliveryStatus.RETRYING, 1) for d in deliveries
+            )
+
+        await eventually(first_attempts_failed, within=20, interval=0.1, what="first attempts")
+
+        advanced = await http.post(
+            "/sandbox/clock/advance", json={"seconds": 4 * 3600}, headers=auth(merchant)
+        )
+        assert advanced.status_code == 200, advanced.text
+        assert advanced.json()["data"]["webhookRetriesReleased"] == len(EVENTS)
+
+        async def all_parked() -> list[WebhookDelivery] | None:
+            deliveries = await deliveries_of(sessions, payout_id)
+            done = all(d.status == DeliveryStatus.PARKED for d in deliveries)
+            return deliveries if done else None
+
+        # Hours of retries, in seconds: the ladder's first wait is the only real one left.
+        deliveries = await eventually(all_parked, within=20, interval=0.1, what="parked")
+        assert advanced.headers["Sandbox-Clock-Settled"] == "true"
+
+        # The TTL copies of the first tier come back after their real wait, and are dropped.
+        metrics = f"http://127.0.0.1:{system.metrics_ports[WEBHOOKS.name]}/metrics"
+
+        async def copies_dropped() -> bool:
+            scraped = (await http.get(metrics)).text
+            return f"{SUPERSEDED_METRIC} {float(len(EVENTS))}" in scraped
+
+        await eventually(copies_dropped, within=30, interval=0.2, what="TTL copies dropped")
+        waiting = [QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1))]
+        assert [await rabbit.count(queue) for queue in waiting] == [0] * len(waiting)
+
+        for delivery in await deliveries_of(sessions, payout_id):
+            assert (delivery.status, delivery.attempts) == (DeliveryStatus.PARKED, ATTEMPTS)
+            assert await attempt_numbers(sessions, delivery.id) == [
+                (number, 500) for number in range(1, ATTEMPTS + 1)
+            ]
+        assert sorted(d.event_type for d in deliveries) == sorted(EVENTS)
+        assert len(receiver.requests) == len(EVENTS) * ATTEMPTS
+        parked = await rabbit.take(WEBHOOK_PARKING_LOT)
+        mine = [m for m in parked if (m.headers or {}).get("x-payout-id") == payout_id]
+        assert sorted(retry_count(m.headers) for m in mine) == [ATTEMPTS] * len(EVENTS)

@@ -1,0 +1,203 @@
+"""Helpers for the webhook service's integration tests: a running webhook service, events created
+through the API and relayed from the outbox as the relay would, the deliveries and attempts they
+record, resends, and counting the statements and transactions of the database side.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import event, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.messages import PayoutStatusChanged
+from contracts.settings import Settings
+from contracts.topology import EVENTS_EXCHANGE, WEBHOOK_PARKING_LOT, webhook_events_queue
+from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient, eventually
+from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
+from webhook_service.app import create_webhook_app
+from webhook_service.delivery_records import DeliveryRequest
+
+LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
+QUEUE = webhook_events_queue(len(LADDER))
+
+
+@asynccontextmanager
+async def running_webhook_service(settings: Settings) -> AsyncIterator[None]:
+    app = create_webhook_app(settings)
+    await app.start()
+    try:
+        yield
+    finally:
+        await app.stop()
+
+
+async def relay(rabbit: RabbitClient, row: OutboxMessage) -> None:
+    """Publish an outbox row as the outbox relay does."""
+    await rabbit.publish(
+        row.body,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        message_id=str(row.id),
+        headers=row.headers,
+    )
+
+
+async def created_event(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    webhook_url: str | None,
+) -> tuple[NewMerchant, OutboxMessage]:
+    """A merchant, one payout, and the outbox row of its `payout.created` event."""
+    merchant = await make_merchant(webhook_url=webhook_url)
+    payout = await create_payout(api_client, merchant)
+    return merchant, await event_row(sessions, payout["id"])
+
+
+async def event_row(sessions: SessionFactory, payout_id: str) -> OutboxMessage:
+    """The outbox row of the payout's (single) status event."""
+    (row,) = [
+        r for r in await outbox_for_payout(sessions, payout_id) if r.exchange == EVENTS_EXCHANGE
+    ]
+    return row
+
+
+def event_id_of(row: OutboxMessage) -> str:
+    return str(orjson.loads(row.body)["id"])
+
+
+async def recorded_event(sessions: SessionFactory, event_id: str) -> PayoutEvent:
+    async with sessions() as session:
+        event = await session.get(PayoutEvent, event_id)
+    assert event is not None
+    return event
+
+
+async def delivery_of(sessions: SessionFactory, event_id: str) -> WebhookDelivery | None:
+    async with sessions() as session:
+        return await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.event_id == event_id)
+        )
+
+
+async def attempts_of(sessions: SessionFactory, event_id: str) -> list[WebhookAttempt]:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(WebhookAttempt)
+            .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+            .where(WebhookDelivery.event_id == event_id)
+            .order_by(WebhookAttempt.attempt_number)
+        )
+        return list(rows)
+
+
+async def reaches(
+    sessions: SessionFactory, event_id: str, status: DeliveryStatus, *, attempts: int
+) -> WebhookDelivery:
+    async def check() -> WebhookDelivery:
+        delivery = await delivery_of(sessions, event_id)
+        assert delivery is not None, "no delivery recorded yet"
+        assert (delivery.status, delivery.attempts) == (status.value, attempts)
+        return delivery
+
+    return await eventually(check, timeout=15)
+
+
+async def parked_messages(rabbit: RabbitClient, event_id: str) -> list[dict[str, Any]]:
+    """Take the parking lot's messages of this event (their headers)."""
+    parked = await rabbit.take(WEBHOOK_PARKING_LOT)
+    return [dict(m.headers or {}) for m in parked if event_id_of_body(m.body) == event_id]
+
+
+def event_id_of_body(body: bytes) -> str | None:
+    try:
+        value = orjson.loads(body).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+async def waiting_copies(rabbit: RabbitClient) -> int:
+    """Messages ready in the delivery queue and its retry queues."""
+    queues = [QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1))]
+    return sum([await rabbit.count(queue) for queue in queues])
+
+
+async def resend(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    merchant: NewMerchant,
+    delivery: WebhookDelivery,
+) -> OutboxMessage:
+    """Ask the API to resend the delivery; the outbox row of the (single) resend message."""
+    response = await api_client.post(
+        f"{API}/webhooks/deliveries/{delivery.id}/resend", headers=auth(merchant)
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["data"]["status"] == "PENDING"
+    (row,) = [
+        r
+        for r in await outbox_for_payout(sessions, delivery.payout_id)
+        if r.routing_key == RESEND_ROUTING_KEY
+    ]
+    return row
+
+
+@dataclass
+class StatementLog:
+    statements: list[str] = field(default_factory=list)
+    commits: int = 0
+
+
+@contextmanager
+def counting(engine: AsyncEngine) -> Iterator[StatementLog]:
+    """Every statement and commit the engine sends while the block runs."""
+    seen = StatementLog()
+
+    def on_statement(*args: Any) -> None:
+        seen.statements.append(args[2])  # (connection, cursor, statement, ...)
+
+    def on_commit(_connection: Any) -> None:
+        seen.commits += 1
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    event.listen(engine.sync_engine, "commit", on_commit)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+        event.remove(engine.sync_engine, "commit", on_commit)
+
+
+def first_request(row: OutboxMessage) -> DeliveryRequest:
+    return DeliveryRequest(
+        PayoutStatusChanged.model_validate_json(row.body), ladder_attempt=1, generation=0
+    )
+
+
+# A batch: the endpoints not cached, the lease, the read of the leased rows, commit; after the
+# calls: the deliveries' new states, the attempts, commit. None of it grows with the batch.
+STATEMENTS_PER_BATCH = 5
+COMMITS_PER_BATCH = 2
+
+
+async def open_transactions_elsewhere(connection: AsyncConnection) -> list[Any]:
+    """Transactions open on the test database, other than this connection's."""
+    rows = await connection.execute(
+        text(
+            "SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_rows_locked"
+            " FROM information_schema.innodb_trx t"
+            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+            " WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()"
+        )
+    )
+    return list(rows)
