@@ -23,12 +23,12 @@ from contracts.settings import Settings
 log = logging.getLogger("api.auth")
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_session_factory(request: Request) -> SessionFactory:
+async def get_session_factory(request: Request) -> SessionFactory:
     sessions: SessionFactory = request.app.state.sessions
     return sessions
 
@@ -46,7 +46,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def require_sandbox(settings: SettingsDep) -> None:
+async def require_sandbox(settings: SettingsDep) -> None:
     """The sandbox controls answer 404 in production, before anything else is judged."""
     if not settings.sandbox_enabled:
         raise SandboxDisabled
@@ -132,7 +132,7 @@ async def merchant_of_key(state: State, api_key: str) -> Merchant | None:
 CurrentMerchant = Annotated[Merchant, Depends(get_current_merchant)]
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 

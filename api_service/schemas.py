@@ -67,11 +67,13 @@ def _existing_id(value: str, what: str) -> str:
     return value.lower()
 
 
-def _payout_id(payout_id: Annotated[str, Path(description="The payout's id (a UUID)")]) -> str:
+async def _payout_id(
+    payout_id: Annotated[str, Path(description="The payout's id (a UUID)")],
+) -> str:
     return _existing_id(payout_id, "Payout")
 
 
-def _delivery_id(
+async def _delivery_id(
     delivery_id: Annotated[str, Path(description="The delivery's id (a UUID)")],
 ) -> str:
     return _existing_id(delivery_id, "Webhook delivery")

@@ -14,11 +14,23 @@ from contracts.wire import Timestamp, WireModel
 
 
 class ProcessPayout(WireModel):
-    """Run the scenario rules on a PENDING or RETRY payout."""
+    """Run the scenario rules on a PENDING or RETRY payout, for the attempt it is sent for.
+
+    `attempt` and `holdCycle` (added compatibly to version 1) name that attempt: the payout's
+    `attempts` and `holdCycle` when the command was sent. A copy finding them changed (the
+    attempt was made, or the payout reinitiated) changes nothing: the command is judged against
+    the payout itself, and needs no inbox row. A command without them (sent before they
+    existed) is judged by the inbox."""
 
     schema_version: Literal[1] = 1
     payout_id: str = Field(min_length=36, max_length=36)
     merchant_id: str
+    attempt: int | None = Field(default=None, ge=0)
+    hold_cycle: int | None = Field(default=None, ge=0)
+
+    @property
+    def names_its_attempt(self) -> bool:
+        return self.attempt is not None and self.hold_cycle is not None
 
 
 class ApplyPspOutcome(WireModel):

@@ -73,7 +73,12 @@ class Announcements:
         delayed = delay_ms is not None
         self._messages.append(
             outbox_row(
-                ProcessPayout(payout_id=payout.id, merchant_id=payout.merchant_id),
+                ProcessPayout(
+                    payout_id=payout.id,
+                    merchant_id=payout.merchant_id,
+                    attempt=payout.attempts,
+                    hold_cycle=payout.hold_cycle,
+                ),
                 exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
                 routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
                 payout_id=payout.id,

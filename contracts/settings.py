@@ -82,7 +82,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 10.0
     webhook_allow_private_urls: bool = False
     webhook_secret_grace_hours: int = 24
-    webhook_prefetch: int = 32
+    # Also the largest batch of the webhook service's database work: under load, a larger one
+    # costs fewer statements per webhook (make bench: 3.6 per payout at 32, 1.8 at 128).
+    webhook_prefetch: int = 128
 
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"

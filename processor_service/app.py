@@ -49,6 +49,8 @@ def create_processor(settings: Settings) -> FastStream:
             message,
             PAYOUT_COMMANDS,
             lambda session, context: handlers.process_payout(session, command, context, timetable),
+            # Judged against the payout's attempt (handlers.process_payout): no inbox row.
+            inbox=not command.names_its_attempt,
         )
 
     @broker.subscriber(

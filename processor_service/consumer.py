@@ -45,7 +45,11 @@ class Consumer:
     retry_delay_seconds: float
     max_retries: int
 
-    async def run(self, message: RabbitMessage, queue: WorkQueue, work: Work) -> None:
+    async def run(
+        self, message: RabbitMessage, queue: WorkQueue, work: Work, *, inbox: bool = True
+    ) -> None:
+        """`inbox`: record the message id, so that a copy changes nothing; False when `work`
+        judges copies itself, against the state it would change."""
         context = Context(
             correlation_id=message.correlation_id or None,
             retry_delay_ms=int(self.retry_delay_seconds * 1000),
@@ -56,14 +60,20 @@ class Consumer:
             payout_id=headers.get(PAYOUT_ID_HEADER),
             merchant_id=headers.get(MERCHANT_ID_HEADER),
         ):
-            await self._run(message, queue, work, context)
+            await self._run(message, queue, work, context, inbox=inbox)
 
     async def _run(
-        self, message: RabbitMessage, queue: WorkQueue, work: Work, context: Context
+        self,
+        message: RabbitMessage,
+        queue: WorkQueue,
+        work: Work,
+        context: Context,
+        *,
+        inbox: bool,
     ) -> None:
         try:
             async with transaction(self.sessions) as session:
-                if not await first_delivery(
+                if inbox and not await first_delivery(
                     session, consumer=queue.name, message_id=message_key(message)
                 ):
                     log.info("duplicate message %s ignored", message.message_id)

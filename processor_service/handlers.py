@@ -60,6 +60,12 @@ def _awaits_processing(payout: Payout) -> bool:
     return status is PayoutStatus.RETRY and not script_of(payout.amount, payout.account_number)
 
 
+def _sent_for_this_attempt(command: ProcessPayout, payout: Payout) -> bool:
+    """The payout is still at the attempt the command was sent for (under the payout's lock):
+    no copy of the command made it, and the payout was not reinitiated since."""
+    return (command.attempt, command.hold_cycle) == (payout.attempts, payout.hold_cycle)
+
+
 async def process_payout(
     session: AsyncSession,
     command: ProcessPayout,
@@ -71,6 +77,9 @@ async def process_payout(
     payout takes its script's first step and schedules the next; a payout left waiting for a
     decision schedules the decision window's expiry."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
+    if command.names_its_attempt and not _sent_for_this_attempt(command, payout):
+        log.info("command for attempt %s of payout %s: already made", command.attempt, payout.id)
+        return None
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []

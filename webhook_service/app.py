@@ -6,7 +6,7 @@ the next retry tier with its delay, parked in `webhooks.parking-lot` after the l
 it is not a PayoutStatusChanged at all, dead-lettered into `webhooks.payout-events.dead` (with the
 validation error in a header) so that it never blocks the queue. Retries count in our own header.
 
-Prefetch is bounded (`webhook_prefetch`, 32) and is also the largest batch. The messages in flight
+Prefetch is bounded (`webhook_prefetch`, 128) and is also the largest batch. The messages in flight
 share two database connections whatever the prefetch: one batch leases while another records,
 each one batch at a time, and no connection is held during an HTTP call. (In test mode, a
 payout.processing event that sandbox chaos holds out of order reads the database once a second

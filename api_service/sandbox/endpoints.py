@@ -105,7 +105,7 @@ async def put_faults(request: Request, merchant: CurrentMerchant, session: Sessi
     share = FaultShare(parse_fault(body.fault), body.percent)
     await save_fault_share(session, merchant.id, share)
     await session.commit()
-    _fault_shares(request).forget(merchant.id)
+    _fault_shares(request).expire()
     return json_response(success_body(_fault_json(share), "Fault setting saved"))
 
 
@@ -120,7 +120,7 @@ async def delete_faults(
 ) -> Response:
     await clear_fault_share(session, merchant.id)
     await session.commit()
-    _fault_shares(request).forget(merchant.id)
+    _fault_shares(request).expire()
     return json_response(success_body(_fault_json(None), "Fault setting removed"))
 
 

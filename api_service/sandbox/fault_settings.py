@@ -1,19 +1,27 @@
-"""Merchant-wide faults (PUT /sandbox/faults): stored per merchant, remembered per API process
-for a couple of seconds like the merchant of a key (a change through this process at once)."""
+"""Merchant-wide faults (PUT /sandbox/faults): stored per merchant; each API process keeps every
+merchant's setting, read with one query every couple of seconds like the merchant of a key (a
+change through this process at once). Few merchants set faults: one read of them all costs less
+than a read per merchant, however many merchants call."""
 
-from sqlalchemy import delete
+import asyncio
+import time
+
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.sandbox.faults import FaultShare, parse_fault
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import SandboxFaultSetting
-from contracts.expiring_map import ExpiringMap
+
+
+def _share_of(row: SandboxFaultSetting) -> FaultShare:
+    return FaultShare(parse_fault(row.fault), row.percent)
 
 
 async def load_fault_share(session: AsyncSession, merchant_id: str) -> FaultShare | None:
     row = await session.get(SandboxFaultSetting, merchant_id)
-    return None if row is None else FaultShare(parse_fault(row.fault), row.percent)
+    return None if row is None else _share_of(row)
 
 
 async def save_fault_share(session: AsyncSession, merchant_id: str, share: FaultShare) -> None:
@@ -34,17 +42,25 @@ async def clear_fault_share(session: AsyncSession, merchant_id: str) -> None:
 class FaultShares:
     def __init__(self, sessions: SessionFactory, ttl_seconds: float) -> None:
         self.sessions = sessions
-        # A 1-tuple holds "no setting" too, so a merchant without one is not looked up each call.
-        self._by_merchant: ExpiringMap[str, tuple[FaultShare | None]] = ExpiringMap(ttl_seconds)
+        self.ttl_seconds = ttl_seconds
+        self._by_merchant: dict[str, FaultShare] = {}
+        self._fresh_until = 0.0  # monotonic
+        self._reading = asyncio.Lock()
 
     async def of(self, merchant_id: str) -> FaultShare | None:
-        known = self._by_merchant.get(merchant_id)
-        if known is None:
-            async with self.sessions() as session:
-                known = (await load_fault_share(session, merchant_id),)
-            self._by_merchant.put(merchant_id, known)
-        return known[0]
+        if time.monotonic() >= self._fresh_until:
+            await self._read_all()
+        return self._by_merchant.get(merchant_id)
 
-    def forget(self, merchant_id: str) -> None:
-        """After a change through this process."""
-        self._by_merchant.remove(merchant_id)
+    def expire(self) -> None:
+        """After a change through this process: the next call reads them all again."""
+        self._fresh_until = 0.0
+
+    async def _read_all(self) -> None:
+        async with self._reading:  # the calls arriving meanwhile wait for this one read
+            if time.monotonic() < self._fresh_until:
+                return
+            async with self.sessions() as session:
+                rows = await session.scalars(select(SandboxFaultSetting))
+                self._by_merchant = {row.merchant_id: _share_of(row) for row in rows}
+            self._fresh_until = time.monotonic() + self.ttl_seconds

@@ -242,7 +242,7 @@ async def test_created_payout_rows_are_published_as_the_contract_says(
         assert message.headers[MERCHANT_ID_HEADER] == merchant.merchant_id
         assert message.headers[SCHEMA_HEADER] == schema
     assert ProcessPayout.model_validate_json(command.body) == ProcessPayout(
-        payout_id=payout["id"], merchant_id=merchant.merchant_id
+        payout_id=payout["id"], merchant_id=merchant.merchant_id, attempt=0, hold_cycle=1
     )
     created = PayoutStatusChanged.model_validate_json(event.body)
     assert (event.routing_key, created.type, created.payout.id) == (

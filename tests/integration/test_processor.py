@@ -3,6 +3,7 @@ every scenario of the contract's table, the retry through the broker, idempotent
 dead-lettering, and PSP callbacks (IPN and sandbox)."""
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -360,20 +361,23 @@ async def new_payout(
 async def test_redelivered_command_is_applied_once(
     processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
 ) -> None:
-    """A 0002 payout in RETRY would be processed again by its first command; the inbox stops
-    the copies, so success still waits for the delayed command."""
+    """A 0002 payout in RETRY would be processed again by its first command. The command names
+    the attempt it was sent for, and the copies find that attempt made: whatever their message
+    id (a copy republished by hand has a new one), success still waits for the delayed command,
+    and no inbox row is written for them."""
     created = await new_payout(api_client, sessions, "0002", "RETRY", events=3)
     [command] = [
         row
         for row in await outbox_for_payout(sessions, created.payout_id)
         if row.routing_key == PROCESS_PAYOUT_KEY
     ]
-    for _ in range(2):
+    assert ProcessPayout.model_validate_json(command.body).names_its_attempt
+    for message_id in (str(command.id), f"copy-{uuid.uuid4().hex}"):
         await rabbit.publish(
             command.body,
             exchange=COMMANDS_EXCHANGE,
             routing_key=PROCESS_PAYOUT_KEY,
-            message_id=str(command.id),
+            message_id=message_id,
             headers=command.headers,
         )
 
@@ -383,6 +387,14 @@ async def test_redelivered_command_is_applied_once(
     assert state.journals == [HOLD, PAYOUT]
     assert state.payout.attempts == 2
     assert state.seconds_between("retrying", "succeeded") >= 0.9
+    async with sessions() as session:
+        inbox_rows = await session.scalar(
+            select(func.count())
+            .select_from(ProcessedMessage)
+            .where(ProcessedMessage.consumer == PAYOUT_COMMANDS.name)
+            .where(ProcessedMessage.message_id == str(command.id))
+        )
+    assert inbox_rows == 0
 
 
 async def dead_letters(
@@ -613,8 +625,13 @@ async def test_sandbox_simulation_settles_a_payout_in_review(
 
 
 async def test_ipn_success_during_a_retry_wins_and_the_delayed_retry_changes_nothing(
-    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    processor: None,
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="processor")
     created = await new_payout(api_client, sessions, "0002", "RETRY", events=3)
 
     await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "SUCCESS"))
@@ -626,7 +643,7 @@ async def test_ipn_success_during_a_retry_wins_and_the_delayed_retry_changes_not
         row for row in await outbox_for_payout(sessions, created.payout_id) if row.delay_ms
     ]
 
-    await consumed(sessions, delayed)
+    await changed_nothing(caplog, delayed)
 
     assert await footprint(sessions, created.payout_id) == seen
     assert (await state_of(sessions, created.payout_id)).journals == [HOLD, PAYOUT]
@@ -643,29 +660,22 @@ async def test_payout_failed_at_the_psp_and_reinitiated_is_submitted_again(
         f"{API}/payouts/{created.payout_id}/reinitiate", headers=auth(created.merchant)
     )
     assert response.status_code == 200, response.text
-    [*_, command] = [
-        row
-        for row in await outbox_for_payout(sessions, created.payout_id)
-        if row.routing_key == PROCESS_PAYOUT_KEY
-    ]
-    await consumed(sessions, command)
-
-    state = await state_of(sessions, created.payout_id)
+    state = await reaches(sessions, created.payout_id, "PENDING", events=7)
     assert state.events[-3:] == ["reinitiated", "processing", "pending"]
     assert state.payout.status == "PENDING"
     assert state.journals == [HOLD, RELEASE, HOLD]
     assert state.payout.psp_reference and state.payout.psp_reference.endswith("-2")
 
 
-async def consumed(sessions: SessionFactory, command: OutboxMessage) -> None:
-    """Wait until the processor has applied `command`: its inbox row commits with the effects."""
+async def changed_nothing(caplog: pytest.LogCaptureFixture, command: OutboxMessage) -> None:
+    """Wait until the processor consumed `command` and found nothing to change (it writes
+    nothing then: the log says so)."""
+    said = f"message {command.id}: nothing to change"
 
-    async def recorded() -> None:
-        async with sessions() as session:
-            key = (PAYOUT_COMMANDS.name, str(command.id))
-            assert await session.get(ProcessedMessage, key) is not None
+    async def logged() -> None:
+        assert any(record.getMessage() == said for record in caplog.records)
 
-    await eventually(recorded)
+    await eventually(logged)
 
 
 # IPN ordering and attempts: each callback is judged against the newest accepted outcome, and
