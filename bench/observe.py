@@ -2,6 +2,7 @@
 see it: the payout rows and the event log (MySQL), and the webhooks the receiver got."""
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,8 +61,10 @@ class Receiver:
     async def add_secrets(self, secrets: dict[str, str]) -> None:
         (await self.client.post("/_bench/secrets", json=secrets)).raise_for_status()
 
-    async def count(self) -> int:
-        count: int = (await self.client.get("/_bench/count")).json()["count"]
+    async def count(self, since: float) -> int:
+        """Distinct webhooks received of the events created since `since` (epoch seconds)."""
+        answer = await self.client.get("/_bench/count", params={"since": repr(since)})
+        count: int = answer.json()["count"]
         return count
 
     async def take(self) -> tuple[list[Receipt], int]:
@@ -97,6 +100,8 @@ async def drain(
     """Wait until every payout created since `since` is final and (with webhooks) every event
     recorded since then was received; returns the seconds it took (>= limit: gave up)."""
     started = time.monotonic()
+    # Whole milliseconds: the events' wire createdAt (which the receiver compares) has no more.
+    since = math.floor(since * 1000) / 1000
     statuses = ", ".join(f"'{status}'" for status in NOT_FINAL)
     while time.monotonic() - started < limit_seconds:
         pending = await _scalar(
@@ -110,7 +115,7 @@ async def drain(
                 "SELECT COUNT(*) FROM payout_events WHERE created_at >= :since",
                 since=naive_utc(since),
             )
-            pending = events - await receiver.count()
+            pending = events - await receiver.count(since)
         if pending <= 0:
             return time.monotonic() - started
         await asyncio.sleep(0.25)

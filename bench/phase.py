@@ -129,7 +129,10 @@ def problems(data: PhaseData) -> list[str]:
         received = {receipt.webhook_id for receipt in data.receipts}
         missing = data.expected_events - received
         if missing:
-            found.append(f"{len(missing)} webhooks never arrived (e.g. {min(missing)})")
+            found.append(
+                f"{len(missing)} webhooks had not arrived {data.drain_seconds:.0f} s after the "
+                f"load ended, when the drain stopped waiting (e.g. {min(missing)})"
+            )
         unsigned = sum(not receipt.signature_valid for receipt in data.receipts)
         if unsigned:
             found.append(f"{unsigned} webhooks failed signature verification")

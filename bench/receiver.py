@@ -4,12 +4,14 @@ merchant's secret, notes when the webhook arrived, and answers 200 at once.
 
 Each merchant's webhook URL is `/webhooks/<merchant id>`, so the receiver knows whose secret
 signs. Control routes for the benchmark: `POST /_bench/secrets` ({merchant id: secret}),
-`GET /_bench/count`, `GET /_bench/received?clear=1` (every receipt so far, as JSON).
+`GET /_bench/count?since=<epoch seconds>` (distinct webhooks of events created since then),
+`GET /_bench/received?clear=1` (every receipt so far, as JSON).
 """
 
 import argparse
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,7 +43,8 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.verifiers: dict[str, Webhook] = {}
         self.receipts: list[Receipt] = []
-        self.distinct: set[str] = set()  # webhook ids: a redelivery is not a second webhook
+        # webhook id -> its event's createdAt (epoch): a redelivery is not a second webhook
+        self.distinct: dict[str, float] = {}
         self.malformed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,7 +62,7 @@ class WebhookReceiver:
             self.verifiers.update({merchant: Webhook(key) for merchant, key in secrets.items()})
             await _respond(send, 204, b"")
         elif path == "/_bench/count":
-            await _respond(send, 200, orjson.dumps({"count": len(self.distinct)}))
+            await _respond(send, 200, orjson.dumps({"count": self._count(scope)}))
         elif path == "/_bench/received":
             await _respond(send, 200, orjson.dumps(self._snapshot(scope)))
         else:
@@ -94,16 +97,24 @@ class WebhookReceiver:
                     client_port=int((scope.get("client") or ("", 0))[1]),
                 )
             )
-            self.distinct.add(self.receipts[-1].webhook_id)
+            created = datetime.fromisoformat(event["createdAt"].replace("Z", "+00:00"))
+            self.distinct[self.receipts[-1].webhook_id] = created.timestamp()
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self.malformed += 1
+
+    def _count(self, scope: Scope) -> int:
+        """Distinct webhooks of the events created since `since` (all without it): a phase's
+        drain must not count the late webhooks of a phase before it."""
+        query = parse_qs(scope.get("query_string", b"").decode())
+        since = float(query.get("since", ["0"])[0])
+        return sum(1 for created in self.distinct.values() if created >= since)
 
     def _snapshot(self, scope: Scope) -> dict[str, Any]:
         query = parse_qs(scope.get("query_string", b"").decode())
         snapshot = {"receipts": [asdict(r) for r in self.receipts], "malformed": self.malformed}
         if query.get("clear") == ["1"]:
             self.receipts = []
-            self.distinct = set()
+            self.distinct = {}
             self.malformed = 0
         return snapshot
 
