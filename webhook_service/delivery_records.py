@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
-from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
@@ -249,7 +249,8 @@ async def record_attempts(
         .execution_options(synchronize_session=False)
     )
     if attempts:  # after the update: its row lock covers the attempts' foreign-key checks
-        await session.execute(insert(WebhookAttempt).values([asdict(a) for a in attempts]))
+        # An executemany of one cached INSERT: the driver sends it as one multi-row statement.
+        await session.execute(insert(table_of(WebhookAttempt)), [asdict(a) for a in attempts])
     return int(updated.rowcount)  # type: ignore[attr-defined]
 
 
