@@ -28,6 +28,7 @@ class RequestLogWriter:
         self.sessions = sessions
         self._rows: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
 
     def add(self, row: dict[str, Any]) -> None:
         if len(self._rows) < MAX_QUEUED:
@@ -45,15 +46,18 @@ class RequestLogWriter:
         await self.flush()
 
     async def flush(self) -> None:
-        rows, self._rows = self._rows, []
-        if not rows:
-            return
-        try:
-            async with transaction(self.sessions) as session:
-                await session.connection(execution_options={REQUEST_LOG_OPTION: True})
-                await session.execute(insert(table_of(ApiRequestRecord)), rows)
-        except SQLAlchemyError as exc:
-            log.warning("request log: %d rows not written: %r", len(rows), exc)
+        """Write every row added before the call, those a flush under way took included: it
+        returns once they are committed (or their write failed)."""
+        async with self._flushing:
+            rows, self._rows = self._rows, []
+            if not rows:
+                return
+            try:
+                async with transaction(self.sessions) as session:
+                    await session.connection(execution_options={REQUEST_LOG_OPTION: True})
+                    await session.execute(insert(table_of(ApiRequestRecord)), rows)
+            except SQLAlchemyError as exc:
+                log.warning("request log: %d rows not written: %r", len(rows), exc)
 
     async def _run(self) -> None:
         while True:
