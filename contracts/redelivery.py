@@ -18,13 +18,18 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.topology import (
     LAST_ERROR_HEADER,
+    RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
     RETRY_DUE_HEADER,
-    RETRY_RELEASED_HEADER,
     WorkQueue,
 )
 
-RETRY_BOOKKEEPING = (LAST_ERROR_HEADER, RETRY_COUNT_HEADER, RETRY_DUE_HEADER, RETRY_RELEASED_HEADER)
+RETRY_BOOKKEEPING = (
+    LAST_ERROR_HEADER,
+    RETRY_COUNT_HEADER,
+    RETRY_DUE_HEADER,
+    RETRY_CLOCK_OFFSET_HEADER,
+)
 
 log = logging.getLogger("redelivery")
 
@@ -69,7 +74,7 @@ def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str,
     kept = {
         key: value
         for key, value in (headers or {}).items()
-        if key not in ("x-death", RETRY_DUE_HEADER, RETRY_RELEASED_HEADER)
+        if key not in ("x-death", RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER)
     }
     return {
         **kept,

@@ -25,10 +25,10 @@ DELIVERY_LIMIT = 10
 # Our own headers (RabbitMQ >= 3.13 ignores a client-sent x-death).
 RETRY_COUNT_HEADER = "x-payouts-retry-count"
 LAST_ERROR_HEADER = "x-payouts-last-error"
-# When a waiting webhook retry is due on its merchant's sandbox clock, and whether an advance of
-# that clock sent it on before its wait was over (contracts.webhooks).
+# When a waiting webhook retry is due on its merchant's sandbox clock, and the clock's offset its
+# wait was measured under (contracts.webhooks).
 RETRY_DUE_HEADER = "x-payouts-retry-due-at"
-RETRY_RELEASED_HEADER = "x-payouts-retry-released"
+RETRY_CLOCK_OFFSET_HEADER = "x-payouts-retry-clock-offset"
 PAYOUT_ID_HEADER = "x-payout-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 SCHEMA_HEADER = "x-schema"

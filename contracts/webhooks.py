@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from contracts.topology import RETRY_DUE_HEADER, RETRY_RELEASED_HEADER, webhook_events_queue
+from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER, webhook_events_queue
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -43,17 +43,21 @@ def resend_generation(raw: object) -> int:
     return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
 
 
-def retry_due_headers(due_at: datetime, *, released: bool) -> dict[str, str]:
+def retry_due_headers(due_at: datetime, *, clock_offset: int | None) -> dict[str, str | int]:
     """The headers of a waiting retry: when it is due on the merchant's sandbox clock, exactly as
-    the delivery row records it (naive UTC, microseconds), and whether an advance of that clock
-    sent it on before its wait was over. A copy whose due time the delivery no longer records is
-    superseded: an advance of the clock sent it on already, or a resend did."""
-    due = {RETRY_DUE_HEADER: due_at.isoformat(timespec="microseconds")}
-    return due | {RETRY_RELEASED_HEADER: "true"} if released else due
+    the delivery row records it (naive UTC, microseconds), and the clock's offset its wait was
+    measured under (a copy that finds the offset grown since knows that the clock, not real
+    time, made it due). A copy whose due time the delivery no longer records is superseded: an
+    advance of the clock sent it on already, or a resend did."""
+    headers: dict[str, str | int] = {RETRY_DUE_HEADER: due_at.isoformat(timespec="microseconds")}
+    if clock_offset is not None:
+        headers[RETRY_CLOCK_OFFSET_HEADER] = clock_offset
+    return headers
 
 
-def retry_released(raw: object) -> bool:
-    return raw == "true"
+def retry_clock_offset(raw: object) -> int | None:
+    """The clock offset a waiting retry's header carries (None: none, or unreadable)."""
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
 
 
 def retry_due(raw: object) -> datetime | None:

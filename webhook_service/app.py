@@ -29,8 +29,8 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
+    RETRY_CLOCK_OFFSET_HEADER,
     RETRY_DUE_HEADER,
-    RETRY_RELEASED_HEADER,
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
     webhook_events_queue,
@@ -38,9 +38,9 @@ from contracts.topology import (
 from contracts.webhooks import (
     RESEND_GENERATION_HEADER,
     resend_generation,
+    retry_clock_offset,
     retry_due,
     retry_due_headers,
-    retry_released,
 )
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
 from webhook_service.delivery_records import DeliveryRequest
@@ -119,7 +119,7 @@ class PayoutEventConsumer:
                     ladder_attempt=retry_count(headers) + 1,
                     generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
                     due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
-                    released=retry_released(headers.get(RETRY_RELEASED_HEADER)),
+                    clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
                 )
             )
             await self._settle(message, decision)
@@ -141,7 +141,7 @@ class PayoutEventConsumer:
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
                 headers=(
-                    retry_due_headers(decision.due_at, released=decision.released)
+                    retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
                     if decision.due_at
                     else None
                 ),

@@ -113,7 +113,7 @@ class Decision:
     step: RetryStep | None = None
     chaos: tuple[ChaosKind, ...] = ()  # what sandbox chaos did to the message's attempts
     due_at: datetime | None = None  # a retry: when it is due on the merchant's sandbox clock
-    released: bool = False  # a retry the clock already passed: it goes to the work queue now
+    clock_offset: int | None = None  # a retry: the clock offset its wait is measured under
 
 
 @dataclass(frozen=True)
@@ -188,27 +188,32 @@ def on_sandbox_clock(
     decision: Decision,
     *,
     due_at: datetime | None,
-    released: bool,
+    clock_offset: int | None,
     offset_seconds: int,
     now: datetime,
 ) -> Decision:
-    """The retry after a failed attempt, timed on the merchant's sandbox clock.
+    """The retry after a failed attempt, timed on the merchant's sandbox clock (its offset now:
+    `offset_seconds`).
 
-    The attempt happened, in sandbox time, now; or, for a retry an advance of the clock sent on
-    before its wait was over, when it was due. The next one is due the ladder's wait after that
-    and waits for what is left of it: nothing, when the clock already passed it, so that one
-    advance runs the retries of its whole window one after another. (A retry that is late in
-    real time, say after an outage, still waits its whole step.) Without an advance, this is the
-    ladder."""
+    A retry (`due_at`, waited under `clock_offset`) was made, in sandbox time, when it was due
+    plus however late it is in real time: lateness the clock's jumps since (the offset's growth)
+    account for is not lateness. The next one is due the ladder's wait after that and waits for
+    what is left of it: nothing, when the clock already passed it, so that one advance runs the
+    retries of its whole window one after another; such a retry keeps the offset from before
+    the jump. (A retry late in real time, say after an outage, still waits its whole step.)
+    Without an advance, this is the ladder."""
     assert decision.step is not None
     sandbox_now = now + timedelta(seconds=offset_seconds)
     attempted_at = sandbox_now
-    if released and due_at is not None:
-        attempted_at = min(due_at, sandbox_now)
+    if due_at is not None and clock_offset is not None:
+        jumped = timedelta(seconds=max(offset_seconds - clock_offset, 0))
+        attempted_at = min(sandbox_now, max(due_at, sandbox_now - jumped))
     next_due = attempted_at + timedelta(seconds=decision.step.delay_seconds)
     wait = max((next_due - sandbox_now).total_seconds(), 0.0)
+    # Due already: the jump made it so, and the next copy must know it as the one before did.
+    next_offset = clock_offset if wait == 0 and clock_offset is not None else offset_seconds
     step = replace(decision.step, delay_seconds=wait)
-    return replace(decision, step=step, due_at=next_due, released=wait == 0)
+    return replace(decision, step=step, due_at=next_due, clock_offset=next_offset)
 
 
 class EventDelivery:
@@ -443,7 +448,7 @@ class EventDelivery:
         decision = on_sandbox_clock(
             decision,
             due_at=request.due_at,
-            released=request.released,
+            clock_offset=request.clock_offset,
             offset_seconds=attempted.sandbox_offset_seconds,
             now=now,
         )
@@ -485,7 +490,7 @@ class EventDelivery:
             LEASED_ELSEWHERE,
             step,
             due_at=request.due_at,
-            released=request.released,
+            clock_offset=request.clock_offset,
         )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:
@@ -495,7 +500,7 @@ class EventDelivery:
             request.ladder_attempt, f"database unavailable: {type(exc).__name__}"
         )
         # The delivery still waits for the retry the message is.
-        return replace(decision, due_at=request.due_at, released=request.released)
+        return replace(decision, due_at=request.due_at, clock_offset=request.clock_offset)
 
     def _failed(
         self, ladder_attempt: int, reason: str, retry_after: float | None = None

@@ -48,13 +48,13 @@ class DeliveryRequest:
     `ladder_attempt`: the message's attempt number on the retry ladder (1-based); `generation`:
     the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
     was due on the merchant's sandbox clock (it is attempted only while the delivery still
-    records that due time); `released`: an advance of that clock sent it on early."""
+    records that due time); `clock_offset`: the clock's offset its wait was measured under."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
     generation: int
     due_at: datetime | None = None
-    released: bool = False
+    clock_offset: int | None = None
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ async def advance_clock(
             "advancedSeconds": body.seconds,
             "due": await _actions(session, merchant.id, applied=False, due_by=sandbox),
             "webhookRetriesReleased": await release_retries_due(
-                session, merchant.id, correlation_id=request_id
+                session, merchant.id, offset_before=offset - body.seconds, correlation_id=request_id
             ),
         }
         return 200, success_body(data, "Clock advanced")

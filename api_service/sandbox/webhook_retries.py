@@ -49,9 +49,10 @@ async def count_retries_due(session: AsyncSession, merchant_id: str) -> int:
 
 
 async def release_retries_due(
-    session: AsyncSession, merchant_id: str, *, correlation_id: str | None
+    session: AsyncSession, merchant_id: str, *, offset_before: int, correlation_id: str | None
 ) -> int:
-    """Send on the merchant's retries that its sandbox time made due; how many."""
+    """Send on the merchant's retries that its sandbox time made due; how many. `offset_before`:
+    the clock's offset before the advance (what the copies' waits were measured under)."""
     rows = await session.execute(
         select(
             WebhookDelivery.payout_id,
@@ -74,7 +75,10 @@ async def release_retries_due(
             merchant_id=merchant_id,
             correlation_id=correlation_id,
             extra_headers=waiting_retry_headers(
-                row.next_attempt_at, retry_count=row.retry_count, generation=row.generation
+                row.next_attempt_at,
+                retry_count=row.retry_count,
+                generation=row.generation,
+                clock_offset=offset_before,
             ),
         )
         for row in rows
@@ -84,12 +88,12 @@ async def release_retries_due(
 
 
 def waiting_retry_headers(
-    due_at: datetime, *, retry_count: int | None, generation: int
+    due_at: datetime, *, retry_count: int | None, generation: int, clock_offset: int
 ) -> dict[str, Any]:
-    """The headers of the waiting retry's message, but marked as sent on by the clock."""
+    """The headers of the waiting retry's message."""
     resend = {RESEND_GENERATION_HEADER: generation} if generation else {}
     return {
         RETRY_COUNT_HEADER: retry_count or 0,
         **resend,
-        **retry_due_headers(due_at, released=True),
+        **retry_due_headers(due_at, clock_offset=clock_offset),
     }
