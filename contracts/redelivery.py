@@ -24,12 +24,9 @@ from contracts.topology import (
     WorkQueue,
 )
 
-RETRY_BOOKKEEPING = (
-    LAST_ERROR_HEADER,
-    RETRY_COUNT_HEADER,
-    RETRY_DUE_HEADER,
-    RETRY_CLOCK_OFFSET_HEADER,
-)
+# A waiting webhook retry's own: set again by whoever sends it on to wait.
+WAITING_RETRY_HEADERS = (RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER)
+RETRY_BOOKKEEPING = (LAST_ERROR_HEADER, RETRY_COUNT_HEADER, *WAITING_RETRY_HEADERS)
 
 log = logging.getLogger("redelivery")
 
@@ -74,7 +71,7 @@ def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str,
     kept = {
         key: value
         for key, value in (headers or {}).items()
-        if key not in ("x-death", RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER)
+        if key != "x-death" and key not in WAITING_RETRY_HEADERS
     }
     return {
         **kept,

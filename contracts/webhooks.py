@@ -38,9 +38,14 @@ RESEND_ROUTING_KEY = webhook_events_queue(retry_tiers=1).name
 RESEND_GENERATION_HEADER = "x-webhook-resend-generation"
 
 
+def _header_count(raw: object) -> int | None:
+    """A header's non-negative whole number (None: absent, or anything else)."""
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
+
+
 def resend_generation(raw: object) -> int:
     """The generation a message asks to deliver: 0 without the header (first deliveries)."""
-    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else 0
+    return _header_count(raw) or 0
 
 
 def retry_due_headers(due_at: datetime, *, clock_offset: int | None) -> dict[str, str | int]:
@@ -57,7 +62,7 @@ def retry_due_headers(due_at: datetime, *, clock_offset: int | None) -> dict[str
 
 def retry_clock_offset(raw: object) -> int | None:
     """The clock offset a waiting retry's header carries (None: none, or unreadable)."""
-    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0 else None
+    return _header_count(raw)
 
 
 def retry_due(raw: object) -> datetime | None:
