@@ -44,6 +44,7 @@ OPERATOR = ("operator", "operator")  # deploy/rabbitmq/definitions.json, docs/op
 UP_SECONDS = 900  # an uncached build of the app image included
 READY_SECONDS = 120
 OUTCOME_SECONDS = 120
+CONSUMER_SECONDS = 30  # the management API emits queue stats every 5 s by default
 T = TypeVar("T")
 
 
@@ -254,20 +255,28 @@ def wait_for_webhooks(compose: Compose, payouts: dict[str, Scenario]) -> int:
 
 
 def check_rabbitmq(management: str) -> str:
-    """The preloaded definitions' queues, consumed; the dead-letter routes in place."""
-    with httpx.Client(base_url=management, auth=OPERATOR, timeout=10) as client:
-        overview = client.get("/api/overview")
-        overview.raise_for_status()
-        queues = {queue["name"]: queue for queue in client.get("/api/queues/payouts").json()}
+    """The preloaded definitions' queues, consumed; the dead-letter routes in place. A consumer
+    shows in the management API's queue stats only at their next emission (every few seconds):
+    polled."""
     definitions = json.loads(DEFINITIONS.read_text())
-    if missing := {queue["name"] for queue in definitions["queues"]} - set(queues):
-        raise SmokeFailure(f"RabbitMQ lacks the preloaded queues {sorted(missing)}")
-    for name in ("processor.payout-commands", "processor.psp-outcomes", "webhooks.payout-events"):
-        if not queues[name].get("consumers"):
-            raise SmokeFailure(f"nothing consumes {name}")
+    work_queues = ("processor.payout-commands", "processor.psp-outcomes", "webhooks.payout-events")
+
+    def consumed() -> tuple[dict[str, Any], str] | None:
+        with httpx.Client(base_url=management, auth=OPERATOR, timeout=10) as client:
+            overview = client.get("/api/overview")
+            overview.raise_for_status()
+            queues = {queue["name"]: queue for queue in client.get("/api/queues/payouts").json()}
+        if missing := {queue["name"] for queue in definitions["queues"]} - set(queues):
+            raise SmokeFailure(f"RabbitMQ lacks the preloaded queues {sorted(missing)}")
+        if idle := [name for name in work_queues if not queues[name].get("consumers")]:
+            log(f"no consumer shown yet on {', '.join(idle)}")
+            return None
+        return queues, str(overview.json()["rabbitmq_version"])
+
+    queues, version = poll("a consumer on every work queue", CONSUMER_SECONDS, consumed, every=2)
+    for name in work_queues:
         if queues[name]["arguments"].get("x-dead-letter-exchange") != "payouts.dead-letter":
             raise SmokeFailure(f"{name} has no dead-letter exchange: {queues[name]['arguments']}")
-    version: str = overview.json()["rabbitmq_version"]
     return version
 
 
