@@ -119,11 +119,21 @@ class Call:
         return self.started_at + timedelta(milliseconds=self.latency_ms)
 
     def next_to_same(self, calls: Sequence["Call"]) -> "Call | None":
-        """The merchant's next call to the same method and path (its retry, if it retried)."""
-        return next(
-            (c for c in calls if c.id > self.id and (c.method, c.path) == (self.method, self.path)),
-            None,
+        """The merchant's next call to the same method and path (its retry, if it retried), by
+        when it started: a call's row is written once it ends, so under load a slow call's row
+        can come after the rows of the calls that followed it."""
+        return min(
+            (
+                c
+                for c in calls
+                if (c.method, c.path) == (self.method, self.path) and c.started_after(self)
+            ),
+            key=lambda c: (c.started_at, c.id),
+            default=None,
         )
+
+    def started_after(self, other: "Call") -> bool:
+        return (self.started_at, self.id) > (other.started_at, other.id)
 
 
 def timeout_retry_item(calls: Sequence[Call]) -> Item:

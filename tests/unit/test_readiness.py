@@ -62,6 +62,11 @@ def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> Non
     # A call elsewhere in between is not the retry.
     other = call(2, at=0.5, key="x", path="/api/v1/balance")
     assert timeout_retry_item([lost, other, call(3, at=1, key="k1")]).verdict is Verdict.PASSED
+    # The lost call's row written after its retry's and a later create's (under load): the
+    # retry is the call that started next.
+    late_row = call(9, at=0, key="k1", fault="timeout-after-commit", status=504)
+    rows = [call(7, at=1, key="k1"), call(8, at=2, key="k3"), late_row]
+    assert timeout_retry_item(rows).verdict is Verdict.PASSED
 
 
 def test_a_retry_before_retry_after_fails_the_429_item() -> None:
