@@ -4,6 +4,7 @@ prefetch, the whole topology declared before any subscriber starts."""
 import logging
 
 from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
 from prometheus_client import REGISTRY
@@ -27,3 +28,14 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
 def consumed_queue(queue: WorkQueue) -> RabbitQueue:
     """A queue the topology module declared; FastStream only consumes from it."""
     return RabbitQueue(queue.name, queue_type=QueueType.QUORUM, declare=False)
+
+
+def consumed_message(broker: RabbitBroker) -> RabbitMessage:
+    """The message a subscriber of `broker` is handling now.
+
+    Read from the broker's context, not asked for as a handler parameter: FastStream resolves a
+    context parameter with a synchronous call that fast_depends runs in a worker thread, a thread
+    hop per message that cost the consumers about a tenth of their CPU."""
+    message: RabbitMessage | None = broker.context.get_local("message")
+    assert message is not None, "called outside a subscriber's handler"
+    return message

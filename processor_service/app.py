@@ -5,9 +5,8 @@ import asyncio
 from datetime import timedelta
 
 from faststream import AckPolicy, FastStream
-from faststream.rabbit.annotations import RabbitMessage
 
-from contracts.broker import consumed_queue, create_broker
+from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
@@ -44,9 +43,9 @@ def create_processor(settings: Settings) -> FastStream:
         title="processor.payout-commands",
         description="Run the scenario rules on a payout (PENDING or RETRY).",
     )
-    async def on_process_payout(command: ProcessPayout, message: RabbitMessage) -> None:
+    async def on_process_payout(command: ProcessPayout) -> None:
         await consumer.run(
-            message,
+            consumed_message(broker),
             PAYOUT_COMMANDS,
             lambda session, context: handlers.process_payout(session, command, context, timetable),
             # Judged against the payout's attempt (handlers.process_payout): no inbox row.
@@ -60,9 +59,9 @@ def create_processor(settings: Settings) -> FastStream:
         title="processor.psp-outcomes",
         description="Settle a payout as an IPN or a sandbox simulation said.",
     )
-    async def on_psp_outcome(command: ApplyPspOutcome, message: RabbitMessage) -> None:
+    async def on_psp_outcome(command: ApplyPspOutcome) -> None:
         await consumer.run(
-            message,
+            consumed_message(broker),
             PSP_OUTCOMES,
             lambda session, context: handlers.apply_psp_outcome(session, command, context),
         )

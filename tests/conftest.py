@@ -3,7 +3,9 @@
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -120,3 +122,17 @@ async def http(system: RunningSystem) -> AsyncIterator[httpx.AsyncClient]:
     """A merchant's HTTP client for the `system` of the test's folder (e2e/, faults/)."""
     async with httpx.AsyncClient(base_url=f"{system.base_url}/api/v1", timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+def worker_thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The functions handed to a worker thread (anyio's, which fast_depends uses) from now on."""
+    calls: list[object] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def recording(func: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(func)
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", recording)
+    return calls

@@ -21,7 +21,7 @@ from faststream import AckPolicy, FastStream
 from faststream.rabbit.annotations import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.broker import consumed_queue, create_broker
+from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
@@ -103,10 +103,9 @@ class PayoutEventConsumer:
         if self._engine is not None:
             await self._engine.dispose()
 
-    async def deliver_payout_event(
-        self, event: PayoutStatusChanged, message: RabbitMessage
-    ) -> None:
+    async def deliver_payout_event(self, event: PayoutStatusChanged) -> None:
         assert self._delivery is not None, "open() runs before the broker starts"
+        message = consumed_message(self.broker)
         headers = message.headers or {}
         with bind_log_context(
             payout_id=event.payout.id,

@@ -358,6 +358,19 @@ async def new_payout(
     return Created(merchant, payout_id)
 
 
+async def test_handlers_run_on_the_event_loop_without_a_worker_thread(
+    processor: None,
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    worker_thread_calls: list[object],
+) -> None:
+    """A handler parameter FastStream resolves from its context (the message, say) is resolved by
+    a synchronous call that fast_depends runs in a worker thread: a thread hop per message."""
+    await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+    assert worker_thread_calls == []
+
+
 async def test_redelivered_command_is_applied_once(
     processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
 ) -> None:

@@ -120,6 +120,24 @@ async def test_delivery_is_signed_for_standard_webhooks_and_the_original_clients
 
 
 @pytest.mark.usefixtures("webhook_service")
+async def test_the_consumer_runs_on_the_event_loop_without_a_worker_thread(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    worker_thread_calls: list[object],
+) -> None:
+    """See the processor's test of the same name: no thread hop per message."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    assert worker_thread_calls == []
+
+
+@pytest.mark.usefixtures("webhook_service")
 async def test_endpoint_failing_twice_gets_a_third_attempt_with_the_same_webhook_id(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
