@@ -9,6 +9,7 @@ taken only where the delivery is not delivered at the message's generation and n
 live attempt elsewhere; an attempt is recorded on the delivery only where its lease is still held.
 """
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -16,9 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    CompoundSelect,
-    Select,
+    BindParameter,
+    Insert,
+    Integer,
+    Update,
     and_,
+    bindparam,
     func,
     insert,
     literal,
@@ -96,6 +100,7 @@ RECORDED_COLUMNS = (
 )
 _READ_ONLY = ("lease_seconds_left", "sandbox_offset_seconds")
 _READ_COLUMNS = [f.name for f in fields(Delivery) if f.name not in _READ_ONLY]
+_DELIVERIES = table_of(WebhookDelivery)
 
 
 @dataclass(frozen=True)
@@ -130,58 +135,80 @@ async def lease_deliveries(
 
     One statement. IGNORE turns a row whose event is not recorded (foreign key) into a warning:
     that row is simply not created, and the read that follows finds no delivery for it."""
-    statement = mysql_insert(WebhookDelivery).prefix_with("IGNORE")
+    rows = [
+        _new_row(request, token=token, now=now)
+        # One lock order for every consumer, so two leasing batches do not deadlock.
+        for request in sorted(requests, key=lambda request: request.event.id)
+    ]
+    await session.execute(
+        _lease_statement(len(rows)), numbered(rows) | {"lease_seconds": lease_seconds}
+    )
+
+
+@functools.cache
+def _lease_statement(size: int) -> Insert:
+    """The lease of `size` deliveries, built and compiled once per batch size."""
+    statement = mysql_insert(_DELIVERIES).prefix_with("IGNORE")
+    leased_until = database_now_plus(bindparam("lease_seconds", type_=Integer))
     statement = statement.values(
         [
-            _new_row(request, token=token, lease_seconds=lease_seconds, now=now)
-            # One lock order for every consumer, so two leasing batches do not deadlock.
-            for request in sorted(requests, key=lambda request: request.event.id)
+            {name: numbered_parameter(name, row) for name in _NEW_ROW_COLUMNS}
+            | {"leased_until": leased_until}
+            for row in range(size)
         ]
     )
     asked = statement.inserted
-    free = or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
+    free = or_(_DELIVERIES.c.lease_token.is_(None), _DELIVERIES.c.leased_until <= DATABASE_NOW)
     undelivered = or_(
-        WebhookDelivery.status != DeliveryStatus.DELIVERED.value,
-        WebhookDelivery.delivered_generation < asked.generation,
+        _DELIVERIES.c.status != DeliveryStatus.DELIVERED.value,
+        _DELIVERIES.c.delivered_generation < asked.generation,
     )
     # A waiting retry's copy (next_attempt_at: its due time) only while the delivery still
     # waits for that very retry.
     still_due = or_(
         asked.next_attempt_at.is_(None),
         and_(
-            WebhookDelivery.status == DeliveryStatus.RETRYING.value,
-            WebhookDelivery.next_attempt_at == asked.next_attempt_at,
+            _DELIVERIES.c.status == DeliveryStatus.RETRYING.value,
+            _DELIVERIES.c.next_attempt_at == asked.next_attempt_at,
         ),
     )
-    await session.execute(
-        statement.on_duplicate_key_update(
-            # In this order: both MySQL and MariaDB assign left to right, so the second
-            # assignment sees the token the first one may have set.
-            [
-                (
-                    "lease_token",
-                    func.if_(
-                        and_(free, undelivered, still_due),
-                        asked.lease_token,
-                        WebhookDelivery.lease_token,
-                    ),
+    return statement.on_duplicate_key_update(
+        # In this order: both MySQL and MariaDB assign left to right, so the second
+        # assignment sees the token the first one may have set.
+        [
+            (
+                "lease_token",
+                func.if_(
+                    and_(free, undelivered, still_due),
+                    asked.lease_token,
+                    _DELIVERIES.c.lease_token,
                 ),
-                (
-                    "leased_until",
-                    func.if_(
-                        WebhookDelivery.lease_token == asked.lease_token,
-                        asked.leased_until,
-                        WebhookDelivery.leased_until,
-                    ),
+            ),
+            (
+                "leased_until",
+                func.if_(
+                    _DELIVERIES.c.lease_token == asked.lease_token,
+                    asked.leased_until,
+                    _DELIVERIES.c.leased_until,
                 ),
-            ]
-        )
+            ),
+        ]
     )
 
 
-def _new_row(
-    request: DeliveryRequest, *, token: str, lease_seconds: int, now: datetime
-) -> dict[str, Any]:
+def numbered_parameter(name: str, row: int) -> BindParameter[Any]:
+    """Row `row`'s value of column `name` in a statement built once per number of rows."""
+    return bindparam(f"row{row}_{name}", type_=_DELIVERIES.c[name].type)
+
+
+def numbered(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of numbered_parameter's statements."""
+    return {
+        f"row{index}_{name}": value for index, row in enumerate(rows) for name, value in row.items()
+    }
+
+
+def _new_row(request: DeliveryRequest, *, token: str, now: datetime) -> dict[str, Any]:
     event = request.event
     return {
         "id": str(uuid.uuid4()),
@@ -198,10 +225,25 @@ def _new_row(
         # more than 0, and its row exists), and what VALUES(generation) means on a duplicate.
         "generation": request.generation,
         "lease_token": token,
-        "leased_until": database_now_plus(lease_seconds),
         "created_at": now,
         "updated_at": now,
     }
+
+
+_NEW_ROW_COLUMNS = (
+    "id",
+    "event_id",
+    "merchant_id",
+    "payout_id",
+    "event_type",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "generation",
+    "lease_token",
+    "created_at",
+    "updated_at",
+)
 
 
 _LEASE_MICROSECONDS_LEFT = func.timestampdiff(
@@ -234,41 +276,42 @@ async def record_attempts(
 ) -> int:
     """Write each delivery's new state where its lease is still held (and release the lease),
     then every attempt: two statements. Returns how many deliveries were still held."""
-    recorded = _as_rows(deliveries).subquery("recorded")
-    updated = await session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == recorded.c.id,
-            WebhookDelivery.lease_token == recorded.c.lease_token,
-        )
-        .values(
-            {name: recorded.c[name] for name in RECORDED_COLUMNS}
-            | {"lease_token": None, "leased_until": None}
-        )
-        # No ORM objects to bring up to date: without this the session reads the rows first.
-        .execution_options(synchronize_session=False)
-    )
+    rows = [
+        {name: getattr(delivery, name) for name in _RECORD_ROW_COLUMNS}
+        # In event order, the order a lease locks rows in: no deadlock with a concurrent lease.
+        for delivery in sorted(deliveries, key=lambda delivery: delivery.event_id)
+    ]
+    updated = await session.execute(_record_statement(len(rows)), numbered(rows))
     if attempts:  # after the update: its row lock covers the attempts' foreign-key checks
         # An executemany of one cached INSERT: the driver sends it as one multi-row statement.
         await session.execute(insert(table_of(WebhookAttempt)), [asdict(a) for a in attempts])
     return int(updated.rowcount)  # type: ignore[attr-defined]
 
 
-def _as_rows(deliveries: Sequence[Delivery]) -> Select[Any] | CompoundSelect[Any]:
-    """The new states as a derived table (SELECT ... UNION ALL SELECT ...: both MySQL and
-    MariaDB accept it, unlike a VALUES table)."""
-    columns = ("id", "lease_token", *RECORDED_COLUMNS)
+_RECORD_ROW_COLUMNS = ("id", "lease_token", *RECORDED_COLUMNS)
+
+
+@functools.cache
+def _record_statement(size: int) -> Update:
+    """The recording of `size` deliveries, built and compiled once per batch size. The new
+    states are a derived table (SELECT ... UNION ALL SELECT ...: both MySQL and MariaDB accept
+    it, unlike a VALUES table)."""
     selects = [
-        select(
-            *(
-                literal(getattr(delivery, name), WebhookDelivery.__table__.c[name].type).label(name)
-                for name in columns
-            )
-        )
-        # In event order, the order a lease locks rows in: no deadlock with a concurrent lease.
-        for delivery in sorted(deliveries, key=lambda delivery: delivery.event_id)
+        select(*(numbered_parameter(name, row).label(name) for name in _RECORD_ROW_COLUMNS))
+        for row in range(size)
     ]
-    return selects[0] if len(selects) == 1 else union_all(*selects)
+    recorded = (selects[0] if size == 1 else union_all(*selects)).subquery("recorded")
+    return (
+        update(_DELIVERIES)
+        .where(
+            _DELIVERIES.c.id == recorded.c.id,
+            _DELIVERIES.c.lease_token == recorded.c.lease_token,
+        )
+        .values(
+            {name: recorded.c[name] for name in RECORDED_COLUMNS}
+            | {"lease_token": None, "leased_until": None}
+        )
+    )
 
 
 def after_attempt(delivery: Delivery, url: str, result: AttemptResult) -> Delivery:

@@ -5,14 +5,18 @@ point the webhook service at our own network.
 The check sits in httpcore's network backend, below the connection pool: the pool stays keyed by
 the endpoint's host name, so TLS keeps its SNI and certificate check against that name.
 
-The backend's streams also answer the pool's "is this idle connection's socket readable?" cheaply
-(SocketLookupOnce): the pool asks it of every idle connection each time it places a request.
+The backend's streams are asyncio's own (StreamReader/StreamWriter), not httpcore's AnyIO
+streams: those open a cancel scope around every read and write, most of the HTTP stack's CPU in
+the webhook service's profile. They also answer the pool's "is this idle connection's socket
+readable?" cheaply: the pool asks it of every idle connection each time it places a request.
 """
 
+import asyncio
+import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpcore
@@ -25,10 +29,35 @@ class RefusedDestination(httpcore.ConnectError):
     """Surfaces as httpx.ConnectError with this message."""
 
 
+# httpcore's exceptions for what asyncio raises; TimeoutError first, it is an OSError too.
+ON_CONNECT: Mapping[type[Exception], type[Exception]] = {
+    TimeoutError: httpcore.ConnectTimeout,
+    OSError: httpcore.ConnectError,  # ssl.SSLError included
+}
+ON_READ: Mapping[type[Exception], type[Exception]] = {
+    TimeoutError: httpcore.ReadTimeout,
+    OSError: httpcore.ReadError,
+}
+ON_WRITE: Mapping[type[Exception], type[Exception]] = {
+    TimeoutError: httpcore.WriteTimeout,
+    OSError: httpcore.WriteError,
+}
+
+
+@contextlib.contextmanager
+def raising_as(mapping: Mapping[type[Exception], type[Exception]]) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        for raised, replacement in mapping.items():
+            if isinstance(exc, raised):
+                raise replacement(str(exc) or type(exc).__name__) from exc
+        raise
+
+
 class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, *, allow_private: bool) -> None:
         self.allow_private = allow_private
-        self.inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
         self,
@@ -42,17 +71,19 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
             addresses = await public_addresses(host, port, allow_private=self.allow_private)
         except UnsafeDestination as exc:
             raise RefusedDestination(str(exc)) from exc
-        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        failure: Exception | None = None
         for address in addresses:
             try:
-                stream = await self.inner.connect_tcp(
-                    str(address),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-                return SocketLookupOnce(stream)
+                with raising_as(ON_CONNECT):
+                    async with asyncio.timeout(timeout):
+                        reader, writer = await asyncio.open_connection(
+                            str(address),
+                            port,
+                            local_addr=None if local_address is None else (local_address, 0),
+                        )  # TCP_NODELAY set by asyncio
+                for option in socket_options or ():
+                    writer.get_extra_info("socket").setsockopt(*option)
+                return AsyncioStream(reader, writer)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None  # public_addresses never returns an empty list
@@ -67,7 +98,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         raise RefusedDestination("webhooks are never sent to a unix socket")
 
     async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 def is_readable(sock: socket.socket | None) -> bool:
@@ -80,24 +111,33 @@ def is_readable(sock: socket.socket | None) -> bool:
     return bool(poll.poll(0))
 
 
-class SocketLookupOnce(httpcore.AsyncNetworkStream):
-    """A stream that finds its socket once. httpcore's pool asks every idle connection whether
-    its socket is readable each time it places a request, and anyio's stream answers by building
-    the socket's whole attribute table (a getpeername system call included) every time: with a
-    hundred requests in flight, that was 40 % of the webhook service's CPU."""
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One connection, over asyncio's streams. A timeout of None means none (the whole attempt
+    is bounded by the sender anyway); a write waits only when the socket's buffer is full."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._socket: socket.socket | None = writer.get_extra_info("socket")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._inner.read(max_bytes, timeout)
+        with raising_as(ON_READ):
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._inner.write(buffer, timeout)
+        if not buffer:
+            return
+        with raising_as(ON_WRITE):
+            if self._writer.transport.is_closing():  # asyncio would drop the bytes silently
+                raise ConnectionResetError("the connection is closed")
+            self._writer.write(buffer)
+            if self._writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(timeout):
+                    await self._writer.drain()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        self._writer.close()  # not waited for: a TLS peer that never answers could hold us
 
     async def start_tls(
         self,
@@ -105,14 +145,27 @@ class SocketLookupOnce(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
     ) -> httpcore.AsyncNetworkStream:
-        return SocketLookupOnce(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            with raising_as(ON_CONNECT):
+                async with asyncio.timeout(timeout):
+                    await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except Exception:
+            await self.aclose()
+            raise
+        return self  # the writer now speaks TLS; the socket underneath is the same
 
     def get_extra_info(self, info: str) -> Any:
         if info == "socket":
             return self._socket
         if info == "is_readable":
             return is_readable(self._socket)
-        return self._inner.get_extra_info(info)
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        return None
 
 
 class PublicOnlyTransport(httpx.AsyncHTTPTransport):
@@ -121,10 +174,12 @@ class PublicOnlyTransport(httpx.AsyncHTTPTransport):
     No proxies and no environment: a proxy would connect on our behalf, unchecked.
     """
 
-    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
+    def __init__(
+        self, *, allow_private: bool, limits: httpx.Limits, ssl_context: ssl.SSLContext | None
+    ) -> None:
         super().__init__(trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

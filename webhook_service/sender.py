@@ -6,6 +6,7 @@ whole attempt, not only each socket operation, is bounded by the webhook timeout
 """
 
 import asyncio
+import ssl
 import time
 import zlib
 from collections.abc import Mapping
@@ -61,14 +62,22 @@ class WebhookSender:
 
     POOLS = 8
 
-    def __init__(self, *, timeout_seconds: float, allow_private_urls: bool) -> None:
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        allow_private_urls: bool,
+        ssl_context: ssl.SSLContext | None = None,  # None: the system's trusted CAs
+    ) -> None:
         self.timeout_seconds = timeout_seconds
         # Every connection kept alive: one closed after a burst is one connected (and its
         # address checked) again at the next.
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self.clients = [
             httpx.AsyncClient(
-                transport=PublicOnlyTransport(allow_private=allow_private_urls, limits=limits),
+                transport=PublicOnlyTransport(
+                    allow_private=allow_private_urls, limits=limits, ssl_context=ssl_context
+                ),
                 timeout=httpx.Timeout(timeout_seconds),
                 follow_redirects=False,
                 trust_env=False,

@@ -63,5 +63,5 @@ def utcnow() -> datetime:
 DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
 
 
-def database_now_plus(seconds: int) -> ColumnElement[datetime]:
+def database_now_plus(seconds: int | ColumnElement[int]) -> ColumnElement[datetime]:
     return func.timestampadd(literal_column("SECOND"), seconds, DATABASE_NOW)
