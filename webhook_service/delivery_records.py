@@ -33,7 +33,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
@@ -140,14 +142,26 @@ async def lease_deliveries(
         # One lock order for every consumer, so two leasing batches do not deadlock.
         for request in sorted(requests, key=lambda request: request.event.id)
     ]
-    await session.execute(
-        _lease_statement(len(rows)), numbered(rows) | {"lease_seconds": lease_seconds}
+    connection = await session.connection()
+    lease = _compiled_lease(len(rows), connection.dialect)
+    values = lease.construct_params(numbered(rows) | {"lease_seconds": lease_seconds})
+    assert values is not None and lease.positiontup is not None  # a positional paramstyle
+    await connection.exec_driver_sql(
+        lease.string, tuple(values[name] for name in lease.positiontup)
     )
 
 
 @functools.cache
+def _compiled_lease(size: int, dialect: Dialect) -> SQLCompiler:
+    """The lease of `size` deliveries, compiled once per batch size and run as SQL text.
+    SQLAlchemy caches no multi-row INSERT (it has no cache key): left to it, every batch was
+    compiled anew, a tenth of the webhook service's CPU."""
+    compiled = _lease_statement(size).compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    return compiled
+
+
 def _lease_statement(size: int) -> Insert:
-    """The lease of `size` deliveries, built and compiled once per batch size."""
     statement = mysql_insert(_DELIVERIES).prefix_with("IGNORE")
     leased_until = database_now_plus(bindparam("lease_seconds", type_=Integer))
     statement = statement.values(
