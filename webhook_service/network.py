@@ -24,11 +24,6 @@ import httpx
 
 from contracts.webhooks import UnsafeDestination, public_addresses
 
-
-class RefusedDestination(httpcore.ConnectError):
-    """Surfaces as httpx.ConnectError with this message."""
-
-
 # httpcore's exceptions for what asyncio raises; TimeoutError first, it is an OSError too.
 ON_CONNECT: Mapping[type[Exception], type[Exception]] = {
     TimeoutError: httpcore.ConnectTimeout,
@@ -70,7 +65,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         try:
             addresses = await public_addresses(host, port, allow_private=self.allow_private)
         except UnsafeDestination as exc:
-            raise RefusedDestination(str(exc)) from exc
+            raise httpcore.ConnectError(str(exc)) from exc
         failure: Exception | None = None
         for address in addresses:
             try:
@@ -95,7 +90,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise RefusedDestination("webhooks are never sent to a unix socket")
+        raise httpcore.ConnectError("webhooks are never sent to a unix socket")
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -168,20 +163,14 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         return None
 
 
-class PublicOnlyTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport (request mapping, error mapping) over a pool using PublicOnlyBackend.
-
-    No proxies and no environment: a proxy would connect on our behalf, unchecked.
-    """
-
-    def __init__(
-        self, *, allow_private: bool, limits: httpx.Limits, ssl_context: ssl.SSLContext | None
-    ) -> None:
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PublicOnlyBackend(allow_private=allow_private),
-        )
+def public_only_pool(
+    *, allow_private: bool, connections: int, ssl_context: ssl.SSLContext | None
+) -> httpcore.AsyncConnectionPool:
+    """A pool that connects only through PublicOnlyBackend. No proxies and no environment: a
+    proxy would connect on our behalf, unchecked. `ssl_context` None: the system's CAs."""
+    return httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        network_backend=PublicOnlyBackend(allow_private=allow_private),
+    )
