@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, Integer, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -36,7 +36,7 @@ from api_service.request_body import each_key_once
 from api_service.sealed_responses import ResponseSeal
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus
-from contracts.db.models import IdempotencyKey
+from contracts.db.models import IdempotencyKey, table_of
 from contracts.db.outages import DEADLOCK, LOCK_WAIT_TIMEOUT, database_error_code
 
 Operation = Callable[[], Awaitable[tuple[int, bytes]]]
@@ -89,6 +89,31 @@ class Replay(Exception):
 
 # Refusals that belong to the key's other use (or to the quota), never stored under this key.
 NOT_STORED = (IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyQuotaExceeded)
+
+
+# The statements of every keyed request, built once (bind parameters `b_*` only) so that a request
+# neither rebuilds them nor walks them for their cache key.
+_KEYS = table_of(IdempotencyKey)
+_CLAIM = insert(_KEYS).values(
+    merchant_id=bindparam("b_merchant"),
+    key=bindparam("b_key"),
+    method=bindparam("b_method"),
+    path=bindparam("b_path"),
+    request_hash=bindparam("b_request_hash"),
+    status_code=bindparam("b_status_code", type_=_KEYS.c.status_code.type),
+    response_body=bindparam("b_response_body", type_=_KEYS.c.response_body.type),
+    locked_at=DATABASE_NOW,
+    created_at=DATABASE_NOW,
+    expires_at=database_now_plus(bindparam("b_ttl_seconds", type_=Integer)),
+)
+_STORE = (
+    update(_KEYS)
+    .where(_KEYS.c.merchant_id == bindparam("b_merchant"), _KEYS.c.key == bindparam("b_key"))
+    .values(
+        status_code=bindparam("b_status_code", type_=_KEYS.c.status_code.type),
+        response_body=bindparam("b_response_body", type_=_KEYS.c.response_body.type),
+    )
+)
 
 
 @dataclass
@@ -169,18 +194,17 @@ class Idempotency:
         for _ in range(2):
             try:
                 await session.execute(
-                    insert(IdempotencyKey).values(
-                        merchant_id=self.merchant_id,
-                        key=self.key,
-                        method=self.method,
-                        path=self.path,
-                        request_hash=fingerprint,
-                        status_code=answer[0] if answer else None,
-                        response_body=answer[1] if answer else None,
-                        locked_at=DATABASE_NOW,
-                        created_at=DATABASE_NOW,
-                        expires_at=database_now_plus(self.ttl_seconds),
-                    )
+                    _CLAIM,
+                    {
+                        "b_merchant": self.merchant_id,
+                        "b_key": self.key,
+                        "b_method": self.method,
+                        "b_path": self.path,
+                        "b_request_hash": fingerprint,
+                        "b_status_code": answer[0] if answer else None,
+                        "b_response_body": answer[1] if answer else None,
+                        "b_ttl_seconds": self.ttl_seconds,
+                    },
                 )
             except IntegrityError:
                 await session.rollback()
@@ -234,9 +258,13 @@ class Idempotency:
 
     async def _store(self, session: AsyncSession, status_code: int, body: bytes) -> None:
         await session.execute(
-            update(IdempotencyKey)
-            .where(*self._row())
-            .values(status_code=status_code, response_body=body)
+            _STORE,
+            {
+                "b_merchant": self.merchant_id,
+                "b_key": self.key,
+                "b_status_code": status_code,
+                "b_response_body": body,
+            },
         )
 
     async def _store_refusal(self, fingerprint: str, error: ApiError, body: bytes) -> Response:

@@ -9,17 +9,18 @@ MariaDB alike. The window is taken from the database clock, so workers whose clo
 agree on it.
 """
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, func
-from sqlalchemy.dialects.mysql import insert
+from sqlalchemy import CursorResult, Integer, bindparam, case, func
+from sqlalchemy.dialects.mysql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, IdempotencyQuotaExceeded, RateLimited
-from contracts.db.models import UsageCounter
+from contracts.db.models import UsageCounter, table_of
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,27 @@ async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter, hits:
     """Count `hits` in the current window; the window's hits so far, these included.
 
     The counter row stays locked until the caller's transaction ends: commit soon."""
-    window = func.unix_timestamp().op("DIV")(meter.window_seconds)
-    same_window = UsageCounter.window_index == window
-    statement = (
-        insert(UsageCounter)
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            _counting(meter.window_seconds),
+            {"b_merchant": merchant_id, "b_meter": meter.name, "b_hits": hits},
+        ),
+    )
+    return int(result.lastrowid)
+
+
+@functools.cache
+def _counting(window_seconds: int) -> Insert:
+    """The counting statement of a window length, built once (every request runs it)."""
+    counters = table_of(UsageCounter)
+    window = func.unix_timestamp().op("DIV")(window_seconds)
+    hits = bindparam("b_hits", type_=Integer)
+    return (
+        insert(counters)
         .values(
-            merchant_id=merchant_id,
-            meter=meter.name,
+            merchant_id=bindparam("b_merchant"),
+            meter=bindparam("b_meter"),
             window_index=window,
             hits=func.last_insert_id(hits),
         )
@@ -55,14 +70,16 @@ async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter, hits:
             [
                 (
                     "hits",
-                    func.last_insert_id(case((same_window, UsageCounter.hits + hits), else_=hits)),
+                    func.last_insert_id(
+                        case(
+                            (counters.c.window_index == window, counters.c.hits + hits), else_=hits
+                        )
+                    ),
                 ),
                 ("window_index", window),
             ]
         )
     )
-    result = cast(CursorResult[Any], await session.execute(statement))
-    return int(result.lastrowid)
 
 
 async def enforce_limit(

@@ -70,7 +70,12 @@ REVERSAL = Posting(
 )
 TOPUP = Posting(JournalKind.TOPUP, Account.PSP_SETTLEMENT, Account.AVAILABLE, "Balance top-up")
 
-_COLUMN = {Account.AVAILABLE: Balance.available, Account.HELD: Balance.held}
+# Core tables and statements, built once: a posting neither rebuilds a statement nor walks it for
+# its cache key (an ORM entity's statement is copied and keyed again on every execution).
+_BALANCES = table_of(Balance)
+_JOURNALS = insert(table_of(LedgerJournal))
+_LINES = insert(table_of(LedgerLine))
+_COLUMN = {Account.AVAILABLE: _BALANCES.c.available, Account.HELD: _BALANCES.c.held}
 
 
 async def _post(
@@ -107,7 +112,7 @@ async def _journal(
     journal = cast(
         CursorResult[Any],
         await session.execute(
-            insert(table_of(LedgerJournal)),
+            _JOURNALS,
             {
                 "merchant_id": merchant_id,
                 "payout_id": payout_id,
@@ -138,7 +143,7 @@ async def _lines(
 @cache
 def _balance_statement(posting: Posting) -> Update:
     """UPDATE balances: debit and credit by :b_amount, only where the debited account covers it."""
-    amount = bindparam("b_amount", type_=Balance.available.type)
+    amount = bindparam("b_amount", type_=_BALANCES.c.available.type)
     changes = {posting.debit: -amount, posting.credit: amount}
     values = {
         _COLUMN[account].key: _COLUMN[account] + delta
@@ -146,10 +151,9 @@ def _balance_statement(posting: Posting) -> Update:
         if account in _COLUMN
     }
     statement = (
-        update(Balance)
-        .where(Balance.merchant_id == bindparam("b_merchant"))
-        .values(**values, version=Balance.version + 1, updated_at=bindparam("b_now"))
-        .execution_options(synchronize_session=False)
+        update(_BALANCES)
+        .where(_BALANCES.c.merchant_id == bindparam("b_merchant"))
+        .values(**values, version=_BALANCES.c.version + 1, updated_at=bindparam("b_now"))
     )
     if posting.debit in _COLUMN:
         statement = statement.where(_COLUMN[posting.debit] >= amount)
@@ -171,10 +175,10 @@ def _lines_statement(posting: Posting) -> Insert:
             merchant if mine else null(),
             literal(account.value, type_=LedgerLine.account.type),
             delta,
-            (Balance.available + Balance.held) if mine else null(),
-            Balance.available if mine else null(),
+            (_BALANCES.c.available + _BALANCES.c.held) if mine else null(),
+            _BALANCES.c.available if mine else null(),
             bindparam("b_now", type_=LedgerLine.created_at.type),
-        ).where(Balance.merchant_id == merchant)
+        ).where(_BALANCES.c.merchant_id == merchant)
 
     columns = [
         "journal_id",
@@ -186,7 +190,7 @@ def _lines_statement(posting: Posting) -> Insert:
         "created_at",
     ]
     both = union_all(line(posting.debit, -amount), line(posting.credit, amount))
-    return insert(table_of(LedgerLine)).from_select(columns, both)
+    return _LINES.from_select(columns, both)
 
 
 async def _move_balance(
@@ -318,7 +322,7 @@ async def hold_many(
     payout_ids = [payout_id for payout_id, _ in holds]
     journal = {"merchant_id": merchant_id, "hold_cycle": 1, "kind": HOLD.kind.value}
     await session.execute(
-        insert(table_of(LedgerJournal)),
+        _JOURNALS,
         [
             {**journal, "payout_id": payout_id, "description": HOLD.description, "created_at": now}
             for payout_id in payout_ids
@@ -353,4 +357,4 @@ async def hold_many(
                     "created_at": now,
                 }
             )
-    await session.execute(insert(table_of(LedgerLine)), lines)
+    await session.execute(_LINES, lines)

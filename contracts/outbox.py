@@ -42,8 +42,11 @@ def outbox_row(
     }
 
 
+_INSERT = insert(table_of(OutboxMessage))  # built once: neither rebuilt nor keyed per call
+
+
 async def write_outbox(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Every row in one multi-row INSERT (an executemany: the driver sends one statement, and
     the compiled INSERT is the same every time)."""
     if rows:
-        await session.execute(insert(table_of(OutboxMessage)), rows)
+        await session.execute(_INSERT, rows)

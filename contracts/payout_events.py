@@ -28,6 +28,9 @@ def new_event_id() -> str:
     return f"evt_{secrets.token_hex(12)}"
 
 
+_INSERT_EVENTS = insert(table_of(PayoutEvent))  # built once: neither rebuilt nor keyed per call
+
+
 @dataclass
 class Announcements:
     correlation_id: str | None
@@ -91,6 +94,6 @@ class Announcements:
     async def write(self, session: AsyncSession) -> None:
         """Everything collected so far, in at most two statements; then start afresh."""
         if self._events:
-            await session.execute(insert(table_of(PayoutEvent)), self._events)
+            await session.execute(_INSERT_EVENTS, self._events)
         await write_outbox(session, self._messages)
         self._events, self._messages = [], []

@@ -201,9 +201,12 @@ async def _queue(session: AsyncSession, payout: Payout, announcements: Announcem
     await announcements.write(session)
 
 
+_INSERT = insert(table_of(Payout))  # built once: neither rebuilt nor keyed per create
+
+
 async def _insert(session: AsyncSession, payouts: Sequence[Payout]) -> None:
     try:
-        await session.execute(insert(table_of(Payout)), [_columns(payout) for payout in payouts])
+        await session.execute(_INSERT, [_columns(payout) for payout in payouts])
     except IntegrityError as exc:  # the unique key is the last word on references
         raise DuplicateReference from exc
 

@@ -9,7 +9,7 @@ from contracts.topology import PROCESS_PAYOUT_KEY
 from processor_service.handlers import Context, process_payout
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import create_payout, outbox_for_payout
-from tests.support.statements import counting_statements
+from tests.support.statements import counting_statements, statements_built
 
 # The idempotency key (carrying the answer); payout; its event; its two outbox messages; the HOLD
 # journal; the balance's one conditional UPDATE; the two ledger lines. The merchant of the API key
@@ -33,6 +33,20 @@ async def test_a_create_is_one_transaction_of_at_most_seven_statements(
     assert counted.statements[counted.statements.index(balance_update) + 1 :] == [
         sql for sql in counted.statements if sql.startswith("INSERT INTO ledger_lines")
     ]
+
+
+async def test_a_create_builds_no_statement_of_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Every statement of a create is built once per process: none is rebuilt, or copied and
+    walked again for its cache key, per request (that was a tenth of the API's CPU)."""
+    merchant = await make_merchant()
+    await create_payout(api_client, merchant)
+
+    with statements_built() as built:
+        await create_payout(api_client, merchant)
+
+    assert built == []
 
 
 # The payout locked; its one guarded UPDATE (PENDING -> SUCCESS, through PROCESSING in memory);

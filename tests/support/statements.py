@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.cache_key import HasCacheKey
 
 from api_service.request_log.writer import REQUEST_LOG_OPTION
 
@@ -52,3 +53,22 @@ def counting_statements() -> Iterator[Counted]:
     finally:
         for name, listener in listeners:
             event.remove(Engine, name, listener)
+
+
+@contextmanager
+def statements_built() -> Iterator[list[str]]:
+    """The SQL of every statement SQLAlchemy computes a cache key for while the block runs: a
+    statement built (or copied) anew, which a hot path's prebuilt statements never are. Those
+    that miss the cache are compiled too (test_webhook_delivery counts compiles)."""
+    built: list[str] = []
+    generate = HasCacheKey._generate_cache_key
+
+    def recording(element: HasCacheKey) -> Any:
+        built.append(" ".join(str(element).split())[:200])
+        return generate(element)
+
+    setattr(HasCacheKey, "_generate_cache_key", recording)  # noqa: B010 (a method)
+    try:
+        yield built
+    finally:
+        setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
