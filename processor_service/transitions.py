@@ -15,16 +15,17 @@ contracts/payout_queue.py, shared by the API (top-up), the processor (here) and 
 housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, Update, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
 from contracts.db.engine import utcnow
-from contracts.db.models import Payout
+from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
 from contracts.payout_events import Announcements
@@ -41,6 +42,18 @@ FUNDS_RETURNING: frozenset[Posting] = frozenset({ledger.release_hold, ledger.rev
 
 class StaleTransition(Exception):
     """The payout is no longer in a status this transition starts from."""
+
+
+@functools.cache
+def _guarded_update(columns: frozenset[str]) -> Update:
+    """UPDATE payouts of `columns` where the payout still has the status it was loaded with,
+    built once per set of columns (on the Core table: the ORM would copy and key it per use)."""
+    payouts = table_of(Payout)
+    return (
+        update(payouts)
+        .where(payouts.c.id == bindparam("b_id"), payouts.c.status == bindparam("b_loaded_status"))
+        .values({name: bindparam(f"v_{name}", type_=payouts.c[name].type) for name in columns})
+    )
 
 
 class PayoutChange:
@@ -80,10 +93,9 @@ class PayoutChange:
             result = cast(
                 CursorResult[Any],
                 await session.execute(
-                    update(Payout)
-                    .where(Payout.id == self.payout.id, Payout.status == self._loaded_status)
-                    .values(**self._values)
-                    .execution_options(synchronize_session=False)
+                    _guarded_update(frozenset(self._values)),
+                    {f"v_{name}": value for name, value in self._values.items()}
+                    | {"b_id": self.payout.id, "b_loaded_status": self._loaded_status},
                 ),
             )
             if result.rowcount != 1:

@@ -1,6 +1,8 @@
 """Loading a payout: the one query every service uses (merchant-scoped where a merchant asks)."""
 
-from sqlalchemy import select
+import functools
+
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.models import Payout
@@ -10,10 +12,18 @@ async def load_payout(
     session: AsyncSession, payout_id: str, *, merchant_id: str | None, lock: bool = False
 ) -> Payout | None:
     """The payout, or None; `lock` takes its row lock until the transaction ends."""
-    statement = select(Payout).where(Payout.id == payout_id)
-    if merchant_id is not None:
-        statement = statement.where(Payout.merchant_id == merchant_id)
+    scoped = merchant_id is not None
+    parameters = {"b_payout": payout_id} | ({"b_merchant": merchant_id} if scoped else {})
+    payout: Payout | None = await session.scalar(_query(scoped=scoped, lock=lock), parameters)
+    return payout
+
+
+@functools.cache
+def _query(*, scoped: bool, lock: bool) -> Select[Payout]:
+    """Built once per variant: a load neither rebuilds the query nor walks it for its cache key."""
+    statement = select(Payout).where(Payout.id == bindparam("b_payout"))
+    if scoped:
+        statement = statement.where(Payout.merchant_id == bindparam("b_merchant"))
     if lock:
         statement = statement.with_for_update()
-    payout: Payout | None = await session.scalar(statement)
-    return payout
+    return statement

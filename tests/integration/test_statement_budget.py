@@ -3,6 +3,7 @@ someone adds a round trip to the hot path (`make bench` measures the whole pipel
 
 import httpx
 
+from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
 from contracts.messages import ProcessPayout
 from contracts.topology import PROCESS_PAYOUT_KEY
@@ -59,12 +60,7 @@ async def test_processing_to_success_is_one_update_of_the_payout_and_seven_state
 ) -> None:
     """No relay runs in this module: the test hands the create's command to the handler."""
     merchant = await make_merchant()
-    created = await create_payout(api_client, merchant)
-    [command] = [
-        ProcessPayout.model_validate_json(row.body)
-        for row in await outbox_for_payout(sessions, created["id"])
-        if row.routing_key == PROCESS_PAYOUT_KEY
-    ]
+    command = await process_command(api_client, sessions, merchant)
 
     with counting_statements() as counted:
         async with transaction(sessions) as session:
@@ -75,3 +71,32 @@ async def test_processing_to_success_is_one_update_of_the_payout_and_seven_state
     assert counted.commits == 1
     assert sum(sql.startswith("UPDATE payouts") for sql in counted.statements) == 1
     assert counted.statements[-3].startswith("INSERT INTO ledger_journals")
+
+
+async def test_processing_builds_no_statement_of_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """As a create (above): the processor's statements are built once per process."""
+    merchant = await make_merchant()
+    first, second = [await process_command(api_client, sessions, merchant) for _ in range(2)]
+    async with transaction(sessions) as session:
+        await process_payout(session, first, Context(None, retry_delay_ms=1000))
+
+    with statements_built() as built:
+        async with transaction(sessions) as session:
+            await process_payout(session, second, Context(None, retry_delay_ms=1000))
+
+    assert built == []
+
+
+async def process_command(
+    api_client: httpx.AsyncClient, sessions: SessionFactory, merchant: NewMerchant
+) -> ProcessPayout:
+    """The command a new payout's create sent the processor."""
+    created = await create_payout(api_client, merchant)
+    [command] = [
+        ProcessPayout.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, created["id"])
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+    return command

@@ -58,8 +58,8 @@ def counting_statements() -> Iterator[Counted]:
 @contextmanager
 def statements_built() -> Iterator[list[str]]:
     """The SQL of every statement SQLAlchemy computes a cache key for while the block runs: a
-    statement built (or copied) anew, which a hot path's prebuilt statements never are. Those
-    that miss the cache are compiled too (test_webhook_delivery counts compiles)."""
+    statement built (or copied) anew, which a hot path's prebuilt statements never are. Its
+    cache key computed, a statement that misses the cache is compiled too."""
     built: list[str] = []
     generate = HasCacheKey._generate_cache_key
 
