@@ -87,8 +87,9 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 backoff = settings.relay_poll_interval_seconds
                 # A poll every interval, round start to round start: the round's own time (its
                 # publishes' confirms above all) is not added to the wait of the rows committed
-                # meanwhile.
-                elapsed = time.monotonic() - round_started
+                # meanwhile. A round whose every row was refused waits a whole interval after it.
+                refused_all = result.claimed > 0 and not result.sent
+                elapsed = 0.0 if refused_all else time.monotonic() - round_started
                 await _pause(stop, max(settings.relay_poll_interval_seconds - elapsed, 0.0))
     finally:
         await connection.close()

@@ -158,6 +158,10 @@ def _compiled_lease(size: int, dialect: Dialect) -> SQLCompiler:
     compiled anew, a tenth of the webhook service's CPU."""
     compiled = _lease_statement(size).compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
+    # Run as text, the statement gets no column defaults filled in (their parameters would go
+    # out as NULL): the rows give every column that has one.
+    defaulted = {column.name for column in _DELIVERIES.c if column.default is not None}
+    assert defaulted <= set(_NEW_ROW_COLUMNS), f"not given: {defaulted - set(_NEW_ROW_COLUMNS)}"
     return compiled
 
 
@@ -238,6 +242,7 @@ def _new_row(request: DeliveryRequest, *, token: str, now: datetime) -> dict[str
         # The generation the message asks for: what a new row starts at (only a resend asks for
         # more than 0, and its row exists), and what VALUES(generation) means on a duplicate.
         "generation": request.generation,
+        "delivered_generation": 0,
         "lease_token": token,
         "created_at": now,
         "updated_at": now,
@@ -254,6 +259,7 @@ _NEW_ROW_COLUMNS = (
     "attempts",
     "next_attempt_at",
     "generation",
+    "delivered_generation",
     "lease_token",
     "created_at",
     "updated_at",

@@ -24,6 +24,8 @@ import httpx
 
 from contracts.webhooks import UnsafeDestination, public_addresses
 
+KEEPALIVE_SECONDS = 5.0
+
 # httpcore's exceptions for what asyncio raises; TimeoutError first, it is an OSError too.
 ON_CONNECT: Mapping[type[Exception], type[Exception]] = {
     TimeoutError: httpcore.ConnectTimeout,
@@ -132,7 +134,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                     await self._writer.drain()
 
     async def aclose(self) -> None:
-        self._writer.close()  # not waited for: a TLS peer that never answers could hold us
+        # At once, without TLS's close_notify exchange (as httpcore's own streams do): a graceful
+        # close would keep the socket until a peer that never answers times out (30 s).
+        self._writer.transport.abort()
 
     async def start_tls(
         self,
@@ -172,5 +176,8 @@ def public_only_pool(
         ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
         max_connections=connections,
         max_keepalive_connections=connections,
+        # As httpx had it: an idle connection is closed after this long, before the endpoint's
+        # own idle timeout can close it under a request, and DNS changes are picked up.
+        keepalive_expiry=KEEPALIVE_SECONDS,
         network_backend=PublicOnlyBackend(allow_private=allow_private),
     )

@@ -56,13 +56,18 @@ def _failure_of(status_code: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _target(url: str) -> httpcore.URL:
-    """The endpoint's URL as httpcore takes it, parsed by httpx (international host names,
-    validation) once per URL."""
+def _target(url: str) -> tuple[httpcore.URL, bytes]:
+    """The endpoint's URL as httpcore takes it and its Host header, parsed by httpx
+    (international host names, validation) once per URL. The Host header is ours: httpcore's
+    leaves the brackets off an IPv6 address."""
     parsed = httpx.URL(url)
-    return httpcore.URL(
+    host = b"[%s]" % parsed.raw_host if b":" in parsed.raw_host else parsed.raw_host
+    if parsed.port is not None:  # not the scheme's default
+        host += b":%d" % parsed.port
+    target = httpcore.URL(
         scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
     )
+    return target, host
 
 
 def _header(response: httpcore.Response, name: bytes) -> str | None:
@@ -122,17 +127,20 @@ class WebhookSender:
         def elapsed_ms() -> int:
             return round((time.perf_counter() - started) * 1000)
 
-        sent_headers: list[tuple[bytes | str, bytes | str]] = [
-            ("User-Agent", USER_AGENT),
-            ("Content-Type", "application/json"),
-            *headers.items(),
-        ]
         try:
+            target, host = _target(url)
+            sent_headers: list[tuple[bytes | str, bytes | str]] = [
+                ("Host", host),
+                ("User-Agent", USER_AGENT),
+                ("Accept", "*/*"),
+                ("Content-Type", "application/json"),
+                *headers.items(),
+            ]
             async with (
                 asyncio.timeout(self.timeout_seconds),
                 pool.stream(
                     "POST",
-                    _target(url),
+                    target,
                     headers=sent_headers,
                     content=body,
                     extensions=self._timeouts,

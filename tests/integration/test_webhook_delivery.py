@@ -664,8 +664,8 @@ async def test_a_second_batch_of_the_same_size_builds_no_statement(
     receiver: WebhookReceiver,
     webhook_settings: Settings,
 ) -> None:
-    """Every statement of a batch is built (and compiled) once per batch size, not once per
-    batch: SQLAlchemy caches no multi-row INSERT, so the lease is compiled by hand."""
+    """Every statement of a batch is built and compiled once per batch size, not once per
+    batch: SQLAlchemy caches no multi-row INSERT, so the lease is compiled by hand, once."""
     size = 5
     merchant = await make_merchant(webhook_url=receiver.url)
     rows = [

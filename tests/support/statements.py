@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.cache_key import HasCacheKey
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from api_service.request_log.writer import REQUEST_LOG_OPTION
 
@@ -57,18 +58,24 @@ def counting_statements() -> Iterator[Counted]:
 
 @contextmanager
 def statements_built() -> Iterator[list[str]]:
-    """The SQL of every statement SQLAlchemy computes a cache key for while the block runs: a
-    statement built (or copied) anew, which a hot path's prebuilt statements never are. Its
-    cache key computed, a statement that misses the cache is compiled too."""
+    """Every statement SQLAlchemy builds or compiles while the block runs: one it computes a
+    cache key for is built (or copied) anew, and a compiled one missed the cache or was compiled
+    by hand. A hot path's statements are built and compiled once per process."""
     built: list[str] = []
-    generate = HasCacheKey._generate_cache_key
+    generate, compile_sql = HasCacheKey._generate_cache_key, SQLCompiler.__init__
 
-    def recording(element: HasCacheKey) -> Any:
-        built.append(" ".join(str(element).split())[:200])
+    def keying(element: HasCacheKey) -> Any:
+        built.append(f"keyed: {' '.join(str(element).split())[:200]}")
         return generate(element)
 
-    setattr(HasCacheKey, "_generate_cache_key", recording)  # noqa: B010 (a method)
+    def compiling(compiler: SQLCompiler, *args: Any, **kwargs: Any) -> None:
+        compile_sql(compiler, *args, **kwargs)
+        built.append(f"compiled: {' '.join(compiler.string.split())[:200]}")
+
+    setattr(HasCacheKey, "_generate_cache_key", keying)  # noqa: B010 (methods)
+    setattr(SQLCompiler, "__init__", compiling)  # noqa: B010
     try:
         yield built
     finally:
         setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
+        setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010

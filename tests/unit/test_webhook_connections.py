@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 import trustme
 
-from webhook_service.sender import WebhookSender
+from webhook_service import network
+from webhook_service.sender import USER_AGENT, WebhookSender
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -61,21 +62,29 @@ async def test_a_connection_the_endpoint_closed_while_idle_is_not_reused(
     assert endpoint.connections == 2
 
 
-class TlsEndpoint:
-    """Answers every request on a TLS connection, with a certificate for 127.0.0.1 from a test
-    CA, and remembers the request bodies."""
+class KeepingEndpoint:
+    """Answers every request and keeps the connection open (plain, or TLS when its server has a
+    certificate); remembers each request's head and body, and counts connections."""
 
     def __init__(self) -> None:
+        self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
+        self.connections = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                self.heads.append(head)
                 self.bodies.append(await reader.readexactly(length))
                 writer.write(ANSWER)
                 await writer.drain()
+
+    def header(self, request: int, name: bytes) -> bytes | None:
+        found = re.search(rb"(?im)^" + name + rb": *([^\r]*)\r$", self.heads[request])
+        return None if found is None else found.group(1)
 
 
 @pytest.fixture
@@ -84,18 +93,62 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def tls_url(ca: trustme.CA) -> AsyncIterator[tuple[str, TlsEndpoint]]:
+async def tls_url(ca: trustme.CA) -> AsyncIterator[tuple[str, KeepingEndpoint]]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(tls)
-    endpoint = TlsEndpoint()
+    endpoint = KeepingEndpoint()
     server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     async with server:
         yield f"https://127.0.0.1:{port}/hook", endpoint
 
 
+async def serving(host: str) -> tuple[asyncio.Server, KeepingEndpoint]:
+    endpoint = KeepingEndpoint()
+    return await asyncio.start_server(endpoint.serve, host, 0), endpoint
+
+
+@pytest.mark.parametrize(
+    ("host", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")], ids=["IPv4", "IPv6"]
+)
+async def test_the_host_header_names_the_endpoint_as_its_url_does(host: str, url_host: str) -> None:
+    server, endpoint = await serving(host)
+    port = server.sockets[0].getsockname()[1]
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with server:
+        try:
+            result = await sender.post(f"http://{url_host}:{port}/hook", b"{}", {}, pool_key="m")
+        finally:
+            await sender.aclose()
+
+    assert result.status_code == 200, result.error
+    assert endpoint.header(0, b"host") == f"{url_host}:{port}".encode()
+    assert endpoint.header(0, b"user-agent") == USER_AGENT.encode()
+    assert endpoint.header(0, b"accept") == b"*/*"
+    assert endpoint.header(0, b"content-type") == b"application/json"
+
+
+async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(network, "KEEPALIVE_SECONDS", 0.2)
+    server, endpoint = await serving("127.0.0.1")
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with server:
+        try:
+            await sender.post(url, b"{}", {}, pool_key="m")
+            await sender.post(url, b"{}", {}, pool_key="m")  # at once: the same connection
+            await asyncio.sleep(0.4)  # the idle time itself is what is tested
+            await sender.post(url, b"{}", {}, pool_key="m")
+        finally:
+            await sender.aclose()
+
+    assert endpoint.connections == 2
+
+
 async def test_a_tls_endpoint_gets_each_webhook_over_one_kept_connection(
-    ca: trustme.CA, tls_url: tuple[str, TlsEndpoint]
+    ca: trustme.CA, tls_url: tuple[str, KeepingEndpoint]
 ) -> None:
     url, endpoint = tls_url
     trusting = ssl.create_default_context()
@@ -108,10 +161,11 @@ async def test_a_tls_endpoint_gets_each_webhook_over_one_kept_connection(
 
     assert [(result.status_code, result.error) for result in results] == [(200, None)] * 3
     assert endpoint.bodies == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert endpoint.connections == 1
 
 
 async def test_a_certificate_the_sender_does_not_trust_is_a_failed_attempt(
-    tls_url: tuple[str, TlsEndpoint],
+    tls_url: tuple[str, KeepingEndpoint],
 ) -> None:
     url, endpoint = tls_url
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)  # the system's CAs
