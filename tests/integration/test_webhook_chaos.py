@@ -50,8 +50,8 @@ from tests.support.webhook_flow import (
     created_event,
     delivery_of,
     event_id_of,
-    event_row,
     first_request,
+    new_event_row,
     open_transactions_elsewhere,
     reaches,
     relay,
@@ -386,7 +386,7 @@ async def test_after_a_rotation_the_first_attempt_is_signed_with_the_old_secret_
     new_secret = rotated.json()["data"]["secret"]
     await set_chaos(sessions, merchant, WebhookChaos(old_secret_only=True))
     receiver.verify_with(new_secret)
-    row = await event_row(sessions, (await create_payout(api_client, merchant))["id"])
+    row = await new_event_row(api_client, sessions, merchant)
     event_id = event_id_of(row)
 
     await relay(rabbit, row)

@@ -41,7 +41,7 @@ from contracts.topology import (
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
-from tests.support.api_helpers import API, auth, create_payout
+from tests.support.api_helpers import API, auth
 from tests.support.statements import statements_built
 from tests.support.webhook_flow import (
     COMMITS_PER_BATCH,
@@ -53,8 +53,8 @@ from tests.support.webhook_flow import (
     created_event,
     delivery_of,
     event_id_of,
-    event_row,
     first_request,
+    new_event_row,
     open_transactions_elsewhere,
     parked_messages,
     reaches,
@@ -495,8 +495,7 @@ async def test_after_rotation_both_secrets_sign(
     rotated = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant))
     assert rotated.status_code == 200, rotated.text
     new_secret = rotated.json()["data"]["secret"]
-    payout = await create_payout(api_client, merchant)
-    row = await event_row(sessions, payout["id"])
+    row = await new_event_row(api_client, sessions, merchant)
 
     await relay(rabbit, row)
 
@@ -626,10 +625,7 @@ async def test_a_batch_of_deliveries_costs_a_fixed_number_of_statements(
     size: int,
 ) -> None:
     merchant = await make_merchant(webhook_url=receiver.url)
-    rows = [
-        await event_row(sessions, (await create_payout(api_client, merchant))["id"])
-        for _ in range(size)
-    ]
+    rows = [await new_event_row(api_client, sessions, merchant) for _ in range(size)]
     engine = create_engine(webhook_settings.database_url, pool_size=2)
     try:
         async with engine.connect() as connection:  # connect before counting
@@ -668,10 +664,7 @@ async def test_a_second_batch_of_the_same_size_builds_no_statement(
     batch: SQLAlchemy caches no multi-row INSERT, so the lease is compiled by hand, once."""
     size = 5
     merchant = await make_merchant(webhook_url=receiver.url)
-    rows = [
-        await event_row(sessions, (await create_payout(api_client, merchant))["id"])
-        for _ in range(2 * size)
-    ]
+    rows = [await new_event_row(api_client, sessions, merchant) for _ in range(2 * size)]
     async with event_delivery(
         sessions, webhook_settings, lease_seconds=10, max_batch=size, window_seconds=5.0
     ) as delivery:

@@ -59,8 +59,15 @@ async def created_event(
 ) -> tuple[NewMerchant, OutboxMessage]:
     """A merchant, one payout, and the outbox row of its `payout.created` event."""
     merchant = await make_merchant(webhook_url=webhook_url)
+    return merchant, await new_event_row(api_client, sessions, merchant)
+
+
+async def new_event_row(
+    api_client: httpx.AsyncClient, sessions: SessionFactory, merchant: NewMerchant
+) -> OutboxMessage:
+    """A new payout of `merchant`, and the outbox row of its `payout.created` event."""
     payout = await create_payout(api_client, merchant)
-    return merchant, await event_row(sessions, payout["id"])
+    return await event_row(sessions, payout["id"])
 
 
 async def event_row(sessions: SessionFactory, payout_id: str) -> OutboxMessage:
