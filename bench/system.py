@@ -41,9 +41,10 @@ class Topology:
 
     @classmethod
     def parse(cls, spec: str, webhooks: int) -> "Topology":
-        """`API_WORKERS:PROCESSORS:RELAYS`, e.g. `2:1:1`."""
-        api_workers, processors, relays = (int(part) for part in spec.split(":"))
-        return cls(api_workers, processors, relays, webhooks)
+        """`API_WORKERS:PROCESSORS:RELAYS[:WEBHOOKS]`, e.g. `2:1:1` or `1:2:1:2`; `webhooks`:
+        the webhook services when the spec names none (0: the bench runs without them)."""
+        api_workers, processors, relays, *rest = (int(part) for part in spec.split(":"))
+        return cls(api_workers, processors, relays, rest[0] if rest and webhooks else webhooks)
 
     @property
     def label(self) -> str:

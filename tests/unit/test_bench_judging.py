@@ -13,6 +13,7 @@ from bench.http_client import HttpResponse
 from bench.load import TRANSPORT_ERROR, CreateResult
 from bench.stages import StatementCounts, _mariadb_counts, _mysql_counts, counts_per_payout
 from bench.steal import CpuTimes, steal_share
+from bench.system import Topology
 from bench.targets import Verdict, judge, steal_of
 
 ROLES = ("peak", "hot", "half", "batch")
@@ -584,3 +585,9 @@ def test_failed_batch_request_error_keeps_undecodable_body() -> None:
     [result] = item_results(HttpResponse(500, b"\xff" + b"e" * 400), 1, 0.0, 0.0)
     assert result.status == 500
     assert result.error == "HTTP 500: \ufffd" + "e" * 299
+
+
+def test_a_topology_names_its_webhook_services_or_runs_one() -> None:
+    assert Topology.parse("2:1:1", webhooks=1) == Topology(2, 1, 1, 1)
+    assert Topology.parse("1:2:1:3", webhooks=1) == Topology(1, 2, 1, 3)
+    assert Topology.parse("1:2:1:3", webhooks=0) == Topology(1, 2, 1, 0)  # no webhook service
