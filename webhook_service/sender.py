@@ -92,10 +92,12 @@ class WebhookSender:
 
     httpcore scans every connection of a pool each time it places a request (and asks each idle
     one whether its socket is readable): with a hundred calls in flight in one pool, that scan was
-    most of the service's CPU. Spread over pools, each scan sees a fraction of the connections.
+    most of the service's CPU. Spread over pools, each scan sees a fraction of the connections:
+    with 8 pools the HTTP call was 28 % of the service's profile at the bench's peak, with 64
+    it is 18 %. (A pool holds only the connections it opened; each closes after 5 idle seconds.)
     """
 
-    POOLS = 8
+    POOLS = 64
 
     def __init__(
         self,
