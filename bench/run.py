@@ -192,7 +192,7 @@ async def run_phase(
         pids = system.service_pids()
         recordings = [
             profiling.record(name, pids[name], spec.duration, bench.work_dir / "profiles")
-            for name in ("api", "processor-1", "webhooks-1")
+            for name in ("api", "processor-1", "outbox-relay-1", "webhooks-1")
             if name in pids
         ]
     lock_waits = LockWaitSampler(bench.engine, bench.args.database) if profile else None

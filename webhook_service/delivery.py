@@ -350,7 +350,7 @@ class EventDelivery:
     ) -> AttemptResult:
         assert endpoint.url, "an endpoint without a URL gets no call"
         body, headers = signed_request(event, endpoint, now, chaos)
-        return await self.sender.post(endpoint.url, body, headers, pool_key=event.merchant_id)
+        return await self.sender.post(endpoint.url, body, headers)
 
     def _chaos_of(self, lease: Lease, endpoint: Endpoint) -> ChaosKind | None:
         """What sandbox chaos does to this attempt (nothing when the merchant set none)."""

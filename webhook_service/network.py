@@ -1,14 +1,17 @@
-"""Outgoing connections for webhooks: every TCP connection goes to an address checked the moment
-it is opened, so neither a changed URL nor DNS rebinding between the check and the connect can
-point the webhook service at our own network.
+"""Outgoing HTTP/1.1 for webhooks: kept-alive connections by origin, h11 for the protocol,
+asyncio's streams for the bytes.
 
-The check sits in httpcore's network backend, below the connection pool: the pool stays keyed by
-the endpoint's host name, so TLS keeps its SNI and certificate check against that name.
+Every TCP connection goes to an address checked the moment it is opened, so neither a changed URL
+nor DNS rebinding between the check and the connect can point the webhook service at our own
+network. Connections are kept by origin (scheme, host name, port), so TLS keeps its SNI and
+certificate check against that name.
 
-The backend's streams are asyncio's own (StreamReader/StreamWriter), not httpcore's AnyIO
-streams: those open a cancel scope around every read and write, most of the HTTP stack's CPU in
-the webhook service's profile. They also answer the pool's "is this idle connection's socket
-readable?" cheaply: the pool asks it of every idle connection each time it places a request.
+Why not httpcore's pool: it scans every connection of a pool each time it places a request, under
+AnyIO locks and cancellation shields, and sends a request's head and body in two writes; at the
+bench's peak that was a quarter of the webhook service's CPU. Here a request takes the last idle
+connection of its origin (or opens one), sends the whole request in one write, and reads the
+answer; nothing else looks at the other connections but a sweep of the expired ones every few
+seconds.
 """
 
 import asyncio
@@ -16,91 +19,79 @@ import contextlib
 import select
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
-import httpcore
-import httpx
+import h11
 
 from contracts.webhooks import UnsafeDestination, public_addresses
 
+# An idle connection is closed after this long (as httpx had it): before the endpoint's own idle
+# timeout can close it under a request, and DNS changes are picked up.
 KEEPALIVE_SECONDS = 5.0
+# Idle connections kept per origin; one closed after a burst is one connected (and its address
+# checked) again at the next.
+IDLE_PER_ORIGIN = 100
+READ_BYTES = 64 * 1024
 
-# httpcore's exceptions for what asyncio raises; TimeoutError first, it is an OSError too.
-ON_CONNECT: Mapping[type[Exception], type[Exception]] = {
-    TimeoutError: httpcore.ConnectTimeout,
-    OSError: httpcore.ConnectError,  # ssl.SSLError included
-}
-ON_READ: Mapping[type[Exception], type[Exception]] = {
-    TimeoutError: httpcore.ReadTimeout,
-    OSError: httpcore.ReadError,
-}
-ON_WRITE: Mapping[type[Exception], type[Exception]] = {
-    TimeoutError: httpcore.WriteTimeout,
-    OSError: httpcore.WriteError,
-}
+
+class NoAnswer(Exception):
+    """The attempt got no (complete) answer. The subclasses' names are what an attempt records."""
+
+
+class ConnectError(NoAnswer):
+    """No connection: refused, unreachable, an unsafe destination, a failed TLS handshake."""
+
+
+class WriteError(NoAnswer):
+    pass
+
+
+class ReadError(NoAnswer):
+    pass
+
+
+class RemoteProtocolError(NoAnswer):
+    """The endpoint broke HTTP/1.1, or closed the connection before its answer ended."""
+
+
+class UnsupportedProtocol(NoAnswer):
+    pass
 
 
 @contextlib.contextmanager
-def raising_as(mapping: Mapping[type[Exception], type[Exception]]) -> Iterator[None]:
+def raising_as(error: type[NoAnswer]) -> Iterator[None]:
+    """An OSError (ssl.SSLError included) as `error`; h11's complaints about the endpoint as
+    RemoteProtocolError. TimeoutError passes through: the sender bounds the whole attempt."""
     try:
         yield
-    except Exception as exc:
-        for raised, replacement in mapping.items():
-            if isinstance(exc, raised):
-                raise replacement(str(exc) or type(exc).__name__) from exc
+    except TimeoutError:
         raise
+    except OSError as exc:
+        raise error(str(exc) or type(exc).__name__) from exc
+    except h11.RemoteProtocolError as exc:
+        raise RemoteProtocolError(str(exc)) from exc
 
 
-class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, *, allow_private: bool) -> None:
-        self.allow_private = allow_private
+@dataclass(frozen=True)
+class Origin:
+    scheme: str  # "http" or "https"
+    host: str  # a name or an IP address, without brackets
+    port: int
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await public_addresses(host, port, allow_private=self.allow_private)
-        except UnsafeDestination as exc:
-            raise httpcore.ConnectError(str(exc)) from exc
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                with raising_as(ON_CONNECT):
-                    async with asyncio.timeout(timeout):
-                        reader, writer = await asyncio.open_connection(
-                            str(address),
-                            port,
-                            local_addr=None if local_address is None else (local_address, 0),
-                        )  # TCP_NODELAY set by asyncio
-                for option in socket_options or ():
-                    writer.get_extra_info("socket").setsockopt(*option)
-                return AsyncioStream(reader, writer)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # public_addresses never returns an empty list
-        raise failure
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("webhooks are never sent to a unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Sequence[tuple[bytes, bytes]]  # names lowercased
+    excerpt: bytes  # the start of the body, at most `excerpt_bytes` of it
 
 
 def is_readable(sock: socket.socket | None) -> bool:
     """Whether a read would return at once: data, or the b"" of a connection the peer closed (a
-    socket that is gone counts as readable, as in httpcore)."""
+    socket that is gone counts as readable)."""
     if sock is None or sock.fileno() < 0:
         return True
     poll = select.poll()
@@ -108,76 +99,158 @@ def is_readable(sock: socket.socket | None) -> bool:
     return bool(poll.poll(0))
 
 
-class AsyncioStream(httpcore.AsyncNetworkStream):
-    """One connection, over asyncio's streams. A timeout of None means none (the whole attempt
-    is bounded by the sender anyway); a write waits only when the socket's buffer is full."""
+class Connection:
+    """One connection and its HTTP/1.1 state; one request at a time."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._socket: socket.socket | None = writer.get_extra_info("socket")
+        self.reader = reader
+        self.writer = writer
+        self.protocol = h11.Connection(our_role=h11.CLIENT)
+        self.idle_since = time.monotonic()
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        with raising_as(ON_READ):
-            async with asyncio.timeout(timeout):
-                return await self._reader.read(max_bytes)
+    def expired(self, now: float) -> bool:
+        return now - self.idle_since >= KEEPALIVE_SECONDS
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if not buffer:
-            return
-        with raising_as(ON_WRITE):
-            if self._writer.transport.is_closing():  # asyncio would drop the bytes silently
-                raise ConnectionResetError("the connection is closed")
-            self._writer.write(buffer)
-            if self._writer.transport.get_write_buffer_size():
-                async with asyncio.timeout(timeout):
-                    await self._writer.drain()
+    def usable(self, now: float) -> bool:
+        """Not expired, and not readable while idle: an idle connection has nothing to read
+        unless its endpoint closed it (or sent what it should not have)."""
+        socket_ = self.writer.get_extra_info("socket")
+        closing = self.writer.transport.is_closing()
+        return not self.expired(now) and not closing and not is_readable(socket_)
 
-    async def aclose(self) -> None:
-        # At once, without TLS's close_notify exchange (as httpcore's own streams do): a graceful
-        # close would keep the socket until a peer that never answers times out (30 s).
-        self._writer.transport.abort()
+    def close(self) -> None:
+        # At once, without TLS's close_notify exchange: a graceful close would keep the socket
+        # until a peer that never answers times out.
+        self.writer.transport.abort()
 
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-    ) -> httpcore.AsyncNetworkStream:
+    async def exchange(
+        self, head: h11.Request, body: bytes, excerpt_bytes: int
+    ) -> tuple[Answer, bool]:
+        """Send the request in one write and read the answer, up to `excerpt_bytes` of its body.
+        Also whether the connection can take another request (the whole answer was read and
+        neither side asked to close)."""
+        request = b"".join(
+            self.protocol.send(event) or b""
+            for event in (head, h11.Data(data=body), h11.EndOfMessage())
+        )
+        with raising_as(WriteError):
+            self.writer.write(request)
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()
+        response: h11.Response | None = None
+        excerpt = bytearray()
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                excerpt += event.data
+                if len(excerpt) >= excerpt_bytes:  # a large body is not downloaded
+                    break
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise RemoteProtocolError("the endpoint closed the connection without an answer")
+            else:
+                raise RemoteProtocolError(f"unexpected in an answer: {event!r}")
+        assert response is not None  # h11 gives the head before any body
+        answer = Answer(response.status_code, list(response.headers), bytes(excerpt))
+        reusable = (self.protocol.our_state, self.protocol.their_state) == (h11.DONE, h11.DONE)
+        if reusable:
+            self.protocol.start_next_cycle()
+            self.idle_since = time.monotonic()
+        return answer, reusable
+
+    async def _next_event(self) -> object:
+        """The next event of the answer, informational (1xx) heads skipped."""
+        while True:
+            with raising_as(ReadError):
+                event = self.protocol.next_event()
+            if event is h11.NEED_DATA:
+                with raising_as(ReadError):
+                    self.protocol.receive_data(await self.reader.read(READ_BYTES))
+            elif not isinstance(event, h11.InformationalResponse):
+                return event
+
+
+class ConnectionPool:
+    """Idle connections by origin, the most recently used first."""
+
+    def __init__(self, *, allow_private: bool, ssl_context: ssl.SSLContext) -> None:
+        self.allow_private = allow_private
+        self.ssl_context = ssl_context
+        self._idle: defaultdict[Origin, list[Connection]] = defaultdict(list)
+        self._swept_at = time.monotonic()
+
+    async def request(
+        self, origin: Origin, head: h11.Request, body: bytes, *, excerpt_bytes: int
+    ) -> Answer:
+        connection = self._idle_connection(origin) or await self._connect(origin)
         try:
-            with raising_as(ON_CONNECT):
-                async with asyncio.timeout(timeout):
-                    await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
-        except Exception:
-            await self.aclose()
+            answer, reusable = await connection.exchange(head, body, excerpt_bytes)
+        except BaseException:
+            connection.close()
             raise
-        return self  # the writer now speaks TLS; the socket underneath is the same
+        idle = self._idle[origin]
+        if reusable and len(idle) < IDLE_PER_ORIGIN:
+            idle.append(connection)
+        else:
+            connection.close()
+        return answer
 
-    def get_extra_info(self, info: str) -> Any:
-        if info == "socket":
-            return self._socket
-        if info == "is_readable":
-            return is_readable(self._socket)
-        if info == "client_addr":
-            return self._writer.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._writer.get_extra_info("peername")
-        if info == "ssl_object":
-            return self._writer.get_extra_info("ssl_object")
+    def close_all(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+    def _idle_connection(self, origin: Origin) -> Connection | None:
+        now = time.monotonic()
+        if now - self._swept_at >= KEEPALIVE_SECONDS:
+            self._sweep(now)
+        idle = self._idle.get(origin)
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now):
+                return connection
+            connection.close()
         return None
 
+    def _sweep(self, now: float) -> None:
+        """Close every connection idle longer than the keep-alive, of any origin."""
+        self._swept_at = now
+        for origin, connections in list(self._idle.items()):
+            for connection in connections:
+                if connection.expired(now):
+                    connection.close()
+            kept = [connection for connection in connections if not connection.expired(now)]
+            if kept:
+                self._idle[origin] = kept
+            else:
+                del self._idle[origin]
 
-def public_only_pool(
-    *, allow_private: bool, connections: int, ssl_context: ssl.SSLContext | None
-) -> httpcore.AsyncConnectionPool:
-    """A pool that connects only through PublicOnlyBackend. No proxies and no environment: a
-    proxy would connect on our behalf, unchecked. `ssl_context` None: the system's CAs."""
-    return httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-        max_connections=connections,
-        max_keepalive_connections=connections,
-        # As httpx had it: an idle connection is closed after this long, before the endpoint's
-        # own idle timeout can close it under a request, and DNS changes are picked up.
-        keepalive_expiry=KEEPALIVE_SECONDS,
-        network_backend=PublicOnlyBackend(allow_private=allow_private),
-    )
+    async def _connect(self, origin: Origin) -> Connection:
+        """A connection to the first address of the origin's host that takes it, every address
+        checked first; TLS against the host's name."""
+        try:
+            addresses = await public_addresses(
+                origin.host, origin.port, allow_private=self.allow_private
+            )
+        except UnsafeDestination as exc:
+            raise ConnectError(str(exc)) from exc
+        tls = origin.scheme == "https"
+        failure: ConnectError | None = None
+        for address in addresses:
+            try:
+                with raising_as(ConnectError):
+                    reader, writer = await asyncio.open_connection(
+                        str(address),
+                        origin.port,
+                        ssl=self.ssl_context if tls else None,
+                        server_hostname=origin.host if tls else None,
+                    )  # TCP_NODELAY set by asyncio
+                return Connection(reader, writer)
+            except ConnectError as exc:
+                failure = exc
+        assert failure is not None  # public_addresses never returns an empty list
+        raise failure

@@ -1,6 +1,7 @@
 """The webhook sender's connections (webhook_service.network): one its endpoint closed while idle
-is not used again (the pool asks the stream whether its socket is readable); TLS; the errors an
-attempt records when a connection cannot be made."""
+is not used again (its socket is readable), nor one idle longer than the keep-alive; TLS; the
+answers HTTP/1.1 allows (chunked, `Connection: close`, 1xx, a body larger than the excerpt); one
+write per request; the errors an attempt records when no answer comes."""
 
 import asyncio
 import contextlib
@@ -9,11 +10,12 @@ import socket
 import ssl
 from collections.abc import AsyncIterator
 
+import h11
 import pytest
 import trustme
 
 from webhook_service import network
-from webhook_service.sender import USER_AGENT, WebhookSender
+from webhook_service.sender import EXCERPT_BYTES, USER_AGENT, AttemptResult, WebhookSender
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -52,9 +54,9 @@ async def test_a_connection_the_endpoint_closed_while_idle_is_not_reused(
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
     url = f"http://127.0.0.1:{endpoint.port}/hook"
     try:
-        first = await sender.post(url, b"{}", {}, pool_key="m1")
+        first = await sender.post(url, b"{}", {})
         await asyncio.wait_for(endpoint.closed.wait(), timeout=5)
-        second = await sender.post(url, b"{}", {}, pool_key="m1")
+        second = await sender.post(url, b"{}", {})
     finally:
         await sender.aclose()
 
@@ -117,7 +119,7 @@ async def test_the_host_header_names_the_endpoint_as_its_url_does(host: str, url
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
     async with server:
         try:
-            result = await sender.post(f"http://{url_host}:{port}/hook", b"{}", {}, pool_key="m")
+            result = await sender.post(f"http://{url_host}:{port}/hook", b"{}", {})
         finally:
             await sender.aclose()
 
@@ -137,10 +139,10 @@ async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again(
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
     async with server:
         try:
-            await sender.post(url, b"{}", {}, pool_key="m")
-            await sender.post(url, b"{}", {}, pool_key="m")  # at once: the same connection
+            await sender.post(url, b"{}", {})
+            await sender.post(url, b"{}", {})  # at once: the same connection
             await asyncio.sleep(0.4)  # the idle time itself is what is tested
-            await sender.post(url, b"{}", {}, pool_key="m")
+            await sender.post(url, b"{}", {})
         finally:
             await sender.aclose()
 
@@ -155,7 +157,7 @@ async def test_a_tls_endpoint_gets_each_webhook_over_one_kept_connection(
     ca.configure_trust(trusting)
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True, ssl_context=trusting)
     try:
-        results = [await sender.post(url, b'{"n": %d}' % n, {}, pool_key="m1") for n in range(3)]
+        results = [await sender.post(url, b'{"n": %d}' % n, {}) for n in range(3)]
     finally:
         await sender.aclose()
 
@@ -170,7 +172,7 @@ async def test_a_certificate_the_sender_does_not_trust_is_a_failed_attempt(
     url, endpoint = tls_url
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)  # the system's CAs
     try:
-        result = await sender.post(url, b"{}", {}, pool_key="m1")
+        result = await sender.post(url, b"{}", {})
     finally:
         await sender.aclose()
 
@@ -186,9 +188,151 @@ async def test_an_endpoint_that_refuses_the_connection_is_a_failed_attempt() -> 
     listener.close()  # nobody listens on the port now
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
     try:
-        result = await sender.post(f"http://127.0.0.1:{port}/hook", b"{}", {}, pool_key="m1")
+        result = await sender.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
     finally:
         await sender.aclose()
 
     assert result.status_code is None and result.error is not None
     assert result.error.startswith("ConnectError: ")
+
+
+class AnsweringEndpoint:
+    """Answers every request with `answer` on a kept connection, counting connections; `closed`
+    is set when one of them ends (the client closed it)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.closed = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                writer.write(self.answer)
+                await writer.drain()
+        self.closed.set()
+
+
+@contextlib.asynccontextmanager
+async def answering(answer: bytes) -> AsyncIterator[tuple[str, AnsweringEndpoint]]:
+    endpoint = AnsweringEndpoint(answer)
+    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", endpoint
+
+
+async def post_twice(answer: bytes) -> tuple[list[AttemptResult], AnsweringEndpoint]:
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with answering(answer) as (url, endpoint):
+        try:
+            results = [await sender.post(url, b"{}", {}) for _ in range(2)]
+        finally:
+            await sender.aclose()
+    return results, endpoint
+
+
+async def test_a_chunked_answer_is_read_whole_and_its_connection_kept() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\n\r\n"
+    )
+    results, endpoint = await post_twice(chunked)
+
+    assert [(r.status_code, r.response_excerpt) for r in results] == [(200, "ok!!!")] * 2
+    assert endpoint.connections == 1
+
+
+async def test_an_answer_asking_to_close_gets_a_new_connection_next_time() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    results, endpoint = await post_twice(closing)
+
+    assert [r.status_code for r in results] == [200, 200]
+    assert endpoint.connections == 2
+
+
+async def test_a_large_answer_is_cut_to_its_excerpt_and_its_connection_not_reused() -> None:
+    body = b"x" * (EXCERPT_BYTES * 50)
+    large = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\nRetry-After: 7\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    results, endpoint = await post_twice(large)
+
+    assert [(r.status_code, r.error, r.retry_after) for r in results] == [
+        (500, "HTTP 500", "7")
+    ] * 2
+    assert results[0].response_excerpt == "x" * EXCERPT_BYTES
+    assert endpoint.connections == 2  # the rest of the body was not read: the connection went
+
+
+async def test_an_informational_head_before_the_answer_is_skipped() -> None:
+    results, _ = await post_twice(b"HTTP/1.1 100 Continue\r\n\r\n" + ANSWER)
+
+    assert [r.status_code for r in results] == [200, 200]
+
+
+async def test_an_endpoint_that_closes_without_answering_is_a_failed_attempt() -> None:
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with server:
+        try:
+            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+            result = await sender.post(url, b"{}", {})
+        finally:
+            await sender.aclose()
+
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith(("RemoteProtocolError: ", "ReadError: ")), result.error
+
+
+async def test_idle_connections_of_every_endpoint_close_after_the_keepalive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(network, "KEEPALIVE_SECONDS", 0.2)
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with answering(ANSWER) as (url, quiet), answering(ANSWER) as (other_url, busy):
+        try:
+            await sender.post(url, b"{}", {})
+            await asyncio.sleep(0.4)  # the idle time itself is what is tested
+            await sender.post(other_url, b"{}", {})  # another endpoint: the sweep closes `quiet`
+            await asyncio.wait_for(quiet.closed.wait(), timeout=5)
+            assert not busy.closed.is_set()  # the connection just used stays
+        finally:
+            await sender.aclose()
+
+
+class RecordingWriter:
+    """A StreamWriter's surface, writes kept."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, _name: str) -> None:
+        return None
+
+
+async def test_a_request_goes_out_in_one_write() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(ANSWER)
+    writer = RecordingWriter()
+    connection = network.Connection(reader, writer)  # type: ignore[arg-type]
+    head = h11.Request(
+        method=b"POST", target=b"/hook", headers=[(b"Host", b"x"), (b"Content-Length", b"7")]
+    )
+
+    answer, reusable = await connection.exchange(head, b'{"a":1}', EXCERPT_BYTES)
+
+    assert (answer.status, answer.excerpt, reusable) == (200, b"ok", True)
+    assert len(writer.writes) == 1
+    assert writer.writes[0].startswith(b"POST /hook HTTP/1.1\r\n")
+    assert writer.writes[0].endswith(b'\r\n\r\n{"a":1}')
