@@ -11,7 +11,7 @@ AnyIO locks and cancellation shields, and sends a request's head and body in two
 bench's peak that was a quarter of the webhook service's CPU. Here a request takes the last idle
 connection of its origin (or opens one), sends the whole request in one write, and reads the
 answer; nothing else looks at the other connections but a sweep of the expired ones every few
-seconds.
+seconds while any is idle.
 """
 
 import asyncio
@@ -23,6 +23,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import h11
 
@@ -105,23 +106,33 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        # Typed as a WriteTransport; a connection's transport reads too.
+        self.transport = cast(asyncio.Transport, writer.transport)
         self.protocol = h11.Connection(our_role=h11.CLIENT)
-        self.idle_since = time.monotonic()
+        self.idle_since = time.monotonic()  # meaningful while idle
 
     def expired(self, now: float) -> bool:
         return now - self.idle_since >= KEEPALIVE_SECONDS
 
+    def idle(self) -> None:
+        """Between requests the transport does not read: whatever the endpoint sends meanwhile
+        (its close, or bytes no request asked for) stays in the socket, for `usable` to see."""
+        self.idle_since = time.monotonic()
+        self.transport.pause_reading()
+
     def usable(self, now: float) -> bool:
-        """Not expired, and not readable while idle: an idle connection has nothing to read
-        unless its endpoint closed it (or sent what it should not have)."""
+        """Not expired, and nothing to read while idle: an idle connection has nothing to read
+        unless its endpoint closed it or sent what no request asked for. Reading resumes."""
         socket_ = self.writer.get_extra_info("socket")
-        closing = self.writer.transport.is_closing()
-        return not self.expired(now) and not closing and not is_readable(socket_)
+        if self.expired(now) or self.transport.is_closing() or is_readable(socket_):
+            return False
+        self.transport.resume_reading()
+        return True
 
     def close(self) -> None:
         # At once, without TLS's close_notify exchange: a graceful close would keep the socket
         # until a peer that never answers times out.
-        self.writer.transport.abort()
+        self.transport.abort()
 
     async def exchange(
         self, head: h11.Request, body: bytes, excerpt_bytes: int
@@ -135,7 +146,7 @@ class Connection:
         )
         with raising_as(WriteError):
             self.writer.write(request)
-            if self.writer.transport.get_write_buffer_size():
+            if self.transport.get_write_buffer_size():
                 await self.writer.drain()
         response: h11.Response | None = None
         excerpt = bytearray()
@@ -155,10 +166,12 @@ class Connection:
                 raise RemoteProtocolError(f"unexpected in an answer: {event!r}")
         assert response is not None  # h11 gives the head before any body
         answer = Answer(response.status_code, list(response.headers), bytes(excerpt))
+        # Reused only after a whole answer with nothing after it: bytes beyond the answer would
+        # be read as the next request's answer.
         reusable = (self.protocol.our_state, self.protocol.their_state) == (h11.DONE, h11.DONE)
+        reusable = reusable and self.protocol.trailing_data == (b"", False)
         if reusable:
             self.protocol.start_next_cycle()
-            self.idle_since = time.monotonic()
         return answer, reusable
 
     async def _next_event(self) -> object:
@@ -180,7 +193,8 @@ class ConnectionPool:
         self.allow_private = allow_private
         self.ssl_context = ssl_context
         self._idle: defaultdict[Origin, list[Connection]] = defaultdict(list)
-        self._swept_at = time.monotonic()
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def request(
         self, origin: Origin, head: h11.Request, body: bytes, *, excerpt_bytes: int
@@ -192,13 +206,19 @@ class ConnectionPool:
             connection.close()
             raise
         idle = self._idle[origin]
-        if reusable and len(idle) < IDLE_PER_ORIGIN:
+        if reusable and not self._closed and len(idle) < IDLE_PER_ORIGIN:
+            connection.idle()
             idle.append(connection)
+            self._sweep_later()
         else:
             connection.close()
         return answer
 
     def close_all(self) -> None:
+        """Close the idle connections; those in use close when their request ends."""
+        self._closed = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
         for connections in self._idle.values():
             for connection in connections:
                 connection.close()
@@ -206,8 +226,6 @@ class ConnectionPool:
 
     def _idle_connection(self, origin: Origin) -> Connection | None:
         now = time.monotonic()
-        if now - self._swept_at >= KEEPALIVE_SECONDS:
-            self._sweep(now)
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
@@ -216,9 +234,15 @@ class ConnectionPool:
             connection.close()
         return None
 
-    def _sweep(self, now: float) -> None:
-        """Close every connection idle longer than the keep-alive, of any origin."""
-        self._swept_at = now
+    def _sweep_later(self) -> None:
+        if self._sweep_timer is None:
+            loop = asyncio.get_running_loop()
+            self._sweep_timer = loop.call_later(KEEPALIVE_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close every connection idle longer than the keep-alive, of any origin; again a
+        keep-alive later while any connection is idle."""
+        self._sweep_timer, now = None, time.monotonic()
         for origin, connections in list(self._idle.items()):
             for connection in connections:
                 if connection.expired(now):
@@ -228,6 +252,8 @@ class ConnectionPool:
                 self._idle[origin] = kept
             else:
                 del self._idle[origin]
+        if self._idle:
+            self._sweep_later()
 
     async def _connect(self, origin: Origin) -> Connection:
         """A connection to the first address of the origin's host that takes it, every address

@@ -288,20 +288,112 @@ async def test_an_endpoint_that_closes_without_answering_is_a_failed_attempt() -
     assert result.error.startswith(("RemoteProtocolError: ", "ReadError: ")), result.error
 
 
-async def test_idle_connections_of_every_endpoint_close_after_the_keepalive(
+async def test_idle_connections_close_after_the_keepalive_without_another_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(network, "KEEPALIVE_SECONDS", 0.2)
     sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with answering(ANSWER) as (url, quiet), answering(ANSWER) as (other_url, busy):
+    async with answering(ANSWER) as (url, quiet):
         try:
             await sender.post(url, b"{}", {})
-            await asyncio.sleep(0.4)  # the idle time itself is what is tested
-            await sender.post(other_url, b"{}", {})  # another endpoint: the sweep closes `quiet`
-            await asyncio.wait_for(quiet.closed.wait(), timeout=5)
-            assert not busy.closed.is_set()  # the connection just used stays
+            await asyncio.wait_for(quiet.closed.wait(), timeout=5)  # the sweep closed it
         finally:
             await sender.aclose()
+
+
+async def test_bytes_after_an_answer_are_never_taken_for_the_next_answer() -> None:
+    """A 500 followed by a 200 nobody asked for: the next webhook gets its own answer."""
+    results, endpoint = await post_twice(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n" + ANSWER)
+
+    assert [r.status_code for r in results] == [500, 500]
+    assert endpoint.connections == 2
+
+
+class LateExtraEndpoint:
+    """Answers 500, then a moment later sends a 200 nobody asked for on the idle connection."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.extra_sent = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)  # b"{}"
+                writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(ANSWER)
+                await writer.drain()
+                self.extra_sent.set()
+
+
+async def test_bytes_sent_to_an_idle_connection_retire_it() -> None:
+    endpoint = LateExtraEndpoint()
+    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with server:
+        try:
+            first = await sender.post(url, b"{}", {})
+            await asyncio.wait_for(endpoint.extra_sent.wait(), timeout=5)
+            second = await sender.post(url, b"{}", {})
+        finally:
+            await sender.aclose()
+
+    assert [first.status_code, second.status_code] == [500, 500]
+    assert endpoint.connections == 2
+
+
+async def test_a_header_h11_refuses_to_send_is_a_failed_attempt() -> None:
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with answering(ANSWER) as (url, endpoint):
+        try:
+            result = await sender.post(url, b"{}", {"X-Broken": "a\r\nb"})
+        finally:
+            await sender.aclose()
+
+    assert result.status_code is None and result.error is not None
+    assert result.error.startswith("LocalProtocolError: "), result.error
+    assert endpoint.connections == 0
+
+
+class HeldEndpoint(AnsweringEndpoint):
+    """Answers each request once `release` is set; `asked` is set when a request arrived."""
+
+    def __init__(self) -> None:
+        super().__init__(ANSWER)
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)  # b"{}"
+                self.asked.set()
+                await self.release.wait()
+                writer.write(ANSWER)
+                await writer.drain()
+        self.closed.set()
+
+
+async def test_a_connection_in_use_when_the_sender_closes_is_closed_after_its_answer() -> None:
+    endpoint = HeldEndpoint()
+    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    async with server:
+        attempt = asyncio.create_task(sender.post(url, b"{}", {}))
+        await asyncio.wait_for(endpoint.asked.wait(), timeout=5)
+        await sender.aclose()
+        endpoint.release.set()
+        result = await attempt
+        await asyncio.wait_for(endpoint.closed.wait(), timeout=5)
+
+    assert result.status_code == 200
 
 
 class RecordingWriter:
