@@ -35,7 +35,11 @@ class Connection:
 
     @property
     def is_open(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        """Open, and not closed by the server while idle (its keep-alive timeout): a request
+        sent on such a connection would get no answer at all."""
+        if self._reader is None or self._writer is None:
+            return False
+        return not self._writer.is_closing() and not self._reader.at_eof()
 
     async def request(
         self, method: str, path: str, headers: Sequence[Header] = (), body: bytes = b""
