@@ -13,7 +13,6 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -32,7 +31,7 @@ from api_service.errors import (
     InvalidIdempotencyKey,
     MissingIdempotencyKey,
 )
-from api_service.request_body import each_key_once
+from api_service.request_body import json_document
 from api_service.sealed_responses import ResponseSeal
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus
@@ -51,7 +50,7 @@ def request_fingerprint(body: bytes) -> str:
     corrected body under the same key."""
     try:
         canonical = json.dumps(
-            json.loads(body, parse_float=Decimal, object_pairs_hook=each_key_once),
+            json_document(body, decimal_integers=False),
             sort_keys=True,
             separators=(",", ":"),
             default=str,

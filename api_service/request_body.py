@@ -36,12 +36,26 @@ def each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+# Built once: json.loads builds a decoder on every call that passes hooks.
+_DECODERS = {
+    exact: json.JSONDecoder(
+        parse_float=Decimal, parse_int=Decimal if exact else None, object_pairs_hook=each_key_once
+    )
+    for exact in (True, False)
+}
+
+
+def json_document(raw: bytes, *, decimal_integers: bool) -> Any:
+    """`json.loads(raw)` with every number with a fraction a Decimal (and every integer too, with
+    `decimal_integers`), refusing a key given twice (RepeatedKey)."""
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes
+    return _DECODERS[decimal_integers].decode(text)
+
+
 def parse_json(raw: bytes) -> Any:
     """The decoded JSON document, or ValidationFailed naming the body (or the repeated key)."""
     try:
-        return json.loads(
-            raw, parse_float=Decimal, parse_int=Decimal, object_pairs_hook=each_key_once
-        )
+        return json_document(raw, decimal_integers=True)
     except RepeatedKey as repeated:
         raise ValidationFailed.on(repeated.key, "appears more than once in the body") from repeated
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
