@@ -22,6 +22,10 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
         middlewares=[metrics],
         logger=logging.getLogger(f"faststream.{app_name}"),  # our log format, not FastStream's
         log_level=logging.DEBUG,  # "Received"/"Processed" per message: debug, not info
+        # No FastDepends: a handler gets what its subscriber's decoder returns, the body already
+        # validated into its model (contracts.redelivery.dead_lettering_decoder). FastDepends
+        # parsed and validated every body a second time, a tenth of the webhook service's CPU.
+        apply_types=False,
     )
 
 

@@ -129,20 +129,21 @@ def validation_summary(model: type[BaseModel], error: ValidationError) -> str:
 
 def dead_lettering_decoder(
     broker: RabbitBroker, model: type[BaseModel], queue: WorkQueue
-) -> Callable[[RabbitMessage, Callable[[RabbitMessage], Awaitable[Any]]], Awaitable[Any]]:
-    """A subscriber decoder that sends a body which is not a valid `model` to the dead-letter
-    queue at once, with the validation error in a header, so it never blocks the queue."""
+) -> Callable[[RabbitMessage, Callable[[RabbitMessage], Awaitable[Any]]], Awaitable[BaseModel]]:
+    """A subscriber decoder: the body validated into `model`, which the handler gets (the
+    broker applies no types of its own: contracts.broker). A body which is not a valid `model`
+    goes to the dead-letter queue at once, with the validation error in a header, so it never
+    blocks the queue."""
 
     async def decode(
-        message: RabbitMessage, decode_json: Callable[[RabbitMessage], Awaitable[Any]]
-    ) -> Any:
+        message: RabbitMessage, _decode_json: Callable[[RabbitMessage], Awaitable[Any]]
+    ) -> BaseModel:
         try:
-            model.model_validate_json(message.body)
+            return model.model_validate_json(message.body)
         except ValidationError as error:
             summary = validation_summary(model, error)
             log.warning("dead-lettering message %s: %s", message.message_id, summary)
             await dead_letter(broker, message, queue=queue, error=summary)
             raise AckMessage from None  # dead_letter acked it: the handler never runs
-        return await decode_json(message)
 
     return decode
