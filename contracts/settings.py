@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     processor_retry_delay_seconds: float = 2.0
     # Messages the processor handles at once, one transaction (and connection) each: most of a
     # message's time is spent waiting for MariaDB, so at 16 the bench's peak left the processor
-    # a second behind the API; at 32 it keeps up.
+    # about a second behind the API; at 32, a few hundred milliseconds.
     processor_prefetch: int = 32
     processor_max_handler_retries: int = 5
 
