@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # The relay polls the outbox every busy interval while rows keep coming, every (idle) poll
     # interval once it has been empty for a second.
     relay_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
-    relay_busy_poll_interval_seconds: float = Field(default=0.01, gt=0, le=60)
+    relay_busy_poll_interval_seconds: float = Field(default=0.015, gt=0, le=60)
     # A row the broker refused this many times (about an hour of backoff at 20) is parked.
     relay_max_publish_attempts: int = Field(default=20, ge=1, le=1000)
     outbox_retention_hours: int = 24

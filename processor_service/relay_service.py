@@ -2,10 +2,10 @@
 clean up and expire QUEUED payouts now and then, stop cleanly on SIGTERM (the round in flight
 finishes).
 
-It polls every `relay_busy_poll_interval_seconds` (10 ms) while rows keep coming, and every
+It polls every `relay_busy_poll_interval_seconds` (15 ms) while rows keep coming, and every
 `relay_poll_interval_seconds` (50 ms) once the outbox has been empty for a second: a payout
 crosses the relay twice on its way to its last webhook, so the poll's wait is on that path twice,
-and an idle sandbox is not polled a hundred times a second."""
+and an idle sandbox is not polled sixty times a second."""
 
 import asyncio
 import contextlib
