@@ -3,7 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 from api_service.sandbox.readiness import (
-    Answer,
+    WEBHOOK_DEADLINE_MS,
+    Answers,
     Call,
     ScenarioCount,
     Verdict,
@@ -17,6 +18,12 @@ from api_service.sandbox.readiness import (
 from contracts.webhook_chaos import ChaosKind
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def answer(status: int | None, latency_ms: int, chaos: ChaosKind | None) -> Answers:
+    """One attempt, as the database counts them."""
+    accepted = status is not None and 200 <= status < 300
+    return Answers(chaos, accepted, latency_ms <= WEBHOOK_DEADLINE_MS, 1)
 
 
 def call(
@@ -77,26 +84,26 @@ def test_a_retry_before_retry_after_fails_the_429_item() -> None:
 
 
 def test_the_endpoint_must_answer_2xx_within_10_s_at_p95() -> None:
-    fast = [Answer(200, 50, None)] * 19
+    fast = [answer(200, 50, None)] * 19
     assert endpoint_speed_item(fast[:4]).verdict is Verdict.NOT_TRIED
-    assert endpoint_speed_item([*fast, Answer(500, 50, None)]).verdict is Verdict.PASSED
-    slow = [*fast[:18], Answer(200, 10_001, None), Answer(None, 10_000, None)]
+    assert endpoint_speed_item([*fast, answer(500, 50, None)]).verdict is Verdict.PASSED
+    slow = [*fast[:18], answer(200, 10_001, None), answer(None, 10_000, None)]
     assert endpoint_speed_item(slow).verdict is Verdict.FAILED
     # Chaos attempts are not the endpoint's speed.
-    refused = [Answer(401, 5, ChaosKind.STALE_TIMESTAMP)] * 10
+    refused = [answer(401, 5, ChaosKind.STALE_TIMESTAMP)] * 10
     assert endpoint_speed_item([*fast, *refused]).verdict is Verdict.PASSED
 
 
 def test_chaos_deliveries_must_be_answered_as_a_careful_receiver_answers() -> None:
     careful = [
-        Answer(200, 5, ChaosKind.DUPLICATE),
-        Answer(401, 5, ChaosKind.STALE_TIMESTAMP),
-        Answer(401, 5, ChaosKind.OLD_SECRET),
+        answer(200, 5, ChaosKind.DUPLICATE),
+        answer(401, 5, ChaosKind.STALE_TIMESTAMP),
+        answer(401, 5, ChaosKind.OLD_SECRET),
     ]
     careless = [
-        Answer(500, 5, ChaosKind.DUPLICATE),
-        Answer(200, 5, ChaosKind.STALE_TIMESTAMP),
-        Answer(200, 5, ChaosKind.OLD_SECRET),
+        answer(500, 5, ChaosKind.DUPLICATE),
+        answer(200, 5, ChaosKind.STALE_TIMESTAMP),
+        answer(200, 5, ChaosKind.OLD_SECRET),
     ]
     verdicts = {item.id: item.verdict for item in webhook_items(careful)}
     assert verdicts == {
@@ -109,5 +116,19 @@ def test_chaos_deliveries_must_be_answered_as_a_careful_receiver_answers() -> No
 
 
 def test_ready_only_when_every_item_passed() -> None:
-    items = webhook_items([Answer(200, 5, ChaosKind.DUPLICATE)])
+    items = webhook_items([answer(200, 5, ChaosKind.DUPLICATE)])
     assert summary(items) == {"ready": False, "passed": 1, "failed": 0, "notTried": 3}
+
+
+def test_attempts_are_weighed_by_how_many_the_database_counted() -> None:
+    counted = [Answers(None, True, True, 19), Answers(None, False, True, 2)]
+    item = endpoint_speed_item(counted)
+    assert (item.verdict, item.evidence) == (
+        Verdict.FAILED,
+        "19 of 21 attempts (90%) answered 2xx within 10 s",
+    )
+    duplicates = [
+        Answers(ChaosKind.DUPLICATE, True, True, 3),
+        Answers(ChaosKind.DUPLICATE, False, True, 2),
+    ]
+    assert webhook_items(duplicates)[1].evidence == "2 of 5 duplicate deliveries refused"
