@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.sandbox.faults import FaultKind
@@ -346,24 +346,48 @@ async def _delivered_count(session: AsyncSession, merchant_id: str, event_type: 
     )
 
 
+_CALL_COLUMNS = (
+    ApiRequestRecord.id,
+    ApiRequestRecord.method,
+    ApiRequestRecord.path,
+    ApiRequestRecord.status,
+    ApiRequestRecord.idempotency_key,
+    ApiRequestRecord.fault,
+    ApiRequestRecord.retry_after_seconds,
+    ApiRequestRecord.started_at,
+    ApiRequestRecord.latency_ms,
+)
+# The calls timeout_retry_item and retry_after_item judge the retries of.
+_EVIDENCE = or_(
+    and_(
+        ApiRequestRecord.fault == FaultKind.TIMEOUT_AFTER_COMMIT.value,
+        ApiRequestRecord.method == "POST",
+    ),
+    and_(ApiRequestRecord.status == 429, ApiRequestRecord.retry_after_seconds.is_not(None)),
+)
+
+
 async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
-    """The calls that can carry evidence: injected faults, 429s, and what followed them."""
+    """The calls that can carry evidence (an injected timeout-after-commit, a 429 with its
+    Retry-After) and every call to the same method and path since the first of them: where a
+    retry of each is found. Nothing more: a busy merchant makes tens of thousands of calls."""
+    mine = ApiRequestRecord.merchant_id == merchant_id
+    evidence = [
+        Call(*row) for row in await session.execute(select(*_CALL_COLUMNS).where(mine, _EVIDENCE))
+    ]
+    if not evidence:
+        return []
+    targets = {(call.method, call.path) for call in evidence}
+    since = min(call.started_at for call in evidence)
     rows = await session.execute(
-        select(
-            ApiRequestRecord.id,
-            ApiRequestRecord.method,
-            ApiRequestRecord.path,
-            ApiRequestRecord.status,
-            ApiRequestRecord.idempotency_key,
-            ApiRequestRecord.fault,
-            ApiRequestRecord.retry_after_seconds,
-            ApiRequestRecord.started_at,
-            ApiRequestRecord.latency_ms,
+        select(*_CALL_COLUMNS).where(
+            mine,
+            tuple_(ApiRequestRecord.method, ApiRequestRecord.path).in_(sorted(targets)),
+            ApiRequestRecord.started_at >= since,
         )
-        .where(ApiRequestRecord.merchant_id == merchant_id)
-        .order_by(ApiRequestRecord.id)
     )
-    return [Call(*row) for row in rows]
+    followers = [Call(*row) for row in rows]
+    return sorted({call.id: call for call in [*evidence, *followers]}.values(), key=lambda c: c.id)
 
 
 async def _answers(session: AsyncSession, merchant_id: str) -> list[Answers]:
