@@ -16,7 +16,6 @@ from api_service.sandbox.faults import FaultKind
 from contracts.db.models import (
     ApiRequestRecord,
     Payout,
-    PayoutEvent,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -62,6 +61,7 @@ class ScenarioCount:
     scenario: str  # "in_review" or an account suffix
     status: str
     count: int
+    reinitiations: int = 0  # of these payouts, all told (each one raised its hold cycle)
 
 
 # Where a scripted scenario ends: the status its last step leaves (0006 SUCCESS is not the end).
@@ -280,19 +280,20 @@ def summary(items: Sequence[Item]) -> dict[str, Any]:
 
 
 async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str, Any]:
+    counts = await _scenario_counts(session, merchant_id)
     items = [
-        *scenario_items(await _scenario_counts(session, merchant_id)),
+        *scenario_items(counts),
         flow_item(
             "reversal_received",
             "A reversal received (payout.reversed delivered to your endpoint)",
-            await _delivered_count(session, merchant_id, EventType.REVERSED),
+            await _reversals_delivered(session, merchant_id),
             "payout.reversed webhooks delivered",
             "none yet: reverse a SUCCESS payout with POST /sandbox/payouts/{id}/simulate",
         ),
         flow_item(
             "reinitiate_done",
             "A FAILED payout reinitiated",
-            await _event_count(session, merchant_id, EventType.REINITIATED),
+            sum(count.reinitiations for count in counts),
             "reinitiations",
             "none yet: POST /payouts/{id}/reinitiate on a FAILED payout",
         ),
@@ -307,38 +308,30 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
     rows = await session.execute(
-        select(in_review, suffix, Payout.status, func.count())
+        select(in_review, suffix, Payout.status, func.count(), func.sum(Payout.hold_cycle - 1))
         .where(Payout.merchant_id == merchant_id)
         .group_by(in_review, suffix, Payout.status)
     )
     return [
-        ScenarioCount("in_review" if review else account_suffix, status, int(count))
-        for review, account_suffix, status, count in rows
+        ScenarioCount(
+            "in_review" if review else account_suffix, status, int(count), int(reinitiations)
+        )
+        for review, account_suffix, status, count, reinitiations in rows
     ]
 
 
-async def _event_count(session: AsyncSession, merchant_id: str, event_type: EventType) -> int:
-    return int(
-        await session.scalar(
-            select(func.count()).where(
-                PayoutEvent.merchant_id == merchant_id, PayoutEvent.type == event_type.value
-            )
-        )
-        or 0
-    )
-
-
-async def _delivered_count(session: AsyncSession, merchant_id: str, event_type: EventType) -> int:
-    """Through the merchant's events of that type (ix_events_merchant_type), not a scan of all
-    its deliveries."""
+async def _reversals_delivered(session: AsyncSession, merchant_id: str) -> int:
+    """payout.reversed webhooks delivered: through the merchant's REVERSED payouts (an index
+    range) and their deliveries (by payout), not a scan of every delivery of the merchant."""
     return int(
         await session.scalar(
             select(func.count())
-            .select_from(PayoutEvent)
-            .join(WebhookDelivery, WebhookDelivery.event_id == PayoutEvent.id)
+            .select_from(Payout)
+            .join(WebhookDelivery, WebhookDelivery.payout_id == Payout.id)
             .where(
-                PayoutEvent.merchant_id == merchant_id,
-                PayoutEvent.type == event_type.value,
+                Payout.merchant_id == merchant_id,
+                Payout.status == PayoutStatus.REVERSED.value,
+                WebhookDelivery.event_type == EventType.REVERSED.value,
                 WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
             )
         )

@@ -226,11 +226,7 @@ class PayoutEvent(Base):
     """The merchant's event log (`GET /events`): the payout as it was at each change."""
 
     __tablename__ = "payout_events"
-    __table_args__ = (
-        Index("ix_events_merchant_created", "merchant_id", "created_at"),
-        # The readiness report's counts of a merchant's events of one type.
-        Index("ix_events_merchant_type", "merchant_id", "type"),
-    )
+    __table_args__ = (Index("ix_events_merchant_created", "merchant_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
