@@ -3,19 +3,26 @@ them, against the real database, with the API in-process."""
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from contracts.db.engine import SessionFactory
-from contracts.db.models import IdempotencyKey, Payout
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import IdempotencyKey, Payout, PayoutEvent, WebhookDelivery
+from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
     API,
     assert_error,
     auth,
+    create_payout,
+    fail_payout,
     footprint,
+    move_payout,
     new_key,
     payout_body,
 )
@@ -240,3 +247,63 @@ async def test_readiness_tells_a_careful_retry_from_a_careless_one(
     assert bad["retry_after_honoured"]["status"] == "failed"
     assert good["scenario_0001"]["status"] == "not_tried"
     assert good["reinitiate_done"]["status"] == "not_tried"
+
+
+async def delivered_reversal(
+    sessions: SessionFactory, merchant: NewMerchant, payout: dict[str, Any]
+) -> None:
+    """The payout's payout.reversed event, and its webhook delivered (as the webhook service
+    records one)."""
+    now, event_id = utcnow(), f"evt_reversed_{payout['id'][:8]}"
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(PayoutEvent).values(
+                id=event_id,
+                merchant_id=merchant.merchant_id,
+                payout_id=payout["id"],
+                type=EventType.REVERSED.value,
+                body=b"{}",
+                created_at=now,
+            )
+        )
+        await session.execute(
+            insert(WebhookDelivery).values(
+                id=str(uuid.uuid4()),
+                event_id=event_id,
+                merchant_id=merchant.merchant_id,
+                payout_id=payout["id"],
+                event_type=EventType.REVERSED.value,
+                status=DeliveryStatus.DELIVERED.value,
+                attempts=1,
+                delivered_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def test_readiness_counts_reinitiations_and_reversals_delivered(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    failed = await create_payout(api_client, merchant)
+    for _ in range(2):
+        await fail_payout(sessions, failed["id"])
+        response = await api_client.post(
+            f"{API}/payouts/{failed['id']}/reinitiate", headers=auth(merchant)
+        )
+        assert response.status_code == 200, response.text
+    reversed_payout = await create_payout(api_client, merchant)
+    await move_payout(sessions, reversed_payout["id"], PayoutStatus.REVERSED)
+    await delivered_reversal(sessions, merchant, reversed_payout)
+    undelivered = await create_payout(api_client, merchant)  # reversed, its webhook not in yet
+    await move_payout(sessions, undelivered["id"], PayoutStatus.REVERSED)
+
+    items = await readiness(api_client, merchant)
+
+    assert (items["reinitiate_done"]["status"], items["reinitiate_done"]["evidence"]) == (
+        "passed",
+        "2 reinitiations",
+    )
+    assert items["reversal_received"]["status"] == "passed"
+    assert items["reversal_received"]["evidence"] == "1 payout.reversed webhooks delivered"
