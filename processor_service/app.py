@@ -23,7 +23,13 @@ def create_processor(settings: Settings) -> FastStream:
     broker = create_broker(
         settings.amqp_url, prefetch=settings.processor_prefetch, app_name="processor"
     )
-    engine = create_engine(settings.database_url, pool_size=settings.processor_prefetch)
+    # A connection per message in hand and one for the scheduler. Prefetch is per consumer: PSP
+    # outcomes may hold as many messages again as payout commands, then in overflow.
+    engine = create_engine(
+        settings.database_url,
+        pool_size=settings.processor_prefetch + 1,
+        max_overflow=settings.processor_prefetch,
+    )
     sessions = create_session_factory(engine)
     timetable = Timetable(decision_sla=timedelta(hours=settings.decision_sla_hours))
     scheduler = Scheduler(

@@ -109,12 +109,12 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
+            interval = pace.interval(result.claimed, round_started)  # every round counts
             if result.unanswered and not result.sent:  # the broker takes nothing: back off
                 await _pause(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
             elif result.claimed < relay.batch_size or not result.sent:
                 backoff = settings.relay_poll_interval_seconds
-                interval = pace.interval(result.claimed, round_started)
                 # A poll every interval, round start to round start: the round's own time (its
                 # publishes' confirms above all) is not added to the wait of the rows committed
                 # meanwhile. A round whose every row was refused waits a whole interval after it.

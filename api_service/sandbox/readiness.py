@@ -3,6 +3,7 @@ merchant actually did in the sandbox. Each item is passed, failed or not yet tri
 evidence. The facts are read here (a handful of indexed queries); judging them is pure.
 """
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -118,31 +119,36 @@ class Call:
     def ended_at(self) -> datetime:
         return self.started_at + timedelta(milliseconds=self.latency_ms)
 
-    def next_to_same(self, calls: Sequence["Call"]) -> "Call | None":
-        """The merchant's next call to the same method and path (its retry, if it retried), by
-        when it started: a call's row is written once it ends, so under load a slow call's row
-        can come after the rows of the calls that followed it."""
-        return min(
-            (
-                c
-                for c in calls
-                if (c.method, c.path) == (self.method, self.path) and c.started_after(self)
-            ),
-            key=lambda c: (c.started_at, c.id),
-            default=None,
-        )
+    @property
+    def order(self) -> tuple[datetime, int]:
+        """When it started: a call's row is written once it ends, so under load a slow call's
+        row can come after the rows of the calls that followed it."""
+        return self.started_at, self.id
 
-    def started_after(self, other: "Call") -> bool:
-        return (self.started_at, self.id) > (other.started_at, other.id)
+
+class NextCalls:
+    """The merchant's next call to the same method and path as a given call (its retry, if it
+    retried): each found by bisection, not by a scan of every call."""
+
+    def __init__(self, calls: Sequence[Call]) -> None:
+        self._by_target: dict[tuple[str, str], list[Call]] = {}
+        for call in sorted(calls, key=lambda c: c.order):
+            self._by_target.setdefault((call.method, call.path), []).append(call)
+
+    def after(self, call: Call) -> Call | None:
+        same = self._by_target.get((call.method, call.path), [])
+        index = bisect.bisect_right(same, call.order, key=lambda c: c.order)
+        return same[index] if index < len(same) else None
 
 
 def timeout_retry_item(calls: Sequence[Call]) -> Item:
     """After `timeout-after-commit`, the retry must reuse the idempotency key."""
     same = different = 0
+    next_calls = NextCalls(calls)
     for call in calls:
         if call.fault != FaultKind.TIMEOUT_AFTER_COMMIT or call.method != "POST":
             continue
-        retry = call.next_to_same(calls)
+        retry = next_calls.after(call)
         if retry is None:
             continue
         if retry.idempotency_key == call.idempotency_key:
@@ -162,10 +168,11 @@ def timeout_retry_item(calls: Sequence[Call]) -> Item:
 def retry_after_item(calls: Sequence[Call]) -> Item:
     """After a 429, no retry before its Retry-After."""
     honoured = early = 0
+    next_calls = NextCalls(calls)
     for call in calls:
         if call.status != 429 or call.retry_after_seconds is None:
             continue
-        retry = call.next_to_same(calls)
+        retry = next_calls.after(call)
         if retry is None:
             continue
         waited = retry.started_at - call.ended_at

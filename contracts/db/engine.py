@@ -16,9 +16,14 @@ SessionFactory = async_sessionmaker[AsyncSession]
 
 
 def create_engine(
-    database_url: str, *, pool_size: int = 20, lock_wait_seconds: int | None = None
+    database_url: str,
+    *,
+    pool_size: int = 20,
+    max_overflow: int | None = None,
+    lock_wait_seconds: int | None = None,
 ) -> AsyncEngine:
-    """`lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
+    """`max_overflow`: connections beyond the pool under a burst (as many as the pool when
+    None). `lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
     server's default, 50 s, when None), set once per connection."""
     connect_args = (
         {"init_command": f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"}
@@ -28,7 +33,7 @@ def create_engine(
     return create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         # No pre-ping: it costs a round trip per checkout on the hot path. A connection found
         # dead fails its one request (API: 503, retryable; consumers: retried) and SQLAlchemy
         # then invalidates the whole pool, so an outage costs one error, not one per connection.
