@@ -18,60 +18,20 @@ from webhook_service import network
 from webhook_service.sender import EXCERPT_BYTES, USER_AGENT, AttemptResult, WebhookSender
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+OOPS = b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n"
 
 
-class ClosingEndpoint:
-    """Answers each connection's first request, then closes it a moment later (no
-    `Connection: close`: the client learns it only from the socket)."""
+class Endpoint:
+    """Answers every request with `answer` on a kept connection (plain, or TLS when its server
+    has a certificate); remembers each request's head and body, counts connections, and sets
+    `closed` when one of them ends. Subclasses answer otherwise (`respond`)."""
 
-    def __init__(self) -> None:
-        self.connections = 0
-        self.port = 0
-        self.closed = asyncio.Event()  # a connection was closed (after its answer)
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(ANSWER)
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-        self.closed.set()
-
-
-@pytest.fixture
-async def endpoint() -> AsyncIterator[ClosingEndpoint]:
-    closing = ClosingEndpoint()
-    server = await asyncio.start_server(closing.serve, "127.0.0.1", 0)
-    closing.port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield closing
-
-
-async def test_a_connection_the_endpoint_closed_while_idle_is_not_reused(
-    endpoint: ClosingEndpoint,
-) -> None:
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    url = f"http://127.0.0.1:{endpoint.port}/hook"
-    try:
-        first = await sender.post(url, b"{}", {})
-        await asyncio.wait_for(endpoint.closed.wait(), timeout=5)
-        second = await sender.post(url, b"{}", {})
-    finally:
-        await sender.aclose()
-
-    assert (first.status_code, second.status_code) == (200, 200), second.error
-    assert endpoint.connections == 2
-
-
-class KeepingEndpoint:
-    """Answers every request and keeps the connection open (plain, or TLS when its server has a
-    certificate); remembers each request's head and body, and counts connections."""
-
-    def __init__(self) -> None:
+    def __init__(self, answer: bytes = ANSWER) -> None:
+        self.answer = answer
         self.heads: list[bytes] = []
         self.bodies: list[bytes] = []
         self.connections = 0
+        self.closed = asyncio.Event()
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -81,12 +41,59 @@ class KeepingEndpoint:
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
                 self.heads.append(head)
                 self.bodies.append(await reader.readexactly(length))
-                writer.write(ANSWER)
-                await writer.drain()
+                await self.respond(writer)
+        self.closed.set()
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.answer)
+        await writer.drain()
 
     def header(self, request: int, name: bytes) -> bytes | None:
         found = re.search(rb"(?im)^" + name + rb": *([^\r]*)\r$", self.heads[request])
         return None if found is None else found.group(1)
+
+
+@contextlib.asynccontextmanager
+async def served(
+    endpoint: Endpoint, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """The endpoint's URL, while a server on `host` serves it."""
+    server = await asyncio.start_server(endpoint.serve, host, 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    async with server:
+        yield f"{'https' if tls else 'http'}://{url_host}:{port}/hook"
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[WebhookSender]:
+    """A sender that trusts the system's CAs and may call 127.0.0.1."""
+    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
+    yield sender
+    await sender.aclose()
+
+
+class ClosingEndpoint(Endpoint):
+    """Answers each connection's first request, then closes it a moment later (no
+    `Connection: close`: the client learns it only from the socket)."""
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        await super().respond(writer)
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_connection_the_endpoint_closed_while_idle_is_not_reused(
+    sender: WebhookSender,
+) -> None:
+    endpoint = ClosingEndpoint()
+    async with served(endpoint) as url:
+        first = await sender.post(url, b"{}", {})
+        await asyncio.wait_for(endpoint.closed.wait(), timeout=5)
+        second = await sender.post(url, b"{}", {})
+
+    assert (first.status_code, second.status_code) == (200, 200), second.error
+    assert endpoint.connections == 2
 
 
 @pytest.fixture
@@ -95,62 +102,49 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-async def tls_url(ca: trustme.CA) -> AsyncIterator[tuple[str, KeepingEndpoint]]:
+async def tls_url(ca: trustme.CA) -> AsyncIterator[tuple[str, Endpoint]]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(tls)
-    endpoint = KeepingEndpoint()
-    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0, ssl=tls)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        yield f"https://127.0.0.1:{port}/hook", endpoint
-
-
-async def serving(host: str) -> tuple[asyncio.Server, KeepingEndpoint]:
-    endpoint = KeepingEndpoint()
-    return await asyncio.start_server(endpoint.serve, host, 0), endpoint
+    endpoint = Endpoint()
+    async with served(endpoint, tls=tls) as url:
+        yield url, endpoint
 
 
 @pytest.mark.parametrize(
     ("host", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")], ids=["IPv4", "IPv6"]
 )
-async def test_the_host_header_names_the_endpoint_as_its_url_does(host: str, url_host: str) -> None:
-    server, endpoint = await serving(host)
-    port = server.sockets[0].getsockname()[1]
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with server:
-        try:
-            result = await sender.post(f"http://{url_host}:{port}/hook", b"{}", {})
-        finally:
-            await sender.aclose()
+async def test_the_host_header_names_the_endpoint_as_its_url_does(
+    sender: WebhookSender, host: str, url_host: str
+) -> None:
+    endpoint = Endpoint()
+    async with served(endpoint, host) as url:
+        result = await sender.post(url, b"{}", {})
 
     assert result.status_code == 200, result.error
-    assert endpoint.header(0, b"host") == f"{url_host}:{port}".encode()
+    authority = url.split("/")[2]  # host and port, as the URL spells them
+    assert authority.startswith(f"{url_host}:")
+    assert endpoint.header(0, b"host") == authority.encode()
     assert endpoint.header(0, b"user-agent") == USER_AGENT.encode()
     assert endpoint.header(0, b"accept") == b"*/*"
     assert endpoint.header(0, b"content-type") == b"application/json"
 
 
 async def test_a_connection_idle_longer_than_the_keepalive_is_not_used_again(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, sender: WebhookSender
 ) -> None:
     monkeypatch.setattr(network, "KEEPALIVE_SECONDS", 0.2)
-    server, endpoint = await serving("127.0.0.1")
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with server:
-        try:
-            await sender.post(url, b"{}", {})
-            await sender.post(url, b"{}", {})  # at once: the same connection
-            await asyncio.sleep(0.4)  # the idle time itself is what is tested
-            await sender.post(url, b"{}", {})
-        finally:
-            await sender.aclose()
+    endpoint = Endpoint()
+    async with served(endpoint) as url:
+        await sender.post(url, b"{}", {})
+        await sender.post(url, b"{}", {})  # at once: the same connection
+        await asyncio.sleep(0.4)  # the idle time itself is what is tested
+        await sender.post(url, b"{}", {})
 
     assert endpoint.connections == 2
 
 
 async def test_a_tls_endpoint_gets_each_webhook_over_one_kept_connection(
-    ca: trustme.CA, tls_url: tuple[str, KeepingEndpoint]
+    ca: trustme.CA, tls_url: tuple[str, Endpoint]
 ) -> None:
     url, endpoint = tls_url
     trusting = ssl.create_default_context()
@@ -167,225 +161,171 @@ async def test_a_tls_endpoint_gets_each_webhook_over_one_kept_connection(
 
 
 async def test_a_certificate_the_sender_does_not_trust_is_a_failed_attempt(
-    tls_url: tuple[str, KeepingEndpoint],
+    sender: WebhookSender, tls_url: tuple[str, Endpoint]
 ) -> None:
     url, endpoint = tls_url
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)  # the system's CAs
-    try:
-        result = await sender.post(url, b"{}", {})
-    finally:
-        await sender.aclose()
+    result = await sender.post(url, b"{}", {})  # the sender trusts the system's CAs only
 
     assert result.status_code is None and result.error is not None
     assert result.error.startswith("ConnectError: ") and "CERTIFICATE_VERIFY_FAILED" in result.error
     assert endpoint.bodies == []
 
 
-async def test_an_endpoint_that_refuses_the_connection_is_a_failed_attempt() -> None:
+async def test_an_endpoint_that_refuses_the_connection_is_a_failed_attempt(
+    sender: WebhookSender,
+) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     listener.close()  # nobody listens on the port now
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    try:
-        result = await sender.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
-    finally:
-        await sender.aclose()
+    result = await sender.post(f"http://127.0.0.1:{port}/hook", b"{}", {})
 
     assert result.status_code is None and result.error is not None
     assert result.error.startswith("ConnectError: ")
 
 
-class AnsweringEndpoint:
-    """Answers every request with `answer` on a kept connection, counting connections; `closed`
-    is set when one of them ends (the client closed it)."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
-        self.connections = 0
-        self.closed = asyncio.Event()
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-                await reader.readexactly(length)
-                writer.write(self.answer)
-                await writer.drain()
-        self.closed.set()
+async def post_twice(sender: WebhookSender, endpoint: Endpoint) -> list[AttemptResult]:
+    async with served(endpoint) as url:
+        return [await sender.post(url, b"{}", {}) for _ in range(2)]
 
 
-@contextlib.asynccontextmanager
-async def answering(answer: bytes) -> AsyncIterator[tuple[str, AnsweringEndpoint]]:
-    endpoint = AnsweringEndpoint(answer)
-    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
-    async with server:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", endpoint
-
-
-async def post_twice(answer: bytes) -> tuple[list[AttemptResult], AnsweringEndpoint]:
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with answering(answer) as (url, endpoint):
-        try:
-            results = [await sender.post(url, b"{}", {}) for _ in range(2)]
-        finally:
-            await sender.aclose()
-    return results, endpoint
-
-
-async def test_a_chunked_answer_is_read_whole_and_its_connection_kept() -> None:
-    chunked = (
+async def test_a_chunked_answer_is_read_whole_and_its_connection_kept(
+    sender: WebhookSender,
+) -> None:
+    chunked = Endpoint(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n!!!\r\n0\r\n\r\n"
     )
-    results, endpoint = await post_twice(chunked)
+    results = await post_twice(sender, chunked)
 
     assert [(r.status_code, r.response_excerpt) for r in results] == [(200, "ok!!!")] * 2
-    assert endpoint.connections == 1
+    assert chunked.connections == 1
 
 
-async def test_an_answer_asking_to_close_gets_a_new_connection_next_time() -> None:
-    closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
-    results, endpoint = await post_twice(closing)
+async def test_an_answer_asking_to_close_gets_a_new_connection_next_time(
+    sender: WebhookSender,
+) -> None:
+    closing = Endpoint(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    results = await post_twice(sender, closing)
 
     assert [r.status_code for r in results] == [200, 200]
-    assert endpoint.connections == 2
+    assert closing.connections == 2
 
 
-async def test_a_large_answer_is_cut_to_its_excerpt_and_its_connection_not_reused() -> None:
+async def test_a_large_answer_is_cut_to_its_excerpt_and_its_connection_not_reused(
+    sender: WebhookSender,
+) -> None:
     body = b"x" * (EXCERPT_BYTES * 50)
-    large = b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\nRetry-After: 7\r\n\r\n%s" % (
-        len(body),
-        body,
+    large = Endpoint(
+        b"HTTP/1.1 500 Oops\r\nContent-Length: %d\r\nRetry-After: 7\r\n\r\n%s" % (len(body), body)
     )
-    results, endpoint = await post_twice(large)
+    results = await post_twice(sender, large)
 
     assert [(r.status_code, r.error, r.retry_after) for r in results] == [
         (500, "HTTP 500", "7")
     ] * 2
     assert results[0].response_excerpt == "x" * EXCERPT_BYTES
-    assert endpoint.connections == 2  # the rest of the body was not read: the connection went
+    assert large.connections == 2  # the rest of the body was not read: the connection went
 
 
-async def test_an_informational_head_before_the_answer_is_skipped() -> None:
-    results, _ = await post_twice(b"HTTP/1.1 100 Continue\r\n\r\n" + ANSWER)
+async def test_an_informational_head_before_the_answer_is_skipped(sender: WebhookSender) -> None:
+    results = await post_twice(sender, Endpoint(b"HTTP/1.1 100 Continue\r\n\r\n" + ANSWER))
 
     assert [r.status_code for r in results] == [200, 200]
 
 
-async def test_an_endpoint_that_closes_without_answering_is_a_failed_attempt() -> None:
-    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with server:
-        try:
-            url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-            result = await sender.post(url, b"{}", {})
-        finally:
-            await sender.aclose()
+class MuteEndpoint(Endpoint):
+    """Closes each connection without an answer."""
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+
+async def test_an_endpoint_that_closes_without_answering_is_a_failed_attempt(
+    sender: WebhookSender,
+) -> None:
+    async with served(MuteEndpoint()) as url:
+        result = await sender.post(url, b"{}", {})
 
     assert result.status_code is None and result.error is not None
     assert result.error.startswith(("RemoteProtocolError: ", "ReadError: ")), result.error
 
 
 async def test_idle_connections_close_after_the_keepalive_without_another_request(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, sender: WebhookSender
 ) -> None:
     monkeypatch.setattr(network, "KEEPALIVE_SECONDS", 0.2)
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with answering(ANSWER) as (url, quiet):
-        try:
-            await sender.post(url, b"{}", {})
-            await asyncio.wait_for(quiet.closed.wait(), timeout=5)  # the sweep closed it
-        finally:
-            await sender.aclose()
+    quiet = Endpoint()
+    async with served(quiet) as url:
+        await sender.post(url, b"{}", {})
+        await asyncio.wait_for(quiet.closed.wait(), timeout=5)  # the sweep closed it
 
 
-async def test_bytes_after_an_answer_are_never_taken_for_the_next_answer() -> None:
+async def test_bytes_after_an_answer_are_never_taken_for_the_next_answer(
+    sender: WebhookSender,
+) -> None:
     """A 500 followed by a 200 nobody asked for: the next webhook gets its own answer."""
-    results, endpoint = await post_twice(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n" + ANSWER)
+    endpoint = Endpoint(OOPS + ANSWER)
+    results = await post_twice(sender, endpoint)
 
     assert [r.status_code for r in results] == [500, 500]
     assert endpoint.connections == 2
 
 
-class LateExtraEndpoint:
+class LateExtraEndpoint(Endpoint):
     """Answers 500, then a moment later sends a 200 nobody asked for on the idle connection."""
 
     def __init__(self) -> None:
-        self.connections = 0
+        super().__init__(OOPS)
         self.extra_sent = asyncio.Event()
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(2)  # b"{}"
-                writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-                await asyncio.sleep(0.05)
-                writer.write(ANSWER)
-                await writer.drain()
-                self.extra_sent.set()
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        await super().respond(writer)
+        await asyncio.sleep(0.05)
+        writer.write(ANSWER)
+        await writer.drain()
+        self.extra_sent.set()
 
 
-async def test_bytes_sent_to_an_idle_connection_retire_it() -> None:
+async def test_bytes_sent_to_an_idle_connection_retire_it(sender: WebhookSender) -> None:
     endpoint = LateExtraEndpoint()
-    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with server:
-        try:
-            first = await sender.post(url, b"{}", {})
-            await asyncio.wait_for(endpoint.extra_sent.wait(), timeout=5)
-            second = await sender.post(url, b"{}", {})
-        finally:
-            await sender.aclose()
+    async with served(endpoint) as url:
+        first = await sender.post(url, b"{}", {})
+        await asyncio.wait_for(endpoint.extra_sent.wait(), timeout=5)
+        second = await sender.post(url, b"{}", {})
 
     assert [first.status_code, second.status_code] == [500, 500]
     assert endpoint.connections == 2
 
 
-async def test_a_header_h11_refuses_to_send_is_a_failed_attempt() -> None:
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with answering(ANSWER) as (url, endpoint):
-        try:
-            result = await sender.post(url, b"{}", {"X-Broken": "a\r\nb"})
-        finally:
-            await sender.aclose()
+async def test_a_header_h11_refuses_to_send_is_a_failed_attempt(sender: WebhookSender) -> None:
+    endpoint = Endpoint()
+    async with served(endpoint) as url:
+        result = await sender.post(url, b"{}", {"X-Broken": "a\r\nb"})
 
     assert result.status_code is None and result.error is not None
     assert result.error.startswith("LocalProtocolError: "), result.error
     assert endpoint.connections == 0
 
 
-class HeldEndpoint(AnsweringEndpoint):
+class HeldEndpoint(Endpoint):
     """Answers each request once `release` is set; `asked` is set when a request arrived."""
 
     def __init__(self) -> None:
-        super().__init__(ANSWER)
+        super().__init__()
         self.asked = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                await reader.readexactly(2)  # b"{}"
-                self.asked.set()
-                await self.release.wait()
-                writer.write(ANSWER)
-                await writer.drain()
-        self.closed.set()
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        self.asked.set()
+        await self.release.wait()
+        await super().respond(writer)
 
 
-async def test_a_connection_in_use_when_the_sender_closes_is_closed_after_its_answer() -> None:
+async def test_a_connection_in_use_when_the_sender_closes_is_closed_after_its_answer(
+    sender: WebhookSender,
+) -> None:
     endpoint = HeldEndpoint()
-    server = await asyncio.start_server(endpoint.serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    sender = WebhookSender(timeout_seconds=5, allow_private_urls=True)
-    async with server:
+    async with served(endpoint) as url:
         attempt = asyncio.create_task(sender.post(url, b"{}", {}))
         await asyncio.wait_for(endpoint.asked.wait(), timeout=5)
         await sender.aclose()
