@@ -2,12 +2,13 @@
 
 import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -52,7 +53,17 @@ def _iso_8601_only(value: object) -> object:
     return value
 
 
-TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+def _naive_utc(value: datetime) -> datetime:
+    """As stored (naive UTC); a time without an offset is read as UTC. A time that is before
+    year 1 in UTC (0001-01-01T00:00:00+00:01) names no instant we can compare."""
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    except OverflowError:
+        raise ValueError("is out of range: no such time in UTC") from None
+
+
+# An ISO-8601 time, as naive UTC (the database's DATETIME columns).
+TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_naive_utc)]
 
 _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE

@@ -42,7 +42,7 @@ class CreatePayoutBatchRequest(RequestModel):
 
 class PayoutListFilters(BaseModel):
     status: PayoutStatus | None = None
-    created_from: datetime | None = None
+    created_from: datetime | None = None  # naive UTC (api_service.schemas.TimestampIn)
     created_to: datetime | None = None
     merchant_reference: str | None = None
 

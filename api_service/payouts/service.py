@@ -4,7 +4,6 @@ the endpoint's idempotency boundary commits."""
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -274,16 +273,12 @@ def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[C
     if filters.status:
         conditions.append(Payout.status == filters.status.value)
     if filters.created_from:
-        conditions.append(Payout.created_at >= _naive_utc(filters.created_from))
+        conditions.append(Payout.created_at >= filters.created_from)
     if filters.created_to:
-        conditions.append(Payout.created_at <= _naive_utc(filters.created_to))
+        conditions.append(Payout.created_at <= filters.created_to)
     if filters.merchant_reference:
         conditions.append(Payout.merchant_reference == filters.merchant_reference)
     return conditions
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 _NEWEST_FIRST = (Payout.created_at.desc(), Payout.id.desc())
