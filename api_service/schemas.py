@@ -2,7 +2,7 @@
 
 import re
 import unicodedata
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from api_service.errors import NotFound
+from contracts.db.engine import naive_utc
 from contracts.domain.money import parse_amount
 
 DestType = Literal["BANK", "WALLET"]
@@ -53,17 +54,8 @@ def _iso_8601_only(value: object) -> object:
     return value
 
 
-def _naive_utc(value: datetime) -> datetime:
-    """As stored (naive UTC); a time without an offset is read as UTC. A time that is before
-    year 1 in UTC (0001-01-01T00:00:00+00:01) names no instant we can compare."""
-    try:
-        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    except OverflowError:
-        raise ValueError("is out of range: no such time in UTC") from None
-
-
 # An ISO-8601 time, as naive UTC (the database's DATETIME columns).
-TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_naive_utc)]
+TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(naive_utc)]
 
 _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE

@@ -9,10 +9,11 @@ resolves to a private, loopback, link-local or otherwise non-public address is r
 import asyncio
 import ipaddress
 import socket
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from contracts.db.engine import naive_utc
 from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER, webhook_events_queue
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -70,10 +71,9 @@ def retry_due(raw: object) -> datetime | None:
     if not isinstance(raw, str):
         return None
     try:
-        due = datetime.fromisoformat(raw)
-    except ValueError:
+        return naive_utc(datetime.fromisoformat(raw))
+    except ValueError:  # not a time, or none UTC can hold
         return None
-    return due.astimezone(UTC).replace(tzinfo=None) if due.tzinfo else due
 
 
 class UnsafeDestination(ValueError):

@@ -64,6 +64,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def naive_utc(value: datetime) -> datetime:
+    """`value` as stored (naive UTC); a time without an offset is read as UTC. ValueError for a
+    time before year 1 in UTC (0001-01-01T00:00:00+00:01): no instant a column can hold."""
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    except OverflowError:
+        raise ValueError("is out of range: no such time in UTC") from None
+
+
 # The database's clock (UTC, microseconds), for times several hosts compare: one clock for all.
 DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
 

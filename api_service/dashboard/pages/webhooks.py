@@ -3,7 +3,7 @@ a test event, the deliveries by status (parked first), resending one, and recove
 failed or parked delivery since a time."""
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from api_service.errors import ValidationFailed
 from api_service.idempotency import Idempotency
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks.service import RECOVERABLE_STATUSES, recover_deliveries
-from contracts.db.engine import utcnow
+from contracts.db.engine import naive_utc, utcnow
 from contracts.webhooks import DeliveryStatus
 
 router = dashboard_router()
@@ -129,10 +129,9 @@ async def resend(delivery_id: DeliveryIdPath, form: FormDep) -> Response:
 
 def _since(text: str) -> datetime:
     try:
-        since = datetime.fromisoformat(text)
-    except ValueError as exc:
+        return naive_utc(datetime.fromisoformat(text))
+    except ValueError as exc:  # not a time, or none UTC can hold
         raise ValidationFailed.on("since", "must be a time such as 2026-01-31T10:00") from exc
-    return since.astimezone(UTC).replace(tzinfo=None) if since.tzinfo else since
 
 
 async def recover(page: MerchantPage, since_text: str, idempotency_key: str) -> ApiAnswer:
