@@ -78,7 +78,7 @@ _LINES = insert(table_of(LedgerLine))
 _COLUMN = {Account.AVAILABLE: _BALANCES.c.available, Account.HELD: _BALANCES.c.held}
 
 
-async def _post(
+async def post(
     session: AsyncSession,
     posting: Posting,
     *,
@@ -204,19 +204,24 @@ async def _move_balance(
         ),
     )
     if result.rowcount != 1:
-        exists = await session.scalar(
-            select(Balance.merchant_id).where(Balance.merchant_id == merchant_id)
-        )
-        if exists is None:
-            raise UnknownMerchantBalance(merchant_id)
-        raise InsufficientBalance(merchant_id)
+        await _refuse(session, merchant_id)
+
+
+async def _refuse(session: AsyncSession, merchant_id: str) -> None:
+    """Why the merchant's balance did not move: no balance row, or not enough in it."""
+    exists = await session.scalar(
+        select(Balance.merchant_id).where(Balance.merchant_id == merchant_id)
+    )
+    if exists is None:
+        raise UnknownMerchantBalance(merchant_id)
+    raise InsufficientBalance(merchant_id)
 
 
 async def hold_funds(
     session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
 ) -> None:
     """available -> held; raises InsufficientBalance without writing anything."""
-    await _post(
+    await post(
         session,
         HOLD,
         merchant_id=merchant_id,
@@ -232,7 +237,7 @@ async def try_hold_funds(
     """available -> held if the available balance covers it (True), else nothing written
     (False). The balance's conditional UPDATE comes first, the journal and its lines after it:
     a create that may be queued learns whether it is short before it writes anything it would
-    have to take back. (The row is locked from that UPDATE to the commit, as in `_post`; a
+    have to take back. (The row is locked from that UPDATE to the commit, as in `post`; a
     failed UPDATE keeps no lock under READ COMMITTED.)"""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
@@ -267,7 +272,7 @@ async def post_hold(
     session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
 ) -> None:
     """held -> psp_settlement: the payout left us."""
-    await _post(
+    await post(
         session,
         PAYOUT,
         merchant_id=merchant_id,
@@ -281,7 +286,7 @@ async def release_hold(
     session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
 ) -> None:
     """held -> available: the payout failed."""
-    await _post(
+    await post(
         session,
         RELEASE,
         merchant_id=merchant_id,
@@ -295,7 +300,7 @@ async def reverse_payout(
     session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
 ) -> None:
     """psp_settlement -> available: the bank returned the money."""
-    await _post(
+    await post(
         session,
         REVERSAL,
         merchant_id=merchant_id,
@@ -307,54 +312,182 @@ async def reverse_payout(
 
 async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:
     """psp_settlement -> available."""
-    await _post(session, TOPUP, merchant_id=merchant_id, amount=amount)
+    await post(session, TOPUP, merchant_id=merchant_id, amount=amount)
 
 
 async def hold_many(
     session: AsyncSession, *, merchant_id: str, holds: Sequence[tuple[str, Decimal]]
 ) -> None:
-    """available -> held for many new payouts (hold cycle 1) at once, for a payroll: their HOLD
-    journals, one move of the balance by the total (InsufficientBalance, writing nothing, when
-    it is not available), and every line with the balance as if posted one by one, in order."""
-    if any(amount <= 0 for _, amount in holds):
+    """available -> held for many new payouts (hold cycle 1) at once, for a payroll
+    (InsufficientBalance when the total is not available)."""
+    await post_many(
+        session,
+        [(HOLD, Entry(merchant_id, payout_id, 1, amount)) for payout_id, amount in holds],
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One payout's hold, as `post_many` posts it."""
+
+    merchant_id: str
+    payout_id: str
+    hold_cycle: int
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class _Balance:
+    available: Decimal = Decimal(0)
+    held: Decimal = Decimal(0)
+
+    def moved(self, posting: Posting, amount: Decimal) -> "_Balance":
+        """After `posting` of `amount` (a negative amount: before it)."""
+        change = {posting.debit: -amount, posting.credit: amount}
+        return _Balance(
+            self.available + change.get(Account.AVAILABLE, Decimal(0)),
+            self.held + change.get(Account.HELD, Decimal(0)),
+        )
+
+
+# One merchant's share of a batch: both accounts moved at once, neither below zero (each debited
+# account covers what the batch takes from it; an account only credited stays as it was).
+_MOVE_BALANCE = (
+    update(_BALANCES)
+    .where(
+        _BALANCES.c.merchant_id == bindparam("b_merchant"),
+        _BALANCES.c.available + bindparam("b_available", type_=_BALANCES.c.available.type) >= 0,
+        _BALANCES.c.held + bindparam("b_held", type_=_BALANCES.c.held.type) >= 0,
+    )
+    .values(
+        available=_BALANCES.c.available + bindparam("b_available"),
+        held=_BALANCES.c.held + bindparam("b_held"),
+        version=_BALANCES.c.version + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
+async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Entry]]) -> None:
+    """Each posting of its entry's hold, as if posted one by one in this order, in five
+    statements and one more per merchant beyond the first: the journals; their ids; each
+    merchant's balance moved once by its share of the batch, merchants in id order (so two
+    batches never wait for each other's rows in opposite orders; InsufficientBalance when a
+    debited account does not cover it); the balances they leave; and every line, with the
+    balance after its own journal. A single posting takes the three statements of `post`."""
+    if not postings:
+        return
+    if len(postings) == 1:
+        [(posting, entry)] = postings
+        await post(
+            session,
+            posting,
+            merchant_id=entry.merchant_id,
+            amount=entry.amount,
+            payout_id=entry.payout_id,
+            hold_cycle=entry.hold_cycle,
+        )
+        return
+    if any(entry.amount <= 0 for _, entry in postings):
         raise ValueError("ledger amounts are positive")
-    now, total = utcnow(), sum((amount for _, amount in holds), Decimal(0))
-    payout_ids = [payout_id for payout_id, _ in holds]
-    journal = {"merchant_id": merchant_id, "hold_cycle": 1, "kind": HOLD.kind.value}
+    now = utcnow()
     await session.execute(
         _JOURNALS,
         [
-            {**journal, "payout_id": payout_id, "description": HOLD.description, "created_at": now}
-            for payout_id in payout_ids
+            {
+                "merchant_id": entry.merchant_id,
+                "payout_id": entry.payout_id,
+                "hold_cycle": entry.hold_cycle,
+                "kind": posting.kind.value,
+                "description": posting.description,
+                "created_at": now,
+            }
+            for posting, entry in postings
         ],
     )
-    rows = await session.execute(
-        select(LedgerJournal.payout_id, LedgerJournal.id).where(
-            LedgerJournal.payout_id.in_(payout_ids),
-            LedgerJournal.kind == HOLD.kind.value,
-            LedgerJournal.hold_cycle == 1,
+    journal_ids = await _journal_ids(session, postings)
+    shares: dict[str, _Balance] = {}
+    for posting, entry in postings:
+        shares[entry.merchant_id] = shares.get(entry.merchant_id, _Balance()).moved(
+            posting, entry.amount
         )
-    )
-    journal_ids = {payout_id: journal_id for payout_id, journal_id in rows.tuples()}
-    await _move_balance(session, HOLD, merchant_id, total, now)
-    available, held = (
-        await session.execute(
-            select(Balance.available, Balance.held).where(Balance.merchant_id == merchant_id)
+    for merchant_id in sorted(shares):
+        await _move_balance_by(session, merchant_id, shares[merchant_id], now)
+    after_all = await _balances(session, list(shares))
+    # Back to each balance before the batch, then forward one journal at a time.
+    running = {
+        merchant_id: _Balance(
+            balance.available - shares[merchant_id].available,
+            balance.held - shares[merchant_id].held,
         )
-    ).one()
-    lines, still_to_hold = [], total
-    for payout_id, amount in holds:
-        still_to_hold -= amount
-        for account, delta in ((HOLD.debit, -amount), (HOLD.credit, amount)):
+        for merchant_id, balance in after_all.items()
+    }
+    lines: list[dict[str, Any]] = []
+    for posting, entry in postings:
+        balance = running[entry.merchant_id] = running[entry.merchant_id].moved(
+            posting, entry.amount
+        )
+        journal_id = journal_ids[entry.payout_id, entry.hold_cycle, posting.kind.value]
+        for account, delta in ((posting.debit, -entry.amount), (posting.credit, entry.amount)):
+            mine = account in _COLUMN
             lines.append(
                 {
-                    "journal_id": journal_ids[payout_id],
-                    "merchant_id": merchant_id,
+                    "journal_id": journal_id,
+                    "merchant_id": entry.merchant_id if mine else None,
                     "account": account.value,
                     "amount": delta,
-                    "balance_after": available + held,
-                    "available_after": available + still_to_hold,
+                    "balance_after": balance.available + balance.held if mine else None,
+                    "available_after": balance.available if mine else None,
                     "created_at": now,
                 }
             )
     await session.execute(_LINES, lines)
+
+
+async def _move_balance_by(
+    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
+) -> None:
+    result = cast(
+        CursorResult[Any],
+        await session.execute(
+            _MOVE_BALANCE,
+            {
+                "b_merchant": merchant_id,
+                "b_available": share.available,
+                "b_held": share.held,
+                "b_now": now,
+            },
+        ),
+    )
+    if result.rowcount != 1:
+        await _refuse(session, merchant_id)
+
+
+async def _journal_ids(
+    session: AsyncSession, postings: Sequence[tuple[Posting, Entry]]
+) -> dict[tuple[str, int, str], int]:
+    """(payout, hold cycle, kind) -> its journal's id (a unique key)."""
+    rows = await session.execute(
+        select(
+            LedgerJournal.payout_id, LedgerJournal.hold_cycle, LedgerJournal.kind, LedgerJournal.id
+        ).where(
+            LedgerJournal.payout_id.in_({entry.payout_id for _, entry in postings}),
+            LedgerJournal.kind.in_({posting.kind.value for posting, _ in postings}),
+        )
+    )
+    return {
+        (payout_id, hold_cycle, kind): journal_id
+        for payout_id, hold_cycle, kind, journal_id in rows.tuples()
+        if payout_id is not None and hold_cycle is not None
+    }
+
+
+async def _balances(session: AsyncSession, merchant_ids: Sequence[str]) -> dict[str, _Balance]:
+    rows = await session.execute(
+        select(Balance.merchant_id, Balance.available, Balance.held).where(
+            Balance.merchant_id.in_(merchant_ids)
+        )
+    )
+    return {
+        merchant_id: _Balance(available, held) for merchant_id, available, held in rows.tuples()
+    }

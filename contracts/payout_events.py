@@ -3,6 +3,7 @@ for the webhook service) and its processing commands, collected while the transa
 written with two multi-row INSERTs (`payout_events`, `outbox`), each event serialized once."""
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,15 @@ class Announcements:
 
     async def write(self, session: AsyncSession) -> None:
         """Everything collected so far, in at most two statements; then start afresh."""
-        if self._events:
-            await session.execute(_INSERT_EVENTS, self._events)
-        await write_outbox(session, self._messages)
-        self._events, self._messages = [], []
+        await write_announcements(session, [self])
+
+
+async def write_announcements(session: AsyncSession, batch: Sequence[Announcements]) -> None:
+    """Everything the batch's announcements collected, in at most two statements for all of
+    them; then each starts afresh."""
+    events = [row for announcements in batch for row in announcements._events]
+    if events:
+        await session.execute(_INSERT_EVENTS, events)
+    await write_outbox(session, [row for announcements in batch for row in announcements._messages])
+    for announcements in batch:
+        announcements._events, announcements._messages = [], []

@@ -15,6 +15,7 @@ from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
 from processor_service import handlers
 from processor_service.consumer import Consumer
+from processor_service.payout_commands import PayoutCommands
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
 
@@ -41,6 +42,12 @@ def create_processor(settings: Settings) -> FastStream:
         retry_delay_seconds=settings.processor_retry_delay_seconds,
         max_retries=settings.processor_max_handler_retries,
     )
+    payout_commands = PayoutCommands(
+        consumer,
+        timetable,
+        window_seconds=settings.processor_batch_window_seconds,
+        max_batch=settings.processor_batch_size,
+    )
 
     @broker.subscriber(
         consumed_queue(PAYOUT_COMMANDS),
@@ -50,13 +57,7 @@ def create_processor(settings: Settings) -> FastStream:
         description="Run the scenario rules on a payout (PENDING or RETRY).",
     )
     async def on_process_payout(command: ProcessPayout) -> None:
-        await consumer.run(
-            consumed_message(broker),
-            PAYOUT_COMMANDS,
-            lambda session, context: handlers.process_payout(session, command, context, timetable),
-            # Judged against the payout's attempt (handlers.process_payout): no inbox row.
-            inbox=not command.names_its_attempt,
-        )
+        await payout_commands.handle(consumed_message(broker), command)
 
     @broker.subscriber(
         consumed_queue(PSP_OUTCOMES),
@@ -95,5 +96,5 @@ def create_processor(settings: Settings) -> FastStream:
         on_startup=[start_up],
         after_startup=[start_scheduler],
         on_shutdown=[stop_scheduling],
-        after_shutdown=[engine.dispose],
+        after_shutdown=[payout_commands.aclose, engine.dispose],
     )

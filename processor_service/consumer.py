@@ -7,11 +7,14 @@ do when that fails.
 - an outage (contracts.db.outages: database or connection down, deadlock, lock-wait timeout,
   pool timeout) is not the message's fault: retried after the delay for as long as it lasts;
 - any other error is retried `max_retries` times, then dead-lettered with its last error.
+
+Messages whose work judges copies itself may also run together, in one transaction
+(`run_together`); when that transaction fails, each runs again alone, with all of the above.
 """
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from faststream.rabbit import RabbitBroker
@@ -31,6 +34,8 @@ from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
 log = logging.getLogger("processor")
 
 Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
+# The work of several messages in one transaction: a status (or None) per message, in order.
+WorkTogether = Callable[[AsyncSession, Sequence[Context]], Awaitable[Sequence[PayoutStatus | None]]]
 
 
 def message_key(message: RabbitMessage) -> str:
@@ -45,15 +50,18 @@ class Consumer:
     retry_delay_seconds: float
     max_retries: int
 
+    def context(self, message: RabbitMessage) -> Context:
+        return Context(
+            correlation_id=message.correlation_id or None,
+            retry_delay_ms=int(self.retry_delay_seconds * 1000),
+        )
+
     async def run(
         self, message: RabbitMessage, queue: WorkQueue, work: Work, *, inbox: bool = True
     ) -> None:
         """`inbox`: record the message id, so that a copy changes nothing; False when `work`
         judges copies itself, against the state it would change."""
-        context = Context(
-            correlation_id=message.correlation_id or None,
-            retry_delay_ms=int(self.retry_delay_seconds * 1000),
-        )
+        context = self.context(message)
         headers = message.headers or {}
         with bind_log_context(
             correlation_id=message.correlation_id or None,
@@ -90,10 +98,28 @@ class Consumer:
             return
         if status is None:
             log.info("message %s: nothing to change", message.message_id)
-            MESSAGES.labels(queue.name, "no_change").inc()
-            return
-        MESSAGES.labels(queue.name, "applied").inc()
-        PAYOUT_STATUSES.labels(status.value).inc()
+        _count(queue, status)
+
+    async def run_together(
+        self, messages: Sequence[RabbitMessage], queue: WorkQueue, together: WorkTogether
+    ) -> bool:
+        """The messages' work in one transaction (no inbox: `together` judges copies itself).
+        False when it failed, for whatever reason: nothing of it was written, and the caller
+        runs each message alone (`run`), which retries or dead-letters it as its error says."""
+        try:
+            async with transaction(self.sessions) as session:
+                statuses = await together(session, [self.context(m) for m in messages])
+        except Exception as error:
+            log.warning(
+                "%d messages failed together (%s): running them one by one",
+                len(messages),
+                f"{type(error).__name__}: {error}"[:200],
+            )
+            MESSAGES.labels(queue.name, "batch_failed").inc(len(messages))
+            return False
+        for status in statuses:
+            _count(queue, status)
+        return True
 
     async def _retry_or_dead_letter(
         self, message: RabbitMessage, queue: WorkQueue, error: Exception
@@ -114,3 +140,11 @@ class Consumer:
             error=description,
             delay_seconds=self.retry_delay_seconds,
         )
+
+
+def _count(queue: WorkQueue, status: PayoutStatus | None) -> None:
+    if status is None:
+        MESSAGES.labels(queue.name, "no_change").inc()
+        return
+    MESSAGES.labels(queue.name, "applied").inc()
+    PAYOUT_STATUSES.labels(status.value).inc()

@@ -1,8 +1,10 @@
 """What the processor does with each command, and with each scheduled action that came due:
 load the payout, decide, transition. The caller owns the transaction (one per consumed message,
-with its inbox row; one per scheduled action, with the action's row)."""
+with its inbox row; one per batch of payout commands; one per scheduled action, with the action's
+row)."""
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.clock import sandbox_now, stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
-from contracts.db.payouts import load_payout
+from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
@@ -66,17 +68,67 @@ def _sent_for_this_attempt(command: ProcessPayout, payout: Payout) -> bool:
     return (command.attempt, command.hold_cycle) == (payout.attempts, payout.hold_cycle)
 
 
+@dataclass(frozen=True)
+class Processing:
+    """What a ProcessPayout command does to its payout, not written yet."""
+
+    change: PayoutChange
+    later: list[dict[str, Any]]  # the scheduled actions it leaves
+
+    @property
+    def status(self) -> PayoutStatus | None:
+        return PayoutStatus(self.change.payout.status) if self.change.changed else None
+
+
 async def process_payout(
     session: AsyncSession,
     command: ProcessPayout,
     context: Context,
     timetable: Timetable = DEFAULT_TIMETABLE,
 ) -> PayoutStatus | None:
-    """Run the scenario rules on the payout: the status it ends in, None if nothing to do.
+    """Run the scenario rules on the payout: the status it ends in, None if nothing to do."""
+    payout = await _lock_payout(session, command.payout_id, command.merchant_id)
+    processing = await _plan(session, command, payout, context, timetable)
+    if processing is None:
+        return None
+    await write_actions(session, processing.later)
+    await processing.change.write(session)
+    return processing.status
+
+
+async def process_payouts(
+    session: AsyncSession,
+    commands: Sequence[tuple[ProcessPayout, Context]],
+    timetable: Timetable = DEFAULT_TIMETABLE,
+) -> list[PayoutStatus | None]:
+    """`process_payout` for a batch of commands, in one transaction: the payouts locked in one
+    query, each command judged and decided in order against its payout as the commands before
+    it left it (a copy of a command in the same batch finds its attempt made), then everything
+    written together (transitions.write_changes). UnknownPayout if any payout is missing."""
+    payouts = await load_payouts(session, [command.payout_id for command, _ in commands])
+    plans: list[Processing | None] = []
+    for command, context in commands:
+        payout = payouts.get(command.payout_id)
+        if payout is None or payout.merchant_id != command.merchant_id:
+            raise UnknownPayout(command.payout_id)
+        plans.append(await _plan(session, command, payout, context, timetable))
+    done = [processing for processing in plans if processing is not None]
+    await write_actions(session, [action for processing in done for action in processing.later])
+    await transitions.write_changes(session, [processing.change for processing in done])
+    return [processing.status if processing else None for processing in plans]
+
+
+async def _plan(
+    session: AsyncSession,
+    command: ProcessPayout,
+    payout: Payout,
+    context: Context,
+    timetable: Timetable,
+) -> Processing | None:
+    """The command's processing of its locked payout, None if it has nothing to do.
     Outcomes the PSP already sent come first: the scenario never overrides the PSP. A scripted
     payout takes its script's first step and schedules the next; a payout left waiting for a
     decision schedules the decision window's expiry."""
-    payout = await _lock_payout(session, command.payout_id, command.merchant_id)
     if command.names_its_attempt and not _sent_for_this_attempt(command, payout):
         log.info("command for attempt %s of payout %s: already made", command.attempt, payout.id)
         return None
@@ -94,9 +146,7 @@ async def process_payout(
         if len(script) > 1 or PayoutStatus(payout.status) in AWAITING_DECISION:
             now = await sandbox_now(session, payout.merchant_id)
             later = follow_ups(payout, script=script, step=0, at=now, timetable=timetable)
-    await change.write(session)
-    await write_actions(session, later)
-    return PayoutStatus(payout.status) if change.changed else None
+    return Processing(change, later)
 
 
 def wait_for_scripted_retry(change: PayoutChange, *, reason: str) -> None:

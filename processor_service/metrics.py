@@ -8,7 +8,8 @@ PAYOUT_STATUSES = Counter(
 )
 MESSAGES = Counter(
     "payouts_processor_messages_total",
-    "Consumed messages by result: applied, duplicate, no_change, retried, dead_lettered",
+    "Consumed messages by result: applied, duplicate, no_change, retried, dead_lettered, "
+    "batch_failed (then run alone)",
     ["queue", "result"],
 )
 OUTBOX_PUBLISHED = Counter("payouts_outbox_published_total", "Outbox rows published and confirmed")

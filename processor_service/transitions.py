@@ -2,10 +2,11 @@
 
 A consumed message's transitions are collected on a PayoutChange: each is checked against the
 status it starts from and applied to the locked payout in memory, with its status event (the
-payout as it was at that change). `PayoutChange.write` then stores them all in the caller's
-transaction: one guarded UPDATE of the payout row, the events and commands in two multi-row
-INSERTs, and the ledger postings last, so the merchant's balance row is locked only from its
-UPDATE to the commit. A transition whose expected status is gone raises StaleTransition.
+payout as it was at that change). `write_changes` then stores them, one change or a batch's
+changes, in the caller's transaction: one guarded UPDATE per payout row, the events and commands
+of them all in two multi-row INSERTs, and the ledger postings last, so the merchants' balance
+rows are locked only from their UPDATEs to the commit. A transition whose expected status is
+gone raises StaleTransition.
 A transition that returns money to available (FAILED, REVERSED) then starts the merchant's
 QUEUED payouts it covers (contracts/payout_queue.py), in the same transaction.
 
@@ -16,7 +17,7 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 import functools
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Update, bindparam, update
@@ -28,16 +29,18 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
-from contracts.payout_events import Announcements
+from contracts.payout_events import Announcements, write_announcements
 from contracts.payout_queue import start_queued_payouts
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
 
-Posting = Callable[..., Awaitable[None]]
+# The postings of a payout's hold, in the order they are written: one change may post its
+# payout out and reverse it (two PSP outcomes applied together), never the other way round.
+POSTING_ORDER = (ledger.PAYOUT, ledger.RELEASE, ledger.REVERSAL)
 
 # Postings that put money back into the merchant's available balance: a released hold (FAILED)
 # and a reversal. After them, the merchant's queued payouts may start.
-FUNDS_RETURNING: frozenset[Posting] = frozenset({ledger.release_hold, ledger.reverse_payout})
+FUNDS_RETURNING = frozenset({ledger.RELEASE, ledger.REVERSAL})
 
 
 class StaleTransition(Exception):
@@ -64,7 +67,7 @@ class PayoutChange:
         self.announcements = Announcements(correlation_id)
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
-        self._postings: list[Posting] = []
+        self.postings: list[ledger.Posting] = []
 
     def move(
         self, *, allowed_from: Collection[PayoutStatus], to: PayoutStatus, **changes: Any
@@ -80,44 +83,64 @@ class PayoutChange:
             set_committed_value(self.payout, name, value)
         self._values.update(values)
 
-    def post(self, posting: Posting) -> None:
+    def post(self, posting: ledger.Posting) -> None:
         """A ledger posting of the payout's current hold, written last."""
-        self._postings.append(posting)
+        self.postings.append(posting)
 
     @property
     def changed(self) -> bool:
         return bool(self._values)
 
     async def write(self, session: AsyncSession) -> None:
-        if self._values:
-            result = cast(
-                CursorResult[Any],
-                await session.execute(
-                    _guarded_update(frozenset(self._values)),
-                    {f"v_{name}": value for name, value in self._values.items()}
-                    | {"b_id": self.payout.id, "b_loaded_status": self._loaded_status},
-                ),
-            )
-            if result.rowcount != 1:
-                raise StaleTransition(f"{self.payout.id}: changed concurrently")
-        await self.announcements.write(session)
-        for posting in self._postings:
-            await posting(
-                session,
-                merchant_id=self.payout.merchant_id,
-                payout_id=self.payout.id,
-                hold_cycle=self.payout.hold_cycle,
-                amount=self.payout.amount,
-            )
-        if any(posting in FUNDS_RETURNING for posting in self._postings):
-            # Money is back in available and this transaction holds the balance row (the
-            # queue's lock, contracts/payout_queue.py): the merchant's queued payouts it covers
-            # start now, in the same transaction.
-            await start_queued_payouts(
-                session,
-                merchant_id=self.payout.merchant_id,
-                correlation_id=self.announcements.correlation_id,
-            )
+        await write_changes(session, [self])
+
+    async def write_row(self, session: AsyncSession) -> None:
+        """The guarded UPDATE of the payout row, if anything changed."""
+        if not self._values:
+            return
+        result = cast(
+            CursorResult[Any],
+            await session.execute(
+                _guarded_update(frozenset(self._values)),
+                {f"v_{name}": value for name, value in self._values.items()}
+                | {"b_id": self.payout.id, "b_loaded_status": self._loaded_status},
+            ),
+        )
+        if result.rowcount != 1:
+            raise StaleTransition(f"{self.payout.id}: changed concurrently")
+
+    def entry(self) -> ledger.Entry:
+        """The payout's current hold, as a ledger entry."""
+        payout = self.payout
+        return ledger.Entry(payout.merchant_id, payout.id, payout.hold_cycle, payout.amount)
+
+
+async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) -> None:
+    """The changes of one transaction (of one payout each): their rows, then their events and
+    commands together, then all their postings at once (`ledger.post_many`), then the queued
+    payouts of every merchant that got money back."""
+    for change in changes:
+        await change.write_row(session)
+    await write_announcements(session, [change.announcements for change in changes])
+    postings = [
+        (posting, change.entry())
+        for posting in POSTING_ORDER
+        for change in changes
+        if posting in change.postings
+    ]
+    await ledger.post_many(session, postings)
+    # Money is back in available and this transaction holds the balance rows (the queue's lock,
+    # contracts/payout_queue.py): the merchants' queued payouts it covers start now, in the same
+    # transaction.
+    funded = {
+        change.payout.merchant_id: change.announcements.correlation_id
+        for change in reversed(changes)
+        if FUNDS_RETURNING.intersection(change.postings)
+    }
+    for merchant_id in sorted(funded):
+        await start_queued_payouts(
+            session, merchant_id=merchant_id, correlation_id=funded[merchant_id]
+        )
 
 
 def start_processing(change: PayoutChange) -> None:
@@ -143,7 +166,7 @@ def succeed(change: PayoutChange, *, psp_reference: str | None) -> None:
         failure_reason=None,
         processed_at=utcnow(),
     )
-    change.post(ledger.post_hold)
+    change.post(ledger.PAYOUT)
 
 
 def fail(change: PayoutChange, *, failure_code: str, reason: str) -> None:
@@ -155,7 +178,7 @@ def fail(change: PayoutChange, *, failure_code: str, reason: str) -> None:
         failure_reason=reason,
         processed_at=utcnow(),
     )
-    change.post(ledger.release_hold)
+    change.post(ledger.RELEASE)
 
 
 def reverse(change: PayoutChange) -> None:
@@ -165,7 +188,7 @@ def reverse(change: PayoutChange) -> None:
         to=PayoutStatus.REVERSED,
         failure_reason="Returned by the beneficiary bank",
     )
-    change.post(ledger.reverse_payout)
+    change.post(ledger.REVERSAL)
 
 
 def await_psp(change: PayoutChange) -> None:

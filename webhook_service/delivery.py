@@ -41,13 +41,13 @@ from enum import StrEnum
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from contracts.batching import MicroBatcher
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind
 from contracts.webhook_signing import webhook_headers
 from contracts.webhooks import DeliveryStatus
 from contracts.wire import dumps
-from webhook_service.batching import MicroBatcher
 from webhook_service.chaos import (
     HOLDS,
     INJECTED_FAILURE_ERROR,

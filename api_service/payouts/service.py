@@ -112,9 +112,6 @@ async def store_new_payouts(
         announcements.event(payout, EventType.CREATED)
         announcements.process(payout)
     await announcements.write(session)
-    if len(payouts) == 1:
-        await _hold(session, payouts[0])  # three statements, where hold_many needs five
-        return
     try:
         await ledger.hold_many(
             session,

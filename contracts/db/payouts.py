@@ -1,6 +1,7 @@
 """Loading a payout: the one query every service uses (merchant-scoped where a merchant asks)."""
 
 import functools
+from collections.abc import Sequence
 
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,15 @@ async def load_payout(
     parameters = {"b_payout": payout_id} | ({"b_merchant": merchant_id} if scoped else {})
     payout: Payout | None = await session.scalar(_query(scoped=scoped, lock=lock), parameters)
     return payout
+
+
+async def load_payouts(session: AsyncSession, payout_ids: Sequence[str]) -> dict[str, Payout]:
+    """The payouts that exist among `payout_ids`, by id, their rows locked (in id order, as every
+    batch takes them) until the transaction ends."""
+    payouts = await session.scalars(
+        select(Payout).where(Payout.id.in_(set(payout_ids))).order_by(Payout.id).with_for_update()
+    )
+    return {payout.id: payout for payout in payouts}
 
 
 @functools.cache

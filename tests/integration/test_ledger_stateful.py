@@ -1,10 +1,11 @@
 """The ledger under random sequences of every money operation, against the real MariaDB.
 
 A hypothesis state machine creates payouts (the API's create path), processes them (the
-processor's transitions), settles them by IPN, reinitiates, reverses and tops up, each step in its
-own transaction, and keeps a model of the merchant's available and held balances and of every
-payout's status. After each step every ledger invariant of the contract is checked, and an
-operation the model says is illegal must raise its named error and change nothing.
+processor's transitions, one payout at a time or a batch together), settles them by IPN,
+reinitiates, reverses and tops up, each step in its own transaction, and keeps a model of the
+merchant's available and held balances and of every payout's status. After each step every
+ledger invariant of the contract is checked, and an operation the model says is illegal must
+raise its named error and change nothing.
 
 Hypothesis drives the machine synchronously, so it runs in a worker thread and hands each
 database coroutine to the test's event loop (where the engine's connections live).
@@ -47,6 +48,7 @@ from contracts.db.models import (
     Payout,
     PayoutEvent,
 )
+from contracts.db.payouts import load_payouts
 from contracts.domain.money import format_amount
 from contracts.domain.statuses import AWAITING_PSP_DECISION, TERMINAL_STATUSES, PayoutStatus
 from contracts.reconcile import reconcile
@@ -252,6 +254,9 @@ class LedgerMachine(RuleBasedStateMachine):
         payout_id = data.draw(st.sampled_from(candidates), label="payout")
         return payout_id, self.model[payout_id]
 
+    def awaiting_processing(self) -> list[str]:
+        return [key for key, payout in self.model.items() if payout.status in AWAITING_PROCESSING]
+
     def settle_in_model(self, payout: ModelPayout, status: PayoutStatus) -> None:
         """Money moves the contract prescribes for reaching `status`."""
         if status is PayoutStatus.SUCCESS:
@@ -327,6 +332,31 @@ class LedgerMachine(RuleBasedStateMachine):
 
         if self.perform(payout.status in AWAITING_PROCESSING, StaleTransition, work):
             self.settle_in_model(payout, step.value)
+
+    @precondition(lambda machine: len(machine.awaiting_processing()) >= 2)
+    @rule(data=st.data())
+    def process_together(self, data: st.DataObject) -> None:
+        """A batch of processor attempts (a batch of commands): several payouts locked at once,
+        each started and given its outcome, all written together in one transaction."""
+        ids = data.draw(
+            st.lists(st.sampled_from(self.awaiting_processing()), min_size=2, unique=True),
+            label="payouts",
+        )
+        steps = [data.draw(st.sampled_from(Step), label="step") for _ in ids]
+
+        async def work(session: AsyncSession) -> None:
+            payouts = await load_payouts(session, ids)
+            changes = []
+            for payout_id, step in zip(ids, steps, strict=True):
+                change = PayoutChange(payouts[payout_id], correlation_id=None)
+                transitions.start_processing(change)
+                apply_step(change, step)
+                changes.append(change)
+            await transitions.write_changes(session, changes)
+
+        self.in_transaction(work)
+        for payout_id, step in zip(ids, steps, strict=True):
+            self.settle_in_model(self.model[payout_id], step.value)
 
     @has_payouts
     @rule(data=st.data(), step=st.sampled_from(Step))

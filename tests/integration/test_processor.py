@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import delete, func, select
 
 from cli.merchants import NewMerchant, create_merchant
@@ -38,12 +37,11 @@ from contracts.topology import (
     PROCESS_PAYOUT_KEY,
     PSP_OUTCOMES,
     RETRY_COUNT_HEADER,
-    WorkQueue,
     declare_topology_at,
 )
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
-from tests.support.amqp import RabbitClient, consistently, eventually
+from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
 
 OPENING_BALANCE = Decimal("1000000.00")
@@ -408,29 +406,6 @@ async def test_redelivered_command_is_applied_once(
             .where(ProcessedMessage.message_id == str(command.id))
         )
     assert inbox_rows == 0
-
-
-async def dead_letters(
-    rabbit: RabbitClient, message_ids: set[str], queue: WorkQueue = PAYOUT_COMMANDS
-) -> dict[str, AbstractIncomingMessage]:
-    """Wait until every message in `message_ids` is in `queue`'s dead-letter queue."""
-    found: dict[str, AbstractIncomingMessage] = {}
-
-    async def all_there() -> dict[str, AbstractIncomingMessage]:
-        for message in await rabbit.take(queue.dead_letter_queue):
-            found[str(message.message_id)] = message
-        assert message_ids <= set(found), f"missing {message_ids - set(found)}"
-        return found
-
-    return await eventually(all_there)
-
-
-async def publish_command(rabbit: RabbitClient, body: bytes) -> str:
-    message_id = f"test-{uuid.uuid4().hex}"
-    await rabbit.publish(
-        body, exchange=COMMANDS_EXCHANGE, routing_key=PROCESS_PAYOUT_KEY, message_id=message_id
-    )
-    return message_id
 
 
 async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(

@@ -3,13 +3,10 @@ someone adds a round trip to the hot path (`make bench` measures the whole pipel
 
 import httpx
 
-from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
-from contracts.messages import ProcessPayout
-from contracts.topology import PROCESS_PAYOUT_KEY
-from processor_service.handlers import Context, process_payout
+from processor_service.handlers import Context, process_payout, process_payouts
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import create_payout, outbox_for_payout
+from tests.support.api_helpers import create_payout, new_payout_command
 from tests.support.statements import counting_statements, statements_built
 
 # The idempotency key (carrying the answer); payout; its event; its two outbox messages; the HOLD
@@ -60,7 +57,7 @@ async def test_processing_to_success_is_one_update_of_the_payout_and_seven_state
 ) -> None:
     """No relay runs in this module: the test hands the create's command to the handler."""
     merchant = await make_merchant()
-    command = await process_command(api_client, sessions, merchant)
+    command = await new_payout_command(api_client, sessions, merchant)
 
     with counting_statements() as counted:
         async with transaction(sessions) as session:
@@ -78,7 +75,7 @@ async def test_processing_builds_no_statement_of_its_own(
 ) -> None:
     """As a create (above): the processor's statements are built once per process."""
     merchant = await make_merchant()
-    first, second = [await process_command(api_client, sessions, merchant) for _ in range(2)]
+    first, second = [await new_payout_command(api_client, sessions, merchant) for _ in range(2)]
     async with transaction(sessions) as session:
         await process_payout(session, first, Context(None, retry_delay_ms=1000))
 
@@ -89,14 +86,30 @@ async def test_processing_builds_no_statement_of_its_own(
     assert built == []
 
 
-async def process_command(
-    api_client: httpx.AsyncClient, sessions: SessionFactory, merchant: NewMerchant
-) -> ProcessPayout:
-    """The command a new payout's create sent the processor."""
-    created = await create_payout(api_client, merchant)
-    [command] = [
-        ProcessPayout.model_validate_json(row.body)
-        for row in await outbox_for_payout(sessions, created["id"])
-        if row.routing_key == PROCESS_PAYOUT_KEY
+async def test_a_batch_of_commands_costs_one_update_per_payout_and_a_few_for_all(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Eight payouts of two merchants to SUCCESS in one transaction: the payouts locked in one
+    query; one guarded UPDATE each; their events and their messages in one INSERT each; the
+    PAYOUT journals, read back; one balance UPDATE per merchant; the balances read back; every
+    line in one INSERT. The balance rows are locked from their UPDATEs to the commit only."""
+    merchants = [await make_merchant(), await make_merchant()]
+    commands = [await new_payout_command(api_client, sessions, merchants[n % 2]) for n in range(8)]
+    context = Context(None, retry_delay_ms=1000)
+
+    with counting_statements() as counted:
+        async with transaction(sessions) as session:
+            statuses = await process_payouts(session, [(c, context) for c in commands])
+
+    assert statuses == ["SUCCESS"] * 8
+    assert len(counted.statements) <= 8 + 2 + 7, "\n".join(counted.statements)
+    assert counted.commits == 1
+    balance_updates = [sql for sql in counted.statements if sql.startswith("UPDATE balances")]
+    assert len(balance_updates) == 2
+    after_first = counted.statements[counted.statements.index(balance_updates[0]) :]
+    assert [sql.split()[0:3] for sql in after_first] == [
+        ["UPDATE", "balances", "SET"],
+        ["UPDATE", "balances", "SET"],
+        ["SELECT", "balances.merchant_id,", "balances.available,"],
+        ["INSERT", "INTO", "ledger_lines"],
     ]
-    return command

@@ -1,6 +1,6 @@
-"""RabbitMQ and polling helpers for integration tests: publish raw messages, take or count the
-messages of a queue by name, bind a probe queue of our own, and wait with a deadline (never a
-blind sleep)."""
+"""RabbitMQ and polling helpers for integration tests: publish raw messages (a payout command
+among them), take or count the messages of a queue by name, bind a probe queue of our own, wait
+for dead letters, and wait with a deadline (never a blind sleep)."""
 
 import asyncio
 import time
@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from contracts.topology import DEFAULT_EXCHANGE
+from contracts.topology import (
+    COMMANDS_EXCHANGE,
+    DEFAULT_EXCHANGE,
+    PAYOUT_COMMANDS,
+    PROCESS_PAYOUT_KEY,
+    WorkQueue,
+)
 
 T = TypeVar("T")
 
@@ -119,3 +125,26 @@ async def consistently(
         await check()
         await asyncio.sleep(interval)
     await check()
+
+
+async def dead_letters(
+    rabbit: RabbitClient, message_ids: set[str], queue: WorkQueue = PAYOUT_COMMANDS
+) -> dict[str, AbstractIncomingMessage]:
+    """Wait until every message in `message_ids` is in `queue`'s dead-letter queue."""
+    found: dict[str, AbstractIncomingMessage] = {}
+
+    async def all_there() -> dict[str, AbstractIncomingMessage]:
+        for message in await rabbit.take(queue.dead_letter_queue):
+            found[str(message.message_id)] = message
+        assert message_ids <= set(found), f"missing {message_ids - set(found)}"
+        return found
+
+    return await eventually(all_there)
+
+
+async def publish_command(rabbit: RabbitClient, body: bytes) -> str:
+    message_id = f"test-{uuid.uuid4().hex}"
+    await rabbit.publish(
+        body, exchange=COMMANDS_EXCHANGE, routing_key=PROCESS_PAYOUT_KEY, message_id=message_id
+    )
+    return message_id

@@ -25,7 +25,8 @@ from contracts.db.models import (
     PspCallback,
 )
 from contracts.domain.statuses import PayoutStatus
-from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER
+from contracts.messages import ProcessPayout
+from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, PROCESS_PAYOUT_KEY
 
 API = "/api/v1"
 MONEY = re.compile(r"^\d+\.\d{2}$")
@@ -176,6 +177,20 @@ async def footprint(sessions: SessionFactory, merchant_id: str) -> Footprint:
                 .where(Payout.merchant_id == merchant_id)
             ),
         )
+
+
+async def new_payout_command(
+    client: httpx.AsyncClient, sessions: SessionFactory, merchant: NewMerchant, **overrides: Any
+) -> ProcessPayout:
+    """A new payout's ProcessPayout command, as its create wrote it to the outbox (for tests in
+    which no relay runs: they hand it to the processor's handlers)."""
+    created = await create_payout(client, merchant, **overrides)
+    [command] = [
+        ProcessPayout.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, created["id"])
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+    return command
 
 
 async def outbox_for_payout(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:

@@ -1,9 +1,12 @@
 """Micro-batching: each caller submits one item and awaits its own result, while one worker hands
 the items that arrived within a short window (or up to a maximum count) to a batch function.
 
-The worker runs one batch at a time: under load the next batch gathers while the current one is
-in the database, so the statements per item fall as the load rises, and a batcher never holds
-more than one database connection.
+Each worker runs one batch at a time: under load the next batch gathers while the current ones
+are in the database, so the statements per item fall as the load rises, and a batcher never
+holds more database connections than it has workers. The webhook service batches its leases and
+its attempt records this way (one worker each); the processor, its payout commands (two workers:
+a batch waiting for a merchant's balance row, which each create takes too, does not stop the
+next one).
 """
 
 import asyncio
@@ -33,32 +36,38 @@ class MicroBatcher(Generic[T, R]):
         *,
         window_seconds: float,
         max_size: int,
+        workers: int = 1,
     ) -> None:
-        if max_size < 1:
-            raise ValueError("a batch holds at least one item")
+        if max_size < 1 or workers < 1:
+            raise ValueError("a batch holds at least one item, and one worker runs it")
         self.handle = handle
         self.window_seconds = window_seconds
         self.max_size = max_size
+        self.workers = workers
         self._waiting: asyncio.Queue[_Submitted[T, R]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
 
     async def submit(self, item: T) -> R:
         loop = asyncio.get_running_loop()
-        if self._worker is None:
-            # An empty context: the worker serves every caller, so it must not carry the log
+        if not self._workers:
+            # An empty context: a worker serves every caller, so it must not carry the log
             # context (payout, merchant) of the first one.
-            self._worker = loop.create_task(self._run(), context=contextvars.Context())
+            self._workers = [
+                loop.create_task(self._run(), context=contextvars.Context())
+                for _ in range(self.workers)
+            ]
         result: asyncio.Future[R] = loop.create_future()
         self._waiting.put_nowait(_Submitted(item, result, loop.time()))
         return await result
 
     async def aclose(self) -> None:
-        """Stop the worker; call it once no caller waits any more."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop the workers; call it once no caller waits any more."""
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
             with suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await worker
+        self._workers = []
 
     async def _run(self) -> None:
         while True:

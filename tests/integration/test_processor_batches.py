@@ -1,0 +1,250 @@
+"""Payout commands run in batches (handlers.process_payouts, processor_service.payout_commands),
+against the real MariaDB and RabbitMQ: each payout of a batch ends as it would alone, every
+ledger line carries the balance after its own journal, a copy in the same batch changes nothing,
+and a batch that fails writes nothing, its commands then running one by one."""
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout, PayoutEvent
+from contracts.domain.statuses import PayoutStatus
+from contracts.messages import ProcessPayout
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
+from processor_service.app import create_processor
+from processor_service.handlers import Context, UnknownPayout, process_payouts
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient, dead_letters, eventually, publish_command
+from tests.support.api_helpers import new_payout_command
+
+CONTEXT = Context(None, retry_delay_ms=1000)
+OPENING = Decimal("1000000.00")
+# Long enough that every command a test publishes at once lands in one batch.
+BATCH_WINDOW_SECONDS = 0.5
+
+
+def account(suffix: str) -> str:
+    """A wallet account number whose last four digits choose the scenario."""
+    return f"0300123{suffix}"
+
+
+async def commands_of(
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    payouts: list[tuple[NewMerchant, str, str]],
+) -> list[ProcessPayout]:
+    """(merchant, account suffix, amount) -> the new payout's command."""
+    return [
+        await new_payout_command(
+            client, sessions, merchant, accountNumber=account(suffix), amount=amount
+        )
+        for merchant, suffix, amount in payouts
+    ]
+
+
+async def test_each_payout_of_a_batch_ends_as_it_would_alone(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    first, second = await make_merchant(), await make_merchant()
+    batch = [
+        (first, "0001", "100.00", PayoutStatus.SUCCESS),
+        (second, "0003", "250.50", PayoutStatus.FAILED),
+        (first, "0004", "75.25", PayoutStatus.PENDING),
+        (second, "0002", "10.00", PayoutStatus.RETRY),
+        (first, "0005", "20.00", PayoutStatus.ON_HOLD),
+        (second, "7777", "300.00", PayoutStatus.SUCCESS),
+        (first, "0003", "40.00", PayoutStatus.FAILED),
+        (second, "0001", "1.99", PayoutStatus.SUCCESS),
+        (first, "0001", "5.00", PayoutStatus.SUCCESS),
+    ]
+    commands = await commands_of(api_client, sessions, [row[:3] for row in batch])
+
+    async with transaction(sessions) as session:
+        statuses = await process_payouts(session, [(command, CONTEXT) for command in commands])
+
+    assert statuses == [status for *_, status in batch]
+    async with sessions() as session:
+        stored = await session.execute(
+            select(Payout.id, Payout.status).where(Payout.id.in_(c.payout_id for c in commands))
+        )
+        assert dict(stored.tuples().all()) == {
+            command.payout_id: status.value
+            for command, (*_, status) in zip(commands, batch, strict=True)
+        }
+        assert await reconcile(session) == []
+    for merchant in (first, second):
+        paid = sum(Decimal(amount) for m, _, amount, s in batch if m is merchant and not_failed(s))
+        held = sum(Decimal(amount) for m, _, amount, s in batch if m is merchant and waits(s))
+        assert await balance_of(sessions, merchant) == (OPENING - paid, held)
+        await assert_lines_carry_their_balance(sessions, merchant)
+
+
+def not_failed(status: PayoutStatus) -> bool:
+    return status is not PayoutStatus.FAILED
+
+
+def waits(status: PayoutStatus) -> bool:
+    """Still held: not paid out, not released."""
+    return status not in (PayoutStatus.SUCCESS, PayoutStatus.FAILED)
+
+
+async def test_a_copy_of_a_command_in_the_same_batch_changes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    [command] = await commands_of(api_client, sessions, [(merchant, "0001", "100.00")])
+
+    async with transaction(sessions) as session:
+        statuses = await process_payouts(session, [(command, CONTEXT), (command, CONTEXT)])
+
+    assert statuses == [PayoutStatus.SUCCESS, None]
+    async with sessions() as session:
+        journals = await session.scalars(
+            select(LedgerJournal.kind).where(LedgerJournal.payout_id == command.payout_id)
+        )
+        assert sorted(journals) == ["HOLD", "PAYOUT"]
+        events = await session.scalar(
+            select(func.count()).where(PayoutEvent.payout_id == command.payout_id)
+        )
+        assert events == 3  # created, processing, succeeded
+    assert await balance_of(sessions, merchant) == (OPENING - Decimal("100.00"), Decimal(0))
+
+
+async def test_a_batch_with_an_unknown_payout_writes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    [known] = await commands_of(api_client, sessions, [(merchant, "0001", "100.00")])
+    unknown = ProcessPayout(
+        payout_id=str(uuid.uuid4()), merchant_id=merchant.merchant_id, attempt=0, hold_cycle=1
+    )
+
+    with pytest.raises(UnknownPayout):
+        async with transaction(sessions) as session:
+            await process_payouts(session, [(known, CONTEXT), (unknown, CONTEXT)])
+
+    async with sessions() as session:
+        assert (
+            await session.scalar(select(Payout.status).where(Payout.id == known.payout_id))
+            == PayoutStatus.PENDING.value
+        )
+    assert await balance_of(sessions, merchant) == (
+        OPENING - Decimal("100.00"),
+        Decimal("100.00"),
+    )
+
+
+@pytest.fixture(scope="module")
+async def processor(settings: Settings) -> AsyncIterator[None]:
+    """The processor in this process, its batch window long enough to gather a test's burst.
+    No relay: the tests publish the commands themselves."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    gathering = settings.model_copy(
+        update={
+            "processor_batch_window_seconds": BATCH_WINDOW_SECONDS,
+            "processor_max_handler_retries": 0,
+        }
+    )
+    async with create_processor(gathering):
+        yield
+
+
+async def test_a_failed_batch_runs_its_commands_one_by_one(
+    processor: None,
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+) -> None:
+    """An unknown payout fails its batch: it alone is dead-lettered, the others are applied."""
+    first, second = await make_merchant(), await make_merchant()
+    commands = await commands_of(
+        api_client,
+        sessions,
+        [(first, "0001", "10.00"), (second, "0003", "20.00"), (first, "7777", "30.00")],
+    )
+    unknown = ProcessPayout(
+        payout_id=str(uuid.uuid4()), merchant_id=first.merchant_id, attempt=0, hold_cycle=1
+    )
+    failed_before = batch_failures()
+
+    message_ids = await asyncio.gather(
+        *(publish_command(rabbit, command.to_json()) for command in [*commands, unknown])
+    )
+
+    dead = await dead_letters(rabbit, {message_ids[-1]})
+    assert str((dead[message_ids[-1]].headers or {})[LAST_ERROR_HEADER]).startswith(
+        "unknown payout"
+    )
+
+    async def applied() -> None:
+        async with sessions() as session:
+            stored = await session.scalars(
+                select(Payout.status)
+                .where(Payout.id.in_(c.payout_id for c in commands))
+                .order_by(Payout.amount)
+            )
+            assert list(stored) == ["SUCCESS", "FAILED", "SUCCESS"]
+
+    await eventually(applied)
+    assert batch_failures() == failed_before + 4
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+def batch_failures() -> float:
+    value = REGISTRY.get_sample_value(
+        "payouts_processor_messages_total",
+        {"queue": PAYOUT_COMMANDS.name, "result": "batch_failed"},
+    )
+    return value or 0.0
+
+
+async def balance_of(sessions: SessionFactory, merchant: NewMerchant) -> tuple[Decimal, Decimal]:
+    """(available, held)"""
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(Balance.available, Balance.held).where(
+                    Balance.merchant_id == merchant.merchant_id
+                )
+            )
+        ).one()
+    return row.available, row.held
+
+
+async def assert_lines_carry_their_balance(sessions: SessionFactory, merchant: NewMerchant) -> None:
+    """Walking the merchant's lines in order, each journal's lines show the balance it left."""
+    async with sessions() as session:
+        lines = list(
+            await session.scalars(
+                select(LedgerLine)
+                .where(LedgerLine.merchant_id == merchant.merchant_id)
+                .order_by(LedgerLine.id)
+            )
+        )
+    available = held = Decimal(0)
+    for journal_id, group in itertools.groupby(lines, key=lambda line: line.journal_id):
+        journal_lines = list(group)
+        for line in journal_lines:
+            if line.account == "AVAILABLE":
+                available += line.amount
+            else:
+                held += line.amount
+        for line in journal_lines:
+            assert (line.balance_after, line.available_after) == (available + held, available), (
+                journal_id
+            )
