@@ -368,6 +368,17 @@ _MOVE_BALANCE = (
 )
 
 
+_JOURNAL_IDS = select(
+    LedgerJournal.payout_id, LedgerJournal.hold_cycle, LedgerJournal.kind, LedgerJournal.id
+).where(
+    LedgerJournal.payout_id.in_(bindparam("b_payouts", expanding=True)),
+    LedgerJournal.kind.in_(bindparam("b_kinds", expanding=True)),
+)
+_BALANCES_OF = select(_BALANCES.c.merchant_id, _BALANCES.c.available, _BALANCES.c.held).where(
+    _BALANCES.c.merchant_id.in_(bindparam("b_merchants", expanding=True))
+)
+
+
 async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Entry]]) -> None:
     """Each posting of its entry's hold, as if posted one by one in this order, in five
     statements and one more per merchant beyond the first: the journals; their ids; each
@@ -468,12 +479,11 @@ async def _journal_ids(
 ) -> dict[tuple[str, int, str], int]:
     """(payout, hold cycle, kind) -> its journal's id (a unique key)."""
     rows = await session.execute(
-        select(
-            LedgerJournal.payout_id, LedgerJournal.hold_cycle, LedgerJournal.kind, LedgerJournal.id
-        ).where(
-            LedgerJournal.payout_id.in_({entry.payout_id for _, entry in postings}),
-            LedgerJournal.kind.in_({posting.kind.value for posting, _ in postings}),
-        )
+        _JOURNAL_IDS,
+        {
+            "b_payouts": sorted({entry.payout_id for _, entry in postings}),
+            "b_kinds": sorted({posting.kind.value for posting, _ in postings}),
+        },
     )
     return {
         (payout_id, hold_cycle, kind): journal_id
@@ -483,11 +493,7 @@ async def _journal_ids(
 
 
 async def _balances(session: AsyncSession, merchant_ids: Sequence[str]) -> dict[str, _Balance]:
-    rows = await session.execute(
-        select(Balance.merchant_id, Balance.available, Balance.held).where(
-            Balance.merchant_id.in_(merchant_ids)
-        )
-    )
+    rows = await session.execute(_BALANCES_OF, {"b_merchants": list(merchant_ids)})
     return {
         merchant_id: _Balance(available, held) for merchant_id, available, held in rows.tuples()
     }

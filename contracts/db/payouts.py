@@ -22,10 +22,16 @@ async def load_payout(
 async def load_payouts(session: AsyncSession, payout_ids: Sequence[str]) -> dict[str, Payout]:
     """The payouts that exist among `payout_ids`, by id, their rows locked (in id order, as every
     batch takes them) until the transaction ends."""
-    payouts = await session.scalars(
-        select(Payout).where(Payout.id.in_(set(payout_ids))).order_by(Payout.id).with_for_update()
-    )
+    payouts = await session.scalars(_LOCK_MANY, {"b_payouts": sorted(set(payout_ids))})
     return {payout.id: payout for payout in payouts}
+
+
+_LOCK_MANY = (
+    select(Payout)
+    .where(Payout.id.in_(bindparam("b_payouts", expanding=True)))
+    .order_by(Payout.id)
+    .with_for_update()
+)
 
 
 @functools.cache

@@ -113,3 +113,23 @@ async def test_a_batch_of_commands_costs_one_update_per_payout_and_a_few_for_all
         ["SELECT", "balances.merchant_id,", "balances.available,"],
         ["INSERT", "INTO", "ledger_lines"],
     ]
+
+
+async def test_a_batch_builds_no_statement_of_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """As one command (above), whatever the batch's size: its IN lists expand when it runs."""
+    merchants = [await make_merchant(), await make_merchant()]
+    first, second = [
+        [await new_payout_command(api_client, sessions, merchants[n % 2]) for n in range(size)]
+        for size in (2, 5)
+    ]
+    context = Context(None, retry_delay_ms=1000)
+    async with transaction(sessions) as session:
+        await process_payouts(session, [(command, context) for command in first])
+
+    with statements_built() as built:
+        async with transaction(sessions) as session:
+            await process_payouts(session, [(command, context) for command in second])
+
+    assert built == []
