@@ -17,7 +17,6 @@ from sqlalchemy import (
     CursorResult,
     Insert,
     Select,
-    Update,
     bindparam,
     insert,
     literal,
@@ -78,6 +77,39 @@ _LINES = insert(table_of(LedgerLine))
 _COLUMN = {Account.AVAILABLE: _BALANCES.c.available, Account.HELD: _BALANCES.c.held}
 
 
+@dataclass(frozen=True)
+class _Balance:
+    available: Decimal = Decimal(0)
+    held: Decimal = Decimal(0)
+
+    def moved(self, posting: Posting, amount: Decimal) -> "_Balance":
+        """After `posting` of `amount`."""
+        change = {posting.debit: -amount, posting.credit: amount}
+        return _Balance(
+            self.available + change.get(Account.AVAILABLE, Decimal(0)),
+            self.held + change.get(Account.HELD, Decimal(0)),
+        )
+
+
+# The one UPDATE of a merchant's balance: both accounts moved at once by :b_available and
+# :b_held (a posting's, or a batch's share), neither below zero: each debited account covers what
+# is taken from it.
+_MOVE_BALANCE = (
+    update(_BALANCES)
+    .where(
+        _BALANCES.c.merchant_id == bindparam("b_merchant"),
+        _BALANCES.c.available + bindparam("b_available", type_=_BALANCES.c.available.type) >= 0,
+        _BALANCES.c.held + bindparam("b_held", type_=_BALANCES.c.held.type) >= 0,
+    )
+    .values(
+        available=_BALANCES.c.available + bindparam("b_available"),
+        held=_BALANCES.c.held + bindparam("b_held"),
+        version=_BALANCES.c.version + 1,
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 async def post(
     session: AsyncSession,
     posting: Posting,
@@ -92,12 +124,12 @@ async def post(
     Three statements: the journal, then the balance row's one conditional UPDATE (it takes the
     row lock: from here to the caller's COMMIT other postings of this merchant wait), then the
     lines, which read the balance they leave behind from the row this transaction holds. The
-    statements are built once per posting and compiled once (bind parameters `b_*` only)."""
+    statements are built and compiled once (bind parameters `b_*` only)."""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
     journal_id = await _journal(session, posting, merchant_id, payout_id, hold_cycle, now)
-    await _move_balance(session, posting, merchant_id, amount, now)
+    await _move_balance(session, merchant_id, _Balance().moved(posting, amount), now)
     await _lines(session, posting, journal_id, merchant_id, amount, now)
 
 
@@ -141,26 +173,6 @@ async def _lines(
 
 
 @cache
-def _balance_statement(posting: Posting) -> Update:
-    """UPDATE balances: debit and credit by :b_amount, only where the debited account covers it."""
-    amount = bindparam("b_amount", type_=_BALANCES.c.available.type)
-    changes = {posting.debit: -amount, posting.credit: amount}
-    values = {
-        _COLUMN[account].key: _COLUMN[account] + delta
-        for account, delta in changes.items()
-        if account in _COLUMN
-    }
-    statement = (
-        update(_BALANCES)
-        .where(_BALANCES.c.merchant_id == bindparam("b_merchant"))
-        .values(**values, version=_BALANCES.c.version + 1, updated_at=bindparam("b_now"))
-    )
-    if posting.debit in _COLUMN:
-        statement = statement.where(_COLUMN[posting.debit] >= amount)
-    return statement
-
-
-@cache
 def _lines_statement(posting: Posting) -> Insert:
     """INSERT ledger_lines ... SELECT: the debit and the credit line of a journal, each reading the
     balance it leaves from the balance row this transaction has just updated (and holds); the
@@ -194,17 +206,30 @@ def _lines_statement(posting: Posting) -> Insert:
 
 
 async def _move_balance(
-    session: AsyncSession, posting: Posting, merchant_id: str, amount: Decimal, now: datetime
+    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
 ) -> None:
+    """The merchant's balance moved by `share`; UnknownMerchantBalance or InsufficientBalance when
+    it did not move."""
+    if not await _balance_moved(session, merchant_id, share, now):
+        await _refuse(session, merchant_id)
+
+
+async def _balance_moved(
+    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
+) -> bool:
     result = cast(
         CursorResult[Any],
         await session.execute(
-            _balance_statement(posting),
-            {"b_merchant": merchant_id, "b_amount": amount, "b_now": now},
+            _MOVE_BALANCE,
+            {
+                "b_merchant": merchant_id,
+                "b_available": share.available,
+                "b_held": share.held,
+                "b_now": now,
+            },
         ),
     )
-    if result.rowcount != 1:
-        await _refuse(session, merchant_id)
+    return bool(result.rowcount == 1)
 
 
 async def _refuse(session: AsyncSession, merchant_id: str) -> None:
@@ -242,14 +267,7 @@ async def try_hold_funds(
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
-    moved = cast(
-        CursorResult[Any],
-        await session.execute(
-            _balance_statement(HOLD),
-            {"b_merchant": merchant_id, "b_amount": amount, "b_now": now},
-        ),
-    )
-    if moved.rowcount != 1:
+    if not await _balance_moved(session, merchant_id, _Balance().moved(HOLD, amount), now):
         return False
     journal_id = await _journal(session, HOLD, merchant_id, payout_id, hold_cycle, now)
     await _lines(session, HOLD, journal_id, merchant_id, amount, now)
@@ -336,38 +354,6 @@ class Entry:
     amount: Decimal
 
 
-@dataclass(frozen=True)
-class _Balance:
-    available: Decimal = Decimal(0)
-    held: Decimal = Decimal(0)
-
-    def moved(self, posting: Posting, amount: Decimal) -> "_Balance":
-        """After `posting` of `amount` (a negative amount: before it)."""
-        change = {posting.debit: -amount, posting.credit: amount}
-        return _Balance(
-            self.available + change.get(Account.AVAILABLE, Decimal(0)),
-            self.held + change.get(Account.HELD, Decimal(0)),
-        )
-
-
-# One merchant's share of a batch: both accounts moved at once, neither below zero (each debited
-# account covers what the batch takes from it; an account only credited stays as it was).
-_MOVE_BALANCE = (
-    update(_BALANCES)
-    .where(
-        _BALANCES.c.merchant_id == bindparam("b_merchant"),
-        _BALANCES.c.available + bindparam("b_available", type_=_BALANCES.c.available.type) >= 0,
-        _BALANCES.c.held + bindparam("b_held", type_=_BALANCES.c.held.type) >= 0,
-    )
-    .values(
-        available=_BALANCES.c.available + bindparam("b_available"),
-        held=_BALANCES.c.held + bindparam("b_held"),
-        version=_BALANCES.c.version + 1,
-        updated_at=bindparam("b_now"),
-    )
-)
-
-
 _JOURNAL_IDS = select(
     LedgerJournal.payout_id, LedgerJournal.hold_cycle, LedgerJournal.kind, LedgerJournal.id
 ).where(
@@ -423,7 +409,7 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
             posting, entry.amount
         )
     for merchant_id in sorted(shares):
-        await _move_balance_by(session, merchant_id, shares[merchant_id], now)
+        await _move_balance(session, merchant_id, shares[merchant_id], now)
     after_all = await _balances(session, list(shares))
     # Back to each balance before the batch, then forward one journal at a time.
     running = {
@@ -453,25 +439,6 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
                 }
             )
     await session.execute(_LINES, lines)
-
-
-async def _move_balance_by(
-    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
-) -> None:
-    result = cast(
-        CursorResult[Any],
-        await session.execute(
-            _MOVE_BALANCE,
-            {
-                "b_merchant": merchant_id,
-                "b_available": share.available,
-                "b_held": share.held,
-                "b_now": now,
-            },
-        ),
-    )
-    if result.rowcount != 1:
-        await _refuse(session, merchant_id)
 
 
 async def _journal_ids(

@@ -87,13 +87,8 @@ async def process_payout(
     timetable: Timetable = DEFAULT_TIMETABLE,
 ) -> PayoutStatus | None:
     """Run the scenario rules on the payout: the status it ends in, None if nothing to do."""
-    payout = await _lock_payout(session, command.payout_id, command.merchant_id)
-    processing = await _plan(session, command, payout, context, timetable)
-    if processing is None:
-        return None
-    await write_actions(session, processing.later)
-    await processing.change.write(session)
-    return processing.status
+    [status] = await process_payouts(session, [(command, context)], timetable)
+    return status
 
 
 async def process_payouts(
@@ -101,10 +96,11 @@ async def process_payouts(
     commands: Sequence[tuple[ProcessPayout, Context]],
     timetable: Timetable = DEFAULT_TIMETABLE,
 ) -> list[PayoutStatus | None]:
-    """`process_payout` for a batch of commands, in one transaction: the payouts locked in one
-    query, each command judged and decided in order against its payout as the commands before
-    it left it (a copy of a command in the same batch finds its attempt made), then everything
-    written together (transitions.write_changes). UnknownPayout if any payout is missing."""
+    """Run the scenario rules for a batch of commands, in one transaction: the payouts locked in
+    one query, each command judged and decided in order against its payout as the commands
+    before it left it (a copy of a command in the same batch finds its attempt made), then
+    everything written together (transitions.write_changes). A status per command, None where
+    there was nothing to do; UnknownPayout if any payout is missing."""
     payouts = await load_payouts(session, [command.payout_id for command, _ in commands])
     plans: list[Processing | None] = []
     for command, context in commands:

@@ -132,11 +132,10 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
     # Money is back in available and this transaction holds the balance rows (the queue's lock,
     # contracts/payout_queue.py): the merchants' queued payouts it covers start now, in the same
     # transaction.
-    funded = {
-        change.payout.merchant_id: change.announcements.correlation_id
-        for change in reversed(changes)
-        if FUNDS_RETURNING.intersection(change.postings)
-    }
+    funded: dict[str, str | None] = {}  # merchant -> the correlation id of its first such change
+    for change in changes:
+        if FUNDS_RETURNING.intersection(change.postings):
+            funded.setdefault(change.payout.merchant_id, change.announcements.correlation_id)
     for merchant_id in sorted(funded):
         await start_queued_payouts(
             session, merchant_id=merchant_id, correlation_id=funded[merchant_id]
