@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.load import CreateResult
 from bench.observe import PayoutOutcome, Receipt
-from bench.sampler import Sample, cpu_share, rss_drift
+from bench.sampler import Sample, core_wait_share, cpu_share, rss_drift
 from bench.stages import StatementCounts, counts_per_payout
 from bench.stats import LatencySummary, per_second, percentile_per_second, rate
 
@@ -185,6 +185,9 @@ def summarize(data: PhaseData) -> dict[str, Any]:
         "problems": problems(data),
         "cpuPercentOfOneCore": {
             name: round(share, 1) for name, share in cpu_share(data.resources).items()
+        },
+        "coreWaitPercent": {
+            name: round(share, 1) for name, share in core_wait_share(data.resources).items()
         },
     }
     if data.webhooks:

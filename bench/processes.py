@@ -1,5 +1,5 @@
 """Helper processes of the benchmark (webhook receiver, trivial app) and what /proc says about
-any process tree: resident memory and CPU time."""
+any process tree: resident memory, CPU time, and time spent runnable but waiting for a core."""
 
 import asyncio
 import os
@@ -110,3 +110,21 @@ def cpu_seconds(pids: Iterable[int]) -> float:
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])
     return ticks / CLOCK_TICKS
+
+
+def core_wait_seconds(pids: Iterable[int], proc: Path = Path("/proc")) -> float:
+    """Time the processes' threads spent runnable but waiting for a core (the run queue's delay,
+    /proc/<pid>/task/<tid>/schedstat's second field, in nanoseconds). A process or thread gone
+    meanwhile counts nothing."""
+    nanoseconds = 0
+    for pid in pids:
+        try:
+            tasks = list((proc / str(pid) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                nanoseconds += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return nanoseconds / 1e9

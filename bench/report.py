@@ -238,6 +238,7 @@ def _scaling(report: dict[str, Any]) -> list[str]:
                 if run is not runs[0]
                 else "baseline",
                 _number(peak["createdToFinalMs"]["p99"]),
+                _number(peak.get("createdToWebhookMs", {}).get("p99")),  # "-" without webhooks
                 "clean"
                 if run["reconcile"] == []
                 else "n/a"
@@ -254,6 +255,7 @@ def _scaling(report: dict[str, Any]) -> list[str]:
             "end-to-end/s",
             "change",
             "created→final p99 ms",
+            "created→webhook p99 ms",
             "reconcile",
         ],
         rows,
@@ -263,14 +265,21 @@ def _scaling(report: dict[str, Any]) -> list[str]:
 def _resources(report: dict[str, Any]) -> list[str]:
     phases = report["runs"][0]["phases"]
     cpu = phases[0]["cpuPercentOfOneCore"]
+    waits = phases[0].get("coreWaitPercent", {})  # reports before it was measured lack it
     lines = [
         "CPU during the baseline's max-throughput phase (% of one core; 200 % = the machine; "
-        "MariaDB and RabbitMQ include anyone else's use of them):",
+        "MariaDB and RabbitMQ include anyone else's use of them), and how long each waited for "
+        "a core (runnable, not running; % of the time, summed over threads). A single-threaded "
+        "service whose two figures add up to about 100 % was runnable all along: the cores, "
+        "shared by every process, were its limit.",
         "",
     ]
     lines += _table(
-        ["process", "CPU %"],
-        [[name, _number(share)] for name, share in sorted(cpu.items(), key=lambda i: -i[1])],
+        ["process", "CPU %", "waiting for a core %"],
+        [
+            [name, _number(share), _number(waits.get(name))]
+            for name, share in sorted(cpu.items(), key=lambda i: -i[1])
+        ],
     )
     counters = phases[0].get("databasePerPayout", {})
     if counters:

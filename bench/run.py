@@ -3,12 +3,12 @@
 1. Recreate the bench database and vhost (never `payouts` or a test's).
 2. The floor: the create request's SQL on plain asyncmy, RabbitMQ round trips with confirms, a
    trivial FastAPI endpoint, each at the same concurrency as the system's run.
-3. For each topology (API workers : processors : relays), start the system (each service as
-   its own MySQL user, so the server counts statements per stage), drive payout creates through
-   the HTTP API with a real webhook receiver, wait for every payout and webhook, and run
-   `reconcile`. The first topology (the baseline) also runs the peak's clients on one merchant
-   (hot merchant), at half its max sustained throughput (latency), a soak at that rate (memory)
-   and a payroll through the batch endpoint.
+3. For each topology (API workers : processors : relays [: webhook services]), start the
+   system (each service as its own MySQL user, so the server counts statements per stage), drive
+   payout creates through the HTTP API with a real webhook receiver, wait for every payout and
+   webhook, and run `reconcile`. The first topology (the baseline) also runs the peak's clients on
+   one merchant (hot merchant), at half its max sustained throughput (latency), a soak at that
+   rate (memory) and a payroll through the batch endpoint.
 4. Write bench/results/bench-<time>.{md,json,png}. Exit 1 on any error (non-2xx, lost payout,
    missing webhook); with --strict also when a target is missed (the quiet-machine latency
    target only counts when CPU steal stayed at or under 10 %).
@@ -109,8 +109,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--topologies",
-        default="1:1:1,2:1:1,1:2:2",
-        help="API_WORKERS:PROCESSORS:RELAYS list; the first is the baseline (add 2:2:2 for both)",
+        default="1:1:1,2:1:1,1:2:2,1:1:1:2",
+        help="API_WORKERS:PROCESSORS:RELAYS[:WEBHOOKS] list; the first is the baseline (add "
+        "2:2:2 for both)",
     )
     add(
         "--webhooks",

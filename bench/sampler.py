@@ -1,5 +1,7 @@
 """Resident memory and CPU of every service (and of the database, the broker and the load
-generator) once a second, from /proc: RSS flatness over a soak, and where the cores went."""
+generator) once a second, from /proc: RSS flatness over a soak, where the cores went, and how
+long each one waited for a core (a single-threaded service whose CPU and wait add up to about a
+whole core was runnable all along: the cores were its limit)."""
 
 import asyncio
 import contextlib
@@ -11,6 +13,7 @@ from typing import Any
 
 from bench.processes import (
     children_by_parent,
+    core_wait_seconds,
     cpu_seconds,
     pids_named,
     process_tree,
@@ -25,6 +28,7 @@ class Sample:
     at: float  # wall clock
     rss: int  # bytes
     cpu: float  # cumulative CPU seconds
+    core_wait: float = 0.0  # cumulative seconds runnable but waiting for a core
 
 
 @dataclass
@@ -47,7 +51,7 @@ class ResourceSampler:
         now = time.time()
         for name, pids in self._groups().items():
             self.samples.setdefault(name, []).append(
-                Sample(now, rss_bytes(pids), cpu_seconds(pids))
+                Sample(now, rss_bytes(pids), cpu_seconds(pids), core_wait_seconds(pids))
             )
 
     async def _run(self) -> None:
@@ -74,10 +78,23 @@ class ResourceSampler:
 
 def cpu_share(samples: Mapping[str, list[Sample]]) -> dict[str, float]:
     """Average CPU use of each process group over the samples, in percent of one core."""
+    return _percent_of_one_core(samples, lambda sample: sample.cpu)
+
+
+def core_wait_share(samples: Mapping[str, list[Sample]]) -> dict[str, float]:
+    """How long each process group's threads waited for a core over the samples, in percent of
+    the time (summed over threads: a database's many threads can pass 100)."""
+    return _percent_of_one_core(samples, lambda sample: sample.core_wait)
+
+
+def _percent_of_one_core(
+    samples: Mapping[str, list[Sample]], seconds: Callable[[Sample], float]
+) -> dict[str, float]:
     shares = {}
     for name, series in samples.items():
         if len(series) >= 2 and series[-1].at > series[0].at:
-            shares[name] = 100 * (series[-1].cpu - series[0].cpu) / (series[-1].at - series[0].at)
+            first, last = series[0], series[-1]
+            shares[name] = 100 * (seconds(last) - seconds(first)) / (last.at - first.at)
     return shares
 
 

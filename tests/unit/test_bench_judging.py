@@ -1,9 +1,11 @@
-"""bench: the targets judged from a finished report, CPU steal, statement counts per payout and
-the batch endpoint's items as creates. Pure: reports are small dicts built here."""
+"""bench: the targets judged from a finished report, CPU steal, CPU and core waits per process,
+statement counts per payout and the batch endpoint's items as creates. Pure: reports are small
+dicts built here (the core waits read a fake /proc in a temporary directory)."""
 
 import asyncio
 import copy
 import math
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +14,10 @@ import pytest
 from bench.batch import ITEM_STATUSES, UNKNOWN_ITEM_STATUS, item_results
 from bench.http_client import ConnectionPool, HttpResponse
 from bench.load import TRANSPORT_ERROR, CreateResult
+from bench.processes import core_wait_seconds
+from bench.report import _scaling
+from bench.run import parse_arguments
+from bench.sampler import Sample, core_wait_share, cpu_share
 from bench.stages import StatementCounts, _mariadb_counts, _mysql_counts, counts_per_payout
 from bench.steal import CpuTimes, steal_share
 from bench.system import Topology
@@ -620,3 +626,43 @@ async def test_the_load_generator_does_not_reuse_a_connection_the_server_closed(
 
     assert [response.status for response in responses] == [201, 201]
     assert connections == 2
+
+
+def test_the_scaling_table_shows_each_topologys_webhook_p99() -> None:
+    """Which stage to scale shows in created→webhook p99: the default topologies include a
+    second webhook service."""
+
+    def run(label: str, webhook_p99: float | None) -> dict[str, Any]:
+        peak: dict[str, Any] = {
+            "createsPerSecond": 100.0,
+            "endToEndPerSecond": 100.0,
+            "createLatencyMs": {"p99": 300.0},
+            "createdToFinalMs": {"p99": 400.0},
+        }
+        if webhook_p99 is not None:
+            peak["createdToWebhookMs"] = {"p99": webhook_p99}
+        return {"label": label, "phases": [peak], "reconcile": []}
+
+    rows = _scaling({"runs": [run("webhooks x1", 1500.0), run("webhooks x2", 850.0)]})
+    assert "created→webhook p99 ms" in rows[0]
+    assert "| 1,500.0 | clean |" in rows[2] and "| 850.0 | clean |" in rows[3]
+    assert "| 400.0 | - | clean |" in _scaling({"runs": [run("no webhooks", None)]})[2]
+    assert "1:1:1:2" in parse_arguments([]).topologies.split(",")
+
+
+def test_cpu_and_core_wait_are_shares_of_the_time_between_the_first_and_last_sample() -> None:
+    samples = {
+        "webhooks": [Sample(10.0, 0, cpu=5.0, core_wait=1.0), Sample(12.0, 0, 6.0, 2.2)],
+        "idle": [Sample(10.0, 0, 1.0, 0.0), Sample(12.0, 0, 1.0, 0.0)],
+        "one sample": [Sample(10.0, 0, 1.0, 1.0)],
+    }
+    assert cpu_share(samples) == {"webhooks": 50.0, "idle": 0.0}
+    assert core_wait_share(samples) == pytest.approx({"webhooks": 60.0, "idle": 0.0})
+
+
+def test_core_wait_sums_every_thread_of_a_process_and_skips_a_gone_one(tmp_path: Path) -> None:
+    tasks = tmp_path / "42" / "task"
+    for tid, schedstat in (("42", "900 2000000000 7\n"), ("43", "5 500000000 1\n"), ("44", "")):
+        (tasks / tid).mkdir(parents=True)
+        (tasks / tid / "schedstat").write_text(schedstat)  # 44: a thread that just ended
+    assert core_wait_seconds([42, 77], proc=tmp_path) == 2.5  # 77: a process gone meanwhile
