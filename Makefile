@@ -39,7 +39,7 @@ migrate: install services
 seed: migrate
 	$(BIN)/payouts seed
 
-test: install
+test: install services  # the tests reset their vhost through the management API
 	$(BIN)/pytest -q
 
 test-containers: install
