@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
@@ -20,7 +20,7 @@ from contracts.db.engine import create_engine, create_session_factory
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up, expire_queued
-from processor_service.outbox_relay import OutboxRelay, Publisher, open_publisher
+from processor_service.outbox_relay import OutboxRelay, Publisher, RoundResult, open_publisher
 
 log = logging.getLogger("outbox-relay")
 
@@ -47,6 +47,46 @@ class PollPace:
             self.last_rows_at = round_started
         busy = round_started - self.last_rows_at < self.busy_for
         return self.busy_interval if busy else self.idle_interval
+
+
+@dataclass
+class RelayPacing:
+    """How long the relay waits before its next round, from what the last one did: a poll every
+    interval of `pace` while rounds find less than a batch, the next round at once after a full
+    one, and a wait that doubles (from `first_backoff` up to MAX_BACKOFF_SECONDS) while rounds fail
+    or the broker answers nothing."""
+
+    pace: PollPace
+    first_backoff: float
+    backoff: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.backoff = self.first_backoff
+
+    def after_round(
+        self, result: RoundResult, *, batch_size: int, round_started: float, now: float
+    ) -> float:
+        interval = self.pace.interval(result.claimed, round_started)  # every round counts
+        if result.unanswered and not result.sent:  # the broker takes nothing: back off
+            return self._backed_off()
+        if result.claimed >= batch_size and result.sent:  # a full batch: more may be waiting
+            return 0.0
+        self.backoff = self.first_backoff
+        # A poll every interval, round start to round start: the round's own time (its
+        # publishes' confirms above all) is not added to the wait of the rows committed
+        # meanwhile. A round whose every row was refused waits a whole interval after it.
+        refused_all = result.claimed > 0 and not result.sent
+        elapsed = 0.0 if refused_all else now - round_started
+        return max(interval - elapsed, 0.0)
+
+    def after_failure(self) -> float:
+        """A round that raised (the database, say): wait, longer each time."""
+        return self._backed_off()
+
+    def _backed_off(self) -> float:
+        wait = self.backoff
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF_SECONDS)
+        return wait
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -85,11 +125,13 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         max_attempts=settings.relay_max_publish_attempts,
     )
     retention = timedelta(hours=settings.outbox_retention_hours)
-    pace = PollPace(
-        busy_interval=settings.relay_busy_poll_interval_seconds,
-        idle_interval=settings.relay_poll_interval_seconds,
+    pacing = RelayPacing(
+        PollPace(
+            busy_interval=settings.relay_busy_poll_interval_seconds,
+            idle_interval=settings.relay_poll_interval_seconds,
+        ),
+        first_backoff=settings.relay_poll_interval_seconds,
     )
-    backoff = settings.relay_poll_interval_seconds
     queued_expiry = timedelta(hours=settings.queued_expiry_hours)
     next_cleanup = next_expiry = time.monotonic()
     log.info("outbox relay started")
@@ -105,22 +147,17 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                     await expire_queued(sessions, expiry=queued_expiry)
                     next_expiry = time.monotonic() + EXPIRE_QUEUED_EVERY_SECONDS
             except Exception as error:
-                log.warning("relay round failed (%s); retrying in %.2fs", error, backoff)
-                await _pause(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
-            interval = pace.interval(result.claimed, round_started)  # every round counts
-            if result.unanswered and not result.sent:  # the broker takes nothing: back off
-                await _pause(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-            elif result.claimed < relay.batch_size or not result.sent:
-                backoff = settings.relay_poll_interval_seconds
-                # A poll every interval, round start to round start: the round's own time (its
-                # publishes' confirms above all) is not added to the wait of the rows committed
-                # meanwhile. A round whose every row was refused waits a whole interval after it.
-                refused_all = result.claimed > 0 and not result.sent
-                elapsed = 0.0 if refused_all else time.monotonic() - round_started
-                await _pause(stop, max(interval - elapsed, 0.0))
+                wait = pacing.after_failure()
+                log.warning("relay round failed (%s); retrying in %.2fs", error, wait)
+            else:
+                wait = pacing.after_round(
+                    result,
+                    batch_size=relay.batch_size,
+                    round_started=round_started,
+                    now=time.monotonic(),
+                )
+            if wait > 0:
+                await _pause(stop, wait)
     finally:
         await connection.close()
         await engine.dispose()
