@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import ColumnElement, Integer, bindparam, delete, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -105,14 +105,19 @@ _CLAIM = insert(_KEYS).values(
     created_at=DATABASE_NOW,
     expires_at=database_now_plus(bindparam("b_ttl_seconds", type_=Integer)),
 )
+_THIS_KEY = (_KEYS.c.merchant_id == bindparam("b_merchant"), _KEYS.c.key == bindparam("b_key"))
 _STORE = (
     update(_KEYS)
-    .where(_KEYS.c.merchant_id == bindparam("b_merchant"), _KEYS.c.key == bindparam("b_key"))
+    .where(*_THIS_KEY)
     .values(
         status_code=bindparam("b_status_code", type_=_KEYS.c.status_code.type),
         response_body=bindparam("b_response_body", type_=_KEYS.c.response_body.type),
     )
 )
+_FIND = select(IdempotencyKey, (_KEYS.c.expires_at <= DATABASE_NOW).label("expired")).where(
+    *_THIS_KEY
+)
+_FORGET_EXPIRED = delete(_KEYS).where(*_THIS_KEY, _KEYS.c.expires_at <= DATABASE_NOW)
 
 
 @dataclass
@@ -180,8 +185,9 @@ class Idempotency:
             raise
         return json_response(body, status_code)
 
-    def _row(self) -> tuple[ColumnElement[bool], ...]:
-        return (IdempotencyKey.merchant_id == self.merchant_id, IdempotencyKey.key == self.key)
+    def _this_key(self) -> dict[str, str]:
+        """The parameters of _THIS_KEY: this merchant's row of this key."""
+        return {"b_merchant": self.merchant_id, "b_key": self.key}
 
     async def _claim(
         self, session: AsyncSession, fingerprint: str, *, answer: tuple[int, bytes] | None
@@ -194,9 +200,8 @@ class Idempotency:
             try:
                 await session.execute(
                     _CLAIM,
-                    {
-                        "b_merchant": self.merchant_id,
-                        "b_key": self.key,
+                    self._this_key()
+                    | {
                         "b_method": self.method,
                         "b_path": self.path,
                         "b_request_hash": fingerprint,
@@ -221,22 +226,12 @@ class Idempotency:
     async def _replay_or_forget(self, session: AsyncSession, fingerprint: str) -> bool:
         """Replay (raised) the key's answer; True when the key was gone or expired (forgotten
         now), so the caller may claim it again."""
-        found = (
-            await session.execute(
-                select(
-                    IdempotencyKey, (IdempotencyKey.expires_at <= DATABASE_NOW).label("expired")
-                ).where(*self._row())
-            )
-        ).one_or_none()
+        found = (await session.execute(_FIND, self._this_key())).one_or_none()
         if found is None:
             return True
         existing, expired = found
         if expired:
-            await session.execute(
-                delete(IdempotencyKey).where(
-                    *self._row(), IdempotencyKey.expires_at <= DATABASE_NOW
-                )
-            )
+            await session.execute(_FORGET_EXPIRED, self._this_key())
             await session.commit()
             return True
         if (existing.method, existing.path, existing.request_hash) != (
@@ -258,12 +253,7 @@ class Idempotency:
     async def _store(self, session: AsyncSession, status_code: int, body: bytes) -> None:
         await session.execute(
             _STORE,
-            {
-                "b_merchant": self.merchant_id,
-                "b_key": self.key,
-                "b_status_code": status_code,
-                "b_response_body": body,
-            },
+            self._this_key() | {"b_status_code": status_code, "b_response_body": body},
         )
 
     async def _store_refusal(self, fingerprint: str, error: ApiError, body: bytes) -> Response:
