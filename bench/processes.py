@@ -115,7 +115,9 @@ def cpu_seconds(pids: Iterable[int]) -> float:
 def core_wait_seconds(pids: Iterable[int], proc: Path = Path("/proc")) -> float:
     """Time the processes' threads spent runnable but waiting for a core (the run queue's delay,
     /proc/<pid>/task/<tid>/schedstat's second field, in nanoseconds). A process or thread gone
-    meanwhile counts nothing."""
+    meanwhile counts nothing, so a thread that ends takes its wait with it: exact for our
+    services (one working thread each), a lower bound for a server whose connection threads
+    come and go."""
     nanoseconds = 0
     for pid in pids:
         try:

@@ -269,9 +269,10 @@ def _resources(report: dict[str, Any]) -> list[str]:
     lines = [
         "CPU during the baseline's max-throughput phase (% of one core; 200 % = the machine; "
         "MariaDB and RabbitMQ include anyone else's use of them), and how long each waited for "
-        "a core (runnable, not running; % of the time, summed over threads). A single-threaded "
-        "service whose two figures add up to about 100 % was runnable all along: the cores, "
-        "shared by every process, were its limit.",
+        "a core (runnable, not running; % of the time, summed over threads; for MariaDB, whose "
+        "connection threads come and go, a lower bound). A single-threaded service whose two "
+        "figures add up to about 100 % was runnable all along: the cores, shared by every "
+        "process, were its limit.",
         "",
     ]
     lines += _table(
