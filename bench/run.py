@@ -470,8 +470,8 @@ async def main(
         )
         specs = args.topologies.split(",")[:1] if args.base_url else args.topologies.split(",")
         runs = [
-            await run_topology(bench, index, Topology.parse(spec, 1 if webhooks else 0))
-            for index, spec in enumerate(specs)
+            await run_topology(bench, index, topology)
+            for index, topology in enumerate(Topology.each_once(specs, 1 if webhooks else 0))
         ]
     finally:
         await receiver.close()

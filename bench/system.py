@@ -46,6 +46,12 @@ class Topology:
         api_workers, processors, relays, *rest = (int(part) for part in spec.split(":"))
         return cls(api_workers, processors, relays, rest[0] if rest and webhooks else webhooks)
 
+    @classmethod
+    def each_once(cls, specs: list[str], webhooks: int) -> list["Topology"]:
+        """The topologies of `specs` in order, each once: without the webhook service (0),
+        `1:1:1:2` is `1:1:1`."""
+        return list(dict.fromkeys(cls.parse(spec, webhooks) for spec in specs))
+
     @property
     def label(self) -> str:
         label = f"api x{self.api_workers}, processor x{self.processors}, relay x{self.relays}"

@@ -600,6 +600,16 @@ def test_a_topology_names_its_webhook_services_or_runs_one() -> None:
     assert Topology.parse("1:2:1:3", webhooks=0) == Topology(1, 2, 1, 0)  # no webhook service
 
 
+def test_each_topology_runs_once_even_where_only_the_webhook_services_told_them_apart() -> None:
+    specs = ["1:1:1", "2:1:1", "1:1:1:2"]
+    assert Topology.each_once(specs, webhooks=1) == [
+        Topology(1, 1, 1, 1),
+        Topology(2, 1, 1, 1),
+        Topology(1, 1, 1, 2),
+    ]
+    assert Topology.each_once(specs, webhooks=0) == [Topology(1, 1, 1, 0), Topology(2, 1, 1, 0)]
+
+
 async def test_the_load_generator_does_not_reuse_a_connection_the_server_closed() -> None:
     """The API closes a connection idle past its keep-alive timeout; a create sent on it got no
     answer and counted as a failed create (seen once in a memory soak)."""
