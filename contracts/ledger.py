@@ -286,48 +286,6 @@ async def lock_balance(session: AsyncSession, *, merchant_id: str) -> Decimal:
     return Decimal(available)
 
 
-async def post_hold(
-    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
-) -> None:
-    """held -> psp_settlement: the payout left us."""
-    await post(
-        session,
-        PAYOUT,
-        merchant_id=merchant_id,
-        amount=amount,
-        payout_id=payout_id,
-        hold_cycle=hold_cycle,
-    )
-
-
-async def release_hold(
-    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
-) -> None:
-    """held -> available: the payout failed."""
-    await post(
-        session,
-        RELEASE,
-        merchant_id=merchant_id,
-        amount=amount,
-        payout_id=payout_id,
-        hold_cycle=hold_cycle,
-    )
-
-
-async def reverse_payout(
-    session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
-) -> None:
-    """psp_settlement -> available: the bank returned the money."""
-    await post(
-        session,
-        REVERSAL,
-        merchant_id=merchant_id,
-        amount=amount,
-        payout_id=payout_id,
-        hold_cycle=hold_cycle,
-    )
-
-
 async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:
     """psp_settlement -> available."""
     await post(session, TOPUP, merchant_id=merchant_id, amount=amount)

@@ -425,12 +425,13 @@ class LedgerMachine(RuleBasedStateMachine):
         """Posting or releasing an already settled hold again (a replayed message that slipped
         past the status guard) is refused by the ledger itself."""
         payout_id, payout = self.pick(data, TERMINAL_STATUSES, only_legal=True)
-        settle = ledger.release_hold if payout.status is PayoutStatus.FAILED else ledger.post_hold
+        settle = ledger.RELEASE if payout.status is PayoutStatus.FAILED else ledger.PAYOUT
         merchant_id, amount, hold_cycle = self.merchant_id, payout.amount, payout.hold_cycle
 
         async def work(session: AsyncSession) -> None:
-            await settle(
+            await ledger.post(
                 session,
+                settle,
                 merchant_id=merchant_id,
                 payout_id=payout_id,
                 hold_cycle=hold_cycle,

@@ -205,9 +205,9 @@ async def outbox_for_payout(sessions: SessionFactory, payout_id: str) -> list[Ou
 
 # What the processor's ledger does on the way to each status, from a held (non-terminal) payout.
 _POSTINGS_TO = {
-    PayoutStatus.SUCCESS: (ledger.post_hold,),
-    PayoutStatus.FAILED: (ledger.release_hold,),
-    PayoutStatus.REVERSED: (ledger.post_hold, ledger.reverse_payout),
+    PayoutStatus.SUCCESS: (ledger.PAYOUT,),
+    PayoutStatus.FAILED: (ledger.RELEASE,),
+    PayoutStatus.REVERSED: (ledger.PAYOUT, ledger.REVERSAL),
 }
 
 
@@ -219,9 +219,10 @@ async def move_payout(sessions: SessionFactory, payout_id: str, status: PayoutSt
             select(Payout).where(Payout.id == payout_id).with_for_update()
         )
         assert payout is not None
-        for post in _POSTINGS_TO.get(status, ()):
-            await post(
+        for posting in _POSTINGS_TO.get(status, ()):
+            await ledger.post(
                 session,
+                posting,
                 merchant_id=payout.merchant_id,
                 payout_id=payout.id,
                 hold_cycle=payout.hold_cycle,
