@@ -28,7 +28,7 @@ class Sample:
     at: float  # wall clock
     rss: int  # bytes
     cpu: float  # cumulative CPU seconds
-    core_wait: float = 0.0  # cumulative seconds runnable but waiting for a core
+    core_wait: float  # cumulative seconds runnable but waiting for a core
 
 
 @dataclass
