@@ -2,8 +2,9 @@
 process while the block runs (but the request log's background writes), with the SQL kept for
 the failure message."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,26 +57,39 @@ def counting_statements() -> Iterator[Counted]:
             event.remove(Engine, name, listener)
 
 
+# Set inside `statements_built`: the tasks a block starts inherit it, and SQLAlchemy's greenlets
+# run in their task's context. Tasks started before the block (the request log's writer) don't.
+_watched: ContextVar[list[str] | None] = ContextVar("statements_built", default=None)
+
+
+def _record(how: str, sql: Callable[[], str]) -> None:
+    if (watched := _watched.get()) is not None:
+        watched.append(f"{how}: {' '.join(sql().split())[:200]}")
+
+
 @contextmanager
 def statements_built() -> Iterator[list[str]]:
-    """Every statement SQLAlchemy builds or compiles while the block runs: one it computes a
-    cache key for is built (or copied) anew, and a compiled one missed the cache or was compiled
-    by hand. A hot path's statements are built and compiled once per process."""
+    """Every statement SQLAlchemy builds or compiles for the block (and the tasks it starts) while
+    it runs: one it computes a cache key for is built (or copied) anew, and a compiled one missed
+    the cache or was compiled by hand. A hot path's statements are built and compiled once per
+    process. Work of tasks that were running before the block is not the block's."""
     built: list[str] = []
     generate, compile_sql = HasCacheKey._generate_cache_key, SQLCompiler.__init__
 
     def keying(element: HasCacheKey) -> Any:
-        built.append(f"keyed: {' '.join(str(element).split())[:200]}")
+        _record("keyed", lambda: str(element))
         return generate(element)
 
     def compiling(compiler: SQLCompiler, *args: Any, **kwargs: Any) -> None:
         compile_sql(compiler, *args, **kwargs)
-        built.append(f"compiled: {' '.join(compiler.string.split())[:200]}")
+        _record("compiled", lambda: compiler.string)
 
     setattr(HasCacheKey, "_generate_cache_key", keying)  # noqa: B010 (methods)
     setattr(SQLCompiler, "__init__", compiling)  # noqa: B010
+    token = _watched.set(built)
     try:
         yield built
     finally:
+        _watched.reset(token)
         setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
         setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010
