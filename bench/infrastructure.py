@@ -14,7 +14,7 @@ from contracts.db.models import Base, DirectoryInstitution, Merchant
 from migrations.runner import upgrade_to_head
 
 # The tests' helpers drop and create a database and a vhost the same way we need to.
-from tests.support.infrastructure import recreate_database, recreate_vhost
+from tests.support.infrastructure import management_url_for, recreate_database, recreate_vhost
 
 DEFAULT_DATABASE_URL = "mysql+asyncmy://root@127.0.0.1:3306/payouts"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -34,15 +34,10 @@ class BenchInfrastructure:
         """The servers PAYOUTS_DATABASE_URL / PAYOUTS_AMQP_URL name, with our database and vhost."""
         database_url = urlsplit(os.environ.get("PAYOUTS_DATABASE_URL", DEFAULT_DATABASE_URL))
         amqp_url = urlsplit(os.environ.get("PAYOUTS_AMQP_URL", DEFAULT_AMQP_URL))
-        management = os.environ.get(
-            "PAYOUTS_RABBITMQ_MANAGEMENT_URL",
-            f"http://{amqp_url.username or 'guest'}:{amqp_url.password or 'guest'}"
-            f"@{amqp_url.hostname}:15672",
-        )
         return cls(
             database_url=urlunsplit(database_url._replace(path=f"/{database}")),
             amqp_url=urlunsplit(amqp_url._replace(path=f"/{quote(vhost, safe='')}")),
-            management_url=management,
+            management_url=management_url_for(urlunsplit(amqp_url)),
             vhost=vhost,
         )
 

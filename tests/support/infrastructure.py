@@ -43,7 +43,7 @@ def _with_vhost(url: str, vhost: str) -> str:
     return urlunsplit(parts._replace(path=f"/{quote(vhost, safe='')}"))
 
 
-def _management_url_for(amqp_url: str) -> str:
+def management_url_for(amqp_url: str) -> str:
     parts = urlsplit(amqp_url)
     user = parts.username or "guest"
     password = parts.password or "guest"
@@ -67,18 +67,29 @@ def recreate_database(database_url: str) -> None:
     asyncio.run(_recreate())
 
 
+class ManagementApiDown(RuntimeError):
+    """RabbitMQ's management API does not answer; on a fresh machine its plugin is off."""
+
+
 def recreate_vhost(management_url: str, vhost: str) -> None:
     parts = urlsplit(management_url)
     base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}"))
     auth = (parts.username or "guest", parts.password or "guest")
     name = quote(vhost, safe="")
-    with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
-        client.delete(f"/api/vhosts/{name}")
-        client.put(f"/api/vhosts/{name}").raise_for_status()
-        client.put(
-            f"/api/permissions/{name}/{auth[0]}",
-            json={"configure": ".*", "write": ".*", "read": ".*"},
-        ).raise_for_status()
+    try:
+        with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
+            client.delete(f"/api/vhosts/{name}")
+            client.put(f"/api/vhosts/{name}").raise_for_status()
+            client.put(
+                f"/api/permissions/{name}/{auth[0]}",
+                json={"configure": ".*", "write": ".*", "read": ".*"},
+            ).raise_for_status()
+    except httpx.ConnectError as exc:
+        raise ManagementApiDown(
+            f"RabbitMQ's management API does not answer at {base} ({exc}). "
+            "scripts/local-services.sh starts the services and enables it; "
+            "make test, make bench and make run call it first."
+        ) from exc
 
 
 @contextmanager
@@ -93,7 +104,7 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
         infra = Infrastructure(
             database_url=_with_database(database_url, TEST_DATABASE),
             amqp_url=_with_vhost(amqp_url, TEST_VHOST),
-            management_url=_management_url_for(amqp_url),
+            management_url=management_url_for(amqp_url),
         )
         recreate_database(infra.database_url)
         recreate_vhost(infra.management_url, TEST_VHOST)
