@@ -6,7 +6,7 @@ from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
@@ -102,11 +102,14 @@ async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant
     return merchant
 
 
+_MERCHANT_OF_DIGEST = select(Merchant).where(Merchant.api_key_hash == bindparam("digest"))
+
+
 async def active_merchant(session: AsyncSession, key_digest: str) -> Merchant | None:
     """The active merchant of the key digest, detached: it is remembered beyond this session,
     and a rollback later in the request (a replayed key, a retried deadlock) must not expire it
     into a lazy load."""
-    merchant = await session.scalar(select(Merchant).where(Merchant.api_key_hash == key_digest))
+    merchant = await session.scalar(_MERCHANT_OF_DIGEST, {"digest": key_digest})
     if merchant is None or not merchant.is_active:
         return None
     session.expunge(merchant)

@@ -39,6 +39,9 @@ async def clear_fault_share(session: AsyncSession, merchant_id: str) -> None:
     )
 
 
+_ALL_SETTINGS = select(SandboxFaultSetting)  # built once: read every few seconds per process
+
+
 class FaultShares:
     def __init__(self, sessions: SessionFactory, ttl_seconds: float) -> None:
         self.sessions = sessions
@@ -61,6 +64,6 @@ class FaultShares:
             if time.monotonic() < self._fresh_until:
                 return
             async with self.sessions() as session:
-                rows = await session.scalars(select(SandboxFaultSetting))
+                rows = await session.scalars(_ALL_SETTINGS)
                 self._by_merchant = {row.merchant_id: _share_of(row) for row in rows}
             self._fresh_until = time.monotonic() + self.ttl_seconds

@@ -19,7 +19,7 @@ from tests.support.api_helpers import (
     new_key,
     payout_body,
 )
-from tests.support.statements import Counted, counting_statements
+from tests.support.statements import counting_statements
 
 
 def _payroll(count: int, amount: str = "10.00") -> list[dict[str, Any]]:
@@ -137,14 +137,8 @@ async def test_a_batch_costs_the_same_few_statements_whatever_its_size(
     with counting_statements() as large:
         response = await _send(api_client, merchant, _payroll(200))
     assert response.json()["data"]["summary"]["created"] == 200
-    batch_of_two, batch_of_200 = own_statements(small), own_statements(large)
+    batch_of_two, batch_of_200 = small.own_statements, large.own_statements
     assert len(batch_of_200) == len(batch_of_two) <= 14, batch_of_200
-
-
-def own_statements(counted: Counted) -> list[str]:
-    """Without the read of the sandbox fault settings, which a request makes whenever it finds
-    their 2-second cache stale (on a slow machine, between the two requests above)."""
-    return [sql for sql in counted.statements if "FROM sandbox_fault_settings" not in sql]
 
 
 async def test_over_1000_items_is_400_naming_payouts(

@@ -1,6 +1,7 @@
 """Counting what the database is sent: every statement and every commit of every engine in this
 process while the block runs (but the request log's background writes), with the SQL kept for
-the failure message."""
+the failure message. A request's own statements leave out the reads of a stale cache that
+happen to fall in the block (Counted.own_statements)."""
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,17 +16,23 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from api_service.request_log.writer import REQUEST_LOG_OPTION
 
+# Reads a request makes only when a 2-second cache of its API process went stale: the merchant of
+# its API key, and the sandbox fault settings. On a slow machine that happens between a test's
+# warm-up request and the request it counts.
+CACHE_REFRESHES = ("WHERE merchants.api_key_hash =", "FROM sandbox_fault_settings")
+
 
 @dataclass
 class Counted:
     statements: list[str] = field(default_factory=list)
+    cache_refreshes: list[str] = field(default_factory=list)  # also in statements
     commits: int = 0
-    rollbacks: int = 0
+    rollbacks: int = 0  # but those ending a transaction that only refreshed a cache
 
     @property
-    def round_trips(self) -> int:
-        """Statements plus COMMIT and ROLLBACK, each a query the server counts."""
-        return len(self.statements) + self.commits + self.rollbacks
+    def own_statements(self) -> list[str]:
+        """The statements but those of a cache's refresh (CACHE_REFRESHES)."""
+        return [sql for sql in self.statements if sql not in self.cache_refreshes]
 
 
 def _background(conn: Connection) -> bool:
@@ -36,16 +43,24 @@ def _background(conn: Connection) -> bool:
 @contextmanager
 def counting_statements() -> Iterator[Counted]:
     counted = Counted()
+    only_refreshing: dict[Connection, bool] = {}  # per open transaction
 
     def statement(conn: Connection, _cursor: Any, sql: str, *_args: Any) -> None:
-        if not _background(conn):
-            counted.statements.append(" ".join(sql.split())[:200])
+        if _background(conn):
+            return
+        counted.statements.append(shown := " ".join(sql.split())[:200])
+        refresh = any(refresh in sql for refresh in CACHE_REFRESHES)
+        if refresh:
+            counted.cache_refreshes.append(shown)
+        only_refreshing[conn] = only_refreshing.get(conn, True) and refresh
 
     def commit(conn: Connection) -> None:
+        only_refreshing.pop(conn, None)
         counted.commits += not _background(conn)
 
     def rollback(conn: Connection) -> None:
-        counted.rollbacks += not _background(conn)
+        if not only_refreshing.pop(conn, False):
+            counted.rollbacks += not _background(conn)
 
     listeners = (("before_cursor_execute", statement), ("commit", commit), ("rollback", rollback))
     for name, listener in listeners:
@@ -64,7 +79,12 @@ _watched: ContextVar[list[str] | None] = ContextVar("statements_built", default=
 
 def _record(how: str, sql: Callable[[], str]) -> None:
     if (watched := _watched.get()) is not None:
-        watched.append(f"{how}: {' '.join(sql().split())[:200]}")
+        quiet = _watched.set(None)  # printing a statement compiles it: not the block's doing
+        try:
+            text = sql()
+        finally:
+            _watched.reset(quiet)
+        watched.append(f"{how}: {' '.join(text.split())[:200]}")
 
 
 @contextmanager
