@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -83,9 +84,9 @@ def make_merchant(sessions: SessionFactory) -> MerchantFactory:
     return factory
 
 
-@pytest.fixture(scope="session")
-async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app in-process (ASGI), against the real database."""
+@asynccontextmanager
+async def in_process_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the API app in-process (ASGI), against the real database."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -93,14 +94,19 @@ async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[h
             yield client
 
 
+@pytest.fixture(scope="session")
+async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    async with in_process_api(settings) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app in production mode (sandbox controls off), in-process."""
-    app = create_app(settings.model_copy(update={"env": Environment.PRODUCTION}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    """The API app in production mode (sandbox controls off)."""
+    async with in_process_api(
+        settings.model_copy(update={"env": Environment.PRODUCTION})
+    ) as client:
+        yield client
 
 
 @pytest.fixture

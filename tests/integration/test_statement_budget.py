@@ -4,8 +4,9 @@ someone adds a round trip to the hot path (`make bench` measures the whole pipel
 import httpx
 
 from contracts.db.engine import SessionFactory, transaction
+from contracts.settings import Settings
 from processor_service.handlers import Context, process_payout, process_payouts
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import create_payout, new_payout_command
 from tests.support.statements import counting_statements, statements_built
 
@@ -32,6 +33,25 @@ async def test_a_create_is_one_transaction_of_at_most_seven_statements(
     assert statements[statements.index(balance_update) + 1 :] == [
         sql for sql in statements if sql.startswith("INSERT INTO ledger_lines")
     ]
+
+
+async def test_a_create_whose_caches_went_stale_costs_the_same_and_builds_nothing(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    """As on a slow machine, where the 2-second caches of the merchant and of the sandbox fault
+    settings expire between the two creates: their reads are not the create's own statements,
+    and they build no statement either."""
+    merchant = await make_merchant()
+    async with in_process_api(settings.model_copy(update={"api_key_cache_seconds": 0})) as api:
+        await create_payout(api, merchant)
+
+        with counting_statements() as counted, statements_built() as built:
+            await create_payout(api, merchant)
+
+    assert counted.cache_refreshes, "the caches were read again"
+    assert len(counted.own_statements) <= CREATE_STATEMENTS, "\n".join(counted.statements)
+    assert (counted.commits, counted.rollbacks) == (1, 0), counted
+    assert built == []
 
 
 async def test_a_create_builds_no_statement_of_its_own(
