@@ -130,6 +130,8 @@ async def public_addresses(host: str, port: int, *, allow_private: bool) -> list
     """
     try:
         addresses = await resolve_host(host, port)
+    except UnicodeError as exc:  # IDNA: an empty label, or one over 63 characters
+        raise UnsafeDestination(f"host {host} is not a valid host name") from exc
     except (OSError, TimeoutError) as exc:
         raise UnsafeDestination(f"host {host} does not resolve") from exc
     if not addresses:

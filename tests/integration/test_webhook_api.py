@@ -437,6 +437,10 @@ async def test_endpoint_url_is_validated(
         ("http://169.254.169.254/latest/meta-data", "non-public address (169.254.169.254)"),
         ("http://0.0.0.0/hook", "non-public address"),
         ("https://no-such-host.invalid/hook", "does not resolve"),
+        # Host names that are no host names: IDNA refuses an empty or over-long label.
+        ("http://a..b/hook", "is not a valid host name"),
+        ("http://.example.com/hook", "is not a valid host name"),
+        (f"https://{'a' * 64}.com/hook", "is not a valid host name"),
     ],
 )
 async def test_endpoint_must_resolve_to_a_public_address(
