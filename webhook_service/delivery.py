@@ -155,13 +155,21 @@ def superseded(request: DeliveryRequest, delivery: Delivery) -> bool:
 
 def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:
     """Per event of a batch, the message that carries it: the one asking for the highest
-    generation, whose attempt honours the others'."""
+    generation, whose attempt honours the others'; of one generation, the retry due last. A
+    delivery's retries fall due ever later, so only that one can be the retry it still waits
+    for: an earlier copy (redelivered because its consumer died between republishing the next
+    retry and acking) is superseded, and carrying the event it would ack the live retry as its
+    duplicate."""
     chosen: dict[str, DeliveryRequest] = {}
     for request in requests:
         current = chosen.get(request.event.id)
-        if current is None or request.generation > current.generation:
+        if current is None or _precedence(request) > _precedence(current):
             chosen[request.event.id] = request
     return chosen
+
+
+def _precedence(request: DeliveryRequest) -> tuple[int, datetime]:
+    return request.generation, request.due_at or datetime.min
 
 
 def signed_request(

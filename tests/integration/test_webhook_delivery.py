@@ -10,6 +10,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from datetime import timedelta
 from itertools import pairwise
 
@@ -65,7 +66,7 @@ from tests.support.webhook_flow import (
     waiting_copies,
 )
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
-from webhook_service.delivery import DELIVERED, Disposition, EventDelivery
+from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition, EventDelivery
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
 from webhook_service.retry_ladder import RetryLadder
@@ -810,3 +811,38 @@ async def test_an_endpoint_change_reaches_deliveries_within_the_cache_time(
     assert await url_seen() == "https://old.example/hook"
     now = loaded_at + ENDPOINT_CACHE_SECONDS
     assert await url_seen() == "https://new.example/hook"
+
+
+async def test_a_stale_retry_copy_in_the_batch_of_the_live_one_does_not_swallow_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The retry due at D1 failed, so the delivery waits for D2. The D1 message comes back
+    (its consumer died after republishing the D2 copy, before acking) in one batch with the D2
+    message, D1 first. The D2 copy carries the event: it is attempted, not acked as D1's
+    duplicate while D1 is answered superseded (which left the delivery RETRYING for good)."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(status=500), Reply(status=500))
+    first = first_request(row)
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=8
+    ) as delivery:
+        failed = await delivery.deliver(first)
+        due_first = replace(first, ladder_attempt=2, due_at=failed.due_at)
+        failed_again = await delivery.deliver(due_first)
+        due_next = replace(first, ladder_attempt=3, due_at=failed_again.due_at)
+    assert failed_again.due_at is not None and failed.due_at is not None
+    assert failed_again.due_at > failed.due_at
+
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=8, window_seconds=0.5
+    ) as delivery:
+        stale, live = await asyncio.gather(delivery.deliver(due_first), delivery.deliver(due_next))
+
+    assert (stale.disposition, stale.reason) == (Disposition.DONE, DUPLICATE)
+    assert (live.disposition, live.reason) == (Disposition.DONE, DELIVERED)
+    assert len(receiver.requests) == 3
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=3)
