@@ -26,6 +26,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 Money = Numeric(18, 2, asdecimal=True)
 Timestamp = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql")
 Uuid = String(36)
+# Identifiers the caller chooses (a merchant's reference, a PSP's event id and reference) are
+# matched byte for byte: under the table's default collation (utf8mb4_general_ci on MariaDB,
+# utf8mb4_0900_ai_ci on MySQL 8) "CASE-x" and "case-x" were one key (migration 0016).
+EXACT = "utf8mb4_bin"
 
 
 class Base(DeclarativeBase):
@@ -78,7 +82,7 @@ class Payout(Base):
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
-    merchant_reference: Mapped[str] = mapped_column(String(64))
+    merchant_reference: Mapped[str] = mapped_column(String(64, collation=EXACT))
     amount: Mapped[Decimal] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
     dest_type: Mapped[str] = mapped_column(String(10))
@@ -209,14 +213,15 @@ class PspCallback(Base):
     __tablename__ = "psp_callbacks"
     __table_args__ = (Index("ix_psp_callbacks_payout_seq", "payout_id", "accept_seq"),)
 
-    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100, collation=EXACT), primary_key=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))
     hold_cycle: Mapped[int] = mapped_column(Integer)
     # The database's counter: the order outcomes were accepted in, whatever the hosts' clocks.
     accept_seq: Mapped[int] = mapped_column(BigInteger, autoincrement=True, unique=True)
     applied_at: Mapped[datetime | None] = mapped_column(Timestamp)
     outcome: Mapped[str] = mapped_column(String(20))
-    psp_reference: Mapped[str | None] = mapped_column(String(64))
+    # Compared with an IPN's pspReference to spot an earlier attempt's (STALE_PSP_REFERENCE).
+    psp_reference: Mapped[str | None] = mapped_column(String(64, collation=EXACT))
     failure_reason: Mapped[str | None] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime] = mapped_column(Timestamp)
