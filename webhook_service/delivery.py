@@ -168,6 +168,17 @@ def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:
     return chosen
 
 
+def recorded(written: Delivery, read: Delivery | None) -> bool:
+    """Whether `read` (the row now) shows the state `written` was to record: its lease is no
+    longer the one `written` was recorded under, and the attempt's state is there."""
+    return (
+        read is not None
+        and read.lease_token != written.lease_token
+        and (read.status, read.attempts, read.next_attempt_at, read.delivered_generation)
+        == (written.status, written.attempts, written.next_attempt_at, written.delivered_generation)
+    )
+
+
 def _precedence(request: DeliveryRequest) -> tuple[int, datetime]:
     return request.generation, request.due_at or datetime.min
 
@@ -477,7 +488,7 @@ class EventDelivery:
                 )
         except SQLAlchemyError as exc:
             log.warning("recording %d webhook attempts failed: %r", len(outcomes), exc)
-            decisions = [self._database_failed(outcome.request, exc) for outcome in outcomes]
+            decisions = await self._after_failed_record(outcomes, exc)
         else:
             if held < len(outcomes):
                 # A lease ran out before its attempt was recorded (the database was that slow):
@@ -489,6 +500,30 @@ class EventDelivery:
         return [
             replace(decision, chaos=outcome.chaos)
             for decision, outcome in zip(decisions, outcomes, strict=True)
+        ]
+
+    async def _after_failed_record(
+        self, outcomes: Sequence[Outcome], exc: SQLAlchemyError
+    ) -> list[Decision]:
+        """A record that failed may have committed all the same (the connection was lost after
+        the server committed), so the deliveries are read back. An outcome the database shows
+        recorded keeps its decision: a retry must carry the new due time, the only one its
+        delivery now waits for (with the old one it would come back superseded, and the
+        delivery would wait for a retry no message carries). The others, or all of them when
+        the read fails too, take the ladder as after any database failure."""
+        try:
+            async with self.sessions() as session:
+                found = await deliveries_of(session, [o.request.event.id for o in outcomes])
+        except SQLAlchemyError as read_failure:
+            log.warning(
+                "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
+            )
+            found = {}
+        return [
+            outcome.decision
+            if recorded(outcome.delivery, found.get(outcome.request.event.id))
+            else self._database_failed(outcome.request, exc)
+            for outcome in outcomes
         ]
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:

@@ -8,20 +8,23 @@ import asyncio
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
 from itertools import pairwise
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
+import webhook_service.delivery as delivery_module
 from contracts.db.engine import (
     SessionFactory,
     create_engine,
@@ -846,3 +849,59 @@ async def test_a_stale_retry_copy_in_the_batch_of_the_live_one_does_not_swallow_
     assert (live.disposition, live.reason) == (Disposition.DONE, DELIVERED)
     assert len(receiver.requests) == 3
     await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=3)
+
+
+async def test_a_record_that_committed_but_failed_on_the_way_back_keeps_its_retry(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The retry due at D1 fails; its record commits, then the connection is lost before the
+    answer (error 2013). The message must go on as the retry due at D2, which the delivery now
+    waits for: with D1 it came back superseded and was acked, and the delivery waited for good."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(status=500), Reply(status=500))
+    first = first_request(row)
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=8
+    ) as delivery:
+        failed = await delivery.deliver(first)
+        due_first = replace(first, ladder_attempt=2, due_at=failed.due_at)
+        with connection_lost_after_a_record_commits(monkeypatch):
+            failed_again = await delivery.deliver(due_first)
+        waits_for = await delivery_of(sessions, event_id_of(row))
+        assert waits_for is not None and waits_for.next_attempt_at != failed.due_at
+        assert failed_again.disposition is Disposition.RETRY
+        assert failed_again.due_at == waits_for.next_attempt_at
+
+        comes_back = replace(first, ladder_attempt=3, due_at=failed_again.due_at)
+        assert (await delivery.deliver(comes_back)).reason == DELIVERED
+    assert len(receiver.requests) == 3
+
+
+@contextmanager
+def connection_lost_after_a_record_commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    recording = False
+    real_record, real_transaction = delivery_module.record_attempts, delivery_module.transaction
+
+    async def record(*args: Any, **kwargs: Any) -> int:
+        nonlocal recording
+        recording = True
+        return await real_record(*args, **kwargs)
+
+    @asynccontextmanager
+    async def transaction(sessions: SessionFactory) -> AsyncIterator[Any]:
+        nonlocal recording
+        async with real_transaction(sessions) as session:
+            yield session
+        if recording:  # committed
+            recording = False
+            raise OperationalError("COMMIT", None, Exception(2013, "Lost connection"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(delivery_module, "record_attempts", record)
+        patch.setattr(delivery_module, "transaction", transaction)
+        yield
