@@ -40,7 +40,7 @@ class PayoutCommands:
     ) -> None:
         self.consumer = consumer
         self.timetable = timetable
-        self._batches = MicroBatcher(
+        self._batches: MicroBatcher[Command, BaseException | None] = MicroBatcher(
             self._run_batch,
             window_seconds=window_seconds,
             max_size=max_batch,
@@ -48,16 +48,18 @@ class PayoutCommands:
         )
 
     async def handle(self, message: RabbitMessage, command: ProcessPayout) -> None:
-        if command.names_its_attempt:
-            await self._batches.submit((message, command))
-        else:
+        if not command.names_its_attempt:
             await self._alone(message, command)
+        elif failure := await self._batches.submit((message, command)):
+            raise failure
 
     async def aclose(self) -> None:
         """Once no handler waits any more (after the broker stopped)."""
         await self._batches.aclose()
 
-    async def _run_batch(self, batch: Sequence[Command]) -> list[None]:
+    async def _run_batch(self, batch: Sequence[Command]) -> list[BaseException | None]:
+        """Per command, what its handler raises: None, or the error of its run alone, which
+        is its own (a retry or dead-letter it could not publish) and not the batch's."""
         together = len(batch) > 1 and await self.consumer.run_together(
             [message for message, _ in batch],
             PAYOUT_COMMANDS,
@@ -67,9 +69,11 @@ class PayoutCommands:
                 self.timetable,
             ),
         )
-        if not together:
-            await asyncio.gather(*(self._alone(message, command) for message, command in batch))
-        return [None] * len(batch)
+        if together:
+            return [None] * len(batch)
+        return await asyncio.gather(
+            *(self._alone(message, command) for message, command in batch), return_exceptions=True
+        )
 
     async def _alone(self, message: RabbitMessage, command: ProcessPayout) -> None:
         await self.consumer.run(

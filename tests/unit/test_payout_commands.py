@@ -1,0 +1,61 @@
+"""The processor's batches of payout commands, around a fake consumer: when a batch fails, its
+commands run alone, and what one of them raises is its own, not the other commands'."""
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any, cast
+
+from faststream.rabbit.message import RabbitMessage
+
+from contracts.messages import ProcessPayout
+from contracts.topology import WorkQueue
+from processor_service.consumer import Consumer
+from processor_service.payout_commands import PayoutCommands
+from processor_service.schedule import Timetable
+
+
+class UnpublishableRetry(Exception):
+    """As when a command's retry cannot be published (the broker connection dropped)."""
+
+
+class BatchFailingConsumer:
+    """Every batch fails; a command run alone succeeds, but for those of `failing` payouts."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.ran_alone: list[str] = []
+
+    async def run_together(self, messages: Sequence[RabbitMessage], *_: Any) -> bool:
+        return False
+
+    async def run(self, message: RabbitMessage, queue: WorkQueue, *_: Any, **__: Any) -> None:
+        payout_id = cast(str, message.headers["payout"])
+        self.ran_alone.append(payout_id)
+        if payout_id in self.failing:
+            raise UnpublishableRetry(payout_id)
+
+
+def _command() -> tuple[RabbitMessage, ProcessPayout]:
+    payout_id = str(uuid.uuid4())
+    message = cast(RabbitMessage, type("Message", (), {"headers": {"payout": payout_id}})())
+    command = ProcessPayout(payout_id=payout_id, merchant_id="m", attempt=0, hold_cycle=0)
+    return message, command
+
+
+async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
+    commands = [_command() for _ in range(3)]
+    failing = commands[1][1].payout_id
+    consumer = BatchFailingConsumer({failing})
+    handler = PayoutCommands(cast(Consumer, consumer), Timetable(), window_seconds=0.2, max_batch=8)
+    try:
+        outcomes = await asyncio.gather(
+            *(handler.handle(message, command) for message, command in commands),
+            return_exceptions=True,
+        )
+    finally:
+        await handler.aclose()
+
+    assert sorted(consumer.ran_alone) == sorted(command.payout_id for _, command in commands)
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], UnpublishableRetry)
