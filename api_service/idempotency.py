@@ -13,7 +13,9 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from decimal import Decimal
+from operator import itemgetter
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Integer, bindparam, delete, insert, select, update
@@ -39,8 +41,10 @@ from contracts.db.models import IdempotencyKey, table_of
 from contracts.db.outages import DEADLOCK, LOCK_WAIT_TIMEOUT, database_error_code
 
 Operation = Callable[[], Awaitable[tuple[int, bytes]]]
-# The answer (status, body) and the work that makes it true.
-Prepare = Callable[[], Awaitable[tuple[int, bytes, Callable[[], Awaitable[None]]]]]
+# What a request does, known once its body is read: the answer (status, body) and the work that
+# makes it true, or, when the work decides the answer, that work (an Operation).
+Prepared = tuple[int, bytes, Callable[[], Awaitable[None]]] | Operation
+Prepare = Callable[[], Awaitable[Prepared]]
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -49,15 +53,30 @@ def request_fingerprint(body: bytes) -> str:
     not JSON, or gives a key twice, counts as sent: its 400 must not be replayed for the
     corrected body under the same key."""
     try:
-        canonical = json.dumps(
-            json_document(body, decimal_integers=False),
-            sort_keys=True,
-            separators=(",", ":"),
-            default=str,
-        ).encode()
-    except (ValueError, RecursionError):
+        canonical = canonical_json(json_document(body, decimal_integers=False)).encode()
+    except (ValueError, RecursionError):  # not a document; nested deeper than we render
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
+
+
+_string = json.encoder.encode_basestring_ascii  # json.dumps's own (C) string encoder
+_key = itemgetter(0)
+
+
+def canonical_json(node: Any) -> str:
+    """`json.dumps(node, sort_keys=True, separators=(",", ":"))`, byte for byte, but with a
+    Decimal as the bare number it was sent as: rendered as a string (`default=str`), `1.5`
+    and `"1.5"` had one fingerprint, and a 400 was replayed as the other's 201."""
+    if isinstance(node, str):
+        return _string(node)
+    if isinstance(node, dict):  # keys are unique (each_key_once): sorting never compares values
+        items = sorted(node.items(), key=_key)
+        return "{" + ",".join(f"{_string(k)}:{canonical_json(v)}" for k, v in items) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(map(canonical_json, node)) + "]"
+    if isinstance(node, Decimal):
+        return str(node)  # a JSON number: digits, point, exponent as parsed
+    return json.dumps(node)  # int, true, false, null (NaN and Infinity as json.dumps spells them)
 
 
 DEADLOCK_RETRIES = 3
@@ -140,10 +159,7 @@ class Idempotency:
         fingerprint = request_fingerprint(await request.body())
 
         async def attempt() -> tuple[int, bytes]:
-            await self._claim(session, fingerprint, answer=None)
-            status_code, body = await operation()
-            await self._store(session, status_code, self.seal.seal(body) if sealed else body)
-            return status_code, body
+            return await self._answer_after(session, fingerprint, operation, sealed=sealed)
 
         return await self._one_transaction(session, fingerprint, attempt)
 
@@ -151,16 +167,29 @@ class Idempotency:
         self, request: Request, session: AsyncSession, prepare: Prepare
     ) -> Response:
         """For an answer known before the work (a create): the key's row is written with the
-        answer in it, so storing it costs no statement of its own."""
+        answer in it, so storing it costs no statement of its own. `prepare` may instead give
+        back an Operation (the answer depends on the work), run as `run` runs it."""
         fingerprint = request_fingerprint(await request.body())
 
         async def attempt() -> tuple[int, bytes]:
-            status_code, body, work = await prepare()
+            prepared = await prepare()
+            if not isinstance(prepared, tuple):
+                return await self._answer_after(session, fingerprint, prepared)
+            status_code, body, work = prepared
             await self._claim(session, fingerprint, answer=(status_code, body))
             await work()
             return status_code, body
 
         return await self._one_transaction(session, fingerprint, attempt)
+
+    async def _answer_after(
+        self, session: AsyncSession, fingerprint: str, operation: Operation, *, sealed: bool = False
+    ) -> tuple[int, bytes]:
+        """Claim the key, run `operation`, then store its answer."""
+        await self._claim(session, fingerprint, answer=None)
+        status_code, body = await operation()
+        await self._store(session, status_code, self.seal.seal(body) if sealed else body)
+        return status_code, body
 
     async def _one_transaction(
         self, session: AsyncSession, fingerprint: str, attempt: Operation

@@ -21,8 +21,14 @@ Model = TypeVar("Model", bound=BaseModel)
 
 class RepeatedKey(ValueError):
     def __init__(self, key: str) -> None:
-        super().__init__(f"{key} given twice")
-        self.key = key
+        # Kept as an answer can name it: a lone surrogate (a JSON escape allows one, UTF-8 does
+        # not) as its `\ud800` escape. Raw, it would make the error itself unencodable (a 500).
+        self.key = key.encode("utf-8", "backslashreplace").decode()
+        super().__init__(f"{self.key} given twice")
+
+
+class NumberOutOfRange(ValueError):
+    """A number whose exponent Decimal cannot hold (1e9999999999999999999)."""
 
 
 def each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -47,9 +53,15 @@ _DECODERS = {
 
 def json_document(raw: bytes, *, decimal_integers: bool) -> Any:
     """`json.loads(raw)` with every number with a fraction a Decimal (and every integer too, with
-    `decimal_integers`), refusing a key given twice (RepeatedKey)."""
+    `decimal_integers`), refusing a key given twice (RepeatedKey). Any body it cannot read is a
+    ValueError, so that its callers need catch nothing else."""
     text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes
-    return _DECODERS[decimal_integers].decode(text)
+    try:
+        return _DECODERS[decimal_integers].decode(text)
+    except ArithmeticError as exc:  # decimal.InvalidOperation: not a ValueError
+        raise NumberOutOfRange("a number is out of range") from exc
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
 
 
 def parse_json(raw: bytes) -> Any:
@@ -58,7 +70,9 @@ def parse_json(raw: bytes) -> Any:
         return json_document(raw, decimal_integers=True)
     except RepeatedKey as repeated:
         raise ValidationFailed.on(repeated.key, "appears more than once in the body") from repeated
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+    except NumberOutOfRange as exc:
+        raise ValidationFailed.on("body", "holds a number out of range") from exc
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
 
 

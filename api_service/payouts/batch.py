@@ -40,8 +40,17 @@ class BatchResult:
         return {"results": ordered, "summary": summary}
 
 
-def _reference(raw: Any) -> Any:
-    return raw.get("merchantReference") if isinstance(raw, dict) else None
+def _reference(raw: Any) -> str | None:
+    """An invalid item's merchantReference, echoed only when the answer can carry it: a number
+    (a Decimal here) or a lone surrogate would make the whole batch's answer unencodable."""
+    reference = raw.get("merchantReference") if isinstance(raw, dict) else None
+    if not isinstance(reference, str):
+        return None
+    try:
+        reference.encode()
+    except UnicodeEncodeError:
+        return None
+    return reference
 
 
 @dataclass(frozen=True)

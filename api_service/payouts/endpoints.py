@@ -1,4 +1,3 @@
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -15,7 +14,7 @@ from api_service.errors import (
     NotFound,
     error_responses,
 )
-from api_service.idempotency import IdempotencyDep
+from api_service.idempotency import IdempotencyDep, Prepared
 from api_service.payouts import batch, service
 from api_service.payouts.schemas import (
     CreatePayoutBatchRequest,
@@ -32,8 +31,6 @@ from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
 
 router = APIRouter(prefix="/payouts", tags=["payouts"])
-# A create naming this field may end QUEUED: its answer is stored after the work, not before.
-QUEUE_FLAG = b"queueIfLowBalance"
 
 
 def payout_json(payout: Payout) -> dict[str, Any]:
@@ -64,29 +61,24 @@ async def create_payout(
     session: SessionDep,
     request_id: RequestId,
 ) -> Response:
-    if QUEUE_FLAG in await request.body():
-        # The answer (PENDING or QUEUED) is known only after the balance has answered.
-        async def create_or_queue() -> tuple[int, bytes]:
-            body = await read_body(request, CreatePayoutRequest)
-            payout = await service.new_payout(session, merchant, body)
-            if not body.queue_if_low_balance:
-                await service.store_new_payouts(session, [payout], request_id=request_id)
-                return 201, success_body(payout_json(payout), "Payout created")
-            await service.store_new_payout_or_queue(session, payout, request_id=request_id)
-            if payout.status == PayoutStatus.QUEUED:
-                message = "Payout queued: the available balance is short"
-                return 201, success_body(payout_json(payout), message)
-            return 201, success_body(payout_json(payout), "Payout created")
-
-        return await idempotency.run(request, session, create_or_queue)
-
-    async def prepare() -> tuple[int, bytes, Callable[[], Awaitable[None]]]:
+    async def prepare() -> Prepared:
         body = await read_body(request, CreatePayoutRequest)
         payout = await service.new_payout(session, merchant, body)
 
         async def store() -> None:
             await service.store_new_payouts(session, [payout], request_id=request_id)
 
+        async def store_or_queue() -> tuple[int, bytes]:
+            await service.store_new_payout_or_queue(session, payout, request_id=request_id)
+            if payout.status == PayoutStatus.QUEUED:
+                message = "Payout queued: the available balance is short"
+                return 201, success_body(payout_json(payout), message)
+            return 201, success_body(payout_json(payout), "Payout created")
+
+        # Decided on the parsed body (a key may be spelled with escapes, or in UTF-16): with
+        # the flag, the answer (PENDING or QUEUED) is known only once the balance has answered.
+        if body.queue_if_low_balance:
+            return store_or_queue
         return 201, success_body(payout_json(payout), "Payout created"), store
 
     return await idempotency.run_prepared(request, session, prepare)

@@ -38,9 +38,16 @@ router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX
 SANDBOX_ERRORS = (*AUTH_ERRORS, SandboxDisabled)
 
 
+# Far above any count here: checked before int(), which takes seconds of CPU (the event loop's)
+# for a number such as 1e1000000 that the body parser hands over as Decimal("1E+1000000").
+_COUNT_MAGNITUDE = Decimal(10**18)
+
+
 def _json_whole_number(value: object) -> object:
     """A JSON number without a fraction (the body parser reads numbers as Decimal); `false` and
     `"5"` are no counts."""
+    if isinstance(value, Decimal) and value.copy_abs() >= _COUNT_MAGNITUDE:
+        raise ValueError("is out of range")
     if isinstance(value, Decimal) and value == value.to_integral_value():
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
