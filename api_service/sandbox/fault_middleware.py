@@ -3,8 +3,9 @@
 The fault comes from the call's `X-Sandbox-Fault` header, or else from the merchant's
 merchant-wide setting (on a share of calls; never on the sandbox controls themselves, so a
 merchant can always switch it off). The merchant of the call's key is looked up here, before
-the endpoint runs, because an injected status must leave nothing written; the endpoint's own
-authentication then answers unknown keys as usual. In production (`PAYOUTS_ENV=production`) a
+the endpoint runs, because an injected status must leave nothing written. Only a merchant's
+call gets a fault: a call without a known key goes on to the endpoint, whose authentication
+answers it (401) as it would without the header. In production (`PAYOUTS_ENV=production`) a
 call carrying the header is refused with 404 and nothing else happens here.
 """
 
@@ -77,17 +78,18 @@ class FaultInjectionMiddleware:
     async def _fault_of(
         self, scope: Scope, headers: dict[bytes, bytes], spec: bytes | None
     ) -> Fault | None:
-        """The call's fault; the merchant of its key is noted for the request log."""
+        """The call's fault, None without a merchant; the merchant is noted for the request log."""
         if not self.enabled:
             return None
         api_key = headers.get(b"x-api-key")
         state = scope["app"].state
         merchant = await merchant_of_key(state, api_key.decode("latin-1")) if api_key else None
-        if merchant is not None:
-            scope["state"]["merchant_id"] = merchant.id
+        if merchant is None:  # the endpoint's authentication answers, fault or no fault
+            return None
+        scope["state"]["merchant_id"] = merchant.id
         if spec is not None:
             return parse_fault(spec.decode("latin-1"))
-        if merchant is None or scope["path"].startswith(self.exempt_prefix):
+        if scope["path"].startswith(self.exempt_prefix):
             return None
         fault_shares: FaultShares = state.fault_shares
         share = await fault_shares.of(merchant.id)

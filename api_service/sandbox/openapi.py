@@ -17,7 +17,8 @@ FAULT_PARAMETER: dict[str, Any] = {
         "at once and does nothing (429 and 503 carry Retry-After); `drop-connection` closes the "
         "connection unanswered and does nothing; `timeout-after-commit` does the work, commits, "
         "then answers 504: retry with the same X-IDEMPOTENCY-KEY to get the committed answer. "
-        "404 in production."
+        "Only a call with a valid X-API-KEY gets a fault; without one it is answered 401 as "
+        "usual. 404 in production."
     ),
 }
 

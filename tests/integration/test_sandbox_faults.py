@@ -59,6 +59,20 @@ async def test_an_injected_status_answers_at_once_with_retry_after_and_writes_no
     assert (await post_payout(api_client, merchant, payout_body(), key, None)).status_code == 201
 
 
+async def test_a_fault_is_injected_only_into_a_merchants_call(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """Without a merchant's key, authentication answers first, as it does without the header:
+    no injected status, and no latency that would hold the connection for an unknown caller."""
+    for headers, code in (
+        ({}, "MISSING_API_KEY"),
+        ({"X-API-KEY": "sk_test_nobody"}, "INVALID_API_KEY"),
+    ):
+        for spec in ("status=503", "latency=30000", "drop-connection", "explode"):
+            response = await api_client.get(f"{API}/balance", headers={**headers, FAULT: spec})
+            assert_error(response, 401, code)
+
+
 async def test_a_fault_header_that_names_no_fault_is_a_400_naming_it(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
