@@ -1,7 +1,9 @@
 """Merchants' webhook endpoints (URL, signing secrets and, in test mode, the sandbox webhook
 chaos), cached in the process for a short time: a batch of deliveries costs at most one SELECT,
 for the merchants it does not find here, instead of one per delivery. An endpoint, secret or
-chaos change reaches deliveries within `ENDPOINT_CACHE_SECONDS`.
+chaos change reaches deliveries within `ENDPOINT_CACHE_SECONDS`. A merchant without a URL is not
+remembered: its delivery is parked at once, with no retry that would find a URL set later, so
+a URL set in the meantime (then a resend, or a new payout) must be seen at once.
 
 The chaos setting is read with the endpoint (LEFT OUTER JOIN, one row per merchant at most): it
 costs no statement of its own. In production (`with_chaos` off) it is not read at all.
@@ -84,7 +86,8 @@ class EndpointCache:
             loaded[merchant_id] = Endpoint(
                 url, secret, previous, previous_expires_at, _chaos_of(chaos)
             )
-            self._by_merchant.put(merchant_id, loaded[merchant_id])
+            if url:  # see the module's docstring: no URL, not remembered
+                self._by_merchant.put(merchant_id, loaded[merchant_id])
         return loaded
 
 

@@ -816,6 +816,28 @@ async def test_an_endpoint_change_reaches_deliveries_within_the_cache_time(
     assert await url_seen() == "https://new.example/hook"
 
 
+async def test_a_url_set_is_seen_at_once_by_a_merchant_that_had_none(
+    make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Without a URL a delivery is parked at once, with no retry that would find the URL set
+    later: an endpoint without one is never cached, or a merchant setting its URL (then
+    resending, or creating a payout) within the cache time had those webhooks parked too."""
+    merchant = await make_merchant(webhook_url=None)
+    cache = EndpointCache(clock=lambda: 100.0)  # the clock stands still: nothing expires
+
+    async def url_seen() -> str | None:
+        async with sessions() as session:
+            endpoints = await cache.endpoints(session, [merchant.merchant_id])
+        return endpoints[merchant.merchant_id].url
+
+    assert await url_seen() is None
+    async with transaction(sessions) as session:
+        stored = await session.get_one(Merchant, merchant.merchant_id)
+        stored.webhook_url = "https://new.example/hook"
+
+    assert await url_seen() == "https://new.example/hook"
+
+
 async def test_a_stale_retry_copy_in_the_batch_of_the_live_one_does_not_swallow_it(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
