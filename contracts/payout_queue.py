@@ -3,7 +3,9 @@ in it, starting the queued payouts the available balance covers, expiring the ol
 
 Order: strict FIFO by (created_at, id). The queue's head that the available balance does not
 cover blocks the payouts behind it, even smaller ones that would fit: a payroll queued in order
-starts in order, and a large payout is never starved by a stream of small ones.
+starts in order, and a large queued payout is never overtaken by smaller queued ones. A new
+payout the available balance covers is not queued at all (it is held at once, even while older
+payouts wait): money that comes back goes to the queue first, but creates may spend what is left.
 
 Lock order (deadlock freedom). The merchant's balance row is the lock of the merchant's queue:
 every change to the queue (a payout queued, started, or expired) happens in a transaction that
