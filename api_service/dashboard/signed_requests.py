@@ -17,6 +17,7 @@ from typing import Any
 
 from api_service.dashboard.rendering import parse_time
 from contracts.db.models import Merchant
+from contracts.webhook_chaos import ChaosKind
 from contracts.webhook_signing import (
     ID_HEADER,
     LEGACY_EVENT_HEADER,
@@ -29,6 +30,10 @@ from contracts.wire import dumps
 ROTATED_OUT = (
     "Signed before the last secret rotation, with a secret no longer kept: its signature "
     "headers cannot be shown."
+)
+NOT_SENT = (
+    "Not sent: sandbox webhook chaos failed this attempt on purpose, before any call. This is "
+    "the request it would have made."
 )
 
 
@@ -53,6 +58,7 @@ def signed_request(
     event: dict[str, Any], attempt: dict[str, Any], merchant: Merchant, grace: timedelta
 ) -> SignedRequest:
     """`event`: the webhook body (GET /events); `attempt`: one of its delivery's attempts."""
+    not_sent = NOT_SENT if attempt.get("chaos") == ChaosKind.INJECTED_FAILURE else None
     body = dumps(event)
     sent_at = parse_time(attempt["createdAt"])
     timestamp = int(sent_at.timestamp())
@@ -65,7 +71,9 @@ def signed_request(
             (TIMESTAMP_HEADER, str(timestamp)),
             (LEGACY_EVENT_HEADER, str(event["event"])),
         ]
-        return SignedRequest(headers, body.decode(), ROTATED_OUT)
+        return SignedRequest(
+            headers, body.decode(), " ".join(filter(None, (not_sent, ROTATED_OUT)))
+        )
     signed = webhook_headers(
         event_id=str(event["id"]),
         legacy_event=str(event["event"]),
@@ -73,4 +81,4 @@ def signed_request(
         body=body,
         secrets=secrets,
     )
-    return SignedRequest([content_type, *signed.items()], body.decode())
+    return SignedRequest([content_type, *signed.items()], body.decode(), not_sent)
