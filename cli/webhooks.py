@@ -1,7 +1,6 @@
 """`payouts webhooks` (the delivery service, `replay-parked`) and `payouts webhook-sink` (a
 local receiver that verifies and prints what the service sends)."""
 
-import asyncio
 from typing import Annotated, Any
 
 import orjson
@@ -12,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from cli.broker import on_the_broker
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.logging import configure_logging
 from contracts.settings import get_settings
@@ -54,7 +54,7 @@ def replay_parked_command(
         finally:
             await engine.dispose()
 
-    result = asyncio.run(replay())
+    result = on_the_broker(replay())
     typer.echo(f"moved {result.moved} parked webhook message(s) back to {RESEND_ROUTING_KEY}")
     if result.kept:
         typer.echo(f"{result.kept} message(s) of other merchants left parked")

@@ -11,7 +11,13 @@ import pytest
 from cli.supervisor import payouts_command
 from contracts.messages import ProcessPayout
 from contracts.redelivery import retry_count
-from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
+from contracts.topology import (
+    LAST_ERROR_HEADER,
+    PAYOUT_COMMANDS,
+    WEBHOOK_PARKING_LOT,
+    declare_topology_at,
+)
+from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost, with_vhost
 from tests.support.polling import eventually
 
 
@@ -84,3 +90,29 @@ def test_an_unknown_queue_is_refused_with_the_known_ones_named(
     result = payouts(service_env, "dlq", "list", "no-such-queue")
     assert result.returncode != 0
     assert "processor.payout-commands" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "queue"),
+    [
+        (("dlq", "list", PAYOUT_COMMANDS.name), PAYOUT_COMMANDS.dead_letter_queue),
+        (("dlq", "redrive", PAYOUT_COMMANDS.name), PAYOUT_COMMANDS.dead_letter_queue),
+        (("webhooks", "replay-parked"), WEBHOOK_PARKING_LOT),
+    ],
+)
+def test_a_vhost_without_the_topology_is_a_message_not_a_traceback(
+    service_env: dict[str, str],
+    infrastructure: Infrastructure,
+    command: tuple[str, ...],
+    queue: str,
+) -> None:
+    """No service has run against the vhost yet: its queues do not exist."""
+    vhost = f"{TEST_VHOST}-empty"
+    recreate_vhost(infrastructure.management_url, vhost)
+    env = {**service_env, "PAYOUTS_AMQP_URL": with_vhost(service_env["PAYOUTS_AMQP_URL"], vhost)}
+
+    done = payouts(env, *command)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"no queue '{queue}'" in done.stderr

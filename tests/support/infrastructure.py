@@ -38,7 +38,7 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def _with_vhost(url: str, vhost: str) -> str:
+def with_vhost(url: str, vhost: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{quote(vhost, safe='')}"))
 
@@ -103,7 +103,7 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
             amqp_url = stack.enter_context(_rabbitmq_container())
         infra = Infrastructure(
             database_url=_with_database(database_url, TEST_DATABASE),
-            amqp_url=_with_vhost(amqp_url, TEST_VHOST),
+            amqp_url=with_vhost(amqp_url, TEST_VHOST),
             management_url=management_url_for(amqp_url),
         )
         recreate_database(infra.database_url)
