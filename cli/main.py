@@ -18,8 +18,10 @@ from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import InsecureConfiguration, get_settings
+from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
 
@@ -65,6 +67,23 @@ def _amount(raw: str) -> Decimal:
         raise typer.BadParameter(f"amount {exc}") from exc
 
 
+def _merchant_name(name: str) -> str:
+    if not 1 <= len(name.strip()) <= MERCHANT_NAME_LENGTH:
+        raise typer.BadParameter(f"must be 1 to {MERCHANT_NAME_LENGTH} characters")
+    return name.strip()
+
+
+def _webhook_url(url: str | None) -> str | None:
+    """As the API checks PUT /webhook-endpoint's URL (its syntax: where it resolves is checked
+    at delivery)."""
+    if url is not None and (problem := endpoint_url_problem(url)):
+        raise typer.BadParameter(problem)
+    return url
+
+
+WebhookUrl = Annotated[str | None, typer.Option(help="Webhook endpoint URL", callback=_webhook_url)]
+
+
 @app.command()
 def migrate() -> None:
     """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
@@ -76,7 +95,7 @@ def migrate() -> None:
 
 @app.command()
 def seed(
-    webhook_url: Annotated[str | None, typer.Option(help="Demo merchant's webhook URL")] = None,
+    webhook_url: WebhookUrl = None,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -127,9 +146,9 @@ def seed(
 
 @merchant_app.command("create")
 def merchant_create(
-    name: Annotated[str, typer.Option(help="Merchant name")],
+    name: Annotated[str, typer.Option(help="Merchant name", callback=_merchant_name)],
     balance: Annotated[str, typer.Option(help="Opening balance in PKR")] = "0",
-    webhook_url: Annotated[str | None, typer.Option(help="Webhook endpoint URL")] = None,
+    webhook_url: WebhookUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Create a merchant; prints its API key and webhook secret once."""

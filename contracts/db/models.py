@@ -42,11 +42,14 @@ def table_of(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
+MERCHANT_NAME_LENGTH = 200
+
+
 class Merchant(Base):
     __tablename__ = "merchants"
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(MERCHANT_NAME_LENGTH))
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
