@@ -11,6 +11,7 @@ import aio_pika
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 
+from api_service.errors import ServiceUnavailable
 from contracts.db.engine import SessionFactory
 from contracts.db.models import WebhookDelivery
 from contracts.dead_letters import redrive
@@ -120,5 +121,9 @@ async def pipeline_health(sessions: SessionFactory, settings: Settings) -> Pipel
 
 
 async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
-    """`payouts dlq redrive QUEUE`: the dead letters back to their work queue (confirmed)."""
-    return await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
+    """`payouts dlq redrive QUEUE`: the dead letters back to their work queue (confirmed). A
+    broker that does not answer, or has no such queue yet, is a dependency down (503)."""
+    try:
+        return await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
+    except (AMQPError, OSError) as exc:
+        raise ServiceUnavailable(f"RabbitMQ: {exc}") from exc

@@ -8,9 +8,12 @@ import uuid
 import aio_pika
 import pytest
 
+from api_service.dashboard.pipeline import redrive_dead_letters
+from api_service.errors import ServiceUnavailable
 from cli.supervisor import payouts_command
 from contracts.messages import ProcessPayout
 from contracts.redelivery import retry_count
+from contracts.settings import Settings
 from contracts.topology import (
     LAST_ERROR_HEADER,
     PAYOUT_COMMANDS,
@@ -92,6 +95,14 @@ def test_an_unknown_queue_is_refused_with_the_known_ones_named(
     assert "processor.payout-commands" in result.stderr
 
 
+@pytest.fixture
+def untouched_vhost(service_env: dict[str, str], infrastructure: Infrastructure) -> str:
+    """The AMQP URL of a vhost no service has run against yet: its queues do not exist."""
+    vhost = f"{TEST_VHOST}-empty"
+    recreate_vhost(infrastructure.management_url, vhost)
+    return with_vhost(service_env["PAYOUTS_AMQP_URL"], vhost)
+
+
 @pytest.mark.parametrize(
     ("command", "queue"),
     [
@@ -101,18 +112,20 @@ def test_an_unknown_queue_is_refused_with_the_known_ones_named(
     ],
 )
 def test_a_vhost_without_the_topology_is_a_message_not_a_traceback(
-    service_env: dict[str, str],
-    infrastructure: Infrastructure,
-    command: tuple[str, ...],
-    queue: str,
+    service_env: dict[str, str], untouched_vhost: str, command: tuple[str, ...], queue: str
 ) -> None:
-    """No service has run against the vhost yet: its queues do not exist."""
-    vhost = f"{TEST_VHOST}-empty"
-    recreate_vhost(infrastructure.management_url, vhost)
-    env = {**service_env, "PAYOUTS_AMQP_URL": with_vhost(service_env["PAYOUTS_AMQP_URL"], vhost)}
-
-    done = payouts(env, *command)
+    done = payouts({**service_env, "PAYOUTS_AMQP_URL": untouched_vhost}, *command)
 
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"no queue '{queue}'" in done.stderr
+
+
+async def test_the_dashboards_redrive_without_the_queue_is_a_dependency_down(
+    settings: Settings, untouched_vhost: str
+) -> None:
+    """The operator's button answers 503 (an error page), not a 500."""
+    elsewhere = settings.model_copy(update={"amqp_url": untouched_vhost})
+
+    with pytest.raises(ServiceUnavailable, match=PAYOUT_COMMANDS.dead_letter_queue):
+        await redrive_dead_letters(elsewhere, PAYOUT_COMMANDS.name)
