@@ -115,7 +115,8 @@ def _create_demo_payouts(base_url: str, merchant: NewMerchant) -> str:
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         return f"not created ({type(exc).__name__}: {exc})"
     return (
-        f"one per test scenario, references demo-... ({summary['created']} created now, "
+        f"one per original test scenario (0001-0005) and one in review, references demo-... "
+        f"({summary['created']} created now, "
         f"{summary['duplicate']} from an earlier run)"
     )
 
@@ -131,7 +132,8 @@ Payout sandbox is running.
   Operations:     {base_url}/dashboard/operations   (operator token: {operator_token})
   API:            {base_url}/api/v1   (docs: {base_url}/docs)
   RabbitMQ UI:    http://127.0.0.1:15672  (guest/guest)
-  Metrics:        {base_url}/metrics, :9101/metrics (processor), :9102/metrics (relay)
+  Metrics:        {base_url}/metrics, :9101/metrics (processor), :9102/metrics (relay),
+                  :9103/metrics (webhooks)
   Demo API key:   {merchant.api_key}
   Webhook secret: {merchant.webhook_secret}
   Webhooks:       delivered to the local sink at http://127.0.0.1:{SINK_PORT}/webhooks, which
