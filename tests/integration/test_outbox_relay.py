@@ -36,10 +36,10 @@ from contracts.topology import (
 )
 from processor_service.housekeeping import clean_up, cleanup_deletes
 from processor_service.outbox_relay import (
+    CLAIM,
     OutboxRelay,
     Publisher,
     RoundResult,
-    claim,
     open_publisher,
     retry_parked,
 )
@@ -47,6 +47,7 @@ from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
+from tests.support.statements import statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
 UNANSWERED_KEY = "test.unanswered"
@@ -644,9 +645,27 @@ async def test_the_claim_and_every_cleanup_delete_read_an_index(sessions: Sessio
     """The claim reads ix_outbox_claim in order (no filesort: FOR UPDATE then locks only the
     batch); each housekeeping batch is a range on an index, not a scan of a hot table."""
     now = utcnow()
-    [plan] = await explain(sessions, claim(now, 200))
+    [plan] = await explain(sessions, CLAIM.params(now=now, batch_size=200))
     assert (plan["type"], plan["key"]) == ("range", "ix_outbox_claim"), plan
     assert "filesort" not in (plan["Extra"] or ""), plan
     for statement in cleanup_deletes(now, outbox_retention=timedelta(hours=24)):
         [plan] = await explain(sessions, statement)
         assert (plan["type"], plan["key"]) == ("range", CLEANUP_INDEXES[plan["table"]]), plan
+
+
+async def test_a_relay_round_builds_no_statement_of_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, make_relay: RelayFactory
+) -> None:
+    """The claim and the marking of sent rows are built once per process: a round neither builds
+    them nor walks them for their cache keys (with the ORM's bulk UPDATE, a round did both)."""
+    merchant = await make_merchant()
+    relay = await make_relay()
+    await create_payout_as(api_client, merchant, f"req-{uuid.uuid4().hex}")
+    await relay_until_idle(relay)
+    await create_payout_as(api_client, merchant, f"req-{uuid.uuid4().hex}")
+
+    with statements_built() as built:
+        sent = (await relay.relay_once()).sent
+
+    assert sent >= 2
+    assert built == []
