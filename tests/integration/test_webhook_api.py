@@ -429,13 +429,15 @@ async def test_endpoint_url_is_validated(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://127.0.0.1:9000/hook", "non-public address (127.0.0.1)"),
+        ("http://127.0.0.1:9000/hook", "non-public address"),
         ("http://localhost/hook", "non-public address"),
-        ("http://[::1]/hook", "non-public address (::1)"),
-        ("http://10.0.0.5/hook", "non-public address (10.0.0.5)"),
+        ("http://[::1]/hook", "non-public address"),
+        ("http://10.0.0.5/hook", "non-public address"),
         ("http://192.168.1.10/hook", "non-public address"),
-        ("http://169.254.169.254/latest/meta-data", "non-public address (169.254.169.254)"),
+        ("http://169.254.169.254/latest/meta-data", "non-public address"),
         ("http://0.0.0.0/hook", "non-public address"),
+        ("http://[::7f00:1]:9000/hook", "non-public address"),  # IPv4-compatible 127.0.0.1
+        ("http://[64:ff9b::a00:1]/hook", "non-public address"),  # NAT64 10.0.0.1
         ("https://no-such-host.invalid/hook", "does not resolve"),
         # Host names that are no host names: IDNA refuses an empty or over-long label.
         ("http://a..b/hook", "is not a valid host name"),
@@ -458,6 +460,7 @@ async def test_endpoint_must_resolve_to_a_public_address(
 
     error = assert_error(response, 400, "VALIDATION_ERROR", "url")
     assert message in error["message"]
+    assert "127.0.0.1" not in error["message"] or "127.0.0.1" in url  # no map of our names
     async with sessions() as session:
         stored = await session.get(Merchant, merchant.merchant_id)
     assert stored is not None and stored.webhook_url == PUBLIC_URL  # unchanged

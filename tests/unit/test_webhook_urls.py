@@ -56,6 +56,14 @@ def test_unacceptable_urls(url: str, problem: str) -> None:
         ("224.0.0.1", False),  # multicast
         ("::ffff:127.0.0.1", False),  # IPv4-mapped loopback
         ("::ffff:93.184.215.14", True),
+        # IPv6 forms that carry an IPv4 address, which a host with NAT64 or a tunnel routes to
+        # it (Python's is_global calls several of them public):
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
+        ("::ffff:0:a00:1", False),  # IPv4-translated 10.0.0.1
+        ("64:ff9b::a00:1", False),  # NAT64 10.0.0.1
+        ("64:ff9b:1::a00:1", False),  # local-use NAT64
+        ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
     ],
 )
 def test_only_public_addresses_receive_webhooks(address: str, public: bool) -> None:
