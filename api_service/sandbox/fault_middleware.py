@@ -72,7 +72,8 @@ class FaultInjectionMiddleware:
             await self.app(scope, receive, send)
             return
         scope["state"]["fault"] = fault.label
-        INJECTED_FAULTS.labels(fault.label, "header" if spec is not None else "setting").inc()
+        source = "header" if spec is not None else "setting"
+        INJECTED_FAULTS.labels(fault.metric_label, source).inc()
         await self._inject(fault, scope, receive, send, request_id)
 
     async def _fault_of(

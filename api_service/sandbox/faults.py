@@ -39,8 +39,14 @@ class Fault:
 
     @property
     def label(self) -> str:
-        """As the merchant wrote it: in the request log, the metrics and the settings."""
+        """As the merchant wrote it: in the request log and the settings."""
         return self.kind.value if self.value is None else f"{self.kind.value}={self.value}"
+
+    @property
+    def metric_label(self) -> str:
+        """The label without a latency's milliseconds: any merchant could otherwise add one
+        metric series per value (30,001 of them) to the API's metrics."""
+        return self.kind.value if self.kind is FaultKind.LATENCY else self.label
 
     @property
     def retry_after_seconds(self) -> int | None:

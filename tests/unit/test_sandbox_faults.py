@@ -34,6 +34,20 @@ def test_anything_else_is_refused(spec: str) -> None:
         parse_fault(spec)
 
 
+@pytest.mark.parametrize(
+    ("spec", "metric_label"),
+    [
+        ("latency=700", "latency"),
+        ("latency=29999", "latency"),
+        ("status=503", "status=503"),
+        ("timeout-after-commit", "timeout-after-commit"),
+    ],
+)
+def test_the_metric_label_is_one_of_a_few(spec: str, metric_label: str) -> None:
+    """A latency's milliseconds stay in the request log, out of the metric's labels."""
+    assert parse_fault(spec).metric_label == metric_label
+
+
 def test_retry_after_comes_with_429_and_503_only() -> None:
     assert parse_fault("status=429").retry_after_seconds == 2
     assert parse_fault("status=503").retry_after_seconds == 2
