@@ -20,7 +20,8 @@ from tests.support.system import RunningSystem
 
 PAYOUTS = 10_000
 LOADS = 7
-# Generous for a shared CI machine; the printed medians are what to look at.
+# Generous for a shared CI machine, and judged on each page's fastest load; the printed medians
+# are what to look at. Rendering every row instead of a page of 25 takes several seconds.
 BUDGET_SECONDS = 1.0
 
 
@@ -71,7 +72,9 @@ async def signed_in_client(base_url: str, api_key: str) -> httpx.AsyncClient:
     return client
 
 
-async def median_seconds(client: httpx.AsyncClient, url: str) -> float:
+async def load_seconds(client: httpx.AsyncClient, url: str) -> tuple[float, float]:
+    """The median and the fastest of LOADS loads. The fastest is what the page costs: a shared
+    host's noise only ever adds time (the median is what to read, the fastest what to judge)."""
     await client.get(url)  # warm: the first load pays for connections and caches
     timings = []
     for _ in range(LOADS):
@@ -79,7 +82,7 @@ async def median_seconds(client: httpx.AsyncClient, url: str) -> float:
         response = await client.get(url)
         timings.append(time.perf_counter() - started)
         assert response.status_code == 200, response.text
-    return statistics.median(timings)
+    return statistics.median(timings), min(timings)
 
 
 async def test_the_payouts_list_renders_fast_at_10000_payouts(
@@ -95,17 +98,17 @@ async def test_the_payouts_list_renders_fast_at_10000_payouts(
         older = re.search(r'href="\?after=([0-9a-f-]{36})"', first_page.text)
         assert older is not None
         timings = {
-            "first page (count + 25 rows)": await median_seconds(client, "/dashboard/payouts"),
-            "a later page (keyset)": await median_seconds(
+            "first page (count + 25 rows)": await load_seconds(client, "/dashboard/payouts"),
+            "a later page (keyset)": await load_seconds(
                 client, f"/dashboard/payouts?after={older.group(1)}"
             ),
-            "filtered by status": await median_seconds(client, "/dashboard/payouts?status=FAILED"),
-            "live statuses poll": await median_seconds(client, "/dashboard/payouts/live"),
+            "filtered by status": await load_seconds(client, "/dashboard/payouts?status=FAILED"),
+            "live statuses poll": await load_seconds(client, "/dashboard/payouts/live"),
         }
     finally:
         await client.aclose()
     with capsys.disabled():
-        print(f"\npayouts list at {PAYOUTS:,} payouts, median of {LOADS} loads:")
-        for what, seconds in timings.items():
-            print(f"  {what}: {seconds * 1000:.1f} ms")
-    assert max(timings.values()) < BUDGET_SECONDS
+        print(f"\npayouts list at {PAYOUTS:,} payouts, median (fastest) of {LOADS} loads:")
+        for what, (median, fastest) in timings.items():
+            print(f"  {what}: {median * 1000:.1f} ms ({fastest * 1000:.1f} ms)")
+    assert max(fastest for _, fastest in timings.values()) < BUDGET_SECONDS

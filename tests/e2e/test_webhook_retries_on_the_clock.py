@@ -22,8 +22,10 @@ from tests.support.polling import eventually
 from tests.support.system import WEBHOOKS, RunningSystem, running_system
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 
-# The first wait is short so that its TTL copy comes back within the test; the rest span hours.
-LADDER = (5, 600, 3600, 7200)
+# The first wait is short so that its TTL copy comes back within the test, and long enough that
+# no first retry runs (in real time) before all three events' first attempts failed, even on a
+# slow host; the rest span hours.
+LADDER = (15, 600, 3600, 7200)
 ATTEMPTS = len(LADDER) + 1
 EVENTS = ("payout.created", "payout.processing", "payout.succeeded")
 SUPERSEDED_METRIC = 'payouts_webhook_outcomes_total{outcome="superseded"}'
@@ -100,7 +102,7 @@ async def test_advancing_across_the_webhook_ladder_parks_each_delivery_after_eve
             scraped = (await http.get(metrics)).text
             return f"{SUPERSEDED_METRIC} {float(len(EVENTS))}" in scraped
 
-        await eventually(copies_dropped, within=30, interval=0.2, what="TTL copies dropped")
+        await eventually(copies_dropped, within=45, interval=0.2, what="TTL copies dropped")
 
         for delivery in await deliveries_of(sessions, payout_id):
             assert (delivery.status, delivery.attempts) == (DeliveryStatus.PARKED, ATTEMPTS)

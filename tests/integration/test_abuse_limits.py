@@ -6,7 +6,6 @@ endpoint bodies read after auth."""
 import asyncio
 import io
 import logging
-import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -357,9 +356,11 @@ async def test_answer_time_does_not_tell_unknown_inactive_and_malformed_keys_apa
             started = time.perf_counter()
             await api_client.get(f"{API}/balance", headers={"X-API-KEY": key})
             samples[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(times) for name, times in samples.items()}
-    # A shortcut (no database round trip) would answer several times faster.
-    assert max(medians.values()) / min(medians.values()) < 1.5, medians
+    # The fastest of each kind: a noisy host only ever adds time, so the minimum is each path's
+    # own cost (medians moved by half on a loaded host). A shortcut (no database round trip)
+    # would answer several times faster.
+    fastest = {name: min(times) for name, times in samples.items()}
+    assert max(fastest.values()) / min(fastest.values()) < 1.5, fastest
 
 
 # --- request ids and merchant ids on log lines ---------------------------------------------------
