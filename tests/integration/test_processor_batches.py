@@ -25,7 +25,13 @@ from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topol
 from processor_service.app import create_processor
 from processor_service.handlers import Context, UnknownPayout, process_payouts
 from tests.conftest import MerchantFactory
-from tests.support.amqp import RabbitClient, dead_letters, eventually, publish_command
+from tests.support.amqp import (
+    RabbitClient,
+    dead_letters,
+    eventually,
+    open_rabbit,
+    publish_command,
+)
 from tests.support.api_helpers import new_payout_command
 
 CONTEXT = Context(None, retry_delay_ms=1000)
@@ -148,10 +154,13 @@ async def test_a_batch_with_an_unknown_payout_writes_nothing(
 @pytest.fixture(scope="module")
 async def processor(settings: Settings) -> AsyncIterator[None]:
     """The processor in this process, its batch window long enough to gather a test's burst.
-    No relay: the tests publish the commands themselves."""
+    No relay: the tests publish the commands themselves. Commands earlier modules' relays left in
+    the queue are purged first: mixed into a burst, they split or fail its batches."""
     await declare_topology_at(
         settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
     )
+    async with open_rabbit(settings.amqp_url) as rabbit:
+        await rabbit.purge(PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
     gathering = settings.model_copy(
         update={
             "processor_batch_window_seconds": BATCH_WINDOW_SECONDS,
