@@ -24,7 +24,7 @@ from tests.support.api_helpers import (
     footprint,
     new_key,
     payout_body,
-    psp_headers,
+    post_ipn,
 )
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -88,9 +88,7 @@ async def test_a_signed_callback_with_a_number_out_of_range_is_a_400_and_changes
         OUT_OF_RANGE,
     )
 
-    response = await api_client.post(
-        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
-    )
+    response = await post_ipn(api_client, settings.psp_secret, body)
 
     assert_error(response, 400, "VALIDATION_ERROR", "body")
     assert await footprint(sessions, merchant.merchant_id) == before

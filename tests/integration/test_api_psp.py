@@ -25,6 +25,7 @@ from tests.support.api_helpers import (
     footprint,
     move_payout,
     outbox_for_payout,
+    post_ipn,
     psp_headers,
 )
 
@@ -32,12 +33,6 @@ from tests.support.api_helpers import (
 def _callback(payout_id: str, status: str, **extra: Any) -> bytes:
     body = {"eventId": f"evt-{uuid.uuid4().hex}", "payoutId": payout_id, "status": status}
     return orjson.dumps({**body, **extra})
-
-
-async def _send_ipn(client: httpx.AsyncClient, settings: Settings, body: bytes) -> httpx.Response:
-    return await client.post(
-        f"{API}/ipn/psp", content=body, headers=psp_headers(settings.psp_secret, body)
-    )
 
 
 async def _callbacks(sessions: SessionFactory, payout_id: str) -> list[PspCallback]:
@@ -95,7 +90,7 @@ async def test_ipn_is_recorded_and_sent_to_the_processor(
 ) -> None:
     payout = await create_payout(api_client, await make_merchant())
     body = _callback(payout["id"], "SUCCESS", pspReference="PSP-1")
-    response = await _send_ipn(api_client, settings, body)
+    response = await post_ipn(api_client, settings.psp_secret, body)
     assert response.status_code == 200, response.text
     event_id = orjson.loads(body)["eventId"]
     assert response.json()["data"] == {
@@ -129,9 +124,9 @@ async def test_the_same_event_twice_is_applied_once(
     merchant = await make_merchant()
     payout = await create_payout(api_client, merchant)
     body = _callback(payout["id"], "FAILED", failureReason="Closed account")
-    first = await _send_ipn(api_client, settings, body)
+    first = await post_ipn(api_client, settings.psp_secret, body)
     after_first = await footprint(sessions, merchant.merchant_id)
-    second = await _send_ipn(api_client, settings, body)
+    second = await post_ipn(api_client, settings.psp_secret, body)
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json()["data"]["duplicate"] is True
     assert second.json()["data"]["payoutId"] == payout["id"]
@@ -149,7 +144,9 @@ async def test_the_same_event_at_once_is_applied_once(
     payout = await create_payout(api_client, merchant)
     before = await footprint(sessions, merchant.merchant_id)
     body = _callback(payout["id"], "SUCCESS")
-    responses = await asyncio.gather(*(_send_ipn(api_client, settings, body) for _ in range(8)))
+    responses = await asyncio.gather(
+        *(post_ipn(api_client, settings.psp_secret, body) for _ in range(8))
+    )
     assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
     assert [r.json()["data"]["duplicate"] for r in responses].count(False) == 1
     after = await footprint(sessions, merchant.merchant_id)
@@ -187,7 +184,7 @@ async def test_ipn_follows_the_transition_table(
     payout = await create_payout(api_client, merchant)
     await move_payout(sessions, payout["id"], PayoutStatus(current))
     before = await footprint(sessions, merchant.merchant_id)
-    response = await _send_ipn(api_client, settings, _callback(payout["id"], outcome))
+    response = await post_ipn(api_client, settings.psp_secret, _callback(payout["id"], outcome))
     if status == 409:
         assert_error(response, 409, "INVALID_TRANSITION")
         assert await footprint(sessions, merchant.merchant_id) == before
@@ -200,7 +197,7 @@ async def test_ipn_for_an_unknown_payout_is_404(
     api_client: httpx.AsyncClient, settings: Settings
 ) -> None:
     body = _callback(str(uuid.uuid4()), "SUCCESS")
-    assert_error(await _send_ipn(api_client, settings, body), 404, "NOT_FOUND")
+    assert_error(await post_ipn(api_client, settings.psp_secret, body), 404, "NOT_FOUND")
 
 
 @pytest.mark.parametrize(
@@ -216,7 +213,7 @@ async def test_ipn_for_an_unknown_payout_is_404(
 async def test_signed_ipn_with_invalid_fields_is_400_naming_them(
     api_client: httpx.AsyncClient, settings: Settings, body: dict[str, Any], field: str
 ) -> None:
-    response = await _send_ipn(api_client, settings, orjson.dumps(body))
+    response = await post_ipn(api_client, settings.psp_secret, orjson.dumps(body))
     assert_error(response, 400, "VALIDATION_ERROR", field)
 
 

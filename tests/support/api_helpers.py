@@ -115,7 +115,7 @@ async def send_ipn(
     event_id: str | None = None,
     **fields: str,
 ) -> httpx.Response:
-    """A PSP callback signed as the PSP signs it: hex HMAC-SHA256 of the raw body."""
+    """A PSP callback of these fields, signed (post_ipn)."""
     body = orjson.dumps(
         {
             "eventId": event_id or f"evt-{uuid.uuid4().hex}",
@@ -124,6 +124,11 @@ async def send_ipn(
             **fields,
         }
     )
+    return await post_ipn(client, psp_secret, body)
+
+
+async def post_ipn(client: httpx.AsyncClient, psp_secret: str, body: bytes) -> httpx.Response:
+    """A raw callback body, signed as the PSP signs it: hex HMAC-SHA256 of the raw body."""
     return await client.post(f"{API}/ipn/psp", content=body, headers=psp_headers(psp_secret, body))
 
 
