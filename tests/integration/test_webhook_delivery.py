@@ -10,7 +10,6 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import replace
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
@@ -65,6 +64,7 @@ from tests.support.webhook_flow import (
     recorded_event,
     relay,
     resend,
+    retry_of,
     running_webhook_service,
     waiting_copies,
 )
@@ -856,9 +856,9 @@ async def test_a_stale_retry_copy_in_the_batch_of_the_live_one_does_not_swallow_
         sessions, webhook_settings, lease_seconds=10, max_batch=8
     ) as delivery:
         failed = await delivery.deliver(first)
-        due_first = replace(first, ladder_attempt=2, due_at=failed.due_at)
+        due_first = retry_of(first, failed)
         failed_again = await delivery.deliver(due_first)
-        due_next = replace(first, ladder_attempt=3, due_at=failed_again.due_at)
+        due_next = retry_of(due_first, failed_again)
     assert failed_again.due_at is not None and failed.due_at is not None
     assert failed_again.due_at > failed.due_at
 
@@ -891,7 +891,7 @@ async def test_a_record_that_committed_but_failed_on_the_way_back_keeps_its_retr
         sessions, webhook_settings, lease_seconds=10, max_batch=8
     ) as delivery:
         failed = await delivery.deliver(first)
-        due_first = replace(first, ladder_attempt=2, due_at=failed.due_at)
+        due_first = retry_of(first, failed)
         with connection_lost_after_a_record_commits(monkeypatch):
             failed_again = await delivery.deliver(due_first)
         waits_for = await delivery_of(sessions, event_id_of(row))
@@ -899,7 +899,7 @@ async def test_a_record_that_committed_but_failed_on_the_way_back_keeps_its_retr
         assert failed_again.disposition is Disposition.RETRY
         assert failed_again.due_at == waits_for.next_attempt_at
 
-        comes_back = replace(first, ladder_attempt=3, due_at=failed_again.due_at)
+        comes_back = retry_of(due_first, failed_again)
         assert (await delivery.deliver(comes_back)).reason == DELIVERED
     assert len(receiver.requests) == 3
 

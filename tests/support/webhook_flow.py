@@ -5,7 +5,7 @@ record, resends, and counting the statements and transactions of the database si
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from webhook_service.app import create_webhook_app
+from webhook_service.delivery import Decision
 from webhook_service.delivery_records import DeliveryRequest
 
 LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
@@ -189,6 +190,12 @@ def first_request(row: OutboxMessage) -> DeliveryRequest:
     return DeliveryRequest(
         PayoutStatusChanged.model_validate_json(row.body), ladder_attempt=1, generation=0
     )
+
+
+def retry_of(request: DeliveryRequest, failed: Decision) -> DeliveryRequest:
+    """The message a failed attempt republishes: the ladder's next attempt, due when the
+    decision says."""
+    return replace(request, ladder_attempt=request.ladder_attempt + 1, due_at=failed.due_at)
 
 
 # A batch: the endpoints not cached, the lease, the read of the leased rows, commit; after the
