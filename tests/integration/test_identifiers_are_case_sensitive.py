@@ -37,12 +37,6 @@ def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}-Ab"
 
 
-def _created(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 201, response.text
-    data: dict[str, Any] = response.json()["data"]
-    return data
-
-
 async def _listed(
     client: httpx.AsyncClient, merchant: Any, merchant_reference: str
 ) -> list[tuple[str, str]]:
@@ -74,18 +68,10 @@ async def test_references_differing_only_in_case_are_two_payouts(
     upper = _unique("CASE-X")
     lower = upper.lower()
 
-    first = _created(
-        await api_client.post(
-            f"{API}/payouts", json=payout_body(merchantReference=upper), headers=auth(merchant)
-        )
-    )
+    first = await create_payout(api_client, merchant, merchantReference=upper)
     # Before the lower-case payout exists, its reference finds nothing.
     assert await _listed(api_client, merchant, lower) == []
-    second = _created(
-        await api_client.post(
-            f"{API}/payouts", json=payout_body(merchantReference=lower), headers=auth(merchant)
-        )
-    )
+    second = await create_payout(api_client, merchant, merchantReference=lower)
 
     assert first["id"] != second["id"]
     assert await _listed(api_client, merchant, upper) == [(first["id"], upper)]
