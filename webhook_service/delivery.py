@@ -168,6 +168,10 @@ def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:
     return chosen
 
 
+def _precedence(request: DeliveryRequest) -> tuple[int, datetime]:
+    return request.generation, request.due_at or datetime.min
+
+
 def recorded(written: Delivery, read: Delivery | None) -> bool:
     """Whether `read` (the row now) shows the state `written` was to record: its lease is no
     longer the one `written` was recorded under, and the attempt's state is there."""
@@ -177,10 +181,6 @@ def recorded(written: Delivery, read: Delivery | None) -> bool:
         and (read.status, read.attempts, read.next_attempt_at, read.delivered_generation)
         == (written.status, written.attempts, written.next_attempt_at, written.delivered_generation)
     )
-
-
-def _precedence(request: DeliveryRequest) -> tuple[int, datetime]:
-    return request.generation, request.due_at or datetime.min
 
 
 def signed_request(
