@@ -3,7 +3,6 @@ against the real MariaDB and RabbitMQ: each payout of a batch ends as it would a
 ledger line carries the balance after its own journal, a copy in the same batch changes nothing,
 and a batch that fails writes nothing, its commands then running one by one."""
 
-import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from contracts.messages import ProcessPayout
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
+from processor_service import payout_commands
 from processor_service.app import create_processor
 from processor_service.handlers import Context, UnknownPayout, process_payouts
 from tests.conftest import MerchantFactory
@@ -153,9 +153,11 @@ async def test_a_batch_with_an_unknown_payout_writes_nothing(
 
 @pytest.fixture(scope="module")
 async def processor(settings: Settings) -> AsyncIterator[None]:
-    """The processor in this process, its batch window long enough to gather a test's burst.
-    No relay: the tests publish the commands themselves. Commands earlier modules' relays left in
-    the queue are purged first: mixed into a burst, they split or fail its batches."""
+    """The processor in this process, its batch window long enough to gather a test's burst,
+    and one batch worker: with two, a burst's commands alternate between them, so its batches
+    split as the messages happen to arrive. No relay: the tests publish the commands themselves.
+    Commands earlier modules' relays left in the queue are purged first: mixed into a burst, they
+    split or fail its batches."""
     await declare_topology_at(
         settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
     )
@@ -167,8 +169,10 @@ async def processor(settings: Settings) -> AsyncIterator[None]:
             "processor_max_handler_retries": 0,
         }
     )
-    async with create_processor(gathering):
-        yield
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(payout_commands, "BATCH_WORKERS", 1)
+        async with create_processor(gathering):
+            yield
 
 
 async def test_a_failed_batch_runs_its_commands_one_by_one(
@@ -190,9 +194,10 @@ async def test_a_failed_batch_runs_its_commands_one_by_one(
     )
     failed_before = batch_failures()
 
-    message_ids = await asyncio.gather(
-        *(publish_command(rabbit, command.to_json()) for command in [*commands, unknown])
-    )
+    # One by one, as a relay's confirms may space them: each arrives on its own.
+    message_ids = [
+        await publish_command(rabbit, command.to_json()) for command in [*commands, unknown]
+    ]
 
     dead = await dead_letters(rabbit, {message_ids[-1]})
     assert str((dead[message_ids[-1]].headers or {})[LAST_ERROR_HEADER]).startswith(
