@@ -1,5 +1,6 @@
 """Request field types shared by several endpoints."""
 
+import functools
 import re
 import unicodedata
 from datetime import datetime
@@ -15,6 +16,7 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -95,10 +97,38 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
 
 
+def _document_null_as_left_out(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """In the OpenAPI document, each optional field with a default also takes null."""
+    properties: dict[str, Any] = schema.get("properties", {})
+    for key in _defaulted_keys(model) & properties.keys():
+        described = {k: v for k, v in properties[key].items() if k in _DESCRIBING}
+        typed = {k: v for k, v in properties[key].items() if k not in _DESCRIBING}
+        properties[key] = described | {"anyOf": [typed, {"type": "null"}]}
+
+
+_DESCRIBING = {"title", "description", "default", "examples"}
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+        json_schema_extra=_document_null_as_left_out,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_left_out(cls, data: Any) -> Any:
+        """An optional field sent as null takes its default, as if it were left out (many
+        clients serialize a field they do not set as null): `accountTitle: null` is "Account
+        Holder", not a 400. A required field stays null, and fails naming itself."""
+        if not isinstance(data, dict):
+            return data
+        defaulted = _defaulted_keys(cls)
+        return {
+            key: value for key, value in data.items() if value is not None or key not in defaulted
+        }
 
     @field_validator("*", mode="after")
     @classmethod
@@ -106,6 +136,17 @@ class RequestModel(BaseModel):
         if isinstance(value, str) and has_control_characters(value):
             raise ValueError("must not contain control characters")
         return value
+
+
+@functools.cache
+def _defaulted_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The names and aliases of `model`'s fields whose default is not None."""
+    return frozenset(
+        key
+        for name, field in model.model_fields.items()
+        if not field.is_required() and field.get_default(call_default_factory=True) is not None
+        for key in (name, field.alias or name)
+    )
 
 
 class Page(BaseModel):

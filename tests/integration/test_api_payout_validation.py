@@ -239,6 +239,32 @@ async def test_valid_input_is_accepted_and_normalized(
     assert {name: fetched.json()["data"][name] for name in expected} == expected
 
 
+async def test_null_for_an_optional_field_is_the_field_left_out(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Many clients serialize a field they do not set as null: it takes its default. A
+    required field sent as null is still a 400 naming it."""
+    merchant = await make_merchant()
+    optional = {"accountTitle": None, "currency": None, "purpose": None, "queueIfLowBalance": None}
+
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body() | optional, headers=auth(merchant)
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()["data"]
+    assert (created["accountTitle"], created["currency"], created["status"]) == (
+        "Account Holder",
+        "PKR",
+        "PENDING",
+    )
+
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body() | {"accountNumber": None}, headers=auth(merchant)
+    )
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["error"]["details"]] == ["accountNumber"]
+
+
 async def test_several_invalid_fields_are_all_named(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
