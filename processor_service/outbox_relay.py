@@ -13,9 +13,14 @@ and the relay loop backs off as a whole.
 
 The row locks are the lease: a relay that dies mid-round loses its connection, the locks go with
 it, and the next relay republishes those rows at once.
+
+An idle outbox is polled cheaply: after a round that claimed nothing, the next one first asks
+`DueProbe` (one indexed read in autocommit, no transaction, no lock) and claims only when a row is
+due. Rounds right after one that found rows claim at once, so a busy relay never pays for it.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +29,8 @@ from datetime import datetime, timedelta
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from sqlalchemy import Integer, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, bindparam, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, table_of
@@ -75,27 +80,58 @@ def error_text(error: BaseException) -> str:
     return text.encode("utf-8", "replace").decode()
 
 
+_OUTBOX = table_of(OutboxMessage)
+_DUE = (
+    _OUTBOX.c.sent_at.is_(None),
+    _OUTBOX.c.parked_at.is_(None),
+    _OUTBOX.c.next_attempt_at <= bindparam("now"),
+)
+# The claim's condition on the same index, without the lock: is any row due?
+ANY_DUE = select(literal(1)).where(*_DUE).limit(1)
+
 # Due rows in `ix_outbox_claim` order: never-tried rows first (due since the epoch), then rows
 # whose backoff is over, so a failing row never starves the others. Built once (parameters: now,
 # batch_size), as the UPDATE below: a round neither rebuilds them nor walks them for cache keys.
 CLAIM = (
     select(OutboxMessage)
-    .where(
-        OutboxMessage.sent_at.is_(None),
-        OutboxMessage.parked_at.is_(None),
-        OutboxMessage.next_attempt_at <= bindparam("now"),
-    )
+    .where(*_DUE)
     .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
     .limit(bindparam("batch_size", type_=Integer))
     .with_for_update(skip_locked=True)
 )
-_OUTBOX = table_of(OutboxMessage)
 # On the Core table: the ORM's bulk UPDATE machinery was a twentieth of the relay's CPU.
 _MARK_SENT = (
     update(_OUTBOX)
     .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
     .values(sent_at=bindparam("now"))
 )
+
+
+class DueProbe:
+    """Whether the outbox holds a due row: one read on a connection of its own, in autocommit,
+    so that asking costs one statement and no transaction. A failed read drops the connection
+    (a restarted server leaves it dead); the next read opens another."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def anything_due(self, now: datetime) -> bool:
+        try:
+            if self._connection is None:
+                connection = await self.engine.connect()
+                self._connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            found = await self._connection.execute(ANY_DUE, {"now": now})
+            return found.first() is not None
+        except Exception:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # already dead, most likely
+                await connection.close()
 
 
 def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
@@ -143,22 +179,34 @@ class OutboxRelay:
         self,
         sessions: SessionFactory,
         publisher: Publisher,
+        probe: DueProbe,
         *,
         batch_size: int,
         max_attempts: int,
     ) -> None:
         self.sessions = sessions
         self.publisher = publisher
+        self.probe = probe
         self.batch_size = batch_size
         self.max_attempts = max_attempts
+        self._found_rows = False  # the last round claimed some
 
     async def relay_once(self) -> RoundResult:
         """Claim up to a batch of due rows, publish them, then mark what the broker took and back
-        off what it refused, in the claim's transaction."""
+        off what it refused, in the claim's transaction. After a round that claimed nothing, only
+        if the probe finds a row due."""
+        if not self._found_rows and not await self.probe.anything_due(utcnow()):
+            OUTBOX_LAG.set(0)
+            return RoundResult(claimed=0, sent=0)
+        result = await self._claim_and_publish()
+        self._found_rows = result.claimed > 0
+        return result
+
+    async def _claim_and_publish(self) -> RoundResult:
         async with transaction(self.sessions) as session:
             due = {"now": utcnow(), "batch_size": self.batch_size}
             rows = list(await session.scalars(CLAIM, due))
-            if not rows:
+            if not rows:  # claimed by another relay meanwhile, or locked by one
                 OUTBOX_LAG.set(0)
                 return RoundResult(claimed=0, sent=0)
             OUTBOX_LAG.set((utcnow() - min(row.created_at for row in rows)).total_seconds())

@@ -14,7 +14,9 @@ import orjson
 import pytest
 from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from sqlalchemy import ClauseElement, delete, insert, select, update
+from sqlalchemy import ClauseElement, delete, insert, select, text, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -36,7 +38,9 @@ from contracts.topology import (
 )
 from processor_service.housekeeping import clean_up, cleanup_deletes
 from processor_service.outbox_relay import (
+    ANY_DUE,
     CLAIM,
+    DueProbe,
     OutboxRelay,
     Publisher,
     RoundResult,
@@ -46,28 +50,31 @@ from processor_service.outbox_relay import (
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
-from tests.support.statements import statements_built
+from tests.support.statements import counting_statements, statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
 UNANSWERED_KEY = "test.unanswered"
 
 
 @pytest.fixture(scope="module", autouse=True)
-async def clean_slate(settings: Settings, sessions: SessionFactory) -> None:
+async def clean_slate(settings: Settings, engine: AsyncEngine, sessions: SessionFactory) -> None:
     """The topology declared, and whatever earlier tests left in the outbox sent already, so that
     each test's relay rounds carry that test's rows."""
     await declare_topology_at(
         settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
     )
     connection, publisher = await open_publisher(settings.amqp_url)
+    probe = DueProbe(engine)
     async with connection:
         relay = OutboxRelay(
             sessions,
             publisher,
+            probe,
             batch_size=500,
             max_attempts=settings.relay_max_publish_attempts,
         )
         await relay_until_idle(relay)
+    await probe.aclose()
 
 
 @pytest.fixture
@@ -108,9 +115,13 @@ RelayFactory = Callable[..., Awaitable[OutboxRelay]]
 
 
 @pytest.fixture
-async def make_relay(settings: Settings, sessions: SessionFactory) -> AsyncIterator[RelayFactory]:
-    """Relays with a publisher (and a connection) each, as separate relay processes have."""
+async def make_relay(
+    settings: Settings, engine: AsyncEngine, sessions: SessionFactory
+) -> AsyncIterator[RelayFactory]:
+    """Relays with a publisher (and a connection) and a probe each, as separate relay processes
+    have."""
     connections: list[AbstractRobustConnection] = []
+    probes: list[DueProbe] = []
 
     async def factory(
         batch_size: int = 200,
@@ -120,9 +131,11 @@ async def make_relay(settings: Settings, sessions: SessionFactory) -> AsyncItera
     ) -> OutboxRelay:
         connection, publisher = await open_publisher(settings.amqp_url)
         connections.append(connection)
+        probes.append(DueProbe(engine))
         return OutboxRelay(
             sessions,
             publisher_type(publisher.channel),
+            probes[-1],
             batch_size=batch_size,
             max_attempts=max_attempts,
         )
@@ -130,6 +143,8 @@ async def make_relay(settings: Settings, sessions: SessionFactory) -> AsyncItera
     yield factory
     for connection in connections:
         await connection.close()
+    for probe in probes:
+        await probe.aclose()
 
 
 @pytest.fixture
@@ -613,11 +628,14 @@ CLEANUP_INDEXES = {
 
 async def test_the_claim_and_every_cleanup_delete_read_an_index(sessions: SessionFactory) -> None:
     """The claim reads ix_outbox_claim in order (no filesort: FOR UPDATE then locks only the
-    batch); each housekeeping batch is a range on an index, not a scan of a hot table."""
+    batch), the idle relay's probe reads it too; each housekeeping batch is a range on an index,
+    not a scan of a hot table."""
     now = utcnow()
     [plan] = await explain(sessions, CLAIM.params(now=now, batch_size=200))
     assert (plan["type"], plan["key"]) == ("range", "ix_outbox_claim"), plan
     assert "filesort" not in (plan["Extra"] or ""), plan
+    [plan] = await explain(sessions, ANY_DUE.params(now=now))
+    assert (plan["type"], plan["key"]) == ("range", "ix_outbox_claim"), plan
     for statement in cleanup_deletes(now, outbox_retention=timedelta(hours=24)):
         [plan] = await explain(sessions, statement)
         assert (plan["type"], plan["key"]) == ("range", CLEANUP_INDEXES[plan["table"]]), plan
@@ -639,3 +657,56 @@ async def test_a_relay_round_builds_no_statement_of_its_own(
 
     assert sent >= 2
     assert built == []
+
+
+async def test_an_idle_relay_polls_with_one_read_and_no_transaction(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, make_relay: RelayFactory
+) -> None:
+    """With nothing due, a round is the probe's one read: no locking claim, no commit. Rows
+    written meanwhile are claimed at the next round, and the round after one that found rows
+    claims at once, without asking the probe."""
+    merchant = await make_merchant()
+    relay = await make_relay()
+    await relay_until_idle(relay)
+    await relay.relay_once()  # the probe's connection opened
+
+    with counting_statements() as idle:
+        assert await relay.relay_once() == RoundResult(claimed=0, sent=0)
+    assert [kind_of(sql) for sql in idle.statements] == ["probe"], idle.statements
+    assert (idle.commits, idle.rollbacks) == (0, 0)
+
+    await create_payout_as(api_client, merchant, f"req-{uuid.uuid4().hex}")
+    with counting_statements() as found:
+        assert (await relay.relay_once()).sent >= 2  # its created event and its command
+    assert [kind_of(sql) for sql in found.statements[:2]] == ["probe", "claim"], found.statements
+
+    with counting_statements() as after_rows:
+        await relay.relay_once()
+    assert kind_of(after_rows.statements[0]) == "claim", after_rows.statements
+
+
+def kind_of(sql: str) -> str:
+    """The probe selects a constant from the outbox, the claim its rows."""
+    if sql.startswith("SELECT %s AS anon_1 FROM outbox "):
+        return "probe"
+    return "claim" if sql.startswith("SELECT outbox.id, ") else sql
+
+
+async def test_a_probe_whose_connection_died_fails_once_then_reconnects(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """As after a database restart: the round fails (the relay loop backs off), and the next
+    probe opens a connection of its own again."""
+    probe = DueProbe(engine)
+    try:
+        await probe.anything_due(utcnow())
+        assert probe._connection is not None  # white box: which server thread to kill
+        probe_thread = (await probe._connection.exec_driver_sql("SELECT CONNECTION_ID()")).scalar()
+        async with transaction(sessions) as session:
+            await session.execute(text(f"KILL {int(probe_thread)}"))
+
+        with pytest.raises(DBAPIError):
+            await probe.anything_due(utcnow())
+        assert await probe.anything_due(utcnow()) in (True, False)
+    finally:
+        await probe.aclose()
