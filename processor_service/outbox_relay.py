@@ -14,9 +14,9 @@ and the relay loop backs off as a whole.
 The row locks are the lease: a relay that dies mid-round loses its connection, the locks go with
 it, and the next relay republishes those rows at once.
 
-An idle outbox is polled cheaply: after a round that claimed nothing, the next one first asks
-`DueProbe` (one indexed read in autocommit, no transaction, no lock) and claims only when a row is
-due. Rounds right after one that found rows claim at once, so a busy relay never pays for it.
+An idle relay (no rows for a while: the loop's PollPace says when) polls cheaply: a round first
+asks `DueProbe` (one indexed read in autocommit, no transaction, no lock) and claims only when a
+row is due. A busy relay claims at once, as it always did.
 """
 
 import asyncio
@@ -189,24 +189,18 @@ class OutboxRelay:
         self.probe = probe
         self.batch_size = batch_size
         self.max_attempts = max_attempts
-        self._found_rows = False  # the last round claimed some
 
-    async def relay_once(self) -> RoundResult:
+    async def relay_once(self, *, probe_first: bool = False) -> RoundResult:
         """Claim up to a batch of due rows, publish them, then mark what the broker took and back
-        off what it refused, in the claim's transaction. After a round that claimed nothing, only
-        if the probe finds a row due."""
-        if not self._found_rows and not await self.probe.anything_due(utcnow()):
+        off what it refused, in the claim's transaction. With `probe_first` (an idle relay), only
+        if the probe finds a row due: an empty poll is then one read, not a claim and its commit."""
+        if probe_first and not await self.probe.anything_due(utcnow()):
             OUTBOX_LAG.set(0)
             return RoundResult(claimed=0, sent=0)
-        result = await self._claim_and_publish()
-        self._found_rows = result.claimed > 0
-        return result
-
-    async def _claim_and_publish(self) -> RoundResult:
         async with transaction(self.sessions) as session:
             due = {"now": utcnow(), "batch_size": self.batch_size}
             rows = list(await session.scalars(CLAIM, due))
-            if not rows:  # claimed by another relay meanwhile, or locked by one
+            if not rows:
                 OUTBOX_LAG.set(0)
                 return RoundResult(claimed=0, sent=0)
             OUTBOX_LAG.set((utcnow() - min(row.created_at for row in rows)).total_seconds())

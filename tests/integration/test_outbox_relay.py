@@ -662,27 +662,27 @@ async def test_a_relay_round_builds_no_statement_of_its_own(
 async def test_an_idle_relay_polls_with_one_read_and_no_transaction(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, make_relay: RelayFactory
 ) -> None:
-    """With nothing due, a round is the probe's one read: no locking claim, no commit. Rows
-    written meanwhile are claimed at the next round, and the round after one that found rows
-    claims at once, without asking the probe."""
+    """An idle relay's round (probe_first) is the probe's one read while nothing is due: no
+    locking claim, no commit; once a row is due it probes, then claims. A busy relay's round
+    claims at once."""
     merchant = await make_merchant()
     relay = await make_relay()
     await relay_until_idle(relay)
-    await relay.relay_once()  # the probe's connection opened
+    await relay.relay_once(probe_first=True)  # the probe's connection opened
 
     with counting_statements() as idle:
-        assert await relay.relay_once() == RoundResult(claimed=0, sent=0)
+        assert await relay.relay_once(probe_first=True) == RoundResult(claimed=0, sent=0)
     assert [kind_of(sql) for sql in idle.statements] == ["probe"], idle.statements
     assert (idle.commits, idle.rollbacks) == (0, 0)
 
     await create_payout_as(api_client, merchant, f"req-{uuid.uuid4().hex}")
     with counting_statements() as found:
-        assert (await relay.relay_once()).sent >= 2  # its created event and its command
+        assert (await relay.relay_once(probe_first=True)).sent >= 2  # created event, command
     assert [kind_of(sql) for sql in found.statements[:2]] == ["probe", "claim"], found.statements
 
-    with counting_statements() as after_rows:
+    with counting_statements() as busy:
         await relay.relay_once()
-    assert kind_of(after_rows.statements[0]) == "claim", after_rows.statements
+    assert kind_of(busy.statements[0]) == "claim", busy.statements
 
 
 def kind_of(sql: str) -> str:

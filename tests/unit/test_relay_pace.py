@@ -94,3 +94,13 @@ def test_failures_and_a_silent_broker_back_off_doubling_up_to_the_cap_until_a_ro
     assert max(waits) == MAX_BACKOFF_SECONDS == waits[-1]
     relay.after_round(RoundResult(1, 1), batch_size=BATCH, round_started=0.0, now=0.0)
     assert relay.after_failure() == 0.05  # a round that worked starts the backoff over
+
+
+def test_the_relay_is_idle_until_rows_then_a_busy_period_after_them() -> None:
+    """The loop probes before claiming only while idle (OutboxRelay.relay_once probe_first)."""
+    relay = pace()
+    assert relay.idle(100.0)
+    relay.interval(1, round_started=100.0)
+    assert not relay.idle(100.0)
+    assert not relay.idle(100.9)
+    assert relay.idle(101.0)
