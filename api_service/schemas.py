@@ -97,6 +97,21 @@ def has_control_characters(text: str) -> bool:
     return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
 
 
+@functools.cache
+def _defaulted_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The names and aliases of `model`'s fields whose default is not None."""
+    return frozenset(
+        key
+        for name, field in model.model_fields.items()
+        if not field.is_required() and field.get_default(call_default_factory=True) is not None
+        for key in (name, field.alias or name)
+    )
+
+
+# What a property says about itself, as opposed to its type.
+_DESCRIBING = {"title", "description", "default", "examples"}
+
+
 def _document_null_as_left_out(schema: dict[str, Any], model: type[BaseModel]) -> None:
     """In the OpenAPI document, each optional field with a default also takes null."""
     properties: dict[str, Any] = schema.get("properties", {})
@@ -104,9 +119,6 @@ def _document_null_as_left_out(schema: dict[str, Any], model: type[BaseModel]) -
         described = {k: v for k, v in properties[key].items() if k in _DESCRIBING}
         typed = {k: v for k, v in properties[key].items() if k not in _DESCRIBING}
         properties[key] = described | {"anyOf": [typed, {"type": "null"}]}
-
-
-_DESCRIBING = {"title", "description", "default", "examples"}
 
 
 class RequestModel(BaseModel):
@@ -136,17 +148,6 @@ class RequestModel(BaseModel):
         if isinstance(value, str) and has_control_characters(value):
             raise ValueError("must not contain control characters")
         return value
-
-
-@functools.cache
-def _defaulted_keys(model: type[BaseModel]) -> frozenset[str]:
-    """The names and aliases of `model`'s fields whose default is not None."""
-    return frozenset(
-        key
-        for name, field in model.model_fields.items()
-        if not field.is_required() and field.get_default(call_default_factory=True) is not None
-        for key in (name, field.alias or name)
-    )
 
 
 class Page(BaseModel):
