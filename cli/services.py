@@ -5,6 +5,7 @@ import signal
 
 import uvloop
 
+from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging as configure_log_format
 from contracts.settings import Settings, get_settings
 
@@ -27,6 +28,7 @@ def run_outbox_relay() -> None:
             loop.add_signal_handler(signum, stop.set)
         await relay(settings, stop)
 
+    freeze_startup_heap()
     uvloop.run(main())
 
 
@@ -36,4 +38,6 @@ def run_processor() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    uvloop.run(create_processor(settings).run())
+    processor = create_processor(settings)
+    freeze_startup_heap()
+    uvloop.run(processor.run())

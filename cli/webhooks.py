@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from cli.broker import on_the_broker
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging
 from contracts.settings import get_settings
 from contracts.webhooks import RESEND_ROUTING_KEY
@@ -32,7 +33,9 @@ def run_webhook_service(ctx: typer.Context) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvloop.run(create_webhook_app(settings).run())
+    service = create_webhook_app(settings)
+    freeze_startup_heap()
+    uvloop.run(service.run())
 
 
 @webhooks_app.command("replay-parked")
