@@ -61,11 +61,14 @@ class Settings(BaseSettings):
     # message's time is spent waiting for MariaDB, so at 16 the bench's peak left the processor
     # about a second behind the API; at 32, a few hundred milliseconds.
     processor_prefetch: int = 32
-    # Payout commands run in batches of up to this many, one transaction each, two batches at a
-    # time (together at most the prefetch); a batch waits at most the window for more after its
-    # first command.
+    # Payout commands run in batches of up to this many, one transaction each, `workers` batches
+    # at a time (together at most the prefetch); a batch waits at most the window for more after
+    # its first command. Two workers: each create holds its merchant's balance row for a moment,
+    # a batch waits in that row's queue of locks behind the creates of the moment, and with one
+    # batch at a time a hot merchant's processing fell behind its creates.
     processor_batch_size: int = Field(default=16, ge=1, le=1000)
     processor_batch_window_seconds: float = Field(default=0.002, ge=0, le=1)
+    processor_batch_workers: int = Field(default=2, ge=1, le=16)
     processor_max_handler_retries: int = 5
 
     # ON_HOLD / IN_REVIEW payouts with no decision fail (DECISION_EXPIRED) after this much of

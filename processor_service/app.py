@@ -47,6 +47,7 @@ def create_processor(settings: Settings) -> FastStream:
         timetable,
         window_seconds=settings.processor_batch_window_seconds,
         max_batch=settings.processor_batch_size,
+        workers=settings.processor_batch_workers,
     )
 
     @broker.subscriber(

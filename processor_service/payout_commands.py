@@ -23,11 +23,6 @@ from processor_service.schedule import Timetable
 
 Command = tuple[RabbitMessage, ProcessPayout]
 
-# Batches in the database at once. Each create holds its merchant's balance row for a moment; a
-# batch waits in that row's queue of locks behind the creates of the moment, and with one batch
-# at a time a hot merchant's processing fell behind its creates.
-BATCH_WORKERS = 2
-
 
 class PayoutCommands:
     def __init__(
@@ -37,14 +32,16 @@ class PayoutCommands:
         *,
         window_seconds: float,
         max_batch: int,
+        workers: int,
     ) -> None:
+        """`workers`: batches in the database at once."""
         self.consumer = consumer
         self.timetable = timetable
         self._batches: MicroBatcher[Command, BaseException | None] = MicroBatcher(
             self._run_batch,
             window_seconds=window_seconds,
             max_size=max_batch,
-            workers=BATCH_WORKERS,
+            workers=workers,
         )
 
     async def handle(self, message: RabbitMessage, command: ProcessPayout) -> None:

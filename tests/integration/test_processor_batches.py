@@ -21,7 +21,6 @@ from contracts.messages import ProcessPayout
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
-from processor_service import payout_commands
 from processor_service.app import create_processor
 from processor_service.handlers import Context, UnknownPayout, process_payouts
 from tests.conftest import MerchantFactory
@@ -167,12 +166,11 @@ async def processor(settings: Settings) -> AsyncIterator[None]:
         update={
             "processor_batch_window_seconds": BATCH_WINDOW_SECONDS,
             "processor_max_handler_retries": 0,
+            "processor_batch_workers": 1,
         }
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(payout_commands, "BATCH_WORKERS", 1)
-        async with create_processor(gathering):
-            yield
+    async with create_processor(gathering):
+        yield
 
 
 async def test_a_failed_batch_runs_its_commands_one_by_one(

@@ -47,7 +47,9 @@ async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
     commands = [_command() for _ in range(3)]
     failing = commands[1][1].payout_id
     consumer = BatchFailingConsumer({failing})
-    handler = PayoutCommands(cast(Consumer, consumer), Timetable(), window_seconds=0.2, max_batch=8)
+    handler = PayoutCommands(
+        cast(Consumer, consumer), Timetable(), window_seconds=0.2, max_batch=8, workers=2
+    )
     try:
         outcomes = await asyncio.gather(
             *(handler.handle(message, command) for message, command in commands),
