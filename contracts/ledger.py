@@ -412,13 +412,11 @@ async def _journal_ids(
     )
     return {
         (payout_id, hold_cycle, kind): journal_id
-        for payout_id, hold_cycle, kind, journal_id in rows.tuples()
+        for payout_id, hold_cycle, kind, journal_id in rows
         if payout_id is not None and hold_cycle is not None
     }
 
 
 async def _balances(session: AsyncSession, merchant_ids: Sequence[str]) -> dict[str, _Balance]:
     rows = await session.execute(_BALANCES_OF, {"b_merchants": list(merchant_ids)})
-    return {
-        merchant_id: _Balance(available, held) for merchant_id, available, held in rows.tuples()
-    }
+    return {merchant_id: _Balance(available, held) for merchant_id, available, held in rows}

@@ -42,7 +42,7 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
     )
     problems = [
         f"payout {payout_id} stuck in {status} since {updated_at:%Y-%m-%d %H:%M:%S} UTC"
-        for payout_id, status, updated_at in stuck.tuples()
+        for payout_id, status, updated_at in stuck
     ]
     oldest_unsent = await session.scalar(
         select(func.min(OutboxMessage.created_at)).where(

@@ -75,7 +75,7 @@ async def get_balance_history(
         .offset((page - 1) * limit)
         .limit(limit)
     )
-    entries = [ledger_entry_json(line, journal) for line, journal in rows.tuples()]
+    entries = [ledger_entry_json(line, journal) for line, journal in rows]
     pagination = {
         "page": page,
         "limit": limit,

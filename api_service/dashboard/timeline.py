@@ -52,7 +52,7 @@ async def payout_ledger(
         .where(LedgerJournal.payout_id == payout_id, LedgerJournal.merchant_id == merchant_id)
         .order_by(LedgerLine.id)
     )
-    return [ledger_entry_json(line, journal) for line, journal in rows.tuples()]
+    return [ledger_entry_json(line, journal) for line, journal in rows]
 
 
 async def payout_timeline(api: MerchantApi, payout_id: str) -> Timeline:

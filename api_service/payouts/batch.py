@@ -141,7 +141,7 @@ async def _existing_references(
             Payout.merchant_id == merchant.id, Payout.merchant_reference.in_(references)
         )
     )
-    return {reference: payout_id for reference, payout_id in rows.tuples()}
+    return {reference: payout_id for reference, payout_id in rows}
 
 
 async def _covered_by_balance(

@@ -220,7 +220,7 @@ async def test_ledger_stays_clean_under_ten_percent_injected_faults_at_load(
             .where(Payout.merchant_id == merchant.merchant_id)
             .group_by(Payout.merchant_reference)
         )
-        counts = {reference: count for reference, count in per_reference.tuples()}
+        counts = {reference: count for reference, count in per_reference}
         assert await reconcile(session) == []
     assert counts == dict.fromkeys(references, 1)
     assert len(accepted) == len(references)

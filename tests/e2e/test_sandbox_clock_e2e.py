@@ -123,6 +123,6 @@ async def test_a_processor_killed_mid_advance_loses_nothing_and_applies_nothing_
                 .where(ScheduledAction.merchant_id == merchant.merchant_id)
                 .group_by(ScheduledAction.result)
             )
-        ).tuples()
+        ).all()
         assert {result: count for result, count in results} == {"APPLIED": ACTIONS}
     assert await balance_and_ledger(sessions, merchant.merchant_id) == ((OPENING, 0), (OPENING, 0))

@@ -260,7 +260,7 @@ async def test_reinitiate_holds_the_funds_again_and_returns_to_pending(
             .where(LedgerJournal.payout_id == payout["id"])
             .order_by(LedgerJournal.id)
         )
-        assert list(journals.tuples()) == [("HOLD", 1), ("RELEASE", 1), ("HOLD", 2)]
+        assert [tuple(row) for row in journals] == [("HOLD", 1), ("RELEASE", 1), ("HOLD", 2)]
         assert await reconcile(session) == []
     outbox = await outbox_for_payout(sessions, payout["id"])
     assert [m.routing_key for m in outbox][-2:] in (

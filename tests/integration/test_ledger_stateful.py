@@ -487,7 +487,7 @@ class LedgerMachine(RuleBasedStateMachine):
             .where(LedgerLine.merchant_id == merchant_id)
             .group_by(LedgerLine.account)
         )
-        sums = {account: total for account, total in per_account.tuples()}
+        sums = {account: total for account, total in per_account}
         balance = await session.get(Balance, merchant_id)
         assert balance is not None
         in_flight = await session.scalar(

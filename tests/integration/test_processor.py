@@ -156,7 +156,7 @@ async def assert_ledger_consistent(
             .where(LedgerLine.merchant_id == merchant_id)
             .group_by(LedgerLine.account)
         )
-        sums = {account: total for account, total in totals.tuples()}
+        sums = {account: total for account, total in totals}
         unbalanced = (
             await session.execute(
                 select(LedgerLine.journal_id)

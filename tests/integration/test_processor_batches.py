@@ -83,7 +83,7 @@ async def test_each_payout_of_a_batch_ends_as_it_would_alone(
         stored = await session.execute(
             select(Payout.id, Payout.status).where(Payout.id.in_(c.payout_id for c in commands))
         )
-        assert dict(stored.tuples().all()) == {
+        assert dict(stored.all()) == {
             command.payout_id: status.value
             for command, (*_, status) in zip(commands, batch, strict=True)
         }

@@ -58,7 +58,7 @@ async def statuses(sessions: SessionFactory, *payout_ids: str) -> list[str]:
         rows = await session.execute(
             select(Payout.id, Payout.status).where(Payout.id.in_(payout_ids))
         )
-        found = {payout_id: status for payout_id, status in rows.tuples()}
+        found = {payout_id: status for payout_id, status in rows}
     return [found[payout_id] for payout_id in payout_ids]
 
 
@@ -332,7 +332,7 @@ async def test_concurrent_top_ups_and_creates_start_queued_payouts_in_order_once
                         PayoutEvent.type.in_(["payout.queued", "payout.dequeued"]),
                     )
                 )
-            ).tuples()
+            )
         }
         holds = list(
             await session.scalars(

@@ -273,7 +273,7 @@ async def test_undecided_payouts_expire_after_72_hours_and_release_the_hold(
                 ScheduledAction.merchant_id == merchant.merchant_id
             )
         )
-        results = {payout_id: result for payout_id, result in rows.tuples()}
+        results = {payout_id: result for payout_id, result in rows}
     assert results == {on_hold: "APPLIED", in_review: "APPLIED", decided: "SKIPPED"}
     remaining = OPENING - Decimal(AMOUNT)
     assert await balance_and_ledger(sessions, merchant.merchant_id) == (

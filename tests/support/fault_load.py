@@ -89,7 +89,7 @@ async def settled(sessions: SessionFactory, accepted: dict[str, Scenario]) -> in
         )
         return sum(
             accepted[payout_id].is_final({"status": status, "pspReference": reference})
-            for payout_id, status, reference in rows.tuples()
+            for payout_id, status, reference in rows
         )
 
 
@@ -102,7 +102,7 @@ async def _count_per_payout(
             .where(payout_column.in_(payout_ids))
             .group_by(payout_column)
         )
-        return Counter({payout_id: count for payout_id, count in rows.tuples()})
+        return Counter({payout_id: count for payout_id, count in rows})
 
 
 async def duplicated_effects(sessions: SessionFactory, accepted: dict[str, Scenario]) -> int:

@@ -41,7 +41,7 @@ async def balance_and_ledger(
             .where(LedgerLine.merchant_id == merchant_id)
             .group_by(LedgerLine.account)
         )
-        sums = {account: total for account, total in rows.tuples()}
+        sums = {account: total for account, total in rows}
         zero = Decimal("0.00")
         return (balance.available, balance.held), (
             sums.get("AVAILABLE", zero),
