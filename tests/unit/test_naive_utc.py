@@ -9,6 +9,7 @@ from api_service.dashboard.pages.webhooks import _since
 from api_service.errors import ValidationFailed
 from contracts.db.engine import naive_utc
 from contracts.webhooks import retry_due
+from contracts.wire import format_timestamp
 
 BEFORE_YEAR_ONE = "0001-01-01T00:00:00+00:01"
 
@@ -36,3 +37,12 @@ def test_the_dashboards_recover_form_names_its_since_field() -> None:
 def test_a_retry_header_with_no_utc_time_is_unreadable() -> None:
     assert retry_due(BEFORE_YEAR_ONE) is None
     assert retry_due("2026-12-01T15:00:00+05:00") == datetime(2026, 12, 1, 10)
+
+
+def test_the_wire_shows_utc_with_milliseconds_and_a_z() -> None:
+    naive = datetime(2026, 12, 2, 6, 0, 0, 123_456)
+    karachi = timezone(timedelta(hours=5))
+    assert format_timestamp(naive) == "2026-12-02T06:00:00.123Z"
+    assert format_timestamp(naive.replace(microsecond=0)) == "2026-12-02T06:00:00.000Z"
+    assert format_timestamp(naive.replace(tzinfo=UTC)) == "2026-12-02T06:00:00.123Z"
+    assert format_timestamp(naive.replace(hour=11, tzinfo=karachi)) == "2026-12-02T06:00:00.123Z"
