@@ -2,6 +2,8 @@
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import uvloop
 
@@ -12,6 +14,13 @@ from contracts.settings import Settings, get_settings
 
 def configure_logging(settings: Settings) -> None:
     configure_log_format(settings.log_format, settings.log_level)
+
+
+def serve(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop until it returns, its startup heap frozen first
+    (contracts/garbage_collection.py): everything it runs is loaded by then."""
+    freeze_startup_heap()
+    uvloop.run(main)
 
 
 def run_outbox_relay() -> None:
@@ -28,8 +37,7 @@ def run_outbox_relay() -> None:
             loop.add_signal_handler(signum, stop.set)
         await relay(settings, stop)
 
-    freeze_startup_heap()
-    uvloop.run(main())
+    serve(main())
 
 
 def run_processor() -> None:
@@ -38,6 +46,4 @@ def run_processor() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    processor = create_processor(settings)
-    freeze_startup_heap()
-    uvloop.run(processor.run())
+    serve(create_processor(settings).run())

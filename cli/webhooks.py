@@ -5,16 +5,14 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cli.broker import on_the_broker
+from cli.services import configure_logging, serve
 from contracts.db.engine import create_engine, create_session_factory
-from contracts.garbage_collection import freeze_startup_heap
-from contracts.logging import configure_logging
 from contracts.settings import get_settings
 from contracts.webhooks import RESEND_ROUTING_KEY
 
@@ -32,10 +30,8 @@ def run_webhook_service(ctx: typer.Context) -> None:
     from webhook_service.app import create_webhook_app
 
     settings = get_settings()
-    configure_logging(settings.log_format, settings.log_level)
-    service = create_webhook_app(settings)
-    freeze_startup_heap()
-    uvloop.run(service.run())
+    configure_logging(settings)
+    serve(create_webhook_app(settings).run())
 
 
 @webhooks_app.command("replay-parked")
