@@ -134,6 +134,12 @@ class DueProbe:
                 await connection.close()
 
 
+def _nothing_due() -> RoundResult:
+    """An empty round: no row waits, so the outbox lags by nothing."""
+    OUTBOX_LAG.set(0)
+    return RoundResult(claimed=0, sent=0)
+
+
 def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
     return aio_pika.Message(
         body=row.body,
@@ -195,14 +201,12 @@ class OutboxRelay:
         off what it refused, in the claim's transaction. With `probe_first` (an idle relay), only
         if the probe finds a row due: an empty poll is then one read, not a claim and its commit."""
         if probe_first and not await self.probe.anything_due(utcnow()):
-            OUTBOX_LAG.set(0)
-            return RoundResult(claimed=0, sent=0)
+            return _nothing_due()
         async with transaction(self.sessions) as session:
             due = {"now": utcnow(), "batch_size": self.batch_size}
             rows = list(await session.scalars(CLAIM, due))
             if not rows:
-                OUTBOX_LAG.set(0)
-                return RoundResult(claimed=0, sent=0)
+                return _nothing_due()
             OUTBOX_LAG.set((utcnow() - min(row.created_at for row in rows)).total_seconds())
             outcomes = await asyncio.gather(
                 *(self.publisher.publish(row) for row in rows), return_exceptions=True
