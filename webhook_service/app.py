@@ -75,7 +75,8 @@ class PayoutEventConsumer:
         self._delivery: EventDelivery | None = None
 
     async def open(self) -> None:
-        """Declare the topology, then open the pool and the HTTP client, before consuming."""
+        """Declare the topology, open the pool and the HTTP client, and compile the batch
+        statements, before consuming."""
         serve_metrics(self.settings.metrics_port)
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
@@ -94,6 +95,7 @@ class PayoutEventConsumer:
             # Sandbox webhook chaos: test mode only; production never reads the settings.
             endpoints=EndpointCache(with_chaos=self.settings.sandbox_enabled),
         )
+        await self._delivery.prepare()
 
     async def close(self) -> None:
         if self._delivery is not None:

@@ -64,6 +64,7 @@ from webhook_service.delivery_records import (
     after_attempt,
     after_duplicate,
     attempt_of,
+    compile_batch_statements,
     delivered,
     deliveries_of,
     final_event_delivered,
@@ -259,12 +260,24 @@ class EventDelivery:
         # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
         # chaos never stalls the other merchants' webhooks (nor the final events that
         # out-of-order holds wait for). Beyond that, an attempt is sent without its hold.
+        self.max_batch = max_batch
         self.max_holds = max(1, max_batch // 2)
         self._holds = 0
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
         self._recording = MicroBatcher(
             self._record, window_seconds=window_seconds, max_size=max_batch
         )
+
+    async def prepare(self) -> None:
+        """Compile the batch statements of every batch size up to `max_batch` on a first
+        connection, before any message arrives. Without a database, each is compiled when a
+        batch of its size first needs it."""
+        try:
+            async with self.sessions() as session:
+                connection = await session.connection()
+                compile_batch_statements(connection.dialect, self.max_batch)
+        except SQLAlchemyError as exc:
+            log.warning("database unavailable: batch statements are compiled when used: %r", exc)
 
     async def deliver(self, request: DeliveryRequest) -> Decision:
         leased = await self._leasing.submit(request)

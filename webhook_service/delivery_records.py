@@ -11,7 +11,7 @@ live attempt elsewhere; an attempt is recorded on the delivery only where its le
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
@@ -142,38 +142,75 @@ async def lease_deliveries(
         # One lock order for every consumer, so two leasing batches do not deadlock.
         for request in sorted(requests, key=lambda request: request.event.id)
     ]
+    assert tuple(rows[0]) == _NEW_ROW_COLUMNS, "the lease is compiled with _NEW_ROW_COLUMNS"
     # Padded with copies of the last row: a copy finds the row its original just wrote or
     # leased (or, like it, no event) and changes nothing, as a copy of a message would.
     rows = padded(rows, rows[-1])
+    params = numbered(rows) | {"lease_seconds": lease_seconds}
+    await _run_compiled(session, _compiled_lease, len(rows), params)
+
+
+def padded_sizes(max_batch: int) -> list[int]:
+    """Every number of rows `padded` makes of batches of 1 to `max_batch` rows."""
+    return [1 << power for power in range((max_batch - 1).bit_length() + 1)]
+
+
+def compile_batch_statements(dialect: Dialect, max_batch: int) -> None:
+    """Compile the lease and the recording for every batch size now (at startup, on a dialect
+    that has connected once), not during the first burst of each size: their compilation grows
+    with the size (about 50 ms each for 128 rows), and it was a fifteenth of the webhook
+    service's CPU in a benchmark's first peak, when its queue grows fastest."""
+    for size in padded_sizes(max_batch):
+        _compiled_lease(size, dialect)
+        _compiled_record(size, dialect)
+
+
+async def _run_compiled(
+    session: AsyncSession,
+    compiled_for: Callable[[int, Dialect], SQLCompiler],
+    size: int,
+    params: dict[str, Any],
+) -> int:
+    """Run the statement `compiled_for(size, dialect)` as SQL text; its rowcount. SQLAlchemy
+    caches no multi-row statement built per size well: the lease (a multi-row INSERT) has no
+    cache key at all, so left to it every batch was compiled anew (a tenth of the service's CPU).
+    As text, no column default is filled in: the rows give every column the statement writes."""
     connection = await session.connection()
-    lease = _compiled_lease(len(rows), tuple(rows[0]), connection.dialect)
-    values = lease.construct_params(numbered(rows) | {"lease_seconds": lease_seconds})
-    assert values is not None and lease.positiontup is not None  # a positional paramstyle
-    await connection.exec_driver_sql(
-        lease.string, tuple(values[name] for name in lease.positiontup)
+    compiled = compiled_for(size, connection.dialect)
+    values = compiled.construct_params(params)
+    assert values is not None and compiled.positiontup is not None  # a positional paramstyle
+    result = await connection.exec_driver_sql(
+        compiled.string, tuple(values[name] for name in compiled.positiontup)
     )
+    return int(result.rowcount)
 
 
 @functools.cache
-def _compiled_lease(size: int, columns: tuple[str, ...], dialect: Dialect) -> SQLCompiler:
-    """The lease of `size` deliveries writing `columns` (_new_row's), compiled once per batch
-    size and run as SQL text. SQLAlchemy caches no multi-row INSERT (it has no cache key): left
-    to it, every batch was compiled anew, a tenth of the webhook service's CPU."""
-    compiled = _lease_statement(size, columns).compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    # Run as text, the statement gets no column defaults filled in (their parameters would go
-    # out as NULL): the rows give every column that has one.
+def _compiled_lease(size: int, dialect: Dialect) -> SQLCompiler:
+    """The lease of `size` deliveries (rows of _new_row's columns), compiled once per size."""
     defaulted = {column.name for column in _DELIVERIES.c if column.default is not None}
-    assert defaulted <= set(columns), f"not given: {defaulted - set(columns)}"
+    assert defaulted <= set(_NEW_ROW_COLUMNS), f"not given: {defaulted - set(_NEW_ROW_COLUMNS)}"
+    return _compiled(_lease_statement(size), dialect)
+
+
+@functools.cache
+def _compiled_record(size: int, dialect: Dialect) -> SQLCompiler:
+    """The recording of `size` deliveries, compiled once per size."""
+    return _compiled(_record_statement(size), dialect)
+
+
+def _compiled(statement: Insert | Update, dialect: Dialect) -> SQLCompiler:
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
     return compiled
 
 
-def _lease_statement(size: int, columns: tuple[str, ...]) -> Insert:
+def _lease_statement(size: int) -> Insert:
     statement = mysql_insert(_DELIVERIES).prefix_with("IGNORE")
     leased_until = database_now_plus(bindparam("lease_seconds", type_=Integer))
     statement = statement.values(
         [
-            {name: numbered_parameter(name, row) for name in columns}
+            {name: numbered_parameter(name, row) for name in _NEW_ROW_COLUMNS}
             | {"leased_until": leased_until}
             for row in range(size)
         ]
@@ -236,6 +273,24 @@ def padded(rows: list[dict[str, Any]], filler: dict[str, Any]) -> list[dict[str,
     return rows + [filler] * ((1 << (len(rows) - 1).bit_length()) - len(rows))
 
 
+# What _new_row gives: the columns the lease is compiled with (ahead of any batch).
+_NEW_ROW_COLUMNS = (
+    "id",
+    "event_id",
+    "merchant_id",
+    "payout_id",
+    "event_type",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "generation",
+    "delivered_generation",
+    "lease_token",
+    "created_at",
+    "updated_at",
+)
+
+
 def _new_row(request: DeliveryRequest, *, token: str, now: datetime) -> dict[str, Any]:
     event = request.event
     return {
@@ -294,11 +349,11 @@ async def record_attempts(
         for delivery in sorted(deliveries, key=lambda delivery: delivery.event_id)
     ]
     rows = padded(rows, _NO_DELIVERY)
-    updated = await session.execute(_record_statement(len(rows)), numbered(rows))
+    held = await _run_compiled(session, _compiled_record, len(rows), numbered(rows))
     if attempts:  # after the update: its row lock covers the attempts' foreign-key checks
         # An executemany of one cached INSERT: the driver sends it as one multi-row statement.
         await session.execute(_INSERT_ATTEMPTS, [asdict(a) for a in attempts])
-    return int(updated.rowcount)  # type: ignore[attr-defined]
+    return held
 
 
 _RECORD_ROW_COLUMNS = ("id", "lease_token", *RECORDED_COLUMNS)
@@ -306,11 +361,9 @@ _NO_DELIVERY = dict.fromkeys(_RECORD_ROW_COLUMNS)  # a NULL id matches no delive
 _INSERT_ATTEMPTS = insert(table_of(WebhookAttempt))
 
 
-@functools.cache
 def _record_statement(size: int) -> Update:
-    """The recording of `size` deliveries, built and compiled once per batch size. The new
-    states are a derived table (SELECT ... UNION ALL SELECT ...: both MySQL and MariaDB accept
-    it, unlike a VALUES table)."""
+    """The recording of `size` deliveries. The new states are a derived table (SELECT ...
+    UNION ALL SELECT ...: both MySQL and MariaDB accept it, unlike a VALUES table)."""
     selects = [
         select(*(numbered_parameter(name, row).label(name) for name in _RECORD_ROW_COLUMNS))
         for row in range(size)

@@ -673,7 +673,7 @@ async def test_a_second_batch_of_the_same_padded_size_builds_no_statement(
         sessions, webhook_settings, lease_seconds=10, max_batch=4, window_seconds=1.0
     ) as delivery:
         for batch in (rows[:4], rows[4:]):
-            with statements_built() as built:
+            with statements_built(every_task=True) as built:
                 decisions = await asyncio.gather(
                     *(delivery.deliver(first_request(row)) for row in batch)
                 )
@@ -682,6 +682,36 @@ async def test_a_second_batch_of_the_same_padded_size_builds_no_statement(
     # The second batch's; the API's request log, flushed in the background for the creates
     # above, is not the webhook service's.
     assert [statement for statement in built if "api_requests" not in statement] == []
+
+
+async def test_a_prepared_delivery_compiles_nothing_for_its_first_batch(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The webhook service compiles the lease and the recording of every batch size when it
+    opens (EventDelivery.prepare): the first burst of each size does not pay for them. A new
+    engine is a new dialect, which nothing was compiled for yet, as in a new process."""
+    merchant = await make_merchant(webhook_url=receiver.url)
+    engine = create_engine(webhook_settings.database_url)
+    sessions = create_session_factory(engine)
+    rows = [await new_event_row(api_client, sessions, merchant) for _ in range(3)]
+    try:
+        async with event_delivery(
+            sessions, webhook_settings, lease_seconds=10, max_batch=4, window_seconds=1.0
+        ) as delivery:
+            await delivery.prepare()
+            with statements_built(every_task=True) as built:
+                decisions = await asyncio.gather(
+                    *(delivery.deliver(first_request(row)) for row in rows)
+                )
+    finally:
+        await engine.dispose()
+
+    assert {d.disposition for d in decisions} == {Disposition.DONE}
+    batch_statements = ("INSERT IGNORE INTO webhook_deliveries", "UPDATE webhook_deliveries")
+    assert [s for s in built if s.split(": ", 1)[1].startswith(batch_statements)] == []
 
 
 async def test_no_transaction_or_row_lock_is_held_while_the_endpoint_is_called(

@@ -73,26 +73,38 @@ def counting_statements() -> Iterator[Counted]:
 
 
 # Set inside `statements_built`: the tasks a block starts inherit it, and SQLAlchemy's greenlets
-# run in their task's context. Tasks started before the block (the request log's writer) don't.
+# run in their task's context. Tasks started before the block (the request log's writer) don't,
+# nor those started in a context of their own (contracts.batching's workers).
 _watched: ContextVar[list[str] | None] = ContextVar("statements_built", default=None)
+# The lists of the blocks that watch every task of the process (`every_task=True`).
+_everywhere: list[list[str]] = []
+# Printing a statement compiles it: not the block's doing.
+_printing: ContextVar[bool] = ContextVar("statements_built_printing", default=False)
 
 
 def _record(how: str, sql: Callable[[], str]) -> None:
-    if (watched := _watched.get()) is not None:
-        quiet = _watched.set(None)  # printing a statement compiles it: not the block's doing
-        try:
-            text = sql()
-        finally:
-            _watched.reset(quiet)
-        watched.append(f"{how}: {' '.join(text.split())[:200]}")
+    lists = list(_everywhere)
+    if (watched := _watched.get()) is not None and all(watched is not b for b in lists):
+        lists.append(watched)
+    if not lists or _printing.get():
+        return
+    printing = _printing.set(True)
+    try:
+        text = sql()
+    finally:
+        _printing.reset(printing)
+    for built in lists:
+        built.append(f"{how}: {' '.join(text.split())[:200]}")
 
 
 @contextmanager
-def statements_built() -> Iterator[list[str]]:
+def statements_built(*, every_task: bool = False) -> Iterator[list[str]]:
     """Every statement SQLAlchemy builds or compiles for the block (and the tasks it starts) while
     it runs: one it computes a cache key for is built (or copied) anew, and a compiled one missed
     the cache or was compiled by hand. A hot path's statements are built and compiled once per
-    process. Work of tasks that were running before the block is not the block's."""
+    process. Work of tasks that were running before the block is not the block's, unless
+    `every_task`: then whatever any task builds while the block runs is counted (a batcher's
+    worker runs in a context of its own, whoever started it)."""
     built: list[str] = []
     generate, compile_sql = HasCacheKey._generate_cache_key, SQLCompiler.__init__
 
@@ -107,9 +119,13 @@ def statements_built() -> Iterator[list[str]]:
     setattr(HasCacheKey, "_generate_cache_key", keying)  # noqa: B010 (methods)
     setattr(SQLCompiler, "__init__", compiling)  # noqa: B010
     token = _watched.set(built)
+    if every_task:
+        _everywhere.append(built)
     try:
         yield built
     finally:
         _watched.reset(token)
+        if every_task:
+            _everywhere.remove(built)
         setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
         setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010

@@ -2,6 +2,7 @@
 a background task (the API's request-log writer) builds meanwhile is not the block's."""
 
 import asyncio
+import contextvars
 
 from sqlalchemy import column, select, table
 
@@ -43,3 +44,14 @@ async def test_a_task_started_before_the_block_builds_nothing_of_the_block() -> 
 async def _build_soon(name: str) -> None:
     await asyncio.sleep(0)
     _build(name)
+
+
+async def test_every_task_counts_a_worker_that_runs_in_a_context_of_its_own() -> None:
+    """contracts.batching's workers run in an empty context: only `every_task` sees them."""
+    for every_task, expected in ((False, 0), (True, 1)):
+        with statements_built(every_task=every_task) as built:
+            await asyncio.get_running_loop().create_task(
+                _build_soon("worker"), context=contextvars.Context()
+            )
+
+        assert len(built) == expected, (every_task, built)
