@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contracts.batching import MicroBatcher
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -260,7 +260,7 @@ class EventDelivery:
         # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
         # chaos never stalls the other merchants' webhooks (nor the final events that
         # out-of-order holds wait for). Beyond that, an attempt is sent without its hold.
-        self.max_batch = max_batch
+        self._max_batch = max_batch
         self.max_holds = max(1, max_batch // 2)
         self._holds = 0
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
@@ -269,15 +269,17 @@ class EventDelivery:
         )
 
     async def prepare(self) -> None:
-        """Compile the batch statements of every batch size up to `max_batch` on a first
-        connection, before any message arrives. Without a database, each is compiled when a
-        batch of its size first needs it."""
+        """Compile the batch statements of every batch size up to the largest batch, before any
+        message arrives, once a first connection has told the dialect the server's version.
+        When the database does not answer (after the pool's connect timeout), each is compiled
+        when a batch of its size first needs it."""
         try:
             async with self.sessions() as session:
-                connection = await session.connection()
-                compile_batch_statements(connection.dialect, self.max_batch)
-        except SQLAlchemyError as exc:
+                dialect = (await session.connection()).dialect
+        except DBAPIError as exc:
             log.warning("database unavailable: batch statements are compiled when used: %r", exc)
+            return
+        compile_batch_statements(dialect, self._max_batch)
 
     async def deliver(self, request: DeliveryRequest) -> Decision:
         leased = await self._leasing.submit(request)

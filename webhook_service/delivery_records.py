@@ -150,7 +150,7 @@ async def lease_deliveries(
     await _run_compiled(session, _compiled_lease, len(rows), params)
 
 
-def padded_sizes(max_batch: int) -> list[int]:
+def _padded_sizes(max_batch: int) -> list[int]:
     """Every number of rows `padded` makes of batches of 1 to `max_batch` rows."""
     return [1 << power for power in range((max_batch - 1).bit_length() + 1)]
 
@@ -160,7 +160,7 @@ def compile_batch_statements(dialect: Dialect, max_batch: int) -> None:
     that has connected once), not during the first burst of each size: their compilation grows
     with the size (about 50 ms each for 128 rows), and it was a fifteenth of the webhook
     service's CPU in a benchmark's first peak, when its queue grows fastest."""
-    for size in padded_sizes(max_batch):
+    for size in _padded_sizes(max_batch):
         _compiled_lease(size, dialect)
         _compiled_record(size, dialect)
 
@@ -171,10 +171,9 @@ async def _run_compiled(
     size: int,
     params: dict[str, Any],
 ) -> int:
-    """Run the statement `compiled_for(size, dialect)` as SQL text; its rowcount. SQLAlchemy
-    caches no multi-row statement built per size well: the lease (a multi-row INSERT) has no
-    cache key at all, so left to it every batch was compiled anew (a tenth of the service's CPU).
-    As text, no column default is filled in: the rows give every column the statement writes."""
+    """Run the statement `compiled_for(size, dialect)` as SQL text; its rowcount (rows matched:
+    the dialect connects with CLIENT_FOUND_ROWS). As text, no column default, `onupdate` or bind
+    processor applies: the rows give every column the statement writes, as the driver takes it."""
     connection = await session.connection()
     compiled = compiled_for(size, connection.dialect)
     values = compiled.construct_params(params)
@@ -187,7 +186,9 @@ async def _run_compiled(
 
 @functools.cache
 def _compiled_lease(size: int, dialect: Dialect) -> SQLCompiler:
-    """The lease of `size` deliveries (rows of _new_row's columns), compiled once per size."""
+    """The lease of `size` deliveries (rows of _new_row's columns), compiled once per size.
+    SQLAlchemy caches no multi-row INSERT (it has no cache key): left to it, every batch was
+    compiled anew, a tenth of the webhook service's CPU."""
     defaulted = {column.name for column in _DELIVERIES.c if column.default is not None}
     assert defaulted <= set(_NEW_ROW_COLUMNS), f"not given: {defaulted - set(_NEW_ROW_COLUMNS)}"
     return _compiled(_lease_statement(size), dialect)
@@ -200,6 +201,8 @@ def _compiled_record(size: int, dialect: Dialect) -> SQLCompiler:
 
 
 def _compiled(statement: Insert | Update, dialect: Dialect) -> SQLCompiler:
+    # The SQL depends on the server's version, which the dialect learns on its first connection.
+    assert dialect.server_version_info is not None, "compiled before the dialect connected"
     compiled = statement.compile(dialect=dialect)
     assert isinstance(compiled, SQLCompiler)
     return compiled

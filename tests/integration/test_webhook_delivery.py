@@ -665,8 +665,9 @@ async def test_a_second_batch_of_the_same_padded_size_builds_no_statement(
     webhook_settings: Settings,
 ) -> None:
     """Every statement of a batch is built and compiled once per batch size, not once per
-    batch: SQLAlchemy caches no multi-row INSERT, so the lease is compiled by hand, once. And
-    sizes are padded to a power of two: a batch of 3 reuses the statements of a batch of 4."""
+    batch: the lease and the recording are compiled by hand, once per size (SQLAlchemy caches no
+    multi-row INSERT). And sizes are padded to a power of two: a batch of 3 reuses the
+    statements of a batch of 4."""
     merchant = await make_merchant(webhook_url=receiver.url)
     rows = [await new_event_row(api_client, sessions, merchant) for _ in range(7)]
     async with event_delivery(
@@ -712,6 +713,23 @@ async def test_a_prepared_delivery_compiles_nothing_for_its_first_batch(
     assert {d.disposition for d in decisions} == {Disposition.DONE}
     batch_statements = ("INSERT IGNORE INTO webhook_deliveries", "UPDATE webhook_deliveries")
     assert [s for s in built if s.split(": ", 1)[1].startswith(batch_statements)] == []
+
+
+async def test_a_delivery_prepared_while_the_database_is_down_starts_anyway(
+    webhook_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service still consumes (its batches fail and retry until the database is back);
+    the batch statements are compiled when first used."""
+    engine = create_engine("mysql+asyncmy://root@127.0.0.1:1/nowhere")
+    try:
+        async with event_delivery(
+            create_session_factory(engine), webhook_settings, lease_seconds=10, max_batch=4
+        ) as delivery:
+            await delivery.prepare()
+    finally:
+        await engine.dispose()
+
+    assert "batch statements are compiled when used" in caplog.text
 
 
 async def test_no_transaction_or_row_lock_is_held_while_the_endpoint_is_called(

@@ -126,6 +126,6 @@ def statements_built(*, every_task: bool = False) -> Iterator[list[str]]:
     finally:
         _watched.reset(token)
         if every_task:
-            _everywhere.remove(built)
+            _everywhere[:] = [other for other in _everywhere if other is not built]
         setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
         setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010
