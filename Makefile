@@ -55,8 +55,9 @@ bench: install services  # BENCH_ARGS="--long-soak --profile" for the 5-minute s
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-fuzz: install  # a longer schemathesis run than the one in `make test`
-	FUZZ_EXAMPLES=1000 $(BIN)/pytest -q tests/fuzz
+fuzz: install services  # longer schemathesis and ledger state-machine runs than `make test`'s
+	FUZZ_EXAMPLES=1000 STATEFUL_EXAMPLES=100 $(BIN)/pytest -q tests/fuzz \
+		tests/integration/test_ledger_stateful.py
 
 lint: install
 	$(BIN)/ruff check .

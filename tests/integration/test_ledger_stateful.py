@@ -9,9 +9,13 @@ raise its named error and change nothing.
 
 Hypothesis drives the machine synchronously, so it runs in a worker thread and hands each
 database coroutine to the test's event loop (where the engine's connections live).
+
+`STATEFUL_EXAMPLES` (default 10, of up to 30 steps each: about 10 seconds) is the number of random
+sequences; `make fuzz` raises it.
 """
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -564,6 +568,9 @@ async def reconcile_findings(sessions: SessionFactory) -> frozenset[str]:
         return frozenset(await reconcile(session))
 
 
+STATEFUL_EXAMPLES = int(os.environ.get("STATEFUL_EXAMPLES", "10"))
+
+
 async def test_ledger_invariants_hold_under_random_operations(
     sessions: SessionFactory, make_merchant: MerchantFactory
 ) -> None:
@@ -573,7 +580,7 @@ async def test_ledger_invariants_hold_under_random_operations(
         run_state_machine_as_test,
         machine,
         settings=settings(
-            max_examples=25,
+            max_examples=STATEFUL_EXAMPLES,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
