@@ -87,8 +87,6 @@ DUPLICATE = "a copy of this message in the same batch carries the event"
 LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
 SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
 
-# How long a batch gathers: a few milliseconds of latency buys one round trip for many messages.
-BATCH_WINDOW_SECONDS = 0.005
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
 # How often a payout.processing event held out of order asks whether the final event went out.
@@ -245,7 +243,7 @@ class EventDelivery:
         ladder: RetryLadder,
         lease_seconds: int,
         max_batch: int,
-        window_seconds: float = BATCH_WINDOW_SECONDS,
+        window_seconds: float,
         endpoints: EndpointCache | None = None,
         clock: Callable[[], datetime] = utcnow,
         out_of_order_limit_seconds: float = MAX_CHAOS_DELAY_SECONDS,
@@ -257,10 +255,10 @@ class EventDelivery:
         self.endpoints = endpoints or EndpointCache()
         self.clock = clock
         self.out_of_order_limit_seconds = out_of_order_limit_seconds
+        self._max_batch = max_batch
         # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
         # chaos never stalls the other merchants' webhooks (nor the final events that
         # out-of-order holds wait for). Beyond that, an attempt is sent without its hold.
-        self._max_batch = max_batch
         self.max_holds = max(1, max_batch // 2)
         self._holds = 0
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)

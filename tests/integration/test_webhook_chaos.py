@@ -154,6 +154,7 @@ async def chaotic_delivery(
         ladder=RetryLadder.of(LADDER),
         lease_seconds=lease_seconds_for(TIMEOUT_SECONDS),
         max_batch=4,
+        window_seconds=settings.webhook_batch_window_seconds,
         endpoints=EndpointCache(with_chaos=True),
         out_of_order_limit_seconds=out_of_order_limit_seconds,
     )
