@@ -152,7 +152,7 @@ async def lease_deliveries(
 
 def _padded_sizes(max_batch: int) -> list[int]:
     """Every number of rows `padded` makes of batches of 1 to `max_batch` rows."""
-    return [1 << power for power in range((max_batch - 1).bit_length() + 1)]
+    return sorted({_padded_size(rows) for rows in range(1, max_batch + 1)})
 
 
 def compile_batch_statements(dialect: Dialect, max_batch: int) -> None:
@@ -273,7 +273,12 @@ def padded(rows: list[dict[str, Any]], filler: dict[str, Any]) -> list[dict[str,
     """`rows` and as many `filler` rows after them as make a power of two: a statement built
     per number of rows is built, keyed and compiled for 8 sizes up to 128, not for 128 (each
     size's first batch paid for it: a tenth of the service's CPU in a ten-second burst)."""
-    return rows + [filler] * ((1 << (len(rows) - 1).bit_length()) - len(rows))
+    return rows + [filler] * (_padded_size(len(rows)) - len(rows))
+
+
+def _padded_size(rows: int) -> int:
+    """The power of two `padded` makes of `rows` rows."""
+    return 1 << (rows - 1).bit_length()
 
 
 # What _new_row gives: the columns the lease is compiled with (ahead of any batch).

@@ -4,15 +4,7 @@ the text, it masks exactly what running every pattern would."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.logging import (
-    _ACCOUNT,
-    _REDACTED,
-    _SECRET_FIELD,
-    _SECRET_TOKEN,
-    _URL_PASSWORD,
-    _mask_account,
-    redact,
-)
+from contracts.logging import _MASKS, redact
 
 # Letters IGNORECASE matches as ASCII ones (the long s, the dotless i, the Kelvin sign), and
 # digits of other scripts, which \d matches: the checks must not rule them out.
@@ -74,10 +66,9 @@ texts = st.lists(phrases, max_size=6).map("".join)
 
 
 def every_pattern(text: str) -> str:
-    text = _URL_PASSWORD.sub(rf"\g<1>{_REDACTED}\g<2>", text)
-    text = _SECRET_TOKEN.sub(rf"\g<1>{_REDACTED}", text)
-    text = _SECRET_FIELD.sub(rf"\g<1>{_REDACTED}", text)
-    return _ACCOUNT.sub(_mask_account, text)
+    for pattern, replacement, _ in _MASKS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 @given(phrases)
