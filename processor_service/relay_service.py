@@ -1,6 +1,6 @@
-"""The `payouts outbox-relay` process: poll, publish, back off while a dependency is down,
-clean up and expire QUEUED payouts now and then, stop cleanly on SIGTERM (the round in flight
-finishes).
+"""The `payouts outbox-relay` process: poll, publish, back off while a dependency is down, do
+its housekeeping now and then (clean up, expire QUEUED payouts, send again the webhook retries
+whose message was lost), stop cleanly on SIGTERM (the round in flight finishes).
 
 It polls every `relay_busy_poll_interval_seconds` (15 ms) while rows keep coming, and every
 `relay_poll_interval_seconds` (50 ms) once the outbox has been empty for a second: a payout
@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
 
-from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.engine import SessionFactory, create_engine, create_session_factory
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up, expire_queued
@@ -29,12 +30,16 @@ from processor_service.outbox_relay import (
     RoundResult,
     open_publisher,
 )
+from processor_service.stalled_retries import resend_stalled_retries
 
 log = logging.getLogger("outbox-relay")
 
 CLEANUP_EVERY_SECONDS = 300.0
 # QUEUED payouts expire within this long after their expiry time (72 h by default).
 EXPIRE_QUEUED_EVERY_SECONDS = 60.0
+# Stalled webhook retries are looked for this often at most (more often when a retry counts as
+# stalled sooner: twice per PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS).
+STALLED_RETRIES_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
 # The relay counts as busy this long after its last round that found rows.
 BUSY_FOR_SECONDS = 1.0
@@ -100,6 +105,35 @@ class RelayPacing:
         return wait
 
 
+@dataclass
+class Chore:
+    """Housekeeping that the relay's loop runs after a round, at once and then every
+    `every_seconds`."""
+
+    every_seconds: float
+    run: Callable[[], Awaitable[object]]
+    next_at: float = float("-inf")
+
+    async def run_if_due(self) -> None:
+        if time.monotonic() >= self.next_at:
+            await self.run()
+            self.next_at = time.monotonic() + self.every_seconds
+
+
+def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
+    retention = timedelta(hours=settings.outbox_retention_hours)
+    queued_expiry = timedelta(hours=settings.queued_expiry_hours)
+    stalled = settings.webhook_stalled_retry_seconds
+    return [
+        Chore(CLEANUP_EVERY_SECONDS, lambda: clean_up(sessions, outbox_retention=retention)),
+        Chore(EXPIRE_QUEUED_EVERY_SECONDS, lambda: expire_queued(sessions, expiry=queued_expiry)),
+        Chore(
+            min(STALLED_RETRIES_EVERY_SECONDS, stalled / 2),
+            lambda: resend_stalled_retries(sessions, stalled_seconds=stalled),
+        ),
+    ]
+
+
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep unless asked to stop first (a wait on the stop event, not a blind sleep)."""
     with contextlib.suppress(TimeoutError):
@@ -137,7 +171,7 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         batch_size=settings.relay_batch_size,
         max_attempts=settings.relay_max_publish_attempts,
     )
-    retention = timedelta(hours=settings.outbox_retention_hours)
+    chores = housekeeping(settings, sessions)
     pacing = RelayPacing(
         PollPace(
             busy_interval=settings.relay_busy_poll_interval_seconds,
@@ -145,20 +179,14 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         ),
         first_backoff=settings.relay_poll_interval_seconds,
     )
-    queued_expiry = timedelta(hours=settings.queued_expiry_hours)
-    next_cleanup = next_expiry = time.monotonic()
     log.info("outbox relay started")
     try:
         while not stop.is_set():
             round_started = time.monotonic()
             try:
                 result = await relay.relay_once(probe_first=pacing.pace.idle(round_started))
-                if time.monotonic() >= next_cleanup:
-                    await clean_up(sessions, outbox_retention=retention)
-                    next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
-                if time.monotonic() >= next_expiry:
-                    await expire_queued(sessions, expiry=queued_expiry)
-                    next_expiry = time.monotonic() + EXPIRE_QUEUED_EVERY_SECONDS
+                for chore in chores:
+                    await chore.run_if_due()
             except Exception as error:
                 wait = pacing.after_failure()
                 log.warning("relay round failed (%s); retrying in %.2fs", error, wait)

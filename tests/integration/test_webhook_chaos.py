@@ -53,6 +53,7 @@ from tests.support.webhook_flow import (
     first_request,
     new_event_row,
     open_transactions_elsewhere,
+    quick_webhook_settings,
     reaches,
     relay,
     resend,
@@ -71,13 +72,7 @@ TIMEOUT_SECONDS = 1.0
 
 @pytest.fixture
 def webhook_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "webhook_retry_delays": ",".join(str(delay) for delay in LADDER),
-            "webhook_timeout_seconds": TIMEOUT_SECONDS,
-            "webhook_allow_private_urls": True,  # the receiver listens on 127.0.0.1
-        }
-    )
+    return quick_webhook_settings(settings, timeout_seconds=TIMEOUT_SECONDS)
 
 
 @pytest.fixture

@@ -55,11 +55,13 @@ from tests.support.webhook_flow import (
     counting,
     created_event,
     delivery_of,
+    event_delivery,
     event_id_of,
     first_request,
     new_event_row,
     open_transactions_elsewhere,
     parked_messages,
+    quick_webhook_settings,
     reaches,
     recorded_event,
     relay,
@@ -69,22 +71,14 @@ from tests.support.webhook_flow import (
     waiting_copies,
 )
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
-from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition, EventDelivery
+from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
-from webhook_service.retry_ladder import RetryLadder
-from webhook_service.sender import WebhookSender
 
 
 @pytest.fixture
 def webhook_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "webhook_retry_delays": ",".join(str(delay) for delay in LADDER),
-            "webhook_timeout_seconds": 1.0,
-            "webhook_allow_private_urls": True,  # the receiver listens on 127.0.0.1
-        }
-    )
+    return quick_webhook_settings(settings)
 
 
 @pytest.fixture
@@ -588,35 +582,6 @@ async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delive
 
 
 # --- Lease, call, record: the database side of a delivery ---------------------------------------
-
-
-@asynccontextmanager
-async def event_delivery(
-    sessions: SessionFactory,
-    settings: Settings,
-    *,
-    lease_seconds: int,
-    max_batch: int,
-    window_seconds: float = 0.005,
-) -> AsyncIterator[EventDelivery]:
-    """The webhook service's delivery, without the broker: the test submits the messages."""
-    sender = WebhookSender(
-        timeout_seconds=settings.webhook_timeout_seconds,
-        allow_private_urls=settings.webhook_allow_private_urls,
-    )
-    delivery = EventDelivery(
-        sessions=sessions,
-        sender=sender,
-        ladder=RetryLadder.of(LADDER),
-        lease_seconds=lease_seconds,
-        max_batch=max_batch,
-        window_seconds=window_seconds,
-    )
-    try:
-        yield delivery
-    finally:
-        await delivery.aclose()
-        await sender.aclose()
 
 
 @pytest.mark.parametrize("size", [1, 20])

@@ -24,11 +24,25 @@ from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
 from webhook_service.app import create_webhook_app
-from webhook_service.delivery import Decision
+from webhook_service.delivery import Decision, EventDelivery
 from webhook_service.delivery_records import DeliveryRequest
+from webhook_service.retry_ladder import RetryLadder
+from webhook_service.sender import WebhookSender
 
 LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
 QUEUE = webhook_events_queue(len(LADDER))
+
+
+def quick_webhook_settings(settings: Settings, *, timeout_seconds: float = 1.0) -> Settings:
+    """The settings of the tests' webhook service: the short LADDER, a short HTTP timeout, and
+    private URLs allowed (the receiver listens on 127.0.0.1)."""
+    return settings.model_copy(
+        update={
+            "webhook_retry_delays": ",".join(str(delay) for delay in LADDER),
+            "webhook_timeout_seconds": timeout_seconds,
+            "webhook_allow_private_urls": True,
+        }
+    )
 
 
 @asynccontextmanager
@@ -184,6 +198,35 @@ def counting(engine: AsyncEngine) -> Iterator[StatementLog]:
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
         event.remove(engine.sync_engine, "commit", on_commit)
+
+
+@asynccontextmanager
+async def event_delivery(
+    sessions: SessionFactory,
+    settings: Settings,
+    *,
+    lease_seconds: int,
+    max_batch: int,
+    window_seconds: float = 0.005,
+) -> AsyncIterator[EventDelivery]:
+    """The webhook service's delivery, without the broker: the test submits the messages."""
+    sender = WebhookSender(
+        timeout_seconds=settings.webhook_timeout_seconds,
+        allow_private_urls=settings.webhook_allow_private_urls,
+    )
+    delivery = EventDelivery(
+        sessions=sessions,
+        sender=sender,
+        ladder=RetryLadder.of(LADDER),
+        lease_seconds=lease_seconds,
+        max_batch=max_batch,
+        window_seconds=window_seconds,
+    )
+    try:
+        yield delivery
+    finally:
+        await delivery.aclose()
+        await sender.aclose()
 
 
 def first_request(row: OutboxMessage) -> DeliveryRequest:

@@ -1,0 +1,54 @@
+"""The outbox relay's housekeeping: each chore runs at once, then once per its interval; stalled
+webhook retries are looked for with the settings' stall time, twice per stall time (at most once
+a minute)."""
+
+from typing import Any
+
+import pytest
+
+import processor_service.relay_service as relay_service
+from contracts.db.engine import SessionFactory
+from contracts.settings import Settings
+from processor_service.relay_service import STALLED_RETRIES_EVERY_SECONDS, Chore, housekeeping
+
+
+async def test_a_chore_runs_at_once_then_once_per_interval() -> None:
+    runs: list[int] = []
+
+    async def run() -> None:
+        runs.append(len(runs))
+
+    chore = Chore(3600.0, run)
+    await chore.run_if_due()
+    await chore.run_if_due()
+    assert runs == [0]
+    chore.next_at = 0.0  # as if the interval had passed
+    await chore.run_if_due()
+    assert runs == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("stalled_seconds", "every_seconds"), [(10, 5.0), (300, STALLED_RETRIES_EVERY_SECONDS)]
+)
+async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_time(
+    monkeypatch: pytest.MonkeyPatch, stalled_seconds: int, every_seconds: float
+) -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def recorded(name: str) -> Any:
+        async def chore(sessions: SessionFactory, **kwargs: Any) -> int:
+            calls.append((name, kwargs))
+            return 0
+
+        return chore
+
+    for name in ("clean_up", "expire_queued", "resend_stalled_retries"):
+        monkeypatch.setattr(relay_service, name, recorded(name))
+    settings = Settings(webhook_stalled_retry_seconds=stalled_seconds)
+    chores = housekeeping(settings, sessions=None)  # type: ignore[arg-type]  # never opened
+    for chore in chores:
+        await chore.run_if_due()
+
+    stalled = [i for i, (name, _) in enumerate(calls) if name == "resend_stalled_retries"]
+    assert [calls[i][1] for i in stalled] == [{"stalled_seconds": stalled_seconds}]
+    assert chores[stalled[0]].every_seconds == every_seconds
