@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api_service.dashboard.sessions import close_merchant_sessions
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import utcnow
@@ -139,8 +140,9 @@ async def ensure_demo_merchant(
         return DemoMerchant(created.merchant_id, created=True, new_api_key=made)
     if webhook_url is not None:
         existing.webhook_url = webhook_url
-    if api_key is not None:
+    if api_key is not None and hash_api_key(api_key) != existing.api_key_hash:
         existing.api_key_hash = hash_api_key(api_key)
+        await close_merchant_sessions(session, existing.id)  # signed in with the old key
     if webhook_secret is not None and webhook_secret != existing.webhook_secret:
         existing.webhook_secret = webhook_secret
         existing.previous_webhook_secret = None  # the deployment set it: no grace period

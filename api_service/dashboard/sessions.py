@@ -6,7 +6,8 @@ merchant and its expiry. The browser holds the token in a cookie signed with
 `dashboard_session_secret` (HMAC-SHA256): HttpOnly, SameSite=Strict, Path=/dashboard, Secure
 when the request came over https, expiring with the row. A cookie whose signature does not match
 is ignored without asking the database; signing out deletes the row, so the cookie stops working
-even where it was copied. The table never holds a usable cookie, only digests.
+even where it was copied, and so does replacing the merchant's API key (the demo seed given a new
+one ends every session opened with the old one). The table never holds a usable cookie, only digests.
 
 CSRF: every form carries a token derived from the session's token (an HMAC, never stored); a
 POST without it, with another one, or with an Origin naming another site is refused (403). The
@@ -134,6 +135,14 @@ async def open_session(
 async def close_session(session: AsyncSession, token: str) -> None:
     await session.execute(
         delete(dashboard_sessions).where(dashboard_sessions.c.id == _digest(token))
+    )
+
+
+async def close_merchant_sessions(session: AsyncSession, merchant_id: str) -> None:
+    """End every dashboard session of the merchant (its API key was replaced: a session opened
+    with the old key must not outlive it). The caller commits."""
+    await session.execute(
+        delete(dashboard_sessions).where(dashboard_sessions.c.merchant_id == merchant_id)
     )
 
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ from sqlalchemy import func, select, update
 from api_service.app import create_app
 from api_service.dashboard.csv_payroll import COLUMNS
 from api_service.dashboard.sessions import MERCHANT_COOKIE, dashboard_sessions
-from cli.merchants import NewMerchant
+from cli.merchants import NewMerchant, ensure_demo_merchant
+from contracts.api_keys import new_api_key
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.settings import Environment, Settings
@@ -91,6 +93,27 @@ async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
         )
     expired = await dashboard.get("/dashboard/payouts")
     assert expired.status_code == 303 and expired.headers["location"] == "/dashboard/sign-in"
+
+
+async def test_a_seed_that_replaces_the_api_key_ends_the_sessions_opened_with_the_old_one(
+    dashboard: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    name = f"Seeded {uuid.uuid4().hex[:8]}"
+    merchant = await new_merchant(sessions, name, None)
+    await sign_in(dashboard, merchant.api_key)
+    assert (await dashboard.get("/dashboard/payouts")).status_code == 200
+
+    async def seed(api_key: str) -> None:
+        async with transaction(sessions) as session:
+            await ensure_demo_merchant(
+                session, balance=Decimal(0), webhook_url=None, api_key=api_key, name=name
+            )
+
+    await seed(merchant.api_key)  # the same key: nothing to end
+    assert (await dashboard.get("/dashboard/payouts")).status_code == 200
+    await seed(new_api_key())
+    ended = await dashboard.get("/dashboard/payouts")
+    assert ended.status_code == 303 and ended.headers["location"] == "/dashboard/sign-in"
 
 
 async def new_payout_form(client: httpx.AsyncClient, reference: str, amount: str) -> dict[str, Any]:
