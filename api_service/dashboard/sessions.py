@@ -7,7 +7,8 @@ merchant and its expiry. The browser holds the token in a cookie signed with
 when the request came over https, expiring with the row. A cookie whose signature does not match
 is ignored without asking the database; signing out deletes the row, so the cookie stops working
 even where it was copied, and so does replacing the merchant's API key (the demo seed given a new
-one ends every session opened with the old one). The table never holds a usable cookie, only digests.
+one ends every session opened with the old one). The table never holds a usable cookie, only
+digests.
 
 CSRF: every form carries a token derived from the session's token (an HMAC, never stored); a
 POST without it, with another one, or with an Origin naming another site is refused (403). The
