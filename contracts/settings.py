@@ -104,9 +104,9 @@ class Settings(BaseSettings):
     # saves a batch's round trips: make bench at half of peak (40 payouts/s), 5 ms: 10.5 ms of
     # the service's CPU per payout; 10 ms: 9.8; 20 ms: 7.7 (and 14 % less for all processes).
     webhook_batch_window_seconds: float = Field(default=0.02, ge=0, le=1)
-    # A webhook retry this many seconds overdue (sandbox clock), whose delivery no attempt holds
-    # and nothing sent on meanwhile, lost its message (its service died before publishing it):
-    # the outbox relay sends a copy (processor_service/stalled_retries.py).
+    # A webhook retry later than this (sandbox clock) plus a quarter of its wait, whose delivery
+    # no attempt holds, lost its message, or it is held up: the outbox relay sends a copy, once
+    # per due time (processor_service/stalled_retries.py).
     webhook_stalled_retry_seconds: int = Field(default=300, ge=1, le=86400)
 
     log_format: str = Field(default="json", pattern="^(json|text)$")

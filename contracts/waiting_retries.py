@@ -12,21 +12,33 @@ row:
   (processor_service.stalled_retries).
 
 Whichever copy of a retry comes first is attempted; another finds that the delivery no longer
-waits for that due time and is dropped (webhook_service.delivery.superseded). Sending copies
-marks their deliveries (`updated_at`), so that a delivery is found stalled again only after
-another whole wait.
+waits for that due time and is dropped (webhook_service.delivery.superseded). A delivery records
+the due time it was copied for (`copied_due_at`), and each due time is copied at most once: a
+copy goes through the outbox and a quorum queue, and is not lost.
 """
 
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, func, literal_column, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    SQLColumnExpression,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import offset_seconds_of, sandbox_now_of
-from contracts.db.engine import DATABASE_NOW, database_now_plus, utcnow
-from contracts.db.models import PayoutEvent, WebhookDelivery
+from contracts.db.engine import DATABASE_NOW
+from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE, RETRY_COUNT_HEADER
@@ -63,15 +75,40 @@ def waiting_retries(
 
 
 def stalled_for(seconds: int) -> ColumnElement[bool]:
-    """A retry overdue by `seconds` on its merchant's sandbox clock, whose delivery no attempt
-    holds and which nothing sent on for `seconds` (a lost message: a live one is attempted within
-    moments of its due time, and an attempt or a copy sent marks the delivery)."""
+    """A retry whose message looks lost: on its merchant's sandbox clock, later than `seconds`
+    plus a quarter of its wait (a live message can be that late: it waits in a TTL queue behind
+    messages that expire later, by up to a fifth of its tier's delay), its delivery held by no
+    attempt, and no copy sent for its due time yet."""
+    delivery = WebhookDelivery
+    offset = offset_seconds_of(delivery.merchant_id)
+    # Its wait, from when the attempt before it was recorded (on the sandbox clock of now).
+    waited = _seconds_between(_plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
+    late = _seconds_between(delivery.next_attempt_at, sandbox_now_of(delivery.merchant_id))
     return and_(
-        func.timestampadd(literal_column("SECOND"), seconds, WebhookDelivery.next_attempt_at)
-        <= sandbox_now_of(WebhookDelivery.merchant_id),
-        WebhookDelivery.updated_at <= database_now_plus(-seconds),
-        or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW),
+        late > seconds + func.greatest(waited, 0) / 4,
+        or_(delivery.lease_token.is_(None), delivery.leased_until <= DATABASE_NOW),
+        not_copied(),
     )
+
+
+def not_copied() -> ColumnElement[bool]:
+    """No copy was sent for the due time the delivery waits for."""
+    return or_(
+        WebhookDelivery.copied_due_at.is_(None),
+        WebhookDelivery.copied_due_at != WebhookDelivery.next_attempt_at,
+    )
+
+
+def _plus_seconds(
+    seconds: ColumnElement[int], moment: SQLColumnExpression[datetime]
+) -> ColumnElement[datetime]:
+    return func.timestampadd(literal_column("SECOND"), seconds, moment)
+
+
+def _seconds_between(
+    start: SQLColumnExpression[datetime | None], end: SQLColumnExpression[datetime | None]
+) -> ColumnElement[int]:
+    return func.timestampdiff(literal_column("SECOND"), start, end)
 
 
 async def send_copies(
@@ -82,8 +119,9 @@ async def send_copies(
     clock_offset: int | None = None,
 ) -> int:
     """Write to the outbox an exact copy of the waiting message of each row of waiting_retries,
-    and mark the deliveries; how many. `clock_offset`: the offset the copies' waits were
-    measured under (the clock's offset before an advance); None: each merchant's offset now."""
+    and record on each delivery the due time copied; how many. `clock_offset`: the offset the
+    copies' waits were measured under (the clock's offset before an advance); None: each
+    merchant's offset now."""
     copies = [
         outbox_row(
             PayoutStatusChanged.model_validate_json(row.body),
@@ -105,11 +143,19 @@ async def send_copies(
     if copies:
         await write_outbox(session, copies)
         await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.id.in_([row.id for row in rows]))
-            .values(updated_at=utcnow())
+            _RECORD_COPIED, [{"b_id": row.id, "b_due": row.next_attempt_at} for row in rows]
         )
     return len(copies)
+
+
+# The due time copied, as read: a delivery that has moved on since keeps its own due time
+# uncopied.
+_DELIVERIES = table_of(WebhookDelivery)
+_RECORD_COPIED = (
+    update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == bindparam("b_id"))
+    .values(copied_due_at=bindparam("b_due"))
+)
 
 
 def waiting_retry_headers(

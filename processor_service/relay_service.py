@@ -37,8 +37,8 @@ log = logging.getLogger("outbox-relay")
 CLEANUP_EVERY_SECONDS = 300.0
 # QUEUED payouts expire within this long after their expiry time (72 h by default).
 EXPIRE_QUEUED_EVERY_SECONDS = 60.0
-# Stalled webhook retries are looked for this often at most (more often when a retry counts as
-# stalled sooner: twice per PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS).
+# Stalled webhook retries are looked for every minute, or twice per
+# PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS when that is shorter.
 STALLED_RETRIES_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
 # The relay counts as busy this long after its last round that found rows.
@@ -108,16 +108,24 @@ class RelayPacing:
 @dataclass
 class Chore:
     """Housekeeping that the relay's loop runs after a round, at once and then every
-    `every_seconds`."""
+    `every_seconds`. A chore that fails is logged and tried again after its interval: it never
+    sends the relay into its backoff, which would slow the publishing of every message."""
 
+    name: str
     every_seconds: float
     run: Callable[[], Awaitable[object]]
     next_at: float = float("-inf")
 
     async def run_if_due(self) -> None:
-        if time.monotonic() >= self.next_at:
+        if time.monotonic() < self.next_at:
+            return
+        try:
             await self.run()
-            self.next_at = time.monotonic() + self.every_seconds
+        except Exception as error:
+            log.warning(
+                "housekeeping %s failed (%r); again in %.0fs", self.name, error, self.every_seconds
+            )
+        self.next_at = time.monotonic() + self.every_seconds
 
 
 def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
@@ -125,9 +133,18 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     queued_expiry = timedelta(hours=settings.queued_expiry_hours)
     stalled = settings.webhook_stalled_retry_seconds
     return [
-        Chore(CLEANUP_EVERY_SECONDS, lambda: clean_up(sessions, outbox_retention=retention)),
-        Chore(EXPIRE_QUEUED_EVERY_SECONDS, lambda: expire_queued(sessions, expiry=queued_expiry)),
         Chore(
+            "clean-up",
+            CLEANUP_EVERY_SECONDS,
+            lambda: clean_up(sessions, outbox_retention=retention),
+        ),
+        Chore(
+            "expire-queued",
+            EXPIRE_QUEUED_EVERY_SECONDS,
+            lambda: expire_queued(sessions, expiry=queued_expiry),
+        ),
+        Chore(
+            "stalled-webhook-retries",
             min(STALLED_RETRIES_EVERY_SECONDS, stalled / 2),
             lambda: resend_stalled_retries(sessions, stalled_seconds=stalled),
         ),

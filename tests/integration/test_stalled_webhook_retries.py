@@ -4,16 +4,21 @@ MariaDB/MySQL, RabbitMQ, webhook service and an HTTP receiver.
 The loss: the webhook service records a failed attempt (the delivery waits for the retry due at
 D2), then dies before publishing that retry; the message it was handling (the retry due at D1)
 comes back and is superseded. Nothing carries D2 any more.
+
+The test database is shared with other tests, which leave retrying deliveries of their own: each
+test judges the sweep by the copies of its own payout, never by the number the sweep returns.
 """
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, literal_column, select, update
+from sqlalchemy import select, update
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import OutboxMessage, WebhookDelivery
+from contracts.db.models import OutboxMessage, SandboxClock, WebhookDelivery
 from contracts.settings import Settings
 from contracts.topology import (
     PAYOUT_ID_HEADER,
@@ -41,7 +46,7 @@ from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import SUPERSEDED, Disposition
 
 STALLED_SECONDS = 60
-SECOND = literal_column("SECOND")
+DAY = 86_400
 
 
 @pytest.fixture
@@ -49,18 +54,21 @@ def webhook_settings(settings: Settings) -> Settings:
     return quick_webhook_settings(settings)
 
 
-async def lost_retry(
+@pytest.fixture
+async def waiting(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
-    settings: Settings,
+    webhook_settings: Settings,
 ) -> WebhookDelivery:
     """The delivery of an event, waiting for a retry no message carries."""
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     receiver.reply_with(Reply(status=500), Reply(status=500))
     first = first_request(row)
-    async with event_delivery(sessions, settings, lease_seconds=10, max_batch=8) as delivery:
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=8
+    ) as delivery:
         due_first = retry_of(first, await delivery.deliver(first))
         assert (await delivery.deliver(due_first)).disposition is Disposition.RETRY
         # The retry due at D2 was never published, and the D1 message came back.
@@ -70,51 +78,61 @@ async def lost_retry(
     return waiting
 
 
-async def age(sessions: SessionFactory, event_id: str, seconds: int) -> None:
-    """As if `seconds` had passed since the delivery's last attempt (due time and update)."""
-    columns = (WebhookDelivery.next_attempt_at, WebhookDelivery.updated_at)
+async def set_row(sessions: SessionFactory, delivery: WebhookDelivery, **values: Any) -> None:
     async with transaction(sessions) as session:
         await session.execute(
-            update(WebhookDelivery)
-            .where(WebhookDelivery.event_id == event_id)
-            .values({column: func.timestampadd(SECOND, -seconds, column) for column in columns})
+            update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
         )
 
 
-async def copies_of(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
+async def copies_of(sessions: SessionFactory, delivery: WebhookDelivery) -> list[OutboxMessage]:
     async with sessions() as session:
         rows = await session.scalars(
             select(OutboxMessage)
             .where(
                 OutboxMessage.routing_key == RESEND_ROUTING_KEY,
-                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id,
+                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == delivery.payout_id,
             )
             .order_by(OutboxMessage.id)
         )
         return list(rows)
 
 
-async def test_a_retry_whose_message_was_lost_is_sent_again_and_delivered(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
+async def sweep(sessions: SessionFactory, delivery: WebhookDelivery) -> int:
+    """Run the sweep; how many copies of this delivery's retry it sent."""
+    before = len(await copies_of(sessions, delivery))
+    await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS)
+    return len(await copies_of(sessions, delivery)) - before
+
+
+def ago(seconds: float) -> Any:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+async def test_a_retry_whose_message_was_lost_is_sent_again_once_and_delivered(
     sessions: SessionFactory,
     rabbit: RabbitClient,
     receiver: WebhookReceiver,
     webhook_settings: Settings,
+    waiting: WebhookDelivery,
 ) -> None:
-    event_id = (
-        await lost_retry(api_client, make_merchant, sessions, receiver, webhook_settings)
-    ).event_id
-    assert await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS) == 0
+    assert await sweep(sessions, waiting) == 0  # not overdue yet
 
-    await age(sessions, event_id, STALLED_SECONDS + 1)
-    sent = await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS)
-    assert sent >= 1  # this one, and any other test's left waiting as long
-    assert await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS) == 0
+    assert waiting.next_attempt_at is not None
+    overdue = timedelta(seconds=STALLED_SECONDS + 5)  # the wait itself (0.6 s) kept as it was
+    await set_row(
+        sessions,
+        waiting,
+        next_attempt_at=waiting.next_attempt_at - overdue,
+        updated_at=waiting.updated_at - overdue,
+    )
+    assert await sweep(sessions, waiting) == 1
+    assert await sweep(sessions, waiting) == 0  # one copy per due time
 
-    stalled = await delivery_of(sessions, event_id)
+    stalled = await delivery_of(sessions, waiting.event_id)
     assert stalled is not None and stalled.next_attempt_at is not None
-    (copy,) = await copies_of(sessions, stalled.payout_id)
+    assert stalled.copied_due_at == stalled.next_attempt_at
+    (copy,) = await copies_of(sessions, waiting)
     assert copy.headers[RETRY_COUNT_HEADER] == 2  # the message the retry due at D2 would be
     assert copy.headers[RETRY_DUE_HEADER] == stalled.next_attempt_at.isoformat(
         timespec="microseconds"
@@ -123,40 +141,60 @@ async def test_a_retry_whose_message_was_lost_is_sent_again_and_delivered(
 
     async with running_webhook_service(webhook_settings):
         await relay(rabbit, copy)
-        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=3)
+        await reaches(sessions, waiting.event_id, DeliveryStatus.DELIVERED, attempts=3)
     assert len(receiver.requests) == 3
 
 
-async def test_only_an_overdue_retry_no_attempt_holds_and_nothing_sent_on_is_sent_again(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    receiver: WebhookReceiver,
-    webhook_settings: Settings,
+async def test_only_a_retry_late_beyond_its_allowance_held_by_no_attempt_and_not_copied_is_sent(
+    sessions: SessionFactory, waiting: WebhookDelivery
 ) -> None:
-    waiting = await lost_retry(api_client, make_merchant, sessions, receiver, webhook_settings)
+    late = ago(STALLED_SECONDS + 10)
+    # Due only just now.
+    await set_row(sessions, waiting, next_attempt_at=utcnow(), updated_at=ago(3600))
+    assert await sweep(sessions, waiting) == 0
+    # Late by the stall time, but its wait was long: a quarter of it (twice the stall time) is
+    # the lateness a live message can have in its TTL queue.
+    await set_row(sessions, waiting, next_attempt_at=late, updated_at=ago(9 * STALLED_SECONDS + 10))
+    assert await sweep(sessions, waiting) == 0
+    await set_row(sessions, waiting, updated_at=ago(STALLED_SECONDS + 20))
+    # An attempt holds it.
+    await set_row(sessions, waiting, lease_token="a" * 32, leased_until=ago(-30))
+    assert await sweep(sessions, waiting) == 0
+    await set_row(sessions, waiting, status=DeliveryStatus.PARKED.value, leased_until=ago(1))
+    assert await sweep(sessions, waiting) == 0
+    await set_row(sessions, waiting, status=DeliveryStatus.RETRYING.value, copied_due_at=late)
+    assert await sweep(sessions, waiting) == 0  # a copy was sent for this due time
+    await set_row(sessions, waiting, copied_due_at=ago(3600))  # for an earlier due time
+    assert await sweep(sessions, waiting) == 1  # and the lease ran out: its consumer died too
+    assert await sweep(sessions, waiting) == 0
 
-    async def sent_again() -> bool:
-        before = len(await copies_of(sessions, waiting.payout_id))
-        await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS)
-        return len(await copies_of(sessions, waiting.payout_id)) > before
 
-    async def set_row(**values: object) -> None:
-        async with transaction(sessions) as session:
-            await session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == waiting.id).values(**values)
-            )
+async def test_a_delivery_another_transaction_locks_is_skipped_without_waiting(
+    sessions: SessionFactory, waiting: WebhookDelivery
+) -> None:
+    await set_row(sessions, waiting, next_attempt_at=ago(STALLED_SECONDS + 10))
+    async with transaction(sessions) as holder:  # a webhook batch leasing or recording it
+        await holder.execute(
+            select(WebhookDelivery.id).where(WebhookDelivery.id == waiting.id).with_for_update()
+        )
+        assert await asyncio.wait_for(sweep(sessions, waiting), timeout=10) == 0
+    assert await sweep(sessions, waiting) == 1
 
-    long_ago = utcnow() - timedelta(seconds=STALLED_SECONDS + 1)
-    await set_row(next_attempt_at=utcnow(), updated_at=long_ago)  # due only just now
-    assert not await sent_again()
-    await set_row(next_attempt_at=long_ago, updated_at=utcnow())  # an attempt just recorded
-    assert not await sent_again()
-    live_lease = utcnow() + timedelta(seconds=30)
-    await set_row(updated_at=long_ago, lease_token="a" * 32, leased_until=live_lease)
-    assert not await sent_again()
-    await set_row(status=DeliveryStatus.PARKED.value, lease_token=None, leased_until=None)
-    assert not await sent_again()
-    await set_row(status=DeliveryStatus.RETRYING.value, lease_token="a" * 32, leased_until=long_ago)
-    assert await sent_again()  # the lease ran out: its consumer died too
-    assert not await sent_again()  # and it was marked
+
+async def test_lateness_is_judged_on_the_merchants_sandbox_clock(
+    sessions: SessionFactory, waiting: WebhookDelivery
+) -> None:
+    """A day ahead: a retry due in a day of real time is overdue on the merchant's clock."""
+    async with transaction(sessions) as session:
+        session.add(
+            SandboxClock(merchant_id=waiting.merchant_id, offset_seconds=DAY, updated_at=utcnow())
+        )
+    await set_row(
+        sessions,
+        waiting,
+        next_attempt_at=ago(STALLED_SECONDS + 10 - DAY),
+        updated_at=ago(STALLED_SECONDS + 20),
+    )
+    assert await sweep(sessions, waiting) == 1
+    (copy,) = await copies_of(sessions, waiting)
+    assert copy.headers[RETRY_CLOCK_OFFSET_HEADER] == DAY

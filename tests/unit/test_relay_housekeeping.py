@@ -1,6 +1,7 @@
-"""The outbox relay's housekeeping: each chore runs at once, then once per its interval; stalled
-webhook retries are looked for with the settings' stall time, twice per stall time (at most once
-a minute)."""
+"""The outbox relay's housekeeping: each chore runs at once, then once per its interval, and one
+that fails waits its interval too instead of failing the relay's round; stalled webhook retries
+are looked for with the settings' stall time, every minute or twice per stall time when that is
+shorter."""
 
 from typing import Any
 
@@ -18,13 +19,29 @@ async def test_a_chore_runs_at_once_then_once_per_interval() -> None:
     async def run() -> None:
         runs.append(len(runs))
 
-    chore = Chore(3600.0, run)
+    chore = Chore("test", 3600.0, run)
     await chore.run_if_due()
     await chore.run_if_due()
     assert runs == [0]
     chore.next_at = 0.0  # as if the interval had passed
     await chore.run_if_due()
     assert runs == [0, 1]
+
+
+async def test_a_failing_chore_is_logged_and_waits_its_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+
+    async def run() -> None:
+        runs.append(len(runs))
+        raise OSError("database unavailable")
+
+    chore = Chore("flaky", 3600.0, run)
+    await chore.run_if_due()  # does not raise into the relay's loop
+    await chore.run_if_due()
+    assert runs == [0]
+    assert "housekeeping flaky failed" in caplog.text
 
 
 @pytest.mark.parametrize(
