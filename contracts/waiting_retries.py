@@ -13,14 +13,18 @@ row:
 
 Whichever copy of a retry comes first is attempted; another finds that the delivery no longer
 waits for that due time and is dropped (webhook_service.delivery.superseded). A delivery records
-the due time it was copied for (`copied_due_at`), and each due time is copied at most once: a
-copy goes through the outbox and a quorum queue, and is not lost.
+the due time it was copied for and when (`copied_due_at`, `copied_at`): a copy goes through the
+outbox and a quorum queue and is not lost, so a due time is copied again only when its copy has
+not moved the delivery on for RECOPY_AFTER_STALLS stall times (the copy was parked after failing
+on the database every time, say, or dead-lettered).
 """
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     Row,
@@ -37,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import offset_seconds_of, sandbox_now_of
-from contracts.db.engine import DATABASE_NOW
+from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
@@ -48,6 +52,8 @@ from contracts.webhooks import (
     DeliveryStatus,
     retry_due_headers,
 )
+
+log = logging.getLogger("webhook-retries")
 
 # id, payout_id, merchant_id, next_attempt_at, retry_count, generation, body, clock_offset
 WaitingRetry = Row[str, str, str, datetime | None, int | None, int, bytes, int]
@@ -74,11 +80,16 @@ def waiting_retries(
     )
 
 
+# A copy that has not moved its delivery on within this many stall times is sent again.
+RECOPY_AFTER_STALLS = 12
+
+
 def stalled_for(seconds: int) -> ColumnElement[bool]:
     """A retry whose message looks lost: on its merchant's sandbox clock, later than `seconds`
-    plus a quarter of its wait (a live message can be that late: it waits in a TTL queue behind
-    messages that expire later, by up to a fifth of its tier's delay), its delivery held by no
-    attempt, and no copy sent for its due time yet."""
+    plus a quarter of its wait (a live retry waits in its tier's TTL queue behind messages that
+    expire later, up to a fifth of the tier's delay; a Retry-After wait held in a longer tier can
+    be later still, and gets a copy it did not need, which is dropped), its delivery held by no
+    attempt, and not copied (copyable_after)."""
     delivery = WebhookDelivery
     offset = offset_seconds_of(delivery.merchant_id)
     # Its wait, from when the attempt before it was recorded (on the sandbox clock of now).
@@ -86,16 +97,23 @@ def stalled_for(seconds: int) -> ColumnElement[bool]:
     late = _seconds_between(delivery.next_attempt_at, sandbox_now_of(delivery.merchant_id))
     return and_(
         late > seconds + func.greatest(waited, 0) / 4,
-        or_(delivery.lease_token.is_(None), delivery.leased_until <= DATABASE_NOW),
-        not_copied(),
+        unleased(),
+        copyable_after(seconds),
     )
 
 
-def not_copied() -> ColumnElement[bool]:
-    """No copy was sent for the due time the delivery waits for."""
+def unleased() -> ColumnElement[bool]:
+    """No attempt holds the delivery: no lease, or one that ran out (its consumer died)."""
+    return or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
+
+
+def copyable_after(seconds: int) -> ColumnElement[bool]:
+    """No copy was sent for the due time the delivery waits for, or the one sent has not moved
+    it on within RECOPY_AFTER_STALLS times `seconds`."""
     return or_(
         WebhookDelivery.copied_due_at.is_(None),
         WebhookDelivery.copied_due_at != WebhookDelivery.next_attempt_at,
+        WebhookDelivery.copied_at <= database_now_plus(-RECOPY_AFTER_STALLS * seconds),
     )
 
 
@@ -119,12 +137,19 @@ async def send_copies(
     clock_offset: int | None = None,
 ) -> int:
     """Write to the outbox an exact copy of the waiting message of each row of waiting_retries,
-    and record on each delivery the due time copied; how many. `clock_offset`: the offset the
-    copies' waits were measured under (the clock's offset before an advance); None: each
-    merchant's offset now."""
-    copies = [
-        outbox_row(
-            PayoutStatusChanged.model_validate_json(row.body),
+    and record on each delivery the due time copied and when; how many. `clock_offset`: the
+    offset the copies' waits were measured under (the clock's offset before an advance); None:
+    each merchant's offset now. A row whose stored event no longer reads as one is logged and
+    left out, so that it never holds up the others."""
+    copies = {}
+    for row in rows:
+        try:
+            event = PayoutStatusChanged.model_validate_json(row.body)
+        except ValidationError as error:
+            log.error("webhook delivery %s: its stored event does not read: %s", row.id, error)
+            continue
+        copies[row.id] = outbox_row(
+            event,
             body=row.body,
             exchange=DEFAULT_EXCHANGE,
             routing_key=RESEND_ROUTING_KEY,
@@ -138,23 +163,25 @@ async def send_copies(
                 clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
             ),
         )
-        for row in rows
-    ]
     if copies:
-        await write_outbox(session, copies)
+        await write_outbox(session, list(copies.values()))
         await session.execute(
-            _RECORD_COPIED, [{"b_id": row.id, "b_due": row.next_attempt_at} for row in rows]
+            _RECORD_COPIED,
+            [{"b_id": row.id, "b_due": row.next_attempt_at} for row in rows if row.id in copies],
         )
     return len(copies)
 
 
-# The due time copied, as read: a delivery that has moved on since keeps its own due time
-# uncopied.
+# The due time copied, as read, only where the delivery still waits for it: one that has moved
+# on since keeps its own due time uncopied.
 _DELIVERIES = table_of(WebhookDelivery)
 _RECORD_COPIED = (
     update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("b_id"))
-    .values(copied_due_at=bindparam("b_due"))
+    .where(
+        _DELIVERIES.c.id == bindparam("b_id"),
+        _DELIVERIES.c.next_attempt_at == bindparam("b_due"),
+    )
+    .values(copied_due_at=bindparam("b_due"), copied_at=DATABASE_NOW)
 )
 
 

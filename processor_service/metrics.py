@@ -20,3 +20,12 @@ OUTBOX_PARKED = Counter(
 OUTBOX_LAG = Gauge(
     "payouts_outbox_lag_seconds", "Age of the oldest outbox row in the last claimed batch"
 )
+WEBHOOK_RETRIES_RESENT = Counter(
+    "payouts_webhook_retries_resent_total",
+    "Overdue webhook retries the outbox relay sent again (their message lost, or late)",
+)
+HOUSEKEEPING_FAILURES = Counter(
+    "payouts_relay_housekeeping_failures_total",
+    "Housekeeping rounds of the outbox relay that failed, by chore (tried again later)",
+    ["chore"],
+)

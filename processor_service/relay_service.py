@@ -23,6 +23,7 @@ from contracts.db.engine import SessionFactory, create_engine, create_session_fa
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up, expire_queued
+from processor_service.metrics import HOUSEKEEPING_FAILURES
 from processor_service.outbox_relay import (
     DueProbe,
     OutboxRelay,
@@ -122,8 +123,13 @@ class Chore:
         try:
             await self.run()
         except Exception as error:
+            HOUSEKEEPING_FAILURES.labels(self.name).inc()
             log.warning(
-                "housekeeping %s failed (%r); again in %.0fs", self.name, error, self.every_seconds
+                "housekeeping %s failed (%r); again in %.0fs",
+                self.name,
+                error,
+                self.every_seconds,
+                exc_info=True,
             )
         self.next_at = time.monotonic() + self.every_seconds
 

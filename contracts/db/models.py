@@ -271,9 +271,10 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # The retry count that waiting message carries (migration 0015).
     retry_count: Mapped[int | None] = mapped_column(Integer)
-    # The due time a copy of that waiting message was last sent for (contracts/waiting_retries.py,
-    # migration 0017): each due time is copied at most once.
+    # The due time a copy of that waiting message was last sent for, and when (database clock;
+    # contracts/waiting_retries.py, migration 0017).
     copied_due_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    copied_at: Mapped[datetime | None] = mapped_column(Timestamp)
     delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Counters, not times, decide whether a resend was honoured: the API and the webhook
     # service run on different clocks (migration 0008). Each resend increments `generation`;

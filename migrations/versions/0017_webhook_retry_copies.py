@@ -1,6 +1,7 @@
 """Webhook retries whose message was lost are sent again (processor_service/stalled_retries.py):
 a RETRYING delivery records the due time a copy of its waiting message was last sent for, by the
-outbox relay or by a sandbox clock advance, so that each due time is copied at most once.
+outbox relay or by a sandbox clock advance, and when (the database's clock), so that a due time is
+copied once, and again only if that copy has not moved the delivery on for a long while.
 
 Revision ID: 0017
 Revises: 0016
@@ -19,10 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "webhook_deliveries", sa.Column("copied_due_at", mysql.DATETIME(fsp=6), nullable=True)
-    )
+    for column in ("copied_due_at", "copied_at"):
+        op.add_column("webhook_deliveries", sa.Column(column, mysql.DATETIME(fsp=6), nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column("webhook_deliveries", "copied_due_at")
+    for column in ("copied_at", "copied_due_at"):
+        op.drop_column("webhook_deliveries", column)

@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import OutboxMessage, SandboxClock, WebhookDelivery
+from contracts.db.models import OutboxMessage, PayoutEvent, SandboxClock, WebhookDelivery
 from contracts.settings import Settings
 from contracts.topology import (
     PAYOUT_ID_HEADER,
@@ -26,6 +27,7 @@ from contracts.topology import (
     RETRY_COUNT_HEADER,
     RETRY_DUE_HEADER,
 )
+from contracts.waiting_retries import RECOPY_AFTER_STALLS
 from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
 from processor_service.stalled_retries import resend_stalled_retries
 from tests.conftest import MerchantFactory
@@ -126,7 +128,10 @@ async def test_a_retry_whose_message_was_lost_is_sent_again_once_and_delivered(
         next_attempt_at=waiting.next_attempt_at - overdue,
         updated_at=waiting.updated_at - overdue,
     )
+    resent_before = REGISTRY.get_sample_value("payouts_webhook_retries_resent_total") or 0.0
     assert await sweep(sessions, waiting) == 1
+    resent = REGISTRY.get_sample_value("payouts_webhook_retries_resent_total")
+    assert resent is not None and resent >= resent_before + 1  # and others' leftovers
     assert await sweep(sessions, waiting) == 0  # one copy per due time
 
     stalled = await delivery_of(sessions, waiting.event_id)
@@ -162,11 +167,29 @@ async def test_only_a_retry_late_beyond_its_allowance_held_by_no_attempt_and_not
     assert await sweep(sessions, waiting) == 0
     await set_row(sessions, waiting, status=DeliveryStatus.PARKED.value, leased_until=ago(1))
     assert await sweep(sessions, waiting) == 0
-    await set_row(sessions, waiting, status=DeliveryStatus.RETRYING.value, copied_due_at=late)
+    copied = {"copied_due_at": late, "copied_at": utcnow()}
+    await set_row(sessions, waiting, status=DeliveryStatus.RETRYING.value, **copied)
     assert await sweep(sessions, waiting) == 0  # a copy was sent for this due time
     await set_row(sessions, waiting, copied_due_at=ago(3600))  # for an earlier due time
     assert await sweep(sessions, waiting) == 1  # and the lease ran out: its consumer died too
     assert await sweep(sessions, waiting) == 0
+    # That copy got nowhere for twelve stall times (parked after failing on the database).
+    await set_row(sessions, waiting, copied_at=ago(RECOPY_AFTER_STALLS * STALLED_SECONDS + 10))
+    assert await sweep(sessions, waiting) == 1
+
+
+async def test_a_delivery_whose_stored_event_does_not_read_is_left_out_and_logged(
+    sessions: SessionFactory, waiting: WebhookDelivery, caplog: pytest.LogCaptureFixture
+) -> None:
+    await set_row(sessions, waiting, next_attempt_at=ago(STALLED_SECONDS + 10))
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(PayoutEvent).where(PayoutEvent.id == waiting.event_id).values(body=b"{}")
+        )
+    assert await sweep(sessions, waiting) == 0
+    assert f"webhook delivery {waiting.id}: its stored event does not read" in caplog.text
+    # Out of later sweeps' way (other tests' relays share the database).
+    await set_row(sessions, waiting, status=DeliveryStatus.PARKED.value)
 
 
 async def test_a_delivery_another_transaction_locks_is_skipped_without_waiting(

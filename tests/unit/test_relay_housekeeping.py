@@ -6,6 +6,7 @@ shorter."""
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 import processor_service.relay_service as relay_service
 from contracts.db.engine import SessionFactory
@@ -37,11 +38,19 @@ async def test_a_failing_chore_is_logged_and_waits_its_interval(
         runs.append(len(runs))
         raise OSError("database unavailable")
 
+    def failures() -> float:
+        value = REGISTRY.get_sample_value(
+            "payouts_relay_housekeeping_failures_total", {"chore": "flaky"}
+        )
+        return value or 0.0
+
+    before = failures()
     chore = Chore("flaky", 3600.0, run)
     await chore.run_if_due()  # does not raise into the relay's loop
     await chore.run_if_due()
     assert runs == [0]
     assert "housekeeping flaky failed" in caplog.text
+    assert failures() == before + 1
 
 
 @pytest.mark.parametrize(
