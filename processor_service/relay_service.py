@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -108,7 +108,7 @@ class RelayPacing:
 
 @dataclass
 class Chore:
-    """Housekeeping that the relay's loop runs after a round, at once and then every
+    """Housekeeping that the relay runs beside its rounds (keep_house), at once and then every
     `every_seconds`. A chore that fails is logged and tried again after its interval: it never
     sends the relay into its backoff, which would slow the publishing of every message."""
 
@@ -157,6 +157,16 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     ]
 
 
+async def keep_house(chores: Sequence[Chore], stop: asyncio.Event) -> None:
+    """Run each chore when due, beside the publishing loop (never in its way: a long clean-up or
+    sweep does not delay a message), until asked to stop (or cancelled)."""
+    while not stop.is_set():
+        for chore in chores:
+            await chore.run_if_due()
+        next_due = min(chore.next_at for chore in chores)
+        await _pause(stop, max(next_due - time.monotonic(), 0.0))
+
+
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep unless asked to stop first (a wait on the stop event, not a blind sleep)."""
     with contextlib.suppress(TimeoutError):
@@ -202,14 +212,13 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         ),
         first_backoff=settings.relay_poll_interval_seconds,
     )
+    housekeeper = asyncio.create_task(keep_house(chores, stop), name="relay-housekeeping")
     log.info("outbox relay started")
     try:
         while not stop.is_set():
             round_started = time.monotonic()
             try:
                 result = await relay.relay_once(probe_first=pacing.pace.idle(round_started))
-                for chore in chores:
-                    await chore.run_if_due()
             except Exception as error:
                 wait = pacing.after_failure()
                 log.warning("relay round failed (%s); retrying in %.2fs", error, wait)
@@ -223,6 +232,10 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
             if wait > 0:
                 await _pause(stop, wait)
     finally:
+        # A chore under way is one transaction at a time: cancelled, it rolls back.
+        housekeeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeper
         await connection.close()
         await probe.aclose()
         await engine.dispose()

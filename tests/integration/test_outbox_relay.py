@@ -18,6 +18,7 @@ from sqlalchemy import ClauseElement, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import processor_service.relay_service as relay_service
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, ProcessedMessage
@@ -607,6 +608,42 @@ async def test_housekeeping_deletes_sent_rows_past_retention_and_keeps_unsent(
         )
     assert inbox_kept == {f"{payout_id}-new"}
     assert deleted >= 2
+
+
+async def test_the_relay_publishes_while_a_housekeeping_chore_is_under_way(
+    settings: Settings,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    scratch_payout_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Housekeeping runs beside the rounds: a clean-up that takes long (a big table, a lock
+    wait) delays no message."""
+    cleaning, cleaned = asyncio.Event(), asyncio.Event()
+
+    async def slow_clean_up(*args: Any, **kwargs: Any) -> int:
+        cleaning.set()
+        await cleaned.wait()
+        return 0
+
+    monkeypatch.setattr(relay_service, "clean_up", slow_clean_up)
+    key = unbound_key()
+    probe = await rabbit.bind_probe(COMMANDS_EXCHANGE, key)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(relay_service.run_outbox_relay(settings, stop))
+    try:
+        await asyncio.wait_for(cleaning.wait(), timeout=10)
+        await write_rows(sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=key)
+
+        async def published() -> None:
+            assert await rabbit.count(probe) == 1
+
+        await eventually(published)
+        assert not cleaned.is_set()  # the clean-up is still under way
+    finally:
+        cleaned.set()
+        stop.set()
+        await relay
 
 
 async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[dict[str, Any]]:
