@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     rate_limit_per_second: int | None = Field(default=None, ge=0)
 
     processor_retry_delay_seconds: float = 2.0
+    # A payout in RETRY this long after its delay has lost its delayed command (a broker restart
+    # mid-dead-lettering): the outbox relay sends it again (processor_service/stalled_payouts.py).
+    processor_stalled_retry_seconds: int = Field(default=300, ge=1, le=86400)
     # Messages the processor handles at once, one transaction (and connection) each: most of a
     # message's time is spent waiting for MariaDB, so at 16 the bench's peak left the processor
     # about a second behind the API; at 32, a few hundred milliseconds.

@@ -29,3 +29,7 @@ HOUSEKEEPING_FAILURES = Counter(
     "Housekeeping rounds of the outbox relay that failed, by chore (tried again later)",
     ["chore"],
 )
+PAYOUT_RETRIES_RESENT = Counter(
+    "payouts_payout_retries_resent_total",
+    "Commands of payouts stalled in RETRY (their delayed command lost) the outbox relay sent again",
+)

@@ -1,6 +1,6 @@
 """The `payouts outbox-relay` process: poll, publish, back off while a dependency is down, do
-its housekeeping now and then (clean up, expire QUEUED payouts, send again the webhook retries
-whose message was lost), stop cleanly on SIGTERM (the round in flight finishes).
+its housekeeping now and then (clean up, expire QUEUED payouts, send again the payout retries and
+the webhook retries whose message was lost), stop cleanly on SIGTERM (the round in flight finishes).
 
 It polls every `relay_busy_poll_interval_seconds` (15 ms) while rows keep coming, and every
 `relay_poll_interval_seconds` (50 ms) once the outbox has been empty for a second: a payout
@@ -31,6 +31,7 @@ from processor_service.outbox_relay import (
     RoundResult,
     open_publisher,
 )
+from processor_service.stalled_payouts import resend_stalled_payout_retries
 from processor_service.stalled_retries import resend_stalled_retries
 
 log = logging.getLogger("outbox-relay")
@@ -148,6 +149,15 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
             "expire-queued",
             EXPIRE_QUEUED_EVERY_SECONDS,
             lambda: expire_queued(sessions, expiry=queued_expiry),
+        ),
+        Chore(
+            "stalled-payout-retries",
+            settings.processor_stalled_retry_seconds,
+            lambda: resend_stalled_payout_retries(
+                sessions,
+                stalled_seconds=settings.processor_stalled_retry_seconds,
+                retry_delay_seconds=settings.processor_retry_delay_seconds,
+            ),
         ),
         Chore(
             "stalled-webhook-retries",

@@ -1,7 +1,7 @@
 """The outbox relay's housekeeping: each chore runs at once, then once per its interval, and one
 that fails waits its interval too instead of failing the relay's round; stalled webhook retries
 are looked for with the settings' stall time, every minute or twice per stall time when that is
-shorter."""
+shorter; payouts stalled in RETRY, once per their stall time."""
 
 from typing import Any
 
@@ -56,25 +56,36 @@ async def test_a_failing_chore_is_logged_and_waits_its_interval(
 @pytest.mark.parametrize(
     ("stalled_seconds", "every_seconds"), [(10, 5.0), (300, STALLED_RETRIES_EVERY_SECONDS)]
 )
-async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_time(
+async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_times(
     monkeypatch: pytest.MonkeyPatch, stalled_seconds: int, every_seconds: float
 ) -> None:
-    calls: list[tuple[str, Any]] = []
+    calls: dict[str, dict[str, Any]] = {}
 
     def recorded(name: str) -> Any:
         async def chore(sessions: SessionFactory, **kwargs: Any) -> int:
-            calls.append((name, kwargs))
+            calls[name] = kwargs
             return 0
 
         return chore
 
-    for name in ("clean_up", "expire_queued", "resend_stalled_retries"):
+    names = ("clean_up", "expire_queued", "resend_stalled_retries", "resend_stalled_payout_retries")
+    for name in names:
         monkeypatch.setattr(relay_service, name, recorded(name))
-    settings = Settings(webhook_stalled_retry_seconds=stalled_seconds)
-    chores = housekeeping(settings, sessions=None)  # type: ignore[arg-type]  # never opened
-    for chore in chores:
+    settings = Settings(
+        webhook_stalled_retry_seconds=stalled_seconds,
+        processor_stalled_retry_seconds=stalled_seconds + 1,
+        processor_retry_delay_seconds=3.0,
+    )
+    never_opened: Any = None
+    chores = {chore.name: chore for chore in housekeeping(settings, never_opened)}
+    for chore in chores.values():
         await chore.run_if_due()
 
-    stalled = [i for i, (name, _) in enumerate(calls) if name == "resend_stalled_retries"]
-    assert [calls[i][1] for i in stalled] == [{"stalled_seconds": stalled_seconds}]
-    assert chores[stalled[0]].every_seconds == every_seconds
+    assert set(calls) == set(names)
+    assert calls["resend_stalled_retries"] == {"stalled_seconds": stalled_seconds}
+    assert chores["stalled-webhook-retries"].every_seconds == every_seconds
+    assert calls["resend_stalled_payout_retries"] == {
+        "stalled_seconds": stalled_seconds + 1,
+        "retry_delay_seconds": 3.0,
+    }
+    assert chores["stalled-payout-retries"].every_seconds == stalled_seconds + 1
