@@ -7,9 +7,12 @@ such a message when it stops while dead-lettering it at the end of its wait (see
 repository's fault tests: `rabbitmqctl stop_app` a moment after five payouts went to RETRY, and
 their commands never came back). The payout would wait in RETRY for ever. So the relay looks,
 every `PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS`, for payouts in RETRY for longer than the delay
-and that time, with no scripted step still to come (those wait for the sandbox clock, not for a
-message), and sends each one's command again. The command names its attempt: whichever copy
+and that time whose attempt is not scripted (a scripted one waits for the sandbox clock, not for
+a message), and sends each one's command again. The command names its attempt: whichever copy
 comes first makes the attempt, and any other finds it made and changes nothing.
+
+The payout is not marked: while it stays in RETRY (the processor down or far behind, its command
+failing into the dead-letter queue) it gets a copy every round, and one from each relay replica.
 """
 
 import logging
@@ -40,8 +43,10 @@ async def resend_stalled_payout_retries(
         .where(
             Payout.status == PayoutStatus.RETRY.value,
             Payout.updated_at <= waiting_since,
+            # Not scripted: a scripted attempt waits for its steps (ix_scheduled_actions_payout).
             ~exists().where(
-                ScheduledAction.payout_id == Payout.id, ScheduledAction.applied_at.is_(None)
+                ScheduledAction.payout_id == Payout.id,
+                ScheduledAction.hold_cycle == Payout.hold_cycle,
             ),
         )
         .order_by(Payout.updated_at, Payout.id)

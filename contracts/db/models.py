@@ -395,6 +395,8 @@ class ScheduledAction(Base):
         # The claim: not applied, earliest due first.
         Index("ix_scheduled_actions_claim", "applied_at", "due_at"),
         Index("ix_scheduled_actions_merchant", "merchant_id", "applied_at", "due_at"),
+        # Whether a payout's attempt is scripted (processor_service/stalled_payouts.py).
+        Index("ix_scheduled_actions_payout", "payout_id", "hold_cycle"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
