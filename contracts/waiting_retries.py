@@ -141,34 +141,34 @@ async def send_copies(
     offset the copies' waits were measured under (the clock's offset before an advance); None:
     each merchant's offset now. A row whose stored event no longer reads as one is logged and
     left out, so that it never holds up the others."""
-    copies = {}
+    copies, copied = [], []
     for row in rows:
         try:
             event = PayoutStatusChanged.model_validate_json(row.body)
         except ValidationError as error:
             log.error("webhook delivery %s: its stored event does not read: %s", row.id, error)
             continue
-        copies[row.id] = outbox_row(
-            event,
-            body=row.body,
-            exchange=DEFAULT_EXCHANGE,
-            routing_key=RESEND_ROUTING_KEY,
-            payout_id=row.payout_id,
-            merchant_id=row.merchant_id,
-            correlation_id=correlation_id,
-            extra_headers=waiting_retry_headers(
-                row.next_attempt_at,
-                retry_count=row.retry_count,
-                generation=row.generation,
-                clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
-            ),
+        copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
+        copies.append(
+            outbox_row(
+                event,
+                body=row.body,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=RESEND_ROUTING_KEY,
+                payout_id=row.payout_id,
+                merchant_id=row.merchant_id,
+                correlation_id=correlation_id,
+                extra_headers=waiting_retry_headers(
+                    row.next_attempt_at,
+                    retry_count=row.retry_count,
+                    generation=row.generation,
+                    clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
+                ),
+            )
         )
     if copies:
-        await write_outbox(session, list(copies.values()))
-        await session.execute(
-            _RECORD_COPIED,
-            [{"b_id": row.id, "b_due": row.next_attempt_at} for row in rows if row.id in copies],
-        )
+        await write_outbox(session, copies)
+        await session.execute(_RECORD_COPIED, copied)
     return len(copies)
 
 

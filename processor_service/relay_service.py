@@ -138,7 +138,8 @@ class Chore:
 def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     retention = timedelta(hours=settings.outbox_retention_hours)
     queued_expiry = timedelta(hours=settings.queued_expiry_hours)
-    stalled = settings.webhook_stalled_retry_seconds
+    payout_stalled = settings.processor_stalled_retry_seconds
+    webhook_stalled = settings.webhook_stalled_retry_seconds
     return [
         Chore(
             "clean-up",
@@ -152,17 +153,17 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
         ),
         Chore(
             "stalled-payout-retries",
-            settings.processor_stalled_retry_seconds,
+            payout_stalled,
             lambda: resend_stalled_payout_retries(
                 sessions,
-                stalled_seconds=settings.processor_stalled_retry_seconds,
+                stalled_seconds=payout_stalled,
                 retry_delay_seconds=settings.processor_retry_delay_seconds,
             ),
         ),
         Chore(
             "stalled-webhook-retries",
-            min(STALLED_RETRIES_EVERY_SECONDS, stalled / 2),
-            lambda: resend_stalled_retries(sessions, stalled_seconds=stalled),
+            min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
+            lambda: resend_stalled_retries(sessions, stalled_seconds=webhook_stalled),
         ),
     ]
 

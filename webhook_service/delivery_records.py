@@ -41,6 +41,7 @@ from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
+from contracts.waiting_retries import unleased
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
 from webhook_service.chaos import FINAL_EVENT_TYPES
@@ -219,7 +220,6 @@ def _lease_statement(size: int) -> Insert:
         ]
     )
     asked = statement.inserted
-    free = or_(_DELIVERIES.c.lease_token.is_(None), _DELIVERIES.c.leased_until <= DATABASE_NOW)
     undelivered = or_(
         _DELIVERIES.c.status != DeliveryStatus.DELIVERED.value,
         _DELIVERIES.c.delivered_generation < asked.generation,
@@ -240,7 +240,7 @@ def _lease_statement(size: int) -> Insert:
             (
                 "lease_token",
                 func.if_(
-                    and_(free, undelivered, still_due),
+                    and_(unleased(), undelivered, still_due),
                     asked.lease_token,
                     _DELIVERIES.c.lease_token,
                 ),
