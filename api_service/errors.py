@@ -26,6 +26,16 @@ class ApiError(Exception):
         super().__init__(self.message)
 
 
+class JudgedOnStaleState(Exception):
+    """Work judged on a consistent read that another request's commit made stale before the work
+    was written (a payroll's references or balance). Not an answer: the request runs again in a
+    fresh transaction, which sees that commit; `refusal` answers once the retries run out."""
+
+    def __init__(self, refusal: ApiError) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 class ValidationFailed(ApiError):
     code = "VALIDATION_ERROR"
     default_message = "Request validation failed"

@@ -31,6 +31,7 @@ from api_service.errors import (
     IdempotencyKeyReused,
     IdempotencyQuotaExceeded,
     InvalidIdempotencyKey,
+    JudgedOnStaleState,
     MissingIdempotencyKey,
 )
 from api_service.request_body import json_document
@@ -79,21 +80,27 @@ def canonical_json(node: Any) -> str:
     return json.dumps(node)  # int, true, false, null (NaN and Infinity as json.dumps spells them)
 
 
-DEADLOCK_RETRIES = 3
+RACE_RETRIES = 3
 
 
-async def _retrying_deadlocks(session: AsyncSession, attempt: Operation) -> tuple[int, bytes]:
-    """Run and commit `attempt`; again from scratch when InnoDB picked it as a deadlock's victim
-    (e.g. two creates that waited on one reference whose first insert rolled back)."""
-    for retry in range(DEADLOCK_RETRIES + 1):
+async def _retrying_lost_races(session: AsyncSession, attempt: Operation) -> tuple[int, bytes]:
+    """Run and commit `attempt`; again from scratch when it lost a race that a fresh transaction
+    settles: InnoDB picked it as a deadlock's victim (e.g. two creates that waited on one
+    reference whose first insert rolled back), or its work was judged on a read that another
+    request's commit made stale (JudgedOnStaleState)."""
+    for retry in range(RACE_RETRIES + 1):
+        last = retry == RACE_RETRIES
         try:
             answer = await attempt()
             await session.commit()
             return answer
         except OperationalError as error:
-            if database_error_code(error) != DEADLOCK or retry == DEADLOCK_RETRIES:
+            if database_error_code(error) != DEADLOCK or last:
                 raise
-            await session.rollback()
+        except JudgedOnStaleState as stale:
+            if last:
+                raise stale.refusal from stale
+        await session.rollback()
     raise AssertionError("unreachable")
 
 
@@ -195,7 +202,7 @@ class Idempotency:
         self, session: AsyncSession, fingerprint: str, attempt: Operation
     ) -> Response:
         try:
-            status_code, body = await _retrying_deadlocks(session, attempt)
+            status_code, body = await _retrying_lost_races(session, attempt)
         except Replay as replay:
             await session.rollback()
             return replay.response

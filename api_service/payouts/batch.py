@@ -3,8 +3,14 @@
 Each item is judged on its own: created, duplicate (its merchantReference already names a payout
 of this merchant: the answer names it, so a payroll sent twice creates nothing twice), or invalid
 (the field named, like a single create's 400; an item the available balance no longer covers,
-in the order sent, is invalid on `amount`, or, with `queueIfLowBalance`, created QUEUED). The
-valid items are written together: multi-row INSERTs and one move of the balance for all of them.
+in the order sent, is invalid on `amount`, or, with `queueIfLowBalance`, created QUEUED; an item
+repeating the reference of an earlier item that is created is invalid on `merchantReference`).
+The valid items are written together: multi-row INSERTs and one move of the balance for all.
+
+The items are judged on one consistent read. A request of the same merchant that commits one of
+their references, or spends the balance, between that read and the batch's writes makes the
+writes fail: the batch is then judged again in a fresh transaction (JudgedOnStaleState), which
+gives the per-item answer the two requests would have had one after the other.
 """
 
 from dataclasses import dataclass, field
@@ -15,7 +21,12 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import ValidationFailed
+from api_service.errors import (
+    DuplicateReference,
+    InsufficientBalance,
+    JudgedOnStaleState,
+    ValidationFailed,
+)
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
 from contracts.db.models import Balance, Merchant, Payout
@@ -77,7 +88,7 @@ async def judge_batch(session: AsyncSession, merchant: Merchant, items: list[Any
             result.add(index, payout.merchant_reference, "duplicate", payoutId=payout_id)
         else:
             fresh.append((index, payout))
-    covered, queued = await _covered_by_balance(session, merchant, fresh, result, queue_if_short)
+    covered, queued = await _created_in_order(session, merchant, fresh, result, queue_if_short)
     return JudgedBatch(result, covered, queued)
 
 
@@ -87,15 +98,19 @@ async def create_batch(
     """Every item's result; the created payouts written in the caller's transaction."""
     judged = await judge_batch(session, merchant, items)
     covered, queued, result = judged.to_create, judged.to_queue, judged.result
-    if covered:
-        await store_new_payouts(session, [payout for _, payout in covered], request_id=request_id)
-    if queued:
-        await store_queued_payouts(
-            session,
-            [payout for _, payout in queued],
-            request_id=request_id,
-            balance_locked=bool(covered),
-        )
+    try:
+        if covered:
+            payouts = [payout for _, payout in covered]
+            await store_new_payouts(session, payouts, request_id=request_id)
+        if queued:
+            await store_queued_payouts(
+                session,
+                [payout for _, payout in queued],
+                request_id=request_id,
+                balance_locked=bool(covered),
+            )
+    except (DuplicateReference, InsufficientBalance) as refusal:
+        raise JudgedOnStaleState(refusal) from refusal
     for index, payout in covered + queued:
         view = PayoutView.of(payout).model_dump(mode="json", by_alias=True)
         result.add(index, payout.merchant_reference, "created", payout=view)
@@ -112,14 +127,9 @@ async def _valid_items(
     """The items that make a payout, in order; the others recorded as invalid. The indexes of
     valid items with queueIfLowBalance are added to `queue_if_short`."""
     valid: list[tuple[int, Payout]] = []
-    first_of_reference: dict[str, int] = {}
     for index, raw in enumerate(items):
         try:
             request = CreatePayoutRequest.model_validate(raw)
-            if request.merchant_reference in first_of_reference:
-                earlier = first_of_reference[request.merchant_reference]
-                raise ValidationFailed.on("merchantReference", f"repeats item {earlier}")
-            first_of_reference[request.merchant_reference] = index
             valid.append((index, await new_payout(session, merchant, request)))
             if request.queue_if_low_balance:
                 queue_if_short.add(index)
@@ -144,29 +154,40 @@ async def _existing_references(
     return {reference: payout_id for reference, payout_id in rows}
 
 
-async def _covered_by_balance(
+async def _created_in_order(
     session: AsyncSession,
     merchant: Merchant,
     payouts: list[tuple[int, Payout]],
     result: BatchResult,
     queue_if_short: set[int],
 ) -> tuple[list[tuple[int, Payout]], list[tuple[int, Payout]]]:
-    """(covered, queued): the payouts the available balance covers, taken in order, and those it
-    does not that asked to be queued; the rest invalid on amount. Read without a lock: the one
-    conditional UPDATE of the total has the last word."""
+    """(covered, queued), taking the payouts in the order sent: one repeating the reference of an
+    earlier one that is created is invalid; the available balance covers the others in turn, and
+    those it does not are queued when they asked to be, else invalid on amount. The balance is
+    read without a lock: the one conditional UPDATE of the total has the last word."""
     if not payouts:
         return [], []
     available = await session.scalar(
         select(Balance.available).where(Balance.merchant_id == merchant.id)
     ) or Decimal(0)
     covered, queued = [], []
+    creator_of: dict[str, int] = {}  # reference -> the item that creates it
     for index, payout in payouts:
-        if payout.amount <= available:
+        reference = payout.merchant_reference
+        refusal = None
+        if reference in creator_of:
+            refusal = ValidationFailed.on(
+                "merchantReference", f"repeats item {creator_of[reference]}"
+            )
+        elif payout.amount <= available:
             available -= payout.amount
             covered.append((index, payout))
         elif index in queue_if_short:
             queued.append((index, payout))
         else:
-            detail = {"field": "amount", "message": "exceeds the available balance"}
-            result.add(index, payout.merchant_reference, "invalid", errors=[detail])
+            refusal = ValidationFailed.on("amount", "exceeds the available balance")
+        if refusal is None:
+            creator_of[reference] = index
+        else:
+            result.add(index, reference, "invalid", errors=refusal.details)
     return covered, queued

@@ -36,8 +36,9 @@ class CreatePayoutRequest(RequestModel):
 
 
 class CreatePayoutBatchRequest(RequestModel):
-    # Items are validated one by one (an invalid item is a result, not a 400 for the batch).
-    payouts: Annotated[list[Any], Field(max_length=1000)]
+    # Items are validated one by one (an invalid item is a result, not a 400 for the batch); an
+    # empty payroll is a 400, as the dashboard refuses an empty file.
+    payouts: Annotated[list[Any], Field(min_length=1, max_length=1000)]
 
 
 class PayoutListFilters(BaseModel):

@@ -1,6 +1,8 @@
 """POST /payouts/batch: a payroll of up to 1,000 payouts, one result per item, one transaction,
 idempotent as a whole under its key and per item by merchantReference."""
 
+import asyncio
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -105,6 +107,96 @@ async def test_each_item_is_judged_on_its_own(
     assert response.json()["data"]["summary"] == {"created": 3, "duplicate": 1, "invalid": 4}
     assert (await footprint(sessions, merchant.merchant_id)).payouts == 4
     assert (await get_balance(api_client, merchant))["availableBalance"] == "40.00"
+
+
+async def test_an_item_repeating_the_reference_of_an_item_not_created_is_judged_on_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    first, second = payout_body(amount="10.00"), payout_body(amount="500.00")
+    items = [
+        {**first, "accountNumber": "12"},  # invalid: the account number
+        first,  # created: nothing else has its reference
+        second,  # invalid: more than the balance
+        {**second, "amount": "20.00"},  # created: covered
+    ]
+
+    results = (await _send(api_client, merchant, items)).json()["data"]["results"]
+
+    assert [r["status"] for r in results] == ["invalid", "created", "invalid", "created"]
+    assert results[2]["errors"] == [{"field": "amount", "message": "exceeds the available balance"}]
+
+
+async def test_an_empty_payroll_is_400_naming_payouts(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    response = await _send(api_client, await make_merchant(), [])
+    assert_error(response, 400, "VALIDATION_ERROR", "payouts")
+
+
+async def test_one_payroll_sent_twice_at_once_under_two_keys_is_judged_item_by_item(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The later of the two finds the references taken while it wrote: judged again, it answers
+    `duplicate` for each item instead of a 409 for the whole payroll (stored under its key)."""
+    for _ in range(5):  # the race is won either way; the answers must not depend on it
+        merchant, items = await make_merchant(), _payroll(20)
+        answers = await asyncio.gather(*(_send(api_client, merchant, items) for _ in range(2)))
+
+        assert [answer.status_code for answer in answers] == [200, 200], answers[0].text[:300]
+        summaries = Counter[str]()
+        for answer in answers:
+            summaries.update(answer.json()["data"]["summary"])
+        assert summaries == {"created": 20, "duplicate": 20, "invalid": 0}
+        assert (await footprint(sessions, merchant.merchant_id)).payouts == 20
+
+
+async def test_a_payroll_keeps_its_other_items_when_a_create_takes_one_of_its_references(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    for _ in range(5):
+        merchant, key, items = await make_merchant(), new_key(), _payroll(20)
+        payroll, single = await asyncio.gather(
+            _send(api_client, merchant, items, key),
+            api_client.post(f"{API}/payouts", json=items[-1], headers=auth(merchant)),
+        )
+
+        assert payroll.status_code == 200, payroll.text[:300]
+        summary = payroll.json()["data"]["summary"]
+        if single.status_code == 201:
+            assert summary == {"created": 19, "duplicate": 1, "invalid": 0}
+        else:
+            assert_error(single, 409, "DUPLICATE_REFERENCE")
+            assert summary == {"created": 20, "duplicate": 0, "invalid": 0}
+        assert (await footprint(sessions, merchant.merchant_id)).payouts == 20
+        replay = await _send(api_client, merchant, items, key)
+        assert (replay.status_code, replay.content) == (200, payroll.content)
+
+
+async def test_two_payrolls_spending_one_balance_at_once_are_judged_item_by_item(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """150.00 for two payrolls of 100.00 at once: the later one creates what is left and marks
+    the rest invalid on amount, or QUEUED with queueIfLowBalance, never a 422 for the whole."""
+    for _ in range(5):
+        merchant = await make_merchant(balance="150.00")
+        flagged = payout_body(amount="10.00", queueIfLowBalance=True)
+        answers = await asyncio.gather(
+            _send(api_client, merchant, _payroll(10)),
+            _send(api_client, merchant, [*_payroll(9), flagged]),
+        )
+
+        assert [answer.status_code for answer in answers] == [200, 200], answers[1].text[:300]
+        statuses = Counter(
+            result["payout"]["status"] if result["status"] == "created" else result["status"]
+            for answer in answers
+            for result in answer.json()["data"]["results"]
+        )
+        assert statuses["PENDING"] == 15, statuses
+        assert statuses["invalid"] + statuses["QUEUED"] == 5, statuses
+        assert (await get_balance(api_client, merchant))["availableBalance"] == "0.00"
+        async with sessions() as session:
+            assert await reconcile(session) == []
 
 
 async def test_a_payroll_sent_twice_creates_nothing_twice(
