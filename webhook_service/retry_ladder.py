@@ -81,11 +81,13 @@ class RetryLadder:
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
+    """Seconds to wait from a `Retry-After` header: delta-seconds (ASCII digits: a header is read
+    as Latin-1, where `²` passes isdigit() and fails float()) or an HTTP date; None for anything
+    else."""
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -250,6 +250,26 @@ async def test_retry_after_on_429_is_honoured(
 
 
 @pytest.mark.usefixtures("webhook_service")
+async def test_a_429_whose_retry_after_does_not_read_is_a_recorded_failed_attempt(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """`Retry-After: ²` failed the attempt with a ValueError before it was recorded: the delivery
+    stayed PENDING with no attempt, and was attempted again each time its lease ran out."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.reply_with(Reply(429, headers={"Retry-After": "\xb2"}))
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
+    first, second = await attempts_of(sessions, event_id_of(row))
+    assert (first.status_code, second.status_code) == (429, 200)
+
+
+@pytest.mark.usefixtures("webhook_service")
 async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,

@@ -4,6 +4,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from contracts.settings import Settings
 from webhook_service.retry_ladder import (
@@ -77,10 +79,20 @@ def test_retry_after_cannot_extend_the_number_of_attempts() -> None:
         ("-5", None),
         ("", None),
         (None, None),
+        ("\xb2", None),  # '²' in Latin-1: isdigit() is true of it, float() refuses it
+        ("\u0661\u0662", None),  # Arabic-Indic digits: a header's digits are ASCII
     ],
 )
 def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after(header, now=NOW) == seconds
+
+
+@given(st.text())
+def test_any_retry_after_header_reads_as_a_wait_or_none(header: str) -> None:
+    """An endpoint's header never raises: an error here escaped the attempt, which was then
+    neither recorded nor counted towards parking, and ran again each time its lease expired."""
+    seconds = parse_retry_after(header, now=NOW)
+    assert seconds is None or seconds >= 0
 
 
 @pytest.mark.parametrize(
