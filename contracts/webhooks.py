@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+import httpx
+
 from contracts.db.engine import naive_utc
 from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER, webhook_events_queue
 
@@ -99,7 +101,21 @@ def endpoint_url_problem(url: str) -> str | None:
         return "must not carry credentials (user:password@)"
     if port == 0:
         return "must not use port 0"
+    try:
+        sender_host(url)
+    except httpx.InvalidURL as exc:  # the sender's parse: e.g. 010.8.8.8, or a name IDNA refuses
+        return f"is not a valid URL ({exc})"
     return None
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def sender_host(url: str) -> tuple[str, int]:
+    """The host and port the webhook sender connects to for `url` (parsed by httpx, as it does:
+    an international name in its IDNA 2008 form)."""
+    parsed = httpx.URL(url)
+    return parsed.raw_host.decode("ascii"), parsed.port or DEFAULT_PORTS[parsed.scheme]
 
 
 # IPv6 forms that carry an IPv4 address, which a host with NAT64 or a tunnel routes to that
@@ -110,6 +126,11 @@ IPV4_CARRIERS = tuple(
     for network in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
 )
 
+# Ranges the address tables of Pythons without the CVE-2024-4032 fix (3.11.7 among them) call
+# global: IPv6 site-local (deprecated, routed privately where still used) and the IETF's
+# protocol assignments.
+NOT_GLOBAL = tuple(ipaddress.ip_network(network) for network in ("fec0::/10", "192.0.0.0/24"))
+
 
 def is_public_address(address: IPAddress) -> bool:
     """True for globally routable unicast addresses only."""
@@ -118,6 +139,8 @@ def is_public_address(address: IPAddress) -> bool:
             address = address.ipv4_mapped
         elif any(address in network for network in IPV4_CARRIERS):
             return False
+    if any(address in network for network in NOT_GLOBAL):
+        return False
     return address.is_global and not address.is_multicast
 
 
@@ -159,11 +182,8 @@ async def endpoint_destination_problem(url: str, *, allow_private: bool) -> str 
     problem = endpoint_url_problem(url)
     if problem or allow_private:
         return problem
-    parts = urlsplit(url)
-    assert parts.hostname is not None  # checked by endpoint_url_problem
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        await public_addresses(parts.hostname, port, allow_private=False)
+        await public_addresses(*sender_host(url), allow_private=False)
     except UnsafeDestination as exc:
         return str(exc)
     return None

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import h11
 import httpx
 
+from contracts.webhooks import DEFAULT_PORTS
 from webhook_service.network import ConnectionPool, NoAnswer, Origin, UnsupportedProtocol
 
 EXCERPT_BYTES = 1024
 MAX_ERROR_LENGTH = 500
 USER_AGENT = "MyPay-Webhooks/1.0"
-DEFAULT_PORTS = {"http": 80, "https": 443}
 # What an attempt can fail with before an answer: no connection, no (complete) answer, a URL
 # httpx refuses, and a request h11 refuses to send (a header value with a line break, say).
 NO_ANSWER = (NoAnswer, httpx.InvalidURL, h11.LocalProtocolError, UnicodeEncodeError)

@@ -443,6 +443,10 @@ async def test_endpoint_url_is_validated(
         ("http://a..b/hook", "is not a valid host name"),
         ("http://.example.com/hook", "is not a valid host name"),
         (f"https://{'a' * 64}.com/hook", "is not a valid host name"),
+        # Addresses and names the sender's parse (httpx) refuses, where the resolver takes them:
+        ("https://010.8.8.8/hook", "Invalid IPv4 address"),  # 8.8.8.8 to getaddrinfo
+        ("https://93.184.215.014/hook", "Invalid IPv4 address"),
+        ("https://\u2603.com/hook", "Invalid IDNA hostname"),
     ],
 )
 async def test_endpoint_must_resolve_to_a_public_address(

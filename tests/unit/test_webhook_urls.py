@@ -64,6 +64,10 @@ def test_unacceptable_urls(url: str, problem: str) -> None:
         ("64:ff9b::a00:1", False),  # NAT64 10.0.0.1
         ("64:ff9b:1::a00:1", False),  # local-use NAT64
         ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+        # Global in Python 3.11.7's tables, not in those fixed for CVE-2024-4032:
+        ("fec0::1", False),  # IPv6 site-local
+        ("::ffff:192.0.0.8", False),  # IETF protocol assignments
+        ("192.0.0.8", False),
     ],
 )
 def test_only_public_addresses_receive_webhooks(address: str, public: bool) -> None:
