@@ -32,7 +32,10 @@ def create_processor(settings: Settings) -> FastStream:
         max_overflow=settings.processor_prefetch,
     )
     sessions = create_session_factory(engine)
-    timetable = Timetable(decision_sla=timedelta(hours=settings.decision_sla_hours))
+    timetable = Timetable(
+        decision_sla=timedelta(hours=settings.decision_sla_hours),
+        scripted=settings.sandbox_enabled,
+    )
     scheduler = Scheduler(
         sessions, timetable, poll_interval_seconds=settings.scheduler_poll_interval_seconds
     )

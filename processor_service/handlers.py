@@ -53,13 +53,15 @@ async def _lock_payout(session: AsyncSession, payout_id: str, merchant_id: str) 
     return payout
 
 
-def _awaits_processing(payout: Payout) -> bool:
+def _awaits_processing(payout: Payout, *, scripted: bool) -> bool:
     """PENDING before submission or RETRY; a PENDING payout with a PSP reference awaits an IPN,
     a scripted payout's RETRY waits for its next step in sandbox time (a scheduled action)."""
     status = PayoutStatus(payout.status)
     if status is PayoutStatus.PENDING:
         return payout.psp_reference is None
-    return status is PayoutStatus.RETRY and not script_of(payout.amount, payout.account_number)
+    return status is PayoutStatus.RETRY and not script_of(
+        payout.amount, payout.account_number, scripted=scripted
+    )
 
 
 def _sent_for_this_attempt(command: ProcessPayout, payout: Payout) -> bool:
@@ -131,12 +133,13 @@ async def _plan(
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []
-    if _awaits_processing(payout):
-        script = script_of(payout.amount, payout.account_number)
+    scripted = timetable.scripted
+    if _awaits_processing(payout, scripted=scripted):
+        script = script_of(payout.amount, payout.account_number, scripted=scripted)
         transitions.start_processing(change)
         _apply_decision(
             change,
-            decide(payout.amount, payout.account_number, payout.attempts),
+            decide(payout.amount, payout.account_number, payout.attempts, scripted=scripted),
             retry_delay_ms=None if script else context.retry_delay_ms,
         )
         if len(script) > 1 or PayoutStatus(payout.status) in AWAITING_DECISION:
@@ -224,7 +227,7 @@ def _run_action(
             )
             return []
         case Action.SCRIPT_STEP:
-            script = script_of(payout.amount, payout.account_number)
+            script = script_of(payout.amount, payout.account_number, scripted=timetable.scripted)
             step = action.step if action.step is not None else len(script)
             if step >= len(script):
                 log.error("scheduled action %s names no step of its script", action.id)

@@ -34,6 +34,7 @@ class Result(StrEnum):
 @dataclass(frozen=True)
 class Timetable:
     decision_sla: timedelta = timedelta(hours=72)
+    scripted: bool = True  # the scripted suffixes run (test mode only)
 
 
 def follow_ups(

@@ -11,6 +11,9 @@ The processor applies them; verify-account reads the account rules from the same
 | account ends 0006..0009   | scripted (SCRIPTS below): several steps in sandbox time |
 | anything else             | SUCCESS                                              |
 
+The scripts run in test mode only (`scripted`): with PAYOUTS_ENV=production, 0006..0009 are
+"anything else".
+
 A scripted suffix is a list of steps: the first is the outcome of processing the payout, each
 later one happens a delay of sandbox time (the merchant's clock, which the sandbox can advance)
 after the step before it, if the payout is still where that step left it.
@@ -100,28 +103,32 @@ SCRIPTS: dict[str, tuple[ScriptStep, ...]] = {
 }
 
 
-def account_rule(account_number: str) -> Decision:
+def account_rule(account_number: str, *, scripted: bool = True) -> Decision:
     """The rule the account number alone chooses (the amount and the attempt aside); for a
     scripted suffix, its first step."""
-    script = SCRIPTS.get(account_number[-4:])
+    script = SCRIPTS.get(account_number[-4:]) if scripted else None
     if script is not None:
         return script[0].decision
     return SUFFIX_RULES.get(account_number[-4:], SUCCESS)
 
 
-def script_of(amount: Decimal, account_number: str) -> tuple[ScriptStep, ...]:
+def script_of(
+    amount: Decimal, account_number: str, *, scripted: bool = True
+) -> tuple[ScriptStep, ...]:
     """The steps of the payout's script; none when it is not scripted (or goes to review)."""
-    if amount >= REVIEW_THRESHOLD:
+    if amount >= REVIEW_THRESHOLD or not scripted:
         return ()
     return SCRIPTS.get(account_number[-4:], ())
 
 
-def decide(amount: Decimal, account_number: str, attempt: int) -> Decision:
+def decide(
+    amount: Decimal, account_number: str, attempt: int, *, scripted: bool = True
+) -> Decision:
     """The outcome of processing attempt number `attempt` (1-based, counted from the payout's
     creation or its latest reinitiation) of a payout; for a scripted payout, its first step."""
     if amount >= REVIEW_THRESHOLD:
         return IN_REVIEW
-    rule = account_rule(account_number)
+    rule = account_rule(account_number, scripted=scripted)
     if rule is TRANSIENT_FAILURE and attempt != 1 and account_number[-4:] not in SCRIPTS:
         return SUCCESS
     return rule
