@@ -23,7 +23,12 @@ from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
-from api_service.errors import IDEMPOTENCY_ERRORS, PayloadTooLarge, error_responses
+from api_service.errors import (
+    IDEMPOTENCY_ERRORS,
+    PayloadTooLarge,
+    ValidationFailed,
+    error_responses,
+)
 from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS, Count
@@ -37,6 +42,10 @@ from contracts.wire import format_timestamp
 router = APIRouter(prefix="/sandbox/clock", tags=["sandbox"], dependencies=SANDBOX_ONLY)
 
 MAX_ADVANCE_SECONDS = 366 * 24 * 3600
+# How far ahead a clock may be in all. Far enough for any test; DATETIME ends at 9999-12-31, and
+# a clock past it had no sandbox time (500s), and stopped every merchant's scheduled steps.
+MAX_OFFSET_YEARS = 100
+MAX_OFFSET_SECONDS = MAX_OFFSET_YEARS * 366 * 24 * 3600
 LISTED_ACTIONS = 20
 SETTLED_HEADER = "Sandbox-Clock-Settled"
 WAIT_POLL_SECONDS = 0.1
@@ -192,7 +201,8 @@ async def get_clock(merchant: CurrentMerchant, session: SessionDep) -> Response:
     responses=error_responses(*SANDBOX_ERRORS, *IDEMPOTENCY_ERRORS, PayloadTooLarge),
     summary="Sandbox: move your clock forward; what falls due in the window happens now",
     description=(
-        "Adds `seconds` to your sandbox clock (other merchants' clocks do not move). Every "
+        "Adds `seconds` to your sandbox clock (other merchants' clocks do not move; a clock "
+        f"goes at most {MAX_OFFSET_YEARS} years ahead in all). Every "
         "scheduled action of your payouts due by your new sandbox time is applied at once, "
         "in due-time order, and the call waits (a few seconds at most) until they are: the "
         f"`{SETTLED_HEADER}` header says whether they all were (webhook retries included: an "
@@ -219,6 +229,12 @@ async def advance_clock(
             )
         )
         offset, real, sandbox = await _clock(session, merchant.id)
+        if offset > MAX_OFFSET_SECONDS:  # rolled back with the request
+            raise ValidationFailed.on(
+                "seconds",
+                f"would take your clock more than {MAX_OFFSET_YEARS} years ahead (it is "
+                f"{offset - body.seconds} seconds ahead)",
+            )
         data = {
             **_clock_json(offset, real, sandbox),
             "advancedSeconds": body.seconds,

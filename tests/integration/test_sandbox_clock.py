@@ -13,17 +13,19 @@ import httpx
 import orjson
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects.mysql import insert
 
+from api_service.sandbox.clock import MAX_OFFSET_SECONDS
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory
-from contracts.db.models import PayoutEvent, ScheduledAction
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import PayoutEvent, SandboxClock, ScheduledAction
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import declare_topology_at
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, auth, payout_body
+from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 
@@ -307,6 +309,31 @@ async def test_an_advance_needs_a_positive_whole_number_of_seconds(
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_a_clock_goes_at_most_100_years_ahead(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Once past 9999-12-31 a clock had no sandbox time (GET /sandbox/clock was a 500) and the
+    scheduler's bound, the furthest clock, was NULL for every merchant."""
+    merchant = await make_merchant()
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(SandboxClock).values(
+                merchant_id=merchant.merchant_id,
+                offset_seconds=MAX_OFFSET_SECONDS - 60,
+                updated_at=utcnow(),
+            )
+        )
+
+    refused = await api_client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": 61}, headers=auth(merchant)
+    )
+
+    error = assert_error(refused, 400, "VALIDATION_ERROR", "seconds")
+    assert "100 years" in error["message"]
+    assert (await clock(api_client, merchant))["offsetSeconds"] == MAX_OFFSET_SECONDS - 60
+    assert (await advance(api_client, merchant, 60))["offsetSeconds"] == MAX_OFFSET_SECONDS
 
 
 async def test_the_clock_is_not_found_in_production(
