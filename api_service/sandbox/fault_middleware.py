@@ -10,6 +10,7 @@ call carrying the header is refused with 404 and nothing else happens here.
 """
 
 import asyncio
+import contextlib
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +27,7 @@ from api_service.errors import (
     ValidationFailed,
 )
 from api_service.metrics import INJECTED_FAULTS
-from api_service.middleware import reject
+from api_service.middleware import BodyTooLarge, reject
 from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, Fault, FaultKind, parse_fault
 from contracts.db.outages import is_outage
@@ -104,6 +105,7 @@ class FaultInjectionMiddleware:
                 await asyncio.sleep((fault.value or 0) / 1000)
                 await self.app(scope, receive, send)
             case FaultKind.STATUS:
+                await _read_body(receive)
                 error = _STATUS_ERRORS[fault.value or 500]
                 retry_after = fault.retry_after_seconds
                 headers = {"Retry-After": str(retry_after)} if retry_after else None
@@ -123,6 +125,16 @@ class FaultInjectionMiddleware:
             case FaultKind.TIMEOUT_AFTER_COMMIT:
                 await self.app(scope, receive, _swallowed)
                 await reject(send, request_id, GatewayTimeout())
+
+
+async def _read_body(receive: Receive) -> None:
+    """Read the request's body (RequestContextMiddleware bounds it), so that the request log keeps
+    it although no endpoint runs: the readiness report tells a call's retry by its body."""
+    with contextlib.suppress(BodyTooLarge):
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
 
 
 async def _swallowed(message: Message) -> None:

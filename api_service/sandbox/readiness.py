@@ -114,6 +114,7 @@ class Call:
     retry_after_seconds: int | None
     started_at: datetime
     latency_ms: int
+    body_digest: str | None  # of the request body as recorded (masked alike each time)
 
     @property
     def ended_at(self) -> datetime:
@@ -127,18 +128,24 @@ class Call:
 
 
 class NextCalls:
-    """The merchant's next call to the same method and path as a given call (its retry, if it
-    retried): each found by bisection, not by a scan of every call."""
+    """The merchant's next call of the same request as a given call (method, path and body: its
+    retry, if it retried), each found by bisection, not by a scan of every call. Another request
+    sent meanwhile (another create, by another worker) is not a retry, whatever its key; nor is
+    a later request that reuses the key with another body."""
 
     def __init__(self, calls: Sequence[Call]) -> None:
-        self._by_target: dict[tuple[str, str], list[Call]] = {}
+        self._by_request: dict[tuple[str, str, str | None], list[Call]] = {}
         for call in sorted(calls, key=lambda c: c.order):
-            self._by_target.setdefault((call.method, call.path), []).append(call)
+            self._by_request.setdefault(_request_of(call), []).append(call)
 
     def after(self, call: Call) -> Call | None:
-        same = self._by_target.get((call.method, call.path), [])
+        same = self._by_request.get(_request_of(call), [])
         index = bisect.bisect_right(same, call.order, key=lambda c: c.order)
         return same[index] if index < len(same) else None
+
+
+def _request_of(call: Call) -> tuple[str, str, str | None]:
+    return call.method, call.path, call.body_digest
 
 
 def timeout_retry_item(calls: Sequence[Call]) -> Item:
@@ -356,6 +363,7 @@ _CALL_COLUMNS = (
     ApiRequestRecord.retry_after_seconds,
     ApiRequestRecord.started_at,
     ApiRequestRecord.latency_ms,
+    func.md5(ApiRequestRecord.request_body),
 )
 # The calls timeout_retry_item and retry_after_item judge the retries of.
 _EVIDENCE = or_(

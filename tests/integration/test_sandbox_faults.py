@@ -240,17 +240,22 @@ async def readiness(client: httpx.AsyncClient, merchant: Any) -> dict[str, dict[
 async def test_readiness_tells_a_careful_retry_from_a_careless_one(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
+    """Each client also sends another payout (its own body and key) between a failed call and
+    its retry, as a client with several workers does: that call is not the retry."""
     careful, careless = await make_merchant(), await make_merchant()
     for merchant in (careful, careless):
         body, key = payout_body(), new_key()
         await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+        await post_payout(api_client, merchant, payout_body(), new_key(), None)
         retry_key = key if merchant is careful else new_key()
         await post_payout(api_client, merchant, body, retry_key, None)
-        limited = await post_payout(api_client, merchant, payout_body(), new_key(), "status=429")
+        body, key = payout_body(), new_key()
+        limited = await post_payout(api_client, merchant, body, key, "status=429")
+        await post_payout(api_client, merchant, payout_body(), new_key(), None)
         if merchant is careful:  # a client honouring Retry-After waits, by design
             await asyncio.sleep(float(limited.headers["retry-after"]))
-        await post_payout(api_client, merchant, payout_body(), new_key(), None)
-        await logged_requests(api_client, merchant, 4)
+        await post_payout(api_client, merchant, body, key, None)
+        await logged_requests(api_client, merchant, 6)
 
     good, bad = await readiness(api_client, careful), await readiness(api_client, careless)
 

@@ -35,8 +35,10 @@ def call(
     status: int | None = 201,
     retry_after: int | None = None,
     path: str = "/api/v1/payouts",
+    body: str = "payout A",
 ) -> Call:
-    return Call(id, "POST", path, status, key, fault, retry_after, T0 + timedelta(seconds=at), 10)
+    started = T0 + timedelta(seconds=at)
+    return Call(id, "POST", path, status, key, fault, retry_after, started, 10, body)
 
 
 def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
@@ -76,11 +78,27 @@ def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> Non
     assert timeout_retry_item(rows).verdict is Verdict.PASSED
 
 
+def test_another_request_is_not_the_retry_of_a_timed_out_one() -> None:
+    """A concurrent client: another create (its own key and body) sent while the lost one ran, or
+    between it and its retry, is not its retry; nor is a later create that reuses one key for
+    every request (422 IDEMPOTENCY_KEY_REUSED), which does not retry alike."""
+    lost = call(1, at=0, key="k1", fault="timeout-after-commit", status=504)
+    other = call(2, at=0.5, key="k2", body="payout B")
+    retry = call(3, at=1, key="k1")
+    assert timeout_retry_item([lost, other, retry]).verdict is Verdict.PASSED
+    reused = call(2, at=0.5, key="k1", body="payout B", status=422)
+    assert timeout_retry_item([lost, reused]).verdict is Verdict.NOT_TRIED
+    assert timeout_retry_item([lost, reused, call(3, at=1, key="k9")]).verdict is Verdict.FAILED
+
+
 def test_a_retry_before_retry_after_fails_the_429_item() -> None:
     limited = call(1, at=0, status=429, retry_after=2)
     assert retry_after_item([limited]).verdict is Verdict.NOT_TRIED
     assert retry_after_item([limited, call(2, at=2.05)]).verdict is Verdict.PASSED
     assert retry_after_item([limited, call(2, at=0.5)]).verdict is Verdict.FAILED
+    # Other requests sent meanwhile (a merchant-wide 429 share under load) are not its retry.
+    others = [call(2 + n, at=0.1 * n, body=f"payout {n}") for n in range(1, 5)]
+    assert retry_after_item([limited, *others, call(9, at=2.1)]).verdict is Verdict.PASSED
 
 
 def test_the_endpoint_must_answer_2xx_within_10_s_at_p95() -> None:
