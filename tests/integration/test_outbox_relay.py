@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
-from sqlalchemy import ClauseElement, delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,7 +51,7 @@ from processor_service.outbox_relay import (
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
-from tests.support.statements import counting_statements, statements_built
+from tests.support.statements import counting_statements, explain, statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
 UNANSWERED_KEY = "test.unanswered"
@@ -644,15 +644,6 @@ async def test_the_relay_publishes_while_a_housekeeping_chore_is_under_way(
         cleaned.set()
         stop.set()
         await relay
-
-
-async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[dict[str, Any]]:
-    """The server's plan for `statement`, one dict per table read."""
-    async with sessions() as session:
-        connection = await session.connection()
-        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-        result = await connection.exec_driver_sql(f"EXPLAIN {sql}")
-        return [dict(row._mapping) for row in result]
 
 
 CLEANUP_INDEXES = {

@@ -24,10 +24,12 @@ from contracts.settings import Settings
 from contracts.topology import declare_topology_at
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
+from processor_service.scheduler import claim_action_due_ahead, claim_due_action
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
+from tests.support.statements import explain
 
 OPENING = Decimal("1000000.00")
 AMOUNT = "1500.00"
@@ -334,6 +336,26 @@ async def test_a_clock_goes_at_most_100_years_ahead(
     assert "100 years" in error["message"]
     assert (await clock(api_client, merchant))["offsetSeconds"] == MAX_OFFSET_SECONDS - 60
     assert (await advance(api_client, merchant, 60))["offsetSeconds"] == MAX_OFFSET_SECONDS
+
+
+async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
+    sessions: SessionFactory,
+) -> None:
+    """What is due on the database's clock: a range of the claim index. What is due only on an
+    advanced clock: the clocks first, then each merchant's range. (One claim bounded by the
+    furthest clock read every pending action of every merchant once a clock was far ahead:
+    90 ms a poll with 50,000 pending, against 2 ms now.)"""
+    [due] = await explain(sessions, claim_due_action())
+    assert (due["type"], due["key"]) == ("range", "ix_scheduled_actions_claim"), due
+
+    clocks, actions = await explain(sessions, claim_action_due_ahead())
+
+    assert clocks["table"] == "sandbox_clocks", clocks
+    assert (actions["table"], actions["key"]) == (
+        "scheduled_actions",
+        "ix_scheduled_actions_merchant",
+    )
+    assert actions["type"] in ("ref", "range"), actions
 
 
 async def test_the_clock_is_not_found_in_production(

@@ -9,12 +9,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import ClauseElement, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.cache_key import HasCacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from api_service.request_log.writer import REQUEST_LOG_OPTION
+from contracts.db.engine import SessionFactory
 
 # Reads a request makes only when a 2-second cache of its API process went stale: the merchant of
 # its API key, and the sandbox fault settings. On a slow machine that happens between a test's
@@ -129,3 +130,12 @@ def statements_built(*, every_task: bool = False) -> Iterator[list[str]]:
             _everywhere[:] = [other for other in _everywhere if other is not built]
         setattr(HasCacheKey, "_generate_cache_key", generate)  # noqa: B010
         setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010
+
+
+async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[dict[str, Any]]:
+    """The server's plan for `statement`, one dict per table read, in the order read."""
+    async with sessions() as session:
+        connection = await session.connection()
+        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        result = await connection.exec_driver_sql(f"EXPLAIN {sql}")
+        return [dict(row._mapping) for row in result]
