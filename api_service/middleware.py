@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.envelope import error_body
 from api_service.errors import ApiError, PayloadTooLarge, ValidationFailed
 from contracts.logging import bind_log_context
+from contracts.wire import whole_number
 
 REQUEST_ID_HEADER = "x-request-id"
 # Printable ASCII, at most the width of the columns that carry it on (outbox correlation id).
@@ -59,7 +60,8 @@ class RequestContextMiddleware:
             await send(message)
 
         limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared_bytes = whole_number(declared)
+        if declared_bytes is not None and declared_bytes > limit:
             await reject(send, request_id, PayloadTooLarge(_too_large(limit)))
             return
 

@@ -19,6 +19,15 @@ def format_timestamp(value: datetime) -> str:
     return utc.isoformat(timespec="milliseconds") + "Z"
 
 
+def whole_number(text: str | bytes | None, *, max_digits: int = 18) -> int | None:
+    """The whole number `text` spells in at most `max_digits` ASCII digits, else None. (A query
+    parameter or a header is no place for `str.isdigit()`: it accepts '²', which int() refuses,
+    and int() refuses more than 4,300 digits.)"""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 

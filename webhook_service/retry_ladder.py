@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from contracts.wire import whole_number
+
 DEFAULT_JITTER = 0.1
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -87,8 +89,9 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
+    seconds = whole_number(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

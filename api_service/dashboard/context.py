@@ -17,6 +17,7 @@ from api_service.dashboard.sessions import (
 )
 from api_service.deps import SessionDep, SettingsDep
 from contracts.settings import Settings
+from contracts.wire import whole_number
 
 MAX_PAGE_NUMBER = 100_000  # the API's own bound on `page`
 # Messages a redirect after an action may show, by code (never text from the query string).
@@ -41,8 +42,8 @@ NOTICES = {
 def notice_of(request: Request) -> str | None:
     """The notice a redirect asked for: a fixed text, with at most a number in it."""
     notice = NOTICES.get(request.query_params.get("done", ""))
-    count = request.query_params.get("count", "")
-    return notice.format(count=int(count) if count.isdigit() else 0) if notice else None
+    count = whole_number(request.query_params.get("count")) or 0
+    return notice.format(count=count) if notice else None
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class MerchantPage:
     @property
     def page_number(self) -> int:
         """The `page` of a page-numbered list (1 unless a sensible number was asked for)."""
-        text = self.request.query_params.get("page", "1")
-        return min(int(text), MAX_PAGE_NUMBER) if text.isdigit() and int(text) > 0 else 1
+        number = whole_number(self.request.query_params.get("page")) or 1
+        return min(number, MAX_PAGE_NUMBER)
 
     async def text(self, name: str) -> str:
         """A text field of the posted form ("" when absent)."""

@@ -14,6 +14,7 @@ from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import FaultKind
 from contracts.db.engine import utcnow
+from contracts.wire import whole_number
 
 
 class RequestRecorderMiddleware:
@@ -85,7 +86,7 @@ def _row(
         "idempotency_key": (request_headers.get("x-idempotency-key") or "")[:100] or None,
         "replayed": response_headers.get(REPLAYED_HEADER) == "true",
         "fault": fault,
-        "retry_after_seconds": int(retry_after) if retry_after and retry_after.isdigit() else None,
+        "retry_after_seconds": whole_number(retry_after, max_digits=9),
         "request_body": kept_body(asked),
         "response_body": None if dropped else kept_body(bytes(answered)),
         "started_at": started_at,

@@ -281,3 +281,28 @@ async def test_in_production_the_sandbox_pages_are_not_there(
             form = form_fields(payouts.text)
             clock = await client.post(f"{SANDBOX}/clock/advance", data={**form, "seconds": "60"})
             assert clock.status_code == 404
+            # The payout form's table shows what runs in production: no scripts, no Simulate.
+            new_payout = (await client.get("/dashboard/payouts/new")).text
+            assert "account ends 0003" in new_payout
+            assert "account ends 0006" not in new_payout and "Simulate" not in new_payout
+            # A test event is a real payout: test mode only.
+            webhooks = await client.get("/dashboard/webhooks")
+            assert "Send a test event" not in webhooks.text
+            test_event = await client.post("/dashboard/webhooks/test", data=form)
+            assert test_event.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dashboard/balance?page=%C2%B2",  # '²': str.isdigit() is true of it, int() refuses it
+        "/dashboard/webhooks?page=" + "1" * 5000,  # int() refuses over 4,300 digits
+        "/dashboard/payouts?done=recovered&count=%C2%B2",
+        f"{SANDBOX}?startingAfter=%C2%B2",
+    ],
+)
+async def test_an_odd_number_in_the_query_string_is_ignored(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, url: str
+) -> None:
+    await signed_in(dashboard, merchant)
+    assert (await dashboard.get(url)).status_code == 200

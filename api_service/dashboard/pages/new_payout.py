@@ -62,7 +62,7 @@ async def _form(
         error=answer.error_message if answer else None,
         banks=[bank for bank in directory["banks"] if bank["isActive"]],
         wallets=[wallet for wallet in directory["wallets"] if wallet["isActive"]],
-        scenarios=scenarios(),
+        scenarios=scenarios(sandbox=page.settings.sandbox_enabled),
         account_prefixes=ACCOUNT_PREFIXES,
         review_threshold=format_amount(REVIEW_THRESHOLD),
     )

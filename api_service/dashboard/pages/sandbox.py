@@ -16,6 +16,7 @@ from api_service.errors import SandboxDisabled
 from api_service.sandbox.clock import MAX_ADVANCE_SECONDS
 from api_service.sandbox.faults import FAULT_RULE
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, MAX_INJECTED_FAILURES
+from contracts.wire import whole_number
 
 router = dashboard_router()
 SANDBOX = "/dashboard/sandbox"
@@ -51,9 +52,8 @@ def number(text: str) -> int | str:
 
 def cursor(text: str | None) -> int | None:
     """The request log's `startingAfter` (a previous page's nextCursor), when it is one."""
-    if text and text.isdigit() and 0 < int(text) <= MAX_CURSOR:
-        return int(text)
-    return None
+    number = whole_number(text)
+    return number if number and number <= MAX_CURSOR else None
 
 
 def duration(seconds: int) -> str:

@@ -13,7 +13,7 @@ from api_service.dashboard.api_bridge import ApiAnswer, ApiRefusal
 from api_service.dashboard.context import FormDep, MerchantPage, PageDep, back_to, redirect
 from api_service.dashboard.routing import dashboard_router
 from api_service.envelope import success_body
-from api_service.errors import ValidationFailed
+from api_service.errors import SandboxDisabled, ValidationFailed
 from api_service.idempotency import Idempotency
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks.service import RECOVERABLE_STATUSES, recover_deliveries
@@ -101,7 +101,10 @@ async def rotate_secret(form: FormDep) -> Response:
 @router.post(f"{WEBHOOKS}/test")
 async def send_test_event(form: FormDep) -> Response:
     """The webhook pipeline carries payout events only, so a test event is a real one: a
-    PKR 1.00 payout to a test wallet that succeeds at once (created, processing, succeeded)."""
+    PKR 1.00 payout to a test wallet that succeeds at once (created, processing, succeeded): test
+    mode only, where that wallet's payouts move no real money."""
+    if not form.settings.sandbox_enabled:
+        raise SandboxDisabled
     wallets = [w for w in (await form.api.directory()).data["wallets"] if w["isActive"]]
     if not wallets:
         raise ValidationFailed.on("walletCode", "no active wallet in the directory")
