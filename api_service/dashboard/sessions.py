@@ -183,7 +183,7 @@ def set_session_cookie(
         response,
         request,
         _COOKIE_OF[kind],
-        Signer.of(settings).sign("session", token),
+        Signer.of(settings).sign(_cookie_purpose(kind, settings), token),
         max_age=int(settings.dashboard_session_hours * 3600),
     )
 
@@ -200,7 +200,17 @@ def clear_session_cookie(response: Response, request: Request, kind: SessionKind
 
 def session_token(request: Request, kind: SessionKind, settings: Settings) -> str | None:
     """The token of the request's signed cookie of that kind (not yet checked against a row)."""
-    return Signer.of(settings).verified("session", request.cookies.get(_COOKIE_OF[kind]))
+    cookie = request.cookies.get(_COOKIE_OF[kind])
+    return Signer.of(settings).verified(_cookie_purpose(kind, settings), cookie)
+
+
+def _cookie_purpose(kind: SessionKind, settings: Settings) -> str:
+    """An operator's cookie is signed for the operator token it signed in with: replacing the
+    token (after a leak, say) ends every operator session opened with the old one. (A merchant's
+    sessions end when its API key is replaced: close_merchant_sessions.)"""
+    if kind is SessionKind.OPERATOR:
+        return f"session:operator:{_digest(settings.operator_token or '')}"
+    return "session"
 
 
 def _https(request: Request) -> bool:

@@ -116,6 +116,29 @@ async def test_a_seed_that_replaces_the_api_key_ends_the_sessions_opened_with_th
     assert ended.status_code == 303 and ended.headers["location"] == "/dashboard/sign-in"
 
 
+async def test_replacing_the_operator_token_ends_the_operator_sessions_opened_with_the_old_one(
+    settings: Settings,
+) -> None:
+    """As after a leak: PAYOUTS_OPERATOR_TOKEN replaced, and the services restarted."""
+    async with client_for(settings.model_copy(update={"operator_token": "the-old-token"})) as old:
+        page = await old.get("/dashboard/operations/sign-in")
+        signed_in = await old.post(
+            "/dashboard/operations/sign-in",
+            data={**form_fields(page.text), "operator_token": "the-old-token"},
+        )
+        assert signed_in.status_code == 303
+        assert (await old.get("/dashboard/operations")).status_code == 200
+        cookies = old.cookies
+
+    for token, still_open in (("the-old-token", True), ("the-new-token", False)):
+        async with client_for(settings.model_copy(update={"operator_token": token})) as client:
+            client.cookies = cookies
+            answer = await client.get("/dashboard/operations")
+        assert (answer.status_code == 200) is still_open, (token, answer.status_code)
+        if not still_open:
+            assert answer.headers["location"] == "/dashboard/operations/sign-in"
+
+
 async def new_payout_form(client: httpx.AsyncClient, reference: str, amount: str) -> dict[str, Any]:
     """The new-payout form filled in for a JazzCash wallet ending 0001."""
     form: dict[str, Any] = form_fields((await client.get("/dashboard/payouts/new")).text)
