@@ -5,9 +5,9 @@ without publishing a row twice in one round. Each row goes out persistent, `mand
 publisher confirms and `message_id` = the row id; the row is marked sent only after the broker
 acked it with no return. The batch's publishes are pipelined (all in flight, then all confirms).
 
-A row the broker refuses (returns it as unroutable, or nacks it) is that row's problem: it backs
-off on its own (`next_attempt_at`, doubling up to a cap) and after `max_attempts` refusals it is
-parked for an operator (`payouts outbox list-parked`, `payouts outbox retry`). A publish the
+A row the broker refuses (returns it as unroutable, nacks it, or has no exchange of its name) is
+that row's problem: it backs off on its own (`next_attempt_at`, doubling up to a cap) and after
+`max_attempts` refusals it is parked for an operator (`payouts outbox list-parked`, `payouts outbox retry`). A publish the
 broker never answered (timeout, lost connection) is the broker's problem: the row keeps its turn
 and the relay loop backs off as a whole.
 
@@ -28,7 +28,12 @@ from datetime import datetime, timedelta
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractRobustConnection,
+)
 from sqlalchemy import Integer, bindparam, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -61,10 +66,25 @@ class NotConfirmed(Exception):
     """The broker answered the publish with something other than an ack."""
 
 
-def refused_by_broker(outcome: object) -> bool:
+class MissingExchange(Exception):
+    """The broker has no exchange of the row's name (an operator deleted it, say)."""
+
+
+def names_missing_exchange(error: object, exchange: str) -> bool:
+    """A channel the broker closed because `exchange` does not exist. It fails every publish in
+    flight on the channel with the same error, which names the exchange."""
+    return isinstance(
+        error, aiormq.exceptions.ChannelNotFoundEntity
+    ) and f"no exchange '{exchange}'" in str(error)
+
+
+def refused_by_broker(row: OutboxMessage, outcome: object) -> bool:
     """The broker answered about this very message: returned it (no queue bound for its routing
-    key) or nacked it (e.g. a full queue). Either is the row's problem."""
-    return isinstance(outcome, aiormq.exceptions.DeliveryError | NotConfirmed)
+    key), nacked it (e.g. a full queue), or has no exchange of its name. Each is the row's
+    problem; another row's missing exchange is not."""
+    if isinstance(outcome, aiormq.exceptions.ChannelNotFoundEntity):
+        return names_missing_exchange(outcome, row.exchange)
+    return isinstance(outcome, aiormq.exceptions.DeliveryError | NotConfirmed | MissingExchange)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -154,28 +174,48 @@ def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
 
 
 class Publisher:
-    """One confirmed channel; exchanges looked up once."""
+    """One confirmed channel; each exchange looked up once, and checked to exist first on a
+    channel of its own: a publish to a missing exchange makes the broker close the publishing
+    channel, failing every publish in flight on it (the whole round, each time that row is
+    tried again)."""
 
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
+        self.connection = connection
         self.channel = channel
         self.exchanges: dict[str, AbstractExchange] = {}
+        self._lookup = asyncio.Lock()
 
     async def _exchange(self, name: str) -> AbstractExchange:
         if name == DEFAULT_EXCHANGE:
             return self.channel.default_exchange
         if name not in self.exchanges:
-            self.exchanges[name] = await self.channel.get_exchange(name, ensure=False)
+            async with self._lookup:  # one check per name, however many rows wait for it
+                if name not in self.exchanges:
+                    await self._check_exists(name)
+                    self.exchanges[name] = await self.channel.get_exchange(name, ensure=False)
         return self.exchanges[name]
+
+    async def _check_exists(self, name: str) -> None:
+        try:
+            async with self.connection.channel(publisher_confirms=False) as probe:
+                await probe.get_exchange(name, ensure=True)  # a passive declare
+        except aiormq.exceptions.ChannelNotFoundEntity as missing:
+            raise MissingExchange(str(missing)) from missing
 
     async def publish(self, row: OutboxMessage) -> None:
         """Returns once the broker confirmed the message into at least one queue."""
         exchange = await self._exchange(row.exchange)
-        confirmation = await exchange.publish(
-            to_amqp_message(row),
-            routing_key=row.routing_key,
-            mandatory=True,
-            timeout=PUBLISH_TIMEOUT_SECONDS,
-        )
+        try:
+            confirmation = await exchange.publish(
+                to_amqp_message(row),
+                routing_key=row.routing_key,
+                mandatory=True,
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except aiormq.exceptions.ChannelNotFoundEntity as error:
+            if names_missing_exchange(error, row.exchange):  # deleted since it was looked up
+                self.exchanges.pop(row.exchange, None)
+            raise
         if not isinstance(confirmation, aiormq.spec.Basic.Ack):
             raise NotConfirmed(f"broker answered {type(confirmation).__name__}")
 
@@ -215,7 +255,7 @@ class OutboxRelay:
             sent = [row.id for row, outcome in results if outcome is None]
             failed = [(row, error) for row, error in results if error is not None]
             await self._record(session, sent, failed)
-        unanswered = [error for _, error in failed if not refused_by_broker(error)]
+        unanswered = [error for row, error in failed if not refused_by_broker(row, error)]
         if unanswered:
             log.warning(
                 "%d outbox row(s) not published, the broker did not answer: %s",
@@ -238,7 +278,7 @@ class OutboxRelay:
         if sent:
             await session.execute(_MARK_SENT, {"ids": list(sent), "now": now})
         for row, error in failed:
-            if refused_by_broker(error):
+            if refused_by_broker(row, error):
                 await self._back_off(session, row, error_text(error), now)
 
     async def _back_off(
@@ -284,4 +324,4 @@ async def retry_parked(session: AsyncSession, row_id: int | None) -> int:
 async def open_publisher(amqp_url: str) -> tuple[AbstractRobustConnection, Publisher]:
     connection = await aio_pika.connect_robust(amqp_url)
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-    return connection, Publisher(channel)
+    return connection, Publisher(connection, channel)

@@ -13,7 +13,12 @@ import httpx
 import orjson
 import pytest
 from aio_pika import DeliveryMode
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -91,8 +96,8 @@ class HeldPublisher(Publisher):
     """Publishes to the real broker, but only once released: holds a relay mid-round, its claim
     still open."""
 
-    def __init__(self, channel: AbstractChannel) -> None:
-        super().__init__(channel)
+    def __init__(self, connection: AbstractConnection, channel: AbstractChannel) -> None:
+        super().__init__(connection, channel)
         self.publishing = asyncio.Event()
         self.released = asyncio.Event()
 
@@ -135,7 +140,7 @@ async def make_relay(
         probes.append(DueProbe(engine))
         return OutboxRelay(
             sessions,
-            publisher_type(publisher.channel),
+            publisher_type(connection, publisher.channel),
             probes[-1],
             batch_size=batch_size,
             max_attempts=max_attempts,
@@ -319,6 +324,37 @@ async def test_row_the_broker_refuses_is_not_marked_sent(
     [after] = await outbox_for_payout(sessions, scratch_payout_id)
     assert (after.id, after.sent_at, after.publish_attempts) == (row.id, None, 1)
     assert after.last_error and "Nack" in after.last_error
+
+
+async def test_a_row_whose_exchange_is_missing_is_refused_and_its_batch_still_sent(
+    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    """The broker closes the channel over a publish to a missing exchange, failing every publish
+    in flight with it. Taken for an outage, the row was never backed off: first in every claim,
+    it closed the channel each round, and the rows after it were never sent."""
+    [missing] = await write_rows(
+        sessions,
+        scratch_payout_id,
+        exchange=f"payouts.missing-{uuid.uuid4().hex[:8]}",
+        routing_key="payout.process",
+    )
+    probe = await rabbit.probe_queue()
+    _, *good = await write_rows(
+        sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe, count=3
+    )
+    relay = await make_relay()
+
+    async def good_rows_sent() -> dict[int, OutboxMessage]:
+        await relay.relay_once()
+        rows = {row.id: row for row in await outbox_for_payout(sessions, scratch_payout_id)}
+        assert all(rows[row.id].sent_at is not None for row in good), "the batch was not sent"
+        return rows
+
+    after = await eventually(good_rows_sent, timeout=15)
+
+    refused = after[missing.id]
+    assert refused.sent_at is None and refused.publish_attempts >= 1
+    assert refused.last_error and "no exchange" in refused.last_error
 
 
 async def test_a_row_at_the_old_attempt_limit_is_parked_and_its_batch_still_sent(
