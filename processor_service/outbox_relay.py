@@ -7,9 +7,9 @@ acked it with no return. The batch's publishes are pipelined (all in flight, the
 
 A row the broker refuses (returns it as unroutable, nacks it, or has no exchange of its name) is
 that row's problem: it backs off on its own (`next_attempt_at`, doubling up to a cap) and after
-`max_attempts` refusals it is parked for an operator (`payouts outbox list-parked`, `payouts outbox retry`). A publish the
-broker never answered (timeout, lost connection) is the broker's problem: the row keeps its turn
-and the relay loop backs off as a whole.
+`max_attempts` refusals it is parked for an operator (`payouts outbox list-parked`, `payouts
+outbox retry`). A publish the broker never answered (timeout, lost connection) is the broker's
+problem: the row keeps its turn and the relay loop backs off as a whole.
 
 The row locks are the lease: a relay that dies mid-round loses its connection, the locks go with
 it, and the next relay republishes those rows at once.
