@@ -5,11 +5,11 @@ invariants (contracts.reconcile)."""
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import OutboxMessage, Payout
+from contracts.db.models import OutboxMessage, Payout, ScheduledAction
 from contracts.domain.statuses import PayoutStatus
 
 MAX_REPORTED = 20
@@ -22,13 +22,20 @@ class Thresholds:
 
 
 def _stuck(older_than: timedelta) -> ColumnElement[bool]:
-    """PROCESSING, RETRY, or PENDING not yet submitted to the PSP, untouched for too long.
-    (PENDING with a PSP reference, ON_HOLD and IN_REVIEW wait for an IPN by design.)"""
+    """PROCESSING, RETRY, or PENDING not yet submitted to the PSP, untouched for too long, and
+    waiting for no scheduled step. (PENDING with a PSP reference, ON_HOLD and IN_REVIEW wait for
+    an IPN by design; a scripted attempt waits for its next step in sandbox time: a 0007 payout
+    is PROCESSING for 30 min, a 0009 one in RETRY for up to 30 min.)"""
     return and_(
         Payout.updated_at < utcnow() - older_than,
         or_(
             Payout.status.in_([PayoutStatus.PROCESSING.value, PayoutStatus.RETRY.value]),
             and_(Payout.status == PayoutStatus.PENDING.value, Payout.psp_reference.is_(None)),
+        ),
+        ~exists().where(  # ix_scheduled_actions_payout
+            ScheduledAction.payout_id == Payout.id,
+            ScheduledAction.hold_cycle == Payout.hold_cycle,
+            ScheduledAction.applied_at.is_(None),
         ),
     )
 

@@ -15,8 +15,16 @@ from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Balance, LedgerJournal, LedgerLine, OutboxMessage, Payout
+from contracts.db.models import (
+    Balance,
+    LedgerJournal,
+    LedgerLine,
+    OutboxMessage,
+    Payout,
+    ScheduledAction,
+)
 from contracts.domain.statuses import PayoutStatus
+from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import ledger_size, reconcile
 from contracts.settings import Settings
 from contracts.topology import COMMANDS_EXCHANGE
@@ -224,6 +232,49 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
     assert code == 1, output
     assert f"payout {payout_id} stuck in PENDING" in output
     assert "outbox lag" in output
+
+
+async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A 0007 payout is PROCESSING for 30 minutes by design: stuck only once its step is
+    applied (or skipped) and it still has not moved."""
+    payout_id = (await create_payout(api_client, await make_merchant()))["id"]
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    async with transaction(sessions) as session:
+        payout = await session.get(Payout, payout_id)
+        assert payout is not None
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == payout_id)
+            .values(status=PayoutStatus.PROCESSING.value, updated_at=an_hour_ago)
+        )
+        await session.execute(
+            insert(ScheduledAction).values(
+                merchant_id=payout.merchant_id,
+                payout_id=payout_id,
+                hold_cycle=payout.hold_cycle,
+                action="SCRIPT_STEP",
+                step=1,
+                expected_status=PayoutStatus.PROCESSING.value,
+                due_at=utcnow() + timedelta(minutes=30),
+                created_at=an_hour_ago,
+            )
+        )
+
+    async def stuck() -> bool:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds())
+        return any(payout_id in problem for problem in problems)
+
+    assert not await stuck()
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == payout_id)
+            .values(applied_at=utcnow(), result="SKIPPED")
+        )
+    assert await stuck()
 
 
 async def test_reconcile_command_reports_a_parked_outbox_row(
