@@ -44,10 +44,9 @@ def list_command(
         if as_json:
             typer.echo(json.dumps(letter.__dict__))
         else:
-            reason = letter.last_error or letter.broker_reason
             typer.echo(
                 f"{letter.message_id}  payout={letter.payout_id}  attempts={letter.failed_attempts}"
-                f"  correlation={letter.correlation_id}\n    {reason}"
+                f"  correlation={letter.correlation_id}\n    {letter.reason}"
             )
     typer.echo(f"{len(letters)} dead letter(s) shown", err=True)
 

@@ -21,12 +21,16 @@ class DeadLetter:
     payout_id: str | None
     failed_attempts: int
     last_error: str | None
-    broker_reason: str | None  # why RabbitMQ dead-lettered it, if it did (x-first-death-reason)
+    broker_reason: str | None  # x-death[0].reason: how it came into the dead-letter queue
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage) -> "DeadLetter":
         headers: Mapping[str, Any] = message.headers or {}
-        reason = headers.get("x-first-death-reason")
+        # x-death lists the dead-letterings newest first; x-first-death-reason is its life's
+        # first, e.g. `expired` out of a retry queue, for a command that waited out a retry.
+        deaths = headers.get("x-death")
+        newest = deaths[0] if isinstance(deaths, list) and deaths else None
+        reason = newest.get("reason") if isinstance(newest, Mapping) else None
         return cls(
             message_id=message.message_id,
             correlation_id=message.correlation_id,
@@ -35,6 +39,16 @@ class DeadLetter:
             last_error=_text(headers.get(LAST_ERROR_HEADER)),
             broker_reason=_text(reason),
         )
+
+    @property
+    def reason(self) -> str | None:
+        """Why it is dead: the error our consumer refused it for (`rejected`), or RabbitMQ's own
+        reason, e.g. `delivery_limit` (a consumer kept crashing or timing out on it), the error
+        of an earlier attempt then being history."""
+        if self.broker_reason in (None, "rejected"):
+            return self.last_error or self.broker_reason
+        earlier = f"; the last error before: {self.last_error}" if self.last_error else ""
+        return f"{self.broker_reason} (RabbitMQ){earlier}"
 
 
 def _text(value: object) -> str | None:
