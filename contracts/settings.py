@@ -27,6 +27,15 @@ class InsecureConfiguration(ValueError):
     """A setting that must never reach production as it is."""
 
 
+# A production secret shorter than this is guessable (an empty PSP secret let anyone sign IPNs).
+MIN_SECRET_LENGTH = 16
+
+
+def is_own_secret(secret: str) -> bool:
+    """Not a default published in this repository, and long enough not to be guessed."""
+    return len(secret.strip()) >= MIN_SECRET_LENGTH and not secret.endswith(PUBLIC_SECRET_MARK)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
 
@@ -157,19 +166,19 @@ class Settings(BaseSettings):
         return self.rate_limit_per_second or None
 
     def require_safe_for_production(self) -> None:
-        """The API refuses to start in production with a PSP secret published in this repository."""
-        if self.env is Environment.PRODUCTION and self.psp_secret.endswith(PUBLIC_SECRET_MARK):
+        """The API refuses to start in production with a PSP secret published in this repository
+        or one too short to keep IPNs from being forged."""
+        if self.env is Environment.PRODUCTION and not is_own_secret(self.psp_secret):
             raise InsecureConfiguration(
-                "PAYOUTS_PSP_SECRET is a public default: with PAYOUTS_ENV=production, set a "
-                "secret of your own (the PSP signs its callbacks with it)"
+                "PAYOUTS_PSP_SECRET is a public default or shorter than "
+                f"{MIN_SECRET_LENGTH} characters: with PAYOUTS_ENV=production, set a secret of "
+                "your own (the PSP signs its callbacks with it)"
             )
 
     @property
     def dashboard_enabled(self) -> bool:
-        """Off in production while the cookie-signing secret is the public default."""
-        return self.env is Environment.TEST or not self.dashboard_session_secret.endswith(
-            PUBLIC_SECRET_MARK
-        )
+        """Off in production until the cookie-signing secret is one of the operator's own."""
+        return self.env is Environment.TEST or is_own_secret(self.dashboard_session_secret)
 
     @property
     def sandbox_enabled(self) -> bool:

@@ -36,7 +36,7 @@ def settings(infrastructure: Infrastructure) -> Settings:
     return Settings(
         database_url=infrastructure.database_url,
         amqp_url=infrastructure.amqp_url,
-        psp_secret="psp_test_secret",
+        psp_secret="psp_secret_of_the_tests",
         processor_retry_delay_seconds=1.0,
         webhook_retry_delays="1,2,4",
         webhook_allow_private_urls=True,

@@ -24,9 +24,12 @@ def fresh_settings() -> Iterator[None]:
 
 
 @pytest.mark.parametrize(
-    "secret", [DEFAULT_PSP_SECRET, "psp_compose_secret_change_me"], ids=["settings", "compose"]
+    "secret",
+    [DEFAULT_PSP_SECRET, "psp_compose_secret_change_me", "", " " * 20, "x", "fifteen-chars-x"],
+    ids=["settings", "compose", "empty", "blank", "one character", "15 characters"],
 )
-def test_the_api_refuses_production_with_a_default_psp_secret(secret: str) -> None:
+def test_the_api_refuses_production_with_a_default_or_guessable_psp_secret(secret: str) -> None:
+    """An empty secret let anyone sign an IPN: SUCCESS then REVERSED credits a balance."""
     with pytest.raises(InsecureConfiguration, match="PAYOUTS_PSP_SECRET"):
         create_app(Settings(env=Environment.PRODUCTION, psp_secret=secret))
 
@@ -44,3 +47,9 @@ def test_payouts_api_says_why_it_will_not_start(
     result = CliRunner().invoke(payouts, ["api"])
     assert result.exit_code == 2
     assert "PAYOUTS_PSP_SECRET is a public default" in result.output
+
+
+@pytest.mark.parametrize(("secret", "enabled"), [("", False), ("short", False), ("s" * 16, True)])
+def test_the_dashboard_needs_a_secret_of_its_own_in_production(secret: str, enabled: bool) -> None:
+    settings = Settings(env=Environment.PRODUCTION, dashboard_session_secret=secret)
+    assert settings.dashboard_enabled is enabled
