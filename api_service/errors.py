@@ -138,6 +138,12 @@ class InvalidTransition(ApiError):
     default_message = "This status transition is not allowed"
 
 
+class EventIdReused(ApiError):
+    status_code = 422
+    code = "EVENT_ID_REUSED"
+    default_message = "This eventId was already sent for another payout"
+
+
 class StalePspReference(ApiError):
     status_code = 409
     code = "STALE_PSP_REFERENCE"

@@ -10,6 +10,7 @@ from api_service.envelope import json_response, success_body
 from api_service.errors import (
     AUTH_ERRORS,
     IDEMPOTENCY_ERRORS,
+    EventIdReused,
     InvalidSignature,
     InvalidTransition,
     NotFound,
@@ -38,7 +39,8 @@ are accepted (200) and applied in the order they were accepted; any other transi
 
 Outcomes belong to an attempt: a callback whose `pspReference` names an attempt from before the
 payout was reinitiated is 409 `STALE_PSP_REFERENCE` and changes nothing; a callback without
-`pspReference` applies to the current attempt. The same `eventId` twice is 200, applied once.
+`pspReference` applies to the current attempt. The same `eventId` twice is 200, applied once;
+an `eventId` already sent for another payout is 422 `EVENT_ID_REUSED` and changes nothing.
 """
 
 
@@ -62,6 +64,7 @@ class SimulateRequest(RequestModel):
         NotFound,
         InvalidTransition,
         StalePspReference,
+        EventIdReused,
         PayloadTooLarge,
         UnsupportedMediaType,
     ),

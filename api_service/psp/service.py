@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import InvalidTransition, StalePspReference
+from api_service.errors import EventIdReused, InvalidTransition, StalePspReference
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback
 from contracts.domain.psp_references import generated_references_before
@@ -61,6 +61,14 @@ async def _names_an_earlier_attempt(
     return earlier is not None
 
 
+async def _recorded(session: AsyncSession, event_id: str, payout: Payout) -> bool:
+    """Whether the event id is recorded already, for this payout (else EventIdReused)."""
+    recorded = await session.get(PspCallback, event_id, populate_existing=True)
+    if recorded is not None and recorded.payout_id != payout.id:
+        raise EventIdReused(f"eventId {event_id} was already sent for another payout")
+    return recorded is not None
+
+
 async def accept_psp_outcome(
     session: AsyncSession,
     payout: Payout,
@@ -74,10 +82,12 @@ async def accept_psp_outcome(
 ) -> bool:
     """Record the outcome for the processor. `payout` must be locked by the caller's transaction.
 
-    False when this event id was already recorded (acknowledged again, changes nothing);
-    StalePspReference when the reference names an earlier attempt; InvalidTransition when the
-    outcome does not follow the newest accepted one."""
-    if await session.get(PspCallback, event_id) is not None:
+    False when this event id was already recorded for this payout (acknowledged again, changes
+    nothing); EventIdReused when it was for another payout (a second event under one id would
+    otherwise be dropped as a duplicate without a word); StalePspReference when the reference
+    names an earlier attempt; InvalidTransition when the outcome does not follow the newest
+    accepted one."""
+    if await _recorded(session, event_id, payout):
         return False
     if psp_reference and await _names_an_earlier_attempt(session, payout, psp_reference):
         raise StalePspReference
@@ -100,7 +110,8 @@ async def accept_psp_outcome(
                     received_at=utcnow(),
                 )
             )
-    except IntegrityError:
+    except IntegrityError:  # recorded meanwhile, by a callback of another payout
+        await _recorded(session, event_id, payout)  # EventIdReused when it is there to be read
         return False
     await session.execute(
         update(Payout).where(Payout.id == payout.id).values(accepted_outcome=outcome.value)

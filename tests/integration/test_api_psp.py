@@ -134,6 +134,28 @@ async def test_the_same_event_twice_is_applied_once(
     assert after_first.callbacks == 1
 
 
+async def test_an_event_id_already_sent_for_another_payout_is_422_and_changes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """It was answered 200 `duplicate: true`, and the second payout's outcome was dropped."""
+    merchant = await make_merchant()
+    first, second = [await create_payout(api_client, merchant) for _ in range(2)]
+    event_id = f"evt-{uuid.uuid4().hex}"
+    await post_ipn(
+        api_client, settings.psp_secret, _callback(first["id"], "SUCCESS", eventId=event_id)
+    )
+    before = await footprint(sessions, merchant.merchant_id)
+
+    again = _callback(second["id"], "SUCCESS", eventId=event_id)
+    reused = await post_ipn(api_client, settings.psp_secret, again)
+
+    assert_error(reused, 422, "EVENT_ID_REUSED")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
 async def test_the_same_event_at_once_is_applied_once(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
