@@ -60,6 +60,18 @@ def new_idempotency_key() -> str:
     return str(uuid.uuid4())
 
 
+_ACTION_KEYS = uuid.UUID("5e0c1f3a-8f4b-4d4e-9a57-3c1b2f6d7e10")
+
+
+def action_key(*state: object) -> str:
+    """The X-IDEMPOTENCY-KEY of an action on something as it is shown now (the action, what it
+    acts on, and that thing's version): a double submit, or a click on a copy of the page that
+    refreshed meanwhile, replays the first answer; once the thing has changed it is a new key.
+    (A fresh key in every render made a live fragment's HTML change at each poll, replacing the
+    page's buttons under the user's click, and a click spanning a refresh was sent twice.)"""
+    return str(uuid.uuid5(_ACTION_KEYS, "\x1f".join(map(str, state))))
+
+
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=True,
@@ -68,7 +80,7 @@ environment = Environment(
     lstrip_blocks=True,
 )
 environment.filters.update(money=money, when=when, status_class=status_class)
-environment.globals.update(new_idempotency_key=new_idempotency_key)
+environment.globals.update(new_idempotency_key=new_idempotency_key, action_key=action_key)
 
 
 def render(template: str, context: Mapping[str, Any]) -> str:

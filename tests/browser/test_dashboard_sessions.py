@@ -20,9 +20,16 @@ from api_service.dashboard.sessions import MERCHANT_COOKIE, dashboard_sessions
 from cli.merchants import NewMerchant, ensure_demo_merchant
 from contracts.api_keys import new_api_key
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Payout, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import (
+    Payout,
+    PayoutEvent,
+    PspCallback,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from contracts.settings import Environment, Settings
 from tests.browser.dashboard import new_merchant
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -168,6 +175,40 @@ async def test_a_form_posted_twice_creates_one_payout(
             .where(Payout.merchant_id == merchant.merchant_id)
         )
     assert count == 1
+
+
+async def test_a_waiting_payouts_live_page_is_the_same_at_each_poll_and_its_actions_once(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> None:
+    """Each render had fresh idempotency keys: the fragment changed at every poll (replacing the
+    buttons under the user's click every 2 s), and a click spanning a refresh was sent twice."""
+    await sign_in(dashboard, merchant.api_key)
+    form = await new_payout_form(dashboard, f"live-{uuid.uuid4().hex[:8]}", "1500.00")
+    created = await dashboard.post("/dashboard/payouts/new", data=form)
+    payout_id = created.headers["location"].split("?")[0].rsplit("/", 1)[-1]
+    async with transaction(sessions) as session:  # as the processor leaves a 0005 payout
+        await session.execute(update(Payout).where(Payout.id == payout_id).values(status="ON_HOLD"))
+    fragment = f"/dashboard/payouts/{payout_id}/timeline"
+
+    async def two_polls_alike() -> str | None:
+        """Once the pipeline has moved the payout's webhook on, nothing else changes."""
+        first, second = [(await dashboard.get(fragment)).text for _ in range(2)]
+        return first if first == second else None
+
+    page = await eventually(two_polls_alike, within=10, what="two polls rendering alike")
+
+    assert 'data-live="on"' in page
+    simulate = re.search(r'action="[^"]*/simulate">(.*?)</form>', page, re.DOTALL)
+    assert simulate is not None
+    fields = form_fields(simulate.group(1))
+    for _ in range(2):  # a double click
+        answer = await dashboard.post(f"/dashboard/payouts/{payout_id}/simulate", data=fields)
+        assert answer.status_code == 303, answer.text[:300]
+    async with sessions() as session:
+        callbacks = await session.scalar(
+            select(func.count()).select_from(PspCallback).where(PspCallback.payout_id == payout_id)
+        )
+    assert callbacks == 1
 
 
 async def test_production_serves_no_dashboard_until_its_secret_is_set(
