@@ -3,7 +3,8 @@ aggregate queries (one pass over each table, fast on 100k payouts). Read-only.
 
 Invariants (CONTRACT.md, "Ledger"): every journal balances; each merchant's balance row equals the
 sum of its ledger lines per account; available >= 0 and held >= 0; each payout hold is posted or
-released at most once per hold cycle; held equals the payouts still in flight.
+released at most once per hold cycle; held equals the payouts still in flight; each payout's
+current hold cycle has the journals of its status.
 """
 
 from dataclasses import dataclass
@@ -14,10 +15,16 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.domain.money import format_amount
-from contracts.domain.statuses import FUNDS_HELD_STATUSES
+from contracts.domain.statuses import FUNDS_HELD_STATUSES, PayoutStatus
 from contracts.ledger import Account, JournalKind
 
 IN_FLIGHT = tuple(sorted(status.value for status in FUNDS_HELD_STATUSES))
+TERMINAL_OR_QUEUED = (
+    PayoutStatus.SUCCESS,
+    PayoutStatus.REVERSED,
+    PayoutStatus.FAILED,
+    PayoutStatus.QUEUED,
+)
 
 # A journal moves money between two accounts: fewer than two lines is as wrong as a non-zero sum.
 _UNBALANCED_JOURNALS = text(
@@ -103,6 +110,36 @@ _HELD_VERSUS_IN_FLIGHT = text(
 ).bindparams(bindparam("in_flight", value=IN_FLIGHT, expanding=True))
 
 
+# Per payout, the journals of its current hold cycle against its status: in flight, held and
+# not settled; SUCCESS paid out; REVERSED paid out and reversed; FAILED released (or never held:
+# a queued payout that expired); QUEUED nothing. (The checks above pass a SUCCESS payout whose
+# hold was released, or a REVERSED one never reversed: the money moved, but not as it says.)
+_STATUS_VERSUS_JOURNALS = text(
+    """
+    SELECT p.id, p.status, p.hold_cycle,
+           COALESCE(SUM(j.kind = :hold), 0) AS holds,
+           COALESCE(SUM(j.kind = :payout), 0) AS payouts,
+           COALESCE(SUM(j.kind = :release), 0) AS releases,
+           COALESCE(SUM(j.kind = :reversal), 0) AS reversals
+    FROM payouts p
+    LEFT JOIN ledger_journals j ON j.payout_id = p.id AND j.hold_cycle = p.hold_cycle
+    GROUP BY p.id, p.status, p.hold_cycle
+    HAVING NOT (
+           (p.status IN :in_flight AND holds = 1 AND payouts = 0 AND releases = 0
+                AND reversals = 0)
+        OR (p.status = :success AND holds = 1 AND payouts = 1 AND releases = 0 AND reversals = 0)
+        OR (p.status = :reversed AND holds = 1 AND payouts = 1 AND releases = 0
+                AND reversals = 1)
+        OR (p.status = :failed AND holds = releases AND holds <= 1 AND payouts = 0
+                AND reversals = 0)
+        OR (p.status = :queued AND holds = 0 AND payouts = 0 AND releases = 0 AND reversals = 0)
+    )
+    ORDER BY p.id
+    LIMIT 100
+    """
+).bindparams(bindparam("in_flight", value=IN_FLIGHT, expanding=True))
+
+
 def _money(value: Decimal) -> str:
     return format_amount(Decimal(value))
 
@@ -157,6 +194,14 @@ async def reconcile(session: AsyncSession) -> list[str]:
         f"merchant {merchant} held {_money(held)} but its payouts in flight "
         f"({', '.join(IN_FLIGHT)}) total {_money(in_flight)}"
         for merchant, held, in_flight in await _rows(session, _HELD_VERSUS_IN_FLIGHT)
+    ]
+    statuses = {status.name.lower(): status.value for status in TERMINAL_OR_QUEUED}
+    problems += [
+        f"payout {payout} is {status} but its hold cycle {cycle} has {holds} HOLD, "
+        f"{payouts} PAYOUT, {releases} RELEASE and {reversals} REVERSAL journals"
+        for payout, status, cycle, holds, payouts, releases, reversals in await _rows(
+            session, _STATUS_VERSUS_JOURNALS, **kinds, **statuses
+        )
     ]
     return problems
 

@@ -111,6 +111,17 @@ async def _status_without_ledger(session: AsyncSession, merchant_id: str, payout
     await session.execute(update(Payout).where(Payout.id == payout_id).values(status="PROCESSING"))
 
 
+def _status(status: PayoutStatus) -> Corruption:
+    """The paid payout's status changed alone: its journals say otherwise."""
+
+    async def corrupt(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+        await session.execute(
+            update(Payout).where(Payout.id == payout_id).values(status=status.value)
+        )
+
+    return corrupt
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -118,6 +129,11 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "negative available": (_negative_available, "is negative"),
     "hold settled twice": (_posted_and_released, "postings/releases"),
     "held differs from payouts in flight": (_status_without_ledger, "payouts in flight"),
+    "paid payout said FAILED": (_status(PayoutStatus.FAILED), "is FAILED but its hold cycle"),
+    "payout said REVERSED, never reversed": (
+        _status(PayoutStatus.REVERSED),
+        "is REVERSED but its hold cycle 1 has 1 HOLD, 1 PAYOUT, 0 RELEASE and 0 REVERSAL",
+    ),
 }
 
 
