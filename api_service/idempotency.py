@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import itemgetter
 from typing import Annotated, Any
@@ -83,11 +83,13 @@ def canonical_json(node: Any) -> str:
 RACE_RETRIES = 3
 
 
-async def _retrying_lost_races(session: AsyncSession, attempt: Operation) -> tuple[int, bytes]:
+async def _retrying_lost_races(
+    session: AsyncSession, attempt: Operation, *, rolled_back: Callable[[], None]
+) -> tuple[int, bytes]:
     """Run and commit `attempt`; again from scratch when it lost a race that a fresh transaction
     settles: InnoDB picked it as a deadlock's victim (e.g. two creates that waited on one
     reference whose first insert rolled back), or its work was judged on a read that another
-    request's commit made stale (JudgedOnStaleState)."""
+    request's commit made stale (JudgedOnStaleState). `rolled_back` after each rollback."""
     for retry in range(RACE_RETRIES + 1):
         last = retry == RACE_RETRIES
         try:
@@ -101,6 +103,7 @@ async def _retrying_lost_races(session: AsyncSession, attempt: Operation) -> tup
             if last:
                 raise stale.refusal from stale
         await session.rollback()
+        rolled_back()
     raise AssertionError("unreachable")
 
 
@@ -157,6 +160,8 @@ class Idempotency:
     ttl_seconds: int
     quota: KeyQuota
     seal: ResponseSeal
+    # What the claim's quota count added to the shared counter, until its transaction ends.
+    _counted: int | None = field(default=None, init=False)
 
     async def run(
         self, request: Request, session: AsyncSession, operation: Operation, *, sealed: bool = False
@@ -202,7 +207,9 @@ class Idempotency:
         self, session: AsyncSession, fingerprint: str, attempt: Operation
     ) -> Response:
         try:
-            status_code, body = await _retrying_lost_races(session, attempt)
+            status_code, body = await _retrying_lost_races(
+                session, attempt, rolled_back=self._claim_rolled_back
+            )
         except Replay as replay:
             await session.rollback()
             return replay.response
@@ -211,6 +218,7 @@ class Idempotency:
             raise
         except ApiError as error:
             await session.rollback()
+            self._claim_rolled_back()
             if error.status_code >= 500:
                 raise
             refusal = error_body(error.code, error.message, self.request_id, error.details)
@@ -218,8 +226,16 @@ class Idempotency:
         except BaseException:
             # Also a failed commit: the claim goes with the work, so the client may retry.
             await session.rollback()
+            self._claim_rolled_back()
             raise
+        self._counted = None
         return json_response(body, status_code)
+
+    def _claim_rolled_back(self) -> None:
+        """The transaction that claimed (and counted) the key rolled back: so does its count."""
+        if self._counted is not None:
+            self.quota.uncount(self.merchant_id, added=self._counted)
+            self._counted = None
 
     def _this_key(self) -> dict[str, str]:
         """The parameters of _THIS_KEY: this merchant's row of this key."""
@@ -249,11 +265,17 @@ class Idempotency:
             except IntegrityError:
                 await session.rollback()
             except OperationalError as error:
-                if database_error_code(error) != LOCK_WAIT_TIMEOUT:
+                code = database_error_code(error)
+                if code == LOCK_WAIT_TIMEOUT:
+                    raise IdempotencyKeyInUse from error
+                if code != DEADLOCK:
                     raise
-                raise IdempotencyKeyInUse from error
+                # Copies of a request inserting the key at once: InnoDB's duplicate-insert
+                # deadlock. Its victim is rolled back whole (the claim is its first write) and
+                # looks for the answer like a copy that found the key taken.
+                await session.rollback()
             else:
-                await self.quota.count(session, self.merchant_id)
+                self._counted = await self.quota.count(session, self.merchant_id)
                 return
             if await self._replay_or_forget(session, fingerprint):
                 continue
@@ -300,6 +322,10 @@ class Idempotency:
                 await session.commit()
             except Replay as replay:  # another request with this key answered meanwhile
                 return replay.response
+            except BaseException:
+                self._claim_rolled_back()
+                raise
+        self._counted = None
         return json_response(body, error.status_code, error.headers)
 
 

@@ -106,7 +106,9 @@ class KeyQuota:
     of that merchant. Each API process counts `batch` keys (a thousandth of the quota) before it
     adds them to the shared counter, so a merchant can exceed the quota by less than `batch` keys
     per API process; a quota under 1,000 is counted exactly. Once over, this process refuses the
-    merchant until the day ends."""
+    merchant until the day ends. A key counted in a transaction that rolls back is given back
+    (`uncount`): a refused request stores its refusal under its key in a second transaction,
+    which counts it again."""
 
     per_day: int
     _pending: dict[str, int] = field(default_factory=dict)
@@ -116,19 +118,27 @@ class KeyQuota:
     def batch(self) -> int:
         return max(1, self.per_day // 1000)
 
-    async def count(self, session: AsyncSession, merchant_id: str) -> None:
-        """Count one key stored in the caller's transaction; IdempotencyQuotaExceeded when over."""
+    async def count(self, session: AsyncSession, merchant_id: str) -> int:
+        """Count one key stored in the caller's transaction; IdempotencyQuotaExceeded when over.
+        How many keys it added to the shared counter in that transaction (0: none yet)."""
         today = int(time.time()) // IDEMPOTENCY_KEYS_PER_DAY.window_seconds
         if self._refused_on.get(merchant_id) == today:
             raise _over_quota()
         pending = self._pending.get(merchant_id, 0) + 1
         if pending < self.batch:
             self._pending[merchant_id] = pending
-            return
+            return 0
         self._pending[merchant_id] = 0
         if await count_hit(session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, pending) > self.per_day:
             self._refused_on[merchant_id] = today
             raise _over_quota()
+        return pending
+
+    def uncount(self, merchant_id: str, *, added: int) -> None:
+        """The transaction of a `count` that returned `added` rolled back: its key was not
+        stored, and the other keys it added to the shared counter are pending again."""
+        pending = self._pending.get(merchant_id, 0) - 1 + added
+        self._pending[merchant_id] = max(pending, 0)
 
 
 def _over_quota() -> IdempotencyQuotaExceeded:

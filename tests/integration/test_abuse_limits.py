@@ -26,9 +26,10 @@ from api_service.deps import CurrentMerchant
 from api_service.idempotency import REPLAYED_HEADER
 from api_service.payouts.service import find_payout
 from api_service.psp.service import accept_psp_outcome
+from api_service.usage_limits import IDEMPOTENCY_KEYS_PER_DAY
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import IdempotencyKey, Merchant
+from contracts.db.models import IdempotencyKey, Merchant, UsageCounter
 from contracts.domain.statuses import PspOutcome
 from contracts.logging import ContextFilter, JsonFormatter
 from contracts.settings import Environment, Settings
@@ -224,6 +225,30 @@ async def test_concurrent_new_keys_never_exceed_the_quota(
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [200] * KEYS_PER_DAY + [429] * (12 - KEYS_PER_DAY)
     assert await _stored_keys(sessions, merchant) == KEYS_PER_DAY
+
+
+async def test_a_refused_request_counts_its_key_once(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Its key was counted by the work's transaction, which rolled back, and again by the one that
+    stored the refusal: a merchant whose requests were all refused ran out at half its quota."""
+    merchant = await make_merchant()
+    refused = {"destType": "WALLET", "walletCode": "JAZZCASH"}  # no accountNumber: 400
+    async with app_client(idempotency_keys_per_merchant_per_day=2000) as client:  # batches of 2
+        for _ in range(10):
+            answer = await client.post(
+                f"{API}/verify-account", json=refused, headers=auth(merchant)
+            )
+            assert answer.status_code == 400, answer.text
+    async with sessions() as session:
+        counted = await session.scalar(
+            select(UsageCounter.hits).where(
+                UsageCounter.merchant_id == merchant.merchant_id,
+                UsageCounter.meter == IDEMPOTENCY_KEYS_PER_DAY.name,
+            )
+        )
+    assert await _stored_keys(sessions, merchant) == 10
+    assert counted in (8, 10), counted  # at most one batch still pending in the process
 
 
 # --- failed authentications ----------------------------------------------------------------------
