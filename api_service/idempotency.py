@@ -33,6 +33,7 @@ from api_service.errors import (
     InvalidIdempotencyKey,
     JudgedOnStaleState,
     MissingIdempotencyKey,
+    UnsupportedMediaType,
 )
 from api_service.request_body import json_document
 from api_service.sealed_responses import ResponseSeal
@@ -115,8 +116,14 @@ class Replay(Exception):
         self.response = response
 
 
-# Refusals that belong to the key's other use (or to the quota), never stored under this key.
-NOT_STORED = (IdempotencyKeyInUse, IdempotencyKeyReused, IdempotencyQuotaExceeded)
+# Refusals never stored under this key: those of the key's other use, of the quota, and of the
+# body's Content-Type (not in the fingerprint: the body sent again labelled as JSON must run).
+NOT_STORED = (
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    IdempotencyQuotaExceeded,
+    UnsupportedMediaType,
+)
 
 
 # The statements of every keyed request, built once (bind parameters `b_*` only) so that a request

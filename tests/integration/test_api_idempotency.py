@@ -413,3 +413,22 @@ async def test_a_body_with_a_key_twice_and_its_correction_are_two_requests(
     assert_error(refused, 400, "VALIDATION_ERROR", "amount")
     corrected = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
     assert_error(corrected, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+async def test_a_415_is_not_stored_so_the_body_labelled_as_json_runs_under_the_same_key(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """What `curl -d` sends (form-encoded): the 415 was replayed for 24 h to the fixed request."""
+    merchant, key = await make_merchant(), new_key()
+    body = orjson.dumps(payout_body())
+    mislabelled = {**auth(merchant, key), "Content-Type": "application/x-www-form-urlencoded"}
+    refused = await api_client.post(f"{API}/payouts", content=body, headers=mislabelled)
+    assert refused.status_code == 415
+
+    fixed = await api_client.post(
+        f"{API}/payouts",
+        content=body,
+        headers={**auth(merchant, key), "Content-Type": "application/json"},
+    )
+
+    assert fixed.status_code == 201, fixed.text
