@@ -187,3 +187,20 @@ async def test_filters_status_reference_and_creation_window(
         startingAfter=combined["pagination"]["nextCursor"],
     )
     assert _ids(rest) == [payouts[4]["id"], payouts[2]["id"], payouts[1]["id"]]
+
+
+async def test_created_to_a_payouts_own_created_at_includes_it(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """createdAt is shown to the millisecond and stored to the microsecond: a createdTo of a
+    payout's own createdAt left it out."""
+    merchant = await make_merchant()
+    created_at = (await create_payout(api_client, merchant))["createdAt"]
+
+    response = await api_client.get(
+        f"{API}/payouts",
+        params={"createdFrom": created_at, "createdTo": created_at},
+        headers=auth(merchant, ""),
+    )
+
+    assert [p["createdAt"] for p in response.json()["data"]["payouts"]] == [created_at]
