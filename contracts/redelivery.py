@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.topology import (
     LAST_ERROR_HEADER,
+    OUTAGE_COUNT_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
     RETRY_DUE_HEADER,
@@ -26,7 +27,12 @@ from contracts.topology import (
 
 # A waiting webhook retry's own: set again by whoever sends it on to wait.
 WAITING_RETRY_HEADERS = (RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER)
-RETRY_BOOKKEEPING = (LAST_ERROR_HEADER, RETRY_COUNT_HEADER, *WAITING_RETRY_HEADERS)
+RETRY_BOOKKEEPING = (
+    LAST_ERROR_HEADER,
+    RETRY_COUNT_HEADER,
+    OUTAGE_COUNT_HEADER,
+    *WAITING_RETRY_HEADERS,
+)
 
 log = logging.getLogger("redelivery")
 
@@ -35,7 +41,16 @@ MAX_ERROR_LENGTH = 500
 
 def retry_count(headers: Mapping[str, Any] | None) -> int:
     """How many attempts at this message failed so far (0 on first delivery)."""
-    raw = (headers or {}).get(RETRY_COUNT_HEADER, 0)
+    return _count(headers, RETRY_COUNT_HEADER)
+
+
+def outage_count(headers: Mapping[str, Any] | None) -> int:
+    """How many outages (the database down) this message has waited out in a row."""
+    return _count(headers, OUTAGE_COUNT_HEADER)
+
+
+def _count(headers: Mapping[str, Any] | None, name: str) -> int:
+    raw = (headers or {}).get(name, 0)
     try:
         return max(int(raw), 0)
     except (TypeError, ValueError):

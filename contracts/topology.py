@@ -24,6 +24,7 @@ DELIVERY_LIMIT = 10
 
 # Our own headers (RabbitMQ >= 3.13 ignores a client-sent x-death).
 RETRY_COUNT_HEADER = "x-payouts-retry-count"
+OUTAGE_COUNT_HEADER = "x-payouts-outage-retries"  # outages waited out since the last real failure
 LAST_ERROR_HEADER = "x-payouts-last-error"
 # When a waiting webhook retry is due on its merchant's sandbox clock, and the clock's offset its
 # wait was measured under (contracts.webhooks).

@@ -5,7 +5,8 @@ do when that fails.
   with the validation error in a header (contracts.redelivery.dead_lettering_decoder);
 - UnknownPayout can never succeed: dead-lettered at once, with the reason;
 - an outage (contracts.db.outages: database or connection down, deadlock, lock-wait timeout,
-  pool timeout) is not the message's fault: retried after the delay for as long as it lasts;
+  pool timeout) is not the message's fault: retried for as long as it lasts, the delay doubling
+  up to MAX_OUTAGE_DELAY_SECONDS, and not counted against `max_retries`;
 - any other error is retried `max_retries` times, then dead-lettered with its last error.
 
 Messages whose work judges copies itself may also run together, in one transaction
@@ -25,13 +26,23 @@ from contracts.db.engine import SessionFactory, transaction
 from contracts.db.outages import is_outage
 from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
-from contracts.redelivery import dead_letter, republish, retry_count
-from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WorkQueue
+from contracts.redelivery import dead_letter, outage_count, republish, retry_count
+from contracts.topology import (
+    MERCHANT_ID_HEADER,
+    OUTAGE_COUNT_HEADER,
+    PAYOUT_ID_HEADER,
+    RETRY_COUNT_HEADER,
+    WorkQueue,
+)
 from processor_service.handlers import Context, UnknownPayout
 from processor_service.inbox import first_delivery
 from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
 
 log = logging.getLogger("processor")
+
+# The longest wait between retries of a message during an outage: a waiting message holds up
+# those queued behind it in the retry queue (TTL expires only at its head), so not long.
+MAX_OUTAGE_DELAY_SECONDS = 15.0
 
 Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
 # The work of several messages in one transaction: a status (or None) per message, in order.
@@ -126,7 +137,10 @@ class Consumer:
     ) -> None:
         attempts = retry_count(message.headers)
         description = f"{type(error).__name__}: {error}"
-        if not is_outage(error) and attempts >= self.max_retries:
+        if is_outage(error):
+            await self._wait_out_outage(message, queue, description, attempts)
+            return
+        if attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
             MESSAGES.labels(queue.name, "dead_lettered").inc()
             await dead_letter(self.broker, message, queue=queue, error=description)
@@ -139,6 +153,29 @@ class Consumer:
             queue=queue.retry_queue(1),
             error=description,
             delay_seconds=self.retry_delay_seconds,
+            headers={OUTAGE_COUNT_HEADER: 0},
+        )
+
+    async def _wait_out_outage(
+        self, message: RabbitMessage, queue: WorkQueue, description: str, attempts: int
+    ) -> None:
+        """Retried later, longer each time the outage is still there (a backlog would otherwise
+        cycle through the retry queue at the first delay for as long as it lasts), with its
+        count of real failures unchanged: an outage is not the message's fault."""
+        outages = outage_count(message.headers) + 1
+        longest = max(MAX_OUTAGE_DELAY_SECONDS, self.retry_delay_seconds)
+        delay = min(self.retry_delay_seconds * 2 ** min(outages - 1, 16), longest)
+        MESSAGES.labels(queue.name, "retried").inc()
+        log.warning(
+            "message %s: %s; retrying in %.1fs", message.message_id, description[:200], delay
+        )
+        await republish(
+            self.broker,
+            message,
+            queue=queue.retry_queue(1),
+            error=description,
+            delay_seconds=delay,
+            headers={RETRY_COUNT_HEADER: attempts, OUTAGE_COUNT_HEADER: outages},
         )
 
 
