@@ -50,8 +50,11 @@ WorkTogether = Callable[[AsyncSession, Sequence[Context]], Awaitable[Sequence[Pa
 
 
 def message_key(message: RabbitMessage) -> str:
-    """The outbox id the relay set; a hand-published message falls back to its body's digest."""
-    return message.message_id or "sha256:" + hashlib.sha256(message.body).hexdigest()
+    """The outbox id the relay set; a message published without one (by hand) falls back to its
+    body's digest. Read from the AMQP message itself: FastStream gives a message without an id
+    a random one of its own, which made each copy of it pass for a new message."""
+    message_id: str | None = message.raw_message.message_id
+    return message_id or "sha256:" + hashlib.sha256(message.body).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Consumer:
 
     def context(self, message: RabbitMessage) -> Context:
         return Context(
-            correlation_id=message.correlation_id or None,
+            correlation_id=message.raw_message.correlation_id or None,
             retry_delay_ms=int(self.retry_delay_seconds * 1000),
         )
 
@@ -75,7 +78,7 @@ class Consumer:
         context = self.context(message)
         headers = message.headers or {}
         with bind_log_context(
-            correlation_id=message.correlation_id or None,
+            correlation_id=message.raw_message.correlation_id or None,
             payout_id=headers.get(PAYOUT_ID_HEADER),
             merchant_id=headers.get(MERCHANT_ID_HEADER),
         ):

@@ -3,6 +3,7 @@ every scenario of the contract's table, the retry through the broker, idempotent
 dead-lettering, and PSP callbacks (IPN and sandbox)."""
 
 import asyncio
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select
 
 from cli.merchants import NewMerchant, create_merchant
@@ -43,6 +46,7 @@ from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
+from tests.support.infrastructure import TEST_VHOST, Infrastructure
 
 OPENING_BALANCE = Decimal("1000000.00")
 HOLD, PAYOUT, RELEASE, REVERSAL = "HOLD", "PAYOUT", "RELEASE", "REVERSAL"
@@ -760,3 +764,53 @@ async def _status_is(sessions: SessionFactory, payout_id: str, status: str) -> P
     state = await state_of(sessions, payout_id)
     assert state.payout.status == status, state.events
     return state
+
+
+async def publish_by_hand(infrastructure: Infrastructure, body: bytes) -> None:
+    """As an operator does in the management UI: no message id (aio-pika always sets one)."""
+    parts = urlsplit(infrastructure.management_url)
+    base = f"http://{parts.hostname}:{parts.port or 15672}"
+    auth = (parts.username or "guest", parts.password or "guest")
+    path = f"/api/exchanges/{quote(TEST_VHOST, safe='')}/{COMMANDS_EXCHANGE}/publish"
+    message = {
+        "properties": {"delivery_mode": 2, "content_type": "application/json"},
+        "routing_key": PROCESS_PAYOUT_KEY,
+        "payload": body.decode(),
+        "payload_encoding": "string",
+    }
+    async with httpx.AsyncClient(base_url=base, auth=auth) as client:
+        answer = await client.post(path, json=message)
+    assert answer.json() == {"routed": True}, answer.text
+
+
+@pytest.mark.usefixtures("processor")
+async def test_copies_of_a_command_published_without_a_message_id_are_one_message(
+    api_client: httpx.AsyncClient, sessions: SessionFactory, infrastructure: Infrastructure
+) -> None:
+    """A hand-published command (no message id, no attempt named: the inbox judges it) is known
+    by its body's digest. FastStream gave it a random id, so each copy was a new message."""
+    created = await new_payout(api_client, sessions, "0001", "SUCCESS", events=3)
+    merchant_id = created.merchant.merchant_id
+    body = ProcessPayout(payout_id=created.payout_id, merchant_id=merchant_id).to_json()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def duplicates() -> float:
+        labels = {"queue": PAYOUT_COMMANDS.name, "result": "duplicate"}
+        return REGISTRY.get_sample_value("payouts_processor_messages_total", labels) or 0.0
+
+    seen_before = duplicates()
+    for _ in range(2):
+        await publish_by_hand(infrastructure, body)
+
+    async def duplicate_seen() -> None:
+        assert duplicates() == seen_before + 1
+
+    await eventually(duplicate_seen)
+    async with sessions() as session:
+        keys = await session.scalar(
+            select(func.count())
+            .select_from(ProcessedMessage)
+            .where(ProcessedMessage.consumer == PAYOUT_COMMANDS.name)
+            .where(ProcessedMessage.message_id == digest)
+        )
+    assert keys == 1
