@@ -61,13 +61,16 @@ class MicroBatcher(Generic[T, R]):
         return await result
 
     async def aclose(self) -> None:
-        """Stop the workers; call it once no caller waits any more."""
+        """Stop the workers; call it once no caller waits any more. A caller still waiting is
+        cancelled (left waiting, its task hung until the loop closed)."""
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
             with suppress(asyncio.CancelledError):
                 await worker
         self._workers = []
+        while not self._waiting.empty():
+            self._waiting.get_nowait().result.cancel()
 
     async def _run(self) -> None:
         while True:
@@ -78,10 +81,15 @@ class MicroBatcher(Generic[T, R]):
         that queued while the previous batch ran are taken at once."""
         first = await self._waiting.get()
         batch = [first]
-        with suppress(TimeoutError):
-            async with asyncio.timeout_at(first.at + self.window_seconds):
-                while len(batch) < self.max_size:
-                    batch.append(await self._waiting.get())
+        try:
+            with suppress(TimeoutError):
+                async with asyncio.timeout_at(first.at + self.window_seconds):
+                    while len(batch) < self.max_size:
+                        batch.append(await self._waiting.get())
+        except asyncio.CancelledError:  # closing while gathering: nobody will handle these
+            for submitted in batch:
+                submitted.result.cancel()
+            raise
         return batch
 
     async def _flush(self, batch: list[_Submitted[T, R]]) -> None:

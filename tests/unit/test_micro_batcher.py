@@ -108,3 +108,34 @@ def test_a_batcher_needs_a_worker_and_room_for_an_item() -> None:
         MicroBatcher(handle, window_seconds=0, max_size=0)
     with pytest.raises(ValueError):
         MicroBatcher(handle, window_seconds=0, max_size=1, workers=0)
+
+
+async def test_closing_cancels_the_callers_it_will_not_answer() -> None:
+    """An item the worker had taken while it gathered a batch, and one still queued behind a
+    running batch: their callers waited for ever once the batcher closed."""
+    running = asyncio.Event()
+
+    async def hold(items: Sequence[int]) -> list[int]:
+        running.set()
+        await asyncio.Event().wait()  # never answers
+        return list(items)
+
+    gathering = MicroBatcher(Recorder().handle, window_seconds=60, max_size=10)
+    taken = asyncio.create_task(gathering.submit(1))
+    held: MicroBatcher[int, int] = MicroBatcher(hold, window_seconds=0, max_size=1)
+    handled = asyncio.create_task(held.submit(1))
+    await running.wait()
+    queued = asyncio.create_task(held.submit(2))
+    for _ in range(1000):  # until the worker took item 1 (white box), and item 2 is queued
+        if gathering._waiting.empty() and not held._waiting.empty():
+            break
+        await asyncio.sleep(0)
+    assert gathering._waiting.empty() and not held._waiting.empty()
+
+    await gathering.aclose()
+    await held.aclose()
+
+    results = await asyncio.wait_for(
+        asyncio.gather(taken, handled, queued, return_exceptions=True), timeout=5
+    )
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
