@@ -278,26 +278,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_attempts_delivery", table_name="webhook_attempts")
+    # Tables only: a table takes its indexes with it, and an index a foreign key needs cannot be
+    # dropped before its table (MariaDB and MySQL 8 refuse it, errno 1553).
     op.drop_table("webhook_attempts")
-    op.drop_index("ix_deliveries_status", table_name="webhook_deliveries")
-    op.drop_index("ix_deliveries_merchant_created", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
-    op.drop_index("ix_ledger_lines_merchant_id", table_name="ledger_lines")
     op.drop_table("ledger_lines")
     op.drop_table("psp_callbacks")
-    op.drop_index("ix_events_merchant_created", table_name="payout_events")
     op.drop_table("payout_events")
     op.drop_table("ledger_journals")
-    op.drop_index("ix_payouts_status_updated", table_name="payouts")
-    op.drop_index("ix_payouts_merchant_status_created", table_name="payouts")
-    op.drop_index("ix_payouts_merchant_created", table_name="payouts")
     op.drop_table("payouts")
-    op.drop_index("ix_idempotency_expires", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
     op.drop_table("balances")
     op.drop_table("processed_messages")
-    op.drop_index("ix_outbox_unsent", table_name="outbox")
     op.drop_table("outbox")
     op.drop_table("merchants")
     op.drop_table("directory_institutions")

@@ -20,6 +20,10 @@ down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The index the server made for psp_callbacks' payout_id foreign key in 0001 (named after the
+# column), which it dropped by itself when this revision's (payout_id, accept_seq) came.
+FOREIGN_KEY_INDEX = "payout_id"
+
 
 def upgrade() -> None:
     op.add_column("payouts", sa.Column("accepted_outcome", sa.String(20), nullable=True))
@@ -36,11 +40,17 @@ def upgrade() -> None:
         "UPDATE psp_callbacks c JOIN payouts p ON p.id = c.payout_id"
         " SET c.hold_cycle = p.hold_cycle, c.applied_at = c.received_at"
     )
+    # The downgrade gives the payout_id foreign key an index of its own; the new one serves it
+    # again now (the implicit index of a fresh schema went by itself when the new one came).
+    indexes = {index["name"] for index in sa.inspect(op.get_bind()).get_indexes("psp_callbacks")}
+    if FOREIGN_KEY_INDEX in indexes:
+        op.drop_index(FOREIGN_KEY_INDEX, table_name="psp_callbacks")
 
 
 def downgrade() -> None:
-    # The payout_id foreign key leans on the new index since its own was dropped for it.
-    op.create_index("ix_psp_callbacks_payout", "psp_callbacks", ["payout_id"])
+    # The payout_id foreign key leans on the new index since its own was dropped for it: the
+    # index it had, under the name the server gave it.
+    op.create_index(FOREIGN_KEY_INDEX, "psp_callbacks", ["payout_id"])
     op.execute(
         "ALTER TABLE psp_callbacks"
         " DROP INDEX ix_psp_callbacks_payout_seq,"

@@ -33,7 +33,7 @@ class Infrastructure:
     management_url: str  # http://user:pass@host:15672
 
 
-def _with_database(url: str, database: str) -> str:
+def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
@@ -102,7 +102,7 @@ def provide_infrastructure() -> Iterator[Infrastructure]:
         if not amqp_url:
             amqp_url = stack.enter_context(_rabbitmq_container())
         infra = Infrastructure(
-            database_url=_with_database(database_url, TEST_DATABASE),
+            database_url=with_database(database_url, TEST_DATABASE),
             amqp_url=with_vhost(amqp_url, TEST_VHOST),
             management_url=management_url_for(amqp_url),
         )

@@ -1,0 +1,76 @@
+"""Every migration's downgrade, on a database of its own: each revision taken down a step and up
+again leaves the schema exactly as the upgrades made it, and the whole chain goes down to base.
+(0001's downgrade dropped an index a foreign key needed, and 0007's upgrade kept the index its
+downgrade adds, so a second downgrade failed.)"""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from migrations.runner import alembic_config
+from tests.support.infrastructure import TEST_DATABASE, Infrastructure, with_database
+
+_COUNTER = re.compile(r" AUTO_INCREMENT=\d+")
+# The index the server makes for a foreign key is named after the column in a CREATE TABLE and
+# after the constraint (`<table>_ibfk_<n>`) in an ALTER TABLE: the same index either way.
+_FOREIGN_KEY_INDEX = re.compile(r"KEY `\w+_ibfk_\d+` \(`(\w+)`\)")
+
+
+@pytest.fixture
+async def scratch_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    database = f"{TEST_DATABASE}_migrations"
+    engine = create_async_engine(with_database(infrastructure.database_url, ""))
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+        await connection.exec_driver_sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+    yield with_database(infrastructure.database_url, database)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
+    await engine.dispose()
+
+
+async def schema(url: str) -> dict[str, list[str]]:
+    """Each table's CREATE TABLE as a set of lines (columns, keys, options, in any order), but
+    its AUTO_INCREMENT counter and how its foreign keys' indexes are named."""
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        tables = [row[0] for row in await connection.exec_driver_sql("SHOW TABLES")]
+        created = {}
+        for table in tables:
+            row = (await connection.exec_driver_sql(f"SHOW CREATE TABLE `{table}`")).one()
+            normal = _FOREIGN_KEY_INDEX.sub(
+                r"KEY `\1` (`\1`)", _COUNTER.sub("", str(row._mapping["Create Table"]))
+            )
+            created[table] = sorted(line.strip().rstrip(",") for line in normal.splitlines())
+    await engine.dispose()
+    return created
+
+
+async def migrate(url: str, direction: str, revision: str) -> None:
+    """Alembic's own event loop runs in a thread of its own."""
+    run = command.upgrade if direction == "up" else command.downgrade
+    await asyncio.to_thread(run, alembic_config(url), revision)
+
+
+async def test_each_revision_goes_down_and_up_again_to_the_same_schema(scratch_url: str) -> None:
+    await migrate(scratch_url, "up", "head")
+    at_head = await schema(scratch_url)
+    script = ScriptDirectory.from_config(alembic_config(scratch_url))
+
+    for revision in script.walk_revisions():  # newest first; the database is at `revision`
+        below = revision.down_revision
+        assert below is None or isinstance(below, str), revision.revision  # no merges
+        made = await schema(scratch_url)
+        await migrate(scratch_url, "down", below or "base")
+        await migrate(scratch_url, "up", revision.revision)
+        assert await schema(scratch_url) == made, f"down and up again at {revision.revision}"
+        await migrate(scratch_url, "down", below or "base")
+
+    assert set(await schema(scratch_url)) == {"alembic_version"}
+    await migrate(scratch_url, "up", "head")
+    assert await schema(scratch_url) == at_head
