@@ -40,13 +40,11 @@ from contracts.topology import (
     PROCESS_PAYOUT_KEY,
     PSP_OUTCOMES,
     RETRY_COUNT_HEADER,
-    declare_topology_at,
 )
-from processor_service.app import create_processor
-from processor_service.relay_service import run_outbox_relay
 from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
 from tests.support.infrastructure import TEST_VHOST, Infrastructure
+from tests.support.processing import running_processor_and_relay
 
 OPENING_BALANCE = Decimal("1000000.00")
 HOLD, PAYOUT, RELEASE, REVERSAL = "HOLD", "PAYOUT", "RELEASE", "REVERSAL"
@@ -58,19 +56,10 @@ HANDLER_RETRIES = 2
 @pytest.fixture(scope="module")
 async def processor(settings: Settings) -> AsyncIterator[None]:
     """The processor app and an outbox relay loop, both in this process."""
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
     # Fewer handler retries than in production, so that a failing message dead-letters fast.
     quick = settings.model_copy(update={"processor_max_handler_retries": HANDLER_RETRIES})
-    stop = asyncio.Event()
-    relay = asyncio.create_task(run_outbox_relay(settings, stop))
-    try:
-        async with create_processor(quick):
-            yield
-    finally:
-        stop.set()
-        await relay
+    async with running_processor_and_relay(quick):
+        yield
 
 
 async def new_merchant(sessions: SessionFactory) -> NewMerchant:

@@ -1,7 +1,6 @@
 """With PAYOUTS_ENV=production the scripted suffixes 0006-0009 are test mode only (CONTRACT.md):
 such an account is "anything else", a payout that succeeds with nothing scheduled."""
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,28 +10,18 @@ from sqlalchemy import func, select
 from contracts.db.engine import SessionFactory
 from contracts.db.models import ScheduledAction
 from contracts.settings import Environment, Settings
-from contracts.topology import declare_topology_at
-from processor_service.app import create_processor
-from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
 from tests.integration.test_sandbox_clock import OPENING, create, reaches
+from tests.support.processing import running_processor_and_relay
 
 
 @pytest.fixture(scope="module")
 async def production_processor(settings: Settings) -> AsyncIterator[None]:
     """A processor and an outbox relay in production mode."""
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
-    production = settings.model_copy(update={"env": Environment.PRODUCTION})
-    stop = asyncio.Event()
-    relay = asyncio.create_task(run_outbox_relay(production, stop))
-    try:
-        async with create_processor(production):
-            yield
-    finally:
-        stop.set()
-        await relay
+    async with running_processor_and_relay(
+        settings.model_copy(update={"env": Environment.PRODUCTION})
+    ):
+        yield
 
 
 @pytest.mark.usefixtures("production_processor")

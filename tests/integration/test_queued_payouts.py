@@ -21,15 +21,14 @@ from contracts.funding import top_up_and_start_queued
 from contracts.payout_queue import expire_merchant_queue, expire_queued_payouts
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
-from contracts.topology import PROCESS_PAYOUT_KEY, declare_topology_at
+from contracts.topology import PROCESS_PAYOUT_KEY
 from processor_service import transitions
-from processor_service.app import create_processor
-from processor_service.relay_service import run_outbox_relay
 from processor_service.transitions import PayoutChange
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
+from tests.support.processing import running_processor_and_relay
 from tests.support.statements import counting_statements
 
 EXPIRY = timedelta(hours=72)
@@ -369,17 +368,8 @@ async def test_concurrent_top_ups_and_creates_start_queued_payouts_in_order_once
 @pytest.fixture
 async def processor(settings: Settings) -> AsyncIterator[None]:
     """The processor app and an outbox relay loop, both in this process."""
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
-    stop = asyncio.Event()
-    relay = asyncio.create_task(run_outbox_relay(settings, stop))
-    try:
-        async with create_processor(settings):
-            yield
-    finally:
-        stop.set()
-        await relay
+    async with running_processor_and_relay(settings):
+        yield
 
 
 async def test_a_queued_payout_is_paid_out_after_a_top_up(

@@ -3,7 +3,6 @@ its scheduler loop) and an outbox relay in this process: the scripted suffixes 0
 their final states only when a merchant's clock passes their steps, exactly once; clocks are
 per merchant; ON_HOLD / IN_REVIEW payouts expire after the decision window."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,14 +20,12 @@ from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import PayoutEvent, SandboxClock, ScheduledAction
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
-from contracts.topology import declare_topology_at
-from processor_service.app import create_processor
-from processor_service.relay_service import run_outbox_relay
 from processor_service.scheduler import claim_action_due_ahead, claim_due_action
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
+from tests.support.processing import running_processor_and_relay
 from tests.support.statements import explain
 
 OPENING = Decimal("1000000.00")
@@ -39,18 +36,9 @@ HOUR = 3600
 @pytest.fixture(scope="module")
 async def processor(settings: Settings) -> AsyncIterator[None]:
     """The processor app (consumers and scheduler loop) and an outbox relay loop."""
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
     quick = settings.model_copy(update={"scheduler_poll_interval_seconds": 0.1})
-    stop = asyncio.Event()
-    relay = asyncio.create_task(run_outbox_relay(settings, stop))
-    try:
-        async with create_processor(quick):
-            yield
-    finally:
-        stop.set()
-        await relay
+    async with running_processor_and_relay(quick):
+        yield
 
 
 async def create(
