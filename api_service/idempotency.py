@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from operator import itemgetter
 from typing import Annotated, Any
 
@@ -85,12 +86,12 @@ RACE_RETRIES = 3
 
 
 async def _retrying_lost_races(
-    session: AsyncSession, attempt: Operation, *, rolled_back: Callable[[], None]
+    session: AsyncSession, attempt: Operation, *, roll_back: Callable[[], Awaitable[None]]
 ) -> tuple[int, bytes]:
     """Run and commit `attempt`; again from scratch when it lost a race that a fresh transaction
     settles: InnoDB picked it as a deadlock's victim (e.g. two creates that waited on one
     reference whose first insert rolled back), or its work was judged on a read that another
-    request's commit made stale (JudgedOnStaleState). `rolled_back` after each rollback."""
+    request's commit made stale (JudgedOnStaleState). `roll_back` ends a lost attempt."""
     for retry in range(RACE_RETRIES + 1):
         last = retry == RACE_RETRIES
         try:
@@ -103,8 +104,7 @@ async def _retrying_lost_races(
         except JudgedOnStaleState as stale:
             if last:
                 raise stale.refusal from stale
-        await session.rollback()
-        rolled_back()
+        await roll_back()
     raise AssertionError("unreachable")
 
 
@@ -215,31 +215,30 @@ class Idempotency:
     ) -> Response:
         try:
             status_code, body = await _retrying_lost_races(
-                session, attempt, rolled_back=self._claim_rolled_back
+                session, attempt, roll_back=partial(self._roll_back, session)
             )
         except Replay as replay:
-            await session.rollback()
+            await self._roll_back(session)
             return replay.response
         except NOT_STORED:
-            await session.rollback()
+            await self._roll_back(session)
             raise
         except ApiError as error:
-            await session.rollback()
-            self._claim_rolled_back()
+            await self._roll_back(session)
             if error.status_code >= 500:
                 raise
             refusal = error_body(error.code, error.message, self.request_id, error.details)
             return await self._store_refusal(fingerprint, error, refusal)
         except BaseException:
             # Also a failed commit: the claim goes with the work, so the client may retry.
-            await session.rollback()
-            self._claim_rolled_back()
+            await self._roll_back(session)
             raise
-        self._counted = None
         return json_response(body, status_code)
 
-    def _claim_rolled_back(self) -> None:
-        """The transaction that claimed (and counted) the key rolled back: so does its count."""
+    async def _roll_back(self, session: AsyncSession) -> None:
+        """End the transaction that claimed the key: its count against the quota goes with it
+        (the key is stored only if a refusal's transaction claims it again)."""
+        await session.rollback()
         if self._counted is not None:
             self.quota.uncount(self.merchant_id, added=self._counted)
             self._counted = None
@@ -330,9 +329,8 @@ class Idempotency:
             except Replay as replay:  # another request with this key answered meanwhile
                 return replay.response
             except BaseException:
-                self._claim_rolled_back()
+                await self._roll_back(session)
                 raise
-        self._counted = None
         return json_response(body, error.status_code, error.headers)
 
 
