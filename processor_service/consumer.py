@@ -78,7 +78,7 @@ class Consumer:
         context = self.context(message)
         headers = message.headers or {}
         with bind_log_context(
-            correlation_id=message.raw_message.correlation_id or None,
+            correlation_id=context.correlation_id,
             payout_id=headers.get(PAYOUT_ID_HEADER),
             merchant_id=headers.get(MERCHANT_ID_HEADER),
         ):
@@ -141,36 +141,25 @@ class Consumer:
         attempts = retry_count(message.headers)
         description = f"{type(error).__name__}: {error}"
         if is_outage(error):
-            await self._wait_out_outage(message, queue, description, attempts)
-            return
-        if attempts >= self.max_retries:
+            # Later each time the outage is still there (a backlog would otherwise cycle through
+            # the retry queue at the first delay while it lasts), and not the message's fault:
+            # its count of real failures stays.
+            outages = outage_count(message.headers) + 1
+            delay = self._outage_delay(outages)
+            bookkeeping = {RETRY_COUNT_HEADER: attempts, OUTAGE_COUNT_HEADER: outages}
+        elif attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
             MESSAGES.labels(queue.name, "dead_lettered").inc()
             await dead_letter(self.broker, message, queue=queue, error=description)
             return
-        MESSAGES.labels(queue.name, "retried").inc()
-        log.warning("message %s failed (%s); retrying", message.message_id, description[:200])
-        await republish(
-            self.broker,
-            message,
-            queue=queue.retry_queue(1),
-            error=description,
-            delay_seconds=self.retry_delay_seconds,
-            headers={OUTAGE_COUNT_HEADER: 0},
-        )
-
-    async def _wait_out_outage(
-        self, message: RabbitMessage, queue: WorkQueue, description: str, attempts: int
-    ) -> None:
-        """Retried later, longer each time the outage is still there (a backlog would otherwise
-        cycle through the retry queue at the first delay for as long as it lasts), with its
-        count of real failures unchanged: an outage is not the message's fault."""
-        outages = outage_count(message.headers) + 1
-        longest = max(MAX_OUTAGE_DELAY_SECONDS, self.retry_delay_seconds)
-        delay = min(self.retry_delay_seconds * 2 ** min(outages - 1, 16), longest)
+        else:
+            delay, bookkeeping = self.retry_delay_seconds, {OUTAGE_COUNT_HEADER: 0}
         MESSAGES.labels(queue.name, "retried").inc()
         log.warning(
-            "message %s: %s; retrying in %.1fs", message.message_id, description[:200], delay
+            "message %s failed (%s); retrying in %.1fs",
+            message.message_id,
+            description[:200],
+            delay,
         )
         await republish(
             self.broker,
@@ -178,8 +167,13 @@ class Consumer:
             queue=queue.retry_queue(1),
             error=description,
             delay_seconds=delay,
-            headers={RETRY_COUNT_HEADER: attempts, OUTAGE_COUNT_HEADER: outages},
+            headers=bookkeeping,
         )
+
+    def _outage_delay(self, outages: int) -> float:
+        """The retry delay, doubled for each outage met in a row, up to the longest wait."""
+        longest = max(MAX_OUTAGE_DELAY_SECONDS, self.retry_delay_seconds)
+        return min(self.retry_delay_seconds * 2.0 ** min(outages - 1, 16), longest)
 
 
 def _count(queue: WorkQueue, status: PayoutStatus | None) -> None:
