@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal_column, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import DATABASE_NOW
+from contracts.db.engine import database_now_plus
 from contracts.db.models import SandboxClock
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
@@ -46,7 +46,7 @@ def offset_seconds_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElem
 
 def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[datetime]:
     """The merchant's sandbox time, on the database's clock."""
-    return func.timestampadd(literal_column("SECOND"), offset_seconds_of(merchant_id), DATABASE_NOW)
+    return database_now_plus(offset_seconds_of(merchant_id))
 
 
 async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:

@@ -17,9 +17,15 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Select, delete, func, literal_column, select, update
+from sqlalchemy import Select, delete, select, update
 
-from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
+from contracts.db.engine import (
+    DATABASE_NOW,
+    SessionFactory,
+    database_now_plus,
+    transaction,
+    utcnow,
+)
 from contracts.db.models import SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
 from processor_service.handlers import apply_scheduled_action
@@ -50,7 +56,7 @@ def claim_action_due_ahead() -> Select[ScheduledAction]:
     the claim index by the furthest clock made one clock a year ahead read every pending action
     of every merchant, at each poll.) The clock's row is locked with the action's: an advance
     of that merchant waits for the action's transaction, or the claim skips it meanwhile."""
-    due_by = func.timestampadd(literal_column("SECOND"), SandboxClock.offset_seconds, DATABASE_NOW)
+    due_by = database_now_plus(SandboxClock.offset_seconds)
     return _earliest_unclaimed(
         select(ScheduledAction)
         .select_from(SandboxClock)

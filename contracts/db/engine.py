@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, func, literal_column
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal_column
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -77,5 +77,5 @@ def naive_utc(value: datetime) -> datetime:
 DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
 
 
-def database_now_plus(seconds: int | ColumnElement[int]) -> ColumnElement[datetime]:
+def database_now_plus(seconds: int | SQLColumnExpression[int]) -> ColumnElement[datetime]:
     return func.timestampadd(literal_column("SECOND"), seconds, DATABASE_NOW)
