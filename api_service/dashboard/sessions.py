@@ -303,25 +303,22 @@ class SignInForm:
     """The CSRF token of a sign-in form, bound to a nonce cookie (new when the browser had none)."""
 
     csrf_token: str
-    signed_nonce: str | None  # to set as the cookie, when new
+    signed_nonce: str
 
     def keep_nonce(self, request: Request, response: Response) -> None:
-        if self.signed_nonce is not None:
-            _set_cookie(
-                response,
-                request,
-                SIGN_IN_COOKIE,
-                self.signed_nonce,
-                max_age=SIGN_IN_NONCE_SECONDS,
-            )
+        """Sets the nonce cookie on every form rendered, the browser's own nonce too, so that a
+        form is good for the cookie's whole lifetime from the moment it is shown (a form shown
+        near the end of an old cookie's hour was refused as a CSRF attempt)."""
+        _set_cookie(
+            response, request, SIGN_IN_COOKIE, self.signed_nonce, max_age=SIGN_IN_NONCE_SECONDS
+        )
 
 
 def sign_in_form(request: Request, settings: Settings) -> SignInForm:
     signer = Signer.of(settings)
     nonce = signer.verified("sign-in", request.cookies.get(SIGN_IN_COOKIE))
-    if nonce is not None:
-        return SignInForm(signer.mac("sign-in-csrf", nonce), None)
-    nonce = secrets.token_urlsafe(16)
+    if nonce is None:
+        nonce = secrets.token_urlsafe(16)
     return SignInForm(signer.mac("sign-in-csrf", nonce), signer.sign("sign-in", nonce))
 
 

@@ -16,7 +16,14 @@ from sqlalchemy import func, select, update
 
 from api_service.app import create_app
 from api_service.dashboard.csv_payroll import COLUMNS
-from api_service.dashboard.sessions import MERCHANT_COOKIE, dashboard_sessions
+from api_service.dashboard.sessions import (
+    MERCHANT_COOKIE,
+    SIGN_IN_NONCE_SECONDS,
+    dashboard_sessions,
+)
+from api_service.dashboard.sessions import (
+    SIGN_IN_COOKIE as SIGN_IN,
+)
 from cli.merchants import NewMerchant, ensure_demo_merchant
 from contracts.api_keys import new_api_key
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -78,6 +85,27 @@ async def test_over_https_the_session_cookie_is_secure_httponly_strict_and_expir
     assert {"secure", "httponly", "samesite=strict", "path=/dashboard"} <= attributes
     assert f"max-age={int(settings.dashboard_session_hours * 3600)}" in attributes
     assert merchant.api_key not in cookie
+
+
+async def test_each_sign_in_form_renews_the_nonce_cookie_it_is_bound_to(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """A form shown near the end of the nonce cookie's hour must not be refused as CSRF when it
+    is sent: showing it starts the cookie's hour again, with the same nonce (an older tab's form
+    stays good)."""
+    first = await dashboard.get("/dashboard/sign-in")
+    again = await dashboard.get("/dashboard/sign-in")
+    cookies = [
+        next(value for value in page.headers.get_list("set-cookie") if value.startswith(SIGN_IN))
+        for page in (first, again)
+    ]
+    assert cookies[0] == cookies[1]
+    assert f"max-age={SIGN_IN_NONCE_SECONDS}" in cookies[1].lower()
+    token = form_fields(first.text)["csrf_token"]
+    signed_in = await dashboard.post(
+        "/dashboard/sign-in", data={"csrf_token": token, "api_key": merchant.api_key}
+    )
+    assert signed_in.status_code == 303
 
 
 async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
