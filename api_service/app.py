@@ -10,6 +10,7 @@ from api_service import health, webhooks
 from api_service.asyncapi import asyncapi_endpoint
 from api_service.balance.endpoints import router as balance_router
 from api_service.balance.top_up import router as top_up_router
+from api_service.dashboard import html_pages as dashboard_html_pages
 from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f"{API_PREFIX}/payouts/batch": settings.max_batch_body_bytes,
             **dashboard_larger_bodies(settings),
         },
+        html_pages=dashboard_html_pages(settings),
     )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app

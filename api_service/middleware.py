@@ -3,10 +3,12 @@ size limit."""
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body
@@ -20,17 +22,32 @@ _CLIENT_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,100}")
 _REQUEST_ID_RULE = "must be 1-100 printable ASCII characters"
 
 
+@dataclass(frozen=True)
+class HtmlPages:
+    """The paths a browser reads (the dashboard's): a request refused before the application
+    runs gets `render`'s page there, not the API's JSON (a payroll file over the limit)."""
+
+    prefix: str
+    render: Callable[[ApiError], Response]
+
+
 class RequestContextMiddleware:
     """Echoes or assigns X-Request-ID, binds it to the request's log lines (as the correlation id
     too: the outbox messages of the request carry it on), and rejects bodies over the limit."""
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, larger_bodies: Mapping[str, int]
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        larger_bodies: Mapping[str, int],
+        html_pages: HtmlPages | None = None,
     ) -> None:
         """`larger_bodies`: the limit of the paths that take more (a payroll batch)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.larger_bodies = larger_bodies
+        self.html_pages = html_pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +79,13 @@ class RequestContextMiddleware:
         limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         declared_bytes = whole_number(declared)
         if declared_bytes is not None and declared_bytes > limit:
-            await reject(send, request_id, PayloadTooLarge(_too_large(limit)))
+            too_large = PayloadTooLarge(_too_large(limit))
+            if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
+                page = self.html_pages.render(too_large)
+                page.headers[REQUEST_ID_HEADER] = request_id
+                await page(scope, receive, send)
+            else:
+                await reject(send, request_id, too_large)
             return
 
         received = 0

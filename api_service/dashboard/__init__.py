@@ -23,6 +23,8 @@ from api_service.dashboard.pages import (
     webhooks,
 )
 from api_service.dashboard.rendering import STATIC
+from api_service.dashboard.routing import refusal_page
+from api_service.middleware import HtmlPages
 from contracts.settings import Settings
 
 log = logging.getLogger("api.dashboard")
@@ -35,6 +37,10 @@ def larger_bodies(settings: Settings) -> dict[str, int]:
         bulk.UPLOAD_PATH: settings.max_batch_body_bytes,
         bulk.CONFIRM_PATH: 3 * settings.max_batch_body_bytes,
     }
+
+
+def html_pages(settings: Settings) -> HtmlPages | None:
+    return HtmlPages("/dashboard/", refusal_page) if settings.dashboard_enabled else None
 
 
 def install_dashboard(app: FastAPI, settings: Settings) -> None:

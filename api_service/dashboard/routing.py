@@ -28,6 +28,13 @@ def error_page(status_code: int, message: str, code: str = "") -> Response:
     return page("error.html", context, status_code=status_code)
 
 
+def refusal_page(error: ApiError) -> Response:
+    """The page of a request refused before any route ran (a file over the size limit)."""
+    response = error_page(error.status_code, error.message, error.code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
 class DashboardRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()

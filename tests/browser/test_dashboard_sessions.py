@@ -282,6 +282,22 @@ async def test_a_payroll_file_of_1000_rows_over_64_kib_is_previewed(
     assert '<li class="tone-ok" data-count="ready"><strong>1000</strong>' in preview.text
 
 
+async def test_a_payroll_file_over_the_limit_is_refused_with_a_page_not_json(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, settings: Settings
+) -> None:
+    await sign_in(dashboard, merchant.api_key)
+    form = form_fields((await dashboard.get("/dashboard/payouts/bulk")).text)
+    payroll = b"x" * (settings.max_batch_body_bytes + 1)
+    refused = await dashboard.post(
+        "/dashboard/payouts/bulk", data=form, files={"file": ("payroll.csv", payroll, "text/csv")}
+    )
+    assert refused.status_code == 413
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "PAYLOAD_TOO_LARGE" in refused.text and "exceeds 1024 KiB" in refused.text
+    assert "frame-ancestors 'none'" in refused.headers["content-security-policy"]
+    assert refused.headers["x-request-id"]
+
+
 async def test_an_attempt_changed_by_webhook_chaos_is_labelled_on_the_payout_page(
     dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
 ) -> None:
