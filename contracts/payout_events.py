@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PayoutEvent, table_of
-from contracts.domain.statuses import EventType, legacy_event_name
-from contracts.messages import PayoutStatusChanged, ProcessPayout
+from contracts.domain.statuses import EventType, PspOutcome, legacy_event_name
+from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.outbox import outbox_row, write_outbox
 from contracts.payout_view import PayoutView
 from contracts.topology import (
+    APPLY_PSP_OUTCOME_KEY,
     COMMANDS_EXCHANGE,
     DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -89,6 +90,35 @@ class Announcements:
                 merchant_id=payout.merchant_id,
                 correlation_id=self.correlation_id,
                 delay_ms=delay_ms,
+            )
+        )
+
+    def apply_outcome(
+        self,
+        payout: Payout,
+        *,
+        event_id: str,
+        outcome: PspOutcome,
+        psp_reference: str | None,
+        failure_reason: str | None,
+    ) -> None:
+        """An ApplyPspOutcome command: apply the outcomes accepted for the payout's attempt."""
+        self._messages.append(
+            outbox_row(
+                ApplyPspOutcome(
+                    callback_event_id=event_id,
+                    payout_id=payout.id,
+                    merchant_id=payout.merchant_id,
+                    hold_cycle=payout.hold_cycle,
+                    outcome=outcome,
+                    psp_reference=psp_reference,
+                    failure_reason=failure_reason,
+                ),
+                exchange=COMMANDS_EXCHANGE,
+                routing_key=APPLY_PSP_OUTCOME_KEY,
+                payout_id=payout.id,
+                merchant_id=payout.merchant_id,
+                correlation_id=self.correlation_id,
             )
         )
 

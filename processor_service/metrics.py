@@ -31,5 +31,6 @@ HOUSEKEEPING_FAILURES = Counter(
 )
 PAYOUT_RETRIES_RESENT = Counter(
     "payouts_payout_retries_resent_total",
-    "Commands of payouts stalled in RETRY (their delayed command lost) the outbox relay sent again",
+    "Commands of stalled payouts the outbox relay sent again (in RETRY, or PENDING not submitted,"
+    " or with an accepted PSP outcome not applied: their command lost or dead-lettered)",
 )

@@ -31,7 +31,7 @@ from processor_service.outbox_relay import (
     RoundResult,
     open_publisher,
 )
-from processor_service.stalled_payouts import resend_stalled_payout_retries
+from processor_service.stalled_payouts import resend_stalled_payout_commands
 from processor_service.stalled_retries import resend_stalled_retries
 
 log = logging.getLogger("outbox-relay")
@@ -152,9 +152,9 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
             lambda: expire_queued(sessions, expiry=queued_expiry),
         ),
         Chore(
-            "stalled-payout-retries",
+            "stalled-payouts",
             payout_stalled,
-            lambda: resend_stalled_payout_retries(
+            lambda: resend_stalled_payout_commands(
                 sessions,
                 stalled_seconds=payout_stalled,
                 retry_delay_seconds=settings.processor_retry_delay_seconds,

@@ -1,28 +1,40 @@
-"""RETRY payouts whose delayed command was lost, sent on again: part of the outbox relay's
-housekeeping.
+"""Payouts waiting for a command no queue carries any more, sent it again: part of the outbox
+relay's housekeeping.
 
-A payout that fails transiently (account ending 0002) goes to RETRY with a ProcessPayout command
-that waits `PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS` in a RabbitMQ TTL queue. RabbitMQ can lose
-such a message when it stops while dead-lettering it at the end of its wait (seen in this
-repository's fault tests: `rabbitmqctl stop_app` a moment after five payouts went to RETRY, and
-their commands never came back). The payout would wait in RETRY for ever. So the relay looks,
-every `PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS`, for payouts in RETRY for longer than the delay
-and that time whose attempt is not scripted (a scripted one waits for the sandbox clock, not for
-a message), and sends each one's command again. The command names its attempt: whichever copy
-comes first makes the attempt, and any other finds it made and changes nothing.
+A payout can lose its command three ways:
+- RETRY (account ending 0002): its ProcessPayout waits `PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS`
+  in a RabbitMQ TTL queue, and RabbitMQ can lose it when it stops while dead-lettering it at the
+  end of its wait (seen in this repository's fault tests: `rabbitmqctl stop_app` a moment after
+  five payouts went to RETRY, and their commands never came back);
+- PENDING, not yet submitted: its first ProcessPayout went to `processor.payout-commands.dead`
+  at its delivery limit, with nothing wrong with it. Before RabbitMQ 4.x every return of an
+  unacknowledged message counts as a delivery, so a processor that crash-loops (killed mid-batch
+  again and again) pushes the whole of its prefetch there;
+- an outcome accepted from the PSP (an IPN, a simulation) and not applied: its ApplyPspOutcome
+  went to `processor.psp-outcomes.dead` the same way. The PSP got its 200 and sends it no more.
 
-The payout is not marked: while it stays in RETRY (the processor down or far behind, its command
-failing into the dead-letter queue) it gets a copy every round, and one from each relay replica.
+Each would wait for an operator for ever, its funds held. So the relay looks, every
+`PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS`, for payouts waiting like that for longer than the
+retry delay and that time, and sends each one's command again:
+- a ProcessPayout to a payout in RETRY, or PENDING without a PSP reference, whose attempt is not
+  scripted (a scripted one waits for the sandbox clock, not for a message). The command names
+  its attempt: whichever copy comes first makes the attempt, any other finds it made;
+- an ApplyPspOutcome to a payout with outcomes of its current attempt accepted that long ago and
+  not applied. The processor applies every accepted outcome of the attempt at once, in order, and
+  a copy finds nothing left to apply.
+
+The payout is not marked: while it waits (the processor down or far behind, its command failing
+into the dead-letter queue) it gets a copy every round, and one from each relay replica.
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import Select, and_, exists, or_, select
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Payout, ScheduledAction
-from contracts.domain.statuses import PayoutStatus
+from contracts.db.models import Payout, PspCallback, ScheduledAction
+from contracts.domain.statuses import PayoutStatus, PspOutcome
 from contracts.payout_events import Announcements, write_announcements
 from processor_service.metrics import PAYOUT_RETRIES_RESENT
 
@@ -31,18 +43,53 @@ log = logging.getLogger("outbox-relay")
 BATCH = 500
 
 
-async def resend_stalled_payout_retries(
+async def resend_stalled_payout_commands(
     sessions: SessionFactory, *, stalled_seconds: int, retry_delay_seconds: float
 ) -> int:
-    """Send again the command of up to BATCH payouts stalled in RETRY (the next round takes
-    more), in one transaction (ix_payouts_status_updated; the payouts locked, skipping any the
-    processor holds); how many."""
+    """Send again the command of up to BATCH payouts waiting for processing and of up to BATCH
+    payouts waiting for their accepted outcomes (the next round takes more), in one transaction;
+    how many."""
     waiting_since = utcnow() - timedelta(seconds=retry_delay_seconds + stalled_seconds)
-    stalled = (
+    announcements = Announcements(correlation_id=None)
+    async with transaction(sessions) as session:
+        unprocessed = list(await session.scalars(awaiting_processing(waiting_since)))
+        for payout in unprocessed:
+            announcements.process(payout)
+        # One command per payout applies all its accepted outcomes: its first one's.
+        unapplied: dict[str, tuple[Payout, PspCallback]] = {}
+        for payout, callback in await session.execute(awaiting_accepted_outcomes(waiting_since)):
+            unapplied.setdefault(payout.id, (payout, callback))
+        for payout, callback in unapplied.values():
+            announcements.apply_outcome(
+                payout,
+                event_id=callback.event_id,
+                outcome=PspOutcome(callback.outcome),
+                psp_reference=callback.psp_reference,
+                failure_reason=callback.failure_reason,
+            )
+        await write_announcements(session, [announcements])
+    sent = len(unprocessed) + len(unapplied)
+    if sent:
+        PAYOUT_RETRIES_RESENT.inc(sent)
+        log.warning(
+            "sent again the commands of %d payouts waiting for processing and %d waiting for an "
+            "accepted PSP outcome",
+            len(unprocessed),
+            len(unapplied),
+        )
+    return sent
+
+
+def awaiting_processing(waiting_since: datetime) -> Select[Payout]:
+    """RETRY, or PENDING not submitted, since before `waiting_since`, not scripted; locked,
+    skipping any the processor holds (ix_payouts_status_updated)."""
+    return (
         select(Payout)
         .where(
-            Payout.status == PayoutStatus.RETRY.value,
+            Payout.status.in_([PayoutStatus.RETRY.value, PayoutStatus.PENDING.value]),
             Payout.updated_at <= waiting_since,
+            # PENDING with a PSP reference was submitted: it waits for an IPN by design.
+            or_(Payout.status == PayoutStatus.RETRY.value, Payout.psp_reference.is_(None)),
             # Not scripted: a scripted attempt waits for its steps (ix_scheduled_actions_payout).
             ~exists().where(
                 ScheduledAction.payout_id == Payout.id,
@@ -53,13 +100,19 @@ async def resend_stalled_payout_retries(
         .limit(BATCH)
         .with_for_update(skip_locked=True)
     )
-    async with transaction(sessions) as session:
-        payouts = list(await session.scalars(stalled))
-        announcements = Announcements(correlation_id=None)
-        for payout in payouts:
-            announcements.process(payout)
-        await write_announcements(session, [announcements])
-    if payouts:
-        PAYOUT_RETRIES_RESENT.inc(len(payouts))
-        log.warning("sent again the commands of %d payouts stalled in RETRY", len(payouts))
-    return len(payouts)
+
+
+def awaiting_accepted_outcomes(waiting_since: datetime) -> Select[Payout, PspCallback]:
+    """The outcomes of payouts' current attempts accepted before `waiting_since` and not
+    applied, with their payouts (ix_psp_callbacks_unapplied). An outcome of an earlier attempt is
+    never applied, and not waited for."""
+    return (
+        select(Payout, PspCallback)
+        .join(
+            Payout,
+            and_(Payout.id == PspCallback.payout_id, Payout.hold_cycle == PspCallback.hold_cycle),
+        )
+        .where(PspCallback.applied_at.is_(None), PspCallback.received_at <= waiting_since)
+        .order_by(PspCallback.accept_seq)
+        .limit(BATCH)
+    )

@@ -20,9 +20,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback
 from contracts.domain.psp_references import generated_references_before
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
-from contracts.messages import ApplyPspOutcome
-from contracts.outbox import outbox_row, write_outbox
-from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
+from contracts.payout_events import Announcements
 
 
 def psp_signature(secret: str, body: bytes) -> str:
@@ -116,21 +114,13 @@ async def accept_psp_outcome(
     await session.execute(
         update(Payout).where(Payout.id == payout.id).values(accepted_outcome=outcome.value)
     )
-    row = outbox_row(
-        ApplyPspOutcome(
-            callback_event_id=event_id,
-            payout_id=payout.id,
-            merchant_id=payout.merchant_id,
-            hold_cycle=payout.hold_cycle,
-            outcome=outcome,
-            psp_reference=psp_reference,
-            failure_reason=failure_reason,
-        ),
-        exchange=COMMANDS_EXCHANGE,
-        routing_key=APPLY_PSP_OUTCOME_KEY,
-        payout_id=payout.id,
-        merchant_id=payout.merchant_id,
-        correlation_id=request_id,
+    announcements = Announcements(correlation_id=request_id)
+    announcements.apply_outcome(
+        payout,
+        event_id=event_id,
+        outcome=outcome,
+        psp_reference=psp_reference,
+        failure_reason=failure_reason,
     )
-    await write_outbox(session, [row])
+    await announcements.write(session)
     return True

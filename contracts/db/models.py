@@ -214,7 +214,10 @@ class PspCallback(Base):
     """An IPN or sandbox simulation, recorded once per event id, applied in `accept_seq` order."""
 
     __tablename__ = "psp_callbacks"
-    __table_args__ = (Index("ix_psp_callbacks_payout_seq", "payout_id", "accept_seq"),)
+    __table_args__ = (
+        Index("ix_psp_callbacks_payout_seq", "payout_id", "accept_seq"),
+        Index("ix_psp_callbacks_unapplied", "applied_at", "received_at"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(100, collation=EXACT), primary_key=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"))

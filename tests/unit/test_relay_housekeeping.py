@@ -68,7 +68,12 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
 
         return chore
 
-    names = ("clean_up", "expire_queued", "resend_stalled_retries", "resend_stalled_payout_retries")
+    names = (
+        "clean_up",
+        "expire_queued",
+        "resend_stalled_retries",
+        "resend_stalled_payout_commands",
+    )
     for name in names:
         monkeypatch.setattr(relay_service, name, recorded(name))
     settings = Settings(
@@ -84,8 +89,8 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
     assert set(calls) == set(names)
     assert calls["resend_stalled_retries"] == {"stalled_seconds": stalled_seconds}
     assert chores["stalled-webhook-retries"].every_seconds == every_seconds
-    assert calls["resend_stalled_payout_retries"] == {
+    assert calls["resend_stalled_payout_commands"] == {
         "stalled_seconds": stalled_seconds + 1,
         "retry_delay_seconds": 3.0,
     }
-    assert chores["stalled-payout-retries"].every_seconds == stalled_seconds + 1
+    assert chores["stalled-payouts"].every_seconds == stalled_seconds + 1
