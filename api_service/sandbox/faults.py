@@ -22,7 +22,9 @@ FAULT_RULE = (
     "timeout-after-commit"
 )
 
-_SPEC = re.compile(r"(?:latency=(?P<ms>\d{1,5})|status=(?P<status>\d{3})|(?P<name>[a-z-]+))")
+_SPEC = re.compile(
+    r"(?:latency=(?P<ms>\d{1,5})|status=(?P<status>\d{3})|(?P<name>[a-z-]+))", re.ASCII
+)
 
 
 class FaultKind(StrEnum):

@@ -21,7 +21,7 @@ from contracts.db.models import (
     WebhookDelivery,
 )
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
-from contracts.domain.statuses import TERMINAL_STATUSES, EventType, PayoutStatus
+from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
 
@@ -209,6 +209,7 @@ class Answers:
     accepted: bool
     in_time: bool
     count: int
+    answered: bool = True  # False: no HTTP answer at all (a timeout, a refused connection)
 
 
 def _counted(answers: Sequence[Answers]) -> int:
@@ -232,11 +233,15 @@ def endpoint_speed_item(answers: Sequence[Answers]) -> Item:
 def chaos_item(
     answers: Sequence[Answers], kind: ChaosKind, *, item_id: str, title: str, must_accept: bool
 ) -> Item:
-    deliveries = _counted([a for a in answers if a.chaos == kind])
+    # An attempt the endpoint never answered neither accepted nor refused it: a receiver that
+    # hangs or is down has not shown that it refuses what it must refuse.
+    judged = [a for a in answers if a.chaos == kind and (must_accept or a.answered)]
+    deliveries = _counted(judged)
     if not deliveries:
-        evidence = f"no {kind.value} delivery yet (PUT /sandbox/webhook-chaos)"
+        answered = "" if must_accept else " answered"
+        evidence = f"no {kind.value} delivery{answered} yet (PUT /sandbox/webhook-chaos)"
         return Item(item_id, title, Verdict.NOT_TRIED, evidence)
-    wrong = _counted([a for a in answers if a.chaos == kind and a.accepted != must_accept])
+    wrong = _counted([a for a in judged if a.accepted != must_accept])
     verdict = Verdict.FAILED if wrong else Verdict.PASSED
     answered = "refused" if must_accept else "accepted (2xx)"
     evidence = (
@@ -323,7 +328,11 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     suffix = func.right(Payout.account_number, 4)
     rows = await session.execute(
         select(in_review, suffix, Payout.status, func.count(), func.sum(Payout.hold_cycle - 1))
-        .where(Payout.merchant_id == merchant_id)
+        .where(
+            Payout.merchant_id == merchant_id,
+            # Queued and expired before it started: no scenario of it ever ran.
+            func.coalesce(Payout.failure_code, "") != QUEUE_EXPIRED,
+        )
         .group_by(in_review, suffix, Payout.status)
     )
     return [
@@ -402,13 +411,14 @@ async def _answers(session: AsyncSession, merchant_id: str) -> list[Answers]:
     """Counted by the database: a busy merchant has tens of thousands of attempts."""
     accepted = func.coalesce(WebhookAttempt.status_code.between(200, 299), False)
     in_time = WebhookAttempt.latency_ms <= WEBHOOK_DEADLINE_MS
+    answered = WebhookAttempt.status_code.is_not(None)
     rows = await session.execute(
-        select(WebhookAttempt.chaos, accepted, in_time, func.count())
+        select(WebhookAttempt.chaos, accepted, in_time, func.count(), answered)
         .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
         .where(WebhookDelivery.merchant_id == merchant_id)
-        .group_by(WebhookAttempt.chaos, accepted, in_time)
+        .group_by(WebhookAttempt.chaos, accepted, in_time, answered)
     )
     return [
-        Answers(chaos, bool(answered), bool(fast), int(count))
-        for chaos, answered, fast, count in rows
+        Answers(chaos, bool(accepted_2xx), bool(fast), int(count), bool(any_answer))
+        for chaos, accepted_2xx, fast, count, any_answer in rows
     ]

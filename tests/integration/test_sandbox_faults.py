@@ -4,6 +4,7 @@ them, against the real database, with the API in-process."""
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import IdempotencyKey, Payout, PayoutEvent, WebhookDelivery
 from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.payout_queue import expire_queued_payouts
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -145,6 +147,8 @@ async def test_a_merchant_wide_fault_setting_is_validated_field_by_field(
         ({"fault": "status=503", "percent": 0}, "percent"),
         ({"fault": "status=503", "percent": 101}, "percent"),
         ({"percent": 10}, "fault"),
+        ({"fault": "latency=\u0661\u0662", "percent": 10}, "fault"),  # Arabic-Indic digits
+        ({"fault": "status=\uff15\uff10\uff13", "percent": 10}, "fault"),  # fullwidth
     ):
         response = await api_client.put(f"{API}/sandbox/faults", json=body, headers=headers)
         assert_error(response, 400, "VALIDATION_ERROR", field)
@@ -326,3 +330,26 @@ async def test_readiness_counts_reinitiations_and_reversals_delivered(
     )
     assert items["reversal_received"]["status"] == "passed"
     assert items["reversal_received"]["evidence"] == "1 payout.reversed webhooks delivered"
+
+
+async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Queued, then failed QUEUE_EXPIRED before it started: final, but the merchant saw no retry,
+    no PSP wait, no IPN of the account's scenario."""
+    merchant = await make_merchant(balance="10.00")
+    for suffix in ("0002", "0004"):
+        body = payout_body(
+            amount="150.00", queueIfLowBalance=True, accountNumber=f"0300123{suffix}"
+        )
+        created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+        assert created.json()["data"]["status"] == PayoutStatus.QUEUED.value, created.text
+    assert await expire_queued_payouts(sessions, max_age=timedelta(seconds=-5)) >= 2
+
+    report = await api_client.get(f"{API}/sandbox/readiness", headers=auth(merchant))
+    items = {item["id"]: item for item in report.json()["data"]["items"]}
+    for suffix in ("0002", "0004"):
+        assert (items[f"scenario_{suffix}"]["status"], items[f"scenario_{suffix}"]["evidence"]) == (
+            "not_tried",
+            "none yet",
+        )

@@ -23,7 +23,7 @@ T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 def answer(status: int | None, latency_ms: int, chaos: ChaosKind | None) -> Answers:
     """One attempt, as the database counts them."""
     accepted = status is not None and 200 <= status < 300
-    return Answers(chaos, accepted, latency_ms <= WEBHOOK_DEADLINE_MS, 1)
+    return Answers(chaos, accepted, latency_ms <= WEBHOOK_DEADLINE_MS, 1, status is not None)
 
 
 def call(
@@ -150,3 +150,22 @@ def test_attempts_are_weighed_by_how_many_the_database_counted() -> None:
         Answers(ChaosKind.DUPLICATE, False, True, 2),
     ]
     assert webhook_items(duplicates)[1].evidence == "2 of 5 duplicate deliveries refused"
+
+
+def test_a_chaos_delivery_never_answered_was_not_refused() -> None:
+    """A receiver that hangs or is down (a timeout, a refused connection) has not shown that it
+    refuses a stale or wrongly signed delivery; it has failed to take a duplicate."""
+    unanswered = [
+        answer(None, 10_000, ChaosKind.DUPLICATE),
+        answer(None, 10_000, ChaosKind.STALE_TIMESTAMP),
+        answer(None, 10_000, ChaosKind.OLD_SECRET),
+    ]
+    items = {item.id: item for item in webhook_items(unanswered)}
+    assert items["duplicates_accepted"].verdict is Verdict.FAILED
+    for refusal in ("stale_timestamp_refused", "wrong_signature_refused"):
+        assert items[refusal].verdict is Verdict.NOT_TRIED, items[refusal]
+    answered = webhook_items([*unanswered, answer(401, 5, ChaosKind.STALE_TIMESTAMP)])
+    assert (answered[2].verdict, answered[2].evidence) == (
+        Verdict.PASSED,
+        "all 1 stale_timestamp deliveries answered right",
+    )
