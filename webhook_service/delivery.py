@@ -86,6 +86,7 @@ ALREADY_DELIVERED = "already delivered"
 DUPLICATE = "a copy of this message in the same batch carries the event"
 LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
 SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
+PARKED_AGAIN = "the retry ladder was exhausted"
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
@@ -325,11 +326,23 @@ class EventDelivery:
                 return Lease(request, delivery, endpoints.get(request.event.merchant_id))
             if already_delivered(delivery, request.generation):
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
+            if self._parked_by(request, delivery):
+                return Decision(Disposition.PARK, delivery.last_error or PARKED_AGAIN)
             if superseded(request, delivery):
                 return Decision(Disposition.DONE, SUPERSEDED)
             return self._leased_elsewhere(request, delivery)
 
         return [lease_or_decision(request) for request in requests]
+
+    def _parked_by(self, request: DeliveryRequest, delivery: Delivery) -> bool:
+        """The delivery is parked, and the message is the ladder's last attempt: the copy that
+        parked it, redelivered because its consumer died between recording PARKED and publishing
+        to the parking lot. It goes there now (acked as superseded, it left the delivery parked
+        with nothing in the lot for `payouts webhooks replay-parked` to move). Should both copies
+        reach the lot, the replay of the second finds the event delivered."""
+        return (
+            delivery.status == DeliveryStatus.PARKED and request.ladder_attempt > self.ladder.tiers
+        )
 
     def _chaos_lease_seconds(self, request: DeliveryRequest, endpoint: Endpoint | None) -> int:
         if endpoint is None or not endpoint.chaos.active:

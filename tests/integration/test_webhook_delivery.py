@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
+import webhook_service.app as webhook_app
 import webhook_service.delivery as delivery_module
 from contracts.db.engine import (
     SessionFactory,
@@ -35,11 +36,12 @@ from contracts.db.models import (
     WebhookDelivery,
 )
 from contracts.messages import PayoutStatusChanged
-from contracts.redelivery import retry_count
+from contracts.redelivery import republish, retry_count
 from contracts.settings import Settings
 from contracts.topology import (
     EVENTS_EXCHANGE,
     LAST_ERROR_HEADER,
+    WEBHOOK_PARKING_LOT,
 )
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
@@ -186,6 +188,45 @@ async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempt
     (parked,) = await parked_messages(rabbit, event_id)
     assert retry_count(parked) == len(LADDER) + 1
     assert parked[LAST_ERROR_HEADER] == "HTTP 500"
+
+
+async def test_a_copy_that_parked_its_delivery_redelivered_after_a_crash_is_parked(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed between recording PARKED and publishing to the parking lot: the copy comes back
+    and must go to the lot, where `payouts webhooks replay-parked` finds it (acked as
+    superseded, it left the delivery parked with nothing in the lot)."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    event_id = event_id_of(row)
+    parkings: list[str] = []
+
+    async def publish_to_the_lot_dying_once(broker: Any, message: Any, **kwargs: Any) -> None:
+        if kwargs["queue"] == WEBHOOK_PARKING_LOT:
+            parkings.append(message.message_id)
+            if len(parkings) == 1:
+                raise ConnectionError("killed before publishing to the parking lot")
+        await republish(broker, message, **kwargs)
+
+    monkeypatch.setattr(webhook_app, "republish", publish_to_the_lot_dying_once)
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await eventually(lambda: _parked_twice(parkings), timeout=30)
+
+    delivery = await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
+    assert len(receiver.requests) == len(LADDER) + 1  # parked again, not attempted again
+    (parked,) = await parked_messages(rabbit, event_id)
+    assert parked[LAST_ERROR_HEADER] == "HTTP 500" == delivery.last_error
+
+
+async def _parked_twice(parkings: list[str]) -> None:
+    assert len(parkings) == 2
 
 
 @pytest.mark.usefixtures("webhook_service")
