@@ -57,6 +57,8 @@ def _detail(error: ErrorDetails) -> dict[str, str]:
         return {"field": "body", "message": "Malformed JSON"}
     if error["type"] in ("model_attributes_type", "model_type"):
         return {"field": _field_path(error["loc"]), "message": "must be a JSON object"}
+    if error["type"] == "extra_forbidden":
+        return {"field": _field_path(error["loc"]), "message": "is not a field of this body"}
     return {
         "field": _field_path(error["loc"]),
         "message": error["msg"].removeprefix("Value error, "),

@@ -150,6 +150,15 @@ class RequestModel(BaseModel):
         return value
 
 
+class SettingRequest(RequestModel):
+    """A body of the sandbox's own controls (faults, webhook chaos, the clock): a field it does
+    not know is a 400 naming it. Ignored, a typo (`failFirstAttemps`) saved the setting with that
+    field off and answered 200. (The payout bodies of the original mock's clients ignore extra
+    fields, as the mock did.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Page(BaseModel):
     page: int
     limit: int

@@ -33,7 +33,7 @@ from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS, Count
 from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
-from api_service.schemas import RequestModel
+from api_service.schemas import SettingRequest
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
 from contracts.db.models import SandboxClock, ScheduledAction
@@ -74,7 +74,7 @@ the real `createdAt`.
 """
 
 
-class AdvanceClockRequest(RequestModel):
+class AdvanceClockRequest(SettingRequest):
     seconds: Annotated[
         Count, Field(ge=1, le=MAX_ADVANCE_SECONDS, description="How far to move your clock")
     ]

@@ -22,7 +22,7 @@ from api_service.sandbox.fault_settings import (
 )
 from api_service.sandbox.faults import FAULT_RULE, FaultShare, parse_fault
 from api_service.sandbox.readiness import readiness_report
-from api_service.schemas import RequestModel
+from api_service.schemas import SettingRequest
 from contracts.db.engine import utcnow
 from contracts.db.models import WebhookChaosSetting
 from contracts.webhook_chaos import (
@@ -60,7 +60,7 @@ Percent = Annotated[Count, Field(ge=0, le=100)]
 Flag = Annotated[bool, Field(strict=True)]  # true or false, not "true" or 1
 
 
-class FaultSettingRequest(RequestModel):
+class FaultSettingRequest(SettingRequest):
     fault: Annotated[str, Field(max_length=40, examples=["status=503"], description=FAULT_RULE)]
     percent: Annotated[Count, Field(ge=1, le=100, description="Share of your calls, in %")]
 
@@ -136,7 +136,7 @@ def _fault_shares(request: Request) -> FaultShares:
     return shares
 
 
-class WebhookChaosRequest(RequestModel):
+class WebhookChaosRequest(SettingRequest):
     """The whole setting: a field left out is off."""
 
     duplicate_percent: Annotated[Percent, Field(description="Deliveries sent twice (same id)")] = 0

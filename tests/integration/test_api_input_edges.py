@@ -156,6 +156,40 @@ def test_the_fingerprint_of_a_body_without_fractions_is_the_one_stored_before() 
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("PUT", "/sandbox/faults", {"fault": "status=503", "percent": 5, "precent": 50}, "precent"),
+        ("PUT", "/sandbox/webhook-chaos", {"failFirstAttemps": 2}, "failFirstAttemps"),
+        ("POST", "/sandbox/clock/advance", {"seconds": 60, "second": 1}, "second"),
+    ],
+)
+async def test_a_sandbox_setting_with_a_field_it_does_not_know_is_refused_naming_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    method: str,
+    path: str,
+    body: dict[str, object],
+    field: str,
+) -> None:
+    """A typo must not save the setting with the misspelt field off (and answer 200)."""
+    merchant = await make_merchant()
+    headers = auth(merchant, new_key()) | JSON_HEADERS
+    state_path = path.removesuffix("/advance")
+
+    async def state() -> dict[str, Any]:
+        data = (await api_client.get(f"{API}{state_path}", headers=headers)).json()["data"]
+        return {name: value for name, value in data.items() if not name.endswith("Time")}
+
+    before = await state()
+
+    response = await api_client.request(method, f"{API}{path}", json=body, headers=headers)
+
+    error = assert_error(response, 400, "VALIDATION_ERROR", field)
+    assert error["details"] == [{"field": field, "message": "is not a field of this body"}]
+    assert await state() == before
+
+
+@pytest.mark.parametrize(
     ("path", "content", "field"),
     [
         ("/sandbox/faults", b'{"fault":"status=500","percent":1e1000000}', "percent"),
