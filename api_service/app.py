@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
@@ -15,6 +16,7 @@ from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
+from api_service.idempotency import IDEMPOTENCY_HEADER
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
 from api_service.middleware import RequestContextMiddleware
@@ -35,6 +37,11 @@ from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
+ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
+FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+FASTAPI_422_CONTENT = {
+    "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(request_log_router)
     app.include_router(api)
     document_fault_header(app, api_prefix=API_PREFIX)
+    document_answers_as_given(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_dashboard(app, settings)
@@ -114,3 +122,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app
+
+
+def document_answers_as_given(app: FastAPI) -> None:
+    """FastAPI documents what it would answer by itself; this API answers otherwise, and the
+    document is corrected once, when first built:
+    - a query or path parameter that fails validation: 400 VALIDATION_ERROR in the error
+      envelope (exception_handlers.py), not FastAPI's 422 HTTPValidationError;
+    - a body that is not JSON: 415 UNSUPPORTED_MEDIA_TYPE (request_body.require_json), on every
+      operation that documents one;
+    - X-IDEMPOTENCY-KEY: required, though declared optional so that the dependency answers its
+      absence itself (400 MISSING_IDEMPOTENCY_KEY)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    _document_operation(operation)
+            for name in FASTAPI_VALIDATION_SCHEMAS:
+                schema["components"]["schemas"].pop(name, None)
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_operation(operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation["responses"]
+    if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
+        del responses["422"]
+        responses.setdefault("400", _error_response("VALIDATION_ERROR"))
+    if "requestBody" in operation:
+        responses.setdefault("415", _error_response("UNSUPPORTED_MEDIA_TYPE"))
+    operation["responses"] = dict(sorted(responses.items()))
+    for parameter in operation.get("parameters", []):
+        if parameter["name"] == IDEMPOTENCY_HEADER and parameter["in"] == "header":
+            parameter["required"] = True
+            parameter["schema"] = {"type": "string", "format": "uuid"}
+
+
+def _error_response(code: str) -> dict[str, Any]:
+    return {"description": code, "content": {"application/json": {"schema": ERROR_ENVELOPE}}}

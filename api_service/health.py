@@ -2,10 +2,12 @@
 
 import asyncio
 import contextlib
+from typing import Literal
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.responses import Response
 
@@ -57,7 +59,31 @@ async def health() -> Response:
     return json_response(dumps({"status": "healthy"}))
 
 
-@router.get("/ready", summary="Readiness: MySQL and RabbitMQ answer")
+class ReadinessChecks(BaseModel):
+    database: Literal["ok", "unavailable"]
+    rabbitmq: Literal["ok", "unavailable"]
+    shutdown: Literal["draining"] | None = Field(
+        default=None, description="Present while the API shuts down"
+    )
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: MySQL and RabbitMQ answer",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "Not ready: `status` is `not_ready`; `checks` names what is "
+            "unavailable (or `shutdown: draining`)",
+        }
+    },
+)
 async def ready(request: Request) -> Response:
     checks = {
         "database": await _database_ok(request),

@@ -334,15 +334,25 @@ class Idempotency:
         return json_response(body, error.status_code, error.headers)
 
 
+IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
+IDEMPOTENCY_HEADER_DESCRIPTION = (
+    "Required: a UUID, new for each operation; a retry with the same key and request gets the "
+    "first response back. Missing → 400 MISSING_IDEMPOTENCY_KEY; not a UUID → 400 "
+    "INVALID_IDEMPOTENCY_KEY."
+)
+
+
 async def get_idempotency(
     request: Request,
     merchant: CurrentMerchant,
     api_key: Annotated[str | None, Depends(api_key_header)],
     settings: SettingsDep,
     sessions: Annotated[SessionFactory, Depends(get_session_factory)],
+    # Optional here so that its absence is answered by this dependency (400
+    # MISSING_IDEMPOTENCY_KEY), not by FastAPI (422); the OpenAPI document marks it required.
     key: Annotated[
         str | None,
-        Header(alias="X-IDEMPOTENCY-KEY", description="A UUID; replays return the first response"),
+        Header(alias=IDEMPOTENCY_HEADER, description=IDEMPOTENCY_HEADER_DESCRIPTION),
     ] = None,
 ) -> Idempotency:
     if not key:

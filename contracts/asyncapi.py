@@ -5,27 +5,44 @@ really consume."""
 
 import json
 from functools import cache
+from typing import Any
 
 import yaml
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core.core_schema import IncExDictSerSchema, IncExSeqSerSchema, SerSchema
 
 from contracts.broker import consumed_queue
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue
+from contracts.wire import format_timestamp
 
 TITLE = "Payout sandbox messages"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Every message is published from the transactional outbox: persistent, confirmed, "
     "`message_id` = outbox row id, `correlation_id` = the originating request id, headers "
-    "`x-payout-id`, `x-merchant-id`, `x-schema`. Bodies are camelCase JSON with `schemaVersion`."
+    "`x-payout-id`, `x-merchant-id`, `x-schema`. Bodies are camelCase JSON with `schemaVersion`; "
+    "money is a string with 2 decimals."
+)
+MESSAGE_MODELS: tuple[type[BaseModel], ...] = (ProcessPayout, ApplyPspOutcome, PayoutStatusChanged)
+# The vhost of a deployment: docker-compose.yml and deploy/rabbitmq/definitions.json (what
+# `payouts topology export` writes) put every queue in it.
+DEPLOYED_VHOST = "payouts"
+SERVER_NAME = "compose"
+SERVER_URL = f"amqp://rabbitmq:5672/{DEPLOYED_VHOST}"
+SERVER_DESCRIPTION = (
+    f"The broker of docker-compose.yml: vhost `{DEPLOYED_VHOST}`. The services use the vhost "
+    "that PAYOUTS_AMQP_URL names; `make run` leaves it at the local broker's default vhost "
+    "`/` (amqp://guest:guest@127.0.0.1:5672/), with the same queues."
 )
 
 
 def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
     """A broker that is never started: it only carries the subscribers' declarations."""
-    broker = RabbitBroker("amqp://localhost/")
+    broker = RabbitBroker(SERVER_URL, description=SERVER_DESCRIPTION)
 
     @broker.subscriber(
         consumed_queue(PAYOUT_COMMANDS),
@@ -64,5 +81,40 @@ def asyncapi_yaml(webhook_retry_tiers: int = 7) -> str:
     broker = documentation_broker(webhook_retry_tiers)
     specification = AsyncAPI(broker, title=TITLE, version=VERSION, description=DESCRIPTION)
     document = json.loads(specification.to_specification().to_json())
+    document["components"]["schemas"] = published_schemas()
+    _name_the_vhost(document)
     # Sorted keys: the generator's channel order varies from run to run; the file must not.
     return str(yaml.safe_dump(document, sort_keys=True, allow_unicode=True))
+
+
+class _PublishedSchema(GenerateJsonSchema):
+    """A Timestamp's serializer returns a plain str: still document it as a date-time."""
+
+    def ser_schema(
+        self,
+        schema: "SerSchema | IncExSeqSerSchema | IncExDictSerSchema",
+    ) -> JsonSchemaValue | None:
+        if schema.get("function") is format_timestamp:
+            return {"type": "string", "format": "date-time"}
+        return super().ser_schema(schema)
+
+
+def published_schemas() -> dict[str, Any]:
+    """The bodies as published (serialization schemas): FastStream documents what a subscriber
+    accepts, where `amount` may be a number; every publisher sends a string."""
+    _, schema = models_json_schema(
+        [(model, "serialization") for model in MESSAGE_MODELS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_PublishedSchema,
+    )
+    definitions: dict[str, Any] = schema["$defs"]
+    return definitions
+
+
+def _name_the_vhost(document: dict[str, Any]) -> None:
+    """FastStream takes the URL's path (`/payouts`) for the vhost and names every server
+    `development`; the vhost is `payouts` and the server is compose's."""
+    document["servers"] = {SERVER_NAME: document["servers"].pop("development")}
+    for channel in document["channels"].values():
+        channel["bindings"]["amqp"]["queue"]["vhost"] = DEPLOYED_VHOST
+        channel["servers"] = [{"$ref": f"#/servers/{SERVER_NAME}"}]

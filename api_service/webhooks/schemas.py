@@ -75,6 +75,12 @@ class PayoutEventView(BaseModel):
     createdAt: str
     event: str
     payout: PayoutView
+    sandboxTime: str | None = Field(
+        default=None,
+        description="Only on a change the sandbox clock caused (a scheduled step that came "
+        "due, e.g. after POST /sandbox/clock/advance): your sandbox time it was due at. "
+        "`createdAt` stays the real time. Absent otherwise.",
+    )
 
 
 class PayoutEventList(BaseModel):

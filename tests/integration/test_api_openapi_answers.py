@@ -1,0 +1,99 @@
+"""What the API answers is what its OpenAPI document (/openapi.json) says it answers: the
+idempotency key it requires, its 400 for a bad query, its 415 for a non-JSON body, its 503 when
+not ready."""
+
+from typing import Any
+
+import httpx
+import pytest
+
+from api_service.health import Readiness
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_process_api
+from tests.support.api_helpers import API, assert_error, auth, payout_body
+
+ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
+
+
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
+    document: dict[str, Any] = (await client.get("/openapi.json")).json()
+    return document
+
+
+def documented(document: dict[str, Any], method: str, path: str, status: str) -> dict[str, Any]:
+    responses = document["paths"][f"{API}{path}"][method]["responses"]
+    assert status in responses, (method, path, sorted(responses))
+    response: dict[str, Any] = responses[status]
+    return response
+
+
+async def test_a_missing_idempotency_key_is_the_documented_400_of_a_required_header(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    document = await openapi(api_client)
+    operation = document["paths"][f"{API}/payouts"]["post"]
+    [key] = [p for p in operation["parameters"] if p["name"] == "X-IDEMPOTENCY-KEY"]
+    assert key["required"] is True
+    merchant = await make_merchant()
+
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body(), headers=auth(merchant, "")
+    )
+
+    assert_error(response, 400, "MISSING_IDEMPOTENCY_KEY")
+    assert (
+        "MISSING_IDEMPOTENCY_KEY" in documented(document, "post", "/payouts", "400")["description"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/payouts", "limit=101", "limit"),
+        ("/balance/history", "page=0", "page"),
+        ("/webhooks/deliveries", "status=NOPE", "status"),
+        ("/events", "type=payout.nope", "type"),
+        ("/requests", "limit=0", "limit"),
+    ],
+)
+async def test_a_bad_query_is_the_documented_400_not_fastapis_422(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str, query: str, field: str
+) -> None:
+    document = await openapi(api_client)
+    merchant = await make_merchant()
+
+    response = await api_client.get(f"{API}{path}?{query}", headers=auth(merchant, ""))
+
+    assert_error(response, 400, "VALIDATION_ERROR", field)
+    answer = documented(document, "get", path, "400")
+    assert answer["content"]["application/json"]["schema"] == ERROR_ENVELOPE
+    assert "VALIDATION_ERROR" in answer["description"]
+    assert "422" not in document["paths"][f"{API}{path}"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("path", ["/webhook-endpoint", "/sandbox/faults", "/sandbox/webhook-chaos"])
+async def test_a_non_json_body_is_the_documented_415(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str
+) -> None:
+    document = await openapi(api_client)
+    merchant = await make_merchant()
+    headers = {**auth(merchant, ""), "Content-Type": "text/plain"}
+
+    response = await api_client.put(f"{API}{path}", content=b"{}", headers=headers)
+
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    answer = documented(document, "put", path, "415")
+    assert answer["content"]["application/json"]["schema"] == ERROR_ENVELOPE
+
+
+async def test_not_ready_is_the_documented_503(settings: Settings) -> None:
+    unreachable_broker = settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"})
+    async with in_process_api(unreachable_broker) as client:
+        document = await openapi(client)
+        response = await client.get(f"{API}/ready")
+
+    assert response.status_code == 503, response.text
+    report = Readiness.model_validate(response.json())
+    assert (report.status, report.checks.rabbitmq) == ("not_ready", "unavailable")
+    schema = documented(document, "get", "/ready", "503")["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Readiness"}

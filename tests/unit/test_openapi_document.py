@@ -1,0 +1,152 @@
+"""The OpenAPI document says what the API answers (exception_handlers.py, request_body.py,
+idempotency.py, health.py), not what FastAPI would answer by itself. The answers themselves are
+checked against it in tests/integration/test_api_openapi_answers.py."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import pytest
+
+from api_service.app import create_app
+from api_service.sandbox.faults import FAULT_HEADER
+from api_service.webhooks.schemas import PayoutEventView
+from contracts.messages import PayoutStatusChanged
+from contracts.payout_view import PayoutView
+from contracts.settings import Settings
+
+ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
+
+
+@cache
+def document() -> dict[str, Any]:
+    return create_app(Settings()).openapi()
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, by_method in document()["paths"].items()
+        for method, operation in by_method.items()
+    ]
+
+
+def error_schema(operation: dict[str, Any], status: str) -> Any:
+    return operation["responses"][status]["content"]["application/json"]["schema"]
+
+
+def test_the_idempotency_key_is_a_required_uuid_header_on_every_operation_that_reads_it() -> None:
+    declared = [
+        (method, path, parameter)
+        for method, path, operation in operations()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "X-IDEMPOTENCY-KEY"
+    ]
+    assert {(method, path) for method, path, _ in declared} >= {
+        ("post", "/api/v1/payouts"),
+        ("post", "/api/v1/webhook-endpoint/rotate-secret"),
+    }
+    for method, path, parameter in declared:
+        assert parameter["in"] == "header"
+        assert parameter["required"] is True, (method, path)
+        assert parameter["schema"] == {"type": "string", "format": "uuid"}
+        assert "MISSING_IDEMPOTENCY_KEY" in parameter["description"]
+        assert (
+            "MISSING_IDEMPOTENCY_KEY"
+            in document()["paths"][path][method]["responses"]["400"]["description"]
+        )
+
+
+def test_no_operation_documents_fastapis_422_validation_error() -> None:
+    assert "HTTPValidationError" not in str(document())
+    assert "ValidationError" not in document()["components"]["schemas"]
+    for method, path, operation in operations():
+        parameters = [p for p in operation.get("parameters", []) if p["name"] != FAULT_HEADER]
+        if parameters or "requestBody" in operation:
+            assert error_schema(operation, "400") == ERROR_ENVELOPE, (method, path)
+            assert "VALIDATION_ERROR" in operation["responses"]["400"]["description"]
+
+
+def test_a_documented_422_is_still_the_apis_own() -> None:
+    created = document()["paths"]["/api/v1/payouts"]["post"]["responses"]["422"]
+    assert created["content"]["application/json"]["schema"] == ERROR_ENVELOPE
+    assert "INSUFFICIENT_BALANCE" in created["description"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/webhook-endpoint", "/api/v1/sandbox/faults", "/api/v1/sandbox/webhook-chaos"]
+)
+def test_the_put_controls_document_415(path: str) -> None:
+    put = document()["paths"][path]["put"]
+    assert "UNSUPPORTED_MEDIA_TYPE" in put["responses"]["415"]["description"]
+    assert error_schema(put, "415") == ERROR_ENVELOPE
+
+
+def test_every_operation_with_a_json_body_documents_415() -> None:
+    with_body = [(m, p, o) for m, p, o in operations() if "requestBody" in o]
+    assert len(with_body) >= 10
+    for method, path, operation in with_body:
+        assert error_schema(operation, "415") == ERROR_ENVELOPE, (method, path)
+
+
+def test_ready_documents_its_503_report() -> None:
+    responses = document()["paths"]["/api/v1/ready"]["get"]["responses"]
+    assert set(responses) == {"200", "503"}
+    report = error_schema({"responses": responses}, "503")["$ref"].rsplit("/", 1)[-1]
+    schema = document()["components"]["schemas"][report]
+    assert schema["properties"]["status"]["enum"] == ["ready", "not_ready"]
+    assert set(schema["required"]) == {"status", "checks"}
+
+
+def _event(sandbox_time: datetime | None) -> PayoutStatusChanged:
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    payout = PayoutView(
+        id="00000000-0000-4000-8000-000000000001",
+        merchant_reference="ref-1",
+        amount=Decimal("1500.00"),
+        currency="PKR",
+        dest_type="BANK",
+        bank_code="HBL",
+        wallet_code=None,
+        account_number="1234567890",
+        account_title="Account Holder",
+        purpose=None,
+        status="SUCCESS",
+        failure_reason=None,
+        failure_code=None,
+        psp_reference=None,
+        attempts=1,
+        processed_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    return PayoutStatusChanged(
+        id="evt_1",
+        type="payout.succeeded",
+        event="PAYOUT_UPDATED",
+        created_at=now,
+        merchant_id="m",
+        payout=payout,
+        sandbox_time=sandbox_time,
+    )
+
+
+@pytest.mark.parametrize("sandbox_time", [None, datetime(2025, 1, 3, tzinfo=UTC)])
+def test_the_event_schema_names_every_field_a_webhook_body_carries(
+    sandbox_time: datetime | None,
+) -> None:
+    body = _event(sandbox_time).webhook_body()
+    documented = document()["components"]["schemas"]["PayoutEventView"]
+    assert set(body) <= set(documented["properties"])
+    assert set(documented["required"]) <= set(body)
+    parsed = PayoutEventView.model_validate(body)
+    assert parsed.model_dump(mode="json", by_alias=True, exclude_unset=True) == body
+
+
+def test_sandbox_time_is_documented_optional_and_nullable() -> None:
+    documented = document()["components"]["schemas"]["PayoutEventView"]
+    sandbox_time = documented["properties"]["sandboxTime"]
+    assert "sandboxTime" not in documented["required"]
+    assert {"type": "null"} in sandbox_time["anyOf"]
+    assert "sandbox clock" in sandbox_time["description"]
