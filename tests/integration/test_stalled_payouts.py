@@ -44,6 +44,7 @@ from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
 from tests.support.statements import explain
+from tests.support.webhook_flow import relay
 
 STALLED_SECONDS = 60
 RETRY_DELAY_SECONDS = 30.0
@@ -111,7 +112,7 @@ async def test_a_payout_stalled_in_retry_gets_its_command_again_and_succeeds(
     assert (sent.payout_id, sent.attempt, sent.hold_cycle) == (stalled.id, 1, stalled.hold_cycle)
     assert (command.exchange, command.delay_ms) == (COMMANDS_EXCHANGE, None)
 
-    await publish(rabbit, command)
+    await relay(rabbit, command)
 
     async def succeeded() -> None:
         async with sessions() as session:
@@ -186,7 +187,7 @@ async def test_a_pending_payout_whose_command_a_crash_loop_dead_lettered_is_proc
     response = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
     payout_id = response.json()["data"]["id"]
     (command,) = await unsent_commands(sessions, payout_id, PROCESS_PAYOUT_KEY)
-    await publish(rabbit, command)
+    await relay(rabbit, command)
     await set_sent(sessions, command)
 
     async def dead_lettered() -> None:
@@ -204,7 +205,7 @@ async def test_a_pending_payout_whose_command_a_crash_loop_dead_lettered_is_proc
     sent = ProcessPayout.model_validate_json(again.body)
     assert (sent.payout_id, sent.attempt) == (payout_id, 0)
     async with create_processor(settings):
-        await publish(rabbit, again)
+        await relay(rabbit, again)
         await set_sent(sessions, again)
         await eventually(lambda: has_status(sessions, payout_id, PayoutStatus.SUCCESS))
 
@@ -251,7 +252,7 @@ async def test_an_accepted_outcome_whose_command_was_dead_lettered_is_applied(
     (again,) = await unsent_commands(sessions, payout_id, APPLY_PSP_OUTCOME_KEY)
     assert again.body == lost.body
     async with create_processor(settings):
-        await publish(rabbit, again)
+        await relay(rabbit, again)
         await set_sent(sessions, again)
         await eventually(lambda: has_status(sessions, payout_id, PayoutStatus.SUCCESS))
     async with sessions() as session:
@@ -270,17 +271,6 @@ async def unsent_commands(
 ) -> list[OutboxMessage]:
     rows = await outbox_for_payout(sessions, payout_id)
     return [row for row in rows if row.routing_key == routing_key and row.sent_at is None]
-
-
-async def publish(rabbit: RabbitClient, row: OutboxMessage) -> None:
-    """As the relay publishes it."""
-    await rabbit.publish(
-        row.body,
-        exchange=row.exchange,
-        routing_key=row.routing_key,
-        message_id=str(row.id),
-        headers=row.headers,
-    )
 
 
 async def take_and_die(amqp_url: str, queue_name: str) -> None:
