@@ -5,7 +5,7 @@ from fastapi import APIRouter, Header, Request
 from pydantic import Field
 from starlette.responses import Response
 
-from api_service.deps import CurrentMerchant, RequestId, SessionDep, SettingsDep
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
 from api_service.envelope import json_response, success_body
 from api_service.errors import (
     AUTH_ERRORS,
@@ -104,6 +104,7 @@ async def psp_callback(
 @router.post(
     "/sandbox/payouts/{payout_id}/simulate",
     status_code=202,
+    dependencies=SANDBOX_ONLY,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, InvalidTransition),
     summary="Sandbox: settle a payout as the PSP would (test mode only)",
     description="Judged like an IPN for the payout's current attempt (see `POST /ipn/psp`).",
@@ -118,7 +119,7 @@ async def simulate_outcome(
     settings: SettingsDep,
     request_id: RequestId,
 ) -> Response:
-    if not settings.sandbox_enabled:
+    if not settings.sandbox_enabled:  # the dashboard calls this function, not the route
         raise SandboxDisabled
 
     async def operation() -> tuple[int, bytes]:

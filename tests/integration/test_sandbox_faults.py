@@ -163,6 +163,11 @@ async def test_production_refuses_faults_and_the_sandbox_controls_with_404(
     headers = {"X-API-KEY": merchant.api_key}
     for path in ("/sandbox/faults", "/sandbox/webhook-chaos", "/sandbox/readiness", "/requests"):
         assert_error(await production_client.get(f"{API}{path}", headers=headers), 404, "NOT_FOUND")
+    # Before anything else is judged: no key, no idempotency key.
+    simulate = f"{API}/sandbox/payouts/{uuid.uuid4()}/simulate"
+    for sent in ({}, headers):
+        refused = await production_client.post(simulate, json={"outcome": "SUCCESS"}, headers=sent)
+        assert_error(refused, 404, "NOT_FOUND")
 
 
 async def logged_requests(
