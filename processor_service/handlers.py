@@ -204,9 +204,13 @@ async def apply_scheduled_action(
     later: list[dict[str, Any]] = []
     applies = (payout.hold_cycle, payout.status) == (action.hold_cycle, action.expected_status)
     if applies:
+        # Its events carry the sandbox time it was due at, and so do those of the queued payouts
+        # that the money it puts back starts (written with the change).
         with stamping_sandbox_time(action.due_at):
             later = _run_action(change, action, timetable)
-    await change.write(session)
+            await change.write(session)
+    else:
+        await change.write(session)
     await write_actions(session, later)
     await _mark(
         session, action, Result.APPLIED if applies else Result.SKIPPED, status_after=payout.status

@@ -209,6 +209,28 @@ async def test_0007_0008_0009_finish_only_when_the_clock_passes_their_steps(
 
 
 @pytest.mark.usefixtures("processor")
+async def test_a_queued_payout_that_a_clock_step_starts_says_so_with_sandbox_time(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The 0006 reversal 48 h later puts money back, which starts the queue: payout.dequeued is
+    caused by the clock as much as payout.reversed is."""
+    merchant = await make_merchant(balance="1500.00")
+    reversed_payout = await create(api_client, merchant, "0006")
+    await reaches(api_client, merchant, reversed_payout, "SUCCESS")
+    body = payout_body(amount="1000.00", queueIfLowBalance=True, accountNumber="1234567777")
+    created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    queued = created.json()["data"]
+    assert queued["status"] == "QUEUED", created.text
+
+    await advance(api_client, merchant, 49 * HOUR)
+
+    await reaches(api_client, merchant, queued["id"], "SUCCESS")
+    reversed_at = (await sandbox_times(sessions, reversed_payout))["payout.reversed"]
+    assert reversed_at is not None
+    assert (await sandbox_times(sessions, queued["id"]))["payout.dequeued"] == reversed_at
+
+
+@pytest.mark.usefixtures("processor")
 async def test_merchants_clocks_are_independent(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
