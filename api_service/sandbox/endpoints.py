@@ -150,11 +150,7 @@ class WebhookChaosRequest(SettingRequest):
         Percent, Field(description="First attempts signed with a 10-minute-old timestamp")
     ] = 0
     old_secret_only: Annotated[
-        Flag,
-        Field(
-            description="First attempts signed with the old secret, once a rotation's grace "
-            "period is over"
-        ),
+        Flag, Field(description="After a rotation, first attempts signed with the old secret")
     ] = False
     fail_first_attempts: Annotated[
         Count, Field(ge=0, le=MAX_INJECTED_FAILURES, description="Attempts we fail ourselves")
