@@ -113,6 +113,6 @@ def awaiting_accepted_outcomes(waiting_since: datetime) -> Select[Payout, PspCal
             and_(Payout.id == PspCallback.payout_id, Payout.hold_cycle == PspCallback.hold_cycle),
         )
         .where(PspCallback.applied_at.is_(None), PspCallback.received_at <= waiting_since)
-        .order_by(PspCallback.accept_seq)
+        .order_by(PspCallback.received_at, PspCallback.accept_seq)
         .limit(BATCH)
     )
