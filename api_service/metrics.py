@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Any other method (the server's parser takes UNSUBSCRIBE, MKCALENDAR...) is counted as OTHER.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter(
     "payouts_api_requests_total", "HTTP requests answered", ["method", "route", "status"]
 )
@@ -72,7 +74,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             route = self.templates.of(scope.get("route"))
-            method = str(scope["method"])
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(time.perf_counter() - started)
 

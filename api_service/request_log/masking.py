@@ -1,6 +1,8 @@
 """What the request log keeps of a body: account numbers masked to their last four characters
 and secrets replaced (contracts.logging.redact, the log lines' rule), whatever the field; the
-account fields of a JSON body masked whatever their length; at most `MAX_KEPT_CHARS`."""
+account fields of a JSON body masked whatever their length; at most `MAX_KEPT_CHARS`, and at
+most `MAX_KEPT_BYTES` of UTF-8 (the column holds 65,535 bytes, and 16 KiB of 4-byte characters
+would not fit: the insert of the whole flush failed)."""
 
 from typing import Any
 
@@ -9,6 +11,7 @@ import orjson
 from contracts.logging import redact
 
 MAX_KEPT_CHARS = 16 * 1024
+MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says what was cut
 ACCOUNT_FIELDS = frozenset({"accountNumber", "iban"})
 
 
@@ -38,6 +41,10 @@ def kept_body(raw: bytes) -> str | None:
     except orjson.JSONDecodeError:
         text = raw.decode("utf-8", errors="replace")
     text = redact(text)
-    if len(text) > MAX_KEPT_CHARS:
-        return f"{text[:MAX_KEPT_CHARS]}… ({len(text) - MAX_KEPT_CHARS} more characters)"
+    kept = text[:MAX_KEPT_CHARS]
+    encoded = kept.encode()
+    if len(encoded) > MAX_KEPT_BYTES:
+        kept = encoded[:MAX_KEPT_BYTES].decode(errors="ignore")  # no character cut in half
+    if len(kept) < len(text):
+        return f"{kept}… ({len(text) - len(kept)} more characters)"
     return text

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import ApiRequestRecord, table_of
+from contracts.db.outages import is_outage
 
 log = logging.getLogger("api.request_log")
 
@@ -54,11 +55,22 @@ class RequestLogWriter:
             if not rows:
                 return
             try:
-                async with transaction(self.sessions) as session:
-                    await session.connection(execution_options={REQUEST_LOG_OPTION: True})
-                    await session.execute(_INSERT_ROWS, rows)
+                await self._insert(rows)
             except SQLAlchemyError as exc:
-                log.warning("request log: %d rows not written: %r", len(rows), exc)
+                if is_outage(exc) or len(rows) == 1:
+                    log.warning("request log: %d rows not written: %r", len(rows), exc)
+                    return
+                # A row the database refuses must not take the flush's other rows with it.
+                for row in rows:
+                    try:
+                        await self._insert([row])
+                    except SQLAlchemyError as refused:
+                        log.warning("request log: a row not written: %s", type(refused).__name__)
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        async with transaction(self.sessions) as session:
+            await session.connection(execution_options={REQUEST_LOG_OPTION: True})
+            await session.execute(_INSERT_ROWS, rows)
 
     async def _run(self) -> None:
         while True:

@@ -6,8 +6,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from api_service.app import create_app
+from api_service.metrics import UNMATCHED_ROUTE
 from contracts.settings import Settings
 from tests.support.api_helpers import API
 
@@ -15,6 +17,23 @@ from tests.support.api_helpers import API
 async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
     response = await api_client.get(f"{API}/health")
     assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+
+
+async def test_the_metrics_count_any_odd_method_as_other(api_client: httpx.AsyncClient) -> None:
+    """A label of bounded values: the server's parser takes methods like UNSUBSCRIBE."""
+
+    def counted(method: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "payouts_api_requests_total",
+            {"method": method, "route": UNMATCHED_ROUTE, "status": "404"},
+        )
+        return value or 0.0
+
+    before = counted("OTHER")
+    for odd in ("UNSUBSCRIBE", "MKCALENDAR", "PURGE"):
+        assert (await api_client.request(odd, "/no-such-path")).status_code == 404
+    assert counted("OTHER") == before + 3
+    assert counted("UNSUBSCRIBE") == 0
 
 
 async def test_ready_when_mysql_and_rabbitmq_answer(api_client: httpx.AsyncClient) -> None:

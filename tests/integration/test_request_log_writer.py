@@ -5,11 +5,16 @@ readiness page reads them right after)."""
 import asyncio
 import uuid
 
+import httpx
 from sqlalchemy import func, select
 
+from api_service.app import create_app
 from api_service.request_log.writer import RequestLogWriter
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import ApiRequestRecord
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, auth
 
 
 def call_of(merchant_id: str) -> dict[str, object]:
@@ -51,3 +56,40 @@ async def test_a_flush_returns_once_the_rows_a_flush_under_way_took_are_written(
 
     assert under_way.done(), "flush returned while the rows it was asked for were being written"
     assert await recorded(sessions, merchant_id) == 1
+
+
+async def test_a_row_the_database_refuses_does_not_take_the_others_with_it(
+    sessions: SessionFactory,
+) -> None:
+    """Written one statement per flush, a row too wide for a column failed the whole flush:
+    every merchant's calls of those 200 ms were lost."""
+    writer = RequestLogWriter(sessions)
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    writer.add(call_of(good))
+    writer.add({**call_of(bad), "method": "UNSUBSCRIBED"})  # wider than the column
+    writer.add(call_of(good))
+
+    await writer.flush()
+
+    assert (await recorded(sessions, good), await recorded(sessions, bad)) == (2, 0)
+
+
+async def test_an_odd_method_is_recorded_cut_to_the_columns_width(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The server's parser takes UNSUBSCRIBE (11 letters); the method column holds 10."""
+    merchant = await make_merchant()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            odd = await client.request("UNSUBSCRIBE", f"{API}/balance", headers=auth(merchant, ""))
+            assert odd.status_code == 405
+            await app.state.request_log.flush()
+    async with sessions() as session:
+        methods = await session.scalars(
+            select(ApiRequestRecord.method).where(
+                ApiRequestRecord.merchant_id == merchant.merchant_id
+            )
+        )
+        assert list(methods) == ["UNSUBSCRIB"]

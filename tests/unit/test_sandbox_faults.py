@@ -4,7 +4,7 @@ body."""
 import orjson
 import pytest
 
-from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
+from api_service.request_log.masking import MAX_KEPT_BYTES, MAX_KEPT_CHARS, kept_body
 from api_service.sandbox.faults import Fault, FaultKind, FaultShare, parse_fault
 
 
@@ -83,3 +83,12 @@ def test_the_log_keeps_no_empty_body_and_cuts_long_ones() -> None:
     assert kept_body(b"not json 03001234567") == "not json *******4567"
     long = kept_body(b"x" * (MAX_KEPT_CHARS + 10))
     assert long is not None and long.endswith("(10 more characters)")
+
+
+def test_the_log_keeps_a_body_of_4_byte_characters_within_the_columns_bytes() -> None:
+    """TEXT holds 65,535 bytes: 16 KiB of emoji is 64 KiB, and the insert failed."""
+    emoji = "\U0001f600"
+    kept = kept_body((emoji * 20_000).encode())
+    assert kept is not None and len(kept.encode()) <= 65_535
+    cut = kept.removeprefix(emoji * (MAX_KEPT_BYTES // 4))
+    assert cut == f"… ({20_000 - MAX_KEPT_BYTES // 4} more characters)"
