@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
@@ -19,6 +20,7 @@ from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
+from contracts.db.outages import is_outage
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
@@ -47,7 +49,8 @@ topology_app.command("export")(topology_export_command)
 
 
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
-    """Run `work(session, ...)` in one committed transaction."""
+    """Run `work(session, ...)` in one committed transaction. A database that does not answer is
+    a one-line message and exit 1, not a traceback (as cli.broker does for RabbitMQ)."""
 
     async def _run() -> T:
         engine = create_engine(get_settings().database_url, pool_size=1)
@@ -57,7 +60,13 @@ def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwarg
         finally:
             await engine.dispose()
 
-    return asyncio.run(_run())
+    try:
+        return asyncio.run(_run())
+    except DBAPIError as error:
+        if not is_outage(error):
+            raise
+        typer.echo(f"MySQL does not answer: {error.orig!r}", err=True)
+        raise typer.Exit(1) from error
 
 
 def _amount(raw: str) -> Decimal:

@@ -78,6 +78,21 @@ async def merchant_exists(session: AsyncSession, merchant_id: str) -> bool:
     return await session.scalar(select(Merchant.id).where(Merchant.id == merchant_id)) is not None
 
 
+async def as_stored_now(session: AsyncSession, saved: NewMerchant) -> NewMerchant | None:
+    """The merchant saved earlier with its webhook secret as it is now (rotated since, maybe),
+    or None: it is gone, or its API key was replaced (`payouts seed --api-key`)."""
+    stored = (
+        await session.execute(
+            select(Merchant.api_key_hash, Merchant.webhook_secret).where(
+                Merchant.id == saved.merchant_id
+            )
+        )
+    ).first()
+    if stored is None or stored.api_key_hash != hash_api_key(saved.api_key):
+        return None
+    return NewMerchant(saved.merchant_id, saved.api_key, stored.webhook_secret)
+
+
 @dataclass(frozen=True)
 class DemoMerchant:
     merchant_id: str

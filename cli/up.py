@@ -16,7 +16,7 @@ import httpx
 import typer
 from sqlalchemy import update
 
-from cli.merchants import NewMerchant, create_merchant, merchant_exists
+from cli.merchants import NewMerchant, as_stored_now, create_merchant
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Merchant
@@ -38,17 +38,20 @@ READY_TIMEOUT_SECONDS = 60.0
 async def _demo_merchant(
     settings: Settings, saved: NewMerchant | None, webhook_url: str
 ) -> NewMerchant:
-    """The demo merchant of earlier runs when it still exists, else a new one."""
+    """The demo merchant of earlier runs when it still exists with the key saved (its webhook
+    secret read again: rotated from the dashboard, the saved one would fail every webhook at the
+    sink once its grace ran out), else a new one."""
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with transaction(create_session_factory(engine)) as session:
-            if saved is not None and await merchant_exists(session, saved.merchant_id):
+            current = None if saved is None else await as_stored_now(session, saved)
+            if current is not None:
                 await session.execute(
                     update(Merchant)
-                    .where(Merchant.id == saved.merchant_id)
+                    .where(Merchant.id == current.merchant_id)
                     .values(webhook_url=webhook_url)
                 )
-                return saved
+                return current
             return await create_merchant(
                 session,
                 name="Demo Merchant",
@@ -185,6 +188,7 @@ def up() -> None:
         while not group.exited():
             time.sleep(0.5)
         typer.echo(f"a service exited: {group.exited()}; stopping the others", err=True)
+        raise typer.Exit(1)  # a crash is not a clean run (the others are stopped on the way)
     except KeyboardInterrupt:
         typer.echo("\nstopping...")
     finally:

@@ -4,7 +4,9 @@ database work: a name the column cannot hold, a webhook URL PUT /webhook-endpoin
 import pytest
 from typer.testing import CliRunner
 
+import cli.main
 from cli.main import app
+from contracts.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -25,3 +27,17 @@ def test_bad_merchant_input_is_refused_naming_the_option(
     assert result.exit_code == 2, result.output
     assert complaint in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_database_that_does_not_answer_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not a traceback (the RabbitMQ commands already said so in one line)."""
+    unreachable = Settings(database_url="mysql+asyncmy://root@127.0.0.1:1/payouts")
+    monkeypatch.setattr(cli.main, "get_settings", lambda: unreachable)
+
+    result = CliRunner().invoke(app, ["merchant", "topup", "some-merchant", "10"])
+
+    assert result.exit_code == 1, result.output
+    assert "MySQL does not answer" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
