@@ -40,7 +40,7 @@ seed: migrate
 	$(BIN)/payouts seed
 
 test: install services  # the tests reset their vhost through the management API
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15  # the slowest, to see where CI's minutes go
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)
