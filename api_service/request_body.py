@@ -116,6 +116,13 @@ def documented_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def optional_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`documented_body`, for an endpoint that also takes no body at all."""
+    documented = documented_body(model)
+    documented["requestBody"]["required"] = False
+    return documented
+
+
 def _inline(node: Any, definitions: dict[str, Any]) -> Any:
     if isinstance(node, dict):
         if "$ref" in node:

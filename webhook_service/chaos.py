@@ -6,7 +6,9 @@ order, and the attempts past them are clean:
 
 1. `fail_first_attempts` injected failures (no HTTP call);
 2. a stale timestamp (for `stale_timestamp_percent` % of events);
-3. the previous secret only (with `old_secret_only`, if the merchant has a previous secret);
+3. the previous secret only (with `old_secret_only`, once a rotation's grace period is over:
+   during it the previous secret still signs every attempt, and a receiver that accepts it is
+   right);
 4. a hold: out of order for a payout.processing event (with `out_of_order`), else a delay (with
    `delay_seconds`); the attempt itself is sent clean.
 
@@ -63,7 +65,7 @@ def hold_of(chaos: WebhookChaos, event_type: EventType) -> ChaosKind | None:
 
 
 def schedule(
-    chaos: WebhookChaos, event_id: str, event_type: EventType, *, has_previous_secret: bool
+    chaos: WebhookChaos, event_id: str, event_type: EventType, *, has_retired_secret: bool
 ) -> tuple[ChaosKind, ...]:
     """The chaos of the event's attempts, in order (the module's docstring says why)."""
     kinds = [ChaosKind.INJECTED_FAILURE] * max(
@@ -71,7 +73,7 @@ def schedule(
     )
     if picks(event_id, ChaosKind.STALE_TIMESTAMP, chaos.stale_timestamp_percent):
         kinds.append(ChaosKind.STALE_TIMESTAMP)
-    if chaos.old_secret_only and has_previous_secret:
+    if chaos.old_secret_only and has_retired_secret:
         kinds.append(ChaosKind.OLD_SECRET)
     hold = hold_of(chaos, event_type)
     if hold is not None:
@@ -86,12 +88,12 @@ def attempt_chaos(
     *,
     attempts_made: int,
     generation: int,
-    has_previous_secret: bool,
+    has_retired_secret: bool,
 ) -> ChaosKind | None:
     """The chaos of the event's next attempt, after `attempts_made` attempts."""
     if generation > 0:
         return None
-    kinds = schedule(chaos, event_id, event_type, has_previous_secret=has_previous_secret)
+    kinds = schedule(chaos, event_id, event_type, has_retired_secret=has_retired_secret)
     return kinds[attempts_made] if attempts_made < len(kinds) else None
 
 

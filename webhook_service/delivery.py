@@ -362,7 +362,7 @@ class EventDelivery:
             state = parked(lease.delivery, self.clock(), reason=NO_ENDPOINT)
             return Outcome(request, state, (), Decision(Disposition.DONE, NO_ENDPOINT))
 
-        chaos = self._chaos_of(lease, endpoint)
+        chaos = self._chaos_of(lease, endpoint, self.clock())
         if chaos is ChaosKind.INJECTED_FAILURE:
             started, result = self.clock(), INJECTED_FAILURE
         else:
@@ -400,7 +400,7 @@ class EventDelivery:
         body, headers = signed_request(event, endpoint, now, chaos)
         return await self.sender.post(endpoint.url, body, headers)
 
-    def _chaos_of(self, lease: Lease, endpoint: Endpoint) -> ChaosKind | None:
+    def _chaos_of(self, lease: Lease, endpoint: Endpoint, now: datetime) -> ChaosKind | None:
         """What sandbox chaos does to this attempt (nothing when the merchant set none)."""
         if not endpoint.chaos.active:
             return None
@@ -411,7 +411,7 @@ class EventDelivery:
             event.type,
             attempts_made=lease.delivery.attempts,
             generation=lease.delivery.generation,
-            has_previous_secret=bool(endpoint.previous_secret),
+            has_retired_secret=endpoint.retired_secret(now) is not None,
         )
         if chaos in HOLDS and self._holds >= self.max_holds:
             log.warning("webhook %s sent without its %s hold: too many held", event.id, chaos)

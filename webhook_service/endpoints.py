@@ -49,6 +49,12 @@ class Endpoint:
             self.secret, self.previous_secret, self.previous_secret_expires_at, now
         )
 
+    def retired_secret(self, now: datetime) -> str | None:
+        """The previous secret once its grace period is over (it no longer signs)."""
+        if self.previous_secret in self.secrets_at(now):
+            return None
+        return self.previous_secret
+
 
 class EndpointCache:
     def __init__(

@@ -31,9 +31,9 @@ from api_service.errors import (
 )
 from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
-from api_service.sandbox.endpoints import SANDBOX_ERRORS, Count
+from api_service.sandbox.endpoints import SANDBOX_ERRORS
 from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
-from api_service.schemas import SettingRequest
+from api_service.schemas import Count, SettingRequest
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
 from contracts.db.models import SandboxClock, ScheduledAction

@@ -1,11 +1,10 @@
 """Sandbox controls (test mode only; production answers 404): merchant-wide faults, webhook
 chaos, and the go-live readiness report."""
 
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, BeforeValidator, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete
 from sqlalchemy.dialects.mysql import insert
 from starlette.responses import Response
@@ -22,7 +21,7 @@ from api_service.sandbox.fault_settings import (
 )
 from api_service.sandbox.faults import FAULT_RULE, FaultShare, parse_fault
 from api_service.sandbox.readiness import readiness_report
-from api_service.schemas import SettingRequest
+from api_service.schemas import Count, SettingRequest
 from contracts.db.engine import utcnow
 from contracts.db.models import WebhookChaosSetting
 from contracts.webhook_chaos import (
@@ -38,24 +37,6 @@ router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX
 SANDBOX_ERRORS = (*AUTH_ERRORS, SandboxDisabled)
 
 
-# Far above any count here: checked before int(), which takes seconds of CPU (the event loop's)
-# for a number such as 1e1000000 that the body parser hands over as Decimal("1E+1000000").
-_COUNT_MAGNITUDE = Decimal(10**18)
-
-
-def _json_whole_number(value: object) -> object:
-    """A JSON number without a fraction (the body parser reads numbers as Decimal); `false` and
-    `"5"` are no counts."""
-    if isinstance(value, Decimal) and value.copy_abs() >= _COUNT_MAGNITUDE:
-        raise ValueError("is out of range")
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError("must be a whole number")
-
-
-Count = Annotated[int, BeforeValidator(_json_whole_number)]
 Percent = Annotated[Count, Field(ge=0, le=100)]
 Flag = Annotated[bool, Field(strict=True)]  # true or false, not "true" or 1
 
@@ -150,7 +131,11 @@ class WebhookChaosRequest(SettingRequest):
         Percent, Field(description="First attempts signed with a 10-minute-old timestamp")
     ] = 0
     old_secret_only: Annotated[
-        Flag, Field(description="After a rotation, first attempts signed with the old secret")
+        Flag,
+        Field(
+            description="First attempts signed with the old secret, once a rotation's grace "
+            "period is over"
+        ),
     ] = False
     fail_first_attempts: Annotated[
         Count, Field(ge=0, le=MAX_INJECTED_FAILURES, description="Attempts we fail ourselves")

@@ -14,11 +14,12 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
-from api_service.request_body import documented_body, read_body
+from api_service.request_body import documented_body, optional_body, read_body
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks import service
 from api_service.webhooks.schemas import (
     PayoutEventListEnvelope,
+    RotateSecretRequest,
     UpdateWebhookEndpoint,
     WebhookDeliveryEnvelope,
     WebhookDeliveryListEnvelope,
@@ -218,6 +219,7 @@ async def put_endpoint(
     response_model=WebhookSecretEnvelope,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
     summary="New signing secret, shown once; the old one keeps signing during the grace period",
+    openapi_extra=optional_body(RotateSecretRequest),
 )
 async def rotate_secret(
     request: Request,
@@ -227,8 +229,15 @@ async def rotate_secret(
     settings: SettingsDep,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        asked = (
+            await read_body(request, RotateSecretRequest)
+            if await request.body()
+            else RotateSecretRequest()
+        )
+        hours = asked.previous_secret_grace_hours
+        grace = settings.webhook_secret_grace_hours if hours is None else hours
         rotated, secret = await service.rotate_secret(
-            session, merchant, grace=timedelta(hours=settings.webhook_secret_grace_hours)
+            session, merchant, grace=timedelta(hours=grace)
         )
         data = {**endpoint_json(rotated), "secret": secret}
         return 200, success_body(data, "Store this secret now: it is not shown again")

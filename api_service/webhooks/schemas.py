@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from api_service.schemas import Page, RequestModel
+from api_service.schemas import Count, Page, RequestModel
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
 
@@ -17,6 +17,24 @@ class UpdateWebhookEndpoint(RequestModel):
             examples=["https://merchant.example/webhooks/mypay"],
         ),
     ]
+
+
+MAX_GRACE_HOURS = 168
+
+
+class RotateSecretRequest(RequestModel):
+    """Optional: without a body the previous secret keeps signing beside the new one for
+    `PAYOUTS_WEBHOOK_SECRET_GRACE_HOURS` (24)."""
+
+    previous_secret_grace_hours: Annotated[
+        Count | None,
+        Field(
+            ge=0,
+            le=MAX_GRACE_HOURS,
+            description="How long the previous secret keeps signing; 0 retires it at once (a "
+            "leaked secret, or to meet the readiness report's rotated-out-secret chaos today)",
+        ),
+    ] = None
 
 
 class WebhookAttemptView(BaseModel):

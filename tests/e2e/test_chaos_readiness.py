@@ -98,7 +98,10 @@ class Client:
         return data
 
     async def rotate_secret_and_unleash_chaos(self, **chaos: Any) -> str:
-        rotated = await self.post("/webhook-endpoint/rotate-secret", None)
+        # The old secret retired at once: old-secret chaos waits for the end of its grace.
+        rotated = await self.post(
+            "/webhook-endpoint/rotate-secret", {"previousSecretGraceHours": 0}
+        )
         await self.put("/sandbox/webhook-chaos", {**CHAOS, **chaos})
         secret: str = rotated["secret"]
         return secret

@@ -515,6 +515,34 @@ async def test_rotating_the_secret_shows_it_once_and_keeps_the_old_one_signing(
     assert orjson.loads(rotated.content)["message"]
 
 
+async def test_a_rotation_can_say_how_long_the_previous_secret_keeps_signing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """0 retires it at once: a leaked secret, or the readiness report's rotated-out-secret chaos
+    on the day of the rotation."""
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    path = f"{API}/webhook-endpoint/rotate-secret"
+
+    for hours in (0, 2):
+        rotated = await api_client.post(
+            path, json={"previousSecretGraceHours": hours}, headers=auth(merchant)
+        )
+        assert rotated.status_code == 200, rotated.text
+        async with sessions() as session:
+            stored = await session.get_one(Merchant, merchant.merchant_id, populate_existing=True)
+        assert stored.previous_secret_expires_at is not None
+        left = stored.previous_secret_expires_at - utcnow()
+        assert abs(left - timedelta(hours=hours)) < timedelta(minutes=1)
+        shown = rotated.json()["data"]["previousSecretExpiresAt"]
+        assert (shown is None) == (hours == 0)
+
+    for refused in (-1, 169, "2", 1.5):
+        answer = await api_client.post(
+            path, json={"previousSecretGraceHours": refused}, headers=auth(merchant)
+        )
+        assert_error(answer, 400, "VALIDATION_ERROR", "previousSecretGraceHours")
+
+
 async def test_the_rotated_secret_is_never_stored_in_plaintext_for_replays(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:

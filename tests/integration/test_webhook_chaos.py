@@ -26,7 +26,12 @@ from contracts.db.engine import (
     transaction,
     utcnow,
 )
-from contracts.db.models import OutboxMessage, Payout, WebhookAttempt, WebhookChaosSetting
+from contracts.db.models import (
+    OutboxMessage,
+    Payout,
+    WebhookAttempt,
+    WebhookChaosSetting,
+)
 from contracts.domain.statuses import EventType
 from contracts.payout_events import Announcements
 from contracts.settings import Environment, Settings
@@ -369,7 +374,7 @@ async def test_a_stale_timestamp_is_refused_by_a_correct_receiver_then_sent_clea
 
 
 @pytest.mark.usefixtures("webhook_service")
-async def test_after_a_rotation_the_first_attempt_is_signed_with_the_old_secret_only(
+async def test_after_a_rotations_grace_the_first_attempt_is_signed_with_the_old_secret_only(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -377,9 +382,7 @@ async def test_after_a_rotation_the_first_attempt_is_signed_with_the_old_secret_
     receiver: WebhookReceiver,
 ) -> None:
     merchant = await make_merchant(webhook_url=receiver.url)
-    rotated = await api_client.post(f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant))
-    assert rotated.status_code == 200, rotated.text
-    new_secret = rotated.json()["data"]["secret"]
+    new_secret = await rotate_secret(api_client, merchant, {"previousSecretGraceHours": 0})
     await set_chaos(sessions, merchant, WebhookChaos(old_secret_only=True))
     receiver.verify_with(new_secret)
     row = await new_event_row(api_client, sessions, merchant)
@@ -396,6 +399,38 @@ async def test_after_a_rotation_the_first_attempt_is_signed_with_the_old_secret_
     assert len(old.headers["webhook-signature"].split(" ")) == 1
     Webhook(merchant.webhook_secret).verify(old.body, old.headers)  # the old secret signed it
     Webhook(new_secret).verify(clean.body, clean.headers)
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_within_a_rotations_grace_old_secret_only_changes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """The previous secret still signs every attempt then: a receiver still on it is right, and
+    an attempt signed with it alone would be judged as if it were wrong."""
+    merchant = await make_merchant(webhook_url=receiver.url)
+    await rotate_secret(api_client, merchant)
+    await set_chaos(sessions, merchant, WebhookChaos(old_secret_only=True))
+    receiver.verify_with(merchant.webhook_secret)  # not switched yet
+    row = await new_event_row(api_client, sessions, merchant)
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    assert attempt_log(await attempts_of(sessions, event_id_of(row))) == [(1, 200, None)]
+
+
+async def rotate_secret(
+    api_client: httpx.AsyncClient, merchant: NewMerchant, body: dict[str, int] | None = None
+) -> str:
+    rotated = await api_client.post(
+        f"{API}/webhook-endpoint/rotate-secret", json=body, headers=auth(merchant)
+    )
+    assert rotated.status_code == 200, rotated.text
+    return str(rotated.json()["data"]["secret"])
 
 
 @pytest.mark.usefixtures("webhook_service")

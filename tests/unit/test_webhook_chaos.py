@@ -64,7 +64,7 @@ def test_kinds_pick_their_events_independently() -> None:
 
 
 @pytest.mark.parametrize(
-    ("chaos", "event_type", "has_previous_secret", "expected"),
+    ("chaos", "event_type", "has_retired_secret", "expected"),
     [
         (WebhookChaos(), EventType.CREATED, True, ()),
         (WebhookChaos(fail_first_attempts=3), EventType.CREATED, False, (INJECTED,) * 3),
@@ -111,12 +111,10 @@ def test_kinds_pick_their_events_independently() -> None:
 def test_the_kinds_an_event_gets_are_laid_out_on_its_attempts_in_order(
     chaos: WebhookChaos,
     event_type: EventType,
-    has_previous_secret: bool,
+    has_retired_secret: bool,
     expected: tuple[ChaosKind, ...],
 ) -> None:
-    assert (
-        schedule(chaos, EVENT_ID, event_type, has_previous_secret=has_previous_secret) == expected
-    )
+    assert schedule(chaos, EVENT_ID, event_type, has_retired_secret=has_retired_secret) == expected
 
 
 def kind_of_attempt(
@@ -128,7 +126,7 @@ def kind_of_attempt(
         EventType.CREATED,
         attempts_made=attempts_made,
         generation=generation,
-        has_previous_secret=True,
+        has_retired_secret=True,
     )
 
 
