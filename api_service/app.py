@@ -16,6 +16,7 @@ from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.exception_handlers import install_exception_handlers
+from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
@@ -98,7 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_dashboard(app, settings)
     install_exception_handlers(app)
-    # Innermost first: faults, then the request log (which records them), then request ids.
+    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults, then the request
+    # log (which records them), then request ids.
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         FaultInjectionMiddleware,
         enabled=settings.sandbox_enabled,

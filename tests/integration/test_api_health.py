@@ -11,12 +11,43 @@ from prometheus_client import REGISTRY
 from api_service.app import create_app
 from api_service.metrics import UNMATCHED_ROUTE
 from contracts.settings import Settings
-from tests.support.api_helpers import API
+from contracts.db.engine import SessionFactory
+from tests.support.api_helpers import API, auth, create_payout, new_merchant
 
 
 async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
     response = await api_client.get(f"{API}/health")
     assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+async def test_head_answers_as_get_without_the_body(
+    api_client: httpx.AsyncClient, path: str
+) -> None:
+    """Uptime monitors and load balancers probe with HEAD; it was 405."""
+    got = await api_client.get(f"{API}{path}")
+    head = await api_client.head(f"{API}{path}")
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"] != "0"
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+async def test_head_of_a_merchant_resource_is_judged_as_its_get(
+    api_client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    merchant = await new_merchant(sessions)
+    payout = await create_payout(api_client, merchant)
+    found = await api_client.head(f"{API}/payouts/{payout['id']}", headers=auth(merchant, ""))
+    assert (found.status_code, found.content) == (200, b"")
+    unknown = await api_client.head(f"{API}/payouts/po_unknown", headers=auth(merchant, ""))
+    assert unknown.status_code == 404
+    no_key = await api_client.head(f"{API}/payouts/{payout['id']}")
+    assert no_key.status_code == 401
+    post_only = await api_client.head(
+        f"{API}/payouts/{payout['id']}/reinitiate", headers=auth(merchant, "")
+    )
+    assert post_only.status_code == 405
 
 
 async def test_the_metrics_count_any_odd_method_as_other(api_client: httpx.AsyncClient) -> None:
