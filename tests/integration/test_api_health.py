@@ -10,8 +10,8 @@ from prometheus_client import REGISTRY
 
 from api_service.app import create_app
 from api_service.metrics import UNMATCHED_ROUTE
-from contracts.settings import Settings
 from contracts.db.engine import SessionFactory
+from contracts.settings import Settings
 from tests.support.api_helpers import API, auth, create_payout, new_merchant
 
 
