@@ -143,33 +143,55 @@ async def send_copies(
     left out, so that it never holds up the others."""
     copies, copied = [], []
     for row in rows:
-        try:
-            event = PayoutStatusChanged.model_validate_json(row.body)
-        except ValidationError as error:
-            log.error("webhook delivery %s: its stored event does not read: %s", row.id, error)
-            continue
-        copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
-        copies.append(
-            outbox_row(
-                event,
-                body=row.body,
-                exchange=DEFAULT_EXCHANGE,
-                routing_key=RESEND_ROUTING_KEY,
-                payout_id=row.payout_id,
-                merchant_id=row.merchant_id,
-                correlation_id=correlation_id,
-                extra_headers=waiting_retry_headers(
-                    row.next_attempt_at,
-                    retry_count=row.retry_count,
-                    generation=row.generation,
-                    clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
-                ),
-            )
+        copy = event_copy(
+            row.body,
+            of=f"webhook delivery {row.id}",
+            payout_id=row.payout_id,
+            merchant_id=row.merchant_id,
+            correlation_id=correlation_id,
+            headers=waiting_retry_headers(
+                row.next_attempt_at,
+                retry_count=row.retry_count,
+                generation=row.generation,
+                clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
+            ),
         )
+        if copy is not None:
+            copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
+            copies.append(copy)
     if copies:
         await write_outbox(session, copies)
         await session.execute(_RECORD_COPIED, copied)
     return len(copies)
+
+
+def event_copy(
+    body: bytes,
+    *,
+    of: str,
+    payout_id: str,
+    merchant_id: str,
+    correlation_id: str | None,
+    headers: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The outbox row of a copy of the stored event `body`, straight to the webhook queue with
+    `headers`; None when the body no longer reads as an event (logged, naming `of`), so that it
+    never holds up the others."""
+    try:
+        event = PayoutStatusChanged.model_validate_json(body)
+    except ValidationError as error:
+        log.error("%s: its stored event does not read: %s", of, error)
+        return None
+    return outbox_row(
+        event,
+        body=body,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=RESEND_ROUTING_KEY,
+        payout_id=payout_id,
+        merchant_id=merchant_id,
+        correlation_id=correlation_id,
+        extra_headers=headers,
+    )
 
 
 # The due time copied, as read, only where the delivery still waits for it: one that has moved

@@ -24,6 +24,11 @@ WEBHOOK_RETRIES_RESENT = Counter(
     "payouts_webhook_retries_resent_total",
     "Overdue webhook retries the outbox relay sent again (their message lost, or late)",
 )
+WEBHOOK_DELIVERIES_RESENT = Counter(
+    "payouts_webhook_deliveries_resent_total",
+    "Webhook deliveries the outbox relay sent again: events without a delivery row, and PENDING"
+    " deliveries no attempt holds (their message dead-lettered, lost or late)",
+)
 HOUSEKEEPING_FAILURES = Counter(
     "payouts_relay_housekeeping_failures_total",
     "Housekeeping rounds of the outbox relay that failed, by chore (tried again later)",

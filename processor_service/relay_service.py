@@ -31,6 +31,7 @@ from processor_service.outbox_relay import (
     RoundResult,
     open_publisher,
 )
+from processor_service.stalled_deliveries import resend_stalled_deliveries
 from processor_service.stalled_payouts import resend_stalled_payout_commands
 from processor_service.stalled_retries import resend_stalled_retries
 
@@ -39,7 +40,7 @@ log = logging.getLogger("outbox-relay")
 CLEANUP_EVERY_SECONDS = 300.0
 # QUEUED payouts expire within this long after their expiry time (72 h by default).
 EXPIRE_QUEUED_EVERY_SECONDS = 60.0
-# Stalled webhook retries are looked for every minute, or twice per
+# Stalled webhook retries and deliveries are looked for every minute, or twice per
 # PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS when that is shorter.
 STALLED_RETRIES_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -164,6 +165,11 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
             "stalled-webhook-retries",
             min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
             lambda: resend_stalled_retries(sessions, stalled_seconds=webhook_stalled),
+        ),
+        Chore(
+            "stalled-webhook-deliveries",
+            min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
+            lambda: resend_stalled_deliveries(sessions, stalled_seconds=webhook_stalled),
         ),
     ]
 

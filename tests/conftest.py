@@ -40,6 +40,11 @@ def settings(infrastructure: Infrastructure) -> Settings:
         processor_retry_delay_seconds=1.0,
         webhook_retry_delays="1,2,4",
         webhook_allow_private_urls=True,
+        # The database is shared with tests that leave events undelivered and retries waiting
+        # on purpose: a relay would sweep them (processor_service.stalled_deliveries and
+        # stalled_retries) into the queue of a later test's webhook service. The sweeps are
+        # tested on their own.
+        webhook_stalled_retry_seconds=3600,
         log_format="text",
     )
 
@@ -56,6 +61,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "PAYOUTS_WEBHOOK_RETRY_DELAYS": settings.webhook_retry_delays,
         "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS": "true",
         "PAYOUTS_LOG_FORMAT": "text",
+        "PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS": str(settings.webhook_stalled_retry_seconds),
     }
 
 

@@ -237,7 +237,11 @@ class PayoutEvent(Base):
     """The merchant's event log (`GET /events`): the payout as it was at each change."""
 
     __tablename__ = "payout_events"
-    __table_args__ = (Index("ix_events_merchant_created", "merchant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_events_merchant_created", "merchant_id", "created_at"),
+        # The relay's sweep of events no delivery row was made for (migration 0020).
+        Index("ix_events_created", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))

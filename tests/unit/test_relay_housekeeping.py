@@ -72,6 +72,7 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
         "clean_up",
         "expire_queued",
         "resend_stalled_retries",
+        "resend_stalled_deliveries",
         "resend_stalled_payout_commands",
     )
     for name in names:
@@ -89,6 +90,8 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
     assert set(calls) == set(names)
     assert calls["resend_stalled_retries"] == {"stalled_seconds": stalled_seconds}
     assert chores["stalled-webhook-retries"].every_seconds == every_seconds
+    assert calls["resend_stalled_deliveries"] == {"stalled_seconds": stalled_seconds}
+    assert chores["stalled-webhook-deliveries"].every_seconds == every_seconds
     assert calls["resend_stalled_payout_commands"] == {
         "stalled_seconds": stalled_seconds + 1,
         "retry_delay_seconds": 3.0,
