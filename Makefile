@@ -40,7 +40,11 @@ seed: migrate
 	$(BIN)/payouts seed
 
 test: install services  # the tests reset their vhost through the management API
-	$(BIN)/pytest -q --durations=15  # the slowest, to see where CI's minutes go
+	# Two workers (most of a test is waiting on MariaDB, RabbitMQ or a service), each with its
+	# own database and vhost; then, in one process, the fault tests (they stop the local
+	# servers) and the fuzzing (its last test judges what the others wrote).
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15 --ignore=tests/faults --ignore=tests/fuzz
+	$(BIN)/pytest -q --durations=5 tests/faults tests/fuzz
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)

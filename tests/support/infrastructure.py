@@ -19,9 +19,12 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-# Overridable so that several test runs on one machine never share a database or a vhost.
-TEST_DATABASE = os.environ.get("PAYOUTS_TEST_DATABASE", "payouts_test")
-TEST_VHOST = os.environ.get("PAYOUTS_TEST_VHOST", "payouts_test")
+# Overridable so that several test runs on one machine never share a database or a vhost; each
+# pytest-xdist worker (make test runs two) takes its own, named after it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_OF_WORKER = f"_{_WORKER}" if _WORKER else ""
+TEST_DATABASE = os.environ.get("PAYOUTS_TEST_DATABASE", "payouts_test") + _OF_WORKER
+TEST_VHOST = os.environ.get("PAYOUTS_TEST_VHOST", "payouts_test") + _OF_WORKER
 MYSQL_IMAGE = os.environ.get("PAYOUTS_MYSQL_IMAGE", "mysql:8.4")
 RABBITMQ_IMAGE = os.environ.get("PAYOUTS_RABBITMQ_IMAGE", "rabbitmq:3.13-management")
 
