@@ -4,11 +4,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match, Route
 
 from api_service.envelope import error_body, json_response
 from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
@@ -41,14 +41,24 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method of every route at this path. Starlette's 405 names only the first route's
-    (`Allow: POST` on /payouts, which also answers GET)."""
+    """The methods of the routes of the path's template (the first route matching the path
+    names it: /payouts/batch, not /payouts/{payout_id}), and HEAD with GET (HeadAsGetMiddleware).
+    Starlette's 405 names only the first route's (`Allow: POST` on /payouts, which also answers
+    GET); FastAPI keeps an included router's routes behind it, reached through route contexts."""
+    path = request.scope["path"]
+    matching = [
+        context
+        for context in iter_route_contexts(request.app.routes)
+        if context.methods
+        and (pattern := getattr(context, "path_regex", None)) is not None
+        and pattern.match(path)
+    ]
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
-            if match is Match.PARTIAL:
-                methods |= route.methods
+    for context in matching:
+        if context.path_format == matching[0].path_format:
+            methods |= context.methods or set()
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

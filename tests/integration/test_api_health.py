@@ -47,7 +47,27 @@ async def test_head_of_a_merchant_resource_is_judged_as_its_get(
     post_only = await api_client.head(
         f"{API}/payouts/{payout['id']}/reinitiate", headers=auth(merchant, "")
     )
-    assert post_only.status_code == 405
+    assert (post_only.status_code, post_only.headers["allow"]) == (405, "POST")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/payouts", "GET, HEAD, POST"),
+        ("PUT", "/payouts/00000000-0000-4000-8000-000000000000", "GET, HEAD"),
+        ("PUT", "/balance", "GET, HEAD"),
+        ("GET", "/ipn/psp", "POST"),
+        ("PUT", "/payouts/batch", "POST"),  # not /payouts/{payout_id}'s
+    ],
+)
+async def test_a_405_names_every_method_the_path_takes(
+    api_client: httpx.AsyncClient, method: str, path: str, allowed: str
+) -> None:
+    """RFC 9110: a 405 carries Allow. It was empty on every route of the API's router."""
+    response = await api_client.request(method, f"{API}{path}")
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed
+    assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
 
 
 async def test_the_metrics_count_any_odd_method_as_other(api_client: httpx.AsyncClient) -> None:
