@@ -23,7 +23,6 @@ from contracts.db.models import (
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
 from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
 from contracts.webhook_chaos import ChaosKind
-from contracts.webhooks import DeliveryStatus
 
 FINAL_STATUSES = TERMINAL_STATUSES
 WEBHOOK_DEADLINE_MS = 10_000
@@ -355,7 +354,8 @@ async def _reversals_delivered(session: AsyncSession, merchant_id: str) -> int:
                 Payout.merchant_id == merchant_id,
                 Payout.status == PayoutStatus.REVERSED.value,
                 WebhookDelivery.event_type == EventType.REVERSED.value,
-                WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
+                # Delivered once: a resend since (PENDING again, then perhaps failing) keeps it.
+                WebhookDelivery.delivered_at.is_not(None),
             )
         )
         or 0

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -334,6 +334,16 @@ async def test_readiness_counts_reinitiations_and_reversals_delivered(
         "2 reinitiations",
     )
     assert items["reversal_received"]["status"] == "passed"
+    assert items["reversal_received"]["evidence"] == "1 payout.reversed webhooks delivered"
+
+    # Sent again by the merchant (to test its deduplication), and failing this time.
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.payout_id == reversed_payout["id"])
+            .values(status=DeliveryStatus.RETRYING.value)
+        )
+    items = await readiness(api_client, merchant)
     assert items["reversal_received"]["evidence"] == "1 payout.reversed webhooks delivered"
 
 
