@@ -38,7 +38,8 @@ def kept_body(raw: bytes) -> str | None:
         return None
     try:
         text = orjson.dumps(_mask_accounts(orjson.loads(raw))).decode()
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+        # Not JSON, or nested deeper than orjson writes (254) or Python recurses: kept as sent.
         text = raw.decode("utf-8", errors="replace")
     text = redact(text)
     kept = text[:MAX_KEPT_CHARS]

@@ -85,6 +85,14 @@ def test_the_log_keeps_no_empty_body_and_cuts_long_ones() -> None:
     assert long is not None and long.endswith("(10 more characters)")
 
 
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_the_log_keeps_a_body_nested_deeper_than_json_is_written_as_sent(depth: int) -> None:
+    """orjson writes at most 254 levels, and the recorder raised in its `finally` (the row lost,
+    a traceback logged for input the client controls)."""
+    body = b"[" * depth + b'"03001234567"' + b"]" * depth
+    assert kept_body(body) == "[" * depth + '"*******4567"' + "]" * depth
+
+
 def test_the_log_keeps_a_body_of_4_byte_characters_within_the_columns_bytes() -> None:
     """TEXT holds 65,535 bytes: 16 KiB of emoji is 64 KiB, and the insert failed."""
     emoji = "\U0001f600"
