@@ -3,6 +3,7 @@ it took, whether its idempotency key replayed an earlier answer, and what fault 
 injected. A call is recorded once its merchant is known (set on the scope by the fault middleware
 or the authentication dependency): calls with no valid key belong to no one and are not kept."""
 
+import hashlib
 import time
 from typing import Any
 
@@ -90,6 +91,7 @@ def _row(
         "fault": fault,
         "retry_after_seconds": whole_number(retry_after, max_digits=9),
         "request_body": kept_body(asked),
+        "request_digest": hashlib.sha256(asked).hexdigest() if asked else None,
         "response_body": None if dropped else kept_body(bytes(answered)),
         "started_at": started_at,
     }

@@ -113,7 +113,7 @@ class Call:
     retry_after_seconds: int | None
     started_at: datetime
     latency_ms: int
-    body_digest: str | None  # of the request body as recorded (masked alike each time)
+    body_digest: str | None  # of the request body as sent
 
     @property
     def ended_at(self) -> datetime:
@@ -372,7 +372,10 @@ _CALL_COLUMNS = (
     ApiRequestRecord.retry_after_seconds,
     ApiRequestRecord.started_at,
     ApiRequestRecord.latency_ms,
-    func.md5(ApiRequestRecord.request_body),
+    # Rows logged before migration 0021: the digest of the body as recorded (masked).
+    func.coalesce(ApiRequestRecord.request_digest, func.md5(ApiRequestRecord.request_body)).label(
+        "body_digest"
+    ),
 )
 # The calls timeout_retry_item and retry_after_item judge the retries of.
 _EVIDENCE = or_(
@@ -390,7 +393,8 @@ async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
     retry of each is found. Nothing more: a busy merchant makes tens of thousands of calls."""
     mine = ApiRequestRecord.merchant_id == merchant_id
     evidence = [
-        Call(*row) for row in await session.execute(select(*_CALL_COLUMNS).where(mine, _EVIDENCE))
+        Call(**row._mapping)
+        for row in await session.execute(select(*_CALL_COLUMNS).where(mine, _EVIDENCE))
     ]
     if not evidence:
         return []
@@ -403,7 +407,7 @@ async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
             ApiRequestRecord.started_at >= since,
         )
     )
-    followers = [Call(*row) for row in rows]
+    followers = [Call(**row._mapping) for row in rows]
     return sorted({call.id: call for call in [*evidence, *followers]}.values(), key=lambda c: c.id)
 
 

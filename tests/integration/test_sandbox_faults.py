@@ -277,6 +277,30 @@ async def test_readiness_tells_a_careful_retry_from_a_careless_one(
     assert good["reinitiate_done"]["status"] == "not_tried"
 
 
+async def test_readiness_tells_two_accounts_ending_alike_apart(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A worker's verify-account times out after commit; another worker verifies another account
+    of the same scenario suffix with its own key; the first retries with its key. The log masks
+    both accounts to *******0001: judged by the masked body, that other call was the retry, with
+    a new key."""
+    merchant = await make_merchant()
+    body = {"destType": "WALLET", "walletCode": "JAZZCASH", "accountNumber": "03001230001"}
+    key = new_key()
+    headers = {**auth(merchant, key), FAULT: "timeout-after-commit"}
+    lost = await api_client.post(f"{API}/verify-account", json=body, headers=headers)
+    assert lost.status_code == 504, lost.text
+    other = {**body, "accountNumber": "03007770001"}
+    response = await api_client.post(f"{API}/verify-account", json=other, headers=auth(merchant))
+    assert response.status_code == 200, response.text
+    retry = await api_client.post(f"{API}/verify-account", json=body, headers=auth(merchant, key))
+    assert retry.headers.get("idempotent-replayed") == "true", retry.text
+    await logged_requests(api_client, merchant, 3)
+
+    item = (await readiness(api_client, merchant))["timeout_retry_same_key"]
+    assert (item["status"], item["evidence"]) == ("passed", "1 retried alike")
+
+
 async def delivered_reversal(
     sessions: SessionFactory, merchant: NewMerchant, payout: dict[str, Any]
 ) -> None:
