@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 
 from api_service import health, webhooks
 from api_service.asyncapi import asyncapi_endpoint
@@ -15,6 +17,7 @@ from api_service.dashboard import html_pages as dashboard_html_pages
 from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
+from api_service.envelope import json_response
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER
@@ -36,6 +39,7 @@ from api_service.sandbox.openapi import document_fault_header
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings, get_settings
+from contracts.wire import dumps
 
 API_PREFIX = "/api/v1"
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
@@ -95,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     document_fault_header(app, api_prefix=API_PREFIX)
     document_answers_as_given(app)
+    serve_documents_under_the_base_path(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_dashboard(app, settings)
@@ -125,6 +130,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))
     return app
+
+
+def serve_documents_under_the_base_path(app: FastAPI) -> None:
+    """/api/v1/openapi.json and /api/v1/docs, as the contract places every route under its base
+    path; FastAPI serves them at the root (/openapi.json, /docs), where they stay."""
+
+    async def openapi_document(_request: Request) -> Response:
+        return json_response(dumps(app.openapi()))
+
+    async def docs_page(_request: Request) -> Response:
+        return RedirectResponse(app.docs_url or "/docs")
+
+    app.add_route(f"{API_PREFIX}/openapi.json", openapi_document, include_in_schema=False)
+    app.add_route(f"{API_PREFIX}/docs", docs_page, include_in_schema=False)
 
 
 def document_answers_as_given(app: FastAPI) -> None:

@@ -130,6 +130,17 @@ async def test_docs_are_served_without_a_key(api_client: httpx.AsyncClient) -> N
     assert "swagger" in response.text.lower()
 
 
+async def test_the_documents_are_under_the_base_path_too(api_client: httpx.AsyncClient) -> None:
+    """The contract places every route, /docs and /openapi.json with them, under /api/v1."""
+    at_root = await api_client.get("/openapi.json")
+    under_base = await api_client.get(f"{API}/openapi.json")
+    assert under_base.status_code == 200
+    assert under_base.headers["content-type"].startswith("application/json")
+    assert under_base.json() == at_root.json()
+    docs = await api_client.get(f"{API}/docs", follow_redirects=True)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
 @pytest.fixture(scope="module")
 async def openapi(api_client: httpx.AsyncClient) -> AsyncIterator[dict[str, Any]]:
     response = await api_client.get("/openapi.json")
