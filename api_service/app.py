@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         FaultInjectionMiddleware,
         enabled=settings.sandbox_enabled,
         api_prefix=API_PREFIX,
-        exempt_prefix=f"{API_PREFIX}{SANDBOX_PREFIX}",
+        exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
     )
     if settings.sandbox_enabled:
         app.add_middleware(

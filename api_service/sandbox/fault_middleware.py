@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.deps import merchant_of_key
@@ -32,7 +33,6 @@ from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, Fault, FaultKind, parse_fault
 from contracts.db.outages import is_outage
 
-_FAULT_HEADER = FAULT_HEADER.lower().encode()
 _STATUS_ERRORS: dict[int, type[ApiError]] = {
     429: RateLimited,
     500: InjectedServerError,
@@ -41,20 +41,24 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
 
 
 class FaultInjectionMiddleware:
-    def __init__(self, app: ASGIApp, *, enabled: bool, api_prefix: str, exempt_prefix: str) -> None:
-        """`exempt_prefix`: the paths a merchant-wide fault never touches (/api/v1/sandbox)."""
+    def __init__(
+        self, app: ASGIApp, *, enabled: bool, api_prefix: str, exempt_prefixes: tuple[str, ...]
+    ) -> None:
+        """`exempt_prefixes`: the paths a merchant-wide fault never touches (the sandbox
+        controls, and the request log that shows what the faults did)."""
         self.app = app
         self.enabled = enabled
         self.api_prefix = api_prefix
-        self.exempt_prefix = exempt_prefix
+        self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.api_prefix):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        # The first of a header sent twice, as the endpoints read it (authentication included).
+        headers = Headers(scope=scope)
         request_id: str = scope["state"]["request_id"]
-        spec = headers.get(_FAULT_HEADER)
+        spec = headers.get(FAULT_HEADER)
         if spec is not None and not self.enabled:
             await reject(send, request_id, SandboxDisabled())
             return
@@ -77,21 +81,19 @@ class FaultInjectionMiddleware:
         INJECTED_FAULTS.labels(fault.metric_label, source).inc()
         await self._inject(fault, scope, receive, send, request_id)
 
-    async def _fault_of(
-        self, scope: Scope, headers: dict[bytes, bytes], spec: bytes | None
-    ) -> Fault | None:
+    async def _fault_of(self, scope: Scope, headers: Headers, spec: str | None) -> Fault | None:
         """The call's fault, None without a merchant; the merchant is noted for the request log."""
         if not self.enabled:
             return None
-        api_key = headers.get(b"x-api-key")
+        api_key = headers.get("x-api-key")
         state = scope["app"].state
-        merchant = await merchant_of_key(state, api_key.decode("latin-1")) if api_key else None
+        merchant = await merchant_of_key(state, api_key) if api_key else None
         if merchant is None:  # the endpoint's authentication answers, fault or no fault
             return None
         scope["state"]["merchant_id"] = merchant.id
         if spec is not None:
-            return parse_fault(spec.decode("latin-1"))
-        if scope["path"].startswith(self.exempt_prefix):
+            return parse_fault(spec)
+        if scope["path"].startswith(self.exempt_prefixes):
             return None
         fault_shares: FaultShares = state.fault_shares
         share = await fault_shares.of(merchant.id)

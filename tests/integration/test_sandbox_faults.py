@@ -132,6 +132,13 @@ async def test_a_merchant_wide_fault_hits_its_share_and_spares_the_sandbox_contr
     assert (await api_client.get(f"{API}/balance", headers=auth(other, ""))).status_code == 200
     setting = await api_client.get(f"{API}/sandbox/faults", headers=headers)
     assert setting.json()["data"] == {"fault": "status=503", "percent": 100}
+    # The request log, where the merchant sees what its faults did, is spared too.
+    logged = await api_client.get(f"{API}/requests", headers=headers)
+    assert logged.status_code == 200, logged.text
+    # A call sent with two keys is the first key's, as authentication takes it: the second
+    # key's merchant-wide fault does not strike it.
+    both = [("X-API-KEY", other.api_key), ("X-API-KEY", merchant.api_key)]
+    assert (await api_client.get(f"{API}/balance", headers=both)).status_code == 200
 
     assert (await api_client.delete(f"{API}/sandbox/faults", headers=headers)).status_code == 200
     assert (await api_client.get(f"{API}/balance", headers=headers)).status_code == 200
