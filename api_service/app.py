@@ -35,7 +35,7 @@ from api_service.sandbox.endpoints import SANDBOX_PREFIX
 from api_service.sandbox.endpoints import router as sandbox_router
 from api_service.sandbox.fault_middleware import FaultInjectionMiddleware
 from api_service.sandbox.fault_settings import FaultShares
-from api_service.sandbox.openapi import document_fault_header
+from api_service.sandbox.openapi import document_the_sandbox
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings, get_settings
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(sandbox_clock_router)
     api.include_router(request_log_router)
     app.include_router(api)
-    document_fault_header(app, api_prefix=API_PREFIX)
+    document_the_sandbox(app, api_prefix=API_PREFIX, enabled=settings.sandbox_enabled)
     document_answers_as_given(app)
     serve_documents_under_the_base_path(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

@@ -1,10 +1,13 @@
 """The OpenAPI document names `X-Sandbox-Fault` on every merchant operation. The middleware reads
-the header before any endpoint runs, so no endpoint declares it: it is added to the document."""
+the header before any endpoint runs, so no endpoint declares it: it is added to the document.
+In production neither the header nor the sandbox controls are documented."""
 
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
+from api_service.deps import require_sandbox
 from api_service.sandbox.faults import FAULT_HEADER, FAULT_RULE
 
 FAULT_PARAMETER: dict[str, Any] = {
@@ -23,17 +26,35 @@ FAULT_PARAMETER: dict[str, Any] = {
 }
 
 
-def document_fault_header(app: FastAPI, *, api_prefix: str) -> None:
+def document_the_sandbox(app: FastAPI, *, api_prefix: str, enabled: bool) -> None:
+    """In test mode every merchant operation names X-Sandbox-Fault. In production the sandbox
+    controls, which answer 404 there, are left out of the document, and so is the header."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
+            hidden = set() if enabled else _sandbox_only_operations(app)
             for path, operations in schema["paths"].items():
-                if not path.startswith(api_prefix):
-                    continue
-                for operation in operations.values():
-                    operation.setdefault("parameters", []).append(FAULT_PARAMETER)
+                for method in [method for method in operations if (path, method) in hidden]:
+                    del operations[method]
+                if enabled and path.startswith(api_prefix):
+                    for operation in operations.values():
+                        operation.setdefault("parameters", []).append(FAULT_PARAMETER)
+            schema["paths"] = {path: ops for path, ops in schema["paths"].items() if ops}
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _sandbox_only_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of every operation behind `require_sandbox`, as the document names them."""
+    return {
+        (context.path_format or "", method.lower())
+        for context in iter_route_contexts(app.routes)
+        if any(
+            getattr(dependency, "dependency", None) is require_sandbox
+            for dependency in getattr(context, "dependencies", None) or []
+        )
+        for method in context.methods or ()
+    }

@@ -218,3 +218,17 @@ async def test_every_merchant_route_documents_the_api_key(openapi: dict[str, Any
             else:
                 assert "401" in operation["responses"], (method, path)
                 assert operation.get("security"), (method, path)
+
+
+async def test_production_documents_neither_the_sandbox_controls_nor_the_fault_header(
+    production_client: httpx.AsyncClient, openapi: dict[str, Any]
+) -> None:
+    """They answer 404 there: a document generated into a production client listed them."""
+    document = (await production_client.get("/openapi.json")).json()
+    sandbox_only = {f"{API}/sandbox/faults", f"{API}/sandbox/clock/advance", f"{API}/requests"}
+    assert sandbox_only <= set(openapi["paths"])
+    assert not sandbox_only & set(document["paths"])
+    assert not [path for path in document["paths"] if path.startswith(f"{API}/sandbox")]
+    assert f"{API}/payouts" in document["paths"]
+    assert "X-Sandbox-Fault" in str(openapi["paths"][f"{API}/payouts"])
+    assert "X-Sandbox-Fault" not in str(document)
