@@ -1,13 +1,27 @@
-"""The `{success, data}` / `{success, error}` envelope, encoded with orjson."""
+"""The `{success, data, message?}` / `{success, error}` envelope, encoded with orjson."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 JSON = "application/json"
+
+
+DataT = TypeVar("DataT")
+
+
+class SuccessEnvelope(BaseModel, Generic[DataT]):
+    """What `success_body` writes; subclass it per route as `XEnvelope(SuccessEnvelope[XView])`
+    (the OpenAPI document names the schema after the subclass)."""
+
+    success: bool = True
+    data: DataT
+    message: str | None = Field(
+        default=None, description="A short note on some writes (`Payout created`); else absent"
+    )
 
 
 class ErrorBody(BaseModel):

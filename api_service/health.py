@@ -54,7 +54,11 @@ class BrokerProbe:
                 await connection.close()
 
 
-@router.get("/health", summary="Liveness")
+class Liveness(BaseModel):
+    status: Literal["healthy"]
+
+
+@router.get("/health", summary="Liveness", response_model=Liveness)
 async def health() -> Response:
     return json_response(dumps({"status": "healthy"}))
 

@@ -1,17 +1,54 @@
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, SessionDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, error_responses
+from api_service.schemas import Page
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
+from contracts.ledger import JournalKind
 from contracts.wire import format_timestamp
 
 router = APIRouter(prefix="/balance", tags=["balance"])
+
+
+class BalanceView(BaseModel):
+    currency: str
+    balance: str = Field(description="availableBalance + lockedBalance")
+    lockedBalance: str = Field(description="Held for payouts not settled yet")
+    availableBalance: str
+    version: int = Field(description="Goes up by one with every change of the balance")
+
+
+class BalanceEnvelope(SuccessEnvelope[BalanceView]):
+    pass
+
+
+class LedgerEntryView(BaseModel):
+    id: int
+    journalId: int
+    type: JournalKind
+    account: Literal["available", "held"]
+    amount: str = Field(description="Negative when the money left the account")
+    balanceAfter: str | None
+    availableAfter: str | None
+    payoutId: str | None
+    description: str
+    createdAt: str
+
+
+class BalanceHistory(BaseModel):
+    entries: list[LedgerEntryView]
+    pagination: Page
+
+
+class BalanceHistoryEnvelope(SuccessEnvelope[BalanceHistory]):
+    pass
 
 
 def ledger_entry_json(line: LedgerLine, journal: LedgerJournal) -> dict[str, Any]:
@@ -34,7 +71,12 @@ def ledger_entry_json(line: LedgerLine, journal: LedgerJournal) -> dict[str, Any
     }
 
 
-@router.get("", responses=error_responses(*AUTH_ERRORS), summary="Current balance")
+@router.get(
+    "",
+    response_model=BalanceEnvelope,
+    responses=error_responses(*AUTH_ERRORS),
+    summary="Current balance",
+)
 async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Response:
     balance = await session.get(Balance, merchant.id)
     assert balance is not None, "every merchant is created with a balance row"
@@ -50,6 +92,7 @@ async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Respons
 
 @router.get(
     "/history",
+    response_model=BalanceHistoryEnvelope,
     responses=error_responses(*AUTH_ERRORS),
     summary="The merchant's ledger lines, newest first",
 )

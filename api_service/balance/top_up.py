@@ -10,7 +10,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep
-from api_service.envelope import success_body
+from api_service.envelope import SuccessEnvelope, success_body
 from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, SandboxDisabled, error_responses
 from api_service.idempotency import IdempotencyDep
 from api_service.payouts.endpoints import payout_json
@@ -34,9 +34,8 @@ class TopUpView(BaseModel):
     startedPayouts: list[PayoutView]
 
 
-class TopUpEnvelope(BaseModel):
-    success: bool = True
-    data: TopUpView
+class TopUpEnvelope(SuccessEnvelope[TopUpView]):
+    pass
 
 
 @router.post(

@@ -2,12 +2,13 @@ import hashlib
 from typing import Any
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, SessionDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, ValidationFailed, error_responses
 from api_service.idempotency import IdempotencyDep
 from api_service.payouts.service import validate_destination
@@ -30,8 +31,28 @@ _SANDBOX_TITLES = (
 )
 
 
+class InstitutionView(BaseModel):
+    code: str = Field(description="What a payout names as `bankCode` or `walletCode`")
+    name: str
+    isActive: bool
+
+
+class BankView(InstitutionView):
+    ibanCode: str | None
+
+
+class Directory(BaseModel):
+    banks: list[BankView]
+    wallets: list[InstitutionView]
+
+
+class DirectoryEnvelope(SuccessEnvelope[Directory]):
+    pass
+
+
 @router.get(
     "/directory",
+    response_model=DirectoryEnvelope,
     responses=error_responses(*AUTH_ERRORS),
     summary="Banks and wallets",
 )
@@ -65,8 +86,21 @@ def sandbox_account_title(account_number: str) -> str:
     return _SANDBOX_TITLES[digest[0] % len(_SANDBOX_TITLES)]
 
 
+class AccountCheck(BaseModel):
+    isValid: bool
+    accountTitle: str | None = Field(
+        default=None, description="The account holder's name; only when `isValid`"
+    )
+    message: str
+
+
+class AccountCheckEnvelope(SuccessEnvelope[AccountCheck]):
+    pass
+
+
 @router.post(
     "/verify-account",
+    response_model=AccountCheckEnvelope,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
     summary="Check a destination account (sandbox title lookup; suffix 0003 is invalid)",
     openapi_extra=documented_body(VerifyAccountRequest),

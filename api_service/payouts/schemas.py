@@ -3,6 +3,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api_service.envelope import SuccessEnvelope
 from api_service.schemas import AccountNumberIn, AmountIn, DestType, InstitutionCode, RequestModel
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -48,9 +49,8 @@ class PayoutListFilters(BaseModel):
     merchant_reference: str | None = None
 
 
-class PayoutEnvelope(BaseModel):
-    success: bool = True
-    data: PayoutView
+class PayoutEnvelope(SuccessEnvelope[PayoutView]):
+    pass
 
 
 class Pagination(BaseModel):
@@ -87,11 +87,9 @@ class PayoutBatch(BaseModel):
     summary: PayoutBatchSummary
 
 
-class PayoutBatchEnvelope(BaseModel):
-    success: bool = True
-    data: PayoutBatch
+class PayoutBatchEnvelope(SuccessEnvelope[PayoutBatch]):
+    pass
 
 
-class PayoutListEnvelope(BaseModel):
-    success: bool = True
-    data: PayoutList
+class PayoutListEnvelope(SuccessEnvelope[PayoutList]):
+    pass

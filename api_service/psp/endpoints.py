@@ -2,11 +2,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from pydantic import Field
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import (
     AUTH_ERRORS,
     IDEMPOTENCY_ERRORS,
@@ -57,8 +57,29 @@ class SimulateRequest(RequestModel):
     failure_reason: Annotated[str, Field(max_length=255)] | None = None
 
 
+class CallbackReceipt(BaseModel):
+    eventId: str
+    payoutId: str
+    duplicate: bool = Field(description="The eventId was already accepted: applied once, not again")
+
+
+class CallbackReceiptEnvelope(SuccessEnvelope[CallbackReceipt]):
+    pass
+
+
+class SimulationReceipt(BaseModel):
+    eventId: str = Field(description="The IPN event the sandbox made up for this outcome")
+    payoutId: str
+    outcome: PspOutcome
+
+
+class SimulationReceiptEnvelope(SuccessEnvelope[SimulationReceipt]):
+    pass
+
+
 @router.post(
     "/ipn/psp",
+    response_model=CallbackReceiptEnvelope,
     responses=error_responses(
         InvalidSignature,
         NotFound,
@@ -104,6 +125,7 @@ async def psp_callback(
 @router.post(
     "/sandbox/payouts/{payout_id}/simulate",
     status_code=202,
+    response_model=SimulationReceiptEnvelope,
     dependencies=SANDBOX_ONLY,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, NotFound, InvalidTransition),
     summary="Sandbox: settle a payout as the PSP would (test mode only)",

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, SandboxDisabled, error_responses
 from contracts.db.models import ApiRequestRecord
 from contracts.wire import format_timestamp
@@ -44,9 +44,8 @@ class ApiRequestList(BaseModel):
     pagination: ApiRequestPage
 
 
-class ApiRequestListEnvelope(BaseModel):
-    success: bool = True
-    data: ApiRequestList
+class ApiRequestListEnvelope(SuccessEnvelope[ApiRequestList]):
+    pass
 
 
 def request_json(record: ApiRequestRecord) -> dict[str, Any]:

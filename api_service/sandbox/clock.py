@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import (
     IDEMPOTENCY_ERRORS,
     PayloadTooLarge,
@@ -99,9 +99,8 @@ class ClockView(BaseModel):
     recent: list[ScheduledActionView] = Field(description="The latest actions applied")
 
 
-class ClockEnvelope(BaseModel):
-    success: bool = True
-    data: ClockView
+class ClockEnvelope(SuccessEnvelope[ClockView]):
+    pass
 
 
 class AdvancedClockView(BaseModel):
@@ -119,9 +118,8 @@ class AdvancedClockView(BaseModel):
     )
 
 
-class AdvancedClockEnvelope(BaseModel):
-    success: bool = True
-    data: AdvancedClockView
+class AdvancedClockEnvelope(SuccessEnvelope[AdvancedClockView]):
+    pass
 
 
 def _action_json(action: ScheduledAction) -> dict[str, Any]:

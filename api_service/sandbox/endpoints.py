@@ -10,7 +10,7 @@ from sqlalchemy.dialects.mysql import insert
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
-from api_service.envelope import json_response, success_body
+from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, PayloadTooLarge, SandboxDisabled, error_responses
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.fault_settings import (
@@ -56,9 +56,8 @@ class FaultSettingView(BaseModel):
     percent: int
 
 
-class FaultSettingEnvelope(BaseModel):
-    success: bool = True
-    data: FaultSettingView
+class FaultSettingEnvelope(SuccessEnvelope[FaultSettingView]):
+    pass
 
 
 def _fault_json(share: FaultShare | None) -> dict[str, Any]:
@@ -151,9 +150,8 @@ class WebhookChaosView(BaseModel):
     failFirstAttempts: int
 
 
-class WebhookChaosEnvelope(BaseModel):
-    success: bool = True
-    data: WebhookChaosView
+class WebhookChaosEnvelope(SuccessEnvelope[WebhookChaosView]):
+    pass
 
 
 def _chaos_json(chaos: WebhookChaos) -> dict[str, Any]:
@@ -251,9 +249,8 @@ class ReadinessView(BaseModel):
     summary: ReadinessSummaryView
 
 
-class ReadinessEnvelope(BaseModel):
-    success: bool = True
-    data: ReadinessView
+class ReadinessEnvelope(SuccessEnvelope[ReadinessView]):
+    pass
 
 
 @router.get(

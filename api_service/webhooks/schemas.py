@@ -4,6 +4,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from api_service.envelope import SuccessEnvelope
 from api_service.schemas import Count, Page, RequestModel
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
@@ -75,14 +76,12 @@ class WebhookDeliveryList(BaseModel):
     pagination: Page
 
 
-class WebhookDeliveryListEnvelope(BaseModel):
-    success: bool = True
-    data: WebhookDeliveryList
+class WebhookDeliveryListEnvelope(SuccessEnvelope[WebhookDeliveryList]):
+    pass
 
 
-class WebhookDeliveryEnvelope(BaseModel):
-    success: bool = True
-    data: WebhookDeliveryView
+class WebhookDeliveryEnvelope(SuccessEnvelope[WebhookDeliveryView]):
+    pass
 
 
 class PayoutEventView(BaseModel):
@@ -106,9 +105,8 @@ class PayoutEventList(BaseModel):
     pagination: Page
 
 
-class PayoutEventListEnvelope(BaseModel):
-    success: bool = True
-    data: PayoutEventList
+class PayoutEventListEnvelope(SuccessEnvelope[PayoutEventList]):
+    pass
 
 
 class WebhookEndpointView(BaseModel):
@@ -118,15 +116,13 @@ class WebhookEndpointView(BaseModel):
     )
 
 
-class WebhookEndpointEnvelope(BaseModel):
-    success: bool = True
-    data: WebhookEndpointView
+class WebhookEndpointEnvelope(SuccessEnvelope[WebhookEndpointView]):
+    pass
 
 
 class WebhookSecretView(WebhookEndpointView):
     secret: str = Field(description="The new signing secret, shown only in this response")
 
 
-class WebhookSecretEnvelope(BaseModel):
-    success: bool = True
-    data: WebhookSecretView
+class WebhookSecretEnvelope(SuccessEnvelope[WebhookSecretView]):
+    pass

@@ -150,3 +150,27 @@ def test_sandbox_time_is_documented_optional_and_nullable() -> None:
     assert "sandboxTime" not in documented["required"]
     assert {"type": "null"} in sandbox_time["anyOf"]
     assert "sandbox clock" in sandbox_time["description"]
+
+
+def test_every_success_answer_documents_its_body() -> None:
+    """A client generated from the document gets typed answers: no 2xx body is `{}`, and each
+    `{success, data}` envelope names the `message` some writes add."""
+    schemas = document()["components"]["schemas"]
+    untyped: list[tuple[str, str, str]] = []
+    without_message: list[tuple[str, str, str]] = []
+    for method, path, operation in operations():
+        if not path.startswith("/api/v1/"):
+            continue
+        successes = {s: r for s, r in operation["responses"].items() if s.startswith("2")}
+        assert successes, (method, path)
+        for status, response in successes.items():
+            schema = response["content"]["application/json"]["schema"]
+            if not schema:
+                untyped.append((method, path, status))
+                continue
+            body = schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
+            properties = body.get("properties", {})
+            if "data" in properties and "message" not in properties:
+                without_message.append((method, path, status))
+    assert untyped == []
+    assert without_message == []
