@@ -25,7 +25,7 @@ from contracts.db.models import OutboxMessage, PayoutEvent, WebhookDelivery
 from contracts.settings import Settings
 from contracts.topology import PAYOUT_ID_HEADER, RETRY_COUNT_HEADER, RETRY_DUE_HEADER
 from contracts.waiting_retries import RECOPY_AFTER_STALLS
-from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, DeliveryStatus
+from contracts.webhooks import RESEND_GENERATION_HEADER, DeliveryStatus
 from processor_service.stalled_deliveries import (
     events_without_delivery,
     resend_stalled_deliveries,
@@ -35,6 +35,7 @@ from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.statements import explain
 from tests.support.webhook_flow import (
+    copies_sent_by,
     created_event,
     delivery_of,
     event_id_of,
@@ -42,6 +43,7 @@ from tests.support.webhook_flow import (
     reaches,
     recorded_event,
     relay,
+    resent_copies,
     running_webhook_service,
 )
 from tests.support.webhook_receiver import WebhookReceiver
@@ -85,24 +87,16 @@ async def set_delivery(sessions: SessionFactory, event_id: str, **values: Any) -
 
 
 async def copies_of(sessions: SessionFactory, row: OutboxMessage) -> list[OutboxMessage]:
-    payout_id = row.headers[PAYOUT_ID_HEADER]
-    async with sessions() as session:
-        copies = await session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.routing_key == RESEND_ROUTING_KEY,
-                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id,
-            )
-            .order_by(OutboxMessage.id)
-        )
-        return list(copies)
+    return await resent_copies(sessions, row.headers[PAYOUT_ID_HEADER])
 
 
 async def sweep(sessions: SessionFactory, row: OutboxMessage) -> int:
     """Run the sweep; how many copies of this payout's event it sent."""
-    before = len(await copies_of(sessions, row))
-    await resend_stalled_deliveries(sessions, stalled_seconds=STALLED_SECONDS)
-    return len(await copies_of(sessions, row)) - before
+    return await copies_sent_by(
+        lambda: resend_stalled_deliveries(sessions, stalled_seconds=STALLED_SECONDS),
+        sessions,
+        row.headers[PAYOUT_ID_HEADER],
+    )
 
 
 async def test_an_event_dead_lettered_before_its_delivery_row_is_sent_again_and_delivered(

@@ -22,17 +22,17 @@ from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, PayoutEvent, SandboxClock, WebhookDelivery
 from contracts.settings import Settings
 from contracts.topology import (
-    PAYOUT_ID_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
     RETRY_DUE_HEADER,
 )
 from contracts.waiting_retries import RECOPY_AFTER_STALLS
-from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
+from contracts.webhooks import DeliveryStatus
 from processor_service.stalled_retries import resend_stalled_retries
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.webhook_flow import (
+    copies_sent_by,
     created_event,
     delivery_of,
     event_delivery,
@@ -41,6 +41,7 @@ from tests.support.webhook_flow import (
     quick_webhook_settings,
     reaches,
     relay,
+    resent_copies,
     retry_of,
     running_webhook_service,
 )
@@ -88,23 +89,16 @@ async def set_row(sessions: SessionFactory, delivery: WebhookDelivery, **values:
 
 
 async def copies_of(sessions: SessionFactory, delivery: WebhookDelivery) -> list[OutboxMessage]:
-    async with sessions() as session:
-        rows = await session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.routing_key == RESEND_ROUTING_KEY,
-                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == delivery.payout_id,
-            )
-            .order_by(OutboxMessage.id)
-        )
-        return list(rows)
+    return await resent_copies(sessions, delivery.payout_id)
 
 
 async def sweep(sessions: SessionFactory, delivery: WebhookDelivery) -> int:
     """Run the sweep; how many copies of this delivery's retry it sent."""
-    before = len(await copies_of(sessions, delivery))
-    await resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS)
-    return len(await copies_of(sessions, delivery)) - before
+    return await copies_sent_by(
+        lambda: resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS),
+        sessions,
+        delivery.payout_id,
+    )
 
 
 def ago(seconds: float) -> Any:

@@ -3,7 +3,7 @@ through the API and relayed from the outbox as the relay would, the deliveries a
 record, resends, and counting the statements and transactions of the database side.
 """
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,7 +18,12 @@ from contracts.db.engine import SessionFactory
 from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
-from contracts.topology import EVENTS_EXCHANGE, WEBHOOK_PARKING_LOT, webhook_events_queue
+from contracts.topology import (
+    EVENTS_EXCHANGE,
+    PAYOUT_ID_HEADER,
+    WEBHOOK_PARKING_LOT,
+    webhook_events_queue,
+)
 from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
@@ -258,3 +263,28 @@ async def open_transactions_elsewhere(connection: AsyncConnection) -> list[Any]:
         )
     )
     return list(rows)
+
+
+async def resent_copies(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
+    """The outbox rows of the payout's events sent straight to the webhook queue (resends, the
+    relay's copies of lost messages), oldest first."""
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.routing_key == RESEND_ROUTING_KEY,
+                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id,
+            )
+            .order_by(OutboxMessage.id)
+        )
+        return list(rows)
+
+
+async def copies_sent_by(
+    sweep: Callable[[], Awaitable[object]], sessions: SessionFactory, payout_id: str
+) -> int:
+    """Run `sweep`; how many copies of the payout's events it sent (the test database is shared:
+    a sweep is judged by one payout's copies, never by the number it returns)."""
+    before = len(await resent_copies(sessions, payout_id))
+    await sweep()
+    return len(await resent_copies(sessions, payout_id)) - before
