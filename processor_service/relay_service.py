@@ -31,7 +31,7 @@ from processor_service.outbox_relay import (
     RoundResult,
     open_publisher,
 )
-from processor_service.stalled_deliveries import resend_stalled_deliveries
+from processor_service.stalled_deliveries import EventsSwept, resend_stalled_deliveries
 from processor_service.stalled_payouts import resend_stalled_payout_commands
 from processor_service.stalled_retries import resend_stalled_retries
 
@@ -141,6 +141,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     queued_expiry = timedelta(hours=settings.queued_expiry_hours)
     payout_stalled = settings.processor_stalled_retry_seconds
     webhook_stalled = settings.webhook_stalled_retry_seconds
+    events_swept = EventsSwept()
     return [
         Chore(
             "clean-up",
@@ -169,7 +170,9 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
         Chore(
             "stalled-webhook-deliveries",
             min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
-            lambda: resend_stalled_deliveries(sessions, stalled_seconds=webhook_stalled),
+            lambda: resend_stalled_deliveries(
+                sessions, stalled_seconds=webhook_stalled, swept=events_swept
+            ),
         ),
     ]
 

@@ -13,25 +13,31 @@ only an operator's `payouts dlq redrive` would move them:
 (A RETRYING delivery whose retry was lost has its own sweep: processor_service.stalled_retries.)
 
 So every little while the relay looks for events recorded more than
-`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last LOOKBACK) without a delivery row,
-and for PENDING deliveries unchanged and held by no attempt for that long, and sends each a copy
-of its event straight to the webhook queue, at the delivery's generation. An event without a
-row gets its PENDING row in the same transaction, so that each copy is recorded on a row
-(`copied_at`): a delivery is copied again only when the copy has not moved it on within
-RECOPY_AFTER_STALLS stall times (a webhook service still crash-looping dead-letters copies too).
-A copy that finds the delivery delivered, or held by a live attempt, changes nothing; a webhook
-service merely stopped for longer than the stall time finds each waiting event twice in its
-queue, and the second is acked as already delivered.
+`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last LOOKBACK, and since its last round)
+without a delivery row, and for PENDING deliveries unchanged and held by no attempt for that
+long, and sends each a copy of its event straight to the webhook queue, at the delivery's
+generation. An event without a row gets its PENDING row in the same transaction, and only the
+sweep that made the row sends a copy (another relay's finds it made), so that each copy is
+recorded on a row (`copied_at`): a delivery is copied again only when the copy has not moved it
+on within RECOPY_AFTER_STALLS stall times (a webhook service still crash-looping dead-letters
+copies too).
+
+A copy that finds the delivery delivered, or held by a live attempt, changes nothing. The price
+of a copy whose message was only late (a webhook service stopped for longer than the stall
+time, its queue intact): the service finds the event twice. After a 2xx the second is acked as
+delivered; after a failure it is a first delivery's copy, which may attempt the RETRYING delivery
+before its retry is due (an extra attempt, the ladder started again), as a redelivered original
+may: never a second delivery.
 """
 
 import logging
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Select,
     and_,
     bindparam,
@@ -84,12 +90,18 @@ _RECORD_COPIED = (
 )
 
 
-def events_without_delivery(
-    stalled_seconds: int,
-) -> Select[str, str, str, str, bytes]:
-    """The events recorded between LOOKBACK and `stalled_seconds` ago that no delivery row was
-    made for, oldest first."""
-    now = utcnow()
+@dataclass
+class EventsSwept:
+    """Up to when every event is known to have a delivery row. A relay's first round reads the
+    events of the whole LOOKBACK; each later round only those recorded since the round before
+    (every round read the whole day: 60,000 rows for nothing to sweep, with 20,000 events)."""
+
+    until: datetime | None = None
+
+
+def events_without_delivery(since: datetime, until: datetime) -> Select[str, str, str, str, bytes]:
+    """The events recorded between `since` and `until` that no delivery row was made for, oldest
+    first."""
     return (
         select(
             PayoutEvent.id,
@@ -99,8 +111,8 @@ def events_without_delivery(
             PayoutEvent.body,
         )
         .where(
-            PayoutEvent.created_at >= now - LOOKBACK,
-            PayoutEvent.created_at <= now - timedelta(seconds=stalled_seconds),
+            PayoutEvent.created_at >= since,
+            PayoutEvent.created_at <= until,
             ~exists().where(WebhookDelivery.event_id == PayoutEvent.id),
         )
         .order_by(PayoutEvent.created_at)
@@ -156,17 +168,41 @@ def _copy(
     )
 
 
-async def _first_deliveries(sessions: SessionFactory, stalled_seconds: int) -> tuple[int, bool]:
+async def _first_deliveries(
+    sessions: SessionFactory, since: datetime, until: datetime
+) -> tuple[int, bool]:
     """A row and a copy for each of a batch of events without a delivery; how many copies, and
-    whether the batch was full."""
+    whether the batch was full. Only the rows this transaction made are copied: another relay's
+    sweep, or a webhook batch, that made one meanwhile sends its own message."""
     async with transaction(sessions) as session:
-        events: list[Row[str, str, str, str, bytes]] = list(
-            await session.execute(events_without_delivery(stalled_seconds))
+        events = list(await session.execute(events_without_delivery(since, until)))
+        if not events:
+            return 0, False
+        # A row even for an event that does not read: it is not looked at again.
+        rows = {event.id: str(uuid.uuid4()) for event in events}
+        await session.execute(
+            _NEW_ROWS,
+            [
+                {
+                    "b_id": rows[event.id],
+                    "b_event_id": event.id,
+                    "b_merchant_id": event.merchant_id,
+                    "b_payout_id": event.payout_id,
+                    "b_type": event.type,
+                }
+                for event in events
+            ],
+        )
+        made = set(
+            await session.scalars(
+                select(WebhookDelivery.event_id).where(WebhookDelivery.id.in_(rows.values()))
+            )
         )
         copies = [
             copy
             for event in events
-            if (
+            if event.id in made
+            and (
                 copy := _copy(
                     event.body,
                     of=f"event {event.id}",
@@ -177,20 +213,6 @@ async def _first_deliveries(sessions: SessionFactory, stalled_seconds: int) -> t
             )
             is not None
         ]
-        if events:  # a row even for an event that does not read: it is not looked at again
-            await session.execute(
-                _NEW_ROWS,
-                [
-                    {
-                        "b_id": str(uuid.uuid4()),
-                        "b_event_id": event.id,
-                        "b_merchant_id": event.merchant_id,
-                        "b_payout_id": event.payout_id,
-                        "b_type": event.type,
-                    }
-                    for event in events
-                ],
-            )
         await write_outbox(session, copies)
     return len(copies), len(events) == BATCH
 
@@ -211,33 +233,46 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
                 .with_for_update(skip_locked=True)
             )
         )
-        copied, copies = [], []
-        for row in candidates:
-            copy = _copy(
-                row.body,
-                of=f"webhook delivery {row.id}",
-                merchant_id=row.merchant_id,
-                payout_id=row.payout_id,
-                generation=row.generation,
+        # Recorded as copied even when its event does not read: it is not logged every round.
+        copied = [row for row in candidates if row.id in still]
+        copies = [
+            copy
+            for row in copied
+            if (
+                copy := _copy(
+                    row.body,
+                    of=f"webhook delivery {row.id}",
+                    merchant_id=row.merchant_id,
+                    payout_id=row.payout_id,
+                    generation=row.generation,
+                )
             )
-            if row.id in still and copy is not None:
-                copied.append(row.id)
-                copies.append(copy)
+            is not None
+        ]
         await write_outbox(session, copies)
         if copied:
-            await session.execute(_RECORD_COPIED, {"b_ids": copied})
-    return len(copies), len(candidates) == BATCH and bool(copies)
+            await session.execute(_RECORD_COPIED, {"b_ids": [row.id for row in copied]})
+    return len(copies), len(candidates) == BATCH and bool(copied)
 
 
-async def resend_stalled_deliveries(sessions: SessionFactory, *, stalled_seconds: int) -> int:
+async def resend_stalled_deliveries(
+    sessions: SessionFactory, *, stalled_seconds: int, swept: EventsSwept | None = None
+) -> int:
     """Send a copy for every event without a delivery and every stalled PENDING delivery, a
-    batch per transaction; how many."""
+    batch per transaction; how many. `swept`: kept from round to round by the relay."""
+    swept = swept or EventsSwept()
+    until = utcnow() - timedelta(seconds=stalled_seconds)
+    since = swept.until or until - LOOKBACK
     sent = 0
-    for batch in (_first_deliveries, _pending_again):
-        more = True
-        while more:
-            count, more = await batch(sessions, stalled_seconds)
-            sent += count
+    more = True
+    while more:
+        count, more = await _first_deliveries(sessions, since, until)
+        sent += count
+    swept.until = until
+    more = True
+    while more:
+        count, more = await _pending_again(sessions, stalled_seconds)
+        sent += count
     if sent:
         WEBHOOK_DELIVERIES_RESENT.inc(sent)
         log.warning(

@@ -12,6 +12,7 @@ and judges the sweep by the copies of its own payout, never by the number it ret
 """
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, select, text, update
 
+import processor_service.stalled_deliveries as stalled_deliveries
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, PayoutEvent, WebhookDelivery
 from contracts.settings import Settings
@@ -27,6 +29,7 @@ from contracts.topology import PAYOUT_ID_HEADER, RETRY_COUNT_HEADER, RETRY_DUE_H
 from contracts.waiting_retries import RECOPY_AFTER_STALLS
 from contracts.webhooks import RESEND_GENERATION_HEADER, DeliveryStatus
 from processor_service.stalled_deliveries import (
+    EventsSwept,
     events_without_delivery,
     resend_stalled_deliveries,
     stalled_pending,
@@ -173,6 +176,56 @@ async def test_an_event_recorded_lately_or_over_a_day_ago_is_left_alone(
         assert await delivery_of(sessions, event_id) is None
 
 
+async def test_a_relay_reads_only_the_events_recorded_since_its_last_round(
+    sessions: SessionFactory, undelivered: OutboxMessage
+) -> None:
+    """Its first round reads the whole day; the event, recorded before the round's end, is not
+    read again by the next."""
+    swept = EventsSwept()
+
+    async def relay_round() -> int:
+        return await copies_sent_by(
+            lambda: resend_stalled_deliveries(
+                sessions, stalled_seconds=STALLED_SECONDS, swept=swept
+            ),
+            sessions,
+            undelivered.headers[PAYOUT_ID_HEADER],
+        )
+
+    async with transaction(sessions) as session:  # as if the first round had missed it
+        await session.execute(
+            update(PayoutEvent)
+            .where(PayoutEvent.id == event_id_of(undelivered))
+            .values(created_at=ago(23 * 3600))
+        )
+    swept.until = ago(22 * 3600)
+    assert await relay_round() == 0
+    assert swept.until is not None and swept.until > ago(STALLED_SECONDS + 60)
+    assert await sweep(sessions, undelivered) == 1  # a relay's first round reads it
+    await set_delivery(sessions, event_id_of(undelivered), status=DeliveryStatus.DELIVERED.value)
+
+
+async def test_an_event_whose_row_another_relay_made_meanwhile_is_not_copied_again(
+    sessions: SessionFactory, undelivered: OutboxMessage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two relays' rounds overlap: both read the event without a row, and the second's insert
+    finds the first's row. Seen from the second, its read is stale."""
+    event_id = event_id_of(undelivered)
+    assert await sweep(sessions, undelivered) == 1  # the first relay: the row and a copy
+    stale_read = select(
+        PayoutEvent.id,
+        PayoutEvent.merchant_id,
+        PayoutEvent.payout_id,
+        PayoutEvent.type,
+        PayoutEvent.body,
+    ).where(PayoutEvent.id == event_id)
+    monkeypatch.setattr(
+        stalled_deliveries, "events_without_delivery", lambda _since, _until: stale_read
+    )
+    assert await sweep(sessions, undelivered) == 0
+    await set_delivery(sessions, event_id, status=DeliveryStatus.DELIVERED.value)
+
+
 async def test_a_delivery_another_transaction_locks_is_skipped_without_waiting(
     sessions: SessionFactory, undelivered: OutboxMessage
 ) -> None:
@@ -191,8 +244,8 @@ async def test_a_delivery_another_transaction_locks_is_skipped_without_waiting(
 async def test_the_sweeps_read_through_their_indexes(
     sessions: SessionFactory, undelivered: OutboxMessage
 ) -> None:
-    """As on a sandbox with a history: many events, few of them in the day looked at (on a small
-    table a scan is the cheaper plan)."""
+    """As on a sandbox with a history: many events, few of them in the day looked at, and many
+    deliveries, few of them PENDING (on a small table a scan is the cheaper plan)."""
     recorded = await recorded_event(sessions, event_id_of(undelivered))
     history = [
         {
@@ -205,16 +258,43 @@ async def test_the_sweeps_read_through_their_indexes(
         }
         for number in range(2_000)
     ]
+    delivered = [
+        {
+            "id": str(uuid.uuid4()),
+            "event_id": event["id"],
+            "merchant_id": recorded.merchant_id,
+            "payout_id": recorded.payout_id,
+            "event_type": recorded.type,
+            "status": DeliveryStatus.DELIVERED.value,
+            "attempts": 1,
+            "created_at": event["created_at"],
+            "updated_at": event["created_at"],
+        }
+        for event in history
+    ]
     async with transaction(sessions) as session:
         await session.execute(insert(PayoutEvent), history)
-        await session.execute(text("ANALYZE TABLE payout_events"))
+        await session.execute(insert(WebhookDelivery), delivered)
+        await session.execute(text("ANALYZE TABLE payout_events, webhook_deliveries"))
     try:
-        [events, _deliveries] = await explain(sessions, events_without_delivery(STALLED_SECONDS))
+        day = events_without_delivery(ago(86_400), ago(STALLED_SECONDS))
+        [events, _deliveries] = await explain(sessions, day)
         assert (events["type"], events["key"]) == ("range", "ix_events_created"), events
         [deliveries, _events] = await explain(sessions, stalled_pending(STALLED_SECONDS))
         assert deliveries["key"] == "ix_deliveries_status", deliveries
     finally:
         async with transaction(sessions) as session:
             await session.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.id.in_([row["id"] for row in delivered])
+                )
+            )
+            await session.execute(
                 delete(PayoutEvent).where(PayoutEvent.id.in_([row["id"] for row in history]))
+            )
+            # Out of the day a later test's relay sweeps (its receiver is gone).
+            await session.execute(
+                update(PayoutEvent)
+                .where(PayoutEvent.id == recorded.id)
+                .values(created_at=ago(3 * 365 * 86_400))
             )

@@ -12,6 +12,7 @@ import processor_service.relay_service as relay_service
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
 from processor_service.relay_service import STALLED_RETRIES_EVERY_SECONDS, Chore, housekeeping
+from processor_service.stalled_deliveries import EventsSwept
 
 
 async def test_a_chore_runs_at_once_then_once_per_interval() -> None:
@@ -90,7 +91,9 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
     assert set(calls) == set(names)
     assert calls["resend_stalled_retries"] == {"stalled_seconds": stalled_seconds}
     assert chores["stalled-webhook-retries"].every_seconds == every_seconds
-    assert calls["resend_stalled_deliveries"] == {"stalled_seconds": stalled_seconds}
+    swept = calls["resend_stalled_deliveries"]
+    assert swept == {"stalled_seconds": stalled_seconds, "swept": swept["swept"]}
+    assert isinstance(swept["swept"], EventsSwept)  # kept from round to round
     assert chores["stalled-webhook-deliveries"].every_seconds == every_seconds
     assert calls["resend_stalled_payout_commands"] == {
         "stalled_seconds": stalled_seconds + 1,
