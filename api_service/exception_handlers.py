@@ -67,7 +67,9 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 405:
-        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        # No route of ours at the path: a mounted app's (the dashboard's static files).
+        mounted = (headers or {}).get("Allow", "GET, HEAD")
+        headers = {**(headers or {}), "Allow": _allowed_methods(request) or mounted}
     return json_response(
         error_body(code, str(exc.detail), request_id_of(request)), exc.status_code, headers
     )

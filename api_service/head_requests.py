@@ -1,6 +1,6 @@
 """HEAD answered as GET without the body (RFC 9110 §9.3.2: a server that answers GET answers
 HEAD). FastAPI's routes take only the methods they declare, so an uptime monitor's HEAD
-/api/v1/health got 405; Starlette's own routes (the dashboard's) already take HEAD."""
+/api/v1/health got 405, and so did HEAD on a dashboard page."""
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,4 +22,9 @@ class HeadAsGetMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send_without_body)
+        finally:
+            if "route" in as_get:  # the route matched: outer middleware labels metrics with it
+                scope["route"] = as_get["route"]

@@ -33,6 +33,20 @@ async def test_head_answers_as_get_without_the_body(
     assert head.headers["content-type"] == got.headers["content-type"]
 
 
+async def test_head_is_counted_under_its_route_and_answered_on_dashboard_pages(
+    api_client: httpx.AsyncClient,
+) -> None:
+    def counted() -> float:
+        labels = {"method": "HEAD", "route": f"{API}/health", "status": "200"}
+        return REGISTRY.get_sample_value("payouts_api_requests_total", labels) or 0.0
+
+    before = counted()
+    assert (await api_client.head(f"{API}/health")).status_code == 200
+    assert counted() == before + 1  # it was counted as <unmatched>
+    page = await api_client.head("/dashboard/sign-in")
+    assert (page.status_code, page.content) == (200, b"")
+
+
 async def test_head_of_a_merchant_resource_is_judged_as_its_get(
     api_client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
@@ -48,6 +62,13 @@ async def test_head_of_a_merchant_resource_is_judged_as_its_get(
         f"{API}/payouts/{payout['id']}/reinitiate", headers=auth(merchant, "")
     )
     assert (post_only.status_code, post_only.headers["allow"]) == (405, "POST")
+
+
+async def test_a_405_of_the_dashboards_static_files_names_get_and_head(
+    api_client: httpx.AsyncClient,
+) -> None:
+    response = await api_client.post("/dashboard/static/dashboard.css")
+    assert (response.status_code, response.headers["allow"]) == (405, "GET, HEAD")
 
 
 @pytest.mark.parametrize(
