@@ -62,6 +62,17 @@ def request_fingerprint(body: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+FINGERPRINT_STATE = "request_fingerprint"
+
+
+async def fingerprint_of(request: Request) -> str:
+    """The request's fingerprint, kept in its state: the request log records it, and the
+    readiness report tells a retry of the same request from another request by it."""
+    fingerprint = request_fingerprint(await request.body())
+    request.scope["state"][FINGERPRINT_STATE] = fingerprint
+    return fingerprint
+
+
 _string = json.encoder.encode_basestring_ascii  # json.dumps's own (C) string encoder
 _key = itemgetter(0)
 
@@ -175,7 +186,7 @@ class Idempotency:
     ) -> Response:
         """Claim the key, run `operation` (which must not commit), store its answer: one
         transaction. `sealed`: the answer carries a secret, stored encrypted under the API key."""
-        fingerprint = request_fingerprint(await request.body())
+        fingerprint = await fingerprint_of(request)
 
         async def attempt() -> tuple[int, bytes]:
             return await self._answer_after(session, fingerprint, operation, sealed=sealed)
@@ -188,7 +199,7 @@ class Idempotency:
         """For an answer known before the work (a create): the key's row is written with the
         answer in it, so storing it costs no statement of its own. `prepare` may instead give
         back an Operation (the answer depends on the work), run as `run` runs it."""
-        fingerprint = request_fingerprint(await request.body())
+        fingerprint = await fingerprint_of(request)
 
         async def attempt() -> tuple[int, bytes]:
             prepared = await prepare()

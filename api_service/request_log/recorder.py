@@ -3,14 +3,13 @@ it took, whether its idempotency key replayed an earlier answer, and what fault 
 injected. A call is recorded once its merchant is known (set on the scope by the fault middleware
 or the authentication dependency): calls with no valid key belong to no one and are not kept."""
 
-import hashlib
 import time
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_service.idempotency import REPLAYED_HEADER
+from api_service.idempotency import FINGERPRINT_STATE, REPLAYED_HEADER, request_fingerprint
 from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import FaultKind
@@ -91,7 +90,10 @@ def _row(
         "fault": fault,
         "retry_after_seconds": whole_number(retry_after, max_digits=9),
         "request_body": kept_body(asked),
-        "request_digest": hashlib.sha256(asked).hexdigest() if asked else None,
+        # Idempotency's fingerprint (key order and spacing aside), computed here for a request
+        # refused before idempotency saw it.
+        "request_digest": scope["state"].get(FINGERPRINT_STATE)
+        or (request_fingerprint(asked) if asked else None),
         "response_body": None if dropped else kept_body(bytes(answered)),
         "started_at": started_at,
     }

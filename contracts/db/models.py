@@ -376,8 +376,9 @@ class ApiRequestRecord(Base):
     request_body: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(Timestamp)
-    # SHA-256 (hex) of the body as sent, before masking: the readiness report tells a request's
-    # retry from another request by it (masked, two accounts ending alike read the same).
+    # The body's fingerprint as idempotency takes it (SHA-256 of its canonical JSON), before
+    # masking: the readiness report tells a request's retry from another request by it (masked,
+    # two accounts ending alike read the same).
     request_digest: Mapped[str | None] = mapped_column(String(64))
 
 

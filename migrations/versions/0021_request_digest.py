@@ -1,6 +1,7 @@
-"""api_requests.request_digest: the SHA-256 of a request's body as sent, before masking. The
-readiness report finds a call's retry as the next call of the same request; by the masked body,
-two requests to accounts ending in the same four digits (one scenario suffix) were one.
+"""api_requests.request_digest: a request's body fingerprint as idempotency takes it (SHA-256 of
+its canonical JSON), before masking. The readiness report finds a call's retry as the next call
+of the same request; by the masked body, two requests to accounts ending in the same four digits
+(one scenario suffix) were one.
 
 Revision ID: 0021
 Revises: 0020
