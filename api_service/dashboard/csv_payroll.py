@@ -50,6 +50,9 @@ def _columns(header: list[str] | None) -> list[str]:
         raise PayrollFileError(
             f"Unknown column(s): {', '.join(unknown)}. The columns are: {', '.join(COLUMNS)}."
         )
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:  # the later cell would silently win: a leftover column paying the wrong amount
+        raise PayrollFileError(f"Column(s) named twice: {', '.join(twice)}.")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise PayrollFileError(f"Missing column(s): {', '.join(missing)}.")

@@ -1,0 +1,23 @@
+"""The dashboard's payroll file (api_service.dashboard.csv_payroll), read without the API."""
+
+import pytest
+
+from api_service.dashboard.csv_payroll import PayrollFileError, read_payroll
+
+HEADER = "merchantReference,amount,destType,walletCode,accountNumber"
+
+
+def test_each_row_is_one_payout_body_named_by_the_header_in_any_case() -> None:
+    text = (
+        "MerchantReference,AMOUNT,destType,walletCode,accountNumber\n"
+        "r-1,10.00,WALLET,JAZZCASH,03001234567\n"
+    )
+    (row,) = read_payroll(text, max_rows=10)
+    assert (row.line, row.item["merchantReference"], row.item["amount"]) == (2, "r-1", "10.00")
+
+
+def test_a_column_named_twice_is_refused() -> None:
+    """The later cell silently won: a leftover column paid the wrong amount."""
+    text = f"{HEADER},Amount\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
+    with pytest.raises(PayrollFileError, match="Column.s. named twice: amount"):
+        read_payroll(text, max_rows=10)
