@@ -19,5 +19,5 @@ def test_each_row_is_one_payout_body_named_by_the_header_in_any_case() -> None:
 def test_a_column_named_twice_is_refused() -> None:
     """The later cell silently won: a leftover column paid the wrong amount."""
     text = f"{HEADER},Amount\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
-    with pytest.raises(PayrollFileError, match="Column.s. named twice: amount"):
+    with pytest.raises(PayrollFileError, match=r"Column\(s\) named twice: amount"):
         read_payroll(text, max_rows=10)
