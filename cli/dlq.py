@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.broker import on_the_broker
+from cli.broker import run_in_one_line
 from contracts.dead_letters import peek, redrive
 from contracts.settings import get_settings
 from contracts.topology import all_work_queues
@@ -39,7 +39,7 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """Show the dead letters of QUEUE (they stay in the dead-letter queue)."""
-    letters = on_the_broker(peek(get_settings().amqp_url, _checked(queue), limit))
+    letters = run_in_one_line(peek(get_settings().amqp_url, _checked(queue), limit))
     for letter in letters:
         if as_json:
             typer.echo(json.dumps(letter.__dict__))
@@ -57,5 +57,5 @@ def redrive_command(
     limit: Annotated[int, typer.Option(min=1, help="At most this many")] = 1000,
 ) -> None:
     """Move the dead letters of QUEUE back to QUEUE, to be consumed again."""
-    moved = on_the_broker(redrive(get_settings().amqp_url, _checked(queue), limit))
+    moved = run_in_one_line(redrive(get_settings().amqp_url, _checked(queue), limit))
     typer.echo(f"{moved} message(s) moved back to {_checked(queue)}")

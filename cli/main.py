@@ -1,16 +1,15 @@
 """`payouts`: the operator CLI. Every service of the system starts from here."""
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
+from cli.broker import outages_in_one_line, run_in_one_line
 from cli.dlq import dlq_app
 from cli.docs import docs_app
 from cli.outbox import outbox_app
@@ -20,7 +19,6 @@ from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
-from contracts.db.outages import is_outage
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.settings import InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
@@ -60,13 +58,7 @@ def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwarg
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(_run())
-    except DBAPIError as error:
-        if not is_outage(error):
-            raise
-        typer.echo(f"MySQL does not answer: {error.orig!r}", err=True)
-        raise typer.Exit(1) from error
+    return run_in_one_line(_run())
 
 
 def _amount(raw: str) -> Decimal:
@@ -98,7 +90,8 @@ def migrate() -> None:
     """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
     from migrations.runner import upgrade_to_head
 
-    upgrade_to_head(get_settings().database_url)
+    with outages_in_one_line():
+        upgrade_to_head(get_settings().database_url)
     typer.echo("database migrated")
 
 

@@ -1,11 +1,11 @@
 """`payouts reconcile`: check every ledger invariant against PAYOUTS_DATABASE_URL."""
 
-import asyncio
 from datetime import timedelta
 from typing import Annotated
 
 import typer
 
+from cli.broker import run_in_one_line
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile
@@ -39,7 +39,7 @@ def reconcile_command(
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
     )
-    problems, size = asyncio.run(_check(get_settings().database_url, thresholds))
+    problems, size = run_in_one_line(_check(get_settings().database_url, thresholds))
     for problem in problems:
         typer.echo(problem)
     if problems:

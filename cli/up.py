@@ -2,7 +2,6 @@
 every service in the foreground, give the demo merchant one payout per test scenario, print a
 working API key, the dashboard's address and a curl to try; Ctrl-C stops them all cleanly."""
 
-import asyncio
 import json
 import os
 import secrets
@@ -16,6 +15,7 @@ import httpx
 import typer
 from sqlalchemy import update
 
+from cli.broker import run_in_one_line
 from cli.merchants import NewMerchant, as_stored_now, create_merchant
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
@@ -159,7 +159,7 @@ def up() -> None:
     settings = get_settings()
     base_url = f"http://{settings.api_host}:{settings.api_port}"
     webhook_url = f"http://127.0.0.1:{SINK_PORT}/webhooks"
-    merchant = asyncio.run(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
+    merchant = run_in_one_line(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
     _save_merchant(merchant)
     # The dashboard's operations pages need a token: a fresh one per run unless one is set.
     operator_token = settings.operator_token or secrets.token_urlsafe(16)

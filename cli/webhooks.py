@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cli.broker import on_the_broker
+from cli.broker import run_in_one_line
 from cli.services import configure_logging, serve
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import get_settings
@@ -53,7 +53,7 @@ def replay_parked_command(
         finally:
             await engine.dispose()
 
-    result = on_the_broker(replay())
+    result = run_in_one_line(replay())
     typer.echo(f"moved {result.moved} parked webhook message(s) back to {RESEND_ROUTING_KEY}")
     if result.kept:
         typer.echo(f"{result.kept} message(s) of other merchants left parked")

@@ -2,8 +2,11 @@
 
 Each moved message starts the retry ladder afresh (our retry headers are dropped) and keeps its
 message id and event; its delivery goes PARKED -> PENDING. Messages of other merchants (with
-`--merchant`) stay parked. Publish (confirmed) first, then reopen the delivery, then ack: a crash
-in between leaves a duplicate, which the consumer absorbs (it skips DELIVERED events).
+`--merchant`) stay parked. Reopen the delivery first, then publish (confirmed), then ack: with
+MySQL down nothing is published (publishing first sent one more copy at every try while the
+message stayed parked); a crash after the reopen leaves a PENDING delivery without its message,
+which the relay's stalled-delivery sweep sends again; a crash after the publish leaves the
+message parked too, and the consumer absorbs the duplicate (it skips DELIVERED events).
 """
 
 from collections.abc import Callable
@@ -46,13 +49,13 @@ async def _move(
     message: AbstractIncomingMessage,
     now: datetime,
 ) -> None:
-    await channel.default_exchange.publish(
-        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
-    )
     event_id = _body_field(message, "id")
     if event_id:
         async with transaction(sessions) as session:
             await reopen_parked(session, event_id, now)
+    await channel.default_exchange.publish(
+        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
+    )
     await message.ack()
 
 

@@ -15,11 +15,14 @@ from contracts.messages import ProcessPayout
 from contracts.redelivery import retry_count
 from contracts.settings import Settings
 from contracts.topology import (
+    DEFAULT_EXCHANGE,
     LAST_ERROR_HEADER,
     PAYOUT_COMMANDS,
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
 )
+from contracts.webhooks import RESEND_ROUTING_KEY
+from tests.support.amqp import RabbitClient
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost, with_vhost
 from tests.support.polling import eventually
 
@@ -119,6 +122,33 @@ def test_a_vhost_without_the_topology_is_a_message_not_a_traceback(
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert f"no queue '{queue}'" in done.stderr
+
+
+async def test_replay_parked_with_mysql_down_publishes_nothing_and_says_so(
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient
+) -> None:
+    """It published the copy before reopening the delivery: every try during the outage put one
+    more copy in the delivery queue, the message stayed parked, and a traceback was printed."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+    event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": str(uuid.uuid4())}
+    await rabbit.publish(
+        json.dumps(event).encode(), exchange=DEFAULT_EXCHANGE, routing_key=WEBHOOK_PARKING_LOT
+    )
+    mysql_down = {**service_env, "PAYOUTS_DATABASE_URL": "mysql+asyncmy://root@127.0.0.1:1/x"}
+
+    for _ in range(2):
+        done = payouts(mysql_down, "webhooks", "replay-parked")
+        assert done.returncode == 1, done.stdout
+        assert "Traceback" not in done.stderr
+        assert "MySQL does not answer" in done.stderr
+
+    async def still_parked() -> bool:
+        return await rabbit.count(WEBHOOK_PARKING_LOT) == 1
+
+    await eventually(still_parked, what="the message back in the parking lot")
+    assert await rabbit.count(RESEND_ROUTING_KEY) == 0
+    await rabbit.purge(WEBHOOK_PARKING_LOT)
 
 
 async def test_the_dashboards_redrive_without_the_queue_is_a_dependency_down(
