@@ -84,12 +84,18 @@ async def get_current_merchant(
         merchants.remember(digest, merchant)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
-        per_second = settings.effective_rate_limit_per_second
-        if per_second is not None:
-            await limit_request_rate(session, merchant.id, per_second)
-            await session.commit()  # the counter row is hot: release it at once
+        await within_request_rate(session, settings, merchant.id)
         # Otherwise the request's transaction goes on from here (a create: one transaction).
         yield merchant
+
+
+async def within_request_rate(session: AsyncSession, settings: Settings, merchant_id: str) -> None:
+    """RateLimited over the merchant's requests per second, where a limit is set (production's
+    default): the API's calls and the dashboard's pages and actions alike."""
+    per_second = settings.effective_rate_limit_per_second
+    if per_second is not None:
+        await limit_request_rate(session, merchant_id, per_second)
+        await session.commit()  # the counter row is hot: release it at once
 
 
 async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant:

@@ -17,6 +17,7 @@ from api_service.errors import (
 from api_service.idempotency import IdempotencyDep, Prepared
 from api_service.payouts import batch, service
 from api_service.payouts.schemas import (
+    MERCHANT_REFERENCE_MAX_LENGTH,
     CreatePayoutBatchRequest,
     CreatePayoutRequest,
     PayoutBatchEnvelope,
@@ -134,7 +135,7 @@ async def list_payouts(
     created_from: Annotated[TimestampIn | None, Query(alias="createdFrom")] = None,
     created_to: Annotated[TimestampIn | None, Query(alias="createdTo")] = None,
     merchant_reference: Annotated[
-        str | None, Query(alias="merchantReference", max_length=64)
+        str | None, Query(alias="merchantReference", max_length=MERCHANT_REFERENCE_MAX_LENGTH)
     ] = None,
 ) -> Response:
     filters = PayoutListFilters(

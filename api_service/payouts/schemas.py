@@ -8,7 +8,8 @@ from api_service.schemas import AccountNumberIn, AmountIn, DestType, Institution
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
 
-MERCHANT_REFERENCE_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+MERCHANT_REFERENCE_MAX_LENGTH = 64
+MERCHANT_REFERENCE_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MERCHANT_REFERENCE_MAX_LENGTH}}}$"
 
 
 class CreatePayoutRequest(RequestModel):

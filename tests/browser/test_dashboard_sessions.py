@@ -341,3 +341,25 @@ async def test_an_attempt_changed_by_webhook_chaos_is_labelled_on_the_payout_pag
 
     assert "chaos: stale_timestamp" in page
     assert "a 10-minute-old timestamp" in page
+
+
+async def test_the_dashboard_counts_against_the_merchants_request_rate(
+    settings: Settings, merchant: NewMerchant
+) -> None:
+    """Its pages and actions call the API's services in-process, past the API's count: a
+    script holding a session cookie had no limit where the API has one (production's default)."""
+    async with client_for(settings.model_copy(update={"rate_limit_per_second": 2})) as client:
+        assert (await sign_in(client, merchant.api_key)).status_code == 303
+        answers = [(await client.get("/dashboard/payouts")).status_code for _ in range(8)]
+    assert 200 in answers and 429 in answers, answers
+
+
+async def test_the_reference_filter_is_judged_as_the_api_judges_it(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """The API refuses a merchantReference over 64 characters; the page passed any length on."""
+    await sign_in(dashboard, merchant.api_key)
+    page = await dashboard.get("/dashboard/payouts", params={"reference": "r" * 65})
+    assert page.status_code == 400
+    assert "reference" in page.text and "at most 64 characters" in page.text
+    assert (await dashboard.get("/dashboard/payouts", params={"reference": "r" * 64})).is_success

@@ -14,6 +14,7 @@ from api_service.dashboard.context import FormDep, MerchantPage, PageDep, redire
 from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.timeline import payout_timeline
 from api_service.errors import SandboxDisabled, ValidationFailed
+from api_service.payouts.schemas import MERCHANT_REFERENCE_MAX_LENGTH
 from api_service.schemas import PayoutIdPath
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 
@@ -51,6 +52,10 @@ class PayoutFilters:
             status = PayoutStatus(self.status) if self.status else None
         except ValueError as exc:
             raise ValidationFailed.on("status", "is not a payout status") from exc
+        if len(self.reference) > MERCHANT_REFERENCE_MAX_LENGTH:  # as the API's query refuses it
+            raise ValidationFailed.on(
+                "reference", f"must be at most {MERCHANT_REFERENCE_MAX_LENGTH} characters"
+            )
         return {
             "status": status,
             "created_from": _day(self.created_from, "from", time.min),
