@@ -33,7 +33,8 @@ def reconcile_command(
     ] = 60,
 ) -> None:
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
-    hold settled at most once, held funds equal the payouts in flight; and the pipeline: no
+    hold settled at most once, held funds equal the payouts in flight, each payout's journals
+    move its amount between the right accounts and match its status; and the pipeline: no
     payout stuck, no outbox lag. Exit 1 on any problem."""
     thresholds = Thresholds(
         stuck_after=timedelta(minutes=stuck_minutes),

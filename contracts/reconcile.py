@@ -4,7 +4,8 @@ aggregate queries (one pass over each table, fast on 100k payouts). Read-only.
 Invariants (CONTRACT.md, "Ledger"): every journal balances; each merchant's balance row equals the
 sum of its ledger lines per account; available >= 0 and held >= 0; each payout hold is posted or
 released at most once per hold cycle; held equals the payouts still in flight; each payout's
-current hold cycle has the journals of its status.
+current hold cycle has the journals of its status, and its earlier ones were released; each
+payout journal moves the payout's amount between its kind's accounts.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import ledger
 from contracts.domain.money import format_amount
 from contracts.domain.statuses import FUNDS_HELD_STATUSES, PayoutStatus
 from contracts.ledger import Account, JournalKind
@@ -140,6 +142,51 @@ _STATUS_VERSUS_JOURNALS = text(
 ).bindparams(bindparam("in_flight", value=IN_FLIGHT, expanding=True))
 
 
+# Each payout journal moves exactly the payout's amount, from its kind's debit account to its
+# credit account, on the payout's merchant: a ledger that balances but moved the wrong amount, or
+# booked a PAYOUT back to available, passed every check above.
+_PAYOUT_POSTINGS = (ledger.HOLD, ledger.RELEASE, ledger.PAYOUT, ledger.REVERSAL)
+_KIND_ACCOUNT = "CASE j.kind {} END"
+_DEBIT = _KIND_ACCOUNT.format(
+    " ".join(f"WHEN '{p.kind.value}' THEN '{p.debit.value}'" for p in _PAYOUT_POSTINGS)
+)
+_CREDIT = _KIND_ACCOUNT.format(
+    " ".join(f"WHEN '{p.kind.value}' THEN '{p.credit.value}'" for p in _PAYOUT_POSTINGS)
+)
+_MISPOSTED_JOURNALS = text(
+    f"""
+    SELECT j.id, j.kind, j.payout_id, p.amount
+    FROM ledger_journals j
+    JOIN payouts p ON p.id = j.payout_id
+    JOIN ledger_lines l ON l.journal_id = j.id
+    GROUP BY j.id, j.kind, j.payout_id, p.amount, p.merchant_id
+    HAVING COUNT(*) <> 2
+        OR SUM(l.account = {_DEBIT} AND l.amount = -p.amount) <> 1
+        OR SUM(l.account = {_CREDIT} AND l.amount = p.amount) <> 1
+        OR SUM(l.merchant_id IS NOT NULL AND l.merchant_id <> p.merchant_id) > 0
+    ORDER BY j.id
+    LIMIT 100
+    """
+)
+
+# A payout goes to its next hold cycle only from FAILED (reinitiate): every earlier cycle was
+# released, or never held (a queued payout that expired), and never paid out.
+_UNRELEASED_EARLIER_CYCLES = text(
+    """
+    SELECT j.payout_id, j.hold_cycle,
+           SUM(j.kind = :hold) AS holds, SUM(j.kind = :release) AS releases,
+           SUM(j.kind IN (:payout, :reversal)) AS paid
+    FROM ledger_journals j
+    JOIN payouts p ON p.id = j.payout_id
+    WHERE j.hold_cycle < p.hold_cycle
+    GROUP BY j.payout_id, j.hold_cycle
+    HAVING SUM(j.kind = :hold) <> SUM(j.kind = :release) OR SUM(j.kind IN (:payout, :reversal)) > 0
+    ORDER BY j.payout_id, j.hold_cycle
+    LIMIT 100
+    """
+)
+
+
 def _money(value: Decimal) -> str:
     return format_amount(Decimal(value))
 
@@ -203,7 +250,24 @@ async def reconcile(session: AsyncSession) -> list[str]:
             session, _STATUS_VERSUS_JOURNALS, **kinds, **statuses
         )
     ]
+    problems += [
+        f"journal {journal} ({kind}) of payout {payout} does not move its amount "
+        f"{_money(amount)} from {_posting(kind).debit.value} to {_posting(kind).credit.value}"
+        for journal, kind, payout, amount in await _rows(session, _MISPOSTED_JOURNALS)
+    ]
+    problems += [
+        f"payout {payout} hold cycle {cycle}, before its current one, has {holds} HOLD and "
+        f"{releases} RELEASE journals and {paid} PAYOUT or REVERSAL (a reinitiated payout's "
+        "earlier cycles are released, never paid)"
+        for payout, cycle, holds, releases, paid in await _rows(
+            session, _UNRELEASED_EARLIER_CYCLES, **kinds
+        )
+    ]
     return problems
+
+
+def _posting(kind: str) -> ledger.Posting:
+    return next(posting for posting in _PAYOUT_POSTINGS if posting.kind == kind)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     Balance,
@@ -122,6 +123,46 @@ def _status(status: PayoutStatus) -> Corruption:
     return corrupt
 
 
+async def _paid_in_two_cycles(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """Held and paid out again in a second hold cycle, through the ledger: debited twice."""
+    for posting in (ledger.HOLD, ledger.PAYOUT):
+        await ledger.post(
+            session,
+            posting,
+            merchant_id=merchant_id,
+            payout_id=payout_id,
+            hold_cycle=2,
+            amount=Decimal("100.00"),
+        )
+    await session.execute(update(Payout).where(Payout.id == payout_id).values(hold_cycle=2))
+
+
+async def _another_amount(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    await session.execute(
+        update(Payout).where(Payout.id == payout_id).values(amount=Decimal("150.00"))
+    )
+
+
+async def _payout_booked_to_available(
+    session: AsyncSession, merchant_id: str, payout_id: str
+) -> None:
+    """The merchant keeps what was sent to the bank; its balance row kept equal to its lines."""
+    journal = select(LedgerJournal.id).where(
+        LedgerJournal.payout_id == payout_id, LedgerJournal.kind == "PAYOUT"
+    )
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.journal_id == journal.scalar_subquery())
+        .where(LedgerLine.account == "PSP_SETTLEMENT")
+        .values(account="AVAILABLE", merchant_id=merchant_id)
+    )
+    await session.execute(
+        update(Balance)
+        .where(Balance.merchant_id == merchant_id)
+        .values(available=Balance.available + Decimal("100.00"))
+    )
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -133,6 +174,15 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "payout said REVERSED, never reversed": (
         _status(PayoutStatus.REVERSED),
         "is REVERSED but its hold cycle 1 has 1 HOLD, 1 PAYOUT, 0 RELEASE and 0 REVERSAL",
+    ),
+    "paid out in two hold cycles": (_paid_in_two_cycles, "hold cycle 1, before its current one"),
+    "journals of another amount than the payout's": (
+        _another_amount,
+        "(HOLD) of payout {payout} does not move its amount 150.00 from AVAILABLE to HELD",
+    ),
+    "a PAYOUT booked back to available": (
+        _payout_booked_to_available,
+        "(PAYOUT) of payout {payout} does not move its amount 100.00 from HELD to PSP_SETTLEMENT",
     ),
 }
 
@@ -154,6 +204,7 @@ async def test_reconcile_reports_each_broken_invariant(
         await corrupt(session, merchant.merchant_id, payout["id"])
         problems = await reconcile(session)
         await session.rollback()
+    symptom = symptom.format(payout=payout["id"])
     assert any(symptom in problem for problem in problems), problems
     async with sessions() as session:
         assert await reconcile(session) == []
