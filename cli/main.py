@@ -1,8 +1,9 @@
 """`payouts`: the operator CLI. Every service of the system starts from here."""
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -66,6 +67,14 @@ def _amount(raw: str) -> Decimal:
         return parse_amount(raw, maximum=Decimal("1000000000000"))
     except InvalidAmount as exc:
         raise typer.BadParameter(f"amount {exc}") from exc
+
+
+def _opening_balance(raw: str) -> Decimal:
+    """Zero however it is written (0, 0.0, 00), else an amount."""
+    with contextlib.suppress(InvalidOperation):
+        if Decimal(raw.strip()) == 0:
+            return Decimal("0")
+    return _amount(raw)
 
 
 def _merchant_name(name: str) -> str:
@@ -156,7 +165,7 @@ def merchant_create(
     """Create a merchant; prints its API key and webhook secret once."""
     from cli.merchants import create_merchant
 
-    opening = Decimal("0") if balance.strip() in ("0", "0.00") else _amount(balance)
+    opening = _opening_balance(balance)
     created = run_in_transaction(
         create_merchant, name=name, balance=opening, webhook_url=webhook_url
     )

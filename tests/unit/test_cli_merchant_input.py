@@ -41,3 +41,16 @@ def test_a_database_that_does_not_answer_is_one_line_and_exit_1(
     assert result.exit_code == 1, result.output
     assert "MySQL does not answer" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("zero", ["0", "0.00", "0.0", "00", "0.000"])
+def test_a_zero_opening_balance_is_taken_however_it_is_written(
+    monkeypatch: pytest.MonkeyPatch, zero: str
+) -> None:
+    """0.0 and 00 were refused as 'must be greater than 0', while 0 and 0.00 were taken."""
+    unreachable = Settings(database_url="mysql+asyncmy://root@127.0.0.1:1/payouts")
+    monkeypatch.setattr(cli.main, "get_settings", lambda: unreachable)
+
+    result = CliRunner().invoke(app, ["merchant", "create", "--name", "Ok", "--balance", zero])
+
+    assert "MySQL does not answer" in result.output  # past the checks, at the database
