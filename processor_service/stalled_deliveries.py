@@ -32,6 +32,7 @@ may: never a second delivery.
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -153,19 +154,24 @@ def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, bytes]:
     )
 
 
-def _copy(
-    body: bytes, *, of: str, merchant_id: str, payout_id: str, generation: int
-) -> dict[str, Any] | None:
-    """The copy a delivery at `generation` waits for: the event's own message (generation 0),
-    or a resend's."""
-    return event_copy(
-        body,
-        of=of,
-        payout_id=payout_id,
-        merchant_id=merchant_id,
-        correlation_id=None,
-        headers={RESEND_GENERATION_HEADER: generation} if generation else {},
-    )
+def _copies(stalled: Iterable[tuple[str, bytes, str, str, int]]) -> list[dict[str, Any]]:
+    """The outbox rows of the copies of (what, its event, merchant, payout, generation): the
+    event's own message (generation 0) or a resend's; an event that does not read is left out."""
+    return [
+        copy
+        for of, body, merchant_id, payout_id, generation in stalled
+        if (
+            copy := event_copy(
+                body,
+                of=of,
+                payout_id=payout_id,
+                merchant_id=merchant_id,
+                correlation_id=None,
+                headers={RESEND_GENERATION_HEADER: generation} if generation else {},
+            )
+        )
+        is not None
+    ]
 
 
 async def _first_deliveries(
@@ -198,21 +204,11 @@ async def _first_deliveries(
                 select(WebhookDelivery.event_id).where(WebhookDelivery.id.in_(rows.values()))
             )
         )
-        copies = [
-            copy
+        copies = _copies(
+            (f"event {event.id}", event.body, event.merchant_id, event.payout_id, 0)
             for event in events
             if event.id in made
-            and (
-                copy := _copy(
-                    event.body,
-                    of=f"event {event.id}",
-                    merchant_id=event.merchant_id,
-                    payout_id=event.payout_id,
-                    generation=0,
-                )
-            )
-            is not None
-        ]
+        )
         await write_outbox(session, copies)
     return len(copies), len(events) == BATCH
 
@@ -235,20 +231,10 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
         )
         # Recorded as copied even when its event does not read: it is not logged every round.
         copied = [row for row in candidates if row.id in still]
-        copies = [
-            copy
+        copies = _copies(
+            (f"webhook delivery {row.id}", row.body, row.merchant_id, row.payout_id, row.generation)
             for row in copied
-            if (
-                copy := _copy(
-                    row.body,
-                    of=f"webhook delivery {row.id}",
-                    merchant_id=row.merchant_id,
-                    payout_id=row.payout_id,
-                    generation=row.generation,
-                )
-            )
-            is not None
-        ]
+        )
         await write_outbox(session, copies)
         if copied:
             await session.execute(_RECORD_COPIED, {"b_ids": [row.id for row in copied]})
