@@ -47,9 +47,9 @@ from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE, RETRY_COUNT_HEADER
 from contracts.webhooks import (
-    RESEND_GENERATION_HEADER,
     RESEND_ROUTING_KEY,
     DeliveryStatus,
+    resend_generation_headers,
     retry_due_headers,
 )
 
@@ -211,9 +211,8 @@ def waiting_retry_headers(
     due_at: datetime, *, retry_count: int | None, generation: int, clock_offset: int
 ) -> dict[str, Any]:
     """The headers of the waiting retry's message."""
-    resend = {RESEND_GENERATION_HEADER: generation} if generation else {}
     return {
         RETRY_COUNT_HEADER: retry_count or 0,
-        **resend,
+        **resend_generation_headers(generation),
         **retry_due_headers(due_at, clock_offset=clock_offset),
     }

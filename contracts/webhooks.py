@@ -51,6 +51,11 @@ def resend_generation(raw: object) -> int:
     return _header_count(raw) or 0
 
 
+def resend_generation_headers(generation: int) -> dict[str, int]:
+    """What a message carrying out `generation` says of it: nothing for a first delivery (0)."""
+    return {RESEND_GENERATION_HEADER: generation} if generation else {}
+
+
 def retry_due_headers(due_at: datetime, *, clock_offset: int | None) -> dict[str, str | int]:
     """The headers of a waiting retry: when it is due on the merchant's sandbox clock, exactly as
     the delivery row records it (naive UTC, microseconds), and the clock's offset its wait was

@@ -32,7 +32,7 @@ may: never a second delivery.
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,7 +53,7 @@ from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcno
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.outbox import write_outbox
 from contracts.waiting_retries import RECOPY_AFTER_STALLS, event_copy, unleased
-from contracts.webhooks import RESEND_GENERATION_HEADER, DeliveryStatus
+from contracts.webhooks import DeliveryStatus, resend_generation_headers
 from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
 
 log = logging.getLogger("outbox-relay")
@@ -167,7 +167,7 @@ def _copies(stalled: Iterable[tuple[str, bytes, str, str, int]]) -> list[dict[st
                 payout_id=payout_id,
                 merchant_id=merchant_id,
                 correlation_id=None,
-                headers={RESEND_GENERATION_HEADER: generation} if generation else {},
+                headers=resend_generation_headers(generation),
             )
         )
         is not None
@@ -241,6 +241,15 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
     return len(copies), len(candidates) == BATCH and bool(copied)
 
 
+async def _every_batch(batch: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
+    """Run `batch` (copies sent, whether it was full) until one is not full; copies sent."""
+    sent, more = 0, True
+    while more:
+        count, more = await batch()
+        sent += count
+    return sent
+
+
 async def resend_stalled_deliveries(
     sessions: SessionFactory, *, stalled_seconds: int, swept: EventsSwept | None = None
 ) -> int:
@@ -249,16 +258,9 @@ async def resend_stalled_deliveries(
     swept = swept or EventsSwept()
     until = utcnow() - timedelta(seconds=stalled_seconds)
     since = swept.until or until - LOOKBACK
-    sent = 0
-    more = True
-    while more:
-        count, more = await _first_deliveries(sessions, since, until)
-        sent += count
+    sent = await _every_batch(lambda: _first_deliveries(sessions, since, until))
     swept.until = until
-    more = True
-    while more:
-        count, more = await _pending_again(sessions, stalled_seconds)
-        sent += count
+    sent += await _every_batch(lambda: _pending_again(sessions, stalled_seconds))
     if sent:
         WEBHOOK_DELIVERIES_RESENT.inc(sent)
         log.warning(

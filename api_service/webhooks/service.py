@@ -18,10 +18,10 @@ from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE
 from contracts.webhooks import (
-    RESEND_GENERATION_HEADER,
     RESEND_ROUTING_KEY,
     DeliveryStatus,
     endpoint_destination_problem,
+    resend_generation_headers,
 )
 
 
@@ -118,7 +118,7 @@ async def resend_delivery(
         payout_id=delivery.payout_id,
         merchant_id=merchant.id,
         correlation_id=request_id,
-        extra_headers={RESEND_GENERATION_HEADER: delivery.generation},
+        extra_headers=resend_generation_headers(delivery.generation),
     )
     await write_outbox(session, [row])
     delivery.status = DeliveryStatus.PENDING.value
