@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.broker import run_in_one_line
+from cli.outages import run_in_one_line
 from contracts.dead_letters import peek, redrive
 from contracts.settings import get_settings
 from contracts.topology import all_work_queues

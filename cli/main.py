@@ -10,9 +10,9 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
-from cli.broker import outages_in_one_line, run_in_one_line
 from cli.dlq import dlq_app
 from cli.docs import docs_app
+from cli.outages import outages_in_one_line, run_in_one_line
 from cli.outbox import outbox_app
 from cli.reconcile import reconcile_command
 from cli.topology import topology_export_command
@@ -49,7 +49,7 @@ topology_app.command("export")(topology_export_command)
 
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
     """Run `work(session, ...)` in one committed transaction. A database that does not answer is
-    a one-line message and exit 1, not a traceback (as cli.broker does for RabbitMQ)."""
+    a one-line message and exit 1, not a traceback (cli.outages)."""
 
     async def _run() -> T:
         engine = create_engine(get_settings().database_url, pool_size=1)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from cli.broker import run_in_one_line
+from cli.outages import run_in_one_line
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile

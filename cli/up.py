@@ -15,8 +15,8 @@ import httpx
 import typer
 from sqlalchemy import update
 
-from cli.broker import run_in_one_line
 from cli.merchants import NewMerchant, as_stored_now, create_merchant
+from cli.outages import run_in_one_line
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import Merchant

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cli.broker import run_in_one_line
+from cli.outages import run_in_one_line
 from cli.services import configure_logging, serve
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import get_settings

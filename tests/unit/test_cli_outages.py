@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 import cli.main
 import cli.reconcile
 import cli.up
-from cli.broker import outages_in_one_line
 from cli.main import app
+from cli.outages import outages_in_one_line
 from contracts.settings import Settings
 
 NOBODY_LISTENS = Settings(database_url="mysql+asyncmy://root@127.0.0.1:1/payouts")
