@@ -40,13 +40,13 @@ seed: migrate
 	$(BIN)/payouts seed
 
 test: install services  # the tests reset their vhost through the management API
-	# Two workers (most of a test is waiting on MariaDB, RabbitMQ or a service), each with its
-	# own database and vhost; then, in one process, the browser tests (their 30-second waits
-	# for a live page missed twice beside the other worker's end-to-end load), the fault tests
-	# (they stop the local servers) and the fuzzing (its last test judges what the others wrote).
-	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15 \
-		--ignore=tests/browser --ignore=tests/faults --ignore=tests/fuzz
-	$(BIN)/pytest -q --durations=5 tests/browser tests/faults tests/fuzz
+	# Unit, integration and container-check tests on two workers (most of a test is waiting on MariaDB or
+	# RabbitMQ), each with its own database and vhost; then, in one process, what runs the
+	# services as processes and waits on them with deadlines (browser and end-to-end tests: they
+	# missed those deadlines three times beside the other worker's load), the fault tests (they
+	# stop the local servers) and the fuzzing (its last test judges what the others wrote).
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15 tests/unit tests/integration tests/containers
+	$(BIN)/pytest -q --durations=10 tests/browser tests/e2e tests/faults tests/fuzz
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)
