@@ -265,8 +265,10 @@ async def _running_request(
 async def _a_request_waits_on_a_lock(sessions: SessionFactory) -> None:
     async def waiting() -> int:
         async with sessions() as session:
-            query = (
-                "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            query = (  # on this database: another xdist worker's lock waits are not ours
+                "SELECT COUNT(*) FROM information_schema.innodb_trx t"
+                " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+                " WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()"
             )
             return int(await session.scalar(text(query)) or 0)
 

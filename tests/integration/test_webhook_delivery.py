@@ -61,7 +61,7 @@ from tests.support.webhook_flow import (
     event_id_of,
     first_request,
     new_event_row,
-    open_transactions_elsewhere,
+    no_transaction_elsewhere,
     parked_messages,
     quick_webhook_settings,
     reaches,
@@ -776,9 +776,10 @@ async def test_no_transaction_or_row_lock_is_held_while_the_endpoint_is_called(
     async with running_webhook_service(patient):
         await relay(rabbit, row)
         await receiver.wait_for_requests(1)
-        try:  # the request is in flight, unanswered
+        try:  # the request is in flight, unanswered, for up to 5 s
+            await no_transaction_elsewhere(engine)
+            assert len(receiver.requests) == 1  # still the first call: no retry came in between
             async with engine.connect() as connection:
-                assert await open_transactions_elsewhere(connection) == []
                 leased = (
                     await connection.execute(
                         select(WebhookDelivery.lease_token, WebhookDelivery.leased_until)

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 from sqlalchemy import event, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
@@ -252,17 +252,26 @@ STATEMENTS_PER_BATCH = 5
 COMMITS_PER_BATCH = 2
 
 
-async def open_transactions_elsewhere(connection: AsyncConnection) -> list[Any]:
-    """Transactions open on the test database, other than this connection's."""
-    rows = await connection.execute(
-        text(
-            "SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_rows_locked"
-            " FROM information_schema.innodb_trx t"
-            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
-            " WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()"
-        )
-    )
-    return list(rows)
+async def no_transaction_elsewhere(engine: AsyncEngine, within: float = 2.0) -> None:
+    """Poll until no transaction is open on the test database but the poll's own. The API's
+    request log commits a flush every 0.2 s beside everything else (and a slow host may catch
+    one open), so a single look cannot tell it from a transaction of the code under test:
+    callers assert afterwards that what they watch (a hold, a call in flight) is still under
+    way, and keep `within` shorter than it lasts."""
+
+    async def none_open() -> None:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT t.trx_mysql_thread_id, t.trx_state, t.trx_rows_locked"
+                    " FROM information_schema.innodb_trx t"
+                    " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+                    " WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID()"
+                )
+            )
+            assert list(rows) == []
+
+    await eventually(none_open, timeout=within)
 
 
 async def resent_copies(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
