@@ -26,7 +26,12 @@ async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], 
 
 def reconcile_command(
     stuck_minutes: Annotated[
-        float, typer.Option(min=0, help="A payout PROCESSING/RETRY/unsubmitted this long is stuck")
+        float,
+        typer.Option(
+            min=0,
+            help="A payout PROCESSING/RETRY/unsubmitted, or a webhook PENDING with no attempt,"
+            " this long is stuck",
+        ),
     ] = 5,
     max_outbox_lag_seconds: Annotated[
         float, typer.Option(min=0, help="An unsent outbox row this old is a problem")
@@ -35,7 +40,8 @@ def reconcile_command(
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
     hold settled at most once, held funds equal the payouts in flight, each payout's journals
     move its amount between the right accounts and match its status; and the pipeline: no
-    payout stuck, no outbox lag. Exit 1 on any problem."""
+    payout stuck, no outbox lag, no parked outbox row, no webhook left PENDING with no attempt.
+    Exit 1 on any problem."""
     thresholds = Thresholds(
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),

@@ -1,6 +1,6 @@
 """Is work flowing? Payouts stuck between statuses, outbox rows waiting too long to be
-published, and outbox rows the relay parked. Part of `payouts reconcile`, next to the ledger
-invariants (contracts.reconcile)."""
+published, outbox rows the relay parked, and webhook deliveries no attempt has taken up. Part of
+`payouts reconcile`, next to the ledger invariants (contracts.reconcile)."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -9,8 +9,10 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import OutboxMessage, Payout, ScheduledAction
+from contracts.db.models import OutboxMessage, Payout, ScheduledAction, WebhookDelivery
 from contracts.domain.statuses import PayoutStatus
+from contracts.waiting_retries import unleased
+from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
 
@@ -68,7 +70,32 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
         for row in await parked_outbox_rows(session, MAX_REPORTED)
     ]
+    waiting = await session.execute(
+        select(WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.updated_at)
+        .where(_unattempted(thresholds.stuck_after))
+        .order_by(WebhookDelivery.updated_at)
+        .limit(MAX_REPORTED)
+    )
+    problems += [
+        f"webhook {event_type} (event {event_id}) PENDING since {updated_at:%Y-%m-%d %H:%M:%S} "
+        "UTC with no attempt (is the webhook service running?)"
+        for event_id, event_type, updated_at in waiting
+    ]
     return problems
+
+
+def _unattempted(older_than: timedelta) -> ColumnElement[bool]:
+    """A delivery PENDING (recorded, resent or replayed, not attempted since), unchanged for too
+    long, and held by no attempt. Its attempt is made as soon as the webhook service takes its
+    message; the relay sends a copy of a message lost on the way after
+    PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/stalled_deliveries.py). Still
+    PENDING past the threshold, the webhook service is not taking messages. (ix_deliveries_status)
+    """
+    return and_(
+        WebhookDelivery.status == DeliveryStatus.PENDING.value,
+        WebhookDelivery.updated_at < utcnow() - older_than,
+        unleased(),
+    )
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

@@ -1,7 +1,8 @@
 """Pipeline health for operators: what `payouts reconcile` checks (ledger invariants, stuck
-payouts, outbox lag, parked outbox rows), parked webhook deliveries, and the dead letters waiting
-in each queue, with links to the RabbitMQ management UI. Read-only, except re-driving a
-dead-letter queue, which is `payouts dlq redrive` itself (contracts/dead_letters.py)."""
+payouts, outbox lag, parked outbox rows, webhooks no attempt took up), parked webhook
+deliveries, and the dead letters waiting in each queue, with links to the RabbitMQ management
+UI. Read-only, except re-driving a dead-letter queue, which is `payouts dlq redrive` itself
+(contracts/dead_letters.py)."""
 
 import asyncio
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ class QueueCount:
 @dataclass(frozen=True)
 class PipelineHealth:
     ledger_problems: list[str]
-    pipeline_problems: list[str]  # stuck payouts, outbox lag, parked outbox rows
+    # stuck payouts, outbox lag, parked outbox rows, webhooks PENDING with no attempt
+    pipeline_problems: list[str]
     parked_deliveries: int
     queues: list[QueueCount]
     broker_error: str | None

@@ -4,6 +4,7 @@ so the rest of the session's database stays clean."""
 
 import asyncio
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -22,13 +23,16 @@ from contracts.db.models import (
     LedgerLine,
     OutboxMessage,
     Payout,
+    PayoutEvent,
     ScheduledAction,
+    WebhookDelivery,
 )
 from contracts.domain.statuses import PayoutStatus
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import ledger_size, reconcile
 from contracts.settings import Settings
 from contracts.topology import COMMANDS_EXCHANGE
+from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import create_payout, move_payout
 
@@ -299,6 +303,65 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
     assert code == 1, output
     assert f"payout {payout_id} stuck in PENDING" in output
     assert "outbox lag" in output
+
+
+async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """A delivery PENDING for longer than the stuck time, held by no attempt: the webhook service
+    is not taking its messages. Under a live attempt's lease, or delivered, it is not reported."""
+    payout = await create_payout(api_client, await make_merchant())
+    long_ago = utcnow() - timedelta(days=365)  # before any other test's rows: listed first
+    async with transaction(sessions) as session:
+        event = await session.scalar(
+            select(PayoutEvent).where(PayoutEvent.payout_id == payout["id"])
+        )
+        assert event is not None
+        await session.execute(
+            insert(WebhookDelivery).values(
+                id=str(uuid.uuid4()),
+                event_id=event.id,
+                merchant_id=event.merchant_id,
+                payout_id=event.payout_id,
+                event_type=event.type,
+                status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                created_at=long_ago,
+                updated_at=long_ago,
+            )
+        )
+
+    async def reported() -> bool:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds())
+        return any(f"(event {event.id})" in problem for problem in problems)
+
+    async def set_delivery(**values: Any) -> None:
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.event_id == event.id).values(**values)
+            )
+
+    code, output = await _run_cli(
+        settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "1e9"
+    )
+    assert code == 1, output
+    assert (
+        f"webhook payout.created (event {event.id}) PENDING since {long_ago:%Y-%m-%d %H:%M:%S} UTC"
+        " with no attempt (is the webhook service running?)"
+    ) in output
+    try:
+        in_an_hour = utcnow() + timedelta(hours=1)
+        await set_delivery(lease_token="a" * 32, leased_until=in_an_hour)
+        assert not await reported()  # an attempt is under way
+        await set_delivery(leased_until=long_ago)
+        assert await reported()  # its consumer died with the lease
+    finally:
+        await set_delivery(status=DeliveryStatus.DELIVERED.value, lease_token=None)
+    assert not await reported()
 
 
 async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
