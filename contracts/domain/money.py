@@ -9,6 +9,7 @@ CENT = Decimal("0.01")
 # The string form the OpenAPI schema publishes; Decimal() alone would also take "1e3", "1_000",
 # "+5" and non-ASCII digits.
 _NUMERIC_STRING = re.compile(r"\d+(\.\d{1,2})?", re.ASCII)
+_MORE_DECIMALS = re.compile(r"\d+\.\d{3,}", re.ASCII)  # "10.500": refused, for its decimals
 
 
 class InvalidAmount(ValueError):
@@ -20,6 +21,8 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_PAYOUT_AMOUNT) -> Decima
     if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
         raise InvalidAmount("must be a number or a numeric string")
     text = raw.strip() if isinstance(raw, str) else str(raw)
+    if isinstance(raw, str) and _MORE_DECIMALS.fullmatch(text):
+        raise InvalidAmount("must have at most 2 decimal places")
     if isinstance(raw, str) and not _NUMERIC_STRING.fullmatch(text):
         raise InvalidAmount('must be a number or a numeric string such as "1500.00"')
     try:

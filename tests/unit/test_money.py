@@ -33,7 +33,8 @@ REFUSED = [
     ("-5", "numeric string"),
     ("10000000.01", "at most 10000000.00"),
     (Decimal("1.005"), "2 decimal places"),
-    ("1.005", "numeric string"),
+    ("1.005", "at most 2 decimal places"),
+    ("10.500", "at most 2 decimal places"),  # the text's decimals, where 10.500 as a number is 10.5
     (True, "number"),
     (None, "number"),
     ("", "numeric string"),
