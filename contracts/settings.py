@@ -181,6 +181,14 @@ class Settings(BaseSettings):
         return self.env is Environment.TEST or is_own_secret(self.dashboard_session_secret)
 
     @property
+    def operations_enabled(self) -> bool:
+        """The operators' pages: with a token, of at least MIN_SECRET_LENGTH characters in
+        production (the sign-in has no throttle: a short token could be guessed)."""
+        if self.operator_token is None:
+            return False
+        return self.env is Environment.TEST or is_own_secret(self.operator_token)
+
+    @property
     def sandbox_enabled(self) -> bool:
         return self.env is Environment.TEST
 

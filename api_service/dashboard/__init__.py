@@ -25,7 +25,7 @@ from api_service.dashboard.pages import (
 from api_service.dashboard.rendering import STATIC
 from api_service.dashboard.routing import refusal_page
 from api_service.middleware import HtmlPages
-from contracts.settings import Settings
+from contracts.settings import MIN_SECRET_LENGTH, Settings
 
 log = logging.getLogger("api.dashboard")
 
@@ -51,5 +51,11 @@ def install_dashboard(app: FastAPI, settings: Settings) -> None:
     # Fixed paths before /dashboard/payouts/{payout_id}.
     for module in (sign_in, new_payout, bulk, payouts, balance, webhooks, sandbox, readiness):
         app.include_router(module.router)
-    if settings.operator_token:
+    if settings.operations_enabled:
         app.include_router(operations.router)
+    elif settings.operator_token:
+        log.warning(
+            "operations pages off: PAYOUTS_OPERATOR_TOKEN must have at least %d characters "
+            "in production",
+            MIN_SECRET_LENGTH,
+        )

@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+from fastapi.routing import iter_route_contexts
 from typer.testing import CliRunner
 
 from api_service.app import create_app
@@ -53,3 +54,28 @@ def test_payouts_api_says_why_it_will_not_start(
 def test_the_dashboard_needs_a_secret_of_its_own_in_production(secret: str, enabled: bool) -> None:
     settings = Settings(env=Environment.PRODUCTION, dashboard_session_secret=secret)
     assert settings.dashboard_enabled is enabled
+
+
+@pytest.mark.parametrize(
+    ("env", "token", "enabled"),
+    [
+        (Environment.PRODUCTION, None, False),
+        (Environment.PRODUCTION, "letmein", False),
+        (Environment.PRODUCTION, "fifteen-chars-x", False),
+        (Environment.PRODUCTION, "o" * 16, True),
+        (Environment.TEST, "letmein", True),
+    ],
+)
+def test_the_operations_pages_need_a_token_long_enough_in_production(
+    env: Environment, token: str | None, enabled: bool
+) -> None:
+    """Their sign-in has no throttle: a short operator token could be guessed."""
+    settings = Settings(
+        env=env,
+        psp_secret="a-real-secret-from-the-vault",
+        dashboard_session_secret="a-dashboard-secret-of-our-own",
+        operator_token=token,
+    )
+    assert settings.operations_enabled is enabled
+    routes = iter_route_contexts(create_app(settings).routes)
+    assert ("/dashboard/operations" in {route.path_format for route in routes}) is enabled

@@ -1,5 +1,6 @@
-"""Operations: a separate sign-in with PAYOUTS_OPERATOR_TOKEN (no token configured: these pages
-do not exist), pipeline health, and re-driving a dead-letter queue. Nothing else changes here."""
+"""Operations: a separate sign-in with PAYOUTS_OPERATOR_TOKEN (no token configured, or in
+production one too short to resist guessing: these pages do not exist), pipeline health, and
+re-driving a dead-letter queue. Nothing else changes here."""
 
 import logging
 from typing import Any
