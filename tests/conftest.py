@@ -9,6 +9,8 @@ from typing import Any
 import anyio.to_thread
 import httpx
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
@@ -22,6 +24,13 @@ from tests.support.system import RunningSystem
 from tests.support.webhook_receiver import WebhookReceiver
 
 MerchantFactory = Callable[..., Awaitable[NewMerchant]]
+
+# The property tests judge answers, not speed: on a shared host an example stalled past
+# Hypothesis's default deadline (200 ms) failed its test as "flaky".
+hypothesis_settings.register_profile(
+    "payouts", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("payouts")
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -49,6 +49,7 @@ KEYS_PER_DAY = 3
 VERIFY_BODY = {"destType": "WALLET", "walletCode": "JAZZCASH", "accountNumber": "03001234567"}
 
 AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -78,19 +79,38 @@ def _assert_rate_limited(response: httpx.Response) -> None:
     assert response.headers["Retry-After"] == "1"
 
 
+async def _in_one_window(attempt: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    """`attempt`'s result, tried again (at most five times) until it starts and ends within one
+    second of the clock, that is within one window of the limit; and whether it did. (The
+    limit's windows are the database's seconds, on this host's clock.)"""
+    for _ in range(5):
+        started = time.time()
+        result = await attempt()
+        if int(time.time()) == int(started):
+            return result, True
+    return result, False
+
+
 # --- request rate per API key --------------------------------------------------------------------
 
 
 async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_passes(
     app_client: AppClient, make_merchant: MerchantFactory
 ) -> None:
-    merchant = await make_merchant()
     async with app_client(rate_limit_per_second=PER_SECOND) as client:
-        burst = await asyncio.gather(*(_balance(client, merchant) for _ in range(3 * PER_SECOND)))
-        passed = [response for response in burst if response.status_code == 200]
-        limited = [response for response in burst if response.status_code != 200]
-        # A burst can straddle two one-second windows: the limit holds in each of them.
-        assert PER_SECOND <= len(passed) <= 2 * PER_SECOND, [r.status_code for r in burst]
+
+        async def burst() -> tuple[NewMerchant, list[httpx.Response]]:
+            merchant = await make_merchant()
+            calls = (_balance(client, merchant) for _ in range(3 * PER_SECOND))
+            return merchant, await asyncio.gather(*calls)
+
+        (merchant, answers), in_one = await _in_one_window(burst)
+        passed = [response for response in answers if response.status_code == 200]
+        limited = [response for response in answers if response.status_code != 200]
+        # Within one window exactly the limit passes; a burst a slow host spread over two (every
+        # try) passes the limit in each.
+        most = PER_SECOND if in_one else 2 * PER_SECOND
+        assert PER_SECOND <= len(passed) <= most, [r.status_code for r in answers]
         for response in limited:
             _assert_rate_limited(response)
         # A client that honours Retry-After gets through (the limit is the behaviour under test).
@@ -101,22 +121,28 @@ async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_
 async def test_two_api_processes_share_one_limit(
     app_client: AppClient, make_merchant: MerchantFactory
 ) -> None:
-    merchant = await make_merchant()
     async with (
         app_client(rate_limit_per_second=PER_SECOND) as first,
         app_client(rate_limit_per_second=PER_SECOND) as second,
     ):
-        passed, last = 0, None
-        for turn in range(4 * PER_SECOND):
-            last = await _balance((first, second)[turn % 2], merchant)
-            if last.status_code != 200:
-                break
-            passed += 1
-        assert last is not None
+
+        async def alternate() -> tuple[int, httpx.Response]:
+            """Calls through the two processes in turn, until one is refused: how many passed."""
+            merchant = await make_merchant()
+            for turn in range(4 * PER_SECOND):
+                last = await _balance((first, second)[turn % 2], merchant)
+                if last.status_code != 200:
+                    return turn, last
+            return 4 * PER_SECOND, last
+
+        (passed, last), in_one = await _in_one_window(alternate)
         _assert_rate_limited(last)
-        # Limits per process would let 2 x PER_SECOND through before the first 429; one shared
-        # limit lets PER_SECOND through, or up to 2 x PER_SECOND - 1 across a window boundary.
-        assert PER_SECOND <= passed < 2 * PER_SECOND
+        # Limits per process would let 2 x PER_SECOND through in one window; one shared limit
+        # lets PER_SECOND through (and PER_SECOND in each of two windows a slow host spanned).
+        if in_one:
+            assert passed == PER_SECOND
+        else:
+            assert PER_SECOND <= passed <= 2 * PER_SECOND
 
 
 async def test_rate_limit_is_per_api_key(

@@ -208,11 +208,12 @@ async def test_an_absurd_count_is_refused_at_once(
     merchant = await make_merchant()
     headers = auth(merchant, "") | JSON_HEADERS
     before = (await api_client.get(f"{API}{path}", headers=headers)).json()
-    started = time.perf_counter()
+    # The event loop's CPU time (this thread's), not the wall clock a loaded host stretches.
+    started = time.thread_time()
 
     response = await api_client.put(f"{API}{path}", content=content, headers=headers)
 
-    assert time.perf_counter() - started < 1
+    assert time.thread_time() - started < 1
     assert_error(response, 400, "VALIDATION_ERROR", field)
     assert (await api_client.get(f"{API}{path}", headers=headers)).json() == before
 

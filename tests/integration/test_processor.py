@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -54,8 +54,16 @@ HANDLER_RETRIES = 2
 
 
 @pytest.fixture(scope="module")
-async def processor(settings: Settings) -> AsyncIterator[None]:
-    """The processor app and an outbox relay loop, both in this process."""
+async def processor(settings: Settings, sessions: SessionFactory) -> AsyncIterator[None]:
+    """The processor app and an outbox relay loop, both in this process. What earlier tests
+    left in the outbox on purpose counts as sent: relayed, it delayed this module's payouts
+    behind hundreds of others (their deadlines are this module's)."""
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None))
+            .values(sent_at=utcnow())
+        )
     # Fewer handler retries than in production, so that a failing message dead-letters fast.
     quick = settings.model_copy(update={"processor_max_handler_retries": HANDLER_RETRIES})
     async with running_processor_and_relay(quick):

@@ -35,8 +35,9 @@ from tests.support.api_helpers import new_payout_command
 
 CONTEXT = Context(None, retry_delay_ms=1000)
 OPENING = Decimal("1000000.00")
-# Long enough that every command a test publishes at once lands in one batch.
-BATCH_WINDOW_SECONDS = 0.5
+# Long enough that every command a test publishes, one confirm at a time, lands in one batch,
+# on a slow host too (quorum queues confirm after a disk sync).
+BATCH_WINDOW_SECONDS = 2.0
 
 
 def account(suffix: str) -> str:

@@ -282,7 +282,7 @@ async def take_and_die(amqp_url: str, queue_name: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     try:
         queue = await (await connection.channel()).get_queue(queue_name, ensure=False)
-        await queue.get(no_ack=False, fail=False, timeout=1)
+        await queue.get(no_ack=False, fail=False, timeout=10)
     finally:
         await connection.close()
 

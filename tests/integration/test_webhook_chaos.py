@@ -323,7 +323,7 @@ async def test_out_of_order_holds_at_most_its_limit_and_polls_once_a_second(
 
     assert (decision.disposition, decision.reason) == (Disposition.DONE, DELIVERED)
     assert decision.chaos == (ChaosKind.OUT_OF_ORDER,)
-    assert limit <= held < limit + 1
+    assert limit <= held < limit + 5  # the hold ends at its limit, not MAX_CHAOS_DELAY_SECONDS
     polls = [statement for statement in seen.statements if "payout_events" in statement]
     assert 2 <= len(polls) <= 3  # at 0, 1 and 1.5 s: no spinning
     event_id = event_id_of(processing)

@@ -331,10 +331,11 @@ async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
 
     await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
 
-    async def dead_lettered() -> list[bytes]:
-        bodies = [m.body for m in await rabbit.take(QUEUE.dead_letter_queue)]
+    bodies: list[bytes] = []  # gathered over the polls: one take may find only some
+
+    async def dead_lettered() -> None:
+        bodies.extend(m.body for m in await rabbit.take(QUEUE.dead_letter_queue))
         assert sorted(bodies) == sorted(malformed)
-        return bodies
 
     await eventually(dead_lettered)
     assert len(receiver.requests) == 1
@@ -620,6 +621,7 @@ async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delive
     _, other_row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id, other_event_id = event_id_of(row), event_id_of(other_row)
     receiver.always(Reply(503))
+    lot_before = await rabbit.count(WEBHOOK_PARKING_LOT)
 
     async with running_webhook_service(webhook_settings):
         await relay(rabbit, row)
@@ -627,6 +629,11 @@ async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delive
         parked = len(LADDER) + 1
         await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=parked)
         await reaches(sessions, other_event_id, DeliveryStatus.PARKED, attempts=parked)
+
+        async def both_in_the_lot() -> None:  # published after the PARKED row commits
+            assert await rabbit.count(WEBHOOK_PARKING_LOT) >= lot_before + 2
+
+        await eventually(both_in_the_lot)
         receiver.always(Reply(200))
 
         result = await replay_parked(
