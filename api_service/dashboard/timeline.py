@@ -33,9 +33,11 @@ class Timeline:
 
     @property
     def settled(self) -> bool:
-        """Nothing will change without someone acting: the page may stop refreshing."""
+        """Nothing will change without someone acting: the page may stop refreshing. An event
+        the webhook service has not recorded a delivery for yet will get one (a final event's
+        row comes a moment after the payout's final status, even with no webhook URL: PARKED)."""
         waiting = any(
-            entry.delivery is not None and entry.delivery["status"] in UNSETTLED_DELIVERIES
+            entry.delivery is None or entry.delivery["status"] in UNSETTLED_DELIVERIES
             for entry in self.entries
         )
         return PayoutStatus(self.payout["status"]) in TERMINAL_STATUSES and not waiting
