@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from api_service.app import create_app
 from api_service.dashboard.csv_payroll import COLUMNS
@@ -174,15 +175,17 @@ async def test_replacing_the_operator_token_ends_the_operator_sessions_opened_wi
             assert answer.headers["location"] == "/dashboard/operations/sign-in"
 
 
-async def new_payout_form(client: httpx.AsyncClient, reference: str, amount: str) -> dict[str, Any]:
-    """The new-payout form filled in for a JazzCash wallet ending 0001."""
+async def new_payout_form(
+    client: httpx.AsyncClient, reference: str, amount: str, account_number: str = "03001230001"
+) -> dict[str, Any]:
+    """The new-payout form filled in for a JazzCash wallet (ending 0001 unless told)."""
     form: dict[str, Any] = form_fields((await client.get("/dashboard/payouts/new")).text)
     form.update(
         merchant_reference=reference,
         amount=amount,
         dest_type="WALLET",
         wallet_code="JAZZCASH",
-        account_number="03001230001",
+        account_number=account_number,
     )
     return form
 
@@ -205,17 +208,26 @@ async def test_a_form_posted_twice_creates_one_payout(
     assert count == 1
 
 
+@pytest.mark.usefixtures("system")  # its processor puts the payout on hold
 async def test_a_waiting_payouts_live_page_is_the_same_at_each_poll_and_its_actions_once(
     dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
 ) -> None:
     """Each render had fresh idempotency keys: the fragment changed at every poll (replacing the
     buttons under the user's click every 2 s), and a click spanning a refresh was sent twice."""
     await sign_in(dashboard, merchant.api_key)
-    form = await new_payout_form(dashboard, f"live-{uuid.uuid4().hex[:8]}", "1500.00")
+    reference = f"live-{uuid.uuid4().hex[:8]}"
+    form = await new_payout_form(dashboard, reference, "1500.00", account_number="03001230005")
     created = await dashboard.post("/dashboard/payouts/new", data=form)
     payout_id = created.headers["location"].split("?")[0].rsplit("/", 1)[-1]
-    async with transaction(sessions) as session:  # as the processor leaves a 0005 payout
-        await session.execute(update(Payout).where(Payout.id == payout_id).values(status="ON_HOLD"))
+
+    async def on_hold() -> bool:
+        async with sessions() as session:
+            payout = await session.get(Payout, payout_id, populate_existing=True)
+        return payout is not None and payout.status == "ON_HOLD"
+
+    # Written by hand, ON_HOLD raced the running processor: a payout it had paid out meanwhile
+    # was put back on hold, and the ledger no longer balanced for the tests after this one.
+    await eventually(on_hold, within=60, what="the 0005 payout on hold")
     fragment = f"/dashboard/payouts/{payout_id}/timeline"
 
     async def two_polls_alike() -> str | None:
@@ -304,31 +316,43 @@ async def test_an_attempt_changed_by_webhook_chaos_is_labelled_on_the_payout_pag
     await sign_in(dashboard, merchant.api_key)
     form = await new_payout_form(dashboard, "chaos-label-1", "10.00")
     payout_page = (await dashboard.post("/dashboard/payouts/new", data=form)).headers["location"]
+    payout_id = payout_page.split("?")[0].rsplit("/", 1)[-1]
     async with transaction(sessions) as session:
         event = await session.scalar(
-            select(PayoutEvent).where(PayoutEvent.merchant_id == merchant.merchant_id)
+            select(PayoutEvent)
+            .where(PayoutEvent.payout_id == payout_id)
+            .order_by(PayoutEvent.created_at)
+            .limit(1)
         )
         assert event is not None
         now = utcnow()
-        delivery = WebhookDelivery(
-            id=str(uuid.uuid4()),
-            event_id=event.id,
-            merchant_id=merchant.merchant_id,
-            payout_id=event.payout_id,
-            event_type=event.type,
-            url="https://merchant.example/hooks",
-            status="RETRYING",
-            attempts=1,
-            created_at=now,
-            updated_at=now,
+        # The running webhook service may have made this event's delivery row already: the
+        # row is made here only if it did not, and the attempt is added to whichever it is.
+        await session.execute(
+            mysql_insert(WebhookDelivery)
+            .values(
+                id=str(uuid.uuid4()),
+                event_id=event.id,
+                merchant_id=merchant.merchant_id,
+                payout_id=event.payout_id,
+                event_type=event.type,
+                url="https://merchant.example/hooks",
+                status="RETRYING",
+                attempts=1,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_duplicate_key_update(event_id=event.id)
         )
-        session.add(delivery)
-        await session.flush()
+        delivery_id = await session.scalar(
+            select(WebhookDelivery.id).where(WebhookDelivery.event_id == event.id)
+        )
+        assert delivery_id is not None
         session.add(
             WebhookAttempt(
-                delivery_id=delivery.id,
-                attempt_number=1,
-                url=delivery.url,
+                delivery_id=delivery_id,
+                attempt_number=99,
+                url="https://merchant.example/hooks",
                 status_code=400,
                 latency_ms=3,
                 error="HTTP 400",

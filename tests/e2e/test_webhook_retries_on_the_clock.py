@@ -35,7 +35,13 @@ SUPERSEDED_METRIC = 'payouts_webhook_outcomes_total{outcome="superseded"}'
 def system(
     service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:
-    env = {**service_env, "PAYOUTS_WEBHOOK_RETRY_DELAYS": ",".join(map(str, LADDER))}
+    env = {
+        **service_env,
+        "PAYOUTS_WEBHOOK_RETRY_DELAYS": ",".join(map(str, LADDER)),
+        # The advance waits for nine chained attempts to settle: 10 s is short on a loaded host
+        # (25 s: under the client's 30 s timeout).
+        "PAYOUTS_SANDBOX_CLOCK_WAIT_SECONDS": "25",
+    }
     with running_system(env, tmp_path_factory.mktemp("service-logs")) as running:
         yield running
 
@@ -78,7 +84,8 @@ async def test_advancing_across_the_webhook_ladder_parks_each_delivery_after_eve
                 (d.status, d.attempts) == (DeliveryStatus.RETRYING, 1) for d in deliveries
             )
 
-        await eventually(first_attempts_failed, within=20, interval=0.1, what="first attempts")
+        # The first test of the module: the services may still be starting.
+        await eventually(first_attempts_failed, within=60, interval=0.1, what="first attempts")
 
         advanced = await http.post(
             "/sandbox/clock/advance", json={"seconds": 4 * 3600}, headers=auth(merchant)
@@ -92,7 +99,7 @@ async def test_advancing_across_the_webhook_ladder_parks_each_delivery_after_eve
             return deliveries if done else None
 
         # Hours of retries, in seconds: the ladder's first wait is the only real one left.
-        deliveries = await eventually(all_parked, within=20, interval=0.1, what="parked")
+        deliveries = await eventually(all_parked, within=60, interval=0.1, what="parked")
         assert advanced.headers["Sandbox-Clock-Settled"] == "true"
 
         # The TTL copies of the first tier come back after their real wait, and are dropped.
