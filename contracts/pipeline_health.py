@@ -11,8 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import utcnow
 from contracts.db.models import OutboxMessage, Payout, ScheduledAction, WebhookDelivery
 from contracts.domain.statuses import PayoutStatus
-from contracts.waiting_retries import unleased
-from contracts.webhooks import DeliveryStatus
+from contracts.waiting_retries import pending_unattempted
 
 MAX_REPORTED = 20
 
@@ -70,9 +69,12 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
         for row in await parked_outbox_rows(session, MAX_REPORTED)
     ]
+    # Attempted as soon as a webhook service takes its message; a message lost on the way is
+    # sent again after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/
+    # stalled_deliveries.py). Still PENDING past the threshold: no webhook service is taking it.
     waiting = await session.execute(
         select(WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.updated_at)
-        .where(_unattempted(thresholds.stuck_after))
+        .where(pending_unattempted(utcnow() - thresholds.stuck_after))
         .order_by(WebhookDelivery.updated_at)
         .limit(MAX_REPORTED)
     )
@@ -82,20 +84,6 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         for event_id, event_type, updated_at in waiting
     ]
     return problems
-
-
-def _unattempted(older_than: timedelta) -> ColumnElement[bool]:
-    """A delivery PENDING (recorded, resent or replayed, not attempted since), unchanged for too
-    long, and held by no attempt. Its attempt is made as soon as the webhook service takes its
-    message; the relay sends a copy of a message lost on the way after
-    PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/stalled_deliveries.py). Still
-    PENDING past the threshold, the webhook service is not taking messages. (ix_deliveries_status)
-    """
-    return and_(
-        WebhookDelivery.status == DeliveryStatus.PENDING.value,
-        WebhookDelivery.updated_at < utcnow() - older_than,
-        unleased(),
-    )
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

@@ -107,6 +107,17 @@ def unleased() -> ColumnElement[bool]:
     return or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
 
 
+def pending_unattempted(since: datetime) -> ColumnElement[bool]:
+    """PENDING (recorded, resent or replayed: not attempted since), unchanged since `since`, and
+    held by no attempt: its message is lost, or no webhook service is taking it
+    (ix_deliveries_status)."""
+    return and_(
+        WebhookDelivery.status == DeliveryStatus.PENDING.value,
+        WebhookDelivery.updated_at <= since,
+        unleased(),
+    )
+
+
 def copyable_after(seconds: int) -> ColumnElement[bool]:
     """No copy was sent for the due time the delivery waits for, or the one sent has not moved
     it on within RECOPY_AFTER_STALLS times `seconds`."""

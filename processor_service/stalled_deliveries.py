@@ -52,7 +52,7 @@ from sqlalchemy import (
 from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.outbox import write_outbox
-from contracts.waiting_retries import RECOPY_AFTER_STALLS, event_copy, unleased
+from contracts.waiting_retries import RECOPY_AFTER_STALLS, event_copy, pending_unattempted
 from contracts.webhooks import DeliveryStatus, resend_generation_headers
 from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
 
@@ -126,9 +126,7 @@ def _stalled(stalled_seconds: int) -> ColumnElement[bool]:
     changed (or copied RECOPY_AFTER_STALLS stall times ago, and still here)."""
     now = utcnow()
     return and_(
-        WebhookDelivery.status == DeliveryStatus.PENDING.value,
-        WebhookDelivery.updated_at <= now - timedelta(seconds=stalled_seconds),
-        unleased(),
+        pending_unattempted(now - timedelta(seconds=stalled_seconds)),
         or_(
             WebhookDelivery.copied_at.is_(None),
             WebhookDelivery.copied_at < WebhookDelivery.updated_at,
