@@ -63,17 +63,21 @@ class ServiceGroup:
 
     def wait_until_ready(self, base_url: str, *, within: float) -> None:
         """Until the API's /ready answers 200; StartupFailed if a service dies or time runs out."""
+        self.wait_until_answered(f"{base_url}/api/v1/ready", f"the API at {base_url}", within)
+
+    def wait_until_answered(self, url: str, what: str, within: float) -> None:
+        """Until `url` answers 200; StartupFailed if a service dies or time runs out."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.exited():
                 raise StartupFailed(f"a service exited during start-up: {self.exited()}")
             try:
-                if httpx.get(f"{base_url}/api/v1/ready", timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise StartupFailed(f"the API at {base_url} did not become ready within {within:.0f}s")
+        raise StartupFailed(f"{what} did not become ready within {within:.0f}s")
 
     def exited(self) -> dict[str, int]:
         return {

@@ -2,15 +2,12 @@
 tests' own database and vhost; tests talk to it over HTTP like a merchant would."""
 
 import socket
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from cli.supervisor import Service, ServiceGroup, StartupFailed
+from cli.supervisor import Service, ServiceGroup
 
 API = Service("api", ("api",))
 RELAY = Service("outbox-relay", ("outbox-relay",))
@@ -66,28 +63,12 @@ def running_system(env: Mapping[str, str], log_dir: Path) -> Iterator[RunningSys
         for service in (API, RELAY, PROCESSOR, WEBHOOKS):
             group.start(running.with_metrics(service))
         group.wait_until_ready(running.base_url, within=START_TIMEOUT_SECONDS)
-        wait_until_serving_metrics(running, within=START_TIMEOUT_SECONDS)
+        # The relay, the processor and the webhook service serve their metrics once imported:
+        # the API's /ready says nothing of them, and their start-up fell inside the first test's
+        # deadline.
+        for name, metrics_port in running.metrics_ports.items():
+            metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            group.wait_until_answered(metrics, name, START_TIMEOUT_SECONDS)
         yield running
     finally:
         group.stop()
-
-
-def wait_until_serving_metrics(running: RunningSystem, *, within: float) -> None:
-    """Until the relay, the processor and the webhook service each answer on their metrics port,
-    which each serves once imported: the API's /ready says nothing of them, and their start-up
-    fell inside the first test's deadline."""
-    deadline = time.monotonic() + within
-    for name, port in running.metrics_ports.items():
-        while not _answers(f"http://127.0.0.1:{port}/metrics"):
-            if running.group.exited():
-                raise StartupFailed(f"a service exited during start-up: {running.group.exited()}")
-            if time.monotonic() >= deadline:
-                raise StartupFailed(f"{name} served no metrics within {within:.0f}s")
-            time.sleep(0.2)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
