@@ -35,6 +35,7 @@ from contracts.topology import COMMANDS_EXCHANGE
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import create_payout, move_payout
+from tests.support.webhook_flow import set_delivery
 
 Corruption = Callable[[AsyncSession, str, str], Awaitable[None]]
 
@@ -339,12 +340,6 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
             problems = await pipeline_problems(session, Thresholds())
         return any(f"(event {event.id})" in problem for problem in problems)
 
-    async def set_delivery(**values: Any) -> None:
-        async with transaction(sessions) as session:
-            await session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.event_id == event.id).values(**values)
-            )
-
     code, output = await _run_cli(
         settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "1e9"
     )
@@ -355,12 +350,14 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
     ) in output
     try:
         in_an_hour = utcnow() + timedelta(hours=1)
-        await set_delivery(lease_token="a" * 32, leased_until=in_an_hour)
+        await set_delivery(sessions, event.id, lease_token="a" * 32, leased_until=in_an_hour)
         assert not await reported()  # an attempt is under way
-        await set_delivery(leased_until=long_ago)
+        await set_delivery(sessions, event.id, leased_until=long_ago)
         assert await reported()  # its consumer died with the lease
     finally:
-        await set_delivery(status=DeliveryStatus.DELIVERED.value, lease_token=None)
+        await set_delivery(
+            sessions, event.id, status=DeliveryStatus.DELIVERED.value, lease_token=None
+        )
     assert not await reported()
 
 

@@ -14,7 +14,6 @@ and judges the sweep by the copies of its own payout, never by the number it ret
 import asyncio
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +47,7 @@ from tests.support.webhook_flow import (
     relay,
     resent_copies,
     running_webhook_service,
+    set_delivery,
 )
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -80,13 +80,6 @@ async def undelivered(
             .values(created_at=ago(2 * STALLED_SECONDS))
         )
     return row
-
-
-async def set_delivery(sessions: SessionFactory, event_id: str, **values: Any) -> None:
-    async with transaction(sessions) as session:
-        await session.execute(
-            update(WebhookDelivery).where(WebhookDelivery.event_id == event_id).values(**values)
-        )
 
 
 async def copies_of(sessions: SessionFactory, row: OutboxMessage) -> list[OutboxMessage]:

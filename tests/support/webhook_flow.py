@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory
+from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
@@ -113,6 +113,14 @@ async def delivery_of(sessions: SessionFactory, event_id: str) -> WebhookDeliver
     async with sessions() as session:
         return await session.scalar(
             select(WebhookDelivery).where(WebhookDelivery.event_id == event_id)
+        )
+
+
+async def set_delivery(sessions: SessionFactory, event_id: str, **values: Any) -> None:
+    """Change the event's delivery row by hand (as a crash, a lease or an old row leaves it)."""
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.event_id == event_id).values(**values)
         )
 
 
