@@ -15,7 +15,8 @@ holds that row, taken before any queued payout row:
 
 - A top-up, a released hold (FAILED) and a reversal lock the balance row by their own posting,
   then call `start_queued_payouts`, which updates queued rows (by primary key).
-- The expiry takes the balance row first (`lock_balance`), then updates its queued rows.
+- The expiry (a scheduled action of the processor) takes the balance row first (`lock_balance`),
+  then updates its queued row.
 - A create locks only its own new payout row before the balance row (as every create does), and
   a create that ends QUEUED turns that row QUEUED while it holds the balance row.
 - Nothing that holds a queued payout's row ever waits for a balance row: an IPN, a simulation or
@@ -28,28 +29,25 @@ the available balance starts what the queue's head allows before it commits (so 
 commit the head, if any, is not covered by the available balance).
 """
 
-import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Balance, Payout
+from contracts.clock import offset_seconds_of
+from contracts.db.engine import database_now_plus, utcnow
+from contracts.db.models import Balance, Payout, ScheduledAction
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import QUEUE_EXPIRED, EventType, PayoutStatus
 from contracts.payout_events import Announcements
 
-log = logging.getLogger("payout-queue")
-
 # Queued payouts read per round while starting a merchant's queue.
 START_BATCH = 500
-# Expired payouts claimed per round across merchants (each merchant then in its own transaction).
-EXPIRY_BATCH = 500
 QUEUE_EXPIRED_REASON = "Not started: the available balance stayed short"
 
 
@@ -152,21 +150,42 @@ async def _move_queued(session: AsyncSession, payouts: list[Payout], **values: A
         raise QueueChangedConcurrently([payout.id for payout in payouts])
 
 
-async def expire_merchant_queue(
-    session: AsyncSession, *, merchant_id: str, queued_before: datetime, correlation_id: str | None
-) -> tuple[list[Payout], list[Payout]]:
-    """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held) for the merchant's
-    payouts queued before `queued_before`, with their `payout.failed` events; then the queue's
-    new head may start. (expired, started). Guarded by status: running it twice changes nothing
-    the second time."""
-    await ledger.lock_balance(session, merchant_id=merchant_id)  # the queue's lock, first
-    expired = list(
-        await session.scalars(
-            _queued_of(merchant_id).where(Payout.created_at < queued_before).limit(EXPIRY_BATCH)
-        )
+async def schedule_expiry(
+    session: AsyncSession, payouts: Sequence[Payout], *, after: timedelta
+) -> None:
+    """Each queued payout's expiry, due `after` from now on its merchant's sandbox clock (a
+    clock already ahead counts from where it is): a scheduled action the processor applies
+    (`expire_queued_payout`), so advancing the clock expires queued payouts too. In the
+    transaction that queues them."""
+    merchant_id = payouts[0].merchant_id
+    due_at = database_now_plus(offset_seconds_of(merchant_id) + int(after.total_seconds()))
+    await session.execute(
+        insert(ScheduledAction).values(due_at=due_at),
+        [
+            {
+                "merchant_id": merchant_id,
+                "payout_id": payout.id,
+                "hold_cycle": payout.hold_cycle,
+                "action": Action.EXPIRE_QUEUE.value,
+                "expected_status": PayoutStatus.QUEUED.value,
+                "created_at": utcnow(),
+            }
+            for payout in payouts
+        ],
     )
-    if not expired:
-        return [], []
+
+
+async def expire_queued_payout(
+    session: AsyncSession, *, merchant_id: str, payout_id: str, correlation_id: str | None
+) -> tuple[Payout | None, list[Payout]]:
+    """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held) with its
+    `payout.failed` event, when the payout is still QUEUED; then the queue's new head may start.
+    (expired or None, started). Takes the balance row first (the queue's lock, see above), so
+    the scheduler's action may run beside any top-up or create."""
+    await ledger.lock_balance(session, merchant_id=merchant_id)
+    expired = await session.scalar(_queued_of(merchant_id).where(Payout.id == payout_id))
+    if expired is None:
+        return None, []  # started, or expired by an earlier run of the action
     now = utcnow()
     changes = {
         "status": PayoutStatus.FAILED.value,
@@ -175,55 +194,13 @@ async def expire_merchant_queue(
         "processed_at": now,
         "updated_at": now,
     }
-    await _move_queued(session, expired, **changes)
+    await _move_queued(session, [expired], **changes)
+    for name, value in changes.items():
+        set_committed_value(expired, name, value)
     announcements = Announcements(correlation_id)
-    for payout in expired:
-        for name, value in changes.items():
-            set_committed_value(payout, name, value)
-        announcements.event(payout, EventType.FAILED)
+    announcements.event(expired, EventType.FAILED)
     await announcements.write(session)
     started = await start_queued_payouts(
         session, merchant_id=merchant_id, correlation_id=correlation_id
     )
     return expired, started
-
-
-async def expire_queued_payouts(
-    sessions: SessionFactory, *, max_age: timedelta, now: datetime | None = None
-) -> int:
-    """Every payout QUEUED for longer than `max_age` fails with QUEUE_EXPIRED: the oldest found
-    across merchants through `ix_payouts_status_created`, then one transaction per merchant.
-    At-least-once safe: each transaction re-reads its payouts under the merchant's balance row
-    lock and changes only those still QUEUED (another relay's round, or a start, may have come
-    first). The number of payouts expired."""
-    cutoff = (now or utcnow()) - max_age
-    total = 0
-    while True:
-        async with sessions() as session:
-            merchants = list(
-                await session.scalars(
-                    select(Payout.merchant_id)
-                    .where(Payout.status == PayoutStatus.QUEUED.value, Payout.created_at < cutoff)
-                    .order_by(Payout.created_at)
-                    .limit(EXPIRY_BATCH)
-                )
-            )
-        if not merchants:
-            return total
-        expired_this_round = 0
-        for merchant_id in dict.fromkeys(merchants):  # distinct, oldest first
-            async with transaction(sessions) as session:
-                expired, started = await expire_merchant_queue(
-                    session, merchant_id=merchant_id, queued_before=cutoff, correlation_id=None
-                )
-            expired_this_round += len(expired)
-            if expired:
-                log.info(
-                    "expired %d queued payouts of merchant %s (%d started after)",
-                    len(expired),
-                    merchant_id,
-                    len(started),
-                )
-        total += expired_this_round
-        if len(merchants) < EXPIRY_BATCH or not expired_this_round:
-            return total

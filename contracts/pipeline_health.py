@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
 from contracts.db.models import OutboxMessage, Payout, ScheduledAction, WebhookDelivery
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.waiting_retries import pending_unattempted
 
@@ -37,6 +38,7 @@ def _stuck(older_than: timedelta) -> ColumnElement[bool]:
             ScheduledAction.payout_id == Payout.id,
             ScheduledAction.hold_cycle == Payout.hold_cycle,
             ScheduledAction.applied_at.is_(None),
+            ScheduledAction.action != Action.EXPIRE_QUEUE.value,  # a started payout's: no step
         ),
     )
 

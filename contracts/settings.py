@@ -1,5 +1,6 @@
 """One settings class for every service; environment variables prefixed `PAYOUTS_`."""
 
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -91,8 +92,9 @@ class Settings(BaseSettings):
     scheduler_poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
     sandbox_clock_wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
-    # A QUEUED payout (queueIfLowBalance) not started within this many hours fails with
-    # QUEUE_EXPIRED; the outbox relay's housekeeping expires them (PAYOUTS_QUEUED_EXPIRY_HOURS).
+    # A QUEUED payout (queueIfLowBalance) not started within this many hours of the merchant's
+    # sandbox time fails with QUEUE_EXPIRED: the API schedules the expiry when it queues the
+    # payout, the processor applies it (PAYOUTS_QUEUED_EXPIRY_HOURS).
     queued_expiry_hours: float = Field(default=72.0, gt=0)
 
     relay_batch_size: int = 200
@@ -174,6 +176,10 @@ class Settings(BaseSettings):
                 f"{MIN_SECRET_LENGTH} characters: with PAYOUTS_ENV=production, set a secret of "
                 "your own (the PSP signs its callbacks with it)"
             )
+
+    @property
+    def queued_expiry(self) -> timedelta:
+        return timedelta(hours=self.queued_expiry_hours)
 
     @property
     def dashboard_enabled(self) -> bool:

@@ -16,13 +16,14 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
+from contracts.payout_queue import expire_queued_payout
 from processor_service import transitions
 from processor_service.schedule import (
     AWAITING_DECISION,
     DECISION_EXPIRED,
-    Action,
     Result,
     Timetable,
     follow_ups,
@@ -195,6 +196,8 @@ async def apply_scheduled_action(
     lock: only if the payout is still in the status of the attempt the action was scheduled for
     (after any PSP outcome already accepted), else it is skipped. Its events carry the sandbox
     time it was due at. The action's row is marked in the same transaction."""
+    if action.action == Action.EXPIRE_QUEUE:
+        return await _expire_queued(session, action)
     payout = await load_payout(session, action.payout_id, merchant_id=action.merchant_id, lock=True)
     if payout is None:
         await _mark(session, action, Result.SKIPPED, status_after=None)
@@ -218,12 +221,32 @@ async def apply_scheduled_action(
     return PayoutStatus(payout.status) if change.changed else None
 
 
+async def _expire_queued(session: AsyncSession, action: ScheduledAction) -> PayoutStatus | None:
+    """A queued payout's wait is over: FAILED (QUEUE_EXPIRED) if it is still QUEUED, under its
+    queue's lock (the balance row, taken before the payout's: contracts/payout_queue.py)."""
+    with stamping_sandbox_time(action.due_at):
+        expired, _ = await expire_queued_payout(
+            session,
+            merchant_id=action.merchant_id,
+            payout_id=action.payout_id,
+            correlation_id=f"scheduled-action-{action.id}",
+        )
+    if expired is None:
+        status = await session.scalar(select(Payout.status).where(Payout.id == action.payout_id))
+        await _mark(session, action, Result.SKIPPED, status_after=status)
+        return None
+    await _mark(session, action, Result.APPLIED, status_after=expired.status)
+    return PayoutStatus.FAILED
+
+
 def _run_action(
     change: PayoutChange, action: ScheduledAction, timetable: Timetable
 ) -> list[dict[str, Any]]:
     """The action's transitions onto the change; the actions it schedules in turn."""
     payout = change.payout
     match Action(action.action):
+        case Action.EXPIRE_QUEUE:  # applied under its queue's lock instead (_expire_queued)
+            raise AssertionError("a queue's expiry is not a payout change")
         case Action.EXPIRE_DECISION:
             hours = f"{timetable.decision_sla.total_seconds() / 3600:g}"
             transitions.fail(

@@ -1,6 +1,5 @@
 """Deleting what has served its purpose: sent outbox rows, old inbox rows, expired idempotency
-keys; and failing QUEUED payouts that waited too long. Small batches, so no long lock is ever
-held on a hot table."""
+keys, old request log rows. Small batches, so no long lock is ever held on a hot table."""
 
 from datetime import datetime, timedelta
 
@@ -14,7 +13,6 @@ from contracts.db.models import (
     OutboxMessage,
     ProcessedMessage,
 )
-from contracts.payout_queue import expire_queued_payouts
 
 BATCH = 5000
 # Redeliveries older than this are still harmless: every transition is guarded by status.
@@ -45,13 +43,6 @@ def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Dele
         _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < now),
         _batch_delete(ApiRequestRecord, ApiRequestRecord.started_at < now - REQUEST_LOG_RETENTION),
     )
-
-
-async def expire_queued(sessions: SessionFactory, *, expiry: timedelta) -> int:
-    """QUEUED payouts older than `expiry` fail with QUEUE_EXPIRED (contracts/payout_queue.py:
-    one transaction per merchant under its balance row's lock, guarded by status, so several
-    relays, or a round run twice, expire each payout once). The number expired."""
-    return await expire_queued_payouts(sessions, max_age=expiry)
 
 
 async def clean_up(sessions: SessionFactory, *, outbox_retention: timedelta) -> int:

@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
-from processor_service.housekeeping import clean_up, expire_queued
+from processor_service.housekeeping import clean_up
 from processor_service.metrics import HOUSEKEEPING_FAILURES
 from processor_service.outbox_relay import (
     DueProbe,
@@ -38,8 +38,6 @@ from processor_service.stalled_retries import resend_stalled_retries
 log = logging.getLogger("outbox-relay")
 
 CLEANUP_EVERY_SECONDS = 300.0
-# QUEUED payouts expire within this long after their expiry time (72 h by default).
-EXPIRE_QUEUED_EVERY_SECONDS = 60.0
 # Stalled webhook retries and deliveries are looked for every minute, or twice per
 # PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS when that is shorter.
 STALLED_RETRIES_EVERY_SECONDS = 60.0
@@ -138,7 +136,6 @@ class Chore:
 
 def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     retention = timedelta(hours=settings.outbox_retention_hours)
-    queued_expiry = timedelta(hours=settings.queued_expiry_hours)
     payout_stalled = settings.processor_stalled_retry_seconds
     webhook_stalled = settings.webhook_stalled_retry_seconds
     events_swept = EventsSwept()
@@ -147,11 +144,6 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
             "clean-up",
             CLEANUP_EVERY_SECONDS,
             lambda: clean_up(sessions, outbox_retention=retention),
-        ),
-        Chore(
-            "expire-queued",
-            EXPIRE_QUEUED_EVERY_SECONDS,
-            lambda: expire_queued(sessions, expiry=queued_expiry),
         ),
         Chore(
             "stalled-payouts",

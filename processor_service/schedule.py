@@ -13,16 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, ScheduledAction, table_of
 from contracts.domain.scenarios import ScriptStep
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 
 # Waiting for an IPN decision, for at most the decision window.
 AWAITING_DECISION = frozenset({PayoutStatus.ON_HOLD, PayoutStatus.IN_REVIEW})
 DECISION_EXPIRED = "DECISION_EXPIRED"
-
-
-class Action(StrEnum):
-    SCRIPT_STEP = "SCRIPT_STEP"  # the next step of the payout's scripted scenario
-    EXPIRE_DECISION = "EXPIRE_DECISION"  # no decision within the window: FAILED
 
 
 class Result(StrEnum):

@@ -34,6 +34,7 @@ from sqlalchemy import Select, and_, exists, or_, select
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus, PspOutcome
 from contracts.payout_events import Announcements, write_announcements
 from processor_service.metrics import PAYOUT_RETRIES_RESENT
@@ -91,9 +92,11 @@ def awaiting_processing(waiting_since: datetime) -> Select[Payout]:
             # PENDING with a PSP reference was submitted: it waits for an IPN by design.
             or_(Payout.status == PayoutStatus.RETRY.value, Payout.psp_reference.is_(None)),
             # Not scripted: a scripted attempt waits for its steps (ix_scheduled_actions_payout).
+            # A started payout's queue expiry is no step.
             ~exists().where(
                 ScheduledAction.payout_id == Payout.id,
                 ScheduledAction.hold_cycle == Payout.hold_cycle,
+                ScheduledAction.action != Action.EXPIRE_QUEUE.value,
             ),
         )
         .order_by(Payout.updated_at, Payout.id)

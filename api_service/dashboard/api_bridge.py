@@ -269,7 +269,7 @@ class MerchantApi:
     async def create_payout(self, body: dict[str, Any], idempotency_key: str) -> ApiAnswer:
         async def call(request: Request, idempotency: Idempotency) -> Response:
             return await payouts.create_payout(
-                request, self.merchant, idempotency, self.session, self.request_id
+                request, self.merchant, idempotency, self.session, self.request_id, self.settings
             )
 
         return await self.idempotent(f"{API}/payouts", body, idempotency_key, call)
@@ -277,7 +277,7 @@ class MerchantApi:
     async def create_payout_batch(self, items: list[Any], idempotency_key: str) -> ApiAnswer:
         async def call(request: Request, idempotency: Idempotency) -> Response:
             return await payouts.create_payout_batch(
-                request, self.merchant, idempotency, self.session, self.request_id
+                request, self.merchant, idempotency, self.session, self.request_id, self.settings
             )
 
         body = {"payouts": items}

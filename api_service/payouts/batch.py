@@ -14,6 +14,7 @@ gives the per-item answer the two requests would have had one after the other.
 """
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -93,7 +94,12 @@ async def judge_batch(session: AsyncSession, merchant: Merchant, items: list[Any
 
 
 async def create_batch(
-    session: AsyncSession, merchant: Merchant, items: list[Any], *, request_id: str
+    session: AsyncSession,
+    merchant: Merchant,
+    items: list[Any],
+    *,
+    request_id: str,
+    queue_expiry: timedelta,
 ) -> dict[str, Any]:
     """Every item's result; the created payouts written in the caller's transaction."""
     judged = await judge_batch(session, merchant, items)
@@ -108,6 +114,7 @@ async def create_batch(
                 [payout for _, payout in queued],
                 request_id=request_id,
                 balance_locked=bool(covered),
+                queue_expiry=queue_expiry,
             )
     except (DuplicateReference, InsufficientBalance) as refusal:
         raise JudgedOnStaleState(refusal) from refusal

@@ -51,7 +51,7 @@ def payout_json(payout: Payout) -> dict[str, Any]:
         "INSUFFICIENT_BALANCE, or with `queueIfLowBalance: true` the payout is created QUEUED "
         "(nothing held, event `payout.queued`); a top-up or a released hold starts queued "
         "payouts oldest first (PENDING, held, event `payout.dequeued`); one not started within "
-        "72 hours fails with QUEUE_EXPIRED."
+        "72 hours of your sandbox time fails with QUEUE_EXPIRED."
     ),
     openapi_extra=documented_body(CreatePayoutRequest),
 )
@@ -61,6 +61,7 @@ async def create_payout(
     idempotency: IdempotencyDep,
     session: SessionDep,
     request_id: RequestId,
+    settings: SettingsDep,
 ) -> Response:
     async def prepare() -> Prepared:
         body = await read_body(request, CreatePayoutRequest)
@@ -70,7 +71,9 @@ async def create_payout(
             await service.store_new_payouts(session, [payout], request_id=request_id)
 
         async def store_or_queue() -> tuple[int, bytes]:
-            await service.store_new_payout_or_queue(session, payout, request_id=request_id)
+            await service.store_new_payout_or_queue(
+                session, payout, request_id=request_id, queue_expiry=settings.queued_expiry
+            )
             if payout.status == PayoutStatus.QUEUED:
                 message = "Payout queued: the available balance is short"
                 return 201, success_body(payout_json(payout), message)
@@ -109,10 +112,17 @@ async def create_payout_batch(
     idempotency: IdempotencyDep,
     session: SessionDep,
     request_id: RequestId,
+    settings: SettingsDep,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
         body = await read_body(request, CreatePayoutBatchRequest)
-        results = await batch.create_batch(session, merchant, body.payouts, request_id=request_id)
+        results = await batch.create_batch(
+            session,
+            merchant,
+            body.payouts,
+            request_id=request_id,
+            queue_expiry=settings.queued_expiry,
+        )
         return 200, success_body(results)
 
     return await idempotency.run(request, session, operation)

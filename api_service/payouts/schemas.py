@@ -31,7 +31,7 @@ class CreatePayoutRequest(RequestModel):
                 "held; `payout.queued`) instead of answering 422 INSUFFICIENT_BALANCE. It starts "
                 "(PENDING, funds held; `payout.dequeued`) when a top-up or a released hold covers "
                 "it, queued payouts oldest first; it fails with QUEUE_EXPIRED if not started "
-                "within 72 hours."
+                "within 72 hours of your sandbox time."
             ),
         ),
     ] = False

@@ -4,7 +4,7 @@ the endpoint's idempotency boundary commits."""
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -31,7 +31,7 @@ from contracts.domain.accounts import (
 )
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_events import Announcements
-from contracts.payout_queue import start_queued_payouts
+from contracts.payout_queue import schedule_expiry, start_queued_payouts
 
 
 async def validate_destination(
@@ -124,7 +124,7 @@ async def store_new_payouts(
 
 
 async def store_new_payout_or_queue(
-    session: AsyncSession, payout: Payout, *, request_id: str
+    session: AsyncSession, payout: Payout, *, request_id: str, queue_expiry: timedelta
 ) -> Payout:
     """A create with `queueIfLowBalance`: the payout held and PENDING like any create when the
     available balance covers it (`payout.created`), else QUEUED with nothing held
@@ -150,6 +150,7 @@ async def store_new_payout_or_queue(
         available = await ledger.lock_balance(session, merchant_id=payout.merchant_id)
         if available < payout.amount:
             await _queue(session, payout, announcements)
+            await schedule_expiry(session, [payout], after=queue_expiry)
             return payout
         await _hold(session, payout)  # funds arrived between the UPDATE and the lock
     announcements.event(payout, EventType.CREATED)
@@ -159,10 +160,16 @@ async def store_new_payout_or_queue(
 
 
 async def store_queued_payouts(
-    session: AsyncSession, payouts: Sequence[Payout], *, request_id: str, balance_locked: bool
+    session: AsyncSession,
+    payouts: Sequence[Payout],
+    *,
+    request_id: str,
+    balance_locked: bool,
+    queue_expiry: timedelta,
 ) -> None:
     """Payouts of one merchant the available balance did not cover, stored QUEUED with their
-    `payout.queued` events (a payroll's items with `queueIfLowBalance`); then the queue starts
+    `payout.queued` events and their expiries (a payroll's items with `queueIfLowBalance`); then
+    the queue starts
     what the balance covers by now (a top-up may have come in since it was read), whose
     in-memory status turns PENDING. `balance_locked`: this transaction holds the merchant's
     balance row already (it has just held the payroll's other items)."""
@@ -175,6 +182,7 @@ async def store_queued_payouts(
     for payout in payouts:
         announcements.event(payout, EventType.QUEUED)
     await announcements.write(session)
+    await schedule_expiry(session, payouts, after=queue_expiry)
     started = await start_queued_payouts(
         session, merchant_id=payouts[0].merchant_id, correlation_id=request_id
     )

@@ -83,7 +83,7 @@ class AdvanceClockRequest(SettingRequest):
 class ScheduledActionView(BaseModel):
     id: int
     payoutId: str
-    action: str = Field(description="SCRIPT_STEP | EXPIRE_DECISION")
+    action: str = Field(description="SCRIPT_STEP | EXPIRE_DECISION | EXPIRE_QUEUE")
     step: int | None
     dueAt: str = Field(description="Sandbox time")
     appliedAt: str | None = Field(description="Real time")

@@ -79,8 +79,6 @@ class Payout(Base):
         Index("ix_payouts_merchant_created", "merchant_id", "created_at", "id"),
         Index("ix_payouts_merchant_status_created", "merchant_id", "status", "created_at"),
         Index("ix_payouts_status_updated", "status", "updated_at"),
-        # The expiry of QUEUED payouts reads the oldest ones across merchants (migration 0013).
-        Index("ix_payouts_status_created", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
@@ -395,7 +393,8 @@ class SandboxClock(Base):
 
 class ScheduledAction(Base):
     """Something due to happen to a payout at a sandbox time (migration 0014): a scripted
-    scenario's next step, or the expiry of an ON_HOLD / IN_REVIEW payout's decision window.
+    scenario's next step, the expiry of an ON_HOLD / IN_REVIEW payout's decision window, or of a
+    QUEUED payout's wait (written by the API; migration 0022).
     The processor claims it once due (`due_at` <= the merchant's sandbox time) with SKIP LOCKED
     and applies it in one transaction with its effects, recording `applied_at` and `result`.
     It applies only if the payout is still in `expected_status` of attempt `hold_cycle`; else it
@@ -414,7 +413,7 @@ class ScheduledAction(Base):
     merchant_id: Mapped[str] = mapped_column(Uuid)
     payout_id: Mapped[str] = mapped_column(Uuid)
     hold_cycle: Mapped[int] = mapped_column(Integer)
-    action: Mapped[str] = mapped_column(String(30))  # processor_service.schedule.Action
+    action: Mapped[str] = mapped_column(String(30))  # contracts.domain.scheduled_actions.Action
     step: Mapped[int | None] = mapped_column(SmallInteger)  # a script's step number
     expected_status: Mapped[str] = mapped_column(String(20))
     due_at: Mapped[datetime] = mapped_column(Timestamp)  # sandbox time

@@ -27,8 +27,8 @@ FUNDS_HELD_STATUSES = frozenset(set(PayoutStatus) - TERMINAL_STATUSES - {PayoutS
 #   (created) -> QUEUED   payout.queued    create with queueIfLowBalance, available balance short
 #   QUEUED -> PENDING     payout.dequeued  funds arrived (top-up, released hold, reversal, or the
 #                                          queue's head expired): held, then processed as usual
-#   QUEUED -> FAILED      payout.failed    not started within PAYOUTS_QUEUED_EXPIRY_HOURS
-#                                          (failureCode QUEUE_EXPIRED); nothing was held
+#   QUEUED -> FAILED      payout.failed    not started within PAYOUTS_QUEUED_EXPIRY_HOURS of sandbox
+#                                          time (failureCode QUEUE_EXPIRED); nothing was held
 QUEUE_TRANSITIONS: frozenset[tuple[PayoutStatus, PayoutStatus]] = frozenset(
     {
         (PayoutStatus.QUEUED, PayoutStatus.PENDING),

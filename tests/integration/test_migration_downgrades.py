@@ -6,6 +6,7 @@ downgrade adds, so a second downgrade failed.)"""
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import pytest
 from alembic import command
@@ -74,3 +75,31 @@ async def test_each_revision_goes_down_and_up_again_to_the_same_schema(scratch_u
     assert set(await schema(scratch_url)) == {"alembic_version"}
     await migrate(scratch_url, "up", "head")
     assert await schema(scratch_url) == at_head
+
+
+async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch_url: str) -> None:
+    """Queue expiry became a scheduled action: a payout QUEUED when the migration runs gets its
+    EXPIRE_QUEUE action, due 72 h after its creation; other payouts get none."""
+    await migrate(scratch_url, "up", "0021")
+    engine = create_async_engine(scratch_url)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
+            " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
+        )
+        for payout_id, status in (("p-queued", "QUEUED"), ("p-pending", "PENDING")):
+            await connection.exec_driver_sql(
+                "INSERT INTO payouts (id, merchant_id, merchant_reference, amount, currency,"
+                " dest_type, account_number, account_title, status, attempts, hold_cycle,"
+                f" created_at, updated_at) VALUES ('{payout_id}', 'm-1', '{payout_id}', 1, 'PKR',"
+                f" 'BANK', '1', 'T', '{status}', 0, 1, '2026-01-01 10:00:00', '2026-01-01')"
+            )
+    await migrate(scratch_url, "up", "0022")
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql(
+            "SELECT payout_id, hold_cycle, action, expected_status, due_at, applied_at"
+            " FROM scheduled_actions"
+        )
+        actions = [tuple(row) for row in rows]
+    await engine.dispose()
+    assert actions == [("p-queued", 1, "EXPIRE_QUEUE", "QUEUED", datetime(2026, 1, 4, 10, 0), None)]

@@ -12,13 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent, ScheduledAction
+from contracts.domain.scheduled_actions import Action
+from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
-from contracts.payout_queue import expire_merchant_queue, expire_queued_payouts
+from contracts.payout_queue import expire_queued_payout
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import PROCESS_PAYOUT_KEY
@@ -215,7 +217,22 @@ async def test_a_released_hold_starts_the_next_queued_payout(
     await assert_reconciled(sessions)
 
 
-async def test_queued_payouts_expire_and_the_new_head_may_start(
+async def expiries(sessions: SessionFactory, *payout_ids: str) -> dict[str, timedelta]:
+    """Each payout's EXPIRE_QUEUE action: how long after its creation it is due."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(ScheduledAction.payout_id, ScheduledAction.due_at, Payout.created_at)
+            .join(Payout, Payout.id == ScheduledAction.payout_id)
+            .where(
+                ScheduledAction.payout_id.in_(payout_ids),
+                ScheduledAction.action == Action.EXPIRE_QUEUE.value,
+                ScheduledAction.expected_status == PayoutStatus.QUEUED.value,
+            )
+        )
+        return {payout_id: due_at - created_at for payout_id, due_at, created_at in rows}
+
+
+async def test_a_queued_payout_expires_and_the_new_head_may_start(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     merchant = await make_merchant(balance="0.00")
@@ -223,31 +240,30 @@ async def test_queued_payouts_expire_and_the_new_head_may_start(
     behind = await create(api_client, merchant, "40.00")
     response = await top_up(api_client, merchant, "50.00")
     assert response.json()["data"]["startedPayouts"] == []  # the old one blocks
-    async with transaction(sessions) as session:  # queued four days ago
-        await session.execute(
-            update(Payout)
-            .where(Payout.id == old["id"])
-            .values(created_at=utcnow() - timedelta(days=4))
-        )
+    # Each queued create scheduled its expiry (the processor applies it: test_sandbox_clock.py).
+    for due_after in (await expiries(sessions, old["id"], behind["id"])).values():
+        assert EXPIRY <= due_after < EXPIRY + timedelta(seconds=5)
 
-    assert await expire_queued_payouts(sessions, max_age=EXPIRY) >= 1
+    async with transaction(sessions) as session:
+        expired, started = await expire_queued_payout(
+            session, merchant_id=merchant.merchant_id, payout_id=old["id"], correlation_id=None
+        )
+    assert (expired is not None, [payout.id for payout in started]) == (True, [behind["id"]])
 
     assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
     async with sessions() as session:
-        expired = await session.get_one(Payout, old["id"])
-        assert (expired.failure_code, expired.processed_at is not None) == ("QUEUE_EXPIRED", True)
+        failed = await session.get_one(Payout, old["id"])
+        assert (failed.failure_code, failed.processed_at is not None) == ("QUEUE_EXPIRED", True)
     assert await journal_kinds(sessions, old["id"]) == ()  # nothing held, nothing released
     assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
     assert await journal_kinds(sessions, behind["id"]) == ("HOLD",)
-    # At-least-once: a second round (another relay, a redelivery) changes nothing.
-    async with transaction(sessions) as session:
-        again = await expire_merchant_queue(
-            session,
-            merchant_id=merchant.merchant_id,
-            queued_before=utcnow() + timedelta(seconds=1),
-            correlation_id=None,
-        )
-    assert again == ([], [])
+    # At-least-once: the action run again (a processor killed before its commit) changes nothing.
+    for payout_id in (old["id"], behind["id"]):
+        async with transaction(sessions) as session:
+            again = await expire_queued_payout(
+                session, merchant_id=merchant.merchant_id, payout_id=payout_id, correlation_id=None
+            )
+        assert again == (None, [])
     assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
     await assert_reconciled(sessions)
 
@@ -272,6 +288,7 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     queued_id = results[1]["payout"]["id"]
     assert await event_types(sessions, queued_id) == ("payout.queued",)
     assert await journal_kinds(sessions, queued_id) == ()
+    assert list(await expiries(sessions, queued_id)) == [queued_id]
 
     async with transaction(sessions) as session:  # the dashboard and the CLI call this
         done = await top_up_and_start_queued(session, merchant.merchant_id, Decimal("50.00"))
@@ -279,19 +296,19 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     await assert_reconciled(sessions)
 
 
-async def test_a_queued_create_costs_at_most_eight_statements_and_a_covered_one_too(
+async def test_a_queued_create_costs_at_most_nine_statements_and_a_covered_one_eight(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """The flag's answer is stored after the work (its status is known only then): one UPDATE of
     the idempotency key more than an ordinary create (tests/integration/test_statement_budget.py
-    keeps that one at seven)."""
+    keeps that one at seven); a queued one also schedules its expiry."""
     merchant = await make_merchant(balance="100.00")
     await create(api_client, merchant, "1.00")  # the merchant and the directory are cached now
 
-    for amount, status in (("50.00", "PENDING"), ("500.00", "QUEUED")):
+    for amount, status, ceiling in (("50.00", "PENDING", 8), ("500.00", "QUEUED", 9)):
         with counting_statements() as counted:
             assert (await create(api_client, merchant, amount))["status"] == status
-        assert len(counted.own_statements) <= 8, "\n".join(counted.statements)
+        assert len(counted.own_statements) <= ceiling, "\n".join(counted.statements)
         assert (counted.commits, counted.rollbacks) == (1, 0)
 
 

@@ -230,6 +230,52 @@ async def test_a_queued_payout_that_a_clock_step_starts_says_so_with_sandbox_tim
     assert (await sandbox_times(sessions, queued["id"]))["payout.dequeued"] == reversed_at
 
 
+async def queue(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
+    body = payout_body(amount=amount, queueIfLowBalance=True)
+    response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.json()["data"]["status"] == "QUEUED", response.text
+    return str(response.json()["data"]["id"])
+
+
+@pytest.mark.usefixtures("processor")
+async def test_queued_payouts_expire_72_hours_of_sandbox_time_after_they_were_queued(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The queue's expiry runs on the merchant's clock: advancing it past 72 h expires a queued
+    payout before the call answers, and a payout queued on a clock already ahead expires 72 h
+    after that; the expiry's money (none held) starts the queue behind it."""
+    merchant = await make_merchant(balance="0.00")
+    old = await queue(api_client, merchant, "100.00")
+    await advance(api_client, merchant, 48 * HOUR)
+    behind = await queue(api_client, merchant, "40.00")
+    top_up = await api_client.post(
+        f"{API}/sandbox/top-up", json={"amount": "50.00"}, headers=auth(merchant)
+    )
+    assert top_up.json()["data"]["startedPayouts"] == [], top_up.text  # the old one blocks
+
+    advanced = await advance(api_client, merchant, 25 * HOUR)  # 73 h after the old one
+
+    assert [(due["payoutId"], due["action"]) for due in advanced["due"]] == [(old, "EXPIRE_QUEUE")]
+    expired = await payout(api_client, merchant, old)
+    assert (expired["status"], expired["failureCode"]) == ("FAILED", "QUEUE_EXPIRED")
+    assert await event_types(sessions, old) == ("payout.queued", "payout.failed")
+    assert await journal_kinds(sessions, old) == ()  # nothing held, nothing released
+    failed_at = (await sandbox_times(sessions, old))["payout.failed"]
+    assert failed_at is not None
+    assert (await sandbox_times(sessions, behind))["payout.dequeued"] == failed_at
+    await reaches(api_client, merchant, behind, "SUCCESS")
+
+    # The one queued 48 h in: its expiry, 120 h in, finds it started and is skipped.
+    await advance(api_client, merchant, 48 * HOUR)
+    recent = {
+        action["payoutId"]: action for action in (await clock(api_client, merchant))["recent"]
+    }
+    assert (recent[behind]["action"], recent[behind]["result"]) == ("EXPIRE_QUEUE", "SKIPPED")
+    assert (recent[old]["result"], recent[old]["statusAfter"]) == ("APPLIED", "FAILED")
+    assert (await payout(api_client, merchant, behind))["status"] == "SUCCESS"
+    assert await ledger_problems(sessions, merchant.merchant_id) == []
+
+
 @pytest.mark.usefixtures("processor")
 async def test_merchants_clocks_are_independent(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory

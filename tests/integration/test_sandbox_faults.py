@@ -4,7 +4,6 @@ them, against the real database, with the API in-process."""
 import asyncio
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import IdempotencyKey, Payout, PayoutEvent, WebhookDelivery
 from contracts.domain.statuses import EventType, PayoutStatus
-from contracts.payout_queue import expire_queued_payouts
+from contracts.payout_queue import expire_queued_payout
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -388,13 +387,20 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
     """Queued, then failed QUEUE_EXPIRED before it started: final, but the merchant saw no retry,
     no PSP wait, no IPN of the account's scenario."""
     merchant = await make_merchant(balance="10.00")
+    queued = []
     for suffix in ("0002", "0004"):
         body = payout_body(
             amount="150.00", queueIfLowBalance=True, accountNumber=f"0300123{suffix}"
         )
         created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
         assert created.json()["data"]["status"] == PayoutStatus.QUEUED.value, created.text
-    assert await expire_queued_payouts(sessions, max_age=timedelta(seconds=-5)) >= 2
+        queued.append(created.json()["data"]["id"])
+    for payout_id in queued:
+        async with transaction(sessions) as session:
+            expired, _ = await expire_queued_payout(
+                session, merchant_id=merchant.merchant_id, payout_id=payout_id, correlation_id=None
+            )
+        assert expired is not None
 
     report = await api_client.get(f"{API}/sandbox/readiness", headers=auth(merchant))
     items = {item["id"]: item for item in report.json()["data"]["items"]}

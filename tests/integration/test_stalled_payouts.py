@@ -23,8 +23,10 @@ from sqlalchemy import update
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, PspCallback, ScheduledAction
+from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.messages import ProcessPayout
+from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
@@ -34,7 +36,6 @@ from contracts.topology import (
     declare_topology_at,
 )
 from processor_service.app import create_processor
-from processor_service.schedule import Action
 from processor_service.stalled_payouts import (
     awaiting_accepted_outcomes,
     awaiting_processing,
@@ -171,6 +172,33 @@ async def test_only_a_payout_in_retry_past_its_delay_and_the_stall_time_not_scri
     assert await sweep(sessions, stalled) == 1
     # Out of later sweeps (another test's relay): scripted again; its funds stay held, as in RETRY.
     await set_payout(sessions, stalled.id, hold_cycle=stalled.hold_cycle)
+    for command in await commands_of(sessions, stalled):
+        await set_sent(sessions, command)  # no relay of another test sends it
+
+
+async def test_a_started_queued_payout_stalls_like_any_other_despite_its_queue_expiry(
+    sessions: SessionFactory, stalled: Payout
+) -> None:
+    """A payout queued, then started, keeps its EXPIRE_QUEUE action (due later, then skipped):
+    no scripted step, so the sweep sends its command again and the pipeline check reports it."""
+    async with transaction(sessions) as session:
+        session.add(
+            ScheduledAction(
+                merchant_id=stalled.merchant_id,
+                payout_id=stalled.id,
+                hold_cycle=stalled.hold_cycle,
+                action=Action.EXPIRE_QUEUE.value,
+                expected_status=PayoutStatus.QUEUED.value,
+                due_at=utcnow() + timedelta(hours=72),
+                created_at=utcnow(),
+            )
+        )
+    # The oldest of the shared database's stuck payouts: the report names the first 20.
+    await set_payout(sessions, stalled.id, updated_at=datetime(2000, 1, 1))
+    async with sessions() as session:
+        problems = await pipeline_problems(session, Thresholds(stuck_after=timedelta(days=1)))
+    assert [problem for problem in problems if stalled.id in problem] != []
+    assert await sweep(sessions, stalled) == 1
     for command in await commands_of(sessions, stalled):
         await set_sent(sessions, command)  # no relay of another test sends it
 

@@ -71,7 +71,6 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
 
     names = (
         "clean_up",
-        "expire_queued",
         "resend_stalled_retries",
         "resend_stalled_deliveries",
         "resend_stalled_payout_commands",

@@ -15,7 +15,8 @@ from contracts.domain.scenarios import (
     decide,
     script_of,
 )
-from processor_service.schedule import Action, Timetable, follow_ups
+from contracts.domain.scheduled_actions import Action
+from processor_service.schedule import Timetable, follow_ups
 
 ORDINARY = Decimal("1500.00")
 HOUR = timedelta(hours=1)
