@@ -259,6 +259,20 @@ async def test_the_readiness_and_sandbox_pages_in_a_browser(
     await screenshot(page, "readiness", screenshots)
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+async def test_enter_in_the_clock_field_advances_by_the_seconds_typed(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """Enter submits a form with its first submit button: it was the "1 h" preset, and the clock,
+    which never goes back, moved an hour for the 60 seconds typed."""
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Sandbox").click()
+    await page.locator("#advance-seconds").fill("60")
+    await page.locator("#advance-seconds").press("Enter")
+    await expect(page.get_by_role("status")).to_contain_text("Clock advanced")
+    await expect(page.locator('[data-clock="offset"]')).to_have_attribute("data-seconds", "60")
+
+
 async def test_in_production_the_sandbox_pages_are_not_there(
     settings: Settings, merchant: NewMerchant
 ) -> None:
