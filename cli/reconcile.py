@@ -6,6 +6,10 @@ from typing import Annotated
 import typer
 
 from cli.outages import run_in_one_line
+
+# A threshold past ten years is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
+# date arithmetic into a traceback.
+TEN_YEARS = timedelta(days=3650)
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile
@@ -29,12 +33,18 @@ def reconcile_command(
         float,
         typer.Option(
             min=0,
+            max=TEN_YEARS / timedelta(minutes=1),
             help="A payout PROCESSING/RETRY/unsubmitted, or a webhook PENDING with no attempt,"
             " this long is stuck",
         ),
     ] = 5,
     max_outbox_lag_seconds: Annotated[
-        float, typer.Option(min=0, help="An unsent outbox row this old is a problem")
+        float,
+        typer.Option(
+            min=0,
+            max=TEN_YEARS.total_seconds(),
+            help="An unsent outbox row this old is a problem",
+        ),
     ] = 60,
 ) -> None:
     """Check the ledger: journals balance, balances match their lines, nothing negative, each

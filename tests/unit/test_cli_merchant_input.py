@@ -29,6 +29,29 @@ def test_bad_merchant_input_is_refused_naming_the_option(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--max-outbox-lag-seconds", "inf"),
+        ("--stuck-minutes", "inf"),
+        ("--stuck-minutes", "1e12"),
+        ("--stuck-minutes", "nan"),
+    ],
+)
+def test_a_reconcile_threshold_it_cannot_use_is_refused_naming_the_option(
+    option: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before any database work: `inf` overflowed the date arithmetic into a traceback."""
+    unreachable = Settings(database_url="mysql+asyncmy://root@127.0.0.1:1/payouts")
+    monkeypatch.setattr(cli.main, "get_settings", lambda: unreachable)
+
+    result = CliRunner().invoke(app, ["reconcile", option, value])
+
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_database_that_does_not_answer_is_one_line_and_exit_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
