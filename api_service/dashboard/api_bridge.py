@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,14 +26,15 @@ from api_service.balance import top_up as sandbox_top_up
 from api_service.directory import endpoints as directory
 from api_service.envelope import error_body
 from api_service.errors import ApiError
-from api_service.idempotency import Idempotency, get_idempotency
+from api_service.idempotency import REPLAYED_HEADER, Idempotency, get_idempotency
 from api_service.payouts import endpoints as payouts
 from api_service.psp import endpoints as psp
 from api_service.request_log import endpoints as request_log
 from api_service.sandbox import clock as sandbox_clock
 from api_service.sandbox import endpoints as sandbox
 from api_service.webhooks import endpoints as webhooks
-from contracts.db.models import Merchant
+from contracts.db.engine import transaction
+from contracts.db.models import IdempotencyKey, Merchant
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
@@ -54,10 +56,12 @@ class ApiAnswer:
 
     status_code: int
     envelope: dict[str, Any]
+    replayed: bool = False  # the answer stored under the idempotency key, sent again
 
     @classmethod
     def of(cls, response: Response) -> "ApiAnswer":
-        return cls(response.status_code, orjson.loads(bytes(response.body)))
+        replayed = REPLAYED_HEADER in response.headers
+        return cls(response.status_code, orjson.loads(bytes(response.body)), replayed)
 
     @classmethod
     def refused(cls, error: ApiError, request_id: str) -> "ApiAnswer":
@@ -158,18 +162,36 @@ class MerchantApi:
     ) -> ApiAnswer:
         request = self.api_request(method, path, body)
 
-        async def run() -> Response:
+        async def run(key: str) -> Response:
             idempotency = await get_idempotency(
                 request,
                 merchant=self.merchant,
                 api_key=self.seal_secret,
                 settings=self.settings,
                 sessions=self.request.app.state.sessions,
-                key=idempotency_key,
+                key=key,
             )
             return await call(request, idempotency)
 
-        return await self.answer(run())
+        answer = await self.answer(run(idempotency_key))
+        if answer.replayed and not answer.ok:
+            # A refusal wrote nothing, and what it depended on may have changed since (a top-up,
+            # a webhook URL set) while the form's key did not: an action's key is derived from
+            # the version of the thing it acts on (rendering.action_key). The click is judged
+            # anew under the same key, so a double submit of it still replays its answer.
+            await self._forget_refusal(idempotency_key)
+            answer = await self.answer(run(idempotency_key))
+        return answer
+
+    async def _forget_refusal(self, idempotency_key: str) -> None:
+        async with transaction(self.request.app.state.sessions) as session:
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.merchant_id == self.merchant.id,
+                    IdempotencyKey.key == idempotency_key,
+                    IdempotencyKey.status_code >= 400,
+                )
+            )
 
     # Reads
 

@@ -37,6 +37,8 @@ from contracts.db.models import (
 )
 from contracts.settings import Environment, Settings
 from tests.browser.dashboard import new_merchant
+from tests.support.api_helpers import API, auth, create_payout, get_balance
+from tests.support.payout_records import event_types
 from tests.support.polling import eventually
 
 
@@ -249,6 +251,44 @@ async def test_a_waiting_payouts_live_page_is_the_same_at_each_poll_and_its_acti
             select(func.count()).select_from(PspCallback).where(PspCallback.payout_id == payout_id)
         )
     assert callbacks == 1
+
+
+@pytest.mark.usefixtures("system")  # its processor fails the 0003 payout and holds the 0005 one
+async def test_a_refused_action_is_judged_anew_once_its_cause_is_fixed(
+    dashboard: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    """Reinitiate's key is derived from the payout as shown (updatedAt), which a top-up does not
+    change: the refusal stored under it (422, available balance short) was replayed at every
+    click after the top-up, for the key's 24 hours. A refusal wrote nothing; it is judged again."""
+    merchant = await new_merchant(sessions, "Refused Traders", None, balance="1000.00")
+    failed = await create_payout(dashboard, merchant, amount="1000.00", accountNumber="03001230003")
+
+    async def released() -> bool:
+        return (await get_balance(dashboard, merchant))["availableBalance"] == "1000.00"
+
+    await eventually(released, within=60, what="the 0003 payout failed, its hold released")
+    await create_payout(dashboard, merchant, amount="1000.00", accountNumber="03001230005")
+    await sign_in(dashboard, merchant.api_key)
+    page = f"/dashboard/payouts/{failed['id']}"
+
+    def reinitiate_form(html: str) -> dict[str, str]:
+        found = re.search(r'action="[^"]*/reinitiate">(.*?)</form>', html, re.DOTALL)
+        assert found is not None, html[:500]
+        return form_fields(found.group(1))
+
+    form = reinitiate_form((await dashboard.get(page)).text)
+    refused = await dashboard.post(f"{page}/reinitiate", data=form)
+    assert refused.status_code == 422, refused.status_code
+    topped_up = await dashboard.post(
+        f"{API}/sandbox/top-up", json={"amount": "1000.00"}, headers=auth(merchant)
+    )
+    assert topped_up.status_code == 200, topped_up.text
+
+    assert reinitiate_form((await dashboard.get(page)).text) == form  # the same key
+    for _ in range(2):  # a click, then a double submit of it: reinitiated once
+        answer = await dashboard.post(f"{page}/reinitiate", data=form)
+        assert answer.status_code == 303, answer.text[:300]
+    assert (await event_types(sessions, failed["id"])).count("payout.reinitiated") == 1
 
 
 async def test_production_serves_no_dashboard_until_its_secret_is_set(
