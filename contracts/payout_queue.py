@@ -16,7 +16,7 @@ holds that row, taken before any queued payout row:
 - A top-up, a released hold (FAILED) and a reversal lock the balance row by their own posting,
   then call `start_queued_payouts`, which updates queued rows (by primary key).
 - The expiry (a scheduled action of the processor) takes the balance row first (`lock_balance`),
-  then updates its queued row.
+  then updates the queued rows due to expire.
 - A create locks only its own new payout row before the balance row (as every create does), and
   a create that ends QUEUED turns that row QUEUED while it holds the balance row.
 - Nothing that holds a queued payout's row ever waits for a balance row: an IPN, a simulation or
@@ -30,17 +30,17 @@ commit the head, if any, is not covered by the available balance).
 """
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
 from contracts.clock import offset_seconds_of
-from contracts.db.engine import database_now_plus, utcnow
+from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import QUEUE_EXPIRED, EventType, PayoutStatus
@@ -153,14 +153,18 @@ async def _move_queued(session: AsyncSession, payouts: list[Payout], **values: A
 async def schedule_expiry(
     session: AsyncSession, payouts: Sequence[Payout], *, after: timedelta
 ) -> None:
-    """Each queued payout's expiry, due `after` from now on its merchant's sandbox clock (a
+    """The queued payouts' expiry, due `after` from now on their merchant's sandbox clock (a
     clock already ahead counts from where it is): a scheduled action the processor applies
-    (`expire_queued_payout`), so advancing the clock expires queued payouts too. In the
-    transaction that queues them."""
+    (`expire_queued_payouts`), so advancing the clock expires queued payouts too. One due time
+    for all (a payroll's items queued together expire together). In the transaction that queues
+    them; the clock's offset is read without a lock (the balance row is held: the scheduler
+    takes a clock's row before a balance row)."""
     merchant_id = payouts[0].merchant_id
-    due_at = database_now_plus(offset_seconds_of(merchant_id) + int(after.total_seconds()))
+    offset = await session.scalar(select(offset_seconds_of(merchant_id)))
+    now = utcnow()
+    due_at = now + timedelta(seconds=offset or 0) + after
     await session.execute(
-        insert(ScheduledAction).values(due_at=due_at),
+        insert(ScheduledAction),
         [
             {
                 "merchant_id": merchant_id,
@@ -168,24 +172,39 @@ async def schedule_expiry(
                 "hold_cycle": payout.hold_cycle,
                 "action": Action.EXPIRE_QUEUE.value,
                 "expected_status": PayoutStatus.QUEUED.value,
-                "created_at": utcnow(),
+                "due_at": due_at,
+                "created_at": now,
             }
             for payout in payouts
         ],
     )
 
 
-async def expire_queued_payout(
-    session: AsyncSession, *, merchant_id: str, payout_id: str, correlation_id: str | None
-) -> tuple[Payout | None, list[Payout]]:
-    """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held) with its
-    `payout.failed` event, when the payout is still QUEUED; then the queue's new head may start.
-    (expired or None, started). Takes the balance row first (the queue's lock, see above), so
-    the scheduler's action may run beside any top-up or create."""
+async def expire_queued_payouts(
+    session: AsyncSession, *, merchant_id: str, due_by: datetime, correlation_id: str | None
+) -> tuple[list[Payout], list[Payout]]:
+    """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held), with their
+    `payout.failed` events, for the merchant's payouts still QUEUED whose expiry is due by
+    `due_by` (the expiry being applied, and those due with it: a payroll's items queued together
+    expire together, before the money they leave starts anything); then the queue's new head may
+    start. (expired, started). Takes the balance row first (the queue's lock, see above), so the
+    scheduler's action may run beside any top-up or create. Guarded by status: run again, it
+    changes nothing."""
     await ledger.lock_balance(session, merchant_id=merchant_id)
-    expired = await session.scalar(_queued_of(merchant_id).where(Payout.id == payout_id))
-    if expired is None:
-        return None, []  # started, or expired by an earlier run of the action
+    expired = list(
+        await session.scalars(
+            _queued_of(merchant_id).where(
+                exists().where(  # ix_scheduled_actions_payout
+                    ScheduledAction.payout_id == Payout.id,
+                    ScheduledAction.action == Action.EXPIRE_QUEUE.value,
+                    ScheduledAction.applied_at.is_(None),
+                    ScheduledAction.due_at <= due_by,
+                )
+            )
+        )
+    )
+    if not expired:
+        return [], []  # started, or expired by an earlier run of the action
     now = utcnow()
     changes = {
         "status": PayoutStatus.FAILED.value,
@@ -194,11 +213,12 @@ async def expire_queued_payout(
         "processed_at": now,
         "updated_at": now,
     }
-    await _move_queued(session, [expired], **changes)
-    for name, value in changes.items():
-        set_committed_value(expired, name, value)
+    await _move_queued(session, expired, **changes)
     announcements = Announcements(correlation_id)
-    announcements.event(expired, EventType.FAILED)
+    for payout in expired:
+        for name, value in changes.items():
+            set_committed_value(payout, name, value)
+        announcements.event(payout, EventType.FAILED)
     await announcements.write(session)
     started = await start_queued_payouts(
         session, merchant_id=merchant_id, correlation_id=correlation_id

@@ -17,9 +17,9 @@ from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
 from contracts.domain.scheduled_actions import Action
-from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
+from contracts.domain.statuses import QUEUE_EXPIRED, PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
-from contracts.payout_queue import expire_queued_payout
+from contracts.payout_queue import expire_queued_payouts
 from processor_service import transitions
 from processor_service.schedule import (
     AWAITING_DECISION,
@@ -222,21 +222,24 @@ async def apply_scheduled_action(
 
 
 async def _expire_queued(session: AsyncSession, action: ScheduledAction) -> PayoutStatus | None:
-    """A queued payout's wait is over: FAILED (QUEUE_EXPIRED) if it is still QUEUED, under its
-    queue's lock (the balance row, taken before the payout's: contracts/payout_queue.py)."""
+    """A queued payout's wait is over: FAILED (QUEUE_EXPIRED) if it is still QUEUED, with the
+    payouts queued with it, under their queue's lock (the balance row, taken before the payouts':
+    contracts/payout_queue.py). Applied also when the expiry of a payout queued with it took it."""
     with stamping_sandbox_time(action.due_at):
-        expired, _ = await expire_queued_payout(
+        await expire_queued_payouts(
             session,
             merchant_id=action.merchant_id,
-            payout_id=action.payout_id,
+            due_by=action.due_at,
             correlation_id=f"scheduled-action-{action.id}",
         )
-    if expired is None:
-        status = await session.scalar(select(Payout.status).where(Payout.id == action.payout_id))
-        await _mark(session, action, Result.SKIPPED, status_after=status)
-        return None
-    await _mark(session, action, Result.APPLIED, status_after=expired.status)
-    return PayoutStatus.FAILED
+    status, failure_code = (
+        await session.execute(
+            select(Payout.status, Payout.failure_code).where(Payout.id == action.payout_id)
+        )
+    ).one()
+    expired = failure_code == QUEUE_EXPIRED
+    await _mark(session, action, Result.APPLIED if expired else Result.SKIPPED, status_after=status)
+    return PayoutStatus.FAILED if expired else None
 
 
 def _run_action(

@@ -79,13 +79,18 @@ async def test_each_revision_goes_down_and_up_again_to_the_same_schema(scratch_u
 
 async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch_url: str) -> None:
     """Queue expiry became a scheduled action: a payout QUEUED when the migration runs gets its
-    EXPIRE_QUEUE action, due 72 h after its creation; other payouts get none."""
+    EXPIRE_QUEUE action, due 72 h of its merchant's sandbox time after its creation; other
+    payouts get none."""
     await migrate(scratch_url, "up", "0021")
     engine = create_async_engine(scratch_url)
     async with engine.begin() as connection:
         await connection.exec_driver_sql(
             "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
             " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
+        )
+        await connection.exec_driver_sql(  # the merchant's clock is an hour ahead
+            "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at)"
+            " VALUES ('m-1', 3600, '2026-01-01')"
         )
         for payout_id, status in (("p-queued", "QUEUED"), ("p-pending", "PENDING")):
             await connection.exec_driver_sql(
@@ -102,4 +107,4 @@ async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch
         )
         actions = [tuple(row) for row in rows]
     await engine.dispose()
-    assert actions == [("p-queued", 1, "EXPIRE_QUEUE", "QUEUED", datetime(2026, 1, 4, 10, 0), None)]
+    assert actions == [("p-queued", 1, "EXPIRE_QUEUE", "QUEUED", datetime(2026, 1, 4, 11, 0), None)]

@@ -12,15 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction
+from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
-from contracts.payout_queue import expire_queued_payout
+from contracts.payout_queue import expire_queued_payouts
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import PROCESS_PAYOUT_KEY
@@ -244,11 +244,18 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     for due_after in (await expiries(sessions, old["id"], behind["id"])).values():
         assert EXPIRY <= due_after < EXPIRY + timedelta(seconds=5)
 
+    # The old one's expiry made due (the one behind it was queued later: it is not).
     async with transaction(sessions) as session:
-        expired, started = await expire_queued_payout(
-            session, merchant_id=merchant.merchant_id, payout_id=old["id"], correlation_id=None
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == old["id"])
+            .values(due_at=utcnow() - timedelta(seconds=1))
         )
-    assert (expired is not None, [payout.id for payout in started]) == (True, [behind["id"]])
+    async with transaction(sessions) as session:
+        expired, started = await expire_queued_payouts(
+            session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
+        )
+    assert ([p.id for p in expired], [p.id for p in started]) == ([old["id"]], [behind["id"]])
 
     assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
     async with sessions() as session:
@@ -258,12 +265,11 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
     assert await journal_kinds(sessions, behind["id"]) == ("HOLD",)
     # At-least-once: the action run again (a processor killed before its commit) changes nothing.
-    for payout_id in (old["id"], behind["id"]):
-        async with transaction(sessions) as session:
-            again = await expire_queued_payout(
-                session, merchant_id=merchant.merchant_id, payout_id=payout_id, correlation_id=None
-            )
-        assert again == (None, [])
+    async with transaction(sessions) as session:
+        again = await expire_queued_payouts(
+            session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
+        )
+    assert again == ([], [])
     assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
     await assert_reconciled(sessions)
 
@@ -296,16 +302,16 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     await assert_reconciled(sessions)
 
 
-async def test_a_queued_create_costs_at_most_nine_statements_and_a_covered_one_eight(
+async def test_a_queued_create_costs_at_most_ten_statements_and_a_covered_one_eight(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """The flag's answer is stored after the work (its status is known only then): one UPDATE of
     the idempotency key more than an ordinary create (tests/integration/test_statement_budget.py
-    keeps that one at seven); a queued one also schedules its expiry."""
+    keeps that one at seven); a queued one also reads the clock and schedules its expiry."""
     merchant = await make_merchant(balance="100.00")
     await create(api_client, merchant, "1.00")  # the merchant and the directory are cached now
 
-    for amount, status, ceiling in (("50.00", "PENDING", 8), ("500.00", "QUEUED", 9)):
+    for amount, status, ceiling in (("50.00", "PENDING", 8), ("500.00", "QUEUED", 10)):
         with counting_statements() as counted:
             assert (await create(api_client, merchant, amount))["status"] == status
         assert len(counted.own_statements) <= ceiling, "\n".join(counted.statements)

@@ -277,6 +277,40 @@ async def test_queued_payouts_expire_72_hours_of_sandbox_time_after_they_were_qu
 
 
 @pytest.mark.usefixtures("processor")
+async def test_a_payroll_queued_together_expires_together(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Its items' expiries fall due at one instant: the first one's must not start the others
+    with the money it leaves (they were held and paid out, a day late)."""
+    merchant = await make_merchant(balance="0.00")
+    items = [payout_body(amount=amount, queueIfLowBalance=True) for amount in ("1000", "10", "10")]
+    response = await api_client.post(
+        f"{API}/payouts/batch", json={"payouts": items}, headers=auth(merchant)
+    )
+    ids = [item["payout"]["id"] for item in response.json()["data"]["results"]]
+    top_up = await api_client.post(
+        f"{API}/sandbox/top-up", json={"amount": "20.00"}, headers=auth(merchant)
+    )
+    assert top_up.json()["data"]["startedPayouts"] == [], top_up.text  # the 1000.00 blocks
+
+    await advance(api_client, merchant, 73 * HOUR)
+
+    for payout_id in ids:
+        expired = await payout(api_client, merchant, payout_id)
+        assert (expired["status"], expired["failureCode"]) == ("FAILED", "QUEUE_EXPIRED")
+        assert await journal_kinds(sessions, payout_id) == ()
+    results = {
+        action["payoutId"]: action["result"]
+        for action in (await clock(api_client, merchant))["recent"]
+    }
+    assert results == dict.fromkeys(ids, "APPLIED")
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == (
+        (Decimal("20.00"), 0),
+        (Decimal("20.00"), 0),
+    )
+
+
+@pytest.mark.usefixtures("processor")
 async def test_merchants_clocks_are_independent(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:

@@ -4,6 +4,7 @@ them, against the real database, with the API in-process."""
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import IdempotencyKey, Payout, PayoutEvent, WebhookDelivery
 from contracts.domain.statuses import EventType, PayoutStatus
-from contracts.payout_queue import expire_queued_payout
+from contracts.payout_queue import expire_queued_payouts
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -395,12 +396,14 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
         created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
         assert created.json()["data"]["status"] == PayoutStatus.QUEUED.value, created.text
         queued.append(created.json()["data"]["id"])
-    for payout_id in queued:
-        async with transaction(sessions) as session:
-            expired, _ = await expire_queued_payout(
-                session, merchant_id=merchant.merchant_id, payout_id=payout_id, correlation_id=None
-            )
-        assert expired is not None
+    async with transaction(sessions) as session:
+        expired, _ = await expire_queued_payouts(
+            session,
+            merchant_id=merchant.merchant_id,
+            due_by=utcnow() + timedelta(hours=73),
+            correlation_id=None,
+        )
+    assert sorted(payout.id for payout in expired) == sorted(queued)
 
     report = await api_client.get(f"{API}/sandbox/readiness", headers=auth(merchant))
     items = {item["id"]: item for item in report.json()["data"]["items"]}
