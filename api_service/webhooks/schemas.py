@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from api_service.envelope import SuccessEnvelope
-from api_service.schemas import Count, Page, RequestModel
+from api_service.schemas import Count, Page, RequestModel, SettingRequest
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
 
@@ -23,9 +23,10 @@ class UpdateWebhookEndpoint(RequestModel):
 MAX_GRACE_HOURS = 168
 
 
-class RotateSecretRequest(RequestModel):
+class RotateSecretRequest(SettingRequest):
     """Optional: without a body the previous secret keeps signing beside the new one for
-    `PAYOUTS_WEBHOOK_SECRET_GRACE_HOURS` (24)."""
+    `PAYOUTS_WEBHOOK_SECRET_GRACE_HOURS` (24). A field it does not know is a 400 naming it: a
+    typo (`previousSecretGraceHour: 0`) kept a leaked secret signing for the default 24 h."""
 
     previous_secret_grace_hours: Annotated[
         Count | None,

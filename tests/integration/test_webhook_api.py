@@ -541,6 +541,8 @@ async def test_a_rotation_can_say_how_long_the_previous_secret_keeps_signing(
             path, json={"previousSecretGraceHours": refused}, headers=auth(merchant)
         )
         assert_error(answer, 400, "VALIDATION_ERROR", "previousSecretGraceHours")
+    typo = await api_client.post(path, json={"previousSecretGraceHour": 0}, headers=auth(merchant))
+    assert_error(typo, 400, "VALIDATION_ERROR", "previousSecretGraceHour")
 
 
 async def test_the_rotated_secret_is_never_stored_in_plaintext_for_replays(
