@@ -25,7 +25,7 @@ from api_service.payouts.schemas import (
     PayoutListEnvelope,
     PayoutListFilters,
 )
-from api_service.request_body import documented_body, read_body
+from api_service.request_body import documented_body, read_body, require_json
 from api_service.schemas import PayoutIdPath, TimestampIn
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
@@ -210,6 +210,7 @@ async def reinitiate_payout(
     request_id: RequestId,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        require_json(request, await request.body())  # it takes no body, but a labelled one
         payout = await service.reinitiate_payout(
             session, merchant, payout_id, request_id=request_id
         )

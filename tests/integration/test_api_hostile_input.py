@@ -21,6 +21,7 @@ from tests.support.api_helpers import (
     assert_error,
     auth,
     create_payout,
+    fail_payout,
     footprint,
     payout_body,
     psp_headers,
@@ -192,6 +193,23 @@ async def test_a_body_that_is_not_labelled_json_is_415(
         headers["Content-Type"] = content_type
     response = await api_client.post(
         f"{API}/payouts", content=orjson.dumps(payout_body()), headers=headers
+    )
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_a_reinitiate_with_a_body_not_labelled_json_is_415_and_changes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """It reads no body, so it took any: a text/plain one reinitiated and held the funds."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    await fail_payout(sessions, payout["id"])
+    before = await footprint(sessions, merchant.merchant_id)
+    response = await api_client.post(
+        f"{API}/payouts/{payout['id']}/reinitiate",
+        content=b"reinitiate please",
+        headers={**auth(merchant), "Content-Type": "text/plain"},
     )
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert await footprint(sessions, merchant.merchant_id) == before
