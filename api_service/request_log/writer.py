@@ -75,4 +75,6 @@ class RequestLogWriter:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            await self.flush()
+            # Shielded: close() cancels this loop, and a cancelled flush lost the rows it had
+            # taken (close()'s own flush waits for this one instead).
+            await asyncio.shield(self.flush())

@@ -4,6 +4,7 @@ readiness page reads them right after)."""
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
@@ -56,6 +57,36 @@ async def test_a_flush_returns_once_the_rows_a_flush_under_way_took_are_written(
 
     assert under_way.done(), "flush returned while the rows it was asked for were being written"
     assert await recorded(sessions, merchant_id) == 1
+
+
+class SlowToInsert(RequestLogWriter):
+    """Each write takes a slow round trip, and says when it starts."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        super().__init__(sessions)
+        self.inserting = asyncio.Event()
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        self.inserting.set()
+        await asyncio.sleep(0.05)
+        await super()._insert(rows)
+
+
+async def test_a_graceful_stop_during_a_timed_flush_writes_the_rows_it_had_taken(
+    sessions: SessionFactory,
+) -> None:
+    """close() cancelled the timer's loop in its flush: the rows that flush had taken were lost,
+    the last calls before a deploy."""
+    writer = SlowToInsert(sessions)
+    merchant_id = str(uuid.uuid4())
+    writer.start()
+    writer.add(call_of(merchant_id))
+    await asyncio.wait_for(writer.inserting.wait(), timeout=10)  # the timer's flush is writing
+    writer.add(call_of(merchant_id))
+
+    await writer.close()
+
+    assert await recorded(sessions, merchant_id) == 2
 
 
 async def test_a_row_the_database_refuses_does_not_take_the_others_with_it(
