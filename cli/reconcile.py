@@ -6,14 +6,14 @@ from typing import Annotated
 import typer
 
 from cli.outages import run_in_one_line
-
-# A threshold past ten years is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
-# date arithmetic into a traceback.
-TEN_YEARS = timedelta(days=3650)
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile
 from contracts.settings import get_settings
+
+# A threshold past ten years is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
+# date arithmetic into a traceback.
+TEN_YEARS = timedelta(days=3650)
 
 
 async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:

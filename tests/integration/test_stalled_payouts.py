@@ -137,6 +137,29 @@ async def set_sent(sessions: SessionFactory, row: OutboxMessage) -> None:
         )
 
 
+async def schedule(
+    sessions: SessionFactory,
+    payout: Payout,
+    action: Action,
+    expected: PayoutStatus,
+    **fields: Any,
+) -> None:
+    """A scheduled action of the payout's current attempt, due now unless told."""
+    async with transaction(sessions) as session:
+        session.add(
+            ScheduledAction(
+                merchant_id=payout.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                action=action.value,
+                expected_status=expected.value,
+                due_at=utcnow(),
+                created_at=utcnow(),
+                **fields,
+            )
+        )
+
+
 async def test_only_a_payout_in_retry_past_its_delay_and_the_stall_time_not_scripted_is_sent(
     sessions: SessionFactory, stalled: Payout
 ) -> None:
@@ -152,20 +175,9 @@ async def test_only_a_payout_in_retry_past_its_delay_and_the_stall_time_not_scri
     assert await sweep(sessions, stalled) == 0
     await set_payout(sessions, stalled.id, status=PayoutStatus.RETRY.value, psp_reference=None)
     # A scripted attempt waits for the sandbox clock, even once its step was applied (or failed).
-    async with transaction(sessions) as session:
-        session.add(
-            ScheduledAction(
-                merchant_id=stalled.merchant_id,
-                payout_id=stalled.id,
-                hold_cycle=stalled.hold_cycle,
-                action=Action.SCRIPT_STEP.value,
-                step=1,
-                expected_status=PayoutStatus.RETRY.value,
-                due_at=utcnow(),
-                created_at=utcnow(),
-                applied_at=utcnow(),
-            )
-        )
+    await schedule(
+        sessions, stalled, Action.SCRIPT_STEP, PayoutStatus.RETRY, step=1, applied_at=utcnow()
+    )
     assert await sweep(sessions, stalled) == 0
     # A step of an earlier attempt (before a reinitiation) does not count.
     await set_payout(sessions, stalled.id, hold_cycle=stalled.hold_cycle + 1)
@@ -181,18 +193,7 @@ async def test_a_started_queued_payout_stalls_like_any_other_despite_its_queue_e
 ) -> None:
     """A payout queued, then started, keeps its EXPIRE_QUEUE action (due later, then skipped):
     no scripted step, so the sweep sends its command again and the pipeline check reports it."""
-    async with transaction(sessions) as session:
-        session.add(
-            ScheduledAction(
-                merchant_id=stalled.merchant_id,
-                payout_id=stalled.id,
-                hold_cycle=stalled.hold_cycle,
-                action=Action.EXPIRE_QUEUE.value,
-                expected_status=PayoutStatus.QUEUED.value,
-                due_at=utcnow() + timedelta(hours=72),
-                created_at=utcnow(),
-            )
-        )
+    await schedule(sessions, stalled, Action.EXPIRE_QUEUE, PayoutStatus.QUEUED)
     # The oldest of the shared database's stuck payouts: the report names the first 20.
     await set_payout(sessions, stalled.id, updated_at=datetime(2000, 1, 1))
     async with sessions() as session:
