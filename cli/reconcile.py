@@ -11,9 +11,9 @@ from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size, reconcile
 from contracts.settings import get_settings
 
-# A threshold past ten years is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
+# A threshold past a century is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
 # date arithmetic into a traceback.
-TEN_YEARS = timedelta(days=3650)
+A_CENTURY = timedelta(days=36500)
 
 
 async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
@@ -33,7 +33,7 @@ def reconcile_command(
         float,
         typer.Option(
             min=0,
-            max=TEN_YEARS / timedelta(minutes=1),
+            max=A_CENTURY / timedelta(minutes=1),
             help="A payout PROCESSING/RETRY/unsubmitted, or a webhook PENDING with no attempt,"
             " this long is stuck",
         ),
@@ -42,7 +42,7 @@ def reconcile_command(
         float,
         typer.Option(
             min=0,
-            max=TEN_YEARS.total_seconds(),
+            max=A_CENTURY.total_seconds(),
             help="An unsent outbox row this old is a problem",
         ),
     ] = 60,
