@@ -59,6 +59,20 @@ def _iso_8601_only(value: object) -> object:
 # An ISO-8601 time, as naive UTC (the database's DATETIME columns).
 TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(naive_utc)]
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def _a_date_to_its_end(value: object) -> object:
+    """A date alone, as the end of a range, means the whole day (UTC): read as its midnight,
+    `createdFrom=D&createdTo=D` listed nothing of day D."""
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return f"{value}T23:59:59.999999"
+    return value
+
+
+# The end of a range: a time, or a date meaning the end of that day.
+TimestampUpTo = Annotated[TimestampIn, BeforeValidator(_a_date_to_its_end)]
+
 _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE
 )

@@ -26,7 +26,7 @@ from api_service.payouts.schemas import (
     PayoutListFilters,
 )
 from api_service.request_body import documented_body, read_body, require_json
-from api_service.schemas import PayoutIdPath, TimestampIn
+from api_service.schemas import PayoutIdPath, TimestampIn, TimestampUpTo
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -143,7 +143,7 @@ async def list_payouts(
     starting_after: Annotated[str | None, Query(alias="startingAfter", max_length=36)] = None,
     status: PayoutStatus | None = None,
     created_from: Annotated[TimestampIn | None, Query(alias="createdFrom")] = None,
-    created_to: Annotated[TimestampIn | None, Query(alias="createdTo")] = None,
+    created_to: Annotated[TimestampUpTo | None, Query(alias="createdTo")] = None,
     merchant_reference: Annotated[
         str | None, Query(alias="merchantReference", max_length=MERCHANT_REFERENCE_MAX_LENGTH)
     ] = None,

@@ -173,6 +173,12 @@ async def test_filters_status_reference_and_creation_window(
         createdTo="2025-03-01T17:00:00+05:00",
     )
     assert _ids(local) == _ids(window)
+    # A date alone as the end of the window means the whole day (it meant its first instant).
+    day = await _list(api_client, merchant, createdFrom="2025-03-01", createdTo="2025-03-01")
+    whole_day = await _list(
+        api_client, merchant, createdFrom="2025-03-01", createdTo="2025-03-01T23:59:59.999Z"
+    )
+    assert _ids(day) == _ids(whole_day) != []
 
     combined = await _list(
         api_client, merchant, status="PENDING", createdFrom="2025-03-01T10:00:00Z", limit=2
