@@ -39,9 +39,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contracts.batching import MicroBatcher
+from contracts.clock import offset_seconds_of
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind
@@ -382,12 +384,27 @@ class EventDelivery:
             f" (sandbox chaos: {chaos})" if chaos else "",
         )
         attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started, chaos=chaos)
+        if not result.delivered:  # its retry is timed on the merchant's clock as it is now
+            offset = await self._offset_now(request.event.merchant_id, attempted)
+            attempted = replace(attempted, sandbox_offset_seconds=offset)
         outcome = self._judged(request, attempted, attempt, result)
         if result.delivered and sends_duplicate(
             endpoint.chaos, request.event.id, generation=lease.delivery.generation
         ):
             outcome = await self._duplicate(outcome, endpoint)
         return outcome
+
+    async def _offset_now(self, merchant_id: str, delivery: Delivery) -> int:
+        """The merchant's clock offset after the call: an advance made while it was under way is
+        a jump of the clock (the offset read with the lease is from before it, and timed the
+        next retry a whole step of real time away instead of within the advance's window)."""
+        try:
+            async with self.sessions() as session:
+                offset = await session.scalar(select(offset_seconds_of(merchant_id)))
+        except SQLAlchemyError as exc:
+            log.warning("webhook %s: reading the clock failed: %r", delivery.event_id, exc)
+            return delivery.sandbox_offset_seconds
+        return int(offset or 0)
 
     async def _send(
         self,

@@ -3,6 +3,7 @@ always fails advances its clock across the whole retry ladder, and every tier's 
 at once, once each, before the delivery parks; the copies still waiting in RabbitMQ's TTL queues
 come back later and are dropped."""
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,3 +122,48 @@ async def test_advancing_across_the_webhook_ladder_parks_each_delivery_after_eve
         parked = await rabbit.take(WEBHOOK_PARKING_LOT)
         mine = [m for m in parked if (m.headers or {}).get("x-payout-id") == payout_id]
         assert sorted(retry_count(m.headers) for m in mine) == [ATTEMPTS] * len(EVENTS)
+
+
+async def test_an_advance_while_attempts_are_under_way_counts_for_their_retries(
+    system: RunningSystem,
+    http: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """A failed attempt's retry was timed on the clock offset read when its delivery was leased:
+    an advance made during the call did not count, and the next retry waited its whole step (10
+    minutes of real time on this ladder) instead of running within the advance."""
+    answered = asyncio.Event()
+    async with WebhookReceiver() as receiver:
+        receiver.always(Reply(500))
+        # The first attempts fail at once; the second ones are under way until told.
+        failed_at_once = [Reply(500)] * len(EVENTS)
+        receiver.reply_with(*failed_at_once, *[Reply(500, held_until=answered)] * len(EVENTS))
+        merchant = await make_merchant(webhook_url=receiver.url)
+        created = await http.post("/payouts", json=payout_body(), headers=auth(merchant))
+        assert created.status_code == 201, created.text
+        payout_id = created.json()["data"]["id"]
+
+        async def second_attempts_under_way() -> bool:
+            return len(receiver.requests) == 2 * len(EVENTS)
+
+        await eventually(second_attempts_under_way, within=60, interval=0.1, what="2nd attempts")
+        advance = asyncio.create_task(
+            http.post("/sandbox/clock/advance", json={"seconds": 4 * 3600}, headers=auth(merchant))
+        )
+
+        async def advanced() -> bool:
+            clock = await http.get("/sandbox/clock", headers=auth(merchant, ""))
+            return bool(clock.json()["data"]["offsetSeconds"] == 4 * 3600)
+
+        await eventually(advanced, within=5, interval=0.05, what="the clock advanced")
+        answered.set()  # the calls end after the advance: their retries fall in its window
+
+        async def all_parked() -> bool:
+            deliveries = await deliveries_of(sessions, payout_id)
+            return len(deliveries) == len(EVENTS) and all(
+                (d.status, d.attempts) == (DeliveryStatus.PARKED, ATTEMPTS) for d in deliveries
+            )
+
+        await eventually(all_parked, within=60, interval=0.1, what="parked within the advance")
+        assert (await advance).status_code == 200
