@@ -8,8 +8,10 @@ the answer once the first commits, or runs if the first rolled back. A request t
 its claim with it: there is never a claim to take over, nor one to release.
 """
 
+import asyncio
 import hashlib
 import json
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -93,7 +95,12 @@ def canonical_json(node: Any) -> str:
     return json.dumps(node)  # int, true, false, null (NaN and Infinity as json.dumps spells them)
 
 
-RACE_RETRIES = 3
+STALE_RETRIES = 3  # a batch judged again on a read another request's commit made stale
+# A deadlock's victim runs again after a short random pause, for up to this long: a storm of
+# copies of one reference that the balance refuses deadlocks the copies waiting on it round after
+# round (three retries answered 503 with the database up).
+DEADLOCK_RETRY_SECONDS = 10.0
+MAX_DEADLOCK_PAUSE_SECONDS = 0.05
 
 
 async def _retrying_lost_races(
@@ -103,20 +110,28 @@ async def _retrying_lost_races(
     settles: InnoDB picked it as a deadlock's victim (e.g. two creates that waited on one
     reference whose first insert rolled back), or its work was judged on a read that another
     request's commit made stale (JudgedOnStaleState). `roll_back` ends a lost attempt."""
-    for retry in range(RACE_RETRIES + 1):
-        last = retry == RACE_RETRIES
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + DEADLOCK_RETRY_SECONDS
+    deadlocks = stale_judgements = 0
+    while True:
+        pause = 0.0
         try:
             answer = await attempt()
             await session.commit()
             return answer
         except OperationalError as error:
-            if database_error_code(error) != DEADLOCK or last:
+            if database_error_code(error) != DEADLOCK or loop.time() >= give_up_at:
                 raise
+            deadlocks += 1  # the copies spread out: the next round deadlocks fewer of them
+            pause = random.uniform(
+                0, min(MAX_DEADLOCK_PAUSE_SECONDS, 0.002 * 2 ** min(deadlocks, 5))
+            )
         except JudgedOnStaleState as stale:
-            if last:
+            stale_judgements += 1
+            if stale_judgements > STALE_RETRIES:
                 raise stale.refusal from stale
         await roll_back()
-    raise AssertionError("unreachable")
+        await asyncio.sleep(pause)
 
 
 class Replay(Exception):

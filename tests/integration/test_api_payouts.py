@@ -194,6 +194,34 @@ async def test_reference_race_with_refused_holds_is_never_a_5xx(
         assert await reconcile(session) == []
 
 
+@pytest.mark.parametrize("round_", range(3))
+async def test_a_storm_of_copies_of_a_reference_no_balance_covers_is_never_a_5xx(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    round_: int,
+) -> None:
+    """Fifteen creates of each of three references, funds for none: each insert that rolls back
+    (refused hold) deadlocks the copies waiting on its reference, again and again. Three retries
+    of a deadlock's victim were not enough: 503, with the database up."""
+    merchant = await make_merchant(balance="50.00")
+    responses = await asyncio.gather(
+        *(
+            api_client.post(
+                f"{API}/payouts",
+                json=payout_body(merchantReference=f"storm-{n % 3}", amount="100.00"),
+                headers=auth(merchant),
+            )
+            for n in range(45)
+        )
+    )
+    outcomes = {
+        r.json()["error"]["code"] if r.status_code >= 400 else r.status_code for r in responses
+    }
+    assert outcomes == {"INSUFFICIENT_BALANCE"}, outcomes
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
+
+
 async def test_amounts_and_timestamps_keep_their_wire_format_everywhere(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
