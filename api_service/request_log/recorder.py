@@ -3,6 +3,8 @@ it took, whether its idempotency key replayed an earlier answer, and what fault 
 injected. A call is recorded once its merchant is known (set on the scope by the fault middleware
 or the authentication dependency): calls with no valid key belong to no one and are not kept."""
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -10,6 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.idempotency import FINGERPRINT_STATE, REPLAYED_HEADER, request_fingerprint
+from api_service.middleware import BodyTooLarge
 from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import FaultKind
@@ -17,6 +20,7 @@ from contracts.db.engine import utcnow
 from contracts.wire import whole_number
 
 METHOD_LENGTH = 10  # the width of api_requests.method
+READ_THE_REST_SECONDS = 2.0
 
 
 class RequestRecorderMiddleware:
@@ -35,13 +39,17 @@ class RequestRecorderMiddleware:
             await self.app(scope, receive, send)
             return
         started_at, started = utcnow(), time.perf_counter()
-        asked, answered = bytearray(), bytearray()
+        asked, answered = bytearray(), bytearray()  # the request's body: whole (within its limit)
         answer: dict[str, Any] = {}
+        more_body = [True]
 
         async def receive_kept() -> Message:
             message = await receive()
-            if message["type"] == "http.request" and len(asked) <= MAX_KEPT_CHARS * 4:
+            if message["type"] == "http.request":
                 asked.extend(message.get("body", b""))
+                more_body[0] = message.get("more_body", False)
+            elif message["type"] == "http.disconnect":
+                more_body[0] = False
             return message
 
         async def send_kept(message: Message) -> None:
@@ -57,10 +65,22 @@ class RequestRecorderMiddleware:
         finally:
             merchant_id = scope["state"].get("merchant_id")
             if merchant_id is not None:
+                if FINGERPRINT_STATE not in scope["state"]:
+                    # Refused before the body was read (a rate limit, an injected 429): its
+                    # digest must be the whole body's, as its retry's is.
+                    await _read_the_rest(receive_kept, more_body)
                 writer: RequestLogWriter = scope["app"].state.request_log
                 writer.add(
                     _row(scope, merchant_id, started_at, started, bytes(asked), answer, answered)
                 )
+
+
+async def _read_the_rest(receive: Receive, more_body: list[bool]) -> None:
+    """The body the application left unread, within the body limit and a short wait."""
+    with contextlib.suppress(BodyTooLarge, TimeoutError, OSError):
+        async with asyncio.timeout(READ_THE_REST_SECONDS):
+            while more_body[0]:
+                await receive()
 
 
 def _row(

@@ -23,13 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
 from api_service.deps import CurrentMerchant
-from api_service.idempotency import REPLAYED_HEADER
+from api_service.idempotency import REPLAYED_HEADER, request_fingerprint
 from api_service.payouts.service import find_payout
 from api_service.psp.service import accept_psp_outcome
 from api_service.usage_limits import IDEMPOTENCY_KEYS_PER_DAY
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import IdempotencyKey, Merchant, UsageCounter
+from contracts.db.models import ApiRequestRecord, IdempotencyKey, Merchant, UsageCounter
 from contracts.domain.statuses import PspOutcome
 from contracts.logging import ContextFilter, JsonFormatter
 from contracts.settings import Environment, Settings
@@ -43,6 +43,7 @@ from tests.support.api_helpers import (
     payout_body,
     psp_headers,
 )
+from tests.support.polling import eventually
 
 PER_SECOND = 5
 KEYS_PER_DAY = 3
@@ -116,6 +117,40 @@ async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_
         # A client that honours Retry-After gets through (the limit is the behaviour under test).
         await asyncio.sleep(int(limited[-1].headers["Retry-After"]))
         assert (await _balance(client, merchant)).status_code == 200
+
+
+async def test_a_call_the_rate_limit_refused_is_logged_with_its_body_and_its_digest(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Refused before its body was read, it was logged with neither: the readiness report, which
+    finds a call's retry by the digest of its whole body, never saw the retry of a 429."""
+    body = payout_body()
+    async with app_client(rate_limit_per_second=1) as client:
+        merchant = await make_merchant()
+
+        async def three() -> list[int]:
+            calls = [
+                client.post(f"{API}/payouts", json=body, headers=auth(merchant)) for _ in range(3)
+            ]
+            return [(await call).status_code for call in calls]
+
+        statuses, _ = await _in_one_window(three)
+        assert 429 in statuses, statuses
+
+        async def refused_rows() -> list[ApiRequestRecord]:
+            async with sessions() as session:
+                rows = await session.scalars(
+                    select(ApiRequestRecord).where(
+                        ApiRequestRecord.merchant_id == merchant.merchant_id,
+                        ApiRequestRecord.status == 429,
+                    )
+                )
+                return list(rows)
+
+        refused = await eventually(refused_rows, within=10, what="the 429 in the request log")
+    for row in refused:
+        assert row.request_digest == request_fingerprint(orjson.dumps(body))
+        assert row.request_body is not None
 
 
 async def test_two_api_processes_share_one_limit(
