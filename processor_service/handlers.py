@@ -333,6 +333,7 @@ def _apply_outcome(change: PayoutChange, callback: PspCallback) -> None:
                 change,
                 failure_code=PSP_REJECTED,
                 reason=callback.failure_reason or "Rejected by the PSP",
+                psp_reference=callback.psp_reference,
             )
         case PspOutcome.REVERSED:
-            transitions.reverse(change)
+            transitions.reverse(change, reason=callback.failure_reason)

@@ -168,24 +168,29 @@ def succeed(change: PayoutChange, *, psp_reference: str | None) -> None:
     change.post(ledger.PAYOUT)
 
 
-def fail(change: PayoutChange, *, failure_code: str, reason: str) -> None:
-    """-> FAILED: the hold goes back to available."""
+def fail(
+    change: PayoutChange, *, failure_code: str, reason: str, psp_reference: str | None = None
+) -> None:
+    """-> FAILED: the hold goes back to available. `psp_reference`: the PSP's, when it named
+    the attempt it refused (an IPN's `pspReference`)."""
     change.move(
         allowed_from=AWAITING_PSP_DECISION,
         to=PayoutStatus.FAILED,
         failure_code=failure_code,
         failure_reason=reason,
         processed_at=utcnow(),
+        psp_reference=psp_reference or change.payout.psp_reference,
     )
     change.post(ledger.RELEASE)
 
 
-def reverse(change: PayoutChange) -> None:
-    """SUCCESS -> REVERSED: the bank returned the money to the merchant's available balance."""
+def reverse(change: PayoutChange, *, reason: str | None = None) -> None:
+    """SUCCESS -> REVERSED: the bank returned the money to the merchant's available balance;
+    `reason`: the PSP's (an IPN's `failureReason`)."""
     change.move(
         allowed_from={PayoutStatus.SUCCESS},
         to=PayoutStatus.REVERSED,
-        failure_reason="Returned by the beneficiary bank",
+        failure_reason=reason or "Returned by the beneficiary bank",
     )
     change.post(ledger.REVERSAL)
 

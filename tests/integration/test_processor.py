@@ -554,10 +554,19 @@ async def test_reversal_returns_the_money_to_available(
 ) -> None:
     created = await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
-    await accepted(send_ipn(api_client, settings.psp_secret, created.payout_id, "REVERSED"))
+    await accepted(
+        send_ipn(
+            api_client,
+            settings.psp_secret,
+            created.payout_id,
+            "REVERSED",
+            failureReason="Beneficiary account closed",
+        )
+    )
 
     state = await reaches(sessions, created.payout_id, "REVERSED", events=4)
     assert state.events[-1] == "reversed"
+    assert state.payout.failure_reason == "Beneficiary account closed"  # the PSP's, not ours
     assert state.journals == [HOLD, PAYOUT, REVERSAL]
     await assert_ledger_consistent(
         sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")
@@ -576,6 +585,7 @@ async def test_ipn_failure_releases_the_hold_of_an_on_hold_payout(
             created.payout_id,
             "FAILED",
             failureReason="Beneficiary blocked",
+            pspReference="PSP-REFUSED-0005",
         )
     )
 
@@ -586,6 +596,7 @@ async def test_ipn_failure_releases_the_hold_of_an_on_hold_payout(
         "PSP_REJECTED",
         "Beneficiary blocked",
     )
+    assert state.payout.psp_reference == "PSP-REFUSED-0005"  # it was dropped
     await assert_ledger_consistent(
         sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")
     )
