@@ -10,7 +10,9 @@ The valid items are written together: multi-row INSERTs and one move of the bala
 The items are judged on one consistent read. A request of the same merchant that commits one of
 their references, or spends the balance, between that read and the batch's writes makes the
 writes fail: the batch is then judged again in a fresh transaction (JudgedOnStaleState), which
-gives the per-item answer the two requests would have had one after the other.
+gives the per-item answer the two requests would have had one after the other. That judgement
+holds the merchant's balance row from the start, so spending cannot make it stale again (live
+traffic spending the balance in every window failed the whole payroll with a 422).
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from api_service.errors import (
 )
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
+from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
 
@@ -100,8 +103,12 @@ async def create_batch(
     *,
     request_id: str,
     queue_expiry: timedelta,
+    balance_locked_first: bool = False,
 ) -> dict[str, Any]:
-    """Every item's result; the created payouts written in the caller's transaction."""
+    """Every item's result; the created payouts written in the caller's transaction.
+    `balance_locked_first`: judged with the merchant's balance row locked (a judgement again)."""
+    if balance_locked_first:
+        await ledger.lock_balance(session, merchant_id=merchant.id)
     judged = await judge_batch(session, merchant, items)
     covered, queued, result = judged.to_create, judged.to_queue, judged.result
     try:
@@ -113,7 +120,7 @@ async def create_batch(
                 session,
                 [payout for _, payout in queued],
                 request_id=request_id,
-                balance_locked=bool(covered),
+                balance_locked=balance_locked_first or bool(covered),
                 queue_expiry=queue_expiry,
             )
     except (DuplicateReference, InsufficientBalance) as refusal:

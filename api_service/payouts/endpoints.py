@@ -114,7 +114,11 @@ async def create_payout_batch(
     request_id: RequestId,
     settings: SettingsDep,
 ) -> Response:
+    judgements = 0
+
     async def operation() -> tuple[int, bytes]:
+        nonlocal judgements
+        judgements += 1
         body = await read_body(request, CreatePayoutBatchRequest)
         results = await batch.create_batch(
             session,
@@ -122,6 +126,7 @@ async def create_payout_batch(
             body.payouts,
             request_id=request_id,
             queue_expiry=settings.queued_expiry,
+            balance_locked_first=judgements > 1,  # the first one went stale
         )
         return 200, success_body(results)
 

@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
+from api_service.payouts import batch
 from contracts.db.engine import SessionFactory
 from contracts.reconcile import reconcile
 from tests.conftest import MerchantFactory
@@ -197,6 +199,33 @@ async def test_two_payrolls_spending_one_balance_at_once_are_judged_item_by_item
         assert (await get_balance(api_client, merchant))["availableBalance"] == "0.00"
         async with sessions() as session:
             assert await reconcile(session) == []
+
+
+async def test_a_payroll_whose_balance_is_spent_in_every_judgement_is_judged_under_its_lock(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live traffic spends the balance between each judgement of the payroll and its writes: four
+    judgements went stale and the whole payroll was a 422 INSUFFICIENT_BALANCE, stored under its
+    key. Judged again, it holds the balance row: the spend waits (here until its lock wait
+    runs out: 503) and the payroll gets its answer item by item."""
+    merchant = await make_merchant(balance="100.00")
+    judge = batch.judge_batch
+    spends: list[int] = []
+
+    async def judged_then_spent(*args: Any, **kwargs: Any) -> batch.JudgedBatch:
+        judged = await judge(*args, **kwargs)
+        spend = payout_body(amount="1.00")
+        answer = await api_client.post(f"{API}/payouts", json=spend, headers=auth(merchant))
+        spends.append(answer.status_code)
+        return judged
+
+    monkeypatch.setattr(batch, "judge_batch", judged_then_spent)
+    response = await _send(api_client, merchant, _payroll(150, amount="1.00"))
+
+    assert response.status_code == 200, response.text[:300]
+    assert spends == [201, 503]  # the first judgement went stale; the second held the balance
+    statuses = Counter(result["status"] for result in response.json()["data"]["results"])
+    assert statuses == {"created": 99, "invalid": 51}
 
 
 async def test_a_payroll_sent_twice_creates_nothing_twice(
