@@ -9,8 +9,10 @@ resolves to a private, loopback, link-local or otherwise non-public address is r
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -149,11 +151,20 @@ def is_public_address(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (an IP literal resolves to itself)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
+AddressInfo = tuple[Any, ...]  # one entry of socket.getaddrinfo's answer
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    """The address a host that is an IP literal names (no lookup needed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def addresses_of(infos: Sequence[AddressInfo]) -> list[IPAddress]:
+    """The distinct addresses of getaddrinfo's answer, in its order."""
     addresses: list[IPAddress] = []
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])  # drop an IPv6 zone
@@ -162,14 +173,27 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-async def public_addresses(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (an IP literal is itself, with no lookup)."""
+    literal = ip_literal(host)
+    if literal is not None:
+        return [literal]
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return addresses_of(infos)
+
+
+async def public_addresses(
+    host: str, port: int, *, allow_private: bool, resolve: Resolve = resolve_host
+) -> list[IPAddress]:
     """The addresses to connect to; UnsafeDestination when any of them is not public.
 
     Every address is checked, not only the first: a host with one public and one private
     record could otherwise be steered to the private one.
     """
     try:
-        addresses = await resolve_host(host, port)
+        addresses = await resolve(host, port)
     except UnicodeError as exc:  # IDNA: an empty label, or one over 63 characters
         raise UnsafeDestination(f"host {host} is not a valid host name") from exc
     except (OSError, TimeoutError) as exc:

@@ -22,12 +22,22 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import h11
 
-from contracts.webhooks import UnsafeDestination, public_addresses
+from contracts.webhooks import (
+    RESOLVE_TIMEOUT_SECONDS,
+    AddressInfo,
+    IPAddress,
+    UnsafeDestination,
+    addresses_of,
+    ip_literal,
+    public_addresses,
+)
 
 # An idle connection is closed after this long (as httpx had it): before the endpoint's own idle
 # timeout can close it under a request, and DNS changes are picked up.
@@ -36,6 +46,8 @@ KEEPALIVE_SECONDS = 5.0
 # checked) again at the next.
 IDLE_PER_ORIGIN = 100
 READ_BYTES = 64 * 1024
+# Host name lookups at once (each name takes at most one: HostResolver).
+LOOKUP_THREADS = 16
 
 
 class NoAnswer(Exception):
@@ -186,12 +198,53 @@ class Connection:
                 return event
 
 
+class HostResolver:
+    """Host names looked up on threads of its own, one lookup in flight per name.
+
+    asyncio's getaddrinfo runs on the loop's default threads (a handful), and a lookup that
+    times out keeps its thread until the name servers answer: a merchant whose name servers are
+    slow filled them, and every other merchant's new connection (and the service's own to MySQL
+    and RabbitMQ) queued behind it, failing their attempts as timeouts of their own endpoints.
+    Here each name takes at most one thread however many attempts wait for it, and an IP literal
+    takes none."""
+
+    def __init__(self, threads: int = LOOKUP_THREADS) -> None:
+        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
+        self._in_flight: dict[tuple[str, int], asyncio.Future[list[AddressInfo]]] = {}
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        literal = ip_literal(host)
+        if literal is not None:
+            return [literal]
+        lookup = self._in_flight.get((host, port)) or self._look_up(host, port)
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            return addresses_of(await asyncio.shield(lookup))
+
+    def _look_up(self, host: str, port: int) -> asyncio.Future[list[AddressInfo]]:
+        lookup = asyncio.get_running_loop().run_in_executor(
+            self._threads, partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        )
+        self._in_flight[(host, port)] = lookup
+
+        def done(finished: asyncio.Future[list[AddressInfo]]) -> None:
+            del self._in_flight[(host, port)]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: every waiter may have timed out
+
+        lookup.add_done_callback(done)
+        return lookup
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
 class ConnectionPool:
     """Idle connections by origin, the most recently used first."""
 
     def __init__(self, *, allow_private: bool, ssl_context: ssl.SSLContext) -> None:
         self.allow_private = allow_private
         self.ssl_context = ssl_context
+        self.resolve = HostResolver()
         self._idle: defaultdict[Origin, list[Connection]] = defaultdict(list)
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._closed = False
@@ -217,6 +270,7 @@ class ConnectionPool:
     def close_all(self) -> None:
         """Close the idle connections; those in use close when their request ends."""
         self._closed = True
+        self.resolve.close()
         if self._sweep_timer is not None:
             self._sweep_timer.cancel()
         for connections in self._idle.values():
@@ -260,7 +314,7 @@ class ConnectionPool:
         checked first; TLS against the host's name."""
         try:
             addresses = await public_addresses(
-                origin.host, origin.port, allow_private=self.allow_private
+                origin.host, origin.port, allow_private=self.allow_private, resolve=self.resolve
             )
         except UnsafeDestination as exc:
             raise ConnectError(str(exc)) from exc

@@ -8,12 +8,14 @@ import contextlib
 import re
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 
 import h11
 import pytest
 import trustme
 
+import contracts.webhooks
 from webhook_service import network
 from webhook_service.sender import EXCERPT_BYTES, USER_AGENT, AttemptResult, WebhookSender
 
@@ -368,3 +370,35 @@ async def test_a_request_goes_out_in_one_write() -> None:
     assert len(writer.writes) == 1
     assert writer.writes[0].startswith(b"POST /hook HTTP/1.1\r\n")
     assert writer.writes[0].endswith(b'\r\n\r\n{"a":1}')
+
+
+@pytest.mark.parametrize("fast_host", ["127.0.0.1", "localhost"])
+async def test_a_merchants_slow_name_servers_do_not_delay_anothers_webhooks(
+    monkeypatch: pytest.MonkeyPatch, sender: WebhookSender, fast_host: str
+) -> None:
+    """Lookups ran on asyncio's few default threads and kept one past their timeout: twenty
+    attempts to a host whose name servers take 3 s filled them, and the next merchant's attempt
+    (an IP literal or a name that answers at once) queued behind, failing as its own timeout."""
+    looked_up = socket.getaddrinfo
+
+    def name_servers(host: str, *args: object, **kwargs: object) -> object:
+        if host == "slow.example":
+            time.sleep(3)
+            raise socket.gaierror("no answer in time")
+        return looked_up(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", name_servers)
+    monkeypatch.setattr(network, "RESOLVE_TIMEOUT_SECONDS", 1.0, raising=False)
+    monkeypatch.setattr(contracts.webhooks, "RESOLVE_TIMEOUT_SECONDS", 1.0)
+    endpoint = Endpoint()
+    async with served(endpoint) as url:
+        slow = [
+            asyncio.create_task(sender.post("http://slow.example/hook", b"{}", {}))
+            for _ in range(20)
+        ]
+        await asyncio.sleep(0.1)  # their lookups are under way
+        answered = await sender.post(url.replace("127.0.0.1", fast_host), b"{}", {})
+        refused = await asyncio.gather(*slow)
+
+    assert answered.status_code == 200, answered.error
+    assert {result.status_code for result in refused} == {None}
