@@ -243,3 +243,15 @@ async def test_the_queue_flag_is_read_from_the_parsed_body_however_spelled(
     assert response.json()["data"]["status"] == "QUEUED"
     after = await footprint(sessions, merchant.merchant_id)
     assert (after.payouts, after.journals) == (1, before.journals)  # queued: nothing held
+
+
+async def test_spaces_around_a_reference_are_trimmed_as_the_readme_says(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    trimmed = await create_payout(api_client, merchant, merchantReference=" pay-1 ")
+    assert trimmed["merchantReference"] == "pay-1"
+    again = await api_client.post(
+        f"{API}/payouts", json=payout_body(merchantReference="pay-1"), headers=auth(merchant)
+    )
+    assert_error(again, 409, "DUPLICATE_REFERENCE")
