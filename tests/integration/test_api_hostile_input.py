@@ -20,8 +20,8 @@ from tests.support.api_helpers import (
     API,
     assert_error,
     auth,
+    create_failed_payout,
     create_payout,
-    fail_payout,
     footprint,
     payout_body,
     psp_headers,
@@ -203,8 +203,7 @@ async def test_a_reinitiate_with_a_body_not_labelled_json_is_415_and_changes_not
 ) -> None:
     """It reads no body, so it took any: a text/plain one reinitiated and held the funds."""
     merchant = await make_merchant()
-    payout = await create_payout(api_client, merchant)
-    await fail_payout(sessions, payout["id"])
+    payout = await create_failed_payout(api_client, merchant, sessions)
     before = await footprint(sessions, merchant.merchant_id)
     response = await api_client.post(
         f"{API}/payouts/{payout['id']}/reinitiate",

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import LedgerJournal, LedgerLine, Payout, PayoutEvent
 from contracts.reconcile import reconcile
@@ -164,6 +165,24 @@ async def test_duplicate_reference_race_creates_exactly_one_payout(
         assert await reconcile(session) == []
 
 
+async def creates_at_once(
+    client: httpx.AsyncClient, merchant: NewMerchant, *, references: int, copies: int
+) -> list[int | str]:
+    """`copies` creates of 100.00 under each of `references` references, all at once: each
+    answer's status, or its error code."""
+    responses = await asyncio.gather(
+        *(
+            client.post(
+                f"{API}/payouts",
+                json=payout_body(merchantReference=f"contested-{n % references}", amount="100"),
+                headers=auth(merchant),
+            )
+            for n in range(references * copies)
+        )
+    )
+    return [r.json()["error"]["code"] if r.status_code >= 400 else r.status_code for r in responses]
+
+
 @pytest.mark.parametrize("round_", range(3))
 async def test_reference_race_with_refused_holds_is_never_a_5xx(
     api_client: httpx.AsyncClient,
@@ -174,19 +193,7 @@ async def test_reference_race_with_refused_holds_is_never_a_5xx(
     """Four references, five creates each, funds for two payouts: when the first insert of a
     reference rolls back (refused hold), the creates waiting on it must not deadlock."""
     merchant = await make_merchant(balance="250.00")
-    responses = await asyncio.gather(
-        *(
-            api_client.post(
-                f"{API}/payouts",
-                json=payout_body(merchantReference=f"contested-{n % 4}", amount="100.00"),
-                headers=auth(merchant),
-            )
-            for n in range(20)
-        )
-    )
-    outcomes = [
-        r.json()["error"]["code"] if r.status_code >= 400 else r.status_code for r in responses
-    ]
+    outcomes = await creates_at_once(api_client, merchant, references=4, copies=5)
     assert outcomes.count(201) == 2, outcomes
     assert set(outcomes) <= {201, "DUPLICATE_REFERENCE", "INSUFFICIENT_BALANCE"}, outcomes
     assert (await footprint(sessions, merchant.merchant_id)).payouts == 2
@@ -205,20 +212,8 @@ async def test_a_storm_of_copies_of_a_reference_no_balance_covers_is_never_a_5xx
     (refused hold) deadlocks the copies waiting on its reference, again and again. Three retries
     of a deadlock's victim were not enough: 503, with the database up."""
     merchant = await make_merchant(balance="50.00")
-    responses = await asyncio.gather(
-        *(
-            api_client.post(
-                f"{API}/payouts",
-                json=payout_body(merchantReference=f"storm-{n % 3}", amount="100.00"),
-                headers=auth(merchant),
-            )
-            for n in range(45)
-        )
-    )
-    outcomes = {
-        r.json()["error"]["code"] if r.status_code >= 400 else r.status_code for r in responses
-    }
-    assert outcomes == {"INSUFFICIENT_BALANCE"}, outcomes
+    outcomes = await creates_at_once(api_client, merchant, references=3, copies=15)
+    assert set(outcomes) == {"INSUFFICIENT_BALANCE"}, outcomes
     assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
 
 

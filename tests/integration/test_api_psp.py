@@ -20,8 +20,8 @@ from tests.support.api_helpers import (
     API,
     assert_error,
     auth,
+    create_failed_payout,
     create_payout,
-    fail_payout,
     footprint,
     move_payout,
     outbox_for_payout,
@@ -266,8 +266,7 @@ async def test_sandbox_simulate_checks_the_transition_and_the_body(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     merchant = await make_merchant()
-    payout = await create_payout(api_client, merchant)
-    await fail_payout(sessions, payout["id"])
+    payout = await create_failed_payout(api_client, merchant, sessions)
     before = await footprint(sessions, merchant.merchant_id)
     path = f"{API}/sandbox/payouts/{payout['id']}/simulate"
     illegal = await api_client.post(path, json={"outcome": "SUCCESS"}, headers=auth(merchant))

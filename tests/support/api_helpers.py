@@ -249,3 +249,12 @@ async def move_payout(sessions: SessionFactory, payout_id: str, status: PayoutSt
 async def fail_payout(sessions: SessionFactory, payout_id: str) -> None:
     """FAILED with the hold released (the processor that normally does it is not running)."""
     await move_payout(sessions, payout_id, PayoutStatus.FAILED)
+
+
+async def create_failed_payout(
+    client: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> dict[str, Any]:
+    """A payout created, then FAILED with its hold released (fail_payout): as created."""
+    payout = await create_payout(client, merchant)
+    await fail_payout(sessions, payout["id"])
+    return payout
