@@ -63,16 +63,25 @@ async def _demo_merchant(
 
 
 def _load_saved_merchant() -> NewMerchant | None:
+    """The demo merchant an earlier run saved; None when there is none, or the file is not one
+    (cut short, or of another version: a new demo merchant is made, rather than a traceback)."""
     if not DEMO_MERCHANT_FILE.exists():
         return None
-    return NewMerchant(**json.loads(DEMO_MERCHANT_FILE.read_text()))
+    try:
+        return NewMerchant(**json.loads(DEMO_MERCHANT_FILE.read_text()))
+    except (ValueError, TypeError):
+        typer.echo(f"{DEMO_MERCHANT_FILE} is not a saved merchant: making a new one", err=True)
+        return None
 
 
 def _save_merchant(merchant: NewMerchant) -> None:
-    """Local development only: the plain key stays on this machine, readable by its owner."""
+    """Local development only: the plain key stays on this machine, readable by its owner from
+    the file's creation on (written, then narrowed, it was readable by anyone for a moment)."""
     DEMO_MERCHANT_FILE.parent.mkdir(exist_ok=True)
-    DEMO_MERCHANT_FILE.write_text(json.dumps(merchant.__dict__))
-    DEMO_MERCHANT_FILE.chmod(0o600)
+    descriptor = os.open(DEMO_MERCHANT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file an earlier version left readable
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(merchant.__dict__))
 
 
 def demo_payouts() -> list[dict[str, Any]]:
