@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
+from api_service.sandbox.webhook_retries import release_retries_due
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, PayoutEvent, SandboxClock, WebhookDelivery
 from contracts.settings import Settings
@@ -215,3 +216,21 @@ async def test_lateness_is_judged_on_the_merchants_sandbox_clock(
     assert await sweep(sessions, waiting) == 1
     (copy,) = await copies_of(sessions, waiting)
     assert copy.headers[RETRY_CLOCK_OFFSET_HEADER] == DAY
+
+
+async def test_two_advances_before_a_retrys_copy_is_taken_send_it_once(
+    sessions: SessionFactory, waiting: WebhookDelivery
+) -> None:
+    """Each advance copied every retry due, copied already or not: the second copy was dropped
+    as superseded, but `webhookRetriesReleased` counted it."""
+    await set_row(sessions, waiting, next_attempt_at=ago(1))
+    released = []
+    for _ in range(2):
+        async with transaction(sessions) as session:
+            released.append(
+                await release_retries_due(
+                    session, waiting.merchant_id, offset_before=0, correlation_id=None
+                )
+            )
+    assert released == [1, 0]
+    assert len(await copies_of(sessions, waiting)) == 1
