@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, case, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.sandbox.faults import FaultKind
@@ -62,6 +62,7 @@ class ScenarioCount:
     status: str
     count: int
     reinitiations: int = 0  # of these payouts, all told (each one raised its hold cycle)
+    reinitiated: int = 0  # of these payouts, those reinitiated: each had been FAILED before
 
 
 # Where a scripted scenario ends: the status its last step leaves (0006 SUCCESS is not the end).
@@ -84,7 +85,10 @@ def scenario_items(counts: Sequence[ScenarioCount]) -> list[Item]:
     for scenario in ("in_review", *SUFFIX_RULES, *SCRIPTS):
         mine = [count for count in counts if count.scenario == scenario]
         created = sum(count.count for count in mine)
-        final = sum(count.count for count in mine if count.status in final_statuses(scenario))
+        finals = final_statuses(scenario)
+        final = sum(count.count for count in mine if count.status in finals)
+        if PayoutStatus.FAILED in finals:  # a reinitiated payout reached it before, and ended
+            final += sum(count.reinitiated for count in mine if count.status not in finals)
         title = (
             f"A payout of {REVIEW_THRESHOLD:,} or more seen through review to its final status"
             if scenario == "in_review"
@@ -326,7 +330,14 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
     rows = await session.execute(
-        select(in_review, suffix, Payout.status, func.count(), func.sum(Payout.hold_cycle - 1))
+        select(
+            in_review,
+            suffix,
+            Payout.status,
+            func.count(),
+            func.sum(Payout.hold_cycle - 1),
+            func.sum(case((Payout.hold_cycle > 1, 1), else_=0)),
+        )
         .where(
             Payout.merchant_id == merchant_id,
             # Queued and expired before it started: no scenario of it ever ran.
@@ -336,9 +347,13 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     )
     return [
         ScenarioCount(
-            "in_review" if review else account_suffix, status, int(count), int(reinitiations)
+            "in_review" if review else account_suffix,
+            status,
+            int(count),
+            int(reinitiations),
+            int(reinitiated),
         )
-        for review, account_suffix, status, count, reinitiations in rows
+        for review, account_suffix, status, count, reinitiations, reinitiated in rows
     ]
 
 

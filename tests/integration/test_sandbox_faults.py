@@ -382,6 +382,27 @@ async def test_readiness_counts_reinitiations_and_reversals_delivered(
     assert items["reversal_received"]["evidence"] == "1 payout.reversed webhooks delivered"
 
 
+async def test_reinitiating_a_failed_payout_keeps_its_scenario_passed_in_readiness(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The report's hint says to reinitiate a FAILED payout; doing so put the scenario it had
+    finished back to "not tried" until it failed again."""
+    merchant = await make_merchant()
+    failed = await create_payout(api_client, merchant, accountNumber="03001230003")
+    await fail_payout(sessions, failed["id"])
+    assert (await readiness(api_client, merchant))["scenario_0003"]["status"] == "passed"
+    reinitiated = await api_client.post(
+        f"{API}/payouts/{failed['id']}/reinitiate", headers=auth(merchant)
+    )
+    assert reinitiated.status_code == 200, reinitiated.text
+
+    items = await readiness(api_client, merchant)
+    assert (items["scenario_0003"]["status"], items["scenario_0003"]["evidence"]) == (
+        "passed",
+        "1 of 1 final",
+    )
+
+
 async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:

@@ -61,6 +61,23 @@ def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
     assert items["scenario_0002"].evidence == "none yet"
 
 
+def test_a_scenario_ending_failed_stays_passed_once_its_payout_is_reinitiated() -> None:
+    """Reinitiating a FAILED payout (the report's own hint) put its scenario back to "not tried"
+    until its script ran again: a reinitiated payout was FAILED, the end of those scenarios."""
+    counts = [
+        ScenarioCount("0003", "PENDING", 1, reinitiations=1, reinitiated=1),
+        ScenarioCount("0009", "RETRY", 1, reinitiations=2, reinitiated=1),
+        ScenarioCount("0006", "PENDING", 1, reinitiations=1, reinitiated=1),  # ends REVERSED
+    ]
+    items = {item.id: item for item in scenario_items(counts)}
+    assert (items["scenario_0003"].verdict, items["scenario_0003"].evidence) == (
+        Verdict.PASSED,
+        "1 of 1 final",
+    )
+    assert items["scenario_0009"].verdict is Verdict.PASSED
+    assert items["scenario_0006"].verdict is Verdict.NOT_TRIED
+
+
 def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> None:
     lost = call(1, at=0, key="k1", fault="timeout-after-commit", status=504)
     assert timeout_retry_item([lost]).verdict is Verdict.NOT_TRIED
