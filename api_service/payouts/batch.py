@@ -37,6 +37,8 @@ from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
 
 MAX_BATCH_ITEMS = 1000
+# An item repeating the reference of an earlier item that is created: "repeats item <index>".
+REPEATS_ITEM = "repeats item"
 
 
 @dataclass
@@ -191,7 +193,7 @@ async def _created_in_order(
         refusal = None
         if reference in creator_of:
             refusal = ValidationFailed.on(
-                "merchantReference", f"repeats item {creator_of[reference]}"
+                "merchantReference", f"{REPEATS_ITEM} {creator_of[reference]}"
             )
         elif payout.amount <= available:
             available -= payout.amount

@@ -334,6 +334,25 @@ async def test_a_payroll_file_of_1000_rows_over_64_kib_is_previewed(
     assert '<li class="tone-ok" data-count="ready"><strong>1000</strong>' in preview.text
 
 
+async def test_a_payroll_row_repeating_a_reference_names_the_line_it_repeats(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """The page names rows by their line in the file; the API's "repeats item 0" named a
+    number the page never shows (the first row is line 2)."""
+    await sign_in(dashboard, merchant.api_key)
+    form = form_fields((await dashboard.get("/dashboard/payouts/bulk")).text)
+    reference = f"twice-{uuid.uuid4().hex[:8]}"
+    references = (reference, f"once-{uuid.uuid4().hex[:8]}", reference)
+    rows = [f"{ref},10.00,WALLET,,JAZZCASH,03001234567,," for ref in references]
+    payroll = "\n".join([",".join(COLUMNS), *rows]).encode()
+    preview = await dashboard.post(
+        "/dashboard/payouts/bulk", data=form, files={"file": ("payroll.csv", payroll, "text/csv")}
+    )
+    row = re.search(r'<tr class="row-invalid" data-line="4">(.*?)</tr>', preview.text, re.S)
+    assert row is not None, preview.text[:2000]
+    assert "merchantReference repeats line 2" in " ".join(re.sub(r"<[^>]+>", " ", row[1]).split())
+
+
 async def test_a_payroll_file_over_the_limit_is_refused_with_a_page_not_json(
     dashboard: httpx.AsyncClient, merchant: NewMerchant, settings: Settings
 ) -> None:

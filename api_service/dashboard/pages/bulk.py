@@ -2,6 +2,7 @@
 written), confirm (POST /api/v1/payouts/batch), per-row results. A file sent twice creates
 nothing twice: its references name the payouts of the first time (`duplicate`)."""
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from api_service.dashboard.csv_payroll import (
     sample,
 )
 from api_service.dashboard.routing import dashboard_router
-from api_service.payouts.batch import MAX_BATCH_ITEMS, judge_batch
+from api_service.payouts.batch import MAX_BATCH_ITEMS, REPEATS_ITEM, judge_batch
 
 router = dashboard_router()
 UPLOAD_PATH = "/dashboard/payouts/bulk"
@@ -62,10 +63,21 @@ def _results(rows: list[PayrollRow], judged: list[dict[str, Any]]) -> list[RowRe
     for index, row in enumerate(rows):
         result = by_index.get(index, {"status": "ready"})
         payout_id = result.get("payoutId") or (result.get("payout") or {}).get("id")
-        results.append(
-            RowResult(row.line, row.item, result["status"], result.get("errors") or [], payout_id)
-        )
+        errors = [_by_line(error, rows) for error in result.get("errors") or []]
+        results.append(RowResult(row.line, row.item, result["status"], errors, payout_id))
     return results
+
+
+_REPEATED_ITEM = re.compile(rf"{REPEATS_ITEM} (\d+)")
+
+
+def _by_line(error: dict[str, str], rows: list[PayrollRow]) -> dict[str, str]:
+    """The API names an earlier item by its index; the page names rows by their line in the
+    file ("repeats item 0" named a number the page never shows)."""
+    message = _REPEATED_ITEM.sub(
+        lambda item: f"repeats line {rows[int(item[1])].line}", error["message"]
+    )
+    return {**error, "message": message}
 
 
 def _counts(results: list[RowResult]) -> dict[str, int]:
