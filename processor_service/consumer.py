@@ -23,6 +23,7 @@ from faststream.rabbit.message import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import CORRELATION_ID_LENGTH
 from contracts.db.outages import is_outage
 from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
@@ -66,7 +67,10 @@ class Consumer:
 
     def context(self, message: RabbitMessage) -> Context:
         return Context(
-            correlation_id=message.raw_message.correlation_id or None,
+            # As AMQP allows, up to 255 characters: cut to the outbox's column (a longer one
+            # failed every transaction of the command).
+            correlation_id=(message.raw_message.correlation_id or "")[:CORRELATION_ID_LENGTH]
+            or None,
             retry_delay_ms=int(self.retry_delay_seconds * 1000),
         )
 

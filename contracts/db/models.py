@@ -30,6 +30,7 @@ Uuid = String(36)
 # matched byte for byte: under the table's default collation (utf8mb4_general_ci on MariaDB,
 # utf8mb4_0900_ai_ci on MySQL 8) "CASE-x" and "case-x" were one key (migration 0016).
 EXACT = "utf8mb4_bin"
+CORRELATION_ID_LENGTH = 100  # an X-Request-ID's; an AMQP correlation id is cut to it
 
 
 class Base(DeclarativeBase):
@@ -152,7 +153,7 @@ class OutboxMessage(Base):
     routing_key: Mapped[str] = mapped_column(String(200))
     body: Mapped[bytes] = mapped_column(LargeBinary)
     headers: Mapped[dict[str, Any]] = mapped_column(JSON)
-    correlation_id: Mapped[str | None] = mapped_column(String(100))
+    correlation_id: Mapped[str | None] = mapped_column(String(CORRELATION_ID_LENGTH))
     delay_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
@@ -175,7 +176,8 @@ class ProcessedMessage(Base):
     __table_args__ = (Index("ix_processed_messages_processed_at", "processed_at"),)
 
     consumer: Mapped[str] = mapped_column(String(50), primary_key=True)
-    message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # As AMQP allows (255 characters, case-sensitive: migration 0023).
+    message_id: Mapped[str] = mapped_column(String(255, collation=EXACT), primary_key=True)
     processed_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

@@ -38,6 +38,7 @@ class RabbitClient:
         message_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
         expiration: float | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         """Persistent and mandatory, like the relay: an unroutable message raises."""
         target = (
@@ -52,6 +53,7 @@ class RabbitClient:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
             expiration=expiration,
+            correlation_id=correlation_id,
         )
         await target.publish(message, routing_key=routing_key, mandatory=True)
 
