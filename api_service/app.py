@@ -18,6 +18,7 @@ from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
+from api_service.errors import documented_error
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER
@@ -42,7 +43,6 @@ from contracts.settings import Settings, get_settings
 from contracts.wire import dumps
 
 API_PREFIX = "/api/v1"
-ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 FASTAPI_422_CONTENT = {
     "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
@@ -150,7 +150,8 @@ def document_answers_as_given(app: FastAPI) -> None:
     """FastAPI documents what it would answer by itself; this API answers otherwise, and the
     document is corrected once, when first built:
     - a query or path parameter that fails validation: 400 VALIDATION_ERROR in the error
-      envelope (exception_handlers.py), not FastAPI's 422 HTTPValidationError;
+      envelope (exception_handlers.py), not FastAPI's 422 HTTPValidationError; and every
+      operation may answer 400 to an X-Request-ID it refuses (middleware.py);
     - a body that is not JSON: 415 UNSUPPORTED_MEDIA_TYPE (request_body.require_json), on every
       operation that documents one;
     - X-IDEMPOTENCY-KEY: required, though declared optional so that the dependency answers its
@@ -174,15 +175,11 @@ def _document_operation(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation["responses"]
     if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
         del responses["422"]
-        responses.setdefault("400", _error_response("VALIDATION_ERROR"))
+    responses.setdefault("400", documented_error("VALIDATION_ERROR"))  # X-Request-ID, anywhere
     if "requestBody" in operation:
-        responses.setdefault("415", _error_response("UNSUPPORTED_MEDIA_TYPE"))
+        responses.setdefault("415", documented_error("UNSUPPORTED_MEDIA_TYPE"))
     operation["responses"] = dict(sorted(responses.items()))
     for parameter in operation.get("parameters", []):
         if parameter["name"] == IDEMPOTENCY_HEADER and parameter["in"] == "header":
             parameter["required"] = True
             parameter["schema"] = {"type": "string", "format": "uuid"}
-
-
-def _error_response(code: str) -> dict[str, Any]:
-    return {"description": code, "content": {"application/json": {"schema": ERROR_ENVELOPE}}}

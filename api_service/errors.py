@@ -217,6 +217,14 @@ _HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
 }
 
 
+ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
+
+
+def documented_error(code: str) -> dict[str, Any]:
+    """An error answer as the OpenAPI document lists it, added to a built document."""
+    return {"description": code, "content": {"application/json": {"schema": ERROR_ENVELOPE}}}
+
+
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for an endpoint: one entry per status, listing the codes."""
     documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, ServiceUnavailable)

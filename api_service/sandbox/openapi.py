@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from api_service.deps import require_sandbox
+from api_service.errors import GatewayTimeout, InjectedServerError, documented_error
 from api_service.sandbox.faults import FAULT_HEADER, FAULT_RULE
 
 FAULT_PARAMETER: dict[str, Any] = {
@@ -41,10 +42,17 @@ def document_the_sandbox(app: FastAPI, *, api_prefix: str, enabled: bool) -> Non
                 if enabled and path.startswith(api_prefix):
                     for operation in operations.values():
                         operation.setdefault("parameters", []).append(FAULT_PARAMETER)
+                        _document_faults(operation["responses"])
             schema["paths"] = {path: ops for path, ops in schema["paths"].items() if ops}
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_faults(responses: dict[str, Any]) -> None:
+    """The answers a fault gives that the operation does not give by itself."""
+    for error in (InjectedServerError, GatewayTimeout):
+        responses.setdefault(str(error.status_code), documented_error(error.code))
 
 
 def _sandbox_only_operations(app: FastAPI) -> set[tuple[str, str]]:

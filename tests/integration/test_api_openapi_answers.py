@@ -97,3 +97,27 @@ async def test_not_ready_is_the_documented_503(settings: Settings) -> None:
     assert (report.status, report.checks.rabbitmq) == ("not_ready", "unavailable")
     schema = documented(document, "get", "/ready", "503")["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/Readiness"}
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+async def test_a_refused_x_request_id_is_a_documented_answer(
+    api_client: httpx.AsyncClient, path: str
+) -> None:
+    """Judged on every route (README, "Requests we refuse"); /health documented only 200."""
+    response = await api_client.get(f"{API}{path}", headers={"X-Request-ID": "two words"})
+    assert_error(response, 400, "VALIDATION_ERROR", "X-Request-ID")
+    assert documented(await openapi(api_client), "get", path, "400")
+
+
+@pytest.mark.parametrize(("fault", "status"), [("status=500", 500), ("timeout-after-commit", 504)])
+async def test_the_answers_x_sandbox_fault_gives_are_documented(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, fault: str, status: int
+) -> None:
+    """Every operation names the header, whose faults answer 500 and 504: no operation listed
+    them, so a client generated from the document took them for a broken server."""
+    merchant = await make_merchant()
+    response = await api_client.get(
+        f"{API}/balance", headers={**auth(merchant, ""), "X-Sandbox-Fault": fault}
+    )
+    assert response.status_code == status
+    assert documented(await openapi(api_client), "get", "/balance", str(status))
