@@ -52,3 +52,15 @@ CHAOS_FIELDS = tuple(field.name for field in fields(WebhookChaos))
 def chaos_of(values: Sequence[Any]) -> WebhookChaos:
     """The setting from its values in CHAOS_FIELDS order (a stored row, or a row's columns)."""
     return WebhookChaos(**dict(zip(CHAOS_FIELDS, values, strict=True)))
+
+
+def signing_for(
+    kind: ChaosKind | None, *, timestamp: int, secrets: list[str], previous_secret: str | None
+) -> tuple[int, list[str]]:
+    """The webhook-timestamp and the secrets that sign an attempt: a stale timestamp (the
+    signature is valid over it), or the previous secret alone."""
+    if kind is ChaosKind.STALE_TIMESTAMP:
+        return timestamp - STALE_TIMESTAMP_SECONDS, secrets
+    if kind is ChaosKind.OLD_SECRET and previous_secret:
+        return timestamp, [previous_secret]
+    return timestamp, secrets

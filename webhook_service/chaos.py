@@ -34,7 +34,6 @@ from contracts.domain.statuses import EVENT_FOR_STATUS, TERMINAL_STATUSES, Event
 from contracts.webhook_chaos import (
     MAX_CHAOS_DELAY_SECONDS,
     MAX_INJECTED_FAILURES,
-    STALE_TIMESTAMP_SECONDS,
     ChaosKind,
     WebhookChaos,
 )
@@ -100,18 +99,6 @@ def attempt_chaos(
 def sends_duplicate(chaos: WebhookChaos, event_id: str, *, generation: int) -> bool:
     """Whether a 2xx attempt of the event is followed by the same webhook once more."""
     return generation == 0 and picks(event_id, ChaosKind.DUPLICATE, chaos.duplicate_percent)
-
-
-def signing_for(
-    kind: ChaosKind | None, *, timestamp: int, secrets: list[str], previous_secret: str | None
-) -> tuple[int, list[str]]:
-    """The webhook-timestamp and the secrets that sign an attempt: a stale timestamp (the
-    signature is valid over it), or the previous secret alone."""
-    if kind is ChaosKind.STALE_TIMESTAMP:
-        return timestamp - STALE_TIMESTAMP_SECONDS, secrets
-    if kind is ChaosKind.OLD_SECRET and previous_secret:
-        return timestamp, [previous_secret]
-    return timestamp, secrets
 
 
 def extra_lease_seconds(

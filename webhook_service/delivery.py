@@ -46,7 +46,7 @@ from contracts.batching import MicroBatcher
 from contracts.clock import offset_seconds_of
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
-from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind
+from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
 from contracts.webhook_signing import webhook_headers
 from contracts.webhooks import DeliveryStatus
 from contracts.wire import dumps
@@ -57,7 +57,6 @@ from webhook_service.chaos import (
     delay_seconds,
     extra_lease_seconds,
     sends_duplicate,
-    signing_for,
 )
 from webhook_service.delivery_records import (
     Attempt,

@@ -3,12 +3,13 @@
 The webhook service records each attempt's time (the time it signed at) but not its headers. The
 body is the event's webhook body, serialized as the service serializes it, and the headers follow
 from the event id, that time and the secrets that signed then: the merchant's current secret (and
-the previous one during its grace period) for an attempt since the last rotation. An attempt from
-before the last rotation was signed with a secret no longer kept, so its signatures are not shown.
+the previous one during its grace period) for an attempt since the last rotation, as sandbox
+chaos changed it (a stale timestamp, the previous secret alone). An attempt from before the last
+rotation was signed with secrets of which at most one is kept (the one before it may have been
+in its grace too), so its signatures are not shown.
 
-The signing functions are the webhook service's own (pure, no I/O), so what is shown cannot
-drift from what is sent. They belong in contracts/; until they move there, this is the one place
-the API imports from the webhook service.
+The signing functions are the webhook service's own (pure, in contracts/), so what is shown
+cannot drift from what is sent.
 """
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from api_service.dashboard.rendering import parse_time
 from contracts.db.models import Merchant
-from contracts.webhook_chaos import ChaosKind
+from contracts.webhook_chaos import ChaosKind, signing_for
 from contracts.webhook_signing import (
     ID_HEADER,
     LEGACY_EVENT_HEADER,
@@ -45,11 +46,14 @@ class SignedRequest:
 
 
 def secrets_at(merchant: Merchant, sent_at: datetime, grace: timedelta) -> list[str] | None:
-    """The secrets that signed at `sent_at` (naive UTC), or None when they are not kept."""
+    """The secrets that signed at `sent_at` (naive UTC), or None when they are not kept.
+    `grace`: the default one, for a rotation older than `secret_rotated_at` (migration 0024)."""
     previous, expires = merchant.previous_webhook_secret, merchant.previous_secret_expires_at
     if previous is None or expires is None:
         return [merchant.webhook_secret]  # never rotated
-    if sent_at < expires - grace:  # before the last rotation
+    # The rotation's own time: with a grace other than the default, `expires - grace` put an
+    # attempt signed before it after it (a leaked secret retired at once), or the other way.
+    if sent_at < (merchant.secret_rotated_at or expires - grace):  # before the last rotation
         return None
     return active_secrets(merchant.webhook_secret, previous, expires, sent_at)
 
@@ -57,8 +61,11 @@ def secrets_at(merchant: Merchant, sent_at: datetime, grace: timedelta) -> list[
 def signed_request(
     event: dict[str, Any], attempt: dict[str, Any], merchant: Merchant, grace: timedelta
 ) -> SignedRequest:
-    """`event`: the webhook body (GET /events); `attempt`: one of its delivery's attempts."""
-    not_sent = NOT_SENT if attempt.get("chaos") == ChaosKind.INJECTED_FAILURE else None
+    """`event`: the webhook body (GET /events); `attempt`: one of its delivery's attempts, signed
+    as the webhook service signed it (a chaos attempt with a stale timestamp, or the previous
+    secret alone: contracts.webhook_chaos.signing_for)."""
+    chaos = ChaosKind(attempt["chaos"]) if attempt.get("chaos") else None
+    not_sent = NOT_SENT if chaos is ChaosKind.INJECTED_FAILURE else None
     body = dumps(event)
     sent_at = parse_time(attempt["createdAt"])
     timestamp = int(sent_at.timestamp())
@@ -74,6 +81,12 @@ def signed_request(
         return SignedRequest(
             headers, body.decode(), " ".join(filter(None, (not_sent, ROTATED_OUT)))
         )
+    timestamp, secrets = signing_for(
+        chaos,
+        timestamp=timestamp,
+        secrets=secrets,
+        previous_secret=merchant.previous_webhook_secret,
+    )
     signed = webhook_headers(
         event_id=str(event["id"]),
         legacy_event=str(event["event"]),

@@ -213,8 +213,10 @@ async def rotate_secret(
     Rotating again within the grace period retires the oldest secret at once."""
     locked = await _locked(session, merchant)
     secret = new_webhook_secret()
+    now = utcnow()
     locked.previous_webhook_secret = locked.webhook_secret
-    locked.previous_secret_expires_at = utcnow() + grace
+    locked.previous_secret_expires_at = now + grace
+    locked.secret_rotated_at = now
     locked.webhook_secret = secret
     await session.flush()
     return locked, secret

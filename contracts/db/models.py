@@ -57,6 +57,9 @@ class Merchant(Base):
     webhook_secret: Mapped[str] = mapped_column(String(100))
     previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the secret last rotated (migration 0024): the attempts before it were signed with the
+    # previous secret, and its grace may have been any length.
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

@@ -13,6 +13,7 @@ from contracts.webhook_chaos import (
     STALE_TIMESTAMP_SECONDS,
     ChaosKind,
     WebhookChaos,
+    signing_for,
 )
 from contracts.webhook_signing import legacy_signature, standard_signature, webhook_headers
 from webhook_service.chaos import (
@@ -22,7 +23,6 @@ from webhook_service.chaos import (
     picks,
     schedule,
     sends_duplicate,
-    signing_for,
 )
 
 EVENT_ID = "evt_0123456789abcdef01234567"
