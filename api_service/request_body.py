@@ -8,6 +8,7 @@ Every JSON number arrives as Decimal: no float rounding, no 4300-digit int limit
 """
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -42,7 +43,38 @@ def each_key_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+class FlawedObject(dict[str, Any]):
+    """An object of a lenient parse (parse_items_leniently) that gave `repeated` twice (the
+    later value kept): its item is refused on that key, not the whole document."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], repeated: str) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+class OutOfRangeNumber:
+    """A number of a lenient parse whose exponent Decimal cannot hold: its field is refused."""
+
+
+def each_key_noted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    repeated = next((key for index, key in enumerate(keys) if key in keys[:index]), None)
+    return dict(pairs) if repeated is None else FlawedObject(pairs, RepeatedKey(repeated).key)
+
+
+def _decimal_or_out_of_range(text: str) -> Decimal | OutOfRangeNumber:
+    try:
+        return Decimal(text)
+    except ArithmeticError:
+        return OutOfRangeNumber()
+
+
 # Built once: json.loads builds a decoder on every call that passes hooks.
+_LENIENT_DECODER = json.JSONDecoder(
+    parse_float=_decimal_or_out_of_range,
+    parse_int=_decimal_or_out_of_range,
+    object_pairs_hook=each_key_noted,
+)
 _DECODERS = {
     exact: json.JSONDecoder(
         parse_float=Decimal, parse_int=Decimal if exact else None, object_pairs_hook=each_key_once
@@ -90,17 +122,38 @@ def require_json(request: Request, raw: bytes) -> None:
         raise UnsupportedMediaType
 
 
-def validate_body(model: type[Model], raw: bytes) -> Model:
+def parse_items_leniently(raw: bytes) -> Any:
+    """A document of items judged one by one (a payroll): an object that gives a key twice is a
+    FlawedObject and a number out of range an OutOfRangeNumber, for its item to be refused on
+    its own; only the top-level object's own flaw is a ValidationFailed (as parse_json's)."""
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
     try:
-        return model.model_validate(parse_json(raw))
+        document = _LENIENT_DECODER.decode(text)
+    except RecursionError as exc:
+        raise ValidationFailed.on("body", "is not valid JSON") from exc
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8
+        raise ValidationFailed.on("body", "is not valid JSON") from exc
+    if isinstance(document, FlawedObject):
+        raise ValidationFailed.on(document.repeated, "appears more than once in the body")
+    return document
+
+
+def validate_body(
+    model: type[Model], raw: bytes, *, parse: Callable[[bytes], Any] | None = None
+) -> Model:
+    """`parse`: parse_json unless told (parse_items_leniently, for a payroll)."""
+    try:
+        return model.model_validate((parse or parse_json)(raw))
     except ValidationError as exc:
         raise ValidationFailed.from_pydantic(exc.errors()) from exc
 
 
-async def read_body(request: Request, model: type[Model]) -> Model:
+async def read_body(
+    request: Request, model: type[Model], *, parse: Callable[[bytes], Any] | None = None
+) -> Model:
     raw = await request.body()
     require_json(request, raw)
-    return validate_body(model, raw)
+    return validate_body(model, raw, parse=parse)
 
 
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:

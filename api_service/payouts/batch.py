@@ -32,6 +32,7 @@ from api_service.errors import (
 )
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
+from api_service.request_body import FlawedObject
 from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
@@ -144,6 +145,10 @@ async def _valid_items(
     valid items with queueIfLowBalance are added to `queue_if_short`."""
     valid: list[tuple[int, Payout]] = []
     for index, raw in enumerate(items):
+        if isinstance(raw, FlawedObject):  # a key given twice (parse_items_leniently)
+            refusal = ValidationFailed.on(raw.repeated, "appears more than once in the body")
+            result.add(index, _reference(raw), "invalid", errors=refusal.details)
+            continue
         try:
             request = CreatePayoutRequest.model_validate(raw)
             valid.append((index, await new_payout(session, merchant, request)))

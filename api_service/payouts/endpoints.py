@@ -25,7 +25,12 @@ from api_service.payouts.schemas import (
     PayoutListEnvelope,
     PayoutListFilters,
 )
-from api_service.request_body import documented_body, read_body, require_json
+from api_service.request_body import (
+    documented_body,
+    parse_items_leniently,
+    read_body,
+    require_json,
+)
 from api_service.schemas import PayoutIdPath, TimestampIn, TimestampUpTo
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
@@ -119,7 +124,7 @@ async def create_payout_batch(
     async def operation() -> tuple[int, bytes]:
         nonlocal judgements
         judgements += 1
-        body = await read_body(request, CreatePayoutBatchRequest)
+        body = await read_body(request, CreatePayoutBatchRequest, parse=parse_items_leniently)
         results = await batch.create_batch(
             session,
             merchant,

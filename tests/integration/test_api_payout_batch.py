@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from api_service.payouts import batch
@@ -269,3 +270,44 @@ async def test_over_1000_items_is_400_naming_payouts(
     response = await _send(api_client, merchant, _payroll(1001, amount="1.00"))
     assert_error(response, 400, "VALIDATION_ERROR", "payouts")
     assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
+
+
+@pytest.mark.parametrize(
+    ("flawed", "field"),
+    [
+        ('{"merchantReference":"flawed-1","amount":"10.00","amount":"20.00"', "amount"),
+        ('{"merchantReference":"flawed-1","amount":1e9999999999999999999', "amount"),
+    ],
+    ids=["a key given twice", "a number out of range"],
+)
+async def test_an_item_the_json_parser_refuses_is_invalid_on_its_own(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, flawed: str, field: str
+) -> None:
+    """The whole payroll was a 400 naming only `amount` (or `body`): which of 1,000 items?"""
+    merchant = await make_merchant(balance="100.00")
+    rest = ',"destType":"WALLET","walletCode":"JAZZCASH","accountNumber":"03001234567"}'
+    good = orjson.dumps(payout_body(amount="10.00")).decode()
+    body = f'{{"payouts":[{good},{flawed}{rest}]}}'.encode()
+    response = await api_client.post(
+        f"{API}/payouts/batch",
+        content=body,
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["data"]["results"]
+    assert [result["status"] for result in results] == ["created", "invalid"]
+    assert [error["field"] for error in results[1]["errors"]] == [field]
+    assert results[1]["merchantReference"] == "flawed-1"
+
+
+async def test_a_key_the_payroll_itself_gives_twice_is_still_a_400_naming_it(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    item = orjson.dumps(payout_body()).decode()
+    response = await api_client.post(
+        f"{API}/payouts/batch",
+        content=f'{{"payouts":[{item}],"payouts":[{item}]}}'.encode(),
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "payouts")
