@@ -51,8 +51,23 @@ async def pending_payout(
     return ProcessPayout(payout_id=payout_id, merchant_id=merchant.merchant_id)
 
 
-async def applied(rabbit: RabbitClient, sessions: SessionFactory, payout_id: str) -> None:
-    """SUCCESS, with nothing dead-lettered meanwhile."""
+async def published_and_applied(
+    rabbit: RabbitClient,
+    sessions: SessionFactory,
+    command: ProcessPayout,
+    *,
+    message_id: str,
+    correlation_id: str | None = None,
+) -> None:
+    """The command published by hand, then its payout SUCCESS with nothing dead-lettered."""
+    await rabbit.publish(
+        command.to_json(),
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=PROCESS_PAYOUT_KEY,
+        message_id=message_id,
+        correlation_id=correlation_id,
+    )
+    payout_id = command.payout_id
     dead: list[str] = []
 
     async def succeeded() -> None:
@@ -77,13 +92,7 @@ async def test_a_command_with_a_message_id_of_over_100_characters_is_applied(
 ) -> None:
     command = await pending_payout(api_client, make_merchant, sessions)
     message_id = f"operator-requeue-{'x' * 200}-{uuid.uuid4().hex[:8]}"  # 234 characters
-    await rabbit.publish(
-        command.to_json(),
-        exchange=COMMANDS_EXCHANGE,
-        routing_key=PROCESS_PAYOUT_KEY,
-        message_id=message_id,
-    )
-    await applied(rabbit, sessions, command.payout_id)
+    await published_and_applied(rabbit, sessions, command, message_id=message_id)
 
 
 @pytest.mark.usefixtures("processor")
@@ -95,14 +104,13 @@ async def test_a_command_with_a_correlation_id_of_over_100_characters_is_applied
 ) -> None:
     """The processor carries the command's correlation id onto the outbox rows it writes."""
     command = await pending_payout(api_client, make_merchant, sessions)
-    await rabbit.publish(
-        command.to_json(),
-        exchange=COMMANDS_EXCHANGE,
-        routing_key=PROCESS_PAYOUT_KEY,
+    await published_and_applied(
+        rabbit,
+        sessions,
+        command,
         message_id=f"test-{uuid.uuid4().hex}",
         correlation_id=f"trace-{'c' * 200}",
     )
-    await applied(rabbit, sessions, command.payout_id)
 
 
 @pytest.mark.usefixtures("processor")
@@ -115,10 +123,4 @@ async def test_two_commands_whose_message_ids_differ_only_in_case_are_two_messag
     tag = uuid.uuid4().hex[:8]
     for message_id in (f"ops-kick-{tag}", f"OPS-KICK-{tag}"):
         command = await pending_payout(api_client, make_merchant, sessions)
-        await rabbit.publish(
-            command.to_json(),
-            exchange=COMMANDS_EXCHANGE,
-            routing_key=PROCESS_PAYOUT_KEY,
-            message_id=message_id,
-        )
-        await applied(rabbit, sessions, command.payout_id)
+        await published_and_applied(rabbit, sessions, command, message_id=message_id)
