@@ -42,7 +42,7 @@ from contracts import ledger
 from contracts.clock import offset_seconds_of
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
-from contracts.domain.scheduled_actions import Action
+from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import QUEUE_EXPIRED, EventType, PayoutStatus
 from contracts.payout_events import Announcements
 
@@ -106,6 +106,7 @@ async def _start(
 ) -> None:
     now = utcnow()
     await _move_queued(session, payouts, status=PayoutStatus.PENDING.value, updated_at=now)
+    await _retire_expiries(session, [payout.id for payout in payouts])
     announcements = Announcements(correlation_id)
     for payout in payouts:
         set_committed_value(payout, "status", PayoutStatus.PENDING.value)
@@ -129,6 +130,32 @@ async def _start(
             session,
             merchant_id=payouts[0].merchant_id,
             holds=[(payout.id, payout.amount) for payout in payouts],
+        )
+
+
+async def _retire_expiries(session: AsyncSession, payout_ids: list[str]) -> None:
+    """The started payouts' expiries will not apply: SKIPPED now, not when they come due (the
+    clock listed them, and an advance past them waited while the scheduler skipped them one by
+    one). One a scheduler holds right now is left to it: it finds the payout started."""
+    free = await session.scalars(
+        select(ScheduledAction.id)
+        .where(
+            ScheduledAction.payout_id.in_(payout_ids),  # ix_scheduled_actions_payout
+            ScheduledAction.action == Action.EXPIRE_QUEUE.value,
+            ScheduledAction.applied_at.is_(None),
+        )
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(free)
+    if ids:
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.id.in_(ids))
+            .values(
+                applied_at=utcnow(),
+                result=Result.SKIPPED.value,
+                status_after=PayoutStatus.PENDING.value,
+            )
         )
 
 

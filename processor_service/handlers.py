@@ -16,7 +16,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
-from contracts.domain.scheduled_actions import Action
+from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import QUEUE_EXPIRED, PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.payout_queue import expire_queued_payouts
@@ -24,7 +24,6 @@ from processor_service import transitions
 from processor_service.schedule import (
     AWAITING_DECISION,
     DECISION_EXPIRED,
-    Result,
     Timetable,
     follow_ups,
     write_actions,

@@ -4,7 +4,6 @@ an ON_HOLD / IN_REVIEW payout's decision window), written in the change's transa
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import insert
@@ -19,12 +18,6 @@ from contracts.domain.statuses import PayoutStatus
 # Waiting for an IPN decision, for at most the decision window.
 AWAITING_DECISION = frozenset({PayoutStatus.ON_HOLD, PayoutStatus.IN_REVIEW})
 DECISION_EXPIRED = "DECISION_EXPIRED"
-
-
-class Result(StrEnum):
-    APPLIED = "APPLIED"
-    SKIPPED = "SKIPPED"  # the payout moved on (a decision, a reinitiation) before it came due
-    ERROR = "ERROR"  # applying it failed for a reason a retry cannot fix (logged)
 
 
 @dataclass(frozen=True)

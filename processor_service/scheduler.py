@@ -28,8 +28,9 @@ from contracts.db.engine import (
 )
 from contracts.db.models import SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
+from contracts.domain.scheduled_actions import Result
 from processor_service.handlers import apply_scheduled_action
-from processor_service.schedule import Result, Timetable
+from processor_service.schedule import Timetable
 
 log = logging.getLogger("processor.scheduler")
 

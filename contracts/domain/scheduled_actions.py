@@ -9,3 +9,9 @@ class Action(StrEnum):
     SCRIPT_STEP = "SCRIPT_STEP"  # the next step of the payout's scripted scenario
     EXPIRE_DECISION = "EXPIRE_DECISION"  # no decision within the window: FAILED
     EXPIRE_QUEUE = "EXPIRE_QUEUE"  # still QUEUED at the end of the queue's wait: FAILED
+
+
+class Result(StrEnum):
+    APPLIED = "APPLIED"
+    SKIPPED = "SKIPPED"  # the payout moved on before it came due (a decision, a start, ...)
+    ERROR = "ERROR"  # applying it failed for a reason a retry cannot fix (logged)

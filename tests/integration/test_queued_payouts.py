@@ -299,6 +299,13 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     async with transaction(sessions) as session:  # the dashboard and the CLI call this
         done = await top_up_and_start_queued(session, merchant.merchant_id, Decimal("50.00"))
     assert [payout.id for payout in done.started] == [queued_id]
+    # Its expiry will not apply: skipped at the start, not listed by the clock for 72 h.
+    async with sessions() as session:
+        expiry = await session.scalar(
+            select(ScheduledAction).where(ScheduledAction.payout_id == queued_id)
+        )
+    assert expiry is not None
+    assert (expiry.result, expiry.status_after) == ("SKIPPED", "PENDING")
     await assert_reconciled(sessions)
 
 
