@@ -174,13 +174,8 @@ def addresses_of(infos: Sequence[AddressInfo]) -> list[IPAddress]:
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to (an IP literal is itself, with no lookup)."""
-    literal = ip_literal(host)
-    if literal is not None:
-        return [literal]
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address the host name resolves to (on asyncio's default threads)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return addresses_of(infos)
 
 
@@ -193,7 +188,9 @@ async def public_addresses(
     record could otherwise be steered to the private one.
     """
     try:
-        addresses = await resolve(host, port)
+        literal = ip_literal(host)  # itself: no lookup
+        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
+            addresses = [literal] if literal is not None else await resolve(host, port)
     except UnicodeError as exc:  # IDNA: an empty label, or one over 63 characters
         raise UnsafeDestination(f"host {host} is not a valid host name") from exc
     except (OSError, TimeoutError) as exc:

@@ -30,12 +30,10 @@ from typing import cast
 import h11
 
 from contracts.webhooks import (
-    RESOLVE_TIMEOUT_SECONDS,
     AddressInfo,
     IPAddress,
     UnsafeDestination,
     addresses_of,
-    ip_literal,
     public_addresses,
 )
 
@@ -205,20 +203,17 @@ class HostResolver:
     times out keeps its thread until the name servers answer: a merchant whose name servers are
     slow filled them, and every other merchant's new connection (and the service's own to MySQL
     and RabbitMQ) queued behind it, failing their attempts as timeouts of their own endpoints.
-    Here each name takes at most one thread however many attempts wait for it, and an IP literal
-    takes none."""
+    Here each name takes at most one thread however many attempts wait for it."""
 
     def __init__(self, threads: int = LOOKUP_THREADS) -> None:
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
         self._in_flight: dict[tuple[str, int], asyncio.Future[list[AddressInfo]]] = {}
 
     async def __call__(self, host: str, port: int) -> list[IPAddress]:
-        literal = ip_literal(host)
-        if literal is not None:
-            return [literal]
+        """The host name's addresses (public_addresses times the wait and takes IP literals);
+        shielded: a waiter that gives up leaves the lookup to the others."""
         lookup = self._in_flight.get((host, port)) or self._look_up(host, port)
-        async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
-            return addresses_of(await asyncio.shield(lookup))
+        return addresses_of(await asyncio.shield(lookup))
 
     def _look_up(self, host: str, port: int) -> asyncio.Future[list[AddressInfo]]:
         lookup = asyncio.get_running_loop().run_in_executor(

@@ -388,7 +388,6 @@ async def test_a_merchants_slow_name_servers_do_not_delay_anothers_webhooks(
         return looked_up(host, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket, "getaddrinfo", name_servers)
-    monkeypatch.setattr(network, "RESOLVE_TIMEOUT_SECONDS", 1.0, raising=False)
     monkeypatch.setattr(contracts.webhooks, "RESOLVE_TIMEOUT_SECONDS", 1.0)
     endpoint = Endpoint()
     async with served(endpoint) as url:
