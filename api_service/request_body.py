@@ -57,9 +57,16 @@ class OutOfRangeNumber:
 
 
 def each_key_noted(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    repeated = next((key for index, key in enumerate(keys) if key in keys[:index]), None)
-    return dict(pairs) if repeated is None else FlawedObject(pairs, RepeatedKey(repeated).key)
+    """`object_pairs_hook` of a lenient parse: each_key_once's judgement, kept on the object."""
+    try:
+        return each_key_once(pairs)
+    except RepeatedKey as repeated:
+        return FlawedObject(pairs, repeated.key)
+
+
+def given_twice(key: str) -> ValidationFailed:
+    """The refusal of a key given twice (RepeatedKey.key: escaped as an answer can name it)."""
+    return ValidationFailed.on(key, "appears more than once in the body")
 
 
 def _decimal_or_out_of_range(text: str) -> Decimal | OutOfRangeNumber:
@@ -101,7 +108,7 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json_document(raw, decimal_integers=True)
     except RepeatedKey as repeated:
-        raise ValidationFailed.on(repeated.key, "appears more than once in the body") from repeated
+        raise given_twice(repeated.key) from repeated
     except NumberOutOfRange as exc:
         raise ValidationFailed.on("body", "holds a number out of range") from exc
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
@@ -129,12 +136,10 @@ def parse_items_leniently(raw: bytes) -> Any:
     text = raw.decode(json.detect_encoding(raw), "surrogatepass")
     try:
         document = _LENIENT_DECODER.decode(text)
-    except RecursionError as exc:
-        raise ValidationFailed.on("body", "is not valid JSON") from exc
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
     if isinstance(document, FlawedObject):
-        raise ValidationFailed.on(document.repeated, "appears more than once in the body")
+        raise given_twice(document.repeated)
     return document
 
 

@@ -32,7 +32,7 @@ from api_service.errors import (
 )
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
-from api_service.request_body import FlawedObject
+from api_service.request_body import FlawedObject, given_twice
 from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
@@ -146,7 +146,7 @@ async def _valid_items(
     valid: list[tuple[int, Payout]] = []
     for index, raw in enumerate(items):
         if isinstance(raw, FlawedObject):  # a key given twice (parse_items_leniently)
-            refusal = ValidationFailed.on(raw.repeated, "appears more than once in the body")
+            refusal = given_twice(raw.repeated)
             result.add(index, _reference(raw), "invalid", errors=refusal.details)
             continue
         try:

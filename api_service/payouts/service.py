@@ -169,10 +169,9 @@ async def store_queued_payouts(
 ) -> None:
     """Payouts of one merchant the available balance did not cover, stored QUEUED with their
     `payout.queued` events and their expiries (a payroll's items with `queueIfLowBalance`); then
-    the queue starts
-    what the balance covers by now (a top-up may have come in since it was read), whose
-    in-memory status turns PENDING. `balance_locked`: this transaction holds the merchant's
-    balance row already (it has just held the payroll's other items)."""
+    the queue starts what the balance covers by now (a top-up may have come in since it was
+    read), whose in-memory status turns PENDING. `balance_locked`: this transaction holds the
+    merchant's balance row already (it has just held the payroll's other items)."""
     for payout in payouts:
         payout.status = PayoutStatus.QUEUED.value
     await _insert(session, payouts)
