@@ -133,9 +133,8 @@ def parse_items_leniently(raw: bytes) -> Any:
     """A document of items judged one by one (a payroll): an object that gives a key twice is a
     FlawedObject and a number out of range an OutOfRangeNumber, for its item to be refused on
     its own; only the top-level object's own flaw is a ValidationFailed (as parse_json's)."""
-    text = raw.decode(json.detect_encoding(raw), "surrogatepass")
     try:
-        document = _LENIENT_DECODER.decode(text)
+        document = _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
     if isinstance(document, FlawedObject):

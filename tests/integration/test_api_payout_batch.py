@@ -311,3 +311,20 @@ async def test_a_key_the_payroll_itself_gives_twice_is_still_a_400_naming_it(
         headers={**auth(merchant), "Content-Type": "application/json"},
     )
     assert_error(response, 400, "VALIDATION_ERROR", "payouts")
+
+
+@pytest.mark.parametrize(
+    "body", [b"\x80", b'{"payouts": [', b"[" * 100_000], ids=["bad UTF-8", "cut", "deep"]
+)
+async def test_a_payroll_body_that_is_not_json_is_a_400_naming_the_body(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, body: bytes
+) -> None:
+    """Its lenient parse decoded the bytes outside its refusal: bad UTF-8 was a 500 (found by
+    the schemathesis run)."""
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/payouts/batch",
+        content=body,
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "body")
