@@ -2,8 +2,9 @@
 
 The header names the API's fields (any case): merchantReference, amount, destType, bankCode,
 walletCode, accountNumber, accountTitle, purpose. Each row is one payout; blank cells are left
-out (the API's defaults apply) and blank lines are skipped. The items are judged by the batch
-service, not here: this only reads the file.
+out (the API's defaults apply) and blank lines are skipped. A column with a blank name (the
+trailing comma a spreadsheet adds) is ignored as long as its cells are blank too. The items are
+judged by the batch service, not here: this only reads the file.
 """
 
 import csv
@@ -45,18 +46,31 @@ def _columns(header: list[str] | None) -> list[str]:
     if not header:
         raise PayrollFileError("The file is empty: its first line must name the columns.")
     columns = [_BY_NAME.get(name.strip().lower(), name.strip()) for name in header]
-    unknown = [name for name in columns if name not in COLUMNS]
+    unknown = [name for name in columns if name and name not in COLUMNS]
     if unknown:
         raise PayrollFileError(
             f"Unknown column(s): {', '.join(unknown)}. The columns are: {', '.join(COLUMNS)}."
         )
-    twice = sorted({name for name in columns if columns.count(name) > 1})
+    twice = sorted({name for name in columns if name and columns.count(name) > 1})
     if twice:  # the later cell would silently win: a leftover column paying the wrong amount
         raise PayrollFileError(f"Column(s) named twice: {', '.join(twice)}.")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         raise PayrollFileError(f"Missing column(s): {', '.join(missing)}.")
     return columns
+
+
+def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
+    item: dict[str, str] = {}
+    for position, (column, cell) in enumerate(zip(columns, cells, strict=False), start=1):
+        if not cell.strip():
+            continue
+        if not column:
+            raise PayrollFileError(
+                f"Line {line} has a value in column {position}, which has no name in the header."
+            )
+        item[column] = cell.strip()
+    return item
 
 
 def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
@@ -71,11 +85,7 @@ def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
                 raise PayrollFileError(
                     f"Line {reader.line_num} has {len(cells)} cells; the header has {len(columns)}."
                 )
-            item = {
-                column: cell.strip()
-                for column, cell in zip(columns, cells, strict=False)
-                if cell.strip()
-            }
+            item = _item(columns, cells, reader.line_num)
             rows.append(PayrollRow(reader.line_num, item))
             if len(rows) > max_rows:
                 raise PayrollFileError(f"At most {max_rows} payouts per file.")

@@ -21,3 +21,21 @@ def test_a_column_named_twice_is_refused() -> None:
     text = f"{HEADER},Amount\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
     with pytest.raises(PayrollFileError, match=r"Column\(s\) named twice: amount"):
         read_payroll(text, max_rows=10)
+
+
+def test_blank_columns_a_spreadsheet_adds_are_ignored_while_their_cells_are_blank() -> None:
+    """A header ending in a comma was refused as "Unknown column(s): ."."""
+    text = (
+        f"{HEADER},, \n"
+        "r-1,10.00,WALLET,JAZZCASH,03001234567,,\n"
+        "r-2,11.00,WALLET,JAZZCASH,03001234568\n"
+    )
+    first, second = read_payroll(text, max_rows=10)
+    assert "" not in first.item
+    assert (first.item["amount"], second.item["amount"]) == ("10.00", "11.00")
+
+
+def test_a_value_under_a_column_with_no_name_is_refused_naming_its_line() -> None:
+    text = f"{HEADER},\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
+    with pytest.raises(PayrollFileError, match=r"Line 2 has a value in column 6, which has"):
+        read_payroll(text, max_rows=10)
