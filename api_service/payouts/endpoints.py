@@ -150,12 +150,15 @@ async def list_payouts(
     settings: SettingsDep,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    starting_after: Annotated[str | None, Query(alias="startingAfter", max_length=36)] = None,
+    starting_after: Annotated[
+        str | None, Query(alias="startingAfter", min_length=1, max_length=36)
+    ] = None,
     status: PayoutStatus | None = None,
     created_from: Annotated[TimestampIn | None, Query(alias="createdFrom")] = None,
     created_to: Annotated[TimestampUpTo | None, Query(alias="createdTo")] = None,
     merchant_reference: Annotated[
-        str | None, Query(alias="merchantReference", max_length=MERCHANT_REFERENCE_MAX_LENGTH)
+        str | None,
+        Query(alias="merchantReference", min_length=1, max_length=MERCHANT_REFERENCE_MAX_LENGTH),
     ] = None,
 ) -> Response:
     filters = PayoutListFilters(

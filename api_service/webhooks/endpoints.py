@@ -109,8 +109,8 @@ async def list_deliveries(
     session: SessionDep,
     page: PageNumber = 1,
     limit: PageSize = 20,
-    event_id: Annotated[str | None, Query(alias="eventId", max_length=40)] = None,
-    payout_id: Annotated[str | None, Query(alias="payoutId", max_length=36)] = None,
+    event_id: Annotated[str | None, Query(alias="eventId", min_length=1, max_length=40)] = None,
+    payout_id: Annotated[str | None, Query(alias="payoutId", min_length=1, max_length=36)] = None,
     status: DeliveryStatus | None = None,
 ) -> Response:
     filters = service.DeliveryFilters(event_id=event_id, payout_id=payout_id, status=status)
@@ -165,7 +165,7 @@ async def list_events(
     session: SessionDep,
     page: PageNumber = 1,
     limit: PageSize = 20,
-    payout_id: Annotated[str | None, Query(alias="payoutId", max_length=36)] = None,
+    payout_id: Annotated[str | None, Query(alias="payoutId", min_length=1, max_length=36)] = None,
     event_type: Annotated[EventType | None, Query(alias="type")] = None,
 ) -> Response:
     result = await service.list_events(
