@@ -16,6 +16,7 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import ledger
+from contracts.db.engine import begin_snapshot
 from contracts.domain.money import format_amount
 from contracts.domain.statuses import FUNDS_HELD_STATUSES, PayoutStatus
 from contracts.ledger import Account, JournalKind
@@ -195,16 +196,9 @@ async def _rows(session: AsyncSession, query: TextClause, **params: str) -> list
     return [tuple(row) for row in await session.execute(query, params)]
 
 
-async def _begin_snapshot(session: AsyncSession) -> None:
-    """A fresh session reads everything from one REPEATABLE READ snapshot, so a live system
-    never shows a half-applied transaction between two of the queries."""
-    if not session.in_transaction():
-        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-
-
 async def reconcile(session: AsyncSession) -> list[str]:
     """Every violated ledger invariant, one line each; an empty list means the ledger is clean."""
-    await _begin_snapshot(session)
+    await begin_snapshot(session)
     kinds = {kind.name.lower(): kind.value for kind in JournalKind}
     problems = [
         f"journal {journal_id} does not balance: {count} lines summing to {_money(total)}"

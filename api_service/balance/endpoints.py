@@ -9,6 +9,7 @@ from api_service.deps import CurrentMerchant, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, error_responses
 from api_service.schemas import Page
+from contracts.db.engine import read_one_snapshot
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.ledger import JournalKind
@@ -102,6 +103,7 @@ async def get_balance_history(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
+    await read_one_snapshot(session)
     total = (
         await session.scalar(
             select(func.count())

@@ -21,7 +21,7 @@ from api_service.errors import (
 )
 from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
 from contracts import ledger
-from contracts.db.engine import utcnow
+from contracts.db.engine import read_one_snapshot, utcnow
 from contracts.db.models import Merchant, Payout, table_of
 from contracts.db.payouts import load_payout
 from contracts.domain.accounts import (
@@ -299,6 +299,7 @@ async def list_payouts_page(
     session: AsyncSession, merchant: Merchant, filters: PayoutListFilters, *, page: int, limit: int
 ) -> PayoutPage:
     conditions = _filter_conditions(merchant, filters)
+    await read_one_snapshot(session)
     total = await session.scalar(select(func.count()).select_from(Payout).where(*conditions)) or 0
     rows = await session.scalars(
         select(Payout)

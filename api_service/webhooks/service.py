@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, NotFound, ValidationFailed
 from contracts.api_keys import new_webhook_secret
-from contracts.db.engine import utcnow
+from contracts.db.engine import read_one_snapshot, utcnow
 from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
@@ -78,6 +78,7 @@ async def list_deliveries(
         conditions.append(WebhookDelivery.payout_id == filters.payout_id)
     if filters.status:
         conditions.append(WebhookDelivery.status == filters.status.value)
+    await read_one_snapshot(session)  # the count, the page and its attempts agree
     total = (
         await session.scalar(select(func.count()).select_from(WebhookDelivery).where(*conditions))
         or 0
@@ -169,6 +170,7 @@ async def list_events(
         conditions.append(PayoutEvent.payout_id == payout_id)
     if event_type:
         conditions.append(PayoutEvent.type == event_type.value)
+    await read_one_snapshot(session)
     total = (
         await session.scalar(select(func.count()).select_from(PayoutEvent).where(*conditions)) or 0
     )

@@ -59,6 +59,22 @@ async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def begin_snapshot(session: AsyncSession) -> None:
+    """A session that has not begun a transaction reads everything from one REPEATABLE READ
+    snapshot, so a live system never shows a transaction between two of its statements."""
+    if not session.in_transaction():
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+async def read_one_snapshot(session: AsyncSession) -> None:
+    """`begin_snapshot` for a request that only reads (a page's `total` then counts the rows it
+    lists): what it read so far (the API key's lookup) is committed first, since a transaction's
+    isolation level is set before it begins."""
+    if session.in_transaction():
+        await session.commit()
+    await begin_snapshot(session)
+
+
 def utcnow() -> datetime:
     """Naive UTC, as stored in DATETIME(6) columns."""
     return datetime.now(UTC).replace(tzinfo=None)
