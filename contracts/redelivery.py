@@ -80,9 +80,11 @@ def fresh_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     )
 
 
-def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str, Any]:
-    """The message's headers with the retry count incremented and the last error recorded (a
-    waiting retry's due time is the republisher's to set again)."""
+def retry_headers(
+    headers: Mapping[str, Any] | None, *, error: str, failed: bool = True
+) -> dict[str, Any]:
+    """The message's headers with the last error recorded and, for a failure, the retry count
+    incremented (a waiting retry's due time is the republisher's to set again)."""
     kept = {
         key: value
         for key, value in (headers or {}).items()
@@ -90,7 +92,7 @@ def retry_headers(headers: Mapping[str, Any] | None, *, error: str) -> dict[str,
     }
     return {
         **kept,
-        RETRY_COUNT_HEADER: retry_count(headers) + 1,
+        RETRY_COUNT_HEADER: retry_count(headers) + (1 if failed else 0),
         LAST_ERROR_HEADER: error[:MAX_ERROR_LENGTH],
     }
 
@@ -103,9 +105,11 @@ async def republish(
     error: str,
     delay_seconds: float | None = None,
     headers: Mapping[str, Any] | None = None,
+    failed: bool = True,
 ) -> None:
     """Send a copy of `message` to `queue` (through the default exchange) and ack the original;
-    `headers` are set on the copy besides the retry bookkeeping.
+    `headers` are set on the copy besides the retry bookkeeping. A copy that only waits
+    (`failed=False`) keeps its retry count: the wait takes no step of the retry ladder.
 
     With a delay, the copy expires after `delay_seconds` in a TTL queue that dead-letters it back
     to the work queue; without one it stays (a parking lot). Persistent, mandatory, confirmed.
@@ -116,7 +120,7 @@ async def republish(
         queue=queue,
         persist=True,
         mandatory=True,
-        headers={**retry_headers(raw.headers, error=error), **(headers or {})},
+        headers={**retry_headers(raw.headers, error=error, failed=failed), **(headers or {})},
         content_type=raw.content_type,
         message_id=raw.message_id,
         correlation_id=raw.correlation_id,

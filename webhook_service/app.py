@@ -147,6 +147,7 @@ class PayoutEventConsumer:
                     if decision.due_at
                     else None
                 ),
+                failed=decision.failed,
             )
         else:
             await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)

@@ -115,6 +115,9 @@ class Decision:
     chaos: tuple[ChaosKind, ...] = ()  # what sandbox chaos did to the message's attempts
     due_at: datetime | None = None  # a retry: when it is due on the merchant's sandbox clock
     clock_offset: int | None = None  # a retry: the clock offset its wait is measured under
+    # False: a retry that only waits (for another attempt's lease) and takes no step of the
+    # ladder. Counted, the waits of a copy redelivered after a crash parked it at its first failure.
+    failed: bool = True
 
 
 @dataclass(frozen=True)
@@ -570,7 +573,7 @@ class EventDelivery:
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
         """Look again once the other attempt's lease runs out (waiting at most the ladder's
-        longest step). Not a failure of this message: it never parks it."""
+        longest step). Not a failure of this message: it keeps its place on the ladder."""
         attempt = min(request.ladder_attempt, self.ladder.tiers)
         step = self.ladder.after_failure(attempt, retry_after=delivery.lease_seconds_left)
         return Decision(
@@ -579,6 +582,7 @@ class EventDelivery:
             step,
             due_at=request.due_at,
             clock_offset=request.clock_offset,
+            failed=False,
         )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:

@@ -875,6 +875,37 @@ async def test_a_lease_left_by_a_consumer_killed_mid_attempt_is_taken_over_when_
     assert delivery.lease_token is None
 
 
+async def test_waiting_for_a_dead_consumers_lease_takes_no_step_of_the_retry_ladder(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The redelivered copy goes round the retry tiers until the dead attempt's lease runs out.
+    Each round counted as a failed attempt, so the webhook's first real failure parked it."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.reply_with(Reply(hang=True), Reply(500))  # then 200
+    lease_seconds = 3 * sum(LADDER)  # longer than the whole ladder's waits
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=lease_seconds, max_batch=1
+    ) as doomed:
+        attempt = asyncio.create_task(doomed.deliver(first_request(row)))
+        await receiver.wait_for_requests(1)
+        attempt.cancel()
+        with suppress(asyncio.CancelledError):
+            await attempt
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
+
+    attempts = await attempts_of(sessions, event_id)
+    assert [(a.attempt_number, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
+
+
 async def test_an_endpoint_change_reaches_deliveries_within_the_cache_time(
     make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
