@@ -5,7 +5,9 @@ One transaction per request: the key's row is its first write, the work follows,
 stored with it and all of it commits together. A concurrent request with the same key waits on
 that row's lock (at most the API's lock-wait limit, then 409 IDEMPOTENCY_KEY_IN_USE) and replays
 the answer once the first commits, or runs if the first rolled back. A request that dies takes
-its claim with it: there is never a claim to take over, nor one to release.
+its claim with it: there is never a claim to take over, nor one to release. A refusal of the work
+(a 4xx) rolls back to a savepoint taken after the claim and is stored under it: the key is held
+from its claim to its stored answer.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ from operator import itemgetter
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from sqlalchemy import Integer, bindparam, delete, insert, select, update
+from sqlalchemy import Integer, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -180,6 +182,11 @@ _FIND = select(IdempotencyKey, (_KEYS.c.expires_at <= DATABASE_NOW).label("expir
     *_THIS_KEY
 )
 _FORGET_EXPIRED = delete(_KEYS).where(*_THIS_KEY, _KEYS.c.expires_at <= DATABASE_NOW)
+# Taken after the claim, before the work; a COMMIT releases it. Rolling the whole transaction back
+# on a refusal let a request with the same key and another body take the key and run before the
+# refusal was stored under it (and the refused request's own client got IDEMPOTENCY_KEY_REUSED).
+_BEFORE_THE_WORK = text("SAVEPOINT before_the_work")
+_UNDO_THE_WORK = text("ROLLBACK TO SAVEPOINT before_the_work")
 
 
 @dataclass
@@ -195,6 +202,8 @@ class Idempotency:
     seal: ResponseSeal
     # What the claim's quota count added to the shared counter, until its transaction ends.
     _counted: int | None = field(default=None, init=False)
+    # The transaction holds the key's claim and a savepoint after it: a refusal is stored in it.
+    _claimed_for_work: bool = field(default=False, init=False)
 
     async def run(
         self, request: Request, session: AsyncSession, operation: Operation, *, sealed: bool = False
@@ -221,7 +230,7 @@ class Idempotency:
             if not isinstance(prepared, tuple):
                 return await self._answer_after(session, fingerprint, prepared)
             status_code, body, work = prepared
-            await self._claim(session, fingerprint, answer=(status_code, body))
+            await self._claim_for_work(session, fingerprint, answer=(status_code, body))
             await work()
             return status_code, body
 
@@ -231,7 +240,7 @@ class Idempotency:
         self, session: AsyncSession, fingerprint: str, operation: Operation, *, sealed: bool = False
     ) -> tuple[int, bytes]:
         """Claim the key, run `operation`, then store its answer."""
-        await self._claim(session, fingerprint, answer=None)
+        await self._claim_for_work(session, fingerprint, answer=None)
         status_code, body = await operation()
         await self._store(session, status_code, self.seal.seal(body) if sealed else body)
         return status_code, body
@@ -250,10 +259,13 @@ class Idempotency:
             await self._roll_back(session)
             raise
         except ApiError as error:
-            await self._roll_back(session)
             if error.status_code >= 500:
+                await self._roll_back(session)
                 raise
             refusal = error_body(error.code, error.message, self.request_id, error.details)
+            if self._claimed_for_work:
+                return await self._refuse_under_the_claim(session, error, refusal)
+            await self._roll_back(session)  # refused before the claim: nothing held
             return await self._store_refusal(fingerprint, error, refusal)
         except BaseException:
             # Also a failed commit: the claim goes with the work, so the client may retry.
@@ -265,6 +277,7 @@ class Idempotency:
         """End the transaction that claimed the key: its count against the quota goes with it
         (the key is stored only if a refusal's transaction claims it again)."""
         await session.rollback()
+        self._claimed_for_work = False
         if self._counted is not None:
             self.quota.uncount(self.merchant_id, added=self._counted)
             self._counted = None
@@ -313,6 +326,13 @@ class Idempotency:
                 continue
         raise IdempotencyKeyInUse
 
+    async def _claim_for_work(
+        self, session: AsyncSession, fingerprint: str, *, answer: tuple[int, bytes] | None
+    ) -> None:
+        await self._claim(session, fingerprint, answer=answer)
+        await session.execute(_BEFORE_THE_WORK)
+        self._claimed_for_work = True
+
     async def _replay_or_forget(self, session: AsyncSession, fingerprint: str) -> bool:
         """Replay (raised) the key's answer; True when the key was gone or expired (forgotten
         now), so the caller may claim it again."""
@@ -346,8 +366,23 @@ class Idempotency:
             self._this_key() | {"b_status_code": status_code, "b_response_body": body},
         )
 
+    async def _refuse_under_the_claim(
+        self, session: AsyncSession, error: ApiError, body: bytes
+    ) -> Response:
+        """The work's writes undone, its refusal stored in the key's row, which stays claimed."""
+        try:
+            await session.execute(_UNDO_THE_WORK)
+            session.expunge_all()  # objects the work added or changed: never to be flushed
+            await self._store(session, error.status_code, body)
+            await session.commit()
+        except BaseException:
+            await self._roll_back(session)
+            raise
+        self._claimed_for_work = False
+        return json_response(body, error.status_code, error.headers)
+
     async def _store_refusal(self, fingerprint: str, error: ApiError, body: bytes) -> Response:
-        """A 4xx is stored on its own, the work's transaction having been rolled back."""
+        """A 4xx refused before the key was claimed is stored on its own."""
         async with self.sessions() as session:
             try:
                 await self._claim(session, fingerprint, answer=(error.status_code, body))

@@ -1,13 +1,18 @@
-"""Copies of one request sent at once under one key whose answer is a refusal (a 4xx): each
-copy's work is rolled back, and each stores the refusal under the key at the same moment."""
+"""Requests under one key whose answer is a refusal (a 4xx): copies sent at once each roll their
+work back and store the refusal; another body sent meanwhile never takes the key."""
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import httpx
+from sqlalchemy import func, select, text
 
+from contracts.db.engine import SessionFactory
+from contracts.db.models import Payout
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, new_key, payout_body
+from tests.support.polling import eventually
 
 COPIES = 15
 
@@ -28,3 +33,95 @@ async def test_copies_of_a_refused_create_at_once_get_the_refusal_never_a_503(
         answers.update(response.status_code for response in await asyncio.gather(*sent))
     assert set(answers) <= {409, 422}, answers
     assert answers[422] >= 5, answers
+
+
+async def _running(sessions: SessionFactory, statement_start: str) -> bool:
+    """A statement of this database starting so is running (here: waiting on a lock)."""
+    async with sessions() as session:
+        running = await session.scalar(
+            text(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                "WHERE DB = DATABASE() AND COMMAND = 'Query' AND INFO LIKE :start"
+            ),
+            {"start": f"{statement_start}%"},
+        )
+    return bool(running)
+
+
+async def _second_sent_while_the_first_runs(
+    sessions: SessionFactory,
+    row_lock: str,
+    first: Callable[[], Awaitable[httpx.Response]],
+    first_waits_with: str,
+    second: Callable[[], Awaitable[httpx.Response]],
+) -> tuple[tuple[int, str], tuple[int, str]]:
+    """`first` runs until it waits on the row another transaction locked (`row_lock`), `second`
+    is sent and waits on the key `first` claimed, then the row is let go: their answers."""
+    async with sessions() as blocker:
+        await blocker.execute(text(row_lock))
+        first_sent = asyncio.create_task(first())
+        await eventually(lambda: _running(sessions, first_waits_with), what="the first waiting")
+        second_sent = asyncio.create_task(second())
+        await eventually(
+            lambda: _running(sessions, "INSERT INTO idempotency_keys"),
+            what="the second waiting on the first's key",
+        )
+        await blocker.rollback()
+    return _code(await first_sent), _code(await second_sent)
+
+
+def _code(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json().get("error", {}).get("code", "")
+
+
+async def _payouts_of(sessions: SessionFactory, merchant_id: str) -> int:
+    async with sessions() as session:
+        mine = Payout.merchant_id == merchant_id
+        return await session.scalar(select(func.count()).select_from(Payout).where(mine)) or 0
+
+
+async def test_another_body_sent_under_a_refused_creates_key_is_refused_not_run(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The refused create rolled back its claim with its work and stored its refusal after: the
+    second body took the key in between and created a payout (201), and the first request's
+    client was told that its own key had been reused."""
+    merchant = await make_merchant(balance="100.00")
+    key = new_key()
+
+    def create(amount: str) -> Callable[[], Awaitable[httpx.Response]]:
+        body = payout_body(amount=amount)
+        return lambda: api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+
+    answers = await _second_sent_while_the_first_runs(
+        sessions,
+        f"SELECT * FROM balances WHERE merchant_id = '{merchant.merchant_id}' FOR UPDATE",
+        create("500.00"),  # more than the balance: refused at its last write
+        "UPDATE balances",
+        create("50.00"),
+    )
+
+    assert answers == ((422, "INSUFFICIENT_BALANCE"), (422, "IDEMPOTENCY_KEY_REUSED"))
+    assert await _payouts_of(sessions, merchant.merchant_id) == 0
+
+
+async def test_a_create_sent_under_a_refused_reinitiates_key_is_refused_not_run(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    merchant = await make_merchant()
+    created = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
+    payout_id = created.json()["data"]["id"]
+    key = new_key()
+
+    answers = await _second_sent_while_the_first_runs(
+        sessions,
+        f"SELECT * FROM payouts WHERE id = '{payout_id}' FOR UPDATE",
+        lambda: api_client.post(
+            f"{API}/payouts/{payout_id}/reinitiate", headers=auth(merchant, key)
+        ),  # PENDING: 409 INVALID_STATUS
+        "SELECT payouts.",
+        lambda: api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant, key)),
+    )
+
+    assert answers == ((409, "INVALID_STATUS"), (422, "IDEMPOTENCY_KEY_REUSED"))
+    assert await _payouts_of(sessions, merchant.merchant_id) == 1

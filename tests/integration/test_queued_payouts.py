@@ -309,16 +309,16 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     await assert_reconciled(sessions)
 
 
-async def test_a_queued_create_costs_at_most_ten_statements_and_a_covered_one_eight(
+async def test_a_queued_create_costs_at_most_eleven_statements_and_a_covered_one_nine(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """The flag's answer is stored after the work (its status is known only then): one UPDATE of
     the idempotency key more than an ordinary create (tests/integration/test_statement_budget.py
-    keeps that one at seven); a queued one also reads the clock and schedules its expiry."""
+    keeps that one at eight); a queued one also reads the clock and schedules its expiry."""
     merchant = await make_merchant(balance="100.00")
     await create(api_client, merchant, "1.00")  # the merchant and the directory are cached now
 
-    for amount, status, ceiling in (("50.00", "PENDING", 8), ("500.00", "QUEUED", 10)):
+    for amount, status, ceiling in (("50.00", "PENDING", 9), ("500.00", "QUEUED", 11)):
         with counting_statements() as counted:
             assert (await create(api_client, merchant, amount))["status"] == status
         assert len(counted.own_statements) <= ceiling, "\n".join(counted.statements)

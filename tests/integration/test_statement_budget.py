@@ -10,13 +10,14 @@ from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import create_payout, new_payout_command
 from tests.support.statements import counting_statements, statements_built
 
-# The idempotency key (carrying the answer); payout; its event; its two outbox messages; the HOLD
+# The idempotency key (carrying the answer); the savepoint a refusal rolls back to (the key stays
+# claimed until its refusal is stored); payout; its event; its two outbox messages; the HOLD
 # journal; the balance's one conditional UPDATE; the two ledger lines. The merchant of the API key
 # is remembered from the first create (api_service/merchant_cache.py).
-CREATE_STATEMENTS = 7
+CREATE_STATEMENTS = 8
 
 
-async def test_a_create_is_one_transaction_of_at_most_seven_statements(
+async def test_a_create_is_one_transaction_of_at_most_eight_statements(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     merchant = await make_merchant()
