@@ -40,6 +40,7 @@ from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.openapi import document_the_sandbox
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.host_lookup import HostResolver
 from contracts.settings import Settings, get_settings
 from contracts.wire import dumps
 
@@ -69,11 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.request_log = RequestLogWriter(app.state.sessions)
         app.state.request_log.start()
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
+        app.state.host_resolver = HostResolver()  # the webhook URLs' lookups
         app.state.draining = False
         yield
         app.state.draining = True
         await app.state.request_log.close()
         await app.state.broker_probe.close()
+        app.state.host_resolver.close()
         await engine.dispose()
 
     # Swagger UI and ReDoc assets come from the fastapi-offline package: no CDN needed.

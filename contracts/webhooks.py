@@ -8,7 +8,6 @@ resolves to a private, loopback, link-local or otherwise non-public address is r
 
 import asyncio
 import ipaddress
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -173,14 +172,8 @@ def addresses_of(infos: Sequence[AddressInfo]) -> list[IPAddress]:
     return addresses
 
 
-async def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """Every address the host name resolves to (on asyncio's default threads)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return addresses_of(infos)
-
-
 async def public_addresses(
-    host: str, port: int, *, allow_private: bool, resolve: Resolve = resolve_host
+    host: str, port: int, *, allow_private: bool, resolve: Resolve
 ) -> list[IPAddress]:
     """The addresses to connect to; UnsafeDestination when any of them is not public.
 
@@ -203,13 +196,15 @@ async def public_addresses(
     return addresses
 
 
-async def endpoint_destination_problem(url: str, *, allow_private: bool) -> str | None:
+async def endpoint_destination_problem(
+    url: str, *, allow_private: bool, resolve: Resolve
+) -> str | None:
     """Why webhooks cannot be sent to `url` (syntax, then where it resolves), or None."""
     problem = endpoint_url_problem(url)
     if problem or allow_private:
         return problem
     try:
-        await public_addresses(*sender_host(url), allow_private=False)
+        await public_addresses(*sender_host(url), allow_private=False, resolve=resolve)
     except UnsafeDestination as exc:
         return str(exc)
     return None

@@ -22,20 +22,13 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from typing import cast
 
 import h11
 
-from contracts.webhooks import (
-    AddressInfo,
-    IPAddress,
-    UnsafeDestination,
-    addresses_of,
-    public_addresses,
-)
+from contracts.host_lookup import HostResolver
+from contracts.webhooks import UnsafeDestination, public_addresses
 
 # An idle connection is closed after this long (as httpx had it): before the endpoint's own idle
 # timeout can close it under a request, and DNS changes are picked up.
@@ -44,8 +37,6 @@ KEEPALIVE_SECONDS = 5.0
 # checked) again at the next.
 IDLE_PER_ORIGIN = 100
 READ_BYTES = 64 * 1024
-# Host name lookups at once (each name takes at most one: HostResolver).
-LOOKUP_THREADS = 16
 
 
 class NoAnswer(Exception):
@@ -194,43 +185,6 @@ class Connection:
                     self.protocol.receive_data(await self.reader.read(READ_BYTES))
             elif not isinstance(event, h11.InformationalResponse):
                 return event
-
-
-class HostResolver:
-    """Host names looked up on threads of its own, one lookup in flight per name.
-
-    asyncio's getaddrinfo runs on the loop's default threads (a handful), and a lookup that
-    times out keeps its thread until the name servers answer: a merchant whose name servers are
-    slow filled them, and every other merchant's new connection (and the service's own to MySQL
-    and RabbitMQ) queued behind it, failing their attempts as timeouts of their own endpoints.
-    Here each name takes at most one thread however many attempts wait for it."""
-
-    def __init__(self, threads: int = LOOKUP_THREADS) -> None:
-        self._threads = ThreadPoolExecutor(threads, thread_name_prefix="webhook-dns")
-        self._in_flight: dict[tuple[str, int], asyncio.Future[list[AddressInfo]]] = {}
-
-    async def __call__(self, host: str, port: int) -> list[IPAddress]:
-        """The host name's addresses (public_addresses times the wait and takes IP literals);
-        shielded: a waiter that gives up leaves the lookup to the others."""
-        lookup = self._in_flight.get((host, port)) or self._look_up(host, port)
-        return addresses_of(await asyncio.shield(lookup))
-
-    def _look_up(self, host: str, port: int) -> asyncio.Future[list[AddressInfo]]:
-        lookup = asyncio.get_running_loop().run_in_executor(
-            self._threads, partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-        )
-        self._in_flight[(host, port)] = lookup
-
-        def done(finished: asyncio.Future[list[AddressInfo]]) -> None:
-            del self._in_flight[(host, port)]
-            if not finished.cancelled():
-                finished.exception()  # retrieved: every waiter may have timed out
-
-        lookup.add_done_callback(done)
-        return lookup
-
-    def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class ConnectionPool:

@@ -206,7 +206,11 @@ async def put_endpoint(
     # Read here, not as a typed parameter: the API key is checked before the body is parsed.
     body = await read_body(request, UpdateWebhookEndpoint)
     updated = await service.update_endpoint(
-        session, merchant, body.url, allow_private=settings.webhook_allow_private_urls
+        session,
+        merchant,
+        body.url,
+        allow_private=settings.webhook_allow_private_urls,
+        resolve=request.app.state.host_resolver,
     )
     await session.commit()
     request.app.state.merchants.forget(merchant.id)

@@ -20,6 +20,7 @@ from contracts.topology import DEFAULT_EXCHANGE
 from contracts.webhooks import (
     RESEND_ROUTING_KEY,
     DeliveryStatus,
+    Resolve,
     endpoint_destination_problem,
     resend_generation_headers,
 )
@@ -196,10 +197,17 @@ async def _locked(session: AsyncSession, merchant: Merchant) -> Merchant:
 
 
 async def update_endpoint(
-    session: AsyncSession, merchant: Merchant, url: str | None, *, allow_private: bool
+    session: AsyncSession,
+    merchant: Merchant,
+    url: str | None,
+    *,
+    allow_private: bool,
+    resolve: Resolve,
 ) -> Merchant:
     if url is not None:
-        problem = await endpoint_destination_problem(url, allow_private=allow_private)
+        problem = await endpoint_destination_problem(
+            url, allow_private=allow_private, resolve=resolve
+        )
         if problem:
             raise ValidationFailed.on("url", problem)
     locked = await _locked(session, merchant)

@@ -1,0 +1,59 @@
+"""PUT /webhook-endpoint looks a URL's host up (where private URLs are refused) on threads of
+its own. It used asyncio's default threads, a handful that a lookup keeps until the name servers
+answer: one merchant's slow name servers filled them, and another merchant's good URL was then
+refused as a name that "does not resolve"."""
+
+import asyncio
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_process_api
+from tests.support.api_helpers import API, auth
+
+
+@pytest.fixture
+async def public_only_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as production runs it: a webhook URL must resolve to public addresses only."""
+    only_public = settings.model_copy(update={"webhook_allow_private_urls": False})
+    async with in_process_api(only_public) as client:
+        yield client
+
+
+async def test_a_good_url_is_accepted_while_the_default_threads_wait_on_name_servers(
+    public_only_api: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    look_up = socket.getaddrinfo
+
+    def name_servers(host: str, port: int, *args: object, **kwargs: object) -> object:
+        if host == "good.example":  # a public address, at once
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+        return look_up(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", name_servers)
+    merchant = await make_merchant()
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    # As many waits as the default executor has threads: each a lookup of slow name servers.
+    busy = [
+        loop.run_in_executor(None, release.wait, 30.0)
+        for _ in range(min(32, (os.cpu_count() or 1) + 4))
+    ]
+    try:
+        answer = await public_only_api.put(
+            f"{API}/webhook-endpoint",
+            json={"url": "https://good.example/hooks"},
+            headers=auth(merchant, ""),
+        )
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+
+    assert answer.status_code == 200, answer.text
