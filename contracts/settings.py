@@ -169,12 +169,19 @@ class Settings(BaseSettings):
 
     def require_safe_for_production(self) -> None:
         """The API refuses to start in production with a PSP secret published in this repository
-        or one too short to keep IPNs from being forged."""
+        or one too short to keep IPNs from being forged, or with webhook URLs into private
+        networks allowed (docker-compose.yml allows them for its test-mode demo receiver)."""
         if not self.secret_is_safe(self.psp_secret):
             raise InsecureConfiguration(
                 "PAYOUTS_PSP_SECRET is a public default or shorter than "
                 f"{MIN_SECRET_LENGTH} characters: with PAYOUTS_ENV=production, set a secret of "
                 "your own (the PSP signs its callbacks with it)"
+            )
+        if self.env is Environment.PRODUCTION and self.webhook_allow_private_urls:
+            raise InsecureConfiguration(
+                "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on: a merchant's webhook URL could reach "
+                "this deployment's own network (the database, the broker's management API, "
+                "cloud metadata). With PAYOUTS_ENV=production, set it to false"
             )
 
     @property

@@ -115,12 +115,16 @@ async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[h
         yield client
 
 
+def in_production(settings: Settings, **changes: Any) -> Settings:
+    """The settings in production mode, which refuses webhook URLs into private networks."""
+    production = {"env": Environment.PRODUCTION, "webhook_allow_private_urls": False}
+    return settings.model_copy(update=production | changes)
+
+
 @pytest.fixture(scope="module")
 async def production_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API app in production mode (sandbox controls off)."""
-    async with in_process_api(
-        settings.model_copy(update={"env": Environment.PRODUCTION})
-    ) as client:
+    async with in_process_api(in_production(settings)) as client:
         yield client
 
 

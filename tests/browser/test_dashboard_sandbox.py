@@ -16,9 +16,10 @@ from api_service.app import create_app
 from api_service.request_log.writer import RequestLogWriter
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
-from contracts.settings import Environment, Settings
+from contracts.settings import Settings
 from tests.browser.dashboard import CHROMIUM, NO_CHROMIUM, new_merchant, screenshot
 from tests.browser.dashboard import sign_in as browser_sign_in
+from tests.conftest import in_production
 from tests.support.api_helpers import API, auth, new_key, payout_body
 
 SANDBOX = "/dashboard/sandbox"
@@ -276,9 +277,7 @@ async def test_enter_in_the_clock_field_advances_by_the_seconds_typed(
 async def test_in_production_the_sandbox_pages_are_not_there(
     settings: Settings, merchant: NewMerchant
 ) -> None:
-    production = settings.model_copy(
-        update={"env": Environment.PRODUCTION, "dashboard_session_secret": "a-secret-of-our-own"}
-    )
+    production = in_production(settings, dashboard_session_secret="a-secret-of-our-own")
     app = create_app(production)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -35,8 +35,9 @@ from contracts.db.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from contracts.settings import Environment, Settings
+from contracts.settings import Settings
 from tests.browser.dashboard import new_merchant
+from tests.conftest import in_production
 from tests.support.api_helpers import API, auth, create_payout, get_balance
 from tests.support.payout_records import event_types
 from tests.support.polling import eventually
@@ -294,7 +295,7 @@ async def test_a_refused_action_is_judged_anew_once_its_cause_is_fixed(
 async def test_production_serves_no_dashboard_until_its_secret_is_set(
     settings: Settings, merchant: NewMerchant
 ) -> None:
-    production = settings.model_copy(update={"env": Environment.PRODUCTION})
+    production = in_production(settings)
     async with client_for(production) as client:
         assert (await client.get("/dashboard/sign-in")).status_code == 404
     own_secret = production.model_copy(update={"dashboard_session_secret": "a-secret-of-our-own"})

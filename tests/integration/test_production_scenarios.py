@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from contracts.db.engine import SessionFactory
 from contracts.db.models import ScheduledAction
-from contracts.settings import Environment, Settings
-from tests.conftest import MerchantFactory
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_production
 from tests.integration.test_sandbox_clock import OPENING, create, reaches
 from tests.support.processing import running_processor_and_relay
 
@@ -18,9 +18,7 @@ from tests.support.processing import running_processor_and_relay
 @pytest.fixture(scope="module")
 async def production_processor(settings: Settings) -> AsyncIterator[None]:
     """A processor and an outbox relay in production mode."""
-    async with running_processor_and_relay(
-        settings.model_copy(update={"env": Environment.PRODUCTION})
-    ):
+    async with running_processor_and_relay(in_production(settings)):
         yield
 
 

@@ -35,6 +35,20 @@ def test_the_api_refuses_production_with_a_default_or_guessable_psp_secret(secre
         create_app(Settings(env=Environment.PRODUCTION, psp_secret=secret))
 
 
+def test_the_api_refuses_production_with_webhook_urls_into_private_networks_allowed() -> None:
+    """docker-compose.yml allows them for its demo receiver: its production accepted
+    `http://rabbitmq:15672/api/definitions` and the cloud metadata address as webhook URLs."""
+    with pytest.raises(InsecureConfiguration, match="PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS"):
+        create_app(
+            Settings(
+                env=Environment.PRODUCTION,
+                psp_secret="a-real-secret-from-the-vault",
+                webhook_allow_private_urls=True,
+            )
+        )
+    create_app(Settings(env=Environment.TEST, webhook_allow_private_urls=True))
+
+
 def test_the_api_starts_in_production_with_a_secret_of_its_own() -> None:
     create_app(Settings(env=Environment.PRODUCTION, psp_secret="a-real-secret-from-the-vault"))
     create_app(Settings(env=Environment.TEST))  # test mode keeps the documented default
