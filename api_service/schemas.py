@@ -59,19 +59,33 @@ def _iso_8601_only(value: object) -> object:
 # An ISO-8601 time, as naive UTC (the database's DATETIME columns).
 TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(naive_utc)]
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_ISO_UP_TO = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})"
+    r"(?:(?P<t>[Tt ])(?P<minute>\d{2}:\d{2})(?::(?P<second>\d{2}))?(?:\.(?P<fraction>\d{1,6}))?"
+    r"(?P<offset>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
 
 
-def _a_date_to_its_end(value: object) -> object:
-    """A date alone, as the end of a range, means the whole day (UTC): read as its midnight,
-    `createdFrom=D&createdTo=D` listed nothing of day D."""
-    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
-        return f"{value}T23:59:59.999999"
-    return value
+def _to_the_end_of_what_it_names(value: object) -> object:
+    """The end of a range includes all of what it names, to the precision it is written in: a
+    date alone is the whole day (UTC; read as its midnight, `createdFrom=D&createdTo=D` listed
+    nothing of day D), `10:00:05Z` the whole second, `10:00:05.120Z` the whole millisecond
+    (times are shown to the millisecond and stored to the microsecond: a `createdTo` of a
+    payout's own `createdAt` left it out)."""
+    found = _ISO_UP_TO.fullmatch(value) if isinstance(value, str) else None
+    if found is None:
+        return value
+    if found["minute"] is None:
+        return f"{found['date']}T23:59:59.999999"
+    second = found["second"] or "59"
+    fraction = (found["fraction"] or "").ljust(6, "9")
+    offset = found["offset"] or ""
+    return f"{found['date']}{found['t']}{found['minute']}:{second}.{fraction}{offset}"
 
 
-# The end of a range: a time, or a date meaning the end of that day.
-TimestampUpTo = Annotated[TimestampIn, BeforeValidator(_a_date_to_its_end)]
+# The end of a range: all of the time, or the date, it names.
+TimestampUpTo = Annotated[TimestampIn, BeforeValidator(_to_the_end_of_what_it_names)]
 
 _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.ASCII | re.IGNORECASE

@@ -12,6 +12,7 @@ from api_service.errors import (
     InsufficientBalance,
     InvalidStatus,
     NotFound,
+    ValidationFailed,
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep, Prepared
@@ -154,13 +155,27 @@ async def list_payouts(
         str | None, Query(alias="startingAfter", min_length=1, max_length=36)
     ] = None,
     status: PayoutStatus | None = None,
-    created_from: Annotated[TimestampIn | None, Query(alias="createdFrom")] = None,
-    created_to: Annotated[TimestampUpTo | None, Query(alias="createdTo")] = None,
+    created_from: Annotated[
+        TimestampIn | None,
+        Query(alias="createdFrom", description="Created at or after this time (ISO-8601)"),
+    ] = None,
+    created_to: Annotated[
+        TimestampUpTo | None,
+        Query(
+            alias="createdTo",
+            description=(
+                "Created at or before the end of what this names, to its precision: a date alone "
+                "is the whole day (UTC), `10:00:05Z` the whole second"
+            ),
+        ),
+    ] = None,
     merchant_reference: Annotated[
         str | None,
         Query(alias="merchantReference", min_length=1, max_length=MERCHANT_REFERENCE_MAX_LENGTH),
     ] = None,
 ) -> Response:
+    if created_from and created_to and created_from > created_to:
+        raise ValidationFailed.on("createdFrom", "is after createdTo: the range holds nothing")
     filters = PayoutListFilters(
         status=status,
         created_from=created_from,

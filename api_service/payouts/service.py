@@ -4,7 +4,7 @@ the endpoint's idempotency boundary commits."""
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
@@ -273,12 +273,6 @@ class PayoutPage:
     total: int | None = None
 
 
-def _last_microsecond_of(moment: datetime) -> datetime:
-    """The end of the millisecond `moment` names: times are shown to the millisecond and stored
-    to the microsecond, so a `createdTo` of a payout's own createdAt must include that payout."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000 + 999)
-
-
 def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [Payout.merchant_id == merchant.id]
     if filters.status:
@@ -286,7 +280,7 @@ def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[C
     if filters.created_from:
         conditions.append(Payout.created_at >= filters.created_from)
     if filters.created_to:
-        conditions.append(Payout.created_at <= _last_microsecond_of(filters.created_to))
+        conditions.append(Payout.created_at <= filters.created_to)
     if filters.merchant_reference:
         conditions.append(Payout.merchant_reference == filters.merchant_reference)
     return conditions

@@ -195,6 +195,38 @@ async def test_filters_status_reference_and_creation_window(
     assert _ids(rest) == [payouts[4]["id"], payouts[2]["id"], payouts[1]["id"]]
 
 
+async def test_created_to_includes_the_whole_second_or_minute_it_names(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Only a date alone meant the whole of what it names: `10:00:05Z` left out a payout created
+    at 10:00:05.500."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == payout["id"])
+            .values(created_at=datetime(2025, 3, 1, 10, 0, 5, 500_000))
+        )
+
+    for created_to in ("2025-03-01T10:00:05Z", "2025-03-01T10:00Z", "2025-03-01T15:00:05+05:00"):
+        listed = await _list(api_client, merchant, createdTo=created_to)
+        assert _ids(listed) == [payout["id"]], created_to
+    assert _ids(await _list(api_client, merchant, createdTo="2025-03-01T10:00:05.499Z")) == []
+
+
+async def test_a_range_that_ends_before_it_starts_is_refused(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    response = await api_client.get(
+        f"{API}/payouts",
+        params={"createdFrom": "2025-03-02", "createdTo": "2025-03-01T23:59:59Z"},
+        headers=auth(merchant, ""),
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", field="createdFrom")
+
+
 async def test_created_to_a_payouts_own_created_at_includes_it(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
