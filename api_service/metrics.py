@@ -24,7 +24,8 @@ LATENCY = Histogram(
 )
 FAILED_AUTHENTICATIONS = Counter(
     "payouts_api_failed_authentications_total",
-    "Requests with a missing or unknown API key",
+    "Requests refused for their credentials: a missing or unknown API key (missing, invalid), "
+    "a PSP callback whose signature is missing or wrong (psp_signature)",
     ["reason"],
 )
 INJECTED_FAULTS = Counter(

@@ -1,3 +1,4 @@
+import logging
 import uuid
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
+from api_service.metrics import FAILED_AUTHENTICATIONS
 from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
@@ -29,6 +31,7 @@ from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PspOutcome
 
 router = APIRouter(tags=["psp"])
+auth_log = logging.getLogger("api.auth")
 
 IPN_RULES = """
 Each callback is judged against the newest outcome already accepted for the payout, so callbacks
@@ -102,6 +105,8 @@ async def psp_callback(
 ) -> Response:
     raw = await request.body()
     if not service.signature_matches(settings.psp_secret, raw, signature):
+        FAILED_AUTHENTICATIONS.labels("psp_signature").inc()  # forged callbacks show up
+        auth_log.warning("PSP callback refused: its signature is missing or wrong")
         raise InvalidSignature
     require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)

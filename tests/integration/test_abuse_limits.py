@@ -404,6 +404,23 @@ async def test_failed_authentication_is_counted_and_logged_without_the_key(
     assert not key or key not in stream.getvalue()
 
 
+async def test_a_psp_callback_with_a_bad_signature_is_counted_and_logged(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """A forged callback was refused without a trace: no log line, no count."""
+    body = b'{"payoutId": "00000000-0000-0000-0000-000000000000"}'
+    before = _failures("psp_signature")
+    with _log_lines() as stream:
+        response = await api_client.post(
+            f"{API}/ipn/psp", content=body, headers=psp_headers("not-the-secret", body)
+        )
+    assert_error(response, 401, "INVALID_SIGNATURE")
+    assert _failures("psp_signature") == before + 1
+    [warning] = [entry for entry in _entries(stream) if entry["logger"] == "api.auth"]
+    assert warning["request_id"] == response.headers["x-request-id"]
+    assert "signature" in warning["message"]
+
+
 async def test_inactive_key_is_counted_as_invalid(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
