@@ -28,7 +28,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Column, ColumnElement, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Column, ColumnElement, MetaData, String, Table, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -115,11 +115,21 @@ def _digest(token: str) -> str:
 
 
 async def open_session(
-    session: AsyncSession, kind: SessionKind, merchant_id: str | None, *, lifetime: timedelta
+    session: AsyncSession,
+    kind: SessionKind,
+    merchant_id: str | None,
+    *,
+    lifetime: timedelta,
+    replacing: str | None,
 ) -> str:
-    """A new session's token (the caller commits). Expired sessions are deleted on the way."""
+    """A new session's token (the caller commits). Expired sessions are deleted on the way, and
+    the one the browser signed in with before (`replacing`, its cookie's token): signing in as
+    another merchant left the first session good until it expired, for whoever had its cookie."""
     now = utcnow()
-    await session.execute(delete(dashboard_sessions).where(dashboard_sessions.c.expires_at < now))
+    ended = dashboard_sessions.c.expires_at < now
+    if replacing is not None:
+        ended = or_(ended, dashboard_sessions.c.id == _digest(replacing))
+    await session.execute(delete(dashboard_sessions).where(ended))
     token = secrets.token_urlsafe(32)
     await session.execute(
         insert(dashboard_sessions).values(

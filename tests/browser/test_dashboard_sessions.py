@@ -134,6 +134,33 @@ async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
     assert expired.status_code == 303 and expired.headers["location"] == "/dashboard/sign-in"
 
 
+async def test_signing_in_as_another_merchant_ends_the_browsers_first_session(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant, sessions: SessionFactory
+) -> None:
+    """From a second tab's sign-in form, shown before the first sign-in. The first session
+    stayed good until it expired, for whoever had copied its cookie."""
+    other = await new_merchant(sessions, "Second Traders", None)
+    form = {
+        "csrf_token": form_fields((await dashboard.get("/dashboard/sign-in")).text)["csrf_token"]
+    }
+    await dashboard.post("/dashboard/sign-in", data=form | {"api_key": merchant.api_key})
+    first_cookie = dashboard.cookies[MERCHANT_COOKIE]
+
+    again = await dashboard.post("/dashboard/sign-in", data=form | {"api_key": other.api_key})
+    assert again.status_code == 303
+
+    async with sessions() as session:
+        left = await session.scalar(
+            select(func.count())
+            .select_from(dashboard_sessions)
+            .where(dashboard_sessions.c.merchant_id == merchant.merchant_id)
+        )
+    assert left == 0
+    dashboard.cookies.set(MERCHANT_COOKIE, first_cookie, path="/dashboard")
+    replayed = await dashboard.get("/dashboard/payouts")
+    assert replayed.status_code == 303 and replayed.headers["location"] == "/dashboard/sign-in"
+
+
 async def test_a_seed_that_replaces_the_api_key_ends_the_sessions_opened_with_the_old_one(
     dashboard: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:

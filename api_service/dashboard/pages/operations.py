@@ -24,6 +24,7 @@ from api_service.dashboard.sessions import (
     close_session,
     matches,
     open_session,
+    session_token,
 )
 from api_service.deps import SessionDep, SettingsDep
 from api_service.errors import NotFound
@@ -54,12 +55,16 @@ async def operator_sign_in(
             error="That is not the operator token.",
             status_code=401,
         )
-    session_token = await open_session(
-        session, SessionKind.OPERATOR, None, lifetime=session_lifetime(settings)
+    token = await open_session(
+        session,
+        SessionKind.OPERATOR,
+        None,
+        lifetime=session_lifetime(settings),
+        replacing=session_token(request, SessionKind.OPERATOR, settings),
     )
     await session.commit()
     log.info("dashboard operator sign-in")
-    return signed_in(request, settings, SessionKind.OPERATOR, session_token, OPERATIONS)
+    return signed_in(request, settings, SessionKind.OPERATOR, token, OPERATIONS)
 
 
 @router.post(f"{OPERATIONS}/sign-out")

@@ -99,7 +99,11 @@ async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) 
             status_code=401,
         )
     token = await open_session(
-        session, SessionKind.MERCHANT, merchant.id, lifetime=session_lifetime(settings)
+        session,
+        SessionKind.MERCHANT,
+        merchant.id,
+        lifetime=session_lifetime(settings),
+        replacing=session_token(request, SessionKind.MERCHANT, settings),
     )
     await session.commit()
     log.info("dashboard sign-in of merchant %s", merchant.id)
