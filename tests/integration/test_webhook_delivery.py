@@ -33,6 +33,7 @@ from contracts.db.engine import (
 )
 from contracts.db.models import (
     Merchant,
+    OutboxMessage,
     WebhookDelivery,
 )
 from contracts.messages import PayoutStatusChanged
@@ -842,6 +843,25 @@ async def test_a_resend_asked_while_an_attempt_is_in_flight_is_sent_again(
     assert len(await attempts_of(sessions, event_id)) == 2
 
 
+async def _killed_mid_attempt(
+    sessions: SessionFactory,
+    settings: Settings,
+    receiver: WebhookReceiver,
+    row: OutboxMessage,
+    lease_seconds: int,
+) -> None:
+    """A consumer killed while its first attempt waits on the endpoint: nothing is recorded and
+    the delivery's lease stays behind."""
+    async with event_delivery(
+        sessions, settings, lease_seconds=lease_seconds, max_batch=1
+    ) as doomed:
+        attempt = asyncio.create_task(doomed.deliver(first_request(row)))
+        await receiver.wait_for_requests(1)
+        attempt.cancel()
+        with suppress(asyncio.CancelledError):
+            await attempt
+
+
 async def test_a_lease_left_by_a_consumer_killed_mid_attempt_is_taken_over_when_it_expires(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -854,14 +874,7 @@ async def test_a_lease_left_by_a_consumer_killed_mid_attempt_is_taken_over_when_
     event_id = event_id_of(row)
     receiver.reply_with(Reply(hang=True))  # the first attempt never gets its answer
     lease_seconds = 2
-    async with event_delivery(
-        sessions, webhook_settings, lease_seconds=lease_seconds, max_batch=1
-    ) as doomed:
-        attempt = asyncio.create_task(doomed.deliver(first_request(row)))
-        await receiver.wait_for_requests(1)
-        attempt.cancel()  # killed mid-attempt: nothing recorded, the lease stays behind
-        with suppress(asyncio.CancelledError):
-            await attempt
+    await _killed_mid_attempt(sessions, webhook_settings, receiver, row, lease_seconds)
     orphaned = await delivery_of(sessions, event_id)
     assert orphaned is not None and orphaned.lease_token is not None and orphaned.attempts == 0
 
@@ -888,15 +901,8 @@ async def test_waiting_for_a_dead_consumers_lease_takes_no_step_of_the_retry_lad
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id = event_id_of(row)
     receiver.reply_with(Reply(hang=True), Reply(500))  # then 200
-    lease_seconds = 3 * sum(LADDER)  # longer than the whole ladder's waits
-    async with event_delivery(
-        sessions, webhook_settings, lease_seconds=lease_seconds, max_batch=1
-    ) as doomed:
-        attempt = asyncio.create_task(doomed.deliver(first_request(row)))
-        await receiver.wait_for_requests(1)
-        attempt.cancel()
-        with suppress(asyncio.CancelledError):
-            await attempt
+    lease_seconds = 7  # over three times the whole ladder's waits
+    await _killed_mid_attempt(sessions, webhook_settings, receiver, row, lease_seconds)
 
     async with running_webhook_service(webhook_settings):
         await relay(rabbit, row)
