@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from cli.output_files import write_output
 from contracts.asyncapi import asyncapi_yaml
 
 docs_app = typer.Typer(help="Generated documentation.", no_args_is_help=True)
@@ -18,6 +19,5 @@ def asyncapi_command(
     ] = DEFAULT_OUTPUT,
 ) -> None:
     """Write the AsyncAPI 3.0 document (YAML); the API also serves it at /asyncapi."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(asyncapi_yaml())
+    write_output(output, asyncapi_yaml())
     typer.echo(f"wrote {output}")

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.output_files import write_output
 from contracts.settings import get_settings
 from contracts.topology import (
     DEAD_LETTER_EXCHANGE,
@@ -181,6 +182,5 @@ def topology_export_command(
     if str(output) == "-":
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    write_output(output, text)
     typer.echo(f"wrote {output}: vhost {vhost!r}, {tiers} webhook retry tiers", err=True)
