@@ -6,10 +6,12 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from contracts.db.database_locks import database_lock
 from contracts.db.models import Base
 from contracts.settings import get_settings
 
 target_metadata = Base.metadata
+MIGRATION_WAIT_SECONDS = 600
 
 
 def _run(connection: Connection) -> None:
@@ -21,7 +23,14 @@ def _run(connection: Connection) -> None:
 async def _run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
     engine = create_async_engine(url)
-    async with engine.connect() as connection:
+    # One migration at a time: a second `payouts migrate` started meanwhile (two compose projects,
+    # a rollout) applied the same revisions and died half-way through one. It now waits, then
+    # finds the database at head.
+    async with (
+        engine.connect() as holder,
+        database_lock(holder, "payouts migrate", wait_seconds=MIGRATION_WAIT_SECONDS),
+        engine.connect() as connection,
+    ):
         await connection.run_sync(_run)
     await engine.dispose()
 

@@ -13,6 +13,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cli.supervisor import payouts_command
 from migrations.runner import alembic_config
 from tests.support.infrastructure import TEST_DATABASE, Infrastructure, with_database
 
@@ -108,3 +109,35 @@ async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch
         actions = [tuple(row) for row in rows]
     await engine.dispose()
     assert actions == [("p-queued", 1, "EXPIRE_QUEUE", "QUEUED", datetime(2026, 1, 4, 11, 0), None)]
+
+
+async def test_two_migrates_at_once_take_turns_and_both_end_well(
+    scratch_url: str, service_env: dict[str, str]
+) -> None:
+    """Both applied the same revisions: one died half-way through one ("Table ... already
+    exists", or the directory loaded twice). The second now waits and finds the database at
+    head."""
+    env = {**service_env, "PAYOUTS_DATABASE_URL": scratch_url}
+    runs = [
+        await asyncio.create_subprocess_exec(
+            *payouts_command("migrate"),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    ended = [await asyncio.wait_for(run.communicate(), timeout=300) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], [err.decode()[-600:] for _, err in ended]
+    head = ScriptDirectory.from_config(alembic_config(scratch_url)).get_current_head()
+    engine = create_async_engine(scratch_url)
+    async with engine.connect() as connection:
+        versions = list((await connection.exec_driver_sql("SELECT * FROM alembic_version")).all())
+        banks = (
+            await connection.exec_driver_sql(
+                "SELECT COUNT(*) FROM directory_institutions WHERE code = 'HBL'"
+            )
+        ).scalar()
+    await engine.dispose()
+    assert (versions, banks) == ([(head,)], 1)

@@ -1,0 +1,34 @@
+"""A lock of one database that processes take turns on: MySQL's GET_LOCK (server-wide, so its
+name carries the database's), held by a connection of its own for a block. The work of the block
+runs on other connections and may commit: the lock outlives their transactions, so the next
+holder sees what this one committed (`payouts migrate`, `payouts seed`)."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+_TAKE = text("SELECT GET_LOCK(CONCAT(:name, ':', DATABASE()), :wait_seconds)")
+_LET_GO = text("SELECT RELEASE_LOCK(CONCAT(:name, ':', DATABASE()))")
+
+
+class DatabaseLockTimeout(TimeoutError):
+    pass
+
+
+@asynccontextmanager
+async def database_lock(
+    connection: AsyncConnection, name: str, *, wait_seconds: int
+) -> AsyncIterator[None]:
+    """`name` (a few words) locked on this database for the block; DatabaseLockTimeout when
+    another holder keeps it past `wait_seconds`."""
+    taken = await connection.scalar(_TAKE, {"name": name, "wait_seconds": wait_seconds})
+    await connection.commit()  # the lock is the connection's, not its transaction's
+    if taken != 1:
+        raise DatabaseLockTimeout(f"{name}: another process held the lock for {wait_seconds} s")
+    try:
+        yield
+    finally:
+        await connection.execute(_LET_GO, {"name": name})
+        await connection.commit()
