@@ -18,6 +18,7 @@ from cli.reconcile import reconcile_command
 from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
+from contracts.db.database_locks import database_lock
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
@@ -25,6 +26,7 @@ from contracts.settings import InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
+LOCK_WAIT_SECONDS = 120  # for another run of a command that runs in turn (run_in_turn)
 
 app = typer.Typer(
     help="Payout sandbox: operator commands and services.",
@@ -50,16 +52,30 @@ topology_app.command("export")(topology_export_command)
 def run_in_transaction(work: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
     """Run `work(session, ...)` in one committed transaction. A database that does not answer is
     a one-line message and exit 1, not a traceback (cli.outages)."""
+    return run_in_one_line(_in_one_transaction(None, work, *args, **kwargs))
 
-    async def _run() -> T:
-        engine = create_engine(get_settings().database_url, pool_size=1)
-        try:
+
+def run_in_turn(lock: str, work: Callable[..., Awaitable[T]]) -> T:
+    """`run_in_transaction`, one run of the command at a time on the database: another run
+    started meanwhile waits for this one to commit (contracts.db.database_locks)."""
+    return run_in_one_line(_in_one_transaction(lock, work))
+
+
+async def _in_one_transaction(
+    lock: str | None, work: Callable[..., Awaitable[T]], *args: object, **kwargs: object
+) -> T:
+    engine = create_engine(get_settings().database_url, pool_size=1)
+    try:
+        async with contextlib.AsyncExitStack() as turn:
+            if lock is not None:
+                holder = await turn.enter_async_context(engine.connect())
+                await turn.enter_async_context(
+                    database_lock(holder, lock, wait_seconds=LOCK_WAIT_SECONDS)
+                )
             async with transaction(create_session_factory(engine)) as session:
                 return await work(session, *args, **kwargs)
-        finally:
-            await engine.dispose()
-
-    return run_in_one_line(_run())
+    finally:
+        await engine.dispose()
 
 
 def _amount(raw: str) -> Decimal:
@@ -125,7 +141,12 @@ def seed(
     """Create the demo merchant, or reuse it when it exists (safe to run on every start);
     `migrate` loads the directory. Prints {merchantId, created, apiKey}: apiKey is the key this
     run made, once (only its digest is stored), or null."""
-    from cli.merchants import DemoMerchant, check_demo_credentials, ensure_demo_merchant
+    from cli.merchants import (
+        ApiKeyTaken,
+        DemoMerchant,
+        check_demo_credentials,
+        ensure_demo_merchant,
+    )
 
     # An empty variable (compose's `${PAYOUTS_DEMO_API_KEY:-}`) means "not given".
     api_key, webhook_secret = api_key or None, webhook_secret or None
@@ -143,7 +164,12 @@ def seed(
             webhook_secret=webhook_secret,
         )
 
-    demo = run_in_transaction(work)
+    try:
+        # In turn: two seeds at once (two `up`s of one compose project) each found no demo
+        # merchant and each made one, with its own key and opening balance.
+        demo = run_in_turn("payouts seed", work)
+    except ApiKeyTaken as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--api-key'") from exc
     typer.echo(json.dumps(demo.as_json()))
     if api_key is not None:
         typer.echo("the demo merchant's API key is the one given (--api-key)", err=True)

@@ -120,6 +120,21 @@ def check_demo_credentials(api_key: str | None, webhook_secret: str | None) -> N
             raise ValueError("a webhook secret is whsec_ and the base64 of at least 24 bytes")
 
 
+class ApiKeyTaken(ValueError):
+    """The API key given for the demo merchant is another merchant's."""
+
+
+async def _refuse_a_key_of_another_merchant(
+    session: AsyncSession, api_key: str, demo: Merchant | None
+) -> None:
+    """A key is one merchant's (a unique column): the seed died on an IntegrityError traceback."""
+    holder = await session.scalar(
+        select(Merchant.id).where(Merchant.api_key_hash == hash_api_key(api_key))
+    )
+    if holder is not None and (demo is None or holder != demo.id):
+        raise ApiKeyTaken(f"this API key is merchant {holder}'s, not the demo merchant's")
+
+
 async def ensure_demo_merchant(
     session: AsyncSession,
     *,
@@ -142,6 +157,8 @@ async def ensure_demo_merchant(
         .order_by(Merchant.created_at, Merchant.id)
         .limit(1)
     )
+    if api_key is not None:
+        await _refuse_a_key_of_another_merchant(session, api_key, existing)
     if existing is None:
         created = await create_merchant(
             session,

@@ -1,0 +1,60 @@
+"""`payouts seed` (compose runs it on every `up`): runs in turn with another seed started
+meanwhile, and refuses an API key that is another merchant's in one line."""
+
+import asyncio
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cli.supervisor import payouts_command
+from contracts.db.database_locks import database_lock
+from tests.conftest import MerchantFactory
+from tests.support.polling import eventually
+
+
+async def _seed(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *payouts_command("seed", *args),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_a_seed_waits_for_the_seed_that_runs(
+    service_env: dict[str, str], engine: AsyncEngine
+) -> None:
+    """Two at once each found no demo merchant and each made one, with its own key and opening
+    balance. Here the test holds the seeds' turn, as a running seed would."""
+    async with engine.connect() as holder, database_lock(holder, "payouts seed", wait_seconds=5):
+        seed = await _seed(service_env)
+
+        async def waiting() -> bool:
+            async with engine.connect() as connection:
+                found = await connection.scalar(
+                    text(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                        "WHERE DB = DATABASE() AND INFO LIKE 'SELECT GET_LOCK(%'"
+                    )
+                )
+            return bool(found) and seed.returncode is None
+
+        await eventually(waiting, what="the seed waiting for its turn")
+    _, err = await asyncio.wait_for(seed.communicate(), timeout=60)
+    assert seed.returncode == 0, err.decode()[-600:]
+
+
+async def test_an_api_key_of_another_merchant_is_refused_in_one_line(
+    service_env: dict[str, str], make_merchant: MerchantFactory
+) -> None:
+    """The key column is unique: the seed died on an IntegrityError traceback printing the SQL."""
+    other = await make_merchant()
+
+    wide = {**service_env, "COLUMNS": "400"}  # the refusal's box on one line
+    seed = await _seed(wide, "--api-key", other.api_key)
+    _, err = await asyncio.wait_for(seed.communicate(), timeout=60)
+
+    said = err.decode()
+    assert seed.returncode == 2, said[-600:]
+    assert "Traceback" not in said
+    assert "'--api-key'" in said and f"merchant {other.merchant_id}'s" in said
