@@ -52,9 +52,10 @@ class DeadLetter:
 
 
 def _text(value: object) -> str | None:
+    """A header as text; bytes that are not UTF-8 (a message published by hand) escaped."""
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 async def _waiting(channel: aio_pika.abc.AbstractChannel, name: str) -> tuple[AbstractQueue, int]:

@@ -41,3 +41,9 @@ def test_a_dead_letter_our_consumer_refused_says_why() -> None:
     assert dead.reason == "OperationalError: db restarting"
     assert letter({"x-death": [{"reason": "rejected"}]}).reason == "rejected"
     assert letter({}).reason is None
+
+
+def test_a_header_published_by_hand_in_bytes_that_are_not_utf_8_is_shown_escaped() -> None:
+    """`payouts dlq list` and the operations page died on a UnicodeDecodeError."""
+    dead = letter({"x-payout-id": b"p-\xff", LAST_ERROR_HEADER: b"bad \xfe body"})
+    assert (dead.payout_id, dead.reason) == ("p-\\xff", "bad \\xfe body")
