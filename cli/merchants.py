@@ -111,13 +111,18 @@ def check_demo_credentials(api_key: str | None, webhook_secret: str | None) -> N
     if api_key is not None and not _API_KEY_SHAPE.fullmatch(api_key):
         raise ValueError(f"an API key is {API_KEY_PREFIX} and at least 43 url-safe characters")
     if webhook_secret is not None:
-        encoded = webhook_secret.removeprefix(_WEBHOOK_SECRET_PREFIX)
-        try:
-            decoded = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            decoded = b""
-        if not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
-            raise ValueError("a webhook secret is whsec_ and the base64 of at least 24 bytes")
+        check_webhook_secret(webhook_secret)
+
+
+def check_webhook_secret(webhook_secret: str) -> None:
+    """Raise ValueError unless the secret is `whsec_<base64 of at least 24 bytes>`."""
+    encoded = webhook_secret.removeprefix(_WEBHOOK_SECRET_PREFIX)
+    try:
+        decoded = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        decoded = b""
+    if not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
+        raise ValueError("a webhook secret is whsec_ and the base64 of at least 24 bytes")
 
 
 class ApiKeyTaken(ValueError):

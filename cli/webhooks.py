@@ -117,5 +117,13 @@ def webhook_sink_command(
     """A local webhook receiver: verifies each request and prints each event on one line."""
     import uvicorn
 
+    from cli.merchants import check_webhook_secret
+
+    if secret:  # a secret cut short was a standardwebhooks traceback
+        try:
+            check_webhook_secret(secret)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--secret'") from exc
+
     typer.echo(f"listening on http://{host}:{port}/ (any path)")
     uvicorn.run(build_sink(secret), host=host, port=port, access_log=False)

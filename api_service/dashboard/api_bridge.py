@@ -210,7 +210,7 @@ class MerchantApi:
                 self.merchant,
                 self.session,
                 self.settings,
-                page=1,
+                page=None,
                 limit=limit,
                 starting_after=starting_after,
                 status=status,

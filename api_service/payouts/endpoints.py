@@ -149,7 +149,9 @@ async def list_payouts(
     merchant: CurrentMerchant,
     session: SessionDep,
     settings: SettingsDep,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page: Annotated[
+        int | None, Query(ge=1, le=100_000, description="1 unless given; not with startingAfter")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[
         str | None, Query(alias="startingAfter", min_length=1, max_length=36)
@@ -174,6 +176,8 @@ async def list_payouts(
         Query(alias="merchantReference", min_length=1, max_length=MERCHANT_REFERENCE_MAX_LENGTH),
     ] = None,
 ) -> Response:
+    if page is not None and starting_after is not None:  # one was silently dropped
+        raise ValidationFailed.on("page", "is not taken with startingAfter: a page or a cursor")
     if created_from and created_to and created_from > created_to:
         raise ValidationFailed.on("createdFrom", "is after createdTo: the range holds nothing")
     filters = PayoutListFilters(
@@ -194,6 +198,7 @@ async def list_payouts(
             "nextCursor": result.payouts[-1].id if result.has_more and result.payouts else None,
         }
     else:
+        page = page or 1
         result = await service.list_payouts_page(session, merchant, filters, page=page, limit=limit)
         total = result.total or 0
         pagination = {

@@ -17,8 +17,12 @@ class CreatePayoutRequest(RequestModel):
     amount: AmountIn
     currency: Annotated[str, Field(pattern="^PKR$")] = "PKR"
     dest_type: DestType
-    bank_code: InstitutionCode | None = None
-    wallet_code: InstitutionCode | None = None
+    bank_code: Annotated[
+        InstitutionCode | None, Field(description="BANK only: a directory bank code")
+    ] = None
+    wallet_code: Annotated[
+        InstitutionCode | None, Field(description="WALLET only: a directory wallet code")
+    ] = None
     account_number: AccountNumberIn
     account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
     purpose: Annotated[str, Field(max_length=140)] | None = None

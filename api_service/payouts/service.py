@@ -41,8 +41,13 @@ async def validate_destination(
     wallet_code: str | None,
     account_number: str,
 ) -> tuple[str | None, str | None, str]:
-    """(bank code, wallet code, account number) normalized, or ValidationFailed naming the field."""
+    """(bank code, wallet code, account number) normalized, or ValidationFailed naming the field.
+    The other type's code is refused, not dropped: a body that names both a bank and a wallet
+    does not say where the money goes."""
     field, code = ("bankCode", bank_code) if dest_type == "BANK" else ("walletCode", wallet_code)
+    other_field, other_code = (
+        ("walletCode", wallet_code) if dest_type == "BANK" else ("bankCode", bank_code)
+    )
     if not code:
         raise ValidationFailed.on(field, f"is required when destType is {dest_type}")
     institution = await ACTIVE_DIRECTORY.find(session, dest_type, code)
@@ -50,6 +55,8 @@ async def validate_destination(
         raise ValidationFailed.on(
             field, f"'{code}' is not an active {dest_type.lower()} in the directory"
         )
+    if other_code:
+        raise ValidationFailed.on(other_field, f"is not taken when destType is {dest_type}")
     number = normalize_account_number(account_number)
     problem = account_number_problem(dest_type, number)
     if problem:

@@ -215,6 +215,19 @@ async def test_created_to_includes_the_whole_second_or_minute_it_names(
     assert _ids(await _list(api_client, merchant, createdTo="2025-03-01T10:00:05.499Z")) == []
 
 
+async def test_a_page_with_a_cursor_is_refused_rather_than_one_of_them_dropped(
+    api_client: httpx.AsyncClient, listed: tuple[NewMerchant, list[dict[str, Any]]]
+) -> None:
+    """The page was dropped: `page=3&startingAfter=...` answered the cursor's page."""
+    merchant, payouts = listed
+    response = await api_client.get(
+        f"{API}/payouts",
+        params={"page": 3, "limit": 2, "startingAfter": payouts[-1]["id"]},
+        headers=auth(merchant, ""),
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", field="page")
+
+
 async def test_a_range_that_ends_before_it_starts_is_refused(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:

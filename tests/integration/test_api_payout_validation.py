@@ -50,6 +50,9 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "bankCode inactive": ({**BANK, "bankCode": "OLDBANK"}, "bankCode"),
     "bankCode empty": ({**BANK, "bankCode": ""}, "bankCode"),
     "walletCode missing for WALLET": ({"walletCode": None}, "walletCode"),
+    # Both codes: the other one was dropped and the payout made to the destType's.
+    "walletCode for BANK": ({**BANK, "walletCode": "JAZZCASH"}, "walletCode"),
+    "bankCode for WALLET": ({"bankCode": "HBL"}, "bankCode"),
     "walletCode is a bank": ({"walletCode": "HBL"}, "walletCode"),
     "walletCode inactive": ({"walletCode": "oldwallet"}, "walletCode"),
     "accountNumber missing": ({"accountNumber": None}, "accountNumber"),

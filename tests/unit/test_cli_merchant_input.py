@@ -17,6 +17,8 @@ from contracts.settings import Settings
         (["merchant", "create", "--name", "Ok", "--webhook-url", "not a url"], "whitespace"),
         (["merchant", "create", "--name", "Ok", "--webhook-url", "ftp://x.example/h"], "http"),
         (["seed", "--webhook-url", "https://user:pw@x.example/h"], "credentials"),
+        (["webhook-sink", "--secret", "whsec_"], "whsec_ and the base64"),  # was a traceback
+        (["webhook-sink", "--secret", "whsec_%%%%"], "whsec_ and the base64"),
     ],
 )
 def test_bad_merchant_input_is_refused_naming_the_option(
