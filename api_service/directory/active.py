@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.models import DirectoryInstitution
 
 REFRESH_SECONDS = 10.0
+# Built once: a refresh builds no statement (tests/integration/test_statement_budget.py).
+_ACTIVE = select(DirectoryInstitution).where(DirectoryInstitution.is_active.is_(True))
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,7 @@ class ActiveDirectory:
     async def find(self, session: AsyncSession, kind: str, code: str) -> Institution | None:
         """The active institution of that kind with that code (any case), else None."""
         if time.monotonic() - self._loaded_at > self.refresh_seconds:
-            rows = await session.scalars(
-                select(DirectoryInstitution).where(DirectoryInstitution.is_active.is_(True))
-            )
+            rows = await session.scalars(_ACTIVE)
             self._institutions = {
                 row.code: Institution(row.code, row.kind, row.iban_code) for row in rows
             }

@@ -2,7 +2,9 @@
 someone adds a round trip to the hot path (`make bench` measures the whole pipeline)."""
 
 import httpx
+import pytest
 
+from api_service.directory.active import ACTIVE_DIRECTORY
 from contracts.db.engine import SessionFactory, transaction
 from contracts.settings import Settings
 from processor_service.handlers import Context, process_payout, process_payouts
@@ -37,11 +39,14 @@ async def test_a_create_is_one_transaction_of_at_most_eight_statements(
 
 
 async def test_a_create_whose_caches_went_stale_costs_the_same_and_builds_nothing(
-    settings: Settings, make_merchant: MerchantFactory
+    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on a slow machine, where the 2-second caches of the merchant and of the sandbox fault
     settings expire between the two creates: their reads are not the create's own statements,
-    and they build no statement either."""
+    and they build no statement either. The directory's 10-second cache is stale at each create
+    too: left to its clock, it expired between the two now and then, and showed that its read
+    was built anew at each refresh (a red CI)."""
+    monkeypatch.setattr(ACTIVE_DIRECTORY, "refresh_seconds", 0.0)
     merchant = await make_merchant()
     async with in_process_api(settings.model_copy(update={"api_key_cache_seconds": 0})) as api:
         await create_payout(api, merchant)
