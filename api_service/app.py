@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -27,7 +27,6 @@ from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpo
 from api_service.middleware import RequestContextMiddleware
 from api_service.payouts.endpoints import router as payouts_router
 from api_service.psp.endpoints import router as psp_router
-from api_service.query_parameters import refuse_unexpected_query
 from api_service.request_log.endpoints import REQUESTS_PATH
 from api_service.request_log.endpoints import router as request_log_router
 from api_service.request_log.recorder import RequestRecorderMiddleware
@@ -89,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
     )
-    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_unexpected_query)])
+    api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
     api.include_router(payouts_router)
     api.include_router(balance_router)

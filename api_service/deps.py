@@ -13,6 +13,7 @@ from starlette.datastructures import State
 from api_service.errors import ApiError, InvalidApiKey, MissingApiKey, SandboxDisabled
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import FAILED_AUTHENTICATIONS
+from api_service.query_parameters import refuse_unexpected_query
 from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
 from contracts.db.engine import SessionFactory
@@ -83,6 +84,7 @@ async def get_current_merchant(
         merchant = await merchant_of_digest(session, digest)
         merchants.remember(digest, merchant)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
+    refuse_unexpected_query(request)
     with bind_log_context(merchant_id=merchant.id):
         await within_request_rate(session, settings, merchant.id)
         # Otherwise the request's transaction goes on from here (a create: one transaction).

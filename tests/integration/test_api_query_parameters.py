@@ -62,21 +62,47 @@ async def test_the_parameters_a_route_takes_still_work_together(
     assert [p["merchantReference"] for p in response.json()["data"]["payouts"]] == ["query-1"]
 
 
+# Taken without an API key: a monitor's cache-buster must not make the service look dead, and
+# the PSP signs the body, not the URL.
+UNCHECKED = {f"{API}/health", f"{API}/ready", f"{API}/ipn/psp"}
+
+
 async def test_every_operation_of_the_api_refuses_a_parameter_it_does_not_take(
-    api_client: httpx.AsyncClient, settings: Settings
+    api_client: httpx.AsyncClient, merchant: NewMerchant, settings: Settings
 ) -> None:
-    """The check sits on the API's router: an operation added beside it would go unchecked."""
+    """The check sits in the API key's dependency: an operation added without it would go
+    unchecked, and so would one that takes no key (those three are left alone on purpose)."""
     operations = [
         (method.upper(), path.replace("{", "").replace("}", ""))
         for path, item in create_app(settings).openapi()["paths"].items()
         for method in item
+        if path not in UNCHECKED
     ]
     assert len(operations) > 20
     answers = {
-        (method, path): (await api_client.request(method, f"{path}?unknownParameter=1")).status_code
+        (method, path): (
+            await api_client.request(
+                method, f"{path}?unknownParameter=1", headers=auth(merchant, "")
+            )
+        ).status_code
         for method, path in operations
     }
     assert {operation for operation, status in answers.items() if status != 400} == set()
+
+
+async def test_a_caller_without_a_valid_key_gets_its_401_whatever_its_query(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """The check ran before the key's: 400 told anyone without a key which parameters exist,
+    and a bad key went uncounted."""
+    for headers in ({}, {"X-API-KEY": "mpk_test_" + "u" * 43}):
+        response = await api_client.get(f"{API}/payouts?Status=FAILED", headers=headers)
+        assert response.status_code == 401, response.text
+
+
+async def test_the_liveness_probe_takes_a_cache_buster(api_client: httpx.AsyncClient) -> None:
+    response = await api_client.get(f"{API}/health?_=1733240000000")
+    assert response.status_code == 200, response.text
 
 
 async def test_in_production_a_sandbox_control_answers_404_whatever_its_query(
