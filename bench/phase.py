@@ -202,6 +202,8 @@ def summarize(data: PhaseData) -> dict[str, Any]:
         summary["createdToWebhookMs"] = _ms(
             LatencySummary.of_seconds(r.received_at - r.payout_created_at for r in succeeded)
         )
+        # Percentiles of the webhooks that came: those that never did are not in them.
+        summary["webhooksMissing"] = len(created_in_window) - len(succeeded)
         summary["webhookTraffic"] = {
             "received": len(data.receipts),
             "duplicates": len(data.receipts) - len({r.webhook_id for r in data.receipts}),

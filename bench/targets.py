@@ -151,6 +151,9 @@ def _webhook_p99(
         p99 = phase["createdToFinalMs"]["p99"]
         return Verdict(target, f"{_number(p99)} ms to SUCCESS (webhook service not running)", None)
     p99 = phase["createdToWebhookMs"]["p99"]
+    missing = phase.get("webhooksMissing", 0)
+    if missing:  # a p99 of the webhooks that came says nothing of those that never did
+        return Verdict(target, f"{_number(p99)} ms, but {missing:,} never came", False)
     return Verdict(target, f"{_number(p99)} ms", _at_most(p99, limit))
 
 
@@ -193,7 +196,7 @@ def _payroll(report: dict[str, Any], batch: dict[str, Any] | None) -> list[Verdi
         f"{len(batch['problems'])} problems"
     )
     complete = figures["created"] == figures["payouts"] and last is not None
-    return [Verdict(target, measured, complete and not batch["problems"])]
+    return [_webhooks_only(report, Verdict(target, measured, complete and not batch["problems"]))]
 
 
 def _housekeeping(report: dict[str, Any]) -> list[Verdict]:

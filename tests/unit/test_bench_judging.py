@@ -676,3 +676,20 @@ def test_core_wait_sums_every_thread_of_a_process_and_skips_a_gone_one(tmp_path:
         (tasks / tid).mkdir(parents=True)
         (tasks / tid / "schedstat").write_text(schedstat)  # 44: a thread that just ended
     assert core_wait_seconds([42, 77], proc=tmp_path) == 2.5  # 77: a process gone meanwhile
+
+
+def test_a_webhook_p99_with_webhooks_that_never_came_is_missed() -> None:
+    """The percentile is of the webhooks that came: a tenth of them lost still read "met"."""
+    report = report_with("peak.webhooksMissing", 12)
+    peak_webhooks = verdict(judge(report), PEAK_WEBHOOK)
+    assert peak_webhooks.met is False
+    assert "12 never came" in peak_webhooks.measured
+
+
+def test_the_payroll_is_not_judged_on_webhooks_without_the_webhook_service() -> None:
+    """"Every webhook in" read "met" with no webhook sent at all."""
+    report = passing_report()
+    report["webhooks"] = False
+    payroll = verdict(judge(report), PAYROLL)
+    assert payroll.met is None
+    assert "webhook service not running" in payroll.measured
