@@ -9,8 +9,11 @@ from contextlib import asynccontextmanager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_TAKE = text("SELECT GET_LOCK(CONCAT(:name, ':', DATABASE()), :wait_seconds)")
-_LET_GO = text("SELECT RELEASE_LOCK(CONCAT(:name, ':', DATABASE()))")
+# MySQL refuses a lock name over 64 characters: a long database name is cut (two databases whose
+# names share their first 40-odd characters would take turns with each other, nothing worse).
+_NAME = "LEFT(CONCAT(:name, ':', DATABASE()), 64)"
+_TAKE = text(f"SELECT GET_LOCK({_NAME}, :wait_seconds)")
+_LET_GO = text(f"SELECT RELEASE_LOCK({_NAME})")
 
 
 class DatabaseLockTimeout(TimeoutError):
