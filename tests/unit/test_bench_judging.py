@@ -687,7 +687,7 @@ def test_a_webhook_p99_with_webhooks_that_never_came_is_missed() -> None:
 
 
 def test_the_payroll_is_not_judged_on_webhooks_without_the_webhook_service() -> None:
-    """"Every webhook in" read "met" with no webhook sent at all."""
+    """The verdict "every webhook in" read met with no webhook sent at all."""
     report = passing_report()
     report["webhooks"] = False
     payroll = verdict(judge(report), PAYROLL)
