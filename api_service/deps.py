@@ -60,10 +60,12 @@ SANDBOX_ONLY = [Depends(require_sandbox)]
 api_key_header = APIKeyHeader(name="X-API-KEY", auto_error=False)
 
 
-def _reject(reason: str, error: type[ApiError]) -> NoReturn:
-    # The request id comes from the log context; the key itself is never logged.
+def reject_credentials(reason: str, error: type[ApiError], refused: str) -> NoReturn:
+    """Counted by `reason` and logged (`refused` says what), then `error`: an API key, a PSP
+    callback's signature. The request id comes from the log context; the credential itself is
+    never logged."""
     FAILED_AUTHENTICATIONS.labels(reason).inc()
-    log.warning("authentication failed: %s API key", reason)
+    log.warning("authentication failed: %s", refused)
     raise error
 
 
@@ -76,7 +78,7 @@ async def get_current_merchant(
     """The merchant of the API key, within its request rate; its id is on every log line of the
     rest of the request."""
     if not api_key:
-        _reject("missing", MissingApiKey)
+        reject_credentials("missing", MissingApiKey, "missing API key")
     merchants: MerchantCache = request.app.state.merchants
     digest = hash_api_key(api_key)
     merchant = merchants.get(digest)
@@ -106,7 +108,7 @@ async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant
     merchant = await active_merchant(session, key_digest)
     if merchant is None:
         await session.rollback()
-        _reject("invalid", InvalidApiKey)
+        reject_credentials("invalid", InvalidApiKey, "invalid API key")
     return merchant
 
 

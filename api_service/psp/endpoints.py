@@ -1,4 +1,3 @@
-import logging
 import uuid
 from typing import Annotated
 
@@ -6,7 +5,14 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
+from api_service.deps import (
+    SANDBOX_ONLY,
+    CurrentMerchant,
+    RequestId,
+    SessionDep,
+    SettingsDep,
+    reject_credentials,
+)
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import (
     AUTH_ERRORS,
@@ -22,7 +28,6 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
-from api_service.metrics import FAILED_AUTHENTICATIONS
 from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
@@ -31,7 +36,6 @@ from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PspOutcome
 
 router = APIRouter(tags=["psp"])
-auth_log = logging.getLogger("api.auth")
 
 IPN_RULES = """
 Each callback is judged against the newest outcome already accepted for the payout, so callbacks
@@ -104,10 +108,10 @@ async def psp_callback(
     signature: Annotated[str | None, Header(alias="X-PSP-Signature")] = None,
 ) -> Response:
     raw = await request.body()
-    if not service.signature_matches(settings.psp_secret, raw, signature):
-        FAILED_AUTHENTICATIONS.labels("psp_signature").inc()  # forged callbacks show up
-        auth_log.warning("PSP callback refused: its signature is missing or wrong")
-        raise InvalidSignature
+    if not service.signature_matches(settings.psp_secret, raw, signature):  # forged ones show up
+        reject_credentials(
+            "psp_signature", InvalidSignature, "missing or wrong PSP callback signature"
+        )
     require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)
     payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
