@@ -13,6 +13,7 @@ from contracts.db.models import Payout
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, new_key, payout_body
 from tests.support.polling import eventually
+from tests.support.statements import statement_running
 
 COPIES = 15
 
@@ -35,19 +36,6 @@ async def test_copies_of_a_refused_create_at_once_get_the_refusal_never_a_503(
     assert answers[422] >= 5, answers
 
 
-async def _running(sessions: SessionFactory, statement_start: str) -> bool:
-    """A statement of this database starting so is running (here: waiting on a lock)."""
-    async with sessions() as session:
-        running = await session.scalar(
-            text(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                "WHERE DB = DATABASE() AND COMMAND = 'Query' AND INFO LIKE :start"
-            ),
-            {"start": f"{statement_start}%"},
-        )
-    return bool(running)
-
-
 async def _second_sent_while_the_first_runs(
     sessions: SessionFactory,
     row_lock: str,
@@ -60,10 +48,12 @@ async def _second_sent_while_the_first_runs(
     async with sessions() as blocker:
         await blocker.execute(text(row_lock))
         first_sent = asyncio.create_task(first())
-        await eventually(lambda: _running(sessions, first_waits_with), what="the first waiting")
+        await eventually(
+            lambda: statement_running(sessions, first_waits_with), what="the first waiting"
+        )
         second_sent = asyncio.create_task(second())
         await eventually(
-            lambda: _running(sessions, "INSERT INTO idempotency_keys"),
+            lambda: statement_running(sessions, "INSERT INTO idempotency_keys"),
             what="the second waiting on the first's key",
         )
         await blocker.rollback()

@@ -3,13 +3,14 @@ meanwhile, and refuses an API key that is another merchant's in one line."""
 
 import asyncio
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.supervisor import payouts_command
 from contracts.db.database_locks import database_lock
+from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
 from tests.support.polling import eventually
+from tests.support.statements import statement_running
 
 
 async def _seed(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
@@ -22,7 +23,7 @@ async def _seed(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
 
 
 async def test_a_seed_waits_for_the_seed_that_runs(
-    service_env: dict[str, str], engine: AsyncEngine
+    service_env: dict[str, str], engine: AsyncEngine, sessions: SessionFactory
 ) -> None:
     """Two at once each found no demo merchant and each made one, with its own key and opening
     balance. Here the test holds the seeds' turn, as a running seed would."""
@@ -30,14 +31,9 @@ async def test_a_seed_waits_for_the_seed_that_runs(
         seed = await _seed(service_env)
 
         async def waiting() -> bool:
-            async with engine.connect() as connection:
-                found = await connection.scalar(
-                    text(
-                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                        "WHERE DB = DATABASE() AND INFO LIKE 'SELECT GET_LOCK(%'"
-                    )
-                )
-            return bool(found) and seed.returncode is None
+            return await statement_running(sessions, "SELECT GET_LOCK(") and (
+                seed.returncode is None
+            )
 
         await eventually(waiting, what="the seed waiting for its turn")
     _, err = await asyncio.wait_for(seed.communicate(), timeout=60)

@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ClauseElement, event
+from sqlalchemy import ClauseElement, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.cache_key import HasCacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -143,3 +143,17 @@ async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[di
         sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         result = await connection.exec_driver_sql(f"EXPLAIN {sql}")
         return [dict(row._mapping) for row in result]
+
+
+async def statement_running(sessions: SessionFactory, statement_start: str) -> bool:
+    """A statement of this database that starts so is running now (in a test: waiting on a lock
+    another connection holds)."""
+    async with sessions() as session:
+        running = await session.scalar(
+            text(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                "WHERE DB = DATABASE() AND COMMAND = 'Query' AND INFO LIKE :start"
+            ),
+            {"start": f"{statement_start}%"},
+        )
+    return bool(running)
