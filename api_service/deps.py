@@ -57,10 +57,18 @@ async def require_sandbox(settings: SettingsDep) -> None:
 SANDBOX_ONLY = [Depends(require_sandbox)]
 
 
-api_key_header = APIKeyHeader(name="X-API-KEY", auto_error=False)
+API_KEY_HEADER = "X-API-KEY"
+api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+_GIVEN_TWICE = f"{API_KEY_HEADER} is given more than once"
 
 
-def reject_credentials(reason: str, error: type[ApiError], refused: str) -> NoReturn:
+def header_is_repeated(request: Request, name: str) -> bool:
+    """A credential header given twice (a proxy adding its own, a client library merging
+    headers): the server would take the first, the client may have meant the other."""
+    return len(request.headers.getlist(name)) > 1
+
+
+def reject_credentials(reason: str, error: ApiError | type[ApiError], refused: str) -> NoReturn:
     """Counted by `reason` and logged (`refused` says what), then `error`: an API key, a PSP
     callback's signature. The request id comes from the log context; the credential itself is
     never logged."""
@@ -79,6 +87,8 @@ async def get_current_merchant(
     rest of the request."""
     if not api_key:
         reject_credentials("missing", MissingApiKey, "missing API key")
+    if header_is_repeated(request, API_KEY_HEADER):  # which one is meant is anybody's guess
+        reject_credentials("invalid", InvalidApiKey(_GIVEN_TWICE), "API key given more than once")
     merchants: MerchantCache = request.app.state.merchants
     digest = hash_api_key(api_key)
     merchant = merchants.get(digest)

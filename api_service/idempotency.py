@@ -28,7 +28,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from api_service.deps import CurrentMerchant, SettingsDep, api_key_header, get_session_factory
+from api_service.deps import (
+    CurrentMerchant,
+    SettingsDep,
+    api_key_header,
+    get_session_factory,
+    header_is_repeated,
+)
 from api_service.envelope import error_body, json_response
 from api_service.errors import (
     ApiError,
@@ -398,8 +404,8 @@ class Idempotency:
 IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
 IDEMPOTENCY_HEADER_DESCRIPTION = (
     "Required: a UUID, new for each operation; a retry with the same key and request gets the "
-    "first response back. Missing → 400 MISSING_IDEMPOTENCY_KEY; not a UUID → 400 "
-    "INVALID_IDEMPOTENCY_KEY."
+    "first response back. Missing → 400 MISSING_IDEMPOTENCY_KEY; not a UUID, or the "
+    "header given twice → 400 INVALID_IDEMPOTENCY_KEY."
 )
 
 
@@ -418,6 +424,8 @@ async def get_idempotency(
 ) -> Idempotency:
     if not key:
         raise MissingIdempotencyKey
+    if header_is_repeated(request, IDEMPOTENCY_HEADER):
+        raise InvalidIdempotencyKey(f"{IDEMPOTENCY_HEADER} is given more than once")
     try:
         normalized = str(uuid.UUID(key))
     except ValueError as exc:

@@ -124,3 +124,15 @@ async def test_another_merchants_payout_is_404_like_a_missing_one(
 async def test_public_routes_need_no_key(api_client: httpx.AsyncClient, path: str) -> None:
     response = await api_client.get(path)
     assert response.status_code == 200, response.text
+
+
+async def test_an_api_key_given_twice_is_401_whichever_comes_first(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    # Two keys in one request: the answer must not depend on which one a server reads first.
+    first, second = await make_merchant(), await make_merchant()
+    for keys in ((first.api_key, second.api_key), (first.api_key, first.api_key)):
+        headers = [("X-API-KEY", key) for key in keys]
+        response = await api_client.get(f"{API}/balance", headers=headers)
+        error = assert_error(response, 401, "INVALID_API_KEY")
+        assert "more than once" in error["message"]

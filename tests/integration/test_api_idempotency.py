@@ -434,3 +434,21 @@ async def test_a_415_is_not_stored_so_the_body_labelled_as_json_runs_under_the_s
     )
 
     assert fixed.status_code == 201, fixed.text
+
+
+async def test_an_idempotency_key_given_twice_is_400_and_writes_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    # Two values (a proxy adding its own, a client library merging headers): which of them a
+    # retry will carry is anybody's guess, so neither is taken.
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    headers = [
+        ("X-API-KEY", merchant.api_key),
+        ("X-IDEMPOTENCY-KEY", new_key()),
+        ("X-IDEMPOTENCY-KEY", new_key()),
+    ]
+    response = await api_client.post(f"{API}/payouts", json=payout_body(), headers=headers)
+    error = assert_error(response, 400, "INVALID_IDEMPOTENCY_KEY")
+    assert "more than once" in error["message"]
+    assert await footprint(sessions, merchant.merchant_id) == before
