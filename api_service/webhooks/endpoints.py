@@ -14,7 +14,7 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
-from api_service.request_body import documented_body, optional_body, read_body
+from api_service.request_body import documented_body, optional_body, read_body, require_json
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks import service
 from api_service.webhooks.schemas import (
@@ -143,6 +143,7 @@ async def resend_delivery(
     request_id: RequestId,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        require_json(request, await request.body())  # it takes no body, but a labelled one
         delivery = await service.resend_delivery(
             session, merchant, delivery_id, request_id=request_id
         )

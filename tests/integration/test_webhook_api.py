@@ -265,6 +265,26 @@ async def test_resend_queues_the_stored_event_through_the_outbox(
     assert resent == PayoutStatusChanged.model_validate_json(events[0].body)
 
 
+async def test_a_resend_with_a_body_not_labelled_json_is_415_and_queues_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    # It takes no body, as reinitiate does (test_api_hostile_input): a body it cannot read is
+    # refused, not ignored.
+    merchant, (delivered, _), events = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+
+    response = await api_client.post(
+        f"{API}/webhooks/deliveries/{delivered}/resend",
+        content=b"resend please",
+        headers={**auth(merchant), "Content-Type": "text/plain"},
+    )
+
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    outbox = await outbox_for_payout(sessions, events[0].payout_id)
+    assert [row for row in outbox if row.routing_key == RESEND_ROUTING_KEY] == []
+
+
 async def test_each_resend_names_the_next_generation_of_the_delivery(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
