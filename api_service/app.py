@@ -100,7 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(sandbox_clock_router)
     api.include_router(request_log_router)
     app.include_router(api)
-    document_the_sandbox(app, api_prefix=API_PREFIX, enabled=settings.sandbox_enabled)
+    probes = frozenset(f"{API_PREFIX}{path}" for path in health.PROBE_PATHS)
+    document_the_sandbox(
+        app, api_prefix=API_PREFIX, enabled=settings.sandbox_enabled, probes=probes
+    )
     document_answers_as_given(app)
     serve_documents_under_the_base_path(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
@@ -115,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.sandbox_enabled,
         api_prefix=API_PREFIX,
         exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
+        probes=probes,
     )
     if settings.sandbox_enabled:
         app.add_middleware(

@@ -58,6 +58,11 @@ class Liveness(BaseModel):
     status: Literal["healthy"]
 
 
+# Under the API prefix. A merchant's faults never touch them (a client sending its key on every
+# call must not see the sandbox down): 503 means only that a dependency is.
+PROBE_PATHS = ("/health", "/ready")
+
+
 @router.get("/health", summary="Liveness", response_model=Liveness)
 async def health() -> Response:
     return json_response(dumps({"status": "healthy"}))

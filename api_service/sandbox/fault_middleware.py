@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_service.deps import merchant_of_key
+from api_service.deps import API_KEY_HEADER, merchant_of_key
 from api_service.errors import (
     DATABASE_UNAVAILABLE,
     ApiError,
@@ -42,20 +42,29 @@ _STATUS_ERRORS: dict[int, type[ApiError]] = {
 
 class FaultInjectionMiddleware:
     def __init__(
-        self, app: ASGIApp, *, enabled: bool, api_prefix: str, exempt_prefixes: tuple[str, ...]
+        self,
+        app: ASGIApp,
+        *,
+        enabled: bool,
+        api_prefix: str,
+        exempt_prefixes: tuple[str, ...],
+        probes: frozenset[str],
     ) -> None:
         """`exempt_prefixes`: the paths a merchant-wide fault never touches (the sandbox
-        controls, and the request log that shows what the faults did)."""
+        controls, and the request log that shows what the faults did); `probes`: the paths no
+        fault touches, not even X-Sandbox-Fault (liveness and readiness)."""
         self.app = app
         self.enabled = enabled
         self.api_prefix = api_prefix
         self.exempt_prefixes = exempt_prefixes
+        self.probes = probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.api_prefix):
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.api_prefix) or path in self.probes:
             await self.app(scope, receive, send)
             return
-        # The first of a header sent twice, as the endpoints read it (authentication included).
+        # The first of a fault header sent twice, as the endpoints read a header.
         headers = Headers(scope=scope)
         request_id: str = scope["state"]["request_id"]
         spec = headers.get(FAULT_HEADER)
@@ -85,9 +94,10 @@ class FaultInjectionMiddleware:
         """The call's fault, None without a merchant; the merchant is noted for the request log."""
         if not self.enabled:
             return None
-        api_key = headers.get("x-api-key")
+        api_keys = headers.getlist(API_KEY_HEADER)
         state = scope["app"].state
-        merchant = await merchant_of_key(state, api_key) if api_key else None
+        # None or two keys: the endpoint's authentication answers (deps.get_current_merchant).
+        merchant = await merchant_of_key(state, api_keys[0]) if len(api_keys) == 1 else None
         if merchant is None:  # the endpoint's authentication answers, fault or no fault
             return None
         scope["state"]["merchant_id"] = merchant.id

@@ -27,9 +27,12 @@ FAULT_PARAMETER: dict[str, Any] = {
 }
 
 
-def document_the_sandbox(app: FastAPI, *, api_prefix: str, enabled: bool) -> None:
-    """In test mode every merchant operation names X-Sandbox-Fault. In production the sandbox
-    controls, which answer 404 there, are left out of the document, and so is the header."""
+def document_the_sandbox(
+    app: FastAPI, *, api_prefix: str, enabled: bool, probes: frozenset[str]
+) -> None:
+    """In test mode every merchant operation but the `probes` names X-Sandbox-Fault. In
+    production the sandbox controls, which answer 404 there, are left out of the document, and
+    so is the header."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -39,7 +42,7 @@ def document_the_sandbox(app: FastAPI, *, api_prefix: str, enabled: bool) -> Non
             for path, operations in schema["paths"].items():
                 for method in [method for method in operations if (path, method) in hidden]:
                     del operations[method]
-                if enabled and path.startswith(api_prefix):
+                if enabled and path.startswith(api_prefix) and path not in probes:
                     for operation in operations.values():
                         operation.setdefault("parameters", []).append(FAULT_PARAMETER)
                         _document_faults(operation["responses"])

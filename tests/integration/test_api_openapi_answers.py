@@ -121,3 +121,19 @@ async def test_the_answers_x_sandbox_fault_gives_are_documented(
     )
     assert response.status_code == status
     assert documented(await openapi(api_client), "get", "/balance", str(status))
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+async def test_the_probes_take_no_fault_and_do_not_offer_one(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str
+) -> None:
+    """A client sending its key on every call reached the probes with it: a fault answered 429
+    or 503 there, which the document did not list (and a 503 that was not `Readiness`), and
+    told a monitor the sandbox was down."""
+    merchant = await make_merchant()
+    for fault in ("status=429", "status=503", "status=500"):
+        headers = {**auth(merchant, ""), "X-Sandbox-Fault": fault}
+        response = await api_client.get(f"{API}{path}", headers=headers)
+        assert response.status_code == 200, (fault, response.text)
+    operation = (await openapi(api_client))["paths"][f"{API}{path}"]["get"]
+    assert "X-Sandbox-Fault" not in str(operation.get("parameters", []))
