@@ -65,7 +65,10 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
         consumed_queue(webhook_events_queue(webhook_retry_tiers)),
         title="webhooks.payout-events",
         description="One event per payout status change (payouts.events, routing key = the "
-        "event type, e.g. payout.succeeded), delivered to the merchant's webhook URL. A payout "
+        "event type, e.g. payout.succeeded). The webhook service delivers it to the merchant's "
+        "webhook URL without its `merchantId` and `schemaVersion`: the webhook body is "
+        "`{id, type, createdAt, event, payout}` and `sandboxTime` when the sandbox clock caused "
+        "the change (the REST API's OpenAPI documents it as `PayoutEventView`). A payout "
         "created with queueIfLowBalance while the available balance is short emits "
         "payout.queued (status QUEUED, nothing held) instead of payout.created, then "
         "payout.dequeued when funds arrive (status PENDING, held) or payout.failed "

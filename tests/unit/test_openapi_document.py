@@ -8,10 +8,12 @@ from functools import cache
 from typing import Any
 
 import pytest
+import yaml
 
 from api_service.app import create_app
 from api_service.sandbox.faults import FAULT_HEADER
 from api_service.webhooks.schemas import PayoutEventView
+from contracts.asyncapi import asyncapi_yaml
 from contracts.messages import PayoutStatusChanged
 from contracts.payout_view import PayoutView
 from contracts.settings import Settings
@@ -174,3 +176,21 @@ def test_every_success_answer_documents_its_body() -> None:
                 without_message.append((method, path, status))
     assert untyped == []
     assert without_message == []
+
+
+def test_the_asyncapi_says_what_the_webhook_drops_of_the_queued_event() -> None:
+    """The webhook channel's message is the queued event; the document said it was "delivered to
+    the merchant's webhook URL", and a merchant generating a model from it (merchantId required)
+    refused every webhook."""
+    event = _event(None)
+    dropped = set(event.model_dump(by_alias=True)) - set(event.webhook_body())
+    assert dropped == {"merchantId", "schemaVersion", "sandboxTime"}  # the last: when None
+    channels = yaml.safe_load(asyncapi_yaml())["channels"].values()
+    [description] = [
+        channel["description"] for channel in channels if "webhook URL" in channel["description"]
+    ]
+    assert "without its `merchantId` and `schemaVersion`" in description
+    assert (
+        "`PayoutEventView`" in description
+        and "PayoutEventView" in document()["components"]["schemas"]
+    )
