@@ -5,6 +5,7 @@ written with two multi-row INSERTs (`payout_events`, `outbox`), each event seria
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -30,6 +31,7 @@ def new_event_id() -> str:
     return f"evt_{secrets.token_hex(12)}"
 
 
+_ONE_MILLISECOND = timedelta(milliseconds=1)
 _INSERT_EVENTS = insert(table_of(PayoutEvent))  # built once: neither rebuilt nor keyed per call
 
 
@@ -38,6 +40,20 @@ class Announcements:
     correlation_id: str | None
     _events: list[dict[str, Any]] = field(default_factory=list)
     _messages: list[dict[str, Any]] = field(default_factory=list)
+    _last_stamps: dict[str, datetime] = field(default_factory=dict)
+
+    def _stamp(self, payout_id: str) -> datetime:
+        """Now, to the millisecond the wire shows, and after the payout's previous event of this
+        transaction: a processing event and its outcome were stamped alike, and a merchant
+        keeping the state of the event whose `createdAt` is newest (the README's advice for
+        webhooks out of order) could not tell which came last."""
+        now = utcnow()
+        stamp = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        previous = self._last_stamps.get(payout_id)
+        if previous is not None and stamp <= previous:
+            stamp = previous + _ONE_MILLISECOND
+        self._last_stamps[payout_id] = stamp
+        return stamp
 
     def event(self, payout: Payout, event_type: EventType) -> PayoutStatusChanged:
         """Snapshot the payout as it is now into an event, for the log and the webhook service."""
@@ -45,7 +61,7 @@ class Announcements:
             id=new_event_id(),
             type=event_type,
             event=legacy_event_name(event_type),
-            created_at=utcnow(),
+            created_at=self._stamp(payout.id),
             merchant_id=payout.merchant_id,
             payout=PayoutView.of(payout),
         )
