@@ -74,23 +74,31 @@ def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
 
 
 def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: a quote that does not close before its cell ends is an error, not a cell that
+    # swallows the rows after it (`"Ali` then every line to the end) or loses its quotes
+    # (`"Bob" Jr` read as `Bob Jr`).
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    first_line = 1  # of the row being read: a quoted cell may span lines
     try:
         columns = _columns(next(reader, None))
         rows: list[PayrollRow] = []
+        first_line = reader.line_num + 1
         for cells in reader:
+            line, first_line = first_line, reader.line_num + 1
             if not any(cell.strip() for cell in cells):
                 continue
             if len(cells) > len(columns):
                 raise PayrollFileError(
-                    f"Line {reader.line_num} has {len(cells)} cells; the header has {len(columns)}."
+                    f"Line {line} has {len(cells)} cells; the header has {len(columns)}."
                 )
-            item = _item(columns, cells, reader.line_num)
-            rows.append(PayrollRow(reader.line_num, item))
+            rows.append(PayrollRow(line, _item(columns, cells, line)))
             if len(rows) > max_rows:
                 raise PayrollFileError(f"At most {max_rows} payouts per file.")
     except csv.Error as exc:
-        raise PayrollFileError(f"Line {reader.line_num}: {exc}.") from exc
+        raise PayrollFileError(
+            f"Line {first_line}: {exc}. A quoted cell must end with its quote (a quote inside "
+            'it is written twice: "Ali ""Bob"" Khan").'
+        ) from exc
     if not rows:
         raise PayrollFileError("The file has no payouts (only its header).")
     return rows

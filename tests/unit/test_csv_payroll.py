@@ -39,3 +39,35 @@ def test_a_value_under_a_column_with_no_name_is_refused_naming_its_line() -> Non
     text = f"{HEADER},\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
     with pytest.raises(PayrollFileError, match=r"Line 2 has a value in column 6, which has"):
         read_payroll(text, max_rows=10)
+
+
+def test_an_unclosed_quote_is_refused_naming_the_line_it_opens_on() -> None:
+    """It swallowed every row after it into one cell: the preview showed one payout, invalid on
+    its title, and the others were simply missing."""
+    text = (
+        f"{HEADER},accountTitle\n"
+        'r-1,10.00,WALLET,JAZZCASH,03001234567,"Ali\n'
+        "r-2,11.00,WALLET,JAZZCASH,03001234568,Bob\n"
+        "r-3,12.00,WALLET,JAZZCASH,03001234569,Carl\n"
+    )
+    with pytest.raises(PayrollFileError, match=r"^Line 2: .*must end with its quote"):
+        read_payroll(text, max_rows=10)
+
+
+@pytest.mark.parametrize("cell", ['"Bob" Jr', '"Ali'])
+def test_a_cell_quoted_wrongly_is_refused_not_rewritten(cell: str) -> None:
+    """`"Bob" Jr` was read as `Bob Jr`, and a last row's `"Ali` as `Ali`: a payout to a title the
+    file does not hold, without a word in the preview."""
+    text = f"{HEADER},accountTitle\nr-1,10.00,WALLET,JAZZCASH,03001234567,{cell}\n"
+    with pytest.raises(PayrollFileError, match=r"^Line 2: "):
+        read_payroll(text, max_rows=10)
+
+
+def test_a_row_spanning_lines_is_named_by_its_first_line() -> None:
+    text = (
+        f"{HEADER},accountTitle\n"
+        'r-1,10.00,WALLET,JAZZCASH,03001234567,"Ali\nKhan"\n'
+        "r-2,11.00,WALLET,JAZZCASH,03001234568,Bob\n"
+    )
+    first, second = read_payroll(text, max_rows=10)
+    assert (first.line, first.item["accountTitle"], second.line) == (2, "Ali\nKhan", 4)
