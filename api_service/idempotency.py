@@ -434,7 +434,10 @@ async def get_idempotency(
         key=normalized,
         merchant_id=merchant.id,
         method=request.method,
-        path=request.url.path,
+        # Lower-cased: the only parts of a path that may be written in either case are its ids
+        # (UUIDs, matched in any case), so a retry naming the payout in the other case is the
+        # same request, replayed, not IDEMPOTENCY_KEY_REUSED.
+        path=request.url.path.lower(),
         request_id=str(request.state.request_id),
         sessions=sessions,
         ttl_seconds=settings.idempotency_ttl_seconds,

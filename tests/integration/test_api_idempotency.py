@@ -27,6 +27,7 @@ from tests.support.api_helpers import (
     API,
     assert_error,
     auth,
+    create_failed_payout,
     create_payout,
     fail_payout,
     footprint,
@@ -452,3 +453,23 @@ async def test_an_idempotency_key_given_twice_is_400_and_writes_nothing(
     error = assert_error(response, 400, "INVALID_IDEMPOTENCY_KEY")
     assert "more than once" in error["message"]
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_a_retry_naming_the_payout_in_the_other_case_is_replayed(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Ids are matched in any case (GET /payouts/{ID} answers for the lower-case id): a retry
+    naming it in the other case is the same request, and got 422 IDEMPOTENCY_KEY_REUSED."""
+    merchant = await make_merchant(balance="1000.00")
+    payout = await create_failed_payout(api_client, merchant, sessions)
+    key = new_key()
+    path = f"{API}/payouts/{payout['id']}/reinitiate"
+
+    first = await api_client.post(
+        path.replace(payout["id"], payout["id"].upper()), headers=auth(merchant, key)
+    )
+    retry = await api_client.post(path, headers=auth(merchant, key))
+
+    assert first.status_code == 200, first.text
+    assert retry.status_code == 200, retry.text
+    assert retry.headers[REPLAYED] == "true" and retry.content == first.content
