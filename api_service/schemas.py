@@ -136,6 +136,24 @@ def _defaulted_keys(model: type[BaseModel]) -> frozenset[str]:
     )
 
 
+@functools.cache
+def _renamed_fields(model: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(name, alias) of `model`'s fields whose alias is another spelling (`wallet_code`,
+    `walletCode`): a body may use either."""
+    return tuple(
+        (name, field.alias)
+        for name, field in model.model_fields.items()
+        if field.alias is not None and field.alias != name
+    )
+
+
+class _GivenTwice:
+    """A field's value when the body gave it under both spellings: refused naming the field."""
+
+    def __init__(self, name: str, alias: str) -> None:
+        self.problem = f"is given twice, as {alias} and {name}"
+
+
 # What a property says about itself, as opposed to its type.
 _DESCRIBING = {"title", "description", "default", "examples"}
 
@@ -189,6 +207,28 @@ class RequestModel(BaseModel):
         return {
             key: value for key, value in data.items() if value is not None or key not in defaulted
         }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _each_field_once(cls, data: Any) -> Any:
+        """A field under both spellings (`"walletCode":"JAZZCASH","wallet_code":"EASYPAISA"`)
+        is refused, as a key given twice is (request_body): one of them silently won."""
+        if not isinstance(data, dict):
+            return data
+        twice = [
+            (name, alias) for name, alias in _renamed_fields(cls) if {name, alias} <= data.keys()
+        ]
+        if not twice:
+            return data
+        marked = {key: value for key, value in data.items() if key not in {n for n, _ in twice}}
+        return marked | {alias: _GivenTwice(name, alias) for name, alias in twice}
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_given_twice(cls, value: Any) -> Any:
+        if isinstance(value, _GivenTwice):
+            raise ValueError(value.problem)
+        return value
 
     @field_validator("*", mode="after")
     @classmethod

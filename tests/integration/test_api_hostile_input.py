@@ -2,6 +2,7 @@
 database errors that are not outages."""
 
 import json
+from typing import Any
 
 import httpx
 import orjson
@@ -177,6 +178,44 @@ async def test_a_key_given_twice_is_400_naming_it(
     )
     assert_error(response, 400, "VALIDATION_ERROR", "amount")
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize(
+    ("other_spelling", "field"),
+    [
+        ({"wallet_code": "EASYPAISA"}, "walletCode"),
+        ({"merchant_reference": "other-ref"}, "merchantReference"),
+        ({"queue_if_low_balance": True}, "queueIfLowBalance"),
+    ],
+)
+async def test_a_field_under_both_its_spellings_is_400_naming_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    other_spelling: dict[str, Any],
+    field: str,
+) -> None:
+    """A body takes a field by its Python name too (`wallet_code`); under both, one of them won
+    in silence (a payout to JAZZCASH for a body that also said EASYPAISA). In a payroll item, the
+    item is invalid on it; a sandbox setting is refused the same way."""
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    body = payout_body(queueIfLowBalance=False) | other_spelling
+
+    single = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    batch = await api_client.post(
+        f"{API}/payouts/batch", json={"payouts": [body]}, headers=auth(merchant)
+    )
+
+    error = assert_error(single, 400, "VALIDATION_ERROR", field)
+    assert error["details"][0]["message"].startswith("is given twice"), error
+    [item] = batch.json()["data"]["results"]
+    assert item["status"] == "invalid" and item["errors"][0]["field"] == field, item
+    assert await footprint(sessions, merchant.merchant_id) == before
+    chaos = {"duplicatePercent": 5, "duplicate_percent": 50}
+    headers = auth(merchant, "")
+    refused = await api_client.put(f"{API}/sandbox/webhook-chaos", json=chaos, headers=headers)
+    assert_error(refused, 400, "VALIDATION_ERROR", "duplicatePercent")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
