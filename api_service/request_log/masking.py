@@ -4,6 +4,8 @@ account fields of a JSON body masked whatever their length; at most `MAX_KEPT_CH
 most `MAX_KEPT_BYTES` of UTF-8 (the column holds 65,535 bytes, and 16 KiB of 4-byte characters
 would not fit: the insert of the whole flush failed)."""
 
+import contextlib
+import json
 from typing import Any
 
 import orjson
@@ -15,32 +17,50 @@ MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says 
 ACCOUNT_FIELDS = frozenset({"accountNumber", "iban"})
 
 
+class _Number(str):
+    """A JSON number's text as sent: `1500.50` stays `1500.50`, not the float `1500.5`."""
+
+
+class _Object(list[tuple[str, Any]]):
+    """A JSON object's pairs as sent, a key given twice included (the API refuses such a body,
+    and the log must show why)."""
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_Object, parse_float=_Number, parse_int=_Number)
+
+
 def _masked_account(value: str) -> str:
     return "*" * max(len(value) - 4, 0) + value[-4:]
 
 
-def _mask_accounts(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: _masked_account(item)
-            if key in ACCOUNT_FIELDS and isinstance(item, str)
-            else _mask_accounts(item)
-            for key, item in value.items()
-        }
+def _written(value: Any) -> str:
+    """The parsed body written back as sent (but for whitespace and escapes), the account
+    fields of every object masked."""
+    if isinstance(value, _Object):
+        pairs = (
+            f"{_written(key)}:"
+            + _written(
+                _masked_account(item) if key in ACCOUNT_FIELDS and isinstance(item, str) else item
+            )
+            for key, item in value
+        )
+        return "{" + ",".join(pairs) + "}"
     if isinstance(value, list):
-        return [_mask_accounts(item) for item in value]
-    return value
+        return "[" + ",".join(_written(item) for item in value) + "]"
+    if isinstance(value, _Number):
+        return str.__str__(value)
+    return orjson.dumps(value).decode()  # a string, true, false, null
 
 
 def kept_body(raw: bytes) -> str | None:
     """The body as the log keeps it; None when there was none."""
     if not raw:
         return None
-    try:
-        text = orjson.dumps(_mask_accounts(orjson.loads(raw))).decode()
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
-        # Not JSON, or nested deeper than orjson writes (254) or Python recurses: kept as sent.
-        text = raw.decode("utf-8", errors="replace")
+    text = raw.decode(json.detect_encoding(raw), errors="replace")  # as the API reads it
+    # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses: kept
+    # as sent.
+    with contextlib.suppress(ValueError, orjson.JSONEncodeError, RecursionError):
+        text = _written(_DECODER.decode(text))
     text = redact(text)
     kept = text[:MAX_KEPT_CHARS]
     encoded = kept.encode()

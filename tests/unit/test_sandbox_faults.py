@@ -100,3 +100,25 @@ def test_the_log_keeps_a_body_of_4_byte_characters_within_the_columns_bytes() ->
     assert kept is not None and len(kept.encode()) <= 65_535
     cut = kept.removeprefix(emoji * (MAX_KEPT_BYTES // 4))
     assert cut == f"… ({20_000 - MAX_KEPT_BYTES // 4} more characters)"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b'{"amount":"1.00","amount":"9000.00"}',  # refused for its key twice: the log showed one
+        b'{"amount":1.50E+3}',  # shown as 1500.0
+        b'{"amount":1500.50,"count":7,"flag":true,"none":null}',  # shown as 1500.5
+    ],
+)
+def test_the_log_keeps_the_body_as_sent(sent: bytes) -> None:
+    assert kept_body(sent) == sent.decode()
+
+
+def test_the_log_masks_the_account_number_of_a_body_in_utf_16() -> None:
+    """The API reads a UTF-16 body (json.detect_encoding); the log decoded it as UTF-8, where the
+    account number is `0\\x003\\x00...` and no mask matched it."""
+    sent = '{"accountNumber":"03009876543","amount":"10.00"}'
+    assert kept_body(sent.encode("utf-16")) == '{"accountNumber":"*******6543","amount":"10.00"}'
+    assert kept_body(b"\xff\xfe" + "not json 03009876543".encode("utf-16-le")) == (
+        "not json *******6543"
+    )
