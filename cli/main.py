@@ -22,7 +22,7 @@ from contracts.db.database_locks import database_lock
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
-from contracts.settings import InsecureConfiguration, get_settings
+from contracts.settings import ConfigurationError, InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
@@ -33,6 +33,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def read_settings() -> None:
+    """Every command reads the PAYOUTS_* variables first: one that cannot be read is a line
+    naming it and exit 2, not a traceback deep inside the command."""
+    try:
+        get_settings()
+    except ConfigurationError as invalid:
+        typer.echo(f"payouts: {invalid}", err=True)
+        raise typer.Exit(2) from invalid
+
+
 merchant_app = typer.Typer(help="Manage merchants.", no_args_is_help=True)
 app.add_typer(merchant_app, name="merchant")
 app.command("outbox-relay")(services.run_outbox_relay)

@@ -1,11 +1,14 @@
 """One settings class for every service; environment variables prefixed `PAYOUTS_`."""
 
+import logging
+import math
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,18 +47,19 @@ class Settings(BaseSettings):
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/payouts"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    api_workers: int = 1
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
     # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
     shutdown_drain_seconds: float = Field(default=1.0, ge=0)
     psp_secret: str = DEFAULT_PSP_SECRET
-    db_pool_size: int = 20
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
 
-    max_body_bytes: int = 64 * 1024
-    max_batch_body_bytes: int = 1024 * 1024  # POST /payouts/batch: up to 1,000 payouts
-    max_page_size: int = 100
-    idempotency_ttl_seconds: int = 24 * 3600
-    idempotency_keys_per_merchant_per_day: int = 100_000
+    max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # POST /payouts/batch: up to 1,000 payouts
+    max_batch_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_page_size: int = Field(default=100, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    idempotency_keys_per_merchant_per_day: int = Field(default=100_000, ge=1)
     # A request waits this long for another one holding its idempotency key (then 409), or for
     # a row another request holds (then 503).
     # How long an API process remembers the merchant of an API key (0: never): a deactivated key
@@ -66,14 +70,14 @@ class Settings(BaseSettings):
     # limit. Unset: 100 in production, off in test mode; 0: off.
     rate_limit_per_second: int | None = Field(default=None, ge=0)
 
-    processor_retry_delay_seconds: float = 2.0
+    processor_retry_delay_seconds: float = Field(default=2.0, gt=0, le=3600)
     # A payout in RETRY this long after its delay has lost its delayed command (a broker restart
     # mid-dead-lettering): the outbox relay sends it again (processor_service/stalled_payouts.py).
     processor_stalled_retry_seconds: int = Field(default=300, ge=1, le=86400)
     # Messages the processor handles at once, one transaction (and connection) each: most of a
     # message's time is spent waiting for MariaDB, so at 16 the bench's peak left the processor
     # about a second behind the API; at 32, a few hundred milliseconds.
-    processor_prefetch: int = 32
+    processor_prefetch: int = Field(default=32, ge=1, le=65535)  # 0 would be no limit
     # Payout commands run in batches of up to this many, one transaction each, `workers` batches
     # at a time (together at most the prefetch); a batch waits at most the window for more after
     # its first command. Two workers: each create holds its merchant's balance row for a moment,
@@ -82,37 +86,37 @@ class Settings(BaseSettings):
     processor_batch_size: int = Field(default=16, ge=1, le=1000)
     processor_batch_window_seconds: float = Field(default=0.002, ge=0, le=1)
     processor_batch_workers: int = Field(default=2, ge=1, le=16)
-    processor_max_handler_retries: int = 5
+    processor_max_handler_retries: int = Field(default=5, ge=0, le=100)
 
     # ON_HOLD / IN_REVIEW payouts with no decision fail (DECISION_EXPIRED) after this much of
     # the merchant's sandbox time. The processor claims due scheduled actions (scripted steps,
     # these expiries) this often; POST /sandbox/clock/advance waits up to
     # sandbox_clock_wait_seconds for the window's actions to be applied.
-    decision_sla_hours: float = Field(default=72.0, gt=0)
+    decision_sla_hours: float = Field(default=72.0, gt=0, allow_inf_nan=False)
     scheduler_poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
     sandbox_clock_wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
     # A QUEUED payout (queueIfLowBalance) not started within this many hours of the merchant's
     # sandbox time fails with QUEUE_EXPIRED: the API schedules the expiry when it queues the
     # payout, the processor applies it (PAYOUTS_QUEUED_EXPIRY_HOURS).
-    queued_expiry_hours: float = Field(default=72.0, gt=0)
+    queued_expiry_hours: float = Field(default=72.0, gt=0, allow_inf_nan=False)
 
-    relay_batch_size: int = 200
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     # The relay polls the outbox every busy interval while rows keep coming, every (idle) poll
     # interval once it has been empty for a second.
     relay_poll_interval_seconds: float = Field(default=0.05, gt=0, le=60)
     relay_busy_poll_interval_seconds: float = Field(default=0.015, gt=0, le=60)
     # A row the broker refused this many times (about an hour of backoff at 20) is parked.
     relay_max_publish_attempts: int = Field(default=20, ge=1, le=1000)
-    outbox_retention_hours: int = 24
+    outbox_retention_hours: int = Field(default=24, ge=1)
 
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
-    webhook_timeout_seconds: float = 10.0
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     webhook_allow_private_urls: bool = False
-    webhook_secret_grace_hours: int = 24
+    webhook_secret_grace_hours: int = Field(default=24, ge=0)
     # Also the largest batch of the webhook service's database work: under load, a larger one
     # costs fewer statements per webhook (make bench: 3.6 per payout at 32, 1.8 at 128).
-    webhook_prefetch: int = 128
+    webhook_prefetch: int = Field(default=128, ge=1, le=65535)
     # How long a batch of the webhook service's database work gathers after its first message.
     # A wider window costs each webhook up to twice as much latency (a lease and a record) and
     # saves a batch's round trips: make bench at half of peak (40 payouts/s), 5 ms: 10.5 ms of
@@ -142,7 +146,23 @@ class Settings(BaseSettings):
     @classmethod
     def _async_mysql_driver(cls, value: str) -> str:
         if not value.startswith("mysql+asyncmy://"):
-            raise ValueError("PAYOUTS_DATABASE_URL must use the mysql+asyncmy:// driver")
+            raise ValueError("must use the mysql+asyncmy:// driver")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url_names_a_host(cls, value: str) -> str:
+        # Without a host (amqp:///payouts) aio-pika retried forever and the relay ignored SIGTERM.
+        parts = urlsplit(value)
+        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+            raise ValueError("must be an amqp:// or amqps:// URL naming a host")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
     @field_validator("operator_token")
@@ -154,10 +174,8 @@ class Settings(BaseSettings):
     @classmethod
     def _delays_are_positive_numbers(cls, value: str) -> str:
         delays = [float(part) for part in value.split(",") if part.strip()]
-        if not delays or any(delay <= 0 for delay in delays):
-            raise ValueError(
-                "PAYOUTS_WEBHOOK_RETRY_DELAYS must be positive comma-separated seconds"
-            )
+        if not delays or not all(0 < delay < math.inf for delay in delays):  # nan too
+            raise ValueError("must be positive comma-separated seconds")
         return value
 
     @property
@@ -212,6 +230,18 @@ class Settings(BaseSettings):
         return [float(part) for part in self.webhook_retry_delays.split(",") if part.strip()]
 
 
+class ConfigurationError(ValueError):
+    """A PAYOUTS_* variable that cannot be read: its message names each one and why."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as invalid:
+        problems = "; ".join(
+            f"PAYOUTS_{'_'.join(map(str, error['loc'])).upper()}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in invalid.errors()
+        )
+        raise ConfigurationError(problems) from None

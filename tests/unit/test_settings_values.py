@@ -1,0 +1,61 @@
+"""A PAYOUTS_* variable that cannot be read, or whose value would misbehave later (a prefetch of
+0 is no limit, `nan` passed "must be positive", an AMQP URL without a host made the relay retry
+forever and ignore SIGTERM), is refused when the settings are read, naming the variable; every
+command says so in one line and exits 2 instead of a traceback deep inside."""
+
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from contracts.settings import ConfigurationError, get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PAYOUTS_API_PORT", "eighty"),
+        ("PAYOUTS_API_PORT", "70000"),
+        ("PAYOUTS_API_WORKERS", "0"),
+        ("PAYOUTS_DB_POOL_SIZE", "-5"),
+        ("PAYOUTS_PROCESSOR_PREFETCH", "0"),
+        ("PAYOUTS_PROCESSOR_PREFETCH", "-1"),
+        ("PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS", "-2"),
+        ("PAYOUTS_WEBHOOK_PREFETCH", "0"),
+        ("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", "-1"),
+        ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,nan"),
+        ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,inf"),
+        ("PAYOUTS_RELAY_BATCH_SIZE", "0"),
+        ("PAYOUTS_OUTBOX_RETENTION_HOURS", "-1"),
+        ("PAYOUTS_DECISION_SLA_HOURS", "inf"),
+        ("PAYOUTS_LOG_LEVEL", "LOUD"),
+        ("PAYOUTS_AMQP_URL", "amqp:///payouts"),
+        ("PAYOUTS_AMQP_URL", "http://127.0.0.1:5672/"),
+    ],
+)
+def test_a_value_that_cannot_work_is_refused_naming_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError, match=rf"^{variable}: "):
+        get_settings()
+
+
+def test_a_command_says_which_variable_in_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PAYOUTS_PROCESSOR_PREFETCH", "-1")
+    monkeypatch.setenv("PAYOUTS_LOG_LEVEL", "loud")
+    result = CliRunner().invoke(app, ["processor"])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "PAYOUTS_PROCESSOR_PREFETCH: Input should be greater than or equal to 1" in result.output
+    assert "PAYOUTS_LOG_LEVEL: must be DEBUG, INFO" in result.output
