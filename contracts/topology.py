@@ -5,11 +5,14 @@ Work queues are quorum queues with a delivery limit and at-least-once dead-lette
 expiration and dead-letter back to their work queue through `payouts.retry-return`.
 """
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, ExchangeType
+from aiormq.exceptions import AMQPConnectionError
 
 COMMANDS_EXCHANGE = "payouts.commands"  # direct: commands to the processor
 EVENTS_EXCHANGE = "payouts.events"  # topic: payout status events, routing key = event type
@@ -21,6 +24,8 @@ PROCESS_PAYOUT_KEY = "payout.process"
 APPLY_PSP_OUTCOME_KEY = "payout.apply-psp-outcome"
 
 DELIVERY_LIMIT = 10
+MAX_CONNECT_BACKOFF_SECONDS = 5.0
+log = logging.getLogger("topology")
 
 # Our own headers (RabbitMQ >= 3.13 ignores a client-sent x-death).
 RETRY_COUNT_HEADER = "x-payouts-retry-count"
@@ -142,6 +147,17 @@ async def declare_topology(channel: AbstractChannel, *, webhook_retry_tiers: int
 
 
 async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> None:
-    connection = await aio_pika.connect(amqp_url)
+    """At a consumer's start: RabbitMQ not answering yet (a machine or a compose project
+    starting) is waited for, said in a line and backed off, as the outbox relay does; it was a
+    30-line traceback and exit 1."""
+    backoff = 0.2
+    while True:
+        try:
+            connection = await aio_pika.connect(amqp_url)
+            break
+        except (AMQPConnectionError, OSError) as unavailable:
+            log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", unavailable, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_CONNECT_BACKOFF_SECONDS)
     async with connection:
         await declare_topology(await connection.channel(), webhook_retry_tiers=webhook_retry_tiers)
