@@ -37,6 +37,7 @@ from api_service.sandbox.endpoints import router as sandbox_router
 from api_service.sandbox.fault_middleware import FaultInjectionMiddleware
 from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.openapi import document_the_sandbox
+from api_service.server import drain_on_sigterm
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.host_lookup import HostResolver
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
         app.state.host_resolver = HostResolver()  # the webhook URLs' lookups
         app.state.draining = False
+        drain_on_sigterm(app.state, settings.shutdown_drain_seconds)
         yield
         app.state.draining = True
         await app.state.request_log.close()

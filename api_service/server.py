@@ -1,25 +1,30 @@
-"""Serving the API: on SIGTERM/SIGINT, /ready answers 503 first (so a load balancer stops sending
-traffic), then after `drain_seconds` uvicorn stops accepting and finishes in-flight requests."""
+"""Draining on SIGTERM: /ready answers 503 first (so a load balancer stops sending traffic),
+then after `drain_seconds` the server's own SIGTERM handler runs (uvicorn stops accepting and
+finishes the requests in flight). A second SIGTERM, or Ctrl-C, stops at once.
+
+Installed from the app's lifespan, in each process that serves it: with `PAYOUTS_API_WORKERS`
+above 1 (docker-compose.yml runs 2) uvicorn's supervisor runs plain servers in its workers and
+forwards SIGTERM to each, and a server subclass drained nothing there."""
 
 import asyncio
 import signal
 from types import FrameType
 
-import uvicorn
-
-from api_service.main import app
+from starlette.datastructures import State
 
 
-class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, *, drain_seconds: float) -> None:
-        super().__init__(config)
-        self.drain_seconds = drain_seconds
-        self._draining = False
+def drain_on_sigterm(state: State, drain_seconds: float) -> None:
+    """Wrap the SIGTERM handler the server installed; none (a test's in-process app): nothing."""
+    stop_now = signal.getsignal(signal.SIGTERM)
+    if drain_seconds <= 0 or not callable(stop_now):
+        return
+    loop = asyncio.get_running_loop()
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining or self.drain_seconds <= 0 or sig != signal.SIGTERM:
-            super().handle_exit(sig, frame)  # a second signal, or Ctrl-C: stop now
+    def drain(sig: int, frame: FrameType | None) -> None:
+        if state.draining:
+            stop_now(sig, frame)
             return
-        self._draining = True
-        app.state.draining = True
-        asyncio.get_event_loop().call_later(self.drain_seconds, super().handle_exit, sig, frame)
+        state.draining = True
+        loop.call_later(drain_seconds, stop_now, sig, frame)
+
+    signal.signal(signal.SIGTERM, drain)

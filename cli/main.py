@@ -263,13 +263,8 @@ def api(
         "timeout_graceful_shutdown": 15,
         "log_config": None,  # our JSON/text logging, not uvicorn's
     }
-    if options["workers"] > 1:  # uvicorn's supervisor runs plain servers in its workers
-        uvicorn.run("api_service.main:app", **options)
-        return
-    from api_service.server import DrainingServer
-
-    config = uvicorn.Config("api_service.main:app", **options)
-    DrainingServer(config, drain_seconds=settings.shutdown_drain_seconds).run()
+    # Each process that serves the app drains on SIGTERM (api_service/server.py).
+    uvicorn.run("api_service.main:app", **options)
 
 
 if __name__ == "__main__":
