@@ -4,8 +4,9 @@ merchant and an operator would, then torn down.
 It proves that the compose file, the Dockerfile, the images' entrypoints, the healthchecks and
 the environment wiring agree:
 
-1. build the image and `up -d` every service (the `sink` profile too) under a project name of its
-   own, on free host ports (the local MariaDB/RabbitMQ/API keep 3306, 5672, 15672, 8000);
+1. build the image and `up -d` every service (as the README's plain `up` does) under a project
+   name of its own, on free host ports (the local MariaDB/RabbitMQ/API keep 3306, 5672, 15672,
+   8000);
 2. /api/v1/ready answers 200 on the published API port;
 3. the seed job ran, and running it again reuses the demo merchant;
 4. one payout of each test scenario, created over HTTP, reaches its outcome;
@@ -111,7 +112,7 @@ def compose_program() -> list[str]:
 
 class Compose:
     def __init__(self, project: str, env: dict[str, str]) -> None:
-        self.command = [*compose_program(), "--project-name", project, "--profile", "sink"]
+        self.command = [*compose_program(), "--project-name", project]
         self.env = env
 
     def run(self, *args: str, timeout: float = 120, capture: bool = False) -> str:

@@ -164,6 +164,14 @@ def test_every_payouts_variable_is_a_setting_an_option_or_the_compose_files() ->
     assert not unknown, f"neither Settings fields nor option or compose variables: {unknown}"
 
 
+@pytest.mark.parametrize("name", ["PAYOUTS_DASHBOARD_SESSION_SECRET", "PAYOUTS_OPERATOR_TOKEN"])
+def test_the_settings_the_docs_tell_operators_to_set_reach_the_services(name: str) -> None:
+    """Set on the host, they never reached a container: the operations pages could not be
+    turned on, nor the dashboard with PAYOUTS_ENV=production."""
+    for service in APP_SERVICES:
+        assert environment(services()[service])[name].startswith(f"${{{name}:-"), service
+
+
 def test_compose_variables_stay_in_the_compose_file() -> None:
     for name, service in services().items():
         assert not COMPOSE_VARIABLES & set(environment(service)), name
@@ -239,8 +247,14 @@ def test_consumers_are_scalable_and_only_api_and_ui_publish_ports() -> None:
     }
 
 
-def test_webhook_sink_is_optional() -> None:
-    assert services()["webhook-sink"]["profiles"]
+def test_a_plain_up_runs_the_receiver_the_demo_merchants_webhooks_go_to() -> None:
+    """The sink was behind a profile: after the README's `docker compose up --build -d` every
+    demo webhook went to a host that did not resolve, and was parked."""
+    seed_command = services()["seed"]["command"]
+    default_url = re.search(r":-([^}]+)\}", seed_command[seed_command.index("--webhook-url") + 1])
+    assert default_url is not None
+    receiver = services()[str(urlsplit(default_url.group(1)).hostname)]
+    assert "profiles" not in receiver
     assert "webhook-sink" not in str([s.get("depends_on") for s in services().values()])
 
 
