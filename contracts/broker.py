@@ -9,6 +9,7 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
 from prometheus_client import REGISTRY
 
+from contracts.settings import CONSUMER_GRACEFUL_TIMEOUT_SECONDS
 from contracts.topology import WorkQueue
 
 
@@ -18,7 +19,7 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
     return RabbitBroker(
         amqp_url,
         default_channel=channel,
-        graceful_timeout=15.0,
+        graceful_timeout=CONSUMER_GRACEFUL_TIMEOUT_SECONDS,
         middlewares=[metrics],
         logger=logging.getLogger(f"faststream.{app_name}"),  # our log format, not FastStream's
         log_level=logging.DEBUG,  # "Received"/"Processed" per message: debug, not info

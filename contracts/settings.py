@@ -18,6 +18,8 @@ class Environment(StrEnum):
 
 
 PRODUCTION_RATE_LIMIT_PER_SECOND = 100
+# How long a stopping consumer (contracts.broker) waits for the messages in its hands.
+CONSUMER_GRACEFUL_TIMEOUT_SECONDS = 15.0
 # Public (it is in this file): anyone could sign IPNs with it. Fine in test mode only. Every
 # default secret this repository ships (here, docker-compose.yml) ends in PUBLIC_SECRET_MARK.
 DEFAULT_PSP_SECRET = "psp_test_secret_change_me"
@@ -111,7 +113,11 @@ class Settings(BaseSettings):
     outbox_retention_hours: int = Field(default=24, ge=1)
 
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
-    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Under the consumers' graceful timeout: a stopping webhook service finishes the attempts it
+    # has started instead of cutting them (and sending them again).
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=CONSUMER_GRACEFUL_TIMEOUT_SECONDS - 3
+    )
     webhook_allow_private_urls: bool = False
     webhook_secret_grace_hours: int = Field(default=24, ge=0)
     # Also the largest batch of the webhook service's database work: under load, a larger one

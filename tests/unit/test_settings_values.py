@@ -31,6 +31,7 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS", "-2"),
         ("PAYOUTS_WEBHOOK_PREFETCH", "0"),
         ("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", "-1"),
+        ("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", "20"),  # a stopping service would cut the attempt
         ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,nan"),
         ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,inf"),
         ("PAYOUTS_RELAY_BATCH_SIZE", "0"),
