@@ -72,11 +72,18 @@ class RetryLadder:
         return RetryStep(tier=self._tier_holding(attempt, delay), delay_seconds=delay)
 
     def _tier_holding(self, attempt: int, delay: float) -> int:
-        """A TTL queue expires only the message at its head, so a wait much longer than the
-        step's own (a Retry-After) goes to the first tier at least that long instead of holding
-        up the shorter waits queued behind it."""
+        """A TTL queue expires only the message at its head: a message waits as long as the one
+        ahead of it, and holds up the ones behind it as long as its own wait. A wait about as
+        long as its step's stays in the step's tier. A longer one (a Retry-After) goes to the
+        tier with the longest base it fills, as long as it is at most twice that base (the waits
+        behind it are held up at most that much); a longer one still to the first tier at least
+        that long. Always the first tier at least as long sent a 6-second Retry-After to the
+        300-second tier, behind waits of up to 300 seconds."""
         if delay <= self.delays[attempt - 1] * (1 + self.jitter):
             return attempt
+        filled = [(base, tier) for tier, base in enumerate(self.delays, start=1) if base <= delay]
+        if filled and delay <= 2 * max(filled)[0]:
+            return max(filled)[1]
         return next(
             (tier for tier, base in enumerate(self.delays, start=1) if base >= delay), attempt
         )

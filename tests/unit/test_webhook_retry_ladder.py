@@ -56,6 +56,20 @@ def test_a_longer_retry_after_is_honoured_in_a_tier_at_least_that_long() -> None
     assert step == RetryStep(tier=2, delay_seconds=120.0)
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "tier"),
+    [(6, 1), (10, 1), (400, 2), (600, 2), (601, 3)],
+)
+def test_a_retry_after_up_to_twice_a_tiers_base_waits_in_that_tier(
+    retry_after: float, tier: int
+) -> None:
+    """A 6-second Retry-After went to the 300-second tier, where it waited behind that tier's
+    head: about five minutes for six seconds asked."""
+    assert LADDER.after_failure(1, retry_after=retry_after, draw=0.5) == RetryStep(
+        tier, float(retry_after)
+    )
+
+
 def test_a_shorter_retry_after_does_not_shorten_the_ladder() -> None:
     assert LADDER.after_failure(2, retry_after=1, draw=0.5) == RetryStep(2, 300.0)
 
