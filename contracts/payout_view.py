@@ -1,7 +1,14 @@
 """The payout object as merchants see it: REST responses and webhook snapshots share it."""
 
+from pydantic import Field
+
 from contracts.db.models import Payout
+from contracts.domain.statuses import PayoutStatus
 from contracts.wire import MoneyString, Timestamp, WireModel
+
+# Documented as enums (a client generated from the OpenAPI or the AsyncAPI gets them), read as
+# the strings they are stored as: nothing is validated twice on the way out.
+DEST_TYPES = ("BANK", "WALLET")
 
 
 class PayoutView(WireModel):
@@ -9,13 +16,13 @@ class PayoutView(WireModel):
     merchant_reference: str
     amount: MoneyString
     currency: str
-    dest_type: str
+    dest_type: str = Field(json_schema_extra={"enum": list(DEST_TYPES)})
     bank_code: str | None
     wallet_code: str | None
     account_number: str
     account_title: str
     purpose: str | None
-    status: str
+    status: str = Field(json_schema_extra={"enum": [status.value for status in PayoutStatus]})
     failure_reason: str | None
     failure_code: str | None
     psp_reference: str | None

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from api_service.envelope import SuccessEnvelope
 from api_service.schemas import Count, Page, RequestModel, SettingRequest
+from contracts.domain.statuses import EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
 
@@ -89,7 +90,7 @@ class PayoutEventView(BaseModel):
     """Exactly the body the webhook carries."""
 
     id: str
-    type: str
+    type: str = Field(json_schema_extra={"enum": [event_type.value for event_type in EventType]})
     createdAt: str
     event: str
     payout: PayoutView

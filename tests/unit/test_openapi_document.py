@@ -14,6 +14,7 @@ from api_service.app import create_app
 from api_service.sandbox.faults import FAULT_HEADER
 from api_service.webhooks.schemas import PayoutEventView
 from contracts.asyncapi import asyncapi_yaml
+from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.messages import PayoutStatusChanged
 from contracts.payout_view import PayoutView
 from contracts.settings import Settings
@@ -194,3 +195,15 @@ def test_the_asyncapi_says_what_the_webhook_drops_of_the_queued_event() -> None:
         "`PayoutEventView`" in description
         and "PayoutEventView" in document()["components"]["schemas"]
     )
+
+
+def test_statuses_destinations_and_event_types_are_documented_as_enums() -> None:
+    """They were plain strings: a client generated from the document lost them."""
+    schemas = document()["components"]["schemas"]
+    payout = schemas["PayoutView"]["properties"]
+    assert payout["status"]["enum"] == [status.value for status in PayoutStatus]
+    assert payout["destType"]["enum"] == ["BANK", "WALLET"]
+    event_types = schemas["PayoutEventView"]["properties"]["type"]["enum"]
+    assert event_types == [event_type.value for event_type in EventType]
+    published = yaml.safe_load(asyncapi_yaml())["components"]["schemas"]["PayoutView"]
+    assert published["properties"]["status"]["enum"] == payout["status"]["enum"]
