@@ -3,6 +3,7 @@ layout (navigation, the merchant's name, the CSRF token its forms carry)."""
 
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse
@@ -83,11 +84,16 @@ class MerchantPage:
 def redirect(
     path: str, *, done: str | None = None, count: int | None = None, anchor: str = ""
 ) -> RedirectResponse:
-    """After an action: Post/Redirect/Get, so a reload does not post again."""
-    query = f"?done={done}" if done else ""
-    if done and count is not None:
-        query += f"&count={count}"
-    return RedirectResponse(f"{path}{query}{anchor}", status_code=303)
+    """After an action: Post/Redirect/Get, so a reload does not post again. The query `path`
+    has (a list's filter and page) is kept, but for the notice of an earlier action."""
+    target, _, kept = path.partition("?")
+    pairs = [(name, value) for name, value in parse_qsl(kept) if name not in ("done", "count")]
+    if done:
+        pairs.append(("done", done))
+        if count is not None:
+            pairs.append(("count", str(count)))
+    query = f"?{urlencode(pairs)}" if pairs else ""
+    return RedirectResponse(f"{target}{query}{anchor}", status_code=303)
 
 
 def back_to(candidate: object, default: str) -> str:

@@ -24,6 +24,7 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
 )
 VIEWPORT = {"width": 1360, "height": 900}
+PHONE = {"width": 390, "height": 844}
 # The screenshots in docs/screenshots are refreshed only when asked (committed files would
 # otherwise change on every test run); without it they go to the test's temporary folder.
 UPDATE_SCREENSHOTS = os.environ.get("PAYOUTS_UPDATE_SCREENSHOTS") == "1"
@@ -54,6 +55,12 @@ async def sign_in(context: BrowserContext, api_key: str) -> Page:
     await page.wait_for_url("**/dashboard/payouts")
     await expect(page.get_by_role("heading", name="Payouts")).to_be_visible()
     return page
+
+
+async def assert_fits_the_phone(page: Page) -> None:
+    """No sideways scroll of the whole page on a PHONE (a wide table scrolls inside its card)."""
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px phone"
 
 
 async def screenshot(page: Page, name: str, folder: Path) -> Path:

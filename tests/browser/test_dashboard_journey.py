@@ -14,9 +14,18 @@ from playwright.async_api import BrowserContext, Locator, Page, expect
 from api_service.dashboard.csv_payroll import COLUMNS
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
-from tests.browser.dashboard import CHROMIUM, NO_CHROMIUM, PAYOUT_PAGE, new_merchant, screenshot
+from tests.browser.dashboard import (
+    CHROMIUM,
+    NO_CHROMIUM,
+    PAYOUT_PAGE,
+    PHONE,
+    assert_fits_the_phone,
+    new_merchant,
+    screenshot,
+)
 from tests.browser.dashboard import sign_in as browser_sign_in
 from tests.support.api_helpers import auth, create_payout
+from tests.support.polling import eventually
 from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
@@ -159,6 +168,52 @@ async def test_the_list_shows_status_changes_without_a_reload(
     assert await page.evaluate("window.notReloaded === true")
 
 
+async def test_the_keyboard_focus_stays_where_it_was_when_a_payout_page_refreshes(
+    context: BrowserContext, sessions: SessionFactory, api: httpx.AsyncClient
+) -> None:
+    merchant = await new_merchant(sessions, "Gujranwala Fans", None)  # its webhooks are parked
+    payout = await create_payout(api, merchant, accountNumber="03001230001")
+
+    async def paid() -> bool:
+        answer = await api.get(f"/api/v1/payouts/{payout['id']}", headers=auth(merchant, ""))
+        return bool(answer.json()["data"]["status"] == "SUCCESS")
+
+    await eventually(paid, within=30, interval=0.5, what="the 0001 payout paid")
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    live = page.locator("[data-live]")
+    await live.evaluate("live => { live.dataset.beforeRefresh = '' }")
+    button = page.get_by_role("button", name="Simulate REVERSED")
+    await button.focus()
+    # The first poll replaces the part with the server's (a new element: no mark).
+    await expect(page.locator("[data-live][data-before-refresh]")).to_have_count(0)
+    await expect(button).to_be_focused()
+
+
+async def test_a_list_filtered_by_status_shows_where_a_payout_went(
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
+) -> None:
+    waiting = await create_payout(api, merchant, accountNumber="03001230004")  # PENDING at PSP
+
+    async def waiting_at_the_psp() -> bool:
+        answer = await api.get(f"/api/v1/payouts/{waiting['id']}", headers=auth(merchant, ""))
+        return bool(answer.json()["data"]["pspReference"])
+
+    await eventually(waiting_at_the_psp, within=30, interval=0.5, what="a PSP reference")
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto(f"/dashboard/payouts?status=PENDING&reference={waiting['merchantReference']}")
+    row = page.locator(f"tr[data-payout-id='{waiting['id']}'] [data-status]")
+    await expect(row).to_have_text("PENDING")
+
+    settled = await api.post(
+        f"/api/v1/sandbox/payouts/{waiting['id']}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(merchant),
+    )
+    assert settled.status_code == 202, settled.text
+    await expect(row).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
+
+
 async def test_a_failed_payout_is_reinitiated(
     context: BrowserContext, merchant: NewMerchant, screenshots: Path
 ) -> None:
@@ -174,6 +229,36 @@ async def test_a_failed_payout_is_reinitiated(
 
     await page.goto("/dashboard/payouts")  # by now: every scenario's status, side by side
     await screenshot(page, "payouts", screenshots)
+
+
+async def test_a_settled_payout_page_shows_what_another_tab_or_the_clock_did_to_it(
+    context: BrowserContext, sessions: SessionFactory, api: httpx.AsyncClient
+) -> None:
+    """Nothing in flight, but an action open to someone else: a FAILED payout reinitiated
+    elsewhere, a 0006 payout whose reversal falls due when its sandbox clock is advanced."""
+    merchant = await new_merchant(sessions, "Sialkot Sports", None)  # a sandbox clock of its own
+    page = await browser_sign_in(context, merchant.api_key)
+
+    async def settled_page(account_number: str, status: str) -> str:
+        payout = await create_payout(api, merchant, accountNumber=account_number)
+        await page.goto(f"/dashboard/payouts/{payout['id']}")
+        await expect(status_badge(page)).to_have_text(status, timeout=SETTLES_WITHIN_MS)
+        await expect(page.locator("[data-live]")).to_have_attribute(
+            "data-live", "off", timeout=SETTLES_WITHIN_MS
+        )
+        return str(payout["id"])
+
+    failed = await settled_page("03001230003", "FAILED")
+    answer = await api.post(f"/api/v1/payouts/{failed}/reinitiate", headers=auth(merchant))
+    assert answer.is_success, answer.text
+    await expect(event(page, "payout.reinitiated")).to_have_count(1, timeout=15_000)
+
+    await settled_page("03001230006", "SUCCESS")
+    answer = await api.post(
+        "/api/v1/sandbox/clock/advance", json={"seconds": 49 * 3600}, headers=auth(merchant)
+    )
+    assert answer.is_success, answer.text
+    await expect(status_badge(page)).to_have_text("REVERSED", timeout=15_000)
 
 
 async def test_validation_errors_are_shown_on_the_fields_they_name(
@@ -194,6 +279,26 @@ async def test_validation_errors_are_shown_on_the_fields_they_name(
     await expect(page.locator("#amount-error")).to_have_count(0)
 
 
+async def test_a_filter_refused_is_shown_on_the_filter_form(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.get_by_label("Created from").fill("2026-12-05")
+    await page.get_by_label("Created to").fill("2026-12-01")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#from-error")).to_have_text("must be on or before Created to")
+    await expect(page.get_by_label("Created from")).to_have_attribute("aria-invalid", "true")
+    await expect(page.get_by_label("Created from")).to_have_value("2026-12-05")
+    await expect(page.get_by_label("Created to")).to_have_value("2026-12-01")
+    await expect(page.locator("main")).not_to_contain_text("createdFrom")
+
+    await page.get_by_label("Created to").fill("2026-12-31")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#from-error")).to_have_count(0)
+    await expect(page.get_by_role("heading", name="Payouts")).to_be_visible()
+    await expect(page.locator("table[data-live-statuses]")).to_have_count(1)
+
+
 async def test_the_balance_page_charts_and_tops_up(
     context: BrowserContext, merchant: NewMerchant, screenshots: Path
 ) -> None:
@@ -211,6 +316,12 @@ async def test_the_balance_page_charts_and_tops_up(
     await page.get_by_label("Amount (PKR)").fill("-5")
     await page.get_by_role("button", name="Top up").click()
     await expect(page.locator("#amount-error")).to_be_visible()
+    await expect(page.get_by_label("Amount (PKR)")).to_have_value("-5")  # what was sent stays
+
+    await page.get_by_label("Amount (PKR)").fill("")
+    await page.get_by_role("button", name="Top up").click()
+    await expect(page.locator("#amount-error")).to_be_visible()
+    await expect(page.get_by_label("Amount (PKR)")).to_have_value("")
 
 
 async def test_webhooks_parked_first_then_recovered_once_the_endpoint_is_set(
@@ -262,3 +373,73 @@ async def test_webhooks_parked_first_then_recovered_once_the_endpoint_is_set(
     await page.wait_for_url(PAYOUT_PAGE)
     await expect(page.get_by_role("status")).to_contain_text("Test payout created")
     await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
+
+
+async def test_on_a_phone_every_page_fits_the_screen_and_sign_out_is_on_it(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.set_viewport_size(PHONE)
+    links = await page.get_by_role("navigation", name="Main").get_by_role("link").all()
+    for href in [await link.get_attribute("href") or "" for link in links]:
+        await page.goto(href)
+        await assert_fits_the_phone(page)
+        await expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport(ratio=1)
+
+
+async def merchant_with_delivered_webhooks(
+    sessions: SessionFactory, api: httpx.AsyncClient, receiver: WebhookReceiver, payouts: int
+) -> NewMerchant:
+    """A merchant whose `payouts` 0001 payouts had their 3 webhooks each delivered."""
+    merchant = await new_merchant(sessions, "Quetta Goods", receiver.url)
+    for _ in range(payouts):
+        await create_payout(api, merchant, accountNumber="03001230001")
+
+    async def all_delivered() -> bool:
+        listed = await api.get(
+            "/api/v1/webhooks/deliveries",
+            params={"status": "DELIVERED", "limit": 100},
+            headers=auth(merchant, ""),
+        )
+        return len(listed.json()["data"]["deliveries"]) == 3 * payouts
+
+    await eventually(all_delivered, within=60, interval=0.5, what="every webhook delivered")
+    return merchant
+
+
+async def test_a_resend_returns_to_the_deliveries_filter_and_page_it_was_made_on(
+    context: BrowserContext,
+    sessions: SessionFactory,
+    api: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant = await merchant_with_delivered_webhooks(sessions, api, receiver, payouts=9)
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/webhooks?status=DELIVERED&page=2")
+    await page.locator("table.deliveries").get_by_role("button", name="Resend").first.click()
+    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await expect(page.get_by_text("Page 2 of 2")).to_be_visible()
+    tabs = page.get_by_role("navigation", name="Delivery status")
+    await expect(tabs.locator("[aria-current=page]")).to_have_text("Delivered")
+    assert re.search(r"/dashboard/webhooks\?status=DELIVERED&page=2&done=resent#", page.url)
+
+
+async def test_the_deliveries_table_shows_the_attempt_a_resend_made_without_a_reload(
+    context: BrowserContext,
+    sessions: SessionFactory,
+    api: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+) -> None:
+    merchant = await merchant_with_delivered_webhooks(sessions, api, receiver, payouts=1)
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/webhooks")
+    row = page.locator("table.deliveries tbody tr[data-delivery-id]").first
+    delivery_id = await row.get_attribute("data-delivery-id")
+    await row.get_by_role("button", name="Resend").click()
+    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await page.evaluate("window.notReloaded = true")
+    resent = page.locator(f"tr#delivery-{delivery_id}")
+    await expect(resent.locator("td.num")).to_have_text("2", timeout=SETTLES_WITHIN_MS)
+    await expect(resent).to_contain_text("DELIVERED")
+    await expect(page.locator("[data-live]")).to_have_attribute("data-live", "off")
+    assert await page.evaluate("window.notReloaded === true")

@@ -16,7 +16,9 @@ from tests.browser.dashboard import (
     CHROMIUM,
     NO_CHROMIUM,
     OPERATOR_TOKEN,
+    PHONE,
     ContextOpener,
+    assert_fits_the_phone,
     screenshot,
     sign_in,
 )
@@ -88,6 +90,9 @@ async def test_an_operator_sees_pipeline_health_and_redrives_a_dead_letter_queue
         what="the dead letters gone",
     )
 
+    await page.set_viewport_size(PHONE)
+    await assert_fits_the_phone(page)
+    await expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport(ratio=1)
     await page.get_by_role("button", name="Sign out").click()
     await page.wait_for_url("**/dashboard/operations/sign-in")
 

@@ -14,10 +14,11 @@ router = dashboard_router()
 PAGE_SIZE = 25
 CHART_MOVEMENTS = 100  # the API's largest page
 TOP_UP_PATH = "/dashboard/balance/top-up"
+TOP_UP_OFFERED = "100000.00"  # the form's amount until the merchant sends one
 
 
 async def _balance_page(
-    page: MerchantPage, *, top_up: ApiAnswer | None = None, amount: str = ""
+    page: MerchantPage, *, top_up: ApiAnswer | None = None, amount: str = TOP_UP_OFFERED
 ) -> Response:
     refused = top_up if top_up is not None and not top_up.ok else None
     number = page.page_number

@@ -1,6 +1,7 @@
 """Payouts: the list (the API's filters, keyset pages, statuses refreshed live), a payout's page
 with its timeline (refreshed live), and the actions on a payout (simulate, reinitiate)."""
 
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -56,10 +57,14 @@ class PayoutFilters:
             raise ValidationFailed.on(
                 "reference", f"must be at most {MERCHANT_REFERENCE_MAX_LENGTH} characters"
             )
+        created_from = _day(self.created_from, "from", time.min)
+        created_to = _day(self.created_to, "to", time.max)
+        if created_from and created_to and created_from > created_to:  # as the API refuses it
+            raise ValidationFailed.on("from", "must be on or before Created to")
         return {
             "status": status,
-            "created_from": _day(self.created_from, "from", time.min),
-            "created_to": _day(self.created_to, "to", time.max),
+            "created_from": created_from,
+            "created_to": created_to,
             "merchant_reference": self.reference or None,
         }
 
@@ -73,39 +78,61 @@ def _day(text: str, field: str, at: time) -> datetime | None:
         raise ValidationFailed.on(field, "must be a date such as 2026-01-31") from exc
 
 
-async def _payout_page(page: MerchantPage, filters: PayoutFilters, after: str | None) -> Any:
-    return (
-        await page.api.payouts(
-            **filters.api_arguments(), starting_after=after or None, limit=PAGE_SIZE
-        )
-    ).data
-
-
 @router.get("/dashboard/payouts")
 async def list_payouts(request: Request, page: PageDep) -> Response:
     filters = PayoutFilters.of(request)
     after = request.query_params.get("after")
-    listing = await _payout_page(page, filters, after)
-    pagination = listing["pagination"]
-    older = pagination["nextCursor"]
+    form: dict[str, Any] = {
+        "filters": filters,
+        "statuses": [status.value for status in PayoutStatus],
+    }
+    try:
+        arguments = filters.api_arguments()
+    except ValidationFailed as refused:  # the filter form again, the refusal on its fields
+        errors = {detail["field"]: detail["message"] for detail in refused.details or []}
+        return page.render(
+            "payouts.html",
+            active="payouts",
+            status_code=refused.status_code,
+            filter_errors=errors,
+            **form,
+        )
+    listing = (
+        await page.api.payouts(**arguments, starting_after=after or None, limit=PAGE_SIZE)
+    ).data
+    older = listing["pagination"]["nextCursor"]
     return page.render(
         "payouts.html",
         active="payouts",
+        filter_errors={},
         payouts=listing["payouts"],
-        total=pagination.get("total"),
-        filters=filters,
-        statuses=[status.value for status in PayoutStatus],
+        total=listing["pagination"].get("total"),
         older_link=f"?{filters.query(after=older)}" if older else None,
         newest_link=f"?{filters.query()}" if after else None,
-        live_url=f"/dashboard/payouts/live?{filters.query(after=after or '')}",
+        **form,
     )
+
+
+def _payout_ids(texts: list[str]) -> list[str]:
+    """The payout ids among `texts` (canonical), as many as a list page shows at most."""
+    ids: list[str] = []
+    for text in texts[:PAGE_SIZE]:
+        try:
+            ids.append(str(uuid.UUID(text)))
+        except ValueError:
+            continue
+    return ids
 
 
 @router.get("/dashboard/payouts/live")
 async def live_statuses(request: Request, page: PageDep) -> Response:
-    """The statuses of the payouts a list page shows (same filters, same page): polled."""
-    listing = await _payout_page(page, PayoutFilters.of(request), request.query_params.get("after"))
-    statuses = {payout["id"]: payout["status"] for payout in listing["payouts"]}
+    """The statuses of the payouts a list page shows, asked by their ids (`id`, repeated): a
+    payout that has left the list's status filter still shows where it went. Polled."""
+    statuses: dict[str, str] = {}
+    for payout_id in _payout_ids(request.query_params.getlist("id")):
+        answer = await page.api.payout(payout_id)
+        if answer.ok:
+            statuses[payout_id] = answer.data["status"]
     return JSONResponse({"statuses": statuses})
 
 

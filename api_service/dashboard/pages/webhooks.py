@@ -1,10 +1,11 @@
 """Webhooks: the endpoint URL (view, change), the signing secret (revealed on click, rotated),
-a test event, the deliveries by status (parked first), resending one, and recovering every
-failed or parked delivery since a time."""
+a test event, the deliveries by status (parked first; refreshed live while one is being
+attempted), resending one, and recovering every failed or parked delivery since a time."""
 
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from api_service.dashboard.api_bridge import ApiAnswer, ApiRefusal
 from api_service.dashboard.context import FormDep, MerchantPage, PageDep, back_to, redirect
 from api_service.dashboard.routing import dashboard_router
+from api_service.dashboard.timeline import UNSETTLED_DELIVERIES
 from api_service.envelope import success_body
 from api_service.errors import SandboxDisabled, ValidationFailed
 from api_service.idempotency import Idempotency
@@ -35,6 +37,24 @@ def _status(request: Request) -> DeliveryStatus | None:
         return None
 
 
+async def _deliveries(page: MerchantPage) -> dict[str, Any]:
+    """The deliveries of the page's status tab and page number, as the page shows them and its
+    live part refreshes them (while one of them is still being attempted)."""
+    status = _status(page.request)
+    number = page.page_number
+    listing = (await page.api.deliveries(status=status, page=number, limit=PAGE_SIZE)).data
+    shown = {"status": status.value} if status else {}
+    query = urlencode({**shown, "page": number})
+    return {
+        "status": status.value if status else "",
+        "deliveries": listing["deliveries"],
+        "pagination": listing["pagination"],
+        "live": any(row["status"] in UNSETTLED_DELIVERIES for row in listing["deliveries"]),
+        "live_url": f"{WEBHOOKS}/deliveries?{query}",
+        "return_to": f"{WEBHOOKS}?{query}",
+    }
+
+
 async def _webhooks_page(
     page: MerchantPage,
     *,
@@ -44,8 +64,6 @@ async def _webhooks_page(
     url: str | None = None,
 ) -> Response:
     status = _status(page.request)
-    number = page.page_number
-    listing = (await page.api.deliveries(status=status, page=number, limit=PAGE_SIZE)).data
     parked = None
     if status is None:  # the unfiltered view leads with what needs a hand
         parked = (await page.api.deliveries(status=DeliveryStatus.PARKED, limit=PARKED_SHOWN)).data
@@ -60,21 +78,23 @@ async def _webhooks_page(
         url_error=refused.field_errors.get("url", refused.error_message) if refused else None,
         secret=secret,
         rotated=rotated,
-        status=status.value if status else "",
         statuses=[status.value for status in DeliveryStatus],
-        deliveries=listing["deliveries"],
-        pagination=listing["pagination"],
         parked=parked,
         recover_since=f"{utcnow() - timedelta(days=1):%Y-%m-%dT%H:%M}",
         recoverable=" or ".join(status.lower() for status in RECOVERABLE_STATUSES),
-        return_to=str(page.request.url.path)
-        + (f"?{page.request.url.query}" if page.request.url.query else ""),
+        **await _deliveries(page),
     )
 
 
 @router.get(WEBHOOKS)
 async def show_webhooks(page: PageDep) -> Response:
     return await _webhooks_page(page)
+
+
+@router.get(f"{WEBHOOKS}/deliveries")
+async def deliveries_fragment(page: PageDep) -> Response:
+    """The page's deliveries table, polled while a delivery in it is still being attempted."""
+    return page.render("deliveries_live.html", active="webhooks", **await _deliveries(page))
 
 
 @router.post(f"{WEBHOOKS}/endpoint")
@@ -126,7 +146,7 @@ async def resend(delivery_id: DeliveryIdPath, form: FormDep) -> Response:
     answer = await form.api.resend(delivery_id, await form.text("idempotency_key"))
     if not answer.ok:  # e.g. no endpoint configured: an error page with the API's message
         raise ApiRefusal(answer)
-    target = back_to(await form.text("return_to"), WEBHOOKS).split("?", 1)[0]
+    target = back_to(await form.text("return_to"), WEBHOOKS)
     return redirect(target, done="resent", anchor=f"#delivery-{delivery_id}")
 
 

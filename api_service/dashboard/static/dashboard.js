@@ -1,22 +1,28 @@
 // Payout Sandbox dashboard: a little plain JavaScript, no build step.
-// - statuses on the payouts list and the payout page refresh every 2 s without a reload;
+// - statuses on the payouts list, the payout page and the webhook deliveries refresh every 2 s
+//   without a reload (a settled payout page every 10 s while it offers an action another tab
+//   may take);
 // - the scenario table fills the payout form; the destination type shows its institution list.
 "use strict";
 
 (function () {
   const POLL_MS = 2000;
+  const SLOW_POLL_MS = 10000;
 
-  // Calls `refresh` every POLL_MS while the tab is visible, until it returns false.
+  // Calls `refresh` while the tab is visible, first after POLL_MS, then after the number of ms
+  // it returns, until it returns false.
   function poll(refresh) {
     const tick = async () => {
+      let next = POLL_MS;
       if (!document.hidden) {
         try {
-          if ((await refresh()) === false) return;
+          next = await refresh();
+          if (next === false) return;
         } catch (error) {
-          // A network blip: try again at the next tick.
+          next = POLL_MS; // a network blip: try again soon
         }
       }
-      window.setTimeout(tick, POLL_MS);
+      window.setTimeout(tick, next);
     };
     window.setTimeout(tick, POLL_MS);
   }
@@ -34,13 +40,18 @@
     return response;
   }
 
-  // The payouts list: the badge of each row shown.
+  // The payouts list: the badge of each row shown, asked by the rows' ids (a payout that has
+  // left the list's status filter shows its new status).
   function liveStatuses(table) {
+    const rows = table.querySelectorAll("tr[data-payout-id]");
+    if (rows.length === 0) return;
+    const ids = new URLSearchParams(Array.from(rows, (row) => ["id", row.dataset.payoutId]));
     poll(async () => {
-      const response = await fetchOrReload(table.dataset.liveStatuses, "application/json");
+      const url = table.dataset.liveStatuses + "?" + ids;
+      const response = await fetchOrReload(url, "application/json");
       if (response === null) return false;
       const { statuses } = await response.json();
-      for (const row of table.querySelectorAll("tr[data-payout-id]")) {
+      for (const row of rows) {
         const status = statuses[row.dataset.payoutId];
         const badge = row.querySelector("[data-status]");
         if (status && badge && badge.dataset.status !== status) {
@@ -49,11 +60,32 @@
           badge.className = "status status-" + status.toLowerCase().replace("_", "-");
         }
       }
-      return true;
+      return POLL_MS;
     });
   }
 
-  // A server-rendered part of a page that refreshes itself until it says it is settled.
+  // Where the focus is in `container`, in terms a new rendering of it has too: the nearest id
+  // around the focused element (or its own), its tag and its text.
+  function focusedPlace(container) {
+    const focused = document.activeElement;
+    if (!focused || focused === container || !container.contains(focused)) return null;
+    const around = focused.closest("[id]");
+    const id = around && container.contains(around) ? around.id : null;
+    return { id, tag: focused.tagName, text: focused.textContent };
+  }
+
+  // Focus the element at `place` in the new rendering of `container`, if it is still there.
+  function refocus(container, place) {
+    const scope = (place.id && container.querySelector("#" + CSS.escape(place.id))) || container;
+    const match = [scope, ...scope.querySelectorAll(place.tag)].find(
+      (element) => element.tagName === place.tag && element.textContent === place.text,
+    );
+    if (match) match.focus({ preventScroll: true });
+  }
+
+  // A server-rendered part of a page that refreshes itself until it says it is settled (and,
+  // slowly, after that while it offers an action). What the user had open or focused in it
+  // stays so.
   function liveFragment(container) {
     poll(async () => {
       const response = await fetchOrReload(container.dataset.liveFragment, "text/html");
@@ -63,15 +95,18 @@
         const open = new Set(
           Array.from(container.querySelectorAll("details[open]"), (details) => details.id),
         );
+        const focused = focusedPlace(container);
         container.innerHTML = html; // our own template's output, escaped on the server
         container.dataset.lastHtml = html;
         for (const id of open) {
           const details = id && document.getElementById(id);
           if (details) details.open = true;
         }
+        if (focused) refocus(container, focused);
       }
       const live = container.querySelector("[data-live]");
-      return !(live && live.dataset.live === "off");
+      if (!live || live.dataset.live !== "off") return POLL_MS;
+      return "actionable" in live.dataset ? SLOW_POLL_MS : false;
     });
   }
 
