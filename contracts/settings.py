@@ -20,6 +20,8 @@ class Environment(StrEnum):
 PRODUCTION_RATE_LIMIT_PER_SECOND = 100
 # How long a stopping consumer (contracts.broker) waits for the messages in its hands.
 CONSUMER_GRACEFUL_TIMEOUT_SECONDS = 15.0
+# The longest a duration setting may be: a longer one overflowed (a datetime, a column) at use.
+A_YEAR_IN_HOURS = 366 * 24
 # Public (it is in this file): anyone could sign IPNs with it. Fine in test mode only. Every
 # default secret this repository ships (here, docker-compose.yml) ends in PUBLIC_SECRET_MARK.
 DEFAULT_PSP_SECRET = "psp_test_secret_change_me"
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=64)
     # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
-    shutdown_drain_seconds: float = Field(default=1.0, ge=0)
+    shutdown_drain_seconds: float = Field(default=1.0, ge=0, le=60)
     psp_secret: str = DEFAULT_PSP_SECRET
     db_pool_size: int = Field(default=20, ge=1, le=1000)
 
@@ -60,13 +62,13 @@ class Settings(BaseSettings):
     # POST /payouts/batch: up to 1,000 payouts
     max_batch_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_page_size: int = Field(default=100, ge=1)
-    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=A_YEAR_IN_HOURS * 3600)
     idempotency_keys_per_merchant_per_day: int = Field(default=100_000, ge=1)
     # A request waits this long for another one holding its idempotency key (then 409), or for
     # a row another request holds (then 503).
     # How long an API process remembers the merchant of an API key (0: never): a deactivated key
     # or an endpoint changed through another API process takes effect within this time.
-    api_key_cache_seconds: float = Field(default=2.0, ge=0)
+    api_key_cache_seconds: float = Field(default=2.0, ge=0, le=3600)
     api_lock_wait_seconds: int = Field(default=5, ge=1, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.
@@ -94,14 +96,14 @@ class Settings(BaseSettings):
     # the merchant's sandbox time. The processor claims due scheduled actions (scripted steps,
     # these expiries) this often; POST /sandbox/clock/advance waits up to
     # sandbox_clock_wait_seconds for the window's actions to be applied.
-    decision_sla_hours: float = Field(default=72.0, gt=0, allow_inf_nan=False)
+    decision_sla_hours: float = Field(default=72.0, gt=0, le=A_YEAR_IN_HOURS)
     scheduler_poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
     sandbox_clock_wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
     # A QUEUED payout (queueIfLowBalance) not started within this many hours of the merchant's
     # sandbox time fails with QUEUE_EXPIRED: the API schedules the expiry when it queues the
     # payout, the processor applies it (PAYOUTS_QUEUED_EXPIRY_HOURS).
-    queued_expiry_hours: float = Field(default=72.0, gt=0, allow_inf_nan=False)
+    queued_expiry_hours: float = Field(default=72.0, gt=0, le=A_YEAR_IN_HOURS)
 
     relay_batch_size: int = Field(default=200, ge=1, le=10_000)
     # The relay polls the outbox every busy interval while rows keep coming, every (idle) poll
@@ -110,7 +112,7 @@ class Settings(BaseSettings):
     relay_busy_poll_interval_seconds: float = Field(default=0.015, gt=0, le=60)
     # A row the broker refused this many times (about an hour of backoff at 20) is parked.
     relay_max_publish_attempts: int = Field(default=20, ge=1, le=1000)
-    outbox_retention_hours: int = Field(default=24, ge=1)
+    outbox_retention_hours: int = Field(default=24, ge=1, le=A_YEAR_IN_HOURS)
 
     webhook_retry_delays: str = "5,300,1800,7200,18000,36000,36000"
     # Under the consumers' graceful timeout: a stopping webhook service finishes the attempts it
@@ -119,7 +121,7 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=CONSUMER_GRACEFUL_TIMEOUT_SECONDS - 3
     )
     webhook_allow_private_urls: bool = False
-    webhook_secret_grace_hours: int = Field(default=24, ge=0)
+    webhook_secret_grace_hours: int = Field(default=24, ge=0, le=A_YEAR_IN_HOURS)
     # Also the largest batch of the webhook service's database work: under load, a larger one
     # costs fewer statements per webhook (make bench: 3.6 per payout at 32, 1.8 at 128).
     webhook_prefetch: int = Field(default=128, ge=1, le=65535)

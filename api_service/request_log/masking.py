@@ -14,11 +14,13 @@ from contracts.logging import redact
 
 MAX_KEPT_CHARS = 16 * 1024
 MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says what was cut
-ACCOUNT_FIELDS = frozenset({"accountNumber", "iban"})
+# Under each spelling a body may use (api_service.schemas.RequestModel).
+ACCOUNT_FIELDS = frozenset({"accountNumber", "account_number", "iban"})
 
 
 class _Number(str):
-    """A JSON number's text as sent: `1500.50` stays `1500.50`, not the float `1500.5`."""
+    """A JSON number's text as sent: `1500.50` stays `1500.50`, not the float `1500.5`; `NaN`
+    and `Infinity` (which the API refuses) stay themselves, not `null`."""
 
 
 class _Object(list[tuple[str, Any]]):
@@ -26,7 +28,9 @@ class _Object(list[tuple[str, Any]]):
     and the log must show why)."""
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_Object, parse_float=_Number, parse_int=_Number)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_Object, parse_float=_Number, parse_int=_Number, parse_constant=_Number
+)
 
 
 def _masked_account(value: str) -> str:

@@ -107,11 +107,18 @@ def test_the_log_keeps_a_body_of_4_byte_characters_within_the_columns_bytes() ->
     [
         b'{"amount":"1.00","amount":"9000.00"}',  # refused for its key twice: the log showed one
         b'{"amount":1.50E+3}',  # shown as 1500.0
+        b'{"amount":NaN,"fee":-Infinity}',  # refused by the API; shown as null
         b'{"amount":1500.50,"count":7,"flag":true,"none":null}',  # shown as 1500.5
     ],
 )
 def test_the_log_keeps_the_body_as_sent(sent: bytes) -> None:
     assert kept_body(sent) == sent.decode()
+
+
+def test_the_log_masks_an_account_number_under_either_spelling() -> None:
+    """A body may say `account_number` (the API reads it as accountNumber): it was logged whole,
+    being too short, or written with dashes, for the digit-run rule."""
+    assert kept_body(b'{"account_number":"0300-1234567"}') == '{"account_number":"********4567"}'
 
 
 def test_the_log_masks_the_account_number_of_a_body_in_utf_16() -> None:

@@ -37,6 +37,13 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_RELAY_BATCH_SIZE", "0"),
         ("PAYOUTS_OUTBOX_RETENTION_HOURS", "-1"),
         ("PAYOUTS_DECISION_SLA_HOURS", "inf"),
+        ("PAYOUTS_DECISION_SLA_HOURS", "1e12"),  # a traceback at the processor's start
+        ("PAYOUTS_QUEUED_EXPIRY_HOURS", "1e12"),  # every queued create a 500
+        ("PAYOUTS_OUTBOX_RETENTION_HOURS", "1000000000000"),  # the housekeeping overflowed
+        ("PAYOUTS_WEBHOOK_SECRET_GRACE_HOURS", "1000000000000"),
+        ("PAYOUTS_IDEMPOTENCY_TTL_SECONDS", "100000000000"),
+        ("PAYOUTS_SHUTDOWN_DRAIN_SECONDS", "inf"),  # the first SIGTERM never stopped the API
+        ("PAYOUTS_API_KEY_CACHE_SECONDS", "inf"),  # a deactivated key would never take effect
         ("PAYOUTS_LOG_LEVEL", "LOUD"),
         ("PAYOUTS_AMQP_URL", "amqp:///payouts"),
         ("PAYOUTS_AMQP_URL", "http://127.0.0.1:5672/"),
