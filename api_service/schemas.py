@@ -116,7 +116,18 @@ PayoutIdPath = Annotated[str, Depends(_payout_id)]
 DeliveryIdPath = Annotated[str, Depends(_delivery_id)]
 
 InstitutionCode = Annotated[str, Field(min_length=1, max_length=20)]
-AccountNumberIn = Annotated[str, Field(min_length=1, max_length=40, examples=["03001234567"])]
+AccountNumberIn = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        examples=["03001234567", "PK36SCBL0000001123456702"],
+        description="10-16 digits; for BANK also a Pakistani IBAN (mod-97 checked, its bank "
+        "code bankCode's); for WALLET also a mobile 03XXXXXXXXX (+92 3XX... accepted, stored "
+        "as 03...). Spaces and dashes are ignored. Its last four digits choose the sandbox "
+        "scenario.",
+    ),
+]
 
 
 def has_control_characters(text: str) -> bool:

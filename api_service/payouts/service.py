@@ -26,6 +26,7 @@ from contracts.db.models import Merchant, Payout, table_of
 from contracts.db.payouts import load_payout
 from contracts.domain.accounts import (
     account_number_problem,
+    domestic_wallet_number,
     iban_bank_code,
     normalize_account_number,
 )
@@ -58,6 +59,8 @@ async def validate_destination(
     if other_code:
         raise ValidationFailed.on(other_field, f"is not taken when destType is {dest_type}")
     number = normalize_account_number(account_number)
+    if dest_type == "WALLET":
+        number = domestic_wallet_number(number)
     problem = account_number_problem(dest_type, number)
     if problem:
         raise ValidationFailed.on("accountNumber", problem)

@@ -6,6 +6,8 @@ import re
 _PLAIN_ACCOUNT = re.compile(r"\d{10,16}", re.ASCII)
 _PK_IBAN = re.compile(r"PK\d{2}[A-Z]{4}\d{16}", re.ASCII)
 _PK_MOBILE = re.compile(r"03\d{9}", re.ASCII)
+# The same mobile written internationally: +92 3xx..., 0092 3xx..., 92 3xx... (REFERENCE.md).
+_PK_MOBILE_INTERNATIONAL = re.compile(r"(?:\+|00)?92(3\d{9})", re.ASCII)
 
 
 def iban_checksum_ok(iban: str) -> bool:
@@ -16,7 +18,11 @@ def iban_checksum_ok(iban: str) -> bool:
 
 
 def is_pakistani_iban(value: str) -> bool:
-    return bool(_PK_IBAN.fullmatch(value)) and iban_checksum_ok(value)
+    """Its shape, check digits ISO 7064 can give (02-98: 00, 01 and 99 pass mod 97 as 97, 98
+    and 02 do, and are never issued) and its checksum."""
+    return (
+        bool(_PK_IBAN.fullmatch(value)) and 2 <= int(value[2:4]) <= 98 and iban_checksum_ok(value)
+    )
 
 
 def is_wallet_mobile(value: str) -> bool:
@@ -26,6 +32,14 @@ def is_wallet_mobile(value: str) -> bool:
 def normalize_account_number(value: str) -> str:
     """Spaces and dashes are formatting, not part of the number; IBAN letters upper-case."""
     return re.sub(r"[\s-]", "", value).upper()
+
+
+def domestic_wallet_number(number: str) -> str:
+    """A wallet's mobile in the one form it is stored in, `03XXXXXXXXX`, however it was written
+    (`+923001234567` was refused, `923001234567` stored as a different account); anything else
+    as it is."""
+    international = _PK_MOBILE_INTERNATIONAL.fullmatch(number)
+    return f"0{international.group(1)}" if international else number
 
 
 def account_number_problem(dest_type: str, account_number: str) -> str | None:

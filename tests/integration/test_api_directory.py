@@ -154,6 +154,13 @@ VERIFY_CASES: dict[str, tuple[dict[str, Any], bool, str]] = {
         "Account is blocked or restricted",
     ),
     "malformed number": ({"accountNumber": "12"}, False, "accountNumber"),
+    "wallet mobile written internationally": ({"accountNumber": "+923001234567"}, True, "verified"),
+    "IBAN check digits never issued": (  # passes mod 97 as its right check digits (98) do
+        {"destType": "BANK", "walletCode": None, "bankCode": "HBL"}
+        | {"accountNumber": "PK01HABB0000000000870001"},
+        False,
+        "not a valid Pakistani IBAN",
+    ),
 }
 
 

@@ -208,6 +208,16 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"accountNumber": "0300-1234567"},
         {"accountNumber": "03001234567"},
     ),
+    # REFERENCE.md: `+923...` internationally. It was refused, and 0092/92 forms were stored as
+    # other accounts.
+    "wallet mobile written internationally": (
+        {"accountNumber": "+92 300 1234567"},
+        {"accountNumber": "03001234567"},
+    ),
+    "wallet mobile with 0092": (
+        {"accountNumber": "0092-300-1234567"},
+        {"accountNumber": "03001234567"},
+    ),
     "merchantReference every allowed character": (
         {"merchantReference": "Az09._:-" + "x" * 56},
         {"merchantReference": "Az09._:-" + "x" * 56},

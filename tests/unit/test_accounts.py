@@ -1,9 +1,13 @@
 """contracts.domain.accounts by example: Pakistani IBANs, wallet mobiles, plain numbers."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from contracts.domain.accounts import (
     account_number_problem,
+    domestic_wallet_number,
     iban_bank_code,
     iban_checksum_ok,
     is_pakistani_iban,
@@ -43,6 +47,10 @@ def test_checksum_is_country_independent(iban: str) -> None:
         "PK36SCBL0000001123456720",  # two digits swapped
         "PK36SCBL000000112345670",  # 23 characters
         "PK36SCB10000001123456702",  # a digit in the bank code
+        # Check digits ISO 7064 never gives, though they pass mod 97 (the right ones: 98, 97, 02)
+        "PK00HABB0000000000000026",
+        "PK01HABB0000000000870001",
+        "PK99HABB0000000000000087",
     ],
 )
 def test_invalid_pakistani_ibans(iban: str) -> None:
@@ -86,7 +94,28 @@ def test_normalize_account_number(raw: str, normalized: str) -> None:
     assert normalize_account_number(raw) == normalized
 
 
+@pytest.mark.parametrize(
+    "written",
+    ["+923001234567", "00923001234567", "923001234567", "03001234567", "3001234567x"],
+)
+def test_a_wallet_mobile_written_internationally_is_its_domestic_number(written: str) -> None:
+    expected = "03001234567" if written[-1].isdigit() else written
+    assert domestic_wallet_number(written) == expected
+
+
 def test_wallet_mobile_shape() -> None:
     assert is_wallet_mobile("03001234567")
     assert not is_wallet_mobile("3001234567")
     assert not is_wallet_mobile("030012345678")
+
+
+def test_the_readme_gives_a_valid_iban_and_a_wallet_number_for_each_scenario() -> None:
+    """A merchant reaching a scenario with an IBAN must recompute its check digits: the README
+    now gives one per row, which must stay valid and end as the rows do."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    ibans = re.findall(r"`(PK\d\dHABB\d{16})`", readme)
+    assert all(is_pakistani_iban(iban) and iban_bank_code(iban) == "HABB" for iban in ibans)
+    assert {iban[-4:] for iban in ibans} == {f"{row:04}" for row in range(1, 10)}
+    first, last = re.findall(r"`(03\d{9})` to\s+`(03\d{9})`", readme)[0]
+    assert is_wallet_mobile(first) and is_wallet_mobile(last)
+    assert (first[-4:], last[-4:]) == ("0001", "0009")
