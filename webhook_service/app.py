@@ -124,9 +124,9 @@ class PayoutEventConsumer:
                     clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
                 )
             )
-            await self._settle(message, decision)
+            await self._settle(message, decision, event.id)
 
-    async def _settle(self, message: RabbitMessage, decision: Decision) -> None:
+    async def _settle(self, message: RabbitMessage, decision: Decision, event_id: str) -> None:
         count_outcome(decision)
         if decision.disposition is Disposition.DONE:
             await message.ack()
@@ -149,7 +149,8 @@ class PayoutEventConsumer:
                 ),
                 failed=decision.failed,
             )
-        else:
+        else:  # once per delivery given up: the attempts' own lines are at INFO
+            log.warning("webhook %s parked: %s", event_id, decision.reason)
             await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
 
 

@@ -7,6 +7,7 @@ tests then publish the outbox rows to RabbitMQ as the relay would (message id = 
 import asyncio
 import hashlib
 import hmac
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -36,6 +37,7 @@ from contracts.db.models import (
     OutboxMessage,
     WebhookDelivery,
 )
+from contracts.logging import ContextFilter
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import republish, retry_count
 from contracts.settings import Settings
@@ -173,7 +175,10 @@ async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempt
     rabbit: RabbitClient,
     receiver: WebhookReceiver,
     webhook_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="webhooks")
+    caplog.handler.addFilter(ContextFilter())  # the ids a line is about, as our handler adds
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     receiver.always(Reply(500))
     event_id = event_id_of(row)
@@ -189,6 +194,10 @@ async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempt
     (parked,) = await parked_messages(rabbit, event_id)
     assert retry_count(parked) == len(LADDER) + 1
     assert parked[LAST_ERROR_HEADER] == "HTTP 500"
+    # Said once, above INFO (the attempts' own lines are INFO), naming the payout: it was silent.
+    (said,) = [r for r in caplog.records if r.name == "webhooks" and r.levelno >= logging.WARNING]
+    assert said.getMessage() == f"webhook {event_id} parked: HTTP 500"
+    assert getattr(said, "payout_id", None) == delivery.payout_id
 
 
 async def test_a_copy_that_parked_its_delivery_redelivered_after_a_crash_is_parked(
