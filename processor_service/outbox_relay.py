@@ -39,7 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, table_of
-from contracts.topology import DEFAULT_EXCHANGE
+from contracts.logging import bind_log_context
+from contracts.topology import DEFAULT_EXCHANGE, MERCHANT_ID_HEADER, PAYOUT_ID_HEADER
 from processor_service.metrics import (
     OUTBOX_FAILURES,
     OUTBOX_LAG,
@@ -297,14 +298,22 @@ class OutboxRelay:
                 parked_at=now if parked else None,
             )
         )
-        if parked:
-            OUTBOX_PARKED.inc()
-            log.error("outbox row %s parked after %d refusals: %s", row.id, attempts, error)
-        else:
-            wait = backoff(attempts).total_seconds()
-            log.warning(
-                "outbox row %s refused (%d), next try in %.0fs: %s", row.id, attempts, wait, error
-            )
+        # Named by the payout and the request they carry, as every line about a payout is.
+        headers = row.headers or {}
+        with bind_log_context(
+            payout_id=headers.get(PAYOUT_ID_HEADER),
+            merchant_id=headers.get(MERCHANT_ID_HEADER),
+            correlation_id=row.correlation_id,
+        ):
+            if parked:
+                OUTBOX_PARKED.inc()
+                log.error("outbox row %s parked after %d refusals: %s", row.id, attempts, error)
+            else:
+                wait = backoff(attempts).total_seconds()
+                log.warning(
+                    "outbox row %s refused (%d), next try in %.0fs: %s",
+                    *(row.id, attempts, wait, error),
+                )
 
 
 async def retry_parked(session: AsyncSession, row_id: int | None) -> int:

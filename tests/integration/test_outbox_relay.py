@@ -2,6 +2,7 @@
 marks sent. No processor runs here, so the work queues keep what the relay put in them."""
 
 import asyncio
+import logging
 import time
 import uuid
 from collections import Counter
@@ -27,6 +28,7 @@ import processor_service.relay_service as relay_service
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, ProcessedMessage
+from contracts.logging import ContextFilter
 from contracts.messages import PayoutStatusChanged, ProcessPayout
 from contracts.outbox import outbox_row, write_outbox
 from contracts.payout_events import Announcements
@@ -452,15 +454,27 @@ async def test_a_publish_the_broker_never_answered_costs_the_row_nothing(
 
 
 async def test_a_row_is_parked_after_its_last_attempt_and_never_claimed_again(
-    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    make_relay: RelayFactory,
+    scratch_payout_id: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     key = unbound_key()
     [row] = await write_rows(
         sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=key
     )
     relay = await make_relay(max_attempts=3)
-    for _ in range(3):
-        await refused_round(relay, sessions, scratch_payout_id)
+    caplog.handler.addFilter(ContextFilter())  # the ids a line is about, as our handler adds
+    with caplog.at_level(logging.WARNING, logger="outbox-relay"):
+        for _ in range(3):
+            await refused_round(relay, sessions, scratch_payout_id)
+    # Each refusal and the parking named the payout (a trace by payout id missed them).
+    said = [
+        r for r in caplog.records if r.name == "outbox-relay" and f"row {row.id} " in r.msg % r.args
+    ]
+    assert [getattr(r, "payout_id", None) for r in said] == [scratch_payout_id] * 3
+    assert "parked after 3 refusals" in said[-1].getMessage()
     [parked] = await outbox_for_payout(sessions, scratch_payout_id)
     assert (parked.sent_at, parked.publish_attempts) == (None, 3)
     assert parked.parked_at is not None
