@@ -4,7 +4,11 @@ per-queue message metrics)."""
 from prometheus_client import Counter, Gauge
 
 PAYOUT_STATUSES = Counter(
-    "payouts_status_changes_total", "Payouts that reached a status (committed)", ["status"]
+    "payouts_status_changes_total",
+    "The status a committed change of the processor (a command, a PSP outcome, a scheduled "
+    "step of the sandbox clock) left a payout in; a status passed through within one change "
+    "(PROCESSING on the way to SUCCESS) is not counted",
+    ["status"],
 )
 MESSAGES = Counter(
     "payouts_processor_messages_total",

@@ -29,7 +29,9 @@ from contracts.db.engine import (
 from contracts.db.models import SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
 from contracts.domain.scheduled_actions import Result
+from contracts.logging import bind_log_context
 from processor_service.handlers import apply_scheduled_action
+from processor_service.metrics import PAYOUT_STATUSES
 from processor_service.schedule import Timetable
 
 log = logging.getLogger("processor.scheduler")
@@ -95,7 +97,7 @@ class Scheduler:
         """Claim and apply one due action; False when none is due. An action that fails for
         a reason other than an outage is marked ERROR (in a transaction of its own) rather
         than blocking those behind it."""
-        claimed: tuple[int, str] | None = None
+        claimed: tuple[int, str, str] | None = None
         try:
             async with transaction(self.sessions) as session:
                 action = await session.scalar(claim_due_action()) or await session.scalar(
@@ -103,20 +105,22 @@ class Scheduler:
                 )
                 if action is None:
                     return False
-                claimed = (action.id, action.payout_id)
+                claimed = (action.id, action.payout_id, action.merchant_id)
                 status = await apply_scheduled_action(session, action, self.timetable)
-            log.info(
-                "scheduled action %s (%s) of payout %s applied: %s",
-                action.id,
-                action.action,
-                action.payout_id,
-                status or "no change",
-            )
+            with bind_log_context(payout_id=action.payout_id, merchant_id=action.merchant_id):
+                if status is not None:  # as the consumer counts what processing commits
+                    PAYOUT_STATUSES.labels(status.value).inc()
+                log.info(
+                    "scheduled action %s (%s) of payout %s applied: %s",
+                    *(action.id, action.action, action.payout_id, status or "no change"),
+                )
             return True
         except Exception as error:
             if claimed is None or is_outage(error):
                 raise
-            log.exception("scheduled action %s of payout %s failed", *claimed)
+            action_id, payout_id, merchant_id = claimed
+            with bind_log_context(payout_id=payout_id, merchant_id=merchant_id):
+                log.exception("scheduled action %s of payout %s failed", action_id, payout_id)
             async with transaction(self.sessions) as session:
                 await session.execute(
                     update(ScheduledAction)

@@ -3,6 +3,7 @@ its scheduler loop) and an outbox relay in this process: the scripted suffixes 0
 their final states only when a merchant's clock passes their steps, exactly once; clocks are
 per merchant; ON_HOLD / IN_REVIEW payouts expire after the decision window."""
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -11,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 
@@ -18,6 +20,7 @@ from api_service.sandbox.clock import MAX_OFFSET_SECONDS
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import PayoutEvent, SandboxClock, ScheduledAction
+from contracts.logging import ContextFilter
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from processor_service.scheduler import claim_action_due_ahead, claim_due_action
@@ -97,6 +100,9 @@ async def sandbox_times(sessions: SessionFactory, payout_id: str) -> dict[str, s
         return {event.type: orjson.loads(event.body).get("sandboxTime") for event in events}
 
 
+STATUS_CHANGES = "payouts_status_changes_total"
+
+
 async def ledger_problems(sessions: SessionFactory, *names: str) -> list[str]:
     async with sessions() as session:
         return [problem for problem in await reconcile(session) if any(n in problem for n in names)]
@@ -108,14 +114,20 @@ def parse(timestamp: str) -> datetime:
 
 @pytest.mark.usefixtures("processor")
 async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     merchant = await make_merchant(balance=OPENING)
     payout_id = await create(api_client, merchant, "0006")
     await reaches(api_client, merchant, payout_id, "SUCCESS")
     assert (await clock(api_client, merchant))["offsetSeconds"] == 0
+    reversals = REGISTRY.get_sample_value(STATUS_CHANGES, {"status": "REVERSED"}) or 0.0
+    caplog.handler.addFilter(ContextFilter())  # the ids a line is about, as our handler adds
 
-    advanced = await advance(api_client, merchant, 49 * HOUR)
+    with caplog.at_level(logging.INFO, logger="processor.scheduler"):
+        advanced = await advance(api_client, merchant, 49 * HOUR)
 
     assert [(due["payoutId"], due["action"]) for due in advanced["due"]] == [
         (payout_id, "SCRIPT_STEP")
@@ -130,6 +142,15 @@ async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
     )
     assert await journal_kinds(sessions, payout_id) == ("HOLD", "PAYOUT", "REVERSAL")
     assert await balance_and_ledger(sessions, merchant.merchant_id) == ((OPENING, 0), (OPENING, 0))
+    # Counted and traceable as the processor's changes are: it was neither.
+    assert REGISTRY.get_sample_value(STATUS_CHANGES, {"status": "REVERSED"}) == reversals + 1
+    (line,) = [
+        r for r in caplog.records if r.name == "processor.scheduler" and payout_id in r.getMessage()
+    ]
+    assert (getattr(line, "payout_id", None), getattr(line, "merchant_id", None)) == (
+        payout_id,
+        merchant.merchant_id,
+    )
     # The reversal is stamped with the sandbox time it was due at (48 h after the success in
     # sandbox time); the events before it with none.
     stamps = await sandbox_times(sessions, payout_id)
