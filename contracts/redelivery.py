@@ -16,9 +16,12 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
+from contracts.logging import bind_log_context
 from contracts.topology import (
     LAST_ERROR_HEADER,
+    MERCHANT_ID_HEADER,
     OUTAGE_COUNT_HEADER,
+    PAYOUT_ID_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
     RETRY_DUE_HEADER,
@@ -147,12 +150,18 @@ def validation_summary(model: type[BaseModel], error: ValidationError) -> str:
 
 
 def dead_lettering_decoder(
-    broker: RabbitBroker, model: type[BaseModel], queue: WorkQueue
+    broker: RabbitBroker,
+    model: type[BaseModel],
+    queue: WorkQueue,
+    *,
+    count_dead_letter: Callable[[], None],
 ) -> Callable[[RabbitMessage, Callable[[RabbitMessage], Awaitable[Any]]], Awaitable[BaseModel]]:
     """A subscriber decoder: the body validated into `model`, which the handler gets (the
     broker applies no types of its own: contracts.broker). A body which is not a valid `model`
     goes to the dead-letter queue at once, with the validation error in a header, so it never
-    blocks the queue."""
+    blocks the queue; it is counted as the service counts its dead letters, and its line names
+    the payout, merchant and request its headers carry (it was counted nowhere, and its line
+    named none)."""
 
     async def decode(
         message: RabbitMessage, _decode_json: Callable[[RabbitMessage], Awaitable[Any]]
@@ -161,8 +170,15 @@ def dead_lettering_decoder(
             return model.model_validate_json(message.body)
         except ValidationError as error:
             summary = validation_summary(model, error)
-            log.warning("dead-lettering message %s: %s", message.message_id, summary)
+            headers = message.headers or {}
+            with bind_log_context(
+                payout_id=headers.get(PAYOUT_ID_HEADER),
+                merchant_id=headers.get(MERCHANT_ID_HEADER),
+                correlation_id=message.correlation_id,
+            ):
+                log.warning("dead-lettering message %s: %s", message.message_id, summary)
             await dead_letter(broker, message, queue=queue, error=summary)
+            count_dead_letter()
             raise AckMessage from None  # dead_letter acked it: the handler never runs
 
     return decode

@@ -15,6 +15,7 @@ from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
 from processor_service import handlers
 from processor_service.consumer import Consumer
+from processor_service.metrics import dead_letters_of
 from processor_service.payout_commands import PayoutCommands
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
@@ -55,7 +56,12 @@ def create_processor(settings: Settings) -> FastStream:
 
     @broker.subscriber(
         consumed_queue(PAYOUT_COMMANDS),
-        decoder=dead_lettering_decoder(broker, ProcessPayout, PAYOUT_COMMANDS),
+        decoder=dead_lettering_decoder(
+            broker,
+            ProcessPayout,
+            PAYOUT_COMMANDS,
+            count_dead_letter=dead_letters_of(PAYOUT_COMMANDS),
+        ),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         title="processor.payout-commands",
         description="Run the scenario rules on a payout (PENDING or RETRY).",
@@ -65,7 +71,9 @@ def create_processor(settings: Settings) -> FastStream:
 
     @broker.subscriber(
         consumed_queue(PSP_OUTCOMES),
-        decoder=dead_lettering_decoder(broker, ApplyPspOutcome, PSP_OUTCOMES),
+        decoder=dead_lettering_decoder(
+            broker, ApplyPspOutcome, PSP_OUTCOMES, count_dead_letter=dead_letters_of(PSP_OUTCOMES)
+        ),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         title="processor.psp-outcomes",
         description="Settle a payout as an IPN or a sandbox simulation said.",

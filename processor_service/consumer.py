@@ -37,7 +37,7 @@ from contracts.topology import (
 )
 from processor_service.handlers import Context, UnknownPayout
 from processor_service.inbox import first_delivery
-from processor_service.metrics import MESSAGES, PAYOUT_STATUSES
+from processor_service.metrics import MESSAGES, PAYOUT_STATUSES, dead_letters_of
 
 log = logging.getLogger("processor")
 
@@ -108,7 +108,7 @@ class Consumer:
                 status = await work(session, context)
         except UnknownPayout as unknown:
             log.error("unknown payout in message %s: dead-lettered", message.message_id)
-            MESSAGES.labels(queue.name, "dead_lettered").inc()
+            dead_letters_of(queue)()
             await dead_letter(self.broker, message, queue=queue, error=f"unknown payout {unknown}")
             return
         except Exception as error:
@@ -153,7 +153,7 @@ class Consumer:
             bookkeeping = {RETRY_COUNT_HEADER: attempts, OUTAGE_COUNT_HEADER: outages}
         elif attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
-            MESSAGES.labels(queue.name, "dead_lettered").inc()
+            dead_letters_of(queue)()
             await dead_letter(self.broker, message, queue=queue, error=description)
             return
         else:

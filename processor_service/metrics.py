@@ -1,7 +1,11 @@
 """Business metrics of the processor and the outbox relay (FastStream's middleware adds the
 per-queue message metrics)."""
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge
+
+from contracts.topology import WorkQueue
 
 PAYOUT_STATUSES = Counter(
     "payouts_status_changes_total",
@@ -43,3 +47,8 @@ PAYOUT_RETRIES_RESENT = Counter(
     "Commands of stalled payouts the outbox relay sent again (in RETRY, or PENDING not submitted,"
     " or with an accepted PSP outcome not applied: their command lost or dead-lettered)",
 )
+
+
+def dead_letters_of(queue: WorkQueue) -> Callable[[], None]:
+    """Counts a message of `queue` dead-lettered before it reached the handler."""
+    return MESSAGES.labels(queue.name, "dead_lettered").inc

@@ -45,7 +45,7 @@ from contracts.webhooks import (
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import EndpointCache
-from webhook_service.metrics import count_outcome
+from webhook_service.metrics import count_dead_letter, count_outcome
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
@@ -65,7 +65,9 @@ class PayoutEventConsumer:
         )
         self.broker.subscriber(
             consumed_queue(self.queue),
-            decoder=dead_lettering_decoder(self.broker, PayoutStatusChanged, self.queue),
+            decoder=dead_lettering_decoder(
+                self.broker, PayoutStatusChanged, self.queue, count_dead_letter=count_dead_letter
+            ),
             # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title="deliver-payout-event",

@@ -51,3 +51,8 @@ def count_outcome(decision: Decision) -> None:
     WEBHOOK_OUTCOMES.labels(outcome).inc()
     for kind in decision.chaos:
         WEBHOOK_CHAOS_ATTEMPTS.labels(kind.value).inc()
+
+
+def count_dead_letter() -> None:
+    """A message dead-lettered before it reached the handler (a body that is no event)."""
+    WEBHOOK_OUTCOMES.labels(_OUTCOME_OF_DISPOSITION[Disposition.DEAD_LETTER]).inc()

@@ -30,13 +30,16 @@ from contracts.db.models import (
     PayoutEvent,
     ProcessedMessage,
 )
+from contracts.logging import ContextFilter
 from contracts.messages import ProcessPayout
 from contracts.settings import Settings
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
     COMMANDS_EXCHANGE,
     LAST_ERROR_HEADER,
+    MERCHANT_ID_HEADER,
     PAYOUT_COMMANDS,
+    PAYOUT_ID_HEADER,
     PROCESS_PAYOUT_KEY,
     PSP_OUTCOMES,
     RETRY_COUNT_HEADER,
@@ -427,6 +430,37 @@ async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(
     assert "schemaVersion: Input should be 1" in reasons[wrong_schema]
     assert "payoutId: Field required" in reasons[missing_field]
     await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+
+async def test_a_malformed_command_is_counted_and_its_line_names_its_payout_and_request(
+    processor: None, rabbit: RabbitClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dead-lettered by the decoder, before any handler: it was counted nowhere, and its line
+    named neither the payout nor the request its headers carry."""
+    payout_id, merchant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    labels = {"queue": PAYOUT_COMMANDS.name, "result": "dead_lettered"}
+    before = REGISTRY.get_sample_value("payouts_processor_messages_total", labels) or 0.0
+    caplog.handler.addFilter(ContextFilter())  # the ids a line is about, as our handler adds
+    message_id = f"test-{uuid.uuid4().hex}"
+    with caplog.at_level(logging.WARNING, logger="redelivery"):
+        await rabbit.publish(
+            b'{"payoutId": ',
+            exchange=COMMANDS_EXCHANGE,
+            routing_key=PROCESS_PAYOUT_KEY,
+            message_id=message_id,
+            headers={PAYOUT_ID_HEADER: payout_id, MERCHANT_ID_HEADER: merchant_id},
+            correlation_id="req-malformed-1",
+        )
+        await dead_letters(rabbit, {message_id})
+
+    assert REGISTRY.get_sample_value("payouts_processor_messages_total", labels) == before + 1
+    (line,) = [r for r in caplog.records if message_id in r.getMessage()]
+    ids = ("payout_id", "merchant_id", "correlation_id")
+    assert tuple(getattr(line, name, None) for name in ids) == (
+        payout_id,
+        merchant_id,
+        "req-malformed-1",
+    )
 
 
 async def test_command_for_an_unknown_payout_is_dead_lettered(

@@ -320,6 +320,9 @@ async def test_a_429_whose_retry_after_does_not_read_is_a_recorded_failed_attemp
     assert (first.status_code, second.status_code) == (429, 200)
 
 
+OUTCOMES = "payouts_webhook_outcomes_total"
+
+
 @pytest.mark.usefixtures("webhook_service")
 async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
     api_client: httpx.AsyncClient,
@@ -329,6 +332,7 @@ async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
     receiver: WebhookReceiver,
 ) -> None:
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    dead_lettered_before = REGISTRY.get_sample_value(OUTCOMES, {"outcome": "dead_lettered"}) or 0
     malformed = [
         b"{not json",
         orjson.dumps({"schemaVersion": 1, "id": f"evt_{uuid.uuid4().hex}"}),
@@ -349,6 +353,9 @@ async def test_malformed_messages_are_dead_lettered_and_the_queue_keeps_moving(
 
     await eventually(dead_lettered)
     assert len(receiver.requests) == 1
+    # Counted as dead letters: the decoder's were counted nowhere.
+    counted = REGISTRY.get_sample_value(OUTCOMES, {"outcome": "dead_lettered"})
+    assert counted == dead_lettered_before + len(malformed)
 
 
 async def test_a_recorded_event_unknown_to_the_database_is_dead_lettered(
