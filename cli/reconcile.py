@@ -60,6 +60,6 @@ def reconcile_command(
     for problem in problems:
         typer.echo(problem)
     if problems:
-        typer.echo(f"ledger NOT reconciled: {len(problems)} problem(s)", err=True)
+        typer.echo(f"ledger NOT reconciled: the {len(problems)} line(s) above", err=True)
         raise typer.Exit(1)
     typer.echo(f"ledger reconciled: {size.merchants} merchants, {size.journals} journals, clean")

@@ -43,17 +43,35 @@ def _stuck(older_than: timedelta) -> ColumnElement[bool]:
     )
 
 
+async def _and_the_rest(
+    session: AsyncSession, lines: list[str], condition: ColumnElement[bool], what: str
+) -> list[str]:
+    """`lines` (at most MAX_REPORTED of them, the oldest), and a line saying how many more match
+    `condition`: 23 stuck payouts were reported as 20 problems, without a word of the others."""
+    if len(lines) < MAX_REPORTED:
+        return lines
+    total = await session.scalar(select(func.count()).where(condition)) or 0
+    rest = total - len(lines)
+    return [*lines, f"... and {rest} more {what} not listed"] if rest > 0 else lines
+
+
 async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> list[str]:
+    stuck_condition = _stuck(thresholds.stuck_after)
     stuck = await session.execute(
         select(Payout.id, Payout.status, Payout.updated_at)
-        .where(_stuck(thresholds.stuck_after))
+        .where(stuck_condition)
         .order_by(Payout.updated_at)
         .limit(MAX_REPORTED)
     )
-    problems = [
-        f"payout {payout_id} stuck in {status} since {updated_at:%Y-%m-%d %H:%M:%S} UTC"
-        for payout_id, status, updated_at in stuck
-    ]
+    problems = await _and_the_rest(
+        session,
+        [
+            f"payout {payout_id} stuck in {status} since {updated_at:%Y-%m-%d %H:%M:%S} UTC"
+            for payout_id, status, updated_at in stuck
+        ],
+        stuck_condition,
+        "stuck payouts",
+    )
     oldest_unsent = await session.scalar(
         select(func.min(OutboxMessage.created_at)).where(
             OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
@@ -66,34 +84,45 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
                 f"outbox lag {lag.total_seconds():.0f}s: an unsent message is older than "
                 f"{thresholds.max_outbox_lag.total_seconds():.0f}s (is the outbox relay running?)"
             )
-    problems += [
-        f"outbox row {row.id} parked after {row.publish_attempts} refused publishes "
-        f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
-        for row in await parked_outbox_rows(session, MAX_REPORTED)
-    ]
+    problems += await _and_the_rest(
+        session,
+        [
+            f"outbox row {row.id} parked after {row.publish_attempts} refused publishes "
+            f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
+            for row in await parked_outbox_rows(session, MAX_REPORTED)
+        ],
+        _PARKED,
+        "parked outbox rows",
+    )
     # Attempted as soon as a webhook service takes its message; a message lost on the way is
     # sent again after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/
     # stalled_deliveries.py). Still PENDING past the threshold: no webhook service is taking it.
+    unattempted = pending_unattempted(utcnow() - thresholds.stuck_after)
     waiting = await session.execute(
         select(WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.updated_at)
-        .where(pending_unattempted(utcnow() - thresholds.stuck_after))
+        .where(unattempted)
         .order_by(WebhookDelivery.updated_at)
         .limit(MAX_REPORTED)
     )
-    problems += [
-        f"webhook {event_type} (event {event_id}) PENDING since {updated_at:%Y-%m-%d %H:%M:%S} "
-        "UTC with no attempt (is the webhook service running?)"
-        for event_id, event_type, updated_at in waiting
-    ]
+    problems += await _and_the_rest(
+        session,
+        [
+            f"webhook {event_type} (event {event_id}) PENDING since "
+            f"{updated_at:%Y-%m-%d %H:%M:%S} UTC with no attempt (is the webhook service running?)"
+            for event_id, event_type, updated_at in waiting
+        ],
+        unattempted,
+        "webhooks PENDING with no attempt",
+    )
     return problems
+
+
+_PARKED = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_not(None)
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:
     """Rows the relay gave up on, oldest first; they wait for `payouts outbox retry`."""
     rows = await session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_not(None))
-        .order_by(OutboxMessage.id)
-        .limit(limit)
+        select(OutboxMessage).where(_PARKED).order_by(OutboxMessage.id).limit(limit)
     )
     return list(rows)

@@ -32,7 +32,12 @@ from contracts.logging import ContextFilter
 from contracts.messages import PayoutStatusChanged, ProcessPayout
 from contracts.outbox import outbox_row, write_outbox
 from contracts.payout_events import Announcements
-from contracts.pipeline_health import Thresholds, parked_outbox_rows, pipeline_problems
+from contracts.pipeline_health import (
+    MAX_REPORTED,
+    Thresholds,
+    parked_outbox_rows,
+    pipeline_problems,
+)
 from contracts.settings import Settings
 from contracts.topology import (
     COMMANDS_EXCHANGE,
@@ -488,6 +493,31 @@ async def test_a_row_is_parked_after_its_last_attempt_and_never_claimed_again(
         problems = await pipeline_problems(session, Thresholds())
     [problem] = [problem for problem in problems if f"outbox row {row.id} " in problem]
     assert key in problem and "NO_ROUTE" in problem
+
+
+async def test_reconcile_says_how_many_parked_rows_it_did_not_list(
+    sessions: SessionFactory, scratch_payout_id: str
+) -> None:
+    """It listed the oldest 20 and said "20 problem(s)", without a word of the others."""
+    rows = await write_rows(
+        sessions,
+        scratch_payout_id,
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=unbound_key(),
+        count=MAX_REPORTED + 2,
+    )
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_([row.id for row in rows]))
+            .values(parked_at=utcnow(), publish_attempts=20, last_error="NO_ROUTE")
+        )
+    async with sessions() as session:
+        problems = await pipeline_problems(session, Thresholds())
+        parked = len(await parked_outbox_rows(session, 100_000))
+    listed = [problem for problem in problems if problem.startswith("outbox row ")]
+    assert len(listed) == MAX_REPORTED
+    assert f"... and {parked - MAX_REPORTED} more parked outbox rows not listed" in problems
 
 
 async def test_operator_retry_hands_parked_rows_back_to_the_relay(
