@@ -2,6 +2,7 @@
 failed authentications. Served at /metrics (per process: with several uvicorn workers each
 scrape sees one worker; run one worker per container to scrape them all)."""
 
+import re
 import time
 
 from fastapi import FastAPI
@@ -9,6 +10,7 @@ from fastapi.routing import iter_route_contexts
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Any other method (the server's parser takes UNSUBSCRIBE, MKCALENDAR...) is counted as OTHER.
@@ -43,14 +45,39 @@ class RouteTemplates:
     def __init__(self, app: FastAPI) -> None:
         self.app = app
         self._templates: dict[int, str] | None = None
+        # (the template's pattern, its methods, the template), in the routing's order
+        self._patterns: list[tuple[re.Pattern[str], frozenset[str], str]] = []
 
-    def of(self, route: object) -> str:
+    def of(self, scope: Scope) -> str:
+        """The template of the request's route; for a request a middleware answered before the
+        routing (an injected fault, a refused X-Request-ID), of the route its path names: such
+        answers were all counted under `<unmatched>`, which an alarm on a route missed."""
         if self._templates is None:
+            contexts = list(iter_route_contexts(self.app.routes))
             self._templates = {
                 id(context.original_route): context.path_format or UNMATCHED_ROUTE
-                for context in iter_route_contexts(self.app.routes)
+                for context in contexts
             }
-        return self._templates.get(id(route), UNMATCHED_ROUTE)
+            self._patterns = [
+                (
+                    compile_path(context.path_format)[0],
+                    frozenset(context.methods or ()),
+                    context.path_format,
+                )
+                for context in contexts
+                if context.path_format
+            ]
+        route = scope.get("route")
+        if route is not None:
+            return self._templates.get(id(route), UNMATCHED_ROUTE)
+        named = [
+            (template, scope["method"] in methods or not methods)
+            for pattern, methods, template in self._patterns
+            if pattern.match(scope["path"])
+        ]
+        # The route of the request's method first; else the path's (a 405).
+        ranked = sorted(named, key=lambda found: not found[1])
+        return ranked[0][0] if ranked else UNMATCHED_ROUTE
 
 
 class MetricsMiddleware:
@@ -74,7 +101,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            route = self.templates.of(scope.get("route"))
+            route = self.templates.of(scope)
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(time.perf_counter() - started)

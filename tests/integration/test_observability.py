@@ -3,9 +3,11 @@
 import re
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import MerchantFactory
+from tests.support.api_helpers import auth
 
 CDN = re.compile(r"https?://(?!127\.0\.0\.1|localhost)[^\s\"']+\.(js|css)")
 
@@ -26,6 +28,30 @@ async def test_metrics_count_requests_by_route_template_and_status(
     metrics = (await api_client.get("/metrics")).text
     assert "payouts_api_request_duration_seconds_bucket" in metrics
     assert missing not in metrics  # label by template, not by id: bounded cardinality
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({"X-Sandbox-Fault": "status=500"}, "500"), ({"X-Request-ID": "two words"}, "400")],
+)
+async def test_an_answer_a_middleware_gave_is_counted_under_the_route_it_hit(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    headers: dict[str, str],
+    status: str,
+) -> None:
+    """Answered before the routing (an injected fault, a refused request id): counted under
+    `<unmatched>`, which an alarm on the payouts route missed."""
+    merchant = await make_merchant()
+    series = {"method": "POST", "route": "/api/v1/payouts", "status": status}
+    before = REGISTRY.get_sample_value("payouts_api_requests_total", series) or 0.0
+
+    answer = await api_client.post(
+        "/api/v1/payouts", json={}, headers={**auth(merchant), **headers}
+    )
+
+    assert str(answer.status_code) == status
+    assert REGISTRY.get_sample_value("payouts_api_requests_total", series) == before + 1
 
 
 async def test_swagger_and_redoc_pages_load_their_assets_from_this_server(
