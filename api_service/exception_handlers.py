@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body, json_response
 from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
@@ -84,11 +85,41 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette runs this outside every middleware, so the request id header is set here.
+    # Run outside every middleware (as Starlette's handler of Exception), the request id header
+    # is set here.
     request_id = request_id_of(request)
     log.exception("unhandled error", extra={"request_id": request_id})
     body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
     return json_response(body, 500, {REQUEST_ID_HEADER: request_id})
+
+
+class UnexpectedErrorMiddleware:
+    """Innermost of the middlewares: an error no handler answered is answered here, a logged
+    500, and goes no further. As Starlette's handler of Exception alone, it was answered and
+    then raised again to the server, which logged it a second time, without its request id.
+    (That handler stays, for an error in a middleware itself.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        async def noting_the_answer(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_the_answer)
+        except Exception as error:
+            if answered:  # too late to answer: the server closes the connection, and logs it
+                raise
+            response = await _on_unexpected(Request(scope), error)
+            await response(scope, receive, send)
 
 
 def install_exception_handlers(app: FastAPI) -> None:
@@ -99,3 +130,4 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _on_database_error)
     app.add_exception_handler(ConnectionError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(UnexpectedErrorMiddleware)  # before any other: the innermost
