@@ -4,8 +4,9 @@ body."""
 import orjson
 import pytest
 
+from api_service.metrics import LATENCY
 from api_service.request_log.masking import MAX_KEPT_BYTES, MAX_KEPT_CHARS, kept_body
-from api_service.sandbox.faults import Fault, FaultKind, FaultShare, parse_fault
+from api_service.sandbox.faults import MAX_LATENCY_MS, Fault, FaultKind, FaultShare, parse_fault
 
 
 @pytest.mark.parametrize(
@@ -129,3 +130,9 @@ def test_the_log_masks_the_account_number_of_a_body_in_utf_16() -> None:
     assert kept_body(b"\xff\xfe" + "not json 03009876543".encode("utf-16-le")) == (
         "not json *******6543"
     )
+
+
+def test_the_latency_histogram_tells_an_injected_latency_apart() -> None:
+    """Past 5 s every latency fault fell in +Inf, whatever it was."""
+    buckets = LATENCY._upper_bounds
+    assert MAX_LATENCY_MS / 1000 in buckets
