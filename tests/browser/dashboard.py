@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, transaction
@@ -61,6 +61,59 @@ async def assert_fits_the_phone(page: Page) -> None:
     """No sideways scroll of the whole page on a PHONE (a wide table scrolls inside its card)."""
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"{page.url} is {width}px wide on a {PHONE['width']}px phone"
+
+
+def notice(page: Page) -> Locator:
+    """The page's notice of what a form did (the page's other status region is #announcer)."""
+    return page.locator(".notice[role=status]")
+
+
+def announcer(page: Page) -> Locator:
+    """The page's polite live region: what a live refresh changed, said to a screen reader."""
+    return page.locator("#announcer[role=status]")
+
+
+def contrast(one: str, two: str) -> float:
+    """The WCAG contrast ratio of two computed CSS colours ("rgb(r, g, b)")."""
+
+    def luminance(color: str) -> float:
+        channels = [float(c) / 255 for c in re.findall(r"[\d.]+", color)[:3]]
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(one), luminance(two)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+async def background_behind(element: Locator) -> str:
+    """The computed colour of the nearest opaque background behind `element`."""
+    return str(
+        await element.evaluate(
+            """element => {
+              for (let node = element.parentElement; node; node = node.parentElement) {
+                const color = getComputedStyle(node).backgroundColor;
+                if (color !== "rgba(0, 0, 0, 0)") return color;
+              }
+              return "rgb(255, 255, 255)";
+            }"""
+        )
+    )
+
+
+async def scroll_regions_out_of_keyboard_reach(page: Page) -> list[str]:
+    """Elements that scroll sideways yet neither hold a focusable element nor are one (a named
+    region): a keyboard user cannot scroll them."""
+    found: list[str] = await page.evaluate(
+        """() => Array.from(document.querySelectorAll("body *"))
+          .filter(e => ["auto", "scroll"].includes(getComputedStyle(e).overflowX)
+                       && e.scrollWidth > e.clientWidth)
+          .filter(e => !e.querySelector("a[href], button, input, select, textarea, summary")
+                       && !(e.tabIndex === 0 && e.getAttribute("role") === "region"
+                            && e.getAttribute("aria-labelledby")
+                            && document.getElementById(e.getAttribute("aria-labelledby"))))
+          .map(e => e.tagName + (e.id ? "#" + e.id : "") + "." + e.className)"""
+    )
+    return found
 
 
 async def screenshot(page: Page, name: str, folder: Path) -> Path:

@@ -3,9 +3,11 @@
 exact signed request shown matches what the receiver got), resend a delivery, upload a payroll
 CSV, settle an IN_REVIEW payout, top up, manage webhooks. The main pages are photographed."""
 
+import asyncio
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,14 +21,19 @@ from tests.browser.dashboard import (
     NO_CHROMIUM,
     PAYOUT_PAGE,
     PHONE,
+    announcer,
     assert_fits_the_phone,
+    background_behind,
+    contrast,
     new_merchant,
+    notice,
     screenshot,
+    scroll_regions_out_of_keyboard_reach,
 )
 from tests.browser.dashboard import sign_in as browser_sign_in
 from tests.support.api_helpers import auth, create_payout
 from tests.support.polling import eventually
-from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import Reply, WebhookReceiver
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 SETTLES_WITHIN_MS = 30_000
@@ -38,6 +45,28 @@ def status_badge(page: Page) -> Locator:
 
 def event(page: Page, event_type: str) -> Locator:
     return page.locator("li.event").filter(has=page.get_by_text(event_type, exact=True))
+
+
+async def waiting_at_the_psp(api: httpx.AsyncClient, merchant: NewMerchant) -> dict[str, Any]:
+    """A 0004 payout PENDING at the PSP (again, after PROCESSING): it waits for a decision."""
+    payout = await create_payout(api, merchant, accountNumber="03001230004")
+
+    async def has_psp_reference() -> bool:
+        answer = await api.get(f"/api/v1/payouts/{payout['id']}", headers=auth(merchant, ""))
+        return bool(answer.json()["data"]["pspReference"])
+
+    await eventually(has_psp_reference, within=30, interval=0.5, what="a PSP reference")
+    return payout
+
+
+async def settle_elsewhere(api: httpx.AsyncClient, merchant: NewMerchant, payout_id: str) -> None:
+    """The sandbox's PSP decides SUCCESS: what another tab or an integration would do."""
+    settled = await api.post(
+        f"/api/v1/sandbox/payouts/{payout_id}/simulate",
+        json={"outcome": "SUCCESS"},
+        headers=auth(merchant),
+    )
+    assert settled.status_code == 202, settled.text
 
 
 async def test_a_0002_payout_from_the_form_reaches_success_with_its_webhooks(
@@ -81,7 +110,7 @@ async def test_a_0002_payout_from_the_form_reaches_success_with_its_webhooks(
 
     # Resend: a second attempt, same webhook-id, listed once the receiver has answered it.
     await succeeded.get_by_role("button", name="Resend").click()
-    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await expect(notice(page)).to_have_text("Webhook resend queued.")
     await expect(succeeded.locator("tr.attempt")).to_have_count(2, timeout=SETTLES_WITHIN_MS)
     sent = [r for r in receiver.requests if r.headers.get("webhook-id") == event_id]
     assert len(sent) == 2
@@ -143,7 +172,7 @@ async def test_an_in_review_payout_is_simulated_to_success(
     await expect(status_badge(page)).to_have_text("IN_REVIEW", timeout=SETTLES_WITHIN_MS)
 
     await page.get_by_role("button", name="Simulate SUCCESS").click()
-    await expect(page.get_by_role("status")).to_contain_text("Outcome accepted")
+    await expect(notice(page)).to_contain_text("Outcome accepted")
     await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
     await expect(page.get_by_role("button", name="Simulate REVERSED")).to_be_visible()
 
@@ -154,25 +183,14 @@ async def test_an_in_review_payout_is_simulated_to_success(
 async def test_the_list_shows_status_changes_without_a_reload(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient, status_filter: str
 ) -> None:
-    waiting = await create_payout(api, merchant, accountNumber="03001230004")  # PENDING at PSP
-
-    async def waiting_at_the_psp() -> bool:  # PENDING again after PROCESSING: in the filter
-        answer = await api.get(f"/api/v1/payouts/{waiting['id']}", headers=auth(merchant, ""))
-        return bool(answer.json()["data"]["pspReference"])
-
-    await eventually(waiting_at_the_psp, within=30, interval=0.5, what="a PSP reference")
+    waiting = await waiting_at_the_psp(api, merchant)  # PENDING again: in the filter
     page = await browser_sign_in(context, merchant.api_key)
     await page.goto(f"/dashboard/payouts?{status_filter}reference={waiting['merchantReference']}")
     row = page.locator(f"tr[data-payout-id='{waiting['id']}'] [data-status]")
     await expect(row).to_have_text("PENDING", timeout=SETTLES_WITHIN_MS)
     await page.evaluate("window.notReloaded = true")
 
-    settled = await api.post(
-        f"/api/v1/sandbox/payouts/{waiting['id']}/simulate",
-        json={"outcome": "SUCCESS"},
-        headers=auth(merchant),
-    )
-    assert settled.status_code == 202, settled.text
+    await settle_elsewhere(api, merchant, waiting["id"])
     await expect(row).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
     assert await page.evaluate("window.notReloaded === true")
 
@@ -199,6 +217,93 @@ async def test_the_keyboard_focus_stays_where_it_was_when_a_payout_page_refreshe
     await expect(button).to_be_focused()
 
 
+async def test_a_status_changed_elsewhere_is_announced_and_the_focus_stays_in_the_page(
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
+) -> None:
+    """The list and the payout page say it in their live region; the payout page's refresh
+    removes the focused "Simulate FAILED" and puts the focus on its heading, not on <body>."""
+    payout = await waiting_at_the_psp(api, merchant)
+    listing = await browser_sign_in(context, merchant.api_key)
+    await listing.goto(f"/dashboard/payouts?reference={payout['merchantReference']}")
+    row = listing.locator(f"tr[data-payout-id='{payout['id']}'] [data-status]")
+    await expect(row).to_have_text("PENDING", timeout=SETTLES_WITHIN_MS)
+    page = await context.new_page()
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    await expect(status_badge(page)).to_have_text("PENDING", timeout=SETTLES_WITHIN_MS)
+    await page.get_by_role("button", name="Simulate FAILED").focus()
+
+    await settle_elsewhere(api, merchant, payout["id"])
+    said = f"Payout {payout['merchantReference']} is now SUCCESS."
+    await expect(announcer(listing)).to_have_text(said, timeout=SETTLES_WITHIN_MS)
+    await expect(announcer(page)).to_have_text(said, timeout=SETTLES_WITHIN_MS)
+    await expect(page.get_by_role("heading", level=1)).to_be_focused()
+
+
+async def test_links_in_text_are_underlined_and_navigation_and_buttons_are_not(
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
+) -> None:
+    """A link in text must not be told apart by its colour alone (WCAG 1.4.1)."""
+    payout = await create_payout(api, merchant, accountNumber="03001230001")
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    links = {
+        "footer": page.get_by_role("contentinfo").get_by_role("link"),
+        "breadcrumb": page.locator(".crumbs").get_by_role("link", name="Payouts"),
+        "navigation": page.get_by_role("navigation", name="Main").get_by_role("link").first,
+        "brand": page.locator("a.brand"),
+    }
+    underlined = {
+        name: "underline" in await link.evaluate("a => getComputedStyle(a).textDecorationLine")
+        for name, link in links.items()
+    }
+    await page.goto("/dashboard/payouts")
+    button = page.get_by_role("link", name="New payout", exact=True).and_(page.locator(".button"))
+    underlined["button"] = "underline" in await button.evaluate(
+        "a => getComputedStyle(a).textDecorationLine"
+    )
+    assert underlined == {
+        "footer": True,
+        "breadcrumb": True,
+        "navigation": False,
+        "brand": False,
+        "button": False,
+    }
+
+
+async def test_the_focus_ring_and_the_chart_lines_stand_out_at_3_to_1(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """WCAG 1.4.11: the keyboard focus ring on a card and on the dark top bar, and both lines
+    of the balance chart with their legend, against what is behind them."""
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/balance")
+    await page.keyboard.press("Tab")  # the brand link, first in the top bar
+    await expect(page.locator("a.brand")).to_be_focused()
+    ring_on_the_bar = await page.locator("a.brand").evaluate(
+        "a => getComputedStyle(a).outlineColor"
+    )
+    field = page.get_by_label("Amount (PKR)")
+    await field.focus()
+    ring_on_the_card = await field.evaluate("f => getComputedStyle(f).outlineColor")
+    bar = await page.locator("header").evaluate("h => getComputedStyle(h).backgroundColor")
+    card = await background_behind(field)
+    chart = page.locator("svg.chart")
+    await expect(chart.locator("polyline.available")).to_have_css("stroke-dasharray", "5px, 4px")
+    ratios = {
+        "ring on the top bar": contrast(ring_on_the_bar, bar),
+        "ring on a card": contrast(ring_on_the_card, card),
+    }
+    for series in ("total", "available"):
+        line = chart.locator(f"polyline.{series}")
+        stroke = await line.evaluate("line => getComputedStyle(line).stroke")
+        swatch = await page.locator(f".swatch.{series}").evaluate(
+            "s => getComputedStyle(s).backgroundColor"
+        )
+        ratios[f"{series} line"] = contrast(stroke, await background_behind(line))
+        ratios[f"{series} swatch"] = contrast(swatch, card)
+    assert all(ratio >= 3 for ratio in ratios.values()), ratios
+
+
 async def test_a_failed_payout_is_reinitiated(
     context: BrowserContext, merchant: NewMerchant, screenshots: Path
 ) -> None:
@@ -209,7 +314,7 @@ async def test_a_failed_payout_is_reinitiated(
     await page.wait_for_url(PAYOUT_PAGE)
     await expect(status_badge(page)).to_have_text("FAILED", timeout=SETTLES_WITHIN_MS)
     await page.get_by_role("button", name="Reinitiate").click()
-    await expect(page.get_by_role("status")).to_contain_text("Payout reinitiated")
+    await expect(notice(page)).to_contain_text("Payout reinitiated")
     await expect(event(page, "payout.reinitiated")).to_have_count(1, timeout=SETTLES_WITHIN_MS)
 
     await page.goto("/dashboard/payouts")  # by now: every scenario's status, side by side
@@ -292,7 +397,7 @@ async def test_the_balance_page_charts_and_tops_up(
     before = await page.locator("[data-balance=available]").inner_text()
     await page.get_by_label("Amount (PKR)").fill("250000.00")
     await page.get_by_role("button", name="Top up").click()
-    await expect(page.get_by_role("status")).to_have_text("Balance topped up.")
+    await expect(notice(page)).to_have_text("Balance topped up.")
     await expect(page.locator("[data-balance=available]")).not_to_have_text(before)
     await expect(page.locator("table tbody tr").first).to_contain_text("TOPUP")
     await expect(page.locator("svg.chart polyline.total")).to_have_count(1)
@@ -337,14 +442,12 @@ async def test_webhooks_parked_first_then_recovered_once_the_endpoint_is_set(
     await expect(page.locator("#url-error")).to_contain_text("http")
     await page.get_by_label("Endpoint URL").fill(receiver.url)
     await page.get_by_role("button", name="Save endpoint").click()
-    await expect(page.get_by_role("status")).to_have_text("Webhook endpoint saved.")
+    await expect(notice(page)).to_have_text("Webhook endpoint saved.")
     await screenshot(page, "webhooks", screenshots)
     # At once: the webhook service never caches a merchant without a URL (webhook_service/
     # endpoints.py), so the recovered deliveries find the URL just saved.
     await page.get_by_role("button", name="Recover").click()
-    await expect(page.get_by_role("status")).to_have_text(
-        "3 failed or parked deliveries queued again."
-    )
+    await expect(notice(page)).to_have_text("3 failed or parked deliveries queued again.")
     await page.goto(f"/dashboard/payouts/{payout['id']}")
     await expect(page.locator(".delivery-head .status-delivered")).to_have_count(
         3, timeout=SETTLES_WITHIN_MS
@@ -356,20 +459,25 @@ async def test_webhooks_parked_first_then_recovered_once_the_endpoint_is_set(
     assert secret.startswith("whsec_") and secret != unreachable.webhook_secret
     await page.get_by_role("button", name="Send a test event").click()
     await page.wait_for_url(PAYOUT_PAGE)
-    await expect(page.get_by_role("status")).to_contain_text("Test payout created")
+    await expect(notice(page)).to_contain_text("Test payout created")
     await expect(status_badge(page)).to_have_text("SUCCESS", timeout=SETTLES_WITHIN_MS)
 
 
 async def test_on_a_phone_every_page_fits_the_screen_and_sign_out_is_on_it(
-    context: BrowserContext, merchant: NewMerchant
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:
+    """A table that scrolls inside its card can be scrolled by keyboard too: the card holds a
+    focusable element or is one (a named region)."""
+    payout = await create_payout(api, merchant, accountNumber="03001230001")
     page = await browser_sign_in(context, merchant.api_key)
     await page.set_viewport_size(PHONE)
     links = await page.get_by_role("navigation", name="Main").get_by_role("link").all()
-    for href in [await link.get_attribute("href") or "" for link in links]:
+    hrefs = [await link.get_attribute("href") or "" for link in links]
+    for href in [*hrefs, f"/dashboard/payouts/{payout['id']}"]:
         await page.goto(href)
         await assert_fits_the_phone(page)
         await expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport(ratio=1)
+        assert await scroll_regions_out_of_keyboard_reach(page) == [], href
 
 
 async def merchant_with_delivered_webhooks(
@@ -402,7 +510,7 @@ async def test_a_resend_returns_to_the_deliveries_filter_and_page_it_was_made_on
     page = await browser_sign_in(context, merchant.api_key)
     await page.goto("/dashboard/webhooks?status=DELIVERED&page=2")
     await page.locator("table.deliveries").get_by_role("button", name="Resend").first.click()
-    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await expect(notice(page)).to_have_text("Webhook resend queued.")
     await expect(page.get_by_text("Page 2 of 2")).to_be_visible()
     tabs = page.get_by_role("navigation", name="Delivery status")
     await expect(tabs.locator("[aria-current=page]")).to_have_text("Delivered")
@@ -415,16 +523,25 @@ async def test_the_deliveries_table_shows_the_attempt_a_resend_made_without_a_re
     api: httpx.AsyncClient,
     receiver: WebhookReceiver,
 ) -> None:
+    """The receiver holds the resent request until the page is shown: the delivery then goes
+    from in flight to DELIVERED in the live part, which says so in the live region."""
     merchant = await merchant_with_delivered_webhooks(sessions, api, receiver, payouts=1)
     page = await browser_sign_in(context, merchant.api_key)
     await page.goto("/dashboard/webhooks")
     row = page.locator("table.deliveries tbody tr[data-delivery-id]").first
     delivery_id = await row.get_attribute("data-delivery-id")
+    event_type = await row.locator("td.mono").inner_text()
+    answered = asyncio.Event()
+    receiver.reply_with(Reply(held_until=answered))
     await row.get_by_role("button", name="Resend").click()
-    await expect(page.get_by_role("status")).to_have_text("Webhook resend queued.")
+    await expect(notice(page)).to_have_text("Webhook resend queued.")
     await page.evaluate("window.notReloaded = true")
+    answered.set()
     resent = page.locator(f"tr#delivery-{delivery_id}")
     await expect(resent.locator("td.num")).to_have_text("2", timeout=SETTLES_WITHIN_MS)
     await expect(resent).to_contain_text("DELIVERED")
+    await expect(announcer(page)).to_have_text(
+        re.compile(rf"^Webhook {re.escape(event_type)} of payout [0-9a-f]{{8}} is now DELIVERED\.$")
+    )
     await expect(page.locator("[data-live]")).to_have_attribute("data-live", "off")
     assert await page.evaluate("window.notReloaded === true")

@@ -17,7 +17,7 @@ from api_service.request_log.writer import RequestLogWriter
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
-from tests.browser.dashboard import CHROMIUM, NO_CHROMIUM, new_merchant, screenshot
+from tests.browser.dashboard import CHROMIUM, NO_CHROMIUM, new_merchant, notice, screenshot
 from tests.browser.dashboard import sign_in as browser_sign_in
 from tests.conftest import in_production
 from tests.support.api_helpers import API, auth, new_key, payout_body
@@ -251,7 +251,7 @@ async def test_the_readiness_and_sandbox_pages_in_a_browser(
     await page.get_by_label("Fault", exact=True).fill("status=503")
     await page.get_by_label("Share of your calls (%)").fill("10")
     await page.get_by_role("button", name="Save fault setting").click()
-    await expect(page.get_by_role("status")).to_contain_text("Fault setting saved")
+    await expect(notice(page)).to_contain_text("Fault setting saved")
     await page.get_by_role("button", name="49 h").click()
     await expect(page.locator('[data-clock="offset"]')).to_have_text("2 d 1 h")
     await screenshot(page, "sandbox", screenshots)
@@ -270,7 +270,7 @@ async def test_enter_in_the_clock_field_advances_by_the_seconds_typed(
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Sandbox").click()
     await page.locator("#advance-seconds").fill("60")
     await page.locator("#advance-seconds").press("Enter")
-    await expect(page.get_by_role("status")).to_contain_text("Clock advanced")
+    await expect(notice(page)).to_contain_text("Clock advanced")
     await expect(page.locator('[data-clock="offset"]')).to_have_attribute("data-seconds", "60")
 
 

@@ -19,6 +19,7 @@ from tests.browser.dashboard import (
     PHONE,
     ContextOpener,
     assert_fits_the_phone,
+    notice,
     screenshot,
     sign_in,
 )
@@ -82,7 +83,7 @@ async def test_an_operator_sees_pipeline_health_and_redrives_a_dead_letter_queue
 
     await commands.get_by_role("button", name=f"Re-drive to {PAYOUT_COMMANDS.name}").click()
     # Each render reconciles the whole database and asks the broker: slow on a loaded host.
-    status = page.get_by_role("status")
+    status = notice(page)
     await expect(status).to_contain_text("moved back to their queue", timeout=15_000)
     await eventually(
         lambda: _dead_letters_shown(page, PAYOUT_COMMANDS.name),

@@ -1,7 +1,7 @@
 // Payout Sandbox dashboard: a little plain JavaScript, no build step.
 // - statuses on the payouts list, the payout page and the webhook deliveries refresh every 2 s
 //   without a reload (a settled payout page every 10 s while it offers an action another tab
-//   may take);
+//   may take); a status that changes is said in the page's polite live region (#announcer);
 // - the scenario table fills the payout form; the destination type shows its institution list.
 "use strict";
 
@@ -40,6 +40,23 @@
     return response;
   }
 
+  // The status shown by the badge inside `element` (an element marked data-announce).
+  function statusIn(element) {
+    const badge = element.querySelector("[data-status]");
+    return badge ? badge.dataset.status : null;
+  }
+
+  // "Payout ref-123 is now SUCCESS.": what `element`'s data-announce names, with its status.
+  function statusSentence(element) {
+    return element.dataset.announce + " is now " + statusIn(element) + ".";
+  }
+
+  // Says `sentences` to a screen reader (the live region reads out its new text).
+  function announce(sentences) {
+    const region = document.getElementById("announcer");
+    if (region && sentences.length > 0) region.textContent = sentences.join(" ");
+  }
+
   // The payouts list: the badge of each row shown, asked by the rows' ids (a payout that has
   // left the list's status filter shows its new status).
   function liveStatuses(table) {
@@ -51,6 +68,7 @@
       const response = await fetchOrReload(url, "application/json");
       if (response === null) return false;
       const { statuses } = await response.json();
+      const changed = [];
       for (const row of rows) {
         const status = statuses[row.dataset.payoutId];
         const badge = row.querySelector("[data-status]");
@@ -58,8 +76,10 @@
           badge.dataset.status = status;
           badge.textContent = status;
           badge.className = "status status-" + status.toLowerCase().replace("_", "-");
+          changed.push(statusSentence(row));
         }
       }
+      announce(changed);
       return POLL_MS;
     });
   }
@@ -74,18 +94,39 @@
     return { id, tag: focused.tagName, text: focused.textContent };
   }
 
-  // Focus the element at `place` in the new rendering of `container`, if it is still there.
+  // Focus the element at `place` in the new rendering of `container`; if the refresh removed
+  // it, the element the container's data-refocus names (its heading), never <body>.
   function refocus(container, place) {
-    const scope = (place.id && container.querySelector("#" + CSS.escape(place.id))) || container;
-    const match = [scope, ...scope.querySelectorAll(place.tag)].find(
-      (element) => element.tagName === place.tag && element.textContent === place.text,
+    const scope = place.id ? container.querySelector("#" + CSS.escape(place.id)) : container;
+    const match =
+      scope &&
+      [scope, ...scope.querySelectorAll(place.tag)].find(
+        (element) => element.tagName === place.tag && element.textContent === place.text,
+      );
+    const target = match || document.querySelector(container.dataset.refocus);
+    if (target) target.focus({ preventScroll: true });
+  }
+
+  // The status of each element marked data-announce in `container`, by its id.
+  function announcedStatuses(container) {
+    return new Map(
+      Array.from(container.querySelectorAll("[data-announce][id]"), (element) => [
+        element.id,
+        statusIn(element),
+      ]),
     );
-    if (match) match.focus({ preventScroll: true });
+  }
+
+  // The sentences for what changed status in `container` since `before`.
+  function statusChanges(container, before) {
+    return Array.from(container.querySelectorAll("[data-announce][id]"))
+      .filter((element) => before.has(element.id) && before.get(element.id) !== statusIn(element))
+      .map(statusSentence);
   }
 
   // A server-rendered part of a page that refreshes itself until it says it is settled (and,
   // slowly, after that while it offers an action). What the user had open or focused in it
-  // stays so.
+  // stays so, and a status it changes is announced.
   function liveFragment(container) {
     poll(async () => {
       const response = await fetchOrReload(container.dataset.liveFragment, "text/html");
@@ -96,6 +137,7 @@
           Array.from(container.querySelectorAll("details[open]"), (details) => details.id),
         );
         const focused = focusedPlace(container);
+        const before = announcedStatuses(container);
         container.innerHTML = html; // our own template's output, escaped on the server
         container.dataset.lastHtml = html;
         for (const id of open) {
@@ -103,6 +145,7 @@
           if (details) details.open = true;
         }
         if (focused) refocus(container, focused);
+        announce(statusChanges(container, before));
       }
       const live = container.querySelector("[data-live]");
       if (!live || live.dataset.live !== "off") return POLL_MS;
