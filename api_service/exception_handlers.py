@@ -8,6 +8,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -115,6 +116,10 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, noting_the_answer)
+        except ClientDisconnect:
+            # The client went away while its body came: nobody to answer, nothing failed (it
+            # was an ERROR line and a 500; metrics count it 499, as nginx names it).
+            log.info("client disconnected before its request was read")
         except Exception as error:
             if answered:  # too late to answer: the server closes the connection, and logs it
                 raise

@@ -38,6 +38,7 @@ INJECTED_FAULTS = Counter(
     ["fault", "source"],
 )
 UNMATCHED_ROUTE = "<unmatched>"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away first
 
 
 class RouteTemplates:
@@ -92,7 +93,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def send_recording_status(message: Message) -> None:
             nonlocal status
@@ -102,10 +103,14 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_recording_status)
+        except BaseException:
+            status = status or 500
+            raise
         finally:
             route = self.templates.of(scope)
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-            REQUESTS.labels(method, route, str(status)).inc()
+            # No answer and no error: the client left before one (ClientDisconnect).
+            REQUESTS.labels(method, route, str(status or CLIENT_CLOSED)).inc()
             LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 

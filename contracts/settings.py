@@ -1,7 +1,6 @@
 """One settings class for every service; environment variables prefixed `PAYOUTS_`."""
 
 import logging
-import math
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -22,6 +21,7 @@ PRODUCTION_RATE_LIMIT_PER_SECOND = 100
 CONSUMER_GRACEFUL_TIMEOUT_SECONDS = 15.0
 # The longest a duration setting may be: a longer one overflowed (a datetime, a column) at use.
 A_YEAR_IN_HOURS = 366 * 24
+LONGEST_RETRY_DELAY_SECONDS = 30 * 24 * 3600.0
 # Public (it is in this file): anyone could sign IPNs with it. Fine in test mode only. Every
 # default secret this repository ships (here, docker-compose.yml) ends in PUBLIC_SECRET_MARK.
 DEFAULT_PSP_SECRET = "psp_test_secret_change_me"
@@ -182,8 +182,12 @@ class Settings(BaseSettings):
     @classmethod
     def _delays_are_positive_numbers(cls, value: str) -> str:
         delays = [float(part) for part in value.split(",") if part.strip()]
-        if not delays or not all(0 < delay < math.inf for delay in delays):  # nan too
-            raise ValueError("must be positive comma-separated seconds")
+        # nan fails too. The longest: a message's expiration holds at most 2^32 - 1 ms.
+        if not delays or not all(0 < delay <= LONGEST_RETRY_DELAY_SECONDS for delay in delays):
+            raise ValueError(
+                "must be positive comma-separated seconds, each at most "
+                f"{LONGEST_RETRY_DELAY_SECONDS:.0f} (30 days)"
+            )
         return value
 
     @property

@@ -8,16 +8,20 @@ import io
 import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from api_service.app import create_app
 from contracts.logging import ADOPTED_LOGGERS, configure_logging
 from contracts.settings import Settings
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import auth, payout_body
 
 API = "/api/v1"
 
@@ -79,3 +83,53 @@ async def test_an_unexpected_error_is_logged_once_with_its_request_id(
         (line["logger"], line["message"], line.get("request_id")) for line in about_it
     ]
     assert about_it[0].get("request_id") == "crash-observe-1"
+
+
+async def test_a_client_that_leaves_mid_body_is_no_server_error(
+    settings: Settings, make_merchant: MerchantFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Starlette raises ClientDisconnect: it was logged as `unhandled error` with a traceback,
+    answered and counted as a 500, for a request its client abandoned."""
+    merchant = await make_merchant()
+    app = create_app(settings)
+    body = orjson.dumps(payout_body())
+    headers = [(name.lower().encode(), value.encode()) for name, value in auth(merchant).items()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{API}/payouts",
+        "raw_path": f"{API}/payouts".encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("api", 80),
+    }
+    incoming = [{"type": "http.request", "body": body[:10], "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def counted(status: str) -> float:
+        series = {"method": "POST", "route": f"{API}/payouts", "status": status}
+        return REGISTRY.get_sample_value("payouts_api_requests_total", series) or 0.0
+
+    before = counted("500"), counted("499")
+    caplog.set_level(logging.INFO)
+    async with app.router.lifespan_context(app):
+        await app(scope, receive, send)  # nothing raised to the server
+
+    assert [
+        record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR
+    ] == []
+    assert [m for m in sent if m["type"] == "http.response.start"] == []
+    assert (counted("500"), counted("499")) == (before[0], before[1] + 1)

@@ -34,6 +34,7 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_WEBHOOK_TIMEOUT_SECONDS", "20"),  # a stopping service would cut the attempt
         ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,nan"),
         ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,inf"),
+        ("PAYOUTS_WEBHOOK_RETRY_DELAYS", "5,1e12"),  # its due time overflowed at a 2nd failure
         ("PAYOUTS_RELAY_BATCH_SIZE", "0"),
         ("PAYOUTS_OUTBOX_RETENTION_HOURS", "-1"),
         ("PAYOUTS_DECISION_SLA_HOURS", "inf"),
