@@ -239,6 +239,52 @@ async def test_a_status_changed_elsewhere_is_announced_and_the_focus_stays_in_th
     await expect(page.get_by_role("heading", level=1)).to_be_focused()
 
 
+async def test_a_refresh_keeps_the_ledger_focused_and_scrolled_where_the_reader_left_it(
+    context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
+) -> None:
+    """On a phone the Ledger lines card scrolls sideways, a keyboard stop of its own: a refresh
+    that added lines threw it back to its left edge, and its focus to the page's heading (the
+    card was found again by its whole text, which the new lines changed)."""
+    payout = await waiting_at_the_psp(api, merchant)
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.set_viewport_size(PHONE)
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    ledger = page.get_by_role("region", name="Ledger lines")
+    await ledger.focus()
+    await ledger.evaluate("card => { card.scrollLeft = card.scrollWidth; }")
+    assert await ledger.evaluate("card => card.scrollLeft") > 0, "nothing to scroll at 390px"
+
+    await settle_elsewhere(api, merchant, payout["id"])  # the payout's lines are added
+    said = f"Payout {payout['merchantReference']} is now SUCCESS."
+    await expect(announcer(page)).to_have_text(said, timeout=SETTLES_WITHIN_MS)
+    await expect(ledger).to_be_focused()
+    assert await ledger.evaluate("card => card.scrollLeft") > 0
+
+
+async def test_a_delivery_that_leaves_its_status_tab_is_said(
+    context: BrowserContext,
+    sessions: SessionFactory,
+    api: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """On the Retrying tab, a retry that succeeded dropped its row without a word."""
+    merchant = await new_merchant(sessions, "Sialkot Sports", receiver.url)
+    receiver.always(Reply(status=500))
+    await create_payout(api, merchant, accountNumber="03001230001")
+    page = await browser_sign_in(context, merchant.api_key)
+    rows = page.locator("table.deliveries tbody tr[data-delivery-id]")
+
+    async def retrying_rows() -> int:
+        await page.goto("/dashboard/webhooks?status=RETRYING")
+        return await rows.count()
+
+    await eventually(retrying_rows, within=30, interval=0.5, what="a RETRYING delivery shown")
+    receiver.always(Reply())
+    await expect(announcer(page)).to_have_text(
+        re.compile(r"^Webhook payout\.\w+ of payout \w{8} is no longer RETRYING\."), timeout=60_000
+    )
+
+
 async def test_links_in_text_are_underlined_and_navigation_and_buttons_are_not(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:

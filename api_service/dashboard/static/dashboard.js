@@ -85,13 +85,14 @@
   }
 
   // Where the focus is in `container`, in terms a new rendering of it has too: the nearest id
-  // around the focused element (or its own), its tag and its text.
+  // around the focused element (or its own: then it is found by it alone, whatever its text
+  // became), its tag and its text.
   function focusedPlace(container) {
     const focused = document.activeElement;
     if (!focused || focused === container || !container.contains(focused)) return null;
     const around = focused.closest("[id]");
     const id = around && container.contains(around) ? around.id : null;
-    return { id, tag: focused.tagName, text: focused.textContent };
+    return { id, own: around === focused, tag: focused.tagName, text: focused.textContent };
   }
 
   // Focus the element at `place` in the new rendering of `container`; if the refresh removed
@@ -100,33 +101,48 @@
     const scope = place.id ? container.querySelector("#" + CSS.escape(place.id)) : container;
     const match =
       scope &&
-      [scope, ...scope.querySelectorAll(place.tag)].find(
-        (element) => element.tagName === place.tag && element.textContent === place.text,
-      );
+      (place.own
+        ? scope
+        : [scope, ...scope.querySelectorAll(place.tag)].find(
+            (element) => element.tagName === place.tag && element.textContent === place.text,
+          ));
     const target = match || document.querySelector(container.dataset.refocus);
     if (target) target.focus({ preventScroll: true });
   }
 
-  // The status of each element marked data-announce in `container`, by its id.
+  // Each element marked data-announce in `container`, by its id: its status and its name.
   function announcedStatuses(container) {
     return new Map(
       Array.from(container.querySelectorAll("[data-announce][id]"), (element) => [
         element.id,
-        statusIn(element),
+        { status: statusIn(element), name: element.dataset.announce },
       ]),
     );
   }
 
-  // The sentences for what changed status in `container` since `before`.
+  // The sentences for what changed status in `container` since `before`, and for what left it
+  // (a delivery that is no longer in the tab's status: its row is gone).
   function statusChanges(container, before) {
-    return Array.from(container.querySelectorAll("[data-announce][id]"))
-      .filter((element) => before.has(element.id) && before.get(element.id) !== statusIn(element))
-      .map(statusSentence);
+    const now = announcedStatuses(container);
+    const changed = Array.from(now.keys())
+      .filter((id) => before.has(id) && before.get(id).status !== now.get(id).status)
+      .map((id) => statusSentence(document.getElementById(id)));
+    const left = Array.from(before.entries())
+      .filter(([id]) => !now.has(id))
+      .map(([, was]) => was.name + " is no longer " + was.status + ".");
+    return changed.concat(left);
+  }
+
+  // Where each part of `container` that scrolls sideways (a wide table's card) was scrolled to.
+  function scrolledAcross(container) {
+    return Array.from(container.querySelectorAll("[id]"))
+      .filter((element) => element.scrollLeft > 0)
+      .map((element) => [element.id, element.scrollLeft]);
   }
 
   // A server-rendered part of a page that refreshes itself until it says it is settled (and,
   // slowly, after that while it offers an action). What the user had open or focused in it
-  // stays so, and a status it changes is announced.
+  // stays so (scrolled across too), and a status it changes is announced.
   function liveFragment(container) {
     poll(async () => {
       const response = await fetchOrReload(container.dataset.liveFragment, "text/html");
@@ -138,11 +154,16 @@
         );
         const focused = focusedPlace(container);
         const before = announcedStatuses(container);
+        const scrolled = scrolledAcross(container);
         container.innerHTML = html; // our own template's output, escaped on the server
         container.dataset.lastHtml = html;
         for (const id of open) {
           const details = id && document.getElementById(id);
           if (details) details.open = true;
+        }
+        for (const [id, left] of scrolled) {
+          const element = document.getElementById(id);
+          if (element) element.scrollLeft = left;
         }
         if (focused) refocus(container, focused);
         announce(statusChanges(container, before));
