@@ -15,7 +15,7 @@ from contracts.db.engine import SessionFactory
 from contracts.reconcile import reconcile
 from tests.conftest import MerchantFactory
 from tests.faults import outages
-from tests.support.fault_load import Load, Verdict, event_ids, settled, verdict
+from tests.support.fault_load import Load, Verdict, event_ids, settled, undelivered, verdict
 from tests.support.infrastructure import Infrastructure
 from tests.support.polling import eventually
 from tests.support.system import RunningSystem
@@ -60,12 +60,18 @@ async def under_load(
             interval=0.5,
             what=f"{name}: every accepted payout settled",
         )
-        await eventually(
-            lambda: _all_delivered(sessions, load, receiver),
-            within=RECOVERY_DEADLINE_SECONDS,
-            interval=0.5,
-            what=f"{name}: every status event delivered",
-        )
+        try:
+            await eventually(
+                lambda: _all_delivered(sessions, load, receiver),
+                within=RECOVERY_DEADLINE_SECONDS,
+                interval=0.5,
+                what=f"{name}: every status event delivered",
+            )
+        except AssertionError as missed:
+            sent = {request.headers["webhook-id"] for request in receiver.requests}
+            missing, where = await undelivered(sessions, load.merchant.merchant_id, sent)
+            logged = system.lines_naming(missing)
+            raise AssertionError(f"{missed}\n{where}\n{logged}\n{system.logs()}") from None
         result = await verdict(name, load, sessions, receiver)
     result.save()
     print(f"\n{name}\n{result.table()}")

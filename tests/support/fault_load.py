@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
-from contracts.db.models import LedgerJournal, Payout, PayoutEvent
+from contracts.db.models import LedgerJournal, OutboxMessage, Payout, PayoutEvent, WebhookDelivery
 from tests.support.api_helpers import auth
 from tests.support.scenarios import SCENARIOS, Scenario
 from tests.support.webhook_receiver import WebhookReceiver
@@ -141,3 +141,34 @@ async def verdict(
         undelivered_events=len(expected - set(delivered)),
         answers=dict(load.statuses),
     )
+
+
+async def undelivered(
+    sessions: SessionFactory, merchant_id: str, delivered: set[str], *, limit: int = 10
+) -> tuple[list[str], str]:
+    """Where the events no webhook reached stand: their delivery rows, and the outbox rows that
+    carry them (a failed fault test says which part of the pipeline held them)."""
+    async with sessions() as session:
+        missing = sorted((await event_ids(sessions, merchant_id)) - delivered)
+        deliveries = await session.execute(
+            select(
+                WebhookDelivery.event_id,
+                WebhookDelivery.status,
+                WebhookDelivery.attempts,
+                WebhookDelivery.retry_count,
+                WebhookDelivery.next_attempt_at,
+                WebhookDelivery.leased_until,
+                WebhookDelivery.copied_at,
+                WebhookDelivery.last_error,
+            ).where(WebhookDelivery.event_id.in_(missing[:limit]))
+        )
+        rows = {row.event_id: row for row in deliveries}
+        lines = [f"{len(missing)} event(s) undelivered; the first {min(limit, len(missing))}:"]
+        for event_id in missing[:limit]:
+            outbox = await session.execute(
+                select(OutboxMessage.id, OutboxMessage.sent_at, OutboxMessage.parked_at)
+                .where(OutboxMessage.body.contains(event_id.encode()))
+                .limit(3)
+            )
+            lines.append(f"  {event_id}: delivery {rows.get(event_id)!r}; outbox {outbox.all()!r}")
+        return missing[:limit], "\n".join(lines)

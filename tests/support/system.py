@@ -2,7 +2,7 @@
 tests' own database and vhost; tests talk to it over HTTP like a merchant would."""
 
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,16 @@ class RunningSystem:
     def logs(self) -> str:
         return "\n".join(
             f"--- {path.name}\n{path.read_text()[-3000:]}" for path in self.log_dir.glob("*.log")
+        )
+
+    def lines_naming(self, needles: Iterable[str]) -> str:
+        """Every service's log lines that name one of `needles` (an event id, a payout id)."""
+        wanted = tuple(needles)
+        return "\n".join(
+            f"{path.name}: {line}"
+            for path in sorted(self.log_dir.glob("*.log"))
+            for line in path.read_text().splitlines()
+            if any(needle in line for needle in wanted)
         )
 
 
