@@ -154,6 +154,12 @@ class StalePspReference(ApiError):
     )
 
 
+class PspReferenceOfAnotherPayout(ApiError):
+    status_code = 409
+    code = "PSP_REFERENCE_OF_ANOTHER_PAYOUT"
+    default_message = "pspReference names another payout: a PSP reference names one payout"
+
+
 class InsufficientBalance(ApiError):
     status_code = 422
     code = "INSUFFICIENT_BALANCE"

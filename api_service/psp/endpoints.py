@@ -22,6 +22,7 @@ from api_service.errors import (
     InvalidTransition,
     NotFound,
     PayloadTooLarge,
+    PspReferenceOfAnotherPayout,
     SandboxDisabled,
     StalePspReference,
     UnsupportedMediaType,
@@ -45,9 +46,11 @@ are accepted (200) and applied in the order they were accepted; any other transi
 `INVALID_TRANSITION` and changes nothing.
 
 Outcomes belong to an attempt: a callback whose `pspReference` names an attempt from before the
-payout was reinitiated is 409 `STALE_PSP_REFERENCE` and changes nothing; a callback without
-`pspReference` applies to the current attempt. The same `eventId` twice is 200, applied once;
-an `eventId` already sent for another payout is 422 `EVENT_ID_REUSED` and changes nothing.
+payout was reinitiated is 409 `STALE_PSP_REFERENCE` and changes nothing; one whose
+`pspReference` names another payout is 409 `PSP_REFERENCE_OF_ANOTHER_PAYOUT` and changes
+nothing; a callback without `pspReference` applies to the current attempt. The same `eventId`
+twice is 200, applied once; an `eventId` already sent for another payout, or with another
+`status`, is 422 `EVENT_ID_REUSED` and changes nothing.
 """
 
 
@@ -92,6 +95,7 @@ class SimulationReceiptEnvelope(SuccessEnvelope[SimulationReceipt]):
         NotFound,
         InvalidTransition,
         StalePspReference,
+        PspReferenceOfAnotherPayout,
         EventIdReused,
         PayloadTooLarge,
         UnsupportedMediaType,

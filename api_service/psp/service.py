@@ -15,10 +15,15 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.errors import EventIdReused, InvalidTransition, StalePspReference
+from api_service.errors import (
+    EventIdReused,
+    InvalidTransition,
+    PspReferenceOfAnotherPayout,
+    StalePspReference,
+)
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PspCallback
-from contracts.domain.psp_references import generated_references_before
+from contracts.domain.psp_references import generated_for_another, generated_references_before
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.payout_events import Announcements
 
@@ -59,11 +64,31 @@ async def _names_an_earlier_attempt(
     return earlier is not None
 
 
-async def _recorded(session: AsyncSession, event_id: str, payout: Payout) -> bool:
-    """Whether the event id is recorded already, for this payout (else EventIdReused)."""
+async def _names_another_payout(session: AsyncSession, payout: Payout, psp_reference: str) -> bool:
+    """The reference is another payout's: one we generated for it, or its current one."""
+    if psp_reference == payout.psp_reference:
+        return False
+    if generated_for_another(payout.id, psp_reference):
+        return True
+    other = await session.scalar(  # ix_payouts_psp_reference
+        select(Payout.id)
+        .where(Payout.psp_reference == psp_reference, Payout.id != payout.id)
+        .limit(1)
+    )
+    return other is not None
+
+
+async def _recorded(
+    session: AsyncSession, event_id: str, payout: Payout, outcome: PspOutcome
+) -> bool:
+    """Whether the event id is recorded already, for this payout and outcome (else
+    EventIdReused: a second event under one id would be dropped as a duplicate without a word,
+    say a REVERSED sent under the id of the SUCCESS before it)."""
     recorded = await session.get(PspCallback, event_id, populate_existing=True)
     if recorded is not None and recorded.payout_id != payout.id:
         raise EventIdReused(f"eventId {event_id} was already sent for another payout")
+    if recorded is not None and recorded.outcome != outcome.value:
+        raise EventIdReused(f"eventId {event_id} was already sent with status {recorded.outcome}")
     return recorded is not None
 
 
@@ -80,15 +105,17 @@ async def accept_psp_outcome(
 ) -> bool:
     """Record the outcome for the processor. `payout` must be locked by the caller's transaction.
 
-    False when this event id was already recorded for this payout (acknowledged again, changes
-    nothing); EventIdReused when it was for another payout (a second event under one id would
-    otherwise be dropped as a duplicate without a word); StalePspReference when the reference
-    names an earlier attempt; InvalidTransition when the outcome does not follow the newest
+    False when this event id was already recorded for this payout and outcome (acknowledged
+    again, changes nothing); EventIdReused when it was for another payout or outcome;
+    StalePspReference when the reference names an earlier attempt, PspReferenceOfAnotherPayout
+    when it names another payout; InvalidTransition when the outcome does not follow the newest
     accepted one."""
-    if await _recorded(session, event_id, payout):
+    if await _recorded(session, event_id, payout, outcome):
         return False
     if psp_reference and await _names_an_earlier_attempt(session, payout, psp_reference):
         raise StalePspReference
+    if psp_reference and await _names_another_payout(session, payout, psp_reference):
+        raise PspReferenceOfAnotherPayout
     latest = PayoutStatus(payout.accepted_outcome or payout.status)
     if not psp_outcome_allowed(latest, outcome):
         raise InvalidTransition(f"{latest} -> {outcome} is not allowed")
@@ -109,7 +136,8 @@ async def accept_psp_outcome(
                 )
             )
     except IntegrityError:  # recorded meanwhile, by a callback of another payout
-        await _recorded(session, event_id, payout)  # EventIdReused when it is there to be read
+        # EventIdReused when it is there to be read
+        await _recorded(session, event_id, payout, outcome)
         return False
     await session.execute(
         update(Payout).where(Payout.id == payout.id).values(accepted_outcome=outcome.value)

@@ -83,6 +83,8 @@ class Payout(Base):
         Index("ix_payouts_merchant_created", "merchant_id", "created_at", "id"),
         Index("ix_payouts_merchant_status_created", "merchant_id", "status", "created_at"),
         Index("ix_payouts_status_updated", "status", "updated_at"),
+        # An IPN's pspReference that names another payout (migration 0025).
+        Index("ix_payouts_psp_reference", "psp_reference"),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)

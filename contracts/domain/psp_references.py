@@ -1,8 +1,11 @@
 """The references the mock PSP gives each attempt (hold cycle) of a payout.
 
 Deterministic, so a replayed scenario gives the same reference, and distinct per attempt, so a
-callback naming an earlier attempt is recognised as such.
+callback naming an earlier attempt is recognised as such; and distinct per payout, so a callback
+naming another payout's attempt is too.
 """
+
+import re
 
 
 def psp_reference_for(payout_id: str, hold_cycle: int) -> str:
@@ -13,6 +16,21 @@ def psp_reference_for(payout_id: str, hold_cycle: int) -> str:
 def simulated_reference(payout_id: str, hold_cycle: int) -> str:
     """What a sandbox simulation calls the attempt when the PSP has not named it yet."""
     return f"SIM-{payout_id[:8].upper()}-{hold_cycle}"
+
+
+_GENERATED = re.compile(r"(?:PSP-[0-9A-F]{12}|SIM-[0-9A-F]{8})-[1-9][0-9]*")
+
+
+def generated_for_another(payout_id: str, reference: str) -> bool:
+    """A reference of the shape we generate, which no attempt of this payout was given: we
+    generated it for another payout."""
+    if not _GENERATED.fullmatch(reference):
+        return False
+    cycle = int(reference.rsplit("-", 1)[1])
+    return reference not in (
+        psp_reference_for(payout_id, cycle),
+        simulated_reference(payout_id, cycle),
+    )
 
 
 def generated_references_before(payout_id: str, hold_cycle: int) -> frozenset[str]:

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from contracts.db.engine import SessionFactory
-from contracts.db.models import PspCallback
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Payout, PspCallback
+from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
@@ -154,6 +155,60 @@ async def test_an_event_id_already_sent_for_another_payout_is_422_and_changes_no
 
     assert_error(reused, 422, "EVENT_ID_REUSED")
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_an_event_id_sent_again_with_another_status_is_422_and_changes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """A REVERSED under the id of the SUCCESS before it was answered 200 `duplicate: true`: the
+    PSP took the reversal as received, and the merchant's money never came back."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    event_id = f"evt-{uuid.uuid4().hex}"
+    success = _callback(payout["id"], "SUCCESS", eventId=event_id)
+    assert (await post_ipn(api_client, settings.psp_secret, success)).status_code == 200
+    await move_payout(sessions, payout["id"], PayoutStatus.SUCCESS)
+    before = await footprint(sessions, merchant.merchant_id)
+
+    reversal = _callback(payout["id"], "REVERSED", eventId=event_id)
+    reused = await post_ipn(api_client, settings.psp_secret, reversal)
+
+    assert_error(reused, 422, "EVENT_ID_REUSED")
+    assert "SUCCESS" in reused.json()["error"]["message"]
+    assert await footprint(sessions, merchant.merchant_id) == before
+    again = await post_ipn(api_client, settings.psp_secret, success)  # the same event: a replay
+    assert again.json()["data"]["duplicate"] is True
+
+
+@pytest.mark.parametrize("generated", [True, False], ids=["generated", "given-by-the-psp"])
+async def test_an_ipn_naming_another_payouts_psp_reference_is_409_and_changes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+    generated: bool,
+) -> None:
+    """It was accepted, and two merchants' payouts ended with one PSP reference."""
+    theirs = await create_payout(api_client, await make_merchant())
+    merchant = await make_merchant()
+    mine = await create_payout(api_client, merchant)
+    reference = psp_reference_for(theirs["id"], 1) if generated else f"BANK-{uuid.uuid4().hex[:10]}"
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout).where(Payout.id == theirs["id"]).values(psp_reference=reference)
+        )
+    before = await footprint(sessions, merchant.merchant_id)
+
+    body = _callback(mine["id"], "SUCCESS", pspReference=reference)
+    response = await post_ipn(api_client, settings.psp_secret, body)
+
+    assert_error(response, 409, "PSP_REFERENCE_OF_ANOTHER_PAYOUT")
+    assert await footprint(sessions, merchant.merchant_id) == before
+    own = _callback(mine["id"], "SUCCESS", pspReference=psp_reference_for(mine["id"], 1))
+    assert (await post_ipn(api_client, settings.psp_secret, own)).status_code == 200
 
 
 async def test_the_same_event_at_once_is_applied_once(
