@@ -1,15 +1,22 @@
-"""Is work flowing? Payouts stuck between statuses, outbox rows waiting too long to be
-published, outbox rows the relay parked, and webhook deliveries no attempt has taken up. Part of
-`payouts reconcile`, next to the ledger invariants (contracts.reconcile)."""
+"""Is work flowing? Payouts stuck between statuses, PSP outcomes accepted and not applied, outbox
+rows waiting too long to be published, outbox rows the relay parked, and webhook deliveries no
+attempt has taken up. Part of `payouts reconcile`, next to the ledger invariants
+(contracts.reconcile)."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import OutboxMessage, Payout, ScheduledAction, WebhookDelivery
+from contracts.db.models import (
+    OutboxMessage,
+    Payout,
+    PspCallback,
+    ScheduledAction,
+    WebhookDelivery,
+)
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.waiting_retries import pending_unattempted
@@ -43,6 +50,18 @@ def _stuck(older_than: timedelta) -> ColumnElement[bool]:
     )
 
 
+def accepted_outcome_waiting(accepted_by: datetime) -> ColumnElement[bool]:
+    """Over payouts and psp_callbacks: an outcome of the payout's current attempt accepted by
+    `accepted_by` and not applied (ix_psp_callbacks_unapplied). An outcome of an earlier attempt
+    is never applied, and not waited for."""
+    return and_(
+        PspCallback.payout_id == Payout.id,
+        PspCallback.hold_cycle == Payout.hold_cycle,
+        PspCallback.applied_at.is_(None),
+        PspCallback.received_at <= accepted_by,
+    )
+
+
 async def _and_the_rest(
     session: AsyncSession, lines: list[str], condition: ColumnElement[bool], what: str
 ) -> list[str]:
@@ -71,6 +90,26 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         ],
         stuck_condition,
         "stuck payouts",
+    )
+    # The PSP got its 200 and will not send the outcome again: its ApplyPspOutcome was lost
+    # (the relay sends one again after PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS), or no processor
+    # is taking it. A payout PENDING at the PSP is not stuck by its status: it waits for an IPN.
+    unapplied_condition = accepted_outcome_waiting(utcnow() - thresholds.stuck_after)
+    unapplied = await session.execute(
+        select(Payout.id, Payout.status, PspCallback.outcome, PspCallback.received_at)
+        .where(unapplied_condition)
+        .order_by(PspCallback.received_at)
+        .limit(MAX_REPORTED)
+    )
+    problems += await _and_the_rest(
+        session,
+        [
+            f"payout {payout_id} ({status}): PSP outcome {outcome} accepted at "
+            f"{received_at:%Y-%m-%d %H:%M:%S} UTC and not applied (is the processor running?)"
+            for payout_id, status, outcome, received_at in unapplied
+        ],
+        unapplied_condition,
+        "accepted PSP outcomes not applied",
     )
     oldest_unsent = await session.scalar(
         select(func.min(OutboxMessage.created_at)).where(

@@ -5,7 +5,8 @@ Invariants (CONTRACT.md, "Ledger"): every journal balances; each merchant's bala
 sum of its ledger lines per account; available >= 0 and held >= 0; each payout hold is posted or
 released at most once per hold cycle; held equals the payouts still in flight; each payout's
 current hold cycle has the journals of its status, and its earlier ones were released; each
-payout journal moves the payout's amount between its kind's accounts.
+payout journal moves the payout's amount between its kind's accounts; a journal of no payout is a
+top-up into its own merchant's available.
 """
 
 from dataclasses import dataclass
@@ -170,6 +171,25 @@ _MISPOSTED_JOURNALS = text(
     """
 )
 
+# A journal that names no payout is a top-up: it moves a positive amount from the shared
+# psp_settlement account to its own merchant's available, in two lines. (The check above joins
+# payouts: a REVERSAL of no payout, or a top-up booked backwards or to another merchant, passed.)
+_MISPOSTED_TOP_UPS = text(
+    """
+    SELECT j.id, j.kind, j.merchant_id
+    FROM ledger_journals j
+    JOIN ledger_lines l ON l.journal_id = j.id
+    WHERE j.payout_id IS NULL
+    GROUP BY j.id, j.kind, j.merchant_id
+    HAVING j.kind <> :topup
+        OR COUNT(*) <> 2
+        OR SUM(l.account = :settlement AND l.merchant_id IS NULL AND l.amount < 0) <> 1
+        OR SUM(l.account = :available AND l.merchant_id = j.merchant_id AND l.amount > 0) <> 1
+    ORDER BY j.id
+    LIMIT 100
+    """
+)
+
 # A payout goes to its next hold cycle only from FAILED (reinitiate): every earlier cycle was
 # released, or never held (a queued payout that expired), and never paid out.
 _UNRELEASED_EARLIER_CYCLES = text(
@@ -248,6 +268,18 @@ async def reconcile(session: AsyncSession) -> list[str]:
         f"journal {journal} ({kind}) of payout {payout} does not move its amount "
         f"{_money(amount)} from {_posting(kind).debit.value} to {_posting(kind).credit.value}"
         for journal, kind, payout, amount in await _rows(session, _MISPOSTED_JOURNALS)
+    ]
+    problems += [
+        f"journal {journal} ({kind}) names no payout, so it must be a TOPUP moving money from "
+        f"{Account.PSP_SETTLEMENT.value} to the {Account.AVAILABLE.value} of its merchant "
+        f"{merchant}"
+        for journal, kind, merchant in await _rows(
+            session,
+            _MISPOSTED_TOP_UPS,
+            topup=JournalKind.TOPUP.value,
+            settlement=Account.PSP_SETTLEMENT.value,
+            available=Account.AVAILABLE.value,
+        )
     ]
     problems += [
         f"payout {payout} hold cycle {cycle}, before its current one, has {holds} HOLD and "

@@ -30,13 +30,14 @@ into the dead-letter queue) it gets a copy every round, and one from each relay 
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, exists, or_, select
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus, PspOutcome
 from contracts.payout_events import Announcements, write_announcements
+from contracts.pipeline_health import accepted_outcome_waiting
 from processor_service.metrics import PAYOUT_RETRIES_RESENT
 
 log = logging.getLogger("outbox-relay")
@@ -107,15 +108,10 @@ def awaiting_processing(waiting_since: datetime) -> Select[Payout]:
 
 def awaiting_accepted_outcomes(waiting_since: datetime) -> Select[Payout, PspCallback]:
     """The outcomes of payouts' current attempts accepted before `waiting_since` and not
-    applied, with their payouts (ix_psp_callbacks_unapplied). An outcome of an earlier attempt is
-    never applied, and not waited for."""
+    applied, with their payouts."""
     return (
         select(Payout, PspCallback)
-        .join(
-            Payout,
-            and_(Payout.id == PspCallback.payout_id, Payout.hold_cycle == PspCallback.hold_cycle),
-        )
-        .where(PspCallback.applied_at.is_(None), PspCallback.received_at <= waiting_since)
+        .join(Payout, accepted_outcome_waiting(waiting_since))
         .order_by(PspCallback.received_at, PspCallback.accept_seq)
         .limit(BATCH)
     )

@@ -24,6 +24,7 @@ from contracts.db.models import (
     OutboxMessage,
     Payout,
     PayoutEvent,
+    PspCallback,
     ScheduledAction,
     WebhookDelivery,
 )
@@ -34,7 +35,7 @@ from contracts.settings import Settings
 from contracts.topology import COMMANDS_EXCHANGE
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import create_payout, move_payout
+from tests.support.api_helpers import create_payout, move_payout, send_ipn
 from tests.support.webhook_flow import set_delivery
 
 Corruption = Callable[[AsyncSession, str, str], Awaitable[None]]
@@ -306,6 +307,42 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
     assert "outbox lag" in output
 
 
+async def test_reconcile_reports_an_accepted_psp_outcome_never_applied(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """A payout PENDING at the PSP waits for an IPN by design, so its status alone is not stuck;
+    but the PSP got its 200 for a SUCCESS an hour ago, and no processor applied it (here none
+    runs): the funds stay held and the merchant is never told. Nothing named it."""
+    merchant = await make_merchant(balance="100.00")
+    payout_id = (await create_payout(api_client, merchant, accountNumber="03001230004"))["id"]
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == payout_id)
+            .values(psp_reference="PSP-AT-THE-BANK-1", updated_at=an_hour_ago)
+        )
+    assert (
+        await send_ipn(api_client, settings.psp_secret, payout_id, "SUCCESS")
+    ).status_code == 200
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(PspCallback)
+            .where(PspCallback.payout_id == payout_id)
+            .values(received_at=an_hour_ago)
+        )
+
+    code, output = await _run_cli(
+        settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "86400"
+    )
+
+    assert code == 1, output
+    assert f"payout {payout_id} (PENDING): PSP outcome SUCCESS accepted at" in output
+
+
 async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -436,3 +473,79 @@ async def test_reconcile_command_reports_a_parked_outbox_row(
         f"outbox row {row_id} parked after 20 refused publishes (exchange 'payouts.commands', "
         "routing key 'test.parked'): PublishError: ('NO_ROUTE', 'test.parked')"
     ) in output
+
+
+async def _last_journal_of(session: AsyncSession, merchant_id: str) -> int:
+    journal_id = await session.scalar(
+        select(LedgerJournal.id)
+        .where(LedgerJournal.merchant_id == merchant_id)
+        .order_by(LedgerJournal.id.desc())
+        .limit(1)
+    )
+    assert journal_id is not None
+    return int(journal_id)
+
+
+async def _move_available(session: AsyncSession, merchant_id: str, delta: Decimal) -> None:
+    await session.execute(
+        update(Balance)
+        .where(Balance.merchant_id == merchant_id)
+        .values(available=Balance.available + delta)
+    )
+
+
+async def _top_up_booked_backwards(session: AsyncSession, merchant_id: str, other: str) -> None:
+    """A TOPUP that takes 50.00 out of available to the PSP; the balance row kept equal."""
+    await ledger.top_up(session, merchant_id=merchant_id, amount=Decimal("50.00"))
+    journal_id = await _last_journal_of(session, merchant_id)
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.journal_id == journal_id)
+        .values(amount=-LedgerLine.amount)
+    )
+    await _move_available(session, merchant_id, Decimal("-100.00"))
+
+
+async def _reversal_of_no_payout(session: AsyncSession, merchant_id: str, other: str) -> None:
+    """50.00 from nowhere: a REVERSAL (psp_settlement -> available) of no payout."""
+    await ledger.post(session, ledger.REVERSAL, merchant_id=merchant_id, amount=Decimal("50.00"))
+
+
+async def _top_up_credited_to_another(session: AsyncSession, merchant_id: str, other: str) -> None:
+    """One merchant's TOPUP whose available line credits another merchant."""
+    await ledger.top_up(session, merchant_id=merchant_id, amount=Decimal("50.00"))
+    journal_id = await _last_journal_of(session, merchant_id)
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.journal_id == journal_id, LedgerLine.merchant_id == merchant_id)
+        .values(merchant_id=other)
+    )
+    await _move_available(session, merchant_id, Decimal("-50.00"))
+    await _move_available(session, other, Decimal("50.00"))
+
+
+JOURNALS_OF_NO_PAYOUT: dict[str, Corruption] = {
+    "top-up booked from available to psp_settlement": _top_up_booked_backwards,
+    "reversal of no payout": _reversal_of_no_payout,
+    "top-up credited to another merchant": _top_up_credited_to_another,
+}
+
+
+@pytest.mark.parametrize(
+    "corrupt", JOURNALS_OF_NO_PAYOUT.values(), ids=JOURNALS_OF_NO_PAYOUT.keys()
+)
+async def test_reconcile_reports_a_journal_of_no_payout_that_is_not_a_top_up(
+    make_merchant: MerchantFactory, sessions: SessionFactory, corrupt: Corruption
+) -> None:
+    """Each keeps every balance row equal to its lines: only the journal itself is wrong."""
+    merchant = await make_merchant(balance="1000.00")
+    other = await make_merchant(balance="1000.00")
+    async with sessions() as session:
+        await corrupt(session, merchant.merchant_id, other.merchant_id)
+        journal_id = await _last_journal_of(session, merchant.merchant_id)
+        problems = await reconcile(session)
+        await session.rollback()
+    assert any(
+        problem.startswith(f"journal {journal_id} (") and "names no payout" in problem
+        for problem in problems
+    ), problems
