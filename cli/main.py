@@ -21,7 +21,7 @@ from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.database_locks import database_lock
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
-from contracts.domain.money import InvalidAmount, parse_amount
+from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
 from contracts.settings import ConfigurationError, InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
 
@@ -222,6 +222,7 @@ def merchant_topup(merchant_id: str, amount: str) -> None:
     payouts the available balance covers start, oldest first."""
     from cli.merchants import merchant_exists
     from contracts.funding import TopUp, top_up_and_start_queued
+    from contracts.ledger import BalanceLimitExceeded
 
     value = _amount(amount)
 
@@ -230,7 +231,11 @@ def merchant_topup(merchant_id: str, amount: str) -> None:
             return None
         return await top_up_and_start_queued(session, merchant_id, value)
 
-    done = run_in_transaction(work)
+    try:
+        done = run_in_transaction(work)
+    except BalanceLimitExceeded as exc:
+        limit = format_amount(MAX_BALANCE)
+        raise typer.BadParameter(f"amount would take the balance past {limit}") from exc
     if done is None:
         typer.echo(f"no merchant {merchant_id}", err=True)
         raise typer.Exit(1)

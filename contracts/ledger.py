@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, LedgerJournal, LedgerLine, table_of
+from contracts.domain.money import MAX_BALANCE
 
 
 class Account(StrEnum):
@@ -47,6 +48,10 @@ class JournalKind(StrEnum):
 
 class InsufficientBalance(Exception):
     """The merchant's available balance does not cover the amount."""
+
+
+class BalanceLimitExceeded(Exception):
+    """The merchant's balance (available plus held) would exceed MAX_BALANCE."""
 
 
 class UnknownMerchantBalance(Exception):
@@ -92,14 +97,17 @@ class _Balance:
 
 
 # The one UPDATE of a merchant's balance: both accounts moved at once by :b_available and
-# :b_held (a posting's, or a batch's share), neither below zero: each debited account covers what
-# is taken from it.
+# :b_held (a posting's, or a batch's share), neither below zero (each debited account covers what
+# is taken from it), their sum not above MAX_BALANCE (a ledger line's balance_after holds it: a
+# top-up past it was the database's out-of-range error, a 500).
 _MOVE_BALANCE = (
     update(_BALANCES)
     .where(
         _BALANCES.c.merchant_id == bindparam("b_merchant"),
         _BALANCES.c.available + bindparam("b_available", type_=_BALANCES.c.available.type) >= 0,
         _BALANCES.c.held + bindparam("b_held", type_=_BALANCES.c.held.type) >= 0,
+        _BALANCES.c.available + _BALANCES.c.held + bindparam("b_available") + bindparam("b_held")
+        <= MAX_BALANCE,
     )
     .values(
         available=_BALANCES.c.available + bindparam("b_available"),
@@ -124,13 +132,17 @@ async def post(
     Three statements: the journal, then the balance row's one conditional UPDATE (it takes the
     row lock: from here to the caller's COMMIT other postings of this merchant wait), then the
     lines, which read the balance they leave behind from the row this transaction holds. The
-    statements are built and compiled once (bind parameters `b_*` only)."""
+    statements are built and compiled once (bind parameters `b_*` only).
+
+    The lines are stamped once the row is held, not before the wait for it: the merchant's
+    history lists lines in the order they took the row (by id), and a line stamped before
+    its wait went back in time behind the lines written meanwhile."""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
     journal_id = await _journal(session, posting, merchant_id, payout_id, hold_cycle, now)
     await _move_balance(session, merchant_id, _Balance().moved(posting, amount), now)
-    await _lines(session, posting, journal_id, merchant_id, amount, now)
+    await _lines(session, posting, journal_id, merchant_id, amount, utcnow())
 
 
 async def _journal(
@@ -208,10 +220,10 @@ def _lines_statement(posting: Posting) -> Insert:
 async def _move_balance(
     session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
 ) -> None:
-    """The merchant's balance moved by `share`; UnknownMerchantBalance or InsufficientBalance when
-    it did not move."""
+    """The merchant's balance moved by `share`; UnknownMerchantBalance, InsufficientBalance or
+    BalanceLimitExceeded when it did not move."""
     if not await _balance_moved(session, merchant_id, share, now):
-        await _refuse(session, merchant_id)
+        await _refuse(session, merchant_id, share)
 
 
 async def _balance_moved(
@@ -232,20 +244,23 @@ async def _balance_moved(
     return bool(result.rowcount == 1)
 
 
-async def _refuse(session: AsyncSession, merchant_id: str) -> None:
-    """Why the merchant's balance did not move: no balance row, or not enough in it."""
-    exists = await session.scalar(
-        select(Balance.merchant_id).where(Balance.merchant_id == merchant_id)
+async def _refuse(session: AsyncSession, merchant_id: str, share: _Balance) -> None:
+    """Why the merchant's balance did not move: no balance row, not enough in it, or too much."""
+    total = await session.scalar(
+        select(Balance.available + Balance.held).where(Balance.merchant_id == merchant_id)
     )
-    if exists is None:
+    if total is None:
         raise UnknownMerchantBalance(merchant_id)
+    if Decimal(total) + share.available + share.held > MAX_BALANCE:
+        raise BalanceLimitExceeded(merchant_id)
     raise InsufficientBalance(merchant_id)
 
 
 async def hold_funds(
     session: AsyncSession, *, merchant_id: str, payout_id: str, hold_cycle: int, amount: Decimal
 ) -> None:
-    """available -> held; raises InsufficientBalance without writing anything."""
+    """available -> held; InsufficientBalance when the available balance does not cover it
+    (the journal is written by then: the caller rolls its transaction back)."""
     await post(
         session,
         HOLD,
@@ -266,11 +281,11 @@ async def try_hold_funds(
     failed UPDATE keeps no lock under READ COMMITTED.)"""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
-    now = utcnow()
-    if not await _balance_moved(session, merchant_id, _Balance().moved(HOLD, amount), now):
+    if not await _balance_moved(session, merchant_id, _Balance().moved(HOLD, amount), utcnow()):
         return False
-    journal_id = await _journal(session, HOLD, merchant_id, payout_id, hold_cycle, now)
-    await _lines(session, HOLD, journal_id, merchant_id, amount, now)
+    held_at = utcnow()  # as in `post`: stamped once the row is held
+    journal_id = await _journal(session, HOLD, merchant_id, payout_id, hold_cycle, held_at)
+    await _lines(session, HOLD, journal_id, merchant_id, amount, held_at)
     return True
 
 
@@ -329,7 +344,8 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
     merchant's balance moved once by its share of the batch, merchants in id order (so two
     batches never wait for each other's rows in opposite orders; InsufficientBalance when a
     debited account does not cover it); the balances they leave; and every line, with the
-    balance after its own journal. A single posting takes the three statements of `post`."""
+    balance after its own journal, stamped once the rows are held (as in `post`). A single
+    posting takes the three statements of `post`."""
     if not postings:
         return
     if len(postings) == 1:
@@ -368,6 +384,7 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
         )
     for merchant_id in sorted(shares):
         await _move_balance(session, merchant_id, shares[merchant_id], now)
+    held_at = utcnow()
     after_all = await _balances(session, list(shares))
     # Back to each balance before the batch, then forward one journal at a time.
     running = {
@@ -393,7 +410,7 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
                     "amount": delta,
                     "balance_after": balance.available + balance.held if mine else None,
                     "available_after": balance.available if mine else None,
-                    "created_at": now,
+                    "created_at": held_at,
                 }
             )
     await session.execute(_LINES, lines)

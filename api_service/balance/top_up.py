@@ -11,14 +11,21 @@ from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep
 from api_service.envelope import SuccessEnvelope, success_body
-from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, SandboxDisabled, error_responses
+from api_service.errors import (
+    AUTH_ERRORS,
+    IDEMPOTENCY_ERRORS,
+    SandboxDisabled,
+    ValidationFailed,
+    error_responses,
+)
 from api_service.idempotency import IdempotencyDep
 from api_service.payouts.endpoints import payout_json
 from api_service.request_body import documented_body, read_body
 from api_service.schemas import AmountIn, RequestModel
 from contracts.db.models import Balance
-from contracts.domain.money import format_amount
+from contracts.domain.money import MAX_BALANCE, format_amount
 from contracts.funding import top_up_and_start_queued
+from contracts.ledger import BalanceLimitExceeded
 from contracts.payout_view import PayoutView
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -60,9 +67,14 @@ async def top_up(
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
         body = await read_body(request, TopUpRequest)
-        done = await top_up_and_start_queued(
-            session, merchant.id, body.amount, correlation_id=request_id
-        )
+        try:
+            done = await top_up_and_start_queued(
+                session, merchant.id, body.amount, correlation_id=request_id
+            )
+        except BalanceLimitExceeded as exc:
+            raise ValidationFailed.on(
+                "amount", f"would take the balance past {format_amount(MAX_BALANCE)}"
+            ) from exc
         available = await session.scalar(
             select(Balance.available).where(Balance.merchant_id == merchant.id)
         )

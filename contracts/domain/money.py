@@ -4,6 +4,8 @@ import re
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 MAX_PAYOUT_AMOUNT = Decimal("10000000.00")
+# The largest DECIMAL(18,2): a merchant's balance (available plus held) never exceeds it.
+MAX_BALANCE = Decimal("9999999999999999.99")
 CENT = Decimal("0.01")
 
 # The string form the OpenAPI schema publishes; Decimal() alone would also take "1e3", "1_000",

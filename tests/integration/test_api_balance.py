@@ -4,10 +4,12 @@ import asyncio
 from decimal import Decimal
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from contracts import ledger
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Balance
+from contracts.payout_queue import start_queued_payouts
 from contracts.reconcile import reconcile
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -19,6 +21,7 @@ from tests.support.api_helpers import (
     get_balance,
     payout_body,
 )
+from tests.support.polling import eventually
 
 
 async def test_balance_splits_available_and_locked(
@@ -88,6 +91,57 @@ async def test_history_lists_the_merchants_ledger_lines_newest_first(
         f"{API}/balance/history", params={"limit": 101}, headers=auth(merchant, "")
     )
     assert_error(too_big, 400, "VALIDATION_ERROR", "limit")
+
+
+async def _a_transaction_waits_for_a_lock(sessions: SessionFactory, merchant_id: str) -> bool:
+    """A statement naming the merchant (a create's balance UPDATE) waits for a row lock."""
+    async with sessions() as session:
+        waiting = await session.scalar(
+            text(
+                "SELECT COUNT(*) FROM information_schema.innodb_trx "
+                "WHERE trx_state = 'LOCK WAIT' AND LOCATE(:merchant, trx_query) > 0"
+            ),
+            {"merchant": merchant_id},
+        )
+    return bool(waiting)
+
+
+async def test_history_newest_first_never_goes_forward_in_time(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A create that waited for the balance row while a top-up started a queued payout stamped
+    its lines before its wait: listed above the payout's, and earlier than them."""
+    merchant = await make_merchant(balance="100.00")
+    body = payout_body(amount="500.00", queueIfLowBalance=True)
+    queued = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert queued.json()["data"]["status"] == "QUEUED", queued.text
+
+    async with sessions() as top_up:  # a top-up split where it holds the balance row
+        await ledger.top_up(top_up, merchant_id=merchant.merchant_id, amount=Decimal("450.00"))
+        create = asyncio.create_task(
+            api_client.post(
+                f"{API}/payouts", json=payout_body(amount="10.00"), headers=auth(merchant)
+            )
+        )
+        await eventually(
+            lambda: _a_transaction_waits_for_a_lock(sessions, merchant.merchant_id),
+            within=10,
+            # InnoDB refreshes what innodb_trx shows only when it was not read for 100 ms:
+            # polled more often, it shows the transactions of the first read for ever.
+            interval=0.25,
+            what="the create waiting for the balance row",
+        )
+        started = await start_queued_payouts(
+            top_up, merchant_id=merchant.merchant_id, correlation_id=None
+        )
+        await top_up.commit()
+    assert len(started) == 1
+    assert (await create).status_code == 201
+
+    history = await api_client.get(f"{API}/balance/history", headers=auth(merchant, ""))
+    stamps = [entry["createdAt"] for entry in history.json()["data"]["entries"]]
+    assert len(stamps) == 6  # the opening balance, the top-up, two lines of each hold
+    assert stamps == sorted(stamps, reverse=True)  # ISO 8601 in UTC, one format: sortable
 
 
 async def test_history_shows_only_the_merchants_own_lines(

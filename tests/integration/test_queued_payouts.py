@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
+from cli.supervisor import payouts_command
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent, ScheduledAction
 from contracts.domain.scheduled_actions import Action
@@ -186,6 +187,35 @@ async def test_the_sandbox_top_up_is_idempotent_and_test_mode_only(
     refused = await top_up(production_client, merchant, "25.50")
     assert refused.status_code == 404
     assert refused.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_a_top_up_past_the_largest_balance_is_400_naming_amount_and_writes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    """A balance is DECIMAL(18,2): past it the database's out-of-range error answered 500, and
+    `payouts merchant topup` died on a traceback."""
+    merchant = await make_merchant(balance="9999999999999990.00")
+    before = await balance_and_ledger(sessions, merchant.merchant_id)
+
+    refused = await top_up(api_client, merchant, "100.00")
+    topup = await asyncio.create_subprocess_exec(
+        *payouts_command("merchant", "topup", merchant.merchant_id, "100.00"),
+        env=service_env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, said = await asyncio.wait_for(topup.communicate(), timeout=60)
+
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "amount", "message": "would take the balance past 9999999999999999.99"}
+    ]
+    assert topup.returncode == 2, said.decode()[-600:]
+    assert "Traceback" not in said.decode() and "9999999999999999.99" in said.decode()
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == before
+    assert (await top_up(api_client, merchant, "9.99")).status_code == 200  # up to the limit
 
 
 async def test_a_released_hold_starts_the_next_queued_payout(
