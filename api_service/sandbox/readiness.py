@@ -4,6 +4,7 @@ evidence. The facts are read here (a handful of indexed queries); judging them i
 """
 
 import bisect
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api_service.sandbox.faults import FaultKind
 from contracts.db.models import (
     ApiRequestRecord,
+    LedgerJournal,
     Payout,
     WebhookAttempt,
     WebhookDelivery,
 )
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
 from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
+from contracts.ledger import JournalKind
 from contracts.webhook_chaos import ChaosKind
 
 FINAL_STATUSES = TERMINAL_STATUSES
@@ -62,7 +65,9 @@ class ScenarioCount:
     status: str
     count: int
     reinitiations: int = 0  # of these payouts, all told (each one raised its hold cycle)
-    reinitiated: int = 0  # of these payouts, those reinitiated: each had been FAILED before
+    # Of these payouts, those reinitiated after their scenario failed them: each had reached
+    # FAILED (a hold released), not merely expired in the queue, where no scenario ran.
+    reinitiated: int = 0
 
 
 # Where a scripted scenario ends: the status its last step leaves (0006 SUCCESS is not the end).
@@ -152,8 +157,9 @@ def _request_of(call: Call) -> tuple[str, str, str | None]:
 
 
 def timeout_retry_item(calls: Sequence[Call]) -> Item:
-    """After `timeout-after-commit`, the retry must reuse the idempotency key."""
-    same = different = 0
+    """After `timeout-after-commit`, the retry must reuse the idempotency key (a request sent
+    without a key, then again without one, reused none)."""
+    retries: Counter[str] = Counter()
     next_calls = NextCalls(calls)
     for call in calls:
         if call.fault != FaultKind.TIMEOUT_AFTER_COMMIT or call.method != "POST":
@@ -161,16 +167,22 @@ def timeout_retry_item(calls: Sequence[Call]) -> Item:
         retry = next_calls.after(call)
         if retry is None:
             continue
-        if retry.idempotency_key == call.idempotency_key:
-            same += 1
+        if retry.idempotency_key is None:
+            retries["sent no key"] += 1
+        elif retry.idempotency_key == call.idempotency_key:
+            retries["alike"] += 1
         else:
-            different += 1
+            retries["sent a new key"] += 1
     title = "A request retried after timeout-after-commit reused its idempotency key"
-    if different:
-        evidence = f"{different} retr{'y' if different == 1 else 'ies'} sent a new key"
+    careless = [(what, count) for what, count in sorted(retries.items()) if what != "alike"]
+    if careless:
+        evidence = ", ".join(
+            f"{count} retr{'y' if count == 1 else 'ies'} {what}" for what, count in careless
+        )
         return Item("timeout_retry_same_key", title, Verdict.FAILED, evidence)
-    if same:
-        return Item("timeout_retry_same_key", title, Verdict.PASSED, f"{same} retried alike")
+    if retries["alike"]:
+        evidence = f"{retries['alike']} retried alike"
+        return Item("timeout_retry_same_key", title, Verdict.PASSED, evidence)
     evidence = "no retry after an X-Sandbox-Fault: timeout-after-commit yet"
     return Item("timeout_retry_same_key", title, Verdict.NOT_TRIED, evidence)
 
@@ -329,6 +341,15 @@ async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str,
 async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[ScenarioCount]:
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
+    released_before = (  # uq_journal_payout_cycle_kind
+        select(LedgerJournal.id)
+        .where(
+            LedgerJournal.payout_id == Payout.id,
+            LedgerJournal.kind == JournalKind.RELEASE.value,
+            LedgerJournal.hold_cycle < Payout.hold_cycle,
+        )
+        .exists()
+    )
     rows = await session.execute(
         select(
             in_review,
@@ -336,7 +357,7 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
             Payout.status,
             func.count(),
             func.sum(Payout.hold_cycle - 1),
-            func.sum(case((Payout.hold_cycle > 1, 1), else_=0)),
+            func.sum(case((released_before, 1), else_=0)),
         )
         .where(
             Payout.merchant_id == merchant_id,

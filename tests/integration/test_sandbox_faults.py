@@ -438,3 +438,17 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
             "not_tried",
             "none yet",
         )
+
+    # Reinitiated once funded, it waits at the PSP: its scenario has not ended. It passed, as
+    # a payout reinitiated after its scenario failed it (that one reached its end).
+    funded = await api_client.post(
+        f"{API}/sandbox/top-up", json={"amount": "500.00"}, headers=auth(merchant)
+    )
+    assert funded.status_code == 200, funded.text
+    again = await api_client.post(f"{API}/payouts/{queued[1]}/reinitiate", headers=auth(merchant))
+    assert again.json()["data"]["status"] == PayoutStatus.PENDING.value, again.text
+    items = await readiness(api_client, merchant)
+    assert (items["scenario_0004"]["status"], items["scenario_0004"]["evidence"]) == (
+        "not_tried",
+        "1 created, none final yet",
+    )

@@ -95,6 +95,16 @@ def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> Non
     assert timeout_retry_item(rows).verdict is Verdict.PASSED
 
 
+def test_a_timeout_retried_without_any_key_reused_none() -> None:
+    """Sent without a key, then again without one: None == None read as "retried alike"."""
+    lost = call(1, at=0, fault="timeout-after-commit", status=504)
+    keyless = timeout_retry_item([lost, call(2, at=1, status=400)])
+    assert (keyless.verdict, keyless.evidence) == (Verdict.FAILED, "1 retry sent no key")
+    lost_again = call(3, at=2, key="k1", fault="timeout-after-commit", status=504)
+    both = timeout_retry_item([lost, call(2, at=1), lost_again, call(4, at=3, key="k2")])
+    assert both.evidence == "1 retry sent a new key, 1 retry sent no key"
+
+
 def test_another_request_is_not_the_retry_of_a_timed_out_one() -> None:
     """A concurrent client: another create (its own key and body) sent while the lost one ran, or
     between it and its retry, is not its retry; nor is a later create that reuses one key for
