@@ -118,12 +118,19 @@ def pending_unattempted(since: datetime) -> ColumnElement[bool]:
     )
 
 
-def copyable_after(seconds: int) -> ColumnElement[bool]:
-    """No copy was sent for the due time the delivery waits for, or the one sent has not moved
-    it on within RECOPY_AFTER_STALLS times `seconds`."""
+def not_copied() -> ColumnElement[bool]:
+    """No copy was sent for the due time the delivery waits for."""
     return or_(
         WebhookDelivery.copied_due_at.is_(None),
         WebhookDelivery.copied_due_at != WebhookDelivery.next_attempt_at,
+    )
+
+
+def copyable_after(seconds: int) -> ColumnElement[bool]:
+    """Not copied, or the copy sent has not moved the delivery on within RECOPY_AFTER_STALLS
+    times `seconds`."""
+    return or_(
+        not_copied(),
         WebhookDelivery.copied_at <= database_now_plus(-RECOPY_AFTER_STALLS * seconds),
     )
 

@@ -1,6 +1,7 @@
 """The `payouts outbox-relay` process: poll, publish, back off while a dependency is down, do
-its housekeeping now and then (clean up, expire QUEUED payouts, send again the payout retries and
-the webhook retries whose message was lost), stop cleanly on SIGTERM (the round in flight finishes).
+its housekeeping now and then (clean up; send again the payout commands, webhook retries and
+deliveries whose message was lost; in test mode, send on the webhook retries an advanced sandbox
+clock made due), stop cleanly on SIGTERM (the round in flight finishes).
 
 It polls every `relay_busy_poll_interval_seconds` (15 ms) while rows keep coming, and every
 `relay_poll_interval_seconds` (50 ms) once the outbox has been empty for a second: a payout
@@ -33,7 +34,10 @@ from processor_service.outbox_relay import (
 )
 from processor_service.stalled_deliveries import EventsSwept, resend_stalled_deliveries
 from processor_service.stalled_payouts import resend_stalled_payout_commands
-from processor_service.stalled_retries import resend_stalled_retries
+from processor_service.stalled_retries import (
+    release_retries_due_on_advanced_clocks,
+    resend_stalled_retries,
+)
 
 log = logging.getLogger("outbox-relay")
 
@@ -41,6 +45,9 @@ CLEANUP_EVERY_SECONDS = 300.0
 # Stalled webhook retries and deliveries are looked for every minute, or twice per
 # PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS when that is shorter.
 STALLED_RETRIES_EVERY_SECONDS = 60.0
+# Webhook retries that an advanced sandbox clock made due since the advance are looked for every
+# second: on the merchant's clock they are due, and its real-time wait runs on.
+ADVANCED_CLOCK_RETRIES_EVERY_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 5.0
 # The relay counts as busy this long after its last round that found rows.
 BUSY_FOR_SECONDS = 1.0
@@ -158,6 +165,17 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
             "stalled-webhook-retries",
             min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
             lambda: resend_stalled_retries(sessions, stalled_seconds=webhook_stalled),
+        ),
+        *(
+            [
+                Chore(
+                    "advanced-clock-webhook-retries",
+                    ADVANCED_CLOCK_RETRIES_EVERY_SECONDS,
+                    lambda: release_retries_due_on_advanced_clocks(sessions),
+                )
+            ]
+            if settings.sandbox_enabled  # test mode: a production merchant has no clock
+            else []
         ),
         Chore(
             "stalled-webhook-deliveries",

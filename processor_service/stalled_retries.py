@@ -1,4 +1,5 @@
-"""Webhook retries whose message was lost, sent again: part of the outbox relay's housekeeping.
+"""Webhook retries whose message was lost, or is late on the merchant's sandbox clock, sent again:
+part of the outbox relay's housekeeping.
 
 The webhook service records a failed attempt (RETRYING, and when the retry is due) and then
 publishes the retry's message. A service killed between the two leaves a delivery that waits for
@@ -14,14 +15,17 @@ a lock, so it can neither stall the webhook service nor deadlock with it.
 """
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 
+from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import WebhookDelivery
+from contracts.db.models import SandboxClock, WebhookDelivery
 from contracts.waiting_retries import (
     copyable_after,
+    not_copied,
     send_copies,
     stalled_for,
     unleased,
@@ -35,40 +39,88 @@ log = logging.getLogger("outbox-relay")
 BATCH = 500
 
 
-def _locked_if_still_stalled(seconds: int) -> Select[str, datetime | None]:
-    """The candidates still stalled, locked, skipping those another transaction holds."""
+def _locked_if_still(condition: ColumnElement[bool]) -> Select[str, datetime | None]:
+    """The candidates still retrying and meeting `condition`, locked, skipping those another
+    transaction holds."""
     return (
         select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
         .where(
             WebhookDelivery.id.in_(bindparam("b_ids", expanding=True)),
             WebhookDelivery.status == DeliveryStatus.RETRYING.value,
-            unleased(),
-            copyable_after(seconds),
+            condition,
         )
         .with_for_update(skip_locked=True)
     )
 
 
-async def resend_stalled_retries(sessions: SessionFactory, *, stalled_seconds: int) -> int:
-    """Send a copy of every stalled retry, a batch per transaction; how many."""
-    candidates_of = waiting_retries(stalled_for(stalled_seconds)).limit(BATCH)
-    lock = _locked_if_still_stalled(stalled_seconds)
+async def _copy_in_batches(
+    sessions: SessionFactory,
+    candidates: ColumnElement[bool],
+    still: ColumnElement[bool],
+    sent_copies: Callable[[int], None],
+) -> int:
+    """Send a copy of every retry that meets `candidates`, and `still` once locked, a batch per
+    transaction; `sent_copies` hears of each batch's copies; how many in all."""
+    candidates_of = waiting_retries(candidates).limit(BATCH)
+    lock = _locked_if_still(still)
     sent = 0
     while True:
         async with transaction(sessions) as session:
-            candidates = (await session.execute(candidates_of)).all()
-            if not candidates:
+            rows = (await session.execute(candidates_of)).all()
+            if not rows:
                 return sent
-            ids = {"b_ids": [row.id for row in candidates]}
+            ids = {"b_ids": [row.id for row in rows]}
             locked = {row.id: row.next_attempt_at for row in await session.execute(lock, ids)}
             # A delivery that moved on between the two reads is left to the next round.
-            still = [row for row in candidates if locked.get(row.id) == row.next_attempt_at]
-            count = await send_copies(session, still, correlation_id=None)
+            moved_on = [row for row in rows if locked.get(row.id) == row.next_attempt_at]
+            count = await send_copies(session, moved_on, correlation_id=None)
         if count:
-            WEBHOOK_RETRIES_RESENT.inc(count)
-            log.warning(
-                "sent %d overdue webhook retries again: their message is lost or late", count
-            )
+            sent_copies(count)
         sent += count
-        if len(candidates) < BATCH or not count:
+        if len(rows) < BATCH or not count:
             return sent
+
+
+async def resend_stalled_retries(sessions: SessionFactory, *, stalled_seconds: int) -> int:
+    """Send a copy of every stalled retry; how many."""
+
+    def stalled(count: int) -> None:
+        WEBHOOK_RETRIES_RESENT.inc(count)
+        log.warning("sent %d overdue webhook retries again: their message is lost or late", count)
+
+    still_stalled = and_(unleased(), copyable_after(stalled_seconds))
+    return await _copy_in_batches(sessions, stalled_for(stalled_seconds), still_stalled, stalled)
+
+
+def due_on_an_advanced_clock() -> ColumnElement[bool]:
+    """A retry that its merchant's sandbox clock made due after an advance that did not reach
+    it: the clock was advanced after the failed attempt before it was recorded, so its message
+    waits in its TTL queue for the rest of its step in real time, and the sandbox time, moving on
+    from the advance, reached its due time since. Held by no attempt, and not copied yet. (The
+    advance itself sends the retries it makes due: api_service.sandbox.webhook_retries.)"""
+    advanced_since = (
+        select(SandboxClock.merchant_id)
+        .where(
+            SandboxClock.merchant_id == WebhookDelivery.merchant_id,
+            SandboxClock.offset_seconds > 0,
+            SandboxClock.updated_at > WebhookDelivery.updated_at,
+        )
+        .exists()
+    )
+    return and_(
+        advanced_since,
+        WebhookDelivery.next_attempt_at <= sandbox_now_of(WebhookDelivery.merchant_id),
+        unleased(),
+        not_copied(),
+    )
+
+
+async def release_retries_due_on_advanced_clocks(sessions: SessionFactory) -> int:
+    """Send a copy of every retry due_on_an_advanced_clock; how many. (Its message would come
+    back a step of real time after its attempt: after its due time on the merchant's clock.)"""
+
+    def released(count: int) -> None:
+        log.info("sent %d webhook retries their merchant's advanced clock made due", count)
+
+    due = due_on_an_advanced_clock()
+    return await _copy_in_batches(sessions, due, due, released)

@@ -45,7 +45,8 @@ MAX_ADVANCE_SECONDS = 366 * 24 * 3600
 # How far ahead a clock may be in all. Far enough for any test; DATETIME ends at 9999-12-31, and
 # a clock past it had no sandbox time (500s), and stopped every merchant's scheduled steps.
 MAX_OFFSET_YEARS = 100
-MAX_OFFSET_SECONDS = MAX_OFFSET_YEARS * MAX_ADVANCE_SECONDS  # a year each
+GREGORIAN_YEAR_SECONDS = 31_556_952  # 365.2425 days (366 days each let a clock 76 days past)
+MAX_OFFSET_SECONDS = MAX_OFFSET_YEARS * GREGORIAN_YEAR_SECONDS
 LISTED_ACTIONS = 20
 SETTLED_HEADER = "Sandbox-Clock-Settled"
 WAIT_POLL_SECONDS = 0.1

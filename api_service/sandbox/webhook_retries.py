@@ -8,12 +8,12 @@ due-time order. Retries the attempts schedule within the window follow at once
 attempts are made, the delivery parks, as days of real time would have done.
 """
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import sandbox_now_of
 from contracts.db.models import WebhookDelivery
-from contracts.waiting_retries import send_copies, waiting_retries
+from contracts.waiting_retries import not_copied, send_copies, waiting_retries
 from contracts.webhooks import DeliveryStatus
 
 
@@ -40,11 +40,8 @@ async def release_retries_due(
 ) -> int:
     """Send on the merchant's retries that its sandbox time made due; how many. `offset_before`:
     the clock's offset before the advance (what the copies' waits were measured under)."""
-    not_copied_yet = or_(  # an advance just before copied it: its copy is on its way
-        WebhookDelivery.copied_due_at.is_(None),
-        WebhookDelivery.copied_due_at != WebhookDelivery.next_attempt_at,
-    )
-    rows = await session.execute(waiting_retries(and_(retries_due(merchant_id), not_copied_yet)))
+    # Not copied: an advance just before (or the relay) copied it, and its copy is on its way.
+    rows = await session.execute(waiting_retries(and_(retries_due(merchant_id), not_copied())))
     return await send_copies(
         session, rows.all(), correlation_id=correlation_id, clock_offset=offset_before
     )

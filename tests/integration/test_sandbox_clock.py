@@ -447,6 +447,8 @@ async def test_a_clock_goes_at_most_100_years_ahead(
     assert "100 years" in error["message"]
     assert (await clock(api_client, merchant))["offsetSeconds"] == MAX_OFFSET_SECONDS - 60
     assert (await advance(api_client, merchant, 60))["offsetSeconds"] == MAX_OFFSET_SECONDS
+    # 100 years of 365.2425 days: 100 of 366 let a clock go 76 days further.
+    assert MAX_OFFSET_SECONDS == (36_524 * 24 + 6) * 3600  # 36,524.25 days
 
 
 async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(

@@ -29,7 +29,10 @@ from contracts.topology import (
 )
 from contracts.waiting_retries import RECOPY_AFTER_STALLS
 from contracts.webhooks import DeliveryStatus
-from processor_service.stalled_retries import resend_stalled_retries
+from processor_service.stalled_retries import (
+    release_retries_due_on_advanced_clocks,
+    resend_stalled_retries,
+)
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.webhook_flow import (
@@ -234,3 +237,42 @@ async def test_two_advances_before_a_retrys_copy_is_taken_send_it_once(
             )
     assert released == [1, 0]
     assert len(await copies_of(sessions, waiting)) == 1
+
+
+async def test_a_retry_an_advanced_clock_made_due_after_the_advance_is_sent_on_once(
+    sessions: SessionFactory, waiting: WebhookDelivery
+) -> None:
+    """An advance that stopped short of the retry: its message waits its whole step of real
+    time, while the merchant's clock passes its due time. It waited (until the stall sweep,
+    five minutes later, logged it as lost)."""
+
+    async def release() -> int:
+        return await copies_sent_by(
+            lambda: release_retries_due_on_advanced_clocks(sessions), sessions, waiting.payout_id
+        )
+
+    async def clock_at(offset_seconds: int, *, advanced: Any) -> None:
+        async with transaction(sessions) as session:
+            await session.merge(
+                SandboxClock(
+                    merchant_id=waiting.merchant_id,
+                    offset_seconds=offset_seconds,
+                    updated_at=advanced,
+                )
+            )
+
+    due = ago(-30)  # in 30 s of real time
+    await set_row(sessions, waiting, next_attempt_at=due, updated_at=ago(10))
+    assert await release() == 0  # no clock
+    await clock_at(20, advanced=ago(5))
+    assert await release() == 0  # advanced after the attempt, not past the due time yet
+    await clock_at(40, advanced=ago(5))  # or 20, and 20 s of real time gone by since
+    assert await release() == 1
+    (copy,) = await copies_of(sessions, waiting)
+    assert copy.headers[RETRY_CLOCK_OFFSET_HEADER] == 40
+    assert copy.headers[RETRY_DUE_HEADER] == due.isoformat(timespec="microseconds")
+    assert await release() == 0  # copied for that due time
+
+    # A retry whose attempt was recorded after the advance was timed on the advanced clock.
+    await set_row(sessions, waiting, copied_due_at=None, updated_at=ago(1))
+    assert await release() == 0
