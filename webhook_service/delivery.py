@@ -34,6 +34,7 @@ under the same lease. Every attempt chaos changed is recorded with its kind.
 import asyncio
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -263,9 +264,12 @@ class EventDelivery:
         self._max_batch = max_batch
         # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
         # chaos never stalls the other merchants' webhooks (nor the final events that
-        # out-of-order holds wait for). Beyond that, an attempt is sent without its hold.
+        # out-of-order holds wait for); and one merchant at most a quarter of those, so that
+        # one merchant's held payroll never takes another merchant's chaos away. Beyond that,
+        # an attempt is sent without its hold.
         self.max_holds = max(1, max_batch // 2)
-        self._holds = 0
+        self.max_holds_per_merchant = max(1, self.max_holds // 4)
+        self._holds: Counter[str] = Counter()  # per merchant
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
         self._recording = MicroBatcher(
             self._record, window_seconds=window_seconds, max_size=max_batch
@@ -432,10 +436,16 @@ class EventDelivery:
             generation=lease.delivery.generation,
             has_retired_secret=endpoint.retired_secret(now) is not None,
         )
-        if chaos in HOLDS and self._holds >= self.max_holds:
+        if chaos in HOLDS and not self._may_hold(event.merchant_id):
             log.warning("webhook %s sent without its %s hold: too many held", event.id, chaos)
             return None
         return chaos
+
+    def _may_hold(self, merchant_id: str) -> bool:
+        return (
+            self._holds.total() < self.max_holds
+            and self._holds[merchant_id] < self.max_holds_per_merchant
+        )
 
     async def _hold(
         self, chaos: ChaosKind | None, event: PayoutStatusChanged, endpoint: Endpoint
@@ -444,14 +454,16 @@ class EventDelivery:
         and no transaction, lock or connection is held while waiting."""
         if chaos not in HOLDS:
             return
-        self._holds += 1
+        self._holds[event.merchant_id] += 1
         try:
             if chaos is ChaosKind.DELAYED:
                 await asyncio.sleep(delay_seconds(endpoint.chaos))
             else:
                 await self._until_final_event_delivered(event.id)
         finally:
-            self._holds -= 1
+            self._holds[event.merchant_id] -= 1
+            if not self._holds[event.merchant_id]:
+                del self._holds[event.merchant_id]
 
     async def _until_final_event_delivered(self, event_id: str) -> None:
         """Hold a payout.processing event until its payout's final event was delivered, or

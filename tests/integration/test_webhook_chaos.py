@@ -255,6 +255,35 @@ async def test_a_delay_holds_the_first_attempt_under_a_longer_lease_and_no_trans
     assert attempt.latency_ms < delay * 1000  # the hold is not the endpoint's latency
 
 
+async def test_one_merchants_held_events_leave_another_merchant_its_own_delay(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """Holds were capped per process (at half the prefetch) for every merchant together: a
+    merchant whose payroll filled them took the delay away from every other merchant, whose
+    attempts went out at once, unlabelled. Here a batch of 4 allows 2 holds, 1 per merchant."""
+    busy, busy_row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=2)
+    )
+    busy_rows = [busy_row, await new_event_row(api_client, sessions, busy)]
+    _, quiet_row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=2)
+    )
+    async with chaotic_delivery(webhook_settings) as (delivery, _):
+        assert (delivery.max_holds, delivery.max_holds_per_merchant) == (2, 1)
+        # One batch; its attempts start in the order submitted.
+        decisions = await asyncio.gather(
+            *(delivery.deliver(first_request(row)) for row in [*busy_rows, quiet_row])
+        )
+
+    busy_held, busy_unheld, quiet = (decision.chaos for decision in decisions)
+    assert (busy_held, busy_unheld) == ((ChaosKind.DELAYED,), ())  # one hold per merchant
+    assert quiet == (ChaosKind.DELAYED,)  # its own delay, whatever the busy one holds
+
+
 # ---- out of order ------------------------------------------------------------------------------
 
 
