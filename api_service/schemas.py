@@ -61,7 +61,7 @@ TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidato
 
 _ISO_UP_TO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})"
-    r"(?:(?P<t>[Tt ])(?P<minute>\d{2}:\d{2})(?::(?P<second>\d{2}))?(?:\.(?P<fraction>\d{1,6}))?"
+    r"(?:(?P<t>[Tt ])(?P<minute>\d{2}:\d{2})(?::(?P<second>\d{2}))?(?:[.,](?P<fraction>\d{1,6}))?"
     r"(?P<offset>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?",
     re.ASCII,
 )

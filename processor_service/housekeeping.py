@@ -7,6 +7,7 @@ from sqlalchemy import ColumnElement, Delete, delete
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
+    REQUEST_LOG_RETENTION,
     ApiRequestRecord,
     Base,
     IdempotencyKey,
@@ -17,7 +18,6 @@ from contracts.db.models import (
 BATCH = 5000
 # Redeliveries older than this are still harmless: every transition is guarded by status.
 INBOX_RETENTION = timedelta(days=7)
-REQUEST_LOG_RETENTION = timedelta(days=7)  # GET /api/v1/requests keeps a week
 
 
 def _batch_delete(table: type[Base], condition: ColumnElement[bool]) -> Delete:

@@ -1,16 +1,19 @@
-"""GET /api/v1/requests: the merchant's own recent API calls, newest first (test mode only)."""
+"""GET /api/v1/requests: the merchant's own API calls of the last REQUEST_LOG_RETENTION, newest
+first by when each started (test mode only)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
-from api_service.errors import AUTH_ERRORS, SandboxDisabled, error_responses
-from contracts.db.models import ApiRequestRecord
+from api_service.errors import AUTH_ERRORS, SandboxDisabled, ValidationFailed, error_responses
+from contracts.db.engine import utcnow
+from contracts.db.models import REQUEST_LOG_RETENTION, ApiRequestRecord
 from contracts.wire import format_timestamp
 
 router = APIRouter(tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -66,6 +69,23 @@ def request_json(record: ApiRequestRecord) -> dict[str, Any]:
     }
 
 
+async def _after(
+    session: AsyncSession, mine: ColumnElement[bool], cursor: int
+) -> ColumnElement[bool]:
+    """The calls listed after the cursor's: started before it, or at the same time and logged
+    before it. (By id alone, a slow call was listed above the quicker ones that started after
+    it: a row is logged once its call has answered.)"""
+    started_at = await session.scalar(
+        select(ApiRequestRecord.started_at).where(mine, ApiRequestRecord.id == cursor)
+    )
+    if started_at is None:
+        raise ValidationFailed.on("startingAfter", "names no call in your request log")
+    return or_(
+        ApiRequestRecord.started_at < started_at,
+        and_(ApiRequestRecord.started_at == started_at, ApiRequestRecord.id < cursor),
+    )
+
+
 @router.get(
     REQUESTS_PATH,
     response_model=ApiRequestListEnvelope,
@@ -83,10 +103,14 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[int | None, Query(alias="startingAfter", ge=1)] = None,
 ) -> Response:
-    query = select(ApiRequestRecord).where(ApiRequestRecord.merchant_id == merchant.id)
+    mine = ApiRequestRecord.merchant_id == merchant.id
+    query = select(ApiRequestRecord).where(  # ix_api_requests_merchant_started
+        mine, ApiRequestRecord.started_at >= utcnow() - REQUEST_LOG_RETENTION
+    )
     if starting_after is not None:
-        query = query.where(ApiRequestRecord.id < starting_after)
-    rows = list(await session.scalars(query.order_by(ApiRequestRecord.id.desc()).limit(limit + 1)))
+        query = query.where(await _after(session, mine, starting_after))
+    newest_first = (ApiRequestRecord.started_at.desc(), ApiRequestRecord.id.desc())
+    rows = list(await session.scalars(query.order_by(*newest_first).limit(limit + 1)))
     page, has_more = rows[:limit], len(rows) > limit
     data = {
         "requests": [request_json(record) for record in page],

@@ -1,6 +1,6 @@
 """SQLAlchemy 2 typed models. Money is DECIMAL(18,2); times are UTC DATETIME(6)."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -357,13 +357,18 @@ class WebhookChaosSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+# GET /api/v1/requests lists a week of calls; the relay's clean-up deletes older ones.
+REQUEST_LOG_RETENTION = timedelta(days=7)
+
+
 class ApiRequestRecord(Base):
     """The request log (GET /requests): one row per authenticated merchant API call, bodies
     with account numbers and secrets masked, kept `REQUEST_LOG_RETENTION` (migration 0011)."""
 
     __tablename__ = "api_requests"
     __table_args__ = (
-        Index("ix_api_requests_merchant", "merchant_id", "id"),
+        # A merchant's calls newest first by when they started (migration 0026).
+        Index("ix_api_requests_merchant_started", "merchant_id", "started_at", "id"),
         Index("ix_api_requests_started_at", "started_at"),
     )
 

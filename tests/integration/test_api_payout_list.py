@@ -199,17 +199,25 @@ async def test_created_to_includes_the_whole_second_or_minute_it_names(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     """Only a date alone meant the whole of what it names: `10:00:05Z` left out a payout created
-    at 10:00:05.500."""
+    at 10:00:05.550."""
     merchant = await make_merchant()
     payout = await create_payout(api_client, merchant)
     async with transaction(sessions) as session:
         await session.execute(
             update(Payout)
             .where(Payout.id == payout["id"])
-            .values(created_at=datetime(2025, 3, 1, 10, 0, 5, 500_000))
+            .values(created_at=datetime(2025, 3, 1, 10, 0, 5, 550_000))
         )
 
-    for created_to in ("2025-03-01T10:00:05Z", "2025-03-01T10:00Z", "2025-03-01T15:00:05+05:00"):
+    # ISO 8601 writes a fraction after a dot or a comma: `,5Z` was read as exactly .500000.
+    named = (
+        "2025-03-01T10:00:05Z",
+        "2025-03-01T10:00Z",
+        "2025-03-01T15:00:05+05:00",
+        "2025-03-01T10:00:05.5Z",
+        "2025-03-01T10:00:05,5Z",
+    )
+    for created_to in named:
         listed = await _list(api_client, merchant, createdTo=created_to)
         assert _ids(listed) == [payout["id"]], created_to
     assert _ids(await _list(api_client, merchant, createdTo="2025-03-01T10:00:05.499Z")) == []

@@ -12,7 +12,13 @@ from sqlalchemy import func, insert, select, update
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import IdempotencyKey, Payout, PayoutEvent, WebhookDelivery
+from contracts.db.models import (
+    ApiRequestRecord,
+    IdempotencyKey,
+    Payout,
+    PayoutEvent,
+    WebhookDelivery,
+)
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_queue import expire_queued_payouts
 from contracts.webhooks import DeliveryStatus
@@ -250,6 +256,49 @@ async def test_the_request_log_pages_newest_first(
         r["id"] for r in everything[:4]
     ]
     assert first["pagination"]["hasMore"] is True
+
+
+async def test_the_request_log_lists_the_last_week_newest_first_by_start(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A row is logged once its call has answered: listed by id, a slow call came above the
+    quicker calls that started after it. And a call of 8 days ago was listed (only the relay's
+    clean-up, every 5 minutes, kept the week)."""
+    merchant, other = await make_merchant(), await make_merchant()
+    now = utcnow()
+
+    def call(path: str, started_seconds_ago: float, who: NewMerchant = merchant) -> dict[str, Any]:
+        return {
+            "merchant_id": who.merchant_id,
+            "request_id": f"req_{uuid.uuid4().hex}",
+            "method": "GET",
+            "path": path,
+            "status": 200,
+            "latency_ms": 1,
+            "started_at": now - timedelta(seconds=started_seconds_ago),
+        }
+
+    async with transaction(sessions) as session:  # logged in this order
+        for row in (
+            call("/quick", 10),
+            call("/slow", 30),  # started first, answered last
+            call("/old", 8 * 24 * 3600),
+            call("/theirs", 5, other),
+        ):
+            await session.execute(insert(ApiRequestRecord).values(**row))
+
+    async def page(**params: Any) -> httpx.Response:
+        return await api_client.get(f"{API}/requests", params=params, headers=auth(merchant, ""))
+
+    first = (await page(limit=1)).json()["data"]
+    second = (await page(limit=1, startingAfter=first["pagination"]["nextCursor"])).json()["data"]
+    assert [r["path"] for r in first["requests"] + second["requests"]] == ["/quick", "/slow"]
+    assert second["pagination"] == {"limit": 1, "hasMore": False, "nextCursor": None}
+    async with sessions() as session:
+        theirs = await session.scalar(
+            select(ApiRequestRecord.id).where(ApiRequestRecord.merchant_id == other.merchant_id)
+        )
+    assert_error(await page(startingAfter=theirs), 400, "VALIDATION_ERROR", "startingAfter")
 
 
 async def readiness(client: httpx.AsyncClient, merchant: Any) -> dict[str, dict[str, Any]]:
