@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 import processor_service.relay_service as relay_service
 from contracts.db.engine import SessionFactory
-from contracts.settings import Settings
+from contracts.settings import Environment, Settings
 from processor_service.relay_service import STALLED_RETRIES_EVERY_SECONDS, Chore, housekeeping
 from processor_service.stalled_deliveries import EventsSwept
 
@@ -74,6 +74,7 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
         "resend_stalled_retries",
         "resend_stalled_deliveries",
         "resend_stalled_payout_commands",
+        "release_retries_due_on_advanced_clocks",
     )
     for name in names:
         monkeypatch.setattr(relay_service, name, recorded(name))
@@ -99,3 +100,8 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
         "retry_delay_seconds": 3.0,
     }
     assert chores["stalled-payouts"].every_seconds == stalled_seconds + 1
+    assert chores["advanced-clock-webhook-retries"].every_seconds == 1.0
+    production = settings.model_copy(update={"env": Environment.PRODUCTION})
+    assert "advanced-clock-webhook-retries" not in {
+        chore.name for chore in housekeeping(production, never_opened)
+    }  # a production merchant has no sandbox clock
