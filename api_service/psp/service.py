@@ -65,17 +65,22 @@ async def _names_an_earlier_attempt(
 
 
 async def _names_another_payout(session: AsyncSession, payout: Payout, psp_reference: str) -> bool:
-    """The reference is another payout's: one we generated for it, or its current one."""
+    """The reference is another payout's: one we generated for it, its current one, or one the
+    PSP named in an outcome accepted for it (not applied yet, or of an attempt before a
+    reinitiate: two callbacks back to back get the answers they would a minute apart). Compared
+    exactly: references are case-sensitive, and payouts.psp_reference is compared without case."""
     if psp_reference == payout.psp_reference:
         return False
     if generated_for_another(payout.id, psp_reference):
         return True
-    other = await session.scalar(  # ix_payouts_psp_reference
-        select(Payout.id)
-        .where(Payout.psp_reference == psp_reference, Payout.id != payout.id)
-        .limit(1)
+    current = select(Payout.psp_reference).where(  # ix_payouts_psp_reference
+        Payout.psp_reference == psp_reference, Payout.id != payout.id
     )
-    return other is not None
+    accepted = select(PspCallback.psp_reference).where(  # ix_psp_callbacks_psp_reference
+        PspCallback.psp_reference == psp_reference, PspCallback.payout_id != payout.id
+    )
+    named = await session.scalars(current.union_all(accepted))
+    return psp_reference in set(named)
 
 
 async def _recorded(

@@ -222,6 +222,8 @@ class PspCallback(Base):
     __table_args__ = (
         Index("ix_psp_callbacks_payout_seq", "payout_id", "accept_seq"),
         Index("ix_psp_callbacks_unapplied", "applied_at", "received_at"),
+        # An IPN's pspReference that another payout's accepted outcome named (migration 0025).
+        Index("ix_psp_callbacks_psp_reference", "psp_reference"),
     )
 
     event_id: Mapped[str] = mapped_column(String(100, collation=EXACT), primary_key=True)

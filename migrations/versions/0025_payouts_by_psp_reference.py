@@ -1,5 +1,6 @@
-"""ix_payouts_psp_reference: an IPN whose pspReference names another payout is refused (409
-PSP_REFERENCE_OF_ANOTHER_PAYOUT), and finding that payout must not scan the table.
+"""ix_payouts_psp_reference, ix_psp_callbacks_psp_reference: an IPN whose pspReference names
+another payout (its current reference, or one the PSP named in an outcome accepted for it) is
+refused (409 PSP_REFERENCE_OF_ANOTHER_PAYOUT), and finding that payout must not scan a table.
 
 Revision ID: 0025
 Revises: 0024
@@ -17,7 +18,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_index("ix_payouts_psp_reference", "payouts", ["psp_reference"])
+    op.create_index("ix_psp_callbacks_psp_reference", "psp_callbacks", ["psp_reference"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_psp_callbacks_psp_reference", table_name="psp_callbacks")
     op.drop_index("ix_payouts_psp_reference", table_name="payouts")

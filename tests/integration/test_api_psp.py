@@ -183,23 +183,31 @@ async def test_an_event_id_sent_again_with_another_status_is_422_and_changes_not
     assert again.json()["data"]["duplicate"] is True
 
 
-@pytest.mark.parametrize("generated", [True, False], ids=["generated", "given-by-the-psp"])
+@pytest.mark.parametrize("theirs_by", ["generated", "current", "accepted"])
 async def test_an_ipn_naming_another_payouts_psp_reference_is_409_and_changes_nothing(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     settings: Settings,
-    generated: bool,
+    theirs_by: str,
 ) -> None:
-    """It was accepted, and two merchants' payouts ended with one PSP reference."""
+    """It was accepted, and two merchants' payouts ended with one PSP reference: one we gave
+    the other payout, its current one, or one the PSP named in an outcome accepted for it and
+    not applied yet (no processor runs here: back to back, as a minute apart)."""
     theirs = await create_payout(api_client, await make_merchant())
     merchant = await make_merchant()
     mine = await create_payout(api_client, merchant)
-    reference = psp_reference_for(theirs["id"], 1) if generated else f"BANK-{uuid.uuid4().hex[:10]}"
-    async with transaction(sessions) as session:
-        await session.execute(
-            update(Payout).where(Payout.id == theirs["id"]).values(psp_reference=reference)
-        )
+    reference = f"BANK-{uuid.uuid4().hex[:10]}"
+    if theirs_by == "generated":
+        reference = psp_reference_for(theirs["id"], 1)
+    elif theirs_by == "current":
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(Payout).where(Payout.id == theirs["id"]).values(psp_reference=reference)
+            )
+    else:
+        accepted = _callback(theirs["id"], "SUCCESS", pspReference=reference)
+        assert (await post_ipn(api_client, settings.psp_secret, accepted)).status_code == 200
     before = await footprint(sessions, merchant.merchant_id)
 
     body = _callback(mine["id"], "SUCCESS", pspReference=reference)
@@ -209,6 +217,25 @@ async def test_an_ipn_naming_another_payouts_psp_reference_is_409_and_changes_no
     assert await footprint(sessions, merchant.merchant_id) == before
     own = _callback(mine["id"], "SUCCESS", pspReference=psp_reference_for(mine["id"], 1))
     assert (await post_ipn(api_client, settings.psp_secret, own)).status_code == 200
+
+
+async def test_a_psp_reference_differing_in_case_from_another_payouts_is_not_theirs(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """References are case-sensitive (migration 0016); payouts.psp_reference compares without
+    case, and `PO-aB` was refused as the payout holding `PO-Ab`."""
+    theirs = await create_payout(api_client, await make_merchant())
+    mine = await create_payout(api_client, await make_merchant())
+    stem = f"PO-{uuid.uuid4().hex[:8]}-"
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout).where(Payout.id == theirs["id"]).values(psp_reference=stem + "Ab")
+        )
+    body = _callback(mine["id"], "SUCCESS", pspReference=stem + "aB")
+    assert (await post_ipn(api_client, settings.psp_secret, body)).status_code == 200
 
 
 async def test_the_same_event_at_once_is_applied_once(
