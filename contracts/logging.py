@@ -14,7 +14,7 @@ SQLAlchemy errors quoting parameters) are masked too.
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -57,6 +57,17 @@ def bind_log_context(**fields: str | None) -> Iterator[None]:
 
 
 # --- masking ------------------------------------------------------------------------------------
+
+# How many ids a line that sums up a batch names (a sweep's copies, say), before "and N more".
+NAMED_IDS: Final = 10
+
+
+def some_of(ids: Sequence[str]) -> str:
+    """The first NAMED_IDS of `ids`, and how many more: a line that sums up a batch says which
+    payouts it was about, so that an operator can follow them by id."""
+    named = ", ".join(ids[:NAMED_IDS])
+    return f"{named} and {len(ids) - NAMED_IDS} more" if len(ids) > NAMED_IDS else named
+
 
 _REDACTED: Final = "[REDACTED]"
 # A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; printed with or without

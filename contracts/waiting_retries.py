@@ -153,13 +153,13 @@ async def send_copies(
     *,
     correlation_id: str | None,
     clock_offset: int | None = None,
-) -> int:
+) -> list[str]:
     """Write to the outbox an exact copy of the waiting message of each row of waiting_retries,
-    and record on each delivery the due time copied and when; how many. `clock_offset`: the
-    offset the copies' waits were measured under (the clock's offset before an advance); None:
-    each merchant's offset now. A row whose stored event no longer reads as one is logged and
-    left out, so that it never holds up the others."""
-    copies, copied = [], []
+    and record on each delivery the due time copied and when; the payouts of the copies.
+    `clock_offset`: the offset the copies' waits were measured under (the clock's offset before
+    an advance); None: each merchant's offset now. A row whose stored event no longer reads as
+    one is logged and left out, so that it never holds up the others."""
+    copies, copied, payouts = [], [], []
     for row in rows:
         copy = event_copy(
             row.body,
@@ -177,10 +177,11 @@ async def send_copies(
         if copy is not None:
             copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
             copies.append(copy)
+            payouts.append(row.payout_id)
     if copies:
         await write_outbox(session, copies)
         await session.execute(_RECORD_COPIED, copied)
-    return len(copies)
+    return payouts
 
 
 def event_copy(

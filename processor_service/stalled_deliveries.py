@@ -51,7 +51,9 @@ from sqlalchemy import (
 
 from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
+from contracts.logging import some_of
 from contracts.outbox import write_outbox
+from contracts.topology import PAYOUT_ID_HEADER
 from contracts.waiting_retries import RECOPY_AFTER_STALLS, event_copy, pending_unattempted
 from contracts.webhooks import DeliveryStatus, resend_generation_headers
 from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
@@ -174,14 +176,14 @@ def _copies(stalled: Iterable[tuple[str, bytes, str, str, int]]) -> list[dict[st
 
 async def _first_deliveries(
     sessions: SessionFactory, since: datetime, until: datetime
-) -> tuple[int, bool]:
-    """A row and a copy for each of a batch of events without a delivery; how many copies, and
-    whether the batch was full. Only the rows this transaction made are copied: another relay's
-    sweep, or a webhook batch, that made one meanwhile sends its own message."""
+) -> tuple[list[str], bool]:
+    """A row and a copy for each of a batch of events without a delivery; the payouts of the
+    copies, and whether the batch was full. Only the rows this transaction made are copied:
+    another relay's sweep, or a webhook batch, that made one meanwhile sends its own message."""
     async with transaction(sessions) as session:
         events = list(await session.execute(events_without_delivery(since, until)))
         if not events:
-            return 0, False
+            return [], False
         # A row even for an event that does not read: it is not looked at again.
         rows = {event.id: str(uuid.uuid4()) for event in events}
         await session.execute(
@@ -208,17 +210,17 @@ async def _first_deliveries(
             if event.id in made
         )
         await write_outbox(session, copies)
-    return len(copies), len(events) == BATCH
+    return _payouts_of(copies), len(events) == BATCH
 
 
-async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tuple[int, bool]:
+async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tuple[list[str], bool]:
     """A copy for each of a batch of stalled PENDING deliveries, locked (skipping any a webhook
-    batch holds: the sweep never waits for a lock) and judged again; how many copies, and
-    whether the batch was full."""
+    batch holds: the sweep never waits for a lock) and judged again; the payouts of the copies,
+    and whether the batch was full."""
     async with transaction(sessions) as session:
         candidates = list(await session.execute(stalled_pending(stalled_seconds)))
         if not candidates:
-            return 0, False
+            return [], False
         ids = [row.id for row in candidates]
         still = set(
             await session.scalars(
@@ -236,15 +238,21 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
         await write_outbox(session, copies)
         if copied:
             await session.execute(_RECORD_COPIED, {"b_ids": [row.id for row in copied]})
-    return len(copies), len(candidates) == BATCH and bool(copied)
+    return _payouts_of(copies), len(candidates) == BATCH and bool(copied)
 
 
-async def _every_batch(batch: Callable[[], Awaitable[tuple[int, bool]]]) -> int:
-    """Run `batch` (copies sent, whether it was full) until one is not full; copies sent."""
-    sent, more = 0, True
+def _payouts_of(copies: list[dict[str, Any]]) -> list[str]:
+    return [copy["headers"][PAYOUT_ID_HEADER] for copy in copies]
+
+
+async def _every_batch(batch: Callable[[], Awaitable[tuple[list[str], bool]]]) -> list[str]:
+    """Run `batch` (the payouts of the copies sent, whether it was full) until one is not full;
+    the payouts of every copy sent."""
+    sent: list[str] = []
+    more = True
     while more:
-        count, more = await batch()
-        sent += count
+        copied, more = await batch()
+        sent += copied
     return sent
 
 
@@ -260,10 +268,11 @@ async def resend_stalled_deliveries(
     swept.until = until
     sent += await _every_batch(lambda: _pending_again(sessions, stalled_seconds))
     if sent:
-        WEBHOOK_DELIVERIES_RESENT.inc(sent)
+        WEBHOOK_DELIVERIES_RESENT.inc(len(sent))
         log.warning(
             "sent %d stalled webhook deliveries again: their message is lost, dead-lettered"
-            " or late",
-            sent,
+            " or late (payouts %s)",
+            len(sent),
+            some_of(sent),
         )
-    return sent
+    return len(sent)

@@ -36,6 +36,7 @@ from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus, PspOutcome
+from contracts.logging import some_of
 from contracts.payout_events import Announcements, write_announcements
 from contracts.pipeline_health import accepted_outcome_waiting
 from processor_service.metrics import PAYOUT_RETRIES_RESENT
@@ -75,9 +76,10 @@ async def resend_stalled_payout_commands(
         PAYOUT_RETRIES_RESENT.inc(sent)
         log.warning(
             "sent again the commands of %d payouts waiting for processing and %d waiting for an "
-            "accepted PSP outcome",
+            "accepted PSP outcome (payouts %s)",
             len(unprocessed),
             len(unapplied),
+            some_of(list(dict.fromkeys([payout.id for payout in unprocessed] + list(unapplied)))),
         )
     return sent
 

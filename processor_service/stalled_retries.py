@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import SandboxClock, WebhookDelivery
+from contracts.logging import some_of
 from contracts.waiting_retries import (
     copyable_after,
     not_copied,
@@ -57,10 +58,10 @@ async def _copy_in_batches(
     sessions: SessionFactory,
     candidates: ColumnElement[bool],
     still: ColumnElement[bool],
-    sent_copies: Callable[[int], None],
+    sent_copies: Callable[[list[str]], None],
 ) -> int:
     """Send a copy of every retry that meets `candidates`, and `still` once locked, a batch per
-    transaction; `sent_copies` hears of each batch's copies; how many in all."""
+    transaction; `sent_copies` hears of each batch's copies (their payouts); how many in all."""
     candidates_of = waiting_retries(candidates).limit(BATCH)
     lock = _locked_if_still(still)
     sent = 0
@@ -73,20 +74,24 @@ async def _copy_in_batches(
             locked = {row.id: row.next_attempt_at for row in await session.execute(lock, ids)}
             # A delivery that moved on between the two reads is left to the next round.
             moved_on = [row for row in rows if locked.get(row.id) == row.next_attempt_at]
-            count = await send_copies(session, moved_on, correlation_id=None)
-        if count:
-            sent_copies(count)
-        sent += count
-        if len(rows) < BATCH or not count:
+            copied = await send_copies(session, moved_on, correlation_id=None)
+        if copied:
+            sent_copies(copied)
+        sent += len(copied)
+        if len(rows) < BATCH or not copied:
             return sent
 
 
 async def resend_stalled_retries(sessions: SessionFactory, *, stalled_seconds: int) -> int:
     """Send a copy of every stalled retry; how many."""
 
-    def stalled(count: int) -> None:
-        WEBHOOK_RETRIES_RESENT.inc(count)
-        log.warning("sent %d overdue webhook retries again: their message is lost or late", count)
+    def stalled(payouts: list[str]) -> None:
+        WEBHOOK_RETRIES_RESENT.inc(len(payouts))
+        log.warning(
+            "sent %d overdue webhook retries again: their message is lost or late (payouts %s)",
+            len(payouts),
+            some_of(payouts),
+        )
 
     still_stalled = and_(unleased(), copyable_after(stalled_seconds))
     return await _copy_in_batches(sessions, stalled_for(stalled_seconds), still_stalled, stalled)
@@ -119,8 +124,12 @@ async def release_retries_due_on_advanced_clocks(sessions: SessionFactory) -> in
     """Send a copy of every retry due_on_an_advanced_clock; how many. (Its message would come
     back a step of real time after its attempt: after its due time on the merchant's clock.)"""
 
-    def released(count: int) -> None:
-        log.info("sent %d webhook retries their merchant's advanced clock made due", count)
+    def released(payouts: list[str]) -> None:
+        log.info(
+            "sent %d webhook retries their merchant's advanced clock made due (payouts %s)",
+            len(payouts),
+            some_of(payouts),
+        )
 
     due = due_on_an_advanced_clock()
     return await _copy_in_batches(sessions, due, due, released)

@@ -42,6 +42,7 @@ async def release_retries_due(
     the clock's offset before the advance (what the copies' waits were measured under)."""
     # Not copied: an advance just before (or the relay) copied it, and its copy is on its way.
     rows = await session.execute(waiting_retries(and_(retries_due(merchant_id), not_copied())))
-    return await send_copies(
+    copied = await send_copies(
         session, rows.all(), correlation_id=correlation_id, clock_offset=offset_before
     )
+    return len(copied)

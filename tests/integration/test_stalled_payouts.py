@@ -111,9 +111,17 @@ async def processor(settings: Settings) -> AsyncIterator[None]:
 
 
 async def test_a_payout_stalled_in_retry_gets_its_command_again_and_succeeds(
-    sessions: SessionFactory, rabbit: RabbitClient, stalled: Payout, processor: None
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    stalled: Payout,
+    processor: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert await sweep(sessions, stalled) == 1
+    assert any(  # the line names the payouts (it said only how many)
+        "sent again the commands" in r.getMessage() and stalled.id in r.getMessage()
+        for r in caplog.records
+    )
     (command,) = await commands_of(sessions, stalled)
     sent = ProcessPayout.model_validate_json(command.body)
     assert (sent.payout_id, sent.attempt, sent.hold_cycle) == (stalled.id, 1, stalled.hold_cycle)

@@ -101,10 +101,16 @@ async def test_an_event_dead_lettered_before_its_delivery_row_is_sent_again_and_
     receiver: WebhookReceiver,
     webhook_settings: Settings,
     undelivered: OutboxMessage,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     event_id = event_id_of(undelivered)
     resent_before = REGISTRY.get_sample_value("payouts_webhook_deliveries_resent_total") or 0.0
     assert await sweep(sessions, undelivered) == 1
+    payout_id = undelivered.headers[PAYOUT_ID_HEADER]
+    assert any(  # the line names the payouts copied (it said only how many)
+        "stalled webhook deliveries again" in r.getMessage() and payout_id in r.getMessage()
+        for r in caplog.records
+    )
     resent = REGISTRY.get_sample_value("payouts_webhook_deliveries_resent_total")
     assert resent is not None and resent >= resent_before + 1
     # The sweep made its row, so that the copy is recorded and not sent every round.

@@ -10,6 +10,7 @@ test judges the sweep by the copies of its own payout, never by the number the s
 """
 
 import asyncio
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -105,6 +106,11 @@ async def sweep(sessions: SessionFactory, delivery: WebhookDelivery) -> int:
     )
 
 
+def _names(caplog: pytest.LogCaptureFixture, line: str, payout_id: str) -> bool:
+    """A sweep's line names the payouts it copied (it said only how many)."""
+    return any(line in r.getMessage() and payout_id in r.getMessage() for r in caplog.records)
+
+
 def ago(seconds: float) -> Any:
     return utcnow() - timedelta(seconds=seconds)
 
@@ -115,6 +121,7 @@ async def test_a_retry_whose_message_was_lost_is_sent_again_once_and_delivered(
     receiver: WebhookReceiver,
     webhook_settings: Settings,
     waiting: WebhookDelivery,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert await sweep(sessions, waiting) == 0  # not overdue yet
 
@@ -128,6 +135,7 @@ async def test_a_retry_whose_message_was_lost_is_sent_again_once_and_delivered(
     )
     resent_before = REGISTRY.get_sample_value("payouts_webhook_retries_resent_total") or 0.0
     assert await sweep(sessions, waiting) == 1
+    assert _names(caplog, "overdue webhook retries again", waiting.payout_id)
     resent = REGISTRY.get_sample_value("payouts_webhook_retries_resent_total")
     assert resent is not None and resent >= resent_before + 1  # and others' leftovers
     assert await sweep(sessions, waiting) == 0  # one copy per due time
@@ -240,7 +248,7 @@ async def test_two_advances_before_a_retrys_copy_is_taken_send_it_once(
 
 
 async def test_a_retry_an_advanced_clock_made_due_after_the_advance_is_sent_on_once(
-    sessions: SessionFactory, waiting: WebhookDelivery
+    sessions: SessionFactory, waiting: WebhookDelivery, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An advance that stopped short of the retry: its message waits its whole step of real
     time, while the merchant's clock passes its due time. It waited (until the stall sweep,
@@ -261,6 +269,7 @@ async def test_a_retry_an_advanced_clock_made_due_after_the_advance_is_sent_on_o
                 )
             )
 
+    caplog.set_level(logging.INFO, logger="outbox-relay")
     due = ago(-30)  # in 30 s of real time
     await set_row(sessions, waiting, next_attempt_at=due, updated_at=ago(10))
     assert await release() == 0  # no clock
@@ -268,6 +277,7 @@ async def test_a_retry_an_advanced_clock_made_due_after_the_advance_is_sent_on_o
     assert await release() == 0  # advanced after the attempt, not past the due time yet
     await clock_at(40, advanced=ago(5))  # or 20, and 20 s of real time gone by since
     assert await release() == 1
+    assert _names(caplog, "advanced clock made due", waiting.payout_id)
     (copy,) = await copies_of(sessions, waiting)
     assert copy.headers[RETRY_CLOCK_OFFSET_HEADER] == 40
     assert copy.headers[RETRY_DUE_HEADER] == due.isoformat(timespec="microseconds")

@@ -17,6 +17,7 @@ from contracts.logging import (
     bind_log_context,
     configure_logging,
     redact,
+    some_of,
 )
 
 PAYOUT_ID = "3f2a1b4c-1234-5678-9abc-012345678901"
@@ -309,3 +310,9 @@ def test_configuring_twice_replaces_the_handler_instead_of_doubling_lines() -> N
 def test_unknown_format_or_level_is_refused(log_format: str, level: str) -> None:
     with pytest.raises(ValueError, match="log"):
         configure_logging(log_format, level, stream=io.StringIO())
+
+
+def test_a_line_about_a_batch_names_its_first_ten_ids_and_how_many_more() -> None:
+    ids = [f"p{number}" for number in range(12)]
+    assert some_of(ids[:2]) == "p0, p1"
+    assert some_of(ids) == "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 2 more"
