@@ -265,8 +265,7 @@ async def reconcile(session: AsyncSession) -> list[str]:
         )
     ]
     problems += [
-        f"journal {journal} ({kind}) of payout {payout} does not move its amount "
-        f"{_money(amount)} from {_posting(kind).debit.value} to {_posting(kind).credit.value}"
+        _misposted(journal, kind, payout, amount)
         for journal, kind, payout, amount in await _rows(session, _MISPOSTED_JOURNALS)
     ]
     problems += [
@@ -292,8 +291,18 @@ async def reconcile(session: AsyncSession) -> list[str]:
     return problems
 
 
-def _posting(kind: str) -> ledger.Posting:
-    return next(posting for posting in _PAYOUT_POSTINGS if posting.kind == kind)
+def _misposted(journal: int, kind: str, payout: str, amount: Decimal) -> str:
+    """The line of a payout's journal that does not move the payout's amount as its kind does;
+    or of a journal of another kind that names a payout (a TOPUP of a payout raised
+    StopIteration here, and reconcile printed a traceback instead of every problem)."""
+    posting = next((posting for posting in _PAYOUT_POSTINGS if posting.kind == kind), None)
+    if posting is None:
+        kinds = ", ".join(posting.kind.value for posting in _PAYOUT_POSTINGS)
+        return f"journal {journal} ({kind}) names payout {payout}: a payout's journals are {kinds}"
+    return (
+        f"journal {journal} ({kind}) of payout {payout} does not move its amount "
+        f"{_money(amount)} from {posting.debit.value} to {posting.credit.value}"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Pipeline health for operators: what `payouts reconcile` checks (ledger invariants, stuck
-payouts, outbox lag, parked outbox rows, webhooks no attempt took up), parked webhook
+payouts, PSP outcomes accepted and not applied, outbox lag, parked outbox rows, webhooks no
+attempt took up), parked webhook
 deliveries, and the dead letters waiting in each queue, with links to the RabbitMQ management
 UI. Read-only, except re-driving a dead-letter queue, which is `payouts dlq redrive` itself
 (contracts/dead_letters.py)."""

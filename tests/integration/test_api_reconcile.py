@@ -169,6 +169,18 @@ async def _payout_booked_to_available(
     )
 
 
+async def _top_up_of_a_payout(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """50.00 into available booked as a TOPUP of the payout (reconcile raised StopIteration)."""
+    await ledger.post(
+        session,
+        ledger.TOPUP,
+        merchant_id=merchant_id,
+        amount=Decimal("50.00"),
+        payout_id=payout_id,
+        hold_cycle=1,
+    )
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -189,6 +201,10 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "a PAYOUT booked back to available": (
         _payout_booked_to_available,
         "(PAYOUT) of payout {payout} does not move its amount 100.00 from HELD to PSP_SETTLEMENT",
+    ),
+    "a TOPUP that names a payout": (
+        _top_up_of_a_payout,
+        "(TOPUP) names payout {payout}: a payout's journals are HOLD, RELEASE, PAYOUT, REVERSAL",
     ),
 }
 
@@ -335,9 +351,17 @@ async def test_reconcile_reports_an_accepted_psp_outcome_never_applied(
             .values(received_at=an_hour_ago)
         )
 
-    code, output = await _run_cli(
-        settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "86400"
-    )
+    try:
+        code, output = await _run_cli(
+            settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "86400"
+        )
+    finally:  # out of the way of the reconciles of later tests on this database
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(PspCallback)
+                .where(PspCallback.payout_id == payout_id)
+                .values(applied_at=utcnow())
+            )
 
     assert code == 1, output
     assert f"payout {payout_id} (PENDING): PSP outcome SUCCESS accepted at" in output
