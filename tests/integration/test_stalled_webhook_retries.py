@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
+from sqlalchemy.dialects.mysql import insert
 
 from api_service.sandbox.webhook_retries import release_retries_due
 from contracts.db.engine import SessionFactory, transaction, utcnow
@@ -51,7 +52,9 @@ from tests.support.webhook_flow import (
     running_webhook_service,
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
-from webhook_service.delivery import SUPERSEDED, Disposition
+from webhook_service.delivery import SUPERSEDED, Disposition, EventDelivery
+from webhook_service.retry_ladder import RetryLadder
+from webhook_service.sender import WebhookSender
 
 STALLED_SECONDS = 60
 DAY = 86_400
@@ -283,6 +286,58 @@ async def test_a_retry_an_advanced_clock_made_due_after_the_advance_is_sent_on_o
     assert copy.headers[RETRY_DUE_HEADER] == due.isoformat(timespec="microseconds")
     assert await release() == 0  # copied for that due time
 
-    # A retry whose attempt was recorded after the advance was timed on the advanced clock.
-    await set_row(sessions, waiting, copied_due_at=None, updated_at=ago(1))
+    # A retry whose attempt was recorded well after the advance was timed on the advanced clock.
+    await clock_at(40, advanced=ago(30))
+    await set_row(sessions, waiting, copied_due_at=None, updated_at=ago(5))
     assert await release() == 0
+
+
+async def test_a_retry_timed_while_an_advance_was_under_way_is_sent_on_too(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """An attempt that fails while an advance is under way (its clock stamped, not committed)
+    reads the old offset, so its retry waits a whole step of real time; it is recorded after
+    the stamp, and the advance's own release skipped it (leased). The relay sent no copy."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(status=500, held_until=answer))
+    sender = WebhookSender(timeout_seconds=10, allow_private_urls=True)
+    delivery = EventDelivery(
+        sessions=sessions,
+        sender=sender,
+        ladder=RetryLadder.of((600, 600), jitter=0),
+        lease_seconds=30,
+        max_batch=8,
+        window_seconds=0.005,
+    )
+    try:
+        attempt = asyncio.create_task(delivery.deliver(first_request(row)))
+        await receiver.wait_for_requests(1)
+        async with sessions() as advance:  # POST /sandbox/clock/advance, up to its commit
+            await advance.execute(
+                insert(SandboxClock)
+                .values(merchant_id=merchant.merchant_id, offset_seconds=3600, updated_at=utcnow())
+                .on_duplicate_key_update(
+                    offset_seconds=SandboxClock.offset_seconds + 3600, updated_at=utcnow()
+                )
+            )
+            released = await release_retries_due(
+                advance, merchant.merchant_id, offset_before=0, correlation_id=None
+            )
+            answer.set()  # the endpoint answers 500 now; the failure is recorded
+            assert (await asyncio.wait_for(attempt, 30)).disposition is Disposition.RETRY
+            await advance.commit()
+    finally:
+        await delivery.aclose()
+        await sender.aclose()
+    assert released == 0  # it was being attempted
+
+    copies = await copies_sent_by(
+        lambda: release_retries_due_on_advanced_clocks(sessions),
+        sessions,
+        (await delivery_of(sessions, event_id_of(row))).payout_id,
+    )
+    assert copies == 1
