@@ -49,6 +49,11 @@ GREGORIAN_YEAR_SECONDS = 31_556_952  # 365.2425 days (366 days each let a clock 
 MAX_OFFSET_SECONDS = MAX_OFFSET_YEARS * GREGORIAN_YEAR_SECONDS
 LISTED_ACTIONS = 20
 SETTLED_HEADER = "Sandbox-Clock-Settled"
+SETTLED_HEADER_DOCUMENTED = {
+    "description": "Whether everything the advance made due was applied before the answer",
+    "required": True,
+    "schema": {"type": "string", "enum": ["true", "false"]},
+}
 WAIT_POLL_SECONDS = 0.1
 
 SCRIPTS_DESCRIPTION = """
@@ -197,7 +202,10 @@ async def get_clock(merchant: CurrentMerchant, session: SessionDep) -> Response:
 @router.post(
     "/advance",
     response_model=AdvancedClockEnvelope,
-    responses=error_responses(*SANDBOX_ERRORS, *IDEMPOTENCY_ERRORS, PayloadTooLarge),
+    responses={
+        200: {"headers": {SETTLED_HEADER: SETTLED_HEADER_DOCUMENTED}},
+        **error_responses(*SANDBOX_ERRORS, *IDEMPOTENCY_ERRORS, PayloadTooLarge),
+    },
     summary="Sandbox: move your clock forward; what falls due in the window happens now",
     description=(
         "Adds `seconds` to your sandbox clock (other merchants' clocks do not move; a clock "

@@ -137,3 +137,21 @@ async def test_the_probes_take_no_fault_and_do_not_offer_one(
         assert response.status_code == 200, (fault, response.text)
     operation = (await openapi(api_client))["paths"][f"{API}{path}"]["get"]
     assert "X-Sandbox-Fault" not in str(operation.get("parameters", []))
+
+
+async def test_the_clock_advance_documents_its_settled_header(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Sandbox-Clock-Settled was named in the operation's description only: a client generated
+    from the document did not read it."""
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant)
+    )
+    header = documented(await openapi(api_client), "post", "/sandbox/clock/advance", "200")[
+        "headers"
+    ]["Sandbox-Clock-Settled"]
+    assert response.headers["Sandbox-Clock-Settled"] in header["schema"]["enum"]
+    assert documented(await openapi(api_client), "post", "/sandbox/clock/advance", "200")[
+        "content"
+    ]  # the answer's body is still documented beside the header
