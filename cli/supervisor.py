@@ -1,6 +1,7 @@
 """Runs several service processes together (`payouts up`, end-to-end tests): start them, watch
 them, and stop them all with SIGTERM (then SIGKILL after a grace period)."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,7 +59,19 @@ class ServiceGroup:
     def kill(self, name: str) -> None:
         """SIGKILL: the crash a test wants to survive."""
         process = self.processes.pop(name)
-        process.kill()
+        self._kill(process)
+
+    def _kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the process, and in tests every process of its session: an API of several
+        uvicorn workers is a supervisor and its workers, and killed alone the supervisor left
+        them serving on its port (a restart failed: address already in use). (SIGTERM goes to
+        the supervisor alone: a worker hands itself one signal, and a second would cut its
+        drain short.)"""
+        if self.log_dir is not None:  # started in a session of its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
         process.wait()
 
     def wait_until_ready(self, base_url: str, *, within: float) -> None:
@@ -95,8 +108,7 @@ class ServiceGroup:
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                self._kill(process)
         self.processes.clear()
         for log in self.logs:
             log.close()
