@@ -130,7 +130,7 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
             f"(exchange {row.exchange!r}, routing key {row.routing_key!r}): {row.last_error}"
             for row in await parked_outbox_rows(session, MAX_REPORTED)
         ],
-        _PARKED,
+        PARKED,
         "parked outbox rows",
     )
     # Attempted as soon as a webhook service takes its message; a message lost on the way is
@@ -156,12 +156,13 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
     return problems
 
 
-_PARKED = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_not(None)
+# An outbox row the relay gave up on (it waits for `payouts outbox retry`).
+PARKED = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_not(None)
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:
     """Rows the relay gave up on, oldest first; they wait for `payouts outbox retry`."""
     rows = await session.scalars(
-        select(OutboxMessage).where(_PARKED).order_by(OutboxMessage.id).limit(limit)
+        select(OutboxMessage).where(PARKED).order_by(OutboxMessage.id).limit(limit)
     )
     return list(rows)

@@ -7,6 +7,7 @@ then ack is at-least-once: a crash in between delivers twice, which idempotent c
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import aio_pika
@@ -149,6 +150,19 @@ def validation_summary(model: type[BaseModel], error: ValidationError) -> str:
     return f"not a valid {model.__name__}: " + "; ".join(problems[:5])
 
 
+def message_log_context(
+    headers: Mapping[str, Any] | None, correlation_id: str | None
+) -> AbstractContextManager[None]:
+    """Every log line inside names the payout, merchant and request a message (or the outbox row
+    that carries one) is about, as every line about a payout is."""
+    headers = headers or {}
+    return bind_log_context(
+        payout_id=headers.get(PAYOUT_ID_HEADER),
+        merchant_id=headers.get(MERCHANT_ID_HEADER),
+        correlation_id=correlation_id,
+    )
+
+
 def dead_lettering_decoder(
     broker: RabbitBroker,
     model: type[BaseModel],
@@ -170,12 +184,7 @@ def dead_lettering_decoder(
             return model.model_validate_json(message.body)
         except ValidationError as error:
             summary = validation_summary(model, error)
-            headers = message.headers or {}
-            with bind_log_context(
-                payout_id=headers.get(PAYOUT_ID_HEADER),
-                merchant_id=headers.get(MERCHANT_ID_HEADER),
-                correlation_id=message.correlation_id,
-            ):
+            with message_log_context(message.headers, message.correlation_id):
                 log.warning("dead-lettering message %s: %s", message.message_id, summary)
             await dead_letter(broker, message, queue=queue, error=summary)
             count_dead_letter()

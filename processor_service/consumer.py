@@ -26,12 +26,15 @@ from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import CORRELATION_ID_LENGTH
 from contracts.db.outages import is_outage
 from contracts.domain.statuses import PayoutStatus
-from contracts.logging import bind_log_context
-from contracts.redelivery import dead_letter, outage_count, republish, retry_count
+from contracts.redelivery import (
+    dead_letter,
+    message_log_context,
+    outage_count,
+    republish,
+    retry_count,
+)
 from contracts.topology import (
-    MERCHANT_ID_HEADER,
     OUTAGE_COUNT_HEADER,
-    PAYOUT_ID_HEADER,
     RETRY_COUNT_HEADER,
     WorkQueue,
 )
@@ -80,12 +83,7 @@ class Consumer:
         """`inbox`: record the message id, so that a copy changes nothing; False when `work`
         judges copies itself, against the state it would change."""
         context = self.context(message)
-        headers = message.headers or {}
-        with bind_log_context(
-            correlation_id=context.correlation_id,
-            payout_id=headers.get(PAYOUT_ID_HEADER),
-            merchant_id=headers.get(MERCHANT_ID_HEADER),
-        ):
+        with message_log_context(message.headers, context.correlation_id):
             await self._run(message, queue, work, context, inbox=inbox)
 
     async def _run(

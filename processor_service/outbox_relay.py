@@ -39,8 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, table_of
-from contracts.logging import bind_log_context
-from contracts.topology import DEFAULT_EXCHANGE, MERCHANT_ID_HEADER, PAYOUT_ID_HEADER
+from contracts.pipeline_health import PARKED
+from contracts.redelivery import message_log_context
+from contracts.topology import DEFAULT_EXCHANGE
 from processor_service.metrics import (
     OUTBOX_FAILURES,
     OUTBOX_LAG,
@@ -298,13 +299,7 @@ class OutboxRelay:
                 parked_at=now if parked else None,
             )
         )
-        # Named by the payout and the request they carry, as every line about a payout is.
-        headers = row.headers or {}
-        with bind_log_context(
-            payout_id=headers.get(PAYOUT_ID_HEADER),
-            merchant_id=headers.get(MERCHANT_ID_HEADER),
-            correlation_id=row.correlation_id,
-        ):
+        with message_log_context(row.headers, row.correlation_id):
             if parked:
                 OUTBOX_PARKED.inc()
                 log.error("outbox row %s parked after %d refusals: %s", row.id, attempts, error)
@@ -319,7 +314,7 @@ class OutboxRelay:
 async def retry_parked(session: AsyncSession, row_id: int | None) -> int:
     """Hands parked rows back to the relay (one, or all for None): due at once, with a fresh
     count of attempts. The number of rows unparked."""
-    condition = OutboxMessage.parked_at.is_not(None) & OutboxMessage.sent_at.is_(None)
+    condition = PARKED
     if row_id is not None:
         condition &= OutboxMessage.id == row_id
     result = await session.execute(
