@@ -56,8 +56,6 @@ def bind_log_context(**fields: str | None) -> Iterator[None]:
         _log_context.reset(token)
 
 
-# --- masking ------------------------------------------------------------------------------------
-
 # How many ids a line that sums up a batch names (a sweep's copies, say), before "and N more".
 NAMED_IDS: Final = 10
 
@@ -68,6 +66,8 @@ def some_of(ids: Sequence[str]) -> str:
     named = ", ".join(ids[:NAMED_IDS])
     return f"{named} and {len(ids) - NAMED_IDS} more" if len(ids) > NAMED_IDS else named
 
+
+# --- masking ------------------------------------------------------------------------------------
 
 _REDACTED: Final = "[REDACTED]"
 # A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; printed with or without

@@ -4,7 +4,7 @@ import asyncio
 from decimal import Decimal
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from contracts import ledger
 from contracts.db.engine import SessionFactory
@@ -22,6 +22,7 @@ from tests.support.api_helpers import (
     payout_body,
 )
 from tests.support.polling import eventually
+from tests.support.statements import statement_running
 
 
 async def test_balance_splits_available_and_locked(
@@ -93,19 +94,6 @@ async def test_history_lists_the_merchants_ledger_lines_newest_first(
     assert_error(too_big, 400, "VALIDATION_ERROR", "limit")
 
 
-async def _a_transaction_waits_for_a_lock(sessions: SessionFactory, merchant_id: str) -> bool:
-    """A statement naming the merchant (a create's balance UPDATE) waits for a row lock."""
-    async with sessions() as session:
-        waiting = await session.scalar(
-            text(
-                "SELECT COUNT(*) FROM information_schema.innodb_trx "
-                "WHERE trx_state = 'LOCK WAIT' AND LOCATE(:merchant, trx_query) > 0"
-            ),
-            {"merchant": merchant_id},
-        )
-    return bool(waiting)
-
-
 async def test_history_newest_first_never_goes_forward_in_time(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -124,11 +112,8 @@ async def test_history_newest_first_never_goes_forward_in_time(
             )
         )
         await eventually(
-            lambda: _a_transaction_waits_for_a_lock(sessions, merchant.merchant_id),
+            lambda: statement_running(sessions, "UPDATE balances"),
             within=10,
-            # InnoDB refreshes what innodb_trx shows only when it was not read for 100 ms:
-            # polled more often, it shows the transactions of the first read for ever.
-            interval=0.25,
             what="the create waiting for the balance row",
         )
         started = await start_queued_payouts(
