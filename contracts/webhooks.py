@@ -111,6 +111,8 @@ def endpoint_url_problem(url: str) -> str | None:
         sender_host(url)
     except httpx.InvalidURL as exc:  # the sender's parse: e.g. 010.8.8.8, or a name IDNA refuses
         return f"is not a valid URL ({exc})"
+    except UnicodeEncodeError:  # a lone surrogate: a byte not UTF-8, from a command line
+        return "is not a valid URL (not UTF-8 text)"
     return None
 
 

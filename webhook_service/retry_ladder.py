@@ -92,7 +92,7 @@ class RetryLadder:
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """Seconds to wait from a `Retry-After` header: delta-seconds (ASCII digits: a header is read
     as Latin-1, where `²` passes isdigit() and fails float()) or an HTTP date; None for anything
-    else."""
+    else (a date whose year or offset does not fit a C long overflows in the parser)."""
     if value is None:
         return None
     value = value.strip()
@@ -101,7 +101,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
         return float(seconds)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

@@ -301,17 +301,20 @@ async def test_retry_after_on_429_is_honoured(
 
 
 @pytest.mark.usefixtures("webhook_service")
+@pytest.mark.parametrize("retry_after", ["\xb2", "01 Jan 99999999999999999999 00:00:00 GMT"])
 async def test_a_429_whose_retry_after_does_not_read_is_a_recorded_failed_attempt(
+    retry_after: str,
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     rabbit: RabbitClient,
     receiver: WebhookReceiver,
 ) -> None:
-    """`Retry-After: ²` failed the attempt with a ValueError before it was recorded: the delivery
-    stayed PENDING with no attempt, and was attempted again each time its lease ran out."""
+    """`Retry-After: ²` failed the attempt with a ValueError before it was recorded (a date past
+    the parser's integers, with an OverflowError): the delivery stayed PENDING with no attempt,
+    and was attempted again each time its lease ran out."""
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    receiver.reply_with(Reply(429, headers={"Retry-After": "\xb2"}))
+    receiver.reply_with(Reply(429, headers={"Retry-After": retry_after}))
 
     await relay(rabbit, row)
 

@@ -95,6 +95,8 @@ def test_retry_after_cannot_extend_the_number_of_attempts() -> None:
         (None, None),
         ("\xb2", None),  # '²' in Latin-1: isdigit() is true of it, float() refuses it
         ("\u0661\u0662", None),  # Arabic-Indic digits: a header's digits are ASCII
+        ("01 Jan 99999999999999999999 00:00:00 GMT", None),  # a year past a C long
+        ("01 Jan 2000 00:00:00 +99999999999999999999", None),  # an offset past a C int
     ],
 )
 def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:

@@ -30,6 +30,10 @@ def test_acceptable_urls(url: str) -> None:
         ("https://merchant.example:99999/hook", "not a valid URL"),
         ("https://merchant.example/a b", "whitespace"),
         ("https://merchant.example/" + "a" * 2048, "at most 2048"),
+        # the byte 0xFF of a command line (surrogate-escaped) raised UnicodeEncodeError in
+        # httpx's parse: `payouts merchant create --webhook-url` ended in a traceback
+        ("https://merchant.example/hooks/\udcff", "not UTF-8"),
+        ("https://\udcff.example/hooks", "not a valid URL"),
     ],
 )
 def test_unacceptable_urls(url: str, problem: str) -> None:
