@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -401,6 +402,15 @@ class Idempotency:
         return json_response(body, error.status_code, error.headers)
 
 
+_HEX = "[0-9a-f]"
+_CANONICAL = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+# The written forms of a UUID, in either case: 8-4-4-4-12, in braces, as a URN, or 32 digits.
+# Not uuid.UUID's reading alone: it drops hyphens and `urn:`/`uuid:` anywhere and takes what
+# int(text, 16) takes (`0x`, a sign, underscores), so two different keys could be one.
+_UUID_FORMS = re.compile(
+    f"{_CANONICAL}|{{{_CANONICAL}}}|urn:uuid:{_CANONICAL}|{_HEX}{{32}}", re.ASCII | re.IGNORECASE
+)
+
 IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
 IDEMPOTENCY_HEADER_DESCRIPTION = (
     "Required: a UUID, new for each operation; a retry with the same key and request gets the "
@@ -426,12 +436,10 @@ async def get_idempotency(
         raise MissingIdempotencyKey
     if header_is_repeated(request, IDEMPOTENCY_HEADER):
         raise InvalidIdempotencyKey(f"{IDEMPOTENCY_HEADER} is given more than once")
-    try:
-        normalized = str(uuid.UUID(key))
-    except ValueError as exc:
-        raise InvalidIdempotencyKey from exc
+    if not _UUID_FORMS.fullmatch(key):
+        raise InvalidIdempotencyKey
     return Idempotency(
-        key=normalized,
+        key=str(uuid.UUID(key)),
         merchant_id=merchant.id,
         method=request.method,
         # Lower-cased: the only parts of a path that may be written in either case are its ids

@@ -60,8 +60,11 @@ class BatchResult:
 
 def _reference(raw: Any) -> str | None:
     """An invalid item's merchantReference, echoed only when the answer can carry it: a number
-    (a Decimal here) or a lone surrogate would make the whole batch's answer unencodable."""
-    reference = raw.get("merchantReference") if isinstance(raw, dict) else None
+    (a Decimal here) or a lone surrogate would make the whole batch's answer unencodable. Either
+    spelling, as a body may use either."""
+    if not isinstance(raw, dict):
+        return None
+    reference = raw.get("merchantReference", raw.get("merchant_reference"))
     if not isinstance(reference, str):
         return None
     try:

@@ -3,7 +3,7 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
@@ -56,8 +56,23 @@ async def test_missing_idempotency_key_is_400(
     assert_error(response, 400, "MISSING_IDEMPOTENCY_KEY")
 
 
+# uuid.UUID reads all of these: it drops hyphens and `urn:`/`uuid:` anywhere and takes what
+# int(text, 16) takes, so `+<31 digits>` and `0<31 digits>` were one key (one replayed the other).
+HEX = "6754c8d5c4ef44c8b1df1d2941558220"
+NOT_UUIDS = [
+    "not-a-uuid",
+    "12345",
+    "0" * 36,
+    "0x" + HEX[2:],
+    "+" + HEX[1:],
+    HEX[:8] + "_" + HEX[8:-1],
+    HEX[:10] + "uuid:" + HEX[10:],
+    "----" + HEX,
+]
+
+
 @pytest.mark.parametrize("path", POST_ROUTES)
-@pytest.mark.parametrize("key", ["not-a-uuid", "12345", "0" * 36])
+@pytest.mark.parametrize("key", NOT_UUIDS)
 async def test_invalid_idempotency_key_is_400(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, path: str, key: str
 ) -> None:
@@ -91,12 +106,24 @@ async def test_replay_returns_the_first_response_byte_for_byte(
     assert (await get_balance(api_client, merchant))["availableBalance"] == "900.00"
 
 
-async def test_key_is_normalized_so_case_does_not_matter(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+@pytest.mark.parametrize(
+    "written",
+    [
+        str.upper,
+        lambda key: f"{{{key}}}",
+        lambda key: f"urn:uuid:{key}",
+        lambda key: key.replace("-", ""),
+    ],
+    ids=["upper case", "braces", "URN", "32 digits"],
+)
+async def test_key_is_normalized_so_its_written_form_does_not_matter(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, written: Callable[[str], str]
 ) -> None:
     merchant, key, body = await make_merchant(), new_key(), payout_body()
     first = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
-    replay = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key.upper()))
+    replay = await api_client.post(
+        f"{API}/payouts", json=body, headers=auth(merchant, written(key))
+    )
     assert (first.status_code, replay.status_code) == (201, 201)
     assert replay.headers[REPLAYED] == "true"
 

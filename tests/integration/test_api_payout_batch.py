@@ -112,6 +112,25 @@ async def test_each_item_is_judged_on_its_own(
     assert (await get_balance(api_client, merchant))["availableBalance"] == "40.00"
 
 
+async def test_an_invalid_item_echoes_its_reference_in_either_spelling(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A body may spell it `merchant_reference`: an invalid item so spelled came back with
+    `merchantReference: null`, and the merchant could match it to its row by index only."""
+    merchant = await make_merchant(balance="100.00")
+    camel = {**payout_body(accountNumber="12"), "merchantReference": "camel-1"}
+    snake = {**payout_body(accountNumber="12"), "merchant_reference": "snake-1"}
+    del snake["merchantReference"]
+
+    response = await _send(api_client, merchant, [camel, snake])
+
+    results = response.json()["data"]["results"]
+    assert [(r["status"], r["merchantReference"]) for r in results] == [
+        ("invalid", "camel-1"),
+        ("invalid", "snake-1"),
+    ]
+
+
 async def test_an_item_repeating_the_reference_of_an_item_not_created_is_judged_on_its_own(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
