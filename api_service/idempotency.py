@@ -113,17 +113,21 @@ MAX_DEADLOCK_PAUSE_SECONDS = 0.05
 
 
 async def _retrying_lost_races(
-    session: AsyncSession, attempt: Operation, *, roll_back: Callable[[], Awaitable[None]]
+    session: AsyncSession,
+    attempt: Operation,
+    *,
+    roll_back: Callable[[], Awaitable[None]],
+    undo_the_work: Callable[[], Awaitable[None]],
 ) -> tuple[int, bytes]:
-    """Run and commit `attempt`; again from scratch when it lost a race that a fresh transaction
-    settles: InnoDB picked it as a deadlock's victim (e.g. two creates that waited on one
-    reference whose first insert rolled back), or its work was judged on a read that another
-    request's commit made stale (JudgedOnStaleState). `roll_back` ends a lost attempt."""
+    """Run and commit `attempt`; again when it lost a race that running it again settles: InnoDB
+    picked it as a deadlock's victim (e.g. two creates that waited on one reference whose first
+    insert rolled back; InnoDB rolled the whole transaction back, and `roll_back` ends it), or
+    its work was judged on a read that another request's commit made stale (JudgedOnStaleState:
+    `undo_the_work` undoes its writes and keeps what it claimed)."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + DEADLOCK_RETRY_SECONDS
     deadlocks = stale_judgements = 0
     while True:
-        pause = 0.0
         try:
             answer = await attempt()
             await session.commit()
@@ -131,16 +135,15 @@ async def _retrying_lost_races(
         except OperationalError as error:
             if database_error_code(error) != DEADLOCK or loop.time() >= give_up_at:
                 raise
+            await roll_back()
             deadlocks += 1  # the copies spread out: the next round deadlocks fewer of them
-            pause = random.uniform(
-                0, min(MAX_DEADLOCK_PAUSE_SECONDS, 0.002 * 2 ** min(deadlocks, 5))
-            )
+            pause = min(MAX_DEADLOCK_PAUSE_SECONDS, 0.002 * 2 ** min(deadlocks, 5))
+            await asyncio.sleep(random.uniform(0, pause))
         except JudgedOnStaleState as stale:
             stale_judgements += 1
             if stale_judgements > STALE_RETRIES:
                 raise stale.refusal from stale
-        await roll_back()
-        await asyncio.sleep(pause)
+            await undo_the_work()
 
 
 class Replay(Exception):
@@ -257,7 +260,10 @@ class Idempotency:
     ) -> Response:
         try:
             status_code, body = await _retrying_lost_races(
-                session, attempt, roll_back=partial(self._roll_back, session)
+                session,
+                attempt,
+                roll_back=partial(self._roll_back, session),
+                undo_the_work=partial(self._undo_the_work, session),
             )
         except Replay as replay:
             await self._roll_back(session)
@@ -288,6 +294,16 @@ class Idempotency:
         if self._counted is not None:
             self.quota.uncount(self.merchant_id, added=self._counted)
             self._counted = None
+
+    async def _undo_the_work(self, session: AsyncSession) -> None:
+        """The work's writes undone; the key, if claimed, stays claimed (rolling the claim back
+        with them let a request with the same key and another body take the key and run
+        between a payroll's two judgements, and the payroll was answered KEY_REUSED)."""
+        if not self._claimed_for_work:
+            await self._roll_back(session)
+            return
+        await session.execute(_UNDO_THE_WORK)
+        session.expunge_all()  # objects the work added or changed: never to be flushed
 
     def _this_key(self) -> dict[str, str]:
         """The parameters of _THIS_KEY: this merchant's row of this key."""
@@ -336,6 +352,10 @@ class Idempotency:
     async def _claim_for_work(
         self, session: AsyncSession, fingerprint: str, *, answer: tuple[int, bytes] | None
     ) -> None:
+        if self._claimed_for_work:  # the work runs again (_undo_the_work): the claim is held
+            if answer is not None:
+                await self._store(session, *answer)
+            return
         await self._claim(session, fingerprint, answer=answer)
         await session.execute(_BEFORE_THE_WORK)
         self._claimed_for_work = True
@@ -378,8 +398,7 @@ class Idempotency:
     ) -> Response:
         """The work's writes undone, its refusal stored in the key's row, which stays claimed."""
         try:
-            await session.execute(_UNDO_THE_WORK)
-            session.expunge_all()  # objects the work added or changed: never to be flushed
+            await self._undo_the_work(session)
             await self._store(session, error.status_code, body)
             await session.commit()
         except BaseException:

@@ -9,7 +9,8 @@ The valid items are written together: multi-row INSERTs and one move of the bala
 
 The items are judged on one consistent read. A request of the same merchant that commits one of
 their references, or spends the balance, between that read and the batch's writes makes the
-writes fail: the batch is then judged again in a fresh transaction (JudgedOnStaleState), which
+writes fail: the batch's writes are then undone and it is judged again on fresh reads
+(JudgedOnStaleState; its idempotency key stays claimed, so no other request takes it), which
 gives the per-item answer the two requests would have had one after the other. That judgement
 holds the merchant's balance row from the start, so spending cannot make it stale again (live
 traffic spending the balance in every window failed the whole payroll with a 422).

@@ -24,7 +24,8 @@ from tests.support.api_helpers import (
     new_key,
     payout_body,
 )
-from tests.support.statements import counting_statements
+from tests.support.polling import eventually
+from tests.support.statements import counting_statements, statement_running
 
 
 def _payroll(count: int, amount: str = "10.00") -> list[dict[str, Any]]:
@@ -246,6 +247,48 @@ async def test_a_payroll_whose_balance_is_spent_in_every_judgement_is_judged_und
     assert spends == [201, 503]  # the first judgement went stale; the second held the balance
     statuses = Counter(result["status"] for result in response.json()["data"]["results"])
     assert statuses == {"created": 99, "invalid": 51}
+
+
+async def test_a_payroll_judged_again_keeps_its_key_from_another_request(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The judgement going stale rolled the key's claim back with the work: a request sent under
+    the payroll's key meanwhile took the key and ran (201), and the payroll, the key's first
+    use, was answered 422 IDEMPOTENCY_KEY_REUSED with nothing created."""
+    merchant, key = await make_merchant(balance="100.00"), new_key()
+    judge = batch.judge_batch
+    other: list[asyncio.Task[httpx.Response]] = []
+
+    async def judged_then_raced(*args: Any, **kwargs: Any) -> batch.JudgedBatch:
+        judged = await judge(*args, **kwargs)
+        if not other:  # live traffic spends the balance: this judgement goes stale
+            spend = await api_client.post(
+                f"{API}/payouts", json=payout_body(amount="1.00"), headers=auth(merchant)
+            )
+            assert spend.status_code == 201
+            single = payout_body(amount="5.00")  # another request under the payroll's key
+            other.append(
+                asyncio.create_task(
+                    api_client.post(f"{API}/payouts", json=single, headers=auth(merchant, key))
+                )
+            )
+            await eventually(
+                lambda: statement_running(sessions, "INSERT INTO idempotency_keys"),
+                what="the other request waiting on the payroll's key",
+            )
+        return judged
+
+    monkeypatch.setattr(batch, "judge_batch", judged_then_raced)
+    payroll = await _send(api_client, merchant, _payroll(100, amount="1.00"), key)
+    second = await other[0]
+
+    assert payroll.status_code == 200, payroll.text[:300]
+    assert payroll.json()["data"]["summary"] == {"created": 99, "duplicate": 0, "invalid": 1}
+    assert_error(second, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 1 + 99
 
 
 async def test_a_payroll_sent_twice_creates_nothing_twice(
