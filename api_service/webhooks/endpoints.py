@@ -224,6 +224,9 @@ async def put_endpoint(
     response_model=WebhookSecretEnvelope,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
     summary="New signing secret, shown once; the old one keeps signing during the grace period",
+    description="One previous secret is kept: a second rotation within the grace period retires "
+    "the first secret at once (retry a rotation with its own Idempotency-Key to get the same "
+    "secret back).",
     openapi_extra=optional_body(RotateSecretRequest),
 )
 async def rotate_secret(
