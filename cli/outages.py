@@ -1,6 +1,7 @@
 """Running an operator command: a queue that is not there (the services have not declared the
-topology in this vhost yet), a broker that refuses a message or does not answer, or a database
-that does not answer is a one-line message and exit 1, not a traceback."""
+topology in this vhost yet), a broker that refuses a message, a connection or does not answer, a
+database that does not answer, refuses the login, or is not there or not migrated, or another
+process's lock held too long, is a one-line message and exit 1, not a traceback."""
 
 import asyncio
 from collections.abc import Coroutine, Iterator
@@ -9,12 +10,23 @@ from typing import Any, TypeVar
 
 import typer
 from aio_pika.exceptions import DeliveryError
-from aiormq.exceptions import AMQPConnectionError, ChannelNotFoundEntity
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 from sqlalchemy.exc import DBAPIError
 
-from contracts.db.outages import is_outage
+from contracts.db.database_locks import DatabaseLockTimeout
+from contracts.db.outages import database_error_code, is_outage
 
 T = TypeVar("T")
+
+# What the database says to a command pointed at the wrong place (a typo in the URL, a database
+# not migrated yet): the operator's to fix, where any other refusal is a bug with a traceback.
+_WRONG_PLACE = {
+    1044: "the user may not use this database",
+    1045: "login refused",
+    1049: "no such database",
+    1146: "a table is missing: has `payouts migrate` run against this database?",
+    1698: "login refused",
+}
 
 
 @contextmanager
@@ -31,13 +43,23 @@ def outages_in_one_line() -> Iterator[None]:
     except DeliveryError as refused:  # a full queue (reject-publish), an unroutable message
         typer.echo(f"RabbitMQ refused a message, which stays where it was: {refused}", err=True)
         raise typer.Exit(1) from refused
-    except (AMQPConnectionError, OSError) as down:
+    except DatabaseLockTimeout as waited:  # a TimeoutError: an OSError, but not RabbitMQ's
+        typer.echo(f"MySQL: {waited}", err=True)
+        raise typer.Exit(1) from waited
+    except OSError as down:  # AMQPConnectionError among them
         typer.echo(f"RabbitMQ does not answer: {down!r}", err=True)
         raise typer.Exit(1) from down
+    except AMQPError as refused:  # the broker closed the connection it was opening
+        typer.echo(f"RabbitMQ refused: {refused!r} (does the vhost exist?)", err=True)
+        raise typer.Exit(1) from refused
     except DBAPIError as error:
-        if not is_outage(error):
+        wrong_place = _WRONG_PLACE.get(database_error_code(error) or 0)
+        if wrong_place is not None:
+            typer.echo(f"MySQL refused: {wrong_place} ({error.orig})", err=True)
+        elif is_outage(error):
+            typer.echo(f"MySQL does not answer: {error.orig!r}", err=True)
+        else:
             raise
-        typer.echo(f"MySQL does not answer: {error.orig!r}", err=True)
         raise typer.Exit(1) from error
 
 

@@ -44,6 +44,16 @@ def is_own_secret(secret: str) -> bool:
     return len(secret.strip()) >= MIN_SECRET_LENGTH and not secret.endswith(PUBLIC_SECRET_MARK)
 
 
+def _port_reads(url: str) -> str:
+    """`url`, if its port (when it names one) is a number of a port: `33o6` was read deep in the
+    driver, as a traceback."""
+    try:
+        _ = urlsplit(url).port  # a property that reads the port, or raises ValueError
+    except ValueError as error:
+        raise ValueError("its port must be a number from 0 to 65535") from error
+    return url
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
 
@@ -140,7 +150,11 @@ class Settings(BaseSettings):
     # Prometheus /metrics of the relay, processor and webhook processes; 0 = not served.
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
-    demo_balance: Decimal = Decimal("1000000.00")
+    # Money as the balances hold it (DECIMAL(18,2)): a negative was stored as 0, a third decimal
+    # cut, and past the column a traceback.
+    demo_balance: Decimal = Field(
+        default=Decimal("1000000.00"), ge=0, max_digits=18, decimal_places=2
+    )
 
     # The browser dashboard (/dashboard): session cookies signed with this secret, valid this
     # long; the operations pages sign in with the operator token (no token: they are off); and
@@ -155,7 +169,7 @@ class Settings(BaseSettings):
     def _async_mysql_driver(cls, value: str) -> str:
         if not value.startswith("mysql+asyncmy://"):
             raise ValueError("must use the mysql+asyncmy:// driver")
-        return value
+        return _port_reads(value)
 
     @field_validator("amqp_url")
     @classmethod
@@ -164,7 +178,7 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
             raise ValueError("must be an amqp:// or amqps:// URL naming a host")
-        return value
+        return _port_reads(value)
 
     @field_validator("log_level")
     @classmethod

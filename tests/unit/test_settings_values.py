@@ -48,6 +48,11 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_LOG_LEVEL", "LOUD"),
         ("PAYOUTS_AMQP_URL", "amqp:///payouts"),
         ("PAYOUTS_AMQP_URL", "http://127.0.0.1:5672/"),
+        ("PAYOUTS_AMQP_URL", "amqp://guest:guest@127.0.0.1:56y2/"),  # a traceback in yarl
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:33o6/payouts"),  # in SQLAlchemy
+        ("PAYOUTS_DEMO_BALANCE", "1e30"),  # past DECIMAL(18,2): a traceback from `payouts seed`
+        ("PAYOUTS_DEMO_BALANCE", "-5"),  # the demo merchant got 0.00 and the seed said success
+        ("PAYOUTS_DEMO_BALANCE", "1.234"),  # cut to 1.23 ("Data truncated")
     ],
 )
 def test_a_value_that_cannot_work_is_refused_naming_its_variable(

@@ -1,0 +1,118 @@
+"""Operator commands pointed where they cannot work (a typo in the vhost or the database, a login
+refused, a database not migrated yet, a password URL-encoded, another process holding the lock):
+one line saying what is wrong and a non-zero exit, never a traceback (which for `merchant create`
+printed the INSERT's parameters, the new webhook secret among them) and never a password."""
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cli.supervisor import payouts_command
+from tests.support.infrastructure import (
+    TEST_DATABASE,
+    TEST_VHOST,
+    recreate_database,
+    with_database,
+    with_vhost,
+)
+
+
+def payouts(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        payouts_command(*args), env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def one_line_failure(done: subprocess.CompletedProcess[str], *, says: str) -> None:
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr[-600:])
+    assert "Traceback" not in done.stderr, done.stderr[-600:]
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr[-600:]
+    assert says in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("dlq", "list", "processor.payout-commands"), ("webhooks", "replay-parked")],
+)
+def test_a_vhost_that_does_not_exist(service_env: dict[str, str], command: tuple[str, ...]) -> None:
+    """The broker closes the connection (NOT_ALLOWED): aiormq's InvalidFrameError was not caught."""
+    url = with_vhost(service_env["PAYOUTS_AMQP_URL"], f"{TEST_VHOST}-no-such-vhost")
+
+    done = payouts({**service_env, "PAYOUTS_AMQP_URL": url}, *command)
+
+    one_line_failure(done, says="does the vhost exist?")
+
+
+@pytest.mark.parametrize("command", [("reconcile",), ("merchant", "create", "--name", "Typo")])
+def test_a_database_that_does_not_exist(
+    service_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    url = with_database(service_env["PAYOUTS_DATABASE_URL"], f"{TEST_DATABASE}_no_such_db")
+
+    done = payouts({**service_env, "PAYOUTS_DATABASE_URL": url}, *command)
+
+    one_line_failure(done, says="no such database")
+
+
+def test_a_login_refused(service_env: dict[str, str]) -> None:
+    url = f"mysql+asyncmy://no_such_user:wrong-secret@127.0.0.1:3306/{TEST_DATABASE}"
+
+    done = payouts({**service_env, "PAYOUTS_DATABASE_URL": url}, "reconcile")
+
+    one_line_failure(done, says="login refused")
+    assert "wrong-secret" not in done.stderr
+
+
+def test_a_database_not_migrated(service_env: dict[str, str]) -> None:
+    url = with_database(service_env["PAYOUTS_DATABASE_URL"], f"{TEST_DATABASE}_unmigrated")
+    recreate_database(url)
+
+    done = payouts(
+        {**service_env, "PAYOUTS_DATABASE_URL": url}, "merchant", "create", "--name", "X"
+    )
+
+    one_line_failure(done, says="has `payouts migrate` run")
+    assert "whsec_" not in done.stderr
+
+
+def test_migrate_with_a_url_encoded_password(service_env: dict[str, str]) -> None:
+    """Alembic's config read `%` as an interpolation: a traceback printing the URL, password
+    and all, and migrate could never run with such a password. Now it gets as far as the login
+    (which root's empty password refuses)."""
+    url = f"mysql+asyncmy://root:p%40ssw0rd@127.0.0.1:3306/{TEST_DATABASE}"
+
+    done = payouts({**service_env, "PAYOUTS_DATABASE_URL": url}, "migrate")
+
+    one_line_failure(done, says="login refused")
+    assert "p%40ssw0rd" not in done.stderr and "p@ssw0rd" not in done.stderr
+
+
+SEED_WAITING_ONE_SECOND = (
+    "import sys, cli.main as m; m.LOCK_WAIT_SECONDS = 1; sys.argv = ['payouts', 'seed']; m.app()"
+)
+SEED_LOCK = "LEFT(CONCAT('payouts seed', ':', DATABASE()), 64)"
+
+
+async def test_a_seed_that_waited_out_another_seeds_lock(
+    engine: AsyncEngine, service_env: dict[str, str]
+) -> None:
+    """DatabaseLockTimeout is a TimeoutError, so an OSError: it was told as "RabbitMQ does not
+    answer", from a command that never touches RabbitMQ."""
+    async with engine.connect() as holder:
+        assert await holder.scalar(text(f"SELECT GET_LOCK({SEED_LOCK}, 0)")) == 1
+        try:
+            done = subprocess.run(  # noqa: ASYNC221 - the lock is held by the server
+                [sys.executable, "-c", SEED_WAITING_ONE_SECOND],
+                env=service_env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            await holder.execute(text(f"SELECT RELEASE_LOCK({SEED_LOCK})"))
+
+    one_line_failure(done, says="another process held the lock")
+    assert "RabbitMQ" not in done.stderr
