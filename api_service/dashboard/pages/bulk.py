@@ -2,6 +2,8 @@
 written), confirm (POST /api/v1/payouts/batch), per-row results. A file sent twice creates
 nothing twice: its references name the payouts of the first time (`duplicate`)."""
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,9 +120,9 @@ async def preview(form: FormDep) -> Response:
     upload = (await form.request.form()).get("file")
     if not isinstance(upload, UploadFile):
         return _upload_page(form, "Choose a CSV file.", 400)
+    content = await upload.read()
     try:
-        text = decode(await upload.read())
-        rows = read_payroll(text, max_rows=MAX_BATCH_ITEMS)
+        rows = read_payroll(decode(content), max_rows=MAX_BATCH_ITEMS)
     except PayrollFileError as error:
         return _upload_page(form, str(error), 400)
     judged = await judge_batch(form.api.session, form.api.merchant, [row.item for row in rows])
@@ -129,7 +131,10 @@ async def preview(form: FormDep) -> Response:
         "bulk_preview.html",
         active="bulk",
         file_name=upload.filename or "payroll.csv",
-        csv_text=text,
+        # The file's own bytes, for the confirm to read exactly what was judged: as the text of
+        # a form field, the browser's HTML parser made a NUL (refused in the preview) U+FFFD,
+        # which the confirm then created.
+        csv_base64=base64.b64encode(content).decode(),
         results=results,
         counts=_counts(results),
     )
@@ -137,9 +142,11 @@ async def preview(form: FormDep) -> Response:
 
 @router.post(CONFIRM_PATH)
 async def confirm(form: FormDep) -> Response:
-    text = await form.text("csv_text")
     try:
-        rows = read_payroll(text, max_rows=MAX_BATCH_ITEMS)
+        content = base64.b64decode(await form.text("csv_base64"), validate=True)
+        rows = read_payroll(decode(content), max_rows=MAX_BATCH_ITEMS)
+    except binascii.Error:
+        return _upload_page(form, "The previewed file came back damaged: upload it again.", 400)
     except PayrollFileError as error:
         return _upload_page(form, str(error), 400)
     answer = await form.api.create_payout_batch(
