@@ -195,7 +195,11 @@ def _json_whole_number(value: object) -> object:
     raise ValueError("must be a whole number")
 
 
-Count = Annotated[int, BeforeValidator(_json_whole_number)]
+# A count, a JSON number without a fraction: `Annotated[int, Field(ge=.., le=..), WHOLE_NUMBER]`.
+# Its bounds go before the validator: after it, pydantic copied `ge`/`le` into the OpenAPI
+# document as they are, which JSON Schema does not know (clients read no bounds, and the API
+# refused what the document allowed).
+WHOLE_NUMBER = BeforeValidator(_json_whole_number)
 
 
 class RequestModel(BaseModel):

@@ -33,7 +33,7 @@ from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS
 from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
-from api_service.schemas import Count, SettingRequest
+from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
 from contracts.db.models import SandboxClock, ScheduledAction
@@ -82,7 +82,9 @@ the real `createdAt`.
 
 class AdvanceClockRequest(SettingRequest):
     seconds: Annotated[
-        Count, Field(ge=1, le=MAX_ADVANCE_SECONDS, description="How far to move your clock")
+        int,
+        Field(ge=1, le=MAX_ADVANCE_SECONDS, description="How far to move your clock"),
+        WHOLE_NUMBER,
     ]
 
 

@@ -21,7 +21,7 @@ from api_service.sandbox.fault_settings import (
 )
 from api_service.sandbox.faults import FAULT_RULE, FaultShare, parse_fault
 from api_service.sandbox.readiness import readiness_report
-from api_service.schemas import Count, SettingRequest
+from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.db.engine import utcnow
 from contracts.db.models import WebhookChaosSetting
 from contracts.webhook_chaos import (
@@ -37,13 +37,15 @@ router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX
 SANDBOX_ERRORS = (*AUTH_ERRORS, SandboxDisabled)
 
 
-Percent = Annotated[Count, Field(ge=0, le=100)]
+Percent = Annotated[int, Field(ge=0, le=100), WHOLE_NUMBER]
 Flag = Annotated[bool, Field(strict=True)]  # true or false, not "true" or 1
 
 
 class FaultSettingRequest(SettingRequest):
     fault: Annotated[str, Field(max_length=40, examples=["status=503"], description=FAULT_RULE)]
-    percent: Annotated[Count, Field(ge=1, le=100, description="Share of your calls, in %")]
+    percent: Annotated[
+        int, Field(ge=1, le=100, description="Share of your calls, in %"), WHOLE_NUMBER
+    ]
 
     @field_validator("fault")
     @classmethod
@@ -124,7 +126,9 @@ class WebhookChaosRequest(SettingRequest):
         Flag, Field(description="Hold payout.processing until after the final event")
     ] = False
     delay_seconds: Annotated[
-        Count, Field(ge=0, le=MAX_CHAOS_DELAY_SECONDS, description="Hold every first attempt")
+        int,
+        Field(ge=0, le=MAX_CHAOS_DELAY_SECONDS, description="Hold every first attempt"),
+        WHOLE_NUMBER,
     ] = 0
     stale_timestamp_percent: Annotated[
         Percent, Field(description="First attempts signed with a 10-minute-old timestamp")
@@ -137,7 +141,9 @@ class WebhookChaosRequest(SettingRequest):
         ),
     ] = False
     fail_first_attempts: Annotated[
-        Count, Field(ge=0, le=MAX_INJECTED_FAILURES, description="Attempts we fail ourselves")
+        int,
+        Field(ge=0, le=MAX_INJECTED_FAILURES, description="Attempts we fail ourselves"),
+        WHOLE_NUMBER,
     ] = 0
 
 

@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from api_service.envelope import SuccessEnvelope
-from api_service.schemas import Count, Page, RequestModel, SettingRequest
+from api_service.schemas import WHOLE_NUMBER, Page, RequestModel, SettingRequest
 from contracts.domain.statuses import EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
@@ -30,10 +30,8 @@ class RotateSecretRequest(SettingRequest):
     typo (`previousSecretGraceHour: 0`) kept a leaked secret signing for the default 24 h."""
 
     previous_secret_grace_hours: Annotated[
-        Count | None,
+        Annotated[int, Field(ge=0, le=MAX_GRACE_HOURS), WHOLE_NUMBER] | None,
         Field(
-            ge=0,
-            le=MAX_GRACE_HOURS,
             description="How long the previous secret keeps signing; 0 retires it at once (a "
             "leaked secret, or to meet the readiness report's rotated-out-secret chaos today)",
         ),

@@ -207,3 +207,23 @@ def test_statuses_destinations_and_event_types_are_documented_as_enums() -> None
     assert event_types == [event_type.value for event_type in EventType]
     published = yaml.safe_load(asyncapi_yaml())["components"]["schemas"]["PayoutView"]
     assert published["properties"]["status"]["enum"] == payout["status"]["enum"]
+
+
+def _keywords(node: Any) -> set[str]:
+    """Every key of every object in the JSON document `node`, but properties' own names."""
+    if isinstance(node, list):
+        return set().union(*map(_keywords, node))
+    if not isinstance(node, dict):
+        return set()
+    found = set(node) - {"properties"}
+    nested = [*node.values(), *node.get("properties", {}).values()]
+    return found.union(*map(_keywords, nested))
+
+
+def test_bounds_are_written_in_json_schema_keywords() -> None:
+    """Counts wrote `ge`/`le` (pydantic's argument names): a client or validator read no bounds,
+    and `seconds: 31622401` was valid by the document and a 400 from the API."""
+    assert {"ge", "gt", "le", "lt"} & _keywords(document()) == set()
+    advance = document()["paths"]["/api/v1/sandbox/clock/advance"]["post"]["requestBody"]
+    seconds = advance["content"]["application/json"]["schema"]["properties"]["seconds"]
+    assert (seconds["minimum"], seconds["maximum"]) == (1, 31_622_400)
