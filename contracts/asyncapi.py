@@ -15,6 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_jso
 from pydantic_core.core_schema import IncExDictSerSchema, IncExSeqSerSchema, SerSchema
 
 from contracts.broker import consumed_queue
+from contracts.domain.statuses import EventType
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue
 from contracts.wire import format_timestamp
@@ -23,7 +24,8 @@ TITLE = "Payout sandbox messages"
 VERSION = "1.0.0"
 DESCRIPTION = (
     "Every message is published from the transactional outbox: persistent, confirmed, "
-    "`message_id` = outbox row id, `correlation_id` = the originating request id, headers "
+    "`message_id` = outbox row id, `correlation_id` = the originating request id "
+    "(`scheduled-action-<id>` for a step the sandbox clock applied), headers "
     "`x-payout-id`, `x-merchant-id`, `x-schema`. Bodies are camelCase JSON with `schemaVersion`; "
     "money is a string with 2 decimals."
 )
@@ -86,8 +88,25 @@ def asyncapi_yaml(webhook_retry_tiers: int = 7) -> str:
     document = json.loads(specification.to_specification().to_json())
     document["components"]["schemas"] = published_schemas()
     _name_the_vhost(document)
+    _name_the_routing_keys(document)
     # Sorted keys: the generator's channel order varies from run to run; the file must not.
     return str(yaml.safe_dump(document, sort_keys=True, allow_unicode=True))
+
+
+# The routing keys each queue's messages are published with (the events exchange is a topic one:
+# its queue binds `payout.*`, and each event travels under its type).
+ROUTING_KEYS = {
+    PAYOUT_COMMANDS.name: list(PAYOUT_COMMANDS.routing_keys),
+    PSP_OUTCOMES.name: list(PSP_OUTCOMES.routing_keys),
+    webhook_events_queue(1).name: [event_type.value for event_type in EventType],
+}
+
+
+def _name_the_routing_keys(document: dict[str, Any]) -> None:
+    """FastStream writes each operation's `cc` (the routing keys of its messages) as the queue's
+    name, which no message is published with."""
+    for name, operation in document["operations"].items():
+        operation["bindings"]["amqp"]["cc"] = ROUTING_KEYS[name]
 
 
 class _PublishedSchema(GenerateJsonSchema):
