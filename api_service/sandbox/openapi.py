@@ -1,6 +1,7 @@
 """The OpenAPI document names `X-Sandbox-Fault` on every merchant operation. The middleware reads
 the header before any endpoint runs, so no endpoint declares it: it is added to the document.
-In production neither the header nor the sandbox controls are documented."""
+In production the sandbox controls are not documented, nor the header, but for the 404 that a
+call carrying it gets."""
 
 from typing import Any
 
@@ -8,7 +9,13 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from api_service.deps import require_sandbox
-from api_service.errors import GatewayTimeout, InjectedServerError, documented_error
+from api_service.errors import (
+    ApiError,
+    GatewayTimeout,
+    InjectedServerError,
+    SandboxDisabled,
+    documented_error,
+)
 from api_service.sandbox.faults import FAULT_HEADER, FAULT_RULE
 
 FAULT_PARAMETER: dict[str, Any] = {
@@ -18,11 +25,11 @@ FAULT_PARAMETER: dict[str, Any] = {
     "schema": {"type": "string"},
     "description": (
         f"Sandbox only: inject a fault into this call. The value {FAULT_RULE}. `status` answers "
-        "at once and does nothing (429 and 503 carry Retry-After); `drop-connection` closes the "
-        "connection unanswered and does nothing; `timeout-after-commit` does the work, commits, "
-        "then answers 504: retry with the same X-IDEMPOTENCY-KEY to get the committed answer. "
-        "Only a call with a valid X-API-KEY gets a fault; without one it is answered 401 as "
-        "usual. 404 in production."
+        "at once and does nothing (429 and 503 carry Retry-After); `drop-connection` sends a "
+        "200 status line promising a body, then closes the connection before it, and does "
+        "nothing; `timeout-after-commit` does the work, commits, then answers 504: retry with "
+        "the same X-IDEMPOTENCY-KEY to get the committed answer. Only a call with a valid "
+        "X-API-KEY gets a fault; without one it is answered 401 as usual. 404 in production."
     ),
 }
 
@@ -32,7 +39,7 @@ def document_the_sandbox(
 ) -> None:
     """In test mode every merchant operation but the `probes` names X-Sandbox-Fault. In
     production the sandbox controls, which answer 404 there, are left out of the document, and
-    so is the header."""
+    so is the header; every merchant operation lists the 404 of a call that carries it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -42,19 +49,23 @@ def document_the_sandbox(
             for path, operations in schema["paths"].items():
                 for method in [method for method in operations if (path, method) in hidden]:
                     del operations[method]
-                if enabled and path.startswith(api_prefix) and path not in probes:
+                if path.startswith(api_prefix) and path not in probes:
                     for operation in operations.values():
-                        operation.setdefault("parameters", []).append(FAULT_PARAMETER)
-                        _document_faults(operation["responses"])
+                        if enabled:
+                            operation.setdefault("parameters", []).append(FAULT_PARAMETER)
+                        _document_faults(operation["responses"], enabled=enabled)
             schema["paths"] = {path: ops for path, ops in schema["paths"].items() if ops}
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_faults(responses: dict[str, Any]) -> None:
-    """The answers a fault gives that the operation does not give by itself."""
-    for error in (InjectedServerError, GatewayTimeout):
+def _document_faults(responses: dict[str, Any], *, enabled: bool) -> None:
+    """The answers the fault header gets that the operation does not give by itself."""
+    errors: tuple[type[ApiError], ...] = (
+        (InjectedServerError, GatewayTimeout) if enabled else (SandboxDisabled,)
+    )
+    for error in errors:
         responses.setdefault(str(error.status_code), documented_error(error.code))
 
 

@@ -178,6 +178,10 @@ async def test_production_refuses_faults_and_the_sandbox_controls_with_404(
     merchant = await make_merchant()
     refused = await post_payout(production_client, merchant, payout_body(), new_key(), "status=503")
     assert_error(refused, 404, "NOT_FOUND")
+    # Its production document lists that 404 (every merchant operation's), not the header.
+    create = (await production_client.get("/openapi.json")).json()["paths"][f"{API}/payouts"]
+    assert "NOT_FOUND" in create["post"]["responses"]["404"]["description"]
+    assert "X-Sandbox-Fault" not in str(create)
     headers = {"X-API-KEY": merchant.api_key}
     for path in ("/sandbox/faults", "/sandbox/webhook-chaos", "/sandbox/readiness", "/requests"):
         assert_error(await production_client.get(f"{API}{path}", headers=headers), 404, "NOT_FOUND")
