@@ -56,8 +56,21 @@ def _iso_8601_only(value: object) -> object:
     return value
 
 
-# An ISO-8601 time, as naive UTC (the database's DATETIME columns).
-TimestampIn = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(naive_utc)]
+# An ISO-8601 time, as naive UTC (the database's DATETIME columns). Documented as the string it
+# is: `format: date-time` (RFC 3339) refused a date alone, or a time without its offset, which
+# the API takes.
+TimestampIn = Annotated[
+    datetime,
+    BeforeValidator(_iso_8601_only),
+    AfterValidator(naive_utc),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "ISO-8601: a date-time (UTC when it has no offset) or a date alone",
+            "examples": ["2026-01-31T10:00:00Z", "2026-01-31T15:00:00+05:00", "2026-01-31"],
+        }
+    ),
+]
 
 _ISO_UP_TO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})"

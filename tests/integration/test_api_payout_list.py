@@ -263,3 +263,23 @@ async def test_created_to_a_payouts_own_created_at_includes_it(
     )
 
     assert [p["createdAt"] for p in response.json()["data"]["payouts"]] == [created_at]
+
+
+@pytest.mark.parametrize("name", ["createdFrom", "createdTo"])
+async def test_the_time_filters_document_what_they_take(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, name: str
+) -> None:
+    """`format: date-time` (RFC 3339) refused a date alone, which the API takes (its own
+    description says so): a client validating against the document could not send it."""
+    document = (await api_client.get("/openapi.json")).json()
+    parameters = document["paths"][f"{API}/payouts"]["get"]["parameters"]
+    [schema] = [p["schema"]["anyOf"][0] for p in parameters if p["name"] == name]
+    merchant = await make_merchant()
+
+    assert "format" not in schema
+    assert "2026-01-31" in schema["examples"]
+    for example in schema["examples"]:
+        answer = await api_client.get(
+            f"{API}/payouts", params={name: example}, headers=auth(merchant, "")
+        )
+        assert answer.status_code == 200, (example, answer.text)
