@@ -433,8 +433,9 @@ _UUID_FORMS = re.compile(
 IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
 IDEMPOTENCY_HEADER_DESCRIPTION = (
     "Required: a UUID, new for each operation; a retry with the same key and request gets the "
-    "first response back. Missing → 400 MISSING_IDEMPOTENCY_KEY; not a UUID, or the "
-    "header given twice → 400 INVALID_IDEMPOTENCY_KEY."
+    "first response back. Read in either case, and in braces, as a urn:uuid: or as 32 digits "
+    "without hyphens: one key however it is written. Missing → 400 MISSING_IDEMPOTENCY_KEY; "
+    "not a UUID, or the header given twice → 400 INVALID_IDEMPOTENCY_KEY."
 )
 
 

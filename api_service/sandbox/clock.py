@@ -117,8 +117,10 @@ class AdvancedClockView(BaseModel):
     realTime: str
     sandboxTime: str
     due: list[ScheduledActionView] = Field(
-        description="What the advance made due, in due-time order (steps these schedule within "
-        "the window run too: see GET /sandbox/clock)"
+        description="What the advance made due, in due-time order, as it was when the advance "
+        "was made: not applied yet, so appliedAt, result and statusAfter are null (the answer "
+        "is replayed byte for byte); GET /sandbox/clock lists how each went, and the steps "
+        "these schedule within the window, which run too"
     )
     webhookRetriesReleased: int = Field(
         description="Your webhook retries the advance made due, sent now in due-time order "
