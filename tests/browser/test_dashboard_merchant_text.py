@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Page, ViewportSize, expect
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
@@ -48,6 +48,22 @@ LONGEST_TITLE = "W" * 100
 PAYROLL_HEADER = "merchantReference,amount,destType,walletCode,accountNumber,accountTitle"
 
 
+async def payout_page(
+    context: BrowserContext,
+    api: httpx.AsyncClient,
+    merchant: NewMerchant,
+    viewport: ViewportSize,
+    **fields: str,
+) -> Page:
+    """The dashboard page of a new payout with `fields`, in a window of `viewport`."""
+    payout = await create_payout(api, merchant, accountNumber="03001230001", **fields)
+    page = await sign_in(context, merchant.api_key)
+    await page.set_viewport_size(viewport)
+    await page.goto(f"/dashboard/payouts/{payout['id']}")
+    await page.locator("#payout-heading").wait_for()
+    return page
+
+
 async def test_an_urdu_name_cut_to_fit_the_payouts_list_keeps_its_beginning(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:
@@ -69,12 +85,7 @@ async def test_the_longest_title_keeps_the_payout_page_within_the_window(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:
     """The heading had no wrap point: the page was 2,508px wide in a 1,360px window."""
-    payout = await create_payout(
-        api, merchant, accountNumber="03001230001", accountTitle=LONGEST_TITLE
-    )
-    page = await sign_in(context, merchant.api_key)
-    await page.goto(f"/dashboard/payouts/{payout['id']}")
-    await page.locator("#payout-heading").wait_for()
+    page = await payout_page(context, api, merchant, VIEWPORT, accountTitle=LONGEST_TITLE)
 
     width = await page.evaluate("document.documentElement.scrollWidth")
 
@@ -85,13 +96,7 @@ async def test_the_longest_reference_keeps_the_payout_page_on_the_phone(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:
     """The crumbs line had no wrap point: the page was 550px wide on a 390px phone."""
-    payout = await create_payout(
-        api, merchant, accountNumber="03001230001", merchantReference=LONGEST_REFERENCE
-    )
-    page = await sign_in(context, merchant.api_key)
-    await page.set_viewport_size(PHONE)
-    await page.goto(f"/dashboard/payouts/{payout['id']}")
-    await page.locator("#payout-heading").wait_for()
+    page = await payout_page(context, api, merchant, PHONE, merchantReference=LONGEST_REFERENCE)
 
     await assert_fits_the_phone(page)
 

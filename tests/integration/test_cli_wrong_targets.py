@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cli.supervisor import payouts_command
+from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import (
     TEST_DATABASE,
     TEST_VHOST,
@@ -18,12 +18,6 @@ from tests.support.infrastructure import (
     with_database,
     with_vhost,
 )
-
-
-def payouts(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        payouts_command(*args), env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def one_line_failure(done: subprocess.CompletedProcess[str], *, says: str) -> None:

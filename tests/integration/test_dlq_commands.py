@@ -2,7 +2,6 @@
 back, through the real CLI against the real broker."""
 
 import json
-import subprocess
 import uuid
 
 import aio_pika
@@ -10,7 +9,6 @@ import pytest
 
 from api_service.dashboard.pipeline import redrive_dead_letters
 from api_service.errors import ServiceUnavailable
-from cli.supervisor import payouts_command
 from contracts.messages import ProcessPayout
 from contracts.redelivery import retry_count
 from contracts.settings import Settings
@@ -23,14 +21,9 @@ from contracts.topology import (
 )
 from contracts.webhooks import RESEND_ROUTING_KEY
 from tests.support.amqp import RabbitClient
+from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost, with_vhost
 from tests.support.polling import eventually
-
-
-def payouts(service_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        payouts_command(*args), env=service_env, capture_output=True, text=True, timeout=60
-    )
 
 
 async def queue_depth(amqp_url: str, name: str) -> int:
