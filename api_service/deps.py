@@ -96,9 +96,11 @@ async def get_current_merchant(
         merchant = await merchant_of_digest(session, digest)
         merchants.remember(digest, merchant)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
-    refuse_unexpected_query(request)
     with bind_log_context(merchant_id=merchant.id):
+        # Counted before anything is judged: a call refused for its query (an unknown or
+        # repeated parameter) went uncounted, so such calls were never limited.
         await within_request_rate(session, settings, merchant.id)
+        refuse_unexpected_query(request)
         # Otherwise the request's transaction goes on from here (a create: one transaction).
         yield merchant
 

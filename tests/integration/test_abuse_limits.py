@@ -190,6 +190,24 @@ async def test_rate_limit_is_per_api_key(
         assert (await _balance(client, quiet)).status_code == 200
 
 
+async def test_calls_refused_for_their_query_count_towards_the_limit(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    """An unknown or repeated query parameter was refused before the call was counted: a client
+    could send any number of such calls a second, each authenticated and looked up."""
+    merchant = await make_merchant()
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+        burst = await asyncio.gather(
+            *(
+                client.get(f"{API}/payouts?Status=FAILED", headers=auth(merchant, ""))
+                for _ in range(3 * PER_SECOND)
+            )
+        )
+    statuses = [response.status_code for response in burst]
+    assert statuses.count(400) <= 2 * PER_SECOND, statuses  # the limit of one or two windows
+    assert set(statuses) == {400, 429}, statuses
+
+
 async def test_rate_limited_post_is_not_stored_under_its_idempotency_key(
     app_client: AppClient, make_merchant: MerchantFactory
 ) -> None:
