@@ -80,10 +80,13 @@ _ACCOUNT = re.compile(
 )
 # Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was).
 _SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_-]+")
-# The value after a secret-bearing name: `X-API-KEY: v`, `'x-api-key': 'v'`, `psp_secret=v`, ...
+# The value after a secret-bearing name: `X-API-KEY: v`, `'x-api-key': 'v'`, `psp_secret=v`,
+# `("x-api-key", "v")`, ... but never a JSON key: in `{"field":"api_key","message":"..."}` the
+# name is a value, and the key after it (`message`) was replaced.
 _SECRET_FIELD = re.compile(
     r"((?:x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization)"
-    r"""(?:['"]?\s*[:=]|['"]\s*,)\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?)[^\s'",;}\])]+""",
+    r"""(?:['"]?\s*[:=]|['"]\s*,)\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?)[^\s'",;}\])]++"""
+    r"""(?!['"]\s*:)""",
     re.IGNORECASE,
 )
 # Credentials in URLs: amqp://user:password@host, mysql+asyncmy://user:password@host.

@@ -237,6 +237,22 @@ async def test_the_request_log_shows_each_call_with_its_fault_replay_and_masked_
     assert others.json()["data"]["requests"] == []
 
 
+async def test_the_request_log_masks_a_query_as_it_masks_a_body(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A key or an account number sent in the query (each refused: 400) was kept whole in the
+    request log's path for 7 days, though a body's are masked."""
+    merchant = await make_merchant()
+    for params in ({"api_key": merchant.api_key}, {"accountNumber": "+923001234567"}):
+        refused = await api_client.get(f"{API}/balance", params=params, headers=auth(merchant, ""))
+        assert refused.status_code == 400
+
+    account, key = await logged_requests(api_client, merchant, 2)
+
+    assert merchant.api_key not in key["path"] and "[REDACTED]" in key["path"]
+    assert account["path"] == f"{API}/balance?accountNumber=+********4567"
+
+
 async def test_the_request_log_pages_newest_first(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:

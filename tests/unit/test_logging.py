@@ -228,6 +228,9 @@ def test_account_numbers_keep_only_their_last_four_characters(raw: str, masked: 
         f"payout {PAYOUT_ID}",
         "request req_0123456789012abcdef0123456789abcd",  # digits inside a hex id
         "ledger journal 42 posted",
+        # a secret's name as a JSON value: the key after it was replaced by [REDACTED]
+        '{"field":"api_key","message":"is not a query parameter"}',
+        '{"accountTitle":"Apikey","purpose":"Salary"}',
     ],
 )
 def test_amounts_short_numbers_and_ids_stay_readable(raw: str) -> None:
@@ -246,6 +249,8 @@ def test_amounts_short_numbers_and_ids_stay_readable(raw: str) -> None:
         ("Authorization: Bearer tok_abcdef", "tok_abcdef"),
         ("connecting to amqp://payouts:s3cr3t-pw@rabbitmq:5672/payouts", "s3cr3t-pw"),
         ("url mysql+asyncmy://payouts:db-pass@mysql:3306/payouts", "db-pass"),
+        ('{"api_key":"json-key-value","other":1}', "json-key-value"),
+        ('("x-api-key", "tuple-key-value")', "tuple-key-value"),
     ],
 )
 def test_secrets_never_appear(raw: str, secret: str) -> None:
