@@ -459,7 +459,7 @@ async def get_idempotency(
     if not _UUID_FORMS.fullmatch(key):
         raise InvalidIdempotencyKey
     return Idempotency(
-        key=str(uuid.UUID(key)),
+        key=str(uuid.UUID(key.lower())),  # uuid.UUID strips a lower-case urn:uuid: only
         merchant_id=merchant.id,
         method=request.method,
         # Lower-cased: the only parts of a path that may be written in either case are its ids
