@@ -2,7 +2,6 @@
 
 import functools
 import re
-import unicodedata
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from api_service.errors import NotFound
 from contracts.db.engine import naive_utc
 from contracts.domain.money import parse_amount
+from contracts.domain.text import has_control_characters
 
 DestType = Literal["BANK", "WALLET"]
 
@@ -141,12 +141,6 @@ AccountNumberIn = Annotated[
         "scenario.",
     ),
 ]
-
-
-def has_control_characters(text: str) -> bool:
-    """C0/C1 controls (a NUL, an escape sequence) and lone surrogates: never part of a name or a
-    reference, and a surrogate cannot even be stored."""
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
 
 
 @functools.cache

@@ -24,6 +24,8 @@ _WRONG_PLACE = {
     1044: "the user may not use this database",
     1045: "login refused",
     1049: "no such database",
+    1054: "a column is missing: has `payouts migrate` run against this database?",
+    1142: "the user may not do this to a table",
     1146: "a table is missing: has `payouts migrate` run against this database?",
     1698: "login refused",
 }

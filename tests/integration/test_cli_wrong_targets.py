@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from migrations.runner import alembic_config
 from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import (
     TEST_DATABASE,
@@ -70,6 +72,29 @@ def test_a_database_not_migrated(service_env: dict[str, str]) -> None:
 
     one_line_failure(done, says="has `payouts migrate` run")
     assert "whsec_" not in done.stderr
+
+
+def test_a_database_a_migration_behind_the_code(service_env: dict[str, str]) -> None:
+    """The code upgraded before `payouts migrate` ran: an unknown column (1054), whose traceback
+    printed the INSERT's parameters, the new webhook secret among them."""
+    url = with_database(service_env["PAYOUTS_DATABASE_URL"], f"{TEST_DATABASE}_older")
+    recreate_database(url)
+    command.upgrade(alembic_config(url), "0023")  # before merchants.secret_rotated_at
+
+    done = payouts(
+        {**service_env, "PAYOUTS_DATABASE_URL": url}, "merchant", "create", "--name", "X"
+    )
+
+    one_line_failure(done, says="has `payouts migrate` run")
+    assert "whsec_" not in done.stderr
+
+
+def test_a_merchant_name_with_a_byte_not_utf8(service_env: dict[str, str]) -> None:
+    """The database refused it (1366) in a traceback printing the new webhook secret."""
+    done = payouts(service_env, "merchant", "create", "--name", "Ok\udcffname")
+
+    assert done.returncode == 2, done.stderr[-400:]
+    assert "--name" in done.stderr and "whsec_" not in done.stderr, done.stderr[-400:]
 
 
 def test_migrate_with_a_url_encoded_password(service_env: dict[str, str]) -> None:
