@@ -93,9 +93,11 @@ def asyncapi_yaml(webhook_retry_tiers: int = 7) -> str:
     return str(yaml.safe_dump(document, sort_keys=True, allow_unicode=True))
 
 
-# The routing keys each queue's messages are published with (the events exchange is a topic one:
-# its queue binds `payout.*`, and each event travels under its type).
-ROUTING_KEYS = {
+# The routing keys each queue's messages arrive with: those they are published with (the events
+# exchange is a topic one: its queue binds `payout.*`, and each event travels under its type),
+# then the queue's own name, which a message coming back from a retry queue carries, and so does
+# a webhook resend or a parked replay (sent through the default exchange).
+_PUBLISHED_KEYS = {
     PAYOUT_COMMANDS.name: list(PAYOUT_COMMANDS.routing_keys),
     PSP_OUTCOMES.name: list(PSP_OUTCOMES.routing_keys),
     webhook_events_queue(1).name: [event_type.value for event_type in EventType],
@@ -103,10 +105,10 @@ ROUTING_KEYS = {
 
 
 def _name_the_routing_keys(document: dict[str, Any]) -> None:
-    """FastStream writes each operation's `cc` (the routing keys of its messages) as the queue's
-    name, which no message is published with."""
+    """FastStream writes each operation's `cc` as the queue's name alone, which no message is
+    first published with."""
     for name, operation in document["operations"].items():
-        operation["bindings"]["amqp"]["cc"] = ROUTING_KEYS[name]
+        operation["bindings"]["amqp"]["cc"] = [*_PUBLISHED_KEYS[name], name]
 
 
 class _PublishedSchema(GenerateJsonSchema):

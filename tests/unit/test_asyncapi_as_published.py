@@ -11,6 +11,7 @@ import yaml
 
 from cli.topology import COMPOSE_VHOST
 from contracts.asyncapi import DEPLOYED_VHOST, asyncapi_yaml
+from contracts.webhooks import RESEND_ROUTING_KEY
 
 ROOT = Path(__file__).parents[2]
 
@@ -53,3 +54,13 @@ def test_the_server_says_which_vhost_make_run_uses() -> None:
     assert urlsplit(local_url).path == "/"  # the broker's default vhost, `/`
     [server] = document()["servers"].values()
     assert "`make run`" in server["description"] and "vhost `/`" in server["description"]
+
+
+def test_the_keys_of_resends_and_retries_are_documented_routing_keys() -> None:
+    """A webhook resend or parked replay goes through the default exchange under the queue's
+    name, and a message back from a retry queue carries its queue's name: the cc had left them
+    out when it listed the keys of first publishes."""
+    operations = document()["operations"]
+    assert RESEND_ROUTING_KEY in operations["webhooks.payout-events"]["bindings"]["amqp"]["cc"]
+    for queue, operation in operations.items():
+        assert queue in operation["bindings"]["amqp"]["cc"]
