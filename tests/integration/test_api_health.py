@@ -1,6 +1,9 @@
 """Liveness, readiness naming the failing dependency, and the OpenAPI document."""
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -9,6 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api_service.app import create_app
+from api_service.health import CHECK_TIMEOUT_SECONDS
 from api_service.metrics import UNMATCHED_ROUTE
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
@@ -117,12 +121,18 @@ async def test_ready_when_mysql_and_rabbitmq_answer(api_client: httpx.AsyncClien
     }
 
 
-async def _ready_with(settings: Settings, **broken: str) -> httpx.Response:
+@asynccontextmanager
+async def _api_with(settings: Settings, **broken: str) -> AsyncIterator[httpx.AsyncClient]:
     app: FastAPI = create_app(settings.model_copy(update=broken))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.get(f"{API}/ready")
+            yield client
+
+
+async def _ready_with(settings: Settings, **broken: str) -> httpx.Response:
+    async with _api_with(settings, **broken) as client:
+        return await client.get(f"{API}/ready")
 
 
 @pytest.mark.parametrize(
@@ -143,6 +153,29 @@ async def test_not_ready_is_503_naming_the_failing_dependency(
     assert body["status"] == "not_ready"
     assert body["checks"] == {failing: "unavailable", healthy: "ok"}
     assert response.headers["x-request-id"]
+
+
+async def test_concurrent_probes_of_a_silent_broker_share_one_check(settings: Settings) -> None:
+    """Each probe waited behind a lock for a 2 s check of its own: four concurrent probes (an
+    orchestrator, a load balancer, a monitor) answered after 2, 4, 6 and 8 s, past the compose
+    healthcheck's 4 s. A broker that takes the connection and never speaks AMQP."""
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_url = f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        async with _api_with(settings, amqp_url=silent_url) as client:
+            started = time.monotonic()
+            answers = await asyncio.gather(*(client.get(f"{API}/ready") for _ in range(4)))
+            took = time.monotonic() - started
+    finally:
+        server.close()
+
+    assert [answer.status_code for answer in answers] == [503] * 4
+    assert took < 2 * CHECK_TIMEOUT_SECONDS, took
 
 
 async def test_docs_are_served_without_a_key(api_client: httpx.AsyncClient) -> None:
