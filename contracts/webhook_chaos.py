@@ -26,6 +26,11 @@ class ChaosKind(StrEnum):
     INJECTED_FAILURE = "injected_failure"  # no call made: the attempt failed on our side
 
 
+# The kinds whose attempt is a real call, sent as a clean one is (a hold comes before it, and its
+# latency is measured after the hold): the endpoint's answer to it is an ordinary answer.
+SENT_CLEAN = frozenset({ChaosKind.DUPLICATE, ChaosKind.OUT_OF_ORDER, ChaosKind.DELAYED})
+
+
 @dataclass(frozen=True)
 class WebhookChaos:
     """Shares are percentages (0-100) of events, picked per event (the same event always gets

@@ -4,6 +4,7 @@ evidence. The facts are read here (a handful of indexed queries); judging them i
 """
 
 import bisect
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from contracts.db.models import (
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
 from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
 from contracts.ledger import JournalKind
-from contracts.webhook_chaos import ChaosKind
+from contracts.webhook_chaos import SENT_CLEAN, ChaosKind
 
 FINAL_STATUSES = TERMINAL_STATUSES
 WEBHOOK_DEADLINE_MS = 10_000
@@ -232,7 +233,9 @@ def _counted(answers: Sequence[Answers]) -> int:
 
 
 def endpoint_speed_item(answers: Sequence[Answers]) -> Item:
-    plain = [a for a in answers if a.chaos is None]
+    # Chaos's mangled attempts are not the endpoint's speed; those it sent clean are (counted
+    # out, a merchant with a chaos delay never had this item tried).
+    plain = [a for a in answers if a.chaos is None or a.chaos in SENT_CLEAN]
     title = "The webhook endpoint answers 2xx within 10 s, at p95"
     attempts = _counted(plain)
     if attempts < MIN_WEBHOOK_ATTEMPTS:
@@ -241,7 +244,8 @@ def endpoint_speed_item(answers: Sequence[Answers]) -> Item:
     good = _counted([a for a in plain if a.accepted and a.in_time])
     share = good / attempts
     verdict = Verdict.PASSED if share >= 0.95 else Verdict.FAILED
-    evidence = f"{good} of {attempts} attempts ({share:.0%}) answered 2xx within 10 s"
+    percent = math.floor(share * 1000) / 10  # rounded down: 94.6 % of a failure read "(95%)"
+    evidence = f"{good} of {attempts} attempts ({percent:g}%) answered 2xx within 10 s"
     return Item("webhook_endpoint_fast", title, verdict, evidence)
 
 

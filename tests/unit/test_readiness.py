@@ -2,6 +2,8 @@
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from api_service.sandbox.readiness import (
     WEBHOOK_DEADLINE_MS,
     Answers,
@@ -134,9 +136,28 @@ def test_the_endpoint_must_answer_2xx_within_10_s_at_p95() -> None:
     assert endpoint_speed_item([*fast, answer(500, 50, None)]).verdict is Verdict.PASSED
     slow = [*fast[:18], answer(200, 10_001, None), answer(None, 10_000, None)]
     assert endpoint_speed_item(slow).verdict is Verdict.FAILED
-    # Chaos attempts are not the endpoint's speed.
+    # Chaos's mangled attempts are not the endpoint's speed.
     refused = [answer(401, 5, ChaosKind.STALE_TIMESTAMP)] * 10
     assert endpoint_speed_item([*fast, *refused]).verdict is Verdict.PASSED
+
+
+@pytest.mark.parametrize("kind", [ChaosKind.DELAYED, ChaosKind.OUT_OF_ORDER, ChaosKind.DUPLICATE])
+def test_attempts_chaos_sent_clean_are_the_endpoints_speed(kind: ChaosKind) -> None:
+    """With a chaos delay every attempt is labelled `delayed`: the item was never tried ("0
+    attempts so far"), though each was a real call answered."""
+    item = endpoint_speed_item([answer(200, 5, kind)] * 9)
+    assert (item.verdict, item.evidence) == (
+        Verdict.PASSED,
+        "9 of 9 attempts (100%) answered 2xx within 10 s",
+    )
+
+
+def test_a_failed_p95_does_not_read_95_percent() -> None:
+    item = endpoint_speed_item([answer(200, 5, None)] * 53 + [answer(500, 5, None)] * 3)
+    assert (item.verdict, item.evidence) == (
+        Verdict.FAILED,
+        "53 of 56 attempts (94.6%) answered 2xx within 10 s",
+    )
 
 
 def test_chaos_deliveries_must_be_answered_as_a_careful_receiver_answers() -> None:
@@ -170,7 +191,7 @@ def test_attempts_are_weighed_by_how_many_the_database_counted() -> None:
     item = endpoint_speed_item(counted)
     assert (item.verdict, item.evidence) == (
         Verdict.FAILED,
-        "19 of 21 attempts (90%) answered 2xx within 10 s",
+        "19 of 21 attempts (90.4%) answered 2xx within 10 s",
     )
     duplicates = [
         Answers(ChaosKind.DUPLICATE, True, True, 3),
