@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus
@@ -47,6 +47,29 @@ def offset_seconds_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElem
 def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[datetime]:
     """The merchant's sandbox time, on the database's clock."""
     return database_now_plus(offset_seconds_of(merchant_id))
+
+
+def advanced_before(merchant_id: SQLColumnExpression[str], moment: datetime) -> ColumnElement[bool]:
+    """The merchant's clock was last advanced before `moment` (real time), or never was."""
+    last_advance = (
+        select(SandboxClock.updated_at)
+        .where(SandboxClock.merchant_id == merchant_id)
+        .scalar_subquery()
+    )
+    return or_(last_advance.is_(None), last_advance < moment)
+
+
+def due_before(
+    due_at: SQLColumnExpression[datetime], merchant_id: SQLColumnExpression[str], moment: datetime
+) -> ColumnElement[bool]:
+    """`due_at` (sandbox time) came due before `moment` (real time): the merchant's sandbox time
+    reached it by then, and not only by an advance made since, whose due work is taken up within
+    seconds (counted from the advance, it is late only once the advance is older than `moment`)."""
+    offset = offset_seconds_of(merchant_id)
+    return and_(
+        due_at < func.timestampadd(literal_column("SECOND"), offset, moment),
+        advanced_before(merchant_id, moment),
+    )
 
 
 async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:

@@ -1,7 +1,7 @@
-"""Is work flowing? Payouts stuck between statuses, PSP outcomes accepted and not applied, outbox
-rows waiting too long to be published, outbox rows the relay parked, and webhook deliveries no
-attempt has taken up. Part of `payouts reconcile`, next to the ledger invariants
-(contracts.reconcile)."""
+"""Is work flowing? Payouts stuck between statuses, scheduled actions (a scripted step, an expiry)
+long due and not run, PSP outcomes accepted and not applied, outbox rows waiting too long to be
+published, outbox rows the relay parked, and webhook deliveries no attempt has taken up. Part of
+`payouts reconcile`, next to the ledger invariants (contracts.reconcile)."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clock import advanced_before, due_before
 from contracts.db.engine import utcnow
 from contracts.db.models import (
     OutboxMessage,
@@ -19,7 +20,8 @@ from contracts.db.models import (
 )
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
-from contracts.waiting_retries import pending_unattempted
+from contracts.waiting_retries import overdue_by, pending_unattempted
+from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
 
@@ -91,6 +93,31 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         stuck_condition,
         "stuck payouts",
     )
+    # The processor's scheduler applies (or skips) each action within seconds of its due time on
+    # its merchant's clock: one long due and not applied says the scheduler is not running. (A
+    # payout waiting for one is not "stuck" above: a 0007 payout is PROCESSING for 30 minutes.)
+    overdue_condition = and_(
+        ScheduledAction.applied_at.is_(None),
+        due_before(
+            ScheduledAction.due_at, ScheduledAction.merchant_id, utcnow() - thresholds.stuck_after
+        ),
+    )
+    overdue = await session.execute(
+        select(ScheduledAction.payout_id, ScheduledAction.action, ScheduledAction.due_at)
+        .where(overdue_condition)
+        .order_by(ScheduledAction.due_at)
+        .limit(MAX_REPORTED)
+    )
+    problems += await _and_the_rest(
+        session,
+        [
+            f"payout {payout_id}: its {action} due at {due_at:%Y-%m-%d %H:%M:%S} (sandbox time) "
+            "has not run (is the processor's scheduler running?)"
+            for payout_id, action, due_at in overdue
+        ],
+        overdue_condition,
+        "scheduled actions long due",
+    )
     # The PSP got its 200 and will not send the outcome again: its ApplyPspOutcome was lost
     # (the relay sends one again after PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS), or no processor
     # is taking it. A payout PENDING at the PSP is not stuck by its status: it waits for an IPN.
@@ -152,6 +179,31 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         ],
         unattempted,
         "webhooks PENDING with no attempt",
+    )
+    # A retry is attempted when its wait in a TTL queue is over; a lost message is sent again
+    # by the relay (processor_service/stalled_retries.py), which no webhook service may take.
+    overdue_condition = and_(
+        WebhookDelivery.status == DeliveryStatus.RETRYING.value,
+        overdue_by(int(thresholds.stuck_after.total_seconds())),
+        advanced_before(WebhookDelivery.merchant_id, utcnow() - thresholds.stuck_after),
+    )
+    retries = await session.execute(
+        select(
+            WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.next_attempt_at
+        )
+        .where(overdue_condition)
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(MAX_REPORTED)
+    )
+    problems += await _and_the_rest(
+        session,
+        [
+            f"webhook {event_type} (event {event_id}) retry due at {due:%Y-%m-%d %H:%M:%S} "
+            "(sandbox time) not attempted (is the webhook service running?)"
+            for event_id, event_type, due in retries
+        ],
+        overdue_condition,
+        "webhook retries overdue",
     )
     return problems
 

@@ -6,7 +6,7 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from contracts.db.models import (
     Payout,
     PayoutEvent,
     PspCallback,
+    SandboxClock,
     ScheduledAction,
     WebhookDelivery,
 )
@@ -375,26 +376,15 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
 ) -> None:
     """A delivery PENDING for longer than the stuck time, held by no attempt: the webhook service
     is not taking its messages. Under a live attempt's lease, or delivered, it is not reported."""
-    payout = await create_payout(api_client, await make_merchant())
     long_ago = utcnow() - timedelta(days=365)  # before any other test's rows: listed first
-    async with transaction(sessions) as session:
-        event = await session.scalar(
-            select(PayoutEvent).where(PayoutEvent.payout_id == payout["id"])
-        )
-        assert event is not None
-        await session.execute(
-            insert(WebhookDelivery).values(
-                id=str(uuid.uuid4()),
-                event_id=event.id,
-                merchant_id=event.merchant_id,
-                payout_id=event.payout_id,
-                event_type=event.type,
-                status=DeliveryStatus.PENDING.value,
-                attempts=0,
-                created_at=long_ago,
-                updated_at=long_ago,
-            )
-        )
+    event = await _delivered_by_hand(
+        api_client,
+        make_merchant,
+        sessions,
+        status=DeliveryStatus.PENDING.value,
+        attempts=0,
+        at=long_ago,
+    )
 
     async def reported() -> bool:
         async with sessions() as session:
@@ -420,6 +410,66 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
             sessions, event.id, status=DeliveryStatus.DELIVERED.value, lease_token=None
         )
     assert not await reported()
+
+
+async def _delivered_by_hand(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    *,
+    at: datetime,
+    **values: Any,
+) -> PayoutEvent:
+    """A new payout's first event, with a delivery row written by hand as of `at`."""
+    payout = await create_payout(api_client, await make_merchant())
+    async with transaction(sessions) as session:
+        event = await session.scalar(
+            select(PayoutEvent).where(PayoutEvent.payout_id == payout["id"])
+        )
+        assert event is not None
+        await session.execute(
+            insert(WebhookDelivery).values(
+                id=str(uuid.uuid4()),
+                event_id=event.id,
+                merchant_id=event.merchant_id,
+                payout_id=event.payout_id,
+                event_type=event.type,
+                created_at=at,
+                updated_at=at,
+                **values,
+            )
+        )
+    return event
+
+
+async def test_a_webhook_retry_long_overdue_is_reported(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """With the webhook service down, a RETRYING delivery waited past its due time for ever
+    and reconcile said nothing (it looked at PENDING deliveries only)."""
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    event = await _delivered_by_hand(
+        api_client,
+        make_merchant,
+        sessions,
+        status=DeliveryStatus.RETRYING.value,
+        attempts=1,
+        at=an_hour_ago - timedelta(seconds=5),
+        next_attempt_at=an_hour_ago,
+    )
+
+    async def reported() -> list[str]:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds())
+        return [problem for problem in problems if f"(event {event.id})" in problem]
+
+    assert await reported() == [
+        f"webhook {event.type} (event {event.id}) retry due at {an_hour_ago:%Y-%m-%d %H:%M:%S} "
+        "(sandbox time) not attempted (is the webhook service running?)"
+    ]
+    in_a_minute = utcnow() + timedelta(minutes=1)
+    await set_delivery(sessions, event.id, lease_token="a" * 32, leased_until=in_a_minute)
+    assert await reported() == []  # an attempt is under way
 
 
 async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
@@ -463,6 +513,60 @@ async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
             .values(applied_at=utcnow(), result="SKIPPED")
         )
     assert await stuck()
+
+
+async def test_a_scheduled_action_long_due_and_not_run_is_reported(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """With the processor's scheduler down, a 0007 payout stayed PROCESSING (a queued payout
+    QUEUED, an ON_HOLD one ON_HOLD) past its step or expiry, and reconcile said nothing: a
+    payout waiting for a step is not stuck by its status. What an advance made due is late only
+    once the advance is older than the threshold (the scheduler takes it up within seconds)."""
+    merchant = await make_merchant()
+    payout_id = (await create_payout(api_client, merchant))["id"]
+    sandbox_due = utcnow() + timedelta(hours=72)  # due on a clock advanced by 73 h
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(ScheduledAction).values(
+                merchant_id=merchant.merchant_id,
+                payout_id=payout_id,
+                hold_cycle=0,
+                action="SCRIPT_STEP",
+                step=1,
+                expected_status=PayoutStatus.PROCESSING.value,
+                due_at=sandbox_due,
+                created_at=utcnow(),
+            )
+        )
+        await session.execute(
+            insert(SandboxClock).values(
+                merchant_id=merchant.merchant_id, offset_seconds=73 * 3600, updated_at=utcnow()
+            )
+        )
+
+    async def reported() -> list[str]:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds())
+        return [problem for problem in problems if payout_id in problem]
+
+    assert await reported() == []  # the advance was just made
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(SandboxClock)
+            .where(SandboxClock.merchant_id == merchant.merchant_id)
+            .values(updated_at=utcnow() - timedelta(minutes=6))
+        )
+    assert await reported() == [
+        f"payout {payout_id}: its SCRIPT_STEP due at {sandbox_due:%Y-%m-%d %H:%M:%S} (sandbox "
+        "time) has not run (is the processor's scheduler running?)"
+    ]
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == payout_id)
+            .values(applied_at=utcnow(), result="APPLIED")
+        )
+    assert await reported() == []
 
 
 async def test_reconcile_command_reports_a_parked_outbox_row(
