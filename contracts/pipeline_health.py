@@ -3,10 +3,12 @@ long due and not run, PSP outcomes accepted and not applied, outbox rows waiting
 published, outbox rows the relay parked, and webhook deliveries no attempt has taken up. Part of
 `payouts reconcile`, next to the ledger invariants (contracts.reconcile)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import advanced_before, due_before
@@ -76,68 +78,109 @@ async def _and_the_rest(
     return [*lines, f"... and {rest} more {what} not listed"] if rest > 0 else lines
 
 
-async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> list[str]:
-    stuck_condition = _stuck(thresholds.stuck_after)
-    stuck = await session.execute(
-        select(Payout.id, Payout.status, Payout.updated_at)
-        .where(stuck_condition)
-        .order_by(Payout.updated_at)
-        .limit(MAX_REPORTED)
-    )
-    problems = await _and_the_rest(
-        session,
-        [
-            f"payout {payout_id} stuck in {status} since {updated_at:%Y-%m-%d %H:%M:%S} UTC"
-            for payout_id, status, updated_at in stuck
-        ],
-        stuck_condition,
-        "stuck payouts",
-    )
-    # The processor's scheduler applies (or skips) each action within seconds of its due time on
-    # its merchant's clock: one long due and not applied says the scheduler is not running. (A
-    # payout waiting for one is not "stuck" above: a 0007 payout is PROCESSING for 30 minutes.)
-    overdue_condition = and_(
-        ScheduledAction.applied_at.is_(None),
-        due_before(
-            ScheduledAction.due_at, ScheduledAction.merchant_id, utcnow() - thresholds.stuck_after
+@dataclass(frozen=True)
+class _Listing:
+    """Rows meeting `condition` make a `line` each (of their `columns`, the first of which orders
+    them, the oldest first)."""
+
+    condition: ColumnElement[bool]
+    columns: tuple[SQLColumnExpression[Any], ...]
+    line: Callable[..., str]
+    what: str
+
+    async def lines(self, session: AsyncSession) -> list[str]:
+        """At most MAX_REPORTED lines, and how many more."""
+        rows = await session.execute(
+            select(*self.columns)
+            .where(self.condition)
+            .order_by(self.columns[0])
+            .limit(MAX_REPORTED)
+        )
+        return await _and_the_rest(
+            session, [self.line(*row) for row in rows], self.condition, self.what
+        )
+
+
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
+    stuck_since = utcnow() - thresholds.stuck_after
+    return (
+        _Listing(
+            _stuck(thresholds.stuck_after),
+            (Payout.updated_at, Payout.id, Payout.status),
+            lambda since, payout, status: (
+                f"payout {payout} stuck in {status} since {_when(since)} UTC"
+            ),
+            "stuck payouts",
+        ),
+        # The processor's scheduler applies (or skips) each action within seconds of its due
+        # time on its merchant's clock: one long due and not applied says the scheduler is not
+        # running. (A payout waiting for one is not "stuck" above: a 0007 payout is PROCESSING
+        # for 30 minutes.)
+        _Listing(
+            and_(
+                ScheduledAction.applied_at.is_(None),
+                due_before(ScheduledAction.due_at, ScheduledAction.merchant_id, stuck_since),
+            ),
+            (ScheduledAction.due_at, ScheduledAction.payout_id, ScheduledAction.action),
+            lambda due, payout, action: (
+                f"payout {payout}: its {action} due at {_when(due)} "
+                "(sandbox time) has not run (is the processor's scheduler running?)"
+            ),
+            "scheduled actions long due",
+        ),
+        # The PSP got its 200 and will not send the outcome again: its ApplyPspOutcome was lost
+        # (the relay sends one again after PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS), or no
+        # processor is taking it. A payout PENDING at the PSP is not stuck by its status: it
+        # waits for an IPN.
+        _Listing(
+            accepted_outcome_waiting(stuck_since),
+            (PspCallback.received_at, Payout.id, Payout.status, PspCallback.outcome),
+            lambda received, payout, status, outcome: (
+                f"payout {payout} ({status}): PSP outcome "
+                f"{outcome} accepted at {_when(received)} UTC and not applied (is the processor "
+                "running?)"
+            ),
+            "accepted PSP outcomes not applied",
+        ),
+        # Attempted as soon as a webhook service takes its message; a message lost on the way is
+        # sent again after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/
+        # stalled_deliveries.py). Still PENDING past the threshold: no webhook service takes it.
+        _Listing(
+            pending_unattempted(stuck_since),
+            (WebhookDelivery.updated_at, WebhookDelivery.event_type, WebhookDelivery.event_id),
+            lambda since, event_type, event: (
+                f"webhook {event_type} (event {event}) PENDING "
+                f"since {_when(since)} UTC with no attempt (is the webhook service running?)"
+            ),
+            "webhooks PENDING with no attempt",
+        ),
+        # A retry is attempted when its wait in a TTL queue is over; a lost message is sent
+        # again by the relay (processor_service/stalled_retries.py), which no webhook service may
+        # take.
+        _Listing(
+            and_(
+                WebhookDelivery.status == DeliveryStatus.RETRYING.value,
+                overdue_by(int(thresholds.stuck_after.total_seconds())),
+                advanced_before(WebhookDelivery.merchant_id, stuck_since),
+            ),
+            (WebhookDelivery.next_attempt_at, WebhookDelivery.event_type, WebhookDelivery.event_id),
+            lambda due, event_type, event: (
+                f"webhook {event_type} (event {event}) retry due at "
+                f"{_when(due)} (sandbox time) not attempted (is the webhook service running?)"
+            ),
+            "webhook retries overdue",
         ),
     )
-    overdue = await session.execute(
-        select(ScheduledAction.payout_id, ScheduledAction.action, ScheduledAction.due_at)
-        .where(overdue_condition)
-        .order_by(ScheduledAction.due_at)
-        .limit(MAX_REPORTED)
-    )
-    problems += await _and_the_rest(
-        session,
-        [
-            f"payout {payout_id}: its {action} due at {due_at:%Y-%m-%d %H:%M:%S} (sandbox time) "
-            "has not run (is the processor's scheduler running?)"
-            for payout_id, action, due_at in overdue
-        ],
-        overdue_condition,
-        "scheduled actions long due",
-    )
-    # The PSP got its 200 and will not send the outcome again: its ApplyPspOutcome was lost
-    # (the relay sends one again after PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS), or no processor
-    # is taking it. A payout PENDING at the PSP is not stuck by its status: it waits for an IPN.
-    unapplied_condition = accepted_outcome_waiting(utcnow() - thresholds.stuck_after)
-    unapplied = await session.execute(
-        select(Payout.id, Payout.status, PspCallback.outcome, PspCallback.received_at)
-        .where(unapplied_condition)
-        .order_by(PspCallback.received_at)
-        .limit(MAX_REPORTED)
-    )
-    problems += await _and_the_rest(
-        session,
-        [
-            f"payout {payout_id} ({status}): PSP outcome {outcome} accepted at "
-            f"{received_at:%Y-%m-%d %H:%M:%S} UTC and not applied (is the processor running?)"
-            for payout_id, status, outcome, received_at in unapplied
-        ],
-        unapplied_condition,
-        "accepted PSP outcomes not applied",
-    )
+
+
+async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> list[str]:
+    problems: list[str] = []
+    for listing in _listings(thresholds):
+        problems += await listing.lines(session)
     oldest_unsent = await session.scalar(
         select(func.min(OutboxMessage.created_at)).where(
             OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
@@ -159,51 +202,6 @@ async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> li
         ],
         PARKED,
         "parked outbox rows",
-    )
-    # Attempted as soon as a webhook service takes its message; a message lost on the way is
-    # sent again after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (processor_service/
-    # stalled_deliveries.py). Still PENDING past the threshold: no webhook service is taking it.
-    unattempted = pending_unattempted(utcnow() - thresholds.stuck_after)
-    waiting = await session.execute(
-        select(WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.updated_at)
-        .where(unattempted)
-        .order_by(WebhookDelivery.updated_at)
-        .limit(MAX_REPORTED)
-    )
-    problems += await _and_the_rest(
-        session,
-        [
-            f"webhook {event_type} (event {event_id}) PENDING since "
-            f"{updated_at:%Y-%m-%d %H:%M:%S} UTC with no attempt (is the webhook service running?)"
-            for event_id, event_type, updated_at in waiting
-        ],
-        unattempted,
-        "webhooks PENDING with no attempt",
-    )
-    # A retry is attempted when its wait in a TTL queue is over; a lost message is sent again
-    # by the relay (processor_service/stalled_retries.py), which no webhook service may take.
-    overdue_condition = and_(
-        WebhookDelivery.status == DeliveryStatus.RETRYING.value,
-        overdue_by(int(thresholds.stuck_after.total_seconds())),
-        advanced_before(WebhookDelivery.merchant_id, utcnow() - thresholds.stuck_after),
-    )
-    retries = await session.execute(
-        select(
-            WebhookDelivery.event_id, WebhookDelivery.event_type, WebhookDelivery.next_attempt_at
-        )
-        .where(overdue_condition)
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(MAX_REPORTED)
-    )
-    problems += await _and_the_rest(
-        session,
-        [
-            f"webhook {event_type} (event {event_id}) retry due at {due:%Y-%m-%d %H:%M:%S} "
-            "(sandbox time) not attempted (is the webhook service running?)"
-            for event_id, event_type, due in retries
-        ],
-        overdue_condition,
-        "webhook retries overdue",
     )
     return problems
 
