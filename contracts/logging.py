@@ -81,12 +81,15 @@ _ACCOUNT = re.compile(
 # Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was).
 _SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_-]+")
 # The value after a secret-bearing name: `X-API-KEY: v`, `'x-api-key': 'v'`, `psp_secret=v`,
-# `("x-api-key", "v")`, ... but never a JSON key: in `{"field":"api_key","message":"..."}` the
-# name is a value, and the key after it (`message`) was replaced.
+# `password='v': too short`, `("x-api-key", "v")`, ... In the last form (a name, a comma, a
+# value) the value must not be a JSON key: in `{"field":"api_key","message":"..."}` the name is a
+# value, and the key after it (`message`) was replaced.
+_VALUE = r"""[^\s'",;}\])]"""
+_QUOTE_AND_SCHEME = r"""\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?"""
 _SECRET_FIELD = re.compile(
     r"((?:x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization)"
-    r"""(?:['"]?\s*[:=]|['"]\s*,)\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?)[^\s'",;}\])]++"""
-    r"""(?!['"]\s*:)""",
+    rf"""(?:['"]?\s*[:=]{_QUOTE_AND_SCHEME}|['"]\s*,{_QUOTE_AND_SCHEME}(?={_VALUE}++(?!['"]\s*:))))"""
+    rf"{_VALUE}+",
     re.IGNORECASE,
 )
 # Credentials in URLs: amqp://user:password@host, mysql+asyncmy://user:password@host.

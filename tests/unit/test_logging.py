@@ -251,6 +251,10 @@ def test_amounts_short_numbers_and_ids_stay_readable(raw: str) -> None:
         ("url mysql+asyncmy://payouts:db-pass@mysql:3306/payouts", "db-pass"),
         ('{"api_key":"json-key-value","other":1}', "json-key-value"),
         ('("x-api-key", "tuple-key-value")', "tuple-key-value"),
+        # a value then a quote and a colon (`name=%r: reason`): let through by the JSON-key rule
+        ("psp_secret='psp-value-9': refused by the PSP", "psp-value-9"),
+        ('password="hunter2-pw": too short', "hunter2-pw"),
+        ("authorization='Bearer tok_abcdef123': expired", "tok_abcdef123"),
     ],
 )
 def test_secrets_never_appear(raw: str, secret: str) -> None:
