@@ -141,8 +141,10 @@ _Replacement = str | Callable[[re.Match[str]], str]
 # every body, and a regular expression over it costs ten times the checks that rule it out.
 _MASKS: Final[tuple[tuple[re.Pattern[str], _Replacement, Callable[[str], bool]], ...]] = (
     (_URL_PASSWORD, rf"\g<1>{_REDACTED}\g<2>", lambda text: "://" in text),
-    (_SECRET_TOKEN, rf"\g<1>{_REDACTED}", lambda text: "mpk_" in text or "whsec_" in text),
+    # The field first: a token masked first left `api_key=[REDACTED]]` (its value stopped at
+    # the `]` of the token's [REDACTED]).
     (_SECRET_FIELD, rf"\g<1>{_REDACTED}", _may_name_a_secret),
+    (_SECRET_TOKEN, rf"\g<1>{_REDACTED}", lambda text: "mpk_" in text or "whsec_" in text),
     (_ACCOUNT, _mask_account, _may_hold_an_account),
 )
 

@@ -7,6 +7,7 @@ would not fit: the insert of the whole flush failed)."""
 import contextlib
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
@@ -31,6 +32,22 @@ class _Object(list[tuple[str, Any]]):
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_Object, parse_float=_Number, parse_int=_Number, parse_constant=_Number
 )
+
+
+def kept_query(raw: str) -> str:
+    """The query as sent, unless a parameter holds a secret or an account number (even
+    URL-encoded, as `%2B923001234567`): then the parameters re-encoded, those masked. (Decoded as
+    a whole, `%2B` became `+`, a space, and `%26` a separator: the log showed another call.)"""
+    parameters = parse_qsl(raw, keep_blank_values=True)
+    masked = [_masked_parameter(name, value) for name, value in parameters]
+    return raw if masked == parameters else urlencode(masked, safe="[]*")
+
+
+def _masked_parameter(name: str, value: str) -> tuple[str, str]:
+    """A secret's name masks its value, as in a log line's `name=value`; an account number is
+    masked wherever it is."""
+    masked_name, _, masked_value = redact(f"{name}={value}").partition("=")
+    return masked_name, masked_value
 
 
 def _masked_account(value: str) -> str:

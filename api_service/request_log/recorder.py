@@ -7,18 +7,16 @@ import asyncio
 import contextlib
 import time
 from typing import Any
-from urllib.parse import unquote_plus
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.idempotency import FINGERPRINT_STATE, REPLAYED_HEADER, request_fingerprint
 from api_service.middleware import BodyTooLarge
-from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body
+from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body, kept_query
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import FaultKind
 from contracts.db.engine import utcnow
-from contracts.logging import redact
 from contracts.wire import whole_number
 
 METHOD_LENGTH = 10  # the width of api_requests.method
@@ -99,9 +97,8 @@ def _row(
     fault: str | None = scope["state"].get("fault")
     dropped = fault == FaultKind.DROP_CONNECTION
     retry_after = response_headers.get("retry-after")
-    # The query as read (an api_key or an account number sent there, even encoded, is masked
-    # as in a body: it was kept whole for the request log's 7 days).
-    query = redact(unquote_plus(scope.get("query_string", b"").decode("latin-1")))
+    # An api_key or an account number sent in the query was kept whole for the log's 7 days.
+    query = kept_query(scope.get("query_string", b"").decode("latin-1"))
     return {
         "merchant_id": merchant_id,
         "request_id": scope["state"]["request_id"],

@@ -237,20 +237,24 @@ async def test_the_request_log_shows_each_call_with_its_fault_replay_and_masked_
     assert others.json()["data"]["requests"] == []
 
 
-async def test_the_request_log_masks_a_query_as_it_masks_a_body(
+async def test_the_request_log_keeps_a_query_as_sent_and_masked_as_a_body(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """A key or an account number sent in the query (each refused: 400) was kept whole in the
-    request log's path for 7 days, though a body's are masked."""
+    request log's path for 7 days, though a body's are masked; and a query is the call made (a
+    `%2B` decoded to `+` is a space: the logged path sent again was another call, a 400)."""
     merchant = await make_merchant()
+    plus_five = f"{API}/payouts?createdFrom=2026-01-01T00:00:00%2B05:00"
+    assert (await api_client.get(plus_five, headers=auth(merchant, ""))).status_code == 200
     for params in ({"api_key": merchant.api_key}, {"accountNumber": "+923001234567"}):
         refused = await api_client.get(f"{API}/balance", params=params, headers=auth(merchant, ""))
         assert refused.status_code == 400
 
-    account, key = await logged_requests(api_client, merchant, 2)
+    account, key, listed = await logged_requests(api_client, merchant, 3)
 
+    assert listed["path"] == plus_five
     assert merchant.api_key not in key["path"] and "[REDACTED]" in key["path"]
-    assert account["path"] == f"{API}/balance?accountNumber=+********4567"
+    assert account["path"] == f"{API}/balance?accountNumber=%2B********4567"
 
 
 async def test_the_request_log_pages_newest_first(

@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from api_service.metrics import LATENCY
-from api_service.request_log.masking import MAX_KEPT_BYTES, MAX_KEPT_CHARS, kept_body
+from api_service.request_log.masking import MAX_KEPT_BYTES, MAX_KEPT_CHARS, kept_body, kept_query
 from api_service.sandbox.faults import MAX_LATENCY_MS, Fault, FaultKind, FaultShare, parse_fault
 
 
@@ -130,6 +130,29 @@ def test_the_log_masks_the_account_number_of_a_body_in_utf_16() -> None:
     assert kept_body(b"\xff\xfe" + "not json 03009876543".encode("utf-16-le")) == (
         "not json *******6543"
     )
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "limit=1&page=2",
+        "createdFrom=2026-01-01T00:00:00%2B05:00",  # decoded, `+` is a space: another call
+        "merchantReference=a%26status%3DFAILED",  # decoded, one filter became two
+    ],
+)
+def test_the_log_keeps_a_query_as_sent(sent: str) -> None:
+    assert kept_query(sent) == sent
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("api_key=mpk_test_abcDEF123&limit=1", "api_key=[REDACTED]&limit=1"),
+        ("accountNumber=%2B923001234567", "accountNumber=%2B********4567"),
+    ],
+)
+def test_the_log_masks_a_query_even_url_encoded(sent: str, kept: str) -> None:
+    assert kept_query(sent) == kept
 
 
 def test_the_latency_histogram_tells_an_injected_latency_apart() -> None:
