@@ -62,13 +62,16 @@ def advanced_before(merchant_id: SQLColumnExpression[str], moment: datetime) -> 
 def due_before(
     due_at: SQLColumnExpression[datetime], merchant_id: SQLColumnExpression[str], moment: datetime
 ) -> ColumnElement[bool]:
-    """`due_at` (sandbox time) came due before `moment` (real time): the merchant's sandbox time
-    reached it by then, and not only by an advance made since, whose due work is taken up within
-    seconds (counted from the advance, it is late only once the advance is older than `moment`)."""
+    """`due_at` (sandbox time) came due before `moment` (real time): on the database's clock
+    (never ahead of a merchant's), or on the merchant's clock advanced before `moment` (what an
+    advance made due is taken up within seconds: it is late only once the advance is older)."""
     offset = offset_seconds_of(merchant_id)
-    return and_(
-        due_at < func.timestampadd(literal_column("SECOND"), offset, moment),
-        advanced_before(merchant_id, moment),
+    return or_(
+        due_at < moment,
+        and_(
+            due_at < func.timestampadd(literal_column("SECOND"), offset, moment),
+            advanced_before(merchant_id, moment),
+        ),
     )
 
 

@@ -107,6 +107,7 @@ def _when(moment: datetime) -> str:
 
 def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
     stuck_since = utcnow() - thresholds.stuck_after
+    stuck_seconds = int(thresholds.stuck_after.total_seconds())
     return (
         _Listing(
             _stuck(thresholds.stuck_after),
@@ -164,8 +165,13 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
         _Listing(
             and_(
                 WebhookDelivery.status == DeliveryStatus.RETRYING.value,
-                overdue_by(int(thresholds.stuck_after.total_seconds())),
-                advanced_before(WebhookDelivery.merchant_id, stuck_since),
+                or_(  # as due_before has it for scheduled actions
+                    overdue_by(stuck_seconds, on_the_merchants_clock=False),
+                    and_(
+                        overdue_by(stuck_seconds),
+                        advanced_before(WebhookDelivery.merchant_id, stuck_since),
+                    ),
+                ),
             ),
             (WebhookDelivery.next_attempt_at, WebhookDelivery.event_type, WebhookDelivery.event_id),
             lambda due, event_type, event: (

@@ -463,10 +463,18 @@ async def test_a_webhook_retry_long_overdue_is_reported(
             problems = await pipeline_problems(session, Thresholds())
         return [problem for problem in problems if f"(event {event.id})" in problem]
 
-    assert await reported() == [
+    overdue = [
         f"webhook {event.type} (event {event.id}) retry due at {an_hour_ago:%Y-%m-%d %H:%M:%S} "
         "(sandbox time) not attempted (is the webhook service running?)"
     ]
+    assert await reported() == overdue
+    async with transaction(sessions) as session:  # an advance since leaves it overdue
+        await session.execute(
+            insert(SandboxClock).values(
+                merchant_id=event.merchant_id, offset_seconds=60, updated_at=utcnow()
+            )
+        )
+    assert await reported() == overdue
     in_a_minute = utcnow() + timedelta(minutes=1)
     await set_delivery(sessions, event.id, lease_token="a" * 32, leased_until=in_a_minute)
     assert await reported() == []  # an attempt is under way
@@ -521,23 +529,26 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
     """With the processor's scheduler down, a 0007 payout stayed PROCESSING (a queued payout
     QUEUED, an ON_HOLD one ON_HOLD) past its step or expiry, and reconcile said nothing: a
     payout waiting for a step is not stuck by its status. What an advance made due is late only
-    once the advance is older than the threshold (the scheduler takes it up within seconds)."""
+    once the advance is older than the threshold (the scheduler takes it up within seconds);
+    what was due on the database's clock before the advance is late all the same."""
     merchant = await make_merchant()
     payout_id = (await create_payout(api_client, merchant))["id"]
+    an_hour_ago = utcnow() - timedelta(hours=1)  # due without any advance
     sandbox_due = utcnow() + timedelta(hours=72)  # due on a clock advanced by 73 h
     async with transaction(sessions) as session:
-        await session.execute(
-            insert(ScheduledAction).values(
-                merchant_id=merchant.merchant_id,
-                payout_id=payout_id,
-                hold_cycle=0,
-                action="SCRIPT_STEP",
-                step=1,
-                expected_status=PayoutStatus.PROCESSING.value,
-                due_at=sandbox_due,
-                created_at=utcnow(),
+        for step, due_at in enumerate((an_hour_ago, sandbox_due), start=1):
+            await session.execute(
+                insert(ScheduledAction).values(
+                    merchant_id=merchant.merchant_id,
+                    payout_id=payout_id,
+                    hold_cycle=0,
+                    action="SCRIPT_STEP",
+                    step=step,
+                    expected_status=PayoutStatus.PROCESSING.value,
+                    due_at=due_at,
+                    created_at=an_hour_ago,
+                )
             )
-        )
         await session.execute(
             insert(SandboxClock).values(
                 merchant_id=merchant.merchant_id, offset_seconds=73 * 3600, updated_at=utcnow()
@@ -549,17 +560,20 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
             problems = await pipeline_problems(session, Thresholds())
         return [problem for problem in problems if payout_id in problem]
 
-    assert await reported() == []  # the advance was just made
+    def line(due_at: datetime) -> str:
+        return (
+            f"payout {payout_id}: its SCRIPT_STEP due at {due_at:%Y-%m-%d %H:%M:%S} (sandbox "
+            "time) has not run (is the processor's scheduler running?)"
+        )
+
+    assert await reported() == [line(an_hour_ago)]  # the advance was just made
     async with transaction(sessions) as session:
         await session.execute(
             update(SandboxClock)
             .where(SandboxClock.merchant_id == merchant.merchant_id)
             .values(updated_at=utcnow() - timedelta(minutes=6))
         )
-    assert await reported() == [
-        f"payout {payout_id}: its SCRIPT_STEP due at {sandbox_due:%Y-%m-%d %H:%M:%S} (sandbox "
-        "time) has not run (is the processor's scheduler running?)"
-    ]
+    assert await reported() == [line(an_hour_ago), line(sandbox_due)]
     async with transaction(sessions) as session:
         await session.execute(
             update(ScheduledAction)
