@@ -43,7 +43,7 @@ class BrokerProbe:
         try:
             await asyncio.wait_for(self._round_trip(), CHECK_TIMEOUT_SECONDS)
         except Exception:
-            await self.close()
+            await self._disconnect()
             return False
         return True
 
@@ -54,6 +54,15 @@ class BrokerProbe:
         await self.channel.declare_exchange(ALWAYS_THERE, passive=True)
 
     async def close(self) -> None:
+        """At shutdown: the probe under way is cancelled first (its callers may have gone: a
+        connect it finished afterwards was left open)."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         connection, self.connection, self.channel = self.connection, None, None
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from api_service.app import create_app
-from api_service.health import CHECK_TIMEOUT_SECONDS
+from api_service.health import CHECK_TIMEOUT_SECONDS, BrokerProbe
 from api_service.metrics import UNMATCHED_ROUTE
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
@@ -176,6 +176,23 @@ async def test_concurrent_probes_of_a_silent_broker_share_one_check(settings: Se
 
     assert [answer.status_code for answer in answers] == [503] * 4
     assert took < 2 * CHECK_TIMEOUT_SECONDS, took
+
+
+async def test_a_probe_its_caller_left_opens_no_connection_after_shutdown(
+    settings: Settings,
+) -> None:
+    """A /ready whose client gave up left the shared check running; the API shut down meanwhile,
+    and the check opened its AMQP connection after close() had run: nothing ever closed it."""
+    probe = BrokerProbe(settings.amqp_url)
+    caller = asyncio.create_task(probe.ok())
+    await asyncio.sleep(0)  # the caller starts the shared check and waits on it
+    caller.cancel()
+    await asyncio.gather(caller, return_exceptions=True)
+
+    await probe.close()
+    await asyncio.sleep(CHECK_TIMEOUT_SECONDS)  # as long as the check could still take
+
+    assert probe.connection is None
 
 
 async def test_docs_are_served_without_a_key(api_client: httpx.AsyncClient) -> None:
