@@ -27,6 +27,7 @@ from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, 
 from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
 from contracts.ledger import JournalKind
 from contracts.webhook_chaos import SENT_CLEAN, ChaosKind
+from contracts.webhooks import DeliveryStatus
 
 FINAL_STATUSES = TERMINAL_STATUSES
 WEBHOOK_DEADLINE_MS = 10_000
@@ -226,6 +227,7 @@ class Answers:
     in_time: bool
     count: int
     answered: bool = True  # False: no HTTP answer at all (a timeout, a refused connection)
+    delivered: bool = True  # the event's delivery ended in a 2xx (of a later, clean attempt)
 
 
 def _counted(answers: Sequence[Answers]) -> int:
@@ -252,13 +254,18 @@ def endpoint_speed_item(answers: Sequence[Answers]) -> Item:
 def chaos_item(
     answers: Sequence[Answers], kind: ChaosKind, *, item_id: str, title: str, must_accept: bool
 ) -> Item:
-    # An attempt the endpoint never answered neither accepted nor refused it: a receiver that
-    # hangs or is down has not shown that it refuses what it must refuse.
-    judged = [a for a in answers if a.chaos == kind and (must_accept or a.answered)]
+    # A refusal counts where the endpoint then accepted the event's clean attempt: one that
+    # answers every webhook 500 (or never answers) has not shown that it refuses what it must
+    # refuse, and passed both refusal items.
+    judged = [
+        a
+        for a in answers
+        if a.chaos == kind and (must_accept or a.accepted or (a.answered and a.delivered))
+    ]
     deliveries = _counted(judged)
     if not deliveries:
-        answered = "" if must_accept else " answered"
-        evidence = f"no {kind.value} delivery{answered} yet (PUT /sandbox/webhook-chaos)"
+        refused = "" if must_accept else " refused and then accepted clean"
+        evidence = f"no {kind.value} delivery{refused} yet (PUT /sandbox/webhook-chaos)"
         return Item(item_id, title, Verdict.NOT_TRIED, evidence)
     wrong = _counted([a for a in judged if a.accepted != must_accept])
     verdict = Verdict.FAILED if wrong else Verdict.PASSED
@@ -456,13 +463,14 @@ async def _answers(session: AsyncSession, merchant_id: str) -> list[Answers]:
     accepted = func.coalesce(WebhookAttempt.status_code.between(200, 299), False)
     in_time = WebhookAttempt.latency_ms <= WEBHOOK_DEADLINE_MS
     answered = WebhookAttempt.status_code.is_not(None)
+    delivered = WebhookDelivery.status == DeliveryStatus.DELIVERED.value
     rows = await session.execute(
-        select(WebhookAttempt.chaos, accepted, in_time, func.count(), answered)
+        select(WebhookAttempt.chaos, accepted, in_time, func.count(), answered, delivered)
         .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
         .where(WebhookDelivery.merchant_id == merchant_id)
-        .group_by(WebhookAttempt.chaos, accepted, in_time, answered)
+        .group_by(WebhookAttempt.chaos, accepted, in_time, answered, delivered)
     )
     return [
-        Answers(chaos, bool(accepted_2xx), bool(fast), int(count), bool(any_answer))
-        for chaos, accepted_2xx, fast, count, any_answer in rows
+        Answers(chaos, bool(accepted_2xx), bool(fast), int(count), bool(any_answer), bool(done))
+        for chaos, accepted_2xx, fast, count, any_answer, done in rows
     ]

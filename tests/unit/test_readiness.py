@@ -217,3 +217,19 @@ def test_a_chaos_delivery_never_answered_was_not_refused() -> None:
         Verdict.PASSED,
         "all 1 stale_timestamp deliveries answered right",
     )
+
+
+def test_a_refusal_counts_where_the_endpoint_then_took_the_event_clean() -> None:
+    """A receiver answering every webhook 500 refused each stale and wrongly signed one, and
+    passed both refusal items without checking a signature or a timestamp."""
+    refusing_all = [
+        Answers(ChaosKind.STALE_TIMESTAMP, False, True, 3, delivered=False),
+        Answers(ChaosKind.OLD_SECRET, False, True, 3, delivered=False),
+    ]
+    items = {item.id: item for item in webhook_items(refusing_all)}
+    for refusal in ("stale_timestamp_refused", "wrong_signature_refused"):
+        assert items[refusal].verdict is Verdict.NOT_TRIED, items[refusal]
+    assert items["stale_timestamp_refused"].evidence == (
+        "no stale_timestamp delivery refused and then accepted clean yet "
+        "(PUT /sandbox/webhook-chaos)"
+    )
