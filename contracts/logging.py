@@ -69,7 +69,7 @@ def some_of(ids: Sequence[str]) -> str:
 
 # --- masking ------------------------------------------------------------------------------------
 
-_REDACTED: Final = "[REDACTED]"
+REDACTED: Final = "[REDACTED]"
 # A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; printed with or without
 # spaces), or a run of 10+ digits: account numbers, wallet mobile numbers. A run inside a hex id
 # or UUID (a letter, digit or hyphen right next to it) is an id, not an account: ids stay
@@ -84,12 +84,17 @@ _SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_-]+")
 # `password='v': too short`, `("x-api-key", "v")`, ... In the last form (a name, a comma, a
 # value) the value must not be a JSON key: in `{"field":"api_key","message":"..."}` the name is a
 # value, and the key after it (`message`) was replaced.
-_VALUE = r"""[^\s'",;}\])]"""
+_SECRET_NAMES = (
+    r"x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization"
+)
+_SECRET_NAME = re.compile(_SECRET_NAMES, re.IGNORECASE)
+# A value ends at a space, a quote, a separator, or a query's `&` (the parameters after it stay).
+_VALUE = r"""[^\s'",;&}\])]"""
 _QUOTE_AND_SCHEME = r"""\s*(?:b?['"])?(?:(?:bearer|basic)\s+)?"""
 _SECRET_FIELD = re.compile(
-    r"((?:x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization)"
+    rf"((?:{_SECRET_NAMES})"
     rf"""(?:['"]?\s*[:=]{_QUOTE_AND_SCHEME}|['"]\s*,{_QUOTE_AND_SCHEME}(?={_VALUE}++(?!['"]\s*:))))"""
-    rf"{_VALUE}+",
+    rf"(?!{re.escape(REDACTED)}){_VALUE}+",  # a value masked already is left as it is
     re.IGNORECASE,
 )
 # Credentials in URLs: amqp://user:password@host, mysql+asyncmy://user:password@host.
@@ -140,13 +145,18 @@ _Replacement = str | Callable[[re.Match[str]], str]
 # and a string check that is False only where the pattern cannot match: a request log keeps
 # every body, and a regular expression over it costs ten times the checks that rule it out.
 _MASKS: Final[tuple[tuple[re.Pattern[str], _Replacement, Callable[[str], bool]], ...]] = (
-    (_URL_PASSWORD, rf"\g<1>{_REDACTED}\g<2>", lambda text: "://" in text),
+    (_URL_PASSWORD, rf"\g<1>{REDACTED}\g<2>", lambda text: "://" in text),
     # The field first: a token masked first left `api_key=[REDACTED]]` (its value stopped at
     # the `]` of the token's [REDACTED]).
-    (_SECRET_FIELD, rf"\g<1>{_REDACTED}", _may_name_a_secret),
-    (_SECRET_TOKEN, rf"\g<1>{_REDACTED}", lambda text: "mpk_" in text or "whsec_" in text),
+    (_SECRET_FIELD, rf"\g<1>{REDACTED}", _may_name_a_secret),
+    (_SECRET_TOKEN, rf"\g<1>{REDACTED}", lambda text: "mpk_" in text or "whsec_" in text),
     (_ACCOUNT, _mask_account, _may_hold_an_account),
 )
+
+
+def names_a_secret(name: str) -> bool:
+    """Whether a field or parameter of this name holds a secret (all of its value)."""
+    return _SECRET_NAME.search(name) is not None
 
 
 def redact(text: str) -> str:

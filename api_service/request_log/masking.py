@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from contracts.logging import redact
+from contracts.logging import REDACTED, names_a_secret, redact
 
 MAX_KEPT_CHARS = 16 * 1024
 MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says what was cut
@@ -44,10 +44,9 @@ def kept_query(raw: str) -> str:
 
 
 def _masked_parameter(name: str, value: str) -> tuple[str, str]:
-    """A secret's name masks its value, as in a log line's `name=value`; an account number is
-    masked wherever it is."""
-    masked_name, _, masked_value = redact(f"{name}={value}").partition("=")
-    return masked_name, masked_value
+    """A secret's name masks all of its value (as sent, `a b` or `,x`: a log line's rule stops
+    at the first space or punctuation); an account number is masked wherever it is."""
+    return redact(name), REDACTED if names_a_secret(name) else redact(value)
 
 
 def _masked_account(value: str) -> str:
@@ -56,21 +55,21 @@ def _masked_account(value: str) -> str:
 
 def _written(value: Any) -> str:
     """The parsed body written back as sent (but for whitespace and escapes), the account
-    fields of every object masked."""
+    fields of every object masked, and all of a secret field's value, whatever it holds."""
     if isinstance(value, _Object):
-        pairs = (
-            f"{_written(key)}:"
-            + _written(
-                _masked_account(item) if key in ACCOUNT_FIELDS and isinstance(item, str) else item
-            )
-            for key, item in value
-        )
+        pairs = (f"{_written(key)}:{_written(_kept_field(key, item))}" for key, item in value)
         return "{" + ",".join(pairs) + "}"
     if isinstance(value, list):
         return "[" + ",".join(_written(item) for item in value) + "]"
     if isinstance(value, _Number):
         return str.__str__(value)
     return orjson.dumps(value).decode()  # a string, true, false, null
+
+
+def _kept_field(key: str, item: Any) -> Any:
+    if key in ACCOUNT_FIELDS and isinstance(item, str):
+        return _masked_account(item)
+    return REDACTED if names_a_secret(key) else item
 
 
 def kept_body(raw: bytes) -> str | None:

@@ -231,6 +231,7 @@ def test_account_numbers_keep_only_their_last_four_characters(raw: str, masked: 
         # a secret's name as a JSON value: the key after it was replaced by [REDACTED]
         '{"field":"api_key","message":"is not a query parameter"}',
         '{"accountTitle":"Apikey","purpose":"Salary"}',
+        "already masked: api_key=[REDACTED] and more",
     ],
 )
 def test_amounts_short_numbers_and_ids_stay_readable(raw: str) -> None:
@@ -325,3 +326,8 @@ def test_a_line_about_a_batch_names_its_first_ten_ids_and_how_many_more() -> Non
     ids = [f"p{number}" for number in range(12)]
     assert some_of(ids[:2]) == "p0, p1"
     assert some_of(ids) == "p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 2 more"
+
+
+def test_the_parameters_after_a_masked_one_stay() -> None:
+    line = "GET /api/v1/payouts?api_key=mpk_test_abc123&limit=10 HTTP/1.1"
+    assert redact(line) == "GET /api/v1/payouts?api_key=[REDACTED]&limit=10 HTTP/1.1"

@@ -149,10 +149,29 @@ def test_the_log_keeps_a_query_as_sent(sent: str) -> None:
     [
         ("api_key=mpk_test_abcDEF123&limit=1", "api_key=[REDACTED]&limit=1"),
         ("accountNumber=%2B923001234567", "accountNumber=%2B********4567"),
+        # all of a secret's value: a log line's rule stops at a space or a punctuation mark
+        ("password=correct+horse+battery", "password=[REDACTED]"),
+        ("api_key=%2Chunter2x", "api_key=[REDACTED]"),
+        ("x-api-key=Token+hunter2x", "x-api-key=[REDACTED]"),
     ],
 )
 def test_the_log_masks_a_query_even_url_encoded(sent: str, kept: str) -> None:
     assert kept_query(sent) == kept
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b'{"password":"correct horse battery"}',
+        b'{"webhookSecret":"a hunter2x"}',
+        b'{"apiKey":["hunter2x"]}',
+        b'{"psp_secret":{"value":"hunter2x"}}',
+    ],
+)
+def test_the_log_masks_all_of_a_secret_fields_value(sent: bytes) -> None:
+    """It kept what followed a space, or all of a list or an object."""
+    kept = kept_body(sent)
+    assert kept is not None and kept.endswith(':"[REDACTED]"}'), kept
 
 
 def test_the_latency_histogram_tells_an_injected_latency_apart() -> None:
