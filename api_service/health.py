@@ -20,6 +20,11 @@ CHECK_TIMEOUT_SECONDS = 2.0
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
 
 
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class BrokerProbe:
     """One connection kept open; each probe makes a real round trip on it (a passive declare of
     an exchange every vhost has), so a broker that stopped answering is seen at once, not when
@@ -33,11 +38,20 @@ class BrokerProbe:
         # leak) a connection each, nor wait their turn behind a lock for a round trip each (four
         # probes of a silent broker answered after 2, 4, 6 and 8 s).
         self._probe: asyncio.Future[bool] | None = None
+        self._closed = False
 
     async def ok(self) -> bool:
+        if self._closed:  # shutting down: no connection opened that nothing would close
+            return False
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(self._probe_once())
-        return await asyncio.shield(self._probe)  # a caller that gives up leaves it to the others
+        probe = self._probe
+        try:
+            return await asyncio.shield(probe)  # a caller that gives up leaves it to the others
+        except asyncio.CancelledError:
+            if probe.cancelled() and not _being_cancelled():  # by close(), not by our caller
+                return False
+            raise
 
     async def _probe_once(self) -> bool:
         try:
@@ -55,11 +69,11 @@ class BrokerProbe:
 
     async def close(self) -> None:
         """At shutdown: the probe under way is cancelled first (its callers may have gone: a
-        connect it finished afterwards was left open)."""
+        connect it finished afterwards was left open), and no probe starts after it."""
+        self._closed = True
         if self._probe is not None:
             self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+            await asyncio.wait([self._probe])  # its end; a cancel of close() itself goes on up
         await self._disconnect()
 
     async def _disconnect(self) -> None:

@@ -195,6 +195,35 @@ async def test_a_probe_its_caller_left_opens_no_connection_after_shutdown(
     assert probe.connection is None
 
 
+async def test_a_closed_probe_answers_not_ready_and_opens_nothing(settings: Settings) -> None:
+    """A probe after close() opened a connection nothing would close; a /ready waiting on the
+    check that close() cancelled died with CancelledError instead of an answer."""
+    probe = BrokerProbe(settings.amqp_url)
+    waiting = asyncio.create_task(probe.ok())
+    await asyncio.sleep(0)  # it starts the shared check and waits on it
+
+    await probe.close()
+
+    assert await waiting is False
+    assert await probe.ok() is False
+    assert probe.connection is None
+
+
+async def test_a_cancelled_close_is_cancelled(settings: Settings) -> None:
+    """close() swallowed a cancel meant for itself (a shutdown that timed out went on)."""
+    probe = BrokerProbe(settings.amqp_url)
+    caller = asyncio.create_task(probe.ok())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(probe.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+
+    results = await asyncio.gather(closing, caller, return_exceptions=True)
+
+    assert isinstance(results[0], asyncio.CancelledError), results
+    await probe.close()
+
+
 async def test_docs_are_served_without_a_key(api_client: httpx.AsyncClient) -> None:
     response = await api_client.get("/docs")
     assert response.status_code == 200
