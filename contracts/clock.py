@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus
@@ -49,30 +49,24 @@ def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement
     return database_now_plus(offset_seconds_of(merchant_id))
 
 
-def advanced_before(merchant_id: SQLColumnExpression[str], moment: datetime) -> ColumnElement[bool]:
-    """The merchant's clock was last advanced before `moment` (real time), or never was."""
-    last_advance = (
-        select(SandboxClock.updated_at)
+def sandbox_time_at(
+    merchant_id: SQLColumnExpression[str], moment: datetime
+) -> ColumnElement[datetime]:
+    """The merchant's sandbox time as its clock read at `moment` (real time, in the past): with
+    the offset before its last advance if that came after `moment`. (Two advances since then
+    read as the later one's previous offset: what the earlier made due counts from its due time,
+    which a running scheduler has long applied.)"""
+    offset_then = (
+        select(
+            case(
+                (SandboxClock.updated_at <= moment, SandboxClock.offset_seconds),
+                else_=SandboxClock.previous_offset_seconds,
+            )
+        )
         .where(SandboxClock.merchant_id == merchant_id)
         .scalar_subquery()
     )
-    return or_(last_advance.is_(None), last_advance < moment)
-
-
-def due_before(
-    due_at: SQLColumnExpression[datetime], merchant_id: SQLColumnExpression[str], moment: datetime
-) -> ColumnElement[bool]:
-    """`due_at` (sandbox time) came due before `moment` (real time): on the database's clock
-    (never ahead of a merchant's), or on the merchant's clock advanced before `moment` (what an
-    advance made due is taken up within seconds: it is late only once the advance is older)."""
-    offset = offset_seconds_of(merchant_id)
-    return or_(
-        due_at < moment,
-        and_(
-            due_at < func.timestampadd(literal_column("SECOND"), offset, moment),
-            advanced_before(merchant_id, moment),
-        ),
-    )
+    return func.timestampadd(literal_column("SECOND"), func.coalesce(offset_then, 0), moment)
 
 
 async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import advanced_before, due_before
+from contracts.clock import sandbox_time_at
 from contracts.db.engine import utcnow
 from contracts.db.models import (
     OutboxMessage,
@@ -22,7 +22,7 @@ from contracts.db.models import (
 )
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
-from contracts.waiting_retries import overdue_by, pending_unattempted
+from contracts.waiting_retries import overdue, pending_unattempted, seconds_between
 from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
@@ -107,7 +107,6 @@ def _when(moment: datetime) -> str:
 
 def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
     stuck_since = utcnow() - thresholds.stuck_after
-    stuck_seconds = int(thresholds.stuck_after.total_seconds())
     return (
         _Listing(
             _stuck(thresholds.stuck_after),
@@ -124,7 +123,7 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
         _Listing(
             and_(
                 ScheduledAction.applied_at.is_(None),
-                due_before(ScheduledAction.due_at, ScheduledAction.merchant_id, stuck_since),
+                ScheduledAction.due_at < sandbox_time_at(ScheduledAction.merchant_id, stuck_since),
             ),
             (ScheduledAction.due_at, ScheduledAction.payout_id, ScheduledAction.action),
             lambda due, payout, action: (
@@ -165,12 +164,11 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
         _Listing(
             and_(
                 WebhookDelivery.status == DeliveryStatus.RETRYING.value,
-                or_(  # as due_before has it for scheduled actions
-                    overdue_by(stuck_seconds, on_the_merchants_clock=False),
-                    and_(
-                        overdue_by(stuck_seconds),
-                        advanced_before(WebhookDelivery.merchant_id, stuck_since),
-                    ),
+                overdue(  # late on the merchant's clock as it read `stuck_after` ago
+                    seconds_between(
+                        WebhookDelivery.next_attempt_at,
+                        sandbox_time_at(WebhookDelivery.merchant_id, stuck_since),
+                    )
                 ),
             ),
             (WebhookDelivery.next_attempt_at, WebhookDelivery.event_type, WebhookDelivery.event_id),

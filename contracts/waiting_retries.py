@@ -85,23 +85,24 @@ RECOPY_AFTER_STALLS = 12
 
 
 def stalled_for(seconds: int) -> ColumnElement[bool]:
-    """A retry whose message looks lost (overdue_by), and not copied (copyable_after)."""
-    return and_(overdue_by(seconds), copyable_after(seconds))
+    """A retry whose message looks lost (overdue), and not copied (copyable_after)."""
+    late = seconds_between(
+        WebhookDelivery.next_attempt_at, sandbox_now_of(WebhookDelivery.merchant_id)
+    )
+    return and_(overdue(late - seconds), copyable_after(seconds))
 
 
-def overdue_by(seconds: int, *, on_the_merchants_clock: bool = True) -> ColumnElement[bool]:
-    """A retry not attempted when it should have been: on its merchant's sandbox clock (or on
-    the database's, never ahead of it), later than `seconds` plus a quarter of its wait (a live
-    retry waits in its tier's TTL queue behind messages that expire later, up to a fifth of the
-    tier's delay; a Retry-After wait held in a longer tier can be later still), its delivery
-    held by no attempt."""
+def overdue(late_seconds: ColumnElement[int]) -> ColumnElement[bool]:
+    """A retry `late_seconds` past its due time on its merchant's clock, and so not attempted
+    when it should have been: later than a quarter of its wait (a live retry waits in its tier's
+    TTL queue behind messages that expire later, up to a fifth of the tier's delay; a
+    Retry-After wait held in a longer tier can be later still), its delivery held by no
+    attempt."""
     delivery = WebhookDelivery
     offset = offset_seconds_of(delivery.merchant_id)
     # Its wait, from when the attempt before it was recorded (on the sandbox clock of now).
-    waited = _seconds_between(_plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
-    now = sandbox_now_of(delivery.merchant_id) if on_the_merchants_clock else DATABASE_NOW
-    late = _seconds_between(delivery.next_attempt_at, now)
-    return and_(late > seconds + func.greatest(waited, 0) / 4, unleased())
+    waited = seconds_between(_plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
+    return and_(late_seconds > func.greatest(waited, 0) / 4, unleased())
 
 
 def unleased() -> ColumnElement[bool]:
@@ -143,7 +144,7 @@ def _plus_seconds(
     return func.timestampadd(literal_column("SECOND"), seconds, moment)
 
 
-def _seconds_between(
+def seconds_between(
     start: SQLColumnExpression[datetime | None], end: SQLColumnExpression[datetime | None]
 ) -> ColumnElement[int]:
     return func.timestampdiff(literal_column("SECOND"), start, end)

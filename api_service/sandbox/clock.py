@@ -236,7 +236,11 @@ async def advance_clock(
             insert(SandboxClock)
             .values(merchant_id=merchant.id, offset_seconds=body.seconds, updated_at=utcnow())
             .on_duplicate_key_update(
-                offset_seconds=SandboxClock.offset_seconds + body.seconds, updated_at=utcnow()
+                [  # in this order: each assignment sees the ones before it
+                    ("previous_offset_seconds", SandboxClock.offset_seconds),
+                    ("offset_seconds", SandboxClock.offset_seconds + body.seconds),
+                    ("updated_at", utcnow()),
+                ]
             )
         )
         offset, real, sandbox = await _clock(session, merchant.id)

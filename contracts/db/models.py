@@ -402,6 +402,8 @@ class SandboxClock(Base):
 
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
     offset_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The offset before the last advance (updated_at): what the clock read until then.
+    previous_offset_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 

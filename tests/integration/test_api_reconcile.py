@@ -574,6 +574,18 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
             .values(updated_at=utcnow() - timedelta(minutes=6))
         )
     assert await reported() == [line(an_hour_ago), line(sandbox_due)]
+    async with transaction(sessions) as session:  # advanced again, by a second, just now
+        await session.execute(
+            update(SandboxClock)
+            .where(SandboxClock.merchant_id == merchant.merchant_id)
+            .values(
+                previous_offset_seconds=73 * 3600,
+                offset_seconds=73 * 3600 + 1,
+                updated_at=utcnow(),
+            )
+        )
+    # Late on the clock before that advance: late still (it hid the step due on the clock).
+    assert await reported() == [line(an_hour_ago), line(sandbox_due)]
     async with transaction(sessions) as session:
         await session.execute(
             update(ScheduledAction)
