@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, literal_column, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import database_now_plus
+from contracts.db.engine import database_now_plus, plus_seconds
 from contracts.db.models import SandboxClock
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
@@ -66,7 +66,7 @@ def sandbox_time_at(
         .where(SandboxClock.merchant_id == merchant_id)
         .scalar_subquery()
     )
-    return func.timestampadd(literal_column("SECOND"), func.coalesce(offset_then, 0), moment)
+    return plus_seconds(func.coalesce(offset_then, 0), moment)
 
 
 async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, o
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import sandbox_time_at
-from contracts.db.engine import utcnow
+from contracts.db.engine import seconds_between, utcnow
 from contracts.db.models import (
     OutboxMessage,
     Payout,
@@ -22,7 +22,7 @@ from contracts.db.models import (
 )
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
-from contracts.waiting_retries import overdue, pending_unattempted, seconds_between
+from contracts.waiting_retries import overdue, pending_unattempted
 from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20

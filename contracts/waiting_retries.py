@@ -29,11 +29,9 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
-    SQLColumnExpression,
     and_,
     bindparam,
     func,
-    literal_column,
     or_,
     select,
     update,
@@ -41,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import offset_seconds_of, sandbox_now_of
-from contracts.db.engine import DATABASE_NOW, database_now_plus
+from contracts.db.engine import DATABASE_NOW, database_now_plus, plus_seconds, seconds_between
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
@@ -101,7 +99,7 @@ def overdue(late_seconds: ColumnElement[int]) -> ColumnElement[bool]:
     delivery = WebhookDelivery
     offset = offset_seconds_of(delivery.merchant_id)
     # Its wait, from when the attempt before it was recorded (on the sandbox clock of now).
-    waited = seconds_between(_plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
+    waited = seconds_between(plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
     return and_(late_seconds > func.greatest(waited, 0) / 4, unleased())
 
 
@@ -136,18 +134,6 @@ def copyable_after(seconds: int) -> ColumnElement[bool]:
         not_copied(),
         WebhookDelivery.copied_at <= database_now_plus(-RECOPY_AFTER_STALLS * seconds),
     )
-
-
-def _plus_seconds(
-    seconds: ColumnElement[int], moment: SQLColumnExpression[datetime]
-) -> ColumnElement[datetime]:
-    return func.timestampadd(literal_column("SECOND"), seconds, moment)
-
-
-def seconds_between(
-    start: SQLColumnExpression[datetime | None], end: SQLColumnExpression[datetime | None]
-) -> ColumnElement[int]:
-    return func.timestampdiff(literal_column("SECOND"), start, end)
 
 
 async def send_copies(

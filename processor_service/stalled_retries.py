@@ -18,10 +18,10 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 
 from contracts.clock import sandbox_now_of
-from contracts.db.engine import SessionFactory, transaction
+from contracts.db.engine import SessionFactory, plus_seconds, transaction
 from contracts.db.models import SandboxClock, WebhookDelivery
 from contracts.logging import some_of
 from contracts.waiting_retries import (
@@ -120,8 +120,8 @@ def due_on_an_advanced_clock() -> ColumnElement[bool]:
         .where(SandboxClock.merchant_id == WebhookDelivery.merchant_id)
         .scalar_subquery()
     )
-    recorded_before_the_advance = WebhookDelivery.updated_at < func.timestampadd(
-        literal_column("SECOND"), int(ADVANCE_OVERLAP.total_seconds()), advanced_at
+    recorded_before_the_advance = WebhookDelivery.updated_at < plus_seconds(
+        int(ADVANCE_OVERLAP.total_seconds()), advanced_at
     )
     return and_(
         WebhookDelivery.merchant_id.in_(_ADVANCED_CLOCKS),

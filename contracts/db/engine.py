@@ -93,5 +93,17 @@ def naive_utc(value: datetime) -> datetime:
 DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
 
 
+def plus_seconds(
+    seconds: int | SQLColumnExpression[int], moment: datetime | SQLColumnExpression[datetime]
+) -> ColumnElement[datetime]:
+    return func.timestampadd(literal_column("SECOND"), seconds, moment)
+
+
+def seconds_between(
+    start: SQLColumnExpression[datetime | None], end: SQLColumnExpression[datetime | None]
+) -> ColumnElement[int]:
+    return func.timestampdiff(literal_column("SECOND"), start, end)
+
+
 def database_now_plus(seconds: int | SQLColumnExpression[int]) -> ColumnElement[datetime]:
-    return func.timestampadd(literal_column("SECOND"), seconds, DATABASE_NOW)
+    return plus_seconds(seconds, DATABASE_NOW)
