@@ -7,16 +7,29 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import make_url, select, text
+from sqlalchemy import make_url, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
-from contracts.db.engine import create_engine, create_session_factory, transaction
+from api_service.directory.active import ACTIVE_DIRECTORY
+from contracts.db.engine import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    transaction,
+)
 from contracts.db.models import DirectoryInstitution
 from contracts.settings import Settings
 from migrations.runner import alembic_config, upgrade_to_head
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, assert_error, auth, new_merchant
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    new_merchant,
+    payout_body,
+)
 from tests.support.directory import BANKS, WALLETS
 
 DIRECTORY = {
@@ -217,3 +230,40 @@ async def test_verify_account_rejects_an_invalid_request(
         f"{API}/verify-account", json=_verify_body(**overrides), headers=auth(await make_merchant())
     )
     assert_error(response, 400, "VALIDATION_ERROR", field)
+
+
+async def _switch(sessions: SessionFactory, code: str, *, active: bool) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(DirectoryInstitution)
+            .where(DirectoryInstitution.code == code)
+            .values(is_active=active)
+        )
+
+
+async def test_a_code_switched_on_is_taken_at_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API keeps a copy of the active codes for a few seconds; a code it does not know is
+    looked up again before the refusal, which the idempotency key would replay for a day."""
+    merchant = await make_merchant()
+    bank = {"destType": "BANK", "bankCode": "SINDH", "walletCode": None}
+    await _switch(sessions, "SINDH", active=False)
+    try:
+        monkeypatch.setattr(ACTIVE_DIRECTORY, "_loaded_at", float("-inf"))
+        await create_payout(api_client, merchant)  # the copy is read while SINDH is off
+    finally:
+        await _switch(sessions, "SINDH", active=True)
+    verified = await api_client.post(
+        f"{API}/verify-account", json=_verify_body(**bank), headers=auth(merchant)
+    )
+    assert verified.status_code == 200, verified.text
+    created = await api_client.post(
+        f"{API}/payouts",
+        json=payout_body(**bank, accountNumber="1234567890"),
+        headers=auth(merchant),
+    )
+    assert created.status_code == 201, created.text
