@@ -4,6 +4,7 @@ caller's transaction together with the balance row it keeps equal to the ledger.
 Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the outside world).
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,7 +100,8 @@ class _Balance:
 # The one UPDATE of a merchant's balance: both accounts moved at once by :b_available and
 # :b_held (a posting's, or a batch's share), neither below zero (each debited account covers what
 # is taken from it), their sum not above MAX_BALANCE (a ledger line's balance_after holds it: a
-# top-up past it was the database's out-of-range error, a 500).
+# top-up past it was the database's out-of-range error, a 500); its version goes up by the number
+# of journals (:b_journals) that moved it, as /balance promises.
 _MOVE_BALANCE = (
     update(_BALANCES)
     .where(
@@ -112,7 +114,7 @@ _MOVE_BALANCE = (
     .values(
         available=_BALANCES.c.available + bindparam("b_available"),
         held=_BALANCES.c.held + bindparam("b_held"),
-        version=_BALANCES.c.version + 1,
+        version=_BALANCES.c.version + bindparam("b_journals", type_=_BALANCES.c.version.type),
         updated_at=bindparam("b_now"),
     )
 )
@@ -141,7 +143,7 @@ async def post(
         raise ValueError(f"ledger amounts are positive, got {amount}")
     now = utcnow()
     journal_id = await _journal(session, posting, merchant_id, payout_id, hold_cycle, now)
-    await _move_balance(session, merchant_id, _Balance().moved(posting, amount), now)
+    await _move_balance(session, merchant_id, _Balance().moved(posting, amount), now, journals=1)
     await _lines(session, posting, journal_id, merchant_id, amount, utcnow())
 
 
@@ -218,16 +220,16 @@ def _lines_statement(posting: Posting) -> Insert:
 
 
 async def _move_balance(
-    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
+    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime, *, journals: int
 ) -> None:
-    """The merchant's balance moved by `share`; UnknownMerchantBalance, InsufficientBalance or
-    BalanceLimitExceeded when it did not move."""
-    if not await _balance_moved(session, merchant_id, share, now):
+    """The merchant's balance moved by `share`, the sum of `journals` journals;
+    UnknownMerchantBalance, InsufficientBalance or BalanceLimitExceeded when it did not move."""
+    if not await _balance_moved(session, merchant_id, share, now, journals=journals):
         await _refuse(session, merchant_id, share)
 
 
 async def _balance_moved(
-    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime
+    session: AsyncSession, merchant_id: str, share: _Balance, now: datetime, *, journals: int
 ) -> bool:
     result = cast(
         CursorResult[Any],
@@ -237,6 +239,7 @@ async def _balance_moved(
                 "b_merchant": merchant_id,
                 "b_available": share.available,
                 "b_held": share.held,
+                "b_journals": journals,
                 "b_now": now,
             },
         ),
@@ -281,7 +284,8 @@ async def try_hold_funds(
     failed UPDATE keeps no lock under READ COMMITTED.)"""
     if amount <= 0:
         raise ValueError(f"ledger amounts are positive, got {amount}")
-    if not await _balance_moved(session, merchant_id, _Balance().moved(HOLD, amount), utcnow()):
+    hold = _Balance().moved(HOLD, amount)
+    if not await _balance_moved(session, merchant_id, hold, utcnow(), journals=1):
         return False
     held_at = utcnow()  # as in `post`: stamped once the row is held
     journal_id = await _journal(session, HOLD, merchant_id, payout_id, hold_cycle, held_at)
@@ -378,12 +382,16 @@ async def post_many(session: AsyncSession, postings: Sequence[tuple[Posting, Ent
     )
     journal_ids = await _journal_ids(session, postings)
     shares: dict[str, _Balance] = {}
+    journals: Counter[str] = Counter()
     for posting, entry in postings:
         shares[entry.merchant_id] = shares.get(entry.merchant_id, _Balance()).moved(
             posting, entry.amount
         )
+        journals[entry.merchant_id] += 1
     for merchant_id in sorted(shares):
-        await _move_balance(session, merchant_id, shares[merchant_id], now)
+        await _move_balance(
+            session, merchant_id, shares[merchant_id], now, journals=journals[merchant_id]
+        )
     held_at = utcnow()
     after_all = await _balances(session, list(shares))
     # Back to each balance before the batch, then forward one journal at a time.

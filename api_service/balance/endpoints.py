@@ -23,7 +23,9 @@ class BalanceView(BaseModel):
     balance: str = Field(description="availableBalance + lockedBalance")
     lockedBalance: str = Field(description="Held for payouts not settled yet")
     availableBalance: str
-    version: int = Field(description="Goes up by one with every change of the balance")
+    version: int = Field(
+        description="Goes up by one with every ledger journal that moves the balance"
+    )
 
 
 class BalanceEnvelope(SuccessEnvelope[BalanceView]):

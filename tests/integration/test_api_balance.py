@@ -44,7 +44,23 @@ async def test_balance_splits_available_and_locked(
         "250.25",
         "749.75",
     )
-    assert held["version"] > opening["version"]
+    assert held["version"] == opening["version"] + 1
+
+
+async def test_version_counts_every_journal_that_moved_the_balance(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A payroll moves the balance row once for all its holds; its version still goes up by one
+    per hold, as /balance promises, so a merchant can tell how many movements it missed."""
+    merchant = await make_merchant(balance="1000.00")
+    opening = await get_balance(api_client, merchant)
+    payroll = await api_client.post(
+        f"{API}/payouts/batch",
+        json={"payouts": [payout_body(amount="10.00") for _ in range(3)]},
+        headers=auth(merchant),
+    )
+    assert payroll.json()["data"]["summary"]["created"] == 3, payroll.text
+    assert (await get_balance(api_client, merchant))["version"] == opening["version"] + 3
 
 
 async def test_history_lists_the_merchants_ledger_lines_newest_first(
