@@ -12,6 +12,7 @@ import hmac
 import re
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.mysql import insert as insert_or_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +23,7 @@ from api_service.errors import (
     StalePspReference,
 )
 from contracts.db.engine import utcnow
-from contracts.db.models import Payout, PspCallback
+from contracts.db.models import Payout, PspCallback, PspReferenceClaim
 from contracts.domain.psp_references import generated_for_another, generated_references_before
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.payout_events import Announcements
@@ -73,6 +74,7 @@ async def _names_another_payout(session: AsyncSession, payout: Payout, psp_refer
         return False
     if generated_for_another(payout.id, psp_reference):
         return True
+    await _claim(session, payout, psp_reference)
     current = select(Payout.psp_reference).where(  # ix_payouts_psp_reference
         Payout.psp_reference == psp_reference, Payout.id != payout.id
     )
@@ -81,6 +83,19 @@ async def _names_another_payout(session: AsyncSession, payout: Payout, psp_refer
     )
     named = await session.scalars(current.union_all(accepted))
     return psp_reference in set(named)
+
+
+async def _claim(session: AsyncSession, payout: Payout, psp_reference: str) -> None:
+    """Take the reference's claim row (written once, by the first payout to name it). A callback
+    naming it for another payout at the same moment waits here for this transaction, and then
+    reads its outcome: each locks only its own payout, and neither read the other's uncommitted
+    outcome, so both were accepted."""
+    claim = insert_or_update(PspReferenceClaim).values(
+        psp_reference=psp_reference, payout_id=payout.id
+    )
+    await session.execute(
+        claim.on_duplicate_key_update(payout_id=PspReferenceClaim.__table__.c.payout_id)
+    )
 
 
 async def _recorded(

@@ -240,6 +240,17 @@ class PspCallback(Base):
     received_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class PspReferenceClaim(Base):
+    """The first payout an accepted PSP outcome named a reference for. Its primary key makes two
+    callbacks naming one reference for two payouts at once wait for each other, so the second
+    sees the first's outcome and is refused (each locks only its own payout)."""
+
+    __tablename__ = "psp_reference_claims"
+
+    psp_reference: Mapped[str] = mapped_column(String(64, collation=EXACT), primary_key=True)
+    payout_id: Mapped[str] = mapped_column(Uuid)
+
+
 class PayoutEvent(Base):
     """The merchant's event log (`GET /events`): the payout as it was at each change."""
 

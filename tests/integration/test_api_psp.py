@@ -219,6 +219,27 @@ async def test_an_ipn_naming_another_payouts_psp_reference_is_409_and_changes_no
     assert (await post_ipn(api_client, settings.psp_secret, own)).status_code == 200
 
 
+async def test_one_psp_reference_sent_for_two_payouts_at_once_is_taken_by_one(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    """Each callback locks only its own payout and neither read the other's outcome (not
+    committed yet): both were accepted, two payouts with one reference, in 19 pairs of 20."""
+    for _ in range(10):
+        pair = [await create_payout(api_client, await make_merchant()) for _ in range(2)]
+        reference = f"BANK-{uuid.uuid4().hex[:12]}"
+        answers = await asyncio.gather(
+            *(
+                post_ipn(
+                    api_client,
+                    settings.psp_secret,
+                    _callback(payout["id"], "SUCCESS", pspReference=reference),
+                )
+                for payout in pair
+            )
+        )
+        assert sorted(answer.status_code for answer in answers) == [200, 409]
+
+
 async def test_a_psp_reference_differing_in_case_from_another_payouts_is_not_theirs(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
