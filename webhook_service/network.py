@@ -136,36 +136,34 @@ class Connection:
         self.transport.abort()
 
     async def exchange(
-        self, head: h11.Request, body: bytes, excerpt_bytes: int
+        self, head: h11.Request, body: bytes, excerpt_bytes: int, deadline: float
     ) -> tuple[Answer, bool]:
-        """Send the request in one write and read the answer, up to `excerpt_bytes` of its body.
-        Also whether the connection can take another request (the whole answer was read and
-        neither side asked to close)."""
+        """Send the request in one write and read the answer by `deadline` (the event loop's
+        time; TimeoutError), up to `excerpt_bytes` of its body. Also whether the connection can
+        take another request (the whole answer was read and neither side asked to close).
+
+        The status is the answer: once it is in, a body that ends early, or not by the
+        deadline, is cut where it stopped (as a large body is never read past its excerpt); a
+        2xx whose body was cut short counted as no answer, and the delivery was retried and
+        parked although the endpoint had taken it every time."""
         request = b"".join(
             self.protocol.send(event) or b""
             for event in (head, h11.Data(data=body), h11.EndOfMessage())
         )
-        with raising_as(WriteError):
-            self.writer.write(request)
-            if self.transport.get_write_buffer_size():
-                await self.writer.drain()
-        response: h11.Response | None = None
+        async with asyncio.timeout_at(deadline):
+            with raising_as(WriteError):
+                self.writer.write(request)
+                if self.transport.get_write_buffer_size():
+                    await self.writer.drain()
+            response = await self._next_event()
+        if isinstance(response, h11.ConnectionClosed):
+            raise RemoteProtocolError("the endpoint closed the connection without an answer")
+        if not isinstance(response, h11.Response):
+            raise RemoteProtocolError(f"unexpected in an answer: {response!r}")
         excerpt = bytearray()
-        while True:
-            event = await self._next_event()
-            if isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                excerpt += event.data
-                if len(excerpt) >= excerpt_bytes:  # a large body is not downloaded
-                    break
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise RemoteProtocolError("the endpoint closed the connection without an answer")
-            else:
-                raise RemoteProtocolError(f"unexpected in an answer: {event!r}")
-        assert response is not None  # h11 gives the head before any body
+        with contextlib.suppress(TimeoutError, NoAnswer):
+            async with asyncio.timeout_at(deadline):
+                await self._read_body(excerpt, excerpt_bytes)
         answer = Answer(response.status_code, list(response.headers), bytes(excerpt))
         # Reused only after a whole answer with nothing after it: bytes beyond the answer would
         # be read as the next request's answer.
@@ -174,6 +172,17 @@ class Connection:
         if reusable:
             self.protocol.start_next_cycle()
         return answer, reusable
+
+    async def _read_body(self, excerpt: bytearray, excerpt_bytes: int) -> None:
+        """The answer's body into `excerpt`, until its end or `excerpt_bytes` of it (a large body
+        is not downloaded); RemoteProtocolError when it does not end as announced."""
+        while len(excerpt) < excerpt_bytes:
+            event = await self._next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return
+            if not isinstance(event, h11.Data):
+                raise RemoteProtocolError(f"the answer's body ended with {event!r}")
+            excerpt += event.data
 
     async def _next_event(self) -> object:
         """The next event of the answer, informational (1xx) heads skipped."""
@@ -199,11 +208,13 @@ class ConnectionPool:
         self._closed = False
 
     async def request(
-        self, origin: Origin, head: h11.Request, body: bytes, *, excerpt_bytes: int
+        self, origin: Origin, head: h11.Request, body: bytes, *, excerpt_bytes: int, deadline: float
     ) -> Answer:
-        connection = self._idle_connection(origin) or await self._connect(origin)
+        """The answer by `deadline` (the event loop's time), else TimeoutError."""
+        async with asyncio.timeout_at(deadline):
+            connection = self._idle_connection(origin) or await self._connect(origin)
         try:
-            answer, reusable = await connection.exchange(head, body, excerpt_bytes)
+            answer, reusable = await connection.exchange(head, body, excerpt_bytes, deadline)
         except BaseException:
             connection.close()
             raise

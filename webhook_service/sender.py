@@ -2,7 +2,8 @@
 
 Through webhook_service.network's connection pool (h11 over asyncio streams, kept-alive
 connections by origin); redirects are not followed (a 3xx is a failed attempt: the endpoint must
-be configured with its final URL); the whole attempt is bounded by the webhook timeout.
+be configured with its final URL); the whole attempt is bounded by the webhook timeout, and an
+answer's status counts once it is in, whatever becomes of its body.
 """
 
 import asyncio
@@ -110,10 +111,13 @@ class WebhookSender:
                     *((name.encode(), value.encode()) for name, value in headers.items()),
                 ],
             )
-            async with asyncio.timeout(self.timeout_seconds):
-                answer = await self.pool.request(
-                    target.origin, head, body, excerpt_bytes=EXCERPT_BYTES
-                )
+            answer = await self.pool.request(
+                target.origin,
+                head,
+                body,
+                excerpt_bytes=EXCERPT_BYTES,
+                deadline=asyncio.get_running_loop().time() + self.timeout_seconds,
+            )
         except TimeoutError:
             return AttemptResult(None, elapsed_ms(), f"timed out after {self.timeout_seconds:g} s")
         except NO_ANSWER as exc:

@@ -235,6 +235,54 @@ async def test_an_informational_head_before_the_answer_is_skipped(sender: Webhoo
     assert [r.status_code for r in results] == [200, 200]
 
 
+class CutShortEndpoint(Endpoint):
+    """Answers a status and the start of the body it announces, then closes the connection."""
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        await super().respond(writer)
+        writer.close()
+
+
+@pytest.mark.parametrize(("status", "error"), [(b"200 OK", None), (b"503 Busy", "HTTP 503")])
+async def test_an_answer_whose_body_is_cut_short_counts_by_its_status(
+    sender: WebhookSender, status: bytes, error: str | None
+) -> None:
+    """A 2xx is a delivery whatever becomes of its body: one cut short was no answer at all,
+    and the endpoint got the webhook again on every tier until it was parked."""
+    cut = CutShortEndpoint(b"HTTP/1.1 %s\r\nContent-Length: 100\r\n\r\nok" % status)
+    results = await post_twice(sender, cut)
+
+    assert [(r.status_code, r.error, r.response_excerpt) for r in results] == [
+        (int(status[:3]), error, "ok")
+    ] * 2
+    assert cut.connections == 2
+
+
+async def test_a_2xx_whose_body_does_not_end_by_the_timeout_is_a_delivery() -> None:
+    trickle = Endpoint(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")  # 8 bytes short
+    sender = WebhookSender(timeout_seconds=0.5, allow_private_urls=True)
+    try:
+        results = await post_twice(sender, trickle)
+    finally:
+        await sender.aclose()
+
+    assert [(r.status_code, r.delivered) for r in results] == [(200, True)] * 2
+    assert trickle.connections == 2  # an answer not read to its end leaves no connection to reuse
+
+
+async def test_an_endpoint_that_does_not_answer_by_the_timeout_is_a_failed_attempt() -> None:
+    silent = HeldEndpoint()
+    sender = WebhookSender(timeout_seconds=0.5, allow_private_urls=True)
+    try:
+        async with served(silent) as url:
+            result = await sender.post(url, b"{}", {})
+    finally:
+        await sender.aclose()
+        silent.release.set()
+
+    assert (result.status_code, result.error) == (None, "timed out after 0.5 s")
+
+
 class MuteEndpoint(Endpoint):
     """Closes each connection without an answer."""
 
@@ -364,7 +412,8 @@ async def test_a_request_goes_out_in_one_write() -> None:
         method=b"POST", target=b"/hook", headers=[(b"Host", b"x"), (b"Content-Length", b"7")]
     )
 
-    answer, reusable = await connection.exchange(head, b'{"a":1}', EXCERPT_BYTES)
+    deadline = asyncio.get_running_loop().time() + 5
+    answer, reusable = await connection.exchange(head, b'{"a":1}', EXCERPT_BYTES, deadline)
 
     assert (answer.status, answer.excerpt, reusable) == (200, b"ok", True)
     assert len(writer.writes) == 1
