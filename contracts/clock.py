@@ -50,7 +50,7 @@ def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement
 
 
 def sandbox_time_at(
-    merchant_id: SQLColumnExpression[str], moment: datetime
+    merchant_id: SQLColumnExpression[str] | str, moment: datetime
 ) -> ColumnElement[datetime]:
     """The merchant's sandbox time as its clock read at `moment` (real time, in the past): with
     the offset before its last advance if that came after `moment`. (Two advances since then
@@ -69,5 +69,6 @@ def sandbox_time_at(
     return plus_seconds(func.coalesce(offset_then, 0), moment)
 
 
-async def sandbox_now(session: AsyncSession, merchant_id: str) -> datetime:
-    return (await session.execute(select(sandbox_now_of(merchant_id)))).scalar_one()
+async def sandbox_time_then(session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:
+    """The merchant's sandbox time as its clock read at `moment` (see `sandbox_time_at`)."""
+    return (await session.execute(select(sandbox_time_at(merchant_id, moment)))).scalar_one()

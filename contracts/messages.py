@@ -27,6 +27,14 @@ class ProcessPayout(WireModel):
     merchant_id: str
     attempt: int | None = Field(default=None, ge=0)
     hold_cycle: int | None = Field(default=None, ge=0)
+    # Added compatibly to version 1: absent/null but for an attempt the sandbox clock started (a
+    # queued payout that a scheduled step's money started), which carries the sandbox time the
+    # step was due at; a script or a decision window runs from it.
+    sandbox_time: Timestamp | None = Field(
+        default_factory=event_sandbox_time,
+        description="The merchant's sandbox time at which its sandbox clock started this attempt; "
+        "absent: at the payout's `updatedAt`, on the merchant's clock as it read then",
+    )
 
     @property
     def names_its_attempt(self) -> bool:

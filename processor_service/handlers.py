@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_now, stamping_sandbox_time
-from contracts.db.engine import utcnow
+from contracts.clock import sandbox_time_then, stamping_sandbox_time
+from contracts.db.engine import naive_utc, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
@@ -130,6 +130,7 @@ async def _plan(
     if command.names_its_attempt and not _sent_for_this_attempt(command, payout):
         log.info("command for attempt %s of payout %s: already made", command.attempt, payout.id)
         return None
+    started = payout.updated_at  # the attempt's start: it has waited since
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []
@@ -143,8 +144,14 @@ async def _plan(
             retry_delay_ms=None if script else context.retry_delay_ms,
         )
         if len(script) > 1 or PayoutStatus(payout.status) in AWAITING_DECISION:
-            now = await sandbox_now(session, payout.merchant_id)
-            later = follow_ups(payout, script=script, step=0, at=now, timetable=timetable)
+            # From the sandbox time the attempt started, not the one it was picked up at: a
+            # payout created just before an advance was picked up after it, and its steps in
+            # the advanced window were put off by the whole advance.
+            if command.sandbox_time is not None:
+                at = naive_utc(command.sandbox_time)
+            else:
+                at = await sandbox_time_then(session, payout.merchant_id, started)
+            later = follow_ups(payout, script=script, step=0, at=at, timetable=timetable)
     return Processing(change, later)
 
 

@@ -6,7 +6,8 @@ Advancing is one UPDATE of the merchant's offset; the processor's scheduler loop
 the same transaction the merchant's webhook retries that came due leave their wait
 (api_service.sandbox.webhook_retries). The request then waits (at most
 `PAYOUTS_SANDBOX_CLOCK_WAIT_SECONDS`) until none of the merchant's actions or webhook retries due
-by its sandbox time is left, and says so in `Sandbox-Clock-Settled`.
+by its sandbox time is left, nor any payout the processor has yet to pick up, and says so in
+`Sandbox-Clock-Settled`.
 """
 
 import asyncio
@@ -36,7 +37,8 @@ from api_service.sandbox.webhook_retries import count_retries_due, release_retri
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
-from contracts.db.models import SandboxClock, ScheduledAction
+from contracts.db.models import Payout, SandboxClock, ScheduledAction
+from contracts.domain.statuses import PayoutStatus
 from contracts.wire import format_timestamp
 
 router = APIRouter(prefix="/sandbox/clock", tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -271,9 +273,11 @@ async def advance_clock(
 
 async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: float) -> bool:
     """Whether none of the merchant's actions or webhook retries due by its sandbox time is left,
-    polled until it is or `within` seconds have passed."""
+    nor any payout the processor has yet to submit (it schedules the payout's steps from when
+    the payout started: those in the advanced window are due when it has), polled until so or
+    `within` seconds have passed."""
     deadline = time.monotonic() + within
-    due = (
+    actions_due = (
         select(func.count())
         .select_from(ScheduledAction)
         .where(
@@ -281,7 +285,19 @@ async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: f
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= sandbox_now_of(merchant_id),
         )
+        .scalar_subquery()
     )
+    unsubmitted = (
+        select(func.count())
+        .select_from(Payout)
+        .where(  # ix_payouts_merchant_status_created
+            Payout.merchant_id == merchant_id,
+            Payout.status == PayoutStatus.PENDING.value,
+            Payout.psp_reference.is_(None),
+        )
+        .scalar_subquery()
+    )
+    due = select(actions_due + unsubmitted)
     while True:
         left = (await session.scalar(due) or 0) + await count_retries_due(session, merchant_id)
         await session.rollback()  # end the read; nothing is held while waiting

@@ -4,7 +4,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal_column
+from sqlalchemy import ColumnElement, SQLColumnExpression, cast, func, literal_column
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -96,6 +97,10 @@ DATABASE_NOW: ColumnElement[datetime] = literal_column("UTC_TIMESTAMP(6)")
 def plus_seconds(
     seconds: int | SQLColumnExpression[int], moment: datetime | SQLColumnExpression[datetime]
 ) -> ColumnElement[datetime]:
+    """`moment` plus `seconds`; a time of ours is sent as text, which the server adds to as text
+    unless it is cast (a string where a datetime was selected)."""
+    if isinstance(moment, datetime):
+        moment = cast(moment, DATETIME(fsp=6))
     return func.timestampadd(literal_column("SECOND"), seconds, moment)
 
 

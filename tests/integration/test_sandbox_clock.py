@@ -151,14 +151,14 @@ async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
         payout_id,
         merchant.merchant_id,
     )
-    # The reversal is stamped with the sandbox time it was due at (48 h after the success in
-    # sandbox time); the events before it with none.
+    # The reversal is stamped with the sandbox time it was due at (48 h after the payout
+    # started, in sandbox time: its success followed at once); the events before it with none.
     stamps = await sandbox_times(sessions, payout_id)
     assert stamps["payout.succeeded"] is None
     reversed_at = stamps["payout.reversed"]
     assert reversed_at is not None
-    success_at = parse(data["processedAt"])
-    assert timedelta(hours=48) <= parse(reversed_at) - success_at < timedelta(hours=48, seconds=5)
+    started_at = parse(data["createdAt"])
+    assert timedelta(hours=48) <= parse(reversed_at) - started_at < timedelta(hours=48, seconds=5)
     # Once: advancing again changes nothing.
     assert (await advance(api_client, merchant, 100 * HOUR))["due"] == []
     assert len(await event_types(sessions, payout_id)) == 4
@@ -249,6 +249,59 @@ async def test_a_queued_payout_that_a_clock_step_starts_says_so_with_sandbox_tim
     reversed_at = (await sandbox_times(sessions, reversed_payout))["payout.reversed"]
     assert reversed_at is not None
     assert (await sandbox_times(sessions, queued["id"]))["payout.dequeued"] == reversed_at
+
+
+@pytest.mark.usefixtures("processor")
+@pytest.mark.parametrize(
+    ("suffix", "amount", "hours", "status"),
+    [("0006", AMOUNT, 49, "REVERSED"), ("7777", "150000.00", 73, "FAILED")],
+    ids=["0006 reversed", "in review expired"],
+)
+async def test_a_payout_created_just_before_an_advance_finishes_within_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    suffix: str,
+    amount: str,
+    hours: int,
+    status: str,
+) -> None:
+    """The processor picks the payout up after the advance: its script (or decision window)
+    started then, a whole advance late, and the advance answered settled with nothing done."""
+    merchant = await make_merchant()
+    payout_id = await create(api_client, merchant, suffix, amount)
+
+    await advance(api_client, merchant, hours * HOUR)
+
+    assert (await payout(api_client, merchant, payout_id))["status"] == status
+
+
+@pytest.mark.usefixtures("processor")
+async def test_a_payout_a_clock_step_starts_runs_its_script_from_that_step(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A 0008 payout fails 2 h in and its money starts a queued 0006 payout then; the 0006
+    reversal (48 h after) is due 50 h in, inside a 51 h advance. The script started when the
+    processor picked the payout up, at the advance's end, and put the reversal off to 99 h."""
+    merchant = await make_merchant(balance=AMOUNT)
+    failing = await create(api_client, merchant, "0008")
+    await reaches(api_client, merchant, failing, "PENDING")
+    body = payout_body(
+        amount=AMOUNT,
+        destType="BANK",
+        bankCode="HBL",
+        walletCode=None,
+        accountNumber="1234560006",
+        queueIfLowBalance=True,
+    )
+    created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert created.json()["data"]["status"] == "QUEUED", created.text
+
+    await advance(api_client, merchant, 51 * HOUR)
+
+    assert (await payout(api_client, merchant, failing))["status"] == "FAILED"
+    assert (await payout(api_client, merchant, created.json()["data"]["id"]))["status"] == (
+        "REVERSED"
+    )
 
 
 async def queue(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
