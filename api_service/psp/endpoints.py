@@ -109,7 +109,14 @@ async def psp_callback(
     session: SessionDep,
     settings: SettingsDep,
     request_id: RequestId,
-    signature: Annotated[str | None, Header(alias="X-PSP-Signature")] = None,
+    signature: Annotated[
+        str | None,
+        Header(
+            alias="X-PSP-Signature",
+            description="Hex HMAC-SHA256 of the raw body, keyed with the PSP secret; missing or "
+            "wrong: 401",
+        ),
+    ] = None,
 ) -> Response:
     raw = await request.body()
     if not service.signature_matches(settings.psp_secret, raw, signature):  # forged ones show up
