@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from sqlalchemy import Integer, bindparam, delete, insert, select, text, update
@@ -55,6 +55,7 @@ from contracts.db.models import IdempotencyKey, table_of
 from contracts.db.outages import DEADLOCK, LOCK_WAIT_TIMEOUT, database_error_code
 
 Operation = Callable[[], Awaitable[tuple[int, bytes]]]
+Answer = TypeVar("Answer")
 # What a request does, known once its body is read: the answer (status, body) and the work that
 # makes it true, or, when the work decides the answer, that work (an Operation).
 Prepared = tuple[int, bytes, Callable[[], Awaitable[None]]] | Operation
@@ -112,26 +113,19 @@ DEADLOCK_RETRY_SECONDS = 10.0
 MAX_DEADLOCK_PAUSE_SECONDS = 0.05
 
 
-async def _retrying_lost_races(
-    session: AsyncSession,
-    attempt: Operation,
-    *,
-    roll_back: Callable[[], Awaitable[None]],
-    undo_the_work: Callable[[], Awaitable[None]],
-) -> tuple[int, bytes]:
-    """Run and commit `attempt`; again when it lost a race that running it again settles: InnoDB
-    picked it as a deadlock's victim (e.g. two creates that waited on one reference whose first
-    insert rolled back; InnoDB rolled the whole transaction back, and `roll_back` ends it), or
-    its work was judged on a read that another request's commit made stale (JudgedOnStaleState:
-    `undo_the_work` undoes its writes and keeps what it claimed)."""
+async def run_again_after_deadlocks(
+    attempt: Callable[[], Awaitable[Answer]], *, roll_back: Callable[[], Awaitable[None]]
+) -> Answer:
+    """Run `attempt`, and again when InnoDB picked it as a deadlock's victim (e.g. two requests
+    that waited on one key whose first insert rolled back: InnoDB rolled the whole transaction
+    back, and `roll_back` ends it), after a short random pause, for up to
+    DEADLOCK_RETRY_SECONDS."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + DEADLOCK_RETRY_SECONDS
-    deadlocks = stale_judgements = 0
+    deadlocks = 0
     while True:
         try:
-            answer = await attempt()
-            await session.commit()
-            return answer
+            return await attempt()
         except OperationalError as error:
             if database_error_code(error) != DEADLOCK or loop.time() >= give_up_at:
                 raise
@@ -139,6 +133,30 @@ async def _retrying_lost_races(
             deadlocks += 1  # the copies spread out: the next round deadlocks fewer of them
             pause = min(MAX_DEADLOCK_PAUSE_SECONDS, 0.002 * 2 ** min(deadlocks, 5))
             await asyncio.sleep(random.uniform(0, pause))
+
+
+async def _retrying_lost_races(
+    session: AsyncSession,
+    attempt: Operation,
+    *,
+    roll_back: Callable[[], Awaitable[None]],
+    undo_the_work: Callable[[], Awaitable[None]],
+) -> tuple[int, bytes]:
+    """Run and commit `attempt`; again when it lost a race that running it again settles: a
+    deadlock (`run_again_after_deadlocks`; e.g. two creates that waited on one reference whose
+    first insert rolled back), or its work was judged on a read that another request's commit
+    made stale (JudgedOnStaleState: `undo_the_work` undoes its writes and keeps what it
+    claimed)."""
+
+    async def committed() -> tuple[int, bytes]:
+        answer = await attempt()
+        await session.commit()
+        return answer
+
+    stale_judgements = 0
+    while True:
+        try:
+            return await run_again_after_deadlocks(committed, roll_back=roll_back)
         except JudgedOnStaleState as stale:
             stale_judgements += 1
             if stale_judgements > STALE_RETRIES:

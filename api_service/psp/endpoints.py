@@ -28,7 +28,7 @@ from api_service.errors import (
     UnsupportedMediaType,
     error_responses,
 )
-from api_service.idempotency import IdempotencyDep
+from api_service.idempotency import IdempotencyDep, run_again_after_deadlocks
 from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
@@ -125,18 +125,25 @@ async def psp_callback(
         )
     require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)
-    payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
-    recorded = await service.accept_psp_outcome(
-        session,
-        payout,
-        event_id=callback.event_id,
-        outcome=callback.status,
-        psp_reference=callback.psp_reference,
-        failure_reason=callback.failure_reason,
-        source="IPN",
-        request_id=request_id,
-    )
-    await session.commit()
+
+    async def accepted() -> bool:
+        payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
+        recorded = await service.accept_psp_outcome(
+            session,
+            payout,
+            event_id=callback.event_id,
+            outcome=callback.status,
+            psp_reference=callback.psp_reference,
+            failure_reason=callback.failure_reason,
+            source="IPN",
+            request_id=request_id,
+        )
+        await session.commit()
+        return recorded
+
+    # Callbacks naming one new reference wait on its claim row; when the first rolls back (a
+    # refusal), InnoDB may pick one of the others as a deadlock's victim: it runs again.
+    recorded = await run_again_after_deadlocks(accepted, roll_back=session.rollback)
     # A repeated event id is acknowledged the same way, so the PSP stops resending it.
     data = {"eventId": callback.event_id, "payoutId": callback.payout_id, "duplicate": not recorded}
     return json_response(success_body(data, "Callback accepted"))

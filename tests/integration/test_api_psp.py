@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, text, update
 
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import Payout, PspCallback
+from contracts.db.models import Payout, PspCallback, PspReferenceClaim
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
@@ -29,6 +29,7 @@ from tests.support.api_helpers import (
     post_ipn,
     psp_headers,
 )
+from tests.support.polling import eventually
 
 
 def _callback(payout_id: str, status: str, **extra: Any) -> bytes:
@@ -238,6 +239,46 @@ async def test_one_psp_reference_sent_for_two_payouts_at_once_is_taken_by_one(
             )
         )
         assert sorted(answer.status_code for answer in answers) == [200, 409]
+
+
+async def test_callbacks_waiting_on_a_claim_that_rolls_back_each_get_their_answer(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """A callback that claimed a new reference and was then refused rolls its claim back; the
+    two waiting on it deadlocked in InnoDB, and the victim's PSP got a 503."""
+    pair = [await create_payout(api_client, await make_merchant()) for _ in range(2)]
+    reference = f"BANK-{uuid.uuid4().hex[:12]}"
+    waiting = (
+        select(func.count())
+        .select_from(text("information_schema.PROCESSLIST"))
+        .where(text("DB = DATABASE() AND INFO LIKE 'INSERT INTO psp_reference_claims%'"))
+    )
+    async with sessions() as refused:
+        await refused.execute(
+            insert(PspReferenceClaim).values(psp_reference=reference, payout_id=str(uuid.uuid4()))
+        )
+        answers = asyncio.gather(
+            *(
+                post_ipn(
+                    api_client,
+                    settings.psp_secret,
+                    _callback(payout["id"], "SUCCESS", pspReference=reference),
+                )
+                for payout in pair
+            )
+        )
+
+        async def both_wait() -> bool:
+            async with sessions() as session:
+                return await session.scalar(waiting) == 2
+
+        await eventually(both_wait, within=10, what="both callbacks waiting on the claim")
+        await refused.rollback()
+
+    assert sorted(answer.status_code for answer in await answers) == [200, 409]
 
 
 async def test_a_psp_reference_differing_in_case_from_another_payouts_is_not_theirs(
