@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, case, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus, plus_seconds
-from contracts.db.models import SandboxClock
+from contracts.db.models import SandboxClock, SandboxClockAdvance
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
 
@@ -53,17 +53,15 @@ def sandbox_time_at(
     merchant_id: SQLColumnExpression[str] | str, moment: datetime
 ) -> ColumnElement[datetime]:
     """The merchant's sandbox time as its clock read at `moment` (real time, in the past): with
-    the offset before its last advance if that came after `moment`. (Two advances since then
-    read as the later one's previous offset: what the earlier made due counts from its due time,
-    which a running scheduler has long applied.)"""
+    the offset of its last advance at or before `moment` (`sandbox_clock_advances`)."""
     offset_then = (
-        select(
-            case(
-                (SandboxClock.updated_at <= moment, SandboxClock.offset_seconds),
-                else_=SandboxClock.previous_offset_seconds,
-            )
+        select(SandboxClockAdvance.offset_seconds)
+        .where(  # ix_sandbox_clock_advances_merchant
+            SandboxClockAdvance.merchant_id == merchant_id,
+            SandboxClockAdvance.advanced_at <= moment,
         )
-        .where(SandboxClock.merchant_id == merchant_id)
+        .order_by(SandboxClockAdvance.advanced_at.desc(), SandboxClockAdvance.id.desc())
+        .limit(1)
         .scalar_subquery()
     )
     return plus_seconds(func.coalesce(offset_then, 0), moment)

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -37,9 +37,23 @@ from api_service.sandbox.webhook_retries import count_retries_due, release_retri
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, utcnow
-from contracts.db.models import Payout, SandboxClock, ScheduledAction
+from contracts.db.models import (
+    Payout,
+    SandboxClock,
+    SandboxClockAdvance,
+    ScheduledAction,
+    table_of,
+)
 from contracts.domain.statuses import PayoutStatus
 from contracts.wire import format_timestamp
+
+# The clock as the advance left it (this transaction holds its row), kept in its history.
+_RECORD_ADVANCE = insert(table_of(SandboxClockAdvance)).from_select(
+    ["merchant_id", "advanced_at", "offset_seconds"],
+    select(SandboxClock.merchant_id, SandboxClock.updated_at, SandboxClock.offset_seconds).where(
+        SandboxClock.merchant_id == bindparam("merchant_id")
+    ),
+)
 
 router = APIRouter(prefix="/sandbox/clock", tags=["sandbox"], dependencies=SANDBOX_ONLY)
 
@@ -238,13 +252,12 @@ async def advance_clock(
             insert(SandboxClock)
             .values(merchant_id=merchant.id, offset_seconds=body.seconds, updated_at=utcnow())
             .on_duplicate_key_update(
-                [  # in this order: each assignment sees the ones before it
-                    ("previous_offset_seconds", SandboxClock.offset_seconds),
-                    ("offset_seconds", SandboxClock.offset_seconds + body.seconds),
-                    ("updated_at", utcnow()),
-                ]
+                offset_seconds=SandboxClock.offset_seconds + body.seconds,
+                # Never back: an advance that waited for another's lock was stamped before it.
+                updated_at=func.greatest(SandboxClock.updated_at, utcnow()),
             )
         )
+        await session.execute(_RECORD_ADVANCE, {"merchant_id": merchant.id})
         offset, real, sandbox = await _clock(session, merchant.id)
         if offset > MAX_OFFSET_SECONDS:  # rolled back with the request
             raise ValidationFailed.on(

@@ -413,9 +413,23 @@ class SandboxClock(Base):
 
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
     offset_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
-    # The offset before the last advance (updated_at): what the clock read until then.
-    previous_offset_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)  # the last advance
+
+
+class SandboxClockAdvance(Base):
+    """Each advance of a merchant's clock (migration 0029): from `advanced_at` (real time) on,
+    the clock read `offset_seconds` ahead, until the next. What the clock read at a moment in
+    the past: when a payout picked up late started, what was late before an advance."""
+
+    __tablename__ = "sandbox_clock_advances"
+    __table_args__ = (
+        Index("ix_sandbox_clock_advances_merchant", "merchant_id", "advanced_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(Uuid)
+    advanced_at: Mapped[datetime] = mapped_column(Timestamp)
+    offset_seconds: Mapped[int] = mapped_column(BigInteger)
 
 
 class ScheduledAction(Base):

@@ -13,6 +13,7 @@ from typing import Any, cast
 import httpx
 import pytest
 from sqlalchemy import CursorResult, delete, func, insert, select, update
+from sqlalchemy.dialects.mysql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import ledger
@@ -26,6 +27,7 @@ from contracts.db.models import (
     PayoutEvent,
     PspCallback,
     SandboxClock,
+    SandboxClockAdvance,
     ScheduledAction,
     WebhookDelivery,
 )
@@ -523,6 +525,27 @@ async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
     assert await stuck()
 
 
+async def _advanced(
+    sessions: SessionFactory, merchant_id: str, *, offset: int | None, at: datetime
+) -> int:
+    """The merchant's clock advanced at `at` to `offset` (None: a second further), as the
+    advance endpoint records it; the new offset."""
+    async with transaction(sessions) as session:
+        clock = await session.get(SandboxClock, merchant_id)
+        new_offset = offset if offset is not None else (clock.offset_seconds if clock else 0) + 1
+        await session.execute(
+            upsert(SandboxClock)
+            .values(merchant_id=merchant_id, offset_seconds=new_offset, updated_at=at)
+            .on_duplicate_key_update(offset_seconds=new_offset, updated_at=at)
+        )
+        await session.execute(
+            insert(SandboxClockAdvance).values(
+                merchant_id=merchant_id, advanced_at=at, offset_seconds=new_offset
+            )
+        )
+    return new_offset
+
+
 async def test_a_scheduled_action_long_due_and_not_run_is_reported(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -549,11 +572,7 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
                     created_at=an_hour_ago,
                 )
             )
-        await session.execute(
-            insert(SandboxClock).values(
-                merchant_id=merchant.merchant_id, offset_seconds=73 * 3600, updated_at=utcnow()
-            )
-        )
+    await _advanced(sessions, merchant.merchant_id, offset=73 * 3600, at=utcnow())
 
     async def reported() -> list[str]:
         async with sessions() as session:
@@ -567,25 +586,17 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
         )
 
     assert await reported() == [line(an_hour_ago)]  # the advance was just made
-    async with transaction(sessions) as session:
+    async with transaction(sessions) as session:  # no: six minutes ago
         await session.execute(
-            update(SandboxClock)
-            .where(SandboxClock.merchant_id == merchant.merchant_id)
-            .values(updated_at=utcnow() - timedelta(minutes=6))
+            update(SandboxClockAdvance)
+            .where(SandboxClockAdvance.merchant_id == merchant.merchant_id)
+            .values(advanced_at=utcnow() - timedelta(minutes=6))
         )
     assert await reported() == [line(an_hour_ago), line(sandbox_due)]
-    async with transaction(sessions) as session:  # advanced again, by a second, just now
-        await session.execute(
-            update(SandboxClock)
-            .where(SandboxClock.merchant_id == merchant.merchant_id)
-            .values(
-                previous_offset_seconds=73 * 3600,
-                offset_seconds=73 * 3600 + 1,
-                updated_at=utcnow(),
-            )
-        )
-    # Late on the clock before that advance: late still (it hid the step due on the clock).
-    assert await reported() == [line(an_hour_ago), line(sandbox_due)]
+    for _ in range(2):  # advanced again, by a second, just now; and again
+        offset = await _advanced(sessions, merchant.merchant_id, offset=None, at=utcnow())
+        # Late on the clock before those advances: late still (they hid the step due on it).
+        assert await reported() == [line(an_hour_ago), line(sandbox_due)], offset
     async with transaction(sessions) as session:
         await session.execute(
             update(ScheduledAction)

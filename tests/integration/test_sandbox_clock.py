@@ -465,21 +465,6 @@ async def test_an_advance_replayed_with_its_key_moves_the_clock_once(
     assert (await clock(api_client, merchant))["offsetSeconds"] == 60
 
 
-async def test_an_advance_keeps_the_offset_it_moved_from(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
-) -> None:
-    """`payouts reconcile` reads the clock as it was before its last advance (what was late
-    before the advance stays late): the advance keeps that offset."""
-    merchant = await make_merchant()
-    for seconds in (60, 30):
-        await advance(api_client, merchant, seconds)
-
-    async with sessions() as session:
-        row = await session.get(SandboxClock, merchant.merchant_id)
-    assert row is not None
-    assert (row.previous_offset_seconds, row.offset_seconds) == (60, 90)
-
-
 @pytest.mark.parametrize("body", [{"seconds": 0}, {"seconds": -5}, {"seconds": 1.5}, {}])
 async def test_an_advance_needs_a_positive_whole_number_of_seconds(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, body: dict[str, Any]
