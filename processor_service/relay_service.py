@@ -124,6 +124,11 @@ class Chore:
     run: Callable[[], Awaitable[object]]
     next_at: float = float("-inf")
 
+    def __post_init__(self) -> None:
+        # Its failure counter at 0 from the start: an alert on increase() misses the first
+        # failure of a series that did not exist before it.
+        HOUSEKEEPING_FAILURES.labels(self.name)
+
     async def run_if_due(self) -> None:
         if time.monotonic() < self.next_at:
             return

@@ -30,6 +30,19 @@ async def test_a_chore_runs_at_once_then_once_per_interval() -> None:
     assert runs == [0, 1]
 
 
+async def test_a_chores_failures_are_counted_from_zero_before_the_first() -> None:
+    async def run() -> None:
+        pass
+
+    Chore("never-failed", 3600.0, run)
+    assert (
+        REGISTRY.get_sample_value(
+            "payouts_relay_housekeeping_failures_total", {"chore": "never-failed"}
+        )
+        == 0.0
+    )
+
+
 async def test_a_failing_chore_is_logged_and_waits_its_interval(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
