@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 import aio_pika
 import aiormq
@@ -175,6 +176,10 @@ def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
     )
 
 
+# Confirms, and a return raised: a row is sent once the broker took it into a queue.
+CHANNEL_OPTIONS: Final = {"publisher_confirms": True, "on_return_raises": True}
+
+
 class Publisher:
     """One confirmed channel; each exchange looked up once, and checked to exist first on a
     channel of its own: a publish to a missing exchange makes the broker close the publishing
@@ -186,6 +191,20 @@ class Publisher:
         self.channel = channel
         self.exchanges: dict[str, AbstractExchange] = {}
         self._lookup = asyncio.Lock()
+        self._nacked = False
+
+    async def renew_channel_if_nacked(self) -> None:
+        """A new channel after one the broker nacked (between rounds: nothing is in flight). A
+        quorum queue that rejected a channel's publishes while full kept rejecting that channel
+        once an operator lifted its limit, while a new channel's were taken: the rows backed off
+        until they were parked, and only a restart of the relay sent them."""
+        if not self._nacked:
+            return
+        nacked, self.channel = self.channel, await self.connection.channel(**CHANNEL_OPTIONS)
+        self.exchanges.clear()
+        self._nacked = False
+        with contextlib.suppress(Exception):
+            await nacked.close()
 
     async def _exchange(self, name: str) -> AbstractExchange:
         if name == DEFAULT_EXCHANGE:
@@ -218,7 +237,11 @@ class Publisher:
             if names_missing_exchange(error, row.exchange):  # deleted since it was looked up
                 self.exchanges.pop(row.exchange, None)
             raise
+        except aiormq.exceptions.DeliveryError as error:
+            self._nacked |= isinstance(error.frame, aiormq.spec.Basic.Nack)
+            raise
         if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+            self._nacked = True
             raise NotConfirmed(f"broker answered {type(confirmation).__name__}")
 
 
@@ -244,6 +267,7 @@ class OutboxRelay:
         if the probe finds a row due: an empty poll is then one read, not a claim and its commit."""
         if probe_first and not await self.probe.anything_due(utcnow()):
             return _nothing_due()
+        await self.publisher.renew_channel_if_nacked()
         async with transaction(self.sessions) as session:
             due = {"now": utcnow(), "batch_size": self.batch_size}
             rows = list(await session.scalars(CLAIM, due))
@@ -327,5 +351,5 @@ async def retry_parked(session: AsyncSession, row_id: int | None) -> int:
 
 async def open_publisher(amqp_url: str) -> tuple[AbstractRobustConnection, Publisher]:
     connection = await aio_pika.connect_robust(amqp_url)
-    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    channel = await connection.channel(**CHANNEL_OPTIONS)
     return connection, Publisher(connection, channel)

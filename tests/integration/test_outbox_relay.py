@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -63,6 +64,7 @@ from processor_service.outbox_relay import (
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
+from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
 from tests.support.statements import counting_statements, explain, statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
@@ -331,6 +333,52 @@ async def test_row_the_broker_refuses_is_not_marked_sent(
     [after] = await outbox_for_payout(sessions, scratch_payout_id)
     assert (after.id, after.sent_at, after.publish_attempts) == (row.id, None, 1)
     assert after.last_error and "Nack" in after.last_error
+
+
+async def test_a_full_queue_takes_the_rows_once_its_limit_is_lifted(
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    make_relay: RelayFactory,
+    scratch_payout_id: str,
+    infrastructure: Infrastructure,
+) -> None:
+    """A quorum work queue (reject-publish, as the topology declares them) held at its length by
+    an operator's policy nacks the relay's channel; once the policy is gone RabbitMQ kept
+    nacking that channel (a new one's publishes were taken), and the rows backed off until
+    they were parked: only a restart of the relay sent them."""
+    queue = f"test-quorum.{uuid.uuid4().hex[:12]}"
+    await rabbit.channel.declare_queue(
+        queue, durable=True, arguments={"x-queue-type": "quorum", "x-overflow": "reject-publish"}
+    )
+    vhost = quote(TEST_VHOST, safe="")
+    policy = f"/api/policies/{vhost}/{queue}"
+    relay = await make_relay()
+    try:
+        async with management_client(infrastructure.management_url) as management:
+
+            async def applied(name: str | None) -> None:
+                answer = await management.get(f"/api/queues/{vhost}/{queue}")
+                assert answer.json().get("policy") == name
+
+            limit = {"pattern": f"^{queue}$", "definition": {"max-length": 1}, "priority": 9}
+            (await management.put(policy, json={**limit, "apply-to": "queues"})).raise_for_status()
+            await eventually(lambda: applied(queue))
+            for _ in range(10):  # until the queue is full (a quorum queue's limit is loose)
+                await write_rows(
+                    sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=queue
+                )
+                if not (await relay.relay_once()).sent:
+                    break
+            else:
+                raise AssertionError("the queue took every row")
+            (await management.delete(policy)).raise_for_status()
+            await eventually(lambda: applied(None))
+        await rabbit.purge(queue)
+        await make_due(sessions, scratch_payout_id)
+
+        assert (await relay.relay_once()).sent == 1
+    finally:
+        await rabbit.channel.queue_delete(queue)
 
 
 async def test_a_row_whose_exchange_is_missing_is_refused_and_its_batch_still_sent(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -46,7 +46,7 @@ from contracts.topology import (
 )
 from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
-from tests.support.infrastructure import TEST_VHOST, Infrastructure
+from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
 from tests.support.processing import running_processor_and_relay
 
 OPENING_BALANCE = Decimal("1000000.00")
@@ -810,9 +810,6 @@ async def _status_is(sessions: SessionFactory, payout_id: str, status: str) -> P
 
 async def publish_by_hand(infrastructure: Infrastructure, body: bytes) -> None:
     """As an operator does in the management UI: no message id (aio-pika always sets one)."""
-    parts = urlsplit(infrastructure.management_url)
-    base = f"http://{parts.hostname}:{parts.port or 15672}"
-    auth = (parts.username or "guest", parts.password or "guest")
     path = f"/api/exchanges/{quote(TEST_VHOST, safe='')}/{COMMANDS_EXCHANGE}/publish"
     message = {
         "properties": {"delivery_mode": 2, "content_type": "application/json"},
@@ -820,7 +817,7 @@ async def publish_by_hand(infrastructure: Infrastructure, body: bytes) -> None:
         "payload": body.decode(),
         "payload_encoding": "string",
     }
-    async with httpx.AsyncClient(base_url=base, auth=auth) as client:
+    async with management_client(infrastructure.management_url) as client:
         answer = await client.post(path, json=message)
     assert answer.json() == {"routed": True}, answer.text
 

@@ -10,9 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
-
-import httpx
+from urllib.parse import quote
 
 from cli.topology import (
     COMPOSE_OPERATOR_USER,
@@ -29,7 +27,12 @@ from contracts.topology import (
     all_work_queues,
     declare_topology_at,
 )
-from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost
+from tests.support.infrastructure import (
+    TEST_VHOST,
+    Infrastructure,
+    management_client,
+    recreate_vhost,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
@@ -173,21 +176,12 @@ def _topology(definitions: dict[str, Any]) -> dict[str, set[tuple[Any, ...]]]:
     }
 
 
-def _management(infrastructure: Infrastructure) -> httpx.AsyncClient:
-    parts = urlsplit(infrastructure.management_url)
-    return httpx.AsyncClient(
-        base_url=urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}")),
-        auth=(parts.username or "guest", parts.password or "guest"),
-        timeout=30,
-    )
-
-
 async def test_services_declare_exactly_the_exported_topology_and_accept_the_loaded_one(
     infrastructure: Infrastructure,
 ) -> None:
     exported = export_definitions(DEFAULT_TIERS, vhost=TEST_VHOST)
     vhost = quote(TEST_VHOST, safe="")
-    async with _management(infrastructure) as management:
+    async with management_client(infrastructure.management_url) as management:
         # 1. What `declare_topology` creates on an empty vhost is the file, nothing more or less.
         recreate_vhost(infrastructure.management_url, TEST_VHOST)
         await declare_topology_at(infrastructure.amqp_url, webhook_retry_tiers=DEFAULT_TIERS)

@@ -74,6 +74,16 @@ class ManagementApiDown(RuntimeError):
     """RabbitMQ's management API does not answer; on a fresh machine its plugin is off."""
 
 
+def management_client(management_url: str) -> httpx.AsyncClient:
+    """RabbitMQ's management API (http://user:pass@host:15672) as a client."""
+    parts = urlsplit(management_url)
+    return httpx.AsyncClient(
+        base_url=urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}")),
+        auth=(parts.username or "guest", parts.password or "guest"),
+        timeout=30,
+    )
+
+
 def recreate_vhost(management_url: str, vhost: str) -> None:
     parts = urlsplit(management_url)
     base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{parts.port or 15672}"))
