@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body, json_response
 from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
-from api_service.middleware import REQUEST_ID_HEADER
+from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER
 from contracts.db.outages import is_outage
 
 log = logging.getLogger("api")
@@ -91,7 +91,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     request_id = request_id_of(request)
     log.exception("unhandled error", extra={"request_id": request_id})
     body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
-    return json_response(body, 500, {REQUEST_ID_HEADER: request_id})
+    return json_response(body, 500, {REQUEST_ID_HEADER: request_id, **NO_SNIFFING})
 
 
 class UnexpectedErrorMiddleware:

@@ -17,6 +17,8 @@ from contracts.logging import bind_log_context
 from contracts.wire import whole_number
 
 REQUEST_ID_HEADER = "x-request-id"
+# On every answer: a browser never takes a merchant's text in JSON (or a static file) for HTML.
+NO_SNIFFING = {"x-content-type-options": "nosniff"}
 # Printable ASCII, at most the width of the columns that carry it on (outbox correlation id).
 _CLIENT_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,100}")
 _REQUEST_ID_RULE = "must be 1-100 printable ASCII characters"
@@ -58,32 +60,38 @@ class RequestContextMiddleware:
         valid = sent_id is None or _CLIENT_REQUEST_ID.fullmatch(sent_id) is not None
         request_id = sent_id.decode() if sent_id and valid else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_stamped(message: Message) -> None:
+            """Every answer names its request and forbids sniffing its type (a merchant's text
+            in JSON, the dashboard's static files)."""
+            if message["type"] == "http.response.start":
+                stamped = MutableHeaders(scope=message)
+                stamped[REQUEST_ID_HEADER] = request_id
+                stamped.update(NO_SNIFFING)
+            await send(message)
+
         with bind_log_context(request_id=request_id, correlation_id=request_id):
             if not valid:
                 await reject(
-                    send, request_id, ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE)
+                    send_stamped,
+                    request_id,
+                    ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE),
                 )
                 return
-            await self._limited(scope, receive, send, request_id, headers.get(b"content-length"))
+            await self._limited(
+                scope, receive, send_stamped, request_id, headers.get(b"content-length")
+            )
 
     async def _limited(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, declared: bytes | None
     ) -> None:
-        """The downstream call, with the request id on the response and the body size checked."""
-
-        async def send_with_request_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
-
+        """The downstream call, with the body size checked."""
         limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         declared_bytes = whole_number(declared)
         if declared_bytes is not None and declared_bytes > limit:
             too_large = PayloadTooLarge(_too_large(limit))
             if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
-                page = self.html_pages.render(too_large)
-                page.headers[REQUEST_ID_HEADER] = request_id
-                await page(scope, receive, send)
+                await self.html_pages.render(too_large)(scope, receive, send)
             else:
                 await reject(send, request_id, too_large)
             return
@@ -99,7 +107,7 @@ class RequestContextMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        await self.app(scope, receive_limited, send_with_request_id)
+        await self.app(scope, receive_limited, send)
 
 
 class BodyTooLarge(HTTPException):
@@ -126,7 +134,6 @@ async def reject(send: Send, request_id: str, error: ApiError) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (REQUEST_ID_HEADER.encode(), request_id.encode()),
                 *extra_headers,
             ],
         }

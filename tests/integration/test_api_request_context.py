@@ -67,6 +67,10 @@ async def _replay(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Res
     return await client.post(f"{API}/payouts", json=body, headers=headers)
 
 
+async def _static_file(client: httpx.AsyncClient, merchant: NewMerchant) -> httpx.Response:
+    return await client.get("/dashboard/static/dashboard.css")
+
+
 CALLS: dict[str, Call] = {
     "created": _create,
     "validation error": _invalid,
@@ -77,6 +81,7 @@ CALLS: dict[str, Call] = {
     "health": _health,
     "ipn without signature": _bad_ipn,
     "idempotent replay": _replay,
+    "dashboard static file": _static_file,
 }
 
 
@@ -112,6 +117,15 @@ async def test_request_id_is_echoed_on_every_response(
         assert response.json()["error"]["requestId"] == "client-req-42"
 
 
+@pytest.mark.parametrize("call", CALLS.values(), ids=CALLS.keys())
+async def test_no_answer_may_be_sniffed(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, call: Call
+) -> None:
+    """A merchant's text in JSON, or a static file, is never taken for HTML by a browser."""
+    response = await call(api_client, await make_merchant())
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
 @pytest.fixture(scope="module")
 async def failing_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app plus one route that crashes, to see what an unexpected error looks like."""
@@ -135,6 +149,7 @@ async def test_unexpected_error_is_a_500_envelope_with_the_request_id(
     assert "boom" not in generated.text
     echoed = await failing_client.get(f"{API}/crash", headers={"X-Request-ID": "crash-1"})
     assert echoed.headers["x-request-id"] == "crash-1"
+    assert echoed.headers["x-content-type-options"] == "nosniff"
     assert_error(echoed, 500, "INTERNAL_ERROR")
 
 
