@@ -124,6 +124,7 @@ class PayoutEventConsumer:
                     generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
                     due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
                     clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
+                    redelivered=bool(message.raw_message.redelivered),
                 )
             )
             await self._settle(message, decision, event.id)

@@ -343,13 +343,17 @@ class EventDelivery:
         return [lease_or_decision(request) for request in requests]
 
     def _parked_by(self, request: DeliveryRequest, delivery: Delivery) -> bool:
-        """The delivery is parked, and the message is the ladder's last attempt: the copy that
-        parked it, redelivered because its consumer died between recording PARKED and publishing
-        to the parking lot. It goes there now (acked as superseded, it left the delivery parked
-        with nothing in the lot for `payouts webhooks replay-parked` to move). Should both copies
-        reach the lot, the replay of the second finds the event delivered."""
+        """The delivery is parked, and the message is the ladder's last attempt delivered again:
+        the copy that parked it, redelivered because its consumer died between recording PARKED
+        and publishing to the parking lot. It goes there now (acked as superseded, it left the
+        delivery parked with nothing in the lot for `payouts webhooks replay-parked` to move).
+        Not redelivered, it is the other copy of that last retry (an advance sent one, and the
+        retry's waiting message came back from its TTL queue): a second message in the lot was a
+        second ladder for the delivery when the lot was replayed."""
         return (
-            delivery.status == DeliveryStatus.PARKED and request.ladder_attempt > self.ladder.tiers
+            delivery.status == DeliveryStatus.PARKED
+            and request.ladder_attempt > self.ladder.tiers
+            and request.redelivered
         )
 
     def _chaos_lease_seconds(self, request: DeliveryRequest, endpoint: Endpoint | None) -> int:

@@ -55,13 +55,15 @@ class DeliveryRequest:
     `ladder_attempt`: the message's attempt number on the retry ladder (1-based); `generation`:
     the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
     was due on the merchant's sandbox clock (it is attempted only while the delivery still
-    records that due time); `clock_offset`: the clock's offset its wait was measured under."""
+    records that due time); `clock_offset`: the clock's offset its wait was measured under;
+    `redelivered`: RabbitMQ delivers it again (a consumer died holding it)."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
     generation: int
     due_at: datetime | None = None
     clock_offset: int | None = None
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)
