@@ -45,7 +45,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contracts.batching import MicroBatcher
 from contracts.clock import offset_seconds_of
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
 from contracts.webhook_signing import webhook_headers
@@ -240,6 +240,31 @@ def on_sandbox_clock(
     return replace(decision, step=step, due_at=next_due, clock_offset=next_offset)
 
 
+@dataclass(frozen=True)
+class AttemptDue:
+    """When an attempt was due on the merchant's sandbox clock, and the clock's offset then."""
+
+    due_at: datetime | None
+    clock_offset: int | None
+
+
+def attempt_due(request: DeliveryRequest, started: datetime, *, lease_offset: int) -> AttemptDue:
+    """A waiting retry: its own due time. The first attempt of an event the sandbox clock caused
+    (a 0006 reversal 48 h into an 80 h advance): when the event happened in sandbox time, on the
+    clock as it read then (its retries ran from the advance's end, a ladder of real time away,
+    and an advance across the whole ladder left it RETRYING). Any other: when its call started,
+    on the clock read with its lease (an advance made during the call ran its retries from the
+    advance's end as well)."""
+    if request.due_at is not None:
+        return AttemptDue(request.due_at, request.clock_offset)
+    event = request.event
+    if event.sandbox_time is not None and (request.ladder_attempt, request.generation) == (1, 0):
+        happened = naive_utc(event.sandbox_time)
+        offset_then = (happened - naive_utc(event.created_at)).total_seconds()
+        return AttemptDue(happened, max(math.floor(offset_then), 0))
+    return AttemptDue(started + timedelta(seconds=lease_offset), lease_offset)
+
+
 class EventDelivery:
     def __init__(
         self,
@@ -394,10 +419,11 @@ class EventDelivery:
             f" (sandbox chaos: {chaos})" if chaos else "",
         )
         attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started, chaos=chaos)
+        due = attempt_due(request, started, lease_offset=lease.delivery.sandbox_offset_seconds)
         if not result.delivered:  # its retry is timed on the merchant's clock as it is now
             offset = await self._offset_now(request.event.merchant_id, attempted)
             attempted = replace(attempted, sandbox_offset_seconds=offset)
-        outcome = self._judged(request, attempted, attempt, result)
+        outcome = self._judged(request, attempted, attempt, result, due)
         if result.delivered and sends_duplicate(
             endpoint.chaos, request.event.id, generation=lease.delivery.generation
         ):
@@ -517,7 +543,12 @@ class EventDelivery:
         return replace(outcome, delivery=duplicated, attempts=(*outcome.attempts, attempt))
 
     def _judged(
-        self, request: DeliveryRequest, attempted: Delivery, attempt: Attempt, result: AttemptResult
+        self,
+        request: DeliveryRequest,
+        attempted: Delivery,
+        attempt: Attempt,
+        result: AttemptResult,
+        due: AttemptDue,
     ) -> Outcome:
         """The delivery's new state and the message's decision after an HTTP attempt."""
         now = self.clock()
@@ -530,8 +561,8 @@ class EventDelivery:
             return Outcome(request, parked(attempted, now), (attempt,), decision)
         decision = on_sandbox_clock(
             decision,
-            due_at=request.due_at,
-            clock_offset=request.clock_offset,
+            due_at=due.due_at,
+            clock_offset=due.clock_offset,
             offset_seconds=attempted.sandbox_offset_seconds,
             now=now,
         )

@@ -1,27 +1,154 @@
 """Webhook retries on a merchant's sandbox clock, attempt by attempt (EventDelivery driven by
-hand, against the real database and a real local endpoint): the copies an advance sends and the
-waiting messages they overtake."""
+hand, against the real database and a real local endpoint that always answers 500): an advance
+across the ladder parks the delivery before the call answers, whenever the attempts began; the
+copies an advance sends and the waiting messages they overtake."""
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
 
+from cli.merchants import NewMerchant
+from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory
 from contracts.db.models import OutboxMessage
+from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
 from contracts.topology import PAYOUT_ID_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
 from contracts.webhooks import RESEND_ROUTING_KEY, retry_clock_offset, retry_due
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth
+from tests.support.polling import eventually
 from tests.support.webhook_flow import created_event, delivery_of, event_id_of, first_request
 from tests.support.webhook_receiver import Reply, WebhookReceiver
-from webhook_service.delivery import Disposition, EventDelivery
+from webhook_service.delivery import Decision, Disposition, EventDelivery
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
-LADDER = (5, 300, 1800)  # three tiers: four attempts
+HOUR = 3600
+SHORT_LADDER = (5, 300, 1800)  # three tiers: four attempts
+README_LADDER = (5, 300, 1800, 7200, 18000, 36000, 36000)  # about 27.6 h in all
+
+
+@asynccontextmanager
+async def event_delivery(
+    sessions: SessionFactory, ladder: tuple[int, ...]
+) -> AsyncIterator[EventDelivery]:
+    sender = WebhookSender(timeout_seconds=10, allow_private_urls=True)
+    delivery = EventDelivery(
+        sessions=sessions,
+        sender=sender,
+        ladder=RetryLadder.of(ladder),
+        lease_seconds=20,
+        max_batch=8,
+        window_seconds=0.005,
+    )
+    try:
+        yield delivery
+    finally:
+        await delivery.aclose()
+        await sender.aclose()
+
+
+async def along_the_ladder(
+    delivery: EventDelivery, request: DeliveryRequest, decision: Decision
+) -> tuple[Decision, list[float]]:
+    """As the webhook service goes on: each retry due at once is attempted at once; the last
+    decision, and every wait."""
+    waits = []
+    while decision.disposition is Disposition.RETRY:
+        assert decision.step is not None
+        waits.append(decision.step.delay_seconds)
+        if decision.step.delay_seconds > 0:
+            break
+        request = replace(
+            request,
+            ladder_attempt=request.ladder_attempt + 1,
+            due_at=decision.due_at,
+            clock_offset=decision.clock_offset,
+        )
+        decision = await delivery.deliver(request)
+    return decision, waits
+
+
+async def advance(client: httpx.AsyncClient, merchant: NewMerchant, hours: int) -> int:
+    """The clock moved; how many webhook retries that released."""
+    advanced = await client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": hours * HOUR}, headers=auth(merchant)
+    )
+    assert advanced.status_code == 200, advanced.text
+    return int(advanced.json()["data"]["webhookRetriesReleased"])
+
+
+async def test_an_advance_during_a_first_attempt_runs_its_retries_within_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The attempt was made before the jump: its retries fall inside the 31 h window. Without a
+    due time (a first attempt) they were timed from the window's end, 5 s, 5 min, ... of real
+    time away."""
+    answered = asyncio.Event()
+    receiver.always(Reply(500))
+    receiver.reply_with(Reply(500, held_until=answered))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    request = first_request(row)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        first = asyncio.create_task(delivery.deliver(request))
+
+        async def under_way() -> bool:
+            return len(receiver.requests) == 1
+
+        try:
+            await eventually(under_way, within=10, interval=0.02, what="the first attempt")
+            await advance(api_client, merchant, 31)
+        finally:
+            answered.set()
+        decision, waits = await along_the_ladder(delivery, request, await first)
+
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (decision.disposition, stored.status, stored.attempts) == (
+        Disposition.PARK,
+        "PARKED",
+        len(README_LADDER) + 1,
+    ), waits
+
+
+async def test_retries_of_an_event_the_clock_caused_run_within_its_advance(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """A 0006 reversal due 48 h into an 80 h advance (its event carries that sandbox time): on a
+    clock that ran, its webhook's whole ladder (27.6 h) ends before 80 h. Its retries were timed
+    from the advance's end, and the delivery stayed RETRYING."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    async with sessions() as session:
+        sandbox_now = await session.scalar(select(sandbox_now_of(merchant.merchant_id)))
+    assert sandbox_now is not None
+    event = PayoutStatusChanged.model_validate_json(row.body)  # as the scheduler stamps it
+    event = event.model_copy(update={"sandbox_time": sandbox_now - timedelta(hours=32)})
+    request = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
+
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (decision.disposition, stored.status, stored.attempts) == (
+        Disposition.PARK,
+        "PARKED",
+        len(README_LADDER) + 1,
+    ), waits
 
 
 async def copies_of(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
@@ -48,20 +175,9 @@ async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not
     for one delivery, and two ladders for it when the lot was replayed."""
     receiver.always(Reply(500))
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    sender = WebhookSender(timeout_seconds=2, allow_private_urls=True)
-    delivery = EventDelivery(
-        sessions=sessions,
-        sender=sender,
-        ladder=RetryLadder.of(LADDER),
-        lease_seconds=10,
-        max_batch=8,
-        window_seconds=0.005,
-    )
-    try:
+    async with event_delivery(sessions, SHORT_LADDER) as delivery:
         request = first_request(row)
-        # Attempts 1..3 fail (as real time would make them); the retry they leave is the last
-        # one, waiting 30 min in the last tier's TTL queue.
-        for _ in range(len(LADDER)):
+        for _ in SHORT_LADDER:  # attempts 1 to 3 fail as real time makes them
             decision = await delivery.deliver(request)
             assert decision.disposition is Disposition.RETRY
             request = replace(
@@ -70,34 +186,22 @@ async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not
                 due_at=decision.due_at,
                 clock_offset=decision.clock_offset,
             )
-        waiting_in_ttl_queue = request
-        assert waiting_in_ttl_queue.ladder_attempt == len(LADDER) + 1
+        waiting = request  # the last retry, 30 min in the last tier's TTL queue
 
-        # The merchant advances its clock past it: the advance sends a copy of it.
-        advanced = await api_client.post(
-            f"{API}/sandbox/clock/advance", json={"seconds": 3600}, headers=auth(merchant)
-        )
-        assert advanced.status_code == 200, advanced.text
-        assert advanced.json()["data"]["webhookRetriesReleased"] == 1
-        (copy_row,) = await copies_of(sessions, waiting_in_ttl_queue.event.payout.id)
+        assert await advance(api_client, merchant, 1) == 1
+        (copy_row,) = await copies_of(sessions, waiting.event.payout.id)
         headers = copy_row.headers or {}
         copy = DeliveryRequest(
-            waiting_in_ttl_queue.event,
+            waiting.event,
             ladder_attempt=retry_count(headers) + 1,
             generation=0,
             due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
             clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
         )
-        # The copy makes the last attempt, which fails: parked, to the parking lot.
         assert (await delivery.deliver(copy)).disposition is Disposition.PARK
-        stored = await delivery_of(sessions, event_id_of(row))
-        assert stored is not None and stored.status == "PARKED"
-        assert stored.attempts == len(LADDER) + 1
+        came_back = await delivery.deliver(waiting)
 
-        # 30 min of real time later the TTL copy comes back: the delivery no longer waits for
-        # it, so it is to be dropped (acked), not parked once more.
-        came_back = await delivery.deliver(waiting_in_ttl_queue)
-    finally:
-        await delivery.aclose()
-        await sender.aclose()
     assert came_back.disposition is Disposition.DONE, came_back
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (stored.status, stored.attempts) == ("PARKED", len(SHORT_LADDER) + 1)
