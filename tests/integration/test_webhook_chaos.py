@@ -505,7 +505,7 @@ async def test_a_delivered_event_is_sent_once_more_and_stays_delivered_whatever_
         delivery = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
     # stopped gracefully: a message retried would be back in the queue by now
 
-    assert await waiting_copies(rabbit) == 0
+    assert await waiting_copies(rabbit, event_id) == 0
     original, duplicate = receiver.requests
     assert original.webhook_id == duplicate.webhook_id == event_id
     assert original.body == duplicate.body

@@ -427,7 +427,7 @@ async def test_duplicate_messages_of_one_event_deliver_once(
         await copies_settled(settled_before, 4)  # a copy that met the lease looked again later
     # the service stopped gracefully: every copy was handled, none is left or requeued
 
-    assert await waiting_copies(rabbit) == 0
+    assert await waiting_copies(rabbit, event_id_of(row)) == 0
     assert len(receiver.requests) == 1
     assert len(await attempts_of(sessions, event_id_of(row))) == 1
 
@@ -472,7 +472,7 @@ async def test_copies_of_a_message_on_two_consumers_send_once(
         await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
         await copies_settled(settled_before, 6)
 
-    assert await waiting_copies(rabbit) == 0
+    assert await waiting_copies(rabbit, event_id_of(row)) == 0
     assert len(receiver.requests) == 1
     assert len(await attempts_of(sessions, event_id_of(row))) == 1
 
