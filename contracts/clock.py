@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import database_now_plus, plus_seconds
+from contracts.db.engine import database_now_plus, plus_seconds, seconds_between
 from contracts.db.models import SandboxClock, SandboxClockAdvance
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
@@ -65,6 +65,34 @@ def sandbox_time_at(
         .scalar_subquery()
     )
     return plus_seconds(func.coalesce(offset_then, 0), moment)
+
+
+def offset_as_reached(
+    merchant_id: SQLColumnExpression[str] | str, sandbox_time: datetime
+) -> ColumnElement[int]:
+    """The merchant's clock offset as its clock reached `sandbox_time` (in the past): that time
+    less the real moment it was reached. Reached as the clock ran, it is the offset of the time;
+    jumped over by an advance, it is `sandbox_time` less the advance's moment, so that what the
+    rest of the jump added counts as a jump and real time since then as real time.
+
+    From each advance on the offset is at least that advance's (it only moves forward), so the
+    clock reached `sandbox_time` at the earliest of, per advance, the later of the advance and
+    `sandbox_time` less its offset (and of `sandbox_time` itself, at offset zero): the offset
+    is the greatest of, per advance, the lesser of its offset and the seconds from it to
+    `sandbox_time`."""
+    reached = (
+        select(
+            func.max(
+                func.least(
+                    seconds_between(SandboxClockAdvance.advanced_at, sandbox_time),
+                    SandboxClockAdvance.offset_seconds,
+                )
+            )
+        )
+        .where(SandboxClockAdvance.merchant_id == merchant_id)  # ix_sandbox_clock_advances_merchant
+        .scalar_subquery()
+    )
+    return func.greatest(func.coalesce(reached, 0), 0)
 
 
 async def sandbox_time_then(session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:

@@ -44,7 +44,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contracts.batching import MicroBatcher
-from contracts.clock import offset_seconds_of
+from contracts.clock import offset_as_reached, offset_seconds_of
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
@@ -248,20 +248,33 @@ class AttemptDue:
     clock_offset: int | None
 
 
-def attempt_due(request: DeliveryRequest, started: datetime, *, lease_offset: int) -> AttemptDue:
-    """A waiting retry: its own due time. The first attempt of an event the sandbox clock caused
-    (a 0006 reversal 48 h into an 80 h advance): when the event happened in sandbox time, on the
-    clock as it read then (its retries ran from the advance's end, a ladder of real time away,
-    and an advance across the whole ladder left it RETRYING). Any other: when its call started,
-    on the clock read with its lease (an advance made during the call ran its retries from the
+def clock_caused_at(request: DeliveryRequest, delivery: Delivery) -> datetime | None:
+    """When, in sandbox time, the sandbox clock caused the event (a 0006 reversal 48 h into an
+    80 h advance), if the message is its first attempt; None for any other: a retry, a resend,
+    a parked delivery replayed (its ladder starts afresh, now)."""
+    event = request.event
+    if event.sandbox_time is None or request.due_at is not None or delivery.attempts:
+        return None
+    return naive_utc(event.sandbox_time)
+
+
+def attempt_due(
+    request: DeliveryRequest,
+    started: datetime,
+    *,
+    lease_offset: int,
+    clock_caused: AttemptDue | None = None,
+) -> AttemptDue:
+    """A waiting retry: its own due time. The first attempt of an event the sandbox clock caused:
+    when the event happened in sandbox time, on the clock as it reached that time
+    (`clock_caused`; its retries ran from the advance's end, a ladder of real time away, and an
+    advance across the whole ladder left it RETRYING). Any other: when its call started, on
+    the clock read with its lease (an advance made during the call ran its retries from the
     advance's end as well)."""
     if request.due_at is not None:
         return AttemptDue(request.due_at, request.clock_offset)
-    event = request.event
-    if event.sandbox_time is not None and (request.ladder_attempt, request.generation) == (1, 0):
-        happened = naive_utc(event.sandbox_time)
-        offset_then = (happened - naive_utc(event.created_at)).total_seconds()
-        return AttemptDue(happened, max(math.floor(offset_then), 0))
+    if clock_caused is not None:
+        return clock_caused
     return AttemptDue(started + timedelta(seconds=lease_offset), lease_offset)
 
 
@@ -419,28 +432,40 @@ class EventDelivery:
             f" (sandbox chaos: {chaos})" if chaos else "",
         )
         attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started, chaos=chaos)
-        due = attempt_due(request, started, lease_offset=lease.delivery.sandbox_offset_seconds)
-        if not result.delivered:  # its retry is timed on the merchant's clock as it is now
-            offset = await self._offset_now(request.event.merchant_id, attempted)
+        if not result.delivered:
+            offset, due = await self._clock_after_failure(lease, started)
             attempted = replace(attempted, sandbox_offset_seconds=offset)
-        outcome = self._judged(request, attempted, attempt, result, due)
-        if result.delivered and sends_duplicate(
-            endpoint.chaos, request.event.id, generation=lease.delivery.generation
-        ):
+            return self._failed_attempt(request, attempted, attempt, result, due)
+        decision = Decision(Disposition.DONE, DELIVERED)
+        outcome = Outcome(request, delivered(attempted, self.clock()), (attempt,), decision)
+        if sends_duplicate(endpoint.chaos, request.event.id, generation=lease.delivery.generation):
             outcome = await self._duplicate(outcome, endpoint)
         return outcome
 
-    async def _offset_now(self, merchant_id: str, delivery: Delivery) -> int:
-        """The merchant's clock offset after the call: an advance made while it was under way is
-        a jump of the clock (the offset read with the lease is from before it, and timed the
-        next retry a whole step of real time away instead of within the advance's window)."""
+    async def _clock_after_failure(self, lease: Lease, started: datetime) -> tuple[int, AttemptDue]:
+        """The merchant's clock offset after a failed call, which times its retry, and when the
+        attempt was due (`attempt_due`). The offset now: an advance made while the call was
+        under way is a jump of the clock (the offset read with the lease is from before it, and
+        timed the next retry a whole step of real time away instead of within the advance's
+        window). A clock-caused event's offset as the clock reached its time: a step applied
+        late in real time (the processor was down) is late, the clock did not jump."""
+        request, leased = lease.request, lease.delivery
+        merchant_id = request.event.merchant_id
+        caused_at = clock_caused_at(request, leased)
+        clock = [offset_seconds_of(merchant_id)]
+        if caused_at is not None:
+            clock.append(offset_as_reached(merchant_id, caused_at))
         try:
             async with self.sessions() as session:
-                offset = await session.scalar(select(offset_seconds_of(merchant_id)))
-        except SQLAlchemyError as exc:
-            log.warning("webhook %s: reading the clock failed: %r", delivery.event_id, exc)
-            return delivery.sandbox_offset_seconds
-        return int(offset or 0)
+                offset, *reached = (await session.execute(select(*clock))).one()
+        except SQLAlchemyError as exc:  # the ladder as if the clock stood still
+            log.warning("webhook %s: reading the clock failed: %r", request.event.id, exc)
+            offset, reached = leased.sandbox_offset_seconds, []
+        caused = AttemptDue(caused_at, int(reached[0])) if reached else None
+        due = attempt_due(
+            request, started, lease_offset=leased.sandbox_offset_seconds, clock_caused=caused
+        )
+        return int(offset), due
 
     async def _send(
         self,
@@ -542,7 +567,7 @@ class EventDelivery:
         )
         return replace(outcome, delivery=duplicated, attempts=(*outcome.attempts, attempt))
 
-    def _judged(
+    def _failed_attempt(
         self,
         request: DeliveryRequest,
         attempted: Delivery,
@@ -550,11 +575,8 @@ class EventDelivery:
         result: AttemptResult,
         due: AttemptDue,
     ) -> Outcome:
-        """The delivery's new state and the message's decision after an HTTP attempt."""
+        """The delivery's new state and the message's decision after a failed HTTP attempt."""
         now = self.clock()
-        if result.delivered:
-            decision = Decision(Disposition.DONE, DELIVERED)
-            return Outcome(request, delivered(attempted, now), (attempt,), decision)
         retry_after = retry_after_seconds(result.status_code, result.retry_after, now=now)
         decision = self._failed(request.ladder_attempt, result.error or "failed", retry_after)
         if decision.step is None:

@@ -99,15 +99,20 @@ def plus_seconds(
 ) -> ColumnElement[datetime]:
     """`moment` plus `seconds`; a time of ours is sent as text, which the server adds to as text
     unless it is cast (a string where a datetime was selected)."""
-    if isinstance(moment, datetime):
-        moment = cast(moment, DATETIME(fsp=6))
-    return func.timestampadd(literal_column("SECOND"), seconds, moment)
+    return func.timestampadd(literal_column("SECOND"), seconds, _as_datetime(moment))
 
 
 def seconds_between(
-    start: SQLColumnExpression[datetime | None], end: SQLColumnExpression[datetime | None]
+    start: SQLColumnExpression[datetime | None],
+    end: datetime | SQLColumnExpression[datetime | None],
 ) -> ColumnElement[int]:
-    return func.timestampdiff(literal_column("SECOND"), start, end)
+    return func.timestampdiff(literal_column("SECOND"), start, _as_datetime(end))
+
+
+def _as_datetime(
+    moment: datetime | SQLColumnExpression[datetime | None],
+) -> SQLColumnExpression[datetime | None]:
+    return cast(moment, DATETIME(fsp=6)) if isinstance(moment, datetime) else moment
 
 
 def database_now_plus(seconds: int | SQLColumnExpression[int]) -> ColumnElement[datetime]:

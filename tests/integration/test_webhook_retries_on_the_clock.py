@@ -10,12 +10,13 @@ from dataclasses import replace
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
 from contracts.clock import sandbox_now_of
-from contracts.db.engine import SessionFactory
-from contracts.db.models import OutboxMessage
+from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcnow
+from contracts.db.models import OutboxMessage, SandboxClockAdvance
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
 from contracts.topology import PAYOUT_ID_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
@@ -26,7 +27,7 @@ from tests.support.polling import eventually
 from tests.support.webhook_flow import created_event, delivery_of, event_id_of, first_request
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import Decision, Disposition, EventDelivery
-from webhook_service.delivery_records import DeliveryRequest
+from webhook_service.delivery_records import DeliveryRequest, reopen_parked
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
@@ -133,11 +134,7 @@ async def test_retries_of_an_event_the_clock_caused_run_within_its_advance(
     receiver.always(Reply(500))
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
-    async with sessions() as session:
-        sandbox_now = await session.scalar(select(sandbox_now_of(merchant.merchant_id)))
-    assert sandbox_now is not None
-    event = PayoutStatusChanged.model_validate_json(row.body)  # as the scheduler stamps it
-    event = event.model_copy(update={"sandbox_time": sandbox_now - timedelta(hours=32)})
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
     request = DeliveryRequest(event, ladder_attempt=1, generation=0)
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
@@ -149,6 +146,69 @@ async def test_retries_of_an_event_the_clock_caused_run_within_its_advance(
         "PARKED",
         len(README_LADDER) + 1,
     ), waits
+
+
+async def test_an_event_the_clock_caused_while_the_processor_was_down_waits_its_whole_step(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The clock ran 10 h ahead for 3 h; a step due 2 h ago (in sandbox time, by the clock
+    running, no advance) is applied now, the processor having been down. Its lateness is real
+    time, not a jump of the clock: its first retry waits the ladder's first step. Taken for a
+    jump, its retries for 2 h of sandbox time ran back to back."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 10)
+    async with transaction(sessions) as session:  # that advance was 3 h ago
+        await session.execute(
+            update(SandboxClockAdvance)
+            .where(SandboxClockAdvance.merchant_id == merchant.merchant_id)
+            .values(advanced_at=plus_seconds(-3 * HOUR, SandboxClockAdvance.advanced_at))
+        )
+    event = await clock_caused(sessions, merchant, row, hours_ago=2)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision = await delivery.deliver(DeliveryRequest(event, ladder_attempt=1, generation=0))
+
+    assert decision.step is not None
+    assert decision.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
+async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """Its ladder ran within the advance and parked it; replayed (PARKED -> PENDING, a fresh
+    copy: attempt 1), it is attempted now, and its retries wait their steps. Timed from when
+    the event happened, it was parked again within seconds."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    request = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision, _ = await along_the_ladder(delivery, request, await delivery.deliver(request))
+        assert decision.disposition is Disposition.PARK
+        async with transaction(sessions) as session:
+            assert await reopen_parked(session, event.id, utcnow())
+        replayed = await delivery.deliver(request)
+
+    assert replayed.step is not None
+    assert replayed.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
+async def clock_caused(
+    sessions: SessionFactory, merchant: NewMerchant, row: OutboxMessage, *, hours_ago: int
+) -> PayoutStatusChanged:
+    """The row's event as the scheduler stamps one the clock caused `hours_ago` (sandbox time)."""
+    async with sessions() as session:
+        sandbox_now = await session.scalar(select(sandbox_now_of(merchant.merchant_id)))
+    assert sandbox_now is not None
+    event = PayoutStatusChanged.model_validate_json(row.body)
+    return event.model_copy(update={"sandbox_time": sandbox_now - timedelta(hours=hours_ago)})
 
 
 async def copies_of(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
