@@ -54,11 +54,13 @@ def downgrade() -> None:
         "sandbox_clocks",
         sa.Column("previous_offset_seconds", sa.BigInteger(), nullable=False, server_default="0"),
     )
+    # The advance before the last: two may share a stamp (an advance that waited for another's
+    # lock is stamped no earlier than it), so it is the second in their order, not the last
+    # before the clock's stamp.
     op.execute(
         "UPDATE sandbox_clocks SET previous_offset_seconds = COALESCE(("
         "SELECT a.offset_seconds FROM sandbox_clock_advances a "
         "WHERE a.merchant_id = sandbox_clocks.merchant_id "
-        "AND a.advanced_at < sandbox_clocks.updated_at "
-        "ORDER BY a.advanced_at DESC, a.id DESC LIMIT 1), 0)"
+        "ORDER BY a.advanced_at DESC, a.id DESC LIMIT 1 OFFSET 1), 0)"
     )
     op.drop_table("sandbox_clock_advances")

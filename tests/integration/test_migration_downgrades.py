@@ -111,6 +111,36 @@ async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch
     assert actions == [("p-queued", 1, "EXPIRE_QUEUE", "QUEUED", datetime(2026, 1, 4, 11, 0), None)]
 
 
+async def test_0029_down_keeps_the_offset_before_the_last_advance(scratch_url: str) -> None:
+    """Three advances, the last two stamped alike (the last waited for the other's lock, and
+    the clock's stamp never goes back): 0027's previous offset is the second one's. Read as the
+    last advance before the clock's stamp, it was the first one's."""
+    await migrate(scratch_url, "up", "0029")
+    engine = create_async_engine(scratch_url)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
+            " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
+        )
+        await connection.exec_driver_sql(
+            "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at)"
+            " VALUES ('m-1', 600, '2026-01-01 10:00:00')"
+        )
+        await connection.exec_driver_sql(
+            "INSERT INTO sandbox_clock_advances (merchant_id, advanced_at, offset_seconds) VALUES"
+            " ('m-1', '2026-01-01 09:00:00', 100), ('m-1', '2026-01-01 10:00:00', 300),"
+            " ('m-1', '2026-01-01 10:00:00', 600)"
+        )
+    await migrate(scratch_url, "down", "0028")
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql(
+            "SELECT offset_seconds, previous_offset_seconds FROM sandbox_clocks"
+        )
+        clocks = [tuple(row) for row in rows]
+    await engine.dispose()
+    assert clocks == [(600, 300)]
+
+
 async def test_two_migrates_at_once_take_turns_and_both_end_well(
     scratch_url: str, service_env: dict[str, str]
 ) -> None:
