@@ -1,12 +1,14 @@
 """Moving parked webhook messages back to the delivery queue (`payouts webhooks replay-parked`).
 
 Each moved message starts the retry ladder afresh (our retry headers are dropped) and keeps its
-message id and event; its delivery goes PARKED -> PENDING. Messages of other merchants (with
-`--merchant`) stay parked. Reopen the delivery first, then publish (confirmed), then ack: with
-MySQL down nothing is published (publishing first sent one more copy at every try while the
-message stayed parked); a crash after the reopen leaves a PENDING delivery without its message,
-which the relay's stalled-delivery sweep sends again; a crash after the publish leaves the
-message parked too, and the consumer absorbs the duplicate (it skips DELIVERED events).
+message id and event; its delivery goes PARKED -> PENDING. One message per event is moved, and
+its other copies in the lot are dropped: a delivery parked once gets one ladder (a last retry's
+waiting copy, redelivered for a reason of its own, may be parked as the copy that parked it).
+Messages of other merchants (with `--merchant`) stay parked. Reopen the delivery first, then publish
+(confirmed), then ack: with MySQL down nothing is published (publishing first sent one more copy at
+every try while the message stayed parked); a crash after the reopen leaves a PENDING delivery
+without its message, which the relay's stalled-delivery sweep sends again; a crash after the publish
+leaves the message parked too, and the consumer absorbs the duplicate (it skips DELIVERED events).
 """
 
 from collections.abc import Callable
@@ -27,7 +29,8 @@ from webhook_service.delivery_records import reopen_parked
 @dataclass(frozen=True)
 class ReplayResult:
     moved: int
-    kept: int
+    kept: int  # of other merchants
+    dropped: int = 0  # copies of an event moved already
 
 
 def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
@@ -47,9 +50,9 @@ async def _move(
     channel: AbstractChannel,
     sessions: SessionFactory,
     message: AbstractIncomingMessage,
+    event_id: str | None,
     now: datetime,
 ) -> None:
-    event_id = _body_field(message, "id")
     if event_id:
         async with transaction(sessions) as session:
             await reopen_parked(session, event_id, now)
@@ -73,7 +76,8 @@ async def replay_parked(
         # Only what is parked now: messages parked while we work wait for the next replay.
         waiting = parked.declaration_result.message_count or 0
         kept: list[AbstractIncomingMessage] = []
-        moved = 0
+        events: set[str] = set()
+        moved = dropped = 0
         try:
             for _ in range(waiting):
                 message = await parked.get(no_ack=False, fail=False)
@@ -82,9 +86,16 @@ async def replay_parked(
                 if merchant_id is not None and merchant_of(message) != merchant_id:
                     kept.append(message)  # unacked until the end, so get() moves past it
                     continue
-                await _move(channel, sessions, message, clock())
+                event_id = _body_field(message, "id")
+                if event_id in events:
+                    await message.ack()
+                    dropped += 1
+                    continue
+                await _move(channel, sessions, message, event_id, clock())
                 moved += 1
+                if event_id is not None:
+                    events.add(event_id)
         finally:
             for message in kept:
                 await message.nack(requeue=True)
-    return ReplayResult(moved=moved, kept=len(kept))
+    return ReplayResult(moved=moved, kept=len(kept), dropped=dropped)

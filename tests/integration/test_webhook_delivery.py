@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
@@ -42,6 +43,7 @@ from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import republish, retry_count
 from contracts.settings import Settings
 from contracts.topology import (
+    DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
     LAST_ERROR_HEADER,
     WEBHOOK_PARKING_LOT,
@@ -62,6 +64,7 @@ from tests.support.webhook_flow import (
     delivery_of,
     event_delivery,
     event_id_of,
+    event_id_of_body,
     first_request,
     new_event_row,
     no_transaction_elsewhere,
@@ -667,6 +670,50 @@ async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delive
     assert other is not None and other.status == DeliveryStatus.PARKED
     assert len(await parked_messages(rabbit, other_event_id)) == 1
     assert await parked_messages(rabbit, event_id) == []
+
+
+async def test_replay_parked_moves_one_message_per_event_and_drops_its_copies(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """A delivery parked once, whose message is in the lot twice (a last retry's waiting copy,
+    redelivered for a reason of its own, was taken for the copy that parked it): replayed, the
+    delivery gets one ladder. Both moved, it had two, and parked again, two messages."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.always(Reply(503))
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
+
+        async def in_the_lot() -> AbstractIncomingMessage:
+            parked = await rabbit.take(WEBHOOK_PARKING_LOT)
+            found = [m for m in parked if event_id_of_body(m.body) == event_id]
+            assert len(found) == 1  # published after the PARKED row commits
+            return found[0]
+
+        message = await eventually(in_the_lot)
+        for _ in range(2):
+            await rabbit.publish(
+                message.body,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=WEBHOOK_PARKING_LOT,
+                message_id=message.message_id,
+                headers=message.headers,
+            )
+        receiver.always(Reply(200))
+
+        result = await replay_parked(
+            webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+        )
+
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=len(LADDER) + 2)
+    assert (result.moved, result.dropped) == (1, 1)
+    assert await waiting_copies(rabbit, event_id) == 0
 
 
 # --- Lease, call, record: the database side of a delivery ---------------------------------------
