@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 LOCK_WAIT_TIMEOUT = 1205
 DEADLOCK = 1213
+SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist"
 
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
@@ -45,8 +46,27 @@ OUTAGE_ERROR_CODES = frozenset(
 
 
 def database_error_code(error: DBAPIError) -> int | None:
-    args = getattr(error.orig, "args", ())
+    """The server's error number. A deadlock inside a savepoint comes out as the savepoint gone
+    (InnoDB rolled the whole transaction back, and SQLAlchemy's ROLLBACK TO SAVEPOINT failed):
+    it is that deadlock, found in the context of the error raised."""
+    code = _number_of(error.orig)
+    if code == SAVEPOINT_GONE and DEADLOCK in _numbers_in_context(error):
+        return DEADLOCK
+    return code
+
+
+def _number_of(error: BaseException | None) -> int | None:
+    args = getattr(error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+def _numbers_in_context(error: BaseException) -> set[int | None]:
+    numbers = set()
+    earlier = error.__context__
+    while earlier is not None:
+        numbers.add(_number_of(getattr(earlier, "orig", earlier)))
+        earlier = earlier.__context__
+    return numbers
 
 
 def is_outage(error: BaseException) -> bool:

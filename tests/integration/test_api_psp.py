@@ -10,7 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import func, insert, select, text, update
 
-from contracts.db.engine import SessionFactory, transaction
+from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, PspReferenceClaim
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import PayoutStatus
@@ -279,6 +279,55 @@ async def test_callbacks_waiting_on_a_claim_that_rolls_back_each_get_their_answe
         await refused.rollback()
 
     assert sorted(answer.status_code for answer in await answers) == [200, 409]
+
+
+async def test_callbacks_waiting_on_an_event_id_that_rolls_back_each_get_their_answer(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """One event id sent for two payouts while a third callback holds it and then rolls back:
+    the two waiting deadlock in InnoDB inside the savepoint that records a callback. The
+    victim's deadlock came out as the savepoint gone (1305), a 500 no retry caught; run again,
+    it finds the event id the other payout's (422 EVENT_ID_REUSED)."""
+    *pair, holder = [await create_payout(api_client, await make_merchant()) for _ in range(3)]
+    event_id = f"evt-{uuid.uuid4().hex}"
+    waiting = (
+        select(func.count())
+        .select_from(text("information_schema.PROCESSLIST"))
+        .where(text("DB = DATABASE() AND INFO LIKE 'INSERT INTO psp_callbacks%'"))
+    )
+    async with sessions() as refused:
+        await refused.execute(
+            insert(PspCallback).values(
+                event_id=event_id,
+                payout_id=holder["id"],
+                hold_cycle=1,
+                outcome="SUCCESS",
+                source="ipn",
+                received_at=utcnow(),
+            )
+        )
+        answers = asyncio.gather(
+            *(
+                post_ipn(
+                    api_client,
+                    settings.psp_secret,
+                    orjson.dumps({"eventId": event_id, "payoutId": p["id"], "status": "SUCCESS"}),
+                )
+                for p in pair
+            )
+        )
+
+        async def both_wait() -> bool:
+            async with sessions() as session:
+                return await session.scalar(waiting) == 2
+
+        await eventually(both_wait, within=10, what="both callbacks waiting on the event id")
+        await refused.rollback()
+
+    assert sorted(answer.status_code for answer in await answers) == [200, 422]
 
 
 async def test_a_psp_reference_differing_in_case_from_another_payouts_is_not_theirs(
