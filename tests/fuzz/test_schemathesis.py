@@ -163,7 +163,10 @@ async def fuzz_merchant(sessions: SessionFactory) -> str:
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, fuzz_merchant: str) -> Iterator[None]:
-    plugged.app = create_app(settings)
+    # No processor runs here: an advance waits for the payouts it has yet to submit, up to the
+    # clock's wait, then says Sandbox-Clock-Settled: false. Its default (10 s) is the client's
+    # read timeout.
+    plugged.app = create_app(settings.model_copy(update={"sandbox_clock_wait_seconds": 0.2}))
     # Started now, not at the first call that happens to enter a client: the unsupported-method
     # check calls without one, and the middleware needs what the lifespan sets up.
     with asgi.get_client(plugged):
