@@ -250,10 +250,13 @@ class AttemptDue:
 
 def clock_caused_at(request: DeliveryRequest, delivery: Delivery) -> datetime | None:
     """When, in sandbox time, the sandbox clock caused the event (a 0006 reversal 48 h into an
-    80 h advance), if the message is its first attempt; None for any other: a retry, a resend,
-    a parked delivery replayed (its ladder starts afresh, now)."""
+    80 h advance), if the message is the event's own first attempt: before any attempt was
+    recorded, or delivered again after one (its consumer died before sending the retry on).
+    None for any other: a retry, a resend, a parked delivery replayed (their ladders start
+    afresh, now; a replayed copy delivered again is taken for the first, a corner left)."""
     event = request.event
-    if event.sandbox_time is None or request.due_at is not None or delivery.attempts:
+    first = request.due_at is None and request.generation == 0
+    if event.sandbox_time is None or not first or (delivery.attempts and not request.redelivered):
         return None
     return naive_utc(event.sandbox_time)
 

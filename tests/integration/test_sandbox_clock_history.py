@@ -1,14 +1,15 @@
 """What a merchant's sandbox clock read at a moment in the past (contracts.clock.sandbox_time_at):
 every advance is kept. No processor runs here: the tests hand commands to its handlers."""
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from cli.merchants import NewMerchant
-from contracts.clock import sandbox_time_then
+from contracts.clock import offset_as_reached, sandbox_time_then
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, SandboxClockAdvance, ScheduledAction
 from contracts.settings import Settings
@@ -93,3 +94,70 @@ async def test_a_payout_picked_up_after_two_advances_runs_from_its_start(
         )
     assert payout_row is not None and due is not None
     assert after <= due - payout_row.created_at < after + timedelta(seconds=5)
+
+
+# ---- offset_as_reached, against the history read by brute force ------------------------------
+
+BASE = datetime(2026, 6, 1, 12, 0, 0)
+HOUR = 3600
+HISTORIES = {
+    "one": [(BASE, 10 * HOUR)],
+    "several": [
+        (BASE, 10 * HOUR),
+        (BASE + timedelta(hours=1), 30 * HOUR),
+        (BASE + timedelta(hours=5), 31 * HOUR),
+    ],
+    "same stamp": [(BASE, 2 * HOUR), (BASE, 5 * HOUR)],
+    "fractional": [
+        (BASE + timedelta(microseconds=700_000), 3 * HOUR),
+        (BASE + timedelta(seconds=90.25), 4 * HOUR),
+    ],
+}
+
+
+def offset_reading_the_history(
+    advances: list[tuple[datetime, int]], sandbox_time: datetime
+) -> float:
+    """The sandbox time less the first real moment the clock read it, advance by advance."""
+    spans = [(datetime(1000, 1, 1), 0), *sorted(advances)]
+    for (start, offset), (end, _) in zip(spans, [*spans[1:], (datetime.max, 0)], strict=True):
+        reached = max(start, sandbox_time - timedelta(seconds=offset))
+        if reached < end:
+            return (sandbox_time - reached).total_seconds()
+    raise AssertionError("the clock never read it")
+
+
+def around_each_advance(advances: list[tuple[datetime, int]]) -> list[datetime]:
+    """Sandbox times just before, at and after each advance and each jump's end, and later."""
+    deltas = (-1.5, -0.5, 0, 0.3, 0.5, 1, 1799.7)
+    return [
+        at + timedelta(seconds=delta)
+        for at, offset in advances
+        for delta in (*deltas, offset - 1, offset, offset + 0.4, offset + 10, offset + 3 * HOUR)
+    ]
+
+
+@pytest.mark.parametrize("history", list(HISTORIES))
+async def test_the_offset_as_the_clock_reached_a_time_is_read_off_its_advances(
+    sessions: SessionFactory, history: str
+) -> None:
+    """Reached as the clock ran, the offset of the time; jumped over by an advance, the time
+    less the advance's moment; before any advance, zero."""
+    advances = HISTORIES[history]
+    merchant_id = str(uuid.uuid4())
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(SandboxClockAdvance),
+            [
+                {"merchant_id": merchant_id, "advanced_at": at, "offset_seconds": offset}
+                for at, offset in advances
+            ],
+        )
+    wrong = []
+    async with sessions() as session:
+        for moment in around_each_advance(advances):
+            read = await session.scalar(select(offset_as_reached(merchant_id, moment)))
+            expected = offset_reading_the_history(advances, moment)
+            if abs(int(read) - expected) >= 1:
+                wrong.append((moment.isoformat(), read, expected))
+    assert wrong == []

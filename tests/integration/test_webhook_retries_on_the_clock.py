@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from cli.merchants import NewMerchant
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcnow
-from contracts.db.models import OutboxMessage, SandboxClockAdvance
+from contracts.db.models import Merchant, OutboxMessage, SandboxClockAdvance
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
 from contracts.topology import PAYOUT_ID_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
@@ -24,7 +24,13 @@ from contracts.webhooks import RESEND_ROUTING_KEY, retry_clock_offset, retry_due
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth
 from tests.support.polling import eventually
-from tests.support.webhook_flow import created_event, delivery_of, event_id_of, first_request
+from tests.support.webhook_flow import (
+    created_event,
+    delivery_of,
+    event_id_of,
+    first_request,
+    resend,
+)
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import Decision, Disposition, EventDelivery
 from webhook_service.delivery_records import DeliveryRequest, reopen_parked
@@ -198,6 +204,62 @@ async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh
 
     assert replayed.step is not None
     assert replayed.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
+async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The merchant had no webhook URL when the event happened (parked, no attempt), then sets
+    one and resends: the resend's retries wait their steps. Timed from the event, they ran back
+    to back and it was parked again within seconds."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, None)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    first = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        assert (await delivery.deliver(first)).disposition is Disposition.DONE  # parked
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(Merchant)
+                .where(Merchant.id == merchant.merchant_id)
+                .values(webhook_url=receiver.url)
+            )
+        stored = await delivery_of(sessions, event_id_of(row))
+        assert stored is not None and (stored.status, stored.attempts) == ("PARKED", 0)
+        await resend(api_client, sessions, merchant, stored)
+        decision = await delivery.deliver(replace(first, generation=1))
+
+    assert decision.step is not None
+    assert decision.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
+async def test_the_first_message_of_an_event_the_clock_caused_delivered_again_keeps_its_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """Its consumer was killed after recording the failed attempt, before sending the retry on:
+    RabbitMQ delivers the event's message again, and its ladder still runs within the advance.
+    Timed as an ordinary attempt, its retries waited real time and it stayed RETRYING."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    first = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        recorded = await delivery.deliver(first)
+        assert recorded.step is not None and recorded.step.delay_seconds == 0
+        again = replace(first, redelivered=True)  # the retry due at once was never sent
+        decision, waits = await along_the_ladder(delivery, again, await delivery.deliver(again))
+
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
 
 
 async def clock_caused(
