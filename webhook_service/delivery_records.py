@@ -23,6 +23,7 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
+    exists,
     func,
     insert,
     literal,
@@ -465,7 +466,11 @@ def parked(delivery: Delivery, now: datetime, *, reason: str | None = None) -> D
 
 
 async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> bool:
-    """PARKED -> PENDING when an operator moves the parked message back; False if not parked."""
+    """PARKED -> PENDING when an operator moves the parked message back; whether to move it.
+    Not when the event's delivery is there and not parked: another message carries it (a copy
+    moved already, its live retry, or the relay's sweep of a delivery whose message was lost),
+    or it was delivered. An event without a delivery row (the database failed through the
+    whole ladder) is moved."""
     reopened = await session.execute(
         update(WebhookDelivery)
         .where(
@@ -474,7 +479,10 @@ async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> 
         )
         .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None, updated_at=now)
     )
-    return bool(reopened.rowcount)  # type: ignore[attr-defined]
+    if reopened.rowcount:  # type: ignore[attr-defined]
+        return True
+    delivery = select(WebhookDelivery.id).where(WebhookDelivery.event_id == event_id)
+    return not await session.scalar(select(exists(delivery)))
 
 
 async def final_event_delivered(session: AsyncSession, event_id: str) -> bool:

@@ -1,14 +1,17 @@
 """Moving parked webhook messages back to the delivery queue (`payouts webhooks replay-parked`).
 
 Each moved message starts the retry ladder afresh (our retry headers are dropped) and keeps its
-message id and event; its delivery goes PARKED -> PENDING. One message per event is moved, and
-its other copies in the lot are dropped: a delivery parked once gets one ladder (a last retry's
-waiting copy, redelivered for a reason of its own, may be parked as the copy that parked it).
-Messages of other merchants (with `--merchant`) stay parked. Reopen the delivery first, then publish
-(confirmed), then ack: with MySQL down nothing is published (publishing first sent one more copy at
-every try while the message stayed parked); a crash after the reopen leaves a PENDING delivery
-without its message, which the relay's stalled-delivery sweep sends again; a crash after the publish
-leaves the message parked too, and the consumer absorbs the duplicate (it skips DELIVERED events).
+message id and event; its delivery goes PARKED -> PENDING. A message whose delivery is there and
+no longer parked is dropped (acked, not moved): a delivery parked once gets one ladder, whatever
+the copies of its message in the lot (a last retry's waiting copy, redelivered for a reason of
+its own, may be parked beside the copy that parked it; a killed replay leaves the copies it had
+not reached). Messages of other merchants (with `--merchant`) stay parked.
+
+Reopen the delivery first, then publish (confirmed), then ack: with MySQL down nothing is
+published (publishing first sent one more copy at every try while the message stayed parked); a
+crash after the reopen leaves a PENDING delivery without its message, which the relay's
+stalled-delivery sweep sends again; a crash after the publish leaves the message parked too, and
+the next replay drops it.
 """
 
 from collections.abc import Callable
@@ -30,7 +33,7 @@ from webhook_service.delivery_records import reopen_parked
 class ReplayResult:
     moved: int
     kept: int  # of other merchants
-    dropped: int = 0  # copies of an event moved already
+    dropped: int = 0  # whose delivery is no longer parked
 
 
 def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
@@ -50,16 +53,20 @@ async def _move(
     channel: AbstractChannel,
     sessions: SessionFactory,
     message: AbstractIncomingMessage,
-    event_id: str | None,
     now: datetime,
-) -> None:
+) -> bool:
+    """Move the message back, or drop it (False) when its delivery is no longer parked."""
+    event_id = _body_field(message, "id")
     if event_id:
         async with transaction(sessions) as session:
-            await reopen_parked(session, event_id, now)
+            if not await reopen_parked(session, event_id, now):
+                await message.ack()
+                return False
     await channel.default_exchange.publish(
         fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
     )
     await message.ack()
+    return True
 
 
 async def replay_parked(
@@ -76,7 +83,6 @@ async def replay_parked(
         # Only what is parked now: messages parked while we work wait for the next replay.
         waiting = parked.declaration_result.message_count or 0
         kept: list[AbstractIncomingMessage] = []
-        events: set[str] = set()
         moved = dropped = 0
         try:
             for _ in range(waiting):
@@ -86,15 +92,10 @@ async def replay_parked(
                 if merchant_id is not None and merchant_of(message) != merchant_id:
                     kept.append(message)  # unacked until the end, so get() moves past it
                     continue
-                event_id = _body_field(message, "id")
-                if event_id in events:
-                    await message.ack()
+                if await _move(channel, sessions, message, clock()):
+                    moved += 1
+                else:
                     dropped += 1
-                    continue
-                await _move(channel, sessions, message, event_id, clock())
-                moved += 1
-                if event_id is not None:
-                    events.add(event_id)
         finally:
             for message in kept:
                 await message.nack(requeue=True)

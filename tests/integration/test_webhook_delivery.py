@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.message import IncomingMessage
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
@@ -690,21 +691,9 @@ async def test_replay_parked_moves_one_message_per_event_and_drops_its_copies(
         await relay(rabbit, row)
         await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
 
-        async def in_the_lot() -> AbstractIncomingMessage:
-            parked = await rabbit.take(WEBHOOK_PARKING_LOT)
-            found = [m for m in parked if event_id_of_body(m.body) == event_id]
-            assert len(found) == 1  # published after the PARKED row commits
-            return found[0]
-
-        message = await eventually(in_the_lot)
+        message = await eventually(lambda: parked_message(rabbit, event_id))
         for _ in range(2):
-            await rabbit.publish(
-                message.body,
-                exchange=DEFAULT_EXCHANGE,
-                routing_key=WEBHOOK_PARKING_LOT,
-                message_id=message.message_id,
-                headers=message.headers,
-            )
+            await park(rabbit, message)
         receiver.always(Reply(200))
 
         result = await replay_parked(
@@ -714,6 +703,75 @@ async def test_replay_parked_moves_one_message_per_event_and_drops_its_copies(
         await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=len(LADDER) + 2)
     assert (result.moved, result.dropped) == (1, 1)
     assert await waiting_copies(rabbit, event_id) == 0
+
+
+class Killed(Exception):
+    pass
+
+
+async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lot holds a parked delivery's message twice; the replay moves the first and is
+    killed before it drops the second. The next replay drops that one too: the delivery,
+    reopened, is no longer parked. Moved, it was a second fresh message for one delivery, which
+    leases it whatever it waits for and restarts its ladder."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.always(Reply(503))
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
+        message = await eventually(lambda: parked_message(rabbit, event_id))
+    # Stopped: what the replays publish stays in the delivery queue, to be counted.
+    for _ in range(2):
+        await park(rabbit, message)
+    real_ack = IncomingMessage.ack
+    acks = 0
+
+    async def killed_at_the_second_ack(self: IncomingMessage, multiple: bool = False) -> None:
+        nonlocal acks
+        acks += 1
+        if acks == 2:
+            raise Killed
+        await real_ack(self, multiple)
+
+    monkeypatch.setattr(IncomingMessage, "ack", killed_at_the_second_ack)
+    with pytest.raises(Killed):
+        await replay_parked(webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id)
+    monkeypatch.setattr(IncomingMessage, "ack", real_ack)
+
+    again = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+
+    assert (again.moved, again.dropped) == (0, 1)
+    assert await waiting_copies(rabbit, event_id) == 1
+
+
+async def parked_message(rabbit: RabbitClient, event_id: str) -> AbstractIncomingMessage:
+    """Take the lot's message of the event (published after its PARKED row commits)."""
+    found = [
+        m for m in await rabbit.take(WEBHOOK_PARKING_LOT) if event_id_of_body(m.body) == event_id
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+async def park(rabbit: RabbitClient, message: AbstractIncomingMessage) -> None:
+    await rabbit.publish(
+        message.body,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=message.message_id,
+        headers=message.headers,
+    )
 
 
 # --- Lease, call, record: the database side of a delivery ---------------------------------------
