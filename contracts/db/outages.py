@@ -12,7 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 LOCK_WAIT_TIMEOUT = 1205
 DEADLOCK = 1213
-SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist"
+SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROCEDURE)
 
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
@@ -50,7 +50,8 @@ def database_error_code(error: DBAPIError) -> int | None:
     (InnoDB rolled the whole transaction back, and SQLAlchemy's ROLLBACK TO SAVEPOINT failed):
     it is that deadlock, found in the context of the error raised."""
     code = _number_of(error.orig)
-    if code == SAVEPOINT_GONE and DEADLOCK in _numbers_in_context(error):
+    savepoint_gone = code == SAVEPOINT_GONE and _message_of(error.orig).startswith("SAVEPOINT")
+    if savepoint_gone and DEADLOCK in _numbers_in_context(error):
         return DEADLOCK
     return code
 
@@ -58,6 +59,12 @@ def database_error_code(error: DBAPIError) -> int | None:
 def _number_of(error: BaseException | None) -> int | None:
     args = getattr(error, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+def _message_of(error: BaseException | None) -> str:
+    args: tuple[object, ...] = getattr(error, "args", ())
+    message = args[1] if len(args) > 1 else None
+    return message if isinstance(message, str) else ""
 
 
 def _numbers_in_context(error: BaseException) -> set[int | None]:
