@@ -156,8 +156,10 @@ async def test_the_offset_as_the_clock_reached_a_time_is_read_off_its_advances(
     wrong = []
     async with sessions() as session:
         for moment in around_each_advance(advances):
-            read = await session.scalar(select(offset_as_reached(merchant_id, moment)))
+            read = int(
+                (await session.execute(select(offset_as_reached(merchant_id, moment)))).scalar_one()
+            )
             expected = offset_reading_the_history(advances, moment)
-            if abs(int(read) - expected) >= 1:
+            if abs(read - expected) >= 1:
                 wrong.append((moment.isoformat(), read, expected))
     assert wrong == []

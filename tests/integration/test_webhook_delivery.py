@@ -28,6 +28,7 @@ from standardwebhooks.webhooks import Webhook
 
 import webhook_service.app as webhook_app
 import webhook_service.delivery as delivery_module
+from cli.merchants import NewMerchant
 from contracts.db.engine import (
     SessionFactory,
     create_engine,
@@ -684,18 +685,11 @@ async def test_replay_parked_moves_one_message_per_event_and_drops_its_copies(
     """A delivery parked once, whose message is in the lot twice (a last retry's waiting copy,
     redelivered for a reason of its own, was taken for the copy that parked it): replayed, the
     delivery gets one ladder. Both moved, it had two, and parked again, two messages."""
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    event_id = event_id_of(row)
-    receiver.always(Reply(503))
+    merchant, event_id = await parked_twice(
+        api_client, make_merchant, sessions, rabbit, receiver, webhook_settings
+    )
+    receiver.always(Reply(200))
     async with running_webhook_service(webhook_settings):
-        await relay(rabbit, row)
-        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
-
-        message = await eventually(lambda: parked_message(rabbit, event_id))
-        for _ in range(2):
-            await park(rabbit, message)
-        receiver.always(Reply(200))
-
         result = await replay_parked(
             webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
         )
@@ -722,16 +716,10 @@ async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
     killed before it drops the second. The next replay drops that one too: the delivery,
     reopened, is no longer parked. Moved, it was a second fresh message for one delivery, which
     leases it whatever it waits for and restarts its ladder."""
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    event_id = event_id_of(row)
-    receiver.always(Reply(503))
-    async with running_webhook_service(webhook_settings):
-        await relay(rabbit, row)
-        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
-        message = await eventually(lambda: parked_message(rabbit, event_id))
-    # Stopped: what the replays publish stays in the delivery queue, to be counted.
-    for _ in range(2):
-        await park(rabbit, message)
+    merchant, event_id = await parked_twice(
+        api_client, make_merchant, sessions, rabbit, receiver, webhook_settings
+    )
+    # No webhook service runs: what the replays publish stays in the delivery queue, counted.
     real_ack = IncomingMessage.ack
     acks = 0
 
@@ -755,23 +743,39 @@ async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
     assert await waiting_copies(rabbit, event_id) == 1
 
 
-async def parked_message(rabbit: RabbitClient, event_id: str) -> AbstractIncomingMessage:
-    """Take the lot's message of the event (published after its PARKED row commits)."""
-    found = [
-        m for m in await rabbit.take(WEBHOOK_PARKING_LOT) if event_id_of_body(m.body) == event_id
-    ]
-    assert len(found) == 1
-    return found[0]
+async def parked_twice(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> tuple[NewMerchant, str]:
+    """An event whose delivery was parked once, and its message twice in the lot (the webhook
+    service stopped); the merchant and the event."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.always(Reply(503))
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
 
+        async def in_the_lot() -> AbstractIncomingMessage:  # published after PARKED commits
+            parked = await rabbit.take(WEBHOOK_PARKING_LOT)
+            found = [m for m in parked if event_id_of_body(m.body) == event_id]
+            assert len(found) == 1
+            return found[0]
 
-async def park(rabbit: RabbitClient, message: AbstractIncomingMessage) -> None:
-    await rabbit.publish(
-        message.body,
-        exchange=DEFAULT_EXCHANGE,
-        routing_key=WEBHOOK_PARKING_LOT,
-        message_id=message.message_id,
-        headers=message.headers,
-    )
+        message = await eventually(in_the_lot)
+    for _ in range(2):
+        await rabbit.publish(
+            message.body,
+            exchange=DEFAULT_EXCHANGE,
+            routing_key=WEBHOOK_PARKING_LOT,
+            message_id=message.message_id,
+            headers=message.headers,
+        )
+    return merchant, event_id
 
 
 # --- Lease, call, record: the database side of a delivery ---------------------------------------

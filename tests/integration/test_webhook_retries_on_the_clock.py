@@ -19,8 +19,8 @@ from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcno
 from contracts.db.models import Merchant, OutboxMessage, SandboxClockAdvance
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
-from contracts.topology import PAYOUT_ID_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
-from contracts.webhooks import RESEND_ROUTING_KEY, retry_clock_offset, retry_due
+from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
+from contracts.webhooks import retry_clock_offset, retry_due
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth
 from tests.support.polling import eventually
@@ -30,6 +30,7 @@ from tests.support.webhook_flow import (
     event_id_of,
     first_request,
     resend,
+    resent_copies,
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import Decision, Disposition, EventDelivery
@@ -177,8 +178,7 @@ async def test_an_event_the_clock_caused_while_the_processor_was_down_waits_its_
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision = await delivery.deliver(DeliveryRequest(event, ladder_attempt=1, generation=0))
 
-    assert decision.step is not None
-    assert decision.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+    assert waits_the_first_step(decision)
 
 
 async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh(
@@ -202,8 +202,7 @@ async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh
             assert await reopen_parked(session, event.id, utcnow())
         replayed = await delivery.deliver(request)
 
-    assert replayed.step is not None
-    assert replayed.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+    assert waits_the_first_step(replayed)
 
 
 async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
@@ -233,8 +232,7 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
         await resend(api_client, sessions, merchant, stored)
         decision = await delivery.deliver(replace(first, generation=1))
 
-    assert decision.step is not None
-    assert decision.step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+    assert waits_the_first_step(decision)
 
 
 async def test_the_first_message_of_an_event_the_clock_caused_delivered_again_keeps_its_time(
@@ -262,6 +260,12 @@ async def test_the_first_message_of_an_event_the_clock_caused_delivered_again_ke
     assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
 
 
+def waits_the_first_step(decision: Decision) -> bool:
+    """A retry that waits the ladder's first step (not one due at once: no jump counted)."""
+    step = decision.step
+    return step is not None and step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
 async def clock_caused(
     sessions: SessionFactory, merchant: NewMerchant, row: OutboxMessage, *, hours_ago: int
 ) -> PayoutStatusChanged:
@@ -271,19 +275,6 @@ async def clock_caused(
     assert sandbox_now is not None
     event = PayoutStatusChanged.model_validate_json(row.body)
     return event.model_copy(update={"sandbox_time": sandbox_now - timedelta(hours=hours_ago)})
-
-
-async def copies_of(sessions: SessionFactory, payout_id: str) -> list[OutboxMessage]:
-    async with sessions() as session:
-        rows = await session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.routing_key == RESEND_ROUTING_KEY,
-                OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id,
-            )
-            .order_by(OutboxMessage.id)
-        )
-        return list(rows)
 
 
 async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not_parked(
@@ -311,7 +302,7 @@ async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not
         waiting = request  # the last retry, 30 min in the last tier's TTL queue
 
         assert await advance(api_client, merchant, 1) == 1
-        (copy_row,) = await copies_of(sessions, waiting.event.payout.id)
+        (copy_row,) = await resent_copies(sessions, waiting.event.payout.id)
         headers = copy_row.headers or {}
         copy = DeliveryRequest(
             waiting.event,
