@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import Insert, func, insert, select, text, update
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, PspReferenceClaim
@@ -251,34 +251,14 @@ async def test_callbacks_waiting_on_a_claim_that_rolls_back_each_get_their_answe
     two waiting on it deadlocked in InnoDB, and the victim's PSP got a 503."""
     pair = [await create_payout(api_client, await make_merchant()) for _ in range(2)]
     reference = f"BANK-{uuid.uuid4().hex[:12]}"
-    waiting = (
-        select(func.count())
-        .select_from(text("information_schema.PROCESSLIST"))
-        .where(text("DB = DATABASE() AND INFO LIKE 'INSERT INTO psp_reference_claims%'"))
+    claim = insert(PspReferenceClaim).values(psp_reference=reference, payout_id=str(uuid.uuid4()))
+    callbacks = [_callback(payout["id"], "SUCCESS", pspReference=reference) for payout in pair]
+
+    answers = await _answers_once_it_rolls_back(
+        api_client, sessions, settings, held=claim, callbacks=callbacks
     )
-    async with sessions() as refused:
-        await refused.execute(
-            insert(PspReferenceClaim).values(psp_reference=reference, payout_id=str(uuid.uuid4()))
-        )
-        answers = asyncio.gather(
-            *(
-                post_ipn(
-                    api_client,
-                    settings.psp_secret,
-                    _callback(payout["id"], "SUCCESS", pspReference=reference),
-                )
-                for payout in pair
-            )
-        )
 
-        async def both_wait() -> bool:
-            async with sessions() as session:
-                return await session.scalar(waiting) == 2
-
-        await eventually(both_wait, within=10, what="both callbacks waiting on the claim")
-        await refused.rollback()
-
-    assert sorted(answer.status_code for answer in await answers) == [200, 409]
+    assert sorted(answers) == [200, 409]
 
 
 async def test_callbacks_waiting_on_an_event_id_that_rolls_back_each_get_their_answer(
@@ -293,41 +273,55 @@ async def test_callbacks_waiting_on_an_event_id_that_rolls_back_each_get_their_a
     it finds the event id the other payout's (422 EVENT_ID_REUSED)."""
     *pair, holder = [await create_payout(api_client, await make_merchant()) for _ in range(3)]
     event_id = f"evt-{uuid.uuid4().hex}"
+    callback = insert(PspCallback).values(
+        event_id=event_id,
+        payout_id=holder["id"],
+        hold_cycle=1,
+        outcome="SUCCESS",
+        source="ipn",
+        received_at=utcnow(),
+    )
+    callbacks = [
+        orjson.dumps({"eventId": event_id, "payoutId": payout["id"], "status": "SUCCESS"})
+        for payout in pair
+    ]
+
+    answers = await _answers_once_it_rolls_back(
+        api_client, sessions, settings, held=callback, callbacks=callbacks
+    )
+
+    assert sorted(answers) == [200, 422]
+
+
+async def _answers_once_it_rolls_back(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+    *,
+    held: Insert,
+    callbacks: list[bytes],
+) -> list[int]:
+    """Post the callbacks while another transaction holds the row `held` inserts, once they all
+    wait on it roll that transaction back; their answers' status codes."""
+    table = held.table.name
     waiting = (
         select(func.count())
         .select_from(text("information_schema.PROCESSLIST"))
-        .where(text("DB = DATABASE() AND INFO LIKE 'INSERT INTO psp_callbacks%'"))
+        .where(text(f"DB = DATABASE() AND INFO LIKE 'INSERT INTO {table}%'"))
     )
-    async with sessions() as refused:
-        await refused.execute(
-            insert(PspCallback).values(
-                event_id=event_id,
-                payout_id=holder["id"],
-                hold_cycle=1,
-                outcome="SUCCESS",
-                source="ipn",
-                received_at=utcnow(),
-            )
-        )
+    async with sessions() as holder:
+        await holder.execute(held)
         answers = asyncio.gather(
-            *(
-                post_ipn(
-                    api_client,
-                    settings.psp_secret,
-                    orjson.dumps({"eventId": event_id, "payoutId": p["id"], "status": "SUCCESS"}),
-                )
-                for p in pair
-            )
+            *(post_ipn(api_client, settings.psp_secret, body) for body in callbacks)
         )
 
-        async def both_wait() -> bool:
+        async def all_wait() -> bool:
             async with sessions() as session:
-                return await session.scalar(waiting) == 2
+                return await session.scalar(waiting) == len(callbacks)
 
-        await eventually(both_wait, within=10, what="both callbacks waiting on the event id")
-        await refused.rollback()
-
-    assert sorted(answer.status_code for answer in await answers) == [200, 422]
+        await eventually(all_wait, within=10, what=f"the callbacks waiting on {table}")
+        await holder.rollback()
+    return [answer.status_code for answer in await answers]
 
 
 async def test_a_psp_reference_differing_in_case_from_another_payouts_is_not_theirs(
