@@ -26,20 +26,14 @@ from contracts.db.engine import create_engine, create_session_factory
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
 from contracts.metrics_server import serve_metrics
-from contracts.redelivery import dead_letter, dead_lettering_decoder, republish, retry_count
+from contracts.redelivery import dead_letter, dead_lettering_decoder, republish
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
-    RETRY_CLOCK_OFFSET_HEADER,
-    RETRY_DUE_HEADER,
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
     webhook_events_queue,
 )
 from contracts.webhooks import (
-    RESEND_GENERATION_HEADER,
-    resend_generation,
-    retry_clock_offset,
-    retry_due,
     retry_due_headers,
 )
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
@@ -118,13 +112,8 @@ class PayoutEventConsumer:
             correlation_id=message.correlation_id,
         ):
             decision = await self._delivery.deliver(
-                DeliveryRequest(
-                    event,
-                    ladder_attempt=retry_count(headers) + 1,
-                    generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
-                    due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
-                    clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
-                    redelivered=bool(message.raw_message.redelivered),
+                DeliveryRequest.of_message(
+                    event, headers, redelivered=bool(message.raw_message.redelivered)
                 )
             )
             await self._settle(message, decision, event.id)
@@ -145,16 +134,27 @@ class PayoutEventConsumer:
                 queue=self.queue.retry_queue(decision.step.tier) if waits else self.queue.name,
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
-                headers=(
-                    retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
-                    if decision.due_at
-                    else None
-                ),
+                headers=due_headers(decision),
                 failed=decision.failed,
             )
         else:  # once per delivery given up: the attempts' own lines are at INFO
             log.warning("webhook %s parked: %s", event_id, decision.reason)
-            await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
+            # Parked with the retry's due time when the delivery still waits for it (the
+            # database failed on the ladder's last step): replay-parked moves it then.
+            await republish(
+                self.broker,
+                message,
+                queue=WEBHOOK_PARKING_LOT,
+                error=decision.reason,
+                headers=due_headers(decision),
+            )
+
+
+def due_headers(decision: Decision) -> dict[str, str | int] | None:
+    """The headers of the retry the delivery waits for, if the decision names one."""
+    if decision.due_at is None:
+        return None
+    return retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:

@@ -248,17 +248,14 @@ class AttemptDue:
     clock_offset: int | None
 
 
-def clock_caused_at(request: DeliveryRequest, delivery: Delivery) -> datetime | None:
+def clock_caused_at(request: DeliveryRequest) -> datetime | None:
     """When, in sandbox time, the sandbox clock caused the event (a 0006 reversal 48 h into an
-    80 h advance), if the message is the event's own first attempt: before any attempt was
-    recorded, or delivered again after one (its consumer died before sending the retry on).
-    None for any other: a retry, a resend, a parked delivery replayed (their ladders start
-    afresh, now; a replayed copy delivered again is taken for the first, a corner left)."""
+    80 h advance), if the message is the event's own: the event's message, or a copy of it
+    (delivered again, published twice, sent again by the relay's sweep). None for any other: a
+    retry, a resend, a parked message replayed (their ladders start now)."""
     event = request.event
-    first = request.due_at is None and request.generation == 0
-    if event.sandbox_time is None or not first or (delivery.attempts and not request.redelivered):
-        return None
-    return naive_utc(event.sandbox_time)
+    own = request.due_at is None and request.generation == 0 and not request.replayed
+    return naive_utc(event.sandbox_time) if event.sandbox_time is not None and own else None
 
 
 def attempt_due(
@@ -454,7 +451,7 @@ class EventDelivery:
         late in real time (the processor was down) is late, the clock did not jump."""
         request, leased = lease.request, lease.delivery
         merchant_id = request.event.merchant_id
-        caused_at = clock_caused_at(request, leased)
+        caused_at = clock_caused_at(request)
         clock = [offset_seconds_of(merchant_id)]
         if caused_at is not None:
             clock.append(offset_as_reached(merchant_id, caused_at))

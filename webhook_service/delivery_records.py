@@ -11,7 +11,7 @@ live attempt elsewhere; an attempt is recorded on the delivery only where its le
 
 import functools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,6 @@ from sqlalchemy import (
     Update,
     and_,
     bindparam,
-    exists,
     func,
     insert,
     literal,
@@ -42,9 +41,17 @@ from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
+from contracts.redelivery import retry_count
+from contracts.topology import REPLAYED_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
 from contracts.waiting_retries import unleased
 from contracts.webhook_chaos import ChaosKind
-from contracts.webhooks import DeliveryStatus
+from contracts.webhooks import (
+    RESEND_GENERATION_HEADER,
+    DeliveryStatus,
+    resend_generation,
+    retry_clock_offset,
+    retry_due,
+)
 from webhook_service.chaos import FINAL_EVENT_TYPES
 from webhook_service.sender import MAX_ERROR_LENGTH, AttemptResult
 
@@ -57,7 +64,8 @@ class DeliveryRequest:
     the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
     was due on the merchant's sandbox clock (it is attempted only while the delivery still
     records that due time); `clock_offset`: the clock's offset its wait was measured under;
-    `redelivered`: RabbitMQ delivers it again (a consumer died holding it)."""
+    `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `replayed`: an
+    operator moved it back from the parking lot (`payouts webhooks replay-parked`)."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
@@ -65,6 +73,22 @@ class DeliveryRequest:
     due_at: datetime | None = None
     clock_offset: int | None = None
     redelivered: bool = False
+    replayed: bool = False
+
+    @classmethod
+    def of_message(
+        cls, event: PayoutStatusChanged, headers: Mapping[str, Any], *, redelivered: bool
+    ) -> "DeliveryRequest":
+        """What the message carrying `event` with `headers` asks."""
+        return cls(
+            event,
+            ladder_attempt=retry_count(headers) + 1,
+            generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
+            due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
+            clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
+            redelivered=redelivered,
+            replayed=bool(headers.get(REPLAYED_HEADER)),
+        )
 
 
 @dataclass(frozen=True)
@@ -465,12 +489,43 @@ def parked(delivery: Delivery, now: datetime, *, reason: str | None = None) -> D
     )
 
 
+async def reopen_for_replay(
+    session: AsyncSession,
+    event_id: str,
+    now: datetime,
+    *,
+    generation: int,
+    due_at: datetime | None,
+) -> bool:
+    """Whether a parked message of the event (asking for `generation`, the retry due at
+    `due_at` if any) is to be moved back: its delivery is PARKED (reopened to PENDING here), has
+    no row (the database failed through the message's whole ladder), or still waits for it."""
+    if await reopen_parked(session, event_id, now):
+        return True
+    found = await session.execute(
+        select(
+            WebhookDelivery.status,
+            WebhookDelivery.delivered_generation,
+            WebhookDelivery.next_attempt_at,
+        ).where(WebhookDelivery.event_id == event_id)
+    )
+    row = found.one_or_none()
+    if row is None:
+        return True
+    status, delivered_generation, next_attempt_at = row
+    # Delivered: only a resend it has not honoured. Retrying: only the retry it waits for,
+    # parked when the database failed on the ladder's last step. Not when another message
+    # carries it: a copy moved already, its live retry, or (PENDING) the relay's sweep of
+    # deliveries whose message was lost.
+    if status == DeliveryStatus.DELIVERED:
+        return bool(delivered_generation < generation)
+    if status == DeliveryStatus.RETRYING:
+        return due_at is not None and due_at == next_attempt_at
+    return False
+
+
 async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> bool:
-    """PARKED -> PENDING when an operator moves the parked message back; whether to move it.
-    Not when the event's delivery is there and not parked: another message carries it (a copy
-    moved already, its live retry, or the relay's sweep of a delivery whose message was lost),
-    or it was delivered. An event without a delivery row (the database failed through the
-    whole ladder) is moved."""
+    """PARKED -> PENDING when an operator moves the parked message back; False if not parked."""
     reopened = await session.execute(
         update(WebhookDelivery)
         .where(
@@ -479,10 +534,7 @@ async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> 
         )
         .values(status=DeliveryStatus.PENDING.value, next_attempt_at=None, updated_at=now)
     )
-    if reopened.rowcount:  # type: ignore[attr-defined]
-        return True
-    delivery = select(WebhookDelivery.id).where(WebhookDelivery.event_id == event_id)
-    return not await session.scalar(select(exists(delivery)))
+    return bool(reopened.rowcount)  # type: ignore[attr-defined]
 
 
 async def final_event_delivered(session: AsyncSession, event_id: str) -> bool:

@@ -1,11 +1,15 @@
 """Moving parked webhook messages back to the delivery queue (`payouts webhooks replay-parked`).
 
-Each moved message starts the retry ladder afresh (our retry headers are dropped) and keeps its
-message id and event; its delivery goes PARKED -> PENDING. A message whose delivery is there and
-no longer parked is dropped (acked, not moved): a delivery parked once gets one ladder, whatever
-the copies of its message in the lot (a last retry's waiting copy, redelivered for a reason of
-its own, may be parked beside the copy that parked it; a killed replay leaves the copies it had
-not reached). Messages of other merchants (with `--merchant`) stay parked.
+Each moved message starts the retry ladder afresh (our retry headers are dropped, and it is
+marked `x-payouts-replayed`: its first attempt is timed now, even for an event the sandbox clock
+caused) and keeps its message id and event; its delivery goes PARKED -> PENDING. A message whose
+delivery is there and no longer waits for it is dropped (acked, not moved): a delivery parked
+once gets one ladder, whatever the copies of its message in the lot (a last retry's waiting copy,
+redelivered for a reason of its own, may be parked beside the copy that parked it; a killed
+replay leaves the copies it had not reached). A delivery still waits for a resend it has not
+honoured, and for the retry it is RETRYING for (parked when the database failed on the
+ladder's last step, with its due time). Messages of other merchants (with `--merchant`) stay
+parked.
 
 Reopen the delivery first, then publish (confirmed), then ack: with MySQL down nothing is
 published (publishing first sent one more copy at every try while the message stayed parked); a
@@ -24,9 +28,19 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.redelivery import fresh_copy
-from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
-from contracts.webhooks import RESEND_ROUTING_KEY
-from webhook_service.delivery_records import reopen_parked
+from contracts.topology import (
+    MERCHANT_ID_HEADER,
+    REPLAYED_HEADER,
+    RETRY_DUE_HEADER,
+    WEBHOOK_PARKING_LOT,
+)
+from contracts.webhooks import (
+    RESEND_GENERATION_HEADER,
+    RESEND_ROUTING_KEY,
+    resend_generation,
+    retry_due,
+)
+from webhook_service.delivery_records import reopen_for_replay
 
 
 @dataclass(frozen=True)
@@ -55,15 +69,23 @@ async def _move(
     message: AbstractIncomingMessage,
     now: datetime,
 ) -> bool:
-    """Move the message back, or drop it (False) when its delivery is no longer parked."""
+    """Move the message back, or drop it (False) when its delivery no longer waits for it."""
     event_id = _body_field(message, "id")
     if event_id:
+        headers = message.headers or {}
         async with transaction(sessions) as session:
-            if not await reopen_parked(session, event_id, now):
-                await message.ack()
-                return False
+            wanted = await reopen_for_replay(
+                session,
+                event_id,
+                now,
+                generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
+                due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
+            )
+        if not wanted:
+            await message.ack()
+            return False
     await channel.default_exchange.publish(
-        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
+        fresh_copy(message, {REPLAYED_HEADER: True}), routing_key=RESEND_ROUTING_KEY, mandatory=True
     )
     await message.ack()
     return True

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import replace
 from datetime import timedelta
 from itertools import pairwise
 from typing import Any
@@ -48,9 +49,10 @@ from contracts.topology import (
     DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
     LAST_ERROR_HEADER,
+    RETRY_COUNT_HEADER,
     WEBHOOK_PARKING_LOT,
 )
-from contracts.webhooks import DeliveryStatus
+from contracts.webhooks import DeliveryStatus, retry_due_headers
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth
@@ -743,6 +745,131 @@ async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
     assert await waiting_copies(rabbit, event_id) == 1
 
 
+async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """A resend asked while the first attempt was under way leaves the delivery DELIVERED at
+    generation 0 of 1; the resend's message was parked (the database failed through its
+    ladder). The replay moves it: nothing else sends the resend the API answered 202 for (the
+    relay's sweeps take PENDING and RETRYING deliveries only). Dropped as "not parked", it was
+    lost."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(held_until=answer))
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await receiver.wait_for_requests(1)
+        try:
+            leased = await delivery_of(sessions, event_id)
+            assert leased is not None
+            resent = await resend(api_client, sessions, merchant, leased)
+        finally:
+            answer.set()
+        first = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+    assert (first.generation, first.delivered_generation) == (1, 0)
+    await rabbit.publish(
+        resent.body,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=str(resent.id),
+        headers=resent.headers,
+    )
+
+    result = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+
+    assert (result.moved, result.dropped) == (1, 0)
+    async with running_webhook_service(webhook_settings):
+
+        async def resend_delivered() -> None:
+            delivery = await delivery_of(sessions, event_id)
+            assert delivery is not None and delivery.delivered_generation == 1
+
+        await eventually(resend_delivered)
+
+
+async def test_a_last_retry_parked_by_a_database_failure_is_moved_with_its_due_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ladder's last retry met the database down: with no step left it is parked at once
+    (with its due time), and the delivery stays RETRYING, waiting for it. The replay moves it.
+    Dropped as "not parked", the delivery waited for the relay's stall sweep: the stall time
+    plus a quarter of the last wait late, 2 h 35 min on the README ladder."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    receiver.always(Reply(503))
+    request = first_request(row)
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=1
+    ) as delivery:
+        for _ in LADDER:
+            decision = await delivery.deliver(request)
+            assert decision.due_at is not None
+            request = replace(
+                request,
+                ladder_attempt=request.ladder_attempt + 1,
+                due_at=decision.due_at,
+                clock_offset=decision.clock_offset,
+            )
+    stored = await delivery_of(sessions, event_id)
+    assert stored is not None and stored.status == DeliveryStatus.RETRYING
+
+    async def database_down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT", None, Exception(2003, "Can't connect"))
+
+    assert request.due_at is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(delivery_module, "lease_deliveries", database_down)
+        async with running_webhook_service(webhook_settings):
+            await rabbit.publish(  # the last retry, back from its tier
+                row.body,
+                exchange=DEFAULT_EXCHANGE,
+                routing_key=QUEUE.name,
+                message_id=str(row.id),
+                headers={
+                    **(row.headers or {}),
+                    RETRY_COUNT_HEADER: len(LADDER),
+                    **retry_due_headers(request.due_at, clock_offset=request.clock_offset),
+                },
+            )
+            parked = await eventually(lambda: parked_message_of(rabbit, event_id))
+    await rabbit.publish(
+        parked.body,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=parked.message_id,
+        headers=parked.headers,
+    )
+
+    result = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+
+    assert (result.moved, result.dropped) == (1, 0)
+
+
+async def parked_message_of(rabbit: RabbitClient, event_id: str) -> AbstractIncomingMessage:
+    """Take the parking lot's message of the event (it must be there, and once)."""
+    found = [
+        m for m in await rabbit.take(WEBHOOK_PARKING_LOT) if event_id_of_body(m.body) == event_id
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
 async def parked_twice(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -760,13 +887,8 @@ async def parked_twice(
         await relay(rabbit, row)
         await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
 
-        async def in_the_lot() -> AbstractIncomingMessage:  # published after PARKED commits
-            parked = await rabbit.take(WEBHOOK_PARKING_LOT)
-            found = [m for m in parked if event_id_of_body(m.body) == event_id]
-            assert len(found) == 1
-            return found[0]
-
-        message = await eventually(in_the_lot)
+        # published after the PARKED row commits
+        message = await eventually(lambda: parked_message_of(rabbit, event_id))
     for _ in range(2):
         await rabbit.publish(
             message.body,

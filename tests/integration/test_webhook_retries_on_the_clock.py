@@ -18,23 +18,28 @@ from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcnow
 from contracts.db.models import Merchant, OutboxMessage, SandboxClockAdvance
 from contracts.messages import PayoutStatusChanged
-from contracts.redelivery import retry_count
-from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
-from contracts.webhooks import retry_clock_offset, retry_due
+from contracts.settings import Settings
+from contracts.topology import DEFAULT_EXCHANGE, WEBHOOK_PARKING_LOT
 from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth
 from tests.support.polling import eventually
 from tests.support.webhook_flow import (
+    QUEUE,
     created_event,
     delivery_of,
     event_id_of,
+    event_id_of_body,
     first_request,
+    quick_webhook_settings,
     resend,
     resent_copies,
+    running_webhook_service,
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import Decision, Disposition, EventDelivery
 from webhook_service.delivery_records import DeliveryRequest, reopen_parked
+from webhook_service.parking_lot import replay_parked
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
 
@@ -200,7 +205,7 @@ async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh
         assert decision.disposition is Disposition.PARK
         async with transaction(sessions) as session:
             assert await reopen_parked(session, event.id, utcnow())
-        replayed = await delivery.deliver(request)
+        replayed = await delivery.deliver(replace(request, replayed=True))
 
     assert waits_the_first_step(replayed)
 
@@ -260,6 +265,63 @@ async def test_the_first_message_of_an_event_the_clock_caused_delivered_again_ke
     assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
 
 
+async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The event's message twice, the second after the first attempt was recorded (the relay
+    published it twice, at-least-once): its ladder still runs within the advance. Timed as an
+    ordinary attempt, it took the ladder over on real time and the delivery stayed RETRYING."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    message = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        assert not waits_the_first_step(await delivery.deliver(message))
+        decision, waits = await along_the_ladder(delivery, message, await delivery.deliver(message))
+
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+
+
+async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_ladder_now(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """Its message failed on the database through its whole ladder (no delivery row) and was
+    parked; replay-parked moves it marked as replayed, and its retries wait their steps. Read
+    as the event's own message, it was timed from the event and parked again in seconds."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    webhook_settings = quick_webhook_settings(settings)
+    async with running_webhook_service(webhook_settings):
+        pass  # the topology is declared
+    await rabbit.publish(
+        event.model_dump_json(by_alias=True).encode(),
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=str(row.id),
+        headers=row.headers,
+    )
+    assert (await replay_parked(webhook_settings.amqp_url, sessions)).moved >= 1
+    (moved,) = [m for m in await rabbit.take(QUEUE.name) if event_id_of_body(m.body) == event.id]
+    request = DeliveryRequest.of_message(event, moved.headers or {}, redelivered=False)
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision = await delivery.deliver(request)
+
+    assert waits_the_first_step(decision)
+
+
 def waits_the_first_step(decision: Decision) -> bool:
     """A retry that waits the ladder's first step (not one due at once: no jump counted)."""
     step = decision.step
@@ -303,14 +365,7 @@ async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not
 
         assert await advance(api_client, merchant, 1) == 1
         (copy_row,) = await resent_copies(sessions, waiting.event.payout.id)
-        headers = copy_row.headers or {}
-        copy = DeliveryRequest(
-            waiting.event,
-            ladder_attempt=retry_count(headers) + 1,
-            generation=0,
-            due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
-            clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
-        )
+        copy = DeliveryRequest.of_message(waiting.event, copy_row.headers or {}, redelivered=False)
         assert (await delivery.deliver(copy)).disposition is Disposition.PARK
         came_back = await delivery.deliver(waiting)
 
