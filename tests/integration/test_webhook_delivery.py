@@ -760,19 +760,8 @@ async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
     lost."""
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id = event_id_of(row)
-    answer = asyncio.Event()
-    receiver.reply_with(Reply(held_until=answer))
-    async with running_webhook_service(webhook_settings):
-        await relay(rabbit, row)
-        await receiver.wait_for_requests(1)
-        try:
-            leased = await delivery_of(sessions, event_id)
-            assert leased is not None
-            resent = await resend(api_client, sessions, merchant, leased)
-        finally:
-            answer.set()
-        first = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
-    assert (first.generation, first.delivered_generation) == (1, 0)
+    async with running_webhook_service(webhook_settings.model_copy(update=PATIENT)):
+        resent = await resent_under_way(api_client, sessions, rabbit, receiver, merchant, row)
     await rabbit.publish(
         resent.body,
         exchange=DEFAULT_EXCHANGE,
@@ -1066,23 +1055,10 @@ async def test_a_resend_asked_while_an_attempt_is_in_flight_is_sent_again(
     attempt under way cannot honour it: it was leased before the resend was asked."""
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id = event_id_of(row)
-    answer = asyncio.Event()
-    receiver.reply_with(Reply(held_until=answer))
-    patient = webhook_settings.model_copy(update={"webhook_timeout_seconds": 5.0})
     settled_before = settled_for_good()
 
-    async with running_webhook_service(patient):
-        await relay(rabbit, row)
-        await receiver.wait_for_requests(1)
-        try:
-            leased = await delivery_of(sessions, event_id)
-            assert leased is not None
-            resent = await resend(api_client, sessions, merchant, leased)
-        finally:
-            answer.set()
-        first = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
-        assert (first.generation, first.delivered_generation) == (1, 0)
-
+    async with running_webhook_service(webhook_settings.model_copy(update=PATIENT)):
+        resent = await resent_under_way(api_client, sessions, rabbit, receiver, merchant, row)
         await relay(rabbit, resent)
         second = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=2)
         await relay(rabbit, resent)  # a duplicate of the resend message is not sent again
@@ -1091,6 +1067,37 @@ async def test_a_resend_asked_while_an_attempt_is_in_flight_is_sent_again(
     assert (second.generation, second.delivered_generation) == (1, 1)
     assert len(receiver.requests) == 2
     assert len(await attempts_of(sessions, event_id)) == 2
+
+
+# An attempt held open while the test calls the API must not time out meanwhile.
+PATIENT = {"webhook_timeout_seconds": 5.0}
+
+
+async def resent_under_way(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    merchant: NewMerchant,
+    row: OutboxMessage,
+) -> OutboxMessage:
+    """Relay the event to the running webhook service (PATIENT) and ask its resend while the first
+    attempt is under way; once that attempt is recorded (DELIVERED at generation 0 of 1), the
+    resend's outbox row, not relayed."""
+    event_id = event_id_of(row)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(held_until=answer))  # the service runs with PATIENT settings
+    await relay(rabbit, row)
+    await receiver.wait_for_requests(1)
+    try:
+        leased = await delivery_of(sessions, event_id)
+        assert leased is not None
+        resent = await resend(api_client, sessions, merchant, leased)
+    finally:
+        answer.set()
+    first = await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=1)
+    assert (first.generation, first.delivered_generation) == (1, 0)
+    return resent
 
 
 async def _killed_mid_attempt(

@@ -240,48 +240,27 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
     assert waits_the_first_step(decision)
 
 
-async def test_the_first_message_of_an_event_the_clock_caused_delivered_again_keeps_its_time(
+@pytest.mark.parametrize("redelivered", [True, False], ids=["after a crash", "published twice"])
+async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
+    redelivered: bool,
 ) -> None:
-    """Its consumer was killed after recording the failed attempt, before sending the retry on:
-    RabbitMQ delivers the event's message again, and its ladder still runs within the advance.
-    Timed as an ordinary attempt, its retries waited real time and it stayed RETRYING."""
+    """The event's message again after its first attempt was recorded: RabbitMQ delivers it
+    again (its consumer was killed before sending the retry on), or the relay published it
+    twice (at-least-once). Its ladder still runs within the advance. Timed as an ordinary
+    attempt, it waited real time and the delivery stayed RETRYING."""
     receiver.always(Reply(500))
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
     first = DeliveryRequest(event, ladder_attempt=1, generation=0)
     async with event_delivery(sessions, README_LADDER) as delivery:
-        recorded = await delivery.deliver(first)
-        assert recorded.step is not None and recorded.step.delay_seconds == 0
-        again = replace(first, redelivered=True)  # the retry due at once was never sent
+        assert not waits_the_first_step(await delivery.deliver(first))
+        again = replace(first, redelivered=redelivered)
         decision, waits = await along_the_ladder(delivery, again, await delivery.deliver(again))
-
-    stored = await delivery_of(sessions, event_id_of(row))
-    assert stored is not None
-    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
-
-
-async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    receiver: WebhookReceiver,
-) -> None:
-    """The event's message twice, the second after the first attempt was recorded (the relay
-    published it twice, at-least-once): its ladder still runs within the advance. Timed as an
-    ordinary attempt, it took the ladder over on real time and the delivery stayed RETRYING."""
-    receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    message = DeliveryRequest(event, ladder_attempt=1, generation=0)
-    async with event_delivery(sessions, README_LADDER) as delivery:
-        assert not waits_the_first_step(await delivery.deliver(message))
-        decision, waits = await along_the_ladder(delivery, message, await delivery.deliver(message))
 
     stored = await delivery_of(sessions, event_id_of(row))
     assert stored is not None
