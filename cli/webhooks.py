@@ -56,7 +56,7 @@ def replay_parked_command(
     result = run_in_one_line(replay())
     typer.echo(f"moved {result.moved} parked webhook message(s) back to {RESEND_ROUTING_KEY}")
     if result.dropped:
-        typer.echo(f"dropped {result.dropped} whose delivery is no longer parked")
+        typer.echo(f"dropped {result.dropped}: copies of an event moved, or delivered already")
     if result.kept:
         typer.echo(f"{result.kept} message(s) of other merchants left parked")
 

@@ -72,14 +72,11 @@ def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def fresh_copy(
-    message: AbstractIncomingMessage, headers: Mapping[str, Any] | None = None
-) -> aio_pika.Message:
-    """The message as first published, retry bookkeeping dropped: what an operator moves back;
-    `headers` are set on it besides."""
+def fresh_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    """The message as first published, retry bookkeeping dropped: what an operator moves back."""
     return aio_pika.Message(
         body=message.body,
-        headers={**fresh_headers(message.headers), **(headers or {})},
+        headers=fresh_headers(message.headers),
         content_type=message.content_type,
         message_id=message.message_id,
         correlation_id=message.correlation_id,

@@ -35,8 +35,6 @@ LAST_ERROR_HEADER = "x-payouts-last-error"
 # wait was measured under (contracts.webhooks).
 RETRY_DUE_HEADER = "x-payouts-retry-due-at"
 RETRY_CLOCK_OFFSET_HEADER = "x-payouts-retry-clock-offset"
-# On a webhook message an operator moved back from the parking lot (its ladder starts now).
-REPLAYED_HEADER = "x-payouts-replayed"
 PAYOUT_ID_HEADER = "x-payout-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 SCHEMA_HEADER = "x-schema"

@@ -111,9 +111,10 @@ class PayoutEventConsumer:
             merchant_id=event.merchant_id,
             correlation_id=message.correlation_id,
         ):
+            raw = message.raw_message
             decision = await self._delivery.deliver(
                 DeliveryRequest.of_message(
-                    event, headers, redelivered=bool(message.raw_message.redelivered)
+                    event, headers, redelivered=bool(raw.redelivered), exchange=raw.exchange
                 )
             )
             await self._settle(message, decision, event.id)
@@ -134,27 +135,16 @@ class PayoutEventConsumer:
                 queue=self.queue.retry_queue(decision.step.tier) if waits else self.queue.name,
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
-                headers=due_headers(decision),
+                headers=(
+                    retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
+                    if decision.due_at
+                    else None
+                ),
                 failed=decision.failed,
             )
         else:  # once per delivery given up: the attempts' own lines are at INFO
             log.warning("webhook %s parked: %s", event_id, decision.reason)
-            # Parked with the retry's due time when the delivery still waits for it (the
-            # database failed on the ladder's last step): replay-parked moves it then.
-            await republish(
-                self.broker,
-                message,
-                queue=WEBHOOK_PARKING_LOT,
-                error=decision.reason,
-                headers=due_headers(decision),
-            )
-
-
-def due_headers(decision: Decision) -> dict[str, str | int] | None:
-    """The headers of the retry the delivery waits for, if the decision names one."""
-    if decision.due_at is None:
-        return None
-    return retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
+            await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:

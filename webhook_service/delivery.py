@@ -250,12 +250,11 @@ class AttemptDue:
 
 def clock_caused_at(request: DeliveryRequest) -> datetime | None:
     """When, in sandbox time, the sandbox clock caused the event (a 0006 reversal 48 h into an
-    80 h advance), if the message is the event's own: the event's message, or a copy of it
-    (delivered again, published twice, sent again by the relay's sweep). None for any other: a
-    retry, a resend, a parked message replayed (their ladders start now)."""
+    80 h advance), if the message is the event's own (`original`: delivered again or published
+    twice included). None for any other: a retry, a resend, a copy an operator or a sweep sent
+    again (their ladders start now)."""
     event = request.event
-    own = request.due_at is None and request.generation == 0 and not request.replayed
-    return naive_utc(event.sandbox_time) if event.sandbox_time is not None and own else None
+    return naive_utc(event.sandbox_time) if event.sandbox_time and request.original else None
 
 
 def attempt_due(

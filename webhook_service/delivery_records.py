@@ -42,7 +42,7 @@ from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
-from contracts.topology import REPLAYED_HEADER, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
+from contracts.topology import EVENTS_EXCHANGE, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
 from contracts.waiting_retries import unleased
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import (
@@ -64,8 +64,9 @@ class DeliveryRequest:
     the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
     was due on the merchant's sandbox clock (it is attempted only while the delivery still
     records that due time); `clock_offset`: the clock's offset its wait was measured under;
-    `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `replayed`: an
-    operator moved it back from the parking lot (`payouts webhooks replay-parked`)."""
+    `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `original`: it came
+    through the events exchange, as the event's own message (or a copy the relay published
+    twice), not as a retry, a resend, or a copy sent again (by an operator or a sweep)."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
@@ -73,13 +74,18 @@ class DeliveryRequest:
     due_at: datetime | None = None
     clock_offset: int | None = None
     redelivered: bool = False
-    replayed: bool = False
+    original: bool = False
 
     @classmethod
     def of_message(
-        cls, event: PayoutStatusChanged, headers: Mapping[str, Any], *, redelivered: bool
+        cls,
+        event: PayoutStatusChanged,
+        headers: Mapping[str, Any],
+        *,
+        redelivered: bool,
+        exchange: str | None,
     ) -> "DeliveryRequest":
-        """What the message carrying `event` with `headers` asks."""
+        """What the message carrying `event` with `headers`, through `exchange`, asks."""
         return cls(
             event,
             ladder_attempt=retry_count(headers) + 1,
@@ -87,7 +93,7 @@ class DeliveryRequest:
             due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
             clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
             redelivered=redelivered,
-            replayed=bool(headers.get(REPLAYED_HEADER)),
+            original=exchange == EVENTS_EXCHANGE,
         )
 
 
@@ -490,38 +496,20 @@ def parked(delivery: Delivery, now: datetime, *, reason: str | None = None) -> D
 
 
 async def reopen_for_replay(
-    session: AsyncSession,
-    event_id: str,
-    now: datetime,
-    *,
-    generation: int,
-    due_at: datetime | None,
+    session: AsyncSession, event_id: str, now: datetime, *, generation: int
 ) -> bool:
-    """Whether a parked message of the event (asking for `generation`, the retry due at
-    `due_at` if any) is to be moved back: its delivery is PARKED (reopened to PENDING here), has
-    no row (the database failed through the message's whole ladder), or still waits for it."""
+    """Whether a parked message of the event, asking for `generation`, is to be moved back: not
+    when its delivery was delivered at that generation or later (the webhook service would
+    drop it as already delivered). A PARKED delivery is reopened to PENDING here."""
     if await reopen_parked(session, event_id, now):
         return True
-    found = await session.execute(
-        select(
-            WebhookDelivery.status,
-            WebhookDelivery.delivered_generation,
-            WebhookDelivery.next_attempt_at,
-        ).where(WebhookDelivery.event_id == event_id)
+    delivered = await session.scalar(
+        select(WebhookDelivery.delivered_generation).where(
+            WebhookDelivery.event_id == event_id,
+            WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
+        )
     )
-    row = found.one_or_none()
-    if row is None:
-        return True
-    status, delivered_generation, next_attempt_at = row
-    # Delivered: only a resend it has not honoured. Retrying: only the retry it waits for,
-    # parked when the database failed on the ladder's last step. Not when another message
-    # carries it: a copy moved already, its live retry, or (PENDING) the relay's sweep of
-    # deliveries whose message was lost.
-    if status == DeliveryStatus.DELIVERED:
-        return bool(delivered_generation < generation)
-    if status == DeliveryStatus.RETRYING:
-        return due_at is not None and due_at == next_attempt_at
-    return False
+    return delivered is None or delivered < generation
 
 
 async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> bool:

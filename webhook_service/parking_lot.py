@@ -1,21 +1,21 @@
 """Moving parked webhook messages back to the delivery queue (`payouts webhooks replay-parked`).
 
-Each moved message starts the retry ladder afresh (our retry headers are dropped, and it is
-marked `x-payouts-replayed`: its first attempt is timed now, even for an event the sandbox clock
-caused) and keeps its message id and event; its delivery goes PARKED -> PENDING. A message whose
-delivery is there and no longer waits for it is dropped (acked, not moved): a delivery parked
-once gets one ladder, whatever the copies of its message in the lot (a last retry's waiting copy,
-redelivered for a reason of its own, may be parked beside the copy that parked it; a killed
-replay leaves the copies it had not reached). A delivery still waits for a resend it has not
-honoured, and for the retry it is RETRYING for (parked when the database failed on the
-ladder's last step, with its due time). Messages of other merchants (with `--merchant`) stay
-parked.
+Each moved message starts the retry ladder afresh, now (our retry headers are dropped; it goes
+through the default exchange, so even an event the sandbox clock caused is timed from now) and
+keeps its message id and event; its delivery goes PARKED -> PENDING. A delivery parked once
+gets one new ladder: in one run, one message per event is moved and its other copies dropped (a
+last retry's waiting copy, redelivered for a reason of its own, may be parked beside the copy
+that parked it). A message its delivery was delivered for, at its resend generation or later,
+is dropped too. Any other is moved, whatever its delivery's state: a resend owed, a last retry
+parked when the database failed, an event with no delivery row. Messages of other merchants
+(with `--merchant`) stay parked.
 
 Reopen the delivery first, then publish (confirmed), then ack: with MySQL down nothing is
 published (publishing first sent one more copy at every try while the message stayed parked); a
 crash after the reopen leaves a PENDING delivery without its message, which the relay's
-stalled-delivery sweep sends again; a crash after the publish leaves the message parked too, and
-the next replay drops it.
+stalled-delivery sweep sends again; a crash after the publish leaves the message parked too,
+and the next replay moves it again: one more attempt, and the ladder restarts, but the webhook
+is delivered once (a delivered delivery drops it).
 """
 
 from collections.abc import Callable
@@ -28,18 +28,8 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.redelivery import fresh_copy
-from contracts.topology import (
-    MERCHANT_ID_HEADER,
-    REPLAYED_HEADER,
-    RETRY_DUE_HEADER,
-    WEBHOOK_PARKING_LOT,
-)
-from contracts.webhooks import (
-    RESEND_GENERATION_HEADER,
-    RESEND_ROUTING_KEY,
-    resend_generation,
-    retry_due,
-)
+from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
+from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, resend_generation
 from webhook_service.delivery_records import reopen_for_replay
 
 
@@ -47,7 +37,7 @@ from webhook_service.delivery_records import reopen_for_replay
 class ReplayResult:
     moved: int
     kept: int  # of other merchants
-    dropped: int = 0  # whose delivery is no longer parked
+    dropped: int = 0  # copies of an event moved in this run, or delivered already
 
 
 def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
@@ -67,25 +57,19 @@ async def _move(
     channel: AbstractChannel,
     sessions: SessionFactory,
     message: AbstractIncomingMessage,
+    event_id: str | None,
     now: datetime,
 ) -> bool:
-    """Move the message back, or drop it (False) when its delivery no longer waits for it."""
-    event_id = _body_field(message, "id")
+    """Move the message back, or drop it (False) when its delivery was delivered for it."""
     if event_id:
-        headers = message.headers or {}
+        generation = resend_generation((message.headers or {}).get(RESEND_GENERATION_HEADER))
         async with transaction(sessions) as session:
-            wanted = await reopen_for_replay(
-                session,
-                event_id,
-                now,
-                generation=resend_generation(headers.get(RESEND_GENERATION_HEADER)),
-                due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
-            )
+            wanted = await reopen_for_replay(session, event_id, now, generation=generation)
         if not wanted:
             await message.ack()
             return False
     await channel.default_exchange.publish(
-        fresh_copy(message, {REPLAYED_HEADER: True}), routing_key=RESEND_ROUTING_KEY, mandatory=True
+        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
     )
     await message.ack()
     return True
@@ -105,7 +89,8 @@ async def replay_parked(
         # Only what is parked now: messages parked while we work wait for the next replay.
         waiting = parked.declaration_result.message_count or 0
         kept: list[AbstractIncomingMessage] = []
-        moved = dropped = 0
+        moved: set[str] = set()  # the events moved in this run
+        moves = dropped = 0
         try:
             for _ in range(waiting):
                 message = await parked.get(no_ack=False, fail=False)
@@ -114,11 +99,17 @@ async def replay_parked(
                 if merchant_id is not None and merchant_of(message) != merchant_id:
                     kept.append(message)  # unacked until the end, so get() moves past it
                     continue
-                if await _move(channel, sessions, message, clock()):
-                    moved += 1
+                event_id = _body_field(message, "id")
+                if event_id in moved:
+                    await message.ack()
+                    dropped += 1
+                elif await _move(channel, sessions, message, event_id, clock()):
+                    moves += 1
+                    if event_id:
+                        moved.add(event_id)
                 else:
                     dropped += 1
         finally:
             for message in kept:
                 await message.nack(requeue=True)
-    return ReplayResult(moved=moved, kept=len(kept), dropped=dropped)
+    return ReplayResult(moved=moves, kept=len(kept), dropped=dropped)

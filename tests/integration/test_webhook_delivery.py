@@ -68,8 +68,8 @@ from tests.support.webhook_flow import (
     delivery_of,
     event_delivery,
     event_id_of,
-    event_id_of_body,
     first_request,
+    messages_of,
     new_event_row,
     no_transaction_elsewhere,
     parked_messages,
@@ -705,7 +705,7 @@ class Killed(Exception):
     pass
 
 
-async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
+async def test_a_copy_a_killed_replay_left_in_the_lot_is_moved_and_delivered_once(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -715,13 +715,13 @@ async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The lot holds a parked delivery's message twice; the replay moves the first and is
-    killed before it drops the second. The next replay drops that one too: the delivery,
-    reopened, is no longer parked. Moved, it was a second fresh message for one delivery, which
-    leases it whatever it waits for and restarts its ladder."""
+    killed before it drops the second. The next replay moves that one (its delivery, PENDING,
+    may wait for it: a state does not tell a copy from the message it waits for), and the
+    webhook is sent once: the second copy finds it delivered."""
     merchant, event_id = await parked_twice(
         api_client, make_merchant, sessions, rabbit, receiver, webhook_settings
     )
-    # No webhook service runs: what the replays publish stays in the delivery queue, counted.
+    calls_before = len(receiver.requests)
     real_ack = IncomingMessage.ack
     acks = 0
 
@@ -741,8 +741,13 @@ async def test_a_copy_a_killed_replay_left_in_the_lot_is_dropped_by_the_next(
         webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
     )
 
-    assert (again.moved, again.dropped) == (0, 1)
-    assert await waiting_copies(rabbit, event_id) == 1
+    assert (again.moved, again.dropped) == (1, 0)
+    receiver.always(Reply(200))
+    settled_before = settled_for_good()
+    async with running_webhook_service(webhook_settings):
+        await reaches(sessions, event_id, DeliveryStatus.DELIVERED, attempts=len(LADDER) + 2)
+        await copies_settled(settled_before, 2)
+    assert len(receiver.requests) - calls_before == 1
 
 
 async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
@@ -762,13 +767,7 @@ async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
     event_id = event_id_of(row)
     async with running_webhook_service(webhook_settings.model_copy(update=PATIENT)):
         resent = await resent_under_way(api_client, sessions, rabbit, receiver, merchant, row)
-    await rabbit.publish(
-        resent.body,
-        exchange=DEFAULT_EXCHANGE,
-        routing_key=WEBHOOK_PARKING_LOT,
-        message_id=str(resent.id),
-        headers=resent.headers,
-    )
+    await park_row(rabbit, resent, {})
 
     result = await replay_parked(
         webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
@@ -784,7 +783,7 @@ async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
         await eventually(resend_delivered)
 
 
-async def test_a_last_retry_parked_by_a_database_failure_is_moved_with_its_due_time(
+async def test_a_last_retry_parked_by_a_database_failure_is_moved(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -793,10 +792,10 @@ async def test_a_last_retry_parked_by_a_database_failure_is_moved_with_its_due_t
     webhook_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The ladder's last retry met the database down: with no step left it is parked at once
-    (with its due time), and the delivery stays RETRYING, waiting for it. The replay moves it.
-    Dropped as "not parked", the delivery waited for the relay's stall sweep: the stall time
-    plus a quarter of the last wait late, 2 h 35 min on the README ladder."""
+    """The ladder's last retry met the database down: with no step left it is parked at once,
+    and the delivery stays RETRYING, waiting for it. The replay moves it. Dropped as "not
+    parked", the delivery waited for the relay's stall sweep: the stall time plus a quarter of
+    the last wait late, 2 h 35 min on the README ladder."""
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id = event_id_of(row)
     receiver.always(Reply(503))
@@ -852,11 +851,79 @@ async def test_a_last_retry_parked_by_a_database_failure_is_moved_with_its_due_t
 
 async def parked_message_of(rabbit: RabbitClient, event_id: str) -> AbstractIncomingMessage:
     """Take the parking lot's message of the event (it must be there, and once)."""
-    found = [
-        m for m in await rabbit.take(WEBHOOK_PARKING_LOT) if event_id_of_body(m.body) == event_id
-    ]
+    found = await messages_of(rabbit, WEBHOOK_PARKING_LOT, event_id)
     assert len(found) == 1
     return found[0]
+
+
+async def test_two_parked_copies_of_a_retry_its_delivery_waits_for_are_moved_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The ladder's last retry parked twice while the database was down (a crash between
+    parking it and the ack), its delivery RETRYING for it: one copy is moved, one ladder. Both
+    moved, the second leased the delivery again and made one more attempt at once."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(503))
+    request = first_request(row)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
+        for _ in LADDER:
+            request = retry_of(request, await d.deliver(request))
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None and stored.status == DeliveryStatus.RETRYING
+    async with running_webhook_service(webhook_settings):
+        pass  # the topology is declared
+    for _ in range(2):
+        await park_row(rabbit, row, {RETRY_COUNT_HEADER: len(LADDER) + 1})
+
+    result = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+
+    assert (result.moved, result.dropped) == (1, 1)
+
+
+async def test_a_parked_resend_of_a_delivery_waiting_for_it_is_moved(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """A resend's message parked (the database failed through its ladder), its delivery PENDING
+    at the resend's generation: moved. Dropped as "not parked", only the relay's sweep of
+    PENDING deliveries sent it, PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS later."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
+        await d.deliver(first_request(row))
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None and stored.status == DeliveryStatus.DELIVERED
+    resent = await resend(api_client, sessions, merchant, stored)
+    async with running_webhook_service(webhook_settings):
+        pass  # the topology is declared
+    await park_row(rabbit, resent, {RETRY_COUNT_HEADER: len(LADDER) + 1})
+
+    result = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+
+    assert (result.moved, result.dropped) == (1, 0)
+
+
+async def park_row(rabbit: RabbitClient, row: OutboxMessage, headers: dict[str, Any]) -> None:
+    """The outbox row's message in the parking lot, with these headers besides its own."""
+    await rabbit.publish(
+        row.body,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=str(row.id),
+        headers={**(row.headers or {}), **headers},
+    )
 
 
 async def parked_twice(

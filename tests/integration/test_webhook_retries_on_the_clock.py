@@ -17,9 +17,11 @@ from cli.merchants import NewMerchant
 from contracts.clock import sandbox_now_of
 from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcnow
 from contracts.db.models import Merchant, OutboxMessage, SandboxClockAdvance
+from contracts.dead_letters import redrive
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
-from contracts.topology import DEFAULT_EXCHANGE, WEBHOOK_PARKING_LOT
+from contracts.topology import DEFAULT_EXCHANGE, RETRY_COUNT_HEADER, WEBHOOK_PARKING_LOT
+from contracts.webhooks import retry_due_headers
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth
@@ -29,8 +31,9 @@ from tests.support.webhook_flow import (
     created_event,
     delivery_of,
     event_id_of,
-    event_id_of_body,
     first_request,
+    messages_of,
+    own_message,
     quick_webhook_settings,
     resend,
     resent_copies,
@@ -84,6 +87,7 @@ async def along_the_ladder(
             ladder_attempt=request.ladder_attempt + 1,
             due_at=decision.due_at,
             clock_offset=decision.clock_offset,
+            original=False,
         )
         decision = await delivery.deliver(request)
     return decision, waits
@@ -147,7 +151,7 @@ async def test_retries_of_an_event_the_clock_caused_run_within_its_advance(
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    request = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    request = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
 
@@ -181,7 +185,7 @@ async def test_an_event_the_clock_caused_while_the_processor_was_down_waits_its_
         )
     event = await clock_caused(sessions, merchant, row, hours_ago=2)
     async with event_delivery(sessions, README_LADDER) as delivery:
-        decision = await delivery.deliver(DeliveryRequest(event, ladder_attempt=1, generation=0))
+        decision = await delivery.deliver(own_message(event))
 
     assert waits_the_first_step(decision)
 
@@ -199,13 +203,13 @@ async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    request = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    request = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision, _ = await along_the_ladder(delivery, request, await delivery.deliver(request))
         assert decision.disposition is Disposition.PARK
         async with transaction(sessions) as session:
             assert await reopen_parked(session, event.id, utcnow())
-        replayed = await delivery.deliver(replace(request, replayed=True))
+        replayed = await delivery.deliver(replace(request, original=False))  # a fresh copy
 
     assert waits_the_first_step(replayed)
 
@@ -223,7 +227,7 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
     merchant, row = await created_event(api_client, make_merchant, sessions, None)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    first = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    first = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         assert (await delivery.deliver(first)).disposition is Disposition.DONE  # parked
         async with transaction(sessions) as session:
@@ -235,7 +239,7 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
         stored = await delivery_of(sessions, event_id_of(row))
         assert stored is not None and (stored.status, stored.attempts) == ("PARKED", 0)
         await resend(api_client, sessions, merchant, stored)
-        decision = await delivery.deliver(replace(first, generation=1))
+        decision = await delivery.deliver(replace(first, generation=1, original=False))
 
     assert waits_the_first_step(decision)
 
@@ -256,7 +260,7 @@ async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    first = DeliveryRequest(event, ladder_attempt=1, generation=0)
+    first = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         assert not waits_the_first_step(await delivery.deliver(first))
         again = replace(first, redelivered=redelivered)
@@ -276,8 +280,9 @@ async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_
     settings: Settings,
 ) -> None:
     """Its message failed on the database through its whole ladder (no delivery row) and was
-    parked; replay-parked moves it marked as replayed, and its retries wait their steps. Read
-    as the event's own message, it was timed from the event and parked again in seconds."""
+    parked; replay-parked moves it back (through the default exchange), and its retries wait
+    their steps. Read as the event's own message, it was timed from the event and parked
+    again in seconds."""
     receiver.always(Reply(500))
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
@@ -293,12 +298,57 @@ async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_
         headers=row.headers,
     )
     assert (await replay_parked(webhook_settings.amqp_url, sessions)).moved >= 1
-    (moved,) = [m for m in await rabbit.take(QUEUE.name) if event_id_of_body(m.body) == event.id]
-    request = DeliveryRequest.of_message(event, moved.headers or {}, redelivered=False)
+    (moved,) = await messages_of(rabbit, QUEUE.name, event.id)
+    request = DeliveryRequest.of_message(
+        event, moved.headers or {}, redelivered=False, exchange=moved.exchange
+    )
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision = await delivery.deliver(request)
 
     assert waits_the_first_step(decision)
+
+
+async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_ladder_now(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """Its waiting retry was dead-lettered and moved back with `payouts dlq redrive`, which
+    drops the retry headers (its retries start afresh): its retries wait their steps. Read as
+    the event's own message (generation 0, no due time), its ladder ran again at once."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    webhook_settings = quick_webhook_settings(settings)
+    async with running_webhook_service(webhook_settings):
+        pass  # the topology is declared
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision = await delivery.deliver(own_message(event))
+        assert decision.due_at is not None
+        await rabbit.publish(  # its waiting retry, dead-lettered
+            event.model_dump_json(by_alias=True).encode(),
+            exchange=DEFAULT_EXCHANGE,
+            routing_key=QUEUE.dead_letter_queue,
+            message_id=str(row.id),
+            headers={
+                **(row.headers or {}),
+                RETRY_COUNT_HEADER: 1,
+                **retry_due_headers(decision.due_at, clock_offset=decision.clock_offset),
+            },
+        )
+        assert await redrive(webhook_settings.amqp_url, QUEUE.name, 100) >= 1
+        (moved,) = await messages_of(rabbit, QUEUE.name, event.id)
+        again = await delivery.deliver(
+            DeliveryRequest.of_message(
+                event, moved.headers or {}, redelivered=False, exchange=moved.exchange
+            )
+        )
+
+    assert waits_the_first_step(again)
 
 
 def waits_the_first_step(decision: Decision) -> bool:
@@ -344,7 +394,9 @@ async def test_the_waiting_message_of_a_last_retry_an_advance_ran_is_dropped_not
 
         assert await advance(api_client, merchant, 1) == 1
         (copy_row,) = await resent_copies(sessions, waiting.event.payout.id)
-        copy = DeliveryRequest.of_message(waiting.event, copy_row.headers or {}, redelivered=False)
+        copy = DeliveryRequest.of_message(
+            waiting.event, copy_row.headers or {}, redelivered=False, exchange=copy_row.exchange
+        )
         assert (await delivery.deliver(copy)).disposition is Disposition.PARK
         came_back = await delivery.deliver(waiting)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aio_pika.abc import AbstractIncomingMessage
 from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -166,8 +167,14 @@ async def waiting_copies(rabbit: RabbitClient, event_id: str) -> int:
     earlier tests of the worker leave other events' messages there (retries waiting out their
     tier), which are no test's business once its webhook service stopped."""
     queues = [QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1))]
-    waiting = [message for queue in queues for message in await rabbit.take(queue)]
-    return sum(event_id_of_body(message.body) == event_id for message in waiting)
+    return sum([len(await messages_of(rabbit, queue, event_id)) for queue in queues])
+
+
+async def messages_of(
+    rabbit: RabbitClient, queue: str, event_id: str
+) -> list[AbstractIncomingMessage]:
+    """Take the messages ready in `queue`; the event's."""
+    return [m for m in await rabbit.take(queue) if event_id_of_body(m.body) == event_id]
 
 
 async def resend(
@@ -246,15 +253,21 @@ async def event_delivery(
 
 
 def first_request(row: OutboxMessage) -> DeliveryRequest:
-    return DeliveryRequest(
-        PayoutStatusChanged.model_validate_json(row.body), ladder_attempt=1, generation=0
-    )
+    """The message of the row's event, as it comes through the events exchange."""
+    return own_message(PayoutStatusChanged.model_validate_json(row.body))
+
+
+def own_message(event: PayoutStatusChanged) -> DeliveryRequest:
+    """The event's own message, as it comes through the events exchange."""
+    return DeliveryRequest(event, ladder_attempt=1, generation=0, original=True)
 
 
 def retry_of(request: DeliveryRequest, failed: Decision) -> DeliveryRequest:
     """The message a failed attempt republishes: the ladder's next attempt, due when the
     decision says."""
-    return replace(request, ladder_attempt=request.ladder_attempt + 1, due_at=failed.due_at)
+    return replace(
+        request, ladder_attempt=request.ladder_attempt + 1, due_at=failed.due_at, original=False
+    )
 
 
 # A batch: the endpoints not cached, the lease, the read of the leased rows, commit; after the
