@@ -22,6 +22,7 @@ from contracts.topology import (
     LAST_ERROR_HEADER,
     MERCHANT_ID_HEADER,
     OUTAGE_COUNT_HEADER,
+    OWN_EVENT_HEADER,
     PAYOUT_ID_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
@@ -29,8 +30,9 @@ from contracts.topology import (
     WorkQueue,
 )
 
-# A waiting webhook retry's own: set again by whoever sends it on to wait.
-WAITING_RETRY_HEADERS = (RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER)
+# A waiting webhook message's own: set again by whoever sends it on to wait (a fresh copy drops
+# them).
+WAITING_RETRY_HEADERS = (RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER, OWN_EVENT_HEADER)
 RETRY_BOOKKEEPING = (
     LAST_ERROR_HEADER,
     RETRY_COUNT_HEADER,

@@ -35,6 +35,10 @@ LAST_ERROR_HEADER = "x-payouts-last-error"
 # wait was measured under (contracts.webhooks).
 RETRY_DUE_HEADER = "x-payouts-retry-due-at"
 RETRY_CLOCK_OFFSET_HEADER = "x-payouts-retry-clock-offset"
+# On a webhook message that is still an event's own (sent back to wait, or the relay's copy of
+# one never attempted), not a retry, a resend or a replay: its first attempt is timed when the
+# event happened on the sandbox clock. The events exchange says so of the message it routes.
+OWN_EVENT_HEADER = "x-payouts-own-event"
 PAYOUT_ID_HEADER = "x-payout-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 SCHEMA_HEADER = "x-schema"

@@ -53,7 +53,7 @@ from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcno
 from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
 from contracts.logging import some_of
 from contracts.outbox import write_outbox
-from contracts.topology import PAYOUT_ID_HEADER
+from contracts.topology import OWN_EVENT_HEADER, PAYOUT_ID_HEADER
 from contracts.waiting_retries import RECOPY_AFTER_STALLS, event_copy, pending_unattempted
 from contracts.webhooks import DeliveryStatus, resend_generation_headers
 from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
@@ -138,7 +138,7 @@ def _stalled(stalled_seconds: int) -> ColumnElement[bool]:
     )
 
 
-def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, bytes]:
+def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, int, bytes]:
     """The stalled PENDING deliveries, with their event."""
     return (
         select(
@@ -146,6 +146,7 @@ def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, bytes]:
             WebhookDelivery.merchant_id,
             WebhookDelivery.payout_id,
             WebhookDelivery.generation,
+            WebhookDelivery.attempts,
             PayoutEvent.body,
         )
         .join(PayoutEvent, PayoutEvent.id == WebhookDelivery.event_id)
@@ -154,12 +155,15 @@ def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, bytes]:
     )
 
 
-def _copies(stalled: Iterable[tuple[str, bytes, str, str, int]]) -> list[dict[str, Any]]:
-    """The outbox rows of the copies of (what, its event, merchant, payout, generation): the
-    event's own message (generation 0) or a resend's; an event that does not read is left out."""
+def _copies(stalled: Iterable[tuple[str, bytes, str, str, int, bool]]) -> list[dict[str, Any]]:
+    """The outbox rows of the copies of (what, its event, merchant, payout, generation, never
+    attempted): the event's own message (generation 0) or a resend's; an event that does not
+    read is left out. A copy of a delivery never attempted at generation 0 is the event's own
+    (its first attempt is timed when the event happened on the sandbox clock); one a replay or
+    a resend reopened starts its ladder now."""
     return [
         copy
-        for of, body, merchant_id, payout_id, generation in stalled
+        for of, body, merchant_id, payout_id, generation, unattempted in stalled
         if (
             copy := event_copy(
                 body,
@@ -167,7 +171,10 @@ def _copies(stalled: Iterable[tuple[str, bytes, str, str, int]]) -> list[dict[st
                 payout_id=payout_id,
                 merchant_id=merchant_id,
                 correlation_id=None,
-                headers=resend_generation_headers(generation),
+                headers={
+                    **resend_generation_headers(generation),
+                    **({OWN_EVENT_HEADER: 1} if unattempted and not generation else {}),
+                },
             )
         )
         is not None
@@ -205,7 +212,7 @@ async def _first_deliveries(
             )
         )
         copies = _copies(
-            (f"event {event.id}", event.body, event.merchant_id, event.payout_id, 0)
+            (f"event {event.id}", event.body, event.merchant_id, event.payout_id, 0, True)
             for event in events
             if event.id in made
         )
@@ -232,7 +239,14 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
         # Recorded as copied even when its event does not read: it is not logged every round.
         copied = [row for row in candidates if row.id in still]
         copies = _copies(
-            (f"webhook delivery {row.id}", row.body, row.merchant_id, row.payout_id, row.generation)
+            (
+                f"webhook delivery {row.id}",
+                row.body,
+                row.merchant_id,
+                row.payout_id,
+                row.generation,
+                row.attempts == 0,
+            )
             for row in copied
         )
         await write_outbox(session, copies)

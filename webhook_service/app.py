@@ -29,6 +29,7 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
+    OWN_EVENT_HEADER,
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
     webhook_events_queue,
@@ -112,14 +113,14 @@ class PayoutEventConsumer:
             correlation_id=message.correlation_id,
         ):
             raw = message.raw_message
-            decision = await self._delivery.deliver(
-                DeliveryRequest.of_message(
-                    event, headers, redelivered=bool(raw.redelivered), exchange=raw.exchange
-                )
+            request = DeliveryRequest.of_message(
+                event, headers, redelivered=bool(raw.redelivered), exchange=raw.exchange
             )
-            await self._settle(message, decision, event.id)
+            await self._settle(message, await self._delivery.deliver(request), request)
 
-    async def _settle(self, message: RabbitMessage, decision: Decision, event_id: str) -> None:
+    async def _settle(
+        self, message: RabbitMessage, decision: Decision, request: DeliveryRequest
+    ) -> None:
         count_outcome(decision)
         if decision.disposition is Disposition.DONE:
             await message.ack()
@@ -135,16 +136,21 @@ class PayoutEventConsumer:
                 queue=self.queue.retry_queue(decision.step.tier) if waits else self.queue.name,
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
-                headers=(
-                    retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
-                    if decision.due_at
-                    else None
-                ),
+                headers=waiting_headers(decision, request),
                 failed=decision.failed,
             )
         else:  # once per delivery given up: the attempts' own lines are at INFO
-            log.warning("webhook %s parked: %s", event_id, decision.reason)
+            log.warning("webhook %s parked: %s", request.event.id, decision.reason)
             await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
+
+
+def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, str | int] | None:
+    """What a message sent on to wait carries besides the retry bookkeeping: a retry's due time
+    on the sandbox clock; or, for the event's own message sent back with no attempt made (a
+    lease to wait out, the database down), that it still is the event's own."""
+    if decision.due_at is not None:
+        return retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
+    return {OWN_EVENT_HEADER: 1} if request.original else None
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:

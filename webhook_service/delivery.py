@@ -250,9 +250,8 @@ class AttemptDue:
 
 def clock_caused_at(request: DeliveryRequest) -> datetime | None:
     """When, in sandbox time, the sandbox clock caused the event (a 0006 reversal 48 h into an
-    80 h advance), if the message is the event's own (`original`: delivered again or published
-    twice included). None for any other: a retry, a resend, a copy an operator or a sweep sent
-    again (their ladders start now)."""
+    80 h advance), if the message is the event's own (`original`). None for any other: a retry,
+    a resend, a replay or a redrive (their ladders start now)."""
     event = request.event
     return naive_utc(event.sandbox_time) if event.sandbox_time and request.original else None
 

@@ -42,7 +42,12 @@ from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import retry_count
-from contracts.topology import EVENTS_EXCHANGE, RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER
+from contracts.topology import (
+    EVENTS_EXCHANGE,
+    OWN_EVENT_HEADER,
+    RETRY_CLOCK_OFFSET_HEADER,
+    RETRY_DUE_HEADER,
+)
 from contracts.waiting_retries import unleased
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import (
@@ -64,9 +69,10 @@ class DeliveryRequest:
     the resend it carries out (0 for the first delivery); `due_at`: for a waiting retry, when it
     was due on the merchant's sandbox clock (it is attempted only while the delivery still
     records that due time); `clock_offset`: the clock's offset its wait was measured under;
-    `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `original`: it came
-    through the events exchange, as the event's own message (or a copy the relay published
-    twice), not as a retry, a resend, or a copy sent again (by an operator or a sweep)."""
+    `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `original`: it is
+    the event's own message (through the events exchange, or marked so when it was sent back to
+    wait or copied by the relay's sweep before any attempt), not a retry, a resend, a replay or
+    a redrive."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
@@ -93,7 +99,7 @@ class DeliveryRequest:
             due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
             clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
             redelivered=redelivered,
-            original=exchange == EVENTS_EXCHANGE,
+            original=exchange == EVENTS_EXCHANGE or bool(headers.get(OWN_EVENT_HEADER)),
         )
 
 

@@ -15,13 +15,27 @@ from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
 from contracts.clock import sandbox_now_of
-from contracts.db.engine import SessionFactory, plus_seconds, transaction, utcnow
-from contracts.db.models import Merchant, OutboxMessage, SandboxClockAdvance
+from contracts.db.engine import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    plus_seconds,
+    transaction,
+    utcnow,
+)
+from contracts.db.models import Merchant, OutboxMessage, PayoutEvent, SandboxClockAdvance
 from contracts.dead_letters import redrive
 from contracts.messages import PayoutStatusChanged
+from contracts.redelivery import retry_headers
 from contracts.settings import Settings
-from contracts.topology import DEFAULT_EXCHANGE, RETRY_COUNT_HEADER, WEBHOOK_PARKING_LOT
+from contracts.topology import (
+    DEFAULT_EXCHANGE,
+    RETRY_COUNT_HEADER,
+    RETRY_RETURN_EXCHANGE,
+    WEBHOOK_PARKING_LOT,
+)
 from contracts.webhooks import retry_due_headers
+from processor_service.stalled_deliveries import resend_stalled_deliveries
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth
@@ -31,6 +45,7 @@ from tests.support.webhook_flow import (
     created_event,
     delivery_of,
     event_id_of,
+    event_id_of_body,
     first_request,
     messages_of,
     own_message,
@@ -40,8 +55,9 @@ from tests.support.webhook_flow import (
     running_webhook_service,
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
+from webhook_service.app import waiting_headers
 from webhook_service.delivery import Decision, Disposition, EventDelivery
-from webhook_service.delivery_records import DeliveryRequest, reopen_parked
+from webhook_service.delivery_records import DeliveryRequest, lease_deliveries, reopen_parked
 from webhook_service.parking_lot import replay_parked
 from webhook_service.retry_ladder import RetryLadder
 from webhook_service.sender import WebhookSender
@@ -349,6 +365,116 @@ async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_lad
         )
 
     assert waits_the_first_step(again)
+
+
+async def test_the_own_message_of_an_event_the_clock_caused_back_from_a_lease_wait_keeps_its_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The consumer attempting the event's message was killed mid-call (its lease left on the
+    row, no attempt recorded); the message, delivered again, waits the lease out in a retry
+    tier and comes back through payouts.retry-return, the event's own still: its ladder runs
+    within the advance. Timed from now, it took 27.6 h of real time."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    async with transaction(sessions) as session:  # the killed consumer's lease
+        await lease_deliveries(
+            session, [own_message(event)], token="d" * 32, lease_seconds=1, now=utcnow()
+        )
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        redelivered = replace(own_message(event), redelivered=True)
+        waited = await delivery.deliver(redelivered)
+        assert (waited.disposition, waited.failed) == (Disposition.RETRY, False)
+        request = back_from_waiting(row, waited, redelivered)
+        await eventually(lambda: lease_ran_out(sessions, event.id), within=10, what="the lease")
+        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
+
+    stored = await delivery_of(sessions, event.id)
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+
+
+async def test_the_own_message_of_an_event_the_clock_caused_back_from_an_outage_keeps_its_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The database was down when the event's message was first taken: it waits a step of the
+    ladder in a retry tier (no attempt made) and comes back the event's own still."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    nowhere = create_engine("mysql+asyncmy://root@127.0.0.1:1/nowhere", pool_size=1)
+    try:
+        async with event_delivery(create_session_factory(nowhere), README_LADDER) as down:
+            failed = await down.deliver(own_message(event))
+    finally:
+        await nowhere.dispose()
+    assert failed.disposition is Disposition.RETRY and failed.due_at is None
+    request = back_from_waiting(row, failed, own_message(event))
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
+
+    stored = await delivery_of(sessions, event.id)
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+
+
+async def test_the_relays_copy_of_an_event_the_clock_caused_never_attempted_keeps_its_time(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+) -> None:
+    """The event's message died before any webhook batch took it (a crash-looping webhook
+    service, the queue's delivery limit): the relay's sweep makes its row and sends the event's
+    first message itself, the event's own still. Timed from now, it took 27.6 h of real time."""
+    receiver.always(Reply(500))
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    await advance(api_client, merchant, 80)
+    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    async with transaction(sessions) as session:  # as the scheduler records it
+        await session.execute(
+            update(PayoutEvent)
+            .where(PayoutEvent.id == event.id)
+            .values(body=event.model_dump_json(by_alias=True).encode())
+        )
+    assert await resend_stalled_deliveries(sessions, stalled_seconds=0) >= 1
+    copies = await resent_copies(sessions, event.payout.id)
+    copy_row = next(copy for copy in copies if event_id_of_body(copy.body) == event.id)
+    request = DeliveryRequest.of_message(
+        event, copy_row.headers or {}, redelivered=False, exchange=copy_row.exchange
+    )
+    async with event_delivery(sessions, README_LADDER) as delivery:
+        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
+
+    stored = await delivery_of(sessions, event.id)
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+
+
+def back_from_waiting(
+    row: OutboxMessage, waited: Decision, request: DeliveryRequest
+) -> DeliveryRequest:
+    """The message the webhook service sent on to wait, as it comes back from its tier."""
+    headers = {
+        **retry_headers(row.headers, error=waited.reason, failed=waited.failed),
+        **(waiting_headers(waited, request) or {}),
+    }
+    return DeliveryRequest.of_message(
+        request.event, headers, redelivered=False, exchange=RETRY_RETURN_EXCHANGE
+    )
+
+
+async def lease_ran_out(sessions: SessionFactory, event_id: str) -> bool:
+    delivery = await delivery_of(sessions, event_id)
+    return delivery is not None and (delivery.leased_until or utcnow()) <= utcnow()
 
 
 def waits_the_first_step(decision: Decision) -> bool:
