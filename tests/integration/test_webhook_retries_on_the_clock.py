@@ -280,11 +280,7 @@ async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time
     async with event_delivery(sessions, README_LADDER) as delivery:
         assert not waits_the_first_step(await delivery.deliver(first))
         again = replace(first, redelivered=redelivered)
-        decision, waits = await along_the_ladder(delivery, again, await delivery.deliver(again))
-
-    stored = await delivery_of(sessions, event_id_of(row))
-    assert stored is not None
-    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+        await runs_within_the_advance(delivery, again, sessions)
 
 
 async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_ladder_now(
@@ -391,11 +387,7 @@ async def test_the_own_message_of_an_event_the_clock_caused_back_from_a_lease_wa
         assert (waited.disposition, waited.failed) == (Disposition.RETRY, False)
         request = back_from_waiting(row, waited, redelivered)
         await eventually(lambda: lease_ran_out(sessions, event.id), within=10, what="the lease")
-        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
-
-    stored = await delivery_of(sessions, event.id)
-    assert stored is not None
-    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+        await runs_within_the_advance(delivery, request, sessions)
 
 
 async def test_the_own_message_of_an_event_the_clock_caused_back_from_an_outage_keeps_its_time(
@@ -419,11 +411,7 @@ async def test_the_own_message_of_an_event_the_clock_caused_back_from_an_outage_
     assert failed.disposition is Disposition.RETRY and failed.due_at is None
     request = back_from_waiting(row, failed, own_message(event))
     async with event_delivery(sessions, README_LADDER) as delivery:
-        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
-
-    stored = await delivery_of(sessions, event.id)
-    assert stored is not None
-    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+        await runs_within_the_advance(delivery, request, sessions)
 
 
 async def test_the_relays_copy_of_an_event_the_clock_caused_never_attempted_keeps_its_time(
@@ -452,11 +440,7 @@ async def test_the_relays_copy_of_an_event_the_clock_caused_never_attempted_keep
         event, copy_row.headers or {}, redelivered=False, exchange=copy_row.exchange
     )
     async with event_delivery(sessions, README_LADDER) as delivery:
-        decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
-
-    stored = await delivery_of(sessions, event.id)
-    assert stored is not None
-    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+        await runs_within_the_advance(delivery, request, sessions)
 
 
 def back_from_waiting(
@@ -475,6 +459,17 @@ def back_from_waiting(
 async def lease_ran_out(sessions: SessionFactory, event_id: str) -> bool:
     delivery = await delivery_of(sessions, event_id)
     return delivery is not None and (delivery.leased_until or utcnow()) <= utcnow()
+
+
+async def runs_within_the_advance(
+    delivery: EventDelivery, request: DeliveryRequest, sessions: SessionFactory
+) -> None:
+    """The message's ladder runs within the advance: each retry due at once, and the delivery
+    parked before any waits."""
+    decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
+    stored = await delivery_of(sessions, request.event.id)
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
 
 
 def waits_the_first_step(decision: Decision) -> bool:
