@@ -427,13 +427,16 @@ async def test_the_relays_copy_of_an_event_the_clock_caused_never_attempted_keep
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     await advance(api_client, merchant, 80)
     event = await clock_caused(sessions, merchant, row, hours_ago=32)
-    async with transaction(sessions) as session:  # as the scheduler records it
+    async with transaction(sessions) as session:  # as the scheduler records it, an hour ago
         await session.execute(
             update(PayoutEvent)
             .where(PayoutEvent.id == event.id)
-            .values(body=event.model_dump_json(by_alias=True).encode())
+            .values(
+                body=event.model_dump_json(by_alias=True).encode(),
+                created_at=plus_seconds(-HOUR, PayoutEvent.created_at),
+            )
         )
-    assert await resend_stalled_deliveries(sessions, stalled_seconds=0) >= 1
+    assert await resend_stalled_deliveries(sessions, stalled_seconds=HOUR // 2) >= 1
     copies = await resent_copies(sessions, event.payout.id)
     copy_row = next(copy for copy in copies if event_id_of_body(copy.body) == event.id)
     request = DeliveryRequest.of_message(
