@@ -65,6 +65,7 @@ from webhook_service.delivery_records import (
     DeliveryRequest,
     after_attempt,
     after_duplicate,
+    already_delivered,
     attempt_of,
     compile_batch_statements,
     delivered,
@@ -142,13 +143,6 @@ class Outcome:
     @property
     def chaos(self) -> tuple[ChaosKind, ...]:
         return tuple(ChaosKind(attempt.chaos) for attempt in self.attempts if attempt.chaos)
-
-
-def already_delivered(delivery: Delivery, generation: int) -> bool:
-    """Delivered, and (for a resend) by an attempt that honoured the message's generation."""
-    return (
-        delivery.status == DeliveryStatus.DELIVERED and delivery.delivered_generation >= generation
-    )
 
 
 def superseded(request: DeliveryRequest, delivery: Delivery) -> bool:

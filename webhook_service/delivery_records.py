@@ -501,21 +501,23 @@ def parked(delivery: Delivery, now: datetime, *, reason: str | None = None) -> D
     )
 
 
+def already_delivered(delivery: Delivery, generation: int) -> bool:
+    """Delivered, and (for a resend) by an attempt that honoured the message's generation."""
+    return (
+        delivery.status == DeliveryStatus.DELIVERED and delivery.delivered_generation >= generation
+    )
+
+
 async def reopen_for_replay(
     session: AsyncSession, event_id: str, now: datetime, *, generation: int
 ) -> bool:
     """Whether a parked message of the event, asking for `generation`, is to be moved back: not
-    when its delivery was delivered at that generation or later (the webhook service would
-    drop it as already delivered). A PARKED delivery is reopened to PENDING here."""
+    when its delivery was already delivered for it (the webhook service would drop it). A
+    PARKED delivery is reopened to PENDING here."""
     if await reopen_parked(session, event_id, now):
         return True
-    delivered = await session.scalar(
-        select(WebhookDelivery.delivered_generation).where(
-            WebhookDelivery.event_id == event_id,
-            WebhookDelivery.status == DeliveryStatus.DELIVERED.value,
-        )
-    )
-    return delivered is None or delivered < generation
+    delivery = (await deliveries_of(session, [event_id])).get(event_id)
+    return delivery is None or not already_delivered(delivery, generation)
 
 
 async def reopen_parked(session: AsyncSession, event_id: str, now: datetime) -> bool:
