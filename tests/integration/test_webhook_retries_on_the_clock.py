@@ -164,9 +164,9 @@ async def test_retries_of_an_event_the_clock_caused_run_within_its_advance(
     clock that ran, its webhook's whole ladder (27.6 h) ends before 80 h. Its retries were timed
     from the advance's end, and the delivery stayed RETRYING."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     request = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision, waits = await along_the_ladder(delivery, request, await delivery.deliver(request))
@@ -216,9 +216,9 @@ async def test_a_parked_event_the_clock_caused_replayed_starts_its_ladder_afresh
     copy: attempt 1), it is attempted now, and its retries wait their steps. Timed from when
     the event happened, it was parked again within seconds."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, _, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     request = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         decision, _ = await along_the_ladder(delivery, request, await delivery.deliver(request))
@@ -240,9 +240,9 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
     one and resends: the resend's retries wait their steps. Timed from the event, they ran back
     to back and it was parked again within seconds."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, None)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    merchant, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, None
+    )
     first = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         assert (await delivery.deliver(first)).disposition is Disposition.DONE  # parked
@@ -273,9 +273,9 @@ async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time
     twice (at-least-once). Its ladder still runs within the advance. Timed as an ordinary
     attempt, it waited real time and the delivery stayed RETRYING."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, _, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     first = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
         assert not waits_the_first_step(await delivery.deliver(first))
@@ -296,9 +296,9 @@ async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_
     their steps. Read as the event's own message, it was timed from the event and parked
     again in seconds."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     webhook_settings = quick_webhook_settings(settings)
     async with running_webhook_service(webhook_settings):
         pass  # the topology is declared
@@ -332,9 +332,9 @@ async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_lad
     drops the retry headers (its retries start afresh): its retries wait their steps. Read as
     the event's own message (generation 0, no due time), its ladder ran again at once."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     webhook_settings = quick_webhook_settings(settings)
     async with running_webhook_service(webhook_settings):
         pass  # the topology is declared
@@ -374,9 +374,9 @@ async def test_the_own_message_of_an_event_the_clock_caused_back_from_a_lease_wa
     tier and comes back through payouts.retry-return, the event's own still: its ladder runs
     within the advance. Timed from now, it took 27.6 h of real time."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     async with transaction(sessions) as session:  # the killed consumer's lease
         await lease_deliveries(
             session, [own_message(event)], token="d" * 32, lease_seconds=1, now=utcnow()
@@ -399,9 +399,9 @@ async def test_the_own_message_of_an_event_the_clock_caused_back_from_an_outage_
     """The database was down when the event's message was first taken: it waits a step of the
     ladder in a retry tier (no attempt made) and comes back the event's own still."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, row, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     nowhere = create_engine("mysql+asyncmy://root@127.0.0.1:1/nowhere", pool_size=1)
     try:
         async with event_delivery(create_session_factory(nowhere), README_LADDER) as down:
@@ -424,9 +424,9 @@ async def test_the_relays_copy_of_an_event_the_clock_caused_never_attempted_keep
     service, the queue's delivery limit): the relay's sweep makes its row and sends the event's
     first message itself, the event's own still. Timed from now, it took 27.6 h of real time."""
     receiver.always(Reply(500))
-    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
-    await advance(api_client, merchant, 80)
-    event = await clock_caused(sessions, merchant, row, hours_ago=32)
+    _, _, event = await clock_caused_in_an_advance(
+        api_client, make_merchant, sessions, receiver.url
+    )
     async with transaction(sessions) as session:  # as the scheduler records it, an hour ago
         await session.execute(
             update(PayoutEvent)
@@ -479,6 +479,20 @@ def waits_the_first_step(decision: Decision) -> bool:
     """A retry that waits the ladder's first step (not one due at once: no jump counted)."""
     step = decision.step
     return step is not None and step.delay_seconds == pytest.approx(README_LADDER[0], abs=2)
+
+
+async def clock_caused_in_an_advance(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    webhook_url: str | None,
+) -> tuple[NewMerchant, OutboxMessage, PayoutStatusChanged]:
+    """The README's case: a merchant's clock advanced 80 h, and an event the clock caused 48 h
+    into it (a 0006 reversal): the merchant, the outbox row of its payout's event, and that
+    event as the scheduler stamps it."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, webhook_url)
+    await advance(api_client, merchant, 80)
+    return merchant, row, await clock_caused(sessions, merchant, row, hours_ago=32)
 
 
 async def clock_caused(
