@@ -78,6 +78,13 @@ async def test_each_revision_goes_down_and_up_again_to_the_same_schema(scratch_u
     assert await schema(scratch_url) == at_head
 
 
+# A merchant row, for the tests of data migrations (0021 on has these columns).
+MERCHANT_M1 = (
+    "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
+    " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
+)
+
+
 async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch_url: str) -> None:
     """Queue expiry became a scheduled action: a payout QUEUED when the migration runs gets its
     EXPIRE_QUEUE action, due 72 h of its merchant's sandbox time after its creation; other
@@ -85,10 +92,7 @@ async def test_0022_schedules_the_expiry_of_each_payout_queued_before_it(scratch
     await migrate(scratch_url, "up", "0021")
     engine = create_async_engine(scratch_url)
     async with engine.begin() as connection:
-        await connection.exec_driver_sql(
-            "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
-            " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
-        )
+        await connection.exec_driver_sql(MERCHANT_M1)
         await connection.exec_driver_sql(  # the merchant's clock is an hour ahead
             "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at)"
             " VALUES ('m-1', 3600, '2026-01-01')"
@@ -118,10 +122,7 @@ async def test_0029_down_keeps_the_offset_before_the_last_advance(scratch_url: s
     await migrate(scratch_url, "up", "0029")
     engine = create_async_engine(scratch_url)
     async with engine.begin() as connection:
-        await connection.exec_driver_sql(
-            "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, created_at)"
-            " VALUES ('m-1', 'M', 'h', 1, 's', '2026-01-01')"
-        )
+        await connection.exec_driver_sql(MERCHANT_M1)
         await connection.exec_driver_sql(
             "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at)"
             " VALUES ('m-1', 600, '2026-01-01 10:00:00')"
