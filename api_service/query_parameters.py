@@ -1,6 +1,7 @@
-"""A query parameter the route does not take, or one given twice, is refused naming it, as an
-unknown or repeated body field is: a misspelled filter (`GET /payouts?Status=FAILED`) was
-ignored and the answer listed every payout, and `status=PENDING&status=FAILED` kept the last.
+"""A query parameter the route does not take, one given twice, or one with a control character
+in it, is refused naming it, as such a body field is: a misspelled filter (`GET
+/payouts?Status=FAILED`) was ignored and the answer listed every payout,
+`status=PENDING&status=FAILED` kept the last, and `merchantReference=pay%00-1` matched nothing.
 
 Judged once the API key is (by get_current_merchant): an unauthenticated caller gets its 401,
 and the probes that take no key (`/health`, `/ready`, the PSP's callback) are left alone, as a
@@ -11,6 +12,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api_service.errors import ValidationFailed
+from contracts.domain.text import has_control_characters
 
 
 def refuse_unexpected_query(request: Request) -> None:
@@ -19,11 +21,13 @@ def refuse_unexpected_query(request: Request) -> None:
         return
     accepted = _query_names(route.dependant)
     given: set[str] = set()
-    for name, _ in request.query_params.multi_items():
+    for name, value in request.query_params.multi_items():
         if name not in accepted:
             raise ValidationFailed.on(name, "is not a query parameter of this request")
         if name in given:  # no parameter of the API takes a list
             raise ValidationFailed.on(name, "is given more than once")
+        if has_control_characters(value.strip()):  # trimmed first, as a body's text field
+            raise ValidationFailed.on(name, "must not contain control characters")
         given.add(name)
 
 

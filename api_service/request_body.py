@@ -76,15 +76,37 @@ def _decimal_or_out_of_range(text: str) -> Decimal | OutOfRangeNumber:
         return OutOfRangeNumber()
 
 
+class NotJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity: Python's, not JSON (RFC 8259), and json.loads read them
+    unless told not to (`"note": NaN` in a payout body was a 201)."""
+
+    def __init__(self, constant: str) -> None:
+        super().__init__(f"{constant} is not JSON")
+        self.constant = constant
+
+
+def _not_json(constant: str) -> Any:
+    """`parse_constant` of every decoder here."""
+    raise NotJsonConstant(constant)
+
+
+def _not_json_refusal(exc: NotJsonConstant) -> ValidationFailed:
+    return ValidationFailed.on("body", f"holds {exc.constant}, which is not JSON")
+
+
 # Built once: json.loads builds a decoder on every call that passes hooks.
 _LENIENT_DECODER = json.JSONDecoder(
     parse_float=_decimal_or_out_of_range,
     parse_int=_decimal_or_out_of_range,
+    parse_constant=_not_json,
     object_pairs_hook=each_key_noted,
 )
 _DECODERS = {
     exact: json.JSONDecoder(
-        parse_float=Decimal, parse_int=Decimal if exact else None, object_pairs_hook=each_key_once
+        parse_float=Decimal,
+        parse_int=Decimal if exact else None,
+        parse_constant=_not_json,
+        object_pairs_hook=each_key_once,
     )
     for exact in (True, False)
 }
@@ -111,6 +133,8 @@ def parse_json(raw: bytes) -> Any:
         raise given_twice(repeated.key) from repeated
     except NumberOutOfRange as exc:
         raise ValidationFailed.on("body", "holds a number out of range") from exc
+    except NotJsonConstant as exc:
+        raise _not_json_refusal(exc) from exc
     except ValueError as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
 
@@ -135,6 +159,8 @@ def parse_items_leniently(raw: bytes) -> Any:
     its own; only the top-level object's own flaw is a ValidationFailed (as parse_json's)."""
     try:
         document = _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    except NotJsonConstant as exc:
+        raise _not_json_refusal(exc) from exc
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
     if isinstance(document, FlawedObject):

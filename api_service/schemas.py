@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -25,6 +26,12 @@ from contracts.domain.money import parse_amount
 from contracts.domain.text import has_control_characters
 
 DestType = Literal["BANK", "WALLET"]
+
+
+# A text query parameter, trimmed as a body's text field is before its length is judged: a
+# payout created as `" pay-1"` is `pay-1`, and `merchantReference=%20pay-1` found nothing. (Its
+# control characters are refused with every parameter's, in api_service/query_parameters.py.)
+QueryText = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 AmountIn = Annotated[
     Decimal,
@@ -247,10 +254,13 @@ class RequestModel(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _not_given_twice(cls, value: Any) -> Any:
+    def _not_given_twice_and_trimmed(cls, value: Any) -> Any:
+        """Spaces around a text value are trimmed before it is judged, whatever the field's
+        type: `str_strip_whitespace` trims only `str` fields, and `" WALLET "` was a 400 for
+        `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH."""
         if isinstance(value, _GivenTwice):
             raise ValueError(value.problem)
-        return value
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("*", mode="after")
     @classmethod

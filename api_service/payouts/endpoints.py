@@ -32,7 +32,7 @@ from api_service.request_body import (
     read_body,
     require_json,
 )
-from api_service.schemas import PayoutIdPath, TimestampIn, TimestampUpTo
+from api_service.schemas import PayoutIdPath, QueryText, TimestampIn, TimestampUpTo
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -154,7 +154,7 @@ async def list_payouts(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[
-        str | None, Query(alias="startingAfter", min_length=1, max_length=36)
+        QueryText | None, Query(alias="startingAfter", min_length=1, max_length=36)
     ] = None,
     status: PayoutStatus | None = None,
     created_from: Annotated[
@@ -172,7 +172,7 @@ async def list_payouts(
         ),
     ] = None,
     merchant_reference: Annotated[
-        str | None,
+        QueryText | None,
         Query(alias="merchantReference", min_length=1, max_length=MERCHANT_REFERENCE_MAX_LENGTH),
     ] = None,
 ) -> Response:

@@ -64,11 +64,9 @@ async def validate_destination(
     problem = account_number_problem(dest_type, number)
     if problem:
         raise ValidationFailed.on("accountNumber", problem)
-    if (
-        number.startswith("PK")
-        and institution.iban_code
-        and iban_bank_code(number) != institution.iban_code
-    ):
+    # A bank the directory gives no IBAN code can be named by no IBAN: one of another bank's
+    # was taken, so the money went to that bank's account under this bank's name.
+    if number.startswith("PK") and iban_bank_code(number) != institution.iban_code:
         raise ValidationFailed.on(
             "accountNumber",
             f"IBAN bank code {iban_bank_code(number)} does not match {institution.code}",

@@ -15,7 +15,7 @@ from api_service.errors import (
 )
 from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, optional_body, read_body, require_json
-from api_service.schemas import DeliveryIdPath
+from api_service.schemas import DeliveryIdPath, QueryText
 from api_service.webhooks import service
 from api_service.webhooks.schemas import (
     PayoutEventListEnvelope,
@@ -109,8 +109,12 @@ async def list_deliveries(
     session: SessionDep,
     page: PageNumber = 1,
     limit: PageSize = 20,
-    event_id: Annotated[str | None, Query(alias="eventId", min_length=1, max_length=40)] = None,
-    payout_id: Annotated[str | None, Query(alias="payoutId", min_length=1, max_length=36)] = None,
+    event_id: Annotated[
+        QueryText | None, Query(alias="eventId", min_length=1, max_length=40)
+    ] = None,
+    payout_id: Annotated[
+        QueryText | None, Query(alias="payoutId", min_length=1, max_length=36)
+    ] = None,
     status: DeliveryStatus | None = None,
 ) -> Response:
     filters = service.DeliveryFilters(event_id=event_id, payout_id=payout_id, status=status)
@@ -166,7 +170,9 @@ async def list_events(
     session: SessionDep,
     page: PageNumber = 1,
     limit: PageSize = 20,
-    payout_id: Annotated[str | None, Query(alias="payoutId", min_length=1, max_length=36)] = None,
+    payout_id: Annotated[
+        QueryText | None, Query(alias="payoutId", min_length=1, max_length=36)
+    ] = None,
     event_type: Annotated[EventType | None, Query(alias="type")] = None,
 ) -> Response:
     result = await service.list_events(

@@ -168,6 +168,12 @@ VERIFY_CASES: dict[str, tuple[dict[str, Any], bool, str]] = {
     ),
     "malformed number": ({"accountNumber": "12"}, False, "accountNumber"),
     "wallet mobile written internationally": ({"accountNumber": "+923001234567"}, True, "verified"),
+    # Spaces around a text value are trimmed, a Literal's too: " WALLET " was a 400.
+    "spaces around every field": (
+        {"destType": " WALLET\n", "walletCode": " easypaisa ", "accountNumber": " 03001234567 "},
+        True,
+        "verified",
+    ),
     "IBAN check digits never issued": (  # passes mod 97 as its right check digits (98) do
         {"destType": "BANK", "walletCode": None, "bankCode": "HBL"}
         | {"accountNumber": "PK01HABB0000000000870001"},

@@ -160,6 +160,40 @@ async def test_control_characters_in_a_text_field_are_400_naming_it(
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
+# Not JSON (RFC 8259), though Python's json module reads them unless told not to.
+NOT_JSON_CONSTANTS = {
+    "NaN": (b"note", b"NaN"),
+    "NaN amount": (b"amount", b"NaN"),
+    "Infinity": (b"note", b"Infinity"),
+    "-Infinity in a list": (b"note", b"[-Infinity]"),
+}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), NOT_JSON_CONSTANTS.values(), ids=NOT_JSON_CONSTANTS.keys()
+)
+async def test_a_body_holding_nan_or_infinity_anywhere_is_400_and_writes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    key: bytes,
+    value: bytes,
+) -> None:
+    """Named as what it is, in the amount or in a field the payout ignores, where `NaN` was
+    read and the payout created (201)."""
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    body = orjson.dumps(payout_body(**{key.decode(): None}))[:-1] + b', "%s": %s}' % (key, value)
+    response = await api_client.post(
+        f"{API}/payouts",
+        content=body,
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", "body")
+    assert value.strip(b"[]-") in response.json()["error"]["message"].encode()
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
 def _json_string(value: str) -> bytes:
     """A JSON string with every non-ASCII character escaped (a lone surrogate included)."""
     return json.dumps(value, ensure_ascii=True).encode()

@@ -22,6 +22,7 @@ async def merchant(api_client: httpx.AsyncClient, sessions: SessionFactory) -> N
 UNKNOWN = "is not a query parameter of this request"
 TWICE = "is given more than once"
 EMPTY = "at least 1 character"
+CONTROL = "must not contain control characters"
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,12 @@ EMPTY = "at least 1 character"
         ("/events?payoutId=", "payoutId", EMPTY),
         ("/webhooks/deliveries?eventId=", "eventId", EMPTY),
         ("/webhooks/deliveries?payoutId=", "payoutId", EMPTY),
+        # Trimmed before judged, as a body's text field is: spaces alone are empty.
+        ("/payouts?merchantReference=%20", "merchantReference", EMPTY),
+        ("/events?payoutId=%20%20", "payoutId", EMPTY),
+        # A control character is refused as in a body, rather than matching nothing.
+        ("/payouts?merchantReference=query%00-1", "merchantReference", CONTROL),
+        ("/webhooks/deliveries?eventId=evt%1B", "eventId", CONTROL),
     ],
 )
 async def test_a_parameter_unknown_given_twice_or_given_empty_is_refused_naming_it(
@@ -60,6 +67,20 @@ async def test_the_parameters_a_route_takes_still_work_together(
     )
     assert response.status_code == 200, response.text
     assert [p["merchantReference"] for p in response.json()["data"]["payouts"]] == ["query-1"]
+
+
+async def test_a_reference_filter_is_trimmed_as_the_reference_was_at_create(
+    api_client: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """A payout created as `" query-1"` is `query-1`: looked up by the same string, it was not
+    found (MariaDB ignored a trailing space, not a leading one)."""
+    for spaced in (" query-1", "query-1 ", "\tquery-1\n"):
+        response = await api_client.get(
+            f"{API}/payouts", params={"merchantReference": spaced}, headers=auth(merchant, "")
+        )
+        assert response.status_code == 200, response.text
+        found = [p["merchantReference"] for p in response.json()["data"]["payouts"]]
+        assert found == ["query-1"], spaced
 
 
 # Taken without an API key: a monitor's cache-buster must not make the service look dead, and
