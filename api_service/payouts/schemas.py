@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from api_service.envelope import SuccessEnvelope
 from api_service.schemas import AccountNumberIn, AmountIn, DestType, InstitutionCode, RequestModel
@@ -41,10 +41,15 @@ class CreatePayoutRequest(RequestModel):
     ] = False
 
 
+# Read as any JSON value, each judged on its own (an invalid item is a result, not a 400 for the
+# batch), and documented as what it must be: the body of POST /payouts (documented as `{}`, a
+# client generated from the document had untyped items).
+PayrollItem = Annotated[Any, WithJsonSchema(CreatePayoutRequest.model_json_schema(by_alias=True))]
+
+
 class CreatePayoutBatchRequest(RequestModel):
-    # Items are validated one by one (an invalid item is a result, not a 400 for the batch); an
-    # empty payroll is a 400, as the dashboard refuses an empty file.
-    payouts: Annotated[list[Any], Field(min_length=1, max_length=1000)]
+    # An empty payroll is a 400, as the dashboard refuses an empty file.
+    payouts: Annotated[list[PayrollItem], Field(min_length=1, max_length=1000)]
 
 
 class PayoutListFilters(BaseModel):

@@ -155,6 +155,19 @@ def test_sandbox_time_is_documented_optional_and_nullable() -> None:
     assert "sandbox clock" in sandbox_time["description"]
 
 
+def test_a_payroll_documents_each_item_as_the_body_of_a_single_create() -> None:
+    """Its items were documented as `{}` (any value): a client generated from the document had
+    untyped items. They are read as any value still, each judged on its own."""
+
+    def body_schema(path: str) -> Any:
+        return document()["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+            "schema"
+        ]
+
+    item = body_schema("/api/v1/payouts/batch")["properties"]["payouts"]["items"]
+    assert item == body_schema("/api/v1/payouts")
+
+
 def test_every_success_answer_documents_its_body() -> None:
     """A client generated from the document gets typed answers: no 2xx body is `{}`, and each
     `{success, data}` envelope names the `message` some writes add."""
