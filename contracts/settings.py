@@ -221,6 +221,13 @@ class Settings(BaseSettings):
                 f"{MIN_SECRET_LENGTH} characters: with PAYOUTS_ENV=production, set a secret of "
                 "your own (the PSP signs its callbacks with it)"
             )
+        self.require_public_webhooks_in_production()
+
+    def require_public_webhooks_in_production(self) -> None:
+        """The API and the webhook service refuse to start in production with webhook URLs into
+        private networks allowed: the API checks a URL's host when it is set, the webhook
+        service when it connects, and only the latter stops a name that resolves to a private
+        address later (DNS rebinding). The webhook service started with it on."""
         if self.env is Environment.PRODUCTION and self.webhook_allow_private_urls:
             raise InsecureConfiguration(
                 "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on: a merchant's webhook URL could reach "

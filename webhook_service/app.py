@@ -154,5 +154,7 @@ def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, s
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:
-    consumer = PayoutEventConsumer(settings or get_settings())
+    settings = settings or get_settings()
+    settings.require_public_webhooks_in_production()
+    consumer = PayoutEventConsumer(settings)
     return FastStream(consumer.broker, on_startup=[consumer.open], after_shutdown=[consumer.close])

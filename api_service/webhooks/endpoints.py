@@ -13,7 +13,7 @@ from api_service.errors import (
     PayloadTooLarge,
     error_responses,
 )
-from api_service.idempotency import IdempotencyDep
+from api_service.idempotency import IdempotencyDep, run_again_after_deadlocks
 from api_service.request_body import documented_body, optional_body, read_body, require_json
 from api_service.schemas import DeliveryIdPath, QueryText
 from api_service.webhooks import service
@@ -212,14 +212,22 @@ async def put_endpoint(
 ) -> Response:
     # Read here, not as a typed parameter: the API key is checked before the body is parsed.
     body = await read_body(request, UpdateWebhookEndpoint)
-    updated = await service.update_endpoint(
-        session,
-        merchant,
-        body.url,
-        allow_private=settings.webhook_allow_private_urls,
-        resolve=request.app.state.host_resolver,
-    )
-    await session.commit()
+
+    async def saved() -> Merchant:
+        updated = await service.update_endpoint(
+            session,
+            merchant,
+            body.url,
+            allow_private=settings.webhook_allow_private_urls,
+            resolve=request.app.state.host_resolver,
+        )
+        await session.commit()
+        return updated
+
+    # A rotation holds a shared lock on the merchant row (its idempotency key's foreign key)
+    # before it locks the row to rotate: a PUT waiting between the two was InnoDB's deadlock
+    # victim, and answered 503 with the database up.
+    updated = await run_again_after_deadlocks(saved, roll_back=session.rollback)
     request.app.state.merchants.forget(merchant.id)
     return json_response(success_body(endpoint_json(updated), "Webhook endpoint updated"))
 

@@ -1,5 +1,6 @@
 """The webhook endpoints of the REST API: delivery log, resend, event log, endpoint and secret."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -583,3 +584,26 @@ async def test_the_rotated_secret_is_never_stored_in_plaintext_for_replays(
         f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant, key)
     )
     assert (replay.status_code, replay.content) == (200, rotated.content)
+
+
+async def test_setting_the_url_while_the_secret_rotates_is_never_a_503(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A rotation holds a shared lock on the merchant row (its idempotency key's foreign key),
+    then locks the row to rotate; a PUT that queued its lock between the two was InnoDB's
+    deadlock victim and answered 503, with the database up and the URL not set."""
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    for round_ in range(10):
+        url = "https://93.184.215.15/webhooks/mypay" if round_ % 2 == 0 else PUBLIC_URL
+        rotated, updated = await asyncio.gather(
+            api_client.post(
+                f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant, new_key())
+            ),
+            api_client.put(
+                f"{API}/webhook-endpoint", json={"url": url}, headers=auth(merchant, "")
+            ),
+        )
+        assert (rotated.status_code, updated.status_code) == (200, 200), updated.text
+        async with sessions() as session:
+            stored = await session.get_one(Merchant, merchant.merchant_id, populate_existing=True)
+        assert stored.webhook_url == url

@@ -15,6 +15,7 @@ from contracts.settings import (
     Settings,
     get_settings,
 )
+from webhook_service.app import create_webhook_app
 
 
 @pytest.fixture
@@ -47,6 +48,15 @@ def test_the_api_refuses_production_with_webhook_urls_into_private_networks_allo
             )
         )
     create_app(Settings(env=Environment.TEST, webhook_allow_private_urls=True))
+
+
+def test_the_webhook_service_refuses_production_with_private_webhook_urls_allowed() -> None:
+    """It connects: its check of the address at that moment is all that stops a URL whose name
+    resolves to a private address after the API checked it (DNS rebinding). It started."""
+    with pytest.raises(InsecureConfiguration, match="PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS"):
+        create_webhook_app(Settings(env=Environment.PRODUCTION, webhook_allow_private_urls=True))
+    create_webhook_app(Settings(env=Environment.PRODUCTION))
+    create_webhook_app(Settings(env=Environment.TEST, webhook_allow_private_urls=True))
 
 
 def test_the_api_starts_in_production_with_a_secret_of_its_own() -> None:
