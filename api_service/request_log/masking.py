@@ -45,8 +45,12 @@ def kept_query(raw: str) -> str:
 
 def _masked_parameter(name: str, value: str) -> tuple[str, str]:
     """A secret's name masks all of its value (as sent, `a b` or `,x`: a log line's rule stops
-    at the first space or punctuation); an account number is masked wherever it is."""
-    return redact(name), REDACTED if names_a_secret(name) else redact(value)
+    at the first space or punctuation); an account field's value is masked whatever it holds,
+    as a JSON body's (`0300-1234567`, read as 03001234567, was kept whole); an account number
+    is masked wherever it is."""
+    if name in ACCOUNT_FIELDS or names_a_secret(name):
+        return redact(name), _kept_field(name, value)
+    return redact(name), redact(value)
 
 
 def _masked_account(value: str) -> str:

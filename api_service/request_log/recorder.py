@@ -17,6 +17,7 @@ from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body, kept_quer
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import FaultKind
 from contracts.db.engine import utcnow
+from contracts.logging import redact
 from contracts.wire import whole_number
 
 METHOD_LENGTH = 10  # the width of api_requests.method
@@ -97,16 +98,18 @@ def _row(
     fault: str | None = scope["state"].get("fault")
     dropped = fault == FaultKind.DROP_CONNECTION
     retry_after = response_headers.get("retry-after")
-    # An api_key or an account number sent in the query was kept whole for the log's 7 days.
+    # An api_key or an account number sent in the query was kept whole for the log's 7 days;
+    # so was one in the path (`/payouts/mpk_test_...`), or sent as the idempotency key.
     query = kept_query(scope.get("query_string", b"").decode("latin-1"))
+    idempotency_key = request_headers.get("x-idempotency-key")
     return {
         "merchant_id": merchant_id,
         "request_id": scope["state"]["request_id"],
         "method": scope["method"][:METHOD_LENGTH],  # the parser takes UNSUBSCRIBE (11)
-        "path": (scope["path"] + (f"?{query}" if query else ""))[:500],
+        "path": (redact(scope["path"]) + (f"?{query}" if query else ""))[:500],
         "status": None if dropped else answer.get("status"),
         "latency_ms": round((time.perf_counter() - started) * 1000),
-        "idempotency_key": (request_headers.get("x-idempotency-key") or "")[:100] or None,
+        "idempotency_key": redact(idempotency_key)[:100] if idempotency_key else None,
         "replayed": response_headers.get(REPLAYED_HEADER) == "true",
         "fault": fault,
         "retry_after_seconds": whole_number(retry_after, max_digits=9),

@@ -246,15 +246,43 @@ async def test_the_request_log_keeps_a_query_as_sent_and_masked_as_a_body(
     merchant = await make_merchant()
     plus_five = f"{API}/payouts?createdFrom=2026-01-01T00:00:00%2B05:00"
     assert (await api_client.get(plus_five, headers=auth(merchant, ""))).status_code == 200
-    for params in ({"api_key": merchant.api_key}, {"accountNumber": "+923001234567"}):
+    sent = ({"api_key": merchant.api_key}, {"accountNumber": "+923001234567"})
+    # Read as 03001234567 by the API, the digits not in one run: kept whole as such.
+    dashed = {"accountNumber": "0300-1234567"}
+    for params in (*sent, dashed):
         refused = await api_client.get(f"{API}/balance", params=params, headers=auth(merchant, ""))
         assert refused.status_code == 400
 
-    account, key, listed = await logged_requests(api_client, merchant, 3)
+    dashed_account, account, key, listed = await logged_requests(api_client, merchant, 4)
 
     assert listed["path"] == plus_five
     assert merchant.api_key not in key["path"] and "[REDACTED]" in key["path"]
-    assert account["path"] == f"{API}/balance?accountNumber=%2B********4567"
+    # An account field's value is masked whatever it holds, as a JSON body's.
+    assert account["path"] == f"{API}/balance?accountNumber=*********4567"
+    assert dashed_account["path"] == f"{API}/balance?accountNumber=********4567"
+
+
+async def test_the_request_log_masks_a_secret_in_the_path_or_the_idempotency_key(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Masked in the query and the body, they were kept whole in the path (a key pasted as a
+    payout id, an account number looked up as one) and as the idempotency key (a webhook secret
+    pasted in the wrong header, refused as not a UUID)."""
+    merchant = await make_merchant()
+    for path in (f"{API}/payouts/{merchant.api_key}", f"{API}/payouts/03001234567"):
+        answer = await api_client.get(path, headers=auth(merchant, ""))
+        assert answer.status_code == 404, answer.text
+    secret = "whsec_" + "S" * 40
+    refused = await api_client.post(
+        f"{API}/payouts", json=payout_body(), headers=auth(merchant, secret)
+    )
+    assert refused.status_code == 400, refused.text
+
+    keyed, account, api_key = await logged_requests(api_client, merchant, 3)
+
+    assert merchant.api_key not in api_key["path"] and "[REDACTED]" in api_key["path"]
+    assert account["path"] == f"{API}/payouts/*******4567"
+    assert keyed["idempotencyKey"] == "whsec_[REDACTED]"
 
 
 async def test_the_request_log_pages_newest_first(

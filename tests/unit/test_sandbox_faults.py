@@ -148,7 +148,12 @@ def test_the_log_keeps_a_query_as_sent(sent: str) -> None:
     ("sent", "kept"),
     [
         ("api_key=mpk_test_abcDEF123&limit=1", "api_key=[REDACTED]&limit=1"),
-        ("accountNumber=%2B923001234567", "accountNumber=%2B********4567"),
+        # An account field's whole value, as a JSON body's: written with dashes, the number
+        # was no run of digits and was kept whole.
+        ("accountNumber=%2B923001234567", "accountNumber=*********4567"),
+        ("accountNumber=0300-1234567", "accountNumber=********4567"),
+        ("iban=PK36+SCBL+0000+0011+2345+6702", "iban=*************************6702"),
+        ("reference=03001234567", "reference=*******4567"),  # a number wherever it is
         # all of a secret's value: a log line's rule stops at a space or a punctuation mark
         ("password=correct+horse+battery", "password=[REDACTED]"),
         ("api_key=%2Chunter2x", "api_key=[REDACTED]"),
