@@ -288,6 +288,16 @@ async def merchant_form(
     return signed_in
 
 
+async def signing_out(request: Request, settings: SettingsDep) -> str | None:
+    """The merchant session a sign-out ends (None: no cookie): its cookie and its form's CSRF
+    token decide, not a live merchant nor its request rate. A sign-out refused while the
+    merchant was inactive, or over its rate, left the session to work again afterwards."""
+    token = session_token(request, SessionKind.MERCHANT, settings)
+    if token is not None:
+        await check_form_token(request, Signer.of(settings).mac("csrf", token))
+    return token
+
+
 async def operator_session(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> OperatorSession:
@@ -306,6 +316,7 @@ async def operator_form(
 
 CurrentMerchantSession = Annotated[MerchantSession, Depends(merchant_session)]
 MerchantForm = Annotated[MerchantSession, Depends(merchant_form)]
+SigningOut = Annotated[str | None, Depends(signing_out)]
 CurrentOperatorSession = Annotated[OperatorSession, Depends(operator_session)]
 OperatorForm = Annotated[OperatorSession, Depends(operator_form)]
 

@@ -11,8 +11,8 @@ from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.sessions import (
     CSRF_FIELD,
     MERCHANT_SIGN_IN,
-    MerchantForm,
     SessionKind,
+    SigningOut,
     check_sign_in_form,
     clear_session_cookie,
     close_session,
@@ -111,9 +111,10 @@ async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) 
 
 
 @router.post("/dashboard/sign-out")
-async def sign_out(request: Request, form: MerchantForm, session: SessionDep) -> Response:
-    await close_session(session, form.token)
-    await session.commit()
+async def sign_out(request: Request, token: SigningOut, session: SessionDep) -> Response:
+    if token is not None:
+        await close_session(session, token)
+        await session.commit()
     response = RedirectResponse(MERCHANT_SIGN_IN, status_code=303)
     clear_session_cookie(response, request, SessionKind.MERCHANT)
     return response
