@@ -184,4 +184,6 @@ async def ensure_demo_merchant(
         existing.webhook_secret = webhook_secret
         existing.previous_webhook_secret = None  # the deployment set it: no grace period
         existing.previous_secret_expires_at = None
+        # When: the dashboard showed attempts signed before it as the new secret signs them.
+        existing.secret_rotated_at = utcnow()
     return DemoMerchant(existing.id, created=False, new_api_key=None)

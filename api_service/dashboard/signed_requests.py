@@ -49,8 +49,11 @@ def secrets_at(merchant: Merchant, sent_at: datetime, grace: timedelta) -> list[
     """The secrets that signed at `sent_at` (naive UTC), or None when they are not kept.
     `grace`: the default one, for a rotation older than `secret_rotated_at` (migration 0024)."""
     previous, expires = merchant.previous_webhook_secret, merchant.previous_secret_expires_at
-    if previous is None or expires is None:
-        return [merchant.webhook_secret]  # never rotated
+    if previous is None or expires is None:  # never rotated, or replaced with no grace (seed)
+        replaced_at = merchant.secret_rotated_at
+        return (
+            None if replaced_at is not None and sent_at < replaced_at else [merchant.webhook_secret]
+        )
     # The rotation's own time: with a grace other than the default, `expires - grace` put an
     # attempt signed before it after it (a leaked secret retired at once), or the other way.
     if sent_at < (merchant.secret_rotated_at or expires - grace):  # before the last rotation

@@ -69,6 +69,9 @@ async def test_given_credentials_are_the_merchants_new_or_existing(
     [merchant] = await _merchants(sessions, name)
     assert merchant.api_key_hash == hash_api_key(other_key)
     assert merchant.webhook_secret == other_secret
+    # When it was replaced (no previous secret kept): the dashboard shows no attempt signed
+    # before as the new secret signs it.
+    assert merchant.previous_webhook_secret is None and merchant.secret_rotated_at is not None
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,15 @@ def test_after_a_rotation_with_no_grace_no_earlier_attempt_shows_the_new_secret(
     assert shown_at(merchant, after) == sent(after, [NEW])
 
 
+def test_after_the_seed_replaced_the_secret_no_earlier_attempt_shows_the_new_one() -> None:
+    """`payouts seed --webhook-secret` keeps no previous secret: an attempt signed before it was
+    shown signed with the new secret, headers it never carried."""
+    merchant = Merchant(webhook_secret=NEW, secret_rotated_at=ROTATED)
+    before, after = ROTATED - timedelta(minutes=1), ROTATED + timedelta(minutes=1)
+    assert shown_at(merchant, before)["note"] == ROTATED_OUT
+    assert shown_at(merchant, after) == sent(after, [NEW])
+
+
 def test_a_rotation_with_a_grace_over_the_default_shows_both_secrets_within_it() -> None:
     merchant = rotated(timedelta(hours=48))
     within = ROTATED + timedelta(hours=1)  # `expires - 24 h` called it before the rotation
