@@ -20,6 +20,7 @@ from contracts.db.models import (
     ApiRequestRecord,
     LedgerJournal,
     Payout,
+    PayoutEvent,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -70,6 +71,10 @@ class ScenarioCount:
     # Of these payouts, those reinitiated after their scenario failed them: each had reached
     # FAILED (a hold released), not merely expired in the queue, where no scenario ran.
     reinitiated: int = 0
+    # Whether these payouts showed their scenario's own status on the way (SCENARIO_EVENTS):
+    # an outcome the PSP sent before the processor took the payout wins over its scenario, and
+    # a payout of 100,000 simulated SUCCESS then was "seen through review" without any review.
+    seen: bool = True
 
 
 # Where a scripted scenario ends: the status its last step leaves (0006 SUCCESS is not the end).
@@ -81,10 +86,15 @@ _SCRIPT_END = {
 
 
 def final_statuses(scenario: str) -> frozenset[PayoutStatus]:
+    """Where the scenario ends: a script at its last step's status, a failing rule (0003) at
+    FAILED (it ended SUCCESS only when the PSP's outcome came before it, and it never ran)."""
     script = SCRIPTS.get(scenario)
-    if script is None:
-        return FINAL_STATUSES
-    return frozenset({_SCRIPT_END[script[-1].decision.outcome]})
+    if script is not None:
+        return frozenset({_SCRIPT_END[script[-1].decision.outcome]})
+    rule = SUFFIX_RULES.get(scenario)
+    if rule is not None and rule.outcome is Outcome.FAILED:
+        return frozenset({PayoutStatus.FAILED})
+    return FINAL_STATUSES
 
 
 def scenario_items(counts: Sequence[ScenarioCount]) -> list[Item]:
@@ -93,9 +103,10 @@ def scenario_items(counts: Sequence[ScenarioCount]) -> list[Item]:
         mine = [count for count in counts if count.scenario == scenario]
         created = sum(count.count for count in mine)
         finals = final_statuses(scenario)
-        final = sum(count.count for count in mine if count.status in finals)
+        seen = [count for count in mine if count.seen]
+        final = sum(count.count for count in seen if count.status in finals)
         if PayoutStatus.FAILED in finals:  # a reinitiated payout reached it before, and ended
-            final += sum(count.reinitiated for count in mine if count.status not in finals)
+            final += sum(count.reinitiated for count in seen if count.status not in finals)
         title = (
             f"A payout of {REVIEW_THRESHOLD:,} or more seen through review to its final status"
             if scenario == "in_review"
@@ -349,9 +360,38 @@ async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str,
     return {"items": [item.json() for item in items], "summary": summary(items)}
 
 
+# The event of the status a scenario leads to before its final one, which an outcome the PSP
+# sent first skips (its final status tells the others: final_statuses).
+_OWN_STATUS_EVENTS = {
+    Outcome.RETRY: EventType.RETRYING,
+    Outcome.PENDING_AT_PSP: EventType.PENDING,
+    Outcome.ON_HOLD: EventType.ON_HOLD,
+}
+SCENARIO_EVENTS = {"in_review": EventType.IN_REVIEW} | {
+    suffix: _OWN_STATUS_EVENTS[decision.outcome]
+    for suffix, decision in SUFFIX_RULES.items()
+    if decision.outcome in _OWN_STATUS_EVENTS
+}
+
+
 async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[ScenarioCount]:
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
+    scenario_event = case(
+        (in_review, SCENARIO_EVENTS["in_review"].value),
+        *(
+            (suffix == scenario, event.value)
+            for scenario, event in SCENARIO_EVENTS.items()
+            if scenario != "in_review"
+        ),
+        else_=None,
+    )
+    seen = or_(
+        scenario_event.is_(None),
+        select(PayoutEvent.id)
+        .where(PayoutEvent.payout_id == Payout.id, PayoutEvent.type == scenario_event)
+        .exists(),
+    )
     released_before = (  # uq_journal_payout_cycle_kind
         select(LedgerJournal.id)
         .where(
@@ -369,13 +409,14 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
             func.count(),
             func.sum(Payout.hold_cycle - 1),
             func.sum(case((released_before, 1), else_=0)),
+            seen,
         )
         .where(
             Payout.merchant_id == merchant_id,
             # Queued and expired before it started: no scenario of it ever ran.
             func.coalesce(Payout.failure_code, "") != QUEUE_EXPIRED,
         )
-        .group_by(in_review, suffix, Payout.status)
+        .group_by(in_review, suffix, Payout.status, seen)
     )
     return [
         ScenarioCount(
@@ -384,8 +425,9 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
             int(count),
             int(reinitiations),
             int(reinitiated),
+            bool(was_seen),
         )
-        for review, account_suffix, status, count, reinitiations, reinitiated in rows
+        for review, account_suffix, status, count, reinitiations, reinitiated, was_seen in rows
     ]
 
 

@@ -21,6 +21,7 @@ from contracts.db.models import (
 )
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_queue import expire_queued_payouts
+from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -35,6 +36,7 @@ from tests.support.api_helpers import (
     payout_body,
 )
 from tests.support.polling import eventually
+from tests.support.processing import running_processor_and_relay
 
 FAULT = "X-Sandbox-Fault"
 
@@ -507,6 +509,57 @@ async def test_reinitiating_a_failed_payout_keeps_its_scenario_passed_in_readine
         "passed",
         "1 of 1 final",
     )
+
+
+async def test_a_scenario_an_earlier_psp_outcome_skipped_is_not_passed_in_readiness(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    """An outcome simulated before the processor took the payout wins over its scenario: a
+    payout to ...0003 ended SUCCESS without failing, one of 100,000 without any review, one to
+    ...0005 without being held. Each read "seen to its final status"."""
+    merchant = await make_merchant(balance="500000.00")
+    skipped = {
+        "0003": {"accountNumber": "03001230003"},
+        "in_review": {"amount": "100000.00"},
+        "0005": {"accountNumber": "03001230005"},
+    }
+    for overrides in skipped.values():
+        payout = await create_payout(api_client, merchant, **overrides)
+        simulated = await api_client.post(
+            f"{API}/sandbox/payouts/{payout['id']}/simulate",
+            json={"outcome": "SUCCESS"},
+            headers=auth(merchant),
+        )
+        assert simulated.status_code == 202, simulated.text
+    ran = await create_payout(api_client, merchant, amount="100000.00")
+
+    async with running_processor_and_relay(settings):
+
+        async def taken() -> bool | None:
+            listed = await api_client.get(f"{API}/payouts", headers=auth(merchant, ""))
+            statuses = [payout["status"] for payout in listed.json()["data"]["payouts"]]
+            done = statuses.count("SUCCESS") == len(skipped) and "IN_REVIEW" in statuses
+            return done or None
+
+        await eventually(taken, what="the simulated outcomes applied, one payout in review")
+        decided = await api_client.post(
+            f"{API}/sandbox/payouts/{ran['id']}/simulate",
+            json={"outcome": "FAILED"},
+            headers=auth(merchant),
+        )
+        assert decided.status_code == 202, decided.text
+
+        async def judged() -> dict[str, str] | None:
+            items = await readiness(api_client, merchant)
+            judged = {scenario: items[f"scenario_{scenario}"]["status"] for scenario in skipped}
+            return judged if judged["in_review"] == "passed" else None
+
+        # The payout that went through review passes its item; the skipped ones pass nothing.
+        assert await eventually(judged, what="the reviewed payout final") == {
+            "0003": "not_tried",
+            "in_review": "passed",
+            "0005": "not_tried",
+        }
 
 
 async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness(

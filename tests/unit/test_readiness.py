@@ -63,6 +63,24 @@ def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
     assert items["scenario_0002"].evidence == "none yet"
 
 
+def test_a_scenario_an_earlier_psp_outcome_skipped_is_not_passed() -> None:
+    """Final, but by the PSP's outcome: 0003 ended SUCCESS without failing; 0005 never showed
+    its hold, nor the payout of 100,000 its review (`seen`: their events say so)."""
+    counts = [
+        ScenarioCount("0003", "SUCCESS", 1),
+        ScenarioCount("0005", "SUCCESS", 1, seen=False),
+        ScenarioCount("in_review", "FAILED", 2, seen=False),
+        ScenarioCount("in_review", "SUCCESS", 1),
+    ]
+    items = {item.id: item for item in scenario_items(counts)}
+    assert items["scenario_0003"].verdict is Verdict.NOT_TRIED
+    assert items["scenario_0005"].verdict is Verdict.NOT_TRIED
+    assert (items["scenario_in_review"].verdict, items["scenario_in_review"].evidence) == (
+        Verdict.PASSED,
+        "1 of 3 final",
+    )
+
+
 def test_a_scenario_ending_failed_stays_passed_once_its_payout_is_reinitiated() -> None:
     """Reinitiating a FAILED payout (the report's own hint) put its scenario back to "not tried"
     until its script ran again: a reinitiated payout was FAILED, the end of those scenarios."""
