@@ -448,6 +448,12 @@ _UUID_FORMS = re.compile(
     f"{_CANONICAL}|{{{_CANONICAL}}}|urn:uuid:{_CANONICAL}|{_HEX}{{32}}", re.ASCII | re.IGNORECASE
 )
 
+
+def is_idempotency_key(text: str) -> bool:
+    """One of the written forms of a UUID the API takes as a key."""
+    return _UUID_FORMS.fullmatch(text) is not None
+
+
 IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
 IDEMPOTENCY_HEADER_DESCRIPTION = (
     "Required: a UUID, new for each operation; a retry with the same key and request gets the "
@@ -474,7 +480,7 @@ async def get_idempotency(
         raise MissingIdempotencyKey
     if header_is_repeated(request, IDEMPOTENCY_HEADER):
         raise InvalidIdempotencyKey(f"{IDEMPOTENCY_HEADER} is given more than once")
-    if not _UUID_FORMS.fullmatch(key):
+    if not is_idempotency_key(key):
         raise InvalidIdempotencyKey
     return Idempotency(
         key=str(uuid.UUID(key.lower())),  # uuid.UUID strips a lower-case urn:uuid: only

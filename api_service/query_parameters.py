@@ -12,7 +12,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api_service.errors import ValidationFailed
-from contracts.domain.text import has_control_characters
+from contracts.domain.text import has_control_characters, trimmed
 
 
 def refuse_unexpected_query(request: Request) -> None:
@@ -26,7 +26,7 @@ def refuse_unexpected_query(request: Request) -> None:
             raise ValidationFailed.on(name, "is not a query parameter of this request")
         if name in given:  # no parameter of the API takes a list
             raise ValidationFailed.on(name, "is given more than once")
-        if has_control_characters(value.strip()):  # trimmed first, as a body's text field
+        if has_control_characters(trimmed(value)):  # trimmed first, as a body's text field
             raise ValidationFailed.on(name, "must not contain control characters")
         given.add(name)
 

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from api_service.errors import NotFound
 from contracts.db.engine import naive_utc
 from contracts.domain.money import parse_amount
-from contracts.domain.text import has_control_characters
+from contracts.domain.text import has_control_characters, trimmed
 
 DestType = Literal["BANK", "WALLET"]
 
@@ -260,7 +260,7 @@ class RequestModel(BaseModel):
         `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH."""
         if isinstance(value, _GivenTwice):
             raise ValueError(value.problem)
-        return value.strip() if isinstance(value, str) else value
+        return trimmed(value) if isinstance(value, str) else value
 
     @field_validator("*", mode="after")
     @classmethod

@@ -11,7 +11,12 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_service.idempotency import FINGERPRINT_STATE, REPLAYED_HEADER, request_fingerprint
+from api_service.idempotency import (
+    FINGERPRINT_STATE,
+    REPLAYED_HEADER,
+    is_idempotency_key,
+    request_fingerprint,
+)
 from api_service.middleware import BodyTooLarge
 from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body, kept_query
 from api_service.request_log.writer import RequestLogWriter
@@ -109,7 +114,7 @@ def _row(
         "path": (redact(scope["path"]) + (f"?{query}" if query else ""))[:500],
         "status": None if dropped else answer.get("status"),
         "latency_ms": round((time.perf_counter() - started) * 1000),
-        "idempotency_key": redact(idempotency_key)[:100] if idempotency_key else None,
+        "idempotency_key": _kept_key(idempotency_key) if idempotency_key else None,
         "replayed": response_headers.get(REPLAYED_HEADER) == "true",
         "fault": fault,
         "retry_after_seconds": whole_number(retry_after, max_digits=9),
@@ -121,3 +126,10 @@ def _row(
         "response_body": None if dropped else kept_body(bytes(answered)),
         "started_at": started_at,
     }
+
+
+def _kept_key(key: str) -> str:
+    """A key as sent: the readiness report tells a retry by it, and a UUID written as 32 digits
+    masked as an account number made two keys one. Anything else (refused), masked: a webhook
+    secret pasted in the wrong header was kept whole."""
+    return key[:100] if is_idempotency_key(key) else redact(key)[:100]

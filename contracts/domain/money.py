@@ -3,6 +3,8 @@
 import re
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from contracts.domain.text import trimmed
+
 MAX_PAYOUT_AMOUNT = Decimal("10000000.00")
 # The largest DECIMAL(18,2): a merchant's balance (available plus held) never exceeds it.
 MAX_BALANCE = Decimal("9999999999999999.99")
@@ -22,7 +24,7 @@ def parse_amount(raw: object, *, maximum: Decimal = MAX_PAYOUT_AMOUNT) -> Decima
     """Accept a JSON number or numeric string with at most 2 decimals, 0 < amount <= maximum."""
     if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
         raise InvalidAmount("must be a number or a numeric string")
-    text = raw.strip() if isinstance(raw, str) else str(raw)
+    text = trimmed(raw) if isinstance(raw, str) else str(raw)
     if isinstance(raw, str) and _MORE_DECIMALS.fullmatch(text):
         raise InvalidAmount("must have at most 2 decimal places")
     if isinstance(raw, str) and not _NUMERIC_STRING.fullmatch(text):

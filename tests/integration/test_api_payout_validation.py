@@ -99,6 +99,11 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "merchantReference number": ({"merchantReference": 12345}, "merchantReference"),
     "accountTitle 101 chars": ({"accountTitle": "t" * 101}, "accountTitle"),
     "accountTitle number": ({"accountTitle": 7}, "accountTitle"),
+    # Information separators (U+001C-U+001F) are control characters that str.strip() takes for
+    # spaces: trimmed, a value ending in one was accepted with it cut off.
+    "accountTitle ending in a separator": ({"accountTitle": "Ali Khan\x1f"}, "accountTitle"),
+    "destType after a separator": ({"destType": "\x1eWALLET"}, "destType"),
+    "amount ending in a separator": ({"amount": "10.00\x1c"}, "amount"),
     "currency USD": ({"currency": "USD"}, "currency"),
     "purpose 141 chars": ({"purpose": "p" * 141}, "purpose"),
     "amount missing": ({"amount": None}, "amount"),

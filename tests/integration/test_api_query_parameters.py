@@ -47,6 +47,8 @@ CONTROL = "must not contain control characters"
         # A control character is refused as in a body, rather than matching nothing.
         ("/payouts?merchantReference=query%00-1", "merchantReference", CONTROL),
         ("/webhooks/deliveries?eventId=evt%1B", "eventId", CONTROL),
+        # An information separator is a control character, not a space that trimming takes.
+        ("/payouts?merchantReference=query-1%1F", "merchantReference", CONTROL),
     ],
 )
 async def test_a_parameter_unknown_given_twice_or_given_empty_is_refused_naming_it(
