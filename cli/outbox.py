@@ -28,7 +28,8 @@ def _as_json(row: OutboxMessage) -> dict[str, Any]:
 
 @outbox_app.command("list-parked")
 def list_parked_command(
-    limit: Annotated[int, typer.Option(min=1, help="At most this many")] = 100,
+    # A LIMIT past a BIGINT was MySQL's syntax error, a traceback.
+    limit: Annotated[int, typer.Option(min=1, max=2**63 - 1, help="At most this many")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """Show the parked outbox rows, oldest first (they stay parked)."""

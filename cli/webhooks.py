@@ -104,7 +104,8 @@ def build_sink(secret: str | None) -> Starlette:
 
 
 def webhook_sink_command(
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 9000,
+    # Past 65535 the sink said it listened on the port given, and listened on it modulo 65536.
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 9000,
     secret: Annotated[
         str | None,
         typer.Option(

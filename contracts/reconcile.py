@@ -145,7 +145,8 @@ _STATUS_VERSUS_JOURNALS = text(
 
 
 # Each payout journal moves exactly the payout's amount, from its kind's debit account to its
-# credit account, on the payout's merchant: a ledger that balances but moved the wrong amount, or
+# credit account, on the payout's merchant, and names that merchant (the dashboard's timeline
+# finds a payout's journals by it): a ledger that balances but moved the wrong amount, or
 # booked a PAYOUT back to available, passed every check above.
 _PAYOUT_POSTINGS = (ledger.HOLD, ledger.RELEASE, ledger.PAYOUT, ledger.REVERSAL)
 _KIND_ACCOUNT = "CASE j.kind {} END"
@@ -166,6 +167,7 @@ _MISPOSTED_JOURNALS = text(
         OR SUM(l.account = {_DEBIT} AND l.amount = -p.amount) <> 1
         OR SUM(l.account = {_CREDIT} AND l.amount = p.amount) <> 1
         OR SUM(l.merchant_id IS NOT NULL AND l.merchant_id <> p.merchant_id) > 0
+        OR SUM(j.merchant_id <> p.merchant_id) > 0
     ORDER BY j.id
     LIMIT 100
     """

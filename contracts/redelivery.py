@@ -63,11 +63,19 @@ def _count(headers: Mapping[str, Any] | None, name: str) -> int:
         return 0
 
 
+def _sendable(value: Any) -> Any:
+    """A header value as it can be sent again: a text header that is not UTF-8 (another client
+    published it) is read back as `bytes`, which the AMQP encoder refuses, and the one such
+    message stopped every redrive and replay at itself, the messages behind it never moved. Sent
+    as a byte array instead, byte for byte."""
+    return bytearray(value) if isinstance(value, bytes) else value
+
+
 def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     """The headers without retry bookkeeping (ours and the broker's dead-lettering): a message
     moved back by an operator starts its retries afresh."""
     return {
-        key: value
+        key: _sendable(value)
         for key, value in (headers or {}).items()
         if key not in RETRY_BOOKKEEPING
         and not key.startswith(("x-death", "x-first-death", "x-last-death"))
@@ -92,7 +100,7 @@ def retry_headers(
     """The message's headers with the last error recorded and, for a failure, the retry count
     incremented (a waiting retry's due time is the republisher's to set again)."""
     kept = {
-        key: value
+        key: _sendable(value)
         for key, value in (headers or {}).items()
         if key != "x-death" and key not in WAITING_RETRY_HEADERS
     }

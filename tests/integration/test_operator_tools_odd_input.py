@@ -1,0 +1,250 @@
+"""The operator's tools (`payouts` CLI, the dashboard's operations page) on odd input: a message
+another client published with a header that is not UTF-8, numbers out of range, a corrupt
+ledger. Each gave a traceback, a 500, a queue stuck at one message, or a clean reconcile."""
+
+import json
+import re
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aio_pika
+import httpx
+import pamqp.encode
+from sqlalchemy import update
+
+from cli.supervisor import payouts_command
+from contracts.db.engine import SessionFactory
+from contracts.db.models import LedgerJournal
+from contracts.domain.statuses import PayoutStatus
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from contracts.topology import (
+    DEFAULT_EXCHANGE,
+    PAYOUT_COMMANDS,
+    WEBHOOK_PARKING_LOT,
+    declare_topology_at,
+)
+from contracts.webhooks import RESEND_ROUTING_KEY
+from tests.conftest import MerchantFactory, in_process_api
+from tests.support.amqp import RabbitClient
+from tests.support.api_helpers import create_payout, move_payout
+from tests.support.cli import run_payouts as payouts
+
+_encode_table_value = pamqp.encode.encode_table_value
+
+
+@contextmanager
+def raw_long_string_headers() -> Iterator[None]:
+    """Publish `bytes` header values as AMQP long strings ('S'), as other clients (and the
+    management UI's byte-for-byte copies) do: pamqp decodes a long string that is not UTF-8 back
+    into `bytes`, which is what our tools then receive."""
+
+    def encode(value: object) -> bytes:
+        if isinstance(value, bytes):
+            return b"S" + struct.pack(">I", len(value)) + value
+        return _encode_table_value(value)  # type: ignore[arg-type]
+
+    pamqp.encode.encode_table_value = encode  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pamqp.encode.encode_table_value = _encode_table_value
+
+
+async def _publish_not_utf8_header(amqp_url: str, routing_key: str, body: bytes) -> str:
+    message_id = f"bad-header-{uuid.uuid4()}"
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        with raw_long_string_headers():
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, message_id=message_id, headers={"x-payout-id": b"\xff\xfe"}),
+                routing_key=routing_key,
+            )
+    return message_id
+
+
+async def _ids_in(rabbit: RabbitClient, queue: str) -> set[str | None]:
+    taken = await rabbit.take(queue)
+    return {message.message_id for message in taken}
+
+
+async def test_a_dead_letter_with_a_header_not_utf8_does_not_block_the_cli_redrive(
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient
+) -> None:
+    """A dead letter whose header is not UTF-8 (published by another client) made `payouts dlq
+    redrive` die on a TypeError traceback, every time, and the good dead letters behind it were
+    never moved back."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
+    good = f"good-{uuid.uuid4()}"
+    await rabbit.publish(
+        b"{}",
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=PAYOUT_COMMANDS.dead_letter_queue,
+        message_id=good,
+    )
+
+    done = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
+    done_again = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
+
+    try:
+        moved = await _ids_in(rabbit, PAYOUT_COMMANDS.name)
+        assert good in moved, (
+            f"the good dead letter is stuck behind the bad one: {done.stderr[-200:]}"
+        )
+        assert "Traceback" not in done.stderr + done_again.stderr, done.stderr[-400:]
+    finally:
+        await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+
+
+async def test_a_parked_webhook_with_a_header_not_utf8_does_not_block_replay_parked(
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient
+) -> None:
+    """`payouts webhooks replay-parked`: the same TypeError traceback on such a message, and the
+    parked webhooks behind it are never replayed."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+    merchant = str(uuid.uuid4())
+    bad_event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": merchant}
+    await _publish_not_utf8_header(
+        settings.amqp_url, WEBHOOK_PARKING_LOT, json.dumps(bad_event).encode()
+    )
+    good = f"good-{uuid.uuid4()}"
+    event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": merchant}
+    await rabbit.publish(
+        json.dumps(event).encode(),
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=WEBHOOK_PARKING_LOT,
+        message_id=good,
+    )
+
+    done = payouts(service_env, "webhooks", "replay-parked")
+
+    try:
+        moved = await _ids_in(rabbit, RESEND_ROUTING_KEY)
+        assert good in moved, (
+            f"the good parked webhook is stuck behind the bad one: {done.stderr[-200:]}"
+        )
+        assert "Traceback" not in done.stderr, done.stderr[-400:]
+    finally:
+        await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+
+
+def test_outbox_list_parked_with_a_limit_past_bigint_is_a_message_not_a_traceback(
+    service_env: dict[str, str],
+) -> None:
+    """`--limit 99999999999999999999` reached MySQL as a LIMIT it cannot parse: a 1064
+    ProgrammingError traceback (the other commands' --limit take it)."""
+    done = payouts(service_env, "outbox", "list-parked", "--limit", "99999999999999999999")
+
+    assert "Traceback" not in done.stderr, done.stderr[-300:]
+    assert done.returncode in (0, 2), done.stderr[-300:]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_webhook_sink_refuses_a_port_past_65535(service_env: dict[str, str]) -> None:
+    """`payouts webhook-sink --port 65536+N` said "listening on http://127.0.0.1:65536+N/" and
+    silently listened on port N (the port wrapped modulo 65536): the operator's webhooks went
+    nowhere, or to another sink. A port out of range is bad input: refused, exit 2."""
+    port = _free_port()
+    sink = subprocess.Popen(
+        payouts_command("webhook-sink", "--port", str(port + 65536)),
+        env=service_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        listening = False
+        while time.monotonic() < deadline and sink.poll() is None:
+            with socket.socket() as client:
+                client.settimeout(0.2)
+                if client.connect_ex(("127.0.0.1", port)) == 0:
+                    listening = True
+                    break
+            time.sleep(0.05)  # polling a port with a deadline, not waiting for work
+        assert not listening, f"the sink took --port {port + 65536} and listens on {port}"
+        assert sink.poll() not in (None, 0), "the sink accepted a port past 65535"
+    finally:
+        if sink.poll() is None:
+            sink.terminate()
+            sink.wait(10)
+
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+OPERATOR_TOKEN = "operator-token-of-the-ops-review"
+
+
+async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_a_500(
+    settings: Settings, rabbit: RabbitClient
+) -> None:
+    """The button on /dashboard/operations, end to end: a 500, and the dead letters stay."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
+    good = f"good-{uuid.uuid4()}"
+    await rabbit.publish(
+        b"{}",
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=PAYOUT_COMMANDS.dead_letter_queue,
+        message_id=good,
+    )
+    with_operations = settings.model_copy(update={"operator_token": OPERATOR_TOKEN})
+    try:
+        async with in_process_api(with_operations) as client:
+            form = await client.get("/dashboard/operations/sign-in")
+            signed = await client.post(
+                "/dashboard/operations/sign-in",
+                data={"csrf_token": CSRF.findall(form.text)[0], "operator_token": OPERATOR_TOKEN},
+            )
+            assert signed.status_code == 303, signed.text
+            page = await client.get("/dashboard/operations")
+            csrf = CSRF.findall(page.text)[0]
+
+            answer = await client.post(
+                f"/dashboard/operations/queues/{PAYOUT_COMMANDS.name}/redrive",
+                data={"csrf_token": csrf},
+            )
+        moved = await _ids_in(rabbit, PAYOUT_COMMANDS.name)
+        assert answer.status_code < 500, answer.status_code
+        assert good in moved, "the good dead letter is stuck behind the bad one"
+    finally:
+        await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+
+
+async def test_reconcile_reports_a_payout_journal_naming_another_merchant(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A payout's journal whose merchant is not the payout's (its lines and the payout say A,
+    the journal says B; the dashboard's payout timeline selects journals by that column and
+    loses it) passes `reconcile` as clean: the top-up check compares a journal's merchant with
+    its lines, the payout checks never do."""
+    merchant = await make_merchant(balance="1000.00")
+    other = await make_merchant(balance="10.00")
+    payout = await create_payout(api_client, merchant, amount="100.00")
+    await move_payout(sessions, payout["id"], PayoutStatus.SUCCESS)
+    async with sessions() as session:
+        assert await reconcile(session) == []
+    async with sessions() as session:
+        await session.execute(
+            update(LedgerJournal)
+            .where(LedgerJournal.payout_id == payout["id"], LedgerJournal.kind == "HOLD")
+            .values(merchant_id=other.merchant_id)
+        )
+        problems = await reconcile(session)
+        await session.rollback()
+
+    assert problems, "a payout journal naming another merchant passed as clean"
