@@ -16,6 +16,7 @@ from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cli.merchants import create_merchant
 from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
@@ -184,6 +185,21 @@ async def _top_up_of_a_payout(session: AsyncSession, merchant_id: str, payout_id
     )
 
 
+async def _journal_of_another_merchant(
+    session: AsyncSession, merchant_id: str, payout_id: str
+) -> None:
+    """Its lines and its payout are the merchant's, the journal names another: the dashboard's
+    timeline, which finds a payout's journals by it, lost it, and reconcile passed it."""
+    other = await create_merchant(
+        session, name="Another merchant", balance=Decimal("0.00"), webhook_url=None
+    )
+    await session.execute(
+        update(LedgerJournal)
+        .where(LedgerJournal.payout_id == payout_id, LedgerJournal.kind == "HOLD")
+        .values(merchant_id=other.merchant_id)
+    )
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -204,6 +220,10 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "a PAYOUT booked back to available": (
         _payout_booked_to_available,
         "(PAYOUT) of payout {payout} does not move its amount 100.00 from HELD to PSP_SETTLEMENT",
+    ),
+    "a payout's journal naming another merchant": (
+        _journal_of_another_merchant,
+        "(HOLD) of payout {payout} does not move its amount 100.00 from AVAILABLE to HELD",
     ),
     "a TOPUP that names a payout": (
         _top_up_of_a_payout,

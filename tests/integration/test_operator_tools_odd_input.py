@@ -13,15 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import aio_pika
-import httpx
 import pamqp.encode
-from sqlalchemy import update
 
 from cli.supervisor import payouts_command
-from contracts.db.engine import SessionFactory
-from contracts.db.models import LedgerJournal
-from contracts.domain.statuses import PayoutStatus
-from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import (
     DEFAULT_EXCHANGE,
@@ -30,9 +24,8 @@ from contracts.topology import (
     declare_topology_at,
 )
 from contracts.webhooks import RESEND_ROUTING_KEY
-from tests.conftest import MerchantFactory, in_process_api
+from tests.conftest import in_process_api
 from tests.support.amqp import RabbitClient
-from tests.support.api_helpers import create_payout, move_payout
 from tests.support.cli import run_payouts as payouts
 
 _encode_table_value = pamqp.encode.encode_table_value
@@ -69,6 +62,22 @@ async def _publish_not_utf8_header(amqp_url: str, routing_key: str, body: bytes)
     return message_id
 
 
+async def _a_bad_dead_letter_then_a_good_one(settings: Settings, rabbit: RabbitClient) -> str:
+    """The payout commands' dead-letter queue holds a message with a header not in UTF-8, then a
+    good one: the good one's id."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
+    good = f"good-{uuid.uuid4()}"
+    await rabbit.publish(
+        b"{}",
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=PAYOUT_COMMANDS.dead_letter_queue,
+        message_id=good,
+    )
+    return good
+
+
 async def _ids_in(rabbit: RabbitClient, queue: str) -> set[str | None]:
     taken = await rabbit.take(queue)
     return {message.message_id for message in taken}
@@ -80,16 +89,7 @@ async def test_a_dead_letter_with_a_header_not_utf8_does_not_block_the_cli_redri
     """A dead letter whose header is not UTF-8 (published by another client) made `payouts dlq
     redrive` die on a TypeError traceback, every time, and the good dead letters behind it were
     never moved back."""
-    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
-    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
-    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
-    good = f"good-{uuid.uuid4()}"
-    await rabbit.publish(
-        b"{}",
-        exchange=DEFAULT_EXCHANGE,
-        routing_key=PAYOUT_COMMANDS.dead_letter_queue,
-        message_id=good,
-    )
+    good = await _a_bad_dead_letter_then_a_good_one(settings, rabbit)
 
     done = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
     done_again = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
@@ -192,16 +192,7 @@ async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_
     settings: Settings, rabbit: RabbitClient
 ) -> None:
     """The button on /dashboard/operations, end to end: a 500, and the dead letters stay."""
-    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
-    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
-    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
-    good = f"good-{uuid.uuid4()}"
-    await rabbit.publish(
-        b"{}",
-        exchange=DEFAULT_EXCHANGE,
-        routing_key=PAYOUT_COMMANDS.dead_letter_queue,
-        message_id=good,
-    )
+    good = await _a_bad_dead_letter_then_a_good_one(settings, rabbit)
     with_operations = settings.model_copy(update={"operator_token": OPERATOR_TOKEN})
     try:
         async with in_process_api(with_operations) as client:
@@ -223,28 +214,3 @@ async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_
         assert good in moved, "the good dead letter is stuck behind the bad one"
     finally:
         await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
-
-
-async def test_reconcile_reports_a_payout_journal_naming_another_merchant(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
-) -> None:
-    """A payout's journal whose merchant is not the payout's (its lines and the payout say A,
-    the journal says B; the dashboard's payout timeline selects journals by that column and
-    loses it) passes `reconcile` as clean: the top-up check compares a journal's merchant with
-    its lines, the payout checks never do."""
-    merchant = await make_merchant(balance="1000.00")
-    other = await make_merchant(balance="10.00")
-    payout = await create_payout(api_client, merchant, amount="100.00")
-    await move_payout(sessions, payout["id"], PayoutStatus.SUCCESS)
-    async with sessions() as session:
-        assert await reconcile(session) == []
-    async with sessions() as session:
-        await session.execute(
-            update(LedgerJournal)
-            .where(LedgerJournal.payout_id == payout["id"], LedgerJournal.kind == "HOLD")
-            .values(merchant_id=other.merchant_id)
-        )
-        problems = await reconcile(session)
-        await session.rollback()
-
-    assert problems, "a payout journal naming another merchant passed as clean"
