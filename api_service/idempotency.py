@@ -454,6 +454,12 @@ def is_idempotency_key(text: str) -> bool:
     return _UUID_FORMS.fullmatch(text) is not None
 
 
+def canonical_key(text: str) -> str:
+    """The key a written form names, one however it is written; a text that is no key, itself."""
+    # uuid.UUID strips a lower-case urn:uuid: only.
+    return str(uuid.UUID(text.lower())) if is_idempotency_key(text) else text
+
+
 IDEMPOTENCY_HEADER = "X-IDEMPOTENCY-KEY"
 IDEMPOTENCY_HEADER_DESCRIPTION = (
     "Required: a UUID, new for each operation; a retry with the same key and request gets the "
@@ -483,7 +489,7 @@ async def get_idempotency(
     if not is_idempotency_key(key):
         raise InvalidIdempotencyKey
     return Idempotency(
-        key=str(uuid.UUID(key.lower())),  # uuid.UUID strips a lower-case urn:uuid: only
+        key=canonical_key(key),
         merchant_id=merchant.id,
         method=request.method,
         # Lower-cased: the only parts of a path that may be written in either case are its ids

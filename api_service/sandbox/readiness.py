@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api_service.idempotency import canonical_key
 from api_service.sandbox.faults import FaultKind
 from contracts.db.models import (
     ApiRequestRecord,
@@ -169,6 +170,12 @@ def _request_of(call: Call) -> tuple[str, str, str | None]:
     return call.method, call.path, call.body_digest
 
 
+def _same_key(retried: str, lost: str | None) -> bool:
+    """One key however it is written (upper case, in braces...), as the API reads it: the same
+    key written otherwise was "a new key"."""
+    return lost is not None and canonical_key(retried) == canonical_key(lost)
+
+
 def timeout_retry_item(calls: Sequence[Call]) -> Item:
     """After `timeout-after-commit`, the retry must reuse the idempotency key (a request sent
     without a key, then again without one, reused none)."""
@@ -182,7 +189,7 @@ def timeout_retry_item(calls: Sequence[Call]) -> Item:
             continue
         if retry.idempotency_key is None:
             retries["sent no key"] += 1
-        elif retry.idempotency_key == call.idempotency_key:
+        elif _same_key(retry.idempotency_key, call.idempotency_key):
             retries["alike"] += 1
         else:
             retries["sent a new key"] += 1

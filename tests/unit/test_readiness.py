@@ -115,6 +115,16 @@ def test_a_timeout_retried_with_its_key_passes_and_with_a_new_key_fails() -> Non
     assert timeout_retry_item(rows).verdict is Verdict.PASSED
 
 
+def test_a_timeout_retried_with_its_key_written_otherwise_passes() -> None:
+    """The API reads one key however it is written (upper case, braces, urn:uuid:, 32 digits);
+    the report read the same key written otherwise as a new one."""
+    key = "0b7d51a6-94c4-4a53-9a51-f3a6b7a0c0de"
+    lost = call(1, at=0, key=key, fault="timeout-after-commit", status=504)
+    for written in (key.upper(), f"{{{key}}}", f"urn:uuid:{key}", key.replace("-", "")):
+        retried = timeout_retry_item([lost, call(2, at=1, key=written)])
+        assert retried.verdict is Verdict.PASSED, written
+
+
 def test_a_timeout_retried_without_any_key_reused_none() -> None:
     """Sent without a key, then again without one: None == None read as "retried alike"."""
     lost = call(1, at=0, fault="timeout-after-commit", status=504)
