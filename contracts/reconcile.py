@@ -6,7 +6,8 @@ sum of its ledger lines per account; available >= 0 and held >= 0; each payout h
 released at most once per hold cycle; held equals the payouts still in flight; each payout's
 current hold cycle has the journals of its status, and its earlier ones were released; each
 payout journal moves the payout's amount between its kind's accounts; a journal of no payout is a
-top-up into its own merchant's available.
+top-up into its own merchant's available; each journal's running balance (what /balance/history
+shows) follows from the lines before it.
 """
 
 from dataclasses import dataclass
@@ -210,6 +211,29 @@ _UNRELEASED_EARLIER_CYCLES = text(
 )
 
 
+# What /balance/history shows a merchant: each journal's lines carry the balance and available
+# it left, which follow from the merchant's lines before them (in line order: a merchant's lines
+# are written under its balance row's lock). Read at the journal's last line of the merchant
+# (a HOLD's first line has moved available, not yet held). A wrong one passed every check above.
+_RUNNING_BALANCE_DRIFT = text(
+    """
+    SELECT journal_id, merchant_id, balance_after, available_after, balance, available
+    FROM (
+        SELECT l.id, l.journal_id, l.merchant_id, l.balance_after, l.available_after,
+               SUM(l.amount) OVER (PARTITION BY l.merchant_id ORDER BY l.id) AS balance,
+               SUM(CASE WHEN l.account = :available THEN l.amount ELSE 0 END)
+                   OVER (PARTITION BY l.merchant_id ORDER BY l.id) AS available,
+               MAX(l.id) OVER (PARTITION BY l.merchant_id, l.journal_id) AS journal_end
+        FROM ledger_lines l
+        WHERE l.merchant_id IS NOT NULL
+    ) AS running
+    WHERE id = journal_end AND (balance_after <> balance OR available_after <> available)
+    ORDER BY id
+    LIMIT 100
+    """
+)
+
+
 def _money(value: Decimal) -> str:
     return format_amount(Decimal(value))
 
@@ -280,6 +304,14 @@ async def reconcile(session: AsyncSession) -> list[str]:
             topup=JournalKind.TOPUP.value,
             settlement=Account.PSP_SETTLEMENT.value,
             available=Account.AVAILABLE.value,
+        )
+    ]
+    problems += [
+        f"journal {journal} shows merchant {merchant} a balance of {_money(shown)} and available "
+        f"{_money(shown_available)} after it, where its ledger lines make {_money(balance)} and "
+        f"{_money(available)}"
+        for journal, merchant, shown, shown_available, balance, available in await _rows(
+            session, _RUNNING_BALANCE_DRIFT, available=Account.AVAILABLE.value
         )
     ]
     problems += [

@@ -200,6 +200,20 @@ async def _journal_of_another_merchant(
     )
 
 
+async def _running_balance_drift(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """/balance/history's balanceAfter and availableAfter of the last journal 500.00 too high,
+    every balance and line amount still right."""
+    last = select(func.max(LedgerLine.id)).where(LedgerLine.merchant_id == merchant_id)
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.id == last.scalar_subquery())
+        .values(
+            balance_after=LedgerLine.balance_after + Decimal("500.00"),
+            available_after=LedgerLine.available_after + Decimal("500.00"),
+        )
+    )
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -224,6 +238,11 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "a payout's journal naming another merchant": (
         _journal_of_another_merchant,
         "(HOLD) of payout {payout} does not move its amount 100.00 from AVAILABLE to HELD",
+    ),
+    "a running balance that does not follow from the lines": (
+        _running_balance_drift,
+        "a balance of 1400.00 and available 1400.00 after it, where its ledger lines make 900.00 "
+        "and 900.00",
     ),
     "a TOPUP that names a payout": (
         _top_up_of_a_payout,
