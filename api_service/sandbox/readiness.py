@@ -72,9 +72,9 @@ class ScenarioCount:
     # Of these payouts, those reinitiated after their scenario failed them: each had reached
     # FAILED (a hold released), not merely expired in the queue, where no scenario ran.
     reinitiated: int = 0
-    # Whether these payouts showed their scenario's own status on the way (SCENARIO_EVENTS):
-    # an outcome the PSP sent before the processor took the payout wins over its scenario, and
-    # a payout of 100,000 simulated SUCCESS then was "seen through review" without any review.
+    # Whether these payouts showed their scenario's own status on the way (IN_REVIEW, or
+    # SUFFIX_EVENTS): an outcome the PSP sent before the processor took the payout wins over
+    # its scenario, and one of 100,000 simulated SUCCESS then was "seen through review".
     seen: bool = True
 
 
@@ -374,7 +374,7 @@ _OWN_STATUS_EVENTS = {
     Outcome.PENDING_AT_PSP: EventType.PENDING,
     Outcome.ON_HOLD: EventType.ON_HOLD,
 }
-SCENARIO_EVENTS = {"in_review": EventType.IN_REVIEW} | {
+SUFFIX_EVENTS = {
     suffix: _OWN_STATUS_EVENTS[decision.outcome]
     for suffix, decision in SUFFIX_RULES.items()
     if decision.outcome in _OWN_STATUS_EVENTS
@@ -385,12 +385,8 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
     scenario_event = case(
-        (in_review, SCENARIO_EVENTS["in_review"].value),
-        *(
-            (suffix == scenario, event.value)
-            for scenario, event in SCENARIO_EVENTS.items()
-            if scenario != "in_review"
-        ),
+        (in_review, EventType.IN_REVIEW.value),
+        *((suffix == scenario, event.value) for scenario, event in SUFFIX_EVENTS.items()),
         else_=None,
     )
     seen = or_(
