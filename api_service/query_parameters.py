@@ -12,7 +12,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from api_service.errors import ValidationFailed
-from contracts.domain.text import has_control_characters, trimmed
+from contracts.domain.text import text_problem, trimmed
 
 
 def refuse_unexpected_query(request: Request) -> None:
@@ -26,8 +26,9 @@ def refuse_unexpected_query(request: Request) -> None:
             raise ValidationFailed.on(name, "is not a query parameter of this request")
         if name in given:  # no parameter of the API takes a list
             raise ValidationFailed.on(name, "is given more than once")
-        if has_control_characters(trimmed(value)):  # trimmed first, as a body's text field
-            raise ValidationFailed.on(name, "must not contain control characters")
+        problem = text_problem(trimmed(value))  # trimmed first, as a body's text field
+        if problem is not None:
+            raise ValidationFailed.on(name, problem)
         given.add(name)
 
 

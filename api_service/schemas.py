@@ -23,14 +23,15 @@ from pydantic.alias_generators import to_camel
 from api_service.errors import NotFound
 from contracts.db.engine import naive_utc
 from contracts.domain.money import parse_amount
-from contracts.domain.text import has_control_characters, trimmed
+from contracts.domain.text import text_problem, trimmed
 
 DestType = Literal["BANK", "WALLET"]
 
 
 # A text query parameter, trimmed as a body's text field is before its length is judged: a
 # payout created as `" pay-1"` is `pay-1`, and `merchantReference=%20pay-1` found nothing. (Its
-# control characters are refused with every parameter's, in api_service/query_parameters.py.)
+# control and invisible characters are refused with every parameter's, in
+# api_service/query_parameters.py.)
 QueryText = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 AmountIn = Annotated[
@@ -264,9 +265,10 @@ class RequestModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
-        if isinstance(value, str) and has_control_characters(value):
-            raise ValueError("must not contain control characters")
+    def _no_hidden_characters(cls, value: Any) -> Any:
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

@@ -22,7 +22,7 @@ from contracts.db.database_locks import database_lock
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
-from contracts.domain.text import has_control_characters
+from contracts.domain.text import text_problem, trimmed
 from contracts.settings import ConfigurationError, InsecureConfiguration, get_settings
 from contracts.webhooks import endpoint_url_problem
 
@@ -108,11 +108,13 @@ def _opening_balance(raw: str) -> Decimal:
 
 
 def _merchant_name(name: str) -> str:
-    if not 1 <= len(name.strip()) <= MERCHANT_NAME_LENGTH:
+    name = trimmed(name)
+    if not 1 <= len(name) <= MERCHANT_NAME_LENGTH:
         raise typer.BadParameter(f"must be 1 to {MERCHANT_NAME_LENGTH} characters")
-    if has_control_characters(name):  # a surrogate: a byte of the command line not UTF-8
-        raise typer.BadParameter("must not contain control characters or bytes not UTF-8")
-    return name.strip()
+    problem = text_problem(name)  # a surrogate too: a byte of the command line not UTF-8
+    if problem is not None:
+        raise typer.BadParameter(f"{problem} (or bytes not UTF-8)")
+    return name
 
 
 def _webhook_url(url: str | None) -> str | None:

@@ -11,6 +11,8 @@ import csv
 import io
 from dataclasses import dataclass
 
+from contracts.domain.text import trimmed
+
 COLUMNS = (
     "merchantReference",
     "amount",
@@ -45,7 +47,7 @@ def decode(raw: bytes) -> str:
 def _columns(header: list[str] | None) -> list[str]:
     if not header:
         raise PayrollFileError("The file is empty: its first line must name the columns.")
-    columns = [_BY_NAME.get(name.strip().lower(), name.strip()) for name in header]
+    columns = [_BY_NAME.get(trimmed(name).lower(), trimmed(name)) for name in header]
     unknown = [name for name in columns if name and name not in COLUMNS]
     if unknown:
         raise PayrollFileError(
@@ -63,13 +65,13 @@ def _columns(header: list[str] | None) -> list[str]:
 def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
     item: dict[str, str] = {}
     for position, (column, cell) in enumerate(zip(columns, cells, strict=False), start=1):
-        if not cell.strip():
+        if not trimmed(cell):
             continue
         if not column:
             raise PayrollFileError(
                 f"Line {line} has a value in column {position}, which has no name in the header."
             )
-        item[column] = cell.strip()
+        item[column] = trimmed(cell)
     return item
 
 
@@ -85,7 +87,7 @@ def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
         first_line = reader.line_num + 1
         for cells in reader:
             line, first_line = first_line, reader.line_num + 1
-            if not any(cell.strip() for cell in cells):
+            if not any(trimmed(cell) for cell in cells):
                 continue
             if len(cells) > len(columns):
                 raise PayrollFileError(

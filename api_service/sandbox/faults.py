@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from contracts.domain.text import trimmed
+
 FAULT_HEADER = "X-Sandbox-Fault"
 MAX_LATENCY_MS = 30_000
 INJECTED_STATUSES = (429, 500, 503)
@@ -57,7 +59,7 @@ class Fault:
 
 def parse_fault(spec: str) -> Fault:
     """The fault `spec` names; ValueError (with FAULT_RULE) when it names none."""
-    match = _SPEC.fullmatch(spec.strip().lower())
+    match = _SPEC.fullmatch(trimmed(spec).lower())
     if match is None:
         raise ValueError(FAULT_RULE)
     if match["ms"] is not None:

@@ -21,3 +21,30 @@ _WHITE_SPACE = (
 def trimmed(text: str) -> str:
     """The text without the white space around it, as every text value is judged."""
     return text.strip(_WHITE_SPACE)
+
+
+# Format characters (Unicode's Cf) are invisible and change how the text around them displays or
+# compares: U+202E RIGHT-TO-LEFT OVERRIDE shows the rest of an account title backwards ("Trojan
+# Source"), U+200B ZERO WIDTH SPACE makes two titles that look alike differ. A line or paragraph
+# separator breaks a one-line value. Urdu and Arabic text needs the joiners and direction marks.
+_INVISIBLE_CATEGORIES = ("Cf", "Zl", "Zp")
+_NEEDED_BY_WRITING = frozenset("\u200c\u200d\u200e\u200f\u061c")
+
+
+def invisible_character(text: str) -> str | None:
+    """The first invisible formatting character in the text that no writing needs, named
+    (`U+202E RIGHT-TO-LEFT OVERRIDE`); None when there is none."""
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _NEEDED_BY_WRITING:
+            return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text value is refused (control or invisible formatting characters), if it is."""
+    if has_control_characters(text):
+        return "must not contain control characters"
+    invisible = invisible_character(text)
+    if invisible is not None:
+        return f"must not contain {invisible}, an invisible character that changes how text reads"
+    return None

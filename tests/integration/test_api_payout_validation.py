@@ -104,6 +104,19 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "accountTitle ending in a separator": ({"accountTitle": "Ali Khan\x1f"}, "accountTitle"),
     "destType after a separator": ({"destType": "\x1eWALLET"}, "destType"),
     "amount ending in a separator": ({"amount": "10.00\x1c"}, "amount"),
+    # Invisible characters that change how the text reads: U+202E showed the rest of a title
+    # backwards in the dashboard ("Trojan Source"), U+200B made two titles that look alike differ.
+    "accountTitle with a right-to-left override": (
+        {"accountTitle": "Ali \u202enahK"},
+        "accountTitle",
+    ),
+    "accountTitle with a zero width space": ({"accountTitle": "Ali\u200bKhan"}, "accountTitle"),
+    "accountTitle with a line separator inside": (
+        {"accountTitle": "Ali\u2028Khan"},
+        "accountTitle",
+    ),
+    "purpose ending in a directional isolate": ({"purpose": "salary\u2066"}, "purpose"),
+    "purpose after a byte order mark": ({"purpose": "\ufeffsalary"}, "purpose"),
     "currency USD": ({"currency": "USD"}, "currency"),
     "purpose 141 chars": ({"purpose": "p" * 141}, "purpose"),
     "amount missing": ({"amount": None}, "amount"),
@@ -272,6 +285,12 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "accountTitle in Urdu": (
         {"accountTitle": "\u0645\u062d\u0645\u062f \u0639\u0644\u06cc"},
         {"accountTitle": "\u0645\u062d\u0645\u062f \u0639\u0644\u06cc"},
+    ),
+    # The joiners and direction marks Urdu and Arabic text needs are not refused with the other
+    # invisible characters.
+    "accountTitle in Urdu with a non-joiner and a mark": (
+        {"accountTitle": "\u0645\u062d\u0645\u062f\u200c\u0639\u0644\u06cc\u200f (PK)"},
+        {"accountTitle": "\u0645\u062d\u0645\u062f\u200c\u0639\u0644\u06cc\u200f (PK)"},
     ),
     "currency PKR": ({"currency": "PKR"}, {"currency": "PKR"}),
     # Trimmed like every text value: str_strip_whitespace does not reach a Literal (it was a 400).

@@ -23,6 +23,7 @@ UNKNOWN = "is not a query parameter of this request"
 TWICE = "is given more than once"
 EMPTY = "at least 1 character"
 CONTROL = "must not contain control characters"
+INVISIBLE = "an invisible character that changes how text reads"
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,7 @@ CONTROL = "must not contain control characters"
         ("/webhooks/deliveries?eventId=evt%1B", "eventId", CONTROL),
         # An information separator is a control character, not a space that trimming takes.
         ("/payouts?merchantReference=query-1%1F", "merchantReference", CONTROL),
+        ("/payouts?merchantReference=query-1%E2%80%8B", "merchantReference", INVISIBLE),  # U+200B
     ],
 )
 async def test_a_parameter_unknown_given_twice_or_given_empty_is_refused_naming_it(

@@ -3,32 +3,18 @@ it was refused while the merchant was inactive (a live merchant was asked for) a
 over its request rate (the rate was counted first), and in both cases the session the user had
 signed out of worked again afterwards."""
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy import update
 
-from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import Merchant
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
+from tests.support.dashboard_client import signed_in
 from tests.support.polling import eventually
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-async def signed_in(client: httpx.AsyncClient, merchant: NewMerchant) -> str:
-    """Signs in; the CSRF token of the session's forms."""
-    form = await client.get("/dashboard/sign-in")
-    answer = await client.post(
-        "/dashboard/sign-in",
-        data={"csrf_token": CSRF.findall(form.text)[0], "api_key": merchant.api_key},
-    )
-    assert answer.status_code == 303, answer.text
-    return CSRF.findall((await client.get("/dashboard/payouts/new")).text)[0]
 
 
 async def set_active(sessions: SessionFactory, merchant_id: str, *, active: bool) -> None:

@@ -14,6 +14,7 @@ from contracts.settings import Settings
     [
         (["merchant", "create", "--name", "x" * 201], "1 to 200 characters"),
         (["merchant", "create", "--name", "  "], "1 to 200 characters"),
+        (["merchant", "create", "--name", "Acme\u202eyaP"], "U+202E RIGHT-TO-LEFT OVERRIDE"),
         (["merchant", "create", "--name", "Ok", "--webhook-url", "not a url"], "whitespace"),
         (["merchant", "create", "--name", "Ok", "--webhook-url", "ftp://x.example/h"], "http"),
         (["seed", "--webhook-url", "https://user:pw@x.example/h"], "credentials"),

@@ -71,3 +71,21 @@ def test_a_row_spanning_lines_is_named_by_its_first_line() -> None:
     )
     first, second = read_payroll(text, max_rows=10)
     assert (first.line, first.item["accountTitle"], second.line) == (2, "Ali\nKhan", 4)
+
+
+@pytest.mark.parametrize("control", ["\x1c", "\x1d", "\x1e", "\x1f"])
+def test_a_control_character_at_a_cells_end_is_kept_for_the_api_to_refuse(control: str) -> None:
+    """`str.strip()` takes U+001C-U+001F for spaces: `Ali Khan` + U+001F was paid as `Ali Khan`,
+    and a cell holding only one was left out, where the API refuses such a value."""
+    text = (
+        f"{HEADER},accountTitle\nr-1,10.00,WALLET,JAZZCASH,03001234567{control},Ali Khan{control}\n"
+    )
+    (row,) = read_payroll(text, max_rows=10)
+    assert row.item["accountNumber"] == f"03001234567{control}"
+    assert row.item["accountTitle"] == f"Ali Khan{control}"
+
+
+def test_unicode_spaces_around_cells_are_trimmed() -> None:
+    text = f"{HEADER}\n\u3000r-1\xa0,10.00\u2003,WALLET,JAZZCASH,03001234567\n"
+    (row,) = read_payroll(text, max_rows=10)
+    assert (row.item["merchantReference"], row.item["amount"]) == ("r-1", "10.00")

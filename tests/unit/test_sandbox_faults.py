@@ -28,7 +28,10 @@ def test_each_fault_is_read_and_labelled_as_written(spec: str, fault: Fault) -> 
 
 @pytest.mark.parametrize(
     "spec",
-    ["", "latency", "latency=30001", "latency=1.5", "status=404", "status=5030", "drop", "x=1"],
+    [
+        *("", "latency", "latency=30001", "latency=1.5", "status=404", "status=5030", "drop"),
+        *("x=1", "status=503\x1c", "\x1ftimeout-after-commit"),  # controls, not spaces
+    ],
 )
 def test_anything_else_is_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="must be latency"):

@@ -9,6 +9,7 @@ from api_service.dashboard.balance_chart import balance_chart, points_of
 from api_service.dashboard.context import FormDep, MerchantPage, PageDep, redirect
 from api_service.dashboard.routing import dashboard_router
 from api_service.errors import SandboxDisabled
+from contracts.domain.text import trimmed
 
 router = dashboard_router()
 PAGE_SIZE = 25
@@ -47,7 +48,7 @@ async def show_balance(page: PageDep) -> Response:
 async def top_up_balance(form: FormDep) -> Response:
     if not form.settings.sandbox_enabled:
         raise SandboxDisabled
-    amount = (await form.text("amount")).strip()
+    amount = trimmed(await form.text("amount"))
     answer = await form.api.top_up(amount, await form.text("idempotency_key"))
     if answer.ok:
         return redirect("/dashboard/balance", done="topped-up")

@@ -13,6 +13,7 @@ from api_service.dashboard.scenarios import ACCOUNT_PREFIXES, scenarios
 from contracts.db.engine import utcnow
 from contracts.domain.money import format_amount
 from contracts.domain.scenarios import REVIEW_THRESHOLD
+from contracts.domain.text import trimmed
 
 router = dashboard_router()
 
@@ -38,7 +39,7 @@ def new_reference() -> str:
 def payout_body(values: dict[str, str]) -> dict[str, Any]:
     """The API request of a filled form: blank fields left out (the API's defaults apply), and
     only the institution code of the destination type chosen."""
-    body = {FIELDS[name]: value for name, value in values.items() if value.strip()}
+    body = {FIELDS[name]: value for name, value in values.items() if trimmed(value)}
     body.pop("walletCode" if body.get("destType") == "BANK" else "bankCode", None)
     return body
 

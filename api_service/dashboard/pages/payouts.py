@@ -18,6 +18,7 @@ from api_service.errors import SandboxDisabled, ValidationFailed
 from api_service.payouts.schemas import MERCHANT_REFERENCE_MAX_LENGTH
 from api_service.schemas import PayoutIdPath
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_allowed
+from contracts.domain.text import trimmed
 
 router = dashboard_router()
 PAGE_SIZE = 25
@@ -39,7 +40,7 @@ class PayoutFilters:
             status=query.get("status", ""),
             created_from=query.get("from", ""),
             created_to=query.get("to", ""),
-            reference=query.get("reference", "").strip(),
+            reference=trimmed(query.get("reference", "")),
         )
 
     def query(self, **extra: str) -> str:

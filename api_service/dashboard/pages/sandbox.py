@@ -15,6 +15,7 @@ from api_service.dashboard.routing import dashboard_router
 from api_service.errors import SandboxDisabled
 from api_service.sandbox.clock import MAX_ADVANCE_SECONDS
 from api_service.sandbox.faults import FAULT_RULE
+from contracts.domain.text import trimmed
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, MAX_INJECTED_FAILURES
 from contracts.wire import whole_number
 
@@ -46,7 +47,7 @@ CHAOS_FLAGS = {"out_of_order": "outOfOrder", "old_secret_only": "oldSecretOnly"}
 def number(text: str) -> int | str:
     """A form's number as the JSON number it stands for; anything else is sent as typed, for the
     API to name what is wrong with it."""
-    text = text.strip()
+    text = trimmed(text)
     return int(text) if WHOLE_NUMBER.fullmatch(text) else text
 
 
@@ -141,9 +142,9 @@ async def show_sandbox(page: PageDep) -> Response:
 @router.post(f"{SANDBOX}/faults")
 async def save_faults(form: FormDep) -> Response:
     _check_sandbox(form)
-    values = {"fault": (await form.text("fault")).strip(), "percent": await form.text("percent")}
+    values = {"fault": trimmed(await form.text("fault")), "percent": await form.text("percent")}
     body: dict[str, Any] = {"fault": values["fault"]}
-    if values["percent"].strip():
+    if trimmed(values["percent"]):
         body["percent"] = number(values["percent"])
     answer = await form.api.set_faults(body)
     if answer.ok:
@@ -163,7 +164,7 @@ async def stop_faults(form: FormDep) -> Response:
 async def save_chaos(form: FormDep) -> Response:
     _check_sandbox(form)
     sent = {api: await form.text(name) for name, api in CHAOS_NUMBERS.items()}
-    body: dict[str, Any] = {api: number(text) for api, text in sent.items() if text.strip()}
+    body: dict[str, Any] = {api: number(text) for api, text in sent.items() if trimmed(text)}
     for name, api in CHAOS_FLAGS.items():
         body[api] = bool(await form.text(name))
     answer = await form.api.set_webhook_chaos(body)
@@ -185,7 +186,7 @@ async def chaos_off(form: FormDep) -> Response:
 async def advance_clock(form: FormDep) -> Response:
     _check_sandbox(form)
     seconds = (await form.text("preset")) or (await form.text("seconds"))
-    body = {"seconds": number(seconds)} if seconds.strip() else {}
+    body = {"seconds": number(seconds)} if trimmed(seconds) else {}
     answer = await form.api.advance_clock(body, await form.text("idempotency_key"))
     if answer.ok:
         due = len(answer.data["due"])

@@ -25,6 +25,7 @@ from api_service.dashboard.sessions import (
 from api_service.deps import SessionDep, SettingsDep, merchant_of_digest
 from api_service.errors import InvalidApiKey
 from contracts.api_keys import hash_api_key
+from contracts.domain.text import trimmed
 from contracts.settings import Settings
 
 log = logging.getLogger("api.dashboard")
@@ -83,13 +84,13 @@ async def show_sign_in(request: Request, session: SessionDep, settings: Settings
 async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     await check_sign_in_form(request, settings)
     api_key = (await request.form()).get("api_key")
-    if not isinstance(api_key, str) or not api_key.strip():
+    if not isinstance(api_key, str) or not trimmed(api_key):
         return sign_in_page(
             request, settings, operator=False, error="Enter your API key.", status_code=400
         )
     try:
         # The API's own lookup of a key (same timing for every wrong key, same failure metric).
-        merchant = await merchant_of_digest(session, hash_api_key(api_key.strip()))
+        merchant = await merchant_of_digest(session, hash_api_key(trimmed(api_key)))
     except InvalidApiKey:
         return sign_in_page(
             request,

@@ -20,6 +20,7 @@ from api_service.idempotency import Idempotency
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks.service import RECOVERABLE_STATUSES, recover_deliveries
 from contracts.db.engine import naive_utc, utcnow
+from contracts.domain.text import trimmed
 from contracts.webhooks import DeliveryStatus
 
 router = dashboard_router()
@@ -99,7 +100,7 @@ async def deliveries_fragment(page: PageDep) -> Response:
 
 @router.post(f"{WEBHOOKS}/endpoint")
 async def save_endpoint(form: FormDep) -> Response:
-    url = (await form.text("url")).strip()
+    url = trimmed(await form.text("url"))
     answer = await form.api.set_webhook_url(url or None)
     if answer.ok:
         return redirect(WEBHOOKS, done="url-saved")
