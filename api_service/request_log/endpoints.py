@@ -4,7 +4,7 @@ first by when each started (test mode only)."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -30,6 +30,12 @@ class ApiRequestView(BaseModel):
     idempotencyKey: str | None
     replayed: bool
     fault: str | None
+    lostStatus: int | None = Field(
+        description=(
+            "The status the API answered before an injected `timeout-after-commit` replaced it "
+            "with 504: 2xx, the work was done; a 4xx, nothing was written"
+        )
+    )
     retryAfterSeconds: int | None
     requestBody: str | None
     responseBody: str | None
@@ -62,6 +68,7 @@ def request_json(record: ApiRequestRecord) -> dict[str, Any]:
         "idempotencyKey": record.idempotency_key,
         "replayed": record.replayed,
         "fault": record.fault,
+        "lostStatus": record.lost_status,
         "retryAfterSeconds": record.retry_after_seconds,
         "requestBody": record.request_body,
         "responseBody": record.response_body,

@@ -20,7 +20,7 @@ from api_service.idempotency import (
 from api_service.middleware import BodyTooLarge
 from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body, kept_query
 from api_service.request_log.writer import RequestLogWriter
-from api_service.sandbox.faults import FaultKind
+from api_service.sandbox.faults import LOST_STATUS, FaultKind
 from contracts.db.engine import utcnow
 from contracts.logging import redact
 from contracts.wire import whole_number
@@ -117,6 +117,7 @@ def _row(
         "idempotency_key": _kept_key(idempotency_key) if idempotency_key else None,
         "replayed": response_headers.get(REPLAYED_HEADER) == "true",
         "fault": fault,
+        "lost_status": scope["state"].get(LOST_STATUS),
         "retry_after_seconds": whole_number(retry_after, max_digits=9),
         "request_body": kept_body(asked),
         # Idempotency's fingerprint (key order and spacing aside), computed here for a request

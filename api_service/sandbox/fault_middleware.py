@@ -30,7 +30,7 @@ from api_service.errors import (
 from api_service.metrics import INJECTED_FAULTS
 from api_service.middleware import BodyTooLarge, reject
 from api_service.sandbox.fault_settings import FaultShares
-from api_service.sandbox.faults import FAULT_HEADER, Fault, FaultKind, parse_fault
+from api_service.sandbox.faults import FAULT_HEADER, LOST_STATUS, Fault, FaultKind, parse_fault
 from contracts.db.outages import is_outage
 
 _STATUS_ERRORS: dict[int, type[ApiError]] = {
@@ -135,7 +135,7 @@ class FaultInjectionMiddleware:
                     }
                 )
             case FaultKind.TIMEOUT_AFTER_COMMIT:
-                await self.app(scope, receive, _swallowed)
+                await self.app(scope, receive, _lost_answer(scope))
                 await reject(send, request_id, GatewayTimeout())
 
 
@@ -149,5 +149,13 @@ async def _read_body(receive: Receive) -> None:
                 return
 
 
-async def _swallowed(message: Message) -> None:
-    """The answer of a call whose answer is lost on the way back."""
+def _lost_answer(scope: Scope) -> Send:
+    """Where the answer of a call goes when it is lost on the way back. Its status is noted for
+    the request log: a refused call wrote nothing, so its retry is no evidence for the readiness
+    report."""
+
+    async def lost(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            scope["state"][LOST_STATUS] = message["status"]
+
+    return lost

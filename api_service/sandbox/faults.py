@@ -16,6 +16,8 @@ from enum import StrEnum
 from contracts.domain.text import trimmed
 
 FAULT_HEADER = "X-Sandbox-Fault"
+# The scope state where `timeout-after-commit` notes the status it hid (the request log keeps it).
+LOST_STATUS = "lost_status"
 MAX_LATENCY_MS = 30_000
 INJECTED_STATUSES = (429, 500, 503)
 RETRY_AFTER_SECONDS = 2

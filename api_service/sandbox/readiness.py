@@ -133,10 +133,17 @@ class Call:
     status: int | None
     idempotency_key: str | None
     fault: str | None
+    lost_status: int | None  # the status timeout-after-commit hid
     retry_after_seconds: int | None
     started_at: datetime
     latency_ms: int
     body_digest: str | None  # of the request body as sent
+
+    @property
+    def wrote_nothing(self) -> bool:
+        """Its answer, hidden by timeout-after-commit, was a refusal (unknown for a call logged
+        before migration 0030, taken as a write)."""
+        return self.lost_status is not None and not 200 <= self.lost_status < 300
 
     @property
     def ended_at(self) -> datetime:
@@ -180,9 +187,13 @@ def timeout_retry_item(calls: Sequence[Call]) -> Item:
     """After `timeout-after-commit`, the retry must reuse the idempotency key (a request sent
     without a key, then again without one, reused none)."""
     retries: Counter[str] = Counter()
+    refused = 0
     next_calls = NextCalls(calls)
     for call in calls:
         if call.fault != FaultKind.TIMEOUT_AFTER_COMMIT or call.method != "POST":
+            continue
+        if call.wrote_nothing:  # the retry of a request that wrote nothing proves nothing
+            refused += 1
             continue
         retry = next_calls.after(call)
         if retry is None:
@@ -204,6 +215,11 @@ def timeout_retry_item(calls: Sequence[Call]) -> Item:
         evidence = f"{retries['alike']} retried alike"
         return Item("timeout_retry_same_key", title, Verdict.PASSED, evidence)
     evidence = "no retry after an X-Sandbox-Fault: timeout-after-commit yet"
+    if refused:
+        evidence += (
+            f" ({refused} such request{'' if refused == 1 else 's'} refused behind the fault: "
+            "nothing was written, so a retry proves nothing)"
+        )
     return Item("timeout_retry_same_key", title, Verdict.NOT_TRIED, evidence)
 
 
@@ -461,6 +477,7 @@ _CALL_COLUMNS = (
     ApiRequestRecord.status,
     ApiRequestRecord.idempotency_key,
     ApiRequestRecord.fault,
+    ApiRequestRecord.lost_status,
     ApiRequestRecord.retry_after_seconds,
     ApiRequestRecord.started_at,
     ApiRequestRecord.latency_ms,

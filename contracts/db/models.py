@@ -395,6 +395,8 @@ class ApiRequestRecord(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
     replayed: Mapped[bool] = mapped_column(Boolean, default=False)
     fault: Mapped[str | None] = mapped_column(String(40))
+    # The status the API answered before `timeout-after-commit` replaced it (migration 0030).
+    lost_status: Mapped[int | None] = mapped_column(SmallInteger)
     retry_after_seconds: Mapped[int | None] = mapped_column(Integer)
     request_body: Mapped[str | None] = mapped_column(Text)
     response_body: Mapped[str | None] = mapped_column(Text)

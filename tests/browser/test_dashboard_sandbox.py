@@ -221,6 +221,24 @@ async def test_the_request_log_shows_the_merchants_own_calls_masked(
     assert '<span class="code ok">201</span>' in page
 
 
+async def test_the_request_log_shows_what_a_lost_answer_was(
+    app: FastAPI, dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    async def lost(body: dict[str, Any]) -> httpx.Response:
+        fault = {"X-Sandbox-Fault": "timeout-after-commit"}
+        return await dashboard.post(f"{API}/payouts", json=body, headers=auth(merchant) | fault)
+
+    created, refused = await lost(payout_body()), await lost(payout_body(amount="-1.00"))
+    assert (created.status_code, refused.status_code) == (504, 504)
+    await flush_request_log(app)
+    await signed_in(dashboard, merchant)
+
+    page = (await dashboard.get(SANDBOX)).text
+
+    assert '<span data-lost-status="201">the fault hid a 201: the work was done</span>' in page
+    assert '<span data-lost-status="400">the fault hid a 400: nothing was written</span>' in page
+
+
 async def test_a_sandbox_form_without_its_csrf_token_is_refused(
     dashboard: httpx.AsyncClient, merchant: NewMerchant
 ) -> None:

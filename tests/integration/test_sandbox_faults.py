@@ -227,7 +227,9 @@ async def test_the_request_log_shows_each_call_with_its_fault_replay_and_masked_
         key,
         False,
     )
+    assert lost["lostStatus"] == 201, "the answer the fault hid: the payout was created"
     assert (retry["status"], retry["replayed"], retry["fault"]) == (201, True, None)
+    assert retry["lostStatus"] is None
     assert retried_list["path"] == f"{API}/payouts?limit=1"
     for logged in (lost, retry):
         assert "03001234567" not in logged["requestBody"]
@@ -398,6 +400,25 @@ async def test_readiness_tells_a_careful_retry_from_a_careless_one(
     assert bad["retry_after_honoured"]["status"] == "failed"
     assert good["scenario_0001"]["status"] == "not_tried"
     assert good["reinitiate_done"]["status"] == "not_tried"
+
+
+async def test_readiness_takes_no_retry_of_a_request_refused_behind_a_timeout_as_evidence(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """The fault hid a 400 (nothing was written) behind its 504, and the retry with the same key
+    passed "reused its idempotency key": a client that never met a write whose answer was lost
+    was told it handles one. The request log keeps the status the fault hid."""
+    merchant = await make_merchant()
+    body, key = payout_body(amount="-1.00"), new_key()
+    lost = await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+    assert lost.status_code == 504
+    await post_payout(api_client, merchant, body, key, None)
+    retry, logged = await logged_requests(api_client, merchant, 2)
+
+    assert (logged["status"], logged["lostStatus"], retry["status"]) == (504, 400, 400)
+    item = (await readiness(api_client, merchant))["timeout_retry_same_key"]
+    assert item["status"] == "not_tried"
+    assert "1 such request refused behind the fault" in item["evidence"]
 
 
 async def test_readiness_tells_two_accounts_ending_alike_apart(

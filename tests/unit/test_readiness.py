@@ -35,12 +35,13 @@ def call(
     key: str | None = None,
     fault: str | None = None,
     status: int | None = 201,
+    lost: int | None = None,
     retry_after: int | None = None,
     path: str = "/api/v1/payouts",
     body: str = "payout A",
 ) -> Call:
     started = T0 + timedelta(seconds=at)
-    return Call(id, "POST", path, status, key, fault, retry_after, started, 10, body)
+    return Call(id, "POST", path, status, key, fault, lost, retry_after, started, 10, body)
 
 
 def test_a_scenario_passes_once_a_payout_of_it_is_final() -> None:
@@ -133,6 +134,21 @@ def test_a_timeout_retried_without_any_key_reused_none() -> None:
     lost_again = call(3, at=2, key="k1", fault="timeout-after-commit", status=504)
     both = timeout_retry_item([lost, call(2, at=1), lost_again, call(4, at=3, key="k2")])
     assert both.evidence == "1 retry sent a new key, 1 retry sent no key"
+
+
+def test_the_retry_of_a_request_refused_behind_the_timeout_proves_nothing() -> None:
+    """The fault hid a 400 (nothing written) behind its 504: a retry with the same key passed
+    "reused its idempotency key" though no write was at stake. A row logged before the status
+    was kept (None) is still taken as a write."""
+    refused = call(1, at=0, key="k1", fault="timeout-after-commit", status=504, lost=400)
+    item = timeout_retry_item([refused, call(2, at=1, key="k1", status=400)])
+    assert item.verdict is Verdict.NOT_TRIED
+    assert "1 such request refused behind the fault" in item.evidence
+    written = call(3, at=2, key="k3", fault="timeout-after-commit", status=504, lost=201)
+    both = [refused, call(2, at=1, key="k1"), written, call(4, at=3, key="k3")]
+    assert timeout_retry_item(both).verdict is Verdict.PASSED
+    careless = [*both[:3], call(4, at=3, key="k4")]
+    assert timeout_retry_item(careless).verdict is Verdict.FAILED
 
 
 def test_another_request_is_not_the_retry_of_a_timed_out_one() -> None:
