@@ -279,11 +279,3 @@ class SettingRequest(RequestModel):
     fields, as the mock did.)"""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class Page(BaseModel):
-    page: int
-    limit: int
-    total: int
-    totalPages: int
-    hasMore: bool

@@ -2,20 +2,29 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 from starlette.responses import Response
 
 from api_service.deps import CurrentMerchant, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, error_responses
-from api_service.schemas import Page
-from contracts.db.engine import read_one_snapshot
+from api_service.pagination import (
+    STARTING_AFTER,
+    PageNumber,
+    PageSize,
+    Pagination,
+    item_key,
+    list_newest_first,
+    pagination_json,
+    window_of,
+)
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.ledger import JournalKind
 from contracts.wire import format_timestamp
 
 router = APIRouter(prefix="/balance", tags=["balance"])
+_HISTORY_ORDER = (LedgerLine.id,)
 
 
 class BalanceView(BaseModel):
@@ -47,7 +56,7 @@ class LedgerEntryView(BaseModel):
 
 class BalanceHistory(BaseModel):
     entries: list[LedgerEntryView]
-    pagination: Page
+    pagination: Pagination
 
 
 class BalanceHistoryEnvelope(SuccessEnvelope[BalanceHistory]):
@@ -97,37 +106,36 @@ async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Respons
     "/history",
     response_model=BalanceHistoryEnvelope,
     responses=error_responses(*AUTH_ERRORS),
-    summary="The merchant's ledger lines, newest first",
+    summary="The merchant's ledger lines, newest first (page/limit or startingAfter cursor)",
 )
 async def get_balance_history(
     merchant: CurrentMerchant,
     session: SessionDep,
-    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: PageNumber = None,
+    limit: PageSize = 20,
+    starting_after: Annotated[
+        int | None,
+        Query(
+            alias=STARTING_AFTER,
+            ge=1,
+            description="The previous page's `nextCursor`: older lines (not with `page`)",
+        ),
+    ] = None,
 ) -> Response:
-    await read_one_snapshot(session)
-    total = (
-        await session.scalar(
-            select(func.count())
-            .select_from(LedgerLine)
-            .where(LedgerLine.merchant_id == merchant.id)
-        )
-        or 0
+    mine = LedgerLine.merchant_id == merchant.id
+    window = await window_of(
+        session,
+        page=page,
+        starting_after=starting_after,
+        limit=limit,
+        cursor_key=item_key(_HISTORY_ORDER, LedgerLine.id, mine),
+        items="ledger lines",
     )
-    rows = await session.execute(
-        select(LedgerLine, LedgerJournal)
-        .join(LedgerJournal, LedgerJournal.id == LedgerLine.journal_id)
-        .where(LedgerLine.merchant_id == merchant.id)
-        .order_by(LedgerLine.id.desc())
-        .offset((page - 1) * limit)
-        .limit(limit)
+    query = select(LedgerLine, LedgerJournal).join(
+        LedgerJournal, LedgerJournal.id == LedgerLine.journal_id
     )
-    entries = [ledger_entry_json(line, journal) for line, journal in rows]
-    pagination = {
-        "page": page,
-        "limit": limit,
-        "total": total,
-        "totalPages": (total + limit - 1) // limit,
-        "hasMore": page * limit < total,
-    }
+    listed = await list_newest_first(session, query, [mine], _HISTORY_ORDER, window)
+    entries = [ledger_entry_json(row.LedgerLine, row.LedgerJournal) for row in listed.rows]
+    last = listed.rows[-1][0].id if listed.rows else None
+    pagination = pagination_json(listed, window, last)
     return json_response(success_body({"entries": entries, "pagination": pagination}))

@@ -16,6 +16,7 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep, Prepared
+from api_service.pagination import PageNumber, PageSize, pagination_json, window_of
 from api_service.payouts import batch, service
 from api_service.payouts.schemas import (
     MERCHANT_REFERENCE_MAX_LENGTH,
@@ -149,10 +150,8 @@ async def list_payouts(
     merchant: CurrentMerchant,
     session: SessionDep,
     settings: SettingsDep,
-    page: Annotated[
-        int | None, Query(ge=1, le=100_000, description="1 unless given; not with startingAfter")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page: PageNumber = None,
+    limit: PageSize = 20,
     starting_after: Annotated[
         QueryText | None, Query(alias="startingAfter", min_length=1, max_length=36)
     ] = None,
@@ -176,8 +175,6 @@ async def list_payouts(
         Query(alias="merchantReference", min_length=1, max_length=MERCHANT_REFERENCE_MAX_LENGTH),
     ] = None,
 ) -> Response:
-    if page is not None and starting_after is not None:  # one was silently dropped
-        raise ValidationFailed.on("page", "is not taken with startingAfter: a page or a cursor")
     if created_from and created_to and created_from > created_to:
         raise ValidationFailed.on("createdFrom", "is after createdTo: the range holds nothing")
     filters = PayoutListFilters(
@@ -186,30 +183,18 @@ async def list_payouts(
         created_to=created_to,
         merchant_reference=merchant_reference,
     )
-    limit = min(limit, settings.max_page_size)
-    pagination: dict[str, Any]
-    if starting_after:
-        result = await service.list_payouts_after(
-            session, merchant, filters, starting_after=starting_after, limit=limit
-        )
-        pagination = {
-            "limit": limit,
-            "hasMore": result.has_more,
-            "nextCursor": result.payouts[-1].id if result.has_more and result.payouts else None,
-        }
-    else:
-        page = page or 1
-        result = await service.list_payouts_page(session, merchant, filters, page=page, limit=limit)
-        total = result.total or 0
-        pagination = {
-            "page": page,
-            "limit": limit,
-            "total": total,
-            "totalPages": (total + limit - 1) // limit,
-            "hasMore": result.has_more,
-            "nextCursor": result.payouts[-1].id if result.has_more and result.payouts else None,
-        }
-    data = {"payouts": [payout_json(p) for p in result.payouts], "pagination": pagination}
+    window = await window_of(
+        session,
+        page=page,
+        starting_after=starting_after,
+        limit=min(limit, settings.max_page_size),
+        cursor_key=service.payout_cursor(merchant),
+        items="payouts",
+    )
+    listed = await service.list_payouts(session, merchant, filters, window)
+    payouts: list[Payout] = listed.firsts()
+    pagination = pagination_json(listed, window, payouts[-1].id if payouts else None)
+    data = {"payouts": [payout_json(p) for p in payouts], "pagination": pagination}
     return json_response(success_body(data))
 
 

@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from api_service.envelope import SuccessEnvelope
+from api_service.pagination import Pagination
 from api_service.schemas import AccountNumberIn, AmountIn, DestType, InstitutionCode, RequestModel
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
@@ -61,15 +62,6 @@ class PayoutListFilters(BaseModel):
 
 class PayoutEnvelope(SuccessEnvelope[PayoutView]):
     pass
-
-
-class Pagination(BaseModel):
-    limit: int
-    hasMore: bool
-    page: int | None = None
-    total: int | None = None
-    totalPages: int | None = None
-    nextCursor: str | None = None
 
 
 class PayoutList(BaseModel):

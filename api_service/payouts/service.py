@@ -2,12 +2,11 @@
 the endpoint's idempotency boundary commits."""
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,9 +18,10 @@ from api_service.errors import (
     NotFound,
     ValidationFailed,
 )
+from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
 from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
 from contracts import ledger
-from contracts.db.engine import read_one_snapshot, utcnow
+from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, Payout, table_of
 from contracts.db.payouts import load_payout
 from contracts.domain.accounts import (
@@ -274,13 +274,6 @@ async def reinitiate_payout(
     return payout
 
 
-@dataclass(frozen=True)
-class PayoutPage:
-    payouts: list[Payout]
-    has_more: bool
-    total: int | None = None
-
-
 def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [Payout.merchant_id == merchant.id]
     if filters.status:
@@ -294,48 +287,15 @@ def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[C
     return conditions
 
 
-_NEWEST_FIRST = (Payout.created_at.desc(), Payout.id.desc())
+_LIST_ORDER = (Payout.created_at, Payout.id)
 
 
-async def list_payouts_page(
-    session: AsyncSession, merchant: Merchant, filters: PayoutListFilters, *, page: int, limit: int
-) -> PayoutPage:
+def payout_cursor(merchant: Merchant) -> Callable[[Any], ListQuery]:
+    return item_key(_LIST_ORDER, Payout.id, Payout.merchant_id == merchant.id)
+
+
+async def list_payouts(
+    session: AsyncSession, merchant: Merchant, filters: PayoutListFilters, window: Window
+) -> Listed:
     conditions = _filter_conditions(merchant, filters)
-    await read_one_snapshot(session)
-    total = await session.scalar(select(func.count()).select_from(Payout).where(*conditions)) or 0
-    rows = await session.scalars(
-        select(Payout)
-        .where(*conditions)
-        .order_by(*_NEWEST_FIRST)
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
-    payouts = list(rows)
-    return PayoutPage(payouts=payouts, has_more=page * limit < total, total=total)
-
-
-async def list_payouts_after(
-    session: AsyncSession,
-    merchant: Merchant,
-    filters: PayoutListFilters,
-    *,
-    starting_after: str,
-    limit: int,
-) -> PayoutPage:
-    cursor = await session.scalar(
-        select(Payout).where(Payout.id == starting_after, Payout.merchant_id == merchant.id)
-    )
-    if cursor is None:
-        raise ValidationFailed.on("startingAfter", "is not the id of one of your payouts")
-    conditions = _filter_conditions(merchant, filters)
-    conditions.append(
-        or_(
-            Payout.created_at < cursor.created_at,
-            and_(Payout.created_at == cursor.created_at, Payout.id < cursor.id),
-        )
-    )
-    rows = await session.scalars(
-        select(Payout).where(*conditions).order_by(*_NEWEST_FIRST).limit(limit + 1)
-    )
-    payouts = list(rows)
-    return PayoutPage(payouts=payouts[:limit], has_more=len(payouts) > limit)
+    return await list_newest_first(session, select(Payout), conditions, _LIST_ORDER, window)

@@ -14,6 +14,13 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep, run_again_after_deadlocks
+from api_service.pagination import (
+    STARTING_AFTER,
+    PageNumber,
+    PageSize,
+    pagination_json,
+    window_of,
+)
 from api_service.request_body import documented_body, optional_body, read_body, require_json
 from api_service.schemas import DeliveryIdPath, QueryText
 from api_service.webhooks import service
@@ -35,18 +42,14 @@ from contracts.wire import format_timestamp
 
 router = APIRouter()
 
-PageNumber = Annotated[int, Query(ge=1, le=100_000)]
-PageSize = Annotated[int, Query(ge=1, le=100)]
 
-
-def _pagination(page: int, limit: int, total: int) -> dict[str, Any]:
-    return {
-        "page": page,
-        "limit": limit,
-        "total": total,
-        "totalPages": (total + limit - 1) // limit,
-        "hasMore": page * limit < total,
-    }
+def _starting_after(max_length: int) -> Any:
+    return Query(
+        alias=STARTING_AFTER,
+        min_length=1,
+        max_length=max_length,
+        description="The previous page's `nextCursor`: the items older than it (not with `page`)",
+    )
 
 
 def attempt_json(attempt: WebhookAttempt) -> dict[str, Any]:
@@ -102,12 +105,12 @@ def endpoint_json(merchant: Merchant) -> dict[str, Any]:
     tags=["webhooks"],
     response_model=WebhookDeliveryListEnvelope,
     responses=error_responses(*AUTH_ERRORS),
-    summary="Webhook deliveries with every attempt, newest first",
+    summary="Webhook deliveries with every attempt, newest first (page/limit or cursor)",
 )
 async def list_deliveries(
     merchant: CurrentMerchant,
     session: SessionDep,
-    page: PageNumber = 1,
+    page: PageNumber = None,
     limit: PageSize = 20,
     event_id: Annotated[
         QueryText | None, Query(alias="eventId", min_length=1, max_length=40)
@@ -116,14 +119,23 @@ async def list_deliveries(
         QueryText | None, Query(alias="payoutId", min_length=1, max_length=36)
     ] = None,
     status: DeliveryStatus | None = None,
+    starting_after: Annotated[QueryText | None, _starting_after(36)] = None,
 ) -> Response:
     filters = service.DeliveryFilters(event_id=event_id, payout_id=payout_id, status=status)
-    result = await service.list_deliveries(session, merchant, filters, page=page, limit=limit)
+    window = await window_of(
+        session,
+        page=page,
+        starting_after=starting_after,
+        limit=limit,
+        cursor_key=service.delivery_cursor(merchant),
+        items="webhook deliveries",
+    )
+    result = await service.list_deliveries(session, merchant, filters, window)
+    deliveries = result.deliveries
+    last = deliveries[-1].id if deliveries else None
     data = {
-        "deliveries": [
-            delivery_json(delivery, result.attempts[delivery.id]) for delivery in result.deliveries
-        ],
-        "pagination": _pagination(page, limit, result.total),
+        "deliveries": [delivery_json(one, result.attempts[one.id]) for one in deliveries],
+        "pagination": pagination_json(result.listed, window, last),
     }
     return json_response(success_body(data))
 
@@ -163,24 +175,37 @@ async def resend_delivery(
     tags=["events"],
     response_model=PayoutEventListEnvelope,
     responses=error_responses(*AUTH_ERRORS),
-    summary="The merchant's payout events (the webhook bodies), newest first",
+    summary=(
+        "The merchant's payout events (the webhook bodies), newest first (page/limit or "
+        "startingAfter cursor)"
+    ),
 )
 async def list_events(
     merchant: CurrentMerchant,
     session: SessionDep,
-    page: PageNumber = 1,
+    page: PageNumber = None,
     limit: PageSize = 20,
     payout_id: Annotated[
         QueryText | None, Query(alias="payoutId", min_length=1, max_length=36)
     ] = None,
     event_type: Annotated[EventType | None, Query(alias="type")] = None,
+    starting_after: Annotated[QueryText | None, _starting_after(40)] = None,
 ) -> Response:
-    result = await service.list_events(
-        session, merchant, payout_id=payout_id, event_type=event_type, page=page, limit=limit
+    window = await window_of(
+        session,
+        page=page,
+        starting_after=starting_after,
+        limit=limit,
+        cursor_key=service.event_cursor(merchant),
+        items="events",
     )
+    listed = await service.list_events(
+        session, merchant, payout_id=payout_id, event_type=event_type, window=window
+    )
+    events: list[PayoutEvent] = listed.firsts()
     data = {
-        "events": [event_json(recorded) for recorded in result.events],
-        "pagination": _pagination(page, limit, result.total),
+        "events": [event_json(recorded) for recorded in events],
+        "pagination": pagination_json(listed, window, events[-1].id if events else None),
     }
     return json_response(success_body(data))
 

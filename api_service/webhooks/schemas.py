@@ -5,7 +5,8 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from api_service.envelope import SuccessEnvelope
-from api_service.schemas import WHOLE_NUMBER, Page, RequestModel, SettingRequest
+from api_service.pagination import Pagination
+from api_service.schemas import WHOLE_NUMBER, RequestModel, SettingRequest
 from contracts.domain.statuses import EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
@@ -73,7 +74,7 @@ class WebhookDeliveryView(BaseModel):
 
 class WebhookDeliveryList(BaseModel):
     deliveries: list[WebhookDeliveryView]
-    pagination: Page
+    pagination: Pagination
 
 
 class WebhookDeliveryListEnvelope(SuccessEnvelope[WebhookDeliveryList]):
@@ -102,7 +103,7 @@ class PayoutEventView(BaseModel):
 
 class PayoutEventList(BaseModel):
     events: list[PayoutEventView]
-    pagination: Page
+    pagination: Pagination
 
 
 class PayoutEventListEnvelope(SuccessEnvelope[PayoutEventList]):

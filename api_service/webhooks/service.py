@@ -1,17 +1,18 @@
 """Merchant operations on webhooks: the delivery log, resends, the event log, the endpoint and
 its secret. Functions take the request's session and never commit: the endpoint commits."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, NotFound, ValidationFailed
+from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
 from contracts.api_keys import new_webhook_secret
-from contracts.db.engine import read_one_snapshot, utcnow
+from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
@@ -41,15 +42,21 @@ class DeliveryFilters:
 
 @dataclass(frozen=True)
 class DeliveryPage:
+    listed: Listed
     deliveries: list[WebhookDelivery]
     attempts: dict[str, list[WebhookAttempt]]
-    total: int
 
 
-@dataclass(frozen=True)
-class EventPage:
-    events: list[PayoutEvent]
-    total: int
+_DELIVERY_ORDER = (WebhookDelivery.created_at, WebhookDelivery.id)
+_EVENT_ORDER = (PayoutEvent.created_at, PayoutEvent.id)
+
+
+def delivery_cursor(merchant: Merchant) -> Callable[[Any], ListQuery]:
+    return item_key(_DELIVERY_ORDER, WebhookDelivery.id, WebhookDelivery.merchant_id == merchant.id)
+
+
+def event_cursor(merchant: Merchant) -> Callable[[Any], ListQuery]:
+    return item_key(_EVENT_ORDER, PayoutEvent.id, PayoutEvent.merchant_id == merchant.id)
 
 
 async def attempts_of(
@@ -70,7 +77,7 @@ async def attempts_of(
 
 
 async def list_deliveries(
-    session: AsyncSession, merchant: Merchant, filters: DeliveryFilters, *, page: int, limit: int
+    session: AsyncSession, merchant: Merchant, filters: DeliveryFilters, window: Window
 ) -> DeliveryPage:
     conditions: list[ColumnElement[bool]] = [WebhookDelivery.merchant_id == merchant.id]
     if filters.event_id:
@@ -79,21 +86,11 @@ async def list_deliveries(
         conditions.append(WebhookDelivery.payout_id == filters.payout_id)
     if filters.status:
         conditions.append(WebhookDelivery.status == filters.status.value)
-    await read_one_snapshot(session)  # the count, the page and its attempts agree
-    total = (
-        await session.scalar(select(func.count()).select_from(WebhookDelivery).where(*conditions))
-        or 0
+    listed = await list_newest_first(
+        session, select(WebhookDelivery), conditions, _DELIVERY_ORDER, window
     )
-    deliveries = list(
-        await session.scalars(
-            select(WebhookDelivery)
-            .where(*conditions)
-            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-            .offset((page - 1) * limit)
-            .limit(limit)
-        )
-    )
-    return DeliveryPage(deliveries, await attempts_of(session, deliveries), total)
+    deliveries: list[WebhookDelivery] = listed.firsts()
+    return DeliveryPage(listed, deliveries, await attempts_of(session, deliveries))
 
 
 async def resend_delivery(
@@ -163,26 +160,14 @@ async def list_events(
     *,
     payout_id: str | None,
     event_type: EventType | None,
-    page: int,
-    limit: int,
-) -> EventPage:
+    window: Window,
+) -> Listed:
     conditions: list[ColumnElement[bool]] = [PayoutEvent.merchant_id == merchant.id]
     if payout_id:
         conditions.append(PayoutEvent.payout_id == payout_id)
     if event_type:
         conditions.append(PayoutEvent.type == event_type.value)
-    await read_one_snapshot(session)
-    total = (
-        await session.scalar(select(func.count()).select_from(PayoutEvent).where(*conditions)) or 0
-    )
-    events = await session.scalars(
-        select(PayoutEvent)
-        .where(*conditions)
-        .order_by(PayoutEvent.created_at.desc(), PayoutEvent.id.desc())
-        .offset((page - 1) * limit)
-        .limit(limit)
-    )
-    return EventPage(list(events), total)
+    return await list_newest_first(session, select(PayoutEvent), conditions, _EVENT_ORDER, window)
 
 
 async def _locked(session: AsyncSession, merchant: Merchant) -> Merchant:

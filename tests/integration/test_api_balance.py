@@ -96,6 +96,7 @@ async def test_history_lists_the_merchants_ledger_lines_newest_first(
         "total": 5,
         "totalPages": 1,
         "hasMore": False,
+        "nextCursor": None,
     }
 
     page = await api_client.get(

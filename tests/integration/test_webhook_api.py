@@ -1,25 +1,22 @@
 """The webhook endpoints of the REST API: delivery log, resend, event log, endpoint and secret."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import (
     IdempotencyKey,
     Merchant,
     PayoutEvent,
-    WebhookAttempt,
     WebhookDelivery,
 )
 from contracts.messages import PayoutStatusChanged
@@ -35,8 +32,7 @@ from tests.support.api_helpers import (
     new_key,
     outbox_for_payout,
 )
-
-PUBLIC_URL = "https://93.184.215.14/webhooks/mypay"  # an IP literal: no DNS needed
+from tests.support.delivery_records import PUBLIC_URL, events_of, seed_delivery
 
 
 @pytest.fixture(scope="module")
@@ -49,56 +45,6 @@ async def strict_api_client(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
             yield client
-
-
-async def events_of(sessions: SessionFactory, payout_id: str) -> list[PayoutEvent]:
-    async with sessions() as session:
-        rows = await session.scalars(select(PayoutEvent).where(PayoutEvent.payout_id == payout_id))
-        return list(rows)
-
-
-async def seed_delivery(
-    sessions: SessionFactory,
-    event: PayoutEvent,
-    status: DeliveryStatus,
-    attempts: list[tuple[int | None, str | None]],
-    created_at: datetime,
-) -> str:
-    """A delivery as the webhook service leaves it, with its attempts."""
-    delivery_id = str(uuid.uuid4())
-    async with transaction(sessions) as session:
-        session.add(
-            WebhookDelivery(
-                id=delivery_id,
-                event_id=event.id,
-                merchant_id=event.merchant_id,
-                payout_id=event.payout_id,
-                event_type=event.type,
-                url=PUBLIC_URL,
-                status=status.value,
-                attempts=len(attempts),
-                last_status_code=attempts[-1][0] if attempts else None,
-                last_error=attempts[-1][1] if attempts else None,
-                delivered_at=created_at if status is DeliveryStatus.DELIVERED else None,
-                created_at=created_at,
-                updated_at=created_at,
-            )
-        )
-        await session.flush()
-        for number, (status_code, error) in enumerate(attempts, start=1):
-            session.add(
-                WebhookAttempt(
-                    delivery_id=delivery_id,
-                    attempt_number=number,
-                    url=PUBLIC_URL,
-                    status_code=status_code,
-                    latency_ms=40 + number,
-                    error=error,
-                    response_excerpt="ok" if status_code == 200 else None,
-                    created_at=created_at + timedelta(seconds=number),
-                )
-            )
-    return delivery_id
 
 
 async def merchant_with_deliveries(
@@ -176,6 +122,7 @@ async def test_deliveries_come_with_their_attempts_newest_first(
         "total": 2,
         "totalPages": 1,
         "hasMore": False,
+        "nextCursor": None,
     }
 
 
