@@ -270,6 +270,8 @@ def api(
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_graceful_shutdown": 15,
         "log_config": None,  # our JSON/text logging, not uvicorn's
     }

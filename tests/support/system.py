@@ -56,13 +56,31 @@ class RunningSystem:
         )
 
 
+def _group(env: Mapping[str, str], log_dir: Path, api_port: int) -> ServiceGroup:
+    return ServiceGroup(
+        env={**env, "PAYOUTS_API_PORT": str(api_port), "PYTHONUNBUFFERED": "1"}, log_dir=log_dir
+    )
+
+
+@contextmanager
+def running_api(env: Mapping[str, str], log_dir: Path) -> Iterator[str]:
+    """The API alone, ready to serve: its base URL. Stopped afterwards."""
+    port = free_port()
+    group = _group(env, log_dir, port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        group.start(API)
+        group.wait_until_ready(base_url, within=START_TIMEOUT_SECONDS)
+        yield base_url
+    finally:
+        group.stop()
+
+
 @contextmanager
 def running_system(env: Mapping[str, str], log_dir: Path) -> Iterator[RunningSystem]:
     """Every service started (logs in `log_dir`), ready to serve; all stopped afterwards."""
     port = free_port()
-    group = ServiceGroup(
-        env={**env, "PAYOUTS_API_PORT": str(port), "PYTHONUNBUFFERED": "1"}, log_dir=log_dir
-    )
+    group = _group(env, log_dir, port)
     running = RunningSystem(
         base_url=f"http://127.0.0.1:{port}",
         group=group,
