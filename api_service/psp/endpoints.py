@@ -34,7 +34,7 @@ from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
 from api_service.schemas import PayoutIdPath, RequestModel
 from contracts.domain.psp_references import simulated_reference
-from contracts.domain.statuses import PspOutcome
+from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
 
 router = APIRouter(tags=["psp"])
 
@@ -57,7 +57,11 @@ twice is 200, applied once; an `eventId` already sent for another payout, or wit
 class PspCallbackRequest(RequestModel):
     event_id: Annotated[str, Field(min_length=1, max_length=100)]
     payout_id: Annotated[str, Field(min_length=1, max_length=36)]
-    status: PspOutcome
+    # Any payout status: one a callback cannot move a payout to (PENDING, say) is a transition
+    # the table does not allow (409 INVALID_TRANSITION, as the contract says), not a 400.
+    status: Annotated[
+        PayoutStatus, Field(description="SUCCESS, FAILED or REVERSED; any other is 409")
+    ]
     psp_reference: Annotated[str, Field(max_length=64)] | None = None
     failure_reason: Annotated[str, Field(max_length=255)] | None = None
 
@@ -128,11 +132,14 @@ async def psp_callback(
 
     async def accepted() -> bool:
         payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
+        outcome = psp_outcome_of(callback.status)
+        if outcome is None:
+            raise InvalidTransition(f"{payout.status} -> {callback.status} is not allowed")
         recorded = await service.accept_psp_outcome(
             session,
             payout,
             event_id=callback.event_id,
-            outcome=callback.status,
+            outcome=outcome,
             psp_reference=callback.psp_reference,
             failure_reason=callback.failure_reason,
             source="IPN",

@@ -57,6 +57,11 @@ class PspOutcome(StrEnum):
     REVERSED = "REVERSED"
 
 
+def psp_outcome_of(status: PayoutStatus) -> PspOutcome | None:
+    """The outcome a callback naming this status reports (None: none moves a payout there)."""
+    return next((outcome for outcome in PspOutcome if outcome.value == status.value), None)
+
+
 def psp_outcome_allowed(current: PayoutStatus, outcome: PspOutcome) -> bool:
     """IPN: PENDING/ON_HOLD/IN_REVIEW/RETRY/PROCESSING -> SUCCESS|FAILED, SUCCESS -> REVERSED."""
     if outcome is PspOutcome.REVERSED:
