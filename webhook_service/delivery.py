@@ -80,6 +80,7 @@ from webhook_service.delivery_records import (
 from webhook_service.endpoints import Endpoint, EndpointCache
 from webhook_service.retry_ladder import RetryLadder, RetryStep, retry_after_seconds
 from webhook_service.sender import AttemptResult, WebhookSender
+from webhook_service.slow_endpoints import SlowEndpoints
 
 log = logging.getLogger("webhooks")
 
@@ -88,6 +89,7 @@ DELIVERED = "delivered"
 ALREADY_DELIVERED = "already delivered"
 DUPLICATE = "a copy of this message in the same batch carries the event"
 LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
+ENDPOINT_BUSY = "the merchant's slow endpoint has its share of calls in flight"
 SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
 PARKED_AGAIN = "the retry ladder was exhausted"
 
@@ -300,6 +302,7 @@ class EventDelivery:
         self.max_holds = max(1, max_batch // 2)
         self.max_holds_per_merchant = max(1, self.max_holds // 4)
         self._holds: Counter[str] = Counter()  # per merchant
+        self.slow_endpoints = SlowEndpoints(max_batch, sender.timeout_seconds)
         self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
         self._recording = MicroBatcher(
             self._record, window_seconds=window_seconds, max_size=max_batch
@@ -319,10 +322,14 @@ class EventDelivery:
         compile_batch_statements(dialect, self._max_batch)
 
     async def deliver(self, request: DeliveryRequest) -> Decision:
-        leased = await self._leasing.submit(request)
-        if isinstance(leased, Decision):
-            return leased
-        return await self._recording.submit(await self._attempt(leased))
+        merchant_id = request.event.merchant_id
+        if not self.slow_endpoints.admits(merchant_id):
+            return self._waits(request, ENDPOINT_BUSY, seconds=self.ladder.delays[0])
+        with self.slow_endpoints.in_flight(merchant_id):
+            leased = await self._leasing.submit(request)
+            if isinstance(leased, Decision):
+                return leased
+            return await self._recording.submit(await self._attempt(leased))
 
     async def aclose(self) -> None:
         await self._leasing.aclose()
@@ -335,15 +342,17 @@ class EventDelivery:
             async with transaction(self.sessions) as session:
                 merchant_ids = {request.event.merchant_id for request in carried.values()}
                 endpoints = await self.endpoints.endpoints(session, merchant_ids)
-                chaos_seconds = max(
-                    self._chaos_lease_seconds(request, endpoints.get(request.event.merchant_id))
-                    for request in carried.values()
-                )  # a hold's limit, or a duplicate's second call: 0 without chaos
+                # Plus a hold's limit, or a duplicate's second call: nothing without chaos.
+                lease_seconds = {
+                    event_id: self.lease_seconds
+                    + self._chaos_lease_seconds(request, endpoints.get(request.event.merchant_id))
+                    for event_id, request in carried.items()
+                }
                 await lease_deliveries(
                     session,
                     list(carried.values()),
                     token=token,
-                    lease_seconds=self.lease_seconds + chaos_seconds,
+                    lease_seconds=lease_seconds,
                     now=self.clock(),
                 )
                 found = await deliveries_of(session, list(carried))
@@ -398,20 +407,30 @@ class EventDelivery:
         )
 
     async def _attempt(self, lease: Lease) -> Outcome:
-        request, endpoint = lease.request, lease.endpoint
+        endpoint = lease.endpoint
         if endpoint is None or not endpoint.url:
-            log.info("webhook %s parked: %s", request.event.id, NO_ENDPOINT)
-            state = parked(lease.delivery, self.clock(), reason=NO_ENDPOINT)
-            return Outcome(request, state, (), Decision(Disposition.DONE, NO_ENDPOINT))
-
+            return self._without_endpoint(lease)
         chaos = self._chaos_of(lease, endpoint, self.clock())
+        if await self._hold(chaos, lease.request.event, endpoint):
+            # Up to a minute later: the merchant may have changed its URL, or retired a leaked
+            # secret at once, meanwhile (a held attempt was sent signed with it).
+            endpoint = await self._endpoint_now(lease.request.event.merchant_id, endpoint)
+            if endpoint is None or not endpoint.url:
+                return self._without_endpoint(lease)
+        return await self._attempt_at(lease, endpoint, chaos)
+
+    async def _attempt_at(
+        self, lease: Lease, endpoint: Endpoint, chaos: ChaosKind | None
+    ) -> Outcome:
+        request, url = lease.request, endpoint.url
+        assert url, "an endpoint without a URL gets no call"
         if chaos is ChaosKind.INJECTED_FAILURE:
             started, result = self.clock(), INJECTED_FAILURE
         else:
-            await self._hold(chaos, request.event, endpoint)
             started = self.clock()
             result = await self._send(request.event, endpoint, started, chaos)
-        attempted = after_attempt(lease.delivery, endpoint.url, result)
+            self.slow_endpoints.answered(request.event.merchant_id, result.latency_ms / 1000)
+        attempted = after_attempt(lease.delivery, url, result)
         # A delivered attempt is the common case (and in webhook_attempts, as every attempt is):
         # debug, where one log line per webhook cost about a twentieth of the service's CPU.
         log.log(
@@ -423,7 +442,7 @@ class EventDelivery:
             result.latency_ms,
             f" (sandbox chaos: {chaos})" if chaos else "",
         )
-        attempt = attempt_of(attempted, endpoint.url, result, attempted_at=started, chaos=chaos)
+        attempt = attempt_of(attempted, url, result, attempted_at=started, chaos=chaos)
         if not result.delivered:
             offset, due = await self._clock_after_failure(lease, started)
             attempted = replace(attempted, sandbox_offset_seconds=offset)
@@ -494,13 +513,28 @@ class EventDelivery:
             and self._holds[merchant_id] < self.max_holds_per_merchant
         )
 
+    def _without_endpoint(self, lease: Lease) -> Outcome:
+        log.info("webhook %s parked: %s", lease.request.event.id, NO_ENDPOINT)
+        state = parked(lease.delivery, self.clock(), reason=NO_ENDPOINT)
+        return Outcome(lease.request, state, (), Decision(Disposition.DONE, NO_ENDPOINT))
+
+    async def _endpoint_now(self, merchant_id: str, before: Endpoint) -> Endpoint | None:
+        """The merchant's endpoint as the cache has it now (`before` when the database does not
+        answer)."""
+        try:
+            async with self.sessions() as session:
+                return (await self.endpoints.endpoints(session, [merchant_id])).get(merchant_id)
+        except SQLAlchemyError as exc:
+            log.warning("webhook endpoint of %s not read again: %r", merchant_id, exc)
+            return before
+
     async def _hold(
         self, chaos: ChaosKind | None, event: PayoutStatusChanged, endpoint: Endpoint
-    ) -> None:
-        """Wait before a held attempt. The lease was taken long enough for the longest hold,
-        and no transaction, lock or connection is held while waiting."""
+    ) -> bool:
+        """Wait before a held attempt (True when it was one). The lease was taken long enough
+        for the longest hold, and no transaction, lock or connection is held while waiting."""
         if chaos not in HOLDS:
-            return
+            return False
         self._holds[event.merchant_id] += 1
         try:
             if chaos is ChaosKind.DELAYED:
@@ -511,6 +545,7 @@ class EventDelivery:
             self._holds[event.merchant_id] -= 1
             if not self._holds[event.merchant_id]:
                 del self._holds[event.merchant_id]
+        return True
 
     async def _until_final_event_delivered(self, event_id: str) -> None:
         """Hold a payout.processing event until its payout's final event was delivered, or
@@ -633,14 +668,17 @@ class EventDelivery:
         ]
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
-        """Look again once the other attempt's lease runs out (waiting at most the ladder's
-        longest step). Not a failure of this message: it keeps its place on the ladder."""
-        attempt = min(request.ladder_attempt, self.ladder.tiers)
-        step = self.ladder.after_failure(attempt, retry_after=delivery.lease_seconds_left)
+        """Look again once the other attempt's lease runs out, or after the ladder's first
+        step if sooner."""
+        return self._waits(request, LEASED_ELSEWHERE, seconds=delivery.lease_seconds_left or 0.0)
+
+    def _waits(self, request: DeliveryRequest, reason: str, *, seconds: float) -> Decision:
+        """The message is looked at again later (ladder.look_again). Not a failure of it: it
+        keeps its place on the ladder, and its delivery still waits for the retry it is."""
         return Decision(
             Disposition.RETRY,
-            LEASED_ELSEWHERE,
-            step,
+            reason,
+            self.ladder.look_again(seconds),
             due_at=request.due_at,
             clock_offset=request.clock_offset,
             failed=False,

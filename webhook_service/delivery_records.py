@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BindParameter,
@@ -170,24 +170,32 @@ async def lease_deliveries(
     requests: Sequence[DeliveryRequest],
     *,
     token: str,
-    lease_seconds: int,
+    lease_seconds: Mapping[str, int],
     now: datetime,
 ) -> None:
-    """Create the missing delivery rows, leased, and lease the existing ones that are free.
+    """Create the missing delivery rows, leased, and lease the existing ones that are free, each
+    for its own `lease_seconds` (by event id: one merchant's chaos hold lengthened the lease of
+    every delivery in its batch, and a crash left them all waiting that much longer).
 
     One statement. IGNORE turns a row whose event is not recorded (foreign key) into a warning:
     that row is simply not created, and the read that follows finds no delivery for it."""
-    rows = [
-        _new_row(request, token=token, now=now)
-        # One lock order for every consumer, so two leasing batches do not deadlock.
-        for request in sorted(requests, key=lambda request: request.event.id)
-    ]
+    # One lock order for every consumer, so two leasing batches do not deadlock.
+    ordered = sorted(requests, key=lambda request: request.event.id)
+    rows = [_new_row(request, token=token, now=now) for request in ordered]
     assert tuple(rows[0]) == _NEW_ROW_COLUMNS, "the lease is compiled with _NEW_ROW_COLUMNS"
     # Padded with copies of the last row: a copy finds the row its original just wrote or
     # leased (or, like it, no event) and changes nothing, as a copy of a message would.
     rows = padded(rows, rows[-1])
-    params = numbered(rows) | {"lease_seconds": lease_seconds}
+    seconds = [lease_seconds[request.event.id] for request in ordered]
+    seconds = padded(seconds, seconds[-1])
+    params = numbered(rows) | {
+        _lease_seconds_parameter(row): value for row, value in enumerate(seconds)
+    }
     await _run_compiled(session, _compiled_lease, len(rows), params)
+
+
+def _lease_seconds_parameter(row: int) -> str:
+    return f"row{row}_lease_seconds"
 
 
 def _padded_sizes(max_batch: int) -> list[int]:
@@ -250,11 +258,14 @@ def _compiled(statement: Insert | Update, dialect: Dialect) -> SQLCompiler:
 
 def _lease_statement(size: int) -> Insert:
     statement = mysql_insert(_DELIVERIES).prefix_with("IGNORE")
-    leased_until = database_now_plus(bindparam("lease_seconds", type_=Integer))
     statement = statement.values(
         [
             {name: numbered_parameter(name, row) for name in _NEW_ROW_COLUMNS}
-            | {"leased_until": leased_until}
+            | {
+                "leased_until": database_now_plus(
+                    bindparam(_lease_seconds_parameter(row), type_=Integer)
+                )
+            }
             for row in range(size)
         ]
     )
@@ -296,6 +307,9 @@ def _lease_statement(size: int) -> Insert:
     )
 
 
+Padded = TypeVar("Padded")
+
+
 def numbered_parameter(name: str, row: int) -> BindParameter[Any]:
     """Row `row`'s value of column `name` in a statement built once per number of rows."""
     return bindparam(f"row{row}_{name}", type_=_DELIVERIES.c[name].type)
@@ -308,7 +322,7 @@ def numbered(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def padded(rows: list[dict[str, Any]], filler: dict[str, Any]) -> list[dict[str, Any]]:
+def padded(rows: list[Padded], filler: Padded) -> list[Padded]:
     """`rows` and as many `filler` rows after them as make a power of two: a statement built
     per number of rows is built, keyed and compiled for 8 sizes up to 128, not for 128 (each
     size's first batch paid for it: a tenth of the service's CPU in a ten-second burst)."""

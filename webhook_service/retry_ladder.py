@@ -53,6 +53,13 @@ class RetryLadder:
     def longest_delay(self) -> float:
         return max(self.delays)
 
+    def look_again(self, wait: float) -> RetryStep:
+        """A wait that is no step of the ladder (another consumer's lease running out): in the
+        first tier, at most its base, then looked at again. Sent by its length, a crashed
+        consumer's 15-second lease went to the 300-second tier, where a TTL queue expires only
+        the message at its head: the webhook waited behind other merchants' retries."""
+        return RetryStep(tier=1, delay_seconds=min(max(wait, 0.0), self.delays[0]))
+
     def after_failure(
         self, attempt: int, *, retry_after: float | None = None, draw: float | None = None
     ) -> RetryStep | None:

@@ -568,3 +568,63 @@ async def test_the_chaos_setting_costs_no_statement_of_its_own(
     assert any("webhook_chaos_settings" in statement for statement in seen.statements)
     (attempt,) = await attempts_of(sessions, event_id_of(row))
     assert attempt.chaos == "stale_timestamp"
+
+
+async def test_another_merchants_delay_leaves_a_clean_merchants_lease_as_it_is(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    engine: AsyncEngine,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """Leased in one batch with a merchant whose chaos holds its attempts 8 s, a clean
+    merchant's delivery was leased 8 s longer: after a crash its webhook waited out the other
+    merchant's hold too (found by the review of the webhook service)."""
+    _, chaotic_row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=8)
+    )
+    async with WebhookReceiver() as clean_receiver:
+        release = asyncio.Event()
+        clean_receiver.always(Reply(held_until=release))
+        _, clean_row = await created_event(api_client, make_merchant, sessions, clean_receiver.url)
+        async with chaotic_delivery(webhook_settings) as (delivery, _):
+            both = asyncio.gather(
+                delivery.deliver(first_request(chaotic_row)),
+                delivery.deliver(first_request(clean_row)),
+            )
+            await clean_receiver.wait_for_requests(1)
+            left = await lease_seconds_left(engine, event_id_of(clean_row))
+            release.set()
+            await both
+
+    assert left is not None and left <= lease_seconds_for(TIMEOUT_SECONDS)
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_held_attempt_is_signed_with_the_endpoint_as_it_is_once_the_hold_ends(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    engine: AsyncEngine,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """A merchant retired a leaked secret at once while an attempt was held: the attempt went out
+    seconds later signed with the leaked secret alone, read before the hold (found by the review
+    of the webhook service)."""
+    merchant, row = await chaos_event(
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=5)
+    )
+    await relay(rabbit, row)
+
+    async def leased() -> float:
+        left = await lease_seconds_left(engine, event_id_of(row))
+        assert left is not None, "not leased yet"
+        return left
+
+    await eventually(leased)  # and now held
+    rotated = await rotate_secret(api_client, merchant, {"previousSecretGraceHours": 0})
+
+    (request,) = await receiver.wait_for_requests(1, within=15)
+    Webhook(rotated).verify(request.body, request.headers)

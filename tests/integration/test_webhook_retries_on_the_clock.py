@@ -379,7 +379,7 @@ async def test_the_own_message_of_an_event_the_clock_caused_back_from_a_lease_wa
     )
     async with transaction(sessions) as session:  # the killed consumer's lease
         await lease_deliveries(
-            session, [own_message(event)], token="d" * 32, lease_seconds=1, now=utcnow()
+            session, [own_message(event)], token="d" * 32, lease_seconds={event.id: 1}, now=utcnow()
         )
     async with event_delivery(sessions, README_LADDER) as delivery:
         redelivered = replace(own_message(event), redelivered=True)

@@ -136,3 +136,11 @@ def test_a_ladder_needs_positive_delays(delays: list[float]) -> None:
 def test_attempts_are_numbered_from_one() -> None:
     with pytest.raises(ValueError):
         LADDER.after_failure(0)
+
+
+@pytest.mark.parametrize(("wait", "step"), [(15.0, RetryStep(1, 5.0)), (2.0, RetryStep(1, 2.0))])
+def test_a_wait_that_is_no_step_is_looked_at_again_from_the_first_tier(
+    wait: float, step: RetryStep
+) -> None:
+    """A dead consumer's 15-second lease went to the 300-second tier by its length."""
+    assert LADDER.look_again(wait) == step

@@ -1,0 +1,108 @@
+"""One merchant's endpoint does not hold up another merchant's webhooks (both found by the review
+of the webhook service): not an endpoint that hangs, and not a consumer that died mid-attempt."""
+
+import asyncio
+from contextlib import suppress
+
+import httpx
+
+from contracts.db.engine import SessionFactory
+from contracts.settings import Settings
+from contracts.webhooks import DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient
+from tests.support.webhook_flow import (
+    created_event,
+    event_delivery,
+    event_id_of,
+    first_request,
+    new_event_row,
+    quick_webhook_settings,
+    reaches,
+    relay,
+    running_webhook_service,
+)
+from tests.support.webhook_receiver import Reply, WebhookReceiver
+
+PREFETCH = 4
+TIMEOUT = 2.0
+
+
+async def test_an_endpoint_that_hangs_holds_up_another_merchant_for_one_timeout_at_most(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """Every call to the endpoint runs to the timeout, and each holds its prefetch slot: the
+    other merchant's webhook waited behind the whole backlog (four rounds of four here; about 20
+    minutes for a payroll of 5,000 in production). Once the endpoint is known slow it gets a
+    quarter of the slots, and its other messages wait in the first retry tier."""
+    receiver.always(Reply(hang=True))
+    slow, first = await created_event(api_client, make_merchant, sessions, receiver.url)
+    backlog = [first] + [
+        await new_event_row(api_client, sessions, slow) for _ in range(4 * PREFETCH - 1)
+    ]
+    service_settings = quick_webhook_settings(settings, timeout_seconds=TIMEOUT).model_copy(
+        update={"webhook_prefetch": PREFETCH}
+    )
+    async with WebhookReceiver() as healthy_receiver:
+        _, healthy = await created_event(api_client, make_merchant, sessions, healthy_receiver.url)
+        async with running_webhook_service(service_settings):
+            for row in backlog:
+                await relay(rabbit, row)
+            await receiver.wait_for_requests(PREFETCH)  # the first round hangs
+            relayed_at = asyncio.get_running_loop().time()
+            await relay(rabbit, healthy)
+            (request,) = await healthy_receiver.wait_for_requests(1, within=6 * TIMEOUT)
+
+    waited = request.received_at - relayed_at
+    assert waited < 1.5 * TIMEOUT, f"waited {waited:.1f} s behind the hanging endpoint"
+
+
+async def test_a_copy_waiting_out_a_dead_consumers_lease_comes_back_once_it_ran_out(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """The redelivered copy waits out the dead consumer's lease. A wait longer than twice the
+    first tier's went to the first tier at least that long: with the default ladder a 15-second
+    lease waited in the 300-second tier, where a TTL queue expires only the message at its head,
+    behind other merchants' retries. A ladder of 0.5, 20 and 40 s and a lease of 3 s here."""
+    ladder, lease_seconds = (0.5, 20.0, 40.0), 3
+    service_settings = settings.model_copy(
+        update={
+            "webhook_retry_delays": ",".join(str(delay) for delay in ladder),
+            "webhook_timeout_seconds": 1.0,
+            "webhook_allow_private_urls": True,
+        }
+    )
+    async with WebhookReceiver() as failing:
+        failing.always(Reply(500))
+        _, other = await created_event(api_client, make_merchant, sessions, failing.url)
+        _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+        receiver.reply_with(Reply(hang=True))  # the dead consumer's attempt; then 200
+
+        async with running_webhook_service(service_settings):
+            # Another merchant's endpoint is down: its second retry waits 20 s in tier 2.
+            await relay(rabbit, other)
+            await reaches(sessions, event_id_of(other), DeliveryStatus.RETRYING, attempts=2)
+            async with event_delivery(
+                sessions, service_settings, lease_seconds=lease_seconds, max_batch=1
+            ) as doomed:
+                attempt = asyncio.create_task(doomed.deliver(first_request(row)))
+                await receiver.wait_for_requests(1)
+                attempt.cancel()  # the consumer dies mid-call, its lease left on the row
+                with suppress(asyncio.CancelledError):
+                    await attempt
+            died_at = asyncio.get_running_loop().time()
+            await relay(rabbit, row)  # RabbitMQ delivers its message again
+            taken_over = (await receiver.wait_for_requests(2, within=60))[1]
+
+    waited = taken_over.received_at - died_at
+    assert waited < lease_seconds + 3, f"sent again {waited:.1f} s after its consumer died"

@@ -1,0 +1,49 @@
+"""A fair share of the consumer for a merchant whose endpoint answers slowly. Every merchant's
+messages share the prefetch, and a call holds its slot until it ends: an endpoint that hangs
+(each call running to the 10-second timeout) held every slot, and every other merchant's webhooks
+waited behind its payroll (about 20 minutes for 5,000 payouts). Once one of its calls took half
+the timeout or more, a merchant may have only a quarter of the prefetch in flight for a minute;
+its other messages wait a little in the first retry tier (no step of their ladder taken), so the
+slots go to the messages behind them. An endpoint that answers within that is never limited (a
+busy host's second-long answers do not count)."""
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from contracts.expiring_map import ExpiringMap
+
+REMEMBERED_SECONDS = 60.0
+
+
+class SlowEndpoints:
+    def __init__(
+        self, max_batch: int, timeout_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_in_flight_when_slow = max(1, max_batch // 4)
+        self.slow_call_seconds = max(1.0, timeout_seconds / 2)
+        self._slow: ExpiringMap[str, bool] = ExpiringMap(REMEMBERED_SECONDS, clock)
+        self._in_flight: Counter[str] = Counter()  # per merchant
+
+    def admits(self, merchant_id: str) -> bool:
+        return (
+            self._slow.get(merchant_id) is None
+            or self._in_flight[merchant_id] < self.max_in_flight_when_slow
+        )
+
+    @contextmanager
+    def in_flight(self, merchant_id: str) -> Iterator[None]:
+        """A message of the merchant, from its admission until its attempt is recorded."""
+        self._in_flight[merchant_id] += 1
+        try:
+            yield
+        finally:
+            self._in_flight[merchant_id] -= 1
+            if not self._in_flight[merchant_id]:
+                del self._in_flight[merchant_id]
+
+    def answered(self, merchant_id: str, seconds: float) -> None:
+        """A call to the merchant's endpoint ended after `seconds` (answered or not)."""
+        if seconds >= self.slow_call_seconds:
+            self._slow.put(merchant_id, True)
