@@ -111,6 +111,7 @@ class Connection:
         self.transport = cast(asyncio.Transport, writer.transport)
         self.protocol = h11.Connection(our_role=h11.CLIENT)
         self.idle_since = time.monotonic()  # meaningful while idle
+        self.answer_bytes = 0  # of the request under way
 
     def expired(self, now: float) -> bool:
         return now - self.idle_since >= KEEPALIVE_SECONDS
@@ -146,6 +147,7 @@ class Connection:
         deadline, is cut where it stopped (as a large body is never read past its excerpt); a
         2xx whose body was cut short counted as no answer, and the delivery was retried and
         parked although the endpoint had taken it every time."""
+        self.answer_bytes = 0
         request = b"".join(
             self.protocol.send(event) or b""
             for event in (head, h11.Data(data=body), h11.EndOfMessage())
@@ -191,7 +193,9 @@ class Connection:
                 event = self.protocol.next_event()
             if event is h11.NEED_DATA:
                 with raising_as(ReadError):
-                    self.protocol.receive_data(await self.reader.read(READ_BYTES))
+                    data = await self.reader.read(READ_BYTES)
+                    self.answer_bytes += len(data)
+                    self.protocol.receive_data(data)
             elif not isinstance(event, h11.InformationalResponse):
                 return event
 
@@ -211,8 +215,30 @@ class ConnectionPool:
         self, origin: Origin, head: h11.Request, body: bytes, *, excerpt_bytes: int, deadline: float
     ) -> Answer:
         """The answer by `deadline` (the event loop's time), else TimeoutError."""
+        kept = self._idle_connection(origin)
+        if kept is not None:
+            try:
+                return await self._exchange(origin, kept, head, body, excerpt_bytes, deadline)
+            except NoAnswer:
+                if kept.answer_bytes:
+                    raise
+                # Not a byte of an answer: the endpoint closed the kept connection as the
+                # request went out (its own keep-alive ran out then: Node's and uvicorn's is
+                # 5 s, as ours is), and had not taken it. Sent again on a new connection, as a
+                # browser does; it was a failed attempt and a retry minutes later.
         async with asyncio.timeout_at(deadline):
-            connection = self._idle_connection(origin) or await self._connect(origin)
+            connection = await self._connect(origin)
+        return await self._exchange(origin, connection, head, body, excerpt_bytes, deadline)
+
+    async def _exchange(
+        self,
+        origin: Origin,
+        connection: Connection,
+        head: h11.Request,
+        body: bytes,
+        excerpt_bytes: int,
+        deadline: float,
+    ) -> Answer:
         try:
             answer, reusable = await connection.exchange(head, body, excerpt_bytes, deadline)
         except BaseException:

@@ -98,6 +98,34 @@ async def test_a_connection_the_endpoint_closed_while_idle_is_not_reused(
     assert endpoint.connections == 2
 
 
+class KeepAliveRunsOutEndpoint(Endpoint):
+    """Answers a connection's first request; closes it, unanswered, as the second one arrives:
+    its own keep-alive ran out at that moment (Node's and uvicorn's is 5 s, as the sender's)."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)  # b"{}"
+            await self.respond(writer)
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+
+async def test_a_request_the_endpoint_closed_its_kept_connection_on_is_sent_on_a_new_one(
+    sender: WebhookSender,
+) -> None:
+    """It was a failed attempt (RemoteProtocolError), retried minutes later, though the
+    endpoint never saw it: now sent again at once on a new connection."""
+    endpoint = KeepAliveRunsOutEndpoint()
+    async with served(endpoint) as url:
+        first = await sender.post(url, b"{}", {})
+        second = await sender.post(url, b"{}", {})
+
+    assert (first.status_code, second.status_code) == (200, 200), second.error
+    assert endpoint.connections == 2
+
+
 @pytest.fixture
 def ca() -> trustme.CA:
     return trustme.CA()
