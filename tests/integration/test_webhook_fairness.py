@@ -2,16 +2,21 @@
 of the webhook service): not an endpoint that hangs, and not a consumer that died mid-attempt."""
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import suppress
 
 import httpx
+import pytest
 
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
+from contracts.topology import declare_topology_at
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.webhook_flow import (
+    LADDER,
+    QUEUE,
     created_event,
     event_delivery,
     event_id_of,
@@ -26,6 +31,19 @@ from tests.support.webhook_receiver import Reply, WebhookReceiver
 
 PREFETCH = 4
 TIMEOUT = 2.0
+
+
+@pytest.fixture(autouse=True)
+async def no_other_messages(rabbit: RabbitClient, settings: Settings) -> AsyncIterator[None]:
+    """The webhook queues purged before each test (earlier tests' retries coming back were
+    taken between the backlog and the webhook timed here) and after it (the hanging endpoint's
+    backlog came back in the worker's later tests, to a receiver long gone, and the webhook
+    service's transactions failed their checks that none was open)."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
+    queues = (QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1)))
+    await rabbit.purge(*queues)
+    yield
+    await rabbit.purge(*queues)
 
 
 async def test_an_endpoint_that_hangs_holds_up_another_merchant_for_one_timeout_at_most(
@@ -75,6 +93,7 @@ async def test_a_copy_waiting_out_a_dead_consumers_lease_comes_back_once_it_ran_
     lease waited in the 300-second tier, where a TTL queue expires only the message at its head,
     behind other merchants' retries. A ladder of 0.5, 20 and 40 s and a lease of 3 s here."""
     ladder, lease_seconds = (0.5, 20.0, 40.0), 3
+    assert len(ladder) == len(LADDER)  # the retry queues purged after the test
     service_settings = settings.model_copy(
         update={
             "webhook_retry_delays": ",".join(str(delay) for delay in ladder),
