@@ -23,42 +23,30 @@ async def dashboard(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_a_top_up_ending_in_a_control_character_credits_nothing(
-    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
+@pytest.mark.parametrize(
+    ("amount", "status", "balance"),
+    [
+        (f"10.00{SEPARATOR}", 400, "500.00"),  # credited 10.00
+        ("\u300010.00\xa0", 303, "510.00"),  # Unicode spaces: trimmed, as the API trims them
+    ],
+)
+async def test_a_top_up_is_judged_as_the_api_judges_its_amount(
+    dashboard: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    amount: str,
+    status: int,
+    balance: str,
 ) -> None:
     merchant = await make_merchant(balance="500.00")
     csrf = await signed_in(dashboard, merchant)
 
     answer = await dashboard.post(
         "/dashboard/balance/top-up",
-        data={
-            "csrf_token": csrf,
-            "amount": f"10.00{SEPARATOR}",
-            "idempotency_key": str(uuid.uuid4()),
-        },
+        data={"csrf_token": csrf, "amount": amount, "idempotency_key": str(uuid.uuid4())},
     )
 
-    assert answer.status_code == 400, answer.text
-    assert (await get_balance(dashboard, merchant))["balance"] == "500.00"
-
-
-async def test_a_top_up_in_unicode_spaces_is_trimmed_as_the_api_trims_it(
-    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
-) -> None:
-    merchant = await make_merchant(balance="500.00")
-    csrf = await signed_in(dashboard, merchant)
-
-    answer = await dashboard.post(
-        "/dashboard/balance/top-up",
-        data={
-            "csrf_token": csrf,
-            "amount": "\u300010.00\xa0",
-            "idempotency_key": str(uuid.uuid4()),
-        },
-    )
-
-    assert answer.status_code == 303, answer.text
-    assert (await get_balance(dashboard, merchant))["balance"] == "510.00"
+    assert answer.status_code == status, answer.text
+    assert (await get_balance(dashboard, merchant))["balance"] == balance
 
 
 async def test_a_webhook_url_ending_in_a_control_character_is_not_saved(
