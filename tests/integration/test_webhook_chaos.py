@@ -58,6 +58,7 @@ from tests.support.webhook_flow import (
     first_request,
     new_event_row,
     no_transaction_elsewhere,
+    purge_webhook_queues,
     quick_webhook_settings,
     reaches,
     relay,
@@ -81,7 +82,10 @@ def webhook_settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def webhook_service(webhook_settings: Settings) -> AsyncIterator[None]:
+async def webhook_service(webhook_settings: Settings, rabbit: RabbitClient) -> AsyncIterator[None]:
+    """The service, on queues emptied of the worker's earlier tests' messages: handling them, it
+    had transactions open while a hold under test had to have none."""
+    await purge_webhook_queues(rabbit, webhook_settings)
     async with running_webhook_service(webhook_settings):
         yield
 

@@ -73,6 +73,7 @@ from tests.support.webhook_flow import (
     new_event_row,
     no_transaction_elsewhere,
     parked_messages,
+    purge_webhook_queues,
     quick_webhook_settings,
     reaches,
     recorded_event,
@@ -1086,6 +1087,7 @@ async def test_no_transaction_or_row_lock_is_held_while_the_endpoint_is_called(
     answer = asyncio.Event()
     receiver.reply_with(Reply(held_until=answer))
     patient = webhook_settings.model_copy(update={"webhook_timeout_seconds": 5.0})
+    await purge_webhook_queues(rabbit, patient)  # no other message's transactions meanwhile
 
     async with running_webhook_service(patient):
         await relay(rabbit, row)

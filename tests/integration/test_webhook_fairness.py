@@ -10,18 +10,17 @@ import pytest
 
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
-from contracts.topology import declare_topology_at
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.webhook_flow import (
     LADDER,
-    QUEUE,
     created_event,
     event_delivery,
     event_id_of,
     first_request,
     new_event_row,
+    purge_webhook_queues,
     quick_webhook_settings,
     reaches,
     relay,
@@ -39,11 +38,9 @@ async def no_other_messages(rabbit: RabbitClient, settings: Settings) -> AsyncIt
     taken between the backlog and the webhook timed here) and after it (the hanging endpoint's
     backlog came back in the worker's later tests, to a receiver long gone, and the webhook
     service's transactions failed their checks that none was open)."""
-    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
-    queues = (QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1)))
-    await rabbit.purge(*queues)
+    await purge_webhook_queues(rabbit, settings)
     yield
-    await rabbit.purge(*queues)
+    await purge_webhook_queues(rabbit, settings)
 
 
 async def test_an_endpoint_that_hangs_holds_up_another_merchant_for_one_timeout_at_most(

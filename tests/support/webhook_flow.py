@@ -23,6 +23,7 @@ from contracts.topology import (
     EVENTS_EXCHANGE,
     PAYOUT_ID_HEADER,
     WEBHOOK_PARKING_LOT,
+    declare_topology_at,
     webhook_events_queue,
 )
 from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
@@ -160,6 +161,14 @@ def event_id_of_body(body: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+async def purge_webhook_queues(rabbit: RabbitClient, settings: Settings) -> None:
+    """Empty the delivery queue and its retry queues: the worker's earlier tests leave messages
+    there (retries waiting out their tier, backlogs of endpoints that hung), which a webhook
+    service started now would take, to receivers long gone, with transactions of their own."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
+    await rabbit.purge(QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1)))
 
 
 async def waiting_copies(rabbit: RabbitClient, event_id: str) -> int:
