@@ -32,7 +32,7 @@ from api_service.idempotency import IdempotencyDep, run_again_after_deadlocks
 from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
-from api_service.schemas import PayoutIdPath, RequestModel
+from api_service.schemas import PayoutIdPath, RequestModel, SettingRequest
 from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
 
@@ -66,7 +66,7 @@ class PspCallbackRequest(RequestModel):
     failure_reason: Annotated[str, Field(max_length=255)] | None = None
 
 
-class SimulateRequest(RequestModel):
+class SimulateRequest(SettingRequest):  # a typo (`failureReasn`) is a 400, not ignored
     outcome: PspOutcome
     failure_reason: Annotated[str, Field(max_length=255)] | None = None
 

@@ -469,6 +469,11 @@ async def test_sandbox_simulate_checks_the_transition_and_the_body(
     assert_error(illegal, 409, "INVALID_TRANSITION")
     invalid = await api_client.post(path, json={"outcome": "MAYBE"}, headers=auth(merchant))
     assert_error(invalid, 400, "VALIDATION_ERROR", "outcome")
+    # A sandbox control: a field it does not know is refused (it was ignored, the typo's
+    # failure reason lost), as the faults', the chaos' and the clock's are.
+    typo = {"outcome": "FAILED", "failureReasn": "Account closed"}
+    unknown = await api_client.post(path, json=typo, headers=auth(merchant))
+    assert_error(unknown, 400, "VALIDATION_ERROR", "failureReasn")
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
