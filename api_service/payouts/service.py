@@ -257,6 +257,7 @@ async def reinitiate_payout(
     payout = await find_payout(session, payout_id, merchant_id=merchant.id, lock=True)
     if payout.status != PayoutStatus.FAILED:
         raise InvalidStatus(f"Only FAILED payouts can be reinitiated; this one is {payout.status}")
+    await _still_in_the_directory(session, payout)
     payout.status = PayoutStatus.PENDING.value
     payout.hold_cycle += 1
     payout.attempts = 0  # a new attempt cycle runs the scenario table from its start
@@ -272,6 +273,20 @@ async def reinitiate_payout(
     await announcements.write(session)
     await _hold(session, payout)
     return payout
+
+
+async def _still_in_the_directory(session: AsyncSession, payout: Payout) -> None:
+    """A payout is sent again only to a bank or wallet the directory still has active, as a
+    create checks it: one switched off since (a merger, say) was paid again."""
+    field, kind, code = (
+        ("bankCode", "BANK", payout.bank_code)
+        if payout.bank_code
+        else ("walletCode", "WALLET", payout.wallet_code)
+    )
+    if code is None or await ACTIVE_DIRECTORY.find(session, kind, code) is None:
+        raise ValidationFailed.on(
+            field, f"'{code}' is no longer an active {kind.lower()} in the directory"
+        )
 
 
 def _filter_conditions(merchant: Merchant, filters: PayoutListFilters) -> list[ColumnElement[bool]]:

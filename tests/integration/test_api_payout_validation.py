@@ -6,13 +6,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from api_service.directory.active import ACTIVE_DIRECTORY
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import DirectoryInstitution
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, assert_error, auth, footprint, payout_body
+from tests.support.api_helpers import API, assert_error, auth, fail_payout, footprint, payout_body
 from tests.support.strategies import oracle_check_digits
 
 
@@ -354,3 +355,34 @@ async def test_several_invalid_fields_are_all_named(
     )
     error = assert_error(response, 400, "VALIDATION_ERROR")
     assert {"amount", "destType", "merchantReference"} <= {d["field"] for d in error["details"]}
+
+
+async def test_a_payout_to_a_bank_switched_off_since_is_not_reinitiated(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    bank_without_iban_code: str,
+) -> None:
+    """The directory was checked at create only: a FAILED payout to a bank switched off since (a
+    merger, say) was sent again on reinitiate (a suspicion of the PSP review, proved here)."""
+    merchant = await make_merchant()
+    bank = {**BANK, "bankCode": bank_without_iban_code}
+    created = await api_client.post(
+        f"{API}/payouts", json=payout_body(**bank), headers=auth(merchant)
+    )
+    assert created.status_code == 201, created.text
+    await fail_payout(sessions, created.json()["data"]["id"])
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(DirectoryInstitution)
+            .where(DirectoryInstitution.code == bank_without_iban_code)
+            .values(is_active=False)
+        )
+    before = await footprint(sessions, merchant.merchant_id)
+
+    again = await api_client.post(
+        f"{API}/payouts/{created.json()['data']['id']}/reinitiate", headers=auth(merchant)
+    )
+
+    assert_error(again, 400, "VALIDATION_ERROR", "bankCode")
+    assert await footprint(sessions, merchant.merchant_id) == before
