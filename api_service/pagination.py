@@ -97,7 +97,10 @@ async def list_newest_first(
     window: Window,
 ) -> Listed:
     """`query`'s rows meeting `conditions`, newest first by `order` (each column descending;
-    the last one unique), within `window`."""
+    the last one unique), within `window`. Read in one snapshot, with what the caller reads next
+    (a page's count and rows; a delivery's attempts, which by cursor were read after an attempt
+    had been recorded that the delivery's row did not show yet)."""
+    await read_one_snapshot(session)
     newest_first = [column.desc() for column in order]
     if window.after is not None:
         rows = (
@@ -108,7 +111,6 @@ async def list_newest_first(
             )
         ).all()
         return Listed(rows[: window.limit], len(rows) > window.limit, None)
-    await read_one_snapshot(session)  # the count and the page agree
     counted = select(func.count()).select_from(query.where(*conditions).subquery())
     total = await session.scalar(counted) or 0
     rows = (
