@@ -37,6 +37,10 @@ KEEPALIVE_SECONDS = 5.0
 # checked) again at the next.
 IDLE_PER_ORIGIN = 100
 READ_BYTES = 64 * 1024
+# A kept connection closed without a byte of answer this soon after the request went out (or
+# within the time the connection took to open, if longer: a round trip or two) was closed by the
+# endpoint as the request went out, not after it read it: the request is sent again.
+CLOSED_AT_ONCE_SECONDS = 0.05
 
 
 class NoAnswer(Exception):
@@ -104,14 +108,18 @@ def is_readable(sock: socket.socket | None) -> bool:
 class Connection:
     """One connection and its HTTP/1.1 state; one request at a time."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connect_seconds: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.connect_seconds = connect_seconds
         # Typed as a WriteTransport; a connection's transport reads too.
         self.transport = cast(asyncio.Transport, writer.transport)
         self.protocol = h11.Connection(our_role=h11.CLIENT)
         self.idle_since = time.monotonic()  # meaningful while idle
         self.answer_bytes = 0  # of the request under way
+        self.sent_at: float | None = None  # when it went out (monotonic), once it did
 
     def expired(self, now: float) -> bool:
         return now - self.idle_since >= KEEPALIVE_SECONDS
@@ -131,6 +139,16 @@ class Connection:
         self.transport.resume_reading()
         return True
 
+    def closed_as_sent(self) -> bool:
+        """The request under way got no byte of answer, and its connection failed before it was
+        written or at once after: the endpoint did not take it."""
+        if self.answer_bytes:
+            return False
+        if self.sent_at is None:
+            return True
+        window = max(CLOSED_AT_ONCE_SECONDS, self.connect_seconds)
+        return time.monotonic() - self.sent_at <= window
+
     def close(self) -> None:
         # At once, without TLS's close_notify exchange: a graceful close would keep the socket
         # until a peer that never answers times out.
@@ -147,7 +165,7 @@ class Connection:
         deadline, is cut where it stopped (as a large body is never read past its excerpt); a
         2xx whose body was cut short counted as no answer, and the delivery was retried and
         parked although the endpoint had taken it every time."""
-        self.answer_bytes = 0
+        self.answer_bytes, self.sent_at = 0, None
         request = b"".join(
             self.protocol.send(event) or b""
             for event in (head, h11.Data(data=body), h11.EndOfMessage())
@@ -157,6 +175,7 @@ class Connection:
                 self.writer.write(request)
                 if self.transport.get_write_buffer_size():
                     await self.writer.drain()
+            self.sent_at = time.monotonic()
             response = await self._next_event()
         if isinstance(response, h11.ConnectionClosed):
             raise RemoteProtocolError("the endpoint closed the connection without an answer")
@@ -220,12 +239,13 @@ class ConnectionPool:
             try:
                 return await self._exchange(origin, kept, head, body, excerpt_bytes, deadline)
             except NoAnswer:
-                if kept.answer_bytes:
+                if not kept.closed_as_sent():
                     raise
-                # Not a byte of an answer: the endpoint closed the kept connection as the
-                # request went out (its own keep-alive ran out then: Node's and uvicorn's is
-                # 5 s, as ours is), and had not taken it. Sent again on a new connection, as a
-                # browser does; it was a failed attempt and a retry minutes later.
+                # The endpoint closed the kept connection as the request went out (its own
+                # keep-alive ran out then: Node's and uvicorn's is 5 s, as ours is), and had not
+                # taken it. Sent again on a new connection, as a browser does; it was a failed
+                # attempt and a retry minutes later. One it read and worked on, then dropped,
+                # is a failed attempt still: sent again here, it reached the endpoint twice.
         async with asyncio.timeout_at(deadline):
             connection = await self._connect(origin)
         return await self._exchange(origin, connection, head, body, excerpt_bytes, deadline)
@@ -308,6 +328,7 @@ class ConnectionPool:
         failure: ConnectError | None = None
         for address in addresses:
             try:
+                started = time.monotonic()
                 with raising_as(ConnectError):
                     reader, writer = await asyncio.open_connection(
                         str(address),
@@ -315,7 +336,7 @@ class ConnectionPool:
                         ssl=self.ssl_context if tls else None,
                         server_hostname=origin.host if tls else None,
                     )  # TCP_NODELAY set by asyncio
-                return Connection(reader, writer)
+                return Connection(reader, writer, time.monotonic() - started)
             except ConnectError as exc:
                 failure = exc
         assert failure is not None  # public_addresses never returns an empty list

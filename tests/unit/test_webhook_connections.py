@@ -435,7 +435,7 @@ async def test_a_request_goes_out_in_one_write() -> None:
     reader = asyncio.StreamReader()
     reader.feed_data(ANSWER)
     writer = RecordingWriter()
-    connection = network.Connection(reader, writer)  # type: ignore[arg-type]
+    connection = network.Connection(reader, writer, 0.0)  # type: ignore[arg-type]
     head = h11.Request(
         method=b"POST", target=b"/hook", headers=[(b"Host", b"x"), (b"Content-Length", b"7")]
     )
@@ -478,3 +478,34 @@ async def test_a_merchants_slow_name_servers_do_not_delay_anothers_webhooks(
 
     assert answered.status_code == 200, answered.error
     assert {result.status_code for result in refused} == {None}
+
+
+class TakesThenDropsEndpoint(Endpoint):
+    """Answers a connection's first request; reads the second, works on it for half a second (the
+    webhook is processed), then drops the connection unanswered (a crash, a proxy's timeout)."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                self.bodies.append(await reader.readexactly(2))  # b"{}"
+                if self.connections == 1 and len(self.bodies) == 2:
+                    await asyncio.sleep(0.5)
+                    break
+                await self.respond(writer)
+        writer.close()
+
+
+async def test_a_request_the_endpoint_read_before_it_dropped_the_connection_is_not_sent_again(
+    sender: WebhookSender,
+) -> None:
+    """The endpoint got it: sent again at once on a new connection, it got it twice in one
+    attempt, and the attempt log showed one call (found by the review of the day's diff)."""
+    endpoint = TakesThenDropsEndpoint()
+    async with served(endpoint) as url:
+        await sender.post(url, b"{}", {})
+        dropped = await sender.post(url, b"{}", {})
+
+    assert dropped.status_code is None and dropped.error is not None
+    assert (len(endpoint.bodies), endpoint.connections) == (2, 1)
