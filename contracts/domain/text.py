@@ -23,19 +23,37 @@ def trimmed(text: str) -> str:
     return text.strip(_WHITE_SPACE)
 
 
-# Format characters (Unicode's Cf) are invisible and change how the text around them displays or
-# compares: U+202E RIGHT-TO-LEFT OVERRIDE shows the rest of an account title backwards ("Trojan
-# Source"), U+200B ZERO WIDTH SPACE makes two titles that look alike differ. A line or paragraph
-# separator breaks a one-line value. Urdu and Arabic text needs the joiners and direction marks.
+# Format characters (Unicode's Cf) are invisible, and most change how the text around them
+# displays or compares: U+202E RIGHT-TO-LEFT OVERRIDE shows the rest of an account title
+# backwards ("Trojan Source"), U+200B ZERO WIDTH SPACE or U+00AD SOFT HYPHEN makes two titles that
+# look alike differ. A line or paragraph separator breaks a one-line value. Kept: what writing
+# needs, and what text copied from a right-to-left screen (WhatsApp, Word, Android) carries.
 _INVISIBLE_CATEGORIES = ("Cf", "Zl", "Zp")
-_NEEDED_BY_WRITING = frozenset("\u200c\u200d\u200e\u200f\u061c")
+_NEEDED_BY_WRITING = frozenset(
+    "\u200c\u200d"  # zero width non-joiner and joiner (Urdu, Persian; emoji sequences)
+    "\u200e\u200f\u061c"  # left-to-right, right-to-left and Arabic letter marks
+    "\u202a\u202b\u202c\u2066\u2067\u2068\u2069"  # embeddings and isolates, and their ends
+    # Unicode's prepended concatenation marks: visible signs drawn around the digits after them
+    # (U+0600 ARABIC NUMBER SIGN, U+06DD ARABIC END OF AYAH).
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
+    "\U000110bd\U000110cd"
+)
+_BLACK_FLAG = "\U0001f3f4"  # the emoji tag sequences of England's, Scotland's and Wales's flags
+_TAGS = range(0xE0020, 0xE0080)  # ... spell the region after it in tag characters
 
 
 def invisible_character(text: str) -> str | None:
-    """The first invisible formatting character in the text that no writing needs, named
+    """The first invisible formatting character in the text that nothing written needs, named
     (`U+202E RIGHT-TO-LEFT OVERRIDE`); None when there is none."""
+    in_flag = False
     for char in text:
-        if unicodedata.category(char) in _INVISIBLE_CATEGORIES and char not in _NEEDED_BY_WRITING:
+        tag = ord(char) in _TAGS
+        in_flag = (in_flag and tag) or char == _BLACK_FLAG
+        if (
+            unicodedata.category(char) in _INVISIBLE_CATEGORIES
+            and char not in _NEEDED_BY_WRITING
+            and not (tag and in_flag)
+        ):
             return f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
     return None
 

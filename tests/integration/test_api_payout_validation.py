@@ -116,7 +116,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"accountTitle": "Ali\u2028Khan"},
         "accountTitle",
     ),
-    "purpose ending in a directional isolate": ({"purpose": "salary\u2066"}, "purpose"),
+    "purpose with a left-to-right override": ({"purpose": "salary \u202dyraS"}, "purpose"),
     "purpose after a byte order mark": ({"purpose": "\ufeffsalary"}, "purpose"),
     "currency USD": ({"currency": "USD"}, "currency"),
     "purpose 141 chars": ({"purpose": "p" * 141}, "purpose"),
