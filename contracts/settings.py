@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     # The proxies whose X-Forwarded-Proto and X-Forwarded-For the API believes (uvicorn's
     # forwarded_allow_ips: addresses or networks, comma-separated, or *). Behind a TLS proxy on
     # another host the dashboard took every request for plain HTTP: its cookies were not Secure
-    # and its Origin check refused every form (https:// is not http://).
-    forwarded_allow_ips: str = "127.0.0.1"
+    # and its Origin check refused every form (https:// is not http://). Unset: uvicorn's own
+    # FORWARDED_ALLOW_IPS, else 127.0.0.1.
+    forwarded_allow_ips: str | None = None
     # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
     shutdown_drain_seconds: float = Field(default=1.0, ge=0, le=60)
     psp_secret: str = DEFAULT_PSP_SECRET
