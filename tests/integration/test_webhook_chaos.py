@@ -582,11 +582,11 @@ async def test_another_merchants_delay_leaves_a_clean_merchants_lease_as_it_is(
     receiver: WebhookReceiver,
     webhook_settings: Settings,
 ) -> None:
-    """Leased in one batch with a merchant whose chaos holds its attempts 8 s, a clean
-    merchant's delivery was leased 8 s longer: after a crash its webhook waited out the other
+    """Leased in one batch with a merchant whose chaos holds its attempts 3 s, a clean
+    merchant's delivery was leased 3 s longer: after a crash its webhook waited out the other
     merchant's hold too (found by the review of the webhook service)."""
     _, chaotic_row = await chaos_event(
-        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=8)
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=3)
     )
     async with WebhookReceiver() as clean_receiver:
         release = asyncio.Event()
@@ -618,7 +618,7 @@ async def test_a_held_attempt_is_signed_with_the_endpoint_as_it_is_once_the_hold
     seconds later signed with the leaked secret alone, read before the hold (found by the review
     of the webhook service)."""
     merchant, row = await chaos_event(
-        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=5)
+        api_client, make_merchant, sessions, receiver, WebhookChaos(delay_seconds=3)
     )
     await relay(rabbit, row)
 
