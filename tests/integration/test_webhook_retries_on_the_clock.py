@@ -36,7 +36,7 @@ from contracts.topology import (
 )
 from contracts.webhooks import retry_due_headers
 from processor_service.stalled_deliveries import resend_stalled_deliveries
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth
 from tests.support.polling import eventually
@@ -65,6 +65,19 @@ from webhook_service.sender import WebhookSender
 HOUR = 3600
 SHORT_LADDER = (5, 300, 1800)  # three tiers: four attempts
 README_LADDER = (5, 300, 1800, 7200, 18000, 36000, 36000)  # about 27.6 h in all
+
+
+@pytest.fixture(scope="module")
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API not waiting for each advance to settle: no processor runs here to submit the
+    payouts, and every advance waited the whole 10 s (130 s of each CI run). Nor remembering a
+    merchant: a test sets its webhook URL in the database, where the API's 2-second copy of it
+    had expired during that wait."""
+    unsettled = settings.model_copy(
+        update={"sandbox_clock_wait_seconds": 0.0, "api_key_cache_seconds": 0.0}
+    )
+    async with in_process_api(unsettled) as client:
+        yield client
 
 
 @asynccontextmanager
