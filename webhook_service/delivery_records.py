@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -179,23 +179,16 @@ async def lease_deliveries(
 
     One statement. IGNORE turns a row whose event is not recorded (foreign key) into a warning:
     that row is simply not created, and the read that follows finds no delivery for it."""
-    # One lock order for every consumer, so two leasing batches do not deadlock.
-    ordered = sorted(requests, key=lambda request: request.event.id)
-    rows = [_new_row(request, token=token, now=now) for request in ordered]
-    assert tuple(rows[0]) == _NEW_ROW_COLUMNS, "the lease is compiled with _NEW_ROW_COLUMNS"
+    rows = [
+        _new_row(request, token=token, now=now) | {_LEASE_SECONDS: lease_seconds[request.event.id]}
+        # One lock order for every consumer, so two leasing batches do not deadlock.
+        for request in sorted(requests, key=lambda request: request.event.id)
+    ]
+    assert tuple(rows[0]) == (*_NEW_ROW_COLUMNS, _LEASE_SECONDS), "the lease is compiled with them"
     # Padded with copies of the last row: a copy finds the row its original just wrote or
     # leased (or, like it, no event) and changes nothing, as a copy of a message would.
     rows = padded(rows, rows[-1])
-    seconds = [lease_seconds[request.event.id] for request in ordered]
-    seconds = padded(seconds, seconds[-1])
-    params = numbered(rows) | {
-        _lease_seconds_parameter(row): value for row, value in enumerate(seconds)
-    }
-    await _run_compiled(session, _compiled_lease, len(rows), params)
-
-
-def _lease_seconds_parameter(row: int) -> str:
-    return f"row{row}_lease_seconds"
+    await _run_compiled(session, _compiled_lease, len(rows), numbered(rows))
 
 
 def _padded_sizes(max_batch: int) -> list[int]:
@@ -263,7 +256,7 @@ def _lease_statement(size: int) -> Insert:
             {name: numbered_parameter(name, row) for name in _NEW_ROW_COLUMNS}
             | {
                 "leased_until": database_now_plus(
-                    bindparam(_lease_seconds_parameter(row), type_=Integer)
+                    bindparam(f"row{row}_{_LEASE_SECONDS}", type_=Integer)
                 )
             }
             for row in range(size)
@@ -307,9 +300,6 @@ def _lease_statement(size: int) -> Insert:
     )
 
 
-Padded = TypeVar("Padded")
-
-
 def numbered_parameter(name: str, row: int) -> BindParameter[Any]:
     """Row `row`'s value of column `name` in a statement built once per number of rows."""
     return bindparam(f"row{row}_{name}", type_=_DELIVERIES.c[name].type)
@@ -322,7 +312,7 @@ def numbered(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def padded(rows: list[Padded], filler: Padded) -> list[Padded]:
+def padded(rows: list[dict[str, Any]], filler: dict[str, Any]) -> list[dict[str, Any]]:
     """`rows` and as many `filler` rows after them as make a power of two: a statement built
     per number of rows is built, keyed and compiled for 8 sizes up to 128, not for 128 (each
     size's first batch paid for it: a tenth of the service's CPU in a ten-second burst)."""
@@ -334,6 +324,8 @@ def _padded_size(rows: int) -> int:
     return 1 << (rows - 1).bit_length()
 
 
+# A lease row's own lease length (seconds): a parameter of its leased_until, not a column.
+_LEASE_SECONDS = "lease_seconds"
 # What _new_row gives: the columns the lease is compiled with (ahead of any batch).
 _NEW_ROW_COLUMNS = (
     "id",
