@@ -78,6 +78,7 @@ from webhook_service.delivery_records import (
     retrying,
 )
 from webhook_service.endpoints import Endpoint, EndpointCache
+from webhook_service.in_flight import counted
 from webhook_service.retry_ladder import RetryLadder, RetryStep, retry_after_seconds
 from webhook_service.sender import AttemptResult, WebhookSender
 from webhook_service.slow_endpoints import SlowEndpoints
@@ -535,16 +536,11 @@ class EventDelivery:
         for the longest hold, and no transaction, lock or connection is held while waiting."""
         if chaos not in HOLDS:
             return False
-        self._holds[event.merchant_id] += 1
-        try:
+        with counted(self._holds, event.merchant_id):
             if chaos is ChaosKind.DELAYED:
                 await asyncio.sleep(delay_seconds(endpoint.chaos))
             else:
                 await self._until_final_event_delivered(event.id)
-        finally:
-            self._holds[event.merchant_id] -= 1
-            if not self._holds[event.merchant_id]:
-                del self._holds[event.merchant_id]
         return True
 
     async def _until_final_event_delivered(self, event_id: str) -> None:

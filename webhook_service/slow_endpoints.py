@@ -9,10 +9,11 @@ busy host's second-long answers do not count)."""
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from contracts.expiring_map import ExpiringMap
+from webhook_service.in_flight import counted
 
 REMEMBERED_SECONDS = 60.0
 
@@ -32,16 +33,9 @@ class SlowEndpoints:
             or self._in_flight[merchant_id] < self.max_in_flight_when_slow
         )
 
-    @contextmanager
-    def in_flight(self, merchant_id: str) -> Iterator[None]:
+    def in_flight(self, merchant_id: str) -> AbstractContextManager[None]:
         """A message of the merchant, from its admission until its attempt is recorded."""
-        self._in_flight[merchant_id] += 1
-        try:
-            yield
-        finally:
-            self._in_flight[merchant_id] -= 1
-            if not self._in_flight[merchant_id]:
-                del self._in_flight[merchant_id]
+        return counted(self._in_flight, merchant_id)
 
     def answered(self, merchant_id: str, seconds: float) -> None:
         """A call to the merchant's endpoint ended after `seconds` (answered or not)."""
