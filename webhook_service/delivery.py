@@ -16,8 +16,9 @@ prefetch), and no transaction or lock is held while an endpoint is called:
 Duplicates of a message (at-least-once) never send twice. A copy in the same batch is acked: the
 copy asking for the highest generation carries the event. A copy that finds the delivery leased
 elsewhere waits in a retry queue until the lease runs out, then finds it delivered (ack) or
-leases it itself. A consumer that dies mid-attempt leaves a lease that expires, and RabbitMQ
-redelivers its unacked message.
+leases it itself. A copy that finds the delivery parked is acked: every path that sends a parked
+delivery again reopens it first. A consumer that dies mid-attempt leaves a lease that
+expires, and RabbitMQ redelivers its unacked message.
 
 A merchant without a webhook URL gets no HTTP call: the delivery is PARKED at once with the
 reason, and no message goes to the parking lot (it needs the merchant, not an operator). After
@@ -91,6 +92,7 @@ ALREADY_DELIVERED = "already delivered"
 DUPLICATE = "a copy of this message in the same batch carries the event"
 LEASED_ELSEWHERE = "another attempt holds the delivery's lease"
 ENDPOINT_BUSY = "the merchant's slow endpoint has its share of calls in flight"
+ALREADY_PARKED = "the delivery is parked: its ladder took this message already"
 SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
 PARKED_AGAIN = "the retry ladder was exhausted"
 
@@ -376,6 +378,8 @@ class EventDelivery:
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
             if self._parked_by(request, delivery):
                 return Decision(Disposition.PARK, delivery.last_error or PARKED_AGAIN)
+            if delivery.status == DeliveryStatus.PARKED:
+                return Decision(Disposition.DONE, ALREADY_PARKED)
             if superseded(request, delivery):
                 return Decision(Disposition.DONE, SUPERSEDED)
             return self._leased_elsewhere(request, delivery)

@@ -18,8 +18,10 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Insert,
     Integer,
+    Subquery,
     Update,
     and_,
     bindparam,
@@ -263,9 +265,18 @@ def _lease_statement(size: int) -> Insert:
         ]
     )
     asked = statement.inserted
+    # Neither delivered at the generation asked nor parked: every path that sends a parked
+    # delivery again (a resend, a recover, the parking lot's replay) reopens it to PENDING
+    # first, so a message finding it parked is a late copy of one its ladder already took.
     undelivered = or_(
-        _DELIVERIES.c.status != DeliveryStatus.DELIVERED.value,
-        _DELIVERIES.c.delivered_generation < asked.generation,
+        and_(
+            _DELIVERIES.c.status != DeliveryStatus.DELIVERED.value,
+            _DELIVERIES.c.status != DeliveryStatus.PARKED.value,
+        ),
+        and_(
+            _DELIVERIES.c.status == DeliveryStatus.DELIVERED.value,
+            _DELIVERIES.c.delivered_generation < asked.generation,
+        ),
     )
     # A waiting retry's copy (next_attempt_at: its due time) only while the delivery still
     # waits for that very retry.
@@ -409,7 +420,7 @@ async def record_attempts(
     return held
 
 
-_RECORD_ROW_COLUMNS = ("id", "lease_token", *RECORDED_COLUMNS)
+_RECORD_ROW_COLUMNS = ("id", "lease_token", "generation", *RECORDED_COLUMNS)
 _NO_DELIVERY = dict.fromkeys(_RECORD_ROW_COLUMNS)  # a NULL id matches no delivery
 _INSERT_ATTEMPTS = insert(table_of(WebhookAttempt))
 
@@ -430,8 +441,22 @@ def _record_statement(size: int) -> Update:
         )
         .values(
             {name: recorded.c[name] for name in RECORDED_COLUMNS}
-            | {"lease_token": None, "leased_until": None}
+            | {"status": _status_recorded(recorded), "lease_token": None, "leased_until": None}
         )
+    )
+
+
+def _status_recorded(recorded: Subquery) -> ColumnElement[Any]:
+    """The attempt's new status; but a delivery the merchant sent again (a resend raised its
+    generation) while its last attempt was in flight waits for that resend (PENDING), not
+    parked: a message finding its delivery parked is taken for a late copy and acked."""
+    return func.if_(
+        and_(
+            recorded.c.status == DeliveryStatus.PARKED.value,
+            _DELIVERIES.c.generation != recorded.c.generation,
+        ),
+        DeliveryStatus.PENDING.value,
+        recorded.c.status,
     )
 
 

@@ -85,6 +85,7 @@ from tests.support.webhook_flow import (
 )
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
 from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition
+from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
 
@@ -886,6 +887,71 @@ async def test_two_parked_copies_of_a_retry_its_delivery_waits_for_are_moved_onc
     )
 
     assert (result.moved, result.dropped) == (1, 1)
+
+
+async def test_a_late_copy_of_the_original_message_leaves_a_parked_delivery_parked(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The ladder ran out and parked the delivery; then a copy of the event's first message
+    arrives (at-least-once: the relay published it twice). It is acked: the delivery stays
+    parked, no call is made. It leased the delivery and started a second ladder."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(503))
+    request = first_request(row)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
+        for _ in LADDER:
+            request = retry_of(request, await d.deliver(request))
+        assert (await d.deliver(request)).disposition == Disposition.PARK
+
+        late_copy = await d.deliver(first_request(row))
+
+    assert late_copy.disposition == Disposition.DONE
+    assert len(receiver.requests) == len(LADDER) + 1
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (DeliveryStatus.PARKED, len(LADDER) + 1)
+
+
+async def test_a_resend_during_the_ladders_last_attempt_is_delivered(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The merchant resends while the last attempt of the ladder is in flight: that attempt
+    fails, and the delivery waits for the resend (PENDING), not parked: parked, the resend's
+    message would find it parked and be taken for a late copy."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    last_answer = asyncio.Event()
+    receiver.reply_with(*[Reply(503)] * len(LADDER), Reply(503, held_until=last_answer))
+    request = first_request(row)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
+        for _ in LADDER:
+            request = retry_of(request, await d.deliver(request))
+        last_attempt = asyncio.create_task(d.deliver(request))
+        await receiver.wait_for_requests(len(LADDER) + 1)
+        leased = await delivery_of(sessions, event_id_of(row))
+        assert leased is not None
+        resent = await resend(api_client, sessions, merchant, leased)
+        last_answer.set()
+        assert (await last_attempt).disposition == Disposition.PARK
+        stored = await delivery_of(sessions, event_id_of(row))
+        assert stored is not None and stored.status == DeliveryStatus.PENDING
+
+        resend_request = DeliveryRequest.of_message(
+            PayoutStatusChanged.model_validate_json(resent.body),
+            resent.headers or {},
+            redelivered=False,
+            exchange=resent.exchange,
+        )
+        assert (await d.deliver(resend_request)).reason == DELIVERED
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=len(LADDER) + 2)
 
 
 async def test_a_parked_resend_of_a_delivery_waiting_for_it_is_moved(
