@@ -78,8 +78,9 @@ _ACCOUNT = re.compile(
     r"\bPK\d{2} ?[A-Z]{4}(?: ?\d{4}){4}\b|(?<![A-Za-z0-9-])\d{10,}(?![A-Za-z0-9-])",
     re.IGNORECASE,
 )
-# Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was).
-_SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_-]+")
+# Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was),
+# percent-encoded too (a form body's `whsec_ab%2Bcd`: the mask stopped at the `%`).
+_SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_%-]+")
 # The value after a secret-bearing name: `X-API-KEY: v`, `'x-api-key': 'v'`, `psp_secret=v`,
 # `password='v': too short`, `("x-api-key", "v")`, ... In the last form (a name, a comma, a
 # value) the value must not be a JSON key: in `{"field":"api_key","message":"..."}` the name is a

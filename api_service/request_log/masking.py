@@ -4,8 +4,8 @@ account fields of a JSON body masked whatever their length; at most `MAX_KEPT_CH
 most `MAX_KEPT_BYTES` of UTF-8 (the column holds 65,535 bytes, and 16 KiB of 4-byte characters
 would not fit: the insert of the whole flush failed)."""
 
-import contextlib
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -67,7 +67,10 @@ def _written(value: Any) -> str:
         return "[" + ",".join(_written(item) for item in value) + "]"
     if isinstance(value, _Number):
         return str.__str__(value)
-    return orjson.dumps(value).decode()  # a string, true, false, null
+    try:
+        return orjson.dumps(value).decode()  # a string, true, false, null
+    except orjson.JSONEncodeError:  # a lone surrogate (`"\\ud800"`), which orjson cannot write
+        return json.dumps(value)  # escaped as it was sent
 
 
 def _kept_field(key: str, item: Any) -> Any:
@@ -76,16 +79,37 @@ def _kept_field(key: str, item: Any) -> Any:
     return REDACTED if names_a_secret(key) else item
 
 
+# A JSON string's escapes, but a surrogate's (undone alone, it is a string UTF-8 cannot hold).
+_JSON_ESCAPE = re.compile(r"""\\(?:u(?![dD][89a-fA-F])([0-9a-fA-F]{4})|(["\\/]))""")
+
+
+def _masked_text(text: str) -> str:
+    """A body that is not JSON (malformed, a form), masked as text, kept as sent; but a JSON
+    escape hides a secret from the masks (a PHP client's `whsec_ab\\/cd`, `mpk\\u005ftest_...`):
+    where undoing the escapes shows something to mask, the body is kept with them undone."""
+    masked = redact(text)
+    unescaped = _JSON_ESCAPE.sub(_unescaped, text)
+    if unescaped == text:
+        return masked
+    masked_unescaped = redact(unescaped)
+    return masked if masked_unescaped == unescaped else masked_unescaped
+
+
+def _unescaped(escape: re.Match[str]) -> str:
+    code, character = escape.groups()
+    return chr(int(code, 16)) if code else character
+
+
 def kept_body(raw: bytes) -> str | None:
     """The body as the log keeps it; None when there was none."""
     if not raw:
         return None
     text = raw.decode(json.detect_encoding(raw), errors="replace")  # as the API reads it
-    # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses: kept
-    # as sent.
-    with contextlib.suppress(ValueError, orjson.JSONEncodeError, RecursionError):
-        text = _written(_DECODER.decode(text))
-    text = redact(text)
+    try:
+        text = redact(_written(_DECODER.decode(text)))
+    except (ValueError, RecursionError):
+        # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses.
+        text = _masked_text(text)
     kept = text[:MAX_KEPT_CHARS]
     encoded = kept.encode()
     if len(encoded) > MAX_KEPT_BYTES:

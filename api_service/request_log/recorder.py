@@ -106,7 +106,9 @@ def _row(
     # An api_key or an account number sent in the query was kept whole for the log's 7 days;
     # so was one in the path (`/payouts/mpk_test_...`), or sent as the idempotency key.
     query = kept_query(scope.get("query_string", b"").decode("latin-1"))
-    idempotency_key = request_headers.get("x-idempotency-key")
+    # The key the API read: none when the header came twice (it refused the request for it).
+    idempotency_keys = request_headers.getlist("x-idempotency-key")
+    idempotency_key = idempotency_keys[0] if len(idempotency_keys) == 1 else None
     return {
         "merchant_id": merchant_id,
         "request_id": scope["state"]["request_id"],

@@ -421,6 +421,27 @@ async def test_readiness_takes_no_retry_of_a_request_refused_behind_a_timeout_as
     assert "1 such request refused behind the fault" in item["evidence"]
 
 
+async def test_readiness_takes_a_retry_refused_for_a_repeated_key_header_for_no_retry_alike(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """The retry carried X-IDEMPOTENCY-KEY twice, the lost request's key first (a client library
+    merging headers): the API read no key (400 INVALID_IDEMPOTENCY_KEY), but the log kept the
+    first, and the report passed "reused its idempotency key"."""
+    merchant = await make_merchant()
+    body, key = payout_body(), new_key()
+    await post_payout(api_client, merchant, body, key, "timeout-after-commit")
+    headers = [("X-API-KEY", merchant.api_key), ("X-IDEMPOTENCY-KEY", key)]
+    retry = await api_client.post(
+        f"{API}/payouts", json=body, headers=[*headers, ("X-IDEMPOTENCY-KEY", new_key())]
+    )
+    assert_error(retry, 400, "INVALID_IDEMPOTENCY_KEY")
+    logged_retry, _ = await logged_requests(api_client, merchant, 2)
+
+    assert logged_retry["idempotencyKey"] is None
+    item = (await readiness(api_client, merchant))["timeout_retry_same_key"]
+    assert item["status"] == "failed", item
+
+
 async def test_readiness_tells_two_accounts_ending_alike_apart(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:

@@ -1,6 +1,9 @@
 """The fault spec of X-Sandbox-Fault and PUT /sandbox/faults, and what the request log keeps of a
 body."""
 
+import base64
+from urllib.parse import urlencode
+
 import orjson
 import pytest
 
@@ -186,3 +189,45 @@ def test_the_latency_histogram_tells_an_injected_latency_apart() -> None:
     """Past 5 s every latency fault fell in +Inf, whatever it was."""
     buckets = LATENCY._upper_bounds
     assert MAX_LATENCY_MS / 1000 in buckets
+
+
+# A webhook secret as contracts.api_keys.new_webhook_secret makes them (standard base64): its
+# `+` and `/` are percent-encoded in a form, and escaped as `\/` by a PHP client's JSON.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"\xfb\xff\xbf" * 3 + b"tail-of-the-secret").decode()
+
+
+def test_the_log_masks_a_webhook_secret_in_a_form_body() -> None:
+    """The mask stopped at the first `%2B`: the rest of the secret was kept."""
+    kept = kept_body(urlencode({"secret": WEBHOOK_SECRET, "note": "rotate"}).encode())
+    assert kept == "secret=whsec_[REDACTED]&note=rotate"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        '{"note": "mpk\\u005ftest_abcdef0123456789",}',  # a trailing comma: malformed
+        '{"note": "' + WEBHOOK_SECRET.replace("/", "\\/") + '"',  # cut short: malformed
+    ],
+)
+def test_the_log_masks_a_secret_a_json_escape_hides_in_a_malformed_body(sent: str) -> None:
+    kept = kept_body(sent.encode())
+    assert kept is not None and "[REDACTED]" in kept
+    assert "abcdef0123456789" not in kept and WEBHOOK_SECRET[-16:] not in kept, kept
+
+
+def test_the_log_keeps_a_malformed_body_as_sent_when_its_escapes_hide_nothing() -> None:
+    sent = '{"note": "a \\"quote\\" and \\ud800",'
+    assert kept_body(sent.encode()) == sent
+
+
+def test_the_log_masks_a_json_body_with_a_lone_surrogate() -> None:
+    """orjson cannot write a lone surrogate back: the body was kept as sent, its escaped secret
+    name and key unmasked, its account field whole."""
+    sent = (
+        '{"merchantReference": "\\ud800", "note": "mpk\\u005ftest_abcdef0123456789",'
+        ' "accountNumber": "0300-1234567", "psp\\u005fsecret": "hunter2-hunter2"}'
+    )
+    assert kept_body(sent.encode()) == (
+        '{"merchantReference":"\\ud800","note":"mpk_test_[REDACTED]",'
+        '"accountNumber":"********4567","psp_secret":"[REDACTED]"}'
+    )
