@@ -111,7 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_dashboard(app, settings)
-    install_exception_handlers(app)  # with the innermost middleware, for unexpected errors
+    # With the innermost middleware, for unexpected errors.
+    install_exception_handlers(app, dashboard_html_pages(settings))
     # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults, then the request
     # log (which records them), then request ids.
     app.add_middleware(HeadAsGetMiddleware)

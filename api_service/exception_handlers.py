@@ -1,6 +1,7 @@
 """One place renders every error: domain errors, validation errors, outages, the unexpected."""
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body, json_response
 from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
-from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER
+from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER, HtmlPages
 from contracts.db.outages import is_outage
 
 log = logging.getLogger("api")
@@ -64,17 +65,29 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-    headers = dict(exc.headers) if exc.headers else None
-    if exc.status_code == 405:
-        # No route of ours at the path: a mounted app's (the dashboard's static files).
-        mounted = (headers or {}).get("Allow", "GET, HEAD")
-        headers = {**(headers or {}), "Allow": _allowed_methods(request) or mounted}
-    return json_response(
-        error_body(code, str(exc.detail), request_id_of(request)), exc.status_code, headers
-    )
+def _on_http_error(
+    html_pages: HtmlPages | None,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """No route, or none for the method (Starlette's HTTPException): the API's error envelope,
+    but a page under the dashboard's paths (a browser shows the address bar's GET of a form's
+    action, or a mistyped address: it showed raw JSON)."""
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # No route of ours at the path: a mounted app's (the dashboard's static files).
+            mounted = headers.get("Allow", "GET, HEAD")
+            headers["Allow"] = _allowed_methods(request) or mounted
+        if html_pages and request.url.path.startswith(html_pages.prefix):
+            response = html_pages.render(exc.status_code, str(exc.detail), code)
+            response.headers.update(headers)
+            return response
+        body = error_body(code, str(exc.detail), request_id_of(request))
+        return json_response(body, exc.status_code, headers or None)
+
+    return on_http_error
 
 
 async def _on_database_error(request: Request, exc: Exception) -> Response:
@@ -127,10 +140,10 @@ class UnexpectedErrorMiddleware:
             await response(scope, receive, send)
 
 
-def install_exception_handlers(app: FastAPI) -> None:
+def install_exception_handlers(app: FastAPI, html_pages: HtmlPages | None) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error(html_pages))
     app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(PoolTimeout, _on_database_error)
     app.add_exception_handler(ConnectionError, _on_database_error)

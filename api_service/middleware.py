@@ -30,7 +30,7 @@ class HtmlPages:
     runs gets `render`'s page there, not the API's JSON (a payroll file over the limit)."""
 
     prefix: str
-    render: Callable[[ApiError], Response]
+    render: Callable[[int, str, str], Response]  # status code, message, error code
 
 
 class RequestContextMiddleware:
@@ -91,7 +91,10 @@ class RequestContextMiddleware:
         if declared_bytes is not None and declared_bytes > limit:
             too_large = PayloadTooLarge(_too_large(limit))
             if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
-                await self.html_pages.render(too_large)(scope, receive, send)
+                page = self.html_pages.render(
+                    too_large.status_code, too_large.message, too_large.code
+                )
+                await page(scope, receive, send)
             else:
                 await reject(send, request_id, too_large)
             return

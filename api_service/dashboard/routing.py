@@ -28,9 +28,10 @@ def error_page(status_code: int, message: str, code: str = "") -> Response:
     return page("error.html", context, status_code=status_code)
 
 
-def refusal_page(error: ApiError) -> Response:
-    """The page of a request refused before any route ran (a file over the size limit)."""
-    response = error_page(error.status_code, error.message, error.code)
+def refusal_page(status_code: int, message: str, code: str) -> Response:
+    """The page of a request refused outside the dashboard's routes: before any route ran (a
+    file over the size limit), or by none (an address with no page, or no page for GET)."""
+    response = error_page(status_code, message, code)
     response.headers.update(SECURITY_HEADERS)
     return response
 

@@ -1,7 +1,8 @@
-"""The dashboard's forms judge a value as the API does. They trimmed with `str.strip()`, which
-takes U+001C-U+001F (control characters) for spaces: a top-up of `10.00` + U+001F credited
-10.00, and a webhook URL or a fault ending in one was saved without it, where the API refuses
-each such value naming its field."""
+"""The dashboard's forms judge a value as the API does, a double submit shows the first post's
+answer, and an address with no page answers a page. The forms trimmed with `str.strip()`,
+which takes U+001C-U+001F (control characters) for spaces: a top-up of `10.00` + U+001F
+credited 10.00, and a webhook URL or a fault ending in one was saved without it, where the API
+refuses each such value naming its field."""
 
 import uuid
 from collections.abc import AsyncIterator
@@ -80,3 +81,72 @@ async def test_a_fault_ending_in_a_control_character_is_not_saved(
     faults = await dashboard.get("/api/v1/sandbox/faults", headers=auth(merchant))
     assert faults.status_code == 200, faults.text
     assert faults.json()["data"]["fault"] is None
+
+
+async def test_a_fault_percent_in_other_digits_is_not_saved(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Arabic-Indic digits (U+0661 U+0660) saved a 10 % fault; the API refuses such a number."""
+    merchant = await make_merchant()
+    csrf = await signed_in(dashboard, merchant)
+
+    answer = await dashboard.post(
+        "/dashboard/sandbox/faults",
+        data={"csrf_token": csrf, "fault": "status=503", "percent": "\u0661\u0660"},
+    )
+
+    assert answer.status_code == 400, answer.text
+    faults = await dashboard.get("/api/v1/sandbox/faults", headers=auth(merchant))
+    assert faults.json()["data"]["fault"] is None
+
+
+async def test_a_test_event_sent_twice_with_its_forms_key_shows_the_first_payout(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A double click on "Send a test event": each post made its own reference (the clock and a
+    random suffix), so the second was the form's key with another body, and the merchant saw an
+    IDEMPOTENCY_KEY_REUSED page for a test event that had been sent."""
+    merchant = await make_merchant(webhook_url="http://127.0.0.1:9/hooks")
+    csrf = await signed_in(dashboard, merchant)
+    form = {"csrf_token": csrf, "idempotency_key": str(uuid.uuid4())}
+
+    first = await dashboard.post("/dashboard/webhooks/test", data=form)
+    again = await dashboard.post("/dashboard/webhooks/test", data=form)
+
+    assert first.status_code == again.status_code == 303, again.text
+    assert again.headers["location"] == first.headers["location"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        # Where a form's POST left the browser: Enter in the address bar, a bookmark or "open
+        # in a new tab" sends a GET there.
+        ("/dashboard/balance/top-up", 405),
+        ("/dashboard/webhooks/secret", 405),
+        ("/dashboard/payouts/bulk/confirm", 405),
+        ("/dashboard/payout", 404),  # mistyped
+    ],
+)
+async def test_a_dashboard_address_without_a_page_answers_a_page(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory, path: str, status: int
+) -> None:
+    """It answered the API's JSON envelope, which the browser shows raw."""
+    await signed_in(dashboard, await make_merchant())
+
+    answer = await dashboard.get(path)
+
+    assert answer.status_code == status
+    assert answer.headers["content-type"].startswith("text/html"), answer.text[:200]
+    assert answer.headers["content-security-policy"]
+    if status == 405:
+        assert answer.headers["allow"] == "POST"
+
+
+async def test_an_api_address_without_a_route_still_answers_json(
+    dashboard: httpx.AsyncClient,
+) -> None:
+    answer = await dashboard.get("/api/v1/payout")
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "NOT_FOUND"

@@ -23,7 +23,8 @@ router = dashboard_router()
 SANDBOX = "/dashboard/sandbox"
 REQUESTS_SHOWN = 50
 MAX_CURSOR = 2**63 - 1
-WHOLE_NUMBER = re.compile(r"-?\d{1,12}")
+# ASCII digits, as the API reads a number: `\d` took Arabic-Indic digits (U+0661 U+0660) for 10.
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
 
 FAULT_PRESETS = (
     ("status=503", "503 Service Unavailable, Retry-After: 2"),

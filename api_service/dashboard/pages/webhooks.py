@@ -2,7 +2,7 @@
 a test event, the deliveries by status (parked first; refreshed live while one is being
 attempted), resending one, and recovering every failed or parked delivery since a time."""
 
-import secrets
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -129,8 +129,11 @@ async def send_test_event(form: FormDep) -> Response:
     wallets = [w for w in (await form.api.directory()).data["wallets"] if w["isActive"]]
     if not wallets:
         raise ValidationFailed.on("walletCode", "no active wallet in the directory")
+    key = await form.text("idempotency_key")
     body = {
-        "merchantReference": f"webhook-test-{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(2)}",
+        # Of the form's key: a double submit sends the same body, and is answered the first
+        # post's payout (a reference of the clock was another body: IDEMPOTENCY_KEY_REUSED).
+        "merchantReference": f"webhook-test-{hashlib.sha256(key.encode()).hexdigest()[:20]}",
         "amount": "1.00",
         "destType": "WALLET",
         "walletCode": wallets[0]["code"],
@@ -138,7 +141,7 @@ async def send_test_event(form: FormDep) -> Response:
         "accountTitle": "Webhook test",
         "purpose": "Test event sent from the dashboard",
     }
-    answer = await form.api.create_payout(body, await form.text("idempotency_key"))
+    answer = await form.api.create_payout(body, key)
     return redirect(f"/dashboard/payouts/{answer.data['id']}", done="test-sent")
 
 
