@@ -4,7 +4,8 @@ aggregate queries (one pass over each table, fast on 100k payouts). Read-only.
 Invariants (CONTRACT.md, "Ledger"): every journal balances; each merchant's balance row equals the
 sum of its ledger lines per account; available >= 0 and held >= 0; each payout hold is posted or
 released at most once per hold cycle; held equals the payouts still in flight; each payout's
-current hold cycle has the journals of its status, and its earlier ones were released; each
+current hold cycle has the journals of its status, its earlier ones were released, and it has no
+journal outside them; each
 payout journal moves the payout's amount between its kind's accounts; a journal of no payout is a
 top-up into its own merchant's available; each journal's running balance (what /balance/history
 shows) follows from the lines before it.
@@ -211,6 +212,21 @@ _UNRELEASED_EARLIER_CYCLES = text(
 )
 
 
+# A payout journal belongs to one of the cycles its payout went through: 1 to its current one.
+# (The two checks above read the current cycle and those before it: a HOLD and a PAYOUT booked in
+# a cycle above it, or in none, debited the merchant twice, and reconcile was clean.)
+_JOURNALS_OUTSIDE_CYCLES = text(
+    """
+    SELECT j.id, j.kind, j.payout_id, j.hold_cycle, p.hold_cycle AS current_cycle
+    FROM ledger_journals j
+    JOIN payouts p ON p.id = j.payout_id
+    WHERE j.hold_cycle IS NULL OR j.hold_cycle < 1 OR j.hold_cycle > p.hold_cycle
+    ORDER BY j.id
+    LIMIT 100
+    """
+)
+
+
 # What /balance/history shows a merchant: each journal's lines carry the balance and available
 # it left, which follow from the merchant's lines before them (in line order: a merchant's lines
 # are written under its balance row's lock). Read at the journal's last line of the merchant
@@ -321,6 +337,12 @@ async def reconcile(session: AsyncSession) -> list[str]:
         for payout, cycle, holds, releases, paid in await _rows(
             session, _UNRELEASED_EARLIER_CYCLES, **kinds
         )
+    ]
+    problems += [
+        f"journal {journal} ({kind}) of payout {payout} is booked in "
+        f"{'no hold cycle' if cycle is None else f'hold cycle {cycle}'}, outside the cycles the "
+        f"payout went through (1 to its current {current})"
+        for journal, kind, payout, cycle, current in await _rows(session, _JOURNALS_OUTSIDE_CYCLES)
     ]
     return problems
 

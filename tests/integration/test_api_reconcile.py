@@ -147,6 +147,24 @@ async def _paid_in_two_cycles(session: AsyncSession, merchant_id: str, payout_id
     await session.execute(update(Payout).where(Payout.id == payout_id).values(hold_cycle=2))
 
 
+def _paid_outside_its_cycles(hold_cycle: int | None) -> Corruption:
+    """Held and paid out again through the ledger, in a cycle the payout never reached (or
+    none), its row left in cycle 1: debited twice, and reconcile was clean."""
+
+    async def corrupt(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+        for posting in (ledger.HOLD, ledger.PAYOUT):
+            await ledger.post(
+                session,
+                posting,
+                merchant_id=merchant_id,
+                payout_id=payout_id,
+                hold_cycle=hold_cycle,
+                amount=Decimal("100.00"),
+            )
+
+    return corrupt
+
+
 async def _another_amount(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
     await session.execute(
         update(Payout).where(Payout.id == payout_id).values(amount=Decimal("150.00"))
@@ -227,6 +245,15 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
         "is REVERSED but its hold cycle 1 has 1 HOLD, 1 PAYOUT, 0 RELEASE and 0 REVERSAL",
     ),
     "paid out in two hold cycles": (_paid_in_two_cycles, "hold cycle 1, before its current one"),
+    "paid out in a cycle above its current one": (
+        _paid_outside_its_cycles(2),
+        "(PAYOUT) of payout {payout} is booked in hold cycle 2, outside the cycles the payout "
+        "went through (1 to its current 1)",
+    ),
+    "paid out in no cycle": (
+        _paid_outside_its_cycles(None),
+        "(HOLD) of payout {payout} is booked in no hold cycle",
+    ),
     "journals of another amount than the payout's": (
         _another_amount,
         "(HOLD) of payout {payout} does not move its amount 150.00 from AVAILABLE to HELD",
