@@ -59,7 +59,7 @@ def _count(headers: Mapping[str, Any] | None, name: str) -> int:
     raw = (headers or {}).get(name, 0)
     try:
         return max(int(raw), 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a float infinity
         return 0
 
 
@@ -67,8 +67,14 @@ def _sendable(value: Any) -> Any:
     """A header value as it can be sent again: a text header that is not UTF-8 (another client
     published it) is read back as `bytes`, which the AMQP encoder refuses, and the one such
     message stopped every redrive and replay at itself, the messages behind it never moved. Sent
-    as a byte array instead, byte for byte."""
-    return bytearray(value) if isinstance(value, bytes) else value
+    as a byte array instead, byte for byte, at any depth of arrays and tables."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, list):
+        return [_sendable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _sendable(item) for key, item in value.items()}
+    return value
 
 
 def fresh_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -11,9 +11,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aio_pika
 import pamqp.encode
+import pytest
 
 from cli.supervisor import payouts_command
 from contracts.settings import Settings
@@ -49,25 +51,40 @@ def raw_long_string_headers() -> Iterator[None]:
         pamqp.encode.encode_table_value = _encode_table_value
 
 
-async def _publish_not_utf8_header(amqp_url: str, routing_key: str, body: bytes) -> str:
+NOT_UTF8_HEADER = {"x-payout-id": b"\xff\xfe"}
+# A text not in UTF-8 at the top of the headers, in an array, in a table.
+NOT_UTF8_HEADERS = {
+    "at the top": NOT_UTF8_HEADER,
+    "in an array": {"x-trace": [b"\xff\xfe"]},
+    "in a table": {"x-meta": {"note": b"\xff\xfe"}},
+}
+
+
+async def _publish_not_utf8_header(
+    amqp_url: str, routing_key: str, body: bytes, headers: dict[str, Any] = NOT_UTF8_HEADER
+) -> str:
     message_id = f"bad-header-{uuid.uuid4()}"
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         with raw_long_string_headers():
             await channel.default_exchange.publish(
-                aio_pika.Message(body, message_id=message_id, headers={"x-payout-id": b"\xff\xfe"}),
+                aio_pika.Message(body, message_id=message_id, headers=headers),
                 routing_key=routing_key,
             )
     return message_id
 
 
-async def _a_bad_dead_letter_then_a_good_one(settings: Settings, rabbit: RabbitClient) -> str:
+async def _a_bad_dead_letter_then_a_good_one(
+    settings: Settings, rabbit: RabbitClient, headers: dict[str, Any] = NOT_UTF8_HEADER
+) -> str:
     """The payout commands' dead-letter queue holds a message with a header not in UTF-8, then a
     good one: the good one's id."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
     await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
-    await _publish_not_utf8_header(settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}")
+    await _publish_not_utf8_header(
+        settings.amqp_url, PAYOUT_COMMANDS.dead_letter_queue, b"{}", headers
+    )
     good = f"good-{uuid.uuid4()}"
     await rabbit.publish(
         b"{}",
@@ -83,13 +100,14 @@ async def _ids_in(rabbit: RabbitClient, queue: str) -> set[str | None]:
     return {message.message_id for message in taken}
 
 
+@pytest.mark.parametrize("headers", NOT_UTF8_HEADERS.values(), ids=NOT_UTF8_HEADERS.keys())
 async def test_a_dead_letter_with_a_header_not_utf8_does_not_block_the_cli_redrive(
-    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient, headers: dict[str, Any]
 ) -> None:
     """A dead letter whose header is not UTF-8 (published by another client) made `payouts dlq
     redrive` die on a TypeError traceback, every time, and the good dead letters behind it were
-    never moved back."""
-    good = await _a_bad_dead_letter_then_a_good_one(settings, rabbit)
+    never moved back (then still when the text was in an array or a table)."""
+    good = await _a_bad_dead_letter_then_a_good_one(settings, rabbit, headers)
 
     done = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)
     done_again = payouts(service_env, "dlq", "redrive", PAYOUT_COMMANDS.name)

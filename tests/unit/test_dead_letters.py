@@ -6,6 +6,7 @@ from typing import Any, cast
 from aio_pika.abc import AbstractIncomingMessage
 
 from contracts.dead_letters import DeadLetter
+from contracts.redelivery import retry_count
 from contracts.topology import LAST_ERROR_HEADER, RETRY_COUNT_HEADER
 
 RETRIED = {RETRY_COUNT_HEADER: 1, LAST_ERROR_HEADER: "OperationalError: db restarting"}
@@ -47,3 +48,10 @@ def test_a_header_published_by_hand_in_bytes_that_are_not_utf_8_is_shown_escaped
     """`payouts dlq list` and the operations page died on a UnicodeDecodeError."""
     dead = letter({"x-payout-id": b"p-\xff", LAST_ERROR_HEADER: b"bad \xfe body"})
     assert (dead.payout_id, dead.reason) == ("p-\\xff", "bad \\xfe body")
+
+
+def test_a_retry_count_that_is_no_whole_number_counts_as_none() -> None:
+    """A float infinity (another client's) raised OverflowError out of int()."""
+    for odd in (float("inf"), float("nan"), "x", None, -3):
+        assert retry_count({RETRY_COUNT_HEADER: odd}) == 0
+    assert retry_count({RETRY_COUNT_HEADER: 2}) == 2
