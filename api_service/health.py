@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 from typing import Literal
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -12,6 +11,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 
 from api_service.envelope import json_response
+from contracts.amqp_connection import connect
 from contracts.wire import dumps
 
 router = APIRouter(tags=["health"])
@@ -63,7 +63,7 @@ class BrokerProbe:
 
     async def _round_trip(self) -> None:
         if self.connection is None or self.connection.is_closed or self.channel is None:
-            self.connection = await aio_pika.connect(self.amqp_url)
+            self.connection = await connect(self.amqp_url)
             self.channel = await self.connection.channel()
         await self.channel.declare_exchange(ALWAYS_THERE, passive=True)
 

@@ -10,6 +10,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
+from contracts.amqp_connection import connect
 from contracts.redelivery import fresh_copy, retry_count
 from contracts.topology import LAST_ERROR_HEADER, PAYOUT_ID_HEADER
 
@@ -65,7 +66,7 @@ async def _waiting(channel: aio_pika.abc.AbstractChannel, name: str) -> tuple[Ab
 
 async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
     """The first `limit` dead letters, left where they are (fetched, then requeued)."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         queue, waiting = await _waiting(channel, f"{work_queue}.dead")
@@ -84,7 +85,7 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
 
 async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
     """Move up to `limit` dead letters back to the work queue: publish (confirmed), then ack."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     moved = 0
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

@@ -10,9 +10,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, ExchangeType
 from aiormq.exceptions import AMQPConnectionError
+
+from contracts.amqp_connection import connect
 
 COMMANDS_EXCHANGE = "payouts.commands"  # direct: commands to the processor
 EVENTS_EXCHANGE = "payouts.events"  # topic: payout status events, routing key = event type
@@ -157,7 +158,7 @@ async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> Non
     backoff = 0.2
     while True:
         try:
-            connection = await aio_pika.connect(amqp_url)
+            connection = await connect(amqp_url)
             break
         except (AMQPConnectionError, OSError) as unavailable:
             log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", unavailable, backoff)

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from contracts.amqp_connection import connect
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.redelivery import fresh_copy
 from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
@@ -82,7 +82,7 @@ async def replay_parked(
     merchant_id: str | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> ReplayResult:
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         parked = await channel.declare_queue(WEBHOOK_PARKING_LOT, passive=True)

@@ -9,11 +9,11 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import aio_pika
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 
 from api_service.errors import ServiceUnavailable
+from contracts.amqp_connection import CONNECT_TIMEOUT_SECONDS, connect
 from contracts.db.engine import SessionFactory
 from contracts.db.models import WebhookDelivery
 from contracts.dead_letters import redrive
@@ -23,7 +23,6 @@ from contracts.settings import Settings
 from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
 from contracts.webhooks import DeliveryStatus
 
-BROKER_TIMEOUT_SECONDS = 5.0
 REDRIVE_LIMIT = 1000
 
 
@@ -88,7 +87,7 @@ async def _database_checks(sessions: SessionFactory) -> tuple[list[str], list[st
 async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
     """How many messages wait in each queue (passive declares: nothing is created)."""
     counts: dict[str, int] = {}
-    connection = await aio_pika.connect(amqp_url, timeout=BROKER_TIMEOUT_SECONDS)
+    connection = await connect(amqp_url)
     async with connection:
         for name in queues:
             channel = await connection.channel()  # a missing queue closes its channel
@@ -109,7 +108,7 @@ async def pipeline_health(sessions: SessionFactory, settings: Settings) -> Pipel
     watched = [f"{name}.dead" for name in work_queues] + [WEBHOOK_PARKING_LOT]
     broker_error = None
     try:
-        async with asyncio.timeout(BROKER_TIMEOUT_SECONDS * 2):
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS * 2):  # the connect, then the counts
             counts = await _message_counts(settings.amqp_url, watched)
     except (AMQPError, OSError, TimeoutError) as exc:
         counts, broker_error = {}, f"RabbitMQ did not answer: {type(exc).__name__}"

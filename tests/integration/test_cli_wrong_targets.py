@@ -3,14 +3,20 @@ refused, a database not migrated yet, a password URL-encoded, another process ho
 one line saying what is wrong and a non-zero exit, never a traceback (which for `merchant create`
 printed the INSERT's parameters, the new webhook secret among them) and never a password."""
 
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api_service.dashboard.pipeline import redrive_dead_letters
+from api_service.errors import ServiceUnavailable
+from contracts import amqp_connection
+from contracts.settings import Settings
 from migrations.runner import alembic_config
 from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import (
@@ -40,6 +46,34 @@ def test_a_vhost_that_does_not_exist(service_env: dict[str, str], command: tuple
     done = payouts({**service_env, "PAYOUTS_AMQP_URL": url}, *command)
 
     one_line_failure(done, says="does the vhost exist?")
+
+
+@pytest.fixture
+def silent_amqp_url() -> Iterator[str]:
+    """A port that takes connections and never says a word (a hung node, a wrong port)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"amqp://guest:guest@127.0.0.1:{listener.getsockname()[1]}/"
+
+
+def test_a_broker_that_never_answers(service_env: dict[str, str], silent_amqp_url: str) -> None:
+    """`payouts dlq list` waited for good: no timeout on the AMQP connect."""
+    env = {**service_env, "PAYOUTS_AMQP_URL": silent_amqp_url}
+
+    done = payouts(env, "dlq", "list", "processor.payout-commands")
+
+    one_line_failure(done, says="RabbitMQ does not answer: TimeoutError()")
+
+
+async def test_the_redrive_button_with_a_broker_that_never_answers_is_a_503(
+    settings: Settings, silent_amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(amqp_connection, "CONNECT_TIMEOUT_SECONDS", 0.5)
+    elsewhere = settings.model_copy(update={"amqp_url": silent_amqp_url})
+
+    with pytest.raises(ServiceUnavailable):
+        await redrive_dead_letters(elsewhere, "processor.payout-commands")
 
 
 @pytest.mark.parametrize("command", [("reconcile",), ("merchant", "create", "--name", "Typo")])
