@@ -4,6 +4,7 @@ database that does not answer, refuses the login, or is not there or not migrate
 process's lock held too long, is a one-line message and exit 1, not a traceback."""
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts.db.database_locks import DatabaseLockTimeout
 from contracts.db.outages import database_error_code, is_outage
+from contracts.dead_letters import UnreadableDeadLetter
 
 T = TypeVar("T")
 
@@ -42,6 +44,9 @@ def outages_in_one_line() -> Iterator[None]:
             err=True,
         )
         raise typer.Exit(1) from missing
+    except UnreadableDeadLetter as stuck:
+        typer.echo(f"RabbitMQ: {stuck}", err=True)
+        raise typer.Exit(1) from stuck
     except DeliveryError as refused:  # a full queue (reject-publish), an unroutable message
         typer.echo(f"RabbitMQ refused a message, which stays where it was: {refused}", err=True)
         raise typer.Exit(1) from refused
@@ -66,5 +71,8 @@ def outages_in_one_line() -> Iterator[None]:
 
 
 def run_in_one_line(work: Coroutine[Any, Any, T]) -> T:
+    # aiormq logs a connection it loses (a frame it cannot decode) with the traceback, as a
+    # warning: the command says what went wrong in its one line.
+    logging.getLogger("aiormq").setLevel(logging.ERROR)
     with outages_in_one_line():
         return asyncio.run(work)

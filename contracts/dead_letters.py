@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aiormq.exceptions import InvalidFrameError
 
 from contracts.amqp_connection import connect
 from contracts.redelivery import fresh_copy, retry_count
@@ -64,6 +65,26 @@ async def _waiting(channel: aio_pika.abc.AbstractChannel, name: str) -> tuple[Ab
     return queue, queue.declaration_result.message_count or 0
 
 
+class UnreadableDeadLetter(Exception):
+    """The AMQP library cannot decode the next message of a dead-letter queue (a property that is
+    not UTF-8, published by another client): it ends the connection, and the message stays at
+    the head of the queue, in front of every other."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"the next message of {queue} cannot be decoded (a property that is not UTF-8?) and "
+            "stays at its head, in front of the others: take it off in the RabbitMQ management "
+            "UI (Queues > Get messages, Ack mode: Automatic ack), then run this again"
+        )
+
+
+async def _next(queue: AbstractQueue) -> AbstractIncomingMessage | None:
+    try:
+        return await queue.get(no_ack=False, fail=False)
+    except InvalidFrameError as undecodable:
+        raise UnreadableDeadLetter(queue.name) from undecodable
+
+
 async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
     """The first `limit` dead letters, left where they are (fetched, then requeued)."""
     connection = await connect(amqp_url)
@@ -73,14 +94,15 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
         held: list[AbstractIncomingMessage] = []
         try:
             for _ in range(min(waiting, limit)):
-                message = await queue.get(no_ack=False, fail=False)
+                message = await _next(queue)
                 if message is None:
                     break
                 held.append(message)
             return [DeadLetter.of(message) for message in held]
         finally:
-            for message in held:
-                await message.nack(requeue=True)
+            if not channel.is_closed:  # closed, the broker has put them back itself
+                for message in held:
+                    await message.nack(requeue=True)
 
 
 async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
@@ -91,7 +113,7 @@ async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue, waiting = await _waiting(channel, f"{work_queue}.dead")
         for _ in range(min(waiting, limit)):
-            message = await queue.get(no_ack=False, fail=False)
+            message = await _next(queue)
             if message is None:
                 break
             await channel.default_exchange.publish(

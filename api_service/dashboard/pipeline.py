@@ -7,16 +7,17 @@ UI. Read-only, except re-driving a dead-letter queue, which is `payouts dlq redr
 
 import asyncio
 from dataclasses import dataclass
+from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import func, select
 
-from api_service.errors import ServiceUnavailable
+from api_service.errors import ApiError, ServiceUnavailable
 from contracts.amqp_connection import CONNECT_TIMEOUT_SECONDS, connect
 from contracts.db.engine import SessionFactory
 from contracts.db.models import WebhookDelivery
-from contracts.dead_letters import redrive
+from contracts.dead_letters import UnreadableDeadLetter, redrive
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
@@ -122,10 +123,18 @@ async def pipeline_health(sessions: SessionFactory, settings: Settings) -> Pipel
     return PipelineHealth(ledger, pipeline, parked_deliveries, queues, broker_error)
 
 
+class DeadLetterUnreadable(ApiError):
+    status_code: ClassVar[int] = 409
+    code: ClassVar[str] = "DEAD_LETTER_UNREADABLE"
+
+
 async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
     """`payouts dlq redrive QUEUE`: the dead letters back to their work queue (confirmed). A
-    broker that does not answer, or has no such queue yet, is a dependency down (503)."""
+    broker that does not answer, or has no such queue yet, is a dependency down (503); a message
+    we cannot decode at the queue's head is the operator's to take off (409)."""
     try:
         return await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
+    except UnreadableDeadLetter as stuck:
+        raise DeadLetterUnreadable(str(stuck)) from stuck
     except (AMQPError, OSError) as exc:
         raise ServiceUnavailable(f"RabbitMQ: {exc}") from exc

@@ -17,6 +17,7 @@ import aio_pika
 import pamqp.encode
 import pytest
 
+from api_service.dashboard.pipeline import DeadLetterUnreadable, redrive_dead_letters
 from cli.supervisor import payouts_command
 from contracts.settings import Settings
 from contracts.topology import (
@@ -230,5 +231,65 @@ async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_
         moved = await _ids_in(rabbit, PAYOUT_COMMANDS.name)
         assert answer.status_code < 500, answer.status_code
         assert good in moved, "the good dead letter is stuck behind the bad one"
+    finally:
+        await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+
+
+async def _a_dead_letter_with_a_message_id_not_utf8(
+    settings: Settings, rabbit: RabbitClient
+) -> None:
+    """A short-string property the AMQP library cannot decode, at the head of the payout
+    commands' dead-letter queue (RabbitMQ passes such a message on as it was published)."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+    original = pamqp.encode.METHODS["shortstr"]
+
+    def raw_short_string(value: object) -> bytes:
+        if isinstance(value, bytes):
+            return struct.pack("B", len(value)) + value
+        return original(value)  # type: ignore[no-any-return]
+
+    message = aio_pika.Message(b"{}", message_id="placeholder")
+    message.message_id = b"\xff\xfe-id"  # type: ignore[assignment]
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        pamqp.encode.METHODS["shortstr"] = raw_short_string
+        try:
+            await channel.default_exchange.publish(
+                message, routing_key=PAYOUT_COMMANDS.dead_letter_queue
+            )
+        finally:
+            pamqp.encode.METHODS["shortstr"] = original
+
+
+@pytest.mark.parametrize("command", ["list", "redrive"])
+async def test_a_dead_letter_the_library_cannot_decode_is_one_line_saying_what_to_do(
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient, command: str
+) -> None:
+    """aiormq's traceback, then "RabbitMQ refused: ... (does the vhost exist?)": a wrong lead."""
+    await _a_dead_letter_with_a_message_id_not_utf8(settings, rabbit)
+    try:
+        done = payouts(service_env, "dlq", command, PAYOUT_COMMANDS.name)
+
+        assert done.returncode == 1, done.stderr[-300:]
+        assert done.stderr.splitlines() == [
+            f"RabbitMQ: the next message of {PAYOUT_COMMANDS.dead_letter_queue} cannot be decoded"
+            " (a property that is not UTF-8?) and stays at its head, in front of the others: take"
+            " it off in the RabbitMQ management UI (Queues > Get messages, Ack mode: Automatic"
+            " ack), then run this again"
+        ]
+        assert await rabbit.count(PAYOUT_COMMANDS.dead_letter_queue) == 1
+    finally:
+        await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+
+
+async def test_the_redrive_button_with_a_dead_letter_it_cannot_decode_is_a_409(
+    settings: Settings, rabbit: RabbitClient
+) -> None:
+    await _a_dead_letter_with_a_message_id_not_utf8(settings, rabbit)
+    try:
+        with pytest.raises(DeadLetterUnreadable, match="take it off in the RabbitMQ management"):
+            await redrive_dead_letters(settings, PAYOUT_COMMANDS.name)
     finally:
         await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
