@@ -153,10 +153,11 @@ def require_json(request: Request, raw: bytes) -> None:
         raise UnsupportedMediaType
 
 
-def parse_items_leniently(raw: bytes) -> Any:
-    """A document of items judged one by one (a payroll): an object that gives a key twice is a
-    FlawedObject and a number out of range an OutOfRangeNumber, for its item to be refused on
-    its own; only the top-level object's own flaw is a ValidationFailed (as parse_json's)."""
+def parse_items_leniently(raw: bytes, *, items: str) -> Any:
+    """A document whose list `items` holds items judged one by one (a payroll): an object that
+    gives a key twice is a FlawedObject and a number out of range an OutOfRangeNumber, for its
+    item to be refused on its own (first_flaw); such a flaw anywhere outside the items is a
+    ValidationFailed, as parse_json's (the rest of the payroll was created)."""
     try:
         document = _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except NotJsonConstant as exc:
@@ -165,7 +166,36 @@ def parse_items_leniently(raw: bytes) -> Any:
         raise ValidationFailed.on("body", "is not valid JSON") from exc
     if isinstance(document, FlawedObject):
         raise given_twice(document.repeated)
+    if isinstance(document, dict):
+        outside = {k: v for k, v in document.items() if k != items or not isinstance(v, list)}
+        flaw = first_flaw(outside)
+        if flaw is not None:
+            raise flaw
     return document
+
+
+def first_flaw(value: Any) -> ValidationFailed | None:
+    """The refusal of the first flaw of a lenient parse in `value` (document order, any depth):
+    a key given twice or a number out of range, named by its path (`meta.tags.0`). A loop, not
+    a recursion: the document may be nested as deep as the parser allows."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        path, member = pending.pop()
+        if isinstance(member, OutOfRangeNumber):
+            return ValidationFailed.on(path or "body", "holds a number out of range")
+        if isinstance(member, FlawedObject):
+            return given_twice(_member(path, member.repeated))
+        if isinstance(member, dict):
+            pending.extend((_member(path, key), item) for key, item in reversed(member.items()))
+        elif isinstance(member, list):
+            pending.extend(
+                (_member(path, str(index)), member[index]) for index in reversed(range(len(member)))
+            )
+    return None
+
+
+def _member(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def validate_body(

@@ -33,7 +33,7 @@ from api_service.errors import (
 )
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
-from api_service.request_body import FlawedObject, given_twice
+from api_service.request_body import first_flaw
 from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
 from contracts.payout_view import PayoutView
@@ -149,9 +149,9 @@ async def _valid_items(
     valid items with queueIfLowBalance are added to `queue_if_short`."""
     valid: list[tuple[int, Payout]] = []
     for index, raw in enumerate(items):
-        if isinstance(raw, FlawedObject):  # a key given twice (parse_items_leniently)
-            refusal = given_twice(raw.repeated)
-            result.add(index, _reference(raw), "invalid", errors=refusal.details)
+        flaw = first_flaw(raw)  # a key given twice, a number out of range (parse_items_leniently)
+        if flaw is not None:
+            result.add(index, _reference(raw), "invalid", errors=flaw.details)
             continue
         try:
             request = CreatePayoutRequest.model_validate(raw)

@@ -339,8 +339,19 @@ async def test_over_1000_items_is_400_naming_payouts(
     [
         ('{"merchantReference":"flawed-1","amount":"10.00","amount":"20.00"', "amount"),
         ('{"merchantReference":"flawed-1","amount":1e9999999999999999999', "amount"),
+        # In a field the API ignores: a single create refuses both; the payroll created them.
+        ('{"merchantReference":"flawed-1","amount":"10.00","meta":[{"a":1,"a":2}]', "meta.0.a"),
+        (
+            '{"merchantReference":"flawed-1","amount":"10.00","meta":{"n":1e9999999999999999999}',
+            "meta.n",
+        ),
     ],
-    ids=["a key given twice", "a number out of range"],
+    ids=[
+        "a key given twice",
+        "a number out of range",
+        "a key given twice in a nested object",
+        "a nested number out of range",
+    ],
 )
 async def test_an_item_the_json_parser_refuses_is_invalid_on_its_own(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, flawed: str, field: str
@@ -360,6 +371,30 @@ async def test_an_item_the_json_parser_refuses_is_invalid_on_its_own(
     assert [result["status"] for result in results] == ["created", "invalid"]
     assert [error["field"] for error in results[1]["errors"]] == [field]
     assert results[1]["merchantReference"] == "flawed-1"
+
+
+@pytest.mark.parametrize(
+    ("outside", "field"),
+    [('"note":{"a":1,"a":2}', "note.a"), ('"note":[1e9999999999999999999]', "note.0")],
+    ids=["a key given twice", "a number out of range"],
+)
+async def test_a_flaw_of_the_payroll_outside_its_items_is_a_400_that_writes_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    outside: str,
+    field: str,
+) -> None:
+    """As a single create's: the payroll was created, the flaw dropped with the ignored field."""
+    merchant = await make_merchant()
+    item = orjson.dumps(payout_body()).decode()
+    response = await api_client.post(
+        f"{API}/payouts/batch",
+        content=f'{{"payouts":[{item}],{outside}}}'.encode(),
+        headers={**auth(merchant), "Content-Type": "application/json"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR", field)
+    assert (await footprint(sessions, merchant.merchant_id)).payouts == 0
 
 
 async def test_a_key_the_payroll_itself_gives_twice_is_still_a_400_naming_it(
