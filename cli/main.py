@@ -23,7 +23,7 @@ from contracts.db.engine import create_engine, create_session_factory, transacti
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
 from contracts.domain.text import text_problem, trimmed
-from contracts.settings import ConfigurationError, InsecureConfiguration, get_settings
+from contracts.settings import ConfigurationError, get_settings
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
@@ -257,11 +257,7 @@ def api(
     import uvicorn
 
     settings = get_settings()
-    try:
-        settings.require_safe_for_production()
-    except InsecureConfiguration as refused:
-        typer.echo(f"payouts api: {refused}", err=True)
-        raise typer.Exit(2) from refused
+    services.refuse_to_start_unsafe("api", settings.require_safe_for_production)
     services.configure_logging(settings)
     options: dict[str, Any] = {
         "host": settings.api_host,

@@ -2,14 +2,26 @@
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+import typer
 import uvloop
 
 from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging as configure_log_format
-from contracts.settings import Settings, get_settings
+from contracts.settings import InsecureConfiguration, Settings, get_settings
+
+
+def refuse_to_start_unsafe(command: str, check: Callable[[], None]) -> None:
+    """A service that may not start with these settings (InsecureConfiguration from `check`):
+    one line naming the variable, exit code 2, as any setting that cannot work. The webhook
+    service died on a traceback, in a restart loop under docker compose."""
+    try:
+        check()
+    except InsecureConfiguration as refused:
+        typer.echo(f"payouts {command}: {refused}", err=True)
+        raise typer.Exit(2) from refused
 
 
 def configure_logging(settings: Settings) -> None:

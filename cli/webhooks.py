@@ -11,7 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cli.outages import run_in_one_line
-from cli.services import configure_logging, serve
+from cli.services import configure_logging, refuse_to_start_unsafe, serve
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import get_settings
 from contracts.webhooks import RESEND_ROUTING_KEY
@@ -30,6 +30,7 @@ def run_webhook_service(ctx: typer.Context) -> None:
     from webhook_service.app import create_webhook_app
 
     settings = get_settings()
+    refuse_to_start_unsafe("webhooks", settings.require_public_webhooks_in_production)
     configure_logging(settings)
     serve(create_webhook_app(settings).run())
 

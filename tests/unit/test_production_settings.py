@@ -74,6 +74,17 @@ def test_payouts_api_says_why_it_will_not_start(
     assert "PAYOUTS_PSP_SECRET is a public default" in result.output
 
 
+def test_payouts_webhooks_says_why_it_will_not_start(
+    fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It died on InsecureConfiguration's traceback, exit code 1 (a restart loop in compose)."""
+    monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.setenv("PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS", "true")
+    result = CliRunner().invoke(payouts, ["webhooks"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("payouts webhooks: PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on")
+
+
 @pytest.mark.parametrize(("secret", "enabled"), [("", False), ("short", False), ("s" * 16, True)])
 def test_the_dashboard_needs_a_secret_of_its_own_in_production(secret: str, enabled: bool) -> None:
     settings = Settings(env=Environment.PRODUCTION, dashboard_session_secret=secret)
