@@ -11,9 +11,10 @@ MAX_BALANCE = Decimal("9999999999999999.99")
 CENT = Decimal("0.01")
 
 # The string form the OpenAPI schema publishes; Decimal() alone would also take "1e3", "1_000",
-# "+5" and non-ASCII digits.
-_NUMERIC_STRING = re.compile(r"\d+(\.\d{1,2})?", re.ASCII)
-_MORE_DECIMALS = re.compile(r"\d+\.\d{3,}", re.ASCII)  # "10.500": refused, for its decimals
+# "+5" and non-ASCII digits. A minus is read, to be refused for the sign ("-5" was told it is
+# not a numeric string).
+_NUMERIC_STRING = re.compile(r"-?\d+(\.\d{1,2})?", re.ASCII)
+_MORE_DECIMALS = re.compile(r"-?\d+\.\d{3,}", re.ASCII)  # "10.500": refused, for its decimals
 
 
 class InvalidAmount(ValueError):
