@@ -16,7 +16,7 @@ from contracts.db.engine import naive_utc, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
-from contracts.domain.scheduled_actions import Action, Result
+from contracts.domain.scheduled_actions import Action, Result, correlation_id_of
 from contracts.domain.statuses import QUEUE_EXPIRED, PayoutStatus, PspOutcome, psp_outcome_allowed
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.payout_queue import expire_queued_payouts
@@ -208,7 +208,7 @@ async def apply_scheduled_action(
     if payout is None:
         await _mark(session, action, Result.SKIPPED, status_after=None)
         return None
-    change = PayoutChange(payout, correlation_id=f"scheduled-action-{action.id}")
+    change = PayoutChange(payout, correlation_id=correlation_id_of(action.id))
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []
     applies = (payout.hold_cycle, payout.status) == (action.hold_cycle, action.expected_status)
@@ -236,7 +236,7 @@ async def _expire_queued(session: AsyncSession, action: ScheduledAction) -> Payo
             session,
             merchant_id=action.merchant_id,
             due_by=action.due_at,
-            correlation_id=f"scheduled-action-{action.id}",
+            correlation_id=correlation_id_of(action.id),
         )
     status, failure_code = (
         await session.execute(

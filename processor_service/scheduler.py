@@ -28,7 +28,7 @@ from contracts.db.engine import (
 )
 from contracts.db.models import SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
-from contracts.domain.scheduled_actions import Result
+from contracts.domain.scheduled_actions import Result, correlation_id_of
 from contracts.logging import bind_log_context
 from processor_service.handlers import apply_scheduled_action
 from processor_service.metrics import PAYOUT_STATUSES
@@ -97,34 +97,40 @@ class Scheduler:
         """Claim and apply one due action; False when none is due. An action that fails for
         a reason other than an outage is marked ERROR (in a transaction of its own) rather
         than blocking those behind it."""
-        claimed: tuple[int, str, str] | None = None
-        try:
-            async with transaction(self.sessions) as session:
-                action = await session.scalar(claim_due_action()) or await session.scalar(
-                    claim_action_due_ahead()
-                )
-                if action is None:
-                    return False
-                claimed = (action.id, action.payout_id, action.merchant_id)
-                status = await apply_scheduled_action(session, action, self.timetable)
-            with bind_log_context(payout_id=action.payout_id, merchant_id=action.merchant_id):
+        claimed: ScheduledAction | None = None
+        with contextlib.ExitStack() as log_context:
+            try:
+                async with transaction(self.sessions) as session:
+                    claimed = await session.scalar(claim_due_action()) or await session.scalar(
+                        claim_action_due_ahead()
+                    )
+                    if claimed is None:
+                        return False
+                    action_id, payout_id = claimed.id, claimed.payout_id  # as claimed
+                    # Its lines carry the ids its messages carry (docs/operations.md, tracing).
+                    log_context.enter_context(
+                        bind_log_context(
+                            correlation_id=correlation_id_of(action_id),
+                            payout_id=payout_id,
+                            merchant_id=claimed.merchant_id,
+                        )
+                    )
+                    status = await apply_scheduled_action(session, claimed, self.timetable)
                 if status is not None:  # as the consumer counts what processing commits
                     PAYOUT_STATUSES.labels(status.value).inc()
                 log.info(
                     "scheduled action %s (%s) of payout %s applied: %s",
-                    *(action.id, action.action, action.payout_id, status or "no change"),
+                    *(action_id, claimed.action, payout_id, status or "no change"),
                 )
-            return True
-        except Exception as error:
-            if claimed is None or is_outage(error):
-                raise
-            action_id, payout_id, merchant_id = claimed
-            with bind_log_context(payout_id=payout_id, merchant_id=merchant_id):
+                return True
+            except Exception as error:
+                if claimed is None or is_outage(error):
+                    raise
                 log.exception("scheduled action %s of payout %s failed", action_id, payout_id)
             async with transaction(self.sessions) as session:
                 await session.execute(
                     update(ScheduledAction)
-                    .where(ScheduledAction.id == claimed[0], ScheduledAction.applied_at.is_(None))
+                    .where(ScheduledAction.id == action_id, ScheduledAction.applied_at.is_(None))
                     .values(applied_at=utcnow(), result=Result.ERROR.value)
                 )
             return True

@@ -15,3 +15,9 @@ class Result(StrEnum):
     APPLIED = "APPLIED"
     SKIPPED = "SKIPPED"  # the payout moved on before it came due (a decision, a start, ...)
     ERROR = "ERROR"  # applying it failed for a reason a retry cannot fix (logged)
+
+
+def correlation_id_of(action_id: int) -> str:
+    """The correlation id of what an action does when it comes due (its messages, its log
+    lines): no request caused it, the row of `scheduled_actions` did."""
+    return f"scheduled-action-{action_id}"

@@ -151,6 +151,9 @@ async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
         payout_id,
         merchant.merchant_id,
     )
+    # And by the correlation id of the messages it sent (docs/operations.md, tracing): it had
+    # none.
+    assert getattr(line, "correlation_id", "").startswith("scheduled-action-")
     # The reversal is stamped with the sandbox time it was due at (48 h after the payout
     # started, in sandbox time: its success followed at once); the events before it with none.
     stamps = await sandbox_times(sessions, payout_id)
