@@ -178,6 +178,20 @@ async def test_chunked_body_over_64_kib_is_413(
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
+async def test_a_payroll_posted_with_a_trailing_slash_is_sent_on_not_refused_for_size(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """The batch's 1 MiB limit was looked up by the exact path: /payouts/batch/ got 64 KiB, a
+    413, where any smaller body is redirected to /payouts/batch (307: sent again there)."""
+    response = await api_client.post(
+        f"{API}/payouts/batch/",
+        content=b" " * (2 * LIMIT),
+        headers={**auth(await make_merchant()), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 307, response.text
+    assert response.headers["location"].endswith(f"{API}/payouts/batch")
+
+
 async def test_body_of_exactly_64_kib_is_read(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
