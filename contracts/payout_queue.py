@@ -32,9 +32,10 @@ commit the head, if any, is not covered by the available balance).
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, exists, insert, select, update
+from sqlalchemy import CursorResult, Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -212,26 +213,44 @@ async def expire_queued_payouts(
 ) -> tuple[list[Payout], list[Payout]]:
     """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held), with their
     `payout.failed` events, for the merchant's payouts still QUEUED whose expiry is due by
-    `due_by` (the expiry being applied, and those due with it: a payroll's items queued together
-    expire together, before the money they leave starts anything); then the queue's new head may
-    start. (expired, started). Takes the balance row first (the queue's lock, see above), so the
-    scheduler's action may run beside any top-up or create. Guarded by status: run again, it
-    changes nothing."""
+    `due_by`, in due order: those due at one time expire together (a payroll's items queued
+    together, before the money they leave starts anything), then the queue's new head may start,
+    and only then do the next ones expire. So the expiry of a later payout, applied first (two
+    processors each took one), expires the earlier one as its own expiry would have, and leaves
+    alone a payout that expiry would have started. (expired, started). Takes the balance row
+    first (the queue's lock, see above), so the scheduler's action may run beside any top-up or
+    create. Guarded by status: run again, it changes nothing."""
     await ledger.lock_balance(session, merchant_id=merchant_id)
-    expired = list(
-        await session.scalars(
-            _queued_of(merchant_id).where(
-                exists().where(  # ix_scheduled_actions_payout
-                    ScheduledAction.payout_id == Payout.id,
-                    ScheduledAction.action == Action.EXPIRE_QUEUE.value,
-                    ScheduledAction.applied_at.is_(None),
-                    ScheduledAction.due_at <= due_by,
-                )
-            )
+    expiry = (
+        select(func.min(ScheduledAction.due_at))
+        .where(  # ix_scheduled_actions_payout
+            ScheduledAction.payout_id == Payout.id,
+            ScheduledAction.action == Action.EXPIRE_QUEUE.value,
+            ScheduledAction.applied_at.is_(None),
         )
+        .scalar_subquery()
     )
-    if not expired:
-        return [], []  # started, or expired by an earlier run of the action
+    due = await session.execute(_queued_of(merchant_id).add_columns(expiry).where(expiry <= due_by))
+    expired: list[Payout] = []
+    started: list[Payout] = []
+    for _, together in groupby(sorted(due, key=_due_at), key=_due_at):
+        expiring = [payout for payout, _ in together if payout not in started]
+        if expiring:
+            await _expire(session, expiring, correlation_id=correlation_id)
+            expired += expiring
+            started += await start_queued_payouts(
+                session, merchant_id=merchant_id, correlation_id=correlation_id
+            )
+    return expired, started
+
+
+def _due_at(row: Row[Payout, datetime]) -> datetime:
+    return row[1]
+
+
+async def _expire(
+    session: AsyncSession, payouts: list[Payout], *, correlation_id: str | None
+) -> None:
     now = utcnow()
     changes = {
         "status": PayoutStatus.FAILED.value,
@@ -240,14 +259,10 @@ async def expire_queued_payouts(
         "processed_at": now,
         "updated_at": now,
     }
-    await _move_queued(session, expired, **changes)
+    await _move_queued(session, payouts, **changes)
     announcements = Announcements(correlation_id)
-    for payout in expired:
+    for payout in payouts:
         for name, value in changes.items():
             set_committed_value(payout, name, value)
         announcements.event(payout, EventType.FAILED)
     await announcements.write(session)
-    started = await start_queued_payouts(
-        session, merchant_id=merchant_id, correlation_id=correlation_id
-    )
-    return expired, started

@@ -304,6 +304,38 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     await assert_reconciled(sessions)
 
 
+async def test_a_later_expiry_applied_first_expires_in_due_order(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Both expiries overdue (a processor was down), and two processors each took one: the one
+    behind the head, applied first, expired both payouts, where in due order the head's
+    expiry starts the one behind it (the balance covers it once the head is gone)."""
+    merchant = await make_merchant(balance="0.00")
+    old = await create(api_client, merchant, "100.00")
+    behind = await create(api_client, merchant, "40.00")
+    await top_up(api_client, merchant, "50.00")
+    now = utcnow()
+    for payout, overdue in ((old, timedelta(minutes=2)), (behind, timedelta(minutes=1))):
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(ScheduledAction)
+                .where(ScheduledAction.payout_id == payout["id"])
+                .values(due_at=now - overdue)
+            )
+
+    async with transaction(sessions) as session:  # the later one's action: due by its due time
+        expired, started = await expire_queued_payouts(
+            session,
+            merchant_id=merchant.merchant_id,
+            due_by=now - timedelta(minutes=1),
+            correlation_id=None,
+        )
+
+    assert ([p.id for p in expired], [p.id for p in started]) == ([old["id"]], [behind["id"]])
+    assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
+    await assert_reconciled(sessions)
+
+
 async def test_a_payroll_item_with_the_flag_is_queued(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
