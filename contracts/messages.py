@@ -10,7 +10,12 @@ from pydantic import Field
 from contracts.clock import event_sandbox_time
 from contracts.domain.statuses import EventType, PspOutcome
 from contracts.payout_view import PayoutView
-from contracts.wire import Timestamp, WireModel
+from contracts.wire import RowId, Timestamp, WireModel
+
+# Every text a consumer writes to the database or looks a row up by is bounded by its column: a
+# 17 MiB merchant id, published by hand, made a query over the server's packet limit, which
+# drops the connection; taken for an outage, the message was retried for as long as it ran,
+# never dead-lettered.
 
 
 class ProcessPayout(WireModel):
@@ -23,8 +28,8 @@ class ProcessPayout(WireModel):
     existed) is judged by the inbox."""
 
     schema_version: Literal[1] = 1
-    payout_id: str = Field(min_length=36, max_length=36)
-    merchant_id: str
+    payout_id: RowId
+    merchant_id: RowId
     attempt: int | None = Field(default=None, ge=0)
     hold_cycle: int | None = Field(default=None, ge=0)
     # Added compatibly to version 1: absent/null but for an attempt the sandbox clock started (a
@@ -47,23 +52,23 @@ class ApplyPspOutcome(WireModel):
 
     schema_version: Literal[2] = 2
     callback_event_id: str = Field(min_length=1, max_length=100)
-    payout_id: str = Field(min_length=36, max_length=36)
-    merchant_id: str
+    payout_id: RowId
+    merchant_id: RowId
     hold_cycle: int = Field(ge=1)
     outcome: PspOutcome
-    psp_reference: str | None = None
-    failure_reason: str | None = None
+    psp_reference: str | None = Field(default=None, max_length=64)
+    failure_reason: str | None = Field(default=None, max_length=255)
 
 
 class PayoutStatusChanged(WireModel):
     """One event per status change, carrying the payout as it was at that change."""
 
     schema_version: Literal[1] = 1
-    id: str  # evt_...
+    id: str = Field(min_length=1, max_length=40)  # evt_...
     type: EventType
     event: str  # the original mock's PAYOUT_CREATED | PAYOUT_UPDATED | PAYOUT_REINITIATED
     created_at: Timestamp
-    merchant_id: str
+    merchant_id: RowId
     payout: PayoutView
     # Added compatibly to version 1: absent/null on every change but those the sandbox clock
     # caused (contracts.clock), which carry the sandbox time they were due at.

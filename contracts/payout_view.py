@@ -4,7 +4,7 @@ from pydantic import Field
 
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
-from contracts.wire import MoneyString, Timestamp, WireModel
+from contracts.wire import MoneyString, RowId, Timestamp, WireModel
 
 # Documented as enums (a client generated from the OpenAPI or the AsyncAPI gets them), read as
 # the strings they are stored as: nothing is validated twice on the way out.
@@ -12,7 +12,7 @@ DEST_TYPES = ("BANK", "WALLET")
 
 
 class PayoutView(WireModel):
-    id: str
+    id: RowId
     merchant_reference: str
     amount: MoneyString
     currency: str

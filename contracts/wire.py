@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from contracts.domain.money import format_amount
@@ -28,6 +28,7 @@ def whole_number(text: str | bytes | None, *, max_digits: int = 18) -> int | Non
     return int(text)
 
 
+RowId = Annotated[str, StringConstraints(min_length=36, max_length=36)]  # a UUID's text
 MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
 

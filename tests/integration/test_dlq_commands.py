@@ -38,7 +38,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_redriven(
 ) -> None:
     amqp_url = service_env["PAYOUTS_AMQP_URL"]
     await declare_topology_at(amqp_url, webhook_retry_tiers=3)
-    command = ProcessPayout(payout_id=str(uuid.uuid4()), merchant_id="m-1")
+    command = ProcessPayout(payout_id=str(uuid.uuid4()), merchant_id=str(uuid.uuid4()))
     message_id = f"dlq-test-{uuid.uuid4()}"
     connection = await aio_pika.connect(amqp_url)
     async with connection:

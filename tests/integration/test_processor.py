@@ -421,14 +421,23 @@ async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(
         orjson.dumps({"schemaVersion": 2, "payoutId": str(uuid.uuid4()), "merchantId": "m"}),
     )
     missing_field = await publish_command(rabbit, orjson.dumps({"schemaVersion": 1}))
+    # Over the column, and over the server's packet limit in a query: that dropped the
+    # connection, and the command was retried as in an outage for as long as the processor ran.
+    huge_merchant_id = await publish_command(
+        rabbit,
+        orjson.dumps(
+            {"schemaVersion": 1, "payoutId": str(uuid.uuid4()), "merchantId": "m" * 17 * 2**20}
+        ),
+    )
 
-    dead = await dead_letters(rabbit, {bad_json, wrong_schema, missing_field})
+    dead = await dead_letters(rabbit, {bad_json, wrong_schema, missing_field, huge_merchant_id})
 
     assert dead[bad_json].body == b'{"payoutId": '
     reasons = {key: str((dead[key].headers or {})[LAST_ERROR_HEADER]) for key in dead}
     assert reasons[bad_json].startswith("not a valid ProcessPayout: body: Invalid JSON")
     assert "schemaVersion: Input should be 1" in reasons[wrong_schema]
     assert "payoutId: Field required" in reasons[missing_field]
+    assert "merchantId: String should have at most 36 characters" in reasons[huge_merchant_id]
     await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
 

@@ -129,7 +129,7 @@ def _event(sandbox_time: datetime | None) -> PayoutStatusChanged:
         type="payout.succeeded",
         event="PAYOUT_UPDATED",
         created_at=now,
-        merchant_id="m",
+        merchant_id="00000000-0000-4000-8000-000000000002",
         payout=payout,
         sandbox_time=sandbox_time,
     )

@@ -39,7 +39,9 @@ class BatchFailingConsumer:
 def _command() -> tuple[RabbitMessage, ProcessPayout]:
     payout_id = str(uuid.uuid4())
     message = cast(RabbitMessage, type("Message", (), {"headers": {"payout": payout_id}})())
-    command = ProcessPayout(payout_id=payout_id, merchant_id="m", attempt=0, hold_cycle=0)
+    command = ProcessPayout(
+        payout_id=payout_id, merchant_id=str(uuid.uuid4()), attempt=0, hold_cycle=0
+    )
     return message, command
 
 
