@@ -136,13 +136,13 @@ async def run_again_after_deadlocks(
 
 
 async def _retrying_lost_races(
-    session: AsyncSession,
     attempt: Operation,
     *,
+    commit: Callable[[], Awaitable[None]],
     roll_back: Callable[[], Awaitable[None]],
     undo_the_work: Callable[[], Awaitable[None]],
 ) -> tuple[int, bytes]:
-    """Run and commit `attempt`; again when it lost a race that running it again settles: a
+    """Run `attempt` and `commit`; again when it lost a race that running it again settles: a
     deadlock (`run_again_after_deadlocks`; e.g. two creates that waited on one reference whose
     first insert rolled back), or its work was judged on a read that another request's commit
     made stale (JudgedOnStaleState: `undo_the_work` undoes its writes and keeps what it
@@ -150,7 +150,7 @@ async def _retrying_lost_races(
 
     async def committed() -> tuple[int, bytes]:
         answer = await attempt()
-        await session.commit()
+        await commit()
         return answer
 
     stale_judgements = 0
@@ -278,8 +278,8 @@ class Idempotency:
     ) -> Response:
         try:
             status_code, body = await _retrying_lost_races(
-                session,
                 attempt,
+                commit=partial(self._count_and_commit, session),
                 roll_back=partial(self._roll_back, session),
                 undo_the_work=partial(self._undo_the_work, session),
             )
@@ -303,6 +303,15 @@ class Idempotency:
             await self._roll_back(session)
             raise
         return json_response(body, status_code)
+
+    async def _count_and_commit(self, session: AsyncSession) -> None:
+        """Count the key claimed against the merchant's quota (IdempotencyQuotaExceeded when
+        over), then commit: the last statement before the COMMIT, as the balance's move is, so
+        the merchant's counter row is locked only that long. Counted at the claim, it was held
+        through all of the work: the merchant's other keyed requests waited for it, and a 503
+        answered those that waited past the lock-wait limit."""
+        self._counted = await self.quota.count(session, self.merchant_id)
+        await session.commit()
 
     async def _roll_back(self, session: AsyncSession) -> None:
         """End the transaction that claimed the key: its count against the quota goes with it
@@ -361,7 +370,6 @@ class Idempotency:
                 # looks for the answer like a copy that found the key taken.
                 await session.rollback()
             else:
-                self._counted = await self.quota.count(session, self.merchant_id)
                 return
             if await self._replay_or_forget(session, fingerprint):
                 continue
@@ -386,8 +394,7 @@ class Idempotency:
             return True
         existing, expired = found
         if expired:
-            await session.execute(_FORGET_EXPIRED, self._this_key())
-            await session.commit()
+            await self._forget_expired(session)
             return True
         if (existing.method, existing.path, existing.request_hash) != (
             self.method,
@@ -405,6 +412,19 @@ class Idempotency:
             )
         )
 
+    async def _forget_expired(self, session: AsyncSession) -> None:
+        """Delete the key's expired row. Another request holding it (a copy that forgot it first
+        and runs under its new claim) makes the DELETE wait, past the lock-wait limit a 409 as
+        the claim's own wait is: the timeout escaped, a 503 with the database up."""
+        try:
+            await session.execute(_FORGET_EXPIRED, self._this_key())
+        except OperationalError as error:
+            if database_error_code(error) != LOCK_WAIT_TIMEOUT:
+                raise
+            await session.rollback()
+            raise IdempotencyKeyInUse from error
+        await session.commit()
+
     async def _store(self, session: AsyncSession, status_code: int, body: bytes) -> None:
         await session.execute(
             _STORE,
@@ -418,7 +438,7 @@ class Idempotency:
         try:
             await self._undo_the_work(session)
             await self._store(session, error.status_code, body)
-            await session.commit()
+            await self._count_and_commit(session)
         except BaseException:
             await self._roll_back(session)
             raise
@@ -430,7 +450,7 @@ class Idempotency:
         async with self.sessions() as session:
             try:
                 await self._claim(session, fingerprint, answer=(error.status_code, body))
-                await session.commit()
+                await self._count_and_commit(session)
             except Replay as replay:  # another request with this key answered meanwhile
                 return replay.response
             except BaseException:

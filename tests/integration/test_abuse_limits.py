@@ -17,7 +17,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,7 +29,13 @@ from api_service.psp.service import accept_psp_outcome
 from api_service.usage_limits import IDEMPOTENCY_KEYS_PER_DAY
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import ApiRequestRecord, IdempotencyKey, Merchant, UsageCounter
+from contracts.db.models import (
+    ApiRequestRecord,
+    Balance,
+    IdempotencyKey,
+    Merchant,
+    UsageCounter,
+)
 from contracts.domain.statuses import PspOutcome
 from contracts.logging import ContextFilter, JsonFormatter
 from contracts.settings import Environment, Settings
@@ -612,3 +618,46 @@ async def test_webhook_endpoint_body_is_read_after_the_api_key_is_checked(
         f"{API}/webhook-endpoint", json={"url": 5}, headers={"X-API-KEY": merchant.api_key}
     )
     assert_error(wrong_type, 400, "VALIDATION_ERROR", "url")
+
+
+async def test_a_keyed_request_does_not_wait_for_another_ones_work_to_be_counted(
+    app_client: AppClient, make_merchant: MerchantFactory, engine: AsyncEngine
+) -> None:
+    """The key was counted at its claim, which locked the merchant's counter row through all of
+    the request's work: a create waiting on its balance row held up every other keyed request
+    of the merchant (a verification, which touches no balance), answered 503 past the
+    lock-wait limit with the database up."""
+    merchant = await make_merchant()
+    exact = {"idempotency_keys_per_merchant_per_day": KEYS_PER_DAY}  # under 1,000: each key
+    async with (
+        app_client(api_lock_wait_seconds=30, **exact) as slow,
+        app_client(api_lock_wait_seconds=1, **exact) as other,
+        engine.connect() as holder,
+    ):
+        held = await holder.begin()
+        await holder.execute(
+            select(Balance).where(Balance.merchant_id == merchant.merchant_id).with_for_update()
+        )
+        create = asyncio.create_task(
+            slow.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
+        )
+        await eventually(lambda: _waiting_for_a_lock(engine), what="the create waits")
+
+        verified = await _verify(other, merchant)
+
+        await held.rollback()
+        created = await create
+    assert verified.status_code == 200, verified.text
+    assert created.status_code == 201, created.text
+
+
+async def _waiting_for_a_lock(engine: AsyncEngine) -> bool:
+    """Whether a statement is waiting to update a balance row."""
+    async with engine.connect() as connection:
+        waiting = await connection.scalar(
+            text(
+                "SELECT COUNT(*) FROM information_schema.processlist"
+                " WHERE info LIKE 'UPDATE balances%'"
+            )
+        )
+    return bool(waiting)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.app import create_app
@@ -354,6 +354,38 @@ async def test_a_retry_waits_at_most_the_lock_wait_limit_then_409(
         waited = time.monotonic() - started
     assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
     assert 0.9 <= waited < 5
+
+
+async def test_a_retry_of_an_expired_key_another_request_holds_is_409_not_503(
+    api_client: httpx.AsyncClient,
+    settings: Settings,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """The key found expired is deleted before it is claimed again; that DELETE waited on the
+    other request's lock on the row (a copy that forgot it first and runs under its new claim),
+    and its lock-wait timeout was answered 503 DATABASE_UNAVAILABLE, the database up."""
+    merchant, key, body = await make_merchant(), new_key(), payout_body()
+    first = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    await _age_key(sessions, merchant.merchant_id, key, expires_at=timedelta(minutes=1))
+    before = await footprint(sessions, merchant.merchant_id)
+    app = create_app(settings.model_copy(update={"api_lock_wait_seconds": 1}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+        sessions() as other,
+    ):
+        await other.execute(
+            select(IdempotencyKey)
+            .where(IdempotencyKey.merchant_id == merchant.merchant_id, IdempotencyKey.key == key)
+            .with_for_update(read=True)
+        )
+        response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        await other.rollback()
+
+    assert first.status_code == 201
+    assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert await footprint(sessions, merchant.merchant_id) == before
 
 
 class OutboxOutage:
