@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -13,6 +14,7 @@ from starlette.routing import Route
 from cli.outages import run_in_one_line
 from cli.services import configure_logging, refuse_to_start_unsafe, serve
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.models import Merchant
 from contracts.settings import get_settings
 from contracts.webhooks import RESEND_ROUTING_KEY
 
@@ -104,6 +106,21 @@ def build_sink(secret: str | None) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
 
 
+async def webhook_secret_of_merchant_at(database_url: str, webhook_url: str) -> str | None:
+    """The webhook secret of the newest merchant whose webhooks go to `webhook_url`, if any."""
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with create_session_factory(engine)() as session:
+            return await session.scalar(
+                select(Merchant.webhook_secret)
+                .where(Merchant.webhook_url == webhook_url)
+                .order_by(Merchant.created_at.desc(), Merchant.id)
+                .limit(1)
+            )
+    finally:
+        await engine.dispose()
+
+
 def webhook_sink_command(
     # Past 65535 the sink said it listened on the port given, and listened on it modulo 65536.
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on")] = 9000,
@@ -112,6 +129,13 @@ def webhook_sink_command(
         typer.Option(
             help="The merchant's whsec_ secret: verify every signature with standardwebhooks",
             envvar="PAYOUTS_WEBHOOK_SINK_SECRET",
+        ),
+    ] = None,
+    secret_of_merchant_at: Annotated[
+        str | None,
+        typer.Option(
+            help="Without --secret: verify with the secret of the merchant whose webhook URL "
+            "this is, read from the database as the sink starts (docker-compose.yml's demo)",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 in a container)")] = (
@@ -123,6 +147,13 @@ def webhook_sink_command(
 
     from cli.merchants import check_webhook_secret
 
+    if not secret and secret_of_merchant_at:
+        # Compose's demo: the seed made the merchant and its secret (a plain `up` sets none).
+        secret = run_in_one_line(
+            webhook_secret_of_merchant_at(get_settings().database_url, secret_of_merchant_at)
+        )
+        if secret is None:
+            typer.echo(f"no merchant's webhooks go to {secret_of_merchant_at}: not verifying")
     if secret:  # a secret cut short was a standardwebhooks traceback
         try:
             check_webhook_secret(secret)

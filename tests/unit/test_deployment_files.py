@@ -57,6 +57,7 @@ COMPOSE_VARIABLES = frozenset(
         "PAYOUTS_BASE_IMAGE",
         "PAYOUTS_API_PORT_PUBLISHED",
         "PAYOUTS_RABBITMQ_UI_PORT_PUBLISHED",
+        "PAYOUTS_RABBITMQ_UI_HOST",
     }
 )
 _DEFAULTED_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -177,15 +178,21 @@ def test_compose_variables_stay_in_the_compose_file() -> None:
         assert not COMPOSE_VARIABLES & set(environment(service)), name
 
 
-def test_the_seed_and_the_sink_share_the_demo_merchants_chosen_credentials() -> None:
-    """`make compose-smoke` chooses the demo key and secret: the seed stores them and the sink
-    verifies every signature with that secret."""
+def test_the_seed_and_the_sink_share_the_demo_merchants_credentials() -> None:
+    """Chosen (PAYOUTS_DEMO_WEBHOOK_SECRET), the seed stores the secret and the sink verifies
+    every signature with it; not chosen (a plain `up`: the seed makes one), the sink reads the
+    secret of the merchant whose webhooks go to it once the seed is done. It verified none."""
     assert {"PAYOUTS_DEMO_API_KEY", "PAYOUTS_DEMO_WEBHOOK_SECRET"} <= cli_option_variables()
     seed = environment(services()["seed"])
     assert seed["PAYOUTS_DEMO_API_KEY"] == "${PAYOUTS_DEMO_API_KEY:-}"
-    sink = environment(services()["webhook-sink"])
+    sink_service = services()["webhook-sink"]
+    sink = environment(sink_service)
     assert sink["PAYOUTS_WEBHOOK_SINK_SECRET"] == seed["PAYOUTS_DEMO_WEBHOOK_SECRET"]
     assert "PAYOUTS_WEBHOOK_SINK_SECRET" in cli_option_variables()
+    seed_command = services()["seed"]["command"]
+    webhook_url = seed_command[seed_command.index("--webhook-url") + 1]
+    assert f"--secret-of-merchant-at={webhook_url}" in sink_service["command"]
+    assert sink_service["depends_on"] == {"seed": {"condition": "service_completed_successfully"}}
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -243,7 +250,10 @@ def test_consumers_are_scalable_and_only_api_and_ui_publish_ports() -> None:
     }
     assert published == {
         "api": ["${PAYOUTS_API_PORT_PUBLISHED:-8000}:8000"],
-        "rabbitmq": ["${PAYOUTS_RABBITMQ_UI_PORT_PUBLISHED:-15672}:15672"],
+        # Its administrator's password is in the repository: this machine only, by default.
+        "rabbitmq": [
+            "${PAYOUTS_RABBITMQ_UI_HOST:-127.0.0.1}:${PAYOUTS_RABBITMQ_UI_PORT_PUBLISHED:-15672}:15672"
+        ],
     }
 
 
@@ -255,6 +265,7 @@ def test_a_plain_up_runs_the_receiver_the_demo_merchants_webhooks_go_to() -> Non
     assert default_url is not None
     receiver = services()[str(urlsplit(default_url.group(1)).hostname)]
     assert "profiles" not in receiver
+    # Nothing waits for it: it waits for the seed.
     assert "webhook-sink" not in str([s.get("depends_on") for s in services().values()])
 
 
