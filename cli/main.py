@@ -23,7 +23,7 @@ from contracts.db.engine import create_engine, create_session_factory, transacti
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
 from contracts.domain.text import text_problem, trimmed
-from contracts.settings import ConfigurationError, get_settings
+from contracts.settings import ConfigurationError, Environment, get_settings
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
@@ -166,6 +166,11 @@ def seed(
         ensure_demo_merchant,
     )
 
+    if get_settings().env is Environment.PRODUCTION:
+        # docker-compose.yml runs the seed on every `up`: in production it made a merchant with a
+        # test key and an opening balance out of nothing, its webhooks to the demo receiver.
+        typer.echo("PAYOUTS_ENV=production: no demo merchant made (`payouts merchant create`)")
+        return
     # An empty variable (compose's `${PAYOUTS_DEMO_API_KEY:-}`) means "not given".
     api_key, webhook_secret = api_key or None, webhook_secret or None
     try:

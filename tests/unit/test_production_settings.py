@@ -85,6 +85,19 @@ def test_payouts_webhooks_says_why_it_will_not_start(
     assert result.output.startswith("payouts webhooks: PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on")
 
 
+def test_payouts_seed_makes_no_demo_merchant_in_production(
+    fresh_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker-compose.yml seeds on every `up`: in production it made a merchant with a test key
+    and an opening balance out of nothing. Exit 0: the services that wait for it still start.
+    (The database is never reached: a port nothing listens on.)"""
+    monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:1/nothing")
+    result = CliRunner().invoke(payouts, ["seed"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("PAYOUTS_ENV=production: no demo merchant made")
+
+
 @pytest.mark.parametrize(("secret", "enabled"), [("", False), ("short", False), ("s" * 16, True)])
 def test_the_dashboard_needs_a_secret_of_its_own_in_production(secret: str, enabled: bool) -> None:
     settings = Settings(env=Environment.PRODUCTION, dashboard_session_secret=secret)
