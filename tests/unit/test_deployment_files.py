@@ -16,7 +16,7 @@ import typer.main
 import yaml
 
 from cli.topology import BrokerUser, password_hash
-from contracts.settings import Settings
+from contracts.settings import CONSUMER_GRACEFUL_TIMEOUT_SECONDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -465,3 +465,13 @@ def test_the_mariadb_stand_in_takes_the_variables_compose_gives_mysql() -> None:
     for variable in environment(services()["mysql"]):
         assert variable.startswith("MYSQL_")
         assert f"setting {variable.removeprefix('MYSQL_')}" in entrypoint, variable
+
+
+def test_a_stop_waits_for_the_longest_drain_the_settings_allow() -> None:
+    """PAYOUTS_SHUTDOWN_DRAIN_SECONDS takes up to 60 s, then the API's graceful stop 15 s: a
+    30 s grace killed a drain set above about 15 s partway through."""
+    grace = services()["api"]["stop_grace_period"]  # every app service's, from the anchor
+    assert grace.endswith("s")
+    drain = Settings.model_fields["shutdown_drain_seconds"].metadata
+    longest_drain = max(getattr(limit, "le", 0) for limit in drain)
+    assert int(grace.removesuffix("s")) > longest_drain + CONSUMER_GRACEFUL_TIMEOUT_SECONDS
