@@ -85,8 +85,12 @@ _SECRET_TOKEN = re.compile(r"(mpk_[a-z]+_|whsec_)[A-Za-z0-9+/=_%-]+")
 # `password='v': too short`, `("x-api-key", "v")`, ... In the last form (a name, a comma, a
 # value) the value must not be a JSON key: in `{"field":"api_key","message":"..."}` the name is a
 # value, and the key after it (`message`) was replaced.
+# `secret`, `signature` and `token` as names of their own (`secret`, `client_secret`,
+# `x-mypay-signature`, `access_token`), not inside a word (`previousSecretGraceHours` stays):
+# a value of them that is no token of ours was kept (a signature, a PSP's secret pasted in).
 _SECRET_NAMES = (
     r"x-api-key|api[_-]?key|psp[_-]?secret|webhook[_-]?secret|password|passwd|authorization"
+    r"|(?<![a-z])(?:secret|signature|token)(?![a-z])"
 )
 _SECRET_NAME = re.compile(_SECRET_NAMES, re.IGNORECASE)
 # A value ends at a space, a quote, a separator, or a query's `&` (the parameters after it stay).
@@ -112,7 +116,7 @@ def _mask_account(match: re.Match[str]) -> str:
 
 
 # What a secret-bearing name (_SECRET_FIELD) always contains, lower-cased.
-_SECRET_NAME_PARTS: Final = ("key", "secret", "passw", "authorization")
+_SECRET_NAME_PARTS: Final = ("key", "secret", "passw", "authorization", "signature", "token")
 _DIGITS_AS_ZEROS: Final = str.maketrans("0123456789", "0" * 10)
 
 

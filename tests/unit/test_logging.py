@@ -256,12 +256,31 @@ def test_amounts_short_numbers_and_ids_stay_readable(raw: str) -> None:
         ("psp_secret='psp-value-9': refused by the PSP", "psp-value-9"),
         ('password="hunter2-pw": too short', "hunter2-pw"),
         ("authorization='Bearer tok_abcdef123': expired", "tok_abcdef123"),
+        # Names of their own, with values that are no token of ours: they were kept.
+        ('{"webhook":{"secret":"plain-secret-1"}}', "plain-secret-1"),
+        ('{"signature":"v1,c2lnbmF0dXJl"}', "v1,c2lnbmF0dXJl"),
+        ("signature=v1abcdef&page=2", "v1abcdef"),
+        ('{"client_secret": "client-s3cret"}', "client-s3cret"),
+        ("X-MyPay-Signature: 0a1b2c3d4e5f", "0a1b2c3d4e5f"),
+        ('{"access_token":"at-123456"}', "at-123456"),
     ],
 )
 def test_secrets_never_appear(raw: str, secret: str) -> None:
     redacted = redact(raw)
     assert secret not in redacted
     assert "[REDACTED]" in redacted
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"previousSecretGraceHours":24}',
+        '{"tokenized":"yes","signatures":3}',
+        "secrets rotated: 2",
+    ],
+)
+def test_words_that_only_contain_a_secrets_name_stay(raw: str) -> None:
+    assert redact(raw) == raw
 
 
 def test_secret_prefix_is_kept_so_a_reader_knows_what_was_removed() -> None:

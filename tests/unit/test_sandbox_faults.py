@@ -198,8 +198,8 @@ WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"\xfb\xff\xbf" * 3 + b"tail-of-the
 
 def test_the_log_masks_a_webhook_secret_in_a_form_body() -> None:
     """The mask stopped at the first `%2B`: the rest of the secret was kept."""
-    kept = kept_body(urlencode({"secret": WEBHOOK_SECRET, "note": "rotate"}).encode())
-    assert kept == "secret=whsec_[REDACTED]&note=rotate"
+    kept = kept_body(urlencode({"value": WEBHOOK_SECRET, "note": "rotate"}).encode())
+    assert kept == "value=whsec_[REDACTED]&note=rotate"
 
 
 @pytest.mark.parametrize(
