@@ -230,12 +230,13 @@ async def write_rows(
     delay_ms: int | None = None,
 ) -> list[OutboxMessage]:
     """`count` outbox rows under `payout_id`, written the way every service writes them."""
+    merchant_id = str(uuid.uuid4())  # of no merchant: nothing consumes these rows
     row = outbox_row(
-        ProcessPayout(payout_id=payout_id, merchant_id="scratch"),
+        ProcessPayout(payout_id=payout_id, merchant_id=merchant_id),
         exchange=exchange,
         routing_key=routing_key,
         payout_id=payout_id,
-        merchant_id="scratch",
+        merchant_id=merchant_id,
         correlation_id=None,
         delay_ms=delay_ms,
     )
