@@ -378,10 +378,10 @@ class EventDelivery:
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
             if self._parked_by(request, delivery):
                 return Decision(Disposition.PARK, delivery.last_error or PARKED_AGAIN)
-            if delivery.status == DeliveryStatus.PARKED:
-                return Decision(Disposition.DONE, ALREADY_PARKED)
             if superseded(request, delivery):
                 return Decision(Disposition.DONE, SUPERSEDED)
+            if delivery.status == DeliveryStatus.PARKED:
+                return Decision(Disposition.DONE, ALREADY_PARKED)
             return self._leased_elsewhere(request, delivery)
 
         return [lease_or_decision(request) for request in requests]

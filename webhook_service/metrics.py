@@ -5,6 +5,7 @@ from prometheus_client import Counter
 from contracts.webhook_chaos import ChaosKind
 from webhook_service.delivery import (
     ALREADY_DELIVERED,
+    ALREADY_PARKED,
     DELIVERED,
     DUPLICATE,
     LEASED_ELSEWHERE,
@@ -16,13 +17,14 @@ from webhook_service.delivery import (
 
 WEBHOOK_OUTCOMES = Counter(
     "payouts_webhook_outcomes_total",
-    "Webhook messages handled, by outcome: delivered, already_delivered, no_endpoint, duplicate, "
-    "leased_elsewhere, superseded, retry, parked, dead_lettered",
+    "Webhook messages handled, by outcome: delivered, already_delivered, already_parked, "
+    "no_endpoint, duplicate, leased_elsewhere, superseded, retry, parked, dead_lettered",
     ["outcome"],
 )
 _OUTCOME_OF_REASON = {
     DELIVERED: "delivered",
     ALREADY_DELIVERED: "already_delivered",
+    ALREADY_PARKED: "already_parked",
     NO_ENDPOINT: "no_endpoint",
     DUPLICATE: "duplicate",
     LEASED_ELSEWHERE: "leased_elsewhere",

@@ -133,34 +133,33 @@ def _status(status: PayoutStatus) -> Corruption:
     return corrupt
 
 
-async def _paid_in_two_cycles(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
-    """Held and paid out again in a second hold cycle, through the ledger: debited twice."""
+async def _paid_again(
+    session: AsyncSession, merchant_id: str, payout_id: str, hold_cycle: int | None
+) -> None:
+    """Held and paid out once more, through the ledger, in `hold_cycle`: debited twice."""
     for posting in (ledger.HOLD, ledger.PAYOUT):
         await ledger.post(
             session,
             posting,
             merchant_id=merchant_id,
             payout_id=payout_id,
-            hold_cycle=2,
+            hold_cycle=hold_cycle,
             amount=Decimal("100.00"),
         )
+
+
+async def _paid_in_two_cycles(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """Held and paid out again in a second hold cycle, which the payout went on to."""
+    await _paid_again(session, merchant_id, payout_id, hold_cycle=2)
     await session.execute(update(Payout).where(Payout.id == payout_id).values(hold_cycle=2))
 
 
 def _paid_outside_its_cycles(hold_cycle: int | None) -> Corruption:
-    """Held and paid out again through the ledger, in a cycle the payout never reached (or
-    none), its row left in cycle 1: debited twice, and reconcile was clean."""
+    """Paid again in a cycle the payout never reached (or none), its row left in cycle 1:
+    reconcile was clean."""
 
     async def corrupt(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
-        for posting in (ledger.HOLD, ledger.PAYOUT):
-            await ledger.post(
-                session,
-                posting,
-                merchant_id=merchant_id,
-                payout_id=payout_id,
-                hold_cycle=hold_cycle,
-                amount=Decimal("100.00"),
-            )
+        await _paid_again(session, merchant_id, payout_id, hold_cycle)
 
     return corrupt
 

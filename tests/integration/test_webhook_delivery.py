@@ -81,6 +81,7 @@ from tests.support.webhook_flow import (
     resend,
     retry_of,
     running_webhook_service,
+    up_the_ladder,
     waiting_copies,
 )
 from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
@@ -873,8 +874,7 @@ async def test_two_parked_copies_of_a_retry_its_delivery_waits_for_are_moved_onc
     receiver.always(Reply(503))
     request = first_request(row)
     async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
-        for _ in LADDER:
-            request = retry_of(request, await d.deliver(request))
+        request = await up_the_ladder(d, request)
     stored = await delivery_of(sessions, event_id_of(row))
     assert stored is not None and stored.status == DeliveryStatus.RETRYING
     async with running_webhook_service(webhook_settings):
@@ -903,8 +903,7 @@ async def test_a_late_copy_of_the_original_message_leaves_a_parked_delivery_park
     receiver.always(Reply(503))
     request = first_request(row)
     async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
-        for _ in LADDER:
-            request = retry_of(request, await d.deliver(request))
+        request = await up_the_ladder(d, request)
         assert (await d.deliver(request)).disposition == Disposition.PARK
 
         late_copy = await d.deliver(first_request(row))
@@ -931,8 +930,7 @@ async def test_a_resend_during_the_ladders_last_attempt_is_delivered(
     receiver.reply_with(*[Reply(503)] * len(LADDER), Reply(503, held_until=last_answer))
     request = first_request(row)
     async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
-        for _ in LADDER:
-            request = retry_of(request, await d.deliver(request))
+        request = await up_the_ladder(d, request)
         last_attempt = asyncio.create_task(d.deliver(request))
         await receiver.wait_for_requests(len(LADDER) + 1)
         leased = await delivery_of(sessions, event_id_of(row))

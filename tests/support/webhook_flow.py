@@ -279,6 +279,14 @@ def retry_of(request: DeliveryRequest, failed: Decision) -> DeliveryRequest:
     )
 
 
+async def up_the_ladder(delivery: EventDelivery, request: DeliveryRequest) -> DeliveryRequest:
+    """Every attempt of the ladder but the last, each failing (the receiver refuses them): the
+    message of the ladder's last attempt, not sent yet."""
+    for _ in LADDER:
+        request = retry_of(request, await delivery.deliver(request))
+    return request
+
+
 # A batch: the endpoints not cached, the lease, the read of the leased rows, commit; after the
 # calls: the deliveries' new states, the attempts, commit. None of it grows with the batch.
 STATEMENTS_PER_BATCH = 5
