@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f"{API_PREFIX}/payouts/batch": settings.max_batch_body_bytes,
             **dashboard_larger_bodies(settings),
         },
+        probes=probes,
         html_pages=dashboard_html_pages(settings),
     )
     app.add_middleware(MetricsMiddleware, templates=RouteTemplates(app))

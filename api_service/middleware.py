@@ -43,12 +43,16 @@ class RequestContextMiddleware:
         *,
         max_body_bytes: int,
         larger_bodies: Mapping[str, int],
+        probes: frozenset[str] = frozenset(),
         html_pages: HtmlPages | None = None,
     ) -> None:
-        """`larger_bodies`: the limit of the paths that take more (a payroll batch)."""
+        """`larger_bodies`: the limit of the paths that take more (a payroll batch). `probes`:
+        /health and /ready, which no header touches: an X-Request-ID they cannot echo is
+        replaced, not refused (a proxy's longer ids made a healthy API look down)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.larger_bodies = larger_bodies
+        self.probes = probes
         self.html_pages = html_pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,7 +75,7 @@ class RequestContextMiddleware:
             await send(message)
 
         with bind_log_context(request_id=request_id, correlation_id=request_id):
-            if not valid:
+            if not valid and scope["path"] not in self.probes:
                 await reject(
                     send_stamped,
                     request_id,

@@ -25,6 +25,21 @@ async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready"])
+@pytest.mark.parametrize("sent_id", ["r" * 150, "an id with spaces"])
+async def test_a_probe_answers_whatever_request_id_a_proxy_sends(
+    api_client: httpx.AsyncClient, path: str, sent_id: str
+) -> None:
+    """An id the API refuses elsewhere (400) made /health and /ready a 400: a proxy that sends
+    longer ids made a healthy API look down. The probe answers under an id of its own."""
+    response = await api_client.get(f"{API}{path}", headers={"X-Request-ID": sent_id})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"].startswith("req_")
+    refused = await api_client.get(f"{API}/balance", headers={"X-Request-ID": sent_id})
+    assert refused.status_code == 400  # elsewhere, as documented
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
 async def test_head_answers_as_get_without_the_body(
     api_client: httpx.AsyncClient, path: str
 ) -> None:
