@@ -307,3 +307,6 @@ def configure_logging(format: str, level: str, *, stream: TextIO | None = None) 
         adopted = logging.getLogger(name)
         adopted.handlers.clear()
         adopted.propagate = True
+    # Python's warnings (a library's DeprecationWarning, "coroutine ... was never awaited") went
+    # to stderr as plain text lines, between the JSON ones: through the handler, as records.
+    logging.captureWarnings(True)

@@ -3,8 +3,11 @@ and secrets in messages, arguments, extras and tracebacks."""
 
 import asyncio
 import io
+import json
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -350,3 +353,21 @@ def test_a_line_about_a_batch_names_its_first_ten_ids_and_how_many_more() -> Non
 def test_the_parameters_after_a_masked_one_stay() -> None:
     line = "GET /api/v1/payouts?api_key=mpk_test_abc123&limit=10 HTTP/1.1"
     assert redact(line) == "GET /api/v1/payouts?api_key=[REDACTED]&limit=10 HTTP/1.1"
+
+
+def test_a_python_warning_is_a_json_line_too() -> None:
+    """warnings.warn (a library's, "coroutine ... was never awaited") wrote plain text lines to
+    stderr between the JSON ones. In a process of its own: pytest captures warnings itself."""
+    program = (
+        "import warnings\n"
+        "from contracts.logging import configure_logging\n"
+        "configure_logging('json', 'INFO')\n"
+        "warnings.warn('something odd', UserWarning)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    (line,) = ran.stderr.splitlines()
+    entry = json.loads(line)
+    assert (entry["logger"], entry["level"]) == ("py.warnings", "WARNING")
+    assert "UserWarning: something odd" in entry["message"]
