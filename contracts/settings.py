@@ -40,8 +40,11 @@ MIN_SECRET_LENGTH = 16
 
 
 def is_own_secret(secret: str) -> bool:
-    """Not a default published in this repository, and long enough not to be guessed."""
-    return len(secret.strip()) >= MIN_SECRET_LENGTH and not secret.endswith(PUBLIC_SECRET_MARK)
+    """Not a default published in this repository, and long enough not to be guessed; judged
+    without the spaces around it (a default with a newline after it, read from a file, passed:
+    the public secret and one character anyone guesses)."""
+    own = secret.strip()
+    return len(own) >= MIN_SECRET_LENGTH and not own.endswith(PUBLIC_SECRET_MARK)
 
 
 def _port_reads(url: str) -> str:
@@ -71,7 +74,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
     # On SIGTERM the API answers /ready with 503 this long before it stops accepting requests.
     shutdown_drain_seconds: float = Field(default=1.0, ge=0, le=60)
-    psp_secret: str = DEFAULT_PSP_SECRET
+    # Secrets are left out of the settings' repr (a traceback's locals, a debugging print).
+    psp_secret: str = Field(default=DEFAULT_PSP_SECRET, repr=False)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
@@ -165,9 +169,9 @@ class Settings(BaseSettings):
     # The browser dashboard (/dashboard): session cookies signed with this secret, valid this
     # long; the operations pages sign in with the operator token (no token: they are off); and
     # where its links to the RabbitMQ management UI point.
-    dashboard_session_secret: str = DEFAULT_DASHBOARD_SESSION_SECRET
+    dashboard_session_secret: str = Field(default=DEFAULT_DASHBOARD_SESSION_SECRET, repr=False)
     dashboard_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
-    operator_token: str | None = None
+    operator_token: str | None = Field(default=None, repr=False)
     dashboard_rabbitmq_ui_url: str = "http://127.0.0.1:15672"
 
     @field_validator("database_url")

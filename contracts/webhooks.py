@@ -136,8 +136,12 @@ IPV4_CARRIERS = tuple(
 
 # Ranges the address tables of Pythons without the CVE-2024-4032 fix (3.11.7 among them) call
 # global: IPv6 site-local (deprecated, routed privately where still used) and the IETF's
-# protocol assignments.
-NOT_GLOBAL = tuple(ipaddress.ip_network(network) for network in ("fec0::/10", "192.0.0.0/24"))
+# protocol assignments; and ranges reserved since: IPv6 documentation (RFC 9637), SRv6 segment
+# ids (RFC 9602), the deprecated 6to4 relay anycast (RFC 7526). None is a merchant's server.
+NOT_GLOBAL = tuple(
+    ipaddress.ip_network(network)
+    for network in ("fec0::/10", "192.0.0.0/24", "3fff::/20", "5f00::/16", "192.88.99.0/24")
+)
 
 
 def is_public_address(address: IPAddress) -> bool:

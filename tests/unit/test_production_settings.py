@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from api_service.app import create_app
 from cli.main import app as payouts
 from contracts.settings import (
+    DEFAULT_DASHBOARD_SESSION_SECRET,
     DEFAULT_PSP_SECRET,
     Environment,
     InsecureConfiguration,
@@ -27,8 +28,27 @@ def fresh_settings() -> Iterator[None]:
 
 @pytest.mark.parametrize(
     "secret",
-    [DEFAULT_PSP_SECRET, "psp_compose_secret_change_me", "", " " * 20, "x", "fifteen-chars-x"],
-    ids=["settings", "compose", "empty", "blank", "one character", "15 characters"],
+    [
+        DEFAULT_PSP_SECRET,
+        "psp_compose_secret_change_me",
+        "",
+        " " * 20,
+        "x",
+        "fifteen-chars-x",
+        # A default with a newline or a space after it (read from a file, quoted in a .env).
+        f"{DEFAULT_PSP_SECRET}\n",
+        "psp_compose_secret_change_me ",
+    ],
+    ids=[
+        "settings",
+        "compose",
+        "empty",
+        "blank",
+        "one character",
+        "15 characters",
+        "settings and a newline",
+        "compose and a space",
+    ],
 )
 def test_the_api_refuses_production_with_a_default_or_guessable_psp_secret(secret: str) -> None:
     """An empty secret let anyone sign an IPN: SUCCESS then REVERSED credits a balance."""
@@ -98,7 +118,15 @@ def test_payouts_seed_makes_no_demo_merchant_in_production(
     assert result.output.startswith("PAYOUTS_ENV=production: no demo merchant made")
 
 
-@pytest.mark.parametrize(("secret", "enabled"), [("", False), ("short", False), ("s" * 16, True)])
+@pytest.mark.parametrize(
+    ("secret", "enabled"),
+    [
+        ("", False),
+        ("short", False),
+        (f"{DEFAULT_DASHBOARD_SESSION_SECRET}\n", False),
+        ("s" * 16, True),
+    ],
+)
 def test_the_dashboard_needs_a_secret_of_its_own_in_production(secret: str, enabled: bool) -> None:
     settings = Settings(env=Environment.PRODUCTION, dashboard_session_secret=secret)
     assert settings.dashboard_enabled is enabled
@@ -127,3 +155,13 @@ def test_the_operations_pages_need_a_token_long_enough_in_production(
     assert settings.operations_enabled is enabled
     routes = iter_route_contexts(create_app(settings).routes)
     assert ("/dashboard/operations" in {route.path_format for route in routes}) is enabled
+
+
+def test_the_settings_repr_shows_no_secret() -> None:
+    settings = Settings(
+        psp_secret="psp-secret-of-ours-1",
+        dashboard_session_secret="dashboard-secret-of-ours",
+        operator_token="operator-token-of-ours",
+    )
+    for secret in ("psp-secret-of-ours-1", "dashboard-secret-of-ours", "operator-token-of-ours"):
+        assert secret not in repr(settings)

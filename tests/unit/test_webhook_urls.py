@@ -72,6 +72,11 @@ def test_unacceptable_urls(url: str, problem: str) -> None:
         ("fec0::1", False),  # IPv6 site-local
         ("::ffff:192.0.0.8", False),  # IETF protocol assignments
         ("192.0.0.8", False),
+        # Reserved since (RFC 9637 documentation, RFC 9602 SRv6 SIDs, the deprecated 6to4 relay
+        # anycast of RFC 7526): Python 3.11.7 calls them global.
+        ("3fff::1", False),
+        ("5f00::1", False),
+        ("192.88.99.1", False),
     ],
 )
 def test_only_public_addresses_receive_webhooks(address: str, public: bool) -> None:
