@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_the_sandbox(
         app, api_prefix=API_PREFIX, enabled=settings.sandbox_enabled, probes=probes
     )
-    document_answers_as_given(app)
+    document_answers_as_given(app, probes=probes)
     serve_documents_under_the_base_path(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
@@ -157,12 +157,12 @@ def serve_documents_under_the_base_path(app: FastAPI) -> None:
     app.add_route(f"{API_PREFIX}/docs", docs_page, include_in_schema=False)
 
 
-def document_answers_as_given(app: FastAPI) -> None:
+def document_answers_as_given(app: FastAPI, *, probes: frozenset[str]) -> None:
     """FastAPI documents what it would answer by itself; this API answers otherwise, and the
     document is corrected once, when first built:
     - a query or path parameter that fails validation: 400 VALIDATION_ERROR in the error
       envelope (exception_handlers.py), not FastAPI's 422 HTTPValidationError; and every
-      operation may answer 400 to an X-Request-ID it refuses (middleware.py);
+      operation but the probes may answer 400 to an X-Request-ID it refuses (middleware.py);
     - a body that is not JSON: 415 UNSUPPORTED_MEDIA_TYPE (request_body.require_json), on every
       operation that documents one;
     - X-IDEMPOTENCY-KEY: required, though declared optional so that the dependency answers its
@@ -172,9 +172,9 @@ def document_answers_as_given(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for operations in schema["paths"].values():
+            for path, operations in schema["paths"].items():
                 for operation in operations.values():
-                    _document_operation(operation)
+                    _document_operation(operation, probe=path in probes)
             for name in FASTAPI_VALIDATION_SCHEMAS:
                 schema["components"]["schemas"].pop(name, None)
         return app.openapi_schema or build()
@@ -182,11 +182,12 @@ def document_answers_as_given(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_operation(operation: dict[str, Any]) -> None:
+def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     responses: dict[str, Any] = operation["responses"]
     if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
         del responses["422"]
-    responses.setdefault("400", documented_error("VALIDATION_ERROR"))  # X-Request-ID, anywhere
+    if not probe:  # a probe takes any X-Request-ID, and no query
+        responses.setdefault("400", documented_error("VALIDATION_ERROR"))  # X-Request-ID
     if "requestBody" in operation:
         responses.setdefault("415", documented_error("UNSUPPORTED_MEDIA_TYPE"))
     operation["responses"] = dict(sorted(responses.items()))

@@ -99,14 +99,20 @@ async def test_not_ready_is_the_documented_503(settings: Settings) -> None:
     assert schema == {"$ref": "#/components/schemas/Readiness"}
 
 
-@pytest.mark.parametrize("path", ["/health", "/ready"])
 async def test_a_refused_x_request_id_is_a_documented_answer(
-    api_client: httpx.AsyncClient, path: str
+    api_client: httpx.AsyncClient,
 ) -> None:
-    """Judged on every route (README, "Requests we refuse"); /health documented only 200."""
-    response = await api_client.get(f"{API}{path}", headers={"X-Request-ID": "two words"})
+    """Judged on every route but the probes (README, "Requests we refuse"), before the key."""
+    response = await api_client.get(f"{API}/balance", headers={"X-Request-ID": "two words"})
     assert_error(response, 400, "VALIDATION_ERROR", "X-Request-ID")
-    assert documented(await openapi(api_client), "get", path, "400")
+    assert documented(await openapi(api_client), "get", "/balance", "400")
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+async def test_the_probes_document_no_400(api_client: httpx.AsyncClient, path: str) -> None:
+    """They answer any X-Request-ID (test_api_health.py) and ignore a query: no 400."""
+    responses = (await openapi(api_client))["paths"][f"{API}{path}"]["get"]["responses"]
+    assert "400" not in responses, sorted(responses)
 
 
 @pytest.mark.parametrize(("fault", "status"), [("status=500", 500), ("timeout-after-commit", 504)])
