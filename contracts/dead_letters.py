@@ -78,7 +78,10 @@ class UnreadableDeadLetter(Exception):
         )
 
 
-async def _next(queue: AbstractQueue) -> AbstractIncomingMessage | None:
+async def next_held(queue: AbstractQueue) -> AbstractIncomingMessage | None:
+    """The next message of a queue our tools take messages off one by one (a dead-letter queue,
+    the parking lot), unacked; None when it is empty. UnreadableDeadLetter when the library
+    cannot decode it."""
     try:
         return await queue.get(no_ack=False, fail=False)
     except InvalidFrameError as undecodable:
@@ -94,7 +97,7 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
         held: list[AbstractIncomingMessage] = []
         try:
             for _ in range(min(waiting, limit)):
-                message = await _next(queue)
+                message = await next_held(queue)
                 if message is None:
                     break
                 held.append(message)
@@ -113,7 +116,7 @@ async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue, waiting = await _waiting(channel, f"{work_queue}.dead")
         for _ in range(min(waiting, limit)):
-            message = await _next(queue)
+            message = await next_held(queue)
             if message is None:
                 break
             await channel.default_exchange.publish(

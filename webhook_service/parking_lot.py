@@ -27,6 +27,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from contracts.amqp_connection import connect
 from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.dead_letters import next_held
 from contracts.redelivery import fresh_copy
 from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
 from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, resend_generation
@@ -93,7 +94,7 @@ async def replay_parked(
         moves = dropped = 0
         try:
             for _ in range(waiting):
-                message = await parked.get(no_ack=False, fail=False)
+                message = await next_held(parked)
                 if message is None:
                     break
                 if merchant_id is not None and merchant_of(message) != merchant_id:
@@ -110,6 +111,7 @@ async def replay_parked(
                 else:
                     dropped += 1
         finally:
-            for message in kept:
-                await message.nack(requeue=True)
+            if not channel.is_closed:  # closed, the broker has put them back itself
+                for message in kept:
+                    await message.nack(requeue=True)
     return ReplayResult(moved=moves, kept=len(kept), dropped=dropped)

@@ -235,13 +235,13 @@ async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_
         await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
 
 
-async def _a_dead_letter_with_a_message_id_not_utf8(
-    settings: Settings, rabbit: RabbitClient
+async def _a_message_id_not_utf8_at_the_head_of(
+    queue: str, settings: Settings, rabbit: RabbitClient
 ) -> None:
-    """A short-string property the AMQP library cannot decode, at the head of the payout
-    commands' dead-letter queue (RabbitMQ passes such a message on as it was published)."""
+    """A short-string property the AMQP library cannot decode, at the head of `queue` (RabbitMQ
+    passes such a message on as it was published)."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
-    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
+    await rabbit.purge(queue)
     original = pamqp.encode.METHODS["shortstr"]
 
     def raw_short_string(value: object) -> bytes:
@@ -256,52 +256,63 @@ async def _a_dead_letter_with_a_message_id_not_utf8(
         channel = await connection.channel(publisher_confirms=True)
         pamqp.encode.METHODS["shortstr"] = raw_short_string
         try:
-            await channel.default_exchange.publish(
-                message, routing_key=PAYOUT_COMMANDS.dead_letter_queue
-            )
+            await channel.default_exchange.publish(message, routing_key=queue)
         finally:
             pamqp.encode.METHODS["shortstr"] = original
 
 
-@pytest.mark.parametrize("command", ["list", "redrive"])
-async def test_a_dead_letter_the_library_cannot_decode_is_one_line_saying_what_to_do(
-    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient, command: str
+# The commands that take messages off a queue one by one, and that queue.
+TAKING_COMMANDS = {
+    "dlq list": (("dlq", "list", PAYOUT_COMMANDS.name), PAYOUT_COMMANDS.dead_letter_queue),
+    "dlq redrive": (("dlq", "redrive", PAYOUT_COMMANDS.name), PAYOUT_COMMANDS.dead_letter_queue),
+    "webhooks replay-parked": (("webhooks", "replay-parked"), WEBHOOK_PARKING_LOT),
+}
+
+
+@pytest.mark.parametrize(("command", "queue"), TAKING_COMMANDS.values(), ids=TAKING_COMMANDS)
+async def test_a_message_the_library_cannot_decode_is_one_line_saying_what_to_do(
+    settings: Settings,
+    service_env: dict[str, str],
+    rabbit: RabbitClient,
+    command: tuple[str, ...],
+    queue: str,
 ) -> None:
     """aiormq's traceback, then "RabbitMQ refused: ... (does the vhost exist?)": a wrong lead."""
-    await _a_dead_letter_with_a_message_id_not_utf8(settings, rabbit)
+    await _a_message_id_not_utf8_at_the_head_of(queue, settings, rabbit)
     try:
-        done = payouts(service_env, "dlq", command, PAYOUT_COMMANDS.name)
+        done = payouts(service_env, *command)
 
         assert done.returncode == 1, done.stderr[-300:]
         assert done.stderr.splitlines() == [
-            f"RabbitMQ: the next message of {PAYOUT_COMMANDS.dead_letter_queue} cannot be decoded"
+            f"RabbitMQ: the next message of {queue} cannot be decoded"
             " (a property that is not UTF-8?) and stays at its head, in front of the others: take"
             " it off in the RabbitMQ management UI (Queues > Get messages, Ack mode: Automatic"
             " ack), then run this again"
         ]
     finally:
-        await _take_off_the_undecodable(rabbit)
+        await _take_off_the_undecodable(queue, rabbit)
 
 
 async def test_the_redrive_button_with_a_dead_letter_it_cannot_decode_is_a_409(
     settings: Settings, rabbit: RabbitClient
 ) -> None:
-    await _a_dead_letter_with_a_message_id_not_utf8(settings, rabbit)
+    queue = PAYOUT_COMMANDS.dead_letter_queue
+    await _a_message_id_not_utf8_at_the_head_of(queue, settings, rabbit)
     try:
         with pytest.raises(DeadLetterUnreadable, match="take it off in the RabbitMQ management"):
             await redrive_dead_letters(settings, PAYOUT_COMMANDS.name)
     finally:
-        await _take_off_the_undecodable(rabbit)
+        await _take_off_the_undecodable(queue, rabbit)
 
 
-async def _take_off_the_undecodable(rabbit: RabbitClient) -> None:
+async def _take_off_the_undecodable(queue: str, rabbit: RabbitClient) -> None:
     """The message stays (at the head of the queue: nothing moved it), back in the queue once
     the connection that held it is closed; then purged. (Purged before, it was still held, and
     came back to break the next test's reads of the queue.)"""
 
     async def back_in_the_queue() -> None:
-        assert await rabbit.count(PAYOUT_COMMANDS.dead_letter_queue) == 1
+        assert await rabbit.count(queue) == 1
 
     await eventually(back_in_the_queue)
-    await rabbit.purge(PAYOUT_COMMANDS.dead_letter_queue, PAYOUT_COMMANDS.name)
-    assert await rabbit.count(PAYOUT_COMMANDS.dead_letter_queue) == 0
+    await rabbit.purge(queue)
+    assert await rabbit.count(queue) == 0
