@@ -6,6 +6,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -106,19 +107,14 @@ def build_sink(secret: str | None) -> Starlette:
     return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
 
 
-async def webhook_secret_of_merchant_at(database_url: str, webhook_url: str) -> str | None:
+async def webhook_secret_of_merchant_at(session: AsyncSession, webhook_url: str) -> str | None:
     """The webhook secret of the newest merchant whose webhooks go to `webhook_url`, if any."""
-    engine = create_engine(database_url, pool_size=1)
-    try:
-        async with create_session_factory(engine)() as session:
-            return await session.scalar(
-                select(Merchant.webhook_secret)
-                .where(Merchant.webhook_url == webhook_url)
-                .order_by(Merchant.created_at.desc(), Merchant.id)
-                .limit(1)
-            )
-    finally:
-        await engine.dispose()
+    return await session.scalar(
+        select(Merchant.webhook_secret)
+        .where(Merchant.webhook_url == webhook_url)
+        .order_by(Merchant.created_at.desc(), Merchant.id)
+        .limit(1)
+    )
 
 
 def webhook_sink_command(
@@ -145,13 +141,12 @@ def webhook_sink_command(
     """A local webhook receiver: verifies each request and prints each event on one line."""
     import uvicorn
 
+    from cli.main import run_in_transaction  # the entry point, loaded already
     from cli.merchants import check_webhook_secret
 
     if not secret and secret_of_merchant_at:
         # Compose's demo: the seed made the merchant and its secret (a plain `up` sets none).
-        secret = run_in_one_line(
-            webhook_secret_of_merchant_at(get_settings().database_url, secret_of_merchant_at)
-        )
+        secret = run_in_transaction(webhook_secret_of_merchant_at, secret_of_merchant_at)
         if secret is None:
             typer.echo(f"no merchant's webhooks go to {secret_of_merchant_at}: not verifying")
     if secret:  # a secret cut short was a standardwebhooks traceback
