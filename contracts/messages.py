@@ -1,6 +1,9 @@
 """Message bodies that cross RabbitMQ, versioned by `schemaVersion`.
 
-Commands are named in the imperative, events in the past tense.
+Commands are named in the imperative, events in the past tense. Every text a consumer writes to
+the database or looks a row up by is bounded by its column: a 17 MiB merchant id, published by
+hand, made a query over the server's packet limit, which drops the connection; taken for an
+outage, the message was retried for as long as it ran, never dead-lettered.
 """
 
 from typing import Any, Literal
@@ -8,14 +11,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from contracts.clock import event_sandbox_time
+from contracts.db.models import FAILURE_REASON_LENGTH, PSP_REFERENCE_LENGTH
 from contracts.domain.statuses import EventType, PspOutcome
 from contracts.payout_view import PayoutView
 from contracts.wire import RowId, Timestamp, WireModel
-
-# Every text a consumer writes to the database or looks a row up by is bounded by its column: a
-# 17 MiB merchant id, published by hand, made a query over the server's packet limit, which
-# drops the connection; taken for an outage, the message was retried for as long as it ran,
-# never dead-lettered.
 
 
 class ProcessPayout(WireModel):
@@ -56,8 +55,8 @@ class ApplyPspOutcome(WireModel):
     merchant_id: RowId
     hold_cycle: int = Field(ge=1)
     outcome: PspOutcome
-    psp_reference: str | None = Field(default=None, max_length=64)
-    failure_reason: str | None = Field(default=None, max_length=255)
+    psp_reference: str | None = Field(default=None, max_length=PSP_REFERENCE_LENGTH)
+    failure_reason: str | None = Field(default=None, max_length=FAILURE_REASON_LENGTH)
 
 
 class PayoutStatusChanged(WireModel):

@@ -33,6 +33,7 @@ from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
 from api_service.schemas import PayoutIdPath, RequestModel, SettingRequest
+from contracts.db.models import FAILURE_REASON_LENGTH, PSP_REFERENCE_LENGTH
 from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
 
@@ -62,13 +63,13 @@ class PspCallbackRequest(RequestModel):
     status: Annotated[
         PayoutStatus, Field(description="SUCCESS, FAILED or REVERSED; any other is 409")
     ]
-    psp_reference: Annotated[str, Field(max_length=64)] | None = None
-    failure_reason: Annotated[str, Field(max_length=255)] | None = None
+    psp_reference: Annotated[str, Field(max_length=PSP_REFERENCE_LENGTH)] | None = None
+    failure_reason: Annotated[str, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
 
 
 class SimulateRequest(SettingRequest):  # a typo (`failureReasn`) is a 400, not ignored
     outcome: PspOutcome
-    failure_reason: Annotated[str, Field(max_length=255)] | None = None
+    failure_reason: Annotated[str, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
 
 
 class CallbackReceipt(BaseModel):

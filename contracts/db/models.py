@@ -44,6 +44,10 @@ def table_of(model: type[Base]) -> Table:
 
 
 MERCHANT_NAME_LENGTH = 200
+# A PSP's reference and a failure reason: the columns, and so what the IPN and the messages
+# carrying them take.
+PSP_REFERENCE_LENGTH = 64
+FAILURE_REASON_LENGTH = 255
 
 
 class Merchant(Base):
@@ -99,9 +103,9 @@ class Payout(Base):
     account_title: Mapped[str] = mapped_column(String(100))
     purpose: Mapped[str | None] = mapped_column(String(140))
     status: Mapped[str] = mapped_column(String(20))
-    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    failure_reason: Mapped[str | None] = mapped_column(String(FAILURE_REASON_LENGTH))
     failure_code: Mapped[str | None] = mapped_column(String(50))
-    psp_reference: Mapped[str | None] = mapped_column(String(64))
+    psp_reference: Mapped[str | None] = mapped_column(String(PSP_REFERENCE_LENGTH))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Incremented by every hold (create, reinitiate): a hold is posted or released once per cycle.
     hold_cycle: Mapped[int] = mapped_column(Integer, default=1)
@@ -234,8 +238,8 @@ class PspCallback(Base):
     applied_at: Mapped[datetime | None] = mapped_column(Timestamp)
     outcome: Mapped[str] = mapped_column(String(20))
     # Compared with an IPN's pspReference to spot an earlier attempt's (STALE_PSP_REFERENCE).
-    psp_reference: Mapped[str | None] = mapped_column(String(64, collation=EXACT))
-    failure_reason: Mapped[str | None] = mapped_column(String(255))
+    psp_reference: Mapped[str | None] = mapped_column(String(PSP_REFERENCE_LENGTH, collation=EXACT))
+    failure_reason: Mapped[str | None] = mapped_column(String(FAILURE_REASON_LENGTH))
     source: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime] = mapped_column(Timestamp)
 
@@ -247,7 +251,9 @@ class PspReferenceClaim(Base):
 
     __tablename__ = "psp_reference_claims"
 
-    psp_reference: Mapped[str] = mapped_column(String(64, collation=EXACT), primary_key=True)
+    psp_reference: Mapped[str] = mapped_column(
+        String(PSP_REFERENCE_LENGTH, collation=EXACT), primary_key=True
+    )
     payout_id: Mapped[str] = mapped_column(Uuid)
 
 
