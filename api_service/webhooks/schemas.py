@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from api_service.envelope import SuccessEnvelope
 from api_service.pagination import Pagination
 from api_service.schemas import WHOLE_NUMBER, RequestModel, SettingRequest
+from api_service.webhooks.service import ATTEMPTS_SHOWN
 from contracts.domain.statuses import EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
@@ -59,7 +60,9 @@ class WebhookDeliveryView(BaseModel):
     payoutId: str
     url: str | None
     status: DeliveryStatus
-    attemptCount: int
+    attemptCount: int = Field(
+        description="Every attempt made, including those `attempts` leaves out"
+    )
     lastStatusCode: int | None
     lastError: str | None
     nextAttemptAt: str | None = Field(
@@ -69,7 +72,10 @@ class WebhookDeliveryView(BaseModel):
     deliveredAt: str | None
     createdAt: str
     updatedAt: str
-    attempts: list[WebhookAttemptView]
+    attempts: list[WebhookAttemptView] = Field(
+        description=f"The latest {ATTEMPTS_SHOWN} attempts, oldest first "
+        "(`attemptCount` counts them all)"
+    )
 
 
 class WebhookDeliveryList(BaseModel):

@@ -59,16 +59,28 @@ def event_cursor(merchant: Merchant) -> Callable[[Any], ListQuery]:
     return item_key(_EVENT_ORDER, PayoutEvent.id, PayoutEvent.merchant_id == merchant.id)
 
 
+# A delivery shows at most its latest attempts (its attemptCount counts them all): resends and
+# chaos duplicates add attempts without end, and a page of 100 deliveries must stay small.
+ATTEMPTS_SHOWN = 25
+
+
 async def attempts_of(
     session: AsyncSession, deliveries: Sequence[WebhookDelivery]
 ) -> dict[str, list[WebhookAttempt]]:
-    """Every attempt of the given deliveries, in order, with one query."""
+    """The latest ATTEMPTS_SHOWN attempts of each given delivery, in order, with one query.
+
+    Attempt numbers run 1, 2, … up to the delivery's attempts: the latest are those above its
+    count less ATTEMPTS_SHOWN, read through the (delivery_id, attempt_number) index."""
     by_delivery: dict[str, list[WebhookAttempt]] = {delivery.id: [] for delivery in deliveries}
     if not by_delivery:
         return by_delivery
     rows = await session.scalars(
         select(WebhookAttempt)
-        .where(WebhookAttempt.delivery_id.in_(list(by_delivery)))
+        .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
+        .where(
+            WebhookAttempt.delivery_id.in_(list(by_delivery)),
+            WebhookAttempt.attempt_number > WebhookDelivery.attempts - ATTEMPTS_SHOWN,
+        )
         .order_by(WebhookAttempt.delivery_id, WebhookAttempt.attempt_number)
     )
     for attempt in rows:

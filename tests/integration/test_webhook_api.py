@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
+from api_service.webhooks.service import ATTEMPTS_SHOWN
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import (
@@ -124,6 +125,24 @@ async def test_deliveries_come_with_their_attempts_newest_first(
         "hasMore": False,
         "nextCursor": None,
     }
+
+
+async def test_a_delivery_shows_its_latest_attempts_and_counts_them_all(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Resends add attempts without end: a page of deliveries must not carry them all."""
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    payout = await create_payout(api_client, merchant)
+    (event,) = await events_of(sessions, payout["id"])
+    made = ATTEMPTS_SHOWN + 5
+    await seed_delivery(
+        sessions, event, DeliveryStatus.DELIVERED, [(500, "HTTP 500")] * made, utcnow()
+    )
+
+    (delivery,) = (await list_deliveries(api_client, merchant))["deliveries"]
+
+    assert delivery["attemptCount"] == made
+    assert [a["attemptNumber"] for a in delivery["attempts"]] == list(range(6, made + 1))
 
 
 @pytest.mark.parametrize(
