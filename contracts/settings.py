@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
     # POST /payouts/batch: up to 1,000 payouts
     max_batch_body_bytes: int = Field(default=1024 * 1024, ge=1)
-    max_page_size: int = Field(default=100, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=A_YEAR_IN_HOURS * 3600)
     idempotency_keys_per_merchant_per_day: int = Field(default=100_000, ge=1)
     # A request waits this long for another one holding its idempotency key (then 409), or for

@@ -209,7 +209,6 @@ class MerchantApi:
             payouts.list_payouts(
                 self.merchant,
                 self.session,
-                self.settings,
                 page=None,
                 limit=limit,
                 starting_after=starting_after,

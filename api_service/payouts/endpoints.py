@@ -152,7 +152,6 @@ async def create_payout_batch(
 async def list_payouts(
     merchant: CurrentMerchant,
     session: SessionDep,
-    settings: SettingsDep,
     page: PageNumber = None,
     limit: PageSize = 20,
     starting_after: Annotated[
@@ -190,7 +189,7 @@ async def list_payouts(
         session,
         page=page,
         starting_after=starting_after,
-        limit=min(limit, settings.max_page_size),
+        limit=limit,
         cursor_key=service.payout_cursor(merchant),
         items="payouts",
     )
