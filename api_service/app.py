@@ -22,6 +22,7 @@ from api_service.errors import documented_error
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER
+from api_service.keys_in_flight import KeysInFlight
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
 from api_service.middleware import RequestContextMiddleware
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.settings = settings
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
+        app.state.keys_in_flight = KeysInFlight(settings.api_lock_wait_seconds)
         app.state.merchants = MerchantCache(settings.api_key_cache_seconds)
         app.state.sessions = create_session_factory(engine)
         app.state.fault_shares = FaultShares(app.state.sessions, settings.api_key_cache_seconds)

@@ -4,7 +4,8 @@ client may retry).
 One transaction per request: the key's row is its first write, the work follows, the answer is
 stored with it and all of it commits together. A concurrent request with the same key waits on
 that row's lock (at most the API's lock-wait limit, then 409 IDEMPOTENCY_KEY_IN_USE) and replays
-the answer once the first commits, or runs if the first rolled back. A request that dies takes
+the answer once the first commits, or runs if the first rolled back; in the same API process, it
+waits first in memory, holding no connection (keys_in_flight). A request that dies takes
 its claim with it: there is never a claim to take over, nor one to release. A refusal of the work
 (a 4xx) rolls back to a savepoint taken after the claim and is stored under it: the key is held
 from its claim to its stored answer.
@@ -47,6 +48,7 @@ from api_service.errors import (
     MissingIdempotencyKey,
     UnsupportedMediaType,
 )
+from api_service.keys_in_flight import KeysInFlight
 from api_service.request_body import json_document
 from api_service.sealed_responses import ResponseSeal
 from api_service.usage_limits import KeyQuota
@@ -228,6 +230,7 @@ class Idempotency:
     ttl_seconds: int
     quota: KeyQuota
     seal: ResponseSeal
+    in_flight: KeysInFlight
     # What the claim's quota count added to the shared counter, until its transaction ends.
     _counted: int | None = field(default=None, init=False)
     # The transaction holds the key's claim and a savepoint after it: a refusal is stored in it.
@@ -274,6 +277,17 @@ class Idempotency:
         return status_code, body
 
     async def _one_transaction(
+        self, session: AsyncSession, fingerprint: str, attempt: Operation
+    ) -> Response:
+        async def release_the_connection() -> None:
+            if session.in_transaction():  # reads before the claim (e.g. the merchant's key)
+                await session.commit()
+
+        key_of_merchant = (self.merchant_id, self.key)
+        async with self.in_flight.first(key_of_merchant, before_waiting=release_the_connection):
+            return await self._run_once(session, fingerprint, attempt)
+
+    async def _run_once(
         self, session: AsyncSession, fingerprint: str, attempt: Operation
     ) -> Response:
         try:
@@ -520,6 +534,7 @@ async def get_idempotency(
         sessions=sessions,
         ttl_seconds=settings.idempotency_ttl_seconds,
         quota=request.app.state.key_quota,
+        in_flight=request.app.state.keys_in_flight,
         seal=ResponseSeal.for_api_key(api_key or ""),
     )
 

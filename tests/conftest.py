@@ -115,6 +115,14 @@ async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[h
         yield client
 
 
+@pytest.fixture(scope="module")
+async def other_api_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A second API app beside api_client's: copies of a keyed request sent to both meet only in
+    the database (in one process, a copy waits for the first in memory: keys_in_flight)."""
+    async with in_process_api(settings) as client:
+        yield client
+
+
 def in_production(settings: Settings, **changes: Any) -> Settings:
     """The settings in production mode, which refuses webhook URLs into private networks."""
     production = {"env": Environment.PRODUCTION, "webhook_allow_private_urls": False}

@@ -251,6 +251,7 @@ async def test_a_payroll_whose_balance_is_spent_in_every_judgement_is_judged_und
 
 async def test_a_payroll_judged_again_keeps_its_key_from_another_request(
     api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     monkeypatch: pytest.MonkeyPatch,
@@ -272,7 +273,9 @@ async def test_a_payroll_judged_again_keeps_its_key_from_another_request(
             single = payout_body(amount="5.00")  # another request under the payroll's key
             other.append(
                 asyncio.create_task(
-                    api_client.post(f"{API}/payouts", json=single, headers=auth(merchant, key))
+                    other_api_process.post(
+                        f"{API}/payouts", json=single, headers=auth(merchant, key)
+                    )
                 )
             )
             await eventually(

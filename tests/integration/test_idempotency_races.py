@@ -10,7 +10,8 @@ from sqlalchemy import func, select, text
 
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Payout
-from tests.conftest import MerchantFactory
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import API, auth, new_key, payout_body
 from tests.support.polling import eventually
 from tests.support.statements import statement_running
@@ -44,7 +45,8 @@ async def _second_sent_while_the_first_runs(
     second: Callable[[], Awaitable[httpx.Response]],
 ) -> tuple[tuple[int, str], tuple[int, str]]:
     """`first` runs until it waits on the row another transaction locked (`row_lock`), `second`
-    is sent and waits on the key `first` claimed, then the row is let go: their answers."""
+    (sent to another API process) waits on the key `first` claimed, then the row is let go:
+    their answers."""
     async with sessions() as blocker:
         await blocker.execute(text(row_lock))
         first_sent = asyncio.create_task(first())
@@ -71,7 +73,10 @@ async def _payouts_of(sessions: SessionFactory, merchant_id: str) -> int:
 
 
 async def test_another_body_sent_under_a_refused_creates_key_is_refused_not_run(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+    api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
 ) -> None:
     """The refused create rolled back its claim with its work and stored its refusal after: the
     second body took the key in between and created a payout (201), and the first request's
@@ -79,16 +84,16 @@ async def test_another_body_sent_under_a_refused_creates_key_is_refused_not_run(
     merchant = await make_merchant(balance="100.00")
     key = new_key()
 
-    def create(amount: str) -> Callable[[], Awaitable[httpx.Response]]:
+    def create(client: httpx.AsyncClient, amount: str) -> Callable[[], Awaitable[httpx.Response]]:
         body = payout_body(amount=amount)
-        return lambda: api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        return lambda: client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
 
     answers = await _second_sent_while_the_first_runs(
         sessions,
         f"SELECT * FROM balances WHERE merchant_id = '{merchant.merchant_id}' FOR UPDATE",
-        create("500.00"),  # more than the balance: refused at its last write
+        create(api_client, "500.00"),  # more than the balance: refused at its last write
         "UPDATE balances",
-        create("50.00"),
+        create(other_api_process, "50.00"),
     )
 
     assert answers == ((422, "INSUFFICIENT_BALANCE"), (422, "IDEMPOTENCY_KEY_REUSED"))
@@ -96,7 +101,10 @@ async def test_another_body_sent_under_a_refused_creates_key_is_refused_not_run(
 
 
 async def test_a_create_sent_under_a_refused_reinitiates_key_is_refused_not_run(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+    api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
 ) -> None:
     merchant = await make_merchant()
     created = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
@@ -110,8 +118,46 @@ async def test_a_create_sent_under_a_refused_reinitiates_key_is_refused_not_run(
             f"{API}/payouts/{payout_id}/reinitiate", headers=auth(merchant, key)
         ),  # PENDING: 409 INVALID_STATUS
         "SELECT payouts.",
-        lambda: api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant, key)),
+        lambda: other_api_process.post(
+            f"{API}/payouts", json=payout_body(), headers=auth(merchant, key)
+        ),
     )
 
     assert answers == ((409, "INVALID_STATUS"), (422, "IDEMPOTENCY_KEY_REUSED"))
     assert await _payouts_of(sessions, merchant.merchant_id) == 1
+
+
+async def test_copies_waiting_for_a_slow_keyed_request_leave_the_pool_to_others(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Each copy waited for the key in MySQL, holding a pooled connection: a client retrying a
+    slow create used up its API process's pool, and another merchant's request waited behind
+    the copies (here past the 5 s they waited for the key)."""
+    merchant, other = await make_merchant(), await make_merchant()
+    key, body = new_key(), payout_body()
+    two_connections = settings.model_copy(update={"db_pool_size": 1})  # and 1 of overflow
+    async with in_process_api(two_connections) as client, sessions() as blocker:
+
+        def create() -> Awaitable[httpx.Response]:
+            return client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+
+        mine = f"merchant_id = '{merchant.merchant_id}'"
+        await blocker.execute(text(f"SELECT * FROM balances WHERE {mine} FOR UPDATE"))
+        first = asyncio.create_task(create())
+        await eventually(
+            lambda: statement_running(sessions, "UPDATE balances"), what="the first waiting"
+        )
+        copies = [asyncio.create_task(create()) for _ in range(3)]
+        done, _ = await asyncio.wait(copies, timeout=0.5)
+        assert not done, "a copy was answered while the key was in use"
+
+        balance = await asyncio.wait_for(
+            client.get(f"{API}/balance", headers=auth(other, "")), timeout=2
+        )
+        await blocker.rollback()
+        answers = await asyncio.gather(first, *copies)
+
+    assert balance.status_code == 200
+    assert [answer.status_code for answer in answers] == [201] * 4
+    assert [answer.headers.get("Idempotent-Replayed") for answer in answers[1:]] == ["true"] * 3
+    assert len({answer.json()["data"]["id"] for answer in answers}) == 1
