@@ -147,7 +147,9 @@ async def send_copies(
     and record on each delivery the due time copied and when; the payouts of the copies.
     `clock_offset`: the offset the copies' waits were measured under (the clock's offset before
     an advance); None: each merchant's offset now. A row whose stored event no longer reads as
-    one is logged and left out, so that it never holds up the others."""
+    one is logged and left out, but recorded as copied: the sweeps take their candidates in due
+    order, a batch at a time, and a batch of such rows stood in front of every later one for
+    ever. It is tried again (and logged again) when its copy is, after RECOPY_AFTER_STALLS."""
     copies, copied, payouts = [], [], []
     for row in rows:
         copy = event_copy(
@@ -163,12 +165,13 @@ async def send_copies(
                 clock_offset=int(row.clock_offset) if clock_offset is None else clock_offset,
             ),
         )
+        copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
         if copy is not None:
-            copied.append({"b_id": row.id, "b_due": row.next_attempt_at})
             copies.append(copy)
             payouts.append(row.payout_id)
     if copies:
         await write_outbox(session, copies)
+    if copied:
         await session.execute(_RECORD_COPIED, copied)
     return payouts
 

@@ -31,6 +31,7 @@ from contracts.topology import (
 )
 from contracts.waiting_retries import RECOPY_AFTER_STALLS
 from contracts.webhooks import DeliveryStatus
+from processor_service import stalled_retries
 from processor_service.stalled_retries import (
     release_retries_due_on_advanced_clocks,
     resend_stalled_retries,
@@ -67,6 +68,16 @@ def webhook_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def waiting(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> WebhookDelivery:
+    return await a_waiting_delivery(api_client, make_merchant, sessions, receiver, webhook_settings)
+
+
+async def a_waiting_delivery(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -199,6 +210,34 @@ async def test_a_delivery_whose_stored_event_does_not_read_is_left_out_and_logge
     assert f"webhook delivery {waiting.id}: its stored event does not read" in caplog.text
     # Out of later sweeps' way (other tests' relays share the database).
     await set_row(sessions, waiting, status=DeliveryStatus.PARKED.value)
+
+
+async def test_deliveries_whose_stored_event_does_not_read_hold_up_no_later_retry(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep takes a batch of candidates in due order: a batch whose events do not read was
+    left uncopied, so it was the first batch of every sweep, and no later retry was sent."""
+    unreadable, later = [
+        await a_waiting_delivery(api_client, make_merchant, sessions, receiver, webhook_settings)
+        for _ in range(2)
+    ]
+    # Due before any other test's: the first of the sweep's candidates.
+    await set_row(sessions, unreadable, next_attempt_at=ago(2 * 365 * DAY))
+    await set_row(sessions, later, next_attempt_at=ago(365 * DAY))
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(PayoutEvent).where(PayoutEvent.id == unreadable.event_id).values(body=b"{}")
+        )
+    monkeypatch.setattr(stalled_retries, "BATCH", 1)
+
+    assert [await sweep(sessions, later) for _ in range(2)] == [0, 1]
+
+    await set_row(sessions, unreadable, status=DeliveryStatus.PARKED.value)
 
 
 async def test_a_delivery_another_transaction_locks_is_skipped_without_waiting(
