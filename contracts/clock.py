@@ -26,7 +26,12 @@ def event_sandbox_time() -> datetime | None:
 
 
 @contextmanager
-def stamping_sandbox_time(sandbox_time: datetime) -> Iterator[None]:
+def stamping_sandbox_time(sandbox_time: datetime | None) -> Iterator[None]:
+    """Events and commands made meanwhile carry `sandbox_time`; None: the stamp already set, if
+    any, stays."""
+    if sandbox_time is None:
+        yield
+        return
     token = _event_sandbox_time.set(sandbox_time)
     try:
         yield

@@ -130,8 +130,25 @@ async def _plan(
     if command.names_its_attempt and not _sent_for_this_attempt(command, payout):
         log.info("command for attempt %s of payout %s: already made", command.attempt, payout.id)
         return None
-    started = payout.updated_at  # the attempt's start: it has waited since
-    change = PayoutChange(payout, correlation_id=context.correlation_id)
+    # A payout a clock step started from the queue runs at that step's sandbox time: its changes
+    # are stamped with it, and so are the queued payouts the money they return starts (their
+    # scripts run from it too, however late the processor picks them up).
+    started_by_the_clock = (
+        naive_utc(command.sandbox_time) if command.sandbox_time is not None else None
+    )
+    change = PayoutChange(
+        payout, correlation_id=context.correlation_id, sandbox_time=started_by_the_clock
+    )
+    with stamping_sandbox_time(started_by_the_clock):
+        return await _process(session, change, context, timetable)
+
+
+async def _process(
+    session: AsyncSession, change: PayoutChange, context: Context, timetable: Timetable
+) -> Processing:
+    """The scenario's first step on the payout of `change`, and the steps it schedules."""
+    payout = change.payout
+    started = payout.updated_at  # the attempt's start (real time): it has waited since
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []
     scripted = timetable.scripted
@@ -147,8 +164,8 @@ async def _plan(
             # From the sandbox time the attempt started, not the one it was picked up at: a
             # payout created just before an advance was picked up after it, and its steps in
             # the advanced window were put off by the whole advance.
-            if command.sandbox_time is not None:
-                at = naive_utc(command.sandbox_time)
+            if change.sandbox_time is not None:
+                at = change.sandbox_time
             else:
                 at = await sandbox_time_then(session, payout.merchant_id, started)
             later = follow_ups(payout, script=script, step=0, at=at, timetable=timetable)

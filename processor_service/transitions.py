@@ -18,6 +18,7 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 
 import functools
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Update, bindparam, update
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
+from contracts.clock import stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
@@ -62,8 +64,14 @@ def _guarded_update(columns: frozenset[str]) -> Update:
 class PayoutChange:
     """What one transaction does to one payout, whose row the caller has locked."""
 
-    def __init__(self, payout: Payout, *, correlation_id: str | None) -> None:
+    def __init__(
+        self, payout: Payout, *, correlation_id: str | None, sandbox_time: datetime | None = None
+    ) -> None:
+        """`sandbox_time`: when the change happened on the merchant's sandbox clock, if the clock
+        caused it (a payout a clock step started from the queue); the queued payouts the money
+        it returns starts carry it too."""
         self.payout = payout
+        self.sandbox_time = sandbox_time
         self.announcements = Announcements(correlation_id)
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
@@ -132,14 +140,16 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
     # Money is back in available and this transaction holds the balance rows (the queue's lock,
     # contracts/payout_queue.py): the merchants' queued payouts it covers start now, in the same
     # transaction.
-    funded: dict[str, str | None] = {}  # merchant -> the correlation id of its first such change
+    funded: dict[str, PayoutChange] = {}  # merchant -> its first such change
     for change in changes:
         if FUNDS_RETURNING.intersection(change.postings):
-            funded.setdefault(change.payout.merchant_id, change.announcements.correlation_id)
+            funded.setdefault(change.payout.merchant_id, change)
     for merchant_id in sorted(funded):
-        await start_queued_payouts(
-            session, merchant_id=merchant_id, correlation_id=funded[merchant_id]
-        )
+        first = funded[merchant_id]
+        with stamping_sandbox_time(first.sandbox_time):
+            await start_queued_payouts(
+                session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id
+            )
 
 
 def start_processing(change: PayoutChange) -> None:

@@ -254,6 +254,39 @@ async def test_a_queued_payout_that_a_clock_step_starts_says_so_with_sandbox_tim
     assert (await sandbox_times(sessions, queued["id"]))["payout.dequeued"] == reversed_at
 
 
+async def create_queued(client: httpx.AsyncClient, merchant: NewMerchant, suffix: str) -> str:
+    body = payout_body(amount=AMOUNT, queueIfLowBalance=True, accountNumber=f"123456{suffix}")
+    created = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert created.json()["data"]["status"] == "QUEUED", created.text
+    return str(created.json()["data"]["id"])
+
+
+@pytest.mark.usefixtures("processor")
+async def test_a_payout_started_by_one_a_clock_step_started_runs_from_that_step_too(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """0008 fails 2 h in and starts the first queued payout (0003), which fails at once and
+    starts the second (0006) at 2 h of sandbox time: reversed 48 h later, within the advance.
+    The second's start carried no sandbox time: its script ran from the end of the advance, and
+    it was still SUCCESS, its reversal put off to about 99 h."""
+    merchant = await make_merchant(balance=AMOUNT)
+    offline = await create(api_client, merchant, "0008")
+    await reaches(api_client, merchant, offline, "PENDING")
+    first, second = [
+        await create_queued(api_client, merchant, suffix) for suffix in ("0003", "0006")
+    ]
+
+    await advance(api_client, merchant, 51 * HOUR)
+
+    assert (await payout(api_client, merchant, first))["failureCode"] == "ACCOUNT_INVALID"
+    assert (await payout(api_client, merchant, second))["status"] == "REVERSED"
+    failed_at = (await sandbox_times(sessions, offline))["payout.failed"]
+    assert failed_at is not None
+    assert (await sandbox_times(sessions, first))["payout.failed"] == failed_at
+    assert (await sandbox_times(sessions, second))["payout.dequeued"] == failed_at
+    assert await ledger_problems(sessions, merchant.merchant_id) == []
+
+
 @pytest.mark.usefixtures("processor")
 @pytest.mark.parametrize(
     ("suffix", "amount", "hours", "status"),
