@@ -55,7 +55,7 @@ def sandbox_now_of(merchant_id: SQLColumnExpression[str] | str) -> ColumnElement
 
 
 def sandbox_time_at(
-    merchant_id: SQLColumnExpression[str] | str, moment: datetime
+    merchant_id: SQLColumnExpression[str] | str, moment: datetime | SQLColumnExpression[datetime]
 ) -> ColumnElement[datetime]:
     """The merchant's sandbox time as its clock read at `moment` (real time, in the past): with
     the offset of its last advance at or before `moment` (`sandbox_clock_advances`)."""

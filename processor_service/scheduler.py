@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import ColumnElement, Select, delete, exists, select, update
 
+from contracts.clock import sandbox_time_at
 from contracts.db.engine import (
     DATABASE_NOW,
     SessionFactory,
@@ -26,9 +27,10 @@ from contracts.db.engine import (
     transaction,
     utcnow,
 )
-from contracts.db.models import SandboxClock, ScheduledAction
+from contracts.db.models import Payout, SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
 from contracts.domain.scheduled_actions import Result, correlation_id_of
+from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
 from processor_service.handlers import apply_scheduled_action
 from processor_service.metrics import PAYOUT_STATUSES
@@ -39,7 +41,29 @@ log = logging.getLogger("processor.scheduler")
 MAX_BACKOFF_SECONDS = 5.0
 CLEANUP_EVERY_SECONDS = 300.0
 APPLIED_RETENTION = timedelta(days=7)
+START_WAIT_LIMIT = timedelta(hours=1)
 CLEANUP_BATCH = 5000
+
+
+def no_earlier_start_waits() -> ColumnElement[bool]:
+    """No payout of the action's merchant that started (in sandbox time) by the action's due time
+    still waits for the processor to submit it. Its first step comes first: a release that
+    starts the queue, say, before the queue's expiry. Claimed in due order alone, an advance made
+    while the processor was behind (or before it took the payout's command) applied the expiry
+    first, and the queued payout failed where the released money should have started it. A
+    payout that has waited over START_WAIT_LIMIT holds up nothing: it is stuck (its command
+    failing into the dead-letter queue, say; reconcile names it), and the merchant's clock must
+    not stop for it."""
+    waiting = select(Payout.id).where(
+        Payout.merchant_id == ScheduledAction.merchant_id,
+        Payout.status == PayoutStatus.PENDING.value,
+        Payout.psp_reference.is_(None),
+        # The first implied by the last (a clock is never behind real time): an index range.
+        Payout.updated_at <= ScheduledAction.due_at,
+        Payout.updated_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
+        sandbox_time_at(Payout.merchant_id, Payout.updated_at) <= ScheduledAction.due_at,
+    )
+    return ~exists(waiting)
 
 
 def claim_due_action() -> Select[ScheduledAction]:
@@ -48,7 +72,9 @@ def claim_due_action() -> Select[ScheduledAction]:
     index."""
     return _earliest_unclaimed(
         select(ScheduledAction).where(
-            ScheduledAction.applied_at.is_(None), ScheduledAction.due_at <= DATABASE_NOW
+            ScheduledAction.applied_at.is_(None),
+            ScheduledAction.due_at <= DATABASE_NOW,
+            no_earlier_start_waits(),
         )
     )
 
@@ -72,6 +98,7 @@ def claim_action_due_ahead() -> Select[ScheduledAction]:
             SandboxClock.offset_seconds > 0,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= due_by,
+            no_earlier_start_waits(),
         )
     )
 

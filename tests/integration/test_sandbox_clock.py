@@ -547,10 +547,13 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     advanced clock: the clocks first, then each merchant's range. (One claim bounded by the
     furthest clock read every pending action of every merchant once a clock was far ahead:
     90 ms a poll with 50,000 pending, against 2 ms now.)"""
-    [due] = await explain(sessions, claim_due_action())
+    due, *waiting = await explain(sessions, claim_due_action())
     assert (due["type"], due["key"]) == ("range", "ix_scheduled_actions_claim"), due
+    # The merchant's payouts still waiting to start: off an index (no_earlier_start_waits).
+    payouts = waiting[0]
+    assert payouts["table"] == "payouts" and payouts["type"] not in ("ALL", "index"), payouts
 
-    clocks, actions = await explain(sessions, claim_action_due_ahead())
+    clocks, actions, *_ = await explain(sessions, claim_action_due_ahead())
 
     assert clocks["table"] == "sandbox_clocks", clocks
     assert (actions["table"], actions["key"]) == (
