@@ -41,6 +41,10 @@ READ_BYTES = 64 * 1024
 # within the time the connection took to open, if longer: a round trip or two) was closed by the
 # endpoint as the request went out, not after it read it: the request is sent again.
 CLOSED_AT_ONCE_SECONDS = 0.05
+# Once the status is in, the body (read only for its excerpt) gets at most this long: an answer
+# with neither a length nor chunks ends only when its connection closes, and an endpoint that
+# kept it open held the attempt, and the worker, for the whole webhook timeout.
+BODY_SECONDS = 1.0
 
 
 class NoAnswer(Exception):
@@ -162,9 +166,9 @@ class Connection:
         take another request (the whole answer was read and neither side asked to close).
 
         The status is the answer: once it is in, a body that ends early, or not by the
-        deadline, is cut where it stopped (as a large body is never read past its excerpt); a
-        2xx whose body was cut short counted as no answer, and the delivery was retried and
-        parked although the endpoint had taken it every time."""
+        deadline or within BODY_SECONDS, is cut where it stopped (as a large body is never read
+        past its excerpt); a 2xx whose body was cut short counted as no answer, and the delivery
+        was retried and parked although the endpoint had taken it every time."""
         self.answer_bytes, self.sent_at = 0, None
         request = b"".join(
             self.protocol.send(event) or b""
@@ -182,8 +186,9 @@ class Connection:
         if not isinstance(response, h11.Response):
             raise RemoteProtocolError(f"unexpected in an answer: {response!r}")
         excerpt = bytearray()
+        body_deadline = min(deadline, asyncio.get_running_loop().time() + BODY_SECONDS)
         with contextlib.suppress(TimeoutError, NoAnswer):
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(body_deadline):
                 await self._read_body(excerpt, excerpt_bytes)
         answer = Answer(response.status_code, list(response.headers), bytes(excerpt))
         # Reused only after a whole answer with nothing after it: bytes beyond the answer would

@@ -298,6 +298,21 @@ async def test_a_2xx_whose_body_does_not_end_by_the_timeout_is_a_delivery() -> N
     assert trickle.connections == 2  # an answer not read to its end leaves no connection to reuse
 
 
+async def test_a_2xx_without_a_length_on_a_kept_connection_is_not_waited_on_to_the_timeout(
+    sender: WebhookSender,
+) -> None:
+    """Its body ends only when the connection closes, which the endpoint never does: the attempt
+    waited the whole timeout for the excerpt, and its latency said so."""
+    unbounded = Endpoint(b"HTTP/1.1 200 OK\r\n\r\nok")
+
+    results = await post_twice(sender, unbounded)
+
+    assert [(r.status_code, r.response_excerpt) for r in results] == [(200, "ok")] * 2
+    assert sender.timeout_seconds == 5
+    assert max(r.latency_ms for r in results) < 2500
+    assert unbounded.connections == 2
+
+
 async def test_an_endpoint_that_does_not_answer_by_the_timeout_is_a_failed_attempt() -> None:
     silent = HeldEndpoint()
     sender = WebhookSender(timeout_seconds=0.5, allow_private_urls=True)
