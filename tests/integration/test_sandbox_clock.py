@@ -254,13 +254,6 @@ async def test_a_queued_payout_that_a_clock_step_starts_says_so_with_sandbox_tim
     assert (await sandbox_times(sessions, queued["id"]))["payout.dequeued"] == reversed_at
 
 
-async def create_queued(client: httpx.AsyncClient, merchant: NewMerchant, suffix: str) -> str:
-    body = payout_body(amount=AMOUNT, queueIfLowBalance=True, accountNumber=f"123456{suffix}")
-    created = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
-    assert created.json()["data"]["status"] == "QUEUED", created.text
-    return str(created.json()["data"]["id"])
-
-
 @pytest.mark.usefixtures("processor")
 async def test_a_payout_started_by_one_a_clock_step_started_runs_from_that_step_too(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
@@ -273,7 +266,7 @@ async def test_a_payout_started_by_one_a_clock_step_started_runs_from_that_step_
     offline = await create(api_client, merchant, "0008")
     await reaches(api_client, merchant, offline, "PENDING")
     first, second = [
-        await create_queued(api_client, merchant, suffix) for suffix in ("0003", "0006")
+        await queue(api_client, merchant, AMOUNT, suffix=suffix) for suffix in ("0003", "0006")
     ]
 
     await advance(api_client, merchant, 51 * HOUR)
@@ -340,8 +333,12 @@ async def test_a_payout_a_clock_step_starts_runs_its_script_from_that_step(
     )
 
 
-async def queue(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
-    body = payout_body(amount=amount, queueIfLowBalance=True)
+async def queue(
+    client: httpx.AsyncClient, merchant: NewMerchant, amount: str, *, suffix: str | None = None
+) -> str:
+    """A queued payout (to the bank account ending `suffix`: its scenario)."""
+    account = {} if suffix is None else {"accountNumber": f"123456{suffix}"}
+    body = payout_body(amount=amount, queueIfLowBalance=True, **account)
     response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
     assert response.json()["data"]["status"] == "QUEUED", response.text
     return str(response.json()["data"]["id"])
