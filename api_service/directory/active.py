@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.models import DirectoryInstitution
+from contracts.domain.accounts import upper_ascii
 
 REFRESH_SECONDS = 10.0
 # Built once: a refresh builds no statement (tests/integration/test_statement_budget.py).
@@ -49,7 +50,7 @@ class ActiveDirectory:
         self._loaded_at = time.monotonic()
 
     def _lookup(self, kind: str, code: str) -> Institution | None:
-        institution = self._institutions.get(code.upper())
+        institution = self._institutions.get(upper_ascii(code))
         return institution if institution is not None and institution.kind == kind else None
 
 

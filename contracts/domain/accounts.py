@@ -1,6 +1,7 @@
 """Destination account rules: Pakistani IBANs (ISO 13616 mod-97), wallet mobiles, plain numbers."""
 
 import re
+import string
 
 # ASCII only: `\d` alone also matches Arabic-Indic and other Unicode digits.
 _PLAIN_ACCOUNT = re.compile(r"\d{10,16}", re.ASCII)
@@ -29,9 +30,20 @@ def is_wallet_mobile(value: str) -> bool:
     return bool(_PK_MOBILE.fullmatch(value))
 
 
+_ASCII_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
+
+
+def upper_ascii(text: str) -> str:
+    """`text` with a-z upper-cased, and nothing else: str.upper() also turns letters outside
+    ASCII into ASCII ones (U+017F, the long s, into S; U+0131, the dotless i, into I), so
+    `PK36\u017fCBL...` passed as an SCB IBAN and `\u017fcb` as the code SCB, stored as text the
+    merchant never sent."""
+    return text.translate(_ASCII_UPPER)
+
+
 def normalize_account_number(value: str) -> str:
     """Spaces and dashes are formatting, not part of the number; IBAN letters upper-case."""
-    return re.sub(r"[\s-]", "", value).upper()
+    return upper_ascii(re.sub(r"[\s-]", "", value))
 
 
 def domestic_wallet_number(number: str) -> str:

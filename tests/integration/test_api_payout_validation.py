@@ -89,6 +89,15 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         "accountNumber",
     ),
     "IBAN for a wallet": ({"accountNumber": VALID_HBL_IBAN}, "accountNumber"),
+    # Letters str.upper() turns into ASCII ones (U+017F, the long s, into S; U+0131, the dotless
+    # i, into I): the IBAN and the codes were taken, stored as text the merchant never sent.
+    "IBAN with a long s in its bank code": (
+        {**BANK, "bankCode": "SCB", "accountNumber": pk_iban("SCBL").replace("S", "\u017f")},
+        "accountNumber",
+    ),
+    "bankCode with a long s": ({**BANK, "bankCode": "\u017fcb"}, "bankCode"),
+    "bankCode with a dotless i": ({**BANK, "bankCode": "askar\u0131"}, "bankCode"),
+    "walletCode with a long s": ({"walletCode": "jazzca\u017fh"}, "walletCode"),
     "wallet mobile too short": ({"accountNumber": "030012345"}, "accountNumber"),
     "wallet mobile with letters": ({"accountNumber": "0300123456X"}, "accountNumber"),
     "merchantReference empty": ({"merchantReference": ""}, "merchantReference"),
