@@ -126,16 +126,24 @@ def json_document(raw: bytes, *, decimal_integers: bool) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
-    """The decoded JSON document, or ValidationFailed naming the body (or the repeated key)."""
+    """The decoded JSON document, or ValidationFailed naming the body, or the path of a key given
+    twice or of a number out of range (`meta.a`: named `body`, or the bare key, a single create
+    named less than a payroll's item with the same flaw)."""
+    document = _lenient_document(raw)
+    flaw = first_flaw(document)
+    if flaw is not None:
+        raise flaw
+    return document
+
+
+def _lenient_document(raw: bytes) -> Any:
+    """The document as the lenient decoder reads it (its flaws kept for first_flaw), or
+    ValidationFailed naming the body when it is no JSON at all."""
     try:
-        return json_document(raw, decimal_integers=True)
-    except RepeatedKey as repeated:
-        raise given_twice(repeated.key) from repeated
-    except NumberOutOfRange as exc:
-        raise ValidationFailed.on("body", "holds a number out of range") from exc
+        return _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except NotJsonConstant as exc:
         raise _not_json_refusal(exc) from exc
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
 
 
@@ -158,12 +166,7 @@ def parse_items_leniently(raw: bytes, *, items: str) -> Any:
     gives a key twice is a FlawedObject and a number out of range an OutOfRangeNumber, for its
     item to be refused on its own (first_flaw); such a flaw anywhere outside the items is a
     ValidationFailed, as parse_json's (the rest of the payroll was created)."""
-    try:
-        document = _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
-    except NotJsonConstant as exc:
-        raise _not_json_refusal(exc) from exc
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
-        raise ValidationFailed.on("body", "is not valid JSON") from exc
+    document = _lenient_document(raw)
     if isinstance(document, FlawedObject):
         raise given_twice(document.repeated)
     if isinstance(document, dict):

@@ -44,9 +44,9 @@ async def _post(
 
 
 @pytest.mark.parametrize(
-    ("path", "content"),
+    ("path", "content", "field"),
     [
-        ("/payouts", _with_raw(payout_body(amount=None), "amount", OUT_OF_RANGE)),
+        ("/payouts", _with_raw(payout_body(amount=None), "amount", OUT_OF_RANGE), "amount"),
         (
             "/verify-account",
             _with_raw(
@@ -54,22 +54,26 @@ async def _post(
                 "x",
                 b"1E-9999999999999999999",
             ),
+            "x",
         ),
+        ("/payouts", OUT_OF_RANGE, "body"),
     ],
 )
-async def test_a_number_out_of_decimal_range_is_a_400_naming_the_body(
+async def test_a_number_out_of_decimal_range_is_a_400_naming_its_field(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     path: str,
     content: bytes,
+    field: str,
 ) -> None:
+    """Named `body`, where a payroll's item with the same flaw was refused on its field."""
     merchant = await make_merchant()
     before = await footprint(sessions, merchant.merchant_id)
 
     response = await _post(api_client, path, content, auth(merchant))
 
-    assert_error(response, 400, "VALIDATION_ERROR", "body")
+    assert_error(response, 400, "VALIDATION_ERROR", field)
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
@@ -90,8 +94,20 @@ async def test_a_signed_callback_with_a_number_out_of_range_is_a_400_and_changes
 
     response = await post_ipn(api_client, settings.psp_secret, body)
 
-    assert_error(response, 400, "VALIDATION_ERROR", "body")
+    assert_error(response, 400, "VALIDATION_ERROR", "n")
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_a_key_given_twice_in_a_nested_object_is_named_by_its_path(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """Named by the bare key (`a`), where a payroll's item was refused on `meta.a`."""
+    merchant = await make_merchant()
+    content = _with_raw(payout_body(), "meta", b'{"a":1,"a":2}')
+
+    response = await _post(api_client, "/payouts", content, auth(merchant))
+
+    assert_error(response, 400, "VALIDATION_ERROR", "meta.a")
 
 
 async def test_a_repeated_lone_surrogate_key_is_a_400_naming_its_escape(
