@@ -134,6 +134,19 @@ class InvalidStatus(ApiError):
     default_message = "The payout is not in a status that allows this operation"
 
 
+class OutcomeNotAppliedYet(InvalidStatus):
+    """Reinitiate: the payout's FAILED outcome is accepted (an IPN, a simulation) and the
+    processor has yet to apply it, so a moment later the payout is FAILED. Never stored under
+    the idempotency key: stored, the same request retried got this answer back for ever."""
+
+    default_message = (
+        "A FAILED outcome of this payout is accepted and being applied: retry in a moment"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 class InvalidTransition(ApiError):
     status_code = 409
     code = "INVALID_TRANSITION"

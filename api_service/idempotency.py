@@ -46,6 +46,7 @@ from api_service.errors import (
     InvalidIdempotencyKey,
     JudgedOnStaleState,
     MissingIdempotencyKey,
+    OutcomeNotAppliedYet,
     UnsupportedMediaType,
 )
 from api_service.keys_in_flight import KeysInFlight
@@ -174,13 +175,15 @@ class Replay(Exception):
         self.response = response
 
 
-# Refusals never stored under this key: those of the key's other use, of the quota, and of the
-# body's Content-Type (not in the fingerprint: the body sent again labelled as JSON must run).
+# Refusals never stored under this key: those of the key's other use, of the quota, of the
+# body's Content-Type (not in the fingerprint: the body sent again labelled as JSON must run),
+# and of a state about to change by itself (a FAILED outcome the processor has yet to apply).
 NOT_STORED = (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     IdempotencyQuotaExceeded,
     UnsupportedMediaType,
+    OutcomeNotAppliedYet,
 )
 
 

@@ -16,6 +16,7 @@ from api_service.errors import (
     InsufficientBalance,
     InvalidStatus,
     NotFound,
+    OutcomeNotAppliedYet,
     ValidationFailed,
 )
 from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
@@ -30,7 +31,7 @@ from contracts.domain.accounts import (
     iban_bank_code,
     normalize_account_number,
 )
-from contracts.domain.statuses import EventType, PayoutStatus
+from contracts.domain.statuses import EventType, PayoutStatus, PspOutcome
 from contracts.payout_events import Announcements
 from contracts.payout_queue import schedule_expiry, start_queued_payouts
 
@@ -256,6 +257,8 @@ async def reinitiate_payout(
     """FAILED -> PENDING with the funds held again, in one transaction."""
     payout = await find_payout(session, payout_id, merchant_id=merchant.id, lock=True)
     if payout.status != PayoutStatus.FAILED:
+        if payout.accepted_outcome == PspOutcome.FAILED:
+            raise OutcomeNotAppliedYet
         raise InvalidStatus(f"Only FAILED payouts can be reinitiated; this one is {payout.status}")
     await _still_in_the_directory(session, payout)
     payout.status = PayoutStatus.PENDING.value

@@ -32,6 +32,7 @@ from tests.support.api_helpers import (
     psp_headers,
 )
 from tests.support.polling import eventually
+from tests.support.processing import running_processor_and_relay
 
 
 def _callback(payout_id: str, status: str, **extra: Any) -> bytes:
@@ -514,3 +515,47 @@ async def test_two_payouts_whose_ids_share_their_first_8_digits_are_both_simulat
             headers=auth(merchant),
         )
         assert simulated.status_code == 202, simulated.text
+
+
+async def test_a_reinitiate_sent_before_an_accepted_failure_is_applied_may_be_retried_as_is(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """Simulate FAILED, then reinitiate at once: the processor has yet to apply the outcome, so
+    the payout is not FAILED yet. That 409 was stored under the key, and the same request, sent
+    again once the payout was FAILED, got it back for ever."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    simulated = await api_client.post(
+        f"{API}/sandbox/payouts/{payout['id']}/simulate",
+        json={"outcome": "FAILED"},
+        headers=auth(merchant),
+    )
+    assert simulated.status_code == 202, simulated.text
+    key = str(uuid.uuid4())
+
+    def reinitiate() -> Any:
+        path = f"{API}/payouts/{payout['id']}/reinitiate"
+        return api_client.post(path, headers=auth(merchant, key))
+
+    early = await reinitiate()
+    assert_error(early, 409, "INVALID_STATUS")
+    assert early.headers["Retry-After"] == "1"
+    assert "being applied" in early.json()["error"]["message"]
+
+    async with running_processor_and_relay(settings):
+
+        async def failed() -> bool:
+            async with sessions() as session:
+                status = await session.scalar(
+                    select(Payout.status).where(Payout.id == payout["id"])
+                )
+            return status == PayoutStatus.FAILED
+
+        await eventually(failed, what="the simulated failure applied")
+
+    again = await reinitiate()
+    assert again.status_code == 200, again.text
+    assert again.json()["data"]["status"] == "PENDING"
