@@ -11,6 +11,7 @@ from api_service.deps import (
     RequestId,
     SessionDep,
     SettingsDep,
+    header_is_repeated,
     reject_credentials,
 )
 from api_service.envelope import SuccessEnvelope, json_response, success_body
@@ -36,6 +37,8 @@ from api_service.schemas import PayoutIdPath, RequestModel, SettingRequest
 from contracts.db.models import FAILURE_REASON_LENGTH, PSP_REFERENCE_LENGTH
 from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
+
+PSP_SIGNATURE_HEADER = "X-PSP-Signature"
 
 router = APIRouter(tags=["psp"])
 
@@ -117,13 +120,19 @@ async def psp_callback(
     signature: Annotated[
         str | None,
         Header(
-            alias="X-PSP-Signature",
-            description="Hex HMAC-SHA256 of the raw body, keyed with the PSP secret; missing or "
-            "wrong: 401",
+            alias=PSP_SIGNATURE_HEADER,
+            description="Hex HMAC-SHA256 of the raw body, keyed with the PSP secret; missing, "
+            "wrong or given twice: 401",
         ),
     ] = None,
 ) -> Response:
     raw = await request.body()
+    if header_is_repeated(request, PSP_SIGNATURE_HEADER):  # which one is meant? (as an API key)
+        reject_credentials(
+            "psp_signature",
+            InvalidSignature(f"{PSP_SIGNATURE_HEADER} is given more than once"),
+            "PSP callback signature given more than once",
+        )
     if not service.signature_matches(settings.psp_secret, raw, signature):  # forged ones show up
         reject_credentials(
             "psp_signature", InvalidSignature, "missing or wrong PSP callback signature"

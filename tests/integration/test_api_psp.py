@@ -87,6 +87,31 @@ async def test_ipn_signed_over_another_body_is_401(
     assert_error(wrong_secret, 401, "INVALID_SIGNATURE")
 
 
+@pytest.mark.parametrize("valid_first", [True, False])
+async def test_an_ipn_whose_signature_is_given_twice_is_401_whichever_comes_first(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+    valid_first: bool,
+) -> None:
+    """The first header was taken: the valid signature first was accepted, second refused."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    before = await footprint(sessions, merchant.merchant_id)
+    body = _callback(payout["id"], "SUCCESS")
+    valid = psp_headers(settings.psp_secret, body)["X-PSP-Signature"]
+    signatures = [valid, "0" * 64] if valid_first else ["0" * 64, valid]
+    headers = [("Content-Type", "application/json")]
+    headers += [("X-PSP-Signature", signature) for signature in signatures]
+
+    response = await api_client.post(f"{API}/ipn/psp", content=body, headers=headers)
+
+    assert_error(response, 401, "INVALID_SIGNATURE")
+    assert "more than once" in response.json()["error"]["message"]
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
 async def test_ipn_is_recorded_and_sent_to_the_processor(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
