@@ -7,8 +7,9 @@ import string
 _PLAIN_ACCOUNT = re.compile(r"\d{10,16}", re.ASCII)
 _PK_IBAN = re.compile(r"PK\d{2}[A-Z]{4}\d{16}", re.ASCII)
 _PK_MOBILE = re.compile(r"03\d{9}", re.ASCII)
-# The same mobile written internationally: +92 3xx..., 0092 3xx..., 92 3xx... (REFERENCE.md).
-_PK_MOBILE_INTERNATIONAL = re.compile(r"(?:\+|00)?92(3\d{9})", re.ASCII)
+# The same mobile written internationally: +92 3xx..., 0092 3xx..., 92 3xx... (REFERENCE.md),
+# or without its leading 0, as a spreadsheet shows a column of numbers: 3xx...
+_PK_MOBILE_OTHERWISE = re.compile(r"(?:(?:\+|00)?92)?(3\d{9})", re.ASCII)
 
 
 def iban_checksum_ok(iban: str) -> bool:
@@ -48,10 +49,10 @@ def normalize_account_number(value: str) -> str:
 
 def domestic_wallet_number(number: str) -> str:
     """A wallet's mobile in the one form it is stored in, `03XXXXXXXXX`, however it was written
-    (`+923001234567` was refused, `923001234567` stored as a different account); anything else
-    as it is."""
-    international = _PK_MOBILE_INTERNATIONAL.fullmatch(number)
-    return f"0{international.group(1)}" if international else number
+    (`+923001234567` was refused, `923001234567` and `3001234567` stored as other accounts);
+    anything else as it is."""
+    mobile = _PK_MOBILE_OTHERWISE.fullmatch(number)
+    return f"0{mobile.group(1)}" if mobile else number
 
 
 def account_number_problem(dest_type: str, account_number: str) -> str | None:

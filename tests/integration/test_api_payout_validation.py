@@ -286,6 +286,15 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"accountNumber": "0092-300-1234567"},
         {"accountNumber": "03001234567"},
     ),
+    # A spreadsheet drops the leading 0 of a payroll's mobiles: stored as another account.
+    "wallet mobile without its leading 0": (
+        {"accountNumber": "3001234567"},
+        {"accountNumber": "03001234567"},
+    ),
+    "bank account starting with 3": (
+        {**BANK, "accountNumber": "3001234567"},
+        {"accountNumber": "3001234567"},
+    ),
     "merchantReference every allowed character": (
         {"merchantReference": "Az09._:-" + "x" * 56},
         {"merchantReference": "Az09._:-" + "x" * 56},
