@@ -18,7 +18,7 @@ from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Merchant
-from contracts.logging import bind_log_context
+from contracts.logging import LogThrottle, bind_log_context
 from contracts.settings import Settings
 
 log = logging.getLogger("api.auth")
@@ -72,9 +72,22 @@ def reject_credentials(reason: str, error: ApiError | type[ApiError], refused: s
     """Counted by `reason` and logged (`refused` says what), then `error`: an API key, a PSP
     callback's signature. The request id comes from the log context; the credential itself is
     never logged."""
-    FAILED_AUTHENTICATIONS.labels(reason).inc()
-    log.warning("authentication failed: %s", refused)
+    count_refused_credentials(reason, refused)
     raise error
+
+
+_REFUSALS_LOGGED = LogThrottle(seconds=1.0)
+
+
+def count_refused_credentials(reason: str, refused: str) -> None:
+    """Every refusal counted by `reason`; a warning for at most one a second of each reason,
+    saying how many it stands for (the first line of a flood names its request)."""
+    FAILED_AUTHENTICATIONS.labels(reason).inc()
+    left_out = _REFUSALS_LOGGED.admit(reason)
+    if left_out is None:
+        return
+    more = f" ({left_out} more refused since the last line)" if left_out else ""
+    log.warning("authentication failed: %s%s", refused, more)
 
 
 async def get_current_merchant(

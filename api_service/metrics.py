@@ -29,7 +29,8 @@ LATENCY = Histogram(
 FAILED_AUTHENTICATIONS = Counter(
     "payouts_api_failed_authentications_total",
     "Requests refused for their credentials: a missing or unknown API key (missing, invalid), "
-    "a PSP callback whose signature is missing or wrong (psp_signature)",
+    "a PSP callback whose signature is missing or wrong (psp_signature), a dashboard operator "
+    "sign-in with the wrong token (operator_token)",
     ["reason"],
 )
 INJECTED_FAULTS = Counter(

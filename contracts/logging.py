@@ -12,8 +12,10 @@ SQLAlchemy errors quoting parameters) are masked too.
 """
 
 import logging
+import math
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -43,6 +45,28 @@ _RECORD_ATTRIBUTES: Final = frozenset(vars(logging.makeLogRecord({}))) | {
     "asctime",
     "color_message",
 }
+
+
+class LogThrottle:
+    """At most one line per key every `seconds`: a flood of one refusal (a scanner trying keys, a
+    PSP still signing with an old secret) wrote a warning per request. Keys are a fixed few (a
+    refusal's reason), so what the throttle remembers stays small."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._quiet_until: dict[str, float] = {}
+        self._left_out: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """None: leave this line out (it is counted); else write it, saying how many lines of
+        `key` were left out since the last one."""
+        now = self.clock()
+        if now < self._quiet_until.get(key, -math.inf):
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return None
+        self._quiet_until[key] = now + self.seconds
+        return self._left_out.pop(key, 0)
 
 
 @contextmanager

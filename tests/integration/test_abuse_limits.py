@@ -6,6 +6,7 @@ endpoint bodies read after auth."""
 import asyncio
 import io
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api_service import deps
 from api_service.app import create_app
 from api_service.deps import CurrentMerchant
 from api_service.idempotency import REPLAYED_HEADER, request_fingerprint
@@ -37,9 +39,9 @@ from contracts.db.models import (
     UsageCounter,
 )
 from contracts.domain.statuses import PspOutcome
-from contracts.logging import ContextFilter, JsonFormatter
+from contracts.logging import ContextFilter, JsonFormatter, LogThrottle
 from contracts.settings import Environment, Settings
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import (
     API,
     assert_error,
@@ -393,6 +395,22 @@ def _entries(stream: io.StringIO) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
 
 
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def refusal_log_clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """A throttle of its own for each test's refusals, on a clock the test moves."""
+    clock = ManualClock()
+    monkeypatch.setattr(deps, "_REFUSALS_LOGGED", LogThrottle(seconds=1.0, clock=clock))
+    return clock
+
+
 async def _deactivated(sessions: SessionFactory, make_merchant: MerchantFactory) -> NewMerchant:
     merchant = await make_merchant()
     async with transaction(sessions) as session:
@@ -443,6 +461,50 @@ async def test_a_psp_callback_with_a_bad_signature_is_counted_and_logged(
     [warning] = [entry for entry in _entries(stream) if entry["logger"] == "api.auth"]
     assert warning["request_id"] == response.headers["x-request-id"]
     assert "signature" in warning["message"]
+
+
+async def test_a_flood_of_refused_keys_is_counted_whole_and_logged_once_a_second(
+    api_client: httpx.AsyncClient, refusal_log_clock: ManualClock
+) -> None:
+    """A scanner trying keys wrote a warning per request."""
+    unknown = {"X-API-KEY": "mpk_test_" + "u" * 43}
+    before = _failures("invalid")
+    with _log_lines() as stream:
+        for _ in range(20):
+            assert_error(
+                await api_client.get(f"{API}/balance", headers=unknown), 401, "INVALID_API_KEY"
+            )
+        refusal_log_clock.now += 1.0
+        assert_error(
+            await api_client.get(f"{API}/balance", headers=unknown), 401, "INVALID_API_KEY"
+        )
+
+    assert _failures("invalid") == before + 21
+    warnings = [entry["message"] for entry in _entries(stream) if entry["logger"] == "api.auth"]
+    assert warnings == [
+        "authentication failed: invalid API key",
+        "authentication failed: invalid API key (19 more refused since the last line)",
+    ]
+
+
+async def test_a_wrong_operator_token_is_counted_and_logged(settings: Settings) -> None:
+    """It was logged, but never counted beside the other refused credentials."""
+    operations = settings.model_copy(update={"operator_token": "the-operator-token"})
+    before = _failures("operator_token")
+    async with in_process_api(operations) as client:
+        form = await client.get("/dashboard/operations/sign-in")
+        csrf = re.findall(r'name="csrf_token" value="([^"]+)"', form.text)[0]
+        with _log_lines() as stream:
+            refused = await client.post(
+                "/dashboard/operations/sign-in",
+                data={"csrf_token": csrf, "operator_token": "a-guess"},
+            )
+
+    assert refused.status_code == 401
+    assert _failures("operator_token") == before + 1
+    [warning] = [entry for entry in _entries(stream) if entry["logger"] == "api.auth"]
+    assert warning["message"] == "authentication failed: dashboard operator sign-in refused"
+    assert "a-guess" not in stream.getvalue()
 
 
 async def test_inactive_key_is_counted_as_invalid(

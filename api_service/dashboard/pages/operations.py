@@ -26,7 +26,7 @@ from api_service.dashboard.sessions import (
     open_session,
     session_token,
 )
-from api_service.deps import SessionDep, SettingsDep
+from api_service.deps import SessionDep, SettingsDep, count_refused_credentials
 from api_service.errors import NotFound
 
 log = logging.getLogger("api.dashboard")
@@ -47,7 +47,7 @@ async def operator_sign_in(
     token = (await request.form()).get("operator_token")
     assert settings.operator_token is not None, "the router exists only with a token"
     if not matches(token, settings.operator_token):
-        log.warning("dashboard operator sign-in refused")
+        count_refused_credentials("operator_token", "dashboard operator sign-in refused")
         return sign_in_page(
             request,
             settings,
