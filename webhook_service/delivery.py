@@ -326,7 +326,7 @@ class EventDelivery:
 
     async def deliver(self, request: DeliveryRequest) -> Decision:
         merchant_id = request.event.merchant_id
-        if not self.slow_endpoints.admits(merchant_id):
+        if not self._may_have_parked(request) and not self.slow_endpoints.admits(merchant_id):
             return self._waits(request, ENDPOINT_BUSY, seconds=self.ladder.delays[0])
         with self.slow_endpoints.in_flight(merchant_id):
             leased = await self._leasing.submit(request)
@@ -386,6 +386,13 @@ class EventDelivery:
 
         return [lease_or_decision(request) for request in requests]
 
+    def _may_have_parked(self, request: DeliveryRequest) -> bool:
+        """The ladder's last attempt delivered again: maybe the copy that parked its delivery
+        (_parked_by), which no slow endpoint may send back to wait. Sent back, it was
+        republished as a new message, no longer `redelivered`, and acked as already parked when
+        it came back: the delivery stayed PARKED with nothing in the parking lot."""
+        return request.redelivered and request.ladder_attempt > self.ladder.tiers
+
     def _parked_by(self, request: DeliveryRequest, delivery: Delivery) -> bool:
         """The delivery is parked, and the message is the ladder's last attempt delivered again:
         the copy that parked it, redelivered because its consumer died between recording PARKED
@@ -394,11 +401,7 @@ class EventDelivery:
         Not redelivered, it is the other copy of that last retry (an advance sent one, and the
         retry's waiting message came back from its TTL queue): a second message in the lot was a
         second ladder for the delivery when the lot was replayed."""
-        return (
-            delivery.status == DeliveryStatus.PARKED
-            and request.ladder_attempt > self.ladder.tiers
-            and request.redelivered
-        )
+        return delivery.status == DeliveryStatus.PARKED and self._may_have_parked(request)
 
     def _chaos_lease_seconds(self, request: DeliveryRequest, endpoint: Endpoint | None) -> int:
         if endpoint is None or not endpoint.chaos.active:

@@ -245,6 +245,31 @@ async def test_a_copy_that_parked_its_delivery_redelivered_after_a_crash_is_park
     assert parked[LAST_ERROR_HEADER] == "HTTP 500" == delivery.last_error
 
 
+async def test_a_copy_that_parked_its_delivery_redelivered_goes_to_the_lot_for_a_slow_endpoint(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The merchant's endpoint was slow, with its share of calls in flight: the redelivered copy
+    was sent back to wait before its delivery was read, republished as a new message (no longer
+    redelivered), and acked as already parked when it came back: nothing in the lot."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    last_retry = replace(first_request(row), ladder_attempt=len(LADDER) + 1, original=False)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=4) as sent:
+        assert (await sent.deliver(last_retry)).disposition is Disposition.PARK
+        # ... killed before the lot had it. Meanwhile the endpoint turned slow, a call in flight.
+        slow = sent.slow_endpoints
+        slow.answered(merchant.merchant_id, seconds=webhook_settings.webhook_timeout_seconds)
+        with slow.in_flight(merchant.merchant_id):
+            assert not slow.admits(merchant.merchant_id)
+            again = await sent.deliver(replace(last_retry, redelivered=True))
+
+    assert (again.disposition, again.reason) == (Disposition.PARK, "HTTP 500")
+
+
 async def _parked_twice(parkings: list[str]) -> None:
     assert len(parkings) == 2
 

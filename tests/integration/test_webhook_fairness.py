@@ -3,7 +3,7 @@ of the webhook service): not an endpoint that hangs, and not a consumer that die
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
+from tests.support.polling import eventually
 from tests.support.webhook_flow import (
     LADDER,
     created_event,
@@ -75,6 +76,48 @@ async def test_an_endpoint_that_hangs_holds_up_another_merchant_for_one_timeout_
 
     waited = request.received_at - relayed_at
     assert waited < 1.5 * TIMEOUT, f"waited {waited:.1f} s behind the hanging endpoint"
+
+
+async def test_four_endpoints_that_hang_hold_up_another_merchant_for_one_timeout_at_most(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    settings: Settings,
+) -> None:
+    """Each slow merchant may have a quarter of the slots: four of them held them all, and the
+    other merchant's webhook moved up the queue a timeout at a time (9.6 s here, five webhooks
+    each). The slow merchants together now have half."""
+    service_settings = quick_webhook_settings(settings, timeout_seconds=TIMEOUT).model_copy(
+        update={"webhook_prefetch": PREFETCH}
+    )
+    async with AsyncExitStack() as stack:
+        hanging, backlogs = [], []
+        for _ in range(4):
+            receiver = await stack.enter_async_context(WebhookReceiver())
+            receiver.always(Reply(hang=True))
+            merchant, first = await created_event(api_client, make_merchant, sessions, receiver.url)
+            more = [await new_event_row(api_client, sessions, merchant) for _ in range(4)]
+            hanging.append(receiver)
+            backlogs.append([first, *more])
+        healthy_receiver = await stack.enter_async_context(WebhookReceiver())
+        _, healthy = await created_event(api_client, make_merchant, sessions, healthy_receiver.url)
+
+        async with running_webhook_service(service_settings):
+            for round_ in zip(*backlogs, strict=True):  # the four payrolls interleaved
+                for row in round_:
+                    await relay(rabbit, row)
+
+            async def first_round_hangs() -> bool:
+                return sum(len(receiver.requests) for receiver in hanging) >= PREFETCH
+
+            await eventually(first_round_hangs, what="a call to each endpoint")
+            relayed_at = asyncio.get_running_loop().time()
+            await relay(rabbit, healthy)
+            (request,) = await healthy_receiver.wait_for_requests(1, within=10 * TIMEOUT)
+
+    waited = request.received_at - relayed_at
+    assert waited < 1.5 * TIMEOUT, f"waited {waited:.1f} s behind four hanging endpoints"
 
 
 async def test_a_copy_waiting_out_a_dead_consumers_lease_comes_back_once_it_ran_out(
