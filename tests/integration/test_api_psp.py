@@ -16,8 +16,10 @@ from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PspCallback, PspReferenceClaim
 from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import PayoutStatus
+from contracts.messages import ApplyPspOutcome
 from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, COMMANDS_EXCHANGE
+from processor_service.handlers import Context, apply_psp_outcome
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
     API,
@@ -32,7 +34,6 @@ from tests.support.api_helpers import (
     psp_headers,
 )
 from tests.support.polling import eventually
-from tests.support.processing import running_processor_and_relay
 
 
 def _callback(payout_id: str, status: str, **extra: Any) -> bytes:
@@ -543,10 +544,7 @@ async def test_two_payouts_whose_ids_share_their_first_8_digits_are_both_simulat
 
 
 async def test_a_reinitiate_sent_before_an_accepted_failure_is_applied_may_be_retried_as_is(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    settings: Settings,
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     """Simulate FAILED, then reinitiate at once: the processor has yet to apply the outcome, so
     the payout is not FAILED yet. That 409 was stored under the key, and the same request, sent
@@ -570,16 +568,15 @@ async def test_a_reinitiate_sent_before_an_accepted_failure_is_applied_may_be_re
     assert early.headers["Retry-After"] == "1"
     assert "being applied" in early.json()["error"]["message"]
 
-    async with running_processor_and_relay(settings):
-
-        async def failed() -> bool:
-            async with sessions() as session:
-                status = await session.scalar(
-                    select(Payout.status).where(Payout.id == payout["id"])
-                )
-            return status == PayoutStatus.FAILED
-
-        await eventually(failed, what="the simulated failure applied")
+    # The processor applies it (its ApplyPspOutcome from the outbox).
+    [command] = [
+        ApplyPspOutcome.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, payout["id"])
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    async with transaction(sessions) as session:
+        applied = await apply_psp_outcome(session, command, Context(None, retry_delay_ms=0))
+    assert applied == PayoutStatus.FAILED
 
     again = await reinitiate()
     assert again.status_code == 200, again.text

@@ -91,6 +91,14 @@ from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
 
 
+@pytest.fixture(autouse=True)
+async def no_earlier_messages(rabbit: RabbitClient, settings: Settings) -> None:
+    """The webhook queues emptied before each test: a relay an earlier test of the worker ran
+    published every event still in the outbox, and a webhook service started here took them
+    (another merchant's parked webhook was a second warning in the parking test)."""
+    await purge_webhook_queues(rabbit, settings)
+
+
 @pytest.fixture
 def webhook_settings(settings: Settings) -> Settings:
     return quick_webhook_settings(settings)
