@@ -3,11 +3,13 @@ refused, a database not migrated yet, a password URL-encoded, another process ho
 one line saying what is wrong and a non-zero exit, never a traceback (which for `merchant create`
 printed the INSERT's parameters, the new webhook secret among them) and never a password."""
 
+import gc
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 
+import aio_pika
 import pytest
 from alembic import command
 from sqlalchemy import text
@@ -74,6 +76,25 @@ async def test_the_redrive_button_with_a_broker_that_never_answers_is_a_503(
 
     with pytest.raises(ServiceUnavailable):
         await redrive_dead_letters(elsewhere, "processor.payout-commands")
+
+
+async def test_a_connect_that_times_out_leaves_no_connection_to_close(
+    silent_amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aio-pika's connect dropped the connection it timed out on unclosed: its finalizer then
+    made a close() nothing awaited, a RuntimeWarning in whichever test collected it."""
+    monkeypatch.setattr(amqp_connection, "CONNECT_TIMEOUT_SECONDS", 0.5)
+
+    with pytest.raises(TimeoutError):
+        await amqp_connection.connect(silent_amqp_url)
+
+    port = int(silent_amqp_url.rsplit(":", 1)[1].strip("/"))
+    left_open = [
+        item
+        for item in gc.get_objects()
+        if isinstance(item, aio_pika.Connection) and item.url.port == port and not item.is_closed
+    ]
+    assert left_open == []
 
 
 @pytest.mark.parametrize("command", [("reconcile",), ("merchant", "create", "--name", "Typo")])
