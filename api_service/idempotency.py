@@ -71,7 +71,7 @@ def request_fingerprint(body: bytes) -> str:
     not JSON, or gives a key twice, counts as sent: its 400 must not be replayed for the
     corrected body under the same key."""
     try:
-        canonical = canonical_json(json_document(body, decimal_integers=False)).encode()
+        canonical = canonical_json(json_document(body)).encode()
     except (ValueError, RecursionError):  # not a document; nested deeper than we render
         canonical = body
     return hashlib.sha256(canonical).hexdigest()

@@ -101,24 +101,18 @@ _LENIENT_DECODER = json.JSONDecoder(
     parse_constant=_not_json,
     object_pairs_hook=each_key_noted,
 )
-_DECODERS = {
-    exact: json.JSONDecoder(
-        parse_float=Decimal,
-        parse_int=Decimal if exact else None,
-        parse_constant=_not_json,
-        object_pairs_hook=each_key_once,
-    )
-    for exact in (True, False)
-}
+_FINGERPRINT_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=_not_json, object_pairs_hook=each_key_once
+)
 
 
-def json_document(raw: bytes, *, decimal_integers: bool) -> Any:
-    """`json.loads(raw)` with every number with a fraction a Decimal (and every integer too, with
-    `decimal_integers`), refusing a key given twice (RepeatedKey). Any body it cannot read is a
-    ValueError, so that its callers need catch nothing else."""
+def json_document(raw: bytes) -> Any:
+    """`json.loads(raw)` with every number with a fraction a Decimal (integers stay ints),
+    refusing a key given twice (RepeatedKey): what a request's fingerprint reads. Any body it
+    cannot read is a ValueError, so that its callers need catch nothing else."""
     text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes
     try:
-        return _DECODERS[decimal_integers].decode(text)
+        return _FINGERPRINT_DECODER.decode(text)
     except ArithmeticError as exc:  # decimal.InvalidOperation: not a ValueError
         raise NumberOutOfRange("a number is out of range") from exc
     except RecursionError as exc:
