@@ -51,6 +51,7 @@ from tests.support.api_helpers import (
     payout_body,
     psp_headers,
 )
+from tests.support.clocks import ManualClock
 from tests.support.polling import eventually
 
 PER_SECOND = 5
@@ -393,14 +394,6 @@ def _log_lines() -> Iterator[io.StringIO]:
 
 def _entries(stream: io.StringIO) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in stream.getvalue().splitlines()]
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

@@ -1,18 +1,11 @@
 """contracts.expiring_map: entries live exactly ttl_seconds, by the given clock."""
 
 from contracts.expiring_map import ExpiringMap
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import ManualClock
 
 
 def test_an_entry_lives_its_ttl_and_no_longer() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     remembered: ExpiringMap[str, int] = ExpiringMap(2.0, clock)
     remembered.put("a", 1)
     clock.now += 1.9
@@ -22,7 +15,7 @@ def test_an_entry_lives_its_ttl_and_no_longer() -> None:
 
 
 def test_putting_again_restarts_the_entry_and_discard_drops_matches() -> None:
-    clock = Clock()
+    clock = ManualClock(now=100.0)
     remembered: ExpiringMap[str, int] = ExpiringMap(2.0, clock)
     remembered.put("a", 1)
     remembered.put("b", 2)
