@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.logging import bind_log_context
 from contracts.topology import (
+    BUSY_WAITS_HEADER,
     LAST_ERROR_HEADER,
     MERCHANT_ID_HEADER,
     OUTAGE_COUNT_HEADER,
@@ -32,7 +33,12 @@ from contracts.topology import (
 
 # A waiting webhook message's own: set again by whoever sends it on to wait (a fresh copy drops
 # them).
-WAITING_RETRY_HEADERS = (RETRY_DUE_HEADER, RETRY_CLOCK_OFFSET_HEADER, OWN_EVENT_HEADER)
+WAITING_RETRY_HEADERS = (
+    RETRY_DUE_HEADER,
+    RETRY_CLOCK_OFFSET_HEADER,
+    OWN_EVENT_HEADER,
+    BUSY_WAITS_HEADER,
+)
 RETRY_BOOKKEEPING = (
     LAST_ERROR_HEADER,
     RETRY_COUNT_HEADER,
@@ -53,6 +59,12 @@ def retry_count(headers: Mapping[str, Any] | None) -> int:
 def outage_count(headers: Mapping[str, Any] | None) -> int:
     """How many outages (the database down) this message has waited out in a row."""
     return _count(headers, OUTAGE_COUNT_HEADER)
+
+
+def busy_wait_count(headers: Mapping[str, Any] | None) -> int:
+    """How many times in a row this webhook message was sent back to wait for a slot of its
+    merchant's slow endpoint."""
+    return _count(headers, BUSY_WAITS_HEADER)
 
 
 def _count(headers: Mapping[str, Any] | None, name: str) -> int:

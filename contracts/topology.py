@@ -40,6 +40,9 @@ RETRY_CLOCK_OFFSET_HEADER = "x-payouts-retry-clock-offset"
 # one never attempted), not a retry, a resend or a replay: its first attempt is timed when the
 # event happened on the sandbox clock. The events exchange says so of the message it routes.
 OWN_EVENT_HEADER = "x-payouts-own-event"
+# On a webhook message sent back to wait because its merchant's slow endpoint had its share of
+# calls in flight: how many times in a row (webhook_service.retry_ladder: wait_for_a_slot).
+BUSY_WAITS_HEADER = "x-payouts-busy-waits"
 PAYOUT_ID_HEADER = "x-payout-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 SCHEMA_HEADER = "x-schema"

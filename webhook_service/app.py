@@ -29,6 +29,7 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
+    BUSY_WAITS_HEADER,
     OWN_EVENT_HEADER,
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
@@ -144,13 +145,19 @@ class PayoutEventConsumer:
             await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
 
 
-def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, str | int] | None:
+def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, str | int]:
     """What a message sent on to wait carries besides the retry bookkeeping: a retry's due time
     on the sandbox clock; or, for the event's own message sent back with no attempt made (a
-    lease to wait out, the database down), that it still is the event's own."""
+    lease to wait out, the database down), that it still is the event's own; and, sent back for
+    a slot of its merchant's slow endpoint, how many times in a row."""
+    headers: dict[str, str | int] = {}
     if decision.due_at is not None:
-        return retry_due_headers(decision.due_at, clock_offset=decision.clock_offset)
-    return {OWN_EVENT_HEADER: 1} if request.original else None
+        headers.update(retry_due_headers(decision.due_at, clock_offset=decision.clock_offset))
+    elif request.original:
+        headers[OWN_EVENT_HEADER] = 1
+    if decision.busy_waits:
+        headers[BUSY_WAITS_HEADER] = decision.busy_waits
+    return headers
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:

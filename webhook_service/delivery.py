@@ -125,6 +125,8 @@ class Decision:
     # False: a retry that only waits (for another attempt's lease) and takes no step of the
     # ladder. Counted, the waits of a copy redelivered after a crash parked it at its first failure.
     failed: bool = True
+    # Sent back to wait for a slot of its merchant's slow endpoint: the how-manieth time in a row.
+    busy_waits: int = 0
 
 
 @dataclass(frozen=True)
@@ -327,7 +329,7 @@ class EventDelivery:
     async def deliver(self, request: DeliveryRequest) -> Decision:
         merchant_id = request.event.merchant_id
         if not self._may_have_parked(request) and not self.slow_endpoints.admits(merchant_id):
-            return self._waits(request, ENDPOINT_BUSY, seconds=self.ladder.delays[0])
+            return self._waits_for_a_slot(request)
         with self.slow_endpoints.in_flight(merchant_id):
             leased = await self._leasing.submit(request)
             if isinstance(leased, Decision):
@@ -685,6 +687,19 @@ class EventDelivery:
             due_at=request.due_at,
             clock_offset=request.clock_offset,
             failed=False,
+        )
+
+    def _waits_for_a_slot(self, request: DeliveryRequest) -> Decision:
+        """Sent back, no attempt made, until the merchant's slow endpoint has a slot free
+        (ladder.wait_for_a_slot): it keeps its place on the ladder, as _waits."""
+        return Decision(
+            Disposition.RETRY,
+            ENDPOINT_BUSY,
+            self.ladder.wait_for_a_slot(request.busy_waits),
+            due_at=request.due_at,
+            clock_offset=request.clock_offset,
+            failed=False,
+            busy_waits=request.busy_waits + 1,
         )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:

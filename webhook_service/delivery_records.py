@@ -43,7 +43,7 @@ from contracts.clock import offset_seconds_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
-from contracts.redelivery import retry_count
+from contracts.redelivery import busy_wait_count, retry_count
 from contracts.topology import (
     EVENTS_EXCHANGE,
     OWN_EVENT_HEADER,
@@ -74,7 +74,8 @@ class DeliveryRequest:
     `redelivered`: RabbitMQ delivers it again (a consumer died holding it); `original`: it is
     the event's own message (through the events exchange, or marked so when it was sent back to
     wait or copied by the relay's sweep before any attempt), not a retry, a resend, a replay or
-    a redrive."""
+    a redrive; `busy_waits`: how many times in a row it was sent back to wait for a slot of its
+    merchant's slow endpoint."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
@@ -83,6 +84,7 @@ class DeliveryRequest:
     clock_offset: int | None = None
     redelivered: bool = False
     original: bool = False
+    busy_waits: int = 0
 
     @classmethod
     def of_message(
@@ -102,6 +104,7 @@ class DeliveryRequest:
             clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
             redelivered=redelivered,
             original=exchange == EVENTS_EXCHANGE or bool(headers.get(OWN_EVENT_HEADER)),
+            busy_waits=busy_wait_count(headers),
         )
 
 

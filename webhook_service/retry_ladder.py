@@ -17,6 +17,9 @@ from email.utils import parsedate_to_datetime
 from contracts.wire import whole_number
 
 DEFAULT_JITTER = 0.1
+# A message sent back this many times in a row to wait for a slot of its merchant's slow endpoint
+# waits longer from then on (RetryLadder.wait_for_a_slot).
+BUSY_WAITS_IN_FIRST_TIER = 6
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
@@ -59,6 +62,22 @@ class RetryLadder:
         consumer's 15-second lease went to the 300-second tier, where a TTL queue expires only
         the message at its head: the webhook waited behind other merchants' retries."""
         return RetryStep(tier=1, delay_seconds=min(max(wait, 0.0), self.delays[0]))
+
+    def wait_for_a_slot(self, busy_waits: int) -> RetryStep:
+        """The wait of a message sent back because its merchant's slow endpoint has its share of
+        calls in flight, `busy_waits` times in a row before: the first tier's base, and once the
+        share has been busy for BUSY_WAITS_IN_FIRST_TIER such waits (a backlog the endpoint
+        cannot take soon), the second tier's. Each sent back every 5 s, a hanging endpoint's
+        backlog of thousands went round the shared queue faster than the consumer took it, and
+        other merchants' webhooks waited behind it (10 s with 20,000)."""
+        first = RetryStep(tier=1, delay_seconds=self.delays[0])
+        if (
+            busy_waits < BUSY_WAITS_IN_FIRST_TIER
+            or self.tiers < 2
+            or self.delays[1] < first.delay_seconds
+        ):
+            return first
+        return RetryStep(tier=2, delay_seconds=self.delays[1])
 
     def after_failure(
         self, attempt: int, *, retry_after: float | None = None, draw: float | None = None

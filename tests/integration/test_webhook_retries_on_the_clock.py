@@ -465,7 +465,7 @@ def back_from_waiting(
     """The message the webhook service sent on to wait, as it comes back from its tier."""
     headers = {
         **retry_headers(row.headers, error=waited.reason, failed=waited.failed),
-        **(waiting_headers(waited, request) or {}),
+        **waiting_headers(waited, request),
     }
     return DeliveryRequest.of_message(
         request.event, headers, redelivered=False, exchange=RETRY_RETURN_EXCHANGE

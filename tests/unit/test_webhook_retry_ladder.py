@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from contracts.settings import Settings
 from webhook_service.retry_ladder import (
+    BUSY_WAITS_IN_FIRST_TIER,
     RetryLadder,
     RetryStep,
     parse_retry_after,
@@ -25,6 +26,23 @@ NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 )
 def test_each_failed_attempt_waits_its_tier(attempt: int, step: RetryStep) -> None:
     assert LADDER.after_failure(attempt, draw=0.5) == step
+
+
+@pytest.mark.parametrize(
+    ("ladder", "busy_waits", "step"),
+    [
+        (LADDER, 0, RetryStep(1, 5.0)),
+        (LADDER, BUSY_WAITS_IN_FIRST_TIER - 1, RetryStep(1, 5.0)),
+        (LADDER, BUSY_WAITS_IN_FIRST_TIER, RetryStep(2, 300.0)),
+        (LADDER, 1000, RetryStep(2, 300.0)),
+        (RetryLadder.of([5]), 1000, RetryStep(1, 5.0)),
+        (RetryLadder.of([5, 2]), 1000, RetryStep(1, 5.0)),  # never a shorter wait
+    ],
+)
+def test_waiting_for_a_slow_endpoints_slot_moves_to_the_second_tier_after_a_while(
+    ladder: RetryLadder, busy_waits: int, step: RetryStep
+) -> None:
+    assert ladder.wait_for_a_slot(busy_waits) == step
 
 
 def test_a_failure_after_the_last_tier_parks() -> None:
