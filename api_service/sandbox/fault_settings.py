@@ -1,7 +1,8 @@
 """Merchant-wide faults (PUT /sandbox/faults): stored per merchant; each API process keeps every
 merchant's setting, read with one query every couple of seconds like the merchant of a key (a
-change through this process at once). Few merchants set faults: one read of them all costs less
-than a read per merchant, however many merchants call."""
+change through this process at once), and reads again the row of a merchant it knows has one
+before each of its calls (FaultShares.of). Few merchants set faults: one read of them all costs
+less than a read per merchant, however many merchants call."""
 
 import asyncio
 import time
@@ -51,9 +52,22 @@ class FaultShares:
         self._reading = asyncio.Lock()
 
     async def of(self, merchant_id: str) -> FaultShare | None:
+        """The merchant's setting. One this process knows of is read again first, so that a
+        fault switched off or changed through another API process stops at once: the
+        merchant's clean-up call ("DELETE, then carry on"), answered by another process, was
+        still faulted for up to `ttl_seconds`. A fault switched on elsewhere reaches this
+        process within that time (the merchants with no fault pay no read per call)."""
         if time.monotonic() >= self._fresh_until:
             await self._read_all()
-        return self._by_merchant.get(merchant_id)
+        if merchant_id not in self._by_merchant:
+            return None
+        async with self.sessions() as session:
+            share = await load_fault_share(session, merchant_id)
+        if share is None:
+            self._by_merchant.pop(merchant_id, None)
+        else:
+            self._by_merchant[merchant_id] = share
+        return share
 
     def expire(self) -> None:
         """After a change through this process: the next call reads them all again."""

@@ -656,3 +656,31 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
         "not_tried",
         "1 created, none final yet",
     )
+
+
+async def test_a_fault_switched_off_through_one_api_process_is_off_in_another_at_once(
+    api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+) -> None:
+    """Found by the multi-process review: each process kept every merchant's setting for 2 s,
+    so the merchant's next call after the DELETE, answered behind a load balancer by another
+    process, still got the injected 503."""
+    merchant = await make_merchant()
+    put = await api_client.put(
+        f"{API}/sandbox/faults",
+        json={"fault": "status=503", "percent": 100},
+        headers=auth(merchant, ""),
+    )
+    assert put.status_code == 200, put.text
+
+    async def other_injects() -> bool:
+        answer = await other_api_process.get(f"{API}/balance", headers=auth(merchant, ""))
+        return answer.status_code == 503
+
+    await eventually(other_injects, within=10, what="the other process injecting the fault")
+    cleared = await api_client.delete(f"{API}/sandbox/faults", headers=auth(merchant, ""))
+    assert cleared.status_code == 200, cleared.text
+
+    answer = await other_api_process.get(f"{API}/balance", headers=auth(merchant, ""))
+    assert answer.status_code == 200, answer.text
