@@ -23,7 +23,7 @@ from contracts.db.engine import create_engine, create_session_factory, transacti
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
 from contracts.domain.text import text_problem, trimmed
-from contracts.settings import ConfigurationError, Environment, get_settings
+from contracts.settings import MAX_API_WORKERS, ConfigurationError, Environment, get_settings
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
@@ -256,7 +256,9 @@ def merchant_topup(merchant_id: str, amount: str) -> None:
 
 @app.command()
 def api(
-    workers: Annotated[int | None, typer.Option(help="Uvicorn worker processes")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Uvicorn worker processes", min=1, max=MAX_API_WORKERS)
+    ] = None,
 ) -> None:
     """Serve the REST API with uvicorn."""
     import uvicorn
@@ -267,7 +269,7 @@ def api(
     options: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,
-        "workers": workers or settings.api_workers,
+        "workers": settings.api_workers if workers is None else workers,
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,

@@ -72,7 +72,8 @@ def outages_in_one_line() -> Iterator[None]:
 
 def run_in_one_line(work: Coroutine[Any, Any, T]) -> T:
     # aiormq logs a connection it loses (a frame it cannot decode) with the traceback, as a
-    # warning: the command says what went wrong in its one line.
-    logging.getLogger("aiormq").setLevel(logging.ERROR)
+    # warning, and one it cannot open ("error when creating transport") as an error: the
+    # command says what went wrong in its one line.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
     with outages_in_one_line():
         return asyncio.run(work)

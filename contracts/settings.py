@@ -57,6 +57,9 @@ def _port_reads(url: str) -> str:
     return url
 
 
+MAX_API_WORKERS = 64
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
 
@@ -65,7 +68,7 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
-    api_workers: int = Field(default=1, ge=1, le=64)
+    api_workers: int = Field(default=1, ge=1, le=MAX_API_WORKERS)
     # The proxies whose X-Forwarded-Proto and X-Forwarded-For the API believes (uvicorn's
     # forwarded_allow_ips: addresses or networks, comma-separated, or *). Behind a TLS proxy on
     # another host the dashboard took every request for plain HTTP: its cookies were not Secure
@@ -178,6 +181,11 @@ class Settings(BaseSettings):
     def _async_mysql_driver(cls, value: str) -> str:
         if not value.startswith("mysql+asyncmy://"):
             raise ValueError("must use the mysql+asyncmy:// driver")
+        # Without one, MySQL answered 1046 "No database selected" deep in a command (a
+        # traceback that printed a new merchant's webhook secret), and GET_LOCK(NULL) was
+        # reported as a lock another process held.
+        if not urlsplit(value).path.strip("/"):
+            raise ValueError("must name a database (mysql+asyncmy://user@host:3306/payouts)")
         return _port_reads(value)
 
     @field_validator("amqp_url")

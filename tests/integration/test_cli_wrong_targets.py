@@ -108,6 +108,37 @@ def test_a_database_that_does_not_exist(
     one_line_failure(done, says="no such database")
 
 
+@pytest.mark.parametrize(
+    "command", [("merchant", "create", "--name", "Acme"), ("reconcile",), ("seed",), ("migrate",)]
+)
+def test_a_database_url_that_names_no_database(
+    service_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    """Found by the operator review: `…:3306/` made MySQL answer 1046 "No database selected": a
+    traceback whose last lines printed the new merchant's webhook secret; and GET_LOCK(NULL)
+    made the seed and migrate blame a lock another process held."""
+    url = with_database(service_env["PAYOUTS_DATABASE_URL"], "")
+
+    done = payouts({**service_env, "PAYOUTS_DATABASE_URL": url}, *command)
+
+    assert done.returncode == 2, (done.returncode, done.stderr[-600:])
+    assert "Traceback" not in done.stderr and "whsec_" not in done.stderr, done.stderr[-600:]
+    assert "PAYOUTS_DATABASE_URL: must name a database" in done.stderr, done.stderr
+
+
+def test_a_broker_that_refuses_the_connection(service_env: dict[str, str]) -> None:
+    """Found by the operator review: aiormq's own "error when creating transport" line (logged
+    at ERROR) came before the command's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens once the probe is closed
+    env = {**service_env, "PAYOUTS_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{closed_port}/"}
+
+    done = payouts(env, "dlq", "list", "processor.payout-commands")
+
+    one_line_failure(done, says="RabbitMQ does not answer")
+
+
 def test_a_login_refused(service_env: dict[str, str]) -> None:
     url = f"mysql+asyncmy://no_such_user:wrong-secret@127.0.0.1:3306/{TEST_DATABASE}"
 

@@ -50,6 +50,8 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_AMQP_URL", "http://127.0.0.1:5672/"),
         ("PAYOUTS_AMQP_URL", "amqp://guest:guest@127.0.0.1:56y2/"),  # a traceback in yarl
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:33o6/payouts"),  # in SQLAlchemy
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/"),  # 1046, a traceback
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306"),
         ("PAYOUTS_DEMO_BALANCE", "1e30"),  # past DECIMAL(18,2): a traceback from `payouts seed`
         ("PAYOUTS_DEMO_BALANCE", "-5"),  # the demo merchant got 0.00 and the seed said success
         ("PAYOUTS_DEMO_BALANCE", "1.234"),  # cut to 1.23 ("Data truncated")
@@ -73,3 +75,16 @@ def test_a_command_says_which_variable_in_one_line_and_exits_2(
     assert isinstance(result.exception, SystemExit)
     assert "PAYOUTS_PROCESSOR_PREFETCH: Input should be greater than or equal to 1" in result.output
     assert "PAYOUTS_LOG_LEVEL: must be DEBUG, INFO" in result.output
+
+
+@pytest.mark.parametrize("workers", ["0", "-3", "65"])
+def test_api_workers_out_of_range_on_the_command_line_are_refused_like_the_variable(
+    monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """Found by the operator review: `payouts api --workers -3` started the API (`--workers 0`
+    as if unset), where PAYOUTS_API_WORKERS outside 1..64 stops with exit 2."""
+    started: list[dict[str, object]] = []
+    monkeypatch.setattr("uvicorn.run", lambda *_, **options: started.append(options))
+    result = CliRunner().invoke(app, ["api", "--workers", workers])
+    assert result.exit_code == 2, result.output
+    assert started == []
