@@ -54,6 +54,12 @@ async def test_a_missing_idempotency_key_is_the_documented_400_of_a_required_hea
         ("/webhooks/deliveries", "status=NOPE", "status"),
         ("/events", "type=payout.nope", "type"),
         ("/requests", "limit=0", "limit"),
+        # Python's int() grammar: 50, 1 and 5 were listed (the contract review).
+        ("/payouts", "limit=5_0", "limit"),
+        ("/payouts", "limit=1.0", "limit"),
+        ("/events", "page=%2B5", "page"),
+        ("/balance/history", "startingAfter=%207", "startingAfter"),
+        ("/requests", "startingAfter=1e3", "startingAfter"),
     ],
 )
 async def test_a_bad_query_is_the_documented_400_not_fastapis_422(
