@@ -18,7 +18,7 @@ from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
-from api_service.errors import documented_error
+from api_service.errors import UnsupportedMediaType, ValidationFailed, documented_error
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER
@@ -189,9 +189,9 @@ def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
         del responses["422"]
     if not probe:  # a probe takes any X-Request-ID, and no query
-        responses.setdefault("400", documented_error("VALIDATION_ERROR"))  # X-Request-ID
+        responses.setdefault("400", documented_error(ValidationFailed))  # X-Request-ID
     if "requestBody" in operation:
-        responses.setdefault("415", documented_error("UNSUPPORTED_MEDIA_TYPE"))
+        responses.setdefault("415", documented_error(UnsupportedMediaType))
     operation["responses"] = dict(sorted(responses.items()))
     for parameter in operation.get("parameters", []):
         if parameter["name"] == IDEMPOTENCY_HEADER and parameter["in"] == "header":

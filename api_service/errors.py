@@ -239,9 +239,15 @@ _HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
 
 
-def documented_error(code: str) -> dict[str, Any]:
+def documented_error(error: type[ApiError]) -> dict[str, Any]:
     """An error answer as the OpenAPI document lists it, added to a built document."""
-    return {"description": code, "content": {"application/json": {"schema": ERROR_ENVELOPE}}}
+    answer: dict[str, Any] = {
+        "description": error.code,
+        "content": {"application/json": {"schema": ERROR_ENVELOPE}},
+    }
+    if error.status_code in _HEADERS_BY_STATUS:
+        answer["headers"] = _HEADERS_BY_STATUS[error.status_code]
+    return answer
 
 
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
@@ -276,3 +282,11 @@ class GatewayTimeout(ApiError):
     status_code = 504
     code = "GATEWAY_TIMEOUT"
     default_message = "Injected fault: timeout-after-commit"
+
+
+# The answer of each status `X-Sandbox-Fault: status=<n>` can inject.
+INJECTED_STATUS_ERRORS: dict[int, type[ApiError]] = {
+    429: RateLimited,
+    500: InjectedServerError,
+    503: ServiceUnavailable,
+}

@@ -19,10 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.deps import API_KEY_HEADER, merchant_of_key
 from api_service.errors import (
     DATABASE_UNAVAILABLE,
-    ApiError,
+    INJECTED_STATUS_ERRORS,
     GatewayTimeout,
-    InjectedServerError,
-    RateLimited,
     SandboxDisabled,
     ServiceUnavailable,
     ValidationFailed,
@@ -32,12 +30,6 @@ from api_service.middleware import BodyTooLarge, reject
 from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, LOST_STATUS, Fault, FaultKind, parse_fault
 from contracts.db.outages import is_outage
-
-_STATUS_ERRORS: dict[int, type[ApiError]] = {
-    429: RateLimited,
-    500: InjectedServerError,
-    503: ServiceUnavailable,
-}
 
 
 class FaultInjectionMiddleware:
@@ -118,7 +110,7 @@ class FaultInjectionMiddleware:
                 await self.app(scope, receive, send)
             case FaultKind.STATUS:
                 await _read_body(receive)
-                error = _STATUS_ERRORS[fault.value or 500]
+                error = INJECTED_STATUS_ERRORS[fault.value or 500]
                 retry_after = fault.retry_after_seconds
                 headers = {"Retry-After": str(retry_after)} if retry_after else None
                 await reject(

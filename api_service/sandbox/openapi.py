@@ -10,9 +10,9 @@ from fastapi.routing import iter_route_contexts
 
 from api_service.deps import require_sandbox
 from api_service.errors import (
+    INJECTED_STATUS_ERRORS,
     ApiError,
     GatewayTimeout,
-    InjectedServerError,
     SandboxDisabled,
     documented_error,
 )
@@ -61,12 +61,13 @@ def document_the_sandbox(
 
 
 def _document_faults(responses: dict[str, Any], *, enabled: bool) -> None:
-    """The answers the fault header gets that the operation does not give by itself."""
+    """The answers the fault header gets that the operation does not give by itself (the
+    PSP's callback gives no 429 of its own: its injected one was undocumented)."""
     errors: tuple[type[ApiError], ...] = (
-        (InjectedServerError, GatewayTimeout) if enabled else (SandboxDisabled,)
+        (*INJECTED_STATUS_ERRORS.values(), GatewayTimeout) if enabled else (SandboxDisabled,)
     )
     for error in errors:
-        responses.setdefault(str(error.status_code), documented_error(error.code))
+        responses.setdefault(str(error.status_code), documented_error(error))
 
 
 def _sandbox_only_operations(app: FastAPI) -> set[tuple[str, str]]:

@@ -5,12 +5,22 @@ not ready."""
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
+from api_service.errors import INJECTED_STATUS_ERRORS, GatewayTimeout
 from api_service.health import Readiness
+from api_service.sandbox.faults import FAULT_HEADER
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
-from tests.support.api_helpers import API, assert_error, auth, payout_body
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    payout_body,
+    psp_headers,
+)
 
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
 
@@ -167,3 +177,34 @@ async def test_the_clock_advance_documents_its_settled_header(
     assert documented(await openapi(api_client), "post", "/sandbox/clock/advance", "200")[
         "content"
     ]  # the answer's body is still documented beside the header
+
+
+async def test_every_operation_that_takes_a_fault_documents_each_answer_a_fault_gives(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    """The contract review: the PSP's callback takes X-Sandbox-Fault, and a signed callback with
+    a merchant's key and `status=429` got a 429 its operation did not list (it gives none of
+    its own)."""
+    document = await openapi(api_client)
+    faulted = [
+        (path, method, operation)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if any(p["name"] == FAULT_HEADER for p in operation.get("parameters", []))
+    ]
+    assert (f"{API}/ipn/psp", "post") in [(path, method) for path, method, _ in faulted]
+    for path, method, operation in faulted:
+        for status in (*INJECTED_STATUS_ERRORS, GatewayTimeout.status_code):
+            assert str(status) in operation["responses"], (method, path, status)
+        assert "Retry-After" in operation["responses"]["429"].get("headers", {}), (method, path)
+
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    body = orjson.dumps({"eventId": f"evt-{payout['id']}", "payoutId": payout["id"]})
+    headers = {
+        **psp_headers(settings.psp_secret, body),
+        "X-API-KEY": merchant.api_key,
+        FAULT_HEADER: "status=429",
+    }
+    answer = await api_client.post(f"{API}/ipn/psp", content=body, headers=headers)
+    assert_error(answer, 429, "RATE_LIMITED")
