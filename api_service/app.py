@@ -21,7 +21,7 @@ from api_service.envelope import json_response
 from api_service.errors import UnsupportedMediaType, ValidationFailed, documented_error
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
-from api_service.idempotency import IDEMPOTENCY_HEADER
+from api_service.idempotency import IDEMPOTENCY_HEADER, REPLAYED_HEADER
 from api_service.keys_in_flight import KeysInFlight
 from api_service.merchant_cache import MerchantCache
 from api_service.metrics import MetricsMiddleware, RouteTemplates, metrics_endpoint
@@ -184,6 +184,19 @@ def document_answers_as_given(app: FastAPI, *, probes: frozenset[str]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+REQUEST_ID_ANSWER = {
+    "description": "The request's id: the X-Request-ID sent, or one assigned (`req_…`)",
+    "required": True,
+    "schema": {"type": "string"},
+}
+REPLAYED_ANSWER = {
+    "description": "`true` on an answer replayed from an earlier request with the same "
+    "X-IDEMPOTENCY-KEY (byte for byte); absent on a first answer",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
 def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     responses: dict[str, Any] = operation["responses"]
     if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
@@ -192,8 +205,23 @@ def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
         responses.setdefault("400", documented_error(ValidationFailed))  # X-Request-ID
     if "requestBody" in operation:
         responses.setdefault("415", documented_error(UnsupportedMediaType))
-    operation["responses"] = dict(sorted(responses.items()))
+    keyed = False
     for parameter in operation.get("parameters", []):
         if parameter["name"] == IDEMPOTENCY_HEADER and parameter["in"] == "header":
             parameter["required"] = True
             parameter["schema"] = {"type": "string", "format": "uuid"}
+            keyed = True
+    for status, response in responses.items():
+        # Copied: a response may share its headers with others (errors._HEADERS_BY_STATUS).
+        response["headers"] = {**response.get("headers", {}), **_answer_headers(status, keyed)}
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _answer_headers(status: str, keyed: bool) -> dict[str, Any]:
+    """The headers the contract promises on an answer: X-Request-ID on every one, and on a
+    keyed operation's 2xx and 4xx (the answers stored under the key) Idempotent-Replayed.
+    Undeclared, a client generated from the document had no accessor for either."""
+    headers: dict[str, Any] = {"X-Request-ID": REQUEST_ID_ANSWER}
+    if keyed and status[0] in "24":
+        headers[REPLAYED_HEADER] = REPLAYED_ANSWER
+    return headers

@@ -1,7 +1,7 @@
 """The `{success, data, message?}` / `{success, error}` envelope, encoded with orjson."""
 
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field
@@ -17,7 +17,9 @@ class SuccessEnvelope(BaseModel, Generic[DataT]):
     """What `success_body` writes; subclass it per route as `XEnvelope(SuccessEnvelope[XView])`
     (the OpenAPI document names the schema after the subclass)."""
 
-    success: bool = True
+    # Required, and a constant: the field a client checks first, and the one that tells a
+    # generated client's success envelope from an error one (it was optional in the document).
+    success: Literal[True]
     data: DataT
     message: str | None = Field(
         default=None, description="A short note on some writes (`Payout created`); else absent"
@@ -33,7 +35,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorEnvelopeSchema(BaseModel):
-    success: bool = False
+    success: Literal[False]
     error: ErrorBody
 
 

@@ -240,3 +240,31 @@ def test_bounds_are_written_in_json_schema_keywords() -> None:
     advance = document()["paths"]["/api/v1/sandbox/clock/advance"]["post"]["requestBody"]
     seconds = advance["content"]["application/json"]["schema"]["properties"]["seconds"]
     assert (seconds["minimum"], seconds["maximum"]) == (1, 31_622_400)
+
+
+def test_every_envelope_requires_success_as_a_constant() -> None:
+    """The contract review: `success` had a default, so generated clients made it optional,
+    though every answer carries it and a client checks it first."""
+    schemas = document()["components"]["schemas"]
+    envelopes = {
+        name: s for name, s in schemas.items() if name.endswith(("Envelope", "EnvelopeSchema"))
+    }
+    assert "ErrorEnvelopeSchema" in envelopes and "PayoutEnvelope" in envelopes
+    for name, schema in envelopes.items():
+        assert "success" in schema["required"], name
+        expected = name != "ErrorEnvelopeSchema"
+        assert schema["properties"]["success"]["const"] is expected, name
+
+
+def test_every_answer_declares_its_request_id_and_a_keyed_one_its_replay_mark() -> None:
+    """The contract review: the document declared neither header the contract promises, so a
+    client generated from it had no accessor for X-Request-ID or Idempotent-Replayed."""
+    for method, path, operation in operations():
+        keyed = any(p["name"] == "X-IDEMPOTENCY-KEY" for p in operation.get("parameters", []))
+        for status, answer in operation["responses"].items():
+            headers = answer.get("headers", {})
+            assert headers.get("X-Request-ID", {}).get("required") is True, (method, path, status)
+            replay_marked = "Idempotent-Replayed" in headers
+            assert replay_marked is (keyed and status[0] in "24"), (method, path, status)
+    payouts = document()["paths"]["/api/v1/payouts"]["post"]["responses"]
+    assert "Retry-After" in payouts["429"]["headers"]  # kept beside the added ones
