@@ -217,8 +217,11 @@ async def list_events(
     responses=error_responses(*AUTH_ERRORS),
     summary="The webhook endpoint (secrets are never shown here)",
 )
-async def get_endpoint(merchant: CurrentMerchant) -> Response:
-    return json_response(success_body(endpoint_json(merchant)))
+async def get_endpoint(merchant: CurrentMerchant, session: SessionDep) -> Response:
+    """Read from its row, not from the merchant this process cached with the API key: a PUT
+    answered by another API process showed the old URL here for up to 2 s."""
+    stored = await session.get(Merchant, merchant.id)
+    return json_response(success_body(endpoint_json(stored or merchant)))
 
 
 @router.put(

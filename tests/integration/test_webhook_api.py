@@ -386,6 +386,27 @@ async def test_endpoint_is_shown_and_updated_without_secrets(
         assert "whsec_" not in response.text
 
 
+async def test_an_endpoint_changed_through_another_api_process_is_shown_at_once(
+    api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+) -> None:
+    """Found by the multi-process review: GET showed the merchant this process had cached with
+    its API key, so right after a PUT answered by another process it showed the old URL."""
+    merchant = await make_merchant(webhook_url="https://old.example/hook")
+    headers = auth(merchant, "")
+    before = await other_api_process.get(f"{API}/webhook-endpoint", headers=headers)
+    assert before.json()["data"]["url"] == "https://old.example/hook"  # now cached there
+
+    updated = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": PUBLIC_URL}, headers=headers
+    )
+    after = await other_api_process.get(f"{API}/webhook-endpoint", headers=headers)
+
+    assert updated.status_code == 200, updated.text
+    assert after.json()["data"]["url"] == PUBLIC_URL
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
