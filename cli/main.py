@@ -226,19 +226,46 @@ def merchant_create(
         typer.echo(f"webhook secret: {created.webhook_secret}")
 
 
+def _idempotency_key(key: str | None) -> str | None:
+    from api_service.idempotency import canonical_key, is_idempotency_key
+
+    if key is None:
+        return None
+    if not is_idempotency_key(key):
+        raise typer.BadParameter("must be a UUID")
+    return canonical_key(key)
+
+
 @merchant_app.command("topup")
-def merchant_topup(merchant_id: str, amount: str) -> None:
+def merchant_topup(
+    merchant_id: str,
+    amount: str,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="A UUID: run again with the same key (after a timeout, a dropped session), "
+            "the top-up is made once",
+            callback=_idempotency_key,
+        ),
+    ] = None,
+) -> None:
     """Add funds: a TOPUP journal psp_settlement -> available; then the merchant's QUEUED
     payouts the available balance covers start, oldest first."""
-    from cli.merchants import merchant_exists
+    from cli.merchants import KeyUsedForAnotherRequest, claim_top_up_key, merchant_exists
     from contracts.funding import TopUp, top_up_and_start_queued
     from contracts.ledger import BalanceLimitExceeded
 
     value = _amount(amount)
+    ttl_seconds = get_settings().idempotency_ttl_seconds
 
-    async def work(session: AsyncSession) -> TopUp | None:
+    async def work(session: AsyncSession) -> TopUp | bool | None:
+        """The top-up; False: made under the key already; None: no such merchant."""
         if not await merchant_exists(session, merchant_id):
             return None
+        if idempotency_key is not None and not await claim_top_up_key(
+            session, merchant_id, idempotency_key, value, ttl_seconds=ttl_seconds
+        ):
+            return False
         return await top_up_and_start_queued(session, merchant_id, value)
 
     try:
@@ -246,9 +273,17 @@ def merchant_topup(merchant_id: str, amount: str) -> None:
     except BalanceLimitExceeded as exc:
         limit = format_amount(MAX_BALANCE)
         raise typer.BadParameter(f"amount would take the balance past {limit}") from exc
+    except KeyUsedForAnotherRequest as exc:
+        raise typer.BadParameter(
+            "was used for another request of this merchant", param_hint="'--idempotency-key'"
+        ) from exc
     if done is None:
         typer.echo(f"no merchant {merchant_id}", err=True)
         raise typer.Exit(1)
+    if done is False:
+        typer.echo(f"already topped up {value} PKR under this key: nothing done")
+        return
+    assert isinstance(done, TopUp)
     typer.echo(f"topped up {value} PKR")
     if done.started:
         typer.echo(f"started {len(done.started)} queued payouts")

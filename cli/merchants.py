@@ -2,19 +2,22 @@
 
 import base64
 import binascii
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.dashboard.sessions import close_merchant_sessions
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, Merchant
+from contracts.db.models import Balance, IdempotencyKey, Merchant
+from contracts.domain.money import format_amount
 
 DEMO_MERCHANT_NAME = "Demo Merchant"
 _API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}[A-Za-z0-9_-]{{43,}}")
@@ -187,3 +190,49 @@ async def ensure_demo_merchant(
         # When: the dashboard showed attempts signed before it as the new secret signs them.
         existing.secret_rotated_at = utcnow()
     return DemoMerchant(existing.id, created=False, new_api_key=None)
+
+
+# The method and path a top-up's key is stored under, beside the API's keys of the merchant: the
+# same key sent to the API is another request's (IDEMPOTENCY_KEY_REUSED), and the reverse.
+OPERATOR_TOP_UP = ("CLI", "payouts merchant topup")
+
+
+class KeyUsedForAnotherRequest(Exception):
+    pass
+
+
+async def claim_top_up_key(
+    session: AsyncSession, merchant_id: str, key: str, amount: Decimal, *, ttl_seconds: int
+) -> bool:
+    """The merchant's idempotency `key` taken for a top-up of `amount`, in the caller's
+    transaction (it commits with the top-up): True. False: a top-up of `amount` was made under it
+    already (a copy run at once waits for the first to commit, then finds it).
+    KeyUsedForAnotherRequest: it names another amount, or an API request."""
+    method, path = OPERATOR_TOP_UP
+    fingerprint = hashlib.sha256(format_amount(amount).encode()).hexdigest()
+    now = utcnow()
+    claimed = await session.execute(
+        insert(IdempotencyKey)
+        .prefix_with("IGNORE")
+        .values(
+            merchant_id=merchant_id,
+            key=key,
+            method=method,
+            path=path,
+            request_hash=fingerprint,
+            status_code=200,
+            locked_at=now,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    if claimed.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    stored = await session.get(IdempotencyKey, (merchant_id, key))
+    if stored is not None and (stored.method, stored.path, stored.request_hash) == (
+        method,
+        path,
+        fingerprint,
+    ):
+        return False
+    raise KeyUsedForAnotherRequest

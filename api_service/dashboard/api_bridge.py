@@ -261,7 +261,7 @@ class MerchantApi:
         return await self.answer(directory.get_directory(self.merchant, self.session))
 
     async def webhook_endpoint(self) -> ApiAnswer:
-        return await self.answer(webhooks.get_endpoint(self.merchant))
+        return await self.answer(webhooks.get_endpoint(self.merchant, self.session))
 
     # Reads of the sandbox controls (the callers check that sandbox controls are on, as the
     # endpoints' routers do)

@@ -218,6 +218,53 @@ async def test_a_top_up_past_the_largest_balance_is_400_naming_amount_and_writes
     assert (await top_up(api_client, merchant, "9.99")).status_code == 200  # up to the limit
 
 
+async def operator_top_up(
+    env: dict[str, str], merchant: NewMerchant, amount: str, *options: str
+) -> tuple[int, str]:
+    """`payouts merchant topup` run as an operator runs it: its exit code and what it said."""
+    process = await asyncio.create_subprocess_exec(
+        *payouts_command("merchant", "topup", merchant.merchant_id, amount, *options),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    said, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, said.decode()
+
+
+async def test_an_operator_top_up_run_again_under_its_key_is_made_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    """Found by the operator review: an operator whose `payouts merchant topup` timed out could
+    not tell whether it committed, and running it again credited the merchant twice."""
+    merchant = await make_merchant(balance="0.00")
+    key = "6F9619FF-8B86-D011-B42D-00C04FC964FF"  # any written form of a UUID: one key
+    option = ("--idempotency-key", key)
+
+    runs = await asyncio.gather(
+        *(operator_top_up(service_env, merchant, "100.00", *option) for _ in range(3))
+    )
+    again = await operator_top_up(service_env, merchant, "100.00", "--idempotency-key", key.lower())
+    other_amount = await operator_top_up(service_env, merchant, "200.00", *option)
+    api_with_the_key = await top_up(api_client, merchant, "100.00", key)
+
+    assert sorted(code for code, _ in runs) == [0, 0, 0], runs
+    assert sum("topped up 100.00 PKR" in said and "already" not in said for _, said in runs) == 1
+    assert again[0] == 0 and "already topped up 100.00 PKR" in again[1], again
+    assert other_amount[0] == 2 and "used for another request" in other_amount[1], other_amount
+    assert api_with_the_key.status_code == 422, api_with_the_key.text
+    hundred = Decimal("100.00")
+    zero = Decimal("0.00")
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == (
+        (hundred, zero),
+        (hundred, zero),
+    )
+
+
 async def test_a_released_hold_starts_the_next_queued_payout(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
