@@ -90,7 +90,8 @@ class PayoutEventConsumer:
             ladder=self.ladder,
             lease_seconds=lease_seconds_for(self.settings.webhook_timeout_seconds),
             max_batch=self.settings.webhook_prefetch,
-            window_seconds=self.settings.webhook_batch_window_seconds,
+            lease_window_seconds=self.settings.webhook_lease_window_seconds,
+            record_window_seconds=self.settings.webhook_batch_window_seconds,
             # Sandbox webhook chaos: test mode only; production never reads the settings.
             endpoints=EndpointCache(with_chaos=self.settings.sandbox_enabled),
         )

@@ -286,7 +286,8 @@ class EventDelivery:
         ladder: RetryLadder,
         lease_seconds: int,
         max_batch: int,
-        window_seconds: float,
+        lease_window_seconds: float,
+        record_window_seconds: float,
         endpoints: EndpointCache | None = None,
         clock: Callable[[], datetime] = utcnow,
         out_of_order_limit_seconds: float = MAX_CHAOS_DELAY_SECONDS,
@@ -308,9 +309,11 @@ class EventDelivery:
         self.max_holds_per_merchant = max(1, self.max_holds // 4)
         self._holds: Counter[str] = Counter()  # per merchant
         self.slow_endpoints = SlowEndpoints(max_batch, sender.timeout_seconds)
-        self._leasing = MicroBatcher(self._lease, window_seconds=window_seconds, max_size=max_batch)
+        self._leasing = MicroBatcher(
+            self._lease, window_seconds=lease_window_seconds, max_size=max_batch
+        )
         self._recording = MicroBatcher(
-            self._record, window_seconds=window_seconds, max_size=max_batch
+            self._record, window_seconds=record_window_seconds, max_size=max_batch
         )
 
     async def prepare(self) -> None:

@@ -6,8 +6,9 @@ the timeout or more, a merchant may have only a quarter of the prefetch in fligh
 and the slow merchants together half of it (four of them at a quarter each held every slot, and
 the others' webhooks moved up the queue a timeout at a time); their other messages wait a little
 in the first retry tier (no step of their ladder taken), so the slots go to the messages behind
-them, and after six such waits in a row in the second (RetryLadder.wait_for_a_slot). An endpoint that answers within that is never limited (a busy host's second-long answers
-do not count)."""
+them, and after six such waits in a row in the second (RetryLadder.wait_for_a_slot). An
+endpoint that answers within that is never limited (a busy host's second-long answers do not
+count)."""
 
 import time
 from collections import Counter

@@ -350,7 +350,8 @@ async def test_a_retry_timed_while_an_advance_was_under_way_is_sent_on_too(
         ladder=RetryLadder.of((600, 600), jitter=0),
         lease_seconds=30,
         max_batch=8,
-        window_seconds=0.005,
+        lease_window_seconds=0.005,
+        record_window_seconds=0.005,
     )
     try:
         attempt = asyncio.create_task(delivery.deliver(first_request(row)))

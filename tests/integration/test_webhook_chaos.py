@@ -158,7 +158,8 @@ async def chaotic_delivery(
         ladder=RetryLadder.of(LADDER),
         lease_seconds=lease_seconds_for(TIMEOUT_SECONDS),
         max_batch=4,
-        window_seconds=settings.webhook_batch_window_seconds,
+        lease_window_seconds=settings.webhook_lease_window_seconds,
+        record_window_seconds=settings.webhook_batch_window_seconds,
         endpoints=EndpointCache(with_chaos=True),
         out_of_order_limit_seconds=out_of_order_limit_seconds,
     )

@@ -91,7 +91,8 @@ async def event_delivery(
         ladder=RetryLadder.of(ladder),
         lease_seconds=20,
         max_batch=8,
-        window_seconds=0.005,
+        lease_window_seconds=0.005,
+        record_window_seconds=0.005,
     )
     try:
         yield delivery

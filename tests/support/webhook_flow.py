@@ -240,8 +240,11 @@ async def event_delivery(
     lease_seconds: int,
     max_batch: int,
     window_seconds: float = 0.005,
+    record_window_seconds: float | None = None,
 ) -> AsyncIterator[EventDelivery]:
-    """The webhook service's delivery, without the broker: the test submits the messages."""
+    """The webhook service's delivery, without the broker: the test submits the messages. Its
+    batches of leases and of records gather for `window_seconds` (records: for
+    `record_window_seconds`, when given)."""
     sender = WebhookSender(
         timeout_seconds=settings.webhook_timeout_seconds,
         allow_private_urls=settings.webhook_allow_private_urls,
@@ -252,7 +255,10 @@ async def event_delivery(
         ladder=RetryLadder.of(LADDER),
         lease_seconds=lease_seconds,
         max_batch=max_batch,
-        window_seconds=window_seconds,
+        lease_window_seconds=window_seconds,
+        record_window_seconds=window_seconds
+        if record_window_seconds is None
+        else record_window_seconds,
     )
     try:
         yield delivery
