@@ -90,8 +90,7 @@ def _work_queue_parts(
         _binding(DEAD_LETTER_EXCHANGE, queue.dead_letter_queue, queue.dead_letter_queue, vhost)
     )
     queues.extend(
-        _queue(queue.retry_queue(tier), vhost, queue.retry_arguments())
-        for tier in range(1, queue.retry_tiers + 1)
+        _queue(waiting, vhost, queue.retry_arguments()) for waiting in queue.waiting_queues()
     )
     if queue.parking_lot:
         queues.append(_queue(queue.parking_lot, vhost, quorum))

@@ -48,6 +48,11 @@ MERCHANT_ID_HEADER = "x-merchant-id"
 SCHEMA_HEADER = "x-schema"
 
 
+# The "tier" of the queue where a webhook message waits for a slot of its merchant's slow
+# endpoint (webhook_service.retry_ladder.RetryLadder.wait_for_a_slot): no step of the ladder.
+SLOT_WAIT_TIER = 0
+
+
 @dataclass(frozen=True)
 class WorkQueue:
     name: str
@@ -56,14 +61,30 @@ class WorkQueue:
     retry_tiers: int = 1
     parking_lot: str | None = None
     extra_arguments: dict[str, Any] = field(default_factory=dict)
+    # A TTL queue of its own for messages that wait for a slot, each as long as the others: in
+    # a retry tier, a TTL queue expiring only the message at its head, a wait shorter or longer
+    # than the tier's held up the waits behind it, or was held up by them.
+    slot_wait: bool = False
 
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.name}.dead"
 
     def retry_queue(self, tier: int) -> str:
-        """Tier 1..retry_tiers; a single-tier queue has no number in its name."""
+        """Tier 1..retry_tiers (a single-tier queue has no number in its name), or
+        SLOT_WAIT_TIER: the slot-wait queue."""
+        if tier == SLOT_WAIT_TIER:
+            assert self.slot_wait, f"{self.name} has no slot-wait queue"
+            return f"{self.name}.slot-wait"
         return f"{self.name}.retry" if self.retry_tiers == 1 else f"{self.name}.retry.{tier}"
+
+    def waiting_queues(self) -> list[str]:
+        """Every TTL queue that dead-letters back to this one: its retry tiers, and its
+        slot-wait queue if it has one."""
+        tiers = range(1, self.retry_tiers + 1)
+        return [self.retry_queue(tier) for tier in tiers] + (
+            [self.retry_queue(SLOT_WAIT_TIER)] if self.slot_wait else []
+        )
 
     @property
     def arguments(self) -> dict[str, Any]:
@@ -108,6 +129,7 @@ def webhook_events_queue(retry_tiers: int) -> WorkQueue:
         routing_keys=("payout.*",),
         retry_tiers=retry_tiers,
         parking_lot=WEBHOOK_PARKING_LOT,
+        slot_wait=True,
     )
 
 
@@ -135,10 +157,8 @@ async def declare_work_queue(channel: AbstractChannel, queue: WorkQueue) -> None
     )
     await dead.bind(exchanges[DEAD_LETTER_EXCHANGE], routing_key=queue.dead_letter_queue)
 
-    for tier in range(1, queue.retry_tiers + 1):
-        await channel.declare_queue(
-            queue.retry_queue(tier), durable=True, arguments=queue.retry_arguments()
-        )
+    for waiting in queue.waiting_queues():
+        await channel.declare_queue(waiting, durable=True, arguments=queue.retry_arguments())
     if queue.parking_lot:
         parked = await channel.declare_queue(
             queue.parking_lot, durable=True, arguments={"x-queue-type": "quorum"}

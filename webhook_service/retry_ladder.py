@@ -14,18 +14,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from contracts.topology import SLOT_WAIT_TIER
 from contracts.wire import whole_number
 
 DEFAULT_JITTER = 0.1
 # A message sent back this many times in a row to wait for a slot of its merchant's slow endpoint
-# waits longer from then on (RetryLadder.wait_for_a_slot).
+# waits longer from then on, SLOT_WAIT_SECONDS in the slot-wait queue (RetryLadder.wait_for_a_slot):
+# well under PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS (300 s), past which the outbox relay takes a
+# message for lost and sends a copy.
 BUSY_WAITS_IN_FIRST_TIER = 6
+SLOT_WAIT_SECONDS = 60.0
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
 class RetryStep:
-    tier: int  # the retry queue (1-based) that holds the message for the wait
+    tier: int  # the retry queue (1-based) that holds the message for the wait; or SLOT_WAIT_TIER
     delay_seconds: float
 
 
@@ -67,17 +71,12 @@ class RetryLadder:
         """The wait of a message sent back because its merchant's slow endpoint has its share of
         calls in flight, `busy_waits` times in a row before: the first tier's base, and once the
         share has been busy for BUSY_WAITS_IN_FIRST_TIER such waits (a backlog the endpoint
-        cannot take soon), the second tier's. Each sent back every 5 s, a hanging endpoint's
-        backlog of thousands went round the shared queue faster than the consumer took it, and
-        other merchants' webhooks waited behind it (10 s with 20,000)."""
-        first = RetryStep(tier=1, delay_seconds=self.delays[0])
-        if (
-            busy_waits < BUSY_WAITS_IN_FIRST_TIER
-            or self.tiers < 2
-            or self.delays[1] < first.delay_seconds
-        ):
-            return first
-        return RetryStep(tier=2, delay_seconds=self.delays[1])
+        cannot take soon), SLOT_WAIT_SECONDS in the slot-wait queue. Each sent back every 5 s, a
+        hanging endpoint's backlog of thousands went round the shared queue faster than the
+        consumer took it, and other merchants' webhooks waited behind it (10 s with 20,000)."""
+        if busy_waits < BUSY_WAITS_IN_FIRST_TIER:
+            return RetryStep(tier=1, delay_seconds=self.delays[0])
+        return RetryStep(tier=SLOT_WAIT_TIER, delay_seconds=SLOT_WAIT_SECONDS)
 
     def after_failure(
         self, attempt: int, *, retry_after: float | None = None, draw: float | None = None

@@ -174,4 +174,4 @@ async def test_an_advance_while_attempts_are_under_way_counts_for_their_retries(
     # queue expires only the message at its head): a fault test's webhooks waited past its
     # deadline.
     queue = webhook_events_queue(len(LADDER))
-    await rabbit.purge(*(queue.retry_queue(tier) for tier in range(1, len(LADDER) + 1)))
+    await rabbit.purge(*queue.waiting_queues())

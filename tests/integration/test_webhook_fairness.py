@@ -15,7 +15,7 @@ from contracts.topology import (
     BUSY_WAITS_HEADER,
     LAST_ERROR_HEADER,
     RETRY_COUNT_HEADER,
-    webhook_events_queue,
+    SLOT_WAIT_TIER,
 )
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
@@ -23,6 +23,7 @@ from tests.support.amqp import RabbitClient
 from tests.support.polling import eventually
 from tests.support.webhook_flow import (
     LADDER,
+    QUEUE,
     created_event,
     event_delivery,
     event_id_of,
@@ -36,7 +37,7 @@ from tests.support.webhook_flow import (
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.delivery import ENDPOINT_BUSY
-from webhook_service.retry_ladder import BUSY_WAITS_IN_FIRST_TIER
+from webhook_service.retry_ladder import BUSY_WAITS_IN_FIRST_TIER, SLOT_WAIT_SECONDS
 
 PREFETCH = 4
 TIMEOUT = 2.0
@@ -176,7 +177,7 @@ async def test_a_copy_waiting_out_a_dead_consumers_lease_comes_back_once_it_ran_
     assert waited < lease_seconds + 3, f"sent again {waited:.1f} s after its consumer died"
 
 
-async def test_a_backlog_the_hanging_endpoint_cannot_take_soon_waits_in_the_second_tier(
+async def test_a_backlog_the_hanging_endpoint_cannot_take_soon_waits_in_the_slot_wait_queue(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -187,34 +188,28 @@ async def test_a_backlog_the_hanging_endpoint_cannot_take_soon_waits_in_the_seco
     """Sent back every first-tier wait for as long as the endpoint hangs, a backlog of thousands
     went round the shared queue faster than the consumer took it (the review measured 10 s of
     delay for other merchants with 20,000). After BUSY_WAITS_IN_FIRST_TIER waits in a row a
-    message waits the second tier's step, no attempt made."""
-    ladder = (0.2, 60.0)
+    message waits SLOT_WAIT_SECONDS in a queue of its own, no attempt made."""
     receiver.always(Reply(hang=True))
     slow, first = await created_event(api_client, make_merchant, sessions, receiver.url)
     backlog = [first] + [await new_event_row(api_client, sessions, slow) for _ in range(7)]
     service_settings = quick_webhook_settings(settings, timeout_seconds=TIMEOUT).model_copy(
-        update={
-            "webhook_prefetch": PREFETCH,
-            "webhook_retry_delays": ",".join(str(delay) for delay in ladder),
-        }
+        update={"webhook_prefetch": PREFETCH}
     )
-    second_tier = webhook_events_queue(len(ladder)).retry_queue(2)
+    slot_wait = QUEUE.retry_queue(SLOT_WAIT_TIER)
     async with running_webhook_service(service_settings):
         for row in backlog:
             await relay(rabbit, row)
 
-        async def backlog_waits_in_the_second_tier() -> bool:
-            return await rabbit.count(second_tier) >= len(backlog) - PREFETCH
+        async def backlog_waits_for_a_slot() -> bool:
+            return await rabbit.count(slot_wait) >= len(backlog) - PREFETCH
 
-        await eventually(
-            backlog_waits_in_the_second_tier, within=30.0, what="the backlog in the second tier"
-        )
-        waiting = await rabbit.take(second_tier)
+        await eventually(backlog_waits_for_a_slot, within=30.0, what="the backlog waiting")
+        waiting = await rabbit.take(slot_wait)
 
-    busy = [m for m in waiting if m.headers.get(LAST_ERROR_HEADER) == ENDPOINT_BUSY]
-    assert busy, [m.headers.get(LAST_ERROR_HEADER) for m in waiting]
-    assert {m.headers[BUSY_WAITS_HEADER] for m in busy} == {BUSY_WAITS_IN_FIRST_TIER + 1}
-    never_attempted = {event_id(m.body) for m in busy if m.headers[RETRY_COUNT_HEADER] == 0}
+    assert {m.headers[LAST_ERROR_HEADER] for m in waiting} == {ENDPOINT_BUSY}
+    assert {m.headers[BUSY_WAITS_HEADER] for m in waiting} == {BUSY_WAITS_IN_FIRST_TIER + 1}
+    assert {m.expiration for m in waiting} == {SLOT_WAIT_SECONDS}  # one wait: FIFO expiry
+    never_attempted = {event_id(m.body) for m in waiting if m.headers[RETRY_COUNT_HEADER] == 0}
     assert never_attempted
     assert not never_attempted & {event_id(request.body) for request in receiver.requests}
 

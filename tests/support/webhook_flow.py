@@ -168,14 +168,14 @@ async def purge_webhook_queues(rabbit: RabbitClient, settings: Settings) -> None
     there (retries waiting out their tier, backlogs of endpoints that hung), which a webhook
     service started now would take, to receivers long gone, with transactions of their own."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
-    await rabbit.purge(QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1)))
+    await rabbit.purge(QUEUE.name, *QUEUE.waiting_queues())
 
 
 async def waiting_copies(rabbit: RabbitClient, event_id: str) -> int:
     """Messages of the event ready in the delivery queue and its retry queues. They are taken:
     earlier tests of the worker leave other events' messages there (retries waiting out their
     tier), which are no test's business once its webhook service stopped."""
-    queues = [QUEUE.name, *(QUEUE.retry_queue(tier) for tier in range(1, len(LADDER) + 1))]
+    queues = [QUEUE.name, *QUEUE.waiting_queues()]
     return sum([len(await messages_of(rabbit, queue, event_id)) for queue in queues])
 
 
