@@ -35,7 +35,8 @@ def refuse_unexpected_query(request: Request) -> None:
         problem = text_problem(trimmed(value))  # trimmed first, as a body's text field
         if problem is not None:
             raise ValidationFailed.on(name, problem)
-        # Python's int() grammar (pydantic's lax mode) took `limit=5_0` as 50, `1.0` and `+5`.
+        # Untrimmed: Python's int() grammar (pydantic's lax mode) took `limit=5_0` as 50, and
+        # `1.0`, `+5` and ` 5`.
         if whole_numbers[name] and not _DIGITS.fullmatch(value):
             raise ValidationFailed.on(name, "must be a whole number in digits (0-9)")
         given.add(name)

@@ -4,6 +4,7 @@ import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from enum import Enum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -236,6 +237,11 @@ def _idempotency_key(key: str | None) -> str | None:
     return canonical_key(key)
 
 
+class TopUpNotMade(Enum):
+    NO_MERCHANT = "no such merchant"
+    MADE_ALREADY = "made under its key already"
+
+
 @merchant_app.command("topup")
 def merchant_topup(
     merchant_id: str,
@@ -251,6 +257,7 @@ def merchant_topup(
 ) -> None:
     """Add funds: a TOPUP journal psp_settlement -> available; then the merchant's QUEUED
     payouts the available balance covers start, oldest first."""
+    from api_service.idempotency import run_again_after_deadlocks
     from cli.merchants import KeyUsedForAnotherRequest, claim_top_up_key, merchant_exists
     from contracts.funding import TopUp, top_up_and_start_queued
     from contracts.ledger import BalanceLimitExceeded
@@ -258,15 +265,19 @@ def merchant_topup(
     value = _amount(amount)
     ttl_seconds = get_settings().idempotency_ttl_seconds
 
-    async def work(session: AsyncSession) -> TopUp | bool | None:
-        """The top-up; False: made under the key already; None: no such merchant."""
+    async def top_up(session: AsyncSession) -> TopUp | TopUpNotMade:
         if not await merchant_exists(session, merchant_id):
-            return None
+            return TopUpNotMade.NO_MERCHANT
         if idempotency_key is not None and not await claim_top_up_key(
             session, merchant_id, idempotency_key, value, ttl_seconds=ttl_seconds
         ):
-            return False
+            return TopUpNotMade.MADE_ALREADY
         return await top_up_and_start_queued(session, merchant_id, value)
+
+    async def work(session: AsyncSession) -> TopUp | TopUpNotMade:
+        # Copies run at once wait on the key; when the first rolls back, InnoDB may pick one
+        # of them as a deadlock's victim, rolled back whole: it runs again.
+        return await run_again_after_deadlocks(lambda: top_up(session), roll_back=session.rollback)
 
     try:
         done = run_in_transaction(work)
@@ -277,13 +288,12 @@ def merchant_topup(
         raise typer.BadParameter(
             "was used for another request of this merchant", param_hint="'--idempotency-key'"
         ) from exc
-    if done is None:
+    if done is TopUpNotMade.NO_MERCHANT:
         typer.echo(f"no merchant {merchant_id}", err=True)
         raise typer.Exit(1)
-    if done is False:
+    if done is TopUpNotMade.MADE_ALREADY:
         typer.echo(f"already topped up {value} PKR under this key: nothing done")
         return
-    assert isinstance(done, TopUp)
     typer.echo(f"topped up {value} PKR")
     if done.started:
         typer.echo(f"started {len(done.started)} queued payouts")

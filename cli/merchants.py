@@ -6,16 +6,15 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.dashboard.sessions import close_merchant_sessions
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
-from contracts.db.engine import utcnow
+from contracts.db.engine import DATABASE_NOW, database_now_plus, utcnow
 from contracts.db.models import Balance, IdempotencyKey, Merchant
 from contracts.domain.money import format_amount
 
@@ -204,13 +203,17 @@ class KeyUsedForAnotherRequest(Exception):
 async def claim_top_up_key(
     session: AsyncSession, merchant_id: str, key: str, amount: Decimal, *, ttl_seconds: int
 ) -> bool:
-    """The merchant's idempotency `key` taken for a top-up of `amount`, in the caller's
-    transaction (it commits with the top-up): True. False: a top-up of `amount` was made under it
-    already (a copy run at once waits for the first to commit, then finds it).
-    KeyUsedForAnotherRequest: it names another amount, or an API request."""
+    """The merchant's idempotency `key` taken for a top-up of `amount`, for `ttl_seconds` (the
+    API's keys' lifetime), in the caller's transaction (it commits with the top-up): True.
+    False: a top-up of `amount` was made under it already (a copy run at once waits for the
+    first to commit, then finds it). KeyUsedForAnotherRequest: it names another amount, or an
+    API request. A key past its lifetime is free again, as the API's are."""
     method, path = OPERATOR_TOP_UP
     fingerprint = hashlib.sha256(format_amount(amount).encode()).hexdigest()
-    now = utcnow()
+    this_key = (IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
+    await session.execute(
+        delete(IdempotencyKey).where(*this_key, IdempotencyKey.expires_at <= DATABASE_NOW)
+    )
     claimed = await session.execute(
         insert(IdempotencyKey)
         .prefix_with("IGNORE")
@@ -221,18 +224,20 @@ async def claim_top_up_key(
             path=path,
             request_hash=fingerprint,
             status_code=200,
-            locked_at=now,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds),
+            locked_at=DATABASE_NOW,
+            created_at=DATABASE_NOW,
+            expires_at=database_now_plus(ttl_seconds),
         )
     )
     if claimed.rowcount == 1:  # type: ignore[attr-defined]
         return True
-    stored = await session.get(IdempotencyKey, (merchant_id, key))
-    if stored is not None and (stored.method, stored.path, stored.request_hash) == (
-        method,
-        path,
-        fingerprint,
-    ):
+    stored = (
+        await session.execute(
+            select(IdempotencyKey.request_hash, IdempotencyKey.method, IdempotencyKey.path).where(
+                *this_key
+            )
+        )
+    ).one_or_none()
+    if stored is not None and tuple(stored) == (fingerprint, method, path):
         return False
     raise KeyUsedForAnotherRequest

@@ -153,9 +153,9 @@ class Settings(BaseSettings):
     # processes). A record is made after the webhook was sent: its wait delays no webhook.
     webhook_batch_window_seconds: float = Field(default=0.02, ge=0, le=1)
     # How long a batch of leases gathers after its first message: every webhook waits it before
-    # its call. Short make bench runs on one machine, created→webhook p99 at half of peak / at
-    # peak: at 20 ms (as the records), 92-157 / 567-1,781 ms in 3 runs; at 5 ms, 75-98 / 398-797
-    # ms in 4 (peak creates/s 107-123 against 88-129; about 1 statement per payout more).
+    # its call. make bench on one machine, created→webhook p99 at half of peak: at 20 ms (as the
+    # records), 92-157 ms in 4 runs (median 127); at 5 ms, 75-189 ms in 6 (median 81); about one
+    # statement per payout more at peak (docs/operations.md).
     webhook_lease_window_seconds: float = Field(default=0.005, ge=0, le=1)
     # A webhook retry later than this (sandbox clock) plus a quarter of its wait, whose delivery
     # no attempt holds, lost its message, or it is held up: the outbox relay sends a copy, once

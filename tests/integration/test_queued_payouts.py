@@ -17,7 +17,14 @@ from sqlalchemy import select, update
 from cli.merchants import NewMerchant
 from cli.supervisor import payouts_command
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Balance, LedgerJournal, Payout, PayoutEvent, ScheduledAction
+from contracts.db.models import (
+    Balance,
+    IdempotencyKey,
+    LedgerJournal,
+    Payout,
+    PayoutEvent,
+    ScheduledAction,
+)
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
@@ -262,6 +269,21 @@ async def test_an_operator_top_up_run_again_under_its_key_is_made_once(
     assert await balance_and_ledger(sessions, merchant.merchant_id) == (
         (hundred, zero),
         (hundred, zero),
+    )
+
+    # Past the keys' lifetime (a day, as the API's), the key is free again.
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.merchant_id == merchant.merchant_id)
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    a_day_later = await operator_top_up(service_env, merchant, "100.00", *option)
+    assert a_day_later[0] == 0 and "already" not in a_day_later[1], a_day_later
+    two_hundred = Decimal("200.00")
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == (
+        (two_hundred, zero),
+        (two_hundred, zero),
     )
 
 
