@@ -18,7 +18,8 @@ Each would wait for an operator for ever, its funds held. So the relay looks, ev
 retry delay and that time, and sends each one's command again:
 - a ProcessPayout to a payout in RETRY, or PENDING without a PSP reference, whose attempt is not
   scripted (a scripted one waits for the sandbox clock, not for a message). The command names
-  its attempt: whichever copy comes first makes the attempt, any other finds it made;
+  its attempt: whichever copy comes first makes the attempt, any other finds it made. It carries
+  the sandbox time of the payout's latest event, when its clock caused that change (clock_times);
 - an ApplyPspOutcome to a payout with outcomes of its current attempt accepted that long ago and
   not applied. The processor applies every accepted outcome of the attempt at once, in order, and
   a copy finds nothing left to apply.
@@ -28,15 +29,19 @@ into the dead-letter queue) it gets a copy every round, and one from each relay 
 """
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Select, exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Payout, PspCallback, ScheduledAction
+from contracts.clock import stamping_sandbox_time
+from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
+from contracts.db.models import Payout, PayoutEvent, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus, PspOutcome
 from contracts.logging import some_of
+from contracts.messages import PayoutStatusChanged
 from contracts.payout_events import Announcements, write_announcements
 from contracts.pipeline_health import accepted_outcome_waiting
 from processor_service.metrics import PAYOUT_RETRIES_RESENT
@@ -56,8 +61,10 @@ async def resend_stalled_payout_commands(
     announcements = Announcements(correlation_id=None)
     async with transaction(sessions) as session:
         unprocessed = list(await session.scalars(awaiting_processing(waiting_since)))
+        started_by_the_clock = await clock_times(session, [payout.id for payout in unprocessed])
         for payout in unprocessed:
-            announcements.process(payout)
+            with stamping_sandbox_time(started_by_the_clock.get(payout.id)):
+                announcements.process(payout)
         # One command per payout applies all its accepted outcomes: its first one's.
         unapplied: dict[str, tuple[Payout, PspCallback]] = {}
         for payout, callback in await session.execute(awaiting_accepted_outcomes(waiting_since)):
@@ -82,6 +89,26 @@ async def resend_stalled_payout_commands(
             some_of(list(dict.fromkeys([payout.id for payout in unprocessed] + list(unapplied)))),
         )
     return sent
+
+
+async def clock_times(session: AsyncSession, payout_ids: Sequence[str]) -> dict[str, datetime]:
+    """The sandbox time of each payout whose latest change its merchant's sandbox clock caused
+    (a step that started it from the queue, or the attempts since): its command carried that
+    time, and a copy must too. Sent without it, a payout a 51-hour advance started at 10 h ran
+    its script from 51 h, its reversal put off by 41 hours."""
+    if not payout_ids:
+        return {}
+    rows = await session.execute(
+        select(PayoutEvent.payout_id, PayoutEvent.body)
+        .where(PayoutEvent.payout_id.in_(payout_ids))
+        .order_by(PayoutEvent.created_at)
+    )
+    latest = {payout_id: body for payout_id, body in rows}  # the last of each payout's wins
+    times = {
+        payout_id: PayoutStatusChanged.model_validate_json(body).sandbox_time
+        for payout_id, body in latest.items()
+    }
+    return {payout_id: naive_utc(at) for payout_id, at in times.items() if at is not None}
 
 
 def awaiting_processing(waiting_since: datetime) -> Select[Payout]:

@@ -21,11 +21,13 @@ import pytest
 from sqlalchemy import update
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.clock import stamping_sandbox_time
+from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
-from contracts.domain.statuses import PayoutStatus
+from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.messages import ProcessPayout
+from contracts.payout_events import Announcements
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import (
@@ -340,3 +342,28 @@ async def test_both_sweeps_read_an_index(sessions: SessionFactory) -> None:
     assert (payouts["type"], payouts["key"]) == ("range", "ix_payouts_status_updated"), payouts
     [callbacks, _payouts] = await explain(sessions, awaiting_accepted_outcomes(now))
     assert callbacks["key"] == "ix_psp_callbacks_unapplied", callbacks
+
+
+async def test_a_command_sent_again_for_a_payout_a_clock_step_started_carries_its_sandbox_time(
+    sessions: SessionFactory, stalled: Payout
+) -> None:
+    """A payout a clock step started (from the queue, at that step's sandbox time) runs its
+    script from that time, which its command carries. Sent again without it, it ran from the
+    clock's time when the copy was taken: a 0006 payout a 51-hour advance started at 10 h had its
+    reversal put off by 41 hours (a suspicion of the time-travel review)."""
+    stepped_at = datetime(2031, 1, 2, 10, 0)
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, stalled.id)
+        announcements = Announcements(correlation_id=None)
+        with stamping_sandbox_time(stepped_at):
+            announcements.event(payout, EventType.RETRYING)
+        await announcements.write(session)
+    for row in await outbox_for_payout(sessions, stalled.id):
+        await set_sent(sessions, row)  # no relay of another test sends the event
+
+    assert await sweep(sessions, stalled) == 1
+    commands = await commands_of(sessions, stalled)
+    for command in commands:
+        await set_sent(sessions, command)
+    (sent,) = [ProcessPayout.model_validate_json(command.body) for command in commands]
+    assert sent.sandbox_time is not None and naive_utc(sent.sandbox_time) == stepped_at
