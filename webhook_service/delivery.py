@@ -677,32 +677,29 @@ class EventDelivery:
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
         """Look again once the other attempt's lease runs out, or after the ladder's first
-        step if sooner."""
-        return self._waits(request, LEASED_ELSEWHERE, seconds=delivery.lease_seconds_left or 0.0)
+        step if sooner (ladder.look_again)."""
+        step = self.ladder.look_again(delivery.lease_seconds_left or 0.0)
+        return self._waits(request, LEASED_ELSEWHERE, step)
 
-    def _waits(self, request: DeliveryRequest, reason: str, *, seconds: float) -> Decision:
-        """The message is looked at again later (ladder.look_again). Not a failure of it: it
+    def _waits_for_a_slot(self, request: DeliveryRequest) -> Decision:
+        """Look again once the merchant's slow endpoint may have a slot free
+        (ladder.wait_for_a_slot), counting the waits in a row."""
+        step = self.ladder.wait_for_a_slot(request.busy_waits)
+        return self._waits(request, ENDPOINT_BUSY, step, busy_waits=request.busy_waits + 1)
+
+    def _waits(
+        self, request: DeliveryRequest, reason: str, step: RetryStep, *, busy_waits: int = 0
+    ) -> Decision:
+        """The message is looked at again after `step`, no attempt made. Not a failure of it: it
         keeps its place on the ladder, and its delivery still waits for the retry it is."""
         return Decision(
             Disposition.RETRY,
             reason,
-            self.ladder.look_again(seconds),
+            step,
             due_at=request.due_at,
             clock_offset=request.clock_offset,
             failed=False,
-        )
-
-    def _waits_for_a_slot(self, request: DeliveryRequest) -> Decision:
-        """Sent back, no attempt made, until the merchant's slow endpoint has a slot free
-        (ladder.wait_for_a_slot): it keeps its place on the ladder, as _waits."""
-        return Decision(
-            Disposition.RETRY,
-            ENDPOINT_BUSY,
-            self.ladder.wait_for_a_slot(request.busy_waits),
-            due_at=request.due_at,
-            clock_offset=request.clock_offset,
-            failed=False,
-            busy_waits=request.busy_waits + 1,
+            busy_waits=busy_waits,
         )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:
