@@ -188,9 +188,10 @@ NOT_STORED = (
 
 
 # The statements of every keyed request, built once (bind parameters `b_*` only) so that a request
-# neither rebuilds them nor walks them for their cache key.
+# neither rebuilds them nor walks them for their cache key. An operator's keyed top-up
+# (cli.merchants.claim_top_up_key) writes, finds and forgets its key with the same ones.
 _KEYS = table_of(IdempotencyKey)
-_CLAIM = insert(_KEYS).values(
+CLAIM_KEY = insert(_KEYS).values(
     merchant_id=bindparam("b_merchant"),
     key=bindparam("b_key"),
     method=bindparam("b_method"),
@@ -211,10 +212,10 @@ _STORE = (
         response_body=bindparam("b_response_body", type_=_KEYS.c.response_body.type),
     )
 )
-_FIND = select(IdempotencyKey, (_KEYS.c.expires_at <= DATABASE_NOW).label("expired")).where(
+FIND_KEY = select(IdempotencyKey, (_KEYS.c.expires_at <= DATABASE_NOW).label("expired")).where(
     *_THIS_KEY
 )
-_FORGET_EXPIRED = delete(_KEYS).where(*_THIS_KEY, _KEYS.c.expires_at <= DATABASE_NOW)
+FORGET_EXPIRED_KEY = delete(_KEYS).where(*_THIS_KEY, _KEYS.c.expires_at <= DATABASE_NOW)
 # Taken after the claim, before the work; a COMMIT releases it. Rolling the whole transaction back
 # on a refusal let a request with the same key and another body take the key and run before the
 # refusal was stored under it (and the refused request's own client got IDEMPOTENCY_KEY_REUSED).
@@ -363,7 +364,7 @@ class Idempotency:
         for _ in range(2):
             try:
                 await session.execute(
-                    _CLAIM,
+                    CLAIM_KEY,
                     self._this_key()
                     | {
                         "b_method": self.method,
@@ -406,7 +407,7 @@ class Idempotency:
     async def _replay_or_forget(self, session: AsyncSession, fingerprint: str) -> bool:
         """Replay (raised) the key's answer; True when the key was gone or expired (forgotten
         now), so the caller may claim it again."""
-        found = (await session.execute(_FIND, self._this_key())).one_or_none()
+        found = (await session.execute(FIND_KEY, self._this_key())).one_or_none()
         if found is None:
             return True
         existing, expired = found
@@ -434,7 +435,7 @@ class Idempotency:
         and runs under its new claim) makes the DELETE wait, past the lock-wait limit a 409 as
         the claim's own wait is: the timeout escaped, a 503 with the database up."""
         try:
-            await session.execute(_FORGET_EXPIRED, self._this_key())
+            await session.execute(FORGET_EXPIRED_KEY, self._this_key())
         except OperationalError as error:
             if database_error_code(error) != LOCK_WAIT_TIMEOUT:
                 raise

@@ -8,13 +8,14 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.dashboard.sessions import close_merchant_sessions
+from api_service.idempotency import CLAIM_KEY, FIND_KEY, FORGET_EXPIRED_KEY
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
-from contracts.db.engine import DATABASE_NOW, database_now_plus, utcnow
+from contracts.db.engine import utcnow
 from contracts.db.models import Balance, IdempotencyKey, Merchant
 from contracts.domain.money import format_amount
 
@@ -210,34 +211,25 @@ async def claim_top_up_key(
     API request. A key past its lifetime is free again, as the API's are."""
     method, path = OPERATOR_TOP_UP
     fingerprint = hashlib.sha256(format_amount(amount).encode()).hexdigest()
-    this_key = (IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
-    await session.execute(
-        delete(IdempotencyKey).where(*this_key, IdempotencyKey.expires_at <= DATABASE_NOW)
-    )
+    this_key = {"b_merchant": merchant_id, "b_key": key}
+    await session.execute(FORGET_EXPIRED_KEY, this_key)
     claimed = await session.execute(
-        insert(IdempotencyKey)
-        .prefix_with("IGNORE")
-        .values(
-            merchant_id=merchant_id,
-            key=key,
-            method=method,
-            path=path,
-            request_hash=fingerprint,
-            status_code=200,
-            locked_at=DATABASE_NOW,
-            created_at=DATABASE_NOW,
-            expires_at=database_now_plus(ttl_seconds),
-        )
+        CLAIM_KEY.prefix_with("IGNORE"),
+        {
+            **this_key,
+            "b_method": method,
+            "b_path": path,
+            "b_request_hash": fingerprint,
+            "b_status_code": 200,
+            "b_response_body": None,
+            "b_ttl_seconds": ttl_seconds,
+        },
     )
     if claimed.rowcount == 1:  # type: ignore[attr-defined]
         return True
-    stored = (
-        await session.execute(
-            select(IdempotencyKey.request_hash, IdempotencyKey.method, IdempotencyKey.path).where(
-                *this_key
-            )
-        )
-    ).one_or_none()
-    if stored is not None and tuple(stored) == (fingerprint, method, path):
-        return False
+    found = (await session.execute(FIND_KEY, this_key)).one_or_none()
+    if found is not None:
+        stored: IdempotencyKey = found[0]
+        if (stored.method, stored.path, stored.request_hash) == (method, path, fingerprint):
+            return False
     raise KeyUsedForAnotherRequest
