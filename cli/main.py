@@ -22,7 +22,7 @@ from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.database_locks import database_lock
 from contracts.db.engine import create_engine, create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
-from contracts.domain.money import MAX_BALANCE, InvalidAmount, format_amount, parse_amount
+from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.domain.text import text_problem, trimmed
 from contracts.settings import MAX_API_WORKERS, ConfigurationError, Environment, get_settings
 from contracts.webhooks import endpoint_url_problem
@@ -260,7 +260,7 @@ def merchant_topup(
     from api_service.idempotency import run_again_after_deadlocks
     from cli.merchants import KeyUsedForAnotherRequest, claim_top_up_key, merchant_exists
     from contracts.funding import TopUp, top_up_and_start_queued
-    from contracts.ledger import BalanceLimitExceeded
+    from contracts.ledger import TOP_UP_PAST_THE_LIMIT, BalanceLimitExceeded
 
     value = _amount(amount)
     ttl_seconds = get_settings().idempotency_ttl_seconds
@@ -282,8 +282,7 @@ def merchant_topup(
     try:
         done = run_in_transaction(work)
     except BalanceLimitExceeded as exc:
-        limit = format_amount(MAX_BALANCE)
-        raise typer.BadParameter(f"amount would take the balance past {limit}") from exc
+        raise typer.BadParameter(f"amount {TOP_UP_PAST_THE_LIMIT}") from exc
     except KeyUsedForAnotherRequest as exc:
         raise typer.BadParameter(
             "was used for another request of this merchant", param_hint="'--idempotency-key'"

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Insert,
     Select,
     bindparam,
+    func,
     insert,
     literal,
     null,
@@ -29,8 +30,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, LedgerJournal, LedgerLine, table_of
-from contracts.domain.money import MAX_BALANCE
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout, table_of
+from contracts.domain.money import MAX_BALANCE, format_amount
+from contracts.domain.statuses import PayoutStatus
 
 
 class Account(StrEnum):
@@ -52,7 +54,15 @@ class InsufficientBalance(Exception):
 
 
 class BalanceLimitExceeded(Exception):
-    """The merchant's balance (available plus held) would exceed MAX_BALANCE."""
+    """The merchant's balance (available plus held) would exceed MAX_BALANCE, or, for a top-up,
+    leave no room for the reversals its successful payouts may still bring back."""
+
+
+# What a refused top-up's amount is told, wherever it came from (the API, the CLI).
+TOP_UP_PAST_THE_LIMIT = (
+    f"would take the balance past {format_amount(MAX_BALANCE)}, counting the successful payouts "
+    "a reversal may still return to it"
+)
 
 
 class UnknownMerchantBalance(Exception):
@@ -306,8 +316,29 @@ async def lock_balance(session: AsyncSession, *, merchant_id: str) -> Decimal:
 
 
 async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:
-    """psp_settlement -> available."""
+    """psp_settlement -> available; BalanceLimitExceeded (the caller rolls back) when the balance
+    and every SUCCESS payout's amount (a reversal brings it back: the PSP's callback is accepted
+    at any time, and the processor must then be able to post it) would exceed MAX_BALANCE.
+    Postings other than a top-up keep that sum as it is; a top-up is the one that adds to it.
+    Read once the posting holds the balance row: no payout of the merchant turns SUCCESS or
+    REVERSED meanwhile, as each moves the balance too."""
     await post(session, TOPUP, merchant_id=merchant_id, amount=amount)
+    with_reversible = await session.scalar(_BALANCE_WITH_REVERSIBLE, {"merchant_id": merchant_id})
+    if Decimal(with_reversible or 0) > MAX_BALANCE:
+        raise BalanceLimitExceeded(merchant_id)
+
+
+_REVERSIBLE = (
+    select(func.coalesce(func.sum(Payout.amount), 0))
+    .where(  # ix_payouts_merchant_status_created
+        Payout.merchant_id == bindparam("merchant_id"),
+        Payout.status == PayoutStatus.SUCCESS.value,
+    )
+    .scalar_subquery()
+)
+_BALANCE_WITH_REVERSIBLE = select(_BALANCES.c.available + _BALANCES.c.held + _REVERSIBLE).where(
+    _BALANCES.c.merchant_id == bindparam("merchant_id")
+)
 
 
 async def hold_many(

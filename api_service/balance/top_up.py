@@ -23,9 +23,9 @@ from api_service.payouts.endpoints import payout_json
 from api_service.request_body import documented_body, read_body
 from api_service.schemas import AmountIn, RequestModel
 from contracts.db.models import Balance
-from contracts.domain.money import MAX_BALANCE, format_amount
+from contracts.domain.money import format_amount
 from contracts.funding import top_up_and_start_queued
-from contracts.ledger import BalanceLimitExceeded
+from contracts.ledger import TOP_UP_PAST_THE_LIMIT, BalanceLimitExceeded
 from contracts.payout_view import PayoutView
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -51,7 +51,9 @@ class TopUpEnvelope(SuccessEnvelope[TopUpView]):
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS, SandboxDisabled),
     summary="Sandbox: add funds to your balance (starts your QUEUED payouts it covers)",
     description=(
-        "A TOPUP journal (psp_settlement -> available). Then your QUEUED payouts start in the "
+        "A TOPUP journal (psp_settlement -> available); refused (400 on `amount`) when your "
+        "balance plus your SUCCESS payouts (a reversal may still return them) would pass the "
+        "largest balance, 9999999999999999.99. Then your QUEUED payouts start in the "
         "order they were created while the available balance covers them; the first it does not "
         "cover waits, and so do the ones behind it. Each started payout is PENDING with its "
         "amount held (event `payout.dequeued`) and is processed like any other."
@@ -72,9 +74,7 @@ async def top_up(
                 session, merchant.id, body.amount, correlation_id=request_id
             )
         except BalanceLimitExceeded as exc:
-            raise ValidationFailed.on(
-                "amount", f"would take the balance past {format_amount(MAX_BALANCE)}"
-            ) from exc
+            raise ValidationFailed.on("amount", TOP_UP_PAST_THE_LIMIT) from exc
         available = await session.scalar(
             select(Balance.available).where(Balance.merchant_id == merchant.id)
         )

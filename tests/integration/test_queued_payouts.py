@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
 from cli.supervisor import payouts_command
+from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     Balance,
@@ -25,6 +26,7 @@ from contracts.db.models import (
     PayoutEvent,
     ScheduledAction,
 )
+from contracts.domain.money import MAX_BALANCE
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
@@ -33,9 +35,16 @@ from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import PROCESS_PAYOUT_KEY
 from processor_service import transitions
+from processor_service.handlers import Context, process_payout
 from processor_service.transitions import PayoutChange
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
+from tests.support.api_helpers import (
+    API,
+    auth,
+    new_payout_command,
+    outbox_for_payout,
+    payout_body,
+)
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
@@ -217,12 +226,45 @@ async def test_a_top_up_past_the_largest_balance_is_400_naming_amount_and_writes
 
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["details"] == [
-        {"field": "amount", "message": "would take the balance past 9999999999999999.99"}
+        {"field": "amount", "message": ledger.TOP_UP_PAST_THE_LIMIT}
     ]
     assert topup.returncode == 2, said.decode()[-600:]
     assert "Traceback" not in said.decode() and "9999999999999999.99" in said.decode()
     assert await balance_and_ledger(sessions, merchant.merchant_id) == before
     assert (await top_up(api_client, merchant, "9.99")).status_code == 200  # up to the limit
+
+
+async def test_a_top_up_keeps_room_for_reversing_the_successful_payouts(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A reversal puts a SUCCESS payout's amount back, whenever the PSP's callback comes. A top-up
+    filled the balance to its limit after a payout succeeded: the callback was accepted (200)
+    and the processor's REVERSAL could never be posted (BalanceLimitExceeded, dead-lettered)."""
+    merchant = await make_merchant(balance=str(MAX_BALANCE - Decimal("100.00")))
+    command = await new_payout_command(api_client, sessions, merchant, amount="100.00")
+    async with transaction(sessions) as session:
+        assert await process_payout(session, command, Context(None, 1000)) == "SUCCESS"
+    before = await balance_and_ledger(sessions, merchant.merchant_id)
+
+    refused = await top_up(api_client, merchant, "100.01")  # 200.00 below the limit, 100.00 paid
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["details"] == [
+        {"field": "amount", "message": ledger.TOP_UP_PAST_THE_LIMIT}
+    ]
+    assert await balance_and_ledger(sessions, merchant.merchant_id) == before
+    assert (await top_up(api_client, merchant, "100.00")).status_code == 200
+
+    async with transaction(sessions) as session:  # the processor's reversal still fits
+        payout = await session.scalar(
+            select(Payout).where(Payout.id == command.payout_id).with_for_update()
+        )
+        assert payout is not None
+        change = PayoutChange(payout, correlation_id=None)
+        transitions.reverse(change)
+        await change.write(session)
+    assert await statuses(sessions, command.payout_id) == ["REVERSED"]
+    assert sum((await balance_and_ledger(sessions, merchant.merchant_id))[0]) == MAX_BALANCE
+    await assert_reconciled(sessions)
 
 
 async def operator_top_up(
