@@ -12,6 +12,8 @@ class ApiError(Exception):
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "BAD_REQUEST"
     default_message: ClassVar[str] = "Bad request"
+    # The request's field the refusal is about, named in `details` as a validation error's is.
+    field: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -21,6 +23,8 @@ class ApiError(Exception):
         headers: dict[str, str] | None = None,
     ) -> None:
         self.message = message or self.default_message
+        if details is None and self.field is not None:
+            details = [{"field": self.field, "message": self.message}]
         self.details = details
         self.headers = headers
         super().__init__(self.message)
@@ -126,6 +130,7 @@ class DuplicateReference(ApiError):
     status_code = 409
     code = "DUPLICATE_REFERENCE"
     default_message = "A payout with this merchantReference already exists"
+    field = "merchantReference"
 
 
 class InvalidStatus(ApiError):
@@ -177,6 +182,7 @@ class InsufficientBalance(ApiError):
     status_code = 422
     code = "INSUFFICIENT_BALANCE"
     default_message = "Available balance is lower than the payout amount"
+    field = "amount"
 
 
 class PayloadTooLarge(ApiError):

@@ -75,6 +75,7 @@ def scenarios(*, sandbox: bool) -> list[Scenario]:
             f"amount ≥ {REVIEW_THRESHOLD:,.2f}",
             describe(Decision(Outcome.IN_REVIEW), sandbox=sandbox),
             amount=threshold,
+            suffix=PLAIN_SUFFIX,  # a whole payout: "Use" left the account number empty (400)
         ),
         *(
             Scenario(f"account ends {suffix}", describe(decision, sandbox=sandbox), suffix=suffix)

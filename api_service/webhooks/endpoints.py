@@ -266,10 +266,11 @@ async def put_endpoint(
     tags=["webhooks"],
     response_model=WebhookSecretEnvelope,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
-    summary="New signing secret, shown once; the old one keeps signing during the grace period",
-    description="One previous secret is kept: a second rotation within the grace period retires "
-    "the first secret at once (retry a rotation with its own Idempotency-Key to get the same "
-    "secret back).",
+    summary="New signing secret; the old one keeps signing during the grace period",
+    description="The API shows the secret in this answer only (the dashboard's Webhooks page, "
+    "signed in, can reveal the current one). One previous secret is kept: a second rotation "
+    "within the grace period retires the first secret at once (retry a rotation with its own "
+    "X-IDEMPOTENCY-KEY to get the same secret back).",
     openapi_extra=optional_body(RotateSecretRequest),
 )
 async def rotate_secret(
@@ -291,7 +292,10 @@ async def rotate_secret(
             session, merchant, grace=timedelta(hours=grace)
         )
         data = {**endpoint_json(rotated), "secret": secret}
-        return 200, success_body(data, "Store this secret now: it is not shown again")
+        return 200, success_body(
+            data,
+            "Store this secret now: the API does not show it again (the dashboard can reveal it)",
+        )
 
     # A retry with the same key gets the same secret back, stored only encrypted (see
     # api_service/sealed_responses.py).

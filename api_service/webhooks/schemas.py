@@ -128,7 +128,12 @@ class WebhookEndpointEnvelope(SuccessEnvelope[WebhookEndpointView]):
 
 
 class WebhookSecretView(WebhookEndpointView):
-    secret: str = Field(description="The new signing secret, shown only in this response")
+    secret: str = Field(
+        description=(
+            "The new signing secret, shown by the API in this response only (the dashboard can "
+            "reveal it)"
+        )
+    )
 
 
 class WebhookSecretEnvelope(SuccessEnvelope[WebhookSecretView]):

@@ -125,7 +125,7 @@ async def test_failed_create_leaves_no_partial_rows(
     response = await api_client.post(
         f"{API}/payouts", json=payout_body(amount="100.00"), headers=auth(merchant)
     )
-    assert_error(response, 422, "INSUFFICIENT_BALANCE")
+    assert_error(response, 422, "INSUFFICIENT_BALANCE", "amount")
     assert await footprint(sessions, merchant.merchant_id) == before
     assert (await get_balance(api_client, merchant))["availableBalance"] == "99.99"
 
@@ -139,7 +139,7 @@ async def test_duplicate_merchant_reference_is_409(
     again = await api_client.post(
         f"{API}/payouts", json=payout_body(merchantReference="order-77"), headers=auth(merchant)
     )
-    assert_error(again, 409, "DUPLICATE_REFERENCE")
+    assert_error(again, 409, "DUPLICATE_REFERENCE", "merchantReference")
     assert await footprint(sessions, merchant.merchant_id) == before
     # References are unique per merchant, not globally.
     theirs = await create_payout(api_client, other, merchantReference="order-77")

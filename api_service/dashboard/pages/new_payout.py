@@ -28,8 +28,6 @@ FIELDS = {
     "account_title": "accountTitle",
     "purpose": "purpose",
 }
-# Refusals that name no field in `details` but are about one.
-FIELD_OF_ERROR = {"DUPLICATE_REFERENCE": "merchantReference", "INSUFFICIENT_BALANCE": "amount"}
 
 
 def new_reference() -> str:
@@ -52,8 +50,6 @@ async def _form(
 ) -> Response:
     directory = (await page.api.directory()).data
     errors = answer.field_errors if answer else {}
-    if answer is not None and answer.error_code in FIELD_OF_ERROR:
-        errors.setdefault(FIELD_OF_ERROR[answer.error_code], answer.error_message)
     return page.render(
         "new_payout.html",
         active="new",
