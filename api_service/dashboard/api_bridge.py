@@ -365,6 +365,17 @@ class MerchantApi:
         path = f"{API}/webhook-endpoint/rotate-secret"
         return await self.idempotent(path, None, idempotency_key, call)
 
+    async def restart_readiness(self, idempotency_key: str) -> ApiAnswer:
+        """POST /sandbox/readiness/restart (the caller checks that sandbox controls are on)."""
+
+        async def call(request: Request, idempotency: Idempotency) -> Response:
+            return await sandbox.restart_readiness(
+                request, self.merchant, idempotency, self.session
+            )
+
+        path = f"{API}/sandbox/readiness/restart"
+        return await self.idempotent(path, None, idempotency_key, call)
+
     # Sandbox controls (the callers check that they are on). PUT and DELETE take no
     # idempotency key in the API either: saving the same setting twice is the same setting.
 

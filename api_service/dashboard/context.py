@@ -37,6 +37,7 @@ NOTICES = {
     "chaos-saved": "Webhook chaos saved: it takes effect within a couple of seconds.",
     "chaos-off": "Webhook chaos turned off: webhooks behave again.",
     "clock-advanced": "Clock advanced: {count} scheduled actions fell due.",
+    "readiness-restarted": "Readiness restarted: the report counts what you do from now on.",
 }
 
 

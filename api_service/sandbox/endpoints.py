@@ -5,13 +5,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.dialects.mysql import insert
 from starlette.responses import Response
 
 from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
-from api_service.errors import AUTH_ERRORS, PayloadTooLarge, SandboxDisabled, error_responses
+from api_service.errors import (
+    AUTH_ERRORS,
+    IDEMPOTENCY_ERRORS,
+    PayloadTooLarge,
+    SandboxDisabled,
+    error_responses,
+)
+from api_service.idempotency import IdempotencyDep
 from api_service.request_body import documented_body, read_body
 from api_service.sandbox.fault_settings import (
     FaultShares,
@@ -23,7 +30,7 @@ from api_service.sandbox.faults import FAULT_RULE, FaultShare, parse_fault
 from api_service.sandbox.readiness import readiness_report
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.db.engine import utcnow
-from contracts.db.models import WebhookChaosSetting
+from contracts.db.models import Merchant, WebhookChaosSetting
 from contracts.webhook_chaos import (
     CHAOS_FIELDS,
     MAX_CHAOS_DELAY_SECONDS,
@@ -253,6 +260,13 @@ class ReadinessSummaryView(BaseModel):
 class ReadinessView(BaseModel):
     items: list[ReadinessItemView]
     summary: ReadinessSummaryView
+    since: str | None = Field(
+        description=(
+            "When this readiness run started (`POST /sandbox/readiness/restart`): the report "
+            "counts the payouts you created, the webhooks made and attempted, and the API calls "
+            "you started since then; null: everything you ever did here"
+        )
+    )
 
 
 class ReadinessEnvelope(SuccessEnvelope[ReadinessView]):
@@ -274,3 +288,28 @@ class ReadinessEnvelope(SuccessEnvelope[ReadinessView]):
 )
 async def get_readiness(merchant: CurrentMerchant, session: SessionDep) -> Response:
     return json_response(success_body(await readiness_report(session, merchant.id)))
+
+
+@router.post(
+    "/readiness/restart",
+    response_model=ReadinessEnvelope,
+    responses=error_responses(*SANDBOX_ERRORS, *IDEMPOTENCY_ERRORS),
+    summary="Sandbox: start the readiness report over, from now",
+    description=(
+        "Once you have fixed your integration: the report stops counting what you did before "
+        "(a receiver that accepted a stale delivery, a retry sent too early, the payouts of "
+        "every scenario) and starts again from `not_tried`. Answers the new report. Nothing "
+        "else is deleted: your payouts, webhooks and request log stay."
+    ),
+)
+async def restart_readiness(
+    request: Request, merchant: CurrentMerchant, idempotency: IdempotencyDep, session: SessionDep
+) -> Response:
+    async def operation() -> tuple[int, bytes]:
+        await session.execute(
+            update(Merchant).where(Merchant.id == merchant.id).values(readiness_since=utcnow())
+        )
+        report = await readiness_report(session, merchant.id)
+        return 200, success_body(report, "Readiness restarted: it counts what you do from now on")
+
+    return await idempotency.run(request, session, operation)

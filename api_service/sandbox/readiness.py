@@ -12,7 +12,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.idempotency import canonical_key
@@ -20,6 +30,7 @@ from api_service.sandbox.faults import FaultKind
 from contracts.db.models import (
     ApiRequestRecord,
     LedgerJournal,
+    Merchant,
     Payout,
     PayoutEvent,
     WebhookAttempt,
@@ -30,6 +41,7 @@ from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventTyp
 from contracts.ledger import JournalKind
 from contracts.webhook_chaos import SENT_CLEAN, ChaosKind
 from contracts.webhooks import DeliveryStatus
+from contracts.wire import format_timestamp
 
 FINAL_STATUSES = TERMINAL_STATUSES
 WEBHOOK_DEADLINE_MS = 10_000
@@ -359,13 +371,16 @@ def summary(items: Sequence[Item]) -> dict[str, Any]:
 
 
 async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str, Any]:
-    counts = await _scenario_counts(session, merchant_id)
+    """The report of what the merchant did since its readiness run started (its latest
+    restart: payouts created, webhooks made and attempted, API calls started since; or all)."""
+    since = await session.scalar(select(Merchant.readiness_since).where(Merchant.id == merchant_id))
+    counts = await _scenario_counts(session, merchant_id, since)
     items = [
         *scenario_items(counts),
         flow_item(
             "reversal_received",
             "A reversal received (payout.reversed delivered to your endpoint)",
-            await _reversals_delivered(session, merchant_id),
+            await _reversals_delivered(session, merchant_id, since),
             "payout.reversed webhooks delivered",
             "none yet: reverse a SUCCESS payout with POST /sandbox/payouts/{id}/simulate",
         ),
@@ -377,10 +392,19 @@ async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str,
             "none yet: POST /payouts/{id}/reinitiate on a FAILED payout",
         ),
     ]
-    calls = await _calls(session, merchant_id)
+    calls = await _calls(session, merchant_id, since)
     items += [timeout_retry_item(calls), retry_after_item(calls)]
-    items += webhook_items(await _answers(session, merchant_id))
-    return {"items": [item.json() for item in items], "summary": summary(items)}
+    items += webhook_items(await _answers(session, merchant_id, since))
+    return {
+        "items": [item.json() for item in items],
+        "summary": summary(items),
+        "since": None if since is None else format_timestamp(since),
+    }
+
+
+def _from(column: SQLColumnExpression[datetime], since: datetime | None) -> ColumnElement[bool]:
+    """The rows of the readiness run: `column` at or after its start."""
+    return true() if since is None else column >= since
 
 
 # The event of the status a scenario leads to before its final one, which an outcome the PSP
@@ -397,7 +421,9 @@ SUFFIX_EVENTS = {
 }
 
 
-async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[ScenarioCount]:
+async def _scenario_counts(
+    session: AsyncSession, merchant_id: str, since: datetime | None
+) -> list[ScenarioCount]:
     in_review = Payout.amount >= REVIEW_THRESHOLD
     suffix = func.right(Payout.account_number, 4)
     scenario_event = case(
@@ -432,6 +458,7 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
         )
         .where(
             Payout.merchant_id == merchant_id,
+            _from(Payout.created_at, since),
             # Queued and expired before it started: no scenario of it ever ran.
             func.coalesce(Payout.failure_code, "") != QUEUE_EXPIRED,
         )
@@ -450,7 +477,9 @@ async def _scenario_counts(session: AsyncSession, merchant_id: str) -> list[Scen
     ]
 
 
-async def _reversals_delivered(session: AsyncSession, merchant_id: str) -> int:
+async def _reversals_delivered(
+    session: AsyncSession, merchant_id: str, since: datetime | None
+) -> int:
     """payout.reversed webhooks delivered: through the merchant's REVERSED payouts (an index
     range) and their deliveries (by payout), not a scan of every delivery of the merchant."""
     return int(
@@ -462,6 +491,7 @@ async def _reversals_delivered(session: AsyncSession, merchant_id: str) -> int:
                 Payout.merchant_id == merchant_id,
                 Payout.status == PayoutStatus.REVERSED.value,
                 WebhookDelivery.event_type == EventType.REVERSED.value,
+                _from(WebhookDelivery.created_at, since),
                 # Delivered once: a resend since (PENDING again, then perhaps failing) keeps it.
                 WebhookDelivery.delivered_at.is_not(None),
             )
@@ -496,11 +526,13 @@ _EVIDENCE = or_(
 )
 
 
-async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
+async def _calls(session: AsyncSession, merchant_id: str, since: datetime | None) -> list[Call]:
     """The calls that can carry evidence (an injected timeout-after-commit, a 429 with its
     Retry-After) and every call to the same method and path since the first of them: where a
     retry of each is found. Nothing more: a busy merchant makes tens of thousands of calls."""
-    mine = ApiRequestRecord.merchant_id == merchant_id
+    mine = and_(
+        ApiRequestRecord.merchant_id == merchant_id, _from(ApiRequestRecord.started_at, since)
+    )
     evidence = [
         Call(**row._mapping)
         for row in await session.execute(select(*_CALL_COLUMNS).where(mine, _EVIDENCE))
@@ -508,19 +540,21 @@ async def _calls(session: AsyncSession, merchant_id: str) -> list[Call]:
     if not evidence:
         return []
     targets = {(call.method, call.path) for call in evidence}
-    since = min(call.started_at for call in evidence)
+    first = min(call.started_at for call in evidence)
     rows = await session.execute(
         select(*_CALL_COLUMNS).where(
             mine,
             tuple_(ApiRequestRecord.method, ApiRequestRecord.path).in_(sorted(targets)),
-            ApiRequestRecord.started_at >= since,
+            ApiRequestRecord.started_at >= first,
         )
     )
     followers = [Call(**row._mapping) for row in rows]
     return sorted({call.id: call for call in [*evidence, *followers]}.values(), key=lambda c: c.id)
 
 
-async def _answers(session: AsyncSession, merchant_id: str) -> list[Answers]:
+async def _answers(
+    session: AsyncSession, merchant_id: str, since: datetime | None
+) -> list[Answers]:
     """Counted by the database: a busy merchant has tens of thousands of attempts."""
     accepted = func.coalesce(WebhookAttempt.status_code.between(200, 299), False)
     in_time = WebhookAttempt.latency_ms <= WEBHOOK_DEADLINE_MS
@@ -529,7 +563,7 @@ async def _answers(session: AsyncSession, merchant_id: str) -> list[Answers]:
     rows = await session.execute(
         select(WebhookAttempt.chaos, accepted, in_time, func.count(), answered, delivered)
         .join(WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id)
-        .where(WebhookDelivery.merchant_id == merchant_id)
+        .where(WebhookDelivery.merchant_id == merchant_id, _from(WebhookAttempt.created_at, since))
         .group_by(WebhookAttempt.chaos, accepted, in_time, answered, delivered)
     )
     return [

@@ -65,6 +65,8 @@ class Merchant(Base):
     # previous secret, and its grace may have been any length.
     secret_rotated_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Where the go-live readiness report starts counting (migration 0031); None: from the start.
+    readiness_since: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Balance(Base):

@@ -275,7 +275,17 @@ async def test_the_readiness_and_sandbox_pages_in_a_browser(
     await screenshot(page, "sandbox", screenshots)
     await nav.get_by_role("link", name="Readiness").click()
     await expect(page.get_by_role("heading", name="Go-live readiness")).to_be_visible()
+    await expect(page.locator("[data-since]")).to_contain_text("Counting everything you did")
     await screenshot(page, "readiness", screenshots)
+
+    await page.get_by_role("button", name="Start over").click()
+    await expect(notice(page)).to_have_text(
+        "Readiness restarted: the report counts what you do from now on."
+    )
+    await expect(page.locator("[data-since]")).to_contain_text("Counting what you did since")
+    await expect(page.locator('[data-count="not_tried"] strong')).to_have_text(
+        str(await page.locator("tr[data-item]").count())
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)

@@ -15,14 +15,18 @@ from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     ApiRequestRecord,
     IdempotencyKey,
+    Merchant,
     Payout,
     PayoutEvent,
+    WebhookAttempt,
     WebhookDelivery,
 )
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.payout_queue import expire_queued_payouts
 from contracts.settings import Settings
+from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
+from contracts.wire import format_timestamp
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
     API,
@@ -472,10 +476,10 @@ async def test_readiness_tells_two_accounts_ending_alike_apart(
 
 async def delivered_reversal(
     sessions: SessionFactory, merchant: NewMerchant, payout: dict[str, Any]
-) -> None:
+) -> str:
     """The payout's payout.reversed event, and its webhook delivered (as the webhook service
-    records one)."""
-    now, event_id = utcnow(), f"evt_reversed_{payout['id'][:8]}"
+    records one): the delivery's id."""
+    now, event_id, delivery_id = utcnow(), f"evt_reversed_{payout['id'][:8]}", str(uuid.uuid4())
     async with transaction(sessions) as session:
         await session.execute(
             insert(PayoutEvent).values(
@@ -489,7 +493,7 @@ async def delivered_reversal(
         )
         await session.execute(
             insert(WebhookDelivery).values(
-                id=str(uuid.uuid4()),
+                id=delivery_id,
                 event_id=event_id,
                 merchant_id=merchant.merchant_id,
                 payout_id=payout["id"],
@@ -501,6 +505,75 @@ async def delivered_reversal(
                 updated_at=now,
             )
         )
+    return delivery_id
+
+
+async def test_a_restarted_readiness_report_counts_only_what_came_after(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The report counted everything ever done: a receiver that once accepted a stale delivery,
+    or one retry sent too early, kept its item failed for good, however the integration was
+    fixed since."""
+    merchant = await make_merchant()
+    body, key = payout_body(), new_key()
+    await post_payout(api_client, merchant, body, key, "status=429")
+    await post_payout(api_client, merchant, body, key, None)  # at once: too early
+    failed = await create_payout(api_client, merchant, accountNumber="03001230003")
+    await fail_payout(sessions, failed["id"])
+    reversed_payout = await create_payout(api_client, merchant)
+    await move_payout(sessions, reversed_payout["id"], PayoutStatus.REVERSED)
+    delivery_id = await delivered_reversal(sessions, merchant, reversed_payout)
+    async with transaction(sessions) as session:  # the receiver took a stale delivery
+        await session.execute(
+            insert(WebhookAttempt).values(
+                delivery_id=delivery_id,
+                attempt_number=1,
+                url="https://merchant.example/webhooks",
+                status_code=200,
+                latency_ms=5,
+                chaos=ChaosKind.STALE_TIMESTAMP.value,
+                created_at=utcnow(),
+            )
+        )
+    await logged_requests(api_client, merchant, 4)
+    before = await readiness(api_client, merchant)
+    assert [
+        before[item]["status"]
+        for item in ("retry_after_honoured", "stale_timestamp_refused", "scenario_0003")
+    ] == ["failed", "failed", "passed"]
+    assert before["reversal_received"]["status"] == "passed"
+
+    key = new_key()
+    restarted = await api_client.post(
+        f"{API}/sandbox/readiness/restart", headers=auth(merchant, key)
+    )
+    assert restarted.status_code == 200, restarted.text
+    report = restarted.json()["data"]
+    assert report["since"] is not None
+    assert {item["status"] for item in report["items"]} == {"not_tried"}, report["items"]
+    replayed = await api_client.post(
+        f"{API}/sandbox/readiness/restart", headers=auth(merchant, key)
+    )
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["data"] == report
+    async with sessions() as session:  # the replay did not move the run's start
+        since = await session.scalar(
+            select(Merchant.readiness_since).where(Merchant.id == merchant.merchant_id)
+        )
+    assert since is not None and format_timestamp(since) == report["since"]
+
+    # What comes after counts again.
+    body, key = payout_body(), new_key()
+    await post_payout(api_client, merchant, body, key, "status=429")
+    await post_payout(api_client, merchant, body, key, None)
+
+    async def early_retry_counted() -> bool:
+        item = (await readiness(api_client, merchant))["retry_after_honoured"]
+        return item["status"] == "failed"
+
+    await eventually(early_retry_counted, what="the retry after the restart counted")
+    after = await readiness(api_client, merchant)
+    assert after["scenario_0001"]["status"] == "not_tried"  # the new create has not ended yet
 
 
 async def test_readiness_counts_reinitiations_and_reversals_delivered(

@@ -6,7 +6,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from api_service.dashboard.context import PageDep
+from api_service.dashboard.api_bridge import ApiRefusal
+from api_service.dashboard.context import FormDep, PageDep, redirect
 from api_service.dashboard.routing import dashboard_router
 from api_service.errors import SandboxDisabled
 
@@ -80,8 +81,19 @@ async def show_readiness(page: PageDep) -> Response:
     return page.render(
         "readiness.html",
         active="readiness",
+        since=report["since"],
         summary=report["summary"],
         total=len(report["items"]),
         groups=grouped(report["items"]),
         labels=STATUS_LABELS,
     )
+
+
+@router.post(f"{READINESS}/restart")
+async def restart_readiness(form: FormDep) -> Response:
+    if not form.settings.sandbox_enabled:
+        raise SandboxDisabled
+    answer = await form.api.restart_readiness(await form.text("idempotency_key"))
+    if not answer.ok:  # an idempotency key refused, say: the API's error, as a page
+        raise ApiRefusal(answer)
+    return redirect(READINESS, done="readiness-restarted")
