@@ -46,12 +46,29 @@ class ValidationFailed(ApiError):
 
     @classmethod
     def on(cls, field: str, message: str) -> "ValidationFailed":
-        return cls(f"{field} {message}", details=[{"field": field, "message": message}])
+        return cls.on_each([(field, message)])
+
+    @classmethod
+    def on_each(cls, problems: Sequence[tuple[str, str]]) -> "ValidationFailed":
+        """One detail per (field, message), in order."""
+        return cls(
+            "; ".join(f"{field} {message}" for field, message in problems),
+            details=[{"field": field, "message": message} for field, message in problems],
+        )
+
+    def with_details_of(self, other: "ValidationFailed") -> "ValidationFailed":
+        """This refusal, and `other`'s details on the fields it names no problem of."""
+        named = {detail["field"] for detail in self.details or []}
+        more = [detail for detail in other.details or [] if detail["field"] not in named]
+        return ValidationFailed.naming([*(self.details or []), *more]) if more else self
 
     @classmethod
     def from_pydantic(cls, errors: Iterable[ErrorDetails]) -> "ValidationFailed":
         """One detail per pydantic error, naming the field as the client spelled it."""
-        details = [_detail(error) for error in errors]
+        return cls.naming([_detail(error) for error in errors])
+
+    @classmethod
+    def naming(cls, details: list[dict[str, str]]) -> "ValidationFailed":
         fields = ", ".join(sorted({detail["field"] for detail in details}))
         return cls(f"Invalid request: {fields}", details=details)
 

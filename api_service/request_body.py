@@ -213,6 +213,13 @@ async def read_body(
     return validate_body(model, raw, parse=parse)
 
 
+async def read_json(request: Request) -> Any:
+    """The body's JSON document, for an endpoint that judges it itself (a payout's create)."""
+    raw = await request.body()
+    require_json(request, raw)
+    return parse_json(raw)
+
+
 def documented_body(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` declaring `model` as the required JSON body, since the endpoint reads the
     body itself. Sub-schemas are inlined: a `$defs` reference would not resolve in the document."""

@@ -11,9 +11,9 @@ from api_service.deps import CurrentMerchant, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, IDEMPOTENCY_ERRORS, ValidationFailed, error_responses
 from api_service.idempotency import IdempotencyDep
+from api_service.payouts.schemas import PayoutDestination
 from api_service.payouts.service import validate_destination
 from api_service.request_body import documented_body, read_body
-from api_service.schemas import AccountNumberIn, DestType, InstitutionCode, RequestModel
 from contracts.db.models import DirectoryInstitution
 from contracts.domain.scenarios import Outcome, account_rule
 
@@ -74,13 +74,6 @@ async def get_directory(merchant: CurrentMerchant, session: SessionDep) -> Respo
     return json_response(success_body(listing))
 
 
-class VerifyAccountRequest(RequestModel):
-    dest_type: DestType
-    bank_code: InstitutionCode | None = None
-    wallet_code: InstitutionCode | None = None
-    account_number: AccountNumberIn
-
-
 def sandbox_account_title(account_number: str) -> str:
     digest = hashlib.sha256(account_number.encode()).digest()
     return _SANDBOX_TITLES[digest[0] % len(_SANDBOX_TITLES)]
@@ -103,7 +96,7 @@ class AccountCheckEnvelope(SuccessEnvelope[AccountCheck]):
     response_model=AccountCheckEnvelope,
     responses=error_responses(*AUTH_ERRORS, *IDEMPOTENCY_ERRORS),
     summary="Check a destination account (sandbox title lookup; suffix 0003 is invalid)",
-    openapi_extra=documented_body(VerifyAccountRequest),
+    openapi_extra=documented_body(PayoutDestination),
 )
 async def verify_account(
     request: Request,
@@ -112,17 +105,15 @@ async def verify_account(
     idempotency: IdempotencyDep,
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
-        body = await read_body(request, VerifyAccountRequest)
+        body = await read_body(request, PayoutDestination)
         return 200, success_body(await _verify(session, body))
 
     return await idempotency.run(request, session, operation)
 
 
-async def _verify(session: AsyncSession, body: VerifyAccountRequest) -> dict[str, Any]:
+async def _verify(session: AsyncSession, body: PayoutDestination) -> dict[str, Any]:
     try:
-        _bank, _wallet, number = await validate_destination(
-            session, body.dest_type, body.bank_code, body.wallet_code, body.account_number
-        )
+        _bank, _wallet, number = await validate_destination(session, body)
     except ValidationFailed as failure:
         if failure.details and failure.details[0]["field"] == "accountNumber":
             return {"isValid": False, "message": failure.message}

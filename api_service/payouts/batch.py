@@ -21,7 +21,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,8 +30,7 @@ from api_service.errors import (
     JudgedOnStaleState,
     ValidationFailed,
 )
-from api_service.payouts.schemas import CreatePayoutRequest
-from api_service.payouts.service import new_payout, store_new_payouts, store_queued_payouts
+from api_service.payouts.service import new_payout_of, store_new_payouts, store_queued_payouts
 from api_service.request_body import first_flaw
 from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
@@ -154,13 +152,10 @@ async def _valid_items(
             result.add(index, _reference(raw), "invalid", errors=flaw.details)
             continue
         try:
-            request = CreatePayoutRequest.model_validate(raw)
-            valid.append((index, await new_payout(session, merchant, request)))
+            request, payout = await new_payout_of(session, merchant, raw)
+            valid.append((index, payout))
             if request.queue_if_low_balance:
                 queue_if_short.add(index)
-        except ValidationError as error:
-            failure = ValidationFailed.from_pydantic(error.errors())
-            result.add(index, _reference(raw), "invalid", errors=failure.details)
         except ValidationFailed as failure:
             result.add(index, _reference(raw), "invalid", errors=failure.details)
     return valid

@@ -32,6 +32,7 @@ from api_service.request_body import (
     documented_body,
     parse_items_leniently,
     read_body,
+    read_json,
     require_json,
 )
 from api_service.schemas import PayoutIdPath, QueryText, TimestampIn, TimestampUpTo
@@ -74,8 +75,7 @@ async def create_payout(
     settings: SettingsDep,
 ) -> Response:
     async def prepare() -> Prepared:
-        body = await read_body(request, CreatePayoutRequest)
-        payout = await service.new_payout(session, merchant, body)
+        body, payout = await service.new_payout_of(session, merchant, await read_json(request))
 
         async def store() -> None:
             await service.store_new_payouts(session, [payout], request_id=request_id)

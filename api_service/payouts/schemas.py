@@ -13,10 +13,11 @@ MERCHANT_REFERENCE_MAX_LENGTH = 64
 MERCHANT_REFERENCE_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MERCHANT_REFERENCE_MAX_LENGTH}}}$"
 
 
-class CreatePayoutRequest(RequestModel):
-    merchant_reference: Annotated[str, Field(pattern=MERCHANT_REFERENCE_PATTERN)]
-    amount: AmountIn
-    currency: Annotated[str, Field(pattern="^PKR$")] = "PKR"
+class PayoutDestination(RequestModel):
+    """Where the money goes (`POST /verify-account` takes it alone). Also judged on its own for
+    a payout whose other fields are refused, so that the answer names its destination's
+    problems too (service.new_payout_of)."""
+
     dest_type: DestType
     bank_code: Annotated[
         InstitutionCode | None, Field(description="BANK only: a directory bank code")
@@ -25,6 +26,12 @@ class CreatePayoutRequest(RequestModel):
         InstitutionCode | None, Field(description="WALLET only: a directory wallet code")
     ] = None
     account_number: AccountNumberIn
+
+
+class CreatePayoutRequest(PayoutDestination):
+    merchant_reference: Annotated[str, Field(pattern=MERCHANT_REFERENCE_PATTERN)]
+    amount: AmountIn
+    currency: Annotated[str, Field(pattern="^PKR$")] = "PKR"
     account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
     purpose: Annotated[str, Field(max_length=140)] | None = None
     queue_if_low_balance: Annotated[

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,11 @@ from api_service.errors import (
     ValidationFailed,
 )
 from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
-from api_service.payouts.schemas import CreatePayoutRequest, PayoutListFilters
+from api_service.payouts.schemas import (
+    CreatePayoutRequest,
+    PayoutDestination,
+    PayoutListFilters,
+)
 from contracts import ledger
 from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, Payout, table_of
@@ -37,53 +42,81 @@ from contracts.payout_queue import schedule_expiry, start_queued_payouts
 
 
 async def validate_destination(
-    session: AsyncSession,
-    dest_type: str,
-    bank_code: str | None,
-    wallet_code: str | None,
-    account_number: str,
+    session: AsyncSession, destination: PayoutDestination
 ) -> tuple[str | None, str | None, str]:
-    """(bank code, wallet code, account number) normalized, or ValidationFailed naming the field.
-    The other type's code is refused, not dropped: a body that names both a bank and a wallet
-    does not say where the money goes."""
-    field, code = ("bankCode", bank_code) if dest_type == "BANK" else ("walletCode", wallet_code)
-    other_field, other_code = (
-        ("walletCode", wallet_code) if dest_type == "BANK" else ("bankCode", bank_code)
+    """(bank code, wallet code, account number) normalized, or ValidationFailed naming every
+    field of the destination that is wrong. The other type's code is refused, not dropped: a
+    body that names both a bank and a wallet does not say where the money goes."""
+    dest_type = destination.dest_type
+    bank, wallet = ("bankCode", destination.bank_code), ("walletCode", destination.wallet_code)
+    (field, code), (other_field, other_code) = (
+        (bank, wallet) if dest_type == "BANK" else (wallet, bank)
     )
+    problems: list[tuple[str, str]] = []
+    institution = None
     if not code:
-        raise ValidationFailed.on(field, f"is required when destType is {dest_type}")
-    institution = await ACTIVE_DIRECTORY.find(session, dest_type, code)
-    if institution is None:
-        raise ValidationFailed.on(
-            field, f"'{code}' is not an active {dest_type.lower()} in the directory"
-        )
+        problems.append((field, f"is required when destType is {dest_type}"))
+    else:
+        institution = await ACTIVE_DIRECTORY.find(session, dest_type, code)
+        if institution is None:
+            problems.append(
+                (field, f"'{code}' is not an active {dest_type.lower()} in the directory")
+            )
     if other_code:
-        raise ValidationFailed.on(other_field, f"is not taken when destType is {dest_type}")
-    number = normalize_account_number(account_number)
+        problems.append((other_field, f"is not taken when destType is {dest_type}"))
+    number = normalize_account_number(destination.account_number)
     if dest_type == "WALLET":
         number = domestic_wallet_number(number)
     problem = account_number_problem(dest_type, number)
     if problem:
-        raise ValidationFailed.on("accountNumber", problem)
+        problems.append(("accountNumber", problem))
     # A bank the directory gives no IBAN code can be named by no IBAN: one of another bank's
     # was taken, so the money went to that bank's account under this bank's name.
-    if number.startswith("PK") and iban_bank_code(number) != institution.iban_code:
-        raise ValidationFailed.on(
-            "accountNumber",
-            f"IBAN bank code {iban_bank_code(number)} does not match {institution.code}",
-        )
+    elif institution is not None and number.startswith("PK"):
+        iban_code = iban_bank_code(number)
+        if iban_code != institution.iban_code:
+            mismatch = f"IBAN bank code {iban_code} does not match {institution.code}"
+            problems.append(("accountNumber", mismatch))
+    if problems:
+        raise ValidationFailed.on_each(problems)
+    assert institution is not None  # else its code was refused
     if dest_type == "BANK":
         return institution.code, None, number
     return None, institution.code, number
+
+
+async def new_payout_of(
+    session: AsyncSession, merchant: Merchant, document: Any
+) -> tuple[CreatePayoutRequest, Payout]:
+    """The request a create's JSON document is, and the payout it makes (not stored yet); else
+    ValidationFailed naming every field it gets wrong, its destination's too when another field
+    is what was refused (a body with a bad reference and an unknown bank was told of the
+    reference alone, and of the bank once the reference was fixed)."""
+    try:
+        request = CreatePayoutRequest.model_validate(document)
+    except ValidationError as exc:
+        refusal = ValidationFailed.from_pydantic(exc.errors())
+        raise refusal.with_details_of(await _destination_refusal(session, document)) from exc
+    return request, await new_payout(session, merchant, request)
+
+
+async def _destination_refusal(session: AsyncSession, document: Any) -> ValidationFailed:
+    """What is wrong with the document's destination (no detail: nothing, or nothing more than
+    the fields' own checks found)."""
+    try:
+        await validate_destination(session, PayoutDestination.model_validate(document))
+    except ValidationFailed as refusal:
+        return refusal
+    except ValidationError:
+        pass  # its own fields are refused: named by the body's refusal already
+    return ValidationFailed()
 
 
 async def new_payout(
     session: AsyncSession, merchant: Merchant, request: CreatePayoutRequest
 ) -> Payout:
     """The payout a valid request makes, not stored yet (ValidationFailed naming the field)."""
-    bank_code, wallet_code, account_number = await validate_destination(
-        session, request.dest_type, request.bank_code, request.wallet_code, request.account_number
-    )
+    bank_code, wallet_code, account_number = await validate_destination(session, request)
     now = utcnow()
     return Payout(
         id=str(uuid.uuid4()),

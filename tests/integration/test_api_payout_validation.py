@@ -375,6 +375,59 @@ async def test_several_invalid_fields_are_all_named(
     assert {"amount", "destType", "merchantReference"} <= {d["field"] for d in error["details"]}
 
 
+DESTINATION_AND_OTHER_PROBLEMS = {
+    # Each destination problem was named only once the ones before it were fixed.
+    "bank and account number": (
+        {"destType": "BANK", "bankCode": "XYZ", "walletCode": None, "accountNumber": "12"},
+        ["bankCode", "accountNumber"],
+    ),
+    "reference and IBAN": (
+        {
+            "merchantReference": "bad ref",
+            "destType": "BANK",
+            "bankCode": "HBL",
+            "walletCode": None,
+            "accountNumber": BAD_CHECKSUM_IBAN,
+        },
+        ["merchantReference", "accountNumber"],
+    ),
+    "amount, reference, wallet and both codes": (
+        {"amount": "-1", "merchantReference": "", "walletCode": "NOPE", "bankCode": "HBL"},
+        ["merchantReference", "amount", "walletCode", "bankCode"],
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    DESTINATION_AND_OTHER_PROBLEMS.values(),
+    ids=DESTINATION_AND_OTHER_PROBLEMS.keys(),
+)
+async def test_the_destination_is_judged_with_the_other_fields(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    fields: dict[str, Any],
+    named: list[str],
+) -> None:
+    """A body is told every problem at once, in a create as in a payroll's item."""
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    body = payout_body(**fields)
+    single = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    payroll = await api_client.post(
+        f"{API}/payouts/batch", json={"payouts": [body]}, headers=auth(merchant)
+    )
+
+    error = assert_error(single, 400, "VALIDATION_ERROR")
+    assert sorted(detail["field"] for detail in error["details"]) == sorted(named), error
+    assert payroll.status_code == 200, payroll.text
+    [item] = payroll.json()["data"]["results"]
+    assert item["status"] == "invalid"
+    assert sorted(detail["field"] for detail in item["errors"]) == sorted(named), item
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
 async def test_a_payout_to_a_bank_switched_off_since_is_not_reinitiated(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
