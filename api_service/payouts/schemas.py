@@ -13,11 +13,11 @@ MERCHANT_REFERENCE_MAX_LENGTH = 64
 MERCHANT_REFERENCE_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MERCHANT_REFERENCE_MAX_LENGTH}}}$"
 
 
-class PayoutDestination(RequestModel):
-    """Where the money goes (`POST /verify-account` takes it alone). Also judged on its own for
-    a payout whose other fields are refused, so that the answer names its destination's
-    problems too (service.new_payout_of)."""
-
+# Also judged on its own for a payout whose other fields are refused, so that the answer names
+# its destination's problems too (service.new_payout_of). Its docstring is the OpenAPI body's
+# description (of `POST /verify-account`): for the merchant.
+class PayoutInstitution(RequestModel):
+    # The bank or wallet alone: judged when the account number is refused for its form.
     dest_type: DestType
     bank_code: Annotated[
         InstitutionCode | None, Field(description="BANK only: a directory bank code")
@@ -25,6 +25,12 @@ class PayoutDestination(RequestModel):
     wallet_code: Annotated[
         InstitutionCode | None, Field(description="WALLET only: a directory wallet code")
     ] = None
+
+
+class PayoutDestination(PayoutInstitution):
+    """Where the money goes: a bank account (`destType` BANK, `bankCode`) or a wallet (WALLET,
+    `walletCode`), and its account number."""
+
     account_number: AccountNumberIn
 
 

@@ -1,6 +1,7 @@
 """Merchant operations on payouts. Functions take the request's session and never commit:
 the endpoint's idempotency boundary commits."""
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -11,7 +12,7 @@ from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api_service.directory.active import ACTIVE_DIRECTORY
+from api_service.directory.active import ACTIVE_DIRECTORY, Institution
 from api_service.errors import (
     DuplicateReference,
     InsufficientBalance,
@@ -24,6 +25,7 @@ from api_service.pagination import Listed, ListQuery, Window, item_key, list_new
 from api_service.payouts.schemas import (
     CreatePayoutRequest,
     PayoutDestination,
+    PayoutInstitution,
     PayoutListFilters,
 )
 from contracts import ledger
@@ -45,29 +47,52 @@ async def validate_destination(
     session: AsyncSession, destination: PayoutDestination
 ) -> tuple[str | None, str | None, str]:
     """(bank code, wallet code, account number) normalized, or ValidationFailed naming every
-    field of the destination that is wrong. The other type's code is refused, not dropped: a
-    body that names both a bank and a wallet does not say where the money goes."""
-    dest_type = destination.dest_type
-    bank, wallet = ("bankCode", destination.bank_code), ("walletCode", destination.wallet_code)
+    field of the destination that is wrong."""
+    problems: list[tuple[str, str]] = []
+    institution = await _institution(session, destination, problems)
+    number = _account_number(destination, institution, problems)
+    if problems:
+        raise ValidationFailed.on_each(problems)
+    assert institution is not None  # else its code was refused
+    if destination.dest_type == "BANK":
+        return institution.code, None, number
+    return None, institution.code, number
+
+
+async def _institution(
+    session: AsyncSession, where: PayoutInstitution, problems: list[tuple[str, str]]
+) -> Institution | None:
+    """The active bank or wallet the destination names; what is wrong added to `problems`. The
+    other type's code is refused, not dropped: a body that names both a bank and a wallet does
+    not say where the money goes."""
+    dest_type = where.dest_type
+    bank, wallet = ("bankCode", where.bank_code), ("walletCode", where.wallet_code)
     (field, code), (other_field, other_code) = (
         (bank, wallet) if dest_type == "BANK" else (wallet, bank)
     )
-    problems: list[tuple[str, str]] = []
     institution = None
     if not code:
         problems.append((field, f"is required when destType is {dest_type}"))
     else:
         institution = await ACTIVE_DIRECTORY.find(session, dest_type, code)
         if institution is None:
-            problems.append(
-                (field, f"'{code}' is not an active {dest_type.lower()} in the directory")
-            )
+            problem = f"'{code}' is not an active {dest_type.lower()} in the directory"
+            problems.append((field, problem))
     if other_code:
         problems.append((other_field, f"is not taken when destType is {dest_type}"))
+    return institution
+
+
+def _account_number(
+    destination: PayoutDestination,
+    institution: Institution | None,
+    problems: list[tuple[str, str]],
+) -> str:
+    """The account number normalized; what is wrong added to `problems`."""
     number = normalize_account_number(destination.account_number)
-    if dest_type == "WALLET":
+    if destination.dest_type == "WALLET":
         number = domestic_wallet_number(number)
-    problem = account_number_problem(dest_type, number)
+    problem = account_number_problem(destination.dest_type, number)
     if problem:
         problems.append(("accountNumber", problem))
     # A bank the directory gives no IBAN code can be named by no IBAN: one of another bank's
@@ -77,12 +102,7 @@ async def validate_destination(
         if iban_code != institution.iban_code:
             mismatch = f"IBAN bank code {iban_code} does not match {institution.code}"
             problems.append(("accountNumber", mismatch))
-    if problems:
-        raise ValidationFailed.on_each(problems)
-    assert institution is not None  # else its code was refused
-    if dest_type == "BANK":
-        return institution.code, None, number
-    return None, institution.code, number
+    return number
 
 
 async def new_payout_of(
@@ -101,15 +121,40 @@ async def new_payout_of(
 
 
 async def _destination_refusal(session: AsyncSession, document: Any) -> ValidationFailed:
-    """What is wrong with the document's destination (no detail: nothing, or nothing more than
-    the fields' own checks found)."""
+    """What is wrong with the document's destination, judged on the destination's fields that
+    pass their own checks (no detail: nothing more than those checks found). A field refused
+    for its form is left out: it is named already."""
+    judged = _without_refused_fields(document)
     try:
-        await validate_destination(session, PayoutDestination.model_validate(document))
+        await validate_destination(session, PayoutDestination.model_validate(judged))
     except ValidationFailed as refusal:
         return refusal
-    except ValidationError:
-        pass  # its own fields are refused: named by the body's refusal already
+    except ValidationError:  # no account number to judge: the bank or wallet alone
+        problems: list[tuple[str, str]] = []
+        with contextlib.suppress(ValidationError):  # no destination type either
+            await _institution(session, PayoutInstitution.model_validate(judged), problems)
+        return ValidationFailed.on_each(problems)
     return ValidationFailed()
+
+
+# Each destination field's two spellings (`accountNumber`, `account_number`).
+_SPELLINGS = {
+    spelling: {name, field.alias or name}
+    for name, field in PayoutDestination.model_fields.items()
+    for spelling in (name, field.alias or name)
+}
+
+
+def _without_refused_fields(document: Any) -> Any:
+    """The document without the destination's fields that fail their own checks."""
+    try:
+        PayoutDestination.model_validate(document)
+    except ValidationError as exc:
+        refused = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        left_out = set().union(*(_SPELLINGS.get(key, {key}) for key in refused))
+        if isinstance(document, dict):
+            return {key: value for key, value in document.items() if key not in left_out}
+    return document
 
 
 async def new_payout(

@@ -391,6 +391,24 @@ DESTINATION_AND_OTHER_PROBLEMS = {
         },
         ["merchantReference", "accountNumber"],
     ),
+    "unknown bank, account number too long": (
+        {"destType": "BANK", "bankCode": "XYZ", "walletCode": None, "accountNumber": "1" * 41},
+        ["bankCode", "accountNumber"],
+    ),
+    "empty wallet code, unknown bank, short number": (
+        {"destType": "BANK", "bankCode": "XYZ", "walletCode": "", "accountNumber": "12"},
+        ["walletCode", "bankCode", "accountNumber"],
+    ),
+    "unknown bank, no account number, snake case": (
+        {
+            "dest_type": "BANK",
+            "destType": None,
+            "bank_code": "XYZ",
+            "walletCode": None,
+            "accountNumber": None,
+        },
+        ["bankCode", "accountNumber"],
+    ),
     "amount, reference, wallet and both codes": (
         {"amount": "-1", "merchantReference": "", "walletCode": "NOPE", "bankCode": "HBL"},
         ["merchantReference", "amount", "walletCode", "bankCode"],

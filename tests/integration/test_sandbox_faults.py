@@ -572,8 +572,17 @@ async def test_a_restarted_readiness_report_counts_only_what_came_after(
         return item["status"] == "failed"
 
     await eventually(early_retry_counted, what="the retry after the restart counted")
+    # A payout that failed before the restart, reinitiated after it: a reinitiation of the run.
+    reinitiated = await api_client.post(
+        f"{API}/payouts/{failed['id']}/reinitiate", headers=auth(merchant)
+    )
+    assert reinitiated.status_code == 200, reinitiated.text
     after = await readiness(api_client, merchant)
     assert after["scenario_0001"]["status"] == "not_tried"  # the new create has not ended yet
+    assert (after["reinitiate_done"]["status"], after["reinitiate_done"]["evidence"]) == (
+        "passed",
+        "1 reinitiations",
+    )
 
 
 async def test_readiness_counts_reinitiations_and_reversals_delivered(

@@ -86,9 +86,9 @@ def test_a_scenario_ending_failed_stays_passed_once_its_payout_is_reinitiated() 
     """Reinitiating a FAILED payout (the report's own hint) put its scenario back to "not tried"
     until its script ran again: a reinitiated payout was FAILED, the end of those scenarios."""
     counts = [
-        ScenarioCount("0003", "PENDING", 1, reinitiations=1, reinitiated=1),
-        ScenarioCount("0009", "RETRY", 1, reinitiations=2, reinitiated=1),
-        ScenarioCount("0006", "PENDING", 1, reinitiations=1, reinitiated=1),  # ends REVERSED
+        ScenarioCount("0003", "PENDING", 1, reinitiated=1),
+        ScenarioCount("0009", "RETRY", 1, reinitiated=1),
+        ScenarioCount("0006", "PENDING", 1, reinitiated=1),  # ends REVERSED
     ]
     items = {item.id: item for item in scenario_items(counts)}
     assert (items["scenario_0003"].verdict, items["scenario_0003"].evidence) == (
