@@ -479,19 +479,14 @@ async def _reinitiations(session: AsyncSession, merchant_id: str, since: datetim
     cycle after a payout's first (through the merchant's payouts: uq_journal_payout_cycle_kind).
     Counted on the payouts created in the run, a reinitiation after a restart of a payout that
     failed before it was not counted, and the item's hint asked for what had just been done."""
-    return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(Payout)
-            .join(LedgerJournal, LedgerJournal.payout_id == Payout.id)
-            .where(
-                Payout.merchant_id == merchant_id,
-                LedgerJournal.kind == JournalKind.HOLD.value,
-                LedgerJournal.hold_cycle > 1,
-                _from(LedgerJournal.created_at, since),
-            )
-        )
-        or 0
+    return await _counted_through_payouts(
+        session,
+        merchant_id,
+        LedgerJournal,
+        LedgerJournal.payout_id == Payout.id,
+        LedgerJournal.kind == JournalKind.HOLD.value,
+        LedgerJournal.hold_cycle > 1,
+        _from(LedgerJournal.created_at, since),
     )
 
 
@@ -500,21 +495,30 @@ async def _reversals_delivered(
 ) -> int:
     """payout.reversed webhooks delivered: through the merchant's REVERSED payouts (an index
     range) and their deliveries (by payout), not a scan of every delivery of the merchant."""
+    return await _counted_through_payouts(
+        session,
+        merchant_id,
+        WebhookDelivery,
+        WebhookDelivery.payout_id == Payout.id,
+        Payout.status == PayoutStatus.REVERSED.value,
+        WebhookDelivery.event_type == EventType.REVERSED.value,
+        _from(WebhookDelivery.created_at, since),
+        # Delivered once: a resend since (PENDING again, then perhaps failing) keeps it.
+        WebhookDelivery.delivered_at.is_not(None),
+    )
+
+
+async def _counted_through_payouts(
+    session: AsyncSession,
+    merchant_id: str,
+    rows: type[LedgerJournal] | type[WebhookDelivery],
+    of_payout: ColumnElement[bool],
+    *conditions: ColumnElement[bool],
+) -> int:
+    """How many `rows` of the merchant's payouts (joined `of_payout`) meet `conditions`."""
+    query = select(func.count()).select_from(Payout).join(rows, of_payout)
     return int(
-        await session.scalar(
-            select(func.count())
-            .select_from(Payout)
-            .join(WebhookDelivery, WebhookDelivery.payout_id == Payout.id)
-            .where(
-                Payout.merchant_id == merchant_id,
-                Payout.status == PayoutStatus.REVERSED.value,
-                WebhookDelivery.event_type == EventType.REVERSED.value,
-                _from(WebhookDelivery.created_at, since),
-                # Delivered once: a resend since (PENDING again, then perhaps failing) keeps it.
-                WebhookDelivery.delivered_at.is_not(None),
-            )
-        )
-        or 0
+        await session.scalar(query.where(Payout.merchant_id == merchant_id, *conditions)) or 0
     )
 
 
