@@ -483,7 +483,6 @@ async def _reinitiations(session: AsyncSession, merchant_id: str, since: datetim
         session,
         merchant_id,
         LedgerJournal,
-        LedgerJournal.payout_id == Payout.id,
         LedgerJournal.kind == JournalKind.HOLD.value,
         LedgerJournal.hold_cycle > 1,
         _from(LedgerJournal.created_at, since),
@@ -499,7 +498,6 @@ async def _reversals_delivered(
         session,
         merchant_id,
         WebhookDelivery,
-        WebhookDelivery.payout_id == Payout.id,
         Payout.status == PayoutStatus.REVERSED.value,
         WebhookDelivery.event_type == EventType.REVERSED.value,
         _from(WebhookDelivery.created_at, since),
@@ -512,11 +510,10 @@ async def _counted_through_payouts(
     session: AsyncSession,
     merchant_id: str,
     rows: type[LedgerJournal] | type[WebhookDelivery],
-    of_payout: ColumnElement[bool],
     *conditions: ColumnElement[bool],
 ) -> int:
-    """How many `rows` of the merchant's payouts (joined `of_payout`) meet `conditions`."""
-    query = select(func.count()).select_from(Payout).join(rows, of_payout)
+    """How many `rows` of the merchant's payouts (by their payout_id) meet `conditions`."""
+    query = select(func.count()).select_from(Payout).join(rows, rows.payout_id == Payout.id)
     return int(
         await session.scalar(query.where(Payout.merchant_id == merchant_id, *conditions)) or 0
     )
