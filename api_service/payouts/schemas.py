@@ -13,11 +13,9 @@ MERCHANT_REFERENCE_MAX_LENGTH = 64
 MERCHANT_REFERENCE_PATTERN = rf"^[A-Za-z0-9._:-]{{1,{MERCHANT_REFERENCE_MAX_LENGTH}}}$"
 
 
-# Also judged on its own for a payout whose other fields are refused, so that the answer names
-# its destination's problems too (service.new_payout_of). Its docstring is the OpenAPI body's
-# description (of `POST /verify-account`): for the merchant.
 class PayoutInstitution(RequestModel):
-    # The bank or wallet alone: judged when the account number is refused for its form.
+    # The bank or wallet alone: judged on its own when the account number is refused for its
+    # form (service.new_payout_of).
     dest_type: DestType
     bank_code: Annotated[
         InstitutionCode | None, Field(description="BANK only: a directory bank code")
@@ -27,6 +25,9 @@ class PayoutInstitution(RequestModel):
     ] = None
 
 
+# Also judged on its own for a payout whose other fields are refused, so that the answer names
+# its destination's problems too (service.new_payout_of). Its docstring is the OpenAPI
+# description of `POST /verify-account`'s body: it is written for the merchant.
 class PayoutDestination(PayoutInstitution):
     """Where the money goes: a bank account (`destType` BANK, `bankCode`) or a wallet (WALLET,
     `walletCode`), and its account number."""
