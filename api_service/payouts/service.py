@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -115,16 +116,16 @@ async def new_payout_of(
     try:
         request = CreatePayoutRequest.model_validate(document)
     except ValidationError as exc:
-        refusal = ValidationFailed.from_pydantic(exc.errors())
-        raise refusal.with_details_of(await _destination_refusal(session, document)) from exc
+        errors = exc.errors()
+        more = await _destination_refusal(session, _without_refused_fields(document, errors))
+        raise ValidationFailed.from_pydantic(errors).with_details_of(more) from exc
     return request, await new_payout(session, merchant, request)
 
 
-async def _destination_refusal(session: AsyncSession, document: Any) -> ValidationFailed:
-    """What is wrong with the document's destination, judged on the destination's fields that
-    pass their own checks (no detail: nothing more than those checks found). A field refused
-    for its form is left out: it is named already."""
-    judged = _without_refused_fields(document)
+async def _destination_refusal(session: AsyncSession, judged: Any) -> ValidationFailed:
+    """What is wrong with the destination of a document its refused fields are left out of
+    (they are named already): judged on the fields that pass their own checks (no detail:
+    nothing more than those checks found)."""
     try:
         await validate_destination(session, PayoutDestination.model_validate(judged))
     except ValidationFailed as refusal:
@@ -145,16 +146,14 @@ _SPELLINGS = {
 }
 
 
-def _without_refused_fields(document: Any) -> Any:
-    """The document without the destination's fields that fail their own checks."""
-    try:
-        PayoutDestination.model_validate(document)
-    except ValidationError as exc:
-        refused = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
-        left_out = set().union(*(_SPELLINGS.get(key, {key}) for key in refused))
-        if isinstance(document, dict):
-            return {key: value for key, value in document.items() if key not in left_out}
-    return document
+def _without_refused_fields(document: Any, errors: Sequence[ErrorDetails]) -> Any:
+    """The document without the fields its validation `errors` refuse, under either spelling
+    (a destination field is judged by the same checks in CreatePayoutRequest as on its own)."""
+    if not isinstance(document, dict):
+        return document
+    refused = {str(error["loc"][0]) for error in errors if error["loc"]}
+    left_out = set().union(*(_SPELLINGS.get(key, {key}) for key in refused))
+    return {key: value for key, value in document.items() if key not in left_out}
 
 
 async def new_payout(
