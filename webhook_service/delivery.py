@@ -349,7 +349,12 @@ class EventDelivery:
         try:
             async with transaction(self.sessions) as session:
                 merchant_ids = {request.event.merchant_id for request in carried.values()}
-                endpoints = await self.endpoints.endpoints(session, merchant_ids)
+                retried = {
+                    request.event.merchant_id
+                    for request in carried.values()
+                    if request.ladder_attempt > 1
+                }
+                endpoints = await self.endpoints.endpoints(session, merchant_ids, afresh=retried)
                 # Plus a hold's limit, or a duplicate's second call: nothing without chaos.
                 lease_seconds = {
                     event_id: self.lease_seconds

@@ -1,9 +1,12 @@
 """Merchants' webhook endpoints (URL, signing secrets and, in test mode, the sandbox webhook
 chaos), cached in the process for a short time: a batch of deliveries costs at most one SELECT,
 for the merchants it does not find here, instead of one per delivery. An endpoint, secret or
-chaos change reaches deliveries within `ENDPOINT_CACHE_SECONDS`. A merchant without a URL is not
-remembered: its delivery is parked at once, with no retry that would find a URL set later, so
-a URL set in the meantime (then a resend, or a new payout) must be seen at once.
+chaos change reaches first attempts within `ENDPOINT_CACHE_SECONDS`, and every retry at once: a
+retry reads its merchant's endpoint again (a failure may be the receiver refusing a secret just
+retired, and a clock advance can run a whole retry ladder within the cache time). A merchant
+without a URL is not remembered: its delivery is parked at once, with no retry that would find
+a URL set later, so a URL set in the meantime (then a resend, or a new payout) must be seen at
+once.
 
 The chaos setting is read with the endpoint (LEFT OUTER JOIN, one row per merchant at most): it
 costs no statement of its own. In production (`with_chaos` off) it is not read at all.
@@ -68,11 +71,14 @@ class EndpointCache:
         self.with_chaos = with_chaos
 
     async def endpoints(
-        self, session: AsyncSession, merchant_ids: Iterable[str]
+        self, session: AsyncSession, merchant_ids: Iterable[str], *, afresh: Iterable[str] = ()
     ) -> dict[str, Endpoint]:
-        """The endpoints of these merchants (a merchant that does not exist has none)."""
+        """The endpoints of these merchants (a merchant that does not exist has none); those of
+        the merchants `afresh` are read from the database whatever the cache holds."""
+        read_again = set(afresh)
         known = {
-            merchant_id: self._by_merchant.get(merchant_id) for merchant_id in set(merchant_ids)
+            merchant_id: None if merchant_id in read_again else self._by_merchant.get(merchant_id)
+            for merchant_id in set(merchant_ids)
         }
         missing = {merchant_id for merchant_id, endpoint in known.items() if endpoint is None}
         if missing:

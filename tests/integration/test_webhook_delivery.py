@@ -84,7 +84,7 @@ from tests.support.webhook_flow import (
     up_the_ladder,
     waiting_copies,
 )
-from tests.support.webhook_receiver import WEBHOOK_PATH, Reply, WebhookReceiver
+from tests.support.webhook_receiver import REFUSED, WEBHOOK_PATH, Reply, WebhookReceiver
 from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
@@ -629,6 +629,38 @@ async def test_after_rotation_both_secrets_sign(
     assert request.headers["x-mypay-signature"] == (
         hmac.new(new_secret.encode(), request.body, hashlib.sha256).hexdigest()
     )
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_retry_after_a_rotation_without_grace_is_signed_with_the_new_secret(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """The first attempt may still be signed with the secret just retired (the endpoint is
+    cached for 2 s) and be refused; its retry reads the endpoint again. Before, the whole
+    ladder (here 2.1 s; after a clock advance, a fraction of a second) ran on the cached
+    endpoint, and every attempt was refused."""
+    merchant = await make_merchant(webhook_url=receiver.url)
+    warm_up = await new_event_row(api_client, sessions, merchant)
+    await relay(rabbit, warm_up)
+    await reaches(sessions, event_id_of(warm_up), DeliveryStatus.DELIVERED, attempts=1)
+    rotated = await api_client.post(
+        f"{API}/webhook-endpoint/rotate-secret",
+        json={"previousSecretGraceHours": 0},
+        headers=auth(merchant),
+    )
+    assert rotated.status_code == 200, rotated.text
+    receiver.verify_with(rotated.json()["data"]["secret"])
+    row = await new_event_row(api_client, sessions, merchant)
+
+    await relay(rabbit, row)
+
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
+    attempts = await attempts_of(sessions, event_id_of(row))
+    assert [attempt.status_code for attempt in attempts] == [REFUSED, 200]
 
 
 async def test_private_destination_is_refused_at_delivery_time(
