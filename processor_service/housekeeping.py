@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Delete, delete
 
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
 from contracts.db.models import (
     REQUEST_LOG_RETENTION,
     ApiRequestRecord,
@@ -40,7 +40,8 @@ def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Dele
     return (
         _batch_delete(OutboxMessage, OutboxMessage.sent_at < now - outbox_retention),
         _batch_delete(ProcessedMessage, ProcessedMessage.processed_at < now - INBOX_RETENTION),
-        _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < now),
+        # The API stamps and judges a key's expiry on the database's clock, not on this host's.
+        _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < DATABASE_NOW),
         _batch_delete(ApiRequestRecord, ApiRequestRecord.started_at < now - REQUEST_LOG_RETENTION),
     )
 

@@ -20,7 +20,6 @@ import select
 import socket
 import ssl
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -231,7 +230,7 @@ class ConnectionPool:
         self.allow_private = allow_private
         self.ssl_context = ssl_context
         self.resolve = HostResolver()
-        self._idle: defaultdict[Origin, list[Connection]] = defaultdict(list)
+        self._idle: dict[Origin, list[Connection]] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -269,10 +268,11 @@ class ConnectionPool:
         except BaseException:
             connection.close()
             raise
-        idle = self._idle[origin]
-        if reusable and not self._closed and len(idle) < IDLE_PER_ORIGIN:
+        # An origin's list is made only for a connection kept: the sweep that forgets empty
+        # lists runs only while some connection is idle.
+        if reusable and not self._closed and len(self._idle.get(origin, ())) < IDLE_PER_ORIGIN:
             connection.idle()
-            idle.append(connection)
+            self._idle.setdefault(origin, []).append(connection)
             self._sweep_later()
         else:
             connection.close()

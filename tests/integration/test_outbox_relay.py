@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import processor_service.relay_service as relay_service
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import OutboxMessage, Payout, ProcessedMessage
+from contracts.db.models import IdempotencyKey, OutboxMessage, Payout, ProcessedMessage
 from contracts.logging import ContextFilter
 from contracts.messages import PayoutStatusChanged, ProcessPayout
 from contracts.outbox import outbox_row, write_outbox
@@ -50,6 +50,7 @@ from contracts.topology import (
     SCHEMA_HEADER,
     declare_topology_at,
 )
+from processor_service import housekeeping
 from processor_service.housekeeping import clean_up, cleanup_deletes
 from processor_service.outbox_relay import (
     ANY_DUE,
@@ -737,6 +738,35 @@ async def test_housekeeping_deletes_sent_rows_past_retention_and_keeps_unsent(
         )
     assert inbox_kept == {f"{payout_id}-new"}
     assert deleted >= 2
+
+
+async def test_housekeeping_keeps_a_key_inside_its_window_on_the_database_clock(
+    sessions: SessionFactory, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API stamps and judges a key's expiry on the database's clock: a relay whose host
+    clock ran 5 minutes ahead deleted keys 2 minutes before their retries stopped replaying."""
+    merchant, key = await make_merchant(), str(uuid.uuid4())
+    async with transaction(sessions) as session:
+        database_now = await session.scalar(text("SELECT UTC_TIMESTAMP(6)"))
+        session.add(
+            IdempotencyKey(
+                merchant_id=merchant.merchant_id,
+                key=key,
+                method="POST",
+                path="/api/v1/payouts",
+                request_hash="a" * 64,
+                locked_at=database_now - timedelta(days=1),
+                created_at=database_now - timedelta(days=1),
+                expires_at=database_now + timedelta(minutes=2),
+            )
+        )
+    monkeypatch.setattr(housekeeping, "utcnow", lambda: database_now + timedelta(minutes=5))
+
+    await housekeeping.clean_up(sessions, outbox_retention=timedelta(hours=24))
+
+    async with sessions() as session:
+        kept = await session.scalar(select(IdempotencyKey.key).where(IdempotencyKey.key == key))
+    assert kept == key
 
 
 async def test_the_relay_publishes_while_a_housekeeping_chore_is_under_way(

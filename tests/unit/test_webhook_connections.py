@@ -241,6 +241,22 @@ async def test_an_answer_asking_to_close_gets_a_new_connection_next_time(
     assert closing.connections == 2
 
 
+async def test_the_pool_remembers_no_origin_it_keeps_no_connection_of(
+    sender: WebhookSender,
+) -> None:
+    """Every origin ever sent to was remembered (an empty list) while no connection was idle
+    anywhere, so no sweep ran to forget it: one per URL a merchant ever set."""
+    closing = Endpoint(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    server = await asyncio.start_server(closing.serve, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for n in range(2, 12):  # every 127.0.0.n is this host: ten origins
+            result = await sender.post(f"http://127.0.0.{n}:{port}/hook", b"{}", {})
+            assert result.status_code == 200, result
+
+    assert sender.pool._idle == {}
+
+
 async def test_a_large_answer_is_cut_to_its_excerpt_and_its_connection_not_reused(
     sender: WebhookSender,
 ) -> None:
