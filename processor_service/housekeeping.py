@@ -1,5 +1,6 @@
 """Deleting what has served its purpose: sent outbox rows, old inbox rows, expired idempotency
-keys, old request log rows. Small batches, so no long lock is ever held on a hot table."""
+keys, old request log rows, scheduled actions applied long ago. Small batches, so no long lock
+is ever held on a hot table."""
 
 from datetime import datetime, timedelta
 
@@ -13,11 +14,14 @@ from contracts.db.models import (
     IdempotencyKey,
     OutboxMessage,
     ProcessedMessage,
+    ScheduledAction,
 )
 
 BATCH = 5000
 # Redeliveries older than this are still harmless: every transition is guarded by status.
 INBOX_RETENTION = timedelta(days=7)
+# An applied action is only history (reconcile and the sandbox timeline read recent ones).
+APPLIED_ACTION_RETENTION = timedelta(days=7)
 
 
 def _batch_delete(table: type[Base], condition: ColumnElement[bool]) -> Delete:
@@ -36,13 +40,15 @@ async def _delete_in_batches(sessions: SessionFactory, statement: Delete) -> int
 
 def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Delete, ...]:
     """One batch delete per table, each a range on an index (`ix_outbox_claim` leads with
-    sent_at, `ix_processed_messages_processed_at`, `ix_idempotency_expires`)."""
+    sent_at, `ix_processed_messages_processed_at`, `ix_idempotency_expires`,
+    `ix_api_requests_started_at`, `ix_scheduled_actions_claim` leads with applied_at)."""
     return (
         _batch_delete(OutboxMessage, OutboxMessage.sent_at < now - outbox_retention),
         _batch_delete(ProcessedMessage, ProcessedMessage.processed_at < now - INBOX_RETENTION),
         # The API stamps and judges a key's expiry on the database's clock, not on this host's.
         _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < DATABASE_NOW),
         _batch_delete(ApiRequestRecord, ApiRequestRecord.started_at < now - REQUEST_LOG_RETENTION),
+        _batch_delete(ScheduledAction, ScheduledAction.applied_at < now - APPLIED_ACTION_RETENTION),
     )
 
 

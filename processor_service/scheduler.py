@@ -13,11 +13,10 @@ claimed next if it falls due too).
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, Select, delete, exists, select, update
+from sqlalchemy import ColumnElement, Select, exists, select, update
 
 from contracts.clock import sandbox_time_at
 from contracts.db.engine import (
@@ -39,10 +38,7 @@ from processor_service.schedule import Timetable
 log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
-CLEANUP_EVERY_SECONDS = 300.0
-APPLIED_RETENTION = timedelta(days=7)
 START_WAIT_LIMIT = timedelta(hours=1)
-CLEANUP_BATCH = 5000
 
 
 def no_earlier_start_waits() -> ColumnElement[bool]:
@@ -169,26 +165,13 @@ class Scheduler:
             applied += 1
         return applied
 
-    async def delete_old(self) -> int:
-        async with transaction(self.sessions) as session:
-            result = await session.execute(
-                delete(ScheduledAction)
-                .where(ScheduledAction.applied_at < utcnow() - APPLIED_RETENTION)
-                .with_dialect_options(mysql_limit=CLEANUP_BATCH)
-            )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set (the action in flight finishes); back off while the
         database is down."""
         backoff = self.poll_interval_seconds
-        next_cleanup = time.monotonic()
         while not stop.is_set():
             try:
                 applied = await self.apply_due()
-                if time.monotonic() >= next_cleanup:
-                    await self.delete_old()
-                    next_cleanup = time.monotonic() + CLEANUP_EVERY_SECONDS
             except Exception as error:
                 log.warning("scheduler round failed (%s); retrying in %.2fs", error, backoff)
                 await _pause(stop, backoff)
