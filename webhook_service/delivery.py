@@ -47,6 +47,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from contracts.batching import MicroBatcher
 from contracts.clock import offset_as_reached, offset_seconds_of
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
+from contracts.db.outages import is_outage
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
 from contracts.webhook_signing import webhook_headers
@@ -98,6 +99,9 @@ PARKED_AGAIN = "the retry ladder was exhausted"
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
+# Waits before writing again the attempts a database that blinked did not record: well within
+# the lease's margin, so the lease is still held when they are written.
+RECORD_RETRY_WAITS = (0.2, 1.0)
 # How often a payout.processing event held out of order asks whether the final event went out.
 FINAL_EVENT_POLL_SECONDS = 1.0
 INJECTED_FAILURE = AttemptResult(status_code=None, latency_ms=0, error=INJECTED_FAILURE_ERROR)
@@ -633,6 +637,16 @@ class EventDelivery:
         return Outcome(request, state, (attempt,), decision)
 
     async def _record(self, outcomes: Sequence[Outcome]) -> list[Decision]:
+        decisions = await self._written(outcomes, RECORD_RETRY_WAITS)
+        # The chaos was done on the wire, recorded or not.
+        return [
+            replace(decision, chaos=outcome.chaos)
+            for decision, outcome in zip(decisions, outcomes, strict=True)
+        ]
+
+    async def _written(
+        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float]
+    ) -> list[Decision]:
         try:
             async with transaction(self.sessions) as session:
                 held = await record_attempts(
@@ -642,29 +656,25 @@ class EventDelivery:
                 )
         except SQLAlchemyError as exc:
             log.warning("recording %d webhook attempts failed: %r", len(outcomes), exc)
-            decisions = await self._after_failed_record(outcomes, exc)
-        else:
-            if held < len(outcomes):
-                # A lease ran out before its attempt was recorded (the database was that slow):
-                # the attempt row is kept, the delivery's state is left to the attempt that
-                # took over.
-                log.warning("%d webhook lease(s) expired before recording", len(outcomes) - held)
-            decisions = [outcome.decision for outcome in outcomes]
-        # The chaos was done on the wire, recorded or not.
-        return [
-            replace(decision, chaos=outcome.chaos)
-            for decision, outcome in zip(decisions, outcomes, strict=True)
-        ]
+            return await self._after_failed_record(outcomes, exc, retry_waits)
+        if held < len(outcomes):
+            # A lease ran out before its attempt was recorded (the database was that slow): the
+            # attempt row is kept, the delivery's state is left to the attempt that took over.
+            log.warning("%d webhook lease(s) expired before recording", len(outcomes) - held)
+        return [outcome.decision for outcome in outcomes]
 
     async def _after_failed_record(
-        self, outcomes: Sequence[Outcome], exc: SQLAlchemyError
+        self, outcomes: Sequence[Outcome], exc: SQLAlchemyError, retry_waits: Sequence[float]
     ) -> list[Decision]:
         """A record that failed may have committed all the same (the connection was lost after
         the server committed), so the deliveries are read back. An outcome the database shows
         recorded keeps its decision: a retry must carry the new due time, the only one its
         delivery now waits for (with the old one it would come back superseded, and the
-        delivery would wait for a retry no message carries). The others, or all of them when
-        the read fails too, take the ladder as after any database failure."""
+        delivery would wait for a retry no message carries). The others are written again after
+        a short wait when the database only blinked (an attempt the endpoint took, unrecorded,
+        was sent to it again); once the waits are used up, or when the read fails too (nothing
+        tells whether the attempts were written), they take the ladder as after any database
+        failure."""
         try:
             async with self.sessions() as session:
                 found = await deliveries_of(session, [o.request.event.id for o in outcomes])
@@ -672,13 +682,23 @@ class EventDelivery:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
-            found = {}
-        return [
-            outcome.decision
-            if recorded(outcome.delivery, found.get(outcome.request.event.id))
-            else self._database_failed(outcome.request, exc)
-            for outcome in outcomes
+            return [self._database_failed(outcome.request, exc) for outcome in outcomes]
+        unwritten = [
+            index
+            for index, outcome in enumerate(outcomes)
+            if not recorded(outcome.delivery, found.get(outcome.request.event.id))
         ]
+        decisions = [outcome.decision for outcome in outcomes]
+        if not unwritten:
+            return decisions
+        if retry_waits and is_outage(exc):
+            await asyncio.sleep(retry_waits[0])
+            again = await self._written([outcomes[i] for i in unwritten], retry_waits[1:])
+        else:
+            again = [self._database_failed(outcomes[i].request, exc) for i in unwritten]
+        for index, decision in zip(unwritten, again, strict=True):
+            decisions[index] = decision
+        return decisions
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
         """Look again once the other attempt's lease runs out, or after the ladder's first

@@ -1508,6 +1508,38 @@ async def test_a_record_that_committed_but_failed_on_the_way_back_keeps_its_retr
     assert len(receiver.requests) == 3
 
 
+async def test_an_attempt_the_database_blinked_on_is_recorded_not_sent_again(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint took the webhook (200); writing the attempt failed once, the server gone
+    (2006), nothing committed. It is written again: before, the message took the retry ladder
+    and the endpoint got the webhook a second time."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    real_record = delivery_module.record_attempts
+    failures = [OperationalError("UPDATE", None, Exception(2006, "MySQL server has gone away"))]
+
+    async def record(*args: Any, **kwargs: Any) -> int:
+        if failures:
+            raise failures.pop()
+        return await real_record(*args, **kwargs)
+
+    monkeypatch.setattr(delivery_module, "record_attempts", record)
+    async with event_delivery(
+        sessions, webhook_settings, lease_seconds=10, max_batch=8
+    ) as delivery:
+        decision = await delivery.deliver(first_request(row))
+
+    assert (decision.disposition, decision.reason) == (Disposition.DONE, DELIVERED)
+    assert len(receiver.requests) == 1
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    assert len(await attempts_of(sessions, event_id_of(row))) == 1
+
+
 @contextmanager
 def connection_lost_after_a_record_commits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     recording = False
