@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.database_url,
             pool_size=settings.db_pool_size,
             lock_wait_seconds=settings.api_lock_wait_seconds,
+            timeout_seconds=settings.api_database_timeout_seconds,
         )
         app.state.settings = settings
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)

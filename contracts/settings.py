@@ -7,7 +7,7 @@ from enum import StrEnum
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,12 +86,17 @@ class Settings(BaseSettings):
     max_batch_body_bytes: int = Field(default=1024 * 1024, ge=1)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=A_YEAR_IN_HOURS * 3600)
     idempotency_keys_per_merchant_per_day: int = Field(default=100_000, ge=1)
-    # A request waits this long for another one holding its idempotency key (then 409), or for
-    # a row another request holds (then 503).
     # How long an API process remembers the merchant of an API key (0: never): a deactivated key
     # or an endpoint changed through another API process takes effect within this time.
     api_key_cache_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # A request waits this long for another one holding its idempotency key (then 409), or for
+    # a row another request holds (then 503).
     api_lock_wait_seconds: int = Field(default=5, ge=1, le=3600)
+    # A request waits this long for any one answer of the database (a statement's, a new
+    # connection's greeting), then answers 503: a database that hangs rather than fails (a
+    # network dropping its packets) held requests for as long as it hung. Longer than
+    # api_lock_wait_seconds, so a row lock waited on fails as a lock wait first.
+    api_database_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.
     rate_limit_per_second: int | None = Field(default=None, ge=0)
@@ -223,6 +228,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be positive comma-separated seconds, each at most "
                 f"{LONGEST_RETRY_DELAY_SECONDS:.0f} (30 days)"
+            )
+        return value
+
+    @field_validator("api_database_timeout_seconds")
+    @classmethod
+    def _outlasts_lock_waits(cls, value: float, info: ValidationInfo) -> float:
+        lock_wait = info.data.get("api_lock_wait_seconds")
+        if lock_wait is not None and value <= lock_wait:
+            raise ValueError(
+                "must be longer than PAYOUTS_API_LOCK_WAIT_SECONDS (a row lock waited on fails "
+                "as a lock wait first)"
             )
         return value
 

@@ -7,7 +7,11 @@ from datetime import timedelta
 from faststream import AckPolicy, FastStream
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
-from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.engine import (
+    WORKER_DATABASE_TIMEOUT_SECONDS,
+    create_engine,
+    create_session_factory,
+)
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_lettering_decoder
@@ -31,6 +35,7 @@ def create_processor(settings: Settings) -> FastStream:
         settings.database_url,
         pool_size=settings.processor_prefetch + 1,
         max_overflow=settings.processor_prefetch,
+        timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
     )
     sessions = create_session_factory(engine)
     timetable = Timetable(

@@ -20,7 +20,12 @@ from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
 
-from contracts.db.engine import SessionFactory, create_engine, create_session_factory
+from contracts.db.engine import (
+    WORKER_DATABASE_TIMEOUT_SECONDS,
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+)
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up
@@ -224,7 +229,9 @@ async def _connect(
 
 async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
     serve_metrics(settings.metrics_port)
-    engine = create_engine(settings.database_url, pool_size=2)
+    engine = create_engine(
+        settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
+    )
     sessions = create_session_factory(engine)
     connected = await _connect(settings.amqp_url, stop)
     if connected is None:

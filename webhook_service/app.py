@@ -22,7 +22,11 @@ from faststream.rabbit.annotations import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
-from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.engine import (
+    WORKER_DATABASE_TIMEOUT_SECONDS,
+    create_engine,
+    create_session_factory,
+)
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
 from contracts.metrics_server import serve_metrics
@@ -79,7 +83,11 @@ class PayoutEventConsumer:
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        self._engine = create_engine(self.settings.database_url, pool_size=DATABASE_CONNECTIONS)
+        self._engine = create_engine(
+            self.settings.database_url,
+            pool_size=DATABASE_CONNECTIONS,
+            timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
+        )
         self._sender = WebhookSender(
             timeout_seconds=self.settings.webhook_timeout_seconds,
             allow_private_urls=self.settings.webhook_allow_private_urls,

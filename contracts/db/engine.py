@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# The consumers' and the relay's `timeout_seconds`: longer than any statement of theirs may wait
+# for a row lock (the server's default lock wait, 50 s).
+WORKER_DATABASE_TIMEOUT_SECONDS = 120.0
 
 
 def create_engine(
@@ -22,15 +25,22 @@ def create_engine(
     pool_size: int = 20,
     max_overflow: int | None = None,
     lock_wait_seconds: int | None = None,
+    timeout_seconds: float | None = None,
 ) -> AsyncEngine:
     """`max_overflow`: connections beyond the pool under a burst (as many as the pool when
     None). `lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
-    server's default, 50 s, when None), set once per connection."""
-    connect_args = (
-        {"init_command": f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"}
-        if lock_wait_seconds is not None
-        else {}
-    )
+    server's default, 50 s, when None), set once per connection. `timeout_seconds`: how long
+    any one read waits for the server (a statement's answer, a new connection's greeting)
+    before the connection is dropped as lost, error 2013, an outage (none when None: a
+    migration's ALTER may take its time). The services set one: a database that hangs rather
+    than fails (its network dropping packets) held them for as long as it hung."""
+    connect_args: dict[str, object] = {}
+    if lock_wait_seconds is not None:
+        connect_args["init_command"] = (
+            f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"
+        )
+    if timeout_seconds is not None:
+        connect_args["read_timeout"] = timeout_seconds
     return create_async_engine(
         database_url,
         pool_size=pool_size,

@@ -45,6 +45,8 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_IDEMPOTENCY_TTL_SECONDS", "100000000000"),
         ("PAYOUTS_SHUTDOWN_DRAIN_SECONDS", "inf"),  # the first SIGTERM never stopped the API
         ("PAYOUTS_API_KEY_CACHE_SECONDS", "inf"),  # a deactivated key would never take effect
+        ("PAYOUTS_API_DATABASE_TIMEOUT_SECONDS", "5"),  # not above the lock wait (5)
+        ("PAYOUTS_API_DATABASE_TIMEOUT_SECONDS", "0"),
         ("PAYOUTS_LOG_LEVEL", "LOUD"),
         ("PAYOUTS_AMQP_URL", "amqp:///payouts"),
         ("PAYOUTS_AMQP_URL", "http://127.0.0.1:5672/"),

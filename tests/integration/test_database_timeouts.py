@@ -1,0 +1,74 @@
+"""A database that hangs rather than fails (its network drops packets, the server stops
+answering): the API answers 503 within its database timeout instead of holding the request for
+as long as the database hangs, and serves again once it answers."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_process_api
+from tests.support.amqp import eventually
+from tests.support.api_helpers import API, auth, payout_body
+from tests.support.tcp_proxy import HangingProxy
+
+TIMEOUT_SECONDS = 2.0
+
+
+@pytest.fixture
+async def proxy(settings: Settings) -> AsyncIterator[HangingProxy]:
+    database = urlsplit(settings.database_url)
+    assert database.hostname is not None and database.port is not None
+    async with HangingProxy(database.hostname, database.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+async def api(settings: Settings, proxy: HangingProxy) -> AsyncIterator[httpx.AsyncClient]:
+    database = urlsplit(settings.database_url)
+    through_proxy = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.port}")
+    quick = settings.model_copy(
+        update={
+            "database_url": urlunsplit(through_proxy),
+            "api_lock_wait_seconds": 1,
+            "api_database_timeout_seconds": TIMEOUT_SECONDS,
+        }
+    )
+    async with in_process_api(quick) as client:
+        yield client
+        proxy.resume()  # whatever the test's end: the app's shutdown writes its request log
+
+
+async def test_a_hanging_database_is_a_503_within_the_timeout_and_then_served_again(
+    api: httpx.AsyncClient, proxy: HangingProxy, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    assert (await api.get(f"{API}/balance", headers=auth(merchant, ""))).status_code == 200
+    key = str(uuid.uuid4())
+    body = payout_body()
+
+    proxy.hang()
+    for method, path, headers, json in (
+        ("GET", "/balance", auth(merchant, ""), None),
+        ("POST", "/payouts", auth(merchant, key), body),
+        ("GET", "/payouts", auth(merchant, ""), None),
+    ):
+        # The pool's connection times out, then (the pool invalidated) a new one's greeting.
+        async with asyncio.timeout(3 * TIMEOUT_SECONDS):
+            answer = await api.request(method, f"{API}{path}", headers=headers, json=json)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    proxy.resume()
+
+    async def created() -> httpx.Response:
+        answer = await api.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+        assert answer.status_code == 201, answer.text
+        return answer
+
+    payout = (await eventually(created, timeout=15)).json()["data"]
+    listed = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
+    assert [p["id"] for p in listed.json()["data"]["payouts"]] == [payout["id"]]

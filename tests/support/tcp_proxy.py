@@ -1,0 +1,63 @@
+"""A TCP proxy in front of a real server, for a dependency that hangs rather than fails: once
+`hang()` is called it forwards no byte either way and keeps every connection open, new ones
+included (a network that drops packets, a server that stopped answering); `resume()` forwards
+again, the held bytes first."""
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+
+class HangingProxy:
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream_host, self.upstream_port = upstream_host, upstream_port
+        self.port = 0
+        self._forwarding = asyncio.Event()
+        self._forwarding.set()
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    def hang(self) -> None:
+        self._forwarding.clear()
+
+    def resume(self) -> None:
+        self._forwarding.set()
+
+    async def __aenter__(self) -> "HangingProxy":
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        server_in, server_out = await asyncio.open_connection(
+            self.upstream_host, self.upstream_port
+        )
+        for source, sink in ((client_in, server_out), (server_in, client_out)):
+            pump = asyncio.create_task(self._pump(source, sink))
+            self._pumps.add(pump)
+            pump.add_done_callback(self._pumps.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(ConnectionError):
+                while chunk := await source.read(65536):
+                    await self._forwarding.wait()
+                    sink.write(chunk)
+                    await sink.drain()
+        finally:
+            sink.close()
