@@ -108,6 +108,10 @@ async def get_current_merchant(
     if merchant is None:
         merchant = await merchant_of_digest(session, digest)
         merchants.remember(digest, merchant)
+        # The connection goes back to the pool: it was held, its transaction open, for as long
+        # as a client took to send its body (read after this), and a few slow clients had them
+        # all.
+        await session.commit()
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
         # Counted before anything is judged: a call refused for its query (an unknown or

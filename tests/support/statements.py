@@ -31,8 +31,9 @@ CACHE_REFRESHES = (
 class Counted:
     statements: list[str] = field(default_factory=list)
     cache_refreshes: list[str] = field(default_factory=list)  # also in statements
+    # Neither counts the end of a transaction that only refreshed a cache.
     commits: int = 0
-    rollbacks: int = 0  # but those ending a transaction that only refreshed a cache
+    rollbacks: int = 0
 
     @property
     def own_statements(self) -> list[str]:
@@ -60,8 +61,8 @@ def counting_statements() -> Iterator[Counted]:
         only_refreshing[conn] = only_refreshing.get(conn, True) and refresh
 
     def commit(conn: Connection) -> None:
-        only_refreshing.pop(conn, None)
-        counted.commits += not _background(conn)
+        if not only_refreshing.pop(conn, False):
+            counted.commits += not _background(conn)
 
     def rollback(conn: Connection) -> None:
         if not only_refreshing.pop(conn, False):
