@@ -10,6 +10,7 @@ import typer
 from contracts.db.models import OutboxMessage
 from contracts.pipeline_health import parked_outbox_rows
 from contracts.topology import PAYOUT_ID_HEADER
+from contracts.wire import format_timestamp
 
 outbox_app = typer.Typer(help="Outbox rows the relay parked.", no_args_is_help=True)
 
@@ -21,7 +22,8 @@ def _as_json(row: OutboxMessage) -> dict[str, Any]:
         "routing_key": row.routing_key,
         "payout_id": row.headers.get(PAYOUT_ID_HEADER),
         "publish_attempts": row.publish_attempts,
-        "parked_at": row.parked_at.isoformat() if row.parked_at else None,
+        # In UTC, and saying so: a naive time read on a Karachi host was 5 hours off.
+        "parked_at": format_timestamp(row.parked_at) if row.parked_at else None,
         "last_error": row.last_error,
     }
 
