@@ -57,10 +57,21 @@ AmountIn = Annotated[
 _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
+# A time whose offset's `+` a URL's query turned into a space (`+05:00`, sent unencoded).
+_PLUS_SENT_AS_SPACE = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)? \d{2}(?::?\d{2})?", re.ASCII
+)
+
+
 def _iso_8601_only(value: object) -> object:
     """Pydantic would also read `0.5` as seconds since 1970; the contract's times are ISO-8601."""
     if isinstance(value, str) and not _ISO_DATE_START.match(value):
         raise ValueError("must be an ISO-8601 date-time such as 2026-01-31T10:00:00Z")
+    if isinstance(value, str) and _PLUS_SENT_AS_SPACE.fullmatch(value):
+        raise ValueError(
+            "has a space where its offset's + should be: a query string reads + as a space, "
+            "so send it as %2B (2026-01-31T15:00:00%2B05:00)"
+        )
     return value
 
 
