@@ -88,6 +88,9 @@ class UnsafeDestination(ValueError):
     """The endpoint's host resolves to an address webhooks must not be sent to."""
 
 
+MAX_HOST_NAME_LENGTH = 253  # RFC 1035, without the root's trailing dot
+
+
 def endpoint_url_problem(url: str) -> str | None:
     """Why `url` cannot be a webhook endpoint (syntax only), or None."""
     if len(url) > MAX_URL_LENGTH:
@@ -108,12 +111,28 @@ def endpoint_url_problem(url: str) -> str | None:
     if port == 0:
         return "must not use port 0"
     try:
-        sender_host(url)
+        host, _ = sender_host(url)
     except httpx.InvalidURL as exc:  # the sender's parse: e.g. 010.8.8.8, or a name IDNA refuses
         return f"is not a valid URL ({exc})"
     except UnicodeEncodeError:  # a lone surrogate: a byte not UTF-8, from a command line
         return "is not a valid URL (not UTF-8 text)"
-    return None
+    return _host_name_problem(host)
+
+
+def _host_name_problem(host: str) -> str | None:
+    """A name no resolver looks up: judged with the syntax, as with private URLs allowed (test
+    mode) no lookup judges it, and such a URL was taken and every webhook to it failed."""
+    if ip_literal(host) is not None:
+        return None
+    name = host.removesuffix(".")
+    try:
+        # Labels of 1 to 63 characters, and an xn-- label that decodes.
+        valid = len(name) <= MAX_HOST_NAME_LENGTH and bool(name.encode("idna").decode("idna"))
+    except UnicodeError:
+        valid = False
+    if valid:
+        return None
+    return f"must name a valid host: labels of 1 to 63 characters, {MAX_HOST_NAME_LENGTH} in all"
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}

@@ -14,6 +14,9 @@ from contracts.webhooks import endpoint_url_problem, is_public_address
         "http://merchant.example:8080/hooks?source=mypay",
         "https://93.184.215.14/hook",
         "https://[2606:4700:4700::1111]/hook",
+        "https://xn--bcher-kva.example./hook",
+        "https://bücher.example/hook",
+        "http://localhost:8080/hook",
     ],
 )
 def test_acceptable_urls(url: str) -> None:
@@ -34,6 +37,12 @@ def test_acceptable_urls(url: str) -> None:
         # httpx's parse: `payouts merchant create --webhook-url` ended in a traceback
         ("https://merchant.example/hooks/\udcff", "not UTF-8"),
         ("https://\udcff.example/hooks", "not a valid URL"),
+        # judged by the lookup alone, which test mode (private URLs allowed) skips: taken, then
+        # every webhook failed
+        ("https://" + "a" * 64 + ".example/hook", "must name a valid host"),
+        ("https://a..example/hook", "must name a valid host"),
+        ("https://xn--/hook", "must name a valid host"),
+        ("https://" + "abcdefghi." * 26 + "example/hook", "must name a valid host"),
     ],
 )
 def test_unacceptable_urls(url: str, problem: str) -> None:
