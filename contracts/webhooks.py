@@ -132,7 +132,10 @@ def _host_name_problem(host: str) -> str | None:
         valid = False
     if valid:
         return None
-    return f"must name a valid host: labels of 1 to 63 characters, {MAX_HOST_NAME_LENGTH} in all"
+    return (
+        f"host {host} is not a valid host name (labels of 1 to 63 characters, "
+        f"{MAX_HOST_NAME_LENGTH} in all)"
+    )
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
