@@ -9,6 +9,7 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from faststream.rabbit.schemas import Channel, QueueType
 from prometheus_client import REGISTRY
 
+from contracts.amqp_connection import with_heartbeat
 from contracts.settings import CONSUMER_GRACEFUL_TIMEOUT_SECONDS
 from contracts.topology import WorkQueue
 
@@ -17,7 +18,7 @@ def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") ->
     channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
     metrics = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)
     return RabbitBroker(
-        amqp_url,
+        with_heartbeat(amqp_url),
         default_channel=channel,
         graceful_timeout=CONSUMER_GRACEFUL_TIMEOUT_SECONDS,
         middlewares=[metrics],

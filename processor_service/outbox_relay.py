@@ -38,6 +38,7 @@ from aio_pika.abc import (
 from sqlalchemy import Integer, bindparam, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from contracts.amqp_connection import with_heartbeat
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, table_of
 from contracts.pipeline_health import PARKED
@@ -350,6 +351,6 @@ async def retry_parked(session: AsyncSession, row_id: int | None) -> int:
 
 
 async def open_publisher(amqp_url: str) -> tuple[AbstractRobustConnection, Publisher]:
-    connection = await aio_pika.connect_robust(amqp_url)
+    connection = await aio_pika.connect_robust(with_heartbeat(amqp_url))
     channel = await connection.channel(**CHANNEL_OPTIONS)
     return connection, Publisher(connection, channel)

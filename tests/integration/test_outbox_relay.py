@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 import processor_service.relay_service as relay_service
 from cli.merchants import NewMerchant
+from contracts.amqp_connection import HEARTBEAT_SECONDS
+from contracts.broker import create_broker
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     IdempotencyKey,
@@ -697,6 +699,25 @@ async def test_delayed_row_waits_in_the_retry_queue_then_reaches_the_work_queue(
     assert message.correlation_id == "req-delayed"
     assert orjson.loads(message.body)["payoutId"] == created["id"]
     assert await rabbit.count(PAYOUT_COMMANDS.retry_queue(1)) == 0
+
+
+async def test_the_relay_and_the_consumers_notice_a_silent_broker_within_a_minute(
+    settings: Settings,
+) -> None:
+    """Their connections ask for 15-second heartbeats: with aiormq's default of 60 s, a broker
+    gone silent (a node powered off, a network dropping packets) was noticed after 183 s, the
+    relay and the consumers idle meanwhile."""
+    connection, _ = await open_publisher(settings.amqp_url)
+    async with connection:
+        relay_heartbeat = connection.transport.connection.heartbeat_timeout
+    broker = create_broker(settings.amqp_url, prefetch=1)
+    consumer_connection = await broker.connect()
+    try:
+        consumer_heartbeat = consumer_connection.transport.connection.heartbeat_timeout
+    finally:
+        await broker.stop()
+
+    assert relay_heartbeat == consumer_heartbeat == HEARTBEAT_SECONDS
 
 
 async def test_housekeeping_deletes_sent_rows_past_retention_and_keeps_unsent(
