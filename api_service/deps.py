@@ -108,10 +108,7 @@ async def get_current_merchant(
     if merchant is None:
         merchant = await merchant_of_digest(session, digest)
         merchants.remember(digest, merchant)
-        # The connection goes back to the pool: it was held, its transaction open, for as long
-        # as a client took to send its body (read after this), and a few slow clients had them
-        # all.
-        await session.commit()
+        await before_the_body(session)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
         # Counted before anything is judged: a call refused for its query (an unknown or
@@ -120,6 +117,13 @@ async def get_current_merchant(
         refuse_unexpected_query(request)
         # Otherwise the request's transaction goes on from here (a create: one transaction).
         yield merchant
+
+
+async def before_the_body(session: AsyncSession) -> None:
+    """Ends the transaction of a request's look-ups (its API key, its dashboard session) before
+    its body is read: the connection went back to the pool only after the body had arrived, its
+    transaction open meanwhile, and a few clients sending their bodies slowly had them all."""
+    await session.commit()
 
 
 async def within_request_rate(session: AsyncSession, settings: Settings, merchant_id: str) -> None:

@@ -32,7 +32,7 @@ from sqlalchemy import Column, ColumnElement, MetaData, String, Table, delete, i
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from api_service.deps import SessionDep, SettingsDep, within_request_rate
+from api_service.deps import SessionDep, SettingsDep, before_the_body, within_request_rate
 from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, Timestamp, Uuid
 from contracts.settings import Settings
@@ -275,6 +275,7 @@ async def merchant_session(
     merchant = await merchant_of_session(session, token) if token else None
     if token is None or merchant is None:
         raise SignInRequired(MERCHANT_SIGN_IN)
+    await before_the_body(session)
     # Its actions call the API's services in-process, past get_current_merchant's count.
     await within_request_rate(session, settings, merchant.id)
     return MerchantSession(merchant, token, Signer.of(settings).mac("csrf", token))
@@ -304,6 +305,7 @@ async def operator_session(
     token = session_token(request, SessionKind.OPERATOR, settings)
     if token is None or not await operator_session_is_live(session, token):
         raise SignInRequired(OPERATOR_SIGN_IN)
+    await before_the_body(session)
     return OperatorSession(token, Signer.of(settings).mac("csrf", token))
 
 
