@@ -31,20 +31,25 @@ def create_engine(
     None). `lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
     server's default, 50 s, when None), set once per connection. `timeout_seconds`: how long
     any one read waits for the server (a statement's answer, a new connection's greeting)
-    before the connection is dropped as lost, error 2013, an outage (none when None: a
-    migration's ALTER may take its time). The services set one: a database that hangs rather
-    than fails (its network dropping packets) held them for as long as it hung."""
+    before the connection is dropped as lost, error 2013, an outage; and, as long, for a
+    connection of the pool (PoolTimeout, an outage too; none when None: a migration's ALTER may
+    take its time). The services set one: a database that hangs rather than fails (its network
+    dropping packets) held them for as long as it hung, and the requests queued for the pool
+    behind them up to its default 30 s."""
     connect_args: dict[str, object] = {}
     if lock_wait_seconds is not None:
         connect_args["init_command"] = (
             f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"
         )
+    pool_options: dict[str, object] = {}
     if timeout_seconds is not None:
         connect_args["read_timeout"] = timeout_seconds
+        pool_options["pool_timeout"] = timeout_seconds
     return create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
+        **pool_options,
         # No pre-ping: it costs a round trip per checkout on the hot path. A connection found
         # dead fails its one request (API: 503, retryable; consumers: retried) and SQLAlchemy
         # then invalidates the whole pool, so an outage costs one error, not one per connection.

@@ -36,6 +36,7 @@ async def api(settings: Settings, proxy: HangingProxy) -> AsyncIterator[httpx.As
             "database_url": urlunsplit(through_proxy),
             "api_lock_wait_seconds": 1,
             "api_database_timeout_seconds": TIMEOUT_SECONDS,
+            "db_pool_size": 1,  # two connections with the overflow
         }
     )
     async with in_process_api(quick) as client:
@@ -72,3 +73,21 @@ async def test_a_hanging_database_is_a_503_within_the_timeout_and_then_served_ag
     payout = (await eventually(created, timeout=15)).json()["data"]
     listed = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
     assert [p["id"] for p in listed.json()["data"]["payouts"]] == [payout["id"]]
+
+
+async def test_requests_queued_for_the_pool_get_their_503_within_the_timeout_too(
+    api: httpx.AsyncClient, proxy: HangingProxy, make_merchant: MerchantFactory
+) -> None:
+    """Ten requests, two connections: the ones waiting for a connection waited behind the hung
+    ones up to the pool's own timeout (SQLAlchemy's 30 s); answers came after 2, 4, 6 ... 18 s."""
+    merchant = await make_merchant()
+    assert (await api.get(f"{API}/balance", headers=auth(merchant, ""))).status_code == 200
+
+    proxy.hang()
+    # A wait for a connection, then its read, then (the pool invalidated) a new one's greeting.
+    async with asyncio.timeout(3 * TIMEOUT_SECONDS + 1):
+        answers = await asyncio.gather(
+            *(api.get(f"{API}/balance", headers=auth(merchant, "")) for _ in range(10))
+        )
+
+    assert {answer.status_code for answer in answers} == {503}
