@@ -670,11 +670,13 @@ class EventDelivery:
         the server committed), so the deliveries are read back. An outcome the database shows
         recorded keeps its decision: a retry must carry the new due time, the only one its
         delivery now waits for (with the old one it would come back superseded, and the
-        delivery would wait for a retry no message carries). The others are written again after
-        a short wait when the database only blinked (an attempt the endpoint took, unrecorded,
-        was sent to it again); once the waits are used up, or when the read fails too (nothing
-        tells whether the attempts were written), they take the ladder as after any database
-        failure."""
+        delivery would wait for a retry no message carries). Those whose row still holds their
+        lease were not written (a record clears the lease it is written under): they are written
+        again after a short wait when the database only blinked (an attempt the endpoint took,
+        unrecorded, was sent to it again). The others, those once the waits are used up, and
+        all of them when the read fails too, take the ladder as after any database failure: a
+        row that changed hands may hold the attempts already, and writing them again would
+        record one call twice."""
         try:
             async with self.sessions() as session:
                 found = await deliveries_of(session, [o.request.event.id for o in outcomes])
@@ -683,12 +685,16 @@ class EventDelivery:
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
             return [self._database_failed(outcome.request, exc) for outcome in outcomes]
-        unwritten = [
-            index
-            for index, outcome in enumerate(outcomes)
-            if not recorded(outcome.delivery, found.get(outcome.request.event.id))
-        ]
         decisions = [outcome.decision for outcome in outcomes]
+        unwritten = []
+        for index, outcome in enumerate(outcomes):
+            row = found.get(outcome.request.event.id)
+            if recorded(outcome.delivery, row):
+                continue
+            if row is not None and row.lease_token == outcome.delivery.lease_token:
+                unwritten.append(index)
+            else:
+                decisions[index] = self._database_failed(outcome.request, exc)
         if not unwritten:
             return decisions
         if retry_waits and is_outage(exc):

@@ -81,6 +81,7 @@ from tests.support.webhook_flow import (
     resend,
     retry_of,
     running_webhook_service,
+    set_delivery,
     up_the_ladder,
     waiting_copies,
 )
@@ -1538,6 +1539,36 @@ async def test_an_attempt_the_database_blinked_on_is_recorded_not_sent_again(
     assert len(receiver.requests) == 1
     await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
     assert len(await attempts_of(sessions, event_id_of(row))) == 1
+
+
+async def test_a_record_lost_on_the_way_back_for_a_row_that_changed_hands_is_not_written_again(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record commits, its answer is lost (2013), and the row shows another lease (ours ran
+    out while the database was slow): nothing tells the attempt is not written, and writing it
+    again recorded the one call twice."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    event_id = event_id_of(row)
+    with connection_lost_after_a_record_commits(monkeypatch):
+        losing_record = delivery_module.record_attempts
+
+        async def record(*args: Any, **kwargs: Any) -> int:
+            await set_delivery(sessions, event_id, lease_token="another-replicas-lease")
+            return await losing_record(*args, **kwargs)
+
+        monkeypatch.setattr(delivery_module, "record_attempts", record)
+        async with event_delivery(
+            sessions, webhook_settings, lease_seconds=10, max_batch=8
+        ) as delivery:
+            await delivery.deliver(first_request(row))
+
+    assert len(receiver.requests) == 1
+    assert len(await attempts_of(sessions, event_id)) == 1
 
 
 @contextmanager
