@@ -17,6 +17,12 @@ from contracts.webhooks import endpoint_url_problem, is_public_address
         "https://xn--bcher-kva.example./hook",
         "https://bücher.example/hook",
         "http://localhost:8080/hook",
+        # IDNA 2008 names the sender reaches, which Python's IDNA 2003 codec refuses
+        "https://straße.de/hook",
+        "https://xn--strae-oqa.de/hook",
+        "https://βόλος.gr/hook",
+        "https://ශ්\u200dරී.lk/hook",
+        "https://host_name.internal/hook",
     ],
 )
 def test_acceptable_urls(url: str) -> None:
