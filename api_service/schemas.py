@@ -59,7 +59,7 @@ _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 # A time whose offset's `+` a URL's query turned into a space (`+05:00`, sent unencoded).
 _PLUS_SENT_AS_SPACE = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)? \d{2}(?::?\d{2})?", re.ASCII
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)? \d{2}(?::?\d{2})?", re.ASCII
 )
 
 
