@@ -5,6 +5,7 @@ tests then publish the outbox rows to RabbitMQ as the relay would (message id = 
 """
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -632,34 +633,38 @@ async def test_after_rotation_both_secrets_sign(
     )
 
 
-@pytest.mark.usefixtures("webhook_service")
 async def test_a_retry_after_a_rotation_without_grace_is_signed_with_the_new_secret(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     rabbit: RabbitClient,
     receiver: WebhookReceiver,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The first attempt may still be signed with the secret just retired (the endpoint is
-    cached for 2 s) and be refused; its retry reads the endpoint again. Before, the whole
-    ladder (here 2.1 s; after a clock advance, a fraction of a second) ran on the cached
-    endpoint, and every attempt was refused."""
+    cached, for 2 s; for a minute here, so that a slow machine cannot let it expire first) and
+    be refused; its retry reads the endpoint again. Before, the whole ladder (after a clock
+    advance, a fraction of a second) ran on the cached endpoint, and every attempt was
+    refused."""
+    monkeypatch.setattr(webhook_app, "EndpointCache", functools.partial(EndpointCache, 60.0))
     merchant = await make_merchant(webhook_url=receiver.url)
     warm_up = await new_event_row(api_client, sessions, merchant)
-    await relay(rabbit, warm_up)
-    await reaches(sessions, event_id_of(warm_up), DeliveryStatus.DELIVERED, attempts=1)
-    rotated = await api_client.post(
-        f"{API}/webhook-endpoint/rotate-secret",
-        json={"previousSecretGraceHours": 0},
-        headers=auth(merchant),
-    )
-    assert rotated.status_code == 200, rotated.text
-    receiver.verify_with(rotated.json()["data"]["secret"])
-    row = await new_event_row(api_client, sessions, merchant)
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, warm_up)
+        await reaches(sessions, event_id_of(warm_up), DeliveryStatus.DELIVERED, attempts=1)
+        rotated = await api_client.post(
+            f"{API}/webhook-endpoint/rotate-secret",
+            json={"previousSecretGraceHours": 0},
+            headers=auth(merchant),
+        )
+        assert rotated.status_code == 200, rotated.text
+        receiver.verify_with(rotated.json()["data"]["secret"])
+        row = await new_event_row(api_client, sessions, merchant)
 
-    await relay(rabbit, row)
+        await relay(rabbit, row)
 
-    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
     attempts = await attempts_of(sessions, event_id_of(row))
     assert [attempt.status_code for attempt in attempts] == [REFUSED, 200]
 
