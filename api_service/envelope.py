@@ -7,6 +7,8 @@ import orjson
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from contracts.wire import TimestampText
+
 JSON = "application/json"
 
 
@@ -31,7 +33,7 @@ class ErrorBody(BaseModel):
     message: str
     details: list[dict[str, Any]] | None = None
     requestId: str
-    timestamp: str
+    timestamp: TimestampText
 
 
 class ErrorEnvelopeSchema(BaseModel):

@@ -11,14 +11,12 @@ import yaml
 from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
-from pydantic_core.core_schema import IncExDictSerSchema, IncExSeqSerSchema, SerSchema
+from pydantic.json_schema import models_json_schema
 
 from contracts.broker import consumed_queue
 from contracts.domain.statuses import EventType
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue
-from contracts.wire import format_timestamp
 
 TITLE = "Payout sandbox messages"
 VERSION = "1.0.0"
@@ -111,25 +109,12 @@ def _name_the_routing_keys(document: dict[str, Any]) -> None:
         operation["bindings"]["amqp"]["cc"] = [*_PUBLISHED_KEYS[name], name]
 
 
-class _PublishedSchema(GenerateJsonSchema):
-    """A Timestamp's serializer returns a plain str: still document it as a date-time."""
-
-    def ser_schema(
-        self,
-        schema: "SerSchema | IncExSeqSerSchema | IncExDictSerSchema",
-    ) -> JsonSchemaValue | None:
-        if schema.get("function") is format_timestamp:
-            return {"type": "string", "format": "date-time"}
-        return super().ser_schema(schema)
-
-
 def published_schemas() -> dict[str, Any]:
     """The bodies as published (serialization schemas): FastStream documents what a subscriber
     accepts, where `amount` may be a number; every publisher sends a string."""
     _, schema = models_json_schema(
         [(model, "serialization") for model in MESSAGE_MODELS],
         ref_template="#/components/schemas/{model}",
-        schema_generator=_PublishedSchema,
     )
     definitions: dict[str, Any] = schema["$defs"]
     return definitions

@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints
+from pydantic import BaseModel, ConfigDict, PlainSerializer, StringConstraints, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from contracts.domain.money import format_amount
@@ -30,7 +30,12 @@ def whole_number(text: str | bytes | None, *, max_digits: int = 18) -> int | Non
 
 RowId = Annotated[str, StringConstraints(min_length=36, max_length=36)]  # a UUID's text
 MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
-Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str)]
+# A time on the wire (format_timestamp's ISO-8601, UTC, with a Z) is documented as a date-time:
+# a plain string, a client generated from the OpenAPI document took it for text.
+_DATE_TIME = WithJsonSchema({"type": "string", "format": "date-time"})
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str), _DATE_TIME]
+# The same, where a view is given the text already formatted.
+TimestampText = Annotated[str, _DATE_TIME]
 
 
 class WireModel(BaseModel):

@@ -21,7 +21,7 @@ from api_service.pagination import (
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.ledger import JournalKind
-from contracts.wire import format_timestamp
+from contracts.wire import TimestampText, format_timestamp
 
 router = APIRouter(prefix="/balance", tags=["balance"])
 _HISTORY_ORDER = (LedgerLine.id,)
@@ -51,7 +51,7 @@ class LedgerEntryView(BaseModel):
     availableAfter: str | None
     payoutId: str | None
     description: str
-    createdAt: str
+    createdAt: TimestampText
 
 
 class BalanceHistory(BaseModel):

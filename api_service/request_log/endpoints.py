@@ -14,7 +14,7 @@ from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, SandboxDisabled, ValidationFailed, error_responses
 from contracts.db.engine import utcnow
 from contracts.db.models import REQUEST_LOG_RETENTION, ApiRequestRecord
-from contracts.wire import format_timestamp
+from contracts.wire import TimestampText, format_timestamp
 
 router = APIRouter(tags=["sandbox"], dependencies=SANDBOX_ONLY)
 REQUESTS_PATH = "/requests"
@@ -39,7 +39,7 @@ class ApiRequestView(BaseModel):
     retryAfterSeconds: int | None
     requestBody: str | None
     responseBody: str | None
-    startedAt: str
+    startedAt: TimestampText
 
 
 class ApiRequestPage(BaseModel):

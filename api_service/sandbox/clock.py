@@ -45,7 +45,7 @@ from contracts.db.models import (
     table_of,
 )
 from contracts.domain.statuses import PayoutStatus
-from contracts.wire import format_timestamp
+from contracts.wire import TimestampText, format_timestamp
 
 # The clock as the advance left it (this transaction holds its row), kept in its history.
 _RECORD_ADVANCE = insert(table_of(SandboxClockAdvance)).from_select(
@@ -109,16 +109,16 @@ class ScheduledActionView(BaseModel):
     payoutId: str
     action: str = Field(description="SCRIPT_STEP | EXPIRE_DECISION | EXPIRE_QUEUE")
     step: int | None
-    dueAt: str = Field(description="Sandbox time")
-    appliedAt: str | None = Field(description="Real time")
+    dueAt: TimestampText = Field(description="Sandbox time")
+    appliedAt: TimestampText | None = Field(description="Real time")
     result: str | None = Field(description="APPLIED | SKIPPED | ERROR")
     statusAfter: str | None
 
 
 class ClockView(BaseModel):
     offsetSeconds: int
-    realTime: str
-    sandboxTime: str
+    realTime: TimestampText
+    sandboxTime: TimestampText
     scheduled: list[ScheduledActionView] = Field(description="The next actions not yet applied")
     recent: list[ScheduledActionView] = Field(description="The latest actions applied")
 
@@ -130,8 +130,8 @@ class ClockEnvelope(SuccessEnvelope[ClockView]):
 class AdvancedClockView(BaseModel):
     offsetSeconds: int
     advancedSeconds: int
-    realTime: str
-    sandboxTime: str
+    realTime: TimestampText
+    sandboxTime: TimestampText
     due: list[ScheduledActionView] = Field(
         description="What the advance made due, in due-time order, as it was when the advance "
         "was made: not applied yet, so appliedAt, result and statusAfter are null (the answer "

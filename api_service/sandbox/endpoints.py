@@ -38,6 +38,7 @@ from contracts.webhook_chaos import (
     WebhookChaos,
     chaos_of,
 )
+from contracts.wire import TimestampText
 
 SANDBOX_PREFIX = "/sandbox"
 router = APIRouter(prefix=SANDBOX_PREFIX, tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -260,7 +261,7 @@ class ReadinessSummaryView(BaseModel):
 class ReadinessView(BaseModel):
     items: list[ReadinessItemView]
     summary: ReadinessSummaryView
-    since: str | None = Field(
+    since: TimestampText | None = Field(
         description=(
             "When this readiness run started (`POST /sandbox/readiness/restart`): the report "
             "counts the payouts you created, the webhooks made and attempted, and the API calls "

@@ -11,6 +11,7 @@ from api_service.webhooks.service import ATTEMPTS_SHOWN
 from contracts.domain.statuses import EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
+from contracts.wire import TimestampText
 
 
 class UpdateWebhookEndpoint(RequestModel):
@@ -50,7 +51,7 @@ class WebhookAttemptView(BaseModel):
     chaos: str | None = Field(
         description="What sandbox webhook chaos did to this attempt (PUT /sandbox/webhook-chaos)"
     )
-    createdAt: str
+    createdAt: TimestampText
 
 
 class WebhookDeliveryView(BaseModel):
@@ -65,13 +66,13 @@ class WebhookDeliveryView(BaseModel):
     )
     lastStatusCode: int | None
     lastError: str | None
-    nextAttemptAt: str | None = Field(
+    nextAttemptAt: TimestampText | None = Field(
         description="RETRYING: when the next attempt is due, on your sandbox clock (real time "
         "unless you advanced it)"
     )
-    deliveredAt: str | None
-    createdAt: str
-    updatedAt: str
+    deliveredAt: TimestampText | None
+    createdAt: TimestampText
+    updatedAt: TimestampText
     attempts: list[WebhookAttemptView] = Field(
         description=f"The latest {ATTEMPTS_SHOWN} attempts, oldest first "
         "(`attemptCount` counts them all)"
@@ -96,10 +97,10 @@ class PayoutEventView(BaseModel):
 
     id: str
     type: str = Field(json_schema_extra={"enum": [event_type.value for event_type in EventType]})
-    createdAt: str
+    createdAt: TimestampText
     event: str
     payout: PayoutView
-    sandboxTime: str | None = Field(
+    sandboxTime: TimestampText | None = Field(
         default=None,
         description="Only on a change the sandbox clock caused (a scheduled step that came "
         "due, e.g. after POST /sandbox/clock/advance): your sandbox time it was due at. "
@@ -118,7 +119,7 @@ class PayoutEventListEnvelope(SuccessEnvelope[PayoutEventList]):
 
 class WebhookEndpointView(BaseModel):
     url: str | None
-    previousSecretExpiresAt: str | None = Field(
+    previousSecretExpiresAt: TimestampText | None = Field(
         description="While set, webhooks are signed with the previous secret too"
     )
 

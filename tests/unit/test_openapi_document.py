@@ -268,3 +268,31 @@ def test_every_answer_declares_its_request_id_and_a_keyed_one_its_replay_mark() 
             assert replay_marked is (keyed and status[0] in "24"), (method, path, status)
     payouts = document()["paths"]["/api/v1/payouts"]["post"]["responses"]
     assert "Retry-After" in payouts["429"]["headers"]  # kept beside the added ones
+
+
+def _time_properties(schemas: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every property of the schemas named as a time (…At, …Time, timestamp, since)."""
+    return [
+        (name, field, schema)
+        for name, component in schemas.items()
+        for field, schema in component.get("properties", {}).items()
+        if field.endswith(("At", "Time")) or field in ("timestamp", "since")
+    ]
+
+
+def _formats(schema: dict[str, Any]) -> set[str | None]:
+    branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+    return {branch.get("format") for branch in branches}
+
+
+def test_every_time_on_the_wire_is_documented_as_a_date_time() -> None:
+    """They were plain strings in the OpenAPI (and date-times in the AsyncAPI, for the same
+    payout): a client generated from it took `createdAt` for text (found by a review that
+    generated models from both documents)."""
+    schemas = document()["components"]["schemas"]
+    times = _time_properties(schemas)
+    assert {"PayoutView", "ErrorBody", "WebhookDeliveryView", "ClockView"} <= {
+        name for name, _, _ in times
+    }
+    for name, field, schema in times:
+        assert _formats(schema) == {"date-time"}, (name, field, schema)
