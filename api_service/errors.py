@@ -247,15 +247,30 @@ IDEMPOTENCY_ERRORS: tuple[type[ApiError], ...] = (
     UnsupportedMediaType,
 )
 
-# Every 429 says when to come back.
-_HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
-    429: {
+
+def _retry_after(description: str, *, required: bool) -> dict[str, Any]:
+    return {
         "Retry-After": {
-            "description": "Seconds to wait before retrying",
-            "required": True,
+            "description": description,
+            "required": required,
             "schema": {"type": "integer", "minimum": 1},
         }
     }
+
+
+# Every 429 says when to come back; some 409s and 503s do too.
+_HEADERS_BY_STATUS: dict[int, dict[str, Any]] = {
+    409: _retry_after(
+        "Seconds to wait before retrying, when the conflict passes by itself (a reinitiate "
+        "while the payout's FAILED outcome is being applied)",
+        required=False,
+    ),
+    429: _retry_after("Seconds to wait before retrying", required=True),
+    503: _retry_after(
+        "Seconds to wait before retrying, on a 503 a sandbox fault injected (a dependency's "
+        "503 has none)",
+        required=False,
+    ),
 }
 
 

@@ -296,3 +296,22 @@ def test_every_time_on_the_wire_is_documented_as_a_date_time() -> None:
     }
     for name, field, schema in times:
         assert _formats(schema) == {"date-time"}, (name, field, schema)
+
+
+def test_every_409_and_503_documents_the_retry_after_it_may_carry() -> None:
+    """An injected 503 and a reinitiate's 409 while a failure is applied carry Retry-After; the
+    document listed it on 429s only, so a generated client never read it (the review of
+    generated clients)."""
+    answers = [
+        (method, path, status, answer)
+        for method, path, operation in operations()
+        for status, answer in operation["responses"].items()
+        if status in ("409", "503") and path != "/api/v1/ready"  # its 503 is a report
+    ]
+    assert ("post", "/api/v1/payouts/{payout_id}/reinitiate", "409") in {
+        (method, path, status) for method, path, status, _ in answers
+    }
+    for method, path, status, answer in answers:
+        retry_after = answer.get("headers", {}).get("Retry-After")
+        assert retry_after is not None, (method, path, status)
+        assert retry_after["required"] is False, (method, path, status)
