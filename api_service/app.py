@@ -40,6 +40,7 @@ from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.openapi import document_the_sandbox
 from api_service.server import drain_on_sigterm
 from api_service.usage_limits import KeyQuota
+from api_service.webhooks.documented import document_the_webhook
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.host_lookup import HostResolver
 from contracts.settings import Settings, get_settings
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, api_prefix=API_PREFIX, enabled=settings.sandbox_enabled, probes=probes
     )
     document_answers_as_given(app, probes=probes)
+    document_the_webhook(app)
     serve_documents_under_the_base_path(app)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)

@@ -8,7 +8,7 @@ from api_service.envelope import SuccessEnvelope
 from api_service.pagination import Pagination
 from api_service.schemas import WHOLE_NUMBER, RequestModel, SettingRequest
 from api_service.webhooks.service import ATTEMPTS_SHOWN
-from contracts.domain.statuses import EventType
+from contracts.domain.statuses import LEGACY_EVENT_NAMES, EventType
 from contracts.payout_view import PayoutView
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
 from contracts.wire import TimestampText
@@ -98,7 +98,7 @@ class PayoutEventView(BaseModel):
     id: str
     type: str = Field(json_schema_extra={"enum": [event_type.value for event_type in EventType]})
     createdAt: TimestampText
-    event: str
+    event: str = Field(json_schema_extra={"enum": list(LEGACY_EVENT_NAMES)})
     payout: PayoutView
     sandboxTime: TimestampText | None = Field(
         default=None,

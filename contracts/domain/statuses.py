@@ -97,10 +97,15 @@ EVENT_FOR_STATUS: dict[PayoutStatus, EventType] = {
 }
 
 
+# The original mock's coarse `event` field: created, reinitiated, and every other change.
+LEGACY_EVENT_NAMES = ("PAYOUT_CREATED", "PAYOUT_REINITIATED", "PAYOUT_UPDATED")
+
+
 def legacy_event_name(event_type: EventType) -> str:
     """The original mock's coarse `event` field."""
+    created, reinitiated, updated = LEGACY_EVENT_NAMES
     if event_type is EventType.CREATED:
-        return "PAYOUT_CREATED"
+        return created
     if event_type is EventType.REINITIATED:
-        return "PAYOUT_REINITIATED"
-    return "PAYOUT_UPDATED"
+        return reinitiated
+    return updated

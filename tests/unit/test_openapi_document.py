@@ -12,12 +12,14 @@ import yaml
 
 from api_service.app import create_app
 from api_service.sandbox.faults import FAULT_HEADER
+from api_service.webhooks.documented import WEBHOOK_NAME
 from api_service.webhooks.schemas import PayoutEventView
 from contracts.asyncapi import asyncapi_yaml
 from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.messages import PayoutStatusChanged
 from contracts.payout_view import PayoutView
 from contracts.settings import Settings
+from contracts.webhook_signing import webhook_headers
 
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
 
@@ -315,3 +317,23 @@ def test_every_409_and_503_documents_the_retry_after_it_may_carry() -> None:
         retry_after = answer.get("headers", {}).get("Retry-After")
         assert retry_after is not None, (method, path, status)
         assert retry_after["required"] is False, (method, path, status)
+
+
+def test_the_webhook_is_documented_with_every_header_it_is_sent_with_and_its_body() -> None:
+    """Neither document described the webhook: its body was only an answer of GET /events,
+    its headers nowhere (the review of generated clients)."""
+    [(name, webhook)] = document()["webhooks"].items()
+    operation = webhook["post"]
+    sent = webhook_headers(
+        event_id="evt_1",
+        legacy_event="PAYOUT_CREATED",
+        timestamp=1,
+        body=b"{}",
+        secrets=["whsec_" + "A" * 32],
+    )
+
+    assert name == WEBHOOK_NAME
+    assert {p["name"] for p in operation["parameters"]} == set(sent)
+    assert all(p["in"] == "header" and p["required"] for p in operation["parameters"])
+    [body] = operation["requestBody"]["content"].values()
+    assert body["schema"]["$ref"].split("/")[-1] in document()["components"]["schemas"]
