@@ -16,13 +16,19 @@ from contracts.db.engine import seconds_between, utcnow
 from contracts.db.models import (
     OutboxMessage,
     Payout,
+    PayoutEvent,
     PspCallback,
     ScheduledAction,
     WebhookDelivery,
 )
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
-from contracts.waiting_retries import overdue, pending_unattempted
+from contracts.waiting_retries import (
+    EVENTS_LOOKBACK,
+    overdue,
+    pending_unattempted,
+    undelivered_event,
+)
 from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
@@ -157,6 +163,20 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
                 f"since {_when(since)} UTC with no attempt (is the webhook service running?)"
             ),
             "webhooks PENDING with no attempt",
+        ),
+        # A webhook service makes an event's delivery row when it takes its message (parked at
+        # once for a merchant without a URL): none past the threshold, no webhook service took
+        # it. (The relay's sweep makes the row after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS, and
+        # the line above takes over; with the webhook services down, this said nothing until
+        # then, nor ever with the relay down too.)
+        _Listing(
+            undelivered_event(stuck_since - EVENTS_LOOKBACK, stuck_since),
+            (PayoutEvent.created_at, PayoutEvent.type, PayoutEvent.id),
+            lambda created, event_type, event: (
+                f"webhook {event_type} (event {event}) recorded at {_when(created)} UTC and "
+                "taken up by no webhook service (is the webhook service running?)"
+            ),
+            "events no webhook service took up",
         ),
         # A retry is attempted when its wait in a TTL queue is over; a lost message is sent
         # again by the relay (processor_service/stalled_retries.py), which no webhook service may

@@ -479,6 +479,39 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
     assert not await reported()
 
 
+async def test_reconcile_command_reports_an_event_no_webhook_service_took_up(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """The webhook services down: an event gets no delivery row until the relay's sweep makes
+    one (after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS; never, with the relay down too), and
+    reconcile said nothing meanwhile, where the runbook says it does (the runbook drill)."""
+    payout = await create_payout(api_client, await make_merchant())
+    # The oldest event of the day looked at (the first listed): nearly a day old.
+    recorded_at = utcnow() - timedelta(hours=23, minutes=59)
+    mine = PayoutEvent.payout_id == payout["id"]
+    async with transaction(sessions) as session:
+        event_id = await session.scalar(select(PayoutEvent.id).where(mine))
+        await session.execute(update(PayoutEvent).where(mine).values(created_at=recorded_at))
+    try:
+        code, output = await _run_cli(
+            settings, "--stuck-minutes", "5", "--max-outbox-lag-seconds", "1e9"
+        )
+    finally:  # out of the way of the reconciles of later tests on this database
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(PayoutEvent).where(mine).values(created_at=utcnow() - timedelta(days=3))
+            )
+
+    assert code == 1, output
+    assert (
+        f"webhook payout.created (event {event_id}) recorded at {recorded_at:%Y-%m-%d %H:%M:%S} "
+        "UTC and taken up by no webhook service (is the webhook service running?)"
+    ) in output
+
+
 async def _delivered_by_hand(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
