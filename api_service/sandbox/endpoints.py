@@ -27,7 +27,7 @@ from api_service.sandbox.fault_settings import (
     save_fault_share,
 )
 from api_service.sandbox.faults import FAULT_RULE, FaultShare, parse_fault
-from api_service.sandbox.readiness import readiness_report
+from api_service.sandbox.readiness import Verdict, readiness_report
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
 from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, WebhookChaosSetting
@@ -247,7 +247,7 @@ async def delete_webhook_chaos(merchant: CurrentMerchant, session: SessionDep) -
 class ReadinessItemView(BaseModel):
     id: str
     title: str
-    status: str = Field(description="passed | failed | not_tried")
+    status: Verdict
     evidence: str
 
 

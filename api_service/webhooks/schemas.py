@@ -10,6 +10,7 @@ from api_service.schemas import WHOLE_NUMBER, RequestModel, SettingRequest
 from api_service.webhooks.service import ATTEMPTS_SHOWN
 from contracts.domain.statuses import LEGACY_EVENT_NAMES, EventType
 from contracts.payout_view import PayoutView
+from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import MAX_URL_LENGTH, DeliveryStatus
 from contracts.wire import TimestampText
 
@@ -48,7 +49,7 @@ class WebhookAttemptView(BaseModel):
     latencyMs: int
     error: str | None
     responseExcerpt: str | None
-    chaos: str | None = Field(
+    chaos: ChaosKind | None = Field(
         description="What sandbox webhook chaos did to this attempt (PUT /sandbox/webhook-chaos)"
     )
     createdAt: TimestampText

@@ -19,6 +19,7 @@ from contracts.domain.statuses import EventType, PayoutStatus
 from contracts.messages import PayoutStatusChanged
 from contracts.payout_view import PayoutView
 from contracts.settings import Settings
+from contracts.webhook_chaos import ChaosKind
 from contracts.webhook_signing import webhook_headers
 
 ERROR_ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelopeSchema"}
@@ -222,6 +223,13 @@ def test_statuses_destinations_and_event_types_are_documented_as_enums() -> None
     assert event_types == [event_type.value for event_type in EventType]
     published = yaml.safe_load(asyncapi_yaml())["components"]["schemas"]["PayoutView"]
     assert published["properties"]["status"]["enum"] == payout["status"]["enum"]
+    # and the chaos done to an attempt, a readiness item's status, the original mock's event
+    chaos = schemas["WebhookAttemptView"]["properties"]["chaos"]["anyOf"][0]["$ref"]
+    assert schemas[chaos.split("/")[-1]]["enum"] == [kind.value for kind in ChaosKind]
+    verdict = schemas["ReadinessItemView"]["properties"]["status"]["$ref"]
+    assert schemas[verdict.split("/")[-1]]["enum"] == ["passed", "failed", "not_tried"]
+    legacy = schemas["PayoutEventView"]["properties"]["event"]["enum"]
+    assert legacy == ["PAYOUT_CREATED", "PAYOUT_REINITIATED", "PAYOUT_UPDATED"]
 
 
 def _keywords(node: Any) -> set[str]:
