@@ -126,7 +126,7 @@
     const now = announcedStatuses(container);
     const changed = Array.from(now.keys())
       .filter((id) => before.has(id) && before.get(id).status !== now.get(id).status)
-      .map((id) => statusSentence(document.getElementById(id)));
+      .map((id) => statusSentence(container.querySelector("#" + CSS.escape(id))));
     const left = Array.from(before.entries())
       .filter(([id]) => !now.has(id))
       .map(([, was]) => was.name + " is no longer " + was.status + ".");
@@ -199,13 +199,21 @@
           amount.value = "1500.00"; // under the review threshold, so the suffix decides
         }
         for (const row of document.querySelectorAll(".scenarios tr")) row.classList.remove("picked");
+        for (const other of document.querySelectorAll("[data-scenario]")) {
+          other.setAttribute("aria-pressed", "false");
+        }
         button.closest("tr").classList.add("picked");
+        button.setAttribute("aria-pressed", "true");
         accountNumber.focus();
       });
     }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    // A refused form: its first refused field takes the focus, so that a screen reader reads
+    // the field and its error (aria-describedby); left on the page, nothing was said.
+    const refused = document.querySelector("[aria-invalid=true]");
+    if (refused) refused.focus();
     const table = document.querySelector("[data-live-statuses]");
     if (table) liveStatuses(table);
     for (const container of document.querySelectorAll("[data-live-fragment]")) {
