@@ -173,6 +173,10 @@ def summarize(data: PhaseData) -> dict[str, Any]:
             rate(sum(data.in_window(result.answered_at) for result in ok), window), 1
         ),
         "createLatencyMs": _ms(LatencySummary.of_seconds(r.latency for r in in_window)),
+        # Percentiles of the creates answered 2xx: those that failed are not in them.
+        "createsFailed": sum(
+            data.in_window(result.sent_at) for result in data.creates if not result.ok
+        ),
         "createdToFinalMs": _ms(LatencySummary.of_seconds(to_final)),
         "brokerMessagesPerSecond": round(rate(data.outbox_sent_in_window, window), 1),
         "databasePerPayout": {

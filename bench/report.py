@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.sampler import BENCH_PROCESSES
 from bench.stats import ratio
 from bench.targets import STEAL_LIMIT
 
@@ -274,11 +275,17 @@ def _resources(report: dict[str, Any]) -> list[str]:
         "figures add up to about 100 % was runnable all along: the cores, shared by every "
         "process, were its limit. CPU ms per payout: its CPU time over the payouts created in "
         "the same time (the phase's creates/s), in steady state what each payout costs it; "
-        "steadier from run to run than creates/s, which the hour's noise moves.",
+        "steadier from run to run than creates/s, which the hour's noise moves. `system`: all "
+        "but the bench's own load generator and webhook receiver.",
         "",
     ]
     creates = phases[0]["createsPerSecond"]
-    shares = [*sorted(cpu.items(), key=lambda item: -item[1]), ("all", sum(cpu.values()))]
+    system = sum(share for name, share in cpu.items() if name not in BENCH_PROCESSES)
+    shares = [
+        *sorted(cpu.items(), key=lambda item: -item[1]),
+        ("system", system),
+        ("all", sum(cpu.values())),
+    ]
     lines += _table(
         ["process", "CPU %", "CPU ms per payout", "waiting for a core %"],
         [

@@ -46,7 +46,7 @@ from bench.phase import LoadKind, PhaseData, PhaseSpec, summarize, timeline
 from bench.processes import BackgroundProcess
 from bench.reconciliation import reconcile_database
 from bench.report import write_report
-from bench.sampler import ResourceSampler
+from bench.sampler import WEBHOOK_RECEIVER, ResourceSampler
 from bench.stages import (
     StatementCounts,
     create_stage_users,
@@ -135,7 +135,13 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     add("--vhost", default="payouts_bench")
     add("--output-dir", type=Path, default=Path("bench/results"))
     add("--strict", action="store_true", help="exit 1 when a target is missed")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # A warm-up as long as its phase left no window: every rate unmeasured, and --strict passed.
+    if args.warmup >= args.duration:
+        parser.error("--warmup must be shorter than --duration")
+    if 0 < args.half_duration <= args.warmup:
+        parser.error("--warmup must be shorter than --half-duration")
+    return args
 
 
 @dataclass
@@ -271,7 +277,9 @@ def half_rate(args: argparse.Namespace, peak: dict[str, Any]) -> float:
     if args.rate:
         return float(args.rate)
     sustained = float(peak["endToEndPerSecond"])
-    if math.isnan(sustained):  # nothing settled in the window: fall back on what was created
+    # Nothing settled in the window (NaN: no window; 0: none done in it): fall back on what was
+    # created. At 0 the latency phase ran at 1 create/s and judged [5] "at half of peak".
+    if math.isnan(sustained) or sustained <= 0:
         sustained = float(peak["createsPerSecond"])
     return max(sustained / 2, 1.0)
 
@@ -285,7 +293,7 @@ async def run_topology(bench: Bench, index: int, topology: Topology) -> dict[str
     else:
         system = start_system(bench.infra, topology, log_dir, bench.database_urls)
     sampler = ResourceSampler(
-        lambda: {**system.service_pids(), "webhook receiver": bench.receiver_pid}
+        lambda: {**system.service_pids(), WEBHOOK_RECEIVER: bench.receiver_pid}
     )
     phases: list[PhaseData] = []
     summaries: list[dict[str, Any]] = []

@@ -31,6 +31,12 @@ class Sample:
     core_wait: float  # cumulative seconds runnable but waiting for a core
 
 
+# The bench's own processes among those sampled: not the system under test.
+LOAD_GENERATOR = "load generator"
+WEBHOOK_RECEIVER = "webhook receiver"
+BENCH_PROCESSES = frozenset({LOAD_GENERATOR, WEBHOOK_RECEIVER})
+
+
 @dataclass
 class ResourceSampler:
     """`roots`: the processes to watch by name; each counts with its children (uvicorn workers)."""
@@ -44,7 +50,7 @@ class ResourceSampler:
         children = children_by_parent()
         groups = {name: process_tree(pid, children) for name, pid in self.roots().items()}
         groups.update({name: pids_named(comms) for name, comms in SERVERS.items()})
-        groups["load generator"] = [os.getpid()]
+        groups[LOAD_GENERATOR] = [os.getpid()]
         return groups
 
     def sample_now(self) -> None:

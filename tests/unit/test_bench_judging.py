@@ -11,12 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
+import bench.load
 from bench.batch import ITEM_STATUSES, UNKNOWN_ITEM_STATUS, item_results
 from bench.http_client import ConnectionPool, HttpResponse
 from bench.load import TRANSPORT_ERROR, CreateResult
 from bench.processes import core_wait_seconds
 from bench.report import _scaling
-from bench.run import parse_arguments
+from bench.run import half_rate, parse_arguments
 from bench.sampler import Sample, core_wait_share, cpu_share
 from bench.stages import StatementCounts, _mariadb_counts, _mysql_counts, counts_per_payout
 from bench.steal import CpuTimes, steal_share
@@ -693,3 +694,48 @@ def test_the_payroll_is_not_judged_on_webhooks_without_the_webhook_service() -> 
     payroll = verdict(judge(report), PAYROLL)
     assert payroll.met is None
     assert "webhook service not running" in payroll.measured
+
+
+def test_a_create_p99_with_creates_that_failed_is_missed() -> None:
+    """The percentile is of the creates answered 2xx: 3 % of them answered 503 after 2 s and
+    [5] still read met (the bench review)."""
+    report = report_with("half.createsFailed", 31)
+    quiet_create = verdict(judge(report), QUIET_CREATE)
+    assert quiet_create.met is False
+    assert "31 failed" in quiet_create.measured
+
+
+def test_half_of_peak_falls_back_on_the_creates_when_nothing_settled_in_the_peak() -> None:
+    """Nothing settled in the peak's window (0 end-to-end/s, not NaN): the latency phase ran at
+    1 create/s and judged [5] "at half of peak" (the bench review)."""
+    peak = {"endToEndPerSecond": 0.0, "createsPerSecond": 100.0}
+    assert half_rate(parse_arguments([]), peak) == 50.0
+
+
+@pytest.mark.parametrize(
+    "arguments", [["--warmup", "10", "--duration", "10"], ["--warmup", "5", "--half-duration", "5"]]
+)
+def test_a_warmup_that_leaves_no_window_is_refused(arguments: list[str]) -> None:
+    """`--strict --warmup 10 --duration 10` measured nothing, judged nothing, and passed."""
+    with pytest.raises(SystemExit):
+        parse_arguments(arguments)
+
+
+async def test_a_create_never_answered_fails_instead_of_holding_the_phase(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung API held the phase, and `make bench`, for good (the bench review)."""
+
+    async def never_answer(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+
+    monkeypatch.setattr(bench.load, "REQUEST_TIMEOUT_SECONDS", 0.2)
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    target = bench.load.Target("127.0.0.1", server.sockets[0].getsockname()[1])
+    async with server, asyncio.timeout(10):
+        results = await bench.load.closed_loop(
+            target, bench.load.PayoutRequests(["key"], run_tag="t"), concurrency=2, duration=0.3
+        )
+
+    assert results and {(r.status, r.error) for r in results} == {(TRANSPORT_ERROR, "TimeoutError")}
