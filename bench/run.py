@@ -141,6 +141,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--warmup must be shorter than --duration")
     if 0 < args.half_duration <= args.warmup:
         parser.error("--warmup must be shorter than --half-duration")
+    if 0 < args.soak <= args.warmup:
+        parser.error("--warmup must be shorter than --soak")
     return args
 
 

@@ -35,8 +35,8 @@ def reconcile_command(
             min=0,
             max=A_CENTURY / timedelta(minutes=1),
             help="A payout PROCESSING/RETRY/unsubmitted, a scheduled step or expiry past due, a "
-            "PSP outcome not applied, a webhook PENDING with no attempt or a webhook retry past "
-            "due, this long, is stuck",
+            "PSP outcome not applied, an event no webhook service took up, a webhook PENDING "
+            "with no attempt or a webhook retry past due, this long, is stuck",
         ),
     ] = 5,
     max_outbox_lag_seconds: Annotated[
@@ -52,8 +52,8 @@ def reconcile_command(
     hold settled at most once, held funds equal the payouts in flight, each payout's journals
     move its amount between the right accounts and match its status; and the pipeline: no
     payout stuck, no scheduled action long due, no PSP outcome accepted and not applied, no
-    outbox lag, no parked outbox row, no webhook left PENDING with no attempt, no webhook retry
-    long overdue. Exit 1 on any problem."""
+    outbox lag, no parked outbox row, no event no webhook service took up, no webhook left
+    PENDING with no attempt, no webhook retry long overdue. Exit 1 on any problem."""
     thresholds = Thresholds(
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),

@@ -24,7 +24,6 @@ from contracts.db.models import (
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.waiting_retries import (
-    EVENTS_LOOKBACK,
     overdue,
     pending_unattempted,
     undelivered_event,
@@ -32,6 +31,11 @@ from contracts.waiting_retries import (
 from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
+
+
+# How far before the stuck threshold events without a delivery row are looked for (see
+# _listings): reconcile and the Operations page read this many minutes of events, not a day.
+UNDELIVERED_EVENTS_WINDOW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -166,11 +170,13 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
         ),
         # A webhook service makes an event's delivery row when it takes its message (parked at
         # once for a merchant without a URL): none past the threshold, no webhook service took
-        # it. (The relay's sweep makes the row after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS, and
-        # the line above takes over; with the webhook services down, this said nothing until
-        # then, nor ever with the relay down too.)
+        # it. With the webhook services down the line above said nothing until the relay's
+        # sweep made the rows (after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS), nor ever with the
+        # relay down too. Only the events of UNDELIVERED_EVENTS_WINDOW before the threshold are
+        # read, not the whole day the sweep reads once: past it, the sweep made their rows (the
+        # line above), or the relay is down and the outbox lag says so.
         _Listing(
-            undelivered_event(stuck_since - EVENTS_LOOKBACK, stuck_since),
+            undelivered_event(stuck_since - UNDELIVERED_EVENTS_WINDOW, stuck_since),
             (PayoutEvent.created_at, PayoutEvent.type, PayoutEvent.id),
             lambda created, event_type, event: (
                 f"webhook {event_type} (event {event}) recorded at {_when(created)} UTC and "

@@ -21,7 +21,7 @@ on the database every time, say, or dead-lettered).
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -107,12 +107,6 @@ def overdue(late_seconds: ColumnElement[int]) -> ColumnElement[bool]:
 def unleased() -> ColumnElement[bool]:
     """No attempt holds the delivery: no lease, or one that ran out (its consumer died)."""
     return or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
-
-
-# How far back events without a delivery row are looked for: the relay sweeps every minute or
-# so, and an event swept once has a row from then on, so this only needs to cover the relay
-# being down.
-EVENTS_LOOKBACK = timedelta(hours=24)
 
 
 def undelivered_event(since: datetime, until: datetime) -> ColumnElement[bool]:

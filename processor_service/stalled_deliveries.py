@@ -13,9 +13,9 @@ only an operator's `payouts dlq redrive` would move them:
 (A RETRYING delivery whose retry was lost has its own sweep: processor_service.stalled_retries.)
 
 So every little while the relay looks for events recorded more than
-`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last EVENTS_LOOKBACK, and since its last
-round) without a delivery row, and for PENDING deliveries unchanged and held by no attempt for
-that long, and sends each a copy of its event straight to the webhook queue, at the delivery's
+`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last LOOKBACK, and since its last round)
+without a delivery row, and for PENDING deliveries unchanged and held by no attempt for that
+long, and sends each a copy of its event straight to the webhook queue, at the delivery's
 generation. An event without a row gets its PENDING row in the same transaction, and only the
 sweep that made the row sends a copy (another relay's finds it made), so that each copy is
 recorded on a row (`copied_at`): a delivery is copied again only when the copy has not moved it
@@ -54,7 +54,6 @@ from contracts.logging import some_of
 from contracts.outbox import write_outbox
 from contracts.topology import OWN_EVENT_HEADER, PAYOUT_ID_HEADER
 from contracts.waiting_retries import (
-    EVENTS_LOOKBACK,
     RECOPY_AFTER_STALLS,
     event_copy,
     pending_unattempted,
@@ -66,6 +65,9 @@ from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
 log = logging.getLogger("outbox-relay")
 
 BATCH = 500
+# How far back events are looked at: the relay sweeps every minute or so, and an event swept
+# once has a row from then on, so this only needs to cover the relay being down.
+LOOKBACK = timedelta(hours=24)
 
 _DELIVERIES = table_of(WebhookDelivery)
 # An event's first delivery row, made by the sweep: PENDING, free, and copied now. IGNORE: a
@@ -98,9 +100,8 @@ _RECORD_COPIED = (
 @dataclass
 class EventsSwept:
     """Up to when every event is known to have a delivery row. A relay's first round reads the
-    events of the whole EVENTS_LOOKBACK; each later round only those recorded since the round
-    before (every round read the whole day: 60,000 rows for nothing to sweep, with 20,000
-    events)."""
+    events of the whole LOOKBACK; each later round only those recorded since the round before
+    (every round read the whole day: 60,000 rows for nothing to sweep, with 20,000 events)."""
 
     until: datetime | None = None
 
@@ -276,7 +277,7 @@ async def resend_stalled_deliveries(
     batch per transaction; how many. `swept`: kept from round to round by the relay."""
     swept = swept or EventsSwept()
     until = utcnow() - timedelta(seconds=stalled_seconds)
-    since = swept.until or until - EVENTS_LOOKBACK
+    since = swept.until or until - LOOKBACK
     sent = await _every_batch(lambda: _first_deliveries(sessions, since, until))
     swept.until = until
     sent += await _every_batch(lambda: _pending_again(sessions, stalled_seconds))

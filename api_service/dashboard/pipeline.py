@@ -39,7 +39,8 @@ class QueueCount:
 @dataclass(frozen=True)
 class PipelineHealth:
     ledger_problems: list[str]
-    # stuck payouts, outbox lag, parked outbox rows, webhooks PENDING with no attempt
+    # stuck payouts, outbox lag, parked outbox rows, events no webhook service took up,
+    # webhooks PENDING with no attempt
     pipeline_problems: list[str]
     parked_deliveries: int
     queues: list[QueueCount]

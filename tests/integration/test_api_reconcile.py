@@ -33,7 +33,7 @@ from contracts.db.models import (
     WebhookDelivery,
 )
 from contracts.domain.statuses import PayoutStatus
-from contracts.pipeline_health import Thresholds, pipeline_problems
+from contracts.pipeline_health import UNDELIVERED_EVENTS_WINDOW, Thresholds, pipeline_problems
 from contracts.reconcile import ledger_size, reconcile
 from contracts.settings import Settings
 from contracts.topology import COMMANDS_EXCHANGE
@@ -487,29 +487,39 @@ async def test_reconcile_command_reports_an_event_no_webhook_service_took_up(
 ) -> None:
     """The webhook services down: an event gets no delivery row until the relay's sweep makes
     one (after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS; never, with the relay down too), and
-    reconcile said nothing meanwhile, where the runbook says it does (the runbook drill)."""
-    payout = await create_payout(api_client, await make_merchant())
-    # The oldest event of the day looked at (the first listed): nearly a day old.
-    recorded_at = utcnow() - timedelta(hours=23, minutes=59)
-    mine = PayoutEvent.payout_id == payout["id"]
-    async with transaction(sessions) as session:
-        event_id = await session.scalar(select(PayoutEvent.id).where(mine))
-        await session.execute(update(PayoutEvent).where(mine).values(created_at=recorded_at))
+    reconcile said nothing meanwhile, where the runbook says it does (the runbook drill). Only
+    the events of the window before the stuck time are read: past it, the sweep made their
+    rows, and reading the whole day cost every reconcile a day of events (the diff review)."""
+    merchant = await make_merchant()
+    stuck_since = utcnow() - timedelta(hours=10)  # `--stuck-minutes 600`: no other test's rows
+    in_the_window = stuck_since - UNDELIVERED_EVENTS_WINDOW / 2
+    before_it = stuck_since - UNDELIVERED_EVENTS_WINDOW * 2
+    events = {}
+    for recorded_at in (in_the_window, before_it):
+        payout = await create_payout(api_client, merchant)
+        mine = PayoutEvent.payout_id == payout["id"]
+        async with transaction(sessions) as session:
+            events[recorded_at] = await session.scalar(select(PayoutEvent.id).where(mine))
+            await session.execute(update(PayoutEvent).where(mine).values(created_at=recorded_at))
     try:
         code, output = await _run_cli(
-            settings, "--stuck-minutes", "5", "--max-outbox-lag-seconds", "1e9"
+            settings, "--stuck-minutes", "600", "--max-outbox-lag-seconds", "1e9"
         )
     finally:  # out of the way of the reconciles of later tests on this database
         async with transaction(sessions) as session:
             await session.execute(
-                update(PayoutEvent).where(mine).values(created_at=utcnow() - timedelta(days=3))
+                update(PayoutEvent)
+                .where(PayoutEvent.id.in_(events.values()))
+                .values(created_at=utcnow() - timedelta(days=3))
             )
 
     assert code == 1, output
     assert (
-        f"webhook payout.created (event {event_id}) recorded at {recorded_at:%Y-%m-%d %H:%M:%S} "
-        "UTC and taken up by no webhook service (is the webhook service running?)"
+        f"webhook payout.created (event {events[in_the_window]}) recorded at "
+        f"{in_the_window:%Y-%m-%d %H:%M:%S} UTC and taken up by no webhook service (is the "
+        "webhook service running?)"
     ) in output
+    assert events[before_it] not in output
 
 
 async def _delivered_by_hand(

@@ -713,7 +713,12 @@ def test_half_of_peak_falls_back_on_the_creates_when_nothing_settled_in_the_peak
 
 
 @pytest.mark.parametrize(
-    "arguments", [["--warmup", "10", "--duration", "10"], ["--warmup", "5", "--half-duration", "5"]]
+    "arguments",
+    [
+        ["--warmup", "10", "--duration", "10"],
+        ["--warmup", "5", "--half-duration", "5"],
+        ["--warmup", "5", "--soak", "5"],
+    ],
 )
 def test_a_warmup_that_leaves_no_window_is_refused(arguments: list[str]) -> None:
     """`--strict --warmup 10 --duration 10` measured nothing, judged nothing, and passed."""
