@@ -92,6 +92,16 @@ class ApiAnswer:
         return str(self.envelope.get("error", {}).get("message", ""))
 
     @property
+    def page_alert(self) -> str:
+        """The alert above a refused form. The API's message names fields as the API spells them
+        ("Invalid request: delaySeconds"); the form says each error next to its label."""
+        if not self.field_errors:
+            return self.error_message
+        if len(self.field_errors) == 1:
+            return "Not accepted: the field marked below says why."
+        return "Not accepted: the fields marked below say why."
+
+    @property
     def field_errors(self) -> dict[str, str]:
         """The first message per field the API named (`details`)."""
         errors: dict[str, str] = {}

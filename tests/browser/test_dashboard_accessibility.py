@@ -15,6 +15,8 @@ from contracts.db.engine import SessionFactory
 from tests.browser.dashboard import (
     CHROMIUM,
     NO_CHROMIUM,
+    background_behind,
+    contrast,
     new_merchant,
     scroll_regions_out_of_keyboard_reach,
     sign_in,
@@ -183,3 +185,55 @@ async def test_the_current_page_and_the_picked_scenario_are_told_by_more_than_a_
     await page.keyboard.press("Enter")
     await expect(use).to_have_attribute("aria-pressed", "true")
     await expect(page.locator("[data-scenario][aria-pressed=true]")).to_have_count(1)
+
+
+async def test_the_first_tab_skips_the_top_bar_to_the_page(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """Every page began with the brand and eight links of the top bar: a keyboard user tabbed
+    through nine stops on each page before its first field."""
+    page = await sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the page")
+    await expect(skip).to_be_focused()
+    await expect(skip).to_be_in_viewport()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("main")).to_be_focused()
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.closest('main') !== null")
+
+
+async def test_a_fields_edge_stands_out_three_to_one(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """Text fields, lists and scenario options were drawn with an edge of 1.48:1 on the card:
+    where a field begins was hard to see (WCAG 1.4.11 asks 3:1)."""
+    page = await sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    controls = {
+        "text field": page.get_by_label("Amount (PKR)"),
+        "list": page.locator("select").first,
+        "option": page.locator(".segmented label:not(:has(input:checked))").first,
+    }
+    ratios = {}
+    for name, control in controls.items():
+        edge = await control.evaluate("e => getComputedStyle(e).borderTopColor")
+        ratios[name] = contrast(edge, await background_behind(control))
+    assert all(ratio >= 3 for ratio in ratios.values()), ratios
+
+
+async def test_a_refused_sandbox_form_is_told_in_words_not_in_api_field_names(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """The alert read "Invalid request: delaySeconds" above a form whose field is labelled
+    "Delay (seconds)"."""
+    page = await sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/sandbox")
+    await page.get_by_label("Delay (seconds)").fill("99999")
+    await page.get_by_role("button", name="Save webhook chaos").click()
+
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Not accepted: the field marked below says why."
+    )
+    await expect(page.get_by_label("Delay (seconds)")).to_be_focused()

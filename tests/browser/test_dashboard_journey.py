@@ -324,7 +324,8 @@ async def test_the_focus_ring_and_the_chart_lines_stand_out_at_3_to_1(
     of the balance chart with their legend, against what is behind them."""
     page = await browser_sign_in(context, merchant.api_key)
     await page.goto("/dashboard/balance")
-    await page.keyboard.press("Tab")  # the brand link, first in the top bar
+    await page.keyboard.press("Tab")  # the skip link, then the brand link of the top bar
+    await page.keyboard.press("Tab")
     await expect(page.locator("a.brand")).to_be_focused()
     ring_on_the_bar = await page.locator("a.brand").evaluate(
         "a => getComputedStyle(a).outlineColor"

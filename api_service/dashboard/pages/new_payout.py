@@ -56,7 +56,7 @@ async def _form(
         status_code=answer.status_code if answer else 200,
         values=values,
         errors=errors,
-        error=answer.error_message if answer else None,
+        error=answer.page_alert if answer else None,
         banks=[bank for bank in directory["banks"] if bank["isActive"]],
         wallets=[wallet for wallet in directory["wallets"] if wallet["isActive"]],
         scenarios=scenarios(sandbox=page.settings.sandbox_enabled),

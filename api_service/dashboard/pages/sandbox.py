@@ -110,7 +110,7 @@ async def _sandbox_page(page: MerchantPage, forms: Forms | None = None) -> Respo
         "sandbox.html",
         active="sandbox",
         status_code=refused.status_code if refused else 200,
-        error=refused.error_message if refused else None,
+        error=refused.page_alert if refused else None,
         faults=faults,
         fault_values=forms.fault
         or {"fault": faults["fault"] or "", "percent": str(faults["percent"] or 10)},
