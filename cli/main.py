@@ -315,7 +315,7 @@ def api(
         "port": settings.api_port,
         "workers": settings.api_workers if workers is None else workers,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": "api_service.http_protocol:HeadDeadlineProtocol",  # httptools, with a deadline
         "access_log": False,
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # network dropping its packets) held requests for as long as it hung. Longer than
     # api_lock_wait_seconds, so a row lock waited on fails as a lock wait first.
     api_database_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # A request's head (request line and headers) not complete this long after its connection
+    # (or its first byte, on a kept-alive connection) is answered 408 and its connection closed
+    # (api_service/http_protocol.py): uvicorn alone waited for it for ever.
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.
     rate_limit_per_second: int | None = Field(default=None, ge=0)
