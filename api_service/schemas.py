@@ -156,8 +156,8 @@ AccountNumberIn = Annotated[
         examples=["03001234567", "PK36SCBL0000001123456702"],
         description="10-16 digits; for BANK also a Pakistani IBAN (mod-97 checked, its bank "
         "code bankCode's); for WALLET also a mobile 03XXXXXXXXX (+92 3XX... accepted, stored "
-        "as 03...). Spaces and dashes are ignored. Its last four digits choose the sandbox "
-        "scenario.",
+        "as 03...). Spaces, dashes and direction marks (U+200E, U+202A...) are ignored; digits "
+        "are 0-9. Its last four digits choose the sandbox scenario.",
     ),
 ]
 

@@ -13,7 +13,7 @@ from api_service.errors import ApiError, NotFound, ValidationFailed
 from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
 from contracts.api_keys import new_webhook_secret
 from contracts.db.engine import utcnow
-from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import EXACT, Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
@@ -93,7 +93,10 @@ async def list_deliveries(
 ) -> DeliveryPage:
     conditions: list[ColumnElement[bool]] = [WebhookDelivery.merchant_id == merchant.id]
     if filters.event_id:
-        conditions.append(WebhookDelivery.event_id == filters.event_id)
+        # The column compares as the table does (general_ci: `EVT_…` and `évt_…` found `evt_…`):
+        # its index finds the row, the exact collation keeps only the id given.
+        event_id = WebhookDelivery.event_id
+        conditions += [event_id == filters.event_id, event_id.collate(EXACT) == filters.event_id]
     if filters.payout_id:
         conditions.append(WebhookDelivery.payout_id == filters.payout_id)
     if filters.status:

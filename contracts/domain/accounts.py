@@ -42,9 +42,15 @@ def upper_ascii(text: str) -> str:
     return text.translate(_ASCII_UPPER)
 
 
+# Formatting, not part of a number: spaces, dashes of every kind (U+2011 NON-BREAKING HYPHEN from
+# Word or Android, U+2212 MINUS SIGN), and the direction marks and embeddings a number copied from
+# right-to-left text carries (a contact shared from WhatsApp comes as U+202A ... U+202C).
+_FORMATTING = re.compile(r"[\s\-\u2010-\u2015\u2212\u200e\u200f\u061c\u202a-\u202c\u2066-\u2069]")
+
+
 def normalize_account_number(value: str) -> str:
-    """Spaces and dashes are formatting, not part of the number; IBAN letters upper-case."""
-    return upper_ascii(re.sub(r"[\s-]", "", value))
+    """Formatting dropped (spaces, dashes, direction marks); IBAN letters upper-case."""
+    return upper_ascii(_FORMATTING.sub("", value))
 
 
 def domestic_wallet_number(number: str) -> str:
@@ -59,6 +65,9 @@ def account_number_problem(dest_type: str, account_number: str) -> str | None:
     """None when the number is acceptable for the destination type, else why not."""
     if _PLAIN_ACCOUNT.fullmatch(account_number):
         return None
+    if any(char.isdigit() and not char.isascii() for char in account_number):
+        # Each reads as a digit (an Urdu keyboard's ۰۳۰۰...), yet it is not one the bank takes.
+        return "must be written with the digits 0-9"
     if dest_type == "BANK":
         if account_number.startswith("PK"):
             return None if is_pakistani_iban(account_number) else "is not a valid Pakistani IBAN"

@@ -58,11 +58,32 @@ def invisible_character(text: str) -> str | None:
     return None
 
 
+# What draws nothing on its own: marks and formatting (those writing needs included), separators,
+# a combining accent with no letter under it, and the letters and symbols that are blanks.
+_DRAWS_NOTHING = ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me")
+_BLANK_LETTERS = frozenset(
+    "\u115f\u1160\u3164\uffa0"  # the Hangul fillers
+    "\u2800"  # BRAILLE PATTERN BLANK
+)
+
+
+def shows_something(text: str) -> bool:
+    """Whether the text draws anything: a title made of a right-to-left mark, a joiner or a
+    Hangul filler is as blank on a screen as one of spaces."""
+    return any(
+        unicodedata.category(char) not in _DRAWS_NOTHING and char not in _BLANK_LETTERS
+        for char in text
+    )
+
+
 def text_problem(text: str) -> str | None:
-    """Why a text value is refused (control or invisible formatting characters), if it is."""
+    """Why a text value is refused (control or invisible formatting characters, or nothing to
+    see in it), if it is. An empty text is judged by its field."""
     if has_control_characters(text):
         return "must not contain control characters"
     invisible = invisible_character(text)
     if invisible is not None:
         return f"must not contain {invisible}, an invisible character that changes how text reads"
+    if text and not shows_something(text):
+        return "must contain a visible character"
     return None

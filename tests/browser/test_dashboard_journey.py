@@ -417,6 +417,21 @@ async def test_validation_errors_are_shown_on_the_fields_they_name(
     await expect(page.locator("#amount-error")).to_have_count(0)
 
 
+async def test_the_form_takes_every_title_and_purpose_the_api_takes(
+    context: BrowserContext, merchant: NewMerchant
+) -> None:
+    """Their `maxlength` counted UTF-16 code units, the API counts characters: a title of 60
+    emoji and an Urdu name, which the API takes, lost the name when pasted (unicode review)."""
+    text = "\U0001f600" * 60 + " \u0645\u062d\u0645\u062f \u0639\u0644\u06cc"
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    for label in ("Account title", "Purpose"):
+        field = page.get_by_label(label, exact=True)
+        await field.focus()
+        await page.keyboard.insert_text(text)  # as a paste or an input method does
+        await expect(field).to_have_value(text)
+
+
 async def test_a_filter_refused_is_shown_on_the_filter_form(
     context: BrowserContext, merchant: NewMerchant
 ) -> None:

@@ -127,6 +127,10 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "purpose with a left-to-right override": ({"purpose": "salary \u202dyraS"}, "purpose"),
     "purpose after a byte order mark": ({"purpose": "\ufeffsalary"}, "purpose"),
+    # Nothing to see: stored and paid to, blank on every screen (unicode review).
+    "accountTitle of direction marks only": ({"accountTitle": "\u200e\u200f"}, "accountTitle"),
+    "accountTitle a Hangul filler": ({"accountTitle": "\u3164"}, "accountTitle"),
+    "purpose a braille blank": ({"purpose": "\u2800"}, "purpose"),
     "currency USD": ({"currency": "USD"}, "currency"),
     "purpose 141 chars": ({"purpose": "p" * 141}, "purpose"),
     "amount missing": ({"amount": None}, "amount"),
@@ -286,6 +290,24 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"accountNumber": "0092-300-1234567"},
         {"accountNumber": "03001234567"},
     ),
+    # Copied from right-to-left text (unicode review): refused as "must be 10-16 digits or a
+    # mobile number 03XXXXXXXXX", which is what the merchant saw on the screen.
+    "wallet mobile shared from WhatsApp": (
+        {"accountNumber": "\u202a+92 300 1234567\u202c"},
+        {"accountNumber": "03001234567"},
+    ),
+    "wallet mobile after a left-to-right mark": (
+        {"accountNumber": "\u200e03001234567"},
+        {"accountNumber": "03001234567"},
+    ),
+    "wallet mobile with a non-breaking hyphen": (
+        {"accountNumber": "0300\u20111234567"},
+        {"accountNumber": "03001234567"},
+    ),
+    "IBAN in a left-to-right isolate": (
+        {**BANK, "bankCode": "SCB", "accountNumber": "\u2066PK36 SCBL 0000 0011 2345 6702\u2069"},
+        {"accountNumber": "PK36SCBL0000001123456702", "bankCode": "SCB"},
+    ),
     # A spreadsheet drops the leading 0 of a payroll's mobiles: stored as another account.
     "wallet mobile without its leading 0": (
         {"accountNumber": "3001234567"},
@@ -361,6 +383,22 @@ async def test_null_for_an_optional_field_is_the_field_left_out(
     )
     assert response.status_code == 400
     assert [error["field"] for error in response.json()["error"]["details"]] == ["accountNumber"]
+
+
+async def test_digits_of_another_script_are_named_as_such(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """An Urdu keyboard's digits were refused as "must be 10-16 digits or a mobile number
+    03XXXXXXXXX": eleven digits to the merchant's eye (unicode review)."""
+    merchant = await make_merchant()
+    urdu_digits = "".join(chr(0x06F0 + int(digit)) for digit in "03001234567")
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body(accountNumber=urdu_digits), headers=auth(merchant)
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == [
+        {"field": "accountNumber", "message": "must be written with the digits 0-9"}
+    ]
 
 
 async def test_several_invalid_fields_are_all_named(

@@ -153,6 +153,8 @@ async def test_a_delivery_shows_its_latest_attempts_and_counts_them_all(
         ({"status": "RETRYING"}, []),
         ({"payoutId": "first"}, ["delivered"]),
         ({"eventId": "second"}, ["parked"]),
+        # Event ids compare exactly (the column is general_ci): unicode review.
+        ({"eventId": "SECOND"}, []),
         ({"limit": 1, "page": 2}, ["delivered"]),
     ],
 )
@@ -167,7 +169,11 @@ async def test_deliveries_filter_and_paginate(
         api_client, make_merchant, sessions
     )
     named = {"delivered": delivered, "parked": parked}
-    references = {"first": events[0].payout_id, "second": events[1].id}
+    references = {
+        "first": events[0].payout_id,
+        "second": events[1].id,
+        "SECOND": events[1].id.upper(),
+    }
     query = {key: references.get(value, value) for key, value in query.items()}
 
     data = await list_deliveries(api_client, merchant, **query)

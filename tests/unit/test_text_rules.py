@@ -67,3 +67,23 @@ def test_names_in_any_writing_pass(text: str) -> None:
 
 def test_a_control_character_is_named_as_one_before_anything_invisible() -> None:
     assert text_problem("\u202eAli\x00") == "must not contain control characters"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200f",  # a right-to-left mark alone
+        "\u200c \u200c",  # joiners around a space
+        "\u2067\u2069",  # an empty isolate
+        "\u3164",  # HANGUL FILLER, a letter that draws nothing
+        "\u2800",  # BRAILLE PATTERN BLANK
+        "\u0301",  # a combining accent with no letter under it
+    ],
+)
+def test_a_text_that_draws_nothing_is_refused_as_blank(text: str) -> None:
+    """Each was stored as an account title and paid to: blank on every screen that shows it."""
+    assert text_problem(text) == "must contain a visible character"
+
+
+def test_an_empty_text_is_left_to_its_field() -> None:
+    assert text_problem("") is None
