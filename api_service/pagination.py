@@ -95,11 +95,14 @@ async def list_newest_first(
     conditions: Sequence[ColumnElement[bool]],
     order: Order,
     window: Window,
+    counted: ListQuery | None = None,
 ) -> Listed:
     """`query`'s rows meeting `conditions`, newest first by `order` (each column descending;
     the last one unique), within `window`. Read in one snapshot, with what the caller reads next
     (a page's count and rows; a delivery's attempts, which by cursor were read after an attempt
-    had been recorded that the delivery's row did not show yet)."""
+    had been recorded that the delivery's row did not show yet). A page's total counts `counted`
+    instead, where `query` joins what each of its rows has exactly one of: the join counted
+    too made the optimizer scan the joined table whole."""
     await read_one_snapshot(session)
     newest_first = [column.desc() for column in order]
     if window.after is not None:
@@ -111,8 +114,8 @@ async def list_newest_first(
             )
         ).all()
         return Listed(rows[: window.limit], len(rows) > window.limit, None)
-    counted = select(func.count()).select_from(query.where(*conditions).subquery())
-    total = await session.scalar(counted) or 0
+    rows_counted = (query if counted is None else counted).where(*conditions)
+    total = await session.scalar(select(func.count()).select_from(rows_counted.subquery())) or 0
     rows = (
         await session.execute(
             query.where(*conditions)

@@ -134,7 +134,10 @@ async def get_balance_history(
     query = select(LedgerLine, LedgerJournal).join(
         LedgerJournal, LedgerJournal.id == LedgerLine.journal_id
     )
-    listed = await list_newest_first(session, query, [mine], _HISTORY_ORDER, window)
+    # Every line has its journal: a page's total counts the merchant's lines alone (counting the
+    # join scanned every merchant's lines, 1.5 M rows read at 300,000 payouts: plans review).
+    lines = select(LedgerLine.id)
+    listed = await list_newest_first(session, query, [mine], _HISTORY_ORDER, window, lines)
     entries = [ledger_entry_json(row.LedgerLine, row.LedgerJournal) for row in listed.rows]
     last = listed.rows[-1][0].id if listed.rows else None
     pagination = pagination_json(listed, window, last)

@@ -189,8 +189,12 @@ async def _actions(
 ) -> list[dict[str, Any]]:
     statement = select(ScheduledAction).where(ScheduledAction.merchant_id == merchant_id)
     if applied:
+        # The order of ix_scheduled_actions_merchant (id ends every key of it): by applied_at
+        # and id, MariaDB sorted all of the merchant's applied actions to list 20 (plans review).
         statement = statement.where(ScheduledAction.applied_at.is_not(None)).order_by(
-            ScheduledAction.applied_at.desc(), ScheduledAction.id.desc()
+            ScheduledAction.applied_at.desc(),
+            ScheduledAction.due_at.desc(),
+            ScheduledAction.id.desc(),
         )
     else:
         statement = statement.where(ScheduledAction.applied_at.is_(None)).order_by(

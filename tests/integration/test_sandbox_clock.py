@@ -29,7 +29,7 @@ from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
-from tests.support.statements import explain
+from tests.support.statements import explain, explain_sent, statements_sent
 
 OPENING = Decimal("1000000.00")
 AMOUNT = "1500.00"
@@ -569,3 +569,17 @@ async def test_the_clock_is_not_found_in_production(
         f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant)
     )
     assert (got.status_code, moved.status_code) == (404, 404)
+
+
+async def test_the_clock_lists_what_was_applied_in_the_order_of_its_index(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """By applied_at and id, MariaDB sorted all of a merchant's applied actions to list 20 (51,000
+    rows read, 119 ms, at 300,000 payouts: plans review)."""
+    merchant = await make_merchant()
+    with statements_sent() as sent:
+        await clock(api_client, merchant)
+
+    [recent] = [s for s in sent if "applied_at IS NOT NULL" in s.sql and "ORDER BY" in s.sql]
+    plan = await explain_sent(sessions, recent)
+    assert not [step for step in plan if "filesort" in str(step["Extra"])], plan

@@ -137,6 +137,36 @@ def statements_built(*, every_task: bool = False) -> Iterator[list[str]]:
         setattr(SQLCompiler, "__init__", compile_sql)  # noqa: B010
 
 
+@dataclass(frozen=True)
+class Sent:
+    sql: str  # as the driver got it, whole
+    parameters: Any
+
+
+@contextmanager
+def statements_sent() -> Iterator[list[Sent]]:
+    """Every statement any engine of this process sends while the block runs, whole, with its
+    parameters (to EXPLAIN what a request ran)."""
+    sent: list[Sent] = []
+
+    def keep(_conn: Connection, _cursor: Any, sql: str, parameters: Any, *_args: Any) -> None:
+        sent.append(Sent(sql, parameters))
+
+    event.listen(Engine, "before_cursor_execute", keep)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", keep)
+
+
+async def explain_sent(sessions: SessionFactory, statement: Sent) -> list[dict[str, Any]]:
+    """The server's plan for a statement sent (statements_sent), one dict per table read."""
+    async with sessions() as session:
+        connection = await session.connection()
+        result = await connection.exec_driver_sql(f"EXPLAIN {statement.sql}", statement.parameters)
+        return [dict(row._mapping) for row in result]
+
+
 async def explain(sessions: SessionFactory, statement: ClauseElement) -> list[dict[str, Any]]:
     """The server's plan for `statement`, one dict per table read, in the order read."""
     async with sessions() as session:
