@@ -1,9 +1,8 @@
 """Long-running services: each runs until SIGTERM/SIGINT and then drains its work."""
 
 import asyncio
-import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import uvloop
@@ -11,6 +10,10 @@ import uvloop
 from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging as configure_log_format
 from contracts.settings import InsecureConfiguration, Settings, get_settings
+from contracts.stopping import stop_on_signals
+
+if TYPE_CHECKING:
+    from faststream import FastStream
 
 
 def refuse_to_start_unsafe(command: str, check: Callable[[], None]) -> None:
@@ -35,6 +38,19 @@ def serve(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def serve_app(app: "FastStream") -> None:
+    """Run a FastStream application until a signal stops it (contracts/stopping.py)."""
+
+    async def main() -> None:
+        running = asyncio.create_task(app.run())
+        # Its first step installs FastStream's own signal handlers, which these replace.
+        await asyncio.sleep(0)
+        stop_on_signals(app.exit)
+        await running
+
+    serve(main())
+
+
 def run_outbox_relay() -> None:
     """Publish committed outbox rows to RabbitMQ (several may run at once)."""
     from processor_service.relay_service import run_outbox_relay as relay
@@ -44,9 +60,7 @@ def run_outbox_relay() -> None:
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop_on_signals(stop.set)
         await relay(settings, stop)
 
     serve(main())
@@ -58,4 +72,4 @@ def run_processor() -> None:
 
     settings = get_settings()
     configure_logging(settings)
-    serve(create_processor(settings).run())
+    serve_app(create_processor(settings))

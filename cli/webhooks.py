@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cli.outages import run_in_one_line
-from cli.services import configure_logging, refuse_to_start_unsafe, serve
+from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.db.models import Merchant
 from contracts.settings import get_settings
@@ -35,7 +35,7 @@ def run_webhook_service(ctx: typer.Context) -> None:
     settings = get_settings()
     refuse_to_start_unsafe("webhooks", settings.require_public_webhooks_in_production)
     configure_logging(settings)
-    serve(create_webhook_app(settings).run())
+    serve_app(create_webhook_app(settings))
 
 
 @webhooks_app.command("replay-parked")

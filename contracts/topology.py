@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, ExchangeType
-from aiormq.exceptions import AMQPConnectionError
 
 from contracts.amqp_connection import connect
 
@@ -183,7 +182,10 @@ async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> Non
         try:
             connection = await connect(amqp_url)
             break
-        except (AMQPConnectionError, OSError) as unavailable:
+        # Any failure: a broker that accepts and closes before the handshake (still starting, or
+        # a port forwarder in front of none) ends aiormq's frames, a RuntimeError
+        # ("async generator raised StopAsyncIteration") and exit 1. The relay's connect does so.
+        except Exception as unavailable:
             log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", unavailable, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_CONNECT_BACKOFF_SECONDS)
