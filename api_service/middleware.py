@@ -1,5 +1,5 @@
-"""Pure ASGI middleware: request ids on every response and every log line, and the request body
-size limit."""
+"""Pure ASGI middleware: request ids on every response and every log line, `Connection: close`
+while the API drains, and the request body size limit."""
 
 import re
 import uuid
@@ -72,6 +72,11 @@ class RequestContextMiddleware:
                 stamped = MutableHeaders(scope=message)
                 stamped[REQUEST_ID_HEADER] = request_id
                 stamped.update(NO_SNIFFING)
+                if getattr(scope["app"].state, "draining", False):
+                    # Stopping (api_service/server.py): a kept-alive client is told to connect
+                    # anew, to another process. None was: at the drain's end uvicorn closed their
+                    # connections under requests already sent (lifecycle review).
+                    stamped["connection"] = "close"
             await send(message)
 
         with bind_log_context(request_id=request_id, correlation_id=request_id):
