@@ -2,21 +2,27 @@
 
 import asyncio
 import contextlib
+import logging
 from typing import Literal
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 from starlette.responses import Response
 
 from api_service.envelope import json_response
 from contracts.amqp_connection import connect
 from contracts.wire import dumps
+from migrations.runner import lacks_migrations
 
 router = APIRouter(tags=["health"])
 
+log = logging.getLogger(__name__)
+
 CHECK_TIMEOUT_SECONDS = 2.0
+NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
 
 
@@ -98,7 +104,10 @@ async def health() -> Response:
 
 
 class ReadinessChecks(BaseModel):
-    database: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable", "not_migrated"] = Field(
+        description="`not_migrated`: it answers, but lacks this code's migrations (run "
+        "`payouts migrate`)"
+    )
     rabbitmq: Literal["ok", "unavailable"]
     shutdown: Literal["draining"] | None = Field(
         default=None, description="Present while the API shuts down"
@@ -123,23 +132,34 @@ class Readiness(BaseModel):
     },
 )
 async def ready(request: Request) -> Response:
-    checks = {
-        "database": await _database_ok(request),
-        "rabbitmq": await request.app.state.broker_probe.ok(),
+    report = {
+        "database": await _database_state(request),
+        "rabbitmq": "ok" if await request.app.state.broker_probe.ok() else "unavailable",
     }
     draining = bool(getattr(request.app.state, "draining", False))
-    healthy = all(checks.values()) and not draining
-    report = {name: "ok" if ok else "unavailable" for name, ok in checks.items()}
+    healthy = all(state == "ok" for state in report.values()) and not draining
     if draining:
         report["shutdown"] = "draining"
     body = {"status": "ready" if healthy else "not_ready", "checks": report}
     return json_response(dumps(body), 200 if healthy else 503)
 
 
-async def _database_ok(request: Request) -> bool:
+async def _database_state(request: Request) -> str:
+    """`ok`, `unavailable`, or `not_migrated`: an API started on a database `payouts migrate` had
+    not run on was ready, and answered every merchant's call with a 500 (lifecycle review)."""
     try:
         async with request.app.state.sessions() as session:
-            await asyncio.wait_for(session.execute(text("SELECT 1")), CHECK_TIMEOUT_SECONDS)
+            version = await asyncio.wait_for(
+                session.scalar(text("SELECT version_num FROM alembic_version")),
+                CHECK_TIMEOUT_SECONDS,
+            )
+    except ProgrammingError as error:
+        if error.orig is None or error.orig.args[0] != NO_SUCH_TABLE:
+            return "unavailable"
+        version = None
     except Exception:
-        return False
-    return True
+        return "unavailable"
+    if lacks_migrations(version):
+        log.warning("the database lacks migrations (at %s): run `payouts migrate`", version)
+        return "not_migrated"
+    return "ok"

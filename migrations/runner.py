@@ -1,9 +1,12 @@
-"""Apply Alembic revisions programmatically (`payouts migrate`, tests)."""
+"""Apply Alembic revisions programmatically (`payouts migrate`, tests), and tell whether a
+database lacks one this code needs."""
 
+import functools
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 _HERE = Path(__file__).parent
 
@@ -19,3 +22,18 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
+
+
+@functools.cache
+def _revisions() -> tuple[str | None, frozenset[str]]:
+    """This code's head revision, and every revision it knows."""
+    scripts = ScriptDirectory.from_config(alembic_config("mysql+asyncmy://unused/unused"))
+    return scripts.get_current_head(), frozenset(s.revision for s in scripts.walk_revisions())
+
+
+def lacks_migrations(version: str | None) -> bool:
+    """Whether a database at `version` (None: never migrated) lacks a revision this code needs.
+    A revision this code does not know is a newer code's (a rolling upgrade migrated ahead of
+    it): not lacking."""
+    head, known = _revisions()
+    return version is None or (version != head and version in known)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from sqlalchemy import make_url, text
 
 from api_service.app import create_app
 from api_service.health import CHECK_TIMEOUT_SECONDS, BrokerProbe
@@ -168,6 +169,45 @@ async def test_not_ready_is_503_naming_the_failing_dependency(
     assert body["status"] == "not_ready"
     assert body["checks"] == {failing: "unavailable", healthy: "ok"}
     assert response.headers["x-request-id"]
+
+
+@pytest.fixture
+async def bare_database(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
+    """A database `payouts migrate` never ran on: its URL."""
+    name = f"{make_url(settings.database_url).database}_bare"
+    async with sessions() as session:
+        await session.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        await session.execute(text(f"CREATE DATABASE {name}"))
+    yield settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    async with sessions() as session:
+        await session.execute(text(f"DROP DATABASE {name}"))
+
+
+@pytest.mark.parametrize(
+    ("version", "state"),
+    [(None, "not_migrated"), ("0030", "not_migrated"), ("9999_of_a_newer_code", "ok")],
+    ids=["never migrated", "an older revision", "a revision of a newer code"],
+)
+async def test_a_database_lacking_migrations_is_not_ready(
+    settings: Settings,
+    sessions: SessionFactory,
+    bare_database: str,
+    version: str | None,
+    state: str,
+) -> None:
+    """It was `database: ok`, and every merchant's call a 500 (lifecycle review). A rolling
+    upgrade migrates ahead of the processes still running the older code: those stay ready."""
+    if version is not None:
+        async with sessions() as session:
+            bare = bare_database.rsplit("/", 1)[1]
+            await session.execute(text(f"CREATE TABLE {bare}.alembic_version (version_num text)"))
+            await session.execute(text(f"INSERT INTO {bare}.alembic_version VALUES ('{version}')"))
+            await session.commit()
+
+    response = await _ready_with(settings, database_url=bare_database)
+
+    assert response.json()["checks"]["database"] == state
+    assert response.status_code == (200 if state == "ok" else 503)
 
 
 async def test_concurrent_probes_of_a_silent_broker_share_one_check(settings: Settings) -> None:
