@@ -7,8 +7,9 @@ import typer
 
 from cli.outages import run_in_one_line
 from contracts.db.engine import create_engine, create_session_factory
+from contracts.ledger_audit import record_audit, timed_reconcile
 from contracts.pipeline_health import Thresholds, pipeline_problems
-from contracts.reconcile import LedgerSize, ledger_size, reconcile
+from contracts.reconcile import LedgerSize, ledger_size
 from contracts.settings import get_settings
 
 # A threshold past a century is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
@@ -18,12 +19,15 @@ A_CENTURY = timedelta(days=36500)
 
 async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
     engine = create_engine(database_url, pool_size=1)
+    sessions = create_session_factory(engine)
     try:
-        async with create_session_factory(engine)() as session:
+        async with sessions() as session:
             # Both in the one snapshot reconcile opens, so the counts match what was checked.
-            problems = await reconcile(session)
+            problems, took = await timed_reconcile(session)
             size = await ledger_size(session)
-            return problems + await pipeline_problems(session, thresholds), size
+            pipeline = await pipeline_problems(session, thresholds)
+        await record_audit(sessions, problems, took)  # the Operations page shows the last one
+        return problems + pipeline, size
     finally:
         await engine.dispose()
 

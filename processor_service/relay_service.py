@@ -26,6 +26,7 @@ from contracts.db.engine import (
     create_engine,
     create_session_factory,
 )
+from contracts.ledger_audit import audit_if_due
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
 from processor_service.housekeeping import clean_up
@@ -53,6 +54,7 @@ STALLED_RETRIES_EVERY_SECONDS = 60.0
 # Webhook retries that an advanced sandbox clock made due since the advance are looked for every
 # second: on the merchant's clock they are due, and its real-time wait runs on.
 ADVANCED_CLOCK_RETRIES_EVERY_SECONDS = 1.0
+LEDGER_AUDIT_ASKED_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
 # The relay counts as busy this long after its last round that found rows.
 BUSY_FOR_SECONDS = 1.0
@@ -194,6 +196,8 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
                 sessions, stalled_seconds=webhook_stalled, swept=events_swept
             ),
         ),
+        # Claimed every AUDIT_EVERY by one relay; asked each minute (contracts/ledger_audit.py).
+        Chore("ledger-audit", LEDGER_AUDIT_ASKED_EVERY_SECONDS, lambda: audit_if_due(sessions)),
     ]
 
 

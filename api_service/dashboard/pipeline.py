@@ -1,6 +1,6 @@
-"""Pipeline health for operators: what `payouts reconcile` checks (ledger invariants, stuck
-payouts, PSP outcomes accepted and not applied, outbox lag, parked outbox rows, webhooks no
-attempt took up), parked webhook
+"""Pipeline health for operators: what `payouts reconcile` checks (the last audit of the ledger's
+invariants, which the outbox relay runs every 10 minutes; stuck payouts, PSP outcomes accepted and
+not applied, outbox lag, parked outbox rows, webhooks no attempt took up), parked webhook
 deliveries, and the dead letters waiting in each queue, with links to the RabbitMQ management
 UI. Read-only, except re-driving a dead-letter queue, which is `payouts dlq redrive` itself
 (contracts/dead_letters.py)."""
@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 
 from api_service.errors import ApiError, ServiceUnavailable
 from contracts.amqp_connection import CONNECT_TIMEOUT_SECONDS, connect
-from contracts.db.engine import SessionFactory
+from contracts.db.engine import SessionFactory, begin_snapshot
 from contracts.db.models import WebhookDelivery
 from contracts.dead_letters import UnreadableDeadLetter, redrive
+from contracts.ledger_audit import LastAudit, last_audit
 from contracts.pipeline_health import Thresholds, pipeline_problems
-from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
 from contracts.webhooks import DeliveryStatus
@@ -38,7 +38,7 @@ class QueueCount:
 
 @dataclass(frozen=True)
 class PipelineHealth:
-    ledger_problems: list[str]
+    ledger: LastAudit  # the last audit, not one run on the page (contracts/ledger_audit.py)
     # stuck payouts, outbox lag, parked outbox rows, events no webhook service took up,
     # webhooks PENDING with no attempt
     pipeline_problems: list[str]
@@ -50,7 +50,7 @@ class PipelineHealth:
     def healthy(self) -> bool:
         dead = any(queue.messages for queue in self.queues)
         return not (
-            self.ledger_problems
+            self.ledger.problem_count
             or self.pipeline_problems
             or self.parked_deliveries
             or dead
@@ -73,10 +73,11 @@ def management_ui_url(settings: Settings, queue: str) -> str:
     return f"{base}/#/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
 
 
-async def _database_checks(sessions: SessionFactory) -> tuple[list[str], list[str], int]:
-    """`payouts reconcile`'s checks, and the parked deliveries: one REPEATABLE READ snapshot."""
+async def _database_checks(sessions: SessionFactory) -> tuple[LastAudit, list[str], int]:
+    """The last ledger audit, `payouts reconcile`'s pipeline checks and the parked deliveries."""
+    ledger = await last_audit(sessions)
     async with sessions() as session:
-        ledger = await reconcile(session)
+        await begin_snapshot(session)
         pipeline = await pipeline_problems(session, Thresholds())
         parked_deliveries = await session.scalar(
             select(func.count())

@@ -472,3 +472,17 @@ class ScheduledAction(Base):
     applied_at: Mapped[datetime | None] = mapped_column(Timestamp)  # real time
     result: Mapped[str | None] = mapped_column(String(20))  # APPLIED | SKIPPED
     status_after: Mapped[str | None] = mapped_column(String(20))
+
+
+class LedgerAudit(Base):
+    """The last audit of the whole ledger, one row (id 1; migration 0032): claimed by a relay
+    (`claimed_at`, the database's clock), or written by `payouts reconcile`."""
+
+    __tablename__ = "ledger_audits"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    claimed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    took_ms: Mapped[int | None] = mapped_column(Integer)
+    problem_count: Mapped[int] = mapped_column(Integer, default=0)
+    problems: Mapped[list[str] | None] = mapped_column(JSON)  # the first KEPT_PROBLEMS

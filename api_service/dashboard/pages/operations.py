@@ -3,6 +3,7 @@ production one too short to resist guessing: these pages do not exist), pipeline
 re-driving a dead-letter queue. Nothing else changes here."""
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
@@ -28,6 +29,7 @@ from api_service.dashboard.sessions import (
 )
 from api_service.deps import SessionDep, SettingsDep, count_refused_credentials
 from api_service.errors import NotFound
+from contracts.ledger_audit import AUDIT_EVERY
 
 log = logging.getLogger("api.dashboard")
 router = dashboard_router()
@@ -88,6 +90,7 @@ async def show_operations(
         "notice": notice_of(request),
         "error": None,
         "health": health,
+        "audit_minutes": round(AUDIT_EVERY / timedelta(minutes=1)),
     }
     return page("operations.html", context)
 
