@@ -64,12 +64,12 @@ PROBLEMS = [
     ("BANK", "123456789", "10-16 digits"),
     ("BANK", "12345678901234567", "10-16 digits"),
     ("BANK", "PK37SCBL0000001123456702", "not a valid Pakistani IBAN"),
-    ("BANK", "\u0661" * 10, "10-16 digits"),
+    ("BANK", "\u0661" * 10, "digits 0-9"),  # named as such (unicode review)
     ("WALLET", "03001234567", None),
     ("WALLET", "1234567890", None),
     ("WALLET", REFERENCE_IBAN, "mobile number"),
     ("WALLET", "0300123456X", "mobile number"),
-    ("WALLET", "\u0660\u0663" + "\u0661" * 9, "mobile number"),
+    ("WALLET", "\u0660\u0663" + "\u0661" * 9, "digits 0-9"),
 ]
 
 
