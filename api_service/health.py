@@ -9,7 +9,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from api_service.envelope import json_response
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
 NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
+TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
 
 
@@ -153,8 +154,13 @@ async def _database_state(request: Request) -> str:
                 session.scalar(text("SELECT version_num FROM alembic_version")),
                 CHECK_TIMEOUT_SECONDS,
             )
-    except ProgrammingError as error:
-        if error.orig is None or error.orig.args[0] != NO_SUCH_TABLE:
+    except DBAPIError as error:
+        code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+        if code == TABLE_ACCESS_DENIED:
+            # It answered, but may not show its version (an account granted table by table):
+            # ready, as before the version was asked.
+            return "ok"
+        if code != NO_SUCH_TABLE:
             return "unavailable"
         version = None
     except Exception:

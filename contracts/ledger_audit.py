@@ -12,7 +12,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus, transaction
+from contracts.db.engine import (
+    DATABASE_NOW,
+    SessionFactory,
+    database_now_plus,
+    seconds_between,
+    transaction,
+)
 from contracts.db.models import LedgerAudit
 from contracts.reconcile import reconcile
 
@@ -29,6 +35,13 @@ class LastAudit:
     took_ms: int | None
     problem_count: int
     problems: list[str]  # the first KEPT_PROBLEMS
+    age_seconds: int | None = None  # by the database's clock
+
+    @property
+    def current(self) -> bool:
+        """Audited within three rounds: an older audit says no relay is running its chores, and
+        vouches for nothing done since."""
+        return self.age_seconds is not None and self.age_seconds <= 3 * AUDIT_EVERY.total_seconds()
 
 
 async def audit_if_due(sessions: SessionFactory, every: timedelta = AUDIT_EVERY) -> bool:
@@ -79,8 +92,14 @@ async def record_audit(sessions: SessionFactory, problems: list[str], took_secon
 
 
 async def last_audit(sessions: SessionFactory) -> LastAudit:
+    age = seconds_between(LedgerAudit.finished_at, DATABASE_NOW)
     async with sessions() as session:
-        row = await session.scalar(select(LedgerAudit).where(LedgerAudit.id == _ROW))
-    if row is None or row.finished_at is None:
+        found = (
+            await session.execute(select(LedgerAudit, age).where(LedgerAudit.id == _ROW))
+        ).first()
+    if found is None or found[0].finished_at is None:
         return LastAudit(None, None, 0, [])
-    return LastAudit(row.finished_at, row.took_ms, row.problem_count, list(row.problems or []))
+    row, age_seconds = found
+    return LastAudit(
+        row.finished_at, row.took_ms, row.problem_count, list(row.problems or []), age_seconds
+    )

@@ -49,7 +49,7 @@ class PipelineHealth:
     @property
     def healthy(self) -> bool:
         dead = any(queue.messages for queue in self.queues)
-        return not (
+        return self.ledger.current and not (
             self.ledger.problem_count
             or self.pipeline_problems
             or self.parked_deliveries

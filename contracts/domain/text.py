@@ -29,14 +29,16 @@ def trimmed(text: str) -> str:
 # look alike differ. A line or paragraph separator breaks a one-line value. Kept: what writing
 # needs, and what text copied from a right-to-left screen (WhatsApp, Word, Android) carries.
 _INVISIBLE_CATEGORIES = ("Cf", "Zl", "Zp")
-_NEEDED_BY_WRITING = frozenset(
+# Unicode's prepended concatenation marks: visible signs drawn around the digits after them
+# (U+0600 ARABIC NUMBER SIGN, U+06DD ARABIC END OF AYAH), though formatting characters (Cf).
+_VISIBLE_FORMATTING = frozenset(
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
+    "\U000110bd\U000110cd"
+)
+_NEEDED_BY_WRITING = _VISIBLE_FORMATTING | frozenset(
     "\u200c\u200d"  # zero width non-joiner and joiner (Urdu, Persian; emoji sequences)
     "\u200e\u200f\u061c"  # left-to-right, right-to-left and Arabic letter marks
     "\u202a\u202b\u202c\u2066\u2067\u2068\u2069"  # embeddings and isolates, and their ends
-    # Unicode's prepended concatenation marks: visible signs drawn around the digits after them
-    # (U+0600 ARABIC NUMBER SIGN, U+06DD ARABIC END OF AYAH).
-    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
-    "\U000110bd\U000110cd"
 )
 _BLACK_FLAG = "\U0001f3f4"  # the emoji tag sequences of England's, Scotland's and Wales's flags
 _TAGS = range(0xE0020, 0xE0080)  # ... spell the region after it in tag characters
@@ -59,8 +61,10 @@ def invisible_character(text: str) -> str | None:
 
 
 # What draws nothing on its own: marks and formatting (those writing needs included), separators,
-# a combining accent with no letter under it, and the letters and symbols that are blanks.
-_DRAWS_NOTHING = ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me")
+# a combining accent with no letter under it, unassigned code points (Unicode reserves some as
+# ignorable, which renderers show as nothing: U+2065, U+FFF0-U+FFF8, U+E0080...), and the letters
+# and symbols that are blanks.
+_DRAWS_NOTHING = ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me", "Cn")
 _BLANK_LETTERS = frozenset(
     "\u115f\u1160\u3164\uffa0"  # the Hangul fillers
     "\u2800"  # BRAILLE PATTERN BLANK
@@ -71,7 +75,8 @@ def shows_something(text: str) -> bool:
     """Whether the text draws anything: a title made of a right-to-left mark, a joiner or a
     Hangul filler is as blank on a screen as one of spaces."""
     return any(
-        unicodedata.category(char) not in _DRAWS_NOTHING and char not in _BLANK_LETTERS
+        (unicodedata.category(char) not in _DRAWS_NOTHING and char not in _BLANK_LETTERS)
+        or char in _VISIBLE_FORMATTING
         for char in text
     )
 

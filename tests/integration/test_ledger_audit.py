@@ -4,17 +4,24 @@ API's 10 s database timeout, and failed on every load)."""
 
 import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import make_url, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.db.engine import SessionFactory, transaction
+import processor_service.relay_service as relay_service
+from contracts import ledger_audit
+from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import LedgerAudit
 from contracts.ledger_audit import KEPT_PROBLEMS, audit_if_due, last_audit, record_audit
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.conftest import in_process_api
+from tests.support.cli import run_payouts
+from tests.support.polling import eventually
 from tests.support.statements import statements_sent
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -63,17 +70,106 @@ async def test_the_operations_page_shows_the_last_audit_and_runs_none(
     with_operations: Settings, sessions: SessionFactory
 ) -> None:
     await record_audit(sessions, ["journal 7 does not balance: 2 lines summing to 1.00"], 0.5)
-    async with in_process_api(with_operations) as client:
+    with statements_sent() as sent:
+        page = await _operations_page(with_operations)
+
+    assert "journal 7 does not balance" in page
+    assert "Needs attention" in page
+    assert not [s.sql for s in sent if "ledger_lines" in s.sql or "ledger_journals" in s.sql]
+    await audit_if_due(sessions, every=timedelta(0))
+
+
+async def _operations_page(settings: Settings) -> str:
+    async with in_process_api(settings) as client:
         form = await client.get("/dashboard/operations/sign-in")
         await client.post(
             "/dashboard/operations/sign-in",
             data={"csrf_token": CSRF.findall(form.text)[0], "operator_token": OPERATOR_TOKEN},
         )
-        with statements_sent() as sent:
-            page = await client.get("/dashboard/operations")
-
+        page = await client.get("/dashboard/operations")
     assert page.status_code == 200, page.text
-    assert "journal 7 does not balance" in page.text
-    assert "Needs attention" in page.text
-    assert not [s.sql for s in sent if "ledger_lines" in s.sql or "ledger_journals" in s.sql]
-    await audit_if_due(sessions, every=timedelta(0))
+    return page.text
+
+
+@pytest.mark.parametrize("finished", [None, timedelta(days=2)], ids=["never", "two days ago"])
+async def test_a_ledger_not_audited_lately_is_not_called_healthy(
+    with_operations: Settings, sessions: SessionFactory, finished: timedelta | None
+) -> None:
+    """A clean audit of two days ago, or none, read "Healthy": it vouches for nothing done since,
+    and says no relay runs its chores (diff review)."""
+    await record_audit(sessions, [], 0.5)
+    async with transaction(sessions) as session:
+        when = None if finished is None else utcnow() - finished
+        await session.execute(update(LedgerAudit).values(finished_at=when))
+    try:
+        page = await _operations_page(with_operations)
+    finally:
+        await audit_if_due(sessions, every=timedelta(0))
+
+    assert "Needs attention" in page
+    assert ("Not audited yet" if finished is None else "no outbox relay has audited") in page
+
+
+async def test_the_relays_other_chores_run_while_it_audits(
+    settings: Settings, sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as one more chore, an audit held every other one up for as long as it ran (16 s and
+    more at 300,000 payouts): the clock's webhook retries, due each second, among them (diff
+    review)."""
+    auditing = asyncio.Event()
+
+    async def slow_reconcile(session: AsyncSession) -> list[str]:
+        auditing.set()
+        await session.execute(text("SELECT SLEEP(20)"))
+        return []
+
+    released: list[float] = []
+
+    async def release_retries(_sessions: SessionFactory) -> None:
+        released.append(time.monotonic())
+
+    monkeypatch.setattr(ledger_audit, "reconcile", slow_reconcile)
+    monkeypatch.setattr(relay_service, "release_retries_due_on_advanced_clocks", release_retries)
+    await _unclaimed(sessions)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(relay_service.run_outbox_relay(settings, stop))
+    try:
+        async def under_way() -> bool:
+            return auditing.is_set()
+
+        await eventually(under_way, within=30, what="the audit under way")
+        audit_started = time.monotonic()
+
+        async def released_twice_since() -> bool:
+            return len([at for at in released if at > audit_started]) >= 2
+
+        await eventually(released_twice_since, within=10, what="the clock's retries released")
+    finally:
+        stop.set()
+        await relay
+
+
+@pytest.fixture
+async def read_only_url(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
+    """The tests' database as an auditor's account that may only read it."""
+    user, database = "payouts_audit_ro", make_url(settings.database_url).database
+    async with sessions() as session:
+        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'ro'"))
+        await session.execute(text(f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'"))
+    yield settings.database_url.replace("root@", f"{user}:ro@")
+    async with sessions() as session:
+        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+
+
+async def test_reconcile_as_a_read_only_account_still_gives_its_verdict(
+    read_only_url: str, service_env: dict[str, str]
+) -> None:
+    """Its record of the audit, an UPDATE after the checks, failed the command: the verdict of an
+    auditor's read-only account, or of a run on a replica, was lost (diff review)."""
+    done = await asyncio.to_thread(
+        run_payouts, {**service_env, "PAYOUTS_DATABASE_URL": read_only_url}, "reconcile"
+    )
+
+    assert "ledger reconciled" in done.stdout or "NOT reconciled" in done.stderr, done
+    assert "not recorded for the Operations page" in done.stderr

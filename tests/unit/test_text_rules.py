@@ -78,6 +78,10 @@ def test_a_control_character_is_named_as_one_before_anything_invisible() -> None
         "\u3164",  # HANGUL FILLER, a letter that draws nothing
         "\u2800",  # BRAILLE PATTERN BLANK
         "\u0301",  # a combining accent with no letter under it
+        # Unassigned, and reserved as ignorable: drawn as nothing (diff review)
+        "\u2065",
+        "\ufff0\ufff8",
+        "\U000e0080",
     ],
 )
 def test_a_text_that_draws_nothing_is_refused_as_blank(text: str) -> None:
@@ -87,3 +91,8 @@ def test_a_text_that_draws_nothing_is_refused_as_blank(text: str) -> None:
 
 def test_an_empty_text_is_left_to_its_field() -> None:
     assert text_problem("") is None
+
+
+def test_a_prepended_concatenation_mark_alone_shows_something() -> None:
+    """A formatting character, yet a visible sign (U+06DD ARABIC END OF AYAH)."""
+    assert text_problem("\u06dd") is None
