@@ -17,6 +17,7 @@ from contracts.logging import bind_log_context
 from contracts.wire import whole_number
 
 REQUEST_ID_HEADER = "x-request-id"
+API_PATHS = "/api/"
 # On every answer: a browser never takes a merchant's text in JSON (or a static file) for HTML.
 NO_SNIFFING = {"x-content-type-options": "nosniff"}
 # Printable ASCII, at most the width of the columns that carry it on (outbox correlation id).
@@ -65,13 +66,18 @@ class RequestContextMiddleware:
         request_id = sent_id.decode() if sent_id and valid else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
 
+        api_answer = scope["path"].startswith(API_PATHS)
+
         async def send_stamped(message: Message) -> None:
             """Every answer names its request and forbids sniffing its type (a merchant's text
-            in JSON, the dashboard's static files)."""
+            in JSON, the dashboard's static files); the API's are not stored by any cache (a
+            payout's account number and title, a new webhook secret: pii review)."""
             if message["type"] == "http.response.start":
                 stamped = MutableHeaders(scope=message)
                 stamped[REQUEST_ID_HEADER] = request_id
                 stamped.update(NO_SNIFFING)
+                if api_answer:
+                    stamped.setdefault("cache-control", "no-store")
                 if getattr(scope["app"].state, "draining", False):
                     # Stopping (api_service/server.py): a kept-alive client is told to connect
                     # anew, to another process. None was: at the drain's end uvicorn closed their

@@ -33,6 +33,8 @@ LOG_FORMATS: Final = ("json", "text")
 # need `logger=` passed to the broker instead.)
 # Not uvicorn.access: one line per request is what the API's metrics are for.
 ADOPTED_LOGGERS: Final = ("uvicorn", "uvicorn.error", "faststream")
+# Kept at INFO or above whatever the level (configure_logging).
+FRAME_LOGGERS: Final = ("aiormq", "aio_pika", "pamqp")
 
 _log_context: ContextVar[Mapping[str, str]] = ContextVar(
     "payouts_log_context", default=MappingProxyType({})
@@ -94,12 +96,18 @@ def some_of(ids: Sequence[str]) -> str:
 # --- masking ------------------------------------------------------------------------------------
 
 REDACTED: Final = "[REDACTED]"
-# A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; printed with or without
-# spaces), or a run of 10+ digits: account numbers, wallet mobile numbers. A run inside a hex id
-# or UUID (a letter, digit or hyphen right next to it) is an id, not an account: ids stay
-# readable so a payout can be traced by them.
+# A Pakistani IBAN (PK, 2 check digits, 4-letter bank code, 16 digits; grouped by spaces or
+# dashes, or not), a wallet mobile as the API reads it (`+92 321 7654003`, `0092-321-...`,
+# `0321-7654003`), or a run of 10+ digits: account numbers, wallet mobile numbers. A run inside a
+# hex id or UUID (a letter, digit or hyphen right next to it) is an id, not an account: ids stay
+# readable so a payout can be traced by them. (The spellings with separators were kept whole: the
+# API drops spaces and dashes from an account number, and reads +92 / 0092 / 92: pii review.)
+_GROUPED = r"[ \-\u2010-\u2015\u2212]?"  # what the API drops between the groups
+_NOT_IN_AN_ID = r"(?<![A-Za-z0-9-])"
 _ACCOUNT = re.compile(
-    r"\bPK\d{2} ?[A-Z]{4}(?: ?\d{4}){4}\b|(?<![A-Za-z0-9-])\d{10,}(?![A-Za-z0-9-])",
+    rf"\bPK\d{{2}}{_GROUPED}[A-Z]{{4}}(?:{_GROUPED}\d{{4}}){{4}}\b"
+    rf"|{_NOT_IN_AN_ID}(?:(?:\+|00)?92{_GROUPED}|0)3\d{{2}}{_GROUPED}\d{{7}}(?![A-Za-z0-9-])"
+    rf"|{_NOT_IN_AN_ID}\d{{10,}}(?![A-Za-z0-9-])",
     re.IGNORECASE,
 )
 # Merchant API keys and webhook secrets, whole token (prefix kept so a reader knows what it was),
@@ -155,10 +163,11 @@ def _may_name_a_secret(text: str) -> bool:
 
 def _may_hold_an_account(text: str) -> bool:
     """False only when _ACCOUNT cannot match: a plain-ASCII text with neither `PK` and two digits
-    (an IBAN's start) nor ten digits in a row (beyond ASCII, `\\d` matches other digits too)."""
+    (an IBAN's start) nor seven digits in a row (a mobile's last group; beyond ASCII, `\\d`
+    matches other digits too)."""
     if not text.isascii():
         return True
-    if "0" * 10 in text.translate(_DIGITS_AS_ZEROS):
+    if "0" * 7 in text.translate(_DIGITS_AS_ZEROS):
         return True
     folded = text.lower()
     start = folded.find("pk")
@@ -327,6 +336,10 @@ def configure_logging(format: str, level: str, *, stream: TextIO | None = None) 
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(numeric_level)
+    # At DEBUG the AMQP client logs every frame, event bodies and their beneficiaries' names in
+    # them (pii review): its own DEBUG is never ours.
+    for name in FRAME_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.INFO))
     for name in ADOPTED_LOGGERS:
         adopted = logging.getLogger(name)
         adopted.handlers.clear()

@@ -83,10 +83,19 @@ def _kept_field(key: str, item: Any) -> Any:
 _JSON_ESCAPE = re.compile(r"""\\(?:u(?![dD][89a-fA-F])([0-9a-fA-F]{4})|(["\\/]))""")
 
 
+# An account field's value in a body that is not JSON, however the number is spelt (`7391-8462-
+# 5000-1`, which no pattern of a log line's can tell from other figures): `"accountNumber": "..."`
+# in a malformed JSON body, `accountNumber=...` in a form (pii review).
+_ACCOUNT_VALUE = re.compile(
+    rf"""((?:{"|".join(sorted(ACCOUNT_FIELDS))})["']?\s*[:=]\s*["']?)([^"'&,;}}\n]+)"""
+)
+
+
 def _masked_text(text: str) -> str:
     """A body that is not JSON (malformed, a form), masked as text, kept as sent; but a JSON
     escape hides a secret from the masks (a PHP client's `whsec_ab\\/cd`, `mpk\\u005ftest_...`):
     where undoing the escapes shows something to mask, the body is kept with them undone."""
+    text = _ACCOUNT_VALUE.sub(lambda field: field[1] + _masked_account(field[2]), text)
     masked = redact(text)
     unescaped = _JSON_ESCAPE.sub(_unescaped, text)
     if unescaped == text:

@@ -223,3 +223,18 @@ async def test_concurrent_creates_and_reinitiates_never_overdraw(
     assert (balance["availableBalance"], balance["lockedBalance"]) == ("0.00", "600.00")
     async with sessions() as session:
         assert await reconcile(session) == []
+
+
+async def test_no_cache_keeps_an_api_answer_and_the_dashboards_assets_stay_cacheable(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """An API answer carries a payout's account number and title, or a new webhook secret: none
+    said not to store it (pii review)."""
+    merchant = await make_merchant()
+    answer = await api_client.get(f"{API}/balance", headers=auth(merchant, ""))
+    refused = await api_client.get(f"{API}/balance")
+    asset = await api_client.get("/dashboard/static/dashboard.css")
+
+    assert answer.headers["cache-control"] == "no-store"
+    assert refused.headers["cache-control"] == "no-store"
+    assert "no-store" not in asset.headers.get("cache-control", "")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from api_service.request_log.masking import kept_body
 from contracts.logging import (
     ADOPTED_LOGGERS,
     CONTEXT_FIELDS,
@@ -371,3 +372,54 @@ def test_a_python_warning_is_a_json_line_too() -> None:
     entry = json.loads(line)
     assert (entry["logger"], entry["level"]) == ("py.warnings", "WARNING")
     assert "UserWarning: something odd" in entry["message"]
+
+
+# Each read by the API as an account number (it drops spaces and dashes, reads +92 / 0092 / 92):
+# masks kept them whole (pii review).
+SPELT_AS_THE_API_READS = [
+    "+92 321 7654003",
+    "0321-7654003",
+    "0092 321 7654003",
+    "+92-321-7654003",
+    "92 3217654003",
+    "+92-3217654003",
+    "PK43-HABB-0000-1234-5678-0001",
+    "PK43HABB 0000 1234 5678 0001",
+]
+
+
+def _digits(text: str) -> str:
+    return "".join(char for char in text if char.isdigit())
+
+
+@pytest.mark.parametrize("spelling", SPELT_AS_THE_API_READS)
+def test_an_account_spelt_as_the_api_reads_it_is_masked_in_a_line(spelling: str) -> None:
+    masked = redact(f"payout refused: accountNumber {spelling} is not allowed")
+    assert len(_digits(masked)) <= 4, masked
+
+
+@pytest.mark.parametrize("spelling", [*SPELT_AS_THE_API_READS, "7391-8462-5000-1"])
+def test_the_account_of_a_body_that_is_not_json_is_masked_however_spelt(spelling: str) -> None:
+    """A trailing comma: the request log keeps the body as text."""
+    body = f'{{"amount": "1.00", "accountNumber": "{spelling}",}}'
+    kept = kept_body(body.encode()) or ""
+    assert len(_digits(kept)) <= len("100") + 4, kept
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["due at 2026-12-05 06:22:01.123456", "payout 3f2a9c10-1234-5678-9012-345678901234"],
+)
+def test_times_and_ids_stay_readable(line: str) -> None:
+    assert redact(line) == line
+
+
+def test_the_amqp_client_logs_no_frames_at_debug() -> None:
+    """At DEBUG aiormq logged every frame it sent: event bodies, beneficiaries' names in them
+    (pii review)."""
+    configure_logging("json", "DEBUG", stream=io.StringIO())
+    try:
+        assert logging.getLogger("aiormq.connection").getEffectiveLevel() == logging.INFO
+        assert logging.getLogger("processor_service").getEffectiveLevel() == logging.DEBUG
+    finally:
+        configure_logging("json", "INFO", stream=io.StringIO())
