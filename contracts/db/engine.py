@@ -61,6 +61,9 @@ def create_engine(
         pool_reset_on_return=None,
         isolation_level="READ COMMITTED",
         connect_args=connect_args,
+        # An error's text (a log line, a dead letter's last-error header) shows its statement,
+        # not its values: a beneficiary's account, name and purpose (pii review).
+        hide_parameters=True,
     )
 
 
