@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     # sandbox_clock_wait_seconds for the window's actions to be applied.
     decision_sla_hours: float = Field(default=72.0, gt=0, le=A_YEAR_IN_HOURS)
     scheduler_poll_interval_seconds: float = Field(default=0.25, gt=0, le=60)
+    # Scheduled actions each processor applies at once, each its own claim and transaction. An
+    # action due on an advanced clock is claimed with its clock's row: the other workers take
+    # another merchant's meanwhile. With one, a merchant's advance over 1,000 scripted payouts
+    # held every other merchant's advance for 10 s (neighbours review).
+    processor_scheduler_workers: int = Field(default=4, ge=1, le=32)
     sandbox_clock_wait_seconds: float = Field(default=10.0, ge=0, le=60)
 
     # A QUEUED payout (queueIfLowBalance) not started within this many hours of the merchant's

@@ -29,11 +29,11 @@ def create_processor(settings: Settings) -> FastStream:
     broker = create_broker(
         settings.amqp_url, prefetch=settings.processor_prefetch, app_name="processor"
     )
-    # A connection per message in hand and one for the scheduler. Prefetch is per consumer: PSP
-    # outcomes may hold as many messages again as payout commands, then in overflow.
+    # A connection per message in hand and one per scheduler worker. Prefetch is per consumer:
+    # PSP outcomes may hold as many messages again as payout commands, then in overflow.
     engine = create_engine(
         settings.database_url,
-        pool_size=settings.processor_prefetch + 1,
+        pool_size=settings.processor_prefetch + settings.processor_scheduler_workers,
         max_overflow=settings.processor_prefetch,
         timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
     )
@@ -101,7 +101,8 @@ def create_processor(settings: Settings) -> FastStream:
 
     async def start_scheduler() -> None:
         stop_scheduler.clear()
-        scheduler_task.append(asyncio.create_task(scheduler.run(stop_scheduler)))
+        for _ in range(settings.processor_scheduler_workers):
+            scheduler_task.append(asyncio.create_task(scheduler.run(stop_scheduler)))
 
     async def stop_scheduling() -> None:
         stop_scheduler.set()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Select, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import sandbox_time_at
 from contracts.db.engine import (
@@ -38,6 +39,7 @@ from processor_service.schedule import Timetable
 log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
+MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
 START_WAIT_LIMIT = timedelta(hours=1)
 
 
@@ -75,28 +77,64 @@ def claim_due_action() -> Select[ScheduledAction]:
     )
 
 
-def claim_action_due_ahead() -> Select[ScheduledAction]:
-    """The earliest action due only on its merchant's advanced clock that nobody else holds:
-    for each clock ahead of the database's, a range of the merchant index. (Bounding a scan of
-    the claim index by the furthest clock made one clock a year ahead read every pending action
-    of every merchant, at each poll.) The clock's row is locked with the action's: an advance
-    of that merchant waits for the action's transaction, or the claim skips it meanwhile."""
+def merchants_with_actions_due_ahead() -> Select[str]:
+    """The merchants with an action due only on their advanced clock, the longest advanced first
+    (read, not locked): for each clock ahead of the database's, a probe of the merchant index.
+    (Bounding a scan of the claim index by the furthest clock made one clock a year ahead read
+    every pending action of every merchant, at each poll.)"""
+    # A probe per clock: a subquery with a LIMIT stays one (an EXISTS became a semi-join that
+    # read every pending action in the claim index).
+    first_due = (
+        select(ScheduledAction.id)
+        .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
+        .where(
+            ScheduledAction.merchant_id == SandboxClock.merchant_id,
+            ScheduledAction.applied_at.is_(None),
+            ScheduledAction.due_at <= database_now_plus(SandboxClock.offset_seconds),
+        )
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(SandboxClock.merchant_id)
+        .where(SandboxClock.offset_seconds > 0, first_due.is_not(None))
+        .order_by(SandboxClock.updated_at, SandboxClock.merchant_id)
+        .limit(MERCHANTS_TRIED)
+    )
+
+
+def claim_action_due_ahead(merchant_id: str) -> Select[ScheduledAction]:
+    """The merchant's earliest action due only on its advanced clock, unless another claim holds
+    its clock: a range of its merchant index, in index order, so only the rows read up to it are
+    locked. (Claimed across every advanced clock at once, the sort of every clock's due actions
+    locked them all: a second scheduler, or processor, applied no other merchant's actions
+    meanwhile, and one merchant's advance over 1,000 scripted payouts held another's for 10 s:
+    neighbours review.) The clock's row is locked with the action's: an advance of that merchant
+    waits for the action's transaction, or the claim skips the merchant meanwhile."""
     due_by = database_now_plus(SandboxClock.offset_seconds)
     return _earliest_unclaimed(
         select(ScheduledAction)
         .select_from(SandboxClock)
         .join(ScheduledAction, ScheduledAction.merchant_id == SandboxClock.merchant_id)
-        # The clocks first, each then a range of its merchant's index, whatever the optimizer
-        # makes of ORDER BY ... LIMIT 1 (it preferred to walk the claim index in due order).
         .prefix_with("STRAIGHT_JOIN")
         .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
         .where(
+            SandboxClock.merchant_id == merchant_id,
             SandboxClock.offset_seconds > 0,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= due_by,
             no_earlier_start_waits(),
         )
     )
+
+
+async def claim_due_ahead(session: AsyncSession) -> ScheduledAction | None:
+    """The earliest action of the first merchant whose clock no other claim holds."""
+    for merchant_id in await session.scalars(merchants_with_actions_due_ahead()):
+        claimed = await session.scalar(claim_action_due_ahead(merchant_id))
+        if claimed is not None:
+            return claimed
+    return None
 
 
 def _earliest_unclaimed(
@@ -124,8 +162,8 @@ class Scheduler:
         with contextlib.ExitStack() as log_context:
             try:
                 async with transaction(self.sessions) as session:
-                    claimed = await session.scalar(claim_due_action()) or await session.scalar(
-                        claim_action_due_ahead()
+                    claimed = await session.scalar(claim_due_action()) or await claim_due_ahead(
+                        session
                     )
                     if claimed is None:
                         return False

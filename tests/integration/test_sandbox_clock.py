@@ -23,7 +23,11 @@ from contracts.db.models import PayoutEvent, SandboxClock, ScheduledAction
 from contracts.logging import ContextFilter
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
-from processor_service.scheduler import claim_action_due_ahead, claim_due_action
+from processor_service.scheduler import (
+    claim_action_due_ahead,
+    claim_due_action,
+    merchants_with_actions_due_ahead,
+)
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
@@ -538,7 +542,7 @@ async def test_a_clock_goes_at_most_100_years_ahead(
 
 
 async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
-    sessions: SessionFactory,
+    sessions: SessionFactory, api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """What is due on the database's clock: a range of the claim index. What is due only on an
     advanced clock: the clocks first, then each merchant's range. (One claim bounded by the
@@ -550,14 +554,22 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     payouts = waiting[0]
     assert payouts["table"] == "payouts" and payouts["type"] not in ("ALL", "index"), payouts
 
-    clocks, actions, *_ = await explain(sessions, claim_action_due_ahead())
-
+    clocks, probe, *_ = await explain(sessions, merchants_with_actions_due_ahead())
     assert clocks["table"] == "sandbox_clocks", clocks
+    assert (probe["table"], probe["key"]) == ("scheduled_actions", "ix_scheduled_actions_merchant")
+
+    merchant = await make_merchant()
+    await advance(api_client, merchant, 60)
+    clock_row, actions, *_ = await explain(sessions, claim_action_due_ahead(merchant.merchant_id))
+
+    assert clock_row["table"] == "sandbox_clocks", clock_row
     assert (actions["table"], actions["key"]) == (
         "scheduled_actions",
         "ix_scheduled_actions_merchant",
     )
     assert actions["type"] in ("ref", "range"), actions
+    # In index order: locked are only the rows read up to the claimed one.
+    assert "filesort" not in str(actions["Extra"]), actions
 
 
 async def test_the_clock_is_not_found_in_production(
