@@ -101,8 +101,10 @@ def create_processor(settings: Settings) -> FastStream:
 
     async def start_scheduler() -> None:
         stop_scheduler.clear()
-        for _ in range(settings.processor_scheduler_workers):
-            scheduler_task.append(asyncio.create_task(scheduler.run(stop_scheduler)))
+        workers = settings.processor_scheduler_workers
+        for worker in range(workers):
+            running = scheduler.run(stop_scheduler, worker=worker, workers=workers)
+            scheduler_task.append(asyncio.create_task(running))
 
     async def stop_scheduling() -> None:
         stop_scheduler.set()

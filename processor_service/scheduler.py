@@ -203,9 +203,13 @@ class Scheduler:
             applied += 1
         return applied
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, worker: int = 0, workers: int = 1) -> None:
         """Poll until `stop` is set (the action in flight finishes); back off while the
-        database is down."""
+        database is down. Worker `worker` of `workers`: each idle one polls `workers` times less
+        often, their polls spread over the interval, so that idle they ask the database as
+        often as one would."""
+        idle_seconds = self.poll_interval_seconds * workers
+        await _pause(stop, self.poll_interval_seconds * worker)
         backoff = self.poll_interval_seconds
         while not stop.is_set():
             try:
@@ -217,7 +221,7 @@ class Scheduler:
                 continue
             backoff = self.poll_interval_seconds
             if applied < self.batch:
-                await _pause(stop, self.poll_interval_seconds)
+                await _pause(stop, idle_seconds)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
