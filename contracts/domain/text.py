@@ -32,8 +32,7 @@ _INVISIBLE_CATEGORIES = ("Cf", "Zl", "Zp")
 # Unicode's prepended concatenation marks: visible signs drawn around the digits after them
 # (U+0600 ARABIC NUMBER SIGN, U+06DD ARABIC END OF AYAH), though formatting characters (Cf).
 _VISIBLE_FORMATTING = frozenset(
-    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2"
-    "\U000110bd\U000110cd"
+    "\u0600\u0601\u0602\u0603\u0604\u0605\u06dd\u070f\u0890\u0891\u08e2\U000110bd\U000110cd"
 )
 _NEEDED_BY_WRITING = _VISIBLE_FORMATTING | frozenset(
     "\u200c\u200d"  # zero width non-joiner and joiner (Urdu, Persian; emoji sequences)

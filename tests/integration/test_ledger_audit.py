@@ -134,6 +134,7 @@ async def test_the_relays_other_chores_run_while_it_audits(
     stop = asyncio.Event()
     relay = asyncio.create_task(relay_service.run_outbox_relay(settings, stop))
     try:
+
         async def under_way() -> bool:
             return auditing.is_set()
 
