@@ -78,10 +78,10 @@ def claim_due_action() -> Select[ScheduledAction]:
 
 
 def merchants_with_actions_due_ahead() -> Select[str]:
-    """The merchants with an action due only on their advanced clock, the longest advanced first
-    (read, not locked): for each clock ahead of the database's, a probe of the merchant index.
-    (Bounding a scan of the claim index by the furthest clock made one clock a year ahead read
-    every pending action of every merchant, at each poll.)"""
+    """The merchants with an action due only on their advanced clock, the least recently advanced
+    first (read, not locked): for each clock ahead of the database's, a probe of the merchant
+    index. (Bounding a scan of the claim index by the furthest clock made one clock a year
+    ahead read every pending action of every merchant, at each poll.)"""
     # A probe per clock: a subquery with a LIMIT stays one (an EXISTS became a semi-join that
     # read every pending action in the claim index).
     first_due = (

@@ -9,31 +9,16 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from cli.supervisor import Service, ServiceGroup
 from contracts.stopping import STOP_WITHIN_SECONDS, STOPPED_AT_ONCE
 from tests.support.polling import eventually
-from tests.support.system import free_port
-from tests.support.tcp_proxy import HangingProxy
+from tests.support.tcp_proxy import HangingProxy, at_local_port
 
 CONSUMERS = ["processor", "webhooks"]
 RETRIES = 5  # 6 s of backoff
-
-
-def _through(url: str, port: int) -> str:
-    """`url` sent to 127.0.0.1:`port` instead."""
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    netloc = f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def _proxy_of(url: str) -> HangingProxy:
-    parts = urlsplit(url)
-    return HangingProxy(parts.hostname or "127.0.0.1", parts.port or 0)
 
 
 def _text(log: Path) -> str:
@@ -73,8 +58,8 @@ async def test_the_relay_stops_within_its_deadline_while_the_database_is_silent(
     stopped: ServiceGroup, service_env: dict[str, str], tmp_path: Path
 ) -> None:
     database = service_env["PAYOUTS_DATABASE_URL"]
-    async with await _proxy_of(database) as proxy:
-        env = {"PAYOUTS_DATABASE_URL": _through(database, proxy.port)}
+    async with HangingProxy.in_front_of(database) as proxy:
+        env = {"PAYOUTS_DATABASE_URL": proxy.url_through(database)}
         relay = stopped.start(Service("outbox-relay", ("outbox-relay",), env))
         await _logged(tmp_path / "outbox-relay.log", "outbox relay started", relay)
         proxy.hang()
@@ -88,8 +73,8 @@ async def test_a_second_signal_stops_a_consumer_at_once_while_the_broker_is_sile
     stopped: ServiceGroup, service_env: dict[str, str], tmp_path: Path, service: str
 ) -> None:
     broker = service_env["PAYOUTS_AMQP_URL"]
-    async with await _proxy_of(broker) as proxy:
-        env = {"PAYOUTS_AMQP_URL": _through(broker, proxy.port)}
+    async with HangingProxy.in_front_of(broker) as proxy:
+        env = {"PAYOUTS_AMQP_URL": proxy.url_through(broker)}
         process = stopped.start(Service(service, (service,), env))
         await _logged(tmp_path / f"{service}.log", "started successfully", process)
         proxy.hang()
@@ -113,10 +98,10 @@ async def test_a_consumer_waits_for_a_broker_that_closes_before_the_handshake(
     stopped: ServiceGroup, service_env: dict[str, str], tmp_path: Path, service: str
 ) -> None:
     """RabbitMQ still starting, or a port forwarder with no broker behind it yet."""
-    closing = await asyncio.start_server(_closes_at_once, "127.0.0.1", free_port())
+    closing = await asyncio.start_server(_closes_at_once, "127.0.0.1", 0)
     async with closing:
         port = closing.sockets[0].getsockname()[1]
-        env = {"PAYOUTS_AMQP_URL": _through(service_env["PAYOUTS_AMQP_URL"], port)}
+        env = {"PAYOUTS_AMQP_URL": at_local_port(service_env["PAYOUTS_AMQP_URL"], port)}
         process = stopped.start(Service(service, (service,), env))
         log = tmp_path / f"{service}.log"
 

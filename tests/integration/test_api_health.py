@@ -18,6 +18,7 @@ from api_service.metrics import UNMATCHED_ROUTE
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
 from tests.support.api_helpers import API, auth, create_payout, new_merchant
+from tests.support.infrastructure import database_account
 
 
 async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
@@ -216,17 +217,11 @@ async def test_an_account_that_may_not_read_the_version_is_ready(
     """Granted table by table, without alembic_version: the database answers, its version is
     unknown. It was ready before /ready asked the version; a 1142 (denied) made it unavailable
     for ever (diff review's suspicion)."""
-    user, database = "payouts_tables_only", make_url(settings.database_url).database
-    async with sessions() as session:
-        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
-        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"))
-        await session.execute(text(f"GRANT SELECT ON `{database}`.merchants TO '{user}'@'%'"))
-    try:
-        url = settings.database_url.replace("root@", f"{user}:pw@")
+    merchants_only = database_account(
+        sessions, settings.database_url, "payouts_tables_only", granted="SELECT ON merchants"
+    )
+    async with merchants_only as url:
         response = await _ready_with(settings, database_url=url)
-    finally:
-        async with sessions() as session:
-            await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
 
     assert response.json()["checks"]["database"] == "ok", response.text
 

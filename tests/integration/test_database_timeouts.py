@@ -5,7 +5,6 @@ as long as the database hangs, and serves again once it answers."""
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -21,19 +20,15 @@ TIMEOUT_SECONDS = 2.0
 
 @pytest.fixture
 async def proxy(settings: Settings) -> AsyncIterator[HangingProxy]:
-    database = urlsplit(settings.database_url)
-    assert database.hostname is not None and database.port is not None
-    async with HangingProxy(database.hostname, database.port) as proxy:
+    async with HangingProxy.in_front_of(settings.database_url) as proxy:
         yield proxy
 
 
 @pytest.fixture
 async def api(settings: Settings, proxy: HangingProxy) -> AsyncIterator[httpx.AsyncClient]:
-    database = urlsplit(settings.database_url)
-    through_proxy = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.port}")
     quick = settings.model_copy(
         update={
-            "database_url": urlunsplit(through_proxy),
+            "database_url": proxy.url_through(settings.database_url),
             "api_lock_wait_seconds": 1,
             "api_database_timeout_seconds": TIMEOUT_SECONDS,
             "db_pool_size": 1,  # two connections with the overflow

@@ -3,13 +3,12 @@
 API's 10 s database timeout, and failed on every load)."""
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import make_url, text, update
+from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import processor_service.relay_service as relay_service
@@ -21,10 +20,11 @@ from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.conftest import in_process_api
 from tests.support.cli import run_payouts
+from tests.support.dashboard_client import operator_signed_in
+from tests.support.infrastructure import database_account
 from tests.support.polling import eventually
 from tests.support.statements import statements_sent
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 OPERATOR_TOKEN = "operator-token-of-the-audit-tests"
 
 
@@ -81,11 +81,7 @@ async def test_the_operations_page_shows_the_last_audit_and_runs_none(
 
 async def _operations_page(settings: Settings) -> str:
     async with in_process_api(settings) as client:
-        form = await client.get("/dashboard/operations/sign-in")
-        await client.post(
-            "/dashboard/operations/sign-in",
-            data={"csrf_token": CSRF.findall(form.text)[0], "operator_token": OPERATOR_TOKEN},
-        )
+        await operator_signed_in(client, OPERATOR_TOKEN)
         page = await client.get("/dashboard/operations")
     assert page.status_code == 200, page.text
     return page.text
@@ -153,14 +149,11 @@ async def test_the_relays_other_chores_run_while_it_audits(
 @pytest.fixture
 async def read_only_url(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
     """The tests' database as an auditor's account that may only read it."""
-    user, database = "payouts_audit_ro", make_url(settings.database_url).database
-    async with sessions() as session:
-        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
-        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'ro'"))
-        await session.execute(text(f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'"))
-    yield settings.database_url.replace("root@", f"{user}:ro@")
-    async with sessions() as session:
-        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+    auditor = database_account(
+        sessions, settings.database_url, "payouts_audit_ro", granted="SELECT ON *"
+    )
+    async with auditor as url:
+        yield url
 
 
 async def test_reconcile_as_a_read_only_account_still_gives_its_verdict(

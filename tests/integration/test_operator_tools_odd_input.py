@@ -3,7 +3,6 @@ another client published with a header that is not UTF-8, numbers out of range, 
 ledger. Each gave a traceback, a 500, a queue stuck at one message, or a clean reconcile."""
 
 import json
-import re
 import socket
 import struct
 import subprocess
@@ -30,6 +29,7 @@ from contracts.webhooks import RESEND_ROUTING_KEY
 from tests.conftest import in_process_api
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.cli import run_payouts as payouts
+from tests.support.dashboard_client import operator_signed_in
 
 _encode_table_value = pamqp.encode.encode_table_value
 
@@ -203,7 +203,6 @@ def test_webhook_sink_refuses_a_port_past_65535(service_env: dict[str, str]) -> 
             sink.wait(10)
 
 
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 OPERATOR_TOKEN = "operator-token-of-the-ops-review"
 
 
@@ -215,14 +214,7 @@ async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_
     with_operations = settings.model_copy(update={"operator_token": OPERATOR_TOKEN})
     try:
         async with in_process_api(with_operations) as client:
-            form = await client.get("/dashboard/operations/sign-in")
-            signed = await client.post(
-                "/dashboard/operations/sign-in",
-                data={"csrf_token": CSRF.findall(form.text)[0], "operator_token": OPERATOR_TOKEN},
-            )
-            assert signed.status_code == 303, signed.text
-            page = await client.get("/dashboard/operations")
-            csrf = CSRF.findall(page.text)[0]
+            csrf = await operator_signed_in(client, OPERATOR_TOKEN)
 
             answer = await client.post(
                 f"/dashboard/operations/queues/{PAYOUT_COMMANDS.name}/redrive",

@@ -10,14 +10,16 @@ registry, `scripts/container-engine.sh env` names local builds: MariaDB 10.11 an
 import asyncio
 import os
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from contracts.db.engine import SessionFactory
 
 # Overridable so that several test runs on one machine never share a database or a vhost; each
 # pytest-xdist worker (make test runs two) takes its own, named after it.
@@ -39,6 +41,28 @@ class Infrastructure:
 def with_database(url: str, database: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@asynccontextmanager
+async def database_account(
+    sessions: SessionFactory, database_url: str, name: str, *, granted: str
+) -> AsyncIterator[str]:
+    """An account of the database server granted only `granted` of the database `database_url`
+    names (`"SELECT ON *"`: read it all; `"SELECT ON merchants"`: one table), for a block: the
+    URL as that account. Named after the xdist worker too (the workers share the server)."""
+    user = f"{name}{_OF_WORKER}"
+    parts = urlsplit(database_url)
+    privileges, _, tables = granted.partition(" ON ")
+    async with sessions() as session:
+        await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
+        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"))
+        on = f"`{parts.path.lstrip('/')}`.{tables}"
+        await session.execute(text(f"GRANT {privileges} ON {on} TO '{user}'@'%'"))
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{user}:pw@{parts.hostname}:{parts.port}"))
+    finally:
+        async with sessions() as session:
+            await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
 
 
 def with_vhost(url: str, vhost: str) -> str:

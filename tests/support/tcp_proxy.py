@@ -6,6 +6,15 @@ again, the held bytes first."""
 import asyncio
 import contextlib
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+
+def at_local_port(url: str, port: int) -> str:
+    """A service URL sent to 127.0.0.1:`port` instead, credentials, path and query kept."""
+    parts = urlsplit(url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{netloc}" if credentials else netloc))
 
 
 class HangingProxy:
@@ -16,6 +25,17 @@ class HangingProxy:
         self._forwarding.set()
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def in_front_of(cls, url: str) -> "HangingProxy":
+        """A proxy of the server a service URL names."""
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None, url
+        return cls(parts.hostname, parts.port)
+
+    def url_through(self, url: str) -> str:
+        """`url` sent through this proxy (started: its port is known)."""
+        return at_local_port(url, self.port)
 
     def hang(self) -> None:
         self._forwarding.clear()
