@@ -8,7 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cli.outages import run_in_one_line
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory
-from contracts.ledger_audit import record_audit, timed_reconcile
+from contracts.ledger_audit import Audit, record_audit, timed_reconcile
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size
 from contracts.settings import get_settings
@@ -24,20 +24,20 @@ async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], 
     try:
         async with sessions() as session:
             # Both in the one snapshot reconcile opens, so the counts match what was checked.
-            problems, took = await timed_reconcile(session)
+            audit = await timed_reconcile(session)
             size = await ledger_size(session)
             pipeline = await pipeline_problems(session, thresholds)
-        await _record(sessions, problems, took)
-        return problems + pipeline, size
+        await _record(sessions, audit)
+        return audit.problems + pipeline, size
     finally:
         await engine.dispose()
 
 
-async def _record(sessions: SessionFactory, problems: list[str], took: float) -> None:
+async def _record(sessions: SessionFactory, audit: Audit) -> None:
     """For the Operations page, which shows the last audit. A check that cannot write (a
     read-only account, a replica) still gives its verdict: it was lost to the refused UPDATE."""
     try:
-        await record_audit(sessions, problems, took)
+        await record_audit(sessions, audit)
     except DBAPIError as refused:
         typer.echo(f"(the audit is not recorded for the Operations page: {refused.orig})", err=True)
 

@@ -2,7 +2,7 @@
 Operations page shows the last one rather than running it (at 300,000 payouts one of its
 statements took 16 s, past the API's database timeout). The outbox relay audits every
 AUDIT_EVERY, the first of several relays to claim the row (the database's clock); `payouts
-reconcile` records its own."""
+reconcile` records its own. Of audits that overlap, the one of the latest snapshot is kept."""
 
 import logging
 import time
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import (
     DATABASE_NOW,
     SessionFactory,
+    begin_snapshot,
     database_now_plus,
     seconds_between,
     transaction,
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 AUDIT_EVERY = timedelta(minutes=10)
 KEPT_PROBLEMS = 100  # the first ones; the count says how many more
 _ROW = 1
+
+
+@dataclass(frozen=True)
+class Audit:
+    problems: list[str]
+    took_seconds: float
+    as_of: datetime  # the database's clock as its snapshot began
 
 
 @dataclass(frozen=True)
@@ -61,34 +69,47 @@ async def audit_if_due(sessions: SessionFactory, every: timedelta = AUDIT_EVERY)
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
     async with sessions() as session:
-        problems, took = await timed_reconcile(session)
-    await record_audit(sessions, problems, took)
-    if problems:
-        log.warning("ledger audit: %d problems, the first: %s", len(problems), problems[0])
+        audit = await timed_reconcile(session)
+    await record_audit(sessions, audit)
+    if audit.problems:
+        log.warning(
+            "ledger audit: %d problems, the first: %s", len(audit.problems), audit.problems[0]
+        )
     else:
-        log.info("ledger audit: clean (%.1fs)", took)
+        log.info("ledger audit: clean (%.1fs)", audit.took_seconds)
     return True
 
 
-async def timed_reconcile(session: AsyncSession) -> tuple[list[str], float]:
-    """`reconcile`'s problems, and how many seconds it took."""
+async def timed_reconcile(session: AsyncSession) -> Audit:
+    """`reconcile` in a session that has not begun a transaction: its problems, how many seconds
+    it took, and when its snapshot began."""
     started = time.monotonic()
+    await begin_snapshot(session)
+    # Before the first read of a table, which is when InnoDB takes the snapshot.
+    as_of = (await session.execute(select(DATABASE_NOW))).scalar_one()
     problems = await reconcile(session)
-    return problems, time.monotonic() - started
+    return Audit(problems, time.monotonic() - started, as_of)
 
 
-async def record_audit(sessions: SessionFactory, problems: list[str], took_seconds: float) -> None:
+async def record_audit(sessions: SessionFactory, audit: Audit) -> bool:
+    """Keep the audit unless one of a later snapshot is kept (one that began after it and
+    finished first); whether it was kept."""
     async with transaction(sessions) as session:
-        await session.execute(
+        kept = await session.execute(
             update(LedgerAudit)
-            .where(LedgerAudit.id == _ROW)
+            .where(
+                LedgerAudit.id == _ROW,
+                or_(LedgerAudit.as_of.is_(None), LedgerAudit.as_of <= audit.as_of),
+            )
             .values(
+                as_of=audit.as_of,
                 finished_at=DATABASE_NOW,
-                took_ms=round(took_seconds * 1000),
-                problem_count=len(problems),
-                problems=problems[:KEPT_PROBLEMS],
+                took_ms=round(audit.took_seconds * 1000),
+                problem_count=len(audit.problems),
+                problems=audit.problems[:KEPT_PROBLEMS],
             )
         )
+    return bool(kept.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def last_audit(sessions: SessionFactory) -> LastAudit:

@@ -476,12 +476,14 @@ class ScheduledAction(Base):
 
 class LedgerAudit(Base):
     """The last audit of the whole ledger, one row (id 1; migration 0032): claimed by a relay
-    (`claimed_at`, the database's clock), or written by `payouts reconcile`."""
+    (`claimed_at`, the database's clock), or written by `payouts reconcile`; `as_of`, when its
+    snapshot began, orders overlapping audits (migration 0033)."""
 
     __tablename__ = "ledger_audits"
 
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     claimed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    as_of: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
     took_ms: Mapped[int | None] = mapped_column(Integer)
     problem_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -15,7 +15,14 @@ import processor_service.relay_service as relay_service
 from contracts import ledger_audit
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import LedgerAudit
-from contracts.ledger_audit import KEPT_PROBLEMS, audit_if_due, last_audit, record_audit
+from contracts.ledger_audit import (
+    KEPT_PROBLEMS,
+    Audit,
+    audit_if_due,
+    last_audit,
+    record_audit,
+    timed_reconcile,
+)
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.conftest import in_process_api
@@ -31,6 +38,10 @@ OPERATOR_TOKEN = "operator-token-of-the-audit-tests"
 async def _unclaimed(sessions: SessionFactory) -> None:
     async with transaction(sessions) as session:
         await session.execute(update(LedgerAudit).values(claimed_at=None))
+
+
+def _audit_now(problems: list[str], took_seconds: float = 0.5) -> Audit:
+    return Audit(problems, took_seconds, as_of=utcnow())
 
 
 async def test_one_of_several_relays_audits_and_what_it_found_is_kept(
@@ -53,12 +64,33 @@ async def test_one_of_several_relays_audits_and_what_it_found_is_kept(
 async def test_the_first_problems_are_kept_and_all_are_counted(sessions: SessionFactory) -> None:
     problems = [f"journal {n} does not balance" for n in range(KEPT_PROBLEMS + 20)]
 
-    await record_audit(sessions, problems, 1.25)
+    await record_audit(sessions, _audit_now(problems, 1.25))
 
     kept = await last_audit(sessions)
     assert kept.problems == problems[:KEPT_PROBLEMS]
     assert (kept.problem_count, kept.took_ms) == (KEPT_PROBLEMS + 20, 1250)
     await audit_if_due(sessions, every=timedelta(0))  # the real state again, for other tests
+
+
+async def test_an_audit_of_an_older_snapshot_does_not_replace_a_newer_one(
+    sessions: SessionFactory,
+) -> None:
+    """A relay's long audit that began before a `payouts reconcile` and finished after it wrote
+    its older snapshot over the newer result (diff review)."""
+    async with sessions() as older_session:
+        older = await timed_reconcile(older_session)
+    older = Audit(["journal 7 does not balance (the older snapshot)"], 16.0, older.as_of)
+    async with sessions() as newer_session:
+        newer = await timed_reconcile(newer_session)
+
+    assert await record_audit(sessions, newer)
+    assert not await record_audit(sessions, older)
+
+    kept = await last_audit(sessions)
+    assert (kept.problems, kept.took_ms) == (
+        newer.problems[:KEPT_PROBLEMS],
+        round(newer.took_seconds * 1000),
+    )
 
 
 @pytest.fixture
@@ -69,7 +101,9 @@ def with_operations(settings: Settings) -> Settings:
 async def test_the_operations_page_shows_the_last_audit_and_runs_none(
     with_operations: Settings, sessions: SessionFactory
 ) -> None:
-    await record_audit(sessions, ["journal 7 does not balance: 2 lines summing to 1.00"], 0.5)
+    await record_audit(
+        sessions, _audit_now(["journal 7 does not balance: 2 lines summing to 1.00"])
+    )
     with statements_sent() as sent:
         page = await _operations_page(with_operations)
 
@@ -93,7 +127,7 @@ async def test_a_ledger_not_audited_lately_is_not_called_healthy(
 ) -> None:
     """A clean audit of two days ago, or none, read "Healthy": it vouches for nothing done since,
     and says no relay runs its chores (diff review)."""
-    await record_audit(sessions, [], 0.5)
+    await record_audit(sessions, _audit_now([]))
     async with transaction(sessions) as session:
         when = None if finished is None else utcnow() - finished
         await session.execute(update(LedgerAudit).values(finished_at=when))
