@@ -8,22 +8,18 @@ from typing import Literal
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from starlette.responses import Response
 
 from api_service.envelope import json_response
 from contracts.amqp_connection import connect
 from contracts.wire import dumps
-from migrations.runner import lacks_migrations
+from migrations.state import migration_state
 
 router = APIRouter(tags=["health"])
 
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
-NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
-TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
 
 
@@ -148,24 +144,4 @@ async def ready(request: Request) -> Response:
 async def _database_state(request: Request) -> str:
     """`ok`, `unavailable`, or `not_migrated`: an API started on a database `payouts migrate` had
     not run on was ready, and answered every merchant's call with a 500 (lifecycle review)."""
-    try:
-        async with request.app.state.sessions() as session:
-            version = await asyncio.wait_for(
-                session.scalar(text("SELECT version_num FROM alembic_version")),
-                CHECK_TIMEOUT_SECONDS,
-            )
-    except DBAPIError as error:
-        code = error.orig.args[0] if error.orig is not None and error.orig.args else None
-        if code == TABLE_ACCESS_DENIED:
-            # It answered, but may not show its version (an account granted table by table):
-            # ready, as before the version was asked.
-            return "ok"
-        if code != NO_SUCH_TABLE:
-            return "unavailable"
-        version = None
-    except Exception:
-        return "unavailable"
-    if lacks_migrations(version):
-        log.warning("the database lacks migrations (at %s): run `payouts migrate`", version)
-        return "not_migrated"
-    return "ok"
+    return await migration_state(request.app.state.sessions, CHECK_TIMEOUT_SECONDS)

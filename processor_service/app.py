@@ -17,6 +17,7 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_lettering_decoder
 from contracts.settings import Settings
 from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
+from migrations.state import until_migrated
 from processor_service import handlers
 from processor_service.consumer import Consumer
 from processor_service.metrics import dead_letters_of
@@ -95,6 +96,7 @@ def create_processor(settings: Settings) -> FastStream:
         await declare_topology_at(
             settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
         )
+        await until_migrated(sessions, "processor")
 
     stop_scheduler = asyncio.Event()
     scheduler_task: list[asyncio.Task[None]] = []

@@ -29,6 +29,7 @@ from contracts.db.engine import (
 from contracts.ledger_audit import audit_if_due
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
+from migrations.state import until_migrated
 from processor_service.housekeeping import clean_up
 from processor_service.metrics import HOUSEKEEPING_FAILURES
 from processor_service.outbox_relay import (
@@ -242,6 +243,7 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
     )
     sessions = create_session_factory(engine)
+    await until_migrated(sessions, "outbox relay")
     connected = await _connect(settings.amqp_url, stop)
     if connected is None:
         await engine.dispose()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.app import create_app
@@ -169,3 +170,15 @@ def worker_thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", recording)
     return calls
+
+
+@pytest.fixture
+async def bare_database(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
+    """A database `payouts migrate` never ran on: its URL."""
+    name = f"{make_url(settings.database_url).database}_bare"
+    async with sessions() as session:
+        await session.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+        await session.execute(text(f"CREATE DATABASE {name}"))
+    yield settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    async with sessions() as session:
+        await session.execute(text(f"DROP DATABASE {name}"))

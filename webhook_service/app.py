@@ -42,6 +42,7 @@ from contracts.topology import (
 from contracts.webhooks import (
     retry_due_headers,
 )
+from migrations.state import until_migrated
 from webhook_service.delivery import Decision, Disposition, EventDelivery, lease_seconds_for
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import EndpointCache
@@ -77,8 +78,8 @@ class PayoutEventConsumer:
         self._delivery: EventDelivery | None = None
 
     async def open(self) -> None:
-        """Declare the topology, open the pool and the HTTP client, and compile the batch
-        statements, before consuming."""
+        """Declare the topology, open the pool, wait for the database's migrations, open the
+        HTTP client, and compile the batch statements, before consuming."""
         serve_metrics(self.settings.metrics_port)
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
@@ -92,8 +93,10 @@ class PayoutEventConsumer:
             timeout_seconds=self.settings.webhook_timeout_seconds,
             allow_private_urls=self.settings.webhook_allow_private_urls,
         )
+        sessions = create_session_factory(self._engine)
+        await until_migrated(sessions, "webhook service")
         self._delivery = EventDelivery(
-            sessions=create_session_factory(self._engine),
+            sessions=sessions,
             sender=self._sender,
             ladder=self.ladder,
             lease_seconds=lease_seconds_for(self.settings.webhook_timeout_seconds),

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 
 from api_service.app import create_app
 from api_service.health import CHECK_TIMEOUT_SECONDS, BrokerProbe
@@ -170,18 +170,6 @@ async def test_not_ready_is_503_naming_the_failing_dependency(
     assert body["status"] == "not_ready"
     assert body["checks"] == {failing: "unavailable", healthy: "ok"}
     assert response.headers["x-request-id"]
-
-
-@pytest.fixture
-async def bare_database(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
-    """A database `payouts migrate` never ran on: its URL."""
-    name = f"{make_url(settings.database_url).database}_bare"
-    async with sessions() as session:
-        await session.execute(text(f"DROP DATABASE IF EXISTS {name}"))
-        await session.execute(text(f"CREATE DATABASE {name}"))
-    yield settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-    async with sessions() as session:
-        await session.execute(text(f"DROP DATABASE {name}"))
 
 
 @pytest.mark.parametrize(

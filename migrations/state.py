@@ -1,0 +1,61 @@
+"""Whether the database has this code's migrations: the API's readiness says so, and a consumer
+or the outbox relay waits for them before it takes work."""
+
+import asyncio
+import logging
+from enum import StrEnum
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from contracts.db.engine import SessionFactory
+from migrations.runner import lacks_migrations
+
+log = logging.getLogger(__name__)
+
+NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
+TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
+MIGRATED_POLL_SECONDS = 5.0
+
+
+class MigrationState(StrEnum):
+    OK = "ok"
+    UNAVAILABLE = "unavailable"
+    NOT_MIGRATED = "not_migrated"  # it answers, but lacks a revision this code needs
+
+
+async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> MigrationState:
+    """The database's state as this code needs it, asked within `timeout_seconds`. An account
+    that may not read `alembic_version` (granted table by table) counts as migrated."""
+    try:
+        async with sessions() as session:
+            version = await asyncio.wait_for(
+                session.scalar(text("SELECT version_num FROM alembic_version")), timeout_seconds
+            )
+    except DBAPIError as error:
+        code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+        if code == TABLE_ACCESS_DENIED:
+            return MigrationState.OK
+        if code != NO_SUCH_TABLE:
+            return MigrationState.UNAVAILABLE
+        version = None
+    except Exception:
+        return MigrationState.UNAVAILABLE
+    if lacks_migrations(version):
+        log.warning("the database lacks migrations (at %s): run `payouts migrate`", version)
+        return MigrationState.NOT_MIGRATED
+    return MigrationState.OK
+
+
+async def until_migrated(sessions: SessionFactory, who: str) -> None:
+    """Return once the database has this code's migrations, or cannot be asked (an outage is the
+    caller's to wait out, as at any other time). A consumer started before `payouts migrate`
+    took work that failed into the dead-letter queues (lifecycle review)."""
+    waited = False
+    while await migration_state(sessions, MIGRATED_POLL_SECONDS) is MigrationState.NOT_MIGRATED:
+        if not waited:
+            log.warning("the %s takes no work until the database is migrated", who)
+            waited = True
+        await asyncio.sleep(MIGRATED_POLL_SECONDS)
+    if waited:
+        log.info("the database is migrated: the %s starts", who)
