@@ -13,12 +13,18 @@ from api_service import health, webhooks
 from api_service.asyncapi import asyncapi_endpoint
 from api_service.balance.endpoints import router as balance_router
 from api_service.balance.top_up import router as top_up_router
+from api_service.client_turns import ClientTurns, ClientTurnsMiddleware
 from api_service.dashboard import html_pages as dashboard_html_pages
 from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
-from api_service.errors import UnsupportedMediaType, ValidationFailed, documented_error
+from api_service.errors import (
+    RateLimited,
+    UnsupportedMediaType,
+    ValidationFailed,
+    documented_error,
+)
 from api_service.exception_handlers import install_exception_handlers
 from api_service.head_requests import HeadAsGetMiddleware
 from api_service.idempotency import IDEMPOTENCY_HEADER, REPLAYED_HEADER
@@ -118,14 +124,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dashboard(app, settings)
     # With the innermost middleware, for unexpected errors.
     install_exception_handlers(app, dashboard_html_pages(settings))
-    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults, then the request
-    # log (which records them), then request ids.
+    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults, each client's
+    # turns, then the request log (which records them all), then request ids.
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         FaultInjectionMiddleware,
         enabled=settings.sandbox_enabled,
         api_prefix=API_PREFIX,
         exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
+        probes=probes,
+    )
+    app.add_middleware(
+        ClientTurnsMiddleware,
+        turns=ClientTurns(
+            per_client=settings.api_max_in_flight_per_key,
+            wait_seconds=settings.api_database_timeout_seconds,
+        ),
+        api_prefix=API_PREFIX,
         probes=probes,
     )
     if settings.sandbox_enabled:
@@ -168,6 +183,8 @@ def document_answers_as_given(app: FastAPI, *, probes: frozenset[str]) -> None:
     - a query or path parameter that fails validation: 400 VALIDATION_ERROR in the error
       envelope (exception_handlers.py), not FastAPI's 422 HTTPValidationError; and every
       operation but the probes may answer 400 to an X-Request-ID it refuses (middleware.py);
+    - a call whose client's turn did not come in time: 429 RATE_LIMITED (client_turns.py), on
+      every operation but the probes, a PSP's callbacks included;
     - a body that is not JSON: 415 UNSUPPORTED_MEDIA_TYPE (request_body.require_json), on every
       operation that documents one;
     - X-IDEMPOTENCY-KEY: required, though declared optional so that the dependency answers its
@@ -204,8 +221,9 @@ def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     responses: dict[str, Any] = operation["responses"]
     if responses.get("422", {}).get("content") == FASTAPI_422_CONTENT:
         del responses["422"]
-    if not probe:  # a probe takes any X-Request-ID, and no query
+    if not probe:  # a probe takes any X-Request-ID, and no query, and never waits its turn
         responses.setdefault("400", documented_error(ValidationFailed))  # X-Request-ID
+        responses.setdefault("429", documented_error(RateLimited))  # client_turns.py
     if "requestBody" in operation:
         responses.setdefault("415", documented_error(UnsupportedMediaType))
     keyed = False
