@@ -13,7 +13,7 @@ import httpx
 
 from bench.infrastructure import BenchInfrastructure
 from cli.supervisor import Service, ServiceGroup, environment, payouts_command
-from contracts.topology import PAYOUT_COMMANDS, webhook_events_queue
+from contracts.topology import BULK_PAYOUT_COMMANDS, PAYOUT_COMMANDS, webhook_events_queue
 from tests.support.system import free_port
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -118,7 +118,11 @@ async def wait_until_ready(
     system: RunningSystem, infra: BenchInfrastructure, topology: Topology
 ) -> None:
     """The API is ready and every processor and webhook service consumes its queue."""
-    expected = {PAYOUT_COMMANDS.name: topology.processors} if system.group is not None else {}
+    expected = (
+        {queue.name: topology.processors for queue in (PAYOUT_COMMANDS, BULK_PAYOUT_COMMANDS)}
+        if system.group is not None
+        else {}
+    )
     if topology.webhooks and system.group is not None:
         expected[webhook_events_queue(retry_tiers=1).name] = topology.webhooks
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS

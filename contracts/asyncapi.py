@@ -16,7 +16,12 @@ from pydantic.json_schema import models_json_schema
 from contracts.broker import consumed_queue
 from contracts.domain.statuses import EventType
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
-from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue
+from contracts.topology import (
+    BULK_PAYOUT_COMMANDS,
+    PAYOUT_COMMANDS,
+    PSP_OUTCOMES,
+    webhook_events_queue,
+)
 
 TITLE = "Payout sandbox messages"
 VERSION = "1.0.0"
@@ -52,6 +57,16 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
         "processor.payout-commands.retry.",
     )
     async def process_payout(command: ProcessPayout) -> None: ...
+
+    @broker.subscriber(
+        consumed_queue(BULK_PAYOUT_COMMANDS),
+        title="processor.payout-commands.bulk",
+        description="The same command for payouts started several at once (a payroll's chunk, "
+        "a top-up releasing queued payouts): routing key payout.process.bulk on "
+        "payouts.commands. The processor consumes this queue beside processor.payout-commands, "
+        "so one merchant's payroll does not hold other merchants' single payouts behind it.",
+    )
+    async def process_payouts_in_bulk(command: ProcessPayout) -> None: ...
 
     @broker.subscriber(
         consumed_queue(PSP_OUTCOMES),
@@ -97,6 +112,7 @@ def asyncapi_yaml(webhook_retry_tiers: int = 7) -> str:
 # a webhook resend or a parked replay (sent through the default exchange).
 _PUBLISHED_KEYS = {
     PAYOUT_COMMANDS.name: list(PAYOUT_COMMANDS.routing_keys),
+    BULK_PAYOUT_COMMANDS.name: list(BULK_PAYOUT_COMMANDS.routing_keys),
     PSP_OUTCOMES.name: list(PSP_OUTCOMES.routing_keys),
     webhook_events_queue(1).name: [event_type.value for event_type in EventType],
 }

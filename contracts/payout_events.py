@@ -24,6 +24,7 @@ from contracts.topology import (
     EVENTS_EXCHANGE,
     PAYOUT_COMMANDS,
     PROCESS_PAYOUT_KEY,
+    PROCESS_PAYOUTS_IN_BULK_KEY,
 )
 
 
@@ -40,6 +41,7 @@ class Announcements:
     correlation_id: str | None
     _events: list[dict[str, Any]] = field(default_factory=list)
     _messages: list[dict[str, Any]] = field(default_factory=list)
+    _starts: list[dict[str, Any]] = field(default_factory=list)  # undelayed ProcessPayout rows
     _last_stamps: dict[str, datetime] = field(default_factory=dict)
 
     def _stamp(self, payout_id: str) -> datetime:
@@ -92,22 +94,23 @@ class Announcements:
     def process(self, payout: Payout, *, delay_ms: int | None = None) -> None:
         """A ProcessPayout command; with a delay it goes through the retry queue."""
         delayed = delay_ms is not None
-        self._messages.append(
-            outbox_row(
-                ProcessPayout(
-                    payout_id=payout.id,
-                    merchant_id=payout.merchant_id,
-                    attempt=payout.attempts,
-                    hold_cycle=payout.hold_cycle,
-                ),
-                exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
-                routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
+        row = outbox_row(
+            ProcessPayout(
                 payout_id=payout.id,
                 merchant_id=payout.merchant_id,
-                correlation_id=self.correlation_id,
-                delay_ms=delay_ms,
-            )
+                attempt=payout.attempts,
+                hold_cycle=payout.hold_cycle,
+            ),
+            exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
+            routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
+            payout_id=payout.id,
+            merchant_id=payout.merchant_id,
+            correlation_id=self.correlation_id,
+            delay_ms=delay_ms,
         )
+        self._messages.append(row)
+        if not delayed:
+            self._starts.append(row)
 
     def apply_outcome(
         self,
@@ -145,10 +148,15 @@ class Announcements:
 
 async def write_announcements(session: AsyncSession, batch: Sequence[Announcements]) -> None:
     """Everything the batch's announcements collected, in at most two statements for all of
-    them; then each starts afresh."""
+    them; then each starts afresh. Several payouts started at once are processed in bulk, beside
+    the payouts started one at a time (topology.BULK_PAYOUT_COMMANDS)."""
+    starts = [row for announcements in batch for row in announcements._starts]
+    if len(starts) > 1:
+        for row in starts:
+            row["routing_key"] = PROCESS_PAYOUTS_IN_BULK_KEY
     events = [row for announcements in batch for row in announcements._events]
     if events:
         await session.execute(_INSERT_EVENTS, events)
     await write_outbox(session, [row for announcements in batch for row in announcements._messages])
     for announcements in batch:
-        announcements._events, announcements._messages = [], []
+        announcements._events, announcements._messages, announcements._starts = [], [], []

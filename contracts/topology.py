@@ -21,6 +21,9 @@ DEAD_LETTER_EXCHANGE = "payouts.dead-letter"  # direct: dead-letter and parking-
 DEFAULT_EXCHANGE = ""  # routes by queue name; used for retry queues
 
 PROCESS_PAYOUT_KEY = "payout.process"
+# The commands of a transaction that starts several payouts at once (a payroll's chunk, a top-up
+# releasing queued payouts): a queue of their own, consumed beside the single payouts' one.
+PROCESS_PAYOUTS_IN_BULK_KEY = "payout.process.bulk"
 APPLY_PSP_OUTCOME_KEY = "payout.apply-psp-outcome"
 
 DELIVERY_LIMIT = 10
@@ -112,6 +115,13 @@ PAYOUT_COMMANDS = WorkQueue(
     exchange=COMMANDS_EXCHANGE,
     routing_keys=(PROCESS_PAYOUT_KEY,),
 )
+# One merchant's payroll of 5,000 queued ahead of every other merchant's single payout: behind
+# one, a payout took 10 s to its final status, against 0.07 s when idle (neighbours review).
+BULK_PAYOUT_COMMANDS = WorkQueue(
+    name="processor.payout-commands.bulk",
+    exchange=COMMANDS_EXCHANGE,
+    routing_keys=(PROCESS_PAYOUTS_IN_BULK_KEY,),
+)
 PSP_OUTCOMES = WorkQueue(
     name="processor.psp-outcomes",
     exchange=COMMANDS_EXCHANGE,
@@ -141,7 +151,12 @@ EXCHANGES: dict[str, ExchangeType] = {
 
 
 def all_work_queues(webhook_retry_tiers: int) -> tuple[WorkQueue, ...]:
-    return (PAYOUT_COMMANDS, PSP_OUTCOMES, webhook_events_queue(webhook_retry_tiers))
+    return (
+        PAYOUT_COMMANDS,
+        BULK_PAYOUT_COMMANDS,
+        PSP_OUTCOMES,
+        webhook_events_queue(webhook_retry_tiers),
+    )
 
 
 async def declare_work_queue(channel: AbstractChannel, queue: WorkQueue) -> None:

@@ -5,6 +5,7 @@ import asyncio
 from datetime import timedelta
 
 from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.db.engine import (
@@ -16,7 +17,12 @@ from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_lettering_decoder
 from contracts.settings import Settings
-from contracts.topology import PAYOUT_COMMANDS, PSP_OUTCOMES, declare_topology_at
+from contracts.topology import (
+    BULK_PAYOUT_COMMANDS,
+    PAYOUT_COMMANDS,
+    PSP_OUTCOMES,
+    declare_topology_at,
+)
 from migrations.state import until_migrated
 from processor_service import handlers
 from processor_service.consumer import Consumer
@@ -31,11 +37,12 @@ def create_processor(settings: Settings) -> FastStream:
         settings.amqp_url, prefetch=settings.processor_prefetch, app_name="processor"
     )
     # A connection per message in hand and one per scheduler worker. Prefetch is per consumer:
-    # PSP outcomes may hold as many messages again as payout commands, then in overflow.
+    # PSP outcomes and bulk commands may each hold as many messages again as single payouts'
+    # commands, then in overflow.
     engine = create_engine(
         settings.database_url,
         pool_size=settings.processor_prefetch + settings.processor_scheduler_workers,
-        max_overflow=settings.processor_prefetch,
+        max_overflow=2 * settings.processor_prefetch,
         timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
     )
     sessions = create_session_factory(engine)
@@ -52,28 +59,19 @@ def create_processor(settings: Settings) -> FastStream:
         retry_delay_seconds=settings.processor_retry_delay_seconds,
         max_retries=settings.processor_max_handler_retries,
     )
-    payout_commands = PayoutCommands(
-        consumer,
-        timetable,
-        window_seconds=settings.processor_batch_window_seconds,
-        max_batch=settings.processor_batch_size,
-        workers=settings.processor_batch_workers,
-    )
-
-    @broker.subscriber(
-        consumed_queue(PAYOUT_COMMANDS),
-        decoder=dead_lettering_decoder(
-            broker,
-            ProcessPayout,
-            PAYOUT_COMMANDS,
-            count_dead_letter=dead_letters_of(PAYOUT_COMMANDS),
-        ),
-        ack_policy=AckPolicy.REJECT_ON_ERROR,
-        title="processor.payout-commands",
-        description="Run the scenario rules on a payout (PENDING or RETRY).",
-    )
-    async def on_process_payout(command: ProcessPayout) -> None:
-        await payout_commands.handle(consumed_message(broker), command)
+    lanes = [
+        PayoutCommands(
+            consumer,
+            timetable,
+            queue,
+            window_seconds=settings.processor_batch_window_seconds,
+            max_batch=settings.processor_batch_size,
+            workers=settings.processor_batch_workers,
+        )
+        for queue in (PAYOUT_COMMANDS, BULK_PAYOUT_COMMANDS)
+    ]
+    for lane in lanes:
+        subscribe_payout_commands(broker, lane)
 
     @broker.subscriber(
         consumed_queue(PSP_OUTCOMES),
@@ -118,5 +116,21 @@ def create_processor(settings: Settings) -> FastStream:
         on_startup=[start_up],
         after_startup=[start_scheduler],
         on_shutdown=[stop_scheduling],
-        after_shutdown=[payout_commands.aclose, engine.dispose],
+        after_shutdown=[*(lane.aclose for lane in lanes), engine.dispose],
     )
+
+
+def subscribe_payout_commands(broker: RabbitBroker, lane: PayoutCommands) -> None:
+    """`lane`'s queue consumed into it."""
+
+    @broker.subscriber(
+        consumed_queue(lane.queue),
+        decoder=dead_lettering_decoder(
+            broker, ProcessPayout, lane.queue, count_dead_letter=dead_letters_of(lane.queue)
+        ),
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        title=lane.queue.name,
+        description="Run the scenario rules on a payout (PENDING or RETRY).",
+    )
+    async def on_process_payout(command: ProcessPayout) -> None:
+        await lane.handle(consumed_message(broker), command)

@@ -1,4 +1,5 @@
-"""The payout-commands queue's handler: ProcessPayout commands that name their attempt run in
+"""The payout-commands queues' handler (one per queue: single payouts, and payouts started in
+bulk): ProcessPayout commands that name their attempt run in
 batches, one transaction per batch (handlers.process_payouts), gathered while the previous
 batches are in the database (contracts.batching). Under load a batch costs about one statement per
 payout plus a few for all of them, where a command alone costs eight; when idle, a command waits
@@ -16,7 +17,7 @@ from faststream.rabbit.message import RabbitMessage
 
 from contracts.batching import MicroBatcher
 from contracts.messages import ProcessPayout
-from contracts.topology import PAYOUT_COMMANDS
+from contracts.topology import WorkQueue
 from processor_service import handlers
 from processor_service.consumer import Consumer
 from processor_service.schedule import Timetable
@@ -29,6 +30,7 @@ class PayoutCommands:
         self,
         consumer: Consumer,
         timetable: Timetable,
+        queue: WorkQueue,
         *,
         window_seconds: float,
         max_batch: int,
@@ -37,6 +39,7 @@ class PayoutCommands:
         """`workers`: batches in the database at once."""
         self.consumer = consumer
         self.timetable = timetable
+        self.queue = queue
         self._batches: MicroBatcher[Command, BaseException | None] = MicroBatcher(
             self._run_batch,
             window_seconds=window_seconds,
@@ -59,7 +62,7 @@ class PayoutCommands:
         is its own (a retry or dead-letter it could not publish) and not the batch's."""
         together = len(batch) > 1 and await self.consumer.run_together(
             [message for message, _ in batch],
-            PAYOUT_COMMANDS,
+            self.queue,
             lambda session, contexts: handlers.process_payouts(
                 session,
                 [(command, context) for (_, command), context in zip(batch, contexts, strict=True)],
@@ -75,7 +78,7 @@ class PayoutCommands:
     async def _alone(self, message: RabbitMessage, command: ProcessPayout) -> None:
         await self.consumer.run(
             message,
-            PAYOUT_COMMANDS,
+            self.queue,
             lambda session, context: handlers.process_payout(
                 session, command, context, self.timetable
             ),

@@ -33,13 +33,13 @@ from contracts.funding import top_up_and_start_queued
 from contracts.payout_queue import expire_queued_payouts
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
-from contracts.topology import PROCESS_PAYOUT_KEY
 from processor_service import transitions
 from processor_service.handlers import Context, process_payout
 from processor_service.transitions import PayoutChange
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
     API,
+    PROCESSING_KEYS,
     auth,
     new_payout_command,
     outbox_for_payout,
@@ -82,7 +82,7 @@ async def statuses(sessions: SessionFactory, *payout_ids: str) -> list[str]:
 
 async def commands_for(sessions: SessionFactory, payout_id: str) -> int:
     rows = await outbox_for_payout(sessions, payout_id)
-    return sum(row.routing_key == PROCESS_PAYOUT_KEY for row in rows)
+    return sum(row.routing_key in PROCESSING_KEYS for row in rows)
 
 
 async def assert_reconciled(sessions: SessionFactory) -> None:

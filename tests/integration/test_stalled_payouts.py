@@ -31,10 +31,8 @@ from contracts.payout_events import Announcements
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import (
-    APPLY_PSP_OUTCOME_KEY,
     COMMANDS_EXCHANGE,
     PAYOUT_COMMANDS,
-    PROCESS_PAYOUT_KEY,
     declare_topology_at,
 )
 from processor_service.app import create_processor
@@ -45,7 +43,15 @@ from processor_service.stalled_payouts import (
 )
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
-from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
+from tests.support.api_helpers import (
+    API,
+    OUTCOME_KEYS,
+    PROCESSING_KEYS,
+    auth,
+    outbox_for_payout,
+    payout_body,
+    send_ipn,
+)
 from tests.support.statements import explain
 from tests.support.webhook_flow import relay
 
@@ -93,7 +99,7 @@ async def set_payout(sessions: SessionFactory, payout_id: str, **values: Any) ->
 
 
 async def commands_of(sessions: SessionFactory, payout: Payout) -> list[OutboxMessage]:
-    return await unsent_commands(sessions, payout.id, PROCESS_PAYOUT_KEY)
+    return await unsent_commands(sessions, payout.id, PROCESSING_KEYS)
 
 
 async def sweep(sessions: SessionFactory, payout: Payout) -> int:
@@ -231,7 +237,7 @@ async def test_a_pending_payout_whose_command_a_crash_loop_dead_lettered_is_proc
     merchant = await make_merchant()
     response = await api_client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
     payout_id = response.json()["data"]["id"]
-    (command,) = await unsent_commands(sessions, payout_id, PROCESS_PAYOUT_KEY)
+    (command,) = await unsent_commands(sessions, payout_id, PROCESSING_KEYS)
     await relay(rabbit, command)
     await set_sent(sessions, command)
 
@@ -245,7 +251,7 @@ async def test_a_pending_payout_whose_command_a_crash_loop_dead_lettered_is_proc
     await set_payout(sessions, payout_id, updated_at=long_ago())
 
     await resend(sessions)
-    (again,) = await unsent_commands(sessions, payout_id, PROCESS_PAYOUT_KEY)
+    (again,) = await unsent_commands(sessions, payout_id, PROCESSING_KEYS)
     sent = ProcessPayout.model_validate_json(again.body)
     assert (sent.payout_id, sent.attempt) == (payout_id, 0)
     async with create_processor(settings):
@@ -276,10 +282,10 @@ async def test_an_accepted_outcome_whose_command_was_dead_lettered_is_applied(
     await set_payout(sessions, payout_id, psp_reference="PSP-4-SUBMITTED")
     ipn = await send_ipn(api_client, settings.psp_secret, payout_id, "SUCCESS")
     assert ipn.status_code == 200, ipn.text
-    (lost,) = await unsent_commands(sessions, payout_id, APPLY_PSP_OUTCOME_KEY)
+    (lost,) = await unsent_commands(sessions, payout_id, OUTCOME_KEYS)
     await set_sent(sessions, lost)  # dead-lettered: never applied
     await resend(sessions)
-    assert await unsent_commands(sessions, payout_id, APPLY_PSP_OUTCOME_KEY) == []  # too recent
+    assert await unsent_commands(sessions, payout_id, OUTCOME_KEYS) == []  # too recent
 
     async with transaction(sessions) as session:
         await session.execute(
@@ -289,10 +295,10 @@ async def test_an_accepted_outcome_whose_command_was_dead_lettered_is_applied(
         )
     await set_payout(sessions, payout_id, hold_cycle=2)  # reinitiated: the outcome is not its own
     await resend(sessions)
-    assert await unsent_commands(sessions, payout_id, APPLY_PSP_OUTCOME_KEY) == []
+    assert await unsent_commands(sessions, payout_id, OUTCOME_KEYS) == []
     await set_payout(sessions, payout_id, hold_cycle=1)
     await resend(sessions)
-    (again,) = await unsent_commands(sessions, payout_id, APPLY_PSP_OUTCOME_KEY)
+    (again,) = await unsent_commands(sessions, payout_id, OUTCOME_KEYS)
     assert again.body == lost.body
     async with create_processor(settings):
         await relay(rabbit, again)
@@ -310,10 +316,10 @@ async def resend(sessions: SessionFactory) -> None:
 
 
 async def unsent_commands(
-    sessions: SessionFactory, payout_id: str, routing_key: str
+    sessions: SessionFactory, payout_id: str, routing_keys: frozenset[str]
 ) -> list[OutboxMessage]:
     rows = await outbox_for_payout(sessions, payout_id)
-    return [row for row in rows if row.routing_key == routing_key and row.sent_at is None]
+    return [row for row in rows if row.routing_key in routing_keys and row.sent_at is None]
 
 
 async def take_and_die(amqp_url: str, queue_name: str) -> None:

@@ -26,9 +26,19 @@ from contracts.db.models import (
 )
 from contracts.domain.statuses import PayoutStatus
 from contracts.messages import ProcessPayout
-from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, PROCESS_PAYOUT_KEY
+from contracts.topology import (
+    APPLY_PSP_OUTCOME_KEY,
+    MERCHANT_ID_HEADER,
+    PAYOUT_ID_HEADER,
+    PROCESS_PAYOUT_KEY,
+    PROCESS_PAYOUTS_IN_BULK_KEY,
+)
 
 API = "/api/v1"
+# The routing keys of a payout's ProcessPayout commands: one payout started alone, or several at
+# once (contracts/payout_events.py); and of its ApplyPspOutcome commands.
+PROCESSING_KEYS = frozenset({PROCESS_PAYOUT_KEY, PROCESS_PAYOUTS_IN_BULK_KEY})
+OUTCOME_KEYS = frozenset({APPLY_PSP_OUTCOME_KEY})
 MONEY = re.compile(r"^\d+\.\d{2}$")
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 GENERATED_REQUEST_ID = re.compile(r"^req_[0-9a-f]{32}$")

@@ -9,7 +9,7 @@ from typing import Any, cast
 from faststream.rabbit.message import RabbitMessage
 
 from contracts.messages import ProcessPayout
-from contracts.topology import WorkQueue
+from contracts.topology import PAYOUT_COMMANDS, WorkQueue
 from processor_service.consumer import Consumer
 from processor_service.payout_commands import PayoutCommands
 from processor_service.schedule import Timetable
@@ -50,7 +50,12 @@ async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
     failing = commands[1][1].payout_id
     consumer = BatchFailingConsumer({failing})
     handler = PayoutCommands(
-        cast(Consumer, consumer), Timetable(), window_seconds=0.2, max_batch=8, workers=2
+        cast(Consumer, consumer),
+        Timetable(),
+        PAYOUT_COMMANDS,
+        window_seconds=0.2,
+        max_batch=8,
+        workers=2,
     )
     try:
         outcomes = await asyncio.gather(
