@@ -15,7 +15,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PayoutEvent, table_of
 from contracts.domain.statuses import EventType, PspOutcome, legacy_event_name
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
-from contracts.outbox import outbox_row, write_outbox
+from contracts.outbox import IN_BULK_DUE_AT, outbox_row, write_outbox
 from contracts.payout_view import PayoutView
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
@@ -148,15 +148,19 @@ class Announcements:
 
 async def write_announcements(session: AsyncSession, batch: Sequence[Announcements]) -> None:
     """Everything the batch's announcements collected, in at most two statements for all of
-    them; then each starts afresh. Several payouts started at once are processed in bulk, beside
-    the payouts started one at a time (topology.BULK_PAYOUT_COMMANDS)."""
+    them; then each starts afresh. Several payouts started at once are relayed after the payouts
+    started one at a time (IN_BULK_DUE_AT), and processed in bulk, beside them
+    (topology.BULK_PAYOUT_COMMANDS)."""
     starts = [row for announcements in batch for row in announcements._starts]
+    messages = [row for announcements in batch for row in announcements._messages]
     if len(starts) > 1:
         for row in starts:
             row["routing_key"] = PROCESS_PAYOUTS_IN_BULK_KEY
+        for row in messages:
+            row["next_attempt_at"] = IN_BULK_DUE_AT
     events = [row for announcements in batch for row in announcements._events]
     if events:
         await session.execute(_INSERT_EVENTS, events)
-    await write_outbox(session, [row for announcements in batch for row in announcements._messages])
+    await write_outbox(session, messages)
     for announcements in batch:
         announcements._events, announcements._messages, announcements._starts = [], [], []

@@ -9,16 +9,18 @@ import httpx
 from sqlalchemy import func, select
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory
+from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import OutboxMessage, Payout
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from contracts.topology import (
+    PAYOUT_ID_HEADER,
     PROCESS_PAYOUT_KEY,
     PROCESS_PAYOUTS_IN_BULK_KEY,
     declare_topology_at,
 )
 from processor_service.app import create_processor
+from processor_service.outbox_relay import CLAIM
 from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout, payout_body
@@ -116,3 +118,22 @@ async def test_a_single_payout_is_processed_beside_a_payroll_not_behind_it(
         await relay
 
     assert left_of_the_payroll >= PAYROLL // 2, "the single payout waited behind the payroll"
+
+
+async def test_the_relay_publishes_a_single_payouts_rows_before_a_payrolls(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """Its command and its event were behind the payroll's 10,000 rows in the relay: 3 s."""
+    payroll_merchant, other = await make_merchant(), await make_merchant()
+    payroll = set(await _payroll(api_client, payroll_merchant, 50))
+    single = (await create_payout(api_client, other))["id"]
+
+    async with sessions() as session:
+        due = await session.scalars(CLAIM.params(now=utcnow(), batch_size=1_000_000))
+        order = [row.headers[PAYOUT_ID_HEADER] for row in due]
+        await session.rollback()
+
+    singles = [index for index, payout_id in enumerate(order) if payout_id == single]
+    payrolls = [index for index, payout_id in enumerate(order) if payout_id in payroll]
+    assert len(singles) == 2 and len(payrolls) == 100
+    assert max(singles) < min(payrolls)
