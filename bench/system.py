@@ -13,7 +13,12 @@ import httpx
 
 from bench.infrastructure import BenchInfrastructure
 from cli.supervisor import Service, ServiceGroup, environment, payouts_command
-from contracts.topology import BULK_PAYOUT_COMMANDS, PAYOUT_COMMANDS, webhook_events_queue
+from contracts.topology import (
+    BULK_PAYOUT_COMMANDS,
+    BULK_WEBHOOK_EVENTS,
+    PAYOUT_COMMANDS,
+    webhook_events_queue,
+)
 from tests.support.system import free_port
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -124,7 +129,8 @@ async def wait_until_ready(
         else {}
     )
     if topology.webhooks and system.group is not None:
-        expected[webhook_events_queue(retry_tiers=1).name] = topology.webhooks
+        for queue in (webhook_events_queue(retry_tiers=1), BULK_WEBHOOK_EVENTS):
+            expected[queue.name] = topology.webhooks
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from contracts.domain.statuses import EventType
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.topology import (
     BULK_PAYOUT_COMMANDS,
+    BULK_WEBHOOK_EVENTS,
     PAYOUT_COMMANDS,
     PSP_OUTCOMES,
     webhook_events_queue,
@@ -91,6 +92,19 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
     )
     async def payout_status_changed(event: PayoutStatusChanged) -> None: ...
 
+    @broker.subscriber(
+        consumed_queue(BULK_WEBHOOK_EVENTS),
+        title="webhooks.payout-events.bulk",
+        description="The same events, of payouts started several at once (a payroll's chunk, a "
+        "top-up releasing queued payouts) and of their processing: published to "
+        "payouts.events.bulk (topic, routing key = the event type, e.g. payout.succeeded) "
+        "after the events of payouts started alone, and delivered by the webhook service from "
+        "this queue, beside webhooks.payout-events: one merchant's payroll does not hold other "
+        "merchants' webhooks behind it. To see every event, bind to both exchanges. A webhook "
+        "that waits (a retry) does so through webhooks.payout-events' retry queues.",
+    )
+    async def payout_status_changed_in_bulk(event: PayoutStatusChanged) -> None: ...
+
     return broker
 
 
@@ -115,6 +129,7 @@ _PUBLISHED_KEYS = {
     BULK_PAYOUT_COMMANDS.name: list(BULK_PAYOUT_COMMANDS.routing_keys),
     PSP_OUTCOMES.name: list(PSP_OUTCOMES.routing_keys),
     webhook_events_queue(1).name: [event_type.value for event_type in EventType],
+    BULK_WEBHOOK_EVENTS.name: [event_type.value for event_type in EventType],
 }
 
 

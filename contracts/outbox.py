@@ -40,6 +40,7 @@ def outbox_row(
         "delay_ms": delay_ms,
         "created_at": utcnow(),
         "publish_attempts": 0,
+        "next_attempt_at": NEVER_TRIED_DUE_AT,
     }
 
 
@@ -47,6 +48,7 @@ def outbox_row(
 # epoch, and a row of a transaction that started several payouts at once (a payroll's chunk) a
 # second later. A single payout's messages are published ahead of a payroll's backlog (one
 # merchant's 5,000 held another's payout 3 s in the relay), and both ahead of rows backing off.
+NEVER_TRIED_DUE_AT = datetime(1970, 1, 1)
 IN_BULK_DUE_AT = datetime(1970, 1, 1, 0, 0, 1)
 
 _INSERT = insert(table_of(OutboxMessage))  # built once: neither rebuilt nor keyed per call

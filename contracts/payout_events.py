@@ -19,6 +19,7 @@ from contracts.outbox import IN_BULK_DUE_AT, outbox_row, write_outbox
 from contracts.payout_view import PayoutView
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
+    BULK_EVENTS_EXCHANGE,
     COMMANDS_EXCHANGE,
     DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -39,6 +40,9 @@ _INSERT_EVENTS = insert(table_of(PayoutEvent))  # built once: neither rebuilt no
 @dataclass
 class Announcements:
     correlation_id: str | None
+    # Of a payout processed from the bulk commands' queue: its messages are relayed, and its
+    # webhooks delivered, after those of payouts started alone (write_announcements).
+    in_bulk: bool = False
     _events: list[dict[str, Any]] = field(default_factory=list)
     _messages: list[dict[str, Any]] = field(default_factory=list)
     _starts: list[dict[str, Any]] = field(default_factory=list)  # undelayed ProcessPayout rows
@@ -148,19 +152,31 @@ class Announcements:
 
 async def write_announcements(session: AsyncSession, batch: Sequence[Announcements]) -> None:
     """Everything the batch's announcements collected, in at most two statements for all of
-    them; then each starts afresh. Several payouts started at once are relayed after the payouts
-    started one at a time (IN_BULK_DUE_AT), and processed in bulk, beside them
-    (topology.BULK_PAYOUT_COMMANDS)."""
+    them; then each starts afresh. Payouts started several at once, and their processing from
+    the bulk queue, are relayed after the payouts started one at a time (IN_BULK_DUE_AT), and
+    processed and delivered from queues of their own, beside theirs
+    (topology.BULK_PAYOUT_COMMANDS, topology.BULK_WEBHOOK_EVENTS)."""
     starts = [row for announcements in batch for row in announcements._starts]
-    messages = [row for announcements in batch for row in announcements._messages]
-    if len(starts) > 1:
+    started_in_bulk = len(starts) > 1
+    if started_in_bulk:
         for row in starts:
             row["routing_key"] = PROCESS_PAYOUTS_IN_BULK_KEY
-        for row in messages:
-            row["next_attempt_at"] = IN_BULK_DUE_AT
+    for announcements in batch:
+        if started_in_bulk or announcements.in_bulk:
+            for row in announcements._messages:
+                _relay_in_bulk(row)
+    messages = [row for announcements in batch for row in announcements._messages]
     events = [row for announcements in batch for row in announcements._events]
     if events:
         await session.execute(_INSERT_EVENTS, events)
     await write_outbox(session, messages)
     for announcements in batch:
         announcements._events, announcements._messages, announcements._starts = [], [], []
+
+
+def _relay_in_bulk(row: dict[str, Any]) -> None:
+    """`row` published after the rows of payouts started alone, an event to the bulk events'
+    exchange."""
+    row["next_attempt_at"] = IN_BULK_DUE_AT
+    if row["exchange"] == EVENTS_EXCHANGE:
+        row["exchange"] = BULK_EVENTS_EXCHANGE

@@ -16,6 +16,10 @@ from contracts.amqp_connection import connect
 
 COMMANDS_EXCHANGE = "payouts.commands"  # direct: commands to the processor
 EVENTS_EXCHANGE = "payouts.events"  # topic: payout status events, routing key = event type
+# topic, routing key = event type: the events of payouts started several at once (a payroll's
+# chunk) and of their processing, for a webhook queue of their own.
+BULK_EVENTS_EXCHANGE = "payouts.events.bulk"
+EVENT_EXCHANGES = (EVENTS_EXCHANGE, BULK_EVENTS_EXCHANGE)
 RETRY_RETURN_EXCHANGE = "payouts.retry-return"  # direct: retry queues dead-letter back here
 DEAD_LETTER_EXCHANGE = "payouts.dead-letter"  # direct: dead-letter and parking-lot queues
 DEFAULT_EXCHANGE = ""  # routes by queue name; used for retry queues
@@ -128,6 +132,15 @@ PSP_OUTCOMES = WorkQueue(
     routing_keys=(APPLY_PSP_OUTCOME_KEY,),
 )
 WEBHOOK_PARKING_LOT = "webhooks.parking-lot"
+# Consumed beside the webhook events queue: one merchant's payroll of 5,000 held another
+# merchant's webhook 15 s behind its events. It has no waiting queues of its own: a webhook that
+# waits (a retry, a slot) does so in the events queue's, and comes back to that queue.
+BULK_WEBHOOK_EVENTS = WorkQueue(
+    name="webhooks.payout-events.bulk",
+    exchange=BULK_EVENTS_EXCHANGE,
+    routing_keys=("payout.*",),
+    retry_tiers=0,
+)
 
 
 def webhook_events_queue(retry_tiers: int) -> WorkQueue:
@@ -145,6 +158,7 @@ def webhook_events_queue(retry_tiers: int) -> WorkQueue:
 EXCHANGES: dict[str, ExchangeType] = {
     COMMANDS_EXCHANGE: ExchangeType.DIRECT,
     EVENTS_EXCHANGE: ExchangeType.TOPIC,
+    BULK_EVENTS_EXCHANGE: ExchangeType.TOPIC,
     RETRY_RETURN_EXCHANGE: ExchangeType.DIRECT,
     DEAD_LETTER_EXCHANGE: ExchangeType.DIRECT,
 }
@@ -156,6 +170,7 @@ def all_work_queues(webhook_retry_tiers: int) -> tuple[WorkQueue, ...]:
         BULK_PAYOUT_COMMANDS,
         PSP_OUTCOMES,
         webhook_events_queue(webhook_retry_tiers),
+        BULK_WEBHOOK_EVENTS,
     )
 
 

@@ -44,6 +44,7 @@ class UnknownPayout(Exception):
 class Context:
     correlation_id: str | None
     retry_delay_ms: int
+    in_bulk: bool = False  # a command from the bulk queue (payout_events.Announcements)
 
 
 async def _lock_payout(session: AsyncSession, payout_id: str, merchant_id: str) -> Payout:
@@ -137,7 +138,10 @@ async def _plan(
         naive_utc(command.sandbox_time) if command.sandbox_time is not None else None
     )
     change = PayoutChange(
-        payout, correlation_id=context.correlation_id, sandbox_time=started_by_the_clock
+        payout,
+        correlation_id=context.correlation_id,
+        sandbox_time=started_by_the_clock,
+        in_bulk=context.in_bulk,
     )
     with stamping_sandbox_time(started_by_the_clock):
         return await _process(session, change, context, timetable)

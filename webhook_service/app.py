@@ -33,6 +33,7 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
+    BULK_WEBHOOK_EVENTS,
     BUSY_WAITS_HEADER,
     OWN_EVENT_HEADER,
     WEBHOOK_PARKING_LOT,
@@ -64,15 +65,20 @@ class PayoutEventConsumer:
         self.broker = create_broker(
             settings.amqp_url, prefetch=settings.webhook_prefetch, app_name="webhooks"
         )
-        self.broker.subscriber(
-            consumed_queue(self.queue),
-            decoder=dead_lettering_decoder(
-                self.broker, PayoutStatusChanged, self.queue, count_dead_letter=count_dead_letter
-            ),
-            # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            title="deliver-payout-event",
-        )(self.deliver_payout_event)
+        # The events of payouts started several at once have a queue of their own, consumed
+        # beside the others; a webhook of theirs that waits does so in the events queue's waiting
+        # queues, and comes back to that queue (topology.BULK_WEBHOOK_EVENTS).
+        for consumed in (self.queue, BULK_WEBHOOK_EVENTS):
+            self.broker.subscriber(
+                consumed_queue(consumed),
+                decoder=dead_lettering_decoder(
+                    self.broker, PayoutStatusChanged, consumed, count_dead_letter=count_dead_letter
+                ),
+                # Only unexpected errors reach the policy: requeued, bounded by the delivery
+                # limit.
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                title=f"deliver-payout-event:{consumed.name}",
+            )(self.deliver_payout_event)
         self._engine: AsyncEngine | None = None
         self._sender: WebhookSender | None = None
         self._delivery: EventDelivery | None = None

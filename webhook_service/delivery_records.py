@@ -45,7 +45,7 @@ from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, ta
 from contracts.messages import PayoutStatusChanged
 from contracts.redelivery import busy_wait_count, retry_count
 from contracts.topology import (
-    EVENTS_EXCHANGE,
+    EVENT_EXCHANGES,
     OWN_EVENT_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_DUE_HEADER,
@@ -103,7 +103,7 @@ class DeliveryRequest:
             due_at=retry_due(headers.get(RETRY_DUE_HEADER)),
             clock_offset=retry_clock_offset(headers.get(RETRY_CLOCK_OFFSET_HEADER)),
             redelivered=redelivered,
-            original=exchange == EVENTS_EXCHANGE or bool(headers.get(OWN_EVENT_HEADER)),
+            original=exchange in EVENT_EXCHANGES or bool(headers.get(OWN_EVENT_HEADER)),
             busy_waits=busy_wait_count(headers),
         )
 

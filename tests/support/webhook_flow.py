@@ -20,6 +20,7 @@ from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, Webh
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
 from contracts.topology import (
+    BULK_WEBHOOK_EVENTS,
     EVENTS_EXCHANGE,
     PAYOUT_ID_HEADER,
     WEBHOOK_PARKING_LOT,
@@ -168,7 +169,7 @@ async def purge_webhook_queues(rabbit: RabbitClient, settings: Settings) -> None
     there (retries waiting out their tier, backlogs of endpoints that hung), which a webhook
     service started now would take, to receivers long gone, with transactions of their own."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
-    await rabbit.purge(QUEUE.name, *QUEUE.waiting_queues())
+    await rabbit.purge(QUEUE.name, *QUEUE.waiting_queues(), BULK_WEBHOOK_EVENTS.name)
 
 
 async def waiting_copies(rabbit: RabbitClient, event_id: str) -> int:
