@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_service.errors import RateLimited
-from api_service.middleware import reject
+from api_service.middleware import is_api_call, reject
 
 WAITING = Gauge(
     "payouts_api_requests_waiting_for_their_turn",
@@ -113,8 +113,7 @@ class ClientTurnsMiddleware:
         self.probes = probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(self.api_prefix) or path in self.probes:
+        if not is_api_call(scope, self.api_prefix, self.probes):
             await self.app(scope, receive, send)
             return
         client = client_of(scope)

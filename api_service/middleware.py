@@ -25,6 +25,12 @@ _CLIENT_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,100}")
 _REQUEST_ID_RULE = "must be 1-100 printable ASCII characters"
 
 
+def is_api_call(scope: Scope, api_prefix: str, probes: frozenset[str]) -> bool:
+    """An HTTP request under the API's prefix, the probes (liveness, readiness) aside."""
+    path: str = scope.get("path", "")
+    return scope["type"] == "http" and path.startswith(api_prefix) and path not in probes
+
+
 @dataclass(frozen=True)
 class HtmlPages:
     """The paths a browser reads (the dashboard's): a request refused before the application

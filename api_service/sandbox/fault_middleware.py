@@ -26,7 +26,7 @@ from api_service.errors import (
     ValidationFailed,
 )
 from api_service.metrics import INJECTED_FAULTS
-from api_service.middleware import BodyTooLarge, reject
+from api_service.middleware import BodyTooLarge, is_api_call, reject
 from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, LOST_STATUS, Fault, FaultKind, parse_fault
 from contracts.db.outages import is_outage
@@ -52,8 +52,7 @@ class FaultInjectionMiddleware:
         self.probes = probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(self.api_prefix) or path in self.probes:
+        if not is_api_call(scope, self.api_prefix, self.probes):
             await self.app(scope, receive, send)
             return
         # The first of a fault header sent twice, as the endpoints read a header.

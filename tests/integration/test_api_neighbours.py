@@ -7,14 +7,19 @@ import asyncio
 
 import httpx
 from prometheus_client import REGISTRY
-from sqlalchemy import func, select
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
-from contracts.db.models import Payout
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
-from tests.support.api_helpers import API, assert_error, auth, create_payout, payout_body
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    footprint,
+    payout_body,
+)
 from tests.support.polling import eventually
 
 BURST = 30
@@ -66,6 +71,7 @@ async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_
     settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
     faults_before = _latency_faults_injected()
     slow_call = {**auth(merchant, ""), "X-Sandbox-Fault": "latency=1000"}
     capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.2)
@@ -81,10 +87,4 @@ async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_
 
     assert_error(refused, 429, "RATE_LIMITED")
     assert refused.headers["Retry-After"] == "1"
-    async with sessions() as session:
-        written = await session.scalar(
-            select(func.count())
-            .select_from(Payout)
-            .where(Payout.merchant_id == merchant.merchant_id)
-        )
-    assert written == 0
+    assert await footprint(sessions, merchant.merchant_id) == before
