@@ -124,16 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dashboard(app, settings)
     # With the innermost middleware, for unexpected errors.
     install_exception_handlers(app, dashboard_html_pages(settings))
-    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults, each client's
-    # turns, then the request log (which records them all), then request ids.
+    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), each client's turns,
+    # faults (an injected latency waits outside the turns: it holds no connection), then the
+    # request log (which records them all), then request ids.
     app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(
-        FaultInjectionMiddleware,
-        enabled=settings.sandbox_enabled,
-        api_prefix=API_PREFIX,
-        exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
-        probes=probes,
-    )
     app.add_middleware(
         ClientTurnsMiddleware,
         turns=ClientTurns(
@@ -141,6 +135,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             wait_seconds=settings.api_database_timeout_seconds,
         ),
         api_prefix=API_PREFIX,
+        probes=probes,
+    )
+    app.add_middleware(
+        FaultInjectionMiddleware,
+        enabled=settings.sandbox_enabled,
+        api_prefix=API_PREFIX,
+        exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
         probes=probes,
     )
     if settings.sandbox_enabled:

@@ -15,7 +15,6 @@ from bench.infrastructure import BenchInfrastructure
 from cli.supervisor import Service, ServiceGroup, environment, payouts_command
 from contracts.topology import (
     BULK_PAYOUT_COMMANDS,
-    BULK_WEBHOOK_EVENTS,
     PAYOUT_COMMANDS,
     webhook_events_queue,
 )
@@ -129,7 +128,8 @@ async def wait_until_ready(
         else {}
     )
     if topology.webhooks and system.group is not None:
-        for queue in (webhook_events_queue(retry_tiers=1), BULK_WEBHOOK_EVENTS):
+        for in_bulk in (False, True):
+            queue = webhook_events_queue(retry_tiers=1, in_bulk=in_bulk)
             expected[queue.name] = topology.webhooks
     deadline = time.monotonic() + READY_TIMEOUT_SECONDS
     async with httpx.AsyncClient(timeout=2) as client:

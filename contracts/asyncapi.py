@@ -18,7 +18,6 @@ from contracts.domain.statuses import EventType
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
 from contracts.topology import (
     BULK_PAYOUT_COMMANDS,
-    BULK_WEBHOOK_EVENTS,
     PAYOUT_COMMANDS,
     PSP_OUTCOMES,
     webhook_events_queue,
@@ -93,15 +92,15 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
     async def payout_status_changed(event: PayoutStatusChanged) -> None: ...
 
     @broker.subscriber(
-        consumed_queue(BULK_WEBHOOK_EVENTS),
+        consumed_queue(webhook_events_queue(webhook_retry_tiers, in_bulk=True)),
         title="webhooks.payout-events.bulk",
         description="The same events, of payouts started several at once (a payroll's chunk, a "
-        "top-up releasing queued payouts) and of their processing: published to "
+        "top-up releasing queued payouts), for the payout's whole life: published to "
         "payouts.events.bulk (topic, routing key = the event type, e.g. payout.succeeded) "
         "after the events of payouts started alone, and delivered by the webhook service from "
         "this queue, beside webhooks.payout-events: one merchant's payroll does not hold other "
-        "merchants' webhooks behind it. To see every event, bind to both exchanges. A webhook "
-        "that waits (a retry) does so through webhooks.payout-events' retry queues.",
+        "merchants' webhooks behind it. To see every event, bind to both exchanges. Its retry "
+        "and slot-wait queues are its own (webhooks.payout-events.bulk.retry.N, .slot-wait).",
     )
     async def payout_status_changed_in_bulk(event: PayoutStatusChanged) -> None: ...
 
@@ -129,7 +128,7 @@ _PUBLISHED_KEYS = {
     BULK_PAYOUT_COMMANDS.name: list(BULK_PAYOUT_COMMANDS.routing_keys),
     PSP_OUTCOMES.name: list(PSP_OUTCOMES.routing_keys),
     webhook_events_queue(1).name: [event_type.value for event_type in EventType],
-    BULK_WEBHOOK_EVENTS.name: [event_type.value for event_type in EventType],
+    webhook_events_queue(1, in_bulk=True).name: [event_type.value for event_type in EventType],
 }
 
 

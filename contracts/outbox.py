@@ -24,8 +24,10 @@ def outbox_row(
     delay_ms: int | None = None,
     extra_headers: Mapping[str, Any] | None = None,
     body: bytes | None = None,
+    in_bulk: bool = False,
 ) -> dict[str, Any]:
-    """The row that publishes `message` (`body`: its JSON when the caller has it already)."""
+    """The row that publishes `message` (`body`: its JSON when the caller has it already);
+    `in_bulk`: of a payout started several at once (IN_BULK_DUE_AT)."""
     return {
         "exchange": exchange,
         "routing_key": routing_key,
@@ -40,12 +42,12 @@ def outbox_row(
         "delay_ms": delay_ms,
         "created_at": utcnow(),
         "publish_attempts": 0,
-        "next_attempt_at": NEVER_TRIED_DUE_AT,
+        "next_attempt_at": IN_BULK_DUE_AT if in_bulk else NEVER_TRIED_DUE_AT,
     }
 
 
 # The relay claims due rows earliest `next_attempt_at` first: a row never tried is due since the
-# epoch, and a row of a transaction that started several payouts at once (a payroll's chunk) a
+# epoch, and a row of a payout started several at once (`Payout.in_bulk`: a payroll's chunk) a
 # second later. A single payout's messages are published ahead of a payroll's backlog (one
 # merchant's 5,000 held another's payout 3 s in the relay), and both ahead of rows backing off.
 NEVER_TRIED_DUE_AT = datetime(1970, 1, 1)

@@ -15,17 +15,16 @@ from contracts.db.engine import utcnow
 from contracts.db.models import Payout, PayoutEvent, table_of
 from contracts.domain.statuses import EventType, PspOutcome, legacy_event_name
 from contracts.messages import ApplyPspOutcome, PayoutStatusChanged, ProcessPayout
-from contracts.outbox import IN_BULK_DUE_AT, outbox_row, write_outbox
+from contracts.outbox import outbox_row, write_outbox
 from contracts.payout_view import PayoutView
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
     BULK_EVENTS_EXCHANGE,
+    BULK_PAYOUT_COMMANDS,
     COMMANDS_EXCHANGE,
     DEFAULT_EXCHANGE,
     EVENTS_EXCHANGE,
     PAYOUT_COMMANDS,
-    PROCESS_PAYOUT_KEY,
-    PROCESS_PAYOUTS_IN_BULK_KEY,
 )
 
 
@@ -39,13 +38,16 @@ _INSERT_EVENTS = insert(table_of(PayoutEvent))  # built once: neither rebuilt no
 
 @dataclass
 class Announcements:
+    """A payout started several at once (`Payout.in_bulk`) has its commands and events relayed
+    after those of payouts started alone (outbox.IN_BULK_DUE_AT), then processed and delivered
+    from queues of their own, consumed beside theirs (topology.BULK_PAYOUT_COMMANDS,
+    topology.webhook_events_queue): one merchant's payroll does not hold other merchants'
+    payouts behind it. For the payout's whole life, so that none of its events overtakes an
+    earlier one still in a payroll's backlog."""
+
     correlation_id: str | None
-    # Of a payout processed from the bulk commands' queue: its messages are relayed, and its
-    # webhooks delivered, after those of payouts started alone (write_announcements).
-    in_bulk: bool = False
     _events: list[dict[str, Any]] = field(default_factory=list)
     _messages: list[dict[str, Any]] = field(default_factory=list)
-    _starts: list[dict[str, Any]] = field(default_factory=list)  # undelayed ProcessPayout rows
     _last_stamps: dict[str, datetime] = field(default_factory=dict)
 
     def _stamp(self, payout_id: str) -> datetime:
@@ -86,11 +88,12 @@ class Announcements:
             outbox_row(
                 event,
                 body=body,
-                exchange=EVENTS_EXCHANGE,
+                exchange=BULK_EVENTS_EXCHANGE if payout.in_bulk else EVENTS_EXCHANGE,
                 routing_key=event_type.value,
                 payout_id=payout.id,
                 merchant_id=payout.merchant_id,
                 correlation_id=self.correlation_id,
+                in_bulk=payout.in_bulk,
             )
         )
         return event
@@ -98,23 +101,24 @@ class Announcements:
     def process(self, payout: Payout, *, delay_ms: int | None = None) -> None:
         """A ProcessPayout command; with a delay it goes through the retry queue."""
         delayed = delay_ms is not None
-        row = outbox_row(
-            ProcessPayout(
+        queue = BULK_PAYOUT_COMMANDS if payout.in_bulk else PAYOUT_COMMANDS
+        self._messages.append(
+            outbox_row(
+                ProcessPayout(
+                    payout_id=payout.id,
+                    merchant_id=payout.merchant_id,
+                    attempt=payout.attempts,
+                    hold_cycle=payout.hold_cycle,
+                ),
+                exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
+                routing_key=queue.retry_queue(1) if delayed else queue.routing_keys[0],
                 payout_id=payout.id,
                 merchant_id=payout.merchant_id,
-                attempt=payout.attempts,
-                hold_cycle=payout.hold_cycle,
-            ),
-            exchange=DEFAULT_EXCHANGE if delayed else COMMANDS_EXCHANGE,
-            routing_key=PAYOUT_COMMANDS.retry_queue(1) if delayed else PROCESS_PAYOUT_KEY,
-            payout_id=payout.id,
-            merchant_id=payout.merchant_id,
-            correlation_id=self.correlation_id,
-            delay_ms=delay_ms,
+                correlation_id=self.correlation_id,
+                delay_ms=delay_ms,
+                in_bulk=payout.in_bulk,
+            )
         )
-        self._messages.append(row)
-        if not delayed:
-            self._starts.append(row)
 
     def apply_outcome(
         self,
@@ -152,31 +156,10 @@ class Announcements:
 
 async def write_announcements(session: AsyncSession, batch: Sequence[Announcements]) -> None:
     """Everything the batch's announcements collected, in at most two statements for all of
-    them; then each starts afresh. Payouts started several at once, and their processing from
-    the bulk queue, are relayed after the payouts started one at a time (IN_BULK_DUE_AT), and
-    processed and delivered from queues of their own, beside theirs
-    (topology.BULK_PAYOUT_COMMANDS, topology.BULK_WEBHOOK_EVENTS)."""
-    starts = [row for announcements in batch for row in announcements._starts]
-    started_in_bulk = len(starts) > 1
-    if started_in_bulk:
-        for row in starts:
-            row["routing_key"] = PROCESS_PAYOUTS_IN_BULK_KEY
-    for announcements in batch:
-        if started_in_bulk or announcements.in_bulk:
-            for row in announcements._messages:
-                _relay_in_bulk(row)
-    messages = [row for announcements in batch for row in announcements._messages]
+    them; then each starts afresh."""
     events = [row for announcements in batch for row in announcements._events]
     if events:
         await session.execute(_INSERT_EVENTS, events)
-    await write_outbox(session, messages)
+    await write_outbox(session, [row for announcements in batch for row in announcements._messages])
     for announcements in batch:
-        announcements._events, announcements._messages, announcements._starts = [], [], []
-
-
-def _relay_in_bulk(row: dict[str, Any]) -> None:
-    """`row` published after the rows of payouts started alone, an event to the bulk events'
-    exchange."""
-    row["next_attempt_at"] = IN_BULK_DUE_AT
-    if row["exchange"] == EVENTS_EXCHANGE:
-        row["exchange"] = BULK_EVENTS_EXCHANGE
+        announcements._events, announcements._messages = [], []

@@ -17,7 +17,7 @@ from contracts.amqp_connection import connect
 COMMANDS_EXCHANGE = "payouts.commands"  # direct: commands to the processor
 EVENTS_EXCHANGE = "payouts.events"  # topic: payout status events, routing key = event type
 # topic, routing key = event type: the events of payouts started several at once (a payroll's
-# chunk) and of their processing, for a webhook queue of their own.
+# chunk), for the payout's whole life, for a webhook queue of their own.
 BULK_EVENTS_EXCHANGE = "payouts.events.bulk"
 EVENT_EXCHANGES = (EVENTS_EXCHANGE, BULK_EVENTS_EXCHANGE)
 RETRY_RETURN_EXCHANGE = "payouts.retry-return"  # direct: retry queues dead-letter back here
@@ -132,22 +132,17 @@ PSP_OUTCOMES = WorkQueue(
     routing_keys=(APPLY_PSP_OUTCOME_KEY,),
 )
 WEBHOOK_PARKING_LOT = "webhooks.parking-lot"
-# Consumed beside the webhook events queue: one merchant's payroll of 5,000 held another
-# merchant's webhook 15 s behind its events. It has no waiting queues of its own: a webhook that
-# waits (a retry, a slot) does so in the events queue's, and comes back to that queue.
-BULK_WEBHOOK_EVENTS = WorkQueue(
-    name="webhooks.payout-events.bulk",
-    exchange=BULK_EVENTS_EXCHANGE,
-    routing_keys=("payout.*",),
-    retry_tiers=0,
-)
 
 
-def webhook_events_queue(retry_tiers: int) -> WorkQueue:
-    """The webhook service's queue; one retry queue per tier of the configured ladder."""
+def webhook_events_queue(retry_tiers: int, *, in_bulk: bool = False) -> WorkQueue:
+    """The webhook service's queue; one retry queue per tier of the configured ladder. With
+    `in_bulk`, the queue of the events of payouts started several at once, consumed beside it,
+    with waiting queues of its own: behind one merchant's payroll of 5,000 another merchant's
+    webhook waited 15 s in a single queue, and a payroll whose endpoint fails would send its
+    retries back ahead of everyone else's."""
     return WorkQueue(
-        name="webhooks.payout-events",
-        exchange=EVENTS_EXCHANGE,
+        name="webhooks.payout-events.bulk" if in_bulk else "webhooks.payout-events",
+        exchange=BULK_EVENTS_EXCHANGE if in_bulk else EVENTS_EXCHANGE,
         routing_keys=("payout.*",),
         retry_tiers=retry_tiers,
         parking_lot=WEBHOOK_PARKING_LOT,
@@ -170,7 +165,7 @@ def all_work_queues(webhook_retry_tiers: int) -> tuple[WorkQueue, ...]:
         BULK_PAYOUT_COMMANDS,
         PSP_OUTCOMES,
         webhook_events_queue(webhook_retry_tiers),
-        BULK_WEBHOOK_EVENTS,
+        webhook_events_queue(webhook_retry_tiers, in_bulk=True),
     )
 
 

@@ -2,6 +2,7 @@
 or the outbox relay waits for them before it takes work."""
 
 import asyncio
+import contextlib
 import logging
 from enum import StrEnum
 
@@ -47,15 +48,31 @@ async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> M
     return MigrationState.OK
 
 
-async def until_migrated(sessions: SessionFactory, who: str) -> None:
-    """Return once the database has this code's migrations, or cannot be asked (an outage is the
-    caller's to wait out, as at any other time). A consumer started before `payouts migrate`
-    took work that failed into the dead-letter queues (lifecycle review)."""
-    waited = False
-    while await migration_state(sessions, MIGRATED_POLL_SECONDS) is MigrationState.NOT_MIGRATED:
-        if not waited:
-            log.warning("the %s takes no work until the database is migrated", who)
-            waited = True
-        await asyncio.sleep(MIGRATED_POLL_SECONDS)
-    if waited:
+async def until_migrated(
+    sessions: SessionFactory, who: str, stop: asyncio.Event | None = None
+) -> bool:
+    """Return True once the database answers with this code's migrations; False if `stop` was
+    set first. A consumer started before `payouts migrate` took work that failed into the
+    dead-letter queues (lifecycle review); one started while the database was still booting
+    (unreachable) did so too, once it answered (diff review)."""
+    stop = stop or asyncio.Event()
+    said = MigrationState.OK
+    while (
+        state := await migration_state(sessions, MIGRATED_POLL_SECONDS)
+    ) is not MigrationState.OK:
+        if state is not said:
+            log.warning("the %s takes no work until the database %s", who, _UNTIL[state])
+            said = state
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), MIGRATED_POLL_SECONDS)
+        if stop.is_set():
+            return False
+    if said is not MigrationState.OK:
         log.info("the database is migrated: the %s starts", who)
+    return True
+
+
+_UNTIL = {
+    MigrationState.UNAVAILABLE: "answers (it is unavailable)",
+    MigrationState.NOT_MIGRATED: "is migrated",
+}

@@ -35,7 +35,6 @@ from contracts.redelivery import (
 )
 from contracts.topology import (
     OUTAGE_COUNT_HEADER,
-    PROCESS_PAYOUTS_IN_BULK_KEY,
     RETRY_COUNT_HEADER,
     WorkQueue,
 )
@@ -76,7 +75,6 @@ class Consumer:
             correlation_id=(message.raw_message.correlation_id or "")[:CORRELATION_ID_LENGTH]
             or None,
             retry_delay_ms=int(self.retry_delay_seconds * 1000),
-            in_bulk=message.raw_message.routing_key == PROCESS_PAYOUTS_IN_BULK_KEY,
         )
 
     async def run(

@@ -44,7 +44,6 @@ class UnknownPayout(Exception):
 class Context:
     correlation_id: str | None
     retry_delay_ms: int
-    in_bulk: bool = False  # a command from the bulk queue (payout_events.Announcements)
 
 
 async def _lock_payout(session: AsyncSession, payout_id: str, merchant_id: str) -> Payout:
@@ -141,7 +140,6 @@ async def _plan(
         payout,
         correlation_id=context.correlation_id,
         sandbox_time=started_by_the_clock,
-        in_bulk=context.in_bulk,
     )
     with stamping_sandbox_time(started_by_the_clock):
         return await _process(session, change, context, timetable)

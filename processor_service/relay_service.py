@@ -243,7 +243,9 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
     )
     sessions = create_session_factory(engine)
-    await until_migrated(sessions, "outbox relay")
+    if not await until_migrated(sessions, "outbox relay", stop):
+        await engine.dispose()
+        return
     connected = await _connect(settings.amqp_url, stop)
     if connected is None:
         await engine.dispose()

@@ -70,15 +70,13 @@ class PayoutChange:
         *,
         correlation_id: str | None,
         sandbox_time: datetime | None = None,
-        in_bulk: bool = False,
     ) -> None:
         """`sandbox_time`: when the change happened on the merchant's sandbox clock, if the clock
         caused it (a payout a clock step started from the queue); the queued payouts the money
-        it returns starts carry it too. `in_bulk`: processing a payout started several at once
-        (its announcements go the bulk way: payout_events.write_announcements)."""
+        it returns starts carry it too."""
         self.payout = payout
         self.sandbox_time = sandbox_time
-        self.announcements = Announcements(correlation_id, in_bulk=in_bulk)
+        self.announcements = Announcements(correlation_id)
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
         self.postings: list[ledger.Posting] = []

@@ -33,10 +33,10 @@ from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_letter, dead_lettering_decoder, republish
 from contracts.settings import Settings, get_settings
 from contracts.topology import (
-    BULK_WEBHOOK_EVENTS,
     BUSY_WAITS_HEADER,
     OWN_EVENT_HEADER,
     WEBHOOK_PARKING_LOT,
+    WorkQueue,
     declare_topology_at,
     webhook_events_queue,
 )
@@ -61,24 +61,13 @@ class PayoutEventConsumer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.ladder = RetryLadder.of(settings.webhook_retry_ladder)
-        self.queue = webhook_events_queue(self.ladder.tiers)
         self.broker = create_broker(
             settings.amqp_url, prefetch=settings.webhook_prefetch, app_name="webhooks"
         )
-        # The events of payouts started several at once have a queue of their own, consumed
-        # beside the others; a webhook of theirs that waits does so in the events queue's waiting
-        # queues, and comes back to that queue (topology.BULK_WEBHOOK_EVENTS).
-        for consumed in (self.queue, BULK_WEBHOOK_EVENTS):
-            self.broker.subscriber(
-                consumed_queue(consumed),
-                decoder=dead_lettering_decoder(
-                    self.broker, PayoutStatusChanged, consumed, count_dead_letter=count_dead_letter
-                ),
-                # Only unexpected errors reach the policy: requeued, bounded by the delivery
-                # limit.
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                title=f"deliver-payout-event:{consumed.name}",
-            )(self.deliver_payout_event)
+        # The events of payouts started several at once have a queue of their own, with its own
+        # waiting queues, consumed beside the others' (topology.webhook_events_queue).
+        for in_bulk in (False, True):
+            self._consume(webhook_events_queue(self.ladder.tiers, in_bulk=in_bulk))
         self._engine: AsyncEngine | None = None
         self._sender: WebhookSender | None = None
         self._delivery: EventDelivery | None = None
@@ -122,7 +111,23 @@ class PayoutEventConsumer:
         if self._engine is not None:
             await self._engine.dispose()
 
-    async def deliver_payout_event(self, event: PayoutStatusChanged) -> None:
+    def _consume(self, queue: WorkQueue) -> None:
+        async def deliver(event: PayoutStatusChanged) -> None:
+            await self.deliver_payout_event(event, queue)
+
+        self.broker.subscriber(
+            consumed_queue(queue),
+            decoder=dead_lettering_decoder(
+                self.broker, PayoutStatusChanged, queue, count_dead_letter=count_dead_letter
+            ),
+            # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            title=f"deliver-payout-event:{queue.name}",
+        )(deliver)
+
+    async def deliver_payout_event(self, event: PayoutStatusChanged, queue: WorkQueue) -> None:
+        """`event`, a message of `queue`: delivered, sent to wait in `queue`'s waiting queues,
+        parked or dead-lettered."""
         assert self._delivery is not None, "open() runs before the broker starts"
         message = consumed_message(self.broker)
         headers = message.headers or {}
@@ -135,24 +140,28 @@ class PayoutEventConsumer:
             request = DeliveryRequest.of_message(
                 event, headers, redelivered=bool(raw.redelivered), exchange=raw.exchange
             )
-            await self._settle(message, await self._delivery.deliver(request), request)
+            await self._settle(message, await self._delivery.deliver(request), request, queue)
 
     async def _settle(
-        self, message: RabbitMessage, decision: Decision, request: DeliveryRequest
+        self,
+        message: RabbitMessage,
+        decision: Decision,
+        request: DeliveryRequest,
+        queue: WorkQueue,
     ) -> None:
         count_outcome(decision)
         if decision.disposition is Disposition.DONE:
             await message.ack()
         elif decision.disposition is Disposition.DEAD_LETTER:
             log.warning("dead-lettering message %s: %s", message.message_id, decision.reason)
-            await dead_letter(self.broker, message, queue=self.queue, error=decision.reason)
+            await dead_letter(self.broker, message, queue=queue, error=decision.reason)
         elif decision.disposition is Disposition.RETRY:
             assert decision.step is not None
             waits = decision.step.delay_seconds > 0  # not a retry the sandbox clock passed
             await republish(
                 self.broker,
                 message,
-                queue=self.queue.retry_queue(decision.step.tier) if waits else self.queue.name,
+                queue=queue.retry_queue(decision.step.tier) if waits else queue.name,
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
                 headers=waiting_headers(decision, request),

@@ -116,6 +116,9 @@ async def create_batch(
         await ledger.lock_balance(session, merchant_id=merchant.id)
     judged = await judge_batch(session, merchant, items)
     covered, queued, result = judged.to_create, judged.to_queue, judged.result
+    if len(covered) + len(queued) > 1:
+        for _, payout in covered + queued:
+            payout.in_bulk = True
     try:
         if covered:
             payouts = [payout for _, payout in covered]

@@ -184,6 +184,7 @@ async def new_payout(
         processed_at=None,
         created_at=now,
         updated_at=now,
+        in_bulk=False,
     )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -117,6 +118,9 @@ class Payout(Base):
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    # Started several at once (a payroll's chunk, a top-up releasing queued payouts): its
+    # commands and events take the bulk queues from then on (contracts/payout_events.py).
+    in_bulk: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
 
 
 class LedgerJournal(Base):

@@ -4,8 +4,7 @@ review)."""
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import pytest
@@ -13,15 +12,18 @@ from faststream import FastStream
 
 from contracts.settings import Settings
 from contracts.topology import (
+    BULK_PAYOUT_COMMANDS,
     PAYOUT_COMMANDS,
     PSP_OUTCOMES,
     declare_topology_at,
     webhook_events_queue,
 )
 from migrations.runner import upgrade_to_head
+from migrations.state import MIGRATED_POLL_SECONDS
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.support.polling import eventually
+from tests.support.tcp_proxy import HangingProxy
 from webhook_service.app import create_webhook_app
 
 
@@ -33,18 +35,28 @@ async def _consumers(settings: Settings, queues: list[str]) -> int:
         return sum(queue.declaration_result.consumer_count or 0 for queue in declared)
 
 
-def _waits_for_migrations(caplog: pytest.LogCaptureFixture, who: str) -> Callable[[], Any]:
-    async def waiting() -> bool:
-        return f"the {who} takes no work until the database is migrated" in caplog.text
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> Callable[[], Awaitable[bool]]:
+    async def logged() -> bool:
+        return text in caplog.text
 
-    return waiting
+    return logged
+
+
+def _waits_for_migrations(
+    caplog: pytest.LogCaptureFixture, who: str
+) -> Callable[[], Awaitable[bool]]:
+    return _logged(caplog, f"the {who} takes no work until the database is migrated")
 
 
 @pytest.mark.parametrize(
     ("who", "create", "queues"),
     [
-        ("processor", create_processor, [PAYOUT_COMMANDS.name, PSP_OUTCOMES.name]),
-        ("webhook service", create_webhook_app, [webhook_events_queue(3).name]),
+        ("processor", create_processor, [q.name for q in (PAYOUT_COMMANDS, PSP_OUTCOMES)]),
+        (
+            "webhook service",
+            create_webhook_app,
+            [webhook_events_queue(3, in_bulk=in_bulk).name for in_bulk in (False, True)],
+        ),
     ],
 )
 async def test_a_consumer_consumes_only_once_the_database_is_migrated(
@@ -86,10 +98,57 @@ async def test_the_outbox_relay_starts_its_rounds_only_once_the_database_is_migr
         await eventually(_waits_for_migrations(caplog, "outbox relay"), what="the relay waiting")
         await asyncio.to_thread(upgrade_to_head, bare_database)
 
-        async def started() -> bool:
-            return "the database is migrated: the outbox relay starts" in caplog.text
-
+        started = _logged(caplog, "the database is migrated: the outbox relay starts")
         await eventually(started, within=30, what="the relay started")
     finally:
         stop.set()
         await relay
+
+
+async def test_the_outbox_relay_stops_when_asked_while_it_waits(
+    settings: Settings, bare_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM sets `stop`; waiting for the migrations, the relay never looked at it and ran on
+    until killed (diff review)."""
+    caplog.set_level(logging.INFO, logger="migrations.state")
+    stop = asyncio.Event()
+    relay = asyncio.create_task(
+        run_outbox_relay(settings.model_copy(update={"database_url": bare_database}), stop)
+    )
+    await eventually(_waits_for_migrations(caplog, "outbox relay"), what="the relay waiting")
+
+    stop.set()
+
+    await asyncio.wait_for(relay, timeout=MIGRATED_POLL_SECONDS + 2)
+
+
+async def test_a_processor_started_before_its_database_answers_waits_for_the_migrations(
+    settings: Settings, bare_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The compose start: the database still booting when the processor starts, and not
+    migrated yet once it answers. The wait ended on the outage, and the processor consumed
+    from a database that lacked every table (diff review)."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    queues = [queue.name for queue in (PAYOUT_COMMANDS, BULK_PAYOUT_COMMANDS, PSP_OUTCOMES)]
+    caplog.set_level(logging.INFO, logger="migrations.state")
+    async with HangingProxy.in_front_of(bare_database) as database:
+        database.refuse()
+        booting = settings.model_copy(update={"database_url": database.url_through(bare_database)})
+        processor = create_processor(booting)
+        starting = asyncio.create_task(processor.start())
+        try:
+            await eventually(_logged(caplog, "until the database answers"), what="the outage")
+            assert await _consumers(settings, queues) == 0
+
+            database.resume()
+            await eventually(_waits_for_migrations(caplog, "processor"), what="the migrations")
+            assert await _consumers(settings, queues) == 0
+
+            await asyncio.to_thread(upgrade_to_head, bare_database)
+            await asyncio.wait_for(starting, timeout=30)
+            assert await _consumers(settings, queues) == len(queues)
+        finally:
+            starting.cancel()
+            await processor.stop()

@@ -1,7 +1,8 @@
 """A TCP proxy in front of a real server, for a dependency that hangs rather than fails: once
 `hang()` is called it forwards no byte either way and keeps every connection open, new ones
 included (a network that drops packets, a server that stopped answering); `resume()` forwards
-again, the held bytes first."""
+again, the held bytes first. `refuse()` closes each new connection at once instead (a server
+still starting), until `resume()`."""
 
 import asyncio
 import contextlib
@@ -23,6 +24,7 @@ class HangingProxy:
         self.port = 0
         self._forwarding = asyncio.Event()
         self._forwarding.set()
+        self._refusing = False
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
 
@@ -40,7 +42,11 @@ class HangingProxy:
     def hang(self) -> None:
         self._forwarding.clear()
 
+    def refuse(self) -> None:
+        self._refusing = True
+
     def resume(self) -> None:
+        self._refusing = False
         self._forwarding.set()
 
     async def __aenter__(self) -> "HangingProxy":
@@ -64,6 +70,9 @@ class HangingProxy:
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        if self._refusing:
+            client_out.close()
+            return
         server_in, server_out = await asyncio.open_connection(
             self.upstream_host, self.upstream_port
         )

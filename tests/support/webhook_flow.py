@@ -20,7 +20,6 @@ from contracts.db.models import OutboxMessage, PayoutEvent, WebhookAttempt, Webh
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
 from contracts.topology import (
-    BULK_WEBHOOK_EVENTS,
     EVENTS_EXCHANGE,
     PAYOUT_ID_HEADER,
     WEBHOOK_PARKING_LOT,
@@ -39,6 +38,7 @@ from webhook_service.sender import WebhookSender
 
 LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
 QUEUE = webhook_events_queue(len(LADDER))
+BULK_QUEUE = webhook_events_queue(len(LADDER), in_bulk=True)
 
 
 def quick_webhook_settings(settings: Settings, *, timeout_seconds: float = 1.0) -> Settings:
@@ -169,7 +169,8 @@ async def purge_webhook_queues(rabbit: RabbitClient, settings: Settings) -> None
     there (retries waiting out their tier, backlogs of endpoints that hung), which a webhook
     service started now would take, to receivers long gone, with transactions of their own."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=len(LADDER))
-    await rabbit.purge(QUEUE.name, *QUEUE.waiting_queues(), BULK_WEBHOOK_EVENTS.name)
+    for queue in (QUEUE, BULK_QUEUE):
+        await rabbit.purge(queue.name, *queue.waiting_queues())
 
 
 async def waiting_copies(rabbit: RabbitClient, event_id: str) -> int:

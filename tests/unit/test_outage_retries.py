@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import create_engine, create_session_factory
-from contracts.topology import PAYOUT_COMMANDS, PROCESS_PAYOUT_KEY
+from contracts.topology import PAYOUT_COMMANDS
 from processor_service.consumer import MAX_OUTAGE_DELAY_SECONDS, Consumer
 from processor_service.handlers import Context
 
@@ -25,7 +25,6 @@ class Raw:
     content_type: str = "application/json"
     message_id: str = "outbox-1"
     correlation_id: str | None = None
-    routing_key: str = PROCESS_PAYOUT_KEY
 
 
 @dataclass
