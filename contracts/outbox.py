@@ -12,6 +12,13 @@ from contracts.db.models import OutboxMessage, table_of
 from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, SCHEMA_HEADER
 from contracts.wire import WireModel
 
+# The relay claims due rows earliest `next_attempt_at` first: a row never tried is due since the
+# epoch, and a row of a payout started several at once (`Payout.in_bulk`: a payroll's chunk) a
+# second later. A single payout's messages are published ahead of a payroll's backlog (one
+# merchant's 5,000 held another's payout 3 s in the relay), and both ahead of rows backing off.
+NEVER_TRIED_DUE_AT = datetime(1970, 1, 1)
+IN_BULK_DUE_AT = datetime(1970, 1, 1, 0, 0, 1)
+
 
 def outbox_row(
     message: WireModel,
@@ -45,13 +52,6 @@ def outbox_row(
         "next_attempt_at": IN_BULK_DUE_AT if in_bulk else NEVER_TRIED_DUE_AT,
     }
 
-
-# The relay claims due rows earliest `next_attempt_at` first: a row never tried is due since the
-# epoch, and a row of a payout started several at once (`Payout.in_bulk`: a payroll's chunk) a
-# second later. A single payout's messages are published ahead of a payroll's backlog (one
-# merchant's 5,000 held another's payout 3 s in the relay), and both ahead of rows backing off.
-NEVER_TRIED_DUE_AT = datetime(1970, 1, 1)
-IN_BULK_DUE_AT = datetime(1970, 1, 1, 0, 0, 1)
 
 _INSERT = insert(table_of(OutboxMessage))  # built once: neither rebuilt nor keyed per call
 
