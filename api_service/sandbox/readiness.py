@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    union,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -476,7 +477,7 @@ async def _scenario_counts(
 
 async def _reinitiations(session: AsyncSession, merchant_id: str, since: datetime | None) -> int:
     """Reinitiations made in the run, of payouts created whenever: the HOLD journal of each hold
-    cycle after a payout's first (through the merchant's payouts: uq_journal_payout_cycle_kind).
+    cycle after a payout's first (ix_journals_merchant_kind).
     Counted on the payouts created in the run, a reinitiation after a restart of a payout that
     failed before it was not counted, and the item's hint asked for what had just been done."""
     return await _counted_through_payouts(
@@ -492,8 +493,9 @@ async def _reinitiations(session: AsyncSession, merchant_id: str, since: datetim
 async def _reversals_delivered(
     session: AsyncSession, merchant_id: str, since: datetime | None
 ) -> int:
-    """payout.reversed webhooks delivered: through the merchant's REVERSED payouts (an index
-    range) and their deliveries (by payout), not a scan of every delivery of the merchant."""
+    """payout.reversed webhooks delivered: the merchant's deliveries of that event since the run
+    started (ix_deliveries_merchant_event), each of a REVERSED payout, not a read of every
+    delivery of its REVERSED payouts."""
     return await _counted_through_payouts(
         session,
         merchant_id,
@@ -512,11 +514,12 @@ async def _counted_through_payouts(
     rows: type[LedgerJournal] | type[WebhookDelivery],
     *conditions: ColumnElement[bool],
 ) -> int:
-    """How many `rows` of the merchant's payouts (by their payout_id) meet `conditions`."""
-    query = select(func.count()).select_from(Payout).join(rows, rows.payout_id == Payout.id)
-    return int(
-        await session.scalar(query.where(Payout.merchant_id == merchant_id, *conditions)) or 0
-    )
+    """How many `rows` of the merchant's payouts (by their payout_id) meet `conditions`: found
+    by the merchant's own index on `rows` (it is the payout's merchant, copied), each payout then
+    read by its key, not by a read of every `rows` of each of the merchant's payouts."""
+    query = select(func.count()).select_from(rows).join(Payout, Payout.id == rows.payout_id)
+    mine = and_(rows.merchant_id == merchant_id, Payout.merchant_id == merchant_id)
+    return int(await session.scalar(query.where(mine, *conditions)) or 0)
 
 
 _CALL_COLUMNS = (
@@ -535,8 +538,10 @@ _CALL_COLUMNS = (
         "body_digest"
     ),
 )
-# The calls timeout_retry_item and retry_after_item judge the retries of.
-_EVIDENCE = or_(
+# The calls timeout_retry_item and retry_after_item judge the retries of: each kind read by an
+# index of its own (ix_api_requests_merchant_fault, ix_api_requests_merchant_status), for one
+# condition of both read every call of the merchant.
+_EVIDENCE = (
     and_(
         ApiRequestRecord.fault == FaultKind.TIMEOUT_AFTER_COMMIT.value,
         ApiRequestRecord.method == "POST",
@@ -552,10 +557,8 @@ async def _calls(session: AsyncSession, merchant_id: str, since: datetime | None
     mine = and_(
         ApiRequestRecord.merchant_id == merchant_id, _from(ApiRequestRecord.started_at, since)
     )
-    evidence = [
-        Call(**row._mapping)
-        for row in await session.execute(select(*_CALL_COLUMNS).where(mine, _EVIDENCE))
-    ]
+    of_each_kind = (select(*_CALL_COLUMNS).where(mine, kind) for kind in _EVIDENCE)
+    evidence = [Call(**row._mapping) for row in await session.execute(union(*of_each_kind))]
     if not evidence:
         return []
     targets = {(call.method, call.path) for call in evidence}

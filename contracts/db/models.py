@@ -92,6 +92,17 @@ class Payout(Base):
         Index("ix_payouts_status_updated", "status", "updated_at"),
         # An IPN's pspReference that names another payout (migration 0025).
         Index("ix_payouts_psp_reference", "psp_reference"),
+        # The readiness report's scenario counts, from the index alone (migration 0035).
+        Index(
+            "ix_payouts_readiness",
+            "merchant_id",
+            "created_at",
+            "status",
+            "amount",
+            "account_number",
+            "failure_code",
+            "hold_cycle",
+        ),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
@@ -130,6 +141,15 @@ class LedgerJournal(Base):
     __table_args__ = (
         # Each hold of a payout is posted out or released at most once.
         UniqueConstraint("payout_id", "hold_cycle", "kind", name="uq_journal_payout_cycle_kind"),
+        # The merchant's reinitiations since a time, with their payouts (migration 0035).
+        Index(
+            "ix_journals_merchant_kind",
+            "merchant_id",
+            "kind",
+            "hold_cycle",
+            "created_at",
+            "payout_id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -271,6 +291,8 @@ class PayoutEvent(Base):
         Index("ix_events_merchant_created", "merchant_id", "created_at"),
         # The relay's sweep of events no delivery row was made for (migration 0020).
         Index("ix_events_created", "created_at"),
+        # Whether a payout showed a status, from the index alone (migration 0035).
+        Index("ix_events_payout_type", "payout_id", "type"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -289,6 +311,15 @@ class WebhookDelivery(Base):
         Index("ix_deliveries_status", "status"),
         # A merchant's retries due by its sandbox time (the clock's advance, migration 0015).
         Index("ix_deliveries_retry_due", "merchant_id", "status", "next_attempt_at"),
+        # A merchant's deliveries of an event since a time, with their payouts (migration 0035).
+        Index(
+            "ix_deliveries_merchant_event",
+            "merchant_id",
+            "event_type",
+            "created_at",
+            "delivered_at",
+            "payout_id",
+        ),
     )
 
     id: Mapped[str] = mapped_column(Uuid, primary_key=True)
@@ -329,7 +360,18 @@ class WebhookDelivery(Base):
 
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
-    __table_args__ = (Index("ix_attempts_delivery", "delivery_id", "attempt_number"),)
+    __table_args__ = (
+        Index("ix_attempts_delivery", "delivery_id", "attempt_number"),
+        # How a delivery's attempts since a time were answered, from the index alone (0035).
+        Index(
+            "ix_attempts_delivery_answer",
+            "delivery_id",
+            "created_at",
+            "chaos",
+            "status_code",
+            "latency_ms",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
@@ -395,6 +437,9 @@ class ApiRequestRecord(Base):
         # A merchant's calls newest first by when they started (migration 0026).
         Index("ix_api_requests_merchant_started", "merchant_id", "started_at", "id"),
         Index("ix_api_requests_started_at", "started_at"),
+        # The readiness report's evidence: the calls behind a fault, or answered 429 (0035).
+        Index("ix_api_requests_merchant_fault", "merchant_id", "fault", "method", "started_at"),
+        Index("ix_api_requests_merchant_status", "merchant_id", "status", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
