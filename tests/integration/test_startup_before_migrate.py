@@ -48,6 +48,15 @@ def _waits_for_migrations(
     return _logged(caplog, f"the {who} takes no work until the database is migrated")
 
 
+async def _migrated_then_consuming(
+    settings: Settings, bare_database: str, starting: asyncio.Task[None], queues: list[str]
+) -> None:
+    """`payouts migrate` runs: the start under way then ends, and every queue is consumed."""
+    await asyncio.to_thread(upgrade_to_head, bare_database)
+    await asyncio.wait_for(starting, timeout=30)
+    assert await _consumers(settings, queues) == len(queues)
+
+
 @pytest.mark.parametrize(
     ("who", "create", "queues"),
     [
@@ -77,10 +86,7 @@ async def test_a_consumer_consumes_only_once_the_database_is_migrated(
         await eventually(_waits_for_migrations(caplog, who), what=f"the {who} waiting")
         assert await _consumers(settings, queues) == 0, "it consumes from an unmigrated database"
 
-        await asyncio.to_thread(upgrade_to_head, bare_database)
-        await asyncio.wait_for(starting, timeout=30)
-
-        assert await _consumers(settings, queues) == len(queues)
+        await _migrated_then_consuming(settings, bare_database, starting, queues)
     finally:
         starting.cancel()
         await consumer.stop()
@@ -146,9 +152,7 @@ async def test_a_processor_started_before_its_database_answers_waits_for_the_mig
             await eventually(_waits_for_migrations(caplog, "processor"), what="the migrations")
             assert await _consumers(settings, queues) == 0
 
-            await asyncio.to_thread(upgrade_to_head, bare_database)
-            await asyncio.wait_for(starting, timeout=30)
-            assert await _consumers(settings, queues) == len(queues)
+            await _migrated_then_consuming(settings, bare_database, starting, queues)
         finally:
             starting.cancel()
             await processor.stop()
