@@ -20,6 +20,7 @@ from prometheus_client import Gauge
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api_service.deps import API_KEY_HEADER
 from api_service.errors import RateLimited
 from api_service.middleware import is_api_call, reject
 
@@ -28,7 +29,6 @@ WAITING = Gauge(
     "API requests waiting because their client (API key) has PAYOUTS_API_MAX_IN_FLIGHT_PER_KEY "
     "requests running in this process",
 )
-API_KEY_HEADER = "x-api-key"
 RETRY_AFTER_SECONDS = 1
 
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import logging
 from typing import Literal
 
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -16,8 +15,6 @@ from contracts.wire import dumps
 from migrations.state import migration_state
 
 router = APIRouter(tags=["health"])
-
-log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
