@@ -113,8 +113,9 @@ def export_definitions(
     bindings: list[dict[str, Any]] = []
     for queue in all_work_queues(retry_tiers):
         queue_definitions, queue_bindings = _work_queue_parts(queue, vhost)
-        queues.extend(queue_definitions)
-        bindings.extend(queue_bindings)
+        # Once each: both webhook lanes park into the one parking lot.
+        queues.extend(part for part in queue_definitions if part not in queues)
+        bindings.extend(part for part in queue_bindings if part not in bindings)
     return {
         "users": [
             {

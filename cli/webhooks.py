@@ -17,7 +17,7 @@ from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
 from contracts.db.engine import create_engine, create_session_factory
 from contracts.db.models import Merchant
 from contracts.settings import get_settings
-from contracts.webhooks import RESEND_ROUTING_KEY
+from contracts.webhooks import resend_routing_key
 
 webhooks_app = typer.Typer(
     help="Webhook delivery: run the service (no subcommand) or replay parked messages.",
@@ -33,7 +33,7 @@ def run_webhook_service(ctx: typer.Context) -> None:
     from webhook_service.app import create_webhook_app
 
     settings = get_settings()
-    refuse_to_start_unsafe("webhooks", settings.require_public_webhooks_in_production)
+    refuse_to_start_unsafe("webhooks", settings.require_safe_webhooks_in_production)
     configure_logging(settings)
     serve_app(create_webhook_app(settings))
 
@@ -58,7 +58,8 @@ def replay_parked_command(
             await engine.dispose()
 
     result = run_in_one_line(replay())
-    typer.echo(f"moved {result.moved} parked webhook message(s) back to {RESEND_ROUTING_KEY}")
+    lanes = " and ".join(resend_routing_key(in_bulk=in_bulk) for in_bulk in (False, True))
+    typer.echo(f"moved {result.moved} parked webhook message(s) back to {lanes}")
     if result.dropped:
         typer.echo(f"dropped {result.dropped}: copies of an event moved, or delivered already")
     if result.kept:

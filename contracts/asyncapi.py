@@ -61,8 +61,8 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
     @broker.subscriber(
         consumed_queue(BULK_PAYOUT_COMMANDS),
         title="processor.payout-commands.bulk",
-        description="The same command for payouts started several at once (a payroll's chunk, "
-        "a top-up releasing queued payouts): routing key payout.process.bulk on "
+        description="The same command for payouts created several at once (a payroll's chunk "
+        "of more than one), for the payout's whole life: routing key payout.process.bulk on "
         "payouts.commands. The processor consumes this queue beside processor.payout-commands, "
         "so one merchant's payroll does not hold other merchants' single payouts behind it.",
     )
@@ -94,8 +94,8 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
     @broker.subscriber(
         consumed_queue(webhook_events_queue(webhook_retry_tiers, in_bulk=True)),
         title="webhooks.payout-events.bulk",
-        description="The same events, of payouts started several at once (a payroll's chunk, a "
-        "top-up releasing queued payouts), for the payout's whole life: published to "
+        description="The same events, of payouts created several at once (a payroll's chunk of "
+        "more than one), for the payout's whole life, copies and resends too: published to "
         "payouts.events.bulk (topic, routing key = the event type, e.g. payout.succeeded) "
         "after the events of payouts started alone, and delivered by the webhook service from "
         "this queue, beside webhooks.payout-events: one merchant's payroll does not hold other "

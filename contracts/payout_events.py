@@ -38,7 +38,7 @@ _INSERT_EVENTS = insert(table_of(PayoutEvent))  # built once: neither rebuilt no
 
 @dataclass
 class Announcements:
-    """A payout started several at once (`Payout.in_bulk`) has its commands and events relayed
+    """A payout created several at once (`Payout.in_bulk`) has its commands and events relayed
     after those of payouts started alone (outbox.IN_BULK_DUE_AT), then processed and delivered
     from queues of their own, consumed beside theirs (topology.BULK_PAYOUT_COMMANDS,
     topology.webhook_events_queue): one merchant's payroll does not hold other merchants'

@@ -106,18 +106,15 @@ async def _start(
     session: AsyncSession, payouts: list[Payout], *, correlation_id: str | None
 ) -> None:
     now = utcnow()
-    # Several started at once take the bulk queues (as a payroll's chunk does) from now on.
-    in_bulk = {"in_bulk": True} if len(payouts) > 1 else {}
-    await _move_queued(
-        session, payouts, status=PayoutStatus.PENDING.value, updated_at=now, **in_bulk
-    )
+    # Each stays in the lane it was created in: one released with others into the bulk lane
+    # had its `payout.dequeued` delivered before its `payout.queued`, still in the single
+    # payouts' backlog (lanes review).
+    await _move_queued(session, payouts, status=PayoutStatus.PENDING.value, updated_at=now)
     await _retire_expiries(session, [payout.id for payout in payouts])
     announcements = Announcements(correlation_id)
     for payout in payouts:
         set_committed_value(payout, "status", PayoutStatus.PENDING.value)
         set_committed_value(payout, "updated_at", now)
-        if in_bulk:
-            set_committed_value(payout, "in_bulk", True)
         announcements.event(payout, EventType.DEQUEUED)
         announcements.process(payout)
     await announcements.write(session)

@@ -25,9 +25,8 @@ DEAD_LETTER_EXCHANGE = "payouts.dead-letter"  # direct: dead-letter and parking-
 DEFAULT_EXCHANGE = ""  # routes by queue name; used for retry queues
 
 PROCESS_PAYOUT_KEY = "payout.process"
-# The commands of payouts started several at once (a payroll's chunk, a top-up releasing queued
-# payouts), for the payout's whole life: a queue of their own, consumed beside the single
-# payouts' one.
+# The commands of payouts created several at once (a payroll's chunk of more than one), for the
+# payout's whole life: a queue of their own, consumed beside the single payouts' one.
 PROCESS_PAYOUTS_IN_BULK_KEY = "payout.process.bulk"
 APPLY_PSP_OUTCOME_KEY = "payout.apply-psp-outcome"
 

@@ -29,10 +29,12 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     Select,
+    SQLColumnExpression,
     and_,
     bindparam,
     exists,
     func,
+    literal,
     or_,
     select,
     update,
@@ -41,26 +43,38 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import offset_seconds_of, sandbox_now_of
 from contracts.db.engine import DATABASE_NOW, database_now_plus, plus_seconds, seconds_between
-from contracts.db.models import PayoutEvent, WebhookDelivery, table_of
+from contracts.db.models import Payout, PayoutEvent, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE, RETRY_COUNT_HEADER
 from contracts.webhooks import (
-    RESEND_ROUTING_KEY,
     DeliveryStatus,
     resend_generation_headers,
+    resend_routing_key,
     retry_due_headers,
 )
 
 log = logging.getLogger("webhook-retries")
 
-# id, payout_id, merchant_id, next_attempt_at, retry_count, generation, body, clock_offset
-WaitingRetry = Row[str, str, str, datetime | None, int | None, int, bytes, int]
+# id, payout_id, merchant_id, next_attempt_at, retry_count, generation, body, clock_offset,
+# in_bulk
+WaitingRetry = Row[str, str, str, datetime | None, int | None, int, bytes, int, bool]
+
+
+def in_bulk_of(payout_id: SQLColumnExpression[str]) -> ColumnElement[bool]:
+    """Whether the payout travels in the bulk lanes (a scalar subquery): its webhooks' copies go
+    to its lane's queue (contracts.webhooks.resend_routing_key)."""
+    return select(Payout.in_bulk).where(Payout.id == payout_id).scalar_subquery()
+
+
+async def payout_in_bulk(session: AsyncSession, payout_id: str | None) -> bool:
+    """Whether the payout travels in the bulk lanes; False for none (a message without one)."""
+    return bool(await session.scalar(select(in_bulk_of(literal(payout_id)))))
 
 
 def waiting_retries(
     condition: ColumnElement[bool],
-) -> Select[str, str, str, datetime | None, int | None, int, bytes, int]:
+) -> Select[str, str, str, datetime | None, int | None, int, bytes, int, bool]:
     """The RETRYING deliveries that meet `condition`, with what their copies need, in due order."""
     return (
         select(
@@ -72,6 +86,7 @@ def waiting_retries(
             WebhookDelivery.generation,
             PayoutEvent.body,
             offset_seconds_of(WebhookDelivery.merchant_id).label("clock_offset"),
+            in_bulk_of(WebhookDelivery.payout_id).label("in_bulk"),
         )
         .join(PayoutEvent, PayoutEvent.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.status == DeliveryStatus.RETRYING.value, condition)
@@ -168,6 +183,7 @@ async def send_copies(
             of=f"webhook delivery {row.id}",
             payout_id=row.payout_id,
             merchant_id=row.merchant_id,
+            in_bulk=bool(row.in_bulk),
             correlation_id=correlation_id,
             headers=waiting_retry_headers(
                 row.next_attempt_at,
@@ -193,12 +209,13 @@ def event_copy(
     of: str,
     payout_id: str,
     merchant_id: str,
+    in_bulk: bool,
     correlation_id: str | None,
     headers: dict[str, Any],
 ) -> dict[str, Any] | None:
-    """The outbox row of a copy of the stored event `body`, straight to the webhook queue with
-    `headers`; None when the body no longer reads as an event (logged, naming `of`), so that it
-    never holds up the others."""
+    """The outbox row of a copy of the stored event `body`, straight to the webhook queue of the
+    payout's lane (`in_bulk`) with `headers`; None when the body no longer reads as an event
+    (logged, naming `of`), so that it never holds up the others."""
     try:
         event = PayoutStatusChanged.model_validate_json(body)
     except ValidationError as error:
@@ -208,11 +225,12 @@ def event_copy(
         event,
         body=body,
         exchange=DEFAULT_EXCHANGE,
-        routing_key=RESEND_ROUTING_KEY,
+        routing_key=resend_routing_key(in_bulk=in_bulk),
         payout_id=payout_id,
         merchant_id=merchant_id,
         correlation_id=correlation_id,
         extra_headers=headers,
+        in_bulk=in_bulk,
     )
 
 

@@ -32,9 +32,15 @@ class DeliveryStatus(StrEnum):
     PARKED = "PARKED"  # retries exhausted (or no endpoint configured): waits for a resend
 
 
-# A resend is the stored event sent again straight to the webhook queue (default exchange,
-# routing key = queue name; the name does not depend on the number of retry tiers).
-RESEND_ROUTING_KEY = webhook_events_queue(retry_tiers=1).name
+def resend_routing_key(*, in_bulk: bool) -> str:
+    """A resend is the stored event sent again straight to the webhook queue of its payout's lane
+    (default exchange, routing key = queue name; the name does not depend on the number of
+    retry tiers). A bulk payout's copy sent to the single payouts' queue overtook its own
+    backlog, and its retries stayed in that lane (lanes review)."""
+    return webhook_events_queue(retry_tiers=1, in_bulk=in_bulk).name
+
+
+RESEND_ROUTING_KEY = resend_routing_key(in_bulk=False)
 # Which resend a message carries out: the delivery's generation after the resend incremented
 # it. A delivery that succeeded at this generation or later already honoured the resend, so a
 # duplicate of its message is not sent again. A counter, not a time: the API and the webhook

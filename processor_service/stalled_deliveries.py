@@ -56,6 +56,7 @@ from contracts.topology import OWN_EVENT_HEADER, PAYOUT_ID_HEADER
 from contracts.waiting_retries import (
     RECOPY_AFTER_STALLS,
     event_copy,
+    in_bulk_of,
     pending_unattempted,
     undelivered_event,
 )
@@ -106,7 +107,9 @@ class EventsSwept:
     until: datetime | None = None
 
 
-def events_without_delivery(since: datetime, until: datetime) -> Select[str, str, str, str, bytes]:
+def events_without_delivery(
+    since: datetime, until: datetime
+) -> Select[str, str, str, str, bytes, bool]:
     """The events recorded between `since` and `until` that no delivery row was made for, oldest
     first."""
     return (
@@ -116,6 +119,7 @@ def events_without_delivery(since: datetime, until: datetime) -> Select[str, str
             PayoutEvent.payout_id,
             PayoutEvent.type,
             PayoutEvent.body,
+            in_bulk_of(PayoutEvent.payout_id).label("in_bulk"),
         )
         .where(undelivered_event(since, until))
         .order_by(PayoutEvent.created_at)
@@ -138,8 +142,8 @@ def _stalled(stalled_seconds: int) -> ColumnElement[bool]:
     )
 
 
-def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, int, bytes]:
-    """The stalled PENDING deliveries, with their event."""
+def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, int, bytes, bool]:
+    """The stalled PENDING deliveries, with their event and their payout's lane."""
     return (
         select(
             WebhookDelivery.id,
@@ -148,6 +152,7 @@ def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, int, byt
             WebhookDelivery.generation,
             WebhookDelivery.attempts,
             PayoutEvent.body,
+            in_bulk_of(WebhookDelivery.payout_id).label("in_bulk"),
         )
         .join(PayoutEvent, PayoutEvent.id == WebhookDelivery.event_id)
         .where(_stalled(stalled_seconds))
@@ -155,21 +160,24 @@ def stalled_pending(stalled_seconds: int) -> Select[str, str, str, int, int, byt
     )
 
 
-def _copies(stalled: Iterable[tuple[str, bytes, str, str, int, bool]]) -> list[dict[str, Any]]:
+def _copies(
+    stalled: Iterable[tuple[str, bytes, str, str, int, bool, bool]],
+) -> list[dict[str, Any]]:
     """The outbox rows of the copies of (what, its event, merchant, payout, generation, never
-    attempted): the event's own message (generation 0) or a resend's; an event that does not
-    read is left out. A copy of a delivery never attempted at generation 0 is the event's own
-    (its first attempt is timed when the event happened on the sandbox clock); one a replay or
-    a resend reopened starts its ladder now."""
+    attempted, in the bulk lane): the event's own message (generation 0) or a resend's; an event
+    that does not read is left out. A copy of a delivery never attempted at generation 0 is the
+    event's own (its first attempt is timed when the event happened on the sandbox clock); one a
+    replay or a resend reopened starts its ladder now."""
     return [
         copy
-        for of, body, merchant_id, payout_id, generation, unattempted in stalled
+        for of, body, merchant_id, payout_id, generation, unattempted, in_bulk in stalled
         if (
             copy := event_copy(
                 body,
                 of=of,
                 payout_id=payout_id,
                 merchant_id=merchant_id,
+                in_bulk=in_bulk,
                 correlation_id=None,
                 headers={
                     **resend_generation_headers(generation),
@@ -212,7 +220,15 @@ async def _first_deliveries(
             )
         )
         copies = _copies(
-            (f"event {event.id}", event.body, event.merchant_id, event.payout_id, 0, True)
+            (
+                f"event {event.id}",
+                event.body,
+                event.merchant_id,
+                event.payout_id,
+                0,
+                True,
+                bool(event.in_bulk),
+            )
             for event in events
             if event.id in made
         )
@@ -246,6 +262,7 @@ async def _pending_again(sessions: SessionFactory, stalled_seconds: int) -> tupl
                 row.payout_id,
                 row.generation,
                 row.attempts == 0,
+                bool(row.in_bulk),
             )
             for row in copied
         )

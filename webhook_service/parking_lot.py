@@ -29,8 +29,9 @@ from contracts.amqp_connection import connect
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.dead_letters import next_held
 from contracts.redelivery import fresh_copy
-from contracts.topology import MERCHANT_ID_HEADER, WEBHOOK_PARKING_LOT
-from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, resend_generation
+from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WEBHOOK_PARKING_LOT
+from contracts.waiting_retries import payout_in_bulk
+from contracts.webhooks import RESEND_GENERATION_HEADER, resend_generation, resend_routing_key
 from webhook_service.delivery_records import reopen_for_replay
 
 
@@ -49,6 +50,11 @@ def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def payout_of(message: AbstractIncomingMessage) -> str | None:
+    header = (message.headers or {}).get(PAYOUT_ID_HEADER)
+    return header if isinstance(header, str) else None
+
+
 def merchant_of(message: AbstractIncomingMessage) -> str | None:
     header = (message.headers or {}).get(MERCHANT_ID_HEADER)
     return _body_field(message, "merchantId") or (header if isinstance(header, str) else None)
@@ -61,16 +67,20 @@ async def _move(
     event_id: str | None,
     now: datetime,
 ) -> bool:
-    """Move the message back, or drop it (False) when its delivery was delivered for it."""
+    """Move the message back to its payout's lane, or drop it (False) when its delivery was
+    delivered for it. One whose event does not read goes to the single payouts' queue (where
+    the webhook service dead-letters it)."""
+    in_bulk = False
     if event_id:
         generation = resend_generation((message.headers or {}).get(RESEND_GENERATION_HEADER))
         async with transaction(sessions) as session:
             wanted = await reopen_for_replay(session, event_id, now, generation=generation)
+            in_bulk = await payout_in_bulk(session, payout_of(message))
         if not wanted:
             await message.ack()
             return False
     await channel.default_exchange.publish(
-        fresh_copy(message), routing_key=RESEND_ROUTING_KEY, mandatory=True
+        fresh_copy(message), routing_key=resend_routing_key(in_bulk=in_bulk), mandatory=True
     )
     await message.ack()
     return True

@@ -18,12 +18,13 @@ from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
 from contracts.topology import DEFAULT_EXCHANGE
+from contracts.waiting_retries import payout_in_bulk
 from contracts.webhooks import (
-    RESEND_ROUTING_KEY,
     DeliveryStatus,
     Resolve,
     endpoint_destination_problem,
     resend_generation_headers,
+    resend_routing_key,
 )
 
 
@@ -123,16 +124,18 @@ async def resend_delivery(
         raise WebhookEndpointMissing
     recorded = await session.get(PayoutEvent, delivery.event_id)
     assert recorded is not None, "deliveries reference their event"
+    in_bulk = await payout_in_bulk(session, delivery.payout_id)
     # Under the row lock: concurrent resends get distinct generations.
     delivery.generation += 1
     row = outbox_row(
         PayoutStatusChanged.model_validate_json(recorded.body),
         exchange=DEFAULT_EXCHANGE,
-        routing_key=RESEND_ROUTING_KEY,
+        routing_key=resend_routing_key(in_bulk=in_bulk),
         payout_id=delivery.payout_id,
         merchant_id=merchant.id,
         correlation_id=request_id,
         extra_headers=resend_generation_headers(delivery.generation),
+        in_bulk=in_bulk,
     )
     await write_outbox(session, [row])
     delivery.status = DeliveryStatus.PENDING.value

@@ -277,10 +277,14 @@ async def test_the_sweeps_read_through_their_indexes(
         await session.execute(text("ANALYZE TABLE payout_events, webhook_deliveries"))
     try:
         day = events_without_delivery(ago(86_400), ago(STALLED_SECONDS))
-        [events, _deliveries] = await explain(sessions, day)
+        [events, _deliveries, lane] = await explain(sessions, day)
         assert (events["type"], events["key"]) == ("range", "ix_events_created"), events
-        [deliveries, _events] = await explain(sessions, stalled_pending(STALLED_SECONDS))
+        [deliveries, _events, lane_too] = await explain(sessions, stalled_pending(STALLED_SECONDS))
         assert deliveries["key"] == "ix_deliveries_status", deliveries
+        # Each copy's lane: its payout's row, by its primary key.
+        assert {(plan["table"], plan["key"]) for plan in (lane, lane_too)} == {
+            ("payouts", "PRIMARY")
+        }
     finally:
         async with transaction(sessions) as session:
             await session.execute(
