@@ -17,6 +17,7 @@ from api_service.client_turns import ClientTurns, ClientTurnsMiddleware
 from api_service.dashboard import html_pages as dashboard_html_pages
 from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
+from api_service.dashboard.sessions import SignedInMerchants
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
 from api_service.errors import (
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
         app.state.keys_in_flight = KeysInFlight(settings.api_lock_wait_seconds)
         app.state.merchants = MerchantCache(settings.api_key_cache_seconds)
+        app.state.signed_in_merchants = SignedInMerchants(settings)
         app.state.sessions = create_session_factory(engine)
         app.state.fault_shares = FaultShares(app.state.sessions, settings.api_key_cache_seconds)
         app.state.request_log = RequestLogWriter(app.state.sessions)
@@ -124,10 +126,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dashboard(app, settings)
     # With the innermost middleware, for unexpected errors.
     install_exception_handlers(app, dashboard_html_pages(settings))
-    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), each client's turns,
-    # faults (an injected latency waits outside the turns: it holds no connection), then the
-    # request log (which records them all), then request ids.
+    # Innermost first: HEAD as GET (the routes see GET, the rest HEAD), faults (reading the
+    # database in their client's turn; an injected latency gives the turn back while it
+    # sleeps), each client's turns, then the request log (which records them all), then
+    # request ids.
     app.add_middleware(HeadAsGetMiddleware)
+    app.add_middleware(
+        FaultInjectionMiddleware,
+        enabled=settings.sandbox_enabled,
+        api_prefix=API_PREFIX,
+        exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
+        probes=probes,
+    )
     app.add_middleware(
         ClientTurnsMiddleware,
         turns=ClientTurns(
@@ -136,13 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         api_prefix=API_PREFIX,
         probes=probes,
-    )
-    app.add_middleware(
-        FaultInjectionMiddleware,
-        enabled=settings.sandbox_enabled,
-        api_prefix=API_PREFIX,
-        exempt_prefixes=(f"{API_PREFIX}{SANDBOX_PREFIX}", f"{API_PREFIX}{REQUESTS_PATH}"),
-        probes=probes,
+        html_pages=dashboard_html_pages(settings),
     )
     if settings.sandbox_enabled:
         app.add_middleware(

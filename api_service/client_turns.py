@@ -2,34 +2,54 @@
 in an API process; the rest wait in memory, in the order they came, holding no database
 connection.
 
-A client is an API key (or, for a call without one, the address it came from). Without the cap,
-one merchant's burst of 1,000 creates queued for the process's database connections ahead of
-everyone else's, and another merchant's single create waited 8.9 s behind it (a 10 ms call),
-then got a 503 once the wait passed the pool's timeout (neighbours review). Capped, the burst
-holds at most `per_client` connections, and the other merchants' calls find theirs at once.
+A client is a merchant: the merchant of a known API key, or the merchant signed in to the
+dashboard. Anything else (a PSP's callback, a key no merchant has, a dashboard page without a
+session this process knows) is the address it came from. Without the cap, one merchant's burst of
+1,000 creates queued for the process's database connections ahead of everyone else's, and another
+merchant's single create waited 8.9 s behind it (a 10 ms call), then got a 503 once the wait
+passed the pool's timeout (neighbours review). Capped, the burst holds at most `per_client`
+connections, and the other merchants' calls find theirs at once.
+
+The line is never the caller's to choose: a made-up X-API-KEY on each request got each its own
+line, and a keyless caller left its address's line by adding one (turns review). A key this
+process does not know yet is looked up before the request takes its merchant's turn: once, however
+many of its requests arrive together, and in its address's turn, so that a burst of made-up keys
+queues for the pool behind its own address only.
 
 A request that waits longer than `wait_seconds` is answered 429 `RATE_LIMITED` with
-`Retry-After`: only its own client's requests were ahead of it.
+`Retry-After`: only its own client's requests were ahead of it. A request whose client goes away
+while it waits leaves its line (uvicorn does not cancel it: it ran in full, for nobody).
 """
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Gauge
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers, State
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_service.deps import API_KEY_HEADER
+from api_service.dashboard.sessions import SignedInMerchants
+from api_service.deps import API_KEY_HEADER, merchant_of_key
 from api_service.errors import RateLimited
-from api_service.middleware import is_api_call, reject
+from api_service.merchant_cache import MerchantCache
+from api_service.middleware import HtmlPages, is_api_call, reject
+from contracts.api_keys import hash_api_key
+from contracts.db.models import Merchant
 
 WAITING = Gauge(
     "payouts_api_requests_waiting_for_their_turn",
-    "API requests waiting because their client (API key) has PAYOUTS_API_MAX_IN_FLIGHT_PER_KEY "
-    "requests running in this process",
+    "API requests and dashboard pages waiting because their client (a merchant, else an "
+    "address) has PAYOUTS_API_MAX_IN_FLIGHT_PER_KEY requests running in this process",
 )
 RETRY_AFTER_SECONDS = 1
+TURN_STATE = "client_turn"  # the request's Turn, on scope["state"]
+
+
+class ClientGone(Exception):
+    """The client of a waiting request went away: the request left its line."""
 
 
 @dataclass
@@ -44,9 +64,9 @@ class ClientTurns:
     wait_seconds: float
     _clients: dict[str, _Client] = field(default_factory=dict)
 
-    async def start(self, client: str) -> None:
+    async def start(self, client: str, gone: asyncio.Future[None] | None = None) -> None:
         """Return when `client` may run one more request (then `end` it); RateLimited when its
-        turn does not come within `wait_seconds`."""
+        turn does not come within `wait_seconds`, ClientGone when `gone` is done first."""
         state = self._clients.setdefault(client, _Client())
         if state.running < self.per_client and not state.waiting:
             state.running += 1
@@ -55,19 +75,26 @@ class ClientTurns:
         state.waiting.append(turn)
         WAITING.inc()
         try:
-            done, _ = await asyncio.wait({turn}, timeout=self.wait_seconds)
+            await asyncio.wait(
+                {turn} if gone is None else {turn, gone},
+                timeout=self.wait_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         except asyncio.CancelledError:
             self._give_up(client, turn)
             raise
         finally:
             WAITING.dec()
-        if not done:
-            self._give_up(client, turn)
-            raise RateLimited(
-                f"Too many requests in flight for this API key: {self.per_client} run at a "
-                "time, the others wait their turn",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+        if turn.done():
+            return
+        self._give_up(client, turn)
+        if gone is not None and gone.done():
+            raise ClientGone
+        raise RateLimited(
+            f"Too many requests in flight for this API key: {self.per_client} run at a "
+            "time, the others wait their turn",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
 
     def end(self, client: str) -> None:
         """A request of `client` ended: its turn passes to the client's next waiting request."""
@@ -92,37 +119,196 @@ class ClientTurns:
         state.waiting.remove(turn)
 
 
-def client_of(scope: Scope) -> str:
-    """The API key the request carries, else the address it came from."""
-    api_key = Headers(scope=scope).get(API_KEY_HEADER)
-    if api_key is not None:
-        return f"key:{api_key}"
-    address = scope.get("client")
-    return f"address:{address[0] if address else ''}"
+@dataclass
+class Turn:
+    """One request's turn. An injected latency gives it back while it sleeps and takes it again
+    after (fault_middleware.py): it holds no connection, and a merchant testing its timeouts
+    with more latency faults at once than its cap got 429s it never asked for."""
+
+    turns: ClientTurns
+    client: str
+    held: bool = False
+
+    async def take(self, gone: asyncio.Future[None] | None = None) -> None:
+        await self.turns.start(self.client, gone)
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.turns.end(self.client)
+
+
+class _ReadAhead:
+    """The request's messages read while it waits its turn, to see its client go away (uvicorn
+    says so only through receive), then replayed to the application in order. It stops reading
+    ahead at a body that comes in parts: that one is read on in the request's turn."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._read: deque[Message] = deque()
+        self._next: asyncio.Future[Message] | None = None
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def watch(self) -> None:
+        """Until the client goes away (then `gone` is done) or the body comes in parts."""
+        while True:
+            self._next = asyncio.ensure_future(self._receive())
+            try:
+                # Shielded: the read outlives the watch, for the application to take over.
+                message = await asyncio.shield(self._next)
+            except Exception:  # the application's receive raises it again
+                return
+            self._next = None
+            self._read.append(message)
+            if message["type"] == "http.disconnect":
+                self.gone.set_result(None)
+                return
+            if message.get("more_body", False):
+                return
+
+    async def receive(self) -> Message:
+        if self._read:
+            return self._read.popleft()
+        if self._next is not None:
+            pending, self._next = self._next, None
+            return await pending
+        return await self._receive()
+
+    async def close(self) -> None:
+        """The request ended: a read left pending ends before anyone reads again (the request
+        log reads the rest of a refused call's body)."""
+        pending, self._next = self._next, None
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                pending.exception()  # retrieved: not logged as never retrieved
 
 
 class ClientTurnsMiddleware:
-    """Runs each request under /api/ (the probes aside) in its client's turn."""
+    """Runs each request under /api/ (the probes aside), and each dashboard page (its static
+    files aside), in its client's turn."""
 
     def __init__(
-        self, app: ASGIApp, *, turns: ClientTurns, api_prefix: str, probes: frozenset[str]
+        self,
+        app: ASGIApp,
+        *,
+        turns: ClientTurns,
+        api_prefix: str,
+        probes: frozenset[str],
+        html_pages: HtmlPages | None = None,
+        static_prefix: str = "/dashboard/static/",
     ) -> None:
         self.app = app
         self.turns = turns
         self.api_prefix = api_prefix
         self.probes = probes
+        self.html_pages = html_pages
+        self.static_prefix = static_prefix
+        self._lookups: dict[str, asyncio.Task[Merchant | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not is_api_call(scope, self.api_prefix, self.probes):
+        page = self._is_dashboard_page(scope)
+        if not page and not is_api_call(scope, self.api_prefix, self.probes):
             await self.app(scope, receive, send)
             return
-        client = client_of(scope)
+        read_ahead = _ReadAhead(receive)
+        turn: Turn | None = None
         try:
-            await self.turns.start(client)
-        except RateLimited as refused:
-            await reject(send, scope["state"]["request_id"], refused)
-            return
-        try:
-            await self.app(scope, receive, send)
+            watching = asyncio.ensure_future(read_ahead.watch())
+            try:
+                turn = Turn(self.turns, await self._client_of(scope, page, read_ahead.gone))
+                await turn.take(read_ahead.gone)
+            except ClientGone:
+                scope["state"].pop("merchant_id", None)  # nobody asks any more: not recorded
+                return
+            except RateLimited as refused:
+                await self._refuse(scope, read_ahead.receive, send, page, refused)
+                return
+            finally:
+                watching.cancel()
+            scope["state"][TURN_STATE] = turn
+            await self.app(scope, read_ahead.receive, send)
         finally:
-            self.turns.end(client)
+            if turn is not None:
+                turn.give_back()
+            await read_ahead.close()
+
+    def _is_dashboard_page(self, scope: Scope) -> bool:
+        if self.html_pages is None or scope["type"] != "http":
+            return False
+        path: str = scope["path"]
+        return path.startswith(self.html_pages.prefix) and not path.startswith(self.static_prefix)
+
+    async def _client_of(self, scope: Scope, page: bool, gone: asyncio.Future[None]) -> str:
+        """The merchant whose turns the request takes, else its address."""
+        address = scope.get("client")
+        by_address = f"address:{address[0] if address else ''}"
+        state = scope["app"].state
+        if page:
+            signed_in: SignedInMerchants = state.signed_in_merchants
+            merchant_id = signed_in.merchant_of(Headers(scope=scope))
+            return by_address if merchant_id is None else f"merchant:{merchant_id}"
+        api_keys = Headers(scope=scope).getlist(API_KEY_HEADER)
+        if len(api_keys) != 1:  # none, or two: the endpoint's authentication answers
+            return by_address
+        merchant = await self._merchant_of_key(state, api_keys[0], by_address, gone)
+        if merchant is None:
+            return by_address
+        scope["state"]["merchant_id"] = merchant.id  # the request log's owner, a 429 too
+        return f"merchant:{merchant.id}"
+
+    async def _merchant_of_key(
+        self, state: State, api_key: str, by_address: str, gone: asyncio.Future[None]
+    ) -> Merchant | None:
+        merchants: MerchantCache = state.merchants
+        digest = hash_api_key(api_key)
+        merchant = merchants.get(digest)
+        if merchant is not None:
+            return merchant
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.create_task(self._look_up(state, api_key, by_address))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(_forgotten(self._lookups, digest))
+        first: set[asyncio.Future[Any]] = {lookup, gone}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if not lookup.done():
+            raise ClientGone
+        failed = lookup.exception()
+        if isinstance(failed, RateLimited):  # each request raises its own
+            raise RateLimited(failed.message, headers=failed.headers)
+        # A database error: the request goes on in its address's line, where the endpoint's
+        # authentication meets it again and answers as it does.
+        return None if failed is not None else lookup.result()
+
+    async def _look_up(self, state: State, api_key: str, by_address: str) -> Merchant | None:
+        """In the address's turn: a burst of keys no merchant has holds its address's share of
+        the connections, not the pool."""
+        await self.turns.start(by_address)
+        try:
+            return await merchant_of_key(state, api_key)
+        finally:
+            self.turns.end(by_address)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, page: bool, refused: RateLimited
+    ) -> None:
+        if page and self.html_pages is not None:
+            answer = self.html_pages.render(refused.status_code, refused.message, refused.code)
+            answer.headers.update(refused.headers or {})
+            await answer(scope, receive, send)
+            return
+        await reject(send, scope["state"]["request_id"], refused)
+
+
+def _forgotten(
+    lookups: dict[str, asyncio.Task[Merchant | None]], digest: str
+) -> Callable[[asyncio.Task[Merchant | None]], None]:
+    def forget(lookup: asyncio.Task[Merchant | None]) -> None:
+        lookups.pop(digest, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: every request that waited for it has seen it
+
+    return forget

@@ -30,11 +30,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Column, ColumnElement, MetaData, String, Table, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.responses import Response
 
 from api_service.deps import SessionDep, SettingsDep, before_the_body, within_request_rate
 from contracts.db.engine import utcnow
 from contracts.db.models import Merchant, Timestamp, Uuid
+from contracts.expiring_map import ExpiringMap
 from contracts.settings import Settings
 
 COOKIE_PATH = "/dashboard"
@@ -268,6 +271,28 @@ class OperatorSession:
     csrf_token: str
 
 
+class SignedInMerchants:
+    """The merchants of the sessions this process served lately, by the digest of the cookie's
+    token: whose turns a page takes (api_service/client_turns.py), known before its turn without
+    reading the database (a page's own read comes in its turn). Kept as long as the merchant of
+    an API key: a session ended through another process stops choosing the line within that
+    time. Only the line depends on it; the page itself reads its session."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._signer = Signer.of(settings)
+        self._purpose = _cookie_purpose(SessionKind.MERCHANT, settings)
+        self._by_token: ExpiringMap[str, str] = ExpiringMap(settings.api_key_cache_seconds)
+
+    def remember(self, token: str, merchant_id: str) -> None:
+        self._by_token.put(_digest(token), merchant_id)
+
+    def merchant_of(self, headers: Headers) -> str | None:
+        """The merchant of the request's signed session cookie, if this process knows it."""
+        cookie = cookie_parser(headers.get("cookie", "")).get(MERCHANT_COOKIE)
+        token = self._signer.verified(self._purpose, cookie)
+        return None if token is None else self._by_token.get(_digest(token))
+
+
 async def merchant_session(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> MerchantSession:
@@ -275,6 +300,8 @@ async def merchant_session(
     merchant = await merchant_of_session(session, token) if token else None
     if token is None or merchant is None:
         raise SignInRequired(MERCHANT_SIGN_IN)
+    signed_in: SignedInMerchants = request.app.state.signed_in_merchants
+    signed_in.remember(token, merchant.id)
     await before_the_body(session)
     # Its actions call the API's services in-process, past get_current_merchant's count.
     await within_request_rate(session, settings, merchant.id)

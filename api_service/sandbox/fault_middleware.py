@@ -16,11 +16,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api_service.client_turns import TURN_STATE, Turn
 from api_service.deps import API_KEY_HEADER, merchant_of_key
 from api_service.errors import (
     DATABASE_UNAVAILABLE,
     INJECTED_STATUS_ERRORS,
     GatewayTimeout,
+    RateLimited,
     SandboxDisabled,
     ServiceUnavailable,
     ValidationFailed,
@@ -105,7 +107,11 @@ class FaultInjectionMiddleware:
     ) -> None:
         match fault.kind:
             case FaultKind.LATENCY:
-                await asyncio.sleep((fault.value or 0) / 1000)
+                try:
+                    await _sleep_out_of_turn(fault, scope)
+                except RateLimited as refused:
+                    await reject(send, request_id, refused)
+                    return
                 await self.app(scope, receive, send)
             case FaultKind.STATUS:
                 await _read_body(receive)
@@ -128,6 +134,18 @@ class FaultInjectionMiddleware:
             case FaultKind.TIMEOUT_AFTER_COMMIT:
                 await self.app(scope, receive, _lost_answer(scope))
                 await reject(send, request_id, GatewayTimeout())
+
+
+async def _sleep_out_of_turn(fault: Fault, scope: Scope) -> None:
+    """The latency, with the client's turn given back meanwhile (client_turns.Turn): a sleeping
+    call holds no connection, and must not make the merchant's other calls wait (nor get 429s
+    they never asked for). Its turn taken again, it runs as any other call."""
+    turn: Turn | None = scope["state"].get(TURN_STATE)
+    if turn is not None:
+        turn.give_back()
+    await asyncio.sleep((fault.value or 0) / 1000)
+    if turn is not None:
+        await turn.take()
 
 
 async def _read_body(receive: Receive) -> None:

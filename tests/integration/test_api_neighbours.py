@@ -4,12 +4,22 @@ timeout). Each API key runs a few requests at a time; the rest wait their turn i
 past the database timeout are refused 429 (api_service/client_turns.py)."""
 
 import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+from typing import Any
 
 import httpx
 import orjson
+import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
+import api_service.deps
+import api_service.sandbox.fault_settings
+from api_service.app import create_app
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import IdempotencyKey, Payout
@@ -20,8 +30,10 @@ from tests.support.api_helpers import (
     assert_error,
     auth,
     create_payout,
+    new_key,
     payout_body,
 )
+from tests.support.dashboard_client import signed_in
 from tests.support.polling import eventually
 
 BURST = 30
@@ -60,6 +72,12 @@ async def test_another_merchants_create_runs_beside_a_burst_not_behind_it(
     assert overtaken_by <= 2 * PER_KEY, finished
 
 
+async def _known(client: httpx.AsyncClient, merchant: NewMerchant) -> None:
+    """The merchant's key known to the process: a request of it takes its turn at once, before
+    its body is read (a key new to the process is looked up first, its body read meanwhile)."""
+    assert (await client.get(f"{API}/balance", headers=auth(merchant, ""))).is_success
+
+
 async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_written(
     settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -77,6 +95,7 @@ async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_
     refused_headers = auth(merchant)
     capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.2)
     async with in_process_api(capped) as client:
+        await _known(client, merchant)
         holding_the_turn = asyncio.create_task(
             client.post(
                 f"{API}/payouts",
@@ -117,3 +136,217 @@ async def test_an_injected_latency_waits_outside_the_turns(
         )
 
     assert [answer.status_code for answer in answers] == [200, 200]
+
+
+# --- what runs before a request has its turn -------------------------------------------------
+
+SLOW_READ = 0.05
+SLOW_BURST = 40
+
+
+def _slowed(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> None:
+    """A database read that holds its connection SLOW_READ longer."""
+    read = getattr(module, name)
+
+    async def slow_read(*args: Any, **kwargs: Any) -> Any:
+        result = await read(*args, **kwargs)
+        await asyncio.sleep(SLOW_READ)
+        return result
+
+    monkeypatch.setattr(module, name, slow_read)
+
+
+async def _quiet_call_beside_a_burst(
+    client: httpx.AsyncClient, noisy: dict[str, str], quiet: dict[str, str]
+) -> float:
+    """How long the quiet merchant's balance takes while the noisy one's burst is on."""
+    burst = [
+        asyncio.create_task(client.get(f"{API}/balance", headers=noisy)) for _ in range(SLOW_BURST)
+    ]
+    await asyncio.sleep(0)  # the burst's requests are in before the quiet one
+    started = time.perf_counter()
+    answer = await client.get(f"{API}/balance", headers=quiet)
+    took = time.perf_counter() - started
+    assert answer.status_code == 200, answer.text
+    await asyncio.gather(*burst)
+    return took
+
+
+async def test_a_merchant_with_a_fault_setting_reads_it_in_its_turns(
+    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault middleware reads the merchant-wide setting on each call of a merchant that has
+    one: outside the turns, a burst's reads queued for the pool ahead of other merchants."""
+    noisy, quiet = await make_merchant(), await make_merchant()
+    _slowed(monkeypatch, api_service.sandbox.fault_settings, "load_fault_share")
+    async with in_process_api(_capped(settings)) as client:
+        saved = await client.put(
+            f"{API}/sandbox/faults", json={"fault": "latency=1", "percent": 1}, headers=auth(noisy)
+        )
+        assert saved.status_code == 200, saved.text
+        for merchant in (noisy, quiet):  # each key known to the process
+            assert (await client.get(f"{API}/balance", headers=auth(merchant, ""))).is_success
+        took = await _quiet_call_beside_a_burst(client, auth(noisy, ""), auth(quiet, ""))
+
+    # The burst holds at most its 2 turns' connections: the quiet call finds another at once.
+    assert took < 5 * SLOW_READ, took
+
+
+async def test_a_burst_with_a_new_key_looks_its_merchant_up_in_its_turns(
+    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    noisy, quiet = await make_merchant(), await make_merchant()
+    _slowed(monkeypatch, api_service.deps, "active_merchant")
+    async with in_process_api(_capped(settings)) as client:
+        assert (await client.get(f"{API}/balance", headers=auth(quiet, ""))).is_success
+        took = await _quiet_call_beside_a_burst(client, auth(noisy, ""), auth(quiet, ""))
+
+    assert took < 5 * SLOW_READ, took
+
+
+# --- whose line a request waits in -------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _api_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def _client_at(app: FastAPI, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://api")
+
+
+async def test_requests_with_made_up_api_keys_wait_in_their_addresss_line(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    """A made-up X-API-KEY on each request got each its own line: a burst of them was not
+    capped, and queued for the pool ahead of a merchant's create."""
+    quiet = await make_merchant()
+    finished: list[str] = []
+
+    async def made_up_key_call(client: httpx.AsyncClient) -> None:
+        answer = await client.post(
+            f"{API}/payouts",
+            json=payout_body(),
+            headers={"X-API-KEY": f"mpk_test_{uuid.uuid4().hex}", "X-IDEMPOTENCY-KEY": new_key()},
+        )
+        assert answer.status_code == 401, answer.text
+        finished.append("made-up")
+
+    async with (
+        _api_app(_capped(settings)) as app,
+        _client_at(app, "192.0.2.1") as stranger,
+        _client_at(app, "192.0.2.2") as merchant,
+    ):
+        burst = [asyncio.create_task(made_up_key_call(stranger)) for _ in range(3 * BURST)]
+
+        async def under_way() -> bool:
+            return bool(finished)
+
+        await eventually(under_way, interval=0.001, what="the burst under way")
+        finished_before_quiet = len(finished)
+        await create_payout(merchant, quiet)  # its key new to the process too
+        finished.append("quiet")
+        await asyncio.gather(*burst)
+
+    # Beside them, not behind them: two of the made-up keys' lookups run at a time, and a few
+    # finish while the create runs (each costs one read; the create, several).
+    overtaken_by = finished.index("quiet") - finished_before_quiet
+    assert overtaken_by < BURST, (overtaken_by, len(finished))
+
+
+async def test_a_keyless_caller_stays_in_its_addresss_line_whatever_api_key_it_adds(
+    settings: Settings,
+) -> None:
+    """A PSP's callback waits in its address's line; the same callback with a made-up X-API-KEY
+    (which the callback's route ignores) left it."""
+    reading, sent = asyncio.Event(), asyncio.Event()
+    body = orjson.dumps({"eventId": "evt-x", "payoutId": "po_x", "status": "SUCCESS"})
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        reading.set()
+        await sent.wait()
+        yield body
+
+    capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.3)
+    unsigned = {"X-PSP-Signature": "00", "Content-Type": "application/json"}
+    async with in_process_api(capped) as client:
+        holding_the_turn = asyncio.create_task(
+            client.post(f"{API}/ipn/psp", content=slow_body(), headers=unsigned)
+        )
+        await asyncio.wait_for(reading.wait(), timeout=10)
+        with_a_made_up_key = await client.post(
+            f"{API}/ipn/psp", content=body, headers={**unsigned, "X-API-KEY": "anything"}
+        )
+        sent.set()
+        await holding_the_turn
+
+    assert_error(with_a_made_up_key, 429, "RATE_LIMITED")
+
+
+async def test_a_merchants_dashboard_pages_take_its_turns(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    """The dashboard never took a turn: a merchant's burst of pages held the pool ahead of
+    another merchant's API call."""
+    noisy, quiet = await make_merchant(), await make_merchant()
+    finished: list[str] = []
+
+    async def page(client: httpx.AsyncClient) -> None:
+        answer = await client.get("/dashboard/payouts")
+        assert answer.status_code == 200, answer.status_code
+        finished.append("page")
+
+    async with in_process_api(_capped(settings)) as client:
+        await signed_in(client, noisy)
+        await page(client)
+        assert (await client.get(f"{API}/balance", headers=auth(quiet, ""))).is_success
+        finished.clear()
+        burst = [asyncio.create_task(page(client)) for _ in range(BURST)]
+
+        async def under_way() -> bool:
+            return bool(finished)
+
+        await eventually(under_way, interval=0.001, what="the burst under way")
+        finished_before_quiet = len(finished)
+        await create_payout(client, quiet)
+        finished.append("quiet")
+        await asyncio.gather(*burst)
+
+    overtaken_by = finished.index("quiet") - finished_before_quiet
+    assert overtaken_by <= 2 * PER_KEY, (overtaken_by, len(finished))
+
+
+async def test_a_dashboard_page_whose_turn_does_not_come_is_refused_with_a_page(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    reading, sent = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        reading.set()
+        await sent.wait()
+        yield orjson.dumps(payout_body())
+
+    capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.2)
+    async with in_process_api(capped) as client:
+        await signed_in(client, merchant)
+        await _known(client, merchant)
+        holding_the_turn = asyncio.create_task(
+            client.post(
+                f"{API}/payouts",
+                content=slow_body(),
+                headers={**auth(merchant), "Content-Type": "application/json"},
+            )
+        )
+        await asyncio.wait_for(reading.wait(), timeout=10)
+        refused = await client.get("/dashboard/payouts")
+        sent.set()
+        assert (await holding_the_turn).status_code == 201
+
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.headers["content-type"].startswith("text/html")

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from api_service.client_turns import ClientTurns
+from api_service.client_turns import ClientGone, ClientTurns
 from api_service.errors import RateLimited
 
 
@@ -94,3 +94,18 @@ async def test_a_turn_given_to_a_request_as_it_goes_away_passes_on() -> None:
     await asyncio.wait_for(after_it, timeout=0.1)
     turns.end("A")
     await _runs_at_once(turns, "A")
+
+
+async def test_a_request_whose_client_is_gone_leaves_its_line() -> None:
+    turns = ClientTurns(per_client=1, wait_seconds=5)
+    await turns.start("A")
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.create_task(turns.start("A", gone))
+    after_it = await _started(turns, "A")
+
+    gone.set_result(None)
+
+    with pytest.raises(ClientGone):
+        await asyncio.wait_for(waiting, timeout=0.1)
+    turns.end("A")
+    await asyncio.wait_for(after_it, timeout=0.1)
