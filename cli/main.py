@@ -16,6 +16,7 @@ from cli.docs import docs_app
 from cli.outages import outages_in_one_line, run_in_one_line
 from cli.outbox import outbox_app
 from cli.reconcile import reconcile_command
+from cli.secrets import secrets_app
 from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
@@ -57,6 +58,7 @@ app.command("reconcile")(reconcile_command)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(docs_app, name="docs")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(webhooks_app, name="webhooks")
 app.command("webhook-sink")(webhook_sink_command)
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)

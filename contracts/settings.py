@@ -10,6 +10,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.secrets_at_rest import (
+    DEVELOPMENT_KEY_ID,
+    DEVELOPMENT_SECRETS_KEY,
+    SecretsKeyError,
+    SecretsKeyring,
+)
+
 
 class Environment(StrEnum):
     TEST = "test"
@@ -79,6 +86,9 @@ class Settings(BaseSettings):
     shutdown_drain_seconds: float = Field(default=1.0, ge=0, le=60)
     # Secrets are left out of the settings' repr (a traceback's locals, a debugging print).
     psp_secret: str = Field(default=DEFAULT_PSP_SECRET, repr=False)
+    # Seal merchants' webhook secrets at rest (contracts.secrets_at_rest): comma-separated base64
+    # keys of 32 bytes, the first seals. The default is public: production refuses it.
+    secrets_keys: str = Field(default=DEVELOPMENT_SECRETS_KEY, repr=False)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     # How many of one API key's requests run at a time in an API process; the others wait their
     # turn in memory, up to api_database_timeout_seconds, then 429 (api_service/client_turns.py).
@@ -243,6 +253,15 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("secrets_keys")
+    @classmethod
+    def _readable_keys(cls, value: str) -> str:
+        try:
+            SecretsKeyring.from_setting(value)
+        except SecretsKeyError as unreadable:
+            raise ValueError(str(unreadable)) from None
+        return value
+
     @field_validator("api_database_timeout_seconds")
     @classmethod
     def _outlasts_lock_waits(cls, value: float, info: ValidationInfo) -> float:
@@ -271,14 +290,23 @@ class Settings(BaseSettings):
                 f"{MIN_SECRET_LENGTH} characters: with PAYOUTS_ENV=production, set a secret of "
                 "your own (the PSP signs its callbacks with it)"
             )
-        self.require_public_webhooks_in_production()
+        self.require_safe_webhooks_in_production()
 
-    def require_public_webhooks_in_production(self) -> None:
-        """The API and the webhook service refuse to start in production with webhook URLs into
-        private networks allowed: the API checks a URL's host when it is set, the webhook
-        service when it connects, and only the latter stops a name that resolves to a private
-        address later (DNS rebinding). The webhook service started with it on."""
-        if self.env is Environment.PRODUCTION and self.webhook_allow_private_urls:
+    def require_safe_webhooks_in_production(self) -> None:
+        """The API and the webhook service refuse to start in production with merchants' webhook
+        secrets sealed with the public development key, or with webhook URLs into private
+        networks allowed: the API checks a URL's host when it is set, the webhook service when
+        it connects, and only the latter stops a name that resolves to a private address later
+        (DNS rebinding). The webhook service started with it on."""
+        if self.env is not Environment.PRODUCTION:
+            return
+        if SecretsKeyring.from_setting(self.secrets_keys).sealing_key_id == DEVELOPMENT_KEY_ID:
+            raise InsecureConfiguration(
+                "PAYOUTS_SECRETS_KEYS starts with the public development key: with "
+                "PAYOUTS_ENV=production, put a key of your own first (32 random bytes, base64: "
+                "`openssl rand -base64 32`); merchants' webhook secrets are sealed with it"
+            )
+        if self.webhook_allow_private_urls:
             raise InsecureConfiguration(
                 "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on: a merchant's webhook URL could reach "
                 "this deployment's own network (the database, the broker's management API, "

@@ -1,5 +1,6 @@
 """Shared fixtures: the real MariaDB/MySQL and RabbitMQ (own database, own vhost), the API app."""
 
+import base64
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api_service.app import create_app
 from cli.merchants import NewMerchant, create_merchant
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory, transaction
+from contracts.secrets_at_rest import DEVELOPMENT_SECRETS_KEY
 from contracts.settings import Environment, Settings
 from migrations.runner import upgrade_to_head
 from tests.support.amqp import RabbitClient, open_rabbit
@@ -124,9 +126,17 @@ async def other_api_process(settings: Settings) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
+PRODUCTION_SECRETS_KEY = base64.b64encode(b"production key of the tests: 32B").decode()
+
+
 def in_production(settings: Settings, **changes: Any) -> Settings:
-    """The settings in production mode, which refuses webhook URLs into private networks."""
-    production = {"env": Environment.PRODUCTION, "webhook_allow_private_urls": False}
+    """The settings in production mode, which refuses webhook URLs into private networks, and a
+    sealing key of its own (the public development key still opens the tests' secrets)."""
+    production = {
+        "env": Environment.PRODUCTION,
+        "webhook_allow_private_urls": False,
+        "secrets_keys": f"{PRODUCTION_SECRETS_KEY},{DEVELOPMENT_SECRETS_KEY}",
+    }
     return settings.model_copy(update=production | changes)
 
 

@@ -189,6 +189,6 @@ def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, s
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
-    settings.require_public_webhooks_in_production()
+    settings.require_safe_webhooks_in_production()
     consumer = PayoutEventConsumer(settings)
     return FastStream(consumer.broker, on_startup=[consumer.open], after_shutdown=[consumer.close])

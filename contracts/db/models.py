@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contracts.db.sealed import SealedSecret
+
 Money = Numeric(18, 2, asdecimal=True)
 Timestamp = DateTime().with_variant(MYSQL_DATETIME(fsp=6), "mysql")
 Uuid = String(36)
@@ -59,8 +61,9 @@ class Merchant(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
-    webhook_secret: Mapped[str] = mapped_column(String(100))
-    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    # Sealed at rest (migration 0036): read and written as the secret itself.
+    webhook_secret: Mapped[str] = mapped_column(SealedSecret)
+    previous_webhook_secret: Mapped[str | None] = mapped_column(SealedSecret)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # When the secret last rotated (migration 0024): the attempts before it were signed with the
     # previous secret, and its grace may have been any length.
@@ -129,8 +132,8 @@ class Payout(Base):
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
-    # Started several at once (a payroll's chunk, a top-up releasing queued payouts): its
-    # commands and events take the bulk queues from then on (contracts/payout_events.py).
+    # Created several at once (a payroll's chunk of more than one): its commands and events take
+    # the bulk queues for its whole life (contracts/payout_events.py).
     in_bulk: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
 
 

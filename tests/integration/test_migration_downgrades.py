@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cli.supervisor import payouts_command
 from migrations.runner import alembic_config
-from tests.support.infrastructure import TEST_DATABASE, Infrastructure, with_database
+from tests.support.infrastructure import Infrastructure
+from tests.support.migrations import migrate, scratch_database
 
 _COUNTER = re.compile(r" AUTO_INCREMENT=\d+")
 # The index the server makes for a foreign key is named after the column in a CREATE TABLE and
@@ -25,15 +25,8 @@ _FOREIGN_KEY_INDEX = re.compile(r"KEY `\w+_ibfk_\d+` \(`(\w+)`\)")
 
 @pytest.fixture
 async def scratch_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
-    database = f"{TEST_DATABASE}_migrations"
-    engine = create_async_engine(with_database(infrastructure.database_url, ""))
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
-        await connection.exec_driver_sql(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-    yield with_database(infrastructure.database_url, database)
-    async with engine.begin() as connection:
-        await connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{database}`")
-    await engine.dispose()
+    async with scratch_database(infrastructure) as url:
+        yield url
 
 
 async def schema(url: str) -> dict[str, list[str]]:
@@ -51,12 +44,6 @@ async def schema(url: str) -> dict[str, list[str]]:
             created[table] = sorted(line.strip().rstrip(",") for line in normal.splitlines())
     await engine.dispose()
     return created
-
-
-async def migrate(url: str, direction: str, revision: str) -> None:
-    """Alembic's own event loop runs in a thread of its own."""
-    run = command.upgrade if direction == "up" else command.downgrade
-    await asyncio.to_thread(run, alembic_config(url), revision)
 
 
 async def test_each_revision_goes_down_and_up_again_to_the_same_schema(scratch_url: str) -> None:

@@ -540,7 +540,7 @@ async def test_production_ignores_the_chaos_settings(
     production = webhook_settings.model_copy(update={"env": Environment.PRODUCTION})
     # Its receiver listens on this machine, which a production webhook service refuses to
     # reach (tests/unit/test_production_settings.py): that refusal is not what this tests.
-    monkeypatch.setattr(Settings, "require_public_webhooks_in_production", lambda _: None)
+    monkeypatch.setattr(Settings, "require_safe_webhooks_in_production", lambda _: None)
 
     async with running_webhook_service(production):
         await relay(rabbit, row)

@@ -44,6 +44,7 @@ PAYOUTS_COMMANDS = frozenset(
         "reconcile",
         "dlq",
         "docs",
+        "secrets",
     }
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")
@@ -310,6 +311,18 @@ def test_webhook_ladder_matches_the_retry_queues_rabbitmq_loads() -> None:
         if queue["name"].startswith("webhooks.payout-events.retry")
     ]
     assert len(Settings(webhook_retry_delays=delays).webhook_retry_ladder) == len(retry_queues)
+
+
+def test_the_definitions_declare_each_queue_and_binding_once() -> None:
+    """Both webhook lanes park into one parking lot: it was declared, and bound, twice."""
+    definitions = json.loads(DEFINITIONS.read_text())
+    queues = [queue["name"] for queue in definitions["queues"]]
+    bindings = [
+        (binding["source"], binding["destination"], binding["routing_key"])
+        for binding in definitions["bindings"]
+    ]
+    assert len(set(queues)) == len(queues)
+    assert len(set(bindings)) == len(bindings)
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------

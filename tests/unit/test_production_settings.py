@@ -1,6 +1,7 @@
 """Production never starts with a secret that is printed in the source."""
 
-from collections.abc import Iterator
+import base64
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.routing import iter_route_contexts
@@ -8,6 +9,7 @@ from typer.testing import CliRunner
 
 from api_service.app import create_app
 from cli.main import app as payouts
+from contracts.secrets_at_rest import DEVELOPMENT_SECRETS_KEY
 from contracts.settings import (
     DEFAULT_DASHBOARD_SESSION_SECRET,
     DEFAULT_PSP_SECRET,
@@ -17,6 +19,8 @@ from contracts.settings import (
     get_settings,
 )
 from webhook_service.app import create_webhook_app
+
+OWN_SECRETS_KEY = base64.b64encode(b"k" * 32).decode()
 
 
 @pytest.fixture
@@ -64,6 +68,7 @@ def test_the_api_refuses_production_with_webhook_urls_into_private_networks_allo
             Settings(
                 env=Environment.PRODUCTION,
                 psp_secret="a-real-secret-from-the-vault",
+                secrets_keys=OWN_SECRETS_KEY,
                 webhook_allow_private_urls=True,
             )
         )
@@ -74,13 +79,49 @@ def test_the_webhook_service_refuses_production_with_private_webhook_urls_allowe
     """It connects: its check of the address at that moment is all that stops a URL whose name
     resolves to a private address after the API checked it (DNS rebinding). It started."""
     with pytest.raises(InsecureConfiguration, match="PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS"):
-        create_webhook_app(Settings(env=Environment.PRODUCTION, webhook_allow_private_urls=True))
-    create_webhook_app(Settings(env=Environment.PRODUCTION))
+        create_webhook_app(
+            Settings(
+                env=Environment.PRODUCTION,
+                secrets_keys=OWN_SECRETS_KEY,
+                webhook_allow_private_urls=True,
+            )
+        )
+    create_webhook_app(Settings(env=Environment.PRODUCTION, secrets_keys=OWN_SECRETS_KEY))
     create_webhook_app(Settings(env=Environment.TEST, webhook_allow_private_urls=True))
 
 
+@pytest.mark.parametrize(
+    "start",
+    [
+        lambda settings: create_app(settings),
+        lambda settings: create_webhook_app(settings),
+    ],
+    ids=["api", "webhook service"],
+)
+def test_production_refuses_to_seal_webhook_secrets_with_the_public_development_key(
+    start: Callable[[Settings], object],
+) -> None:
+    """It is in this repository: sealed with it, a copy of the database gives every secret."""
+    production = Settings(env=Environment.PRODUCTION, psp_secret="a-real-secret-from-the-vault")
+    with pytest.raises(InsecureConfiguration, match="PAYOUTS_SECRETS_KEYS starts with the public"):
+        start(production)
+    # Still readable as an old key behind one of the operator's own: secrets sealed in test mode
+    # are sealed again with it (`payouts secrets reseal`).
+    start(
+        production.model_copy(
+            update={"secrets_keys": f"{OWN_SECRETS_KEY},{DEVELOPMENT_SECRETS_KEY}"}
+        )
+    )
+
+
 def test_the_api_starts_in_production_with_a_secret_of_its_own() -> None:
-    create_app(Settings(env=Environment.PRODUCTION, psp_secret="a-real-secret-from-the-vault"))
+    create_app(
+        Settings(
+            env=Environment.PRODUCTION,
+            psp_secret="a-real-secret-from-the-vault",
+            secrets_keys=OWN_SECRETS_KEY,
+        )
+    )
     create_app(Settings(env=Environment.TEST))  # test mode keeps the documented default
 
 
@@ -99,6 +140,7 @@ def test_payouts_webhooks_says_why_it_will_not_start(
 ) -> None:
     """It died on InsecureConfiguration's traceback, exit code 1 (a restart loop in compose)."""
     monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.setenv("PAYOUTS_SECRETS_KEYS", OWN_SECRETS_KEY)
     monkeypatch.setenv("PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS", "true")
     result = CliRunner().invoke(payouts, ["webhooks"])
     assert result.exit_code == 2, result.output
@@ -149,6 +191,7 @@ def test_the_operations_pages_need_a_token_long_enough_in_production(
     settings = Settings(
         env=env,
         psp_secret="a-real-secret-from-the-vault",
+        secrets_keys=OWN_SECRETS_KEY,
         dashboard_session_secret="a-dashboard-secret-of-our-own",
         operator_token=token,
     )
@@ -159,9 +202,15 @@ def test_the_operations_pages_need_a_token_long_enough_in_production(
 
 def test_the_settings_repr_shows_no_secret() -> None:
     settings = Settings(
+        secrets_keys=OWN_SECRETS_KEY,
         psp_secret="psp-secret-of-ours-1",
         dashboard_session_secret="dashboard-secret-of-ours",
         operator_token="operator-token-of-ours",
     )
-    for secret in ("psp-secret-of-ours-1", "dashboard-secret-of-ours", "operator-token-of-ours"):
+    for secret in (
+        OWN_SECRETS_KEY,
+        "psp-secret-of-ours-1",
+        "dashboard-secret-of-ours",
+        "operator-token-of-ours",
+    ):
         assert secret not in repr(settings)
