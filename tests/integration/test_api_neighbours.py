@@ -78,35 +78,44 @@ async def _known(client: httpx.AsyncClient, merchant: NewMerchant) -> None:
     assert (await client.get(f"{API}/balance", headers=auth(merchant, ""))).is_success
 
 
+@asynccontextmanager
+async def _its_one_turn_held(
+    client: httpx.AsyncClient, merchant: NewMerchant
+) -> AsyncIterator[None]:
+    """The merchant's one turn held, meanwhile, by a create whose body comes slowly; it is
+    created once the body is sent, on leaving."""
+    reading, sent = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        reading.set()
+        await sent.wait()
+        yield orjson.dumps(payout_body())
+
+    await _known(client, merchant)
+    holding_the_turn = asyncio.create_task(
+        client.post(
+            f"{API}/payouts",
+            content=slow_body(),
+            headers={**auth(merchant), "Content-Type": "application/json"},
+        )
+    )
+    await asyncio.wait_for(reading.wait(), timeout=10)
+    try:
+        yield
+    finally:
+        sent.set()
+    assert (await holding_the_turn).status_code == 201
+
+
 async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_written(
     settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     merchant = await make_merchant()
-    reading, sent = asyncio.Event(), asyncio.Event()
-    body = orjson.dumps(payout_body())
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        """A body sent slowly: its request holds its client's one turn meanwhile."""
-        reading.set()
-        await sent.wait()
-        yield body
-
     refused_body = payout_body()
     refused_headers = auth(merchant)
     capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.2)
-    async with in_process_api(capped) as client:
-        await _known(client, merchant)
-        holding_the_turn = asyncio.create_task(
-            client.post(
-                f"{API}/payouts",
-                content=slow_body(),
-                headers={**auth(merchant), "Content-Type": "application/json"},
-            )
-        )
-        await asyncio.wait_for(reading.wait(), timeout=10)
+    async with in_process_api(capped) as client, _its_one_turn_held(client, merchant):
         refused = await client.post(f"{API}/payouts", json=refused_body, headers=refused_headers)
-        sent.set()
-        assert (await holding_the_turn).status_code == 201
 
     assert_error(refused, 429, "RATE_LIMITED")
     assert refused.headers["Retry-After"] == "1"
@@ -324,28 +333,11 @@ async def test_a_dashboard_page_whose_turn_does_not_come_is_refused_with_a_page(
     settings: Settings, make_merchant: MerchantFactory
 ) -> None:
     merchant = await make_merchant()
-    reading, sent = asyncio.Event(), asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        reading.set()
-        await sent.wait()
-        yield orjson.dumps(payout_body())
-
     capped = _capped(settings, api_max_in_flight_per_key=1, api_database_timeout_seconds=0.2)
     async with in_process_api(capped) as client:
         await signed_in(client, merchant)
-        await _known(client, merchant)
-        holding_the_turn = asyncio.create_task(
-            client.post(
-                f"{API}/payouts",
-                content=slow_body(),
-                headers={**auth(merchant), "Content-Type": "application/json"},
-            )
-        )
-        await asyncio.wait_for(reading.wait(), timeout=10)
-        refused = await client.get("/dashboard/payouts")
-        sent.set()
-        assert (await holding_the_turn).status_code == 201
+        async with _its_one_turn_held(client, merchant):
+            refused = await client.get("/dashboard/payouts")
 
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "1"

@@ -35,6 +35,7 @@ from processor_service.stalled_retries import resend_stalled_retries
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth, fail_payout, outbox_for_payout, payout_body
+from tests.support.delivery_records import seed_delivery
 from webhook_service.parking_lot import replay_parked
 
 BULK_WEBHOOKS = resend_routing_key(in_bulk=True)
@@ -89,27 +90,19 @@ async def _delivery(
     due_in: timedelta = timedelta(0),
     waited: timedelta = timedelta(0),
 ) -> str:
-    delivery_id, now = str(uuid.uuid4()), utcnow()
-    retrying = status is DeliveryStatus.RETRYING
-    async with transaction(sessions) as session:
-        session.add(
-            WebhookDelivery(
-                id=delivery_id,
-                event_id=event.id,
-                merchant_id=event.merchant_id,
-                payout_id=event.payout_id,
-                event_type=event.type,
-                url=RECEIVER,
-                status=status.value,
-                attempts=1,
-                retry_count=1 if retrying else None,
-                generation=0,
-                delivered_generation=0,
-                next_attempt_at=now + due_in if retrying else None,
-                created_at=now + due_in - waited,
-                updated_at=now + due_in - waited,
+    """A delivery after one failed attempt; RETRYING, due `due_in` from now after waiting
+    `waited`."""
+    now = utcnow()
+    delivery_id = await seed_delivery(
+        sessions, event, status, [(500, None)], created_at=now + due_in - waited
+    )
+    if status is DeliveryStatus.RETRYING:
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id)
+                .values(retry_count=1, next_attempt_at=now + due_in)
             )
-        )
     return delivery_id
 
 
