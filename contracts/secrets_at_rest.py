@@ -72,19 +72,19 @@ class SecretsKeyring:
         """The secret `stored` holds. A value without the prefix was stored before migration
         0036 sealed the column, or by an older API during a rolling upgrade: it is the secret
         itself (`payouts secrets reseal` seals it)."""
-        if not stored.startswith(f"{SEALED_PREFIX}:"):
+        sealed_by = self.sealed_by(stored)
+        if sealed_by is None:
             return stored
-        _, sealed_by, body = stored.split(":", 2)
         key = self.keys.get(sealed_by)
         if key is None:
             raise SecretsKeyError(
                 f"a webhook secret is sealed with key {sealed_by}, which PAYOUTS_SECRETS_KEYS "
                 f"does not hold (it holds {', '.join(self.keys)})"
             )
-        raw = base64.urlsafe_b64decode(body)
         try:
+            raw = base64.urlsafe_b64decode(stored.split(":", 2)[2])
             return key.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _PURPOSE).decode()
-        except InvalidTag:
+        except (IndexError, ValueError, InvalidTag):  # cut short, not base64, or changed
             raise SecretsKeyError(
                 f"a webhook secret sealed with key {sealed_by} does not open: altered"
             ) from None

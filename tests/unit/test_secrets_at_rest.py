@@ -2,6 +2,7 @@
 
 import base64
 import secrets
+from collections.abc import Callable
 
 import pytest
 
@@ -50,15 +51,25 @@ def test_a_secret_sealed_with_a_key_no_longer_held_names_that_key() -> None:
         SecretsKeyring.from_setting(a_key()).open(sealed)
 
 
-def test_an_altered_sealed_secret_does_not_open() -> None:
-    keyring = SecretsKeyring.from_setting(a_key())
-    prefix, sealed_by, body = keyring.seal(SECRET).split(":")
+def _flipped(body: str) -> str:
     raw = bytearray(base64.urlsafe_b64decode(body))
     raw[-1] ^= 1
-    altered = f"{prefix}:{sealed_by}:{base64.urlsafe_b64encode(bytes(raw)).decode()}"
+    return base64.urlsafe_b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [_flipped, lambda body: body[:8], lambda body: "!" + body[1:], lambda body: ""],
+    ids=["a bit changed", "cut short", "not base64", "no body"],
+)
+def test_an_altered_sealed_secret_does_not_open(alter: Callable[[str], str]) -> None:
+    keyring = SecretsKeyring.from_setting(a_key())
+    prefix, sealed_by, body = keyring.seal(SECRET).split(":")
 
     with pytest.raises(SecretsKeyError, match="does not open: altered"):
-        keyring.open(altered)
+        keyring.open(f"{prefix}:{sealed_by}:{alter(body)}")
+    with pytest.raises(SecretsKeyError, match="does not open: altered"):
+        keyring.open(f"{prefix}:{sealed_by}")
 
 
 def test_a_secret_stored_before_sealing_reads_as_itself() -> None:
