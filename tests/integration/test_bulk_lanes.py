@@ -3,14 +3,13 @@ delivered beside, the payouts started one at a time: one merchant's payroll of 5
 merchant's single payout behind it for 10 s to its final status and 17 s to its last webhook,
 against 0.07 s when idle (neighbours review)."""
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, utcnow
@@ -19,21 +18,21 @@ from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from contracts.topology import (
     BULK_EVENTS_EXCHANGE,
+    BULK_PAYOUT_COMMANDS,
     EVENT_EXCHANGES,
     EVENTS_EXCHANGE,
+    PAYOUT_COMMANDS,
     PAYOUT_ID_HEADER,
     PROCESS_PAYOUT_KEY,
     PROCESS_PAYOUTS_IN_BULK_KEY,
-    declare_topology_at,
 )
 from processor_service.app import create_processor
 from processor_service.outbox_relay import CLAIM
-from processor_service.relay_service import run_outbox_relay
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout, payout_body
 from tests.support.polling import eventually
-from tests.support.processing import running_processor_and_relay
+from tests.support.processing import everything_due_published, running_processor_and_relay
 from tests.support.webhook_flow import (
     purge_webhook_queues,
     quick_webhook_settings,
@@ -42,7 +41,6 @@ from tests.support.webhook_flow import (
 from tests.support.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 PAYROLL = 400
-T = TypeVar("T")
 SUCCESS_ACCOUNT = "03001230001"
 TRANSIENT_ACCOUNT = "03001230002"  # attempt 1: RETRY after the retry queue's delay; then SUCCESS
 
@@ -74,36 +72,6 @@ async def test_a_payrolls_commands_go_to_the_bulk_queue_and_a_single_payouts_do_
     assert await _command_keys(sessions, first) == [PROCESS_PAYOUTS_IN_BULK_KEY]
     assert await _command_keys(sessions, single["id"]) == [PROCESS_PAYOUT_KEY]
     assert await _command_keys(sessions, alone) == [PROCESS_PAYOUT_KEY]
-
-
-async def _relay_what_is_new(
-    settings: Settings, sessions: SessionFactory, write: Awaitable[T]
-) -> T:
-    """`write`'s result, once the relay has published every outbox row written since it began."""
-    async with sessions() as session:
-        last_id = int(await session.scalar(select(func.max(OutboxMessage.id))) or 0)
-    written = await write
-
-    async def all_sent() -> bool:
-        async with sessions() as session:
-            unsent = await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.id > last_id, OutboxMessage.sent_at.is_(None))
-            )
-        return unsent == 0
-
-    # Without its sweep of stalled payouts: the commands it sent again of earlier tests' payouts
-    # went to the single payouts' queue, ahead of the one this test times.
-    unswept = settings.model_copy(update={"processor_stalled_retry_seconds": 86_400})
-    stop_relay = asyncio.Event()
-    relay = asyncio.create_task(run_outbox_relay(unswept, stop_relay))
-    try:
-        await eventually(all_sent, within=60, what="the outbox relayed")
-    finally:
-        stop_relay.set()
-        await relay
-    return written
 
 
 async def _not_final(sessions: SessionFactory, payout_ids: list[str]) -> int:
@@ -139,19 +107,23 @@ async def _final_after(sessions: SessionFactory, payout_ids: list[str], single: 
 
 async def test_a_single_payout_is_processed_beside_a_payroll_not_behind_it(
     settings: Settings,
+    engine: AsyncEngine,
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
+    rabbit: RabbitClient,
 ) -> None:
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
+    # Earlier tests' commands out of the way, published and purged: their unsent rows, relayed
+    # with the payroll's, were ahead of the single payout in its queue (CI).
+    await everything_due_published(settings, engine, sessions)
+    lanes = (PAYOUT_COMMANDS, BULK_PAYOUT_COMMANDS)
+    await rabbit.purge(*(name for lane in lanes for name in (lane.name, lane.retry_queue(1))))
     payroll_merchant, other = await make_merchant(), await make_merchant()
     # The payroll's commands all queued before the single payout is created.
-    payroll = await _relay_what_is_new(
-        settings, sessions, _payroll(api_client, payroll_merchant, PAYROLL)
-    )
-    single = (await _relay_what_is_new(settings, sessions, create_payout(api_client, other)))["id"]
+    payroll = await _payroll(api_client, payroll_merchant, PAYROLL)
+    await everything_due_published(settings, engine, sessions)
+    single = (await create_payout(api_client, other))["id"]
+    await everything_due_published(settings, engine, sessions)
     async with create_processor(settings):
 
         async def single_is_final() -> bool:

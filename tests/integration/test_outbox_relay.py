@@ -57,7 +57,6 @@ from contracts.topology import (
     PAYOUT_COMMANDS,
     PAYOUT_ID_HEADER,
     SCHEMA_HEADER,
-    declare_topology_at,
 )
 from processor_service import housekeeping
 from processor_service.housekeeping import clean_up, cleanup_deletes
@@ -75,6 +74,7 @@ from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
+from tests.support.processing import everything_due_published, relay_until_idle
 from tests.support.statements import counting_statements, explain, statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
@@ -85,21 +85,7 @@ UNANSWERED_KEY = "test.unanswered"
 async def clean_slate(settings: Settings, engine: AsyncEngine, sessions: SessionFactory) -> None:
     """The topology declared, and whatever earlier tests left in the outbox sent already, so that
     each test's relay rounds carry that test's rows."""
-    await declare_topology_at(
-        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-    )
-    connection, publisher = await open_publisher(settings.amqp_url)
-    probe = DueProbe(engine)
-    async with connection:
-        relay = OutboxRelay(
-            sessions,
-            publisher,
-            probe,
-            batch_size=500,
-            max_attempts=settings.relay_max_publish_attempts,
-        )
-        await relay_until_idle(relay)
-    await probe.aclose()
+    await everything_due_published(settings, engine, sessions)
 
 
 @pytest.fixture
@@ -203,16 +189,6 @@ async def make_due(sessions: SessionFactory, payout_id: str) -> None:
 def unbound_key() -> str:
     """A routing key no queue is bound to (yet) on the commands exchange."""
     return f"test.unbound.{uuid.uuid4().hex[:12]}"
-
-
-async def relay_until_idle(relay: OutboxRelay, max_rounds: int = 50) -> list[RoundResult]:
-    """Rounds until one sends nothing (rows that can never be published stay behind)."""
-    rounds = []
-    for _ in range(max_rounds):
-        rounds.append(await relay.relay_once())
-        if rounds[-1].sent == 0:
-            return rounds
-    raise AssertionError(f"relay still sending after {max_rounds} rounds: {rounds}")
 
 
 async def create_payout_as(
