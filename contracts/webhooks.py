@@ -40,7 +40,6 @@ def resend_routing_key(*, in_bulk: bool) -> str:
     return webhook_events_queue(retry_tiers=1, in_bulk=in_bulk).name
 
 
-RESEND_ROUTING_KEY = resend_routing_key(in_bulk=False)
 # Which resend a message carries out: the delivery's generation after the resend incremented
 # it. A delivery that succeeded at this generation or later already honoured the resend, so a
 # duplicate of its message is not sent again. A counter, not a time: the API and the webhook

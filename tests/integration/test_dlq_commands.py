@@ -19,11 +19,11 @@ from contracts.topology import (
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
 )
-from contracts.webhooks import RESEND_ROUTING_KEY
 from tests.support.amqp import RabbitClient
 from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost, with_vhost
 from tests.support.polling import eventually
+from tests.support.webhook_flow import SINGLE_RESENDS
 
 
 async def queue_depth(amqp_url: str, name: str) -> int:
@@ -123,7 +123,7 @@ async def test_replay_parked_with_mysql_down_publishes_nothing_and_says_so(
     """It published the copy before reopening the delivery: every try during the outage put one
     more copy in the delivery queue, the message stayed parked, and a traceback was printed."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
-    await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+    await rabbit.purge(WEBHOOK_PARKING_LOT, SINGLE_RESENDS)
     event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": str(uuid.uuid4())}
     await rabbit.publish(
         json.dumps(event).encode(), exchange=DEFAULT_EXCHANGE, routing_key=WEBHOOK_PARKING_LOT
@@ -140,7 +140,7 @@ async def test_replay_parked_with_mysql_down_publishes_nothing_and_says_so(
         return await rabbit.count(WEBHOOK_PARKING_LOT) == 1
 
     await eventually(still_parked, what="the message back in the parking lot")
-    assert await rabbit.count(RESEND_ROUTING_KEY) == 0
+    assert await rabbit.count(SINGLE_RESENDS) == 0
     await rabbit.purge(WEBHOOK_PARKING_LOT)
 
 

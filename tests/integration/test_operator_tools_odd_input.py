@@ -25,11 +25,11 @@ from contracts.topology import (
     WEBHOOK_PARKING_LOT,
     declare_topology_at,
 )
-from contracts.webhooks import RESEND_ROUTING_KEY
 from tests.conftest import in_process_api
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.cli import run_payouts as payouts
 from tests.support.dashboard_client import operator_signed_in
+from tests.support.webhook_flow import SINGLE_RESENDS
 
 _encode_table_value = pamqp.encode.encode_table_value
 
@@ -129,7 +129,7 @@ async def test_a_parked_webhook_with_a_header_not_utf8_does_not_block_replay_par
     """`payouts webhooks replay-parked`: the same TypeError traceback on such a message, and the
     parked webhooks behind it are never replayed."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
-    await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+    await rabbit.purge(WEBHOOK_PARKING_LOT, SINGLE_RESENDS)
     merchant = str(uuid.uuid4())
     bad_event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": merchant}
     await _publish_not_utf8_header(
@@ -147,13 +147,13 @@ async def test_a_parked_webhook_with_a_header_not_utf8_does_not_block_replay_par
     done = payouts(service_env, "webhooks", "replay-parked")
 
     try:
-        moved = await _ids_in(rabbit, RESEND_ROUTING_KEY)
+        moved = await _ids_in(rabbit, SINGLE_RESENDS)
         assert good in moved, (
             f"the good parked webhook is stuck behind the bad one: {done.stderr[-200:]}"
         )
         assert "Traceback" not in done.stderr, done.stderr[-400:]
     finally:
-        await rabbit.purge(WEBHOOK_PARKING_LOT, RESEND_ROUTING_KEY)
+        await rabbit.purge(WEBHOOK_PARKING_LOT, SINGLE_RESENDS)
 
 
 def test_outbox_list_parked_with_a_limit_past_bigint_is_a_message_not_a_traceback(

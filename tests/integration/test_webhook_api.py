@@ -23,7 +23,7 @@ from contracts.db.models import (
 from contracts.messages import PayoutStatusChanged
 from contracts.settings import Settings
 from contracts.topology import DEFAULT_EXCHANGE
-from contracts.webhooks import RESEND_GENERATION_HEADER, RESEND_ROUTING_KEY, DeliveryStatus
+from contracts.webhooks import RESEND_GENERATION_HEADER, DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
     API,
@@ -34,6 +34,7 @@ from tests.support.api_helpers import (
     outbox_for_payout,
 )
 from tests.support.delivery_records import PUBLIC_URL, events_of, seed_delivery
+from tests.support.webhook_flow import SINGLE_RESENDS
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +230,7 @@ async def test_resend_queues_the_stored_event_through_the_outbox(
     (row,) = [
         r
         for r in await outbox_for_payout(sessions, events[0].payout_id)
-        if r.routing_key == RESEND_ROUTING_KEY
+        if r.routing_key == SINGLE_RESENDS
     ]
     assert row.exchange == DEFAULT_EXCHANGE and row.sent_at is None
     assert row.correlation_id == response.headers["x-request-id"]
@@ -255,7 +256,7 @@ async def test_a_resend_with_a_body_not_labelled_json_is_415_and_queues_nothing(
 
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     outbox = await outbox_for_payout(sessions, events[0].payout_id)
-    assert [row for row in outbox if row.routing_key == RESEND_ROUTING_KEY] == []
+    assert [row for row in outbox if row.routing_key == SINGLE_RESENDS] == []
 
 
 async def test_each_resend_names_the_next_generation_of_the_delivery(
@@ -276,7 +277,7 @@ async def test_each_resend_names_the_next_generation_of_the_delivery(
     generations = [
         r.headers[RESEND_GENERATION_HEADER]
         for r in await outbox_for_payout(sessions, events[0].payout_id)
-        if r.routing_key == RESEND_ROUTING_KEY
+        if r.routing_key == SINGLE_RESENDS
     ]
     assert generations == [1, 2]
     async with sessions() as session:

@@ -26,7 +26,7 @@ from contracts.topology import (
     declare_topology_at,
     webhook_events_queue,
 )
-from contracts.webhooks import RESEND_ROUTING_KEY, DeliveryStatus
+from contracts.webhooks import DeliveryStatus, resend_routing_key
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth, create_payout, outbox_for_payout
@@ -39,6 +39,7 @@ from webhook_service.sender import WebhookSender
 LADDER = (0.3, 0.6, 1.2)  # seconds: three retry tiers, so at most four attempts
 QUEUE = webhook_events_queue(len(LADDER))
 BULK_QUEUE = webhook_events_queue(len(LADDER), in_bulk=True)
+SINGLE_RESENDS = resend_routing_key(in_bulk=False)  # the routing key of a single payout's resend
 
 
 def quick_webhook_settings(settings: Settings, *, timeout_seconds: float = 1.0) -> Settings:
@@ -203,7 +204,7 @@ async def resend(
     (row,) = [
         r
         for r in await outbox_for_payout(sessions, delivery.payout_id)
-        if r.routing_key == RESEND_ROUTING_KEY
+        if r.routing_key == SINGLE_RESENDS
     ]
     return row
 
@@ -330,7 +331,7 @@ async def resent_copies(sessions: SessionFactory, payout_id: str) -> list[Outbox
         rows = await session.scalars(
             select(OutboxMessage)
             .where(
-                OutboxMessage.routing_key == RESEND_ROUTING_KEY,
+                OutboxMessage.routing_key == SINGLE_RESENDS,
                 OutboxMessage.headers[PAYOUT_ID_HEADER].as_string() == payout_id,
             )
             .order_by(OutboxMessage.id)

@@ -11,7 +11,7 @@ import yaml
 
 from cli.topology import COMPOSE_VHOST
 from contracts.asyncapi import DEPLOYED_VHOST, asyncapi_yaml
-from contracts.webhooks import RESEND_ROUTING_KEY
+from contracts.webhooks import resend_routing_key
 
 ROOT = Path(__file__).parents[2]
 
@@ -61,6 +61,8 @@ def test_the_keys_of_resends_and_retries_are_documented_routing_keys() -> None:
     name, and a message back from a retry queue carries its queue's name: the cc had left them
     out when it listed the keys of first publishes."""
     operations = document()["operations"]
-    assert RESEND_ROUTING_KEY in operations["webhooks.payout-events"]["bindings"]["amqp"]["cc"]
+    for in_bulk in (False, True):
+        resends = resend_routing_key(in_bulk=in_bulk)
+        assert resends in operations[resends]["bindings"]["amqp"]["cc"]
     for queue, operation in operations.items():
         assert queue in operation["bindings"]["amqp"]["cc"]
