@@ -32,7 +32,7 @@ from starlette.datastructures import Headers, State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.dashboard.sessions import SignedInMerchants
-from api_service.deps import API_KEY_HEADER, merchant_of_key
+from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, merchant_of_key
 from api_service.errors import RateLimited
 from api_service.merchant_cache import MerchantCache
 from api_service.middleware import HtmlPages, is_api_call, reject
@@ -67,10 +67,9 @@ class ClientTurns:
     async def start(self, client: str, gone: asyncio.Future[None] | None = None) -> None:
         """Return when `client` may run one more request (then `end` it); RateLimited when its
         turn does not come within `wait_seconds`, ClientGone when `gone` is done first."""
-        state = self._clients.setdefault(client, _Client())
-        if state.running < self.per_client and not state.waiting:
-            state.running += 1
+        if self.take_if_free(client):
             return
+        state = self._clients[client]
         turn = asyncio.get_running_loop().create_future()
         state.waiting.append(turn)
         WAITING.inc()
@@ -95,6 +94,14 @@ class ClientTurns:
             "time, the others wait their turn",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+
+    def take_if_free(self, client: str) -> bool:
+        """Take one of `client`'s turns if one is free and nobody waits for it."""
+        state = self._clients.setdefault(client, _Client())
+        if state.running < self.per_client and not state.waiting:
+            state.running += 1
+            return True
+        return False
 
     def end(self, client: str) -> None:
         """A request of `client` ended: its turn passes to the client's next waiting request."""
@@ -186,6 +193,13 @@ class _ReadAhead:
                 pending.exception()  # retrieved: not logged as never retrieved
 
 
+@dataclass(frozen=True)
+class _NewKey:
+    """An API key this process does not know yet, by its digest."""
+
+    digest: str
+
+
 class ClientTurnsMiddleware:
     """Runs each request under /api/ (the probes aside), and each dashboard page (its static
     files aside), in its client's turn."""
@@ -213,27 +227,51 @@ class ClientTurnsMiddleware:
         if not page and not is_api_call(scope, self.api_prefix, self.probes):
             await self.app(scope, receive, send)
             return
+        client = self._known_client(scope, page)
+        if isinstance(client, str) and self.turns.take_if_free(client):
+            # Most requests: nothing to wait for, so nothing to read ahead.
+            await self._run_in_turn(Turn(self.turns, client, held=True), scope, receive, send)
+            return
         read_ahead = _ReadAhead(receive)
-        turn: Turn | None = None
         try:
-            watching = asyncio.ensure_future(read_ahead.watch())
-            try:
-                turn = Turn(self.turns, await self._client_of(scope, page, read_ahead.gone))
-                await turn.take(read_ahead.gone)
-            except ClientGone:
-                scope["state"].pop("merchant_id", None)  # nobody asks any more: not recorded
-                return
-            except RateLimited as refused:
-                await self._refuse(scope, read_ahead.receive, send, page, refused)
-                return
-            finally:
-                watching.cancel()
-            scope["state"][TURN_STATE] = turn
-            await self.app(scope, read_ahead.receive, send)
-        finally:
+            turn = await self._wait_for_turn(scope, page, client, read_ahead, send)
             if turn is not None:
-                turn.give_back()
+                await self._run_in_turn(turn, scope, read_ahead.receive, send)
+        finally:
             await read_ahead.close()
+
+    async def _run_in_turn(self, turn: Turn, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"][TURN_STATE] = turn
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            turn.give_back()
+
+    async def _wait_for_turn(
+        self,
+        scope: Scope,
+        page: bool,
+        client: "str | _NewKey",
+        read_ahead: _ReadAhead,
+        send: Send,
+    ) -> Turn | None:
+        """The request's turn once it comes (a key new to the process looked up first); None
+        when the request was answered meanwhile (429) or its client went away."""
+        watching = asyncio.ensure_future(read_ahead.watch())
+        try:
+            if isinstance(client, _NewKey):
+                client = await self._client_of_new_key(scope, client.digest, read_ahead.gone)
+            turn = Turn(self.turns, client)
+            await turn.take(read_ahead.gone)
+            return turn
+        except ClientGone:
+            scope["state"].pop("merchant_id", None)  # nobody asks any more: not recorded
+            return None
+        except RateLimited as refused:
+            await self._refuse(scope, read_ahead.receive, send, page, refused)
+            return None
+        finally:
+            watching.cancel()
 
     def _is_dashboard_page(self, scope: Scope) -> bool:
         if self.html_pages is None or scope["type"] != "http":
@@ -241,35 +279,31 @@ class ClientTurnsMiddleware:
         path: str = scope["path"]
         return path.startswith(self.html_pages.prefix) and not path.startswith(self.static_prefix)
 
-    async def _client_of(self, scope: Scope, page: bool, gone: asyncio.Future[None]) -> str:
-        """The merchant whose turns the request takes, else its address."""
-        address = scope.get("client")
-        by_address = f"address:{address[0] if address else ''}"
-        state = scope["app"].state
+    def _known_client(self, scope: Scope, page: bool) -> "str | _NewKey":
+        """The merchant whose turns the request takes, else its address; or its API key's
+        digest when this process does not know the key yet (_client_of_new_key)."""
+        headers = Headers(scope=scope)
         if page:
-            signed_in: SignedInMerchants = state.signed_in_merchants
-            merchant_id = signed_in.merchant_of(Headers(scope=scope))
-            return by_address if merchant_id is None else f"merchant:{merchant_id}"
-        api_keys = Headers(scope=scope).getlist(API_KEY_HEADER)
+            signed_in: SignedInMerchants = scope["app"].state.signed_in_merchants
+            merchant_id = signed_in.merchant_of(headers)
+            return _by_address(scope) if merchant_id is None else f"merchant:{merchant_id}"
+        api_keys = headers.getlist(API_KEY_HEADER)
         if len(api_keys) != 1:  # none, or two: the endpoint's authentication answers
-            return by_address
-        merchant = await self._merchant_of_key(state, api_keys[0], by_address, gone)
-        if merchant is None:
-            return by_address
-        scope["state"]["merchant_id"] = merchant.id  # the request log's owner, a 429 too
-        return f"merchant:{merchant.id}"
-
-    async def _merchant_of_key(
-        self, state: State, api_key: str, by_address: str, gone: asyncio.Future[None]
-    ) -> Merchant | None:
-        merchants: MerchantCache = state.merchants
-        digest = hash_api_key(api_key)
+            return _by_address(scope)
+        merchants: MerchantCache = scope["app"].state.merchants
+        digest = hash_api_key(api_keys[0])
         merchant = merchants.get(digest)
-        if merchant is not None:
-            return merchant
+        return _NewKey(digest) if merchant is None else _merchant_client(scope, merchant)
+
+    async def _client_of_new_key(
+        self, scope: Scope, digest: str, gone: asyncio.Future[None]
+    ) -> str:
+        """The key's merchant, looked up once however many of its requests arrive together, in
+        its address's turn; else the address."""
+        by_address = _by_address(scope)
         lookup = self._lookups.get(digest)
         if lookup is None:
-            lookup = asyncio.create_task(self._look_up(state, api_key, by_address))
+            lookup = asyncio.create_task(self._look_up(scope["app"].state, digest, by_address))
             self._lookups[digest] = lookup
             lookup.add_done_callback(_forgotten(self._lookups, digest))
         first: set[asyncio.Future[Any]] = {lookup, gone}
@@ -279,16 +313,22 @@ class ClientTurnsMiddleware:
         failed = lookup.exception()
         if isinstance(failed, RateLimited):  # each request raises its own
             raise RateLimited(failed.message, headers=failed.headers)
-        # A database error: the request goes on in its address's line, where the endpoint's
-        # authentication meets it again and answers as it does.
-        return None if failed is not None else lookup.result()
+        if failed is not None:
+            # A database error: the request goes on in its address's line, where the endpoint's
+            # authentication meets it again and answers as it does.
+            return by_address
+        merchant = lookup.result()
+        if merchant is None:
+            scope["state"][KEY_MERCHANT] = None
+            return by_address
+        return _merchant_client(scope, merchant)
 
-    async def _look_up(self, state: State, api_key: str, by_address: str) -> Merchant | None:
+    async def _look_up(self, state: State, key_digest: str, by_address: str) -> Merchant | None:
         """In the address's turn: a burst of keys no merchant has holds its address's share of
         the connections, not the pool."""
         await self.turns.start(by_address)
         try:
-            return await merchant_of_key(state, api_key)
+            return await merchant_of_key(state, key_digest)
         finally:
             self.turns.end(by_address)
 
@@ -301,6 +341,17 @@ class ClientTurnsMiddleware:
             await answer(scope, receive, send)
             return
         await reject(send, scope["state"]["request_id"], refused)
+
+
+def _by_address(scope: Scope) -> str:
+    address = scope.get("client")
+    return f"address:{address[0] if address else ''}"
+
+
+def _merchant_client(scope: Scope, merchant: Merchant) -> str:
+    scope["state"][KEY_MERCHANT] = merchant
+    scope["state"]["merchant_id"] = merchant.id  # the request log's owner, a 429 too
+    return f"merchant:{merchant.id}"
 
 
 def _forgotten(

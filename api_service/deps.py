@@ -102,13 +102,15 @@ async def get_current_merchant(
         reject_credentials("missing", MissingApiKey, "missing API key")
     if header_is_repeated(request, API_KEY_HEADER):  # which one is meant is anybody's guess
         reject_credentials("invalid", InvalidApiKey(_GIVEN_TWICE), "API key given more than once")
-    merchants: MerchantCache = request.app.state.merchants
-    digest = hash_api_key(api_key)
-    merchant = merchants.get(digest)
+    merchant: Merchant | None = getattr(request.state, KEY_MERCHANT, None)
     if merchant is None:
-        merchant = await merchant_of_digest(session, digest)
-        merchants.remember(digest, merchant)
-        await before_the_body(session)
+        merchants: MerchantCache = request.app.state.merchants
+        digest = hash_api_key(api_key)
+        merchant = merchants.get(digest)
+        if merchant is None:
+            merchant = await merchant_of_digest(session, digest)
+            merchants.remember(digest, merchant)
+            await before_the_body(session)
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
         # Counted before anything is judged: a call refused for its query (an unknown or
@@ -159,19 +161,25 @@ async def active_merchant(session: AsyncSession, key_digest: str) -> Merchant | 
     return merchant
 
 
-async def merchant_of_key(state: State, api_key: str) -> Merchant | None:
-    """For a middleware, before the request's own session exists: the merchant of the key (from
-    the cache, or one lookup), None when the key is unknown; the endpoint's dependency decides
-    what to answer."""
+# On scope["state"]: the merchant of the request's one API key, None for a key no merchant has;
+# absent until looked up (client_turns, before the request takes its turn). The middlewares
+# inside and the endpoint's authentication take it from there: the key was hashed, and looked up
+# in the cache, three times per request.
+KEY_MERCHANT = "key_merchant"
+
+
+async def merchant_of_key(state: State, key_digest: str) -> Merchant | None:
+    """For a middleware, before the request's own session exists: the merchant of the key's
+    digest (from the cache, or one lookup), None when the key is unknown; the endpoint's
+    dependency decides what to answer."""
     merchants: MerchantCache = state.merchants
-    digest = hash_api_key(api_key)
-    merchant = merchants.get(digest)
+    merchant = merchants.get(key_digest)
     if merchant is None:
         sessions: SessionFactory = state.sessions
         async with sessions() as session:
-            merchant = await active_merchant(session, digest)
+            merchant = await active_merchant(session, key_digest)
         if merchant is not None:
-            merchants.remember(digest, merchant)
+            merchants.remember(key_digest, merchant)
     return merchant
 
 
