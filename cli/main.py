@@ -136,6 +136,7 @@ def migrate() -> None:
     """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
     from migrations.runner import upgrade_to_head
 
+    services.refuse_to_start_unsafe("migrate", get_settings().require_own_secrets_key_in_production)
     with outages_in_one_line():
         upgrade_to_head(get_settings().database_url)
     typer.echo("database migrated")
@@ -217,6 +218,9 @@ def merchant_create(
     """Create a merchant; prints its API key and webhook secret once."""
     from cli.merchants import create_merchant
 
+    services.refuse_to_start_unsafe(
+        "merchant create", get_settings().require_own_secrets_key_in_production
+    )
     opening = _opening_balance(balance)
     created = run_in_transaction(
         create_merchant, name=name, balance=opening, webhook_url=webhook_url

@@ -16,7 +16,8 @@ from api_service.idempotency import CLAIM_KEY, FIND_KEY, FORGET_EXPIRED_KEY
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, IdempotencyKey, Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, Balance, IdempotencyKey, Merchant
+from contracts.db.sealed import MAX_SECRET_LENGTH
 from contracts.domain.money import format_amount
 
 DEMO_MERCHANT_NAME = "Demo Merchant"
@@ -118,14 +119,22 @@ def check_demo_credentials(api_key: str | None, webhook_secret: str | None) -> N
 
 
 def check_webhook_secret(webhook_secret: str) -> None:
-    """Raise ValueError unless the secret is `whsec_<base64 of at least 24 bytes>`."""
+    """Raise ValueError unless the secret is `whsec_<base64 of at least 24 bytes>`, in at most
+    MAX_SECRET_LENGTH characters (a longer one failed on the database, sealed)."""
     encoded = webhook_secret.removeprefix(_WEBHOOK_SECRET_PREFIX)
     try:
         decoded = base64.b64decode(encoded, validate=True)
     except binascii.Error:
         decoded = b""
-    if not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX) or len(decoded) < 24:
-        raise ValueError("a webhook secret is whsec_ and the base64 of at least 24 bytes")
+    if (
+        not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX)
+        or len(decoded) < 24
+        or len(webhook_secret) > MAX_SECRET_LENGTH
+    ):
+        raise ValueError(
+            "a webhook secret is whsec_ and the base64 of at least 24 bytes, "
+            f"{MAX_SECRET_LENGTH} characters at most"
+        )
 
 
 class ApiKeyTaken(ValueError):
@@ -161,6 +170,7 @@ async def ensure_demo_merchant(
     check_demo_credentials(api_key, webhook_secret)
     existing = await session.scalar(
         select(Merchant)
+        .options(WITH_WEBHOOK_SECRETS)
         .where(Merchant.name == name)
         .order_by(Merchant.created_at, Merchant.id)
         .limit(1)

@@ -9,9 +9,11 @@ import typer
 from sqlalchemy import String, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cli.services import refuse_to_start_unsafe
 from contracts.db.models import Merchant
 from contracts.db.sealed import keyring
 from contracts.secrets_at_rest import SEALED_PREFIX, SecretsKeyError
+from contracts.settings import get_settings
 
 secrets_app = typer.Typer(help="Merchants' webhook secrets, sealed at rest.", no_args_is_help=True)
 
@@ -64,6 +66,7 @@ def reseal_command() -> None:
     """Seal every stored webhook secret with the first of PAYOUTS_SECRETS_KEYS."""
     from cli.main import run_in_transaction  # cli.main imports this module
 
+    refuse_to_start_unsafe("secrets reseal", get_settings().require_own_secrets_key_in_production)
     resealed: Counter[str] = Counter()
     try:
         while batch := run_in_transaction(reseal_batch):

@@ -57,10 +57,14 @@ class SecretsKeyring:
     @classmethod
     def from_setting(cls, setting: str) -> "SecretsKeyring":
         """`setting`: PAYOUTS_SECRETS_KEYS (SecretsKeyError names what is wrong with it)."""
-        keys = [_key(part) for part in setting.split(",") if part.strip()]
+        keys = {_key(part): None for part in setting.split(",") if part.strip()}  # in order
         if not keys:
             raise SecretsKeyError("at least one key is needed")
-        return cls(key_id(keys[0]), {key_id(key): AESGCM(key) for key in keys})
+        by_id = {key_id(key): key for key in keys}
+        if len(by_id) < len(keys):
+            # A stored value names its key by the id: one key's values went to the other.
+            raise SecretsKeyError("two different keys share an id: replace one of them")
+        return cls(key_id(next(iter(keys))), {kid: AESGCM(key) for kid, key in by_id.items()})
 
     def seal(self, secret: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)

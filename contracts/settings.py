@@ -300,17 +300,26 @@ class Settings(BaseSettings):
         (DNS rebinding). The webhook service started with it on."""
         if self.env is not Environment.PRODUCTION:
             return
-        if SecretsKeyring.from_setting(self.secrets_keys).sealing_key_id == DEVELOPMENT_KEY_ID:
-            raise InsecureConfiguration(
-                "PAYOUTS_SECRETS_KEYS starts with the public development key: with "
-                "PAYOUTS_ENV=production, put a key of your own first (32 random bytes, base64: "
-                "`openssl rand -base64 32`); merchants' webhook secrets are sealed with it"
-            )
+        self.require_own_secrets_key_in_production()
         if self.webhook_allow_private_urls:
             raise InsecureConfiguration(
                 "PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on: a merchant's webhook URL could reach "
                 "this deployment's own network (the database, the broker's management API, "
                 "cloud metadata). With PAYOUTS_ENV=production, set it to false"
+            )
+
+    def require_own_secrets_key_in_production(self) -> None:
+        """Whatever seals a webhook secret (the API, the webhook service, and the commands
+        `migrate`, `merchant create` and `secrets reseal`) refuses to in production with the
+        public development key first: the commands sealed with it, a secret as good as in the
+        clear in any copy of the database (secrets review)."""
+        if self.env is not Environment.PRODUCTION:
+            return
+        if SecretsKeyring.from_setting(self.secrets_keys).sealing_key_id == DEVELOPMENT_KEY_ID:
+            raise InsecureConfiguration(
+                "PAYOUTS_SECRETS_KEYS starts with the public development key: with "
+                "PAYOUTS_ENV=production, put a key of your own first (32 random bytes, base64: "
+                "`openssl rand -base64 32`); merchants' webhook secrets are sealed with it"
             )
 
     @property

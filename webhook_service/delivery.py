@@ -88,6 +88,7 @@ from webhook_service.slow_endpoints import SlowEndpoints
 log = logging.getLogger("webhooks")
 
 NO_ENDPOINT = "merchant has no webhook URL configured"
+SECRETS_NOT_OPENED = "merchant's webhook secrets sealed with a key this service does not hold"
 DELIVERED = "delivered"
 ALREADY_DELIVERED = "already delivered"
 DUPLICATE = "a copy of this message in the same batch carries the event"
@@ -430,15 +431,15 @@ class EventDelivery:
 
     async def _attempt(self, lease: Lease) -> Outcome:
         endpoint = lease.endpoint
-        if endpoint is None or not endpoint.url:
-            return self._without_endpoint(lease)
+        if endpoint is None or not endpoint.url or endpoint.unopened:
+            return self._without_endpoint(lease, endpoint)
         chaos = self._chaos_of(lease, endpoint, self.clock())
         if await self._hold(chaos, lease.request.event, endpoint):
             # Up to a minute later: the merchant may have changed its URL, or retired a leaked
             # secret at once, meanwhile (a held attempt was sent signed with it).
             endpoint = await self._endpoint_now(lease.request.event.merchant_id, endpoint)
-            if endpoint is None or not endpoint.url:
-                return self._without_endpoint(lease)
+            if endpoint is None or not endpoint.url or endpoint.unopened:
+                return self._without_endpoint(lease, endpoint)
         return await self._attempt_at(lease, endpoint, chaos)
 
     async def _attempt_at(
@@ -535,10 +536,14 @@ class EventDelivery:
             and self._holds[merchant_id] < self.max_holds_per_merchant
         )
 
-    def _without_endpoint(self, lease: Lease) -> Outcome:
-        log.info("webhook %s parked: %s", lease.request.event.id, NO_ENDPOINT)
-        state = parked(lease.delivery, self.clock(), reason=NO_ENDPOINT)
-        return Outcome(lease.request, state, (), Decision(Disposition.DONE, NO_ENDPOINT))
+    def _without_endpoint(self, lease: Lease, endpoint: Endpoint | None) -> Outcome:
+        """Parked, waiting for a resend: no URL, or secrets sealed with a key this process does
+        not hold (its error, naming the key, is the delivery's last error)."""
+        unopened = endpoint.unopened if endpoint is not None else None
+        reason = NO_ENDPOINT if unopened is None else SECRETS_NOT_OPENED
+        log.info("webhook %s parked: %s", lease.request.event.id, unopened or reason)
+        state = parked(lease.delivery, self.clock(), reason=unopened or reason)
+        return Outcome(lease.request, state, (), Decision(Disposition.DONE, reason))
 
     async def _endpoint_now(self, merchant_id: str, before: Endpoint) -> Endpoint | None:
         """The merchant's endpoint as the cache has it now (`before` when the database does not

@@ -12,28 +12,35 @@ The chaos setting is read with the endpoint (LEFT OUTER JOIN, one row per mercha
 costs no statement of its own. In production (`with_chaos` off) it is not read at all.
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.models import Merchant, WebhookChaosSetting
+from contracts.db.sealed import keyring
 from contracts.expiring_map import ExpiringMap
+from contracts.secrets_at_rest import SecretsKeyError
 from contracts.webhook_chaos import CHAOS_FIELDS, WebhookChaos, chaos_of
 from contracts.webhook_signing import active_secrets
+
+log = logging.getLogger("webhooks")
 
 ENDPOINT_CACHE_SECONDS = 2.0
 NO_CHAOS = WebhookChaos()
 
+# The secrets as stored (sealed), opened row by row: one secret that no key opens failed the
+# whole batch's statement, and every other merchant's webhooks in it (secrets review).
 _ENDPOINT_COLUMNS = (
     Merchant.id,
     Merchant.webhook_url,
-    Merchant.webhook_secret,
-    Merchant.previous_webhook_secret,
+    type_coerce(Merchant.webhook_secret, String),
+    type_coerce(Merchant.previous_webhook_secret, String),
     Merchant.previous_secret_expires_at,
 )
 _CHAOS_COLUMNS = tuple(getattr(WebhookChaosSetting, name) for name in CHAOS_FIELDS)
@@ -46,6 +53,8 @@ class Endpoint:
     previous_secret: str | None
     previous_secret_expires_at: datetime | None
     chaos: WebhookChaos = NO_CHAOS
+    # Why the secrets could not be read (a key this process does not hold): no call is made.
+    unopened: str | None = None
 
     def secrets_at(self, now: datetime) -> list[str]:
         return active_secrets(
@@ -95,11 +104,21 @@ class EndpointCache:
         loaded = {}
         for row in await session.execute(query):
             merchant_id, url, secret, previous, previous_expires_at, *chaos = row
-            loaded[merchant_id] = Endpoint(
-                url, secret, previous, previous_expires_at, _chaos_of(chaos)
-            )
+            try:
+                endpoint = Endpoint(
+                    url,
+                    keyring().open(secret),
+                    None if previous is None else keyring().open(previous),
+                    previous_expires_at,
+                    _chaos_of(chaos),
+                )
+            except SecretsKeyError as unopened:
+                log.warning("webhook secrets of merchant %s not read: %s", merchant_id, unopened)
+                loaded[merchant_id] = Endpoint(url, "", None, None, unopened=str(unopened))
+                continue  # not remembered: the key put back is seen at once
+            loaded[merchant_id] = endpoint
             if url:  # see the module's docstring: no URL, not remembered
-                self._by_merchant.put(merchant_id, loaded[merchant_id])
+                self._by_merchant.put(merchant_id, endpoint)
         return loaded
 
 

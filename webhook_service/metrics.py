@@ -10,6 +10,7 @@ from webhook_service.delivery import (
     DUPLICATE,
     LEASED_ELSEWHERE,
     NO_ENDPOINT,
+    SECRETS_NOT_OPENED,
     SUPERSEDED,
     Decision,
     Disposition,
@@ -18,7 +19,8 @@ from webhook_service.delivery import (
 WEBHOOK_OUTCOMES = Counter(
     "payouts_webhook_outcomes_total",
     "Webhook messages handled, by outcome: delivered, already_delivered, already_parked, "
-    "no_endpoint, duplicate, leased_elsewhere, superseded, retry, parked, dead_lettered",
+    "no_endpoint, secrets_not_opened, duplicate, leased_elsewhere, superseded, retry, parked, "
+    "dead_lettered",
     ["outcome"],
 )
 _OUTCOME_OF_REASON = {
@@ -26,6 +28,7 @@ _OUTCOME_OF_REASON = {
     ALREADY_DELIVERED: "already_delivered",
     ALREADY_PARKED: "already_parked",
     NO_ENDPOINT: "no_endpoint",
+    SECRETS_NOT_OPENED: "secrets_not_opened",
     DUPLICATE: "duplicate",
     LEASED_ELSEWHERE: "leased_elsewhere",
     SUPERSEDED: "superseded",

@@ -34,7 +34,7 @@ from api_service.sandbox import clock as sandbox_clock
 from api_service.sandbox import endpoints as sandbox
 from api_service.webhooks import endpoints as webhooks
 from contracts.db.engine import transaction
-from contracts.db.models import IdempotencyKey, Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, IdempotencyKey, Merchant
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
@@ -132,6 +132,15 @@ class MerchantApi:
     @property
     def request_id(self) -> str:
         return str(self.request.state.request_id)
+
+    async def merchant_with_secrets(self) -> Merchant:
+        """The signed-in merchant with its webhook secrets, read for the pages that show or
+        sign with them: loaded with every page, a secret no key opened failed them all."""
+        merchant = await self.session.get(
+            Merchant, self.merchant.id, options=[WITH_WEBHOOK_SECRETS], populate_existing=True
+        )
+        assert merchant is not None, "merchants are never deleted"
+        return merchant
 
     def api_request(self, method: str, path: str, body: Any = None) -> Request:
         """The request the API would receive for this action (JSON body, this request's id)."""

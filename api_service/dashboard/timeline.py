@@ -63,11 +63,12 @@ async def payout_timeline(api: MerchantApi, payout_id: str) -> Timeline:
     deliveries = (await api.deliveries(payout_id=payout_id)).data["deliveries"]
     by_event = {delivery["eventId"]: delivery for delivery in deliveries}
     grace = timedelta(hours=api.settings.webhook_secret_grace_hours)
+    merchant = await api.merchant_with_secrets()
 
     def entry(event: dict[str, Any]) -> TimelineEntry:
         delivery = by_event.get(event["id"])
         attempts = delivery["attempts"] if delivery else []
-        requests = [signed_request(event, attempt, api.merchant, grace) for attempt in attempts]
+        requests = [signed_request(event, attempt, merchant, grace) for attempt in attempts]
         return TimelineEntry(event, delivery, requests)
 
     ledger = await payout_ledger(api.session, api.merchant.id, payout_id)

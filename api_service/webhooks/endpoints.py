@@ -34,7 +34,13 @@ from api_service.webhooks.schemas import (
     WebhookSecretEnvelope,
 )
 from contracts.db.engine import utcnow
-from contracts.db.models import Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import (
+    WITH_WEBHOOK_SECRETS,
+    Merchant,
+    PayoutEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
 from contracts.webhooks import DeliveryStatus
@@ -220,7 +226,7 @@ async def list_events(
 async def get_endpoint(merchant: CurrentMerchant, session: SessionDep) -> Response:
     """Read from its row, not from the merchant this process cached with the API key: a PUT
     answered by another API process showed the old URL here for up to 2 s."""
-    stored = await session.get(Merchant, merchant.id)
+    stored = await session.get(Merchant, merchant.id, options=[WITH_WEBHOOK_SECRETS])
     assert stored is not None, "merchants are never deleted"
     return json_response(success_body(endpoint_json(stored)))
 

@@ -13,7 +13,14 @@ from api_service.errors import ApiError, NotFound, ValidationFailed
 from api_service.pagination import Listed, ListQuery, Window, item_key, list_newest_first
 from contracts.api_keys import new_webhook_secret
 from contracts.db.engine import utcnow
-from contracts.db.models import EXACT, Merchant, PayoutEvent, WebhookAttempt, WebhookDelivery
+from contracts.db.models import (
+    EXACT,
+    WITH_WEBHOOK_SECRETS,
+    Merchant,
+    PayoutEvent,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
@@ -191,6 +198,7 @@ async def list_events(
 async def _locked(session: AsyncSession, merchant: Merchant) -> Merchant:
     locked = await session.scalar(
         select(Merchant)
+        .options(WITH_WEBHOOK_SECRETS)
         .where(Merchant.id == merchant.id)
         .with_for_update()
         .execution_options(populate_existing=True)

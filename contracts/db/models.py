@@ -22,7 +22,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.mysql import DATETIME as MYSQL_DATETIME
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, undefer_group
 
 from contracts.db.sealed import SealedSecret
 
@@ -53,6 +53,14 @@ PSP_REFERENCE_LENGTH = 64
 FAILURE_REASON_LENGTH = 255
 
 
+_WEBHOOK_SECRET: dict[str, Any] = {
+    "deferred": True,
+    "deferred_group": "webhook_secrets",
+    "deferred_raiseload": True,  # read without WITH_WEBHOOK_SECRETS: an error, not a lazy load
+}
+WITH_WEBHOOK_SECRETS = undefer_group("webhook_secrets")
+
+
 class Merchant(Base):
     __tablename__ = "merchants"
 
@@ -61,9 +69,12 @@ class Merchant(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
-    # Sealed at rest (migration 0036): read and written as the secret itself.
-    webhook_secret: Mapped[str] = mapped_column(SealedSecret)
-    previous_webhook_secret: Mapped[str | None] = mapped_column(SealedSecret)
+    # Sealed at rest (migration 0036): read and written as the secret itself. Loaded only where
+    # asked for (WITH_WEBHOOK_SECRETS): every request loaded them with its merchant, so a secret
+    # no key opened failed all its merchant's calls, and the API's merchant cache held them all
+    # in the clear (secrets review).
+    webhook_secret: Mapped[str] = mapped_column(SealedSecret, **_WEBHOOK_SECRET)
+    previous_webhook_secret: Mapped[str | None] = mapped_column(SealedSecret, **_WEBHOOK_SECRET)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # When the secret last rotated (migration 0024): the attempts before it were signed with the
     # previous secret, and its grace may have been any length.

@@ -11,8 +11,10 @@ from sqlalchemy.types import TypeDecorator
 from contracts.secrets_at_rest import SecretsKeyring
 from contracts.settings import get_settings
 
-# A secret of up to 100 characters sealed (migration 0036).
+# A secret of up to 100 ASCII characters sealed (migration 0036), and the longest secret taken:
+# past 149 bytes a sealed secret does not fit (secrets review), and 0036's downgrade needs 100.
 SEALED_SECRET_LENGTH = 255
+MAX_SECRET_LENGTH = 100
 
 
 @lru_cache

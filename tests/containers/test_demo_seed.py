@@ -1,6 +1,7 @@
 """`payouts seed` runs on every `docker compose up`: it must reuse the demo merchant, not add one
 more each time, and take the credentials compose gives it."""
 
+import base64
 import uuid
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from cli.merchants import DemoMerchant, check_demo_credentials, ensure_demo_merchant
 from contracts.api_keys import hash_api_key, new_api_key, new_webhook_secret
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import Balance, Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, Balance, Merchant
 
 
 async def _seed(
@@ -34,7 +35,11 @@ async def _seed(
 
 async def _merchants(sessions: SessionFactory, name: str) -> list[Merchant]:
     async with transaction(sessions) as session:
-        return list(await session.scalars(select(Merchant).where(Merchant.name == name)))
+        return list(
+            await session.scalars(
+                select(Merchant).options(WITH_WEBHOOK_SECRETS).where(Merchant.name == name)
+            )
+        )
 
 
 async def test_a_second_seed_reuses_the_merchant_and_its_balance(sessions: SessionFactory) -> None:
@@ -76,7 +81,13 @@ async def test_given_credentials_are_the_merchants_new_or_existing(
 
 @pytest.mark.parametrize(
     ("api_key", "webhook_secret"),
-    [("mpk_test_short", None), ("sk_live_" + "a" * 43, None), (None, "whsec_not base64!")],
+    [
+        ("mpk_test_short", None),
+        ("sk_live_" + "a" * 43, None),
+        (None, "whsec_not base64!"),
+        # 166 characters: sealed, longer than the column (secrets review)
+        (None, "whsec_" + base64.b64encode(b"s" * 120).decode()),
+    ],
 )
 def test_malformed_credentials_are_refused(api_key: str | None, webhook_secret: str | None) -> None:
     with pytest.raises(ValueError):

@@ -11,7 +11,7 @@ from cli.merchants import NewMerchant
 from cli.up import _demo_merchant
 from contracts.api_keys import hash_api_key, new_api_key
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, Merchant
 from contracts.settings import Settings
 
 SINK = "http://127.0.0.1:9000/webhooks"
@@ -19,7 +19,9 @@ SINK = "http://127.0.0.1:9000/webhooks"
 
 async def stored(sessions: SessionFactory, merchant_id: str) -> Merchant:
     async with sessions() as session:
-        return await session.get_one(Merchant, merchant_id, populate_existing=True)
+        return await session.get_one(
+            Merchant, merchant_id, populate_existing=True, options=[WITH_WEBHOOK_SECRETS]
+        )
 
 
 async def test_a_rotated_webhook_secret_is_read_again(

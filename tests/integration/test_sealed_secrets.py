@@ -15,13 +15,15 @@ from typer.testing import CliRunner, Result
 
 from cli.main import app as payouts
 from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, Merchant
 from contracts.db.sealed import keyring
 from contracts.secrets_at_rest import DEVELOPMENT_SECRETS_KEY, SEALED_PREFIX, SecretsKeyring
 from contracts.settings import Settings, get_settings
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import API, auth
+from tests.support.dashboard_client import signed_in
 from tests.support.infrastructure import Infrastructure
+from tests.support.lost_keys import secret_sealed_with_a_lost_key
 from tests.support.migrations import migrate, scratch_database
 
 NEW_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -43,7 +45,7 @@ async def _stored(sessions: SessionFactory, merchant_id: str) -> tuple[str, str 
 
 async def _read(sessions: SessionFactory, merchant_id: str) -> Merchant:
     async with sessions() as session:
-        merchant = await session.get(Merchant, merchant_id)
+        merchant = await session.get(Merchant, merchant_id, options=[WITH_WEBHOOK_SECRETS])
     assert merchant is not None
     return merchant
 
@@ -191,3 +193,37 @@ async def test_the_migration_seals_the_secrets_stored_before_it_and_its_downgrad
 
     await migrate(before_sealing, "down", "0035")
     assert await _columns(before_sealing) == ("whsec_current", "whsec_previous")
+
+
+async def test_a_merchant_whose_secret_no_key_opens_still_reaches_the_api(
+    api_client: httpx.AsyncClient,
+    production_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """Every request loaded its merchant's secrets to authenticate it: the merchant's every call
+    failed, 500 in production, and in test mode 400 naming an X-Sandbox-Fault header it never
+    sent (secrets review). Only its webhooks need them."""
+    merchant = await make_merchant()
+    async with secret_sealed_with_a_lost_key(
+        sessions, merchant.merchant_id, merchant.webhook_secret
+    ):
+        for client in (api_client, production_client):
+            answer = await client.get(f"{API}/balance", headers=auth(merchant, ""))
+            assert answer.status_code == 200, answer.text
+
+
+async def test_a_merchant_whose_secret_no_key_opens_still_uses_the_dashboard(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The signed-in merchant was loaded with its secrets for every page: only the pages that
+    show or sign with them need them."""
+    merchant = await make_merchant()
+    async with in_process_api(settings) as client:
+        await signed_in(client, merchant)
+        async with secret_sealed_with_a_lost_key(
+            sessions, merchant.merchant_id, merchant.webhook_secret
+        ):
+            page = await client.get("/dashboard/payouts/new")
+
+    assert page.status_code == 200, page.text

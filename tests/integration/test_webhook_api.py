@@ -15,6 +15,7 @@ from api_service.webhooks.service import ATTEMPTS_SHOWN
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import (
+    WITH_WEBHOOK_SECRETS,
     IdempotencyKey,
     Merchant,
     PayoutEvent,
@@ -481,7 +482,7 @@ async def test_endpoint_must_resolve_to_a_public_address(
     assert message in error["message"]
     assert "127.0.0.1" not in error["message"] or "127.0.0.1" in url  # no map of our names
     async with sessions() as session:
-        stored = await session.get(Merchant, merchant.merchant_id)
+        stored = await session.get(Merchant, merchant.merchant_id, options=[WITH_WEBHOOK_SECRETS])
     assert stored is not None and stored.webhook_url == PUBLIC_URL  # unchanged
 
 
@@ -516,7 +517,7 @@ async def test_rotating_the_secret_shows_it_once_and_keeps_the_old_one_signing(
     assert data["secret"].startswith("whsec_") and data["secret"] != merchant.webhook_secret
     assert replay.headers["Idempotent-Replayed"] == "true" and replay.content == rotated.content
     async with sessions() as session:
-        stored = await session.get(Merchant, merchant.merchant_id)
+        stored = await session.get(Merchant, merchant.merchant_id, options=[WITH_WEBHOOK_SECRETS])
     assert stored is not None
     assert (stored.webhook_secret, stored.previous_webhook_secret) == (
         data["secret"],

@@ -57,6 +57,7 @@ from contracts.webhooks import DeliveryStatus, retry_due_headers
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth
+from tests.support.lost_keys import secret_sealed_with_a_lost_key
 from tests.support.statements import statements_built
 from tests.support.webhook_flow import (
     COMMITS_PER_BATCH,
@@ -708,6 +709,32 @@ async def test_merchant_without_webhook_url_gets_no_call_and_a_parked_delivery(
     assert delivery.last_error == "merchant has no webhook URL configured"
     assert await attempts_of(sessions, event_id_of(row)) == []
     assert await parked_messages(rabbit, event_id_of(row)) == []  # nothing for an operator
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_merchant_whose_secret_no_key_opens_is_parked_and_the_others_are_delivered(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """The endpoints of a batch's merchants are read in one statement: one secret that no key
+    opened failed it, and every event in the batch went back to the queue again and again
+    (secrets review). That merchant's delivery is parked, naming the key."""
+    _, good_row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    lost, lost_row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    async with secret_sealed_with_a_lost_key(
+        sessions, lost.merchant_id, lost.webhook_secret
+    ) as lost_key_id:
+        await relay(rabbit, lost_row)
+        await relay(rabbit, good_row)
+
+        await reaches(sessions, event_id_of(good_row), DeliveryStatus.DELIVERED, attempts=1)
+        parked = await reaches(sessions, event_id_of(lost_row), DeliveryStatus.PARKED, attempts=0)
+
+    assert parked.last_error is not None and lost_key_id in parked.last_error
+    assert [request.webhook_id for request in receiver.requests] == [event_id_of(good_row)]
 
 
 async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delivered(

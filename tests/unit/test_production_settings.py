@@ -147,6 +147,27 @@ def test_payouts_webhooks_says_why_it_will_not_start(
     assert result.output.startswith("payouts webhooks: PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS is on")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["migrate"], ["merchant", "create", "--name", "Shop"], ["secrets", "reseal"]],
+    ids=["migrate", "merchant create", "secrets reseal"],
+)
+def test_commands_that_seal_webhook_secrets_refuse_the_development_key_in_production(
+    fresh_settings: None, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """The API and the webhook service refused it, but these commands sealed with it: migration
+    0036 every stored secret, `merchant create` the new one, `secrets reseal` moved every secret
+    to it (secrets review). Refused before the database is reached (a port nothing listens on)."""
+    monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.setenv("PAYOUTS_SECRETS_KEYS", f"{DEVELOPMENT_SECRETS_KEY},{OWN_SECRETS_KEY}")
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:1/nothing")
+    result = CliRunner().invoke(payouts, command)
+    assert result.exit_code == 2, result.output
+    named = " ".join(command[:2])  # migrate, merchant create, secrets reseal
+    refusal = f"payouts {named}: PAYOUTS_SECRETS_KEYS starts with the public development key"
+    assert result.output.startswith(refusal), result.output
+
+
 def test_payouts_seed_makes_no_demo_merchant_in_production(
     fresh_settings: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

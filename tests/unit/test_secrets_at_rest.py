@@ -92,3 +92,18 @@ def test_a_secret_stored_before_sealing_reads_as_itself() -> None:
 def test_a_key_setting_that_cannot_work_says_why(setting: str, problem: str) -> None:
     with pytest.raises(SecretsKeyError, match=problem):
         SecretsKeyring.from_setting(setting)
+
+
+def test_two_keys_with_one_id_are_refused_and_one_key_twice_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stored value names its key by the first 8 hex digits of its SHA-256: of two keys with
+    the same id, the second took the first's place, and what the first sealed no longer opened
+    (secrets review)."""
+    first, second = a_key(), a_key()
+    assert SecretsKeyring.from_setting(f"{first},{first}").keys.keys() == {
+        key_id(base64.b64decode(first))
+    }
+    monkeypatch.setattr("contracts.secrets_at_rest.key_id", lambda key: "00000000")
+    with pytest.raises(SecretsKeyError, match="two different keys share an id"):
+        SecretsKeyring.from_setting(f"{first},{second}")

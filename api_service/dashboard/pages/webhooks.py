@@ -110,7 +110,8 @@ async def save_endpoint(form: FormDep) -> Response:
 @router.post(f"{WEBHOOKS}/secret")
 async def reveal_secret(form: FormDep) -> Response:
     """Shown on request only (a POST: never in a URL, a cache or a prefetched page)."""
-    return await _webhooks_page(form, secret=form.api.merchant.webhook_secret)
+    merchant = await form.api.merchant_with_secrets()
+    return await _webhooks_page(form, secret=merchant.webhook_secret)
 
 
 @router.post(f"{WEBHOOKS}/secret/rotate")
