@@ -9,13 +9,18 @@ stamps the events written meanwhile with `stamping_sandbox_time`.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus, plus_seconds, seconds_between
-from contracts.db.models import SandboxClock, SandboxClockAdvance
+from contracts.db.models import Payout, SandboxClock, SandboxClockAdvance
+from contracts.domain.statuses import PayoutStatus
+
+# A payout the processor has not submitted after this long is stuck (its command failing into
+# the dead-letter queue, say; reconcile names it): the merchant's clock waits for it no longer.
+START_WAIT_LIMIT = timedelta(hours=1)
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
 
@@ -103,3 +108,16 @@ def offset_as_reached(
 async def sandbox_time_then(session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:
     """The merchant's sandbox time as its clock read at `moment` (see `sandbox_time_at`)."""
     return (await session.execute(select(sandbox_time_at(merchant_id, moment)))).scalar_one()
+
+
+def waiting_to_be_submitted(
+    merchant_id: SQLColumnExpression[str] | str,
+) -> list[ColumnElement[bool]]:
+    """A payout of the merchant that the processor has yet to submit (its steps are scheduled
+    from when it started), one stuck past START_WAIT_LIMIT aside."""
+    return [
+        Payout.merchant_id == merchant_id,
+        Payout.status == PayoutStatus.PENDING.value,
+        Payout.psp_reference.is_(None),
+        Payout.updated_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
+    ]

@@ -14,12 +14,11 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Select, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_time_at
+from contracts.clock import sandbox_time_at, waiting_to_be_submitted
 from contracts.db.engine import (
     DATABASE_NOW,
     SessionFactory,
@@ -30,7 +29,6 @@ from contracts.db.engine import (
 from contracts.db.models import Payout, SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
 from contracts.domain.scheduled_actions import Result, correlation_id_of
-from contracts.domain.statuses import PayoutStatus
 from contracts.logging import bind_log_context
 from processor_service.handlers import apply_scheduled_action
 from processor_service.metrics import PAYOUT_STATUSES
@@ -40,7 +38,6 @@ log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
 MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
-START_WAIT_LIMIT = timedelta(hours=1)
 
 
 def no_earlier_start_waits() -> ColumnElement[bool]:
@@ -53,12 +50,9 @@ def no_earlier_start_waits() -> ColumnElement[bool]:
     failing into the dead-letter queue, say; reconcile names it), and the merchant's clock must
     not stop for it."""
     waiting = select(Payout.id).where(
-        Payout.merchant_id == ScheduledAction.merchant_id,
-        Payout.status == PayoutStatus.PENDING.value,
-        Payout.psp_reference.is_(None),
+        *waiting_to_be_submitted(ScheduledAction.merchant_id),
         # The first implied by the last (a clock is never behind real time): an index range.
         Payout.updated_at <= ScheduledAction.due_at,
-        Payout.updated_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
         sandbox_time_at(Payout.merchant_id, Payout.updated_at) <= ScheduledAction.due_at,
     )
     return ~exists(waiting)

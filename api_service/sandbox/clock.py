@@ -35,7 +35,7 @@ from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS
 from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
-from contracts.clock import sandbox_now_of
+from contracts.clock import sandbox_now_of, waiting_to_be_submitted
 from contracts.db.engine import DATABASE_NOW, utcnow
 from contracts.db.models import (
     Payout,
@@ -44,7 +44,6 @@ from contracts.db.models import (
     ScheduledAction,
     table_of,
 )
-from contracts.domain.statuses import PayoutStatus
 from contracts.wire import TimestampText, format_timestamp
 
 # The clock as the advance left it (this transaction holds its row), kept in its history.
@@ -307,11 +306,9 @@ async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: f
     unsubmitted = (
         select(func.count())
         .select_from(Payout)
-        .where(  # ix_payouts_merchant_status_created
-            Payout.merchant_id == merchant_id,
-            Payout.status == PayoutStatus.PENDING.value,
-            Payout.psp_reference.is_(None),
-        )
+        # ix_payouts_merchant_status_created. A stuck payout, as the scheduler judges it: one
+        # made every advance wait out its limit and answer unsettled (clock review).
+        .where(*waiting_to_be_submitted(merchant_id))
         .scalar_subquery()
     )
     due = select(actions_due + unsubmitted)

@@ -4,6 +4,7 @@ their final states only when a merchant's clock passes their steps, exactly once
 per merchant; ON_HOLD / IN_REVIEW payouts expire after the decision window."""
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -13,13 +14,15 @@ import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.mysql import insert
 
 from api_service.sandbox.clock import MAX_OFFSET_SECONDS
 from cli.merchants import NewMerchant
+from contracts.clock import START_WAIT_LIMIT
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import PayoutEvent, SandboxClock, ScheduledAction
+from contracts.db.models import Payout, PayoutEvent, SandboxClock, ScheduledAction
+from contracts.domain.statuses import PayoutStatus
 from contracts.logging import ContextFilter
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
@@ -28,7 +31,7 @@ from processor_service.scheduler import (
     claim_due_action,
     merchants_with_actions_due_ahead,
 )
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
@@ -500,6 +503,48 @@ async def test_an_advance_replayed_with_its_key_moves_the_clock_once(
         assert response.status_code == 200, response.text
     assert response.headers.get("Idempotent-Replayed") == "true"
     assert (await clock(api_client, merchant))["offsetSeconds"] == 60
+
+
+async def test_an_advance_does_not_wait_for_a_payout_stuck_before_its_submission(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """An advance waits for the payouts the processor has yet to submit (their steps start with
+    them), but not for one stuck past the scheduler's limit (its command dead-lettered, say):
+    every advance of that merchant waited out its wait and answered unsettled (clock review).
+    The stuck payout is written by hand, with no command: no processor can submit it."""
+    merchant = await make_merchant()
+    stuck_since = utcnow() - START_WAIT_LIMIT - timedelta(minutes=1)
+    stuck = Payout(
+        id=str(uuid.uuid4()),
+        merchant_id=merchant.merchant_id,
+        merchant_reference="stuck",
+        amount=Decimal(AMOUNT),
+        currency="PKR",
+        dest_type="BANK",
+        bank_code="HBL",
+        account_number="PK36SCBL0000001123456702",
+        account_title="Stuck",
+        status=PayoutStatus.PENDING.value,
+        attempts=0,
+        hold_cycle=1,
+        created_at=stuck_since,
+        updated_at=stuck_since,
+        in_bulk=False,
+    )
+    async with transaction(sessions) as session:
+        session.add(stuck)
+    try:
+        waiting = settings.model_copy(update={"sandbox_clock_wait_seconds": 0.5})
+        async with in_process_api(waiting) as client:
+            response = await client.post(
+                f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant)
+            )
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(delete(Payout).where(Payout.id == stuck.id))
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Sandbox-Clock-Settled"] == "true"
 
 
 @pytest.mark.parametrize("body", [{"seconds": 0}, {"seconds": -5}, {"seconds": 1.5}, {}])
