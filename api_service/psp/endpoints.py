@@ -140,7 +140,9 @@ async def psp_callback(
     require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)
 
-    async def accepted() -> bool:
+    async def accepted() -> tuple[bool, str]:
+        """Whether the callback was recorded (not a duplicate), and the payout's id as stored:
+        the lookup ignores a UUID's case, and the receipt echoed the caller's (IPN review)."""
         payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
         outcome = psp_outcome_of(callback.status)
         if outcome is None:
@@ -156,13 +158,13 @@ async def psp_callback(
             request_id=request_id,
         )
         await session.commit()
-        return recorded
+        return recorded, payout.id
 
     # Callbacks naming one new reference wait on its claim row; when the first rolls back (a
     # refusal), InnoDB may pick one of the others as a deadlock's victim: it runs again.
-    recorded = await run_again_after_deadlocks(accepted, roll_back=session.rollback)
+    recorded, payout_id = await run_again_after_deadlocks(accepted, roll_back=session.rollback)
     # A repeated event id is acknowledged the same way, so the PSP stops resending it.
-    data = {"eventId": callback.event_id, "payoutId": callback.payout_id, "duplicate": not recorded}
+    data = {"eventId": callback.event_id, "payoutId": payout_id, "duplicate": not recorded}
     return json_response(success_body(data, "Callback accepted"))
 
 

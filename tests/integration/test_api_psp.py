@@ -32,6 +32,7 @@ from tests.support.api_helpers import (
     outbox_for_payout,
     post_ipn,
     psp_headers,
+    send_ipn,
 )
 from tests.support.polling import eventually
 
@@ -144,6 +145,17 @@ async def test_ipn_is_recorded_and_sent_to_the_processor(
     assert [(m.exchange, orjson.loads(m.body)["callbackEventId"]) for m in commands] == [
         (COMMANDS_EXCHANGE, event_id)
     ]
+
+
+async def test_the_receipt_names_the_payout_as_stored_whatever_the_case_of_its_id(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    """A payout id is a UUID, found in either case (as an idempotency key); the receipt echoed
+    the PSP's upper case, unlike every other answer of the API (IPN review)."""
+    payout = await create_payout(api_client, await make_merchant())
+    response = await send_ipn(api_client, settings.psp_secret, payout["id"].upper(), "SUCCESS")
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["payoutId"] == payout["id"]
 
 
 async def test_the_same_event_twice_is_applied_once(
