@@ -89,7 +89,9 @@ def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
             line, first_line = first_line, reader.line_num + 1
             if not any(trimmed(cell) for cell in cells):
                 continue
-            if len(cells) > len(columns):
+            # Cells past the header's are a spreadsheet's trailing commas while blank: only a
+            # header's trailing comma was forgiven, a row's refused the whole file (CSV review).
+            if any(trimmed(cell) for cell in cells[len(columns) :]):
                 raise PayrollFileError(
                     f"Line {line} has {len(cells)} cells; the header has {len(columns)}."
                 )

@@ -35,6 +35,16 @@ def test_blank_columns_a_spreadsheet_adds_are_ignored_while_their_cells_are_blan
     assert (first.item["amount"], second.item["amount"]) == ("10.00", "11.00")
 
 
+def test_a_rows_blank_cells_past_the_header_are_ignored_and_a_value_there_refused() -> None:
+    """Only a header's trailing comma was forgiven: a row's refused the whole file (CSV
+    review)."""
+    text = f"{HEADER}\nr-1,10.00,WALLET,JAZZCASH,03001234567, ,\n"
+    [row] = read_payroll(text, max_rows=10)
+    assert row.item["accountNumber"] == "03001234567"
+    with pytest.raises(PayrollFileError, match=r"Line 2 has 6 cells; the header has 5"):
+        read_payroll(f"{HEADER}\nr-1,10.00,WALLET,JAZZCASH,03001234567,x\n", max_rows=10)
+
+
 def test_a_value_under_a_column_with_no_name_is_refused_naming_its_line() -> None:
     text = f"{HEADER},\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
     with pytest.raises(PayrollFileError, match=r"Line 2 has a value in column 6, which has"):

@@ -4,6 +4,7 @@ nothing twice: its references name the payouts of the first time (`duplicate`)."
 
 import base64
 import binascii
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from api_service.dashboard.csv_payroll import (
     sample,
 )
 from api_service.dashboard.routing import dashboard_router
+from api_service.dashboard.sessions import Signer
 from api_service.payouts.batch import MAX_BATCH_ITEMS, REPEATS_ITEM, judge_batch
 
 router = dashboard_router()
@@ -53,7 +55,7 @@ SAMPLE_ROWS = [
 class RowResult:
     line: int
     item: dict[str, str]
-    status: str  # ready (preview) | created | duplicate | invalid
+    status: str  # ready (preview) | created | duplicate | invalid | not_sent (confirm)
     errors: list[dict[str, str]] = field(default_factory=list)
     payout_id: str | None = None
 
@@ -127,6 +129,7 @@ async def preview(form: FormDep) -> Response:
         return _upload_page(form, str(error), 400)
     judged = await judge_batch(form.api.session, form.api.merchant, [row.item for row in rows])
     results = _results(rows, judged.result.items)
+    ready = [result.line for result in results if result.status == "ready"]
     return form.render(
         "bulk_preview.html",
         active="bulk",
@@ -135,6 +138,7 @@ async def preview(form: FormDep) -> Response:
         # a form field, the browser's HTML parser made a NUL (refused in the preview) U+FFFD,
         # which the confirm then created.
         csv_base64=base64.b64encode(content).decode(),
+        preview=_signer(form).sign(PREVIEW, _previewed(content, ready)),
         results=results,
         counts=_counts(results),
     )
@@ -142,6 +146,9 @@ async def preview(form: FormDep) -> Response:
 
 @router.post(CONFIRM_PATH)
 async def confirm(form: FormDep) -> Response:
+    """Creates the rows the preview showed ready, of the file it judged. The whole file came
+    back and was judged again: a row shown invalid (over the balance) was created after a
+    top-up, and a file swapped in the form's field was created unseen (CSV review)."""
     try:
         content = base64.b64decode(await form.text("csv_base64"), validate=True)
         rows = read_payroll(decode(content), max_rows=MAX_BATCH_ITEMS)
@@ -149,8 +156,33 @@ async def confirm(form: FormDep) -> Response:
         return _upload_page(form, "The previewed file came back damaged: upload it again.", 400)
     except PayrollFileError as error:
         return _upload_page(form, str(error), 400)
+    previewed = _signer(form).verified(PREVIEW, await form.text("preview"))
+    digest, _, lines = (previewed or "").partition(":")
+    if previewed is None or digest != _digest(content):
+        return _upload_page(form, "The previewed file came back changed: upload it again.", 400)
+    ready = {int(line) for line in lines.split(",") if line}
+    sent = [row for row in rows if row.line in ready]
+    if not sent:
+        return _upload_page(form, "No row of the preview was ready to create.", 400)
     answer = await form.api.create_payout_batch(
-        [row.item for row in rows], await form.text("idempotency_key")
+        [row.item for row in sent], await form.text("idempotency_key")
     )
-    results = _results(rows, answer.data["results"])
+    answered = {result.line: result for result in _results(sent, answer.data["results"])}
+    results = [answered.get(row.line) or RowResult(row.line, row.item, NOT_SENT) for row in rows]
     return form.render("bulk_results.html", active="bulk", results=results, counts=_counts(results))
+
+
+PREVIEW = "payroll-preview"  # the signed field: the file's digest and the lines shown ready
+NOT_SENT = "not_sent"  # a row the preview did not show ready: confirmed, it is not sent
+
+
+def _signer(form: MerchantPage) -> Signer:
+    return Signer.of(form.settings)
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def _previewed(content: bytes, ready_lines: list[int]) -> str:
+    return f"{_digest(content)}:{','.join(map(str, ready_lines))}"
