@@ -227,23 +227,30 @@ _JOURNALS_OUTSIDE_CYCLES = text(
 )
 
 
-# What /balance/history shows a merchant: each journal's lines carry the balance and available
-# it left, which follow from the merchant's lines before them (in line order: a merchant's lines
-# are written under its balance row's lock). Read at the journal's last line of the merchant
-# (a HOLD's first line has moved available, not yet held). A wrong one passed every check above.
+# What /balance/history shows a merchant: each of a journal's lines carries the balance and
+# available the whole journal left, which follow from the merchant's lines up to the journal's
+# last (in line order: a merchant's lines are written under its balance row's lock). Every line
+# is judged, NULL-safely: read at a journal's last line alone, a wrong first line of a HOLD or
+# a RELEASE went unseen, and a line without its balances too (ledger review).
 _RUNNING_BALANCE_DRIFT = text(
     """
-    SELECT journal_id, merchant_id, balance_after, available_after, balance, available
+    SELECT id, journal_id, merchant_id, balance_after, available_after, balance, available
     FROM (
         SELECT l.id, l.journal_id, l.merchant_id, l.balance_after, l.available_after,
-               SUM(l.amount) OVER (PARTITION BY l.merchant_id ORDER BY l.id) AS balance,
+               SUM(l.amount) OVER up_to_the_journals_end AS balance,
                SUM(CASE WHEN l.account = :available THEN l.amount ELSE 0 END)
-                   OVER (PARTITION BY l.merchant_id ORDER BY l.id) AS available,
-               MAX(l.id) OVER (PARTITION BY l.merchant_id, l.journal_id) AS journal_end
-        FROM ledger_lines l
-        WHERE l.merchant_id IS NOT NULL
+                   OVER up_to_the_journals_end AS available
+        FROM (
+            SELECT l.*, MAX(l.id) OVER (PARTITION BY l.merchant_id, l.journal_id) AS journal_end
+            FROM ledger_lines l
+            WHERE l.merchant_id IS NOT NULL
+        ) AS l
+        WINDOW up_to_the_journals_end AS (
+            PARTITION BY l.merchant_id ORDER BY l.journal_end
+            RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+        )
     ) AS running
-    WHERE id = journal_end AND (balance_after <> balance OR available_after <> available)
+    WHERE NOT (balance_after <=> balance) OR NOT (available_after <=> available)
     ORDER BY id
     LIMIT 100
     """
@@ -252,6 +259,10 @@ _RUNNING_BALANCE_DRIFT = text(
 
 def _money(value: Decimal) -> str:
     return format_amount(Decimal(value))
+
+
+def _shown(value: Decimal | None) -> str:
+    return "(none)" if value is None else _money(value)
 
 
 async def _rows(session: AsyncSession, query: TextClause, **params: str) -> list[tuple[Any, ...]]:
@@ -323,10 +334,10 @@ async def reconcile(session: AsyncSession) -> list[str]:
         )
     ]
     problems += [
-        f"journal {journal} shows merchant {merchant} a balance of {_money(shown)} and available "
-        f"{_money(shown_available)} after it, where its ledger lines make {_money(balance)} and "
-        f"{_money(available)}"
-        for journal, merchant, shown, shown_available, balance, available in await _rows(
+        f"ledger line {line} of journal {journal} shows merchant {merchant} a balance of "
+        f"{_shown(shown)} and available {_shown(shown_available)} after it, where its ledger "
+        f"lines make {_money(balance)} and {_money(available)}"
+        for line, journal, merchant, shown, shown_available, balance, available in await _rows(
             session, _RUNNING_BALANCE_DRIFT, available=Account.AVAILABLE.value
         )
     ]

@@ -231,6 +231,46 @@ async def _running_balance_drift(session: AsyncSession, merchant_id: str, payout
     )
 
 
+async def _hold_line(session: AsyncSession, merchant_id: str, payout_id: str) -> int:
+    """The first of the merchant's lines of the payout's HOLD (its AVAILABLE one)."""
+    line = await session.scalar(
+        select(func.min(LedgerLine.id))
+        .join(LedgerJournal, LedgerJournal.id == LedgerLine.journal_id)
+        .where(
+            LedgerJournal.payout_id == payout_id,
+            LedgerJournal.kind == "HOLD",
+            LedgerLine.merchant_id == merchant_id,
+        )
+    )
+    assert line is not None
+    return line
+
+
+async def _running_balance_drift_on_a_first_line(
+    session: AsyncSession, merchant_id: str, payout_id: str
+) -> None:
+    """The HOLD's first line alone 500.00 too high: the check read a journal's last line only."""
+    line = await _hold_line(session, merchant_id, payout_id)
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.id == line)
+        .values(
+            balance_after=LedgerLine.balance_after + Decimal("500.00"),
+            available_after=LedgerLine.available_after + Decimal("500.00"),
+        )
+    )
+
+
+async def _running_balance_missing(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """A line that shows no balance: `balance_after <> balance` was NULL, not true."""
+    line = await _hold_line(session, merchant_id, payout_id)
+    await session.execute(
+        update(LedgerLine)
+        .where(LedgerLine.id == line)
+        .values(balance_after=None, available_after=None)
+    )
+
+
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
     "journal with no lines": (_one_sided_journal, "0 lines"),
@@ -268,6 +308,16 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
     "a running balance that does not follow from the lines": (
         _running_balance_drift,
         "a balance of 1400.00 and available 1400.00 after it, where its ledger lines make 900.00 "
+        "and 900.00",
+    ),
+    "a running balance wrong on a journal's first line": (
+        _running_balance_drift_on_a_first_line,
+        "a balance of 1500.00 and available 1400.00 after it, where its ledger lines make "
+        "1000.00 and 900.00",
+    ),
+    "a merchant's line without its running balance": (
+        _running_balance_missing,
+        "a balance of (none) and available (none) after it, where its ledger lines make 1000.00 "
         "and 900.00",
     ),
     "a TOPUP that names a payout": (
