@@ -251,7 +251,7 @@ class ClientTurnsMiddleware:
         self,
         scope: Scope,
         page: bool,
-        client: "str | _NewKey",
+        client: str | _NewKey,
         read_ahead: _ReadAhead,
         send: Send,
     ) -> Turn | None:
@@ -279,7 +279,7 @@ class ClientTurnsMiddleware:
         path: str = scope["path"]
         return path.startswith(self.html_pages.prefix) and not path.startswith(self.static_prefix)
 
-    def _known_client(self, scope: Scope, page: bool) -> "str | _NewKey":
+    def _known_client(self, scope: Scope, page: bool) -> str | _NewKey:
         """The merchant whose turns the request takes, else its address; or its API key's
         digest when this process does not know the key yet (_client_of_new_key)."""
         headers = Headers(scope=scope)

@@ -79,7 +79,7 @@ from webhook_service.delivery_records import (
     record_attempts,
     retrying,
 )
-from webhook_service.endpoints import Endpoint, EndpointCache
+from webhook_service.endpoints import Endpoint, EndpointCache, can_be_called
 from webhook_service.in_flight import counted
 from webhook_service.retry_ladder import RetryLadder, RetryStep, retry_after_seconds
 from webhook_service.sender import AttemptResult, WebhookSender
@@ -431,14 +431,14 @@ class EventDelivery:
 
     async def _attempt(self, lease: Lease) -> Outcome:
         endpoint = lease.endpoint
-        if endpoint is None or not endpoint.url or endpoint.unopened:
+        if not can_be_called(endpoint):
             return self._without_endpoint(lease, endpoint)
         chaos = self._chaos_of(lease, endpoint, self.clock())
         if await self._hold(chaos, lease.request.event, endpoint):
             # Up to a minute later: the merchant may have changed its URL, or retired a leaked
             # secret at once, meanwhile (a held attempt was sent signed with it).
             endpoint = await self._endpoint_now(lease.request.event.merchant_id, endpoint)
-            if endpoint is None or not endpoint.url or endpoint.unopened:
+            if not can_be_called(endpoint):
                 return self._without_endpoint(lease, endpoint)
         return await self._attempt_at(lease, endpoint, chaos)
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import String, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,6 +66,11 @@ class Endpoint:
         if self.previous_secret in self.secrets_at(now):
             return None
         return self.previous_secret
+
+
+def can_be_called(endpoint: Endpoint | None) -> TypeGuard[Endpoint]:
+    """An endpoint a webhook can be sent to: it has a URL and its secrets were opened."""
+    return endpoint is not None and bool(endpoint.url) and endpoint.unopened is None
 
 
 class EndpointCache:

@@ -32,7 +32,8 @@ log = logging.getLogger("api.dashboard")
 
 def larger_bodies(settings: Settings) -> dict[str, int]:
     """The dashboard's paths that take more than the API's 64 KiB: a payroll file, uploaded and
-    then confirmed (form-encoded, so up to three bytes per byte of the file)."""
+    then confirmed (as base64 in a form field, whose encoding escapes `+`, `/` and `=`: a
+    payroll file's text comes to at most 8/3 bytes per byte, beside the signed preview)."""
     return {
         bulk.UPLOAD_PATH: settings.max_batch_body_bytes,
         bulk.CONFIRM_PATH: 3 * settings.max_batch_body_bytes,

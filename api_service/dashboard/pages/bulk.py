@@ -29,6 +29,8 @@ from api_service.payouts.batch import MAX_BATCH_ITEMS, REPEATS_ITEM, judge_batch
 router = dashboard_router()
 UPLOAD_PATH = "/dashboard/payouts/bulk"
 CONFIRM_PATH = "/dashboard/payouts/bulk/confirm"
+PREVIEW = "payroll-preview"  # the signed field: the file's digest and the lines shown ready
+NOT_SENT = "not_sent"  # a row the preview did not show ready: confirmed, it is not sent
 SAMPLE_ROWS = [
     {
         "merchantReference": "salary-2026-01-0001",
@@ -170,10 +172,6 @@ async def confirm(form: FormDep) -> Response:
     answered = {result.line: result for result in _results(sent, answer.data["results"])}
     results = [answered.get(row.line) or RowResult(row.line, row.item, NOT_SENT) for row in rows]
     return form.render("bulk_results.html", active="bulk", results=results, counts=_counts(results))
-
-
-PREVIEW = "payroll-preview"  # the signed field: the file's digest and the lines shown ready
-NOT_SENT = "not_sent"  # a row the preview did not show ready: confirmed, it is not sent
 
 
 def _signer(form: MerchantPage) -> Signer:
