@@ -546,11 +546,13 @@ class EventDelivery:
         return Outcome(lease.request, state, (), Decision(Disposition.DONE, reason))
 
     async def _endpoint_now(self, merchant_id: str, before: Endpoint) -> Endpoint | None:
-        """The merchant's endpoint as the cache has it now (`before` when the database does not
-        answer)."""
+        """The merchant's endpoint as the database has it now, whatever the cache holds (an
+        entry filled by the lease, or by another event's delivery, predates the hold); `before`
+        when the database does not answer."""
         try:
             async with self.sessions() as session:
-                return (await self.endpoints.endpoints(session, [merchant_id])).get(merchant_id)
+                read = await self.endpoints.endpoints(session, [merchant_id], afresh=[merchant_id])
+                return read.get(merchant_id)
         except SQLAlchemyError as exc:
             log.warning("webhook endpoint of %s not read again: %r", merchant_id, exc)
             return before

@@ -135,7 +135,11 @@ class WebhookChaosRequest(SettingRequest):
     ] = False
     delay_seconds: Annotated[
         int,
-        Field(ge=0, le=MAX_CHAOS_DELAY_SECONDS, description="Hold every first attempt"),
+        Field(
+            ge=0,
+            le=MAX_CHAOS_DELAY_SECONDS,
+            description="Hold an attempt this long: the first, unless other chaos comes first",
+        ),
         WHOLE_NUMBER,
     ] = 0
     stale_timestamp_percent: Annotated[

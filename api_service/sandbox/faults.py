@@ -3,7 +3,8 @@
 - `latency=<ms>`: the call runs normally, `<ms>` later;
 - `status=429|500|503`: answered at once with that status, nothing done (429 and 503 carry
   `Retry-After`);
-- `drop-connection`: the connection is closed without an answer, nothing done;
+- `drop-connection`: a `200` status line promising a body, then the connection closes before it,
+  nothing done;
 - `timeout-after-commit`: the call runs and commits, then the answer is lost (504). A retry with
   the same idempotency key gets the committed answer replayed.
 """
