@@ -5,11 +5,12 @@ without publishing a row twice in one round. Each row goes out persistent, `mand
 publisher confirms and `message_id` = the row id; the row is marked sent only after the broker
 acked it with no return. The batch's publishes are pipelined (all in flight, then all confirms).
 
-A row the broker refuses (returns it as unroutable, nacks it, or has no exchange of its name) is
-that row's problem: it backs off on its own (`next_attempt_at`, doubling up to a cap) and after
-`max_attempts` refusals it is parked for an operator (`payouts outbox list-parked`, `payouts
-outbox retry`). A publish the broker never answered (timeout, lost connection) is the broker's
-problem: the row keeps its turn and the relay loop backs off as a whole.
+A row the broker refuses (returns it as unroutable, nacks it, or has no exchange of its name), or
+whose message cannot be sent at all (a header AMQP cannot encode), is that row's problem: it
+backs off on its own (`next_attempt_at`, doubling up to a cap) and after `max_attempts` refusals
+it is parked for an operator (`payouts outbox list-parked`, `payouts outbox retry`). A publish
+the broker never answered (timeout, lost connection) is the broker's problem: the row keeps its
+turn and the relay loop backs off as a whole.
 
 The row locks are the lease: a relay that dies mid-round loses its connection, the locks go with
 it, and the next relay republishes those rows at once.
@@ -82,13 +83,26 @@ def names_missing_exchange(error: object, exchange: str) -> bool:
     ) and f"no exchange '{exchange}'" in str(error)
 
 
-def refused_by_broker(row: OutboxMessage, outcome: object) -> bool:
-    """The broker answered about this very message: returned it (no queue bound for its routing
-    key), nacked it (e.g. a full queue), or has no exchange of its name. Each is the row's
-    problem; another row's missing exchange is not."""
+# A publish the broker never answered: no confirm in time, a lost connection, or a channel closed
+# under it (by another row's missing exchange, say), or the publish cancelled with the relay.
+_UNANSWERED = (
+    TimeoutError,
+    OSError,  # ConnectionError and aiormq's connection errors among them
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    asyncio.CancelledError,
+)
+
+
+def refused_by_broker(row: OutboxMessage, outcome: BaseException) -> bool:
+    """The publish failed because of this very message, not the broker: the broker returned it
+    (no queue bound for its routing key), nacked it (e.g. a full queue) or has no exchange of its
+    name, or the message could not be sent at all (a header AMQP cannot encode). Each is the
+    row's problem; another row's missing exchange is not, nor is anything the broker never
+    answered."""
     if isinstance(outcome, aiormq.exceptions.ChannelNotFoundEntity):
         return names_missing_exchange(outcome, row.exchange)
-    return isinstance(outcome, aiormq.exceptions.DeliveryError | NotConfirmed | MissingExchange)
+    return not isinstance(outcome, _UNANSWERED)
 
 
 def backoff(attempts: int) -> timedelta:

@@ -214,6 +214,7 @@ async def write_rows(
     routing_key: str,
     count: int = 1,
     delay_ms: int | None = None,
+    extra_headers: dict[str, Any] | None = None,
 ) -> list[OutboxMessage]:
     """`count` outbox rows under `payout_id`, written the way every service writes them."""
     merchant_id = str(uuid.uuid4())  # of no merchant: nothing consumes these rows
@@ -225,6 +226,7 @@ async def write_rows(
         merchant_id=merchant_id,
         correlation_id=None,
         delay_ms=delay_ms,
+        extra_headers=extra_headers,
     )
     async with transaction(sessions) as session:
         await write_outbox(session, [dict(row) for _ in range(count)])
@@ -491,6 +493,41 @@ async def test_a_publish_the_broker_never_answered_costs_the_row_nothing(
     kept = after[unanswered.id]
     assert (kept.sent_at, kept.publish_attempts, kept.last_error) == (None, 0, None)
     assert kept.next_attempt_at <= utcnow()  # still due: no backoff
+
+
+async def test_a_row_whose_message_cannot_be_built_backs_off_and_is_parked(
+    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    """A row that fails its publish the same way every time (a header AMQP cannot encode, which
+    the JSON column takes) is the row's problem, like a refusal: it backs off, and is parked
+    after its last attempt. It passed for a publish the broker never answered: it stayed due
+    with no attempt counted, so rows like it at the outbox's head were claimed first in every
+    round and the rows behind them were never sent (found by the relay review)."""
+    probe = await rabbit.probe_queue()
+    poison = {"x-poison": 2**64}  # pamqp: "Unsupported numeric value"
+    await write_rows(
+        sessions,
+        scratch_payout_id,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=probe,
+        count=2,
+        extra_headers=poison,
+    )
+    await write_rows(sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe)
+    relay = await make_relay(batch_size=2, max_attempts=2)
+
+    first, second = await relay.relay_once(), await relay.relay_once()
+
+    assert (first.claimed, first.sent, first.unanswered) == (2, 0, 0)
+    assert (second.claimed, second.sent) == (1, 1)  # the row behind them
+    assert await rabbit.count(probe) == 1
+    await make_due(sessions, scratch_payout_id)
+    await relay.relay_once()
+    stuck = [
+        row for row in await outbox_for_payout(sessions, scratch_payout_id) if row.sent_at is None
+    ]
+    assert [(row.publish_attempts, row.parked_at is not None) for row in stuck] == [(2, True)] * 2
+    assert all("Unsupported numeric value" in (row.last_error or "") for row in stuck)
 
 
 async def test_a_row_is_parked_after_its_last_attempt_and_never_claimed_again(
