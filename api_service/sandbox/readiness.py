@@ -18,7 +18,6 @@ from sqlalchemy import (
     and_,
     case,
     func,
-    or_,
     select,
     true,
     tuple_,
@@ -81,12 +80,13 @@ class ScenarioCount:
     scenario: str  # "in_review" or an account suffix
     status: str
     count: int
-    # Of these payouts, those reinitiated after their scenario failed them: each had reached
-    # FAILED (a hold released), not merely expired in the queue, where no scenario ran.
+    # Of these payouts, those reinitiated after their scenario ran: every cycle before a
+    # reinitiation ended FAILED, and the scenario's event came before it (not a payout expired
+    # in the queue, nor one failed by a simulated outcome before the processor took it).
     reinitiated: int = 0
-    # Whether these payouts showed their scenario's own status on the way (IN_REVIEW, or
-    # SUFFIX_EVENTS): an outcome the PSP sent before the processor took the payout wins over
-    # its scenario, and one of 100,000 simulated SUCCESS then was "seen through review".
+    # Whether these payouts showed their scenario's event (IN_REVIEW, or SUFFIX_EVENTS): an
+    # outcome the PSP sent before the processor took the payout wins over its scenario, and one
+    # of 100,000 simulated SUCCESS then was "seen through review".
     seen: bool = True
 
 
@@ -407,17 +407,21 @@ def _from(column: SQLColumnExpression[datetime], since: datetime | None) -> Colu
     return true() if since is None else column >= since
 
 
-# The event of the status a scenario leads to before its final one, which an outcome the PSP
-# sent first skips (its final status tells the others: final_statuses).
+# The event that shows a payout's scenario ran: the status it leads to before its final one (a
+# script's first step's), else payout.processing (the processor took the payout). An outcome
+# simulated or sent before the processor took the payout skips its scenario, and shows neither.
 _OWN_STATUS_EVENTS = {
     Outcome.RETRY: EventType.RETRYING,
     Outcome.PENDING_AT_PSP: EventType.PENDING,
     Outcome.ON_HOLD: EventType.ON_HOLD,
 }
+_FIRST_DECISIONS = {
+    **SUFFIX_RULES,
+    **{suffix: script[0].decision for suffix, script in SCRIPTS.items()},
+}
 SUFFIX_EVENTS = {
-    suffix: _OWN_STATUS_EVENTS[decision.outcome]
-    for suffix, decision in SUFFIX_RULES.items()
-    if decision.outcome in _OWN_STATUS_EVENTS
+    suffix: _OWN_STATUS_EVENTS.get(decision.outcome, EventType.PROCESSING)
+    for suffix, decision in _FIRST_DECISIONS.items()
 }
 
 
@@ -429,30 +433,29 @@ async def _scenario_counts(
     scenario_event = case(
         (in_review, EventType.IN_REVIEW.value),
         *((suffix == scenario, event.value) for scenario, event in SUFFIX_EVENTS.items()),
-        else_=None,
+        else_=EventType.PROCESSING.value,
     )
-    seen = or_(
-        scenario_event.is_(None),
-        select(PayoutEvent.id)
-        .where(PayoutEvent.payout_id == Payout.id, PayoutEvent.type == scenario_event)
-        .exists(),
+    shown = select(PayoutEvent.id).where(  # ix_events_payout_type_time
+        PayoutEvent.payout_id == Payout.id, PayoutEvent.type == scenario_event
     )
-    released_before = (  # uq_journal_payout_cycle_kind
-        select(LedgerJournal.id)
-        .where(
-            LedgerJournal.payout_id == Payout.id,
-            LedgerJournal.kind == JournalKind.RELEASE.value,
-            LedgerJournal.hold_cycle < Payout.hold_cycle,
-        )
-        .exists()
+    last_reinitiated = (
+        select(func.max(PayoutEvent.created_at))
+        .where(PayoutEvent.payout_id == Payout.id, PayoutEvent.type == EventType.REINITIATED.value)
+        .correlate(Payout)  # inside a read of payout_events: its own, not that one's rows
+        .scalar_subquery()
     )
+    # Its scenario ran in a cycle before its last reinitiation: every such cycle ended FAILED.
+    ran_before_reinitiated = and_(
+        Payout.hold_cycle > 1, shown.where(PayoutEvent.created_at < last_reinitiated).exists()
+    )
+    seen = shown.exists()
     rows = await session.execute(
         select(
             in_review,
             suffix,
             Payout.status,
             func.count(),
-            func.sum(case((released_before, 1), else_=0)),
+            func.sum(case((ran_before_reinitiated, 1), else_=0)),
             seen,
         )
         .where(

@@ -305,8 +305,8 @@ class PayoutEvent(Base):
         Index("ix_events_merchant_created", "merchant_id", "created_at"),
         # The relay's sweep of events no delivery row was made for (migration 0020).
         Index("ix_events_created", "created_at"),
-        # Whether a payout showed a status, from the index alone (migration 0035).
-        Index("ix_events_payout_type", "payout_id", "type"),
+        # Whether a payout showed a status, and when, from the index alone (migration 0037).
+        Index("ix_events_payout_type_time", "payout_id", "type", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

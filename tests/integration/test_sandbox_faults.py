@@ -38,6 +38,7 @@ from tests.support.api_helpers import (
     move_payout,
     new_key,
     payout_body,
+    process_payout,
 )
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
@@ -519,7 +520,7 @@ async def test_a_restarted_readiness_report_counts_only_what_came_after(
     await post_payout(api_client, merchant, body, key, "status=429")
     await post_payout(api_client, merchant, body, key, None)  # at once: too early
     failed = await create_payout(api_client, merchant, accountNumber="03001230003")
-    await fail_payout(sessions, failed["id"])
+    await process_payout(sessions, failed["id"], PayoutStatus.FAILED)
     reversed_payout = await create_payout(api_client, merchant)
     await move_payout(sessions, reversed_payout["id"], PayoutStatus.REVERSED)
     delivery_id = await delivered_reversal(sessions, merchant, reversed_payout)
@@ -629,7 +630,7 @@ async def test_reinitiating_a_failed_payout_keeps_its_scenario_passed_in_readine
     finished back to "not tried" until it failed again."""
     merchant = await make_merchant()
     failed = await create_payout(api_client, merchant, accountNumber="03001230003")
-    await fail_payout(sessions, failed["id"])
+    await process_payout(sessions, failed["id"], PayoutStatus.FAILED)
     assert (await readiness(api_client, merchant))["scenario_0003"]["status"] == "passed"
     reinitiated = await api_client.post(
         f"{API}/payouts/{failed['id']}/reinitiate", headers=auth(merchant)
@@ -692,6 +693,54 @@ async def test_a_scenario_an_earlier_psp_outcome_skipped_is_not_passed_in_readin
             "in_review": "passed",
             "0005": "not_tried",
         }
+
+
+async def test_a_scenario_a_simulated_outcome_skipped_is_not_passed_until_it_ran(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, settings: Settings
+) -> None:
+    """An outcome simulated before the processor took the payout skips its scenario. Each read
+    "seen to its final status": a script's (0008 never pending at the PSP, 0009 never retried)
+    and a rule's without a status of its own on the way (0001, 0003: nothing checked that the
+    processor took them); and a 0005 payout failed so, then reinitiated and held by the
+    processor: the release of its first cycle counted as its scenario's end (found by the
+    readiness review)."""
+    merchant = await make_merchant()
+    skipped = {
+        "0001": "SUCCESS",
+        "0003": "FAILED",
+        "0005": "FAILED",
+        "0008": "FAILED",
+        "0009": "FAILED",
+    }
+    payout_ids = {}
+    for suffix, outcome in skipped.items():
+        payout = await create_payout(api_client, merchant, accountNumber=f"0300123{suffix}")
+        simulated = await api_client.post(
+            f"{API}/sandbox/payouts/{payout['id']}/simulate",
+            json={"outcome": outcome},
+            headers=auth(merchant),
+        )
+        assert simulated.status_code == 202, simulated.text
+        payout_ids[payout["id"]] = suffix
+
+    async def statuses_are(wanted: dict[str, str]) -> bool | None:
+        listed = await api_client.get(f"{API}/payouts", headers=auth(merchant, ""))
+        payouts = listed.json()["data"]["payouts"]
+        return {payout_ids[payout["id"]]: payout["status"] for payout in payouts} == wanted or None
+
+    async with running_processor_and_relay(settings):
+        await eventually(lambda: statuses_are(skipped), what="the simulated outcomes applied")
+        on_hold = next(id_ for id_, suffix in payout_ids.items() if suffix == "0005")
+        reinitiated = await api_client.post(
+            f"{API}/payouts/{on_hold}/reinitiate", headers=auth(merchant)
+        )
+        assert reinitiated.status_code == 200, reinitiated.text
+        held = {**skipped, "0005": "ON_HOLD"}
+        await eventually(lambda: statuses_are(held), what="the reinitiated 0005 held")
+
+    items = await readiness(api_client, merchant)
+    judged = {suffix: items[f"scenario_{suffix}"]["status"] for suffix in skipped}
+    assert judged == dict.fromkeys(skipped, "not_tried"), items
 
 
 async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness(

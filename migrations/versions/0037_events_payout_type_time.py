@@ -1,0 +1,29 @@
+"""Whether a payout's scenario ran before its last reinitiation (the readiness report): the
+moment of each of its events of a type, from the index alone. ix_events_payout_type (payout_id,
+type) gains created_at: made anew beside the old one, which then goes (the foreign key on
+payout_id leans on one of them throughout).
+
+Revision ID: 0037
+Revises: 0036
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0037"
+down_revision: str | None = "0036"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_index(
+        "ix_events_payout_type_time", "payout_events", ["payout_id", "type", "created_at"]
+    )
+    op.drop_index("ix_events_payout_type", table_name="payout_events")
+
+
+def downgrade() -> None:
+    op.create_index("ix_events_payout_type", "payout_events", ["payout_id", "type"])
+    op.drop_index("ix_events_payout_type_time", table_name="payout_events")
