@@ -123,9 +123,9 @@ def _row(
         "retry_after_seconds": whole_number(retry_after, max_digits=9),
         "request_body": kept_body(asked),
         # Idempotency's fingerprint (key order and spacing aside), computed here for a request
-        # refused before idempotency saw it.
-        "request_digest": scope["state"].get(FINGERPRINT_STATE)
-        or (request_fingerprint(asked) if asked else None),
+        # refused before idempotency saw it: of an empty body too, as idempotency's is (a
+        # reinitiation refused 429 was not "the same request" as its retry).
+        "request_digest": scope["state"].get(FINGERPRINT_STATE) or request_fingerprint(asked),
         "response_body": None if dropped else kept_body(bytes(answered)),
         "started_at": started_at,
     }

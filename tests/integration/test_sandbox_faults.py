@@ -407,6 +407,26 @@ async def test_readiness_tells_a_careful_retry_from_a_careless_one(
     assert good["reinitiate_done"]["status"] == "not_tried"
 
 
+async def test_readiness_judges_the_retry_of_a_post_without_a_body(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A reinitiation refused 429, retried at once. The refusal was logged with no digest (no
+    body), its retry with idempotency's fingerprint of the empty body: not "the same request",
+    so the early retry was never found (found by the readiness review)."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    await fail_payout(sessions, payout["id"])
+    path, key = f"{API}/payouts/{payout['id']}/reinitiate", new_key()
+    refused = await api_client.post(path, headers={**auth(merchant, key), FAULT: "status=429"})
+    assert refused.status_code == 429, refused.text
+    retried = await api_client.post(path, headers=auth(merchant, key))  # at once: too early
+    assert retried.status_code == 200, retried.text
+    await logged_requests(api_client, merchant, 3)
+
+    item = (await readiness(api_client, merchant))["retry_after_honoured"]
+    assert (item["status"], item["evidence"]) == ("failed", "1 retried too early")
+
+
 async def test_readiness_takes_no_retry_of_a_request_refused_behind_a_timeout_as_evidence(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
