@@ -62,6 +62,11 @@ class RequestRecorderMiddleware:
             if message["type"] == "http.response.start":
                 answer["status"] = message["status"]
                 answer["headers"] = Headers(raw=message.get("headers", []))
+                if _refused_unread(scope):
+                    # Refused before the body was read (a rate limit): its digest must be the
+                    # whole body's, as its retry's is. Read before the answer goes: once it is
+                    # complete, uvicorn's receive() says only that the client is gone.
+                    await _read_the_rest(receive_kept, more_body)
             elif message["type"] == "http.response.body" and len(answered) <= MAX_KEPT_CHARS * 4:
                 answered.extend(message.get("body", b""))
             await send(message)
@@ -71,14 +76,16 @@ class RequestRecorderMiddleware:
         finally:
             merchant_id = scope["state"].get("merchant_id")
             if merchant_id is not None:
-                if FINGERPRINT_STATE not in scope["state"]:
-                    # Refused before the body was read (a rate limit, an injected 429): its
-                    # digest must be the whole body's, as its retry's is.
-                    await _read_the_rest(receive_kept, more_body)
                 writer: RequestLogWriter = scope["app"].state.request_log
                 writer.add(
                     _row(scope, merchant_id, started_at, started, bytes(asked), answer, answered)
                 )
+
+
+def _refused_unread(scope: Scope) -> bool:
+    """A call of a known merchant answered before idempotency read (and fingerprinted) its body."""
+    state = scope["state"]
+    return state.get("merchant_id") is not None and FINGERPRINT_STATE not in state
 
 
 async def _read_the_rest(receive: Receive, more_body: list[bool]) -> None:

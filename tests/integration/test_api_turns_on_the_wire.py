@@ -9,18 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import orjson
-import uvicorn
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from api_service.app import create_app
 from contracts.db.engine import SessionFactory
 from contracts.db.models import ApiRequestRecord
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, payout_body
+from tests.support.api_server import serving_api
 from tests.support.polling import eventually
-from tests.support.system import free_port
 
 Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 WAITING = "payouts_api_requests_waiting_for_their_turn"
@@ -28,32 +26,6 @@ WAITING = "payouts_api_requests_waiting_for_their_turn"
 
 def _waiting() -> float:
     return REGISTRY.get_sample_value(WAITING) or 0.0
-
-
-@asynccontextmanager
-async def _serving(settings: Settings) -> AsyncIterator[int]:
-    """The API on a port of its own, as `payouts api` serves it (uvicorn, httptools)."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        access_log=False,
-        log_config=None,
-        http="httptools",
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        return bool(server.started)
-
-    try:
-        await eventually(started, what="uvicorn started")
-        yield port
-    finally:
-        server.should_exit = True
-        await serving
 
 
 def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -90,7 +62,7 @@ async def test_a_request_whose_client_goes_away_while_waiting_leaves_its_line_an
         update={"api_max_in_flight_per_key": 1, "api_database_timeout_seconds": 5}
     )
     waiting_before = _waiting()
-    async with _serving(capped) as port, _connections(port) as sent:
+    async with serving_api(capped) as port, _connections(port) as sent:
         # Known to the process first: its requests wait in the merchant's line.
         reader, writer = await sent(_request("GET", f"{API}/balance", auth(merchant, "")))
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
