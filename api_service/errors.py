@@ -118,11 +118,13 @@ class NotFound(ApiError):
 class MissingIdempotencyKey(ApiError):
     code = "MISSING_IDEMPOTENCY_KEY"
     default_message = "X-IDEMPOTENCY-KEY header is required on POST requests"
+    field = "X-IDEMPOTENCY-KEY"
 
 
 class InvalidIdempotencyKey(ApiError):
     code = "INVALID_IDEMPOTENCY_KEY"
     default_message = "X-IDEMPOTENCY-KEY must be a UUID"
+    field = "X-IDEMPOTENCY-KEY"
 
 
 class IdempotencyKeyInUse(ApiError):

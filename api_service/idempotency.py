@@ -55,7 +55,7 @@ from api_service.sealed_responses import ResponseSeal
 from api_service.usage_limits import KeyQuota
 from contracts.db.engine import DATABASE_NOW, SessionFactory, database_now_plus
 from contracts.db.models import IdempotencyKey, table_of
-from contracts.db.outages import DEADLOCK, LOCK_WAIT_TIMEOUT, database_error_code
+from contracts.db.outages import DEADLOCK, LOCK_REFUSED, LOCK_WAIT_TIMEOUT, database_error_code
 
 Operation = Callable[[], Awaitable[tuple[int, bytes]]]
 Answer = TypeVar("Answer")
@@ -216,6 +216,8 @@ FIND_KEY = select(IdempotencyKey, (_KEYS.c.expires_at <= DATABASE_NOW).label("ex
     *_THIS_KEY
 )
 FORGET_EXPIRED_KEY = delete(_KEYS).where(*_THIS_KEY, _KEYS.c.expires_at <= DATABASE_NOW)
+# Whether another request holds the key's row, asked without waiting (see _key_held).
+KEY_HELD = select(_KEYS.c.key).where(*_THIS_KEY).with_for_update(nowait=True)
 # Taken after the claim, before the work; a COMMIT releases it. Rolling the whole transaction back
 # on a refusal let a request with the same key and another body take the key and run before the
 # refusal was stored under it (and the refused request's own client got IDEMPOTENCY_KEY_REUSED).
@@ -379,7 +381,7 @@ class Idempotency:
                 await session.rollback()
             except OperationalError as error:
                 code = database_error_code(error)
-                if code == LOCK_WAIT_TIMEOUT:
+                if code == LOCK_WAIT_TIMEOUT and await self._key_held(session):
                     raise IdempotencyKeyInUse from error
                 if code != DEADLOCK:
                     raise
@@ -392,6 +394,19 @@ class Idempotency:
             if await self._replay_or_forget(session, fingerprint):
                 continue
         raise IdempotencyKeyInUse
+
+    async def _key_held(self, session: AsyncSession) -> bool:
+        """Whether a claim that waited out the lock-wait limit waited on another request holding
+        this key (then 409), not on the merchant's row, which the key's foreign key reads: held
+        for update by a webhook-secret rotation, say, it made a key no request ever sent "in
+        use" (the claim's timeout then stands: a 503, as for any row another request holds)."""
+        try:
+            await session.execute(KEY_HELD, self._this_key())
+        except OperationalError as error:
+            if database_error_code(error) in LOCK_REFUSED:
+                return True
+            raise
+        return False
 
     async def _claim_for_work(
         self, session: AsyncSession, fingerprint: str, *, answer: tuple[int, bytes] | None

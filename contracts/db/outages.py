@@ -11,6 +11,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 LOCK_WAIT_TIMEOUT = 1205
+# A locking read with NOWAIT that found the row held: MariaDB answers LOCK_WAIT_TIMEOUT, MySQL 8
+# ER_LOCK_NOWAIT.
+LOCK_REFUSED = frozenset({LOCK_WAIT_TIMEOUT, 3572})
 DEADLOCK = 1213
 SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROCEDURE)
 

@@ -12,14 +12,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.app import create_app
 from api_service.idempotency import request_fingerprint
 from contracts import ledger
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import IdempotencyKey
+from contracts.db.models import IdempotencyKey, Merchant
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory
@@ -53,7 +53,7 @@ async def test_missing_idempotency_key_is_400(
 ) -> None:
     merchant = await make_merchant()
     response = await api_client.post(f"{API}{path}", json={}, headers=auth(merchant, ""))
-    assert_error(response, 400, "MISSING_IDEMPOTENCY_KEY")
+    assert_error(response, 400, "MISSING_IDEMPOTENCY_KEY", "X-IDEMPOTENCY-KEY")
 
 
 # uuid.UUID reads all of these: it drops hyphens and `urn:`/`uuid:` anywhere and takes what
@@ -78,7 +78,8 @@ async def test_invalid_idempotency_key_is_400(
 ) -> None:
     merchant = await make_merchant()
     response = await api_client.post(f"{API}{path}", json={}, headers=auth(merchant, key))
-    assert_error(response, 400, "INVALID_IDEMPOTENCY_KEY")
+    # The header named, as other headers' refusals name theirs (found by the idempotency review).
+    assert_error(response, 400, "INVALID_IDEMPOTENCY_KEY", "X-IDEMPOTENCY-KEY")
 
 
 async def test_replay_returns_the_first_response_byte_for_byte(
@@ -354,6 +355,37 @@ async def test_a_retry_waits_at_most_the_lock_wait_limit_then_409(
         waited = time.monotonic() - started
     assert_error(response, 409, "IDEMPOTENCY_KEY_IN_USE")
     assert 0.9 <= waited < 5
+
+
+async def test_a_new_key_waiting_on_the_merchants_row_is_not_in_use(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The key's claim reads the merchant's row (its foreign key): while another request held
+    that row for update (a webhook-secret rotation, a PUT /webhook-endpoint), a key no request
+    had ever sent was answered 409 IDEMPOTENCY_KEY_IN_USE past the lock-wait limit (found by
+    the idempotency review). It is a wait on another request's row: 503, nothing stored."""
+    merchant, key = await make_merchant(), new_key()
+    app = create_app(settings.model_copy(update={"api_lock_wait_seconds": 1}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+        sessions() as other,
+    ):
+        await client.get(f"{API}/balance", headers=auth(merchant, ""))  # the merchant cached
+        await other.execute(
+            select(Merchant.id).where(Merchant.id == merchant.merchant_id).with_for_update()
+        )
+        response = await client.post(
+            f"{API}/payouts", json=payout_body(), headers=auth(merchant, key)
+        )
+        await other.rollback()
+
+    assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    async with sessions() as session:
+        stored = await session.scalar(
+            select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.key == key)
+        )
+    assert stored == 0
 
 
 async def test_a_retry_of_an_expired_key_another_request_holds_is_409_not_503(
