@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from api_service.sandbox.faults import FaultKind
-from api_service.sandbox.readiness import readiness_report
+from api_service.sandbox.readiness import calls_with_their_retries, readiness_report
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import (
@@ -204,3 +204,36 @@ async def test_every_statement_of_the_report_reads_an_index_range(
         if reads := careless_reads(await explain_sent(sessions, statement)):
             careless[statement.sql] = [(r["table"], r["type"], r["key"], r["Extra"]) for r in reads]
     assert careless == {}
+
+
+async def test_the_report_reads_the_calls_of_the_evidences_requests_alone(
+    sessions: SessionFactory, merchants_with_history: list[str]
+) -> None:
+    """Where a retry of each call that carries evidence (a timeout-after-commit, a 429) is
+    looked for: the calls of the same request (method, path and body). Every call to the same
+    path since the first such call was read and sorted in the API's process: after one lost
+    answer and a week of creates, 300,000 calls, and the API's other requests waited seconds
+    (found by the readiness review)."""
+    merchant_id = merchants_with_history[0]
+    evidence = [n for n in range(PAYOUTS_EACH) if n % 11 == 0 or n % 13 == 0]
+    retried = evidence[1]
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(ApiRequestRecord).values(
+                merchant_id=merchant_id,
+                request_id="req-retry",
+                method="POST",
+                path="/api/v1/payouts",
+                status=201,
+                latency_ms=30,
+                started_at=START + timedelta(minutes=retried, seconds=5),
+                request_digest=f"{retried:064d}",
+            )
+        )
+
+    async with sessions() as session:
+        calls = await calls_with_their_retries(session, merchant_id, None)
+
+    assert sorted(call.body_digest or "" for call in calls) == sorted(
+        [f"{n:064d}" for n in evidence] + [f"{retried:064d}"]
+    )
