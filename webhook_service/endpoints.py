@@ -110,21 +110,30 @@ class EndpointCache:
         for row in await session.execute(query):
             merchant_id, url, secret, previous, previous_expires_at, *chaos = row
             try:
-                endpoint = Endpoint(
-                    url,
-                    keyring().open(secret),
-                    None if previous is None else keyring().open(previous),
-                    previous_expires_at,
-                    _chaos_of(chaos),
-                )
+                current = keyring().open(secret)
             except SecretsKeyError as unopened:
                 log.warning("webhook secrets of merchant %s not read: %s", merchant_id, unopened)
                 loaded[merchant_id] = Endpoint(url, "", None, None, unopened=str(unopened))
                 continue  # not remembered: the key put back is seen at once
+            previous = _previous_opened(merchant_id, previous)
+            endpoint = Endpoint(url, current, previous, previous_expires_at, _chaos_of(chaos))
             loaded[merchant_id] = endpoint
             if url:  # see the module's docstring: no URL, not remembered
                 self._by_merchant.put(merchant_id, endpoint)
         return loaded
+
+
+def _previous_opened(merchant_id: str, sealed: str | None) -> str | None:
+    """The previous secret, or none when no key opens it: it only signs beside the current one,
+    which then signs alone (a merchant rotated away from a secret sealed with a lost key, its
+    way back to signed webhooks)."""
+    if sealed is None:
+        return None
+    try:
+        return keyring().open(sealed)
+    except SecretsKeyError as unopened:
+        log.warning("previous webhook secret of merchant %s not read: %s", merchant_id, unopened)
+        return None
 
 
 def _chaos_of(columns: list[Any]) -> WebhookChaos:

@@ -35,7 +35,6 @@ from api_service.webhooks.schemas import (
 )
 from contracts.db.engine import utcnow
 from contracts.db.models import (
-    WITH_WEBHOOK_SECRETS,
     Merchant,
     PayoutEvent,
     WebhookAttempt,
@@ -98,8 +97,8 @@ def event_json(recorded: PayoutEvent) -> dict[str, Any]:
 
 def endpoint_json(merchant: Merchant) -> dict[str, Any]:
     """The endpoint without its secrets; the rotation's end while the previous one still signs."""
-    expires = merchant.previous_secret_expires_at
-    in_grace = merchant.previous_webhook_secret and expires is not None and expires > utcnow()
+    expires = merchant.previous_secret_expires_at  # set with the previous secret, cleared with it
+    in_grace = expires is not None and expires > utcnow()
     return {
         "url": merchant.webhook_url,
         "previousSecretExpiresAt": format_timestamp(expires) if in_grace and expires else None,
@@ -225,8 +224,9 @@ async def list_events(
 )
 async def get_endpoint(merchant: CurrentMerchant, session: SessionDep) -> Response:
     """Read from its row, not from the merchant this process cached with the API key: a PUT
-    answered by another API process showed the old URL here for up to 2 s."""
-    stored = await session.get(Merchant, merchant.id, options=[WITH_WEBHOOK_SECRETS])
+    answered by another API process showed the old URL here for up to 2 s. Without its
+    secrets: a secret no key opens answered this 500."""
+    stored = await session.get(Merchant, merchant.id, populate_existing=True)
     assert stored is not None, "merchants are never deleted"
     return json_response(success_body(endpoint_json(stored)))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, NotFound, ValidationFailed
@@ -15,7 +15,6 @@ from contracts.api_keys import new_webhook_secret
 from contracts.db.engine import utcnow
 from contracts.db.models import (
     EXACT,
-    WITH_WEBHOOK_SECRETS,
     Merchant,
     PayoutEvent,
     WebhookAttempt,
@@ -196,9 +195,10 @@ async def list_events(
 
 
 async def _locked(session: AsyncSession, merchant: Merchant) -> Merchant:
+    """The merchant's row, locked, without its secrets: neither a URL's change nor a rotation
+    opens them (one no key opens answered both 500, and a rotation is the merchant's way out)."""
     locked = await session.scalar(
         select(Merchant)
-        .options(WITH_WEBHOOK_SECRETS)
         .where(Merchant.id == merchant.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -232,12 +232,21 @@ async def rotate_secret(
 ) -> tuple[Merchant, str]:
     """A new secret; the current one keeps signing (alongside) until the grace period ends.
     Rotating again within the grace period retires the oldest secret at once."""
-    locked = await _locked(session, merchant)
+    await _locked(session, merchant)
     secret = new_webhook_secret()
     now = utcnow()
-    locked.previous_webhook_secret = locked.webhook_secret
-    locked.previous_secret_expires_at = now + grace
-    locked.secret_rotated_at = now
-    locked.webhook_secret = secret
-    await session.flush()
-    return locked, secret
+    # The current secret moved aside in SQL, as stored (sealed): this process need not open it,
+    # nor hold its key. Before the new one is set: MySQL assigns left to right, each assignment
+    # seeing those before it.
+    await session.execute(
+        update(Merchant)
+        .where(Merchant.id == merchant.id)
+        .ordered_values(
+            (Merchant.previous_webhook_secret, Merchant.webhook_secret),
+            (Merchant.webhook_secret, secret),
+            (Merchant.previous_secret_expires_at, now + grace),
+            (Merchant.secret_rotated_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return await _locked(session, merchant), secret

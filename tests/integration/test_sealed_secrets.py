@@ -22,6 +22,7 @@ from contracts.settings import Settings, get_settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import API, auth
 from tests.support.dashboard_client import signed_in
+from tests.support.delivery_records import PUBLIC_URL
 from tests.support.infrastructure import Infrastructure
 from tests.support.lost_keys import secret_sealed_with_a_lost_key
 from tests.support.migrations import migrate, scratch_database
@@ -211,6 +212,32 @@ async def test_a_merchant_whose_secret_no_key_opens_still_reaches_the_api(
         for client in (api_client, production_client):
             answer = await client.get(f"{API}/balance", headers=auth(merchant, ""))
             assert answer.status_code == 200, answer.text
+
+
+async def test_a_merchant_whose_secret_no_key_opens_reads_sets_and_rotates_its_endpoint(
+    production_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """GET and PUT /webhook-endpoint show and write no secret, and a rotation only moves the
+    current one aside, yet all three opened both: each answered 500, and a rotation is the
+    merchant's way back to signed webhooks (found by the webhook API review)."""
+    merchant = await make_merchant(webhook_url=PUBLIC_URL)
+    async with secret_sealed_with_a_lost_key(
+        sessions, merchant.merchant_id, merchant.webhook_secret
+    ):
+        read = await production_client.get(f"{API}/webhook-endpoint", headers=auth(merchant, ""))
+        moved = await production_client.put(
+            f"{API}/webhook-endpoint",
+            json={"url": "https://93.184.215.15/hook"},
+            headers=auth(merchant, ""),
+        )
+        rotated = await production_client.post(
+            f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant)
+        )
+
+    assert (read.status_code, read.json()["data"]["url"]) == (200, PUBLIC_URL), read.text
+    assert moved.status_code == 200, moved.text
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["data"]["previousSecretExpiresAt"] is not None
 
 
 async def test_a_merchant_whose_secret_no_key_opens_still_uses_the_dashboard(

@@ -737,6 +737,34 @@ async def test_a_merchant_whose_secret_no_key_opens_is_parked_and_the_others_are
     assert [request.webhook_id for request in receiver.requests] == [event_id_of(good_row)]
 
 
+@pytest.mark.usefixtures("webhook_service")
+async def test_a_merchant_that_rotated_away_from_a_secret_no_key_opens_gets_its_webhooks(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+) -> None:
+    """The rotation keeps the lost secret as the previous one, signing beside the new one for
+    the grace period: it parked every webhook still, though the new secret signs alone (found
+    by the webhook API review). The previous secret no key opens is left out."""
+    merchant = await make_merchant(webhook_url=receiver.url)
+    async with secret_sealed_with_a_lost_key(
+        sessions, merchant.merchant_id, merchant.webhook_secret
+    ):
+        rotated = await api_client.post(
+            f"{API}/webhook-endpoint/rotate-secret", headers=auth(merchant)
+        )
+        assert rotated.status_code == 200, rotated.text
+        receiver.verify_with(rotated.json()["data"]["secret"])
+        row = await new_event_row(api_client, sessions, merchant)
+        await relay(rabbit, row)
+
+        await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+    (request,) = receiver.requests
+    assert len(request.headers["webhook-signature"].split()) == 1  # the new secret's alone
+
+
 async def test_replay_parked_moves_a_merchants_messages_back_and_they_are_delivered(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
