@@ -126,7 +126,10 @@ async def resend_delivery(
     )
     if delivery is None:
         raise NotFound("Webhook delivery not found")
-    if not merchant.webhook_url:
+    # From the row, not the merchant this process cached with the API key (up to 2 s old): a
+    # resend just after the URL was set through another API process was refused, and the 409
+    # stored under its key replayed for a day.
+    if not await session.scalar(select(Merchant.webhook_url).where(Merchant.id == merchant.id)):
         raise WebhookEndpointMissing
     recorded = await session.get(PayoutEvent, delivery.event_id)
     assert recorded is not None, "deliveries reference their event"

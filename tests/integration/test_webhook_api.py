@@ -305,6 +305,37 @@ async def test_resend_needs_an_idempotency_key_and_an_endpoint(
     assert_error(without_endpoint, 409, "WEBHOOK_ENDPOINT_NOT_CONFIGURED")
 
 
+async def test_a_resend_just_after_the_url_was_set_through_another_api_process_is_queued(
+    api_client: httpx.AsyncClient,
+    other_api_process: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """The README's recovery (set the URL again, then resend) with two API processes: the
+    resend's process judged the URL from the merchant it cached with the API key (2 s), and its
+    409 WEBHOOK_ENDPOINT_NOT_CONFIGURED, stored under the key, replayed for a day (found by the
+    webhook API review)."""
+    merchant, (delivered, _), _ = await merchant_with_deliveries(
+        api_client, make_merchant, sessions
+    )
+    removed = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": None}, headers=auth(merchant, "")
+    )
+    assert removed.status_code == 200, removed.text
+    cached = await other_api_process.get(f"{API}/balance", headers=auth(merchant, ""))
+    assert cached.status_code == 200  # the other process holds the merchant, without a URL
+    restored = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": PUBLIC_URL}, headers=auth(merchant, "")
+    )
+    assert restored.status_code == 200, restored.text
+
+    resent = await other_api_process.post(
+        f"{API}/webhooks/deliveries/{delivered}/resend", headers=auth(merchant)
+    )
+
+    assert resent.status_code == 202, resent.text
+
+
 async def test_event_log_is_the_webhook_bodies_newest_first(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
