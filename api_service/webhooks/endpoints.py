@@ -254,7 +254,7 @@ async def put_endpoint(
             merchant,
             body.url,
             allow_private=settings.webhook_allow_private_urls,
-            resolve=request.app.state.host_resolver,
+            resolve=request.app.state.host_resolver.of(merchant.id),
         )
         await session.commit()
         return updated

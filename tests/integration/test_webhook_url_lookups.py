@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from contracts.host_lookup import LOOKUP_THREADS, LOOKUPS_PER_CALLER
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import API, auth
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -57,3 +59,58 @@ async def test_a_good_url_is_accepted_while_the_default_threads_wait_on_name_ser
         await asyncio.gather(*busy)
 
     assert answer.status_code == 200, answer.text
+
+
+async def test_one_merchants_slow_names_leave_lookup_threads_for_another_merchant(
+    public_only_api: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Those threads are shared too: a merchant's PUTs of as many names on its own slow name
+    servers took all of them, and another merchant's good URL was refused (found by the webhook
+    API review). A merchant has a share of them; past it, its own next name does not resolve."""
+    look_up = socket.getaddrinfo
+    release = threading.Event()
+    blocked: list[str] = []
+
+    def name_servers(host: str, port: int, *args: object, **kwargs: object) -> object:
+        if host.startswith("slow-"):  # the first merchant's own name servers
+            blocked.append(host)
+            release.wait(30.0)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "good.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+        return look_up(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", name_servers)
+    slow, other = await make_merchant(), await make_merchant()
+    puts = [
+        asyncio.create_task(
+            public_only_api.put(
+                f"{API}/webhook-endpoint",
+                json={"url": f"https://slow-{n}.example/hook"},
+                headers=auth(slow, ""),
+            )
+        )
+        for n in range(LOOKUP_THREADS)
+    ]
+
+    async def shares_taken() -> bool:
+        return (
+            len(blocked) >= LOOKUPS_PER_CALLER
+            and sum(put.done() for put in puts) >= len(puts) - LOOKUPS_PER_CALLER
+        )
+
+    try:
+        await eventually(shares_taken, what="the slow merchant's share of lookups taken")
+        answer = await public_only_api.put(
+            f"{API}/webhook-endpoint",
+            json={"url": "https://good.example/hooks"},
+            headers=auth(other, ""),
+        )
+    finally:
+        release.set()
+        refused = await asyncio.gather(*puts)
+
+    assert answer.status_code == 200, answer.text
+    assert all(put.status_code == 400 for put in refused)  # "does not resolve", each
