@@ -1,7 +1,10 @@
 """The merchant's lists, newest first: by page number (with a total), or after a cursor, the last
 item of the previous page. Pages repeat or skip items when items arrive between two requests (a
 new event pushes every page one item down); a cursor does not, as the next page is what is older
-than the cursor's item, whatever arrived since."""
+than the cursor's item, whatever arrived since. But an item is ordered by when it was made, not
+by when it committed: one whose transaction waited on a lock lands below items committed before
+it, and a walk already past that place misses it (the README tells a syncing client to read back
+over the last minute; the lists review found it)."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
