@@ -57,6 +57,9 @@ SCHEMA_HEADER = "x-schema"
 # The "tier" of the queue where a webhook message waits for a slot of its merchant's slow
 # endpoint (webhook_service.retry_ladder.RetryLadder.wait_for_a_slot): no step of the ladder.
 SLOT_WAIT_TIER = 0
+# The "tier" of the queue where a processor message waits out a database outage (its waits
+# grow while the outage lasts): beside its retry queue, whose waits are all alike.
+OUTAGE_WAIT_TIER = -1
 
 
 @dataclass(frozen=True)
@@ -71,26 +74,34 @@ class WorkQueue:
     # a retry tier, a TTL queue expiring only the message at its head, a wait shorter or longer
     # than the tier's held up the waits behind it, or was held up by them.
     slot_wait: bool = False
+    # A TTL queue of its own for messages that wait out an outage, for the same reason: in the
+    # retry queue a 0002 payout's 2-second retry waited behind an outage's 15-second one.
+    outage_wait: bool = False
 
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.name}.dead"
 
     def retry_queue(self, tier: int) -> str:
-        """Tier 1..retry_tiers (a single-tier queue has no number in its name), or
-        SLOT_WAIT_TIER: the slot-wait queue."""
+        """Tier 1..retry_tiers (a single-tier queue has no number in its name), SLOT_WAIT_TIER:
+        the slot-wait queue, or OUTAGE_WAIT_TIER: the outage-wait queue."""
         if tier == SLOT_WAIT_TIER:
             assert self.slot_wait, f"{self.name} has no slot-wait queue"
             return f"{self.name}.slot-wait"
+        if tier == OUTAGE_WAIT_TIER:
+            assert self.outage_wait, f"{self.name} has no outage-wait queue"
+            return f"{self.name}.outage-wait"
         return f"{self.name}.retry" if self.retry_tiers == 1 else f"{self.name}.retry.{tier}"
 
     def waiting_queues(self) -> list[str]:
         """Every TTL queue that dead-letters back to this one: its retry tiers, and its
-        slot-wait queue if it has one."""
-        tiers = range(1, self.retry_tiers + 1)
-        return [self.retry_queue(tier) for tier in tiers] + (
-            [self.retry_queue(SLOT_WAIT_TIER)] if self.slot_wait else []
-        )
+        slot-wait and outage-wait queues if it has them."""
+        tiers = [
+            *range(1, self.retry_tiers + 1),
+            *([SLOT_WAIT_TIER] if self.slot_wait else []),
+            *([OUTAGE_WAIT_TIER] if self.outage_wait else []),
+        ]
+        return [self.retry_queue(tier) for tier in tiers]
 
     @property
     def arguments(self) -> dict[str, Any]:
@@ -118,6 +129,7 @@ PAYOUT_COMMANDS = WorkQueue(
     name="processor.payout-commands",
     exchange=COMMANDS_EXCHANGE,
     routing_keys=(PROCESS_PAYOUT_KEY,),
+    outage_wait=True,
 )
 # One merchant's payroll of 5,000 queued ahead of every other merchant's single payout: behind
 # one, a payout took 10 s to its final status, against 0.07 s when idle (neighbours review).
@@ -125,11 +137,13 @@ BULK_PAYOUT_COMMANDS = WorkQueue(
     name="processor.payout-commands.bulk",
     exchange=COMMANDS_EXCHANGE,
     routing_keys=(PROCESS_PAYOUTS_IN_BULK_KEY,),
+    outage_wait=True,
 )
 PSP_OUTCOMES = WorkQueue(
     name="processor.psp-outcomes",
     exchange=COMMANDS_EXCHANGE,
     routing_keys=(APPLY_PSP_OUTCOME_KEY,),
+    outage_wait=True,
 )
 WEBHOOK_PARKING_LOT = "webhooks.parking-lot"
 

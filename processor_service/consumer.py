@@ -35,6 +35,7 @@ from contracts.redelivery import (
 )
 from contracts.topology import (
     OUTAGE_COUNT_HEADER,
+    OUTAGE_WAIT_TIER,
     RETRY_COUNT_HEADER,
     WorkQueue,
 )
@@ -45,7 +46,7 @@ from processor_service.metrics import MESSAGES, PAYOUT_STATUSES, dead_letters_of
 log = logging.getLogger("processor")
 
 # The longest wait between retries of a message during an outage: a waiting message holds up
-# those queued behind it in the retry queue (TTL expires only at its head), so not long.
+# those queued behind it in the outage-wait queue (TTL expires only at its head), so not long.
 MAX_OUTAGE_DELAY_SECONDS = 15.0
 
 Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
@@ -147,7 +148,7 @@ class Consumer:
             # the retry queue at the first delay while it lasts), and not the message's fault:
             # its count of real failures stays.
             outages = outage_count(message.headers) + 1
-            delay = self._outage_delay(outages)
+            delay, tier = self._outage_delay(outages), OUTAGE_WAIT_TIER
             bookkeeping = {RETRY_COUNT_HEADER: attempts, OUTAGE_COUNT_HEADER: outages}
         elif attempts >= self.max_retries:
             log.error("message %s failed %d times: dead-lettered", message.message_id, attempts + 1)
@@ -155,7 +156,8 @@ class Consumer:
             await dead_letter(self.broker, message, queue=queue, error=description)
             return
         else:
-            delay, bookkeeping = self.retry_delay_seconds, {OUTAGE_COUNT_HEADER: 0}
+            delay, tier = self.retry_delay_seconds, 1
+            bookkeeping = {OUTAGE_COUNT_HEADER: 0}
         MESSAGES.labels(queue.name, "retried").inc()
         log.warning(
             "message %s failed (%s); retrying in %.1fs",
@@ -166,7 +168,7 @@ class Consumer:
         await republish(
             self.broker,
             message,
-            queue=queue.retry_queue(1),
+            queue=queue.retry_queue(tier),
             error=description,
             delay_seconds=delay,
             headers=bookkeeping,
