@@ -741,11 +741,15 @@ class EventDelivery:
         )
 
     def _database_failed(self, request: DeliveryRequest, exc: SQLAlchemyError) -> Decision:
-        """The database failed (not the endpoint): the message takes the ladder like any other
-        failure, so an outage never spins it in a tight redelivery loop."""
-        decision = self._failed(
-            request.ladder_attempt, f"database unavailable: {type(exc).__name__}"
-        )
+        """The database failed (not the endpoint). An outage: the message waits the ladder's
+        first step and is looked at again, taking no step of it (each batch's failure in an
+        outage as long as the ladder took a step, and parked webhooks never sent, with no
+        delivery row to show it). Any other failure takes the ladder, like an endpoint's, so
+        that it never spins in a tight redelivery loop."""
+        reason = f"database unavailable: {type(exc).__name__}"
+        if is_outage(exc):
+            return self._waits(request, reason, self.ladder.look_again(self.ladder.delays[0]))
+        decision = self._failed(request.ladder_attempt, reason)
         # The delivery still waits for the retry the message is.
         return replace(decision, due_at=request.due_at, clock_offset=request.clock_offset)
 

@@ -23,7 +23,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.message import IncomingMessage
 from prometheus_client import REGISTRY
-from sqlalchemy import select, text
+from sqlalchemy import make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
@@ -92,6 +92,7 @@ from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
+from webhook_service.retry_ladder import RetryStep
 
 
 @pytest.fixture(autouse=True)
@@ -912,6 +913,34 @@ async def test_a_parked_resend_of_a_delivery_delivered_before_it_is_moved(
         await eventually(resend_delivered)
 
 
+async def test_a_database_outage_takes_no_step_of_the_ladder(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The database down (not the endpoint failing): each batch's failure took a step of the
+    ladder, and an outage as long as the ladder parked webhooks never sent, with no delivery
+    row to show them (found by the consumer review). An outage only waits: the ladder's last
+    retry meeting one waits the first step's base and keeps its place."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    last = replace(first_request(row), ladder_attempt=len(LADDER) + 1, original=False)
+    unreachable = make_url(webhook_settings.database_url).set(port=1)  # refused: an outage
+    engine = create_engine(unreachable.render_as_string(hide_password=False), pool_size=1)
+    try:
+        async with event_delivery(
+            create_session_factory(engine), webhook_settings, lease_seconds=10, max_batch=1
+        ) as delivery:
+            decision = await delivery.deliver(last)
+    finally:
+        await engine.dispose()
+
+    assert decision.disposition is Disposition.RETRY, decision
+    assert not decision.failed and decision.step == RetryStep(tier=1, delay_seconds=LADDER[0])
+    assert receiver.requests == []
+
+
 async def test_a_last_retry_parked_by_a_database_failure_is_moved(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -921,10 +950,10 @@ async def test_a_last_retry_parked_by_a_database_failure_is_moved(
     webhook_settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The ladder's last retry met the database down: with no step left it is parked at once,
-    and the delivery stays RETRYING, waiting for it. The replay moves it. Dropped as "not
-    parked", the delivery waited for the relay's stall sweep: the stall time plus a quarter of
-    the last wait late, 2 h 35 min on the README ladder."""
+    """The ladder's last retry met a database failure (not an outage: that only waits): with no
+    step left it is parked at once, and the delivery stays RETRYING, waiting for it. The replay
+    moves it. Dropped as "not parked", the delivery waited for the relay's stall sweep: the
+    stall time plus a quarter of the last wait late, 2 h 35 min on the README ladder."""
     merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     event_id = event_id_of(row)
     receiver.always(Reply(503))
@@ -944,12 +973,12 @@ async def test_a_last_retry_parked_by_a_database_failure_is_moved(
     stored = await delivery_of(sessions, event_id)
     assert stored is not None and stored.status == DeliveryStatus.RETRYING
 
-    async def database_down(*args: object, **kwargs: object) -> None:
-        raise OperationalError("INSERT", None, Exception(2003, "Can't connect"))
+    async def database_fails(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT", None, Exception(1146, "Table doesn't exist"))
 
     assert request.due_at is not None
     with monkeypatch.context() as patch:
-        patch.setattr(delivery_module, "lease_deliveries", database_down)
+        patch.setattr(delivery_module, "lease_deliveries", database_fails)
         async with running_webhook_service(webhook_settings):
             await rabbit.publish(  # the last retry, back from its tier
                 row.body,
