@@ -93,11 +93,8 @@ class RequestContextMiddleware:
 
         with bind_log_context(request_id=request_id, correlation_id=request_id):
             if not valid and scope["path"] not in self.probes:
-                await reject(
-                    send_stamped,
-                    request_id,
-                    ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE),
-                )
+                refusal = ValidationFailed.on("X-Request-ID", _REQUEST_ID_RULE)
+                await self._refuse(scope, receive, send_stamped, request_id, refusal)
                 return
             await self._limited(
                 scope, receive, send_stamped, request_id, headers.get(b"content-length")
@@ -111,14 +108,7 @@ class RequestContextMiddleware:
         limit = self.larger_bodies.get(scope["path"].rstrip("/"), self.max_body_bytes)
         declared_bytes = whole_number(declared)
         if declared_bytes is not None and declared_bytes > limit:
-            too_large = PayloadTooLarge(_too_large(limit))
-            if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
-                page = self.html_pages.render(
-                    too_large.status_code, too_large.message, too_large.code
-                )
-                await page(scope, receive, send)
-            else:
-                await reject(send, request_id, too_large)
+            await self._refuse(scope, receive, send, request_id, PayloadTooLarge(_too_large(limit)))
             return
 
         received = 0
@@ -133,6 +123,18 @@ class RequestContextMiddleware:
             return message
 
         await self.app(scope, receive_limited, send)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, error: ApiError
+    ) -> None:
+        """A refusal before any route ran: a page of its own on the dashboard's paths (a
+        refused X-Request-ID answered the dashboard raw JSON, without its security headers:
+        dashboard review), the API's envelope elsewhere."""
+        if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
+            page = self.html_pages.render(error.status_code, error.message, error.code)
+            await page(scope, receive, send)
+        else:
+            await reject(send, request_id, error)
 
 
 class BodyTooLarge(HTTPException):

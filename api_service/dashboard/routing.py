@@ -52,6 +52,7 @@ class DashboardRoute(APIRoute):
                 response = error_page(answer.status_code, answer.error_message, answer.error_code)
             except ApiError as error:
                 response = error_page(error.status_code, error.message, error.code)
+                response.headers.update(error.headers or {})  # a 429's Retry-After, as the API's
             except RequestValidationError as invalid:
                 failure = ValidationFailed.from_pydantic(invalid.errors())
                 response = error_page(400, failure.message, failure.code)

@@ -52,6 +52,7 @@ from tests.support.api_helpers import (
     psp_headers,
 )
 from tests.support.clocks import ManualClock
+from tests.support.dashboard_client import signed_in
 from tests.support.polling import eventually
 
 PER_SECOND = 5
@@ -126,6 +127,24 @@ async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_
         # A client that honours Retry-After gets through (the limit is the behaviour under test).
         await asyncio.sleep(int(limited[-1].headers["Retry-After"]))
         assert (await _balance(client, merchant)).status_code == 200
+
+
+async def test_a_dashboard_page_over_the_limit_says_when_to_retry(
+    app_client: AppClient, make_merchant: MerchantFactory
+) -> None:
+    """The dashboard's pages count against the same limit: its 429 page dropped the refusal's
+    Retry-After, which the API's answer, and the dashboard's other 429, carry (found by the
+    dashboard review)."""
+    merchant = await make_merchant()
+    async with app_client(rate_limit_per_second=1) as client:
+        await signed_in(client, merchant)
+        for _ in range(10):  # within one second, a second page is refused
+            page = await client.get("/dashboard/balance")
+            if page.status_code == 429:
+                break
+    assert page.status_code == 429, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["Retry-After"] == "1"
 
 
 async def test_a_call_the_rate_limit_refused_is_logged_with_its_body_and_its_digest(

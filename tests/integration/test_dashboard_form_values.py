@@ -134,6 +134,22 @@ async def test_a_dashboard_address_without_a_page_answers_a_page(
         assert answer.headers["allow"] == "POST"
 
 
+async def test_a_dashboard_request_refused_for_its_request_id_answers_a_page(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A proxy adding a request id of its own that the API refuses (over 100 characters) turned
+    every dashboard page into the API's raw JSON, without the dashboard's security headers, as
+    the other refusals before a route runs no longer do (found by the dashboard review)."""
+    await signed_in(dashboard, await make_merchant())
+
+    answer = await dashboard.get("/dashboard/payouts", headers={"X-Request-ID": "r" * 101})
+
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("text/html"), answer.text[:200]
+    assert answer.headers["content-security-policy"]
+    assert "X-Request-ID" in answer.text
+
+
 async def test_an_api_address_without_a_route_still_answers_json(
     dashboard: httpx.AsyncClient,
 ) -> None:
