@@ -4,8 +4,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from pydantic_core import ErrorDetails
+from sqlalchemy.exc import DBAPIError
 
 from api_service.envelope import ErrorEnvelopeSchema
+from contracts.db.outages import TABLE_MISSING, database_error_code, is_outage
 
 
 class ApiError(Exception):
@@ -235,6 +237,16 @@ class ServiceUnavailable(ApiError):
 
 
 DATABASE_UNAVAILABLE = "Database unavailable; retry later"
+DATABASE_NOT_MIGRATED = "Database not migrated yet (payouts migrate); retry later"
+
+
+def database_refusal(error: Exception) -> ApiError | None:
+    """The answer to a database error that is no bug: an outage, or a database `payouts migrate`
+    has yet to run on (/ready says `not_migrated`; each merchant call was a logged 500,
+    lifecycle review), both a 503 to retry. None: a bug, a 500."""
+    if isinstance(error, DBAPIError) and database_error_code(error) == TABLE_MISSING:
+        return ServiceUnavailable(DATABASE_NOT_MIGRATED)
+    return ServiceUnavailable(DATABASE_UNAVAILABLE) if is_outage(error) else None
 
 
 # What the auth dependency can answer: every authenticated operation documents all three.

@@ -14,9 +14,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.envelope import error_body, json_response
-from api_service.errors import DATABASE_UNAVAILABLE, ApiError, ServiceUnavailable, ValidationFailed
+from api_service.errors import ApiError, ValidationFailed, database_refusal
 from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER, HtmlPages
-from contracts.db.outages import is_outage
 
 log = logging.getLogger("api")
 
@@ -91,11 +90,13 @@ def _on_http_error(
 
 
 async def _on_database_error(request: Request, exc: Exception) -> Response:
-    """503 only for a real outage; any other database error is a bug, answered with a 500."""
-    if not is_outage(exc):
+    """503 only for a real outage, or a database not migrated yet (database_refusal); any other
+    database error is a bug, answered with a 500."""
+    refusal = database_refusal(exc)
+    if refusal is None:
         return await _on_unexpected(request, exc)
-    log.warning("database unavailable: %s", type(exc).__name__)
-    return render_api_error(request, ServiceUnavailable(DATABASE_UNAVAILABLE))
+    log.warning("%s: %s", refusal.message, type(exc).__name__)
+    return render_api_error(request, refusal)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

@@ -19,13 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.client_turns import TURN_STATE, Turn
 from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, merchant_of_key
 from api_service.errors import (
-    DATABASE_UNAVAILABLE,
     INJECTED_STATUS_ERRORS,
     GatewayTimeout,
     RateLimited,
     SandboxDisabled,
-    ServiceUnavailable,
     ValidationFailed,
+    database_refusal,
 )
 from api_service.metrics import INJECTED_FAULTS
 from api_service.middleware import BodyTooLarge, is_api_call, reject
@@ -33,7 +32,6 @@ from api_service.sandbox.fault_settings import FaultShares
 from api_service.sandbox.faults import FAULT_HEADER, LOST_STATUS, Fault, FaultKind, parse_fault
 from contracts.api_keys import hash_api_key
 from contracts.db.models import Merchant
-from contracts.db.outages import is_outage
 
 
 class FaultInjectionMiddleware:
@@ -73,9 +71,10 @@ class FaultInjectionMiddleware:
             return
         except SQLAlchemyError as error:
             # Out here the API's error handlers do not run: answer as they would.
-            if not is_outage(error):
+            refusal = database_refusal(error)
+            if refusal is None:
                 raise
-            await reject(send, request_id, ServiceUnavailable(DATABASE_UNAVAILABLE))
+            await reject(send, request_id, refusal)
             return
         if fault is None:
             await self.app(scope, receive, send)

@@ -17,8 +17,17 @@ from api_service.health import CHECK_TIMEOUT_SECONDS, BrokerProbe
 from api_service.metrics import UNMATCHED_ROUTE
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
-from tests.support.api_helpers import API, auth, create_payout, new_merchant
+from tests.support.api_helpers import (
+    API,
+    assert_error,
+    auth,
+    create_payout,
+    new_key,
+    new_merchant,
+    payout_body,
+)
 from tests.support.infrastructure import database_account
+from tests.support.tcp_proxy import HangingProxy
 
 
 async def test_health_is_200_healthy(api_client: httpx.AsyncClient) -> None:
@@ -199,6 +208,33 @@ async def test_a_database_lacking_migrations_is_not_ready(
     assert response.status_code == (200 if state == "ok" else 503)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/balance", None),
+        ("GET", "/directory", None),
+        ("POST", "/payouts", payout_body()),
+        ("POST", "/ipn/psp", {"eventId": "e1", "payoutId": "p", "status": "SUCCESS"}),
+    ],
+    ids=["balance", "directory", "create", "ipn"],
+)
+async def test_a_merchants_call_to_a_database_lacking_migrations_is_a_503(
+    settings: Settings, bare_database: str, method: str, path: str, body: object
+) -> None:
+    """/ready said `not_migrated`, and each merchant's call was a 500 INTERNAL_ERROR, logged as
+    an unhandled error (found by the lifecycle review): a 503 to retry, as for an outage."""
+    async with _api_with(settings, database_url=bare_database) as client:
+        response = await client.request(
+            method,
+            f"{API}{path}",
+            json=body,
+            headers={"X-API-KEY": "mpk_test_" + "a" * 43, "X-IDEMPOTENCY-KEY": new_key()},
+        )
+
+    error = assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    assert "payouts migrate" in error["message"]
+
+
 async def test_an_account_that_may_not_read_the_version_is_ready(
     settings: Settings, sessions: SessionFactory
 ) -> None:
@@ -234,6 +270,33 @@ async def test_concurrent_probes_of_a_silent_broker_share_one_check(settings: Se
         server.close()
 
     assert [answer.status_code for answer in answers] == [503] * 4
+    assert took < 2 * CHECK_TIMEOUT_SECONDS, took
+
+
+async def test_ready_answers_within_one_check_when_both_dependencies_hang(
+    settings: Settings,
+) -> None:
+    """A network partition takes MySQL and RabbitMQ together: the two checks ran one after the
+    other, 2 s each, past the compose healthcheck's 4 s (found by the lifecycle review)."""
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+        writer.close()
+
+    broker = await asyncio.start_server(silent, "127.0.0.1", 0)
+    silent_amqp = f"amqp://guest:guest@127.0.0.1:{broker.sockets[0].getsockname()[1]}/"
+    try:
+        async with HangingProxy.in_front_of(settings.database_url) as proxy:
+            hanging = proxy.url_through(settings.database_url)
+            async with _api_with(settings, database_url=hanging, amqp_url=silent_amqp) as client:
+                proxy.hang()
+                started = time.monotonic()
+                response = await client.get(f"{API}/ready")
+                took = time.monotonic() - started
+    finally:
+        broker.close()
+
+    assert response.json()["checks"] == {"database": "unavailable", "rabbitmq": "unavailable"}
     assert took < 2 * CHECK_TIMEOUT_SECONDS, took
 
 
