@@ -51,7 +51,11 @@ class ServiceGroup:
             env={**self.env, **service.env},
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
-            start_new_session=self.log_dir is not None,  # tests: our Ctrl-C is not theirs
+            # A session of its own: a terminal's Ctrl-C reaches the supervisor alone, which
+            # stops each service with one SIGTERM. Reaching them too, it was their first signal
+            # and the SIGTERM their second: each stopped at once, its work cut short (lifecycle
+            # review). And a kill reaches every process of it (_kill).
+            start_new_session=True,
         )
         self.processes[service.name] = process
         return process
@@ -62,16 +66,13 @@ class ServiceGroup:
         self._kill(process)
 
     def _kill(self, process: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the process, and in tests every process of its session: an API of several
-        uvicorn workers is a supervisor and its workers, and killed alone the supervisor left
-        them serving on its port (a restart failed: address already in use). (SIGTERM goes to
-        the supervisor alone: a worker hands itself one signal, and a second would cut its
-        drain short.)"""
-        if self.log_dir is not None:  # started in a session of its own
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
+        """SIGKILL the process and every process of its session: an API of several uvicorn
+        workers is a supervisor and its workers, and killed alone the supervisor left them
+        serving on its port (a restart failed: address already in use). (SIGTERM goes to the
+        supervisor alone: a worker hands itself one signal, and a second would cut its drain
+        short.)"""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
     def wait_until_ready(self, base_url: str, *, within: float) -> None:

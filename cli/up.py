@@ -179,7 +179,10 @@ def up() -> None:
             PAYOUTS_OPERATOR_TOKEN=operator_token,
         )
     )
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops all, like Ctrl-C
+    # SIGTERM stops all, like Ctrl-C, and so does the terminal closing (SIGHUP): the services,
+    # in sessions of their own, hear neither.
+    for stopping in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stopping, signal.default_int_handler)
     sink = Service(
         "webhook-sink",
         ("webhook-sink", "--port", str(SINK_PORT)),
