@@ -11,6 +11,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
+from cli.database import command_engine
 from cli.dlq import dlq_app
 from cli.docs import docs_app
 from cli.outages import outages_in_one_line, run_in_one_line
@@ -21,7 +22,7 @@ from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.database_locks import database_lock
-from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.db.engine import create_session_factory, transaction
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.domain.text import text_problem, trimmed
@@ -81,7 +82,7 @@ def run_in_turn(lock: str, work: Callable[..., Awaitable[T]]) -> T:
 async def _in_one_transaction(
     lock: str | None, work: Callable[..., Awaitable[T]], *args: object, **kwargs: object
 ) -> T:
-    engine = create_engine(get_settings().database_url, pool_size=1)
+    engine = command_engine(get_settings())
     try:
         async with contextlib.AsyncExitStack() as turn:
             if lock is not None:

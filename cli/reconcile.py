@@ -6,20 +6,21 @@ from typing import Annotated
 import typer
 from sqlalchemy.exc import DBAPIError
 
+from cli.database import command_engine
 from cli.outages import run_in_one_line
-from contracts.db.engine import SessionFactory, create_engine, create_session_factory
+from contracts.db.engine import SessionFactory, create_session_factory
 from contracts.ledger_audit import Audit, record_audit, timed_reconcile
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size
-from contracts.settings import get_settings
+from contracts.settings import Settings, get_settings
 
 # A threshold past a century is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
 # date arithmetic into a traceback.
 A_CENTURY = timedelta(days=36500)
 
 
-async def _check(database_url: str, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
-    engine = create_engine(database_url, pool_size=1)
+async def _check(settings: Settings, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
+    engine = command_engine(settings)
     sessions = create_session_factory(engine)
     try:
         async with sessions() as session:
@@ -72,7 +73,7 @@ def reconcile_command(
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
     )
-    problems, size = run_in_one_line(_check(get_settings().database_url, thresholds))
+    problems, size = run_in_one_line(_check(get_settings(), thresholds))
     for problem in problems:
         typer.echo(problem)
     if problems:

@@ -15,10 +15,11 @@ import httpx
 import typer
 from sqlalchemy import update
 
+from cli.database import command_engine
 from cli.merchants import NewMerchant, as_stored_now, create_merchant
 from cli.outages import run_in_one_line
 from cli.supervisor import Service, ServiceGroup, StartupFailed, environment
-from contracts.db.engine import create_engine, create_session_factory, transaction
+from contracts.db.engine import create_session_factory, transaction
 from contracts.db.models import Merchant
 from contracts.domain.money import format_amount
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SUFFIX_RULES
@@ -41,7 +42,7 @@ async def _demo_merchant(
     """The demo merchant of earlier runs when it still exists with the key saved (its webhook
     secret read again: rotated from the dashboard, the saved one would fail every webhook at the
     sink once its grace ran out), else a new one."""
-    engine = create_engine(settings.database_url, pool_size=1)
+    engine = command_engine(settings)
     try:
         async with transaction(create_session_factory(engine)) as session:
             current = None if saved is None else await as_stored_now(session, saved)

@@ -12,9 +12,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from cli.database import command_engine
 from cli.outages import run_in_one_line
 from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
-from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.engine import create_session_factory
 from contracts.db.models import Merchant
 from contracts.settings import get_settings
 from contracts.webhooks import resend_routing_key
@@ -50,7 +51,7 @@ def replay_parked_command(
     settings = get_settings()
 
     async def replay() -> ReplayResult:
-        engine = create_engine(settings.database_url, pool_size=1)
+        engine = command_engine(settings)
         try:
             sessions = create_session_factory(engine)
             return await replay_parked(settings.amqp_url, sessions, merchant_id=merchant)

@@ -68,6 +68,32 @@ def test_a_broker_that_never_answers(service_env: dict[str, str], silent_amqp_ur
     one_line_failure(done, says="RabbitMQ does not answer: TimeoutError()")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [("reconcile",), ("outbox", "list-parked"), ("merchant", "topup", "x", "1.00")],
+    ids=["reconcile", "outbox", "merchant"],
+)
+def test_a_database_that_never_answers(
+    service_env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    """Each command waited for good (and `make run` with it, before it started anything): the
+    connect's timeout ends at the TCP connect, and the server's greeting never came (found by
+    the lifecycle review). A port that takes the connection and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        silent = f"mysql+asyncmy://root@127.0.0.1:{listener.getsockname()[1]}/payouts"
+        env = {
+            **service_env,
+            "PAYOUTS_DATABASE_URL": silent,
+            "PAYOUTS_COMMAND_DATABASE_TIMEOUT_SECONDS": "1",
+        }
+
+        done = payouts(env, *command)
+
+    one_line_failure(done, says="MySQL does not answer")
+
+
 async def test_the_redrive_button_with_a_broker_that_never_answers_is_a_503(
     settings: Settings, silent_amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
