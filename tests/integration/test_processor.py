@@ -5,16 +5,20 @@ dead-lettering, and PSP callbacks (IPN and sandbox)."""
 import asyncio
 import hashlib
 import logging
+import struct
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import quote
 
+import aio_pika
 import httpx
 import orjson
+import pamqp.encode
 import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select, update
@@ -438,6 +442,33 @@ async def test_malformed_commands_are_dead_lettered_and_do_not_block_the_queue(
     assert "schemaVersion: Input should be 1" in reasons[wrong_schema]
     assert "payoutId: Field required" in reasons[missing_field]
     assert "merchantId: String should have at most 36 characters" in reasons[huge_merchant_id]
+    await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+
+async def test_a_command_whose_message_id_is_not_utf8_is_dead_lettered_not_a_broken_frame(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    """Another client's message whose message_id is not UTF-8 (RabbitMQ passes it on as sent):
+    the AMQP library took its delivery for a broken frame and closed the processor's whole
+    connection, again at each delivery, until RabbitMQ's delivery limit: a payout behind it
+    settled after 55 s (found by the consumer review). Read with U+FFFD, it is dead-lettered."""
+    sent_as_is = pamqp.encode.METHODS["shortstr"]
+
+    def bytes_as_sent(value: object) -> bytes:
+        if isinstance(value, bytes):
+            return struct.pack("B", len(value)) + value
+        return bytes(sent_as_is(value))
+
+    message = aio_pika.Message(b"{}", message_id="set below, past the constructor's checks")
+    message.message_id = b"\xff\xfe-id"  # type: ignore[assignment]
+    with patch.dict(pamqp.encode.METHODS, {"shortstr": bytes_as_sent}):
+        await rabbit.channel.default_exchange.publish(message, routing_key=PAYOUT_COMMANDS.name)
+
+    dead = await dead_letters(rabbit, {"\ufffd\ufffd-id"})
+
+    assert "not a valid ProcessPayout" in str(
+        (dead["\ufffd\ufffd-id"].headers or {})[LAST_ERROR_HEADER]
+    )
     await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
 
