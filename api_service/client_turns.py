@@ -263,6 +263,10 @@ class ClientTurnsMiddleware:
                 client = await self._client_of_new_key(scope, client.digest, read_ahead.gone)
             turn = Turn(self.turns, client)
             await turn.take(read_ahead.gone)
+            # Looked up as it came, up to a database timeout ago: the middlewares and the
+            # endpoint look the key up again (its cache's 2 s hold from here). On the merchant
+            # read then, a request ran for a key deactivated long before (API keys review).
+            scope["state"].pop(KEY_MERCHANT, None)
             return turn
         except ClientGone:
             scope["state"].pop("merchant_id", None)  # nobody asks any more: not recorded

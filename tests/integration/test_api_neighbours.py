@@ -15,14 +15,15 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select, update
 
 import api_service.deps
 import api_service.sandbox.fault_settings
 from api_service.app import create_app
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory
-from contracts.db.models import IdempotencyKey, Payout
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import IdempotencyKey, Merchant, Payout
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import (
@@ -129,6 +130,45 @@ async def test_a_request_whose_turn_does_not_come_in_time_is_429_and_nothing_is_
             IdempotencyKey, (merchant.merchant_id, refused_headers["X-IDEMPOTENCY-KEY"])
         )
     assert (stored, key) == (0, None)
+
+
+async def test_a_request_that_waited_its_turn_is_refused_if_its_key_was_deactivated_meanwhile(
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A request carried the merchant its turns read from the key's cache on arrival, and ran
+    on it once its turn came, up to 10 s later: a payout was created for a key deactivated
+    (and refused everywhere else) long before (found by the API keys review). A request that
+    waited looks its key up again once its turn comes."""
+    merchant, body = await make_merchant(), payout_body()
+    waiting = "payouts_api_requests_waiting_for_their_turn"
+    async with _api_app(_capped(settings, api_max_in_flight_per_key=1)) as app:
+        async with _client_at(app, "10.0.0.7") as client, _its_one_turn_held(client, merchant):
+            before = REGISTRY.get_sample_value(waiting) or 0.0
+            queued = asyncio.create_task(
+                client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+            )
+
+            async def in_line() -> bool:
+                return (REGISTRY.get_sample_value(waiting) or 0.0) > before
+
+            await eventually(in_line, what="the create waiting for its turn")
+            async with transaction(sessions) as session:
+                await session.execute(
+                    update(Merchant)
+                    .where(Merchant.id == merchant.merchant_id)
+                    .values(is_active=False)
+                )
+            app.state.merchants.forget(merchant.merchant_id)  # as 2 s later
+        answer = await queued
+
+    assert_error(answer, 401, "INVALID_API_KEY")
+    async with sessions() as session:
+        made = await session.scalar(
+            select(func.count())
+            .select_from(Payout)
+            .where(Payout.merchant_reference == body["merchantReference"])
+        )
+    assert made == 0
 
 
 async def test_an_injected_latency_waits_outside_the_turns(
