@@ -84,15 +84,15 @@ async def merchant_exists(session: AsyncSession, merchant_id: str) -> bool:
 
 async def as_stored_now(session: AsyncSession, saved: NewMerchant) -> NewMerchant | None:
     """The merchant saved earlier with its webhook secret as it is now (rotated since, maybe),
-    or None: it is gone, or its API key was replaced (`payouts seed --api-key`)."""
+    or None: it is gone, deactivated, or its API key was replaced (`payouts seed --api-key`)."""
     stored = (
         await session.execute(
-            select(Merchant.api_key_hash, Merchant.webhook_secret).where(
+            select(Merchant.api_key_hash, Merchant.is_active, Merchant.webhook_secret).where(
                 Merchant.id == saved.merchant_id
             )
         )
     ).first()
-    if stored is None or stored.api_key_hash != hash_api_key(saved.api_key):
+    if stored is None or not stored.is_active or stored.api_key_hash != hash_api_key(saved.api_key):
         return None
     return NewMerchant(saved.merchant_id, saved.api_key, stored.webhook_secret)
 

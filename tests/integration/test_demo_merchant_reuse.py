@@ -1,6 +1,6 @@
 """`make run` (`payouts up`) reuses the demo merchant of earlier runs, as the database has it now:
-a webhook secret rotated since is read again, and a merchant whose key was replaced is not
-reused (the banner would print a dead key and a curl that gets 401)."""
+a webhook secret rotated since is read again, and a merchant whose key was replaced, or that
+was deactivated, is not reused (the banner would print a dead key and a curl that gets 401)."""
 
 from datetime import timedelta
 
@@ -54,3 +54,20 @@ async def test_a_merchant_whose_key_was_replaced_is_not_reused(
 
     assert again.merchant_id != saved.merchant_id
     assert (await stored(sessions, again.merchant_id)).api_key_hash == hash_api_key(again.api_key)
+
+
+async def test_a_deactivated_merchant_is_not_reused(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """Its key gets 401: the banner printed it, and a curl that gets 401 (found by the API keys
+    review)."""
+    saved = await _demo_merchant(settings, None, SINK)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.id == saved.merchant_id).values(is_active=False)
+        )
+
+    again = await _demo_merchant(settings, saved, SINK)
+
+    assert again.merchant_id != saved.merchant_id
+    assert (await stored(sessions, again.merchant_id)).is_active
