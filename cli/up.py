@@ -41,7 +41,7 @@ async def _demo_merchant(
 ) -> NewMerchant:
     """The demo merchant of earlier runs when it still exists with the key saved (its webhook
     secret read again: rotated from the dashboard, the saved one would fail every webhook at the
-    sink once its grace ran out), else a new one."""
+    sink once its grace ran out), else a new one, the only merchant sending to the sink."""
     engine = command_engine(settings)
     try:
         async with transaction(create_session_factory(engine)) as session:
@@ -53,12 +53,21 @@ async def _demo_merchant(
                     .values(webhook_url=webhook_url)
                 )
                 return current
-            return await create_merchant(
+            made = await create_merchant(
                 session,
                 name="Demo Merchant",
                 balance=settings.demo_balance,
                 webhook_url=webhook_url,
             )
+            # The sink checks signatures with the new merchant's secret alone: another merchant
+            # sending there (the one replaced) had each webhook refused, retried for a day
+            # (newcomer review).
+            await session.execute(
+                update(Merchant)
+                .where(Merchant.webhook_url == webhook_url, Merchant.id != made.merchant_id)
+                .values(webhook_url=None)
+            )
+            return made
     finally:
         await engine.dispose()
 

@@ -71,3 +71,20 @@ async def test_a_deactivated_merchant_is_not_reused(
 
     assert again.merchant_id != saved.merchant_id
     assert (await stored(sessions, again.merchant_id)).is_active
+
+
+async def test_a_merchant_replaced_no_longer_sends_its_webhooks_to_the_sink(
+    settings: Settings, sessions: SessionFactory
+) -> None:
+    """The sink checks signatures with the new merchant's secret alone: the replaced merchant's
+    webhooks were each refused there, and retried for a day (found by the newcomer review)."""
+    saved = await _demo_merchant(settings, None, SINK)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.id == saved.merchant_id).values(is_active=False)
+        )
+
+    again = await _demo_merchant(settings, saved, SINK)
+
+    assert (await stored(sessions, saved.merchant_id)).webhook_url is None
+    assert (await stored(sessions, again.merchant_id)).webhook_url == SINK
