@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.sandbox.faults import FaultKind
 from api_service.sandbox.readiness import calls_with_their_retries, readiness_report
@@ -183,6 +184,7 @@ def careless_reads(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("restarted", [False, True], ids=["whole history", "since a restart"])
 async def test_every_statement_of_the_report_reads_an_index_range(
+    engine: AsyncEngine,
     sessions: SessionFactory,
     merchants_with_history: list[str],
     restarted: bool,
@@ -194,7 +196,7 @@ async def test_every_statement_of_the_report_reads_an_index_range(
             update(Merchant).where(Merchant.id == merchant_id).values(readiness_since=since)
         )
 
-    with statements_sent() as sent:
+    with statements_sent(engine) as sent:  # not the session's API app's request log writes
         async with sessions() as session:
             await readiness_report(session, merchant_id)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, event, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.cache_key import HasCacheKey
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -144,19 +145,21 @@ class Sent:
 
 
 @contextmanager
-def statements_sent() -> Iterator[list[Sent]]:
-    """Every statement any engine of this process sends while the block runs, whole, with its
-    parameters (to EXPLAIN what a request ran)."""
+def statements_sent(engine: AsyncEngine | None = None) -> Iterator[list[Sent]]:
+    """Every statement any engine of this process sends while the block runs (or `engine` alone:
+    an app of the session's, its request log written in the background, sends some of its own),
+    whole, with its parameters (to EXPLAIN what a request ran)."""
     sent: list[Sent] = []
 
     def keep(_conn: Connection, _cursor: Any, sql: str, parameters: Any, *_args: Any) -> None:
         sent.append(Sent(sql, parameters))
 
-    event.listen(Engine, "before_cursor_execute", keep)
+    target: Any = Engine if engine is None else engine.sync_engine
+    event.listen(target, "before_cursor_execute", keep)
     try:
         yield sent
     finally:
-        event.remove(Engine, "before_cursor_execute", keep)
+        event.remove(target, "before_cursor_execute", keep)
 
 
 async def explain_sent(sessions: SessionFactory, statement: Sent) -> list[dict[str, Any]]:
