@@ -250,51 +250,48 @@ async def test_an_account_that_may_not_read_the_version_is_ready(
     assert response.json()["checks"]["database"] == "ok", response.text
 
 
-async def test_concurrent_probes_of_a_silent_broker_share_one_check(settings: Settings) -> None:
-    """Each probe waited behind a lock for a 2 s check of its own: four concurrent probes (an
-    orchestrator, a load balancer, a monitor) answered after 2, 4, 6 and 8 s, past the compose
-    healthcheck's 4 s. A broker that takes the connection and never speaks AMQP."""
+@pytest.fixture
+async def silent_amqp_url() -> AsyncIterator[str]:
+    """A broker that takes the connection and never speaks AMQP."""
 
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
         writer.close()
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    silent_url = f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     try:
-        async with _api_with(settings, amqp_url=silent_url) as client:
-            started = time.monotonic()
-            answers = await asyncio.gather(*(client.get(f"{API}/ready") for _ in range(4)))
-            took = time.monotonic() - started
+        yield f"amqp://guest:guest@127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     finally:
         server.close()
+
+
+async def test_concurrent_probes_of_a_silent_broker_share_one_check(
+    settings: Settings, silent_amqp_url: str
+) -> None:
+    """Each probe waited behind a lock for a 2 s check of its own: four concurrent probes (an
+    orchestrator, a load balancer, a monitor) answered after 2, 4, 6 and 8 s, past the compose
+    healthcheck's 4 s."""
+    async with _api_with(settings, amqp_url=silent_amqp_url) as client:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(client.get(f"{API}/ready") for _ in range(4)))
+        took = time.monotonic() - started
 
     assert [answer.status_code for answer in answers] == [503] * 4
     assert took < 2 * CHECK_TIMEOUT_SECONDS, took
 
 
 async def test_ready_answers_within_one_check_when_both_dependencies_hang(
-    settings: Settings,
+    settings: Settings, silent_amqp_url: str
 ) -> None:
     """A network partition takes MySQL and RabbitMQ together: the two checks ran one after the
     other, 2 s each, past the compose healthcheck's 4 s (found by the lifecycle review)."""
-
-    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-        writer.close()
-
-    broker = await asyncio.start_server(silent, "127.0.0.1", 0)
-    silent_amqp = f"amqp://guest:guest@127.0.0.1:{broker.sockets[0].getsockname()[1]}/"
-    try:
-        async with HangingProxy.in_front_of(settings.database_url) as proxy:
-            hanging = proxy.url_through(settings.database_url)
-            async with _api_with(settings, database_url=hanging, amqp_url=silent_amqp) as client:
-                proxy.hang()
-                started = time.monotonic()
-                response = await client.get(f"{API}/ready")
-                took = time.monotonic() - started
-    finally:
-        broker.close()
+    async with HangingProxy.in_front_of(settings.database_url) as proxy:
+        hanging = proxy.url_through(settings.database_url)
+        async with _api_with(settings, database_url=hanging, amqp_url=silent_amqp_url) as client:
+            proxy.hang()
+            started = time.monotonic()
+            response = await client.get(f"{API}/ready")
+            took = time.monotonic() - started
 
     assert response.json()["checks"] == {"database": "unavailable", "rabbitmq": "unavailable"}
     assert took < 2 * CHECK_TIMEOUT_SECONDS, took
