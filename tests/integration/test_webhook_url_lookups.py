@@ -7,7 +7,8 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -27,19 +28,37 @@ async def public_only_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient
         yield client
 
 
-async def test_a_good_url_is_accepted_while_the_default_threads_wait_on_name_servers(
-    public_only_api: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    look_up = socket.getaddrinfo
+@dataclass
+class NameServers:
+    """socket.getaddrinfo as the tests' name servers answer: good.example at once (a public
+    address), a `slow-` name once released (then it does not resolve), any other as the host's."""
 
-    def name_servers(host: str, port: int, *args: object, **kwargs: object) -> object:
-        if host == "good.example":  # a public address, at once
+    release: threading.Event = field(default_factory=threading.Event)
+    slow_lookups: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def name_servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[NameServers]:
+    servers, look_up = NameServers(), socket.getaddrinfo
+
+    def answer(host: str, port: int, *args: object, **kwargs: object) -> object:
+        if host.startswith("slow-"):
+            servers.slow_lookups.append(host)
+            servers.release.wait(30.0)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if host == "good.example":
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
         return look_up(host, port, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(socket, "getaddrinfo", name_servers)
+    monkeypatch.setattr(socket, "getaddrinfo", answer)
+    yield servers
+    servers.release.set()
+
+
+@pytest.mark.usefixtures("name_servers")
+async def test_a_good_url_is_accepted_while_the_default_threads_wait_on_name_servers(
+    public_only_api: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
     merchant = await make_merchant()
     loop = asyncio.get_running_loop()
     release = threading.Event()
@@ -62,27 +81,11 @@ async def test_a_good_url_is_accepted_while_the_default_threads_wait_on_name_ser
 
 
 async def test_one_merchants_slow_names_leave_lookup_threads_for_another_merchant(
-    public_only_api: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    monkeypatch: pytest.MonkeyPatch,
+    public_only_api: httpx.AsyncClient, make_merchant: MerchantFactory, name_servers: NameServers
 ) -> None:
     """Those threads are shared too: a merchant's PUTs of as many names on its own slow name
     servers took all of them, and another merchant's good URL was refused (found by the webhook
     API review). A merchant has a share of them; past it, its own next name does not resolve."""
-    look_up = socket.getaddrinfo
-    release = threading.Event()
-    blocked: list[str] = []
-
-    def name_servers(host: str, port: int, *args: object, **kwargs: object) -> object:
-        if host.startswith("slow-"):  # the first merchant's own name servers
-            blocked.append(host)
-            release.wait(30.0)
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        if host == "good.example":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
-        return look_up(host, port, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", name_servers)
     slow, other = await make_merchant(), await make_merchant()
     puts = [
         asyncio.create_task(
@@ -97,7 +100,7 @@ async def test_one_merchants_slow_names_leave_lookup_threads_for_another_merchan
 
     async def shares_taken() -> bool:
         return (
-            len(blocked) >= LOOKUPS_PER_CALLER
+            len(name_servers.slow_lookups) >= LOOKUPS_PER_CALLER
             and sum(put.done() for put in puts) >= len(puts) - LOOKUPS_PER_CALLER
         )
 
@@ -109,7 +112,7 @@ async def test_one_merchants_slow_names_leave_lookup_threads_for_another_merchan
             headers=auth(other, ""),
         )
     finally:
-        release.set()
+        name_servers.release.set()
         refused = await asyncio.gather(*puts)
 
     assert answer.status_code == 200, answer.text
