@@ -7,7 +7,8 @@ did not decode: aiormq took that for a broken frame and closed the whole connect
 consumer on it, and at each reconnection the same message came again, until RabbitMQ's delivery
 limit dead-lettered it: a payout queued behind one settled after 55 s instead of at once
 (consumer review). Read so, the message reaches our decoder, which dead-letters what is not one
-of our messages, with its reason."""
+of our messages, with its reason. For the consumers (contracts.broker): the operator's tools take
+such a message as one they cannot read, and say what to do with it."""
 
 import struct
 
