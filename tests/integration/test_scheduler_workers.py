@@ -10,27 +10,31 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
+from sqlalchemy import select
 
 import processor_service.scheduler as scheduler_module
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import SandboxClock, ScheduledAction
+from contracts.db.models import SandboxClock, SandboxClockAdvance, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 from processor_service.schedule import Timetable
+from processor_service.scheduler import Scheduler
 from tests.conftest import MerchantFactory
+from tests.support.api_helpers import create_payout
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
 
 A_ACTIONS = 40
 
 
-def _action(merchant_id: str, due_in: timedelta) -> ScheduledAction:
+def _action(merchant_id: str, due_in: timedelta, payout_id: str | None = None) -> ScheduledAction:
     now = utcnow()
     return ScheduledAction(
         merchant_id=merchant_id,
-        payout_id=str(uuid.uuid4()),
+        payout_id=payout_id or str(uuid.uuid4()),
         hold_cycle=1,
         action=Action.SCRIPT_STEP.value,
         step=1,
@@ -75,3 +79,45 @@ async def test_one_merchants_advance_does_not_wait_for_anothers(
         await eventually(all_applied, within=30, what="every action applied")
 
     assert applied.index(b.merchant_id) < A_ACTIONS // 2, applied.index(b.merchant_id)
+
+
+async def test_a_merchant_with_an_action_nothing_holds_back_is_not_crowded_out(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    make_merchant: MerchantFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A claim tries the first MERCHANTS_TRIED advanced merchants with an action due: merchants
+    whose due actions all wait for a payout to be submitted (advanced during a backlog) filled
+    them, and another merchant's action, which nothing held back, was not applied for up to an
+    hour (found by the scheduler review)."""
+    monkeypatch.setattr(scheduler_module, "MERCHANTS_TRIED", 2)
+    waiting = [await make_merchant() for _ in range(2)]
+    free = await make_merchant()
+    pending = [(await create_payout(api_client, merchant))["id"] for merchant in waiting]
+    now = utcnow()
+    async with transaction(sessions) as session:
+        for n, merchant in enumerate([*waiting, free]):  # advanced an hour, the free one last
+            clock = SandboxClock(merchant_id=merchant.merchant_id, offset_seconds=3600)
+            clock.updated_at = now - timedelta(minutes=10) + timedelta(seconds=n)
+            session.add(clock)
+            # After its payout started (offset 0 then), before the processor submitted it.
+            session.add(
+                SandboxClockAdvance(
+                    merchant_id=merchant.merchant_id, advanced_at=now, offset_seconds=3600
+                )
+            )
+        for merchant, payout_id in zip(waiting, pending, strict=True):
+            session.add(_action(merchant.merchant_id, timedelta(minutes=30), payout_id))
+        free_action = _action(free.merchant_id, timedelta(minutes=30))
+        session.add(free_action)
+
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+
+    async with sessions() as session:
+        applied = await session.get_one(ScheduledAction, free_action.id, populate_existing=True)
+        blocked = await session.scalars(
+            select(ScheduledAction.applied_at).where(ScheduledAction.payout_id.in_(pending))
+        )
+        assert list(blocked) == [None, None]
+    assert applied.applied_at is not None
