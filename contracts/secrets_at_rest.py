@@ -93,6 +93,11 @@ class SecretsKeyring:
                 f"a webhook secret sealed with key {sealed_by} does not open: altered"
             ) from None
 
+    def can_open(self, stored: str) -> bool:
+        """Whether this keyring holds the key `stored` names (a value not sealed is itself)."""
+        sealed_by = self.sealed_by(stored)
+        return sealed_by is None or sealed_by in self.keys
+
     def sealed_by(self, stored: str) -> str | None:
         """The id of the key that sealed `stored`; None if it is not sealed."""
         if not stored.startswith(f"{SEALED_PREFIX}:"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, String, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, NotFound, ValidationFailed
@@ -20,6 +20,7 @@ from contracts.db.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from contracts.db.sealed import keyring
 from contracts.domain.statuses import EventType
 from contracts.messages import PayoutStatusChanged
 from contracts.outbox import outbox_row, write_outbox
@@ -238,16 +239,22 @@ async def rotate_secret(
     await _locked(session, merchant)
     secret = new_webhook_secret()
     now = utcnow()
-    # The current secret moved aside in SQL, as stored (sealed): this process need not open it,
-    # nor hold its key. Before the new one is set: MySQL assigns left to right, each assignment
-    # seeing those before it.
+    # The current secret moved aside in SQL, as stored (sealed): this process need not open it.
+    # Before the new one is set: MySQL assigns left to right, each assignment seeing those before
+    # it. One sealed with a key no longer held is dropped: it signs nothing, and kept as the
+    # previous secret, it failed every page that shows or signs with the secrets for the whole
+    # grace period (the dashboard's reveal and timeline).
+    stored = await session.scalar(
+        select(type_coerce(Merchant.webhook_secret, String)).where(Merchant.id == merchant.id)
+    )
+    kept = Merchant.webhook_secret if stored is None or keyring().can_open(stored) else None
     await session.execute(
         update(Merchant)
         .where(Merchant.id == merchant.id)
         .ordered_values(
-            (Merchant.previous_webhook_secret, Merchant.webhook_secret),
+            (Merchant.previous_webhook_secret, kept),
             (Merchant.webhook_secret, secret),
-            (Merchant.previous_secret_expires_at, now + grace),
+            (Merchant.previous_secret_expires_at, None if kept is None else now + grace),
             (Merchant.secret_rotated_at, now),
         )
         .execution_options(synchronize_session=False)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from typer.testing import CliRunner, Result
 
@@ -237,7 +237,16 @@ async def test_a_merchant_whose_secret_no_key_opens_reads_sets_and_rotates_its_e
     assert (read.status_code, read.json()["data"]["url"]) == (200, PUBLIC_URL), read.text
     assert moved.status_code == 200, moved.text
     assert rotated.status_code == 200, rotated.text
-    assert rotated.json()["data"]["previousSecretExpiresAt"] is not None
+    # The lost secret signs nothing: dropped, not kept as the previous one (the dashboard's
+    # reveal and timeline open both, and failed for the whole grace period).
+    assert rotated.json()["data"]["previousSecretExpiresAt"] is None
+    async with sessions() as session:
+        previous = await session.scalar(
+            select(Merchant.previous_webhook_secret.is_(None)).where(
+                Merchant.id == merchant.merchant_id
+            )
+        )
+    assert previous
 
 
 async def test_a_merchant_whose_secret_no_key_opens_still_uses_the_dashboard(

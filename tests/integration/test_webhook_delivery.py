@@ -746,9 +746,9 @@ async def test_a_merchant_that_rotated_away_from_a_secret_no_key_opens_gets_its_
     rabbit: RabbitClient,
     receiver: WebhookReceiver,
 ) -> None:
-    """The rotation keeps the lost secret as the previous one, signing beside the new one for
-    the grace period: it parked every webhook still, though the new secret signs alone (found
-    by the webhook API review). The previous secret no key opens is left out."""
+    """The rotation kept the lost secret as the previous one, to sign beside the new one for
+    the grace period: every webhook was still parked (found by the webhook API review). The
+    lost secret is dropped, and the new one signs alone."""
     merchant = await make_merchant(webhook_url=receiver.url)
     async with secret_sealed_with_a_lost_key(
         sessions, merchant.merchant_id, merchant.webhook_secret
