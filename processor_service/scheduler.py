@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, exists, select, update
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import sandbox_time_at, waiting_to_be_submitted
@@ -40,9 +41,13 @@ MAX_BACKOFF_SECONDS = 5.0
 MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
 
 
-def no_earlier_start_waits() -> ColumnElement[bool]:
+def no_earlier_start_waits(
+    merchant_id: SQLColumnExpression[str] = ScheduledAction.merchant_id,
+    due_at: SQLColumnExpression[datetime] = ScheduledAction.due_at,
+) -> ColumnElement[bool]:
     """No payout of the action's merchant that started (in sandbox time) by the action's due time
-    still waits for the processor to submit it. Its first step comes first: a release that
+    still waits for the processor to submit it (of the action's columns, or of `merchant_id` and
+    `due_at`). Its first step comes first: a release that
     starts the queue, say, before the queue's expiry. Claimed in due order alone, an advance made
     while the processor was behind (or before it took the payout's command) applied the expiry
     first, and the queued payout failed where the released money should have started it. A
@@ -50,10 +55,10 @@ def no_earlier_start_waits() -> ColumnElement[bool]:
     failing into the dead-letter queue, say; reconcile names it), and the merchant's clock must
     not stop for it."""
     waiting = select(Payout.id).where(
-        *waiting_to_be_submitted(ScheduledAction.merchant_id),
+        *waiting_to_be_submitted(merchant_id),
         # The first implied by the last (a clock is never behind real time): an index range.
-        Payout.updated_at <= ScheduledAction.due_at,
-        sandbox_time_at(Payout.merchant_id, Payout.updated_at) <= ScheduledAction.due_at,
+        Payout.updated_at <= due_at,
+        sandbox_time_at(Payout.merchant_id, Payout.updated_at) <= due_at,
     )
     return ~exists(waiting)
 
@@ -78,24 +83,30 @@ def merchants_with_actions_due_ahead() -> Select[str]:
     one clock a year ahead read every pending action of every merchant, at each poll.)"""
     # A probe per clock: a subquery with a LIMIT stays one (an EXISTS became a semi-join that
     # read every pending action in the claim index).
-    first_due = (
-        select(ScheduledAction.id)
+    first_due_at = (
+        select(ScheduledAction.due_at)
         .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
         .where(
             ScheduledAction.merchant_id == SandboxClock.merchant_id,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= database_now_plus(SandboxClock.offset_seconds),
-            # One the claim may take: merchants whose due actions all wait for a payout to be
-            # submitted filled the 50 listed, and another merchant's action nothing held back
-            # was not applied (scheduler review).
-            no_earlier_start_waits(),
         )
+        .order_by(ScheduledAction.due_at)
         .limit(1)
+        .correlate(SandboxClock)  # the clock's, also where the payouts' subquery reads it
         .scalar_subquery()
     )
     return (
         select(SandboxClock.merchant_id)
-        .where(SandboxClock.offset_seconds > 0, first_due.is_not(None))
+        .where(
+            SandboxClock.offset_seconds > 0,
+            first_due_at.is_not(None),
+            # One the claim may take: merchants whose due actions all waited for a payout to be
+            # submitted filled the ones listed, and another merchant's action, which nothing
+            # held back, was not applied (scheduler review). The earliest tells: a payout that
+            # holds back an action holds back every action due after it.
+            no_earlier_start_waits(SandboxClock.merchant_id, first_due_at),
+        )
         .order_by(SandboxClock.updated_at, SandboxClock.merchant_id)
         .limit(MERCHANTS_TRIED)
     )
