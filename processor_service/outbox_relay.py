@@ -83,26 +83,21 @@ def names_missing_exchange(error: object, exchange: str) -> bool:
     ) and f"no exchange '{exchange}'" in str(error)
 
 
-# A publish the broker never answered: no confirm in time, a lost connection, or a channel closed
-# under it (by another row's missing exchange, say), or the publish cancelled with the relay.
-_UNANSWERED = (
-    TimeoutError,
-    OSError,  # ConnectionError and aiormq's connection errors among them
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
-    asyncio.CancelledError,
-)
+class Unsendable(Exception):
+    """The message cannot be sent at all: a header AMQP cannot encode (an integer past 64 bits,
+    which the JSON column takes)."""
 
 
-def refused_by_broker(row: OutboxMessage, outcome: BaseException) -> bool:
-    """The publish failed because of this very message, not the broker: the broker returned it
-    (no queue bound for its routing key), nacked it (e.g. a full queue) or has no exchange of its
-    name, or the message could not be sent at all (a header AMQP cannot encode). Each is the
-    row's problem; another row's missing exchange is not, nor is anything the broker never
-    answered."""
+def refused_by_broker(row: OutboxMessage, outcome: object) -> bool:
+    """The publish failed because of this very message: the broker returned it (no queue bound
+    for its routing key), nacked it (e.g. a full queue) or has no exchange of its name, or it
+    cannot be sent at all. Each is the row's problem; another row's missing exchange is not, nor
+    is anything else (a timeout, a lost connection: the broker never answered)."""
     if isinstance(outcome, aiormq.exceptions.ChannelNotFoundEntity):
         return names_missing_exchange(outcome, row.exchange)
-    return not isinstance(outcome, _UNANSWERED)
+    return isinstance(
+        outcome, aiormq.exceptions.DeliveryError | NotConfirmed | MissingExchange | Unsendable
+    )
 
 
 def backoff(attempts: int) -> timedelta:
@@ -255,6 +250,8 @@ class Publisher:
         except aiormq.exceptions.DeliveryError as error:
             self._nacked |= isinstance(error.frame, aiormq.spec.Basic.Nack)
             raise
+        except (TypeError, ValueError) as error:  # pamqp, encoding the message's frames
+            raise Unsendable(f"{type(error).__name__}: {error}") from error
         if not isinstance(confirmation, aiormq.spec.Basic.Ack):
             self._nacked = True
             raise NotConfirmed(f"broker answered {type(confirmation).__name__}")

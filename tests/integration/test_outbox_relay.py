@@ -116,10 +116,20 @@ class UnansweredPublisher(Publisher):
     """Publishes to the real broker, except rows routed to UNANSWERED_KEY: those time out, as
     when the broker is overloaded or the connection drops before the confirm."""
 
+    def unanswered(self) -> Exception:
+        return TimeoutError("no confirm within the publish timeout")
+
     async def publish(self, row: OutboxMessage) -> None:
         if row.routing_key == UNANSWERED_KEY:
-            raise TimeoutError("no confirm within the publish timeout")
+            raise self.unanswered()
         await super().publish(row)
+
+
+class ReconnectingPublisher(UnansweredPublisher):
+    """As aio-pika answers a channel asked for while its robust connection reconnects."""
+
+    def unanswered(self) -> Exception:
+        return RuntimeError("Connection was not opened")
 
 
 RelayFactory = Callable[..., Awaitable[OutboxRelay]]
@@ -472,11 +482,17 @@ async def test_a_refused_row_waits_twice_as_long_after_each_refusal_up_to_five_m
     assert shortest <= timedelta(minutes=5) <= longest
 
 
+@pytest.mark.parametrize("publisher", [UnansweredPublisher, ReconnectingPublisher])
 async def test_a_publish_the_broker_never_answered_costs_the_row_nothing(
-    sessions: SessionFactory, rabbit: RabbitClient, make_relay: RelayFactory, scratch_payout_id: str
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    make_relay: RelayFactory,
+    scratch_payout_id: str,
+    publisher: type[Publisher],
 ) -> None:
     """A timeout or a lost connection is an outage, not the row's fault: the relay loop backs
-    off as a whole, and the row keeps its turn and its attempts."""
+    off as a whole, and the row keeps its turn and its attempts. (A connection reconnecting
+    too: counted against the rows, it parked them after an outage of an hour; diff review.)"""
     probe = await rabbit.probe_queue()
     good = await write_rows(
         sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=probe, count=2
@@ -485,7 +501,7 @@ async def test_a_publish_the_broker_never_answered_costs_the_row_nothing(
         sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=UNANSWERED_KEY
     )
 
-    result = await (await make_relay(publisher_type=UnansweredPublisher)).relay_once()
+    result = await (await make_relay(publisher_type=publisher)).relay_once()
 
     assert result.unanswered == 1
     after = {row.id: row for row in await outbox_for_payout(sessions, scratch_payout_id)}
