@@ -82,13 +82,17 @@ def run_in_turn(lock: str, work: Callable[..., Awaitable[T]]) -> T:
 async def _in_one_transaction(
     lock: str | None, work: Callable[..., Awaitable[T]], *args: object, **kwargs: object
 ) -> T:
-    engine = command_engine(get_settings())
+    settings = get_settings()
+    engine = command_engine(settings)
+    # Within the wait for any one answer of the database: past it, a wait for the lock read as
+    # "MySQL does not answer".
+    wait_seconds = min(LOCK_WAIT_SECONDS, int(settings.command_database_timeout_seconds * 0.8))
     try:
         async with contextlib.AsyncExitStack() as turn:
             if lock is not None:
                 holder = await turn.enter_async_context(engine.connect())
                 await turn.enter_async_context(
-                    database_lock(holder, lock, wait_seconds=LOCK_WAIT_SECONDS)
+                    database_lock(holder, lock, wait_seconds=wait_seconds)
                 )
             async with transaction(create_session_factory(engine)) as session:
                 return await work(session, *args, **kwargs)

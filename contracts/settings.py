@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     api_database_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     # An operator command (and `payouts up`) waits this long for any one answer of the database,
     # then says so in one line: one that took the connection and never answered held it for
-    # ever (lifecycle review). Long: a reconcile of a big ledger reads for a while.
-    command_database_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    # ever (lifecycle review). Long: a reconcile of a big ledger reads for a while, and a seed
+    # waits up to 120 s for another run's lock (past this, it said "MySQL does not answer").
+    command_database_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
     # A request's head (request line and headers) not complete this long after its connection
     # (or its first byte, on a kept-alive connection) is answered 408 and its connection closed
     # (api_service/http_protocol.py): uvicorn alone waited for it for ever.

@@ -40,6 +40,22 @@ async def test_a_seed_waits_for_the_seed_that_runs(
     assert seed.returncode == 0, err.decode()[-600:]
 
 
+async def test_a_seed_whose_turn_does_not_come_says_so_within_the_commands_timeout(
+    service_env: dict[str, str], engine: AsyncEngine
+) -> None:
+    """The wait for the lock is one answer of the database: as long as the command's timeout
+    (both 120 s), the seed said "MySQL does not answer" for a lock held (found by the diff
+    review). It waits less than that timeout, then names the lock."""
+    quick = {**service_env, "PAYOUTS_COMMAND_DATABASE_TIMEOUT_SECONDS": "3"}
+    async with engine.connect() as holder, database_lock(holder, "payouts seed", wait_seconds=5):
+        seed = await _seed(quick)
+        _, err = await asyncio.wait_for(seed.communicate(), timeout=60)
+
+    said = err.decode()
+    assert seed.returncode == 1, said[-600:]
+    assert "another process held the lock" in said, said[-600:]
+
+
 async def test_an_api_key_of_another_merchant_is_refused_in_one_line(
     service_env: dict[str, str], make_merchant: MerchantFactory
 ) -> None:
