@@ -12,9 +12,15 @@ from contracts.webhooks import AddressInfo, IPAddress, Resolve, addresses_of
 
 # Host name lookups at once (each name takes at most one: HostResolver).
 LOOKUP_THREADS = 16
-# Lookups one caller (a merchant) may have started and still in flight: a merchant's own slow
-# names never take every thread, another merchant's lookup waiting behind them.
-LOOKUPS_PER_CALLER = LOOKUP_THREADS // 4
+
+
+def caller_share(threads: int) -> int:
+    """Lookups one caller (a merchant) may have started and still in flight: a merchant's own
+    slow names never take every thread, another merchant's lookup waiting behind them."""
+    return max(1, threads // 4)
+
+
+LOOKUPS_PER_CALLER = caller_share(LOOKUP_THREADS)
 
 
 class HostResolver:
@@ -26,18 +32,20 @@ class HostResolver:
     and RabbitMQ) queued behind it: the webhook service failed their attempts as timeouts of
     their own endpoints, and the API refused their webhook URLs as names that do not resolve.
     Here each name takes at most one thread however many callers wait for it, and a caller
-    named (`of`) at most LOOKUPS_PER_CALLER: one merchant's PUTs of names on its own slow name
-    servers took every thread, and another merchant's good URL was refused as not resolving."""
+    named (`of`) at most its share (caller_share): one merchant's PUTs of names on its own slow
+    name servers took every thread, and another merchant's good URL was refused as not
+    resolving."""
 
     def __init__(self, threads: int = LOOKUP_THREADS) -> None:
         self._threads = ThreadPoolExecutor(threads, thread_name_prefix="host-lookup")
         self._in_flight: dict[tuple[str, int], asyncio.Future[list[AddressInfo]]] = {}
         self._started_by: Counter[str] = Counter()  # lookups in flight, by the caller that began
+        self._caller_share = caller_share(threads)
 
     async def __call__(self, host: str, port: int, *, caller: str | None = None) -> list[IPAddress]:
         """The host name's addresses (public_addresses times the wait and takes IP literals);
         shielded: a waiter that gives up leaves the lookup to the others. A caller with
-        LOOKUPS_PER_CALLER of its own in flight gets a name not yet looked up refused (an
+        its share of lookups in flight gets a name not yet looked up refused (an
         OSError: the name does not resolve, for now)."""
         lookup = self._in_flight.get((host, port)) or self._look_up(host, port, caller)
         return addresses_of(await asyncio.shield(lookup))
@@ -49,7 +57,7 @@ class HostResolver:
     def _look_up(
         self, host: str, port: int, caller: str | None
     ) -> asyncio.Future[list[AddressInfo]]:
-        if caller is not None and self._started_by[caller] >= LOOKUPS_PER_CALLER:
+        if caller is not None and self._started_by[caller] >= self._caller_share:
             raise socket.gaierror(socket.EAI_AGAIN, "too many of the caller's lookups under way")
         lookup = asyncio.get_running_loop().run_in_executor(
             self._threads, partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
