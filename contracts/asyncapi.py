@@ -54,7 +54,8 @@ def documentation_broker(webhook_retry_tiers: int) -> RabbitBroker:
         title="processor.payout-commands",
         description="Run the scenario rules on a payout (PENDING or RETRY). Published with "
         "routing key payout.process to payouts.commands; delayed retries come back through "
-        "processor.payout-commands.retry.",
+        "processor.payout-commands.retry, and commands that met a database outage through "
+        "processor.payout-commands.outage-wait.",
     )
     async def process_payout(command: ProcessPayout) -> None: ...
 
