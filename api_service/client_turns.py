@@ -340,9 +340,7 @@ class ClientTurnsMiddleware:
         self, scope: Scope, receive: Receive, send: Send, page: bool, refused: RateLimited
     ) -> None:
         if page and self.html_pages is not None:
-            answer = self.html_pages.render(refused.status_code, refused.message, refused.code)
-            answer.headers.update(refused.headers or {})
-            await answer(scope, receive, send)
+            await self.html_pages.refusal(refused)(scope, receive, send)
             return
         await reject(send, scope["state"]["request_id"], refused)
 

@@ -39,6 +39,12 @@ class HtmlPages:
     prefix: str
     render: Callable[[int, str, str], Response]  # status code, message, error code
 
+    def refusal(self, error: ApiError) -> Response:
+        """`error`'s page, with its headers (a 429's Retry-After)."""
+        page = self.render(error.status_code, error.message, error.code)
+        page.headers.update(error.headers or {})
+        return page
+
 
 class RequestContextMiddleware:
     """Echoes or assigns X-Request-ID, binds it to the request's log lines (as the correlation id
@@ -131,8 +137,7 @@ class RequestContextMiddleware:
         refused X-Request-ID answered the dashboard raw JSON, without its security headers:
         dashboard review), the API's envelope elsewhere."""
         if self.html_pages and scope["path"].startswith(self.html_pages.prefix):
-            page = self.html_pages.render(error.status_code, error.message, error.code)
-            await page(scope, receive, send)
+            await self.html_pages.refusal(error)(scope, receive, send)
         else:
             await reject(send, request_id, error)
 

@@ -47,8 +47,8 @@ def no_earlier_start_waits(
 ) -> ColumnElement[bool]:
     """No payout of the action's merchant that started (in sandbox time) by the action's due time
     still waits for the processor to submit it (of the action's columns, or of `merchant_id` and
-    `due_at`). Its first step comes first: a release that
-    starts the queue, say, before the queue's expiry. Claimed in due order alone, an advance made
+    `due_at`). Its first step comes first: a release that starts the queue, say, before the
+    queue's expiry. Claimed in due order alone, an advance made
     while the processor was behind (or before it took the payout's command) applied the expiry
     first, and the queued payout failed where the released money should have started it. A
     payout that has waited over START_WAIT_LIMIT holds up nothing: it is stuck (its command
