@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cli.database import command_engine
 from cli.outages import run_in_one_line
+from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, create_session_factory
 from contracts.ledger_audit import Audit, record_audit, timed_reconcile
 from contracts.pipeline_health import Thresholds, pipeline_problems
@@ -27,7 +28,8 @@ async def _check(settings: Settings, thresholds: Thresholds) -> tuple[list[str],
             # Both in the one snapshot reconcile opens, so the counts match what was checked.
             audit = await timed_reconcile(session)
             size = await ledger_size(session)
-            pipeline = await pipeline_problems(session, thresholds)
+            time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+            pipeline = await pipeline_problems(session, thresholds, time)
         await _record(sessions, audit)
         return audit.problems + pipeline, size
     finally:

@@ -4,14 +4,20 @@ offset (`sandbox_clocks.offset_seconds`, none: zero), which only ever moves forw
 Status events the clock causes (a scheduled action that came due) carry the sandbox time at
 which they happened (`sandboxTime`) beside the real `createdAt`: whoever applies such an action
 stamps the events written meanwhile with `stamping_sandbox_time`.
+
+The clocks run in test mode only. A service reads a merchant's time through `MerchantTime`: in
+production (`REAL_TIME`) every merchant's time is real time and nothing is stamped, whatever
+offset a clock advanced in test mode left in the database (it was read there: queue expiries
+and webhook retries were timed 41 days ahead, and production events carried `sandboxTime`).
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, func, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus, plus_seconds, seconds_between
@@ -105,9 +111,53 @@ def offset_as_reached(
     return func.greatest(func.coalesce(reached, 0), 0)
 
 
-async def sandbox_time_then(session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:
-    """The merchant's sandbox time as its clock read at `moment` (see `sandbox_time_at`)."""
-    return (await session.execute(select(sandbox_time_at(merchant_id, moment)))).scalar_one()
+@dataclass(frozen=True)
+class MerchantTime:
+    """A merchant's time as a service reads it: on the merchant's sandbox clock (test mode), or
+    real time whatever the clock says (production: `REAL_TIME`)."""
+
+    sandbox_clocks: bool
+
+    def offset_of(self, merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[int]:
+        """The merchant's clock offset in seconds (see `offset_seconds_of`); zero in production."""
+        return offset_seconds_of(merchant_id) if self.sandbox_clocks else literal(0)
+
+    def now_of(self, merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[datetime]:
+        """The merchant's time now, on the database's clock."""
+        return database_now_plus(self.offset_of(merchant_id))
+
+    def at(
+        self,
+        merchant_id: SQLColumnExpression[str] | str,
+        moment: datetime | SQLColumnExpression[datetime],
+    ) -> ColumnElement[datetime]:
+        """The merchant's time as its clock read at `moment` (see `sandbox_time_at`)."""
+        if self.sandbox_clocks:
+            return sandbox_time_at(merchant_id, moment)
+        return plus_seconds(0, moment)  # the moment itself
+
+    def offset_as_reached(
+        self, merchant_id: SQLColumnExpression[str] | str, sandbox_time: datetime
+    ) -> ColumnElement[int]:
+        """See `offset_as_reached`; zero in production."""
+        if self.sandbox_clocks:
+            return offset_as_reached(merchant_id, sandbox_time)
+        return literal(0)
+
+    async def then(self, session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:
+        """The merchant's time as its clock read at `moment` (in the past)."""
+        if not self.sandbox_clocks:
+            return moment
+        return (await session.execute(select(sandbox_time_at(merchant_id, moment)))).scalar_one()
+
+    def stamping(self, sandbox_time: datetime | None) -> AbstractContextManager[None]:
+        """`stamping_sandbox_time`: events made meanwhile carry `sandbox_time`, on sandbox clocks
+        only (a production event carries no sandbox time)."""
+        return stamping_sandbox_time(sandbox_time if self.sandbox_clocks else None)
+
+
+SANDBOX_TIME = MerchantTime(sandbox_clocks=True)
+REAL_TIME = MerchantTime(sandbox_clocks=False)
 
 
 def waiting_to_be_submitted(

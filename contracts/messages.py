@@ -74,7 +74,7 @@ class PayoutStatusChanged(WireModel):
     sandbox_time: Timestamp | None = Field(
         default_factory=event_sandbox_time,
         description="The merchant's sandbox time of a change its sandbox clock caused (a "
-        "scheduled step that came due); `createdAt` stays the real time",
+        "scheduled step that came due; test mode only); `createdAt` stays the real time",
     )
 
     def webhook_body(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ commit the head, if any, is not covered by the available balance).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import groupby
@@ -40,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import offset_seconds_of
+from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
@@ -181,19 +182,28 @@ async def _move_queued(session: AsyncSession, payouts: list[Payout], **values: A
         raise QueueChangedConcurrently([payout.id for payout in payouts])
 
 
+@dataclass(frozen=True)
+class QueueExpiry:
+    """How long a queued payout waits for money (PAYOUTS_QUEUED_EXPIRY_HOURS), on its merchant's
+    time: its sandbox clock in test mode, real time in production."""
+
+    after: timedelta
+    time: MerchantTime
+
+
 async def schedule_expiry(
-    session: AsyncSession, payouts: Sequence[Payout], *, after: timedelta
+    session: AsyncSession, payouts: Sequence[Payout], expiry: QueueExpiry
 ) -> None:
-    """The queued payouts' expiry, due `after` from now on their merchant's sandbox clock (a
-    clock already ahead counts from where it is): a scheduled action the processor applies
-    (`expire_queued_payouts`), so advancing the clock expires queued payouts too. One due time
-    for all (a payroll's items queued together expire together). In the transaction that queues
-    them; the clock's offset is read without a lock (the balance row is held: the scheduler
-    takes a clock's row before a balance row)."""
+    """The queued payouts' expiry, due `expiry.after` from now on their merchant's time (a
+    sandbox clock already ahead counts from where it is): a scheduled action the processor
+    applies (`expire_queued_payouts`), so advancing the clock expires queued payouts too. One due
+    time for all (a payroll's items queued together expire together). In the transaction that
+    queues them; the clock's offset is read without a lock (the balance row is held: the
+    scheduler takes a clock's row before a balance row)."""
     merchant_id = payouts[0].merchant_id
-    offset = await session.scalar(select(offset_seconds_of(merchant_id)))
+    offset = await session.scalar(select(expiry.time.offset_of(merchant_id)))
     now = utcnow()
-    due_at = now + timedelta(seconds=offset or 0) + after
+    due_at = now + timedelta(seconds=offset or 0) + expiry.after
     await session.execute(
         insert(ScheduledAction),
         [

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_time_at
+from contracts.clock import MerchantTime
 from contracts.db.engine import seconds_between, utcnow
 from contracts.db.models import (
     OutboxMessage,
@@ -115,7 +115,7 @@ def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}"
 
 
-def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
+def _listings(thresholds: Thresholds, time: MerchantTime) -> tuple[_Listing, ...]:
     stuck_since = utcnow() - thresholds.stuck_after
     return (
         _Listing(
@@ -133,7 +133,7 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
         _Listing(
             and_(
                 ScheduledAction.applied_at.is_(None),
-                ScheduledAction.due_at < sandbox_time_at(ScheduledAction.merchant_id, stuck_since),
+                ScheduledAction.due_at < time.at(ScheduledAction.merchant_id, stuck_since),
             ),
             (ScheduledAction.due_at, ScheduledAction.payout_id, ScheduledAction.action),
             lambda due, payout, action: (
@@ -193,8 +193,9 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
                 overdue(  # late on the merchant's clock as it read `stuck_after` ago
                     seconds_between(
                         WebhookDelivery.next_attempt_at,
-                        sandbox_time_at(WebhookDelivery.merchant_id, stuck_since),
-                    )
+                        time.at(WebhookDelivery.merchant_id, stuck_since),
+                    ),
+                    time,
                 ),
             ),
             (WebhookDelivery.next_attempt_at, WebhookDelivery.event_type, WebhookDelivery.event_id),
@@ -207,9 +208,12 @@ def _listings(thresholds: Thresholds) -> tuple[_Listing, ...]:
     )
 
 
-async def pipeline_problems(session: AsyncSession, thresholds: Thresholds) -> list[str]:
+async def pipeline_problems(
+    session: AsyncSession, thresholds: Thresholds, time: MerchantTime
+) -> list[str]:
+    """What is not flowing; due times read on `time` (test mode's sandbox clocks, or real time)."""
     problems: list[str] = []
-    for listing in _listings(thresholds):
+    for listing in _listings(thresholds, time):
         problems += await listing.lines(session)
     oldest_unsent = await session.scalar(
         select(func.min(OutboxMessage.created_at)).where(

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import offset_seconds_of, sandbox_now_of
+from contracts.clock import MerchantTime
 from contracts.db.engine import DATABASE_NOW, database_now_plus, plus_seconds, seconds_between
 from contracts.db.models import Payout, PayoutEvent, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
@@ -73,9 +73,10 @@ async def payout_in_bulk(session: AsyncSession, payout_id: str | None) -> bool:
 
 
 def waiting_retries(
-    condition: ColumnElement[bool],
+    condition: ColumnElement[bool], time: MerchantTime
 ) -> Select[str, str, str, datetime | None, int | None, int, bytes, int, bool]:
-    """The RETRYING deliveries that meet `condition`, with what their copies need, in due order."""
+    """The RETRYING deliveries that meet `condition`, with what their copies need, in due order
+    (their merchant's clock offset on `time`)."""
     return (
         select(
             WebhookDelivery.id,
@@ -85,7 +86,7 @@ def waiting_retries(
             WebhookDelivery.retry_count,
             WebhookDelivery.generation,
             PayoutEvent.body,
-            offset_seconds_of(WebhookDelivery.merchant_id).label("clock_offset"),
+            time.offset_of(WebhookDelivery.merchant_id).label("clock_offset"),
             in_bulk_of(WebhookDelivery.payout_id).label("in_bulk"),
         )
         .join(PayoutEvent, PayoutEvent.id == WebhookDelivery.event_id)
@@ -98,22 +99,22 @@ def waiting_retries(
 RECOPY_AFTER_STALLS = 12
 
 
-def stalled_for(seconds: int) -> ColumnElement[bool]:
+def stalled_for(seconds: int, time: MerchantTime) -> ColumnElement[bool]:
     """A retry whose message looks lost (overdue), and not copied (copyable_after)."""
     late = seconds_between(
-        WebhookDelivery.next_attempt_at, sandbox_now_of(WebhookDelivery.merchant_id)
+        WebhookDelivery.next_attempt_at, time.now_of(WebhookDelivery.merchant_id)
     )
-    return and_(overdue(late - seconds), copyable_after(seconds))
+    return and_(overdue(late - seconds, time), copyable_after(seconds))
 
 
-def overdue(late_seconds: ColumnElement[int]) -> ColumnElement[bool]:
+def overdue(late_seconds: ColumnElement[int], time: MerchantTime) -> ColumnElement[bool]:
     """A retry `late_seconds` past its due time on its merchant's clock, and so not attempted
     when it should have been: later than a quarter of its wait (a live retry waits in its tier's
     TTL queue behind messages that expire later, up to a fifth of the tier's delay; a
     Retry-After wait held in a longer tier can be later still), its delivery held by no
     attempt."""
     delivery = WebhookDelivery
-    offset = offset_seconds_of(delivery.merchant_id)
+    offset = time.offset_of(delivery.merchant_id)
     # Its wait, from when the attempt before it was recorded (on the sandbox clock of now).
     waited = seconds_between(plus_seconds(offset, delivery.updated_at), delivery.next_attempt_at)
     return and_(late_seconds > func.greatest(waited, 0) / 4, unleased())

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_time_then, stamping_sandbox_time
 from contracts.db.engine import naive_utc, utcnow
 from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
@@ -132,16 +131,19 @@ async def _plan(
         return None
     # A payout a clock step started from the queue runs at that step's sandbox time: its changes
     # are stamped with it, and so are the queued payouts the money they return starts (their
-    # scripts run from it too, however late the processor picks them up).
+    # scripts run from it too, however late the processor picks them up). In production, no
+    # clock starts anything (a command from test mode may still say one did).
     started_by_the_clock = (
-        naive_utc(command.sandbox_time) if command.sandbox_time is not None else None
+        naive_utc(command.sandbox_time)
+        if command.sandbox_time is not None and timetable.scripted
+        else None
     )
     change = PayoutChange(
         payout,
         correlation_id=context.correlation_id,
         sandbox_time=started_by_the_clock,
     )
-    with stamping_sandbox_time(started_by_the_clock):
+    with timetable.time.stamping(started_by_the_clock):
         return await _process(session, change, context, timetable)
 
 
@@ -169,7 +171,7 @@ async def _process(
             if change.sandbox_time is not None:
                 at = change.sandbox_time
             else:
-                at = await sandbox_time_then(session, payout.merchant_id, started)
+                at = await timetable.time.then(session, payout.merchant_id, started)
             later = follow_ups(payout, script=script, step=0, at=at, timetable=timetable)
     return Processing(change, later)
 
@@ -222,7 +224,7 @@ async def apply_scheduled_action(
     (after any PSP outcome already accepted), else it is skipped. Its events carry the sandbox
     time it was due at. The action's row is marked in the same transaction."""
     if action.action == Action.EXPIRE_QUEUE:
-        return await _expire_queued(session, action)
+        return await _expire_queued(session, action, timetable)
     payout = await load_payout(session, action.payout_id, merchant_id=action.merchant_id, lock=True)
     if payout is None:
         await _mark(session, action, Result.SKIPPED, status_after=None)
@@ -234,7 +236,7 @@ async def apply_scheduled_action(
     if applies:
         # Its events carry the sandbox time it was due at, and so do those of the queued payouts
         # that the money it puts back starts (written with the change).
-        with stamping_sandbox_time(action.due_at):
+        with timetable.time.stamping(action.due_at):
             later = _run_action(change, action, timetable)
             await change.write(session)
     else:
@@ -246,11 +248,13 @@ async def apply_scheduled_action(
     return PayoutStatus(payout.status) if change.changed else None
 
 
-async def _expire_queued(session: AsyncSession, action: ScheduledAction) -> PayoutStatus | None:
+async def _expire_queued(
+    session: AsyncSession, action: ScheduledAction, timetable: Timetable
+) -> PayoutStatus | None:
     """A queued payout's wait is over: FAILED (QUEUE_EXPIRED) if it is still QUEUED, with the
     payouts queued with it, under their queue's lock (the balance row, taken before the payouts':
     contracts/payout_queue.py). Applied also when the expiry of a payout queued with it took it."""
-    with stamping_sandbox_time(action.due_at):
+    with timetable.time.stamping(action.due_at):
         await expire_queued_payouts(
             session,
             merchant_id=action.merchant_id,
@@ -282,7 +286,9 @@ def _run_action(
             )
             return []
         case Action.SCRIPT_STEP:
-            script = script_of(payout.amount, payout.account_number, scripted=timetable.scripted)
+            # Scheduled in test mode, a step runs in production too: the script was the
+            # payout's (its payout stayed where the step left it, and nothing moved it on).
+            script = script_of(payout.amount, payout.account_number, scripted=True)
             step = action.step if action.step is not None else len(script)
             if step >= len(script):
                 log.error("scheduled action %s names no step of its script", action.id)

@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
 
+from contracts.clock import MerchantTime
 from contracts.db.engine import (
     WORKER_DATABASE_TIMEOUT_SECONDS,
     SessionFactory,
@@ -159,6 +160,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     payout_stalled = settings.processor_stalled_retry_seconds
     webhook_stalled = settings.webhook_stalled_retry_seconds
     events_swept = EventsSwept()
+    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
     return [
         Chore(
             "clean-up",
@@ -177,7 +179,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
         Chore(
             "stalled-webhook-retries",
             min(STALLED_RETRIES_EVERY_SECONDS, webhook_stalled / 2),
-            lambda: resend_stalled_retries(sessions, stalled_seconds=webhook_stalled),
+            lambda: resend_stalled_retries(sessions, stalled_seconds=webhook_stalled, time=time),
         ),
         *(
             [

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.clock import REAL_TIME, SANDBOX_TIME, MerchantTime
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, ScheduledAction, table_of
 from contracts.domain.scenarios import ScriptStep
@@ -23,7 +24,12 @@ DECISION_EXPIRED = "DECISION_EXPIRED"
 @dataclass(frozen=True)
 class Timetable:
     decision_sla: timedelta = timedelta(hours=72)
-    scripted: bool = True  # the scripted suffixes run (test mode only)
+    scripted: bool = True  # test mode: the scripted suffixes run, on the merchants' sandbox clocks
+
+    @property
+    def time(self) -> MerchantTime:
+        """Merchants' sandbox clocks in test mode; real time in production."""
+        return SANDBOX_TIME if self.scripted else REAL_TIME
 
 
 def follow_ups(

@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, SQLColumnExpression, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_time_at, waiting_to_be_submitted
+from contracts.clock import SANDBOX_TIME, MerchantTime, waiting_to_be_submitted
 from contracts.db.engine import (
     DATABASE_NOW,
     SessionFactory,
@@ -42,6 +42,7 @@ MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead
 
 
 def no_earlier_start_waits(
+    time: MerchantTime,
     merchant_id: SQLColumnExpression[str] = ScheduledAction.merchant_id,
     due_at: SQLColumnExpression[datetime] = ScheduledAction.due_at,
 ) -> ColumnElement[bool]:
@@ -58,12 +59,12 @@ def no_earlier_start_waits(
         *waiting_to_be_submitted(merchant_id),
         # The first implied by the last (a clock is never behind real time): an index range.
         Payout.updated_at <= due_at,
-        sandbox_time_at(Payout.merchant_id, Payout.updated_at) <= due_at,
+        time.at(Payout.merchant_id, Payout.updated_at) <= due_at,
     )
     return ~exists(waiting)
 
 
-def claim_due_action() -> Select[ScheduledAction]:
+def claim_due_action(time: MerchantTime) -> Select[ScheduledAction]:
     """The earliest action due on the database's clock that nobody else holds: due on every
     merchant's clock (a clock is never behind the database's), found in a range of the claim
     index."""
@@ -71,7 +72,7 @@ def claim_due_action() -> Select[ScheduledAction]:
         select(ScheduledAction).where(
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= DATABASE_NOW,
-            no_earlier_start_waits(),
+            no_earlier_start_waits(time),
         )
     )
 
@@ -105,7 +106,7 @@ def merchants_with_actions_due_ahead() -> Select[str]:
             # submitted filled the ones listed, and another merchant's action, which nothing
             # held back, was not applied (scheduler review). The earliest tells: a payout that
             # holds back an action holds back every action due after it.
-            no_earlier_start_waits(SandboxClock.merchant_id, first_due_at),
+            no_earlier_start_waits(SANDBOX_TIME, SandboxClock.merchant_id, first_due_at),
         )
         .order_by(SandboxClock.updated_at, SandboxClock.merchant_id)
         .limit(MERCHANTS_TRIED)
@@ -132,7 +133,7 @@ def claim_action_due_ahead(merchant_id: str) -> Select[ScheduledAction]:
             SandboxClock.offset_seconds > 0,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= due_by,
-            no_earlier_start_waits(),
+            no_earlier_start_waits(SANDBOX_TIME),
         )
     )
 
@@ -171,9 +172,7 @@ class Scheduler:
         with contextlib.ExitStack() as log_context:
             try:
                 async with transaction(self.sessions) as session:
-                    claimed = await session.scalar(claim_due_action()) or await claim_due_ahead(
-                        session
-                    )
+                    claimed = await self._claim(session)
                     if claimed is None:
                         return False
                     action_id, payout_id = claimed.id, claimed.payout_id  # as claimed
@@ -204,6 +203,15 @@ class Scheduler:
                     .values(applied_at=utcnow(), result=Result.ERROR.value)
                 )
             return True
+
+    async def _claim(self, session: AsyncSession) -> ScheduledAction | None:
+        """The next action due: on the database's clock, then (test mode only) on an advanced
+        clock. In production no clock is read, whatever offset test mode left."""
+        time = self.timetable.time
+        claimed = await session.scalar(claim_due_action(time))
+        if claimed is None and time.sandbox_clocks:
+            claimed = await claim_due_ahead(session)
+        return claimed
 
     async def apply_due(self) -> int:
         """Apply due actions until none is left or a batch is done."""

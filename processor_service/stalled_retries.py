@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, select
 
-from contracts.clock import sandbox_now_of
+from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, plus_seconds, transaction
 from contracts.db.models import SandboxClock, WebhookDelivery
 from contracts.logging import some_of
@@ -62,10 +62,11 @@ async def _copy_in_batches(
     candidates: ColumnElement[bool],
     still: ColumnElement[bool],
     sent_copies: Callable[[list[str]], None],
+    time: MerchantTime,
 ) -> int:
     """Send a copy of every retry that meets `candidates`, and `still` once locked, a batch per
     transaction; `sent_copies` hears of each batch's copies (their payouts); how many in all."""
-    candidates_of = waiting_retries(candidates).limit(BATCH)
+    candidates_of = waiting_retries(candidates, time).limit(BATCH)
     lock = _locked_if_still(still)
     sent = 0
     while True:
@@ -85,8 +86,10 @@ async def _copy_in_batches(
             return sent
 
 
-async def resend_stalled_retries(sessions: SessionFactory, *, stalled_seconds: int) -> int:
-    """Send a copy of every stalled retry; how many."""
+async def resend_stalled_retries(
+    sessions: SessionFactory, *, stalled_seconds: int, time: MerchantTime
+) -> int:
+    """Send a copy of every stalled retry (late on `time`); how many."""
 
     def stalled(payouts: list[str]) -> None:
         WEBHOOK_RETRIES_RESENT.inc(len(payouts))
@@ -97,7 +100,9 @@ async def resend_stalled_retries(sessions: SessionFactory, *, stalled_seconds: i
         )
 
     still_stalled = and_(unleased(), copyable_after(stalled_seconds))
-    return await _copy_in_batches(sessions, stalled_for(stalled_seconds), still_stalled, stalled)
+    return await _copy_in_batches(
+        sessions, stalled_for(stalled_seconds, time), still_stalled, stalled, time
+    )
 
 
 _ADVANCED_CLOCKS = select(SandboxClock.merchant_id).where(SandboxClock.offset_seconds > 0)
@@ -126,7 +131,7 @@ def due_on_an_advanced_clock() -> ColumnElement[bool]:
     return and_(
         WebhookDelivery.merchant_id.in_(_ADVANCED_CLOCKS),
         recorded_before_the_advance,
-        WebhookDelivery.next_attempt_at <= sandbox_now_of(WebhookDelivery.merchant_id),
+        WebhookDelivery.next_attempt_at <= SANDBOX_TIME.now_of(WebhookDelivery.merchant_id),
         unleased(),
         not_copied(),
     )
@@ -147,4 +152,4 @@ async def release_retries_due_on_advanced_clocks(sessions: SessionFactory) -> in
         if await session.scalar(_ADVANCED_CLOCKS.limit(1)) is None:
             return 0
     due = due_on_an_advanced_clock()
-    return await _copy_in_batches(sessions, due, due, released)
+    return await _copy_in_batches(sessions, due, due, released, SANDBOX_TIME)

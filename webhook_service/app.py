@@ -22,6 +22,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
+from contracts.clock import MerchantTime
 from contracts.db.engine import (
     WORKER_DATABASE_TIMEOUT_SECONDS,
     create_engine,
@@ -100,6 +101,8 @@ class PayoutEventConsumer:
             record_window_seconds=self.settings.webhook_batch_window_seconds,
             # Sandbox webhook chaos: test mode only; production never reads the settings.
             endpoints=EndpointCache(with_chaos=self.settings.sandbox_enabled),
+            # Retries on merchants' sandbox clocks: test mode only.
+            time=MerchantTime(sandbox_clocks=self.settings.sandbox_enabled),
         )
         await self._delivery.prepare()
 

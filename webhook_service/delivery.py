@@ -45,7 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from contracts.batching import MicroBatcher
-from contracts.clock import offset_as_reached, offset_seconds_of
+from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.outages import is_outage
 from contracts.messages import PayoutStatusChanged
@@ -295,14 +295,18 @@ class EventDelivery:
         record_window_seconds: float,
         endpoints: EndpointCache | None = None,
         clock: Callable[[], datetime] = utcnow,
+        time: MerchantTime = SANDBOX_TIME,
         out_of_order_limit_seconds: float = MAX_CHAOS_DELAY_SECONDS,
     ) -> None:
+        """`clock`: real time; `time`: merchants' time, which retries are timed on (test mode's
+        sandbox clocks, or production's real time)."""
         self.sessions = sessions
         self.sender = sender
         self.ladder = ladder
         self.lease_seconds = lease_seconds
         self.endpoints = endpoints or EndpointCache()
         self.clock = clock
+        self.time = time
         self.out_of_order_limit_seconds = out_of_order_limit_seconds
         self._max_batch = max_batch
         # Chaos holds occupy prefetch slots: at most half of them, so that one merchant's
@@ -373,7 +377,7 @@ class EventDelivery:
                     lease_seconds=lease_seconds,
                     now=self.clock(),
                 )
-                found = await deliveries_of(session, list(carried))
+                found = await deliveries_of(session, list(carried), self.time)
         except SQLAlchemyError as exc:
             log.warning(
                 "webhook batch of %d: database error, retrying later: %r", len(requests), exc
@@ -486,9 +490,9 @@ class EventDelivery:
         request, leased = lease.request, lease.delivery
         merchant_id = request.event.merchant_id
         caused_at = clock_caused_at(request)
-        clock = [offset_seconds_of(merchant_id)]
+        clock = [self.time.offset_of(merchant_id)]
         if caused_at is not None:
-            clock.append(offset_as_reached(merchant_id, caused_at))
+            clock.append(self.time.offset_as_reached(merchant_id, caused_at))
         try:
             async with self.sessions() as session:
                 offset, *reached = (await session.execute(select(*clock))).one()
@@ -686,7 +690,8 @@ class EventDelivery:
         record one call twice."""
         try:
             async with self.sessions() as session:
-                found = await deliveries_of(session, [o.request.event.id for o in outcomes])
+                event_ids = [outcome.request.event.id for outcome in outcomes]
+                found = await deliveries_of(session, event_ids, self.time)
         except SQLAlchemyError as read_failure:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure

@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Integer,
+    Select,
     Subquery,
     Update,
     and_,
@@ -39,7 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from contracts.clock import offset_seconds_of
+from contracts.clock import REAL_TIME, SANDBOX_TIME, MerchantTime
 from contracts.db.engine import DATABASE_NOW, database_now_plus
 from contracts.db.models import PayoutEvent, WebhookAttempt, WebhookDelivery, table_of
 from contracts.messages import PayoutStatusChanged
@@ -381,19 +382,26 @@ def _new_row(request: DeliveryRequest, *, token: str, now: datetime) -> dict[str
     }
 
 
+def _read_deliveries(time: MerchantTime) -> Select[Any]:
+    return select(
+        *(_DELIVERIES.c[name] for name in _READ_COLUMNS),
+        func.timestampdiff(
+            literal_column("MICROSECOND"), DATABASE_NOW, _DELIVERIES.c.leased_until
+        ).label("lease_microseconds_left"),
+        time.offset_of(_DELIVERIES.c.merchant_id).label("sandbox_offset_seconds"),
+    ).where(_DELIVERIES.c.event_id.in_(bindparam("b_event_ids", expanding=True)))
+
+
 # Built once, on the Core table: a batch neither rebuilds the read nor walks it for its cache key.
-_READ_DELIVERIES = select(
-    *(_DELIVERIES.c[name] for name in _READ_COLUMNS),
-    func.timestampdiff(
-        literal_column("MICROSECOND"), DATABASE_NOW, _DELIVERIES.c.leased_until
-    ).label("lease_microseconds_left"),
-    offset_seconds_of(_DELIVERIES.c.merchant_id).label("sandbox_offset_seconds"),
-).where(_DELIVERIES.c.event_id.in_(bindparam("b_event_ids", expanding=True)))
+_READ_DELIVERIES = {time: _read_deliveries(time) for time in (SANDBOX_TIME, REAL_TIME)}
 
 
-async def deliveries_of(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, Delivery]:
-    """The delivery of each event that has one, by event id."""
-    rows = await session.execute(_READ_DELIVERIES, {"b_event_ids": list(event_ids)})
+async def deliveries_of(
+    session: AsyncSession, event_ids: Sequence[str], time: MerchantTime
+) -> dict[str, Delivery]:
+    """The delivery of each event that has one, by event id (its merchant's clock offset on
+    `time`)."""
+    rows = await session.execute(_READ_DELIVERIES[time], {"b_event_ids": list(event_ids)})
     deliveries = {}
     for row in rows:
         columns = dict(row._mapping)
@@ -550,7 +558,7 @@ async def reopen_for_replay(
     PARKED delivery is reopened to PENDING here."""
     if await reopen_parked(session, event_id, now):
         return True
-    delivery = (await deliveries_of(session, [event_id])).get(event_id)
+    delivery = (await deliveries_of(session, [event_id], REAL_TIME)).get(event_id)  # no clock
     return delivery is None or not already_delivered(delivery, generation)
 
 

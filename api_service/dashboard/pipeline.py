@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from api_service.errors import ApiError, ServiceUnavailable
 from contracts.amqp_connection import CONNECT_TIMEOUT_SECONDS, connect
+from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, begin_snapshot
 from contracts.db.models import WebhookDelivery
 from contracts.dead_letters import UnreadableDeadLetter, redrive
@@ -73,12 +74,14 @@ def management_ui_url(settings: Settings, queue: str) -> str:
     return f"{base}/#/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
 
 
-async def _database_checks(sessions: SessionFactory) -> tuple[LastAudit, list[str], int]:
+async def _database_checks(
+    sessions: SessionFactory, time: MerchantTime
+) -> tuple[LastAudit, list[str], int]:
     """The last ledger audit, `payouts reconcile`'s pipeline checks and the parked deliveries."""
     ledger = await last_audit(sessions)
     async with sessions() as session:
         await begin_snapshot(session)
-        pipeline = await pipeline_problems(session, Thresholds())
+        pipeline = await pipeline_problems(session, Thresholds(), time)
         parked_deliveries = await session.scalar(
             select(func.count())
             .select_from(WebhookDelivery)
@@ -106,7 +109,8 @@ async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
 
 
 async def pipeline_health(sessions: SessionFactory, settings: Settings) -> PipelineHealth:
-    ledger, pipeline, parked_deliveries = await _database_checks(sessions)
+    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+    ledger, pipeline, parked_deliveries = await _database_checks(sessions, time)
     work_queues = work_queue_names(settings)
     watched = [f"{name}.dead" for name in work_queues] + [WEBHOOK_PARKING_LOT]
     broker_error = None

@@ -17,7 +17,6 @@ traffic spending the balance in every window failed the whole payroll with a 422
 """
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -34,6 +33,7 @@ from api_service.payouts.service import new_payout_of, store_new_payouts, store_
 from api_service.request_body import first_flaw
 from contracts import ledger
 from contracts.db.models import Balance, Merchant, Payout
+from contracts.payout_queue import QueueExpiry
 from contracts.payout_view import PayoutView
 
 MAX_BATCH_ITEMS = 1000
@@ -107,7 +107,7 @@ async def create_batch(
     items: list[Any],
     *,
     request_id: str,
-    queue_expiry: timedelta,
+    queue_expiry: QueueExpiry,
     balance_locked_first: bool = False,
 ) -> dict[str, Any]:
     """Every item's result; the created payouts written in the caller's transaction.

@@ -36,13 +36,23 @@ from api_service.request_body import (
     require_json,
 )
 from api_service.schemas import PayoutIdPath, QueryText, TimestampIn, TimestampUpTo
+from contracts.clock import MerchantTime
 from contracts.db.models import Payout
 from contracts.domain.statuses import PayoutStatus
+from contracts.payout_queue import QueueExpiry
 from contracts.payout_view import PayoutView
+from contracts.settings import Settings
 
 router = APIRouter(prefix="/payouts", tags=["payouts"])
 # A payroll's items are judged one by one: a flaw of the JSON parser's in one refuses that item.
 _payroll_items = partial(parse_items_leniently, items="payouts")
+
+
+def _queue_expiry(settings: Settings) -> QueueExpiry:
+    """A queued payout's wait: on its merchant's sandbox clock in test mode, real time in
+    production."""
+    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+    return QueueExpiry(settings.queued_expiry, time)
 
 
 def payout_json(payout: Payout) -> dict[str, Any]:
@@ -82,7 +92,7 @@ async def create_payout(
 
         async def store_or_queue() -> tuple[int, bytes]:
             await service.store_new_payout_or_queue(
-                session, payout, request_id=request_id, queue_expiry=settings.queued_expiry
+                session, payout, request_id=request_id, queue_expiry=_queue_expiry(settings)
             )
             if payout.status == PayoutStatus.QUEUED:
                 message = "Payout queued: the available balance is short"
@@ -135,7 +145,7 @@ async def create_payout_batch(
             merchant,
             body.payouts,
             request_id=request_id,
-            queue_expiry=settings.queued_expiry,
+            queue_expiry=_queue_expiry(settings),
             balance_locked_first=judgements > 1,  # the first one went stale
         )
         return 200, success_body(results)

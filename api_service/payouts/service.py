@@ -4,7 +4,6 @@ the endpoint's idempotency boundary commits."""
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,7 +40,7 @@ from contracts.domain.accounts import (
 )
 from contracts.domain.statuses import EventType, PayoutStatus, PspOutcome
 from contracts.payout_events import Announcements
-from contracts.payout_queue import schedule_expiry, start_queued_payouts
+from contracts.payout_queue import QueueExpiry, schedule_expiry, start_queued_payouts
 
 
 async def validate_destination(
@@ -211,7 +210,7 @@ async def store_new_payouts(
 
 
 async def store_new_payout_or_queue(
-    session: AsyncSession, payout: Payout, *, request_id: str, queue_expiry: timedelta
+    session: AsyncSession, payout: Payout, *, request_id: str, queue_expiry: QueueExpiry
 ) -> Payout:
     """A create with `queueIfLowBalance`: the payout held and PENDING like any create when the
     available balance covers it (`payout.created`), else QUEUED with nothing held
@@ -237,7 +236,7 @@ async def store_new_payout_or_queue(
         available = await ledger.lock_balance(session, merchant_id=payout.merchant_id)
         if available < payout.amount:
             await _queue(session, payout, announcements)
-            await schedule_expiry(session, [payout], after=queue_expiry)
+            await schedule_expiry(session, [payout], queue_expiry)
             return payout
         await _hold(session, payout)  # funds arrived between the UPDATE and the lock
     announcements.event(payout, EventType.CREATED)
@@ -252,7 +251,7 @@ async def store_queued_payouts(
     *,
     request_id: str,
     balance_locked: bool,
-    queue_expiry: timedelta,
+    queue_expiry: QueueExpiry,
 ) -> None:
     """Payouts of one merchant the available balance did not cover, stored QUEUED with their
     `payout.queued` events and their expiries (a payroll's items with `queueIfLowBalance`); then
@@ -268,7 +267,7 @@ async def store_queued_payouts(
     for payout in payouts:
         announcements.event(payout, EventType.QUEUED)
     await announcements.write(session)
-    await schedule_expiry(session, payouts, after=queue_expiry)
+    await schedule_expiry(session, payouts, queue_expiry)
     started = await start_queued_payouts(
         session, merchant_id=payouts[0].merchant_id, correlation_id=request_id
     )

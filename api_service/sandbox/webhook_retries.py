@@ -11,7 +11,7 @@ attempts are made, the delivery parks, as days of real time would have done.
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import sandbox_now_of
+from contracts.clock import SANDBOX_TIME, sandbox_now_of
 from contracts.db.models import WebhookDelivery
 from contracts.waiting_retries import not_copied, send_copies, waiting_retries
 from contracts.webhooks import DeliveryStatus
@@ -41,7 +41,9 @@ async def release_retries_due(
     """Send on the merchant's retries that its sandbox time made due; how many. `offset_before`:
     the clock's offset before the advance (what the copies' waits were measured under)."""
     # Not copied: an advance just before (or the relay) copied it, and its copy is on its way.
-    rows = await session.execute(waiting_retries(and_(retries_due(merchant_id), not_copied())))
+    rows = await session.execute(
+        waiting_retries(and_(retries_due(merchant_id), not_copied()), SANDBOX_TIME)
+    )
     copied = await send_copies(
         session, rows.all(), correlation_id=correlation_id, clock_offset=offset_before
     )

@@ -12,7 +12,7 @@ The processor applies them; verify-account reads the account rules from the same
 | anything else             | SUCCESS                                              |
 
 The scripts run in test mode only (`scripted`): with PAYOUTS_ENV=production, 0006..0009 are
-"anything else".
+"anything else" (a step a test-mode processor scheduled still runs when due: handlers).
 
 A scripted suffix is a list of steps: the first is the outcome of processing the payout, each
 later one happens a delay of sandbox time (the merchant's clock, which the sandbox can advance)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli.merchants import create_merchant
 from contracts import ledger
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     Balance,
@@ -505,7 +506,7 @@ async def test_reconcile_command_reports_a_webhook_no_attempt_took_up(
 
     async def reported() -> bool:
         async with sessions() as session:
-            problems = await pipeline_problems(session, Thresholds())
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
         return any(f"(event {event.id})" in problem for problem in problems)
 
     code, output = await _run_cli(
@@ -620,7 +621,7 @@ async def test_a_webhook_retry_long_overdue_is_reported(
 
     async def reported() -> list[str]:
         async with sessions() as session:
-            problems = await pipeline_problems(session, Thresholds())
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
         return [problem for problem in problems if f"(event {event.id})" in problem]
 
     overdue = [
@@ -670,7 +671,7 @@ async def test_a_payout_waiting_for_its_scheduled_step_is_not_stuck(
 
     async def stuck() -> bool:
         async with sessions() as session:
-            problems = await pipeline_problems(session, Thresholds())
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
         return any(payout_id in problem for problem in problems)
 
     assert not await stuck()
@@ -734,7 +735,7 @@ async def test_a_scheduled_action_long_due_and_not_run_is_reported(
 
     async def reported() -> list[str]:
         async with sessions() as session:
-            problems = await pipeline_problems(session, Thresholds())
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
         return [problem for problem in problems if payout_id in problem]
 
     def line(due_at: datetime) -> str:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from cli.merchants import NewMerchant
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, PayoutEvent, WebhookDelivery
 from contracts.dead_letters import redrive
@@ -140,7 +141,7 @@ async def test_the_stalled_retry_sweep_copies_a_bulk_payouts_retry_into_its_lane
     )
     last_id = await _last_outbox_id(sessions)
 
-    await resend_stalled_retries(sessions, stalled_seconds=60)
+    await resend_stalled_retries(sessions, stalled_seconds=60, time=SANDBOX_TIME)
 
     assert await _webhook_copies_since(sessions, payout_id, last_id) == [
         (BULK_WEBHOOKS, IN_BULK_DUE_AT)

@@ -30,6 +30,7 @@ import processor_service.relay_service as relay_service
 from cli.merchants import NewMerchant
 from contracts.amqp_connection import HEARTBEAT_SECONDS
 from contracts.broker import create_broker
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     IdempotencyKey,
@@ -443,7 +444,7 @@ async def test_a_row_at_the_old_attempt_limit_is_parked_and_its_batch_still_sent
     assert parked.sent_at is None and parked.parked_at is not None
     assert parked.publish_attempts == settings.relay_max_publish_attempts
     async with sessions() as session:
-        problems = await pipeline_problems(session, Thresholds())
+        problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
     [problem] = [problem for problem in problems if f"outbox row {stuck.id} " in problem]
     assert key in problem and "NO_ROUTE" in problem
 
@@ -578,7 +579,7 @@ async def test_a_row_is_parked_after_its_last_attempt_and_never_claimed_again(
     assert await rabbit.count(probe) == 0
     async with sessions() as session:
         assert row.id in {listed.id for listed in await parked_outbox_rows(session, 1000)}
-        problems = await pipeline_problems(session, Thresholds())
+        problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
     [problem] = [problem for problem in problems if f"outbox row {row.id} " in problem]
     assert key in problem and "NO_ROUTE" in problem
 
@@ -601,7 +602,7 @@ async def test_reconcile_says_how_many_parked_rows_it_did_not_list(
             .values(parked_at=utcnow(), publish_attempts=20, last_error="NO_ROUTE")
         )
     async with sessions() as session:
-        problems = await pipeline_problems(session, Thresholds())
+        problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
         parked = len(await parked_outbox_rows(session, 100_000))
     listed = [problem for problem in problems if problem.startswith("outbox row ")]
     assert len(listed) == MAX_REPORTED

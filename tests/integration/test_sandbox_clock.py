@@ -19,7 +19,7 @@ from sqlalchemy.dialects.mysql import insert
 
 from api_service.sandbox.clock import MAX_OFFSET_SECONDS
 from cli.merchants import NewMerchant
-from contracts.clock import START_WAIT_LIMIT
+from contracts.clock import SANDBOX_TIME, START_WAIT_LIMIT
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, PayoutEvent, SandboxClock, ScheduledAction
 from contracts.domain.statuses import PayoutStatus
@@ -593,7 +593,7 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     advanced clock: the clocks first, then each merchant's range. (One claim bounded by the
     furthest clock read every pending action of every merchant once a clock was far ahead:
     90 ms a poll with 50,000 pending, against 2 ms now.)"""
-    due, *waiting = await explain(sessions, claim_due_action())
+    due, *waiting = await explain(sessions, claim_due_action(SANDBOX_TIME))
     assert (due["type"], due["key"]) == ("range", "ix_scheduled_actions_claim"), due
     # The merchant's payouts still waiting to start: off an index (no_earlier_start_waits).
     payouts = waiting[0]

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from cli.merchants import NewMerchant
-from contracts.clock import offset_as_reached, sandbox_time_then
+from contracts.clock import SANDBOX_TIME, offset_as_reached
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, SandboxClockAdvance, ScheduledAction
 from contracts.settings import Settings
@@ -47,7 +47,7 @@ async def test_each_advance_is_kept_with_the_offset_it_left(
         )
         assert list(advances.scalars()) == [60, 90]
         then = [
-            await sandbox_time_then(session, merchant.merchant_id, moment) - moment
+            await SANDBOX_TIME.then(session, merchant.merchant_id, moment) - moment
             for moment in (before, between, utcnow())
         ]
     assert then == [timedelta(0), timedelta(seconds=60), timedelta(seconds=90)]

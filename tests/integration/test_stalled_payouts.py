@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import update
 
 from cli.merchants import NewMerchant
-from contracts.clock import stamping_sandbox_time
+from contracts.clock import SANDBOX_TIME, stamping_sandbox_time
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
@@ -213,7 +213,9 @@ async def test_a_started_queued_payout_stalls_like_any_other_despite_its_queue_e
     # The oldest of the shared database's stuck payouts: the report names the first 20.
     await set_payout(sessions, stalled.id, updated_at=datetime(2000, 1, 1))
     async with sessions() as session:
-        problems = await pipeline_problems(session, Thresholds(stuck_after=timedelta(days=1)))
+        problems = await pipeline_problems(
+            session, Thresholds(stuck_after=timedelta(days=1)), SANDBOX_TIME
+        )
     assert [problem for problem in problems if stalled.id in problem] != []
     assert await sweep(sessions, stalled) == 1
     for command in await commands_of(sessions, stalled):

@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.mysql import insert
 
 from api_service.sandbox.webhook_retries import release_retries_due
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, PayoutEvent, SandboxClock, WebhookDelivery
 from contracts.settings import Settings
@@ -114,7 +115,9 @@ async def copies_of(sessions: SessionFactory, delivery: WebhookDelivery) -> list
 async def sweep(sessions: SessionFactory, delivery: WebhookDelivery) -> int:
     """Run the sweep; how many copies of this delivery's retry it sent."""
     return await copies_sent_by(
-        lambda: resend_stalled_retries(sessions, stalled_seconds=STALLED_SECONDS),
+        lambda: resend_stalled_retries(
+            sessions, stalled_seconds=STALLED_SECONDS, time=SANDBOX_TIME
+        ),
         sessions,
         delivery.payout_id,
     )

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 import processor_service.relay_service as relay_service
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory
 from contracts.settings import Environment, Settings
 from processor_service.relay_service import STALLED_RETRIES_EVERY_SECONDS, Chore, housekeeping
@@ -102,7 +103,10 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
         await chore.run_if_due()
 
     assert set(calls) == set(names)
-    assert calls["resend_stalled_retries"] == {"stalled_seconds": stalled_seconds}
+    assert calls["resend_stalled_retries"] == {
+        "stalled_seconds": stalled_seconds,
+        "time": SANDBOX_TIME,
+    }
     assert chores["stalled-webhook-retries"].every_seconds == every_seconds
     swept = calls["resend_stalled_deliveries"]
     assert swept == {"stalled_seconds": stalled_seconds, "swept": swept["swept"]}
