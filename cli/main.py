@@ -139,11 +139,18 @@ WebhookUrl = Annotated[str | None, typer.Option(help="Webhook endpoint URL", cal
 @app.command()
 def migrate() -> None:
     """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
-    from migrations.runner import upgrade_to_head
+    from migrations.runner import NewerThanThisCode, upgrade_to_head
 
     services.refuse_to_start_unsafe("migrate", get_settings().require_own_secrets_key_in_production)
     with outages_in_one_line():
-        upgrade_to_head(get_settings().database_url)
+        try:
+            upgrade_to_head(get_settings().database_url)
+        except NewerThanThisCode as newer:
+            typer.echo(
+                f"the database is at revision {newer.revision}, which this code does not know "
+                "(a newer code migrated it): nothing to migrate"
+            )
+            return
     typer.echo("database migrated")
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from contracts.db.database_locks import database_lock
 from contracts.db.models import Base
 from contracts.settings import get_settings
+from migrations.runner import NewerThanThisCode, is_a_newer_codes
 
 target_metadata = Base.metadata
 MIGRATION_WAIT_SECONDS = 600
@@ -16,6 +17,10 @@ MIGRATION_WAIT_SECONDS = 600
 
 def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    # Alembic cannot go on from a revision it does not know, and said so with a traceback.
+    current = context.get_context().get_current_revision()
+    if is_a_newer_codes(current):
+        raise NewerThanThisCode(str(current))
     with context.begin_transaction():
         context.run_migrations()
 

@@ -31,9 +31,22 @@ def _revisions() -> tuple[str | None, frozenset[str]]:
     return scripts.get_current_head(), frozenset(s.revision for s in scripts.walk_revisions())
 
 
+def is_a_newer_codes(version: str | None) -> bool:
+    """Whether `version` is a revision this code does not know: a newer code's (a rolling
+    upgrade migrated the database ahead of it)."""
+    return version is not None and version not in _revisions()[1]
+
+
 def lacks_migrations(version: str | None) -> bool:
     """Whether a database at `version` (None: never migrated) lacks a revision this code needs.
-    A revision this code does not know is a newer code's (a rolling upgrade migrated ahead of
-    it): not lacking."""
-    head, known = _revisions()
-    return version is None or (version != head and version in known)
+    A newer code's revision is not lacking."""
+    return version is None or (version != _revisions()[0] and not is_a_newer_codes(version))
+
+
+class NewerThanThisCode(Exception):
+    """`payouts migrate` found the database at a newer code's revision: nothing to do (the
+    services run on it, as lacks_migrations says)."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(revision)
+        self.revision = revision

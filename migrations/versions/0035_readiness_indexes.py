@@ -35,8 +35,7 @@ Revises: 0034
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+from migrations.resumable import create_index_unless_present, drop_index_if_present
 
 revision: str = "0035"
 down_revision: str | None = "0034"
@@ -81,19 +80,18 @@ FOREIGN_KEY_INDEXES = {"payout_events": "payout_id", "ledger_journals": "merchan
 
 
 def upgrade() -> None:
+    # Each step skipped when done: a run stopped among them is run again (migrations.resumable).
     for name, (table, columns) in INDEXES.items():
-        op.create_index(name, table, columns)
+        create_index_unless_present(name, table, columns)
     # The downgrade gives those foreign keys an index of their own again: gone once more.
     for table, foreign_key_index in FOREIGN_KEY_INDEXES.items():
-        indexes = {index["name"] for index in sa.inspect(op.get_bind()).get_indexes(table)}
-        if foreign_key_index in indexes:
-            op.drop_index(foreign_key_index, table_name=table)
+        drop_index_if_present(foreign_key_index, table)
 
 
 def downgrade() -> None:
     # Those foreign keys lean on the new indexes now: the indexes they had, as the server named
     # them, before the new ones go.
     for table, foreign_key_index in FOREIGN_KEY_INDEXES.items():
-        op.create_index(foreign_key_index, table, [foreign_key_index])
+        create_index_unless_present(foreign_key_index, table, [foreign_key_index])
     for name, (table, _columns) in INDEXES.items():
-        op.drop_index(name, table_name=table)
+        drop_index_if_present(name, table)

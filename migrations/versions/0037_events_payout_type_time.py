@@ -9,7 +9,7 @@ Revises: 0036
 
 from collections.abc import Sequence
 
-from alembic import op
+from migrations.resumable import create_index_unless_present, drop_index_if_present
 
 revision: str = "0037"
 down_revision: str | None = "0036"
@@ -18,12 +18,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_index(
+    # Each step skipped when done: a run stopped between them is run again.
+    create_index_unless_present(
         "ix_events_payout_type_time", "payout_events", ["payout_id", "type", "created_at"]
     )
-    op.drop_index("ix_events_payout_type", table_name="payout_events")
+    drop_index_if_present("ix_events_payout_type", "payout_events")
 
 
 def downgrade() -> None:
-    op.create_index("ix_events_payout_type", "payout_events", ["payout_id", "type"])
-    op.drop_index("ix_events_payout_type_time", table_name="payout_events")
+    create_index_unless_present("ix_events_payout_type", "payout_events", ["payout_id", "type"])
+    drop_index_if_present("ix_events_payout_type_time", "payout_events")

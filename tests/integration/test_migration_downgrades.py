@@ -1,7 +1,8 @@
 """Every migration's downgrade, on a database of its own: each revision taken down a step and up
 again leaves the schema exactly as the upgrades made it, and the whole chain goes down to base.
 (0001's downgrade dropped an index a foreign key needed, and 0007's upgrade kept the index its
-downgrade adds, so a second downgrade failed.)"""
+downgrade adds, so a second downgrade failed.) And `payouts migrate` on a database migrated by
+two at once, by a newer code, or stopped half-way through a revision."""
 
 import asyncio
 import re
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cli.supervisor import payouts_command
 from migrations.runner import alembic_config
+from tests.support.cli import run_payouts
 from tests.support.infrastructure import Infrastructure
 from tests.support.migrations import migrate, scratch_database
 
@@ -159,3 +161,72 @@ async def test_two_migrates_at_once_take_turns_and_both_end_well(
         ).scalar()
     await engine.dispose()
     assert (versions, banks) == ([(head,)], 1)
+
+
+async def execute(url: str, statement: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.exec_driver_sql(statement)
+    await engine.dispose()
+
+
+async def version_of(url: str) -> list[str]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+        versions = [row[0] for row in rows]
+    await engine.dispose()
+    return versions
+
+
+async def test_migrate_on_a_database_a_newer_code_migrated_says_so_in_one_line(
+    scratch_url: str, service_env: dict[str, str]
+) -> None:
+    """A revision this code does not know is a newer code's: the services run on it
+    (migrations/state.py), and `payouts migrate` (compose's one-shot, which every service waits
+    for) has nothing to do. It died with Alembic's "Can't locate revision" traceback."""
+    await migrate(scratch_url, "up", "head")
+    await execute(scratch_url, "UPDATE alembic_version SET version_num = '9999_of_a_newer_code'")
+
+    done = await asyncio.to_thread(
+        run_payouts, {**service_env, "PAYOUTS_DATABASE_URL": scratch_url}, "migrate"
+    )
+
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-800:]
+    assert "9999_of_a_newer_code" in done.stdout
+    assert await version_of(scratch_url) == ["9999_of_a_newer_code"]
+
+
+# The first DDL statement of a revision, run by itself: what MariaDB and MySQL keep of a revision
+# stopped after it (each DDL statement commits; alembic_version is written last).
+HALF_APPLIED = {
+    "0035": (
+        "0034",
+        "CREATE INDEX ix_payouts_readiness ON payouts (merchant_id, created_at, status, amount,"
+        " account_number, failure_code, hold_cycle)",
+    ),
+    "0037": (
+        "0036",
+        "CREATE INDEX ix_events_payout_type_time ON payout_events (payout_id, type, created_at)",
+    ),
+}
+
+
+@pytest.mark.parametrize("revision", list(HALF_APPLIED))
+async def test_migrate_finishes_a_revision_stopped_half_way(
+    scratch_url: str, service_env: dict[str, str], revision: str
+) -> None:
+    """0035 builds seven indexes on the biggest tables: a migrate stopped among them (a deploy's
+    timeout, a SIGKILL, a lost connection) left the first ones built and alembic_version at
+    0034, and every later `payouts migrate` died on "Duplicate key name"."""
+    below, first_statement = HALF_APPLIED[revision]
+    await migrate(scratch_url, "up", below)
+    await execute(scratch_url, first_statement)
+
+    done = await asyncio.to_thread(
+        run_payouts, {**service_env, "PAYOUTS_DATABASE_URL": scratch_url}, "migrate"
+    )
+
+    assert done.returncode == 0, done.stderr[-600:]
+    head = ScriptDirectory.from_config(alembic_config(scratch_url)).get_current_head()
+    assert await version_of(scratch_url) == [head]
