@@ -1,5 +1,6 @@
 """One settings class for every service; environment variables prefixed `PAYOUTS_`."""
 
+import inspect
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -7,8 +8,10 @@ from enum import StrEnum
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+import asyncmy
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from contracts.secrets_at_rest import (
     DEVELOPMENT_KEY_ID,
@@ -44,6 +47,7 @@ class InsecureConfiguration(ValueError):
 
 # A production secret shorter than this is guessable (an empty PSP secret let anyone sign IPNs).
 MIN_SECRET_LENGTH = 16
+DEFAULT_API_HOST = "127.0.0.1"
 
 
 def is_own_secret(secret: str) -> bool:
@@ -64,6 +68,23 @@ def _port_reads(url: str) -> str:
     return url
 
 
+def _driver_takes_its_query(url: str) -> str:
+    """`url`, if the driver takes what its query asks for: asyncmy's connect() failed on an
+    unknown argument (`?sslmode=require`) with a TypeError no command or service reported as the
+    setting's fault (a traceback, or "the database is unavailable" for ever)."""
+    parsed = make_url(url)
+    try:
+        _, arguments = parsed.get_dialect()().create_connect_args(parsed)
+    except ValueError as unreadable:  # connect_timeout=abc
+        raise ValueError(f"its query cannot be read: {unreadable}") from None
+    unknown = sorted(set(arguments) - set(inspect.signature(asyncmy.connect).parameters))
+    if unknown:
+        raise ValueError(f"the driver takes no query parameter {', '.join(unknown)}")
+    if isinstance(arguments.get("ssl"), str):
+        raise ValueError("TLS is set by ssl_ca, ssl_cert, ssl_key, ssl_check_hostname, not ssl")
+    return url
+
+
 MAX_API_WORKERS = 64
 
 
@@ -73,7 +94,7 @@ class Settings(BaseSettings):
     env: Environment = Environment.TEST
     database_url: str = "mysql+asyncmy://root@127.0.0.1:3306/payouts"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    api_host: str = "127.0.0.1"
+    api_host: str = DEFAULT_API_HOST
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1, le=MAX_API_WORKERS)
     # The proxies whose X-Forwarded-Proto and X-Forwarded-For the API believes (uvicorn's
@@ -223,6 +244,24 @@ class Settings(BaseSettings):
         # reported as a lock another process held.
         if not urlsplit(value).path.strip("/"):
             raise ValueError("must name a database (mysql+asyncmy://user@host:3306/payouts)")
+        return _driver_takes_its_query(_port_reads(value))
+
+    @field_validator("api_host")
+    @classmethod
+    def _blank_host_is_the_default(cls, value: str) -> str:
+        # Not given, as an empty variable means elsewhere: uvicorn took "" for every interface.
+        return value.strip() or DEFAULT_API_HOST
+
+    @field_validator("dashboard_rabbitmq_ui_url")
+    @classmethod
+    def _ui_url_names_a_host(cls, value: str) -> str:
+        # Read at each load of the Operations page, which answered 500 for a port of 99999.
+        try:
+            parts = urlsplit(value)
+        except ValueError as error:
+            raise ValueError(f"cannot be read: {error}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL naming a host")
         return _port_reads(value)
 
     @field_validator("amqp_url")

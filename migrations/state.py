@@ -28,6 +28,14 @@ class MigrationState(StrEnum):
 async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> MigrationState:
     """The database's state as this code needs it, asked within `timeout_seconds`. An account
     that may not read `alembic_version` (granted table by table) counts as migrated."""
+    state, _ = await _checked(sessions, timeout_seconds)
+    return state
+
+
+async def _checked(
+    sessions: SessionFactory, timeout_seconds: float
+) -> tuple[MigrationState, str | None]:
+    """migration_state, and why the database is unavailable (what it or the driver said)."""
     try:
         async with sessions() as session:
             version = await asyncio.wait_for(
@@ -36,16 +44,16 @@ async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> M
     except DBAPIError as error:
         code = error.orig.args[0] if error.orig is not None and error.orig.args else None
         if code == TABLE_ACCESS_DENIED:
-            return MigrationState.OK
+            return MigrationState.OK, None
         if code != NO_SUCH_TABLE:
-            return MigrationState.UNAVAILABLE
+            return MigrationState.UNAVAILABLE, str(error.orig)
         version = None
-    except Exception:
-        return MigrationState.UNAVAILABLE
+    except Exception as error:
+        return MigrationState.UNAVAILABLE, repr(error)
     if lacks_migrations(version):
         log.warning("the database lacks migrations (at %s): run `payouts migrate`", version)
-        return MigrationState.NOT_MIGRATED
-    return MigrationState.OK
+        return MigrationState.NOT_MIGRATED, None
+    return MigrationState.OK, None
 
 
 async def until_migrated(
@@ -56,18 +64,18 @@ async def until_migrated(
     dead-letter queues (lifecycle review); one started while the database was still booting
     (unreachable) did so too, once it answered (diff review)."""
     stop = stop or asyncio.Event()
-    said = MigrationState.OK
-    while (
-        state := await migration_state(sessions, MIGRATED_POLL_SECONDS)
-    ) is not MigrationState.OK:
-        if state is not said:
-            log.warning("the %s takes no work until the database %s", who, _UNTIL[state])
-            said = state
+    said: tuple[MigrationState, str | None] = (MigrationState.OK, None)
+    while (checked := await _checked(sessions, MIGRATED_POLL_SECONDS))[0] is not MigrationState.OK:
+        if checked != said:  # a refused login said only "unavailable", like an outage
+            state, why = checked
+            because = f": {why}" if why else ""
+            log.warning("the %s takes no work until the database %s%s", who, _UNTIL[state], because)
+            said = checked
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), MIGRATED_POLL_SECONDS)
         if stop.is_set():
             return False
-    if said is not MigrationState.OK:
+    if said[0] is not MigrationState.OK:
         log.info("the database is migrated: the %s starts", who)
     return True
 

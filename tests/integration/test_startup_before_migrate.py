@@ -10,6 +10,7 @@ import aio_pika
 import pytest
 from faststream import FastStream
 
+from contracts.db.engine import create_engine, create_session_factory
 from contracts.settings import Settings
 from contracts.topology import (
     BULK_PAYOUT_COMMANDS,
@@ -19,7 +20,7 @@ from contracts.topology import (
     webhook_events_queue,
 )
 from migrations.runner import upgrade_to_head
-from migrations.state import MIGRATED_POLL_SECONDS
+from migrations.state import MIGRATED_POLL_SECONDS, until_migrated
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.support.polling import eventually
@@ -156,3 +157,23 @@ async def test_a_processor_started_before_its_database_answers_waits_for_the_mig
         finally:
             starting.cancel()
             await processor.stop()
+
+
+async def test_a_refused_login_is_logged_with_what_the_database_said(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong password in PAYOUTS_DATABASE_URL was logged as "unavailable", like an outage: the
+    operator could not tell one from the other. The line now carries MySQL's refusal."""
+    url = settings.database_url.replace("root@", "root:wrong-password@", 1)
+    assert url != settings.database_url
+    engine = create_engine(url, pool_size=1)
+    stop = asyncio.Event()
+    caplog.set_level(logging.WARNING, logger="migrations.state")
+    waiting = asyncio.create_task(until_migrated(create_session_factory(engine), "processor", stop))
+    try:
+        await eventually(_logged(caplog, "Access denied"), within=10, what="the refusal logged")
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(waiting, timeout=15) is False
+        await engine.dispose()
+    assert "takes no work until the database answers (it is unavailable): (1045" in caplog.text

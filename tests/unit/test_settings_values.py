@@ -54,6 +54,13 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:33o6/payouts"),  # in SQLAlchemy
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/"),  # 1046, a traceback
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306"),
+        # asyncmy's connect() refused them (a traceback, or "unavailable" for ever)
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?sslmode=require"),
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?ssl=true"),
+        ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?connect_timeout=x"),
+        ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "http://127.0.0.1:99999"),  # Operations page 500
+        ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "http://[::1"),
+        ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "rabbitmq:15672"),
         ("PAYOUTS_DEMO_BALANCE", "1e30"),  # past DECIMAL(18,2): a traceback from `payouts seed`
         ("PAYOUTS_DEMO_BALANCE", "-5"),  # the demo merchant got 0.00 and the seed said success
         ("PAYOUTS_DEMO_BALANCE", "1.234"),  # cut to 1.23 ("Data truncated")
@@ -90,3 +97,24 @@ def test_api_workers_out_of_range_on_the_command_line_are_refused_like_the_varia
     result = CliRunner().invoke(app, ["api", "--workers", workers])
     assert result.exit_code == 2, result.output
     assert started == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["ssl_ca=/etc/ssl/ca.pem&ssl_check_hostname=false", "charset=utf8mb4&connect_timeout=5"],
+)
+def test_a_database_url_query_the_driver_takes_is_kept(
+    monkeypatch: pytest.MonkeyPatch, query: str
+) -> None:
+    url = f"mysql+asyncmy://root@127.0.0.1:3306/payouts?{query}"
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
+    assert get_settings().database_url == url
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_api_host_is_the_default_not_every_interface(
+    monkeypatch: pytest.MonkeyPatch, blank: str
+) -> None:
+    """uvicorn took "" for 0.0.0.0 and [::]: the API on every interface."""
+    monkeypatch.setenv("PAYOUTS_API_HOST", blank)
+    assert get_settings().api_host == "127.0.0.1"
