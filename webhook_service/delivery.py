@@ -158,10 +158,13 @@ class Outcome:
 
 
 def superseded(request: DeliveryRequest, delivery: Delivery) -> bool:
-    """A waiting retry's copy that the delivery no longer waits for."""
-    return request.due_at is not None and not (
-        delivery.status == DeliveryStatus.RETRYING and delivery.next_attempt_at == request.due_at
-    )
+    """A waiting retry's copy that the delivery no longer waits for; or a message without a due
+    time (a copy of the event's own, of a resend) once the delivery's ladder has started: its
+    retries carry the event on (a resend made meanwhile leaves the delivery PENDING)."""
+    retrying = delivery.status == DeliveryStatus.RETRYING
+    if request.due_at is None:
+        return retrying
+    return not (retrying and delivery.next_attempt_at == request.due_at)
 
 
 def carriers(requests: Sequence[DeliveryRequest]) -> dict[str, DeliveryRequest]:

@@ -283,13 +283,13 @@ def _lease_statement(size: int) -> Insert:
         ),
     )
     # A waiting retry's copy (next_attempt_at: its due time) only while the delivery still
-    # waits for that very retry.
+    # waits for that very retry; a message without one (the event's own, a resend) only before
+    # the ladder started: a copy of the event's message that came once the first attempt had
+    # failed made an attempt of its own, outside the ladder (which took a step more to park).
+    retrying = _DELIVERIES.c.status == DeliveryStatus.RETRYING.value
     still_due = or_(
-        asked.next_attempt_at.is_(None),
-        and_(
-            _DELIVERIES.c.status == DeliveryStatus.RETRYING.value,
-            _DELIVERIES.c.next_attempt_at == asked.next_attempt_at,
-        ),
+        and_(asked.next_attempt_at.is_(None), ~retrying),
+        and_(retrying, _DELIVERIES.c.next_attempt_at == asked.next_attempt_at),
     )
     return statement.on_duplicate_key_update(
         # In this order: both MySQL and MariaDB assign left to right, so the second
@@ -450,25 +450,30 @@ def _record_statement(size: int) -> Update:
             _DELIVERIES.c.id == recorded.c.id,
             _DELIVERIES.c.lease_token == recorded.c.lease_token,
         )
-        .values(
-            {name: recorded.c[name] for name in RECORDED_COLUMNS}
-            | {"status": _status_recorded(recorded), "lease_token": None, "leased_until": None}
-        )
+        .values(_recorded_values(recorded) | {"lease_token": None, "leased_until": None})
     )
 
 
-def _status_recorded(recorded: Subquery) -> ColumnElement[Any]:
-    """The attempt's new status; but a delivery the merchant sent again (a resend raised its
-    generation) while its last attempt was in flight waits for that resend (PENDING), not
-    parked: a message finding its delivery parked is taken for a late copy and acked."""
-    return func.if_(
-        and_(
+def _resent_meanwhile(recorded: Subquery) -> ColumnElement[bool]:
+    """A failed attempt of a delivery the merchant sent again (a resend raised its generation)
+    while the attempt was in flight: the delivery waits for that resend (PENDING), not for a
+    retry nor parked. A message without a due time finding it RETRYING or PARKED is taken for
+    a late copy and acked, and the resend was lost."""
+    return and_(
+        or_(  # not IN: the statement is compiled once, without expanding parameters
             recorded.c.status == DeliveryStatus.PARKED.value,
-            _DELIVERIES.c.generation != recorded.c.generation,
+            recorded.c.status == DeliveryStatus.RETRYING.value,
         ),
-        DeliveryStatus.PENDING.value,
-        recorded.c.status,
+        _DELIVERIES.c.generation != recorded.c.generation,
     )
+
+
+def _recorded_values(recorded: Subquery) -> dict[str, ColumnElement[Any]]:
+    values: dict[str, ColumnElement[Any]] = {name: recorded.c[name] for name in RECORDED_COLUMNS}
+    resent = _resent_meanwhile(recorded)
+    values["status"] = func.if_(resent, DeliveryStatus.PENDING.value, recorded.c.status)
+    values["next_attempt_at"] = func.if_(resent, None, recorded.c.next_attempt_at)
+    return values
 
 
 def after_attempt(delivery: Delivery, url: str, result: AttemptResult) -> Delivery:

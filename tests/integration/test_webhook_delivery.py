@@ -88,7 +88,7 @@ from tests.support.webhook_flow import (
     waiting_copies,
 )
 from tests.support.webhook_receiver import REFUSED, WEBHOOK_PATH, Reply, WebhookReceiver
-from webhook_service.delivery import DELIVERED, DUPLICATE, Disposition
+from webhook_service.delivery import DELIVERED, DUPLICATE, SUPERSEDED, Disposition
 from webhook_service.delivery_records import DeliveryRequest
 from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
 from webhook_service.parking_lot import replay_parked
@@ -1105,6 +1105,76 @@ async def test_a_resend_during_the_ladders_last_attempt_is_delivered(
         assert (await d.deliver(resend_request)).reason == DELIVERED
 
     await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=len(LADDER) + 2)
+
+
+async def test_a_copy_of_the_events_message_once_its_ladder_started_makes_no_attempt(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The relay publishes at least once: a second copy of the event's message, come after the
+    first attempt failed, called the endpoint again at once, outside the ladder (whose retries
+    then took a step more to park). It is superseded: the retry carries the event on."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    request = first_request(row)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=4) as d:
+        failed = await d.deliver(request)
+        copy = await d.deliver(request)
+        retried = await d.deliver(retry_of(request, failed))
+
+    assert (failed.disposition, copy.disposition, copy.reason) == (
+        Disposition.RETRY,
+        Disposition.DONE,
+        SUPERSEDED,
+    )
+    assert retried.disposition is Disposition.RETRY  # the ladder's second attempt, on time
+    assert len(receiver.requests) == 2
+    stored = await delivery_of(sessions, event_id_of(row))
+    assert stored is not None and (stored.status, stored.attempts) == ("RETRYING", 2)
+
+
+async def test_a_resend_during_a_failing_attempt_is_delivered_and_its_retry_dropped(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """The merchant resends while the first attempt is in flight, and that attempt fails: the
+    delivery waits for the resend (PENDING), not for the attempt's retry, whose message is
+    dropped when it comes. Left RETRYING, the resend's message was taken for a late copy."""
+    merchant, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    answer = asyncio.Event()
+    receiver.reply_with(Reply(503, held_until=answer), Reply(200))
+    request = first_request(row)
+    async with event_delivery(sessions, webhook_settings, lease_seconds=10, max_batch=1) as d:
+        attempt = asyncio.create_task(d.deliver(request))
+        await receiver.wait_for_requests(1)
+        leased = await delivery_of(sessions, event_id_of(row))
+        assert leased is not None
+        resent = await resend(api_client, sessions, merchant, leased)
+        answer.set()
+        failed = await attempt
+        assert failed.disposition is Disposition.RETRY
+        stored = await delivery_of(sessions, event_id_of(row))
+        assert stored is not None
+        assert (stored.status, stored.next_attempt_at) == (DeliveryStatus.PENDING, None)
+
+        resend_request = DeliveryRequest.of_message(
+            PayoutStatusChanged.model_validate_json(resent.body),
+            resent.headers or {},
+            redelivered=False,
+            exchange=resent.exchange,
+        )
+        assert (await d.deliver(resend_request)).reason == DELIVERED
+        late_retry = await d.deliver(retry_of(request, failed))
+
+    assert late_retry.disposition is Disposition.DONE
+    assert len(receiver.requests) == 2
+    await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=2)
 
 
 async def test_a_parked_resend_of_a_delivery_waiting_for_it_is_moved(

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
-from contracts.clock import sandbox_now_of
+from contracts.clock import SANDBOX_TIME, sandbox_now_of
 from contracts.db.engine import (
     SessionFactory,
     create_engine,
@@ -36,6 +36,7 @@ from contracts.topology import (
 )
 from contracts.webhooks import retry_due_headers
 from processor_service.stalled_deliveries import resend_stalled_deliveries
+from processor_service.stalled_retries import resend_stalled_retries
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.amqp import RabbitClient
 from tests.support.api_helpers import API, auth
@@ -56,7 +57,7 @@ from tests.support.webhook_flow import (
 )
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.app import waiting_headers
-from webhook_service.delivery import Decision, Disposition, EventDelivery
+from webhook_service.delivery import SUPERSEDED, Decision, Disposition, EventDelivery
 from webhook_service.delivery_records import DeliveryRequest, lease_deliveries, reopen_parked
 from webhook_service.parking_lot import replay_parked
 from webhook_service.retry_ladder import RetryLadder
@@ -275,7 +276,7 @@ async def test_a_resend_of_an_event_the_clock_caused_starts_its_ladder_now(
 
 
 @pytest.mark.parametrize("redelivered", [True, False], ids=["after a crash", "published twice"])
-async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time(
+async def test_a_copy_of_the_message_of_an_event_the_clock_caused_leaves_its_ladder_alone(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -283,18 +284,26 @@ async def test_a_copy_of_the_message_of_an_event_the_clock_caused_keeps_its_time
     redelivered: bool,
 ) -> None:
     """The event's message again after its first attempt was recorded: RabbitMQ delivers it
-    again (its consumer was killed before sending the retry on), or the relay published it
-    twice (at-least-once). Its ladder still runs within the advance. Timed as an ordinary
-    attempt, it waited real time and the delivery stayed RETRYING."""
+    again (its consumer was killed before sending the retry on: the relay's sweep sends that
+    retry), or the relay published it twice (at-least-once). It makes no attempt of its own
+    (it made one outside the ladder, which then took a step more to park), and the ladder still
+    runs within the advance."""
     receiver.always(Reply(500))
     _, _, event = await clock_caused_in_an_advance(
         api_client, make_merchant, sessions, receiver.url
     )
     first = own_message(event)
     async with event_delivery(sessions, README_LADDER) as delivery:
-        assert not waits_the_first_step(await delivery.deliver(first))
-        again = replace(first, redelivered=redelivered)
-        await runs_within_the_advance(delivery, again, sessions)
+        failed = await delivery.deliver(first)
+        assert not waits_the_first_step(failed)
+        copy = await delivery.deliver(replace(first, redelivered=redelivered))
+        decision, waits = await along_the_ladder(delivery, first, failed)
+
+    assert (copy.disposition, copy.reason) == (Disposition.DONE, SUPERSEDED)
+    stored = await delivery_of(sessions, event.id)
+    assert stored is not None
+    assert (decision.disposition, stored.status) == (Disposition.PARK, "PARKED"), waits
+    assert stored.attempts == len(README_LADDER) + 1
 
 
 async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_ladder_now(
@@ -334,7 +343,7 @@ async def test_an_event_the_clock_caused_replayed_without_a_delivery_starts_its_
     assert waits_the_first_step(decision)
 
 
-async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_ladder_now(
+async def test_a_redriven_dead_retry_makes_no_attempt_and_the_sweep_sends_the_retry(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
@@ -343,8 +352,9 @@ async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_lad
     settings: Settings,
 ) -> None:
     """Its waiting retry was dead-lettered and moved back with `payouts dlq redrive`, which
-    drops the retry headers (its retries start afresh): its retries wait their steps. Read as
-    the event's own message (generation 0, no due time), its ladder ran again at once."""
+    drops the retry headers: read as a copy of the event's own message, it makes no attempt
+    (its delivery's ladder has started), and the relay's sweep of overdue retries sends the
+    retry the delivery waits for, on its merchant's clock."""
     receiver.always(Reply(500))
     _, row, event = await clock_caused_in_an_advance(
         api_client, make_merchant, sessions, receiver.url
@@ -374,7 +384,11 @@ async def test_a_redriven_dead_retry_of_an_event_the_clock_caused_starts_its_lad
             )
         )
 
-    assert waits_the_first_step(again)
+    assert (again.disposition, again.reason) == (Disposition.DONE, SUPERSEDED)
+    assert len(receiver.requests) == 1
+    swept = await resend_stalled_retries(sessions, stalled_seconds=1, time=SANDBOX_TIME)
+    assert swept >= 1
+    assert len(await resent_copies(sessions, event.payout.id)) == 1
 
 
 async def test_the_own_message_of_an_event_the_clock_caused_back_from_a_lease_wait_keeps_its_time(
