@@ -21,6 +21,7 @@ from api_service.dashboard.sessions import SignedInMerchants
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
 from api_service.errors import (
+    PayloadTooLarge,
     RateLimited,
     UnsupportedMediaType,
     ValidationFailed,
@@ -191,7 +192,8 @@ def document_answers_as_given(app: FastAPI, *, probes: frozenset[str]) -> None:
     - a call whose client's turn did not come in time: 429 RATE_LIMITED (client_turns.py), on
       every operation but the probes, a PSP's callbacks included;
     - a body that is not JSON: 415 UNSUPPORTED_MEDIA_TYPE (request_body.require_json), on every
-      operation that documents one;
+      operation that documents one; a body past the limit: 413 PAYLOAD_TOO_LARGE
+      (middleware.py), on every operation, as the limit is checked before any route;
     - X-IDEMPOTENCY-KEY: required, though declared optional so that the dependency answers its
       absence itself (400 MISSING_IDEMPOTENCY_KEY)."""
     build = app.openapi
@@ -229,6 +231,8 @@ def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     if not probe:  # a probe takes any X-Request-ID, and no query, and never waits its turn
         responses.setdefault("400", documented_error(ValidationFailed))  # X-Request-ID
         responses.setdefault("429", documented_error(RateLimited))  # client_turns.py
+    # Any body past the limit, on every path and method, the probes too (middleware.py).
+    responses.setdefault("413", documented_error(PayloadTooLarge))
     if "requestBody" in operation:
         responses.setdefault("415", documented_error(UnsupportedMediaType))
     keyed = False

@@ -29,7 +29,12 @@ def whole_number(text: str | bytes | None, *, max_digits: int = 18) -> int | Non
 
 
 RowId = Annotated[str, StringConstraints(min_length=36, max_length=36)]  # a UUID's text
-MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str)]
+# Money on the wire: a string with exactly two decimals, documented as such (a plain string
+# said nothing of its form).
+_MONEY = WithJsonSchema({"type": "string", "pattern": r"^-?\d+\.\d{2}$", "examples": ["1500.00"]})
+MoneyString = Annotated[Decimal, PlainSerializer(format_amount, return_type=str), _MONEY]
+# The same, where a view is given the text already formatted.
+MoneyText = Annotated[str, _MONEY]
 # A time on the wire (format_timestamp's ISO-8601, UTC, with a Z) is documented as a date-time:
 # a plain string, a client generated from the OpenAPI document took it for text.
 _DATE_TIME = WithJsonSchema({"type": "string", "format": "date-time"})

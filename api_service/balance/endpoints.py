@@ -21,7 +21,7 @@ from api_service.pagination import (
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.ledger import JournalKind
-from contracts.wire import TimestampText, format_timestamp
+from contracts.wire import MoneyText, TimestampText, format_timestamp
 
 router = APIRouter(prefix="/balance", tags=["balance"])
 _HISTORY_ORDER = (LedgerLine.id,)
@@ -29,9 +29,9 @@ _HISTORY_ORDER = (LedgerLine.id,)
 
 class BalanceView(BaseModel):
     currency: str
-    balance: str = Field(description="availableBalance + lockedBalance")
-    lockedBalance: str = Field(description="Held for payouts not settled yet")
-    availableBalance: str
+    balance: MoneyText = Field(description="availableBalance + lockedBalance")
+    lockedBalance: MoneyText = Field(description="Held for payouts not settled yet")
+    availableBalance: MoneyText
     version: int = Field(
         description="Goes up by one with every ledger journal that moves the balance"
     )
@@ -46,9 +46,9 @@ class LedgerEntryView(BaseModel):
     journalId: int
     type: JournalKind
     account: Literal["available", "held"]
-    amount: str = Field(description="Negative when the money left the account")
-    balanceAfter: str | None
-    availableAfter: str | None
+    amount: MoneyText = Field(description="Negative when the money left the account")
+    balanceAfter: MoneyText | None
+    availableAfter: MoneyText | None
     payoutId: str | None
     description: str
     createdAt: TimestampText

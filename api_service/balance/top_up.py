@@ -27,6 +27,7 @@ from contracts.domain.money import format_amount
 from contracts.funding import top_up_and_start_queued
 from contracts.ledger import TOP_UP_PAST_THE_LIMIT, BalanceLimitExceeded
 from contracts.payout_view import PayoutView
+from contracts.wire import MoneyText
 
 router = APIRouter(prefix="/sandbox", tags=["sandbox"], dependencies=SANDBOX_ONLY)
 
@@ -36,8 +37,8 @@ class TopUpRequest(RequestModel):
 
 
 class TopUpView(BaseModel):
-    amount: str
-    availableBalance: str
+    amount: MoneyText
+    availableBalance: MoneyText
     startedPayouts: list[PayoutView]
 
 

@@ -208,3 +208,46 @@ async def test_every_operation_that_takes_a_fault_documents_each_answer_a_fault_
     }
     answer = await api_client.post(f"{API}/ipn/psp", content=body, headers=headers)
     assert_error(answer, 429, "RATE_LIMITED")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/health"), ("get", "/ready"), ("get", "/payouts"), ("delete", "/sandbox/faults")],
+)
+async def test_a_body_past_the_limit_is_the_documented_413_on_any_operation(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, method: str, path: str
+) -> None:
+    """The limit is checked before any route, on every operation: those without a body of
+    their own answered an undocumented 413 (the OpenAPI review)."""
+    document = await openapi(api_client)
+    merchant = await make_merchant()
+
+    response = await api_client.request(
+        method.upper(), f"{API}{path}", content=b"x" * 70_000, headers=auth(merchant, "")
+    )
+
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    answer = documented(document, method, path, "413")
+    assert answer["content"]["application/json"]["schema"] == ERROR_ENVELOPE
+
+
+MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{2}$", "examples": ["1500.00"]}
+
+
+@pytest.mark.parametrize(
+    ("schema", "field"),
+    [
+        ("PayoutView", "amount"),
+        ("BalanceView", "availableBalance"),
+        ("LedgerEntryView", "amount"),
+        ("TopUpView", "availableBalance"),
+    ],
+)
+async def test_money_in_answers_is_documented_as_a_string_of_two_decimals(
+    api_client: httpx.AsyncClient, schema: str, field: str
+) -> None:
+    """It was a plain string: a client generated from the document knew nothing of its form."""
+    properties = (await openapi(api_client))["components"]["schemas"][schema]["properties"]
+    documented_money = properties[field]
+    alternatives = documented_money.get("anyOf", [documented_money])
+    assert any(MONEY.items() <= option.items() for option in alternatives), documented_money

@@ -98,7 +98,8 @@ def test_every_operation_with_a_json_body_documents_415() -> None:
 
 def test_ready_documents_its_503_report() -> None:
     responses = document()["paths"]["/api/v1/ready"]["get"]["responses"]
-    assert set(responses) == {"200", "503"}  # any X-Request-ID taken, any query ignored
+    # Any X-Request-ID taken, any query ignored; a body past the limit refused (middleware.py).
+    assert set(responses) == {"200", "413", "503"}
     report = error_schema({"responses": responses}, "503")["$ref"].rsplit("/", 1)[-1]
     schema = document()["components"]["schemas"][report]
     assert schema["properties"]["status"]["enum"] == ["ready", "not_ready"]
