@@ -36,6 +36,7 @@ from contracts.settings import Settings, get_settings
 from contracts.topology import (
     BUSY_WAITS_HEADER,
     OWN_EVENT_HEADER,
+    PARKED_HEADER,
     WEBHOOK_PARKING_LOT,
     WorkQueue,
     declare_topology_at,
@@ -172,7 +173,13 @@ class PayoutEventConsumer:
             )
         else:  # once per delivery given up: the attempts' own lines are at INFO
             log.warning("webhook %s parked: %s", request.event.id, decision.reason)
-            await republish(self.broker, message, queue=WEBHOOK_PARKING_LOT, error=decision.reason)
+            await republish(
+                self.broker,
+                message,
+                queue=WEBHOOK_PARKING_LOT,
+                error=decision.reason,
+                headers={PARKED_HEADER: 1},
+            )
 
 
 def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, str | int]:

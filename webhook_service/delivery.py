@@ -97,6 +97,10 @@ ENDPOINT_BUSY = "the merchant's slow endpoint has its share of calls in flight"
 ALREADY_PARKED = "the delivery is parked: its ladder took this message already"
 SUPERSEDED = "the delivery no longer waits for this retry (the clock advanced, or a resend)"
 PARKED_AGAIN = "the retry ladder was exhausted"
+MOVED_BY_HAND = (
+    "moved out of the parking lot while its delivery is parked: "
+    "`payouts webhooks replay-parked` sends it again"
+)
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
@@ -400,6 +404,8 @@ class EventDelivery:
                 return Decision(Disposition.DONE, ALREADY_DELIVERED)
             if self._parked_by(request, delivery):
                 return Decision(Disposition.PARK, delivery.last_error or PARKED_AGAIN)
+            if delivery.status == DeliveryStatus.PARKED and request.from_parking_lot:
+                return Decision(Disposition.PARK, MOVED_BY_HAND)
             if superseded(request, delivery):
                 return Decision(Disposition.DONE, SUPERSEDED)
             if delivery.status == DeliveryStatus.PARKED:

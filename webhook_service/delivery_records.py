@@ -48,6 +48,7 @@ from contracts.redelivery import busy_wait_count, retry_count
 from contracts.topology import (
     EVENT_EXCHANGES,
     OWN_EVENT_HEADER,
+    PARKED_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_DUE_HEADER,
 )
@@ -76,7 +77,7 @@ class DeliveryRequest:
     the event's own message (through the events exchange, or marked so when it was sent back to
     wait or copied by the relay's sweep before any attempt), not a retry, a resend, a replay or
     a redrive; `busy_waits`: how many times in a row it was sent back to wait for a slot of its
-    merchant's slow endpoint."""
+    merchant's slow endpoint; `from_parking_lot`: it was parked, and moved out by hand."""
 
     event: PayoutStatusChanged
     ladder_attempt: int
@@ -86,6 +87,7 @@ class DeliveryRequest:
     redelivered: bool = False
     original: bool = False
     busy_waits: int = 0
+    from_parking_lot: bool = False
 
     @classmethod
     def of_message(
@@ -106,6 +108,7 @@ class DeliveryRequest:
             redelivered=redelivered,
             original=exchange in EVENT_EXCHANGES or bool(headers.get(OWN_EVENT_HEADER)),
             busy_waits=busy_wait_count(headers),
+            from_parking_lot=bool(headers.get(PARKED_HEADER)),
         )
 
 

@@ -70,6 +70,7 @@ from tests.support.webhook_flow import (
     delivery_of,
     event_delivery,
     event_id_of,
+    event_id_of_body,
     first_request,
     messages_of,
     new_event_row,
@@ -220,6 +221,47 @@ async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempt
     (said,) = [r for r in caplog.records if r.name == "webhooks" and r.levelno >= logging.WARNING]
     assert said.getMessage() == f"webhook {event_id} parked: HTTP 500"
     assert getattr(said, "payout_id", None) == delivery.payout_id
+
+
+async def test_a_parked_webhook_moved_out_by_hand_goes_back_to_the_lot(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    webhook_settings: Settings,
+) -> None:
+    """Moved with the management UI (or a shovel) rather than `replay-parked`: its delivery is
+    still PARKED, so it makes no attempt and goes back to the lot, saying how to send it. It was
+    acked as a late copy of its ladder: gone from the lot, and never sent (the ladder review)."""
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    event_id = event_id_of(row)
+
+    async with running_webhook_service(webhook_settings):
+        await relay(rabbit, row)
+        await reaches(sessions, event_id, DeliveryStatus.PARKED, attempts=len(LADDER) + 1)
+
+        async def parked_message() -> list[AbstractIncomingMessage]:
+            taken = await rabbit.take(WEBHOOK_PARKING_LOT)
+            mine = [message for message in taken if event_id_of_body(message.body) == event_id]
+            assert mine
+            return mine
+
+        (parked,) = await eventually(parked_message)
+        await rabbit.publish(  # Move messages: the message as it is, into the work queue
+            parked.body,
+            exchange=DEFAULT_EXCHANGE,
+            routing_key=QUEUE.name,
+            message_id=parked.message_id,
+            headers=dict(parked.headers or {}),
+        )
+        (back,) = await eventually(parked_message)
+
+    assert len(receiver.requests) == len(LADDER) + 1
+    assert "replay-parked" in str((back.headers or {})[LAST_ERROR_HEADER])
+    stored = await delivery_of(sessions, event_id)
+    assert stored is not None and stored.status == DeliveryStatus.PARKED
 
 
 async def test_a_copy_that_parked_its_delivery_redelivered_after_a_crash_is_parked(
