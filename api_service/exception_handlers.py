@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.envelope import error_body, json_response
 from api_service.errors import ApiError, ValidationFailed, database_refusal
 from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER, HtmlPages
+from contracts.db.outages import database_error_code
+from contracts.logging import redact
 
 log = logging.getLogger("api")
 
@@ -95,15 +97,27 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     refusal = database_refusal(exc)
     if refusal is None:
         return await _on_unexpected(request, exc)
-    log.warning("%s: %s", refusal.message, type(exc).__name__)
+    code = database_error_code(exc) if isinstance(exc, DBAPIError) else None
+    said = f"{type(exc).__name__} {code}" if code else type(exc).__name__  # 1205: a lock wait
+    log.warning("%s: %s", refusal.message, said, extra=_ids_of(request))
     return render_api_error(request, refusal)
+
+
+def _ids_of(request: Request) -> dict[str, str | None]:
+    """The ids a handler's line is about beyond the request's: its merchant, and the payout its
+    path names (bound while the route ran, they were gone by the time the handler logged)."""
+    payout_id = request.path_params.get("payout_id")  # as sent: masked like any text
+    return {
+        "merchant_id": getattr(request.state, "merchant_id", None),
+        "payout_id": redact(payout_id) if isinstance(payout_id, str) else None,
+    }
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Run outside every middleware (as Starlette's handler of Exception), the request id header
     # is set here.
     request_id = request_id_of(request)
-    log.exception("unhandled error", extra={"request_id": request_id})
+    log.exception("unhandled error", extra={"request_id": request_id, **_ids_of(request)})
     body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
     return json_response(body, 500, {REQUEST_ID_HEADER: request_id, **NO_SNIFFING})
 

@@ -1,7 +1,8 @@
 """An unexpected error in the API is "answered with a logged 500" (README): logged once, with the
 request id, so that one incident is one log entry an operator can find by the request id. It
 was logged twice: by our handler, then by uvicorn ("Exception in ASGI application", without
-the request id), Starlette raising it again after answering."""
+the request id), Starlette raising it again after answering. And the API's lines about a request
+carry the ids docs/operations.md promises, as the client sent them (the logs review)."""
 
 import asyncio
 import io
@@ -16,11 +17,13 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
+from sqlalchemy import text
 
 from api_service.app import create_app
+from contracts.db.engine import SessionFactory
 from contracts.logging import ADOPTED_LOGGERS, configure_logging
 from contracts.settings import Settings
-from tests.conftest import MerchantFactory
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import auth, payout_body
 
 API = "/api/v1"
@@ -133,3 +136,54 @@ async def test_a_client_that_leaves_mid_body_is_no_server_error(
     ] == []
     assert [m for m in sent if m["type"] == "http.response.start"] == []
     assert (counted("500"), counted("499")) == (before[0], before[1] + 1)
+
+
+def entries(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+async def test_a_failed_request_on_a_payout_logs_its_payout_and_merchant(
+    settings: Settings,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    json_log: io.StringIO,
+) -> None:
+    """A reinitiate that waited in vain for the payout's row (503): its line carried neither
+    the payout's id nor the merchant's, both bound only while the route ran, nor the lock
+    wait's error number (it read as an outage)."""
+    quick = settings.model_copy(
+        update={"api_lock_wait_seconds": 1, "api_database_timeout_seconds": 3.0}
+    )
+    merchant = await make_merchant()
+    async with in_process_api(quick) as client:
+        created = await client.post(f"{API}/payouts", json=payout_body(), headers=auth(merchant))
+        payout_id = created.json()["data"]["id"]
+        async with sessions() as holder:
+            await holder.execute(
+                text("SELECT id FROM payouts WHERE id = :id FOR UPDATE"), {"id": payout_id}
+            )
+            answer = await client.post(
+                f"{API}/payouts/{payout_id}/reinitiate",
+                headers={**auth(merchant), "X-Request-ID": "lock-waited-1"},
+            )
+            await holder.rollback()
+
+    assert answer.status_code == 503, answer.text
+    [line] = [entry for entry in entries(json_log) if entry.get("request_id") == "lock-waited-1"]
+    assert (line["payout_id"], line["merchant_id"]) == (payout_id, merchant.merchant_id)
+    assert "1205" in line["message"]
+
+
+async def test_a_clients_request_id_is_logged_as_sent(
+    api_client: httpx.AsyncClient, json_log: io.StringIO
+) -> None:
+    """An id of ten digits or more (epoch milliseconds, a snowflake) was masked as an account
+    number in every line, where the API echoes it as sent: its lines could not be found by it."""
+    request_id = "req_1733412345678"
+    answer = await api_client.get(
+        f"{API}/balance", headers={"X-API-KEY": "mpk_test_" + "x" * 43, "X-Request-ID": request_id}
+    )
+
+    assert answer.status_code == 401
+    [line] = [entry for entry in entries(json_log) if entry.get("logger") == "api.auth"]
+    assert (line["request_id"], line["correlation_id"]) == (request_id, request_id)
