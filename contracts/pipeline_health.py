@@ -21,7 +21,7 @@ from contracts.db.models import (
     ScheduledAction,
     WebhookDelivery,
 )
-from contracts.domain.scheduled_actions import Action
+from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import PayoutStatus
 from contracts.waiting_retries import (
     overdue,
@@ -111,6 +111,19 @@ class _Listing:
         )
 
 
+def failed_action_still_awaited() -> ColumnElement[bool]:
+    """A scheduled action that failed (ix_scheduled_actions_result) while its payout is still
+    where the action was to move it on from."""
+    return and_(
+        ScheduledAction.result == Result.ERROR.value,
+        exists().where(
+            Payout.id == ScheduledAction.payout_id,
+            Payout.hold_cycle == ScheduledAction.hold_cycle,
+            Payout.status == ScheduledAction.expected_status,
+        ),
+    )
+
+
 def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M:%S}"
 
@@ -141,6 +154,18 @@ def _listings(thresholds: Thresholds, time: MerchantTime) -> tuple[_Listing, ...
                 "(sandbox time) has not run (is the processor's scheduler running?)"
             ),
             "scheduled actions long due",
+        ),
+        # An action whose application failed (ERROR, logged by the processor with the error)
+        # while its payout still waits for it: an IN_REVIEW payout whose decision window's
+        # expiry failed keeps its funds held until an IPN decides, a QUEUED one waits on.
+        _Listing(
+            failed_action_still_awaited(),
+            (ScheduledAction.applied_at, ScheduledAction.payout_id, ScheduledAction.action),
+            lambda failed, payout, action: (
+                f"payout {payout}: its {action} failed at {_when(failed)} UTC and the payout "
+                "still waits for it (the processor's log says why)"
+            ),
+            "scheduled actions that failed",
         ),
         # The PSP got its 200 and will not send the outcome again: its ApplyPspOutcome was lost
         # (the relay sends one again after PAYOUTS_PROCESSOR_STALLED_RETRY_SECONDS), or no

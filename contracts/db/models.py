@@ -521,6 +521,7 @@ class ScheduledAction(Base):
         Index("ix_scheduled_actions_merchant", "merchant_id", "applied_at", "due_at"),
         # Whether a payout's attempt is scripted (processor_service/stalled_payouts.py).
         Index("ix_scheduled_actions_payout", "payout_id", "hold_cycle"),
+        Index("ix_scheduled_actions_result", "result", "applied_at"),  # failed ones (ERROR)
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -533,7 +534,7 @@ class ScheduledAction(Base):
     due_at: Mapped[datetime] = mapped_column(Timestamp)  # sandbox time
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     applied_at: Mapped[datetime | None] = mapped_column(Timestamp)  # real time
-    result: Mapped[str | None] = mapped_column(String(20))  # APPLIED | SKIPPED
+    result: Mapped[str | None] = mapped_column(String(20))  # APPLIED | SKIPPED | ERROR
     status_after: Mapped[str | None] = mapped_column(String(20))
 
 

@@ -33,6 +33,7 @@ from contracts.db.models import (
     ScheduledAction,
     WebhookDelivery,
 )
+from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import PayoutStatus
 from contracts.pipeline_health import UNDELIVERED_EVENTS_WINDOW, Thresholds, pipeline_problems
 from contracts.reconcile import ledger_size, reconcile
@@ -873,3 +874,37 @@ async def test_reconcile_reports_a_journal_of_no_payout_that_is_not_a_top_up(
         problem.startswith(f"journal {journal_id} (") and "names no payout" in problem
         for problem in problems
     ), problems
+
+
+async def test_a_failed_scheduled_action_its_payout_still_waits_for_is_reported(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """An action the processor marked ERROR (applying it raised) while its payout stays where the
+    action was to move it on from: an IN_REVIEW payout whose decision window's expiry failed kept
+    its funds held, and nothing said so. Once the payout moved on, it is not reported."""
+    merchant = await make_merchant()
+    payout = await create_payout(api_client, merchant)
+    failed_at = utcnow() - timedelta(days=6)  # within the retention, before other tests' rows
+    async with transaction(sessions) as session:
+        await session.execute(
+            insert(ScheduledAction).values(
+                merchant_id=merchant.merchant_id,
+                payout_id=payout["id"],
+                hold_cycle=1,
+                action=Action.EXPIRE_DECISION.value,
+                expected_status=PayoutStatus.PENDING.value,
+                due_at=failed_at,
+                created_at=failed_at,
+                applied_at=failed_at,
+                result=Result.ERROR.value,
+            )
+        )
+
+    async def reported() -> bool:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
+        return any(f"payout {payout['id']}: its EXPIRE_DECISION failed" in p for p in problems)
+
+    assert await reported()
+    await move_payout(sessions, payout["id"], PayoutStatus.FAILED)
+    assert not await reported()
