@@ -63,8 +63,15 @@ _PLUS_SENT_AS_SPACE = re.compile(
 )
 
 
+# A time whose offset is in hours alone (`+05`, as ISO-8601 allows), which pydantic refuses.
+_HOURS_ONLY_OFFSET = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?[+-]\d{2}", re.ASCII
+)
+
+
 def _iso_8601_only(value: object) -> object:
-    """Pydantic would also read `0.5` as seconds since 1970; the contract's times are ISO-8601."""
+    """Pydantic would also read `0.5` as seconds since 1970; the contract's times are ISO-8601
+    (an offset in hours alone read as its hours and no minutes)."""
     if isinstance(value, str) and not _ISO_DATE_START.match(value):
         raise ValueError("must be an ISO-8601 date-time such as 2026-01-31T10:00:00Z")
     if isinstance(value, str) and _PLUS_SENT_AS_SPACE.fullmatch(value):
@@ -72,6 +79,8 @@ def _iso_8601_only(value: object) -> object:
             "has a space where its offset's + should be: a query string reads + as a space, "
             "so send it as %2B (2026-01-31T15:00:00%2B05:00)"
         )
+    if isinstance(value, str) and _HOURS_ONLY_OFFSET.fullmatch(value):
+        return f"{value}:00"
     return value
 
 

@@ -173,6 +173,11 @@ async def test_filters_status_reference_and_creation_window(
         createdTo="2025-03-01T17:00:00+05:00",
     )
     assert _ids(local) == _ids(window)
+    # Its offset in hours alone (ISO-8601 allows it): refused as "unexpected extra characters".
+    hours_only = await _list(
+        api_client, merchant, createdFrom="2025-03-01T15:00+05", createdTo="2025-03-01T17:00:00+05"
+    )
+    assert _ids(hours_only) == _ids(window)
     # A date alone as the end of the window means the whole day (it meant its first instant).
     day = await _list(api_client, merchant, createdFrom="2025-03-01", createdTo="2025-03-01")
     whole_day = await _list(
