@@ -19,6 +19,7 @@ from contracts.api_keys import hash_api_key
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Merchant
 from contracts.logging import LogThrottle, bind_log_context
+from contracts.public_ids import PublicIds, load_public_ids
 from contracts.settings import Settings
 
 log = logging.getLogger("api.auth")
@@ -191,3 +192,15 @@ async def get_request_id(request: Request) -> str:
 
 
 RequestId = Annotated[str, Depends(get_request_id)]
+
+
+async def get_public_ids(request: Request, session: SessionDep) -> PublicIds:
+    """The deployment's public ids, loaded by the first request that needs them (the key never
+    changes; an API started before `payouts migrate` has none yet)."""
+    public_ids: PublicIds | None = getattr(request.app.state, "public_ids", None)
+    if public_ids is None:
+        public_ids = request.app.state.public_ids = await load_public_ids(session)
+    return public_ids
+
+
+PublicIdsDep = Annotated[PublicIds, Depends(get_public_ids)]

@@ -5,7 +5,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.responses import Response
 
-from api_service.deps import CurrentMerchant, SessionDep
+from api_service.deps import CurrentMerchant, PublicIdsDep, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, error_responses
 from api_service.pagination import (
@@ -21,6 +21,7 @@ from api_service.pagination import (
 from contracts.db.models import Balance, LedgerJournal, LedgerLine
 from contracts.domain.money import format_amount
 from contracts.ledger import JournalKind
+from contracts.public_ids import PublicIds
 from contracts.wire import MoneyText, TimestampText, format_timestamp
 
 router = APIRouter(prefix="/balance", tags=["balance"])
@@ -63,11 +64,14 @@ class BalanceHistoryEnvelope(SuccessEnvelope[BalanceHistory]):
     pass
 
 
-def ledger_entry_json(line: LedgerLine, journal: LedgerJournal) -> dict[str, Any]:
-    """One entry of the history: a ledger line of the merchant, with its journal."""
+def ledger_entry_json(
+    line: LedgerLine, journal: LedgerJournal, public_ids: PublicIds
+) -> dict[str, Any]:
+    """One entry of the history: a ledger line of the merchant, with its journal (their public
+    ids: contracts.public_ids)."""
     return {
-        "id": line.id,
-        "journalId": journal.id,
+        "id": public_ids.public(line.id),
+        "journalId": public_ids.public(journal.id),
         "type": journal.kind,
         "account": line.account.lower(),
         "amount": format_amount(line.amount),
@@ -111,6 +115,7 @@ async def get_balance(merchant: CurrentMerchant, session: SessionDep) -> Respons
 async def get_balance_history(
     merchant: CurrentMerchant,
     session: SessionDep,
+    public_ids: PublicIdsDep,
     page: PageNumber = None,
     limit: PageSize = 20,
     starting_after: Annotated[
@@ -126,7 +131,8 @@ async def get_balance_history(
     window = await window_of(
         session,
         page=page,
-        starting_after=starting_after,
+        # A number no id maps to names no line (0): the 400 of any other that is not theirs.
+        starting_after=None if starting_after is None else public_ids.internal(starting_after) or 0,
         limit=limit,
         cursor_key=item_key(_HISTORY_ORDER, LedgerLine.id, mine),
         items="ledger lines",
@@ -138,7 +144,9 @@ async def get_balance_history(
     # join scanned every merchant's lines, 1.5 M rows read at 300,000 payouts: plans review).
     lines = select(LedgerLine.id)
     listed = await list_newest_first(session, query, [mine], _HISTORY_ORDER, window, lines)
-    entries = [ledger_entry_json(row.LedgerLine, row.LedgerJournal) for row in listed.rows]
-    last = listed.rows[-1][0].id if listed.rows else None
+    entries = [
+        ledger_entry_json(row.LedgerLine, row.LedgerJournal, public_ids) for row in listed.rows
+    ]
+    last = public_ids.public(listed.rows[-1][0].id) if listed.rows else None
     pagination = pagination_json(listed, window, last)
     return json_response(success_body({"entries": entries, "pagination": pagination}))

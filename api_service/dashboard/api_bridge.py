@@ -23,6 +23,7 @@ from starlette.types import Message
 
 from api_service.balance import endpoints as balance
 from api_service.balance import top_up as sandbox_top_up
+from api_service.deps import get_public_ids
 from api_service.directory import endpoints as directory
 from api_service.envelope import error_body
 from api_service.errors import ApiError
@@ -36,6 +37,7 @@ from api_service.webhooks import endpoints as webhooks
 from contracts.db.engine import transaction
 from contracts.db.models import WITH_WEBHOOK_SECRETS, IdempotencyKey, Merchant
 from contracts.domain.statuses import PayoutStatus
+from contracts.public_ids import PublicIds
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 
@@ -141,6 +143,9 @@ class MerchantApi:
         )
         assert merchant is not None, "merchants are never deleted"
         return merchant
+
+    async def public_ids(self) -> PublicIds:
+        return await get_public_ids(self.request, self.session)
 
     def api_request(self, method: str, path: str, body: Any = None) -> Request:
         """The request the API would receive for this action (JSON body, this request's id)."""
@@ -273,7 +278,9 @@ class MerchantApi:
 
     async def balance_history(self, *, page: int, limit: int) -> ApiAnswer:
         return await self.answer(
-            balance.get_balance_history(self.merchant, self.session, page, limit)
+            balance.get_balance_history(
+                self.merchant, self.session, await self.public_ids(), page, limit
+            )
         )
 
     async def directory(self) -> ApiAnswer:
@@ -295,12 +302,18 @@ class MerchantApi:
         return await self.answer(sandbox.get_webhook_chaos(self.merchant, self.session))
 
     async def clock(self) -> ApiAnswer:
-        return await self.answer(sandbox_clock.get_clock(self.merchant, self.session))
+        return await self.answer(
+            sandbox_clock.get_clock(self.merchant, self.session, await self.public_ids())
+        )
 
     async def requests(self, *, starting_after: int | None, limit: int) -> ApiAnswer:
         return await self.answer(
             request_log.list_requests(
-                self.merchant, self.session, limit=limit, starting_after=starting_after
+                self.merchant,
+                self.session,
+                await self.public_ids(),
+                limit=limit,
+                starting_after=starting_after,
             )
         )
 
@@ -418,7 +431,13 @@ class MerchantApi:
 
         async def call(request: Request, idempotency: Idempotency) -> Response:
             return await sandbox_clock.advance_clock(
-                request, self.merchant, idempotency, self.session, self.settings, self.request_id
+                request,
+                self.merchant,
+                idempotency,
+                self.session,
+                self.settings,
+                self.request_id,
+                await self.public_ids(),
             )
 
         path = f"{API}/sandbox/clock/advance"

@@ -13,6 +13,7 @@ from api_service.dashboard.api_bridge import MerchantApi
 from api_service.dashboard.signed_requests import SignedRequest, signed_request
 from contracts.db.models import LedgerJournal, LedgerLine
 from contracts.domain.statuses import TERMINAL_STATUSES, PayoutStatus
+from contracts.public_ids import PublicIds
 from contracts.webhooks import DeliveryStatus
 
 UNSETTLED_DELIVERIES = {DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value}
@@ -44,7 +45,7 @@ class Timeline:
 
 
 async def payout_ledger(
-    session: AsyncSession, merchant_id: str, payout_id: str
+    session: AsyncSession, public_ids: PublicIds, merchant_id: str, payout_id: str
 ) -> list[dict[str, Any]]:
     """Every line of the merchant's journals of this payout, the settlement side included (the
     history shows only the merchant's own lines). Indexed by the journals' payout key."""
@@ -54,7 +55,7 @@ async def payout_ledger(
         .where(LedgerJournal.payout_id == payout_id, LedgerJournal.merchant_id == merchant_id)
         .order_by(LedgerLine.id)
     )
-    return [ledger_entry_json(line, journal) for line, journal in rows]
+    return [ledger_entry_json(line, journal, public_ids) for line, journal in rows]
 
 
 async def payout_timeline(api: MerchantApi, payout_id: str) -> Timeline:
@@ -71,5 +72,5 @@ async def payout_timeline(api: MerchantApi, payout_id: str) -> Timeline:
         requests = [signed_request(event, attempt, merchant, grace) for attempt in attempts]
         return TimelineEntry(event, delivery, requests)
 
-    ledger = await payout_ledger(api.session, api.merchant.id, payout_id)
+    ledger = await payout_ledger(api.session, await api.public_ids(), api.merchant.id, payout_id)
     return Timeline(payout, [entry(event) for event in reversed(events)], ledger)

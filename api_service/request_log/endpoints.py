@@ -9,11 +9,12 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from api_service.deps import SANDBOX_ONLY, CurrentMerchant, SessionDep
+from api_service.deps import SANDBOX_ONLY, CurrentMerchant, PublicIdsDep, SessionDep
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import AUTH_ERRORS, SandboxDisabled, ValidationFailed, error_responses
 from contracts.db.engine import utcnow
 from contracts.db.models import REQUEST_LOG_RETENTION, ApiRequestRecord
+from contracts.public_ids import PublicIds
 from contracts.wire import TimestampText, format_timestamp
 
 router = APIRouter(tags=["sandbox"], dependencies=SANDBOX_ONLY)
@@ -57,9 +58,9 @@ class ApiRequestListEnvelope(SuccessEnvelope[ApiRequestList]):
     pass
 
 
-def request_json(record: ApiRequestRecord) -> dict[str, Any]:
+def request_json(record: ApiRequestRecord, public_ids: PublicIds) -> dict[str, Any]:
     return {
-        "id": record.id,
+        "id": public_ids.public(record.id),  # contracts.public_ids
         "requestId": record.request_id,
         "method": record.method,
         "path": record.path,
@@ -107,6 +108,7 @@ async def _after(
 async def list_requests(
     merchant: CurrentMerchant,
     session: SessionDep,
+    public_ids: PublicIdsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     starting_after: Annotated[int | None, Query(alias="startingAfter", ge=1)] = None,
 ) -> Response:
@@ -115,16 +117,17 @@ async def list_requests(
         mine, ApiRequestRecord.started_at >= utcnow() - REQUEST_LOG_RETENTION
     )
     if starting_after is not None:
-        query = query.where(await _after(session, mine, starting_after))
+        cursor = public_ids.internal(starting_after) or 0  # 0: names no call, a 400
+        query = query.where(await _after(session, mine, cursor))
     newest_first = (ApiRequestRecord.started_at.desc(), ApiRequestRecord.id.desc())
     rows = list(await session.scalars(query.order_by(*newest_first).limit(limit + 1)))
     page, has_more = rows[:limit], len(rows) > limit
     data = {
-        "requests": [request_json(record) for record in page],
+        "requests": [request_json(record, public_ids) for record in page],
         "pagination": {
             "limit": limit,
             "hasMore": has_more,
-            "nextCursor": page[-1].id if has_more else None,
+            "nextCursor": public_ids.public(page[-1].id) if has_more else None,
         },
     }
     return json_response(success_body(data))

@@ -22,7 +22,14 @@ from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from api_service.deps import SANDBOX_ONLY, CurrentMerchant, RequestId, SessionDep, SettingsDep
+from api_service.deps import (
+    SANDBOX_ONLY,
+    CurrentMerchant,
+    PublicIdsDep,
+    RequestId,
+    SessionDep,
+    SettingsDep,
+)
 from api_service.envelope import SuccessEnvelope, json_response, success_body
 from api_service.errors import (
     IDEMPOTENCY_ERRORS,
@@ -44,6 +51,7 @@ from contracts.db.models import (
     ScheduledAction,
     table_of,
 )
+from contracts.public_ids import PublicIds
 from contracts.wire import TimestampText, format_timestamp
 
 # The clock as the advance left it (this transaction holds its row), kept in its history.
@@ -147,9 +155,9 @@ class AdvancedClockEnvelope(SuccessEnvelope[AdvancedClockView]):
     pass
 
 
-def _action_json(action: ScheduledAction) -> dict[str, Any]:
+def _action_json(action: ScheduledAction, public_ids: PublicIds) -> dict[str, Any]:
     return {
-        "id": action.id,
+        "id": public_ids.public(action.id),  # contracts.public_ids
         "payoutId": action.payout_id,
         "action": action.action,
         "step": action.step,
@@ -184,7 +192,12 @@ def _clock_json(offset: int, real: datetime, sandbox: datetime) -> dict[str, Any
 
 
 async def _actions(
-    session: AsyncSession, merchant_id: str, *, applied: bool, due_by: datetime | None = None
+    session: AsyncSession,
+    public_ids: PublicIds,
+    merchant_id: str,
+    *,
+    applied: bool,
+    due_by: datetime | None = None,
 ) -> list[dict[str, Any]]:
     statement = select(ScheduledAction).where(ScheduledAction.merchant_id == merchant_id)
     if applied:
@@ -202,7 +215,7 @@ async def _actions(
     if due_by is not None:
         statement = statement.where(ScheduledAction.due_at <= due_by)
     rows = await session.scalars(statement.limit(LISTED_ACTIONS if due_by is None else 1000))
-    return [_action_json(action) for action in rows]
+    return [_action_json(action, public_ids) for action in rows]
 
 
 @router.get(
@@ -212,12 +225,14 @@ async def _actions(
     summary="Sandbox: your clock, and what is scheduled in sandbox time",
     description=SCRIPTS_DESCRIPTION,
 )
-async def get_clock(merchant: CurrentMerchant, session: SessionDep) -> Response:
+async def get_clock(
+    merchant: CurrentMerchant, session: SessionDep, public_ids: PublicIdsDep
+) -> Response:
     offset, real, sandbox = await _clock(session, merchant.id)
     data = {
         **_clock_json(offset, real, sandbox),
-        "scheduled": await _actions(session, merchant.id, applied=False),
-        "recent": await _actions(session, merchant.id, applied=True),
+        "scheduled": await _actions(session, public_ids, merchant.id, applied=False),
+        "recent": await _actions(session, public_ids, merchant.id, applied=True),
     }
     return json_response(success_body(data))
 
@@ -247,6 +262,7 @@ async def advance_clock(
     session: SessionDep,
     settings: SettingsDep,
     request_id: RequestId,
+    public_ids: PublicIdsDep,
 ) -> Response:
 
     async def operation() -> tuple[int, bytes]:
@@ -271,7 +287,7 @@ async def advance_clock(
         data = {
             **_clock_json(offset, real, sandbox),
             "advancedSeconds": body.seconds,
-            "due": await _actions(session, merchant.id, applied=False, due_by=sandbox),
+            "due": await _actions(session, public_ids, merchant.id, applied=False, due_by=sandbox),
             "webhookRetriesReleased": await release_retries_due(
                 session, merchant.id, offset_before=offset - body.seconds, correlation_id=request_id
             ),

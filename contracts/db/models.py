@@ -552,3 +552,13 @@ class LedgerAudit(Base):
     took_ms: Mapped[int | None] = mapped_column(Integer)
     problem_count: Mapped[int] = mapped_column(Integer, default=0)
     problems: Mapped[list[str] | None] = mapped_column(JSON)  # the first KEPT_PROBLEMS
+
+
+class DeploymentKey(Base):
+    """A secret of this deployment that no setting carries, made once by a migration (0039):
+    `public-ids` keys the ids merchants see of shared counters (contracts.public_ids)."""
+
+    __tablename__ = "deployment_keys"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary(64))

@@ -85,7 +85,8 @@ async def test_history_lists_the_merchants_ledger_lines_newest_first(
         ("HOLD", "300.00", "1000.00", "700.00"),
     ]
     assert summary[4] == ("TOPUP", "1000.00", "1000.00", "1000.00")
-    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
+    times = [e["createdAt"] for e in entries]
+    assert times == sorted(times, reverse=True) and len({e["id"] for e in entries}) == 5
     assert {e["payoutId"] for e in entries[:4]} == {payout["id"]}
     assert entries[4]["payoutId"] is None
     assert len({e["journalId"] for e in entries}) == 3
