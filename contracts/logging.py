@@ -182,12 +182,16 @@ _Replacement = str | Callable[[re.Match[str]], str]
 # Each pattern in the order it runs (each on the previous one's output), what replaces a match,
 # and a string check that is False only where the pattern cannot match: a request log keeps
 # every body, and a regular expression over it costs ten times the checks that rule it out.
-_MASKS: Final[tuple[tuple[re.Pattern[str], _Replacement, Callable[[str], bool]], ...]] = (
+_Mask = tuple[re.Pattern[str], _Replacement, Callable[[str], bool]]
+_SECRET_MASKS: Final[tuple[_Mask, ...]] = (
     (_URL_PASSWORD, rf"\g<1>{REDACTED}\g<2>", lambda text: "://" in text),
     # The field first: a token masked first left `api_key=[REDACTED]]` (its value stopped at
     # the `]` of the token's [REDACTED]).
     (_SECRET_FIELD, rf"\g<1>{REDACTED}", _may_name_a_secret),
     (_SECRET_TOKEN, rf"\g<1>{REDACTED}", lambda text: "mpk_" in text or "whsec_" in text),
+)
+_MASKS: Final[tuple[_Mask, ...]] = (
+    *_SECRET_MASKS,
     (_ACCOUNT, _mask_account, _may_hold_an_account),
 )
 
@@ -197,9 +201,10 @@ def names_a_secret(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
-def redact(text: str) -> str:
-    """The text with secrets replaced and account numbers masked to their last four characters."""
-    for pattern, replacement, may_match in _MASKS:
+def redact(text: str, masks: tuple[_Mask, ...] = _MASKS) -> str:
+    """The text with secrets replaced and account numbers masked to their last four characters
+    (`masks`: _SECRET_MASKS, secrets alone)."""
+    for pattern, replacement, may_match in masks:
         if may_match(text):
             text = pattern.sub(replacement, text)
     return text
@@ -219,9 +224,10 @@ def _redact_value(value: Any) -> Any:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks the message, the formatted exception and every `extra=` value of a record but the
-    ids it is about (CONTEXT_FIELDS, checked where they come in): a client's X-Request-ID of ten
-    digits or more was masked as an account number, and its lines could not be found by it."""
+    """Masks the message, the formatted exception and every `extra=` value of a record; of the
+    ids it is about (CONTEXT_FIELDS) only secrets (an API key sent as X-Request-ID): a client's
+    request id of ten digits or more was masked as an account number, and its lines could not be
+    found by it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -234,8 +240,11 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         for name in _extra_names(record):
+            value = getattr(record, name)
             if name not in CONTEXT_FIELDS:
-                setattr(record, name, _redact_value(getattr(record, name)))
+                setattr(record, name, _redact_value(value))
+            elif isinstance(value, str):
+                setattr(record, name, redact(value, _SECRET_MASKS))
         return True
 
 

@@ -73,9 +73,12 @@ def _driver_takes_its_query(url: str) -> str:
     unknown argument (`?sslmode=require`) with a TypeError no command or service reported as the
     setting's fault (a traceback, or "the database is unavailable" for ever)."""
     parsed = make_url(url)
+    repeated = sorted(name for name, value in parsed.query.items() if isinstance(value, tuple))
+    if repeated:  # the driver got a tuple's text, or a TypeError
+        raise ValueError(f"its query gives {', '.join(repeated)} more than once")
     try:
         _, arguments = parsed.get_dialect()().create_connect_args(parsed)
-    except ValueError as unreadable:  # connect_timeout=abc
+    except (TypeError, ValueError) as unreadable:  # connect_timeout=abc
         raise ValueError(f"its query cannot be read: {unreadable}") from None
     unknown = sorted(set(arguments) - set(inspect.signature(asyncmy.connect).parameters))
     if unknown:

@@ -25,6 +25,7 @@ from contracts.logging import ADOPTED_LOGGERS, configure_logging
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import auth, payout_body
+from tests.support.polling import eventually
 
 API = "/api/v1"
 
@@ -187,3 +188,20 @@ async def test_a_clients_request_id_is_logged_as_sent(
     assert answer.status_code == 401
     [line] = [entry for entry in entries(json_log) if entry.get("logger") == "api.auth"]
     assert (line["request_id"], line["correlation_id"]) == (request_id, request_id)
+
+
+async def test_an_api_key_sent_as_the_request_id_is_not_logged(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, json_log: io.StringIO
+) -> None:
+    """The ids of a line are not masked as account numbers, but secrets in them still are: a
+    client that sends its API key under X-Request-ID does not have it logged."""
+    merchant = await make_merchant()
+    secret_part = merchant.api_key.removeprefix("mpk_test_")
+
+    async def refusal_logged() -> bool:  # its warning is said at most once a second
+        answer = await api_client.get(f"{API}/balance", headers={"X-Request-ID": merchant.api_key})
+        assert answer.status_code == 401
+        return "authentication failed" in json_log.getvalue()
+
+    await eventually(refusal_logged, within=5, what="the refusal logged")
+    assert secret_part not in json_log.getvalue()

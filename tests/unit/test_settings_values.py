@@ -58,6 +58,15 @@ def fresh_settings() -> Iterator[None]:
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?sslmode=require"),
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?ssl=true"),
         ("PAYOUTS_DATABASE_URL", "mysql+asyncmy://root@127.0.0.1:3306/payouts?connect_timeout=x"),
+        # given twice: a TypeError, or the text of a tuple the driver could not use
+        (
+            "PAYOUTS_DATABASE_URL",
+            "mysql+asyncmy://root@127.0.0.1:3306/payouts?connect_timeout=1&connect_timeout=2",
+        ),
+        (
+            "PAYOUTS_DATABASE_URL",
+            "mysql+asyncmy://root@127.0.0.1:3306/payouts?charset=utf8mb4&charset=utf8mb4",
+        ),
         ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "http://127.0.0.1:99999"),  # Operations page 500
         ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "http://[::1"),
         ("PAYOUTS_DASHBOARD_RABBITMQ_UI_URL", "rabbitmq:15672"),
