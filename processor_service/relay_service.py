@@ -174,6 +174,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
                 sessions,
                 stalled_seconds=payout_stalled,
                 retry_delay_seconds=settings.processor_retry_delay_seconds,
+                time=time,
             ),
         ),
         Chore(

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import stamping_sandbox_time
+from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import Payout, PayoutEvent, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
@@ -52,18 +52,23 @@ BATCH = 500
 
 
 async def resend_stalled_payout_commands(
-    sessions: SessionFactory, *, stalled_seconds: int, retry_delay_seconds: float
+    sessions: SessionFactory,
+    *,
+    stalled_seconds: int,
+    retry_delay_seconds: float,
+    time: MerchantTime = SANDBOX_TIME,
 ) -> int:
     """Send again the command of up to BATCH payouts waiting for processing and of up to BATCH
     payouts waiting for their accepted outcomes (the next round takes more), in one transaction;
-    how many."""
+    how many. A command says which sandbox time started its payout on sandbox clocks only
+    (`time`; in production, a payout started in test mode says nothing of it)."""
     waiting_since = utcnow() - timedelta(seconds=retry_delay_seconds + stalled_seconds)
     announcements = Announcements(correlation_id=None)
     async with transaction(sessions) as session:
         unprocessed = list(await session.scalars(awaiting_processing(waiting_since)))
         started_by_the_clock = await clock_times(session, [payout.id for payout in unprocessed])
         for payout in unprocessed:
-            with stamping_sandbox_time(started_by_the_clock.get(payout.id)):
+            with time.stamping(started_by_the_clock.get(payout.id)):
                 announcements.process(payout)
         # One command per payout applies all its accepted outcomes: its first one's.
         unapplied: dict[str, tuple[Payout, PspCallback]] = {}

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import update
 
 from cli.merchants import NewMerchant
-from contracts.clock import SANDBOX_TIME, stamping_sandbox_time
+from contracts.clock import REAL_TIME, SANDBOX_TIME, MerchantTime, stamping_sandbox_time
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import OutboxMessage, Payout, PspCallback, ScheduledAction
 from contracts.domain.scheduled_actions import Action
@@ -102,10 +102,10 @@ async def commands_of(sessions: SessionFactory, payout: Payout) -> list[OutboxMe
     return await unsent_commands(sessions, payout.id, PROCESSING_KEYS)
 
 
-async def sweep(sessions: SessionFactory, payout: Payout) -> int:
+async def sweep(sessions: SessionFactory, payout: Payout, time: MerchantTime = SANDBOX_TIME) -> int:
     """Run the sweep; how many commands of this payout it sent."""
     before = len(await commands_of(sessions, payout))
-    await resend(sessions)
+    await resend(sessions, time)
     return len(await commands_of(sessions, payout)) - before
 
 
@@ -311,9 +311,12 @@ async def test_an_accepted_outcome_whose_command_was_dead_lettered_is_applied(
     assert payout.accepted_outcome is None
 
 
-async def resend(sessions: SessionFactory) -> None:
+async def resend(sessions: SessionFactory, time: MerchantTime = SANDBOX_TIME) -> None:
     await resend_stalled_payout_commands(
-        sessions, stalled_seconds=STALLED_SECONDS, retry_delay_seconds=RETRY_DELAY_SECONDS
+        sessions,
+        stalled_seconds=STALLED_SECONDS,
+        retry_delay_seconds=RETRY_DELAY_SECONDS,
+        time=time,
     )
 
 
@@ -352,13 +355,15 @@ async def test_both_sweeps_read_an_index(sessions: SessionFactory) -> None:
     assert callbacks["key"] == "ix_psp_callbacks_unapplied", callbacks
 
 
+@pytest.mark.parametrize("time", [SANDBOX_TIME, REAL_TIME], ids=["test mode", "production"])
 async def test_a_command_sent_again_for_a_payout_a_clock_step_started_carries_its_sandbox_time(
-    sessions: SessionFactory, stalled: Payout
+    sessions: SessionFactory, stalled: Payout, time: MerchantTime
 ) -> None:
     """A payout a clock step started (from the queue, at that step's sandbox time) runs its
     script from that time, which its command carries. Sent again without it, it ran from the
     clock's time when the copy was taken: a 0006 payout a 51-hour advance started at 10 h had its
-    reversal put off by 41 hours (a suspicion of the time-travel review)."""
+    reversal put off by 41 hours (a suspicion of the time-travel review). In production (a
+    payout started in test mode on the same database) it carries none."""
     stepped_at = datetime(2031, 1, 2, 10, 0)
     async with transaction(sessions) as session:
         payout = await session.get_one(Payout, stalled.id)
@@ -369,9 +374,10 @@ async def test_a_command_sent_again_for_a_payout_a_clock_step_started_carries_it
     for row in await outbox_for_payout(sessions, stalled.id):
         await set_sent(sessions, row)  # no relay of another test sends the event
 
-    assert await sweep(sessions, stalled) == 1
+    assert await sweep(sessions, stalled, time) == 1
     commands = await commands_of(sessions, stalled)
     for command in commands:
         await set_sent(sessions, command)
     (sent,) = [ProcessPayout.model_validate_json(command.body) for command in commands]
-    assert sent.sandbox_time is not None and naive_utc(sent.sandbox_time) == stepped_at
+    carried = None if sent.sandbox_time is None else naive_utc(sent.sandbox_time)
+    assert carried == (stepped_at if time.sandbox_clocks else None)

@@ -115,6 +115,7 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
     assert calls["resend_stalled_payout_commands"] == {
         "stalled_seconds": stalled_seconds + 1,
         "retry_delay_seconds": 3.0,
+        "time": SANDBOX_TIME,
     }
     assert chores["stalled-payouts"].every_seconds == stalled_seconds + 1
     assert chores["advanced-clock-webhook-retries"].every_seconds == 1.0
