@@ -237,3 +237,22 @@ async def test_a_refused_sandbox_form_is_told_in_words_not_in_api_field_names(
         "Not accepted: the field marked below says why."
     )
     await expect(page.get_by_label("Delay (seconds)")).to_be_focused()
+
+
+async def test_a_refused_institution_is_marked_focused_and_names_its_error(
+    context: BrowserContext, sessions: SessionFactory
+) -> None:
+    """A wallet the directory no longer takes (deactivated while the form was open): its error
+    was shown under the select, which was neither marked invalid nor focused, unlike every other
+    refused field (the journeys review)."""
+    merchant = await new_merchant(sessions, "Stale Wallet", None)
+    page = await sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.get_by_label("Account number").fill("03001231234")
+    await page.evaluate("document.querySelector('#wallet_code option:checked').value = 'GONEPAY'")
+    await page.get_by_role("button", name="Create payout").click()
+
+    wallet = page.get_by_label("Wallet provider")
+    await expect(wallet).to_have_attribute("aria-invalid", "true")
+    await expect(wallet).to_have_attribute("aria-describedby", "walletCode-error")
+    await expect(wallet).to_be_focused()

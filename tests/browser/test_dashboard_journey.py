@@ -418,6 +418,30 @@ async def test_validation_errors_are_shown_on_the_fields_they_name(
     await expect(page.locator("#amount-error")).to_have_count(0)
 
 
+async def test_a_payout_the_balance_does_not_cover_is_queued_from_the_form(
+    context: BrowserContext, sessions: SessionFactory
+) -> None:
+    """The API takes queueIfLowBalance; the form offered no way to ask for it, so a short
+    balance could only be refused (the journeys review). Ticked, the payout is created QUEUED,
+    and the box stays ticked when the form is refused for another field."""
+    merchant = await new_merchant(sessions, "Short Balance", None, balance="100.00")
+    page = await browser_sign_in(context, merchant.api_key)
+    await page.goto("/dashboard/payouts/new")
+    await page.get_by_label("Amount (PKR)").fill("500.00")
+    await page.get_by_label("Account number").fill("12")
+    queue = page.get_by_label("Queue it if my available balance is short")
+    await queue.check()
+    await page.get_by_role("button", name="Create payout").click()
+    await expect(page.locator("#accountNumber-error")).to_contain_text("must be 10-16 digits")
+    await expect(queue).to_be_checked()
+
+    await page.get_by_label("Account number").fill("03001231234")
+    await page.get_by_role("button", name="Create payout").click()
+
+    await expect(page).to_have_url(PAYOUT_PAGE)
+    await expect(status_badge(page)).to_have_text("QUEUED")
+
+
 async def test_the_form_takes_every_title_and_purpose_the_api_takes(
     context: BrowserContext, merchant: NewMerchant
 ) -> None:

@@ -27,6 +27,7 @@ FIELDS = {
     "account_number": "accountNumber",
     "account_title": "accountTitle",
     "purpose": "purpose",
+    "queue_if_low_balance": "queueIfLowBalance",  # a checkbox: "true" when ticked
 }
 
 
@@ -37,8 +38,12 @@ def new_reference() -> str:
 def payout_body(values: dict[str, str]) -> dict[str, Any]:
     """The API request of a filled form: blank fields left out (the API's defaults apply), and
     only the institution code of the destination type chosen."""
-    body = {FIELDS[name]: value for name, value in values.items() if trimmed(value)}
+    body: dict[str, Any] = {
+        FIELDS[name]: value for name, value in values.items() if trimmed(value)
+    }
     body.pop("walletCode" if body.get("destType") == "BANK" else "bankCode", None)
+    if body.pop("queueIfLowBalance", None):
+        body["queueIfLowBalance"] = True
     return body
 
 
@@ -62,6 +67,7 @@ async def _form(
         scenarios=scenarios(sandbox=page.settings.sandbox_enabled),
         account_prefixes=ACCOUNT_PREFIXES,
         review_threshold=format_amount(REVIEW_THRESHOLD),
+        queued_expiry_hours=f"{page.settings.queued_expiry_hours:g}",
     )
 
 
