@@ -44,7 +44,7 @@ class DashboardRoute(APIRoute):
             try:
                 response = await handle(request)
             except SignInRequired as required:
-                response = RedirectResponse(required.sign_in_path, status_code=303)
+                response = RedirectResponse(required.redirect_for(request), status_code=303)
             except CsrfRefused:
                 response = error_page(403, CSRF_MESSAGE, "CSRF_REFUSED")
             except ApiRefusal as refusal:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import Depends, Request
 from sqlalchemy import Column, ColumnElement, MetaData, String, Table, delete, insert, or_, select
@@ -69,12 +70,25 @@ dashboard_sessions = Table(
 )
 
 
+# The sign-in form's field (and query parameter) naming the page to go on to once signed in.
+NEXT_FIELD = "next"
+
+
 class SignInRequired(Exception):
     """No valid session of the kind the page needs: the browser goes to `sign_in_path`."""
 
     def __init__(self, sign_in_path: str) -> None:
         super().__init__(sign_in_path)
         self.sign_in_path = sign_in_path
+
+    def redirect_for(self, request: Request) -> str:
+        """Where the browser goes: the sign-in page, told which page was asked for (a page
+        opened from a link: signed in, the merchant landed on the home page instead). Not a
+        form's target: what it sent is not sent again."""
+        if request.method != "GET":
+            return self.sign_in_path
+        wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return f"{self.sign_in_path}?{urlencode({NEXT_FIELD: wanted})}"
 
 
 class CsrfRefused(Exception):

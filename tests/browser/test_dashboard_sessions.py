@@ -64,6 +64,10 @@ async def dashboard(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+# Where a signed-out browser asking for the payouts list is sent: it goes on there once signed in.
+SIGN_IN_FOR_PAYOUTS = "/dashboard/sign-in?next=%2Fdashboard%2Fpayouts"
+
+
 def form_fields(html: str) -> dict[str, str]:
     """The hidden fields of the first form on the page that carries them."""
     return dict(re.findall(r'type="hidden" name="([a-z_]+)" value="([^"]*)"', html))
@@ -121,7 +125,7 @@ async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
     token, signature = dashboard.cookies[MERCHANT_COOKIE].rsplit(".", 1)
     dashboard.cookies.set(MERCHANT_COOKIE, f"{token}.{signature[::-1]}", path="/dashboard")
     tampered = await dashboard.get("/dashboard/payouts")
-    assert tampered.status_code == 303 and tampered.headers["location"] == "/dashboard/sign-in"
+    assert tampered.status_code == 303 and tampered.headers["location"] == SIGN_IN_FOR_PAYOUTS
 
     dashboard.cookies.set(MERCHANT_COOKIE, f"{token}.{signature}", path="/dashboard")
     async with transaction(sessions) as session:
@@ -131,7 +135,31 @@ async def test_an_expired_or_tampered_session_goes_back_to_sign_in(
             .values(expires_at=utcnow() - timedelta(seconds=1))
         )
     expired = await dashboard.get("/dashboard/payouts")
-    assert expired.status_code == 303 and expired.headers["location"] == "/dashboard/sign-in"
+    assert expired.status_code == 303 and expired.headers["location"] == SIGN_IN_FOR_PAYOUTS
+
+
+async def test_signing_in_from_a_link_goes_on_to_the_page_it_named(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """A page opened from a link while signed out (an alert, a colleague's message): once signed
+    in, the merchant landed on the payouts list, the page asked for lost (the journeys review).
+    A page that is not the dashboard's is never gone on to."""
+    asked = "/dashboard/payouts?status=FAILED"
+    away = await dashboard.get(asked)
+    assert away.status_code == 303
+    sign_in_page = await dashboard.get(away.headers["location"])
+    fields = form_fields(sign_in_page.text)
+    assert fields["next"] == asked
+
+    signed = await dashboard.post("/dashboard/sign-in", data={**fields, "api_key": "mpk_test_x"})
+    assert signed.status_code == 401 and form_fields(signed.text)["next"] == asked  # kept
+    signed = await dashboard.post(
+        "/dashboard/sign-in", data={**fields, "api_key": merchant.api_key}
+    )
+    assert (signed.status_code, signed.headers["location"]) == (303, asked)
+
+    elsewhere = await dashboard.get("/dashboard/sign-in?next=https://example.com/dashboard/")
+    assert elsewhere.headers["location"] == "/dashboard/payouts"  # signed in: gone on, home
 
 
 async def test_signing_in_as_another_merchant_ends_the_browsers_first_session(
@@ -158,7 +186,7 @@ async def test_signing_in_as_another_merchant_ends_the_browsers_first_session(
     assert left == 0
     dashboard.cookies.set(MERCHANT_COOKIE, first_cookie, path="/dashboard")
     replayed = await dashboard.get("/dashboard/payouts")
-    assert replayed.status_code == 303 and replayed.headers["location"] == "/dashboard/sign-in"
+    assert replayed.status_code == 303 and replayed.headers["location"] == SIGN_IN_FOR_PAYOUTS
 
 
 async def test_a_seed_that_replaces_the_api_key_ends_the_sessions_opened_with_the_old_one(
@@ -179,7 +207,7 @@ async def test_a_seed_that_replaces_the_api_key_ends_the_sessions_opened_with_th
     assert (await dashboard.get("/dashboard/payouts")).status_code == 200
     await seed(new_api_key())
     ended = await dashboard.get("/dashboard/payouts")
-    assert ended.status_code == 303 and ended.headers["location"] == "/dashboard/sign-in"
+    assert ended.status_code == 303 and ended.headers["location"] == SIGN_IN_FOR_PAYOUTS
 
 
 async def test_replacing_the_operator_token_ends_the_operator_sessions_opened_with_the_old_one(
@@ -202,7 +230,10 @@ async def test_replacing_the_operator_token_ends_the_operator_sessions_opened_wi
             answer = await client.get("/dashboard/operations")
         assert (answer.status_code == 200) is still_open, (token, answer.status_code)
         if not still_open:
-            assert answer.headers["location"] == "/dashboard/operations/sign-in"
+            assert (
+                answer.headers["location"]
+                == "/dashboard/operations/sign-in?next=%2Fdashboard%2Foperations"
+            )
 
 
 async def new_payout_form(

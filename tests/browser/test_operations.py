@@ -64,7 +64,7 @@ async def test_an_operator_sees_pipeline_health_and_redrives_a_dead_letter_queue
     context = await open_context()
     page = await context.new_page()
     await page.goto("/dashboard/operations")
-    await page.wait_for_url("**/dashboard/operations/sign-in")
+    await page.wait_for_url("**/dashboard/operations/sign-in?next=%2Fdashboard%2Foperations")
     await page.get_by_label("Operator token").fill("not-the-token")
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("alert")).to_have_text("That is not the operator token.")
@@ -108,7 +108,7 @@ async def test_an_operator_sees_pipeline_health_and_redrives_a_dead_letter_queue
     # A merchant's session is no operator's.
     merchant_page = await sign_in(await open_context(), merchant.api_key)
     await merchant_page.goto("/dashboard/operations")
-    await merchant_page.wait_for_url("**/dashboard/operations/sign-in")
+    await merchant_page.wait_for_url("**/dashboard/operations/sign-in?next=*")
 
 
 async def _dead_letters_shown(page: Page, queue: str) -> bool:

@@ -38,9 +38,7 @@ def new_reference() -> str:
 def payout_body(values: dict[str, str]) -> dict[str, Any]:
     """The API request of a filled form: blank fields left out (the API's defaults apply), and
     only the institution code of the destination type chosen."""
-    body: dict[str, Any] = {
-        FIELDS[name]: value for name, value in values.items() if trimmed(value)
-    }
+    body: dict[str, Any] = {FIELDS[name]: value for name, value in values.items() if trimmed(value)}
     body.pop("walletCode" if body.get("destType") == "BANK" else "bankCode", None)
     if body.pop("queueIfLowBalance", None):
         body["queueIfLowBalance"] = True

@@ -9,13 +9,18 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
-from api_service.dashboard.context import notice_of, redirect
-from api_service.dashboard.pages.sign_in import session_lifetime, sign_in_page, signed_in
+from api_service.dashboard.context import back_to, notice_of, redirect
+from api_service.dashboard.pages.sign_in import (
+    session_lifetime,
+    sign_in_page,
+    signed_in,
+)
 from api_service.dashboard.pipeline import pipeline_health, redrive_dead_letters, work_queue_names
 from api_service.dashboard.rendering import page
 from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.sessions import (
     CSRF_FIELD,
+    NEXT_FIELD,
     OPERATOR_SIGN_IN,
     CurrentOperatorSession,
     OperatorForm,
@@ -38,7 +43,8 @@ OPERATIONS = "/dashboard/operations"
 
 @router.get(OPERATOR_SIGN_IN)
 async def show_operator_sign_in(request: Request, settings: SettingsDep) -> Response:
-    return sign_in_page(request, settings, operator=True)
+    next_path = back_to(request.query_params.get(NEXT_FIELD), OPERATIONS)
+    return sign_in_page(request, settings, operator=True, next_path=next_path)
 
 
 @router.post(OPERATOR_SIGN_IN)
@@ -46,7 +52,9 @@ async def operator_sign_in(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     await check_sign_in_form(request, settings)
-    token = (await request.form()).get("operator_token")
+    form = await request.form()
+    token = form.get("operator_token")
+    next_path = back_to(form.get(NEXT_FIELD), OPERATIONS)
     assert settings.operator_token is not None, "the router exists only with a token"
     if not matches(token, settings.operator_token):
         count_refused_credentials("operator_token", "dashboard operator sign-in refused")
@@ -54,6 +62,7 @@ async def operator_sign_in(
             request,
             settings,
             operator=True,
+            next_path=next_path,
             error="That is not the operator token.",
             status_code=401,
         )
@@ -66,7 +75,7 @@ async def operator_sign_in(
     )
     await session.commit()
     log.info("dashboard operator sign-in")
-    return signed_in(request, settings, SessionKind.OPERATOR, token, OPERATIONS)
+    return signed_in(request, settings, SessionKind.OPERATOR, token, next_path)
 
 
 @router.post(f"{OPERATIONS}/sign-out")

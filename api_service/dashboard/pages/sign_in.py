@@ -6,11 +6,13 @@ from datetime import timedelta
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
+from api_service.dashboard.context import back_to
 from api_service.dashboard.rendering import page
 from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.sessions import (
     CSRF_FIELD,
     MERCHANT_SIGN_IN,
+    NEXT_FIELD,
     SessionKind,
     SigningOut,
     check_sign_in_form,
@@ -38,11 +40,14 @@ def sign_in_page(
     settings: Settings,
     *,
     operator: bool,
+    next_path: str,
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    """`next_path`: the page to go on to once signed in (NEXT_FIELD, if one of ours)."""
     form = sign_in_form(request, settings)
     context = {
+        "next_path": next_path,
         "operator": operator,
         "sandbox": settings.sandbox_enabled,
         "action": "/dashboard/operations/sign-in" if operator else MERCHANT_SIGN_IN,
@@ -74,19 +79,27 @@ async def dashboard_home() -> Response:
 
 @router.get(MERCHANT_SIGN_IN)
 async def show_sign_in(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    next_path = back_to(request.query_params.get(NEXT_FIELD), HOME)
     token = session_token(request, SessionKind.MERCHANT, settings)
     if token is not None and await merchant_of_session(session, token) is not None:
-        return RedirectResponse(HOME, status_code=303)
-    return sign_in_page(request, settings, operator=False)
+        return RedirectResponse(next_path, status_code=303)
+    return sign_in_page(request, settings, operator=False, next_path=next_path)
 
 
 @router.post(MERCHANT_SIGN_IN)
 async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     await check_sign_in_form(request, settings)
-    api_key = (await request.form()).get("api_key")
+    form = await request.form()
+    api_key = form.get("api_key")
+    next_path = back_to(form.get(NEXT_FIELD), HOME)
     if not isinstance(api_key, str) or not trimmed(api_key):
         return sign_in_page(
-            request, settings, operator=False, error="Enter your API key.", status_code=400
+            request,
+            settings,
+            operator=False,
+            next_path=next_path,
+            error="Enter your API key.",
+            status_code=400,
         )
     try:
         # The API's own lookup of a key (same timing for every wrong key, same failure metric).
@@ -96,6 +109,7 @@ async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) 
             request,
             settings,
             operator=False,
+            next_path=next_path,
             error="This API key is not valid, or its merchant is inactive.",
             status_code=401,
         )
@@ -108,7 +122,7 @@ async def sign_in(request: Request, session: SessionDep, settings: SettingsDep) 
     )
     await session.commit()
     log.info("dashboard sign-in of merchant %s", merchant.id)
-    return signed_in(request, settings, SessionKind.MERCHANT, token, HOME)
+    return signed_in(request, settings, SessionKind.MERCHANT, token, next_path)
 
 
 @router.post("/dashboard/sign-out")
