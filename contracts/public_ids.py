@@ -64,5 +64,6 @@ async def load_public_ids(session: AsyncSession) -> PublicIds:
     key = await session.scalar(
         select(DeploymentKey.value).where(DeploymentKey.name == PUBLIC_IDS_KEY)
     )
-    assert key is not None, "migration 0039 makes the key"
+    if key is None:  # not cached: the next request looks again
+        raise LookupError("no public-ids key: migration 0039 makes it (`payouts migrate`)")
     return PublicIds(key)

@@ -24,6 +24,7 @@ from contracts.topology import (
     MERCHANT_ID_HEADER,
     OUTAGE_COUNT_HEADER,
     OWN_EVENT_HEADER,
+    PARKED_HEADER,
     PAYOUT_ID_HEADER,
     RETRY_CLOCK_OFFSET_HEADER,
     RETRY_COUNT_HEADER,
@@ -39,10 +40,13 @@ WAITING_RETRY_HEADERS = (
     OWN_EVENT_HEADER,
     BUSY_WAITS_HEADER,
 )
+# What a fresh copy drops: it starts anew (the parked mark too: replay-parked reopened the
+# delivery, and a late copy of the replayed ladder's last retry, marked, was parked a second time).
 RETRY_BOOKKEEPING = (
     LAST_ERROR_HEADER,
     RETRY_COUNT_HEADER,
     OUTAGE_COUNT_HEADER,
+    PARKED_HEADER,
     *WAITING_RETRY_HEADERS,
 )
 

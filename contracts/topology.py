@@ -49,10 +49,10 @@ OWN_EVENT_HEADER = "x-payouts-own-event"
 # On a webhook message sent back to wait because its merchant's slow endpoint had its share of
 # calls in flight: how many times in a row (webhook_service.retry_ladder: wait_for_a_slot).
 BUSY_WAITS_HEADER = "x-payouts-busy-waits"
-# On a webhook message once parked, for the rest of its life (waits and copies keep it). Moved
-# out of the lot by hand (the management UI's Move messages, a shovel, a redrive) rather than by
-# `payouts webhooks replay-parked` (which reopens the delivery first), it finds its delivery
-# still PARKED and goes back to the lot: it was acked as a late copy, and lost.
+# On a webhook message once parked, kept through its waits; a fresh copy (replay-parked, which
+# reopens the delivery first; a redrive) drops it. Moved out of the lot by hand (the management
+# UI's Move messages, a shovel), it finds its delivery still PARKED and goes back to the lot: it
+# was acked as a late copy, and lost.
 PARKED_HEADER = "x-payouts-parked"
 PAYOUT_ID_HEADER = "x-payout-id"
 MERCHANT_ID_HEADER = "x-merchant-id"

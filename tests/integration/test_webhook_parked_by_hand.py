@@ -7,9 +7,15 @@ unmarked, found its delivery PARKED and was acked, gone from the lot and never s
 
 import httpx
 
-from contracts.db.engine import SessionFactory, create_engine, create_session_factory
+from contracts.db.engine import (
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    transaction,
+    utcnow,
+)
 from contracts.messages import PayoutStatusChanged
-from contracts.redelivery import retry_headers
+from contracts.redelivery import fresh_headers, retry_headers
 from contracts.settings import Settings
 from contracts.topology import PARKED_HEADER, RETRY_COUNT_HEADER
 from contracts.webhooks import DeliveryStatus
@@ -27,7 +33,7 @@ from tests.support.webhook_flow import (
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service.app import waiting_headers
 from webhook_service.delivery import MOVED_BY_HAND, Decision, Disposition
-from webhook_service.delivery_records import DeliveryRequest
+from webhook_service.delivery_records import DeliveryRequest, reopen_for_replay
 
 
 def as_republished(
@@ -144,3 +150,28 @@ async def test_a_hand_moved_parked_message_that_waits_out_a_database_outage_is_n
         decision = await delivery.deliver(back)
 
     assert (decision.disposition, decision.reason) == (Disposition.PARK, MOVED_BY_HAND)
+
+
+async def test_a_late_copy_of_a_replayed_ladders_last_retry_is_not_parked_again(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """replay-parked reopens the delivery and sends a fresh copy, which starts anew, unmarked:
+    when its ladder parks the delivery again, the other copy of its last retry (an advance
+    released one, the TTL queue gave back the other) is acked as already parked. Marked, it was
+    parked a second time: two messages in the lot, two ladders at the next replay."""
+    quick = quick_webhook_settings(settings)
+    event, lot = await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+    async with transaction(sessions) as session:  # replay-parked: reopen, then a fresh copy
+        assert await reopen_for_replay(session, event.id, utcnow(), generation=0)
+    replayed = moved_by_hand(event, fresh_headers(lot))
+
+    async with event_delivery(sessions, quick, lease_seconds=10, max_batch=4) as delivery:
+        last = await up_the_ladder(delivery, replayed)
+        assert (await delivery.deliver(last)).disposition is Disposition.PARK
+        late = await delivery.deliver(last)
+
+    assert late.disposition is Disposition.DONE, late.reason  # acked, not parked again
