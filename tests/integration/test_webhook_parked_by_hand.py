@@ -6,6 +6,7 @@ that tells it apart, x-payouts-parked, was dropped on that republish, and the me
 unmarked, found its delivery PARKED and was acked, gone from the lot and never sent."""
 
 import httpx
+import pytest
 
 from contracts.db.engine import (
     SessionFactory,
@@ -71,38 +72,50 @@ async def parked_delivery(
     return request.event, lot
 
 
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    return quick_webhook_settings(settings)
+
+
+@pytest.fixture
+async def parked(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    receiver: WebhookReceiver,
+    quick: Settings,
+) -> tuple[PayoutStatusChanged, dict[str, object]]:
+    return await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+
+
 def moved_by_hand(event: PayoutStatusChanged, headers: dict[str, object]) -> DeliveryRequest:
     """The message as the shovel puts it in the work queue: as it is, headers included."""
     return DeliveryRequest.of_message(event, headers, redelivered=False, exchange="")
 
 
 async def test_control_a_hand_moved_parked_message_goes_back_to_the_lot(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
-    settings: Settings,
+    quick: Settings,
+    parked: tuple[PayoutStatusChanged, dict[str, object]],
 ) -> None:
     """Nothing makes the message wait: it goes straight back."""
-    quick = quick_webhook_settings(settings)
-    event, lot = await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+    event, lot = parked
     async with event_delivery(sessions, quick, lease_seconds=10, max_batch=4) as delivery:
         decision = await delivery.deliver(moved_by_hand(event, lot))
     assert (decision.disposition, decision.reason) == (Disposition.PARK, MOVED_BY_HAND)
 
 
 async def test_a_hand_moved_parked_message_that_waits_for_a_slot_is_not_lost(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
-    settings: Settings,
+    quick: Settings,
+    parked: tuple[PayoutStatusChanged, dict[str, object]],
 ) -> None:
     """The merchant's endpoint is slow (its webhooks parked after timeouts, typically) and a
     message of its is in flight: the moved message waits in the first tier, no attempt made.
     Back from that wait it must still go back to the lot; it is acked as already parked."""
-    quick = quick_webhook_settings(settings)
-    event, lot = await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+    event, lot = parked
     calls_before = len(receiver.requests)
     moved = moved_by_hand(event, lot)
     assert moved.from_parking_lot
@@ -123,16 +136,14 @@ async def test_a_hand_moved_parked_message_that_waits_for_a_slot_is_not_lost(
 
 
 async def test_a_hand_moved_parked_message_that_waits_out_a_database_outage_is_not_lost(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
-    settings: Settings,
+    quick: Settings,
+    parked: tuple[PayoutStatusChanged, dict[str, object]],
 ) -> None:
     """The database blinks while the moved message is taken: it waits the first step (an
     outage takes no step of the ladder) and comes back; it must still go back to the lot."""
-    quick = quick_webhook_settings(settings)
-    event, lot = await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+    event, lot = parked
     moved = moved_by_hand(event, lot)
 
     down = create_engine("mysql+asyncmy://root@127.0.0.1:1/nowhere", pool_size=1)
@@ -153,18 +164,16 @@ async def test_a_hand_moved_parked_message_that_waits_out_a_database_outage_is_n
 
 
 async def test_a_late_copy_of_a_replayed_ladders_last_retry_is_not_parked_again(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
     sessions: SessionFactory,
     receiver: WebhookReceiver,
-    settings: Settings,
+    quick: Settings,
+    parked: tuple[PayoutStatusChanged, dict[str, object]],
 ) -> None:
     """replay-parked reopens the delivery and sends a fresh copy, which starts anew, unmarked:
     when its ladder parks the delivery again, the other copy of its last retry (an advance
     released one, the TTL queue gave back the other) is acked as already parked. Marked, it was
     parked a second time: two messages in the lot, two ladders at the next replay."""
-    quick = quick_webhook_settings(settings)
-    event, lot = await parked_delivery(api_client, make_merchant, sessions, receiver, quick)
+    event, lot = parked
     async with transaction(sessions) as session:  # replay-parked: reopen, then a fresh copy
         assert await reopen_for_replay(session, event.id, utcnow(), generation=0)
     replayed = moved_by_hand(event, fresh_headers(lot))
