@@ -3,13 +3,18 @@ log entries) no longer count what other merchants did between two of its own (th
 review: A made a payout, B three, A another, and A's two journal ids were 4 apart), and they
 still page the lists as cursors."""
 
+import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory
+from contracts.db.models import LedgerLine
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, create_payout
+from tests.support.cli import run_payouts
 from tests.support.polling import eventually
 
 THEIR_CREATES = 3
@@ -62,3 +67,27 @@ async def test_request_log_ids_do_not_count_another_merchants_calls(
     assert first["pagination"]["nextCursor"] == newer["id"]
     rest = await listed(api_client, a, "/requests", startingAfter=newer["id"])
     assert [call["id"] for call in rest["requests"]] == [older["id"]]
+
+
+async def test_an_operator_finds_the_row_behind_an_id_a_merchant_quotes(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    """The logs and the database carry the rows' own ids: `payouts ids` maps a merchant's back
+    and forth (an operator had no way to find the line a merchant asks about)."""
+    merchant = await make_merchant()
+    [entry] = (await listed(api_client, merchant, "/balance/history"))["entries"]
+    async with sessions() as session:
+        line_id = await session.scalar(
+            select(LedgerLine.id).where(LedgerLine.merchant_id == merchant.merchant_id)
+        )
+
+    internal = await asyncio.to_thread(
+        run_payouts, service_env, "ids", "internal", str(entry["id"])
+    )
+    public = await asyncio.to_thread(run_payouts, service_env, "ids", "public", str(line_id))
+
+    assert (internal.returncode, internal.stdout.strip()) == (0, str(line_id)), internal.stderr
+    assert (public.returncode, public.stdout.strip()) == (0, str(entry["id"])), public.stderr
