@@ -505,3 +505,18 @@ async def test_the_reference_filter_is_judged_as_the_api_judges_it(
     assert page.status_code == 400
     assert "reference" in page.text and "at most 64 characters" in page.text
     assert (await dashboard.get("/dashboard/payouts", params={"reference": "r" * 64})).is_success
+
+
+async def test_old_links_past_the_end_of_a_list_show_its_end_not_an_error(
+    dashboard: httpx.AsyncClient, merchant: NewMerchant
+) -> None:
+    """A balance page past the last one said "Page 99999 of 1" over an empty table, and a
+    request-log cursor whose call had left the 7-day log was a 400 page (the journeys review)."""
+    await sign_in(dashboard, merchant.api_key)
+
+    balance = await dashboard.get("/dashboard/balance", params={"page": 99999})
+    assert balance.status_code == 200
+    assert "99999" not in balance.text and "TOPUP" in balance.text
+
+    sandbox = await dashboard.get("/dashboard/sandbox", params={"startingAfter": 424242})
+    assert sandbox.status_code == 200

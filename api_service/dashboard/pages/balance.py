@@ -22,8 +22,10 @@ async def _balance_page(
     page: MerchantPage, *, top_up: ApiAnswer | None = None, amount: str = TOP_UP_OFFERED
 ) -> Response:
     refused = top_up if top_up is not None and not top_up.ok else None
-    number = page.page_number
-    history = (await page.api.balance_history(page=number, limit=PAGE_SIZE)).data
+    history = (await page.api.balance_history(page=page.page_number, limit=PAGE_SIZE)).data
+    last = max(history["pagination"]["totalPages"], 1)
+    if page.page_number > last:  # past the end (an old link): the last page, not "99999 of 1"
+        history = (await page.api.balance_history(page=last, limit=PAGE_SIZE)).data
     latest = (await page.api.balance_history(page=1, limit=CHART_MOVEMENTS)).data
     return page.render(
         "balance.html",

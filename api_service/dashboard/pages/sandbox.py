@@ -104,7 +104,12 @@ async def _sandbox_page(page: MerchantPage, forms: Forms | None = None) -> Respo
     faults = (await page.api.faults()).data
     chaos = (await page.api.webhook_chaos()).data
     clock = (await page.api.clock()).data
-    log = (await page.api.requests(starting_after=starting_after, limit=REQUESTS_SHOWN)).data
+    answer = await page.api.requests(starting_after=starting_after, limit=REQUESTS_SHOWN)
+    if not answer.ok and starting_after is not None:
+        # A cursor whose call left the 7-day log (an old link): the newest page, not a 400 page.
+        starting_after = None
+        answer = await page.api.requests(starting_after=None, limit=REQUESTS_SHOWN)
+    log = answer.data
     refused = forms.refused
     return page.render(
         "sandbox.html",
