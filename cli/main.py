@@ -262,7 +262,8 @@ class TopUpNotMade(Enum):
     MADE_ALREADY = "made under its key already"
 
 
-@merchant_app.command("topup")
+# A negative amount is an argument to refuse, not an unknown option ("No such option: -5").
+@merchant_app.command("topup", context_settings={"ignore_unknown_options": True})
 def merchant_topup(
     merchant_id: str,
     amount: str,

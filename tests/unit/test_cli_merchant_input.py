@@ -80,3 +80,13 @@ def test_a_zero_opening_balance_is_taken_however_it_is_written(
     result = CliRunner().invoke(app, ["merchant", "create", "--name", "Ok", "--balance", zero])
 
     assert "MySQL does not answer" in result.output  # past the checks, at the database
+
+
+def test_a_negative_top_up_is_refused_as_an_amount_not_as_an_unknown_option() -> None:
+    """`payouts merchant topup ID -5` said "No such option: -5"."""
+    result = CliRunner().invoke(app, ["merchant", "topup", "some-merchant", "-5"])
+
+    assert result.exit_code == 2, result.output
+    assert "amount must be greater than 0" in result.output
+    unknown = CliRunner().invoke(app, ["merchant", "topup", "some-merchant", "5", "--bogus"])
+    assert unknown.exit_code == 2 and "--bogus" in unknown.output  # still refused
