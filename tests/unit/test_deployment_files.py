@@ -45,6 +45,7 @@ PAYOUTS_COMMANDS = frozenset(
         "dlq",
         "docs",
         "secrets",
+        "ids",
     }
 )
 SCALABLE_SERVICES = ("outbox-relay", "processor", "webhooks")
