@@ -28,7 +28,7 @@ async def _check(settings: Settings, thresholds: Thresholds) -> tuple[list[str],
             # Both in the one snapshot reconcile opens, so the counts match what was checked.
             audit = await timed_reconcile(session)
             size = await ledger_size(session)
-            time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+            time = MerchantTime.of(settings)
             pipeline = await pipeline_problems(session, thresholds, time)
         await _record(sessions, audit)
         return audit.problems + pipeline, size

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.db.engine import database_now_plus, plus_seconds, seconds_between
 from contracts.db.models import Payout, SandboxClock, SandboxClockAdvance
 from contracts.domain.statuses import PayoutStatus
+from contracts.settings import Settings
 
 # A payout the processor has not submitted after this long is stuck (its command failing into
 # the dead-letter queue, say; reconcile names it): the merchant's clock waits for it no longer.
@@ -118,6 +119,11 @@ class MerchantTime:
 
     sandbox_clocks: bool
 
+    @classmethod
+    def of(cls, settings: Settings) -> "MerchantTime":
+        """Test mode's sandbox clocks, or production's real time."""
+        return cls(sandbox_clocks=settings.sandbox_enabled)
+
     def offset_of(self, merchant_id: SQLColumnExpression[str] | str) -> ColumnElement[int]:
         """The merchant's clock offset in seconds (see `offset_seconds_of`); zero in production."""
         return offset_seconds_of(merchant_id) if self.sandbox_clocks else literal(0)
@@ -143,6 +149,12 @@ class MerchantTime:
         if self.sandbox_clocks:
             return offset_as_reached(merchant_id, sandbox_time)
         return literal(0)
+
+    async def offset_now(self, session: AsyncSession, merchant_id: str) -> int:
+        """The merchant's clock offset now, in seconds (production asks the database nothing)."""
+        if not self.sandbox_clocks:
+            return 0
+        return int(await session.scalar(select(offset_seconds_of(merchant_id))) or 0)
 
     async def then(self, session: AsyncSession, merchant_id: str, moment: datetime) -> datetime:
         """The merchant's time as its clock read at `moment` (in the past)."""

@@ -201,9 +201,9 @@ async def schedule_expiry(
     queues them; the clock's offset is read without a lock (the balance row is held: the
     scheduler takes a clock's row before a balance row)."""
     merchant_id = payouts[0].merchant_id
-    offset = await session.scalar(select(expiry.time.offset_of(merchant_id)))
+    offset = await expiry.time.offset_now(session, merchant_id)
     now = utcnow()
-    due_at = now + timedelta(seconds=offset or 0) + expiry.after
+    due_at = now + timedelta(seconds=offset) + expiry.after
     await session.execute(
         insert(ScheduledAction),
         [

@@ -160,7 +160,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     payout_stalled = settings.processor_stalled_retry_seconds
     webhook_stalled = settings.webhook_stalled_retry_seconds
     events_swept = EventsSwept()
-    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+    time = MerchantTime.of(settings)
     return [
         Chore(
             "clean-up",

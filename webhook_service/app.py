@@ -103,7 +103,7 @@ class PayoutEventConsumer:
             # Sandbox webhook chaos: test mode only; production never reads the settings.
             endpoints=EndpointCache(with_chaos=self.settings.sandbox_enabled),
             # Retries on merchants' sandbox clocks: test mode only.
-            time=MerchantTime(sandbox_clocks=self.settings.sandbox_enabled),
+            time=MerchantTime.of(self.settings),
         )
         await self._delivery.prepare()
 

@@ -109,7 +109,7 @@ async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
 
 
 async def pipeline_health(sessions: SessionFactory, settings: Settings) -> PipelineHealth:
-    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+    time = MerchantTime.of(settings)
     ledger, pipeline, parked_deliveries = await _database_checks(sessions, time)
     work_queues = work_queue_names(settings)
     watched = [f"{name}.dead" for name in work_queues] + [WEBHOOK_PARKING_LOT]

@@ -51,7 +51,7 @@ _payroll_items = partial(parse_items_leniently, items="payouts")
 def _queue_expiry(settings: Settings) -> QueueExpiry:
     """A queued payout's wait: on its merchant's sandbox clock in test mode, real time in
     production."""
-    time = MerchantTime(sandbox_clocks=settings.sandbox_enabled)
+    time = MerchantTime.of(settings)
     return QueueExpiry(settings.queued_expiry, time)
 
 
