@@ -20,6 +20,7 @@ from api_service.deps import SessionDep, SettingsDep
 from contracts.settings import Settings
 from contracts.wire import whole_number
 
+HOME = "/dashboard/payouts"  # the merchant's first page
 MAX_PAGE_NUMBER = 100_000  # the API's own bound on `page`
 # Messages a redirect after an action may show, by code (never text from the query string).
 NOTICES = {

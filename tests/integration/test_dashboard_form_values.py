@@ -157,3 +157,33 @@ async def test_an_api_address_without_a_route_still_answers_json(
 
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("referer", "back"),
+    [
+        (
+            "http://api/dashboard/webhooks?status=PARKED&page=2",
+            "/dashboard/webhooks?status=PARKED&amp;page=2",
+        ),
+        ("http://elsewhere.example/dashboard/webhooks", "/dashboard/payouts"),
+        (None, "/dashboard/payouts"),
+    ],
+    ids=["from one of our pages", "from another site", "with no Referer"],
+)
+async def test_a_refused_forms_page_leads_back_to_the_page_of_the_form(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory, referer: str | None, back: str
+) -> None:
+    """The error page's one link went to the payouts list: a merchant refused on the webhooks
+    page's second page of parked deliveries had to find that page again."""
+    merchant = await make_merchant()
+    csrf = await signed_in(dashboard, merchant)
+    form = {"csrf_token": csrf, "since": "yesterday", "idempotency_key": str(uuid.uuid4())}
+
+    answer = await dashboard.post(
+        "/dashboard/webhooks/recover", data=form, headers={"Referer": referer} if referer else {}
+    )
+
+    assert answer.status_code == 400, answer.text
+    assert "since must be a time such as 2026-01-31T10:00" in answer.text
+    assert f'<a class="button" href="{back}">' in answer.text

@@ -6,7 +6,7 @@ from datetime import timedelta
 from fastapi import Request
 from starlette.responses import RedirectResponse, Response
 
-from api_service.dashboard.context import back_to
+from api_service.dashboard.context import HOME, back_to
 from api_service.dashboard.rendering import page
 from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.sessions import (
@@ -32,7 +32,6 @@ from contracts.settings import Settings
 
 log = logging.getLogger("api.dashboard")
 router = dashboard_router()
-HOME = "/dashboard/payouts"
 
 
 def sign_in_page(

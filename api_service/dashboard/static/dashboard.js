@@ -209,7 +209,18 @@
     }
   }
 
+  // An action's notice ("Balance topped up.") is asked for by the redirect's ?done=: once it
+  // is shown, the address forgets it, so that a reload or a bookmark does not say it again.
+  function forgetNotice() {
+    const url = new URL(window.location.href);
+    if (!url.searchParams.has("done")) return;
+    url.searchParams.delete("done");
+    url.searchParams.delete("count");
+    window.history.replaceState(window.history.state, "", url.pathname + url.search + url.hash);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    forgetNotice();
     // A refused form: its first refused field takes the focus, so that a screen reader reads
     // the field and its error (aria-describedby); left on the page, nothing was said.
     const refused = document.querySelector("[aria-invalid=true]");
