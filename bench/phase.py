@@ -96,10 +96,15 @@ class PhaseData:
         return first
 
     def end_to_end_at(self) -> dict[str, float]:
-        """When each payout was done for its merchant: its payout.succeeded webhook arrived, or
-        (no webhook service) its SUCCESS was recorded."""
+        """When each payout of this phase was done for its merchant: its payout.succeeded
+        webhook arrived, or (no webhook service) its SUCCESS was recorded. A late webhook of an
+        earlier phase's payout is not this phase's work."""
         if self.webhooks:
-            return {pid: r.received_at for pid, r in self.succeeded_receipts().items()}
+            return {
+                pid: r.received_at
+                for pid, r in self.succeeded_receipts().items()
+                if pid in self.outcomes
+            }
         return {pid: o.final_at for pid, o in self.outcomes.items() if o.final_at is not None}
 
 

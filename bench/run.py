@@ -245,12 +245,13 @@ async def run_phase(
     )
 
 
-def peak_phase(args: argparse.Namespace, merchants: int = 0) -> PhaseSpec:
-    """The max-throughput phase; with `merchants` (1), the hot-merchant one."""
-    if merchants:
-        name, role = f"one hot merchant, {args.concurrency} clients", "hot"
+def peak_phase(args: argparse.Namespace, *, hot: bool = False) -> PhaseSpec:
+    """The max-throughput phase: its clients take every merchant in turn, or (`hot`) one."""
+    if hot:
+        name, role, merchants = f"one hot merchant, {args.concurrency} clients", "hot", 1
     else:
         name, role = f"max throughput, {args.concurrency} clients", "peak"
+        merchants = args.merchants
     return PhaseSpec(
         name,
         role,
@@ -344,7 +345,7 @@ def baseline_phases(args: argparse.Namespace, peak: dict[str, Any]) -> list[Phas
     """After the baseline's peak: the hot merchant (same load, one merchant), latency and memory
     at half the peak, and last the payroll (its backlog must not reach the other phases)."""
     rate = half_rate(args, peak)
-    phases = [peak_phase(args, merchants=1)]
+    phases = [peak_phase(args, hot=True)]
     if args.half_duration > 0:
         phases.append(
             PhaseSpec(

@@ -71,6 +71,8 @@ def _statement_budget(report: dict[str, Any], peak: dict[str, Any]) -> list[Verd
         target = f"[1] {kind} per payout ≤ {limit:.0f} (create → SUCCESS → 3 webhooks, at peak)"
         if not per_payout:
             return Verdict(target, "not counted (no per-service database users)", None)
+        if per_payout["total"]["statements"] == 0:  # a create costs statements: none counted
+            return Verdict(target, "no statement counted (was userstat switched off?)", False)
         measured = " + ".join(f"{name} {per_payout[name][kind]:.1f}" for name in stages)
         measured += f" = {per_payout['total'][kind]:.1f}"
         if not report["webhooks"]:
@@ -86,13 +88,13 @@ def _statement_budget(report: dict[str, Any], peak: dict[str, Any]) -> list[Verd
 def _throughput(
     report: dict[str, Any], peak: dict[str, Any], hot: dict[str, Any] | None
 ) -> list[Verdict]:
-    clients = peak["concurrency"]
+    clients, merchants = peak["concurrency"], report["arguments"]["merchants"]
     verdicts = []
     if hot:
         verdicts.append(
             _share_verdict(
                 f"[2] one hot merchant's creates/s ≥ {HOT_MERCHANT_SHARE_LIMIT:.0%} of "
-                f"{clients} merchants' (both {clients} clients)",
+                f"{merchants} merchants' (both {clients} clients)",
                 hot["createsPerSecond"],
                 peak["createsPerSecond"],
                 HOT_MERCHANT_SHARE_LIMIT,
