@@ -12,7 +12,7 @@ from starlette.datastructures import State
 
 from api_service.errors import ApiError, InvalidApiKey, MissingApiKey, SandboxDisabled
 from api_service.merchant_cache import MerchantCache
-from api_service.metrics import FAILED_AUTHENTICATIONS
+from api_service.metrics import FAILED_AUTHENTICATIONS, RefusalReason
 from api_service.query_parameters import refuse_unexpected_query
 from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
@@ -69,7 +69,9 @@ def header_is_repeated(request: Request, name: str) -> bool:
     return len(request.headers.getlist(name)) > 1
 
 
-def reject_credentials(reason: str, error: ApiError | type[ApiError], refused: str) -> NoReturn:
+def reject_credentials(
+    reason: RefusalReason, error: ApiError | type[ApiError], refused: str
+) -> NoReturn:
     """Counted by `reason` and logged (`refused` says what), then `error`: an API key, a PSP
     callback's signature. The request id comes from the log context; the credential itself is
     never logged."""
@@ -80,7 +82,7 @@ def reject_credentials(reason: str, error: ApiError | type[ApiError], refused: s
 _REFUSALS_LOGGED = LogThrottle(seconds=1.0)
 
 
-def count_refused_credentials(reason: str, refused: str) -> None:
+def count_refused_credentials(reason: RefusalReason, refused: str) -> None:
     """Every refusal counted by `reason`; a warning for at most one a second of each reason,
     saying how many it stands for (the first line of a flood names its request)."""
     FAILED_AUTHENTICATIONS.labels(reason).inc()

@@ -4,6 +4,7 @@ scrape sees one worker; run one worker per container to scrape them all)."""
 
 import re
 import time
+from typing import Literal, get_args
 
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
@@ -33,6 +34,9 @@ FAILED_AUTHENTICATIONS = Counter(
     "sign-in with the wrong token (operator_token)",
     ["reason"],
 )
+RefusalReason = Literal["missing", "invalid", "psp_signature", "operator_token"]
+for _reason in get_args(RefusalReason):  # each at 0 from the start: increase() sees the first
+    FAILED_AUTHENTICATIONS.labels(_reason)
 INJECTED_FAULTS = Counter(
     "payouts_api_injected_faults_total",
     "Sandbox faults injected into merchant API calls (X-Sandbox-Fault or PUT /sandbox/faults)",

@@ -119,20 +119,22 @@ def check_demo_credentials(api_key: str | None, webhook_secret: str | None) -> N
 
 
 def check_webhook_secret(webhook_secret: str) -> None:
-    """Raise ValueError unless the secret is `whsec_<base64 of at least 24 bytes>`, in at most
-    MAX_SECRET_LENGTH characters (a longer one failed on the database, sealed)."""
+    """Raise ValueError unless the secret is `whsec_<base64 of 24 to 64 bytes>` (Standard
+    Webhooks: 192 to 512 bits; its padding may be left out, as the signer and the reference
+    library add it), in at most MAX_SECRET_LENGTH characters (a longer one failed on the
+    database, sealed)."""
     encoded = webhook_secret.removeprefix(_WEBHOOK_SECRET_PREFIX)
     try:
-        decoded = base64.b64decode(encoded, validate=True)
+        decoded = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except binascii.Error:
         decoded = b""
     if (
         not webhook_secret.startswith(_WEBHOOK_SECRET_PREFIX)
-        or len(decoded) < 24
+        or not 24 <= len(decoded) <= 64
         or len(webhook_secret) > MAX_SECRET_LENGTH
     ):
         raise ValueError(
-            "a webhook secret is whsec_ and the base64 of at least 24 bytes, "
+            "a webhook secret is whsec_ and the base64 of 24 to 64 bytes, "
             f"{MAX_SECRET_LENGTH} characters at most"
         )
 

@@ -220,8 +220,10 @@ class Settings(BaseSettings):
 
     log_format: str = Field(default="json", pattern="^(json|text)$")
     log_level: str = "INFO"
-    # Prometheus /metrics of the relay, processor and webhook processes; 0 = not served.
+    # Prometheus /metrics of the relay, processor and webhook processes; 0 = not served. On
+    # loopback unless told (as the API): they listened on every interface.
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = DEFAULT_API_HOST
 
     # Money as the balances hold it (DECIMAL(18,2)): a negative was stored as 0, a third decimal
     # cut, and past the column a traceback.
@@ -249,7 +251,7 @@ class Settings(BaseSettings):
             raise ValueError("must name a database (mysql+asyncmy://user@host:3306/payouts)")
         return _driver_takes_its_query(_port_reads(value))
 
-    @field_validator("api_host")
+    @field_validator("api_host", "metrics_host")
     @classmethod
     def _blank_host_is_the_default(cls, value: str) -> str:
         # Not given, as an empty variable means elsewhere: uvicorn took "" for every interface.

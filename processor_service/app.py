@@ -90,7 +90,7 @@ def create_processor(settings: Settings) -> FastStream:
         )
 
     async def start_up() -> None:
-        serve_metrics(settings.metrics_port)
+        serve_metrics(settings)
         await declare_topology_at(
             settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
         )

@@ -241,7 +241,7 @@ async def _connect(
 
 
 async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings)
     engine = create_engine(
         settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
     )

@@ -77,7 +77,7 @@ class PayoutEventConsumer:
     async def open(self) -> None:
         """Declare the topology, open the pool, wait for the database's migrations, open the
         HTTP client, and compile the batch statements, before consuming."""
-        serve_metrics(self.settings.metrics_port)
+        serve_metrics(self.settings)
         await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -8,6 +8,7 @@ from webhook_service.delivery import (
     ALREADY_PARKED,
     DELIVERED,
     DUPLICATE,
+    ENDPOINT_BUSY,
     LEASED_ELSEWHERE,
     NO_ENDPOINT,
     SECRETS_NOT_OPENED,
@@ -19,8 +20,8 @@ from webhook_service.delivery import (
 WEBHOOK_OUTCOMES = Counter(
     "payouts_webhook_outcomes_total",
     "Webhook messages handled, by outcome: delivered, already_delivered, already_parked, "
-    "no_endpoint, secrets_not_opened, duplicate, leased_elsewhere, superseded, retry, parked, "
-    "dead_lettered",
+    "no_endpoint, secrets_not_opened, duplicate, leased_elsewhere, endpoint_busy, "
+    "database_wait, superseded, retry (an attempt failed), parked, dead_lettered",
     ["outcome"],
 )
 _OUTCOME_OF_REASON = {
@@ -31,6 +32,7 @@ _OUTCOME_OF_REASON = {
     SECRETS_NOT_OPENED: "secrets_not_opened",
     DUPLICATE: "duplicate",
     LEASED_ELSEWHERE: "leased_elsewhere",
+    ENDPOINT_BUSY: "endpoint_busy",
     SUPERSEDED: "superseded",
 }
 _OUTCOME_OF_DISPOSITION = {
@@ -50,8 +52,10 @@ WEBHOOK_CHAOS_ATTEMPTS = Counter(
 
 
 def count_outcome(decision: Decision) -> None:
-    outcome = (
-        _OUTCOME_OF_REASON.get(decision.reason) or _OUTCOME_OF_DISPOSITION[decision.disposition]
+    """`retry` is an attempt that failed; a message sent back with no attempt made (no failure
+    of it) has the reason it waits for (a database outage's: database_wait)."""
+    outcome = _OUTCOME_OF_REASON.get(decision.reason) or (
+        _OUTCOME_OF_DISPOSITION[decision.disposition] if decision.failed else "database_wait"
     )
     WEBHOOK_OUTCOMES.labels(outcome).inc()
     for kind in decision.chaos:
