@@ -1,66 +1,149 @@
-"""uvicorn's httptools protocol with a deadline for each request's head (its request line and
-headers), as nginx's `client_header_timeout`.
+"""uvicorn's httptools protocol with the limits nginx puts in front of a server: a deadline for
+each request's head (its request line and headers, as `client_header_timeout`) and for its
+body (`client_body_timeout`), a size for its head (`large_client_header_buffers`), and one Host
+header on HTTP/1.1 (RFC 9112 §3.2). What it refuses is answered in the API's error envelope,
+with an X-Request-ID, and its connection closed.
 
 uvicorn waits for a head for ever: its keep-alive timeout runs only between requests, and the
 first byte of the next one stops it. A client that opened connections and sent nothing, or a
 few bytes of a request line, held each one for good; a few thousand such used up the process's
-file descriptors, and then nobody could connect. Now a head not complete within
-`api_header_timeout_seconds` of its connection (or of its first byte, on a kept-alive one) is
-answered 408 and its connection closed."""
+file descriptors, and then nobody could connect. A body that stopped coming did the same, and
+anyone may start one (POST /ipn/psp reads its body before it judges the signature). A head had
+no size: a header line of a mebibyte, or twenty thousand lines, was read and served. And what
+uvicorn's parser refused (a space in a path, an unknown method) was plain text with no id."""
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from api_service.envelope import error_body
 from contracts.settings import get_settings
 
-TIMED_OUT = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 38\r\n"
-    b"connection: close\r\n"
-    b"\r\n"
-    b"The request's headers came too slowly."
-)
+MAX_HEAD_BYTES = 32 * 1024  # nginx's default: four buffers of 8 KiB
+MAX_HEADER_LINES = 100  # as Apache's LimitRequestFields
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback once the request is answered: the parser stops there."""
+
+
+def refusal(status: int, code: str, message: str) -> bytes:
+    """A whole HTTP answer in the error envelope, which closes its connection."""
+    request_id = f"req_{uuid.uuid4().hex}"
+    body = error_body(code, message, request_id)
+    head = (
+        f"content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        f"x-request-id: {request_id}\r\n"
+        "x-content-type-options: nosniff\r\n"
+        "cache-control: no-store\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return STATUS_LINE[status] + head.encode() + body
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head_timeout = get_settings().api_header_timeout_seconds
-        self.head_deadline: asyncio.TimerHandle | None = None
+        settings = get_settings()
+        self.head_timeout = settings.api_header_timeout_seconds
+        self.body_timeout = settings.api_body_timeout_seconds
+        self.deadline: asyncio.TimerHandle | None = None
+        self.head_bytes = 0  # of the head being read, as far as counted (data_received)
+        self.head_complete = False
+        self.messages_begun = 0
+        self.answered = False  # refused here: nothing more is read or written
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._start_the_clock()
+        self._start_the_clock(self.head_timeout, self._head_too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self.answered:
+            return
+        begun = self.messages_begun
+        super().data_received(data)
+        if self.answered or self.head_complete or self.messages_begun != begun:
+            return
+        # All of this chunk is the head being read: a line too long to be parsed into headers
+        # (httptools holds it whole until it ends) is refused as it comes, not once it ends.
+        self.head_bytes += len(data)
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._refuse(431, "HEADERS_TOO_LARGE", self._too_large)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._start_the_clock()
+        self.messages_begun += 1
+        self.head_bytes, self.head_complete = 0, False
+        self._start_the_clock(self.head_timeout, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._stop_the_clock()
+        self.head_complete = True
+        head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if head > MAX_HEAD_BYTES or len(self.headers) > MAX_HEADER_LINES:
+            self._refuse(431, "HEADERS_TOO_LARGE", self._too_large)
+            raise _Refused
+        hosts = sum(name == b"host" for name, _ in self.headers)
+        if self.parser.get_http_version() == "1.1" and hosts != 1:
+            self._refuse(400, "BAD_REQUEST", "an HTTP/1.1 request carries one Host header")
+            raise _Refused
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.more_body:
+            self._start_the_clock(self.body_timeout, self._body_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._stop_the_clock()
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_the_clock()
         super().connection_lost(exc)
 
-    def _start_the_clock(self) -> None:
-        if self.head_deadline is None:
-            self.head_deadline = self.loop.call_later(self.head_timeout, self._head_too_slow)
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refused (or a callback that answered already, _Refused)."""
+        if not self.answered:
+            self._refuse(400, "BAD_REQUEST", "the request is not HTTP this server can read")
+
+    @property
+    def _too_large(self) -> str:
+        return (
+            f"the request line and headers exceed {MAX_HEAD_BYTES // 1024} KiB "
+            f"or {MAX_HEADER_LINES} header lines"
+        )
+
+    def _start_the_clock(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        if self.deadline is None:
+            self.deadline = self.loop.call_later(seconds, on_expiry)
 
     def _stop_the_clock(self) -> None:
-        if self.head_deadline is not None:
-            self.head_deadline.cancel()
-            self.head_deadline = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
 
     def _head_too_slow(self) -> None:
-        self.head_deadline = None
+        self.deadline = None
         if self.cycle is not None and not self.cycle.response_complete:
             # Still answering the request before it (pipelined): its answer first.
-            self._start_the_clock()
+            self._start_the_clock(self.head_timeout, self._head_too_slow)
             return
-        self.transport.write(TIMED_OUT)
+        self._refuse(408, "REQUEST_TIMEOUT", "the request's headers came too slowly")
+
+    def _body_too_slow(self) -> None:
+        """The application waits for the rest of the body: it is told the client is gone (as
+        the connection closes), and answers nobody."""
+        self.deadline = None
+        if self.cycle is not None and self.cycle.response_started:
+            self.answered = True
+            self.transport.close()  # answered already: there is nothing to say
+            return
+        self._refuse(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        self.answered = True
+        self._stop_the_clock()
+        self.transport.write(refusal(status, code, message))
         self.transport.close()

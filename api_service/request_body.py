@@ -150,8 +150,20 @@ def is_json_media_type(content_type: str | None) -> bool:
 
 
 def require_json(request: Request, raw: bytes) -> None:
-    """A body that says it is something else is not read as JSON (an empty body says nothing)."""
-    if raw and not is_json_media_type(request.headers.get("content-type")):
+    """A body that says it is something else, or encoded (gzip: RFC 9110 §15.5.16), is not read
+    as JSON; nor one that says two things, whichever comes first (an empty body says nothing)."""
+    if not raw:
+        return
+    content_types = request.headers.getlist("content-type")
+    if len(content_types) > 1:
+        raise ValidationFailed.on("Content-Type", "is given more than once")
+    codings = request.headers.getlist("content-encoding")
+    if any(coding.strip().lower() not in ("", "identity") for coding in codings):
+        raise UnsupportedMediaType(
+            "Send the body as it is, with no Content-Encoding",
+            headers={"Accept-Encoding": "identity"},
+        )
+    if not is_json_media_type(content_types[0] if content_types else None):
         raise UnsupportedMediaType
 
 
