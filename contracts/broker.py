@@ -10,13 +10,13 @@ from faststream.rabbit.schemas import Channel, QueueType
 from prometheus_client import REGISTRY
 
 from contracts.amqp_connection import with_heartbeat
-from contracts.amqp_decoding import read_short_strings_leniently
+from contracts.amqp_decoding import read_deliveries_leniently
 from contracts.settings import CONSUMER_GRACEFUL_TIMEOUT_SECONDS
 from contracts.topology import WorkQueue
 
 
 def create_broker(amqp_url: str, *, prefetch: int, app_name: str = "payouts") -> RabbitBroker:
-    read_short_strings_leniently()
+    read_deliveries_leniently()
     channel = Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
     metrics = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=app_name)
     return RabbitBroker(

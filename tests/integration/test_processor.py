@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aio_pika
 import httpx
 import orjson
+import pamqp.common
 import pamqp.encode
 import pytest
 from prometheus_client import REGISTRY
@@ -469,6 +470,32 @@ async def test_a_command_whose_message_id_is_not_utf8_is_dead_lettered_not_a_bro
     assert "not a valid ProcessPayout" in str(
         (dead["\ufffd\ufffd-id"].headers or {})[LAST_ERROR_HEADER]
     )
+    await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
+
+
+async def test_a_command_whose_timestamp_is_past_9999_is_dead_lettered_not_a_broken_frame(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    """The same with a `timestamp` property no datetime holds (milliseconds sent where seconds
+    belong, twice over): it too closed the processor's connection at each delivery, the
+    payouts behind it held up for about 50 s (dead-letter review). Read as None, the message
+    is judged and dead-lettered, and the payout behind it settles at once."""
+    sent_as_is = pamqp.encode.METHODS["timestamp"]
+
+    def seconds_as_sent(value: object) -> bytes:
+        if isinstance(value, int):
+            return pamqp.common.Struct.timestamp.pack(value)
+        return bytes(sent_as_is(value))
+
+    message_id = f"ts-{uuid.uuid4().hex}"
+    message = aio_pika.Message(b"{}", message_id=message_id)
+    message.timestamp = 2**63  # type: ignore[assignment]  # year 292278994, read as ms
+    with patch.dict(pamqp.encode.METHODS, {"timestamp": seconds_as_sent}):
+        await rabbit.channel.default_exchange.publish(message, routing_key=PAYOUT_COMMANDS.name)
+
+    dead = await dead_letters(rabbit, {message_id})
+
+    assert "not a valid ProcessPayout" in str((dead[message_id].headers or {})[LAST_ERROR_HEADER])
     await new_payout(api_client, sessions, "other", "SUCCESS", events=3)
 
 
