@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.outages import run_in_one_line
+from cli.outages import outages_in_one_line, run_in_one_line
 from contracts.dead_letters import peek, redrive
 from contracts.settings import get_settings
 from contracts.topology import all_work_queues
@@ -56,6 +56,15 @@ def redrive_command(
     queue: QueueArgument,
     limit: Annotated[int, typer.Option(min=1, help="At most this many")] = 1000,
 ) -> None:
-    """Move the dead letters of QUEUE back to QUEUE, to be consumed again."""
-    moved = run_in_one_line(redrive(get_settings().amqp_url, _checked(queue), limit))
-    typer.echo(f"{moved} message(s) moved back to {_checked(queue)}")
+    """Move the dead letters of QUEUE back to QUEUE, to be consumed again (up to --limit)."""
+    work_queue = _checked(queue)
+    redriven = run_in_one_line(redrive(get_settings().amqp_url, work_queue, limit))
+    typer.echo(f"{redriven.moved} message(s) moved back to {work_queue}")
+    if redriven.stopped_by is not None:
+        with outages_in_one_line():  # why it stopped, in one line, and exit 1
+            raise redriven.stopped_by
+    if redriven.left:
+        typer.echo(
+            f"{redriven.left} left in {work_queue}.dead (--limit {limit}): run this again",
+            err=True,
+        )

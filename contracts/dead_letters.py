@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import DeliveryError
 from aiormq.exceptions import InvalidFrameError
 
 from contracts.amqp_connection import connect
@@ -67,25 +68,37 @@ async def _waiting(channel: aio_pika.abc.AbstractChannel, name: str) -> tuple[Ab
 
 class UnreadableDeadLetter(Exception):
     """The AMQP library cannot decode the next message of a dead-letter queue (a property that is
-    not UTF-8, published by another client): it ends the connection, and the message stays at
-    the head of the queue, in front of every other."""
+    not UTF-8, published by another client): it ends the connection. The message stays where it
+    was: at the head of the queue, or behind the readable messages this connection held, which
+    go back in front of it (what to take off the head in the management UI is then theirs)."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, behind: int = 0) -> None:
+        take_it_off = (
+            "take it off in the RabbitMQ management UI (Queues > Get messages, Ack mode: "
+            "Automatic ack), then run this again"
+        )
+        if behind:
+            where = (
+                f"comes after the first {behind} message(s), which go back in front of it: "
+                f"the head of the queue is theirs, not its. Move those {behind} on first "
+                f"(`payouts dlq redrive` does, for a dead-letter queue); then it is at the head: "
+            )
+        else:
+            where = "stays at its head, in front of the others: "
         super().__init__(
             f"the next message of {queue} cannot be decoded (a property that is not UTF-8?) and "
-            "stays at its head, in front of the others: take it off in the RabbitMQ management "
-            "UI (Queues > Get messages, Ack mode: Automatic ack), then run this again"
+            f"{where}{take_it_off}"
         )
 
 
-async def next_held(queue: AbstractQueue) -> AbstractIncomingMessage | None:
+async def next_held(queue: AbstractQueue, behind: int = 0) -> AbstractIncomingMessage | None:
     """The next message of a queue our tools take messages off one by one (a dead-letter queue,
     the parking lot), unacked; None when it is empty. UnreadableDeadLetter when the library
-    cannot decode it."""
+    cannot decode it (`behind`: how many messages in front of it this connection holds)."""
     try:
         return await queue.get(no_ack=False, fail=False)
     except InvalidFrameError as undecodable:
-        raise UnreadableDeadLetter(queue.name) from undecodable
+        raise UnreadableDeadLetter(queue.name, behind) from undecodable
 
 
 async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
@@ -97,7 +110,7 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
         held: list[AbstractIncomingMessage] = []
         try:
             for _ in range(min(waiting, limit)):
-                message = await next_held(queue)
+                message = await next_held(queue, behind=len(held))
                 if message is None:
                     break
                 held.append(message)
@@ -108,20 +121,34 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
                     await message.nack(requeue=True)
 
 
-async def redrive(amqp_url: str, work_queue: str, limit: int) -> int:
+@dataclass(frozen=True)
+class Redriven:
+    """What a redrive did: `moved` back to the work queue, `left` of the dead letters it found
+    (past its limit), and what stopped it, if anything did (the messages moved stay moved)."""
+
+    moved: int
+    left: int
+    stopped_by: Exception | None = None
+
+
+async def redrive(amqp_url: str, work_queue: str, limit: int) -> Redriven:
     """Move up to `limit` dead letters back to the work queue: publish (confirmed), then ack."""
     connection = await connect(amqp_url)
     moved = 0
+    stopped_by: Exception | None = None
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue, waiting = await _waiting(channel, f"{work_queue}.dead")
-        for _ in range(min(waiting, limit)):
-            message = await next_held(queue)
-            if message is None:
-                break
-            await channel.default_exchange.publish(
-                fresh_copy(message), routing_key=work_queue, mandatory=True
-            )
-            await message.ack()
-            moved += 1
-    return moved
+        try:
+            for _ in range(min(waiting, limit)):
+                message = await next_held(queue)
+                if message is None:
+                    break
+                await channel.default_exchange.publish(
+                    fresh_copy(message), routing_key=work_queue, mandatory=True
+                )
+                await message.ack()
+                moved += 1
+        except (UnreadableDeadLetter, DeliveryError) as stopped:  # the broker answers: no outage
+            stopped_by = stopped
+    return Redriven(moved, max(waiting - moved, 0), stopped_by)

@@ -104,7 +104,7 @@ async def replay_parked(
         moves = dropped = 0
         try:
             for _ in range(waiting):
-                message = await next_held(parked)
+                message = await next_held(parked, behind=len(kept))
                 if message is None:
                     break
                 if merchant_id is not None and merchant_of(message) != merchant_id:

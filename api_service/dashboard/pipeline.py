@@ -134,13 +134,27 @@ class DeadLetterUnreadable(ApiError):
     code: ClassVar[str] = "DEAD_LETTER_UNREADABLE"
 
 
+class RedriveRefused(ApiError):
+    status_code: ClassVar[int] = 409
+    code: ClassVar[str] = "REDRIVE_REFUSED"
+
+
 async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
     """`payouts dlq redrive QUEUE`: the dead letters back to their work queue (confirmed). A
-    broker that does not answer, or has no such queue yet, is a dependency down (503); a message
-    we cannot decode at the queue's head is the operator's to take off (409)."""
+    broker that does not answer, or has no such queue yet, is a dependency down (503). One that
+    answers and refuses a message (a full work queue), or a message we cannot decode at the
+    queue's head, stops the redrive: a 409 that says how many were moved before."""
     try:
-        return await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
-    except UnreadableDeadLetter as stuck:
-        raise DeadLetterUnreadable(str(stuck)) from stuck
+        redriven = await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
     except (AMQPError, OSError) as exc:
         raise ServiceUnavailable(f"RabbitMQ: {exc}") from exc
+    stopped = redriven.stopped_by
+    moved = f"{redriven.moved} message(s) moved back to {work_queue}, then"
+    if isinstance(stopped, UnreadableDeadLetter):
+        raise DeadLetterUnreadable(f"{moved} {stopped}") from stopped
+    if stopped is not None:
+        raise RedriveRefused(
+            f"{moved} RabbitMQ refused one, which stays where it was (is {work_queue} full?): "
+            f"{stopped}"
+        ) from stopped
+    return redriven.moved

@@ -236,6 +236,11 @@ async def _a_message_id_not_utf8_at_the_head_of(
     passes such a message on as it was published)."""
     await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
     await rabbit.purge(queue)
+    await publish_a_message_id_not_utf8(queue, settings)
+
+
+async def publish_a_message_id_not_utf8(queue: str, settings: Settings) -> None:
+    """A message the AMQP library cannot decode, at the end of `queue`."""
     original = pamqp.encode.METHODS["shortstr"]
 
     def raw_short_string(value: object) -> bytes:
