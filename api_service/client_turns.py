@@ -42,7 +42,8 @@ from contracts.db.models import Merchant
 WAITING = Gauge(
     "payouts_api_requests_waiting_for_their_turn",
     "API requests and dashboard pages waiting because their client (a merchant, else an "
-    "address) has PAYOUTS_API_MAX_IN_FLIGHT_PER_KEY requests running in this process",
+    "address) has PAYOUTS_API_MAX_IN_FLIGHT_PER_KEY requests running in its worker",
+    multiprocess_mode="livesum",  # several workers: their sum
 )
 RETRY_AFTER_SECONDS = 1
 TURN_STATE = "client_turn"  # the request's Turn, on scope["state"]

@@ -1,14 +1,27 @@
 """Prometheus metrics of the API: requests by route template and status, latency histograms,
-failed authentications. Served at /metrics (per process: with several uvicorn workers each
-scrape sees one worker; run one worker per container to scrape them all)."""
+failed authentications. Served at /metrics: with several uvicorn workers (docker-compose.yml
+runs 2), every worker's, added up, whichever worker answers the scrape (prometheus_client's
+multiprocess mode). Each scrape saw only its own worker's: the counters an operator alarms on
+undercounted, and went down from one scrape to the next (to Prometheus, a counter reset)."""
 
+import os
 import re
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, get_args
 
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -119,5 +132,31 @@ class MetricsMiddleware:
             LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
+
+
+@contextmanager
+def shared_by_the_workers(workers: int) -> Iterator[None]:
+    """Around the server: with several workers, a directory where each keeps its metrics, set
+    in the environment the workers start with (an operator's own, if set, is kept)."""
+    if workers == 1 or MULTIPROCESS_DIR in os.environ:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="payouts-api-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
+
+
+def _exposition() -> bytes:
+    if MULTIPROCESS_DIR not in os.environ:
+        return generate_latest()
+    every_worker = CollectorRegistry()
+    multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+    return generate_latest(every_worker)
+
+
 async def metrics_endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -328,13 +328,16 @@ def api(
     """Serve the REST API with uvicorn."""
     import uvicorn
 
+    from api_service.metrics import shared_by_the_workers
+
     settings = get_settings()
     services.refuse_to_start_unsafe("api", settings.require_safe_for_production)
     services.configure_logging(settings)
+    workers = settings.api_workers if workers is None else workers
     options: dict[str, Any] = {
         "host": settings.api_host,
         "port": settings.api_port,
-        "workers": settings.api_workers if workers is None else workers,
+        "workers": workers,
         "loop": "uvloop",
         "http": "api_service.http_protocol:HeadDeadlineProtocol",  # httptools, with a deadline
         "access_log": False,
@@ -344,7 +347,8 @@ def api(
         "log_config": None,  # our JSON/text logging, not uvicorn's
     }
     # Each process that serves the app drains on SIGTERM (api_service/server.py).
-    uvicorn.run("api_service.main:app", **options)
+    with shared_by_the_workers(workers):
+        uvicorn.run("api_service.main:app", **options)
 
 
 if __name__ == "__main__":
