@@ -22,6 +22,9 @@ from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER, webh
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_LENGTH = 2048
+# How long a webhook service keeps a merchant's endpoint (URL, secrets, chaos) for first
+# attempts (webhook_service/endpoints.py): a change reaches them within this.
+ENDPOINT_CACHE_SECONDS = 2.0
 RESOLVE_TIMEOUT_SECONDS = 5.0
 
 

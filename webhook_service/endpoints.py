@@ -28,10 +28,10 @@ from contracts.expiring_map import ExpiringMap
 from contracts.secrets_at_rest import SecretsKeyError
 from contracts.webhook_chaos import CHAOS_FIELDS, WebhookChaos, chaos_of
 from contracts.webhook_signing import active_secrets
+from contracts.webhooks import ENDPOINT_CACHE_SECONDS
 
 log = logging.getLogger("webhooks")
 
-ENDPOINT_CACHE_SECONDS = 2.0
 NO_CHAOS = WebhookChaos()
 
 # The secrets as stored (sealed), opened row by row: one secret that no key opens failed the

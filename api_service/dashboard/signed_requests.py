@@ -9,7 +9,9 @@ rotation was signed with secrets of which at most one is kept (the one before it
 in its grace too), so its signatures are not shown.
 
 The signing functions are the webhook service's own (pure, in contracts/), so what is shown
-cannot drift from what is sent.
+cannot drift from what is sent, but in one case: a first attempt within ENDPOINT_CACHE_SECONDS
+of a rotation may have been signed with the secrets before it (the webhook service's cache of
+them), which the page says (signing review).
 """
 
 from dataclasses import dataclass
@@ -26,11 +28,17 @@ from contracts.webhook_signing import (
     active_secrets,
     webhook_headers,
 )
+from contracts.webhooks import ENDPOINT_CACHE_SECONDS
 from contracts.wire import dumps
 
 ROTATED_OUT = (
     "Signed before the last secret rotation, with a secret no longer kept: its signature "
     "headers cannot be shown."
+)
+JUST_ROTATED = (
+    f"Sent within {ENDPOINT_CACHE_SECONDS:.0f} s of the last secret rotation: the webhook "
+    "service may still have signed it with the secrets before it (it reads them again within "
+    f"{ENDPOINT_CACHE_SECONDS:.0f} s). Shown: the signatures of the secrets after it."
 )
 NOT_SENT = (
     "Not sent: sandbox webhook chaos failed this attempt on purpose, before any call. This is "
@@ -68,7 +76,7 @@ def signed_request(
     as the webhook service signed it (a chaos attempt with a stale timestamp, or the previous
     secret alone: contracts.webhook_chaos.signing_for)."""
     chaos = ChaosKind(attempt["chaos"]) if attempt.get("chaos") else None
-    not_sent = NOT_SENT if chaos is ChaosKind.INJECTED_FAILURE else None
+    notes = [NOT_SENT] if chaos is ChaosKind.INJECTED_FAILURE else []
     body = dumps(event)
     sent_at = parse_time(attempt["createdAt"])
     timestamp = int(sent_at.timestamp())
@@ -81,9 +89,11 @@ def signed_request(
             (TIMESTAMP_HEADER, str(timestamp)),
             (LEGACY_EVENT_HEADER, str(event["event"])),
         ]
-        return SignedRequest(
-            headers, body.decode(), " ".join(filter(None, (not_sent, ROTATED_OUT)))
-        )
+        return SignedRequest(headers, body.decode(), " ".join([*notes, ROTATED_OUT]))
+    rotated_at = merchant.secret_rotated_at
+    since_rotation = sent_at.replace(tzinfo=None) - (rotated_at or datetime.min)
+    if rotated_at is not None and since_rotation < timedelta(seconds=ENDPOINT_CACHE_SECONDS):
+        notes.append(JUST_ROTATED)
     timestamp, secrets = signing_for(
         chaos,
         timestamp=timestamp,
@@ -97,4 +107,4 @@ def signed_request(
         body=body,
         secrets=secrets,
     )
-    return SignedRequest([content_type, *signed.items()], body.decode(), not_sent)
+    return SignedRequest([content_type, *signed.items()], body.decode(), " ".join(notes) or None)

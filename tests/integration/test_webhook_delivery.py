@@ -53,7 +53,7 @@ from contracts.topology import (
     RETRY_COUNT_HEADER,
     WEBHOOK_PARKING_LOT,
 )
-from contracts.webhooks import DeliveryStatus, retry_due_headers
+from contracts.webhooks import ENDPOINT_CACHE_SECONDS, DeliveryStatus, retry_due_headers
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.api_helpers import API, auth
@@ -91,7 +91,7 @@ from tests.support.webhook_flow import (
 from tests.support.webhook_receiver import REFUSED, WEBHOOK_PATH, Reply, WebhookReceiver
 from webhook_service.delivery import DELIVERED, DUPLICATE, SUPERSEDED, Disposition
 from webhook_service.delivery_records import DeliveryRequest
-from webhook_service.endpoints import ENDPOINT_CACHE_SECONDS, EndpointCache
+from webhook_service.endpoints import EndpointCache
 from webhook_service.parking_lot import replay_parked
 from webhook_service.retry_ladder import RetryStep
 

@@ -6,7 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api_service.dashboard.signed_requests import NOT_SENT, ROTATED_OUT, signed_request
+from api_service.dashboard.signed_requests import (
+    JUST_ROTATED,
+    NOT_SENT,
+    ROTATED_OUT,
+    signed_request,
+)
 from contracts.db.models import Merchant
 from contracts.webhook_chaos import STALE_TIMESTAMP_SECONDS
 from contracts.webhook_signing import webhook_headers
@@ -94,3 +99,13 @@ def test_chaos_attempts_are_shown_as_chaos_signed_them() -> None:
     stale = shown_at(merchant, at, "stale_timestamp")
     assert stale == sent(at, [NEW, OLD], timestamp_shift=STALE_TIMESTAMP_SECONDS)
     assert shown_at(merchant, at, "old_secret") == sent(at, [OLD])
+
+
+def test_a_first_attempt_just_after_a_rotation_says_it_may_carry_the_secrets_before_it() -> None:
+    """The webhook service keeps a merchant's secrets 2 s for first attempts: one made that
+    soon after a rotation may have gone out signed with the old secret alone, while the page
+    showed the new secrets' signatures as "the exact request" (signing review)."""
+    merchant = rotated(timedelta(hours=24))
+    just_after, later = ROTATED + timedelta(seconds=1), ROTATED + timedelta(seconds=2)
+    assert shown_at(merchant, just_after)["note"] == JUST_ROTATED
+    assert shown_at(merchant, later) == sent(later, [NEW, OLD])
