@@ -122,7 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     document_answers_as_given(app, probes=probes)
     document_the_webhook(app)
     serve_documents_under_the_base_path(app)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    if (metrics := metrics_endpoint(settings)) is not None:
+        app.add_route("/metrics", metrics, include_in_schema=False)
     app.add_route("/asyncapi", asyncapi_endpoint, include_in_schema=False)
     install_dashboard(app, settings)
     # With the innermost middleware, for unexpected errors.

@@ -105,6 +105,12 @@ class InvalidApiKey(ApiError):
     default_message = "API key is invalid or inactive"
 
 
+class InvalidMetricsToken(ApiError):
+    status_code = 401
+    code = "INVALID_METRICS_TOKEN"
+    default_message = "/metrics takes Authorization: Bearer <PAYOUTS_METRICS_TOKEN>"
+
+
 class InvalidSignature(ApiError):
     status_code = 401
     code = "INVALID_SIGNATURE"

@@ -4,11 +4,12 @@ runs 2), every worker's, added up, whichever worker answers the scrape (promethe
 multiprocess mode). Each scrape saw only its own worker's: the counters an operator alarms on
 undercounted, and went down from one scrape to the next (to Prometheus, a counter reset)."""
 
+import hmac
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal, get_args
 
@@ -26,6 +27,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api_service.errors import InvalidMetricsToken
+from contracts.settings import Environment, Settings
 
 # Any other method (the server's parser takes UNSUBSCRIBE, MKCALENDAR...) is counted as OTHER.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -158,5 +162,27 @@ def _exposition() -> bytes:
     return generate_latest(every_worker)
 
 
-async def metrics_endpoint(_: Request) -> Response:
+async def _metrics(_: Request) -> Response:
     return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def metrics_endpoint(settings: Settings) -> Endpoint | None:
+    """/metrics on the API's port, which merchants reach: behind PAYOUTS_METRICS_TOKEN (a bearer
+    token, as Prometheus sends it) if set; else open in test mode, and not served in production,
+    where anyone could read every merchant's volumes and failures and the count of key guesses
+    (metrics review)."""
+    token = settings.metrics_token
+    if token is None:
+        return None if settings.env is Environment.PRODUCTION else _metrics
+    expected = f"Bearer {token}".encode()
+
+    async def behind_the_token(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise InvalidMetricsToken(headers={"WWW-Authenticate": "Bearer"})
+        return await _metrics(request)
+
+    return behind_the_token

@@ -240,6 +240,9 @@ class Settings(BaseSettings):
     dashboard_session_secret: str = Field(default=DEFAULT_DASHBOARD_SESSION_SECRET, repr=False)
     dashboard_session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
     operator_token: str | None = Field(default=None, repr=False)
+    # The API's /metrics takes `Authorization: Bearer <token>` when set; unset, it is open in
+    # test mode and not served in production.
+    metrics_token: str | None = Field(default=None, repr=False)
     dashboard_rabbitmq_ui_url: str = "http://127.0.0.1:15672"
 
     @field_validator("database_url")
@@ -288,7 +291,7 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
-    @field_validator("operator_token")
+    @field_validator("operator_token", "metrics_token")
     @classmethod
     def _empty_token_is_unset(cls, value: str | None) -> str | None:
         return value or None
