@@ -15,7 +15,7 @@ costs no statement of its own. In production (`with_chaos` off) it is not read a
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard
 
@@ -49,8 +49,8 @@ _CHAOS_COLUMNS = tuple(getattr(WebhookChaosSetting, name) for name in CHAOS_FIEL
 @dataclass(frozen=True)
 class Endpoint:
     url: str | None
-    secret: str
-    previous_secret: str | None
+    secret: str = field(repr=False)  # never in a log line or a traceback's locals
+    previous_secret: str | None = field(repr=False)
     previous_secret_expires_at: datetime | None
     chaos: WebhookChaos = NO_CHAOS
     # Why the secrets could not be read (a key this process does not hold): no call is made.
