@@ -4,7 +4,7 @@ is ever held on a hot table."""
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Delete, delete
+from sqlalchemy import ColumnElement, Delete, and_, delete, not_
 
 from contracts.db.engine import DATABASE_NOW, SessionFactory, transaction, utcnow
 from contracts.db.models import (
@@ -16,11 +16,14 @@ from contracts.db.models import (
     ProcessedMessage,
     ScheduledAction,
 )
+from contracts.pipeline_health import failed_action_still_awaited
 
 BATCH = 5000
 # Redeliveries older than this are still harmless: every transition is guarded by status.
 INBOX_RETENTION = timedelta(days=7)
-# An applied action is only history (reconcile and the sandbox timeline read recent ones).
+# An applied action is only history (reconcile and the sandbox timeline read recent ones), but
+# for a failed one its payout still waits for: reconcile's alarm about funds held (it was
+# deleted after 7 days, the payout IN_REVIEW with its funds held and no line naming it).
 APPLIED_ACTION_RETENTION = timedelta(days=7)
 
 
@@ -48,7 +51,13 @@ def cleanup_deletes(now: datetime, *, outbox_retention: timedelta) -> tuple[Dele
         # The API stamps and judges a key's expiry on the database's clock, not on this host's.
         _batch_delete(IdempotencyKey, IdempotencyKey.expires_at < DATABASE_NOW),
         _batch_delete(ApiRequestRecord, ApiRequestRecord.started_at < now - REQUEST_LOG_RETENTION),
-        _batch_delete(ScheduledAction, ScheduledAction.applied_at < now - APPLIED_ACTION_RETENTION),
+        _batch_delete(
+            ScheduledAction,
+            and_(
+                ScheduledAction.applied_at < now - APPLIED_ACTION_RETENTION,
+                not_(failed_action_still_awaited()),
+            ),
+        ),
     )
 
 
