@@ -10,13 +10,20 @@ few bytes of a request line, held each one for good; a few thousand such used up
 file descriptors, and then nobody could connect. A body that stopped coming did the same, and
 anyone may start one (POST /ipn/psp reads its body before it judges the signature). A head had
 no size: a header line of a mebibyte, or twenty thousand lines, was read and served. And what
-uvicorn's parser refused (a space in a path, an unknown method) was plain text with no id."""
+uvicorn's parser refused (a space in a path, an unknown method) was plain text with no id.
+
+A body's clock runs from its last bytes, and only while the server reads (not while the
+application answers a request before it, or has not asked for more of the body); a refusal of
+a pipelined request waits for the answers before it; a kept-alive connection whose client sent
+a blank line, or the rest of a body answered already, is closed as uvicorn's keep-alive closes
+an idle one (each of these went wrong in this module's first version: diff review)."""
 
 import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from api_service.envelope import error_body
@@ -45,6 +52,24 @@ def refusal(status: int, code: str, message: str) -> bytes:
     return STATUS_LINE[status] + head.encode() + body
 
 
+class _WatchedFlow(FlowControl):
+    """uvicorn's flow control, which tells its protocol when it stops and starts reading: while
+    it does not read (the application has not asked for more of the body, or is answering a
+    request before this one), a client cannot be slow."""
+
+    def __init__(self, transport: asyncio.Transport, on_change: Callable[[], None]) -> None:
+        super().__init__(transport)
+        self._on_change = on_change
+
+    def pause_reading(self) -> None:
+        super().pause_reading()
+        self._on_change()
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        self._on_change()
+
+
 class HeadDeadlineProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,19 +79,29 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.head_bytes = 0  # of the head being read, as far as counted (data_received)
         self.head_complete = False
+        self.head_begun = False  # a request's first bytes came, and not yet all of its head
+        self.reading_body = False  # a body the parser has not seen the end of
         self.messages_begun = 0
-        self.answered = False  # refused here: nothing more is read or written
+        self.answered = False  # refused here: nothing more is read
+        self.refusal_waiting: bytes | None = None  # until the answers before it are out
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _WatchedFlow(transport, self._body_clock)
         self._start_the_clock(self.head_timeout, self._head_too_slow)
 
     def data_received(self, data: bytes) -> None:
         if self.answered:
             return
         begun = self.messages_begun
-        super().data_received(data)
-        if self.answered or self.head_complete or self.messages_begun != begun:
+        super().data_received(data)  # uvicorn's own keep-alive timer stops here, at any byte
+        if self.answered:
+            return
+        if self.deadline is None and (self.cycle is None or self.cycle.response_complete):
+            # Between requests, bytes that begin none (a blank line), or the rest of a body
+            # answered already: the connection waits for a head again, on the head's clock.
+            self._start_the_clock(self.head_timeout, self._head_too_slow)
+        if self.head_complete or self.messages_begun != begun:
             return
         # All of this chunk is the head being read: a line too long to be parsed into headers
         # (httptools holds it whole until it ends) is refused as it comes, not once it ends.
@@ -77,12 +112,13 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.messages_begun += 1
-        self.head_bytes, self.head_complete = 0, False
+        self.head_bytes, self.head_complete, self.head_begun = 0, False, True
+        self._stop_the_clock()
         self._start_the_clock(self.head_timeout, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._stop_the_clock()
-        self.head_complete = True
+        self.head_complete, self.head_begun = True, False
         head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if head > MAX_HEAD_BYTES or len(self.headers) > MAX_HEADER_LINES:
             self._refuse(431, "HEADERS_TOO_LARGE", self._too_large)
@@ -92,12 +128,24 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self._refuse(400, "BAD_REQUEST", "an HTTP/1.1 request carries one Host header")
             raise _Refused
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle.more_body:
-            self._start_the_clock(self.body_timeout, self._body_too_slow)
+        self.reading_body = True  # until on_message_complete, which may come at once
+        self._body_clock()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._stop_the_clock()  # a body's clock runs from its last bytes (client_body_timeout)
+        self._body_clock()
 
     def on_message_complete(self) -> None:
+        self.reading_body = False
         self._stop_the_clock()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        waiting, cycle = self.refusal_waiting, self.cycle
+        if waiting is not None and cycle is not None and cycle.response_complete:
+            self._write_and_close(waiting)  # every answer before it is out
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_the_clock()
@@ -124,26 +172,59 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self.deadline.cancel()
             self.deadline = None
 
+    def _body_clock(self) -> None:
+        """Runs while a body is being read: stopped while the server reads nothing."""
+        if not self.reading_body or self.answered:
+            return
+        if self.flow.read_paused:
+            self._stop_the_clock()
+        else:
+            self._start_the_clock(self.body_timeout, self._body_too_slow)
+
     def _head_too_slow(self) -> None:
         self.deadline = None
         if self.cycle is not None and not self.cycle.response_complete:
             # Still answering the request before it (pipelined): its answer first.
             self._start_the_clock(self.head_timeout, self._head_too_slow)
             return
+        if self.cycle is not None and not self.head_begun:
+            # Kept alive after its requests, and no other begun: closed, as uvicorn's own
+            # keep-alive timeout closes it (a blank line, or the rest of a body answered early,
+            # stopped that timer, and then nothing did: held for ever, the diff review found).
+            self.answered = True
+            self.transport.close()
+            return
         self._refuse(408, "REQUEST_TIMEOUT", "the request's headers came too slowly")
 
     def _body_too_slow(self) -> None:
         """The application waits for the rest of the body: it is told the client is gone (as
-        the connection closes), and answers nobody."""
+        the connection closes), and answers nobody. Answered already (before its body), the
+        connection is closed once that answer is out."""
         self.deadline = None
-        if self.cycle is not None and self.cycle.response_started:
+        if self.cycle is None or not self.cycle.response_started:
+            # Its own answer (the earlier ones are out: this body is read only then).
+            self.answered, self.reading_body = True, False
+            self._write_and_close(
+                refusal(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
+            )
+        elif self.cycle.response_complete:
             self.answered = True
-            self.transport.close()  # answered already: there is nothing to say
-            return
-        self._refuse(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
+            self.transport.close()
+        else:  # its answer is being written
+            self._start_the_clock(self.body_timeout, self._body_too_slow)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answered after the answers of the requests before it (pipelined), then closed."""
         self.answered = True
+        self.reading_body = False
         self._stop_the_clock()
-        self.transport.write(refusal(status, code, message))
+        answer = refusal(status, code, message)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.refusal_waiting = answer
+            return
+        self._write_and_close(answer)
+
+    def _write_and_close(self, answer: bytes) -> None:
+        self.refusal_waiting = None
+        self.transport.write(answer)
         self.transport.close()

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal, get_args
 
 from fastapi import FastAPI
@@ -154,9 +155,23 @@ def shared_by_the_workers(workers: int) -> Iterator[None]:
             del os.environ[MULTIPROCESS_DIR]
 
 
+def forget_dead_workers(directory: Path) -> None:
+    """A worker killed (uvicorn starts another) left its live gauges' file: its requests that
+    were waiting stayed in the sum for ever (diff review)."""
+    for live in directory.glob("gauge_live*_*.db"):
+        pid = int(live.stem.rpartition("_")[2])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, someone else's: not ours to judge
+            continue
+
+
 def _exposition() -> bytes:
     if MULTIPROCESS_DIR not in os.environ:
         return generate_latest()
+    forget_dead_workers(Path(os.environ[MULTIPROCESS_DIR]))
     every_worker = CollectorRegistry()
     multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
     return generate_latest(every_worker)

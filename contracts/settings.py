@@ -143,8 +143,9 @@ class Settings(BaseSettings):
     # (or its first byte, on a kept-alive connection) is answered 408 and its connection closed
     # (api_service/http_protocol.py): uvicorn alone waited for it for ever.
     api_header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
-    # A request's body not all in this long after its head is answered 408 (or, answered
-    # already, its connection closed): a body that stopped coming held its connection for ever.
+    # A request's body whose next bytes do not come this long while the API reads it is
+    # answered 408 (or, answered already, its connection closed): a body that stopped coming
+    # held its connection for ever.
     api_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     # Requests per second per API key, counted in MySQL so that every API worker shares the
     # limit. Unset: 100 in production, off in test mode; 0: off.

@@ -1,0 +1,406 @@
+"""The API's own HTTP limits (api_service/http_protocol.py) against `payouts api` as a process,
+over raw sockets (diff review of their first version): a refusal answers after the pipelined
+answers before it, the body deadline counts only while the server reads, a kept-alive
+connection is closed whatever its client sent last, and what is served stays served."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from contracts.db.engine import SessionFactory
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, new_key, payout_body
+from tests.support.raw_http import connect, request
+from tests.support.system import running_api
+
+HEADER_TIMEOUT_SECONDS = 2
+BODY_TIMEOUT_SECONDS = 2
+
+
+@pytest.fixture(scope="module")
+def api_port(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    env = {
+        **service_env,
+        "PAYOUTS_API_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
+        "PAYOUTS_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
+    }
+    with running_api(env, tmp_path_factory.mktemp("api_logs")) as base_url:
+        yield int(urlsplit(base_url).port or 0)
+
+
+def health(*extra: str) -> bytes:
+    return (f"GET {API}/health HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in extra) + "\r\n").encode()
+
+
+# --- pipelining: answers in the order of the requests ----------------------------------------
+
+
+async def test_a_pipelined_request_without_host_does_not_take_the_answer_of_the_one_before(
+    api_port: int,
+) -> None:
+    """RFC 9112 §9.3.2: a server answers pipelined requests in the order they came. The first
+    request here is fine; the second, sent with it, has no Host. http_protocol.py wrote its 400
+    (and closed) from inside the parser callback, before the first request's task had even run:
+    the client read a 400 as the answer to its first request, whose own answer never came."""
+    connection = await connect(api_port)
+    try:
+        await connection.send(health("Host: api") + health())
+        first = await connection.answer()
+    finally:
+        await connection.close()
+    assert first.status == 200, (first.status, first.body)
+
+
+async def test_a_pipelined_head_too_large_does_not_take_the_answer_of_the_one_before(
+    api_port: int,
+) -> None:
+    connection = await connect(api_port)
+    try:
+        await connection.send(health("Host: api") + health("Host: api", "X-Pad: " + "a" * 40_000))
+        first = await connection.answer()
+    finally:
+        await connection.close()
+    assert first.status == 200, (first.status, first.body)
+
+
+async def test_a_pipelined_post_sent_at_once_behind_a_slow_call_is_not_408(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """A client pipelines a balance read (slow: X-Sandbox-Fault latency) and a create, all sent
+    within milliseconds. uvicorn stops reading the socket while the first is answered, so the
+    create's body stays in the kernel; the body deadline, started at the create's head, counts
+    that time and fires: a 408 "body came too slowly" is written to the connection before the
+    balance's answer (in its place, as the connection is then closed)."""
+    merchant = await make_merchant()
+    slow_read = request(
+        "GET",
+        f"{API}/balance",
+        [
+            ("X-API-KEY", merchant.api_key),
+            ("X-Sandbox-Fault", f"latency={(BODY_TIMEOUT_SECONDS + 2) * 1000}"),
+        ],
+    )
+    body = orjson.dumps(payout_body())
+    create = request(
+        "POST",
+        f"{API}/payouts",
+        [
+            ("X-API-KEY", merchant.api_key),
+            ("X-IDEMPOTENCY-KEY", new_key()),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    head, rest = create[: -len(body)], create[-len(body) :]
+    connection = await connect(api_port)
+    try:
+        await connection.send(slow_read + head)
+        # The body follows at once, in a TCP segment of its own (it is not in the same read).
+        await asyncio.sleep(0.2)
+        await connection.send(rest)
+        first = await connection.answer(within=BODY_TIMEOUT_SECONDS + 15)
+        assert first.status == 200, (first.status, first.body)
+        second = await connection.answer(within=15)
+        assert second.status == 201, (second.status, second.body)
+    finally:
+        await connection.close()
+
+
+# --- the body deadline counts time the server itself does not read ---------------------------
+
+
+async def test_a_payroll_sent_at_once_is_not_408_because_the_api_waited_before_reading_it(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """A payroll of ~900 KiB (the batch limit is 1 MiB) sent in one write, with an injected
+    latency (README: `latency=<ms>` up to 30,000 on any API call). uvicorn reads 64 KiB, then
+    stops reading until the application asks for the body; the latency is slept before it does.
+    The body deadline ran on regardless and answered 408 "the request's body came too slowly"
+    to a client that sent every byte at once. With the defaults the same happens at
+    latency=30000 (body deadline 30 s). nginx's client_body_timeout, the model named in the
+    module, only counts while nginx waits to read."""
+    merchant = await make_merchant()
+    items = [payout_body() for _ in range(2)]
+    body = orjson.dumps({"payouts": items})
+    body = body[:-1] + b" " * (900 * 1024) + body[-1:]  # JSON whitespace: a payroll's size
+    latency = (BODY_TIMEOUT_SECONDS + 2) * 1000
+    raw = request(
+        "POST",
+        f"{API}/payouts/batch",
+        [
+            ("X-API-KEY", merchant.api_key),
+            ("X-IDEMPOTENCY-KEY", new_key()),
+            ("Content-Type", "application/json"),
+            ("X-Sandbox-Fault", f"latency={latency}"),
+        ],
+        body,
+    )
+    connection = await connect(api_port)
+    try:
+        await connection.send(raw)
+        answer = await connection.answer(within=BODY_TIMEOUT_SECONDS + 20)
+    finally:
+        await connection.close()
+    assert answer.status != 408, answer.body
+    assert 200 <= answer.status < 300, (answer.status, answer.body)
+
+
+# --- a connection no deadline bounds ---------------------------------------------------------
+
+
+async def test_a_kept_alive_connection_is_not_held_for_ever_by_an_empty_line(
+    api_port: int,
+) -> None:
+    """After an answer, uvicorn's keep-alive timeout (5 s) closes an idle connection. Any byte
+    cancels it; the head deadline starts at the next request's first byte, but a blank line
+    before a request (which the parser skips, RFC 9112 §2.2) begins no request. So "\\r\\n"
+    once after an answer left a connection that no timer bounded: held for ever, the file
+    descriptor exhaustion the head deadline was written against."""
+    connection = await connect(api_port)
+    try:
+        await connection.send(health("Host: api"))
+        assert (await connection.answer()).status == 200
+        await connection.send(b"\r\n")
+        # keep-alive (5 s) and the head deadline (2 s) both long past
+        assert await connection.closed(within=5 + HEADER_TIMEOUT_SECONDS + 8)
+    finally:
+        await connection.close()
+
+
+async def test_a_connection_answered_before_its_body_is_not_held_for_ever(
+    api_port: int,
+) -> None:
+    """A create without an API key is answered 401 before its body is read. The client then
+    finishes its body (within the body deadline), and sends nothing more. Its data cancelled
+    uvicorn's keep-alive timer, the end of the body stopped the body deadline, and no head
+    began: nothing closed the connection."""
+    connection = await connect(api_port)
+    try:
+        head = [("Content-Type", "application/json"), ("Content-Length", "10")]
+        await connection.send(request("POST", f"{API}/payouts", head) + b"{")
+        answer = await connection.answer()
+        assert answer.status == 401, (answer.status, answer.body)
+        await connection.send(b"         ")  # the body's other 9 bytes
+        assert await connection.closed(within=5 + HEADER_TIMEOUT_SECONDS + 8)
+    finally:
+        await connection.close()
+
+
+# --- well-formed answers ----------------------------------------------------------------------
+
+
+async def test_the_refusals_are_well_formed(api_port: int) -> None:
+    """Content-Length right, Connection: close, then EOF."""
+    cases = {
+        "no host": health(),
+        "too large": health("Host: api", "X-Pad: " + "a" * 40_000),
+        "parser": b"GET /a b HTTP/1.1\r\nHost: api\r\n\r\n",
+    }
+    problems = []
+    for name, raw in cases.items():
+        connection = await connect(api_port)
+        try:
+            await connection.send(raw)
+            answer = await connection.answer()
+            if answer.header("connection") != "close":
+                problems.append(f"{name}: {answer.raw_head!r}")
+            if int(answer.header("content-length") or -1) != len(answer.body):
+                problems.append(f"{name}: length")
+            orjson.loads(answer.body)
+            if not await connection.closed():
+                problems.append(f"{name}: not closed")
+        finally:
+            await connection.close()
+    assert not problems, problems
+
+
+async def test_http_1_0_without_host_and_expect_continue_and_chunked_are_served(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    merchant = await make_merchant()
+    connection = await connect(api_port)
+    try:
+        await connection.send(f"GET {API}/health HTTP/1.0\r\n\r\n".encode())
+        assert (await connection.answer()).status == 200
+    finally:
+        await connection.close()
+    # Expect: 100-continue, the client waits for the 100 before its body
+    body = orjson.dumps(payout_body())
+    connection = await connect(api_port)
+    try:
+        await connection.send(
+            request(
+                "POST",
+                f"{API}/payouts",
+                [
+                    ("X-API-KEY", merchant.api_key),
+                    ("X-IDEMPOTENCY-KEY", new_key()),
+                    ("Content-Type", "application/json"),
+                    ("Expect", "100-continue"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
+        )
+        interim = await connection.answer(head=True)
+        assert interim.status == 100
+        await connection.send(body)
+        final = await connection.answer()
+        assert final.status == 201, final.body
+    finally:
+        await connection.close()
+    # chunked, in many reads, slowly but within the deadline
+    connection = await connect(api_port)
+    try:
+        await connection.send(
+            request(
+                "POST",
+                f"{API}/payouts",
+                [
+                    ("X-API-KEY", merchant.api_key),
+                    ("X-IDEMPOTENCY-KEY", new_key()),
+                    ("Content-Type", "application/json"),
+                    ("Transfer-Encoding", "chunked"),
+                ],
+            )
+        )
+        body = orjson.dumps(payout_body())
+        for i in range(0, len(body), 20):
+            part = body[i : i + 20]
+            await connection.send(b"%x\r\n" % len(part) + part + b"\r\n")
+            await asyncio.sleep(0.05)
+        await connection.send(b"0\r\n\r\n")
+        final = await connection.answer()
+        assert final.status == 201, final.body
+        # and the connection serves the next request
+        await connection.send(health("Host: api"))
+        assert (await connection.answer()).status == 200
+    finally:
+        await connection.close()
+
+
+async def test_after_an_early_401_the_body_deadline_closes_without_writing(api_port: int) -> None:
+    connection = await connect(api_port)
+    try:
+        head = [("Content-Type", "application/json"), ("Content-Length", "1000")]
+        await connection.send(request("POST", f"{API}/payouts", head) + b"{")
+        answer = await connection.answer()
+        assert answer.status == 401
+        started = time.monotonic()
+        # keep the keep-alive timer off with a byte a second; the body deadline closes silently
+        data = b""
+        while time.monotonic() - started < BODY_TIMEOUT_SECONDS + 8:
+            try:
+                await connection.send(b" ")
+            except (ConnectionError, OSError):
+                break
+            try:
+                async with asyncio.timeout(1):
+                    chunk = await connection.reader.read(1000)
+            except TimeoutError:
+                continue
+            data += chunk
+            if chunk == b"":
+                break
+        assert data == b"", data
+    finally:
+        await connection.close()
+
+
+async def test_control_an_idle_kept_alive_connection_is_closed(api_port: int) -> None:
+    """The control of the two above: without the blank line / the late body, it is closed."""
+    connection = await connect(api_port)
+    try:
+        await connection.send(health("Host: api"))
+        assert (await connection.answer()).status == 200
+        assert await connection.closed(within=5 + HEADER_TIMEOUT_SECONDS + 8)
+    finally:
+        await connection.close()
+    connection = await connect(api_port)
+    try:
+        head = [("Content-Type", "application/json"), ("Content-Length", "10")]
+        await connection.send(request("POST", f"{API}/payouts", head) + b"{")
+        assert (await connection.answer()).status == 401
+        assert await connection.closed(within=5 + HEADER_TIMEOUT_SECONDS + 8)
+    finally:
+        await connection.close()
+
+
+async def test_a_pipelined_create_is_not_answered_with_the_next_requests_400(
+    api_port: int, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The same with a create first: the merchant reads 400 BAD_REQUEST "one Host header" as
+    the answer to its POST /payouts (which had a Host), whatever became of the payout."""
+    from tests.support.api_helpers import footprint
+
+    merchant = await make_merchant()
+    body = orjson.dumps(payout_body())
+    create = request(
+        "POST",
+        f"{API}/payouts",
+        [
+            ("X-API-KEY", merchant.api_key),
+            ("X-IDEMPOTENCY-KEY", new_key()),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    connection = await connect(api_port)
+    try:
+        await connection.send(create + health())
+        first = await connection.answer()
+    finally:
+        await connection.close()
+    made = (await footprint(sessions, merchant.merchant_id)).payouts
+    assert first.status == 201, (first.status, first.body, f"payouts made: {made}")
+
+
+async def test_a_client_waiting_for_100_continue_is_not_408_for_the_servers_delay(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """The same root: a create with `Expect: 100-continue` (the client waits for the 100 before
+    its body, RFC 9110 §10.1.1). uvicorn sends the 100 only when the application first asks for
+    the body, after the injected latency; the body deadline, started at the head, fires first:
+    408 "body came too slowly" to a client that was waiting for the server's go-ahead."""
+    merchant = await make_merchant()
+    body = orjson.dumps(payout_body())
+    connection = await connect(api_port)
+    try:
+        await connection.send(
+            request(
+                "POST",
+                f"{API}/payouts",
+                [
+                    ("X-API-KEY", merchant.api_key),
+                    ("X-IDEMPOTENCY-KEY", new_key()),
+                    ("Content-Type", "application/json"),
+                    ("Expect", "100-continue"),
+                    ("X-Sandbox-Fault", f"latency={(BODY_TIMEOUT_SECONDS + 2) * 1000}"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
+        )
+        interim = await connection.answer(head=True, within=BODY_TIMEOUT_SECONDS + 15)
+        assert interim.status == 100, (interim.status, interim.raw_head)
+        await connection.send(body)
+        final = await connection.answer()
+        assert final.status == 201, final.body
+    finally:
+        await connection.close()
+
+
+async def test_head_requests_are_answered_without_a_body(api_port: int) -> None:
+    connection = await connect(api_port)
+    try:
+        await connection.send(f"HEAD {API}/health HTTP/1.1\r\nHost: api\r\n\r\n".encode())
+        answer = await connection.answer(head=True)
+        assert answer.status == 200
+        await connection.send(health("Host: api"))
+        assert (await connection.answer()).status == 200
+    finally:
+        await connection.close()
