@@ -80,18 +80,25 @@ class ServiceGroup:
         self.wait_until_answered(f"{base_url}/api/v1/ready", f"the API at {base_url}", within)
 
     def wait_until_answered(self, url: str, what: str, within: float) -> None:
-        """Until `url` answers 200; StartupFailed if a service dies or time runs out."""
+        """Until `url` answers 200; StartupFailed if a service dies or time runs out, saying
+        what `url` answered last (the API's /ready names the dependency it waits for)."""
         deadline = time.monotonic() + within
+        last = "nothing"
         while time.monotonic() < deadline:
             if self.exited():
                 raise StartupFailed(f"a service exited during start-up: {self.exited()}")
             try:
-                if httpx.get(url, timeout=2).status_code == 200:
+                answer = httpx.get(url, timeout=2)
+            except httpx.HTTPError as error:
+                last = repr(error)
+            else:
+                if answer.status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
+                last = f"{answer.status_code} {answer.text[:300]}"
             time.sleep(0.2)
-        raise StartupFailed(f"{what} did not become ready within {within:.0f}s")
+        raise StartupFailed(
+            f"{what} did not become ready within {within:.0f}s; it answered last: {last}"
+        )
 
     def exited(self) -> dict[str, int]:
         return {
@@ -101,19 +108,31 @@ class ServiceGroup:
         }
 
     def stop(self) -> None:
+        """SIGTERM each service, SIGKILL what is left after the grace period, or at once when
+        asked to stop again (a second Ctrl-C: KeyboardInterrupt, raised again once all are
+        gone; it returned with the services still running). A service that died already may
+        have left processes of its session (an API's workers, serving on its port): killed."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
+            else:
                 self._kill(process)
-        self.processes.clear()
-        for log in self.logs:
-            log.close()
-        self.logs.clear()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        try:
+            for process in self.processes.values():
+                try:
+                    process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    self._kill(process)
+        except KeyboardInterrupt:
+            for process in self.processes.values():
+                self._kill(process)
+            raise
+        finally:
+            self.processes.clear()
+            for log in self.logs:
+                log.close()
+            self.logs.clear()
 
 
 def environment(**overrides: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -173,10 +174,41 @@ Ctrl-C stops every service.
 """
 
 
+def api_base_url(host: str, port: int) -> str:
+    """The API's address as a URL: an IPv6 host in brackets (`http://:::8000` was a traceback)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def refuse_a_taken_port(host: str, port: int) -> None:
+    """SystemExit when something listens on the API's port already (a `make run` killed with
+    SIGKILL, whose API serves on): its /ready answered 200, and this run announced a sandbox
+    whose token and key were not the server's on that port."""
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as taken:
+            raise SystemExit(
+                f"port {port} on {host} is in use ({taken.strerror}): is another `make run` "
+                "still running? Stop it, or set PAYOUTS_API_PORT"
+            ) from taken
+
+
+def stop_on_signals() -> None:
+    """SIGTERM stops all, like Ctrl-C, and so does the terminal closing (SIGHUP): the services,
+    in sessions of their own, hear neither. Not a SIGHUP ignored already: `nohup make run &`
+    was stopped by the terminal closing all the same."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.default_int_handler)
+
+
 def up() -> None:
     """Start the whole system in the foreground: API, relay, processor, webhooks, a sink."""
     settings = get_settings()
-    base_url = f"http://{settings.api_host}:{settings.api_port}"
+    base_url = api_base_url(settings.api_host, settings.api_port)
+    refuse_a_taken_port(settings.api_host, settings.api_port)
     webhook_url = f"http://127.0.0.1:{SINK_PORT}/webhooks"
     merchant = run_in_one_line(_demo_merchant(settings, _load_saved_merchant(), webhook_url))
     _save_merchant(merchant)
@@ -189,10 +221,7 @@ def up() -> None:
             PAYOUTS_OPERATOR_TOKEN=operator_token,
         )
     )
-    # SIGTERM stops all, like Ctrl-C, and so does the terminal closing (SIGHUP): the services,
-    # in sessions of their own, hear neither.
-    for stopping in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stopping, signal.default_int_handler)
+    stop_on_signals()
     sink = Service(
         "webhook-sink",
         ("webhook-sink", "--port", str(SINK_PORT)),

@@ -48,6 +48,7 @@ def test_a_crashed_service_stops_the_others_and_exits_1(
     monkeypatch.setattr(up, "DEMO_MERCHANT_FILE", tmp_path / "demo-merchant.json")
     monkeypatch.setattr(up, "ServiceGroup", CrashedGroup)
     monkeypatch.setattr(up, "_create_demo_payouts", lambda base_url, merchant: "")
+    monkeypatch.setattr(up, "refuse_a_taken_port", lambda host, port: None)
 
     result = CliRunner().invoke(app, ["up"])
 
