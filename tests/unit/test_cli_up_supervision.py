@@ -92,10 +92,13 @@ def test_a_second_interrupt_while_stopping_kills_every_service_at_once(tmp_path:
     group.processes["webhooks"] = stubborn
     threading.Timer(0.5, signal.raise_signal, (signal.SIGINT,)).start()  # Ctrl-C, again
 
-    with pytest.raises(KeyboardInterrupt):
-        group.stop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            group.stop()
 
-    assert stubborn.poll() is not None
+        assert stubborn.poll() is not None
+    finally:
+        stubborn.kill()
 
 
 class NotReady(http.server.BaseHTTPRequestHandler):
