@@ -9,6 +9,7 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
+from starlette.types import Scope
 
 from api_service.errors import ApiError, InvalidApiKey, MissingApiKey, SandboxDisabled
 from api_service.merchant_cache import MerchantCache
@@ -117,8 +118,10 @@ async def get_current_merchant(
     request.state.merchant_id = merchant.id  # the request log's owner (api_service/request_log)
     with bind_log_context(merchant_id=merchant.id):
         # Counted before anything is judged: a call refused for its query (an unknown or
-        # repeated parameter) went uncounted, so such calls were never limited.
-        await within_request_rate(session, settings, merchant.id)
+        # repeated parameter) went uncounted, so such calls were never limited. (A call with a
+        # sandbox fault was counted by the fault's middleware already.)
+        if not getattr(request.state, RATE_COUNTED, False):
+            await within_request_rate(session, settings, merchant.id)
         refuse_unexpected_query(request)
         # Otherwise the request's transaction goes on from here (a create: one transaction).
         yield merchant
@@ -169,6 +172,17 @@ async def active_merchant(session: AsyncSession, key_digest: str) -> Merchant | 
 # inside and the endpoint's authentication take it from there: the key was hashed, and looked up
 # in the cache, three times per request.
 KEY_MERCHANT = "key_merchant"
+RATE_COUNTED = "rate_counted"  # on the request's state: counted in its requests per second
+
+
+async def count_in_request_rate(scope: Scope, merchant_id: str) -> None:
+    """For a middleware that answers before the endpoint (a sandbox fault): the call counted
+    in its merchant's requests per second, once (RATE_COUNTED); RateLimited over it."""
+    state = scope["app"].state
+    sessions: SessionFactory = state.sessions
+    async with sessions() as session:
+        await within_request_rate(session, state.settings, merchant_id)
+    scope["state"][RATE_COUNTED] = True
 
 
 async def merchant_of_key(state: State, key_digest: str) -> Merchant | None:

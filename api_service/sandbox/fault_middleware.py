@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.client_turns import TURN_STATE, Turn
-from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, merchant_of_key
+from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, count_in_request_rate, merchant_of_key
 from api_service.errors import (
     INJECTED_STATUS_ERRORS,
     GatewayTimeout,
@@ -66,8 +66,8 @@ class FaultInjectionMiddleware:
             return
         try:
             fault = await self._fault_of(scope, headers, spec)
-        except ValidationFailed as invalid:
-            await reject(send, request_id, invalid)
+        except (ValidationFailed, RateLimited) as refused:
+            await reject(send, request_id, refused)
             return
         except SQLAlchemyError as error:
             # Out here the API's error handlers do not run: answer as they would.
@@ -94,6 +94,9 @@ class FaultInjectionMiddleware:
             return None
         scope["state"]["merchant_id"] = merchant.id
         if spec is not None:
+            # A faulted call is a call: it was answered (a 500, a 400 for the header) without
+            # ever reaching the endpoint that counts the merchant's requests per second.
+            await count_in_request_rate(scope, merchant.id)
             # Only the header's own ValueError names it: any other (a merchant's secret that no
             # key opens) blamed a header the client never sent (secrets review).
             try:
@@ -104,7 +107,10 @@ class FaultInjectionMiddleware:
             return None
         fault_shares: FaultShares = state.fault_shares
         share = await fault_shares.of(merchant.id)
-        return share.fault if share is not None and share.strikes() else None
+        if share is None or not share.strikes():
+            return None
+        await count_in_request_rate(scope, merchant.id)
+        return share.fault
 
     @staticmethod
     async def _merchant_of(scope: Scope, headers: Headers) -> Merchant | None:

@@ -236,6 +236,31 @@ async def test_calls_refused_for_their_query_count_towards_the_limit(
     assert set(statuses) == {400, 429}, statuses
 
 
+@pytest.mark.parametrize(
+    ("fault", "answered"),
+    [("status=503", 503), ("latency=10", 200), ("no-such-fault", 400)],
+)
+async def test_calls_with_a_sandbox_fault_count_towards_the_limit_once(
+    app_client: AppClient, make_merchant: MerchantFactory, fault: str, answered: int
+) -> None:
+    """A call with X-Sandbox-Fault was answered by the fault's middleware (an injected 503, a
+    refused header) before the endpoint that counts the call: any number a second passed, none
+    a 429 (rate-limit review). One the endpoint answers after the fault (a latency) is counted
+    once, not twice."""
+    merchant = await make_merchant()
+    headers = {"X-API-KEY": merchant.api_key, "X-Sandbox-Fault": fault}
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+
+        async def burst() -> list[int]:
+            calls = (client.get(f"{API}/balance", headers=headers) for _ in range(3 * PER_SECOND))
+            return [response.status_code for response in await asyncio.gather(*calls)]
+
+        statuses, in_one = await _in_one_window(burst)
+    most = PER_SECOND if in_one else 2 * PER_SECOND
+    assert PER_SECOND <= statuses.count(answered) <= most, statuses
+    assert set(statuses) == {answered, 429}, statuses
+
+
 async def test_rate_limited_post_is_not_stored_under_its_idempotency_key(
     app_client: AppClient, make_merchant: MerchantFactory
 ) -> None:
