@@ -144,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ClientTurnsMiddleware,
         turns=ClientTurns(
             per_client=settings.api_max_in_flight_per_key,
-            wait_seconds=settings.api_database_timeout_seconds,
+            wait_seconds=settings.api_turn_wait_seconds,
         ),
         api_prefix=API_PREFIX,
         probes=probes,

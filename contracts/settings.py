@@ -398,6 +398,15 @@ class Settings(BaseSettings):
         return self.env is Environment.TEST or is_own_secret(secret)
 
     @property
+    def api_turn_wait_seconds(self) -> float:
+        """How long a call waits for its client's turn before a 429: longer than a running call
+        waits on the database before its 503 (a connection of the pool, then an answer, about
+        three timeouts in all), so that a database that hangs answers 503 to every call. Equal
+        to one timeout, the calls waiting behind the running ones were told 429 RATE_LIMITED
+        for the dependency's outage (rate-limit review)."""
+        return 3 * self.api_database_timeout_seconds + 1
+
+    @property
     def sandbox_enabled(self) -> bool:
         return self.env is Environment.TEST
 

@@ -54,6 +54,7 @@ from tests.support.api_helpers import (
 from tests.support.clocks import ManualClock
 from tests.support.dashboard_client import signed_in
 from tests.support.polling import eventually
+from tests.support.tcp_proxy import HangingProxy
 
 PER_SECOND = 5
 KEYS_PER_DAY = 3
@@ -259,6 +260,35 @@ async def test_calls_with_a_sandbox_fault_count_towards_the_limit_once(
     most = PER_SECOND if in_one else 2 * PER_SECOND
     assert PER_SECOND <= statuses.count(answered) <= most, statuses
     assert set(statuses) == {answered, 429}, statuses
+
+
+async def test_a_hanging_database_is_a_503_for_the_calls_waiting_their_turn_too(
+    settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    """With MySQL hanging (a network dropping packets), a merchant's calls beyond its in-flight
+    limit waited their turn behind calls that waited for the database, as long as those did:
+    the running calls got 503 and the waiting ones 429 RATE_LIMITED, a client within every
+    limit blamed for a dependency's outage (rate-limit review)."""
+    merchant = await make_merchant()
+    async with HangingProxy.in_front_of(settings.database_url) as proxy:
+        hanging = settings.model_copy(
+            update={
+                "database_url": proxy.url_through(settings.database_url),
+                "api_max_in_flight_per_key": 2,
+                "api_database_timeout_seconds": 2.0,
+                "api_key_cache_seconds": 600.0,
+            }
+        )
+        async with _serving(create_app(hanging)) as client:
+            assert (await _balance(client, merchant)).status_code == 200
+            proxy.hang()
+            try:
+                calls = (_balance(client, merchant) for _ in range(6))
+                answers = await asyncio.wait_for(asyncio.gather(*calls), timeout=60)
+            finally:
+                proxy.resume()
+
+    assert {answer.status_code for answer in answers} == {503}, [a.text for a in answers]
 
 
 async def test_rate_limited_post_is_not_stored_under_its_idempotency_key(

@@ -306,5 +306,5 @@ async def test_a_redrive_of_a_bulk_queues_dead_letters_returns_them_to_that_queu
         b"{}", exchange="", routing_key=f"{work_queue}.dead", message_id=str(uuid.uuid4())
     )
 
-    assert await redrive(settings.amqp_url, work_queue, 10) == 1
+    assert (await redrive(settings.amqp_url, work_queue, 10)).moved == 1
     assert (len(await rabbit.take(work_queue)), len(await rabbit.take(single))) == (1, 0)

@@ -376,7 +376,7 @@ async def test_a_redriven_dead_retry_makes_no_attempt_and_the_sweep_sends_the_re
                 **retry_due_headers(decision.due_at, clock_offset=decision.clock_offset),
             },
         )
-        assert await redrive(webhook_settings.amqp_url, QUEUE.name, 100) >= 1
+        assert (await redrive(webhook_settings.amqp_url, QUEUE.name, 100)).moved >= 1
         (moved,) = await messages_of(rabbit, QUEUE.name, event.id)
         again = await delivery.deliver(
             DeliveryRequest.of_message(
