@@ -16,8 +16,8 @@ from tests.support.api_helpers import API, new_key, payout_body
 from tests.support.raw_http import connect, request
 from tests.support.system import running_api
 
-HEADER_TIMEOUT_SECONDS = 2
-BODY_TIMEOUT_SECONDS = 2
+HEADER_TIMEOUT_SECONDS = 1
+BODY_TIMEOUT_SECONDS = 1
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ async def test_a_pipelined_post_sent_at_once_behind_a_slow_call_is_not_408(
         f"{API}/balance",
         [
             ("X-API-KEY", merchant.api_key),
-            ("X-Sandbox-Fault", f"latency={(BODY_TIMEOUT_SECONDS + 2) * 1000}"),
+            ("X-Sandbox-Fault", f"latency={2 * BODY_TIMEOUT_SECONDS * 1000}"),
         ],
     )
     body = orjson.dumps(payout_body())
@@ -128,7 +128,7 @@ async def test_a_payroll_sent_at_once_is_not_408_because_the_api_waited_before_r
     items = [payout_body() for _ in range(2)]
     body = orjson.dumps({"payouts": items})
     body = body[:-1] + b" " * (900 * 1024) + body[-1:]  # JSON whitespace: a payroll's size
-    latency = (BODY_TIMEOUT_SECONDS + 2) * 1000
+    latency = 2 * BODY_TIMEOUT_SECONDS * 1000
     raw = request(
         "POST",
         f"{API}/payouts/batch",
@@ -332,7 +332,7 @@ async def test_a_client_waiting_for_100_continue_is_not_408_for_the_servers_dela
                     ("X-IDEMPOTENCY-KEY", new_key()),
                     ("Content-Type", "application/json"),
                     ("Expect", "100-continue"),
-                    ("X-Sandbox-Fault", f"latency={(BODY_TIMEOUT_SECONDS + 2) * 1000}"),
+                    ("X-Sandbox-Fault", f"latency={2 * BODY_TIMEOUT_SECONDS * 1000}"),
                     ("Content-Length", str(len(body))),
                 ],
             )

@@ -18,8 +18,8 @@ from tests.support.api_helpers import API, TIMESTAMP, footprint, new_key, payout
 from tests.support.raw_http import Answer, connect, exchange, request
 from tests.support.system import running_api
 
-HEADER_TIMEOUT_SECONDS = 2
-BODY_TIMEOUT_SECONDS = 2
+HEADER_TIMEOUT_SECONDS = 1
+BODY_TIMEOUT_SECONDS = 1
 BODY_PATIENCE_SECONDS = BODY_TIMEOUT_SECONDS + 10  # the deadline, and room for a busy machine
 
 
