@@ -1,10 +1,12 @@
 """End-to-end: the real system as processes, one per test module."""
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.system import RunningSystem, running_system
+from tests.support.raw_http import SHORT_DEADLINES
+from tests.support.system import RunningSystem, running_api, running_system
 
 
 @pytest.fixture(scope="module")
@@ -13,3 +15,13 @@ def system(
 ) -> Iterator[RunningSystem]:
     with running_system(service_env, tmp_path_factory.mktemp("service-logs")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def api_port(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    """The port of `payouts api` alone, with short head and body deadlines (raw_http's)."""
+    env = {**service_env, **SHORT_DEADLINES}
+    with running_api(env, tmp_path_factory.mktemp("api_logs")) as base_url:
+        yield int(urlsplit(base_url).port or 0)

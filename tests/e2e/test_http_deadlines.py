@@ -4,37 +4,30 @@ answers before it, the body deadline counts only while the server reads, a kept-
 connection is closed whatever its client sent last, and what is served stays served."""
 
 import asyncio
-from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import orjson
-import pytest
 
 from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, new_key, payout_body
-from tests.support.raw_http import connect, request
-from tests.support.system import running_api
-
-HEADER_TIMEOUT_SECONDS = 1
-BODY_TIMEOUT_SECONDS = 1
-
-
-@pytest.fixture(scope="module")
-def api_port(
-    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[int]:
-    env = {
-        **service_env,
-        "PAYOUTS_API_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
-        "PAYOUTS_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
-    }
-    with running_api(env, tmp_path_factory.mktemp("api_logs")) as base_url:
-        yield int(urlsplit(base_url).port or 0)
+from tests.support.raw_http import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, connect, request
 
 
 def health(*extra: str) -> bytes:
     return (f"GET {API}/health HTTP/1.1\r\n" + "".join(f"{h}\r\n" for h in extra) + "\r\n").encode()
+
+
+def create_awaiting_continue(api_key: str, body: bytes, *extra: tuple[str, str]) -> bytes:
+    """The head of a create whose client waits for `100 Continue` before sending `body`."""
+    headers = [
+        ("X-API-KEY", api_key),
+        ("X-IDEMPOTENCY-KEY", new_key()),
+        ("Content-Type", "application/json"),
+        ("Expect", "100-continue"),
+        *extra,
+        ("Content-Length", str(len(body))),
+    ]
+    return request("POST", f"{API}/payouts", headers)
 
 
 # --- pipelining: answers in the order of the requests ----------------------------------------
@@ -233,19 +226,7 @@ async def test_http_1_0_without_host_and_expect_continue_and_chunked_are_served(
     body = orjson.dumps(payout_body())
     connection = await connect(api_port)
     try:
-        await connection.send(
-            request(
-                "POST",
-                f"{API}/payouts",
-                [
-                    ("X-API-KEY", merchant.api_key),
-                    ("X-IDEMPOTENCY-KEY", new_key()),
-                    ("Content-Type", "application/json"),
-                    ("Expect", "100-continue"),
-                    ("Content-Length", str(len(body))),
-                ],
-            )
-        )
+        await connection.send(create_awaiting_continue(merchant.api_key, body))
         interim = await connection.answer(head=True)
         assert interim.status == 100
         await connection.send(body)
@@ -323,20 +304,8 @@ async def test_a_client_waiting_for_100_continue_is_not_408_for_the_servers_dela
     body = orjson.dumps(payout_body())
     connection = await connect(api_port)
     try:
-        await connection.send(
-            request(
-                "POST",
-                f"{API}/payouts",
-                [
-                    ("X-API-KEY", merchant.api_key),
-                    ("X-IDEMPOTENCY-KEY", new_key()),
-                    ("Content-Type", "application/json"),
-                    ("Expect", "100-continue"),
-                    ("X-Sandbox-Fault", f"latency={2 * BODY_TIMEOUT_SECONDS * 1000}"),
-                    ("Content-Length", str(len(body))),
-                ],
-            )
-        )
+        latency = ("X-Sandbox-Fault", f"latency={2 * BODY_TIMEOUT_SECONDS * 1000}")
+        await connection.send(create_awaiting_continue(merchant.api_key, body, latency))
         interim = await connection.answer(head=True, within=BODY_TIMEOUT_SECONDS + 15)
         assert interim.status == 100, (interim.status, interim.raw_head)
         await connection.send(body)

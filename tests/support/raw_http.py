@@ -1,8 +1,16 @@
-"""Raw HTTP/1.1 over a socket, for what httpx would not send (or would fix on the way)."""
+"""Raw HTTP/1.1 over a socket, for what httpx would not send (or would fix on the way), to an
+API whose head and body deadlines (api_service/http_protocol.py) are short enough to wait out."""
 
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+
+HEADER_TIMEOUT_SECONDS = 1
+BODY_TIMEOUT_SECONDS = 1
+SHORT_DEADLINES = {
+    "PAYOUTS_API_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_SECONDS),
+    "PAYOUTS_API_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_SECONDS),
+}
 
 
 @dataclass
