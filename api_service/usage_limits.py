@@ -35,6 +35,8 @@ class Meter:
 
 REQUESTS_PER_SECOND = Meter("requests", 1)
 IDEMPOTENCY_KEYS_PER_DAY = Meter("idempotency_keys", 86_400)  # UTC days
+# How long a process refuses a merchant over its daily quota before it asks the database again.
+REFUSAL_REMEMBERED_SECONDS = 1.0
 
 
 async def count_hit(session: AsyncSession, merchant_id: str, meter: Meter, hits: int = 1) -> int:
@@ -65,18 +67,20 @@ def _counting(window_seconds: int) -> Insert:
             window_index=window,
             hits=func.last_insert_id(hits),
         )
-        # Assignments run left to right: `hits` must see the old window before it is replaced.
+        # Assignments run left to right: `hits` must see the old window before it is replaced. A
+        # statement's window is when it started: one that waited for the row lock while the
+        # window turned counts in the newer window the row is in, and leaves it there.
         .on_duplicate_key_update(
             [
                 (
                     "hits",
                     func.last_insert_id(
                         case(
-                            (counters.c.window_index == window, counters.c.hits + hits), else_=hits
+                            (counters.c.window_index >= window, counters.c.hits + hits), else_=hits
                         )
                     ),
                 ),
-                ("window_index", window),
+                ("window_index", func.greatest(counters.c.window_index, window)),
             ]
         )
     )
@@ -106,13 +110,14 @@ class KeyQuota:
     of that merchant. Each API process counts `batch` keys (a thousandth of the quota) before it
     adds them to the shared counter, so a merchant can exceed the quota by less than `batch` keys
     per API process; a quota under 1,000 is counted exactly. Once over, this process refuses the
-    merchant until the day ends. A key counted in a transaction that rolls back is given back
-    (`uncount`): a refused request stores its refusal under its key in a second transaction,
-    which counts it again."""
+    merchant without asking for `REFUSAL_REMEMBERED_SECONDS`, then asks the shared counter again:
+    the day is the database's, which this process's clock does not know. A key counted in a
+    transaction that rolls back is given back (`uncount`): a refused request stores its refusal
+    under its key in a second transaction, which counts it again."""
 
     per_day: int
     _pending: dict[str, int] = field(default_factory=dict)
-    _refused_on: dict[str, int] = field(default_factory=dict)
+    _refused_until: dict[str, float] = field(default_factory=dict)  # time.monotonic()
 
     @property
     def batch(self) -> int:
@@ -121,17 +126,18 @@ class KeyQuota:
     async def count(self, session: AsyncSession, merchant_id: str) -> int:
         """Count one key stored in the caller's transaction; IdempotencyQuotaExceeded when over.
         How many keys it added to the shared counter in that transaction (0: none yet)."""
-        today = int(time.time()) // IDEMPOTENCY_KEYS_PER_DAY.window_seconds
-        if self._refused_on.get(merchant_id) == today:
+        refused_until = self._refused_until.get(merchant_id)
+        if refused_until is not None and time.monotonic() < refused_until:
             raise _over_quota()
         pending = self._pending.get(merchant_id, 0) + 1
-        if pending < self.batch:
+        if pending < self.batch and refused_until is None:
             self._pending[merchant_id] = pending
             return 0
         self._pending[merchant_id] = 0
         if await count_hit(session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, pending) > self.per_day:
-            self._refused_on[merchant_id] = today
+            self._refused_until[merchant_id] = time.monotonic() + REFUSAL_REMEMBERED_SECONDS
             raise _over_quota()
+        self._refused_until.pop(merchant_id, None)
         return pending
 
     def uncount(self, merchant_id: str, *, added: int) -> None:

@@ -407,6 +407,33 @@ async def test_concurrent_new_keys_never_exceed_the_quota(
     assert await _stored_keys(sessions, merchant) == KEYS_PER_DAY
 
 
+async def test_a_merchant_refused_for_the_day_is_served_once_the_databases_day_turns(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The quota's days are the database's; the process remembered a refusal for its own day.
+    A worker whose clock ran ahead refused on the new day (its own) a merchant the database
+    still counted on the old one, and kept refusing it the whole new day."""
+    merchant = await make_merchant()
+    async with app_client(idempotency_keys_per_merchant_per_day=KEYS_PER_DAY) as client:
+        for _ in range(KEYS_PER_DAY):
+            assert (await _verify(client, merchant)).status_code == 200
+        assert_error(await _verify(client, merchant), 429, "IDEMPOTENCY_QUOTA_EXCEEDED")
+        async with sessions() as session, session.begin():  # the database's day turns
+            await session.execute(
+                update(UsageCounter)
+                .where(
+                    UsageCounter.merchant_id == merchant.merchant_id,
+                    UsageCounter.meter == IDEMPOTENCY_KEYS_PER_DAY.name,
+                )
+                .values(window_index=UsageCounter.window_index - 1)
+            )
+
+        async def served() -> bool:
+            return (await _verify(client, merchant)).status_code == 200
+
+        await eventually(served, within=5, interval=0.2, what="a key stored on the new day")
+
+
 async def test_a_refused_request_counts_its_key_once(
     app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
