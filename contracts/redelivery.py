@@ -112,6 +112,7 @@ def fresh_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
         content_type=message.content_type,
         message_id=message.message_id,
         correlation_id=message.correlation_id,
+        timestamp=message.timestamp,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
 
@@ -160,6 +161,7 @@ async def republish(
         content_type=raw.content_type,
         message_id=raw.message_id,
         correlation_id=raw.correlation_id,
+        timestamp=raw.timestamp,
         expiration=max(delay_seconds, 0.001) if delay_seconds is not None else None,
     )
     await message.ack()

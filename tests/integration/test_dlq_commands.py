@@ -3,6 +3,7 @@ back, through the real CLI against the real broker."""
 
 import json
 import uuid
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
@@ -40,6 +41,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_redriven(
     await declare_topology_at(amqp_url, webhook_retry_tiers=3)
     command = ProcessPayout(payout_id=str(uuid.uuid4()), merchant_id=str(uuid.uuid4()))
     message_id = f"dlq-test-{uuid.uuid4()}"
+    published_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -47,6 +49,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_redriven(
             aio_pika.Message(
                 command.to_json(),
                 message_id=message_id,
+                timestamp=published_at,
                 headers={LAST_ERROR_HEADER: "unknown payout", "x-payouts-retry-count": 3},
             ),
             routing_key=PAYOUT_COMMANDS.dead_letter_queue,
@@ -74,6 +77,7 @@ async def test_dead_letters_are_listed_with_their_reason_and_redriven(
             if message.message_id == message_id:
                 assert retry_count(message.headers) == 0  # its retries start afresh
                 assert LAST_ERROR_HEADER not in (message.headers or {})
+                assert message.timestamp == published_at  # the copy had none
                 break
         else:
             pytest.fail("the redriven message is not in the work queue")

@@ -577,6 +577,10 @@ async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
 
     headers = dead[str(command.id)].headers
     assert headers[RETRY_COUNT_HEADER] == HANDLER_RETRIES + 1  # failed attempts, incl. the last
+    # Each retry's copy kept when the command was first published (they had no timestamp).
+    published_at = dead[str(command.id)].timestamp
+    assert published_at is not None
+    assert published_at.replace(tzinfo=None) == command.created_at.replace(microsecond=0)
     assert "IntegrityError" in str(headers[LAST_ERROR_HEADER])
     state = await state_of(sessions, created.payout_id)
     assert (state.payout.status, len(state.events)) == ("PENDING", 3)
