@@ -12,7 +12,7 @@ from pydantic import Field
 
 from contracts.clock import event_sandbox_time
 from contracts.db.models import FAILURE_REASON_LENGTH, PSP_REFERENCE_LENGTH
-from contracts.domain.statuses import EventType, PspOutcome
+from contracts.domain.statuses import LEGACY_EVENT_NAMES, EventType, PspOutcome
 from contracts.payout_view import PayoutView
 from contracts.wire import RowId, Timestamp, WireModel
 
@@ -65,7 +65,9 @@ class PayoutStatusChanged(WireModel):
     schema_version: Literal[1] = 1
     id: str = Field(min_length=1, max_length=40)  # evt_...
     type: EventType
-    event: str  # the original mock's PAYOUT_CREATED | PAYOUT_UPDATED | PAYOUT_REINITIATED
+    # The original mock's PAYOUT_CREATED | PAYOUT_UPDATED | PAYOUT_REINITIATED: an enum in the
+    # documents (as the OpenAPI's PayoutEventView), a plain string to read.
+    event: str = Field(json_schema_extra={"enum": list(LEGACY_EVENT_NAMES)})
     created_at: Timestamp
     merchant_id: RowId
     payout: PayoutView

@@ -40,7 +40,10 @@ def test_every_queue_is_in_the_vhost_docker_compose_and_the_definitions_use() ->
     assert DEPLOYED_VHOST == COMPOSE_VHOST == urlsplit(compose_url).path.lstrip("/")
     assert [vhost["name"] for vhost in definitions["vhosts"]] == [DEPLOYED_VHOST]
     channels = document()["channels"].values()
-    assert {channel["bindings"]["amqp"]["queue"]["vhost"] for channel in channels} == {"payouts"}
+    bindings = [channel["bindings"]["amqp"] for channel in channels]  # a queue's or an exchange's
+    assert {(binding.get("queue") or binding["exchange"])["vhost"] for binding in bindings} == {
+        "payouts"
+    }
     [(name, server)] = document()["servers"].items()
     assert server["pathname"] == "/payouts"
     assert {ref["$ref"] for channel in channels for ref in channel["servers"]} == {
