@@ -49,7 +49,9 @@ VERSION = "1.0.0"
 DESCRIPTION = (
     "Every message is published from the transactional outbox: persistent, confirmed, "
     "`message_id` = outbox row id, `correlation_id` = the originating request id "
-    "(`scheduled-action-<id>` for a step the sandbox clock applied), headers "
+    "(`scheduled-action-<id>` for a step the sandbox clock applied, `sweep-stalled-payouts`, "
+    "`sweep-stalled-retries` or `sweep-stalled-deliveries` for a copy the processor's sweeps "
+    "sent again), headers "
     "`x-payout-id`, `x-merchant-id`, `x-schema`; a consumer sending it on to wait, to a "
     "dead-letter queue or to the parking lot keeps them and adds its own (each message's "
     "`headers` says which). Bodies are camelCase JSON with `schemaVersion`; money is a string "
@@ -62,7 +64,8 @@ DESCRIPTION = (
 # default FastStream wrote pointed to a `correlation_id` header that no message carries.
 CORRELATION = (
     "Its `correlation_id` is the AMQP basic property (not a header): the originating request "
-    "id, `scheduled-action-<id>` for a step the sandbox clock applied; kept when a consumer "
+    "id, `scheduled-action-<id>` for a step the sandbox clock applied, `sweep-stalled-<what>` "
+    "for a copy the processor's sweeps sent again; kept when a consumer "
     "sends the message on to wait, to a dead-letter queue or to the parking lot."
 )
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (ProcessPayout, ApplyPspOutcome, PayoutStatusChanged)

@@ -66,6 +66,8 @@ from processor_service.metrics import WEBHOOK_DELIVERIES_RESENT
 log = logging.getLogger("outbox-relay")
 
 BATCH = 500
+# The correlation id of what this sweep sends (no request caused it): its messages, its log lines.
+CORRELATION_ID = "sweep-stalled-deliveries"
 # How far back events are looked at: the relay sweeps every minute or so, and an event swept
 # once has a row from then on, so this only needs to cover the relay being down.
 LOOKBACK = timedelta(hours=24)
@@ -178,7 +180,7 @@ def _copies(
                 payout_id=payout_id,
                 merchant_id=merchant_id,
                 in_bulk=in_bulk,
-                correlation_id=None,
+                correlation_id=CORRELATION_ID,
                 headers={
                     **resend_generation_headers(generation),
                     **({OWN_EVENT_HEADER: 1} if unattempted and not generation else {}),

@@ -49,6 +49,8 @@ from processor_service.metrics import PAYOUT_RETRIES_RESENT
 log = logging.getLogger("outbox-relay")
 
 BATCH = 500
+# The correlation id of what this sweep sends (no request caused it): its messages, its log lines.
+CORRELATION_ID = "sweep-stalled-payouts"
 
 
 async def resend_stalled_payout_commands(
@@ -63,7 +65,7 @@ async def resend_stalled_payout_commands(
     how many. A command says which sandbox time started its payout on sandbox clocks only
     (`time`; in production, a payout started in test mode says nothing of it)."""
     waiting_since = utcnow() - timedelta(seconds=retry_delay_seconds + stalled_seconds)
-    announcements = Announcements(correlation_id=None)
+    announcements = Announcements(correlation_id=CORRELATION_ID)
     async with transaction(sessions) as session:
         unprocessed = list(await session.scalars(awaiting_processing(waiting_since)))
         started_by_the_clock = await clock_times(session, [payout.id for payout in unprocessed])

@@ -38,6 +38,8 @@ from processor_service.metrics import WEBHOOK_RETRIES_RESENT
 log = logging.getLogger("outbox-relay")
 
 BATCH = 500
+# The correlation id of what this sweep sends (no request caused it): its messages, its log lines.
+CORRELATION_ID = "sweep-stalled-retries"
 # An advance made up to this long before a failed attempt was recorded may be one the attempt
 # did not see (due_on_an_advanced_clock).
 ADVANCE_OVERLAP = timedelta(seconds=10)
@@ -78,7 +80,7 @@ async def _copy_in_batches(
             locked = {row.id: row.next_attempt_at for row in await session.execute(lock, ids)}
             # A delivery that moved on between the two reads is left to the next round.
             moved_on = [row for row in rows if locked.get(row.id) == row.next_attempt_at]
-            copied = await send_copies(session, moved_on, correlation_id=None)
+            copied = await send_copies(session, moved_on, correlation_id=CORRELATION_ID)
         if copied:
             sent_copies(copied)
         sent += len(copied)

@@ -134,6 +134,7 @@ async def test_a_payout_stalled_in_retry_gets_its_command_again_and_succeeds(
     sent = ProcessPayout.model_validate_json(command.body)
     assert (sent.payout_id, sent.attempt, sent.hold_cycle) == (stalled.id, 1, stalled.hold_cycle)
     assert (command.exchange, command.delay_ms) == (COMMANDS_EXCHANGE, None)
+    assert command.correlation_id == "sweep-stalled-payouts"  # it had none
 
     await relay(rabbit, command)
 

@@ -122,6 +122,7 @@ async def test_an_event_dead_lettered_before_its_delivery_row_is_sent_again_and_
 
     (copy,) = await copies_of(sessions, undelivered)
     assert copy.body == undelivered.body  # the event as recorded: the same webhook-id
+    assert copy.correlation_id == "sweep-stalled-deliveries"  # it had none
     for header in (RESEND_GENERATION_HEADER, RETRY_COUNT_HEADER, RETRY_DUE_HEADER):
         assert header not in copy.headers  # a first delivery, due now
     async with running_webhook_service(webhook_settings):

@@ -166,6 +166,7 @@ async def test_a_retry_whose_message_was_lost_is_sent_again_once_and_delivered(
         timespec="microseconds"
     )
     assert copy.headers[RETRY_CLOCK_OFFSET_HEADER] == 0
+    assert copy.correlation_id == "sweep-stalled-retries"  # it had none
 
     async with running_webhook_service(webhook_settings):
         await relay(rabbit, copy)
