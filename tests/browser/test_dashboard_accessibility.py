@@ -1,7 +1,7 @@
 """The dashboard for a keyboard and a screen reader, in Chromium (each found by the accessibility
 review): a refused form is said, what the focus or a link reaches is not under the sticky top
 bar, every wide table scrolls by keyboard, ids are unique, the request log's cells say their
-column, and no state is told by a faint colour alone."""
+column, what is cut short is shown whole somewhere, and no state is told by colour alone."""
 
 import re
 from typing import Any
@@ -21,7 +21,7 @@ from tests.browser.dashboard import (
     scroll_regions_out_of_keyboard_reach,
     sign_in,
 )
-from tests.support.api_helpers import API, auth, create_payout
+from tests.support.api_helpers import API, auth, create_payout, new_key, payout_body
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
@@ -111,16 +111,26 @@ async def test_what_a_link_or_the_focus_reaches_is_below_the_sticky_top_bar(
     assert focused is not None and focused["y"] >= bar, (focused, bar)
 
 
-async def test_the_payroll_preview_scrolls_by_keyboard_on_a_phone(
+async def test_a_refused_payroll_file_is_said_on_its_field_and_the_preview_scrolls_on_a_phone(
     context: BrowserContext, merchant: NewMerchant
 ) -> None:
-    """Its Account and Result columns were cut off at 375 px, in a card the keyboard could not
-    reach when no row links to a payout (a preview)."""
+    """A file missing a column was refused in an alert atop the page: the file field was neither
+    marked invalid, tied to the message, nor focused, unlike every other form. The preview's
+    Account and Result columns were cut off at 375 px, in a card the keyboard could not reach
+    when no row links to a payout (a preview)."""
     page = await sign_in(context, merchant.api_key)
     await page.set_viewport_size(PHONE)
     await page.goto("/dashboard/payouts/bulk")
+    field = page.get_by_label(re.compile("Payroll file"))
+    short = b"merchantReference,amount\na11y-short-1,10.00\n"
+    await field.set_input_files({"name": "short.csv", "mimeType": "text/csv", "buffer": short})
+    await page.get_by_role("button", name="Upload and preview").click()
+    await expect(field).to_have_attribute("aria-invalid", "true")
+    await expect(field).to_have_accessible_description(re.compile("Missing column"))
+    await expect(field).to_be_focused()
+
     csv = {"name": "payroll.csv", "mimeType": "text/csv", "buffer": PAYROLL.encode()}
-    await page.set_input_files("#file", files=[csv])
+    await field.set_input_files(csv)
     await page.get_by_role("button", name="Upload and preview").click()
     await expect(page.get_by_role("heading", name="Preview")).to_be_visible()
 
@@ -148,23 +158,36 @@ async def test_a_delivery_shown_parked_and_in_the_list_has_one_id_per_row(
     assert repeated == []
 
 
-async def test_each_request_log_cell_says_its_column(
+async def test_each_request_log_cell_says_its_column_and_an_opened_call_all_of_it(
     context: BrowserContext, merchant: NewMerchant, api: httpx.AsyncClient
 ) -> None:
     """The column heads are hidden from screen readers: a call was read as "… POST
-    /api/v1/payouts 201 31 ms c593d8db-…", with no word of what each figure is."""
-    await create_payout(api, merchant, accountNumber="03001230001")
+    /api/v1/payouts 201 31 ms c593d8db-…", with no word of what each figure is. The key column
+    cut a UUID short ("…93a5f954ad") and a long path was cut too: the whole of either was only
+    in a tooltip (mouse only), and the opened call did not show them."""
+    key = new_key()
+    created = await api.post(
+        f"{API}/payouts",
+        json=payout_body(accountNumber="03001230001"),
+        headers=auth(merchant, key),
+    )
+    assert created.status_code == 201, created.text
     page = await sign_in(context, merchant.api_key)
-    calls = page.locator("details.log-row > summary")
+    call = page.locator("details.log-row", has_text=key)
 
     async def logged() -> bool:
         await page.goto("/dashboard/sandbox")
-        return await calls.count() > 0
+        return await call.count() == 1
 
-    await eventually(logged, within=30, interval=0.5, what="a request logged")
-    said = await calls.first.aria_snapshot()
+    await eventually(logged, within=30, interval=0.5, what="the call logged")
+    said = await call.locator("summary").aria_snapshot()
     for column in ("Status", "Latency", "Idempotency key"):
         assert column in said, said
+
+    await call.locator("summary").press("Enter")
+    bodies = call.locator(".log-bodies")
+    await expect(bodies).to_contain_text(key)
+    await expect(bodies).to_contain_text(f"{API}/payouts")
 
 
 async def test_the_current_page_and_the_picked_scenario_are_told_by_more_than_a_tint(
@@ -239,12 +262,14 @@ async def test_a_refused_sandbox_form_is_told_in_words_not_in_api_field_names(
     await expect(page.get_by_label("Delay (seconds)")).to_be_focused()
 
 
-async def test_a_refused_institution_is_marked_focused_and_names_its_error(
+async def test_a_refused_institution_or_destination_type_is_marked_and_focused(
     context: BrowserContext, sessions: SessionFactory
 ) -> None:
     """A wallet the directory no longer takes (deactivated while the form was open): its error
     was shown under the select, which was neither marked invalid nor focused, unlike every other
-    refused field (the journeys review)."""
+    refused field (the journeys review). A destination type the API refuses came back with no
+    radio checked: dashboard.js threw at load (reading .value of null), so both institution
+    lists showed and the test scenarios' buttons did nothing."""
     merchant = await new_merchant(sessions, "Stale Wallet", None)
     page = await sign_in(context, merchant.api_key)
     await page.goto("/dashboard/payouts/new")
@@ -256,3 +281,46 @@ async def test_a_refused_institution_is_marked_focused_and_names_its_error(
     await expect(wallet).to_have_attribute("aria-invalid", "true")
     await expect(wallet).to_have_attribute("aria-describedby", "walletCode-error")
     await expect(wallet).to_be_focused()
+
+    thrown: list[str] = []
+    page.on("pageerror", lambda error: thrown.append(str(error)))
+    await page.evaluate(
+        "document.querySelectorAll('[name=dest_type]').forEach(r => r.value = 'CASH')"
+    )
+    await page.get_by_role("button", name="Create payout").click()
+    await expect(page.locator("#destType-error")).to_be_visible()
+    await expect(page.locator("[name=dest_type][aria-invalid=true]").first).to_be_focused()
+    await expect(page.locator("[data-dest]:visible")).to_have_count(1)
+    assert thrown == []
+
+
+async def test_a_new_merchants_pages_read_whole_and_scroll_by_keyboard_on_a_phone(
+    context: BrowserContext, sessions: SessionFactory
+) -> None:
+    """For a merchant with no payout and no API call yet: its long name was cut at 16rem in the
+    top bar, its tooltip "Signed in merchant"; the operators' sign-in was titled "Sign in ·
+    Payout Sandbox", as the merchants'; the Recover field (a datetime-local, no zone) said
+    nothing of UTC, the "UTC" beside it tied to nothing; the chart's legend told its dashed
+    Available line from the solid Balance by colour alone (two solid bars); and at 375 px the
+    Balance history and the Request log scrolled sideways in cards no keyboard could reach."""
+    name = "Karachi Traders and Exporters of Textiles (Private) Limited"
+    page = await sign_in(context, (await new_merchant(sessions, name, None)).api_key)
+    shown = page.locator(".merchant-name")
+    cut = await shown.evaluate("e => e.scrollWidth > e.clientWidth")
+    assert not cut or await shown.get_attribute("title") == name, "the name is cut, untold"
+
+    await page.goto("/dashboard/operations/sign-in")
+    await expect(page).to_have_title("Operator sign in · Payout Sandbox")
+    await page.goto("/dashboard/webhooks")
+    await expect(page.locator("#recover-since")).to_have_accessible_description("UTC")
+
+    await page.set_viewport_size(PHONE)
+    await page.goto("/dashboard/balance")
+    assert await scroll_regions_out_of_keyboard_reach(page) == []
+    look = """e => { const s = getComputedStyle(e);
+        return [s.height, s.borderTopStyle, s.backgroundImage].join(" "); }"""
+    total = await page.locator(".legend .swatch.total").evaluate(look)
+    available = await page.locator(".legend .swatch.available").evaluate(look)
+    assert total != available, f"both swatches are '{total}', told apart only by colour"
+    await page.goto("/dashboard/sandbox")
+    assert await scroll_regions_out_of_keyboard_reach(page) == []

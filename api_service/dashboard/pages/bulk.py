@@ -94,11 +94,13 @@ def _counts(results: list[RowResult]) -> dict[str, int]:
 
 
 def _upload_page(page: MerchantPage, error: str | None = None, status_code: int = 200) -> Response:
+    """The upload form; a refused file's `error` is said under the file field, which takes the
+    focus (an alert atop the page left the field unmarked, like no other form)."""
     return page.render(
         "bulk.html",
         active="bulk",
         status_code=status_code,
-        error=error,
+        errors={"file": error} if error else {},
         columns=COLUMNS,
         required=REQUIRED_COLUMNS,
         max_rows=MAX_BATCH_ITEMS,

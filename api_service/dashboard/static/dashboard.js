@@ -178,7 +178,8 @@
     const accountNumber = form.querySelector("[name=account_number]");
     const amount = form.querySelector("[name=amount]");
     const threshold = Number(form.dataset.reviewThreshold);
-    const destType = () => form.querySelector("[name=dest_type]:checked").value;
+    // No radio checked (a form posted with a type the API refused): a wallet, as the form starts.
+    const destType = () => form.querySelector("[name=dest_type]:checked")?.value ?? "WALLET";
     const showInstitutions = () => {
       for (const field of form.querySelectorAll("[data-dest]")) {
         field.hidden = field.dataset.dest !== destType();
