@@ -47,6 +47,7 @@ def _delivered(headers: dict[str, Any]) -> Any:
         content_type="application/json",
         message_id=f"waits-{uuid.uuid4().hex}",
         correlation_id=None,
+        timestamp=None,
     )
 
     async def ack() -> None:

@@ -2,6 +2,7 @@
 using up its retries (processor_service.consumer)."""
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from asyncmy.errors import OperationalError as DriverOperationalError
@@ -25,6 +26,7 @@ class Raw:
     content_type: str = "application/json"
     message_id: str = "outbox-1"
     correlation_id: str | None = None
+    timestamp: datetime | None = None
 
 
 @dataclass
