@@ -11,6 +11,7 @@ from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging as configure_log_format
 from contracts.settings import InsecureConfiguration, Settings, get_settings
 from contracts.stopping import stop_on_signals
+from contracts.topology import TopologyConflict
 
 if TYPE_CHECKING:
     from faststream import FastStream
@@ -33,9 +34,14 @@ def configure_logging(settings: Settings) -> None:
 
 def serve(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop until it returns, its startup heap frozen first
-    (contracts/garbage_collection.py): everything it runs is loaded by then."""
+    (contracts/garbage_collection.py): everything it runs is loaded by then. A vhost holding
+    another version's topology is said in one line, exit code 2: a restart cannot mend it."""
     freeze_startup_heap()
-    uvloop.run(main)
+    try:
+        uvloop.run(main)
+    except TopologyConflict as conflict:
+        typer.echo(str(conflict), err=True)
+        raise typer.Exit(2) from conflict
 
 
 def serve_app(app: "FastStream") -> None:

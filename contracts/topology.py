@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, ExchangeType
+from aiormq.exceptions import AMQPError, ChannelPreconditionFailed
+from yarl import URL
 
 from contracts.amqp_connection import connect
 
@@ -217,10 +219,16 @@ async def declare_topology(channel: AbstractChannel, *, webhook_retry_tiers: int
         await declare_work_queue(channel, queue)
 
 
+class TopologyConflict(Exception):
+    """A queue or exchange of the vhost differs from what this version declares (RabbitMQ's
+    PRECONDITION_FAILED): an older version's, which no restart mends."""
+
+
 async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> None:
     """At a consumer's start: RabbitMQ not answering yet (a machine or a compose project
     starting) is waited for, said in a line and backed off, as the outbox relay does; it was a
-    30-line traceback and exit 1."""
+    30-line traceback and exit 1. TopologyConflict when the vhost holds another version's queue
+    (it was a 100-line traceback, in a restart loop under compose)."""
     backoff = 0.2
     while True:
         try:
@@ -230,8 +238,27 @@ async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> Non
         # a port forwarder in front of none) ends aiormq's frames, a RuntimeError
         # ("async generator raised StopAsyncIteration") and exit 1. The relay's connect does so.
         except Exception as unavailable:
-            log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", unavailable, backoff)
+            why = _why_unavailable(unavailable, amqp_url)
+            log.warning("RabbitMQ unavailable (%s); retrying in %.1fs", why, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_CONNECT_BACKOFF_SECONDS)
     async with connection:
-        await declare_topology(await connection.channel(), webhook_retry_tiers=webhook_retry_tiers)
+        try:
+            channel = await connection.channel()
+            await declare_topology(channel, webhook_retry_tiers=webhook_retry_tiers)
+        except ChannelPreconditionFailed as conflict:
+            raise TopologyConflict(
+                f"RabbitMQ refused this version's topology ({conflict.args[-1]}): a queue left "
+                "by an older version. Empty and delete it, or give this version's a new name "
+                "(docs/operations.md, the queues' arguments), then start again."
+            ) from conflict
+
+
+def _why_unavailable(error: Exception, amqp_url: str) -> str:
+    """What a failed connect says; the broker closing the connection it was opening (aiormq's
+    "Expected one of ['Connection.OpenOk'], got <Connection.Close object at 0x...>") names the
+    vhost, which a typo in PAYOUTS_AMQP_URL makes one that does not exist."""
+    if isinstance(error, AMQPError) and not isinstance(error, OSError):
+        vhost = URL(amqp_url).path[1:] or "/"
+        return f"it closed the connection: does vhost {vhost!r} exist, and may this user use it?"
+    return str(error)
