@@ -2,6 +2,7 @@
 
 import functools
 import re
+import unicodedata
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -278,10 +279,13 @@ class RequestModel(BaseModel):
     def _not_given_twice_and_trimmed(cls, value: Any) -> Any:
         """Spaces around a text value are trimmed before it is judged, whatever the field's
         type: `str_strip_whitespace` trims only `str` fields, and `" WALLET "` was a 400 for
-        `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH."""
+        `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH. And composed
+        (NFC), as most keyboards write: a name whose accent or madda came as a mark after its
+        letter (NFD: macOS, some Urdu input methods) was stored in other bytes than the same name
+        typed elsewhere, and its length was counted in more characters."""
         if isinstance(value, _GivenTwice):
             raise ValueError(value.problem)
-        return trimmed(value) if isinstance(value, str) else value
+        return unicodedata.normalize("NFC", trimmed(value)) if isinstance(value, str) else value
 
     @field_validator("*", mode="after")
     @classmethod

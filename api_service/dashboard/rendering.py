@@ -1,6 +1,8 @@
 """HTML pages: one Jinja2 environment (autoescape on everything it renders), the filters the
 templates share, and the headers every dashboard response carries."""
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -54,6 +56,23 @@ def status_class(status: str | None) -> str:
     return f"status status-{(status or 'unknown').lower().replace('_', '-')}"
 
 
+# What may be an invisible character: anything but printable ASCII and the line's own breaks.
+_MAYBE_INVISIBLE = re.compile(r"[^\x20-\x7e\n\r\t]")
+_INVISIBLE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def _escaped_if_invisible(found: re.Match[str]) -> str:
+    char = found.group()
+    return f"\\u{ord(char):04x}" if unicodedata.category(char) in _INVISIBLE else char
+
+
+def invisible_escaped(text: str) -> str:
+    """A body the dashboard shows as someone else wrote it (an API call, a receiver's answer),
+    its invisible characters as `\\uXXXX` escapes, as JSON may write them: a U+202E RIGHT-TO-LEFT
+    OVERRIDE in a refused title showed the rest of the body's line backwards."""
+    return _MAYBE_INVISIBLE.sub(_escaped_if_invisible, text)
+
+
 def new_idempotency_key() -> str:
     """A form's X-IDEMPOTENCY-KEY: a double submit of the same form replays the first answer."""
     return str(uuid.uuid4())
@@ -78,7 +97,9 @@ environment = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-environment.filters.update(money=money, when=when, status_class=status_class)
+environment.filters.update(
+    money=money, when=when, status_class=status_class, invisible_escaped=invisible_escaped
+)
 environment.globals.update(new_idempotency_key=new_idempotency_key, action_key=action_key)
 
 

@@ -43,6 +43,31 @@ _BLACK_FLAG = "\U0001f3f4"  # the emoji tag sequences of England's, Scotland's a
 _TAGS = range(0xE0020, 0xE0080)  # ... spell the region after it in tag characters
 
 
+# Each embedding or isolate must be closed within the value: one left open governs how the text
+# after the value reads wherever the value has no box of its own (the rest of a webhook body's
+# JSON line, a request log, a merchant's CSV), as U+202E would.
+_OPENS_EMBEDDING = frozenset("\u202a\u202b")
+_CLOSES_EMBEDDING = "\u202c"
+_OPENS_ISOLATE = frozenset("\u2066\u2067\u2068")
+_CLOSES_ISOLATE = "\u2069"
+
+
+def unclosed_direction(text: str) -> str | None:
+    """The first embedding or isolate the text opens and never closes, named; None when there
+    is none. An isolate's end also closes the embeddings opened within it (Unicode's bidi
+    algorithm)."""
+    opened: list[str] = []
+    for char in text:
+        if char in _OPENS_EMBEDDING or char in _OPENS_ISOLATE:
+            opened.append(char)
+        elif char == _CLOSES_EMBEDDING and opened and opened[-1] in _OPENS_EMBEDDING:
+            opened.pop()
+        elif char == _CLOSES_ISOLATE and any(open_ in _OPENS_ISOLATE for open_ in opened):
+            while opened.pop() not in _OPENS_ISOLATE:
+                pass
+    return f"U+{ord(opened[0]):04X} {unicodedata.name(opened[0])}" if opened else None
+
+
 def invisible_character(text: str) -> str | None:
     """The first invisible formatting character in the text that nothing written needs, named
     (`U+202E RIGHT-TO-LEFT OVERRIDE`); None when there is none."""
@@ -88,6 +113,9 @@ def text_problem(text: str) -> str | None:
     invisible = invisible_character(text)
     if invisible is not None:
         return f"must not contain {invisible}, an invisible character that changes how text reads"
+    unclosed = unclosed_direction(text)
+    if unclosed is not None:
+        return f"must close the {unclosed} it opens (it changes how the text after it reads)"
     if text and not shows_something(text):
         return "must contain a visible character"
     return None

@@ -1,6 +1,7 @@
 """POST /payouts validation: 400 VALIDATION_ERROR with `details` naming the field, nothing
 written; accepted input normalized as the contract says."""
 
+import unicodedata
 from typing import Any
 
 import httpx
@@ -259,6 +260,8 @@ async def test_amount_number_or_string_is_stored_with_two_decimals(
     assert response.json()["data"]["amount"] == stored
 
 
+NAME_OF_100_LETTERS = ("\u0622\u0645\u0646\u06c1 \u06c2 Jos\u00e9 " * 10)[:99] + "x"
+
 VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bankCode lower-case": ({**BANK, "bankCode": "hbl"}, {"bankCode": "HBL", "walletCode": None}),
     "walletCode mixed case": ({"walletCode": "JazzCash"}, {"walletCode": "JAZZCASH"}),
@@ -334,6 +337,13 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"accountTitle": "\u0645\u062d\u0645\u062f\u200c\u0639\u0644\u06cc\u200f (PK)"},
     ),
     "currency PKR": ({"currency": "PKR"}, {"currency": "PKR"}),
+    # Composed (NFC), as most keyboards write it: the name with its madda, hamza or accent as a
+    # mark after its letter (NFD: macOS, some Urdu input methods) was stored in other bytes, and
+    # these 100 letters were counted as 125, a 400 (text review).
+    "accountTitle of 100 letters in NFD": (
+        {"accountTitle": unicodedata.normalize("NFD", NAME_OF_100_LETTERS)},
+        {"accountTitle": NAME_OF_100_LETTERS},
+    ),
     # Trimmed like every text value: str_strip_whitespace does not reach a Literal (it was a 400).
     "destType with spaces around it": ({"destType": " WALLET\n"}, {"destType": "WALLET"}),
 }

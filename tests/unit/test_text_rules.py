@@ -96,3 +96,32 @@ def test_an_empty_text_is_left_to_its_field() -> None:
 def test_a_prepended_concatenation_mark_alone_shows_something() -> None:
     """A formatting character, yet a visible sign (U+06DD ARABIC END OF AYAH)."""
     assert text_problem("\u06dd") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("\u202b\u0639\u0644\u06cc", "U+202B RIGHT-TO-LEFT EMBEDDING"),
+        ("\u2067\u0639\u0644\u06cc", "U+2067 RIGHT-TO-LEFT ISOLATE"),
+        ("\u0639\u0644\u06cc\u202a", "U+202A LEFT-TO-RIGHT EMBEDDING"),  # at the very end
+        ("\u202b\u2067\u0639\u2069 Ali", "U+202B RIGHT-TO-LEFT EMBEDDING"),  # the isolate closed
+    ],
+)
+def test_an_embedding_or_isolate_left_open_is_refused(text: str, named: str) -> None:
+    """Left open, it governs how the text after the value reads wherever the value has no box of
+    its own (the rest of a webhook body's JSON line, a request log, a merchant's CSV), as U+202E
+    does, which is refused: each was accepted (text review)."""
+    assert text_problem(text) == (
+        f"must close the {named} it opens (it changes how the text after it reads)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u2067\u202b\u0639\u0644\u06cc\u2069",  # an isolate's end closes the embeddings in it
+        "Ali\u202c Khan\u2069",  # an end with nothing open changes nothing
+    ],
+)
+def test_closed_embeddings_and_stray_ends_pass(text: str) -> None:
+    assert text_problem(text) is None

@@ -1,0 +1,42 @@
+"""The dashboard shows bodies others wrote (a call in the request log) with their invisible
+characters escaped: none changes how the page reads."""
+
+import httpx
+from sqlalchemy import select
+
+from contracts.db.engine import SessionFactory
+from contracts.db.models import ApiRequestRecord
+from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API, auth, payout_body
+from tests.support.dashboard_client import signed_in
+from tests.support.polling import eventually
+
+
+async def test_a_refused_override_in_the_request_log_is_shown_escaped(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The API refuses U+202E RIGHT-TO-LEFT OVERRIDE for changing how text reads; the request log
+    kept the refused body and the sandbox page showed it as is, in a one-line <pre>: the
+    `"amount":"1500.00"` after it read `"00.0051":"tnuoma"` (text review)."""
+    merchant = await make_merchant()
+    answer = await api_client.post(
+        f"{API}/payouts",
+        json=payout_body(accountTitle="Ali\u202eKhan", amount="1500.00"),
+        headers=auth(merchant),
+    )
+    assert answer.status_code == 400, answer.text
+    request_id = answer.headers["x-request-id"]
+
+    async def logged() -> bool:
+        async with sessions() as session:
+            found = await session.scalar(
+                select(ApiRequestRecord.id).where(ApiRequestRecord.request_id == request_id)
+            )
+        return found is not None
+
+    await eventually(logged, within=10, what="the refused call in the request log")
+    await signed_in(api_client, merchant)
+    page = await api_client.get("/dashboard/sandbox")
+    assert page.status_code == 200 and request_id in page.text
+    assert "\u202e" not in page.text
+    assert "Ali\\u202eKhan" in page.text
