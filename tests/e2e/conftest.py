@@ -1,4 +1,5 @@
-"""End-to-end: the real system as processes, one per test module."""
+"""End-to-end: the real processes, a module's own or, for the modules in shared_system/, one
+system they share."""
 
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -6,15 +7,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.raw_http import SHORT_DEADLINES
-from tests.support.system import RunningSystem, running_api, running_system
-
-
-@pytest.fixture(scope="module")
-def system(
-    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningSystem]:
-    with running_system(service_env, tmp_path_factory.mktemp("service-logs")) as running:
-        yield running
+from tests.support.system import running_api
 
 
 @pytest.fixture(scope="module")
