@@ -26,6 +26,7 @@ from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import CORRELATION_ID_LENGTH
 from contracts.db.outages import is_outage
 from contracts.domain.statuses import PayoutStatus
+from contracts.logging import some_of
 from contracts.redelivery import (
     dead_letter,
     message_log_context,
@@ -36,6 +37,7 @@ from contracts.redelivery import (
 from contracts.topology import (
     OUTAGE_COUNT_HEADER,
     OUTAGE_WAIT_TIER,
+    PAYOUT_ID_HEADER,
     RETRY_COUNT_HEADER,
     WorkQueue,
 )
@@ -128,9 +130,10 @@ class Consumer:
                 statuses = await together(session, [self.context(m) for m in messages])
         except Exception as error:
             log.warning(
-                "%d messages failed together (%s): running them one by one",
+                "%d messages failed together (%s): running them one by one (payouts %s)",
                 len(messages),
                 f"{type(error).__name__}: {error}"[:200],
+                some_of(list(dict.fromkeys(_payout_of(m) for m in messages))),
             )
             MESSAGES.labels(queue.name, "batch_failed").inc(len(messages))
             return False
@@ -178,6 +181,10 @@ class Consumer:
         """The retry delay, doubled for each outage met in a row, up to the longest wait."""
         longest = max(MAX_OUTAGE_DELAY_SECONDS, self.retry_delay_seconds)
         return min(self.retry_delay_seconds * 2.0 ** min(outages - 1, 16), longest)
+
+
+def _payout_of(message: RabbitMessage) -> str:
+    return str((message.headers or {}).get(PAYOUT_ID_HEADER, "?"))
 
 
 def _count(queue: WorkQueue, status: PayoutStatus | None) -> None:

@@ -17,6 +17,7 @@ from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
 from contracts.domain.scheduled_actions import Action, Result, correlation_id_of
 from contracts.domain.statuses import QUEUE_EXPIRED, PayoutStatus, PspOutcome, psp_outcome_allowed
+from contracts.logging import bind_log_context
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.payout_queue import expire_queued_payouts
 from processor_service import transitions
@@ -108,7 +109,13 @@ async def process_payouts(
         payout = payouts.get(command.payout_id)
         if payout is None or payout.merchant_id != command.merchant_id:
             raise UnknownPayout(command.payout_id)
-        plans.append(await _plan(session, command, payout, context, timetable))
+        # Each command's lines name its payout: a batch runs in no message's log context.
+        with bind_log_context(
+            payout_id=command.payout_id,
+            merchant_id=command.merchant_id,
+            correlation_id=context.correlation_id,
+        ):
+            plans.append(await _plan(session, command, payout, context, timetable))
     done = [processing for processing in plans if processing is not None]
     await write_actions(session, [action for processing in done for action in processing.later])
     await transitions.write_changes(session, [processing.change for processing in done])

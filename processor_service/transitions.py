@@ -17,6 +17,7 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 import functools
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -33,6 +34,11 @@ from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
 from contracts.payout_events import Announcements, write_announcements
 from contracts.payout_queue import start_queued_payouts
+
+log = logging.getLogger("processor")
+
+# A payout's final outcomes, logged at INFO; every step on the way is DEBUG.
+FINAL_STATUSES = frozenset({PayoutStatus.SUCCESS, PayoutStatus.FAILED, PayoutStatus.REVERSED})
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
 
@@ -80,6 +86,8 @@ class PayoutChange:
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
         self.postings: list[ledger.Posting] = []
+        # (from, to, attempt) of each status change, logged once they are written
+        self.moves: list[tuple[str, PayoutStatus, int]] = []
 
     def move(
         self, *, allowed_from: Collection[PayoutStatus], to: PayoutStatus, **changes: Any
@@ -87,8 +95,10 @@ class PayoutChange:
         """A guarded status change and its event; the in-memory payout mirrors it at once."""
         if PayoutStatus(self.payout.status) not in allowed_from:
             raise StaleTransition(f"{self.payout.id}: {self.payout.status} -> {to}")
+        moved_from = self.payout.status
         self.set(status=to.value, updated_at=utcnow(), **changes)
         self.announcements.event(self.payout, EVENT_FOR_STATUS[to])
+        self.moves.append((moved_from, to, self.payout.attempts))
 
     def set(self, **values: Any) -> None:
         for name, value in values.items():
@@ -120,6 +130,30 @@ class PayoutChange:
         )
         if result.rowcount != 1:
             raise StaleTransition(f"{self.payout.id}: changed concurrently")
+
+    def log_moves(self) -> None:
+        """One line per status change, with the ids of the payout it moved (the same ids the
+        consumed message binds; a batch of commands binds none of its own)."""
+        payout = self.payout
+        for moved_from, to, attempt in self.moves:
+            level = logging.INFO if to in FINAL_STATUSES else logging.DEBUG
+            if not log.isEnabledFor(level):
+                continue
+            log.log(
+                level,
+                "payout %s -> %s (attempt %d)",
+                moved_from,
+                to.value,
+                attempt,
+                extra={
+                    "payout_id": payout.id,
+                    "merchant_id": payout.merchant_id,
+                    "correlation_id": self.announcements.correlation_id,
+                    "from_status": moved_from,
+                    "to_status": to.value,
+                    "attempt": attempt,
+                },
+            )
 
     def entry(self) -> ledger.Entry:
         """The payout's current hold, as a ledger entry."""
@@ -154,6 +188,9 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
             await start_queued_payouts(
                 session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id
             )
+    # Every change written: the one place a payout's status changes are logged.
+    for change in changes:
+        change.log_moves()
 
 
 def start_processing(change: PayoutChange) -> None:

@@ -1,3 +1,4 @@
+import logging
 from functools import partial
 from typing import Annotated, Any
 
@@ -43,6 +44,8 @@ from contracts.payout_queue import QueueExpiry
 from contracts.payout_view import PayoutView
 from contracts.settings import Settings
 
+log = logging.getLogger("api.payouts")
+
 router = APIRouter(prefix="/payouts", tags=["payouts"])
 # A payroll's items are judged one by one: a flaw of the JSON parser's in one refuses that item.
 _payroll_items = partial(parse_items_leniently, items="payouts")
@@ -84,16 +87,22 @@ async def create_payout(
     request_id: RequestId,
     settings: SettingsDep,
 ) -> Response:
+    stored: Payout | None = None  # the payout this request's work stored, if it ran
+
     async def prepare() -> Prepared:
         body, payout = await service.new_payout_of(session, merchant, await read_json(request))
 
         async def store() -> None:
+            nonlocal stored
             await service.store_new_payouts(session, [payout], request_id=request_id)
+            stored = payout
 
         async def store_or_queue() -> tuple[int, bytes]:
+            nonlocal stored
             await service.store_new_payout_or_queue(
                 session, payout, request_id=request_id, queue_expiry=_queue_expiry(settings)
             )
+            stored = payout
             if payout.status == PayoutStatus.QUEUED:
                 message = "Payout queued: the available balance is short"
                 return 201, success_body(payout_json(payout), message)
@@ -105,7 +114,14 @@ async def create_payout(
             return store_or_queue
         return 201, success_body(payout_json(payout), "Payout created"), store
 
-    return await idempotency.run_prepared(request, session, prepare)
+    response = await idempotency.run_prepared(request, session, prepare)
+    # Committed (a replayed answer stored nothing, a refusal under the key is no 201).
+    if stored is not None and response.status_code == 201:
+        log.info(
+            "payout created",
+            extra={"payout_id": stored.id, "status": stored.status},
+        )
+    return response
 
 
 @router.post(
@@ -135,9 +151,10 @@ async def create_payout_batch(
     settings: SettingsDep,
 ) -> Response:
     judgements = 0
+    summary: dict[str, int] | None = None  # of the work this request ran, if it ran
 
     async def operation() -> tuple[int, bytes]:
-        nonlocal judgements
+        nonlocal judgements, summary
         judgements += 1
         body = await read_body(request, CreatePayoutBatchRequest, parse=_payroll_items)
         results = await batch.create_batch(
@@ -148,9 +165,19 @@ async def create_payout_batch(
             queue_expiry=_queue_expiry(settings),
             balance_locked_first=judgements > 1,  # the first one went stale
         )
+        summary = results["summary"]
         return 200, success_body(results)
 
-    return await idempotency.run(request, session, operation)
+    response = await idempotency.run(request, session, operation)
+    if summary is not None and response.status_code == 200:  # committed, not replayed
+        log.info(
+            "payroll: %d payouts created, %d duplicate, %d invalid",
+            summary["created"],
+            summary["duplicate"],
+            summary["invalid"],
+            extra={"payouts_created": summary["created"]},
+        )
+    return response
 
 
 @router.get(

@@ -1,3 +1,4 @@
+import logging
 import uuid
 from typing import Annotated
 
@@ -39,6 +40,8 @@ from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
 
 PSP_SIGNATURE_HEADER = "X-PSP-Signature"
+
+log = logging.getLogger("api.psp")
 
 router = APIRouter(tags=["psp"])
 
@@ -140,7 +143,7 @@ async def psp_callback(
     require_json(request, raw)
     callback = validate_body(PspCallbackRequest, raw)
 
-    async def accepted() -> tuple[bool, str]:
+    async def accepted() -> tuple[bool, str, str]:
         """Whether the callback was recorded (not a duplicate), and the payout's id as stored:
         the lookup ignores a UUID's case, and the receipt echoed the caller's (IPN review)."""
         payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
@@ -158,11 +161,24 @@ async def psp_callback(
             request_id=request_id,
         )
         await session.commit()
-        return recorded, payout.id
+        return recorded, payout.id, payout.merchant_id
 
     # Callbacks naming one new reference wait on its claim row; when the first rolls back (a
     # refusal), InnoDB may pick one of the others as a deadlock's victim: it runs again.
-    recorded, payout_id = await run_again_after_deadlocks(accepted, roll_back=session.rollback)
+    recorded, payout_id, merchant_id = await run_again_after_deadlocks(
+        accepted, roll_back=session.rollback
+    )
+    if recorded:  # committed; a repeated event id changed nothing, and says nothing new
+        log.info(
+            "PSP outcome %s accepted (event %s)",
+            callback.status.value,
+            callback.event_id,
+            extra={
+                "payout_id": payout_id,
+                "merchant_id": merchant_id,
+                "outcome": callback.status.value,
+            },
+        )
     # A repeated event id is acknowledged the same way, so the PSP stops resending it.
     data = {"eventId": callback.event_id, "payoutId": payout_id, "duplicate": not recorded}
     return json_response(success_body(data, "Callback accepted"))
@@ -189,8 +205,10 @@ async def simulate_outcome(
 ) -> Response:
     if not settings.sandbox_enabled:  # the dashboard calls this function, not the route
         raise SandboxDisabled
+    accepted: tuple[str, PspOutcome, str] | None = None  # by this request's work, if it ran
 
     async def operation() -> tuple[int, bytes]:
+        nonlocal accepted
         body = await read_body(request, SimulateRequest)
         payout = await find_payout(session, payout_id, merchant_id=merchant.id, lock=True)
         event_id = f"sim_{uuid.uuid4().hex}"
@@ -204,7 +222,17 @@ async def simulate_outcome(
             source="SANDBOX",
             request_id=request_id,
         )
+        accepted = (payout.id, body.outcome, event_id)
         data = {"eventId": event_id, "payoutId": payout.id, "outcome": body.outcome.value}
         return 202, success_body(data, "Outcome accepted; the payout changes shortly")
 
-    return await idempotency.run(request, session, operation)
+    response = await idempotency.run(request, session, operation)
+    if accepted is not None and response.status_code == 202:  # committed, not replayed
+        accepted_id, outcome, event_id = accepted
+        log.info(
+            "PSP outcome %s accepted (simulated, event %s)",
+            outcome.value,
+            event_id,
+            extra={"payout_id": accepted_id, "outcome": outcome.value},
+        )
+    return response

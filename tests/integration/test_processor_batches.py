@@ -4,12 +4,16 @@ ledger line carries the balance after its own journal, a copy in the same batch 
 and a batch that fails writes nothing, its commands then running one by one."""
 
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
+from faststream.rabbit.message import RabbitMessage
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
@@ -17,11 +21,18 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout, PayoutEvent
 from contracts.domain.statuses import PayoutStatus
+from contracts.logging import ContextFilter
 from contracts.messages import ProcessPayout
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
-from contracts.topology import LAST_ERROR_HEADER, PAYOUT_COMMANDS, declare_topology_at
+from contracts.topology import (
+    LAST_ERROR_HEADER,
+    PAYOUT_COMMANDS,
+    PAYOUT_ID_HEADER,
+    declare_topology_at,
+)
 from processor_service.app import create_processor
+from processor_service.consumer import Consumer
 from processor_service.handlers import Context, UnknownPayout, process_payouts
 from tests.conftest import MerchantFactory
 from tests.support.amqp import (
@@ -149,6 +160,107 @@ async def test_a_batch_with_an_unknown_payout_writes_nothing(
         OPENING - Decimal("100.00"),
         Decimal("100.00"),
     )
+
+
+IDS = ("payout_id", "merchant_id", "correlation_id")
+
+
+def ids_of(record: logging.LogRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, name, None) for name in IDS)
+
+
+async def test_each_status_change_is_logged_once_written_with_its_payouts_ids(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, the processor logged nothing when it moved a payout (PENDING -> PROCESSING ->
+    SUCCESS / FAILED / RETRY ...). Now one line per change (transitions.write_changes), with
+    from, to and attempt: INFO for a final outcome (a 0003 failure too, never a warning), DEBUG
+    for a step; each names its own payout, merchant and request, in a batch too."""
+    merchant = await make_merchant()
+    commands = await commands_of(
+        api_client,
+        sessions,
+        [(merchant, "0001", "10.00"), (merchant, "0003", "20.00"), (merchant, "0002", "30.00")],
+    )
+    contexts = [Context(f"req-{n}", retry_delay_ms=1000) for n in range(3)]
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.DEBUG, logger="processor"):
+        async with transaction(sessions) as session:
+            await process_payouts(session, list(zip(commands, contexts, strict=True)))
+
+    moves = [r for r in caplog.records if hasattr(r, "to_status")]
+    logged = [
+        (r.levelname, r.payout_id, r.from_status, r.to_status, r.attempt, r.correlation_id)
+        for r in moves
+    ]
+    ok, failed, retried = (c.payout_id for c in commands)
+    assert sorted(logged) == sorted(
+        [
+            ("DEBUG", ok, "PENDING", "PROCESSING", 1, "req-0"),
+            ("INFO", ok, "PROCESSING", "SUCCESS", 1, "req-0"),
+            ("DEBUG", failed, "PENDING", "PROCESSING", 1, "req-1"),
+            ("INFO", failed, "PROCESSING", "FAILED", 1, "req-1"),
+            ("DEBUG", retried, "PENDING", "PROCESSING", 1, "req-2"),
+            ("DEBUG", retried, "PROCESSING", "RETRY", 1, "req-2"),
+        ]
+    )
+    assert {r.merchant_id for r in moves} == {merchant.merchant_id}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_commands_of_a_batch_log_with_their_own_payouts_ids(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch runs in no message's log context (contracts.batching: an empty one), so the lines
+    of its commands ("already made", for a copy) named no payout, merchant or request; now each
+    command's work runs with its own ids bound."""
+    merchant = await make_merchant()
+    [command] = await commands_of(api_client, sessions, [(merchant, "0001", "10.00")])
+    context = Context("req-copies", retry_delay_ms=1000)
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.INFO, logger="processor"):
+        async with transaction(sessions) as session:
+            await process_payouts(session, [(command, context), (command, context)])
+
+    [copy] = [r for r in caplog.records if "already made" in r.getMessage()]
+    assert ids_of(copy) == (command.payout_id, merchant.merchant_id, "req-copies")
+
+
+async def test_a_batch_that_fails_names_its_payouts(
+    sessions: SessionFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "N messages failed together" named no payout: which commands now run one by one?"""
+    payouts = [str(uuid.uuid4()) for _ in range(3)]
+    messages = [
+        cast(
+            RabbitMessage,
+            SimpleNamespace(
+                headers={PAYOUT_ID_HEADER: payout_id},
+                raw_message=SimpleNamespace(correlation_id=None),
+            ),
+        )
+        for payout_id in [*payouts, payouts[0]]
+    ]
+    consumer = Consumer(
+        broker=cast(Any, None), sessions=sessions, retry_delay_seconds=1.0, max_retries=0
+    )
+
+    async def fails(*_: Any) -> list[None]:
+        raise UnknownPayout(payouts[1])
+
+    with caplog.at_level(logging.WARNING, logger="processor"):
+        assert not await consumer.run_together(messages, PAYOUT_COMMANDS, fails)
+
+    [line] = [r.getMessage() for r in caplog.records if "failed together" in r.getMessage()]
+    assert line.startswith("4 messages failed together"), line
+    named = line.rpartition("payouts ")[2]  # after the error, which names one of them too
+    assert all(named.count(payout_id) == 1 for payout_id in payouts), line
 
 
 @pytest.fixture(scope="module")
