@@ -326,8 +326,6 @@ def api(
     ] = None,
 ) -> None:
     """Serve the REST API with uvicorn."""
-    import uvicorn
-
     from api_service.metrics import shared_by_the_workers
 
     settings = get_settings()
@@ -348,7 +346,7 @@ def api(
     }
     # Each process that serves the app drains on SIGTERM (api_service/server.py).
     with shared_by_the_workers(workers):
-        uvicorn.run("api_service.main:app", **options)
+        services.run_uvicorn("api_service.main:app", **options)
 
 
 if __name__ == "__main__":

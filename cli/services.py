@@ -1,11 +1,16 @@
 """Long-running services: each runs until SIGTERM/SIGINT and then drains its work."""
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
+import uvicorn
 import uvloop
+from uvicorn.config import STARTUP_FAILURE
 
 from contracts.garbage_collection import freeze_startup_heap
 from contracts.logging import configure_logging as configure_log_format
@@ -15,6 +20,8 @@ from contracts.topology import TopologyConflict
 
 if TYPE_CHECKING:
     from faststream import FastStream
+
+log = logging.getLogger("payouts")
 
 
 def refuse_to_start_unsafe(command: str, check: Callable[[], None]) -> None:
@@ -35,13 +42,19 @@ def configure_logging(settings: Settings) -> None:
 def serve(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop until it returns, its startup heap frozen first
     (contracts/garbage_collection.py): everything it runs is loaded by then. A vhost holding
-    another version's topology is said in one line, exit code 2: a restart cannot mend it."""
+    another version's topology is said in one line, exit code 2: a restart cannot mend it. Any
+    other error that ends it is logged, its traceback in the line (one JSON object in JSON mode),
+    exit code 1: Python printed it as dozens of plain lines among the JSON ones (a consumer whose
+    broker closed its connections while it started, under compose)."""
     freeze_startup_heap()
     try:
         uvloop.run(main)
     except TopologyConflict as conflict:
         typer.echo(str(conflict), err=True)
         raise typer.Exit(2) from conflict
+    except Exception:
+        log.critical("stopped by an unexpected error", exc_info=True)
+        raise typer.Exit(1) from None
 
 
 def serve_app(app: "FastStream") -> None:
@@ -79,3 +92,28 @@ def run_processor() -> None:
     settings = get_settings()
     configure_logging(settings)
     serve_app(create_processor(settings))
+
+
+class _StopsQuietly(uvicorn.Server):
+    """uvicorn's server, but the SIGTERM or Ctrl-C that stopped it gracefully is not raised again
+    once it has stopped: the process exits 0, as every other service does (uvicorn raised it,
+    and `docker compose ps` showed `Exited (143)`)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()  # what uvicorn raises again as it restores handlers
+
+
+def run_uvicorn(app: Any, **options: Any) -> None:
+    """uvicorn.run, one process stopping with exit code 0 (several: uvicorn's supervisor, which
+    does already)."""
+    config = uvicorn.Config(app, **options)
+    if config.workers > 1:
+        uvicorn.run(app, **options)
+        return
+    server = _StopsQuietly(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -141,10 +141,9 @@ def webhook_sink_command(
     ),
 ) -> None:
     """A local webhook receiver: verifies each request and prints each event on one line."""
-    import uvicorn
-
     from cli.main import run_in_transaction  # the entry point, loaded already
     from cli.merchants import check_webhook_secret
+    from cli.services import run_uvicorn
 
     if not secret and secret_of_merchant_at:
         # Compose's demo: the seed made the merchant and its secret (a plain `up` sets none).
@@ -158,4 +157,4 @@ def webhook_sink_command(
             raise typer.BadParameter(str(exc), param_hint="'--secret'") from exc
 
     typer.echo(f"listening on http://{host}:{port}/ (any path)")
-    uvicorn.run(build_sink(secret), host=host, port=port, access_log=False)
+    run_uvicorn(build_sink(secret), host=host, port=port, access_log=False)

@@ -81,3 +81,6 @@ async def test_the_sink_verifies_with_the_secret_of_the_merchant_whose_url_it_is
     sink.terminate()
     printed = sink.communicate(timeout=10)[0]
     assert "evt_sink payout.created payout=p-1" in printed and "[signature ok]" in printed
+    # Stopped cleanly: uvicorn raised the SIGTERM again once it had, `Exited (143)` under
+    # compose where every other service exits 0 (containers review).
+    assert sink.returncode == 0, printed[-2000:]

@@ -1,0 +1,41 @@
+"""A long-running service that an unexpected error ends says so through its log handler: in JSON
+mode, one JSON object per line, the traceback inside it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CRASHING_SERVICE = """
+import typer
+from cli.services import serve
+from contracts.logging import configure_logging
+
+configure_logging("json", "INFO")
+
+async def main() -> None:
+    raise ExceptionGroup("startup", [ConnectionError("CONNECTION_FORCED - broker shutdown")])
+
+try:
+    serve(main())
+except typer.Exit as stopped:
+    raise SystemExit(stopped.exit_code)
+"""
+
+
+def test_an_error_that_ends_a_service_is_one_json_line_and_exit_code_1() -> None:
+    """A consumer whose broker closed its connections while it started (compose's restart)
+    died on an exception group whose traceback Python printed as dozens of plain lines, among
+    the JSON ones an operator pipes to jq (containers review)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_SERVICE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # each line one object
+    [crash] = [line for line in lines if line["level"] == "CRITICAL"]
+    assert "CONNECTION_FORCED" in json.dumps(crash), crash
