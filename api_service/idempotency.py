@@ -66,6 +66,13 @@ Prepare = Callable[[], Awaitable[Prepared]]
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
+def answered_by_its_own_work(response: Response, status: int) -> bool:
+    """Whether `response` is the `status` this request's own work committed, not an answer
+    replayed under its key (stored by another request, or by another process while this one's
+    attempt rolled back): what a line saying the work was done may be written for."""
+    return response.status_code == status and response.headers.get(REPLAYED_HEADER) != "true"
+
+
 def request_fingerprint(body: bytes) -> str:
     """SHA-256 of the canonical JSON body (key order and spacing do not matter). A body that is
     not JSON, or gives a key twice, counts as sent: its 400 must not be replayed for the

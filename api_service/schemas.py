@@ -238,6 +238,23 @@ def _json_whole_number(value: object) -> object:
 WHOLE_NUMBER = BeforeValidator(_json_whole_number)
 
 
+def _composed(value: Any) -> Any:
+    """Free text composed (NFC), as most keyboards write it, unless that makes it longer (NFC
+    splits a few letters, U+0958 DEVANAGARI LETTER QA among them: a title of 100 was then over
+    its limit)."""
+    if not isinstance(value, str):
+        return value
+    composed = unicodedata.normalize("NFC", value)
+    return composed if len(composed) <= len(value) else value
+
+
+# What people write (a name, a purpose, a reason), stored and counted composed: a name whose
+# madda or accent came as a mark after its letter (macOS, some Urdu input methods) was stored in
+# other bytes than the same name typed elsewhere, and 100 letters of it counted as 125 (text
+# review). Identifiers, references and URLs are kept as sent: their bytes are what they name.
+HumanText = Annotated[str, BeforeValidator(_composed)]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -279,13 +296,10 @@ class RequestModel(BaseModel):
     def _not_given_twice_and_trimmed(cls, value: Any) -> Any:
         """Spaces around a text value are trimmed before it is judged, whatever the field's
         type: `str_strip_whitespace` trims only `str` fields, and `" WALLET "` was a 400 for
-        `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH. And composed
-        (NFC), as most keyboards write: a name whose accent or madda came as a mark after its
-        letter (NFD: macOS, some Urdu input methods) was stored in other bytes than the same name
-        typed elsewhere, and its length was counted in more characters."""
+        `destType` (a Literal) while `" jazzcash "` was the `walletCode` JAZZCASH."""
         if isinstance(value, _GivenTwice):
             raise ValueError(value.problem)
-        return unicodedata.normalize("NFC", trimmed(value)) if isinstance(value, str) else value
+        return trimmed(value) if isinstance(value, str) else value
 
     @field_validator("*", mode="after")
     @classmethod

@@ -22,8 +22,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, bindparam, update
+from sqlalchemy import CursorResult, Update, bindparam, event, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
@@ -188,9 +189,24 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
             await start_queued_payouts(
                 session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id
             )
-    # Every change written: the one place a payout's status changes are logged.
-    for change in changes:
+    # The one place a payout's status changes are logged: once the transaction commits.
+    session.info.setdefault(_COMMITTED_LOGS_THEM, []).extend(changes)
+
+
+# session.info's key for the changes a session wrote: logged by its commit, dropped by a rollback
+# (a line said a payout moved that a failed COMMIT left where it was, and its retry said so again).
+_COMMITTED_LOGS_THEM = "payout_changes_to_log"
+
+
+@event.listens_for(Session, "after_commit")
+def _log_committed_changes(session: Session) -> None:
+    for change in session.info.pop(_COMMITTED_LOGS_THEM, ()):
         change.log_moves()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_changes(session: Session) -> None:
+    session.info.pop(_COMMITTED_LOGS_THEM, None)
 
 
 def start_processing(change: PayoutChange) -> None:

@@ -63,7 +63,13 @@ _INVISIBLE = ("Cc", "Cf", "Zl", "Zp")
 
 def _escaped_if_invisible(found: re.Match[str]) -> str:
     char = found.group()
-    return f"\\u{ord(char):04x}" if unicodedata.category(char) in _INVISIBLE else char
+    if unicodedata.category(char) not in _INVISIBLE:
+        return char
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    beyond = code - 0x10000  # a surrogate pair, as JSON writes it (`\\ue0067` read as U+E006, 7)
+    return f"\\u{0xD800 + (beyond >> 10):04x}\\u{0xDC00 + (beyond & 0x3FF):04x}"
 
 
 def invisible_escaped(text: str) -> str:

@@ -17,7 +17,7 @@ from api_service.errors import (
     ValidationFailed,
     error_responses,
 )
-from api_service.idempotency import IdempotencyDep, Prepared
+from api_service.idempotency import IdempotencyDep, Prepared, answered_by_its_own_work
 from api_service.pagination import PageNumber, PageSize, pagination_json, window_of
 from api_service.payouts import batch, service
 from api_service.payouts.schemas import (
@@ -90,6 +90,8 @@ async def create_payout(
     stored: Payout | None = None  # the payout this request's work stored, if it ran
 
     async def prepare() -> Prepared:
+        nonlocal stored
+        stored = None  # an attempt that ran again (a deadlock) forgets the one rolled back
         body, payout = await service.new_payout_of(session, merchant, await read_json(request))
 
         async def store() -> None:
@@ -116,7 +118,7 @@ async def create_payout(
 
     response = await idempotency.run_prepared(request, session, prepare)
     # Committed (a replayed answer stored nothing, a refusal under the key is no 201).
-    if stored is not None and response.status_code == 201:
+    if stored is not None and answered_by_its_own_work(response, 201):
         log.info(
             "payout created",
             extra={"payout_id": stored.id, "status": stored.status},
@@ -156,6 +158,7 @@ async def create_payout_batch(
     async def operation() -> tuple[int, bytes]:
         nonlocal judgements, summary
         judgements += 1
+        summary = None  # an attempt that ran again (a deadlock) forgets the one rolled back
         body = await read_body(request, CreatePayoutBatchRequest, parse=_payroll_items)
         results = await batch.create_batch(
             session,
@@ -169,7 +172,7 @@ async def create_payout_batch(
         return 200, success_body(results)
 
     response = await idempotency.run(request, session, operation)
-    if summary is not None and response.status_code == 200:  # committed, not replayed
+    if summary is not None and answered_by_its_own_work(response, 200):
         log.info(
             "payroll: %d payouts created, %d duplicate, %d invalid",
             summary["created"],

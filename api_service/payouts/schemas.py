@@ -5,7 +5,14 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from api_service.envelope import SuccessEnvelope
 from api_service.pagination import Pagination
-from api_service.schemas import AccountNumberIn, AmountIn, DestType, InstitutionCode, RequestModel
+from api_service.schemas import (
+    AccountNumberIn,
+    AmountIn,
+    DestType,
+    HumanText,
+    InstitutionCode,
+    RequestModel,
+)
 from contracts.domain.statuses import PayoutStatus
 from contracts.payout_view import PayoutView
 
@@ -39,8 +46,8 @@ class CreatePayoutRequest(PayoutDestination):
     merchant_reference: Annotated[str, Field(pattern=MERCHANT_REFERENCE_PATTERN)]
     amount: AmountIn
     currency: Annotated[str, Field(pattern="^PKR$")] = "PKR"
-    account_title: Annotated[str, Field(min_length=1, max_length=100)] = "Account Holder"
-    purpose: Annotated[str, Field(max_length=140)] | None = None
+    account_title: Annotated[HumanText, Field(min_length=1, max_length=100)] = "Account Holder"
+    purpose: Annotated[HumanText, Field(max_length=140)] | None = None
     queue_if_low_balance: Annotated[
         bool,
         Field(

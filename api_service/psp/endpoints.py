@@ -30,11 +30,15 @@ from api_service.errors import (
     UnsupportedMediaType,
     error_responses,
 )
-from api_service.idempotency import IdempotencyDep, run_again_after_deadlocks
+from api_service.idempotency import (
+    IdempotencyDep,
+    answered_by_its_own_work,
+    run_again_after_deadlocks,
+)
 from api_service.payouts.service import find_payout
 from api_service.psp import service
 from api_service.request_body import documented_body, read_body, require_json, validate_body
-from api_service.schemas import PayoutIdPath, RequestModel, SettingRequest
+from api_service.schemas import HumanText, PayoutIdPath, RequestModel, SettingRequest
 from contracts.db.models import FAILURE_REASON_LENGTH, PSP_REFERENCE_LENGTH
 from contracts.domain.psp_references import simulated_reference
 from contracts.domain.statuses import PayoutStatus, PspOutcome, psp_outcome_of
@@ -70,12 +74,12 @@ class PspCallbackRequest(RequestModel):
         PayoutStatus, Field(description="SUCCESS, FAILED or REVERSED; any other is 409")
     ]
     psp_reference: Annotated[str, Field(max_length=PSP_REFERENCE_LENGTH)] | None = None
-    failure_reason: Annotated[str, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
+    failure_reason: Annotated[HumanText, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
 
 
 class SimulateRequest(SettingRequest):  # a typo (`failureReasn`) is a 400, not ignored
     outcome: PspOutcome
-    failure_reason: Annotated[str, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
+    failure_reason: Annotated[HumanText, Field(max_length=FAILURE_REASON_LENGTH)] | None = None
 
 
 class CallbackReceipt(BaseModel):
@@ -227,7 +231,7 @@ async def simulate_outcome(
         return 202, success_body(data, "Outcome accepted; the payout changes shortly")
 
     response = await idempotency.run(request, session, operation)
-    if accepted is not None and response.status_code == 202:  # committed, not replayed
+    if accepted is not None and answered_by_its_own_work(response, 202):
         accepted_id, outcome, event_id = accepted
         log.info(
             "PSP outcome %s accepted (simulated, event %s)",

@@ -344,6 +344,12 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"accountTitle": unicodedata.normalize("NFD", NAME_OF_100_LETTERS)},
         {"accountTitle": NAME_OF_100_LETTERS},
     ),
+    # ... unless composing lengthens it: NFC splits U+0958 DEVANAGARI LETTER QA in two, and 100
+    # of them were refused as over 100 (diff review).
+    "accountTitle of 100 letters NFC would split": (
+        {"accountTitle": "\u0958" * 100},
+        {"accountTitle": "\u0958" * 100},
+    ),
     # Trimmed like every text value: str_strip_whitespace does not reach a Literal (it was a 400).
     "destType with spaces around it": ({"destType": " WALLET\n"}, {"destType": "WALLET"}),
 }

@@ -232,6 +232,33 @@ async def test_commands_of_a_batch_log_with_their_own_payouts_ids(
     assert ids_of(copy) == (command.payout_id, merchant.merchant_id, "req-copies")
 
 
+async def test_a_status_change_is_logged_once_committed_and_not_if_rolled_back(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The line was written with the change, before the COMMIT: a COMMIT that failed (a lost
+    connection) left the payout PENDING while the log said it moved, and the message's next run
+    said so again (diff review)."""
+    merchant = await make_merchant()
+    [command] = await commands_of(api_client, sessions, [(merchant, "0001", "10.00")])
+    context = Context("req-rolled-back", retry_delay_ms=1000)
+
+    def moves() -> list[tuple[str, str]]:
+        return [(r.from_status, r.to_status) for r in caplog.records if hasattr(r, "to_status")]
+
+    with caplog.at_level(logging.DEBUG, logger="processor"):
+        with pytest.raises(ConnectionError):
+            async with transaction(sessions) as session:
+                await process_payouts(session, [(command, context)])
+                raise ConnectionError("lost during COMMIT")
+        assert moves() == []
+        async with transaction(sessions) as session:
+            await process_payouts(session, [(command, context)])
+    assert moves() and len(moves()) == len(set(moves())), moves()
+
+
 async def test_a_batch_that_fails_names_its_payouts(
     sessions: SessionFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -633,3 +633,19 @@ async def test_setting_the_url_while_the_secret_rotates_is_never_a_503(
         async with sessions() as session:
             stored = await session.get_one(Merchant, merchant.merchant_id, populate_existing=True)
         assert stored.webhook_url == url
+
+
+async def test_a_webhook_url_is_stored_as_the_merchant_sent_it(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """A URL's bytes are what it names: composed (NFC) with the free text, a decomposed path
+    (`cafe` + U+0301) was sent to as `caf%C3%A9` instead of `cafe%CC%81`, another resource of
+    the merchant's server, and read back as a URL the merchant never set (diff review)."""
+    merchant = await make_merchant()
+    url = "http://127.0.0.1:9/hooks/cafe\u0301"
+    answer = await api_client.put(
+        f"{API}/webhook-endpoint", json={"url": url}, headers=auth(merchant, "")
+    )
+    assert answer.status_code == 200, answer.text
+    read = await api_client.get(f"{API}/webhook-endpoint", headers=auth(merchant, ""))
+    assert read.json()["data"]["url"] == url
