@@ -47,6 +47,7 @@ from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import QUEUE_EXPIRED, EventType, PayoutStatus
 from contracts.payout_events import Announcements
+from contracts.status_log import StatusChange, log_once_committed
 
 # Queued payouts read per round while starting a merchant's queue.
 START_BATCH = 500
@@ -119,6 +120,7 @@ async def _start(
         announcements.event(payout, EventType.DEQUEUED)
         announcements.process(payout)
     await announcements.write(session)
+    _log_moves(session, payouts, PayoutStatus.PENDING, correlation_id)
     # The holds last: the balance row is this transaction's already, but the postings read the
     # balances they leave behind from it.
     if len(payouts) == 1:
@@ -279,3 +281,18 @@ async def _expire(
             set_committed_value(payout, name, value)
         announcements.event(payout, EventType.FAILED)
     await announcements.write(session)
+    _log_moves(session, payouts, PayoutStatus.FAILED, correlation_id)
+
+
+def _log_moves(
+    session: AsyncSession, payouts: list[Payout], to: PayoutStatus, correlation_id: str | None
+) -> None:
+    """The queue's moves are status changes too: logged like the processor's, once committed."""
+    queued = PayoutStatus.QUEUED.value
+    log_once_committed(
+        session,
+        (
+            StatusChange(payout.id, payout.merchant_id, correlation_id, queued, to, payout.attempts)
+            for payout in payouts
+        ),
+    )

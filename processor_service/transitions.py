@@ -17,14 +17,12 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 import functools
-import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, bindparam, event, update
+from sqlalchemy import CursorResult, Update, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
@@ -35,11 +33,7 @@ from contracts.domain.psp_references import psp_reference_for
 from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
 from contracts.payout_events import Announcements, write_announcements
 from contracts.payout_queue import start_queued_payouts
-
-log = logging.getLogger("processor")
-
-# A payout's final outcomes, logged at INFO; every step on the way is DEBUG.
-FINAL_STATUSES = frozenset({PayoutStatus.SUCCESS, PayoutStatus.FAILED, PayoutStatus.REVERSED})
+from contracts.status_log import StatusChange, log_once_committed
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
 
@@ -87,7 +81,7 @@ class PayoutChange:
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
         self.postings: list[ledger.Posting] = []
-        # (from, to, attempt) of each status change, logged once they are written
+        # (from, to, attempt) of each status change, logged once committed (contracts.status_log)
         self.moves: list[tuple[str, PayoutStatus, int]] = []
 
     def move(
@@ -132,30 +126,6 @@ class PayoutChange:
         if result.rowcount != 1:
             raise StaleTransition(f"{self.payout.id}: changed concurrently")
 
-    def log_moves(self) -> None:
-        """One line per status change, with the ids of the payout it moved (the same ids the
-        consumed message binds; a batch of commands binds none of its own)."""
-        payout = self.payout
-        for moved_from, to, attempt in self.moves:
-            level = logging.INFO if to in FINAL_STATUSES else logging.DEBUG
-            if not log.isEnabledFor(level):
-                continue
-            log.log(
-                level,
-                "payout %s -> %s (attempt %d)",
-                moved_from,
-                to.value,
-                attempt,
-                extra={
-                    "payout_id": payout.id,
-                    "merchant_id": payout.merchant_id,
-                    "correlation_id": self.announcements.correlation_id,
-                    "from_status": moved_from,
-                    "to_status": to.value,
-                    "attempt": attempt,
-                },
-            )
-
     def entry(self) -> ledger.Entry:
         """The payout's current hold, as a ledger entry."""
         payout = self.payout
@@ -189,24 +159,21 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
             await start_queued_payouts(
                 session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id
             )
-    # The one place a payout's status changes are logged: once the transaction commits.
-    session.info.setdefault(_COMMITTED_LOGS_THEM, []).extend(changes)
-
-
-# session.info's key for the changes a session wrote: logged by its commit, dropped by a rollback
-# (a line said a payout moved that a failed COMMIT left where it was, and its retry said so again).
-_COMMITTED_LOGS_THEM = "payout_changes_to_log"
-
-
-@event.listens_for(Session, "after_commit")
-def _log_committed_changes(session: Session) -> None:
-    for change in session.info.pop(_COMMITTED_LOGS_THEM, ()):
-        change.log_moves()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back_changes(session: Session) -> None:
-    session.info.pop(_COMMITTED_LOGS_THEM, None)
+    log_once_committed(
+        session,
+        (
+            StatusChange(
+                payout_id=change.payout.id,
+                merchant_id=change.payout.merchant_id,
+                correlation_id=change.announcements.correlation_id,
+                from_status=moved_from,
+                to_status=to,
+                attempt=attempt,
+            )
+            for change in changes
+            for moved_from, to, attempt in change.moves
+        ),
+    )
 
 
 def start_processing(change: PayoutChange) -> None:

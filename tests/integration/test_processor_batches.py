@@ -187,7 +187,7 @@ async def test_each_status_change_is_logged_once_written_with_its_payouts_ids(
     )
     contexts = [Context(f"req-{n}", retry_delay_ms=1000) for n in range(3)]
     caplog.handler.addFilter(ContextFilter())
-    with caplog.at_level(logging.DEBUG, logger="processor"):
+    with caplog.at_level(logging.DEBUG, logger="payouts.status"):
         async with transaction(sessions) as session:
             await process_payouts(session, list(zip(commands, contexts, strict=True)))
 
@@ -248,7 +248,7 @@ async def test_a_status_change_is_logged_once_committed_and_not_if_rolled_back(
     def moves() -> list[tuple[str, str]]:
         return [(r.from_status, r.to_status) for r in caplog.records if hasattr(r, "to_status")]
 
-    with caplog.at_level(logging.DEBUG, logger="processor"):
+    with caplog.at_level(logging.DEBUG, logger="payouts.status"):
         with pytest.raises(ConnectionError):
             async with transaction(sessions) as session:
                 await process_payouts(session, [(command, context)])

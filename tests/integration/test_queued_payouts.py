@@ -4,6 +4,7 @@ the funds last (PENDING, HOLD, ProcessPayout, `payout.dequeued`); the head that 
 blocks the ones behind it; queued payouts expire (QUEUE_EXPIRED). Real MariaDB and RabbitMQ."""
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -374,7 +375,10 @@ async def expiries(sessions: SessionFactory, *payout_ids: str) -> dict[str, time
 
 
 async def test_a_queued_payout_expires_and_the_new_head_may_start(
-    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     merchant = await make_merchant(balance="0.00")
     old = await create(api_client, merchant, "100.00")
@@ -392,11 +396,17 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
             .where(ScheduledAction.payout_id == old["id"])
             .values(due_at=utcnow() - timedelta(seconds=1))
         )
-    async with transaction(sessions) as session:
-        expired, started = await expire_queued_payouts(
-            session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
-        )
+    with caplog.at_level(logging.DEBUG, logger="payouts.status"):
+        async with transaction(sessions) as session:
+            expired, started = await expire_queued_payouts(
+                session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
+            )
     assert ([p.id for p in expired], [p.id for p in started]) == ([old["id"]], [behind["id"]])
+    # Logged as the processor's changes are, once committed: the queue's moves said nothing.
+    assert [(r.levelname, r.payout_id, r.to_status) for r in caplog.records] == [
+        ("INFO", old["id"], "FAILED"),
+        ("DEBUG", behind["id"], "PENDING"),
+    ]
 
     assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
     async with sessions() as session:
