@@ -9,8 +9,16 @@ import orjson
 
 from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, new_key, payout_body
-from tests.support.raw_http import BODY_TIMEOUT_SECONDS, HEADER_TIMEOUT_SECONDS, connect, request
+from tests.support.api_helpers import API, payout_body
+from tests.support.raw_http import (
+    BODY_TIMEOUT_SECONDS,
+    HEADER_TIMEOUT_SECONDS,
+    connect,
+    keyed,
+    request,
+)
+
+JSON = ("Content-Type", "application/json")
 
 
 def health(*extra: str) -> bytes:
@@ -19,14 +27,9 @@ def health(*extra: str) -> bytes:
 
 def create_awaiting_continue(api_key: str, body: bytes, *extra: tuple[str, str]) -> bytes:
     """The head of a create whose client waits for `100 Continue` before sending `body`."""
-    headers = [
-        ("X-API-KEY", api_key),
-        ("X-IDEMPOTENCY-KEY", new_key()),
-        ("Content-Type", "application/json"),
-        ("Expect", "100-continue"),
-        *extra,
-        ("Content-Length", str(len(body))),
-    ]
+    headers = keyed(
+        api_key, JSON, ("Expect", "100-continue"), *extra, ("Content-Length", str(len(body)))
+    )
     return request("POST", f"{API}/payouts", headers)
 
 
@@ -79,16 +82,7 @@ async def test_a_pipelined_post_sent_at_once_behind_a_slow_call_is_not_408(
         ],
     )
     body = orjson.dumps(payout_body())
-    create = request(
-        "POST",
-        f"{API}/payouts",
-        [
-            ("X-API-KEY", merchant.api_key),
-            ("X-IDEMPOTENCY-KEY", new_key()),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    )
+    create = request("POST", f"{API}/payouts", keyed(merchant.api_key, JSON), body)
     head, rest = create[: -len(body)], create[-len(body) :]
     connection = await connect(api_port)
     try:
@@ -122,17 +116,8 @@ async def test_a_payroll_sent_at_once_is_not_408_because_the_api_waited_before_r
     body = orjson.dumps({"payouts": items})
     body = body[:-1] + b" " * (900 * 1024) + body[-1:]  # JSON whitespace: a payroll's size
     latency = 2 * BODY_TIMEOUT_SECONDS * 1000
-    raw = request(
-        "POST",
-        f"{API}/payouts/batch",
-        [
-            ("X-API-KEY", merchant.api_key),
-            ("X-IDEMPOTENCY-KEY", new_key()),
-            ("Content-Type", "application/json"),
-            ("X-Sandbox-Fault", f"latency={latency}"),
-        ],
-        body,
-    )
+    fault = ("X-Sandbox-Fault", f"latency={latency}")
+    raw = request("POST", f"{API}/payouts/batch", keyed(merchant.api_key, JSON, fault), body)
     connection = await connect(api_port)
     try:
         await connection.send(raw)
@@ -241,12 +226,7 @@ async def test_http_1_0_without_host_and_expect_continue_and_chunked_are_served(
             request(
                 "POST",
                 f"{API}/payouts",
-                [
-                    ("X-API-KEY", merchant.api_key),
-                    ("X-IDEMPOTENCY-KEY", new_key()),
-                    ("Content-Type", "application/json"),
-                    ("Transfer-Encoding", "chunked"),
-                ],
+                keyed(merchant.api_key, JSON, ("Transfer-Encoding", "chunked")),
             )
         )
         body = orjson.dumps(payout_body())
@@ -273,16 +253,7 @@ async def test_a_pipelined_create_is_not_answered_with_the_next_requests_400(
 
     merchant = await make_merchant()
     body = orjson.dumps(payout_body())
-    create = request(
-        "POST",
-        f"{API}/payouts",
-        [
-            ("X-API-KEY", merchant.api_key),
-            ("X-IDEMPOTENCY-KEY", new_key()),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    )
+    create = request("POST", f"{API}/payouts", keyed(merchant.api_key, JSON), body)
     connection = await connect(api_port)
     try:
         await connection.send(create + health())

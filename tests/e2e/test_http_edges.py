@@ -12,13 +12,14 @@ import pytest
 
 from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import API, TIMESTAMP, footprint, new_key, payout_body
+from tests.support.api_helpers import API, TIMESTAMP, footprint, payout_body
 from tests.support.raw_http import (
     BODY_TIMEOUT_SECONDS,
     HEADER_TIMEOUT_SECONDS,
     Answer,
     connect,
     exchange,
+    keyed,
     request,
 )
 
@@ -39,10 +40,6 @@ def assert_envelope(answer: Answer, status: int, code: str | None = None) -> dic
     assert error["requestId"] == request_id
     assert TIMESTAMP.fullmatch(error["timestamp"])
     return error
-
-
-def keyed(api_key: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
-    return [("X-API-KEY", api_key), ("X-IDEMPOTENCY-KEY", new_key()), *extra]
 
 
 # --- a body that stops coming ---------------------------------------------------------------

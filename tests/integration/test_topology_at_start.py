@@ -6,11 +6,10 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import pytest
 from aio_pika.abc import AbstractConnection
 
@@ -18,6 +17,7 @@ from contracts import topology
 from contracts.settings import Settings
 from tests.support.infrastructure import (
     Infrastructure,
+    management_client,
     management_url_for,
     recreate_vhost,
     with_vhost,
@@ -50,17 +50,14 @@ async def test_a_connection_closed_before_the_handshake_is_waited_out(
 
 
 @pytest.fixture
-def spare_vhost(infrastructure: Infrastructure) -> Iterator[str]:
+async def spare_vhost(infrastructure: Infrastructure) -> AsyncIterator[str]:
     """A vhost of the test's own, deleted after it."""
     vhost = f"payouts_spare_{uuid.uuid4().hex[:8]}"
     management_url = management_url_for(infrastructure.amqp_url)
     recreate_vhost(management_url, vhost)
     yield vhost
-    httpx.delete(f"{_management_base(management_url)}/api/vhosts/{vhost}", auth=("guest", "guest"))
-
-
-def _management_base(management_url: str) -> str:
-    return management_url.replace("guest:guest@", "")
+    async with management_client(management_url) as management:
+        await management.delete(f"/api/vhosts/{vhost}")
 
 
 async def test_a_vhost_that_does_not_exist_is_named_in_the_line_that_waits_for_it(
@@ -86,24 +83,22 @@ async def test_a_vhost_that_does_not_exist_is_named_in_the_line_that_waits_for_i
 
 @pytest.mark.parametrize("service", ["processor", "webhooks"])
 async def test_a_queue_left_by_an_older_version_stops_the_service_in_one_line(
-    infrastructure: Infrastructure, spare_vhost: str, service: str
+    infrastructure: Infrastructure, service_env: dict[str, str], spare_vhost: str, service: str
 ) -> None:
     """docs/operations.md: changing an argument of an existing queue makes every service fail at
     start with PRECONDITION_FAILED. It did, as a 100-line aiormq traceback and exit 1, in a loop
     under compose's restart policy (topology review)."""
     name = "processor.payout-commands" if service == "processor" else "webhooks.payout-events"
     management_url = management_url_for(infrastructure.amqp_url)
-    async with httpx.AsyncClient(auth=("guest", "guest")) as management:
+    async with management_client(management_url) as management:
         made = await management.put(  # an older version's: a classic queue, no dead-lettering
-            f"{_management_base(management_url)}/api/queues/{quote(spare_vhost)}/{name}",
+            f"/api/queues/{quote(spare_vhost)}/{name}",
             json={"durable": True, "arguments": {"x-queue-type": "classic"}},
         )
     assert made.status_code in (201, 204), made.text
     env = {
-        "PATH": "/usr/bin:/bin",
-        "PAYOUTS_DATABASE_URL": infrastructure.database_url,
+        **service_env,
         "PAYOUTS_AMQP_URL": with_vhost(infrastructure.amqp_url, spare_vhost),
-        "PAYOUTS_LOG_FORMAT": "text",
         "PAYOUTS_METRICS_PORT": "0",
     }
     done = await asyncio.to_thread(

@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from tests.support.api_helpers import new_key
+
 HEADER_TIMEOUT_SECONDS = 1
 BODY_TIMEOUT_SECONDS = 1
 SHORT_DEADLINES = {
@@ -94,6 +96,11 @@ async def exchange(port: int, request: bytes, *, head: bool = False) -> Answer:
         return await connection.answer(head=head)
     finally:
         await connection.close()
+
+
+def keyed(api_key: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+    """A merchant's call's headers: its API key, a fresh idempotency key, then `extra`."""
+    return [("X-API-KEY", api_key), ("X-IDEMPOTENCY-KEY", new_key()), *extra]
 
 
 def request(
