@@ -25,7 +25,7 @@ from typing import Any, Final, TextIO
 
 import orjson
 
-CONTEXT_FIELDS: Final = ("request_id", "correlation_id", "payout_id", "merchant_id")
+CONTEXT_FIELDS: Final = ("request_id", "correlation_id", "payout_id", "merchant_id", "webhook_id")
 LOG_FORMATS: Final = ("json", "text")
 
 # Libraries that install their own handler and stop propagation; configure_logging routes their

@@ -139,6 +139,7 @@ class PayoutEventConsumer:
             payout_id=event.payout.id,
             merchant_id=event.merchant_id,
             correlation_id=message.correlation_id,
+            webhook_id=event.id,  # the merchant's receiver logs it: the webhook-id header
         ):
             raw = message.raw_message
             request = DeliveryRequest.of_message(

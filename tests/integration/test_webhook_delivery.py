@@ -221,6 +221,11 @@ async def test_endpoint_that_always_fails_is_parked_after_tiers_plus_one_attempt
     (said,) = [r for r in caplog.records if r.name == "webhooks" and r.levelno >= logging.WARNING]
     assert said.getMessage() == f"webhook {event_id} parked: HTTP 500"
     assert getattr(said, "payout_id", None) == delivery.payout_id
+    # Each line by the webhook-id the merchant's receiver logged, as a field: it was only in the
+    # message's text.
+    lines = [r for r in caplog.records if r.name == "webhooks"]
+    assert len(lines) > len(LADDER)
+    assert {getattr(r, "webhook_id", None) for r in lines} == {event_id}
 
 
 async def test_a_parked_webhook_moved_out_by_hand_goes_back_to_the_lot(

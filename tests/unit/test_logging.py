@@ -147,8 +147,9 @@ def test_nested_blocks_add_ids_and_restore_the_outer_ones() -> None:
             "correlation_id": None,
             "payout_id": PAYOUT_ID,
             "merchant_id": None,
+            "webhook_id": None,
         },
-        {"request_id": "req_1", "correlation_id": None, "payout_id": None, "merchant_id": None},
+        {**dict.fromkeys(CONTEXT_FIELDS), "request_id": "req_1"},
         dict.fromkeys(CONTEXT_FIELDS),
     ]
 
