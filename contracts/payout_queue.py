@@ -45,7 +45,7 @@ from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
-from contracts.domain.statuses import QUEUE_EXPIRED, EventType, PayoutStatus
+from contracts.domain.statuses import EventType, FailureCode, PayoutStatus
 from contracts.payout_events import Announcements
 from contracts.status_log import StatusChange, log_once_committed
 
@@ -269,7 +269,7 @@ async def _expire(
     now = utcnow()
     changes = {
         "status": PayoutStatus.FAILED.value,
-        "failure_code": QUEUE_EXPIRED,
+        "failure_code": FailureCode.QUEUE_EXPIRED,
         "failure_reason": QUEUE_EXPIRED_REASON,
         "processed_at": now,
         "updated_at": now,

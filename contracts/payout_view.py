@@ -3,12 +3,13 @@
 from pydantic import Field
 
 from contracts.db.models import Payout
-from contracts.domain.statuses import PayoutStatus
+from contracts.domain.statuses import FAILURE_CODE_MEANINGS, FailureCode, PayoutStatus
 from contracts.wire import MoneyString, RowId, Timestamp, WireModel
 
 # Documented as enums (a client generated from the OpenAPI or the AsyncAPI gets them), read as
 # the strings they are stored as: nothing is validated twice on the way out.
 DEST_TYPES = ("BANK", "WALLET")
+FAILURE_CODES = "; ".join(f"`{code}`: {meaning}" for code, meaning in FAILURE_CODE_MEANINGS.items())
 
 
 class PayoutView(WireModel):
@@ -24,7 +25,10 @@ class PayoutView(WireModel):
     purpose: str | None
     status: str = Field(json_schema_extra={"enum": [status.value for status in PayoutStatus]})
     failure_reason: str | None
-    failure_code: str | None
+    failure_code: str | None = Field(
+        description=f"Why the payout FAILED or was REVERSED (null otherwise). {FAILURE_CODES}.",
+        json_schema_extra={"enum": [*FailureCode, None]},
+    )
     psp_reference: str | None
     attempts: int
     processed_at: Timestamp | None

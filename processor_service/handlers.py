@@ -16,14 +16,18 @@ from contracts.db.models import Payout, PspCallback, ScheduledAction
 from contracts.db.payouts import load_payout, load_payouts
 from contracts.domain.scenarios import Decision, Outcome, decide, script_of
 from contracts.domain.scheduled_actions import Action, Result, correlation_id_of
-from contracts.domain.statuses import QUEUE_EXPIRED, PayoutStatus, PspOutcome, psp_outcome_allowed
+from contracts.domain.statuses import (
+    FailureCode,
+    PayoutStatus,
+    PspOutcome,
+    psp_outcome_allowed,
+)
 from contracts.logging import bind_log_context
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.payout_queue import expire_queued_payouts
 from processor_service import transitions
 from processor_service.schedule import (
     AWAITING_DECISION,
-    DECISION_EXPIRED,
     Timetable,
     follow_ups,
     write_actions,
@@ -32,7 +36,6 @@ from processor_service.transitions import PayoutChange
 
 log = logging.getLogger("processor")
 
-PSP_REJECTED = "PSP_REJECTED"
 DEFAULT_TIMETABLE = Timetable()
 
 
@@ -202,7 +205,7 @@ def _apply_decision(
         case Outcome.FAILED:
             transitions.fail(
                 change,
-                failure_code=decision.failure_code or PSP_REJECTED,
+                failure_code=decision.failure_code or FailureCode.PSP_REJECTED,
                 reason=decision.reason or "Rejected by the PSP",
             )
         case Outcome.RETRY if retry_delay_ms is None:
@@ -273,7 +276,7 @@ async def _expire_queued(
             select(Payout.status, Payout.failure_code).where(Payout.id == action.payout_id)
         )
     ).one()
-    expired = failure_code == QUEUE_EXPIRED
+    expired = failure_code == FailureCode.QUEUE_EXPIRED
     await _mark(session, action, Result.APPLIED if expired else Result.SKIPPED, status_after=status)
     return PayoutStatus.FAILED if expired else None
 
@@ -289,7 +292,9 @@ def _run_action(
         case Action.EXPIRE_DECISION:
             hours = f"{timetable.decision_sla.total_seconds() / 3600:g}"
             transitions.fail(
-                change, failure_code=DECISION_EXPIRED, reason=f"No decision within {hours} h"
+                change,
+                failure_code=FailureCode.DECISION_EXPIRED,
+                reason=f"No decision within {hours} h",
             )
             return []
         case Action.SCRIPT_STEP:
@@ -369,7 +374,7 @@ def _apply_outcome(change: PayoutChange, callback: PspCallback) -> None:
         case PspOutcome.FAILED:
             transitions.fail(
                 change,
-                failure_code=PSP_REJECTED,
+                failure_code=FailureCode.PSP_REJECTED,
                 reason=callback.failure_reason or "Rejected by the PSP",
                 psp_reference=callback.psp_reference,
             )

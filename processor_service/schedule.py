@@ -18,7 +18,6 @@ from contracts.domain.statuses import PayoutStatus
 
 # Waiting for an IPN decision, for at most the decision window.
 AWAITING_DECISION = frozenset({PayoutStatus.ON_HOLD, PayoutStatus.IN_REVIEW})
-DECISION_EXPIRED = "DECISION_EXPIRED"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@ from contracts.clock import stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
-from contracts.domain.statuses import AWAITING_PSP_DECISION, EVENT_FOR_STATUS, PayoutStatus
+from contracts.domain.statuses import (
+    AWAITING_PSP_DECISION,
+    EVENT_FOR_STATUS,
+    FailureCode,
+    PayoutStatus,
+)
 from contracts.payout_events import Announcements, write_announcements
 from contracts.payout_queue import start_queued_payouts
 from contracts.status_log import StatusChange, log_once_committed
@@ -203,7 +208,11 @@ def succeed(change: PayoutChange, *, psp_reference: str | None) -> None:
 
 
 def fail(
-    change: PayoutChange, *, failure_code: str, reason: str, psp_reference: str | None = None
+    change: PayoutChange,
+    *,
+    failure_code: FailureCode,
+    reason: str,
+    psp_reference: str | None = None,
 ) -> None:
     """-> FAILED: the hold goes back to available. `psp_reference`: the PSP's, when it named
     the attempt it refused (an IPN's `pspReference`)."""
@@ -224,6 +233,7 @@ def reverse(change: PayoutChange, *, reason: str | None = None) -> None:
     change.move(
         allowed_from={PayoutStatus.SUCCESS},
         to=PayoutStatus.REVERSED,
+        failure_code=FailureCode.RETURNED_BY_BANK,
         failure_reason=reason or "Returned by the beneficiary bank",
     )
     change.post(ledger.REVERSAL)

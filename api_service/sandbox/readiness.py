@@ -37,7 +37,7 @@ from contracts.db.models import (
     WebhookDelivery,
 )
 from contracts.domain.scenarios import REVIEW_THRESHOLD, SCRIPTS, SUFFIX_RULES, Outcome
-from contracts.domain.statuses import QUEUE_EXPIRED, TERMINAL_STATUSES, EventType, PayoutStatus
+from contracts.domain.statuses import TERMINAL_STATUSES, EventType, FailureCode, PayoutStatus
 from contracts.ledger import JournalKind
 from contracts.webhook_chaos import SENT_CLEAN, ChaosKind
 from contracts.webhooks import DeliveryStatus
@@ -462,7 +462,7 @@ async def _scenario_counts(
             Payout.merchant_id == merchant_id,
             _from(Payout.created_at, since),
             # Queued and expired before it started: no scenario of it ever ran.
-            func.coalesce(Payout.failure_code, "") != QUEUE_EXPIRED,
+            func.coalesce(Payout.failure_code, "") != FailureCode.QUEUE_EXPIRED,
         )
         .group_by(in_review, suffix, Payout.status, seen)
     )

@@ -24,6 +24,8 @@ from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from contracts.domain.statuses import FailureCode
+
 REVIEW_THRESHOLD = Decimal("100000.00")
 
 
@@ -41,7 +43,7 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class Decision:
     outcome: Outcome
-    failure_code: str | None = None
+    failure_code: FailureCode | None = None
     reason: str | None = None
 
 
@@ -49,7 +51,7 @@ IN_REVIEW = Decision(Outcome.IN_REVIEW)
 SUCCESS = Decision(Outcome.SUCCESS)
 TRANSIENT_FAILURE = Decision(Outcome.RETRY, reason="Transient PSP error; retrying")
 ACCOUNT_INVALID = Decision(
-    Outcome.FAILED, failure_code="ACCOUNT_INVALID", reason="Account validation failed"
+    Outcome.FAILED, failure_code=FailureCode.ACCOUNT_INVALID, reason="Account validation failed"
 )
 PENDING_AT_PSP = Decision(Outcome.PENDING_AT_PSP)
 ACCOUNT_BLOCKED = Decision(Outcome.ON_HOLD, reason="Account is blocked or restricted")
@@ -57,11 +59,11 @@ SLOW_PSP = Decision(Outcome.SLOW_PSP)
 RETURNED_BY_BANK = Decision(Outcome.REVERSED, reason="Returned by the beneficiary bank")
 BANK_OFFLINE = Decision(
     Outcome.FAILED,
-    failure_code="BENEFICIARY_BANK_OFFLINE",
+    failure_code=FailureCode.BENEFICIARY_BANK_OFFLINE,
     reason="The beneficiary bank is offline",
 )
 RETRIES_EXHAUSTED = Decision(
-    Outcome.FAILED, failure_code="RETRIES_EXHAUSTED", reason="The PSP failed every retry"
+    Outcome.FAILED, failure_code=FailureCode.RETRIES_EXHAUSTED, reason="The PSP failed every retry"
 )
 
 

@@ -1,6 +1,7 @@
 """Payout statuses, the legal transitions between them, and the webhook event of each."""
 
 from enum import StrEnum
+from typing import Final
 
 
 class PayoutStatus(StrEnum):
@@ -35,7 +36,30 @@ QUEUE_TRANSITIONS: frozenset[tuple[PayoutStatus, PayoutStatus]] = frozenset(
         (PayoutStatus.QUEUED, PayoutStatus.FAILED),
     }
 )
-QUEUE_EXPIRED = "QUEUE_EXPIRED"
+
+
+class FailureCode(StrEnum):
+    """A payout's `failureCode`: why it FAILED, or why it was REVERSED (its `failureReason` says
+    it in words). A reversal had none: a merchant switching on the code got nothing for it."""
+
+    ACCOUNT_INVALID = "ACCOUNT_INVALID"
+    BENEFICIARY_BANK_OFFLINE = "BENEFICIARY_BANK_OFFLINE"
+    RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
+    PSP_REJECTED = "PSP_REJECTED"
+    DECISION_EXPIRED = "DECISION_EXPIRED"
+    QUEUE_EXPIRED = "QUEUE_EXPIRED"
+    RETURNED_BY_BANK = "RETURNED_BY_BANK"
+
+
+FAILURE_CODE_MEANINGS: Final = {
+    FailureCode.ACCOUNT_INVALID: "the account failed validation (test scenario 0003)",
+    FailureCode.BENEFICIARY_BANK_OFFLINE: "the beneficiary bank was offline (scenario 0008)",
+    FailureCode.RETRIES_EXHAUSTED: "every retry at the PSP failed (scenario 0009)",
+    FailureCode.PSP_REJECTED: "the PSP rejected it (an IPN or a simulated outcome said FAILED)",
+    FailureCode.DECISION_EXPIRED: "ON_HOLD or IN_REVIEW, no decision came within its window",
+    FailureCode.QUEUE_EXPIRED: "QUEUED, never started: the available balance stayed short",
+    FailureCode.RETURNED_BY_BANK: "REVERSED: the beneficiary bank returned the money",
+}
 
 # Statuses a PSP callback (IPN) or a sandbox simulation may settle.
 AWAITING_PSP_DECISION = frozenset(

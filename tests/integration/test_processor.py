@@ -672,6 +672,8 @@ async def test_reversal_returns_the_money_to_available(
     state = await reaches(sessions, created.payout_id, "REVERSED", events=4)
     assert state.events[-1] == "reversed"
     assert state.payout.failure_reason == "Beneficiary account closed"  # the PSP's, not ours
+    # A code, as every failure has: a reversal had none (first-integration review).
+    assert state.payout.failure_code == "RETURNED_BY_BANK"
     assert state.journals == [HOLD, PAYOUT, REVERSAL]
     await assert_ledger_consistent(
         sessions, created.merchant.merchant_id, available=OPENING_BALANCE, held=Decimal("0.00")

@@ -140,7 +140,7 @@ async def test_0006_succeeds_then_is_reversed_48_hours_later_once(
         (payout_id, "SCRIPT_STEP")
     ]
     data = await payout(api_client, merchant, payout_id)
-    assert data["status"] == "REVERSED"
+    assert (data["status"], data["failureCode"]) == ("REVERSED", "RETURNED_BY_BANK")
     assert await event_types(sessions, payout_id) == (
         "payout.created",
         "payout.processing",

@@ -4,13 +4,16 @@ import pytest
 
 from contracts.domain.statuses import (
     EVENT_FOR_STATUS,
+    FAILURE_CODE_MEANINGS,
     TERMINAL_STATUSES,
     EventType,
+    FailureCode,
     PayoutStatus,
     PspOutcome,
     legacy_event_name,
     psp_outcome_allowed,
 )
+from contracts.payout_view import PayoutView
 
 S = PayoutStatus
 AWAITING = [S.PENDING, S.ON_HOLD, S.IN_REVIEW, S.RETRY, S.PROCESSING]
@@ -47,3 +50,10 @@ def test_every_status_after_creation_has_an_event() -> None:
 )
 def test_legacy_event_names(event_type: EventType, legacy: str) -> None:
     assert legacy_event_name(event_type) == legacy
+
+
+def test_every_failure_code_is_documented_with_its_meaning() -> None:
+    """The API schema's description of `failureCode` is built from these meanings."""
+    assert set(FAILURE_CODE_MEANINGS) == set(FailureCode)
+    described = PayoutView.model_json_schema()["properties"]["failureCode"]["description"]
+    assert all(f"`{code}`" in described for code in FailureCode)
