@@ -14,6 +14,7 @@ from cli import services
 from cli.database import command_engine
 from cli.dlq import dlq_app
 from cli.docs import docs_app
+from cli.healthcheck import healthcheck_command
 from cli.ids import ids_app
 from cli.outages import outages_in_one_line, run_in_one_line
 from cli.outbox import outbox_app
@@ -64,6 +65,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(ids_app, name="ids")
 app.command("webhook-sink")(webhook_sink_command)
+app.command("healthcheck")(healthcheck_command)
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 topology_app.command("export")(topology_export_command)

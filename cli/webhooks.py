@@ -1,6 +1,8 @@
 """`payouts webhooks` (the delivery service, `replay-parked`) and `payouts webhook-sink` (a
 local receiver that verifies and prints what the service sends)."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -17,6 +19,7 @@ from cli.outages import run_in_one_line
 from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
 from contracts.db.engine import create_session_factory
 from contracts.db.models import Merchant
+from contracts.heartbeat import BeatWhileWorking, Heartbeat
 from contracts.settings import get_settings
 from contracts.webhooks import resend_routing_key
 
@@ -81,8 +84,9 @@ def sink_line(body: bytes, webhook_id: str | None, verdict: str) -> str:
         return f"{webhook_id} non-JSON body of {len(body)} bytes [{verdict}]"
 
 
-def build_sink(secret: str | None) -> Starlette:
-    """Answers 204 to a verified (or, without a secret, any) POST; 401 to a bad signature."""
+def build_sink(secret: str | None, heartbeat: Heartbeat | None = None) -> Starlette:
+    """Answers 204 to a verified (or, without a secret, any) POST; 401 to a bad signature.
+    Touches `heartbeat` while it serves."""
     verifier = None
     if secret:
         # A dev dependency: only needed (and imported) when the sink verifies signatures.
@@ -106,7 +110,21 @@ def build_sink(secret: str | None) -> Starlette:
         typer.echo(sink_line(body, webhook_id, verdict))
         return Response(status_code=204)
 
-    return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    async def serving() -> bool:
+        return True  # the lifespan's task runs: uvicorn serves (a port it cannot bind stops it)
+
+    beating = BeatWhileWorking(heartbeat or Heartbeat(None), serving)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await beating.clear()
+        await beating.start()
+        try:
+            yield
+        finally:
+            await beating.stop()
+
+    return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])], lifespan=lifespan)
 
 
 async def webhook_secret_of_merchant_at(session: AsyncSession, webhook_url: str) -> str | None:
@@ -157,4 +175,5 @@ def webhook_sink_command(
             raise typer.BadParameter(str(exc), param_hint="'--secret'") from exc
 
     typer.echo(f"listening on http://{host}:{port}/ (any path)")
-    run_uvicorn(build_sink(secret), host=host, port=port, access_log=False)
+    sink = build_sink(secret, Heartbeat.at(get_settings().heartbeat_file))
+    run_uvicorn(sink, host=host, port=port, access_log=False)

@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     # loopback unless told (as the API): they listened on every interface.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = DEFAULT_API_HOST
+    # The file the relay, the processor, the webhook service and the sink touch while they work,
+    # judged by `payouts healthcheck` (contracts/heartbeat.py); unset: none.
+    heartbeat_file: str | None = None
 
     # Money as the balances hold it (DECIMAL(18,2)): a negative was stored as 0, a third decimal
     # cut, and past the column a traceback.
@@ -292,7 +295,7 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
 
-    @field_validator("operator_token", "metrics_token")
+    @field_validator("operator_token", "metrics_token", "heartbeat_file")
     @classmethod
     def _empty_token_is_unset(cls, value: str | None) -> str | None:
         return value or None

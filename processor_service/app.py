@@ -13,6 +13,7 @@ from contracts.db.engine import (
     create_engine,
     create_session_factory,
 )
+from contracts.heartbeat import BeatWhileWorking, Heartbeat, consuming
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_lettering_decoder
@@ -89,6 +90,10 @@ def create_processor(settings: Settings) -> FastStream:
             lambda session, context: handlers.apply_psp_outcome(session, command, context),
         )
 
+    # Touched once the consumers are subscribed (after_startup), never while the start waits for
+    # the migrations, nor while the broker connection is down.
+    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), consuming(broker))
+
     async def start_up() -> None:
         serve_metrics(settings)
         await declare_topology_at(
@@ -113,9 +118,9 @@ def create_processor(settings: Settings) -> FastStream:
 
     return FastStream(
         broker,
-        on_startup=[start_up],
-        after_startup=[start_scheduler],
-        on_shutdown=[stop_scheduling],
+        on_startup=[beating.clear, start_up],
+        after_startup=[start_scheduler, beating.start],
+        on_shutdown=[beating.stop, stop_scheduling],
         after_shutdown=[*(lane.aclose for lane in lanes), engine.dispose],
     )
 

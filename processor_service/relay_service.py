@@ -27,6 +27,7 @@ from contracts.db.engine import (
     create_engine,
     create_session_factory,
 )
+from contracts.heartbeat import Heartbeat
 from contracts.ledger_audit import audit_if_due
 from contracts.metrics_server import serve_metrics
 from contracts.settings import Settings
@@ -245,6 +246,10 @@ async def _connect(
 
 
 async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
+    # Touched by the rounds that ran with the broker connected: not while the relay waits for
+    # the migrations or the broker, nor while its rounds fail.
+    heartbeat = Heartbeat.at(settings.heartbeat_file)
+    heartbeat.clear()
     serve_metrics(settings)
     engine = create_engine(
         settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
@@ -291,6 +296,8 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
                 wait = pacing.after_failure()
                 log.warning("relay round failed (%s); retrying in %.2fs", error, wait)
             else:
+                if connection.connected.is_set():
+                    heartbeat.beat()
                 wait = pacing.after_round(
                     result,
                     batch_size=relay.batch_size,
@@ -307,4 +314,5 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
         await connection.close()
         await probe.aclose()
         await engine.dispose()
+        heartbeat.clear()
         log.info("outbox relay stopped")

@@ -28,6 +28,7 @@ from contracts.db.engine import (
     create_engine,
     create_session_factory,
 )
+from contracts.heartbeat import BeatWhileWorking, Heartbeat, consuming
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
 from contracts.metrics_server import serve_metrics
@@ -202,4 +203,13 @@ def create_webhook_app(settings: Settings | None = None) -> FastStream:
     settings = settings or get_settings()
     settings.require_safe_webhooks_in_production()
     consumer = PayoutEventConsumer(settings)
-    return FastStream(consumer.broker, on_startup=[consumer.open], after_shutdown=[consumer.close])
+    # Touched once the consumers are subscribed, never while `open` waits for the migrations, nor
+    # while the broker connection is down.
+    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), consuming(consumer.broker))
+    return FastStream(
+        consumer.broker,
+        on_startup=[beating.clear, consumer.open],
+        after_startup=[beating.start],
+        on_shutdown=[beating.stop],
+        after_shutdown=[consumer.close],
+    )

@@ -14,6 +14,8 @@ the environment wiring agree:
    merchant's secret;
 6. the RabbitMQ management API, on its published port, shows the preloaded topology with
    consumers on the work queues;
+7. compose reports the relay, the processor, the webhook service and the sink healthy (their
+   heartbeats, contracts/heartbeat.py);
 
 and always `down -v` at the end, whatever happened (also on Ctrl-C or SIGTERM). Every wait polls
 against a deadline. Run: `.venv/bin/python -m tests.containers.compose_smoke`.
@@ -46,6 +48,11 @@ UP_SECONDS = 900  # an uncached build of the app image included
 READY_SECONDS = 120
 OUTCOME_SECONDS = 120
 CONSUMER_SECONDS = 30  # the management API emits queue stats every 5 s by default
+# A healthcheck every 10 s (docker-compose.yml's x-heartbeat-healthcheck), three failed in a row
+# to turn unhealthy.
+HEALTHY_SECONDS = 60
+HEARTBEAT_SERVICES = ("outbox-relay", "processor", "webhooks", "webhook-sink")
+HEALTH_FORMAT = "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
 T = TypeVar("T")
 
 
@@ -133,6 +140,28 @@ class Compose:
 
     def logs(self, service: str) -> list[str]:
         return self.run("logs", "--no-color", service, capture=True).splitlines()
+
+    def health(self, service: str) -> list[str]:
+        """The health docker reports of each of `service`'s containers ("none": no check)."""
+        ids = subprocess.run(
+            [*self.command, "ps", "-q", service],
+            cwd=ROOT,
+            env=self.env,
+            timeout=60,
+            check=True,
+            text=True,
+            capture_output=True,  # compose's warnings on stderr are not container ids
+        ).stdout.split()
+        if not ids:
+            return []
+        inspected = subprocess.run(
+            ["docker", "inspect", "--format", HEALTH_FORMAT, *ids],
+            timeout=60,
+            check=True,
+            text=True,
+            capture_output=True,
+        )
+        return inspected.stdout.split()
 
 
 def json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
@@ -281,6 +310,19 @@ def check_rabbitmq(management: str) -> str:
     return version
 
 
+def wait_until_healthy(compose: Compose) -> None:
+    """Every container of the services that have only a heartbeat to show is healthy."""
+
+    def healthy() -> bool | None:
+        seen = {service: compose.health(service) for service in HEARTBEAT_SERVICES}
+        if not_yet := {name: health for name, health in seen.items() if health != ["healthy"]}:
+            log(f"not healthy yet: {not_yet}")
+            return None
+        return True
+
+    poll("the relay, the processor, the webhooks and the sink healthy", HEALTHY_SECONDS, healthy)
+
+
 def show_state(compose: Compose) -> None:
     """After a failure: what ran, and the end of every service's log."""
     for args in (("ps",), ("logs", "--no-color", "--tail", "60")):
@@ -315,7 +357,9 @@ def smoke(compose: Compose, api: str, management: str, api_key: str) -> None:
     verified = wait_for_webhooks(compose, payouts)
     step(f"{verified} webhooks at the sink, every signature verified; asking RabbitMQ")
     version = check_rabbitmq(management)
-    step(f"RabbitMQ {version}: topology loaded, work queues consumed")
+    step(f"RabbitMQ {version}: topology loaded, work queues consumed; asking docker's health")
+    wait_until_healthy(compose)
+    step(f"{', '.join(HEARTBEAT_SERVICES)}: healthy")
 
 
 def main() -> int:

@@ -39,6 +39,7 @@ PAYOUTS_COMMANDS = frozenset(
         "processor",
         "webhooks",
         "webhook-sink",
+        "healthcheck",
         "topology",
         "up",
         "reconcile",
