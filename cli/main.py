@@ -145,10 +145,12 @@ def migrate() -> None:
     """Apply every Alembic revision to PAYOUTS_DATABASE_URL."""
     from migrations.runner import NewerThanThisCode, upgrade_to_head
 
-    services.refuse_to_start_unsafe("migrate", get_settings().require_own_secrets_key_in_production)
+    settings = get_settings()
+    services.refuse_to_start_unsafe("migrate", settings.require_own_service_passwords_in_production)
+    services.refuse_to_start_unsafe("migrate", settings.require_own_secrets_key_in_production)
     with outages_in_one_line():
         try:
-            upgrade_to_head(get_settings().database_url)
+            upgrade_to_head(settings.database_url)
         except NewerThanThisCode as newer:
             typer.echo(
                 f"the database is at revision {newer.revision}, which this code does not know "

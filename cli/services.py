@@ -75,6 +75,7 @@ def run_outbox_relay() -> None:
     from processor_service.relay_service import run_outbox_relay as relay
 
     settings = get_settings()
+    refuse_to_start_unsafe("outbox-relay", settings.require_own_service_passwords_in_production)
     configure_logging(settings)
 
     async def main() -> None:
@@ -90,6 +91,7 @@ def run_processor() -> None:
     from processor_service.app import create_processor
 
     settings = get_settings()
+    refuse_to_start_unsafe("processor", settings.require_own_service_passwords_in_production)
     configure_logging(settings)
     serve_app(create_processor(settings))
 

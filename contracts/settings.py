@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import asyncmy
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -45,6 +45,9 @@ class InsecureConfiguration(ValueError):
     """A setting that must never reach production as it is."""
 
 
+# The password of the `payouts` user of the database and of the broker that docker-compose.yml
+# (MYSQL_PASSWORD's default, PAYOUTS_AMQP_URL) and deploy/rabbitmq/definitions.json publish.
+PUBLISHED_SERVICE_PASSWORD = "payouts"
 # A production secret shorter than this is guessable (an empty PSP secret let anyone sign IPNs).
 MIN_SECRET_LENGTH = 16
 DEFAULT_API_HOST = "127.0.0.1"
@@ -351,6 +354,23 @@ class Settings(BaseSettings):
             )
         self.require_safe_webhooks_in_production()
 
+    def require_own_service_passwords_in_production(self) -> None:
+        """Every service refuses production with the database's or the broker's password this
+        repository publishes: anyone who read docker-compose.yml could log in wherever either
+        port is reachable, and only the PSP secret and the secrets key were refused (the
+        containers review)."""
+        if self.env is not Environment.PRODUCTION:
+            return
+        for variable, url in (
+            ("PAYOUTS_DATABASE_URL", self.database_url),
+            ("PAYOUTS_AMQP_URL", self.amqp_url),
+        ):
+            if unquote(urlsplit(url).password or "") == PUBLISHED_SERVICE_PASSWORD:
+                raise InsecureConfiguration(
+                    f"{variable} has the password docker-compose.yml publishes: with "
+                    "PAYOUTS_ENV=production, set one of your own (docs/operations.md, Passwords)"
+                )
+
     def require_safe_webhooks_in_production(self) -> None:
         """The API and the webhook service refuse to start in production with merchants' webhook
         secrets sealed with the public development key, or with webhook URLs into private
@@ -359,6 +379,7 @@ class Settings(BaseSettings):
         (DNS rebinding). The webhook service started with it on."""
         if self.env is not Environment.PRODUCTION:
             return
+        self.require_own_service_passwords_in_production()
         self.require_own_secrets_key_in_production()
         if self.webhook_allow_private_urls:
             raise InsecureConfiguration(

@@ -8,6 +8,8 @@ from fastapi.routing import iter_route_contexts
 from typer.testing import CliRunner
 
 from api_service.app import create_app
+from cli import services
+from cli import webhooks as sink_and_webhooks
 from cli.main import app as payouts
 from contracts.secrets_at_rest import DEVELOPMENT_SECRETS_KEY
 from contracts.settings import (
@@ -235,3 +237,52 @@ def test_the_settings_repr_shows_no_secret() -> None:
         "operator-token-of-ours",
     ):
         assert secret not in repr(settings)
+
+
+def _starts(*_: object, **__: object) -> None:
+    raise AssertionError("the service started")
+
+
+COMPOSE_DATABASE_URL = "mysql+asyncmy://payouts:payouts@127.0.0.1:1/payouts"
+COMPOSE_AMQP_URL = "amqp://payouts:payouts@127.0.0.1:1/payouts"
+
+
+@pytest.mark.parametrize("command", ["api", "webhooks", "processor", "outbox-relay", "migrate"])
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [("PAYOUTS_DATABASE_URL", COMPOSE_DATABASE_URL), ("PAYOUTS_AMQP_URL", COMPOSE_AMQP_URL)],
+    ids=["database", "broker"],
+)
+def test_every_service_refuses_the_compose_password_in_production(
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    variable: str,
+    url: str,
+) -> None:
+    """Only the PSP secret and the secrets key were refused: a production deployment ran on the
+    `payouts` password docker-compose.yml publishes (containers review). Refused before either
+    server is reached (a port nothing listens on), every other setting its own."""
+    monkeypatch.setenv("PAYOUTS_ENV", "production")
+    monkeypatch.setenv("PAYOUTS_PSP_SECRET", "an-own-psp-secret-long-enough")
+    monkeypatch.setenv("PAYOUTS_SECRETS_KEYS", OWN_SECRETS_KEY)
+    monkeypatch.setenv("PAYOUTS_WEBHOOK_ALLOW_PRIVATE_URLS", "false")
+    monkeypatch.setenv(variable, url)
+    for module, name in [
+        (services, "serve"),
+        (services, "serve_app"),
+        (sink_and_webhooks, "serve_app"),
+        (services, "run_uvicorn"),
+    ]:
+        monkeypatch.setattr(module, name, _starts)  # not refused: fails at once, not hangs
+    result = CliRunner().invoke(payouts, [command])
+    assert result.exit_code == 2, result.output
+    refusal = f"payouts {command}: {variable} has the password docker-compose.yml publishes"
+    assert result.output.startswith(refusal), result.output
+
+
+def test_a_password_of_its_own_and_test_mode_are_not_refused() -> None:
+    own = COMPOSE_DATABASE_URL.replace("payouts:payouts@", "payouts:p%40yout5-own-one@")
+    in_production = Settings(env=Environment.PRODUCTION, database_url=own)
+    in_production.require_own_service_passwords_in_production()
+    Settings(database_url=COMPOSE_DATABASE_URL).require_own_service_passwords_in_production()
