@@ -68,6 +68,13 @@ def replay_parked_command(
         typer.echo(f"dropped {result.dropped}: copies of an event moved, or delivered already")
     if result.kept:
         typer.echo(f"{result.kept} message(s) of other merchants left parked")
+    if result.still_parked:
+        typer.echo(
+            f"{result.still_parked} deliveries still PARKED with no message in the parking lot "
+            "(no webhook URL when they were due, or secrets the webhook service could not open): "
+            "their merchant resends them once that is fixed (the dashboard's webhook deliveries, "
+            "or POST /api/v1/webhooks/deliveries/{id}/resend)"
+        )
 
 
 def sink_line(body: bytes, webhook_id: str | None, verdict: str) -> str:

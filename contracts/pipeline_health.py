@@ -275,3 +275,16 @@ async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMe
         select(OutboxMessage).where(PARKED).order_by(OutboxMessage.id).limit(limit)
     )
     return list(rows)
+
+
+async def parked_deliveries(session: AsyncSession, merchant_id: str | None = None) -> int:
+    """Webhook deliveries PARKED (of `merchant_id`, if given): in the parking lot, or parked with
+    no message there (no webhook URL, secrets not opened), which their merchant resends."""
+    statement = (
+        select(func.count())
+        .select_from(WebhookDelivery)
+        .where(WebhookDelivery.status == DeliveryStatus.PARKED.value)
+    )
+    if merchant_id is not None:
+        statement = statement.where(WebhookDelivery.merchant_id == merchant_id)
+    return int(await session.scalar(statement) or 0)

@@ -10,6 +10,10 @@ is dropped too. Any other is moved, whatever its delivery's state: a resend owed
 parked when the database failed, an event with no delivery row. Messages of other merchants
 (with `--merchant`) stay parked.
 
+A delivery parked with no message in the lot (the merchant had no webhook URL, or the service
+could not open its secrets) is the merchant's to resend: the replay counts those still PARKED
+and says so (it said "moved 0", and the operator who had fixed the URL waited for webhooks).
+
 Reopen the delivery first, then publish (confirmed), then ack: with MySQL down nothing is
 published (publishing first sent one more copy at every try while the message stayed parked); a
 crash after the reopen leaves a PENDING delivery without its message, which the relay's
@@ -28,6 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from contracts.amqp_connection import connect
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.dead_letters import next_held
+from contracts.pipeline_health import parked_deliveries
 from contracts.redelivery import fresh_copy
 from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WEBHOOK_PARKING_LOT
 from contracts.waiting_retries import payout_in_bulk
@@ -40,6 +45,9 @@ class ReplayResult:
     moved: int
     kept: int  # of other merchants
     dropped: int = 0  # copies of an event moved in this run, or delivered already
+    # Deliveries (of the merchant, with `--merchant`) PARKED after the run: no message of theirs
+    # was in the lot, or came in while it ran.
+    still_parked: int = 0
 
 
 def _body_field(message: AbstractIncomingMessage, name: str) -> str | None:
@@ -124,4 +132,6 @@ async def replay_parked(
             if not channel.is_closed:  # closed, the broker has put them back itself
                 for message in kept:
                     await message.nack(requeue=True)
-    return ReplayResult(moved=moves, kept=len(kept), dropped=dropped)
+    async with sessions() as session:
+        still_parked = await parked_deliveries(session, merchant_id)
+    return ReplayResult(moved=moves, kept=len(kept), dropped=dropped, still_parked=still_parked)

@@ -11,19 +11,16 @@ from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from aio_pika.exceptions import AMQPError
-from sqlalchemy import func, select
 
 from api_service.errors import ApiError, ServiceUnavailable
 from contracts.amqp_connection import CONNECT_TIMEOUT_SECONDS, connect
 from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, begin_snapshot
-from contracts.db.models import WebhookDelivery
 from contracts.dead_letters import UnreadableDeadLetter, redrive
 from contracts.ledger_audit import LastAudit, last_audit
-from contracts.pipeline_health import Thresholds, pipeline_problems
+from contracts.pipeline_health import Thresholds, parked_deliveries, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
-from contracts.webhooks import DeliveryStatus
 
 REDRIVE_LIMIT = 1000
 
@@ -82,12 +79,7 @@ async def _database_checks(
     async with sessions() as session:
         await begin_snapshot(session)
         pipeline = await pipeline_problems(session, Thresholds(), time)
-        parked_deliveries = await session.scalar(
-            select(func.count())
-            .select_from(WebhookDelivery)
-            .where(WebhookDelivery.status == DeliveryStatus.PARKED.value)
-        )
-        return ledger, pipeline, parked_deliveries or 0
+        return ledger, pipeline, await parked_deliveries(session)
 
 
 async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:

@@ -748,8 +748,9 @@ async def test_merchant_without_webhook_url_gets_no_call_and_a_parked_delivery(
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     rabbit: RabbitClient,
+    webhook_settings: Settings,
 ) -> None:
-    _, row = await created_event(api_client, make_merchant, sessions, webhook_url=None)
+    merchant, row = await created_event(api_client, make_merchant, sessions, webhook_url=None)
 
     await relay(rabbit, row)
 
@@ -757,6 +758,12 @@ async def test_merchant_without_webhook_url_gets_no_call_and_a_parked_delivery(
     assert delivery.last_error == "merchant has no webhook URL configured"
     assert await attempts_of(sessions, event_id_of(row)) == []
     assert await parked_messages(rabbit, event_id_of(row)) == []  # nothing for an operator
+    # An operator's replay moves nothing, and says what is left to the merchant: it said "moved
+    # 0", and the operator who had fixed the URL waited for webhooks (docs-examples review).
+    replayed = await replay_parked(
+        webhook_settings.amqp_url, sessions, merchant_id=merchant.merchant_id
+    )
+    assert (replayed.moved, replayed.still_parked) == (0, 1)
 
 
 @pytest.mark.usefixtures("webhook_service")
