@@ -323,6 +323,12 @@ def merchant_topup(
         typer.echo(f"started {len(done.started)} queued payouts")
 
 
+# How long uvicorn's supervisor waits for a worker's answer to its ping before it kills the
+# worker: its 5 s default killed workers of a host whose CPU others took (steal over 60 % here),
+# and the API was ready only after about a minute and a half (containers review).
+WORKER_PING_TIMEOUT_SECONDS = 30
+
+
 @app.command()
 def api(
     workers: Annotated[
@@ -346,6 +352,7 @@ def api(
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_graceful_shutdown": 15,
+        "timeout_worker_healthcheck": WORKER_PING_TIMEOUT_SECONDS,
         "log_config": None,  # our JSON/text logging, not uvicorn's
     }
     # Each process that serves the app drains on SIGTERM (api_service/server.py).

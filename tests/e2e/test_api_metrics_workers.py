@@ -1,11 +1,18 @@
 """The API's /metrics as docker-compose.yml serves it: PAYOUTS_API_WORKERS=2 (the compose
 default). Each scrape landed on one worker and saw only that worker's counters, so the counters
 an operator alarms on (docs/operations.md, "What to watch") undercounted and went up and down
-between scrapes (read by Prometheus as counter resets) (metrics review)."""
+between scrapes (read by Prometheus as counter resets) (metrics review). And a worker that
+uvicorn's supervisor cannot reach for a few seconds (a host whose CPU others take) is left to
+serve: it was killed after 5 s (containers review)."""
 
+import asyncio
+import contextlib
+import os
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -65,3 +72,40 @@ async def test_every_scrape_of_the_compose_api_counts_every_request(
 
     # All REQUESTS were answered before the first scrape: every scrape shows them all.
     assert all(count == REQUESTS for count in seen), seen
+
+
+def api_workers(port: int) -> list[int]:
+    """The pids of the workers of the API serving `port`: the processes started with its port
+    whose parent (uvicorn's supervisor) was too, but multiprocessing's own helpers."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        if (
+            f"PAYOUTS_API_PORT={port}".encode() in environment
+            and b"resource_tracker" not in command
+        ):
+            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return sorted(pid for pid, parent in parent_of.items() if parent in parent_of)
+
+
+async def test_a_worker_the_supervisor_cannot_reach_for_8_seconds_is_not_killed(
+    compose_like_api: str,
+) -> None:
+    port = urlsplit(compose_like_api).port
+    assert port is not None
+    workers = api_workers(port)
+    assert len(workers) == int(compose_api_workers()), workers
+    os.kill(workers[0], signal.SIGSTOP)  # no CPU for it, as on a host whose CPU others take
+    try:
+        await asyncio.sleep(8)  # the starvation itself, past uvicorn's 5 s default
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed by the supervisor meanwhile
+            os.kill(workers[0], signal.SIGCONT)
+    assert api_workers(port) == workers, "a worker was killed and replaced"
