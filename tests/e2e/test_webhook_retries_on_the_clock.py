@@ -24,9 +24,10 @@ from tests.support.system import WEBHOOKS, RunningSystem, running_system
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 
 # The first wait is short so that its TTL copy comes back within the test, and long enough that
-# no first retry runs (in real time) before all three events' first attempts failed, even on a
-# slow host; the rest span hours.
-LADDER = (8, 600, 3600, 7200)
+# no first retry runs (in real time) before the advance has taken each delivery through every
+# tier, even on a slow host (at 8 s, a loaded host's copies came back mid-advance and were not
+# dropped as superseded); the rest span hours.
+LADDER = (15, 600, 3600, 7200)
 ATTEMPTS = len(LADDER) + 1
 EVENTS = ("payout.created", "payout.processing", "payout.succeeded")
 SUPERSEDED_METRIC = 'payouts_webhook_outcomes_total{outcome="superseded"}'
