@@ -107,6 +107,7 @@ async def list_payouts(request: Request, page: PageDep) -> Response:
         active="payouts",
         filter_errors={},
         payouts=listing["payouts"],
+        filtered=bool(after) or any(value is not None for value in arguments.values()),
         total=listing["pagination"].get("total"),
         older_link=f"?{filters.query(after=older)}" if older else None,
         newest_link=f"?{filters.query()}" if after else None,
