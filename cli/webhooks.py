@@ -70,10 +70,11 @@ def replay_parked_command(
         typer.echo(f"{result.kept} message(s) of other merchants left parked")
     if result.still_parked:
         typer.echo(
-            f"{result.still_parked} deliveries still PARKED with no message in the parking lot "
-            "(no webhook URL when they were due, or secrets the webhook service could not open): "
-            "their merchant resends them once that is fixed (the dashboard's webhook deliveries, "
-            "or POST /api/v1/webhooks/deliveries/{id}/resend)"
+            f"{result.still_parked} deliveries still PARKED: no message of theirs was in the "
+            "parking lot (no webhook URL when they were due, or secrets the webhook service could "
+            "not open; or one was parked while this ran): their merchant resends them once that "
+            "is fixed (the dashboard's webhook deliveries, or "
+            "POST /api/v1/webhooks/deliveries/{id}/resend)"
         )
 
 

@@ -277,7 +277,7 @@ async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMe
     return list(rows)
 
 
-async def parked_deliveries(session: AsyncSession, merchant_id: str | None = None) -> int:
+async def count_parked_deliveries(session: AsyncSession, merchant_id: str | None = None) -> int:
     """Webhook deliveries PARKED (of `merchant_id`, if given): in the parking lot, or parked with
     no message there (no webhook URL, secrets not opened), which their merchant resends."""
     statement = (

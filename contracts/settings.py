@@ -45,9 +45,10 @@ class InsecureConfiguration(ValueError):
     """A setting that must never reach production as it is."""
 
 
-# The password of the `payouts` user of the database and of the broker that docker-compose.yml
-# (MYSQL_PASSWORD's default, PAYOUTS_AMQP_URL) and deploy/rabbitmq/definitions.json publish.
-PUBLISHED_SERVICE_PASSWORD = "payouts"
+# The passwords docker-compose.yml publishes: the `payouts` user's of the database and of the
+# broker (MYSQL_PASSWORD's default, PAYOUTS_AMQP_URL, deploy/rabbitmq/definitions.json), and the
+# database root's (MYSQL_ROOT_PASSWORD's default).
+PUBLISHED_SERVICE_PASSWORDS = frozenset({"payouts", "root"})
 # A production secret shorter than this is guessable (an empty PSP secret let anyone sign IPNs).
 MIN_SECRET_LENGTH = 16
 DEFAULT_API_HOST = "127.0.0.1"
@@ -365,7 +366,7 @@ class Settings(BaseSettings):
             ("PAYOUTS_DATABASE_URL", self.database_url),
             ("PAYOUTS_AMQP_URL", self.amqp_url),
         ):
-            if unquote(urlsplit(url).password or "") == PUBLISHED_SERVICE_PASSWORD:
+            if unquote(urlsplit(url).password or "") in PUBLISHED_SERVICE_PASSWORDS:
                 raise InsecureConfiguration(
                     f"{variable} has the password docker-compose.yml publishes: with "
                     "PAYOUTS_ENV=production, set one of your own (docs/operations.md, Passwords)"

@@ -8,12 +8,13 @@ from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
+from contracts.consumer_health import consumer_works
 from contracts.db.engine import (
     WORKER_DATABASE_TIMEOUT_SECONDS,
     create_engine,
     create_session_factory,
 )
-from contracts.heartbeat import BeatWhileWorking, Heartbeat, consuming
+from contracts.heartbeat import BeatWhileWorking, Heartbeat
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
 from contracts.redelivery import dead_lettering_decoder
@@ -91,8 +92,10 @@ def create_processor(settings: Settings) -> FastStream:
         )
 
     # Touched once the consumers are subscribed (after_startup), never while the start waits for
-    # the migrations, nor while the broker connection is down.
-    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), consuming(broker))
+    # the migrations, nor while the broker or the database is down.
+    beating = BeatWhileWorking(
+        Heartbeat.at(settings.heartbeat_file), lambda: consumer_works(broker, sessions)
+    )
 
     async def start_up() -> None:
         serve_metrics(settings)

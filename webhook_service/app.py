@@ -23,12 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.clock import MerchantTime
+from contracts.consumer_health import consumer_works
 from contracts.db.engine import (
     WORKER_DATABASE_TIMEOUT_SECONDS,
+    SessionFactory,
     create_engine,
     create_session_factory,
 )
-from contracts.heartbeat import BeatWhileWorking, Heartbeat, consuming
+from contracts.heartbeat import BeatWhileWorking, Heartbeat
 from contracts.logging import bind_log_context
 from contracts.messages import PayoutStatusChanged
 from contracts.metrics_server import serve_metrics
@@ -74,6 +76,7 @@ class PayoutEventConsumer:
         self._engine: AsyncEngine | None = None
         self._sender: WebhookSender | None = None
         self._delivery: EventDelivery | None = None
+        self._sessions: SessionFactory | None = None
 
     async def open(self) -> None:
         """Declare the topology, open the pool, wait for the database's migrations, open the
@@ -91,7 +94,7 @@ class PayoutEventConsumer:
             timeout_seconds=self.settings.webhook_timeout_seconds,
             allow_private_urls=self.settings.webhook_allow_private_urls,
         )
-        sessions = create_session_factory(self._engine)
+        self._sessions = sessions = create_session_factory(self._engine)
         await until_migrated(sessions, "webhook service")
         self._delivery = EventDelivery(
             sessions=sessions,
@@ -107,6 +110,10 @@ class PayoutEventConsumer:
             time=MerchantTime.of(self.settings),
         )
         await self._delivery.prepare()
+
+    async def works(self) -> bool:
+        """For the heartbeat: consuming, with the broker and the database answering."""
+        return self._sessions is not None and await consumer_works(self.broker, self._sessions)
 
     async def close(self) -> None:
         if self._delivery is not None:
@@ -204,8 +211,8 @@ def create_webhook_app(settings: Settings | None = None) -> FastStream:
     settings.require_safe_webhooks_in_production()
     consumer = PayoutEventConsumer(settings)
     # Touched once the consumers are subscribed, never while `open` waits for the migrations, nor
-    # while the broker connection is down.
-    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), consuming(consumer.broker))
+    # while the broker or the database is down.
+    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), consumer.works)
     return FastStream(
         consumer.broker,
         on_startup=[beating.clear, consumer.open],

@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from contracts.amqp_connection import connect
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.dead_letters import next_held
-from contracts.pipeline_health import parked_deliveries
+from contracts.pipeline_health import count_parked_deliveries
 from contracts.redelivery import fresh_copy
 from contracts.topology import MERCHANT_ID_HEADER, PAYOUT_ID_HEADER, WEBHOOK_PARKING_LOT
 from contracts.waiting_retries import payout_in_bulk
@@ -133,5 +133,5 @@ async def replay_parked(
                 for message in kept:
                     await message.nack(requeue=True)
     async with sessions() as session:
-        still_parked = await parked_deliveries(session, merchant_id)
+        still_parked = await count_parked_deliveries(session, merchant_id)
     return ReplayResult(moved=moves, kept=len(kept), dropped=dropped, still_parked=still_parked)

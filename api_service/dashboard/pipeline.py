@@ -18,7 +18,7 @@ from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, begin_snapshot
 from contracts.dead_letters import UnreadableDeadLetter, redrive
 from contracts.ledger_audit import LastAudit, last_audit
-from contracts.pipeline_health import Thresholds, parked_deliveries, pipeline_problems
+from contracts.pipeline_health import Thresholds, count_parked_deliveries, pipeline_problems
 from contracts.settings import Settings
 from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
 
@@ -79,7 +79,7 @@ async def _database_checks(
     async with sessions() as session:
         await begin_snapshot(session)
         pipeline = await pipeline_problems(session, Thresholds(), time)
-        return ledger, pipeline, await parked_deliveries(session)
+        return ledger, pipeline, await count_parked_deliveries(session)
 
 
 async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:

@@ -89,3 +89,35 @@ async def test_a_file_swapped_between_the_preview_and_the_confirm_is_refused(
     assert "came back changed" in refused.text
     assert await _payouts_named(dashboard, merchant, seen) == 0
     assert await _payouts_named(dashboard, merchant, unseen) == 0
+
+
+def _amount_cell(page: str, line: int) -> str:
+    row = page.split(f'data-line="{line}"', 1)[1].split("</tr>", 1)[0]
+    (cell,) = re.findall(r'<td class="num">(.*?)</td>', row, flags=re.S)
+    return str(cell).strip()
+
+
+async def test_a_row_refused_for_its_amount_shows_it_as_sent_on_the_confirm_page(
+    dashboard: httpx.AsyncClient, make_merchant: MerchantFactory
+) -> None:
+    """There it is `not_sent`, not `invalid`: its amount went through `money`, which rounds a
+    third decimal away and reads `1_500` as 1,500.00, the row's fault hidden (diff review)."""
+    csrf = await signed_in(dashboard, await make_merchant())
+    good, three_decimals, underscored = (f"pay-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    lines = _payroll(good).decode().splitlines()
+    content = (
+        "\n".join(
+            [
+                *lines,
+                lines[-1].replace(f"{good},10.00", f"{three_decimals},1500.005"),  # line 3
+                lines[-1].replace(f"{good},10.00", f"{underscored},1_500"),  # line 4
+            ]
+        ).encode()
+        + b"\n"
+    )
+
+    done = await dashboard.post(CONFIRM, data=await _preview(dashboard, csrf, content))
+
+    assert done.status_code == 200, done.text
+    assert (_amount_cell(done.text, 2), _amount_cell(done.text, 3)) == ("10.00", "1500.005")
+    assert _amount_cell(done.text, 4) == "1_500"

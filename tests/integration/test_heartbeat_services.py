@@ -15,7 +15,9 @@ from faststream import FastStream
 from faststream.rabbit import RabbitQueue
 
 from contracts.broker import create_broker
-from contracts.heartbeat import consuming
+from contracts.consumer_health import consumer_works
+from contracts.db.engine import SessionFactory
+from contracts.heartbeat import BEAT_EVERY_SECONDS
 from contracts.settings import Settings
 from contracts.topology import declare_topology_at
 from migrations.runner import upgrade_to_head
@@ -115,11 +117,16 @@ async def test_the_outbox_relay_beats_once_its_rounds_run(
     assert not heartbeat.exists(), "a stopped relay leaves a heartbeat"
 
 
-async def test_a_consumer_works_while_subscribed_and_connected_only(settings: Settings) -> None:
+async def test_a_consumer_works_while_subscribed_and_connected_only(
+    settings: Settings, sessions: SessionFactory
+) -> None:
     async with HangingProxy.in_front_of(settings.amqp_url) as rabbitmq:
         broker = create_broker(rabbitmq.url_through(settings.amqp_url), prefetch=1)
         broker.subscriber(RabbitQueue(f"heartbeat-{os.getpid()}", auto_delete=True))(_ignore)
-        working = consuming(broker)
+
+        async def working() -> bool:
+            return await consumer_works(broker, sessions)
+
         assert not await working(), "not started: no connection, nothing consumed"
         await broker.start()
         assert await working()
@@ -133,6 +140,33 @@ async def test_a_consumer_works_while_subscribed_and_connected_only(settings: Se
     finally:
         with contextlib.suppress(ExceptionGroup):  # its subscribers' channels are gone
             await broker.stop()
+
+
+async def test_the_processor_stops_beating_while_its_database_does_not_answer(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """As the API's /ready turns 503 and the relay's rounds fail: it beat on, every 5 s, while it
+    could not run one command (each went to its outage-wait queue) (diff review)."""
+    await declare_topology_at(
+        settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+    )
+    heartbeat = tmp_path / "heartbeat"
+    async with HangingProxy.in_front_of(settings.database_url) as mysql:
+        through = mysql.url_through(settings.database_url)
+        processor = create_processor(
+            settings.model_copy(update={"database_url": through, "heartbeat_file": str(heartbeat)})
+        )
+        await processor.start()
+        try:
+            await eventually(_beating(heartbeat, time.time() - 1), what="the processor beating")
+            mysql.hang()
+            silent_since = time.time()
+            await asyncio.sleep(2 * BEAT_EVERY_SECONDS + 1)  # two beats' time, the outage on
+            # Only a check answered before the hang may have touched it since.
+            assert heartbeat.stat().st_mtime < silent_since + 1
+        finally:
+            mysql.resume()
+            await processor.stop()
 
 
 async def _ignore(body: object) -> None:

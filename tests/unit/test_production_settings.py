@@ -281,6 +281,15 @@ def test_every_service_refuses_the_compose_password_in_production(
     assert result.output.startswith(refusal), result.output
 
 
+def test_the_compose_files_database_root_password_is_refused_too() -> None:
+    """MYSQL_ROOT_PASSWORD's default is published beside the `payouts` user's (diff review)."""
+    root = COMPOSE_DATABASE_URL.replace("payouts:payouts@", "root:root@")
+    with pytest.raises(InsecureConfiguration, match="PAYOUTS_DATABASE_URL has the password"):
+        Settings(
+            env=Environment.PRODUCTION, database_url=root
+        ).require_own_service_passwords_in_production()
+
+
 def test_a_password_of_its_own_and_test_mode_are_not_refused() -> None:
     own = COMPOSE_DATABASE_URL.replace("payouts:payouts@", "payouts:p%40yout5-own-one@")
     in_production = Settings(env=Environment.PRODUCTION, database_url=own)
