@@ -171,6 +171,9 @@ def webhook_sink_command(
     from cli.merchants import check_webhook_secret
     from cli.services import run_uvicorn
 
+    refuse_to_start_unsafe(
+        "webhook-sink", get_settings().require_own_service_passwords_in_production
+    )
     if not secret and secret_of_merchant_at:
         # Compose's demo: the seed made the merchant and its secret (a plain `up` sets none).
         secret = run_in_transaction(webhook_secret_of_merchant_at, secret_of_merchant_at)

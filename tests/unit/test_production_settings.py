@@ -247,7 +247,9 @@ COMPOSE_DATABASE_URL = "mysql+asyncmy://payouts:payouts@127.0.0.1:1/payouts"
 COMPOSE_AMQP_URL = "amqp://payouts:payouts@127.0.0.1:1/payouts"
 
 
-@pytest.mark.parametrize("command", ["api", "webhooks", "processor", "outbox-relay", "migrate"])
+@pytest.mark.parametrize(
+    "command", ["api", "webhooks", "processor", "outbox-relay", "migrate", "webhook-sink"]
+)
 @pytest.mark.parametrize(
     ("variable", "url"),
     [("PAYOUTS_DATABASE_URL", COMPOSE_DATABASE_URL), ("PAYOUTS_AMQP_URL", COMPOSE_AMQP_URL)],
