@@ -50,7 +50,7 @@ from contracts.topology import (
     RETRY_COUNT_HEADER,
 )
 from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
-from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body, send_ipn
+from tests.support.api_helpers import API, auth, bank_payout_body, outbox_for_payout, send_ipn
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
 from tests.support.processing import running_processor_and_relay
 
@@ -89,12 +89,9 @@ async def create(
     client: httpx.AsyncClient, merchant: NewMerchant, amount: str, account_number: str
 ) -> str:
     """A BANK payout to HBL: the scenario rules look only at the amount and the account."""
-    body = payout_body(
+    body = bank_payout_body(
+        account_number,
         amount=amount,
-        destType="BANK",
-        bankCode="HBL",
-        walletCode=None,
-        accountNumber=account_number,
     )
     response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
     assert response.status_code == 201, response.text

@@ -32,7 +32,7 @@ from processor_service.scheduler import (
     merchants_with_actions_due_ahead,
 )
 from tests.conftest import MerchantFactory, in_process_api
-from tests.support.api_helpers import API, assert_error, auth, payout_body
+from tests.support.api_helpers import API, assert_error, auth, bank_payout_body, payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
@@ -54,12 +54,9 @@ async def processor(settings: Settings) -> AsyncIterator[None]:
 async def create(
     client: httpx.AsyncClient, merchant: NewMerchant, suffix: str, amount: str = AMOUNT
 ) -> str:
-    body = payout_body(
+    body = bank_payout_body(
+        f"123456{suffix}",
         amount=amount,
-        destType="BANK",
-        bankCode="HBL",
-        walletCode=None,
-        accountNumber=f"123456{suffix}",
     )
     response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
     assert response.status_code == 201, response.text
@@ -321,12 +318,9 @@ async def test_a_payout_a_clock_step_starts_runs_its_script_from_that_step(
     merchant = await make_merchant(balance=AMOUNT)
     failing = await create(api_client, merchant, "0008")
     await reaches(api_client, merchant, failing, "PENDING")
-    body = payout_body(
+    body = bank_payout_body(
+        "1234560006",
         amount=AMOUNT,
-        destType="BANK",
-        bankCode="HBL",
-        walletCode=None,
-        accountNumber="1234560006",
         queueIfLowBalance=True,
     )
     created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))

@@ -48,6 +48,7 @@ from tests.support.api_helpers import (
     OUTCOME_KEYS,
     PROCESSING_KEYS,
     auth,
+    bank_payout_body,
     outbox_for_payout,
     payout_body,
     send_ipn,
@@ -66,7 +67,7 @@ async def stalled(
     """A 0002 payout in RETRY after its first attempt, longer ago than the delay and the stall
     time; its create's messages marked sent (no relay of another test publishes them)."""
     merchant: NewMerchant = await make_merchant()
-    body = payout_body(destType="BANK", bankCode="HBL", walletCode=None, accountNumber="1234560002")
+    body = bank_payout_body("1234560002")
     response = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
     assert response.status_code == 201, response.text
     payout_id = response.json()["data"]["id"]

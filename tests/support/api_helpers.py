@@ -79,6 +79,18 @@ def payout_body(**overrides: Any) -> dict[str, Any]:
     return {name: value for name, value in body.items() if value is not None}
 
 
+def bank_payout_body(account_number: str, **overrides: Any) -> dict[str, Any]:
+    """payout_body to an HBL account: the scenario rules look only at the amount and the
+    account's last digits."""
+    return payout_body(
+        destType="BANK",
+        bankCode="HBL",
+        walletCode=None,
+        accountNumber=account_number,
+        **overrides,
+    )
+
+
 async def create_payout(
     client: httpx.AsyncClient, merchant: NewMerchant, **overrides: Any
 ) -> dict[str, Any]:

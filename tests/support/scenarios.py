@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.domain.statuses import EventType, PayoutStatus
-from tests.support.api_helpers import payout_body
+from tests.support.api_helpers import bank_payout_body
 
 CREATED, PROCESSING, RETRYING = EventType.CREATED, EventType.PROCESSING, EventType.RETRYING
 
@@ -23,12 +23,9 @@ class Scenario:
 
     def request_body(self) -> dict[str, Any]:
         """A create-payout body that takes this scenario (a bank account, a fresh reference)."""
-        return payout_body(
+        return bank_payout_body(
+            self.account_number,
             amount=self.amount,
-            destType="BANK",
-            bankCode="HBL",
-            walletCode=None,
-            accountNumber=self.account_number,
         )
 
     def is_final(self, payout: dict[str, object]) -> bool:

@@ -11,7 +11,7 @@ from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Payout, ScheduledAction
 from tests.conftest import MerchantFactory
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import auth, bank_payout_body
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
 from tests.support.system import PROCESSOR, RunningSystem
@@ -24,12 +24,9 @@ KILLS = 2
 
 
 async def create(http: httpx.AsyncClient, merchant: NewMerchant, suffix: str) -> str:
-    body = payout_body(
+    body = bank_payout_body(
+        f"123456{suffix}",
         amount=AMOUNT,
-        destType="BANK",
-        bankCode="HBL",
-        walletCode=None,
-        accountNumber=f"123456{suffix}",
     )
     response = await http.post("/payouts", json=body, headers=auth(merchant))
     assert response.status_code == 201, response.text
