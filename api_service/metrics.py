@@ -143,7 +143,9 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when 
 @contextmanager
 def shared_by_the_workers(workers: int) -> Iterator[None]:
     """Around the server: with several workers, a directory where each keeps its metrics, set
-    in the environment the workers start with (an operator's own, if set, is kept)."""
+    in the environment the workers start with (an operator's own, if set, is kept and emptied)."""
+    if MULTIPROCESS_DIR in os.environ:
+        forget_the_last_run(Path(os.environ[MULTIPROCESS_DIR]))
     if workers == 1 or MULTIPROCESS_DIR in os.environ:
         yield
         return
@@ -153,6 +155,15 @@ def shared_by_the_workers(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[MULTIPROCESS_DIR]
+
+
+def forget_the_last_run(directory: Path) -> None:
+    """Before the workers start, as prometheus_client asks: an operator's directory kept the
+    files of the run before, and a container's workers come back with the same pids. A new
+    worker took its namesake's file on, with the requests it had waiting, and every scrape
+    added them in for good (review of the operator's PROMETHEUS_MULTIPROC_DIR)."""
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def forget_dead_workers(directory: Path) -> None:

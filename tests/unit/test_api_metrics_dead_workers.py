@@ -1,13 +1,16 @@
 """With several API workers, a worker killed with requests waiting left its live gauge's file:
 uvicorn started another, and every scrape still added in what the dead one had waiting (the
-alarm on payouts_api_requests_waiting_for_their_turn fired for good; diff review)."""
+alarm on payouts_api_requests_waiting_for_their_turn fired for good; diff review). And an
+operator's own directory kept the last run's files for workers that came back with the same pids."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from api_service.metrics import MULTIPROCESS_DIR, forget_dead_workers
+import pytest
+
+from api_service.metrics import MULTIPROCESS_DIR, forget_dead_workers, shared_by_the_workers
 
 A_WORKER = (
     "from prometheus_client import Gauge; "
@@ -26,3 +29,18 @@ def test_a_dead_workers_live_gauges_are_forgotten_a_live_ones_kept(tmp_path: Pat
 
     assert not dead.exists()
     assert alive.exists()
+
+
+def test_an_operators_directory_is_emptied_before_the_workers_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path)}
+    subprocess.run([sys.executable, "-c", A_WORKER], env=env, check=True, timeout=60)
+    [last_runs] = tmp_path.glob("gauge_livesum_*.db")
+    # A worker of this run with the pid the last run's had (a container's pids come back).
+    last_runs.rename(tmp_path / f"gauge_livesum_{os.getpid()}.db")
+    monkeypatch.setenv(MULTIPROCESS_DIR, str(tmp_path))
+
+    with shared_by_the_workers(2):
+        assert list(tmp_path.glob("*.db")) == []
+        assert os.environ[MULTIPROCESS_DIR] == str(tmp_path)
