@@ -65,13 +65,19 @@ class WebhookDeliveryView(BaseModel):
     attemptCount: int = Field(
         description="Every attempt made, including those `attempts` leaves out"
     )
-    lastStatusCode: int | None
+    lastStatusCode: int | None = Field(
+        description="What your endpoint answered the latest attempt (none: no answer). A resend "
+        "shows the attempt before it until its own is made"
+    )
     lastError: str | None
     nextAttemptAt: TimestampText | None = Field(
         description="RETRYING: when the next attempt is due, on your sandbox clock (real time "
         "unless you advanced it)"
     )
-    deliveredAt: TimestampText | None
+    deliveredAt: TimestampText | None = Field(
+        description="When an attempt last got a 2xx. A resend (PENDING again) keeps the earlier "
+        "time until its own attempt gets one"
+    )
     createdAt: TimestampText
     updatedAt: TimestampText
     attempts: list[WebhookAttemptView] = Field(

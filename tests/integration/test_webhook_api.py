@@ -226,6 +226,8 @@ async def test_resend_queues_the_stored_event_through_the_outbox(
     assert response.status_code == 202, response.text
     data = response.json()["data"]
     assert (data["id"], data["status"], data["attemptCount"]) == (delivered, "PENDING", 2)
+    # As documented: the earlier attempt's answer and time stay until the resend's own attempt.
+    assert data["lastStatusCode"] == 200 and data["deliveredAt"] is not None
     assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
     assert replay.content == response.content
     (row,) = [
