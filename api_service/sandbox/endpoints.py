@@ -269,8 +269,17 @@ class ReadinessView(BaseModel):
         description=(
             "When this readiness run started (`POST /sandbox/readiness/restart`): the report "
             "counts the payouts you created, the webhooks made and attempted, and the API calls "
-            "you started since then; null: everything you ever did here"
+            "you started since then; null: everything you ever did here. Or later: see "
+            "`limitedToLatestPayouts`"
         )
+    )
+    limitedToLatestPayouts: int | None = Field(
+        default=None,
+        description=(
+            "Set when the run holds more payouts than this: the report counts your latest ones "
+            "and what you did since the oldest of them, whose createdAt `since` is (a longer "
+            "history took seconds to read at each view). null: the whole run counts"
+        ),
     )
 
 

@@ -321,7 +321,8 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("event_id", name="uq_webhook_delivery_event"),
-        Index("ix_deliveries_merchant_created", "merchant_id", "created_at"),
+        # A merchant's deliveries since a time, with their status (readiness, migration 0040).
+        Index("ix_deliveries_merchant_created_status", "merchant_id", "created_at", "status"),
         Index("ix_deliveries_status", "status"),
         # A merchant's retries due by its sandbox time (the clock's advance, migration 0015).
         Index("ix_deliveries_retry_due", "merchant_id", "status", "next_attempt_at"),

@@ -82,6 +82,7 @@ async def show_readiness(page: PageDep) -> Response:
         "readiness.html",
         active="readiness",
         since=report["since"],
+        latest_payouts=report["limitedToLatestPayouts"],
         summary=report["summary"],
         total=len(report["items"]),
         groups=grouped(report["items"]),
