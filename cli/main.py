@@ -284,11 +284,14 @@ def merchant_topup(
     payouts the available balance covers start, oldest first."""
     from api_service.idempotency import run_again_after_deadlocks
     from cli.merchants import KeyUsedForAnotherRequest, claim_top_up_key, merchant_exists
+    from contracts.clock import MerchantTime
     from contracts.funding import TopUp, top_up_and_start_queued
     from contracts.ledger import TOP_UP_PAST_THE_LIMIT, BalanceLimitExceeded
 
     value = _amount(amount)
-    ttl_seconds = get_settings().idempotency_ttl_seconds
+    settings = get_settings()
+    ttl_seconds = settings.idempotency_ttl_seconds
+    merchant_time = MerchantTime.of(settings)
 
     async def top_up(session: AsyncSession) -> TopUp | TopUpNotMade:
         if not await merchant_exists(session, merchant_id):
@@ -297,7 +300,7 @@ def merchant_topup(
             session, merchant_id, idempotency_key, value, ttl_seconds=ttl_seconds
         ):
             return TopUpNotMade.MADE_ALREADY
-        return await top_up_and_start_queued(session, merchant_id, value)
+        return await top_up_and_start_queued(session, merchant_id, value, time=merchant_time)
 
     async def work(session: AsyncSession) -> TopUp | TopUpNotMade:
         # Copies run at once wait on the key; when the first rolls back, InnoDB may pick one

@@ -7,8 +7,9 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import ledger
+from contracts.clock import MerchantTime
 from contracts.db.models import Payout
-from contracts.payout_queue import start_queued_payouts
+from contracts.payout_queue import expire_queued_payouts, start_queued_payouts
 
 
 @dataclass(frozen=True)
@@ -18,14 +19,29 @@ class TopUp:
 
 
 async def top_up_and_start_queued(
-    session: AsyncSession, merchant_id: str, amount: Decimal, *, correlation_id: str | None = None
+    session: AsyncSession,
+    merchant_id: str,
+    amount: Decimal,
+    *,
+    time: MerchantTime,
+    correlation_id: str | None = None,
 ) -> TopUp:
     """psp_settlement -> available (a TOPUP journal), then the merchant's queued payouts the
     available balance now covers start, in FIFO order: all in the caller's transaction (which
-    commits). The top-up's UPDATE takes the merchant's balance row, the queue's lock, first.
-    ledger.UnknownMerchantBalance when the merchant has no balance row."""
+    commits). ledger.UnknownMerchantBalance when the merchant has no balance row.
+
+    First, under the merchant's balance row (the queue's lock), the queue's expiries due by the
+    merchant's `time` apply, as the scheduler would have applied them before now. Behind the
+    sandbox clock (an advance still running, the processor down) it had not, and a top-up just
+    after a 73 h advance started a payout that expired at 72 h (mid-flight review)."""
+    _, started_before = await expire_queued_payouts(
+        session,
+        merchant_id=merchant_id,
+        due_by=time.now_of(merchant_id),
+        correlation_id=correlation_id,
+    )
     await ledger.top_up(session, merchant_id=merchant_id, amount=amount)
     started = await start_queued_payouts(
         session, merchant_id=merchant_id, correlation_id=correlation_id
     )
-    return TopUp(amount=amount, started=started)
+    return TopUp(amount=amount, started=started_before + started)

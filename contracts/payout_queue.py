@@ -36,7 +36,7 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -224,7 +224,11 @@ async def schedule_expiry(
 
 
 async def expire_queued_payouts(
-    session: AsyncSession, *, merchant_id: str, due_by: datetime, correlation_id: str | None
+    session: AsyncSession,
+    *,
+    merchant_id: str,
+    due_by: datetime | ColumnElement[datetime],
+    correlation_id: str | None,
 ) -> tuple[list[Payout], list[Payout]]:
     """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held), with their
     `payout.failed` events, for the merchant's payouts still QUEUED whose expiry is due by

@@ -22,6 +22,7 @@ from api_service.idempotency import IdempotencyDep
 from api_service.payouts.endpoints import payout_json
 from api_service.request_body import documented_body, read_body
 from api_service.schemas import AmountIn, RequestModel
+from contracts.clock import SANDBOX_TIME
 from contracts.db.models import Balance
 from contracts.domain.money import format_amount
 from contracts.funding import top_up_and_start_queued
@@ -72,7 +73,7 @@ async def top_up(
         body = await read_body(request, TopUpRequest)
         try:
             done = await top_up_and_start_queued(
-                session, merchant.id, body.amount, correlation_id=request_id
+                session, merchant.id, body.amount, time=SANDBOX_TIME, correlation_id=request_id
             )
         except BalanceLimitExceeded as exc:
             raise ValidationFailed.on("amount", TOP_UP_PAST_THE_LIMIT) from exc

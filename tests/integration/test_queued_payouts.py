@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from cli.merchants import NewMerchant
 from cli.supervisor import payouts_command
 from contracts import ledger
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     Balance,
@@ -25,6 +26,7 @@ from contracts.db.models import (
     LedgerJournal,
     Payout,
     PayoutEvent,
+    SandboxClock,
     ScheduledAction,
 )
 from contracts.domain.money import MAX_BALANCE
@@ -425,6 +427,44 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     await assert_reconciled(sessions)
 
 
+async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_starts_nothing(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The clock advanced 73 h and the scheduler behind it (an advance still running, the
+    processor down): the top-up started a payout whose 72 h had run out (mid-flight review).
+    The expiry applies first, and the queue's new head, that it unblocks, starts."""
+    merchant = await make_merchant(balance="0.00")
+    old = await create(api_client, merchant, "100.00")
+    behind = await create(api_client, merchant, "40.00")
+    async with transaction(sessions) as session:
+        session.add(
+            SandboxClock(
+                merchant_id=merchant.merchant_id,
+                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
+                updated_at=utcnow(),
+            )
+        )
+        # The one behind was queued later: its expiry is not due yet.
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == behind["id"])
+            .values(due_at=utcnow() + EXPIRY + timedelta(hours=2))
+        )
+
+    response = await top_up(api_client, merchant, "100.00")
+
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["data"]["startedPayouts"]] == [behind["id"]]
+    assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
+    async with sessions() as session:
+        assert (await session.get_one(Payout, old["id"])).failure_code == "QUEUE_EXPIRED"
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("60.00"),
+        Decimal("40.00"),
+    )
+    await assert_reconciled(sessions)
+
+
 async def test_a_later_expiry_applied_first_expires_in_due_order(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -480,7 +520,9 @@ async def test_a_payroll_item_with_the_flag_is_queued(
     assert list(await expiries(sessions, queued_id)) == [queued_id]
 
     async with transaction(sessions) as session:  # the dashboard and the CLI call this
-        done = await top_up_and_start_queued(session, merchant.merchant_id, Decimal("50.00"))
+        done = await top_up_and_start_queued(
+            session, merchant.merchant_id, Decimal("50.00"), time=SANDBOX_TIME
+        )
     assert [payout.id for payout in done.started] == [queued_id]
     # Its expiry will not apply: skipped at the start, not listed by the clock for 72 h.
     async with sessions() as session:
