@@ -93,15 +93,19 @@ def create_processor(settings: Settings) -> FastStream:
 
     # Touched once the consumers are subscribed (after_startup), never while the start waits for
     # the migrations, nor while the broker or the database is down.
+    async def declare_topology() -> None:
+        await declare_topology_at(
+            settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
+        )
+
     beating = BeatWhileWorking(
-        Heartbeat.at(settings.heartbeat_file), lambda: consumer_works(broker, sessions)
+        Heartbeat.at(settings.heartbeat_file),
+        lambda: consumer_works(broker, sessions, declare_topology),
     )
 
     async def start_up() -> None:
         serve_metrics(settings)
-        await declare_topology_at(
-            settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
-        )
+        await declare_topology()
         await until_migrated(sessions, "processor")
 
     stop_scheduler = asyncio.Event()

@@ -82,7 +82,7 @@ class PayoutEventConsumer:
         """Declare the topology, open the pool, wait for the database's migrations, open the
         HTTP client, and compile the batch statements, before consuming."""
         serve_metrics(self.settings)
-        await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
+        await self._declare_topology()
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._engine = create_engine(
@@ -113,7 +113,13 @@ class PayoutEventConsumer:
 
     async def works(self) -> bool:
         """For the heartbeat: consuming, with the broker and the database answering."""
-        return self._sessions is not None and await consumer_works(self.broker, self._sessions)
+        sessions = self._sessions
+        return sessions is not None and await consumer_works(
+            self.broker, sessions, self._declare_topology
+        )
+
+    async def _declare_topology(self) -> None:
+        await declare_topology_at(self.settings.amqp_url, webhook_retry_tiers=self.ladder.tiers)
 
     async def close(self) -> None:
         if self._delivery is not None:

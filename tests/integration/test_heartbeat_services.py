@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aio_pika
 import pytest
 from faststream import FastStream
 from faststream.rabbit import RabbitQueue
@@ -19,7 +20,7 @@ from contracts.consumer_health import consumer_works
 from contracts.db.engine import SessionFactory
 from contracts.heartbeat import BEAT_EVERY_SECONDS
 from contracts.settings import Settings
-from contracts.topology import declare_topology_at
+from contracts.topology import PAYOUT_COMMANDS, declare_topology_at
 from migrations.runner import upgrade_to_head
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
@@ -125,7 +126,7 @@ async def test_a_consumer_works_while_subscribed_and_connected_only(
         broker.subscriber(RabbitQueue(f"heartbeat-{os.getpid()}", auto_delete=True))(_ignore)
 
         async def working() -> bool:
-            return await consumer_works(broker, sessions)
+            return await consumer_works(broker, sessions, _declare_nothing)
 
         assert not await working(), "not started: no connection, nothing consumed"
         await broker.start()
@@ -171,3 +172,35 @@ async def test_the_processor_stops_beating_while_its_database_does_not_answer(
 
 async def _ignore(body: object) -> None:
     del body
+
+
+async def _declare_nothing() -> None:
+    pass
+
+
+async def test_a_processor_whose_queue_is_deleted_declares_it_again_and_consumes(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleted in the management UI: the broker cancelled the consumer, nothing declared the
+    queue again, and the processor beat on, healthy, consuming nothing until it was restarted
+    (RabbitMQ operator review)."""
+    processor = create_processor(
+        settings.model_copy(update={"heartbeat_file": str(tmp_path / "hb")})
+    )
+    await processor.start()
+    try:
+        async with await aio_pika.connect(settings.amqp_url) as connection:
+            channel = await connection.channel()
+            await channel.queue_delete(PAYOUT_COMMANDS.name)
+
+            async def consumed_again() -> bool:
+                with contextlib.suppress(aio_pika.exceptions.ChannelNotFoundEntity):
+                    async with connection.channel() as looking:
+                        queue = await looking.declare_queue(PAYOUT_COMMANDS.name, passive=True)
+                        return bool(queue.declaration_result.consumer_count)
+                return False
+
+            await eventually(consumed_again, within=40, interval=0.5, what="a consumer again")
+        assert "the broker cancelled the consumer of processor.payout-commands" in caplog.text
+    finally:
+        await processor.stop()
