@@ -276,10 +276,12 @@ class MerchantApi:
     async def balance(self) -> ApiAnswer:
         return await self.answer(balance.get_balance(self.merchant, self.session))
 
-    async def balance_history(self, *, page: int, limit: int) -> ApiAnswer:
+    async def balance_history(
+        self, *, page: int | None = None, starting_after: int | None = None, limit: int
+    ) -> ApiAnswer:
         return await self.answer(
             balance.get_balance_history(
-                self.merchant, self.session, await self.public_ids(), page, limit
+                self.merchant, self.session, await self.public_ids(), page, limit, starting_after
             )
         )
 

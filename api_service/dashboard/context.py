@@ -17,11 +17,13 @@ from api_service.dashboard.sessions import (
     MerchantSession,
 )
 from api_service.deps import SessionDep, SettingsDep
+from api_service.pagination import STARTING_AFTER
 from contracts.settings import Settings
 from contracts.wire import whole_number
 
 HOME = "/dashboard/payouts"  # the merchant's first page
 MAX_PAGE_NUMBER = 100_000  # the API's own bound on `page`
+MAX_CURSOR = 2**63 - 1  # a BIGINT id
 # Messages a redirect after an action may show, by code (never text from the query string).
 NOTICES = {
     "created": "Payout created.",
@@ -76,6 +78,13 @@ class MerchantPage:
         """The `page` of a page-numbered list (1 unless a sensible number was asked for)."""
         number = whole_number(self.request.query_params.get("page")) or 1
         return min(number, MAX_PAGE_NUMBER)
+
+    @property
+    def starting_after(self) -> int | None:
+        """The `startingAfter` of a list paged by a numeric cursor (a previous page's
+        nextCursor), when it is one."""
+        number = whole_number(self.request.query_params.get(STARTING_AFTER))
+        return number if number and number <= MAX_CURSOR else None
 
     async def text(self, name: str) -> str:
         """A text field of the posted form ("" when absent)."""

@@ -149,4 +149,7 @@ async def test_the_ledger_pager_works_on_the_page_a_refused_top_up_shows(
     await page.get_by_role("link", name="Older →").click()
 
     await expect(page.get_by_role("heading", name="Balance and ledger")).to_be_visible()
-    assert page.url.endswith("/dashboard/balance?page=2")
+    assert re.search(r"/dashboard/balance\?startingAfter=[0-9]+$", page.url), page.url
+    await page.get_by_role("link", name="← Newest").click()
+    await expect(page.get_by_role("link", name="Older →")).to_be_visible()
+    assert page.url.endswith("/dashboard/balance")

@@ -17,12 +17,10 @@ from api_service.sandbox.clock import MAX_ADVANCE_SECONDS
 from api_service.sandbox.faults import FAULT_RULE
 from contracts.domain.text import trimmed
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, MAX_INJECTED_FAILURES
-from contracts.wire import whole_number
 
 router = dashboard_router()
 SANDBOX = "/dashboard/sandbox"
 REQUESTS_SHOWN = 50
-MAX_CURSOR = 2**63 - 1
 # ASCII digits, as the API reads a number: `\d` took Arabic-Indic digits (U+0661 U+0660) for 10.
 WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")
 
@@ -50,12 +48,6 @@ def number(text: str) -> int | str:
     API to name what is wrong with it."""
     text = trimmed(text)
     return int(text) if WHOLE_NUMBER.fullmatch(text) else text
-
-
-def cursor(text: str | None) -> int | None:
-    """The request log's `startingAfter` (a previous page's nextCursor), when it is one."""
-    number = whole_number(text)
-    return number if number and number <= MAX_CURSOR else None
 
 
 def duration(seconds: int) -> str:
@@ -100,7 +92,7 @@ def _check_sandbox(page: MerchantPage) -> None:
 async def _sandbox_page(page: MerchantPage, forms: Forms | None = None) -> Response:
     _check_sandbox(page)
     forms = forms or Forms()
-    starting_after = cursor(page.request.query_params.get("startingAfter"))
+    starting_after = page.starting_after
     faults = (await page.api.faults()).data
     chaos = (await page.api.webhook_chaos()).data
     clock = (await page.api.clock()).data
