@@ -258,18 +258,19 @@ class MerchantApi:
         *,
         payout_id: str | None = None,
         status: DeliveryStatus | None = None,
-        page: int = 1,
+        starting_after: str | None = None,
         limit: int = 100,
     ) -> ApiAnswer:
         return await self.answer(
             webhooks.list_deliveries(
                 self.merchant,
                 self.session,
-                page,
+                None,
                 limit,
                 event_id=None,
                 payout_id=payout_id,
                 status=status,
+                starting_after=starting_after,
             )
         )
 

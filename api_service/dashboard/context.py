@@ -22,7 +22,6 @@ from contracts.settings import Settings
 from contracts.wire import whole_number
 
 HOME = "/dashboard/payouts"  # the merchant's first page
-MAX_PAGE_NUMBER = 100_000  # the API's own bound on `page`
 MAX_CURSOR = 2**63 - 1  # a BIGINT id
 # Messages a redirect after an action may show, by code (never text from the query string).
 NOTICES = {
@@ -72,12 +71,6 @@ class MerchantPage:
             **values,
         }
         return page(template, context, status_code)
-
-    @property
-    def page_number(self) -> int:
-        """The `page` of a page-numbered list (1 unless a sensible number was asked for)."""
-        number = whole_number(self.request.query_params.get("page")) or 1
-        return min(number, MAX_PAGE_NUMBER)
 
     @property
     def starting_after(self) -> int | None:

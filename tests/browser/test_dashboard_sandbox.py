@@ -336,8 +336,9 @@ async def test_in_production_the_sandbox_pages_are_not_there(
 @pytest.mark.parametrize(
     "url",
     [
-        "/dashboard/balance?page=%C2%B2",  # '²': str.isdigit() is true of it, int() refuses it
-        "/dashboard/webhooks?page=" + "1" * 5000,  # int() refuses over 4,300 digits
+        "/dashboard/balance?startingAfter=%C2%B2",  # '²': str.isdigit() is true, int() refuses
+        "/dashboard/balance?startingAfter=" + "1" * 5000,  # int() refuses over 4,300 digits
+        "/dashboard/webhooks?startingAfter=" + "1" * 5000,  # no delivery's id: the newest page
         "/dashboard/payouts?done=recovered&count=%C2%B2",
         f"{SANDBOX}?startingAfter=%C2%B2",
     ],

@@ -17,6 +17,7 @@ from api_service.dashboard.timeline import UNSETTLED_DELIVERIES
 from api_service.envelope import success_body
 from api_service.errors import SandboxDisabled, ValidationFailed
 from api_service.idempotency import Idempotency
+from api_service.pagination import STARTING_AFTER
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks.service import RECOVERABLE_STATUSES, recover_deliveries
 from contracts.db.engine import naive_utc, utcnow
@@ -39,17 +40,26 @@ def _status(request: Request) -> DeliveryStatus | None:
 
 
 async def _deliveries(page: MerchantPage) -> dict[str, Any]:
-    """The deliveries of the page's status tab and page number, as the page shows them and its
-    live part refreshes them (while one of them is still being attempted)."""
+    """The deliveries of the page's status tab, newest first or older than its cursor (a
+    delivery id), as the page shows them and its live part refreshes them (while one of them is
+    still being attempted). By cursor, as the payouts page: a page number skipped every delivery
+    before its page with an OFFSET (scale review). A cursor that names no delivery of the
+    merchant's (an odd link): the newest page."""
     status = _status(page.request)
-    number = page.page_number
-    listing = (await page.api.deliveries(status=status, page=number, limit=PAGE_SIZE)).data
-    shown = {"status": status.value} if status else {}
-    query = urlencode({**shown, "page": number})
+    tab = {"status": status.value} if status else {}
+    after = page.request.query_params.get(STARTING_AFTER) or None
+    answer = await page.api.deliveries(status=status, starting_after=after, limit=PAGE_SIZE)
+    if not answer.ok and after is not None:
+        after = None
+        answer = await page.api.deliveries(status=status, limit=PAGE_SIZE)
+    listing = answer.data
+    query = urlencode({**tab, STARTING_AFTER: after} if after else tab)
+    older = listing["pagination"]["nextCursor"]
     return {
         "status": status.value if status else "",
         "deliveries": listing["deliveries"],
-        "pagination": listing["pagination"],
+        "older_link": f"{WEBHOOKS}?{urlencode({**tab, STARTING_AFTER: older})}" if older else None,
+        "newest_link": f"{WEBHOOKS}?{urlencode(tab)}" if after else None,
         "live": any(row["status"] in UNSETTLED_DELIVERIES for row in listing["deliveries"]),
         "live_url": f"{WEBHOOKS}/deliveries?{query}",
         "return_to": f"{WEBHOOKS}?{query}",
