@@ -161,9 +161,13 @@ def forget_the_last_run(directory: Path) -> None:
     """Before the workers start, as prometheus_client asks: an operator's directory kept the
     files of the run before, and a container's workers come back with the same pids. A new
     worker took its namesake's file on, with the requests it had waiting, and every scrape
-    added them in for good (review of the operator's PROMETHEUS_MULTIPROC_DIR)."""
+    added them in for good (review of the operator's PROMETHEUS_MULTIPROC_DIR). This process's
+    own files stay: its imports made them, and with one worker it serves from them (deleted,
+    every counter it wrote went unseen: diff review)."""
+    own = f"_{os.getpid()}"
     for stale in directory.glob("*.db"):
-        stale.unlink(missing_ok=True)
+        if not stale.stem.endswith(own):
+            stale.unlink(missing_ok=True)
 
 
 def forget_dead_workers(directory: Path) -> None:
