@@ -9,7 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import ledger
 from contracts.clock import MerchantTime
 from contracts.db.models import Payout
-from contracts.payout_queue import expire_queued_payouts, start_queued_payouts
+from contracts.payout_queue import (
+    expire_queued_payouts,
+    overdue_expiries_end,
+    start_queued_payouts,
+)
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,15 @@ async def top_up_and_start_queued(
     commits). ledger.UnknownMerchantBalance when the merchant has no balance row.
 
     First, under the merchant's balance row (the queue's lock), the queue's expiries due by the
-    merchant's `time` apply, as the scheduler would have applied them before now. Behind the
+    merchant's `time` apply (but those due after another action the scheduler has yet to apply:
+    `overdue_expiries_end`), as the scheduler would have applied them before now. Behind the
     sandbox clock (an advance still running, the processor down) it had not, and a top-up just
     after a 73 h advance started a payout that expired at 72 h (mid-flight review)."""
     _, started_before = await expire_queued_payouts(
         session,
         merchant_id=merchant_id,
-        due_by=time.now_of(merchant_id),
+        due_by=overdue_expiries_end(time, merchant_id),
+        time=time,
         correlation_id=correlation_id,
     )
     await ledger.top_up(session, merchant_id=merchant_id, amount=amount)

@@ -228,6 +228,7 @@ async def expire_queued_payouts(
     *,
     merchant_id: str,
     due_by: datetime | ColumnElement[datetime],
+    time: MerchantTime,
     correlation_id: str | None,
 ) -> tuple[list[Payout], list[Payout]]:
     """QUEUED -> FAILED (QUEUE_EXPIRED, nothing to release: nothing was held), with their
@@ -236,7 +237,8 @@ async def expire_queued_payouts(
     together, before the money they leave starts anything), then the queue's new head may start,
     and only then do the next ones expire. So the expiry of a later payout, applied first (two
     processors each took one), expires the earlier one as its own expiry would have, and leaves
-    alone a payout that expiry would have started. (expired, started). Takes the balance row
+    alone a payout that expiry would have started. The events of each carry the sandbox time it
+    was due at, on `time`'s clocks, as the scheduler's do. (expired, started). Takes the balance row
     first (the queue's lock, see above), so the scheduler's action may run beside any top-up or
     create. Guarded by status: run again, it changes nothing."""
     await ledger.lock_balance(session, merchant_id=merchant_id)
@@ -252,15 +254,35 @@ async def expire_queued_payouts(
     due = await session.execute(_queued_of(merchant_id).add_columns(expiry).where(expiry <= due_by))
     expired: list[Payout] = []
     started: list[Payout] = []
-    for _, together in groupby(sorted(due, key=_due_at), key=_due_at):
+    for due_at, together in groupby(sorted(due, key=_due_at), key=_due_at):
         expiring = [payout for payout, _ in together if payout not in started]
         if expiring:
-            await _expire(session, expiring, correlation_id=correlation_id)
-            expired += expiring
-            started += await start_queued_payouts(
-                session, merchant_id=merchant_id, correlation_id=correlation_id
-            )
+            with time.stamping(due_at):
+                await _expire(session, expiring, correlation_id=correlation_id)
+                expired += expiring
+                started += await start_queued_payouts(
+                    session, merchant_id=merchant_id, correlation_id=correlation_id
+                )
     return expired, started
+
+
+def overdue_expiries_end(time: MerchantTime, merchant_id: str) -> ColumnElement[datetime]:
+    """Up to when a top-up expires the queue first (`expire_queued_payouts`' due_by): the
+    merchant's time now, but no later than its earliest other action the scheduler has not
+    applied (ix_scheduled_actions_merchant). Applied in due order, that action (a decision window
+    that ends) may release a hold that starts a queued payout before its expiry: expired ahead
+    of it, the payout failed for good (diff review)."""
+    now = time.now_of(merchant_id)
+    other_first = (
+        select(func.min(ScheduledAction.due_at))
+        .where(
+            ScheduledAction.merchant_id == merchant_id,
+            ScheduledAction.applied_at.is_(None),
+            ScheduledAction.action != Action.EXPIRE_QUEUE.value,
+        )
+        .scalar_subquery()
+    )
+    return func.least(now, func.coalesce(other_first, now))
 
 
 def _due_at(row: Row[Payout, datetime]) -> datetime:

@@ -269,6 +269,7 @@ async def _expire_queued(
             session,
             merchant_id=action.merchant_id,
             due_by=action.due_at,
+            time=timetable.time,
             correlation_id=correlation_id_of(action.id),
         )
     status, failure_code = (

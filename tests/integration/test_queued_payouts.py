@@ -19,7 +19,7 @@ from cli.merchants import NewMerchant
 from cli.supervisor import payouts_command
 from contracts import ledger
 from contracts.clock import SANDBOX_TIME
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import (
     Balance,
     IdempotencyKey,
@@ -33,11 +33,14 @@ from contracts.domain.money import MAX_BALANCE
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
+from contracts.messages import PayoutStatusChanged
 from contracts.payout_queue import expire_queued_payouts
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from processor_service import transitions
 from processor_service.handlers import Context, process_payout
+from processor_service.schedule import Timetable
+from processor_service.scheduler import Scheduler
 from processor_service.transitions import PayoutChange
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import (
@@ -401,7 +404,11 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     with caplog.at_level(logging.DEBUG, logger="payouts.status"):
         async with transaction(sessions) as session:
             expired, started = await expire_queued_payouts(
-                session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
+                session,
+                merchant_id=merchant.merchant_id,
+                due_by=utcnow(),
+                time=SANDBOX_TIME,
+                correlation_id=None,
             )
     assert ([p.id for p in expired], [p.id for p in started]) == ([old["id"]], [behind["id"]])
     # Logged as the processor's changes are, once committed: the queue's moves said nothing.
@@ -420,7 +427,11 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     # At-least-once: the action run again (a processor killed before its commit) changes nothing.
     async with transaction(sessions) as session:
         again = await expire_queued_payouts(
-            session, merchant_id=merchant.merchant_id, due_by=utcnow(), correlation_id=None
+            session,
+            merchant_id=merchant.merchant_id,
+            due_by=utcnow(),
+            time=SANDBOX_TIME,
+            correlation_id=None,
         )
     assert again == ([], [])
     assert await event_types(sessions, old["id"]) == ("payout.queued", "payout.failed")
@@ -465,6 +476,81 @@ async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_
     await assert_reconciled(sessions)
 
 
+async def test_a_top_ups_expiry_carries_the_sandbox_time_it_was_due_at(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """As the scheduler's expiry does: its `payout.failed` had no sandboxTime (diff review)."""
+    merchant = await make_merchant(balance="0.00")
+    old = await create(api_client, merchant, "100.00")
+    async with transaction(sessions) as session:
+        session.add(
+            SandboxClock(
+                merchant_id=merchant.merchant_id,
+                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
+                updated_at=utcnow(),
+            )
+        )
+    async with sessions() as session:
+        due_at = await session.scalar(
+            select(ScheduledAction.due_at).where(ScheduledAction.payout_id == old["id"])
+        )
+
+    response = await top_up(api_client, merchant, "10.00")
+
+    assert response.status_code == 200, response.text
+    async with sessions() as session:
+        (failed,) = await session.scalars(
+            select(PayoutEvent).where(
+                PayoutEvent.payout_id == old["id"], PayoutEvent.type == "payout.failed"
+            )
+        )
+    stamped = PayoutStatusChanged.model_validate_json(failed.body).sandbox_time
+    assert due_at is not None and stamped is not None
+    assert naive_utc(stamped) == due_at.replace(microsecond=due_at.microsecond // 1000 * 1000)
+
+
+async def test_a_top_up_expires_no_queued_payout_an_earlier_due_action_would_start(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """In due order, an IN_REVIEW payout's decision window ending at +24 h releases its hold,
+    which starts the queued payout 48 h before its own expiry (+72 h). A top-up on a +73 h
+    clock, the scheduler behind, expired the queued payout first: failed for good (diff
+    review). It leaves it to the scheduler, which starts it."""
+    merchant = await make_merchant(balance="100.00")
+    in_review = await create(api_client, merchant, "100.00")
+    queued = await create(api_client, merchant, "100.00")
+    now = utcnow()
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, in_review["id"])
+        payout.status = PayoutStatus.IN_REVIEW.value
+        session.add(
+            ScheduledAction(
+                merchant_id=merchant.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                action=Action.EXPIRE_DECISION.value,
+                expected_status=PayoutStatus.IN_REVIEW.value,
+                due_at=now + timedelta(hours=24),
+                created_at=now,
+            )
+        )
+        session.add(
+            SandboxClock(
+                merchant_id=merchant.merchant_id,
+                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
+                updated_at=now,
+            )
+        )
+
+    response = await top_up(api_client, merchant, "1.00")
+    assert response.status_code == 200, response.text
+    assert await statuses(sessions, queued["id"]) == ["QUEUED"]
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+
+    assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "PENDING"]
+    await assert_reconciled(sessions)
+
+
 async def test_a_later_expiry_applied_first_expires_in_due_order(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -489,6 +575,7 @@ async def test_a_later_expiry_applied_first_expires_in_due_order(
             session,
             merchant_id=merchant.merchant_id,
             due_by=now - timedelta(minutes=1),
+            time=SANDBOX_TIME,
             correlation_id=None,
         )
 

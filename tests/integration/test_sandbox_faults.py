@@ -11,6 +11,7 @@ import httpx
 from sqlalchemy import func, insert, select, update
 
 from cli.merchants import NewMerchant
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     ApiRequestRecord,
@@ -783,6 +784,7 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
             session,
             merchant_id=merchant.merchant_id,
             due_by=utcnow() + timedelta(hours=73),
+            time=SANDBOX_TIME,
             correlation_id=None,
         )
     assert sorted(payout.id for payout in expired) == sorted(queued)
