@@ -268,8 +268,8 @@ class ReadinessView(BaseModel):
     since: TimestampText | None = Field(
         description=(
             "When this readiness run started (`POST /sandbox/readiness/restart`): the report "
-            "counts the payouts you created, the webhooks made and attempted, and the API calls "
-            "you started since then; null: everything you ever did here. Or later: see "
+            "counts the payouts you created, the webhooks made (with their attempts), and the "
+            "API calls you started since then; null: everything you ever did here. Or later: see "
             "`limitedToLatestPayouts`"
         )
     )

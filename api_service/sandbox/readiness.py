@@ -409,19 +409,22 @@ async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str,
 
 async def _judged_since(session: AsyncSession, merchant_id: str) -> tuple[datetime | None, bool]:
     """Where the report starts: where the readiness run did (its latest restart; None: at the
-    beginning), or later, at the run's LATEST_PAYOUTS_JUDGED-th newest payout (True), read
-    through ix_payouts_merchant_created."""
+    beginning), or later, at the run's LATEST_PAYOUTS_JUDGED-th newest payout when it holds more
+    (True), read through ix_payouts_merchant_created."""
     run_since = await session.scalar(
         select(Merchant.readiness_since).where(Merchant.id == merchant_id)
     )
-    oldest_judged = await session.scalar(
-        select(Payout.created_at)
-        .where(Payout.merchant_id == merchant_id, _from(Payout.created_at, run_since))
-        .order_by(Payout.created_at.desc())
-        .offset(LATEST_PAYOUTS_JUDGED - 1)
-        .limit(1)
+    # The oldest judged, and one more if the run holds more (exactly as many: judged whole).
+    oldest_judged = list(
+        await session.scalars(
+            select(Payout.created_at)
+            .where(Payout.merchant_id == merchant_id, _from(Payout.created_at, run_since))
+            .order_by(Payout.created_at.desc())
+            .offset(LATEST_PAYOUTS_JUDGED - 1)
+            .limit(2)
+        )
     )
-    return (run_since, False) if oldest_judged is None else (oldest_judged, True)
+    return (oldest_judged[0], True) if len(oldest_judged) == 2 else (run_since, False)
 
 
 def _from(column: SQLColumnExpression[datetime], since: datetime | None) -> ColumnElement[bool]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.sandbox import readiness
@@ -273,9 +273,15 @@ async def test_a_long_run_is_judged_on_its_latest_payouts(
     assert duplicates["evidence"] == "all 12 duplicate deliveries answered right"
 
 
-async def test_a_run_shorter_than_the_limit_is_judged_whole(
-    sessions: SessionFactory, merchants_with_history: list[NewMerchant]
+@pytest.mark.parametrize("limit", [PAYOUTS_EACH, PAYOUTS_EACH + 1], ids=["as long", "shorter"])
+async def test_a_run_no_longer_than_the_limit_is_judged_whole(
+    sessions: SessionFactory,
+    merchants_with_history: list[NewMerchant],
+    monkeypatch: pytest.MonkeyPatch,
+    limit: int,
 ) -> None:
+    """A run of exactly as many payouts was cut at its oldest one (diff review)."""
+    monkeypatch.setattr(readiness, "LATEST_PAYOUTS_JUDGED", limit)
     async with sessions() as session:
         report = await readiness_report(session, merchants_with_history[0].merchant_id)
 
@@ -296,3 +302,40 @@ async def test_the_dashboard_says_a_long_run_is_judged_on_its_latest_payouts(
 
     assert page.status_code == 200
     assert "Counting your latest 20 payouts and what you did since the oldest of them" in page.text
+
+
+async def test_after_a_restart_an_earlier_webhooks_attempts_do_not_count(
+    sessions: SessionFactory, merchants_with_history: list[NewMerchant]
+) -> None:
+    """As the README says: the run counts the webhooks made since its start, with their
+    attempts; a resend or retry of an earlier one is not counted (the report reads the run's
+    deliveries by ix_deliveries_merchant_created_status, not every delivery of the merchant's)."""
+    merchant_id = merchants_with_history[0].merchant_id
+    since = START + timedelta(minutes=PAYOUTS_EACH // 2)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.id == merchant_id).values(readiness_since=since)
+        )
+        earlier = await session.scalar(
+            select(WebhookDelivery.id).where(
+                WebhookDelivery.merchant_id == merchant_id, WebhookDelivery.created_at < since
+            )
+        )
+        session.add(
+            WebhookAttempt(
+                delivery_id=earlier,
+                attempt_number=2,
+                url="http://receiver.test/hook",
+                status_code=200,
+                latency_ms=20,
+                chaos=ChaosKind.DUPLICATE.value,
+                created_at=since + timedelta(minutes=5),
+            )
+        )
+
+    async with sessions() as session:
+        report = await readiness_report(session, merchant_id)
+
+    # Payouts 30 to 59: every fifth one's three webhooks sent as duplicates.
+    (duplicates,) = [item for item in report["items"] if item["id"] == "duplicates_accepted"]
+    assert duplicates["evidence"] == "all 18 duplicate deliveries answered right"
