@@ -112,7 +112,7 @@ async def _start(
     # had its `payout.dequeued` delivered before its `payout.queued`, still in the single
     # payouts' backlog (lanes review).
     await _move_queued(session, payouts, status=PayoutStatus.PENDING.value, updated_at=now)
-    await _retire_expiries(session, [payout.id for payout in payouts])
+    await _retire_expiries(session, payouts, Result.SKIPPED, PayoutStatus.PENDING)
     announcements = Announcements(correlation_id)
     for payout in payouts:
         set_committed_value(payout, "status", PayoutStatus.PENDING.value)
@@ -140,14 +140,18 @@ async def _start(
         )
 
 
-async def _retire_expiries(session: AsyncSession, payout_ids: list[str]) -> None:
-    """The started payouts' expiries will not apply: SKIPPED now, not when they come due (the
-    clock listed them, and an advance past them waited while the scheduler skipped them one by
-    one). One a scheduler holds right now is left to it: it finds the payout started."""
+async def _retire_expiries(
+    session: AsyncSession, payouts: list[Payout], result: Result, status_after: PayoutStatus
+) -> None:
+    """The expiries of payouts the queue started (SKIPPED) or expired (APPLIED) are done with
+    now, not when the scheduler gets to them (the clock listed them as due, and an advance past
+    them waited while the scheduler skipped them one by one). One a scheduler holds right now is
+    left to it: it finds the payout started, or expired."""
     free = await session.scalars(
         select(ScheduledAction.id)
         .where(
-            ScheduledAction.payout_id.in_(payout_ids),  # ix_scheduled_actions_payout
+            ScheduledAction.payout_id.in_([payout.id for payout in payouts]),
+            # ix_scheduled_actions_payout
             ScheduledAction.action == Action.EXPIRE_QUEUE.value,
             ScheduledAction.applied_at.is_(None),
         )
@@ -158,11 +162,7 @@ async def _retire_expiries(session: AsyncSession, payout_ids: list[str]) -> None
         await session.execute(
             update(ScheduledAction)
             .where(ScheduledAction.id.in_(ids))
-            .values(
-                applied_at=utcnow(),
-                result=Result.SKIPPED.value,
-                status_after=PayoutStatus.PENDING.value,
-            )
+            .values(applied_at=utcnow(), result=result.value, status_after=status_after.value)
         )
 
 
@@ -301,6 +301,7 @@ async def _expire(
         "updated_at": now,
     }
     await _move_queued(session, payouts, **changes)
+    await _retire_expiries(session, payouts, Result.APPLIED, PayoutStatus.FAILED)
     announcements = Announcements(correlation_id)
     for payout in payouts:
         for name, value in changes.items():

@@ -469,6 +469,11 @@ async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_
     assert await statuses(sessions, old["id"], behind["id"]) == ["FAILED", "PENDING"]
     async with sessions() as session:
         assert (await session.get_one(Payout, old["id"])).failure_code == "QUEUE_EXPIRED"
+        # Done with: the clock lists it no more, as a started payout's expiry (diff review).
+        expiry = await session.scalar(
+            select(ScheduledAction).where(ScheduledAction.payout_id == old["id"])
+        )
+        assert expiry is not None and (expiry.result, expiry.status_after) == ("APPLIED", "FAILED")
     assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
         Decimal("60.00"),
         Decimal("40.00"),
