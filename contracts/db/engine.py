@@ -1,5 +1,6 @@
 """Engine and session factory; one engine per process, created at start-up."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,6 +15,19 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+# Warnings the server gives by design, which asyncmy logs like any other (WARNING): an INSERT
+# IGNORE of a key taken already (an idempotency claim found the key of an earlier run) printed
+# "Duplicate entry '…' for key 'PRIMARY'" to an operator's terminal (replicas review), and
+# alembic's primary key name, which MariaDB ignores.
+EXPECTED_SERVER_WARNINGS = ("Duplicate entry ", "Name 'alembic_version_pkc' ignored")
+
+
+def _unexpected(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(EXPECTED_SERVER_WARNINGS)
+
+
+logging.getLogger("asyncmy").addFilter(_unexpected)
 # The consumers' and the relay's `timeout_seconds`: longer than any statement of theirs may wait
 # for a row lock (the server's default lock wait, 50 s).
 WORKER_DATABASE_TIMEOUT_SECONDS = 120.0
