@@ -266,25 +266,6 @@ async def expire_queued_payouts(
     return expired, started
 
 
-def overdue_expiries_end(time: MerchantTime, merchant_id: str) -> ColumnElement[datetime]:
-    """Up to when a top-up expires the queue first (`expire_queued_payouts`' due_by): the
-    merchant's time now, but no later than its earliest other action the scheduler has not
-    applied (ix_scheduled_actions_merchant). Applied in due order, that action (a decision window
-    that ends) may release a hold that starts a queued payout before its expiry: expired ahead
-    of it, the payout failed for good (diff review)."""
-    now = time.now_of(merchant_id)
-    other_first = (
-        select(func.min(ScheduledAction.due_at))
-        .where(
-            ScheduledAction.merchant_id == merchant_id,
-            ScheduledAction.applied_at.is_(None),
-            ScheduledAction.action != Action.EXPIRE_QUEUE.value,
-        )
-        .scalar_subquery()
-    )
-    return func.least(now, func.coalesce(other_first, now))
-
-
 def _due_at(row: Row[Payout, datetime]) -> datetime:
     return row[1]
 

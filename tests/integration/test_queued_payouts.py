@@ -516,16 +516,17 @@ async def test_a_top_ups_expiry_carries_the_sandbox_time_it_was_due_at(
     assert naive_utc(stamped) == due_at.replace(microsecond=due_at.microsecond // 1000 * 1000)
 
 
-async def test_a_top_up_expires_no_queued_payout_an_earlier_due_action_would_start(
+async def test_a_top_up_expires_the_overdue_queue_before_the_other_steps_due(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
-    """In due order, an IN_REVIEW payout's decision window ending at +24 h releases its hold,
-    which starts the queued payout 48 h before its own expiry (+72 h). A top-up on a +73 h
-    clock, the scheduler behind, expired the queued payout first: failed for good (diff
-    review). It leaves it to the scheduler, which starts it."""
+    """An IN_REVIEW payout's decision window ended at +24 h (releasing 10.00: the queued 200.00
+    still short), the queued payout's 72 h at +72 h; a top-up of 150.00 on a +73 h clock, the
+    scheduler behind. Stopping its expiries at the window's end, the top-up started the payout
+    whose 72 h had run out (diff review): it expires it, and the scheduler then fails the
+    reviewed one."""
     merchant = await make_merchant(balance="100.00")
-    in_review = await create(api_client, merchant, "100.00")
-    queued = await create(api_client, merchant, "100.00")
+    in_review = await create(api_client, merchant, "10.00")
+    queued = await create(api_client, merchant, "200.00")
     now = utcnow()
     async with transaction(sessions) as session:
         payout = await session.get_one(Payout, in_review["id"])
@@ -549,12 +550,12 @@ async def test_a_top_up_expires_no_queued_payout_an_earlier_due_action_would_sta
             )
         )
 
-    response = await top_up(api_client, merchant, "1.00")
+    response = await top_up(api_client, merchant, "150.00")
     assert response.status_code == 200, response.text
-    assert await statuses(sessions, queued["id"]) == ["QUEUED"]
+    assert response.json()["data"]["startedPayouts"] == []
     await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
 
-    assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "PENDING"]
+    assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "FAILED"]
     await assert_reconciled(sessions)
 
 
