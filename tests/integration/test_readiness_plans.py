@@ -85,6 +85,10 @@ def history(merchant_id: str) -> dict[type[Any], list[dict[str, Any]]]:
                 "account_title": "A",
                 "status": status.value,
                 "failure_code": "ACCOUNT_INVALID" if status is PayoutStatus.FAILED else None,
+                # Pending at the PSP (an IPN's wait, 0004), as its events say: PENDING without
+                # a reference is a stalled payout, which the stalled sweep of a module run after
+                # this one on the same database took up, and choked on its made-up event bodies.
+                "psp_reference": f"psp-{payout_id}" if status is PayoutStatus.PENDING else None,
                 "hold_cycle": cycle,
                 "created_at": at,
                 "updated_at": at,
