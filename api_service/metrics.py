@@ -7,6 +7,7 @@ undercounted, and went down from one scrape to the next (to Prometheus, a counte
 import hmac
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -140,12 +141,32 @@ class MetricsMiddleware:
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client when it is imported
 
 
+# Set by `start_over_with_an_empty_directory` for the process image it starts.
+EMPTIED = "PAYOUTS_METRICS_DIRECTORY_EMPTIED"
+
+
+def start_over_with_an_empty_directory() -> None:
+    """With an operator's PROMETHEUS_MULTIPROC_DIR, before the server starts: its files deleted,
+    as prometheus_client asks, and this process started again (exec: the same pid), whose
+    imports make its files anew. The directory kept the last run's files, and a container's
+    processes come back with the same pids (tini is pid 1): a worker, or with one worker this
+    process itself, took its namesake's file on, with its counts and the requests it had
+    waiting (review of the operator's directory). Deleting only the others' files, this
+    process's stayed; deleting its own too, it counted into files no scrape read (diff
+    reviews): its values were read from them as its imports made its metrics."""
+    directory = os.environ.get(MULTIPROCESS_DIR)
+    if directory is None or os.environ.pop(EMPTIED, None) is not None:
+        return
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.execve(sys.executable, sys.orig_argv, {**os.environ, EMPTIED: "1"})
+
+
 @contextmanager
 def shared_by_the_workers(workers: int) -> Iterator[None]:
     """Around the server: with several workers, a directory where each keeps its metrics, set
-    in the environment the workers start with (an operator's own, if set, is kept and emptied)."""
-    if MULTIPROCESS_DIR in os.environ:
-        forget_the_last_run(Path(os.environ[MULTIPROCESS_DIR]))
+    in the environment the workers start with (an operator's own, if set, is kept: see
+    `start_over_with_an_empty_directory`)."""
     if workers == 1 or MULTIPROCESS_DIR in os.environ:
         yield
         return
@@ -155,19 +176,6 @@ def shared_by_the_workers(workers: int) -> Iterator[None]:
             yield
         finally:
             del os.environ[MULTIPROCESS_DIR]
-
-
-def forget_the_last_run(directory: Path) -> None:
-    """Before the workers start, as prometheus_client asks: an operator's directory kept the
-    files of the run before, and a container's workers come back with the same pids. A new
-    worker took its namesake's file on, with the requests it had waiting, and every scrape
-    added them in for good (review of the operator's PROMETHEUS_MULTIPROC_DIR). This process's
-    own files stay: its imports made them, and with one worker it serves from them (deleted,
-    every counter it wrote went unseen: diff review)."""
-    own = f"_{os.getpid()}"
-    for stale in directory.glob("*.db"):
-        if not stale.stem.endswith(own):
-            stale.unlink(missing_ok=True)
 
 
 def forget_dead_workers(directory: Path) -> None:

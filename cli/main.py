@@ -339,10 +339,11 @@ def api(
     ] = None,
 ) -> None:
     """Serve the REST API with uvicorn."""
-    from api_service.metrics import shared_by_the_workers
+    from api_service.metrics import shared_by_the_workers, start_over_with_an_empty_directory
 
     settings = get_settings()
     services.refuse_to_start_unsafe("api", settings.require_safe_for_production)
+    start_over_with_an_empty_directory()
     services.configure_logging(settings)
     workers = settings.api_workers if workers is None else workers
     options: dict[str, Any] = {

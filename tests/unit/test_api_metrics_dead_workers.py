@@ -8,9 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from api_service.metrics import MULTIPROCESS_DIR, forget_dead_workers, shared_by_the_workers
+from api_service.metrics import MULTIPROCESS_DIR, forget_dead_workers
 
 A_WORKER = (
     "from prometheus_client import Gauge; "
@@ -31,39 +29,27 @@ def test_a_dead_workers_live_gauges_are_forgotten_a_live_ones_kept(tmp_path: Pat
     assert alive.exists()
 
 
-def test_an_operators_directory_is_emptied_before_the_workers_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path)}
-    subprocess.run([sys.executable, "-c", A_WORKER], env=env, check=True, timeout=60)
-    [last_runs] = tmp_path.glob("gauge_livesum_*.db")
-    # The pid of a worker this run starts next (a container's pids come back), alive.
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as worker:
-        last_runs.rename(tmp_path / f"gauge_livesum_{worker.pid}.db")
-        monkeypatch.setenv(MULTIPROCESS_DIR, str(tmp_path))
-
-        with shared_by_the_workers(2):
-            assert list(tmp_path.glob("*.db")) == []
-            assert os.environ[MULTIPROCESS_DIR] == str(tmp_path)
-        worker.kill()
-
-
-# What `payouts api` does with one worker: it imports the metrics (which makes its files), empties
-# the directory and serves in this same process.
-ONE_WORKER_API = """
-from api_service.metrics import REQUESTS, _exposition, shared_by_the_workers
-with shared_by_the_workers(1):
-    REQUESTS.labels("GET", "/api/v1/payouts", "200").inc()
-    print(_exposition().decode())
+# `payouts api` with an operator's directory: its files of the last run (this pid's: tini gives the
+# API the same pid at each start), then the start over, the server counting and a scrape.
+STARTING_OVER = """
+import os
+from api_service.metrics import EMPTIED, REQUESTS, _exposition, start_over_with_an_empty_directory
+if EMPTIED not in os.environ:
+    REQUESTS.labels("GET", "/last-run", "200").inc(5)
+start_over_with_an_empty_directory()
+REQUESTS.labels("GET", "/api/v1/payouts", "200").inc()
+print(_exposition().decode())
 """
 
 
-def test_one_workers_counters_are_scraped_from_an_operators_directory(tmp_path: Path) -> None:
-    """Emptied whole, the directory lost the files this process had made as it imported the
-    metrics, and it went on counting into them, deleted: /metrics was empty (diff review)."""
+def test_the_api_starts_over_with_none_of_the_last_runs_counts(tmp_path: Path) -> None:
+    """The last run's files stayed in an operator's directory, and a process with the pid of
+    one (a worker, or with one worker the API itself) took its counts and its waiting requests
+    on: kept as its own, this process's files carried the last run's 5 (diff reviews)."""
+    (tmp_path / "gauge_livesum_1.db").write_bytes(b"")  # another process's, of the last run
     env = {**os.environ, MULTIPROCESS_DIR: str(tmp_path)}
     scrape = subprocess.run(
-        [sys.executable, "-c", ONE_WORKER_API],
+        [sys.executable, "-c", STARTING_OVER],
         env=env,
         check=True,
         timeout=60,
@@ -71,6 +57,8 @@ def test_one_workers_counters_are_scraped_from_an_operators_directory(tmp_path: 
         text=True,
     ).stdout
 
+    assert 'route="/last-run"' not in scrape, scrape
     assert 'payouts_api_requests_total{method="GET",route="/api/v1/payouts",status="200"} 1.0' in (
         scrape
     ), scrape
+    assert not (tmp_path / "gauge_livesum_1.db").exists()
