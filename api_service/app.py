@@ -240,12 +240,19 @@ def _document_operation(operation: dict[str, Any], *, probe: bool) -> None:
     for parameter in operation.get("parameters", []):
         if parameter["name"] == IDEMPOTENCY_HEADER and parameter["in"] == "header":
             parameter["required"] = True
-            parameter["schema"] = {"type": "string", "format": "uuid"}
+            # Not `format: uuid`: a client generated from it typed the key as a UUID object, which
+            # it put in the header as such (refused), and a validating client refused the other
+            # written forms the API takes (in braces, urn:uuid:, 32 digits: clients review).
+            parameter["schema"] = IDEMPOTENCY_KEY_SCHEMA
             keyed = True
     for status, response in responses.items():
         # Copied: a response may share its headers with others (errors._HEADERS_BY_STATUS).
         response["headers"] = {**response.get("headers", {}), **_answer_headers(status, keyed)}
     operation["responses"] = dict(sorted(responses.items()))
+
+
+# The shortest written form of a UUID the API takes (32 digits) to the longest (urn:uuid:...).
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "minLength": 32, "maxLength": 45}
 
 
 def _answer_headers(status: str, keyed: bool) -> dict[str, Any]:

@@ -28,10 +28,17 @@ class SuccessEnvelope(BaseModel, Generic[DataT]):
     )
 
 
+class ErrorDetail(BaseModel):
+    """What is wrong with one field of the request (dotted for a nested one)."""
+
+    field: str
+    message: str
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str
-    details: list[dict[str, Any]] | None = None
+    details: list[ErrorDetail] | None = None
     requestId: str
     timestamp: TimestampText
 

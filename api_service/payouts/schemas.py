@@ -3,7 +3,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from api_service.envelope import SuccessEnvelope
+from api_service.envelope import ErrorDetail, SuccessEnvelope
 from api_service.pagination import Pagination
 from api_service.schemas import (
     AccountNumberIn,
@@ -92,11 +92,13 @@ class PayoutList(BaseModel):
 
 class PayoutBatchItem(BaseModel):
     index: int
-    merchantReference: Any
+    merchantReference: str | None = Field(
+        description="The item's merchantReference (null: none sent, or one that is no text)"
+    )
     status: Literal["created", "duplicate", "invalid"]  # created: the payout's status may be QUEUED
     payout: PayoutView | None = None
     payoutId: str | None = None
-    errors: list[dict[str, str]] | None = None
+    errors: list[ErrorDetail] | None = None
 
 
 class PayoutBatchSummary(BaseModel):

@@ -43,13 +43,13 @@ _HEADERS = [
         SIGNATURE_HEADER,
         "Standard Webhooks: `v1,<base64 HMAC-SHA256>` of `id.timestamp.body` with your `whsec_` "
         "secret; during a rotation's grace two space-separated entries, the current secret's "
-        "first",
+        "first (read at most 2 s old: just after a rotation, the secrets from before it)",
         _TEXT,
     ),
     _header(
         LEGACY_SIGNATURE_HEADER,
         "The original mock's: hex HMAC-SHA256 of the body keyed with the whole `whsec_...` "
-        "string (the current secret only)",
+        "string (the current secret only, read at most 2 s old)",
         _TEXT,
     ),
     _header(

@@ -276,7 +276,9 @@ async def put_endpoint(
     description="The API shows the secret in this answer only (the dashboard's Webhooks page, "
     "signed in, can reveal the current one). One previous secret is kept: a second rotation "
     "within the grace period retires the first secret at once (retry a rotation with its own "
-    "X-IDEMPOTENCY-KEY to get the same secret back).",
+    "X-IDEMPOTENCY-KEY to get the same secret back). The webhook service reads your endpoint "
+    "and secrets at most 2 s old: for up to 2 s after a rotation an attempt may still be "
+    "signed with the secrets from before it alone.",
     openapi_extra=optional_body(RotateSecretRequest),
 )
 async def rotate_secret(

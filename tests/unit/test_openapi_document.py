@@ -42,7 +42,7 @@ def error_schema(operation: dict[str, Any], status: str) -> Any:
     return operation["responses"][status]["content"]["application/json"]["schema"]
 
 
-def test_the_idempotency_key_is_a_required_uuid_header_on_every_operation_that_reads_it() -> None:
+def test_the_idempotency_key_is_a_required_text_header_on_every_operation_that_reads_it() -> None:
     declared = [
         (method, path, parameter)
         for method, path, operation in operations()
@@ -56,7 +56,7 @@ def test_the_idempotency_key_is_a_required_uuid_header_on_every_operation_that_r
     for method, path, parameter in declared:
         assert parameter["in"] == "header"
         assert parameter["required"] is True, (method, path)
-        assert parameter["schema"] == {"type": "string", "format": "uuid"}
+        assert parameter["schema"] == {"type": "string", "minLength": 32, "maxLength": 45}
         assert "MISSING_IDEMPOTENCY_KEY" in parameter["description"]
         assert (
             "MISSING_IDEMPOTENCY_KEY"
@@ -346,3 +346,16 @@ def test_the_webhook_is_documented_with_every_header_it_is_sent_with_and_its_bod
     assert all(p["in"] == "header" and p["required"] for p in operation["parameters"])
     [body] = operation["requestBody"]["content"].values()
     assert body["schema"]["$ref"].split("/")[-1] in document()["components"]["schemas"]
+
+
+def test_an_errors_details_and_a_batch_items_reference_are_typed() -> None:
+    """A generated client had `field` and `message` of every detail as untyped extras, and a
+    batch item's merchantReference as `unknown` (clients review)."""
+    schemas = document()["components"]["schemas"]
+    detail = schemas["ErrorDetail"]
+    assert detail["required"] == ["field", "message"]
+    assert schemas["ErrorBody"]["properties"]["details"]["anyOf"][0]["items"] == {
+        "$ref": "#/components/schemas/ErrorDetail"
+    }
+    reference = schemas["PayoutBatchItem"]["properties"]["merchantReference"]
+    assert [kind.get("type") for kind in reference["anyOf"]] == ["string", "null"]
