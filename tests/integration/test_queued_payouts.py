@@ -440,6 +440,15 @@ async def test_a_queued_payout_expires_and_the_new_head_may_start(
     await assert_reconciled(sessions)
 
 
+def clock_past_the_expiry(merchant: NewMerchant) -> SandboxClock:
+    """The merchant's sandbox clock an hour past a queued payout's expiry (an advance of 73 h),
+    with no scheduled step applied (the scheduler behind it)."""
+    offset = int((EXPIRY + timedelta(hours=1)).total_seconds())
+    return SandboxClock(
+        merchant_id=merchant.merchant_id, offset_seconds=offset, updated_at=utcnow()
+    )
+
+
 async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_starts_nothing(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -450,13 +459,7 @@ async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_
     old = await create(api_client, merchant, "100.00")
     behind = await create(api_client, merchant, "40.00")
     async with transaction(sessions) as session:
-        session.add(
-            SandboxClock(
-                merchant_id=merchant.merchant_id,
-                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
-                updated_at=utcnow(),
-            )
-        )
+        session.add(clock_past_the_expiry(merchant))
         # The one behind was queued later: its expiry is not due yet.
         await session.execute(
             update(ScheduledAction)
@@ -490,13 +493,7 @@ async def test_a_top_ups_expiry_carries_the_sandbox_time_it_was_due_at(
     merchant = await make_merchant(balance="0.00")
     old = await create(api_client, merchant, "100.00")
     async with transaction(sessions) as session:
-        session.add(
-            SandboxClock(
-                merchant_id=merchant.merchant_id,
-                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
-                updated_at=utcnow(),
-            )
-        )
+        session.add(clock_past_the_expiry(merchant))
     async with sessions() as session:
         due_at = await session.scalar(
             select(ScheduledAction.due_at).where(ScheduledAction.payout_id == old["id"])
@@ -542,13 +539,7 @@ async def test_a_top_up_expires_the_overdue_queue_before_the_other_steps_due(
                 created_at=now,
             )
         )
-        session.add(
-            SandboxClock(
-                merchant_id=merchant.merchant_id,
-                offset_seconds=int((EXPIRY + timedelta(hours=1)).total_seconds()),
-                updated_at=now,
-            )
-        )
+        session.add(clock_past_the_expiry(merchant))
 
     response = await top_up(api_client, merchant, "150.00")
     assert response.status_code == 200, response.text
