@@ -91,13 +91,13 @@ def create_processor(settings: Settings) -> FastStream:
             lambda session, context: handlers.apply_psp_outcome(session, command, context),
         )
 
-    # Touched once the consumers are subscribed (after_startup), never while the start waits for
-    # the migrations, nor while the broker or the database is down.
     async def declare_topology() -> None:
         await declare_topology_at(
             settings.amqp_url, webhook_retry_tiers=len(settings.webhook_retry_ladder)
         )
 
+    # Touched once the consumers are subscribed (after_startup), never while the start waits for
+    # the migrations, nor while the broker or the database is down.
     beating = BeatWhileWorking(
         Heartbeat.at(settings.heartbeat_file),
         lambda: consumer_works(broker, sessions, declare_topology),

@@ -375,8 +375,8 @@ def summary(items: Sequence[Item]) -> dict[str, Any]:
 
 async def readiness_report(session: AsyncSession, merchant_id: str) -> dict[str, Any]:
     """The report of what the merchant did since its readiness run started (its latest
-    restart: payouts created, webhooks made and attempted, API calls started since; or all), or
-    since its latest LATEST_PAYOUTS_JUDGED payouts' oldest, if later."""
+    restart: payouts created, webhooks made with their attempts, API calls started since; or
+    all), or since its latest LATEST_PAYOUTS_JUDGED payouts' oldest, if later."""
     since, cut_short = await _judged_since(session, merchant_id)
     counts = await _scenario_counts(session, merchant_id, since)
     items = [

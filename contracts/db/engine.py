@@ -35,6 +35,7 @@ def _unexpected(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("asyncmy").addFilter(_unexpected)
+
 # The consumers' and the relay's `timeout_seconds`: longer than any statement of theirs may wait
 # for a row lock (the server's default lock wait, 50 s).
 WORKER_DATABASE_TIMEOUT_SECONDS = 120.0
