@@ -5,7 +5,7 @@ Accounts: per merchant `AVAILABLE` and `HELD`; one shared `PSP_SETTLEMENT` (the 
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -313,6 +313,17 @@ async def lock_balance(session: AsyncSession, *, merchant_id: str) -> Decimal:
     if available is None:
         raise UnknownMerchantBalance(merchant_id)
     return Decimal(available)
+
+
+async def lock_balances(session: AsyncSession, merchant_ids: Collection[str]) -> None:
+    """The merchants' balance rows locked until the transaction ends, in merchant id order (as
+    `post_many` moves them: taken first, they are still taken in one order)."""
+    await session.execute(
+        select(Balance.merchant_id)
+        .where(Balance.merchant_id.in_(sorted(merchant_ids)))
+        .order_by(Balance.merchant_id)
+        .with_for_update()
+    )
 
 
 async def top_up(session: AsyncSession, *, merchant_id: str, amount: Decimal) -> None:

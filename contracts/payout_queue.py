@@ -13,8 +13,10 @@ holds that row, taken before any queued payout row:
 
     balance row (the money move's UPDATE, or `ledger.lock_balance`)  ->  queued payout rows
 
-- A top-up, a released hold (FAILED) and a reversal lock the balance row by their own posting,
-  then call `start_queued_payouts`, which updates queued rows (by primary key).
+- A top-up, a released hold (FAILED) and a reversal lock the balance row (`ledger.lock_balance`,
+  the processor's batch `ledger.lock_balances`), apply the queue's overdue expiries
+  (`expire_overdue_queue`), post, then call `start_queued_payouts`, which updates queued rows
+  (by primary key).
 - The expiry (a scheduled action of the processor) takes the balance row first (`lock_balance`),
   then updates the queued rows due to expire.
 - A create locks only its own new payout row before the balance row (as every create does), and
@@ -41,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import MerchantTime
+from contracts.clock import MerchantTime, event_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
@@ -264,6 +266,35 @@ async def expire_queued_payouts(
                     session, merchant_id=merchant_id, correlation_id=correlation_id
                 )
     return expired, started
+
+
+async def expire_overdue_queue(
+    session: AsyncSession,
+    *,
+    merchant_id: str,
+    time: MerchantTime,
+    money_comes_at: datetime | None,
+    correlation_id: str | None,
+) -> list[Payout]:
+    """Before money comes into the merchant's available balance: the queue's expiries due by
+    then apply first (`expire_queued_payouts`), as the scheduler would have applied them. Then
+    is the sandbox time the events being written carry (a scheduled step's, a clock-started
+    payout's), else the merchant's time as its clock read at `money_comes_at` (real time: when
+    the attempt that fails started, when the PSP's outcome came; None: now). Behind the sandbox
+    clock (an advance still running, the processor down), a top-up or a released hold started
+    payouts whose 72 h had run out (reviews). The payouts it started, whose expiry was not due:
+    the queue's new heads."""
+    stamp = event_sandbox_time()
+    if stamp is not None:
+        due_by: datetime | ColumnElement[datetime] = stamp
+    elif money_comes_at is None:
+        due_by = time.now_of(merchant_id)
+    else:
+        due_by = time.at(merchant_id, money_comes_at)
+    _, started = await expire_queued_payouts(
+        session, merchant_id=merchant_id, due_by=due_by, time=time, correlation_id=correlation_id
+    )
+    return started
 
 
 def _due_at(row: Row[Payout, datetime]) -> datetime:

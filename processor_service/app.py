@@ -88,7 +88,9 @@ def create_processor(settings: Settings) -> FastStream:
         await consumer.run(
             consumed_message(broker),
             PSP_OUTCOMES,
-            lambda session, context: handlers.apply_psp_outcome(session, command, context),
+            lambda session, context: handlers.apply_psp_outcome(
+                session, command, context, timetable
+            ),
         )
 
     async def declare_topology() -> None:

@@ -121,7 +121,9 @@ async def process_payouts(
             plans.append(await _plan(session, command, payout, context, timetable))
     done = [processing for processing in plans if processing is not None]
     await write_actions(session, [action for processing in done for action in processing.later])
-    await transitions.write_changes(session, [processing.change for processing in done])
+    await transitions.write_changes(
+        session, [processing.change for processing in done], timetable.time
+    )
     return [processing.status if processing else None for processing in plans]
 
 
@@ -248,9 +250,9 @@ async def apply_scheduled_action(
         # that the money it puts back starts (written with the change).
         with timetable.time.stamping(action.due_at):
             later = _run_action(change, action, timetable)
-            await change.write(session)
+            await change.write(session, timetable.time)
     else:
-        await change.write(session)
+        await change.write(session, timetable.time)
     await write_actions(session, later)
     await _mark(
         session, action, Result.APPLIED if applies else Result.SKIPPED, status_after=payout.status
@@ -325,7 +327,10 @@ async def _mark(
 
 
 async def apply_psp_outcome(
-    session: AsyncSession, command: ApplyPspOutcome, context: Context
+    session: AsyncSession,
+    command: ApplyPspOutcome,
+    context: Context,
+    timetable: Timetable = DEFAULT_TIMETABLE,
 ) -> PayoutStatus | None:
     """Apply the outcomes accepted for the payout, in order: its new status, None when there is
     nothing (left) to apply, e.g. this command's outcome was applied with an earlier one."""
@@ -334,7 +339,7 @@ async def apply_psp_outcome(
         return None  # an outcome of an earlier attempt: never applied to the current one
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
-    await change.write(session)
+    await change.write(session, timetable.time)
     return PayoutStatus(payout.status) if change.changed else None
 
 
@@ -369,6 +374,7 @@ def _apply_outcome(change: PayoutChange, callback: PspCallback) -> None:
     ):
         log.error("PSP outcome %s of %s does not apply; skipped", callback.event_id, payout.id)
         return
+    change.outcome_came(callback.received_at)
     match outcome:
         case PspOutcome.SUCCESS:
             transitions.succeed(change, psp_reference=callback.psp_reference)

@@ -5,10 +5,11 @@ status it starts from and applied to the locked payout in memory, with its statu
 payout as it was at that change). `write_changes` then stores them, one change or a batch's
 changes, in the caller's transaction: one guarded UPDATE per payout row, the events and commands
 of them all in two multi-row INSERTs, and the ledger postings last, so the merchants' balance
-rows are locked only from their UPDATEs to the commit. A transition whose expected status is
-gone raises StaleTransition.
-A transition that returns money to available (FAILED, REVERSED) then starts the merchant's
-QUEUED payouts it covers (contracts/payout_queue.py), in the same transaction.
+rows are locked only from their UPDATEs to the commit (from before them, in a batch that
+returns money). A transition whose expected status is gone raises StaleTransition.
+A transition that returns money to available (FAILED, REVERSED) first applies the merchant's
+overdue queue expiries, then starts the QUEUED payouts it covers (contracts/payout_queue.py), in
+the same transaction.
 
 The queue's own transitions are not here: created -> QUEUED is the create's
 (api_service/payouts/service.py); QUEUED -> PENDING and QUEUED -> FAILED (expiry) are in
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import stamping_sandbox_time
+from contracts.clock import MerchantTime, stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
@@ -37,7 +38,7 @@ from contracts.domain.statuses import (
     PayoutStatus,
 )
 from contracts.payout_events import Announcements, write_announcements
-from contracts.payout_queue import start_queued_payouts
+from contracts.payout_queue import expire_overdue_queue, start_queued_payouts
 from contracts.status_log import StatusChange, log_once_committed
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
@@ -79,9 +80,12 @@ class PayoutChange:
     ) -> None:
         """`sandbox_time`: when the change happened on the merchant's sandbox clock, if the clock
         caused it (a payout a clock step started from the queue); the queued payouts the money
-        it returns starts carry it too."""
+        it returns starts carry it too. Otherwise it happened at `happened_at` (real time): when
+        its attempt started (the payout's last change: a processor behind judges it from then,
+        as it schedules its steps), or when the PSP's latest outcome it applies came."""
         self.payout = payout
         self.sandbox_time = sandbox_time
+        self.happened_at: datetime = payout.updated_at
         self.announcements = Announcements(correlation_id)
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
@@ -100,6 +104,10 @@ class PayoutChange:
         self.announcements.event(self.payout, EVENT_FOR_STATUS[to])
         self.moves.append((moved_from, to, self.payout.attempts))
 
+    def outcome_came(self, received_at: datetime) -> None:
+        """The change applies a PSP outcome the API received at `received_at`."""
+        self.happened_at = max(self.happened_at, received_at)
+
     def set(self, **values: Any) -> None:
         for name, value in values.items():
             set_committed_value(self.payout, name, value)
@@ -113,8 +121,8 @@ class PayoutChange:
     def changed(self) -> bool:
         return bool(self._values)
 
-    async def write(self, session: AsyncSession) -> None:
-        await write_changes(session, [self])
+    async def write(self, session: AsyncSession, time: MerchantTime) -> None:
+        await write_changes(session, [self], time)
 
     async def write_row(self, session: AsyncSession) -> None:
         """The guarded UPDATE of the payout row, if anything changed."""
@@ -137,10 +145,18 @@ class PayoutChange:
         return ledger.Entry(payout.merchant_id, payout.id, payout.hold_cycle, payout.amount)
 
 
-async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) -> None:
+async def write_changes(
+    session: AsyncSession, changes: Sequence[PayoutChange], time: MerchantTime
+) -> None:
     """The changes of one transaction (of one payout each): their rows, then their events and
     commands together, then all their postings at once (`ledger.post_many`), then the queued
-    payouts of every merchant that got money back."""
+    payouts of every merchant that got money back.
+
+    Money comes back after the queue's expiries due by then (`expire_overdue_queue`, on
+    `time`, as of the change's sandbox time or `happened_at`): behind the sandbox clock, a
+    released hold started a payout whose 72 h had run out.
+    Those merchants' balance rows (the queues' locks), and those of every other merchant the
+    postings move, are then taken first, in `post_many`'s order."""
     for change in changes:
         await change.write_row(session)
     await write_announcements(session, [change.announcements for change in changes])
@@ -150,16 +166,26 @@ async def write_changes(session: AsyncSession, changes: Sequence[PayoutChange]) 
         for change in changes
         if posting in change.postings
     ]
+    funded: dict[str, PayoutChange] = {}  # merchant -> its first change that returns money
+    for change in changes:
+        if FUNDS_RETURNING.intersection(change.postings):
+            funded.setdefault(change.payout.merchant_id, change)
+    if funded:
+        await ledger.lock_balances(session, {entry.merchant_id for _, entry in postings})
+        for merchant_id, first in sorted(funded.items()):
+            with stamping_sandbox_time(first.sandbox_time):
+                await expire_overdue_queue(
+                    session,
+                    merchant_id=merchant_id,
+                    time=time,
+                    money_comes_at=first.happened_at,
+                    correlation_id=first.announcements.correlation_id,
+                )
     await ledger.post_many(session, postings)
     # Money is back in available and this transaction holds the balance rows (the queue's lock,
     # contracts/payout_queue.py): the merchants' queued payouts it covers start now, in the same
     # transaction.
-    funded: dict[str, PayoutChange] = {}  # merchant -> its first such change
-    for change in changes:
-        if FUNDS_RETURNING.intersection(change.postings):
-            funded.setdefault(change.payout.merchant_id, change)
-    for merchant_id in sorted(funded):
-        first = funded[merchant_id]
+    for merchant_id, first in sorted(funded.items()):
         with stamping_sandbox_time(first.sandbox_time):
             await start_queued_payouts(
                 session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id

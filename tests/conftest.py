@@ -118,6 +118,13 @@ async def api_client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[h
         yield client
 
 
+@pytest.fixture
+async def client_that_does_not_wait(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API, its clock's advance answering at once: no scheduler applies what it made due."""
+    async with in_process_api(settings.model_copy(update={"sandbox_clock_wait_seconds": 0})) as c:
+        yield c
+
+
 @pytest.fixture(scope="module")
 async def other_api_process(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A second API app beside api_client's: copies of a keyed request sent to both meet only in

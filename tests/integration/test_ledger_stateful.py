@@ -42,6 +42,7 @@ from api_service import errors as api_errors
 from api_service.payouts.schemas import CreatePayoutRequest
 from api_service.payouts.service import new_payout, reinitiate_payout, store_new_payouts
 from contracts import ledger
+from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import (
     Balance,
@@ -112,7 +113,7 @@ async def changing(
     change = PayoutChange(payout, correlation_id=None)
     for step in steps:
         step(change)
-    await change.write(session)
+    await change.write(session, SANDBOX_TIME)
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 transitions.start_processing(change)
                 apply_step(change, step)
                 changes.append(change)
-            await transitions.write_changes(session, changes)
+            await transitions.write_changes(session, changes, SANDBOX_TIME)
 
         self.in_transaction(work)
         for payout_id, step in zip(ids, steps, strict=True):

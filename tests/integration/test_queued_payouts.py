@@ -33,12 +33,13 @@ from contracts.domain.money import MAX_BALANCE
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.funding import top_up_and_start_queued
-from contracts.messages import PayoutStatusChanged
+from contracts.messages import ApplyPspOutcome, PayoutStatusChanged
 from contracts.payout_queue import expire_queued_payouts
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
+from contracts.topology import APPLY_PSP_OUTCOME_KEY
 from processor_service import transitions
-from processor_service.handlers import Context, process_payout
+from processor_service.handlers import Context, apply_psp_outcome, process_payout
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
 from processor_service.transitions import PayoutChange
@@ -267,7 +268,7 @@ async def test_a_top_up_keeps_room_for_reversing_the_successful_payouts(
         assert payout is not None
         change = PayoutChange(payout, correlation_id=None)
         transitions.reverse(change)
-        await change.write(session)
+        await change.write(session, SANDBOX_TIME)
     assert await statuses(sessions, command.payout_id) == ["REVERSED"]
     assert sum((await balance_and_ledger(sessions, merchant.merchant_id))[0]) == MAX_BALANCE
     await assert_reconciled(sessions)
@@ -352,7 +353,7 @@ async def test_a_released_hold_starts_the_next_queued_payout(
         assert payout is not None
         change = PayoutChange(payout, correlation_id=None)
         transitions.fail(change, failure_code="ACCOUNT_INVALID", reason="Account invalid")
-        await change.write(session)
+        await change.write(session, SANDBOX_TIME)
 
     assert await statuses(sessions, held["id"], queued["id"]) == ["FAILED", "PENDING"]
     assert await journal_kinds(sessions, held["id"]) == ("HOLD", "RELEASE")
@@ -547,6 +548,95 @@ async def test_a_top_up_expires_the_overdue_queue_before_the_other_steps_due(
     await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
 
     assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "FAILED"]
+    await assert_reconciled(sessions)
+
+
+async def test_a_psp_failure_after_an_advance_starts_no_payout_whose_time_ran_out(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """As a top-up behind the clock did (mid-flight review), the PSP's FAILED, applied after a
+    73 h advance the scheduler had yet to apply, released a hold that started a queued payout
+    whose 72 h had run out. The expiry applies first, as of when the outcome came, and the
+    money starts the payout queued later, whose expiry is not due."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    held = await create(client, merchant, "100.00")
+    old = await create(client, merchant, "80.00")
+    behind = await create(client, merchant, "60.00")
+    async with transaction(sessions) as session:  # queued later: due an hour after the advance
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == behind["id"])
+            .values(due_at=utcnow() + EXPIRY + timedelta(hours=2))
+        )
+    advanced = await client.post(
+        f"{API}/sandbox/clock/advance",
+        json={"seconds": int((EXPIRY + timedelta(hours=1)).total_seconds())},
+        headers=auth(merchant),
+    )
+    assert advanced.status_code == 200, advanced.text
+    simulated = await client.post(
+        f"{API}/sandbox/payouts/{held['id']}/simulate",
+        json={"outcome": "FAILED"},
+        headers=auth(merchant),
+    )
+    assert simulated.status_code == 202, simulated.text
+
+    [command] = [
+        ApplyPspOutcome.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, held["id"])
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    async with transaction(sessions) as session:  # the processor's, the scheduler behind
+        assert await apply_psp_outcome(session, command, Context(None, 0)) == "FAILED"
+
+    assert await statuses(sessions, held["id"], old["id"], behind["id"]) == [
+        "FAILED",
+        "FAILED",
+        "PENDING",
+    ]
+    async with sessions() as session:
+        assert (await session.get_one(Payout, old["id"])).failure_code == "QUEUE_EXPIRED"
+    assert await journal_kinds(sessions, old["id"]) == ()
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("40.00"),
+        Decimal("60.00"),
+    )
+    await assert_reconciled(sessions)
+
+
+async def test_a_released_hold_a_scheduled_step_applies_starts_what_its_time_had_not_expired(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The decision window of an IN_REVIEW payout ended at +24 h, on a +73 h clock: its
+    release, applied by the scheduler at its due time, starts the queued payout whose expiry
+    (+72 h) was not due by then, as applying each step in due order does."""
+    merchant = await make_merchant(balance="100.00")
+    in_review = await create(api_client, merchant, "100.00")
+    queued = await create(api_client, merchant, "80.00")
+    now = utcnow()
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, in_review["id"])
+        payout.status = PayoutStatus.IN_REVIEW.value
+        session.add(
+            ScheduledAction(
+                merchant_id=merchant.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                action=Action.EXPIRE_DECISION.value,
+                expected_status=PayoutStatus.IN_REVIEW.value,
+                due_at=now + timedelta(hours=24),
+                created_at=now,
+            )
+        )
+        session.add(clock_past_the_expiry(merchant))
+
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+
+    assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "PENDING"]
+    assert await journal_kinds(sessions, queued["id"]) == ("HOLD",)
     await assert_reconciled(sessions)
 
 

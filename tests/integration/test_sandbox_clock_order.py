@@ -3,16 +3,14 @@ applies what it makes due in due-time order: a payout the processor has yet to t
 before the scheduled actions the advance made due, so its first step comes first
 (processor_service.scheduler.no_earlier_start_waits)."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
 from cli.merchants import NewMerchant
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
-from tests.conftest import MerchantFactory, in_process_api
+from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, payout_body
 from tests.support.payout_records import journal_kinds
 from tests.support.polling import eventually
@@ -20,13 +18,6 @@ from tests.support.processing import running_processor_and_relay
 
 AMOUNT = "1500.00"
 HOUR = 3600
-
-
-@pytest.fixture
-async def client_that_does_not_wait(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API, its advance answering at once (no processor runs to settle it)."""
-    async with in_process_api(settings.model_copy(update={"sandbox_clock_wait_seconds": 0})) as c:
-        yield c
 
 
 async def create(
