@@ -39,6 +39,11 @@ from tests.support.polling import eventually
 
 BURST = 30
 PER_KEY = 2
+# The quiet request's turn comes after those already running (the burst's share, on the pool's
+# two connections); while it runs on one, the burst goes on on the other, and a stall of its own
+# statements on a loaded host lets a few more finish (2 * PER_KEY failed once in a full tier,
+# never alone). Behind the burst, with no turns, 29 of 30 creates and 18 pages finished first.
+OVERTAKEN_AT_MOST = 3 * PER_KEY
 
 
 def _capped(settings: Settings, **changes: float) -> Settings:
@@ -69,8 +74,7 @@ async def test_another_merchants_create_runs_beside_a_burst_not_behind_it(
         await asyncio.gather(*burst)
 
     overtaken_by = finished.index("quiet") - finished_before_quiet
-    # Its turn comes after those already running: the burst's share and the pool's size.
-    assert overtaken_by <= 2 * PER_KEY, finished
+    assert overtaken_by <= OVERTAKEN_AT_MOST, finished
 
 
 async def _known(client: httpx.AsyncClient, merchant: NewMerchant) -> None:
@@ -379,7 +383,7 @@ async def test_a_merchants_dashboard_pages_take_its_turns(
         await asyncio.gather(*burst)
 
     overtaken_by = finished.index("quiet") - finished_before_quiet
-    assert overtaken_by <= 2 * PER_KEY, (overtaken_by, len(finished))
+    assert overtaken_by <= OVERTAKEN_AT_MOST, (overtaken_by, len(finished))
 
 
 async def test_a_dashboard_page_whose_turn_does_not_come_is_refused_with_a_page(
