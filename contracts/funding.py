@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import ledger
 from contracts.clock import MerchantTime
 from contracts.db.models import Payout
-from contracts.payout_queue import expire_overdue_queue, start_queued_payouts
+from contracts.payout_queue import expire_queued_payouts, start_queued_payouts
 
 
 @dataclass(frozen=True)
@@ -31,18 +31,20 @@ async def top_up_and_start_queued(
     commits). ledger.UnknownMerchantBalance when the merchant has no balance row.
 
     First, under the merchant's balance row (the queue's lock), the queue's expiries due by the
-    merchant's `time` apply (`expire_overdue_queue`), as the scheduler would have applied them.
+    merchant's `time` apply, as the scheduler would have applied them before now. Behind the
+    sandbox clock (an advance still running, the processor down) it had not, and a top-up just
+    after a 73 h advance started a payout that expired at 72 h (mid-flight review).
 
     The merchant's other steps due by then (a decision window that ended) the scheduler applies
     after it: one whose released hold would have started a queued payout before its expiry, in
     due order, leaves that payout expired. Stopping the expiries at such a step instead started
     payouts whose 72 h had run out (diff reviews): no rule short of applying every due step in
     order is right in both cases, and the README says which one this is."""
-    started_before = await expire_overdue_queue(
+    _, started_before = await expire_queued_payouts(
         session,
         merchant_id=merchant_id,
+        due_by=time.now_of(merchant_id),
         time=time,
-        money_comes_at=None,
         correlation_id=correlation_id,
     )
     await ledger.top_up(session, merchant_id=merchant_id, amount=amount)

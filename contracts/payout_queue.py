@@ -13,10 +13,10 @@ holds that row, taken before any queued payout row:
 
     balance row (the money move's UPDATE, or `ledger.lock_balance`)  ->  queued payout rows
 
-- A top-up, a released hold (FAILED) and a reversal lock the balance row (`ledger.lock_balance`,
-  the processor's batch `ledger.lock_balances`), apply the queue's overdue expiries
-  (`expire_overdue_queue`), post, then call `start_queued_payouts`, which updates queued rows
-  (by primary key).
+- A top-up, a released hold (FAILED) and a reversal take the balance row (`ledger.lock_balance`
+  in `expire_queued_payouts`; the processor's batch: `ledger.lock_balances`), apply the queue's
+  expiries due by then, post, then call `start_queued_payouts`, which updates queued rows (by
+  primary key).
 - The expiry (a scheduled action of the processor) takes the balance row first (`lock_balance`),
   then updates the queued rows due to expire.
 - A create locks only its own new payout row before the balance row (as every create does), and
@@ -31,7 +31,7 @@ the available balance starts what the queue's head allows before it commits (so 
 commit the head, if any, is not covered by the available balance).
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import MerchantTime, event_sandbox_time
+from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
 from contracts.db.models import Balance, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
@@ -268,33 +268,18 @@ async def expire_queued_payouts(
     return expired, started
 
 
-async def expire_overdue_queue(
-    session: AsyncSession,
-    *,
-    merchant_id: str,
-    time: MerchantTime,
-    money_comes_at: datetime | None,
-    correlation_id: str | None,
-) -> list[Payout]:
-    """Before money comes into the merchant's available balance: the queue's expiries due by
-    then apply first (`expire_queued_payouts`), as the scheduler would have applied them. Then
-    is the sandbox time the events being written carry (a scheduled step's, a clock-started
-    payout's), else the merchant's time as its clock read at `money_comes_at` (real time: when
-    the attempt that fails started, when the PSP's outcome came; None: now). Behind the sandbox
-    clock (an advance still running, the processor down), a top-up or a released hold started
-    payouts whose 72 h had run out (reviews). The payouts it started, whose expiry was not due:
-    the queue's new heads."""
-    stamp = event_sandbox_time()
-    if stamp is not None:
-        due_by: datetime | ColumnElement[datetime] = stamp
-    elif money_comes_at is None:
-        due_by = time.now_of(merchant_id)
-    else:
-        due_by = time.at(merchant_id, money_comes_at)
-    _, started = await expire_queued_payouts(
-        session, merchant_id=merchant_id, due_by=due_by, time=time, correlation_id=correlation_id
+async def merchants_with_a_queue(session: AsyncSession, merchant_ids: Collection[str]) -> set[str]:
+    """Those of the merchants with QUEUED payouts. The caller holds their balance rows (the
+    queues' locks), so the answer holds until it commits."""
+    found = await session.scalars(
+        select(Payout.merchant_id)
+        .where(  # ix_payouts_merchant_status_created
+            Payout.merchant_id.in_(sorted(merchant_ids)),
+            Payout.status == PayoutStatus.QUEUED.value,
+        )
+        .distinct()
     )
-    return started
+    return set(found)
 
 
 def _due_at(row: Row[Payout, datetime]) -> datetime:

@@ -18,16 +18,16 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 import functools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, bindparam, update
+from sqlalchemy import CursorResult, Update, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import MerchantTime, stamping_sandbox_time
+from contracts.clock import MerchantTime, event_sandbox_time, stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
@@ -38,7 +38,11 @@ from contracts.domain.statuses import (
     PayoutStatus,
 )
 from contracts.payout_events import Announcements, write_announcements
-from contracts.payout_queue import expire_overdue_queue, start_queued_payouts
+from contracts.payout_queue import (
+    expire_queued_payouts,
+    merchants_with_a_queue,
+    start_queued_payouts,
+)
 from contracts.status_log import StatusChange, log_once_committed
 
 AWAITING_PROCESSING = frozenset({PayoutStatus.PENDING, PayoutStatus.RETRY})
@@ -80,12 +84,14 @@ class PayoutChange:
     ) -> None:
         """`sandbox_time`: when the change happened on the merchant's sandbox clock, if the clock
         caused it (a payout a clock step started from the queue); the queued payouts the money
-        it returns starts carry it too. Otherwise it happened at `happened_at` (real time): when
-        its attempt started (the payout's last change: a processor behind judges it from then,
-        as it schedules its steps), or when the PSP's latest outcome it applies came."""
+        it returns starts carry it too."""
         self.payout = payout
         self.sandbox_time = sandbox_time
-        self.happened_at: datetime = payout.updated_at
+        # Real time: when the payout's attempt started (its last change: a processor behind
+        # judges the attempt from then, as it schedules its steps), and when the API received
+        # the latest PSP outcome the change applies, if any.
+        self.attempt_started_at: datetime = payout.updated_at
+        self.outcome_received_at: datetime | None = None
         self.announcements = Announcements(correlation_id)
         self._loaded_status = payout.status
         self._values: dict[str, Any] = {}
@@ -106,7 +112,7 @@ class PayoutChange:
 
     def outcome_came(self, received_at: datetime) -> None:
         """The change applies a PSP outcome the API received at `received_at`."""
-        self.happened_at = max(self.happened_at, received_at)
+        self.outcome_received_at = max(self.outcome_received_at or received_at, received_at)
 
     def set(self, **values: Any) -> None:
         for name, value in values.items():
@@ -149,47 +155,11 @@ async def write_changes(
     session: AsyncSession, changes: Sequence[PayoutChange], time: MerchantTime
 ) -> None:
     """The changes of one transaction (of one payout each): their rows, then their events and
-    commands together, then all their postings at once (`ledger.post_many`), then the queued
-    payouts of every merchant that got money back.
-
-    Money comes back after the queue's expiries due by then (`expire_overdue_queue`, on
-    `time`, as of the change's sandbox time or `happened_at`): behind the sandbox clock, a
-    released hold started a payout whose 72 h had run out.
-    Those merchants' balance rows (the queues' locks), and those of every other merchant the
-    postings move, are then taken first, in `post_many`'s order."""
+    commands together, then their postings (`_post`)."""
     for change in changes:
         await change.write_row(session)
     await write_announcements(session, [change.announcements for change in changes])
-    postings = [
-        (posting, change.entry())
-        for posting in POSTING_ORDER
-        for change in changes
-        if posting in change.postings
-    ]
-    funded: dict[str, PayoutChange] = {}  # merchant -> its first change that returns money
-    for change in changes:
-        if FUNDS_RETURNING.intersection(change.postings):
-            funded.setdefault(change.payout.merchant_id, change)
-    if funded:
-        await ledger.lock_balances(session, {entry.merchant_id for _, entry in postings})
-        for merchant_id, first in sorted(funded.items()):
-            with stamping_sandbox_time(first.sandbox_time):
-                await expire_overdue_queue(
-                    session,
-                    merchant_id=merchant_id,
-                    time=time,
-                    money_comes_at=first.happened_at,
-                    correlation_id=first.announcements.correlation_id,
-                )
-    await ledger.post_many(session, postings)
-    # Money is back in available and this transaction holds the balance rows (the queue's lock,
-    # contracts/payout_queue.py): the merchants' queued payouts it covers start now, in the same
-    # transaction.
-    for merchant_id, first in sorted(funded.items()):
-        with stamping_sandbox_time(first.sandbox_time):
-            await start_queued_payouts(
-                session, merchant_id=merchant_id, correlation_id=first.announcements.correlation_id
-            )
+    await _post(session, changes, time)
     log_once_committed(
         session,
         (
@@ -205,6 +175,91 @@ async def write_changes(
             for moved_from, to, attempt in change.moves
         ),
     )
+
+
+async def _post(session: AsyncSession, changes: Sequence[PayoutChange], time: MerchantTime) -> None:
+    """The changes' postings, all at once (`ledger.post_many`), but for money that comes back
+    (a released hold, a reversal) to a merchant with QUEUED payouts: that comes back one change
+    at a time, in the order it came on the merchant's clock (`_money_comes_at`, on `time`),
+    each after the queue's expiries due by then and before the queued payouts it then covers
+    start (contracts/payout_queue.py). Behind the sandbox clock, a released hold started a
+    payout whose 72 h had run out; in a batch, whichever release came first in it judged them
+    all (diff review). Where money comes back, every merchant's balance row the postings move
+    is taken first, in `post_many`'s order: the queues' locks, before they are looked at."""
+    returning = [change for change in changes if FUNDS_RETURNING.intersection(change.postings)]
+    if returning:
+        await ledger.lock_balances(
+            session, {change.payout.merchant_id for change in changes if change.postings}
+        )
+        queued = await merchants_with_a_queue(
+            session, {change.payout.merchant_id for change in returning}
+        )
+        returning = [change for change in returning if change.payout.merchant_id in queued]
+    await ledger.post_many(
+        session, _postings(change for change in changes if change not in returning)
+    )
+    if not returning:
+        return
+    comes_at = await _money_comes_at(session, returning, time)
+    for at, change in sorted(
+        zip(comes_at, returning, strict=True),
+        key=lambda pair: (pair[1].payout.merchant_id, pair[0]),
+    ):
+        merchant_id = change.payout.merchant_id
+        correlation_id = change.announcements.correlation_id
+        with stamping_sandbox_time(change.sandbox_time):
+            await expire_queued_payouts(
+                session,
+                merchant_id=merchant_id,
+                due_by=at,
+                time=time,
+                correlation_id=correlation_id,
+            )
+            await ledger.post_many(session, _postings([change]))
+            await start_queued_payouts(
+                session, merchant_id=merchant_id, correlation_id=correlation_id
+            )
+
+
+def _postings(changes: Iterable[PayoutChange]) -> list[tuple[ledger.Posting, ledger.Entry]]:
+    """The changes' postings, in POSTING_ORDER."""
+    listed = list(changes)
+    return [
+        (posting, change.entry())
+        for posting in POSTING_ORDER
+        for change in listed
+        if posting in change.postings
+    ]
+
+
+async def _money_comes_at(
+    session: AsyncSession, changes: Sequence[PayoutChange], time: MerchantTime
+) -> list[datetime]:
+    """When each change's money comes back, on its merchant's clock (`time`): when the PSP's
+    outcome it applies came (not before the sandbox time its events carry: a payout a clock step
+    started); else that sandbox time (a scheduled step's due time); else when its attempt
+    started. One statement."""
+    read = (
+        await session.execute(
+            select(
+                *(
+                    time.at(
+                        change.payout.merchant_id,
+                        change.outcome_received_at or change.attempt_started_at,
+                    )
+                    for change in changes
+                )
+            )
+        )
+    ).one()
+    comes_at = []
+    for change, then in zip(changes, read, strict=True):
+        stamp = change.sandbox_time or event_sandbox_time()
+        if change.outcome_received_at is None and stamp is not None:
+            comes_at.append(stamp)
+        else:
+            comes_at.append(then if stamp is None else max(stamp, then))
+    return comes_at
 
 
 def start_processing(change: PayoutChange) -> None:

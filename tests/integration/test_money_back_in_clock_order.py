@@ -1,0 +1,183 @@
+"""Money the processor puts back (a released hold) comes back in the order it came on the
+merchant's sandbox clock, each after the queue's expiries due by then
+(processor_service.transitions._post). A batch judged them all by the first release in it, and a
+payout the clock started judged its PSP outcome by that start (diff review): either way, which
+queued payout started or expired depended on the order the processor took its messages in."""
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Payout, ScheduledAction
+from contracts.domain.scheduled_actions import Action
+from contracts.domain.statuses import PayoutStatus
+from contracts.messages import ApplyPspOutcome, ProcessPayout
+from contracts.topology import APPLY_PSP_OUTCOME_KEY, PROCESS_PAYOUT_KEY
+from processor_service.handlers import Context, apply_psp_outcome, process_payouts
+from processor_service.schedule import Timetable
+from processor_service.scheduler import Scheduler
+from tests.conftest import MerchantFactory
+from tests.integration.test_queued_payouts import assert_reconciled, create, statuses
+from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout
+from tests.support.statements import counting_statements
+
+FAILING = "03001230003"  # ACCOUNT_INVALID at once
+CONTEXT = Context(None, 0)
+
+
+async def advance(client: httpx.AsyncClient, merchant: NewMerchant, hours: int) -> None:
+    advanced = await client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": hours * 3600}, headers=auth(merchant)
+    )
+    assert advanced.status_code == 200, advanced.text
+
+
+async def failure_code(sessions: SessionFactory, payout_id: str) -> str | None:
+    async with sessions() as session:
+        return await session.scalar(select(Payout.failure_code).where(Payout.id == payout_id))
+
+
+async def test_a_release_after_the_expiry_in_one_batch_with_one_before_it_starts_nothing_expired(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """A's 60 comes back at sandbox time 0 (its attempt started then), short of the queued 80;
+    the queued payout's 72 h run out; B's 40 comes back at +73 h. Batched [A, B], B's money
+    started the queued payout, judged at A's time."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    a = await new_payout_command(client, sessions, merchant, amount="60.00", accountNumber=FAILING)
+    queued = await create(client, merchant, "80.00")
+    await advance(client, merchant, 73)
+    b = await new_payout_command(client, sessions, merchant, amount="40.00", accountNumber=FAILING)
+
+    async with transaction(sessions) as session:
+        assert await process_payouts(session, [(a, CONTEXT), (b, CONTEXT)]) == ["FAILED"] * 2
+
+    assert await statuses(sessions, queued["id"]) == ["FAILED"]
+    assert await failure_code(sessions, queued["id"]) == "QUEUE_EXPIRED"
+    await assert_reconciled(sessions)
+
+
+async def test_a_release_before_the_expiry_starts_the_queued_payout_whatever_its_place_in_a_batch(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """A's 90 at sandbox time 0 covers the queued 80; B's 10 comes at +73 h. Batched [B, A],
+    the queued payout expired, judged at B's time."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    a = await new_payout_command(client, sessions, merchant, amount="90.00", accountNumber=FAILING)
+    queued = await create(client, merchant, "80.00")
+    await advance(client, merchant, 73)
+    b = await new_payout_command(client, sessions, merchant, amount="10.00", accountNumber=FAILING)
+
+    async with transaction(sessions) as session:
+        assert await process_payouts(session, [(b, CONTEXT), (a, CONTEXT)]) == ["FAILED"] * 2
+
+    assert await statuses(sessions, queued["id"]) == ["PENDING"]
+    await assert_reconciled(sessions)
+
+
+async def started_by_the_clock_then_failed_73_h_later(
+    client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> tuple[str, str, ProcessPayout, ApplyPspOutcome]:
+    """A decision window that ended at +1 h releases 100, which starts the first of two queued
+    payouts at that sandbox time (its ProcessPayout carries it); its FAILED is simulated at
+    +74 h, when the second queued payout's 72 h have run out. (payout started, payout still
+    queued, the started one's ProcessPayout, its ApplyPspOutcome)."""
+    merchant = await make_merchant(balance="100.00")
+    in_review = await create(client, merchant, "100.00")
+    started = await create(client, merchant, "100.00")
+    queued = await create(client, merchant, "50.00")
+    now = utcnow()
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, in_review["id"])
+        payout.status = PayoutStatus.IN_REVIEW.value
+        session.add(
+            ScheduledAction(
+                merchant_id=merchant.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                action=Action.EXPIRE_DECISION.value,
+                expected_status=PayoutStatus.IN_REVIEW.value,
+                due_at=now + timedelta(hours=1),
+                created_at=now,
+            )
+        )
+    await advance(client, merchant, 2)
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+    assert await statuses(sessions, started["id"], queued["id"]) == ["PENDING", "QUEUED"]
+    await advance(client, merchant, 72)
+    simulated = await client.post(
+        f"{API}/sandbox/payouts/{started['id']}/simulate",
+        json={"outcome": "FAILED"},
+        headers=auth(merchant),
+    )
+    assert simulated.status_code == 202, simulated.text
+    rows = await outbox_for_payout(sessions, started["id"])
+    [process] = [
+        ProcessPayout.model_validate_json(row.body)
+        for row in rows
+        if row.routing_key == PROCESS_PAYOUT_KEY
+    ]
+    [outcome] = [
+        ApplyPspOutcome.model_validate_json(row.body)
+        for row in rows
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    assert process.sandbox_time is not None
+    return started["id"], queued["id"], process, outcome
+
+
+async def test_an_outcome_taken_with_a_clock_started_payouts_command_counts_from_when_it_came(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """The processor takes the ProcessPayout first, and with it the FAILED already accepted: it
+    was judged at the clock's start of the payout, and its 100 started the queued payout."""
+    failed, queued, process, _ = await started_by_the_clock_then_failed_73_h_later(
+        client_that_does_not_wait, make_merchant, sessions
+    )
+    async with transaction(sessions) as session:
+        assert await process_payouts(session, [(process, CONTEXT)]) == ["FAILED"]
+
+    assert await statuses(sessions, failed, queued) == ["FAILED", "FAILED"]
+    assert await failure_code(sessions, queued) == "QUEUE_EXPIRED"
+    await assert_reconciled(sessions)
+
+
+async def test_the_same_outcome_from_its_own_command_counts_from_when_it_came(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    failed, queued, _, outcome = await started_by_the_clock_then_failed_73_h_later(
+        client_that_does_not_wait, make_merchant, sessions
+    )
+    async with transaction(sessions) as session:
+        assert await apply_psp_outcome(session, outcome, CONTEXT) == "FAILED"
+
+    assert await statuses(sessions, failed, queued) == ["FAILED", "FAILED"]
+    assert await failure_code(sessions, queued) == "QUEUE_EXPIRED"
+    await assert_reconciled(sessions)
+
+
+async def test_a_release_to_a_merchant_with_no_queue_costs_nine_statements(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """The payout read, its row, its event; its balance row taken and its queue looked at, under
+    that lock (where a look for queued payouts to start came after the posting: one more); the
+    posting's three statements."""
+    merchant = await make_merchant()
+    command = await new_payout_command(api_client, sessions, merchant, accountNumber=FAILING)
+    async with transaction(sessions) as session:
+        with counting_statements() as counted:
+            assert await process_payouts(session, [(command, CONTEXT)]) == ["FAILED"]
+    assert len(counted.statements) <= 9, counted.statements
