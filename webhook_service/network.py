@@ -44,6 +44,12 @@ CLOSED_AT_ONCE_SECONDS = 0.05
 # with neither a length nor chunks ends only when its connection closes, and an endpoint that
 # kept it open held the attempt, and the worker, for the whole webhook timeout.
 BODY_SECONDS = 1.0
+# Informational heads (100 Continue, 102 Processing, 103 Early Hints) skipped before an answer.
+# HTTP/1.1 sets no limit, but an endpoint streaming them never let the attempt's timeout fire: a
+# read of buffered bytes does not yield to the event loop, which stalled for seconds, holding
+# every other merchant's webhooks of the worker and overrunning the attempt's lease (receivers
+# review).
+INFORMATIONAL_HEADS = 32
 
 
 class NoAnswer(Exception):
@@ -210,7 +216,9 @@ class Connection:
             excerpt += event.data
 
     async def _next_event(self) -> object:
-        """The next event of the answer, informational (1xx) heads skipped."""
+        """The next event of the answer, informational (1xx) heads skipped: at most
+        INFORMATIONAL_HEADS of them, then RemoteProtocolError."""
+        informational = 0
         while True:
             with raising_as(ReadError):
                 event = self.protocol.next_event()
@@ -221,6 +229,12 @@ class Connection:
                     self.protocol.receive_data(data)
             elif not isinstance(event, h11.InformationalResponse):
                 return event
+            else:
+                informational += 1
+                if informational > INFORMATIONAL_HEADS:
+                    raise RemoteProtocolError(
+                        f"more than {INFORMATIONAL_HEADS} informational (1xx) heads, no answer"
+                    )
 
 
 class ConnectionPool:

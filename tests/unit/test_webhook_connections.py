@@ -279,6 +279,43 @@ async def test_an_informational_head_before_the_answer_is_skipped(sender: Webhoo
     assert [r.status_code for r in results] == [200, 200]
 
 
+async def test_a_few_informational_heads_before_the_answer_are_skipped(
+    sender: WebhookSender,
+) -> None:
+    processing = b"HTTP/1.1 102 Processing\r\n\r\n" * network.INFORMATIONAL_HEADS
+    results = await post_twice(sender, Endpoint(processing + ANSWER))
+
+    assert [r.status_code for r in results] == [200, 200]
+
+
+class InformationalFlood(Endpoint):
+    """Answers with `100 Continue` heads, and never a final answer, until the client goes."""
+
+    async def respond(self, writer: asyncio.StreamWriter) -> None:
+        while not writer.is_closing():
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000)
+            await writer.drain()
+
+
+async def test_an_endpoint_streaming_informational_heads_is_a_failed_attempt_at_once() -> None:
+    """HTTP/1.1 lets an endpoint send any number of them: skipping each of a stream without
+    yielding, the sender never let the attempt's timeout fire, and the worker's event loop
+    stalled for seconds, every other merchant's webhooks with it (receivers review)."""
+    sender = WebhookSender(timeout_seconds=2, allow_private_urls=True)
+    try:
+        async with served(InformationalFlood()) as url:
+            result = await sender.post(url, b"{}", {})
+    finally:
+        await sender.aclose()
+
+    assert result.status_code is None
+    assert result.error == (
+        f"RemoteProtocolError: more than {network.INFORMATIONAL_HEADS} informational (1xx) "
+        "heads, no answer"
+    )
+    assert result.latency_ms < 1000
+
+
 class CutShortEndpoint(Endpoint):
     """Answers a status and the start of the body it announces, then closes the connection."""
 
