@@ -21,12 +21,15 @@ class ApiError(Exception):
         self,
         message: str | None = None,
         *,
+        field: str | None = None,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        """`field`: the refused field, where the class's own `field` depends on the request."""
         self.message = message or self.default_message
-        if details is None and self.field is not None:
-            details = [{"field": self.field, "message": self.message}]
+        field = field or self.field
+        if details is None and field is not None:
+            details = [{"field": field, "message": self.message}]
         self.details = details
         self.headers = headers
         super().__init__(self.message)
@@ -189,6 +192,7 @@ class EventIdReused(ApiError):
     status_code = 422
     code = "EVENT_ID_REUSED"
     default_message = "This eventId was already sent for another payout"
+    field = "eventId"
 
 
 class StalePspReference(ApiError):
@@ -197,12 +201,14 @@ class StalePspReference(ApiError):
     default_message = (
         "pspReference names an earlier attempt of this payout (before it was reinitiated)"
     )
+    field = "pspReference"
 
 
 class PspReferenceOfAnotherPayout(ApiError):
     status_code = 409
     code = "PSP_REFERENCE_OF_ANOTHER_PAYOUT"
     default_message = "pspReference names another payout: a PSP reference names one payout"
+    field = "pspReference"
 
 
 class InsufficientBalance(ApiError):

@@ -153,7 +153,9 @@ async def psp_callback(
         payout = await find_payout(session, callback.payout_id, merchant_id=None, lock=True)
         outcome = psp_outcome_of(callback.status)
         if outcome is None:
-            raise InvalidTransition(f"{payout.status} -> {callback.status} is not allowed")
+            raise InvalidTransition(
+                f"{payout.status} -> {callback.status} is not allowed", field="status"
+            )
         recorded = await service.accept_psp_outcome(
             session,
             payout,

@@ -98,6 +98,11 @@ async def _claim(session: AsyncSession, payout: Payout, psp_reference: str) -> N
     )
 
 
+# The body's field that names the outcome, by where the callback came from: an IPN's `status`, a
+# sandbox simulation's `outcome` (what an INVALID_TRANSITION refuses).
+OUTCOME_FIELD_OF_SOURCE = {"IPN": "status", "SANDBOX": "outcome"}
+
+
 async def _recorded(
     session: AsyncSession, event_id: str, payout: Payout, outcome: PspOutcome
 ) -> bool:
@@ -138,7 +143,9 @@ async def accept_psp_outcome(
         raise PspReferenceOfAnotherPayout
     latest = PayoutStatus(payout.accepted_outcome or payout.status)
     if not psp_outcome_allowed(latest, outcome):
-        raise InvalidTransition(f"{latest} -> {outcome} is not allowed")
+        raise InvalidTransition(
+            f"{latest} -> {outcome} is not allowed", field=OUTCOME_FIELD_OF_SOURCE[source]
+        )
     try:
         # A savepoint: the same event id sent for another payout loses here without rolling
         # back (and expiring the objects of) the caller's transaction, which it does not own.

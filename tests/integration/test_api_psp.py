@@ -195,7 +195,7 @@ async def test_an_event_id_already_sent_for_another_payout_is_422_and_changes_no
     again = _callback(second["id"], "SUCCESS", eventId=event_id)
     reused = await post_ipn(api_client, settings.psp_secret, again)
 
-    assert_error(reused, 422, "EVENT_ID_REUSED")
+    assert_error(reused, 422, "EVENT_ID_REUSED", "eventId")
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
@@ -218,7 +218,7 @@ async def test_an_event_id_sent_again_with_another_status_is_422_and_changes_not
     reversal = _callback(payout["id"], "REVERSED", eventId=event_id)
     reused = await post_ipn(api_client, settings.psp_secret, reversal)
 
-    assert_error(reused, 422, "EVENT_ID_REUSED")
+    assert_error(reused, 422, "EVENT_ID_REUSED", "eventId")
     assert "SUCCESS" in reused.json()["error"]["message"]
     assert await footprint(sessions, merchant.merchant_id) == before
     again = await post_ipn(api_client, settings.psp_secret, success)  # the same event: a replay
@@ -255,7 +255,7 @@ async def test_an_ipn_naming_another_payouts_psp_reference_is_409_and_changes_no
     body = _callback(mine["id"], "SUCCESS", pspReference=reference)
     response = await post_ipn(api_client, settings.psp_secret, body)
 
-    assert_error(response, 409, "PSP_REFERENCE_OF_ANOTHER_PAYOUT")
+    assert_error(response, 409, "PSP_REFERENCE_OF_ANOTHER_PAYOUT", "pspReference")
     assert await footprint(sessions, merchant.merchant_id) == before
     own = _callback(mine["id"], "SUCCESS", pspReference=psp_reference_for(mine["id"], 1))
     assert (await post_ipn(api_client, settings.psp_secret, own)).status_code == 200
@@ -443,7 +443,7 @@ async def test_ipn_follows_the_transition_table(
     before = await footprint(sessions, merchant.merchant_id)
     response = await post_ipn(api_client, settings.psp_secret, _callback(payout["id"], outcome))
     if status == 409:
-        assert_error(response, 409, "INVALID_TRANSITION")
+        assert_error(response, 409, "INVALID_TRANSITION", "status")
         assert await footprint(sessions, merchant.merchant_id) == before
     else:
         assert response.status_code == 200, response.text
@@ -505,7 +505,7 @@ async def test_sandbox_simulate_checks_the_transition_and_the_body(
     before = await footprint(sessions, merchant.merchant_id)
     path = f"{API}/sandbox/payouts/{payout['id']}/simulate"
     illegal = await api_client.post(path, json={"outcome": "SUCCESS"}, headers=auth(merchant))
-    assert_error(illegal, 409, "INVALID_TRANSITION")
+    assert_error(illegal, 409, "INVALID_TRANSITION", "outcome")
     invalid = await api_client.post(path, json={"outcome": "MAYBE"}, headers=auth(merchant))
     assert_error(invalid, 400, "VALIDATION_ERROR", "outcome")
     # A sandbox control: a field it does not know is refused (it was ignored, the typo's

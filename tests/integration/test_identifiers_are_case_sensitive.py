@@ -159,4 +159,4 @@ async def test_a_psp_reference_differing_only_in_case_from_an_earlier_attempts_i
     stale = await send_ipn(
         api_client, settings.psp_secret, payout["id"], "SUCCESS", pspReference=earlier
     )
-    assert_error(stale, 409, "STALE_PSP_REFERENCE")
+    assert_error(stale, 409, "STALE_PSP_REFERENCE", "pspReference")
