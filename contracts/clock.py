@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, SQLColumnExpression, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import database_now_plus, plus_seconds, seconds_between
-from contracts.db.models import Payout, SandboxClock, SandboxClockAdvance
+from contracts.db.models import Payout, PspCallback, SandboxClock, SandboxClockAdvance
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
 
@@ -182,4 +182,19 @@ def waiting_to_be_submitted(
         Payout.status == PayoutStatus.PENDING.value,
         Payout.psp_reference.is_(None),
         Payout.updated_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
+    ]
+
+
+def outcome_waiting_to_be_applied(
+    merchant_id: SQLColumnExpression[str] | str,
+) -> list[ColumnElement[bool]]:
+    """Over psp_callbacks and payouts: a PSP outcome of the merchant's payout, of its current
+    attempt, that the API accepted and the processor has yet to apply (ix_psp_callbacks_unapplied;
+    one of an earlier attempt is never applied), one waiting past START_WAIT_LIMIT aside."""
+    return [
+        PspCallback.applied_at.is_(None),
+        PspCallback.received_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
+        Payout.id == PspCallback.payout_id,
+        Payout.hold_cycle == PspCallback.hold_cycle,
+        Payout.merchant_id == merchant_id,
     ]

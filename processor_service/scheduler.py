@@ -19,7 +19,12 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, SQLColumnExpression, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.clock import SANDBOX_TIME, MerchantTime, waiting_to_be_submitted
+from contracts.clock import (
+    SANDBOX_TIME,
+    MerchantTime,
+    outcome_waiting_to_be_applied,
+    waiting_to_be_submitted,
+)
 from contracts.db.engine import (
     DATABASE_NOW,
     SessionFactory,
@@ -27,7 +32,7 @@ from contracts.db.engine import (
     transaction,
     utcnow,
 )
-from contracts.db.models import Payout, SandboxClock, ScheduledAction
+from contracts.db.models import Payout, PspCallback, SandboxClock, ScheduledAction
 from contracts.db.outages import is_outage
 from contracts.domain.scheduled_actions import Result, correlation_id_of
 from contracts.logging import bind_log_context
@@ -48,20 +53,25 @@ def no_earlier_start_waits(
 ) -> ColumnElement[bool]:
     """No payout of the action's merchant that started (in sandbox time) by the action's due time
     still waits for the processor to submit it (of the action's columns, or of `merchant_id` and
-    `due_at`). Its first step comes first: a release that starts the queue, say, before the
-    queue's expiry. Claimed in due order alone, an advance made
-    while the processor was behind (or before it took the payout's command) applied the expiry
-    first, and the queued payout failed where the released money should have started it. A
-    payout that has waited over START_WAIT_LIMIT holds up nothing: it is stuck (its command
-    failing into the dead-letter queue, say; reconcile names it), and the merchant's clock must
-    not stop for it."""
+    `due_at`), and no PSP outcome it accepted by then waits to be applied. Those come first: a
+    release that starts the queue, say, before the queue's expiry. Claimed in due order alone,
+    an advance made while the processor was behind (or before it took the payout's command, or
+    the outcome's) applied the expiry first, and the queued payout failed where the released
+    money should have started it (the second: reversals review). A payout or an outcome that
+    has waited over START_WAIT_LIMIT holds up nothing: it is stuck (its command failing into the
+    dead-letter queue, say; reconcile names it), and the merchant's clock must not stop for it."""
     waiting = select(Payout.id).where(
         *waiting_to_be_submitted(merchant_id),
         # The first implied by the last (a clock is never behind real time): an index range.
         Payout.updated_at <= due_at,
         time.at(Payout.merchant_id, Payout.updated_at) <= due_at,
     )
-    return ~exists(waiting)
+    outcome_waiting = select(PspCallback.event_id).where(
+        *outcome_waiting_to_be_applied(merchant_id),
+        PspCallback.received_at <= due_at,  # as above
+        time.at(Payout.merchant_id, PspCallback.received_at) <= due_at,
+    )
+    return ~exists(waiting) & ~exists(outcome_waiting)
 
 
 def claim_due_action(time: MerchantTime) -> Select[ScheduledAction]:

@@ -42,10 +42,15 @@ from api_service.request_body import documented_body, read_body
 from api_service.sandbox.endpoints import SANDBOX_ERRORS
 from api_service.sandbox.webhook_retries import count_retries_due, release_retries_due
 from api_service.schemas import WHOLE_NUMBER, SettingRequest
-from contracts.clock import sandbox_now_of, waiting_to_be_submitted
+from contracts.clock import (
+    outcome_waiting_to_be_applied,
+    sandbox_now_of,
+    waiting_to_be_submitted,
+)
 from contracts.db.engine import DATABASE_NOW, utcnow
 from contracts.db.models import (
     Payout,
+    PspCallback,
     SandboxClock,
     SandboxClockAdvance,
     ScheduledAction,
@@ -249,7 +254,9 @@ async def get_clock(
         "Adds `seconds` to your sandbox clock (other merchants' clocks do not move; a clock "
         f"goes at most {MAX_OFFSET_YEARS} years ahead in all). Every "
         "scheduled action of your payouts due by your new sandbox time is applied at once, "
-        "in due-time order, and the call waits (a few seconds at most) until they are: the "
+        "in due-time order (after your payouts the processor has yet to take and the PSP "
+        "outcomes it has yet to apply, which came before them), and the call waits (a few "
+        "seconds at most) until they are: the "
         f"`{SETTLED_HEADER}` header says whether they all were (webhook retries included: an "
         "endpoint that answers slowly can take longer).\n" + SCRIPTS_DESCRIPTION
     ),
@@ -306,8 +313,9 @@ async def advance_clock(
 async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: float) -> bool:
     """Whether none of the merchant's actions or webhook retries due by its sandbox time is left,
     nor any payout the processor has yet to submit (it schedules the payout's steps from when
-    the payout started: those in the advanced window are due when it has), polled until so or
-    `within` seconds have passed."""
+    the payout started: those in the advanced window are due when it has), nor any PSP outcome
+    it has yet to apply (the actions due after it wait for it), polled until so or `within`
+    seconds have passed."""
     deadline = time.monotonic() + within
     actions_due = (
         select(func.count())
@@ -327,7 +335,14 @@ async def _wait_until_settled(session: AsyncSession, merchant_id: str, within: f
         .where(*waiting_to_be_submitted(merchant_id))
         .scalar_subquery()
     )
-    due = select(actions_due + unsubmitted)
+    unapplied = (
+        select(func.count())
+        .select_from(PspCallback)
+        .join(Payout, Payout.id == PspCallback.payout_id)
+        .where(*outcome_waiting_to_be_applied(merchant_id))
+        .scalar_subquery()
+    )
+    due = select(actions_due + unsubmitted + unapplied)
     while True:
         left = (await session.scalar(due) or 0) + await count_retries_due(session, merchant_id)
         await session.rollback()  # end the read; nothing is held while waiting

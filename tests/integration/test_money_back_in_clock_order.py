@@ -7,6 +7,7 @@ queued payout started or expired depended on the order the processor took its me
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from cli.merchants import NewMerchant
@@ -15,13 +16,14 @@ from contracts.db.models import Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.messages import ApplyPspOutcome, ProcessPayout
+from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, PROCESS_PAYOUT_KEY
 from processor_service.handlers import Context, apply_psp_outcome, process_payouts
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
 from tests.conftest import MerchantFactory
 from tests.integration.test_queued_payouts import assert_reconciled, create, statuses
-from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout
+from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout, send_ipn
 from tests.support.statements import counting_statements
 
 FAILING = "03001230003"  # ACCOUNT_INVALID at once
@@ -167,6 +169,79 @@ async def test_the_same_outcome_from_its_own_command_counts_from_when_it_came(
     assert await statuses(sessions, failed, queued) == ["FAILED", "FAILED"]
     assert await failure_code(sessions, queued) == "QUEUE_EXPIRED"
     await assert_reconciled(sessions)
+
+
+@pytest.mark.parametrize(
+    ("account", "outcome"), [("03001230001", "REVERSED"), ("03001230004", "FAILED")]
+)
+async def test_an_outcome_accepted_before_an_advance_comes_before_the_expiries_it_made_due(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+    account: str,
+    outcome: str,
+) -> None:
+    """The PSP's outcome is accepted at sandbox time 0, and the clock advanced 73 h before the
+    processor applied it: the scheduler applied the queued payout's expiry first, and the money
+    that came back 72 h before it started nothing (reversals review)."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    paid = await new_payout_command(
+        client, sessions, merchant, amount="100.00", accountNumber=account
+    )
+    async with transaction(sessions) as session:
+        await process_payouts(session, [(paid, CONTEXT)])
+    queued = await create(client, merchant, "100.00")
+    said = await send_ipn(client, settings.psp_secret, paid.payout_id, outcome)
+    assert said.status_code == 200, said.text
+    await advance(client, merchant, 73)
+
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+    [command] = [
+        ApplyPspOutcome.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, paid.payout_id)
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    async with transaction(sessions) as session:
+        assert await apply_psp_outcome(session, command, CONTEXT) == outcome
+
+    assert await statuses(sessions, queued["id"]) == ["PENDING"]
+    await assert_reconciled(sessions)
+
+
+async def test_an_advance_is_not_settled_while_an_outcome_it_follows_waits_to_be_applied(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """The steps due after the outcome wait for it: the clock is not where the advance put it
+    until the processor has applied it."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant()
+    paid = await new_payout_command(client, sessions, merchant, accountNumber="03001230001")
+    async with transaction(sessions) as session:
+        await process_payouts(session, [(paid, CONTEXT)])
+    said = await send_ipn(client, settings.psp_secret, paid.payout_id, "REVERSED")
+    assert said.status_code == 200, said.text
+
+    async def settled() -> str:
+        advanced = await client.post(
+            f"{API}/sandbox/clock/advance", json={"seconds": 1}, headers=auth(merchant)
+        )
+        assert advanced.status_code == 200, advanced.text
+        return advanced.headers["Sandbox-Clock-Settled"]
+
+    assert await settled() == "false"
+    [command] = [
+        ApplyPspOutcome.model_validate_json(row.body)
+        for row in await outbox_for_payout(sessions, paid.payout_id)
+        if row.routing_key == APPLY_PSP_OUTCOME_KEY
+    ]
+    async with transaction(sessions) as session:
+        await apply_psp_outcome(session, command, CONTEXT)
+    assert await settled() == "true"
 
 
 async def test_a_release_to_a_merchant_with_no_queue_costs_nine_statements(

@@ -589,9 +589,11 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     90 ms a poll with 50,000 pending, against 2 ms now.)"""
     due, *waiting = await explain(sessions, claim_due_action(SANDBOX_TIME))
     assert (due["type"], due["key"]) == ("range", "ix_scheduled_actions_claim"), due
-    # The merchant's payouts still waiting to start: off an index (no_earlier_start_waits).
-    payouts = waiting[0]
-    assert payouts["table"] == "payouts" and payouts["type"] not in ("ALL", "index"), payouts
+    # The merchant's payouts still waiting to start, and the PSP outcomes still waiting to be
+    # applied: off indexes (no_earlier_start_waits).
+    for table in ("payouts", "psp_callbacks"):
+        reads = [read for read in waiting if read["table"] == table]
+        assert reads and all(read["type"] not in ("ALL", "index") for read in reads), waiting
 
     clocks, *probes = await explain(sessions, merchants_with_actions_due_ahead())
     assert clocks["table"] == "sandbox_clocks", clocks
