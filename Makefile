@@ -42,12 +42,15 @@ seed: migrate
 test: install services  # the tests reset their vhost through the management API
 	# Unit, integration and container-check tests on three workers (most of a test is waiting on MariaDB
 	# or RabbitMQ: 253 s against 296 s on two, same machine, same hour), each with its own database and
-	# vhost; then, in one process, what runs the
+	# vhost; then, in one process, the fault tests (they stop the local servers), the fuzzing (its
+	# last test judges what the others wrote) and what runs the
 	# services as processes and waits on them with deadlines (browser and end-to-end tests: they
-	# missed those deadlines three times beside the other worker's load), the fault tests (they
-	# stop the local servers) and the fuzzing (its last test judges what the others wrote).
+	# missed those deadlines three times beside the other worker's load).
+	# FIRST_TIER_DONE: a file touched between the two (.ci/run starts the container checks then,
+	# beside the fault tests and the fuzzing, which wait or run alone, before the browser tests).
 	$(BIN)/pytest -q -n 3 --dist loadfile --durations=15 tests/unit tests/integration tests/containers
-	$(BIN)/pytest -q --durations=10 tests/browser tests/e2e tests/faults tests/fuzz
+	$(if $(FIRST_TIER_DONE),touch $(FIRST_TIER_DONE))
+	$(BIN)/pytest -q --durations=10 tests/faults tests/fuzz tests/browser tests/e2e
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)
