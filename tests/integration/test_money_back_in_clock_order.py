@@ -11,10 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import Payout, ScheduledAction
-from contracts.domain.scheduled_actions import Action
-from contracts.domain.statuses import PayoutStatus
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Payout
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, PROCESS_PAYOUT_KEY
@@ -22,7 +20,12 @@ from processor_service.handlers import Context, apply_psp_outcome, process_payou
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
 from tests.conftest import MerchantFactory
-from tests.integration.test_queued_payouts import assert_reconciled, create, statuses
+from tests.integration.test_queued_payouts import (
+    assert_reconciled,
+    create,
+    in_review_until,
+    statuses,
+)
 from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout, send_ipn
 from tests.support.statements import counting_statements
 
@@ -42,47 +45,43 @@ async def failure_code(sessions: SessionFactory, payout_id: str) -> str | None:
         return await session.scalar(select(Payout.failure_code).where(Payout.id == payout_id))
 
 
-async def test_a_release_after_the_expiry_in_one_batch_with_one_before_it_starts_nothing_expired(
+@pytest.mark.parametrize(
+    ("before", "after", "earlier_first", "queued_ends"),
+    [
+        # A's 60 is short of the queued 80, whose 72 h then run out: B's 40, batched after A,
+        # started it, judged at A's time.
+        ("60.00", "40.00", True, ("FAILED", "QUEUE_EXPIRED")),
+        # A's 90 covers the queued 80 long before its expiry: with B's 10 batched first, it
+        # expired, judged at B's time.
+        ("90.00", "10.00", False, ("PENDING", None)),
+    ],
+)
+async def test_releases_in_one_batch_come_back_in_the_order_they_came_whatever_their_places(
     client_that_does_not_wait: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
+    before: str,
+    after: str,
+    earlier_first: bool,
+    queued_ends: tuple[str, str | None],
 ) -> None:
-    """A's 60 comes back at sandbox time 0 (its attempt started then), short of the queued 80;
-    the queued payout's 72 h run out; B's 40 comes back at +73 h. Batched [A, B], B's money
-    started the queued payout, judged at A's time."""
+    """A's money comes back at sandbox time 0 (its attempt started then), B's at +73 h; the
+    queued payout's expiry is due at +72 h."""
     client = client_that_does_not_wait
     merchant = await make_merchant(balance="100.00")
-    a = await new_payout_command(client, sessions, merchant, amount="60.00", accountNumber=FAILING)
+    a = await new_payout_command(client, sessions, merchant, amount=before, accountNumber=FAILING)
     queued = await create(client, merchant, "80.00")
     await advance(client, merchant, 73)
-    b = await new_payout_command(client, sessions, merchant, amount="40.00", accountNumber=FAILING)
+    b = await new_payout_command(client, sessions, merchant, amount=after, accountNumber=FAILING)
+    batch = [(a, CONTEXT), (b, CONTEXT)] if earlier_first else [(b, CONTEXT), (a, CONTEXT)]
 
     async with transaction(sessions) as session:
-        assert await process_payouts(session, [(a, CONTEXT), (b, CONTEXT)]) == ["FAILED"] * 2
+        assert await process_payouts(session, batch) == ["FAILED"] * 2
 
-    assert await statuses(sessions, queued["id"]) == ["FAILED"]
-    assert await failure_code(sessions, queued["id"]) == "QUEUE_EXPIRED"
-    await assert_reconciled(sessions)
-
-
-async def test_a_release_before_the_expiry_starts_the_queued_payout_whatever_its_place_in_a_batch(
-    client_that_does_not_wait: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-) -> None:
-    """A's 90 at sandbox time 0 covers the queued 80; B's 10 comes at +73 h. Batched [B, A],
-    the queued payout expired, judged at B's time."""
-    client = client_that_does_not_wait
-    merchant = await make_merchant(balance="100.00")
-    a = await new_payout_command(client, sessions, merchant, amount="90.00", accountNumber=FAILING)
-    queued = await create(client, merchant, "80.00")
-    await advance(client, merchant, 73)
-    b = await new_payout_command(client, sessions, merchant, amount="10.00", accountNumber=FAILING)
-
-    async with transaction(sessions) as session:
-        assert await process_payouts(session, [(b, CONTEXT), (a, CONTEXT)]) == ["FAILED"] * 2
-
-    assert await statuses(sessions, queued["id"]) == ["PENDING"]
+    assert (
+        *await statuses(sessions, queued["id"]),
+        await failure_code(sessions, queued["id"]),
+    ) == queued_ends
     await assert_reconciled(sessions)
 
 
@@ -97,21 +96,7 @@ async def started_by_the_clock_then_failed_73_h_later(
     in_review = await create(client, merchant, "100.00")
     started = await create(client, merchant, "100.00")
     queued = await create(client, merchant, "50.00")
-    now = utcnow()
-    async with transaction(sessions) as session:
-        payout = await session.get_one(Payout, in_review["id"])
-        payout.status = PayoutStatus.IN_REVIEW.value
-        session.add(
-            ScheduledAction(
-                merchant_id=merchant.merchant_id,
-                payout_id=payout.id,
-                hold_cycle=payout.hold_cycle,
-                action=Action.EXPIRE_DECISION.value,
-                expected_status=PayoutStatus.IN_REVIEW.value,
-                due_at=now + timedelta(hours=1),
-                created_at=now,
-            )
-        )
+    await in_review_until(sessions, in_review["id"], timedelta(hours=1))
     await advance(client, merchant, 2)
     await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
     assert await statuses(sessions, started["id"], queued["id"]) == ["PENDING", "QUEUED"]

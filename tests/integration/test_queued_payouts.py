@@ -450,6 +450,26 @@ def clock_past_the_expiry(merchant: NewMerchant) -> SandboxClock:
     )
 
 
+async def in_review_until(sessions: SessionFactory, payout_id: str, window: timedelta) -> None:
+    """The payout IN_REVIEW, its decision window ending `window` from now (the scheduler fails
+    it then, releasing its hold)."""
+    now = utcnow()
+    async with transaction(sessions) as session:
+        payout = await session.get_one(Payout, payout_id)
+        payout.status = PayoutStatus.IN_REVIEW.value
+        session.add(
+            ScheduledAction(
+                merchant_id=payout.merchant_id,
+                payout_id=payout.id,
+                hold_cycle=payout.hold_cycle,
+                action=Action.EXPIRE_DECISION.value,
+                expected_status=PayoutStatus.IN_REVIEW.value,
+                due_at=now + window,
+                created_at=now,
+            )
+        )
+
+
 async def test_a_top_up_on_a_clock_past_an_expiry_the_scheduler_has_not_applied_starts_nothing(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
@@ -525,21 +545,8 @@ async def test_a_top_up_expires_the_overdue_queue_before_the_other_steps_due(
     merchant = await make_merchant(balance="100.00")
     in_review = await create(api_client, merchant, "10.00")
     queued = await create(api_client, merchant, "200.00")
-    now = utcnow()
+    await in_review_until(sessions, in_review["id"], timedelta(hours=24))
     async with transaction(sessions) as session:
-        payout = await session.get_one(Payout, in_review["id"])
-        payout.status = PayoutStatus.IN_REVIEW.value
-        session.add(
-            ScheduledAction(
-                merchant_id=merchant.merchant_id,
-                payout_id=payout.id,
-                hold_cycle=payout.hold_cycle,
-                action=Action.EXPIRE_DECISION.value,
-                expected_status=PayoutStatus.IN_REVIEW.value,
-                due_at=now + timedelta(hours=24),
-                created_at=now,
-            )
-        )
         session.add(clock_past_the_expiry(merchant))
 
     response = await top_up(api_client, merchant, "150.00")
@@ -616,21 +623,8 @@ async def test_a_released_hold_a_scheduled_step_applies_starts_what_its_time_had
     merchant = await make_merchant(balance="100.00")
     in_review = await create(api_client, merchant, "100.00")
     queued = await create(api_client, merchant, "80.00")
-    now = utcnow()
+    await in_review_until(sessions, in_review["id"], timedelta(hours=24))
     async with transaction(sessions) as session:
-        payout = await session.get_one(Payout, in_review["id"])
-        payout.status = PayoutStatus.IN_REVIEW.value
-        session.add(
-            ScheduledAction(
-                merchant_id=merchant.merchant_id,
-                payout_id=payout.id,
-                hold_cycle=payout.hold_cycle,
-                action=Action.EXPIRE_DECISION.value,
-                expected_status=PayoutStatus.IN_REVIEW.value,
-                due_at=now + timedelta(hours=24),
-                created_at=now,
-            )
-        )
         session.add(clock_past_the_expiry(merchant))
 
     await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
