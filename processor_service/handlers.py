@@ -241,7 +241,9 @@ async def apply_scheduled_action(
     if payout is None:
         await _mark(session, action, Result.SKIPPED, status_after=None)
         return None
-    change = PayoutChange(payout, correlation_id=correlation_id_of(action.id))
+    change = PayoutChange(
+        payout, correlation_id=correlation_id_of(action.id), step_due_at=action.due_at
+    )
     await _take_accepted_outcomes(session, change)
     later: list[dict[str, Any]] = []
     applies = (payout.hold_cycle, payout.status) == (action.hold_cycle, action.expected_status)

@@ -81,12 +81,16 @@ class PayoutChange:
         *,
         correlation_id: str | None,
         sandbox_time: datetime | None = None,
+        step_due_at: datetime | None = None,
     ) -> None:
         """`sandbox_time`: when the change happened on the merchant's sandbox clock, if the clock
         caused it (a payout a clock step started from the queue); the queued payouts the money
-        it returns starts carry it too."""
+        it returns starts carry it too. `step_due_at`: the due time of the scheduled step that
+        makes the change, on the merchant's time (its sandbox clock, or real time in
+        production)."""
         self.payout = payout
         self.sandbox_time = sandbox_time
+        self.step_due_at = step_due_at
         # Real time: when the payout's attempt started (its last change: a processor behind
         # judges the attempt from then, as it schedules its steps), and when the API received
         # the latest PSP outcome the change applies, if any.
@@ -235,9 +239,10 @@ def _postings(changes: Iterable[PayoutChange]) -> list[tuple[ledger.Posting, led
 async def _money_comes_at(
     session: AsyncSession, changes: Sequence[PayoutChange], time: MerchantTime
 ) -> list[datetime]:
-    """When each change's money comes back, on its merchant's clock (`time`): when the PSP's
+    """When each change's money comes back, on its merchant's time (`time`): when the PSP's
     outcome it applies came (not before the sandbox time its events carry: a payout a clock step
-    started); else that sandbox time (a scheduled step's due time); else when its attempt
+    started); else that sandbox time, or the due time of the scheduled step that makes it (in
+    production too, where events carry no sandbox time: diff review); else when its attempt
     started. One statement."""
     read = (
         await session.execute(
@@ -254,7 +259,7 @@ async def _money_comes_at(
     ).one()
     comes_at = []
     for change, then in zip(changes, read, strict=True):
-        stamp = change.sandbox_time or event_sandbox_time()
+        stamp = change.sandbox_time or change.step_due_at or event_sandbox_time()
         if change.outcome_received_at is None and stamp is not None:
             comes_at.append(stamp)
         else:

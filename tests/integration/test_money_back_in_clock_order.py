@@ -8,15 +8,21 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cli.merchants import NewMerchant
-from contracts.db.engine import SessionFactory, transaction
-from contracts.db.models import Payout
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Payout, ScheduledAction
+from contracts.domain.scheduled_actions import Action
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.settings import Settings
 from contracts.topology import APPLY_PSP_OUTCOME_KEY, PROCESS_PAYOUT_KEY
-from processor_service.handlers import Context, apply_psp_outcome, process_payouts
+from processor_service.handlers import (
+    Context,
+    apply_psp_outcome,
+    apply_scheduled_action,
+    process_payouts,
+)
 from processor_service.schedule import Timetable
 from processor_service.scheduler import Scheduler
 from tests.conftest import MerchantFactory
@@ -82,6 +88,47 @@ async def test_releases_in_one_batch_come_back_in_the_order_they_came_whatever_t
         *await statuses(sessions, queued["id"]),
         await failure_code(sessions, queued["id"]),
     ) == queued_ends
+    await assert_reconciled(sessions)
+
+
+@pytest.mark.parametrize("scripted", [True, False], ids=["sandbox", "production"])
+async def test_a_steps_release_comes_back_at_its_due_time_after_the_expiries_due_before_it(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    scripted: bool,
+) -> None:
+    """A decision window that ended a minute ago releases 100; the queued payout's 72 h ran out
+    two minutes ago, its expiry not applied yet (another scheduler worker has it). In
+    production, where events carry no sandbox time, the release was judged at the attempt's
+    start, ten minutes ago, and started the payout (diff review)."""
+    merchant = await make_merchant(balance="100.00")
+    in_review = await create(api_client, merchant, "100.00")
+    queued = await create(api_client, merchant, "50.00")
+    now = utcnow()
+    await in_review_until(sessions, in_review["id"], timedelta(minutes=-1))
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout)
+            .where(Payout.id == in_review["id"])
+            .values(updated_at=now - timedelta(minutes=10))
+        )
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == queued["id"])
+            .values(due_at=now - timedelta(minutes=2))
+        )
+        window = await session.scalar(
+            select(ScheduledAction).where(
+                ScheduledAction.payout_id == in_review["id"],
+                ScheduledAction.action == Action.EXPIRE_DECISION.value,
+            )
+        )
+        assert window is not None
+        await apply_scheduled_action(session, window, Timetable(scripted=scripted))
+
+    assert await statuses(sessions, in_review["id"], queued["id"]) == ["FAILED", "FAILED"]
+    assert await failure_code(sessions, queued["id"]) == "QUEUE_EXPIRED"
     await assert_reconciled(sessions)
 
 
