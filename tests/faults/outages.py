@@ -27,12 +27,26 @@ def start_rabbitmq() -> None:
     _run("rabbitmqctl", "await_startup")
 
 
+MARIADB_PID_FILE = "/run/mysqld/mysqld.pid"  # /etc/mysql/my.cnf's pid-file
+
+
 def stop_mariadb() -> None:
     _run("mysqladmin", "-uroot", "shutdown")  # over the socket, as the local root
 
 
 def start_mariadb() -> None:
-    _run("start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd")
+    # By its pid file: by its program alone, a container's mariadbd (CI's container checks run
+    # beside these tests) was "already running", and the local server stayed down.
+    _run(
+        "start-stop-daemon",
+        "--start",
+        "--oknodo",
+        "--background",
+        "--pidfile",
+        MARIADB_PID_FILE,
+        "--exec",
+        "/usr/sbin/mariadbd",
+    )
     _wait_for("mysqladmin", "--protocol=TCP", "-h127.0.0.1", "-uroot", "ping")
 
 
