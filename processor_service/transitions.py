@@ -18,7 +18,7 @@ housekeeping (expiry). contracts/domain/statuses.py lists them.
 """
 
 import functools
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
-from contracts.clock import MerchantTime, event_sandbox_time, stamping_sandbox_time
+from contracts.clock import MerchantTime, stamping_sandbox_time
 from contracts.db.engine import utcnow
 from contracts.db.models import Payout, table_of
 from contracts.domain.psp_references import psp_reference_for
@@ -200,7 +200,7 @@ async def _post(session: AsyncSession, changes: Sequence[PayoutChange], time: Me
         )
         returning = [change for change in returning if change.payout.merchant_id in queued]
     await ledger.post_many(
-        session, _postings(change for change in changes if change not in returning)
+        session, _postings([change for change in changes if change not in returning])
     )
     if not returning:
         return
@@ -225,13 +225,12 @@ async def _post(session: AsyncSession, changes: Sequence[PayoutChange], time: Me
             )
 
 
-def _postings(changes: Iterable[PayoutChange]) -> list[tuple[ledger.Posting, ledger.Entry]]:
+def _postings(changes: Sequence[PayoutChange]) -> list[tuple[ledger.Posting, ledger.Entry]]:
     """The changes' postings, in POSTING_ORDER."""
-    listed = list(changes)
     return [
         (posting, change.entry())
         for posting in POSTING_ORDER
-        for change in listed
+        for change in changes
         if posting in change.postings
     ]
 
@@ -259,7 +258,7 @@ async def _money_comes_at(
     ).one()
     comes_at = []
     for change, then in zip(changes, read, strict=True):
-        stamp = change.sandbox_time or change.step_due_at or event_sandbox_time()
+        stamp = change.sandbox_time or change.step_due_at
         if change.outcome_received_at is None and stamp is not None:
             comes_at.append(stamp)
         else:
