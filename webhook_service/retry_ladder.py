@@ -8,6 +8,7 @@ ladder's step is honoured, capped at the ladder's longest delay so an endpoint c
 own retries indefinitely.
 """
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,13 +118,15 @@ class RetryLadder:
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """Seconds to wait from a `Retry-After` header: delta-seconds (ASCII digits: a header is read
     as Latin-1, where `²` passes isdigit() and fails float()) or an HTTP date; None for anything
-    else (a date whose year or offset does not fit a C long overflows in the parser)."""
+    else (a date whose year or offset does not fit a C long overflows in the parser).
+    Delta-seconds of more digits than a number holds ask for longer than any wait: infinity,
+    which the ladder caps at its longest delay (read as unparsable, they got the step's delay)."""
     if value is None:
         return None
     value = value.strip()
-    seconds = whole_number(value)
-    if seconds is not None:
-        return float(seconds)
+    if value.isascii() and value.isdigit():
+        seconds = whole_number(value.lstrip("0") or "0")
+        return math.inf if seconds is None else float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -1,5 +1,6 @@
 """The retry ladder: tiers, jitter, Retry-After, parking."""
 
+import math
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -77,6 +78,15 @@ def test_random_jitter_spreads_delays_inside_the_band() -> None:
     assert len(delays) > 1
 
 
+def test_a_retry_after_of_more_digits_than_a_number_holds_waits_the_longest_delay() -> None:
+    """Read as unparsable, a 19-digit Retry-After got the first step's 5 seconds."""
+    retry_after = retry_after_seconds(429, "9" * 25, now=NOW)
+
+    assert LADDER.after_failure(1, retry_after=retry_after, draw=0.5) == RetryStep(
+        LADDER.tiers, LADDER.longest_delay
+    )
+
+
 def test_a_longer_retry_after_is_honoured_in_a_tier_at_least_that_long() -> None:
     step = LADDER.after_failure(1, retry_after=120, draw=0.5)
 
@@ -124,6 +134,8 @@ def test_retry_after_cannot_extend_the_number_of_attempts() -> None:
         ("\u0661\u0662", None),  # Arabic-Indic digits: a header's digits are ASCII
         ("01 Jan 99999999999999999999 00:00:00 GMT", None),  # a year past a C long
         ("01 Jan 2000 00:00:00 +99999999999999999999", None),  # an offset past a C int
+        ("9" * 19, math.inf),  # more seconds than any wait: the longest
+        ("0" * 30 + "7", 7.0),
     ],
 )
 def test_retry_after_header_forms(header: str | None, seconds: float | None) -> None:
