@@ -164,7 +164,9 @@ async def ensure_demo_merchant(
     name: str = DEMO_MERCHANT_NAME,
 ) -> DemoMerchant:
     """The demo merchant, created on the first run and reused on every later one (compose runs
-    the seed on every `up`): the oldest merchant of that name.
+    the seed on every `up`): the oldest active merchant of that name. (A deactivated one, reused,
+    was given the deployment's key, which every route then refused with 401, or was reported as
+    keeping its key; `make run` had made a new one meanwhile.)
 
     A reused merchant keeps its balance. What the caller gives wins over what is stored: the
     webhook URL, and an API key or webhook secret given by the deployment (so that compose, which
@@ -173,7 +175,7 @@ async def ensure_demo_merchant(
     existing = await session.scalar(
         select(Merchant)
         .options(WITH_WEBHOOK_SECRETS)
-        .where(Merchant.name == name)
+        .where(Merchant.name == name, Merchant.is_active.is_(True))
         .order_by(Merchant.created_at, Merchant.id)
         .limit(1)
     )

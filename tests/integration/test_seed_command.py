@@ -1,14 +1,21 @@
 """`payouts seed` (compose runs it on every `up`): runs in turn with another seed started
-meanwhile, and refuses an API key that is another merchant's in one line."""
+meanwhile, refuses an API key that is another merchant's in one line, and never reuses a
+deactivated demo merchant."""
 
 import asyncio
+import json
 
+import httpx
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cli.supervisor import payouts_command
+from contracts.api_keys import new_api_key
 from contracts.db.database_locks import database_lock
-from contracts.db.engine import SessionFactory
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Merchant
 from tests.conftest import MerchantFactory
+from tests.support.api_helpers import API
 from tests.support.polling import eventually
 from tests.support.statements import statement_running
 
@@ -70,3 +77,54 @@ async def test_an_api_key_of_another_merchant_is_refused_in_one_line(
     assert seed.returncode == 2, said[-600:]
     assert "Traceback" not in said
     assert "'--api-key'" in said and f"merchant {other.merchant_id}'s" in said
+
+
+async def _seeded(env: dict[str, str], *args: str) -> dict[str, str | bool | None]:
+    seed = await _seed(env, *args)
+    out, err = await asyncio.wait_for(seed.communicate(), timeout=60)
+    assert seed.returncode == 0, err.decode()[-600:]
+    seeded: dict[str, str | bool | None] = json.loads(out.decode().strip().splitlines()[-1])
+    return seeded
+
+
+async def _deactivate_every_demo_merchant(sessions: SessionFactory) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.name == "Demo Merchant").values(is_active=False)
+        )
+
+
+async def _is_active(sessions: SessionFactory, merchant_id: object) -> bool | None:
+    async with sessions() as session:
+        return await session.scalar(select(Merchant.is_active).where(Merchant.id == merchant_id))
+
+
+async def test_a_deactivated_demo_merchant_is_not_given_the_deployments_key(
+    service_env: dict[str, str], sessions: SessionFactory, api_client: httpx.AsyncClient
+) -> None:
+    """Reused, the deactivated demo merchant got the key compose gives on every `up`, and every
+    route refused that key with 401 (seed review)."""
+    await _seeded(service_env)
+    await _deactivate_every_demo_merchant(sessions)
+    key = new_api_key()
+
+    seeded = await _seeded(service_env, "--api-key", key)
+
+    assert seeded["created"] is True
+    assert await _is_active(sessions, seeded["merchantId"])
+    balance = await api_client.get(f"{API}/balance", headers={"X-API-KEY": key})
+    assert balance.status_code == 200, balance.text
+
+
+async def test_a_deactivated_demo_merchant_is_not_reported_as_keeping_its_key(
+    service_env: dict[str, str], sessions: SessionFactory
+) -> None:
+    """Without --api-key the seed said the deactivated demo merchant 'keeps its API key', a key
+    every route refused: a new demo merchant is made, and its key printed once."""
+    await _seeded(service_env)
+    await _deactivate_every_demo_merchant(sessions)
+
+    seeded = await _seeded(service_env)
+
+    assert seeded["created"] is True and seeded["apiKey"]
+    assert await _is_active(sessions, seeded["merchantId"])
