@@ -5,7 +5,7 @@ import json
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from enum import Enum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -316,14 +316,46 @@ def merchant_topup(
             "was used for another request of this merchant", param_hint="'--idempotency-key'"
         ) from exc
     if done is TopUpNotMade.NO_MERCHANT:
-        typer.echo(f"no merchant {merchant_id}", err=True)
-        raise typer.Exit(1)
+        _no_merchant(merchant_id)
     if done is TopUpNotMade.MADE_ALREADY:
         typer.echo(f"already topped up {value} PKR under this key: nothing done")
         return
     typer.echo(f"topped up {value} PKR")
     if done.started:
         typer.echo(f"started {len(done.started)} queued payouts")
+
+
+@merchant_app.command("deactivate")
+def merchant_deactivate(merchant_id: str) -> None:
+    """Suspend a merchant: its API key refused, its dashboard sessions ended, its queued
+    payouts held; what it has in flight goes on (outcomes, reversals, webhooks)."""
+    from cli.merchants import deactivate_merchant
+
+    if not run_in_transaction(deactivate_merchant, merchant_id):
+        _no_merchant(merchant_id)
+    typer.echo(f"merchant {merchant_id} deactivated: its queued payouts wait for its activation")
+
+
+@merchant_app.command("activate")
+def merchant_activate(merchant_id: str) -> None:
+    """Let a deactivated merchant in again; its queued payouts the available balance covers
+    start (after the expiries due by its clock)."""
+    from cli.merchants import activate_merchant
+    from contracts.clock import MerchantTime
+
+    started = run_in_transaction(
+        activate_merchant, merchant_id, time=MerchantTime.of(get_settings())
+    )
+    if started is None:
+        _no_merchant(merchant_id)
+    typer.echo(f"merchant {merchant_id} active")
+    if started:
+        typer.echo(f"started {len(started)} queued payouts")
+
+
+def _no_merchant(merchant_id: str) -> NoReturn:
+    typer.echo(f"no merchant {merchant_id}", err=True)
+    raise typer.Exit(1)
 
 
 # How long uvicorn's supervisor waits for a worker's answer to its ping before it kills the

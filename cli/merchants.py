@@ -1,4 +1,4 @@
-"""Operator tasks on merchants (the demo merchant, create, top up)."""
+"""Operator tasks on merchants (the demo merchant, create, top up, deactivate, activate)."""
 
 import base64
 import binascii
@@ -8,17 +8,19 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.dashboard.sessions import close_merchant_sessions
 from api_service.idempotency import CLAIM_KEY, FIND_KEY, FORGET_EXPIRED_KEY
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
+from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
-from contracts.db.models import WITH_WEBHOOK_SECRETS, Balance, IdempotencyKey, Merchant
+from contracts.db.models import WITH_WEBHOOK_SECRETS, Balance, IdempotencyKey, Merchant, Payout
 from contracts.db.sealed import MAX_SECRET_LENGTH
 from contracts.domain.money import format_amount
+from contracts.payout_queue import expire_queued_payouts, start_queued_payouts
 
 DEMO_MERCHANT_NAME = "Demo Merchant"
 _API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}[A-Za-z0-9_-]{{43,}}")
@@ -80,6 +82,42 @@ async def create_merchant(
 
 async def merchant_exists(session: AsyncSession, merchant_id: str) -> bool:
     return await session.scalar(select(Merchant.id).where(Merchant.id == merchant_id)) is not None
+
+
+async def deactivate_merchant(session: AsyncSession, merchant_id: str) -> bool:
+    """Suspend the merchant: its API key refused (401 `INVALID_API_KEY`; by each API process
+    within PAYOUTS_API_KEY_CACHE_SECONDS), its dashboard sessions ended, its QUEUED payouts held
+    (`start_queued_payouts`).
+    What it has in flight goes on: payouts accepted go to the PSP, outcomes and reversals apply,
+    webhooks are delivered, queued payouts expire. False: no such merchant."""
+    if not await merchant_exists(session, merchant_id):
+        return False
+    await session.execute(
+        update(Merchant).where(Merchant.id == merchant_id).values(is_active=False)
+    )
+    await close_merchant_sessions(session, merchant_id)
+    return True
+
+
+async def activate_merchant(
+    session: AsyncSession, merchant_id: str, *, time: MerchantTime
+) -> list[Payout] | None:
+    """The merchant's key works again, and its queue goes on where it stopped: first the
+    expiries due by its clock (as the scheduler applies them), then the queued payouts the
+    available balance covers start, oldest first. Those started; None: no such merchant."""
+    if not await merchant_exists(session, merchant_id):
+        return None
+    await session.execute(update(Merchant).where(Merchant.id == merchant_id).values(is_active=True))
+    _, started = await expire_queued_payouts(
+        session,
+        merchant_id=merchant_id,
+        due_by=time.now_of(merchant_id),
+        time=time,
+        correlation_id=None,
+    )
+    return started + await start_queued_payouts(
+        session, merchant_id=merchant_id, correlation_id=None
+    )
 
 
 async def as_stored_now(session: AsyncSession, saved: NewMerchant) -> NewMerchant | None:

@@ -45,7 +45,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from contracts import ledger
 from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, Payout, ScheduledAction
+from contracts.db.models import Balance, Merchant, Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import EventType, FailureCode, PayoutStatus
 from contracts.payout_events import Announcements
@@ -78,10 +78,16 @@ async def start_queued_payouts(
     caller's transaction. The caller must hold the merchant's balance row (see the module's lock
     order): it has just moved money into available, or called `ledger.lock_balance`.
 
+    A deactivated merchant's queue starts nothing: its payouts wait, QUEUED, for its activation
+    (`payouts merchant activate`) or their expiry. (Money that came back to it, a released hold
+    or a top-up, sent them to the PSP: a suspended merchant's new disbursements.)
+
     One statement when the queue is empty (the common case)."""
     started: list[Payout] = []
+    startable = _queued_of(merchant_id).join(Merchant, Merchant.id == Payout.merchant_id)
+    startable = startable.where(Merchant.is_active.is_(True)).limit(START_BATCH)
     while True:
-        queued = list(await session.scalars(_queued_of(merchant_id).limit(START_BATCH)))
+        queued = list(await session.scalars(startable))
         if not queued:
             return started
         available = await session.scalar(

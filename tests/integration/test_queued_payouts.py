@@ -52,9 +52,10 @@ from tests.support.api_helpers import (
     outbox_for_payout,
     payout_body,
 )
+from tests.support.cli import payouts_said
 from tests.support.payout_records import balance_and_ledger, event_types, journal_kinds
 from tests.support.polling import eventually
-from tests.support.processing import running_processor_and_relay
+from tests.support.processing import fail_as_the_processor, running_processor_and_relay
 from tests.support.statements import counting_statements
 
 EXPIRY = timedelta(hours=72)
@@ -278,15 +279,7 @@ async def operator_top_up(
     env: dict[str, str], merchant: NewMerchant, amount: str, *options: str
 ) -> tuple[int, str]:
     """`payouts merchant topup` run as an operator runs it: its exit code and what it said."""
-    process = await asyncio.create_subprocess_exec(
-        *payouts_command("merchant", "topup", merchant.merchant_id, amount, *options),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    said, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, said.decode()
+    return await payouts_said(env, "merchant", "topup", merchant.merchant_id, amount, *options)
 
 
 async def test_an_operator_top_up_run_again_under_its_key_is_made_once(
@@ -346,14 +339,7 @@ async def test_a_released_hold_starts_the_next_queued_payout(
     queued = await create(api_client, merchant, "80.00")
     assert queued["status"] == "QUEUED"
 
-    async with transaction(sessions) as session:  # what the processor does on a failure
-        payout = await session.scalar(
-            select(Payout).where(Payout.id == held["id"]).with_for_update()
-        )
-        assert payout is not None
-        change = PayoutChange(payout, correlation_id=None)
-        transitions.fail(change, failure_code="ACCOUNT_INVALID", reason="Account invalid")
-        await change.write(session, SANDBOX_TIME)
+    await fail_as_the_processor(sessions, held["id"])
 
     assert await statuses(sessions, held["id"], queued["id"]) == ["FAILED", "PENDING"]
     assert await journal_kinds(sessions, held["id"]) == ("HOLD", "RELEASE")

@@ -5,14 +5,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.db.engine import SessionFactory
+from contracts.clock import SANDBOX_TIME
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Payout
+from contracts.domain.statuses import FailureCode
 from contracts.settings import Settings
 from contracts.topology import declare_topology_at
+from processor_service import transitions
 from processor_service.app import create_processor
 from processor_service.outbox_relay import DueProbe, OutboxRelay, RoundResult, open_publisher
 from processor_service.relay_service import run_outbox_relay
+from processor_service.transitions import PayoutChange
 
 
 @asynccontextmanager
@@ -61,3 +67,16 @@ async def everything_due_published(
         )
         await relay_until_idle(relay)
     await probe.aclose()
+
+
+async def fail_as_the_processor(sessions: SessionFactory, payout_id: str) -> None:
+    """What the processor writes for a PSP's FAILED outcome (the hold released), in one
+    transaction, without a processor running."""
+    async with transaction(sessions) as session:
+        payout = await session.scalar(
+            select(Payout).where(Payout.id == payout_id).with_for_update()
+        )
+        assert payout is not None
+        change = PayoutChange(payout, correlation_id=None)
+        transitions.fail(change, failure_code=FailureCode.ACCOUNT_INVALID, reason="Account invalid")
+        await change.write(session, SANDBOX_TIME)

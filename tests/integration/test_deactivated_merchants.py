@@ -1,0 +1,163 @@
+"""`payouts merchant deactivate` / `activate`: a suspended merchant's queued payouts wait (money
+that came back to it, a released hold or a top-up, sent them to the PSP), its dashboard sessions
+end, and its activation starts the queue where it stopped, after the expiries due by then
+(deactivation review). Real MariaDB; the operator commands run as processes."""
+
+from decimal import Decimal
+
+import httpx
+from sqlalchemy import select, update
+
+from cli.merchants import NewMerchant
+from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.models import Payout, ScheduledAction
+from contracts.domain.scheduled_actions import Action
+from contracts.reconcile import reconcile
+from contracts.settings import Settings
+from tests.conftest import MerchantFactory, in_process_api
+from tests.support.api_helpers import API, assert_error, auth, payout_body
+from tests.support.cli import payouts_said
+from tests.support.dashboard_client import signed_in
+from tests.support.payout_records import balance_and_ledger, event_types
+from tests.support.processing import fail_as_the_processor
+
+
+async def _created(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
+    body = payout_body(amount=amount, queueIfLowBalance=True)
+    response = await client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+    assert response.status_code == 201, response.text
+    payout_id: str = response.json()["data"]["id"]
+    return payout_id
+
+
+async def _status(sessions: SessionFactory, payout_id: str) -> str | None:
+    async with sessions() as session:
+        return await session.scalar(select(Payout.status).where(Payout.id == payout_id))
+
+
+async def _operator(env: dict[str, str], *args: str) -> str:
+    code, said = await payouts_said(env, "merchant", *args)
+    assert code == 0, said
+    return said
+
+
+async def _reconciled(sessions: SessionFactory) -> None:
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+async def test_money_back_to_a_deactivated_merchant_starts_its_queue_only_once_activated(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    merchant = await make_merchant(balance="100.00")
+    held = await _created(api_client, merchant, "100.00")
+    queued = await _created(api_client, merchant, "80.00")
+    assert await _status(sessions, queued) == "QUEUED"
+
+    await _operator(service_env, "deactivate", merchant.merchant_id)
+    await fail_as_the_processor(sessions, held)
+
+    assert [await _status(sessions, held), await _status(sessions, queued)] == ["FAILED", "QUEUED"]
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("100.00"),
+        Decimal("0.00"),
+    )
+    await _reconciled(sessions)
+
+    said = await _operator(service_env, "activate", merchant.merchant_id)
+
+    assert "started 1 queued payouts" in said, said
+    assert await _status(sessions, queued) == "PENDING"
+    assert await event_types(sessions, queued) == ("payout.queued", "payout.dequeued")
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("20.00"),
+        Decimal("80.00"),
+    )
+    await _reconciled(sessions)
+
+
+async def test_an_operator_top_up_of_a_deactivated_merchant_starts_nothing(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    merchant = await make_merchant(balance="0.00")
+    queued = await _created(api_client, merchant, "500.00")
+    await _operator(service_env, "deactivate", merchant.merchant_id)
+
+    said = await _operator(service_env, "topup", merchant.merchant_id, "1000")
+
+    assert "started" not in said, said
+    assert await _status(sessions, queued) == "QUEUED"
+    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
+        Decimal("1000.00"),
+        Decimal("0.00"),
+    )
+    await _reconciled(sessions)
+
+
+async def test_activation_applies_the_expiries_due_before_it_starts_the_queue(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    service_env: dict[str, str],
+) -> None:
+    """Deactivated past a queued payout's 72 h (the scheduler not yet run), activation must
+    expire it, not send it out."""
+    merchant = await make_merchant(balance="0.00")
+    expired = await _created(api_client, merchant, "300.00")
+    await _operator(service_env, "deactivate", merchant.merchant_id)
+    await _operator(service_env, "topup", merchant.merchant_id, "300")
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(ScheduledAction)
+            .where(
+                ScheduledAction.payout_id == expired,
+                ScheduledAction.action == Action.EXPIRE_QUEUE.value,
+            )
+            .values(due_at=utcnow())
+        )
+
+    said = await _operator(service_env, "activate", merchant.merchant_id)
+
+    assert "started" not in said, said
+    assert await _status(sessions, expired) == "FAILED"
+    await _reconciled(sessions)
+
+
+async def test_deactivation_refuses_the_key_and_ends_the_dashboard_sessions(
+    settings: Settings, make_merchant: MerchantFactory, service_env: dict[str, str]
+) -> None:
+    """Refused while the merchant was inactive, its sessions came back with its activation."""
+    merchant = await make_merchant()
+    async with in_process_api(settings) as client:
+        await signed_in(client, merchant)
+        await _operator(service_env, "deactivate", merchant.merchant_id)
+        await _operator(service_env, "activate", merchant.merchant_id)
+
+        page = await client.get("/dashboard/balance")
+        balance = await client.get(f"{API}/balance", headers=auth(merchant))
+
+    assert page.status_code == 303 and "/dashboard/sign-in" in page.headers["location"]
+    assert balance.status_code == 200, balance.text
+
+
+async def test_a_deactivated_merchants_key_is_refused(
+    settings: Settings, make_merchant: MerchantFactory, service_env: dict[str, str]
+) -> None:
+    merchant = await make_merchant()
+    await _operator(service_env, "deactivate", merchant.merchant_id)
+    async with in_process_api(settings) as client:  # a new process: no key cached
+        balance = await client.get(f"{API}/balance", headers=auth(merchant))
+
+    assert_error(balance, 401, "INVALID_API_KEY")
+
+
+async def test_an_unknown_merchant_is_exit_1_naming_it(service_env: dict[str, str]) -> None:
+    for command in ("deactivate", "activate"):
+        code, said = await payouts_said(service_env, "merchant", command, "no-such-merchant")
+        assert (code, "no merchant no-such-merchant" in said) == (1, True), said
