@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.envelope import error_body
 from api_service.errors import ApiError, PayloadTooLarge, ValidationFailed
 from contracts.logging import bind_log_context
-from contracts.wire import whole_number
+from contracts.wire import count_or_more
 
 REQUEST_ID_HEADER = "x-request-id"
 API_PATHS = "/api/"
@@ -112,7 +112,7 @@ class RequestContextMiddleware:
         """The downstream call, with the body size checked."""
         # With a trailing slash too: the router sends /payouts/batch/ on to /payouts/batch.
         limit = self.larger_bodies.get(scope["path"].rstrip("/"), self.max_body_bytes)
-        declared_bytes = whole_number(declared)
+        declared_bytes = None if declared is None else count_or_more(declared)
         if declared_bytes is not None and declared_bytes > limit:
             await self._refuse(scope, receive, send, request_id, PayloadTooLarge(_too_large(limit)))
             return

@@ -1,5 +1,6 @@
 """JSON on the wire: camelCase models, money as 2-decimal strings, times as ISO-8601 UTC with Z."""
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -26,6 +27,19 @@ def whole_number(text: str | bytes | None, *, max_digits: int = 18) -> int | Non
     if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
         return None
     return int(text)
+
+
+def count_or_more(text: str | bytes) -> float | None:
+    """The whole number `text` spells in ASCII digits, leading zeros allowed; infinity when it
+    has more significant digits than a number holds (a header's length or wait past any limit);
+    None when it is no whole number. (Read as unparsable, a 19-digit Content-Length was "none
+    declared", and a 19-digit Retry-After "no wait asked".)"""
+    digits = text.decode("latin-1") if isinstance(text, bytes) else text
+    if not digits.isascii() or not digits.isdigit():
+        return None
+    significant = digits.lstrip("0")
+    number = whole_number(significant) if significant else 0
+    return math.inf if number is None else number
 
 
 RowId = Annotated[str, StringConstraints(min_length=36, max_length=36)]  # a UUID's text

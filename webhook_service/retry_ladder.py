@@ -8,7 +8,6 @@ ladder's step is honoured, capped at the ladder's longest delay so an endpoint c
 own retries indefinitely.
 """
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from contracts.topology import SLOT_WAIT_TIER
-from contracts.wire import whole_number
+from contracts.wire import count_or_more
 
 DEFAULT_JITTER = 0.1
 # A message sent back this many times in a row to wait for a slot of its merchant's slow endpoint
@@ -120,13 +119,13 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     as Latin-1, where `²` passes isdigit() and fails float()) or an HTTP date; None for anything
     else (a date whose year or offset does not fit a C long overflows in the parser).
     Delta-seconds of more digits than a number holds ask for longer than any wait: infinity,
-    which the ladder caps at its longest delay (read as unparsable, they got the step's delay)."""
+    which the ladder caps at its longest delay."""
     if value is None:
         return None
     value = value.strip()
-    if value.isascii() and value.isdigit():
-        seconds = whole_number(value.lstrip("0") or "0")
-        return math.inf if seconds is None else float(seconds)
+    seconds = count_or_more(value)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):

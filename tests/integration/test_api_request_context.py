@@ -21,6 +21,8 @@ from tests.support.api_helpers import (
     payout_body,
     psp_headers,
 )
+from tests.support.api_server import serving_api
+from tests.support.raw_http import connect, request
 
 LIMIT = 64 * 1024
 
@@ -162,6 +164,34 @@ async def test_body_over_64_kib_is_413_and_writes_nothing(
     response = await api_client.post(f"{API}/payouts", json=padded, headers=auth(merchant))
     assert_error(response, 413, "PAYLOAD_TOO_LARGE")
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        "100000",
+        "9999999999999999999",  # 19 digits, still below 2**64 (what the HTTP parser holds)
+        "0000000000000000000100000",  # 100,000 with leading zeros (RFC 9110: 1*DIGIT)
+    ],
+)
+async def test_a_body_declared_past_the_limit_is_413_at_once_however_many_digits(
+    declared: str, settings: Settings, make_merchant: MerchantFactory
+) -> None:
+    """Past 18 digits a Content-Length read as "none declared": the server waited for the body
+    (408 after the body deadline, the connection held meanwhile) instead of answering 413
+    (numeric review)."""
+    merchant = await make_merchant()
+    head = [*auth(merchant).items(), ("Content-Type", "application/json")]
+    async with serving_api(settings) as port:
+        connection = await connect(port)
+        try:
+            await connection.send(
+                request("POST", f"{API}/payouts", [*head, ("Content-Length", declared)]) + b"{}"
+            )
+            answer = await connection.answer(within=10)
+        finally:
+            await connection.close()
+    assert answer.status == 413, (answer.status, answer.body)
 
 
 async def test_chunked_body_over_64_kib_is_413(
