@@ -68,14 +68,16 @@ def reconcile_command(
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
     hold settled at most once, held funds equal the payouts in flight, each payout's journals
     move its amount between the right accounts and match its status; and the pipeline: no
-    payout stuck, no scheduled action long due, no PSP outcome accepted and not applied, no
+    payout stuck, no queued payout the available balance covers, no scheduled action long due, no PSP outcome accepted and not applied, no
     outbox lag, no parked outbox row, no event no webhook service took up, no webhook left
     PENDING with no attempt, no webhook retry long overdue. Exit 1 on any problem."""
-    thresholds = Thresholds(
+    settings = get_settings()
+    thresholds = Thresholds.of(
+        settings,
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
     )
-    problems, size = run_in_one_line(_check(get_settings(), thresholds))
+    problems, size = run_in_one_line(_check(settings, thresholds))
     for problem in problems:
         typer.echo(problem)
     if problems:

@@ -8,12 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from contracts.clock import MerchantTime
 from contracts.db.engine import seconds_between, utcnow
 from contracts.db.models import (
+    Balance,
+    Merchant,
     OutboxMessage,
     Payout,
     PayoutEvent,
@@ -21,8 +33,10 @@ from contracts.db.models import (
     ScheduledAction,
     WebhookDelivery,
 )
+from contracts.domain.money import format_amount
 from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import PayoutStatus
+from contracts.settings import Settings
 from contracts.waiting_retries import (
     overdue,
     pending_unattempted,
@@ -42,24 +56,65 @@ UNDELIVERED_EVENTS_WINDOW = timedelta(minutes=10)
 class Thresholds:
     stuck_after: timedelta = timedelta(minutes=5)
     max_outbox_lag: timedelta = timedelta(seconds=60)
+    # A payout in RETRY waits this long for its next attempt by design
+    # (PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS, up to an hour): "stuck" counts from then on.
+    retry_delay: timedelta = timedelta(0)
+
+    @classmethod
+    def of(cls, settings: Settings, **overrides: timedelta) -> "Thresholds":
+        return cls(
+            retry_delay=timedelta(seconds=settings.processor_retry_delay_seconds), **overrides
+        )
 
 
-def _stuck(older_than: timedelta) -> ColumnElement[bool]:
-    """PROCESSING, RETRY, or PENDING not yet submitted to the PSP, untouched for too long, and
-    waiting for no scheduled step. (PENDING with a PSP reference, ON_HOLD and IN_REVIEW wait for
-    an IPN by design; a scripted attempt waits for its next step in sandbox time: a 0007 payout
-    is PROCESSING for 30 min, a 0009 one in RETRY for up to 30 min.)"""
+def _stuck(thresholds: Thresholds) -> ColumnElement[bool]:
+    """PROCESSING, RETRY (past its retry delay), or PENDING not yet submitted to the PSP,
+    untouched for too long, and waiting for no scheduled step. (PENDING with a PSP reference,
+    ON_HOLD and IN_REVIEW wait for an IPN by design; a scripted attempt waits for its next step
+    in sandbox time: a 0007 payout is PROCESSING for 30 min, a 0009 one in RETRY for up to 30
+    min. With a 30-minute retry delay, a payout in RETRY for 10 was called stuck.)"""
+    stuck_since = utcnow() - thresholds.stuck_after
     return and_(
-        Payout.updated_at < utcnow() - older_than,
         or_(
-            Payout.status.in_([PayoutStatus.PROCESSING.value, PayoutStatus.RETRY.value]),
-            and_(Payout.status == PayoutStatus.PENDING.value, Payout.psp_reference.is_(None)),
+            and_(
+                Payout.status == PayoutStatus.RETRY.value,
+                Payout.updated_at < stuck_since - thresholds.retry_delay,
+            ),
+            and_(
+                or_(
+                    Payout.status == PayoutStatus.PROCESSING.value,
+                    and_(
+                        Payout.status == PayoutStatus.PENDING.value,
+                        Payout.psp_reference.is_(None),
+                    ),
+                ),
+                Payout.updated_at < stuck_since,
+            ),
         ),
         ~exists().where(  # ix_scheduled_actions_payout
             ScheduledAction.payout_id == Payout.id,
             ScheduledAction.hold_cycle == Payout.hold_cycle,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.action != Action.EXPIRE_QUEUE.value,  # a started payout's: no step
+        ),
+    )
+
+
+def _covered_queue_head(queued_before: datetime) -> ColumnElement[bool]:
+    """Over payouts and balances: an active merchant's oldest QUEUED payout, queued or touched
+    before `queued_before`, that its available balance covers (ix_payouts_merchant_status_created).
+    A deactivated merchant's queue waits for its activation."""
+    earlier = aliased(Payout)
+    return and_(
+        Payout.status == PayoutStatus.QUEUED.value,
+        Payout.updated_at < queued_before,
+        Balance.merchant_id == Payout.merchant_id,
+        Payout.amount <= Balance.available,
+        exists().where(Merchant.id == Payout.merchant_id, Merchant.is_active.is_(True)),
+        ~exists().where(
+            earlier.merchant_id == Payout.merchant_id,
+            earlier.status == PayoutStatus.QUEUED.value,
+            tuple_(earlier.created_at, earlier.id) < tuple_(Payout.created_at, Payout.id),
         ),
     )
 
@@ -132,12 +187,26 @@ def _listings(thresholds: Thresholds, time: MerchantTime) -> tuple[_Listing, ...
     stuck_since = utcnow() - thresholds.stuck_after
     return (
         _Listing(
-            _stuck(thresholds.stuck_after),
+            _stuck(thresholds),
             (Payout.updated_at, Payout.id, Payout.status),
             lambda since, payout, status: (
                 f"payout {payout} stuck in {status} since {_when(since)} UTC"
             ),
             "stuck payouts",
+        ),
+        # After each commit the queue's head is not covered by the available balance
+        # (contracts/payout_queue.py): money that comes back starts it. One covered that long
+        # waits for nothing but its expiry, the money there all along.
+        _Listing(
+            _covered_queue_head(stuck_since),
+            (Payout.updated_at, Payout.id, Payout.merchant_id, Payout.amount, Balance.available),
+            lambda since, payout, merchant, amount, available: (
+                f"payout {payout} of merchant {merchant} QUEUED since {_when(since)} UTC: the "
+                f"available balance {format_amount(available)} covers its "
+                f"{format_amount(amount)} and it has not started (was the merchant activated "
+                "other than by `payouts merchant activate`?)"
+            ),
+            "covered queued payouts not started",
         ),
         # The processor's scheduler applies (or skips) each action within seconds of its due
         # time on its merchant's clock: one long due and not applied says the scheduler is not

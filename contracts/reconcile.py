@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts import ledger
 from contracts.db.engine import begin_snapshot
 from contracts.domain.money import format_amount
-from contracts.domain.statuses import FUNDS_HELD_STATUSES, PayoutStatus
+from contracts.domain.statuses import FUNDS_HELD_STATUSES, FailureCode, PayoutStatus
 from contracts.ledger import Account, JournalKind
 
 IN_FLIGHT = tuple(sorted(status.value for status in FUNDS_HELD_STATUSES))
@@ -118,7 +118,8 @@ _HELD_VERSUS_IN_FLIGHT = text(
 
 # Per payout, the journals of its current hold cycle against its status: in flight, held and
 # not settled; SUCCESS paid out; REVERSED paid out and reversed; FAILED released (or never held:
-# a queued payout that expired); QUEUED nothing. (The checks above pass a SUCCESS payout whose
+# a queued payout that expired, QUEUE_EXPIRED, and no other: a FAILED payout whose HOLD and
+# RELEASE were both gone passed); QUEUED nothing. (The checks above pass a SUCCESS payout whose
 # hold was released, or a REVERSED one never reversed: the money moved, but not as it says.)
 _STATUS_VERSUS_JOURNALS = text(
     """
@@ -129,15 +130,16 @@ _STATUS_VERSUS_JOURNALS = text(
            COALESCE(SUM(j.kind = :reversal), 0) AS reversals
     FROM payouts p
     LEFT JOIN ledger_journals j ON j.payout_id = p.id AND j.hold_cycle = p.hold_cycle
-    GROUP BY p.id, p.status, p.hold_cycle
+    GROUP BY p.id, p.status, p.hold_cycle, p.failure_code
     HAVING NOT (
            (p.status IN :in_flight AND holds = 1 AND payouts = 0 AND releases = 0
                 AND reversals = 0)
         OR (p.status = :success AND holds = 1 AND payouts = 1 AND releases = 0 AND reversals = 0)
         OR (p.status = :reversed AND holds = 1 AND payouts = 1 AND releases = 0
                 AND reversals = 1)
-        OR (p.status = :failed AND holds = releases AND holds <= 1 AND payouts = 0
-                AND reversals = 0)
+        OR (p.status = :failed AND payouts = 0 AND reversals = 0
+                AND ((holds = 1 AND releases = 1)
+                     OR (holds = 0 AND releases = 0 AND p.failure_code = :queue_expired)))
         OR (p.status = :queued AND holds = 0 AND payouts = 0 AND releases = 0 AND reversals = 0)
     )
     ORDER BY p.id
@@ -314,7 +316,11 @@ async def reconcile(session: AsyncSession) -> list[str]:
         f"payout {payout} is {status} but its hold cycle {cycle} has {holds} HOLD, "
         f"{payouts} PAYOUT, {releases} RELEASE and {reversals} REVERSAL journals"
         for payout, status, cycle, holds, payouts, releases, reversals in await _rows(
-            session, _STATUS_VERSUS_JOURNALS, **kinds, **statuses
+            session,
+            _STATUS_VERSUS_JOURNALS,
+            **kinds,
+            **statuses,
+            queue_expired=FailureCode.QUEUE_EXPIRED.value,
         )
     ]
     problems += [

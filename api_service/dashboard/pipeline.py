@@ -72,13 +72,13 @@ def management_ui_url(settings: Settings, queue: str) -> str:
 
 
 async def _database_checks(
-    sessions: SessionFactory, time: MerchantTime
+    sessions: SessionFactory, settings: Settings, time: MerchantTime
 ) -> tuple[LastAudit, list[str], int]:
     """The last ledger audit, `payouts reconcile`'s pipeline checks and the parked deliveries."""
     ledger = await last_audit(sessions)
     async with sessions() as session:
         await begin_snapshot(session)
-        pipeline = await pipeline_problems(session, Thresholds(), time)
+        pipeline = await pipeline_problems(session, Thresholds.of(settings), time)
         return ledger, pipeline, await count_parked_deliveries(session)
 
 
@@ -102,7 +102,7 @@ async def _message_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
 
 async def pipeline_health(sessions: SessionFactory, settings: Settings) -> PipelineHealth:
     time = MerchantTime.of(settings)
-    ledger, pipeline, parked_deliveries = await _database_checks(sessions, time)
+    ledger, pipeline, parked_deliveries = await _database_checks(sessions, settings, time)
     work_queues = work_queue_names(settings)
     watched = [f"{name}.dead" for name in work_queues] + [WEBHOOK_PARKING_LOT]
     broker_error = None

@@ -24,6 +24,7 @@ from contracts.db.models import (
     Balance,
     LedgerJournal,
     LedgerLine,
+    Merchant,
     OutboxMessage,
     Payout,
     PayoutEvent,
@@ -133,6 +134,19 @@ def _status(status: PayoutStatus) -> Corruption:
         )
 
     return corrupt
+
+
+async def _failed_with_no_journals(session: AsyncSession, merchant_id: str, payout_id: str) -> None:
+    """A held payout (not a queued one that expired) FAILED with no HOLD nor RELEASE: reconcile
+    took it for a queue expiry, which holds nothing (reconcile review)."""
+    journals = select(LedgerJournal.id).where(LedgerJournal.payout_id == payout_id)
+    await session.execute(delete(LedgerLine).where(LedgerLine.journal_id.in_(journals)))
+    await session.execute(delete(LedgerJournal).where(LedgerJournal.payout_id == payout_id))
+    await session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id)
+        .values(status=PayoutStatus.FAILED.value, failure_code="ACCOUNT_INVALID")
+    )
 
 
 async def _paid_again(
@@ -285,6 +299,10 @@ CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
         _status(PayoutStatus.REVERSED),
         "is REVERSED but its hold cycle 1 has 1 HOLD, 1 PAYOUT, 0 RELEASE and 0 REVERSAL",
     ),
+    "a held payout FAILED with no journals": (
+        _failed_with_no_journals,
+        "is FAILED but its hold cycle 1 has 0 HOLD, 0 PAYOUT, 0 RELEASE and 0 REVERSAL",
+    ),
     "paid out in two hold cycles": (_paid_in_two_cycles, "hold cycle 1, before its current one"),
     "paid out in a cycle above its current one": (
         _paid_outside_its_cycles(2),
@@ -369,7 +387,9 @@ async def test_reconcile_is_clean_through_a_payout_lifecycle(
     assert size.journals >= 7
 
 
-async def _run_cli(settings: Settings, *pipeline_limits: str) -> tuple[int, str]:
+async def _run_cli(
+    settings: Settings, *pipeline_limits: str, **environment: str
+) -> tuple[int, str]:
     """The real command; by default the pipeline checks are relaxed, since other tests leave
     payouts unprocessed on purpose (no processor runs for them)."""
     script = (
@@ -381,7 +401,7 @@ async def _run_cli(settings: Settings, *pipeline_limits: str) -> tuple[int, str]
         "-c",
         script,
         *limits,
-        env={"PAYOUTS_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin"},
+        env={"PAYOUTS_DATABASE_URL": settings.database_url, "PATH": "/usr/bin:/bin", **environment},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -441,6 +461,77 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
     assert code == 1, output
     assert f"payout {payout_id} stuck in PENDING" in output
     assert "outbox lag" in output
+
+
+async def test_a_payout_in_retry_is_stuck_only_past_its_retry_delay(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """With PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS at 30 minutes, a payout 10 minutes in RETRY
+    waits for its next attempt by design: reconcile called it stuck, and exited 1 (review)."""
+    merchant = await make_merchant(balance="1000.00")
+    waiting, late = [(await create_payout(api_client, merchant))["id"] for _ in range(2)]
+    for payout_id, minutes in ((waiting, 10), (late, 40)):
+        await move_payout(sessions, payout_id, PayoutStatus.RETRY)
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(Payout)
+                .where(Payout.id == payout_id)
+                .values(updated_at=utcnow() - timedelta(minutes=minutes))
+            )
+
+    try:
+        _, output = await _run_cli(
+            settings,
+            "--stuck-minutes",
+            "5",
+            "--max-outbox-lag-seconds",
+            "1e9",
+            PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS="1800",
+        )
+    finally:
+        for payout_id in (waiting, late):
+            await move_payout(sessions, payout_id, PayoutStatus.FAILED)
+
+    assert waiting not in output, output
+    assert f"payout {late} stuck in RETRY" in output, output
+
+
+async def test_a_queued_payout_its_available_balance_covers_is_reported(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """After each commit the queue's head is not covered (contracts/payout_queue.py): money
+    that came in without starting it (here, a top-up behind the queue's back) left a QUEUED
+    payout waiting for its expiry, the money there all along, and reconcile said nothing
+    (reconcile review). Only the head is named; a deactivated merchant's queue waits."""
+    merchant = await make_merchant(balance="10.00")
+    body = {"amount": "500.00", "queueIfLowBalance": True}
+    head, behind = [(await create_payout(api_client, merchant, **body))["id"] for _ in range(2)]
+    async with transaction(sessions) as session:
+        await ledger.top_up(session, merchant_id=merchant.merchant_id, amount=Decimal("1000.00"))
+        await session.execute(
+            update(Payout)
+            .where(Payout.id.in_([head, behind]))
+            .values(updated_at=utcnow() - timedelta(hours=1))
+        )
+
+    async def named() -> list[str]:
+        async with sessions() as session:
+            problems = await pipeline_problems(session, Thresholds(), SANDBOX_TIME)
+        return [line for line in problems if merchant.merchant_id in line]
+
+    lines = await named()
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Merchant).where(Merchant.id == merchant.merchant_id).values(is_active=False)
+        )
+    lines_while_inactive = await named()
+
+    assert len(lines) == 1 and f"payout {head} of merchant" in lines[0], lines
+    assert "available balance 1010.00 covers its 500.00" in lines[0], lines
+    assert lines_while_inactive == []
 
 
 async def test_reconcile_reports_an_accepted_psp_outcome_never_applied(
