@@ -11,9 +11,9 @@ top-up into its own merchant's available; each journal's running balance (what /
 shows) follows from the lines before it.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,11 +35,13 @@ TERMINAL_OR_QUEUED = (
 # A journal moves money between two accounts: fewer than two lines is as wrong as a non-zero sum.
 _UNBALANCED_JOURNALS = text(
     """
-    SELECT j.id, COALESCE(SUM(l.amount), 0) AS total, COUNT(l.id) AS line_count
+    SELECT j.id, j.merchant_id, j.payout_id, COALESCE(SUM(l.amount), 0) AS total,
+           COUNT(l.id) AS line_count, COUNT(*) OVER () AS matching
     FROM ledger_journals j LEFT JOIN ledger_lines l ON l.journal_id = j.id
-    GROUP BY j.id
+    GROUP BY j.id, j.merchant_id, j.payout_id
     HAVING COALESCE(SUM(l.amount), 0) <> 0 OR COUNT(l.id) < 2
     ORDER BY j.id
+    LIMIT 100
     """
 )
 
@@ -47,7 +49,8 @@ _UNBALANCED_JOURNALS = text(
 _BALANCE_DRIFT = text(
     """
     SELECT b.merchant_id, b.available, b.held,
-           COALESCE(s.available, 0) AS ledger_available, COALESCE(s.held, 0) AS ledger_held
+           COALESCE(s.available, 0) AS ledger_available, COALESCE(s.held, 0) AS ledger_held,
+           COUNT(*) OVER () AS matching
     FROM balances b
     LEFT JOIN (
         SELECT merchant_id,
@@ -59,13 +62,14 @@ _BALANCE_DRIFT = text(
     ) s ON s.merchant_id = b.merchant_id
     WHERE b.available <> COALESCE(s.available, 0) OR b.held <> COALESCE(s.held, 0)
     ORDER BY b.merchant_id
+    LIMIT 100
     """
 )
 
 # Lines that belong to no balance row, or sit on an account a merchant line cannot have.
 _STRAY_LINES = text(
     """
-    SELECT l.id, l.merchant_id, l.account
+    SELECT l.id, l.merchant_id, l.account, COUNT(*) OVER () AS matching
     FROM ledger_lines l LEFT JOIN balances b ON b.merchant_id = l.merchant_id
     WHERE (l.merchant_id IS NOT NULL AND (b.merchant_id IS NULL OR l.account = :settlement))
        OR (l.merchant_id IS NULL AND l.account <> :settlement)
@@ -76,9 +80,10 @@ _STRAY_LINES = text(
 
 _NEGATIVE_BALANCES = text(
     """
-    SELECT merchant_id, available, held FROM balances
+    SELECT merchant_id, available, held, COUNT(*) OVER () AS matching FROM balances
     WHERE available < 0 OR held < 0
     ORDER BY merchant_id
+    LIMIT 100
     """
 )
 
@@ -89,7 +94,7 @@ _HOLD_CYCLES = text(
     SELECT payout_id, hold_cycle,
            SUM(kind = :hold) AS holds,
            SUM(kind IN (:payout, :release)) AS settlements,
-           SUM(kind = :reversal) AS reversals
+           SUM(kind = :reversal) AS reversals, COUNT(*) OVER () AS matching
     FROM ledger_journals
     WHERE payout_id IS NOT NULL
     GROUP BY payout_id, hold_cycle
@@ -97,12 +102,13 @@ _HOLD_CYCLES = text(
         OR SUM(kind IN (:payout, :release)) > 1
         OR SUM(kind = :reversal) > SUM(kind = :payout)
     ORDER BY payout_id, hold_cycle
+    LIMIT 100
     """
 )
 
 _HELD_VERSUS_IN_FLIGHT = text(
     """
-    SELECT b.merchant_id, b.held, COALESCE(p.total, 0) AS in_flight
+    SELECT b.merchant_id, b.held, COALESCE(p.total, 0) AS in_flight, COUNT(*) OVER () AS matching
     FROM balances b
     LEFT JOIN (
         SELECT merchant_id, SUM(amount) AS total
@@ -112,6 +118,7 @@ _HELD_VERSUS_IN_FLIGHT = text(
     ) p ON p.merchant_id = b.merchant_id
     WHERE b.held <> COALESCE(p.total, 0)
     ORDER BY b.merchant_id
+    LIMIT 100
     """
 ).bindparams(bindparam("in_flight", value=IN_FLIGHT, expanding=True))
 
@@ -127,7 +134,7 @@ _STATUS_VERSUS_JOURNALS = text(
            COALESCE(SUM(j.kind = :hold), 0) AS holds,
            COALESCE(SUM(j.kind = :payout), 0) AS payouts,
            COALESCE(SUM(j.kind = :release), 0) AS releases,
-           COALESCE(SUM(j.kind = :reversal), 0) AS reversals
+           COALESCE(SUM(j.kind = :reversal), 0) AS reversals, COUNT(*) OVER () AS matching
     FROM payouts p
     LEFT JOIN ledger_journals j ON j.payout_id = p.id AND j.hold_cycle = p.hold_cycle
     GROUP BY p.id, p.status, p.hold_cycle, p.failure_code
@@ -162,7 +169,7 @@ _CREDIT = _KIND_ACCOUNT.format(
 )
 _MISPOSTED_JOURNALS = text(
     f"""
-    SELECT j.id, j.kind, j.payout_id, p.amount
+    SELECT j.id, j.kind, j.payout_id, p.amount, COUNT(*) OVER () AS matching
     FROM ledger_journals j
     JOIN payouts p ON p.id = j.payout_id
     JOIN ledger_lines l ON l.journal_id = j.id
@@ -182,7 +189,7 @@ _MISPOSTED_JOURNALS = text(
 # payouts: a REVERSAL of no payout, or a top-up booked backwards or to another merchant, passed.)
 _MISPOSTED_TOP_UPS = text(
     """
-    SELECT j.id, j.kind, j.merchant_id
+    SELECT j.id, j.kind, j.merchant_id, COUNT(*) OVER () AS matching
     FROM ledger_journals j
     JOIN ledger_lines l ON l.journal_id = j.id
     WHERE j.payout_id IS NULL
@@ -202,7 +209,7 @@ _UNRELEASED_EARLIER_CYCLES = text(
     """
     SELECT j.payout_id, j.hold_cycle,
            SUM(j.kind = :hold) AS holds, SUM(j.kind = :release) AS releases,
-           SUM(j.kind IN (:payout, :reversal)) AS paid
+           SUM(j.kind IN (:payout, :reversal)) AS paid, COUNT(*) OVER () AS matching
     FROM ledger_journals j
     JOIN payouts p ON p.id = j.payout_id
     WHERE j.hold_cycle < p.hold_cycle
@@ -219,7 +226,8 @@ _UNRELEASED_EARLIER_CYCLES = text(
 # a cycle above it, or in none, debited the merchant twice, and reconcile was clean.)
 _JOURNALS_OUTSIDE_CYCLES = text(
     """
-    SELECT j.id, j.kind, j.payout_id, j.hold_cycle, p.hold_cycle AS current_cycle
+    SELECT j.id, j.kind, j.payout_id, j.hold_cycle, p.hold_cycle AS current_cycle,
+           COUNT(*) OVER () AS matching
     FROM ledger_journals j
     JOIN payouts p ON p.id = j.payout_id
     WHERE j.hold_cycle IS NULL OR j.hold_cycle < 1 OR j.hold_cycle > p.hold_cycle
@@ -236,7 +244,8 @@ _JOURNALS_OUTSIDE_CYCLES = text(
 # a RELEASE went unseen, and a line without its balances too (ledger review).
 _RUNNING_BALANCE_DRIFT = text(
     """
-    SELECT id, journal_id, merchant_id, balance_after, available_after, balance, available
+    SELECT id, journal_id, merchant_id, balance_after, available_after, balance, available,
+           COUNT(*) OVER () AS matching
     FROM (
         SELECT l.id, l.journal_id, l.merchant_id, l.balance_after, l.available_after,
                SUM(l.amount) OVER up_to_the_journals_end AS balance,
@@ -267,100 +276,142 @@ def _shown(value: Decimal | None) -> str:
     return "(none)" if value is None else _money(value)
 
 
-async def _rows(session: AsyncSession, query: TextClause, **params: str) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in await session.execute(query, params)]
+async def _listed(
+    session: AsyncSession, query: TextClause, line: Callable[..., str], what: str, **params: str
+) -> list[str]:
+    """A line per row of `query` (each lists at most 100, the matching count in its last
+    column), and one saying how many more match: 110 running balances off were 100 lines,
+    without a word of the other 10 (reconcile review)."""
+    rows = [tuple(row) for row in await session.execute(query, params)]
+    lines = [line(*row[:-1]) for row in rows]
+    matching = int(rows[0][-1]) if rows else 0
+    if matching > len(rows):
+        lines.append(f"... and {matching - len(rows)} more {what} not listed")
+    return lines
 
 
 async def reconcile(session: AsyncSession) -> list[str]:
     """Every violated ledger invariant, one line each; an empty list means the ledger is clean."""
     await begin_snapshot(session)
     kinds = {kind.name.lower(): kind.value for kind in JournalKind}
-    problems = [
-        f"journal {journal_id} does not balance: {count} lines summing to {_money(total)}"
-        for journal_id, total, count in await _rows(session, _UNBALANCED_JOURNALS)
-    ]
     accounts = {"available": Account.AVAILABLE.value, "held": Account.HELD.value}
-    for merchant, available, held, ledger_available, ledger_held in await _rows(
-        session, _BALANCE_DRIFT, **accounts
-    ):
-        problems.append(
-            f"merchant {merchant} balance row (available {_money(available)}, held "
-            f"{_money(held)}) differs from its ledger lines (available "
-            f"{_money(ledger_available)}, held {_money(ledger_held)})"
-        )
-    problems += [
-        f"ledger line {line_id} on account {account} has no matching balance (merchant {merchant})"
-        for line_id, merchant, account in await _rows(
-            session, _STRAY_LINES, settlement=Account.PSP_SETTLEMENT.value
-        )
-    ]
-    problems += [
-        f"merchant {merchant} balance is negative: available {_money(available)}, "
-        f"held {_money(held)}"
-        for merchant, available, held in await _rows(session, _NEGATIVE_BALANCES)
-    ]
-    problems += [
-        f"payout {payout} hold cycle {cycle}: {holds} holds, {settlements} postings/releases, "
-        f"{reversals} reversals (expected one hold, settled at most once, reversed only if paid)"
-        for payout, cycle, holds, settlements, reversals in await _rows(
-            session, _HOLD_CYCLES, **kinds
-        )
-    ]
-    problems += [
-        f"merchant {merchant} held {_money(held)} but its payouts in flight "
-        f"({', '.join(IN_FLIGHT)}) total {_money(in_flight)}"
-        for merchant, held, in_flight in await _rows(session, _HELD_VERSUS_IN_FLIGHT)
-    ]
     statuses = {status.name.lower(): status.value for status in TERMINAL_OR_QUEUED}
-    problems += [
-        f"payout {payout} is {status} but its hold cycle {cycle} has {holds} HOLD, "
-        f"{payouts} PAYOUT, {releases} RELEASE and {reversals} REVERSAL journals"
-        for payout, status, cycle, holds, payouts, releases, reversals in await _rows(
-            session,
+    checks: list[tuple[TextClause, Callable[..., str], str, dict[str, str]]] = [
+        (
+            _UNBALANCED_JOURNALS,
+            lambda journal, merchant, payout, total, count: (
+                f"journal {journal} (merchant {merchant}"
+                f"{'' if payout is None else f', payout {payout}'}) does not balance: {count} "
+                f"lines summing to {_money(total)}"
+            ),
+            "unbalanced journals",
+            {},
+        ),
+        (
+            _BALANCE_DRIFT,
+            lambda merchant, available, held, ledger_available, ledger_held: (
+                f"merchant {merchant} balance row (available {_money(available)}, held "
+                f"{_money(held)}) differs from its ledger lines (available "
+                f"{_money(ledger_available)}, held {_money(ledger_held)})"
+            ),
+            "balance rows off their lines",
+            accounts,
+        ),
+        (
+            _STRAY_LINES,
+            lambda line, merchant, account: (
+                f"ledger line {line} on account {account} has no matching balance "
+                f"(merchant {merchant})"
+            ),
+            "stray ledger lines",
+            {"settlement": Account.PSP_SETTLEMENT.value},
+        ),
+        (
+            _NEGATIVE_BALANCES,
+            lambda merchant, available, held: (
+                f"merchant {merchant} balance is negative: available {_money(available)}, "
+                f"held {_money(held)}"
+            ),
+            "negative balances",
+            {},
+        ),
+        (
+            _HOLD_CYCLES,
+            lambda payout, cycle, holds, settlements, reversals: (
+                f"payout {payout} hold cycle {cycle}: {holds} holds, {settlements} "
+                f"postings/releases, {reversals} reversals (expected one hold, settled at most "
+                "once, reversed only if paid)"
+            ),
+            "hold cycles",
+            kinds,
+        ),
+        (
+            _HELD_VERSUS_IN_FLIGHT,
+            lambda merchant, held, in_flight: (
+                f"merchant {merchant} held {_money(held)} but its payouts in flight "
+                f"({', '.join(IN_FLIGHT)}) total {_money(in_flight)}"
+            ),
+            "merchants whose held differs from their payouts in flight",
+            {},
+        ),
+        (
             _STATUS_VERSUS_JOURNALS,
-            **kinds,
-            **statuses,
-            queue_expired=FailureCode.QUEUE_EXPIRED.value,
-        )
-    ]
-    problems += [
-        _misposted(journal, kind, payout, amount)
-        for journal, kind, payout, amount in await _rows(session, _MISPOSTED_JOURNALS)
-    ]
-    problems += [
-        f"journal {journal} ({kind}) names no payout, so it must be a TOPUP moving money from "
-        f"{Account.PSP_SETTLEMENT.value} to the {Account.AVAILABLE.value} of its merchant "
-        f"{merchant}"
-        for journal, kind, merchant in await _rows(
-            session,
+            lambda payout, status, cycle, holds, payouts, releases, reversals: (
+                f"payout {payout} is {status} but its hold cycle {cycle} has {holds} HOLD, "
+                f"{payouts} PAYOUT, {releases} RELEASE and {reversals} REVERSAL journals"
+            ),
+            "payouts whose journals do not match their status",
+            {**kinds, **statuses, "queue_expired": FailureCode.QUEUE_EXPIRED.value},
+        ),
+        (_MISPOSTED_JOURNALS, _misposted, "misposted payout journals", {}),
+        (
             _MISPOSTED_TOP_UPS,
-            topup=JournalKind.TOPUP.value,
-            settlement=Account.PSP_SETTLEMENT.value,
-            available=Account.AVAILABLE.value,
-        )
+            lambda journal, kind, merchant: (
+                f"journal {journal} ({kind}) names no payout, so it must be a TOPUP moving "
+                f"money from {Account.PSP_SETTLEMENT.value} to the {Account.AVAILABLE.value} "
+                f"of its merchant {merchant}"
+            ),
+            "misposted journals of no payout",
+            {
+                "topup": JournalKind.TOPUP.value,
+                "settlement": Account.PSP_SETTLEMENT.value,
+                "available": Account.AVAILABLE.value,
+            },
+        ),
+        (
+            _RUNNING_BALANCE_DRIFT,
+            lambda line, journal, merchant, shown, shown_available, balance, available: (
+                f"ledger line {line} of journal {journal} shows merchant {merchant} a balance "
+                f"of {_shown(shown)} and available {_shown(shown_available)} after it, where "
+                f"its ledger lines make {_money(balance)} and {_money(available)}"
+            ),
+            "running balances off",
+            {"available": Account.AVAILABLE.value},
+        ),
+        (
+            _UNRELEASED_EARLIER_CYCLES,
+            lambda payout, cycle, holds, releases, paid: (
+                f"payout {payout} hold cycle {cycle}, before its current one, has {holds} HOLD "
+                f"and {releases} RELEASE journals and {paid} PAYOUT or REVERSAL (a reinitiated "
+                "payout's earlier cycles are released, never paid)"
+            ),
+            "earlier hold cycles",
+            kinds,
+        ),
+        (
+            _JOURNALS_OUTSIDE_CYCLES,
+            lambda journal, kind, payout, cycle, current: (
+                f"journal {journal} ({kind}) of payout {payout} is booked in "
+                f"{'no hold cycle' if cycle is None else f'hold cycle {cycle}'}, outside the "
+                f"cycles the payout went through (1 to its current {current})"
+            ),
+            "journals outside their payout's cycles",
+            {},
+        ),
     ]
-    problems += [
-        f"ledger line {line} of journal {journal} shows merchant {merchant} a balance of "
-        f"{_shown(shown)} and available {_shown(shown_available)} after it, where its ledger "
-        f"lines make {_money(balance)} and {_money(available)}"
-        for line, journal, merchant, shown, shown_available, balance, available in await _rows(
-            session, _RUNNING_BALANCE_DRIFT, available=Account.AVAILABLE.value
-        )
-    ]
-    problems += [
-        f"payout {payout} hold cycle {cycle}, before its current one, has {holds} HOLD and "
-        f"{releases} RELEASE journals and {paid} PAYOUT or REVERSAL (a reinitiated payout's "
-        "earlier cycles are released, never paid)"
-        for payout, cycle, holds, releases, paid in await _rows(
-            session, _UNRELEASED_EARLIER_CYCLES, **kinds
-        )
-    ]
-    problems += [
-        f"journal {journal} ({kind}) of payout {payout} is booked in "
-        f"{'no hold cycle' if cycle is None else f'hold cycle {cycle}'}, outside the cycles the "
-        f"payout went through (1 to its current {current})"
-        for journal, kind, payout, cycle, current in await _rows(session, _JOURNALS_OUTSIDE_CYCLES)
-    ]
+    problems: list[str] = []
+    for query, line, what, params in checks:
+        problems += await _listed(session, query, line, what, **params)
     return problems
 
 

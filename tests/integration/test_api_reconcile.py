@@ -288,7 +288,10 @@ async def _running_balance_missing(session: AsyncSession, merchant_id: str, payo
 
 
 CORRUPTIONS: dict[str, tuple[Corruption, str]] = {
-    "journal lines do not sum to zero": (_unbalanced_journal, "summing to -5.00"),
+    "journal lines do not sum to zero": (
+        _unbalanced_journal,
+        "(merchant {merchant}) does not balance: 1 lines summing to -5.00",
+    ),
     "journal with no lines": (_one_sided_journal, "0 lines"),
     "balance row differs from its lines": (_balance_drift, "differs from its ledger lines"),
     "negative available": (_negative_available, "is negative"),
@@ -364,10 +367,34 @@ async def test_reconcile_reports_each_broken_invariant(
         await corrupt(session, merchant.merchant_id, payout["id"])
         problems = await reconcile(session)
         await session.rollback()
-    symptom = symptom.format(payout=payout["id"])
+    symptom = symptom.format(payout=payout["id"], merchant=merchant.merchant_id)
     assert any(symptom in problem for problem in problems), problems
     async with sessions() as session:
         assert await reconcile(session) == []
+
+
+async def test_past_a_hundred_problems_of_a_kind_it_says_how_many_more(
+    make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """One top-up's line changed: the merchant's 110 running balances are off. 100 lines were
+    listed, and not a word of the other 10 (reconcile review)."""
+    merchant = await make_merchant(balance="0.00")
+    async with transaction(sessions) as session:
+        for _ in range(110):
+            await ledger.top_up(session, merchant_id=merchant.merchant_id, amount=Decimal("1.00"))
+    async with sessions() as session:
+        first = await session.scalar(
+            select(func.min(LedgerLine.id)).where(LedgerLine.merchant_id == merchant.merchant_id)
+        )
+        await session.execute(
+            update(LedgerLine).where(LedgerLine.id == first).values(amount=Decimal("2.00"))
+        )
+        problems = await reconcile(session)
+        await session.rollback()
+
+    running = [line for line in problems if f"shows merchant {merchant.merchant_id}" in line]
+    assert len(running) == 100
+    assert "... and 10 more running balances off not listed" in problems, problems[-3:]
 
 
 async def test_reconcile_is_clean_through_a_payout_lifecycle(
