@@ -14,6 +14,7 @@ from contracts.ledger_audit import Audit, record_audit, timed_reconcile
 from contracts.pipeline_health import Thresholds, pipeline_problems
 from contracts.reconcile import LedgerSize, ledger_size
 from contracts.settings import Settings, get_settings
+from contracts.waiting_retries import UNDELIVERED_EVENTS_LOOKBACK
 
 # A threshold past a century is refused (exit 2, naming the option): `inf` or 1e12 overflowed the
 # date arithmetic into a traceback.
@@ -68,14 +69,16 @@ def reconcile_command(
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
     hold settled at most once, held funds equal the payouts in flight, each payout's journals
     move its amount between the right accounts and match its status; and the pipeline: no
-    payout stuck, no queued payout the available balance covers, no scheduled action long due, no PSP outcome accepted and not applied, no
-    outbox lag, no parked outbox row, no event no webhook service took up, no webhook left
-    PENDING with no attempt, no webhook retry long overdue. Exit 1 on any problem."""
+    payout stuck, no queued payout the available balance covers, no scheduled action long
+    due, no PSP outcome accepted and not applied, no outbox lag, no parked outbox row, no event
+    of the last day no webhook service took up, no webhook left PENDING with no attempt, no
+    webhook retry long overdue. Exit 1 on any problem."""
     settings = get_settings()
     thresholds = Thresholds.of(
         settings,
         stuck_after=timedelta(minutes=stuck_minutes),
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
+        undelivered_events_lookback=UNDELIVERED_EVENTS_LOOKBACK,
     )
     problems, size = run_in_one_line(_check(settings, thresholds))
     for problem in problems:

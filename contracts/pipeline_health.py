@@ -47,8 +47,8 @@ from contracts.webhooks import DeliveryStatus
 MAX_REPORTED = 20
 
 
-# How far before the stuck threshold events without a delivery row are looked for (see
-# _listings): reconcile and the Operations page read this many minutes of events, not a day.
+# How far before the stuck threshold the Operations page looks for events without a delivery
+# row (see _listings): this many minutes of events on each view, not a day.
 UNDELIVERED_EVENTS_WINDOW = timedelta(minutes=10)
 
 
@@ -59,6 +59,9 @@ class Thresholds:
     # A payout in RETRY waits this long for its next attempt by design
     # (PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS, up to an hour): "stuck" counts from then on.
     retry_delay: timedelta = timedelta(0)
+    # How far before the stuck threshold events without a delivery row are looked for: the
+    # Operations page's window; `payouts reconcile` reads the relay's sweep's whole day.
+    undelivered_events_lookback: timedelta = UNDELIVERED_EVENTS_WINDOW
 
     @classmethod
     def of(cls, settings: Settings, **overrides: timedelta) -> "Thresholds":
@@ -266,11 +269,14 @@ def _listings(thresholds: Thresholds, time: MerchantTime) -> tuple[_Listing, ...
         # once for a merchant without a URL): none past the threshold, no webhook service took
         # it. With the webhook services down the line above said nothing until the relay's
         # sweep made the rows (after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS), nor ever with the
-        # relay down too. Only the events of UNDELIVERED_EVENTS_WINDOW before the threshold are
-        # read, not the whole day the sweep reads once: past it, the sweep made their rows (the
-        # line above), or the relay is down and the outbox lag says so.
+        # relay down too. The Operations page reads only the events of its window before the
+        # threshold, not the whole day the sweep reads once: past it, the sweep made their rows
+        # (the line above), or the relay is down. `payouts reconcile` reads the day: with the
+        # relay and the webhook services down once the outbox was sent, no outbox lag shows,
+        # and it said "clean" of events 15 minutes old no webhook service ever took up
+        # (reconcile review).
         _Listing(
-            undelivered_event(stuck_since - UNDELIVERED_EVENTS_WINDOW, stuck_since),
+            undelivered_event(stuck_since - thresholds.undelivered_events_lookback, stuck_since),
             (PayoutEvent.created_at, PayoutEvent.type, PayoutEvent.id),
             lambda created, event_type, event: (
                 f"webhook {event_type} (event {event}) recorded at {_when(created)} UTC and "

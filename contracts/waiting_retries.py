@@ -21,7 +21,7 @@ on the database every time, say, or dead-lettered).
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -123,6 +123,12 @@ def overdue(late_seconds: ColumnElement[int], time: MerchantTime) -> ColumnEleme
 def unleased() -> ColumnElement[bool]:
     """No attempt holds the delivery: no lease, or one that ran out (its consumer died)."""
     return or_(WebhookDelivery.lease_token.is_(None), WebhookDelivery.leased_until <= DATABASE_NOW)
+
+
+# How far back events without a delivery row are looked for (the relay's sweep, `payouts
+# reconcile`): the relay sweeps every minute or so, and an event swept once has a row from then
+# on, so this only needs to cover the relay being down.
+UNDELIVERED_EVENTS_LOOKBACK = timedelta(hours=24)
 
 
 def undelivered_event(since: datetime, until: datetime) -> ColumnElement[bool]:

@@ -13,14 +13,14 @@ only an operator's `payouts dlq redrive` would move them:
 (A RETRYING delivery whose retry was lost has its own sweep: processor_service.stalled_retries.)
 
 So every little while the relay looks for events recorded more than
-`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last LOOKBACK, and since its last round)
-without a delivery row, and for PENDING deliveries unchanged and held by no attempt for that
-long, and sends each a copy of its event straight to the webhook queue, at the delivery's
-generation. An event without a row gets its PENDING row in the same transaction, and only the
-sweep that made the row sends a copy (another relay's finds it made), so that each copy is
-recorded on a row (`copied_at`): a delivery is copied again only when the copy has not moved it
-on within RECOPY_AFTER_STALLS stall times (a webhook service still crash-looping dead-letters
-copies too).
+`PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS` ago (within the last UNDELIVERED_EVENTS_LOOKBACK, and
+since its last round) without a delivery row, and for PENDING deliveries unchanged and held by
+no attempt for that long, and sends each a copy of its event straight to the webhook queue, at
+the delivery's generation. An event without a row gets its PENDING row in the same transaction,
+and only the sweep that made the row sends a copy (another relay's finds it made), so that each
+copy is recorded on a row (`copied_at`): a delivery is copied again only when the copy has not
+moved it on within RECOPY_AFTER_STALLS stall times (a webhook service still crash-looping
+dead-letters copies too).
 
 A copy that finds the delivery delivered, or held by a live attempt, changes nothing. The price
 of a copy whose message was only late (a webhook service stopped for longer than the stall
@@ -55,6 +55,7 @@ from contracts.outbox import write_outbox
 from contracts.topology import OWN_EVENT_HEADER, PAYOUT_ID_HEADER
 from contracts.waiting_retries import (
     RECOPY_AFTER_STALLS,
+    UNDELIVERED_EVENTS_LOOKBACK,
     event_copy,
     in_bulk_of,
     pending_unattempted,
@@ -68,9 +69,6 @@ log = logging.getLogger("outbox-relay")
 BATCH = 500
 # The correlation id of what this sweep sends (no request caused it): its messages, its log lines.
 CORRELATION_ID = "sweep-stalled-deliveries"
-# How far back events are looked at: the relay sweeps every minute or so, and an event swept
-# once has a row from then on, so this only needs to cover the relay being down.
-LOOKBACK = timedelta(hours=24)
 
 _DELIVERIES = table_of(WebhookDelivery)
 # An event's first delivery row, made by the sweep: PENDING, free, and copied now. IGNORE: a
@@ -103,8 +101,9 @@ _RECORD_COPIED = (
 @dataclass
 class EventsSwept:
     """Up to when every event is known to have a delivery row. A relay's first round reads the
-    events of the whole LOOKBACK; each later round only those recorded since the round before
-    (every round read the whole day: 60,000 rows for nothing to sweep, with 20,000 events)."""
+    events of the whole UNDELIVERED_EVENTS_LOOKBACK; each later round only those recorded since
+    the round before (every round read the whole day: 60,000 rows for nothing to sweep, with
+    20,000 events)."""
 
     until: datetime | None = None
 
@@ -296,7 +295,7 @@ async def resend_stalled_deliveries(
     batch per transaction; how many. `swept`: kept from round to round by the relay."""
     swept = swept or EventsSwept()
     until = utcnow() - timedelta(seconds=stalled_seconds)
-    since = swept.until or until - LOOKBACK
+    since = swept.until or until - UNDELIVERED_EVENTS_LOOKBACK
     sent = await _every_batch(lambda: _first_deliveries(sessions, since, until))
     swept.until = until
     sent += await _every_batch(lambda: _pending_again(sessions, stalled_seconds))

@@ -657,15 +657,17 @@ async def test_reconcile_command_reports_an_event_no_webhook_service_took_up(
 ) -> None:
     """The webhook services down: an event gets no delivery row until the relay's sweep makes
     one (after PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS; never, with the relay down too), and
-    reconcile said nothing meanwhile, where the runbook says it does (the runbook drill). Only
-    the events of the window before the stuck time are read: past it, the sweep made their
-    rows, and reading the whole day cost every reconcile a day of events (the diff review)."""
+    reconcile said nothing meanwhile, where the runbook says it does (the runbook drill). It
+    reads the day the sweep reads: reading only the Operations page's window before the stuck
+    time, it said "clean" of an event 20 minutes old that no webhook service took up, the relay
+    down too (reconcile review)."""
     merchant = await make_merchant()
     stuck_since = utcnow() - timedelta(hours=10)  # `--stuck-minutes 600`: no other test's rows
     in_the_window = stuck_since - UNDELIVERED_EVENTS_WINDOW / 2
     before_it = stuck_since - UNDELIVERED_EVENTS_WINDOW * 2
+    days_before = stuck_since - timedelta(hours=25)
     events = {}
-    for recorded_at in (in_the_window, before_it):
+    for recorded_at in (in_the_window, before_it, days_before):
         payout = await create_payout(api_client, merchant)
         mine = PayoutEvent.payout_id == payout["id"]
         async with transaction(sessions) as session:
@@ -689,7 +691,8 @@ async def test_reconcile_command_reports_an_event_no_webhook_service_took_up(
         f"{in_the_window:%Y-%m-%d %H:%M:%S} UTC and taken up by no webhook service (is the "
         "webhook service running?)"
     ) in output
-    assert events[before_it] not in output
+    assert f"(event {events[before_it]}) recorded at" in output
+    assert events[days_before] not in output
 
 
 async def _delivered_by_hand(
