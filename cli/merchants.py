@@ -20,7 +20,7 @@ from contracts.db.engine import utcnow
 from contracts.db.models import WITH_WEBHOOK_SECRETS, Balance, IdempotencyKey, Merchant, Payout
 from contracts.db.sealed import MAX_SECRET_LENGTH
 from contracts.domain.money import format_amount
-from contracts.payout_queue import expire_queued_payouts, start_queued_payouts
+from contracts.funding import start_queued_on_time
 
 DEMO_MERCHANT_NAME = "Demo Merchant"
 _API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}[A-Za-z0-9_-]{{43,}}")
@@ -108,16 +108,7 @@ async def activate_merchant(
     if not await merchant_exists(session, merchant_id):
         return None
     await session.execute(update(Merchant).where(Merchant.id == merchant_id).values(is_active=True))
-    _, started = await expire_queued_payouts(
-        session,
-        merchant_id=merchant_id,
-        due_by=time.now_of(merchant_id),
-        time=time,
-        correlation_id=None,
-    )
-    return started + await start_queued_payouts(
-        session, merchant_id=merchant_id, correlation_id=None
-    )
+    return await start_queued_on_time(session, merchant_id, time=time)
 
 
 async def as_stored_now(session: AsyncSession, saved: NewMerchant) -> NewMerchant | None:

@@ -40,6 +40,30 @@ async def top_up_and_start_queued(
     due order, leaves that payout expired. Stopping the expiries at such a step instead started
     payouts whose 72 h had run out (diff reviews): no rule short of applying every due step in
     order is right in both cases, and the README says which one this is."""
+    started = await _queue_on_time(
+        session, merchant_id, time=time, correlation_id=correlation_id, top_up=amount
+    )
+    return TopUp(amount=amount, started=started)
+
+
+async def start_queued_on_time(
+    session: AsyncSession, merchant_id: str, *, time: MerchantTime
+) -> list[Payout]:
+    """The queue's expiries due by the merchant's `time`, then the queued payouts the available
+    balance covers start (a merchant activated: `payouts merchant activate`). Those started."""
+    return await _queue_on_time(session, merchant_id, time=time, correlation_id=None)
+
+
+async def _queue_on_time(
+    session: AsyncSession,
+    merchant_id: str,
+    *,
+    time: MerchantTime,
+    correlation_id: str | None,
+    top_up: Decimal | None = None,
+) -> list[Payout]:
+    """Under the merchant's balance row: the queue's expiries due by its clock now, `top_up`
+    (if any), then the queued payouts the available balance covers start. Those started."""
     _, started_before = await expire_queued_payouts(
         session,
         merchant_id=merchant_id,
@@ -47,8 +71,9 @@ async def top_up_and_start_queued(
         time=time,
         correlation_id=correlation_id,
     )
-    await ledger.top_up(session, merchant_id=merchant_id, amount=amount)
+    if top_up is not None:
+        await ledger.top_up(session, merchant_id=merchant_id, amount=top_up)
     started = await start_queued_payouts(
         session, merchant_id=merchant_id, correlation_id=correlation_id
     )
-    return TopUp(amount=amount, started=started_before + started)
+    return started_before + started

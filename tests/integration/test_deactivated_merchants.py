@@ -46,6 +46,15 @@ async def _reconciled(sessions: SessionFactory) -> None:
         assert await reconcile(session) == []
 
 
+async def _money_is(
+    sessions: SessionFactory, merchant: NewMerchant, available: str, held: str
+) -> None:
+    """The merchant's balance row (available, held) and its ledger lines, reconciled."""
+    money = await balance_and_ledger(sessions, merchant.merchant_id)
+    assert money[0] == money[1] == (Decimal(available), Decimal(held))
+    await _reconciled(sessions)
+
+
 async def test_money_back_to_a_deactivated_merchant_starts_its_queue_only_once_activated(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -61,22 +70,14 @@ async def test_money_back_to_a_deactivated_merchant_starts_its_queue_only_once_a
     await fail_as_the_processor(sessions, held)
 
     assert [await _status(sessions, held), await _status(sessions, queued)] == ["FAILED", "QUEUED"]
-    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
-        Decimal("100.00"),
-        Decimal("0.00"),
-    )
-    await _reconciled(sessions)
+    await _money_is(sessions, merchant, "100.00", "0.00")
 
     said = await _operator(service_env, "activate", merchant.merchant_id)
 
     assert "started 1 queued payouts" in said, said
     assert await _status(sessions, queued) == "PENDING"
     assert await event_types(sessions, queued) == ("payout.queued", "payout.dequeued")
-    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
-        Decimal("20.00"),
-        Decimal("80.00"),
-    )
-    await _reconciled(sessions)
+    await _money_is(sessions, merchant, "20.00", "80.00")
 
 
 async def test_an_operator_top_up_of_a_deactivated_merchant_starts_nothing(
@@ -93,11 +94,7 @@ async def test_an_operator_top_up_of_a_deactivated_merchant_starts_nothing(
 
     assert "started" not in said, said
     assert await _status(sessions, queued) == "QUEUED"
-    assert (await balance_and_ledger(sessions, merchant.merchant_id))[0] == (
-        Decimal("1000.00"),
-        Decimal("0.00"),
-    )
-    await _reconciled(sessions)
+    await _money_is(sessions, merchant, "1000.00", "0.00")
 
 
 async def test_activation_applies_the_expiries_due_before_it_starts_the_queue(
