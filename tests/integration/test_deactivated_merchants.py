@@ -1,14 +1,17 @@
 """`payouts merchant deactivate` / `activate`: a suspended merchant's queued payouts wait (money
 that came back to it, a released hold or a top-up, sent them to the PSP), its dashboard sessions
 end, and its activation starts the queue where it stopped, after the expiries due by then
-(deactivation review). Real MariaDB; the operator commands run as processes."""
+(deactivation review). Real MariaDB; the operator commands run as processes where their
+output is the point, in-process elsewhere."""
 
 from decimal import Decimal
 
 import httpx
 from sqlalchemy import select, update
 
-from cli.merchants import NewMerchant
+from cli.merchants import NewMerchant, activate_merchant, deactivate_merchant
+from contracts import ledger
+from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action
@@ -39,6 +42,20 @@ async def _operator(env: dict[str, str], *args: str) -> str:
     code, said = await payouts_said(env, "merchant", *args)
     assert code == 0, said
     return said
+
+
+async def _deactivated(sessions: SessionFactory, merchant: NewMerchant) -> None:
+    async with transaction(sessions) as session:
+        assert await deactivate_merchant(session, merchant.merchant_id)
+
+
+async def _activated(
+    sessions: SessionFactory, merchant: NewMerchant, settings: Settings
+) -> list[Payout] | None:
+    async with transaction(sessions) as session:
+        return await activate_merchant(
+            session, merchant.merchant_id, time=MerchantTime.of(settings)
+        )
 
 
 async def _reconciled(sessions: SessionFactory) -> None:
@@ -101,15 +118,15 @@ async def test_activation_applies_the_expiries_due_before_it_starts_the_queue(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
-    service_env: dict[str, str],
+    settings: Settings,
 ) -> None:
     """Deactivated past a queued payout's 72 h (the scheduler not yet run), activation must
     expire it, not send it out."""
     merchant = await make_merchant(balance="0.00")
     expired = await _created(api_client, merchant, "300.00")
-    await _operator(service_env, "deactivate", merchant.merchant_id)
-    await _operator(service_env, "topup", merchant.merchant_id, "300")
+    await _deactivated(sessions, merchant)
     async with transaction(sessions) as session:
+        await ledger.top_up(session, merchant_id=merchant.merchant_id, amount=Decimal("300"))
         await session.execute(
             update(ScheduledAction)
             .where(
@@ -119,22 +136,22 @@ async def test_activation_applies_the_expiries_due_before_it_starts_the_queue(
             .values(due_at=utcnow())
         )
 
-    said = await _operator(service_env, "activate", merchant.merchant_id)
+    started = await _activated(sessions, merchant, settings)
 
-    assert "started" not in said, said
+    assert started == []
     assert await _status(sessions, expired) == "FAILED"
     await _reconciled(sessions)
 
 
 async def test_deactivation_refuses_the_key_and_ends_the_dashboard_sessions(
-    settings: Settings, make_merchant: MerchantFactory, service_env: dict[str, str]
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     """Refused while the merchant was inactive, its sessions came back with its activation."""
     merchant = await make_merchant()
     async with in_process_api(settings) as client:
         await signed_in(client, merchant)
-        await _operator(service_env, "deactivate", merchant.merchant_id)
-        await _operator(service_env, "activate", merchant.merchant_id)
+        await _deactivated(sessions, merchant)
+        await _activated(sessions, merchant, settings)
 
         page = await client.get("/dashboard/balance")
         balance = await client.get(f"{API}/balance", headers=auth(merchant))
@@ -144,10 +161,10 @@ async def test_deactivation_refuses_the_key_and_ends_the_dashboard_sessions(
 
 
 async def test_a_deactivated_merchants_key_is_refused(
-    settings: Settings, make_merchant: MerchantFactory, service_env: dict[str, str]
+    settings: Settings, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
     merchant = await make_merchant()
-    await _operator(service_env, "deactivate", merchant.merchant_id)
+    await _deactivated(sessions, merchant)
     async with in_process_api(settings) as client:  # a new process: no key cached
         balance = await client.get(f"{API}/balance", headers=auth(merchant))
 
