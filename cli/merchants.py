@@ -86,15 +86,12 @@ async def merchant_exists(session: AsyncSession, merchant_id: str) -> bool:
 
 async def deactivate_merchant(session: AsyncSession, merchant_id: str) -> bool:
     """Suspend the merchant: its API key refused (401 `INVALID_API_KEY`; by each API process
-    within PAYOUTS_API_KEY_CACHE_SECONDS), its dashboard sessions ended, its QUEUED payouts held
-    (`start_queued_payouts`).
-    What it has in flight goes on: payouts accepted go to the PSP, outcomes and reversals apply,
-    webhooks are delivered, queued payouts expire. False: no such merchant."""
-    if not await merchant_exists(session, merchant_id):
+    within PAYOUTS_API_KEY_CACHE_SECONDS), its dashboard sessions ended, its QUEUED payouts kept
+    from starting (`start_queued_payouts`). What it has in flight goes on: payouts accepted go
+    to the PSP, outcomes and reversals apply, webhooks are delivered, queued payouts expire.
+    False: no such merchant."""
+    if not await _set_active(session, merchant_id, active=False):
         return False
-    await session.execute(
-        update(Merchant).where(Merchant.id == merchant_id).values(is_active=False)
-    )
     await close_merchant_sessions(session, merchant_id)
     return True
 
@@ -105,10 +102,23 @@ async def activate_merchant(
     """The merchant's key works again, and its queue goes on where it stopped: first the
     expiries due by its clock (as the scheduler applies them), then the queued payouts the
     available balance covers start, oldest first. Those started; None: no such merchant."""
-    if not await merchant_exists(session, merchant_id):
+    if not await _set_active(session, merchant_id, active=True):
         return None
-    await session.execute(update(Merchant).where(Merchant.id == merchant_id).values(is_active=True))
     return await start_queued_on_time(session, merchant_id, time=time)
+
+
+async def _set_active(session: AsyncSession, merchant_id: str, *, active: bool) -> bool:
+    """The merchant's flag, set under its balance row (the queue's lock) taken first. A top-up
+    or a released hold takes that row, then its journal's foreign key takes a shared lock on the
+    merchant's row: an activation that updated the merchant's row first, then waited for the
+    balance row, deadlocked with it (diff review). False: no such merchant."""
+    if not await merchant_exists(session, merchant_id):
+        return False
+    await ledger.lock_balance(session, merchant_id=merchant_id)
+    await session.execute(
+        update(Merchant).where(Merchant.id == merchant_id).values(is_active=active)
+    )
+    return True
 
 
 async def as_stored_now(session: AsyncSession, saved: NewMerchant) -> NewMerchant | None:
@@ -175,12 +185,25 @@ class ApiKeyTaken(ValueError):
 async def _refuse_a_key_of_another_merchant(
     session: AsyncSession, api_key: str, demo: Merchant | None
 ) -> None:
-    """A key is one merchant's (a unique column): the seed died on an IntegrityError traceback."""
-    holder = await session.scalar(
-        select(Merchant.id).where(Merchant.api_key_hash == hash_api_key(api_key))
-    )
-    if holder is not None and (demo is None or holder != demo.id):
-        raise ApiKeyTaken(f"this API key is merchant {holder}'s, not the demo merchant's")
+    """A key is one merchant's (a unique column): the seed died on an IntegrityError traceback.
+    The demo merchant deactivated holding the deployment's key (compose gives the same one on
+    every `up`) is named as such: it was "not the demo merchant's" (diff review). The key stays
+    with it: a key that was suspended must not open a new merchant."""
+    holder = (
+        await session.execute(
+            select(Merchant.id, Merchant.is_active).where(
+                Merchant.api_key_hash == hash_api_key(api_key)
+            )
+        )
+    ).first()
+    if holder is None or (demo is not None and holder.id == demo.id):
+        return
+    if not holder.is_active:
+        raise ApiKeyTaken(
+            f"this API key is merchant {holder.id}'s, which is deactivated: activate it "
+            f"(`payouts merchant activate {holder.id}`) or give another key"
+        )
+    raise ApiKeyTaken(f"this API key is merchant {holder.id}'s, not the demo merchant's")
 
 
 async def ensure_demo_merchant(

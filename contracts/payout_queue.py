@@ -21,6 +21,9 @@ holds that row, taken before any queued payout row:
   then updates the queued rows due to expire.
 - A create locks only its own new payout row before the balance row (as every create does), and
   a create that ends QUEUED turns that row QUEUED while it holds the balance row.
+- A merchant's activation or deactivation (`payouts merchant activate|deactivate`) takes the
+  balance row before the merchant's row: a journal's foreign key takes a shared lock on the
+  merchant's row after the balance row.
 - Nothing that holds a queued payout's row ever waits for a balance row: an IPN, a simulation or
   a reinitiate of a QUEUED payout locks its row and refuses (wrong status) without touching money.
 

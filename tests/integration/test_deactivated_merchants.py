@@ -4,6 +4,7 @@ end, and its activation starts the queue where it stopped, after the expiries du
 (deactivation review). Real MariaDB; the operator commands run as processes where their
 output is the point, in-process elsewhere."""
 
+import asyncio
 from decimal import Decimal
 
 import httpx
@@ -15,6 +16,7 @@ from contracts.clock import MerchantTime
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action
+from contracts.funding import top_up_and_start_queued
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
@@ -22,7 +24,9 @@ from tests.support.api_helpers import API, assert_error, auth, payout_body
 from tests.support.cli import payouts_said
 from tests.support.dashboard_client import signed_in
 from tests.support.payout_records import balance_and_ledger, event_types
+from tests.support.polling import eventually
 from tests.support.processing import fail_as_the_processor
+from tests.support.statements import statement_running
 
 
 async def _created(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
@@ -141,6 +145,35 @@ async def test_activation_applies_the_expiries_due_before_it_starts_the_queue(
     assert started == []
     assert await _status(sessions, expired) == "FAILED"
     await _reconciled(sessions)
+
+
+async def test_an_activation_beside_a_top_up_holding_the_balance_row_does_not_deadlock(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """The activation updated the merchant's row, then waited for the balance row the top-up
+    held; the top-up's journal then waited for the merchant's row (its foreign key): a
+    deadlock, the activation its victim (diff review)."""
+    merchant = await make_merchant(balance="0.00")
+    queued = await _created(api_client, merchant, "40.00")
+    await _deactivated(sessions, merchant)
+    async with sessions() as top_up:
+        await ledger.lock_balance(top_up, merchant_id=merchant.merchant_id)
+        activation = asyncio.create_task(_activated(sessions, merchant, settings))
+        await eventually(
+            lambda: statement_running(sessions, "SELECT balances.available"),
+            what="the activation waiting for the balance row",
+        )
+        await top_up_and_start_queued(
+            top_up, merchant.merchant_id, Decimal("100.00"), time=MerchantTime.of(settings)
+        )
+        await top_up.commit()
+    started = await activation
+
+    assert [payout.id for payout in started or []] == [queued]
+    await _money_is(sessions, merchant, "60.00", "40.00")
 
 
 async def test_deactivation_refuses_the_key_and_ends_the_dashboard_sessions(

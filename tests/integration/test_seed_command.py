@@ -128,3 +128,22 @@ async def test_a_deactivated_demo_merchant_is_not_reported_as_keeping_its_key(
 
     assert seeded["created"] is True and seeded["apiKey"]
     assert await _is_active(sessions, seeded["merchantId"])
+
+
+async def test_the_deployments_key_of_a_deactivated_demo_merchant_is_refused_saying_so(
+    service_env: dict[str, str], sessions: SessionFactory
+) -> None:
+    """Compose gives the same key on every `up`: after the demo merchant holding it was
+    deactivated, the seed said the key was 'not the demo merchant's' (diff review). The key
+    stays with the suspended merchant: it must not open a new one."""
+    key = new_api_key()
+    first = await _seeded(service_env, "--api-key", key)
+    await _deactivate_every_demo_merchant(sessions)
+
+    seed = await _seed({**service_env, "COLUMNS": "400"}, "--api-key", key)
+    _, err = await asyncio.wait_for(seed.communicate(), timeout=60)
+
+    said = err.decode()
+    assert seed.returncode == 2, said[-600:]
+    assert f"merchant {first['merchantId']}'s, which is deactivated" in said, said[-600:]
+    assert f"payouts merchant activate {first['merchantId']}" in said, said[-600:]
