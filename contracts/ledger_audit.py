@@ -21,7 +21,7 @@ from contracts.db.engine import (
     transaction,
 )
 from contracts.db.models import LedgerAudit
-from contracts.reconcile import reconcile
+from contracts.reconcile import ledger_problems
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ _ROW = 1
 
 @dataclass(frozen=True)
 class Audit:
-    problems: list[str]
+    problems: list[str]  # at most 100 of each kind, then how many more
+    problem_count: int  # every problem, listed or not
     took_seconds: float
     as_of: datetime  # the database's clock as its snapshot began
 
@@ -73,7 +74,7 @@ async def audit_if_due(sessions: SessionFactory, every: timedelta = AUDIT_EVERY)
     await record_audit(sessions, audit)
     if audit.problems:
         log.warning(
-            "ledger audit: %d problems, the first: %s", len(audit.problems), audit.problems[0]
+            "ledger audit: %d problems, the first: %s", audit.problem_count, audit.problems[0]
         )
     else:
         log.info("ledger audit: clean (%.1fs)", audit.took_seconds)
@@ -87,8 +88,8 @@ async def timed_reconcile(session: AsyncSession) -> Audit:
     await begin_snapshot(session)
     # Before the first read of a table, which is when InnoDB takes the snapshot.
     as_of = (await session.execute(select(DATABASE_NOW))).scalar_one()
-    problems = await reconcile(session)
-    return Audit(problems, time.monotonic() - started, as_of)
+    problems = await ledger_problems(session)
+    return Audit(problems.lines, problems.count, time.monotonic() - started, as_of)
 
 
 async def record_audit(sessions: SessionFactory, audit: Audit) -> bool:
@@ -105,7 +106,7 @@ async def record_audit(sessions: SessionFactory, audit: Audit) -> bool:
                 as_of=audit.as_of,
                 finished_at=DATABASE_NOW,
                 took_ms=round(audit.took_seconds * 1000),
-                problem_count=len(audit.problems),
+                problem_count=audit.problem_count,
                 problems=audit.problems[:KEPT_PROBLEMS],
             )
         )

@@ -276,9 +276,15 @@ def _shown(value: Decimal | None) -> str:
     return "(none)" if value is None else _money(value)
 
 
+@dataclass(frozen=True)
+class LedgerProblems:
+    lines: list[str]  # at most 100 of each kind, then a line saying how many more
+    count: int  # every problem, listed or not
+
+
 async def _listed(
     session: AsyncSession, query: TextClause, line: Callable[..., str], what: str, **params: str
-) -> list[str]:
+) -> LedgerProblems:
     """A line per row of `query` (each lists at most 100, the matching count in its last
     column), and one saying how many more match: 110 running balances off were 100 lines,
     without a word of the other 10 (reconcile review)."""
@@ -287,11 +293,18 @@ async def _listed(
     matching = int(rows[0][-1]) if rows else 0
     if matching > len(rows):
         lines.append(f"... and {matching - len(rows)} more {what} not listed")
-    return lines
+    return LedgerProblems(lines, matching)
 
 
 async def reconcile(session: AsyncSession) -> list[str]:
-    """Every violated ledger invariant, one line each; an empty list means the ledger is clean."""
+    """Every violated ledger invariant, one line each (at most 100 of each kind, then how many
+    more); an empty list means the ledger is clean."""
+    return (await ledger_problems(session)).lines
+
+
+async def ledger_problems(session: AsyncSession) -> LedgerProblems:
+    """Every violated ledger invariant: the lines `reconcile` prints, and how many in all (the
+    audit the relay keeps counted the "and N more" line as one: diff review)."""
     await begin_snapshot(session)
     kinds = {kind.name.lower(): kind.value for kind in JournalKind}
     accounts = {"available": Account.AVAILABLE.value, "held": Account.HELD.value}
@@ -409,10 +422,12 @@ async def reconcile(session: AsyncSession) -> list[str]:
             {},
         ),
     ]
-    problems: list[str] = []
-    for query, line, what, params in checks:
-        problems += await _listed(session, query, line, what, **params)
-    return problems
+    found = [
+        await _listed(session, query, line, what, **params) for query, line, what, params in checks
+    ]
+    return LedgerProblems(
+        [line for kind in found for line in kind.lines], sum(kind.count for kind in found)
+    )
 
 
 def _misposted(journal: int, kind: str, payout: str, amount: Decimal) -> str:

@@ -6,15 +6,16 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import processor_service.relay_service as relay_service
-from contracts import ledger_audit
+from contracts import ledger, ledger_audit
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import LedgerAudit
+from contracts.db.models import LedgerAudit, LedgerLine
 from contracts.ledger_audit import (
     KEPT_PROBLEMS,
     Audit,
@@ -23,9 +24,9 @@ from contracts.ledger_audit import (
     record_audit,
     timed_reconcile,
 )
-from contracts.reconcile import reconcile
+from contracts.reconcile import LedgerProblems, reconcile
 from contracts.settings import Settings
-from tests.conftest import in_process_api
+from tests.conftest import MerchantFactory, in_process_api
 from tests.support.cli import run_payouts
 from tests.support.dashboard_client import operator_signed_in
 from tests.support.infrastructure import database_account
@@ -41,7 +42,7 @@ async def _unclaimed(sessions: SessionFactory) -> None:
 
 
 def _audit_now(problems: list[str], took_seconds: float = 0.5) -> Audit:
-    return Audit(problems, took_seconds, as_of=utcnow())
+    return Audit(problems, len(problems), took_seconds, as_of=utcnow())
 
 
 async def test_one_of_several_relays_audits_and_what_it_found_is_kept(
@@ -72,6 +73,37 @@ async def test_the_first_problems_are_kept_and_all_are_counted(sessions: Session
     await audit_if_due(sessions, every=timedelta(0))  # the real state again, for other tests
 
 
+async def test_problems_past_the_hundred_of_a_kind_are_counted(
+    sessions: SessionFactory, make_merchant: MerchantFactory
+) -> None:
+    """Each check lists 100 problems, then "... and N more": the audit counted that line as one
+    problem, and the N not at all (diff review)."""
+    merchant = await make_merchant(balance="0.00")
+    async with transaction(sessions) as session:
+        for _ in range(110):
+            await ledger.top_up(session, merchant_id=merchant.merchant_id, amount=Decimal("1.00"))
+    first = select(func.min(LedgerLine.id)).where(LedgerLine.merchant_id == merchant.merchant_id)
+    async with transaction(sessions) as session:
+        line = await session.scalar(first)
+        await session.execute(
+            update(LedgerLine).where(LedgerLine.id == line).values(amount=Decimal("2.00"))
+        )
+    try:
+        async with sessions() as session:
+            audit = await timed_reconcile(session)
+        await record_audit(sessions, audit)
+        kept = await last_audit(sessions)
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(
+                update(LedgerLine).where(LedgerLine.id == line).values(amount=Decimal("1.00"))
+            )
+        await audit_if_due(sessions, every=timedelta(0))  # the real state again
+
+    assert "... and 10 more running balances off not listed" in audit.problems
+    assert kept.problem_count == len(audit.problems) - 1 + 10
+
+
 async def test_an_audit_of_an_older_snapshot_does_not_replace_a_newer_one(
     sessions: SessionFactory,
 ) -> None:
@@ -79,7 +111,7 @@ async def test_an_audit_of_an_older_snapshot_does_not_replace_a_newer_one(
     its older snapshot over the newer result (diff review)."""
     async with sessions() as older_session:
         older = await timed_reconcile(older_session)
-    older = Audit(["journal 7 does not balance (the older snapshot)"], 16.0, older.as_of)
+    older = Audit(["journal 7 does not balance (the older snapshot)"], 1, 16.0, older.as_of)
     async with sessions() as newer_session:
         newer = await timed_reconcile(newer_session)
 
@@ -148,17 +180,17 @@ async def test_the_relays_other_chores_run_while_it_audits(
     review)."""
     auditing = asyncio.Event()
 
-    async def slow_reconcile(session: AsyncSession) -> list[str]:
+    async def slow_reconcile(session: AsyncSession) -> LedgerProblems:
         auditing.set()
         await session.execute(text("SELECT SLEEP(20)"))
-        return []
+        return LedgerProblems([], 0)
 
     released: list[float] = []
 
     async def release_retries(_sessions: SessionFactory) -> None:
         released.append(time.monotonic())
 
-    monkeypatch.setattr(ledger_audit, "reconcile", slow_reconcile)
+    monkeypatch.setattr(ledger_audit, "ledger_problems", slow_reconcile)
     monkeypatch.setattr(relay_service, "release_retries_due_on_advanced_clocks", release_retries)
     await _unclaimed(sessions)
     stop = asyncio.Event()
