@@ -328,7 +328,7 @@ def merchant_topup(
 @merchant_app.command("deactivate")
 def merchant_deactivate(merchant_id: str) -> None:
     """Suspend a merchant: its API key refused, its dashboard sessions ended, its queued
-    payouts held; what it has in flight goes on (outcomes, reversals, webhooks)."""
+    payouts kept from starting; what it has in flight goes on (outcomes, reversals, webhooks)."""
     from cli.merchants import deactivate_merchant
 
     if not run_in_transaction(deactivate_merchant, merchant_id):

@@ -69,7 +69,7 @@ def reconcile_command(
     """Check the ledger: journals balance, balances match their lines, nothing negative, each
     hold settled at most once, held funds equal the payouts in flight, each payout's journals
     move its amount between the right accounts and match its status; and the pipeline: no
-    payout stuck, no queued payout the available balance covers, no scheduled action long
+    payout stuck, no active merchant's queued payout its balance covers, no scheduled action long
     due, no PSP outcome accepted and not applied, no outbox lag, no parked outbox row, no event
     of the last day no webhook service took up, no webhook left PENDING with no attempt, no
     webhook retry long overdue. Exit 1 on any problem."""
