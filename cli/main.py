@@ -24,7 +24,7 @@ from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
 from contracts.db.database_locks import database_lock
-from contracts.db.engine import create_session_factory, transaction
+from contracts.db.engine import committed, create_session_factory
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
 from contracts.domain.text import text_problem, trimmed
@@ -98,8 +98,11 @@ async def _in_one_transaction(
                 await turn.enter_async_context(
                     database_lock(holder, lock, wait_seconds=wait_seconds)
                 )
-            async with transaction(create_session_factory(engine)) as session:
-                return await work(session, *args, **kwargs)
+            # Not in `transaction`: a work that runs again after a deadlock rolls back and goes
+            # on in the same session.
+            return await committed(
+                create_session_factory(engine), lambda session: work(session, *args, **kwargs)
+            )
     finally:
         await engine.dispose()
 

@@ -12,7 +12,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.dashboard.sessions import close_merchant_sessions
-from api_service.idempotency import CLAIM_KEY, FIND_KEY, FORGET_EXPIRED_KEY
+from api_service.idempotency import (
+    CLAIM_KEY,
+    FIND_KEY,
+    FORGET_EXPIRED_KEY,
+    run_again_after_deadlocks,
+)
 from contracts import ledger
 from contracts.api_keys import API_KEY_PREFIX, hash_api_key, new_api_key, new_webhook_secret
 from contracts.clock import MerchantTime
@@ -90,10 +95,14 @@ async def deactivate_merchant(session: AsyncSession, merchant_id: str) -> bool:
     from starting (`start_queued_payouts`). What it has in flight goes on: payouts accepted go
     to the PSP, outcomes and reversals apply, webhooks are delivered, queued payouts expire.
     False: no such merchant."""
-    if not await _set_active(session, merchant_id, active=False):
-        return False
-    await close_merchant_sessions(session, merchant_id)
-    return True
+
+    async def deactivate() -> bool:
+        if not await _set_active(session, merchant_id, active=False):
+            return False
+        await close_merchant_sessions(session, merchant_id)
+        return True
+
+    return await run_again_after_deadlocks(deactivate, roll_back=session.rollback)
 
 
 async def activate_merchant(
@@ -102,16 +111,22 @@ async def activate_merchant(
     """The merchant's key works again, and its queue goes on where it stopped: first the
     expiries due by its clock (as the scheduler applies them), then the queued payouts the
     available balance covers start, oldest first. Those started; None: no such merchant."""
-    if not await _set_active(session, merchant_id, active=True):
-        return None
-    return await start_queued_on_time(session, merchant_id, time=time)
+
+    async def activate() -> list[Payout] | None:
+        if not await _set_active(session, merchant_id, active=True):
+            return None
+        return await start_queued_on_time(session, merchant_id, time=time)
+
+    return await run_again_after_deadlocks(activate, roll_back=session.rollback)
 
 
 async def _set_active(session: AsyncSession, merchant_id: str, *, active: bool) -> bool:
-    """The merchant's flag, set under its balance row (the queue's lock) taken first. A top-up
-    or a released hold takes that row, then its journal's foreign key takes a shared lock on the
-    merchant's row: an activation that updated the merchant's row first, then waited for the
-    balance row, deadlocked with it (diff review). False: no such merchant."""
+    """The merchant's flag, set under its balance row (the queue's lock) taken first, as a
+    top-up or a released hold takes it before its journal's foreign key takes a shared lock on
+    the merchant's row (updated first, the activation deadlocked with them: diff review). A
+    create, or a top-up with a key, holds that shared lock before the balance row (its inserts'
+    foreign keys): either order deadlocks with one kind, so the callers run again after a
+    deadlock (second diff review). False: no such merchant."""
     if not await merchant_exists(session, merchant_id):
         return False
     await ledger.lock_balance(session, merchant_id=merchant_id)

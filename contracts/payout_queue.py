@@ -22,8 +22,9 @@ holds that row, taken before any queued payout row:
 - A create locks only its own new payout row before the balance row (as every create does), and
   a create that ends QUEUED turns that row QUEUED while it holds the balance row.
 - A merchant's activation or deactivation (`payouts merchant activate|deactivate`) takes the
-  balance row before the merchant's row: a journal's foreign key takes a shared lock on the
-  merchant's row after the balance row.
+  balance row, then the merchant's row; a journal's foreign key takes a shared lock on the
+  merchant's row after the balance row, but a create's or a keyed top-up's inserts take it
+  before: one of them and a (de)activation may deadlock, and the (de)activation runs again.
 - Nothing that holds a queued payout's row ever waits for a balance row: an IPN, a simulation or
   a reinitiate of a QUEUED payout locks its row and refuses (wrong status) without touching money.
 

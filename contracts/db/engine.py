@@ -2,9 +2,10 @@
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import ColumnElement, SQLColumnExpression, cast, func, literal_column
 from sqlalchemy.dialects.mysql import DATETIME
@@ -28,6 +29,8 @@ EXPECTED_SERVER_WARNINGS = re.compile(
     r"|Name 'alembic_version_pkc' ignored for PRIMARY key\.",
     re.DOTALL,
 )
+
+T = TypeVar("T")
 
 
 def _unexpected(record: logging.LogRecord) -> bool:
@@ -98,6 +101,17 @@ async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     """One unit of work: commits on success, rolls back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def committed(sessions: SessionFactory, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work(session)`, then a commit; rolled back on any error. Unlike `transaction`, the work
+    may roll back and go on in the same session (`run_again_after_deadlocks`): inside
+    `session.begin()` it cannot, and an operator command's retry after a deadlock failed on a
+    closed transaction (second diff review)."""
+    async with sessions() as session:
+        done = await work(session)
+        await session.commit()
+        return done
 
 
 async def begin_snapshot(session: AsyncSession) -> None:

@@ -5,15 +5,21 @@ end, and its activation starts the queue where it stopped, after the expiries du
 output is the point, in-process elsewhere."""
 
 import asyncio
+import uuid
 from decimal import Decimal
 
 import httpx
 from sqlalchemy import select, update
 
-from cli.merchants import NewMerchant, activate_merchant, deactivate_merchant
+from cli.merchants import (
+    NewMerchant,
+    activate_merchant,
+    claim_top_up_key,
+    deactivate_merchant,
+)
 from contracts import ledger
 from contracts.clock import MerchantTime
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import SessionFactory, committed, transaction, utcnow
 from contracts.db.models import Payout, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.funding import top_up_and_start_queued
@@ -49,17 +55,17 @@ async def _operator(env: dict[str, str], *args: str) -> str:
 
 
 async def _deactivated(sessions: SessionFactory, merchant: NewMerchant) -> None:
-    async with transaction(sessions) as session:
-        assert await deactivate_merchant(session, merchant.merchant_id)
+    """As `payouts merchant deactivate` runs it (`committed`, as the command does)."""
+    assert await committed(sessions, lambda s: deactivate_merchant(s, merchant.merchant_id))
 
 
 async def _activated(
     sessions: SessionFactory, merchant: NewMerchant, settings: Settings
 ) -> list[Payout] | None:
-    async with transaction(sessions) as session:
-        return await activate_merchant(
-            session, merchant.merchant_id, time=MerchantTime.of(settings)
-        )
+    time = MerchantTime.of(settings)
+    return await committed(
+        sessions, lambda s: activate_merchant(s, merchant.merchant_id, time=time)
+    )
 
 
 async def _reconciled(sessions: SessionFactory) -> None:
@@ -174,6 +180,63 @@ async def test_an_activation_beside_a_top_up_holding_the_balance_row_does_not_de
 
     assert [payout.id for payout in started or []] == [queued]
     await _money_is(sessions, merchant, "60.00", "40.00")
+
+
+async def test_a_deactivation_beside_an_operator_top_up_with_a_key_does_not_fail(
+    make_merchant: MerchantFactory, sessions: SessionFactory, settings: Settings
+) -> None:
+    """A keyed top-up claims its key first (the key row's foreign key: a shared lock on the
+    merchant's row), then takes the balance row; the deactivation holds the balance row and
+    waits for the merchant's row: a deadlock, the deactivation its victim, and the operator's
+    command failed (second diff review). It runs again."""
+    merchant = await make_merchant(balance="0.00")
+    async with sessions() as top_up:
+        key = str(uuid.uuid4())
+        assert await claim_top_up_key(
+            top_up, merchant.merchant_id, key, Decimal("10.00"), ttl_seconds=3600
+        )
+        deactivation = asyncio.create_task(_deactivated(sessions, merchant))
+        await eventually(
+            lambda: statement_running(sessions, "UPDATE merchants"),
+            what="the deactivation waiting for the merchant's row",
+        )
+        await top_up_and_start_queued(
+            top_up, merchant.merchant_id, Decimal("10.00"), time=MerchantTime.of(settings)
+        )
+        await top_up.commit()
+    await deactivation
+
+    await _money_is(sessions, merchant, "10.00", "0.00")
+
+
+async def test_a_deactivation_racing_a_create_of_the_same_merchant_does_not_fail(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A create inserts its rows (a shared lock on the merchant's row), then takes the balance
+    row, which the deactivation took first: a deadlock, either its victim (second diff
+    review). Both run again; both succeed."""
+    merchant = await make_merchant(balance="0.00")
+    async with sessions() as holder:  # both queue on the balance row, the deactivation first
+        await ledger.lock_balance(holder, merchant_id=merchant.merchant_id)
+        deactivation = asyncio.create_task(_deactivated(sessions, merchant))
+        await eventually(
+            lambda: statement_running(sessions, "SELECT balances.available"),
+            what="the deactivation waiting for the balance row",
+        )
+        body = payout_body(amount="40.00", queueIfLowBalance=True)
+        create = asyncio.create_task(
+            api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
+        )
+        await eventually(
+            lambda: statement_running(sessions, "UPDATE balances"),
+            what="the create waiting for the balance row",
+        )
+        await holder.rollback()
+    await deactivation
+    created = await create
+
+    assert created.status_code == 201, created.text
+    assert await _status(sessions, created.json()["data"]["id"]) == "QUEUED"
 
 
 async def test_deactivation_refuses_the_key_and_ends_the_dashboard_sessions(
