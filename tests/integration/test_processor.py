@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, select, update
 
 from cli.merchants import NewMerchant, create_merchant
-from contracts.db.engine import SessionFactory, transaction, utcnow
+from contracts.db.engine import SessionFactory, begin_snapshot, transaction, utcnow
 from contracts.db.models import (
     Balance,
     LedgerJournal,
@@ -115,7 +115,11 @@ class PayoutState:
 
 
 async def state_of(sessions: SessionFactory, payout_id: str) -> PayoutState:
+    """Read in one snapshot: statement by statement (READ COMMITTED), the payout row was read
+    before a commit of the processor and its events after it (a reinitiated payout PENDING with
+    no PSP reference beside the new attempt's `pending` event; CI's container checks)."""
     async with sessions() as session:
+        await begin_snapshot(session)
         payout = await session.get_one(Payout, payout_id)
         events = list(
             await session.scalars(
