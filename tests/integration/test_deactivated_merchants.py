@@ -6,10 +6,13 @@ output is the point, in-process elsewhere."""
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli.merchants import (
     NewMerchant,
@@ -33,6 +36,8 @@ from tests.support.payout_records import balance_and_ledger, event_types
 from tests.support.polling import eventually
 from tests.support.processing import fail_as_the_processor
 from tests.support.statements import statement_running
+
+T = TypeVar("T")
 
 
 async def _created(client: httpx.AsyncClient, merchant: NewMerchant, amount: str) -> str:
@@ -66,6 +71,32 @@ async def _activated(
     return await committed(
         sessions, lambda s: activate_merchant(s, merchant.merchant_id, time=time)
     )
+
+
+async def _beside_a_top_up(
+    sessions: SessionFactory,
+    settings: Settings,
+    merchant: NewMerchant,
+    amount: str,
+    *,
+    first: Callable[[AsyncSession], Awaitable[None]],
+    operation: Coroutine[Any, Any, T],
+    waiting_at: str,
+) -> T:
+    """`operation` run while a top-up of `amount` has done its `first` step (holding its lock),
+    until `operation` waits at the statement that starts `waiting_at`; then the top-up goes on
+    and commits. What `operation` returned."""
+    async with sessions() as top_up:
+        await first(top_up)
+        task = asyncio.create_task(operation)
+        await eventually(
+            lambda: statement_running(sessions, waiting_at), what=f"waiting at {waiting_at}"
+        )
+        await top_up_and_start_queued(
+            top_up, merchant.merchant_id, Decimal(amount), time=MerchantTime.of(settings)
+        )
+        await top_up.commit()
+    return await task
 
 
 async def _reconciled(sessions: SessionFactory) -> None:
@@ -165,18 +196,19 @@ async def test_an_activation_beside_a_top_up_holding_the_balance_row_does_not_de
     merchant = await make_merchant(balance="0.00")
     queued = await _created(api_client, merchant, "40.00")
     await _deactivated(sessions, merchant)
-    async with sessions() as top_up:
+
+    async def balance_row(top_up: AsyncSession) -> None:
         await ledger.lock_balance(top_up, merchant_id=merchant.merchant_id)
-        activation = asyncio.create_task(_activated(sessions, merchant, settings))
-        await eventually(
-            lambda: statement_running(sessions, "SELECT balances.available"),
-            what="the activation waiting for the balance row",
-        )
-        await top_up_and_start_queued(
-            top_up, merchant.merchant_id, Decimal("100.00"), time=MerchantTime.of(settings)
-        )
-        await top_up.commit()
-    started = await activation
+
+    started = await _beside_a_top_up(
+        sessions,
+        settings,
+        merchant,
+        "100.00",
+        first=balance_row,
+        operation=_activated(sessions, merchant, settings),
+        waiting_at="SELECT balances.available",
+    )
 
     assert [payout.id for payout in started or []] == [queued]
     await _money_is(sessions, merchant, "60.00", "40.00")
@@ -190,21 +222,22 @@ async def test_a_deactivation_beside_an_operator_top_up_with_a_key_does_not_fail
     waits for the merchant's row: a deadlock, the deactivation its victim, and the operator's
     command failed (second diff review). It runs again."""
     merchant = await make_merchant(balance="0.00")
-    async with sessions() as top_up:
+
+    async def its_key(top_up: AsyncSession) -> None:
         key = str(uuid.uuid4())
         assert await claim_top_up_key(
             top_up, merchant.merchant_id, key, Decimal("10.00"), ttl_seconds=3600
         )
-        deactivation = asyncio.create_task(_deactivated(sessions, merchant))
-        await eventually(
-            lambda: statement_running(sessions, "UPDATE merchants"),
-            what="the deactivation waiting for the merchant's row",
-        )
-        await top_up_and_start_queued(
-            top_up, merchant.merchant_id, Decimal("10.00"), time=MerchantTime.of(settings)
-        )
-        await top_up.commit()
-    await deactivation
+
+    await _beside_a_top_up(
+        sessions,
+        settings,
+        merchant,
+        "10.00",
+        first=its_key,
+        operation=_deactivated(sessions, merchant),
+        waiting_at="UPDATE merchants",
+    )
 
     await _money_is(sessions, merchant, "10.00", "0.00")
 
