@@ -1,13 +1,13 @@
 """The `{success, data, message?}` / `{success, error}` envelope, encoded with orjson."""
 
-from datetime import UTC, datetime
 from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from contracts.wire import TimestampText
+from contracts.db.engine import utcnow
+from contracts.wire import TimestampText, format_timestamp
 
 JSON = "application/json"
 
@@ -62,7 +62,7 @@ def error_body(
     if details:
         error["details"] = details
     error["requestId"] = request_id
-    error["timestamp"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    error["timestamp"] = format_timestamp(utcnow())
     return orjson.dumps({"success": False, "error": error})
 
 

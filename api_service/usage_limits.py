@@ -13,6 +13,7 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Integer, bindparam, case, func
@@ -20,6 +21,7 @@ from sqlalchemy.dialects.mysql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_service.errors import ApiError, IdempotencyQuotaExceeded, RateLimited
+from contracts.db.engine import utcnow
 from contracts.db.models import UsageCounter, table_of
 
 
@@ -30,7 +32,8 @@ class Meter:
 
     def seconds_until_next_window(self) -> int:
         """Whole seconds (at least 1) a client should wait: the value of `Retry-After`."""
-        return max(1, math.ceil(self.window_seconds - time.time() % self.window_seconds))
+        now = utcnow().replace(tzinfo=UTC).timestamp()  # the windows are the database's
+        return max(1, math.ceil(self.window_seconds - now % self.window_seconds))
 
 
 REQUESTS_PER_SECOND = Meter("requests", 1)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, cast, func, literal_column
+from sqlalchemy import ColumnElement, SQLColumnExpression, cast, event, func, literal_column
 from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+
+from contracts.db.database_clock import DATABASE_CLOCK
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -70,7 +72,7 @@ def create_engine(
     if timeout_seconds is not None:
         connect_args["read_timeout"] = timeout_seconds
         pool_options["pool_timeout"] = timeout_seconds
-    return create_async_engine(
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
@@ -90,6 +92,8 @@ def create_engine(
         # not its values: a beneficiary's account, name and purpose (pii review).
         hide_parameters=True,
     )
+    event.listen(engine.sync_engine, "connect", DATABASE_CLOCK.measure)
+    return engine
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
@@ -131,8 +135,8 @@ async def read_one_snapshot(session: AsyncSession) -> None:
 
 
 def utcnow() -> datetime:
-    """Naive UTC, as stored in DATETIME(6) columns."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC, as stored in DATETIME(6) columns, on the database server's clock."""
+    return DATABASE_CLOCK.now()
 
 
 def naive_utc(value: datetime) -> datetime:
