@@ -15,7 +15,15 @@ from contracts.db.engine import SessionFactory
 from contracts.reconcile import reconcile
 from tests.conftest import MerchantFactory
 from tests.faults import outages
-from tests.support.fault_load import Load, Verdict, event_ids, settled, undelivered, verdict
+from tests.support.fault_load import (
+    Load,
+    Verdict,
+    all_at_rest,
+    event_ids,
+    settled,
+    undelivered,
+    verdict,
+)
 from tests.support.infrastructure import Infrastructure
 from tests.support.polling import eventually
 from tests.support.system import RunningSystem
@@ -89,7 +97,9 @@ async def _accepted(load: Load, count: int) -> bool:
 
 async def _all_settled(sessions: SessionFactory, load: Load) -> bool:
     with suppress(DBAPIError):  # the test's own pooled connections died with the server
-        return await settled(sessions, load.accepted) == len(load.accepted)
+        return await settled(sessions, load.accepted) == len(load.accepted) and await all_at_rest(
+            sessions, load.merchant.merchant_id
+        )
     return False
 
 

@@ -93,6 +93,26 @@ async def settled(sessions: SessionFactory, accepted: dict[str, Scenario]) -> in
         )
 
 
+SCENARIO_OF_ACCOUNT = {scenario.account_number: scenario for scenario in SCENARIOS}
+
+
+async def all_at_rest(sessions: SessionFactory, merchant_id: str) -> bool:
+    """Every payout of the merchant at its scenario's resting status: the accepted ones, and any
+    whose create committed but whose answer was lost (a 503 or a connection cut after the
+    commit). Nothing waited for those, and their events came after the deliveries were counted
+    (snapshot audit)."""
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Payout.account_number, Payout.status, Payout.psp_reference).where(
+                Payout.merchant_id == merchant_id
+            )
+        )
+        return all(
+            SCENARIO_OF_ACCOUNT[account].is_final({"status": status, "pspReference": reference})
+            for account, status, reference in rows
+        )
+
+
 async def _count_per_payout(
     sessions: SessionFactory, payout_column: Any, payout_ids: list[str]
 ) -> Counter[str]:

@@ -117,12 +117,21 @@ async def test_killing_the_webhook_service_under_load_loses_no_event(
             await asyncio.sleep(chaos.uniform(0, 0.3))
             system.restart(WEBHOOKS)
         await creating
-        async with sessions() as session:
-            event_ids = set(
-                await session.scalars(
-                    select(PayoutEvent.id).where(PayoutEvent.merchant_id == merchant.merchant_id)
+
+        async def every_event_written() -> set[str] | None:
+            """A create's answer means its `created` event; the processor writes the others
+            after it (snapshot audit: read once, the last payouts' were missing)."""
+            async with sessions() as session:
+                ids = set(
+                    await session.scalars(
+                        select(PayoutEvent.id).where(
+                            PayoutEvent.merchant_id == merchant.merchant_id
+                        )
+                    )
                 )
-            )
+            return ids if len(ids) >= 300 else None
+
+        event_ids = await eventually(every_event_written, within=60, what="300 events written")
         assert len(event_ids) == 300
 
         async def all_arrived() -> bool:
