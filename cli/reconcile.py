@@ -21,7 +21,10 @@ from contracts.waiting_retries import UNDELIVERED_EVENTS_LOOKBACK
 A_CENTURY = timedelta(days=36500)
 
 
-async def _check(settings: Settings, thresholds: Thresholds) -> tuple[list[str], LedgerSize]:
+async def _check(
+    settings: Settings, thresholds: Thresholds
+) -> tuple[list[str], list[str], LedgerSize]:
+    """The ledger's problems, the pipeline's, and the ledger's size."""
     engine = command_engine(settings)
     sessions = create_session_factory(engine)
     try:
@@ -32,7 +35,7 @@ async def _check(settings: Settings, thresholds: Thresholds) -> tuple[list[str],
             time = MerchantTime.of(settings)
             pipeline = await pipeline_problems(session, thresholds, time)
         await _record(sessions, audit)
-        return audit.problems + pipeline, size
+        return audit.problems, pipeline, size
     finally:
         await engine.dispose()
 
@@ -80,10 +83,21 @@ def reconcile_command(
         max_outbox_lag=timedelta(seconds=max_outbox_lag_seconds),
         undelivered_events_lookback=UNDELIVERED_EVENTS_LOOKBACK,
     )
-    problems, size = run_in_one_line(_check(settings, thresholds))
-    for problem in problems:
+    ledger, pipeline, size = run_in_one_line(_check(settings, thresholds))
+    for problem in ledger + pipeline:
         typer.echo(problem)
-    if problems:
-        typer.echo(f"ledger NOT reconciled: the {len(problems)} line(s) above", err=True)
+    if ledger or pipeline:
+        typer.echo(_verdict(ledger, pipeline, size), err=True)
         raise typer.Exit(1)
     typer.echo(f"ledger reconciled: {size.merchants} merchants, {size.journals} journals, clean")
+
+
+def _verdict(ledger: list[str], pipeline: list[str], size: LedgerSize) -> str:
+    """The summary of a check that found problems, naming the part that has them: a stuck
+    pipeline beside a clean ledger said "ledger NOT reconciled" (reconcile review)."""
+    if not pipeline:
+        return f"ledger NOT reconciled: the {len(ledger)} line(s) above"
+    stuck = f"pipeline NOT flowing: the last {len(pipeline)} line(s) above"
+    if not ledger:
+        return f"ledger reconciled ({size.merchants} merchants, {size.journals} journals); {stuck}"
+    return f"ledger NOT reconciled: the first {len(ledger)} line(s) above; {stuck}"

@@ -315,18 +315,28 @@ async def pipeline_problems(
     problems: list[str] = []
     for listing in _listings(thresholds, time):
         problems += await listing.lines(session)
-    oldest_unsent = await session.scalar(
-        select(func.min(OutboxMessage.created_at)).where(
-            OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
-        )
-    )
-    if oldest_unsent is not None:
-        lag = utcnow() - oldest_unsent
-        if lag > thresholds.max_outbox_lag:
-            problems.append(
-                f"outbox lag {lag.total_seconds():.0f}s: an unsent message is older than "
-                f"{thresholds.max_outbox_lag.total_seconds():.0f}s (is the outbox relay running?)"
+    now = utcnow()
+    oldest_lagging = (
+        await session.execute(
+            select(OutboxMessage.id, OutboxMessage.routing_key, OutboxMessage.created_at)
+            .add_columns(func.count().over())
+            .where(
+                OutboxMessage.sent_at.is_(None),
+                OutboxMessage.parked_at.is_(None),
+                OutboxMessage.created_at < now - thresholds.max_outbox_lag,
             )
+            .order_by(OutboxMessage.created_at, OutboxMessage.id)
+            .limit(1)
+        )
+    ).first()
+    if oldest_lagging is not None:
+        row_id, routing_key, created_at, lagging = oldest_lagging
+        problems.append(
+            f"outbox lag {(now - created_at).total_seconds():.0f}s: {lagging} unsent "
+            f"message(s) older than {thresholds.max_outbox_lag.total_seconds():.0f}s, the "
+            f"oldest outbox row {row_id} (routing key {routing_key!r}) (is the outbox relay "
+            "running?)"
+        )
     problems += await _and_the_rest(
         session,
         [

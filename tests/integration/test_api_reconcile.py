@@ -3,6 +3,7 @@
 so the rest of the session's database stays clean."""
 
 import asyncio
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -459,6 +460,7 @@ async def test_reconcile_command_prints_clean_or_each_problem(
     assert code == 1, output
     assert f"merchant {merchant.merchant_id}" in output
     assert "clean" not in output
+    assert re.fullmatch(r"ledger NOT reconciled: the \d+ line\(s\) above", output.splitlines()[-1])
 
 
 async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
@@ -487,7 +489,34 @@ async def test_reconcile_command_reports_a_stuck_payout_and_outbox_lag(
 
     assert code == 1, output
     assert f"payout {payout_id} stuck in PENDING" in output
-    assert "outbox lag" in output
+    [lag] = [line for line in output.splitlines() if line.startswith("outbox lag")]
+    mine = r"(\d+) unsent message\(s\) older than 1800s, the oldest outbox row \d+ \(routing key"
+    lagging = re.search(mine, lag)
+    assert lagging and int(lagging[1]) >= 2, lag  # the payout's command and its event's
+    # The ledger is clean: the summary says the pipeline is what is not (it said "ledger NOT
+    # reconciled": reconcile review).
+    assert re.fullmatch(
+        r"ledger reconciled \(\d+ merchants, \d+ journals\); pipeline NOT flowing: "
+        r"the last \d+ line\(s\) above",
+        output.splitlines()[-1],
+    ), output
+
+    drift = Balance.merchant_id == merchant.merchant_id
+    async with transaction(sessions) as session:
+        await session.execute(update(Balance).where(drift).values(held=Balance.held + 1))
+    try:
+        code, output = await _run_cli(
+            settings, "--stuck-minutes", "30", "--max-outbox-lag-seconds", "1800"
+        )
+    finally:
+        async with transaction(sessions) as session:
+            await session.execute(update(Balance).where(drift).values(held=Balance.held - 1))
+    assert code == 1, output
+    assert re.fullmatch(
+        r"ledger NOT reconciled: the first \d+ line\(s\) above; pipeline NOT flowing: "
+        r"the last \d+ line\(s\) above",
+        output.splitlines()[-1],
+    ), output
 
 
 async def test_a_payout_in_retry_is_stuck_only_past_its_retry_delay(
