@@ -83,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.request_log = RequestLogWriter(app.state.sessions)
         app.state.request_log.start()
         app.state.broker_probe = health.BrokerProbe(settings.amqp_url)
+        probe_engine = health.database_probe_engine(settings.database_url)
+        app.state.database_probe = create_session_factory(probe_engine)
         app.state.host_resolver = HostResolver()  # the webhook URLs' lookups
         app.state.draining = False
         drain_on_sigterm(app.state, settings.shutdown_drain_seconds)
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.request_log.close()
         await app.state.broker_probe.close()
         app.state.host_resolver.close()
+        await probe_engine.dispose()
         await engine.dispose()
 
     # Swagger UI and ReDoc assets come from the fastapi-offline package: no CDN needed.

@@ -7,10 +7,12 @@ from typing import Literal
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from api_service.envelope import json_response
 from contracts.amqp_connection import connect
+from contracts.db.engine import create_engine
 from contracts.wire import dumps
 from migrations.state import migration_state
 
@@ -140,7 +142,16 @@ async def ready(request: Request) -> Response:
     return json_response(dumps(body), 200 if healthy else 503)
 
 
+def database_probe_engine(database_url: str) -> AsyncEngine:
+    """Readiness asks the database on connections of its own: through the requests' pool, a
+    pool busy with requests waiting on one merchant's row lock read as a database that does not
+    answer, and took every API replica out of its load balancer (database limits review)."""
+    return create_engine(
+        database_url, pool_size=1, max_overflow=1, timeout_seconds=CHECK_TIMEOUT_SECONDS
+    )
+
+
 async def _database_state(request: Request) -> str:
     """`ok`, `unavailable`, or `not_migrated`: an API started on a database `payouts migrate` had
     not run on was ready, and answered every merchant's call with a 500 (lifecycle review)."""
-    return await migration_state(request.app.state.sessions, CHECK_TIMEOUT_SECONDS)
+    return await migration_state(request.app.state.database_probe, CHECK_TIMEOUT_SECONDS)

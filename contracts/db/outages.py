@@ -26,6 +26,12 @@ OUTAGE_ERROR_CODES = frozenset(
         1040,  # too many connections
         1053,  # server shutdown in progress
         1203,  # user has too many connections
+        1226,  # the account's own limit (MAX_USER_CONNECTIONS, MAX_QUERIES_PER_HOUR...) reached
+        1129,  # host blocked after too many connection errors (until FLUSH HOSTS)
+        1135,  # the server cannot create a thread (out of memory or processes)
+        1037,  # the server is out of memory
+        1041,  # the server is out of memory
+        1637,  # too many active concurrent transactions
         LOCK_WAIT_TIMEOUT,
         DEADLOCK,  # the transaction was rolled back and may be retried
         1317,  # query interrupted (KILL QUERY, shutdown)
