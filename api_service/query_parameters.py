@@ -28,6 +28,8 @@ def refuse_unexpected_query(request: Request) -> None:
     whole_numbers = _query_whole_numbers(route.dependant)
     given: set[str] = set()
     for name, value in request.query_params.multi_items():
+        if not name:  # `?=5`: its detail named the empty string and read " is not a query..."
+            raise ValidationFailed.on("query", "has a parameter with no name")
         if name not in whole_numbers:
             raise ValidationFailed.on(name, "is not a query parameter of this request")
         if name in given:  # no parameter of the API takes a list

@@ -34,6 +34,7 @@ INVISIBLE = "an invisible character that changes how text reads"
         ("/events?payout_id=00000000-0000-0000-0000-000000000000", "payout_id", UNKNOWN),
         ("/webhooks/deliveries?state=PARKED", "state", UNKNOWN),
         ("/balance?page=2", "page", UNKNOWN),
+        ("/balance/history?=5", "query", "has a parameter with no name"),
         ("/payouts?status=PENDING&status=FAILED", "status", TWICE),
         ("/payouts?merchantReference=a&merchantReference=b", "merchantReference", TWICE),
         ("/payouts?limit=5&limit=5", "limit", TWICE),
