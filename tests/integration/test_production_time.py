@@ -116,9 +116,10 @@ async def test_a_queued_payout_expires_on_real_time_in_production(
 
     [expiry] = await actions_of(sessions, payout_id)
     assert within_a_minute_of(expiry.due_at, utcnow() + settings.queued_expiry)
-    problems, _ = await _check(in_production(settings), Thresholds())  # payouts reconcile
+    ledger, pipeline, _ = await _check(in_production(settings), Thresholds())  # payouts reconcile
     operations_page = await pipeline_health(sessions, in_production(settings))
-    assert not [line for line in problems + operations_page.pipeline_problems if payout_id in line]
+    listed = ledger + pipeline + operations_page.pipeline_problems
+    assert not [line for line in listed if payout_id in line]
     scheduler = Scheduler(sessions, PRODUCTION, poll_interval_seconds=0.1)
     await drain(scheduler)
     assert await status_of(sessions, payout_id) == ("QUEUED", None)
