@@ -32,8 +32,9 @@ def _revisions() -> tuple[str | None, frozenset[str]]:
 
 
 def is_a_newer_codes(version: str | None) -> bool:
-    """Whether `version` is a revision this code does not know: a newer code's (a rolling
-    upgrade migrated the database ahead of it)."""
+    """Whether `version` is a revision this code does not know: a newer code's (a newer
+    version's `payouts migrate` ran while this one was still up; docs/operations.md, Upgrading,
+    says to stop it first)."""
     return version is not None and version not in _revisions()[1]
 
 
