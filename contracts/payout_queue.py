@@ -74,7 +74,11 @@ def _queued_of(merchant_id: str) -> Any:
 
 
 async def start_queued_payouts(
-    session: AsyncSession, *, merchant_id: str, correlation_id: str | None
+    session: AsyncSession,
+    *,
+    merchant_id: str,
+    correlation_id: str | None,
+    announcements: Announcements | None = None,
 ) -> list[Payout]:
     """QUEUED -> PENDING for the merchant's queued payouts the available balance covers, oldest
     first, stopping at the first that it does not cover; each exactly like a create that had the
@@ -85,6 +89,10 @@ async def start_queued_payouts(
     A deactivated merchant's queue starts nothing: its payouts wait, QUEUED, for its activation
     (`payouts merchant activate`) or their expiry. (Money that came back to it, a released hold
     or a top-up, sent them to the PSP: a suspended merchant's new disbursements.)
+
+    `announcements`: the transaction's own, when it has just announced some of these payouts
+    (queued them): their `payout.dequeued` then comes a millisecond after their `payout.queued`,
+    not in the same one (read-after-webhook review).
 
     One statement when the queue is empty (the common case)."""
     started: list[Payout] = []
@@ -99,7 +107,7 @@ async def start_queued_payouts(
         )
         fitting = _covered_in_order(queued, Decimal(available or 0))
         if fitting:
-            await _start(session, fitting, correlation_id=correlation_id)
+            await _start(session, fitting, announcements or Announcements(correlation_id))
             started += fitting
         if len(fitting) < len(queued) or len(queued) < START_BATCH:
             return started
@@ -117,7 +125,7 @@ def _covered_in_order(queued: Sequence[Payout], available: Decimal) -> list[Payo
 
 
 async def _start(
-    session: AsyncSession, payouts: list[Payout], *, correlation_id: str | None
+    session: AsyncSession, payouts: list[Payout], announcements: Announcements
 ) -> None:
     now = utcnow()
     # Each stays in the lane it was created in: one released with others into the bulk lane
@@ -125,14 +133,13 @@ async def _start(
     # payouts' backlog (lanes review).
     await _move_queued(session, payouts, status=PayoutStatus.PENDING.value, updated_at=now)
     await _retire_expiries(session, payouts, Result.SKIPPED, PayoutStatus.PENDING)
-    announcements = Announcements(correlation_id)
     for payout in payouts:
         set_committed_value(payout, "status", PayoutStatus.PENDING.value)
         set_committed_value(payout, "updated_at", now)
         announcements.event(payout, EventType.DEQUEUED)
         announcements.process(payout)
     await announcements.write(session)
-    _log_moves(session, payouts, PayoutStatus.PENDING, correlation_id)
+    _log_moves(session, payouts, PayoutStatus.PENDING, announcements.correlation_id)
     # The holds last: the balance row is this transaction's already, but the postings read the
     # balances they leave behind from it.
     if len(payouts) == 1:
