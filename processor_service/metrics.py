@@ -26,7 +26,9 @@ OUTBOX_PARKED = Counter(
     "payouts_outbox_parked_total", "Outbox rows parked after their last refused publish"
 )
 OUTBOX_LAG = Gauge(
-    "payouts_outbox_lag_seconds", "Age of the oldest outbox row in the last claimed batch"
+    "payouts_outbox_lag_seconds",
+    "Age of the oldest outbox row not sent yet, due or backing off (parked rows aside); read "
+    "every 5 s",
 )
 WEBHOOK_RETRIES_RESENT = Counter(
     "payouts_webhook_retries_resent_total",

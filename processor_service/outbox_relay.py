@@ -36,7 +36,7 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractRobustConnection,
 )
-from sqlalchemy import Integer, bindparam, literal, select, update
+from sqlalchemy import Integer, bindparam, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from contracts.amqp_connection import with_heartbeat
@@ -168,9 +168,22 @@ class DueProbe:
 
 
 def _nothing_due() -> RoundResult:
-    """An empty round: no row waits, so the outbox lags by nothing."""
-    OUTBOX_LAG.set(0)
     return RoundResult(claimed=0, sent=0)
+
+
+# The unsent rows, due or backing off (not the parked: `payouts outbox retry` sends those).
+OLDEST_UNSENT = select(func.min(OutboxMessage.created_at)).where(
+    OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
+)
+
+
+async def measure_outbox_lag(sessions: SessionFactory) -> None:
+    """`payouts_outbox_lag_seconds`: the age of the oldest unsent row. Read from the claimed
+    batches, it was 0 whenever no row was due, such as while every unsent row backed off after
+    the broker refused it (metrics review)."""
+    async with sessions() as session:
+        oldest = await session.scalar(OLDEST_UNSENT)
+    OUTBOX_LAG.set(0 if oldest is None else (utcnow() - oldest).total_seconds())
 
 
 def to_amqp_message(row: OutboxMessage) -> aio_pika.Message:
@@ -285,7 +298,6 @@ class OutboxRelay:
             rows = list(await session.scalars(CLAIM, due))
             if not rows:
                 return _nothing_due()
-            OUTBOX_LAG.set((utcnow() - min(row.created_at for row in rows)).total_seconds())
             outcomes = await asyncio.gather(
                 *(self.publisher.publish(row) for row in rows), return_exceptions=True
             )

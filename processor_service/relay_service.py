@@ -39,6 +39,7 @@ from processor_service.outbox_relay import (
     OutboxRelay,
     Publisher,
     RoundResult,
+    measure_outbox_lag,
     open_publisher,
 )
 from processor_service.stalled_deliveries import EventsSwept, resend_stalled_deliveries
@@ -58,6 +59,7 @@ STALLED_RETRIES_EVERY_SECONDS = 60.0
 # second: on the merchant's clock they are due, and its real-time wait runs on.
 ADVANCED_CLOCK_RETRIES_EVERY_SECONDS = 1.0
 LEDGER_AUDIT_ASKED_EVERY_SECONDS = 60.0
+OUTBOX_LAG_EVERY_SECONDS = 5.0  # payouts_outbox_lag_seconds
 MAX_BACKOFF_SECONDS = 5.0
 # The relay counts as busy this long after its last round that found rows.
 BUSY_FOR_SECONDS = 1.0
@@ -162,6 +164,7 @@ def housekeeping(settings: Settings, sessions: SessionFactory) -> list[Chore]:
     events_swept = EventsSwept()
     time = MerchantTime.of(settings)
     return [
+        Chore("outbox-lag", OUTBOX_LAG_EVERY_SECONDS, lambda: measure_outbox_lag(sessions)),
         Chore(
             "stalled-payouts",
             payout_stalled,

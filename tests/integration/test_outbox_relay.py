@@ -22,6 +22,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -481,6 +482,34 @@ async def test_a_refused_row_waits_twice_as_long_after_each_refusal_up_to_five_m
     row, shortest, longest = await refused_round(relay, sessions, scratch_payout_id)
     assert (row.publish_attempts, row.parked_at) == (16, None)
     assert shortest <= timedelta(minutes=5) <= longest
+
+
+async def test_the_lag_gauge_counts_a_row_backing_off(
+    settings: Settings, sessions: SessionFactory, make_relay: RelayFactory, scratch_payout_id: str
+) -> None:
+    """`payouts_outbox_lag_seconds` was read from the claimed batches, and set to 0 by every
+    round that found no row due: while the broker's refusals held every unsent row in its
+    backoff, it said nothing lagged (metrics review)."""
+    [row] = await write_rows(
+        sessions, scratch_payout_id, exchange=COMMANDS_EXCHANGE, routing_key=unbound_key()
+    )
+    relay = await make_relay()
+    await relay.relay_once()  # refused: it waits a second
+    async with transaction(sessions) as session:
+        two_minutes_ago = utcnow() - timedelta(minutes=2)
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row.id)
+            .values(created_at=two_minutes_ago, next_attempt_at=utcnow() + timedelta(hours=1))
+        )
+    [lag_chore] = [
+        c for c in relay_service.housekeeping(settings, sessions) if c.name == "outbox-lag"
+    ]
+
+    await lag_chore.run_if_due()
+    await relay.relay_once(probe_first=True)  # no row due
+
+    assert (REGISTRY.get_sample_value("payouts_outbox_lag_seconds") or 0) >= 120
 
 
 @pytest.mark.parametrize("publisher", [UnansweredPublisher, ReconnectingPublisher])

@@ -94,6 +94,7 @@ async def test_the_relay_sends_stalled_retries_again_with_the_settings_stall_tim
         "resend_stalled_deliveries",
         "resend_stalled_payout_commands",
         "release_retries_due_on_advanced_clocks",
+        "measure_outbox_lag",
     )
     for name in names:
         monkeypatch.setattr(relay_service, name, recorded(name))
