@@ -21,12 +21,13 @@ an idle one (each of these went wrong in this module's first version: diff revie
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from api_service.envelope import error_body
+from api_service.metrics import ANSWERED_BY_THE_SERVER, count_refused_before_routing
 from contracts.settings import get_settings
 
 MAX_HEAD_BYTES = 32 * 1024  # nginx's default: four buffers of 8 KiB
@@ -204,6 +205,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if self.cycle is None or not self.cycle.response_started:
             # Its own answer (the earlier ones are out: this body is read only then).
             self.answered, self.reading_body = True, False
+            if self.cycle is not None:  # the app's metrics count the 408, not a client gone
+                scope: dict[str, Any] = cast(dict[str, Any], self.cycle.scope)
+                scope[ANSWERED_BY_THE_SERVER] = 408
             self._write_and_close(
                 refusal(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
             )
@@ -219,6 +223,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.reading_body = False
         self._stop_the_clock()
         answer = refusal(status, code, message)
+        count_refused_before_routing(status)
         if self.cycle is not None and not self.cycle.response_complete:
             self.refusal_waiting = answer
             return

@@ -63,6 +63,15 @@ INJECTED_FAULTS = Counter(
 )
 UNMATCHED_ROUTE = "<unmatched>"
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away first
+# The status the HTTP layer answered a request with while the app still read it (a body that
+# came too slowly: 408), put in its scope: the app, told the client is gone, answers nothing.
+ANSWERED_BY_THE_SERVER = "payouts.answered_by_the_server"
+
+
+def count_refused_before_routing(status: int) -> None:
+    """A request the HTTP layer refused before any app saw it (its head too slow, too large, or
+    not HTTP): uncounted, a slowloris or a broken client did not show in the metrics."""
+    REQUESTS.labels("OTHER", UNMATCHED_ROUTE, str(status)).inc()
 
 
 class RouteTemplates:
@@ -133,8 +142,10 @@ class MetricsMiddleware:
         finally:
             route = self.templates.of(scope)
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-            # No answer and no error: the client left before one (ClientDisconnect).
-            REQUESTS.labels(method, route, str(status or CLIENT_CLOSED)).inc()
+            # No answer and no error: the client left before one (ClientDisconnect), or the
+            # HTTP layer answered for the app (http_protocol).
+            answered = status or scope.get(ANSWERED_BY_THE_SERVER) or CLIENT_CLOSED
+            REQUESTS.labels(method, route, str(answered)).inc()
             LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 

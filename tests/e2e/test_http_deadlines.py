@@ -5,7 +5,9 @@ connection is closed whatever its client sent last, and what is served stays ser
 
 import asyncio
 
+import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
@@ -296,3 +298,76 @@ async def test_head_requests_are_answered_without_a_body(api_port: int) -> None:
         assert (await connection.answer()).status == 200
     finally:
         await connection.close()
+
+
+# --- what the request counter says of the answers the HTTP layer writes itself ---------------
+
+
+async def _requests_counted(port: int) -> dict[tuple[str, str, str], float]:
+    """payouts_api_requests_total by (method, route, status)."""
+    async with httpx.AsyncClient() as client:
+        exposition = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "payouts_api_requests_total"
+    }
+
+
+def _moved(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> dict[tuple[str, str, str], float]:
+    return {
+        labels: count - before.get(labels, 0)
+        for labels, count in after.items()
+        if count != before.get(labels, 0) and labels[1] != "/metrics"
+    }
+
+
+async def test_a_body_too_slow_is_counted_as_the_408_its_client_got(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """The app, told its client was gone, answered nothing: the counter said 499, the status of
+    a client that leaves first (metrics review)."""
+    merchant = await make_merchant()
+    body = orjson.dumps(payout_body())
+    raw = request("POST", f"{API}/payouts", keyed(merchant.api_key, JSON), body)
+    before = await _requests_counted(api_port)
+    connection = await connect(api_port)
+    try:
+        await connection.send(raw[: len(raw) - len(body) + 5])  # the head and 5 bytes of body
+        answer = await connection.answer(within=BODY_TIMEOUT_SECONDS + 10)
+    finally:
+        await connection.close()
+
+    assert answer.status == 408
+    assert _moved(before, await _requests_counted(api_port)) == {
+        ("POST", f"{API}/payouts", "408"): 1
+    }
+
+
+async def test_a_request_refused_before_routing_is_counted(api_port: int) -> None:
+    """A head too slow (408), too large (431) or not HTTP (400) is answered by the HTTP layer
+    before any route: no counter moved, and a slowloris did not show (metrics review)."""
+    before = await _requests_counted(api_port)
+    refusals = [
+        b"GET /api/v1/health HTTP/1.1\r\nHost: api\r\n",  # and no more: too slow
+        health("Host: api", "X-Pad: " + "a" * 40_000),
+        b"GET /a b HTTP/1.1\r\nHost: api\r\n\r\n",
+    ]
+    statuses = []
+    for raw in refusals:
+        connection = await connect(api_port)
+        try:
+            await connection.send(raw)
+            statuses.append((await connection.answer(within=HEADER_TIMEOUT_SECONDS + 10)).status)
+        finally:
+            await connection.close()
+
+    assert statuses == [408, 431, 400]
+    assert _moved(before, await _requests_counted(api_port)) == {
+        ("OTHER", "<unmatched>", "408"): 1,
+        ("OTHER", "<unmatched>", "431"): 1,
+        ("OTHER", "<unmatched>", "400"): 1,
+    }
