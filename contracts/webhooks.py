@@ -226,19 +226,24 @@ async def public_addresses(
     Every address is checked, not only the first: a host with one public and one private
     record could otherwise be steered to the private one.
     """
+    # A name that does not resolve and one that resolves to a private address are refused in
+    # the same words, and which addresses is not said: the answers mapped our network's names
+    # (`mysql`, `rabbitmq` in compose) for any merchant (SSRF review).
+    literal = ip_literal(host)  # itself: no lookup
+    verb = "is not" if literal is not None else "does not resolve to"
+    not_public = f"host {host} {verb} a public address"
+    unresolved = f"host {host} does not resolve" if allow_private else not_public
     try:
-        literal = ip_literal(host)  # itself: no lookup
         async with asyncio.timeout(RESOLVE_TIMEOUT_SECONDS):
             addresses = [literal] if literal is not None else await resolve(host, port)
     except UnicodeError as exc:  # IDNA: an empty label, or one over 63 characters
         raise UnsafeDestination(f"host {host} is not a valid host name") from exc
     except (OSError, TimeoutError) as exc:
-        raise UnsafeDestination(f"host {host} does not resolve") from exc
+        raise UnsafeDestination(unresolved) from exc
     if not addresses:
-        raise UnsafeDestination(f"host {host} does not resolve")
-    # Which addresses is not said: the answer would map our network's names for any merchant.
+        raise UnsafeDestination(unresolved)
     if not allow_private and not all(is_public_address(address) for address in addresses):
-        raise UnsafeDestination(f"host {host} resolves to a non-public address")
+        raise UnsafeDestination(not_public)
     return addresses
 
 

@@ -478,16 +478,17 @@ async def test_endpoint_url_is_validated(
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://127.0.0.1:9000/hook", "non-public address"),
-        ("http://localhost/hook", "non-public address"),
-        ("http://[::1]/hook", "non-public address"),
-        ("http://10.0.0.5/hook", "non-public address"),
-        ("http://192.168.1.10/hook", "non-public address"),
-        ("http://169.254.169.254/latest/meta-data", "non-public address"),
-        ("http://0.0.0.0/hook", "non-public address"),
-        ("http://[::7f00:1]:9000/hook", "non-public address"),  # IPv4-compatible 127.0.0.1
-        ("http://[64:ff9b::a00:1]/hook", "non-public address"),  # NAT64 10.0.0.1
-        ("https://no-such-host.invalid/hook", "does not resolve"),
+        ("http://127.0.0.1:9000/hook", "is not a public address"),
+        # A name: private or missing, the same words (neither maps our network's names).
+        ("http://localhost/hook", "host localhost does not resolve to a public address"),
+        ("http://[::1]/hook", "is not a public address"),
+        ("http://10.0.0.5/hook", "is not a public address"),
+        ("http://192.168.1.10/hook", "is not a public address"),
+        ("http://169.254.169.254/latest/meta-data", "is not a public address"),
+        ("http://0.0.0.0/hook", "is not a public address"),
+        ("http://[::7f00:1]:9000/hook", "is not a public address"),  # IPv4-compatible 127.0.0.1
+        ("http://[64:ff9b::a00:1]/hook", "is not a public address"),  # NAT64 10.0.0.1
+        ("https://no-such-host.invalid/hook", "does not resolve to a public address"),
         # Host names that are no host names: IDNA refuses an empty or over-long label.
         ("http://a..b/hook", "is not a valid host name"),
         ("http://.example.com/hook", "is not a valid host name"),
