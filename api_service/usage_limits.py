@@ -137,7 +137,15 @@ class KeyQuota:
             self._pending[merchant_id] = pending
             return 0
         self._pending[merchant_id] = 0
-        if await count_hit(session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, pending) > self.per_day:
+        try:
+            hits = await count_hit(session, merchant_id, IDEMPOTENCY_KEYS_PER_DAY, pending)
+        except BaseException:
+            # Its transaction rolls back: the keys stored before this one, which this count
+            # carried, are pending again (a lock wait timed out, or the request was cancelled,
+            # and they were counted nowhere: cancellation review).
+            self.uncount(merchant_id, added=pending)
+            raise
+        if hits > self.per_day:
             self._refused_until[merchant_id] = time.monotonic() + REFUSAL_REMEMBERED_SECONDS
             raise _over_quota()
         self._refused_until.pop(merchant_id, None)

@@ -376,6 +376,34 @@ async def _counted_keys(sessions: SessionFactory, merchant: NewMerchant) -> int 
         )
 
 
+async def test_keys_a_failed_count_carried_are_counted_by_the_next_one(
+    app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """A quota of 2,000 counts keys two at a time. The count that carried a stored key and its
+    own waited out the lock of the hot counter row (503): the stored key was counted nowhere,
+    in MySQL nor in memory, and each such failure let one more key past the quota
+    (cancellation review)."""
+    merchant = await make_merchant()
+    async with app_client(
+        idempotency_keys_per_merchant_per_day=2000, api_lock_wait_seconds=1
+    ) as client:
+        for _ in range(3):  # two counted, the third pending in memory
+            assert (await _verify(client, merchant)).status_code == 200
+        async with sessions() as holder:
+            await holder.execute(
+                select(UsageCounter.hits)
+                .where(UsageCounter.merchant_id == merchant.merchant_id)
+                .with_for_update()
+            )
+            failed = await _verify(client, merchant)
+            await holder.rollback()
+        assert failed.status_code == 503, failed.text
+        assert (await _verify(client, merchant)).status_code == 200  # it carries two again
+
+    assert await _stored_keys(sessions, merchant) == 4
+    assert await _counted_keys(sessions, merchant) == 4
+
+
 async def test_idempotency_keys_over_the_daily_quota_are_429_and_not_stored(
     app_client: AppClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
