@@ -105,8 +105,15 @@ async def process_payouts(
     one query, each command judged and decided in order against its payout as the commands
     before it left it (a copy of a command in the same batch finds its attempt made), then
     everything written together (transitions.write_changes). A status per command, None where
-    there was nothing to do; UnknownPayout if any payout is missing."""
-    payouts = await load_payouts(session, [command.payout_id for command, _ in commands])
+    there was nothing to do; UnknownPayout if any payout is missing.
+
+    A batch does not wait for a payout another transaction holds: it fails at once, and its
+    commands run one by one (payout_commands). One payout held for the lock wait (50 s: a stuck
+    session, a frozen process) held every other command of its batch as long, and again each
+    time its command came back (batch isolation review)."""
+    payouts = await load_payouts(
+        session, [command.payout_id for command, _ in commands], nowait=len(commands) > 1
+    )
     plans: list[Processing | None] = []
     for command, context in commands:
         payout = payouts.get(command.payout_id)

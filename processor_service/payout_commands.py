@@ -5,12 +5,14 @@ batches are in the database (contracts.batching). Under load a batch costs about
 payout plus a few for all of them, where a command alone costs eight; when idle, a command waits
 at most the batch window and runs alone.
 
-A batch that fails (an unknown payout, a deadlock, an outage) wrote nothing: its commands run
-again one by one, each with the consumer's retry and dead-letter rules. A command without an
-attempt (hand-published) runs alone, with an inbox row.
+A batch that fails (an unknown payout, a payout another transaction holds, a deadlock, an
+outage) wrote nothing: its commands run again one by one, each in its own handler with the
+consumer's retry and dead-letter rules, so that none waits for another's (a batch worker that ran
+them all waited for the slowest, its payout held for the lock wait, before any of them was acked
+and before its next batch). A command without an attempt (hand-published) runs alone, with an
+inbox row.
 """
 
-import asyncio
 from collections.abc import Sequence
 
 from faststream.rabbit.message import RabbitMessage
@@ -40,7 +42,7 @@ class PayoutCommands:
         self.consumer = consumer
         self.timetable = timetable
         self.queue = queue
-        self._batches: MicroBatcher[Command, BaseException | None] = MicroBatcher(
+        self._batches: MicroBatcher[Command, bool] = MicroBatcher(
             self._run_batch,
             window_seconds=window_seconds,
             max_size=max_batch,
@@ -48,18 +50,16 @@ class PayoutCommands:
         )
 
     async def handle(self, message: RabbitMessage, command: ProcessPayout) -> None:
-        if not command.names_its_attempt:
-            await self._alone(message, command)
-        elif failure := await self._batches.submit((message, command)):
-            raise failure
+        if command.names_its_attempt and await self._batches.submit((message, command)):
+            return
+        await self._alone(message, command)
 
     async def aclose(self) -> None:
         """Once no handler waits any more (after the broker stopped)."""
         await self._batches.aclose()
 
-    async def _run_batch(self, batch: Sequence[Command]) -> list[BaseException | None]:
-        """Per command, what its handler raises: None, or the error of its run alone, which
-        is its own (a retry or dead-letter it could not publish) and not the batch's."""
+    async def _run_batch(self, batch: Sequence[Command]) -> list[bool]:
+        """Per command, whether it was applied with the batch (else its handler runs it alone)."""
         together = len(batch) > 1 and await self.consumer.run_together(
             [message for message, _ in batch],
             self.queue,
@@ -69,11 +69,7 @@ class PayoutCommands:
                 self.timetable,
             ),
         )
-        if together:
-            return [None] * len(batch)
-        return await asyncio.gather(
-            *(self._alone(message, command) for message, command in batch), return_exceptions=True
-        )
+        return [together] * len(batch)
 
     async def _alone(self, message: RabbitMessage, command: ProcessPayout) -> None:
         await self.consumer.run(

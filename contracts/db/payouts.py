@@ -19,19 +19,20 @@ async def load_payout(
     return payout
 
 
-async def load_payouts(session: AsyncSession, payout_ids: Sequence[str]) -> dict[str, Payout]:
+async def load_payouts(
+    session: AsyncSession, payout_ids: Sequence[str], *, nowait: bool = False
+) -> dict[str, Payout]:
     """The payouts that exist among `payout_ids`, by id, their rows locked (in id order, as every
-    batch takes them) until the transaction ends."""
-    payouts = await session.scalars(_LOCK_MANY, {"b_payouts": sorted(set(payout_ids))})
+    batch takes them) until the transaction ends. `nowait`: a row another transaction holds
+    fails the load at once (the server's LOCK_REFUSED) instead of waiting for it."""
+    lock = _LOCK_MANY_NOWAIT if nowait else _LOCK_MANY
+    payouts = await session.scalars(lock, {"b_payouts": sorted(set(payout_ids))})
     return {payout.id: payout for payout in payouts}
 
 
-_LOCK_MANY = (
-    select(Payout)
-    .where(Payout.id.in_(bindparam("b_payouts", expanding=True)))
-    .order_by(Payout.id)
-    .with_for_update()
-)
+_MANY = select(Payout).where(Payout.id.in_(bindparam("b_payouts", expanding=True)))
+_LOCK_MANY = _MANY.order_by(Payout.id).with_for_update()
+_LOCK_MANY_NOWAIT = _MANY.order_by(Payout.id).with_for_update(nowait=True)
 
 
 @functools.cache

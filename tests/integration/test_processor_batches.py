@@ -43,6 +43,7 @@ from tests.support.amqp import (
     publish_command,
 )
 from tests.support.api_helpers import new_payout_command
+from tests.support.polling import eventually as soon
 
 CONTEXT = Context(None, retry_delay_ms=1000)
 OPENING = Decimal("1000000.00")
@@ -353,6 +354,48 @@ async def test_a_failed_batch_runs_its_commands_one_by_one(
 
     await eventually(applied)
     assert batch_failures() == failed_before + 4
+    async with sessions() as session:
+        assert await reconcile(session) == []
+
+
+async def test_a_payout_held_elsewhere_holds_up_neither_its_batch_nor_the_next(
+    processor: None,
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+) -> None:
+    """One payout's row held by another transaction (a stuck session, a frozen process) for
+    longer than the server's lock wait (50 s): the batch locked every payout in one query and
+    waited for it, then its one batch worker ran the commands one by one and waited for that
+    one again, the others unacked and the next batches queued behind (batch isolation review).
+    The others, and a command published after them, are applied while it is held."""
+    held, other = await make_merchant(), await make_merchant()
+    [poison, *others] = await commands_of(
+        api_client,
+        sessions,
+        [(held, "0001", "10.00"), (other, "0001", "20.00"), (other, "0001", "30.00")],
+    )
+    [later] = await commands_of(api_client, sessions, [(other, "0001", "40.00")])
+
+    async def succeeded(*commands: ProcessPayout) -> bool:
+        async with sessions() as session:
+            statuses = await session.scalars(
+                select(Payout.status).where(Payout.id.in_(c.payout_id for c in commands))
+            )
+            return set(statuses) == {"SUCCESS"}
+
+    async with sessions() as holder, holder.begin():
+        await holder.execute(
+            select(Payout.id).where(Payout.id == poison.payout_id).with_for_update()
+        )
+        for command in [poison, *others]:
+            await publish_command(rabbit, command.to_json())
+        await soon(lambda: succeeded(*others), within=20, what="its batch's others")
+        await publish_command(rabbit, later.to_json())
+        await soon(lambda: succeeded(later), within=20, what="the next command")
+
+    await soon(lambda: succeeded(poison), within=20, what="the held payout, let go")
     async with sessions() as session:
         assert await reconcile(session) == []
 
