@@ -138,6 +138,14 @@ class Decision:
     busy_waits: int = 0
 
 
+class LeaseAlone:
+    """The lease of a batch that failed: each of its requests is leased again alone, by its own
+    handler (`EventDelivery.deliver`)."""
+
+
+LEASE_ALONE = LeaseAlone()
+
+
 @dataclass(frozen=True)
 class Lease:
     """A delivery this consumer holds, and where to send it (None: the merchant has no URL)."""
@@ -351,6 +359,8 @@ class EventDelivery:
             return self._waits_for_a_slot(request)
         with self.slow_endpoints.in_flight(merchant_id):
             leased = await self._leasing.submit(request)
+            if isinstance(leased, LeaseAlone):
+                leased = await self._lease_alone(request)
             if isinstance(leased, Decision):
                 return leased
             return await self._recording.submit(await self._attempt(leased))
@@ -359,7 +369,19 @@ class EventDelivery:
         await self._leasing.aclose()
         await self._recording.aclose()
 
-    async def _lease(self, requests: Sequence[DeliveryRequest]) -> list[Lease | Decision]:
+    async def _lease_alone(self, request: DeliveryRequest) -> Lease | Decision:
+        [leased] = await self._lease([request])
+        assert not isinstance(leased, LeaseAlone), "a batch of one is not split"
+        return leased
+
+    async def _lease(
+        self, requests: Sequence[DeliveryRequest]
+    ) -> list[Lease | Decision | LeaseAlone]:
+        """Leased, or what to do instead. A batch that failed (one delivery row another
+        transaction holds past the lock wait, a deadlock) has each request leased again alone,
+        in its own handler: the one leasing worker waited out the held row, then every request
+        of the batch waited for the database as if it were down, and came back to wait again
+        with it (batch isolation review)."""
         carried = carriers(requests)
         token = new_lease_token()
         try:
@@ -386,9 +408,14 @@ class EventDelivery:
                 )
                 found = await deliveries_of(session, list(carried), self.time)
         except SQLAlchemyError as exc:
-            log.warning(
-                "webhook batch of %d: database error, retrying later: %r", len(requests), exc
-            )
+            if len(requests) > 1:
+                log.warning(
+                    "webhook batch of %d: database error, leasing each alone: %r",
+                    len(requests),
+                    exc,
+                )
+                return [LEASE_ALONE] * len(requests)
+            log.warning("webhook delivery: database error, retrying later: %r", exc)
             return [self._database_failed(request, exc) for request in requests]
 
         def lease_or_decision(request: DeliveryRequest) -> Lease | Decision:

@@ -1,0 +1,72 @@
+"""One delivery row held by another transaction (a stuck session, a frozen process) stops no
+other merchant's webhooks (batch isolation review): the service's lock wait is short, and a
+lease batch that fails has each of its requests leased again alone."""
+
+import httpx
+from sqlalchemy import select
+
+from contracts.db.engine import SessionFactory
+from contracts.db.models import WebhookDelivery
+from contracts.settings import Settings
+from contracts.webhooks import DeliveryStatus
+from tests.conftest import MerchantFactory
+from tests.support.amqp import RabbitClient
+from tests.support.polling import eventually
+from tests.support.webhook_flow import (
+    created_event,
+    event_id_of,
+    purge_webhook_queues,
+    quick_webhook_settings,
+    reaches,
+    relay,
+    running_webhook_service,
+)
+from tests.support.webhook_receiver import WebhookReceiver
+
+
+async def test_a_delivery_row_held_elsewhere_holds_up_no_other_webhook_of_its_batch(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """A copy of a delivered event (at-least-once) whose row is held, leased in one batch with
+    two other merchants' events: the batch waited out the server's lock wait (50 s), then every
+    one of its events waited as if the database were down, and came back with the held one to
+    wait again, as long as the row was held."""
+    await purge_webhook_queues(rabbit, settings)
+    _, held = await created_event(api_client, make_merchant, sessions, receiver.url)
+    others = [
+        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
+        for _ in range(2)
+    ]
+    gathering = quick_webhook_settings(settings).model_copy(
+        update={"webhook_lease_window_seconds": 1.0}  # the three in one lease batch
+    )
+
+    async def delivered() -> bool:
+        async with sessions() as session:
+            statuses = await session.scalars(
+                select(WebhookDelivery.status).where(
+                    WebhookDelivery.event_id.in_([event_id_of(row) for row in others])
+                )
+            )
+            return list(statuses) == [DeliveryStatus.DELIVERED] * 2
+
+    async with running_webhook_service(gathering):
+        await relay(rabbit, held)
+        await reaches(sessions, event_id_of(held), DeliveryStatus.DELIVERED, attempts=1)
+        async with sessions() as holder, holder.begin():
+            await holder.execute(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.event_id == event_id_of(held))
+                .with_for_update()
+            )
+            for row in [held, *others]:
+                await relay(rabbit, row)
+            await eventually(delivered, within=15, what="the other merchants' webhooks")
+
+    delivered_ids = [request.headers["webhook-id"] for request in receiver.requests]
+    assert sorted(delivered_ids) == sorted(event_id_of(row) for row in [held, *others])
