@@ -13,6 +13,7 @@ from starlette.responses import Response
 from api_service.envelope import json_response
 from contracts.amqp_connection import connect
 from contracts.db.engine import create_engine
+from contracts.stopping import being_cancelled
 from contracts.wire import dumps
 from migrations.state import migration_state
 
@@ -20,11 +21,6 @@ router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS = 2.0
 ALWAYS_THERE = "amq.direct"  # a broker-defined exchange: its absence means no broker
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class BrokerProbe:
@@ -51,7 +47,7 @@ class BrokerProbe:
         try:
             return await asyncio.shield(probe)  # a caller that gives up leaves it to the others
         except asyncio.CancelledError:
-            if probe.cancelled() and not _being_cancelled():  # by close(), not by our caller
+            if probe.cancelled() and not being_cancelled():  # by close(), not by our caller
                 return False
             raise
 

@@ -16,6 +16,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from contracts.stopping import being_cancelled
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -95,15 +97,29 @@ class MicroBatcher(Generic[T, R]):
     async def _flush(self, batch: list[_Submitted[T, R]]) -> None:
         try:
             results = await self.handle([submitted.item for submitted in batch])
-        except asyncio.CancelledError:  # closing: nobody will answer these callers
-            for submitted in batch:
-                submitted.result.cancel()
-            raise
+        except asyncio.CancelledError as cancelled:
+            if being_cancelled():  # closing: nobody will answer these callers
+                for submitted in batch:
+                    submitted.result.cancel()
+                raise
+            # A CancelledError the batch met, not this worker's (a driver's future cancelled
+            # as its connection closed): an error of the batch. The worker died of it, and
+            # every later caller waited for ever (cancellation review).
+            self._fail(batch, BatchInterrupted(repr(cancelled)))
+            return
         except Exception as exc:  # each caller gets the error, and the worker carries on
-            for submitted in batch:
-                if not submitted.result.done():
-                    submitted.result.set_exception(exc)
+            self._fail(batch, exc)
             return
         for submitted, result in zip(batch, results, strict=True):
             if not submitted.result.done():  # its caller may have gone (cancelled)
                 submitted.result.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[_Submitted[T, R]], error: Exception) -> None:
+        for submitted in batch:
+            if not submitted.result.done():  # its caller may have gone (cancelled)
+                submitted.result.set_exception(error)
+
+
+class BatchInterrupted(Exception):
+    """The batch function was interrupted by a cancellation that was not its worker's."""

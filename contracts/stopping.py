@@ -48,3 +48,10 @@ def _exit_at_once(why: str) -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(STOPPED_AT_ONCE)
+
+
+def being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (a CancelledError it meets may be
+    another's: a future a driver cancelled, a probe another caller gave up)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

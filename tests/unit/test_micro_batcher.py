@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from contracts.batching import MicroBatcher
+from contracts.batching import BatchInterrupted, MicroBatcher
 
 
 class Recorder:
@@ -97,6 +97,29 @@ async def test_a_failed_batch_fails_each_of_its_callers_and_the_worker_carries_o
 
     assert [str(error) for error in failed] == ["database down", "database down"]
     assert await batcher.submit(3) == 3
+    await batcher.aclose()
+
+
+async def test_a_cancelled_error_the_batch_met_fails_its_callers_and_the_worker_carries_on() -> (
+    None
+):
+    """A CancelledError not of the worker's own cancellation (aiormq cancels the futures of a
+    channel that closes) was taken for the batcher closing: its callers were cancelled, the
+    worker died, and every later caller waited for ever (cancellation review)."""
+    calls = 0
+
+    async def interrupted_once(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError("the channel closed")
+        return list(items)
+
+    batcher = MicroBatcher(interrupted_once, window_seconds=0.05, max_size=10)
+    failed = await asyncio.gather(*(batcher.submit(n) for n in (1, 2)), return_exceptions=True)
+
+    assert [type(error) for error in failed] == [BatchInterrupted, BatchInterrupted]
+    assert await asyncio.wait_for(batcher.submit(3), timeout=5) == 3
     await batcher.aclose()
 
 
