@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from faststream.rabbit.message import RabbitMessage
 
-from contracts.batching import MicroBatcher
+from contracts.batching import BatchInterrupted, MicroBatcher
 from contracts.messages import ProcessPayout
 from contracts.topology import WorkQueue
 from processor_service import handlers
@@ -50,9 +50,15 @@ class PayoutCommands:
         )
 
     async def handle(self, message: RabbitMessage, command: ProcessPayout) -> None:
-        if command.names_its_attempt and await self._batches.submit((message, command)):
+        if command.names_its_attempt and await self._applied_together(message, command):
             return
         await self._alone(message, command)
+
+    async def _applied_together(self, message: RabbitMessage, command: ProcessPayout) -> bool:
+        try:
+            return await self._batches.submit((message, command))
+        except BatchInterrupted:  # failed as any batch: nothing of it was written
+            return False
 
     async def aclose(self) -> None:
         """Once no handler waits any more (after the broker stopped)."""

@@ -44,7 +44,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from contracts.batching import MicroBatcher
+from contracts.batching import BatchInterrupted, MicroBatcher
 from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.outages import is_outage
@@ -358,7 +358,10 @@ class EventDelivery:
         if not self._may_have_parked(request) and not self.slow_endpoints.admits(merchant_id):
             return self._waits_for_a_slot(request)
         with self.slow_endpoints.in_flight(merchant_id):
-            leased = await self._leasing.submit(request)
+            try:
+                leased = await self._leasing.submit(request)
+            except BatchInterrupted:  # failed as any batch: leased again alone
+                leased = LEASE_ALONE
             if isinstance(leased, LeaseAlone):
                 leased = await self._lease_alone(request)
             if isinstance(leased, Decision):

@@ -2,7 +2,11 @@
 other merchant's webhooks (batch isolation review): the service's lock wait is short, and a
 lease batch that fails has each of its requests leased again alone."""
 
+import asyncio
+from typing import Any
+
 import httpx
+import pytest
 from sqlalchemy import select
 
 from contracts.db.engine import SessionFactory
@@ -22,6 +26,7 @@ from tests.support.webhook_flow import (
     running_webhook_service,
 )
 from tests.support.webhook_receiver import WebhookReceiver
+from webhook_service import delivery
 
 
 async def test_a_delivery_row_held_elsewhere_holds_up_no_other_webhook_of_its_batch(
@@ -70,3 +75,39 @@ async def test_a_delivery_row_held_elsewhere_holds_up_no_other_webhook_of_its_ba
 
     delivered_ids = [request.headers["webhook-id"] for request in receiver.requests]
     assert sorted(delivered_ids) == sorted(event_id_of(row) for row in [held, *others])
+
+
+async def test_a_lease_batch_interrupted_by_a_cancellation_not_its_own_leases_each_alone(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver's future cancelled as its connection closed, met by a lease batch: its handlers
+    raised BatchInterrupted and their messages were requeued, not leased (diff review)."""
+    await purge_webhook_queues(rabbit, settings)
+    rows = [
+        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
+        for _ in range(2)
+    ]
+    real_lease = delivery.lease_deliveries
+
+    async def interrupted_when_batched(session: Any, requests: Any, **kwargs: Any) -> None:
+        if len(requests) > 1:
+            raise asyncio.CancelledError("the connection closed")
+        await real_lease(session, requests, **kwargs)
+
+    monkeypatch.setattr(delivery, "lease_deliveries", interrupted_when_batched)
+    gathering = quick_webhook_settings(settings).model_copy(
+        update={"webhook_lease_window_seconds": 1.0}  # the two in one lease batch
+    )
+    async with running_webhook_service(gathering):
+        for row in rows:
+            await relay(rabbit, row)
+        for row in rows:
+            await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
+
+    assert len(receiver.requests) == 2

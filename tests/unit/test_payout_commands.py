@@ -22,11 +22,14 @@ class UnpublishableRetry(Exception):
 class BatchFailingConsumer:
     """Every batch fails; a command run alone succeeds, but for those of `failing` payouts."""
 
-    def __init__(self, failing: set[str]) -> None:
+    def __init__(self, failing: set[str], *, interrupted: bool = False) -> None:
         self.failing = failing
+        self.interrupted = interrupted
         self.ran_alone: list[str] = []
 
     async def run_together(self, messages: Sequence[RabbitMessage], *_: Any) -> bool:
+        if self.interrupted:  # the batch met a driver's future cancelled as its channel closed
+            raise asyncio.CancelledError("the channel closed")
         return False
 
     async def run(self, message: RabbitMessage, queue: WorkQueue, *_: Any, **__: Any) -> None:
@@ -45,10 +48,10 @@ def _command() -> tuple[RabbitMessage, ProcessPayout]:
     return message, command
 
 
-async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
-    commands = [_command() for _ in range(3)]
-    failing = commands[1][1].payout_id
-    consumer = BatchFailingConsumer({failing})
+async def _handled(
+    consumer: BatchFailingConsumer, commands: list[tuple[RabbitMessage, ProcessPayout]]
+) -> list[BaseException | None]:
+    """What each command's handler raised, all sent at once (one batch)."""
     handler = PayoutCommands(
         cast(Consumer, consumer),
         Timetable(),
@@ -58,13 +61,34 @@ async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
         workers=2,
     )
     try:
-        outcomes = await asyncio.gather(
+        return await asyncio.gather(
             *(handler.handle(message, command) for message, command in commands),
             return_exceptions=True,
         )
     finally:
         await handler.aclose()
 
+
+async def test_a_command_that_fails_alone_fails_only_its_own_message() -> None:
+    commands = [_command() for _ in range(3)]
+    failing = commands[1][1].payout_id
+    consumer = BatchFailingConsumer({failing})
+
+    outcomes = await _handled(consumer, commands)
+
     assert sorted(consumer.ran_alone) == sorted(command.payout_id for _, command in commands)
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], UnpublishableRetry)
+
+
+async def test_an_interrupted_batch_runs_each_command_alone() -> None:
+    """A batch interrupted by a CancelledError not its worker's wrote nothing, as any failed
+    batch: its handlers raised BatchInterrupted, and the subscriber rejected the valid commands
+    into the dead-letter queue, with no reason and no retry (diff review)."""
+    commands = [_command() for _ in range(3)]
+    consumer = BatchFailingConsumer(set(), interrupted=True)
+
+    outcomes = await _handled(consumer, commands)
+
+    assert outcomes == [None, None, None]
+    assert sorted(consumer.ran_alone) == sorted(command.payout_id for _, command in commands)
