@@ -205,11 +205,8 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if self.cycle is None or not self.cycle.response_started:
             # Its own answer (the earlier ones are out: this body is read only then).
             self.answered, self.reading_body = True, False
-            if self.cycle is not None:  # the app's metrics count the 408, not a client gone
-                scope: dict[str, Any] = cast(dict[str, Any], self.cycle.scope)
-                scope[ANSWERED_BY_THE_SERVER] = 408
-            self._write_and_close(
-                refusal(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
+            self._answer_for_the_app(
+                408, refusal(408, "REQUEST_TIMEOUT", "the request's body came too slowly")
             )
         elif self.cycle.response_complete:
             self.answered = True
@@ -217,13 +214,30 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         else:  # its answer is being written
             self._start_the_clock(self.body_timeout, self._body_too_slow)
 
+    def _answer_for_the_app(self, status: int, answer: bytes) -> None:
+        """The answer to the request whose body the app reads: the app, told its client is
+        gone as the connection closes, answers nobody, and its metrics count `status` (not a
+        client gone first)."""
+        if self.cycle is not None:
+            scope: dict[str, Any] = cast(dict[str, Any], self.cycle.scope)
+            scope[ANSWERED_BY_THE_SERVER] = status
+        self._write_and_close(answer)
+
     def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answered after the answers of the requests before it (pipelined), then closed."""
+        """Answered after the answers of the requests before it (pipelined), then closed. A body
+        the parser refuses while the app reads it (a chunk size that is not hex) is answered at
+        once: parked behind the app's answer, it waited for ever with the app, which waited for
+        the rest of the body (diff review)."""
+        its_body = self.reading_body
         self.answered = True
         self.reading_body = False
         self._stop_the_clock()
         answer = refusal(status, code, message)
-        count_refused_before_routing(status)
+        if its_body and self.cycle is not None and not self.cycle.response_started:
+            self._answer_for_the_app(status, answer)
+            return
+        if not its_body:  # a request no app saw (the app counts its own)
+            count_refused_before_routing(status)
         if self.cycle is not None and not self.cycle.response_complete:
             self.refusal_waiting = answer
             return

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts.db.engine import SessionFactory
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, payout_body
+from tests.support.polling import eventually
 from tests.support.raw_http import (
     BODY_TIMEOUT_SECONDS,
     HEADER_TIMEOUT_SECONDS,
@@ -371,3 +372,34 @@ async def test_a_request_refused_before_routing_is_counted(api_port: int) -> Non
         ("OTHER", "<unmatched>", "431"): 1,
         ("OTHER", "<unmatched>", "400"): 1,
     }
+
+
+async def test_a_body_the_parser_refuses_is_answered_at_once_and_counted_on_its_route(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """A chunk size that is not hex, after the head: the 400 waited behind the app's answer,
+    and the app for the rest of a body that never came (no answer, the connection held until
+    its client left); and the request was counted twice, under <unmatched> and as a client gone
+    on its route (diff review)."""
+    merchant = await make_merchant()
+    body = orjson.dumps(payout_body())
+    head = request(
+        "POST", f"{API}/payouts", keyed(merchant.api_key, JSON, ("Transfer-Encoding", "chunked"))
+    )
+    before = await _requests_counted(api_port)
+    connection = await connect(api_port)
+    try:
+        await connection.send(head + b"%x\r\n" % 20 + body[:20] + b"\r\nzz\r\nnot a chunk\r\n")
+        answer = await connection.answer(within=BODY_TIMEOUT_SECONDS + 10)
+    finally:
+        await connection.close()
+
+    assert answer.status == 400
+
+    async def counted_once() -> dict[tuple[str, str, str], float] | None:
+        moved = _moved(before, await _requests_counted(api_port))
+        return moved if moved.get(("POST", f"{API}/payouts", "400")) else None
+
+    # The app's count comes as its request ends, once it was told its client is gone.
+    moved = await eventually(counted_once, within=10, what="the request counted")
+    assert moved == {("POST", f"{API}/payouts", "400"): 1}
