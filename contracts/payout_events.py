@@ -63,6 +63,13 @@ class Announcements:
         self._last_stamps[payout_id] = stamp
         return stamp
 
+    def after(self, payout_id: str, stamp: datetime) -> None:
+        """The payout's next event here comes after `stamp`, its last event's: an earlier
+        transaction's, which may have been stamped in the same millisecond."""
+        previous = self._last_stamps.get(payout_id)
+        if previous is None or previous < stamp:
+            self._last_stamps[payout_id] = stamp
+
     def event(self, payout: Payout, event_type: EventType) -> PayoutStatusChanged:
         """Snapshot the payout as it is now into an event, for the log and the webhook service."""
         event = PayoutStatusChanged(

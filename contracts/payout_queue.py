@@ -42,14 +42,14 @@ from decimal import Decimal
 from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Row, func, insert, select, update
+from sqlalchemy import ColumnElement, CursorResult, Row, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from contracts import ledger
 from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, Merchant, Payout, ScheduledAction
+from contracts.db.models import Balance, Merchant, Payout, PayoutEvent, ScheduledAction
 from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import EventType, FailureCode, PayoutStatus
 from contracts.payout_events import Announcements
@@ -74,11 +74,7 @@ def _queued_of(merchant_id: str) -> Any:
 
 
 async def start_queued_payouts(
-    session: AsyncSession,
-    *,
-    merchant_id: str,
-    correlation_id: str | None,
-    announcements: Announcements | None = None,
+    session: AsyncSession, *, merchant_id: str, correlation_id: str | None
 ) -> list[Payout]:
     """QUEUED -> PENDING for the merchant's queued payouts the available balance covers, oldest
     first, stopping at the first that it does not cover; each exactly like a create that had the
@@ -89,10 +85,6 @@ async def start_queued_payouts(
     A deactivated merchant's queue starts nothing: its payouts wait, QUEUED, for its activation
     (`payouts merchant activate`) or their expiry. (Money that came back to it, a released hold
     or a top-up, sent them to the PSP: a suspended merchant's new disbursements.)
-
-    `announcements`: the transaction's own, when it has just announced some of these payouts
-    (queued them): their `payout.dequeued` then comes a millisecond after their `payout.queued`,
-    not in the same one (read-after-webhook review).
 
     One statement when the queue is empty (the common case)."""
     started: list[Payout] = []
@@ -107,10 +99,17 @@ async def start_queued_payouts(
         )
         fitting = _covered_in_order(queued, Decimal(available or 0))
         if fitting:
-            await _start(session, fitting, announcements or Announcements(correlation_id))
+            await _start(session, fitting, correlation_id=correlation_id)
             started += fitting
         if len(fitting) < len(queued) or len(queued) < START_BATCH:
             return started
+
+
+_LAST_EVENTS = (  # ix_events_payout_type_time; built once
+    select(PayoutEvent.payout_id, func.max(PayoutEvent.created_at))
+    .where(PayoutEvent.payout_id.in_(bindparam("b_payouts", expanding=True)))
+    .group_by(PayoutEvent.payout_id)
+)
 
 
 def _covered_in_order(queued: Sequence[Payout], available: Decimal) -> list[Payout]:
@@ -125,7 +124,7 @@ def _covered_in_order(queued: Sequence[Payout], available: Decimal) -> list[Payo
 
 
 async def _start(
-    session: AsyncSession, payouts: list[Payout], announcements: Announcements
+    session: AsyncSession, payouts: list[Payout], *, correlation_id: str | None
 ) -> None:
     now = utcnow()
     # Each stays in the lane it was created in: one released with others into the bulk lane
@@ -133,13 +132,23 @@ async def _start(
     # payouts' backlog (lanes review).
     await _move_queued(session, payouts, status=PayoutStatus.PENDING.value, updated_at=now)
     await _retire_expiries(session, payouts, Result.SKIPPED, PayoutStatus.PENDING)
+    announcements = Announcements(correlation_id)
+    # After each payout's `payout.queued`: written by the transaction that queued it, which a
+    # top-up waiting for the balance row it held follows at once, or by this one (a payroll's
+    # item a top-up covered meanwhile). Stamped in the same millisecond, a merchant ordering a
+    # payout's webhooks by `createdAt` could not tell which came last (read-after-webhook and
+    # diff reviews).
+    for payout_id, stamp in await session.execute(
+        _LAST_EVENTS, {"b_payouts": [payout.id for payout in payouts]}
+    ):
+        announcements.after(payout_id, stamp)
     for payout in payouts:
         set_committed_value(payout, "status", PayoutStatus.PENDING.value)
         set_committed_value(payout, "updated_at", now)
         announcements.event(payout, EventType.DEQUEUED)
         announcements.process(payout)
     await announcements.write(session)
-    _log_moves(session, payouts, PayoutStatus.PENDING, announcements.correlation_id)
+    _log_moves(session, payouts, PayoutStatus.PENDING, correlation_id)
     # The holds last: the balance row is this transaction's already, but the postings read the
     # balances they leave behind from it.
     if len(payouts) == 1:

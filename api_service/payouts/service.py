@@ -269,10 +269,7 @@ async def store_queued_payouts(
     await announcements.write(session)
     await schedule_expiry(session, payouts, queue_expiry)
     started = await start_queued_payouts(
-        session,
-        merchant_id=payouts[0].merchant_id,
-        correlation_id=request_id,
-        announcements=announcements,
+        session, merchant_id=payouts[0].merchant_id, correlation_id=request_id
     )
     now_pending = {payout.id: payout for payout in started}
     for payout in payouts:
