@@ -10,9 +10,12 @@ review). So each process reads the database's clock as it opens a connection, be
 connection serves anything (one `SELECT`, never on a request's path), and `DATABASE_CLOCK.now()`
 is its host's clock plus the offset measured.
 
-The offset changes only when the database's reading falls outside the round trip as this
-host's corrected clock reads it: on one host (compose, `make run`, the tests) it stays zero,
-and the times a process stamps never step back by a measurement's jitter. A connection lives at
+The database read its clock somewhere in the round trip, so a reading bounds the offset to a
+window that long. The offset moves only when it falls outside the window, and then by the least
+that puts it inside (its error: at most a round trip, well under a millisecond on a LAN): on one
+host (compose, `make run`, the tests) it stays zero, and the clock steps back only when a
+reading proves it ahead, by no more than it was. Re-centred on each reading, a quick reading
+after a slow one stepped it back by the slow one's jitter (diff review). A connection lives at
 most `pool_recycle` (30 minutes), so a drifting host is measured again at least that often.
 """
 
@@ -44,8 +47,10 @@ class DatabaseClock:
             after = host_now()
         finally:
             cursor.close()
-        if not before + self.offset <= database_now <= after + self.offset:
-            self.offset = database_now - (before + (after - before) / 2)
+        # The offsets this reading allows: from the database's clock read as the round trip
+        # ended to the same read as it began.
+        lowest, highest = database_now - after, database_now - before
+        self.offset = min(max(self.offset, lowest), highest)
 
 
 DATABASE_CLOCK = DatabaseClock()
