@@ -32,7 +32,7 @@ OUTAGE_ERROR_CODES = frozenset(
         1037,  # the server is out of memory
         1041,  # the server is out of memory
         1637,  # too many active concurrent transactions
-        LOCK_WAIT_TIMEOUT,
+        *LOCK_REFUSED,  # a lock wait timed out, or NOWAIT found the row held
         DEADLOCK,  # the transaction was rolled back and may be retried
         1317,  # query interrupted (KILL QUERY, shutdown)
         1927,  # connection killed (MariaDB)
