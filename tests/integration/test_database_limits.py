@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -21,6 +21,7 @@ from contracts.db.outages import database_error_code, is_outage
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, auth, footprint, payout_body
+from tests.support.infrastructure import database_account
 from tests.support.polling import eventually
 
 CONNECTIONS_ALLOWED = 2
@@ -29,21 +30,15 @@ CONNECTIONS_ALLOWED = 2
 @pytest.fixture
 async def limited_url(settings: Settings, sessions: SessionFactory) -> AsyncIterator[str]:
     """The tests' database through an account of its own, allowed 2 connections at once."""
-    user = f"limited_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(settings.database_url)
-    async with sessions() as session:
-        await session.execute(
-            text(
-                f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw' "
-                f"WITH MAX_USER_CONNECTIONS {CONNECTIONS_ALLOWED}"
-            )
-        )
-        await session.execute(text(f"GRANT ALL ON `{parts.path.lstrip('/')}`.* TO '{user}'@'%'"))
-    try:
-        yield urlunsplit(parts._replace(netloc=f"{user}:pw@{parts.hostname}:{parts.port}"))
-    finally:
-        async with sessions() as session:
-            await session.execute(text(f"DROP USER '{user}'@'%'"))
+    limited = database_account(
+        sessions,
+        settings.database_url,
+        "payouts_limited",
+        granted="ALL ON *",
+        limits=f"MAX_USER_CONNECTIONS {CONNECTIONS_ALLOWED}",
+    )
+    async with limited as url:
+        yield url
 
 
 @asynccontextmanager

@@ -45,17 +45,19 @@ def with_database(url: str, database: str) -> str:
 
 @asynccontextmanager
 async def database_account(
-    sessions: SessionFactory, database_url: str, name: str, *, granted: str
+    sessions: SessionFactory, database_url: str, name: str, *, granted: str, limits: str = ""
 ) -> AsyncIterator[str]:
     """An account of the database server granted only `granted` of the database `database_url`
     names (`"SELECT ON *"`: read it all; `"SELECT ON merchants"`: one table), for a block: the
-    URL as that account. Named after the xdist worker too (the workers share the server)."""
+    URL as that account. Named after the xdist worker too (the workers share the server).
+    `limits`: its resource limits (`"MAX_USER_CONNECTIONS 2"`)."""
     user = f"{name}{_OF_WORKER}"
     parts = urlsplit(database_url)
     privileges, _, tables = granted.partition(" ON ")
     async with sessions() as session:
         await session.execute(text(f"DROP USER IF EXISTS '{user}'@'%'"))
-        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"))
+        limited = f" WITH {limits}" if limits else ""
+        await session.execute(text(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'{limited}"))
         on = f"`{parts.path.lstrip('/')}`.{tables}"
         await session.execute(text(f"GRANT {privileges} ON {on} TO '{user}'@'%'"))
     try:
