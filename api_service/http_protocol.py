@@ -20,11 +20,16 @@ an idle one (each of these went wrong in this module's first version: diff revie
 
 import asyncio
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from api_service.envelope import error_body
 from api_service.metrics import ANSWERED_BY_THE_SERVER, count_refused_before_routing
@@ -85,6 +90,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.messages_begun = 0
         self.answered = False  # refused here: nothing more is read
         self.refusal_waiting: bytes | None = None  # until the answers before it are out
+        self.cycle_before: RequestResponseCycle | None = None  # the request's before this one
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -128,6 +134,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if self.parser.get_http_version() == "1.1" and hosts != 1:
             self._refuse(400, "BAD_REQUEST", "an HTTP/1.1 request carries one Host header")
             raise _Refused
+        self.cycle_before = self.cycle
         super().on_headers_complete()
         self.reading_body = True  # until on_message_complete, which may come at once
         self._body_clock()
@@ -214,6 +221,10 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         else:  # its answer is being written
             self._start_the_clock(self.body_timeout, self._body_too_slow)
 
+    def _queued_behind_another(self) -> bool:
+        """Whether the request being read waits, pipelined, for the answer of one before it."""
+        return any(queued is self.cycle for queued, _ in self.pipeline)
+
     def _answer_for_the_app(self, status: int, answer: bytes) -> None:
         """The answer to the request whose body the app reads: the app, told its client is
         gone as the connection closes, answers nobody, and its metrics count `status` (not a
@@ -233,6 +244,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self.reading_body = False
         self._stop_the_clock()
         answer = refusal(status, code, message)
+        if its_body and self._queued_behind_another():
+            # Pipelined: its app never starts, and its answer waits for the one before it (it
+            # was written at once, and the answer of the request before it never went out).
+            self.pipeline = deque(queued for queued in self.pipeline if queued[0] is not self.cycle)
+            assert self.cycle_before is not None, "queued behind the request before it"
+            self.cycle, its_body = self.cycle_before, False
         if its_body and self.cycle is not None and not self.cycle.response_started:
             self._answer_for_the_app(status, answer)
             return

@@ -403,3 +403,37 @@ async def test_a_body_the_parser_refuses_is_answered_at_once_and_counted_on_its_
     # The app's count comes as its request ends, once it was told its client is gone.
     moved = await eventually(counted_once, within=10, what="the request counted")
     assert moved == {("POST", f"{API}/payouts", "400"): 1}
+
+
+async def test_a_pipelined_body_the_parser_refuses_waits_for_the_answer_before_it(
+    api_port: int, make_merchant: MerchantFactory
+) -> None:
+    """A create, and behind it on the same connection a create whose chunk size is not hex:
+    the 400 was written at once, before the first create's 201, which never went out (the
+    payout made, its merchant told 400), and the 400 was counted nowhere (review of the
+    diff review's fixes). RFC 9112 §9.3.2: answers in the order of the requests."""
+    merchant = await make_merchant()
+    create = request(
+        "POST", f"{API}/payouts", keyed(merchant.api_key, JSON), orjson.dumps(payout_body())
+    )
+    refused = request(
+        "POST", f"{API}/payouts", keyed(merchant.api_key, JSON, ("Transfer-Encoding", "chunked"))
+    )
+    before = await _requests_counted(api_port)
+    connection = await connect(api_port)
+    try:
+        await connection.send(create + refused + b"zz\r\nnot a chunk\r\n")
+        answers = [await connection.answer(within=10), await connection.answer(within=10)]
+    finally:
+        await connection.close()
+
+    assert [answer.status for answer in answers] == [201, 400]
+
+    async def counted_both() -> dict[tuple[str, str, str], float] | None:
+        moved = _moved(before, await _requests_counted(api_port))
+        return moved if len(moved) == 2 else None
+
+    assert await eventually(counted_both, within=10, what="both counted") == {
+        ("POST", f"{API}/payouts", "201"): 1,
+        ("OTHER", "<unmatched>", "400"): 1,
+    }
