@@ -5,6 +5,7 @@ import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,10 @@ async def settled(sessions: SessionFactory, accepted: dict[str, Scenario]) -> in
         )
 
 
-SCENARIO_OF_ACCOUNT = {scenario.account_number: scenario for scenario in SCENARIOS}
+# The scenario table chooses by account and amount (0001 reaches review at 100,000.00).
+SCENARIO_OF = {
+    (scenario.account_number, Decimal(scenario.amount)): scenario for scenario in SCENARIOS
+}
 
 
 async def all_at_rest(sessions: SessionFactory, merchant_id: str) -> bool:
@@ -103,13 +107,13 @@ async def all_at_rest(sessions: SessionFactory, merchant_id: str) -> bool:
     (snapshot audit)."""
     async with sessions() as session:
         rows = await session.execute(
-            select(Payout.account_number, Payout.status, Payout.psp_reference).where(
+            select(Payout.account_number, Payout.amount, Payout.status, Payout.psp_reference).where(
                 Payout.merchant_id == merchant_id
             )
         )
         return all(
-            SCENARIO_OF_ACCOUNT[account].is_final({"status": status, "pspReference": reference})
-            for account, status, reference in rows
+            SCENARIO_OF[account, amount].is_final({"status": status, "pspReference": reference})
+            for account, amount, status, reference in rows
         )
 
 
