@@ -7,7 +7,7 @@ reconciles.
 Then every operation again with latin-1 bytes in each header we parse and 600-character path
 ids: never a 5xx.
 
-`FUZZ_EXAMPLES` (default 50) is the number of generated examples per operation; `make fuzz`
+`FUZZ_EXAMPLES` (default 25) is the number of generated examples per operation; `make fuzz`
 raises it.
 """
 
@@ -37,7 +37,7 @@ from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from tests.support.api_helpers import new_merchant
 
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 LARGE_BALANCE = "1000000000000.00"  # room for 100,000 payouts of the 10,000,000 maximum
 # What turns a well-formed generated payout into one the directory and the account rules accept.
 DESTINATIONS = {
