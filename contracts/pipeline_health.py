@@ -321,8 +321,7 @@ async def pipeline_problems(
             select(OutboxMessage.id, OutboxMessage.routing_key, OutboxMessage.created_at)
             .add_columns(func.count().over())
             .where(
-                OutboxMessage.sent_at.is_(None),
-                OutboxMessage.parked_at.is_(None),
+                UNSENT,
                 OutboxMessage.created_at < now - thresholds.max_outbox_lag,
             )
             .order_by(OutboxMessage.created_at, OutboxMessage.id)
@@ -352,6 +351,8 @@ async def pipeline_problems(
 
 # An outbox row the relay gave up on (it waits for `payouts outbox retry`).
 PARKED = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_not(None)
+# An outbox row the relay will send: due, or backing off after a refusal.
+UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

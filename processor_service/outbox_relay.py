@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from contracts.amqp_connection import with_heartbeat
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage, table_of
-from contracts.pipeline_health import PARKED
+from contracts.pipeline_health import PARKED, UNSENT
 from contracts.redelivery import message_log_context
 from contracts.topology import DEFAULT_EXCHANGE
 from processor_service.metrics import (
@@ -171,10 +171,8 @@ def _nothing_due() -> RoundResult:
     return RoundResult(claimed=0, sent=0)
 
 
-# The unsent rows, due or backing off (not the parked: `payouts outbox retry` sends those).
-OLDEST_UNSENT = select(func.min(OutboxMessage.created_at)).where(
-    OutboxMessage.sent_at.is_(None), OutboxMessage.parked_at.is_(None)
-)
+# Not the parked rows: `payouts outbox retry` sends those.
+OLDEST_UNSENT = select(func.min(OutboxMessage.created_at)).where(UNSENT)
 
 
 async def measure_outbox_lag(sessions: SessionFactory) -> None:

@@ -32,6 +32,11 @@ from webhook_service import delivery
 HELD = 12  # a lease batch's rows, held by a replica frozen in its lease
 
 
+def one_lease_batch(settings: Settings) -> Settings:
+    """The tests' webhook service, its lease window long enough to lease a burst together."""
+    return quick_webhook_settings(settings).model_copy(update={"webhook_lease_window_seconds": 1.0})
+
+
 async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_batch(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -54,9 +59,7 @@ async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_ba
         (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
         for _ in range(2)
     ]
-    gathering = quick_webhook_settings(settings).model_copy(
-        update={"webhook_lease_window_seconds": 1.0}  # the copies and the others in one batch
-    )
+    gathering = one_lease_batch(settings)  # the copies and the others
 
     async def delivered(rows: list[OutboxMessage]) -> bool:
         async with sessions() as session:
@@ -109,9 +112,7 @@ async def test_a_lease_batch_interrupted_by_a_cancellation_not_its_own_leases_ea
         await real_lease(session, requests, **kwargs)
 
     monkeypatch.setattr(delivery, "lease_deliveries", interrupted_when_batched)
-    gathering = quick_webhook_settings(settings).model_copy(
-        update={"webhook_lease_window_seconds": 1.0}  # the two in one lease batch
-    )
+    gathering = one_lease_batch(settings)  # the two
     async with running_webhook_service(gathering):
         for row in rows:
             await relay(rabbit, row)
