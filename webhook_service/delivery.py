@@ -48,7 +48,7 @@ from contracts.batching import BatchInterrupted, MicroBatcher
 from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import WebhookDelivery
-from contracts.db.outages import is_outage
+from contracts.db.outages import is_outage, is_row_lock_failure
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
 from contracts.webhook_signing import webhook_headers
@@ -710,10 +710,13 @@ class EventDelivery:
         ]
 
     async def _written(
-        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float]
+        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float], *, alone: bool = False
     ) -> list[Decision]:
         try:
             async with transaction(self.sessions) as session:
+                if alone:
+                    event_ids = [outcome.request.event.id for outcome in outcomes]
+                    await session.execute(_HELD_ROWS, {"b_events": event_ids})
                 held = await record_attempts(
                     session,
                     [outcome.delivery for outcome in outcomes],
@@ -721,7 +724,7 @@ class EventDelivery:
                 )
         except SQLAlchemyError as exc:
             log.warning("recording %d webhook attempts failed: %r", len(outcomes), exc)
-            return await self._after_failed_record(outcomes, exc, retry_waits)
+            return await self._after_failed_record(outcomes, exc, retry_waits, alone=alone)
         if held < len(outcomes):
             # A lease ran out before its attempt was recorded (the database was that slow): the
             # attempt row is kept, the delivery's state is left to the attempt that took over.
@@ -729,7 +732,12 @@ class EventDelivery:
         return [outcome.decision for outcome in outcomes]
 
     async def _after_failed_record(
-        self, outcomes: Sequence[Outcome], exc: SQLAlchemyError, retry_waits: Sequence[float]
+        self,
+        outcomes: Sequence[Outcome],
+        exc: SQLAlchemyError,
+        retry_waits: Sequence[float],
+        *,
+        alone: bool,
     ) -> list[Decision]:
         """A record that failed may have committed all the same (the connection was lost after
         the server committed), so the deliveries are read back. An outcome the database shows
@@ -741,7 +749,8 @@ class EventDelivery:
         unrecorded, was sent to it again). The others, those once the waits are used up, and
         all of them when the read fails too, take the ladder as after any database failure: a
         row that changed hands may hold the attempts already, and writing them again would
-        record one call twice."""
+        record one call twice. A batch that a row lock failed is written again outcome by
+        outcome (`_written_alone`)."""
         try:
             async with self.sessions() as session:
                 event_ids = [outcome.request.event.id for outcome in outcomes]
@@ -765,12 +774,28 @@ class EventDelivery:
             return decisions
         if retry_waits and is_outage(exc):
             await asyncio.sleep(retry_waits[0])
-            again = await self._written([outcomes[i] for i in unwritten], retry_waits[1:])
+            to_write = [outcomes[i] for i in unwritten]
+            if alone or is_row_lock_failure(exc):
+                again = await self._written_alone(to_write, retry_waits[1:])
+            else:
+                again = await self._written(to_write, retry_waits[1:])
         else:
             again = [self._database_failed(outcomes[i].request, exc) for i in unwritten]
         for index, decision in zip(unwritten, again, strict=True):
             decisions[index] = decision
         return decisions
+
+    async def _written_alone(
+        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float]
+    ) -> list[Decision]:
+        """Each outcome in a transaction of its own, refused at once if another transaction
+        holds its row: one delivery row held after its lease (a stuck session) failed the whole
+        recording batch again and again, then every attempt of the batch took the ladder and
+        was sent again (batch isolation, left open; now split as the lease is)."""
+        written = await asyncio.gather(
+            *(self._written([outcome], retry_waits, alone=True) for outcome in outcomes)
+        )
+        return [decision for decisions in written for decision in decisions]
 
     def _leased_elsewhere(self, request: DeliveryRequest, delivery: Delivery) -> Decision:
         """Look again once the other attempt's lease runs out, or after the ladder's first

@@ -88,6 +88,14 @@ def _numbers_in_context(error: BaseException) -> set[int | None]:
     return numbers
 
 
+def is_row_lock_failure(error: BaseException) -> bool:
+    """A lock wait timed out, NOWAIT found a row held, or a deadlock: one row another
+    transaction holds may be all that failed, not the database."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return database_error_code(error) in {*LOCK_REFUSED, DEADLOCK}
+
+
 def is_outage(error: BaseException) -> bool:
     """True when the error says a dependency is unavailable, not that the work is wrong."""
     if isinstance(error, DBAPIError):

@@ -26,7 +26,7 @@ from tests.support.webhook_flow import (
     relay,
     running_webhook_service,
 )
-from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import Reply, WebhookReceiver
 from webhook_service import delivery
 
 HELD = 12  # a lease batch's rows, held by a replica frozen in its lease
@@ -35,6 +35,16 @@ HELD = 12  # a lease batch's rows, held by a replica frozen in its lease
 def one_lease_batch(settings: Settings) -> Settings:
     """The tests' webhook service, its lease window long enough to lease a burst together."""
     return quick_webhook_settings(settings).model_copy(update={"webhook_lease_window_seconds": 1.0})
+
+
+async def delivered(sessions: SessionFactory, rows: list[OutboxMessage]) -> bool:
+    async with sessions() as session:
+        statuses = await session.scalars(
+            select(WebhookDelivery.status).where(
+                WebhookDelivery.event_id.in_([event_id_of(row) for row in rows])
+            )
+        )
+        return list(statuses) == [DeliveryStatus.DELIVERED] * len(rows)
 
 
 async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_batch(
@@ -61,19 +71,10 @@ async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_ba
     ]
     gathering = one_lease_batch(settings)  # the copies and the others
 
-    async def delivered(rows: list[OutboxMessage]) -> bool:
-        async with sessions() as session:
-            statuses = await session.scalars(
-                select(WebhookDelivery.status).where(
-                    WebhookDelivery.event_id.in_([event_id_of(row) for row in rows])
-                )
-            )
-            return list(statuses) == [DeliveryStatus.DELIVERED] * len(rows)
-
     async with running_webhook_service(gathering):
         for row in held:
             await relay(rabbit, row)
-        await eventually(lambda: delivered(held), within=30, what="the first deliveries")
+        await eventually(lambda: delivered(sessions, held), within=30, what="the first deliveries")
         async with sessions() as holder, holder.begin():
             await holder.execute(
                 select(WebhookDelivery.id)
@@ -82,7 +83,9 @@ async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_ba
             )
             for row in [*held, *others]:
                 await relay(rabbit, row)
-            await eventually(lambda: delivered(others), within=15, what="the other webhooks")
+            await eventually(
+                lambda: delivered(sessions, others), within=15, what="the other webhooks"
+            )
 
     delivered_ids = [request.headers["webhook-id"] for request in receiver.requests]
     assert sorted(delivered_ids) == sorted(event_id_of(row) for row in [*held, *others])
@@ -120,3 +123,47 @@ async def test_a_lease_batch_interrupted_by_a_cancellation_not_its_own_leases_ea
             await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
 
     assert len(receiver.requests) == 2
+
+
+async def test_a_delivery_row_held_after_its_lease_holds_up_no_other_record_of_its_batch(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+) -> None:
+    """Three webhooks leased and sent together, their attempts recorded in one batch, one of
+    their rows held by another transaction once leased: the batch waited out the lock wait
+    (5 s), was written again whole twice, then every attempt of it took the ladder and was sent
+    again (left open by the batch isolation work). Written again each alone, the others are
+    recorded at once."""
+    await purge_webhook_queues(rabbit, settings)
+    rows = [
+        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
+        for _ in range(3)
+    ]
+    stuck, others = rows[0], rows[1:]
+    answered = asyncio.Event()
+    receiver.always(Reply(held_until=answered))
+    together = one_lease_batch(settings).model_copy(
+        update={"webhook_batch_window_seconds": 1.0}  # their records too
+    )
+    async with running_webhook_service(together):
+        for row in rows:
+            await relay(rabbit, row)
+        await receiver.wait_for_requests(3)
+        async with sessions() as holder, holder.begin():
+            await holder.execute(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.event_id == event_id_of(stuck))
+                .with_for_update()
+            )
+            answered.set()
+            # One lock wait (5 s) and the first retry's wait: long before the whole batch's
+            # three lock waits.
+            await eventually(lambda: delivered(sessions, others), within=9, what="the others")
+        await eventually(lambda: delivered(sessions, [stuck]), within=20, what="the held one")
+
+    sent = [request.webhook_id for request in receiver.requests]
+    assert sorted(sent.count(event_id_of(row)) for row in others) == [1, 1]
