@@ -241,10 +241,14 @@ async def apply_scheduled_action(
     """Apply an action that came due (its row locked by the caller), judged under the payout's
     lock: only if the payout is still in the status of the attempt the action was scheduled for
     (after any PSP outcome already accepted), else it is skipped. Its events carry the sandbox
-    time it was due at. The action's row is marked in the same transaction."""
+    time it was due at. The action's row is marked in the same transaction. A payout row another
+    transaction holds fails it at once (LOCK_REFUSED): the scheduler passes over the action for
+    a while (`Scheduler.apply_next`)."""
     if action.action == Action.EXPIRE_QUEUE:
         return await _expire_queued(session, action, timetable)
-    payout = await load_payout(session, action.payout_id, merchant_id=action.merchant_id, lock=True)
+    payout = await load_payout(
+        session, action.payout_id, merchant_id=action.merchant_id, lock=True, nowait=True
+    )
     if payout is None:
         await _mark(session, action, Result.SKIPPED, status_after=None)
         return None

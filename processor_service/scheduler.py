@@ -13,7 +13,9 @@ claimed next if it falls due too).
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, Select, SQLColumnExpression, exists, select, update
@@ -33,7 +35,7 @@ from contracts.db.engine import (
     utcnow,
 )
 from contracts.db.models import Payout, PspCallback, SandboxClock, ScheduledAction
-from contracts.db.outages import is_outage
+from contracts.db.outages import is_outage, is_row_lock_failure
 from contracts.domain.scheduled_actions import Result, correlation_id_of
 from contracts.logging import bind_log_context
 from processor_service.handlers import apply_scheduled_action
@@ -44,6 +46,8 @@ log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
 MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
+# How long the scheduler passes over an action whose rows another transaction held.
+PASS_OVER_SECONDS = 1.0
 
 
 def no_earlier_start_waits(
@@ -74,7 +78,9 @@ def no_earlier_start_waits(
     return ~exists(waiting) & ~exists(outcome_waiting)
 
 
-def claim_due_action(time: MerchantTime) -> Select[ScheduledAction]:
+def claim_due_action(
+    time: MerchantTime, passing_over: Collection[int] = ()
+) -> Select[ScheduledAction]:
     """The earliest action due on the database's clock that nobody else holds: due on every
     merchant's clock (a clock is never behind the database's), found in a range of the claim
     index."""
@@ -83,7 +89,8 @@ def claim_due_action(time: MerchantTime) -> Select[ScheduledAction]:
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= DATABASE_NOW,
             no_earlier_start_waits(time),
-        )
+        ),
+        passing_over,
     )
 
 
@@ -123,7 +130,9 @@ def merchants_with_actions_due_ahead() -> Select[str]:
     )
 
 
-def claim_action_due_ahead(merchant_id: str) -> Select[ScheduledAction]:
+def claim_action_due_ahead(
+    merchant_id: str, passing_over: Collection[int] = ()
+) -> Select[ScheduledAction]:
     """The merchant's earliest action due only on its advanced clock, unless another claim holds
     its clock: a range of its merchant index, in index order, so only the rows read up to it are
     locked. (Claimed across every advanced clock at once, the sort of every clock's due actions
@@ -144,22 +153,27 @@ def claim_action_due_ahead(merchant_id: str) -> Select[ScheduledAction]:
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= due_by,
             no_earlier_start_waits(SANDBOX_TIME),
-        )
+        ),
+        passing_over,
     )
 
 
-async def claim_due_ahead(session: AsyncSession) -> ScheduledAction | None:
+async def claim_due_ahead(
+    session: AsyncSession, passing_over: Collection[int] = ()
+) -> ScheduledAction | None:
     """The earliest action of the first merchant whose clock no other claim holds."""
     for merchant_id in await session.scalars(merchants_with_actions_due_ahead()):
-        claimed = await session.scalar(claim_action_due_ahead(merchant_id))
+        claimed = await session.scalar(claim_action_due_ahead(merchant_id, passing_over))
         if claimed is not None:
             return claimed
     return None
 
 
 def _earliest_unclaimed(
-    candidates: Select[ScheduledAction],
+    candidates: Select[ScheduledAction], passing_over: Collection[int]
 ) -> Select[ScheduledAction]:
+    if passing_over:
+        candidates = candidates.where(ScheduledAction.id.not_in(passing_over))
     return (
         candidates.order_by(ScheduledAction.due_at, ScheduledAction.id)
         .limit(1)
@@ -173,11 +187,16 @@ class Scheduler:
     timetable: Timetable
     poll_interval_seconds: float
     batch: int = 100
+    # Actions whose payout row another transaction held, by when to try them again (monotonic).
+    _passed_over: dict[int, float] = field(default_factory=dict)
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
         a reason other than an outage is marked ERROR (in a transaction of its own) rather
-        than blocking those behind it."""
+        than blocking those behind it. One whose rows another transaction holds (a stuck
+        session, a frozen process) is passed over for PASS_OVER_SECONDS: the earliest due, it
+        was claimed again and again, each worker that took it waiting out the lock wait (50 s),
+        and a few such payouts stopped every merchant's scheduled steps."""
         claimed: ScheduledAction | None = None
         with contextlib.ExitStack() as log_context:
             try:
@@ -203,6 +222,10 @@ class Scheduler:
                 )
                 return True
             except Exception as error:
+                if claimed is not None and is_row_lock_failure(error):
+                    log.warning("scheduled action %s: its rows are held (%s)", action_id, error)
+                    self._passed_over[action_id] = time.monotonic() + PASS_OVER_SECONDS
+                    return True
                 if claimed is None or is_outage(error):
                     raise
                 log.exception("scheduled action %s of payout %s failed", action_id, payout_id)
@@ -217,11 +240,18 @@ class Scheduler:
     async def _claim(self, session: AsyncSession) -> ScheduledAction | None:
         """The next action due: on the database's clock, then (test mode only) on an advanced
         clock. In production no clock is read, whatever offset test mode left."""
-        time = self.timetable.time
-        claimed = await session.scalar(claim_due_action(time))
-        if claimed is None and time.sandbox_clocks:
-            claimed = await claim_due_ahead(session)
+        merchant_time = self.timetable.time
+        passing_over = self._passing_over()
+        claimed = await session.scalar(claim_due_action(merchant_time, passing_over))
+        if claimed is None and merchant_time.sandbox_clocks:
+            claimed = await claim_due_ahead(session, passing_over)
         return claimed
+
+    def _passing_over(self) -> list[int]:
+        now = time.monotonic()
+        for action_id in [key for key, until in self._passed_over.items() if until <= now]:
+            del self._passed_over[action_id]
+        return list(self._passed_over)
 
     async def apply_due(self) -> int:
         """Apply due actions until none is left or a batch is done."""

@@ -10,12 +10,19 @@ from contracts.db.models import Payout
 
 
 async def load_payout(
-    session: AsyncSession, payout_id: str, *, merchant_id: str | None, lock: bool = False
+    session: AsyncSession,
+    payout_id: str,
+    *,
+    merchant_id: str | None,
+    lock: bool = False,
+    nowait: bool = False,
 ) -> Payout | None:
-    """The payout, or None; `lock` takes its row lock until the transaction ends."""
+    """The payout, or None; `lock` takes its row lock until the transaction ends (`nowait`: at
+    once, or the server's LOCK_REFUSED)."""
     scoped = merchant_id is not None
     parameters = {"b_payout": payout_id} | ({"b_merchant": merchant_id} if scoped else {})
-    payout: Payout | None = await session.scalar(_query(scoped=scoped, lock=lock), parameters)
+    query = _query(scoped=scoped, lock=lock, nowait=nowait)
+    payout: Payout | None = await session.scalar(query, parameters)
     return payout
 
 
@@ -36,11 +43,11 @@ _LOCK_MANY_NOWAIT = _MANY.order_by(Payout.id).with_for_update(nowait=True)
 
 
 @functools.cache
-def _query(*, scoped: bool, lock: bool) -> Select[Payout]:
+def _query(*, scoped: bool, lock: bool, nowait: bool) -> Select[Payout]:
     """Built once per variant: a load neither rebuilds the query nor walks it for its cache key."""
     statement = select(Payout).where(Payout.id == bindparam("b_payout"))
     if scoped:
         statement = statement.where(Payout.merchant_id == bindparam("b_merchant"))
     if lock:
-        statement = statement.with_for_update()
+        statement = statement.with_for_update(nowait=nowait)
     return statement

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 import processor_service.scheduler as scheduler_module
 from contracts.db.engine import SessionFactory, transaction, utcnow
-from contracts.db.models import SandboxClock, SandboxClockAdvance, ScheduledAction
+from contracts.db.models import Payout, SandboxClock, SandboxClockAdvance, ScheduledAction
 from contracts.domain.scheduled_actions import Action
 from contracts.domain.statuses import PayoutStatus
 from contracts.settings import Settings
@@ -121,3 +121,41 @@ async def test_a_merchant_with_an_action_nothing_holds_back_is_not_crowded_out(
         )
         assert list(blocked) == [None, None]
     assert applied.applied_at is not None
+
+
+async def test_an_action_whose_payout_row_is_held_elsewhere_holds_up_no_other_action(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    make_merchant: MerchantFactory,
+) -> None:
+    """The earliest due action's payout row held by another transaction (a stuck session, a
+    frozen process): the scheduler waited out the lock wait (50 s), then claimed the same
+    action again, and every worker that took it did the same; a few such payouts stopped every
+    merchant's scheduled steps (left open by the batch isolation work). The action is now
+    passed over a while, and the others applied meanwhile."""
+    held_merchant, other_merchant = await make_merchant(), await make_merchant()
+    held_payout = (await create_payout(api_client, held_merchant))["id"]
+    other_payout = (await create_payout(api_client, other_merchant))["id"]
+    async with transaction(sessions) as session:  # due before either payout started
+        held_action = _action(held_merchant.merchant_id, timedelta(minutes=-2), held_payout)
+        other_action = _action(other_merchant.merchant_id, timedelta(minutes=-1), other_payout)
+        session.add_all([held_action, other_action])
+    scheduler = Scheduler(sessions, Timetable(), poll_interval_seconds=0.1)
+
+    async def applied_at(action: ScheduledAction) -> object:
+        async with sessions() as session:
+            return await session.scalar(
+                select(ScheduledAction.applied_at).where(ScheduledAction.id == action.id)
+            )
+
+    async with sessions() as holder, holder.begin():
+        await holder.execute(select(Payout.id).where(Payout.id == held_payout).with_for_update())
+        await asyncio.wait_for(scheduler.apply_due(), timeout=10)
+        assert await applied_at(other_action) is not None
+        assert await applied_at(held_action) is None
+
+    async def held_action_applied() -> bool:
+        await scheduler.apply_due()
+        return await applied_at(held_action) is not None
+
+    await eventually(held_action_applied, within=10, what="the held payout's action applied")
