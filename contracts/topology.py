@@ -220,15 +220,34 @@ async def declare_topology(channel: AbstractChannel, *, webhook_retry_tiers: int
 
 
 class TopologyConflict(Exception):
-    """A queue or exchange of the vhost differs from what this version declares (RabbitMQ's
-    PRECONDITION_FAILED): an older version's, which no restart mends."""
+    """RabbitMQ refused to declare this version's topology (PRECONDITION_FAILED), which no
+    restart mends: a queue or exchange of the vhost differs from what this version declares (an
+    older version's), or the vhost's queue limit is reached."""
+
+    @classmethod
+    def of(cls, refusal: ChannelPreconditionFailed) -> "TopologyConflict":
+        """What the operator should do, as the broker's reply says: a queue limit was reported
+        as an older version's queue, with the advice to empty and delete it (broker limits
+        review)."""
+        reply = str(refusal.args[-1])
+        refused = f"RabbitMQ refused this version's topology ({reply})"
+        if "limit in vhost" in reply:
+            return cls(
+                f"{refused}: the vhost's queue limit is reached. Raise or clear it "
+                "(`rabbitmqctl clear_vhost_limits -p VHOST`, or the management UI's "
+                "Admin > Limits), then start again."
+            )
+        return cls(
+            f"{refused}: a queue left by an older version. Empty and delete it, or give this "
+            "version's a new name (docs/operations.md, the queues' arguments), then start again."
+        )
 
 
 async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> None:
     """At a consumer's start: RabbitMQ not answering yet (a machine or a compose project
     starting) is waited for, said in a line and backed off, as the outbox relay does; it was a
     30-line traceback and exit 1. TopologyConflict when the vhost holds another version's queue
-    (it was a 100-line traceback, in a restart loop under compose)."""
+    or is at its queue limit (it was a 100-line traceback, in a restart loop under compose)."""
     backoff = 0.2
     while True:
         try:
@@ -246,12 +265,8 @@ async def declare_topology_at(amqp_url: str, *, webhook_retry_tiers: int) -> Non
         try:
             channel = await connection.channel()
             await declare_topology(channel, webhook_retry_tiers=webhook_retry_tiers)
-        except ChannelPreconditionFailed as conflict:
-            raise TopologyConflict(
-                f"RabbitMQ refused this version's topology ({conflict.args[-1]}): a queue left "
-                "by an older version. Empty and delete it, or give this version's a new name "
-                "(docs/operations.md, the queues' arguments), then start again."
-            ) from conflict
+        except ChannelPreconditionFailed as refusal:
+            raise TopologyConflict.of(refusal) from refusal
 
 
 def _why_unavailable(error: Exception, amqp_url: str) -> str:

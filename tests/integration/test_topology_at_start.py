@@ -114,3 +114,24 @@ async def test_a_queue_left_by_an_older_version_stops_the_service_in_one_line(
     assert done.returncode == 2, output[-3000:]
     assert "PRECONDITION_FAILED" in output and "older version" in output, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
+
+
+async def test_a_vhost_at_its_queue_limit_is_not_said_to_hold_an_older_versions_queue(
+    settings: Settings, infrastructure: Infrastructure, spare_vhost: str
+) -> None:
+    """An operator capped the vhost's queues: the start said "a queue left by an older version.
+    Empty and delete it", advice that loses messages and mends nothing (broker limits review)."""
+    amqp_url = with_vhost(infrastructure.amqp_url, spare_vhost)
+    tiers = len(settings.webhook_retry_ladder)
+    async with management_client(management_url_for(infrastructure.amqp_url)) as management:
+        capped = await management.put(
+            f"/api/vhost-limits/{quote(spare_vhost)}/max-queues", json={"value": 1}
+        )
+        assert capped.status_code in (201, 204), capped.text
+
+    with pytest.raises(topology.TopologyConflict) as refused:
+        await topology.declare_topology_at(amqp_url, webhook_retry_tiers=tiers)
+
+    said = str(refused.value)
+    assert "queue limit is reached" in said and "clear_vhost_limits" in said, said
+    assert "older version" not in said, said
