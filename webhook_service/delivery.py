@@ -105,9 +105,13 @@ MOVED_BY_HAND = (
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
-# Waits before writing again the attempts a database that blinked did not record: well within
-# the lease's margin, so the lease is still held when they are written.
+# Waits before writing again the attempts the database did not record. A row lock another
+# transaction holds: twice, briefly, each outcome alone. The database down: then every 5 s for
+# 5 minutes more, past the lease (a row keeps the token of a lease that ran out until another
+# attempt leases it): an attempt the endpoint took is recorded once the database is back, not
+# sent again unrecorded (failover review).
 RECORD_RETRY_WAITS = (0.2, 1.0)
+RECORD_OUTAGE_WAITS = (*RECORD_RETRY_WAITS, *[5.0] * 60)
 # How often a payout.processing event held out of order asks whether the final event went out.
 FINAL_EVENT_POLL_SECONDS = 1.0
 INJECTED_FAILURE = AttemptResult(status_code=None, latency_ms=0, error=INJECTED_FAILURE_ERROR)
@@ -115,6 +119,13 @@ INJECTED_FAILURE = AttemptResult(status_code=None, latency_ms=0, error=INJECTED_
 
 def lease_seconds_for(timeout_seconds: float) -> int:
     return math.ceil(timeout_seconds) + LEASE_MARGIN_SECONDS
+
+
+def record_waits(error: SQLAlchemyError) -> Sequence[float]:
+    """The waits before writing again attempts that `error` left unrecorded (none: a bug)."""
+    if not is_outage(error):
+        return ()
+    return RECORD_RETRY_WAITS if is_row_lock_failure(error) else RECORD_OUTAGE_WAITS
 
 
 class Disposition(StrEnum):
@@ -702,7 +713,7 @@ class EventDelivery:
         return Outcome(request, state, (attempt,), decision)
 
     async def _record(self, outcomes: Sequence[Outcome]) -> list[Decision]:
-        decisions = await self._written(outcomes, RECORD_RETRY_WAITS)
+        decisions = await self._written(outcomes)
         # The chaos was done on the wire, recorded or not.
         return [
             replace(decision, chaos=outcome.chaos)
@@ -710,7 +721,7 @@ class EventDelivery:
         ]
 
     async def _written(
-        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float], *, alone: bool = False
+        self, outcomes: Sequence[Outcome], waited: int = 0, *, alone: bool = False
     ) -> list[Decision]:
         try:
             async with transaction(self.sessions) as session:
@@ -724,7 +735,7 @@ class EventDelivery:
                 )
         except SQLAlchemyError as exc:
             log.warning("recording %d webhook attempts failed: %r", len(outcomes), exc)
-            return await self._after_failed_record(outcomes, exc, retry_waits, alone=alone)
+            return await self._after_failed_record(outcomes, exc, waited, alone=alone)
         if held < len(outcomes):
             # A lease ran out before its attempt was recorded (the database was that slow): the
             # attempt row is kept, the delivery's state is left to the attempt that took over.
@@ -735,7 +746,7 @@ class EventDelivery:
         self,
         outcomes: Sequence[Outcome],
         exc: SQLAlchemyError,
-        retry_waits: Sequence[float],
+        waited: int,
         *,
         alone: bool,
     ) -> list[Decision]:
@@ -745,12 +756,12 @@ class EventDelivery:
         delivery now waits for (with the old one it would come back superseded, and the
         delivery would wait for a retry no message carries). Those whose row still holds their
         lease were not written (a record clears the lease it is written under): they are written
-        again after a short wait when the database only blinked (an attempt the endpoint took,
-        unrecorded, was sent to it again). The others, those once the waits are used up, and
-        all of them when the read fails too, take the ladder as after any database failure: a
-        row that changed hands may hold the attempts already, and writing them again would
-        record one call twice. A batch that a row lock failed is written again outcome by
-        outcome (`_written_alone`)."""
+        again after each of `record_waits` (`waited` of them waited already; an attempt the
+        endpoint took, unrecorded, was sent to it again). A read that fails too is made again
+        after them. The others, and those once the waits are used up, take the ladder as after
+        any database failure: a row that changed hands may hold the attempts already, and
+        writing them again would record one call twice. A batch that a row lock failed is
+        written again outcome by outcome (`_written_alone`)."""
         try:
             async with self.sessions() as session:
                 event_ids = [outcome.request.event.id for outcome in outcomes]
@@ -759,7 +770,11 @@ class EventDelivery:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
-            return [self._database_failed(outcome.request, exc) for outcome in outcomes]
+            waits = record_waits(read_failure)
+            if waited >= len(waits):
+                return [self._database_failed(outcome.request, exc) for outcome in outcomes]
+            await asyncio.sleep(waits[waited])
+            return await self._after_failed_record(outcomes, exc, waited + 1, alone=alone)
         decisions = [outcome.decision for outcome in outcomes]
         unwritten = []
         for index, outcome in enumerate(outcomes):
@@ -772,28 +787,27 @@ class EventDelivery:
                 decisions[index] = self._database_failed(outcome.request, exc)
         if not unwritten:
             return decisions
-        if retry_waits and is_outage(exc):
-            await asyncio.sleep(retry_waits[0])
+        waits = record_waits(exc)
+        if waited < len(waits):
+            await asyncio.sleep(waits[waited])
             to_write = [outcomes[i] for i in unwritten]
             if alone or is_row_lock_failure(exc):
-                again = await self._written_alone(to_write, retry_waits[1:])
+                again = await self._written_alone(to_write, waited + 1)
             else:
-                again = await self._written(to_write, retry_waits[1:])
+                again = await self._written(to_write, waited + 1)
         else:
             again = [self._database_failed(outcomes[i].request, exc) for i in unwritten]
         for index, decision in zip(unwritten, again, strict=True):
             decisions[index] = decision
         return decisions
 
-    async def _written_alone(
-        self, outcomes: Sequence[Outcome], retry_waits: Sequence[float]
-    ) -> list[Decision]:
+    async def _written_alone(self, outcomes: Sequence[Outcome], waited: int) -> list[Decision]:
         """Each outcome in a transaction of its own, refused at once if another transaction
         holds its row: one delivery row held after its lease (a stuck session) failed the whole
         recording batch again and again, then every attempt of the batch took the ladder and
         was sent again (batch isolation, left open; now split as the lease is)."""
         written = await asyncio.gather(
-            *(self._written([outcome], retry_waits, alone=True) for outcome in outcomes)
+            *(self._written([outcome], waited, alone=True) for outcome in outcomes)
         )
         return [decision for decisions in written for decision in decisions]
 

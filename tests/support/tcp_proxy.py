@@ -2,7 +2,7 @@
 `hang()` is called it forwards no byte either way and keeps every connection open, new ones
 included (a network that drops packets, a server that stopped answering); `resume()` forwards
 again, the held bytes first. `refuse()` closes each new connection at once instead (a server
-still starting), until `resume()`."""
+still starting), until `resume()`; `sever()` closes the open ones."""
 
 import asyncio
 import contextlib
@@ -44,6 +44,11 @@ class HangingProxy:
 
     def refuse(self) -> None:
         self._refusing = True
+
+    def sever(self) -> None:
+        """Close every open connection, both ends (a server that went away)."""
+        for pump in self._pumps:
+            pump.cancel()
 
     def resume(self) -> None:
         self._refusing = False
