@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, exists, select, update
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import (
@@ -46,8 +47,12 @@ log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
 MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
-# How long the scheduler passes over an action whose rows another transaction held.
+# How long the scheduler passes over an action whose rows another transaction held, and its
+# merchant's actions due with it or after it.
 PASS_OVER_SECONDS = 1.0
+# Merchants passed over for a while: each one's actions due at or after the time named.
+PassingOver = Mapping[str, datetime]
+NOTHING_PASSED_OVER: PassingOver = MappingProxyType({})
 
 
 def no_earlier_start_waits(
@@ -79,7 +84,7 @@ def no_earlier_start_waits(
 
 
 def claim_due_action(
-    time: MerchantTime, passing_over: Collection[int] = ()
+    time: MerchantTime, passing_over: PassingOver = NOTHING_PASSED_OVER
 ) -> Select[ScheduledAction]:
     """The earliest action due on the database's clock that nobody else holds: due on every
     merchant's clock (a clock is never behind the database's), found in a range of the claim
@@ -131,7 +136,7 @@ def merchants_with_actions_due_ahead() -> Select[str]:
 
 
 def claim_action_due_ahead(
-    merchant_id: str, passing_over: Collection[int] = ()
+    merchant_id: str, passing_over: PassingOver = NOTHING_PASSED_OVER
 ) -> Select[ScheduledAction]:
     """The merchant's earliest action due only on its advanced clock, unless another claim holds
     its clock: a range of its merchant index, in index order, so only the rows read up to it are
@@ -159,7 +164,7 @@ def claim_action_due_ahead(
 
 
 async def claim_due_ahead(
-    session: AsyncSession, passing_over: Collection[int] = ()
+    session: AsyncSession, passing_over: PassingOver = NOTHING_PASSED_OVER
 ) -> ScheduledAction | None:
     """The earliest action of the first merchant whose clock no other claim holds."""
     for merchant_id in await session.scalars(merchants_with_actions_due_ahead()):
@@ -170,10 +175,12 @@ async def claim_due_ahead(
 
 
 def _earliest_unclaimed(
-    candidates: Select[ScheduledAction], passing_over: Collection[int]
+    candidates: Select[ScheduledAction], passing_over: PassingOver
 ) -> Select[ScheduledAction]:
-    if passing_over:
-        candidates = candidates.where(ScheduledAction.id.not_in(passing_over))
+    for merchant_id, due_at in passing_over.items():
+        candidates = candidates.where(
+            ~and_(ScheduledAction.merchant_id == merchant_id, ScheduledAction.due_at >= due_at)
+        )
     return (
         candidates.order_by(ScheduledAction.due_at, ScheduledAction.id)
         .limit(1)
@@ -187,8 +194,9 @@ class Scheduler:
     timetable: Timetable
     poll_interval_seconds: float
     batch: int = 100
-    # Actions whose payout row another transaction held, by when to try them again (monotonic).
-    _passed_over: dict[int, float] = field(default_factory=dict)
+    # Merchants with an action whose payout row another transaction held: the action's due time
+    # and when to try it again (monotonic).
+    _passed_over: dict[str, tuple[datetime, float]] = field(default_factory=dict)
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -196,7 +204,9 @@ class Scheduler:
         than blocking those behind it. One whose rows another transaction holds (a stuck
         session, a frozen process) is passed over for PASS_OVER_SECONDS: the earliest due, it
         was claimed again and again, each worker that took it waiting out the lock wait (50 s),
-        and a few such payouts stopped every merchant's scheduled steps."""
+        and a few such payouts stopped every merchant's scheduled steps. Its merchant's actions
+        due with it or after it wait with it, in due-time order (a queue's expiry applied before
+        the step that released the money to start it: diff review); others go on."""
         claimed: ScheduledAction | None = None
         with contextlib.ExitStack() as log_context:
             try:
@@ -205,6 +215,7 @@ class Scheduler:
                     if claimed is None:
                         return False
                     action_id, payout_id = claimed.id, claimed.payout_id  # as claimed
+                    merchant_id, due_at = claimed.merchant_id, claimed.due_at
                     # Its lines carry the ids its messages carry (docs/operations.md, tracing).
                     log_context.enter_context(
                         bind_log_context(
@@ -224,7 +235,7 @@ class Scheduler:
             except Exception as error:
                 if claimed is not None and is_row_lock_failure(error):
                     log.warning("scheduled action %s: its rows are held (%s)", action_id, error)
-                    self._passed_over[action_id] = time.monotonic() + PASS_OVER_SECONDS
+                    self._pass_over(merchant_id, due_at)
                     return True
                 if claimed is None or is_outage(error):
                     raise
@@ -247,11 +258,16 @@ class Scheduler:
             claimed = await claim_due_ahead(session, passing_over)
         return claimed
 
-    def _passing_over(self) -> list[int]:
+    def _pass_over(self, merchant_id: str, due_at: datetime) -> None:
+        passed = self._passed_over.get(merchant_id)
+        since = due_at if passed is None else min(due_at, passed[0])
+        self._passed_over[merchant_id] = (since, time.monotonic() + PASS_OVER_SECONDS)
+
+    def _passing_over(self) -> dict[str, datetime]:
         now = time.monotonic()
-        for action_id in [key for key, until in self._passed_over.items() if until <= now]:
-            del self._passed_over[action_id]
-        return list(self._passed_over)
+        for merchant_id in [key for key, (_, until) in self._passed_over.items() if until <= now]:
+            del self._passed_over[merchant_id]
+        return {merchant_id: since for merchant_id, (since, _) in self._passed_over.items()}
 
     async def apply_due(self) -> int:
         """Apply due actions until none is left or a batch is done."""

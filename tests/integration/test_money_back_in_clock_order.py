@@ -4,6 +4,7 @@ merchant's sandbox clock, each after the queue's expiries due by then
 payout the clock started judged its PSP outcome by that start (diff review): either way, which
 queued payout started or expired depended on the order the processor took its messages in."""
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -33,6 +34,7 @@ from tests.integration.test_queued_payouts import (
     statuses,
 )
 from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout, send_ipn
+from tests.support.polling import eventually
 from tests.support.statements import counting_statements
 
 FAILING = "03001230003"  # ACCOUNT_INVALID at once
@@ -288,3 +290,46 @@ async def test_a_release_to_a_merchant_with_no_queue_costs_nine_statements(
         with counting_statements() as counted:
             assert await process_payouts(session, [(command, CONTEXT)]) == ["FAILED"]
     assert len(counted.statements) <= 9, counted.statements
+
+
+async def test_a_step_passed_over_for_its_held_payout_holds_back_its_merchants_later_steps(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+) -> None:
+    """A decision window that ends at +1 h releases 100, which starts the queued 50 long before
+    its 72 h run out. The in-review payout's row held for a moment (a PSP outcome, a cancel:
+    ordinary contention) as the scheduler reaches its step: the step was passed over, alone,
+    and the queue's expiry (+72 h) applied first (diff review)."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    in_review = await create(client, merchant, "100.00")
+    queued = await create(client, merchant, "50.00")
+    assert await statuses(sessions, in_review["id"], queued["id"]) == ["PENDING", "QUEUED"]
+    await in_review_until(sessions, in_review["id"], timedelta(hours=1))
+    await advance(client, merchant, 73)
+    scheduler = Scheduler(sessions, Timetable(), poll_interval_seconds=0.1)
+
+    async with sessions() as holder, holder.begin():
+        await holder.execute(
+            select(Payout.id).where(Payout.id == in_review["id"]).with_for_update()
+        )
+        await asyncio.wait_for(scheduler.apply_due(), timeout=10)
+
+    async def all_applied() -> bool:
+        await scheduler.apply_due()
+        async with sessions() as session:
+            pending = await session.scalar(
+                select(ScheduledAction.id).where(
+                    ScheduledAction.merchant_id == merchant.merchant_id,
+                    ScheduledAction.applied_at.is_(None),
+                    ScheduledAction.action.in_(
+                        [Action.EXPIRE_DECISION.value, Action.EXPIRE_QUEUE.value]
+                    ),
+                )
+            )
+        return pending is None
+
+    await eventually(all_applied, within=10, what="every step applied")
+    assert (await statuses(sessions, in_review["id"]))[0] == "FAILED"
+    assert await failure_code(sessions, queued["id"]) != "QUEUE_EXPIRED"
