@@ -121,11 +121,27 @@ def lease_seconds_for(timeout_seconds: float) -> int:
     return math.ceil(timeout_seconds) + LEASE_MARGIN_SECONDS
 
 
-def record_waits(error: SQLAlchemyError) -> Sequence[float]:
-    """The waits before writing again attempts that `error` left unrecorded (none: a bug)."""
-    if not is_outage(error):
-        return ()
-    return RECORD_RETRY_WAITS if is_row_lock_failure(error) else RECORD_OUTAGE_WAITS
+@dataclass(frozen=True)
+class RecordWaits:
+    """The waits taken so far before writing unrecorded attempts again, counted by kind: the
+    database's outage waits used up the row-lock ones, and a row held as it came back sent the
+    whole batch again (diff review)."""
+
+    outage: int = 0
+    row_lock: int = 0
+
+    def after(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
+        """The wait before trying again after `error`, and the waits then taken; None when
+        there is none left (or `error` is a bug, not an outage)."""
+        if not is_outage(error):
+            return None
+        if is_row_lock_failure(error):
+            if self.row_lock == len(RECORD_RETRY_WAITS):
+                return None
+            return RECORD_RETRY_WAITS[self.row_lock], replace(self, row_lock=self.row_lock + 1)
+        if self.outage == len(RECORD_OUTAGE_WAITS):
+            return None
+        return RECORD_OUTAGE_WAITS[self.outage], replace(self, outage=self.outage + 1)
 
 
 class Disposition(StrEnum):
@@ -721,7 +737,11 @@ class EventDelivery:
         ]
 
     async def _written(
-        self, outcomes: Sequence[Outcome], waited: int = 0, *, alone: bool = False
+        self,
+        outcomes: Sequence[Outcome],
+        waited: RecordWaits = RecordWaits(),
+        *,
+        alone: bool = False,
     ) -> list[Decision]:
         try:
             async with transaction(self.sessions) as session:
@@ -746,7 +766,7 @@ class EventDelivery:
         self,
         outcomes: Sequence[Outcome],
         exc: SQLAlchemyError,
-        waited: int,
+        waited: RecordWaits,
         *,
         alone: bool,
     ) -> list[Decision]:
@@ -756,12 +776,12 @@ class EventDelivery:
         delivery now waits for (with the old one it would come back superseded, and the
         delivery would wait for a retry no message carries). Those whose row still holds their
         lease were not written (a record clears the lease it is written under): they are written
-        again after each of `record_waits` (`waited` of them waited already; an attempt the
-        endpoint took, unrecorded, was sent to it again). A read that fails too is made again
-        after them. The others, and those once the waits are used up, take the ladder as after
-        any database failure: a row that changed hands may hold the attempts already, and
-        writing them again would record one call twice. A batch that a row lock failed is
-        written again outcome by outcome (`_written_alone`)."""
+        again after each wait of `RecordWaits` left (an attempt the endpoint took, unrecorded,
+        was sent to it again). A read that fails too is made again after them. The others, and
+        those once the waits are used up, take the ladder as after any database failure: a row
+        that changed hands may hold the attempts already, and writing them again would record
+        one call twice. A batch that a row lock failed is written again outcome by outcome
+        (`_written_alone`)."""
         try:
             async with self.sessions() as session:
                 event_ids = [outcome.request.event.id for outcome in outcomes]
@@ -770,11 +790,12 @@ class EventDelivery:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
-            waits = record_waits(read_failure)
-            if waited >= len(waits):
+            read_again = waited.after(read_failure)
+            if read_again is None:
                 return [self._database_failed(outcome.request, exc) for outcome in outcomes]
-            await asyncio.sleep(waits[waited])
-            return await self._after_failed_record(outcomes, exc, waited + 1, alone=alone)
+            wait, waited = read_again
+            await asyncio.sleep(wait)
+            return await self._after_failed_record(outcomes, exc, waited, alone=alone)
         decisions = [outcome.decision for outcome in outcomes]
         unwritten = []
         for index, outcome in enumerate(outcomes):
@@ -787,21 +808,24 @@ class EventDelivery:
                 decisions[index] = self._database_failed(outcome.request, exc)
         if not unwritten:
             return decisions
-        waits = record_waits(exc)
-        if waited < len(waits):
-            await asyncio.sleep(waits[waited])
+        write_again = waited.after(exc)
+        if write_again is not None:
+            wait, waited = write_again
+            await asyncio.sleep(wait)
             to_write = [outcomes[i] for i in unwritten]
             if alone or is_row_lock_failure(exc):
-                again = await self._written_alone(to_write, waited + 1)
+                again = await self._written_alone(to_write, waited)
             else:
-                again = await self._written(to_write, waited + 1)
+                again = await self._written(to_write, waited)
         else:
             again = [self._database_failed(outcomes[i].request, exc) for i in unwritten]
         for index, decision in zip(unwritten, again, strict=True):
             decisions[index] = decision
         return decisions
 
-    async def _written_alone(self, outcomes: Sequence[Outcome], waited: int) -> list[Decision]:
+    async def _written_alone(
+        self, outcomes: Sequence[Outcome], waited: RecordWaits
+    ) -> list[Decision]:
         """Each outcome in a transaction of its own, refused at once if another transaction
         holds its row: one delivery row held after its lease (a stuck session) failed the whole
         recording batch again and again, then every attempt of the batch took the ladder and

@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from contracts.db.engine import SessionFactory
+from contracts.db.models import WebhookDelivery
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
+from tests.integration.test_webhook_isolation import delivered, one_lease_batch
 from tests.support.amqp import RabbitClient
+from tests.support.polling import eventually
 from tests.support.tcp_proxy import HangingProxy
 from tests.support.webhook_flow import (
     created_event,
@@ -63,3 +67,53 @@ async def test_an_attempt_made_while_the_database_went_away_is_recorded_not_sent
         await reaches(sessions, event_id_of(row), DeliveryStatus.DELIVERED, attempts=1)
 
     assert len(receiver.requests) == 1
+
+
+async def test_a_row_held_as_the_database_comes_back_holds_up_no_other_record_of_its_batch(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    proxy: HangingProxy,
+) -> None:
+    """Three attempts recorded in one batch, the database gone for a few seconds, and one of
+    their rows held by another transaction as it comes back: the waits of the outage had used
+    up those of a row lock, so the batch was not written again outcome by outcome, and the
+    other two attempts took the ladder and were sent again (diff review)."""
+    await purge_webhook_queues(rabbit, settings)
+    rows = [
+        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
+        for _ in range(3)
+    ]
+    stuck, others = rows[0], rows[1:]
+    answered = asyncio.Event()
+    receiver.always(Reply(held_until=answered))
+    together = one_lease_batch(settings).model_copy(
+        update={
+            "webhook_batch_window_seconds": 1.0,  # their records too
+            "database_url": proxy.url_through(settings.database_url),
+        }
+    )
+    async with running_webhook_service(together):
+        for row in rows:
+            await relay(rabbit, row)
+        await receiver.wait_for_requests(3)
+        proxy.refuse()
+        proxy.sever()
+        answered.set()
+        await asyncio.sleep(3)  # the outage's length: past the 0.2 s and 1 s waits
+        async with sessions() as holder, holder.begin():
+            await holder.execute(
+                select(WebhookDelivery.id)
+                .where(WebhookDelivery.event_id == event_id_of(stuck))
+                .with_for_update()
+            )
+            proxy.resume()
+            # The next write within 5 s, its lock wait 5 s, then each alone at once.
+            await eventually(lambda: delivered(sessions, others), within=15, what="the others")
+        await eventually(lambda: delivered(sessions, [stuck]), within=20, what="the held one")
+
+    sent = [request.webhook_id for request in receiver.requests]
+    assert sorted(sent.count(event_id_of(row)) for row in others) == [1, 1]
