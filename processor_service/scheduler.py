@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, exists, select, update
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from contracts.clock import (
     SANDBOX_TIME,
@@ -47,12 +47,9 @@ log = logging.getLogger("processor.scheduler")
 
 MAX_BACKOFF_SECONDS = 5.0
 MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead, in this number
-# How long the scheduler passes over an action whose rows another transaction held, and its
-# merchant's actions due with it or after it.
+# How long the scheduler passes over an action whose rows another transaction held (its
+# merchant's later actions wait for it: first_of_its_merchant).
 PASS_OVER_SECONDS = 1.0
-# Merchants passed over for a while: each one's actions due at or after the time named.
-PassingOver = Mapping[str, datetime]
-NOTHING_PASSED_OVER: PassingOver = MappingProxyType({})
 
 
 def no_earlier_start_waits(
@@ -84,7 +81,7 @@ def no_earlier_start_waits(
 
 
 def claim_due_action(
-    time: MerchantTime, passing_over: PassingOver = NOTHING_PASSED_OVER
+    time: MerchantTime, passing_over: Collection[int] = ()
 ) -> Select[ScheduledAction]:
     """The earliest action due on the database's clock that nobody else holds: due on every
     merchant's clock (a clock is never behind the database's), found in a range of the claim
@@ -136,7 +133,7 @@ def merchants_with_actions_due_ahead() -> Select[str]:
 
 
 def claim_action_due_ahead(
-    merchant_id: str, passing_over: PassingOver = NOTHING_PASSED_OVER
+    merchant_id: str, passing_over: Collection[int] = ()
 ) -> Select[ScheduledAction]:
     """The merchant's earliest action due only on its advanced clock, unless another claim holds
     its clock: a range of its merchant index, in index order, so only the rows read up to it are
@@ -164,7 +161,7 @@ def claim_action_due_ahead(
 
 
 async def claim_due_ahead(
-    session: AsyncSession, passing_over: PassingOver = NOTHING_PASSED_OVER
+    session: AsyncSession, passing_over: Collection[int] = ()
 ) -> ScheduledAction | None:
     """The earliest action of the first merchant whose clock no other claim holds."""
     for merchant_id in await session.scalars(merchants_with_actions_due_ahead()):
@@ -174,13 +171,32 @@ async def claim_due_ahead(
     return None
 
 
-def _earliest_unclaimed(
-    candidates: Select[ScheduledAction], passing_over: PassingOver
-) -> Select[ScheduledAction]:
-    for merchant_id, due_at in passing_over.items():
-        candidates = candidates.where(
-            ~and_(ScheduledAction.merchant_id == merchant_id, ScheduledAction.due_at >= due_at)
+def first_of_its_merchant() -> ColumnElement[bool]:
+    """No action of the merchant due before it (or with it, and made before it) is still to be
+    applied: a merchant's actions are applied one at a time, in due-time order, whichever
+    worker or processor claims them. Claims side by side skip the rows other claims hold, and a
+    merchant's later action (a queue's expiry) was applied while its earlier one (the release
+    that starts the queue) was in flight, or passed over for its held payout (diff reviews).
+    A probe of the merchant index; a plain read, which locks nothing."""
+    earlier = aliased(ScheduledAction, name="earlier")
+    return ~exists(
+        select(earlier.id).where(
+            earlier.merchant_id == ScheduledAction.merchant_id,
+            earlier.applied_at.is_(None),
+            or_(
+                earlier.due_at < ScheduledAction.due_at,
+                and_(earlier.due_at == ScheduledAction.due_at, earlier.id < ScheduledAction.id),
+            ),
         )
+    )
+
+
+def _earliest_unclaimed(
+    candidates: Select[ScheduledAction], passing_over: Collection[int]
+) -> Select[ScheduledAction]:
+    candidates = candidates.where(first_of_its_merchant())
+    if passing_over:
+        candidates = candidates.where(ScheduledAction.id.not_in(passing_over))
     return (
         candidates.order_by(ScheduledAction.due_at, ScheduledAction.id)
         .limit(1)
@@ -194,9 +210,8 @@ class Scheduler:
     timetable: Timetable
     poll_interval_seconds: float
     batch: int = 100
-    # Merchants with an action whose payout row another transaction held: the action's due time
-    # and when to try it again (monotonic).
-    _passed_over: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+    # Actions whose payout row another transaction held, by when to try them again (monotonic).
+    _passed_over: dict[int, float] = field(default_factory=dict)
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -204,9 +219,8 @@ class Scheduler:
         than blocking those behind it. One whose rows another transaction holds (a stuck
         session, a frozen process) is passed over for PASS_OVER_SECONDS: the earliest due, it
         was claimed again and again, each worker that took it waiting out the lock wait (50 s),
-        and a few such payouts stopped every merchant's scheduled steps. Its merchant's actions
-        due with it or after it wait with it, in due-time order (a queue's expiry applied before
-        the step that released the money to start it: diff review); others go on."""
+        and a few such payouts stopped every merchant's scheduled steps. Its merchant's later
+        actions wait for it (first_of_its_merchant); other merchants' go on."""
         claimed: ScheduledAction | None = None
         with contextlib.ExitStack() as log_context:
             try:
@@ -215,7 +229,6 @@ class Scheduler:
                     if claimed is None:
                         return False
                     action_id, payout_id = claimed.id, claimed.payout_id  # as claimed
-                    merchant_id, due_at = claimed.merchant_id, claimed.due_at
                     # Its lines carry the ids its messages carry (docs/operations.md, tracing).
                     log_context.enter_context(
                         bind_log_context(
@@ -235,7 +248,7 @@ class Scheduler:
             except Exception as error:
                 if claimed is not None and is_row_lock_failure(error):
                     log.warning("scheduled action %s: its rows are held (%s)", action_id, error)
-                    self._pass_over(merchant_id, due_at)
+                    self._passed_over[action_id] = time.monotonic() + PASS_OVER_SECONDS
                     return True
                 if claimed is None or is_outage(error):
                     raise
@@ -258,16 +271,11 @@ class Scheduler:
             claimed = await claim_due_ahead(session, passing_over)
         return claimed
 
-    def _pass_over(self, merchant_id: str, due_at: datetime) -> None:
-        passed = self._passed_over.get(merchant_id)
-        since = due_at if passed is None else min(due_at, passed[0])
-        self._passed_over[merchant_id] = (since, time.monotonic() + PASS_OVER_SECONDS)
-
-    def _passing_over(self) -> dict[str, datetime]:
+    def _passing_over(self) -> list[int]:
         now = time.monotonic()
-        for merchant_id in [key for key, (_, until) in self._passed_over.items() if until <= now]:
-            del self._passed_over[merchant_id]
-        return {merchant_id: since for merchant_id, (since, _) in self._passed_over.items()}
+        for action_id in [key for key, until in self._passed_over.items() if until <= now]:
+            del self._passed_over[action_id]
+        return list(self._passed_over)
 
     async def apply_due(self) -> int:
         """Apply due actions until none is left or a batch is done."""

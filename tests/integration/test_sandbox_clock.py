@@ -594,6 +594,10 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     for table in ("payouts", "psp_callbacks"):
         reads = [read for read in waiting if read["table"] == table]
         assert reads and all(read["type"] not in ("ALL", "index") for read in reads), waiting
+    # Whether an earlier action of the merchant waits (first_of_its_merchant): its index.
+    [earlier] = [read for read in waiting if read["table"] == "earlier"]
+    assert earlier["key"] == "ix_scheduled_actions_merchant", earlier
+    assert earlier["type"] in ("ref", "range"), earlier
 
     clocks, *probes = await explain(sessions, merchants_with_actions_due_ahead())
     assert clocks["table"] == "sandbox_clocks", clocks
@@ -607,7 +611,9 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
 
     merchant = await make_merchant()
     await advance(api_client, merchant, 60)
-    clock_row, actions, *_ = await explain(sessions, claim_action_due_ahead(merchant.merchant_id))
+    clock_row, actions, *after = await explain(
+        sessions, claim_action_due_ahead(merchant.merchant_id)
+    )
 
     assert clock_row["table"] == "sandbox_clocks", clock_row
     assert (actions["table"], actions["key"]) == (
@@ -617,6 +623,8 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     assert actions["type"] in ("ref", "range"), actions
     # In index order: locked are only the rows read up to the claimed one.
     assert "filesort" not in str(actions["Extra"]), actions
+    [earlier] = [read for read in after if read["table"] == "earlier"]
+    assert earlier["key"] == "ix_scheduled_actions_merchant", earlier
 
 
 async def test_the_clock_is_not_found_in_production(

@@ -159,3 +159,41 @@ async def test_an_action_whose_payout_row_is_held_elsewhere_holds_up_no_other_ac
         return await applied_at(held_action) is not None
 
     await eventually(held_action_applied, within=10, what="the held payout's action applied")
+
+
+async def test_a_merchants_later_action_waits_while_another_claim_holds_its_earlier_one(
+    api_client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    make_merchant: MerchantFactory,
+) -> None:
+    """Another worker (or processor) has claimed the merchant's earlier action and is applying
+    it, its row locked: the claim skipped that row and took the merchant's later action (a
+    queue's expiry applied before the release that starts the queue: second diff review). Now
+    a merchant's actions are claimed one at a time, in due-time order; another merchant's go
+    on."""
+    merchant, other = await make_merchant(), await make_merchant()
+    payouts = [(await create_payout(api_client, m))["id"] for m in (merchant, merchant, other)]
+    async with transaction(sessions) as session:  # due before the payouts started
+        earlier = _action(merchant.merchant_id, timedelta(minutes=-3), payouts[0])
+        later = _action(merchant.merchant_id, timedelta(minutes=-2), payouts[1])
+        others = _action(other.merchant_id, timedelta(minutes=-1), payouts[2])
+        session.add_all([earlier, later, others])
+    scheduler = Scheduler(sessions, Timetable(), poll_interval_seconds=0.1)
+
+    async def applied(action: ScheduledAction) -> bool:
+        async with sessions() as session:
+            found = await session.scalar(
+                select(ScheduledAction.applied_at).where(ScheduledAction.id == action.id)
+            )
+            return found is not None
+
+    async with sessions() as other_claim, other_claim.begin():
+        await other_claim.execute(
+            select(ScheduledAction.id).where(ScheduledAction.id == earlier.id).with_for_update()
+        )
+        await asyncio.wait_for(scheduler.apply_due(), timeout=10)
+        assert await applied(others)
+        assert not await applied(later)
+
+    await asyncio.wait_for(scheduler.apply_due(), timeout=10)
+    assert await applied(earlier) and await applied(later)
