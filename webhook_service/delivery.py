@@ -105,11 +105,12 @@ MOVED_BY_HAND = (
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
-# Waits before writing again the attempts the database did not record. A row lock another
-# transaction holds: twice, briefly, each outcome alone. The database down: then every 5 s for
-# 5 minutes more, past the lease (a row keeps the token of a lease that ran out until another
-# attempt leases it): an attempt the endpoint took is recorded once the database is back, not
-# sent again unrecorded (failover review).
+# Waits before writing again the attempts the database did not record. A write that failed
+# while the database still answers (a row another transaction holds, a lost connection): twice,
+# briefly. A database that does not answer: every 5 s for 5 minutes more, past the lease (a row
+# keeps the token of a lease that ran out until another attempt leases it): an attempt the
+# endpoint took is recorded once the database is back, not sent again unrecorded (failover
+# review).
 RECORD_RETRY_WAITS = (0.2, 1.0)
 RECORD_OUTAGE_WAITS = (*RECORD_RETRY_WAITS, *[5.0] * 60)
 # How often a payout.processing event held out of order asks whether the final event went out.
@@ -123,25 +124,28 @@ def lease_seconds_for(timeout_seconds: float) -> int:
 
 @dataclass(frozen=True)
 class RecordWaits:
-    """The waits taken so far before writing unrecorded attempts again, counted by kind: the
-    database's outage waits used up the row-lock ones, and a row held as it came back sent the
-    whole batch again (diff review)."""
+    """The waits taken so far before writing unrecorded attempts again, counted apart: after a
+    read-back that failed (the database does not answer: RECORD_OUTAGE_WAITS), and after a
+    write that failed while the read-back answered (RECORD_RETRY_WAITS). Counted together, an
+    outage used up the waits of the write, and a row held as the database came back sent the
+    whole batch again (diff review); and a write that failed the same way each time while the
+    database answered would have held every other record for 5 minutes."""
 
-    outage: int = 0
-    row_lock: int = 0
+    unread: int = 0
+    unwritten: int = 0
 
-    def after(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
-        """The wait before trying again after `error`, and the waits then taken; None when
-        there is none left (or `error` is a bug, not an outage)."""
-        if not is_outage(error):
+    def after_unread(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
+        """The wait before reading back again after `error`, and the waits then taken; None
+        when none is left (or `error` is a bug, not an outage)."""
+        if not is_outage(error) or self.unread == len(RECORD_OUTAGE_WAITS):
             return None
-        if is_row_lock_failure(error):
-            if self.row_lock == len(RECORD_RETRY_WAITS):
-                return None
-            return RECORD_RETRY_WAITS[self.row_lock], replace(self, row_lock=self.row_lock + 1)
-        if self.outage == len(RECORD_OUTAGE_WAITS):
+        return RECORD_OUTAGE_WAITS[self.unread], replace(self, unread=self.unread + 1)
+
+    def after_unwritten(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
+        """The wait before writing again after `error`, as `after_unread`."""
+        if not is_outage(error) or self.unwritten == len(RECORD_RETRY_WAITS):
             return None
-        return RECORD_OUTAGE_WAITS[self.outage], replace(self, outage=self.outage + 1)
+        return RECORD_RETRY_WAITS[self.unwritten], replace(self, unwritten=self.unwritten + 1)
 
 
 class Disposition(StrEnum):
@@ -776,11 +780,11 @@ class EventDelivery:
         delivery now waits for (with the old one it would come back superseded, and the
         delivery would wait for a retry no message carries). Those whose row still holds their
         lease were not written (a record clears the lease it is written under): they are written
-        again after each wait of `RecordWaits` left (an attempt the endpoint took, unrecorded,
-        was sent to it again). A read that fails too is made again after them. The others, and
-        those once the waits are used up, take the ladder as after any database failure: a row
-        that changed hands may hold the attempts already, and writing them again would record
-        one call twice. A batch that a row lock failed is written again outcome by outcome
+        again after a wait of `RecordWaits` (an attempt the endpoint took, unrecorded, was sent
+        to it again). A read that fails too is made again after one. The others, and those
+        once the waits are used up, take the ladder as after any database failure: a row that
+        changed hands may hold the attempts already, and writing them again would record one
+        call twice. A batch that a row lock failed is written again outcome by outcome
         (`_written_alone`)."""
         try:
             async with self.sessions() as session:
@@ -790,7 +794,7 @@ class EventDelivery:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
-            read_again = waited.after(read_failure)
+            read_again = waited.after_unread(read_failure)
             if read_again is None:
                 return [self._database_failed(outcome.request, exc) for outcome in outcomes]
             wait, waited = read_again
@@ -808,7 +812,7 @@ class EventDelivery:
                 decisions[index] = self._database_failed(outcome.request, exc)
         if not unwritten:
             return decisions
-        write_again = waited.after(exc)
+        write_again = waited.after_unwritten(exc)
         if write_again is not None:
             wait, waited = write_again
             await asyncio.sleep(wait)
