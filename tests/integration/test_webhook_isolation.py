@@ -7,44 +7,33 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from contracts.db.engine import SessionFactory
-from contracts.db.models import OutboxMessage, WebhookDelivery
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient
+from tests.support.held_deliveries import (
+    delivered,
+    held,
+    one_lease_batch,
+    recorded_together,
+    three_attempts_in_flight,
+)
 from tests.support.polling import eventually
 from tests.support.webhook_flow import (
     created_event,
     event_id_of,
     new_event_row,
     purge_webhook_queues,
-    quick_webhook_settings,
     reaches,
     relay,
     running_webhook_service,
 )
-from tests.support.webhook_receiver import Reply, WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver
 from webhook_service import delivery
 
 HELD = 12  # a lease batch's rows, held by a replica frozen in its lease
-
-
-def one_lease_batch(settings: Settings) -> Settings:
-    """The tests' webhook service, its lease window long enough to lease a burst together."""
-    return quick_webhook_settings(settings).model_copy(update={"webhook_lease_window_seconds": 1.0})
-
-
-async def delivered(sessions: SessionFactory, rows: list[OutboxMessage]) -> bool:
-    async with sessions() as session:
-        statuses = await session.scalars(
-            select(WebhookDelivery.status).where(
-                WebhookDelivery.event_id.in_([event_id_of(row) for row in rows])
-            )
-        )
-        return list(statuses) == [DeliveryStatus.DELIVERED] * len(rows)
 
 
 async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_batch(
@@ -64,7 +53,7 @@ async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_ba
     review)."""
     await purge_webhook_queues(rabbit, settings)
     frozen, first = await created_event(api_client, make_merchant, sessions, receiver.url)
-    held = [first] + [await new_event_row(api_client, sessions, frozen) for _ in range(HELD - 1)]
+    copies = [first] + [await new_event_row(api_client, sessions, frozen) for _ in range(HELD - 1)]
     others = [
         (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
         for _ in range(2)
@@ -72,23 +61,18 @@ async def test_delivery_rows_held_elsewhere_hold_up_no_other_webhook_of_their_ba
     gathering = one_lease_batch(settings)  # the copies and the others
 
     async with running_webhook_service(gathering):
-        for row in held:
+        for row in copies:
             await relay(rabbit, row)
-        await eventually(lambda: delivered(sessions, held), within=30, what="the first deliveries")
-        async with sessions() as holder, holder.begin():
-            await holder.execute(
-                select(WebhookDelivery.id)
-                .where(WebhookDelivery.event_id.in_([event_id_of(row) for row in held]))
-                .with_for_update()
-            )
-            for row in [*held, *others]:
+        await eventually(lambda: delivered(sessions, copies), within=30, what="the first ones")
+        async with held(sessions, copies):
+            for row in [*copies, *others]:
                 await relay(rabbit, row)
             await eventually(
                 lambda: delivered(sessions, others), within=15, what="the other webhooks"
             )
 
     delivered_ids = [request.headers["webhook-id"] for request in receiver.requests]
-    assert sorted(delivered_ids) == sorted(event_id_of(row) for row in [*held, *others])
+    assert sorted(delivered_ids) == sorted(event_id_of(row) for row in [*copies, *others])
 
 
 async def test_a_lease_batch_interrupted_by_a_cancellation_not_its_own_leases_each_alone(
@@ -139,31 +123,13 @@ async def test_a_delivery_row_held_after_its_lease_holds_up_no_other_record_of_i
     again (left open by the batch isolation work). Written again each alone, the others are
     recorded at once."""
     await purge_webhook_queues(rabbit, settings)
-    rows = [
-        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
-        for _ in range(3)
-    ]
-    stuck, others = rows[0], rows[1:]
-    answered = asyncio.Event()
-    receiver.always(Reply(held_until=answered))
-    together = one_lease_batch(settings).model_copy(
-        update={"webhook_batch_window_seconds": 1.0}  # their records too
-    )
-    async with running_webhook_service(together):
-        for row in rows:
-            await relay(rabbit, row)
-        await receiver.wait_for_requests(3)
-        async with sessions() as holder, holder.begin():
-            await holder.execute(
-                select(WebhookDelivery.id)
-                .where(WebhookDelivery.event_id == event_id_of(stuck))
-                .with_for_update()
-            )
-            answered.set()
+    async with running_webhook_service(recorded_together(settings)):
+        sent = await three_attempts_in_flight(api_client, make_merchant, sessions, rabbit, receiver)
+        async with held(sessions, [sent.stuck]):
+            sent.answered.set()
             # One lock wait (5 s) and the first retry's wait: long before the whole batch's
             # three lock waits.
-            await eventually(lambda: delivered(sessions, others), within=9, what="the others")
-        await eventually(lambda: delivered(sessions, [stuck]), within=20, what="the held one")
+            await eventually(lambda: delivered(sessions, sent.others), within=9, what="others")
+        await eventually(lambda: delivered(sessions, [sent.stuck]), within=20, what="the held")
 
-    sent = [request.webhook_id for request in receiver.requests]
-    assert sorted(sent.count(event_id_of(row)) for row in others) == [1, 1]
+    assert sent.sent_once_each(receiver)

@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import select
 
 from contracts.db.engine import SessionFactory
-from contracts.db.models import WebhookDelivery
 from contracts.settings import Settings
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
-from tests.integration.test_webhook_isolation import delivered, one_lease_batch
 from tests.support.amqp import RabbitClient
+from tests.support.held_deliveries import (
+    delivered,
+    held,
+    recorded_together,
+    three_attempts_in_flight,
+)
 from tests.support.polling import eventually
 from tests.support.tcp_proxy import HangingProxy
 from tests.support.webhook_flow import (
@@ -83,37 +86,19 @@ async def test_a_row_held_as_the_database_comes_back_holds_up_no_other_record_of
     up those of a row lock, so the batch was not written again outcome by outcome, and the
     other two attempts took the ladder and were sent again (diff review)."""
     await purge_webhook_queues(rabbit, settings)
-    rows = [
-        (await created_event(api_client, make_merchant, sessions, receiver.url))[1]
-        for _ in range(3)
-    ]
-    stuck, others = rows[0], rows[1:]
-    answered = asyncio.Event()
-    receiver.always(Reply(held_until=answered))
-    together = one_lease_batch(settings).model_copy(
-        update={
-            "webhook_batch_window_seconds": 1.0,  # their records too
-            "database_url": proxy.url_through(settings.database_url),
-        }
+    through_proxy = recorded_together(settings).model_copy(
+        update={"database_url": proxy.url_through(settings.database_url)}
     )
-    async with running_webhook_service(together):
-        for row in rows:
-            await relay(rabbit, row)
-        await receiver.wait_for_requests(3)
+    async with running_webhook_service(through_proxy):
+        sent = await three_attempts_in_flight(api_client, make_merchant, sessions, rabbit, receiver)
         proxy.refuse()
         proxy.sever()
-        answered.set()
+        sent.answered.set()
         await asyncio.sleep(3)  # the outage's length: past the 0.2 s and 1 s waits
-        async with sessions() as holder, holder.begin():
-            await holder.execute(
-                select(WebhookDelivery.id)
-                .where(WebhookDelivery.event_id == event_id_of(stuck))
-                .with_for_update()
-            )
+        async with held(sessions, [sent.stuck]):
             proxy.resume()
             # The next write within 5 s, its lock wait 5 s, then each alone at once.
-            await eventually(lambda: delivered(sessions, others), within=15, what="the others")
-        await eventually(lambda: delivered(sessions, [stuck]), within=20, what="the held one")
+            await eventually(lambda: delivered(sessions, sent.others), within=15, what="others")
+        await eventually(lambda: delivered(sessions, [sent.stuck]), within=20, what="the held")
 
-    sent = [request.webhook_id for request in receiver.requests]
-    assert sorted(sent.count(event_id_of(row)) for row in others) == [1, 1]
+    assert sent.sent_once_each(receiver)
