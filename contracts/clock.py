@@ -173,28 +173,36 @@ REAL_TIME = MerchantTime(sandbox_clocks=False)
 
 
 def waiting_to_be_submitted(
-    merchant_id: SQLColumnExpression[str] | str,
+    merchant_id: SQLColumnExpression[str] | str, *, stuck_ones_aside: bool = True
 ) -> list[ColumnElement[bool]]:
     """A payout of the merchant that the processor has yet to submit (its steps are scheduled
-    from when it started), one stuck past START_WAIT_LIMIT aside."""
-    return [
+    from when it started); with `stuck_ones_aside`, not one stuck past START_WAIT_LIMIT."""
+    waiting = [
         Payout.merchant_id == merchant_id,
         Payout.status == PayoutStatus.PENDING.value,
         Payout.psp_reference.is_(None),
-        Payout.updated_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
     ]
+    if stuck_ones_aside:
+        waiting.append(Payout.updated_at > _START_WAIT_CUTOFF)
+    return waiting
 
 
 def outcome_waiting_to_be_applied(
-    merchant_id: SQLColumnExpression[str] | str,
+    merchant_id: SQLColumnExpression[str] | str, *, stuck_ones_aside: bool = True
 ) -> list[ColumnElement[bool]]:
     """Over psp_callbacks and payouts: a PSP outcome of the merchant's payout, of its current
     attempt, that the API accepted and the processor has yet to apply (ix_psp_callbacks_unapplied;
-    one of an earlier attempt is never applied), one waiting past START_WAIT_LIMIT aside."""
-    return [
+    one of an earlier attempt is never applied); with `stuck_ones_aside`, not one waiting past
+    START_WAIT_LIMIT."""
+    waiting = [
         PspCallback.applied_at.is_(None),
-        PspCallback.received_at > database_now_plus(-int(START_WAIT_LIMIT.total_seconds())),
         Payout.id == PspCallback.payout_id,
         Payout.hold_cycle == PspCallback.hold_cycle,
         Payout.merchant_id == merchant_id,
     ]
+    if stuck_ones_aside:
+        waiting.insert(1, PspCallback.received_at > _START_WAIT_CUTOFF)
+    return waiting
+
+
+_START_WAIT_CUTOFF = database_now_plus(-int(START_WAIT_LIMIT.total_seconds()))

@@ -24,6 +24,7 @@ from sqlalchemy.orm import aliased
 
 from contracts.clock import (
     SANDBOX_TIME,
+    START_WAIT_LIMIT,
     MerchantTime,
     outcome_waiting_to_be_applied,
     waiting_to_be_submitted,
@@ -52,10 +53,25 @@ MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead
 PASS_OVER_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class ClaimRules:
+    """What a claim leaves aside, besides applied actions and those other claims hold."""
+
+    # Actions passed over a while (their payout's row held: Scheduler.apply_next).
+    passing_over: Collection[int] = ()
+    # A payout or PSP outcome waiting over START_WAIT_LIMIT holds up nothing: stuck. Not until
+    # the processor has run that long itself: after a night down, every payout of the night had
+    # waited over an hour, and a queue's expiry due in the night was applied before the failure
+    # whose release should have started the queue (overnight review).
+    stuck_ones_aside: bool = True
+
+
 def no_earlier_start_waits(
     time: MerchantTime,
     merchant_id: SQLColumnExpression[str] = ScheduledAction.merchant_id,
     due_at: SQLColumnExpression[datetime] = ScheduledAction.due_at,
+    *,
+    stuck_ones_aside: bool = True,
 ) -> ColumnElement[bool]:
     """No payout of the action's merchant that started (in sandbox time) by the action's due time
     still waits for the processor to submit it (of the action's columns, or of `merchant_id` and
@@ -64,16 +80,17 @@ def no_earlier_start_waits(
     an advance made while the processor was behind (or before it took the payout's command, or
     the outcome's) applied the expiry first, and the queued payout failed where the released
     money should have started it (the second: reversals review). A payout or an outcome that
-    has waited over START_WAIT_LIMIT holds up nothing: it is stuck (its command failing into the
-    dead-letter queue, say; reconcile names it), and the merchant's clock must not stop for it."""
+    has waited over START_WAIT_LIMIT holds up nothing with `stuck_ones_aside`: it is stuck (its
+    command failing into the dead-letter queue, say; reconcile names it), and the merchant's
+    clock must not stop for it."""
     waiting = select(Payout.id).where(
-        *waiting_to_be_submitted(merchant_id),
+        *waiting_to_be_submitted(merchant_id, stuck_ones_aside=stuck_ones_aside),
         # The first implied by the last (a clock is never behind real time): an index range.
         Payout.updated_at <= due_at,
         time.at(Payout.merchant_id, Payout.updated_at) <= due_at,
     )
     outcome_waiting = select(PspCallback.event_id).where(
-        *outcome_waiting_to_be_applied(merchant_id),
+        *outcome_waiting_to_be_applied(merchant_id, stuck_ones_aside=stuck_ones_aside),
         PspCallback.received_at <= due_at,  # as above
         time.at(Payout.merchant_id, PspCallback.received_at) <= due_at,
     )
@@ -81,7 +98,7 @@ def no_earlier_start_waits(
 
 
 def claim_due_action(
-    time: MerchantTime, passing_over: Collection[int] = ()
+    time: MerchantTime, rules: ClaimRules = ClaimRules()
 ) -> Select[ScheduledAction]:
     """The earliest action due on the database's clock that nobody else holds: due on every
     merchant's clock (a clock is never behind the database's), found in a range of the claim
@@ -90,13 +107,13 @@ def claim_due_action(
         select(ScheduledAction).where(
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= DATABASE_NOW,
-            no_earlier_start_waits(time),
+            no_earlier_start_waits(time, stuck_ones_aside=rules.stuck_ones_aside),
         ),
-        passing_over,
+        rules,
     )
 
 
-def merchants_with_actions_due_ahead() -> Select[str]:
+def merchants_with_actions_due_ahead(rules: ClaimRules = ClaimRules()) -> Select[str]:
     """The merchants with an action due only on their advanced clock that nothing holds back, the
     least recently advanced first (read, not locked): for each clock ahead of the database's, a
     probe of the merchant index. (Bounding a scan of the claim index by the furthest clock made
@@ -125,7 +142,12 @@ def merchants_with_actions_due_ahead() -> Select[str]:
             # submitted filled the ones listed, and another merchant's action, which nothing
             # held back, was not applied (scheduler review). The earliest tells: a payout that
             # holds back an action holds back every action due after it.
-            no_earlier_start_waits(SANDBOX_TIME, SandboxClock.merchant_id, first_due_at),
+            no_earlier_start_waits(
+                SANDBOX_TIME,
+                SandboxClock.merchant_id,
+                first_due_at,
+                stuck_ones_aside=rules.stuck_ones_aside,
+            ),
         )
         .order_by(SandboxClock.updated_at, SandboxClock.merchant_id)
         .limit(MERCHANTS_TRIED)
@@ -133,7 +155,7 @@ def merchants_with_actions_due_ahead() -> Select[str]:
 
 
 def claim_action_due_ahead(
-    merchant_id: str, passing_over: Collection[int] = ()
+    merchant_id: str, rules: ClaimRules = ClaimRules()
 ) -> Select[ScheduledAction]:
     """The merchant's earliest action due only on its advanced clock, unless another claim holds
     its clock: a range of its merchant index, in index order, so only the rows read up to it are
@@ -154,18 +176,18 @@ def claim_action_due_ahead(
             SandboxClock.offset_seconds > 0,
             ScheduledAction.applied_at.is_(None),
             ScheduledAction.due_at <= due_by,
-            no_earlier_start_waits(SANDBOX_TIME),
+            no_earlier_start_waits(SANDBOX_TIME, stuck_ones_aside=rules.stuck_ones_aside),
         ),
-        passing_over,
+        rules,
     )
 
 
 async def claim_due_ahead(
-    session: AsyncSession, passing_over: Collection[int] = ()
+    session: AsyncSession, rules: ClaimRules = ClaimRules()
 ) -> ScheduledAction | None:
     """The earliest action of the first merchant whose clock no other claim holds."""
-    for merchant_id in await session.scalars(merchants_with_actions_due_ahead()):
-        claimed = await session.scalar(claim_action_due_ahead(merchant_id, passing_over))
+    for merchant_id in await session.scalars(merchants_with_actions_due_ahead(rules)):
+        claimed = await session.scalar(claim_action_due_ahead(merchant_id, rules))
         if claimed is not None:
             return claimed
     return None
@@ -192,11 +214,11 @@ def first_of_its_merchant() -> ColumnElement[bool]:
 
 
 def _earliest_unclaimed(
-    candidates: Select[ScheduledAction], passing_over: Collection[int]
+    candidates: Select[ScheduledAction], rules: ClaimRules
 ) -> Select[ScheduledAction]:
     candidates = candidates.where(first_of_its_merchant())
-    if passing_over:
-        candidates = candidates.where(ScheduledAction.id.not_in(passing_over))
+    if rules.passing_over:
+        candidates = candidates.where(ScheduledAction.id.not_in(rules.passing_over))
     return (
         candidates.order_by(ScheduledAction.due_at, ScheduledAction.id)
         .limit(1)
@@ -212,6 +234,7 @@ class Scheduler:
     batch: int = 100
     # Actions whose payout row another transaction held, by when to try them again (monotonic).
     _passed_over: dict[int, float] = field(default_factory=dict)
+    _started: float = field(default_factory=time.monotonic)
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -265,10 +288,13 @@ class Scheduler:
         """The next action due: on the database's clock, then (test mode only) on an advanced
         clock. In production no clock is read, whatever offset test mode left."""
         merchant_time = self.timetable.time
-        passing_over = self._passing_over()
-        claimed = await session.scalar(claim_due_action(merchant_time, passing_over))
+        up_for = time.monotonic() - self._started
+        rules = ClaimRules(
+            self._passing_over(), stuck_ones_aside=up_for >= START_WAIT_LIMIT.total_seconds()
+        )
+        claimed = await session.scalar(claim_due_action(merchant_time, rules))
         if claimed is None and merchant_time.sandbox_clocks:
-            claimed = await claim_due_ahead(session, passing_over)
+            claimed = await claim_due_ahead(session, rules)
         return claimed
 
     def _passing_over(self) -> list[int]:

@@ -35,6 +35,7 @@ from tests.integration.test_queued_payouts import (
 )
 from tests.support.api_helpers import API, auth, new_payout_command, outbox_for_payout, send_ipn
 from tests.support.polling import eventually
+from tests.support.processing import running_processor_and_relay
 from tests.support.statements import counting_statements
 
 FAILING = "03001230003"  # ACCOUNT_INVALID at once
@@ -333,3 +334,41 @@ async def test_a_step_passed_over_for_its_held_payout_holds_back_its_merchants_l
     await eventually(all_applied, within=10, what="every step applied")
     assert (await statuses(sessions, in_review["id"]))[0] == "FAILED"
     assert await failure_code(sessions, queued["id"]) != "QUEUE_EXPIRED"
+
+
+async def test_a_failure_made_in_a_night_without_processor_starts_the_queue_before_its_expiry(
+    client_that_does_not_wait: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    """The processor down for three hours: a 0003 payout made an hour into the night, holding
+    all the money, and a queue's 72 h running out ten minutes later. Had the processor run, the
+    failure's release started the queue. It came back, its scheduler polling before its consumer
+    took the night's commands: every payout of the night had waited over START_WAIT_LIMIT, so
+    none held back the expiry, and the queued payout failed (overnight review)."""
+    client = client_that_does_not_wait
+    merchant = await make_merchant(balance="100.00")
+    failing = await create(client, merchant, "100.00", accountNumber="03001230003")
+    queued = await create(client, merchant, "50.00")
+    assert await statuses(sessions, failing["id"], queued["id"]) == ["PENDING", "QUEUED"]
+    made_at = utcnow() - timedelta(hours=3)
+    expires_at = made_at + timedelta(minutes=10)
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Payout).where(Payout.id == failing["id"]).values(updated_at=made_at)
+        )
+        await session.execute(
+            update(ScheduledAction)
+            .where(ScheduledAction.payout_id == queued["id"])
+            .values(due_at=expires_at)
+        )
+
+    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+    async with running_processor_and_relay(settings):
+
+        async def settled() -> list[str] | None:
+            found = await statuses(sessions, failing["id"], queued["id"])
+            return found if found[0] == "FAILED" and found[1] in ("SUCCESS", "FAILED") else None
+
+        assert await eventually(settled, within=30, what="both settled") == ["FAILED", "SUCCESS"]
