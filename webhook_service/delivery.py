@@ -48,7 +48,7 @@ from contracts.batching import BatchInterrupted, MicroBatcher
 from contracts.clock import SANDBOX_TIME, MerchantTime
 from contracts.db.engine import SessionFactory, naive_utc, transaction, utcnow
 from contracts.db.models import WebhookDelivery
-from contracts.db.outages import is_outage, is_row_lock_failure
+from contracts.db.outages import is_outage, is_row_lock_failure, is_statement_timeout
 from contracts.messages import PayoutStatusChanged
 from contracts.webhook_chaos import MAX_CHAOS_DELAY_SECONDS, ChaosKind, signing_for
 from contracts.webhook_signing import webhook_headers
@@ -105,12 +105,12 @@ MOVED_BY_HAND = (
 
 # The HTTP attempt is bounded by the webhook timeout; the lease also covers recording it.
 LEASE_MARGIN_SECONDS = 5
-# Waits before writing again the attempts the database did not record. A write that failed
-# while the database still answers (a row another transaction holds, a lost connection): twice,
-# briefly. A database that does not answer: every 5 s for 5 minutes more, past the lease (a row
-# keeps the token of a lease that ran out until another attempt leases it): an attempt the
-# endpoint took is recorded once the database is back, not sent again unrecorded (failover
-# review).
+# Waits before writing again the attempts the database did not record. A row another
+# transaction holds, or a statement the server timed out: twice, briefly (a cause that lasts
+# would hold every other record). The database down, or refusing writes (a failover's read-only
+# server): every 5 s for 5 minutes more, past the lease (a row keeps the token of a lease that
+# ran out until another attempt leases it): an attempt the endpoint took is recorded once the
+# database is back, not sent again unrecorded (failover review).
 RECORD_RETRY_WAITS = (0.2, 1.0)
 RECORD_OUTAGE_WAITS = (*RECORD_RETRY_WAITS, *[5.0] * 60)
 # How often a payout.processing event held out of order asks whether the final event went out.
@@ -124,28 +124,28 @@ def lease_seconds_for(timeout_seconds: float) -> int:
 
 @dataclass(frozen=True)
 class RecordWaits:
-    """The waits taken so far before writing unrecorded attempts again, counted apart: after a
-    read-back that failed (the database does not answer: RECORD_OUTAGE_WAITS), and after a
-    write that failed while the read-back answered (RECORD_RETRY_WAITS). Counted together, an
-    outage used up the waits of the write, and a row held as the database came back sent the
-    whole batch again (diff review); and a write that failed the same way each time while the
-    database answered would have held every other record for 5 minutes."""
+    """The waits taken so far before reading back or writing unrecorded attempts again, counted
+    by cause: the database (down, or refusing writes: RECORD_OUTAGE_WAITS), or the row and the
+    statement (a row lock, a deadlock, a statement timeout: RECORD_RETRY_WAITS). Counted
+    together, an outage used up the row lock's waits, and a row held as the database came back
+    sent the whole batch again (diff review); by read and write, a read-only server's refusals
+    got the short waits, and the attempt was sent again (late fixes review)."""
 
-    unread: int = 0
-    unwritten: int = 0
+    database: int = 0
+    row: int = 0
 
-    def after_unread(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
-        """The wait before reading back again after `error`, and the waits then taken; None
-        when none is left (or `error` is a bug, not an outage)."""
-        if not is_outage(error) or self.unread == len(RECORD_OUTAGE_WAITS):
+    def after(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
+        """The wait before trying again after `error`, and the waits then taken; None when
+        none is left (or `error` is a bug, not an outage)."""
+        if not is_outage(error):
             return None
-        return RECORD_OUTAGE_WAITS[self.unread], replace(self, unread=self.unread + 1)
-
-    def after_unwritten(self, error: SQLAlchemyError) -> "tuple[float, RecordWaits] | None":
-        """The wait before writing again after `error`, as `after_unread`."""
-        if not is_outage(error) or self.unwritten == len(RECORD_RETRY_WAITS):
+        if is_row_lock_failure(error) or is_statement_timeout(error):
+            if self.row == len(RECORD_RETRY_WAITS):
+                return None
+            return RECORD_RETRY_WAITS[self.row], replace(self, row=self.row + 1)
+        if self.database == len(RECORD_OUTAGE_WAITS):
             return None
-        return RECORD_RETRY_WAITS[self.unwritten], replace(self, unwritten=self.unwritten + 1)
+        return RECORD_OUTAGE_WAITS[self.database], replace(self, database=self.database + 1)
 
 
 class Disposition(StrEnum):
@@ -794,7 +794,7 @@ class EventDelivery:
             log.warning(
                 "reading back %d webhook deliveries failed: %r", len(outcomes), read_failure
             )
-            read_again = waited.after_unread(read_failure)
+            read_again = waited.after(read_failure)
             if read_again is None:
                 return [self._database_failed(outcome.request, exc) for outcome in outcomes]
             wait, waited = read_again
@@ -812,7 +812,7 @@ class EventDelivery:
                 decisions[index] = self._database_failed(outcome.request, exc)
         if not unwritten:
             return decisions
-        write_again = waited.after_unwritten(exc)
+        write_again = waited.after(exc)
         if write_again is not None:
             wait, waited = write_again
             await asyncio.sleep(wait)

@@ -18,6 +18,8 @@ TABLE_MISSING = 1146
 # ER_LOCK_NOWAIT.
 LOCK_REFUSED = frozenset({LOCK_WAIT_TIMEOUT, 3572})
 DEADLOCK = 1213
+# A statement the server timed out: MariaDB's max_statement_time, MySQL's max_execution_time.
+STATEMENT_TIMEOUT = frozenset({1969, 3024})
 SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROCEDURE)
 
 # MySQL / MariaDB error numbers that mean "not now", not "never".
@@ -43,8 +45,7 @@ OUTAGE_ERROR_CODES = frozenset(
         1290,  # read-only (--read-only during a failover)
         1792,  # read-only transaction
         1836,  # read-only mode
-        1969,  # statement timeout (MariaDB max_statement_time)
-        3024,  # statement timeout (MySQL max_execution_time)
+        *STATEMENT_TIMEOUT,
         2002,  # cannot connect through the socket
         2003,  # cannot connect to the server
         2005,  # unknown server host
@@ -94,6 +95,10 @@ def is_row_lock_failure(error: BaseException) -> bool:
     if not isinstance(error, DBAPIError):
         return False
     return database_error_code(error) in {*LOCK_REFUSED, DEADLOCK}
+
+
+def is_statement_timeout(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and database_error_code(error) in STATEMENT_TIMEOUT
 
 
 def is_outage(error: BaseException) -> bool:
