@@ -100,10 +100,16 @@ def create_processor(settings: Settings) -> FastStream:
 
     # Touched once the consumers are subscribed (after_startup), never while the start waits for
     # the migrations, nor while the broker or the database is down.
-    beating = BeatWhileWorking(
-        Heartbeat.at(settings.heartbeat_file),
-        lambda: consumer_works(broker, sessions, declare_topology),
-    )
+    async def works() -> bool:
+        """The heartbeat's check, told to the scheduler too (ClaimRules.stuck_ones_aside)."""
+        working = False
+        try:
+            working = await consumer_works(broker, sessions, declare_topology)
+        finally:
+            scheduler.note_working(working)
+        return working
+
+    beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), works)
 
     async def start_up() -> None:
         serve_metrics(settings)

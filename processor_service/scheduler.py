@@ -60,9 +60,10 @@ class ClaimRules:
     # Actions passed over a while (their payout's row held: Scheduler.apply_next).
     passing_over: Collection[int] = ()
     # A payout or PSP outcome waiting over START_WAIT_LIMIT holds up nothing: stuck. Not until
-    # the processor has run that long itself: after a night down, every payout of the night had
-    # waited over an hour, and a queue's expiry due in the night was applied before the failure
-    # whose release should have started the queue (overnight review).
+    # the processor has worked that long (Scheduler.note_working): after a night with it or its
+    # broker down, every payout of the night had waited over an hour, and a queue's expiry due
+    # in the night was applied before the failure whose release should have started the queue
+    # (overnight and late fixes reviews).
     stuck_ones_aside: bool = True
 
 
@@ -234,7 +235,8 @@ class Scheduler:
     batch: int = 100
     # Actions whose payout row another transaction held, by when to try them again (monotonic).
     _passed_over: dict[int, float] = field(default_factory=dict)
-    _started: float = field(default_factory=time.monotonic)
+    # Since when the processor has worked (monotonic; None while it does not).
+    _working_since: float | None = field(default_factory=time.monotonic)
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -288,14 +290,22 @@ class Scheduler:
         """The next action due: on the database's clock, then (test mode only) on an advanced
         clock. In production no clock is read, whatever offset test mode left."""
         merchant_time = self.timetable.time
-        up_for = time.monotonic() - self._started
-        rules = ClaimRules(
-            self._passing_over(), stuck_ones_aside=up_for >= START_WAIT_LIMIT.total_seconds()
+        worked = self._working_since is not None and (
+            time.monotonic() - self._working_since >= START_WAIT_LIMIT.total_seconds()
         )
+        rules = ClaimRules(self._passing_over(), stuck_ones_aside=worked)
         claimed = await session.scalar(claim_due_action(merchant_time, rules))
         if claimed is None and merchant_time.sandbox_clocks:
             claimed = await claim_due_ahead(session, rules)
         return claimed
+
+    def note_working(self, works: bool) -> None:
+        """What the processor's heartbeat found: its broker and database answering, its
+        consumers consuming (contracts/consumer_health.py), or not."""
+        if not works:
+            self._working_since = None
+        elif self._working_since is None:
+            self._working_since = time.monotonic()
 
     def _passing_over(self) -> list[int]:
         now = time.monotonic()

@@ -5,6 +5,7 @@ payout the clock started judged its PSP outcome by that start (diff review): eit
 queued payout started or expired depended on the order the processor took its messages in."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -336,17 +337,32 @@ async def test_a_step_passed_over_for_its_held_payout_holds_back_its_merchants_l
     assert await failure_code(sessions, queued["id"]) != "QUEUE_EXPIRED"
 
 
+def processor_started_this_morning(scheduler: Scheduler) -> None:
+    """The processor down all night."""
+
+
+def broker_back_this_morning(scheduler: Scheduler) -> None:
+    """The processor up all night, its broker down: its heartbeat's check found it not working,
+    then working again (late fixes review: the hour counted from the processor's start)."""
+    scheduler._working_since -= 4 * 3600  # type: ignore[operator]
+    scheduler.note_working(False)
+    scheduler.note_working(True)
+
+
+@pytest.mark.parametrize("night", [processor_started_this_morning, broker_back_this_morning])
 async def test_a_failure_made_in_a_night_without_processor_starts_the_queue_before_its_expiry(
     client_that_does_not_wait: httpx.AsyncClient,
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     settings: Settings,
+    night: Callable[[Scheduler], None],
 ) -> None:
-    """The processor down for three hours: a 0003 payout made an hour into the night, holding
-    all the money, and a queue's 72 h running out ten minutes later. Had the processor run, the
-    failure's release started the queue. It came back, its scheduler polling before its consumer
-    took the night's commands: every payout of the night had waited over START_WAIT_LIMIT, so
-    none held back the expiry, and the queued payout failed (overnight review)."""
+    """The processor, or its broker, down for three hours: a 0003 payout made an hour into the
+    night, holding all the money, and a queue's 72 h running out ten minutes later. Had the
+    processor run, the failure's release started the queue. It came back, its scheduler polling
+    before its consumer took the night's commands: every payout of the night had waited over
+    START_WAIT_LIMIT, so none held back the expiry, and the queued payout failed (overnight
+    review)."""
     client = client_that_does_not_wait
     merchant = await make_merchant(balance="100.00")
     failing = await create(client, merchant, "100.00", accountNumber="03001230003")
@@ -363,8 +379,10 @@ async def test_a_failure_made_in_a_night_without_processor_starts_the_queue_befo
             .where(ScheduledAction.payout_id == queued["id"])
             .values(due_at=expires_at)
         )
+    scheduler = Scheduler(sessions, Timetable(), poll_interval_seconds=0.1)
+    night(scheduler)
 
-    await Scheduler(sessions, Timetable(), poll_interval_seconds=0.1).apply_due()
+    await scheduler.apply_due()
     async with running_processor_and_relay(settings):
 
         async def settled() -> list[str] | None:
