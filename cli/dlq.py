@@ -63,8 +63,12 @@ def redrive_command(
     if redriven.stopped_by is not None:
         with outages_in_one_line():  # why it stopped, in one line, and exit 1
             raise redriven.stopped_by
-    if redriven.left:
+    if redriven.shared:
         typer.echo(
-            f"{redriven.left} left in {work_queue}.dead (--limit {limit}): run this again",
+            f"{work_queue}.dead ran dry before its count: another client (a redrive, the "
+            "Operations page, `payouts dlq list`) held some of its dead letters meanwhile",
             err=True,
         )
+    if redriven.left:
+        why = "another client held some meanwhile" if redriven.shared else f"--limit {limit}"
+        typer.echo(f"{redriven.left} left in {work_queue}.dead ({why}): run this again", err=True)

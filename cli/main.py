@@ -11,7 +11,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cli import services
-from cli.database import command_engine
+from cli.database import command_engine, in_turn
 from cli.dlq import dlq_app
 from cli.docs import docs_app
 from cli.healthcheck import healthcheck_command
@@ -23,7 +23,6 @@ from cli.secrets import secrets_app
 from cli.topology import topology_export_command
 from cli.up import up
 from cli.webhooks import webhook_sink_command, webhooks_app
-from contracts.db.database_locks import database_lock
 from contracts.db.engine import committed, create_session_factory
 from contracts.db.models import MERCHANT_NAME_LENGTH
 from contracts.domain.money import InvalidAmount, parse_amount
@@ -32,7 +31,6 @@ from contracts.settings import MAX_API_WORKERS, ConfigurationError, Environment,
 from contracts.webhooks import endpoint_url_problem
 
 T = TypeVar("T")
-LOCK_WAIT_SECONDS = 120  # for another run of a command that runs in turn (run_in_turn)
 
 app = typer.Typer(
     help="Payout sandbox: operator commands and services.",
@@ -88,16 +86,10 @@ async def _in_one_transaction(
 ) -> T:
     settings = get_settings()
     engine = command_engine(settings)
-    # Within the wait for any one answer of the database: past it, a wait for the lock read as
-    # "MySQL does not answer".
-    wait_seconds = min(LOCK_WAIT_SECONDS, int(settings.command_database_timeout_seconds * 0.8))
     try:
         async with contextlib.AsyncExitStack() as turn:
             if lock is not None:
-                holder = await turn.enter_async_context(engine.connect())
-                await turn.enter_async_context(
-                    database_lock(holder, lock, wait_seconds=wait_seconds)
-                )
+                await turn.enter_async_context(in_turn(engine, settings, lock))
             # Not in `transaction`: a work that runs again after a deadlock rolls back and goes
             # on in the same session.
             return await committed(

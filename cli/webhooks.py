@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from cli.database import command_engine
+from cli.database import command_engine, in_turn
 from cli.outages import run_in_one_line
 from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
 from contracts.db.engine import create_session_factory
@@ -54,10 +54,14 @@ def replay_parked_command(
     settings = get_settings()
 
     async def replay() -> ReplayResult:
+        """One replay at a time: a replay of one merchant holds the other merchants' messages
+        unacked while it runs, and a replay of all beside it ended early, leaving them parked and
+        saying nothing of them (two operators review)."""
         engine = command_engine(settings)
         try:
-            sessions = create_session_factory(engine)
-            return await replay_parked(settings.amqp_url, sessions, merchant_id=merchant)
+            async with in_turn(engine, settings, "payouts webhooks replay-parked"):
+                sessions = create_session_factory(engine)
+                return await replay_parked(settings.amqp_url, sessions, merchant_id=merchant)
         finally:
             await engine.dispose()
 

@@ -123,19 +123,22 @@ async def peek(amqp_url: str, work_queue: str, limit: int) -> list[DeadLetter]:
 
 @dataclass(frozen=True)
 class Redriven:
-    """What a redrive did: `moved` back to the work queue, `left` of the dead letters it found
-    (past its limit), and what stopped it, if anything did (the messages moved stay moved)."""
+    """What a redrive did: `moved` back to the work queue, `left` in the dead-letter queue when
+    it ended, what stopped it, if anything did (the messages moved stay moved), and whether the
+    queue ran dry before the count it started from: another client (a redrive, the Operations
+    page, `payouts dlq list`) held some of them meanwhile."""
 
     moved: int
     left: int
     stopped_by: Exception | None = None
+    shared: bool = False
 
 
 async def redrive(amqp_url: str, work_queue: str, limit: int) -> Redriven:
     """Move up to `limit` dead letters back to the work queue: publish (confirmed), then ack."""
     connection = await connect(amqp_url)
     moved = 0
-    stopped_by: Exception | None = None
+    shared = False
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         queue, waiting = await _waiting(channel, f"{work_queue}.dead")
@@ -143,6 +146,7 @@ async def redrive(amqp_url: str, work_queue: str, limit: int) -> Redriven:
             for _ in range(min(waiting, limit)):
                 message = await next_held(queue)
                 if message is None:
+                    shared = True
                     break
                 await channel.default_exchange.publish(
                     fresh_copy(message), routing_key=work_queue, mandatory=True
@@ -150,5 +154,9 @@ async def redrive(amqp_url: str, work_queue: str, limit: int) -> Redriven:
                 await message.ack()
                 moved += 1
         except (UnreadableDeadLetter, DeliveryError) as stopped:  # the broker answers: no outage
-            stopped_by = stopped
-    return Redriven(moved, max(waiting - moved, 0), stopped_by)
+            return Redriven(moved, max(waiting - moved, 0), stopped)
+        # Counted again: what another client moved meanwhile is not left (two redrives at once
+        # each said "144 left: run this again" of a queue they had emptied: two operators
+        # review).
+        _, left = await _waiting(channel, f"{work_queue}.dead")
+    return Redriven(moved, left, shared=shared)

@@ -222,7 +222,8 @@ def test_migrate_with_a_url_encoded_password(service_env: dict[str, str]) -> Non
 
 
 SEED_WAITING_ONE_SECOND = (
-    "import sys, cli.main as m; m.LOCK_WAIT_SECONDS = 1; sys.argv = ['payouts', 'seed']; m.app()"
+    "import sys, cli.database as d, cli.main as m; d.LOCK_WAIT_SECONDS = 1; "
+    "sys.argv = ['payouts', 'seed']; m.app()"
 )
 SEED_LOCK = "LEFT(CONCAT('payouts seed', ':', DATABASE()), 64)"
 

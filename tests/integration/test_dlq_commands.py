@@ -1,15 +1,19 @@
 """`payouts dlq list|redrive`: an operator sees why messages were dead-lettered and moves them
 back, through the real CLI against the real broker."""
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
 
 import aio_pika
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service.dashboard.pipeline import redrive_dead_letters
 from api_service.errors import ServiceUnavailable
+from contracts.db.database_locks import database_lock
+from contracts.db.engine import SessionFactory
 from contracts.messages import ProcessPayout
 from contracts.redelivery import retry_count
 from contracts.settings import Settings
@@ -21,9 +25,11 @@ from contracts.topology import (
     declare_topology_at,
 )
 from tests.support.amqp import RabbitClient
+from tests.support.cli import payouts_said
 from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, recreate_vhost, with_vhost
 from tests.support.polling import eventually
+from tests.support.statements import statement_running
 from tests.support.webhook_flow import SINGLE_RESENDS
 
 
@@ -146,6 +152,39 @@ async def test_replay_parked_with_mysql_down_publishes_nothing_and_says_so(
     await eventually(still_parked, what="the message back in the parking lot")
     assert await rabbit.count(SINGLE_RESENDS) == 0
     await rabbit.purge(WEBHOOK_PARKING_LOT)
+
+
+async def test_a_replay_of_the_parking_lot_waits_for_the_one_under_way(
+    settings: Settings,
+    service_env: dict[str, str],
+    rabbit: RabbitClient,
+    engine: AsyncEngine,
+    sessions: SessionFactory,
+) -> None:
+    """A replay of one merchant holds the other merchants' parked messages unacked while it
+    runs: a replay of all beside it ran dry early, left them parked, and said nothing of them
+    (two operators review). Replays now take turns on a database lock, as `seed` does."""
+    await declare_topology_at(settings.amqp_url, webhook_retry_tiers=3)
+    await rabbit.purge(WEBHOOK_PARKING_LOT, SINGLE_RESENDS)
+    event = {"id": f"evt_{uuid.uuid4().hex[:24]}", "merchantId": str(uuid.uuid4())}
+    await rabbit.publish(
+        json.dumps(event).encode(), exchange=DEFAULT_EXCHANGE, routing_key=WEBHOOK_PARKING_LOT
+    )
+    async with (
+        engine.connect() as another_replay,
+        database_lock(another_replay, "payouts webhooks replay-parked", wait_seconds=0),
+    ):
+        replaying = asyncio.create_task(payouts_said(service_env, "webhooks", "replay-parked"))
+        await eventually(
+            lambda: statement_running(sessions, "SELECT GET_LOCK"), what="a replay waiting"
+        )
+        assert await rabbit.count(WEBHOOK_PARKING_LOT) == 1
+    code, said = await replaying
+
+    assert code == 0, said
+    assert "moved 1 parked webhook message(s)" in said
+    assert await rabbit.count(WEBHOOK_PARKING_LOT) == 0
+    await rabbit.purge(SINGLE_RESENDS)
 
 
 async def test_the_dashboards_redrive_without_the_queue_is_a_dependency_down(

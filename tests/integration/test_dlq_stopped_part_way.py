@@ -5,6 +5,7 @@ how many it left behind past its limit (1,000: it stopped there in silence), and
 undecodable dead letter sits when readable ones came before it (it said "at its head", and
 taking the head off as told deleted a good dead letter)."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from tests.integration.test_operator_tools_odd_input import (
     publish_a_message_id_not_utf8,
 )
 from tests.support.amqp import RabbitClient, eventually
+from tests.support.cli import payouts_said
 from tests.support.cli import run_payouts as payouts
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
 
@@ -113,6 +115,28 @@ async def test_a_redrive_that_leaves_dead_letters_behind_says_so(
         assert done.stdout.splitlines() == [f"2 message(s) moved back to {WORK}"]
         assert done.stderr.splitlines() == [f"1 left in {DEAD} (--limit 2): run this again"]
         assert await rabbit.count(DEAD) == 1
+    finally:
+        await rabbit.purge(DEAD, WORK)
+
+
+async def test_two_redrives_at_once_move_each_dead_letter_once_and_leave_nothing_said_left(
+    settings: Settings, service_env: dict[str, str], rabbit: RabbitClient
+) -> None:
+    """Two operators (or one and the Operations page) redrive one queue at once: each said
+    "144 left (--limit 1000): run this again" of the queue they had emptied between them, its
+    count taken at its start (two operators review)."""
+    ids = await dead_commands(settings, rabbit, 300)
+    try:
+        runs = await asyncio.gather(
+            payouts_said(service_env, "dlq", "redrive", WORK),
+            payouts_said(service_env, "dlq", "redrive", WORK),
+        )
+
+        assert [code for code, _ in runs] == [0, 0], runs
+        assert await rabbit.count(DEAD) == 0
+        assert sorted(m.message_id or "" for m in await rabbit.take(WORK)) == sorted(ids)
+        for _, said in runs:
+            assert "run this again" not in said, runs
     finally:
         await rabbit.purge(DEAD, WORK)
 
