@@ -51,6 +51,9 @@ MERCHANTS_TRIED = 50  # a claim tries the first merchants with actions due ahead
 # How long the scheduler passes over an action whose rows another transaction held (its
 # merchant's later actions wait for it: first_of_its_merchant).
 PASS_OVER_SECONDS = 1.0
+# How long the heartbeat's check must fail before the processor counts as not working: a pool
+# busy for its 2 s, once, is not a night down (final review).
+NOT_WORKING_AFTER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,11 @@ def first_of_its_merchant() -> ColumnElement[bool]:
     A probe of the merchant index; a plain read, which locks nothing."""
     earlier = aliased(ScheduledAction, name="earlier")
     return ~exists(
-        select(earlier.id).where(
+        select(earlier.id)
+        # Left to itself, the optimizer may pick the claim index: every pending action of
+        # every merchant read for each one probed.
+        .with_hint(earlier, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
+        .where(
             earlier.merchant_id == ScheduledAction.merchant_id,
             earlier.applied_at.is_(None),
             or_(
@@ -235,8 +242,10 @@ class Scheduler:
     batch: int = 100
     # Actions whose payout row another transaction held, by when to try them again (monotonic).
     _passed_over: dict[int, float] = field(default_factory=dict)
-    # Since when the processor has worked (monotonic; None while it does not).
-    _working_since: float | None = field(default_factory=time.monotonic)
+    # Since when the processor has worked, and since when its checks have failed (monotonic;
+    # None: not yet, or not now). Not since its start: it may wait hours for RabbitMQ there.
+    _working_since: float | None = None
+    _failing_since: float | None = None
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -290,22 +299,31 @@ class Scheduler:
         """The next action due: on the database's clock, then (test mode only) on an advanced
         clock. In production no clock is read, whatever offset test mode left."""
         merchant_time = self.timetable.time
-        worked = self._working_since is not None and (
-            time.monotonic() - self._working_since >= START_WAIT_LIMIT.total_seconds()
-        )
-        rules = ClaimRules(self._passing_over(), stuck_ones_aside=worked)
+        rules = self.claim_rules()
         claimed = await session.scalar(claim_due_action(merchant_time, rules))
         if claimed is None and merchant_time.sandbox_clocks:
             claimed = await claim_due_ahead(session, rules)
         return claimed
 
+    def claim_rules(self) -> ClaimRules:
+        """What a claim leaves aside now."""
+        worked = self._working_since is not None and (
+            time.monotonic() - self._working_since >= START_WAIT_LIMIT.total_seconds()
+        )
+        return ClaimRules(self._passing_over(), stuck_ones_aside=worked)
+
     def note_working(self, works: bool) -> None:
         """What the processor's heartbeat found: its broker and database answering, its
-        consumers consuming (contracts/consumer_health.py), or not."""
-        if not works:
+        consumers consuming (contracts/consumer_health.py), or not. It works from its first
+        good check, and stops once its checks have failed NOT_WORKING_AFTER_SECONDS."""
+        now = time.monotonic()
+        if works:
+            self._failing_since = None
+            self._working_since = self._working_since or now
+            return
+        self._failing_since = self._failing_since or now
+        if now - self._failing_since >= NOT_WORKING_AFTER_SECONDS:
             self._working_since = None
-        elif self._working_since is None:
-            self._working_since = time.monotonic()
 
     def _passing_over(self) -> list[int]:
         now = time.monotonic()

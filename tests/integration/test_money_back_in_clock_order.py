@@ -5,8 +5,10 @@ payout the clock started judged its PSP outcome by that start (diff review): eit
 queued payout started or expired depended on the order the processor took its messages in."""
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -342,11 +344,15 @@ def processor_started_this_morning(scheduler: Scheduler) -> None:
 
 
 def broker_back_this_morning(scheduler: Scheduler) -> None:
-    """The processor up all night, its broker down: its heartbeat's check found it not working,
-    then working again (late fixes review: the hour counted from the processor's start)."""
-    scheduler._working_since -= 4 * 3600  # type: ignore[operator]
-    scheduler.note_working(False)
-    scheduler.note_working(True)
+    """The processor up all night, its broker down: its heartbeat's check found it not working
+    for hours, then working again (late fixes review: the hour counted from its start)."""
+    with patch.object(time, "monotonic", lambda: 0.0):  # the evening
+        scheduler.note_working(True)
+    with patch.object(time, "monotonic", lambda: 3600.0):  # an hour into the night
+        scheduler.note_working(False)
+    with patch.object(time, "monotonic", lambda: 3 * 3600.0):  # the broker still down
+        scheduler.note_working(False)
+    scheduler.note_working(True)  # back this morning
 
 
 @pytest.mark.parametrize("night", [processor_started_this_morning, broker_back_this_morning])
