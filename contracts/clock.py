@@ -28,6 +28,7 @@ from contracts.settings import Settings
 # A payout the processor has not submitted after this long is stuck (its command failing into
 # the dead-letter queue, say; reconcile names it): the merchant's clock waits for it no longer.
 START_WAIT_LIMIT = timedelta(hours=1)
+_START_WAIT_CUTOFF = database_now_plus(-int(START_WAIT_LIMIT.total_seconds()))
 
 _event_sandbox_time: ContextVar[datetime | None] = ContextVar("event_sandbox_time", default=None)
 
@@ -203,6 +204,3 @@ def outcome_waiting_to_be_applied(
     if stuck_ones_aside:
         waiting.insert(1, PspCallback.received_at > _START_WAIT_CUTOFF)
     return waiting
-
-
-_START_WAIT_CUTOFF = database_now_plus(-int(START_WAIT_LIMIT.total_seconds()))

@@ -18,6 +18,9 @@ TABLE_MISSING = 1146
 # ER_LOCK_NOWAIT.
 LOCK_REFUSED = frozenset({LOCK_WAIT_TIMEOUT, 3572})
 DEADLOCK = 1213
+# A lock wait timed out, NOWAIT found a row held, or a deadlock: one row another transaction
+# holds may be all that failed, not the database.
+ROW_LOCK_FAILURES = frozenset({*LOCK_REFUSED, DEADLOCK})
 # A statement the server timed out: MariaDB's max_statement_time, MySQL's max_execution_time.
 STATEMENT_TIMEOUT = frozenset({1969, 3024})
 SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROCEDURE)
@@ -90,11 +93,7 @@ def _numbers_in_context(error: BaseException) -> set[int | None]:
 
 
 def is_row_lock_failure(error: BaseException) -> bool:
-    """A lock wait timed out, NOWAIT found a row held, or a deadlock: one row another
-    transaction holds may be all that failed, not the database."""
-    if not isinstance(error, DBAPIError):
-        return False
-    return database_error_code(error) in {*LOCK_REFUSED, DEADLOCK}
+    return isinstance(error, DBAPIError) and database_error_code(error) in ROW_LOCK_FAILURES
 
 
 def is_statement_timeout(error: BaseException) -> bool:
