@@ -12,9 +12,11 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from faststream.exceptions import AckMessage
+from aiormq.exceptions import DeliveryError
+from faststream.exceptions import AckMessage, NackMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
+from pamqp.commands import Basic
 from pydantic import BaseModel, ValidationError
 
 from contracts.logging import bind_log_context
@@ -152,19 +154,54 @@ async def republish(
     to the work queue; without one it stays (a parking lot). Persistent, mandatory, confirmed.
     """
     raw = message.raw_message
-    await broker.publish(
-        raw.body,
-        queue=queue,
-        persist=True,
-        mandatory=True,
+    copy = aio_pika.Message(
+        body=raw.body,
         headers={**retry_headers(raw.headers, error=error, failed=failed), **(headers or {})},
         content_type=raw.content_type,
         message_id=raw.message_id,
         correlation_id=raw.correlation_id,
         timestamp=raw.timestamp,
         expiration=max(delay_seconds, 0.001) if delay_seconds is not None else None,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+    try:
+        await broker.publish(copy, queue=queue, mandatory=True)
+    except DeliveryError as refused:
+        if not _nacked(refused):  # returned: no such queue
+            raise
+        await _publish_on_a_new_channel(broker, copy, queue=queue)
     await message.ack()
+
+
+async def _publish_on_a_new_channel(
+    broker: RabbitBroker, copy: aio_pika.Message, *, queue: str
+) -> None:
+    """A copy the broker refused on the service's channel, sent once more on a channel of its
+    own. A quorum queue that refused a channel's publish while at its length limit (an operator's
+    max-length policy: the queues overflow by rejecting publishes) kept refusing that channel
+    once the limit was lifted (RabbitMQ 3.10), while a new channel's publishes were taken: every
+    later retry to that queue failed until the service restarted. Refused again, the queue is
+    full now: the original goes back to its queue (nacked, as an error would), said by name."""
+    log.warning("RabbitMQ refused a copy for %s on the service's channel: sent on a new one", queue)
+    connection = await broker.connect()
+    try:
+        async with connection.channel(publisher_confirms=True, on_return_raises=True) as channel:
+            await channel.default_exchange.publish(copy, routing_key=queue, mandatory=True)
+    except DeliveryError as refused:
+        if not _nacked(refused):
+            raise
+        log.error(
+            "RabbitMQ refused a copy for %s: the queue is at its length limit (an operator's"
+            " max-length policy?); message %s goes back to its queue",
+            queue,
+            copy.message_id,
+        )
+        raise NackMessage() from None
+
+
+def _nacked(error: DeliveryError) -> bool:
+    """The broker refused the message (a nack), rather than returned it as unroutable."""
+    return isinstance(error.frame, Basic.Nack)
 
 
 async def dead_letter(
