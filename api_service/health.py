@@ -15,7 +15,7 @@ from contracts.amqp_connection import connect
 from contracts.db.engine import create_engine
 from contracts.stopping import being_cancelled
 from contracts.wire import dumps
-from migrations.state import migration_state
+from migrations.state import database_state
 
 router = APIRouter(tags=["health"])
 
@@ -96,9 +96,10 @@ async def health() -> Response:
 
 
 class ReadinessChecks(BaseModel):
-    database: Literal["ok", "unavailable", "not_migrated"] = Field(
-        description="`not_migrated`: it answers, but lacks this code's migrations (run "
-        "`payouts migrate`)"
+    database: Literal["ok", "unavailable", "read_only", "not_migrated"] = Field(
+        description="`read_only`: it answers, but refuses writes (a replica, or a primary "
+        "demoted by a failover); `not_migrated`: it answers, but lacks this code's migrations "
+        "(run `payouts migrate`)"
     )
     rabbitmq: Literal["ok", "unavailable"]
     shutdown: Literal["draining"] | None = Field(
@@ -113,7 +114,7 @@ class Readiness(BaseModel):
 
 @router.get(
     "/ready",
-    summary="Readiness: MySQL and RabbitMQ answer",
+    summary="Readiness: MySQL answers and takes writes, and RabbitMQ answers",
     response_model=Readiness,
     responses={
         503: {
@@ -148,6 +149,8 @@ def database_probe_engine(database_url: str) -> AsyncEngine:
 
 
 async def _database_state(request: Request) -> str:
-    """`ok`, `unavailable`, or `not_migrated`: an API started on a database `payouts migrate` had
-    not run on was ready, and answered every merchant's call with a 500 (lifecycle review)."""
-    return await migration_state(request.app.state.database_probe, CHECK_TIMEOUT_SECONDS)
+    """`ok`, `unavailable`, `read_only` or `not_migrated`: an API started on a database `payouts
+    migrate` had not run on was ready, and answered every merchant's call with a 500 (lifecycle
+    review); one on a read-only database (a demoted primary) was ready, and answered each with
+    a 503 (failover review)."""
+    return await database_state(request.app.state.database_probe, CHECK_TIMEOUT_SECONDS)

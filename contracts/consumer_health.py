@@ -20,7 +20,7 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.subscriber.usecase import RabbitSubscriber
 
 from contracts.db.engine import SessionFactory
-from migrations.state import MigrationState, migration_state
+from migrations.state import DatabaseState, database_state
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def consumer_works(
         )
         await asyncio.wait_for(declare_topology(), DECLARE_SECONDS)
         return False
-    return await migration_state(sessions, CHECK_SECONDS) is MigrationState.OK
+    return await database_state(sessions, CHECK_SECONDS) is DatabaseState.OK
 
 
 def _rabbit(broker: RabbitBroker) -> list[RabbitSubscriber]:

@@ -1,5 +1,6 @@
-"""Whether the database has this code's migrations: the API's readiness says so, and a consumer
-or the outbox relay waits for them before it takes work."""
+"""Whether the database can take this code's work (it answers, accepts writes, and has this
+code's migrations): the API's readiness says so, and a consumer or the outbox relay waits for it
+before it takes work."""
 
 import asyncio
 import contextlib
@@ -8,6 +9,7 @@ from enum import StrEnum
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.db.engine import SessionFactory
 from migrations.runner import lacks_migrations
@@ -19,13 +21,16 @@ TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
 MIGRATED_POLL_SECONDS = 5.0
 
 
-class MigrationState(StrEnum):
+class DatabaseState(StrEnum):
     OK = "ok"
     UNAVAILABLE = "unavailable"
+    # It answers, but refuses writes: a replica, or a primary demoted by a failover, which the
+    # API's readiness called ok (a load balancer kept sending it merchants' calls, each a 503).
+    READ_ONLY = "read_only"
     NOT_MIGRATED = "not_migrated"  # it answers, but lacks a revision this code needs
 
 
-async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> MigrationState:
+async def database_state(sessions: SessionFactory, timeout_seconds: float) -> DatabaseState:
     """The database's state as this code needs it, asked within `timeout_seconds`. An account
     that may not read `alembic_version` (granted table by table) counts as migrated."""
     state, _ = await _checked(sessions, timeout_seconds)
@@ -34,26 +39,33 @@ async def migration_state(sessions: SessionFactory, timeout_seconds: float) -> M
 
 async def _checked(
     sessions: SessionFactory, timeout_seconds: float
-) -> tuple[MigrationState, str | None]:
-    """migration_state, and why the database is unavailable (what it or the driver said)."""
+) -> tuple[DatabaseState, str | None]:
+    """database_state, and why the database is unavailable (what it or the driver said)."""
     try:
         async with sessions() as session:
-            version = await asyncio.wait_for(
-                session.scalar(text("SELECT version_num FROM alembic_version")), timeout_seconds
-            )
+            return await asyncio.wait_for(_state(session), timeout_seconds), None
+    except DBAPIError as error:
+        return DatabaseState.UNAVAILABLE, str(error.orig)
+    except Exception as error:
+        return DatabaseState.UNAVAILABLE, repr(error)
+
+
+async def _state(session: AsyncSession) -> DatabaseState:
+    if await session.scalar(text("SELECT @@global.read_only")):
+        return DatabaseState.READ_ONLY
+    try:
+        version = await session.scalar(text("SELECT version_num FROM alembic_version"))
     except DBAPIError as error:
         code = error.orig.args[0] if error.orig is not None and error.orig.args else None
         if code == TABLE_ACCESS_DENIED:
-            return MigrationState.OK, None
+            return DatabaseState.OK
         if code != NO_SUCH_TABLE:
-            return MigrationState.UNAVAILABLE, str(error.orig)
+            raise
         version = None
-    except Exception as error:
-        return MigrationState.UNAVAILABLE, repr(error)
     if lacks_migrations(version):
         log.warning("the database lacks migrations (at %s): run `payouts migrate`", version)
-        return MigrationState.NOT_MIGRATED, None
-    return MigrationState.OK, None
+        return DatabaseState.NOT_MIGRATED
+    return DatabaseState.OK
 
 
 async def until_migrated(
@@ -64,8 +76,8 @@ async def until_migrated(
     dead-letter queues (lifecycle review); one started while the database was still booting
     (unreachable) did so too, once it answered (diff review)."""
     stop = stop or asyncio.Event()
-    said: tuple[MigrationState, str | None] = (MigrationState.OK, None)
-    while (checked := await _checked(sessions, MIGRATED_POLL_SECONDS))[0] is not MigrationState.OK:
+    said: tuple[DatabaseState, str | None] = (DatabaseState.OK, None)
+    while (checked := await _checked(sessions, MIGRATED_POLL_SECONDS))[0] is not DatabaseState.OK:
         if checked != said:  # a refused login said only "unavailable", like an outage
             state, why = checked
             because = f": {why}" if why else ""
@@ -75,12 +87,13 @@ async def until_migrated(
             await asyncio.wait_for(stop.wait(), MIGRATED_POLL_SECONDS)
         if stop.is_set():
             return False
-    if said[0] is not MigrationState.OK:
+    if said[0] is not DatabaseState.OK:
         log.info("the database is migrated: the %s starts", who)
     return True
 
 
 _UNTIL = {
-    MigrationState.UNAVAILABLE: "answers (it is unavailable)",
-    MigrationState.NOT_MIGRATED: "is migrated",
+    DatabaseState.UNAVAILABLE: "answers (it is unavailable)",
+    DatabaseState.READ_ONLY: "accepts writes (it is read-only)",
+    DatabaseState.NOT_MIGRATED: "is migrated",
 }

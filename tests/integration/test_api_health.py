@@ -28,6 +28,7 @@ from tests.support.api_helpers import (
     payout_body,
 )
 from tests.support.infrastructure import database_account
+from tests.support.private_mariadb import private_mariadb, set_read_only
 from tests.support.tcp_proxy import HangingProxy
 
 
@@ -207,6 +208,22 @@ async def test_a_database_lacking_migrations_is_not_ready(
 
     assert response.json()["checks"]["database"] == state
     assert response.status_code == (200 if state == "ok" else 503)
+
+
+async def test_a_read_only_database_is_not_ready(settings: Settings) -> None:
+    """A read-only server (a replica, or a primary a failover demoted) answers reads: /ready
+    said `database: ok`, a load balancer kept the API in, and each merchant's write was a 503
+    (failover review). Writable again, it is judged on its migrations as any other."""
+    with private_mariadb("--read-only") as url:
+        response = await _ready_with(settings, database_url=url)
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"database": "read_only", "rabbitmq": "ok"}
+
+        await set_read_only(url, False)
+        assert (await _ready_with(settings, database_url=url)).json()["checks"] == {
+            "database": "not_migrated",
+            "rabbitmq": "ok",
+        }
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from migrations.state import MIGRATED_POLL_SECONDS, until_migrated
 from processor_service.app import create_processor
 from processor_service.relay_service import run_outbox_relay
 from tests.support.polling import eventually
+from tests.support.private_mariadb import private_mariadb, set_read_only
 from tests.support.tcp_proxy import HangingProxy
 from webhook_service.app import create_webhook_app
 
@@ -127,6 +128,31 @@ async def test_the_outbox_relay_stops_when_asked_while_it_waits(
     stop.set()
 
     await asyncio.wait_for(relay, timeout=MIGRATED_POLL_SECONDS + 2)
+
+
+async def test_the_outbox_relay_waits_while_its_database_is_read_only(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only server (a replica, a primary a failover demoted) answers: it counted as
+    ready, and each round's writes failed. Writable, it is judged on its migrations."""
+    caplog.set_level(logging.INFO, logger="migrations.state")
+    stop = asyncio.Event()
+    with private_mariadb("--read-only") as url:
+        relay = asyncio.create_task(
+            run_outbox_relay(settings.model_copy(update={"database_url": url}), stop)
+        )
+        try:
+            read_only = "the outbox relay takes no work until the database accepts writes"
+            await eventually(_logged(caplog, read_only), what="the relay waiting for writes")
+            await set_read_only(url, False)
+            await eventually(
+                _waits_for_migrations(caplog, "outbox relay"),
+                within=MIGRATED_POLL_SECONDS * 3,
+                what="the relay waiting for the migrations",
+            )
+        finally:
+            stop.set()
+            await relay
 
 
 async def test_a_processor_started_before_its_database_answers_waits_for_the_migrations(
