@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from contracts.clock import MerchantTime
-from contracts.db.engine import seconds_between, utcnow
+from contracts.db.engine import database_now_plus, seconds_between, utcnow
 from contracts.db.models import (
     Balance,
     Merchant,
@@ -45,6 +45,8 @@ from contracts.waiting_retries import (
 from contracts.webhooks import DeliveryStatus
 
 MAX_REPORTED = 20
+# An outbox row unsent this long after it fell due: the outbox relay is down or behind.
+MAX_OUTBOX_LAG = timedelta(seconds=60)
 
 
 # How far before the stuck threshold the Operations page looks for events without a delivery
@@ -55,7 +57,7 @@ UNDELIVERED_EVENTS_WINDOW = timedelta(minutes=10)
 @dataclass(frozen=True)
 class Thresholds:
     stuck_after: timedelta = timedelta(minutes=5)
-    max_outbox_lag: timedelta = timedelta(seconds=60)
+    max_outbox_lag: timedelta = MAX_OUTBOX_LAG
     # A payout in RETRY waits this long for its next attempt by design
     # (PAYOUTS_PROCESSOR_RETRY_DELAY_SECONDS, up to an hour): "stuck" counts from then on.
     retry_delay: timedelta = timedelta(0)
@@ -353,6 +355,14 @@ async def pipeline_problems(
 PARKED = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_not(None)
 # An outbox row the relay will send: due, or backing off after a refusal.
 UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
+
+
+async def relay_keeps_up(session: AsyncSession) -> bool:
+    """No outbox row the relay will send fell due over MAX_OUTBOX_LAG ago (ix_outbox_claim)."""
+    lagging = UNSENT & (
+        OutboxMessage.next_attempt_at < database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
+    )
+    return not await session.scalar(select(exists().where(lagging)))
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

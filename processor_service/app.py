@@ -17,6 +17,7 @@ from contracts.db.engine import (
 from contracts.heartbeat import BeatWhileWorking, Heartbeat
 from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.metrics_server import serve_metrics
+from contracts.pipeline_health import relay_keeps_up
 from contracts.redelivery import dead_lettering_decoder
 from contracts.settings import Settings
 from contracts.topology import (
@@ -101,12 +102,17 @@ def create_processor(settings: Settings) -> FastStream:
     # Touched once the consumers are subscribed (after_startup), never while the start waits for
     # the migrations, nor while the broker or the database is down.
     async def works() -> bool:
-        """The heartbeat's check, told to the scheduler too (ClaimRules.stuck_ones_aside)."""
-        working = False
+        """The heartbeat's check, told to the scheduler too (ClaimRules.stuck_ones_aside), with
+        whether the outbox relay keeps up: with it alone down a night, its payouts waited for
+        it, not stuck, and a queue's expiry due in the night went before the failure whose
+        release should have started the queue."""
+        working = flowing = False
         try:
             working = await consumer_works(broker, sessions, declare_topology)
+            async with sessions() as session:
+                flowing = working and await relay_keeps_up(session)
         finally:
-            scheduler.note_working(working)
+            scheduler.note_working(flowing)
         return working
 
     beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), works)
