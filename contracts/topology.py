@@ -219,6 +219,16 @@ async def declare_topology(channel: AbstractChannel, *, webhook_retry_tiers: int
         await declare_work_queue(channel, queue)
 
 
+# What RabbitMQ says when a queue limit refuses a declaration, and what the operator can do.
+QUEUE_LIMITS = {
+    "queue limit in vhost": "the vhost's queue limit is reached. Raise or clear it (`rabbitmqctl "
+    "clear_vhost_limits -p VHOST`, or the management UI's Admin > Limits)",
+    # RabbitMQ 3.13 and later: the `cluster_queue_limit` setting.
+    "queue limit in cluster": "the cluster's queue limit is reached. Raise RabbitMQ's "
+    "`cluster_queue_limit` setting, or delete the queues of what no longer runs",
+}
+
+
 class TopologyConflict(Exception):
     """RabbitMQ refused to declare this version's topology (PRECONDITION_FAILED), which no
     restart mends: a queue or exchange of the vhost differs from what this version declares (an
@@ -231,12 +241,9 @@ class TopologyConflict(Exception):
         review)."""
         reply = str(refusal.args[-1])
         refused = f"RabbitMQ refused this version's topology ({reply})"
-        if "limit in vhost" in reply:
-            return cls(
-                f"{refused}: the vhost's queue limit is reached. Raise or clear it "
-                "(`rabbitmqctl clear_vhost_limits -p VHOST`, or the management UI's "
-                "Admin > Limits), then start again."
-            )
+        for said, advice in QUEUE_LIMITS.items():
+            if said in reply:
+                return cls(f"{refused}: {advice}, then start again.")
         return cls(
             f"{refused}: a queue left by an older version. Empty and delete it, or give this "
             "version's a new name (docs/operations.md, the queues' arguments), then start again."
