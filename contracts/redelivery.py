@@ -140,18 +140,25 @@ async def republish(
     broker: RabbitBroker,
     message: RabbitMessage,
     *,
-    queue: str,
+    queue: WorkQueue,
+    to: str,
     error: str,
     delay_seconds: float | None = None,
     headers: Mapping[str, Any] | None = None,
     failed: bool = True,
 ) -> None:
-    """Send a copy of `message` to `queue` (through the default exchange) and ack the original;
-    `headers` are set on the copy besides the retry bookkeeping. A copy that only waits
-    (`failed=False`) keeps its retry count: the wait takes no step of the retry ladder.
+    """Send a copy of `message`, of `queue`, to the queue `to` (through the default exchange)
+    and ack the original; `headers` are set on the copy besides the retry bookkeeping. A copy
+    that only waits (`failed=False`) keeps its retry count: the wait takes no step of the retry
+    ladder.
 
     With a delay, the copy expires after `delay_seconds` in a TTL queue that dead-letters it back
     to the work queue; without one it stays (a parking lot). Persistent, mandatory, confirmed.
+
+    A copy `to` refuses, at its length limit (an operator's max-length policy on a waiting
+    queue), goes to `queue`'s dead-letter queue, the refusal its last error. Sent back to its
+    queue, it was refused again at once, ten times in 50 ms, until the broker dead-lettered it
+    with no reason (diff review). Refused there too, the original goes back to its queue.
     """
     raw = message.raw_message
     copy = aio_pika.Message(
@@ -165,23 +172,39 @@ async def republish(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
     try:
-        await broker.publish(copy, queue=queue, mandatory=True)
-    except DeliveryError as refused:
-        if not _nacked(refused):  # returned: no such queue
-            raise
-        await _publish_on_a_new_channel(broker, copy, queue=queue)
+        await _publish(broker, copy, to)
+    except QueueFull as full:
+        if to == queue.dead_letter_queue:
+            log.error("%s: message %s goes back to %s", full, raw.message_id, queue.name)
+            raise NackMessage() from None
+        log.error("%s: message %s dead-lettered", full, raw.message_id)
+        await dead_letter(broker, message, queue=queue, error=str(full))
+        return
     await message.ack()
 
 
-async def _publish_on_a_new_channel(
-    broker: RabbitBroker, copy: aio_pika.Message, *, queue: str
-) -> None:
-    """A copy the broker refused on the service's channel, sent once more on a channel of its
-    own. A quorum queue that refused a channel's publish while at its length limit (an operator's
-    max-length policy: the queues overflow by rejecting publishes) kept refusing that channel
-    once the limit was lifted (RabbitMQ 3.10), while a new channel's publishes were taken: every
-    later retry to that queue failed until the service restarted. Refused again, the queue is
-    full now: the original goes back to its queue (nacked, as an error would), said by name."""
+class QueueFull(Exception):
+    """RabbitMQ refused a copy for a queue at its length limit."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"RabbitMQ refused a copy for {queue}: the queue is at its length limit (an "
+            "operator's max-length policy?)"
+        )
+
+
+async def _publish(broker: RabbitBroker, copy: aio_pika.Message, queue: str) -> None:
+    """`copy` to `queue`, confirmed. One the broker refuses on the service's channel is sent
+    once more on a channel of its own: a quorum queue that refused a channel's publish while at
+    its length limit (the queues overflow by refusing publishes) kept refusing that channel once
+    the limit was lifted (RabbitMQ 3.10), while a new channel's publishes were taken: every later
+    copy for that queue failed until the service restarted. QueueFull if refused there too."""
+    try:
+        await broker.publish(copy, queue=queue, mandatory=True)
+        return
+    except DeliveryError as refused:
+        if not _nacked(refused):  # returned: no such queue
+            raise
     log.warning("RabbitMQ refused a copy for %s on the service's channel: sent on a new one", queue)
     connection = await broker.connect()
     try:
@@ -190,13 +213,7 @@ async def _publish_on_a_new_channel(
     except DeliveryError as refused:
         if not _nacked(refused):
             raise
-        log.error(
-            "RabbitMQ refused a copy for %s: the queue is at its length limit (an operator's"
-            " max-length policy?); message %s goes back to its queue",
-            queue,
-            copy.message_id,
-        )
-        raise NackMessage() from None
+        raise QueueFull(queue) from None
 
 
 def _nacked(error: DeliveryError) -> bool:
@@ -209,7 +226,7 @@ async def dead_letter(
 ) -> None:
     """Straight into `<queue>.dead` with the reason in our last-error header (a plain reject
     would dead-letter it too, but an operator could not tell why)."""
-    await republish(broker, message, queue=queue.dead_letter_queue, error=error)
+    await republish(broker, message, queue=queue, to=queue.dead_letter_queue, error=error)
 
 
 def validation_summary(model: type[BaseModel], error: ValidationError) -> str:

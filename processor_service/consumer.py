@@ -171,7 +171,8 @@ class Consumer:
         await republish(
             self.broker,
             message,
-            queue=queue.retry_queue(tier),
+            queue=queue,
+            to=queue.retry_queue(tier),
             error=description,
             delay_seconds=delay,
             headers=bookkeeping,

@@ -186,7 +186,8 @@ class PayoutEventConsumer:
             await republish(
                 self.broker,
                 message,
-                queue=queue.retry_queue(decision.step.tier) if waits else queue.name,
+                queue=queue,
+                to=queue.retry_queue(decision.step.tier) if waits else queue.name,
                 error=decision.reason,
                 delay_seconds=decision.step.delay_seconds if waits else None,
                 headers=waiting_headers(decision, request),
@@ -197,7 +198,8 @@ class PayoutEventConsumer:
             await republish(
                 self.broker,
                 message,
-                queue=WEBHOOK_PARKING_LOT,
+                queue=queue,
+                to=WEBHOOK_PARKING_LOT,
                 error=decision.reason,
                 headers={PARKED_HEADER: 1},
             )

@@ -4,6 +4,7 @@ queues overflow by refusing publishes), against the real RabbitMQ, MariaDB and r
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -12,7 +13,7 @@ from aiormq.exceptions import DeliveryError
 
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
-from contracts.topology import DEFAULT_EXCHANGE
+from contracts.topology import DEFAULT_EXCHANGE, LAST_ERROR_HEADER, RETRY_COUNT_HEADER
 from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
@@ -21,6 +22,7 @@ from tests.support.webhook_flow import (
     QUEUE,
     created_event,
     event_id_of,
+    messages_of,
     purge_webhook_queues,
     quick_webhook_settings,
     reaches,
@@ -80,10 +82,12 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
     infrastructure: Infrastructure,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A quorum queue that refused a channel's publish while full kept refusing that channel
-    once the operator lifted the limit (RabbitMQ 3.10): every later retry of that tier failed
-    with an unnamed traceback, its webhook waited for the stalled-retry sweep (300 s), until the
-    webhook service restarted."""
+    """A retry the full tier refuses is dead-lettered with the refusal as its reason: sent back
+    to its queue, it was refused again at once, ten times in 50 ms, until the broker
+    dead-lettered it with no reason (diff review). And a quorum queue that refused a channel's
+    publish while full kept refusing that channel once the operator lifted the limit (RabbitMQ
+    3.10): every later retry of that tier failed with an unnamed traceback, its webhook waited
+    for the stalled-retry sweep (300 s), until the webhook service restarted."""
     await purge_webhook_queues(rabbit, settings)
     caplog.set_level(logging.WARNING, logger="redelivery")
     _, while_full = await created_event(api_client, make_merchant, sessions, receiver.url)
@@ -93,15 +97,21 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
     async with running_webhook_service(quick_webhook_settings(settings)):
         async with first_tier_held_at_its_limit(infrastructure, rabbit):
             await relay(rabbit, while_full)
-
-            async def refused() -> None:
-                assert any("length limit" in r.getMessage() for r in caplog.records)
-
-            await eventually(refused)
+            dead = await eventually(lambda: _dead_letters_of(rabbit, event_id_of(while_full)))
         await relay(rabbit, once_lifted)
 
         await reaches(sessions, event_id_of(once_lifted), DeliveryStatus.DELIVERED, attempts=2)
 
+    refusal = f"RabbitMQ refused a copy for {FIRST_TIER}: the queue is at its length limit"
+    assert [headers[LAST_ERROR_HEADER][: len(refusal)] for headers in dead] == [refusal]
+    assert [headers[RETRY_COUNT_HEADER] for headers in dead] == [1]  # once, not ten times
     said = [r.getMessage() for r in caplog.records if r.name == "redelivery"]
-    assert f"RabbitMQ refused a copy for {FIRST_TIER} on the service's channel" in said[0]
-    assert said[1].startswith(f"RabbitMQ refused a copy for {FIRST_TIER}: the queue is at its")
+    assert said[0].startswith(f"RabbitMQ refused a copy for {FIRST_TIER} on the service's channel")
+    assert said[1].startswith(refusal) and said[1].endswith("dead-lettered")
+
+
+async def _dead_letters_of(rabbit: RabbitClient, event_id: str) -> list[dict[str, Any]]:
+    """The event's dead letters (their headers), taken; at least one."""
+    letters = await messages_of(rabbit, QUEUE.dead_letter_queue, event_id)
+    assert letters, "no dead letter yet"
+    return [dict(letter.headers or {}) for letter in letters]

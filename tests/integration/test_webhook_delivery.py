@@ -287,7 +287,7 @@ async def test_a_copy_that_parked_its_delivery_redelivered_after_a_crash_is_park
     parkings: list[str] = []
 
     async def publish_to_the_lot_dying_once(broker: Any, message: Any, **kwargs: Any) -> None:
-        if kwargs["queue"] == WEBHOOK_PARKING_LOT:
+        if kwargs["to"] == WEBHOOK_PARKING_LOT:
             parkings.append(message.message_id)
             if len(parkings) == 1:
                 raise ConnectionError("killed before publishing to the parking lot")
