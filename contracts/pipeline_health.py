@@ -358,11 +358,13 @@ UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
 
 
 async def relay_keeps_up(session: AsyncSession) -> bool:
-    """No outbox row the relay will send fell due over MAX_OUTBOX_LAG ago (ix_outbox_claim)."""
-    lagging = UNSENT & (
-        OutboxMessage.next_attempt_at < database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
+    """No outbox row the relay will send was written over MAX_OUTBOX_LAG ago: the outbox lag
+    `pipeline_problems` names (over the unsent rows of ix_outbox_claim). A row never tried is
+    due since the epoch (contracts/outbox.py): by its due time, every row was lagging."""
+    cutoff = database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
+    return not await session.scalar(
+        select(exists().where(UNSENT, OutboxMessage.created_at < cutoff))
     )
-    return not await session.scalar(select(exists().where(lagging)))
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

@@ -8,7 +8,7 @@ from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
-from contracts.consumer_health import consumer_works
+from contracts.consumer_health import CHECK_SECONDS, consumer_works
 from contracts.db.engine import (
     WORKER_DATABASE_TIMEOUT_SECONDS,
     create_engine,
@@ -109,11 +109,19 @@ def create_processor(settings: Settings) -> FastStream:
         working = flowing = False
         try:
             working = await consumer_works(broker, sessions, declare_topology)
-            async with sessions() as session:
-                flowing = working and await relay_keeps_up(session)
+            flowing = working and await relay_keeps_up_within(CHECK_SECONDS)
         finally:
             scheduler.note_working(flowing)
         return working
+
+    async def relay_keeps_up_within(seconds: float) -> bool:
+        """relay_keeps_up, False if it cannot tell within `seconds`: the heartbeat's check
+        itself (the database answered it) does not fail for it."""
+        try:
+            async with sessions() as session:
+                return await asyncio.wait_for(relay_keeps_up(session), seconds)
+        except Exception:
+            return False
 
     beating = BeatWhileWorking(Heartbeat.at(settings.heartbeat_file), works)
 

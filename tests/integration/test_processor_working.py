@@ -2,16 +2,20 @@
 waiting over an hour counts as stuck), through a processor running against the real MariaDB and
 RabbitMQ."""
 
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, update
 
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import OutboxMessage
-from contracts.pipeline_health import MAX_OUTBOX_LAG, UNSENT
+from contracts.messages import ProcessPayout
+from contracts.outbox import outbox_row, write_outbox
+from contracts.pipeline_health import MAX_OUTBOX_LAG as LAG
+from contracts.pipeline_health import UNSENT
 from contracts.settings import Settings
 from processor_service.app import create_processor
 from processor_service.scheduler import Scheduler
@@ -27,31 +31,37 @@ async def test_the_processor_works_for_its_scheduler_only_while_the_relay_keeps_
     started the queue (overnight review, left open then)."""
     heard: list[bool] = []
     monkeypatch.setattr(Scheduler, "note_working", lambda _, works: heard.append(works))
-    long_due = utcnow() - 2 * MAX_OUTBOX_LAG
-    async with transaction(sessions) as session:
-        await session.execute(
-            insert(OutboxMessage).values(
-                exchange="",
-                routing_key="nowhere",
-                body=b"{}",
-                headers={},
-                created_at=long_due,
-                next_attempt_at=long_due,
-            )
-        )
+    async with transaction(sessions) as session:  # others' rows sent, as a running relay would
+        await session.execute(update(OutboxMessage).where(UNSENT).values(sent_at=utcnow()))
+        # Written a moment ago, as the API writes them (due since the epoch): no lag (diff review)
+        await write_outbox(session, [_row()])
     processor = create_processor(
         settings.model_copy(update={"heartbeat_file": str(tmp_path / "heartbeat")})
     )
     await processor.start()
     try:
-        await eventually(_heard(heard, False), what="the relay lagging heard")
-        async with transaction(sessions) as session:  # sent, as a relay that is back would
-            lagging = UNSENT & (OutboxMessage.next_attempt_at < utcnow() - timedelta(seconds=1))
-            await session.execute(update(OutboxMessage).where(lagging).values(sent_at=utcnow()))
-
         await eventually(_heard(heard, True), what="the processor working heard")
+        async with transaction(sessions) as session:  # the relay down for two minutes
+            await session.execute(
+                insert(OutboxMessage).values({**_row(), "created_at": utcnow() - 2 * LAG})
+            )
+
+        await eventually(_heard(heard, False), what="the relay lagging heard")
     finally:
         await processor.stop()
+
+
+def _row() -> dict[str, Any]:
+    """An outbox row as the API writes one (no relay runs here: it stays unsent)."""
+    payout_id, merchant_id = str(uuid.uuid4()), str(uuid.uuid4())
+    return outbox_row(
+        ProcessPayout(payout_id=payout_id, merchant_id=merchant_id),
+        exchange="",
+        routing_key="nowhere",
+        payout_id=payout_id,
+        merchant_id=merchant_id,
+        correlation_id=None,
+    )
 
 
 def _heard(heard: list[bool], works: bool) -> Callable[[], Awaitable[bool]]:
