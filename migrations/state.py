@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
 TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
 MIGRATED_POLL_SECONDS = 5.0
+# MySQL 8 and MariaDB 10.11 say 0 or 1; a newer MariaDB's is an ENUM, whose 'OFF' read as true.
+READ_ONLY = text("SELECT CAST(@@global.read_only AS CHAR)")
+WRITABLE = ("0", "OFF")
 
 
 class DatabaseState(StrEnum):
@@ -51,7 +54,7 @@ async def _checked(
 
 
 async def _state(session: AsyncSession) -> DatabaseState:
-    if await session.scalar(text("SELECT @@global.read_only")):
+    if await session.scalar(READ_ONLY) not in WRITABLE:
         return DatabaseState.READ_ONLY
     try:
         version = await session.scalar(text("SELECT version_num FROM alembic_version"))
