@@ -49,7 +49,7 @@ from api_service.sandbox.openapi import document_the_sandbox
 from api_service.server import drain_on_sigterm
 from api_service.usage_limits import KeyQuota
 from api_service.webhooks.documented import document_the_webhook
-from contracts.db.engine import create_engine, create_session_factory
+from contracts.db.engine import IDLE_TRANSACTION_SECONDS, create_engine, create_session_factory
 from contracts.host_lookup import HostResolver
 from contracts.settings import Settings, get_settings
 from contracts.wire import dumps
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_size=settings.db_pool_size,
             lock_wait_seconds=settings.api_lock_wait_seconds,
             timeout_seconds=settings.api_database_timeout_seconds,
+            idle_transaction_seconds=IDLE_TRANSACTION_SECONDS,
         )
         app.state.settings = settings
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)

@@ -10,6 +10,7 @@ from faststream.rabbit import RabbitBroker
 from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.consumer_health import CHECK_SECONDS, consumer_works
 from contracts.db.engine import (
+    IDLE_TRANSACTION_SECONDS,
     WORKER_DATABASE_TIMEOUT_SECONDS,
     create_engine,
     create_session_factory,
@@ -47,6 +48,7 @@ def create_processor(settings: Settings) -> FastStream:
         pool_size=settings.processor_prefetch + settings.processor_scheduler_workers,
         max_overflow=2 * settings.processor_prefetch,
         timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
+        idle_transaction_seconds=IDLE_TRANSACTION_SECONDS,
     )
     sessions = create_session_factory(engine)
     timetable = Timetable(

@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from contracts.clock import MerchantTime
 from contracts.db.engine import (
+    IDLE_TRANSACTION_SECONDS,
     WORKER_DATABASE_TIMEOUT_SECONDS,
     SessionFactory,
     create_engine,
@@ -255,7 +256,10 @@ async def run_outbox_relay(settings: Settings, stop: asyncio.Event) -> None:
     heartbeat.clear()
     serve_metrics(settings)
     engine = create_engine(
-        settings.database_url, pool_size=2, timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS
+        settings.database_url,
+        pool_size=2,
+        timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
+        idle_transaction_seconds=IDLE_TRANSACTION_SECONDS,
     )
     sessions = create_session_factory(engine)
     if not await until_migrated(sessions, "outbox relay", stop):

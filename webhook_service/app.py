@@ -25,6 +25,7 @@ from contracts.broker import consumed_message, consumed_queue, create_broker
 from contracts.clock import MerchantTime
 from contracts.consumer_health import consumer_works
 from contracts.db.engine import (
+    IDLE_TRANSACTION_SECONDS,
     WORKER_DATABASE_TIMEOUT_SECONDS,
     SessionFactory,
     create_engine,
@@ -95,6 +96,7 @@ class PayoutEventConsumer:
             pool_size=DATABASE_CONNECTIONS,
             lock_wait_seconds=LOCK_WAIT_SECONDS,
             timeout_seconds=WORKER_DATABASE_TIMEOUT_SECONDS,
+            idle_transaction_seconds=IDLE_TRANSACTION_SECONDS,
         )
         self._sender = WebhookSender(
             timeout_seconds=self.settings.webhook_timeout_seconds,

@@ -44,6 +44,9 @@ logging.getLogger("asyncmy").addFilter(_unexpected)
 # The consumers' and the relay's `timeout_seconds`: longer than any statement of theirs may wait
 # for a row lock (the server's default lock wait, 50 s).
 WORKER_DATABASE_TIMEOUT_SECONDS = 120.0
+# The services' `idle_transaction_seconds`: past any pause of theirs inside a transaction (the
+# relay's publishes, at most 10 s, are the longest).
+IDLE_TRANSACTION_SECONDS = 60
 
 
 def create_engine(
@@ -53,6 +56,7 @@ def create_engine(
     max_overflow: int | None = None,
     lock_wait_seconds: int | None = None,
     timeout_seconds: float | None = None,
+    idle_transaction_seconds: int | None = None,
 ) -> AsyncEngine:
     """`max_overflow`: connections beyond the pool under a burst (as many as the pool when
     None). `lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
@@ -62,11 +66,16 @@ def create_engine(
     connection of the pool (PoolTimeout, an outage too; none when None: a migration's ALTER may
     take its time). The services set one: a database that hangs rather than fails (its network
     dropping packets) held them for as long as it hung, and the requests queued for the pool
-    behind them up to its default 30 s."""
+    behind them up to its default 30 s. `idle_transaction_seconds`: how long the server keeps
+    a transaction whose client says nothing before it closes the connection and rolls the
+    transaction back (MariaDB; MySQL 8 has no such setting). A client that gave up on a
+    connection whose network drops packets never tells the server, which kept its transaction,
+    and its row locks, for hours (a merchant's balance row: each create a 503), until
+    `wait_timeout` (half-open connections review)."""
     connect_args: dict[str, object] = {}
-    if lock_wait_seconds is not None:
-        connect_args["init_command"] = (
-            f"SET SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"
+    if lock_wait_seconds is not None or idle_transaction_seconds is not None:
+        connect_args["init_command"] = _session_settings(
+            lock_wait_seconds, idle_transaction_seconds
         )
     pool_options: dict[str, object] = {}
     if timeout_seconds is not None:
@@ -94,6 +103,18 @@ def create_engine(
     )
     event.listen(engine.sync_engine, "connect", DATABASE_CLOCK.measure)
     return engine
+
+
+def _session_settings(lock_wait_seconds: int | None, idle_transaction_seconds: int | None) -> str:
+    """One SET for both (the connection's one init command). The idle limit in a comment that
+    MariaDB (10.3 and later) runs and MySQL skips."""
+    lock_wait = (
+        "@@global.innodb_lock_wait_timeout" if lock_wait_seconds is None else lock_wait_seconds
+    )
+    settings = f"SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+    if idle_transaction_seconds is None:
+        return settings
+    return f"{settings} /*M!100300 , idle_transaction_timeout = {int(idle_transaction_seconds)} */"
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
