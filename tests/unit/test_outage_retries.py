@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import aio_pika
 from asyncmy.errors import OperationalError as DriverOperationalError
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -52,8 +53,8 @@ class Published:
 
     copies: list[dict[str, Any]] = field(default_factory=list)
 
-    async def publish(self, body: bytes, **options: Any) -> None:
-        self.copies.append(options)
+    async def publish(self, copy: aio_pika.Message, *, queue: str, **_options: Any) -> None:
+        self.copies.append({"queue": queue, "headers": copy.headers, "expiration": copy.expiration})
 
 
 def outage() -> OperationalError:
