@@ -423,12 +423,19 @@ class Settings(BaseSettings):
         return self.env is Environment.TEST or is_own_secret(secret)
 
     @property
+    def api_database_deadline_seconds(self) -> float:
+        """How long a call's database work may go on: past it, its next statement is refused
+        and the call answered 503 (api_service/database_deadline.py). With the one statement
+        under way, a call waits on the database at most three timeouts in all."""
+        return 2 * self.api_database_timeout_seconds
+
+    @property
     def api_turn_wait_seconds(self) -> float:
         """How long a call waits for its client's turn before a 429: longer than a running call
-        waits on the database before its 503 (a connection of the pool, then an answer, about
-        three timeouts in all), so that a database that hangs answers 503 to every call. Equal
-        to one timeout, the calls waiting behind the running ones were told 429 RATE_LIMITED
-        for the dependency's outage (rate-limit review)."""
+        waits on the database before its 503 (its deadline, then the statement under way: three
+        timeouts in all), so that a database that hangs answers 503 to every call. Equal to one
+        timeout, the calls waiting behind the running ones were told 429 RATE_LIMITED for the
+        dependency's outage (rate-limit review)."""
         return 3 * self.api_database_timeout_seconds + 1
 
     @property

@@ -2,7 +2,8 @@
 `hang()` is called it forwards no byte either way and keeps every connection open, new ones
 included (a network that drops packets, a server that stopped answering); `resume()` forwards
 again, the held bytes first. `refuse()` closes each new connection at once instead (a server
-still starting), until `resume()`; `sever()` closes the open ones."""
+still starting), until `resume()`; `sever()` closes the open ones. `lag(seconds)` forwards each
+chunk that much later, each way (a slow but answering server), until `lag(0)`."""
 
 import asyncio
 import contextlib
@@ -25,6 +26,7 @@ class HangingProxy:
         self._forwarding = asyncio.Event()
         self._forwarding.set()
         self._refusing = False
+        self._lag_seconds = 0.0
         self._server: asyncio.Server | None = None
         self._pumps: set[asyncio.Task[None]] = set()
 
@@ -49,6 +51,9 @@ class HangingProxy:
         """Close every open connection, both ends (a server that went away)."""
         for pump in self._pumps:
             pump.cancel()
+
+    def lag(self, seconds: float) -> None:
+        self._lag_seconds = seconds
 
     def resume(self) -> None:
         self._refusing = False
@@ -90,6 +95,8 @@ class HangingProxy:
         try:
             with contextlib.suppress(ConnectionError):
                 while chunk := await source.read(65536):
+                    if self._lag_seconds:
+                        await asyncio.sleep(self._lag_seconds)
                     await self._forwarding.wait()
                     sink.write(chunk)
                     await sink.drain()
