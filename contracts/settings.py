@@ -425,8 +425,9 @@ class Settings(BaseSettings):
     @property
     def api_database_deadline_seconds(self) -> float:
         """How long a call's database work may go on: past it, its next statement is refused
-        and the call answered 503 (api_service/database_deadline.py). With the one statement
-        under way, a call waits on the database at most three timeouts in all."""
+        and the call answered 503 (api_service/database_deadline.py). With the statement under
+        way, about three timeouts in all (plus the rollback, and the sandbox fault settings'
+        read before the call's own work, on a database slower than a timeout's third)."""
         return 2 * self.api_database_timeout_seconds
 
     @property
