@@ -18,10 +18,7 @@ from api_service.dashboard import html_pages as dashboard_html_pages
 from api_service.dashboard import install_dashboard
 from api_service.dashboard import larger_bodies as dashboard_larger_bodies
 from api_service.dashboard.sessions import SignedInMerchants
-from api_service.database_deadline import (
-    DatabaseDeadlineMiddleware,
-    refuse_statements_past_the_deadline,
-)
+from api_service.database_time import DatabaseTimeMiddleware, count_database_time
 from api_service.directory.endpoints import router as directory_router
 from api_service.envelope import json_response
 from api_service.errors import (
@@ -78,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout_seconds=settings.api_database_timeout_seconds,
             idle_transaction_seconds=IDLE_TRANSACTION_SECONDS,
         )
-        refuse_statements_past_the_deadline(engine)
+        count_database_time(engine)
         app.state.settings = settings
         app.state.key_quota = KeyQuota(settings.idempotency_keys_per_merchant_per_day)
         app.state.keys_in_flight = KeysInFlight(settings.api_lock_wait_seconds)
@@ -137,11 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_dashboard(app, settings)
     # With the innermost middleware, for unexpected errors.
     install_exception_handlers(app, dashboard_html_pages(settings))
-    # Innermost first: each call's database deadline, HEAD as GET (the routes see GET, the rest
+    # Innermost first: each call's time in the database, HEAD as GET (the routes see GET, the rest
     # HEAD), faults (reading the database in their client's turn; an injected latency gives the
     # turn back while it sleeps), each client's turns, then the request log (which records them
     # all), then request ids.
-    app.add_middleware(DatabaseDeadlineMiddleware, seconds=settings.api_database_deadline_seconds)
+    app.add_middleware(DatabaseTimeMiddleware, seconds=settings.api_database_time_seconds)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(
         FaultInjectionMiddleware,

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_service.database_deadline import DatabaseDeadlinePassed
+from api_service.database_time import DatabaseTimeUsedUp
 from api_service.envelope import error_body, json_response
 from api_service.errors import ApiError, ValidationFailed, database_refusal
 from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER, HtmlPages
@@ -163,6 +163,6 @@ def install_exception_handlers(app: FastAPI, html_pages: HtmlPages | None) -> No
     app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(PoolTimeout, _on_database_error)
     app.add_exception_handler(ConnectionError, _on_database_error)
-    app.add_exception_handler(DatabaseDeadlinePassed, _on_database_error)
+    app.add_exception_handler(DatabaseTimeUsedUp, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(UnexpectedErrorMiddleware)  # before any other: the innermost

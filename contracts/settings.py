@@ -423,17 +423,17 @@ class Settings(BaseSettings):
         return self.env is Environment.TEST or is_own_secret(secret)
 
     @property
-    def api_database_deadline_seconds(self) -> float:
-        """How long a call's database work may go on: past it, its next statement is refused
-        and the call answered 503 (api_service/database_deadline.py). With the statement under
-        way, about three timeouts in all (plus the rollback, and the sandbox fault settings'
-        read before the call's own work, on a database slower than a timeout's third)."""
+    def api_database_time_seconds(self) -> float:
+        """How long a call's statements may take in all: past it, its next statement is refused
+        and the call answered 503 (api_service/database_time.py). With the statement under way,
+        about three timeouts in all (plus the rollback, and the sandbox fault settings' read
+        before the call's own work, on a database slower than a timeout's third)."""
         return 2 * self.api_database_timeout_seconds
 
     @property
     def api_turn_wait_seconds(self) -> float:
         """How long a call waits for its client's turn before a 429: longer than a running call
-        waits on the database before its 503 (its deadline, then the statement under way: three
+        waits on the database before its 503 (its statements' time, then the one under way: three
         timeouts in all), so that a database that hangs answers 503 to every call. Equal to one
         timeout, the calls waiting behind the running ones were told 429 RATE_LIMITED for the
         dependency's outage (rate-limit review)."""

@@ -27,7 +27,8 @@ of a copy whose message was only late (a webhook service stopped for longer than
 time, its queue intact): the service finds the event twice. After a 2xx the second is acked as
 delivered; after a failure it is a first delivery's copy, which may attempt the RETRYING delivery
 before its retry is due (an extra attempt, the ladder started again), as a redelivered original
-may: never a second delivery.
+may: no second delivery, unless the 2xx's record came after its lease ran out (a database
+slower than the lease's margin) and the copy took the lease over first.
 """
 
 import logging

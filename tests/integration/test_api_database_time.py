@@ -1,5 +1,5 @@
-"""A call's database work as a whole is bounded (api_service/database_deadline.py), against the
-real MariaDB behind a proxy that makes it slow but answering."""
+"""The time a call spends in the database as a whole is bounded (api_service/database_time.py),
+against the real MariaDB behind a proxy that makes it slow but answering."""
 
 import time
 
