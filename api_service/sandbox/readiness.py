@@ -481,7 +481,9 @@ async def _scenario_counts(
             Payout.status,
             func.count(),
             func.sum(case((ran_before_reinitiated, 1), else_=0)),
-            seen,
+            # As grouped, in an aggregate: MySQL 8 matches a subquery of the select list to the
+            # GROUP BY's by name alone, and refused the read under ONLY_FULL_GROUP_BY (1055).
+            func.max(seen),
         )
         .where(
             Payout.merchant_id == merchant_id,
