@@ -57,6 +57,9 @@ OUTAGE_ERROR_CODES = frozenset(
         2014,  # commands out of sync (a half-read connection)
         2055,  # lost connection at handshake
         4031,  # disconnected by the server (MySQL 8 inactivity)
+        3032,  # offline mode (MySQL 8: maintenance, or a member that left its replication group)
+        3100,  # a replication hook refused the commit (MySQL group replication, mid-failover)
+        3101,  # the commit was rolled back by the replication plugin (a conflict, or no quorum)
     }
 )
 

@@ -1,0 +1,23 @@
+"""What MySQL 8 alone answers, judged by contracts/db/outages.py: "not now", an outage (a 503 to
+retry, a consumer's wait), not a bug (a 500, a dead letter). MariaDB answers none of these."""
+
+import pytest
+from asyncmy.errors import OperationalError as DriverError
+from sqlalchemy.exc import OperationalError
+
+from contracts.db.outages import is_outage
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (3032, "The server is currently in offline mode"),
+        (3100, "Error on observer while running replication hook 'before_commit'."),
+        (3101, "Plugin instructed the server to rollback the current transaction."),
+    ],
+    ids=["offline mode", "a replication hook refused the commit", "commit rolled back"],
+)
+def test_mysql8s_refusals_for_now_are_outages(code: int, said: str) -> None:
+    """Offline mode (an operator's maintenance, a member that left its group replication) was a
+    logged 500 and a dead letter (MySQL 8 review)."""
+    assert is_outage(OperationalError("COMMIT", {}, DriverError(code, said)))
