@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import DeliveryError
-from faststream.exceptions import AckMessage, NackMessage
+from faststream.exceptions import AckMessage, RejectMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
 from pamqp.commands import Basic
@@ -146,11 +146,11 @@ async def republish(
     delay_seconds: float | None = None,
     headers: Mapping[str, Any] | None = None,
     failed: bool = True,
-) -> None:
+) -> bool:
     """Send a copy of `message`, of `queue`, to the queue `to` (through the default exchange)
-    and ack the original; `headers` are set on the copy besides the retry bookkeeping. A copy
-    that only waits (`failed=False`) keeps its retry count: the wait takes no step of the retry
-    ladder.
+    and ack the original; False if it went to the dead-letter queue instead (below). `headers`
+    are set on the copy besides the retry bookkeeping. A copy that only waits (`failed=False`)
+    keeps its retry count: the wait takes no step of the retry ladder.
 
     With a delay, the copy expires after `delay_seconds` in a TTL queue that dead-letters it back
     to the work queue; without one it stays (a parking lot). Persistent, mandatory, confirmed.
@@ -158,7 +158,10 @@ async def republish(
     A copy `to` refuses, at its length limit (an operator's max-length policy on a waiting
     queue), goes to `queue`'s dead-letter queue, the refusal its last error. Sent back to its
     queue, it was refused again at once, ten times in 50 ms, until the broker dead-lettered it
-    with no reason (diff review). Refused there too, the original goes back to its queue.
+    with no reason (diff review). Refused there too, the original is rejected: the work queue's
+    own dead-lettering (at-least-once) holds it until the dead-letter queue takes it. Sent back
+    to its queue instead, it went round ten times in 90 ms, and a webhook event's came back as a
+    copy its delivery no longer waited for, and was acked (fixes review).
     """
     raw = message.raw_message
     copy = aio_pika.Message(
@@ -175,12 +178,18 @@ async def republish(
         await _publish(broker, copy, to)
     except QueueFull as full:
         if to == queue.dead_letter_queue:
-            log.error("%s: message %s goes back to %s", full, raw.message_id, queue.name)
-            raise NackMessage() from None
+            log.error(
+                "%s: message %s rejected, for RabbitMQ to dead-letter once %s takes it",
+                full,
+                raw.message_id,
+                to,
+            )
+            raise RejectMessage() from None
         log.error("%s: message %s dead-lettered", full, raw.message_id)
         await dead_letter(broker, message, queue=queue, error=str(full))
-        return
+        return False
     await message.ack()
+    return True
 
 
 class QueueFull(Exception):

@@ -161,14 +161,13 @@ class Consumer:
         else:
             delay, tier = self.retry_delay_seconds, 1
             bookkeeping = {OUTAGE_COUNT_HEADER: 0}
-        MESSAGES.labels(queue.name, "retried").inc()
         log.warning(
             "message %s failed (%s); retrying in %.1fs",
             message.message_id,
             description[:200],
             delay,
         )
-        await republish(
+        retried = await republish(
             self.broker,
             message,
             queue=queue,
@@ -177,6 +176,7 @@ class Consumer:
             delay_seconds=delay,
             headers=bookkeeping,
         )
+        MESSAGES.labels(queue.name, "retried" if retried else "dead_lettered").inc()
 
     def _outage_delay(self, outages: int) -> float:
         """The retry delay, doubled for each outage met in a row, up to the longest wait."""

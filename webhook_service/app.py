@@ -179,13 +179,15 @@ class PayoutEventConsumer:
         count_outcome(decision)
         if decision.disposition is Disposition.DONE:
             await message.ack()
-        elif decision.disposition is Disposition.DEAD_LETTER:
+            return
+        if decision.disposition is Disposition.DEAD_LETTER:
             log.warning("dead-lettering message %s: %s", message.message_id, decision.reason)
             await dead_letter(self.broker, message, queue=queue, error=decision.reason)
-        elif decision.disposition is Disposition.RETRY:
+            return
+        if decision.disposition is Disposition.RETRY:
             assert decision.step is not None
             waits = decision.step.delay_seconds > 0  # not a retry the sandbox clock passed
-            await republish(
+            sent_on = await republish(
                 self.broker,
                 message,
                 queue=queue,
@@ -197,7 +199,7 @@ class PayoutEventConsumer:
             )
         else:  # once per delivery given up: the attempts' own lines are at INFO
             log.warning("webhook %s parked: %s", request.event.id, decision.reason)
-            await republish(
+            sent_on = await republish(
                 self.broker,
                 message,
                 queue=queue,
@@ -205,6 +207,8 @@ class PayoutEventConsumer:
                 error=decision.reason,
                 headers={PARKED_HEADER: 1},
             )
+        if not sent_on:  # its waiting queue, or the parking lot, refused it: full
+            count_dead_letter()
 
 
 def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, str | int]:

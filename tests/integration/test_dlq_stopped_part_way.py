@@ -7,9 +7,6 @@ taking the head off as told deleted a good dead letter)."""
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from urllib.parse import quote
 
 import pytest
 
@@ -24,7 +21,8 @@ from tests.integration.test_operator_tools_odd_input import (
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.cli import payouts_said
 from tests.support.cli import run_payouts as payouts
-from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
+from tests.support.infrastructure import Infrastructure
+from tests.support.queue_policies import length_limit
 
 DEAD = PAYOUT_COMMANDS.dead_letter_queue
 WORK = PAYOUT_COMMANDS.name
@@ -44,27 +42,6 @@ async def dead_commands(settings: Settings, rabbit: RabbitClient, count: int) ->
     return ids
 
 
-@asynccontextmanager
-async def work_queue_full_at(infrastructure: Infrastructure, length: int) -> AsyncIterator[None]:
-    """The work queue takes `length` messages, then refuses (reject-publish, as declared)."""
-    vhost = quote(TEST_VHOST, safe="")
-    policy = f"/api/policies/{vhost}/full-work-queue"
-    async with management_client(infrastructure.management_url) as management:
-
-        async def applied(name: str | None) -> None:
-            answer = await management.get(f"/api/queues/{vhost}/{quote(WORK, safe='')}")
-            assert answer.json().get("policy") == name
-
-        limit = {"pattern": f"^{WORK}$", "definition": {"max-length": length}, "priority": 9}
-        (await management.put(policy, json={**limit, "apply-to": "queues"})).raise_for_status()
-        try:
-            await eventually(lambda: applied("full-work-queue"))
-            yield
-        finally:
-            (await management.delete(policy)).raise_for_status()
-            await eventually(lambda: applied(None))
-
-
 async def test_a_redrive_refused_part_way_says_how_many_it_moved(
     settings: Settings,
     service_env: dict[str, str],
@@ -73,7 +50,7 @@ async def test_a_redrive_refused_part_way_says_how_many_it_moved(
 ) -> None:
     await dead_commands(settings, rabbit, 6)
     try:
-        async with work_queue_full_at(infrastructure, FULL_AT):
+        async with length_limit(infrastructure, WORK, FULL_AT):
             done = payouts(service_env, "dlq", "redrive", WORK)
             moved = await rabbit.count(WORK)
 
@@ -90,7 +67,7 @@ async def test_the_operations_pages_redrive_refused_part_way_is_a_409_with_the_c
 ) -> None:
     await dead_commands(settings, rabbit, 6)
     try:
-        async with work_queue_full_at(infrastructure, FULL_AT):
+        async with length_limit(infrastructure, WORK, FULL_AT):
             with pytest.raises(RedriveRefused) as refused:
                 await redrive_dead_letters(settings, WORK)
             moved = await rabbit.count(WORK)

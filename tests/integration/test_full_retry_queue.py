@@ -10,6 +10,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from aiormq.exceptions import DeliveryError
+from prometheus_client import REGISTRY
 
 from contracts.db.engine import SessionFactory
 from contracts.settings import Settings
@@ -18,6 +19,7 @@ from contracts.webhooks import DeliveryStatus
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
+from tests.support.queue_policies import length_limit
 from tests.support.webhook_flow import (
     QUEUE,
     created_event,
@@ -32,44 +34,27 @@ from tests.support.webhook_flow import (
 from tests.support.webhook_receiver import Reply, WebhookReceiver
 
 FIRST_TIER = QUEUE.retry_queue(1)
+FILLER = b"{}"
 FILLER_SECONDS = 60.0  # the fillers wait longer than the test: purged, they never come back
 
 
 @asynccontextmanager
-async def first_tier_held_at_its_limit(
-    infrastructure: Infrastructure, rabbit: RabbitClient
+async def held_full(
+    infrastructure: Infrastructure, rabbit: RabbitClient, queue: str
 ) -> AsyncIterator[None]:
-    """The first retry tier under a policy of one message, filled until it refuses; emptied and
-    the policy lifted on the way out."""
-    vhost = quote(TEST_VHOST, safe="")
-    policy = f"/api/policies/{vhost}/{FIRST_TIER}"
-    async with management_client(infrastructure.management_url) as management:
-
-        async def applied(name: str | None) -> None:
-            answer = await management.get(f"/api/queues/{vhost}/{FIRST_TIER}")
-            assert answer.json().get("policy") == name
-
-        limit = {"pattern": f"^{FIRST_TIER}$", "definition": {"max-length": 1}, "priority": 9}
-        (await management.put(policy, json={**limit, "apply-to": "queues"})).raise_for_status()
-        try:
-            await eventually(lambda: applied(FIRST_TIER))
-            for _ in range(10):  # a quorum queue's limit is loose
-                try:
-                    await rabbit.publish(
-                        b"{}",
-                        exchange=DEFAULT_EXCHANGE,
-                        routing_key=FIRST_TIER,
-                        expiration=FILLER_SECONDS,
-                    )
-                except DeliveryError:
-                    break
-            else:
-                raise AssertionError("the first tier took every filler")
-            yield
-        finally:
-            (await management.delete(policy)).raise_for_status()
-            await eventually(lambda: applied(None))
-            await rabbit.purge(FIRST_TIER)
+    """`queue` under a policy of one message, filled until it refuses; the policy lifted on the
+    way out (the fillers stay: the caller takes them)."""
+    async with length_limit(infrastructure, queue, 1):
+        for _ in range(10):  # a quorum queue's limit is loose
+            try:
+                await rabbit.publish(
+                    FILLER, exchange=DEFAULT_EXCHANGE, routing_key=queue, expiration=FILLER_SECONDS
+                )
+            except DeliveryError:
+                break
+        else:
+            raise AssertionError(f"{queue} took every filler")
+        yield
 
 
 async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_is_lifted(
@@ -94,10 +79,14 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
     _, once_lifted = await created_event(api_client, make_merchant, sessions, receiver.url)
     receiver.reply_with(Reply(500), Reply(500))  # each event's first attempt; then 200
 
+    dead_letters_before = _dead_lettered()
     async with running_webhook_service(quick_webhook_settings(settings)):
-        async with first_tier_held_at_its_limit(infrastructure, rabbit):
-            await relay(rabbit, while_full)
-            dead = await eventually(lambda: _dead_letters_of(rabbit, event_id_of(while_full)))
+        try:
+            async with held_full(infrastructure, rabbit, FIRST_TIER):
+                await relay(rabbit, while_full)
+                dead = await eventually(lambda: _dead_letters_of(rabbit, event_id_of(while_full)))
+        finally:
+            await rabbit.purge(FIRST_TIER)
         await relay(rabbit, once_lifted)
 
         await reaches(sessions, event_id_of(once_lifted), DeliveryStatus.DELIVERED, attempts=2)
@@ -105,9 +94,70 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
     refusal = f"RabbitMQ refused a copy for {FIRST_TIER}: the queue is at its length limit"
     assert [headers[LAST_ERROR_HEADER][: len(refusal)] for headers in dead] == [refusal]
     assert [headers[RETRY_COUNT_HEADER] for headers in dead] == [1]  # once, not ten times
+    assert _dead_lettered() == dead_letters_before + 1  # it was counted as a retry
     said = [r.getMessage() for r in caplog.records if r.name == "redelivery"]
     assert said[0].startswith(f"RabbitMQ refused a copy for {FIRST_TIER} on the service's channel")
     assert said[1].startswith(refusal) and said[1].endswith("dead-lettered")
+
+
+async def test_a_retry_its_tier_and_the_dead_letter_queue_refuse_is_rejected_once(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    settings: Settings,
+    infrastructure: Infrastructure,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sent back to its queue, it was refused again at once, ten times in 90 ms, and came back a
+    copy its delivery no longer waited for, acked: in no queue at all (fixes review). Rejected,
+    RabbitMQ's own dead-lettering holds it until the dead-letter queue takes it (it moves it
+    there once it does, on its own schedule)."""
+    await purge_webhook_queues(rabbit, settings)
+    caplog.set_level(logging.ERROR, logger="redelivery")
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+    receiver.always(Reply(500))
+    dead_queue = QUEUE.dead_letter_queue
+
+    def rejections() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+
+    async with running_webhook_service(quick_webhook_settings(settings)):
+        try:
+            async with (
+                held_full(infrastructure, rabbit, FIRST_TIER),
+                held_full(infrastructure, rabbit, dead_queue),
+            ):
+                await relay(rabbit, row)
+                await eventually(lambda: _said(rejections()))
+                await eventually(lambda: _held_for_dead_lettering(infrastructure), timeout=30)
+        finally:
+            await rabbit.purge(FIRST_TIER)
+
+    assert len(rejections()) == 1, rejections()
+    assert rejections()[0].endswith(f"for RabbitMQ to dead-letter once {dead_queue} takes it")
+    assert len(receiver.requests) == 1
+
+
+async def _held_for_dead_lettering(infrastructure: Infrastructure) -> None:
+    """The work queue holds one message for its dead-lettering (at-least-once: until the
+    dead-letter queue takes it), as the management API counts them (every 5 s)."""
+    vhost = quote(TEST_VHOST, safe="")
+    async with management_client(infrastructure.management_url) as management:
+        queue = (await management.get(f"/api/queues/{vhost}/{QUEUE.name}")).json()
+    assert queue.get("messages_dlx") == 1, queue.get("messages_dlx")
+
+
+async def _said(lines: list[str]) -> None:
+    assert lines, "not said yet"
+
+
+def _dead_lettered() -> float:
+    sample = REGISTRY.get_sample_value(
+        "payouts_webhook_outcomes_total", {"outcome": "dead_lettered"}
+    )
+    return sample or 0.0
 
 
 async def _dead_letters_of(rabbit: RabbitClient, event_id: str) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -75,8 +74,9 @@ from processor_service.outbox_relay import (
 from tests.conftest import MerchantFactory
 from tests.support.amqp import RabbitClient, eventually, open_rabbit
 from tests.support.api_helpers import API, auth, outbox_for_payout, payout_body
-from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
+from tests.support.infrastructure import Infrastructure
 from tests.support.processing import everything_due_published, relay_until_idle
+from tests.support.queue_policies import length_limit
 from tests.support.statements import counting_statements, explain, statements_built
 
 COMMAND_QUEUES = (PAYOUT_COMMANDS.name, PAYOUT_COMMANDS.retry_queue(1))
@@ -351,19 +351,9 @@ async def test_a_full_queue_takes_the_rows_once_its_limit_is_lifted(
     await rabbit.channel.declare_queue(
         queue, durable=True, arguments={"x-queue-type": "quorum", "x-overflow": "reject-publish"}
     )
-    vhost = quote(TEST_VHOST, safe="")
-    policy = f"/api/policies/{vhost}/{queue}"
     relay = await make_relay()
     try:
-        async with management_client(infrastructure.management_url) as management:
-
-            async def applied(name: str | None) -> None:
-                answer = await management.get(f"/api/queues/{vhost}/{queue}")
-                assert answer.json().get("policy") == name
-
-            limit = {"pattern": f"^{queue}$", "definition": {"max-length": 1}, "priority": 9}
-            (await management.put(policy, json={**limit, "apply-to": "queues"})).raise_for_status()
-            await eventually(lambda: applied(queue))
+        async with length_limit(infrastructure, queue, 1):
             for _ in range(10):  # until the queue is full (a quorum queue's limit is loose)
                 await write_rows(
                     sessions, scratch_payout_id, exchange=DEFAULT_EXCHANGE, routing_key=queue
@@ -372,8 +362,6 @@ async def test_a_full_queue_takes_the_rows_once_its_limit_is_lifted(
                     break
             else:
                 raise AssertionError("the queue took every row")
-            (await management.delete(policy)).raise_for_status()
-            await eventually(lambda: applied(None))
         await rabbit.purge(queue)
         await make_due(sessions, scratch_payout_id)
 
