@@ -11,11 +11,14 @@ each statement, not by cancelling one under way: a statement cut mid-answer leav
 connection unusable."""
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -53,12 +56,25 @@ class DatabaseTimeMiddleware:
             _CALL.reset(token)
 
 
+@contextmanager
+def not_counted() -> Iterator[None]:
+    """Statements run in the block neither count nor are refused: a call's reads once its work
+    committed (the sandbox clock's wait for what its advance made due), whose 503 would say
+    "retry, nothing written" of a change made (fixes review)."""
+    token = _CALL.set(None)
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+
+
 def count_database_time(engine: AsyncEngine) -> None:
     """On `engine`, each statement of a call counts towards its time, and one sent once that is
     used up raises DatabaseTimeUsedUp; a rollback still runs (it ends the transaction). Work
     outside a call (the request log's writer) is not counted."""
     event.listen(engine.sync_engine, "before_cursor_execute", _before_statement)
     event.listen(engine.sync_engine, "after_cursor_execute", _after_statement)
+    event.listen(engine.sync_engine, "handle_error", _after_failed_statement)
 
 
 def _before_statement(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -75,3 +91,9 @@ def _after_statement(connection: Any, *_: Any) -> None:
     call = _CALL.get()
     if call is not None and started is not None:
         call.spent += time.monotonic() - started
+
+
+def _after_failed_statement(context: ExceptionContext) -> None:
+    """A statement that failed took its time too (a lock wait that timed out: 5 s)."""
+    if context.connection is not None:
+        _after_statement(context.connection)

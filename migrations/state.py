@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 NO_SUCH_TABLE = 1146  # MySQL's ER_NO_SUCH_TABLE: alembic_version, before any migration
 TABLE_ACCESS_DENIED = 1142  # ER_TABLEACCESS_DENIED_ERROR
 MIGRATED_POLL_SECONDS = 5.0
-# MySQL 8 and MariaDB 10.11 say 0 or 1; a newer MariaDB's is an ENUM, whose 'OFF' read as true.
+# As text: MySQL 8 says '0' or '1', MariaDB 'OFF' or 'ON' (an ENUM in newer releases, whose
+# 'OFF', read as a value, was true).
 READ_ONLY = text("SELECT CAST(@@global.read_only AS CHAR)")
 WRITABLE = ("0", "OFF")
 

@@ -2,8 +2,17 @@
 against the real MariaDB behind a proxy that makes it slow but answering."""
 
 import time
+from typing import Any
 
-from contracts.db.engine import SessionFactory
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+import api_service.database_time as database_time
+import api_service.sandbox.clock as clock_routes
+from contracts.db.engine import SessionFactory, create_engine, transaction
+from contracts.db.models import Balance
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.support.api_helpers import (
@@ -55,3 +64,49 @@ async def test_a_create_on_a_slow_database_answers_503_in_three_timeouts_and_wri
 
     assert again.status_code == 201, again.text  # the 503 was not stored under its key
     assert (await footprint(sessions, merchant.merchant_id)).payouts == 1
+
+
+async def test_a_clock_advance_whose_time_ran_out_once_committed_answers_its_200(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its wait for what it made due, after its commit, was refused: a 503 "retry later" for an
+    advance made (fixes review)."""
+    merchant = await make_merchant()
+    wait = clock_routes._wait_until_settled
+
+    async def with_the_calls_time_used_up(*args: Any) -> bool:
+        call = database_time._CALL.get()
+        if call is not None:
+            call.spent = call.allowed + 1
+        return await wait(*args)
+
+    monkeypatch.setattr(clock_routes, "_wait_until_settled", with_the_calls_time_used_up)
+    advanced = await api_client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant, new_key())
+    )
+
+    assert advanced.status_code == 200, advanced.text
+
+
+async def test_a_statement_that_failed_counts_its_time(
+    settings: Settings, sessions: SessionFactory, make_merchant: MerchantFactory
+) -> None:
+    """A lock wait that timed out took its time all the same: uncounted, a call going through
+    lock waits and deadlock retries went on past its time (fixes review)."""
+    merchant = await make_merchant()
+    balance_row = select(Balance.merchant_id).where(Balance.merchant_id == merchant.merchant_id)
+    engine = create_engine(settings.database_url, pool_size=1, lock_wait_seconds=1)
+    database_time.count_database_time(engine)
+    call = database_time._CallsDatabaseTime(allowed=60.0)
+    token = database_time._CALL.set(call)
+    try:
+        async with transaction(sessions) as holder:
+            await holder.execute(balance_row.with_for_update())
+            with pytest.raises(DBAPIError):
+                async with engine.connect() as waiting:
+                    await waiting.execute(balance_row.with_for_update())
+    finally:
+        database_time._CALL.reset(token)
+        await engine.dispose()
+
+    assert call.spent >= 1.0, call
