@@ -358,12 +358,18 @@ UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
 
 
 async def relay_keeps_up(session: AsyncSession) -> bool:
-    """No outbox row the relay will send was written over MAX_OUTBOX_LAG ago: the outbox lag
-    `pipeline_problems` names (over the unsent rows of ix_outbox_claim). A row never tried is
-    due since the epoch (contracts/outbox.py): by its due time, every row was lagging."""
+    """No outbox row the relay has yet to try was written over MAX_OUTBOX_LAG ago (over the
+    unsent rows of ix_outbox_claim). A row never tried is due since the epoch
+    (contracts/outbox.py): by its due time, every row was lagging. A row the broker refused backs
+    off for up to an hour before it is parked: the broker's refusal, not the relay's lag (one
+    such row said the relay lagged for that hour)."""
     cutoff = database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
     return not await session.scalar(
-        select(exists().where(UNSENT, OutboxMessage.created_at < cutoff))
+        select(
+            exists().where(
+                UNSENT, OutboxMessage.publish_attempts == 0, OutboxMessage.created_at < cutoff
+            )
+        )
     )
 
 

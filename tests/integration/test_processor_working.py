@@ -35,6 +35,11 @@ async def test_the_processor_works_for_its_scheduler_only_while_the_relay_keeps_
         await session.execute(update(OutboxMessage).where(UNSENT).values(sent_at=utcnow()))
         # Written a moment ago, as the API writes them (due since the epoch): no lag (diff review)
         await write_outbox(session, [_row()])
+        # Refused by the broker two minutes ago, backing off: no lag either (fixes review)
+        refused = {"publish_attempts": 1, "next_attempt_at": utcnow() + 2 * LAG}
+        await session.execute(
+            insert(OutboxMessage).values({**_row(), "created_at": utcnow() - 2 * LAG, **refused})
+        )
     processor = create_processor(
         settings.model_copy(update={"heartbeat_file": str(tmp_path / "heartbeat")})
     )
