@@ -358,19 +358,19 @@ UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
 
 
 async def relay_keeps_up(session: AsyncSession) -> bool:
-    """No outbox row the relay has yet to try was written over MAX_OUTBOX_LAG ago (over the
-    unsent rows of ix_outbox_claim). A row never tried is due since the epoch
-    (contracts/outbox.py): by its due time, every row was lagging. A row the broker refused backs
-    off for up to an hour before it is parked: the broker's refusal, not the relay's lag (one
-    such row said the relay lagged for that hour)."""
+    """No outbox row the relay will send waited over MAX_OUTBOX_LAG past its time (over the
+    unsent rows of ix_outbox_claim): a row never tried since it was written (one never tried is
+    due since the epoch, contracts/outbox.py: by that, every row lagged), a row the broker
+    refused since its next try fell due (backing off for up to an hour before it parks, it is
+    the broker's refusal, not the relay's lag: by its writing, one such row said the relay
+    lagged for that hour)."""
     cutoff = database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
-    return not await session.scalar(
-        select(
-            exists().where(
-                UNSENT, OutboxMessage.publish_attempts == 0, OutboxMessage.created_at < cutoff
-            )
-        )
+    never_tried = OutboxMessage.publish_attempts == 0
+    overdue = or_(
+        and_(never_tried, OutboxMessage.created_at < cutoff),
+        and_(~never_tried, OutboxMessage.next_attempt_at < cutoff),
     )
+    return not await session.scalar(select(exists().where(UNSENT, overdue)))
 
 
 async def parked_outbox_rows(session: AsyncSession, limit: int) -> list[OutboxMessage]:

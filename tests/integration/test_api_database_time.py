@@ -2,13 +2,15 @@
 against the real MariaDB behind a proxy that makes it slow but answering."""
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
+import api_service.dashboard.pages.webhooks as webhook_pages
 import api_service.database_time as database_time
 import api_service.sandbox.clock as clock_routes
 from contracts.db.engine import SessionFactory, create_engine, transaction
@@ -24,7 +26,10 @@ from tests.support.api_helpers import (
     new_key,
     payout_body,
 )
+from tests.support.dashboard_client import signed_in
 from tests.support.tcp_proxy import HangingProxy
+
+T = TypeVar("T")
 
 TIMEOUT_SECONDS = 1.0  # each statement answers well within it: 0.4 s a round trip
 LAG_SECONDS = 0.2
@@ -72,15 +77,11 @@ async def test_a_clock_advance_whose_time_ran_out_once_committed_answers_its_200
     """Its wait for what it made due, after its commit, was refused: a 503 "retry later" for an
     advance made (fixes review)."""
     merchant = await make_merchant()
-    wait = clock_routes._wait_until_settled
-
-    async def with_the_calls_time_used_up(*args: Any) -> bool:
-        call = database_time._CALL.get()
-        if call is not None:
-            call.spent = call.allowed + 1
-        return await wait(*args)
-
-    monkeypatch.setattr(clock_routes, "_wait_until_settled", with_the_calls_time_used_up)
+    monkeypatch.setattr(
+        clock_routes,
+        "_wait_until_settled",
+        _with_the_calls_time_used_up(clock_routes._wait_until_settled),
+    )
     advanced = await api_client.post(
         f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant, new_key())
     )
@@ -110,3 +111,36 @@ async def test_a_statement_that_failed_counts_its_time(
         await engine.dispose()
 
     assert call.spent >= 1.0, call
+
+
+async def test_a_dashboard_rotation_whose_time_ran_out_once_committed_shows_its_secret(
+    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page after the rotation committed reads again: a 503 there, and the new secret,
+    shown once, was never seen (fixes review)."""
+    merchant = await make_merchant()
+    page = _with_the_calls_time_used_up(webhook_pages._webhooks_page)
+    monkeypatch.setattr(webhook_pages, "_webhooks_page", page)
+    async with in_process_api(settings) as client:
+        token = await signed_in(client, merchant)
+        rotated = await client.post(
+            "/dashboard/webhooks/secret/rotate",
+            data={"csrf_token": token, "idempotency_key": new_key()},
+        )
+
+    assert rotated.status_code == 200, rotated.text
+    assert 'class="secret" data-secret>whsec_' in rotated.text
+
+
+def _with_the_calls_time_used_up(
+    step: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T]]:
+    """`step`, the call's database time used up as it starts (a slow database's)."""
+
+    async def used_up(*args: Any, **kwargs: Any) -> T:
+        call = database_time._CALL.get()
+        if call is not None:
+            call.spent = call.allowed + 1
+        return await step(*args, **kwargs)
+
+    return used_up

@@ -52,6 +52,14 @@ async def test_the_processor_works_for_its_scheduler_only_while_the_relay_keeps_
             )
 
         await eventually(_heard(heard, False), what="the relay lagging heard")
+        async with transaction(sessions) as session:  # the relay back: everything sent
+            await session.execute(update(OutboxMessage).where(UNSENT).values(sent_at=utcnow()))
+        await eventually(_heard(heard, True), what="the processor working again heard")
+        async with transaction(sessions) as session:  # a refused row, its next try 2 min late
+            late = {"publish_attempts": 1, "next_attempt_at": utcnow() - 2 * LAG}
+            await session.execute(insert(OutboxMessage).values({**_row(), **late}))
+
+        await eventually(_heard(heard, False), what="the refused row's lag heard")
     finally:
         await processor.stop()
 

@@ -14,6 +14,7 @@ from api_service.dashboard.api_bridge import ApiAnswer, ApiRefusal
 from api_service.dashboard.context import FormDep, MerchantPage, PageDep, back_to, redirect
 from api_service.dashboard.routing import dashboard_router
 from api_service.dashboard.timeline import UNSETTLED_DELIVERIES
+from api_service.database_time import not_counted
 from api_service.envelope import success_body
 from api_service.errors import SandboxDisabled, ValidationFailed
 from api_service.idempotency import Idempotency
@@ -127,7 +128,8 @@ async def reveal_secret(form: FormDep) -> Response:
 @router.post(f"{WEBHOOKS}/secret/rotate")
 async def rotate_secret(form: FormDep) -> Response:
     answer = await form.api.rotate_secret(await form.text("idempotency_key"))
-    return await _webhooks_page(form, rotated=answer.data)
+    with not_counted():  # the rotation committed: its page, the new secret on it, stands
+        return await _webhooks_page(form, rotated=answer.data)
 
 
 @router.post(f"{WEBHOOKS}/test")
