@@ -1,9 +1,9 @@
 """A bound on the time each call spends in the database as a whole: past it, the call's next
-statement is refused, its transaction rolled back, and the call answered 503 (an outage: nothing
-written, so retrying it is safe). Each statement already waited at most
-PAYOUTS_API_DATABASE_TIMEOUT_SECONDS for its answer, but a database slow enough, answering each
-statement just within that, made one create take 147 s (slow dependencies review): a merchant's
-client gave up long before, on a payout then created.
+statement is refused, its transaction rolled back, and the call answered 503 (an outage, to
+retry under the same key: what the call had committed before stays, a payroll's earlier chunks).
+Each statement already waited at most PAYOUTS_API_DATABASE_TIMEOUT_SECONDS for its answer, but a
+database slow enough, answering each statement just within that, made one create take 147 s
+(slow dependencies review): a merchant's client gave up long before, on a payout then created.
 
 The time counted is the statements' own, from each one sent to its answer: a call waiting for
 its body (a client sending it slowly) or for its turn spends none. The bound is checked before

@@ -358,12 +358,11 @@ UNSENT = OutboxMessage.sent_at.is_(None) & OutboxMessage.parked_at.is_(None)
 
 
 async def relay_keeps_up(session: AsyncSession) -> bool:
-    """No outbox row the relay will send waited over MAX_OUTBOX_LAG past its time (over the
-    unsent rows of ix_outbox_claim): a row never tried since it was written (one never tried is
-    due since the epoch, contracts/outbox.py: by that, every row lagged), a row the broker
-    refused since its next try fell due (backing off for up to an hour before it parks, it is
-    the broker's refusal, not the relay's lag: by its writing, one such row said the relay
-    lagged for that hour)."""
+    """No outbox row the relay will send waited over MAX_OUTBOX_LAG for it (over the unsent
+    rows of ix_outbox_claim): a row never tried, since it was written (such a row is due since
+    the epoch, contracts/outbox.py); a row the broker refused, since its next try fell due (it
+    backs off for up to an hour before it parks: timed from its writing, one such row said the
+    relay lagged all that hour)."""
     cutoff = database_now_plus(-int(MAX_OUTBOX_LAG.total_seconds()))
     never_tried = OutboxMessage.publish_attempts == 0
     overdue = or_(
