@@ -1,7 +1,7 @@
 """One place renders every error: domain errors, validation errors, outages, the unexpected."""
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -98,10 +98,27 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     refusal = database_refusal(exc)
     if refusal is None:
         return await _on_unexpected(request, exc)
-    code = database_error_code(exc) if isinstance(exc, DBAPIError) else None
-    said = f"{type(exc).__name__} {code}" if code else type(exc).__name__  # 1205: a lock wait
-    log.warning("%s: %s", refusal.message, said, extra=_ids_of(request))
+    log_database_refusal(refusal, exc, _ids_of(request))
     return render_api_error(request, refusal)
+
+
+def log_database_refusal(
+    refusal: ApiError, error: Exception, ids: Mapping[str, str | None]
+) -> None:
+    """The line of a call refused for the database's state: the refusal, the error's class and
+    number (1205: a lock wait), and what the server or the driver said of it (a read timeout
+    and a connection the server closed are both 2013). An outage's words carry no values of a
+    statement (those are hidden)."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        said = f"{type(error).__name__} {database_error_code(error)}: {_words_of(error.orig)}"
+    else:
+        said = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    log.warning("%s: %s", refusal.message, said, extra=dict(ids))
+
+
+def _words_of(driver_error: BaseException) -> str:
+    """The message of a driver's error, whose args are (number, message)."""
+    return str(driver_error.args[-1]) if driver_error.args else str(driver_error)
 
 
 def _ids_of(request: Request) -> dict[str, str | None]:
