@@ -7,7 +7,12 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.exc import DBAPIError
 
 from api_service.envelope import ErrorEnvelopeSchema
-from contracts.db.outages import TABLE_MISSING, database_error_code, is_outage
+from contracts.db.outages import (
+    TABLE_MISSING,
+    database_error_code,
+    is_outage,
+    is_row_lock_failure,
+)
 
 
 class ApiError(Exception):
@@ -250,14 +255,19 @@ class ServiceUnavailable(ApiError):
 
 DATABASE_UNAVAILABLE = "Database unavailable; retry later"
 DATABASE_NOT_MIGRATED = "Database not migrated yet (payouts migrate); retry later"
+DATABASE_BUSY = "Another operation holds what this call needs; retry shortly"
 
 
 def database_refusal(error: Exception) -> ApiError | None:
     """The answer to a database error that is no bug: an outage, or a database `payouts migrate`
     has yet to run on (/ready says `not_migrated`; each merchant call was a logged 500,
-    lifecycle review), both a 503 to retry. None: a bug, a 500."""
+    lifecycle review), both a 503 to retry; a row another transaction held past the lock wait,
+    a 503 saying so (it said "Database unavailable" while /ready said the database was ok:
+    truth review). None: a bug, a 500."""
     if isinstance(error, DBAPIError) and database_error_code(error) == TABLE_MISSING:
         return ServiceUnavailable(DATABASE_NOT_MIGRATED)
+    if is_row_lock_failure(error):
+        return ServiceUnavailable(DATABASE_BUSY)
     return ServiceUnavailable(DATABASE_UNAVAILABLE) if is_outage(error) else None
 
 

@@ -20,11 +20,12 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from api_service.app import create_app
+from api_service.errors import DATABASE_BUSY
 from contracts.db.engine import SessionFactory
 from contracts.logging import ADOPTED_LOGGERS, configure_logging
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
-from tests.support.api_helpers import auth, payout_body
+from tests.support.api_helpers import assert_error, auth, payout_body
 from tests.support.polling import eventually
 
 API = "/api/v1"
@@ -169,7 +170,9 @@ async def test_a_failed_request_on_a_payout_logs_its_payout_and_merchant(
             )
             await holder.rollback()
 
-    assert answer.status_code == 503, answer.text
+    assert_error(answer, 503, "SERVICE_UNAVAILABLE")
+    # Not "Database unavailable", while /ready said it was ok (truth review).
+    assert answer.json()["error"]["message"] == DATABASE_BUSY
     [line] = [entry for entry in entries(json_log) if entry.get("request_id") == "lock-waited-1"]
     assert (line["payout_id"], line["merchant_id"]) == (payout_id, merchant.merchant_id)
     assert "1205" in line["message"]
