@@ -38,6 +38,15 @@ FILLER = b"{}"
 FILLER_SECONDS = 60.0  # the fillers wait longer than the test: purged, they never come back
 
 
+@pytest.fixture(autouse=True)
+async def webhook_queues_emptied(rabbit: RabbitClient, settings: Settings) -> AsyncIterator[None]:
+    """The webhook queues purged before each test (earlier tests' retries) and after it (the
+    fillers of a full tier, which would come back to the worker's later tests)."""
+    await purge_webhook_queues(rabbit, settings)
+    yield
+    await purge_webhook_queues(rabbit, settings)
+
+
 @asynccontextmanager
 async def held_full(
     infrastructure: Infrastructure, rabbit: RabbitClient, queue: str
@@ -73,7 +82,6 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
     publish while full kept refusing that channel once the operator lifted the limit (RabbitMQ
     3.10): every later retry of that tier failed with an unnamed traceback, its webhook waited
     for the stalled-retry sweep (300 s), until the webhook service restarted."""
-    await purge_webhook_queues(rabbit, settings)
     caplog.set_level(logging.WARNING, logger="redelivery")
     _, while_full = await created_event(api_client, make_merchant, sessions, receiver.url)
     _, once_lifted = await created_event(api_client, make_merchant, sessions, receiver.url)
@@ -81,12 +89,10 @@ async def test_a_retry_tier_once_full_takes_the_services_retries_when_its_limit_
 
     dead_letters_before = _dead_lettered()
     async with running_webhook_service(quick_webhook_settings(settings)):
-        try:
-            async with held_full(infrastructure, rabbit, FIRST_TIER):
-                await relay(rabbit, while_full)
-                dead = await eventually(lambda: _dead_letters_of(rabbit, event_id_of(while_full)))
-        finally:
-            await rabbit.purge(FIRST_TIER)
+        async with held_full(infrastructure, rabbit, FIRST_TIER):
+            await relay(rabbit, while_full)
+            dead = await eventually(lambda: _dead_letters_of(rabbit, event_id_of(while_full)))
+        await rabbit.purge(FIRST_TIER)  # the fillers, ahead of the retry to come
         await relay(rabbit, once_lifted)
 
         await reaches(sessions, event_id_of(once_lifted), DeliveryStatus.DELIVERED, attempts=2)
@@ -114,7 +120,6 @@ async def test_a_retry_its_tier_and_the_dead_letter_queue_refuse_is_rejected_onc
     copy its delivery no longer waited for, acked: in no queue at all (fixes review). Rejected,
     RabbitMQ's own dead-lettering holds it until the dead-letter queue takes it (it moves it
     there once it does, on its own schedule)."""
-    await purge_webhook_queues(rabbit, settings)
     caplog.set_level(logging.ERROR, logger="redelivery")
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
     receiver.always(Reply(500))
@@ -123,17 +128,14 @@ async def test_a_retry_its_tier_and_the_dead_letter_queue_refuse_is_rejected_onc
     def rejections() -> list[str]:
         return [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
 
-    async with running_webhook_service(quick_webhook_settings(settings)):
-        try:
-            async with (
-                held_full(infrastructure, rabbit, FIRST_TIER),
-                held_full(infrastructure, rabbit, dead_queue),
-            ):
-                await relay(rabbit, row)
-                await eventually(lambda: _said(rejections()))
-                await eventually(lambda: _held_for_dead_lettering(infrastructure), timeout=30)
-        finally:
-            await rabbit.purge(FIRST_TIER)
+    async with (
+        running_webhook_service(quick_webhook_settings(settings)),
+        held_full(infrastructure, rabbit, FIRST_TIER),
+        held_full(infrastructure, rabbit, dead_queue),
+    ):
+        await relay(rabbit, row)
+        await eventually(lambda: _said(rejections()))
+        await eventually(lambda: _held_for_dead_lettering(infrastructure), timeout=30)
 
     assert len(rejections()) == 1, rejections()
     assert rejections()[0].endswith(f"for RabbitMQ to dead-letter once {dead_queue} takes it")
