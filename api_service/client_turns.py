@@ -17,13 +17,17 @@ many of its requests arrive together, and in its address's turn, so that a burst
 queues for the pool behind its own address only.
 
 A request that waits longer than `wait_seconds` is answered 429 `RATE_LIMITED` with
-`Retry-After`: only its own client's requests were ahead of it. A request whose client goes away
-while it waits leaves its line (uvicorn does not cancel it: it ran in full, for nobody).
+`Retry-After`: only its own client's requests were ahead of it. Unless the request of its client
+that ended last was refused by the database: then it is refused as that one was (a 503), since
+the database, not the client's pace, kept its turn from coming (a hanging database answered a
+key's eight calls at one in flight four 503s and four 429s: truth review). A request whose client
+goes away while it waits leaves its line (uvicorn does not cancel it: it ran in full, for nobody).
 """
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.dashboard.sessions import SignedInMerchants
 from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, merchant_of_key
-from api_service.errors import RateLimited
+from api_service.errors import ApiError, RateLimited
 from api_service.merchant_cache import MerchantCache
 from api_service.middleware import HtmlPages, is_api_call, reject
 from contracts.api_keys import hash_api_key
@@ -48,6 +52,8 @@ WAITING = Gauge(
 RETRY_AFTER_SECONDS = 1
 TURN_STATE = "client_turn"  # the request's Turn, on scope["state"]
 
+log = logging.getLogger("api")
+
 
 class ClientGone(Exception):
     """The client of a waiting request went away: the request left its line."""
@@ -57,6 +63,8 @@ class ClientGone(Exception):
 class _Client:
     running: int = 0
     waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # The database's refusal of the request that ended last, if it was refused by it.
+    last_refusal: ApiError | None = None
 
 
 @dataclass
@@ -67,7 +75,8 @@ class ClientTurns:
 
     async def start(self, client: str, gone: asyncio.Future[None] | None = None) -> None:
         """Return when `client` may run one more request (then `end` it); RateLimited when its
-        turn does not come within `wait_seconds`, ClientGone when `gone` is done first."""
+        turn does not come within `wait_seconds` (the database's refusal when the client's request
+        that ended last was refused by it), ClientGone when `gone` is done first."""
         if self.take_if_free(client):
             return
         state = self._clients[client]
@@ -90,6 +99,12 @@ class ClientTurns:
         self._give_up(client, turn)
         if gone is not None and gone.done():
             raise ClientGone
+        if (refusal := state.last_refusal) is not None:
+            log.warning(
+                "%s: its turn did not come, the calls ahead of it refused by the database",
+                refusal.message,
+            )
+            raise type(refusal)(refusal.message)
         raise RateLimited(
             f"Too many requests in flight for this API key: {self.per_client} run at a "
             "time, the others wait their turn",
@@ -104,9 +119,11 @@ class ClientTurns:
             return True
         return False
 
-    def end(self, client: str) -> None:
-        """A request of `client` ended: its turn passes to the client's next waiting request."""
+    def end(self, client: str, refusal: ApiError | None = None) -> None:
+        """A request of `client` ended (`refusal`: refused by the database): its turn passes to
+        the client's next waiting request."""
         state = self._clients[client]
+        state.last_refusal = refusal
         while state.waiting:
             turn = state.waiting.popleft()
             if not turn.done():  # not given up meanwhile
@@ -136,6 +153,7 @@ class Turn:
     turns: ClientTurns
     client: str
     held: bool = False
+    refusal: ApiError | None = None  # the database's, of this request (note_database_refusal)
 
     async def take(self, gone: asyncio.Future[None] | None = None) -> None:
         await self.turns.start(self.client, gone)
@@ -144,7 +162,15 @@ class Turn:
     def give_back(self) -> None:
         if self.held:
             self.held = False
-            self.turns.end(self.client)
+            self.turns.end(self.client, self.refusal)
+
+
+def note_database_refusal(scope_state: Mapping[str, Any], refusal: ApiError) -> None:
+    """The request was refused by the database: its client's requests whose turn does not come
+    behind it are refused as it was (ClientTurns.start)."""
+    turn = scope_state.get(TURN_STATE)
+    if isinstance(turn, Turn):
+        turn.refusal = refusal
 
 
 class _ReadAhead:
@@ -272,7 +298,7 @@ class ClientTurnsMiddleware:
         except ClientGone:
             scope["state"].pop("merchant_id", None)  # nobody asks any more: not recorded
             return None
-        except RateLimited as refused:
+        except ApiError as refused:  # its turn did not come (RateLimited, or the database's)
             await self._refuse(scope, read_ahead.receive, send, page, refused)
             return None
         finally:
@@ -316,8 +342,8 @@ class ClientTurnsMiddleware:
         if not lookup.done():
             raise ClientGone
         failed = lookup.exception()
-        if isinstance(failed, RateLimited):  # each request raises its own
-            raise RateLimited(failed.message, headers=failed.headers)
+        if isinstance(failed, ApiError):  # each request raises its own
+            raise type(failed)(failed.message, headers=failed.headers)
         if failed is not None:
             # A database error: the request goes on in its address's line, where the endpoint's
             # authentication meets it again and answers as it does.
@@ -338,7 +364,7 @@ class ClientTurnsMiddleware:
             self.turns.end(by_address)
 
     async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, page: bool, refused: RateLimited
+        self, scope: Scope, receive: Receive, send: Send, page: bool, refused: ApiError
     ) -> None:
         if page and self.html_pages is not None:
             await self.html_pages.refusal(refused)(scope, receive, send)

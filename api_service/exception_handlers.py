@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api_service.client_turns import note_database_refusal
 from api_service.database_time import DatabaseTimeUsedUp
 from api_service.envelope import error_body, json_response
 from api_service.errors import ApiError, ValidationFailed, database_refusal
@@ -98,17 +100,22 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     refusal = database_refusal(exc)
     if refusal is None:
         return await _on_unexpected(request, exc)
-    log_database_refusal(refusal, exc, _ids_of(request))
+    record_database_refusal(request.scope["state"], refusal, exc, _ids_of(request))
     return render_api_error(request, refusal)
 
 
-def log_database_refusal(
-    refusal: ApiError, error: Exception, ids: Mapping[str, str | None]
+def record_database_refusal(
+    scope_state: Mapping[str, Any],
+    refusal: ApiError,
+    error: Exception,
+    ids: Mapping[str, str | None],
 ) -> None:
-    """The line of a call refused for the database's state: the refusal, the error's class and
-    number (1205: a lock wait), and what the server or the driver said of it (a read timeout
-    and a connection the server closed are both 2013). An outage's words carry no values of a
+    """A call refused for the database's state: noted on its turn, for its client's calls
+    waiting behind it (client_turns.py), and logged: the refusal, the error's class and number
+    (1205: a lock wait), and what the server or the driver said of it (a read timeout and a
+    connection the server closed are both 2013). An outage's words carry no values of a
     statement (those are hidden)."""
+    note_database_refusal(scope_state, refusal)
     if isinstance(error, DBAPIError) and error.orig is not None:
         said = f"{type(error).__name__} {database_error_code(error)}: {_words_of(error.orig)}"
     else:

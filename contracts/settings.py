@@ -119,7 +119,8 @@ class Settings(BaseSettings):
     secrets_keys: str = Field(default=DEVELOPMENT_SECRETS_KEY, repr=False)
     db_pool_size: int = Field(default=20, ge=1, le=1000)
     # How many of one API key's requests run at a time in an API process; the others wait their
-    # turn in memory, up to api_database_timeout_seconds, then 429 (api_service/client_turns.py).
+    # turn in memory, up to api_turn_wait_seconds, then 429 (a 503 behind a call the database
+    # refused: api_service/client_turns.py).
     api_max_in_flight_per_key: int = Field(default=16, ge=1, le=10_000)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1)

@@ -26,7 +26,7 @@ from api_service.errors import (
     ValidationFailed,
     database_refusal,
 )
-from api_service.exception_handlers import log_database_refusal
+from api_service.exception_handlers import record_database_refusal
 from api_service.metrics import INJECTED_FAULTS
 from api_service.middleware import BodyTooLarge, is_api_call, reject
 from api_service.sandbox.fault_settings import FaultShares
@@ -76,7 +76,7 @@ class FaultInjectionMiddleware:
             refusal = database_refusal(error)
             if refusal is None:
                 raise
-            log_database_refusal(refusal, error, {"request_id": request_id})
+            record_database_refusal(scope["state"], refusal, error, {"request_id": request_id})
             await reject(send, request_id, refusal)
             return
         if fault is None:

@@ -86,3 +86,32 @@ async def test_requests_queued_for_the_pool_get_their_503_within_the_timeout_too
         )
 
     assert {answer.status_code for answer in answers} == {503}
+
+
+async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_503_not_429(
+    settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory
+) -> None:
+    """A call whose turn did not come because the calls ahead of it were refused by the database
+    is refused for the database too: eight calls of one key at one in flight answered four 503s
+    and four 429 RATE_LIMITED (truth review), the merchant told to slow down for our outage."""
+    one_at_a_time = settings.model_copy(
+        update={
+            "database_url": proxy.url_through(settings.database_url),
+            "api_database_timeout_seconds": TIMEOUT_SECONDS,
+            "api_lock_wait_seconds": 1,
+            "api_max_in_flight_per_key": 1,
+        }
+    )
+    merchant = await make_merchant()
+    async with in_process_api(one_at_a_time) as api:
+        assert (await api.get(f"{API}/balance", headers=auth(merchant, ""))).status_code == 200
+        proxy.hang()
+        answers = await asyncio.gather(
+            *(api.get(f"{API}/balance", headers=auth(merchant, "")) for _ in range(8))
+        )
+        proxy.resume()
+
+    assert [answer.status_code for answer in answers] == [503] * 8, [a.text for a in answers]
+    assert {answer.json()["error"]["message"] for answer in answers} == {
+        "Database unavailable; retry later"
+    }

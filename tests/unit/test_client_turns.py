@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from api_service.client_turns import ClientGone, ClientTurns
-from api_service.errors import RateLimited
+from api_service.errors import DATABASE_UNAVAILABLE, RateLimited, ServiceUnavailable
 
 
 async def _started(turns: ClientTurns, client: str) -> asyncio.Task[None]:
@@ -61,6 +61,25 @@ async def test_a_request_whose_turn_does_not_come_is_refused_with_retry_after() 
     assert refused.value.headers == {"Retry-After": "1"}
     turns.end("A")
     await _runs_at_once(turns, "A")  # the refused request left its line
+
+
+async def test_a_request_whose_turn_does_not_come_behind_a_database_refusal_is_refused_so() -> None:
+    """The database, not the client's pace, kept its turn from coming: a 503 as the request ahead
+    of it got, not a 429; once a request of the client ends well, a 429 again."""
+    turns = ClientTurns(per_client=1, wait_seconds=0.05)
+    await turns.start("A")
+    behind_the_refused = await _started(turns, "A")
+    turns.end("A", ServiceUnavailable(DATABASE_UNAVAILABLE))  # its turn passes on
+    await behind_the_refused
+
+    with pytest.raises(ServiceUnavailable) as refused:
+        await turns.start("A")
+    assert refused.value.message == DATABASE_UNAVAILABLE
+
+    turns.end("A")  # ended well
+    await turns.start("A")
+    with pytest.raises(RateLimited):
+        await turns.start("A")
 
 
 async def test_a_request_that_goes_away_while_waiting_leaves_its_line() -> None:
