@@ -17,7 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api_service.client_turns import note_database_refusal
 from api_service.database_time import DatabaseTimeUsedUp
 from api_service.envelope import error_body, json_response
-from api_service.errors import ApiError, ValidationFailed, database_refusal
+from api_service.errors import (
+    DATABASE_BUSY,
+    DATABASE_NOT_MIGRATED,
+    ApiError,
+    ValidationFailed,
+    database_refusal,
+)
+from api_service.metrics import DATABASE_REFUSALS, DatabaseRefusalReason
 from api_service.middleware import NO_SNIFFING, REQUEST_ID_HEADER, HtmlPages
 from contracts.db.outages import database_error_code
 from contracts.logging import redact
@@ -104,6 +111,12 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     return render_api_error(request, refusal)
 
 
+_REFUSAL_REASONS: dict[str, DatabaseRefusalReason] = {
+    DATABASE_BUSY: "row_held",
+    DATABASE_NOT_MIGRATED: "not_migrated",
+}
+
+
 def record_database_refusal(
     scope_state: Mapping[str, Any],
     refusal: ApiError,
@@ -111,11 +124,13 @@ def record_database_refusal(
     ids: Mapping[str, str | None],
 ) -> None:
     """A call refused for the database's state: noted on its turn, for its client's calls
-    waiting behind it (client_turns.py), and logged: the refusal, the error's class and number
+    waiting behind it (client_turns.py), counted by reason (row_held, unavailable,
+    not_migrated), and logged: the refusal, the error's class and number
     (1205: a lock wait), and what the server or the driver said of it (a read timeout and a
     connection the server closed are both 2013). An outage's words carry no values of a
     statement (those are hidden)."""
     note_database_refusal(scope_state, refusal)
+    DATABASE_REFUSALS.labels(_REFUSAL_REASONS.get(refusal.message, "unavailable")).inc()
     if isinstance(error, DBAPIError) and error.orig is not None:
         said = f"{type(error).__name__} {database_error_code(error)}: {_words_of(error.orig)}"
     else:

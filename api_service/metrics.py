@@ -61,6 +61,16 @@ INJECTED_FAULTS = Counter(
     "Sandbox faults injected into merchant API calls (X-Sandbox-Fault or PUT /sandbox/faults)",
     ["fault", "source"],
 )
+DATABASE_REFUSALS = Counter(
+    "payouts_api_database_refusals_total",
+    "API calls answered 503 for the database's state: a row another operation held past the "
+    "lock wait (row_held), the database down, hanging or out of the call's time (unavailable), "
+    "or not migrated (not_migrated). /metrics counts the 503s by route only",
+    ["reason"],
+)
+DatabaseRefusalReason = Literal["row_held", "unavailable", "not_migrated"]
+for _refusal in get_args(DatabaseRefusalReason):
+    DATABASE_REFUSALS.labels(_refusal)
 UNMATCHED_ROUTE = "<unmatched>"
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away first
 # The status the HTTP layer answered a request with while the app still read it (a body that

@@ -11,6 +11,7 @@ import pytest
 
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
+from tests.integration.test_api_unexpected_error_log import database_refusals
 from tests.support.amqp import eventually
 from tests.support.api_helpers import API, auth, payout_body
 from tests.support.tcp_proxy import HangingProxy
@@ -103,6 +104,7 @@ async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_
         }
     )
     merchant = await make_merchant()
+    outages = database_refusals("unavailable")
     async with in_process_api(one_at_a_time) as api:
         assert (await api.get(f"{API}/balance", headers=auth(merchant, ""))).status_code == 200
         proxy.hang()
@@ -115,3 +117,5 @@ async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_
     assert {answer.json()["error"]["message"] for answer in answers} == {
         "Database unavailable; retry later"
     }
+    # Counted as the database's refusals: only the calls the database refused.
+    assert 1 <= database_refusals("unavailable") - outages < 8

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from cli.merchants import NewMerchant, create_merchant
@@ -300,3 +301,9 @@ async def create_failed_payout(
     payout = await create_payout(client, merchant)
     await fail_payout(sessions, payout["id"])
     return payout
+
+
+def database_refusals(reason: str) -> float:
+    """This process's API calls answered 503 for the database's state, for `reason`."""
+    sample = REGISTRY.get_sample_value("payouts_api_database_refusals_total", {"reason": reason})
+    return sample or 0.0
