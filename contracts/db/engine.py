@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from contracts.db.database_clock import DATABASE_CLOCK
+from contracts.db.dead_peers import DEAD_PEER_SECONDS, drop_silent_peers
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -57,6 +58,7 @@ def create_engine(
     lock_wait_seconds: int | None = None,
     timeout_seconds: float | None = None,
     idle_transaction_seconds: int | None = None,
+    dead_peer_seconds: int = DEAD_PEER_SECONDS,
 ) -> AsyncEngine:
     """`max_overflow`: connections beyond the pool under a burst (as many as the pool when
     None). `lock_wait_seconds`: how long a statement waits for a row lock before it fails (the
@@ -71,7 +73,8 @@ def create_engine(
     transaction back (MariaDB; MySQL 8 has no such setting). A client that gave up on a
     connection whose network drops packets never tells the server, which kept its transaction,
     and its row locks, for hours (a merchant's balance row: each create a 503), until
-    `wait_timeout` (half-open connections review)."""
+    `wait_timeout` (half-open connections review). `dead_peer_seconds`: how long a connection
+    whose peer went silent stays open (contracts/db/dead_peers.py)."""
     connect_args: dict[str, object] = {}
     if lock_wait_seconds is not None or idle_transaction_seconds is not None:
         connect_args["init_command"] = _session_settings(
@@ -102,6 +105,7 @@ def create_engine(
         hide_parameters=True,
     )
     event.listen(engine.sync_engine, "connect", DATABASE_CLOCK.measure)
+    drop_silent_peers(engine, dead_peer_seconds)
     return engine
 
 

@@ -8,12 +8,17 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 
+from contracts.db.engine import create_engine
+from contracts.db.outages import is_outage
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory, in_process_api
 from tests.integration.test_api_unexpected_error_log import database_refusals
 from tests.support.amqp import eventually
 from tests.support.api_helpers import API, auth, payout_body
+from tests.support.blackhole import require_iptables, silenced
 from tests.support.tcp_proxy import HangingProxy
 
 TIMEOUT_SECONDS = 2.0
@@ -119,3 +124,26 @@ async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_
     }
     # Counted as the database's refusals: only the calls the database refused.
     assert 1 <= database_refusals("unavailable") - outages < 8
+
+
+async def test_a_connection_whose_database_went_silent_mid_statement_is_dropped_in_seconds(
+    settings: Settings,
+) -> None:
+    """A network that drops packets sends no RST: a worker waited on such a connection for its
+    whole read timeout (120 s) after the network came back (half-open connections review)."""
+    require_iptables()
+    engine = create_engine(settings.database_url, timeout_seconds=60, dead_peer_seconds=2)
+    try:
+        async with engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            local_port = raw._transport.get_extra_info("socket").getsockname()[1]
+            statement = asyncio.ensure_future(connection.execute(text("SELECT SLEEP(30)")))
+            with silenced(local_port, make_url(settings.database_url).port or 3306):
+                async with asyncio.timeout(10):
+                    with pytest.raises(OperationalError) as dropped:
+                        await statement
+    finally:
+        await engine.dispose()
+
+    assert is_outage(dropped.value)
