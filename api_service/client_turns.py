@@ -18,9 +18,11 @@ queues for the pool behind its own address only.
 
 A request that waits longer than `wait_seconds` is answered 429 `RATE_LIMITED` with
 `Retry-After`: only its own client's requests were ahead of it. Unless the request of its client
-that ended last was refused by the database: then it is refused as that one was (a 503), since
-the database, not the client's pace, kept its turn from coming (a hanging database answered a
-key's eight calls at one in flight four 503s and four 429s: truth review). A request whose client
+that ended last, while it waited, was refused by the database being down, hanging, read-only or
+not migrated: then it is refused as that one was (a 503), since the database, not the client's
+pace, kept its turn from coming (a hanging database answered a key's eight calls at one in flight
+four 503s and four 429s: truth review). A row another operation held says nothing of the calls
+behind it: a 429 still. A request whose client
 goes away while it waits leaves its line (uvicorn does not cancel it: it ran in full, for nobody).
 """
 
@@ -37,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_service.dashboard.sessions import SignedInMerchants
 from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, merchant_of_key
-from api_service.errors import ApiError, RateLimited
+from api_service.errors import DATABASE_BUSY, ApiError, RateLimited, database_refusal
 from api_service.merchant_cache import MerchantCache
 from api_service.middleware import HtmlPages, is_api_call, reject
 from contracts.api_keys import hash_api_key
@@ -63,8 +65,11 @@ class ClientGone(Exception):
 class _Client:
     running: int = 0
     waiting: deque[asyncio.Future[None]] = field(default_factory=deque)
-    # The database's refusal of the request that ended last, if it was refused by it.
+    ended: int = 0  # requests ended so far
+    # The database's refusal of the request that ended last, if it was refused by it (for its
+    # state, not a row held), and whether a request refused behind it said so in the log.
     last_refusal: ApiError | None = None
+    refusal_logged: bool = False
 
 
 @dataclass
@@ -80,6 +85,7 @@ class ClientTurns:
         if self.take_if_free(client):
             return
         state = self._clients[client]
+        ended_before = state.ended
         turn = asyncio.get_running_loop().create_future()
         state.waiting.append(turn)
         WAITING.inc()
@@ -99,11 +105,14 @@ class ClientTurns:
         self._give_up(client, turn)
         if gone is not None and gone.done():
             raise ClientGone
-        if (refusal := state.last_refusal) is not None:
-            log.warning(
-                "%s: its turn did not come, the calls ahead of it refused by the database",
-                refusal.message,
-            )
+        if state.ended > ended_before and (refusal := state.last_refusal) is not None:
+            if not state.refusal_logged:  # once, however many requests waited behind it
+                state.refusal_logged = True
+                log.warning(
+                    "%s: requests waiting their turn behind a request the database refused are "
+                    "refused too",
+                    refusal.message,
+                )
             raise type(refusal)(refusal.message)
         raise RateLimited(
             f"Too many requests in flight for this API key: {self.per_client} run at a "
@@ -123,7 +132,17 @@ class ClientTurns:
         """A request of `client` ended (`refusal`: refused by the database): its turn passes to
         the client's next waiting request."""
         state = self._clients[client]
-        state.last_refusal = refusal
+        state.ended += 1
+        state.last_refusal = (
+            None if refusal is None or refusal.message == DATABASE_BUSY else refusal
+        )
+        state.refusal_logged = False
+        self.pass_on(client)
+
+    def pass_on(self, client: str) -> None:
+        """One of `client`'s turns passes to its next waiting request, or is free; no request of
+        it ended (an injected latency gives its turn back while it sleeps)."""
+        state = self._clients[client]
         while state.waiting:
             turn = state.waiting.popleft()
             if not turn.done():  # not given up meanwhile
@@ -137,7 +156,7 @@ class ClientTurns:
         """A waiting request left (its deadline, or its client went away): if its turn had come
         meanwhile, it passes on; otherwise it leaves the line."""
         if turn.done():
-            self.end(client)
+            self.pass_on(client)
             return
         turn.cancel()
         state = self._clients[client]
@@ -160,6 +179,13 @@ class Turn:
         self.held = True
 
     def give_back(self) -> None:
+        """For a while: the request goes on after (`take`)."""
+        if self.held:
+            self.held = False
+            self.turns.pass_on(self.client)
+
+    def finish(self) -> None:
+        """The request ended."""
         if self.held:
             self.held = False
             self.turns.end(self.client, self.refusal)
@@ -272,7 +298,7 @@ class ClientTurnsMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            turn.give_back()
+            turn.finish()
 
     async def _wait_for_turn(
         self,
@@ -358,10 +384,14 @@ class ClientTurnsMiddleware:
         """In the address's turn: a burst of keys no merchant has holds its address's share of
         the connections, not the pool."""
         await self.turns.start(by_address)
+        refusal = None
         try:
             return await merchant_of_key(state, key_digest)
+        except Exception as error:
+            refusal = database_refusal(error)
+            raise
         finally:
-            self.turns.end(by_address)
+            self.turns.end(by_address, refusal)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, page: bool, refused: ApiError

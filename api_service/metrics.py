@@ -63,9 +63,10 @@ INJECTED_FAULTS = Counter(
 )
 DATABASE_REFUSALS = Counter(
     "payouts_api_database_refusals_total",
-    "API calls answered 503 for the database's state: a row another operation held past the "
-    "lock wait (row_held), the database down, hanging or out of the call's time (unavailable), "
-    "or not migrated (not_migrated). /metrics counts the 503s by route only",
+    "API calls the database refused, each answered 503: a row another operation held past the "
+    "lock wait, or a deadlock (row_held); the database down, hanging, read-only, out of space "
+    "or out of the call's time (unavailable); or not migrated (not_migrated). The calls refused "
+    "behind them while waiting their turn are not counted",
     ["reason"],
 )
 DatabaseRefusalReason = Literal["row_held", "unavailable", "not_migrated"]

@@ -20,6 +20,7 @@ from api_service.client_turns import TURN_STATE, Turn
 from api_service.deps import API_KEY_HEADER, KEY_MERCHANT, count_in_request_rate, merchant_of_key
 from api_service.errors import (
     INJECTED_STATUS_ERRORS,
+    ApiError,
     GatewayTimeout,
     RateLimited,
     SandboxDisabled,
@@ -135,7 +136,7 @@ class FaultInjectionMiddleware:
             case FaultKind.LATENCY:
                 try:
                     await _sleep_out_of_turn(fault, scope)
-                except RateLimited as refused:
+                except ApiError as refused:  # its turn did not come again (client_turns.py)
                     await reject(send, request_id, refused)
                     return
                 await self.app(scope, receive, send)

@@ -94,12 +94,14 @@ async def test_requests_queued_for_the_pool_get_their_503_within_the_timeout_too
     assert {answer.status_code for answer in answers} == {503}
 
 
+@pytest.mark.parametrize("keys", ["one-known-key", "keys-new-to-the-process"])
 async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_503_not_429(
-    settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory
+    settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory, keys: str
 ) -> None:
     """A call whose turn did not come because the calls ahead of it were refused by the database
     is refused for the database too: eight calls of one key at one in flight answered four 503s
-    and four 429 RATE_LIMITED (truth review), the merchant told to slow down for our outage."""
+    and four 429 RATE_LIMITED (truth review), the merchant told to slow down for our outage. So
+    did eight keys new to the process, looked up in their address's turn (fixes review)."""
     one_at_a_time = settings.model_copy(
         update={
             "database_url": proxy.url_through(settings.database_url),
@@ -109,12 +111,16 @@ async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_
         }
     )
     merchant = await make_merchant()
+    if keys == "one-known-key":
+        calls = [auth(merchant, "")] * 8
+    else:
+        calls = [{"X-API-KEY": f"mpk_test_{uuid.uuid4().hex}"} for _ in range(8)]
     outages = database_refusals("unavailable")
     async with in_process_api(one_at_a_time) as api:
         assert (await api.get(f"{API}/balance", headers=auth(merchant, ""))).status_code == 200
         proxy.hang()
         answers = await asyncio.gather(
-            *(api.get(f"{API}/balance", headers=auth(merchant, "")) for _ in range(8))
+            *(api.get(f"{API}/balance", headers=headers) for headers in calls)
         )
         proxy.resume()
 

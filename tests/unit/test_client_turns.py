@@ -5,8 +5,13 @@ import asyncio
 
 import pytest
 
-from api_service.client_turns import ClientGone, ClientTurns
-from api_service.errors import DATABASE_UNAVAILABLE, RateLimited, ServiceUnavailable
+from api_service.client_turns import ClientGone, ClientTurns, Turn
+from api_service.errors import (
+    DATABASE_BUSY,
+    DATABASE_UNAVAILABLE,
+    RateLimited,
+    ServiceUnavailable,
+)
 
 
 async def _started(turns: ClientTurns, client: str) -> asyncio.Task[None]:
@@ -65,21 +70,71 @@ async def test_a_request_whose_turn_does_not_come_is_refused_with_retry_after() 
 
 async def test_a_request_whose_turn_does_not_come_behind_a_database_refusal_is_refused_so() -> None:
     """The database, not the client's pace, kept its turn from coming: a 503 as the request ahead
-    of it got, not a 429; once a request of the client ends well, a 429 again."""
+    of it got, not a 429."""
     turns = ClientTurns(per_client=1, wait_seconds=0.05)
-    await turns.start("A")
-    behind_the_refused = await _started(turns, "A")
-    turns.end("A", ServiceUnavailable(DATABASE_UNAVAILABLE))  # its turn passes on
-    await behind_the_refused
+    await turns.start("A")  # the database will refuse it
+    gets_its_turn = await _started(turns, "A")
+    waits_in_vain = await _started(turns, "A")
+    turns.end("A", ServiceUnavailable(DATABASE_UNAVAILABLE))
+    await gets_its_turn  # and hangs on the database
 
     with pytest.raises(ServiceUnavailable) as refused:
-        await turns.start("A")
+        await waits_in_vain
     assert refused.value.message == DATABASE_UNAVAILABLE
 
-    turns.end("A")  # ended well
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(None, id="the-request-ahead-ended-well"),
+        # One row another operation held says nothing of the calls behind it (fixes review).
+        pytest.param(ServiceUnavailable(DATABASE_BUSY), id="a-row-held"),
+    ],
+)
+async def test_a_request_whose_turn_does_not_come_otherwise_is_rate_limited(
+    refusal: ServiceUnavailable | None,
+) -> None:
+    turns = ClientTurns(per_client=1, wait_seconds=0.05)
     await turns.start("A")
+    gets_its_turn = await _started(turns, "A")
+    waits_in_vain = await _started(turns, "A")
+    turns.end("A", refusal)
+    await gets_its_turn
+
+    with pytest.raises(RateLimited):
+        await waits_in_vain
+
+
+async def test_a_refusal_before_a_request_waited_is_not_passed_to_it() -> None:
+    """The request refused had ended before this one came: its turn did not come for the
+    client's own calls, running on a healthy database (fixes review)."""
+    turns = ClientTurns(per_client=1, wait_seconds=0.05)
+    await turns.start("A")
+    gets_its_turn = await _started(turns, "A")
+    turns.end("A", ServiceUnavailable(DATABASE_UNAVAILABLE))
+    await gets_its_turn  # a long call, on a healthy database
+
     with pytest.raises(RateLimited):
         await turns.start("A")
+
+
+async def test_a_turn_given_back_for_a_while_keeps_the_refusal_ahead() -> None:
+    """An injected latency gives its turn back while it sleeps: no request ended, and the calls
+    waiting behind a refusal were told 429 for the outage once it had (fixes review)."""
+    turns = ClientTurns(per_client=1, wait_seconds=0.05)
+    await turns.start("A")  # refused
+    sleeper = Turn(turns, "A")
+    sleeps = asyncio.create_task(sleeper.take())
+    await asyncio.sleep(0)
+    gets_the_sleepers_turn = await _started(turns, "A")
+    waits_in_vain = await _started(turns, "A")
+    turns.end("A", ServiceUnavailable(DATABASE_UNAVAILABLE))
+    await sleeps
+    sleeper.give_back()  # sleeps a while
+    await gets_the_sleepers_turn  # and hangs on the database
+
+    with pytest.raises(ServiceUnavailable):
+        await waits_in_vain
 
 
 async def test_a_request_that_goes_away_while_waiting_leaves_its_line() -> None:
