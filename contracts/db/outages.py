@@ -1,10 +1,10 @@
 """One rule, for every service, for telling a database outage from a bug or bad input.
 
-An outage (the server is down or restarting, the connection was lost, a lock wait timed out, a
-deadlock) is nobody's fault and passes: the API answers 503, consumers retry for as long as it
-lasts. Anything else from the database (DataError, IntegrityError, ProgrammingError, an unknown
-column...) is a bug or input we failed to validate: the API answers a logged 500, consumers
-retry a few times and then dead-letter.
+An outage (the server is down or restarting, the connection was lost, it is out of space, a lock
+wait timed out, a deadlock) is nobody's fault and passes: the API answers 503, consumers retry for
+as long as it lasts. Anything else from the database (DataError, IntegrityError,
+ProgrammingError, an unknown column...) is a bug or input we failed to validate: the API answers
+a logged 500, consumers retry a few times and then dead-letter.
 """
 
 from sqlalchemy.exc import DBAPIError
@@ -24,6 +24,19 @@ ROW_LOCK_FAILURES = frozenset({*LOCK_REFUSED, DEADLOCK})
 # A statement the server timed out: MariaDB's max_statement_time, MySQL's max_execution_time.
 STATEMENT_TIMEOUT = frozenset({1969, 3024})
 SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROCEDURE)
+# The server out of space (its disk, its tablespace, its temporary directory): writes refused,
+# reads served. Each was a bug: the API's 500s, the processor's dead letters, the scheduler's
+# actions marked ERROR for good, webhooks parked with no delivery row (out-of-space review).
+OUT_OF_SPACE = frozenset(
+    {
+        3,  # error writing a file
+        1021,  # disk full
+        1026,  # error writing a file
+        1028,  # a sort aborted (its temporary file)
+        1030,  # an error from the storage engine (28: no space left on the device)
+        1114,  # the table is full (a tablespace that cannot grow)
+    }
+)
 
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
@@ -49,6 +62,7 @@ OUTAGE_ERROR_CODES = frozenset(
         1792,  # read-only transaction
         1836,  # read-only mode
         *STATEMENT_TIMEOUT,
+        *OUT_OF_SPACE,
         2002,  # cannot connect through the socket
         2003,  # cannot connect to the server
         2005,  # unknown server host

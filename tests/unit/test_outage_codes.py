@@ -21,3 +21,20 @@ def test_mysql8s_refusals_for_now_are_outages(code: int, said: str) -> None:
     """Offline mode (an operator's maintenance, a member that left its group replication) was a
     logged 500 and a dead letter (MySQL 8 review)."""
     assert is_outage(OperationalError("COMMIT", {}, DriverError(code, said)))
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (1114, "The table 'outbox' is full"),
+        (1021, "Disk full (/tmp/#sql_1); waiting for someone to free some space..."),
+        (3, "Error writing file '/tmp/MYfd=42' (Errcode: 28 \"No space left on device\")"),
+        (1026, "Error writing file './payouts/outbox.ibd' (errno: 28)"),
+        (1028, "Sort aborted: Error writing file '/tmp/MYfd=42' (Errcode: 28)"),
+        (1030, 'Got error 28 "No space left on device" from storage engine InnoDB'),
+    ],
+)
+def test_a_database_out_of_space_is_an_outage(code: int, said: str) -> None:
+    """Writes refused, reads served: each was a bug, a 500 and a dead letter (out-of-space
+    review)."""
+    assert is_outage(OperationalError("INSERT", {}, DriverError(code, said)))
