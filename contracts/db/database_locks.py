@@ -13,6 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 # names share their first 40-odd characters would take turns with each other, nothing worse).
 _NAME = "LEFT(CONCAT(:name, ':', DATABASE()), 64)"
 _TAKE = text(f"SELECT GET_LOCK({_NAME}, :wait_seconds)")
+# The holder's connection says nothing while the block runs on others: a server's wait_timeout
+# (minutes, on hosted databases) closed it mid-migration, the lock free for a second
+# `payouts migrate`, and the release failed ("MySQL does not answer", exit 1, after a migration
+# that had reached head: idle connections review).
+_OUTLAST_THE_BLOCK = text("SET SESSION wait_timeout = 86400")
 _LET_GO = text(f"SELECT RELEASE_LOCK({_NAME})")
 
 
@@ -26,6 +31,7 @@ async def database_lock(
 ) -> AsyncIterator[None]:
     """`name` (a few words) locked on this database for the block; DatabaseLockTimeout when
     another holder keeps it past `wait_seconds`."""
+    await connection.execute(_OUTLAST_THE_BLOCK)
     taken = await connection.scalar(_TAKE, {"name": name, "wait_seconds": wait_seconds})
     await connection.commit()  # the lock is the connection's, not its transaction's
     if taken != 1:

@@ -45,6 +45,12 @@ logging.getLogger("asyncmy").addFilter(_unexpected)
 # The consumers' and the relay's `timeout_seconds`: longer than any statement of theirs may wait
 # for a row lock (the server's default lock wait, 50 s).
 WORKER_DATABASE_TIMEOUT_SECONDS = 120.0
+# A pooled connection is replaced after this long; the server keeps an idle one longer, whatever
+# its own wait_timeout (minutes, on hosted databases): it closed them in a quiet spell, and the
+# first call after it (a PSP's callback, a create) met the closed connection, a 503 on a
+# database that was up, as was /ready (idle connections review).
+POOL_RECYCLE_SECONDS = 1800
+IDLE_CONNECTION_SECONDS = 2 * POOL_RECYCLE_SECONDS
 # The services' `idle_transaction_seconds`: past any pause of theirs inside a transaction (the
 # relay's publishes, at most 10 s, are the longest).
 IDLE_TRANSACTION_SECONDS = 60
@@ -75,11 +81,9 @@ def create_engine(
     and its row locks, for hours (a merchant's balance row: each create a 503), until
     `wait_timeout` (half-open connections review). `dead_peer_seconds`: how long a connection
     whose peer went silent stays open (contracts/db/dead_peers.py)."""
-    connect_args: dict[str, object] = {}
-    if lock_wait_seconds is not None or idle_transaction_seconds is not None:
-        connect_args["init_command"] = _session_settings(
-            lock_wait_seconds, idle_transaction_seconds
-        )
+    connect_args: dict[str, object] = {
+        "init_command": _session_settings(lock_wait_seconds, idle_transaction_seconds)
+    }
     pool_options: dict[str, object] = {}
     if timeout_seconds is not None:
         connect_args["read_timeout"] = timeout_seconds
@@ -93,7 +97,7 @@ def create_engine(
         # dead fails its one request (API: 503, retryable; consumers: retried) and SQLAlchemy
         # then invalidates the whole pool, so an outage costs one error, not one per connection.
         pool_pre_ping=False,
-        pool_recycle=1800,
+        pool_recycle=POOL_RECYCLE_SECONDS,
         # Sessions and connections end their own transactions (commit, or rollback on close):
         # a second ROLLBACK as each connection returns to the pool would be a statement per
         # request for nothing.
@@ -110,12 +114,15 @@ def create_engine(
 
 
 def _session_settings(lock_wait_seconds: int | None, idle_transaction_seconds: int | None) -> str:
-    """One SET for both (the connection's one init command). The idle limit in a comment that
-    MariaDB (10.3 and later) runs and MySQL skips."""
+    """One SET for all (the connection's one init command). The idle transaction's limit in a
+    comment that MariaDB (10.3 and later) runs and MySQL skips."""
     lock_wait = (
         "@@global.innodb_lock_wait_timeout" if lock_wait_seconds is None else lock_wait_seconds
     )
-    settings = f"SET SESSION innodb_lock_wait_timeout = {lock_wait}"
+    settings = (
+        f"SET SESSION innodb_lock_wait_timeout = {lock_wait}, "
+        f"wait_timeout = {IDLE_CONNECTION_SECONDS}"
+    )
     if idle_transaction_seconds is None:
         return settings
     return f"{settings} /*M!100300 , idle_transaction_timeout = {int(idle_transaction_seconds)} */"
