@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from contracts.db.connecting import connect_as_outages
 from contracts.db.database_clock import DATABASE_CLOCK
 from contracts.db.dead_peers import DEAD_PEER_SECONDS, drop_silent_peers
 
@@ -110,6 +111,7 @@ def create_engine(
     )
     event.listen(engine.sync_engine, "connect", DATABASE_CLOCK.measure)
     drop_silent_peers(engine, dead_peer_seconds)
+    connect_as_outages(engine)
     return engine
 
 

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncmy
 import httpx
 import pytest
 from sqlalchemy import make_url, text
@@ -153,3 +154,24 @@ async def test_a_connection_whose_database_went_silent_mid_statement_is_dropped_
         await engine.dispose()
 
     assert is_outage(dropped.value)
+
+
+async def test_a_connection_closed_as_it_is_made_is_an_outage(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the server's connection limit, asyncmy sometimes found the transport closed before it
+    read the refusal, and raised RuntimeError: a bug to every service (500s, dead letters: idle
+    connections review)."""
+
+    async def closed_at_once(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("Transport does not expose socket instance")
+
+    monkeypatch.setattr(asyncmy, "connect", closed_at_once)
+    engine = create_engine(settings.database_url)
+    try:
+        with pytest.raises(OperationalError) as refused:
+            await engine.connect()
+    finally:
+        await engine.dispose()
+
+    assert is_outage(refused.value)
