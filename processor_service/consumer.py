@@ -3,7 +3,8 @@ do when that fails.
 
 - a malformed body never reaches us: the subscriber's decoder dead-letters it to `<queue>.dead`
   with the validation error in a header (contracts.redelivery.dead_lettering_decoder);
-- UnknownPayout can never succeed: dead-lettered at once, with the reason;
+- a command that can never be applied (NeverApplicable: an unknown payout, a PSP outcome never
+  recorded) is dead-lettered at once, with the reason;
 - an outage (contracts.db.outages: database or connection down, deadlock, lock-wait timeout,
   pool timeout) is not the message's fault: retried for as long as it lasts, the delay doubling
   up to MAX_OUTAGE_DELAY_SECONDS, and not counted against `max_retries`;
@@ -41,7 +42,7 @@ from contracts.topology import (
     RETRY_COUNT_HEADER,
     WorkQueue,
 )
-from processor_service.handlers import Context, UnknownPayout
+from processor_service.handlers import Context, NeverApplicable
 from processor_service.inbox import first_delivery
 from processor_service.metrics import MESSAGES, PAYOUT_STATUSES, dead_letters_of
 
@@ -52,16 +53,25 @@ log = logging.getLogger("processor")
 MAX_OUTAGE_DELAY_SECONDS = 15.0
 
 Work = Callable[[AsyncSession, Context], Awaitable[PayoutStatus | None]]
+MESSAGE_ID_KEPT = 190  # of a message id up to AMQP's 255 characters, beside a digest of 64
+
 # The work of several messages in one transaction: a status (or None) per message, in order.
 WorkTogether = Callable[[AsyncSession, Sequence[Context]], Awaitable[Sequence[PayoutStatus | None]]]
 
 
 def message_key(message: RabbitMessage) -> str:
-    """The outbox id the relay set; a message published without one (by hand) falls back to its
-    body's digest. Read from the AMQP message itself: FastStream gives a message without an id
-    a random one of its own, which made each copy of it pass for a new message."""
-    message_id: str | None = message.raw_message.message_id
-    return message_id or "sha256:" + hashlib.sha256(message.body).hexdigest()
+    """The outbox id the relay set, with the body's digest: a database restored from a backup
+    gives its outbox ids out again (AUTO_INCREMENT), and a message for another payout, with the
+    id of one applied after the backup, was dropped as its duplicate (restore review). A message
+    published without an id (by hand) has its digest alone. The id read from the AMQP message
+    itself: FastStream gives a message without one a random id of its own, which made each copy
+    of it pass for a new message. At most the inbox's 255 characters."""
+    return inbox_key(message.raw_message.message_id, message.body)
+
+
+def inbox_key(message_id: str | None, body: bytes) -> str:
+    digest = hashlib.sha256(body).hexdigest()
+    return f"{message_id[:MESSAGE_ID_KEPT]}:{digest}" if message_id else f"sha256:{digest}"
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,10 @@ class Consumer:
                     MESSAGES.labels(queue.name, "duplicate").inc()
                     return
                 status = await work(session, context)
-        except UnknownPayout as unknown:
-            log.error("unknown payout in message %s: dead-lettered", message.message_id)
+        except NeverApplicable as never:
+            log.error("message %s: %s: dead-lettered", message.message_id, never)
             dead_letters_of(queue)()
-            await dead_letter(self.broker, message, queue=queue, error=f"unknown payout {unknown}")
+            await dead_letter(self.broker, message, queue=queue, error=str(never))
             return
         except Exception as error:
             await self._retry_or_dead_letter(message, queue, error)

@@ -39,8 +39,27 @@ log = logging.getLogger("processor")
 DEFAULT_TIMETABLE = Timetable()
 
 
-class UnknownPayout(Exception):
-    """The command names a payout that does not exist: it can never succeed."""
+class NeverApplicable(Exception):
+    """The command can never be applied: dead-lettered at once, with this as the reason."""
+
+
+class UnknownPayout(NeverApplicable):
+    """The command names a payout that does not exist."""
+
+    def __init__(self, payout_id: str) -> None:
+        super().__init__(f"unknown payout {payout_id}")
+
+
+class UnrecordedOutcome(NeverApplicable):
+    """The command's PSP outcome was never recorded: the database was restored from a backup
+    taken before it was accepted. Acknowledged as "nothing to change", the outcome was lost with
+    no trace, the payout's funds held, the PSP told 200 long ago (restore review)."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"PSP outcome {event_id} was never recorded (the database restored from a backup "
+            "taken before it was accepted?)"
+        )
 
 
 @dataclass(frozen=True)
@@ -353,7 +372,12 @@ async def apply_psp_outcome(
     change = PayoutChange(payout, correlation_id=context.correlation_id)
     await _take_accepted_outcomes(session, change)
     await change.write(session, timetable.time)
-    return PayoutStatus(payout.status) if change.changed else None
+    if change.changed:
+        return PayoutStatus(payout.status)
+    # Applied with an earlier command (a read on this path alone), or never recorded.
+    if await session.get(PspCallback, command.callback_event_id) is None:
+        raise UnrecordedOutcome(command.callback_event_id)
+    return None
 
 
 async def _take_accepted_outcomes(session: AsyncSession, change: PayoutChange) -> None:

@@ -35,8 +35,9 @@ from contracts.db.models import (
     PayoutEvent,
     ProcessedMessage,
 )
+from contracts.domain.statuses import PspOutcome
 from contracts.logging import ContextFilter
-from contracts.messages import ProcessPayout
+from contracts.messages import ApplyPspOutcome, ProcessPayout
 from contracts.settings import Settings
 from contracts.topology import (
     APPLY_PSP_OUTCOME_KEY,
@@ -49,6 +50,7 @@ from contracts.topology import (
     PSP_OUTCOMES,
     RETRY_COUNT_HEADER,
 )
+from processor_service.consumer import inbox_key
 from tests.support.amqp import RabbitClient, consistently, dead_letters, eventually, publish_command
 from tests.support.api_helpers import API, auth, bank_payout_body, outbox_for_payout, send_ipn
 from tests.support.infrastructure import TEST_VHOST, Infrastructure, management_client
@@ -399,7 +401,8 @@ async def test_redelivered_command_is_applied_once(
         if row.routing_key == PROCESS_PAYOUT_KEY
     ]
     assert ProcessPayout.model_validate_json(command.body).names_its_attempt
-    for message_id in (str(command.id), f"copy-{uuid.uuid4().hex}"):
+    copies = (str(command.id), f"copy-{uuid.uuid4().hex}")
+    for message_id in copies:
         await rabbit.publish(
             command.body,
             exchange=COMMANDS_EXCHANGE,
@@ -419,7 +422,7 @@ async def test_redelivered_command_is_applied_once(
             select(func.count())
             .select_from(ProcessedMessage)
             .where(ProcessedMessage.consumer == PAYOUT_COMMANDS.name)
-            .where(ProcessedMessage.message_id == str(command.id))
+            .where(ProcessedMessage.message_id.in_([inbox_key(m, command.body) for m in copies]))
         )
     assert inbox_rows == 0
 
@@ -551,6 +554,38 @@ async def test_command_for_an_unknown_payout_is_dead_lettered(
         assert await session.get(Payout, unknown.payout_id) is None
 
 
+async def test_a_psp_outcome_never_recorded_is_dead_lettered_not_dropped(
+    processor: None, api_client: httpx.AsyncClient, sessions: SessionFactory, rabbit: RabbitClient
+) -> None:
+    """Its callback row missing (the database restored from a backup taken before the PSP's
+    outcome was accepted), the command was acked as "nothing to change": the outcome lost with
+    no trace, the payout's funds held (restore review). Dead-lettered, it is there to see."""
+    created = await new_payout(api_client, sessions, "0004", "PENDING", events=3)
+    async with sessions() as session:
+        payout = await session.get(Payout, created.payout_id)
+    assert payout is not None
+    outcome = ApplyPspOutcome(
+        callback_event_id=f"evt-lost-{uuid.uuid4().hex[:8]}",
+        payout_id=payout.id,
+        merchant_id=payout.merchant_id,
+        hold_cycle=payout.hold_cycle,
+        outcome=PspOutcome.SUCCESS,
+    )
+    message_id = f"test-{uuid.uuid4().hex}"
+    await rabbit.publish(
+        outcome.to_json(),
+        exchange=COMMANDS_EXCHANGE,
+        routing_key=APPLY_PSP_OUTCOME_KEY,
+        message_id=message_id,
+    )
+
+    dead = await dead_letters(rabbit, {message_id}, PSP_OUTCOMES)
+
+    reason = str((dead[message_id].headers or {})[LAST_ERROR_HEADER])
+    assert reason.startswith(f"PSP outcome {outcome.callback_event_id} was never recorded"), reason
+    assert (await state_of(sessions, created.payout_id)).payout.status == "PENDING"
+
+
 async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
     processor: None,
     api_client: httpx.AsyncClient,
@@ -598,7 +633,7 @@ async def test_failing_handler_is_retried_after_the_delay_then_dead_lettered(
         held=Decimal("1500.00"),
     )
     async with sessions() as session:
-        key = (PSP_OUTCOMES.name, str(command.id))
+        key = (PSP_OUTCOMES.name, inbox_key(str(command.id), command.body))
         assert await session.get(ProcessedMessage, key) is None
 
 
