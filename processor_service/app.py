@@ -129,8 +129,8 @@ def create_processor(settings: Settings) -> FastStream:
 
     async def start_up() -> None:
         serve_metrics(settings)
-        await declare_topology()
         await until_migrated(sessions, "processor")
+        await declare_topology()  # last: a queue deleted while it waited is there to consume
 
     stop_scheduler = asyncio.Event()
     scheduler_task: list[asyncio.Task[None]] = []

@@ -85,10 +85,11 @@ class PayoutEventConsumer:
         self._sessions: SessionFactory | None = None
 
     async def open(self) -> None:
-        """Declare the topology, open the pool, wait for the database's migrations, open the
-        HTTP client, and compile the batch statements, before consuming."""
+        """Open the pool, wait for the database's migrations, open the HTTP client, compile the
+        batch statements, and declare the topology, before consuming: declared first, a queue
+        deleted while the service waited for the migrations (a broker reset) was missing when it
+        came to consume, and the service exited (restore review)."""
         serve_metrics(self.settings)
-        await self._declare_topology()
         # httpx logs every request URL at INFO; merchants' URLs may embed their own tokens.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._engine = create_engine(
@@ -118,6 +119,7 @@ class PayoutEventConsumer:
             time=MerchantTime.of(self.settings),
         )
         await self._delivery.prepare()
+        await self._declare_topology()
 
     async def works(self) -> bool:
         """For the heartbeat: consuming, with the broker and the database answering."""

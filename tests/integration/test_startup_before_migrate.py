@@ -37,6 +37,14 @@ async def _consumers(settings: Settings, queues: list[str]) -> int:
         return sum(queue.declaration_result.consumer_count or 0 for queue in declared)
 
 
+async def _delete(settings: Settings, queues: list[str]) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in queues:
+            await channel.queue_delete(name)
+
+
 def _logged(caplog: pytest.LogCaptureFixture, text: str) -> Callable[[], Awaitable[bool]]:
     async def logged() -> bool:
         return text in caplog.text
@@ -87,6 +95,8 @@ async def test_a_consumer_consumes_only_once_the_database_is_migrated(
     try:
         await eventually(_waits_for_migrations(caplog, who), what=f"the {who} waiting")
         assert await _consumers(settings, queues) == 0, "it consumes from an unmigrated database"
+        # Meanwhile its queues go (a broker reset): it exited once done waiting (restore review).
+        await _delete(settings, queues)
 
         await _migrated_then_consuming(settings, bare_database, starting, queues)
     finally:
