@@ -22,8 +22,8 @@ that ended last, while it waited, was refused by the database being down, hangin
 not migrated: then it is refused as that one was (a 503), since the database, not the client's
 pace, kept its turn from coming (a hanging database answered a key's eight calls at one in flight
 four 503s and four 429s: truth review). A row another operation held says nothing of the calls
-behind it: a 429 still. A request whose client
-goes away while it waits leaves its line (uvicorn does not cancel it: it ran in full, for nobody).
+behind it: a 429 still. A request whose client goes away while it waits leaves its line (uvicorn
+does not cancel it: it ran in full, for nobody).
 """
 
 import asyncio

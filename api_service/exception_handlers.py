@@ -124,11 +124,10 @@ def record_database_refusal(
     ids: Mapping[str, str | None],
 ) -> None:
     """A call refused for the database's state: noted on its turn, for its client's calls
-    waiting behind it (client_turns.py), counted by reason (row_held, unavailable,
-    not_migrated), and logged: the refusal, the error's class and number
-    (1205: a lock wait), and what the server or the driver said of it (a read timeout and a
-    connection the server closed are both 2013). An outage's words carry no values of a
-    statement (those are hidden)."""
+    waiting behind it (client_turns.py), counted by reason (row_held, unavailable, not_migrated),
+    and logged: the refusal, the error's class and number (1205: a lock wait), and what the
+    server or the driver said of it (a read timeout and a connection the server closed are both
+    2013). An outage's words carry no values of a statement (those are hidden)."""
     note_database_refusal(scope_state, refusal)
     DATABASE_REFUSALS.labels(_REFUSAL_REASONS.get(refusal.message, "unavailable")).inc()
     if isinstance(error, DBAPIError) and error.orig is not None:
