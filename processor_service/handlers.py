@@ -367,14 +367,15 @@ async def apply_psp_outcome(
     """Apply the outcomes accepted for the payout, in order: its new status, None when there is
     nothing (left) to apply, e.g. this command's outcome was applied with an earlier one."""
     payout = await _lock_payout(session, command.payout_id, command.merchant_id)
-    if command.hold_cycle != payout.hold_cycle:
-        return None  # an outcome of an earlier attempt: never applied to the current one
-    change = PayoutChange(payout, correlation_id=context.correlation_id)
-    await _take_accepted_outcomes(session, change)
-    await change.write(session, timetable.time)
-    if change.changed:
-        return PayoutStatus(payout.status)
-    # Applied with an earlier command (a read on this path alone), or never recorded.
+    # An outcome of another attempt is never applied to the current one.
+    if command.hold_cycle == payout.hold_cycle:
+        change = PayoutChange(payout, correlation_id=context.correlation_id)
+        await _take_accepted_outcomes(session, change)
+        await change.write(session, timetable.time)
+        if change.changed:
+            return PayoutStatus(payout.status)
+    # Applied with an earlier command, of an earlier attempt, or never recorded (an attempt the
+    # restore lost included: second fixes review). A read on this path alone.
     if await session.get(PspCallback, command.callback_event_id) is None:
         raise UnrecordedOutcome(command.callback_event_id)
     return None

@@ -7,6 +7,8 @@ ProgrammingError, an unknown column...) is a bug or input we failed to validate:
 a logged 500, consumers retry a few times and then dead-letter.
 """
 
+import re
+
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -29,14 +31,18 @@ SAVEPOINT_GONE = 1305  # "SAVEPOINT ... does not exist" (also a FUNCTION or PROC
 # actions marked ERROR for good, webhooks parked with no delivery row (out-of-space review).
 OUT_OF_SPACE = frozenset(
     {
-        3,  # error writing a file
         1021,  # disk full
-        1026,  # error writing a file
         1028,  # a sort aborted (its temporary file)
-        1030,  # an error from the storage engine (28: no space left on the device)
         1114,  # the table is full (a tablespace that cannot grow)
     }
 )
+# Errors that are out of space only for the system's or the storage engine's number they carry:
+# a write that failed (3, 1026) or any error of the engine (1030: "Got error 139 'Too big row'"
+# is a bug; second fixes review).
+OUT_OF_SPACE_IF_SAID = frozenset({3, 1026, 1030})
+# ENOSPC, EDQUOT; a storage engine's "no more room in the record file", "... in the index file"
+_NO_SPACE_NUMBERS = frozenset({28, 122, 135, 136})
+_NUMBER_SAID = re.compile(r"(?:Got error|errno:|Errcode:) ?(\d+)")
 
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
@@ -120,5 +126,15 @@ def is_statement_timeout(error: BaseException) -> bool:
 def is_outage(error: BaseException) -> bool:
     """True when the error says a dependency is unavailable, not that the work is wrong."""
     if isinstance(error, DBAPIError):
-        return error.connection_invalidated or database_error_code(error) in OUTAGE_ERROR_CODES
+        code = database_error_code(error)
+        return (
+            error.connection_invalidated
+            or code in OUTAGE_ERROR_CODES
+            or (code in OUT_OF_SPACE_IF_SAID and _says_no_space(error))
+        )
     return isinstance(error, PoolTimeout | OSError)
+
+
+def _says_no_space(error: DBAPIError) -> bool:
+    said = _NUMBER_SAID.search(_message_of(error.orig))
+    return said is not None and int(said.group(1)) in _NO_SPACE_NUMBERS

@@ -38,3 +38,18 @@ def test_a_database_out_of_space_is_an_outage(code: int, said: str) -> None:
     """Writes refused, reads served: each was a bug, a 500 and a dead letter (out-of-space
     review)."""
     assert is_outage(OperationalError("INSERT", {}, DriverError(code, said)))
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (1030, 'Got error 139 "Too big row" from storage engine InnoDB'),
+        (1030, 'Got error 131 "Command not supported by the engine" from storage engine'),
+        (1030, 'Got error 168 "Unknown (generic) error from engine" from storage engine'),
+        (3, "Error writing file '/tmp/MYfd=42' (Errcode: 9 \"Bad file descriptor\")"),
+        (1026, "Error writing file './payouts/outbox.ibd' (errno: 13 \"Permission denied\")"),
+    ],
+)
+def test_a_storage_error_that_is_not_out_of_space_is_no_outage(code: int, said: str) -> None:
+    """A bug to dead-letter, not a wait for ever (second fixes review)."""
+    assert not is_outage(OperationalError("INSERT", {}, DriverError(code, said)))
