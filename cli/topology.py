@@ -22,6 +22,7 @@ from contracts.settings import get_settings
 from contracts.topology import (
     DEAD_LETTER_EXCHANGE,
     EXCHANGES,
+    KEEP_READ_MESSAGES_POLICY,
     RETRY_RETURN_EXCHANGE,
     WorkQueue,
     all_work_queues,
@@ -132,7 +133,7 @@ def export_definitions(
             for user in members
         ],
         "parameters": [],
-        "policies": [],
+        "policies": [{"vhost": vhost, **KEEP_READ_MESSAGES_POLICY}],
         "exchanges": [
             {
                 "name": name,

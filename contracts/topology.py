@@ -153,6 +153,20 @@ PSP_OUTCOMES = WorkQueue(
     outage_wait=True,
 )
 WEBHOOK_PARKING_LOT = "webhooks.parking-lot"
+# The queues nothing consumes but an operator reading them (`payouts dlq list`, a replay of one
+# merchant's parked webhooks), each read returning the message unacknowledged. RabbitMQ 4.0 to
+# 4.2 give a quorum queue without a delivery limit one of 20, and drop a message past it when the
+# queue has no dead-letter exchange, as these have none: the 21st listing found the dead letters
+# gone, and 20 replays of one merchant's webhooks dropped the others' (RabbitMQ compatibility
+# review). A policy lifts it (an argument would make each existing queue's declaration fail);
+# RabbitMQ 3.x refuses -1, so a billion.
+KEEP_READ_MESSAGES_POLICY = {
+    "name": "payouts-keep-read-messages",
+    "pattern": r"\.dead$|^webhooks\.parking-lot$",  # and no other queue
+    "apply-to": "queues",
+    "definition": {"delivery-limit": 1_000_000_000},
+    "priority": 0,
+}
 
 
 def webhook_events_queue(retry_tiers: int, *, in_bulk: bool = False) -> WorkQueue:

@@ -4,7 +4,7 @@ the outbox relay's housekeeping.
 An event reaches its merchant through a message: the event's own, which the relay publishes to
 the webhook queue, or a resend's. A webhook service that crash-loops (killed again and again
 while it holds its prefetch) returns the messages it holds unacknowledged each time, and before
-RabbitMQ 4.x every return counts as a delivery: at the queue's delivery limit they go to
+RabbitMQ 4.3 every return counts as a delivery: at the queue's delivery limit they go to
 `webhooks.payout-events.dead`, with nothing wrong with them. Two states are left behind, and
 only an operator's `payouts dlq redrive` would move them:
 - an event without a delivery row: its message died before any webhook batch leased it;

@@ -7,7 +7,7 @@ A payout can lose its command three ways:
   end of its wait (seen in this repository's fault tests: `rabbitmqctl stop_app` a moment after
   five payouts went to RETRY, and their commands never came back);
 - PENDING, not yet submitted: its first ProcessPayout went to `processor.payout-commands.dead`
-  at its delivery limit, with nothing wrong with it. Before RabbitMQ 4.x every return of an
+  at its delivery limit, with nothing wrong with it. Before RabbitMQ 4.3 every return of an
   unacknowledged message counts as a delivery, so a processor that crash-loops (killed mid-batch
   again and again) pushes the whole of its prefetch there;
 - an outcome accepted from the PSP (an IPN, a simulation) and not applied: its ApplyPspOutcome

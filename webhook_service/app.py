@@ -141,14 +141,21 @@ class PayoutEventConsumer:
 
     def _consume(self, queue: WorkQueue) -> None:
         async def deliver(event: PayoutStatusChanged) -> None:
-            await self.deliver_payout_event(event, queue)
+            try:
+                await self.deliver_payout_event(event, queue)
+            except Exception:
+                # Requeued, bounded by the delivery limit: by basic.reject, as RabbitMQ 4.3 counts
+                # a basic.nack as no failed delivery, and the policy's nack would have looped for
+                # ever (RabbitMQ compatibility review). The policy's own nack then does nothing.
+                await consumed_message(self.broker).reject(requeue=True)
+                raise
 
         self.broker.subscriber(
             consumed_queue(queue),
             decoder=dead_lettering_decoder(
                 self.broker, PayoutStatusChanged, queue, count_dead_letter=count_dead_letter
             ),
-            # Only unexpected errors reach the policy: requeued, bounded by the delivery limit.
+            # Only unexpected errors reach the policy (settled in `deliver` above).
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"deliver-payout-event:{queue.name}",
         )(deliver)

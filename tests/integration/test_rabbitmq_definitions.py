@@ -8,6 +8,7 @@ broker: what the services declare equals the file, and declaring on top of the f
 import base64
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,10 +24,12 @@ from contracts.settings import Settings
 from contracts.topology import (
     DEAD_LETTER_EXCHANGE,
     EXCHANGES,
+    KEEP_READ_MESSAGES_POLICY,
     WEBHOOK_PARKING_LOT,
     all_work_queues,
     declare_topology_at,
 )
+from tests.support.amqp import eventually
 from tests.support.infrastructure import (
     TEST_VHOST,
     Infrastructure,
@@ -115,6 +118,21 @@ def test_parking_lot_and_dead_letter_queues_are_bound_to_the_dead_letter_exchang
     assert bound == expected | {WEBHOOK_PARKING_LOT}
 
 
+def test_the_queues_operators_read_keep_their_messages_on_rabbitmq_4() -> None:
+    """RabbitMQ 4.0 to 4.2 give a quorum queue without a delivery limit one of 20: the 21st
+    `payouts dlq list` found the dead letters gone, 20 replays of one merchant's parked webhooks
+    dropped the others' (RabbitMQ compatibility review). The policy lifts it there, and on no
+    queue a consumer fails on (their limit dead-letters a message that keeps failing)."""
+    [policy] = committed()["policies"]
+    pattern = re.compile(policy["pattern"])
+    kept = {name for name in queues_by_name(committed()) if pattern.search(name)}
+
+    expected = {queue.dead_letter_queue for queue in all_work_queues(DEFAULT_TIERS)}
+    assert kept == expected | {WEBHOOK_PARKING_LOT}
+    assert policy["definition"]["delivery-limit"] >= 1_000_000_000
+    assert policy["apply-to"] == "queues"
+
+
 def test_exchanges_match_the_topology_module() -> None:
     exported = {exchange["name"]: exchange["type"] for exchange in committed()["exchanges"]}
     assert exported == {name: kind.value for name, kind in EXCHANGES.items()}
@@ -191,9 +209,25 @@ async def test_services_declare_exactly_the_exported_topology_and_accept_the_loa
         # 2. Loaded first (as at broker boot), the services' declarations are equivalent:
         #    a differing argument would fail here with PRECONDITION_FAILED.
         recreate_vhost(infrastructure.management_url, TEST_VHOST)
-        topology_only = {key: exported[key] for key in ("exchanges", "queues", "bindings")}
+        parts = ("exchanges", "queues", "bindings", "policies")
+        topology_only = {key: exported[key] for key in parts}
         imported = await management.post(f"/api/definitions/{vhost}", json=topology_only)
         assert imported.status_code in (201, 204), imported.text
         await declare_topology_at(infrastructure.amqp_url, webhook_retry_tiers=DEFAULT_TIERS)
         after = (await management.get(f"/api/definitions/{vhost}")).raise_for_status().json()
         assert _topology(after) == _topology(exported)
+
+        # 3. The broker (3.10 here) takes the policy, on the queues it names.
+        async def policy_of(queue: str) -> Any:
+            path = f"/api/queues/{vhost}/{quote(queue, safe='')}"
+            return (await management.get(path)).raise_for_status().json().get("policy")
+
+        async def applied() -> None:
+            assert await policy_of(WEBHOOK_PARKING_LOT) == KEEP_READ_MESSAGES_POLICY["name"]
+
+        try:
+            await eventually(applied, timeout=10)  # queues take a new policy in their own time
+            assert await policy_of("webhooks.payout-events") is None
+        finally:  # the vhost's other tests set policies of their own
+            name = KEEP_READ_MESSAGES_POLICY["name"]
+            (await management.delete(f"/api/policies/{vhost}/{name}")).raise_for_status()

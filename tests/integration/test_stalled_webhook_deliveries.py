@@ -2,7 +2,7 @@
 against the real MariaDB/MySQL, RabbitMQ, webhook service and an HTTP receiver.
 
 The loss: a webhook service crash-looping returns the messages it holds unacknowledged at every
-kill, and on RabbitMQ before 4.x each return counts toward the queue's delivery limit. The
+kill, and on RabbitMQ before 4.3 each return counts toward the queue's delivery limit. The
 message of an event not yet leased goes to the dead-letter queue with no delivery row made; one
 whose attempt died leaves its delivery PENDING.
 

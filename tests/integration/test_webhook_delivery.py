@@ -147,6 +147,51 @@ async def test_delivery_is_signed_for_standard_webhooks_and_the_original_clients
 
 
 @pytest.mark.usefixtures("webhook_service")
+async def test_an_unexpected_error_requeues_the_message_as_a_failed_delivery(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By basic.reject: RabbitMQ 4.3 counts a basic.nack as no failed delivery, and a message whose
+    handler kept failing was redelivered for ever, never reaching its delivery limit (RabbitMQ
+    compatibility review)."""
+    settled: list[tuple[str, bool]] = []
+    nack, reject = IncomingMessage.nack, IncomingMessage.reject
+
+    async def noted_nack(message: IncomingMessage, **options: Any) -> None:
+        settled.append(("basic.nack", options.get("requeue", True)))
+        await nack(message, **options)
+
+    async def noted_reject(message: IncomingMessage, **options: Any) -> None:
+        settled.append(("basic.reject", options.get("requeue", False)))
+        await reject(message, **options)
+
+    deliver = delivery_module.EventDelivery.deliver
+    failed: list[bool] = []
+
+    async def failing_once(
+        delivery: delivery_module.EventDelivery, request: DeliveryRequest
+    ) -> delivery_module.Decision:
+        if not failed:  # its redelivery is delivered
+            failed.append(True)
+            raise RuntimeError("unexpected")
+        return await deliver(delivery, request)
+
+    monkeypatch.setattr(IncomingMessage, "nack", noted_nack)
+    monkeypatch.setattr(IncomingMessage, "reject", noted_reject)
+    monkeypatch.setattr(delivery_module.EventDelivery, "deliver", failing_once)
+    _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
+
+    await relay(rabbit, row)
+
+    await receiver.wait_for_requests(1)
+    assert settled == [("basic.reject", True)]
+
+
+@pytest.mark.usefixtures("webhook_service")
 async def test_the_consumer_runs_on_the_event_loop_without_a_worker_thread(
     api_client: httpx.AsyncClient,
     make_merchant: MerchantFactory,
