@@ -18,6 +18,7 @@ closes.
 import logging
 
 from faststream import AckPolicy, FastStream
+from faststream.exceptions import HandlerException
 from faststream.rabbit.annotations import RabbitMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -143,6 +144,8 @@ class PayoutEventConsumer:
         async def deliver(event: PayoutStatusChanged) -> None:
             try:
                 await self.deliver_payout_event(event, queue)
+            except HandlerException:
+                raise  # a settlement asked of FastStream (contracts/redelivery.py): as asked
             except Exception:
                 # Requeued, bounded by the delivery limit: by basic.reject, as RabbitMQ 4.3 counts
                 # a basic.nack as no failed delivery, and the policy's nack would have looped for
