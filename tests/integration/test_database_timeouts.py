@@ -106,7 +106,7 @@ async def test_calls_queued_in_their_clients_turn_behind_a_hanging_database_get_
     one_at_a_time = settings.model_copy(
         update={
             "database_url": proxy.url_through(settings.database_url),
-            "api_database_timeout_seconds": TIMEOUT_SECONDS,
+            "api_database_timeout_seconds": 1.5,  # past the lock wait: the turn wait is 5.5 s
             "api_lock_wait_seconds": 1,
             "api_max_in_flight_per_key": 1,
         }
