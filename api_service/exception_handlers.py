@@ -91,7 +91,8 @@ def _on_http_error(
             # No route of ours at the path: a mounted app's (the dashboard's static files).
             mounted = headers.get("Allow", "GET, HEAD")
             headers["Allow"] = _allowed_methods(request) or mounted
-        if html_pages and request.url.path.startswith(html_pages.prefix):
+        if _is_page(request, html_pages):
+            assert html_pages is not None
             response = html_pages.render(exc.status_code, str(exc.detail), code)
             response.headers.update(headers)
             return response
@@ -101,14 +102,28 @@ def _on_http_error(
     return on_http_error
 
 
-async def _on_database_error(request: Request, exc: Exception) -> Response:
+def _on_database_error(
+    html_pages: HtmlPages | None,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
     """503 only for a real outage, or a database not migrated yet (database_refusal); any other
-    database error is a bug, answered with a 500."""
-    refusal = database_refusal(exc)
-    if refusal is None:
-        return await _on_unexpected(request, exc)
-    record_database_refusal(request.scope["state"], refusal, exc, _ids_of(request))
-    return render_api_error(request, refusal)
+    database error is a bug, answered with a 500. A dashboard page's is a page (it was the
+    API's JSON, shown as the page: dashboard outages review)."""
+
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        refusal = database_refusal(exc)
+        if refusal is None:
+            return await _on_unexpected(html_pages)(request, exc)
+        record_database_refusal(request.scope["state"], refusal, exc, _ids_of(request))
+        if _is_page(request, html_pages):
+            assert html_pages is not None
+            return html_pages.refusal(refusal)
+        return render_api_error(request, refusal)
+
+    return on_database_error
+
+
+def _is_page(request: Request, html_pages: HtmlPages | None) -> bool:
+    return html_pages is not None and request.url.path.startswith(html_pages.prefix)
 
 
 _REFUSAL_REASONS: dict[str, DatabaseRefusalReason] = {
@@ -152,13 +167,26 @@ def _ids_of(request: Request) -> dict[str, str | None]:
     }
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    # Run outside every middleware (as Starlette's handler of Exception), the request id header
-    # is set here.
-    request_id = request_id_of(request)
-    log.exception("unhandled error", extra={"request_id": request_id, **_ids_of(request)})
-    body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
-    return json_response(body, 500, {REQUEST_ID_HEADER: request_id, **NO_SNIFFING})
+def _on_unexpected(
+    html_pages: HtmlPages | None,
+) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A logged 500; a dashboard page's is a page."""
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        # Run outside every middleware (as Starlette's handler of Exception), the request id
+        # header is set here.
+        request_id = request_id_of(request)
+        log.exception("unhandled error", extra={"request_id": request_id, **_ids_of(request)})
+        headers = {REQUEST_ID_HEADER: request_id, **NO_SNIFFING}
+        if _is_page(request, html_pages):
+            assert html_pages is not None
+            page = html_pages.render(500, "Internal server error", "INTERNAL_ERROR")
+            page.headers.update(headers)
+            return page
+        body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
+        return json_response(body, 500, headers)
+
+    return on_unexpected
 
 
 class UnexpectedErrorMiddleware:
@@ -167,8 +195,9 @@ class UnexpectedErrorMiddleware:
     then raised again to the server, which logged it a second time, without its request id.
     (That handler stays, for an error in a middleware itself.)"""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, html_pages: HtmlPages | None = None) -> None:
         self.app = app
+        self.on_unexpected = _on_unexpected(html_pages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,7 +219,7 @@ class UnexpectedErrorMiddleware:
         except Exception as error:
             if answered:  # too late to answer: the server closes the connection, and logs it
                 raise
-            response = await _on_unexpected(Request(scope), error)
+            response = await self.on_unexpected(Request(scope), error)
             await response(scope, receive, send)
 
 
@@ -198,9 +227,9 @@ def install_exception_handlers(app: FastAPI, html_pages: HtmlPages | None) -> No
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error(html_pages))
-    app.add_exception_handler(DBAPIError, _on_database_error)
-    app.add_exception_handler(PoolTimeout, _on_database_error)
-    app.add_exception_handler(ConnectionError, _on_database_error)
-    app.add_exception_handler(DatabaseTimeUsedUp, _on_database_error)
-    app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(UnexpectedErrorMiddleware)  # before any other: the innermost
+    on_database_error = _on_database_error(html_pages)
+    for database_error in (DBAPIError, PoolTimeout, ConnectionError, DatabaseTimeUsedUp):
+        app.add_exception_handler(database_error, on_database_error)
+    app.add_exception_handler(Exception, _on_unexpected(html_pages))
+    # Before any other: the innermost.
+    app.add_middleware(UnexpectedErrorMiddleware, html_pages=html_pages)

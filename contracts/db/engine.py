@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from asyncmy.errors import Error as DriverError
 from sqlalchemy import ColumnElement, SQLColumnExpression, cast, event, func, literal_column
 from sqlalchemy.dialects.mysql import DATETIME
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -152,11 +154,21 @@ async def committed(sessions: SessionFactory, work: Callable[[AsyncSession], Awa
         return done
 
 
+SNAPSHOT_ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+
+
 async def begin_snapshot(session: AsyncSession) -> None:
     """A session that has not begun a transaction reads everything from one REPEATABLE READ
     snapshot, so a live system never shows a transaction between two of its statements."""
     if not session.in_transaction():
-        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        try:
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        except DriverError as lost:
+            # SQLAlchemy lets the driver's error through from setting the isolation level: on a
+            # connection the server had closed (a restart), an unhandled 500 (dashboard outages
+            # review). Wrapped as SQLAlchemy wraps the others; the connection dropped.
+            await session.invalidate()
+            raise OperationalError(SNAPSHOT_ISOLATION, None, lost) from lost
 
 
 async def read_one_snapshot(session: AsyncSession) -> None:

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from asyncmy.errors import OperationalError as DriverError
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 import api_service.dashboard.pages.webhooks as webhook_pages
 import api_service.database_time as database_time
@@ -87,6 +88,25 @@ async def test_a_clock_advance_whose_time_ran_out_once_committed_answers_its_200
     )
 
     assert advanced.status_code == 200, advanced.text
+
+
+async def test_a_clock_advance_whose_wait_met_the_database_down_answers_its_200(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 for an advance made, and the dashboard's form sent again (a new key) advanced the
+    clock twice (dashboard outages review)."""
+    merchant = await make_merchant()
+
+    async def database_gone(*_args: object) -> bool:
+        raise OperationalError("SELECT", None, DriverError(2013, "Lost connection"))
+
+    monkeypatch.setattr(clock_routes, "_wait_until_settled", database_gone)
+    advanced = await api_client.post(
+        f"{API}/sandbox/clock/advance", json={"seconds": 60}, headers=auth(merchant, new_key())
+    )
+
+    assert advanced.status_code == 200, advanced.text
+    assert advanced.headers["sandbox-clock-settled"] == "false"
 
 
 async def test_a_statement_that_failed_counts_its_time(

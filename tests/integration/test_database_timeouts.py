@@ -20,6 +20,7 @@ from tests.integration.test_api_unexpected_error_log import database_refusals
 from tests.support.amqp import eventually
 from tests.support.api_helpers import API, auth, payout_body
 from tests.support.blackhole import require_iptables, silenced
+from tests.support.dashboard_client import signed_in
 from tests.support.tcp_proxy import HangingProxy
 
 TIMEOUT_SECONDS = 2.0
@@ -175,3 +176,53 @@ async def test_a_connection_closed_as_it_is_made_is_an_outage(
         await engine.dispose()
 
     assert is_outage(refused.value)
+
+
+@pytest.mark.parametrize("path", ["/dashboard/payouts", "/dashboard/balance"])
+async def test_a_dashboard_page_on_a_hanging_database_is_a_503_page(
+    settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory, path: str
+) -> None:
+    """It was the API's JSON, which the browser showed as the page, without the dashboard's
+    security headers (dashboard outages review)."""
+    quick = settings.model_copy(
+        update={
+            "database_url": proxy.url_through(settings.database_url),
+            "api_database_timeout_seconds": TIMEOUT_SECONDS,
+            "api_lock_wait_seconds": 1,
+        }
+    )
+    merchant = await make_merchant()
+    async with in_process_api(quick) as client:
+        await signed_in(client, merchant)
+        proxy.hang()
+        page = await client.get(path)
+        proxy.resume()
+
+    assert page.status_code == 503
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Database unavailable; retry later" in page.text
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_a_list_read_first_on_a_connection_the_server_closed_is_no_500(
+    settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory
+) -> None:
+    """A list sets its snapshot's isolation level first, and SQLAlchemy let the driver's error
+    through from it: after a database restart, an unhandled 500 (dashboard outages review)."""
+    through_the_proxy = settings.model_copy(
+        update={"database_url": proxy.url_through(settings.database_url), "db_pool_size": 1}
+    )
+    merchant = await make_merchant()
+    async with in_process_api(through_the_proxy) as api:
+        for _ in range(2):  # the pool's connections in use once
+            await api.get(f"{API}/payouts", headers=auth(merchant, ""))
+        proxy.sever()  # the server closed them: a restart
+        first = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
+
+        async def served() -> None:
+            answer = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
+            assert answer.status_code == 200, answer.text
+
+        await eventually(served, timeout=10)
+
+    assert first.status_code in (200, 503), first.text
