@@ -71,6 +71,11 @@ class LogThrottle:
         return self._left_out.pop(key, 0)
 
 
+def bound(field: str) -> str | None:
+    """The value of `field` bound to this task's log lines (bind_log_context), if any."""
+    return _log_context.get().get(field)
+
+
 @contextmanager
 def bind_log_context(**fields: str | None) -> Iterator[None]:
     """Add ids to every log line written inside the block (None values are left out)."""

@@ -18,6 +18,7 @@ from api_service.dashboard.context import HOME, back_to
 from api_service.dashboard.rendering import SECURITY_HEADERS, page
 from api_service.dashboard.sessions import CsrfRefused, SignInRequired
 from api_service.errors import ApiError, ValidationFailed
+from contracts.logging import bound
 
 CSRF_MESSAGE = (
     "This form was not sent by this dashboard (its CSRF token is missing or out of date). "
@@ -30,6 +31,9 @@ def error_page(status_code: int, message: str, code: str = "", back: str = HOME)
     label = "Back to the dashboard" if back == HOME else "Back to the page you were on"
     context = {"status_code": status_code, "message": message, "code": code}
     context |= {"back": back, "back_label": label}
+    # The request's id, for support to find it by: only its X-Request-ID header had it, which a
+    # browser does not show (dashboard outages review).
+    context["reference"] = bound("request_id")
     return page("error.html", context, status_code=status_code)
 
 

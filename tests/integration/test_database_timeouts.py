@@ -202,6 +202,8 @@ async def test_a_dashboard_page_on_a_hanging_database_is_a_503_page(
     assert page.headers["content-type"].startswith("text/html")
     assert "Database unavailable; retry later" in page.text
     assert page.headers["cache-control"] == "no-store"
+    # The request's id, for support: only its header had it (dashboard outages review).
+    assert f"<code data-reference>{page.headers['x-request-id']}</code>" in page.text
 
 
 async def test_a_list_read_first_on_a_connection_the_server_closed_is_no_500(
