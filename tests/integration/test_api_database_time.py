@@ -152,6 +152,28 @@ async def test_a_dashboard_rotation_whose_time_ran_out_once_committed_shows_its_
     assert 'class="secret" data-secret>whsec_' in rotated.text
 
 
+async def test_a_dashboard_rotation_whose_page_met_the_database_down_shows_its_secret(
+    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation committed, the page's reads after it failed: an error page, the new secret
+    lost, and a second rotation retired the secret in use (dashboard outages review)."""
+    merchant = await make_merchant()
+
+    async def database_gone(*_args: object, **_kwargs: object) -> None:
+        raise OperationalError("SELECT", None, DriverError(2013, "Lost connection"))
+
+    monkeypatch.setattr(webhook_pages, "_webhooks_page", database_gone)
+    async with in_process_api(settings) as client:
+        token = await signed_in(client, merchant)
+        rotated = await client.post(
+            "/dashboard/webhooks/secret/rotate",
+            data={"csrf_token": token, "idempotency_key": new_key()},
+        )
+
+    assert rotated.status_code == 200, rotated.text
+    assert 'class="secret" data-secret>whsec_' in rotated.text
+
+
 def _with_the_calls_time_used_up(
     step: Callable[..., Awaitable[T]],
 ) -> Callable[..., Awaitable[T]]:

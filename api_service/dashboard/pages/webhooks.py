@@ -22,6 +22,7 @@ from api_service.pagination import STARTING_AFTER
 from api_service.schemas import DeliveryIdPath
 from api_service.webhooks.service import RECOVERABLE_STATUSES, recover_deliveries
 from contracts.db.engine import naive_utc, utcnow
+from contracts.db.outages import is_outage
 from contracts.domain.text import trimmed
 from contracts.webhooks import DeliveryStatus
 
@@ -129,7 +130,15 @@ async def reveal_secret(form: FormDep) -> Response:
 async def rotate_secret(form: FormDep) -> Response:
     answer = await form.api.rotate_secret(await form.text("idempotency_key"))
     with not_counted():  # the rotation committed: its page, the new secret on it, stands
-        return await _webhooks_page(form, rotated=answer.data)
+        try:
+            return await _webhooks_page(form, rotated=answer.data)
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            # The rest of the page could not be read: the new secret alone, shown once. An
+            # error page lost it, and a second rotation retired the secret in use (dashboard
+            # outages review).
+            return form.render("secret_rotated.html", active="webhooks", rotated=answer.data)
 
 
 @router.post(f"{WEBHOOKS}/test")
