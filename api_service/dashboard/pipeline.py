@@ -6,6 +6,7 @@ UI. Read-only, except re-driving a dead-letter queue, which is `payouts dlq redr
 (contracts/dead_letters.py)."""
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -23,6 +24,9 @@ from contracts.settings import Settings
 from contracts.topology import WEBHOOK_PARKING_LOT, all_work_queues
 
 REDRIVE_LIMIT = 1000
+BROKER_UNAVAILABLE = "RabbitMQ did not answer; retry later"
+
+log = logging.getLogger("api")
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,10 @@ async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
     try:
         redriven = await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
     except (AMQPError, OSError) as exc:
-        raise ServiceUnavailable(f"RabbitMQ: {exc}") from exc
+        # The driver's words to the log only: the page showed an internal address, or nothing
+        # at all for a broker that hangs ("RabbitMQ: ": dashboard outages review).
+        log.warning("redrive of %s: RabbitMQ did not answer: %r", work_queue, exc)
+        raise ServiceUnavailable(BROKER_UNAVAILABLE) from exc
     stopped = redriven.stopped_by
     moved = f"{redriven.moved} message(s) moved back to {work_queue}, then"
     if isinstance(stopped, UnreadableDeadLetter):

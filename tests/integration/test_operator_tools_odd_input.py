@@ -18,7 +18,12 @@ import pamqp.decode
 import pamqp.encode
 import pytest
 
-from api_service.dashboard.pipeline import DeadLetterUnreadable, redrive_dead_letters
+from api_service.dashboard.pipeline import (
+    BROKER_UNAVAILABLE,
+    DeadLetterUnreadable,
+    redrive_dead_letters,
+)
+from api_service.errors import ServiceUnavailable
 from cli.supervisor import payouts_command
 from contracts.settings import Settings
 from contracts.topology import (
@@ -206,6 +211,22 @@ def test_webhook_sink_refuses_a_port_past_65535(service_env: dict[str, str]) -> 
 
 
 OPERATOR_TOKEN = "operator-token-of-the-ops-review"
+
+
+async def test_a_redrive_with_rabbitmq_down_says_so_without_its_address(
+    settings: Settings,
+) -> None:
+    """The page showed the driver's words: an internal address ("Connect call failed
+    ('127.0.0.1', 52457)"), or nothing for a broker that hangs (dashboard outages review)."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nobody listens there once the block ends
+    down = settings.model_copy(update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{port}/"})
+
+    with pytest.raises(ServiceUnavailable) as refused:
+        await redrive_dead_letters(down, PAYOUT_COMMANDS.name)
+
+    assert refused.value.message == BROKER_UNAVAILABLE
 
 
 async def test_the_operations_page_redrive_button_with_a_header_not_utf8_is_not_a_500(
