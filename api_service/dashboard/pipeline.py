@@ -142,11 +142,13 @@ async def redrive_dead_letters(settings: Settings, work_queue: str) -> int:
     queue's head, stops the redrive: a 409 that says how many were moved before."""
     try:
         redriven = await redrive(settings.amqp_url, work_queue, REDRIVE_LIMIT)
-    except (AMQPError, OSError) as exc:
+    except OSError as exc:
         # The driver's words to the log only: the page showed an internal address, or nothing
         # at all for a broker that hangs ("RabbitMQ: ": dashboard outages review).
         log.warning("redrive of %s: RabbitMQ did not answer: %r", work_queue, exc)
         raise ServiceUnavailable(BROKER_UNAVAILABLE) from exc
+    except AMQPError as exc:  # the broker's own words (no such queue yet), when it said any
+        raise ServiceUnavailable(f"RabbitMQ: {exc}" if str(exc) else BROKER_UNAVAILABLE) from exc
     stopped = redriven.stopped_by
     moved = f"{redriven.moved} message(s) moved back to {work_queue}, then"
     if isinstance(stopped, UnreadableDeadLetter):
