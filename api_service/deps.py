@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 from starlette.types import Scope
@@ -19,6 +20,7 @@ from api_service.usage_limits import limit_request_rate
 from contracts.api_keys import hash_api_key
 from contracts.db.engine import SessionFactory
 from contracts.db.models import Merchant
+from contracts.db.outages import refuses_writes
 from contracts.logging import LogThrottle, bind_log_context
 from contracts.public_ids import PublicIds, load_public_ids
 from contracts.settings import Settings
@@ -138,9 +140,18 @@ async def within_request_rate(session: AsyncSession, settings: Settings, merchan
     """RateLimited over the merchant's requests per second, where a limit is set (production's
     default): the API's calls and the dashboard's pages and actions alike."""
     per_second = settings.effective_rate_limit_per_second
-    if per_second is not None:
+    if per_second is None:
+        return
+    try:
         await limit_request_rate(session, merchant_id, per_second)
         await session.commit()  # the counter row is hot: release it at once
+    except DBAPIError as refused:
+        if not refuses_writes(refused):
+            raise
+        # Uncounted: a server that takes no writes (a replica, a demoted primary, out of space)
+        # may still serve the call's reads; counted, every page and read was a 503 (dashboard
+        # outages review). A call that writes meets the refusal itself.
+        await session.rollback()
 
 
 async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant:

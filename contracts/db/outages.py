@@ -44,6 +44,10 @@ OUT_OF_SPACE_IF_SAID = frozenset({3, 1026, 1030})
 _NO_SPACE_NUMBERS = frozenset({28, 122, 135, 136})
 _NUMBER_SAID = re.compile(r"(?:Got error|errno:|Errcode:) ?(\d+)")
 
+# The server takes no writes: --read-only (a replica, a primary a failover demoted), a read-only
+# transaction or mode.
+READ_ONLY = frozenset({1290, 1792, 1836})
+
 # MySQL / MariaDB error numbers that mean "not now", not "never".
 OUTAGE_ERROR_CODES = frozenset(
     {
@@ -64,9 +68,7 @@ OUTAGE_ERROR_CODES = frozenset(
         1159,  # network read timeout
         1160,  # network write error
         1161,  # network write timeout
-        1290,  # read-only (--read-only during a failover)
-        1792,  # read-only transaction
-        1836,  # read-only mode
+        *READ_ONLY,
         *STATEMENT_TIMEOUT,
         *OUT_OF_SPACE,
         2002,  # cannot connect through the socket
@@ -127,14 +129,20 @@ def is_outage(error: BaseException) -> bool:
     """True when the error says a dependency is unavailable, not that the work is wrong."""
     if isinstance(error, DBAPIError):
         code = database_error_code(error)
-        return (
-            error.connection_invalidated
-            or code in OUTAGE_ERROR_CODES
-            or (code in OUT_OF_SPACE_IF_SAID and _says_no_space(error))
-        )
+        return error.connection_invalidated or code in OUTAGE_ERROR_CODES or _no_space(error)
     return isinstance(error, PoolTimeout | OSError)
 
 
-def _says_no_space(error: DBAPIError) -> bool:
-    said = _NUMBER_SAID.search(_message_of(error.orig))
+def refuses_writes(error: BaseException) -> bool:
+    """The server is read-only, or out of space: it may still serve reads."""
+    if not isinstance(error, DBAPIError):
+        return False
+    return database_error_code(error) in READ_ONLY or _no_space(error)
+
+
+def _no_space(error: DBAPIError) -> bool:
+    code = database_error_code(error)
+    if code in OUT_OF_SPACE:
+        return True
+    said = _NUMBER_SAID.search(_message_of(error.orig)) if code in OUT_OF_SPACE_IF_SAID else None
     return said is not None and int(said.group(1)) in _NO_SPACE_NUMBERS

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+from asyncmy.errors import OperationalError as DriverError
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import event, func, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api_service import deps
@@ -128,6 +130,28 @@ async def test_burst_over_the_limit_is_429_with_retry_after_and_the_next_window_
         # A client that honours Retry-After gets through (the limit is the behaviour under test).
         await asyncio.sleep(int(limited[-1].headers["Retry-After"]))
         assert (await _balance(client, merchant)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/dashboard/balance", f"{API}/balance"])
+async def test_a_database_that_takes_no_writes_still_serves_reads_under_the_limit(
+    app_client: AppClient,
+    make_merchant: MerchantFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+) -> None:
+    """Counting a call is a write: on a read-only server (a replica, a demoted primary) every
+    page and read was a 503 (dashboard outages review). Uncounted, the read is served."""
+    merchant = await make_merchant()
+
+    async def read_only(*_args: object) -> None:
+        raise OperationalError("UPDATE", None, DriverError(1290, "--read-only option"))
+
+    async with app_client(rate_limit_per_second=PER_SECOND) as client:
+        await signed_in(client, merchant)
+        monkeypatch.setattr(deps, "limit_request_rate", read_only)
+        answer = await client.get(path, headers={"X-API-KEY": merchant.api_key})
+
+    assert answer.status_code == 200, answer.text
 
 
 async def test_a_dashboard_page_over_the_limit_says_when_to_retry(
