@@ -15,11 +15,17 @@ in-flight attempts (graceful timeout above the HTTP timeout) before the batches 
 closes.
 """
 
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelInvalidStateError
 from faststream import AckPolicy, FastStream
 from faststream.exceptions import HandlerException
 from faststream.rabbit.annotations import RabbitMessage
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.broker import consumed_message, consumed_queue, create_broker
@@ -141,24 +147,23 @@ class PayoutEventConsumer:
             await self._engine.dispose()
 
     def _consume(self, queue: WorkQueue) -> None:
+        validated = dead_lettering_decoder(
+            self.broker, PayoutStatusChanged, queue, count_dead_letter=count_dead_letter
+        )
+
+        async def decode(
+            message: RabbitMessage, decode_json: Callable[[RabbitMessage], Awaitable[Any]]
+        ) -> BaseModel:
+            return await _requeued_on_error(message, validated(message, decode_json))
+
         async def deliver(event: PayoutStatusChanged) -> None:
-            try:
-                await self.deliver_payout_event(event, queue)
-            except HandlerException:
-                raise  # a settlement asked of FastStream (contracts/redelivery.py): as asked
-            except Exception:
-                # Requeued, bounded by the delivery limit: by basic.reject, as RabbitMQ 4.3 counts
-                # a basic.nack as no failed delivery, and the policy's nack would have looped for
-                # ever (RabbitMQ compatibility review). The policy's own nack then does nothing.
-                await consumed_message(self.broker).reject(requeue=True)
-                raise
+            message = consumed_message(self.broker)
+            await _requeued_on_error(message, self.deliver_payout_event(event, queue))
 
         self.broker.subscriber(
             consumed_queue(queue),
-            decoder=dead_lettering_decoder(
-                self.broker, PayoutStatusChanged, queue, count_dead_letter=count_dead_letter
-            ),
-            # Only unexpected errors reach the policy (settled in `deliver` above).
+            decoder=decode,
+            # Only unexpected errors reach the policy (settled by _requeued_on_error).
             ack_policy=AckPolicy.NACK_ON_ERROR,
             title=f"deliver-payout-event:{queue.name}",
         )(deliver)
@@ -236,6 +241,25 @@ def waiting_headers(decision: Decision, request: DeliveryRequest) -> dict[str, s
     if decision.busy_waits:
         headers[BUSY_WAITS_HEADER] = decision.busy_waits
     return headers
+
+
+T = TypeVar("T")
+
+
+async def _requeued_on_error(message: RabbitMessage, work: Awaitable[T]) -> T:
+    """`work`; on an unexpected error, the message requeued, bounded by the delivery limit, by
+    basic.reject: RabbitMQ 4.3 counts FastStream's basic.nack as no failed delivery, and a message
+    whose handler (or decoder) kept failing looped for ever (RabbitMQ compatibility review). A
+    settlement asked of FastStream (contracts/redelivery.py) passes as asked."""
+    try:
+        return await work
+    except HandlerException:
+        raise
+    except Exception:
+        # A channel closed meanwhile returns the message itself; the error stays the one logged.
+        with contextlib.suppress(AMQPError, ChannelInvalidStateError):
+            await message.reject(requeue=True)  # FastStream's nack then does nothing
+        raise
 
 
 def create_webhook_app(settings: Settings | None = None) -> FastStream:

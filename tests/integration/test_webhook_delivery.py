@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks.webhooks import Webhook
 
+import contracts.redelivery as redelivery
 import webhook_service.app as webhook_app
 import webhook_service.delivery as delivery_module
 from cli.merchants import NewMerchant
@@ -52,6 +53,7 @@ from contracts.topology import (
     LAST_ERROR_HEADER,
     RETRY_COUNT_HEADER,
     WEBHOOK_PARKING_LOT,
+    webhook_events_queue,
 )
 from contracts.webhooks import ENDPOINT_CACHE_SECONDS, DeliveryStatus, retry_due_headers
 from tests.conftest import MerchantFactory
@@ -146,18 +148,10 @@ async def test_delivery_is_signed_for_standard_webhooks_and_the_original_clients
     assert attempt.response_excerpt == '{"received": true}'
 
 
-@pytest.mark.usefixtures("webhook_service")
-async def test_an_unexpected_error_requeues_the_message_as_a_failed_delivery(
-    api_client: httpx.AsyncClient,
-    make_merchant: MerchantFactory,
-    sessions: SessionFactory,
-    rabbit: RabbitClient,
-    receiver: WebhookReceiver,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """By basic.reject: RabbitMQ 4.3 counts a basic.nack as no failed delivery, and a message whose
-    handler kept failing was redelivered for ever, never reaching its delivery limit (RabbitMQ
-    compatibility review)."""
+@pytest.fixture
+def settlements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """How the service settles the messages it does not ack: each basic.nack and basic.reject,
+    with its requeue."""
     settled: list[tuple[str, bool]] = []
     nack, reject = IncomingMessage.nack, IncomingMessage.reject
 
@@ -169,26 +163,67 @@ async def test_an_unexpected_error_requeues_the_message_as_a_failed_delivery(
         settled.append(("basic.reject", options.get("requeue", False)))
         await reject(message, **options)
 
-    deliver = delivery_module.EventDelivery.deliver
-    failed: list[bool] = []
-
-    async def failing_once(
-        delivery: delivery_module.EventDelivery, request: DeliveryRequest
-    ) -> delivery_module.Decision:
-        if not failed:  # its redelivery is delivered
-            failed.append(True)
-            raise RuntimeError("unexpected")
-        return await deliver(delivery, request)
-
     monkeypatch.setattr(IncomingMessage, "nack", noted_nack)
     monkeypatch.setattr(IncomingMessage, "reject", noted_reject)
-    monkeypatch.setattr(delivery_module.EventDelivery, "deliver", failing_once)
+    return settled
+
+
+def failing_once(work: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`work`, failing unexpectedly the first time: its redelivery does it."""
+    failed: list[bool] = []
+
+    async def once(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("unexpected")
+        return await work(*args, **kwargs)
+
+    return once
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_an_unexpected_error_requeues_the_message_as_a_failed_delivery(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    rabbit: RabbitClient,
+    receiver: WebhookReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    settlements: list[tuple[str, bool]],
+) -> None:
+    """By basic.reject: RabbitMQ 4.3 counts a basic.nack as no failed delivery, and a message whose
+    handler kept failing was redelivered for ever, never reaching its delivery limit (RabbitMQ
+    compatibility review)."""
+    deliver = failing_once(delivery_module.EventDelivery.deliver)
+    monkeypatch.setattr(delivery_module.EventDelivery, "deliver", deliver)
     _, row = await created_event(api_client, make_merchant, sessions, receiver.url)
 
     await relay(rabbit, row)
 
     await receiver.wait_for_requests(1)
-    assert settled == [("basic.reject", True)]
+    assert settlements == [("basic.reject", True)]
+
+
+@pytest.mark.usefixtures("webhook_service")
+async def test_an_unexpected_error_decoding_requeues_the_message_as_a_failed_delivery(
+    rabbit: RabbitClient,
+    webhook_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    settlements: list[tuple[str, bool]],
+) -> None:
+    """The decoder (a malformed body's dead-lettering failing) too: it fell to the policy's
+    basic.nack (third fixes review)."""
+    monkeypatch.setattr(redelivery, "dead_letter", failing_once(redelivery.dead_letter))
+    queue = webhook_events_queue(len(webhook_settings.webhook_retry_ladder))
+    await rabbit.purge(queue.dead_letter_queue)
+
+    await rabbit.publish(b'{"not": "an event"}', exchange=DEFAULT_EXCHANGE, routing_key=queue.name)
+
+    async def dead_lettered() -> None:
+        assert await rabbit.count(queue.dead_letter_queue) == 1
+
+    await eventually(dead_lettered, timeout=10)
+    assert settlements == [("basic.reject", True)]
 
 
 @pytest.mark.usefixtures("webhook_service")
