@@ -7,10 +7,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from asyncmy.errors import Error as DriverError
-from sqlalchemy import ColumnElement, SQLColumnExpression, cast, event, func, literal_column
+from sqlalchemy import ColumnElement, SQLColumnExpression, cast, event, func, literal_column, text
 from sqlalchemy.dialects.mysql import DATETIME
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -154,21 +152,18 @@ async def committed(sessions: SessionFactory, work: Callable[[AsyncSession], Awa
         return done
 
 
-SNAPSHOT_ISOLATION = "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+_SNAPSHOT_ISOLATION = text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
 
 
 async def begin_snapshot(session: AsyncSession) -> None:
     """A session that has not begun a transaction reads everything from one REPEATABLE READ
     snapshot, so a live system never shows a transaction between two of its statements."""
     if not session.in_transaction():
-        try:
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        except DriverError as lost:
-            # SQLAlchemy lets the driver's error through from setting the isolation level: on a
-            # connection the server had closed (a restart), an unhandled 500 (dashboard outages
-            # review). Wrapped as SQLAlchemy wraps the others; the connection dropped.
-            await session.invalidate()
-            raise OperationalError(SNAPSHOT_ISOLATION, None, lost) from lost
+        # A statement of the transaction, for the next one only: set as an execution option,
+        # the driver's error on a connection the server had closed (a restart) escaped
+        # SQLAlchemy, which neither wrapped it (an unhandled 500) nor dropped the connection
+        # (the next calls' 500s: dashboard outages and third fixes reviews).
+        await session.execute(_SNAPSHOT_ISOLATION)
 
 
 async def read_one_snapshot(session: AsyncSession) -> None:

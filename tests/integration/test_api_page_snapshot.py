@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import httpx
-from sqlalchemy import event, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
 
 from contracts.db.engine import (
@@ -16,6 +16,7 @@ from contracts.db.engine import (
     create_session_factory,
     read_one_snapshot,
 )
+from contracts.db.models import Merchant
 from contracts.settings import Settings
 from tests.support.api_helpers import API, auth, create_payout, fail_payout, new_merchant
 
@@ -71,18 +72,23 @@ async def test_a_page_lists_what_its_total_counted(
 
 
 async def test_the_connection_reads_committed_again_once_the_page_is_read(
-    settings: Settings,
+    settings: Settings, sessions: SessionFactory
 ) -> None:
-    """The pool's connections serve the write paths, whose locking assumes READ COMMITTED."""
+    """The page reads one snapshot; the pool's connections then serve the write paths, whose
+    locking assumes READ COMMITTED (the snapshot's level is the next transaction's only)."""
     engine = create_engine(settings.database_url, pool_size=1, max_overflow=0)
-    sessions = create_session_factory(engine)
-    isolation = text("SELECT @@tx_isolation")
+    reads = create_session_factory(engine)
+    merchants = select(func.count()).select_from(Merchant)
     try:
-        async with sessions() as session:
+        async with reads() as session:
             await session.execute(text("SELECT 1"))  # a read already begun, as the API key's
             await read_one_snapshot(session)
-            assert await session.scalar(isolation) == "REPEATABLE-READ"
-        async with sessions() as session:
-            assert await session.scalar(isolation) == "READ-COMMITTED"
+            seen = await session.scalar(merchants)
+            await new_merchant(sessions)  # committed meanwhile
+            assert await session.scalar(merchants) == seen  # one snapshot
+        async with reads() as session:  # the same connection
+            seen = await session.scalar(merchants)
+            await new_merchant(sessions)
+            assert await session.scalar(merchants) == (seen or 0) + 1  # read committed
     finally:
         await engine.dispose()

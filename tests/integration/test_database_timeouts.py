@@ -210,21 +210,20 @@ async def test_a_list_read_first_on_a_connection_the_server_closed_is_no_500(
     settings: Settings, proxy: HangingProxy, make_merchant: MerchantFactory
 ) -> None:
     """A list sets its snapshot's isolation level first, and SQLAlchemy let the driver's error
-    through from it: after a database restart, an unhandled 500 (dashboard outages review)."""
+    through from it: after a database restart, an unhandled 500 (dashboard outages review),
+    and, the connection kept in the pool, 500s after it (third fixes review)."""
     through_the_proxy = settings.model_copy(
         update={"database_url": proxy.url_through(settings.database_url), "db_pool_size": 1}
     )
     merchant = await make_merchant()
+    answers: list[int] = []
     async with in_process_api(through_the_proxy) as api:
         for _ in range(2):  # the pool's connections in use once
             await api.get(f"{API}/payouts", headers=auth(merchant, ""))
         proxy.sever()  # the server closed them: a restart
-        first = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
+        while 200 not in answers and len(answers) < 10:
+            answers.append(
+                (await api.get(f"{API}/payouts", headers=auth(merchant, ""))).status_code
+            )
 
-        async def served() -> None:
-            answer = await api.get(f"{API}/payouts", headers=auth(merchant, ""))
-            assert answer.status_code == 200, answer.text
-
-        await eventually(served, timeout=10)
-
-    assert first.status_code in (200, 503), first.text
+    assert set(answers) <= {200, 503} and answers[-1] == 200, answers
