@@ -237,7 +237,8 @@ _HEADERS: dict[str, tuple[dict[str, Any], str]] = {
     "x-delivery-count": (
         _COUNT,
         "RabbitMQ's own (a quorum queue's): how many times the message was returned to its "
-        "queue unacknowledged; a consumer's copy keeps it.",
+        "queue unacknowledged (from RabbitMQ 4.3, only the returns counted as failed: a "
+        "basic.reject, a consumer gone); a consumer's copy keeps it.",
     ),
     "x-death": (
         {"type": "array", "items": {"type": "object"}},
