@@ -83,6 +83,7 @@ def reject_credentials(
 
 
 _REFUSALS_LOGGED = LogThrottle(seconds=1.0)
+_UNCOUNTED_LOGGED = LogThrottle(seconds=60.0)
 
 
 def count_refused_credentials(reason: RefusalReason, refused: str) -> None:
@@ -150,8 +151,13 @@ async def within_request_rate(session: AsyncSession, settings: Settings, merchan
             raise
         # Uncounted: a server that takes no writes (a replica, a demoted primary, out of space)
         # may still serve the call's reads; counted, every page and read was a 503 (dashboard
-        # outages review). A call that writes meets the refusal itself.
+        # outages review). A call that writes meets the refusal itself. Said, at most once a
+        # minute: the limit is off meanwhile (fourth fixes review).
         await session.rollback()
+        if _UNCOUNTED_LOGGED.admit("uncounted") is not None:
+            log.warning(
+                "requests per second not counted: the database takes no writes (%r)", refused
+            )
 
 
 async def merchant_of_digest(session: AsyncSession, key_digest: str) -> Merchant:
