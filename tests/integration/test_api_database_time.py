@@ -133,47 +133,6 @@ async def test_a_statement_that_failed_counts_its_time(
     assert call.spent >= 1.0, call
 
 
-async def test_a_dashboard_rotation_whose_time_ran_out_once_committed_shows_its_secret(
-    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The page after the rotation committed reads again: a 503 there, and the new secret,
-    shown once, was never seen (fixes review)."""
-    merchant = await make_merchant()
-    page = _with_the_calls_time_used_up(webhook_pages._webhooks_page)
-    monkeypatch.setattr(webhook_pages, "_webhooks_page", page)
-    async with in_process_api(settings) as client:
-        token = await signed_in(client, merchant)
-        rotated = await client.post(
-            "/dashboard/webhooks/secret/rotate",
-            data={"csrf_token": token, "idempotency_key": new_key()},
-        )
-
-    assert rotated.status_code == 200, rotated.text
-    assert 'class="secret" data-secret>whsec_' in rotated.text
-
-
-async def test_a_dashboard_rotation_whose_page_met_the_database_down_shows_its_secret(
-    settings: Settings, make_merchant: MerchantFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The rotation committed, the page's reads after it failed: an error page, the new secret
-    lost, and a second rotation retired the secret in use (dashboard outages review)."""
-    merchant = await make_merchant()
-
-    async def database_gone(*_args: object, **_kwargs: object) -> None:
-        raise OperationalError("SELECT", None, DriverError(2013, "Lost connection"))
-
-    monkeypatch.setattr(webhook_pages, "_webhooks_page", database_gone)
-    async with in_process_api(settings) as client:
-        token = await signed_in(client, merchant)
-        rotated = await client.post(
-            "/dashboard/webhooks/secret/rotate",
-            data={"csrf_token": token, "idempotency_key": new_key()},
-        )
-
-    assert rotated.status_code == 200, rotated.text
-    assert 'class="secret" data-secret>whsec_' in rotated.text
-
-
 def _with_the_calls_time_used_up(
     step: Callable[..., Awaitable[T]],
 ) -> Callable[..., Awaitable[T]]:
@@ -186,3 +145,38 @@ def _with_the_calls_time_used_up(
         return await step(*args, **kwargs)
 
     return used_up
+
+
+async def _database_gone(*_args: object, **_kwargs: object) -> None:
+    raise OperationalError("SELECT", None, DriverError(2013, "Lost connection"))
+
+
+@pytest.mark.parametrize(
+    "page_reads",
+    [
+        # Its time used up: a 503 there, and the new secret, shown once, never seen (fixes
+        # review).
+        pytest.param(_with_the_calls_time_used_up, id="its-time-used-up"),
+        # The database gone: an error page, the secret lost, and a second rotation retired the
+        # secret in use (dashboard outages review).
+        pytest.param(lambda _page: _database_gone, id="the-database-gone"),
+    ],
+)
+async def test_a_dashboard_rotation_whose_page_failed_once_committed_shows_its_secret(
+    settings: Settings,
+    make_merchant: MerchantFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    page_reads: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+) -> None:
+    """The page after the rotation committed reads again, and those reads fail."""
+    merchant = await make_merchant()
+    monkeypatch.setattr(webhook_pages, "_webhooks_page", page_reads(webhook_pages._webhooks_page))
+    async with in_process_api(settings) as client:
+        token = await signed_in(client, merchant)
+        rotated = await client.post(
+            "/dashboard/webhooks/secret/rotate",
+            data={"csrf_token": token, "idempotency_key": new_key()},
+        )
+
+    assert rotated.status_code == 200, rotated.text
+    assert 'class="secret" data-secret>whsec_' in rotated.text
