@@ -91,9 +91,8 @@ def _on_http_error(
             # No route of ours at the path: a mounted app's (the dashboard's static files).
             mounted = headers.get("Allow", "GET, HEAD")
             headers["Allow"] = _allowed_methods(request) or mounted
-        if _is_page(request, html_pages):
-            assert html_pages is not None
-            response = html_pages.render(exc.status_code, str(exc.detail), code)
+        if (pages := _pages_of(request, html_pages)) is not None:
+            response = pages.render(exc.status_code, str(exc.detail), code)
             response.headers.update(headers)
             return response
         body = error_body(code, str(exc.detail), request_id_of(request))
@@ -109,21 +108,25 @@ def _on_database_error(
     database error is a bug, answered with a 500. A dashboard page's is a page (it was the
     API's JSON, shown as the page: dashboard outages review)."""
 
+    on_unexpected = _on_unexpected(html_pages)
+
     async def on_database_error(request: Request, exc: Exception) -> Response:
         refusal = database_refusal(exc)
         if refusal is None:
-            return await _on_unexpected(html_pages)(request, exc)
+            return await on_unexpected(request, exc)
         record_database_refusal(request.scope["state"], refusal, exc, _ids_of(request))
-        if _is_page(request, html_pages):
-            assert html_pages is not None
-            return html_pages.refusal(refusal)
+        if (pages := _pages_of(request, html_pages)) is not None:
+            return pages.refusal(refusal)
         return render_api_error(request, refusal)
 
     return on_database_error
 
 
-def _is_page(request: Request, html_pages: HtmlPages | None) -> bool:
-    return html_pages is not None and request.url.path.startswith(html_pages.prefix)
+def _pages_of(request: Request, html_pages: HtmlPages | None) -> HtmlPages | None:
+    """The dashboard's pages when the request is for one of them."""
+    if html_pages is not None and request.url.path.startswith(html_pages.prefix):
+        return html_pages
+    return None
 
 
 _REFUSAL_REASONS: dict[str, DatabaseRefusalReason] = {
@@ -178,9 +181,8 @@ def _on_unexpected(
         request_id = request_id_of(request)
         log.exception("unhandled error", extra={"request_id": request_id, **_ids_of(request)})
         headers = {REQUEST_ID_HEADER: request_id, **NO_SNIFFING}
-        if _is_page(request, html_pages):
-            assert html_pages is not None
-            page = html_pages.render(500, "Internal server error", "INTERNAL_ERROR")
+        if (pages := _pages_of(request, html_pages)) is not None:
+            page = pages.render(500, "Internal server error", "INTERNAL_ERROR")
             page.headers.update(headers)
             return page
         body = error_body("INTERNAL_ERROR", "Internal server error", request_id)
