@@ -19,10 +19,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so this layer survives code changes.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml at the versions of constraints.txt (those CI tests), so
+# this layer survives code changes.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --requirement requirements.txt
+    && pip install --requirement requirements.txt --constraint constraints.txt
 
 # Then the code, built into a wheel and installed (not editable) into the venv.
 COPY . .

@@ -20,12 +20,14 @@ CONTAINER_TESTS ?= tests/containers tests/integration/test_smoke.py \
 	tests/integration/test_dlq_commands.py tests/integration/test_psp_outcome_order.py
 
 .PHONY: install services migrate seed run test test-containers compose-smoke docs bench fuzz lint \
-	clean
+	lock clean
 
-$(BIN)/payouts: pyproject.toml
+# Every dependency at the version in constraints.txt: a new release on PyPI never changes what CI
+# tests. `make lock` takes the newest releases pyproject.toml allows; run the tests after it.
+$(BIN)/payouts: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(BIN)/payouts
@@ -62,7 +64,7 @@ docs: install
 	$(BIN)/payouts docs asyncapi --output docs/asyncapi.yaml
 
 bench: install services  # BENCH_ARGS="--long-soak --profile" for the 5-minute soak and profiles
-	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 fuzz: install services  # longer schemathesis and ledger state-machine runs than `make test`'s
@@ -73,6 +75,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+lock:  # constraints.txt from a new venv holding the newest releases pyproject.toml allows
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q -e '.[dev,bench]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .run

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import typer.main
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from cli.topology import BrokerUser, password_hash
 from contracts.settings import CONSUMER_GRACEFUL_TIMEOUT_SECONDS, Settings
@@ -23,6 +25,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = ROOT / "pyproject.toml"
+CONSTRAINTS = ROOT / "constraints.txt"
+MAKEFILE = ROOT / "Makefile"
 DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
 LOCAL_IMAGES = ROOT / "deploy" / "images"
 CONTAINER_ENGINE = ROOT / "scripts" / "container-engine.sh"
@@ -419,8 +423,46 @@ def test_dockerignore_lets_every_package_into_the_build_context() -> None:
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert f"!{pattern.rstrip('*')}" in lines, pattern
     assert "!pyproject.toml" in lines
+    assert "!constraints.txt" in lines
     readme = pyproject["project"].get("readme")  # the wheel build reads it when declared
     assert readme is None or f"!{readme}" in lines
+
+
+def pinned_versions() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def declared_requirements() -> list[Requirement]:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    requirements = [Requirement(line) for line in project["dependencies"]]
+    requirements += [Requirement(line) for lines in extras for line in lines]
+    return [req for req in requirements if req.marker is None or req.marker.evaluate()]
+
+
+@pytest.mark.parametrize("requirement", declared_requirements(), ids=str)
+def test_each_dependency_is_pinned_within_its_declared_range(requirement: Requirement) -> None:
+    """Without a pin, a fresh machine takes whatever PyPI released last: CI would test other
+    versions than the ones that passed. A pin outside pyproject.toml's range would fail the
+    install."""
+    pinned = pinned_versions().get(canonicalize_name(requirement.name))
+    assert pinned is not None, f"{requirement.name} has no pin in constraints.txt"
+    assert requirement.specifier.contains(pinned, prereleases=True), (requirement, pinned)
+
+
+def test_every_install_takes_the_pinned_versions() -> None:
+    installs = re.findall(r"^\t\$\(BIN\)/pip install\b.*'\.\[.*$", MAKEFILE.read_text(), re.M)
+    assert len(installs) == 2, installs  # make install, make bench (make lock takes the newest)
+    assert all("--constraint constraints.txt" in line for line in installs), installs
+    builder = dockerfile_stages()[0]
+    assert any("constraints.txt" in copy for copy in builder.all("COPY"))
+    [install] = [run for run in builder.all("RUN") if "--requirement requirements.txt" in run]
+    assert "--constraint constraints.txt" in install
 
 
 def test_runtime_dependencies_can_log_in_to_mysql_8() -> None:
