@@ -19,6 +19,7 @@ from cli.outages import run_in_one_line
 from cli.services import configure_logging, refuse_to_start_unsafe, serve_app
 from contracts.db.engine import create_session_factory
 from contracts.db.models import Merchant
+from contracts.domain.text import on_one_line
 from contracts.heartbeat import BeatWhileWorking, Heartbeat
 from contracts.settings import get_settings
 from contracts.webhooks import resend_routing_key
@@ -83,17 +84,20 @@ def replay_parked_command(
 
 
 def sink_line(body: bytes, webhook_id: str | None, verdict: str) -> str:
-    """One line per event: when, which event, which payout, its status at the event."""
+    """One line per event: when, which event, which payout, its status at the event. On one line
+    whatever the body holds: unverified, it is anyone's, and its escape sequences would reach the
+    operator's terminal (taint review)."""
     try:
         event: dict[str, Any] = orjson.loads(body)
         payout = event.get("payout") or {}
-        return (
+        line = (
             f"{event.get('createdAt')} {event.get('id')} {event.get('type')} "
             f"payout={payout.get('id')} status={payout.get('status')} "
             f"amount={payout.get('amount')} [{verdict}]"
         )
     except (orjson.JSONDecodeError, AttributeError):
-        return f"{webhook_id} non-JSON body of {len(body)} bytes [{verdict}]"
+        line = f"{webhook_id} non-JSON body of {len(body)} bytes [{verdict}]"
+    return on_one_line(line)
 
 
 def build_sink(secret: str | None, heartbeat: Heartbeat | None = None) -> Starlette:

@@ -25,6 +25,8 @@ from typing import Any, Final, TextIO
 
 import orjson
 
+from contracts.domain.text import on_one_line
+
 CONTEXT_FIELDS: Final = ("request_id", "correlation_id", "payout_id", "merchant_id", "webhook_id")
 LOG_FORMATS: Final = ("json", "text")
 
@@ -307,11 +309,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-01-31T10:00:00.123Z INFO  processor  payout succeeded  payout_id=... request_id=...`"""
+    """`2026-01-31T10:00:00.123Z INFO  processor  payout succeeded  payout_id=... request_id=...`
+
+    The message and the fields on one line: a newline in what a client sent (a path's payout id)
+    would start a line that reads as the service's own (taint review)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = [f"{name}={value}" for name, value in _extra_fields(record).items()]
-        line = (
+        line = on_one_line(
             f"{_timestamp(record)} {record.levelname:<7} {record.name}  {record.getMessage()}"
             + (f"  {' '.join(fields)}" if fields else "")
         )

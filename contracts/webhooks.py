@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from contracts.db.engine import naive_utc
+from contracts.domain.text import text_problem
 from contracts.topology import RETRY_CLOCK_OFFSET_HEADER, RETRY_DUE_HEADER, webhook_events_queue
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,6 +125,8 @@ def endpoint_url_problem(url: str) -> str | None:
         return f"is not a valid URL ({exc})"
     except UnicodeEncodeError:  # a lone surrogate: a byte not UTF-8, from a command line
         return "is not a valid URL (not UTF-8 text)"
+    if (problem := text_problem(url)) is not None:  # a C1 control, U+202E: as the API's fields
+        return problem
     return _host_name_problem(host)
 
 

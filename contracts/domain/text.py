@@ -119,3 +119,13 @@ def text_problem(text: str) -> str | None:
     if text and not shows_something(text):
         return "must contain a visible character"
     return None
+
+
+def on_one_line(text: str) -> str:
+    """The text as a terminal shows it, on one line: every character that is not printable (a
+    newline, an escape sequence's ESC, a C1 control, a right-to-left override) written as Python
+    writes it in a string (`\\n`, `\\x1b`, `\\u202e`). For lines printed from what others sent: a
+    webhook body, a path, a log line's fields."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -194,6 +194,19 @@ def test_text_line_is_readable_with_ids_as_key_values() -> None:
     assert not line.startswith("{")
 
 
+def test_text_keeps_what_a_client_sent_on_the_line() -> None:
+    """A payout id of a path, logged on a database refusal: its newline forged a line of the
+    service's own (taint review)."""
+    stream = capture("text")
+    sent = "p-1\n2026-01-31T10:00:00.000Z INFO    api  \x1b[2Jall good"
+    with bind_log_context(payout_id=sent):
+        logging.getLogger("api").warning("refused %s", sent)
+
+    [line] = stream.getvalue().splitlines()
+    assert "\x1b" not in line
+    assert line.endswith("payout_id=p-1\\n2026-01-31T10:00:00.000Z INFO    api  \\x1b[2Jall good")
+
+
 def test_text_shows_the_traceback_under_the_line() -> None:
     stream = capture("text")
     try:

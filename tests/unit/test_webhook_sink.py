@@ -6,7 +6,7 @@ import httpx
 import orjson
 import pytest
 
-from cli.webhooks import build_sink
+from cli.webhooks import build_sink, sink_line
 from contracts.api_keys import new_webhook_secret
 from contracts.webhook_signing import webhook_headers
 
@@ -62,3 +62,14 @@ async def test_without_a_secret_events_are_printed_unverified(
 
     assert response.status_code == 204
     assert capsys.readouterr().out.strip().endswith("[unverified: no --secret]")
+
+
+def test_a_body_prints_on_one_line_without_its_escape_sequences() -> None:
+    """Unverified (no --secret; compose's sink listens on every address), a body is anyone's:
+    its ESC sequences reached the operator's terminal, its newline forged a line (taint
+    review)."""
+    body = orjson.dumps({"id": "evt_1\u001b]0;owned\u0007", "type": "a\nb", "payout": {}})
+
+    line = sink_line(body, None, "unverified")
+
+    assert line.startswith("None evt_1\\x1b]0;owned\\x07 a\\nb payout=None")

@@ -38,6 +38,10 @@ def test_acceptable_urls(url: str) -> None:
         ("https://user:pass@merchant.example/hook", "credentials"),
         ("https://merchant.example:99999/hook", "not a valid URL"),
         ("https://merchant.example/a b", "whitespace"),
+        # as the API's text fields: the CLI took these (`merchant create --webhook-url`), which
+        # the API then refused when the merchant saved the same URL (taint review)
+        ("https://merchant.example/hook\u009b2J", "control characters"),
+        ("https://merchant.example/\u202egpj.exe/hook", "U+202E RIGHT-TO-LEFT OVERRIDE"),
         ("https://merchant.example/" + "a" * 2048, "at most 2048"),
         # the byte 0xFF of a command line (surrogate-escaped) raised UnicodeEncodeError in
         # httpx's parse: `payouts merchant create --webhook-url` ended in a traceback
