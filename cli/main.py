@@ -229,8 +229,13 @@ def merchant_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Create a merchant; prints its API key and webhook secret once."""
-    from cli.merchants import create_merchant
+    from cli.merchants import create_merchant, is_the_demo_merchants_name
 
+    if is_the_demo_merchants_name(name):  # the seed would take it for the demo merchant
+        raise typer.BadParameter(
+            "is the demo merchant's name, which `payouts seed` finds it by; choose another",
+            param_hint="'--name'",
+        )
     services.refuse_to_start_unsafe(
         "merchant create", get_settings().require_own_secrets_key_in_production
     )

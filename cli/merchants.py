@@ -4,6 +4,7 @@ import base64
 import binascii
 import hashlib
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -28,6 +29,21 @@ from contracts.domain.money import format_amount
 from contracts.funding import start_queued_on_time
 
 DEMO_MERCHANT_NAME = "Demo Merchant"
+
+
+def is_the_demo_merchants_name(name: str) -> bool:
+    """Whether the database takes `name` for the demo merchant's: its default collation ignores
+    case and accents. A merchant so named, made by `merchant create`, became the demo merchant
+    once the demo merchant was deactivated: the next `up`'s seed pointed its webhooks at the
+    demo sink, and gave it the deployment's webhook secret (scale review)."""
+    return _folded(name) == _folded(DEMO_MERCHANT_NAME)
+
+
+def _folded(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).strip()
+
+
 _API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}[A-Za-z0-9_-]{{43,}}")
 _WEBHOOK_SECRET_PREFIX = "whsec_"
 

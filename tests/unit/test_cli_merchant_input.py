@@ -15,6 +15,9 @@ from contracts.settings import Settings
         (["merchant", "create", "--name", "x" * 201], "1 to 200 characters"),
         (["merchant", "create", "--name", "  "], "1 to 200 characters"),
         (["merchant", "create", "--name", "Acme\u202eyaP"], "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        # the seed finds the demo merchant by name, as the database compares it (scale review)
+        (["merchant", "create", "--name", "Demo Merchant"], "the demo merchant's name"),
+        (["merchant", "create", "--name", " DÉMO merchant"], "the demo merchant's name"),
         (["merchant", "create", "--name", "Ok", "--webhook-url", "not a url"], "whitespace"),
         (["merchant", "create", "--name", "Ok", "--webhook-url", "ftp://x.example/h"], "http"),
         (["seed", "--webhook-url", "https://user:pw@x.example/h"], "credentials"),
