@@ -20,11 +20,16 @@ from api_service.errors import UnsupportedMediaType, ValidationFailed
 Model = TypeVar("Model", bound=BaseModel)
 
 
+def nameable(key: str) -> str:
+    """A key as an answer can name it: a lone surrogate (a JSON escape allows one, UTF-8 does
+    not) as its `\\ud800` escape. Raw, it made the error itself unencodable: a 500, for a key
+    given twice, or a number out of range under such a key (json review)."""
+    return key.encode("utf-8", "backslashreplace").decode()
+
+
 class RepeatedKey(ValueError):
     def __init__(self, key: str) -> None:
-        # Kept as an answer can name it: a lone surrogate (a JSON escape allows one, UTF-8 does
-        # not) as its `\ud800` escape. Raw, it would make the error itself unencodable (a 500).
-        self.key = key.encode("utf-8", "backslashreplace").decode()
+        self.key = nameable(key)
         super().__init__(f"{self.key} given twice")
 
 
@@ -110,13 +115,22 @@ def json_document(raw: bytes) -> Any:
     """`json.loads(raw)` with every number with a fraction a Decimal (integers stay ints),
     refusing a key given twice (RepeatedKey): what a request's fingerprint reads. Any body it
     cannot read is a ValueError, so that its callers need catch nothing else."""
-    text = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads decodes
+    text = _text_of(raw)
     try:
         return _FINGERPRINT_DECODER.decode(text)
     except ArithmeticError as exc:  # decimal.InvalidOperation: not a ValueError
         raise NumberOutOfRange("a number is out of range") from exc
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
+
+
+def _text_of(raw: bytes) -> str:
+    """The body's text, in the encoding JSON allows that its first bytes tell (UTF-8 unless
+    UTF-16 or UTF-32). Strictly: json.loads's `surrogatepass` read an emoji's two surrogates
+    encoded one by one (CESU-8, not UTF-8) as the emoji, so two bodies, one refused and one
+    valid, had one fingerprint, and each was answered with the other's stored answer under one
+    idempotency key (json review)."""
+    return raw.decode(json.detect_encoding(raw))
 
 
 def parse_json(raw: bytes) -> Any:
@@ -134,10 +148,14 @@ def _lenient_document(raw: bytes) -> Any:
     """The document as the lenient decoder reads it (its flaws kept for first_flaw), or
     ValidationFailed naming the body when it is no JSON at all."""
     try:
-        return _LENIENT_DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+        text = _text_of(raw)
+    except UnicodeDecodeError as exc:
+        raise ValidationFailed.on("body", "is not valid UTF-8 text") from exc
+    try:
+        return _LENIENT_DECODER.decode(text)
     except NotJsonConstant as exc:
         raise _not_json_refusal(exc) from exc
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, nesting too deep
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, nesting too deep
         raise ValidationFailed.on("body", "is not valid JSON") from exc
 
 
@@ -204,7 +222,7 @@ def first_flaw(value: Any) -> ValidationFailed | None:
 
 
 def _member(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return f"{path}.{nameable(key)}" if path else nameable(key)
 
 
 def validate_body(

@@ -9,6 +9,7 @@ judged by the batch service, not here: this only reads the file.
 
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from contracts.domain.text import trimmed
@@ -33,7 +34,7 @@ class PayrollFileError(ValueError):
 
 @dataclass(frozen=True)
 class PayrollRow:
-    line: int  # in the file, the header being line 1
+    line: int  # in the file, its first line being 1
     item: dict[str, str]  # one body of POST /payouts
 
 
@@ -62,6 +63,12 @@ def _columns(header: list[str] | None) -> list[str]:
     return columns
 
 
+def _header(reader: Iterator[list[str]]) -> list[str] | None:
+    """The first row with a cell in it: an export may begin with a blank line, and was refused
+    as an empty file (json review)."""
+    return next((cells for cells in reader if any(trimmed(cell) for cell in cells)), None)
+
+
 def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
     item: dict[str, str] = {}
     for position, (column, cell) in enumerate(zip(columns, cells, strict=False), start=1):
@@ -82,7 +89,7 @@ def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     first_line = 1  # of the row being read: a quoted cell may span lines
     try:
-        columns = _columns(next(reader, None))
+        columns = _columns(_header(reader))
         rows: list[PayrollRow] = []
         first_line = reader.line_num + 1
         for cells in reader:

@@ -19,7 +19,7 @@ from api_service.errors import (
     error_responses,
 )
 from api_service.idempotency import IdempotencyDep
-from api_service.request_body import documented_body, read_body
+from api_service.request_body import documented_body, read_body, require_json
 from api_service.sandbox.fault_settings import (
     FaultShares,
     clear_fault_share,
@@ -320,6 +320,7 @@ async def restart_readiness(
     request: Request, merchant: CurrentMerchant, idempotency: IdempotencyDep, session: SessionDep
 ) -> Response:
     async def operation() -> tuple[int, bytes]:
+        require_json(request, await request.body())  # it takes no body, but a labelled one
         await session.execute(
             update(Merchant).where(Merchant.id == merchant.id).values(readiness_since=utcnow())
         )

@@ -24,6 +24,7 @@ from tests.support.api_helpers import (
     create_failed_payout,
     create_payout,
     footprint,
+    new_key,
     payout_body,
     psp_headers,
 )
@@ -214,6 +215,74 @@ async def test_a_key_given_twice_is_400_naming_it(
     assert await footprint(sessions, merchant.merchant_id) == before
 
 
+def _with_member(body: dict[str, Any], member: bytes) -> bytes:
+    """The body's JSON with a member added as written (a raw escape, a flaw the encoder would
+    not write)."""
+    return orjson.dumps(body)[:-1] + b"," + member + b"}"
+
+
+@pytest.mark.parametrize(
+    ("member", "field"),
+    [
+        (rb'"x":{"\ud800":{"a":1,"a":2}}', "x.\\ud800.a"),
+        (rb'"\ud800":1e9999999999999999999', "\\ud800"),
+    ],
+)
+async def test_a_flaw_under_a_lone_surrogate_key_is_400_naming_its_path(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    member: bytes,
+    field: str,
+) -> None:
+    """The path named the raw key, which no answer can encode: a 500, of a payroll as a whole
+    too (json review)."""
+    merchant = await make_merchant()
+    before = await footprint(sessions, merchant.merchant_id)
+    headers = {**auth(merchant), "Content-Type": "application/json"}
+    single = await api_client.post(
+        f"{API}/payouts", content=_with_member(payout_body(), member), headers=headers
+    )
+    payroll = b'{"payouts":[' + _with_member(payout_body(), member) + b"]}"
+    batch = await api_client.post(
+        f"{API}/payouts/batch", content=payroll, headers={**headers, **auth(merchant)}
+    )
+
+    assert_error(single, 400, "VALIDATION_ERROR", field)
+    [item] = batch.json()["data"]["results"]
+    assert item["status"] == "invalid" and item["errors"][0]["field"] == field, item
+    assert await footprint(sessions, merchant.merchant_id) == before
+
+
+EMOJI_AS_TWO_SURROGATES = b"\xed\xa0\xbd\xed\xb8\x80"  # CESU-8: not UTF-8
+
+
+async def test_a_body_not_utf_8_is_not_taken_for_its_utf_8_spelling(
+    api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
+) -> None:
+    """An emoji's surrogates encoded one by one read as the emoji: both spellings had one
+    fingerprint, and under one idempotency key the refused one was answered with the other's
+    201 (json review)."""
+    merchant = await make_merchant()
+    key = new_key()
+    body = payout_body(accountTitle="\U0001f600")
+    created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant, key))
+    assert created.status_code == 201, created.text
+    other_spelling = orjson.dumps(body).replace("\U0001f600".encode(), EMOJI_AS_TWO_SURROGATES)
+    headers = {"Content-Type": "application/json"}
+
+    refused = await api_client.post(
+        f"{API}/payouts", content=other_spelling, headers={**headers, **auth(merchant)}
+    )
+    again = await api_client.post(
+        f"{API}/payouts", content=other_spelling, headers={**headers, **auth(merchant, key)}
+    )
+
+    error = assert_error(refused, 400, "VALIDATION_ERROR", "body")
+    assert error["details"][0]["message"] == "is not valid UTF-8 text", error
+    assert again.status_code != 201 and "idempotent-replayed" not in again.headers, again.text
+
+
 @pytest.mark.parametrize(
     ("other_spelling", "field"),
     [
@@ -274,16 +343,18 @@ async def test_a_body_that_is_not_labelled_json_is_415(
 async def test_a_reinitiate_with_a_body_not_labelled_json_is_415_and_changes_nothing(
     api_client: httpx.AsyncClient, make_merchant: MerchantFactory, sessions: SessionFactory
 ) -> None:
-    """It reads no body, so it took any: a text/plain one reinitiated and held the funds."""
+    """It reads no body, so it took any: a text/plain one reinitiated and held the funds. So did
+    a readiness restart (json review)."""
     merchant = await make_merchant()
     payout = await create_failed_payout(api_client, merchant, sessions)
     before = await footprint(sessions, merchant.merchant_id)
-    response = await api_client.post(
-        f"{API}/payouts/{payout['id']}/reinitiate",
-        content=b"reinitiate please",
-        headers={**auth(merchant), "Content-Type": "text/plain"},
-    )
-    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+    for path in (f"payouts/{payout['id']}/reinitiate", "sandbox/readiness/restart"):
+        response = await api_client.post(
+            f"{API}/{path}",
+            content=b"please",
+            headers={**auth(merchant), "Content-Type": "text/plain"},
+        )
+        assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert await footprint(sessions, merchant.merchant_id) == before
 
 

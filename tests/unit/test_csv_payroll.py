@@ -16,6 +16,13 @@ def test_each_row_is_one_payout_body_named_by_the_header_in_any_case() -> None:
     assert (row.line, row.item["merchantReference"], row.item["amount"]) == (2, "r-1", "10.00")
 
 
+def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
+    """An export that begins with a blank line was refused as an empty file (json review)."""
+    text = f"\n ,\n{HEADER}\nr-1,10.00,WALLET,JAZZCASH,03001234567\n"
+    (row,) = read_payroll(text, max_rows=10)
+    assert (row.line, row.item["merchantReference"]) == (4, "r-1")
+
+
 def test_a_column_named_twice_is_refused() -> None:
     """The later cell silently won: a leftover column paid the wrong amount."""
     text = f"{HEADER},Amount\nr-1,10.00,WALLET,JAZZCASH,03001234567,9000.00\n"
