@@ -1,10 +1,11 @@
 """Long-running services: each runs until SIGTERM/SIGINT and then drains its work."""
 
 import asyncio
+import contextlib
 import logging
+import resource
 import sys
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -39,6 +40,16 @@ def configure_logging(settings: Settings) -> None:
     configure_log_format(settings.log_format, settings.log_level)
 
 
+def open_files_up_to_the_hard_limit() -> None:
+    """Raise the soft limit of open files to the hard one: a connection is an open file, and a
+    container's soft limit is often 1,024 where its hard one is far higher. The webhook service
+    keeps a connection to each merchant host it sent to lately (scale review)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # a hard limit the kernel does not take
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop until it returns, its startup heap frozen first
     (contracts/garbage_collection.py): everything it runs is loaded by then. A vhost holding
@@ -46,6 +57,7 @@ def serve(main: Coroutine[Any, Any, None]) -> None:
     other error that ends it is logged, its traceback in the line (one JSON object in JSON mode),
     exit code 1: Python printed it as dozens of plain lines among the JSON ones (a consumer whose
     broker closed its connections while it started, under compose)."""
+    open_files_up_to_the_hard_limit()
     freeze_startup_heap()
     try:
         uvloop.run(main)
@@ -101,7 +113,7 @@ class _StopsQuietly(uvicorn.Server):
     once it has stopped: the process exits 0, as every other service does (uvicorn raised it,
     and `docker compose ps` showed `Exited (143)`)."""
 
-    @contextmanager
+    @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():
             yield
@@ -111,6 +123,7 @@ class _StopsQuietly(uvicorn.Server):
 def run_uvicorn(app: Any, **options: Any) -> None:
     """uvicorn.run, one process stopping with exit code 0 (several: uvicorn's supervisor, which
     does already)."""
+    open_files_up_to_the_hard_limit()
     config = uvicorn.Config(app, **options)
     if config.workers > 1:
         uvicorn.run(app, **options)

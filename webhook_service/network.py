@@ -35,6 +35,12 @@ KEEPALIVE_SECONDS = 5.0
 # Idle connections kept per origin; one closed after a burst is one connected (and its address
 # checked) again at the next.
 IDLE_PER_ORIGIN = 100
+# Idle connections kept in all, whatever the origins: each is an open file, and a container's
+# soft limit is often 1,024. With one kept per merchant host reached in the last keep-alive
+# (merchants' own tunnels give each its host), 1,200 merchants' webhooks failed at the limit,
+# "Too many open files", connections to the database and the broker too (scale review). Past it,
+# a connection is closed after its answer, as one past IDLE_PER_ORIGIN is.
+IDLE_IN_ALL = 256
 READ_BYTES = 64 * 1024
 # A kept connection closed without a byte of answer this soon after the request went out (or
 # within the time the connection took to open, if longer: a round trip or two) was closed by the
@@ -245,6 +251,7 @@ class ConnectionPool:
         self.ssl_context = ssl_context
         self.resolve = HostResolver()
         self._idle: dict[Origin, list[Connection]] = {}
+        self._idle_count = 0  # of every origin
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
@@ -284,13 +291,21 @@ class ConnectionPool:
             raise
         # An origin's list is made only for a connection kept: the sweep that forgets empty
         # lists runs only while some connection is idle.
-        if reusable and not self._closed and len(self._idle.get(origin, ())) < IDLE_PER_ORIGIN:
+        if reusable and self._keeps_one_more(origin):
             connection.idle()
             self._idle.setdefault(origin, []).append(connection)
+            self._idle_count += 1
             self._sweep_later()
         else:
             connection.close()
         return answer
+
+    def _keeps_one_more(self, origin: Origin) -> bool:
+        return (
+            not self._closed
+            and self._idle_count < IDLE_IN_ALL
+            and len(self._idle.get(origin, ())) < IDLE_PER_ORIGIN
+        )
 
     def close_all(self) -> None:
         """Close the idle connections; those in use close when their request ends."""
@@ -302,12 +317,14 @@ class ConnectionPool:
             for connection in connections:
                 connection.close()
         self._idle.clear()
+        self._idle_count = 0
 
     def _idle_connection(self, origin: Origin) -> Connection | None:
         now = time.monotonic()
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
+            self._idle_count -= 1
             if connection.usable(now):
                 return connection
             connection.close()
@@ -327,6 +344,7 @@ class ConnectionPool:
                 if connection.expired(now):
                     connection.close()
             kept = [connection for connection in connections if not connection.expired(now)]
+            self._idle_count -= len(connections) - len(kept)
             if kept:
                 self._idle[origin] = kept
             else:

@@ -1,5 +1,6 @@
-"""A long-running service that an unexpected error ends says so through its log handler: in JSON
-mode, one JSON object per line, the traceback inside it."""
+"""A long-running service: an unexpected error that ends it is said through its log handler (in
+JSON mode, one JSON object per line, the traceback inside it), and it may open as many files as
+the hard limit allows."""
 
 import json
 import subprocess
@@ -39,3 +40,30 @@ def test_an_error_that_ends_a_service_is_one_json_line_and_exit_code_1() -> None
     lines = [json.loads(line) for line in done.stderr.splitlines()]  # each line one object
     [crash] = [line for line in lines if line["level"] == "CRITICAL"]
     assert "CONNECTION_FORCED" in json.dumps(crash), crash
+
+
+OPEN_FILES_OF_A_SERVICE = """
+import resource
+from cli.services import serve
+
+async def main() -> None:
+    print(*resource.getrlimit(resource.RLIMIT_NOFILE))
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+serve(main())
+"""
+
+
+def test_a_service_may_open_as_many_files_as_the_hard_limit_allows() -> None:
+    """A container's soft limit is often 1,024, and each connection an open file: the webhook
+    service's, to 1,200 merchants' hosts, failed with "Too many open files" (scale review)."""
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_FILES_OF_A_SERVICE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    soft, hard = done.stdout.split()
+    assert soft == hard != "256"

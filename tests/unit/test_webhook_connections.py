@@ -257,6 +257,25 @@ async def test_the_pool_remembers_no_origin_it_keeps_no_connection_of(
     assert sender.pool._idle == {}
 
 
+async def test_the_pool_keeps_at_most_its_idle_connections_in_all_whatever_the_origins(
+    sender: WebhookSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One kept per origin, without a cap in all: 1,200 merchants' hosts took every open file,
+    and webhooks failed with "Too many open files" (scale review)."""
+    monkeypatch.setattr(network, "IDLE_IN_ALL", 3)
+    endpoint = Endpoint()
+    server = await asyncio.start_server(endpoint.serve, "0.0.0.0", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for n in [*range(2, 8), 2, 7]:  # every 127.0.0.n is this host: six origins
+            result = await sender.post(f"http://127.0.0.{n}:{port}/hook", b"{}", {})
+            assert result.status_code == 200, result
+
+    idle = [connection for connections in sender.pool._idle.values() for connection in connections]
+    assert len(idle) == 3, sender.pool._idle
+    assert endpoint.connections == 7  # 127.0.0.2 reused the one kept; 127.0.0.7 had none kept
+
+
 async def test_a_large_answer_is_cut_to_its_excerpt_and_its_connection_not_reused(
     sender: WebhookSender,
 ) -> None:
