@@ -44,15 +44,22 @@ seed: migrate
 test: install services  # the tests reset their vhost through the management API
 	# Unit, integration and container-check tests on three workers (most of a test is waiting on MariaDB
 	# or RabbitMQ: 253 s against 296 s on two, same machine, same hour), each with its own database and
-	# vhost; then, in one process, the fault tests (they stop the local servers), the fuzzing (its
-	# last test judges what the others wrote) and what runs the
-	# services as processes and waits on them with deadlines (browser and end-to-end tests: they
-	# missed those deadlines three times beside the other worker's load).
+	# vhost; beside them, in a process of their own, the fault tests, which stop and start a MariaDB
+	# and a RabbitMQ of their own (tests/faults/outages.py) and mostly wait (their output follows the
+	# tier's). Then, in one process, the fuzzing (its last test judges what the others wrote) and
+	# what runs the services as processes and waits on them with deadlines (browser and end-to-end
+	# tests: they missed those deadlines three times beside the other worker's load).
 	# FIRST_TIER_DONE: a file touched between the two (.ci/run starts the container checks then,
-	# beside the fault tests and the fuzzing, which wait or run alone, before the browser tests).
-	$(BIN)/pytest -q -n 3 --dist loadfile --durations=15 tests/unit tests/integration tests/containers
+	# beside the fuzzing and the browser and end-to-end tests).
+	@mkdir -p .run
+	$(BIN)/pytest -q -p no:cacheprovider --durations=5 tests/faults > .run/fault-tests.log 2>&1 & \
+	faults=$$!; \
+	$(BIN)/pytest -q -n 3 --dist loadfile --durations=15 tests/unit tests/integration tests/containers; \
+	tier=$$?; wait $$faults; faulted=$$?; \
+	echo "--- the fault tests, beside the tier:"; cat .run/fault-tests.log; \
+	[ $$tier -eq 0 ] && [ $$faulted -eq 0 ]
 	$(if $(FIRST_TIER_DONE),touch $(FIRST_TIER_DONE))
-	$(BIN)/pytest -q --durations=10 tests/faults tests/fuzz tests/browser tests/e2e
+	$(BIN)/pytest -q --durations=10 tests/fuzz tests/browser tests/e2e
 
 test-containers: install
 	env -u PAYOUTS_DATABASE_URL -u PAYOUTS_AMQP_URL $(BIN)/pytest -q $(CONTAINER_TESTS)

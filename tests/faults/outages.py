@@ -1,74 +1,59 @@
-"""Stopping and starting the real servers, and cutting connections, for the fault tests."""
+"""The servers the fault tests stop and start, and cut connections of: a MariaDB and a RabbitMQ of
+their own (tests/support/private_*.py), so that the rest of the suite may run beside them against
+the local ones (make test runs them beside its first tier)."""
 
 import subprocess
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-SERVER_START_TIMEOUT_SECONDS = 120.0
-
-
-def _run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-def _wait_for(*command: str) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-    while subprocess.run(command, capture_output=True, timeout=30).returncode != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{' '.join(command)} did not succeed in time")
-        time.sleep(0.5)
+from tests.support.private_mariadb import MariaDBServer, private_mariadb_server
+from tests.support.private_rabbitmq import RabbitMQNode, private_rabbitmq
 
 
-def stop_rabbitmq() -> None:
-    _run("rabbitmqctl", "stop_app")
+@dataclass(frozen=True)
+class FaultServers:
+    database: MariaDBServer
+    broker: RabbitMQNode
+
+    def stop_rabbitmq(self) -> None:
+        self.broker.stop_app()
+
+    def start_rabbitmq(self) -> None:
+        self.broker.start_app()
+
+    def stop_mariadb(self) -> None:
+        self.database.stop()
+
+    def start_mariadb(self) -> None:
+        self.database.start()
+
+    def connections_of(self, vhost: str) -> list[str]:
+        """The process ids of the vhost's client connections, as the broker itself lists them
+        (the management UI's list can miss connections opened while the broker was starting)."""
+        rows = [
+            line.split("\t")
+            for line in self.broker.ctl("list_connections", "pid", "vhost").splitlines()
+        ]
+        return [row[0] for row in rows if len(row) == 2 and row[1] == vhost]
+
+    def close_connections(self, vhost: str) -> int:
+        """What an operator does from the UI or the CLI: close every client connection of the
+        vhost. A connection may be gone already (closed by its owner since the listing)."""
+        closed = 0
+        for pid in self.connections_of(vhost):
+            try:
+                self.broker.ctl("close_connection", pid, "fault test: connection cut", timeout=60)
+            except subprocess.CalledProcessError:  # gone since the listing
+                continue
+            closed += 1
+        return closed
 
 
-def start_rabbitmq() -> None:
-    _run("rabbitmqctl", "start_app")
-    _run("rabbitmqctl", "await_startup")
-
-
-MARIADB_PID_FILE = "/run/mysqld/mysqld.pid"  # /etc/mysql/my.cnf's pid-file
-
-
-def stop_mariadb() -> None:
-    _run("mysqladmin", "-uroot", "shutdown")  # over the socket, as the local root
-
-
-def start_mariadb() -> None:
-    # By its pid file: by its program alone, a container's mariadbd (CI's container checks run
-    # beside these tests) was "already running", and the local server stayed down.
-    _run(
-        "start-stop-daemon",
-        "--start",
-        "--oknodo",
-        "--background",
-        "--pidfile",
-        MARIADB_PID_FILE,
-        "--exec",
-        "/usr/sbin/mariadbd",
-    )
-    _wait_for("mysqladmin", "--protocol=TCP", "-h127.0.0.1", "-uroot", "ping")
-
-
-def connections_of(vhost: str) -> list[str]:
-    """The process ids of the vhost's client connections, as the broker itself lists them (the
-    management UI's list can miss connections opened while the broker was starting)."""
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "vhost"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    rows = [line.split("\t") for line in listed.splitlines()]
-    return [row[0] for row in rows if len(row) == 2 and row[1] == vhost]
-
-
-def close_connections(vhost: str) -> int:
-    """What an operator does from the UI or the CLI: close every client connection of the vhost."""
-    closed = 0
-    for pid in connections_of(vhost):
-        command = ("rabbitmqctl", "close_connection", pid, "fault test: connection cut")
-        # a connection may be gone already (closed by its owner since the listing)
-        closed += subprocess.run(command, capture_output=True, timeout=60).returncode == 0
-    return closed
+@contextmanager
+def fault_servers() -> Iterator[FaultServers]:
+    with (
+        private_mariadb_server("--innodb-buffer-pool-size=64M") as database,
+        private_rabbitmq() as broker,
+    ):
+        yield FaultServers(database, broker)

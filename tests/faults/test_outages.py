@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from contracts.db.engine import SessionFactory
 from contracts.reconcile import reconcile
 from tests.conftest import MerchantFactory
-from tests.faults import outages
+from tests.faults.outages import FaultServers
 from tests.support.fault_load import (
     Load,
     Verdict,
@@ -131,6 +131,7 @@ def server_down(
 
 
 async def test_rabbitmq_down_for_20_seconds(
+    servers: FaultServers,
     system: RunningSystem,
     http: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -138,7 +139,7 @@ async def test_rabbitmq_down_for_20_seconds(
 ) -> None:
     result = await under_load(
         "rabbitmq-down-20s",
-        server_down(outages.stop_rabbitmq, outages.start_rabbitmq, "rabbitmq", seconds=20),
+        server_down(servers.stop_rabbitmq, servers.start_rabbitmq, "rabbitmq", seconds=20),
         system=system,
         http=http,
         make_merchant=make_merchant,
@@ -148,6 +149,7 @@ async def test_rabbitmq_down_for_20_seconds(
 
 
 async def test_mariadb_down_for_10_seconds(
+    servers: FaultServers,
     system: RunningSystem,
     http: httpx.AsyncClient,
     make_merchant: MerchantFactory,
@@ -155,7 +157,7 @@ async def test_mariadb_down_for_10_seconds(
 ) -> None:
     result = await under_load(
         "mariadb-down-10s",
-        server_down(outages.stop_mariadb, outages.start_mariadb, "database", seconds=10),
+        server_down(servers.stop_mariadb, servers.start_mariadb, "database", seconds=10),
         system=system,
         http=http,
         make_merchant=make_merchant,
@@ -193,6 +195,7 @@ async def test_broker_connections_cut_by_an_operator(
     make_merchant: MerchantFactory,
     sessions: SessionFactory,
     infrastructure: Infrastructure,
+    servers: FaultServers,
 ) -> None:
     vhost = infrastructure.amqp_url.rsplit("/", 1)[-1]
 
@@ -200,8 +203,10 @@ async def test_broker_connections_cut_by_an_operator(
         for _round in range(2):
             # relay, processor and webhooks reconnect by themselves (the API's readiness probe
             # only when /ready is next asked): wait until the three are back, then cut again
-            await eventually(lambda: _listed(vhost, 3), within=60, what="services reconnected")
-            assert await asyncio.to_thread(outages.close_connections, vhost) >= 3
+            await eventually(
+                lambda: _listed(servers, vhost, 3), within=60, what="services reconnected"
+            )
+            assert await asyncio.to_thread(servers.close_connections, vhost) >= 3
             await asyncio.sleep(2)
         await eventually(lambda: _ready(http), within=60, what="ready again")
 
@@ -215,8 +220,8 @@ async def test_broker_connections_cut_by_an_operator(
     )
 
 
-async def _listed(vhost: str, count: int) -> bool:
-    return len(await asyncio.to_thread(outages.connections_of, vhost)) >= count
+async def _listed(servers: FaultServers, vhost: str, count: int) -> bool:
+    return len(await asyncio.to_thread(servers.connections_of, vhost)) >= count
 
 
 async def _not_ready(http: httpx.AsyncClient) -> tuple[int, dict[str, str]] | None:

@@ -6,6 +6,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -16,10 +17,50 @@ from tests.support.system import free_port
 START_SECONDS = 30.0
 
 
+@dataclass
+class MariaDBServer:
+    """A server on a data directory of its own, which a test may stop and start again."""
+
+    data: Path
+    socket: Path
+    port: int
+    options: tuple[str, ...]
+    process: "subprocess.Popen[bytes] | None" = None
+
+    @property
+    def url(self) -> str:
+        """The URL of its `mysql` database for root, whom it takes with any password."""
+        return f"mysql+asyncmy://root@127.0.0.1:{self.port}/mysql"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.data}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.socket}",
+                "--user=root",
+                "--skip-grant-tables",
+                "--innodb-buffer-pool-size=16M",
+                *self.options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _until_it_answers(self.socket, self.process)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # a clean shutdown, as `mysqladmin shutdown`
+            self.process.wait(timeout=START_SECONDS)
+            self.process = None
+
+
 @contextmanager
-def private_mariadb(*options: str) -> Iterator[str]:
-    """A server started with `options` (e.g. `--read-only`); yields the URL of its `mysql`
-    database for root, whom it takes with any password (`--skip-grant-tables`)."""
+def private_mariadb_server(*options: str) -> Iterator[MariaDBServer]:
+    """A server started with `options` (e.g. `--read-only`), stopped after the block."""
     with tempfile.TemporaryDirectory(prefix="private-mariadb-") as scratch:
         data, socket = Path(scratch) / "data", Path(scratch) / "mysqld.sock"
         subprocess.run(
@@ -27,29 +68,20 @@ def private_mariadb(*options: str) -> Iterator[str]:
             check=True,
             capture_output=True,
         )
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                "mariadbd",
-                "--no-defaults",
-                f"--datadir={data}",
-                f"--port={port}",
-                "--bind-address=127.0.0.1",
-                f"--socket={socket}",
-                "--user=root",
-                "--skip-grant-tables",
-                "--innodb-buffer-pool-size=16M",
-                *options,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = MariaDBServer(data, socket, free_port(), options)
+        server.start()
         try:
-            _until_it_answers(socket, server)
-            yield f"mysql+asyncmy://root@127.0.0.1:{port}/mysql"
+            yield server
         finally:
-            server.terminate()
-            server.wait(timeout=START_SECONDS)
+            server.stop()
+
+
+@contextmanager
+def private_mariadb(*options: str) -> Iterator[str]:
+    """A server started with `options` (e.g. `--read-only`); yields the URL of its `mysql`
+    database for root, whom it takes with any password (`--skip-grant-tables`)."""
+    with private_mariadb_server(*options) as server:
+        yield server.url
 
 
 async def set_read_only(url: str, read_only: bool) -> None:
