@@ -21,9 +21,11 @@ WORKDIR /src
 
 # Dependencies first, from pyproject.toml at the versions of constraints.txt (those CI tests), so
 # this layer survives code changes.
+# PIP_CONSTRAINT reaches the isolated environment that builds the wheel too (its setuptools).
 COPY pyproject.toml constraints.txt ./
+ENV PIP_CONSTRAINT=/src/constraints.txt
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install --requirement requirements.txt --constraint constraints.txt
+    && pip install --requirement requirements.txt
 
 # Then the code, built into a wheel and installed (not editable) into the venv.
 COPY . .

@@ -22,12 +22,15 @@ CONTAINER_TESTS ?= tests/containers tests/integration/test_smoke.py \
 .PHONY: install services migrate seed run test test-containers compose-smoke docs bench fuzz lint \
 	lock clean
 
-# Every dependency at the version in constraints.txt: a new release on PyPI never changes what CI
-# tests. `make lock` takes the newest releases pyproject.toml allows; run the tests after it.
+# Every dependency at the version in constraints.txt, pip and the build backend too (the variable
+# reaches pip's isolated build environments): a new release on PyPI never changes what CI tests.
+# `make lock` takes the newest releases pyproject.toml allows; run the tests after it.
+PINNED := PIP_CONSTRAINT=$(CURDIR)/constraints.txt
+
 $(BIN)/payouts: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev]'
+	$(PINNED) $(BIN)/pip install -q --upgrade pip
+	$(PINNED) $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 install: $(BIN)/payouts
@@ -71,7 +74,7 @@ docs: install
 	$(BIN)/payouts docs asyncapi --output docs/asyncapi.yaml
 
 bench: install services  # BENCH_ARGS="--long-soak --profile" for the 5-minute soak and profiles
-	$(BIN)/pip install -q --constraint constraints.txt -e '.[dev,bench]'
+	$(PINNED) $(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 fuzz: install services  # longer schemathesis and ledger state-machine runs than `make test`'s
@@ -85,9 +88,10 @@ lint: install
 
 lock:  # constraints.txt from a new venv holding the newest releases pyproject.toml allows
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q --upgrade pip setuptools  # setuptools: the build backend
 	.lock-venv/bin/pip install -q -e '.[dev,bench]'
-	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.new
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --all --exclude-editable; } \
+		> constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
 
 clean:

@@ -149,8 +149,9 @@ def _lenient_document(raw: bytes) -> Any:
     ValidationFailed naming the body when it is no JSON at all."""
     try:
         text = _text_of(raw)
-    except UnicodeDecodeError as exc:
-        raise ValidationFailed.on("body", "is not valid UTF-8 text") from exc
+    except UnicodeDecodeError as exc:  # in the encoding its first bytes tell: UTF-16 too
+        encoding = exc.encoding.upper().removesuffix("-SIG")
+        raise ValidationFailed.on("body", f"is not valid {encoding} text") from exc
     try:
         return _LENIENT_DECODER.decode(text)
     except NotJsonConstant as exc:

@@ -40,14 +40,20 @@ def configure_logging(settings: Settings) -> None:
     configure_log_format(settings.log_format, settings.log_level)
 
 
+# The soft limit taken where the hard one is unlimited (macOS: its kernel refuses more than this,
+# OPEN_MAX, and an unlimited soft limit).
+OPEN_FILES_WITHOUT_A_HARD_LIMIT = 10240
+
+
 def open_files_up_to_the_hard_limit() -> None:
     """Raise the soft limit of open files to the hard one: a connection is an open file, and a
     container's soft limit is often 1,024 where its hard one is far higher. The webhook service
     keeps a connection to each merchant host it sent to lately (scale review)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):  # a hard limit the kernel does not take
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    wanted = OPEN_FILES_WITHOUT_A_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # a limit the kernel does not take
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def serve(main: Coroutine[Any, Any, None]) -> None:

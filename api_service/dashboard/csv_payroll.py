@@ -63,10 +63,24 @@ def _columns(header: list[str] | None) -> list[str]:
     return columns
 
 
-def _header(reader: Iterator[list[str]]) -> list[str] | None:
-    """The first row with a cell in it: an export may begin with a blank line, and was refused
-    as an empty file (json review)."""
-    return next((cells for cells in reader if any(trimmed(cell) for cell in cells)), None)
+class _NumberedRows:
+    """The rows with a cell in them, each with the line it starts on (a quoted cell may span
+    lines); `next_line`: the line the next row starts on, the one a csv.Error is on. Blank rows
+    are skipped before the header too: an export that began with one was refused as an empty
+    file (json review)."""
+
+    def __init__(self, text: str) -> None:
+        # strict: a quote that does not close before its cell ends is an error, not a cell that
+        # swallows the rows after it (`"Ali` then every line to the end) or loses its quotes
+        # (`"Bob" Jr` read as `Bob Jr`).
+        self.reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        self.next_line = 1
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        for cells in self.reader:
+            line, self.next_line = self.next_line, self.reader.line_num + 1
+            if any(trimmed(cell) for cell in cells):
+                yield line, cells
 
 
 def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
@@ -83,19 +97,13 @@ def _item(columns: list[str], cells: list[str], line: int) -> dict[str, str]:
 
 
 def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
-    # strict: a quote that does not close before its cell ends is an error, not a cell that
-    # swallows the rows after it (`"Ali` then every line to the end) or loses its quotes
-    # (`"Bob" Jr` read as `Bob Jr`).
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    first_line = 1  # of the row being read: a quoted cell may span lines
+    numbered = _NumberedRows(text)
+    rows_of_the_file = iter(numbered)
+    rows: list[PayrollRow] = []
     try:
-        columns = _columns(_header(reader))
-        rows: list[PayrollRow] = []
-        first_line = reader.line_num + 1
-        for cells in reader:
-            line, first_line = first_line, reader.line_num + 1
-            if not any(trimmed(cell) for cell in cells):
-                continue
+        header = next(rows_of_the_file, None)
+        columns = _columns(header[1] if header else None)
+        for line, cells in rows_of_the_file:
             # Cells past the header's are a spreadsheet's trailing commas while blank: only a
             # header's trailing comma was forgiven, a row's refused the whole file (CSV review).
             if any(trimmed(cell) for cell in cells[len(columns) :]):
@@ -107,8 +115,8 @@ def read_payroll(text: str, *, max_rows: int) -> list[PayrollRow]:
                 raise PayrollFileError(f"At most {max_rows} payouts per file.")
     except csv.Error as exc:
         raise PayrollFileError(
-            f"Line {first_line}: {exc}. A quoted cell must end with its quote (a quote inside "
-            'it is written twice: "Ali ""Bob"" Khan").'
+            f"Line {numbered.next_line}: {exc}. A quoted cell must end with its quote (a quote "
+            'inside it is written twice: "Ali ""Bob"" Khan").'
         ) from exc
     if not rows:
         raise PayrollFileError("The file has no payouts (only its header).")

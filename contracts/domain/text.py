@@ -122,10 +122,19 @@ def text_problem(text: str) -> str | None:
 
 
 def on_one_line(text: str) -> str:
-    """The text as a terminal shows it, on one line: every character that is not printable (a
-    newline, an escape sequence's ESC, a C1 control, a right-to-left override) written as Python
-    writes it in a string (`\\n`, `\\x1b`, `\\u202e`). For lines printed from what others sent: a
-    webhook body, a path, a log line's fields."""
+    """The text as a terminal shows it, on one line: what would break the line or drive the
+    terminal (a newline, an escape sequence's ESC, a C1 control, a line separator, an override
+    such as U+202E) written as Python writes it in a string (`\\n`, `\\x1b`, `\\u202e`). What
+    writing needs stays: a ZWNJ in an Urdu name, the ZWJ of an emoji, a no-break space (diff
+    review). For lines printed from what others sent: a webhook body, a path, a log line's
+    fields."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return "".join(repr(char)[1:-1] if _acted_on(char) else char for char in text)
+
+
+def _acted_on(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category in ("Cc", "Cs", "Zl", "Zp") or (
+        category == "Cf" and char not in _NEEDED_BY_WRITING
+    )

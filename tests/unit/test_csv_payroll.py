@@ -21,6 +21,9 @@ def test_blank_lines_before_the_header_are_skipped_and_counted() -> None:
     text = f"\n ,\n{HEADER}\nr-1,10.00,WALLET,JAZZCASH,03001234567\n"
     (row,) = read_payroll(text, max_rows=10)
     assert (row.line, row.item["merchantReference"]) == (4, "r-1")
+    # an error in the header names the header's line, not line 1 (diff review)
+    with pytest.raises(PayrollFileError, match=r"^Line 3: "):
+        read_payroll(f'\n\n"{HEADER}\nr-1,10.00,WALLET,JAZZCASH,03001234567\n', max_rows=10)
 
 
 def test_a_column_named_twice_is_refused() -> None:

@@ -207,6 +207,16 @@ def test_text_keeps_what_a_client_sent_on_the_line() -> None:
     assert line.endswith("payout_id=p-1\\n2026-01-31T10:00:00.000Z INFO    api  \\x1b[2Jall good")
 
 
+def test_text_keeps_what_writing_needs() -> None:
+    """A ZWNJ in an Urdu name, the ZWJs of a family emoji, a no-break space: written out as
+    escapes at first, the name cut in two (diff review)."""
+    stream = capture("text")
+    text = "\u0645\u062d\u0645\u062f\u200c\u0639\u0644\u06cc 1\u00a0000 \U0001f468\u200d\U0001f469"
+    logging.getLogger("api").warning("payout to %s", text)
+
+    assert stream.getvalue().rstrip("\n").endswith(f"payout to {text}")
+
+
 def test_text_shows_the_traceback_under_the_line() -> None:
     stream = capture("text")
     try:

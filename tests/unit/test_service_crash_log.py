@@ -3,9 +3,14 @@ JSON mode, one JSON object per line, the traceback inside it), and it may open a
 the hard limit allows."""
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from cli.services import OPEN_FILES_WITHOUT_A_HARD_LIMIT, open_files_up_to_the_hard_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 CRASHING_SERVICE = """
@@ -67,3 +72,17 @@ def test_a_service_may_open_as_many_files_as_the_hard_limit_allows() -> None:
     assert done.returncode == 0, done.stderr
     soft, hard = done.stdout.split()
     assert soft == hard != "256"
+
+
+def test_a_service_on_a_system_with_no_hard_limit_takes_the_kernels_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """macOS: an unlimited hard limit, which the kernel refuses as a soft one; the soft limit
+    stayed at 256 (diff review)."""
+    set_to: list[tuple[int, int]] = []
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, resource.RLIM_INFINITY))
+    monkeypatch.setattr(resource, "setrlimit", lambda _, limits: set_to.append(limits))
+
+    open_files_up_to_the_hard_limit()
+
+    assert set_to == [(OPEN_FILES_WITHOUT_A_HARD_LIMIT, resource.RLIM_INFINITY)]
