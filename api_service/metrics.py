@@ -69,6 +69,11 @@ DATABASE_REFUSALS = Counter(
     "behind them while waiting their turn are not counted",
     ["reason"],
 )
+REQUEST_LOG_ROWS_LEFT_OUT = Counter(
+    "payouts_api_request_log_rows_left_out_total",
+    "Calls left out of the merchants' request log: MAX_QUEUED rows were waiting already (the "
+    "database away for long)",
+)
 DatabaseRefusalReason = Literal["row_held", "unavailable", "not_migrated"]
 for _refusal in get_args(DatabaseRefusalReason):
     DATABASE_REFUSALS.labels(_refusal)

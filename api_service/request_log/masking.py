@@ -15,8 +15,14 @@ from contracts.logging import REDACTED, names_a_secret, redact
 
 MAX_KEPT_CHARS = 16 * 1024
 MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says what was cut
-# Under each spelling a body may use (api_service.schemas.RequestModel).
-ACCOUNT_FIELDS = frozenset({"accountNumber", "account_number", "iban"})
+# A body longer than this (a payroll's, up to a MiB) is masked as text, only the start the log
+# keeps: parsed, rewritten and masked whole, a payroll's cost 90 ms of the event loop, every
+# other call of the process waiting (reqlog review).
+PARSED_UP_TO_CHARS = 4 * MAX_KEPT_CHARS
+# An account field under any spelling a client may use: the API's (api_service.schemas), and
+# those it ignores or refuses, whose value the log showed whole when spelt with dashes (.NET's
+# `AccountNumber`, `account-number`, `accountNo`: reqlog review).
+_ACCOUNT_FIELD = re.compile(r"(?:account|acct)[\s_-]*(?:number|num|no)|iban", re.IGNORECASE)
 
 
 class _Number(str):
@@ -48,9 +54,14 @@ def _masked_parameter(name: str, value: str) -> tuple[str, str]:
     at the first space or punctuation); an account field's value is masked whatever it holds,
     as a JSON body's (`0300-1234567`, read as 03001234567, was kept whole); an account number
     is masked wherever it is."""
-    if name in ACCOUNT_FIELDS or names_a_secret(name):
+    if is_account_field(name) or names_a_secret(name):
         return redact(name), _kept_field(name, value)
     return redact(name), redact(value)
+
+
+def is_account_field(name: str) -> bool:
+    """`bankAccountNumber` too: a field that names an account number holds one."""
+    return _ACCOUNT_FIELD.search(name) is not None
 
 
 def _masked_account(value: str) -> str:
@@ -77,9 +88,9 @@ def _kept_field(key: str, item: Any) -> Any:
     """An account field masked, all of it when it holds more than a value (a list, an object:
     refused, but the number inside, spelt with spaces, is no digit run); a secret field's value
     removed."""
-    if key in ACCOUNT_FIELDS and isinstance(item, str):
+    if is_account_field(key) and isinstance(item, str):
         return _masked_account(item)
-    if key in ACCOUNT_FIELDS and isinstance(item, list):  # an array or an object (_Object)
+    if is_account_field(key) and isinstance(item, list):  # an array or an object (_Object)
         return REDACTED
     return REDACTED if names_a_secret(key) else item
 
@@ -92,21 +103,26 @@ _JSON_ESCAPE = re.compile(r"""\\(?:u(?![dD][89a-fA-F])([0-9a-fA-F]{4})|(["\\/]))
 # 5000-1`, which no pattern of a log line's can tell from other figures): `"accountNumber": "..."`
 # in a malformed JSON body, `accountNumber=...` in a form (pii review).
 _ACCOUNT_VALUE = re.compile(
-    rf"""((?:{"|".join(sorted(ACCOUNT_FIELDS))})["']?\s*[:=]\s*["']?)([^"'&,;}}\n]+)"""
+    rf"""((?:{_ACCOUNT_FIELD.pattern})["']?\s*[:=]\s*["']?)([^"'&,;}}\n]+)""",
+    re.IGNORECASE,
 )
 
 
 def _masked_text(text: str) -> str:
     """A body that is not JSON (malformed, a form), masked as text, kept as sent; but a JSON
-    escape hides a secret from the masks (a PHP client's `whsec_ab\\/cd`, `mpk\\u005ftest_...`):
-    where undoing the escapes shows something to mask, the body is kept with them undone."""
-    text = _ACCOUNT_VALUE.sub(lambda field: field[1] + _masked_account(field[2]), text)
-    masked = redact(text)
+    escape hides a secret or an account field's name from the masks (a PHP client's
+    `whsec_ab\\/cd`, `mpk\\u005ftest_...`, `"account\\u004eumber"`): where undoing the escapes
+    shows something to mask, the body is kept with them undone."""
+    masked = _masked_as_text(text)
     unescaped = _JSON_ESCAPE.sub(_unescaped, text)
     if unescaped == text:
         return masked
-    masked_unescaped = redact(unescaped)
+    masked_unescaped = _masked_as_text(unescaped)
     return masked if masked_unescaped == unescaped else masked_unescaped
+
+
+def _masked_as_text(text: str) -> str:
+    return redact(_ACCOUNT_VALUE.sub(lambda field: field[1] + _masked_account(field[2]), text))
 
 
 def _unescaped(escape: re.Match[str]) -> str:
@@ -119,15 +135,22 @@ def kept_body(raw: bytes) -> str | None:
     if not raw:
         return None
     text = raw.decode(json.detect_encoding(raw), errors="replace")  # as the API reads it
-    try:
-        text = redact(_written(_DECODER.decode(text)))
-    except (ValueError, RecursionError):
-        # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses.
-        text = _masked_text(text)
-    kept = text[:MAX_KEPT_CHARS]
+    length = len(text)
+    if length > PARSED_UP_TO_CHARS:
+        # Twice what is kept: a value the cut splits (masked as less than a number) lies past
+        # what is kept.
+        masked = _masked_text(text[: 2 * MAX_KEPT_CHARS])
+    else:
+        try:
+            masked = redact(_written(_DECODER.decode(text)))
+        except (ValueError, RecursionError):
+            # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses.
+            masked = _masked_text(text)
+        length = len(masked)
+    kept = masked[:MAX_KEPT_CHARS]
     encoded = kept.encode()
     if len(encoded) > MAX_KEPT_BYTES:
         kept = encoded[:MAX_KEPT_BYTES].decode(errors="ignore")  # no character cut in half
-    if len(kept) < len(text):
-        return f"{kept}… ({len(text) - len(kept)} more characters)"
-    return text
+    if len(kept) < length:
+        return f"{kept}… ({length - len(kept)} more characters)"
+    return kept

@@ -22,7 +22,7 @@ from api_service.request_log.masking import MAX_KEPT_CHARS, kept_body, kept_quer
 from api_service.request_log.writer import RequestLogWriter
 from api_service.sandbox.faults import LOST_STATUS, FaultKind
 from contracts.db.engine import utcnow
-from contracts.logging import redact
+from contracts.logging import redact, redact_secrets
 from contracts.wire import whole_number
 
 METHOD_LENGTH = 10  # the width of api_requests.method
@@ -118,7 +118,9 @@ def _row(
     idempotency_key = idempotency_keys[0] if len(idempotency_keys) == 1 else None
     return {
         "merchant_id": merchant_id,
-        "request_id": scope["state"]["request_id"],
+        # The client's X-Request-ID, secrets masked: an API key sent as one was kept whole for
+        # the log's 7 days, and shown on the dashboard (reqlog review).
+        "request_id": redact_secrets(scope["state"]["request_id"]),
         "method": scope["method"][:METHOD_LENGTH],  # the parser takes UNSUBSCRIBE (11)
         "path": (redact(scope["path"]) + (f"?{query}" if query else ""))[:500],
         "status": None if dropped else answer.get("status"),

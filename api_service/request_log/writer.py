@@ -1,7 +1,10 @@
 """Writing the request log without slowing the calls it records: each finished call is queued
 in memory, and one background task inserts what has queued every `FLUSH_SECONDS`, in one
 statement. The log is evidence for the merchant, not the ledger: an API process killed between
-an answer and the next flush loses that flush's rows (at most `FLUSH_SECONDS` of calls)."""
+an answer and the next flush loses that flush's rows (at most `FLUSH_SECONDS` of calls), and
+while the database is away the rows wait in memory, up to `MAX_QUEUED` (the 503s of an outage
+are what a merchant most needs to see: they were dropped at the first failed flush, reqlog
+review). A row left out for want of room is counted and logged."""
 
 import asyncio
 import logging
@@ -11,17 +14,20 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from api_service.metrics import REQUEST_LOG_ROWS_LEFT_OUT
 from contracts.db.engine import SessionFactory, transaction
 from contracts.db.models import ApiRequestRecord, table_of
 from contracts.db.outages import is_outage
+from contracts.logging import LogThrottle
 
 log = logging.getLogger("api.request_log")
+_THROTTLED = LogThrottle(seconds=60.0)
 
 FLUSH_SECONDS = 0.2
 # Marks the writer's connection: the tests that count a request's statements leave it out (it
 # runs beside the requests, not in them; the bench counts it with the API's statements).
 REQUEST_LOG_OPTION = "request_log"
-MAX_QUEUED = 10_000  # beyond this (the database is down for long) new rows are dropped
+MAX_QUEUED = 10_000  # beyond this (the database is down for long) new rows are left out
 _INSERT_ROWS = insert(table_of(ApiRequestRecord))  # built once: neither rebuilt nor keyed per flush
 
 
@@ -35,6 +41,8 @@ class RequestLogWriter:
     def add(self, row: dict[str, Any]) -> None:
         if len(self._rows) < MAX_QUEUED:
             self._rows.append(row)
+        else:
+            _left_out(1)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -57,8 +65,17 @@ class RequestLogWriter:
             try:
                 await self._insert(rows)
             except SQLAlchemyError as exc:
-                if is_outage(exc) or len(rows) == 1:
-                    log.warning("request log: %d rows not written: %r", len(rows), exc)
+                if is_outage(exc):  # written at a later flush, the earliest first
+                    kept = rows + self._rows
+                    self._rows = kept[:MAX_QUEUED]
+                    _left_out(len(kept) - len(self._rows))
+                    if _THROTTLED.admit("outage") is not None:
+                        log.warning(
+                            "request log: %d rows wait for the database: %r", len(kept), exc
+                        )
+                    return
+                if len(rows) == 1:
+                    log.warning("request log: a row not written: %r", exc)
                     return
                 # A row the database refuses must not take the flush's other rows with it.
                 for row in rows:
@@ -78,3 +95,10 @@ class RequestLogWriter:
             # Shielded: close() cancels this loop, and a cancelled flush lost the rows it had
             # taken (close()'s own flush waits for this one instead).
             await asyncio.shield(self.flush())
+
+
+def _left_out(count: int) -> None:
+    if count:
+        REQUEST_LOG_ROWS_LEFT_OUT.inc(count)
+        if _THROTTLED.admit("full") is not None:
+            log.warning("request log: %d rows left out: %d wait already", count, MAX_QUEUED)

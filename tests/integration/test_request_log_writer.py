@@ -7,9 +7,14 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
+from asyncmy.errors import OperationalError as DriverError
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from api_service.app import create_app
+from api_service.metrics import REQUEST_LOG_ROWS_LEFT_OUT
+from api_service.request_log import writer as request_log_writer
 from api_service.request_log.writer import RequestLogWriter
 from contracts.db.engine import SessionFactory, utcnow
 from contracts.db.models import ApiRequestRecord
@@ -87,6 +92,57 @@ async def test_a_graceful_stop_during_a_timed_flush_writes_the_rows_it_had_taken
     await writer.close()
 
     assert await recorded(sessions, merchant_id) == 2
+
+
+class AwayAtFirst(RequestLogWriter):
+    """The database answers its first `away` writes with a lost connection, an outage."""
+
+    def __init__(self, sessions: SessionFactory, away: int) -> None:
+        super().__init__(sessions)
+        self.away = away
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        if self.away:
+            self.away -= 1
+            raise OperationalError("INSERT", {}, DriverError(2013, "Lost connection"))
+        await super()._insert(rows)
+
+
+async def test_the_calls_answered_while_the_database_was_away_are_written_once_it_is_back(
+    sessions: SessionFactory,
+) -> None:
+    """A flush that met an outage dropped its rows: the 503s a merchant most needs to see, and
+    the evidence the readiness report reads (reqlog review)."""
+    writer = AwayAtFirst(sessions, away=2)
+    merchant_id = str(uuid.uuid4())
+    writer.add(call_of(merchant_id))
+    await writer.flush()
+    writer.add(call_of(merchant_id))
+    await writer.flush()
+    assert await recorded(sessions, merchant_id) == 0
+
+    await writer.flush()
+
+    assert await recorded(sessions, merchant_id) == 2
+
+
+async def test_a_call_left_out_of_a_full_queue_is_counted(
+    sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Left out without a word (reqlog review)."""
+    monkeypatch.setattr(request_log_writer, "MAX_QUEUED", 2)
+    writer = AwayAtFirst(sessions, away=1)
+    merchant_id = str(uuid.uuid4())
+    left_out_before = REQUEST_LOG_ROWS_LEFT_OUT._value.get()
+    writer.add(call_of(merchant_id))
+    writer.add(call_of(merchant_id))
+    await writer.flush()  # the database away: the two wait
+    writer.add(call_of(merchant_id))  # no room
+
+    await writer.flush()
+
+    assert await recorded(sessions, merchant_id) == 2
+    assert REQUEST_LOG_ROWS_LEFT_OUT._value.get() - left_out_before == 1
 
 
 async def test_a_row_the_database_refuses_does_not_take_the_others_with_it(

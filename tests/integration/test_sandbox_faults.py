@@ -295,12 +295,24 @@ async def test_the_request_log_masks_a_secret_in_the_path_or_the_idempotency_key
     )
     assert created.status_code == 201, created.text
 
-    digit_keyed, keyed, account, api_key = await logged_requests(api_client, merchant, 4)
+    # An API key sent as the request id was kept whole, and shown on the dashboard (reqlog
+    # review); a request id of digits stays as sent, as in the service logs.
+    for request_id in (merchant.api_key, digits):
+        answer = await api_client.get(
+            f"{API}/balance", headers={**auth(merchant, ""), "X-Request-ID": request_id}
+        )
+        assert answer.status_code == 200, answer.text
+
+    digit_id, key_id, digit_keyed, keyed, account, api_key = await logged_requests(
+        api_client, merchant, 6
+    )
 
     assert merchant.api_key not in api_key["path"] and "[REDACTED]" in api_key["path"]
     assert account["path"] == f"{API}/payouts/*******4567"
     assert keyed["idempotencyKey"] == "whsec_[REDACTED]"
     assert digit_keyed["idempotencyKey"] == digits
+    assert key_id["requestId"] == "mpk_test_[REDACTED]"
+    assert digit_id["requestId"] == digits
 
 
 async def test_the_request_log_pages_newest_first(
