@@ -90,10 +90,23 @@ def _detail(error: ErrorDetails) -> dict[str, str]:
         return {"field": _field_path(error["loc"]), "message": "must be a JSON object"}
     if error["type"] == "extra_forbidden":
         return {"field": _field_path(error["loc"]), "message": "is not a field of this body"}
+    if error["type"] in ("too_long", "too_short") and isinstance(error.get("input"), str):
+        return {"field": _field_path(error["loc"]), "message": _length_refused(error)}
     return {
         "field": _field_path(error["loc"]),
         "message": error["msg"].removeprefix("Value error, "),
     }
+
+
+def _length_refused(error: ErrorDetails) -> str:
+    """In characters: a text checked after a validator of ours (HumanText) was refused in
+    pydantic's words for a list, "at most 100 items" (bene review)."""
+    limits = error.get("ctx", {})
+    if error["type"] == "too_long":
+        return f"must be at most {limits['max_length']} characters, not {limits['actual_length']}"
+    if limits["min_length"] == 1:
+        return "must not be empty"
+    return f"must be at least {limits['min_length']} characters, not {limits['actual_length']}"
 
 
 def _field_path(loc: Sequence[str | int]) -> str:

@@ -49,7 +49,14 @@ from sqlalchemy.orm.attributes import set_committed_value
 from contracts import ledger
 from contracts.clock import MerchantTime
 from contracts.db.engine import utcnow
-from contracts.db.models import Balance, Merchant, Payout, PayoutEvent, ScheduledAction
+from contracts.db.models import (
+    Balance,
+    DirectoryInstitution,
+    Merchant,
+    Payout,
+    PayoutEvent,
+    ScheduledAction,
+)
 from contracts.domain.scheduled_actions import Action, Result
 from contracts.domain.statuses import EventType, FailureCode, PayoutStatus
 from contracts.payout_events import Announcements
@@ -84,12 +91,23 @@ async def start_queued_payouts(
 
     A deactivated merchant's queue starts nothing: its payouts wait, QUEUED, for its activation
     (`payouts merchant activate`) or their expiry. (Money that came back to it, a released hold
-    or a top-up, sent them to the PSP: a suspended merchant's new disbursements.)
+    or a top-up, sent them to the PSP: a suspended merchant's new disbursements.) Nor does a
+    payout to a bank or wallet the directory has switched off since it was queued: it waits for
+    the code to be switched on again, or its expiry, and the payouts behind it go on (it was
+    sent to the closed bank, where a create or a reinitiation is refused: bene review).
 
     One statement when the queue is empty (the common case)."""
     started: list[Payout] = []
-    startable = _queued_of(merchant_id).join(Merchant, Merchant.id == Payout.merchant_id)
-    startable = startable.where(Merchant.is_active.is_(True)).limit(START_BATCH)
+    startable = (
+        _queued_of(merchant_id)
+        .join(Merchant, Merchant.id == Payout.merchant_id)
+        .join(
+            DirectoryInstitution,
+            DirectoryInstitution.code == func.coalesce(Payout.bank_code, Payout.wallet_code),
+        )
+        .where(Merchant.is_active.is_(True), DirectoryInstitution.is_active.is_(True))
+        .limit(START_BATCH)
+    )
     while True:
         queued = list(await session.scalars(startable))
         if not queued:

@@ -2,6 +2,7 @@
 written; accepted input normalized as the contract says."""
 
 import unicodedata
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -529,3 +530,65 @@ async def test_a_payout_to_a_bank_switched_off_since_is_not_reinitiated(
 
     assert_error(again, 400, "VALIDATION_ERROR", "bankCode")
     assert await footprint(sessions, merchant.merchant_id) == before
+
+
+async def test_a_queued_payout_to_a_bank_switched_off_since_waits_and_the_queue_goes_on(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    sessions: SessionFactory,
+    bank_without_iban_code: str,
+) -> None:
+    """A top-up started it all the same: sent to a bank a create or a reinitiation is refused
+    (bene review). It waits, QUEUED, and a payout queued behind it starts."""
+    merchant = await make_merchant(balance=Decimal("0"))
+    bank = {**BANK, "bankCode": bank_without_iban_code, "queueIfLowBalance": True}
+    to_closed = await api_client.post(
+        f"{API}/payouts", json=payout_body(**bank), headers=auth(merchant)
+    )
+    behind = await api_client.post(
+        f"{API}/payouts", json=payout_body(queueIfLowBalance=True), headers=auth(merchant)
+    )
+    assert [to_closed.json()["data"]["status"], behind.json()["data"]["status"]] == ["QUEUED"] * 2
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(DirectoryInstitution)
+            .where(DirectoryInstitution.code == bank_without_iban_code)
+            .values(is_active=False)
+        )
+
+    topped = await api_client.post(
+        f"{API}/sandbox/top-up", json={"amount": "1000.00"}, headers=auth(merchant)
+    )
+
+    assert topped.status_code == 200, topped.text
+    started = [payout["id"] for payout in topped.json()["data"]["startedPayouts"]]
+    assert started == [behind.json()["data"]["id"]]
+    closed = await api_client.get(
+        f"{API}/payouts/{to_closed.json()['data']['id']}", headers=auth(merchant, "")
+    )
+    assert closed.json()["data"]["status"] == "QUEUED"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("accountTitle", "A" * 101, "must be at most 100 characters, not 101"),
+        ("accountTitle", "", "must not be empty"),
+        ("purpose", "\u0639" * 141, "must be at most 140 characters, not 141"),
+    ],
+)
+async def test_a_text_of_the_wrong_length_is_refused_in_characters(
+    api_client: httpx.AsyncClient,
+    make_merchant: MerchantFactory,
+    field: str,
+    value: str,
+    message: str,
+) -> None:
+    """ "Value should have at most 100 items after validation", pydantic's words for a list
+    (bene review)."""
+    merchant = await make_merchant()
+    response = await api_client.post(
+        f"{API}/payouts", json=payout_body(**{field: value}), headers=auth(merchant)
+    )
+    error = assert_error(response, 400, "VALIDATION_ERROR", field)
+    assert error["details"] == [{"field": field, "message": message}]
