@@ -18,7 +18,17 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    SQLColumnExpression,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -119,29 +129,29 @@ def claim_due_action(
 
 def merchants_with_actions_due_ahead(rules: ClaimRules = ClaimRules()) -> Select[str]:
     """The merchants with an action due only on their advanced clock that nothing holds back, the
-    least recently advanced first (read, not locked): for each clock ahead of the database's, a
-    probe of the merchant index. (Bounding a scan of the claim index by the furthest clock made
-    one clock a year ahead read every pending action of every merchant, at each poll.)"""
-    # A probe per clock: a subquery with a LIMIT stays one (an EXISTS became a semi-join that
-    # read every pending action in the claim index).
-    first_due_at = (
-        select(ScheduledAction.due_at)
-        .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
-        .where(
-            ScheduledAction.merchant_id == SandboxClock.merchant_id,
-            ScheduledAction.applied_at.is_(None),
-            ScheduledAction.due_at <= database_now_plus(SandboxClock.offset_seconds),
-        )
-        .order_by(ScheduledAction.due_at)
-        .limit(1)
-        .correlate(SandboxClock)  # the clock's, also where the payouts' subquery reads it
-        .scalar_subquery()
+    least recently advanced first (read, not locked). From the merchants with actions to apply,
+    each with its first due time, by a loose scan of an index (one dive per such merchant), then
+    their clocks: a probe of each clock ever advanced (the offset only grows) read them all at
+    every poll, 20,202 rows at 10,000 clocks with nothing scheduled (scale review). (Bounding a
+    scan of the claim index by the furthest clock made one clock a year ahead read every pending
+    action of every merchant, at each poll.)"""
+    pending = (
+        select(ScheduledAction.merchant_id, func.min(ScheduledAction.due_at).label("first_due_at"))
+        .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_pending_merchant)", "mysql")
+        .where(ScheduledAction.applied_at.is_(None))
+        # applied_at too: the index's first column, which makes the GROUP BY a loose scan.
+        .group_by(ScheduledAction.applied_at, ScheduledAction.merchant_id)
+        .subquery("pending")
     )
+    first_due_at = pending.c.first_due_at
     return (
         select(SandboxClock.merchant_id)
+        .select_from(pending)
+        .join(SandboxClock, SandboxClock.merchant_id == pending.c.merchant_id)
+        .prefix_with("STRAIGHT_JOIN")  # the merchants with actions first, then their clocks
         .where(
             SandboxClock.offset_seconds > 0,
-            first_due_at.is_not(None),
+            first_due_at <= database_now_plus(SandboxClock.offset_seconds),
             # One the claim may take: merchants whose due actions all waited for a payout to be
             # submitted filled the ones listed, and another merchant's action, which nothing
             # held back, was not applied (scheduler review). The earliest tells: a payout that

@@ -520,6 +520,8 @@ class ScheduledAction(Base):
         # The claim: not applied, earliest due first.
         Index("ix_scheduled_actions_claim", "applied_at", "due_at"),
         Index("ix_scheduled_actions_merchant", "merchant_id", "applied_at", "due_at"),
+        # The merchants with actions to apply, and each one's first due, by a loose index scan.
+        Index("ix_scheduled_actions_pending_merchant", "applied_at", "merchant_id", "due_at"),
         # Whether a payout's attempt is scripted (processor_service/stalled_payouts.py).
         Index("ix_scheduled_actions_payout", "payout_id", "hold_cycle"),
         Index("ix_scheduled_actions_result", "result", "applied_at"),  # failed ones (ERROR)
