@@ -65,6 +65,8 @@ from contracts.status_log import StatusChange, log_once_committed
 # Queued payouts read per round while starting a merchant's queue.
 START_BATCH = 500
 QUEUE_EXPIRED_REASON = "Not started: the available balance stayed short"
+# A payout the queue passed over (start_queued_payouts), whatever the balance (diff review).
+SWITCHED_OFF_REASON = "Not started: its bank or wallet stayed switched off in the directory"
 
 
 class QueueChangedConcurrently(Exception):
@@ -297,15 +299,27 @@ async def expire_queued_payouts(
         )
         .scalar_subquery()
     )
-    due = await session.execute(_queued_of(merchant_id).add_columns(expiry).where(expiry <= due_by))
+    switched_on = (
+        select(DirectoryInstitution.is_active)
+        .where(DirectoryInstitution.code == func.coalesce(Payout.bank_code, Payout.wallet_code))
+        .scalar_subquery()
+    )
+    due = await session.execute(
+        _queued_of(merchant_id).add_columns(expiry, switched_on).where(expiry <= due_by)
+    )
     expired: list[Payout] = []
     started: list[Payout] = []
     for due_at, together in groupby(sorted(due, key=_due_at), key=_due_at):
-        expiring = [payout for payout, _ in together if payout not in started]
+        expiring = [(payout, on) for payout, _, on in together if payout not in started]
         if expiring:
             with time.stamping(due_at):
-                await _expire(session, expiring, correlation_id=correlation_id)
-                expired += expiring
+                for reason, payouts in (
+                    (QUEUE_EXPIRED_REASON, [payout for payout, on in expiring if on]),
+                    (SWITCHED_OFF_REASON, [payout for payout, on in expiring if not on]),
+                ):
+                    if payouts:
+                        await _expire(session, payouts, reason, correlation_id=correlation_id)
+                        expired += payouts
                 started += await start_queued_payouts(
                     session, merchant_id=merchant_id, correlation_id=correlation_id
                 )
@@ -331,13 +345,13 @@ def _due_at(row: Row[Payout, datetime]) -> datetime:
 
 
 async def _expire(
-    session: AsyncSession, payouts: list[Payout], *, correlation_id: str | None
+    session: AsyncSession, payouts: list[Payout], reason: str, *, correlation_id: str | None
 ) -> None:
     now = utcnow()
     changes = {
         "status": PayoutStatus.FAILED.value,
         "failure_code": FailureCode.QUEUE_EXPIRED,
-        "failure_reason": QUEUE_EXPIRED_REASON,
+        "failure_reason": reason,
         "processed_at": now,
         "updated_at": now,
     }

@@ -15,14 +15,12 @@ from contracts.logging import REDACTED, names_a_secret, redact
 
 MAX_KEPT_CHARS = 16 * 1024
 MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says what was cut
-# A body longer than this (a payroll's, up to a MiB) is masked as text, only the start the log
-# keeps: parsed, rewritten and masked whole, a payroll's cost 90 ms of the event loop, every
-# other call of the process waiting (reqlog review).
-PARSED_UP_TO_CHARS = 4 * MAX_KEPT_CHARS
 # An account field under any spelling a client may use: the API's (api_service.schemas), and
 # those it ignores or refuses, whose value the log showed whole when spelt with dashes (.NET's
-# `AccountNumber`, `account-number`, `accountNo`: reqlog review).
+# `AccountNumber`, `account-number`, `accountNo`, `bankAccountNumber`: reqlog review). The name
+# ends there: `accountNotes` and `ibanCountry` are other fields (diff review).
 _ACCOUNT_FIELD = re.compile(r"(?:account|acct)[\s_-]*(?:number|num|no)|iban", re.IGNORECASE)
+_ACCOUNT_FIELD_NAME = re.compile(rf"(?:{_ACCOUNT_FIELD.pattern})$", re.IGNORECASE)
 
 
 class _Number(str):
@@ -60,8 +58,8 @@ def _masked_parameter(name: str, value: str) -> tuple[str, str]:
 
 
 def is_account_field(name: str) -> bool:
-    """`bankAccountNumber` too: a field that names an account number holds one."""
-    return _ACCOUNT_FIELD.search(name) is not None
+    """`bankAccountNumber` too: a field whose name ends naming an account number holds one."""
+    return _ACCOUNT_FIELD_NAME.search(name) is not None
 
 
 def _masked_account(value: str) -> str:
@@ -135,22 +133,15 @@ def kept_body(raw: bytes) -> str | None:
     if not raw:
         return None
     text = raw.decode(json.detect_encoding(raw), errors="replace")  # as the API reads it
-    length = len(text)
-    if length > PARSED_UP_TO_CHARS:
-        # Twice what is kept: a value the cut splits (masked as less than a number) lies past
-        # what is kept.
-        masked = _masked_text(text[: 2 * MAX_KEPT_CHARS])
-    else:
-        try:
-            masked = redact(_written(_DECODER.decode(text)))
-        except (ValueError, RecursionError):
-            # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses.
-            masked = _masked_text(text)
-        length = len(masked)
-    kept = masked[:MAX_KEPT_CHARS]
+    try:
+        text = redact(_written(_DECODER.decode(text)))
+    except (ValueError, RecursionError):
+        # Not JSON (JSONDecodeError is a ValueError), or nested deeper than Python recurses.
+        text = _masked_text(text)
+    kept = text[:MAX_KEPT_CHARS]
     encoded = kept.encode()
     if len(encoded) > MAX_KEPT_BYTES:
         kept = encoded[:MAX_KEPT_BYTES].decode(errors="ignore")  # no character cut in half
-    if len(kept) < length:
-        return f"{kept}… ({length - len(kept)} more characters)"
-    return kept
+    if len(kept) < len(text):
+        return f"{kept}… ({len(text) - len(kept)} more characters)"
+    return text

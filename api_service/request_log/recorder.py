@@ -26,6 +26,7 @@ from contracts.logging import redact, redact_secrets
 from contracts.wire import whole_number
 
 METHOD_LENGTH = 10  # the width of api_requests.method
+REQUEST_ID_LENGTH = 100  # of api_requests.request_id: a masked id is longer than the one sent
 READ_THE_REST_SECONDS = 2.0
 
 
@@ -120,7 +121,7 @@ def _row(
         "merchant_id": merchant_id,
         # The client's X-Request-ID, secrets masked: an API key sent as one was kept whole for
         # the log's 7 days, and shown on the dashboard (reqlog review).
-        "request_id": redact_secrets(scope["state"]["request_id"]),
+        "request_id": redact_secrets(scope["state"]["request_id"])[:REQUEST_ID_LENGTH],
         "method": scope["method"][:METHOD_LENGTH],  # the parser takes UNSUBSCRIBE (11)
         "path": (redact(scope["path"]) + (f"?{query}" if query else ""))[:500],
         "status": None if dropped else answer.get("status"),

@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from api_service.metrics import REQUEST_LOG_ROWS_LEFT_OUT
-from contracts.db.engine import SessionFactory, transaction
+from contracts.db.engine import SessionFactory
 from contracts.db.models import ApiRequestRecord, table_of
 from contracts.db.outages import is_outage
 from contracts.logging import LogThrottle
@@ -29,6 +29,11 @@ FLUSH_SECONDS = 0.2
 REQUEST_LOG_OPTION = "request_log"
 MAX_QUEUED = 10_000  # beyond this (the database is down for long) new rows are left out
 _INSERT_ROWS = insert(table_of(ApiRequestRecord))  # built once: neither rebuilt nor keyed per flush
+
+
+class CommitUnanswered(Exception):
+    """The connection was lost as the rows' COMMIT went out: written or not, nobody knows. Sent
+    again, rows the server had committed were written twice (diff review); they are not."""
 
 
 class RequestLogWriter:
@@ -54,6 +59,8 @@ class RequestLogWriter:
             with suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
+        if self._rows:  # the database away as the API stops
+            log.warning("request log: %d rows not written: the API stops", len(self._rows))
 
     async def flush(self) -> None:
         """Write every row added before the call, those a flush under way took included: it
@@ -64,6 +71,10 @@ class RequestLogWriter:
                 return
             try:
                 await self._insert(rows)
+            except CommitUnanswered as unanswered:
+                log.warning(
+                    "request log: %d rows written or not: %r", len(rows), unanswered.__cause__
+                )
             except SQLAlchemyError as exc:
                 if is_outage(exc):  # written at a later flush, the earliest first
                     kept = rows + self._rows
@@ -85,9 +96,16 @@ class RequestLogWriter:
                         log.warning("request log: a row not written: %s", type(refused).__name__)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        async with transaction(self.sessions) as session:
+        """Nothing written when it raises SQLAlchemyError; CommitUnanswered: maybe written."""
+        async with self.sessions() as session:
             await session.connection(execution_options={REQUEST_LOG_OPTION: True})
             await session.execute(_INSERT_ROWS, rows)
+            try:
+                await session.commit()
+            except SQLAlchemyError as lost:
+                if not is_outage(lost):
+                    raise
+                raise CommitUnanswered from lost
 
     async def _run(self) -> None:
         while True:

@@ -5,6 +5,7 @@ They run in a pytest process of their own (make test runs it beside its first ti
 session's servers are theirs, and a test elsewhere in the same process would get them too."""
 
 import shutil
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,12 @@ FAULT_ENV = {
     # since in 9 runs of the test and 2 of its module, so the recovery path stays the product's.)
     "PAYOUTS_WEBHOOK_STALLED_RETRY_SECONDS": "15",
 }
+
+
+# make test runs them as a background job of its recipe's shell, which starts them with SIGINT
+# ignored: a Ctrl-C stopped the tier and make, and left them running, their servers with them
+# (diff review). Python's own handler back: a Ctrl-C stops them, and their servers.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def servers_missing() -> bool:

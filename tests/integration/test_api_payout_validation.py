@@ -2,6 +2,7 @@
 written; accepted input normalized as the contract says."""
 
 import unicodedata
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +13,11 @@ from sqlalchemy import update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from api_service.directory.active import ACTIVE_DIRECTORY
-from contracts.db.engine import SessionFactory, transaction
+from contracts.clock import SANDBOX_TIME
+from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import DirectoryInstitution
+from contracts.domain.statuses import FailureCode
+from contracts.payout_queue import SWITCHED_OFF_REASON, expire_queued_payouts
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, fail_payout, footprint, payout_body
 from tests.support.strategies import oracle_check_digits
@@ -567,6 +571,18 @@ async def test_a_queued_payout_to_a_bank_switched_off_since_waits_and_the_queue_
         f"{API}/payouts/{to_closed.json()['data']['id']}", headers=auth(merchant, "")
     )
     assert closed.json()["data"]["status"] == "QUEUED"
+    # Its expiry says why it did not start: not for a balance that covered it (diff review).
+    async with transaction(sessions) as session:
+        expired, _ = await expire_queued_payouts(
+            session,
+            merchant_id=merchant.merchant_id,
+            due_by=utcnow() + timedelta(days=4),
+            time=SANDBOX_TIME,
+            correlation_id=None,
+        )
+    assert [(payout.failure_code, payout.failure_reason) for payout in expired] == [
+        (FailureCode.QUEUE_EXPIRED, SWITCHED_OFF_REASON)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,16 @@ from typing import Any
 import httpx
 import pytest
 from asyncmy.errors import OperationalError as DriverError
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from api_service.app import create_app
 from api_service.metrics import REQUEST_LOG_ROWS_LEFT_OUT
 from api_service.request_log import writer as request_log_writer
 from api_service.request_log.writer import RequestLogWriter
-from contracts.db.engine import SessionFactory, utcnow
+from contracts.db.engine import SessionFactory, create_session_factory, utcnow
 from contracts.db.models import ApiRequestRecord
 from contracts.settings import Settings
 from tests.conftest import MerchantFactory
@@ -124,6 +126,29 @@ async def test_the_calls_answered_while_the_database_was_away_are_written_once_i
     await writer.flush()
 
     assert await recorded(sessions, merchant_id) == 2
+
+
+class LostAfterCommit(Session):
+    """The COMMIT goes through, then the connection is lost before its answer."""
+
+
+@event.listens_for(LostAfterCommit, "after_commit")
+def _lost(_session: Session) -> None:
+    raise OperationalError("COMMIT", {}, DriverError(2013, "Lost connection"))
+
+
+async def test_rows_whose_commit_went_unanswered_are_not_written_again(
+    engine: AsyncEngine,
+) -> None:
+    """Sent again at the next flush, as after any outage: written twice (diff review)."""
+    writer = RequestLogWriter(async_sessionmaker(engine, sync_session_class=LostAfterCommit))
+    merchant_id = str(uuid.uuid4())
+    writer.add(call_of(merchant_id))
+    await writer.flush()
+
+    await writer.flush()
+
+    assert await recorded(create_session_factory(engine), merchant_id) == 1
 
 
 async def test_a_call_left_out_of_a_full_queue_is_counted(

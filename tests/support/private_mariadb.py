@@ -49,7 +49,11 @@ class MariaDBServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _until_it_answers(self.socket, self.process)
+        try:
+            _until_it_answers(self.socket, self.process)
+        except BaseException:  # not left running, its data directory deleted under it
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.process is not None:
