@@ -17,6 +17,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 
 from sqlalchemy import (
     ColumnElement,
@@ -64,6 +65,9 @@ PASS_OVER_SECONDS = 1.0
 # How long the heartbeat's check must fail before the processor counts as not working: a pool
 # busy for its 2 s, once, is not a night down (final review).
 NOT_WORKING_AFTER_SECONDS = 60.0
+# How long the scheduler lists the merchants with actions due ahead from one side before it
+# counts both again (ListedFrom).
+SIDE_COUNTED_EVERY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -127,31 +131,53 @@ def claim_due_action(
     )
 
 
-def merchants_with_actions_due_ahead(rules: ClaimRules = ClaimRules()) -> Select[str]:
+class ListedFrom(Enum):
+    """Where the merchants with actions due ahead are found from: the side with fewer rows. Each
+    clock ever advanced (an offset only grows) probed at every poll read 20,202 rows at 10,000
+    clocks with nothing scheduled (scale review); each merchant with an action to apply, 15,005
+    at 3,000 with actions days ahead and no clock advanced (scheduler review)."""
+
+    CLOCKS = "clocks"  # each clock ahead, then a probe of its merchant's actions
+    PENDING = "pending"  # each merchant with actions to apply (a loose index scan), then its clock
+
+
+def merchants_with_actions_due_ahead(
+    rules: ClaimRules = ClaimRules(), listed_from: ListedFrom = ListedFrom.PENDING
+) -> Select[str]:
     """The merchants with an action due only on their advanced clock that nothing holds back, the
-    least recently advanced first (read, not locked). From the merchants with actions to apply,
-    each with its first due time, by a loose scan of an index (one dive per such merchant), then
-    their clocks: a probe of each clock ever advanced (the offset only grows) read them all at
-    every poll, 20,202 rows at 10,000 clocks with nothing scheduled (scale review). (Bounding a
-    scan of the claim index by the furthest clock made one clock a year ahead read every pending
-    action of every merchant, at each poll.)"""
-    pending = (
-        select(ScheduledAction.merchant_id, func.min(ScheduledAction.due_at).label("first_due_at"))
-        .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_pending_merchant)", "mysql")
-        .where(ScheduledAction.applied_at.is_(None))
-        # applied_at too: the index's first column, which makes the GROUP BY a loose scan.
-        .group_by(ScheduledAction.applied_at, ScheduledAction.merchant_id)
-        .subquery("pending")
-    )
-    first_due_at = pending.c.first_due_at
+    least recently advanced first (read, not locked). (Bounding a scan of the claim index by the
+    furthest clock made one clock a year ahead read every pending action of every merchant, at
+    each poll.) Both sides list the same merchants in the same order."""
+    if listed_from is ListedFrom.CLOCKS:
+        # A probe per clock: a subquery with a LIMIT stays one (an EXISTS became a semi-join that
+        # read every pending action in the claim index).
+        first_due_at: ColumnElement[datetime] = (
+            select(ScheduledAction.due_at)
+            .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_merchant)", "mysql")
+            .where(
+                ScheduledAction.merchant_id == SandboxClock.merchant_id,
+                ScheduledAction.applied_at.is_(None),
+                ScheduledAction.due_at <= database_now_plus(SandboxClock.offset_seconds),
+            )
+            .order_by(ScheduledAction.due_at)
+            .limit(1)
+            .correlate(SandboxClock)  # the clock's, also where the payouts' subquery reads it
+            .scalar_subquery()
+        )
+        listed = select(SandboxClock.merchant_id).where(first_due_at.is_not(None))
+    else:
+        pending = _pending_merchants().subquery("pending")
+        first_due_at = pending.c.first_due_at
+        listed = (
+            select(SandboxClock.merchant_id)
+            .select_from(pending)
+            .join(SandboxClock, SandboxClock.merchant_id == pending.c.merchant_id)
+            .prefix_with("STRAIGHT_JOIN")  # the merchants with actions first, then their clocks
+            .where(first_due_at <= database_now_plus(SandboxClock.offset_seconds))
+        )
     return (
-        select(SandboxClock.merchant_id)
-        .select_from(pending)
-        .join(SandboxClock, SandboxClock.merchant_id == pending.c.merchant_id)
-        .prefix_with("STRAIGHT_JOIN")  # the merchants with actions first, then their clocks
-        .where(
+        listed.where(
             SandboxClock.offset_seconds > 0,
-            first_due_at <= database_now_plus(SandboxClock.offset_seconds),
             # One the claim may take: merchants whose due actions all waited for a payout to be
             # submitted filled the ones listed, and another merchant's action, which nothing
             # held back, was not applied (scheduler review). The earliest tells: a payout that
@@ -166,6 +192,29 @@ def merchants_with_actions_due_ahead(rules: ClaimRules = ClaimRules()) -> Select
         .order_by(SandboxClock.updated_at, SandboxClock.merchant_id)
         .limit(MERCHANTS_TRIED)
     )
+
+
+def _pending_merchants() -> Select[str, datetime]:
+    """Each merchant with actions to apply, and its first due: one dive per merchant into the
+    index that starts with applied_at (migration 0041)."""
+    return (
+        select(ScheduledAction.merchant_id, func.min(ScheduledAction.due_at).label("first_due_at"))
+        .with_hint(ScheduledAction, "FORCE INDEX (ix_scheduled_actions_pending_merchant)", "mysql")
+        .where(ScheduledAction.applied_at.is_(None))
+        # applied_at too: the index's first column, which makes the GROUP BY a loose scan.
+        .group_by(ScheduledAction.applied_at, ScheduledAction.merchant_id)
+    )
+
+
+async def smaller_side(session: AsyncSession) -> ListedFrom:
+    """The side with fewer rows now: a count of each (a read of each side, once in a while)."""
+    clocks = await session.scalar(
+        select(func.count()).select_from(SandboxClock).where(SandboxClock.offset_seconds > 0)
+    )
+    pending = await session.scalar(
+        select(func.count()).select_from(_pending_merchants().subquery("pending"))
+    )
+    return ListedFrom.CLOCKS if (clocks or 0) < (pending or 0) else ListedFrom.PENDING
 
 
 def claim_action_due_ahead(
@@ -197,10 +246,13 @@ def claim_action_due_ahead(
 
 
 async def claim_due_ahead(
-    session: AsyncSession, rules: ClaimRules = ClaimRules()
+    session: AsyncSession,
+    rules: ClaimRules = ClaimRules(),
+    listed_from: ListedFrom = ListedFrom.PENDING,
 ) -> ScheduledAction | None:
     """The earliest action of the first merchant whose clock no other claim holds."""
-    for merchant_id in await session.scalars(merchants_with_actions_due_ahead(rules)):
+    listed = merchants_with_actions_due_ahead(rules, listed_from)
+    for merchant_id in await session.scalars(listed):
         claimed = await session.scalar(claim_action_due_ahead(merchant_id, rules))
         if claimed is not None:
             return claimed
@@ -256,6 +308,8 @@ class Scheduler:
     # None: not yet, or not now). Not since its start: it may wait hours for RabbitMQ there.
     _working_since: float | None = None
     _failing_since: float | None = None
+    # Where the merchants with actions due ahead are listed from, and since when (monotonic).
+    _side: tuple[ListedFrom, float] | None = None
 
     async def apply_next(self) -> bool:
         """Claim and apply one due action; False when none is due. An action that fails for
@@ -312,8 +366,15 @@ class Scheduler:
         rules = self.claim_rules()
         claimed = await session.scalar(claim_due_action(merchant_time, rules))
         if claimed is None and merchant_time.sandbox_clocks:
-            claimed = await claim_due_ahead(session, rules)
+            claimed = await claim_due_ahead(session, rules, await self._listed_from(session))
         return claimed
+
+    async def _listed_from(self, session: AsyncSession) -> ListedFrom:
+        """The smaller side (smaller_side), counted again every SIDE_COUNTED_EVERY_SECONDS."""
+        now = time.monotonic()
+        if self._side is None or now - self._side[1] >= SIDE_COUNTED_EVERY_SECONDS:
+            self._side = (await smaller_side(session), now)
+        return self._side[0]
 
     def claim_rules(self) -> ClaimRules:
         """What a claim leaves aside now."""

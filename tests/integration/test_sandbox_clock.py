@@ -27,6 +27,7 @@ from contracts.logging import ContextFilter
 from contracts.reconcile import reconcile
 from contracts.settings import Settings
 from processor_service.scheduler import (
+    ListedFrom,
     claim_action_due_ahead,
     claim_due_action,
     merchants_with_actions_due_ahead,
@@ -584,9 +585,10 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     sessions: SessionFactory, api_client: httpx.AsyncClient, make_merchant: MerchantFactory
 ) -> None:
     """What is due on the database's clock: a range of the claim index. What is due only on an
-    advanced clock: the merchants with actions first, then each one's range. (One claim bounded
-    by the furthest clock read every pending action of every merchant once a clock was far
-    ahead: 90 ms a poll with 50,000 pending, against 2 ms now.)"""
+    advanced clock: the clocks, or the merchants with actions to apply, first, then each
+    merchant's range. (One claim bounded by the furthest clock read every pending action of
+    every merchant once a clock was far ahead: 90 ms a poll with 50,000 pending, against 2 ms
+    now.)"""
     due, *waiting = await explain(sessions, claim_due_action(SANDBOX_TIME))
     assert (due["type"], due["key"]) == ("range", "ix_scheduled_actions_claim"), due
     # The merchant's payouts still waiting to start, and the PSP outcomes still waiting to be
@@ -599,10 +601,22 @@ async def test_the_scheduler_claims_read_an_index_range_whatever_the_clocks(
     assert earlier["key"] == "ix_scheduled_actions_merchant", earlier
     assert earlier["type"] in ("ref", "range"), earlier
 
-    # The merchants with actions to apply, each with its first due: a range of the index that
-    # starts with applied_at (a loose scan once it is large); then their clocks, by key. Each
-    # clock ever advanced, probed, was read at every poll (scale review).
-    pending, clocks, *probes = await explain(sessions, merchants_with_actions_due_ahead())
+    # From the clocks: each probe of a clock's actions (its earliest due, and whether a payout
+    # holds it back), a range of the merchant's index.
+    clocks, *probes = await explain(
+        sessions, merchants_with_actions_due_ahead(listed_from=ListedFrom.CLOCKS)
+    )
+    assert clocks["table"] == "sandbox_clocks", clocks
+    actions = [probe for probe in probes if probe["table"] == "scheduled_actions"]
+    assert actions, probes
+    for probe in actions:
+        assert probe["type"] in ("ref", "range"), probe
+        assert probe["key"] == "ix_scheduled_actions_merchant", probe
+    # From the merchants with actions to apply, each with its first due: a range of the index
+    # that starts with applied_at (a loose scan once it is large); then their clocks, by key.
+    pending, clocks, *probes = await explain(
+        sessions, merchants_with_actions_due_ahead(listed_from=ListedFrom.PENDING)
+    )
     assert pending["table"].startswith("<derived"), pending
     assert (clocks["table"], clocks["type"]) == ("sandbox_clocks", "eq_ref"), clocks
     [actions] = [probe for probe in probes if probe["table"] == "scheduled_actions"]

@@ -1,20 +1,23 @@
 """The scheduler's idle poll costs the same however many merchants once advanced their sandbox
 clocks (a shared sandbox: every integrator that tested a queue's expiry or a retry ladder did, and
-an offset only grows): counted in rows read (Handler_read_*) on one connection."""
+an offset only grows), and however many have actions days ahead (a queued payout's expiry):
+counted in rows read (Handler_read_*) on one connection."""
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.db.engine import SessionFactory, create_engine, create_session_factory
 from contracts.settings import Settings
 from processor_service.schedule import Timetable
-from processor_service.scheduler import Scheduler
+from processor_service.scheduler import ListedFrom, Scheduler, merchants_with_actions_due_ahead
 
 FEW, MANY = 50, 2_000
+TAG = "at-scale-"  # the names of this module's merchants start so
 # 0..9,999 without MariaDB's sequence engine (MySQL 8 has none).
 _NUMBERS = (
     "(SELECT a.n + 10 * b.n + 100 * c.n + 1000 * d.n AS n FROM "
@@ -30,7 +33,36 @@ _NUMBERS = (
 
 async def advanced_clocks(sessions: SessionFactory, count: int) -> None:
     """`count` merchants with nothing scheduled, each with its clock an hour ahead."""
-    tag = uuid.uuid4().hex
+    tag = await merchants(sessions, count)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at) "
+                "SELECT id, 3600, NOW(6) - INTERVAL 1 MINUTE FROM merchants "
+                "WHERE name LIKE CONCAT(:tag, '-%')"
+            ),
+            {"tag": tag},
+        )
+
+
+async def actions_days_ahead(sessions: SessionFactory, count: int) -> None:
+    """`count` merchants with no clock advanced, each with an action three days ahead."""
+    tag = await merchants(sessions, count)
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO scheduled_actions (merchant_id, payout_id, hold_cycle, action, "
+                "expected_status, due_at, created_at) SELECT id, UUID(), 1, 'EXPIRE_QUEUE', "
+                "'QUEUED', UTC_TIMESTAMP(6) + INTERVAL 3 DAY, UTC_TIMESTAMP(6) FROM merchants "
+                "WHERE name LIKE CONCAT(:tag, '-%')"
+            ),
+            {"tag": tag},
+        )
+
+
+async def merchants(sessions: SessionFactory, count: int) -> str:
+    """`count` merchants named after a tag of their own, which it returns."""
+    tag = f"{TAG}{uuid.uuid4().hex}"
     async with sessions() as session, session.begin():
         await session.execute(
             text(
@@ -41,14 +73,7 @@ async def advanced_clocks(sessions: SessionFactory, count: int) -> None:
             ),
             {"tag": tag, "count": count},
         )
-        await session.execute(
-            text(
-                "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at) "
-                "SELECT id, 3600, NOW(6) - INTERVAL 1 MINUTE FROM merchants "
-                "WHERE name LIKE CONCAT(:tag, '-%')"
-            ),
-            {"tag": tag},
-        )
+    return tag
 
 
 @asynccontextmanager
@@ -78,14 +103,95 @@ async def idle_poll_reads(settings: Settings) -> int:
         return await rows_read(engine, scheduler.apply_next)
 
 
-async def test_an_idle_poll_reads_no_more_rows_for_more_advanced_clocks(
-    settings: Settings, sessions: SessionFactory
+@pytest.fixture(autouse=True)
+async def none_left(sessions: SessionFactory) -> AsyncIterator[None]:
+    """Each test counts from the merchants it makes: those of the one before are gone."""
+    yield
+    async with sessions() as session, session.begin():
+        mine = f"(SELECT id FROM merchants WHERE name LIKE '{TAG}%')"
+        for table in ("scheduled_actions", "sandbox_clocks"):
+            await session.execute(text(f"DELETE FROM {table} WHERE merchant_id IN {mine}"))
+        await session.execute(text(f"DELETE FROM merchants WHERE name LIKE '{TAG}%'"))
+
+
+@pytest.mark.parametrize(
+    "more",
+    [advanced_clocks, actions_days_ahead],
+    ids=["advanced-clocks", "merchants-with-actions-ahead"],
+)
+async def test_an_idle_poll_reads_no_more_rows_for_more_merchants_of_either_kind(
+    settings: Settings,
+    sessions: SessionFactory,
+    more: Callable[[SessionFactory, int], Awaitable[None]],
 ) -> None:
-    """It read every clock ever advanced and probed its merchant's actions, four times a second
-    per processor: 20,202 rows a poll at 10,000 clocks (scale review)."""
+    """From the clocks, it read every clock ever advanced and probed its merchant's actions,
+    four times a second per processor: 20,202 rows a poll at 10,000 clocks (scale review); from
+    the merchants with actions to apply, every one of them: 15,005 rows at 3,000 with actions
+    days ahead and no clock advanced (scheduler review). It lists from the smaller side."""
     await advanced_clocks(sessions, FEW)
+    await actions_days_ahead(sessions, FEW)
     with_few = await idle_poll_reads(settings)
-    await advanced_clocks(sessions, MANY - FEW)
+    await more(sessions, MANY - FEW)
     with_many = await idle_poll_reads(settings)
 
     assert with_many - with_few < (MANY - FEW) / 10, (with_few, with_many)
+
+
+async def test_either_side_lists_the_same_merchants_in_the_same_order(
+    sessions: SessionFactory,
+) -> None:
+    # (clock offset or None, actions due this many minutes ahead of real time, applied or not)
+    merchants_made: list[tuple[int | None, list[tuple[int, bool]]]] = [
+        (3600, [(30, False)]),  # due on its clock: listed
+        (3600, [(90, False)]),  # beyond its clock
+        (None, [(30, False)]),  # no clock
+        (0, [(30, False)]),  # a clock not ahead
+        (3600, [(30, True)]),  # applied already
+        (7200, [(100, False), (30, False)]),  # its first due on its clock: listed
+        (3600, []),  # nothing scheduled
+    ]
+    ids = []
+    async with sessions() as session, session.begin():
+        for offset, actions in merchants_made:
+            merchant_id = str(uuid.uuid4())
+            ids.append(merchant_id)
+            await session.execute(
+                text(
+                    "INSERT INTO merchants (id, name, api_key_hash, is_active, webhook_secret, "
+                    "created_at) VALUES (:id, CONCAT(:tag, :id), SHA2(:id, 256), 1, 'unused', "
+                    "NOW(6))"
+                ),
+                {"id": merchant_id, "tag": TAG},
+            )
+            if offset is not None:
+                await session.execute(
+                    text(
+                        "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at) "
+                        "VALUES (:id, :offset, NOW(6) - INTERVAL :age SECOND)"
+                    ),
+                    {"id": merchant_id, "offset": offset, "age": len(ids)},
+                )
+            for minutes, applied in actions:
+                await session.execute(
+                    text(
+                        "INSERT INTO scheduled_actions (merchant_id, payout_id, hold_cycle, "
+                        "action, expected_status, due_at, created_at, applied_at) VALUES (:id, "
+                        "UUID(), 1, 'SCRIPT_STEP', 'PROCESSING', UTC_TIMESTAMP(6) + INTERVAL "
+                        ":minutes MINUTE, UTC_TIMESTAMP(6), IF(:applied, UTC_TIMESTAMP(6), NULL))"
+                    ),
+                    {"id": merchant_id, "minutes": minutes, "applied": applied},
+                )
+
+    async with sessions() as session:
+        listed = {
+            side: [
+                merchant_id
+                for merchant_id in await session.scalars(
+                    merchants_with_actions_due_ahead(listed_from=side)
+                )
+                if merchant_id in ids
+            ]
+            for side in ListedFrom
+        }
+
+    assert listed[ListedFrom.CLOCKS] == listed[ListedFrom.PENDING] == [ids[5], ids[0]]
