@@ -19,8 +19,14 @@ MAX_KEPT_BYTES = 60_000  # and room for the "… (N more characters)" that says 
 # those it ignores or refuses, whose value the log showed whole when spelt with dashes (.NET's
 # `AccountNumber`, `account-number`, `accountNo`, `bankAccountNumber`: reqlog review). The name
 # ends there: `accountNotes` and `ibanCountry` are other fields (diff review).
-_ACCOUNT_FIELD = re.compile(r"(?:account|acct)[\s_-]*(?:number|num|no)|iban", re.IGNORECASE)
-_ACCOUNT_FIELD_NAME = re.compile(rf"(?:{_ACCOUNT_FIELD.pattern})$", re.IGNORECASE)
+_ACCOUNT_WORDS = r"(?:account|acct)[\s_-]*(?:number|num|no)|iban"
+# ... or, after it, another word of one (`ibanNumber`), a plural, a number, a confirmation, an
+# array's brackets (`accountNumberConfirm`, `account_number[]`: diff review).
+_ACCOUNT_NAME = (
+    rf"(?:{_ACCOUNT_WORDS})"
+    r"(?:[\s_-]*(?:number|num|no|confirm(?:ation|ed)?)|s|\d+)?(?:\[\d*\])?"
+)
+_ACCOUNT_FIELD_NAME = re.compile(rf"{_ACCOUNT_NAME}$", re.IGNORECASE)
 
 
 class _Number(str):
@@ -101,7 +107,7 @@ _JSON_ESCAPE = re.compile(r"""\\(?:u(?![dD][89a-fA-F])([0-9a-fA-F]{4})|(["\\/]))
 # 5000-1`, which no pattern of a log line's can tell from other figures): `"accountNumber": "..."`
 # in a malformed JSON body, `accountNumber=...` in a form (pii review).
 _ACCOUNT_VALUE = re.compile(
-    rf"""((?:{_ACCOUNT_FIELD.pattern})["']?\s*[:=]\s*["']?)([^"'&,;}}\n]+)""",
+    rf"""({_ACCOUNT_NAME}["']?\s*[:=]\s*["']?)([^"'&,;}}\n]+)""",
     re.IGNORECASE,
 )
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api_service.metrics import REQUEST_LOG_ROWS_LEFT_OUT
 from contracts.db.engine import SessionFactory
 from contracts.db.models import ApiRequestRecord, table_of
-from contracts.db.outages import is_outage
+from contracts.db.outages import is_outage, lost_the_connection
 from contracts.logging import LogThrottle
 
 log = logging.getLogger("api.request_log")
@@ -92,7 +92,7 @@ class RequestLogWriter:
                 for row in rows:
                     try:
                         await self._insert([row])
-                    except SQLAlchemyError as refused:
+                    except (SQLAlchemyError, CommitUnanswered) as refused:
                         log.warning("request log: a row not written: %s", type(refused).__name__)
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
@@ -102,10 +102,10 @@ class RequestLogWriter:
             await session.execute(_INSERT_ROWS, rows)
             try:
                 await session.commit()
-            except SQLAlchemyError as lost:
-                if not is_outage(lost):
-                    raise
-                raise CommitUnanswered from lost
+            except SQLAlchemyError as refused:
+                if lost_the_connection(refused):  # an answer (a deadlock, read-only): not done
+                    raise CommitUnanswered from refused
+                raise
 
     async def _run(self) -> None:
         while True:

@@ -86,6 +86,15 @@ OUTAGE_ERROR_CODES = frozenset(
 )
 
 
+# The connection lost, or closed by the server: what was sent last (a COMMIT) may or may not
+# have been done. The other outages are answers: the statement was refused, nothing was done.
+CONNECTION_LOST = frozenset({1158, 1159, 1160, 1161, 1927, 2006, 2013, 2014, 4031})
+
+
+def lost_the_connection(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and database_error_code(error) in CONNECTION_LOST
+
+
 def database_error_code(error: DBAPIError) -> int | None:
     """The server's error number. A deadlock inside a savepoint comes out as the savepoint gone
     (InnoDB rolled the whole transaction back, and SQLAlchemy's ROLLBACK TO SAVEPOINT failed):

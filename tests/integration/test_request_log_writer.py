@@ -151,6 +151,48 @@ async def test_rows_whose_commit_went_unanswered_are_not_written_again(
     assert await recorded(create_session_factory(engine), merchant_id) == 1
 
 
+class RefusedAtCommit(Session):
+    """The server answers the COMMIT with a deadlock: the transaction rolled back."""
+
+
+@event.listens_for(RefusedAtCommit, "before_commit")
+def _refused(_session: Session) -> None:
+    raise OperationalError("COMMIT", {}, DriverError(1213, "Deadlock found"))
+
+
+async def test_rows_whose_commit_the_server_refused_are_written_at_the_next_flush(
+    engine: AsyncEngine,
+) -> None:
+    """Taken for a COMMIT gone unanswered, they were dropped: certainly not written (diff
+    review)."""
+    refused = RequestLogWriter(async_sessionmaker(engine, sync_session_class=RefusedAtCommit))
+    merchant_id = str(uuid.uuid4())
+    refused.add(call_of(merchant_id))
+    await refused.flush()
+    writer = RequestLogWriter(create_session_factory(engine))
+    writer.add(refused._rows.pop())  # what waits in memory, written once the database takes it
+
+    await writer.flush()
+
+    assert await recorded(create_session_factory(engine), merchant_id) == 1
+
+
+async def test_a_commit_unanswered_row_by_row_does_not_stop_the_flush(
+    engine: AsyncEngine,
+) -> None:
+    """Row by row (a row the database refused), an unanswered COMMIT escaped the flush: the
+    rows after it were not tried, and the timer's task died (diff review)."""
+    writer = RequestLogWriter(async_sessionmaker(engine, sync_session_class=LostAfterCommit))
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    writer.add(call_of(good))
+    writer.add({**call_of(bad), "method": "UNSUBSCRIBED"})  # wider than the column
+    writer.add(call_of(good))
+
+    await writer.flush()
+
+    assert await recorded(create_session_factory(engine), good) == 2
+
+
 async def test_a_call_left_out_of_a_full_queue_is_counted(
     sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

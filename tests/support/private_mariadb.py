@@ -58,7 +58,11 @@ class MariaDBServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()  # a clean shutdown, as `mysqladmin shutdown`
-            self.process.wait(timeout=START_SECONDS)
+            try:
+                self.process.wait(timeout=START_SECONDS)
+            except subprocess.TimeoutExpired:  # hung: not left running, its data deleted
+                self.process.kill()
+                self.process.wait()
             self.process = None
 
 

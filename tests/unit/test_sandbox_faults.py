@@ -123,7 +123,18 @@ def test_the_log_keeps_the_body_as_sent(sent: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["account_number", "AccountNumber", "account-number", "accountNo", "bankAccountNumber"]
+    "name",
+    [
+        "account_number",
+        "AccountNumber",
+        "account-number",
+        "accountNo",
+        "bankAccountNumber",
+        # a suffix after it (diff review)
+        "accountNumberConfirm",
+        "account_number[]",
+        "ibanNumber",
+    ],
 )
 def test_the_log_masks_an_account_number_under_any_spelling(name: str) -> None:
     """A body may say `account_number` (the API reads it as accountNumber): it was logged whole,
