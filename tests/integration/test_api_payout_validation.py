@@ -13,13 +13,13 @@ from sqlalchemy import update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from api_service.directory.active import ACTIVE_DIRECTORY
-from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import DirectoryInstitution
 from contracts.domain.statuses import FailureCode
-from contracts.payout_queue import SWITCHED_OFF_REASON, expire_queued_payouts
+from contracts.payout_queue import SWITCHED_OFF_REASON
 from tests.conftest import MerchantFactory
 from tests.support.api_helpers import API, assert_error, auth, fail_payout, footprint, payout_body
+from tests.support.payout_records import expired_by
 from tests.support.strategies import oracle_check_digits
 
 
@@ -572,14 +572,7 @@ async def test_a_queued_payout_to_a_bank_switched_off_since_waits_and_the_queue_
     )
     assert closed.json()["data"]["status"] == "QUEUED"
     # Its expiry says why it did not start: not for a balance that covered it (diff review).
-    async with transaction(sessions) as session:
-        expired, _ = await expire_queued_payouts(
-            session,
-            merchant_id=merchant.merchant_id,
-            due_by=utcnow() + timedelta(days=4),
-            time=SANDBOX_TIME,
-            correlation_id=None,
-        )
+    expired = await expired_by(sessions, merchant.merchant_id, utcnow() + timedelta(days=4))
     assert [(payout.failure_code, payout.failure_reason) for payout in expired] == [
         (FailureCode.QUEUE_EXPIRED, SWITCHED_OFF_REASON)
     ]

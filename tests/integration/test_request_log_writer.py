@@ -128,13 +128,24 @@ async def test_the_calls_answered_while_the_database_was_away_are_written_once_i
     assert await recorded(sessions, merchant_id) == 2
 
 
-class LostAfterCommit(Session):
-    """The COMMIT goes through, then the connection is lost before its answer."""
+def sessions_whose_commit(when: str, code: int, said: str) -> type[Session]:
+    """Sessions whose COMMIT fails with the server's error `code`, before it goes out or once
+    it went through (`when`: a Session event, before_commit or after_commit)."""
+
+    class Failing(Session):
+        pass
+
+    def fail(_session: Session) -> None:
+        raise OperationalError("COMMIT", {}, DriverError(code, said))
+
+    event.listen(Failing, when, fail)
+    return Failing
 
 
-@event.listens_for(LostAfterCommit, "after_commit")
-def _lost(_session: Session) -> None:
-    raise OperationalError("COMMIT", {}, DriverError(2013, "Lost connection"))
+# The COMMIT goes through, then the connection is lost before its answer.
+LostAfterCommit = sessions_whose_commit("after_commit", 2013, "Lost connection")
+# The server answers the COMMIT with a deadlock: the transaction rolled back.
+RefusedAtCommit = sessions_whose_commit("before_commit", 1213, "Deadlock found")
 
 
 async def test_rows_whose_commit_went_unanswered_are_not_written_again(
@@ -149,15 +160,6 @@ async def test_rows_whose_commit_went_unanswered_are_not_written_again(
     await writer.flush()
 
     assert await recorded(create_session_factory(engine), merchant_id) == 1
-
-
-class RefusedAtCommit(Session):
-    """The server answers the COMMIT with a deadlock: the transaction rolled back."""
-
-
-@event.listens_for(RefusedAtCommit, "before_commit")
-def _refused(_session: Session) -> None:
-    raise OperationalError("COMMIT", {}, DriverError(1213, "Deadlock found"))
 
 
 async def test_rows_whose_commit_the_server_refused_are_written_at_the_next_flush(

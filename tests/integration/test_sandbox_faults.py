@@ -11,7 +11,6 @@ import httpx
 from sqlalchemy import func, insert, select, update
 
 from cli.merchants import NewMerchant
-from contracts.clock import SANDBOX_TIME
 from contracts.db.engine import SessionFactory, transaction, utcnow
 from contracts.db.models import (
     ApiRequestRecord,
@@ -23,7 +22,6 @@ from contracts.db.models import (
     WebhookDelivery,
 )
 from contracts.domain.statuses import EventType, PayoutStatus
-from contracts.payout_queue import expire_queued_payouts
 from contracts.settings import Settings
 from contracts.webhook_chaos import ChaosKind
 from contracts.webhooks import DeliveryStatus
@@ -41,6 +39,7 @@ from tests.support.api_helpers import (
     payout_body,
     process_payout,
 )
+from tests.support.payout_records import expired_by
 from tests.support.polling import eventually
 from tests.support.processing import running_processor_and_relay
 
@@ -795,14 +794,7 @@ async def test_a_payout_that_expired_in_the_queue_shows_no_scenario_in_readiness
         created = await api_client.post(f"{API}/payouts", json=body, headers=auth(merchant))
         assert created.json()["data"]["status"] == PayoutStatus.QUEUED.value, created.text
         queued.append(created.json()["data"]["id"])
-    async with transaction(sessions) as session:
-        expired, _ = await expire_queued_payouts(
-            session,
-            merchant_id=merchant.merchant_id,
-            due_by=utcnow() + timedelta(hours=73),
-            time=SANDBOX_TIME,
-            correlation_id=None,
-        )
+    expired = await expired_by(sessions, merchant.merchant_id, utcnow() + timedelta(hours=73))
     assert sorted(payout.id for payout in expired) == sorted(queued)
 
     report = await api_client.get(f"{API}/sandbox/readiness", headers=auth(merchant))

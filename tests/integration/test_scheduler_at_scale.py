@@ -33,35 +33,28 @@ _NUMBERS = (
 
 async def advanced_clocks(sessions: SessionFactory, count: int) -> None:
     """`count` merchants with nothing scheduled, each with its clock an hour ahead."""
-    tag = await merchants(sessions, count)
-    async with sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at) "
-                "SELECT id, 3600, NOW(6) - INTERVAL 1 MINUTE FROM merchants "
-                "WHERE name LIKE CONCAT(:tag, '-%')"
-            ),
-            {"tag": tag},
-        )
+    await merchants_each_with(
+        sessions,
+        count,
+        "INSERT INTO sandbox_clocks (merchant_id, offset_seconds, updated_at) "
+        "SELECT id, 3600, NOW(6) - INTERVAL 1 MINUTE",
+    )
 
 
 async def actions_days_ahead(sessions: SessionFactory, count: int) -> None:
     """`count` merchants with no clock advanced, each with an action three days ahead."""
-    tag = await merchants(sessions, count)
-    async with sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "INSERT INTO scheduled_actions (merchant_id, payout_id, hold_cycle, action, "
-                "expected_status, due_at, created_at) SELECT id, UUID(), 1, 'EXPIRE_QUEUE', "
-                "'QUEUED', UTC_TIMESTAMP(6) + INTERVAL 3 DAY, UTC_TIMESTAMP(6) FROM merchants "
-                "WHERE name LIKE CONCAT(:tag, '-%')"
-            ),
-            {"tag": tag},
-        )
+    await merchants_each_with(
+        sessions,
+        count,
+        "INSERT INTO scheduled_actions (merchant_id, payout_id, hold_cycle, action, "
+        "expected_status, due_at, created_at) SELECT id, UUID(), 1, 'EXPIRE_QUEUE', 'QUEUED', "
+        "UTC_TIMESTAMP(6) + INTERVAL 3 DAY, UTC_TIMESTAMP(6)",
+    )
 
 
-async def merchants(sessions: SessionFactory, count: int) -> str:
-    """`count` merchants named after a tag of their own, which it returns."""
+async def merchants_each_with(sessions: SessionFactory, count: int, insert_select: str) -> None:
+    """`count` merchants, and for each a row of `insert_select` (`INSERT ... SELECT id, ...`,
+    completed with the merchants it reads from)."""
     tag = f"{TAG}{uuid.uuid4().hex}"
     async with sessions() as session, session.begin():
         await session.execute(
@@ -73,7 +66,10 @@ async def merchants(sessions: SessionFactory, count: int) -> str:
             ),
             {"tag": tag, "count": count},
         )
-    return tag
+        await session.execute(
+            text(f"{insert_select} FROM merchants WHERE name LIKE CONCAT(:tag, '-%')"),
+            {"tag": tag},
+        )
 
 
 @asynccontextmanager

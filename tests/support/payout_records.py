@@ -1,11 +1,14 @@
 """What the database holds about a payout: its journals, its events, its merchant's balance."""
 
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from contracts.db.engine import SessionFactory
-from contracts.db.models import Balance, LedgerJournal, LedgerLine, PayoutEvent
+from contracts.clock import SANDBOX_TIME
+from contracts.db.engine import SessionFactory, transaction
+from contracts.db.models import Balance, LedgerJournal, LedgerLine, Payout, PayoutEvent
+from contracts.payout_queue import expire_queued_payouts
 
 
 async def journal_kinds(sessions: SessionFactory, payout_id: str) -> tuple[str, ...]:
@@ -47,3 +50,13 @@ async def balance_and_ledger(
             sums.get("AVAILABLE", zero),
             sums.get("HELD", zero),
         )
+
+
+async def expired_by(sessions: SessionFactory, merchant_id: str, due_by: datetime) -> list[Payout]:
+    """The merchant's queued payouts whose expiry is due by `due_by`, expired now (what the
+    processor's scheduled action does), in one transaction."""
+    async with transaction(sessions) as session:
+        expired, _ = await expire_queued_payouts(
+            session, merchant_id=merchant_id, due_by=due_by, time=SANDBOX_TIME, correlation_id=None
+        )
+    return expired

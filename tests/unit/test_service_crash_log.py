@@ -30,17 +30,17 @@ except typer.Exit as stopped:
 """
 
 
+def run_service(script: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_an_error_that_ends_a_service_is_one_json_line_and_exit_code_1() -> None:
     """A consumer whose broker closed its connections while it started (compose's restart)
     died on an exception group whose traceback Python printed as dozens of plain lines, among
     the JSON ones an operator pipes to jq (containers review)."""
-    done = subprocess.run(
-        [sys.executable, "-c", CRASHING_SERVICE],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_service(CRASHING_SERVICE)
     assert done.returncode == 1, done.stderr
     lines = [json.loads(line) for line in done.stderr.splitlines()]  # each line one object
     [crash] = [line for line in lines if line["level"] == "CRITICAL"]
@@ -62,13 +62,7 @@ serve(main())
 def test_a_service_may_open_as_many_files_as_the_hard_limit_allows() -> None:
     """A container's soft limit is often 1,024, and each connection an open file: the webhook
     service's, to 1,200 merchants' hosts, failed with "Too many open files" (scale review)."""
-    done = subprocess.run(
-        [sys.executable, "-c", OPEN_FILES_OF_A_SERVICE],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_service(OPEN_FILES_OF_A_SERVICE)
     assert done.returncode == 0, done.stderr
     soft, hard = done.stdout.split()
     assert soft == hard != "256"
