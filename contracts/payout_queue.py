@@ -73,6 +73,10 @@ class QueueChangedConcurrently(Exception):
     """A queued payout changed without the balance row's lock: a bug of the lock order."""
 
 
+# The directory's row of a payout's bank or wallet: whether it is switched on.
+_ITS_INSTITUTION = DirectoryInstitution.code == func.coalesce(Payout.bank_code, Payout.wallet_code)
+
+
 def _queued_of(merchant_id: str) -> Any:
     return (
         select(Payout)
@@ -103,10 +107,7 @@ async def start_queued_payouts(
     startable = (
         _queued_of(merchant_id)
         .join(Merchant, Merchant.id == Payout.merchant_id)
-        .join(
-            DirectoryInstitution,
-            DirectoryInstitution.code == func.coalesce(Payout.bank_code, Payout.wallet_code),
-        )
+        .join(DirectoryInstitution, _ITS_INSTITUTION)
         .where(Merchant.is_active.is_(True), DirectoryInstitution.is_active.is_(True))
         .limit(START_BATCH)
     )
@@ -299,11 +300,7 @@ async def expire_queued_payouts(
         )
         .scalar_subquery()
     )
-    switched_on = (
-        select(DirectoryInstitution.is_active)
-        .where(DirectoryInstitution.code == func.coalesce(Payout.bank_code, Payout.wallet_code))
-        .scalar_subquery()
-    )
+    switched_on = select(DirectoryInstitution.is_active).where(_ITS_INSTITUTION).scalar_subquery()
     due = await session.execute(
         _queued_of(merchant_id).add_columns(expiry, switched_on).where(expiry <= due_by)
     )

@@ -92,10 +92,11 @@ def _kept_field(key: str, item: Any) -> Any:
     """An account field masked, all of it when it holds more than a value (a list, an object:
     refused, but the number inside, spelt with spaces, is no digit run); a secret field's value
     removed."""
-    if is_account_field(key) and isinstance(item, str):
-        return _masked_account(item)
-    if is_account_field(key) and isinstance(item, list):  # an array or an object (_Object)
-        return REDACTED
+    if is_account_field(key):
+        if isinstance(item, str):
+            return _masked_account(item)
+        if isinstance(item, list):  # an array or an object (_Object)
+            return REDACTED
     return REDACTED if names_a_secret(key) else item
 
 

@@ -103,9 +103,9 @@ class RequestLogWriter:
             try:
                 await session.commit()
             except SQLAlchemyError as refused:
-                if lost_the_connection(refused):  # an answer (a deadlock, read-only): not done
+                if lost_the_connection(refused):
                     raise CommitUnanswered from refused
-                raise
+                raise  # an answer (a deadlock, read-only): nothing was done
 
     async def _run(self) -> None:
         while True:
